@@ -1,0 +1,89 @@
+"""stepgraph: typed agent workflows in Pregel-style supersteps.
+
+    import stepgraph as sg
+
+The public API is re-exported here; implementation lives in underscored modules.
+"""
+
+from typing import Never as Never
+
+from ._builder import WorkflowBuilder as WorkflowBuilder
+from ._core import Backend as Backend
+from ._core import Event as Event
+from ._core import ExecutorCompletedEvent as ExecutorCompletedEvent
+from ._core import ExecutorFailedEvent as ExecutorFailedEvent
+from ._core import ExecutorInvokedEvent as ExecutorInvokedEvent
+from ._core import FailedEvent as FailedEvent
+from ._core import LocalBackend as LocalBackend
+from ._core import OutputEvent as OutputEvent
+from ._core import RetryPolicy as RetryPolicy
+from ._core import RunStartedEvent as RunStartedEvent
+from ._core import RunStatus as RunStatus
+from ._core import StateView as StateView
+from ._core import StatusEvent as StatusEvent
+from ._core import SuperstepCompletedEvent as SuperstepCompletedEvent
+from ._core import SuperstepStartedEvent as SuperstepStartedEvent
+from ._core import UserEvent as UserEvent
+from ._core import WarningEvent as WarningEvent
+from ._core import WorkflowContext as WorkflowContext
+from ._edges import Case as Case
+from ._edges import Default as Default
+from ._exceptions import ConvergenceError as ConvergenceError
+from ._exceptions import EventError as EventError
+from ._exceptions import ExecutorTimeoutError as ExecutorTimeoutError
+from ._exceptions import MessageTypeError as MessageTypeError
+from ._exceptions import RoutingError as RoutingError
+from ._exceptions import StateConflictError as StateConflictError
+from ._exceptions import StepgraphError as StepgraphError
+from ._exceptions import WorkflowBusyError as WorkflowBusyError
+from ._exceptions import WorkflowDefinitionError as WorkflowDefinitionError
+from ._exceptions import WorkflowRunError as WorkflowRunError
+from ._executor import Executor as Executor
+from ._executor import FunctionExecutor as FunctionExecutor
+from ._executor import executor as executor
+from ._executor import handler as handler
+from ._workflow import RunResult as RunResult
+from ._workflow import Workflow as Workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "Case",
+    "ConvergenceError",
+    "Default",
+    "Event",
+    "EventError",
+    "Executor",
+    "ExecutorCompletedEvent",
+    "ExecutorFailedEvent",
+    "ExecutorInvokedEvent",
+    "ExecutorTimeoutError",
+    "FailedEvent",
+    "FunctionExecutor",
+    "LocalBackend",
+    "MessageTypeError",
+    "Never",
+    "OutputEvent",
+    "RetryPolicy",
+    "RoutingError",
+    "RunResult",
+    "RunStartedEvent",
+    "RunStatus",
+    "StateConflictError",
+    "StateView",
+    "StatusEvent",
+    "StepgraphError",
+    "SuperstepCompletedEvent",
+    "SuperstepStartedEvent",
+    "UserEvent",
+    "WarningEvent",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowBusyError",
+    "WorkflowContext",
+    "WorkflowDefinitionError",
+    "WorkflowRunError",
+    "executor",
+    "handler",
+]

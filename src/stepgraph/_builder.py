@@ -1,0 +1,354 @@
+"""``WorkflowBuilder``: declare executors and edges, then ``build()``.
+
+Executors are registered in the order they are first mentioned (the start
+executor first); that order is the schedule order of every superstep. Edges
+may name executors by instance or by id. ``build()`` validates the whole graph
+and raises ``WorkflowDefinitionError`` naming the executor, edge or type at
+fault; it never mutates the objects it was given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._core import (
+    DirectEdge,
+    EdgeGroup,
+    FanInEdge,
+    FanOutEdge,
+    Graph,
+    MultiSelectEdge,
+    Node,
+    SwitchEdge,
+    may_overlap,
+    type_name,
+)
+from ._edges import Case, Default
+from ._exceptions import WorkflowDefinitionError
+from ._executor import Executor
+from ._handlers import union_of
+from ._workflow import Workflow
+
+__all__ = ["WorkflowBuilder"]
+
+ExecutorRef = Executor | str
+Predicate = Callable[[Any], bool | Awaitable[bool]]
+Selector = Callable[[Any, list[str]], Sequence[str] | Awaitable[Sequence[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """An edge group as declared, before ids are resolved."""
+
+    kind: type[EdgeGroup]
+    sources: tuple[ExecutorRef, ...]
+    targets: tuple[ExecutorRef, ...]
+    condition: Predicate | None = None
+    cases: tuple[Predicate, ...] = ()  # switch: one predicate per case target
+    default: ExecutorRef | None = None
+    selector: Selector | None = None
+
+
+def _ref_name(ref: ExecutorRef) -> str:
+    return ref if isinstance(ref, str) else getattr(ref, "id", repr(ref))
+
+
+class WorkflowBuilder:
+    """Build a workflow::
+
+    workflow = (
+        WorkflowBuilder(start=Upper(id="upper"), name="demo")
+        .add_edge("upper", reverse)
+        .build()
+    )
+    """
+
+    def __init__(
+        self,
+        start: Executor,
+        *,
+        name: str | None = None,
+        max_supersteps: int = 100,
+        strict: bool = False,
+        output_from: Iterable[ExecutorRef] | None = None,
+    ) -> None:
+        if not isinstance(start, Executor):
+            raise WorkflowDefinitionError(
+                f"start must be an Executor instance, got {type(start).__name__}"
+            )
+        if not isinstance(max_supersteps, int) or max_supersteps < 1:
+            raise WorkflowDefinitionError(
+                f"max_supersteps must be a positive int, got {max_supersteps!r}"
+            )
+        self._start = start
+        self._name = name if name is not None else "workflow"
+        self._max_supersteps = max_supersteps
+        self._strict = strict
+        self._output_from = None if output_from is None else tuple(output_from)
+        self._registered: dict[str, Executor] = {}
+        self._clashes: list[tuple[Executor, Executor]] = []
+        self._drafts: list[_Draft] = []
+        self.add_executor(start)
+
+    # -- declaring -----------------------------------------------------------
+
+    def add_executor(self, *executors: Executor) -> WorkflowBuilder:
+        """Register executors now (fixing their schedule position) without edges."""
+        for executor in executors:
+            self._register(executor)
+        return self
+
+    def add_edge(
+        self, source: ExecutorRef, target: ExecutorRef, condition: Predicate | None = None
+    ) -> WorkflowBuilder:
+        """Send ``source``'s messages to ``target`` (when ``condition(message)``,
+        sync or async, is true)."""
+        if condition is not None and not callable(condition):
+            raise WorkflowDefinitionError(
+                f"edge {_ref_name(source)} -> {_ref_name(target)}: condition must be callable"
+            )
+        return self._add(_Draft(DirectEdge, (source,), (target,), condition=condition))
+
+    def add_fan_out(self, source: ExecutorRef, targets: Sequence[ExecutorRef]) -> WorkflowBuilder:
+        """Send each of ``source``'s messages to every target that accepts it."""
+        targets = tuple(targets)
+        if not targets:
+            raise WorkflowDefinitionError(f"fan-out from {_ref_name(source)}: no targets")
+        return self._add(_Draft(FanOutEdge, (source,), targets))
+
+    def add_fan_in(self, sources: Sequence[ExecutorRef], target: ExecutorRef) -> WorkflowBuilder:
+        """Once every source has sent, deliver ``target`` one ``list`` of their
+        messages in source order (buffered across supersteps)."""
+        sources = tuple(sources)
+        if not sources:
+            raise WorkflowDefinitionError(f"fan-in to {_ref_name(target)}: no sources")
+        return self._add(_Draft(FanInEdge, sources, (target,)))
+
+    def add_switch(self, source: ExecutorRef, cases: Sequence[Case | Default]) -> WorkflowBuilder:
+        """Send each message to the target of the first matching ``Case``, or
+        to the ``Default`` (which must come last)."""
+        cases = tuple(cases)
+        where = f"switch from {_ref_name(source)}"
+        plain = [c for c in cases if isinstance(c, Case)]
+        defaults = [c for c in cases if isinstance(c, Default)]
+        if len(plain) + len(defaults) != len(cases):
+            raise WorkflowDefinitionError(f"{where}: cases must be Case(...) or Default(...)")
+        if not plain and not defaults:
+            raise WorkflowDefinitionError(f"{where}: no cases")
+        if len(defaults) > 1 or (defaults and cases[-1] is not defaults[0]):
+            raise WorkflowDefinitionError(f"{where}: at most one Default, and it must come last")
+        for case in plain:
+            if not callable(case.predicate):
+                raise WorkflowDefinitionError(f"{where}: a case predicate is not callable")
+        return self._add(
+            _Draft(
+                SwitchEdge,
+                (source,),
+                tuple(c.target for c in plain),
+                cases=tuple(c.predicate for c in plain),
+                default=defaults[0].target if defaults else None,
+            )
+        )
+
+    def add_multi_select(
+        self, source: ExecutorRef, targets: Sequence[ExecutorRef], selector: Selector
+    ) -> WorkflowBuilder:
+        """Send each message to the targets ``selector(message, target_ids)``
+        returns (sync or async); an unknown id fails the run."""
+        targets = tuple(targets)
+        if not targets:
+            raise WorkflowDefinitionError(f"multi-select from {_ref_name(source)}: no targets")
+        if not callable(selector):
+            raise WorkflowDefinitionError(
+                f"multi-select from {_ref_name(source)}: selector must be callable"
+            )
+        return self._add(_Draft(MultiSelectEdge, (source,), targets, selector=selector))
+
+    def add_chain(self, executors: Sequence[ExecutorRef]) -> WorkflowBuilder:
+        """``add_edge`` between each consecutive pair."""
+        chain = tuple(executors)
+        if len(chain) < 2:
+            raise WorkflowDefinitionError("add_chain needs at least two executors")
+        for source, target in itertools.pairwise(chain):
+            self.add_edge(source, target)
+        return self
+
+    def _register(self, executor: Executor) -> None:
+        if not isinstance(executor, Executor):
+            raise WorkflowDefinitionError(
+                f"expected an Executor or an executor id, got {type(executor).__name__}"
+            )
+        if not hasattr(executor, "_specs"):
+            raise WorkflowDefinitionError(
+                f"{type(executor).__name__} instance was not initialised: its __init__ must "
+                "call super().__init__(id=...)"
+            )
+        known = self._registered.get(executor.id)
+        if known is None:
+            self._registered[executor.id] = executor
+        elif known is not executor:
+            self._clashes.append((known, executor))
+
+    def _add(self, draft: _Draft) -> WorkflowBuilder:
+        refs = (*draft.sources, *draft.targets) + (
+            (draft.default,) if draft.default is not None else ()
+        )
+        for ref in refs:
+            if isinstance(ref, Executor):
+                self._register(ref)
+            elif not isinstance(ref, str):
+                raise WorkflowDefinitionError(
+                    f"expected an Executor or an executor id, got {type(ref).__name__}"
+                )
+        self._drafts.append(draft)
+        return self
+
+    # -- building --------------------------------------------------------------
+
+    def build(self) -> Workflow:
+        """Validate and return the workflow."""
+        for first, second in self._clashes:
+            raise WorkflowDefinitionError(
+                f"duplicate executor id {first.id!r}: used by {first!r} and by a different "
+                f"object {second!r}"
+            )
+        executors = dict(self._registered)
+        edges = tuple(self._resolve(d, executors) for d in self._drafts)
+        _check_duplicate_edges(edges)
+        for edge in edges:
+            _check_types(edge, executors)
+        _check_reachable(self._start.id, executors, edges)
+        output_ids = self._output_ids(executors)
+        nodes = {
+            eid: Node(
+                id=eid,
+                index=i,
+                invoke=ex._invoke,
+                accepts=ex.accepts,
+                retry=ex.retry,
+                timeout=ex.timeout,
+            )
+            for i, (eid, ex) in enumerate(executors.items())
+        }
+        graph = Graph(name=self._name, start=self._start.id, nodes=nodes, edges=edges)
+        return Workflow(
+            graph=graph,
+            executors=executors,
+            max_supersteps=self._max_supersteps,
+            strict=self._strict,
+            output_ids=output_ids,
+        )
+
+    def _resolve(self, draft: _Draft, executors: dict[str, Executor]) -> EdgeGroup:
+        def ident(ref: ExecutorRef) -> str:
+            name = _ref_name(ref)
+            if name not in executors:
+                shown = ", ".join(_ref_name(r) for r in (*draft.sources, *draft.targets))
+                raise WorkflowDefinitionError(
+                    f"{draft.kind.kind} edge ({shown}) names unknown executor {name!r}; "
+                    f"known: {sorted(executors)}"
+                )
+            return name
+
+        sources = tuple(ident(s) for s in draft.sources)
+        targets = tuple(ident(t) for t in draft.targets)
+        if draft.kind is SwitchEdge:
+            default = ident(draft.default) if draft.default is not None else None
+            all_targets = tuple(dict.fromkeys(targets + ((default,) if default else ())))
+            return SwitchEdge(
+                sources,
+                all_targets,
+                cases=tuple(zip(draft.cases, targets, strict=True)),
+                default=default,
+            )
+        if draft.kind is DirectEdge:
+            return DirectEdge(sources, targets, condition=draft.condition)
+        if draft.kind is MultiSelectEdge:
+            return MultiSelectEdge(sources, targets, selector=draft.selector)
+        return draft.kind(sources, targets)
+
+    def _output_ids(self, executors: dict[str, Executor]) -> frozenset[str] | None:
+        if self._output_from is None:
+            return None
+        ids: list[str] = []
+        for ref in self._output_from:
+            name = _ref_name(ref)
+            executor = executors.get(name)
+            if executor is None or (isinstance(ref, Executor) and executor is not ref):
+                raise WorkflowDefinitionError(
+                    f"output_from names {name!r}, which is not an executor of this workflow"
+                )
+            if executor.workflow_output_types is typing.Never:
+                raise WorkflowDefinitionError(
+                    f"output_from names {name!r}, but none of its handlers declares workflow "
+                    "outputs (use WorkflowContext[Out, WorkflowOut] or "
+                    "@handler(workflow_output=...))"
+                )
+            ids.append(name)
+        return frozenset(ids)
+
+
+def _check_duplicate_edges(edges: tuple[EdgeGroup, ...]) -> None:
+    seen: dict[tuple[str, str], EdgeGroup] = {}
+    for edge in edges:
+        for bag, what in ((edge.sources, "source"), (edge.targets, "target")):
+            if len(set(bag)) != len(bag) and type(edge) is not SwitchEdge:
+                raise WorkflowDefinitionError(f"{edge.label()}: a {what} is listed twice")
+        for source in edge.sources:
+            for target in edge.targets:
+                earlier = seen.get((source, target))
+                if earlier is not None:
+                    raise WorkflowDefinitionError(
+                        f"duplicate edge {source} -> {target}: declared by {earlier.label()} "
+                        f"and by {edge.label()}"
+                    )
+                seen[(source, target)] = edge
+
+
+def _check_types(edge: EdgeGroup, executors: dict[str, Executor]) -> None:
+    outputs = {s: executors[s].output_types for s in edge.sources}
+    for source, out in outputs.items():
+        if out is typing.Never:
+            raise WorkflowDefinitionError(
+                f"{edge.label()}: {source!r} declares no message types it sends "
+                "(its handlers' WorkflowContext is Never or bare); declare them, e.g. "
+                "WorkflowContext[str], or remove the edge"
+            )
+    for target in edge.targets:
+        accepted = executors[target].input_types
+        if type(edge) is FanInEdge:
+            item = union_of(list(outputs.values()))
+            carried: Any = list[item]  # type: ignore[valid-type]
+        else:
+            carried = outputs[edge.sources[0]]
+        if not any(may_overlap(carried, tp) for tp in accepted):
+            raise WorkflowDefinitionError(
+                f"{edge.label()}: {target!r} cannot accept what it would receive: "
+                f"{type_name(carried)} is sent, it handles "
+                f"{', '.join(type_name(t) for t in accepted)}"
+            )
+
+
+def _check_reachable(
+    start: str, executors: dict[str, Executor], edges: tuple[EdgeGroup, ...]
+) -> None:
+    successors: dict[str, set[str]] = {}
+    for edge in edges:
+        for source in edge.sources:
+            successors.setdefault(source, set()).update(edge.targets)
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        for nxt in successors.get(frontier.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    unreachable = [e for e in executors if e not in seen]
+    if unreachable:
+        raise WorkflowDefinitionError(
+            f"executor(s) {unreachable} cannot be reached from the start executor {start!r}"
+        )

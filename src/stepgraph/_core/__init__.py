@@ -1,0 +1,101 @@
+"""The kernel: superstep scheduler, routing, inboxes, state, events, backends.
+
+Everything above the kernel (executors, the builder, workflows, the CLI) uses
+only what this module exports.
+"""
+
+from .._exceptions import (
+    ConvergenceError,
+    EventError,
+    ExecutorTimeoutError,
+    MessageTypeError,
+    RoutingError,
+    StateConflictError,
+    WorkflowRunError,
+)
+from ._backend import Backend, ExecutorFailure, LocalBackend, Superstep, run_inbox
+from ._context import Contract, Outbox, RunScope, WorkflowContext
+from ._events import (
+    FRAMEWORK_EVENT_KINDS,
+    Event,
+    ExecutorCompletedEvent,
+    ExecutorFailedEvent,
+    ExecutorInvokedEvent,
+    FailedEvent,
+    OutputEvent,
+    RunStartedEvent,
+    RunStatus,
+    StatusEvent,
+    SuperstepCompletedEvent,
+    SuperstepStartedEvent,
+    UserEvent,
+    WarningEvent,
+)
+from ._graph import (
+    DirectEdge,
+    EdgeGroup,
+    FanInEdge,
+    FanOutEdge,
+    Graph,
+    MultiSelectEdge,
+    Node,
+    SwitchEdge,
+)
+from ._policy import RetryPolicy
+from ._routing import Inbox, Router
+from ._scheduler import RunState, run_supersteps
+from ._state import StateView
+from ._typing import ANY_SPEC, NEVER_SPEC, TypeSpec, TypeSpecError, may_overlap, type_name
+
+__all__ = [
+    "ANY_SPEC",
+    "FRAMEWORK_EVENT_KINDS",
+    "NEVER_SPEC",
+    "Backend",
+    "Contract",
+    "ConvergenceError",
+    "DirectEdge",
+    "EdgeGroup",
+    "Event",
+    "EventError",
+    "ExecutorCompletedEvent",
+    "ExecutorFailedEvent",
+    "ExecutorFailure",
+    "ExecutorInvokedEvent",
+    "ExecutorTimeoutError",
+    "FailedEvent",
+    "FanInEdge",
+    "FanOutEdge",
+    "Graph",
+    "Inbox",
+    "LocalBackend",
+    "MessageTypeError",
+    "MultiSelectEdge",
+    "Node",
+    "Outbox",
+    "OutputEvent",
+    "RetryPolicy",
+    "RoutingError",
+    "RunScope",
+    "RunStartedEvent",
+    "RunState",
+    "RunStatus",
+    "Router",
+    "StateConflictError",
+    "StateView",
+    "StatusEvent",
+    "Superstep",
+    "SuperstepCompletedEvent",
+    "SuperstepStartedEvent",
+    "SwitchEdge",
+    "TypeSpec",
+    "TypeSpecError",
+    "UserEvent",
+    "WarningEvent",
+    "WorkflowContext",
+    "WorkflowRunError",
+    "may_overlap",
+    "run_inbox",
+    "run_supersteps",
+    "type_name",
+]

@@ -1,0 +1,157 @@
+"""Delivery: run a superstep's inboxes on their executors.
+
+The scheduler decides *which* inboxes run and *when* the barrier is; a
+:class:`Backend` only runs them and hands back each executor's :class:`Outbox`.
+:class:`LocalBackend` runs each non-empty inbox as one asyncio task inside a
+task group — serial within an inbox, concurrent across inboxes, by
+construction (design §1.2, §1.3). A superstep with a single inbox runs it in
+the caller's task: no task is needed to be concurrent with nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Protocol, runtime_checkable
+
+from .._exceptions import ExecutorTimeoutError, WorkflowRunError
+from ._context import Outbox, RunScope, WorkflowContext
+from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
+from ._graph import Node
+from ._routing import Inbox
+
+__all__ = ["Backend", "ExecutorFailure", "LocalBackend", "Superstep"]
+
+
+class ExecutorFailure(Exception):
+    """Raised by a backend when a handler call failed for good (retries
+    exhausted). ``cause`` is the handler's exception."""
+
+    def __init__(self, executor_id: str, superstep: int, cause: BaseException) -> None:
+        super().__init__(executor_id, superstep, cause)
+        self.executor_id = executor_id
+        self.superstep = superstep
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class Superstep:
+    """One superstep's work: the inboxes in schedule order, and the state
+    committed at the previous barrier (read-only for the backend)."""
+
+    number: int
+    scope: RunScope
+    batches: Sequence[tuple[Node, Inbox]]
+    committed: Mapping[str, Any]
+    failures: list[ExecutorFailure] = field(default_factory=list)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs inboxes. Must return one :class:`Outbox` per batch, in batch order,
+    or raise :class:`ExecutorFailure` (first failure first in
+    ``Superstep.failures``); must leave nothing running when it returns or
+    raises, including on cancellation."""
+
+    async def run_superstep(self, work: Superstep) -> list[Outbox]: ...
+
+
+class LocalBackend:
+    """The in-process asyncio backend (the default)."""
+
+    async def run_superstep(self, work: Superstep) -> list[Outbox]:
+        batches = work.batches
+        if len(batches) == 1:
+            node, inbox = batches[0]
+            return [await run_inbox(work, node, inbox)]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run_inbox(work, node, inbox)) for node, inbox in batches]
+        return [task.result() for task in tasks]
+
+
+async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
+    """Process one executor's inbox serially; the reusable heart of a backend."""
+    step = work.number
+    ctx: WorkflowContext[Any, Any] = WorkflowContext(work.scope, node.id, step, work.committed)
+    guarded = node.retry is not None or node.timeout is not None
+    invoke = node.invoke
+    node_id = node.id
+    try:
+        for _source, message in inbox:
+            ctx._emit(ExecutorInvokedEvent(executor_id=node_id, superstep=step))
+            started = perf_counter()
+            try:
+                if guarded:
+                    await _invoke_guarded(node, message, ctx, step)
+                else:
+                    await invoke(message, ctx)
+            except Exception as exc:
+                failure = ExecutorFailure(node_id, step, exc)
+                work.failures.append(failure)
+                raise failure from exc
+            ctx._flush_outputs()
+            ctx._emit(
+                ExecutorCompletedEvent(
+                    executor_id=node_id, superstep=step, duration=perf_counter() - started
+                )
+            )
+    finally:
+        outbox = ctx._close()
+    return outbox
+
+
+async def _invoke_guarded(
+    node: Node, message: Any, ctx: WorkflowContext[Any, Any], step: int
+) -> None:
+    policy = node.retry
+    attempts = policy.attempts if policy is not None else 1
+    attempt = 1
+    while True:
+        mark = ctx._mark()
+        try:
+            await _invoke_with_timeout(node, message, ctx, step)
+            return
+        except Exception as exc:
+            ctx._rollback(mark)
+            if policy is None or attempt >= attempts or not policy.should_retry(exc):
+                raise
+            delay = policy.delay(attempt)
+            ctx._warn(
+                f"executor {node.id!r}: attempt {attempt}/{attempts} failed with "
+                f"{type(exc).__name__}: {exc}; retrying in {delay:g} s"
+            )
+            attempt += 1
+            if delay:
+                await asyncio.sleep(delay)
+
+
+async def _invoke_with_timeout(
+    node: Node, message: Any, ctx: WorkflowContext[Any, Any], step: int
+) -> None:
+    if node.timeout is None:
+        await node.invoke(message, ctx)
+        return
+    deadline = asyncio.timeout(node.timeout)
+    try:
+        async with deadline:
+            await node.invoke(message, ctx)
+    except TimeoutError as exc:
+        if deadline.expired():
+            raise ExecutorTimeoutError(node.id, node.timeout, step) from exc
+        raise
+
+
+def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
+    """The ``WorkflowRunError`` that ``run()`` raises (from the cause) for a
+    failed executor."""
+    cause = failure.cause
+    if isinstance(cause, WorkflowRunError) and cause.executor_id == failure.executor_id:
+        text = str(cause)
+    else:
+        text = (
+            f"executor {failure.executor_id!r} failed in superstep {failure.superstep}: "
+            f"{type(cause).__name__}: {cause}"
+        )
+    return WorkflowRunError(text, executor_id=failure.executor_id, superstep=failure.superstep)

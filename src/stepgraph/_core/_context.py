@@ -1,0 +1,279 @@
+"""The handler's view of a run: ``WorkflowContext`` and the outbox behind it.
+
+One context serves one executor's whole inbox in one superstep. Sending,
+yielding and state writes are buffered in the executor's :class:`Outbox` and
+take effect at the barrier; a handler call that fails (or an attempt that is
+retried) has its buffered effects rolled back.
+
+``send_message``, ``yield_output`` and ``add_event`` act immediately and
+return an already-completed awaitable, so ``await ctx.send_message(x)`` in an
+async handler and plain ``ctx.send_message(x)`` in a sync one both work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, Never
+
+from typing_extensions import TypeVar
+
+from .._exceptions import EventError, MessageTypeError, RoutingError, WorkflowRunError
+from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
+from ._state import StateView
+from ._typing import ANY_SPEC, TypeSpec, type_name
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
+
+OutT = TypeVar("OutT", default=Never)
+WorkflowOutT = TypeVar("WorkflowOutT", default=Never)
+
+Emit = Callable[[Event], None]
+
+
+class _Done:
+    """An awaitable that is already complete."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_DONE = _Done()
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """What one handler declares it sends and yields."""
+
+    label: str
+    outputs: TypeSpec = ANY_SPEC
+    workflow_outputs: TypeSpec = ANY_SPEC
+
+
+_UNDECLARED = Contract("<handler>")
+
+
+class Outbox:
+    """Everything one executor produced in one superstep, for the barrier."""
+
+    __slots__ = ("executor_id", "outputs", "sent", "writes")
+
+    def __init__(self, executor_id: str) -> None:
+        self.executor_id = executor_id
+        self.sent: list[tuple[Any, str | None]] = []
+        self.outputs: list[Any] = []
+        self.writes: dict[str, Any] = {}
+
+
+class RunScope:
+    """Per-run facts that every context of the run shares."""
+
+    __slots__ = ("emit", "executor_ids", "output_ids", "run_id", "strict", "workflow_name")
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow_name: str,
+        strict: bool,
+        emit: Emit,
+        executor_ids: frozenset[str],
+        output_ids: frozenset[str] | None,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_name = workflow_name
+        self.strict = strict
+        self.emit = emit
+        self.executor_ids = executor_ids
+        self.output_ids = output_ids  # None: every executor's yields are outputs
+
+
+class WorkflowContext(Generic[OutT, WorkflowOutT]):
+    """Passed to handlers. ``OutT`` is what the handler sends,
+    ``WorkflowOutT`` what it yields as workflow output (both default to
+    ``Never``; use ``Any`` to leave them undeclared)."""
+
+    __slots__ = (
+        "_closed",
+        "_contract",
+        "_emit",
+        "_executor_id",
+        "_outbox",
+        "_pending",
+        "_scope",
+        "_state",
+        "_superstep",
+    )
+
+    def __init__(
+        self, scope: RunScope, executor_id: str, superstep: int, committed: Mapping[str, Any]
+    ) -> None:
+        self._scope = scope
+        self._executor_id = executor_id
+        self._superstep = superstep
+        self._outbox = Outbox(executor_id)
+        self._pending: list[Any] = []
+        self._state = StateView(committed, self._outbox.writes)
+        self._contract = _UNDECLARED
+        self._emit = scope.emit
+        self._closed = False
+
+    # -- what handlers use -------------------------------------------------
+
+    @property
+    def executor_id(self) -> str:
+        return self._executor_id
+
+    @property
+    def superstep(self) -> int:
+        return self._superstep
+
+    @property
+    def run_id(self) -> str:
+        return self._scope.run_id
+
+    @property
+    def state(self) -> StateView:
+        """Shared state: the previous barrier's commit plus this executor's writes."""
+        return self._state
+
+    def send_message(self, message: OutT, target: str | None = None) -> _Done:
+        """Send ``message`` along this executor's edges (only to ``target``
+        when given). Delivered in the next superstep."""
+        self._check_open()
+        if message is None:
+            raise MessageTypeError(
+                f"executor {self._executor_id!r} sent None; None is never a message",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            )
+        if target is not None and target not in self._scope.executor_ids:
+            raise RoutingError(
+                f"executor {self._executor_id!r} sent to unknown target {target!r}",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            )
+        spec = self._contract.outputs
+        if not spec.matches(message):
+            self._violation("sent", message, "output", spec)
+        self._outbox.sent.append((message, target))
+        return _DONE
+
+    def yield_output(self, value: WorkflowOutT) -> _Done:
+        """Yield a workflow output; reported as an ``output`` event when the
+        current handler call returns successfully."""
+        self._check_open()
+        output_ids = self._scope.output_ids
+        if output_ids is not None and self._executor_id not in output_ids:
+            self._report(
+                f"executor {self._executor_id!r} yielded an output but is not one of the "
+                f"workflow's output executors {sorted(output_ids)}; the value is not an output",
+                MessageTypeError,
+            )
+            return _DONE
+        spec = self._contract.workflow_outputs
+        if not spec.matches(value):
+            self._violation("yielded", value, "workflow output", spec)
+        self._pending.append(value)
+        return _DONE
+
+    def add_event(self, event: Event) -> _Done:
+        """Emit a user event now (events are observations: a retried or failed
+        call does not take back the events it emitted)."""
+        self._check_open()
+        if not isinstance(event, Event):
+            raise EventError(
+                f"executor {self._executor_id!r} passed {type(event).__name__} to add_event; "
+                "pass a stepgraph.UserEvent or an instance of a stepgraph.Event subclass",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            )
+        if event.kind in FRAMEWORK_EVENT_KINDS or type(event) is Event:
+            raise EventError(
+                f"executor {self._executor_id!r} may not emit framework event kind "
+                f"{event.kind!r}; use stepgraph.UserEvent(kind=..., data=...) with a kind of "
+                f"your own (reserved: {sorted(FRAMEWORK_EVENT_KINDS)})",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            )
+        if event.executor_id is None or event.superstep is None:
+            event = replace(
+                event,
+                executor_id=event.executor_id or self._executor_id,
+                superstep=self._superstep if event.superstep is None else event.superstep,
+            )
+        self._emit(event)
+        return _DONE
+
+    # -- engine side ---------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"the context of executor {self._executor_id!r} (superstep "
+                f"{self._superstep}) was used after its handler call ended"
+            )
+
+    def _report(self, message: str, error: type[WorkflowRunError]) -> None:
+        if self._scope.strict:
+            raise error(message, executor_id=self._executor_id, superstep=self._superstep)
+        self._emit(
+            WarningEvent(message=message, executor_id=self._executor_id, superstep=self._superstep)
+        )
+
+    def _violation(self, verb: str, value: Any, what: str, spec: TypeSpec) -> None:
+        declared = "none (Never)" if spec.is_never else repr(spec)
+        self._report(
+            f"executor {self._executor_id!r} ({self._contract.label}) {verb} a "
+            f"{type_name(type(value))}, which is not among its declared {what} types: {declared}",
+            MessageTypeError,
+        )
+
+    def _warn(self, message: str) -> None:
+        self._emit(
+            WarningEvent(message=message, executor_id=self._executor_id, superstep=self._superstep)
+        )
+
+    def _mark(self) -> tuple[int, int, dict[str, Any]]:
+        return len(self._outbox.sent), len(self._pending), dict(self._outbox.writes)
+
+    def _rollback(self, mark: tuple[int, int, dict[str, Any]]) -> None:
+        sent, pending, writes = mark
+        del self._outbox.sent[sent:]
+        del self._pending[pending:]
+        self._outbox.writes.clear()
+        self._outbox.writes.update(writes)
+
+    def _flush_outputs(self) -> None:
+        """The current call succeeded: its yields become outputs."""
+        if self._pending:
+            emit, eid, step = self._emit, self._executor_id, self._superstep
+            for value in self._pending:
+                emit(OutputEvent(data=value, executor_id=eid, superstep=step))
+            self._outbox.outputs.extend(self._pending)
+            self._pending.clear()
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a sync handler in a worker thread; its events reach the loop
+        through ``call_soon_threadsafe``."""
+        loop = asyncio.get_running_loop()
+        emit = self._emit
+
+        def threadsafe_emit(event: Event) -> None:
+            loop.call_soon_threadsafe(emit, event)
+
+        self._emit = threadsafe_emit
+        try:
+            return await asyncio.to_thread(fn, *args)
+        finally:
+            self._emit = emit
+
+    def _close(self) -> Outbox:
+        self._closed = True
+        return self._outbox

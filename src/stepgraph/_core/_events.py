@@ -1,0 +1,145 @@
+"""Events: frozen, keyword-only records with a ``kind``.
+
+The engine emits the framework events below; executors add their own with
+``ctx.add_event(UserEvent(kind=..., data=...))`` or with instances of their own
+``Event`` subclasses. Executors may not emit framework events.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "FRAMEWORK_EVENT_KINDS",
+    "Event",
+    "ExecutorCompletedEvent",
+    "ExecutorFailedEvent",
+    "ExecutorInvokedEvent",
+    "FailedEvent",
+    "OutputEvent",
+    "RunStartedEvent",
+    "RunStatus",
+    "StatusEvent",
+    "SuperstepCompletedEvent",
+    "SuperstepStartedEvent",
+    "UserEvent",
+    "WarningEvent",
+]
+
+
+class RunStatus(enum.Enum):
+    """Where a run stands. Transitions: ``IN_PROGRESS`` to one of the others."""
+
+    IN_PROGRESS = "in_progress"
+    IDLE = "idle"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event. ``executor_id`` and ``superstep`` are set where
+    meaningful."""
+
+    kind: ClassVar[str] = "event"
+    executor_id: str | None = None
+    superstep: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStartedEvent(Event):
+    kind: ClassVar[str] = "run_started"
+    run_id: str
+    workflow: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusEvent(Event):
+    kind: ClassVar[str] = "status"
+    status: RunStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuperstepStartedEvent(Event):
+    """``executors`` lists the superstep's schedule (non-empty inboxes, in
+    registration order)."""
+
+    kind: ClassVar[str] = "superstep_started"
+    executors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuperstepCompletedEvent(Event):
+    kind: ClassVar[str] = "superstep_completed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutorInvokedEvent(Event):
+    """One handler call begins."""
+
+    kind: ClassVar[str] = "executor_invoked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutorCompletedEvent(Event):
+    """One handler call returned; ``duration`` in seconds (retries included)."""
+
+    kind: ClassVar[str] = "executor_completed"
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutorFailedEvent(Event):
+    kind: ClassVar[str] = "executor_failed"
+    error: str
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputEvent(Event):
+    """A workflow output, emitted when the handler call that yielded it returns."""
+
+    kind: ClassVar[str] = "output"
+    data: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarningEvent(Event):
+    kind: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailedEvent(Event):
+    """The run failed; ``error`` is the message of the ``WorkflowRunError``."""
+
+    kind: ClassVar[str] = "failed"
+    error: str
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserEvent(Event):
+    """An executor's own event: ``ctx.add_event(UserEvent(kind="progress", data=0.5))``."""
+
+    kind: str  # type: ignore[misc]  # an instance field here, a ClassVar elsewhere
+    data: Any = None
+
+
+FRAMEWORK_EVENT_KINDS: frozenset[str] = frozenset(
+    {
+        "run_started",
+        "status",
+        "superstep_started",
+        "superstep_completed",
+        "executor_invoked",
+        "executor_completed",
+        "executor_failed",
+        "output",
+        "request_info",
+        "warning",
+        "failed",
+    }
+)

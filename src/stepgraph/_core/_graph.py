@@ -1,0 +1,105 @@
+"""The compiled graph the scheduler runs: nodes and edge groups.
+
+``WorkflowBuilder.build()`` produces a :class:`Graph`; the kernel knows nothing
+about handler decorators, only what a :class:`Node` exposes: which messages it
+accepts and how to invoke it with one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._context import WorkflowContext
+from ._policy import RetryPolicy
+
+__all__ = [
+    "DirectEdge",
+    "EdgeGroup",
+    "FanInEdge",
+    "FanOutEdge",
+    "Graph",
+    "MultiSelectEdge",
+    "Node",
+    "SwitchEdge",
+]
+
+Predicate = Callable[[Any], "bool | Awaitable[bool]"]
+Selector = Callable[[Any, list[str]], "Sequence[str] | Awaitable[Sequence[str]]"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Node:
+    """One executor as the kernel sees it."""
+
+    id: str
+    index: int  # registration order: the schedule order (design §1.4)
+    invoke: Callable[[Any, WorkflowContext[Any, Any]], Awaitable[None]]
+    accepts: Callable[[Any], bool]
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EdgeGroup:
+    """Base of the edge kinds. ``sources``/``targets`` are executor ids."""
+
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+
+    kind = "edge"
+
+    def label(self) -> str:
+        return f"{self.kind} {', '.join(self.sources)} -> {', '.join(self.targets)}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DirectEdge(EdgeGroup):
+    condition: Predicate | None = None
+    kind = "edge"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FanOutEdge(EdgeGroup):
+    kind = "fan_out"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FanInEdge(EdgeGroup):
+    kind = "fan_in"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SwitchEdge(EdgeGroup):
+    """``cases`` are ``(predicate, target)`` pairs tried in order."""
+
+    cases: tuple[tuple[Predicate, str], ...] = ()
+    default: str | None = None
+    kind = "switch"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MultiSelectEdge(EdgeGroup):
+    selector: Selector | None = None
+    kind = "multi_select"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Graph:
+    """Nodes in registration order, edge groups in the order they were added."""
+
+    name: str
+    start: str
+    nodes: dict[str, Node]
+    edges: tuple[EdgeGroup, ...]
+    out_edges: dict[str, tuple[EdgeGroup, ...]] = field(init=False)
+    index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        out: dict[str, list[EdgeGroup]] = {}
+        for group in self.edges:
+            for source in group.sources:
+                out.setdefault(source, []).append(group)
+        object.__setattr__(self, "out_edges", {k: tuple(v) for k, v in out.items()})
+        object.__setattr__(self, "index", {k: n.index for k, n in self.nodes.items()})

@@ -1,0 +1,44 @@
+"""Per-executor run policies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RetryPolicy"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Re-invoke a failing handler call with the same message.
+
+    Whatever a failed attempt sent, yielded or wrote is discarded before the
+    next attempt. Attempt ``n`` (1-based) that fails waits
+    ``min(backoff * multiplier ** (n - 1), max_backoff)`` seconds before the
+    next one. Only exceptions that are instances of ``retry_on`` are retried;
+    a timeout (``ExecutorTimeoutError``) counts like any other failure.
+
+    >>> RetryPolicy(attempts=3, backoff=0.1)
+    """
+
+    attempts: int = 3
+    backoff: float = 0.0
+    multiplier: float = 2.0
+    max_backoff: float = 30.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
+        if self.backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+            raise ValueError("RetryPolicy needs backoff >= 0, max_backoff >= 0, multiplier >= 1")
+        if not self.retry_on or not all(
+            isinstance(t, type) and issubclass(t, Exception) for t in self.retry_on
+        ):
+            raise ValueError("RetryPolicy.retry_on must be a non-empty tuple of Exception types")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt``."""
+        return min(self.backoff * self.multiplier ** (attempt - 1), self.max_backoff)
+
+    def should_retry(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.retry_on)

@@ -1,0 +1,217 @@
+"""Routing: turn a superstep's outboxes into the next superstep's inboxes.
+
+Senders are visited in schedule order and each sender's messages in send order,
+so every inbox is ordered by (sender position, send order) — design §1.4.
+A message goes through each of its sender's edge groups in the order they were
+added. A message that reaches no inbox (and no fan-in buffer) is reported; a
+message that conditional edges decline on purpose (every condition false, or a
+multi-select choosing nobody) is a routing decision, not a loss.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .._exceptions import RoutingError
+from ._context import Outbox
+from ._graph import (
+    DirectEdge,
+    EdgeGroup,
+    FanInEdge,
+    FanOutEdge,
+    Graph,
+    MultiSelectEdge,
+    SwitchEdge,
+)
+from ._typing import type_name
+
+__all__ = ["Inbox", "Router", "FanInBuffers"]
+
+# One delivery: (sender id, message). Sender "" is the run's input.
+Inbox = list[tuple[str, Any]]
+# Per fan-in edge (by position in Graph.edges): source id -> buffered messages.
+FanInBuffers = dict[int, dict[str, list[Any]]]
+
+
+async def _resolve(value: Any) -> Any:
+    return (await value) if inspect.isawaitable(value) else value
+
+
+class Router:
+    """Routes for one run; holds that run's fan-in buffers."""
+
+    __slots__ = ("_fan_in_index", "_graph", "buffers")
+
+    def __init__(self, graph: Graph, buffers: FanInBuffers | None = None) -> None:
+        self._graph = graph
+        self._fan_in_index = {id(g): i for i, g in enumerate(graph.edges) if type(g) is FanInEdge}
+        self.buffers: FanInBuffers = buffers if buffers is not None else {}
+
+    async def route(
+        self,
+        outboxes: Iterable[Outbox],
+        superstep: int,
+        report: Callable[[str, str], None],
+    ) -> dict[str, Inbox]:
+        """Route every sent message. ``report(source, text)`` is called for
+        each undeliverable message (it raises in strict mode)."""
+        inboxes: dict[str, Inbox] = {}
+        out_edges = self._graph.out_edges
+        nodes = self._graph.nodes
+        for outbox in outboxes:
+            if not outbox.sent:
+                continue
+            source = outbox.executor_id
+            groups = out_edges.get(source, ())
+            for message, target in outbox.sent:
+                delivered = declined = False
+                rejected: list[str] = []
+                for group in groups:
+                    if target is not None and target not in group.targets:
+                        continue
+                    kind = type(group)
+                    if kind is DirectEdge:
+                        dst = group.targets[0]
+                        condition = group.condition  # type: ignore[attr-defined]
+                        if condition is not None and not await self._test(
+                            condition, message, group
+                        ):
+                            declined = True
+                            continue
+                        chosen: Sequence[str] = (dst,)
+                    elif kind is FanOutEdge:
+                        chosen = group.targets if target is None else (target,)
+                    elif kind is FanInEdge:
+                        self._buffer(group, source, message, inboxes, report)
+                        delivered = True
+                        continue
+                    elif kind is SwitchEdge:
+                        dst_or_none = await self._switch(group, message)  # type: ignore[arg-type]
+                        if dst_or_none is None or (target is not None and dst_or_none != target):
+                            if dst_or_none is None:
+                                rejected.append(f"no case of {group.label()} matched")
+                            continue
+                        chosen = (dst_or_none,)
+                    else:
+                        chosen = await self._select(group, message)  # type: ignore[arg-type]
+                        if target is not None:
+                            chosen = [t for t in chosen if t == target]
+                        if not chosen:
+                            declined = True
+                            continue
+                    for dst in chosen:
+                        if nodes[dst].accepts(message):
+                            inbox = inboxes.get(dst)
+                            if inbox is None:
+                                inboxes[dst] = [(source, message)]
+                            else:
+                                inbox.append((source, message))
+                            delivered = True
+                        else:
+                            rejected.append(f"{dst!r} has no handler for it")
+                if not delivered and not (declined and not rejected):
+                    report(source, self._why(source, message, target, groups, rejected, superstep))
+        return inboxes
+
+    def _buffer(
+        self,
+        group: EdgeGroup,
+        source: str,
+        message: Any,
+        inboxes: dict[str, Inbox],
+        report: Callable[[str, str], None],
+    ) -> None:
+        index = self._fan_in_index[id(group)]
+        buffer = self.buffers.setdefault(index, {})
+        buffer.setdefault(source, []).append(message)
+        if len(buffer) < len(group.sources):
+            return
+        batch = [m for s in group.sources for m in buffer[s]]
+        del self.buffers[index]
+        dst = group.targets[0]
+        if self._graph.nodes[dst].accepts(batch):
+            inboxes.setdefault(dst, []).append((source, batch))
+        else:
+            report(
+                source,
+                f"the list of {len(batch)} message(s) collected by {group.label()} was not "
+                f"delivered: {dst!r} has no handler for {_describe_list(batch)}",
+            )
+
+    async def _test(self, condition: Callable[[Any], Any], message: Any, group: EdgeGroup) -> bool:
+        try:
+            result = condition(message)
+            if type(result) is not bool:
+                result = await _resolve(result)
+        except Exception as exc:
+            raise RoutingError(
+                f"the condition of {group.label()} raised {type(exc).__name__}: {exc}",
+                executor_id=group.sources[0],
+            ) from exc
+        return bool(result)
+
+    async def _switch(self, group: SwitchEdge, message: Any) -> str | None:
+        for predicate, dst in group.cases:
+            try:
+                result = predicate(message)
+                if type(result) is not bool:
+                    result = await _resolve(result)
+            except Exception as exc:
+                raise RoutingError(
+                    f"a case predicate of {group.label()} (case -> {dst!r}) raised "
+                    f"{type(exc).__name__}: {exc}",
+                    executor_id=group.sources[0],
+                ) from exc
+            if result:
+                return dst
+        return group.default
+
+    async def _select(self, group: MultiSelectEdge, message: Any) -> Sequence[str]:
+        assert group.selector is not None
+        try:
+            chosen = await _resolve(group.selector(message, list(group.targets)))
+        except Exception as exc:
+            raise RoutingError(
+                f"the selector of {group.label()} raised {type(exc).__name__}: {exc}",
+                executor_id=group.sources[0],
+            ) from exc
+        if isinstance(chosen, str) or not isinstance(chosen, Iterable):
+            raise RoutingError(
+                f"the selector of {group.label()} returned {chosen!r}; it must return a list "
+                "of target ids",
+                executor_id=group.sources[0],
+            )
+        chosen = list(chosen)
+        unknown = [t for t in chosen if t not in group.targets]
+        if unknown:
+            raise RoutingError(
+                f"the selector of {group.label()} returned unknown target(s) {unknown}; "
+                f"its targets are {list(group.targets)}",
+                executor_id=group.sources[0],
+            )
+        return list(dict.fromkeys(chosen))  # each target at most once, in selector order
+
+    @staticmethod
+    def _why(
+        source: str,
+        message: Any,
+        target: str | None,
+        groups: Sequence[EdgeGroup],
+        rejected: list[str],
+        superstep: int,
+    ) -> str:
+        what = f"a {type_name(type(message))} sent by {source!r} in superstep {superstep}"
+        if not groups:
+            reason = f"{source!r} has no outgoing edges"
+        elif target is not None and not any(target in g.targets for g in groups):
+            reason = f"no edge of {source!r} leads to target {target!r}"
+        else:
+            reason = "; ".join(dict.fromkeys(rejected)) or "no edge routed it"
+        return f"{what} was not delivered: {reason}"
+
+
+def _describe_list(batch: list[Any]) -> str:
+    names = sorted({type_name(type(m)) for m in batch})
+    return f"list[{' | '.join(names)}]"

@@ -1,0 +1,168 @@
+"""The superstep scheduler: which inboxes run, and the barrier.
+
+Per superstep: order the routed inboxes by registration index (the schedule),
+hand them to the backend, then at the barrier commit shared state, route the
+sent messages into the next inboxes (updating fan-in buffers) and emit
+``superstep_completed``. Design §1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._exceptions import ConvergenceError, RoutingError, StateConflictError, WorkflowRunError
+from ._backend import Backend, ExecutorFailure, Superstep, failure_error
+from ._context import Outbox, RunScope
+from ._events import (
+    ExecutorFailedEvent,
+    FailedEvent,
+    RunStartedEvent,
+    RunStatus,
+    StatusEvent,
+    SuperstepCompletedEvent,
+    SuperstepStartedEvent,
+    WarningEvent,
+)
+from ._graph import Graph
+from ._routing import FanInBuffers, Inbox, Router
+from ._state import commit_writes, find_conflicts
+
+__all__ = ["RunState", "run_supersteps"]
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything a run carries from one barrier to the next."""
+
+    inboxes: dict[str, Inbox]
+    state: dict[str, Any] = field(default_factory=dict)
+    fan_in: FanInBuffers = field(default_factory=dict)
+    superstep: int = 0
+
+
+async def run_supersteps(
+    graph: Graph,
+    scope: RunScope,
+    backend: Backend,
+    run: RunState,
+    max_supersteps: int,
+) -> RunStatus:
+    """Run until idle. Emits the run's events through ``scope.emit``; raises
+    ``WorkflowRunError`` on failure (after ``executor_failed``/``failed`` and
+    status ``FAILED``) and re-raises cancellation after status ``CANCELLED``."""
+    emit = scope.emit
+    emit(RunStartedEvent(run_id=scope.run_id, workflow=scope.workflow_name))
+    emit(StatusEvent(status=RunStatus.IN_PROGRESS))
+    router = Router(graph, run.fan_in)
+    report = _reporter(scope, run)
+    nodes, index = graph.nodes, graph.index
+    steps_this_call = 0
+    try:
+        while run.inboxes:
+            if steps_this_call >= max_supersteps:
+                pending = sorted(run.inboxes, key=index.__getitem__)
+                raise ConvergenceError(
+                    f"workflow {graph.name!r} did not converge within max_supersteps="
+                    f"{max_supersteps}: messages are still pending for {pending}",
+                    superstep=run.superstep,
+                )
+            steps_this_call += 1
+            step = run.superstep + 1
+            order = sorted(run.inboxes, key=index.__getitem__)
+            emit(SuperstepStartedEvent(superstep=step, executors=tuple(order)))
+            work = Superstep(step, scope, [(nodes[i], run.inboxes[i]) for i in order], run.state)
+            outboxes = await _deliver(backend, work)
+            run.superstep = step
+            run.inboxes = await _barrier(router, run, outboxes, scope, report, step)
+            emit(SuperstepCompletedEvent(superstep=step))
+    except WorkflowRunError as error:
+        emit(
+            FailedEvent(
+                error=str(error),
+                exception=error,
+                executor_id=error.executor_id,
+                superstep=error.superstep,
+            )
+        )
+        emit(StatusEvent(status=RunStatus.FAILED))
+        raise
+    except asyncio.CancelledError:
+        emit(StatusEvent(status=RunStatus.CANCELLED))
+        raise
+    emit(StatusEvent(status=RunStatus.IDLE))
+    return RunStatus.IDLE
+
+
+async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
+    try:
+        return await backend.run_superstep(work)
+    except (ExecutorFailure, BaseExceptionGroup) as raised:
+        if not work.failures:
+            raise  # not a handler failure: a bug or cancellation; let it through
+        if isinstance(raised, BaseExceptionGroup) and raised.subgroup(
+            lambda e: not isinstance(e, ExecutorFailure | asyncio.CancelledError)
+        ):
+            raise  # an unexpected error beside the failure: do not hide it
+        for failure in work.failures:
+            work.scope.emit(
+                ExecutorFailedEvent(
+                    error=f"{type(failure.cause).__name__}: {failure.cause}",
+                    exception=failure.cause,
+                    executor_id=failure.executor_id,
+                    superstep=failure.superstep,
+                )
+            )
+        first = work.failures[0]
+        raise failure_error(first) from first.cause
+
+
+async def _barrier(
+    router: Router,
+    run: RunState,
+    outboxes: list[Outbox],
+    scope: RunScope,
+    report: Callable[[str, str], None],
+    step: int,
+) -> dict[str, Inbox]:
+    """Commit state, then route; nothing is committed if either fails."""
+    writes = [(o.executor_id, o.writes) for o in outboxes if o.writes]
+    if writes:
+        for key, first, later in find_conflicts(writes):
+            if scope.strict:
+                raise StateConflictError(key, first, later, step)
+            scope.emit(
+                WarningEvent(
+                    message=f"state key {key!r} was written by both {first!r} and {later!r} in "
+                    f"superstep {step}; {later!r} wins (later in schedule order)",
+                    executor_id=later,
+                    superstep=step,
+                )
+            )
+    # Route before committing: a raising predicate must leave the state as it
+    # was at the previous barrier. Fan-in buffers are restored the same way.
+    saved_fan_in = (
+        {k: {s: list(m) for s, m in v.items()} for k, v in run.fan_in.items()}
+        if run.fan_in
+        else None
+    )
+    try:
+        inboxes = await router.route(outboxes, step, report)
+    except BaseException:
+        run.fan_in.clear()
+        run.fan_in.update(saved_fan_in or {})
+        raise
+    if writes:
+        commit_writes(run.state, writes)
+    return inboxes
+
+
+def _reporter(scope: RunScope, run: RunState) -> Callable[[str, str], None]:
+    def report(source: str, text: str) -> None:
+        if scope.strict:
+            raise RoutingError(text, executor_id=source, superstep=run.superstep)
+        scope.emit(WarningEvent(message=text, executor_id=source, superstep=run.superstep))
+
+    return report

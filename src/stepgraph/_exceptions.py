@@ -1,0 +1,109 @@
+"""Every exception stepgraph raises, in one tree with two roots.
+
+::
+
+    StepgraphError
+    ├── WorkflowDefinitionError      a workflow or executor is malformed
+    │                                (raised by decorators, executors and build())
+    └── WorkflowRunError             something went wrong while running
+        ├── WorkflowBusyError        a second concurrent run of one instance
+        ├── ConvergenceError         max_supersteps exceeded
+        ├── ExecutorTimeoutError     a handler call exceeded its timeout
+        ├── RoutingError             a message could not be routed (strict mode,
+        │                            unknown target, raising predicate/selector)
+        ├── MessageTypeError         a message or output contradicts a declared
+        │                            type (strict mode), or bad run input
+        ├── StateConflictError       two executors wrote one key in one superstep
+        │                            (strict mode)
+        └── EventError               an executor tried to emit a framework event
+
+Each exception owns its message; attributes name the executor, edge or key at
+fault where there is one.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConvergenceError",
+    "EventError",
+    "ExecutorTimeoutError",
+    "MessageTypeError",
+    "RoutingError",
+    "StateConflictError",
+    "StepgraphError",
+    "WorkflowBusyError",
+    "WorkflowDefinitionError",
+    "WorkflowRunError",
+]
+
+
+class StepgraphError(Exception):
+    """Base of every stepgraph exception."""
+
+
+class WorkflowDefinitionError(StepgraphError):
+    """A workflow, edge or executor definition is invalid."""
+
+
+class WorkflowRunError(StepgraphError):
+    """A run failed. When an executor failed, ``executor_id`` names it and the
+    original exception is chained as ``__cause__``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        executor_id: str | None = None,
+        superstep: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.executor_id = executor_id
+        self.superstep = superstep
+
+
+class WorkflowBusyError(WorkflowRunError):
+    """The workflow (or one of its executors) is already running."""
+
+
+class ConvergenceError(WorkflowRunError):
+    """The run still had messages to deliver after ``max_supersteps``."""
+
+
+class ExecutorTimeoutError(WorkflowRunError):
+    """A handler call took longer than its executor's ``timeout``."""
+
+    def __init__(self, executor_id: str, timeout: float, superstep: int | None = None) -> None:
+        super().__init__(
+            f"executor {executor_id!r} timed out: a handler call exceeded timeout={timeout:g} s",
+            executor_id=executor_id,
+            superstep=superstep,
+        )
+        self.timeout = timeout
+
+
+class RoutingError(WorkflowRunError):
+    """A message could not be routed, or an edge's condition, predicate or
+    selector failed."""
+
+
+class MessageTypeError(WorkflowRunError):
+    """A message or output does not match the declared types."""
+
+
+class StateConflictError(WorkflowRunError):
+    """Two executors wrote the same shared-state key in one superstep
+    (an error only with ``strict=True``; otherwise a warning event)."""
+
+    def __init__(self, key: str, first: str, second: str, superstep: int) -> None:
+        super().__init__(
+            f"state key {key!r} was written by both {first!r} and {second!r} in superstep "
+            f"{superstep}",
+            executor_id=second,
+            superstep=superstep,
+        )
+        self.key = key
+        self.writers = (first, second)
+
+
+class EventError(WorkflowRunError):
+    """An executor passed something to ``add_event`` that it may not emit."""
