@@ -116,8 +116,8 @@ class Executor:
                 elif name in found:
                     del found[name]  # overridden by a plain method
         specs = tuple(
-            build_spec(func, options, owner=cls.__name__, is_method=True, order=i)
-            for i, (func, options) in enumerate(found.values())
+            build_spec(func, options, owner=cls.__name__, is_method=True, order=i, name=name)
+            for i, (name, (func, options)) in enumerate(found.items())
         )
         _reject_duplicates(specs, cls.__name__)
         cls._stepgraph_specs = specs  # type: ignore[attr-defined]

@@ -86,9 +86,12 @@ def build_spec(
     owner: str,
     is_method: bool,
     order: int,
+    name: str | None = None,
 ) -> HandlerSpec:
-    """Resolve one handler; ``owner`` names the executor in errors."""
-    name = getattr(func, "__name__", repr(func))
+    """Resolve one handler; ``owner`` (and ``name``, the attribute it is
+    defined under) name it in errors."""
+    if name is None:
+        name = getattr(func, "__name__", repr(func))
     where = f"{owner}.{name}" if is_method else owner
 
     def fail(problem: str) -> WorkflowDefinitionError:
@@ -140,7 +143,7 @@ def build_spec(
     if takes_ctx:
         ctx_out, ctx_wout = _context_types(hints.get(positional[1].name, _EMPTY), fail)
     else:
-        ctx_wout = typing.Never
+        ctx_out = ctx_wout = typing.Never
     returned = hints.get("return", _EMPTY)
     return_out: Any = Any if returned is _EMPTY else returned
     if return_out is None or return_out is type(None) or return_out is typing.NoReturn:

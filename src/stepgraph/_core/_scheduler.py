@@ -92,8 +92,26 @@ async def run_supersteps(
     except asyncio.CancelledError:
         emit(StatusEvent(status=RunStatus.CANCELLED))
         raise
+    _report_waiting_fan_ins(graph, run, scope)
     emit(StatusEvent(status=RunStatus.IDLE))
     return RunStatus.IDLE
+
+
+def _report_waiting_fan_ins(graph: Graph, run: RunState, scope: RunScope) -> None:
+    """A run that goes idle with partly filled fan-in buffers never delivers
+    them: say so instead of losing them quietly."""
+    for index, buffer in sorted(run.fan_in.items()):
+        edge = graph.edges[index]
+        missing = [s for s in edge.sources if s not in buffer]
+        held = sum(len(m) for m in buffer.values())
+        scope.emit(
+            WarningEvent(
+                message=f"the run went idle while {edge.label()} held {held} message(s) "
+                f"from {sorted(buffer)}, still waiting for {missing}; they were not delivered",
+                executor_id=edge.targets[0],
+                superstep=run.superstep,
+            )
+        )
 
 
 async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
@@ -102,10 +120,10 @@ async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
     except (ExecutorFailure, BaseExceptionGroup) as raised:
         if not work.failures:
             raise  # not a handler failure: a bug or cancellation; let it through
-        if isinstance(raised, BaseExceptionGroup) and raised.subgroup(
-            lambda e: not isinstance(e, ExecutorFailure | asyncio.CancelledError)
-        ):
-            raise  # an unexpected error beside the failure: do not hide it
+        if isinstance(raised, BaseExceptionGroup):
+            _, unexpected = raised.split((ExecutorFailure, asyncio.CancelledError))
+            if unexpected is not None:
+                raise  # an unexpected error beside the failure: do not hide it
         for failure in work.failures:
             work.scope.emit(
                 ExecutorFailedEvent(

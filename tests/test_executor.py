@@ -1,0 +1,248 @@
+"""Executors and handlers: typing, most-specific dispatch, function executors,
+definition errors that name the executor and method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import pydantic
+import pytest
+
+import stepgraph as sg
+
+
+class Animal:
+    pass
+
+
+class Dog(Animal):
+    pass
+
+
+class Puppy(Dog):
+    pass
+
+
+@dataclass(frozen=True)
+class Note:
+    text: str
+
+
+class Model(pydantic.BaseModel):
+    name: str
+
+
+class Zoo(sg.Executor):
+    """Handlers declared in an order that 'first by name' would get wrong."""
+
+    @sg.handler
+    async def a_any(self, m: Any, ctx: sg.WorkflowContext) -> None: ...
+
+    @sg.handler
+    async def b_animal(self, m: Animal, ctx: sg.WorkflowContext) -> None: ...
+
+    @sg.handler
+    async def c_dog(self, m: Dog, ctx: sg.WorkflowContext) -> None: ...
+
+    @sg.handler
+    async def d_union(self, m: int | str, ctx: sg.WorkflowContext) -> None: ...
+
+    @sg.handler
+    async def e_int(self, m: int, ctx: sg.WorkflowContext) -> None: ...
+
+    @sg.handler
+    async def f_bare_list(self, m: list, ctx: sg.WorkflowContext) -> None: ...  # type: ignore[type-arg]
+
+    @sg.handler
+    async def g_int_list(self, m: list[int], ctx: sg.WorkflowContext) -> None: ...
+
+    @sg.handler
+    async def h_models(self, m: dict[str, Model], ctx: sg.WorkflowContext) -> None: ...
+
+    @sg.handler
+    async def i_literal(self, m: Literal["stop"], ctx: sg.WorkflowContext) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (Dog(), "c_dog"),  # exact class
+        (Puppy(), "c_dog"),  # nearest in MRO
+        (Animal(), "b_animal"),
+        (5, "e_int"),  # exact beats union
+        ("text", "d_union"),  # union beats Any
+        ("stop", "i_literal"),  # a literal is more specific than its class
+        (True, "e_int"),  # bool -> int via MRO, before the union
+        ([1, 2], "g_int_list"),  # parametrised beats bare
+        (["x"], "f_bare_list"),  # structural check fails, falls back
+        ({"a": Model(name="m")}, "h_models"),
+        ({"a": 1}, "a_any"),
+        (Note("n"), "a_any"),
+        (3.5, "a_any"),
+    ],
+)
+def test_most_specific_handler_wins(message: Any, expected: str) -> None:
+    zoo = Zoo("zoo")
+    spec = zoo.handler_for(message)
+    assert spec is not None and spec.name == expected
+    assert zoo.handler_for(message) is spec  # cached answer is the same
+
+
+def test_accepts_and_introspection() -> None:
+    @sg.executor(id="f")
+    async def f(note: Note, ctx: sg.WorkflowContext[str, int]) -> None: ...
+
+    assert f.accepts(Note("x")) and not f.accepts("x")
+    assert f.input_types == [Note]
+    assert f.output_types is str
+    assert f.workflow_output_types is int
+
+
+async def test_function_forms() -> None:
+    @sg.executor
+    async def no_ctx(n: int) -> str:
+        return str(n)
+
+    @sg.executor(id="sync_fn")
+    def sync_fn(text: str) -> Note:
+        return Note(text)
+
+    @sg.executor(id="done")
+    async def done(note: Note, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(note.text)
+
+    assert no_ctx.id == "no_ctx"
+    assert no_ctx.output_types is str
+    workflow = sg.WorkflowBuilder(start=no_ctx).add_chain([no_ctx, sync_fn, done]).build()
+    assert (await workflow.run(42)).outputs == ["42"]
+
+
+async def test_explicit_handler_types_override_annotations() -> None:
+    class Explicit(sg.Executor):
+        @sg.handler(input=[int, str], output=str, workflow_output=[int])
+        async def handle(self, message, ctx):  # type: ignore[no-untyped-def]
+            await ctx.send_message(str(message))
+
+    ex = Explicit("x")
+    assert ex.accepts(1) and ex.accepts("a") and not ex.accepts(1.0)
+    assert ex.output_types is str and ex.workflow_output_types is int
+
+
+async def test_return_value_of_a_method_is_sent() -> None:
+    class Doubler(sg.Executor):
+        @sg.handler
+        async def double(self, n: int) -> int:
+            return n * 2
+
+    @sg.executor(id="out")
+    async def out(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+    d = Doubler("d")
+    result = await sg.WorkflowBuilder(start=d).add_edge(d, out).build().run(4)
+    assert result.outputs == [8]
+
+
+def test_subclass_overrides_handler_by_name() -> None:
+    class Base(sg.Executor):
+        @sg.handler
+        async def on(self, n: int) -> None: ...
+
+    class Child(Base):
+        @sg.handler
+        async def on(self, n: int) -> None: ...  # replaces, not a duplicate
+
+        @sg.handler
+        async def other(self, s: str) -> None: ...
+
+    child = Child("c")
+    assert child.input_types == [int, str]
+    spec = child.handler_for(1)
+    assert spec is not None and spec.func is Child.__dict__["on"]
+
+
+T = TypeVar("T")
+
+
+@pytest.mark.parametrize(
+    ("make", "pattern"),
+    [
+        (lambda: type("Empty", (sg.Executor,), {})("e"), r"'e' \(Empty\) defines no @handler"),
+        (
+            lambda: _cls("Dup", one=_h(int), two=_h(int))("d"),
+            r"Dup: handlers 'one' and 'two' both handle int",
+        ),
+        (
+            lambda: _cls("NoAnn", on=sg.handler(_no_annotation))("n"),
+            r"handler NoAnn.on: parameter 'message' has no type annotation",
+        ),
+        (
+            lambda: _cls("Bad", on=sg.handler(_unresolvable))("b"),
+            r"handler Bad.on: cannot resolve its annotations: NameError",
+        ),
+        (
+            lambda: _cls("TooMany", on=sg.handler(_too_many))("t"),
+            r"handler TooMany.on: a handler must take exactly \(message\) or \(message, ctx\)",
+        ),
+        (
+            lambda: _cls("Var", on=sg.handler(_typevar))("v"),
+            r"handler Var.on: unresolved TypeVar T",
+        ),
+        (
+            lambda: _cls("BadCtx", on=sg.handler(_bad_ctx))("c"),
+            r"handler BadCtx.on: its context parameter must be annotated WorkflowContext",
+        ),
+        (
+            lambda: _cls("Gen", on=sg.handler(_generator))("g"),
+            r"handler Gen.on: handlers may not be generators",
+        ),
+        (lambda: sg.executor(id="kw")(_kw_only), r"handler 'kw'.*exactly \(message\)"),
+        (lambda: Zoo(""), r"executor id must be a non-empty str"),
+        (lambda: Zoo("z", timeout=0), r"executor 'z': timeout must be a positive"),
+    ],
+)
+def test_definition_errors_name_the_culprit(make: Any, pattern: str) -> None:
+    with pytest.raises(sg.WorkflowDefinitionError, match=pattern):
+        make()
+
+
+def test_generic_executor_with_unresolved_typevar() -> None:
+    class Box(sg.Executor, Generic[T]):
+        @sg.handler
+        async def on(self, item: T) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError, match="Box.on: unresolved TypeVar T"):
+        Box("box")
+
+
+def _cls(name: str, **handlers: Any) -> type[sg.Executor]:
+    return type(name, (sg.Executor,), handlers)
+
+
+def _h(tp: Any) -> Any:
+    async def handle(self: Any, message: Any) -> None: ...
+
+    return sg.handler(input=tp)(handle)
+
+
+async def _no_annotation(self: Any, message) -> None: ...  # type: ignore[no-untyped-def]
+
+
+async def _unresolvable(self: Any, message: NotDefinedAnywhere) -> None: ...  # type: ignore[name-defined]  # noqa: F821
+
+
+async def _too_many(self: Any, a: int, b: sg.WorkflowContext, c: int) -> None: ...
+
+
+async def _typevar(self: Any, message: T) -> None: ...
+
+
+async def _bad_ctx(self: Any, message: int, ctx: int) -> None: ...
+
+
+async def _generator(self: Any, message: int) -> Any:
+    yield message
+
+
+async def _kw_only(message: int, *, ctx: sg.WorkflowContext) -> None: ...

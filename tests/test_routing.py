@@ -1,0 +1,272 @@
+"""Edges and routing: conditions, fan-out, fan-in, switch, multi-select,
+explicit targets, and reporting of undeliverable messages (design §1.12)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests.conftest import warnings
+
+
+def sink(eid: str) -> sg.FunctionExecutor:
+    async def collect(message: Any, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output((eid, message))
+
+    return sg.executor(id=eid)(collect)
+
+
+@sg.executor(id="src")
+async def src(items: list[Any], ctx: sg.WorkflowContext[Any]) -> None:
+    for item in items:
+        await ctx.send_message(item)
+
+
+async def test_conditions_sync_and_async() -> None:
+    async def is_big(n: int) -> bool:
+        await asyncio.sleep(0)
+        return n > 10
+
+    small, big = sink("small"), sink("big")
+    workflow = (
+        sg.WorkflowBuilder(start=src)
+        .add_edge(src, small, condition=lambda n: n <= 10)
+        .add_edge(src, big, condition=is_big)
+        .build()
+    )
+    result = await workflow.run([5, 50, 7])
+    assert result.outputs == [("small", 5), ("small", 7), ("big", 50)]
+    assert warnings(result.events) == []
+
+
+async def test_condition_declining_everything_is_not_reported() -> None:
+    workflow = sg.WorkflowBuilder(start=src, strict=True).add_edge(
+        src, sink("t"), condition=lambda n: False
+    )
+    result = await workflow.build().run([1])
+    assert result.outputs == [] and warnings(result.events) == []
+
+
+async def test_raising_condition_fails_the_run() -> None:
+    def bad(n: int) -> bool:
+        raise KeyError("oops")
+
+    workflow = sg.WorkflowBuilder(start=src).add_edge(src, sink("t"), condition=bad).build()
+    with pytest.raises(sg.RoutingError, match=r"condition of edge src -> t raised KeyError"):
+        await workflow.run([1])
+
+
+async def test_fan_in_waits_for_every_source_across_supersteps() -> None:
+    @sg.executor(id="quick")
+    async def quick(n: int) -> str:
+        return f"quick{n}"
+
+    @sg.executor(id="hop")
+    async def hop(n: int) -> int:
+        return n
+
+    @sg.executor(id="late")
+    async def late(n: int) -> str:
+        return f"late{n}"
+
+    @sg.executor(id="start")
+    async def start(n: int) -> int:
+        return n
+
+    join = sink("join")
+    workflow = (
+        sg.WorkflowBuilder(start=start)
+        .add_fan_out(start, [late, hop, quick])
+        .add_edge(hop, late)  # late sends twice: in superstep 2 and 3
+        .add_fan_in([quick, late], join)
+        .build()
+    )
+    result = await workflow.run(1)
+    # Superstep 2: quick and late both send, so the list completes at once.
+    # Superstep 3: late sends again; quick never does: it stays buffered.
+    assert result.outputs == [("join", ["quick1", "late1"])]
+    delivered = [
+        e.superstep
+        for e in result.events
+        if e.kind == "executor_invoked" and e.executor_id == "join"
+    ]
+    assert delivered == [3]
+    [message] = warnings(result.events)
+    assert "went idle while fan_in quick, late -> join held 1 message(s)" in message
+    assert "waiting for ['quick']" in message
+
+
+async def test_fan_in_keeps_source_order_not_arrival_order() -> None:
+    async def slow(n: int) -> str:
+        await asyncio.sleep(0.02)
+        return "first"
+
+    async def fast(n: int) -> str:
+        return "second"
+
+    first, second = sg.executor(id="first")(slow), sg.executor(id="second")(fast)
+
+    @sg.executor(id="go")
+    async def go(n: int) -> int:
+        return n
+
+    join = sink("join")
+    workflow = (
+        sg.WorkflowBuilder(start=go)
+        .add_fan_out(go, [first, second])
+        .add_fan_in([first, second], join)
+        .build()
+    )
+    assert (await workflow.run(1)).outputs == [("join", ["first", "second"])]
+
+
+async def test_switch_picks_the_first_matching_case_or_default() -> None:
+    neg, small, other = sink("neg"), sink("small"), sink("other")
+    workflow = (
+        sg.WorkflowBuilder(start=src)
+        .add_switch(
+            src,
+            [
+                sg.Case(lambda n: n < 0, neg),
+                sg.Case(lambda n: n < 10, small),  # also true for negatives: first wins
+                sg.Default(other),
+            ],
+        )
+        .build()
+    )
+    result = await workflow.run([-1, 5, 50])
+    assert result.outputs == [("neg", -1), ("small", 5), ("other", 50)]
+
+
+async def test_switch_without_match_is_reported() -> None:
+    workflow = sg.WorkflowBuilder(start=src).add_switch(
+        src, [sg.Case(lambda n: n < 0, sink("neg"))]
+    )
+    result = await workflow.build().run([5])
+    [message] = warnings(result.events)
+    assert "no case of switch src -> neg matched" in message
+
+
+async def test_raising_switch_predicate_fails_the_run() -> None:
+    workflow = (
+        sg.WorkflowBuilder(start=src)
+        .add_switch(src, [sg.Case(lambda n: 1 / 0, sink("a")), sg.Default(sink("b"))])
+        .build()
+    )
+    with pytest.raises(sg.RoutingError, match="predicate of switch.*ZeroDivisionError") as raised:
+        await workflow.run([1])
+    assert isinstance(raised.value.__cause__, ZeroDivisionError)
+
+
+async def test_multi_select() -> None:
+    a, b, c = sink("a"), sink("b"), sink("c")
+
+    def pick(n: int, targets: list[str]) -> list[str]:
+        assert targets == ["a", "b", "c"]
+        return ["c", "a"] if n % 2 else []
+
+    workflow = sg.WorkflowBuilder(start=src).add_multi_select(src, [a, b, c], pick).build()
+    result = await workflow.run([1, 2])
+    assert sorted(result.outputs) == [("a", 1), ("c", 1)]
+    assert warnings(result.events) == []
+
+
+async def test_multi_select_unknown_target_is_an_error() -> None:
+    workflow = (
+        sg.WorkflowBuilder(start=src)
+        .add_multi_select(src, [sink("a")], lambda n, targets: ["nope"])
+        .build()
+    )
+    with pytest.raises(sg.RoutingError, match=r"unknown target\(s\) \['nope'\]"):
+        await workflow.run([1])
+
+
+async def test_explicit_target() -> None:
+    @sg.executor(id="router")
+    async def router(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n, target="b")
+
+    a, b = sink("a"), sink("b")
+    workflow = sg.WorkflowBuilder(start=router).add_fan_out(router, [a, b]).build()
+    assert (await workflow.run(1)).outputs == [("b", 1)]
+
+
+async def test_explicit_target_without_edge_is_reported() -> None:
+    @sg.executor(id="router")
+    async def router(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n, target="c")
+
+    workflow = sg.WorkflowBuilder(start=router).add_edge(router, sink("a")).add_executor(sink("c"))
+    # "c" is registered but unreachable: build refuses it.
+    with pytest.raises(sg.WorkflowDefinitionError, match="cannot be reached"):
+        workflow.build()
+    ok = sg.WorkflowBuilder(start=router).add_edge(router, sink("a")).add_edge(router, sink("c"))
+    ok_result = await ok.build().run(1)
+    assert ok_result.outputs == [("c", 1)]
+
+
+async def test_unknown_explicit_target_fails_the_handler() -> None:
+    @sg.executor(id="router")
+    async def router(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n, target="nowhere")
+
+    workflow = sg.WorkflowBuilder(start=router).add_edge(router, sink("a")).build()
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await workflow.run(1)
+    assert "unknown target 'nowhere'" in str(raised.value)
+    assert isinstance(raised.value.__cause__, sg.RoutingError)
+
+
+async def test_message_no_target_accepts_is_reported_or_fails_when_strict() -> None:
+    @sg.executor(id="ints")
+    async def ints(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+    for strict in (False, True):
+        workflow = sg.WorkflowBuilder(start=src, strict=strict).add_edge(src, ints).build()
+        if strict:
+            with pytest.raises(sg.RoutingError, match="a str sent by 'src'.*'ints' has no handler"):
+                await workflow.run([1, "x"])
+        else:
+            result = await workflow.run([1, "x"])
+            assert result.outputs == [1]
+            [message] = warnings(result.events)
+            assert "a str sent by 'src' in superstep 1 was not delivered" in message
+
+
+async def test_message_from_executor_without_edges_is_reported() -> None:
+    @sg.executor(id="lonely")
+    async def lonely(n: int) -> int:
+        return n
+
+    result = await sg.WorkflowBuilder(start=lonely).build().run(1)
+    assert warnings(result.events) == [
+        "a int sent by 'lonely' in superstep 1 was not delivered: 'lonely' has no outgoing edges"
+    ]
+
+
+async def test_fan_out_delivers_by_type_and_one_object_to_all() -> None:
+    received: list[Any] = []
+
+    @sg.executor(id="ints")
+    async def ints(n: int) -> None:
+        received.append(("ints", n))
+
+    @sg.executor(id="lists")
+    async def lists(items: list[int]) -> None:
+        received.append(("lists", items))
+
+    @sg.executor(id="lists2")
+    async def lists2(items: list[int]) -> None:
+        received.append(("lists2", items))
+
+    payload = [1, 2]
+    workflow = sg.WorkflowBuilder(start=src).add_fan_out(src, [ints, lists, lists2]).build()
+    result = await workflow.run([3, payload])
+    assert warnings(result.events) == []
+    assert ("ints", 3) in received
+    shared = [m for name, m in received if name.startswith("lists")]
+    assert shared[0] is payload and shared[1] is payload  # no copies (design §1.13)

@@ -1,0 +1,171 @@
+"""Shared state (design §1.6): isolation within a superstep, barrier commit,
+conflicts named, failed supersteps discarded, no aliasing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests.conftest import warnings
+
+
+@sg.executor(id="go")
+async def go(n: int) -> int:
+    return n
+
+
+def writer(eid: str, key: str, value: Any) -> sg.FunctionExecutor:
+    async def write(n: int, ctx: sg.WorkflowContext[int, Any]) -> None:
+        before = ctx.state.get(key)
+        ctx.state.set(key, value)
+        await ctx.yield_output((eid, "before", before, "own", ctx.state.get(key)))
+        await ctx.send_message(n)
+
+    return sg.executor(id=eid)(write)
+
+
+async def test_writes_are_invisible_to_others_until_the_barrier() -> None:
+    a = writer("a", "k", "from-a")
+
+    @sg.executor(id="b")
+    async def b(n: int, ctx: sg.WorkflowContext[int, Any]) -> None:
+        await ctx.yield_output(("b", "sees", ctx.state.get("k")))
+        await ctx.send_message(n)
+
+    @sg.executor(id="reader")
+    async def reader(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output(("reader", ctx.state.get("k"), "k" in ctx.state))
+
+    workflow = (
+        sg.WorkflowBuilder(start=go)
+        .add_fan_out(go, [a, b])
+        .add_edge(a, reader)
+        .add_edge(b, reader)
+        .build()
+    )
+    result = await workflow.run(1)
+    assert ("a", "before", None, "own", "from-a") in result.outputs
+    assert ("b", "sees", None) in result.outputs  # same superstep: not yet committed
+    assert result.outputs.count(("reader", "from-a", True)) == 2
+
+
+async def test_conflicting_writes_last_in_schedule_wins_and_are_named() -> None:
+    a, b = writer("a", "k", "A"), writer("b", "k", "B")
+
+    @sg.executor(id="reader")
+    async def reader(n: list[int], ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output(ctx.state.get("k"))
+
+    workflow = (
+        sg.WorkflowBuilder(start=go).add_fan_out(go, [a, b]).add_fan_in([a, b], reader).build()
+    )
+    result = await workflow.run(1)
+    assert result.outputs[-1] == "B"
+    [message] = warnings(result.events)
+    assert "'k'" in message and "'a'" in message and "'b'" in message
+    assert "'b' wins" in message
+
+
+async def test_conflicting_writes_fail_in_strict_mode() -> None:
+    a, b = writer("a", "k", "A"), writer("b", "k", "B")
+    workflow = sg.WorkflowBuilder(start=go, strict=True).add_fan_out(go, [a, b]).build()
+    with pytest.raises(sg.StateConflictError) as raised:
+        await workflow.run(1)
+    assert raised.value.key == "k" and raised.value.writers == ("a", "b")
+    assert "'k'" in str(raised.value) and "'a'" in str(raised.value)
+
+
+async def test_delete_counts_as_a_write_and_commits() -> None:
+    @sg.executor(id="setter")
+    async def setter(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        ctx.state.set("gone", 1)
+        ctx.state.set("kept", 2)
+        await ctx.send_message(n)
+
+    @sg.executor(id="deleter")
+    async def deleter(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        ctx.state.delete("gone")
+        assert "gone" not in ctx.state and ctx.state.get("gone", "dflt") == "dflt"
+        assert list(ctx.state.keys()) == ["kept"]
+        await ctx.send_message(n)
+
+    @sg.executor(id="reader")
+    async def reader(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output(("gone" in ctx.state, ctx.state.get("kept")))
+
+    workflow = sg.WorkflowBuilder(start=setter).add_chain([setter, deleter, reader]).build()
+    assert (await workflow.run(1)).outputs == [(False, 2)]
+
+
+async def test_failed_superstep_commits_no_writes() -> None:
+    committed: list[Any] = []
+
+    @sg.executor(id="ok")
+    async def ok(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        ctx.state.set("k", "ok")
+        await ctx.send_message(n)
+
+    @sg.executor(id="bad")
+    async def bad(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        ctx.state.set("k", "bad")
+        raise RuntimeError("fail")
+
+    @sg.executor(id="check")
+    async def check(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        committed.append(ctx.state.get("k"))
+
+    workflow = (
+        sg.WorkflowBuilder(start=go)
+        .add_fan_out(go, [ok, bad])
+        .add_edge(ok, check)
+        .add_edge(bad, check)
+        .build()
+    )
+    with pytest.raises(sg.WorkflowRunError):
+        await workflow.run(1)
+    assert committed == []
+
+
+async def test_values_are_not_aliased() -> None:
+    @sg.executor(id="first")
+    async def first(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        items = [1]
+        ctx.state.set("items", items)
+        items.append(2)  # after set: must not change the write
+        view = ctx.state.get("items")
+        view.append(3)  # mutating a read must not change the state
+        assert ctx.state.get("items") == [1]
+        await ctx.send_message(n)
+
+    @sg.executor(id="second")
+    async def second(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        got = ctx.state.get("items")
+        got.append(99)
+        await ctx.yield_output(ctx.state.get("items"))
+
+    workflow = sg.WorkflowBuilder(start=first).add_edge(first, second).build()
+    assert (await workflow.run(1)).outputs == [[1]]
+
+
+async def test_state_keys_must_be_strings() -> None:
+    @sg.executor(id="bad_key")
+    async def bad_key(n: int, ctx: sg.WorkflowContext) -> None:
+        ctx.state.set(1, "x")  # type: ignore[arg-type]
+
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await sg.WorkflowBuilder(start=bad_key).build().run(1)
+    assert "keys must be str" in str(raised.value.__cause__)
+
+
+async def test_state_is_fresh_per_run() -> None:
+    @sg.executor(id="count")
+    async def count(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        value = ctx.state.get("n", 0) + 1
+        ctx.state.set("n", value)
+        await ctx.yield_output(value)
+
+    workflow = sg.WorkflowBuilder(start=count).build()
+    assert (await workflow.run(1)).outputs == [1]
+    assert (await workflow.run(1)).outputs == [1]
