@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
-from tests.conftest import invocations, warnings
+from tests.conftest import warnings
 
 
 def sink(eid: str) -> sg.FunctionExecutor:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
-from tests.conftest import invocations, kinds
+from tests.conftest import kinds
 
 
 class Recorder(sg.Executor):
