@@ -1,0 +1,91 @@
+"""TypeSpec matching and static overlap."""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+from typing import Annotated, Any, Literal, Never, NewType, TypeVar
+
+import pytest
+
+from stepgraph._core import TypeSpec, TypeSpecError, may_overlap
+
+UserId = NewType("UserId", int)
+T = TypeVar("T")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "good", "bad"),
+    [
+        (int, [1, True], ["1", 1.0]),
+        (Any, [1, None, "x"], []),
+        (int | str, [1, "a"], [1.0]),
+        (list[int], [[], [1, 2]], [[1, "x"], (1,), "ab"]),
+        (dict[str, int], [{}, {"a": 1}], [{"a": "b"}, {1: 1}]),
+        (tuple[int, ...], [(), (1, 2)], [(1, "a"), [1]]),
+        (tuple[int, str], [(1, "a")], [(1,), (1, 2), ("a", 1)]),
+        (cabc.Sequence[int], [[1], (1,)], [["a"], {1}]),
+        (set[str], [{"a"}], [{1}]),
+        (Literal["a", 1], ["a", 1], ["b", True, 1.0]),
+        (Annotated[int, "meta"], [1], ["x"]),
+        (UserId, [1], ["1"]),
+        (type[int], [int, bool], [str, 1]),
+        (None, [None], [0]),
+        (list[int | None], [[1, None]], [["x"]]),
+    ],
+)
+def test_matches(annotation: Any, good: list[Any], bad: list[Any]) -> None:
+    spec = TypeSpec(annotation)
+    for value in good:
+        assert spec.matches(value), (annotation, value)
+    for value in bad:
+        assert not spec.matches(value), (annotation, value)
+
+
+def test_unusable_annotations() -> None:
+    with pytest.raises(TypeSpecError, match="unresolved TypeVar T"):
+        TypeSpec(T)
+    with pytest.raises(TypeSpecError, match="forward reference"):
+        TypeSpec("Later")
+    with pytest.raises(TypeSpecError, match="not a type"):
+        TypeSpec(3)
+
+
+def test_never_matches_nothing() -> None:
+    assert not TypeSpec(Never).matches(1) and TypeSpec(Never).is_never
+
+
+class A:
+    pass
+
+
+class B(A):
+    pass
+
+
+class C:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("out", "inp", "expected"),
+    [
+        (int, int, True),
+        (bool, int, True),
+        (A, B, True),  # an A-typed value may be a B
+        (A, C, False),
+        (int, str, False),
+        (Any, str, True),
+        (int, Any, True),
+        (int | str, str, True),
+        (int, str | bytes, False),
+        (list[int], list[str], False),
+        (list[int], list[Any], True),
+        (list[int], cabc.Sequence[int], True),
+        (Literal["a"], str, True),
+        (Literal["a"], Literal["b"], False),
+        (str, Literal["a"], True),
+        (Never, int, False),
+    ],
+)
+def test_may_overlap(out: Any, inp: Any, expected: bool) -> None:
+    assert may_overlap(out, inp) is expected

@@ -1,0 +1,253 @@
+"""Random graphs against a tiny sequential reference interpreter.
+
+Hypothesis draws graphs of chains, fan-outs, fan-ins, switches, conditional
+edges and cycles (bounded by a counter in the messages). The engine runs them
+with random scheduling jitter; a plain sequential interpreter written here from
+the design's rules computes what must happen. Per executor, deliveries,
+outputs and the shared state each call saw must match exactly, the schedule of
+every superstep must match, and no executor may ever run two handler calls at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import stepgraph as sg
+
+LIMIT = 14  # messages stop growing past this, so cycles end
+MAX_DELIVERIES = 1500
+
+
+def behaviour(index: int, message: int | list[int]) -> list[int]:
+    """What node ``index`` sends for ``message``: the same in engine and reference."""
+    value = sum(message) if isinstance(message, list) else message
+    if value >= LIMIT:
+        return []
+    step = 2 + index % 3
+    return [value + step] if value % 4 else [value + step, value + step + 1]
+
+
+def value_of(message: int | list[int]) -> int:
+    return sum(message) if isinstance(message, list) else message
+
+
+@dataclass(frozen=True)
+class Group:
+    kind: str  # edge, cond, fan_out, fan_in, switch
+    sources: tuple[int, ...]
+    targets: tuple[int, ...]
+
+
+@dataclass
+class Spec:
+    size: int
+    groups: list[Group]
+    jitter_seed: int
+    start_value: int
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> Spec:
+    size = draw(st.integers(2, 8))
+    groups: list[Group] = []
+    used: set[tuple[int, int]] = set()
+
+    def free(pairs: list[tuple[int, int]]) -> bool:
+        return len(set(pairs)) == len(pairs) and not (set(pairs) & used)
+
+    def add(group: Group) -> bool:
+        pairs = [(s, t) for s in group.sources for t in group.targets]
+        if free(pairs) and len(set(group.sources)) == len(group.sources):
+            groups.append(group)
+            used.update(pairs)
+            return True
+        return False
+
+    # A spanning structure first, so every node is reachable from node 0.
+    for node in range(1, size):
+        parent = draw(st.integers(0, node - 1))
+        kind = draw(st.sampled_from(["edge", "edge", "cond", "switch"]))
+        if kind == "switch":
+            other = draw(st.integers(0, size - 1))
+            targets = (node, other) if other != node else (node,)
+            if not add(Group("switch", (parent,), targets)):
+                add(Group("edge", (parent,), (node,)))
+        else:
+            add(Group(kind, (parent,), (node,)))
+    # Extra edges: cycles, fan-outs and fan-ins anywhere.
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["edge", "cond", "fan_out", "fan_out", "fan_in", "fan_in"]))
+        a, b, c = (draw(st.integers(0, size - 1)) for _ in range(3))
+        if kind == "fan_out" and b != c:
+            add(Group(kind, (a,), (b, c)))
+        elif kind == "fan_in" and a != b:
+            add(Group(kind, (a, b), (c,)))
+        elif kind == "switch" and b != c:
+            add(Group(kind, (a,), (b, c)))
+        elif kind in ("edge", "cond"):
+            add(Group(kind, (a,), (b,)))
+    return Spec(size, groups, draw(st.integers(0, 2**32)), draw(st.integers(0, 5)))
+
+
+def condition(value: Any) -> bool:
+    return value_of(value) % 3 != 0
+
+
+def case(value: Any) -> bool:
+    return value_of(value) % 2 == 0
+
+
+# -- the reference ------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    deliveries: dict[int, list[Any]] = field(default_factory=dict)
+    outputs: dict[int, list[Any]] = field(default_factory=dict)
+    schedule: list[tuple[int, ...]] = field(default_factory=list)
+
+
+def reference(spec: Spec) -> Trace:
+    trace = Trace()
+    state: dict[str, Any] = {}
+    buffers: dict[int, dict[int, list[Any]]] = {}
+    inboxes: dict[int, list[Any]] = {0: [spec.start_value]}
+    total = 0
+    while inboxes:
+        order = sorted(inboxes)
+        trace.schedule.append(tuple(order))
+        outboxes: list[tuple[int, list[int]]] = []
+        writes: list[dict[str, Any]] = []
+        for node in order:
+            own: dict[str, Any] = {}
+            sent: list[int] = []
+            for message in inboxes[node]:
+                total += 1
+                trace.deliveries.setdefault(node, []).append(message)
+                seen = own.get("last", state.get("last"))
+                trace.outputs.setdefault(node, []).append((value_of(message), seen))
+                own["last"] = (node, value_of(message))
+                sent.extend(behaviour(node, message))
+            outboxes.append((node, sent))
+            writes.append(own)
+        assume(total <= MAX_DELIVERIES)
+        for own in writes:
+            state.update(own)
+        inboxes = {}
+        for node, sent in outboxes:
+            for message in sent:
+                for index, group in enumerate(spec.groups):
+                    if node not in group.sources:
+                        continue
+                    if group.kind == "edge" or (group.kind == "cond" and condition(message)):
+                        chosen: tuple[int, ...] = group.targets
+                    elif group.kind == "fan_out":
+                        chosen = group.targets
+                    elif group.kind == "switch":
+                        if case(message):
+                            chosen = group.targets[:1]
+                        else:
+                            chosen = group.targets[1:]  # the Default, if there is one
+                    elif group.kind == "fan_in":
+                        buffer = buffers.setdefault(index, {})
+                        buffer.setdefault(node, []).append(message)
+                        if len(buffer) == len(group.sources):
+                            batch = [m for s in group.sources for m in buffer[s]]
+                            del buffers[index]
+                            inboxes.setdefault(group.targets[0], []).append(batch)
+                        continue
+                    else:
+                        continue
+                    for target in chosen:
+                        inboxes.setdefault(target, []).append(message)
+    return trace
+
+
+# -- the engine -------------------------------------------------------------
+
+
+class Node(sg.Executor):
+    def __init__(self, index: int, jitter: random.Random, trace: Trace) -> None:
+        super().__init__(f"n{index}")
+        self.index = index
+        self.jitter = jitter
+        self.trace = trace
+        self.active = 0
+        self.overlapped = False
+
+    async def _handle(self, message: Any, ctx: sg.WorkflowContext[int, Any]) -> None:
+        self.active += 1
+        self.overlapped |= self.active > 1
+        try:
+            self.trace.deliveries.setdefault(self.index, []).append(message)
+            for _ in range(self.jitter.randrange(4)):
+                await asyncio.sleep(0)
+            seen = ctx.state.get("last")
+            self.trace.outputs.setdefault(self.index, []).append((value_of(message), seen))
+            ctx.state.set("last", (self.index, value_of(message)))
+            for value in behaviour(self.index, message):
+                await ctx.send_message(value)
+        finally:
+            self.active -= 1
+
+    @sg.handler
+    async def on_int(self, message: int, ctx: sg.WorkflowContext[int, Any]) -> None:
+        await self._handle(message, ctx)
+
+    @sg.handler
+    async def on_list(self, message: list[int], ctx: sg.WorkflowContext[int, Any]) -> None:
+        await self._handle(message, ctx)
+
+
+def engine(spec: Spec) -> tuple[Trace, list[Node]]:
+    trace = Trace()
+    jitter = random.Random(spec.jitter_seed)
+    nodes = [Node(i, jitter, trace) for i in range(spec.size)]
+    builder = sg.WorkflowBuilder(start=nodes[0], max_supersteps=1000)
+    builder.add_executor(*nodes)
+    for group in spec.groups:
+        sources = [nodes[i] for i in group.sources]
+        targets = [nodes[i] for i in group.targets]
+        if group.kind == "edge":
+            builder.add_edge(sources[0], targets[0])
+        elif group.kind == "cond":
+            builder.add_edge(sources[0], targets[0], condition=condition)
+        elif group.kind == "fan_out":
+            builder.add_fan_out(sources[0], targets)
+        elif group.kind == "fan_in":
+            builder.add_fan_in(sources, targets[0])
+        else:
+            cases: list[sg.Case | sg.Default] = [sg.Case(case, targets[0])]
+            if len(targets) > 1:
+                cases.append(sg.Default(targets[1]))
+            builder.add_switch(sources[0], cases)
+    workflow = builder.build()
+    result = asyncio.run(workflow.run(spec.start_value))
+    trace.schedule = [
+        tuple(int(e[1:]) for e in event.executors)
+        for event in result.events
+        if isinstance(event, sg.SuperstepStartedEvent)
+    ]
+    return trace, nodes
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(graphs())
+def test_engine_matches_reference(spec: Spec) -> None:
+    expected = reference(spec)
+    got, nodes = engine(spec)
+    assert got.schedule == expected.schedule
+    assert got.deliveries == expected.deliveries
+    assert got.outputs == expected.outputs
+    assert not any(node.overlapped for node in nodes)

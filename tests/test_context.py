@@ -1,0 +1,161 @@
+"""WorkflowContext: declared-type checks (warning, or error when strict),
+event rules, output designation."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+
+import stepgraph as sg
+from tests.conftest import warnings
+
+
+@sg.executor(id="sink")
+async def sink(m: Any, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+    await ctx.yield_output(m)
+
+
+@sg.executor(id="liar")
+async def liar(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await ctx.send_message("not an int")  # type: ignore[arg-type]
+    await ctx.yield_output("not an int either")  # type: ignore[arg-type]
+
+
+async def test_contradicting_declared_types_warns() -> None:
+    result = await sg.WorkflowBuilder(start=liar).add_edge(liar, sink).build().run(1)
+    sent, yielded = warnings(result.events)
+    assert sent.startswith("executor 'liar' ('liar'") and "sent a str" in sent
+    assert "declared output types: int" in sent
+    assert "yielded a str" in yielded and "declared workflow output types: int" in yielded
+    # Non-strict: still delivered and still an output.
+    assert sorted(result.outputs) == ["not an int", "not an int either"]
+
+
+async def test_contradicting_declared_types_fails_when_strict() -> None:
+    workflow = sg.WorkflowBuilder(start=liar, strict=True).add_edge(liar, sink).build()
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await workflow.run(1)
+    assert isinstance(raised.value.__cause__, sg.MessageTypeError)
+    assert "'liar'" in str(raised.value) and "sent a str" in str(raised.value)
+
+
+async def test_bare_context_declares_nothing() -> None:
+    @sg.executor(id="quiet")
+    async def quiet(n: int, ctx: sg.WorkflowContext) -> None:
+        await ctx.yield_output(n)  # type: ignore[arg-type]
+
+    result = await sg.WorkflowBuilder(start=quiet).build().run(1)
+    assert "declared workflow output types: none (Never)" in warnings(result.events)[0]
+
+
+async def test_sending_none_is_an_error() -> None:
+    @sg.executor(id="nothing")
+    async def nothing(n: int, ctx: sg.WorkflowContext[Any]) -> None:
+        await ctx.send_message(None)
+
+    with pytest.raises(sg.WorkflowRunError, match="'nothing' sent None"):
+        await sg.WorkflowBuilder(start=nothing).build().run(1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress(sg.Event):
+    kind: ClassVar[str] = "progress"
+    fraction: float
+
+
+async def test_user_events_are_stamped_and_streamed() -> None:
+    @sg.executor(id="worker")
+    async def worker(n: int, ctx: sg.WorkflowContext) -> None:
+        await ctx.add_event(Progress(fraction=0.5))
+        await ctx.add_event(sg.UserEvent(kind="note", data={"n": n}))
+
+    result = await sg.WorkflowBuilder(start=worker).build().run(1)
+    custom = [e for e in result.events if e.kind in ("progress", "note")]
+    assert custom == [
+        Progress(fraction=0.5, executor_id="worker", superstep=1),
+        sg.UserEvent(kind="note", data={"n": 1}, executor_id="worker", superstep=1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        sg.OutputEvent(data=1),
+        sg.StatusEvent(status=sg.RunStatus.IDLE),
+        sg.FailedEvent(error="x"),
+        sg.UserEvent(kind="output"),
+        sg.UserEvent(kind="status"),
+        sg.Event(),
+        "not an event",
+    ],
+)
+async def test_framework_events_are_rejected(event: Any) -> None:
+    @sg.executor(id="forger")
+    async def forger(n: int, ctx: sg.WorkflowContext) -> None:
+        await ctx.add_event(event)
+
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await sg.WorkflowBuilder(start=forger).build().run(1)
+    assert isinstance(raised.value.__cause__, sg.EventError)
+    assert "'forger'" in str(raised.value)
+
+
+async def test_output_from_limits_outputs_and_reports_others() -> None:
+    @sg.executor(id="first")
+    async def first(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+        await ctx.yield_output(-n)
+        await ctx.send_message(n)
+
+    @sg.executor(id="final")
+    async def final(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+    workflow = sg.WorkflowBuilder(start=first, output_from=[final]).add_edge(first, final).build()
+    result = await workflow.run(3)
+    assert result.outputs == [3]
+    assert (
+        "'first' yielded an output but is not one of the workflow's output executors"
+        in (warnings(result.events)[0])
+    )
+
+
+async def test_context_properties_and_use_after_the_call() -> None:
+    kept: list[sg.WorkflowContext[Any, Any]] = []
+
+    @sg.executor(id="peek")
+    async def peek(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        kept.append(ctx)
+        await ctx.yield_output((ctx.executor_id, ctx.superstep, len(ctx.run_id)))
+
+    result = await sg.WorkflowBuilder(start=peek).build().run(1)
+    assert result.outputs == [("peek", 1, 32)]
+    assert len(result.run_id) == 32
+    with pytest.raises(RuntimeError, match="used after its handler call ended"):
+        kept[0].send_message(1)
+
+
+async def test_outputs_are_emitted_when_the_call_returns() -> None:
+    gate = asyncio.Event()
+    seen: list[str] = []
+
+    @sg.executor(id="slow")
+    async def slow(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+        await gate.wait()
+
+    workflow = sg.WorkflowBuilder(start=slow).build()
+
+    async def consume() -> None:
+        async for event in workflow.stream(1):
+            seen.append(event.kind)
+
+    task = asyncio.create_task(consume())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert "executor_invoked" in seen and "output" not in seen
+    gate.set()
+    await task
+    assert seen.index("output") < seen.index("executor_completed")

@@ -1,0 +1,115 @@
+"""Event sequences (design §2): whole sequences where order is the contract,
+and live streaming."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import stepgraph as sg
+from tests.conftest import kinds
+
+
+@sg.executor(id="a")
+async def a(n: int) -> int:
+    return n + 1
+
+
+@sg.executor(id="b")
+async def b(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    await ctx.yield_output(n * 10)
+
+
+async def test_whole_event_sequence_of_a_chain() -> None:
+    result = await sg.WorkflowBuilder(start=a, name="chain").add_edge(a, b).build().run(1)
+    assert kinds(result.events) == [
+        "run_started",
+        "status",
+        "superstep_started",
+        "executor_invoked",
+        "executor_completed",
+        "superstep_completed",
+        "superstep_started",
+        "executor_invoked",
+        "output",
+        "executor_completed",
+        "superstep_completed",
+        "status",
+    ]
+    started = result.events[0]
+    assert isinstance(started, sg.RunStartedEvent)
+    assert started.workflow == "chain" and started.run_id == result.run_id
+    assert [getattr(e, "status", None) for e in result.events if e.kind == "status"] == [
+        sg.RunStatus.IN_PROGRESS,
+        sg.RunStatus.IDLE,
+    ]
+    stamped = [(e.kind, e.executor_id, e.superstep) for e in result.events[2:-1]]
+    assert stamped == [
+        ("superstep_started", None, 1),
+        ("executor_invoked", "a", 1),
+        ("executor_completed", "a", 1),
+        ("superstep_completed", None, 1),
+        ("superstep_started", None, 2),
+        ("executor_invoked", "b", 2),
+        ("output", "b", 2),
+        ("executor_completed", "b", 2),
+        ("superstep_completed", None, 2),
+    ]
+    assert result.outputs == [20]
+
+
+async def test_stream_yields_the_same_sequence_as_run() -> None:
+    workflow = sg.WorkflowBuilder(start=a).add_edge(a, b).build()
+    streamed = [e async for e in workflow.stream(1)]
+    ran = (await workflow.run(1)).events
+    assert kinds(streamed) == kinds(ran)
+
+
+async def test_events_are_live_before_the_run_ends() -> None:
+    gate = asyncio.Event()
+
+    @sg.executor(id="first")
+    async def first(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.add_event(sg.UserEvent(kind="first_done"))
+        await ctx.send_message(n)
+
+    @sg.executor(id="second")
+    async def second(n: int) -> None:
+        await gate.wait()  # only the test's reaction to the event releases it
+
+    workflow = sg.WorkflowBuilder(start=first).add_edge(first, second).build()
+    seen = []
+    async for event in workflow.stream(1):
+        seen.append(event.kind)
+        if event.kind == "first_done":
+            gate.set()
+    assert seen[-1] == "status" and "first_done" in seen
+
+
+async def test_leaving_the_stream_early_cancels_the_run() -> None:
+    @sg.executor(id="count")
+    async def count(n: int) -> int | None:
+        await asyncio.sleep(0.001)
+        return n + 1 if n < 30 else None
+
+    workflow = sg.WorkflowBuilder(start=count).add_edge(count, count).build()
+    before = asyncio.all_tasks()
+    stream = workflow.stream(0)
+    steps = 0
+    async for event in stream:
+        if event.kind == "superstep_completed":
+            steps += 1
+            break
+    await stream.aclose()
+    assert steps == 1
+    assert asyncio.all_tasks() - before == set()
+    result = await workflow.run(0)  # released: not busy
+    assert result.status is sg.RunStatus.IDLE
+    assert sum(1 for e in result.events if e.kind == "superstep_completed") == 31
+
+
+def test_events_are_frozen() -> None:
+    event = sg.OutputEvent(data=1)
+    with pytest.raises(AttributeError):
+        event.data = 2  # type: ignore[misc]
