@@ -151,10 +151,8 @@ def reference(spec: Spec) -> Trace:
                     elif group.kind == "fan_out":
                         chosen = group.targets
                     elif group.kind == "switch":
-                        if case(message):
-                            chosen = group.targets[:1]
-                        else:
-                            chosen = group.targets[1:]  # the Default, if there is one
+                        # The first target is the case's; the second, if any, the Default.
+                        chosen = group.targets[:1] if case(message) else group.targets[1:]
                     elif group.kind == "fan_in":
                         buffer = buffers.setdefault(index, {})
                         buffer.setdefault(node, []).append(message)
