@@ -1,0 +1,129 @@
+"""The workloads, each as a stepgraph workflow and as a bare-asyncio floor.
+
+W1  a 50-executor chain passing an int              (µs per superstep)
+W2  fan-out to N executors, then fan-in a sum        (ms per run)
+W3  two executors ping-ponging a counter             (µs per hop)
+W4  50 sources each sending one message to a target  (ms per run)
+
+The floors use direct awaits with one task per hop: the least an asyncio
+engine that isolates each handler call in its own task could cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import stepgraph as sg
+
+
+class Forward(sg.Executor):
+    """Sends n + 1 while n < limit."""
+
+    def __init__(self, id: str, limit: int) -> None:
+        super().__init__(id)
+        self.limit = limit
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+        if n < self.limit:
+            await ctx.send_message(n + 1)
+        else:
+            await ctx.yield_output(n)
+
+
+def chain(length: int) -> sg.Workflow:
+    nodes = [Forward(f"c{i}", limit=10**9) for i in range(length - 1)]
+    nodes.append(Forward(f"c{length - 1}", limit=0))
+    return sg.WorkflowBuilder(start=nodes[0]).add_chain(nodes).build()
+
+
+def ping_pong(hops: int) -> sg.Workflow:
+    ping, pong = Forward("ping", hops), Forward("pong", hops)
+    return (
+        sg.WorkflowBuilder(start=ping, max_supersteps=hops + 2)
+        .add_edge(ping, pong)
+        .add_edge(pong, ping)
+        .build()
+    )
+
+
+@sg.executor(id="source")
+async def _source(n: int) -> int:
+    return n
+
+
+@sg.executor(id="total")
+async def _total(values: list[int], ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    await ctx.yield_output(sum(values))
+
+
+class Square(sg.Executor):
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n * n)
+
+
+def fan_out_in(width: int) -> sg.Workflow:
+    workers = [Square(f"w{i}") for i in range(width)]
+    return (
+        sg.WorkflowBuilder(start=_source)
+        .add_fan_out(_source, workers)
+        .add_fan_in(workers, _total)
+        .build()
+    )
+
+
+class Count(sg.Executor):
+    def __init__(self) -> None:
+        super().__init__("target")
+        self.seen = 0
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        self.seen += 1
+
+
+def many_to_one(sources: int) -> sg.Workflow:
+    senders = [Square(f"s{i}") for i in range(sources)]
+    target = Count()
+    builder = sg.WorkflowBuilder(start=_source).add_fan_out(_source, senders)
+    for sender in senders:
+        builder.add_edge(sender, target)
+    return builder.build()
+
+
+# -- floors: bare asyncio, one task per hop -------------------------------------
+
+
+async def _step(n: int) -> int:
+    return n + 1
+
+
+async def floor_chain(length: int) -> int:
+    n = 0
+    for _ in range(length):
+        n = await asyncio.create_task(_step(n))
+    return n
+
+
+async def floor_ping_pong(hops: int) -> int:
+    n = 0
+    while n < hops:
+        n = await asyncio.create_task(_step(n))
+    return n
+
+
+async def _square(n: int) -> int:
+    return n * n
+
+
+async def floor_fan_out_in(width: int) -> int:
+    return sum(await asyncio.gather(*(_square(i) for i in range(width))))
+
+
+async def floor_many_to_one(sources: int) -> int:
+    values = await asyncio.gather(*(_square(i) for i in range(sources)))
+    seen = 0
+    for _ in values:
+        seen += 1
+    return seen

@@ -1,0 +1,27 @@
+"""The benchmark runner works (a smoke run; timings are not asserted here —
+targets are checked by reading the table, never by timed unit tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_prints_every_workload() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    for name in ("W1 chain of 50", "W2 fan-out/in 100", "W3 ping-pong", "W4 50 -> 1", "peak RSS"):
+        assert name in out, out
+    # Every stepgraph figure has a ratio to its floor.
+    for line in out.splitlines()[2:]:
+        if line.startswith(("W1", "W3", "W4")):
+            assert line.split()[-1].endswith(("x", "ok", "MISSED")), line
