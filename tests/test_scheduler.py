@@ -269,7 +269,8 @@ def test_reuse_across_event_loops() -> None:
 
 
 def test_runs_under_uvloop() -> None:
-    uvloop = pytest.importorskip("uvloop")  # installed by .ci/run (dev extra)
+    import uvloop  # the dev extra installs it; a missing uvloop fails, never skips
+
     counter = Recorder("counter")
     workflow = sg.WorkflowBuilder(start=counter).build()
     for value in ("a", "b"):
