@@ -39,6 +39,22 @@ async def _resolve(value: Any) -> Any:
     return (await value) if inspect.isawaitable(value) else value
 
 
+async def _predicate(
+    predicate: Callable[[Any], Any], message: Any, group: EdgeGroup, what: str
+) -> bool:
+    """Call a sync or async predicate; its exception fails the run as a
+    ``RoutingError`` naming ``what``."""
+    try:
+        result = predicate(message)
+        if type(result) is not bool:
+            result = await _resolve(result)
+    except Exception as exc:
+        raise RoutingError(
+            f"{what} raised {type(exc).__name__}: {exc}", executor_id=group.sources[0]
+        ) from exc
+    return bool(result)
+
+
 class Router:
     """Routes for one run; holds that run's fan-in buffers."""
 
@@ -141,30 +157,12 @@ class Router:
             )
 
     async def _test(self, condition: Callable[[Any], Any], message: Any, group: EdgeGroup) -> bool:
-        try:
-            result = condition(message)
-            if type(result) is not bool:
-                result = await _resolve(result)
-        except Exception as exc:
-            raise RoutingError(
-                f"the condition of {group.label()} raised {type(exc).__name__}: {exc}",
-                executor_id=group.sources[0],
-            ) from exc
-        return bool(result)
+        return await _predicate(condition, message, group, f"the condition of {group.label()}")
 
     async def _switch(self, group: SwitchEdge, message: Any) -> str | None:
         for predicate, dst in group.cases:
-            try:
-                result = predicate(message)
-                if type(result) is not bool:
-                    result = await _resolve(result)
-            except Exception as exc:
-                raise RoutingError(
-                    f"a case predicate of {group.label()} (case -> {dst!r}) raised "
-                    f"{type(exc).__name__}: {exc}",
-                    executor_id=group.sources[0],
-                ) from exc
-            if result:
+            what = f"a case predicate of {group.label()} (case -> {dst!r})"
+            if await _predicate(predicate, message, group, what):
                 return dst
         return group.default
 
