@@ -183,7 +183,7 @@ T = TypeVar("T")
         ),
         (
             lambda: _cls("TooMany", on=sg.handler(_too_many))("t"),
-            r"handler TooMany.on: a handler must take exactly \(message\) or \(message, ctx\)",
+            r"handler TooMany.on: a handler must take exactly \(message\[, ctx\]\)",
         ),
         (
             lambda: _cls("Var", on=sg.handler(_typevar))("v"),
@@ -197,7 +197,7 @@ T = TypeVar("T")
             lambda: _cls("Gen", on=sg.handler(_generator))("g"),
             r"handler Gen.on: handlers may not be generators",
         ),
-        (lambda: sg.executor(id="kw")(_kw_only), r"handler 'kw'.*exactly \(message\)"),
+        (lambda: sg.executor(id="kw")(_kw_only), r"handler 'kw'.*exactly \(message\[, ctx\]\)"),
         (lambda: Zoo(""), r"executor id must be a non-empty str"),
         (lambda: Zoo("z", timeout=0), r"executor 'z': timeout must be a positive"),
     ],

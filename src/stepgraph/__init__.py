@@ -8,6 +8,11 @@ The public API is re-exported here; implementation lives in underscored modules.
 from typing import Never as Never
 
 from ._builder import WorkflowBuilder as WorkflowBuilder
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import CheckpointInfo as CheckpointInfo
+from ._checkpoint import CheckpointStore as CheckpointStore
+from ._checkpoint import MemoryCheckpointStore as MemoryCheckpointStore
+from ._checkpoint import SqliteCheckpointStore as SqliteCheckpointStore
 from ._core import Backend as Backend
 from ._core import Event as Event
 from ._core import ExecutorCompletedEvent as ExecutorCompletedEvent
@@ -16,6 +21,8 @@ from ._core import ExecutorInvokedEvent as ExecutorInvokedEvent
 from ._core import FailedEvent as FailedEvent
 from ._core import LocalBackend as LocalBackend
 from ._core import OutputEvent as OutputEvent
+from ._core import PendingRequest as PendingRequest
+from ._core import RequestInfoEvent as RequestInfoEvent
 from ._core import RetryPolicy as RetryPolicy
 from ._core import RunStartedEvent as RunStartedEvent
 from ._core import RunStatus as RunStatus
@@ -28,10 +35,17 @@ from ._core import WarningEvent as WarningEvent
 from ._core import WorkflowContext as WorkflowContext
 from ._edges import Case as Case
 from ._edges import Default as Default
+from ._exceptions import CheckpointDecodeError as CheckpointDecodeError
+from ._exceptions import CheckpointEncodeError as CheckpointEncodeError
+from ._exceptions import CheckpointError as CheckpointError
+from ._exceptions import CheckpointIntegrityError as CheckpointIntegrityError
+from ._exceptions import CheckpointMismatchError as CheckpointMismatchError
+from ._exceptions import CheckpointNotFoundError as CheckpointNotFoundError
 from ._exceptions import ConvergenceError as ConvergenceError
 from ._exceptions import EventError as EventError
 from ._exceptions import ExecutorTimeoutError as ExecutorTimeoutError
 from ._exceptions import MessageTypeError as MessageTypeError
+from ._exceptions import RequestError as RequestError
 from ._exceptions import RoutingError as RoutingError
 from ._exceptions import StateConflictError as StateConflictError
 from ._exceptions import StepgraphError as StepgraphError
@@ -42,6 +56,8 @@ from ._executor import Executor as Executor
 from ._executor import FunctionExecutor as FunctionExecutor
 from ._executor import executor as executor
 from ._executor import handler as handler
+from ._executor import response_handler as response_handler
+from ._persistence import CheckpointConfig as CheckpointConfig
 from ._workflow import RunResult as RunResult
 from ._workflow import Workflow as Workflow
 
@@ -50,6 +66,16 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "Case",
+    "Checkpoint",
+    "CheckpointConfig",
+    "CheckpointDecodeError",
+    "CheckpointEncodeError",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointIntegrityError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointStore",
     "ConvergenceError",
     "Default",
     "Event",
@@ -62,14 +88,19 @@ __all__ = [
     "FailedEvent",
     "FunctionExecutor",
     "LocalBackend",
+    "MemoryCheckpointStore",
     "MessageTypeError",
     "Never",
     "OutputEvent",
+    "PendingRequest",
+    "RequestError",
+    "RequestInfoEvent",
     "RetryPolicy",
     "RoutingError",
     "RunResult",
     "RunStartedEvent",
     "RunStatus",
+    "SqliteCheckpointStore",
     "StateConflictError",
     "StateView",
     "StatusEvent",
@@ -86,4 +117,5 @@ __all__ = [
     "WorkflowRunError",
     "executor",
     "handler",
+    "response_handler",
 ]

@@ -30,8 +30,10 @@ from ._core import (
 from ._edges import Case, Default
 from ._exceptions import WorkflowDefinitionError
 from ._executor import Executor
+from ._checkpoint import CheckpointStore, TypeRegistry
 from ._handlers import union_of
-from ._workflow import Workflow
+from ._persistence import CheckpointConfig, RunCodec, graph_signature
+from ._workflow import Workflow, as_config
 
 __all__ = ["WorkflowBuilder"]
 
@@ -75,6 +77,8 @@ class WorkflowBuilder:
         max_supersteps: int = 100,
         strict: bool = False,
         output_from: Iterable[ExecutorRef] | None = None,
+        checkpoints: CheckpointStore | CheckpointConfig | None = None,
+        checkpoint_types: Iterable[Any] = (),
     ) -> None:
         if not isinstance(start, Executor):
             raise WorkflowDefinitionError(
@@ -89,6 +93,8 @@ class WorkflowBuilder:
         self._max_supersteps = max_supersteps
         self._strict = strict
         self._output_from = None if output_from is None else tuple(output_from)
+        self._checkpoints = as_config(checkpoints)
+        self._checkpoint_types = tuple(checkpoint_types)
         self._registered: dict[str, Executor] = {}
         self._clashes: list[tuple[Executor, Executor]] = []
         self._drafts: list[_Draft] = []
@@ -231,17 +237,47 @@ class WorkflowBuilder:
                 accepts=ex.accepts,
                 retry=ex.retry,
                 timeout=ex.timeout,
+                responds=ex.responds if ex.handles_responses else None,
             )
             for i, (eid, ex) in enumerate(executors.items())
         }
         graph = Graph(name=self._name, start=self._start.id, nodes=nodes, edges=edges)
+        codec = RunCodec(
+            workflow=self._name,
+            signature=graph_signature(graph, executors),
+            registry=self._registry(executors),
+            executors=executors,
+        )
         return Workflow(
             graph=graph,
             executors=executors,
             max_supersteps=self._max_supersteps,
             strict=self._strict,
             output_ids=output_ids,
+            codec=codec,
+            checkpoints=self._checkpoints,
         )
+
+    def _registry(self, executors: dict[str, Executor]) -> TypeRegistry:
+        registry = TypeRegistry()
+        for executor in executors.values():
+            overrides = type(executor).snapshot is not Executor.snapshot
+            if overrides and type(executor).restore is Executor.restore:
+                raise WorkflowDefinitionError(
+                    f"executor {executor.id!r} ({type(executor).__name__}) overrides snapshot() "
+                    "but not restore(); define both"
+                )
+            for tp in executor.declared_types:
+                try:
+                    registry.add(tp)
+                except ValueError as exc:
+                    raise WorkflowDefinitionError(f"executor {executor.id!r}: {exc}") from exc
+        for tp in self._checkpoint_types:
+            try:
+                registry.add(tp)
+            except ValueError as exc:
+                raise WorkflowDefinitionError(f"checkpoint_types: {exc}") from exc
+        return registry
 
     def _resolve(self, draft: _Draft, executors: dict[str, Executor]) -> EdgeGroup:
         def ident(ref: ExecutorRef) -> str:

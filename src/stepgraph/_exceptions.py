@@ -15,7 +15,15 @@
         │                            type (strict mode), or bad run input
         ├── StateConflictError       two executors wrote one key in one superstep
         │                            (strict mode)
-        └── EventError               an executor tried to emit a framework event
+        ├── EventError               an executor tried to emit a framework event
+        ├── RequestError             a request or response is invalid (unknown id,
+        │                            answered twice, wrong response type)
+        └── CheckpointError          anything about checkpoints
+            ├── CheckpointEncodeError    a value cannot be stored
+            ├── CheckpointDecodeError    stored data cannot be rebuilt safely
+            ├── CheckpointIntegrityError tampered, unsigned or corrupt data
+            ├── CheckpointNotFoundError  no such checkpoint (or run)
+            └── CheckpointMismatchError  the checkpoint is of another graph
 
 Each exception owns its message; attributes name the executor, edge or key at
 fault where there is one.
@@ -24,10 +32,17 @@ fault where there is one.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointDecodeError",
+    "CheckpointEncodeError",
+    "CheckpointError",
+    "CheckpointIntegrityError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
     "ConvergenceError",
     "EventError",
     "ExecutorTimeoutError",
     "MessageTypeError",
+    "RequestError",
     "RoutingError",
     "StateConflictError",
     "StepgraphError",
@@ -107,3 +122,35 @@ class StateConflictError(WorkflowRunError):
 
 class EventError(WorkflowRunError):
     """An executor passed something to ``add_event`` that it may not emit."""
+
+
+class RequestError(WorkflowRunError):
+    """A human-in-the-loop request or response is invalid. Raised before
+    anything is consumed: the open requests stay as they were."""
+
+
+class CheckpointError(WorkflowRunError):
+    """Base of the checkpoint errors."""
+
+
+class CheckpointEncodeError(CheckpointError):
+    """A value cannot be stored; the message names its path (state key,
+    executor, message)."""
+
+
+class CheckpointDecodeError(CheckpointError):
+    """Stored data cannot be rebuilt safely (unknown type, bad tag, malformed
+    or oversized document). Nothing named by the data was imported or run."""
+
+
+class CheckpointIntegrityError(CheckpointError):
+    """A checkpoint was tampered with, is unsigned where a signature is
+    required, or its stored data is corrupt."""
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """No checkpoint (or run) with that id in the store."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint was written by a workflow with a different graph."""

@@ -13,11 +13,30 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
-from ._core import MessageTypeError, RetryPolicy, WorkflowContext, type_name
+from ._core import (
+    MessageTypeError,
+    RequestError,
+    Response,
+    RetryPolicy,
+    WorkflowContext,
+    may_overlap,
+    type_name,
+)
 from ._exceptions import WorkflowDefinitionError
-from ._handlers import HandlerOptions, HandlerSpec, TypeArg, build_spec, mark, marked, union_of
+from ._handlers import (
+    HandlerOptions,
+    HandlerSpec,
+    ResponseOptions,
+    ResponseSpec,
+    TypeArg,
+    build_response_spec,
+    build_spec,
+    mark,
+    marked,
+    union_of,
+)
 
-__all__ = ["Executor", "FunctionExecutor", "executor", "handler"]
+__all__ = ["Executor", "FunctionExecutor", "executor", "handler", "response_handler"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _Call = Callable[[Any, WorkflowContext[Any, Any]], Any]
@@ -47,6 +66,39 @@ def handler(
     def decorate(f: F) -> F:
         if not callable(f):
             raise WorkflowDefinitionError(f"@handler applied to non-callable {f!r}")
+        mark(f, options)
+        return f
+
+    return decorate(func) if func is not None else decorate
+
+
+@overload
+def response_handler(func: F, /) -> F: ...
+@overload
+def response_handler(
+    *,
+    request: TypeArg = None,
+    response: TypeArg = None,
+    output: TypeArg = None,
+    workflow_output: TypeArg = None,
+) -> Callable[[F], F]: ...
+def response_handler(
+    func: F | None = None,
+    /,
+    *,
+    request: TypeArg = None,
+    response: TypeArg = None,
+    output: TypeArg = None,
+    workflow_output: TypeArg = None,
+) -> F | Callable[[F], F]:
+    """Mark a method ``(self, original_request, response[, ctx])`` as the
+    receiver of answers to requests opened with ``ctx.request_info``. The most
+    specific (request type, response type) match is chosen."""
+    options = ResponseOptions(request, response, output, workflow_output)
+
+    def decorate(f: F) -> F:
+        if not callable(f):
+            raise WorkflowDefinitionError(f"@response_handler applied to non-callable {f!r}")
         mark(f, options)
         return f
 
@@ -99,15 +151,16 @@ class Executor:
         self._specs = specs
         self._calls: dict[HandlerSpec, _Call] = {s: self._bind(s) for s in specs}
         self._dispatch: dict[type, HandlerSpec | tuple[HandlerSpec, ...]] = {}
+        self._response_specs = self._response_handler_specs()
+        self._response_dispatch: dict[tuple[type, type], tuple[ResponseSpec, ...]] = {}
 
     # -- definition ----------------------------------------------------------
 
     @classmethod
-    def _handler_specs(cls) -> tuple[HandlerSpec, ...]:
-        cached = cls.__dict__.get("_stepgraph_specs")
-        if cached is not None:
-            return typing.cast(tuple[HandlerSpec, ...], cached)
-        found: dict[str, tuple[Callable[..., Any], HandlerOptions]] = {}
+    def _marked_methods(
+        cls,
+    ) -> dict[str, tuple[Callable[..., Any], HandlerOptions | ResponseOptions]]:
+        found: dict[str, tuple[Callable[..., Any], HandlerOptions | ResponseOptions]] = {}
         for klass in reversed(cls.__mro__):
             for name, attr in vars(klass).items():
                 options = marked(attr)
@@ -115,12 +168,37 @@ class Executor:
                     found[name] = (attr, options)
                 elif name in found:
                     del found[name]  # overridden by a plain method
+        return found
+
+    @classmethod
+    def _handler_specs(cls) -> tuple[HandlerSpec, ...]:
+        cached = cls.__dict__.get("_stepgraph_specs")
+        if cached is not None:
+            return typing.cast(tuple[HandlerSpec, ...], cached)
         specs = tuple(
             build_spec(func, options, owner=cls.__name__, is_method=True, order=i, name=name)
-            for i, (name, (func, options)) in enumerate(found.items())
+            for i, (name, (func, options)) in enumerate(cls._marked_methods().items())
+            if isinstance(options, HandlerOptions)
         )
-        _reject_duplicates(specs, cls.__name__)
+        _reject_duplicates([(s.input.annotation, s.name) for s in specs], cls.__name__)
         cls._stepgraph_specs = specs  # type: ignore[attr-defined]
+        return specs
+
+    @classmethod
+    def _response_handler_specs(cls) -> tuple[ResponseSpec, ...]:
+        cached = cls.__dict__.get("_stepgraph_response_specs")
+        if cached is not None:
+            return typing.cast(tuple[ResponseSpec, ...], cached)
+        specs = tuple(
+            build_response_spec(func, options, owner=cls.__name__, order=i, name=name)
+            for i, (name, (func, options)) in enumerate(cls._marked_methods().items())
+            if isinstance(options, ResponseOptions)
+        )
+        _reject_duplicates(
+            [((s.request.annotation, s.response.annotation), s.name) for s in specs],
+            cls.__name__,
+        )
+        cls._stepgraph_response_specs = specs  # type: ignore[attr-defined]
         return specs
 
     def _bind(self, spec: HandlerSpec) -> _Call:
@@ -160,7 +238,50 @@ class Executor:
         return None
 
     def accepts(self, message: Any) -> bool:
+        if type(message) is Response:
+            return self.response_handler_for(message.request.request, message.value) is not None
         return self.handler_for(message) is not None
+
+    @property
+    def declared_types(self) -> list[Any]:
+        """Every type its handlers name: what its checkpoints may contain."""
+        found: list[Any] = []
+        for spec in self._specs:
+            found += [spec.input.annotation, spec.contract.outputs.annotation]
+            found.append(spec.contract.workflow_outputs.annotation)
+        for rspec in self._response_specs:
+            found += [rspec.request.annotation, rspec.response.annotation]
+            found += [rspec.contract.outputs.annotation, rspec.contract.workflow_outputs.annotation]
+        return found
+
+    @property
+    def handles_responses(self) -> bool:
+        return bool(self._response_specs)
+
+    def responds(self, request: Any, response_type: Any) -> bool:
+        """Whether a response handler takes ``request`` answered with a
+        ``response_type``."""
+        return any(
+            spec.request.matches(request) and may_overlap(response_type, spec.response.annotation)
+            for spec in self._response_specs
+        )
+
+    def response_handler_for(self, request: Any, response: Any) -> ResponseSpec | None:
+        """The most specific response handler for (request, response), or ``None``."""
+        key = (type(request), type(response))
+        ranked = self._response_dispatch.get(key)
+        if ranked is None:
+            scored = []
+            for spec in self._response_specs:
+                first = spec.request.rank(key[0])
+                second = spec.response.rank(key[1])
+                if first is not None and second is not None:
+                    scored.append(((first, second, spec.order), spec))
+            ranked = self._response_dispatch[key] = tuple(s for _, s in sorted(scored))
+        for spec in ranked:
+            if spec.request.matches(request) and spec.response.matches(response):
+                return spec
+        return None
 
     def _candidates(self, cls: type) -> HandlerSpec | tuple[HandlerSpec, ...]:
         ranked = sorted(
@@ -173,9 +294,27 @@ class Executor:
             return specs[0]
         return specs
 
+    # -- checkpoints -----------------------------------------------------------
+
+    def snapshot(self) -> Any:
+        """Override (with :meth:`restore`) to store this executor's instance
+        state in every checkpoint; the value must be checkpoint-encodable.
+        Executors that do not override it are not asked."""
+        raise NotImplementedError
+
+    def restore(self, snapshot: Any) -> None:
+        """Override to take back what :meth:`snapshot` returned, when a run
+        resumes from a checkpoint."""
+        raise NotImplementedError(
+            f"executor {self.id!r} ({type(self).__name__}) overrides snapshot() but not restore()"
+        )
+
     # -- running -------------------------------------------------------------
 
     async def _invoke(self, message: Any, ctx: WorkflowContext[Any, Any]) -> None:
+        if type(message) is Response:
+            await self._respond(message, ctx)
+            return
         spec = self.handler_for(message)
         if spec is None:
             raise MessageTypeError(
@@ -192,20 +331,47 @@ class Executor:
         if result is not None:
             ctx.send_message(result)
 
+    async def _respond(self, response: Response, ctx: WorkflowContext[Any, Any]) -> None:
+        request = response.request
+        spec = self.response_handler_for(request.request, response.value)
+        if spec is None:
+            raise RequestError(
+                f"executor {self.id!r} has no @response_handler for request "
+                f"{type_name(type(request.request))} answered with "
+                f"{type_name(type(response.value))}",
+                executor_id=self.id,
+            )
+        ctx._contract = spec.contract
+        method = spec.func.__get__(self)
+        args = (
+            (request.request, response.value, ctx)
+            if spec.takes_ctx
+            else (
+                request.request,
+                response.value,
+            )
+        )
+        if spec.is_async:
+            result = await method(*args)
+        else:
+            result = await ctx._in_thread(method, *args)
+        if result is not None:
+            ctx.send_message(result)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r}>"
 
 
-def _reject_duplicates(specs: tuple[HandlerSpec, ...], owner: str) -> None:
+def _reject_duplicates(keys: list[tuple[Any, str]], owner: str) -> None:
     seen: dict[Any, str] = {}
-    for spec in specs:
-        key = spec.input.annotation
+    for key, name in keys:
         if key in seen:
+            shown = " x ".join(map(type_name, key)) if isinstance(key, tuple) else type_name(key)
             raise WorkflowDefinitionError(
-                f"executor {owner}: handlers {seen[key]!r} and {spec.name!r} both handle "
-                f"{type_name(key)}; keep one handler per input type"
+                f"executor {owner}: handlers {seen[key]!r} and {name!r} both handle "
+                f"{shown}; keep one handler per input type"
             )
-        seen[key] = spec.name
+        seen[key] = name
 
 
 class FunctionExecutor(Executor):
@@ -237,6 +403,9 @@ class FunctionExecutor(Executor):
 
     def _handler_specs(self) -> tuple[HandlerSpec, ...]:  # type: ignore[override]
         return (self._spec,)
+
+    def _response_handler_specs(self) -> tuple[ResponseSpec, ...]:  # type: ignore[override]
+        return ()
 
     def _bind(self, spec: HandlerSpec) -> _Call:
         func = spec.func

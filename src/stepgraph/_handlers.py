@@ -22,12 +22,22 @@ from typing import Any, Union
 from ._core import ANY_SPEC, NEVER_SPEC, Contract, TypeSpec, TypeSpecError, WorkflowContext
 from ._exceptions import WorkflowDefinitionError
 
-__all__ = ["HandlerOptions", "HandlerSpec", "TypeArg", "build_spec", "union_of"]
+__all__ = [
+    "HandlerOptions",
+    "HandlerSpec",
+    "ResponseOptions",
+    "ResponseSpec",
+    "TypeArg",
+    "build_response_spec",
+    "build_spec",
+    "union_of",
+]
 
 # A type, or several types given as a list/tuple (meaning their union).
 TypeArg = Any
 
 _HANDLER_MARK = "__stepgraph_handler__"
+_RESPONSE_MARK = "__stepgraph_response_handler__"
 _EMPTY = inspect.Parameter.empty
 
 
@@ -70,13 +80,141 @@ def _type_arg(value: TypeArg) -> Any:
     return value
 
 
-def mark(func: Callable[..., Any], options: HandlerOptions) -> None:
-    setattr(func, _HANDLER_MARK, options)
+@dataclass(frozen=True, slots=True)
+class ResponseOptions:
+    """What ``@response_handler(...)`` was given explicitly."""
+
+    request: TypeArg = None
+    response: TypeArg = None
+    output: TypeArg = None
+    workflow_output: TypeArg = None
 
 
-def marked(obj: object) -> HandlerOptions | None:
-    options = getattr(obj, _HANDLER_MARK, None)
-    return options if isinstance(options, HandlerOptions) else None
+@dataclass(frozen=True, slots=True, eq=False)
+class ResponseSpec:
+    """One response handler, resolved: it takes (original request, response)."""
+
+    name: str
+    func: Callable[..., Any]
+    request: TypeSpec
+    response: TypeSpec
+    contract: Contract
+    is_async: bool
+    takes_ctx: bool
+    order: int
+
+
+def mark(func: Callable[..., Any], options: HandlerOptions | ResponseOptions) -> None:
+    attr = _HANDLER_MARK if isinstance(options, HandlerOptions) else _RESPONSE_MARK
+    setattr(func, attr, options)
+
+
+def marked(obj: object) -> HandlerOptions | ResponseOptions | None:
+    for attr in (_HANDLER_MARK, _RESPONSE_MARK):
+        options = getattr(obj, attr, None)
+        if isinstance(options, (HandlerOptions, ResponseOptions)):
+            return options
+    return None
+
+
+def _parse(
+    func: Callable[..., Any], where: str, is_method: bool, arity: tuple[int, int], shape: str
+) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """The positional parameters (after self) and resolved annotations."""
+
+    def fail(problem: str) -> WorkflowDefinitionError:
+        return WorkflowDefinitionError(f"handler {where}: {problem}")
+
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        raise fail("handlers may not be generators; use ctx.send_message/yield_output")
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"cannot read its signature ({exc})") from exc
+    params = list(signature.parameters.values())
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if is_method:
+        if not params or params[0].kind not in plain:
+            raise fail(f"a handler method must take (self, {shape})")
+        params = params[1:]
+    positional = [p for p in params if p.kind in plain]
+    others = [p for p in params if p not in positional]
+    if others or not arity[0] <= len(positional) <= arity[1]:
+        raise fail(
+            f"a handler must take exactly ({shape}) "
+            f"{'after self ' if is_method else ''}— got ({', '.join(str(p) for p in params)})"
+        )
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:
+        raise fail(f"cannot resolve its annotations: {type(exc).__name__}: {exc}") from exc
+    return positional, hints
+
+
+def _annotation(
+    explicit: TypeArg, param: inspect.Parameter, hints: dict[str, Any], where: str, keyword: str
+) -> Any:
+    if explicit is not None:
+        return _type_arg(explicit)
+    if param.name not in hints:
+        raise WorkflowDefinitionError(
+            f"handler {where}: parameter {param.name!r} has no type annotation; annotate it "
+            f"or pass {keyword}=..."
+        )
+    return hints[param.name]
+
+
+def _outputs(
+    ctx_param: inspect.Parameter | None,
+    hints: dict[str, Any],
+    output: TypeArg,
+    workflow_output: TypeArg,
+    where: str,
+) -> tuple[Any, Any]:
+    """Declared (sent, yielded) types from the context annotation, the return
+    annotation and explicit overrides."""
+
+    def fail(problem: str) -> WorkflowDefinitionError:
+        return WorkflowDefinitionError(f"handler {where}: {problem}")
+
+    if ctx_param is not None:
+        ctx_out, ctx_wout = _context_types(hints.get(ctx_param.name, _EMPTY), fail)
+    else:
+        ctx_out = ctx_wout = typing.Never
+    returned = hints.get("return", _EMPTY)
+    return_out: Any = Any if returned is _EMPTY else returned
+    if return_out is None or return_out is type(None) or return_out is typing.NoReturn:
+        return_out = typing.Never
+    if ctx_param is not None and returned is _EMPTY:
+        return_out = typing.Never  # handlers that take ctx send through it
+    outputs = _type_arg(output) if output is not None else union_of([ctx_out, return_out])
+    wouts = _type_arg(workflow_output) if workflow_output is not None else ctx_wout
+    return outputs, wouts
+
+
+def _compiled(tp: Any, where: str) -> TypeSpec:
+    try:
+        spec = TypeSpec(tp)
+    except TypeSpecError as exc:
+        raise WorkflowDefinitionError(f"handler {where}: {exc}") from exc
+    if spec.is_never:
+        raise WorkflowDefinitionError(
+            f"handler {where}: its input type is Never; nothing could ever reach it"
+        )
+    return spec
+
+
+def _contract(where: str, outputs: Any, wouts: Any) -> Contract:
+    try:
+        return Contract(where, _spec(outputs), _spec(wouts))
+    except TypeSpecError as exc:
+        raise WorkflowDefinitionError(f"handler {where}: {exc}") from exc
+
+
+def _where(func: Callable[..., Any], owner: str, is_method: bool, name: str | None) -> str:
+    if name is None:
+        name = getattr(func, "__name__", repr(func))
+    return f"{owner}.{name}" if is_method else owner
 
 
 def build_spec(
@@ -90,84 +228,42 @@ def build_spec(
 ) -> HandlerSpec:
     """Resolve one handler; ``owner`` (and ``name``, the attribute it is
     defined under) name it in errors."""
-    if name is None:
-        name = getattr(func, "__name__", repr(func))
-    where = f"{owner}.{name}" if is_method else owner
-
-    def fail(problem: str) -> WorkflowDefinitionError:
-        return WorkflowDefinitionError(f"handler {where}: {problem}")
-
-    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
-        raise fail("handlers may not be generators; use ctx.send_message/yield_output")
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError) as exc:
-        raise fail(f"cannot read its signature ({exc})") from exc
-    params = list(signature.parameters.values())
-    if is_method:
-        if not params or params[0].kind not in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        ):
-            raise fail("a handler method must take (self, message[, ctx])")
-        params = params[1:]
-    positional = [
-        p
-        for p in params
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-    others = [p for p in params if p not in positional]
-    if others or not 1 <= len(positional) <= 2:
-        raise fail(
-            "a handler must take exactly (message) or (message, ctx) "
-            f"{'after self ' if is_method else ''}— got ({', '.join(str(p) for p in params)})"
-        )
-    try:
-        hints = typing.get_type_hints(func, include_extras=True)
-    except Exception as exc:
-        raise fail(f"cannot resolve its annotations: {type(exc).__name__}: {exc}") from exc
-
-    message_param = positional[0]
-    input_type = _type_arg(options.input) if options.input is not None else None
-    if input_type is None:
-        if message_param.name not in hints:
-            raise fail(
-                f"parameter {message_param.name!r} has no type annotation; annotate it or "
-                "pass @handler(input=...)"
-            )
-        input_type = hints[message_param.name]
-
-    takes_ctx = len(positional) == 2
-    ctx_out: Any = Any
-    ctx_wout: Any = Any
-    if takes_ctx:
-        ctx_out, ctx_wout = _context_types(hints.get(positional[1].name, _EMPTY), fail)
-    else:
-        ctx_out = ctx_wout = typing.Never
-    returned = hints.get("return", _EMPTY)
-    return_out: Any = Any if returned is _EMPTY else returned
-    if return_out is None or return_out is type(None) or return_out is typing.NoReturn:
-        return_out = typing.Never
-    if takes_ctx and returned is _EMPTY:
-        return_out = typing.Never  # handlers that take ctx send through it
-    outputs = (
-        _type_arg(options.output) if options.output is not None else union_of([ctx_out, return_out])
-    )
-    wouts = _type_arg(options.workflow_output) if options.workflow_output is not None else ctx_wout
-    try:
-        input_spec = TypeSpec(input_type)
-        contract = Contract(where, _spec(outputs), _spec(wouts))
-    except TypeSpecError as exc:
-        raise fail(str(exc)) from exc
-    if input_spec.is_never:
-        raise fail("its input type is Never; no message could ever reach it")
+    where = _where(func, owner, is_method, name)
+    positional, hints = _parse(func, where, is_method, (1, 2), "message[, ctx]")
+    input_type = _annotation(options.input, positional[0], hints, where, "@handler(input")
+    ctx_param = positional[1] if len(positional) == 2 else None
+    outputs, wouts = _outputs(ctx_param, hints, options.output, options.workflow_output, where)
     return HandlerSpec(
+        name=name if name is not None else str(getattr(func, "__name__", func)),
+        func=func,
+        input=_compiled(input_type, where),
+        contract=_contract(where, outputs, wouts),
+        is_async=inspect.iscoroutinefunction(func),
+        takes_ctx=ctx_param is not None,
+        order=order,
+    )
+
+
+def build_response_spec(
+    func: Callable[..., Any], options: ResponseOptions, *, owner: str, order: int, name: str
+) -> ResponseSpec:
+    """Resolve one ``@response_handler`` method: (self, request, response[, ctx])."""
+    where = _where(func, owner, True, name)
+    positional, hints = _parse(func, where, True, (2, 3), "original_request, response[, ctx]")
+    request = _annotation(options.request, positional[0], hints, where, "@response_handler(request")
+    response = _annotation(
+        options.response, positional[1], hints, where, "@response_handler(response"
+    )
+    ctx_param = positional[2] if len(positional) == 3 else None
+    outputs, wouts = _outputs(ctx_param, hints, options.output, options.workflow_output, where)
+    return ResponseSpec(
         name=name,
         func=func,
-        input=input_spec,
-        contract=contract,
+        request=_compiled(request, where),
+        response=_compiled(response, where),
+        contract=_contract(where, outputs, wouts),
         is_async=inspect.iscoroutinefunction(func),
-        takes_ctx=takes_ctx,
+        takes_ctx=ctx_param is not None,
         order=order,
     )
 

@@ -14,25 +14,28 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ._checkpoint import Checkpoint, CheckpointStore
 from ._core import (
     Backend,
     Event,
     LocalBackend,
     MessageTypeError,
     OutputEvent,
+    PendingRequest,
     RunScope,
     RunState,
     RunStatus,
     run_supersteps,
     type_name,
 )
-from ._exceptions import WorkflowBusyError
+from ._exceptions import CheckpointError, RequestError, WorkflowBusyError
 from ._executor import FunctionExecutor
+from ._persistence import CheckpointConfig, RunCodec, RunRecorder, apply_responses
 
 if TYPE_CHECKING:
     from ._core import Graph
@@ -49,12 +52,43 @@ _IN_USE_LOCK = threading.Lock()
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult:
     """What a finished run produced. ``outputs`` are in the order their
-    ``output`` events were emitted."""
+    ``output`` events were emitted; ``pending_requests`` are the requests
+    still open (answer them with ``run(responses=...)``); ``last_checkpoint``
+    is the id of the run's newest checkpoint, if it was checkpointed."""
 
     run_id: str
     status: RunStatus
     outputs: list[Any] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    pending_requests: list[PendingRequest] = field(default_factory=list)
+    last_checkpoint: str | None = None
+
+
+def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> CheckpointConfig | None:
+    if checkpoints is None or isinstance(checkpoints, CheckpointConfig):
+        return checkpoints
+    if isinstance(checkpoints, CheckpointStore):
+        return CheckpointConfig(checkpoints)
+    raise TypeError(
+        f"checkpoints must be a CheckpointStore or CheckpointConfig, not {type(checkpoints).__name__}"
+    )
+
+
+@dataclass(slots=True)
+class _Suspended:
+    """A run that went idle with open requests, kept for ``run(responses=...)``."""
+
+    run_id: str
+    state: RunState
+    last_checkpoint: str | None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    run_id: str
+    status: RunStatus
+    pending: list[PendingRequest]
+    last_checkpoint: str | None
 
 
 class Workflow:
@@ -68,13 +102,19 @@ class Workflow:
         max_supersteps: int,
         strict: bool,
         output_ids: frozenset[str] | None,
+        codec: RunCodec,
+        checkpoints: CheckpointConfig | None = None,
     ) -> None:
         self._graph = graph
         self._executors = executors
         self._max_supersteps = max_supersteps
         self._strict = strict
         self._output_ids = output_ids
+        self._codec = codec
+        self._checkpoints = checkpoints
         self._running = False
+        self._suspended: _Suspended | None = None
+        self._responders = {eid: node.responds for eid, node in graph.nodes.items()}
         # Executors whose instances carry their own state: claimed per run.
         self._claimable = [e for e in executors.values() if not isinstance(e, FunctionExecutor)]
 
@@ -98,6 +138,11 @@ class Workflow:
         return self._graph
 
     @property
+    def signature(self) -> str:
+        """The graph signature stored in (and checked against) checkpoints."""
+        return self._codec.signature
+
+    @property
     def max_supersteps(self) -> int:
         return self._max_supersteps
 
@@ -110,39 +155,76 @@ class Workflow:
         """The ids whose yields are workflow outputs (``None``: all of them)."""
         return self._output_ids
 
+    @property
+    def pending_requests(self) -> list[PendingRequest]:
+        """Requests left open by the last run of this instance, if it went idle
+        with some (``run(responses=...)`` answers them without a checkpoint)."""
+        return [] if self._suspended is None else list(self._suspended.state.requests.values())
+
     def __repr__(self) -> str:
         return f"<Workflow {self.name!r}: {len(self._executors)} executors>"
 
     # -- running -------------------------------------------------------------
 
-    async def run(self, input: Any = None, *, backend: Backend | None = None) -> RunResult:
+    async def run(
+        self,
+        input: Any = None,
+        *,
+        responses: Mapping[str, Any] | None = None,
+        checkpoint: str | None = None,
+        checkpoints: CheckpointStore | CheckpointConfig | None = None,
+        backend: Backend | None = None,
+    ) -> RunResult:
         """Run to completion and return the result.
 
-        Raises ``WorkflowRunError`` (original exception chained) when the run
-        fails, ``ConvergenceError`` when ``max_supersteps`` is exceeded, and
-        ``WorkflowBusyError`` at once if this workflow is already running.
+        - ``run(input)`` starts a new run;
+        - ``run(checkpoint=ID, checkpoints=store)`` resumes from a checkpoint
+          (in any process, with a freshly built workflow of the same graph);
+        - ``run(responses={request_id: value})`` answers open requests, of this
+          instance's last run or, with ``checkpoint=``, of a stored one.
+
+        ``checkpoints`` (a store or ``CheckpointConfig``) overrides the
+        builder's. Raises ``WorkflowRunError`` (original exception chained)
+        when the run fails, ``ConvergenceError`` when ``max_supersteps`` is
+        exceeded, ``RequestError`` for invalid responses (nothing consumed),
+        checkpoint errors for bad checkpoints, and ``WorkflowBusyError`` at
+        once if this workflow is already running.
         """
         events: list[Event] = []
         self._acquire()
-        run_id, status = await self._run_acquired(input, events.append, backend)
+        outcome = await self._run_acquired(
+            input, responses, checkpoint, checkpoints, events.append, backend
+        )
         outputs = [e.data for e in events if type(e) is OutputEvent]
-        return RunResult(run_id=run_id, status=status, outputs=outputs, events=events)
+        return RunResult(
+            run_id=outcome.run_id,
+            status=outcome.status,
+            outputs=outputs,
+            events=events,
+            pending_requests=outcome.pending,
+            last_checkpoint=outcome.last_checkpoint,
+        )
 
     async def stream(
         self,
         input: Any = None,
         *,
+        responses: Mapping[str, Any] | None = None,
+        checkpoint: str | None = None,
+        checkpoints: CheckpointStore | CheckpointConfig | None = None,
         backend: Backend | None = None,
     ) -> AsyncIterator[Event]:
-        """Run and yield each event as it happens (no polling). A failed run
-        yields its ``failed`` event and then raises like ``run()``. Leaving the
-        loop early cancels the run."""
+        """Like :meth:`run`, yielding each event as it happens (no polling). A
+        failed run yields its ``failed`` event and then raises like ``run()``.
+        Leaving the loop early cancels the run."""
         self._acquire()
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
         async def drive() -> None:
             try:
-                await self._run_acquired(input, queue.put_nowait, backend)
+                await self._run_acquired(
+                    input, responses, checkpoint, checkpoints, queue.put_nowait, backend
+                )
             finally:
                 queue.put_nowait(None)
 
@@ -160,42 +242,111 @@ class Workflow:
     async def _run_acquired(
         self,
         input: Any,
-        emit: Any,
+        responses: Mapping[str, Any] | None,
+        checkpoint: str | None,
+        checkpoints: CheckpointStore | CheckpointConfig | None,
+        emit: Callable[[Event], None],
         backend: Backend | None,
-    ) -> tuple[str, RunStatus]:
+    ) -> _Outcome:
         try:
-            start = self.start
-            if input is None:
-                raise MessageTypeError(
-                    f"workflow {self.name!r} needs an input message for its start executor "
-                    f"{start.id!r}; None is never a message"
-                )
-            if not start.accepts(input):
-                raise MessageTypeError(
-                    f"the start executor {start.id!r} of workflow {self.name!r} has no handler "
-                    f"for the input {type_name(type(input))} (it handles "
-                    f"{', '.join(type_name(t) for t in start.input_types)})",
-                    executor_id=start.id,
+            config = as_config(checkpoints) or self._checkpoints
+            run_id, run, parent, stored_hashes = await self._prepare(
+                input, responses, checkpoint, config
+            )
+            recorder = None
+            if config is not None:
+                recorder = RunRecorder(
+                    codec=self._codec,
+                    config=config,
+                    run_id=run_id,
+                    parent_id=parent.id if parent is not None else None,
+                    state_hashes=stored_hashes,
+                    stored=set(parent.refs) if parent is not None else None,
+                    skip_entry=parent is not None and responses is None,
                 )
             scope = RunScope(
-                run_id=uuid.uuid4().hex,
+                run_id=run_id,
                 workflow_name=self.name,
                 strict=self._strict,
                 emit=emit,
                 executor_ids=frozenset(self._executors),
                 output_ids=self._output_ids,
+                responders=self._responders,
             )
-            run = RunState(inboxes={start.id: [("", input)]})
             status = await run_supersteps(
                 self._graph,
                 scope,
                 backend if backend is not None else LocalBackend(),
                 run,
                 self._max_supersteps,
+                recorder,
             )
-            return scope.run_id, status
+            last = recorder.last_id if recorder is not None else None
+            if run.requests:
+                self._suspended = _Suspended(run_id, run, last)
+            elif self._suspended is not None and self._suspended.run_id == run_id:
+                self._suspended = None
+            return _Outcome(run_id, status, list(run.requests.values()), last)
         finally:
             self._release()
+
+    async def _prepare(
+        self,
+        input: Any,
+        responses: Mapping[str, Any] | None,
+        checkpoint: str | None,
+        config: CheckpointConfig | None,
+    ) -> tuple[str, RunState, Checkpoint | None, dict[str, str] | None]:
+        """The run to execute: (run id, state, checkpoint resumed from, its
+        state hashes)."""
+        start = self.start
+        if input is not None and (checkpoint is not None or responses is not None):
+            raise RequestError(
+                "pass an input to start a new run, or checkpoint=/responses= to continue "
+                "one — not both"
+            )
+        if checkpoint is not None:
+            if config is None:
+                raise CheckpointError(
+                    f"resuming from checkpoint {checkpoint!r} needs a store: pass checkpoints="
+                )
+            stored = await config.store.load(checkpoint)
+            self._codec.check(stored)
+            run = self._codec.restore(stored)
+            if responses is not None:
+                apply_responses(run, responses)
+            return stored.run_id, run, stored, self._codec.hashes(stored)
+        if responses is not None:
+            suspended = self._suspended
+            if suspended is None:
+                raise RequestError(
+                    f"workflow {self.name!r} has no open requests in memory; to answer a "
+                    "stored run's requests pass checkpoint= (and checkpoints=)"
+                )
+            run = _copy_state(suspended.state)
+            apply_responses(run, responses)
+            parent = None
+            if suspended.last_checkpoint is not None and config is not None:
+                parent = await config.store.load(suspended.last_checkpoint)
+            return (
+                suspended.run_id,
+                run,
+                parent,
+                (self._codec.hashes(parent) if parent is not None else None),
+            )
+        if input is None:
+            raise MessageTypeError(
+                f"workflow {self.name!r} needs an input message for its start executor "
+                f"{start.id!r}; None is never a message"
+            )
+        if not start.accepts(input):
+            raise MessageTypeError(
+                f"the start executor {start.id!r} of workflow {self.name!r} has no handler "
+                f"for the input {type_name(type(input))} (it handles "
+                f"{', '.join(type_name(t) for t in start.input_types)})",
+                executor_id=start.id,
+            )
+        return uuid.uuid4().hex, RunState(inboxes={start.id: [("", input)]}), None, None
 
     def _acquire(self) -> None:
         with _IN_USE_LOCK:
@@ -222,3 +373,16 @@ class Workflow:
             for executor in self._claimable:
                 _IN_USE.pop(id(executor), None)
             self._running = False
+
+
+def _copy_state(run: RunState) -> RunState:
+    """A copy to apply responses to, so a failed run leaves the open requests
+    of the original in place."""
+    return RunState(
+        inboxes={k: list(v) for k, v in run.inboxes.items()},
+        state=dict(run.state),
+        fan_in={k: {s: list(m) for s, m in v.items()} for k, v in run.fan_in.items()},
+        superstep=run.superstep,
+        requests=dict(run.requests),
+        answered=set(run.answered),
+    )

@@ -9,6 +9,7 @@ from .._exceptions import (
     EventError,
     ExecutorTimeoutError,
     MessageTypeError,
+    RequestError,
     RoutingError,
     StateConflictError,
     WorkflowRunError,
@@ -23,6 +24,7 @@ from ._events import (
     ExecutorInvokedEvent,
     FailedEvent,
     OutputEvent,
+    RequestInfoEvent,
     RunStartedEvent,
     RunStatus,
     StatusEvent,
@@ -42,8 +44,9 @@ from ._graph import (
     SwitchEdge,
 )
 from ._policy import RetryPolicy
+from ._requests import PendingRequest, Response
 from ._routing import Inbox, Router
-from ._scheduler import RunState, run_supersteps
+from ._scheduler import BarrierHook, RunState, run_supersteps
 from ._state import StateView
 from ._typing import ANY_SPEC, NEVER_SPEC, TypeSpec, TypeSpecError, may_overlap, type_name
 
@@ -52,6 +55,7 @@ __all__ = [
     "FRAMEWORK_EVENT_KINDS",
     "NEVER_SPEC",
     "Backend",
+    "BarrierHook",
     "Contract",
     "ConvergenceError",
     "DirectEdge",
@@ -74,6 +78,10 @@ __all__ = [
     "Node",
     "Outbox",
     "OutputEvent",
+    "PendingRequest",
+    "RequestError",
+    "RequestInfoEvent",
+    "Response",
     "RetryPolicy",
     "RoutingError",
     "RunScope",

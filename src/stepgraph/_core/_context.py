@@ -13,19 +13,24 @@ async handler and plain ``ctx.send_message(x)`` in a sync one both work.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
+import uuid
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, Never
+from typing import Any, Generic, Never
 
 from typing_extensions import TypeVar
 
-from .._exceptions import EventError, MessageTypeError, RoutingError, WorkflowRunError
+from .._exceptions import (
+    EventError,
+    MessageTypeError,
+    RequestError,
+    RoutingError,
+    WorkflowRunError,
+)
 from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
+from ._requests import PendingRequest
 from ._state import StateView
 from ._typing import ANY_SPEC, TypeSpec, type_name
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 __all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
 
@@ -62,19 +67,28 @@ _UNDECLARED = Contract("<handler>")
 class Outbox:
     """Everything one executor produced in one superstep, for the barrier."""
 
-    __slots__ = ("executor_id", "outputs", "sent", "writes")
+    __slots__ = ("executor_id", "outputs", "requests", "sent", "writes")
 
     def __init__(self, executor_id: str) -> None:
         self.executor_id = executor_id
         self.sent: list[tuple[Any, str | None]] = []
         self.outputs: list[Any] = []
         self.writes: dict[str, Any] = {}
+        self.requests: list[PendingRequest] = []
 
 
 class RunScope:
     """Per-run facts that every context of the run shares."""
 
-    __slots__ = ("emit", "executor_ids", "output_ids", "run_id", "strict", "workflow_name")
+    __slots__ = (
+        "emit",
+        "executor_ids",
+        "output_ids",
+        "responders",
+        "run_id",
+        "strict",
+        "workflow_name",
+    )
 
     def __init__(
         self,
@@ -85,6 +99,7 @@ class RunScope:
         emit: Emit,
         executor_ids: frozenset[str],
         output_ids: frozenset[str] | None,
+        responders: Mapping[str, Callable[[Any, Any], bool] | None] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_name = workflow_name
@@ -92,6 +107,7 @@ class RunScope:
         self.emit = emit
         self.executor_ids = executor_ids
         self.output_ids = output_ids  # None: every executor's yields are outputs
+        self.responders = responders or {}  # executor id -> can it answer (request, type)?
 
 
 class WorkflowContext(Generic[OutT, WorkflowOutT]):
@@ -211,6 +227,38 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
         self._emit(event)
         return _DONE
 
+    async def request_info(self, request: Any, response_type: Any) -> str:
+        """Open a request for outside input; returns its id. The run goes idle
+        with the request open; ``workflow.run(responses={id: value})`` later
+        delivers the value to this executor's matching ``@response_handler``."""
+        self._check_open()
+        if request is None:
+            raise RequestError(
+                f"executor {self._executor_id!r} opened a request of None",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            )
+        responds = self._scope.responders.get(self._executor_id)
+        if responds is None or not responds(request, response_type):
+            raise RequestError(
+                f"executor {self._executor_id!r} opened a request "
+                f"({type_name(type(request))} -> {type_name(response_type)}) that none of its "
+                "@response_handler methods can take; add one for that request and response type",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            )
+        request_id = uuid.uuid4().hex
+        self._outbox.requests.append(
+            PendingRequest(
+                request_id=request_id,
+                executor_id=self._executor_id,
+                request=request,
+                response_type=response_type,
+                superstep=self._superstep,
+            )
+        )
+        return request_id
+
     # -- engine side ---------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -240,13 +288,15 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
             WarningEvent(message=message, executor_id=self._executor_id, superstep=self._superstep)
         )
 
-    def _mark(self) -> tuple[int, int, dict[str, Any]]:
-        return len(self._outbox.sent), len(self._pending), dict(self._outbox.writes)
+    def _mark(self) -> tuple[int, int, int, dict[str, Any]]:
+        outbox = self._outbox
+        return len(outbox.sent), len(self._pending), len(outbox.requests), dict(outbox.writes)
 
-    def _rollback(self, mark: tuple[int, int, dict[str, Any]]) -> None:
-        sent, pending, writes = mark
+    def _rollback(self, mark: tuple[int, int, int, dict[str, Any]]) -> None:
+        sent, pending, requests, writes = mark
         del self._outbox.sent[sent:]
         del self._pending[pending:]
+        del self._outbox.requests[requests:]
         self._outbox.writes.clear()
         self._outbox.writes.update(writes)
 

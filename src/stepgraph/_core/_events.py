@@ -19,6 +19,7 @@ __all__ = [
     "ExecutorInvokedEvent",
     "FailedEvent",
     "OutputEvent",
+    "RequestInfoEvent",
     "RunStartedEvent",
     "RunStatus",
     "StatusEvent",
@@ -30,10 +31,15 @@ __all__ = [
 
 
 class RunStatus(enum.Enum):
-    """Where a run stands. Transitions: ``IN_PROGRESS`` to one of the others."""
+    """Where a run stands. A run starts ``IN_PROGRESS`` (or
+    ``IN_PROGRESS_PENDING_REQUESTS`` while requests are open) and ends
+    ``IDLE``, ``IDLE_WITH_PENDING_REQUESTS``, ``FAILED`` or ``CANCELLED``. The
+    pending variants are computed from the actual set of open requests."""
 
     IN_PROGRESS = "in_progress"
+    IN_PROGRESS_PENDING_REQUESTS = "in_progress_pending_requests"
     IDLE = "idle"
+    IDLE_WITH_PENDING_REQUESTS = "idle_with_pending_requests"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -103,6 +109,17 @@ class OutputEvent(Event):
 
     kind: ClassVar[str] = "output"
     data: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestInfoEvent(Event):
+    """An executor opened a request; answer it with
+    ``workflow.run(responses={request_id: value})``."""
+
+    kind: ClassVar[str] = "request_info"
+    request_id: str
+    request: Any
+    response_type: Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,6 +39,8 @@ class Node:
     accepts: Callable[[Any], bool]
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    # Whether a response handler exists for (request, response type); None: none.
+    responds: Callable[[Any, Any], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

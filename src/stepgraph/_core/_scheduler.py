@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .._exceptions import ConvergenceError, RoutingError, StateConflictError, WorkflowRunError
 from ._backend import Backend, ExecutorFailure, Superstep, failure_error
@@ -19,6 +19,7 @@ from ._context import Outbox, RunScope
 from ._events import (
     ExecutorFailedEvent,
     FailedEvent,
+    RequestInfoEvent,
     RunStartedEvent,
     RunStatus,
     StatusEvent,
@@ -27,20 +28,42 @@ from ._events import (
     WarningEvent,
 )
 from ._graph import Graph
+from ._requests import PendingRequest
 from ._routing import FanInBuffers, Inbox, Router
 from ._state import commit_writes, find_conflicts
 
-__all__ = ["RunState", "run_supersteps"]
+__all__ = ["BarrierHook", "RunState", "run_supersteps"]
 
 
 @dataclass(slots=True)
 class RunState:
-    """Everything a run carries from one barrier to the next."""
+    """Everything a run carries from one barrier to the next: what a
+    checkpoint stores."""
 
     inboxes: dict[str, Inbox]
     state: dict[str, Any] = field(default_factory=dict)
     fan_in: FanInBuffers = field(default_factory=dict)
     superstep: int = 0
+    requests: dict[str, PendingRequest] = field(default_factory=dict)  # open, in order
+    answered: set[str] = field(default_factory=set)
+
+    def status(self, *, running: bool) -> RunStatus:
+        """The status this state implies, from the actual open requests."""
+        if running:
+            return (
+                RunStatus.IN_PROGRESS_PENDING_REQUESTS if self.requests else RunStatus.IN_PROGRESS
+            )
+        return RunStatus.IDLE_WITH_PENDING_REQUESTS if self.requests else RunStatus.IDLE
+
+
+class BarrierHook(Protocol):
+    """Called with the run state at the run's entry (``written=None``) and
+    after every barrier (``written``: the state keys that superstep wrote);
+    ``close`` when the run ends, however it ends. Checkpointing is one."""
+
+    async def barrier(self, run: RunState, written: set[str] | None) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 async def run_supersteps(
@@ -49,35 +72,51 @@ async def run_supersteps(
     backend: Backend,
     run: RunState,
     max_supersteps: int,
+    hook: BarrierHook | None = None,
 ) -> RunStatus:
     """Run until idle. Emits the run's events through ``scope.emit``; raises
     ``WorkflowRunError`` on failure (after ``executor_failed``/``failed`` and
     status ``FAILED``) and re-raises cancellation after status ``CANCELLED``."""
     emit = scope.emit
     emit(RunStartedEvent(run_id=scope.run_id, workflow=scope.workflow_name))
-    emit(StatusEvent(status=RunStatus.IN_PROGRESS))
+    status = run.status(running=True)
+    emit(StatusEvent(status=status))
     router = Router(graph, run.fan_in)
     report = _reporter(scope, run)
     nodes, index = graph.nodes, graph.index
     steps_this_call = 0
     try:
-        while run.inboxes:
-            if steps_this_call >= max_supersteps:
-                pending = sorted(run.inboxes, key=index.__getitem__)
-                raise ConvergenceError(
-                    f"workflow {graph.name!r} did not converge within max_supersteps="
-                    f"{max_supersteps}: messages are still pending for {pending}",
-                    superstep=run.superstep,
+        try:
+            if hook is not None:
+                await hook.barrier(run, None)
+            while run.inboxes:
+                if steps_this_call >= max_supersteps:
+                    pending = sorted(run.inboxes, key=index.__getitem__)
+                    raise ConvergenceError(
+                        f"workflow {graph.name!r} did not converge within max_supersteps="
+                        f"{max_supersteps}: messages are still pending for {pending}",
+                        superstep=run.superstep,
+                    )
+                steps_this_call += 1
+                step = run.superstep + 1
+                order = sorted(run.inboxes, key=index.__getitem__)
+                emit(SuperstepStartedEvent(superstep=step, executors=tuple(order)))
+                work = Superstep(
+                    step, scope, [(nodes[i], run.inboxes[i]) for i in order], run.state
                 )
-            steps_this_call += 1
-            step = run.superstep + 1
-            order = sorted(run.inboxes, key=index.__getitem__)
-            emit(SuperstepStartedEvent(superstep=step, executors=tuple(order)))
-            work = Superstep(step, scope, [(nodes[i], run.inboxes[i]) for i in order], run.state)
-            outboxes = await _deliver(backend, work)
-            run.superstep = step
-            run.inboxes = await _barrier(router, run, outboxes, scope, report, step)
-            emit(SuperstepCompletedEvent(superstep=step))
+                outboxes = await _deliver(backend, work)
+                run.superstep = step
+                written = await _barrier(router, run, outboxes, scope, report, step)
+                now = run.status(running=True)
+                if now is not status:
+                    status = now
+                    emit(StatusEvent(status=status))
+                if hook is not None:
+                    await hook.barrier(run, written)
+                emit(SuperstepCompletedEvent(superstep=step))
+        finally:
+            if hook is not None:
+                await asyncio.shield(hook.close())
     except WorkflowRunError as error:
         emit(
             FailedEvent(
@@ -93,25 +132,9 @@ async def run_supersteps(
         emit(StatusEvent(status=RunStatus.CANCELLED))
         raise
     _report_waiting_fan_ins(graph, run, scope)
-    emit(StatusEvent(status=RunStatus.IDLE))
-    return RunStatus.IDLE
-
-
-def _report_waiting_fan_ins(graph: Graph, run: RunState, scope: RunScope) -> None:
-    """A run that goes idle with partly filled fan-in buffers never delivers
-    them: say so instead of losing them quietly."""
-    for index, buffer in sorted(run.fan_in.items()):
-        edge = graph.edges[index]
-        missing = [s for s in edge.sources if s not in buffer]
-        held = sum(len(m) for m in buffer.values())
-        scope.emit(
-            WarningEvent(
-                message=f"the run went idle while {edge.label()} held {held} message(s) "
-                f"from {sorted(buffer)}, still waiting for {missing}; they were not delivered",
-                executor_id=edge.targets[0],
-                superstep=run.superstep,
-            )
-        )
+    final = run.status(running=False)
+    emit(StatusEvent(status=final))
+    return final
 
 
 async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
@@ -144,8 +167,9 @@ async def _barrier(
     scope: RunScope,
     report: Callable[[str, str], None],
     step: int,
-) -> dict[str, Inbox]:
-    """Commit state, then route; nothing is committed if either fails."""
+) -> set[str]:
+    """Commit state, route, open requests; nothing is committed if routing
+    fails. Returns the state keys written."""
     writes = [(o.executor_id, o.writes) for o in outboxes if o.writes]
     if writes:
         for key, first, later in find_conflicts(writes):
@@ -167,14 +191,46 @@ async def _barrier(
         else None
     )
     try:
-        inboxes = await router.route(outboxes, step, report)
+        run.inboxes = await router.route(outboxes, step, report)
     except BaseException:
         run.fan_in.clear()
         run.fan_in.update(saved_fan_in or {})
         raise
+    written: set[str] = set()
     if writes:
         commit_writes(run.state, writes)
-    return inboxes
+        for _, delta in writes:
+            written.update(delta)
+    for outbox in outboxes:
+        for request in outbox.requests:
+            run.requests[request.request_id] = request
+            scope.emit(
+                RequestInfoEvent(
+                    request_id=request.request_id,
+                    request=request.request,
+                    response_type=request.response_type,
+                    executor_id=request.executor_id,
+                    superstep=step,
+                )
+            )
+    return written
+
+
+def _report_waiting_fan_ins(graph: Graph, run: RunState, scope: RunScope) -> None:
+    """A run that goes idle with partly filled fan-in buffers never delivers
+    them: say so instead of losing them quietly."""
+    for index, buffer in sorted(run.fan_in.items()):
+        edge = graph.edges[index]
+        missing = [s for s in edge.sources if s not in buffer]
+        held = sum(len(m) for m in buffer.values())
+        scope.emit(
+            WarningEvent(
+                message=f"the run went idle while {edge.label()} held {held} message(s) "
+                f"from {sorted(buffer)}, still waiting for {missing}; they were not delivered",
+                executor_id=edge.targets[0],
+                superstep=run.superstep,
+            )
+        )
 
 
 def _reporter(scope: RunScope, run: RunState) -> Callable[[str, str], None]:

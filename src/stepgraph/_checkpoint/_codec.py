@@ -1,0 +1,376 @@
+"""The checkpoint codec: JSON with tagged values. No pickle, ever.
+
+Plain JSON values (``None``, bools, ints, finite floats, strings, lists, and
+dicts with string keys) encode as themselves. Everything else is an object
+with a ``"$t"`` tag::
+
+    {"$t": "tuple", "v": [...]}          {"$t": "bytes", "v": "<base64>"}
+    {"$t": "set"|"frozenset", "v": [...]} (sorted by encoding: canonical)
+    {"$t": "map", "v": [[k, v], ...]}     non-str keys, or a "$t" key
+    {"$t": "float", "v": "nan"|"inf"|"-inf"}
+    {"$t": "datetime"|"date"|"time", "v": "<ISO 8601>"}
+    {"$t": "timedelta", "v": [days, seconds, microseconds]}
+    {"$t": "uuid"|"decimal", "v": "<str>"}
+    {"$t": "enum"|"dataclass"|"pydantic", "type": "<name>", "v": ...}
+
+Enums, dataclasses and pydantic models are rebuilt only from a
+:class:`TypeRegistry` — the types a workflow declares plus those registered
+explicitly. A type name is a key into that registry and nothing else: no
+module is imported and nothing named by a checkpoint is looked up or called.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import math
+import sys
+import typing
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from .._exceptions import CheckpointDecodeError, CheckpointEncodeError
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "TypeRegistry",
+    "decode",
+    "dumps",
+    "encode",
+    "loads",
+    "type_key",
+]
+
+MAX_DEPTH = 200
+MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
+_TAG = "$t"
+
+
+def type_key(tp: Any) -> str:
+    """The registry name of a type or annotation: module-qualified, stable."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return f"{tp.__module__}.{tp.__qualname__}"
+    return repr(tp)
+
+
+def _is_pydantic(cls: type) -> bool:
+    pydantic = sys.modules.get("pydantic")  # never imported here
+    return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
+
+
+class TypeRegistry:
+    """The classes a checkpoint may name, and the annotations (for response
+    types) it may refer to, by :func:`type_key`."""
+
+    def __init__(self, types: Iterable[Any] = ()) -> None:
+        self._classes: dict[str, type] = {}
+        self._annotations: dict[str, Any] = {}
+        for tp in types:
+            self.add(tp)
+
+    def add(self, tp: Any) -> None:
+        """Register ``tp`` and every class reachable from it (union members,
+        generic arguments, dataclass fields)."""
+        self._annotations.setdefault(type_key(tp), tp)
+        self._walk(tp, set())
+
+    def _walk(self, tp: Any, seen: set[int]) -> None:
+        if id(tp) in seen:
+            return
+        seen.add(id(tp))
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            self._walk(typing.get_args(tp)[0], seen)
+            return
+        if origin is not None:
+            for arg in typing.get_args(tp):
+                self._walk(arg, seen)
+            if isinstance(origin, type):
+                self._walk(origin, seen)
+            return
+        if not isinstance(tp, type):
+            return
+        if issubclass(tp, enum.Enum) or dataclasses.is_dataclass(tp) or _is_pydantic(tp):
+            key = type_key(tp)
+            known = self._classes.get(key)
+            if known is not None and known is not tp:
+                raise ValueError(f"two different types share the checkpoint name {key!r}")
+            self._classes[key] = tp
+        if dataclasses.is_dataclass(tp):
+            try:
+                hints = typing.get_type_hints(tp)
+            except Exception:
+                hints = {}
+            for field in dataclasses.fields(tp):
+                self._walk(hints.get(field.name, field.type), seen)
+
+    def cls(self, key: str) -> type:
+        found = self._classes.get(key)
+        if found is None:
+            raise CheckpointDecodeError(
+                f"checkpoint names type {key!r}, which this workflow neither declares nor "
+                "registers; register it (WorkflowBuilder(checkpoint_types=[...])) if it is yours"
+            )
+        return found
+
+    def annotation(self, key: str) -> Any:
+        found = self._annotations.get(key)
+        if found is None:
+            raise CheckpointDecodeError(
+                f"checkpoint names type {key!r}, which this workflow neither declares nor registers"
+            )
+        return found
+
+    def __contains__(self, tp: object) -> bool:
+        return isinstance(tp, type) and self._classes.get(type_key(tp)) is tp
+
+
+# -- encoding -----------------------------------------------------------------
+
+
+def encode(value: Any, registry: TypeRegistry, path: str = "value") -> Any:
+    """``value`` as a JSON-able structure; ``CheckpointEncodeError`` names
+    ``path`` (extended to the failing element) when something is unsupported."""
+    return _enc(value, registry, path, 0)
+
+
+def _enc(value: Any, reg: TypeRegistry, path: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise CheckpointEncodeError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    cls = type(value)
+    if value is None or cls is bool or cls is int or cls is str:
+        return value
+    if cls is float:
+        if math.isfinite(value):
+            return value
+        return {_TAG: "float", "v": repr(value)}
+    d = depth + 1
+    if cls is list:
+        return [_enc(v, reg, f"{path}[{i}]", d) for i, v in enumerate(value)]
+    if cls is dict:
+        if all(type(k) is str for k in value) and _TAG not in value:
+            return {k: _enc(v, reg, f"{path}[{k!r}]", d) for k, v in value.items()}
+        return {
+            _TAG: "map",
+            "v": [
+                [_enc(k, reg, f"{path}.<key>", d), _enc(v, reg, f"{path}[{k!r}]", d)]
+                for k, v in value.items()
+            ],
+        }
+    if cls is tuple:
+        return {_TAG: "tuple", "v": [_enc(v, reg, f"{path}[{i}]", d) for i, v in enumerate(value)]}
+    if cls is set or cls is frozenset:
+        items = [_enc(v, reg, f"{path}.<item>", d) for v in value]
+        items.sort(key=_canonical)
+        return {_TAG: cls.__name__, "v": items}
+    if cls is bytes:
+        return {_TAG: "bytes", "v": base64.b64encode(value).decode("ascii")}
+    if cls is dt.datetime or cls is dt.date or cls is dt.time:
+        return {_TAG: cls.__name__, "v": value.isoformat()}
+    if cls is dt.timedelta:
+        return {_TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+    if cls is uuid.UUID:
+        return {_TAG: "uuid", "v": str(value)}
+    if cls is decimal.Decimal:
+        return {_TAG: "decimal", "v": str(value)}
+    if isinstance(value, enum.Enum):
+        _require(cls, reg, path)
+        return {_TAG: "enum", "type": type_key(cls), "v": _enc(value.value, reg, path, d)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _require(cls, reg, path)
+        fields = {
+            f.name: _enc(getattr(value, f.name), reg, f"{path}.{f.name}", d)
+            for f in dataclasses.fields(value)
+        }
+        return {_TAG: "dataclass", "type": type_key(cls), "v": fields}
+    if _is_pydantic(cls):
+        _require(cls, reg, path)
+        try:
+            dumped = value.model_dump(mode="json")
+        except Exception as exc:
+            raise CheckpointEncodeError(f"{path}: {cls.__name__}.model_dump failed: {exc}") from exc
+        return {_TAG: "pydantic", "type": type_key(cls), "v": _enc(dumped, reg, path, d)}
+    raise CheckpointEncodeError(
+        f"{path}: cannot store a {cls.__module__}.{cls.__qualname__} in a checkpoint "
+        "(supported: JSON values, tuple, set, frozenset, bytes, datetime/date/time/timedelta, "
+        "UUID, Decimal, and registered Enum, dataclass and pydantic types)"
+    )
+
+
+def _require(cls: type, reg: TypeRegistry, path: str) -> None:
+    if cls not in reg:
+        raise CheckpointEncodeError(
+            f"{path}: type {type_key(cls)} is neither declared by the workflow's handlers nor "
+            "registered (WorkflowBuilder(checkpoint_types=[...])), so it could not be restored"
+        )
+
+
+def _canonical(encoded: Any) -> str:
+    return json.dumps(encoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(encoded: Any) -> bytes:
+    """Canonical bytes of an encoded structure (sorted keys, no spaces)."""
+    return _canonical(encoded).encode("utf-8")
+
+
+# -- decoding -------------------------------------------------------------------
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON bytes safely: size-capped, depth-capped, no NaN literals."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise CheckpointDecodeError(f"checkpoint document of {len(data)} bytes exceeds the limit")
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise CheckpointDecodeError("checkpoint document is nested too deeply") from exc
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, bad UTF-8, huge ints
+        raise CheckpointDecodeError(f"checkpoint document is not valid JSON: {exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise CheckpointDecodeError(f"checkpoint document contains the non-JSON constant {name}")
+
+
+def decode(data: Any, registry: TypeRegistry, path: str = "value") -> Any:
+    """Rebuild a value from :func:`encode`'s structure."""
+    try:
+        return _dec(data, registry, path, 0)
+    except CheckpointDecodeError:
+        raise
+    except RecursionError as exc:
+        raise CheckpointDecodeError(f"{path}: nested too deeply") from exc
+    except Exception as exc:  # a registered type refusing its own fields, bad base64, ...
+        raise CheckpointDecodeError(f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _dec(data: Any, reg: TypeRegistry, path: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise CheckpointDecodeError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    cls = type(data)
+    if data is None or cls is bool or cls is int or cls is float or cls is str:
+        return data
+    d = depth + 1
+    if cls is list:
+        return [_dec(v, reg, f"{path}[{i}]", d) for i, v in enumerate(data)]
+    if cls is not dict:
+        raise CheckpointDecodeError(f"{path}: unexpected JSON value of type {cls.__name__}")
+    tag = data.get(_TAG)
+    if tag is None:
+        return {k: _dec(v, reg, f"{path}[{k!r}]", d) for k, v in data.items()}
+    if type(tag) is not str:
+        raise CheckpointDecodeError(f"{path}: tag must be a string, got {tag!r}")
+    extra = set(data) - {_TAG, "v", "type"}
+    if extra or "v" not in data:
+        raise CheckpointDecodeError(f"{path}: malformed {tag!r} value")
+    v = data["v"]
+    handler = _SIMPLE.get(tag)
+    if handler is not None:
+        return handler(v, reg, path, d)
+    if tag in ("enum", "dataclass", "pydantic"):
+        key = data.get("type")
+        if type(key) is not str:
+            raise CheckpointDecodeError(f"{path}: {tag} value without a type name")
+        return _dec_typed(tag, reg.cls(key), v, reg, path, d)
+    raise CheckpointDecodeError(f"{path}: unknown tag {tag!r}")
+
+
+def _expect(v: Any, kind: type, tag: str, path: str) -> Any:
+    if type(v) is not kind:
+        raise CheckpointDecodeError(f"{path}: {tag} value must be a {kind.__name__}")
+    return v
+
+
+def _dec_items(v: Any, reg: TypeRegistry, path: str, d: int, tag: str) -> list[Any]:
+    return [_dec(x, reg, f"{path}[{i}]", d) for i, x in enumerate(_expect(v, list, tag, path))]
+
+
+def _dec_map(v: Any, reg: TypeRegistry, path: str, d: int) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for pair in _expect(v, list, "map", path):
+        if type(pair) is not list or len(pair) != 2:
+            raise CheckpointDecodeError(f"{path}: map entries must be [key, value] pairs")
+        key = _dec(pair[0], reg, f"{path}.<key>", d)
+        if isinstance(key, (list, dict, set)):
+            raise CheckpointDecodeError(f"{path}: unhashable map key")
+        out[key] = _dec(pair[1], reg, f"{path}[{key!r}]", d)
+    return out
+
+
+def _dec_float(v: Any, reg: TypeRegistry, path: str, d: int) -> float:
+    if v not in ("nan", "inf", "-inf"):
+        raise CheckpointDecodeError(f"{path}: bad float {v!r}")
+    return float(v)
+
+
+def _dec_str(parse: Any, tag: str) -> Any:
+    def dec(v: Any, reg: TypeRegistry, path: str, d: int) -> Any:
+        return parse(_expect(v, str, tag, path))
+
+    return dec
+
+
+def _dec_timedelta(v: Any, reg: TypeRegistry, path: str, d: int) -> dt.timedelta:
+    parts = _expect(v, list, "timedelta", path)
+    if len(parts) != 3 or any(type(p) is not int for p in parts):
+        raise CheckpointDecodeError(f"{path}: timedelta must be [days, seconds, microseconds]")
+    return dt.timedelta(days=parts[0], seconds=parts[1], microseconds=parts[2])
+
+
+def _dec_collection(kind: type) -> Any:
+    def dec(v: Any, reg: TypeRegistry, path: str, d: int) -> Any:
+        items = _dec_items(v, reg, path, d, kind.__name__)
+        try:
+            return kind(items)
+        except TypeError as exc:
+            raise CheckpointDecodeError(f"{path}: {exc}") from exc
+
+    return dec
+
+
+_SIMPLE: dict[str, Any] = {
+    "tuple": _dec_collection(tuple),
+    "set": _dec_collection(set),
+    "frozenset": _dec_collection(frozenset),
+    "map": lambda v, reg, path, d: _dec_map(v, reg, path, d),
+    "float": _dec_float,
+    "bytes": _dec_str(lambda s: base64.b64decode(s.encode("ascii"), validate=True), "bytes"),
+    "datetime": _dec_str(dt.datetime.fromisoformat, "datetime"),
+    "date": _dec_str(dt.date.fromisoformat, "date"),
+    "time": _dec_str(dt.time.fromisoformat, "time"),
+    "timedelta": _dec_timedelta,
+    "uuid": _dec_str(uuid.UUID, "uuid"),
+    "decimal": _dec_str(decimal.Decimal, "decimal"),
+}
+
+
+def _dec_typed(tag: str, cls: type, v: Any, reg: TypeRegistry, path: str, d: int) -> Any:
+    if tag == "enum":
+        if not issubclass(cls, enum.Enum):
+            raise CheckpointDecodeError(f"{path}: {type_key(cls)} is not an Enum")
+        return cls(_dec(v, reg, path, d))
+    if tag == "dataclass":
+        if not dataclasses.is_dataclass(cls):
+            raise CheckpointDecodeError(f"{path}: {type_key(cls)} is not a dataclass")
+        raw = _expect(v, dict, "dataclass", path)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(raw) - set(fields)
+        if unknown:
+            raise CheckpointDecodeError(f"{path}: {type_key(cls)} has no fields {sorted(unknown)}")
+        values = {k: _dec(x, reg, f"{path}.{k}", d) for k, x in raw.items()}
+        init = {k: x for k, x in values.items() if fields[k].init}
+        obj = cls(**init)
+        for k, x in values.items():
+            if not fields[k].init:
+                object.__setattr__(obj, k, x)
+        return obj
+    if not _is_pydantic(cls):
+        raise CheckpointDecodeError(f"{path}: {type_key(cls)} is not a pydantic model")
+    return cls.model_validate(_dec(v, reg, path, d))  # type: ignore[attr-defined]

@@ -1,0 +1,33 @@
+"""Human-in-the-loop requests as the kernel sees them.
+
+``ctx.request_info(request, ResponseType)`` opens a :class:`PendingRequest`;
+it becomes part of the run's open set at the barrier. A later run that answers
+it delivers a :class:`Response` to the requesting executor's inbox, where the
+executor dispatches it to its ``@response_handler``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PendingRequest", "Response"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingRequest:
+    """An open request: who asked, what, and which response type it expects."""
+
+    request_id: str
+    executor_id: str
+    request: Any
+    response_type: Any
+    superstep: int
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An answer on its way to the executor that asked."""
+
+    request: PendingRequest
+    value: Any

@@ -1,0 +1,416 @@
+"""Checkpointing a run: RunState <-> Checkpoint, and the barrier hook that
+writes one checkpoint per barrier (plus the run's entry).
+
+The per-barrier cost follows what changed: a state value is encoded only when
+a superstep wrote its key (unchanged keys keep their content hash), and a
+value already stored is not sent to the store again. Executor snapshots are
+taken only from executors that override ``snapshot()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._checkpoint import Checkpoint, CheckpointStore, TypeRegistry, blob_hash
+from ._checkpoint import decode as decode_value
+from ._checkpoint import dumps, encode, loads, type_key
+from ._core import (
+    EdgeGroup,
+    FanInEdge,
+    Graph,
+    MultiSelectEdge,
+    PendingRequest,
+    Response,
+    RunState,
+    SwitchEdge,
+    TypeSpec,
+    type_name,
+)
+from ._core import DirectEdge as _DirectEdge
+from ._exceptions import (
+    CheckpointDecodeError,
+    CheckpointEncodeError,
+    CheckpointError,
+    CheckpointMismatchError,
+    RequestError,
+)
+
+if TYPE_CHECKING:
+    from ._executor import Executor
+
+__all__ = [
+    "CheckpointConfig",
+    "Durability",
+    "RunCodec",
+    "RunRecorder",
+    "apply_responses",
+    "graph_signature",
+]
+
+Durability = Literal["sync", "async"]
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointConfig:
+    """Where and how a run checkpoints.
+
+    ``durability="sync"``: each checkpoint is written before the next superstep
+    starts. ``"async"``: writes overlap the following supersteps (consecutive
+    checkpoints may share one transaction) and are all flushed before the run
+    returns, fails or is cancelled.
+    """
+
+    store: CheckpointStore
+    durability: Durability = "sync"
+
+    def __post_init__(self) -> None:
+        if self.durability not in ("sync", "async"):
+            raise ValueError(f"durability must be 'sync' or 'async', not {self.durability!r}")
+        if not isinstance(self.store, CheckpointStore):
+            raise TypeError(f"{self.store!r} is not a CheckpointStore")
+
+
+def _identity(fn: object) -> str:
+    if fn is None:
+        return ""
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+def _edge_description(edge: EdgeGroup) -> list[Any]:
+    extra: list[Any] = []
+    if type(edge) is _DirectEdge:
+        extra = [_identity(edge.condition)]
+    elif type(edge) is SwitchEdge:
+        extra = [[_identity(p), t] for p, t in edge.cases] + [edge.default]
+    elif type(edge) is MultiSelectEdge:
+        extra = [_identity(edge.selector)]
+    return [edge.kind, list(edge.sources), list(edge.targets), extra]
+
+
+def graph_signature(graph: Graph, executors: Mapping[str, Executor]) -> str:
+    """A hash of the topology, executor types and handler types, edge kinds and
+    condition identities: checkpoints only resume on a graph with the same one."""
+    described = {
+        "start": graph.start,
+        "executors": [[eid, executor_identity(ex)] for eid, ex in executors.items()],
+        "edges": [_edge_description(e) for e in graph.edges],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def executor_identity(executor: Executor) -> list[Any]:
+    func = getattr(executor, "func", None)
+    kind = _identity(func) if func is not None else type_key(type(executor))
+    return [kind, sorted(type_key(t) for t in executor.declared_types)]
+
+
+# -- responses ------------------------------------------------------------------
+
+
+def apply_responses(run: RunState, responses: Mapping[str, Any]) -> None:
+    """Validate every response, then deliver all of them (or none): each goes
+    to the inbox of the executor that asked, in the order requests opened."""
+    if not isinstance(responses, Mapping) or not responses:
+        raise RequestError("responses must be a non-empty mapping of request id to value")
+    for request_id, value in responses.items():
+        request = run.requests.get(request_id)
+        if request is None:
+            if request_id in run.answered:
+                raise RequestError(f"request {request_id!r} was already answered")
+            open_ids = list(run.requests) or "none"
+            raise RequestError(f"unknown request id {request_id!r}; open requests: {open_ids}")
+        if not TypeSpec(request.response_type).matches(value):
+            raise RequestError(
+                f"the response to request {request_id!r} (opened by {request.executor_id!r}) "
+                f"must be a {type_name(request.response_type)}, not a {type_name(type(value))}",
+                executor_id=request.executor_id,
+            )
+    for request_id in [r for r in run.requests if r in responses]:
+        request = run.requests.pop(request_id)
+        run.answered.add(request_id)
+        run.inboxes.setdefault(request.executor_id, []).append(
+            ("", Response(request, responses[request_id]))
+        )
+
+
+# -- RunState <-> Checkpoint ---------------------------------------------------------
+
+
+class RunCodec:
+    """Encodes and decodes one workflow's run states."""
+
+    def __init__(
+        self,
+        *,
+        workflow: str,
+        signature: str,
+        registry: TypeRegistry,
+        executors: Mapping[str, Executor],
+    ) -> None:
+        self.workflow = workflow
+        self.signature = signature
+        self.registry = registry
+        self.executors = executors
+        from ._executor import Executor as _Executor
+
+        self._snapshotting = {
+            eid: ex for eid, ex in executors.items() if type(ex).snapshot is not _Executor.snapshot
+        }
+
+    def _enc(self, value: Any, path: str) -> Any:
+        return encode(value, self.registry, path)
+
+    def _blob(self, value: Any, path: str) -> tuple[str, bytes]:
+        data = dumps(self._enc(value, path))
+        return blob_hash(data), data
+
+    def body(
+        self, run: RunState, state_hashes: dict[str, str], written: set[str] | None
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The manifest of ``run`` and the blobs it references that were
+        (re-)encoded now. ``state_hashes`` is updated in place."""
+        blobs: dict[str, bytes] = {}
+        keys = run.state.keys() if written is None else written
+        for key in keys:
+            if key in run.state:
+                h, data = self._blob(run.state[key], f"state[{key!r}]")
+                state_hashes[key] = h
+                blobs[h] = data
+            else:
+                state_hashes.pop(key, None)
+        if written is None:
+            for key in [k for k in state_hashes if k not in run.state]:
+                del state_hashes[key]
+        snapshots: dict[str, str] = {}
+        for eid, executor in self._snapshotting.items():
+            h, data = self._blob(executor.snapshot(), f"snapshot of executor {eid!r}")
+            snapshots[eid] = h
+            blobs[h] = data
+        inboxes = [
+            [eid, [self._entry(eid, i, src, msg) for i, (src, msg) in enumerate(inbox)]]
+            for eid, inbox in run.inboxes.items()
+        ]
+        fan_in = [
+            [
+                index,
+                [
+                    [src, [self._enc(m, f"fan-in buffer {index} from {src!r}") for m in msgs]]
+                    for src, msgs in buffer.items()
+                ],
+            ]
+            for index, buffer in run.fan_in.items()
+        ]
+        body = {
+            "format": FORMAT,
+            "inboxes": inboxes,
+            "fan_in": fan_in,
+            "state": dict(state_hashes),
+            "snapshots": snapshots,
+            "requests": [self._request(r) for r in run.requests.values()],
+            "answered": sorted(run.answered),
+        }
+        return body, blobs
+
+    def _entry(self, eid: str, index: int, source: str, message: Any) -> list[Any]:
+        path = f"inbox of {eid!r}[{index}] (from {source or 'the run input'!r})"
+        if type(message) is Response:
+            return [source, "r", self._request(message.request), self._enc(message.value, path)]
+        return [source, "m", self._enc(message, path)]
+
+    def _request(self, request: PendingRequest) -> dict[str, Any]:
+        path = f"request {request.request_id!r} of executor {request.executor_id!r}"
+        key = type_key(request.response_type)
+        try:
+            self.registry.annotation(key)
+        except CheckpointDecodeError as exc:
+            raise CheckpointEncodeError(
+                f"{path}: its response type {key} is not declared by a @response_handler "
+                "nor registered"
+            ) from exc
+        return {
+            "id": request.request_id,
+            "executor": request.executor_id,
+            "request": self._enc(request.request, path),
+            "response_type": key,
+            "superstep": request.superstep,
+        }
+
+    # -- decoding --
+
+    def check(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.signature != self.signature:
+            raise CheckpointMismatchError(
+                f"checkpoint {checkpoint.id} was written by workflow {checkpoint.workflow!r} "
+                f"with a different graph (signature {checkpoint.signature[:12]}…, this "
+                f"workflow {self.workflow!r} has {self.signature[:12]}…); executors, their "
+                "types or the edges differ"
+            )
+
+    def restore(self, checkpoint: Checkpoint) -> RunState:
+        """The run state stored in ``checkpoint``; executors' ``restore()``
+        hooks are called only once everything decoded."""
+        self.check(checkpoint)
+        try:
+            return self._restore(checkpoint)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointDecodeError(
+                f"checkpoint {checkpoint.id} is malformed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _restore(self, checkpoint: Checkpoint) -> RunState:
+        body = checkpoint.body
+        if body.get("format") != FORMAT:
+            raise CheckpointDecodeError(
+                f"checkpoint {checkpoint.id} has unknown format {body.get('format')!r}"
+            )
+
+        def value(h: str, path: str) -> Any:
+            return decode_value(loads(checkpoint.blobs[h]), self.registry, path)
+
+        requests = {r["id"]: self._pending(r) for r in body["requests"]}
+        inboxes: dict[str, list[tuple[str, Any]]] = {}
+        for eid, entries in body["inboxes"]:
+            self._known(eid)
+            inboxes[eid] = [self._decode_entry(eid, entry) for entry in entries]
+        fan_in: dict[int, dict[str, list[Any]]] = {}
+        for index, buffer in body["fan_in"]:
+            if not isinstance(index, int):
+                raise CheckpointDecodeError(f"fan-in index {index!r} is not an int")
+            fan_in[index] = {
+                src: [decode_value(m, self.registry, f"fan-in {index} from {src!r}") for m in msgs]
+                for src, msgs in buffer
+            }
+        state = {k: value(h, f"state[{k!r}]") for k, h in body["state"].items()}
+        snapshots = {eid: value(h, f"snapshot of {eid!r}") for eid, h in body["snapshots"].items()}
+        for eid, snapshot in snapshots.items():
+            self._known(eid).restore(snapshot)
+        return RunState(
+            inboxes=inboxes,
+            state=state,
+            fan_in=fan_in,
+            superstep=checkpoint.superstep,
+            requests=requests,
+            answered=set(body["answered"]),
+        )
+
+    def _known(self, eid: str) -> Executor:
+        executor = self.executors.get(eid)
+        if executor is None:
+            raise CheckpointDecodeError(f"checkpoint names unknown executor {eid!r}")
+        return executor
+
+    def _pending(self, record: dict[str, Any]) -> PendingRequest:
+        path = f"request {record['id']!r}"
+        self._known(record["executor"])
+        return PendingRequest(
+            request_id=record["id"],
+            executor_id=record["executor"],
+            request=decode_value(record["request"], self.registry, path),
+            response_type=self.registry.annotation(record["response_type"]),
+            superstep=record["superstep"],
+        )
+
+    def _decode_entry(self, eid: str, entry: list[Any]) -> tuple[str, Any]:
+        source, kind = entry[0], entry[1]
+        path = f"inbox of {eid!r}"
+        if kind == "m":
+            return source, decode_value(entry[2], self.registry, path)
+        if kind == "r":
+            request = self._pending(entry[2])
+            return source, Response(request, decode_value(entry[3], self.registry, path))
+        raise CheckpointDecodeError(f"{path}: unknown entry kind {kind!r}")
+
+    def hashes(self, checkpoint: Checkpoint) -> dict[str, str]:
+        """The state key -> content hash map of ``checkpoint``."""
+        return dict(checkpoint.body.get("state", {}))
+
+
+# -- the barrier hook ---------------------------------------------------------------
+
+
+class RunRecorder:
+    """Writes the run's checkpoints (the core's ``BarrierHook``)."""
+
+    def __init__(
+        self,
+        *,
+        codec: RunCodec,
+        config: CheckpointConfig,
+        run_id: str,
+        parent_id: str | None,
+        state_hashes: dict[str, str] | None = None,
+        stored: set[str] | None = None,
+        skip_entry: bool = False,
+    ) -> None:
+        self._codec = codec
+        self._store = config.store
+        self._async = config.durability == "async"
+        self.run_id = run_id
+        self.last_id = parent_id
+        self._hashes = dict(state_hashes or {})
+        self._stored = set(stored or ())  # blob hashes the store already holds
+        self._skip_entry = skip_entry
+        self._queue: list[Checkpoint] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def barrier(self, run: RunState, written: set[str] | None) -> None:
+        if written is None and self._skip_entry:
+            return
+        body, blobs = self._codec.body(run, self._hashes, written)
+        refs = tuple(sorted(set(body["state"].values()) | set(body["snapshots"].values())))
+        fresh = {h: blobs[h] for h in refs if h not in self._stored and h in blobs}
+        checkpoint = Checkpoint(
+            id=uuid.uuid4().hex,
+            run_id=self.run_id,
+            workflow=self._codec.workflow,
+            signature=self._codec.signature,
+            superstep=run.superstep,
+            parent_id=self.last_id,
+            created_at=time.time(),
+            status=run.status(running=bool(run.inboxes)).value,
+            pending_requests=len(run.requests),
+            body=body,
+            refs=refs,
+            blobs=fresh,
+        )
+        self.last_id = checkpoint.id
+        if self._async:
+            self._raise_writer_error()
+            self._queue.append(checkpoint)
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            await self._store.save(checkpoint)
+        self._stored.update(fresh)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            await self._store.save(*batch)
+
+    def _raise_writer_error(self) -> None:
+        if self._writer is not None and self._writer.done() and not self._writer.cancelled():
+            error = self._writer.exception()
+            if error is not None:
+                self._writer = None
+                raise CheckpointError(f"writing checkpoints failed: {error}") from error
+
+    async def close(self) -> None:
+        """Flush queued checkpoints (async durability)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer})
+        self._raise_writer_error()
+        if self._queue:
+            await self._drain()
