@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
 
 import stepgraph as sg
 
@@ -18,3 +21,13 @@ def warnings(events: Iterable[sg.Event]) -> list[str]:
 def invocations(events: Iterable[sg.Event], executor_id: str) -> list[sg.Event]:
     """The ``executor_invoked`` events of one executor."""
     return [e for e in events if e.kind == "executor_invoked" and e.executor_id == executor_id]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sg.CheckpointStore]:
+    if request.param == "memory":
+        yield sg.MemoryCheckpointStore()
+    else:
+        sqlite = sg.SqliteCheckpointStore(tmp_path / "checkpoints.sqlite")
+        yield sqlite
+        sqlite.close()

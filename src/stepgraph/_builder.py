@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._checkpoint import CheckpointStore, TypeRegistry
 from ._core import (
     DirectEdge,
     EdgeGroup,
@@ -30,7 +31,6 @@ from ._core import (
 from ._edges import Case, Default
 from ._exceptions import WorkflowDefinitionError
 from ._executor import Executor
-from ._checkpoint import CheckpointStore, TypeRegistry
 from ._handlers import union_of
 from ._persistence import CheckpointConfig, RunCodec, graph_signature
 from ._workflow import Workflow, as_config

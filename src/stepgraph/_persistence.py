@@ -18,12 +18,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checkpoint import Checkpoint, CheckpointStore, TypeRegistry, blob_hash
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    TypeRegistry,
+    blob_hash,
+    dumps,
+    encode,
+    loads,
+    type_key,
+)
 from ._checkpoint import decode as decode_value
-from ._checkpoint import dumps, encode, loads, type_key
+from ._core import DirectEdge as _DirectEdge
 from ._core import (
     EdgeGroup,
-    FanInEdge,
     Graph,
     MultiSelectEdge,
     PendingRequest,
@@ -33,7 +41,6 @@ from ._core import (
     TypeSpec,
     type_name,
 )
-from ._core import DirectEdge as _DirectEdge
 from ._exceptions import (
     CheckpointDecodeError,
     CheckpointEncodeError,

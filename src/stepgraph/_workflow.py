@@ -69,9 +69,8 @@ def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> Checkpo
         return checkpoints
     if isinstance(checkpoints, CheckpointStore):
         return CheckpointConfig(checkpoints)
-    raise TypeError(
-        f"checkpoints must be a CheckpointStore or CheckpointConfig, not {type(checkpoints).__name__}"
-    )
+    kind = type(checkpoints).__name__
+    raise TypeError(f"checkpoints must be a CheckpointStore or CheckpointConfig, not {kind}")
 
 
 @dataclass(slots=True)

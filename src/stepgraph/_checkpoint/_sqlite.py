@@ -240,8 +240,8 @@ class SqliteCheckpointStore(BaseStore):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            db.execute("VACUUM")  # in WAL mode VACUUM writes to the WAL: truncate it after
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")
 
         self._guard(remove)
 

@@ -1,0 +1,249 @@
+"""Human in the loop (design §4): requests, statuses, responses, validation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests.conftest import kinds
+
+
+@dataclass(frozen=True)
+class Ask:
+    question: str
+
+
+@dataclass(frozen=True)
+class UrgentAsk(Ask):
+    pass
+
+
+class Approver(sg.Executor):
+    """Asks one question per message; yields what it was told."""
+
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        ask = UrgentAsk(text) if text.startswith("!") else Ask(text)
+        await ctx.request_info(ask, bool)
+
+    @sg.response_handler
+    async def any_answer(
+        self, ask: Ask, answer: object, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        await ctx.yield_output(f"generic {ask.question} {answer}")
+
+    @sg.response_handler
+    async def yes_no(self, ask: Ask, answer: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{ask.question}: {'yes' if answer else 'no'}")
+
+    @sg.response_handler
+    async def urgent(
+        self, ask: UrgentAsk, answer: bool, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        await ctx.yield_output(f"URGENT {ask.question}: {answer}")
+
+
+@sg.executor(id="fan")
+async def fan(texts: list[str], ctx: sg.WorkflowContext[str]) -> None:
+    for text in texts:
+        await ctx.send_message(text)
+
+
+def build(store: sg.CheckpointStore | None = None) -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=fan, checkpoints=store).add_edge(fan, Approver("approver")).build()
+    )
+
+
+async def test_request_opens_and_run_goes_idle_with_pending_requests() -> None:
+    workflow = build()
+    result = await workflow.run(["ship it?"])
+    assert result.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    [pending] = result.pending_requests
+    assert pending.executor_id == "approver" and pending.request == Ask("ship it?")
+    assert pending.response_type is bool
+    statuses = [e.status for e in result.events if isinstance(e, sg.StatusEvent)]
+    assert statuses == [
+        sg.RunStatus.IN_PROGRESS,
+        sg.RunStatus.IN_PROGRESS_PENDING_REQUESTS,
+        sg.RunStatus.IDLE_WITH_PENDING_REQUESTS,
+    ]
+    [info] = [e for e in result.events if isinstance(e, sg.RequestInfoEvent)]
+    assert (info.request_id, info.executor_id, info.request, info.response_type) == (
+        pending.request_id,
+        "approver",
+        Ask("ship it?"),
+        bool,
+    )
+    assert kinds(result.events)[-4:] == ["request_info", "status", "superstep_completed", "status"]
+    assert workflow.pending_requests == [pending]
+
+    answered = await workflow.run(responses={pending.request_id: True})
+    assert answered.outputs == ["ship it?: yes"]  # (Ask, bool) beats (Ask, object)
+    assert answered.status is sg.RunStatus.IDLE and answered.pending_requests == []
+    assert answered.run_id == result.run_id
+    assert workflow.pending_requests == []
+
+
+async def test_most_specific_response_handler_wins() -> None:
+    workflow = build()
+    result = await workflow.run(["!now", "later"])
+    ids = {p.request.question: p.request_id for p in result.pending_requests}
+    done = await workflow.run(responses={ids["!now"]: False, ids["later"]: True})
+    assert done.outputs == ["URGENT !now: False", "later: yes"]
+
+
+async def test_partial_answers_leave_the_rest_open() -> None:
+    workflow = build()
+    result = await workflow.run(["a", "b", "c"])
+    ids = [p.request_id for p in result.pending_requests]
+    partial = await workflow.run(responses={ids[1]: True})
+    assert partial.outputs == ["b: yes"]
+    assert partial.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    assert [p.request_id for p in partial.pending_requests] == [ids[0], ids[2]]
+    statuses = [e.status for e in partial.events if isinstance(e, sg.StatusEvent)]
+    assert statuses[0] is sg.RunStatus.IN_PROGRESS_PENDING_REQUESTS
+    rest = await workflow.run(responses={ids[0]: False, ids[2]: True})
+    assert rest.outputs == ["a: no", "c: yes"] and rest.status is sg.RunStatus.IDLE
+
+
+async def test_invalid_responses_consume_nothing() -> None:
+    workflow = build()
+    result = await workflow.run(["q1", "q2"])
+    first, second = (p.request_id for p in result.pending_requests)
+    with pytest.raises(sg.RequestError, match="unknown request id 'nope'"):
+        await workflow.run(responses={first: True, "nope": True})
+    with pytest.raises(
+        sg.RequestError, match=f"response to request '{second}'.*must be a bool, not a str"
+    ):
+        await workflow.run(responses={first: True, second: "yes"})
+    assert [p.request_id for p in workflow.pending_requests] == [first, second]
+    await workflow.run(responses={first: True})
+    with pytest.raises(sg.RequestError, match=f"request '{first}' was already answered"):
+        await workflow.run(responses={first: True})
+    assert [p.request_id for p in workflow.pending_requests] == [second]
+    with pytest.raises(sg.RequestError, match="non-empty mapping"):
+        await workflow.run(responses={})
+
+
+async def test_responses_without_open_requests() -> None:
+    with pytest.raises(sg.RequestError, match="no open requests in memory"):
+        await build().run(responses={"x": True})
+
+
+async def test_request_without_a_response_handler_fails_naming_the_executor() -> None:
+    class Asker(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext) -> None:
+            await ctx.request_info(Ask("?"), int)
+
+        @sg.response_handler
+        async def answer(self, ask: Ask, value: str) -> None: ...
+
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await sg.WorkflowBuilder(start=Asker("asker")).build().run(1)
+    assert isinstance(raised.value.__cause__, sg.RequestError)
+    assert "'asker'" in str(raised.value) and "none of its @response_handler" in str(raised.value)
+
+
+async def test_failed_superstep_opens_no_request() -> None:
+    class Flaky(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext) -> None:
+            await ctx.request_info(Ask("?"), bool)
+            raise RuntimeError("after asking")
+
+        @sg.response_handler
+        async def answer(self, ask: Ask, value: bool) -> None: ...
+
+    workflow = sg.WorkflowBuilder(start=Flaky("flaky")).build()
+    events: list[sg.Event] = []
+    with pytest.raises(sg.WorkflowRunError):
+        async for event in workflow.stream(1):
+            events.append(event)
+    assert "request_info" not in kinds(events)
+    assert workflow.pending_requests == []
+
+
+async def test_answer_through_a_checkpoint(store: sg.CheckpointStore) -> None:
+    result = await build(store).run(["persist?"])
+    [pending] = result.pending_requests
+    fresh = build(store)
+    done = await fresh.run(responses={pending.request_id: True}, checkpoint=result.last_checkpoint)
+    assert done.outputs == ["persist?: yes"]
+    # The answered checkpoint cannot be answered again from its successor...
+    with pytest.raises(sg.RequestError, match="already answered"):
+        await build(store).run(
+            responses={pending.request_id: True}, checkpoint=done.last_checkpoint
+        )
+    # ...but the one before the answer still can (time travel).
+    again = await build(store).run(
+        responses={pending.request_id: False}, checkpoint=result.last_checkpoint
+    )
+    assert again.outputs == ["persist?: no"]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import stepgraph as sg
+    from tests.test_requests import build
+
+    async def main(mode, path, *rest):
+        store = sg.SqliteCheckpointStore(path)
+        workflow = build(store)
+        if mode == "ask":
+            result = await workflow.run(["deploy?", "!rollback?"])
+            print(json.dumps({
+                "status": result.status.value,
+                "checkpoint": result.last_checkpoint,
+                "requests": {p.request.question: p.request_id for p in result.pending_requests},
+            }))
+        else:
+            checkpoint, answers = rest[0], json.loads(rest[1])
+            result = await workflow.run(responses=answers, checkpoint=checkpoint)
+            print(json.dumps({"status": result.status.value, "outputs": result.outputs}))
+        store.close()
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+def test_request_and_response_across_processes(tmp_path: Path) -> None:
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    path = str(tmp_path / "hitl.sqlite")
+
+    def call(*args: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, *args],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    asked = call("ask", path)
+    assert asked["status"] == "idle_with_pending_requests"
+    ids = asked["requests"]
+    answered = call(
+        "answer",
+        path,
+        asked["checkpoint"],
+        json.dumps({ids["deploy?"]: True, ids["!rollback?"]: False}),
+    )
+    assert answered == {
+        "status": "idle",
+        "outputs": ["deploy?: yes", "URGENT !rollback?: False"],
+    }
