@@ -13,9 +13,13 @@ import gc
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import stepgraph as sg
 
 from . import workloads as w
 
@@ -65,6 +69,42 @@ print(json.dumps([elapsed, int(hwm.split()[1]) / 1024]))
     return seconds, mib
 
 
+def checkpoint_rows(repeats: int) -> list[Row]:
+    """W5: W1 with checkpoints, as a ratio to W1 without, and the state-size scan."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as folder:
+        plain = w.chain(50)
+        base = best(repeats, lambda: plain.run(0)) / 50 * 1e6
+        stores: list[sg.SqliteCheckpointStore] = []
+
+        def sqlite(name: str) -> sg.SqliteCheckpointStore:
+            stores.append(sg.SqliteCheckpointStore(Path(folder) / f"{name}.sqlite"))
+            return stores[-1]
+
+        variants: list[tuple[str, sg.CheckpointConfig, str]] = [
+            ("W5 W1 + memory store", sg.CheckpointConfig(sg.MemoryCheckpointStore()), ""),
+            ("W5 W1 + SQLite sync", sg.CheckpointConfig(sqlite("sync"), "sync"), "<= 3x"),
+            ("W5 W1 + SQLite async", sg.CheckpointConfig(sqlite("async"), "async"), "<= 3x"),
+        ]
+        for name, config, target in variants:
+            flow = w.chain(50, config)
+            t = best(repeats, lambda flow=flow: flow.run(0)) / 50 * 1e6
+            ok = (t <= 3 * base) if target else None
+            rows.append(Row(name, "µs/superstep", t, base, target, ok))
+        for total, label in ((1_000, "1 KB"), (1_000_000, "1 MB")):
+            bare = w.state_ticker(total)
+            stored = w.state_ticker(total, sg.CheckpointConfig(sqlite(f"state{total}")))
+            steps = w.STATE_STEPS + 2
+            t0 = best(max(2, repeats // 3), lambda bare=bare: bare.run(1))
+            t1 = best(max(2, repeats // 3), lambda stored=stored: stored.run(1))
+            rows.append(
+                Row(f"W5 state {label}, 1 key/step", "µs/checkpoint", (t1 - t0) / steps * 1e6, None)
+            )
+        for store in stores:
+            store.close()
+    return rows
+
+
 def run(quick: bool) -> list[Row]:
     repeats = 3 if quick else 15
     hops = 200 if quick else 2000
@@ -101,6 +141,8 @@ def run(quick: bool) -> list[Row]:
     t = best(repeats, lambda: many.run(3)) * 1e3
     f = best(repeats, lambda: w.floor_many_to_one(50)) * 1e3
     rows.append(Row("W4 50 -> 1", "ms/run", t, f, "<= 1 ms", t <= 1.0))
+
+    rows += checkpoint_rows(repeats)
 
     seconds, mib = peak_rss_of_w2(1000)
     rows.append(

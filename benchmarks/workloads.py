@@ -31,10 +31,45 @@ class Forward(sg.Executor):
             await ctx.yield_output(n)
 
 
-def chain(length: int) -> sg.Workflow:
+def chain(length: int, checkpoints: sg.CheckpointConfig | None = None) -> sg.Workflow:
     nodes = [Forward(f"c{i}", limit=10**9) for i in range(length - 1)]
     nodes.append(Forward(f"c{length - 1}", limit=0))
-    return sg.WorkflowBuilder(start=nodes[0]).add_chain(nodes).build()
+    return sg.WorkflowBuilder(start=nodes[0], checkpoints=checkpoints).add_chain(nodes).build()
+
+
+class Fill(sg.Executor):
+    """Puts ``total`` bytes of state in 100 keys, then starts the ticker."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__("fill")
+        self.total = total
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+        for i in range(100):
+            ctx.state.set(f"k{i}", "x" * (self.total // 100))
+        await ctx.send_message(0)
+
+
+@sg.executor(id="tick")
+async def _tick(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    ctx.state.set("counter", n)  # one small key changes per superstep
+    if n < STATE_STEPS:
+        await ctx.send_message(n + 1)
+
+
+STATE_STEPS = 100
+
+
+def state_ticker(total: int, checkpoints: sg.CheckpointConfig | None = None) -> sg.Workflow:
+    """W5 state scan: ``total`` bytes of state, one small key changes per superstep."""
+    fill = Fill(total)
+    return (
+        sg.WorkflowBuilder(start=fill, checkpoints=checkpoints, max_supersteps=STATE_STEPS + 5)
+        .add_edge(fill, _tick)
+        .add_edge(_tick, _tick)
+        .build()
+    )
 
 
 def ping_pong(hops: int) -> sg.Workflow:

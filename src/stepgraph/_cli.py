@@ -1,13 +1,16 @@
-"""The ``stepgraph`` command. For now: ``stepgraph demo``."""
+"""The ``stepgraph`` command. For now: ``stepgraph demo`` (in-process backend,
+SQLite checkpoints)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-from ._core import Event, OutputEvent, StatusEvent, WarningEvent
+from ._core import Event, OutputEvent, RunStartedEvent, StatusEvent, WarningEvent
 
 __all__ = ["main"]
 
@@ -28,18 +31,26 @@ def _describe(event: Event) -> str:
     return f"{event.kind:<20}{where}{extra}"
 
 
-async def _demo(topic: str) -> int:
+async def _demo(topic: str, store_path: str | None) -> int:
+    from ._checkpoint import SqliteCheckpointStore
     from .demo import build
 
+    path = Path(store_path) if store_path else Path(tempfile.mkdtemp()) / "demo.sqlite"
     workflow = build()
     outputs: list[object] = []
-    async for event in workflow.stream(topic):
-        print(_describe(event))
-        if isinstance(event, OutputEvent):
-            outputs.append(event.data)
+    with SqliteCheckpointStore(path) as store:
+        run_id = ""
+        async for event in workflow.stream(topic, checkpoints=store):
+            print(_describe(event))
+            if isinstance(event, RunStartedEvent):
+                run_id = event.run_id
+            if isinstance(event, OutputEvent):
+                outputs.append(event.data)
+        saved = await store.list(run_id)
     print()
     for output in outputs:
         print(f"output: {output}")
+    print(f"checkpoints: {len(saved)} saved to {path} (run {run_id})")
     return 0
 
 
@@ -48,9 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the bundled review-pipeline example")
     demo.add_argument("topic", nargs="?", default="stepgraph", help="what the writer drafts")
+    demo.add_argument(
+        "--store", metavar="PATH", help="SQLite checkpoint file (default: a temporary one)"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return asyncio.run(_demo(args.topic))
+        return asyncio.run(_demo(args.topic, args.store))
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse exits
     return 2
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -379,7 +379,7 @@ class RunRecorder:
         refs = tuple(sorted(set(body["state"].values()) | set(body["snapshots"].values())))
         fresh = {h: blobs[h] for h in refs if h not in self._stored and h in blobs}
         checkpoint = Checkpoint(
-            id=uuid.uuid4().hex,
+            id=os.urandom(16).hex(),
             run_id=self.run_id,
             workflow=self._codec.workflow,
             signature=self._codec.signature,

@@ -12,12 +12,13 @@ from __future__ import annotations
 import builtins
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .._exceptions import CheckpointIntegrityError
-from ._codec import dumps, loads
+from ._codec import loads
 
 __all__ = [
     "Checkpoint",
@@ -91,7 +92,9 @@ class CheckpointInfo:
 
 def seal_record(checkpoint: Checkpoint, secret: bytes | None) -> tuple[bytes, bytes | None]:
     """The record's canonical bytes and, with a secret, their HMAC-SHA256."""
-    data = dumps(checkpoint.record())
+    # Records need no canonical key order (the stored bytes are what is signed);
+    # values do (content addressing), and they are encoded with ``dumps``.
+    data = json.dumps(checkpoint.record(), separators=(",", ":"), ensure_ascii=False).encode()
     mac = hmac.new(secret, data, hashlib.sha256).digest() if secret is not None else None
     return data, mac
 

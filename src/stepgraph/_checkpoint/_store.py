@@ -21,7 +21,7 @@ __all__ = ["BaseStore", "MemoryCheckpointStore", "Row"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Row:
     """One checkpoint as a store keeps it."""
 
@@ -94,6 +94,11 @@ class BaseStore:
     # -- the protocol ------------------------------------------------------------
 
     async def save(self, *checkpoints: Checkpoint) -> None:
+        if checkpoints:
+            # Sealing (canonical JSON, HMAC) runs with the write, off the loop.
+            await self._run(self._seal_and_write, checkpoints)
+
+    def _seal_and_write(self, checkpoints: tuple[Checkpoint, ...]) -> None:
         rows: builtins.list[Row] = []
         blobs: dict[str, bytes] = {}
         for cp in checkpoints:
@@ -116,8 +121,7 @@ class BaseStore:
                     size=len(record) + sum(len(b) for b in fresh.values()),
                 )
             )
-        if rows:
-            await self._run(self._write, rows, blobs)
+        self._write(rows, blobs)
 
     async def load(self, checkpoint_id: str) -> Checkpoint:
         row = await self._run(self._read, checkpoint_id)
