@@ -229,10 +229,18 @@ class RunCodec:
         return body, blobs
 
     def _entry(self, eid: str, index: int, source: str, message: Any) -> list[Any]:
-        path = f"inbox of {eid!r}[{index}] (from {source or 'the run input'!r})"
-        if type(message) is Response:
-            return [source, "r", self._request(message.request), self._enc(message.value, path)]
-        return [source, "m", self._enc(message, path)]
+        try:
+            if type(message) is Response:
+                return [
+                    source,
+                    "r",
+                    self._request(message.request),
+                    encode(message.value, self.registry),
+                ]
+            return [source, "m", encode(message, self.registry)]
+        except CheckpointEncodeError as exc:
+            where = f"inbox of {eid!r}[{index}] (from {source or 'the run input'!r})"
+            raise CheckpointEncodeError(str(exc).replace("value", where, 1)) from None
 
     def _request(self, request: PendingRequest) -> dict[str, Any]:
         path = f"request {request.request_id!r} of executor {request.executor_id!r}"

@@ -134,15 +134,40 @@ class TypeRegistry:
 # -- encoding -----------------------------------------------------------------
 
 
+class _Fail(Exception):
+    """Unwinds an encoding failure, collecting the path on the way out (so a
+    successful encoding builds no path strings)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.trail: list[str] = []
+
+
 def encode(value: Any, registry: TypeRegistry, path: str = "value") -> Any:
     """``value`` as a JSON-able structure; ``CheckpointEncodeError`` names
     ``path`` (extended to the failing element) when something is unsupported."""
-    return _enc(value, registry, path, 0)
+    try:
+        return _enc(value, registry, 0)
+    except _Fail as fail:
+        where = path + "".join(reversed(fail.trail))
+        raise CheckpointEncodeError(f"{where}: {fail.problem}") from None
 
 
-def _enc(value: Any, reg: TypeRegistry, path: str, depth: int) -> Any:
+def _enc_list(values: Any, reg: TypeRegistry, d: int) -> list[Any]:
+    out: list[Any] = []
+    try:
+        for v in values:
+            out.append(_enc(v, reg, d))
+    except _Fail as fail:
+        fail.trail.append(f"[{len(out)}]")
+        raise
+    return out
+
+
+def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
     if depth > MAX_DEPTH:
-        raise CheckpointEncodeError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        raise _Fail(f"nested deeper than {MAX_DEPTH} levels")
     cls = type(value)
     if value is None or cls is bool or cls is int or cls is str:
         return value
@@ -152,21 +177,26 @@ def _enc(value: Any, reg: TypeRegistry, path: str, depth: int) -> Any:
         return {_TAG: "float", "v": repr(value)}
     d = depth + 1
     if cls is list:
-        return [_enc(v, reg, f"{path}[{i}]", d) for i, v in enumerate(value)]
+        return _enc_list(value, reg, d)
     if cls is dict:
-        if all(type(k) is str for k in value) and _TAG not in value:
-            return {k: _enc(v, reg, f"{path}[{k!r}]", d) for k, v in value.items()}
-        return {
-            _TAG: "map",
-            "v": [
-                [_enc(k, reg, f"{path}.<key>", d), _enc(v, reg, f"{path}[{k!r}]", d)]
-                for k, v in value.items()
-            ],
-        }
+        plain = _TAG not in value and all(type(k) is str for k in value)
+        out: dict[str, Any] = {}
+        pairs: list[Any] = []
+        key: Any = None
+        try:
+            for key, v in value.items():
+                if plain:
+                    out[key] = _enc(v, reg, d)
+                else:
+                    pairs.append([_enc(key, reg, d), _enc(v, reg, d)])
+        except _Fail as fail:
+            fail.trail.append(f"[{key!r}]")
+            raise
+        return out if plain else {_TAG: "map", "v": pairs}
     if cls is tuple:
-        return {_TAG: "tuple", "v": [_enc(v, reg, f"{path}[{i}]", d) for i, v in enumerate(value)]}
+        return {_TAG: "tuple", "v": _enc_list(value, reg, d)}
     if cls is set or cls is frozenset:
-        items = [_enc(v, reg, f"{path}.<item>", d) for v in value]
+        items = _enc_list(value, reg, d)
         items.sort(key=_canonical)
         return {_TAG: cls.__name__, "v": items}
     if cls is bytes:
@@ -180,33 +210,38 @@ def _enc(value: Any, reg: TypeRegistry, path: str, depth: int) -> Any:
     if cls is decimal.Decimal:
         return {_TAG: "decimal", "v": str(value)}
     if isinstance(value, enum.Enum):
-        _require(cls, reg, path)
-        return {_TAG: "enum", "type": type_key(cls), "v": _enc(value.value, reg, path, d)}
+        _require(cls, reg)
+        return {_TAG: "enum", "type": type_key(cls), "v": _enc(value.value, reg, d)}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        _require(cls, reg, path)
-        fields = {
-            f.name: _enc(getattr(value, f.name), reg, f"{path}.{f.name}", d)
-            for f in dataclasses.fields(value)
-        }
+        _require(cls, reg)
+        fields: dict[str, Any] = {}
+        name = ""
+        try:
+            for f in dataclasses.fields(value):
+                name = f.name
+                fields[name] = _enc(getattr(value, name), reg, d)
+        except _Fail as fail:
+            fail.trail.append(f".{name}")
+            raise
         return {_TAG: "dataclass", "type": type_key(cls), "v": fields}
     if _is_pydantic(cls):
-        _require(cls, reg, path)
+        _require(cls, reg)
         try:
             dumped = value.model_dump(mode="json")
         except Exception as exc:
-            raise CheckpointEncodeError(f"{path}: {cls.__name__}.model_dump failed: {exc}") from exc
-        return {_TAG: "pydantic", "type": type_key(cls), "v": _enc(dumped, reg, path, d)}
-    raise CheckpointEncodeError(
-        f"{path}: cannot store a {cls.__module__}.{cls.__qualname__} in a checkpoint "
+            raise _Fail(f"{cls.__name__}.model_dump failed: {exc}") from exc
+        return {_TAG: "pydantic", "type": type_key(cls), "v": _enc(dumped, reg, d)}
+    raise _Fail(
+        f"cannot store a {cls.__module__}.{cls.__qualname__} in a checkpoint "
         "(supported: JSON values, tuple, set, frozenset, bytes, datetime/date/time/timedelta, "
         "UUID, Decimal, and registered Enum, dataclass and pydantic types)"
     )
 
 
-def _require(cls: type, reg: TypeRegistry, path: str) -> None:
+def _require(cls: type, reg: TypeRegistry) -> None:
     if cls not in reg:
-        raise CheckpointEncodeError(
-            f"{path}: type {type_key(cls)} is neither declared by the workflow's handlers nor "
+        raise _Fail(
+            f"type {type_key(cls)} is neither declared by the workflow's handlers nor "
             "registered (WorkflowBuilder(checkpoint_types=[...])), so it could not be restored"
         )
 
