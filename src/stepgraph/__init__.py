@@ -49,6 +49,7 @@ from ._exceptions import RequestError as RequestError
 from ._exceptions import RoutingError as RoutingError
 from ._exceptions import StateConflictError as StateConflictError
 from ._exceptions import StepgraphError as StepgraphError
+from ._exceptions import SubworkflowError as SubworkflowError
 from ._exceptions import WorkflowBusyError as WorkflowBusyError
 from ._exceptions import WorkflowDefinitionError as WorkflowDefinitionError
 from ._exceptions import WorkflowRunError as WorkflowRunError
@@ -58,6 +59,9 @@ from ._executor import executor as executor
 from ._executor import handler as handler
 from ._executor import response_handler as response_handler
 from ._persistence import CheckpointConfig as CheckpointConfig
+from ._subworkflow import SubworkflowRequest as SubworkflowRequest
+from ._subworkflow import SubworkflowResponse as SubworkflowResponse
+from ._subworkflow import WorkflowExecutor as WorkflowExecutor
 from ._workflow import RunResult as RunResult
 from ._workflow import Workflow as Workflow
 
@@ -105,6 +109,9 @@ __all__ = [
     "StateView",
     "StatusEvent",
     "StepgraphError",
+    "SubworkflowError",
+    "SubworkflowRequest",
+    "SubworkflowResponse",
     "SuperstepCompletedEvent",
     "SuperstepStartedEvent",
     "UserEvent",
@@ -114,6 +121,7 @@ __all__ = [
     "WorkflowBusyError",
     "WorkflowContext",
     "WorkflowDefinitionError",
+    "WorkflowExecutor",
     "WorkflowRunError",
     "executor",
     "handler",

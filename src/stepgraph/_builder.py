@@ -33,6 +33,7 @@ from ._exceptions import WorkflowDefinitionError
 from ._executor import Executor
 from ._handlers import union_of
 from ._persistence import CheckpointConfig, RunCodec, graph_signature
+from ._subworkflow import check_tree
 from ._workflow import Workflow, as_config
 
 __all__ = ["WorkflowBuilder"]
@@ -223,6 +224,7 @@ class WorkflowBuilder:
                 f"object {second!r}"
             )
         executors = dict(self._registered)
+        check_tree(executors)
         edges = tuple(self._resolve(d, executors) for d in self._drafts)
         _check_duplicate_edges(edges)
         for edge in edges:

@@ -18,6 +18,8 @@
         ├── EventError               an executor tried to emit a framework event
         ├── RequestError             a request or response is invalid (unknown id,
         │                            answered twice, wrong response type)
+        ├── SubworkflowError         a sub-workflow failed; ``path`` names the
+        │                            executor inside it (outermost first)
         └── CheckpointError          anything about checkpoints
             ├── CheckpointEncodeError    a value cannot be stored
             ├── CheckpointDecodeError    stored data cannot be rebuilt safely
@@ -46,6 +48,7 @@ __all__ = [
     "RoutingError",
     "StateConflictError",
     "StepgraphError",
+    "SubworkflowError",
     "WorkflowBusyError",
     "WorkflowDefinitionError",
     "WorkflowRunError",
@@ -127,6 +130,21 @@ class EventError(WorkflowRunError):
 class RequestError(WorkflowRunError):
     """A human-in-the-loop request or response is invalid. Raised before
     anything is consumed: the open requests stay as they were."""
+
+
+class SubworkflowError(WorkflowRunError):
+    """A child workflow failed. ``path`` is the executor path from the
+    ``WorkflowExecutor`` down to the failing executor; ``detail`` is the
+    innermost error's message."""
+
+    def __init__(self, path: tuple[str, ...], detail: str, *, superstep: int | None) -> None:
+        super().__init__(
+            f"executor {'/'.join(path)!r} failed in a sub-workflow: {detail}",
+            executor_id=path[0],
+            superstep=superstep,
+        )
+        self.path = path
+        self.detail = detail
 
 
 class CheckpointError(WorkflowRunError):

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -118,7 +118,8 @@ def graph_signature(graph: Graph, executors: Mapping[str, Executor]) -> str:
 def executor_identity(executor: Executor) -> list[Any]:
     func = getattr(executor, "func", None)
     kind = _identity(func) if func is not None else type_key(type(executor))
-    return [kind, sorted(type_key(t) for t in executor.declared_types)]
+    nested = getattr(executor, "nested_signature", None)  # a sub-workflow's graph
+    return [kind, sorted({type_key(t) for t in executor.declared_types}), nested]
 
 
 # -- responses ------------------------------------------------------------------
@@ -180,6 +181,26 @@ class RunCodec:
     def _blob(self, value: Any, path: str) -> tuple[str, bytes]:
         data = dumps(self._enc(value, path))
         return blob_hash(data), data
+
+    def inline(self, run: RunState) -> dict[str, Any]:
+        """The whole run state as one JSON-able value, values inline (used to
+        nest a sub-workflow's suspended runs in its parent's checkpoint)."""
+        body, blobs = self.body(run, {}, None)
+        body["state"] = {k: loads(blobs[h]) for k, h in body["state"].items()}
+        body["snapshots"] = {e: loads(blobs[h]) for e, h in body["snapshots"].items()}
+        body["superstep"] = run.superstep
+        return body
+
+    def from_inline(self, data: dict[str, Any], label: str) -> RunState:
+        """Rebuild what :meth:`inline` produced."""
+        try:
+            return self._rebuild(data, data["superstep"], label, lambda encoded, path: encoded)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointDecodeError(
+                f"{label} is malformed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def body(
         self, run: RunState, state_hashes: dict[str, str], written: set[str] | None
@@ -285,14 +306,25 @@ class RunCodec:
             ) from exc
 
     def _restore(self, checkpoint: Checkpoint) -> RunState:
-        body = checkpoint.body
-        if body.get("format") != FORMAT:
-            raise CheckpointDecodeError(
-                f"checkpoint {checkpoint.id} has unknown format {body.get('format')!r}"
-            )
+        return self._rebuild(
+            checkpoint.body,
+            checkpoint.superstep,
+            f"checkpoint {checkpoint.id}",
+            lambda h, path: loads(checkpoint.blobs[h]),
+        )
 
-        def value(h: str, path: str) -> Any:
-            return decode_value(loads(checkpoint.blobs[h]), self.registry, path)
+    def _rebuild(
+        self,
+        body: dict[str, Any],
+        superstep: int,
+        label: str,
+        fetch: Callable[[Any, str], Any],
+    ) -> RunState:
+        if body.get("format") != FORMAT:
+            raise CheckpointDecodeError(f"{label} has unknown format {body.get('format')!r}")
+
+        def value(ref: Any, path: str) -> Any:
+            return decode_value(fetch(ref, path), self.registry, path)
 
         requests = {r["id"]: self._pending(r) for r in body["requests"]}
         inboxes: dict[str, list[tuple[str, Any]]] = {}
@@ -315,7 +347,7 @@ class RunCodec:
             inboxes=inboxes,
             state=state,
             fan_in=fan_in,
-            superstep=checkpoint.superstep,
+            superstep=superstep,
             requests=requests,
             answered=set(body["answered"]),
         )

@@ -194,7 +194,7 @@ class Workflow:
         outcome = await self._run_acquired(
             input, responses, checkpoint, checkpoints, events.append, backend
         )
-        outputs = [e.data for e in events if type(e) is OutputEvent]
+        outputs = [e.data for e in events if type(e) is OutputEvent and not e.workflow_path]
         return RunResult(
             run_id=outcome.run_id,
             status=outcome.status,
@@ -346,6 +346,31 @@ class Workflow:
                 executor_id=start.id,
             )
         return uuid.uuid4().hex, RunState(inboxes={start.id: [("", input)]}), None, None
+
+    async def _drive(self, run: RunState, run_id: str, emit: Callable[[Event], None]) -> RunStatus:
+        """Run ``run`` to idle without checkpoints: how a ``WorkflowExecutor``
+        runs this workflow as a child (holding it busy meanwhile)."""
+        self._acquire()
+        try:
+            scope = RunScope(
+                run_id=run_id,
+                workflow_name=self.name,
+                strict=self._strict,
+                emit=emit,
+                executor_ids=frozenset(self._executors),
+                output_ids=self._output_ids,
+                responders=self._responders,
+            )
+            return await run_supersteps(
+                self._graph, scope, LocalBackend(), run, self._max_supersteps
+            )
+        finally:
+            self._release()
+
+    @property
+    def codec(self) -> RunCodec:
+        """Encodes this workflow's run states (checkpoints, nesting)."""
+        return self._codec
 
     def _acquire(self) -> None:
         with _IN_USE_LOCK:

@@ -231,6 +231,9 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
         """Open a request for outside input; returns its id. The run goes idle
         with the request open; ``workflow.run(responses={id: value})`` later
         delivers the value to this executor's matching ``@response_handler``."""
+        return self._open_request(request, response_type, uuid.uuid4().hex)
+
+    def _open_request(self, request: Any, response_type: Any, request_id: str) -> str:
         self._check_open()
         if request is None:
             raise RequestError(
@@ -247,7 +250,6 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
                 executor_id=self._executor_id,
                 superstep=self._superstep,
             )
-        request_id = uuid.uuid4().hex
         self._outbox.requests.append(
             PendingRequest(
                 request_id=request_id,

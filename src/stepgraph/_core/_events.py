@@ -47,11 +47,20 @@ class RunStatus(enum.Enum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Base of every event. ``executor_id`` and ``superstep`` are set where
-    meaningful."""
+    meaningful. ``workflow_path`` is empty for the run's own events; an event
+    from a sub-workflow carries the ids of the workflow executors it came
+    through, outermost first (``path`` joins them with the executor id)."""
 
     kind: ClassVar[str] = "event"
     executor_id: str | None = None
     superstep: int | None = None
+    workflow_path: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        """``"outer/inner/executor"`` for a sub-workflow's event."""
+        parts = (*self.workflow_path, self.executor_id) if self.executor_id else self.workflow_path
+        return "/".join(parts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

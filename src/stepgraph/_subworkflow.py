@@ -1,0 +1,311 @@
+"""Sub-workflows: ``WorkflowExecutor`` runs a child workflow as one executor.
+
+Each message it receives starts a child run, which runs to idle inside the
+handler call (so the parent's serial-inbox and barrier rules hold for it like
+for any executor). Child events stream live through the parent, tagged with
+the workflow-executor path they came through; child outputs become the
+executor's messages (or the parent's outputs with ``forward_outputs=True``).
+
+A child run that goes idle with open requests is kept, suspended, inside the
+executor (and in every parent checkpoint, through ``snapshot()``). Its
+requests surface to the parent as requests of the ``WorkflowExecutor`` with
+ids namespaced by its id (``"sub/3f…"``, ``"outer/inner/3f…"``), or — with
+``intercept_requests=True`` — as :class:`SubworkflowRequest` messages for a
+parent executor to answer with a :class:`SubworkflowResponse`. Each answer
+resumes exactly the child run that asked.
+"""
+
+from __future__ import annotations
+
+import typing
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ._core import (
+    ANY_SPEC,
+    NEVER_SPEC,
+    Contract,
+    Event,
+    OutputEvent,
+    Response,
+    RetryPolicy,
+    RunState,
+    TypeSpec,
+    WorkflowContext,
+)
+from ._exceptions import RequestError, SubworkflowError, WorkflowDefinitionError, WorkflowRunError
+from ._executor import Executor
+from ._handlers import HandlerSpec, union_of
+from ._persistence import apply_responses
+from ._workflow import Workflow
+
+__all__ = ["SubworkflowRequest", "SubworkflowResponse", "WorkflowExecutor"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubworkflowResponse:
+    """The answer to a :class:`SubworkflowRequest`; send it to ``source``."""
+
+    request_id: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubworkflowRequest:
+    """A request opened inside a sub-workflow, offered to a parent executor
+    (``WorkflowExecutor(..., intercept_requests=True)``)::
+
+        @sg.handler
+        async def review(self, asked: sg.SubworkflowRequest,
+                         ctx: sg.WorkflowContext[sg.SubworkflowResponse]) -> None:
+            await ctx.send_message(asked.respond(True), target=asked.source)
+    """
+
+    request_id: str
+    request: Any
+    response_type: Any
+    source: str  # the id of the WorkflowExecutor to answer
+
+    def respond(self, value: Any) -> SubworkflowResponse:
+        return SubworkflowResponse(request_id=self.request_id, value=value)
+
+
+class WorkflowExecutor(Executor):
+    """An executor that runs ``workflow`` for each message it receives.
+
+    Its input types are the child's start types; its output types are the
+    child's output types (sent on its edges, or yielded as the parent's
+    outputs with ``forward_outputs=True``). One child ``Workflow`` object may
+    be wrapped by one ``WorkflowExecutor`` per workflow tree.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        id: str | None = None,
+        *,
+        forward_outputs: bool = False,
+        intercept_requests: bool = False,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not isinstance(workflow, Workflow):
+            raise WorkflowDefinitionError(
+                f"WorkflowExecutor needs a built Workflow, got {type(workflow).__name__}"
+            )
+        self.workflow = workflow
+        self.forward_outputs = forward_outputs
+        self.intercept_requests = intercept_requests
+        self._runs: dict[str, RunState] = {}  # suspended child runs, by child run id
+        self._routes: dict[str, tuple[str, str]] = {}  # our request id -> (child run, request)
+        super().__init__(id if id is not None else workflow.name, retry=retry, timeout=timeout)
+
+    # -- what it looks like from the parent -------------------------------------
+
+    def _handler_specs(self) -> tuple[HandlerSpec, ...]:  # type: ignore[override]
+        child = self.workflow
+        label = f"{self.id!r} (sub-workflow {child.name!r})"
+        outputs = _child_outputs(child)
+        sent = typing.Never if self.forward_outputs else outputs
+        if self.intercept_requests:
+            sent = union_of([sent, SubworkflowRequest])
+        contract = Contract(
+            label,
+            _spec(sent),
+            _spec(outputs if self.forward_outputs else typing.Never),
+        )
+        specs = [
+            HandlerSpec(
+                name="run_child",
+                func=WorkflowExecutor._start_child,
+                input=TypeSpec(union_of(child.start.input_types)),
+                contract=contract,
+                is_async=True,
+                takes_ctx=True,
+                order=0,
+            )
+        ]
+        if self.intercept_requests:
+            specs.append(
+                HandlerSpec(
+                    name="answer",
+                    func=WorkflowExecutor._answer,
+                    input=TypeSpec(SubworkflowResponse),
+                    contract=contract,
+                    is_async=True,
+                    takes_ctx=True,
+                    order=1,
+                )
+            )
+        return tuple(specs)
+
+    def _response_handler_specs(self) -> tuple[Any, ...]:  # type: ignore[override]
+        return ()
+
+    @property
+    def declared_types(self) -> list[Any]:
+        found = super().declared_types
+        for executor in self.workflow.executors.values():
+            found += executor.declared_types
+        return found
+
+    @property
+    def nested_signature(self) -> str:
+        """The child's graph signature: part of the parent's."""
+        return self.workflow.signature
+
+    @property
+    def handles_responses(self) -> bool:
+        return True
+
+    def responds(self, request: Any, response_type: Any) -> bool:
+        return True  # it opens requests only on behalf of its child runs
+
+    # -- running --------------------------------------------------------------
+
+    async def _start_child(self, message: Any, ctx: WorkflowContext[Any, Any]) -> None:
+        run_id = uuid.uuid4().hex
+        run = RunState(inboxes={self.workflow.start.id: [("", message)]})
+        await self._drive(run_id, run, ctx)
+
+    async def _answer(self, response: SubworkflowResponse, ctx: WorkflowContext[Any, Any]) -> None:
+        await self._resume(response.request_id, response.value, ctx)
+
+    async def _respond(self, response: Response, ctx: WorkflowContext[Any, Any]) -> None:
+        await self._resume(response.request.request_id, response.value, ctx)
+
+    async def _resume(self, request_id: str, value: Any, ctx: WorkflowContext[Any, Any]) -> None:
+        route = self._routes.get(request_id)
+        if route is None:
+            raise RequestError(
+                f"executor {self.id!r} has no open sub-workflow request {request_id!r}",
+                executor_id=self.id,
+            )
+        run_id, child_request = route
+        run = self._runs[run_id]
+        apply_responses(run, {child_request: value})  # validates; raises before consuming
+        del self._routes[request_id]
+        await self._drive(run_id, run, ctx)
+
+    async def _drive(self, run_id: str, run: RunState, ctx: WorkflowContext[Any, Any]) -> None:
+        outputs: list[Any] = []
+        forward = ctx._emit
+        prefix = (self.id,)
+
+        def emit(event: Event) -> None:
+            if type(event) is OutputEvent and not event.workflow_path:
+                outputs.append(event.data)
+            forward(replace(event, workflow_path=prefix + event.workflow_path))
+
+        try:
+            await self.workflow._drive(run, run_id, emit)
+        except WorkflowRunError as error:
+            self._runs.pop(run_id, None)
+            raise _wrap(self.id, error, ctx.superstep) from error
+        for value in outputs:
+            if self.forward_outputs:
+                ctx.yield_output(value)
+            else:
+                ctx.send_message(value)
+        routed = {child for rid, child in self._routes.values() if rid == run_id}
+        for child_id, request in run.requests.items():
+            if child_id in routed:
+                continue
+            ours = f"{self.id}/{child_id}"
+            self._routes[ours] = (run_id, child_id)
+            if self.intercept_requests:
+                ctx.send_message(
+                    SubworkflowRequest(
+                        request_id=ours,
+                        request=request.request,
+                        response_type=request.response_type,
+                        source=self.id,
+                    )
+                )
+            else:
+                ctx._open_request(request.request, request.response_type, ours)
+        if run.requests:
+            self._runs[run_id] = run
+        else:
+            self._runs.pop(run_id, None)
+
+    # -- checkpoints: suspended child runs nest in the parent's ------------------
+
+    def snapshot(self) -> Any:
+        codec = self.workflow.codec
+        return {
+            "runs": {rid: codec.inline(run) for rid, run in self._runs.items()},
+            "routes": {ours: list(route) for ours, route in self._routes.items()},
+        }
+
+    def restore(self, snapshot: Any) -> None:
+        codec = self.workflow.codec
+        self._runs = {
+            rid: codec.from_inline(data, f"sub-workflow {self.id!r} run {rid}")
+            for rid, data in snapshot["runs"].items()
+        }
+        self._routes = {ours: (route[0], route[1]) for ours, route in snapshot["routes"].items()}
+
+    def __repr__(self) -> str:
+        return f"<WorkflowExecutor id={self.id!r} workflow={self.workflow.name!r}>"
+
+
+def _spec(tp: Any) -> TypeSpec:
+    if tp is Any:
+        return ANY_SPEC
+    if tp is typing.Never:
+        return NEVER_SPEC
+    return TypeSpec(tp)
+
+
+def _child_outputs(child: Workflow) -> Any:
+    ids = child.output_executors
+    executors = [e for eid, e in child.executors.items() if ids is None or eid in ids]
+    return union_of([e.workflow_output_types for e in executors])
+
+
+def _wrap(executor_id: str, error: WorkflowRunError, superstep: int) -> SubworkflowError:
+    nested = error.__cause__
+    if (
+        not isinstance(error, SubworkflowError)
+        and isinstance(nested, SubworkflowError)
+        and nested.executor_id == error.executor_id
+    ):
+        error = nested  # a grandchild failed: keep its full path
+    if isinstance(error, SubworkflowError):
+        inner, detail = error.path, error.detail
+    else:
+        inner = (error.executor_id,) if error.executor_id else ()
+        detail = str(error)
+    return SubworkflowError((executor_id, *inner), detail, superstep=superstep)
+
+
+def check_tree(executors: dict[str, Executor]) -> None:
+    """One child ``Workflow`` object per ``WorkflowExecutor``, and no executor
+    instance in two places of one workflow tree."""
+    seen_workflows: dict[int, str] = {}
+    seen_executors: dict[int, str] = {}
+
+    def walk(members: dict[str, Executor], prefix: str) -> None:
+        for eid, executor in members.items():
+            where = f"{prefix}{eid}"
+            earlier = seen_executors.get(id(executor))
+            if earlier is not None:
+                raise WorkflowDefinitionError(
+                    f"executor instance {executor!r} appears twice in one workflow tree: at "
+                    f"{earlier!r} and at {where!r}; give each place its own instance"
+                )
+            seen_executors[id(executor)] = where
+            if isinstance(executor, WorkflowExecutor):
+                child = executor.workflow
+                other = seen_workflows.get(id(child))
+                if other is not None:
+                    raise WorkflowDefinitionError(
+                        f"workflow {child.name!r} is wrapped by both {other!r} and {where!r}; "
+                        "a Workflow runs one run at a time, so build one per WorkflowExecutor"
+                    )
+                seen_workflows[id(child)] = where
+                walk(dict(child.executors), f"{where}/")
+
+    walk(executors, "")

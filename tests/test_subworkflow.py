@@ -1,0 +1,310 @@
+"""Sub-workflows (design §6): outputs, live events, requests, checkpoints,
+failures, nesting, isolation, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests import subflows
+from tests.conftest import warnings
+from tests.subflows import Question
+
+
+async def test_child_outputs_become_messages() -> None:
+    result = await subflows.with_child(subflows.shouting_child()).run("hi")
+    assert result.outputs == ["HI"]
+    child_outputs = [e for e in result.events if isinstance(e, sg.OutputEvent) and e.workflow_path]
+    assert [(e.path, e.data) for e in child_outputs] == [("sub/shout-exec", "HI")]
+
+
+async def test_forwarded_outputs_are_parent_outputs() -> None:
+    sub = sg.WorkflowExecutor(subflows.shouting_child(), id="sub", forward_outputs=True)
+    result = await sg.WorkflowBuilder(start=sub).build().run("hey")
+    assert result.outputs == ["HEY"]
+
+
+async def test_child_events_stream_live() -> None:
+    gate = asyncio.Event()
+
+    @sg.executor(id="slow")
+    async def slow(text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.add_event(sg.UserEvent(kind="child_started", data=text))
+        await asyncio.wait_for(gate.wait(), timeout=5)  # released only by the caller
+        await ctx.yield_output(text)
+
+    child = sg.WorkflowBuilder(start=slow, name="child").build()
+    seen: list[str] = []
+    async for event in subflows.with_child(child).stream("x"):
+        seen.append(f"{event.kind}@{event.path}")
+        if event.kind == "child_started":
+            assert event.workflow_path == ("sub",) and event.path == "sub/slow"
+            gate.set()
+    assert seen.index("child_started@sub/slow") < seen.index("output@sub/slow")
+    assert seen[-1] == "status@"
+
+
+async def test_child_request_bubbles_to_the_caller() -> None:
+    workflow = subflows.with_child(subflows.asking_child())
+    result = await workflow.run("plan")
+    assert result.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    [pending] = result.pending_requests
+    assert pending.request_id.startswith("sub/") and pending.executor_id == "sub"
+    assert pending.request == Question("accept plan?")
+    done = await workflow.run(responses={pending.request_id: True})
+    assert done.outputs == ["plan accepted"]
+    assert done.status is sg.RunStatus.IDLE
+
+
+async def test_parent_executor_can_intercept_child_requests() -> None:
+    class Reviewer(sg.Executor):
+        @sg.handler
+        async def review(
+            self, asked: sg.SubworkflowRequest, ctx: sg.WorkflowContext[sg.SubworkflowResponse]
+        ) -> None:
+            assert isinstance(asked.request, Question)
+            await ctx.send_message(
+                asked.respond("reject" not in asked.request.text), target=asked.source
+            )
+
+    sub = sg.WorkflowExecutor(subflows.asking_child(), id="sub", intercept_requests=True)
+    reviewer = Reviewer("reviewer")
+    workflow = (
+        sg.WorkflowBuilder(start=sub)
+        .add_edge(sub, reviewer)
+        .add_edge(reviewer, sub)
+        .add_edge(sub, subflows.collect)
+        .build()
+    )
+    result = await workflow.run("merge")
+    assert result.status is sg.RunStatus.IDLE and result.pending_requests == []
+    assert result.outputs == ["merge accepted"]
+
+
+async def test_wrong_intercepted_answer_fails_clearly() -> None:
+    class Bad(sg.Executor):
+        @sg.handler
+        async def review(
+            self, asked: sg.SubworkflowRequest, ctx: sg.WorkflowContext[sg.SubworkflowResponse]
+        ) -> None:
+            await ctx.send_message(asked.respond("yes"), target=asked.source)
+
+    sub = sg.WorkflowExecutor(subflows.asking_child(), id="sub", intercept_requests=True)
+    bad = Bad("bad")
+    workflow = sg.WorkflowBuilder(start=sub).add_edge(sub, bad).add_edge(bad, sub).build()
+    with pytest.raises(sg.WorkflowRunError, match="must be a bool, not a str"):
+        await workflow.run("x")
+
+
+async def test_responses_reach_the_right_child_run() -> None:
+    # Two WorkflowExecutors wrapping separate child instances, and two runs of one.
+    left = sg.WorkflowExecutor(subflows.asking_child("left"), id="left")
+    right = sg.WorkflowExecutor(subflows.asking_child("right"), id="right")
+
+    @sg.executor(id="split")
+    async def split(texts: list[str], ctx: sg.WorkflowContext[str]) -> None:
+        for text in texts:
+            await ctx.send_message(text)
+
+    workflow = (
+        sg.WorkflowBuilder(start=split)
+        .add_fan_out(split, [left, right])
+        .add_edge(left, subflows.collect)
+        .add_edge(right, subflows.collect)
+        .build()
+    )
+    result = await workflow.run(["a", "b"])
+    by_owner: dict[str, list[str]] = {}
+    for p in result.pending_requests:
+        by_owner.setdefault(p.executor_id, []).append(p.request_id)
+    assert {k: len(v) for k, v in by_owner.items()} == {"left": 2, "right": 2}
+    questions = {p.request_id: p.request.text for p in result.pending_requests}
+    target = by_owner["right"][1]
+    assert questions[target] == "accept b?"
+    answered = await workflow.run(responses={target: False})
+    assert answered.outputs == ["b rejected"]
+    assert len(answered.pending_requests) == 3
+    rest = {p.request_id: True for p in answered.pending_requests}
+    final = await workflow.run(responses=rest)
+    assert sorted(final.outputs) == ["a accepted", "a accepted", "b accepted"]
+    assert final.status is sg.RunStatus.IDLE
+
+
+async def test_child_failure_names_the_path() -> None:
+    @sg.executor(id="leaf")
+    async def leaf(text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        raise ValueError(f"cannot handle {text}")
+
+    child = sg.WorkflowBuilder(start=leaf, name="child").build()
+    events: list[sg.Event] = []
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        async for event in subflows.with_child(child).stream("x"):
+            events.append(event)
+    assert "'sub/leaf'" in str(raised.value) and "cannot handle x" in str(raised.value)
+    cause = raised.value.__cause__
+    assert isinstance(cause, sg.SubworkflowError) and cause.path == ("sub", "leaf")
+    assert [e.path for e in events if e.kind == "executor_failed"] == ["sub/leaf", "sub"]
+
+
+async def test_three_levels() -> None:
+    workflow = subflows.three_levels()
+    result = await workflow.run("deep")
+    [pending] = result.pending_requests
+    assert pending.request_id.startswith("mid/inner/")
+    asked = [e for e in result.events if isinstance(e, sg.RequestInfoEvent)]
+    assert [e.path for e in asked] == ["mid/inner/inner-asker", "mid/inner", "mid"]
+    done = await workflow.run(responses={pending.request_id: True})
+    assert done.outputs == ["deep accepted"]
+    assert {e.path for e in done.events if e.kind == "output"} == {
+        "mid/inner/inner-asker",
+        "mid/inner",
+        "mid",
+    }
+
+
+async def test_three_level_failure_path() -> None:
+    @sg.executor(id="bottom")
+    async def bottom(text: str) -> None:
+        raise RuntimeError("deep failure")
+
+    inner = sg.WorkflowBuilder(start=bottom, name="inner").build()
+    mid = sg.WorkflowBuilder(start=sg.WorkflowExecutor(inner, id="inner"), name="mid").build()
+    # (no edges after the sub-workflows: their outputs would have nowhere to go)
+    outer = sg.WorkflowBuilder(start=sg.WorkflowExecutor(mid, id="mid")).build()
+    with pytest.raises(sg.WorkflowRunError, match="'mid/inner/bottom'.*deep failure"):
+        await outer.run("x")
+
+
+async def test_state_is_isolated() -> None:
+    @sg.executor(id="before")
+    async def before(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        ctx.state.set("k", "parent value")
+        await ctx.send_message(text)
+
+    @sg.executor(id="after")
+    async def after(text: str, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output((text, ctx.state.get("k")))
+
+    one = sg.WorkflowExecutor(subflows.shouting_child("one"), id="one")
+    two = sg.WorkflowExecutor(subflows.shouting_child("two"), id="two")
+    workflow = (
+        sg.WorkflowBuilder(start=before)
+        .add_fan_out(before, [one, two])
+        .add_edge(one, after)
+        .add_edge(two, after)
+        .build()
+    )
+    result = await workflow.run("x")
+    assert result.outputs == [("X", "parent value"), ("X", "parent value")]
+    assert warnings(result.events) == []  # the children wrote "k" in scopes of their own
+
+
+async def test_serial_per_executor_concurrent_across() -> None:
+    child_a = subflows.shouting_child("a", delay=0.2)
+    child_b = subflows.shouting_child("b", delay=0.2)
+    a = sg.WorkflowExecutor(child_a, id="a")
+    b = sg.WorkflowExecutor(child_b, id="b")
+
+    @sg.executor(id="split")
+    async def split(texts: list[str], ctx: sg.WorkflowContext[str]) -> None:
+        for text in texts:
+            await ctx.send_message(text)
+
+    workflow = sg.WorkflowBuilder(start=split).add_fan_out(split, [a, b]).build()
+    started = time.perf_counter()
+    await workflow.run(["1", "2"])
+    elapsed = time.perf_counter() - started
+    shout_a = child_a.executors["a-exec"]
+    assert isinstance(shout_a, subflows.Shout) and shout_a.max_active == 1  # serial within
+    assert 0.4 <= elapsed < 0.7, elapsed  # two messages each, serially; a and b concurrently
+
+
+def test_one_child_instance_in_two_places_is_refused() -> None:
+    child = subflows.shouting_child()
+    one, two = sg.WorkflowExecutor(child, id="one"), sg.WorkflowExecutor(child, id="two")
+    with pytest.raises(sg.WorkflowDefinitionError, match="wrapped by both 'one' and 'two'"):
+        sg.WorkflowBuilder(start=one).add_edge(one, two).build()
+
+
+def test_shared_executor_between_parent_and_child_is_refused() -> None:
+    shared = subflows.Shout("shared")
+    child = sg.WorkflowBuilder(start=shared, name="child").build()
+    sub = sg.WorkflowExecutor(child, id="sub")
+    with pytest.raises(sg.WorkflowDefinitionError, match="appears twice.*'shared'.*'sub/shared'"):
+        sg.WorkflowBuilder(start=shared).add_edge(shared, sub).build()
+
+
+def test_child_graph_is_part_of_the_parent_signature() -> None:
+    first = subflows.with_child(subflows.shouting_child())
+    same = subflows.with_child(subflows.shouting_child())
+    other_child = sg.WorkflowBuilder(start=subflows.Shout("other-exec"), name="shout").build()
+    different = subflows.with_child(other_child)
+    assert first.signature == same.signature != different.signature
+
+
+def test_type_checks_see_through_the_child() -> None:
+    @sg.executor(id="ints")
+    async def ints(n: int) -> None: ...
+
+    sub = sg.WorkflowExecutor(subflows.shouting_child(), id="sub")
+    with pytest.raises(sg.WorkflowDefinitionError, match="sub -> ints.*str is sent"):
+        sg.WorkflowBuilder(start=sub).add_edge(sub, ints).build()
+
+
+async def test_checkpoint_resume_with_a_waiting_child(store: sg.CheckpointStore) -> None:
+    result = await subflows.three_levels(store).run("saved")
+    [pending] = result.pending_requests
+    fresh = subflows.three_levels(store)
+    done = await fresh.run(responses={pending.request_id: False}, checkpoint=result.last_checkpoint)
+    assert done.outputs == ["saved rejected"]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import stepgraph as sg
+    from tests import subflows
+
+    async def main(mode, path, *rest):
+        with sg.SqliteCheckpointStore(path) as store:
+            workflow = subflows.three_levels(store)
+            if mode == "ask":
+                result = await workflow.run("across")
+                [p] = result.pending_requests
+                print(json.dumps([result.last_checkpoint, p.request_id, result.status.value]))
+            else:
+                result = await workflow.run(responses={rest[1]: True}, checkpoint=rest[0])
+                print(json.dumps([result.outputs, result.status.value]))
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+def test_child_waiting_on_a_request_resumes_in_a_new_process(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    path = str(tmp_path / "nested.sqlite")
+
+    def call(*args: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, *args],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    checkpoint, request_id, status = call("ask", path)
+    assert status == "idle_with_pending_requests" and request_id.startswith("mid/inner/")
+    assert call("answer", path, checkpoint, request_id) == [["across accepted"], "idle"]
