@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +32,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sg.Checkpo
         sqlite = sg.SqliteCheckpointStore(tmp_path / "checkpoints.sqlite")
         yield sqlite
         sqlite.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(script: str, *args: str) -> Any:
+    """Run ``python -c script args...`` from the project root in a new
+    process; its stdout is one JSON document."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

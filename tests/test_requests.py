@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
-from tests.conftest import kinds
+from tests.conftest import kinds, run_script
 
 
 @dataclass(frozen=True)
@@ -218,21 +216,10 @@ SCRIPT = textwrap.dedent(
 
 
 def test_request_and_response_across_processes(tmp_path: Path) -> None:
-    import json
-
-    root = Path(__file__).resolve().parent.parent
     path = str(tmp_path / "hitl.sqlite")
 
     def call(*args: str) -> Any:
-        done = subprocess.run(
-            [sys.executable, "-c", SCRIPT, *args],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return run_script(SCRIPT, *args)
 
     asked = call("ask", path)
     assert asked["status"] == "idle_with_pending_requests"

@@ -4,9 +4,6 @@ failures, nesting, isolation, concurrency."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 
 import stepgraph as sg
 from tests import subflows
-from tests.conftest import warnings
+from tests.conftest import run_script, warnings
 from tests.subflows import Question
 
 
@@ -291,19 +288,10 @@ SCRIPT = textwrap.dedent(
 
 
 def test_child_waiting_on_a_request_resumes_in_a_new_process(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
     path = str(tmp_path / "nested.sqlite")
 
     def call(*args: str) -> Any:
-        done = subprocess.run(
-            [sys.executable, "-c", SCRIPT, *args],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return run_script(SCRIPT, *args)
 
     checkpoint, request_id, status = call("ask", path)
     assert status == "idle_with_pending_requests" and request_id.startswith("mid/inner/")

@@ -19,8 +19,8 @@ def _describe(event: Event) -> str:
     where = ""
     if event.superstep is not None:
         where += f" step={event.superstep}"
-    if event.executor_id is not None:
-        where += f" executor={event.executor_id}"
+    if event.executor_id is not None or event.workflow_path:
+        where += f" executor={event.path}"
     extra = ""
     if isinstance(event, OutputEvent):
         extra = f" data={event.data!r}"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ._core import ANY_SPEC, NEVER_SPEC, Contract, TypeSpec, TypeSpecError, WorkflowContext
+from ._core import Contract, TypeSpec, TypeSpecError, WorkflowContext, spec_of
 from ._exceptions import WorkflowDefinitionError
 
 __all__ = [
@@ -206,7 +206,7 @@ def _compiled(tp: Any, where: str) -> TypeSpec:
 
 def _contract(where: str, outputs: Any, wouts: Any) -> Contract:
     try:
-        return Contract(where, _spec(outputs), _spec(wouts))
+        return Contract(where, spec_of(outputs), spec_of(wouts))
     except TypeSpecError as exc:
         raise WorkflowDefinitionError(f"handler {where}: {exc}") from exc
 
@@ -266,14 +266,6 @@ def build_response_spec(
         takes_ctx=ctx_param is not None,
         order=order,
     )
-
-
-def _spec(tp: Any) -> TypeSpec:
-    if tp is Any:
-        return ANY_SPEC
-    if tp is typing.Never:
-        return NEVER_SPEC
-    return TypeSpec(tp)
 
 
 def _context_types(

@@ -23,8 +23,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._core import (
-    ANY_SPEC,
-    NEVER_SPEC,
     Contract,
     Event,
     OutputEvent,
@@ -33,6 +31,7 @@ from ._core import (
     RunState,
     TypeSpec,
     WorkflowContext,
+    spec_of,
 )
 from ._exceptions import RequestError, SubworkflowError, WorkflowDefinitionError, WorkflowRunError
 from ._executor import Executor
@@ -112,8 +111,8 @@ class WorkflowExecutor(Executor):
             sent = union_of([sent, SubworkflowRequest])
         contract = Contract(
             label,
-            _spec(sent),
-            _spec(outputs if self.forward_outputs else typing.Never),
+            spec_of(sent),
+            spec_of(outputs if self.forward_outputs else typing.Never),
         )
         specs = [
             HandlerSpec(
@@ -249,14 +248,6 @@ class WorkflowExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"<WorkflowExecutor id={self.id!r} workflow={self.workflow.name!r}>"
-
-
-def _spec(tp: Any) -> TypeSpec:
-    if tp is Any:
-        return ANY_SPEC
-    if tp is typing.Never:
-        return NEVER_SPEC
-    return TypeSpec(tp)
 
 
 def _child_outputs(child: Workflow) -> Any:

@@ -48,7 +48,15 @@ from ._requests import PendingRequest, Response
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, RunState, run_supersteps
 from ._state import StateView
-from ._typing import ANY_SPEC, NEVER_SPEC, TypeSpec, TypeSpecError, may_overlap, type_name
+from ._typing import (
+    ANY_SPEC,
+    NEVER_SPEC,
+    TypeSpec,
+    TypeSpecError,
+    may_overlap,
+    spec_of,
+    type_name,
+)
 
 __all__ = [
     "ANY_SPEC",
@@ -105,5 +113,6 @@ __all__ = [
     "may_overlap",
     "run_inbox",
     "run_supersteps",
+    "spec_of",
     "type_name",
 ]

@@ -20,7 +20,15 @@ import typing
 from collections.abc import Callable
 from typing import Any, NewType
 
-__all__ = ["ANY_SPEC", "NEVER_SPEC", "TypeSpec", "TypeSpecError", "may_overlap", "type_name"]
+__all__ = [
+    "ANY_SPEC",
+    "NEVER_SPEC",
+    "TypeSpec",
+    "TypeSpecError",
+    "may_overlap",
+    "spec_of",
+    "type_name",
+]
 
 _ANY_LIKE: tuple[Any, ...] = (Any, object)
 _NEVER_LIKE: tuple[Any, ...] = (typing.Never, typing.NoReturn)
@@ -225,6 +233,15 @@ def _rank(tp: Any, cls: type) -> tuple[int, int, int, int] | None:
 
 ANY_SPEC = TypeSpec(Any)
 NEVER_SPEC = TypeSpec(typing.Never)
+
+
+def spec_of(tp: Any) -> TypeSpec:
+    """The compiled spec of ``tp``, sharing the ``Any`` and ``Never`` ones."""
+    if tp is Any:
+        return ANY_SPEC
+    if tp is typing.Never:
+        return NEVER_SPEC
+    return TypeSpec(tp)
 
 
 def may_overlap(out_tp: Any, in_tp: Any) -> bool:
