@@ -1,44 +1,300 @@
-"""The console script runs the demo end to end."""
+"""The console script, run for real in subprocesses: exit codes, JSON events,
+resume and respond across invocations, drawings parsed back, checkpoints
+commands, Ctrl-C, and the live view in an 80x24 pseudo-terminal."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import stepgraph as sg
 from stepgraph import demo
+from tests import cli_flows
+
+ROOT = Path(__file__).resolve().parent.parent
+EXE = shutil.which("stepgraph")
+COMMAND = [EXE] if EXE else [sys.executable, "-m", "stepgraph"]
 
 
-def test_demo_command_prints_events_output_and_checkpoints(tmp_path: Path) -> None:
-    exe = shutil.which("stepgraph")
-    command = [exe, "demo"] if exe else [sys.executable, "-m", "stepgraph._cli", "demo"]
-    path = tmp_path / "demo.sqlite"
-    out = subprocess.run(
-        [*command, "--store", str(path)], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    lines = out.strip().splitlines()
-    assert lines[0].startswith("run_started")
-    assert "superstep_started    step=2" in out
-    assert lines[-2] == (
-        "output: Stepgraph runs in supersteps. Every executor has one inbox. "
-        "(2 review notes applied)"
+def cli(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
-    assert lines[-1].startswith(f"checkpoints: 4 saved to {path} (run ")
+
+
+def test_demo_runs_end_to_end_with_an_approval(tmp_path: Path) -> None:
+    path = tmp_path / "demo.sqlite"
+    done = cli("demo", "--store", str(path))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("approving automatically: Stepgraph runs") for line in lines)
+    assert (
+        "output: published: Stepgraph runs in supersteps. Every executor has one inbox. "
+        "(2 review notes applied)"
+    ) in lines
+    assert (
+        f"                   stepgraph run stepgraph.demo:build --store sqlite:{path} --resume latest"
+        in lines
+    )
+    assert lines[-1] == "draw it:           stepgraph viz stepgraph.demo:build"
 
     async def count() -> int:
         with sg.SqliteCheckpointStore(path) as store:
             return len(await store.list())
 
-    assert asyncio.run(count()) == 4
+    # First run: entry + 4 barriers; the answer: its entry + 1 barrier.
+    assert asyncio.run(count()) == 7
 
 
 async def test_demo_workflow_is_importable_and_keeps_executor_state() -> None:
     workflow = demo.build()
     first = await workflow.run("a topic")
-    second = await workflow.run("another")
-    assert first.status is sg.RunStatus.IDLE and len(second.outputs) == 1
+    assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    [pending] = first.pending_requests
+    second = await workflow.run(responses={pending.request_id: False})
+    assert second.outputs[0].startswith("held back: A topic runs")
+    await workflow.run("again")
     reviewer = workflow.executors["punctuation"]
     assert isinstance(reviewer, demo.Reviewer) and reviewer.reviews == 2
+
+
+def events_of(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_run_json_events_and_typed_input(tmp_path: Path) -> None:
+    done = cli(
+        "run",
+        "tests.cli_flows:pricing",
+        "--input",
+        '{"item": "pen", "quantity": 4}',
+        "--json",
+        "--no-store",
+    )
+    assert done.returncode == 0, done.stderr
+    events = events_of(done.stdout)
+    assert [e["kind"] for e in events] == [
+        "run_started",
+        "status",
+        "superstep_started",
+        "executor_invoked",
+        "output",
+        "executor_completed",
+        "superstep_completed",
+        "status",
+    ]
+    assert events[4]["data"] == "4 x pen = 10.00" and events[4]["path"] == "price"
+    assert events[-1]["status"] == "idle"
+
+
+def test_input_file_and_bad_input(tmp_path: Path) -> None:
+    source = tmp_path / "order.json"
+    source.write_text('{"item": "ink", "quantity": 2}')
+    done = cli("run", "tests.cli_flows:pricing", "--input-file", str(source), "--no-store")
+    assert done.returncode == 0 and "output: 2 x ink = 5.00" in done.stdout
+    bad = cli("run", "tests.cli_flows:pricing", "--input", '"text"', "--no-store")
+    assert bad.returncode == 1 and "does not fit the start executor 'price'" in bad.stderr
+    broken = cli("run", "tests.cli_flows:pricing", "--input", "{oops", "--no-store")
+    assert broken.returncode == 1 and "not valid JSON" in broken.stderr
+    missing = cli("run", "tests.nowhere:build", "--input", "1", "--no-store")
+    assert missing.returncode == 1 and "cannot import 'tests.nowhere'" in missing.stderr
+    shape = cli("run", "no-colon", "--input", "1")
+    assert shape.returncode == 1 and "MODULE:ATTR" in shape.stderr
+
+
+def test_failure_exit_code_names_the_executor() -> None:
+    done = cli("run", "tests.cli_flows:failing", "--input", '"x"', "--no-store")
+    assert done.returncode == 1
+    assert "failed (executor 'explode', superstep 1)" in done.stdout
+    assert "ValueError: cannot take 'x'" in done.stdout
+
+
+def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    first = cli("run", "tests.cli_flows:asking", "--input", '"alice"', "--store", store)
+    assert first.returncode == 2, first.stderr
+    command = next(
+        line.strip()
+        for line in first.stdout.splitlines()
+        if line.strip().startswith("stepgraph run")
+    )
+    match = re.search(r"--resume (\w+) --respond '(\S+)=true'", command)
+    assert match, command
+    second = cli(
+        "run",
+        "tests.cli_flows:asking",
+        "--store",
+        store,
+        "--resume",
+        match.group(1),
+        "--respond",
+        f"{match.group(2)}=false",
+        "--json",
+    )
+    assert second.returncode == 0, second.stderr
+    outputs = [e["data"] for e in events_of(second.stdout) if e["kind"] == "output"]
+    assert outputs == ["let alice through? no"]
+    again = cli(
+        "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{match.group(2)}=true"
+    )
+    assert again.returncode == 1 and "is not open" in again.stderr
+    wrong = cli(
+        "run",
+        "tests.cli_flows:asking",
+        "--store",
+        store,
+        "--resume",
+        match.group(1),
+        "--respond",
+        f'{match.group(2)}="maybe"',
+    )
+    assert wrong.returncode == 1 and "is not a bool" in wrong.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'slow.sqlite'}"
+    process = subprocess.Popen(
+        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", store, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    with process:
+        assert process.stdout is not None and process.stderr is not None
+        completed = 0
+        for line in process.stdout:
+            if json.loads(line)["kind"] == "superstep_completed":
+                completed += 1
+                if completed == 3:
+                    process.send_signal(signal.SIGINT)
+                    break
+        process.stdout.read()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=30) == 130
+    match = re.search(r"--resume (\w+)", stderr)
+    assert match, stderr
+    resumed = cli("run", "tests.cli_flows:slow", "--store", store, "--resume", "latest", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [e["data"] for e in events_of(resumed.stdout) if e["kind"] == "output"] == [12]
+
+
+def mermaid_counts(text: str) -> tuple[int, int]:
+    nodes = re.findall(r'^\s+n\d+(?:\["|\[\[")', text, re.M)
+    edges = re.findall(r"^\s+n\d+ (?:-->|-\.->|==>)", text, re.M)
+    return len(nodes), len(edges)
+
+
+def test_viz_mermaid_counts_match_the_graph(tmp_path: Path) -> None:
+    done = cli("viz", "tests.cli_flows:fancy")
+    assert done.returncode == 0, done.stderr
+    workflow = cli_flows.fancy()
+    arrows = sum(
+        len(e.targets) if e.kind != "fan_in" else len(e.sources) for e in workflow.graph.edges
+    )
+    assert mermaid_counts(done.stdout) == (len(workflow.executors), arrows)
+    # Punctuation-only differences stay distinct nodes; kinds look different.
+    assert {'["a-b"]', '["a.b"]', '["a_b"]', '[["sub"]]'} <= set(
+        re.findall(r'\[\[?"[^"]+"\]\]?', done.stdout)
+    )
+    assert "==>" in done.stdout and '-.->|"default"|' in done.stdout
+    demo_drawing = cli("viz", "stepgraph.demo:build", "-o", str(tmp_path / "demo.mmd"))
+    assert demo_drawing.returncode == 0
+    assert mermaid_counts((tmp_path / "demo.mmd").read_text()) == (5, 5)
+
+
+def test_viz_dot_and_svg(tmp_path: Path) -> None:
+    dot = cli("viz", "tests.cli_flows:fancy", "--format", "dot")
+    assert dot.returncode == 0 and dot.stdout.startswith('digraph "fancy" {')
+    workflow = cli_flows.fancy()
+    arrows = sum(
+        len(e.targets) if e.kind != "fan_in" else len(e.sources) for e in workflow.graph.edges
+    )
+    assert len(re.findall(r"^\s+n\d+ -> n\d+", dot.stdout, re.M)) == arrows == 8
+    assert shutil.which("dot"), "Graphviz is installed by .ci/run"
+    svg = cli("viz", "tests.cli_flows:fancy", "--format", "svg", "-o", str(tmp_path / "g.svg"))
+    assert svg.returncode == 0, svg.stderr
+    assert "<svg" in (tmp_path / "g.svg").read_text()
+    png = cli("viz", "tests.cli_flows:fancy", "--format", "png", "-o", str(tmp_path / "g.png"))
+    assert png.returncode == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_viz_without_graphviz_gives_a_hint(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    python_dir = str(Path(sys.executable).parent)
+    done = cli(
+        "viz", "tests.cli_flows:fancy", "--format", "svg", env={"PATH": f"{bare}:{python_dir}"}
+    )
+    assert done.returncode == 1 and "needs Graphviz's dot program" in done.stderr
+
+
+def test_checkpoints_commands(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'c.sqlite'}"
+    assert (
+        cli("run", "tests.cli_flows:asking", "--input", '"bob"', "--store", store).returncode == 2
+    )
+    listed = cli("checkpoints", "list", "--store", store)
+    assert listed.returncode == 0 and "idle_with_pending_requests" in listed.stdout
+    run_id = re.search(r"([0-9a-f]{32})", listed.stdout)
+    assert run_id
+    per_run = cli("checkpoints", "list", "--store", store, "--run", run_id.group(1))
+    ids = re.findall(r"([0-9a-f]{32})", per_run.stdout)
+    assert len(ids) == 2  # entry + one barrier
+    shown = cli("checkpoints", "show", ids[-1], "--store", store)
+    record = json.loads(shown.stdout)
+    assert record["status"] == "idle_with_pending_requests"
+    assert record["open_requests"][0]["executor"] == "gate"
+    assert cli("checkpoints", "delete", ids[0], "--store", store).returncode == 0
+    deleted = cli("checkpoints", "delete", "--run", run_id.group(1), "--store", store)
+    assert deleted.returncode == 0 and "(1 checkpoints)" in deleted.stdout
+    assert "no checkpoint" in cli("checkpoints", "show", ids[-1], "--store", store).stderr
+
+
+def test_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    store = f"sqlite:{tmp_path / 'tty.sqlite'}"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: become the CLI in the pseudo-terminal
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.environ.pop("NO_COLOR", None)
+        os.chdir(ROOT)
+        os.execvp(
+            COMMAND[0], [*COMMAND, "run", "tests.cli_flows:slow", "--input", "5", "--store", store]
+        )
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = screen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "superstep" in text and "tick" in text
+    assert "output: 12" in text and "status: idle" in text

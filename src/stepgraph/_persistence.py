@@ -379,6 +379,14 @@ class RunCodec:
             return source, Response(request, decode_value(entry[3], self.registry, path))
         raise CheckpointDecodeError(f"{path}: unknown entry kind {kind!r}")
 
+    def requests_of(self, checkpoint: Checkpoint) -> list[PendingRequest]:
+        """The requests open at ``checkpoint`` (without restoring anything)."""
+        self.check(checkpoint)
+        try:
+            return [self._pending(record) for record in checkpoint.body["requests"]]
+        except (KeyError, TypeError) as exc:
+            raise CheckpointDecodeError(f"checkpoint {checkpoint.id} is malformed: {exc}") from exc
+
     def hashes(self, checkpoint: Checkpoint) -> dict[str, str]:
         """The state key -> content hash map of ``checkpoint``."""
         return dict(checkpoint.body.get("state", {}))

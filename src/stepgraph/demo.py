@@ -1,8 +1,9 @@
 """The bundled demo: a review pipeline that runs offline.
 
 A writer drafts a text, two reviewers check it in parallel (one superstep,
-concurrently), a fan-in hands both reviews to the editor, who yields the final
-text. ``stepgraph demo`` runs it; ``build()`` returns a fresh workflow.
+concurrently), a fan-in hands both reviews to the editor, and a publisher asks
+a human to approve before it yields the final text. ``stepgraph demo`` runs
+it; ``build()`` returns a fresh workflow (``stepgraph viz stepgraph.demo:build``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from dataclasses import dataclass
 
 from ._builder import WorkflowBuilder
 from ._core import WorkflowContext
-from ._executor import Executor, executor, handler
+from ._executor import Executor, executor, handler, response_handler
 from ._workflow import Workflow
 
-__all__ = ["Draft", "Review", "build"]
+__all__ = ["Approval", "Draft", "Review", "build"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class Review:
     reviewer: str
     draft: Draft
     notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Approval:
+    text: str
 
 
 @executor(id="writer")
@@ -60,21 +66,37 @@ class Reviewer(Executor):
 
 
 @executor(id="editor")
-async def editor(reviews: list[Review], ctx: WorkflowContext[None, str]) -> None:
+async def editor(reviews: list[Review], ctx: WorkflowContext[str]) -> None:
     text = reviews[0].draft.text
     sentences = [s.strip() for s in text.rstrip(".").split(". ")]
     text = ". ".join(s[0].upper() + s[1:] for s in sentences) + "."
     applied = sum(len(r.notes) for r in reviews)
-    await ctx.yield_output(f"{text} ({applied} review notes applied)")
+    await ctx.send_message(f"{text} ({applied} review notes applied)")
+
+
+class Publisher(Executor):
+    """Asks a human before publishing."""
+
+    @handler
+    async def publish(self, text: str, ctx: WorkflowContext[None, str]) -> None:
+        await ctx.request_info(Approval(text), bool)
+
+    @response_handler
+    async def decided(
+        self, request: Approval, approved: bool, ctx: WorkflowContext[None, str]
+    ) -> None:
+        await ctx.yield_output(("published: " if approved else "held back: ") + request.text)
 
 
 def build() -> Workflow:
-    """A fresh demo workflow: writer -> [punctuation, capitals] -> editor."""
+    """A fresh demo workflow: writer -> [punctuation, capitals] -> editor -> publisher."""
     punctuation = Reviewer("punctuation", "punctuation")
     capitals = Reviewer("capitals", "capitals")
+    publisher = Publisher("publisher")
     return (
-        WorkflowBuilder(start=writer, name="review-pipeline", output_from=[editor])
+        WorkflowBuilder(start=writer, name="review-pipeline", output_from=[publisher])
         .add_fan_out(writer, [punctuation, capitals])
         .add_fan_in([punctuation, capitals], editor)
+        .add_edge(editor, publisher)
         .build()
     )

@@ -1,0 +1,147 @@
+"""Showing a run: JSON lines, and the live view."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .._core import (
+    Event,
+    ExecutorCompletedEvent,
+    ExecutorFailedEvent,
+    ExecutorInvokedEvent,
+    OutputEvent,
+    RequestInfoEvent,
+    StatusEvent,
+    SuperstepStartedEvent,
+    WarningEvent,
+    type_name,
+)
+
+__all__ = ["LiveView", "event_json", "jsonable"]
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly rendering of a value (for display, not for storage)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return jsonable(dump(mode="json"))
+    if isinstance(value, type) or hasattr(value, "__origin__"):
+        return type_name(value)
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return repr(value)
+
+
+def event_json(event: Event) -> str:
+    """One event as one line of JSON."""
+    record: dict[str, Any] = {"kind": event.kind}
+    for field in dataclasses.fields(event):
+        record[field.name] = jsonable(getattr(event, field.name))
+    record["workflow_path"] = list(event.workflow_path)
+    record["path"] = event.path
+    return json.dumps(record)
+
+
+class LiveView:
+    """Superstep counter, executors running (with elapsed time), outputs as
+    they arrive and warnings, redrawn in place on a terminal."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self.console = console
+        self.title = title
+        self.started = time.monotonic()
+        self.superstep = 0
+        self.running: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.outputs: list[Any] = []
+        self.warnings: list[str] = []
+        self.requests: list[RequestInfoEvent] = []
+        self.status = "in_progress"
+        self.failure: ExecutorFailedEvent | None = None
+        self.closing = False
+        # On a terminal the view redraws in place; elsewhere (pipes, CI logs)
+        # nothing is drawn while running and the summary says what happened.
+        self._live = (
+            Live(console=console, refresh_per_second=8, transient=False, auto_refresh=True)
+            if console.is_terminal
+            else None
+        )
+
+    def __enter__(self) -> LiveView:
+        if self._live is not None:
+            self._live.update(self)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closing = True  # the summary after the view prints the outputs in full
+        if self._live is not None:
+            self._live.update(self)
+            self._live.__exit__(None, None, None)
+
+    def handle(self, event: Event) -> None:
+        path = event.path
+        if isinstance(event, SuperstepStartedEvent) and not event.workflow_path:
+            self.superstep = event.superstep or 0
+        elif isinstance(event, ExecutorInvokedEvent):
+            self.running[path] = time.monotonic()
+        elif isinstance(event, ExecutorCompletedEvent):
+            self.running.pop(path, None)
+            self.finished[path] = self.finished.get(path, 0.0) + event.duration
+        elif isinstance(event, ExecutorFailedEvent):
+            self.running.pop(path, None)
+            self.failure = self.failure or event
+        elif isinstance(event, OutputEvent) and not event.workflow_path:
+            self.outputs.append(event.data)
+        elif isinstance(event, WarningEvent):
+            self.warnings.append(f"{path}: {event.message}")
+        elif isinstance(event, RequestInfoEvent) and not event.workflow_path:
+            self.requests.append(event)
+        elif isinstance(event, StatusEvent) and not event.workflow_path:
+            self.status = event.status.value
+
+    def __rich__(self) -> Group:
+        now = time.monotonic()
+        head = Text.assemble(
+            (self.title, "bold"),
+            f"  superstep {self.superstep}  ",
+            (self.status, "cyan"),
+            f"  {now - self.started:.1f} s",
+        )
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+        table.add_column("executor", overflow="fold")
+        table.add_column("state")
+        table.add_column("time", justify="right")
+        for path, since in self.running.items():
+            table.add_row(path, Text("running", "yellow"), f"{now - since:.2f} s")
+        shown = list(self.finished.items())[-8:]
+        for path, total in shown:
+            if path not in self.running:
+                table.add_row(path, Text("done", "green"), f"{total:.3f} s")
+        parts: list[Any] = [head, table]
+        if self.closing:
+            return Group(*parts)
+        for output in self.outputs[-5:]:
+            parts.append(Text(f"output: {output}", "bold green", overflow="ellipsis", no_wrap=True))
+        for warning in self.warnings[-3:]:
+            parts.append(Text(f"warning: {warning}", "yellow", overflow="fold"))
+        return Group(*parts)

@@ -1,0 +1,110 @@
+"""Workflows for the CLI tests, named on the command line as tests.cli_flows:NAME."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import stepgraph as sg
+
+
+@dataclass(frozen=True)
+class Order:
+    item: str
+    quantity: int
+
+
+@sg.executor(id="price")
+async def price(order: Order, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await ctx.yield_output(f"{order.quantity} x {order.item} = {order.quantity * 2.5:.2f}")
+
+
+def pricing() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=price, name="pricing").build()
+
+
+@sg.executor(id="tick")
+async def tick(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await asyncio.sleep(0.15)
+    if n < 12:
+        await ctx.send_message(n + 1)
+    else:
+        await ctx.yield_output(n)
+
+
+def slow() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=tick, name="slow").add_edge(tick, tick).build()
+
+
+@sg.executor(id="explode")
+async def explode(text: str) -> None:
+    raise ValueError(f"cannot take {text!r}")
+
+
+def failing() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=explode, name="failing").build()
+
+
+@dataclass(frozen=True)
+class Confirm:
+    question: str
+
+
+class Gate(sg.Executor):
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Confirm(f"let {text} through?"), bool)
+
+    @sg.response_handler
+    async def answered(self, c: Confirm, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{c.question} {'yes' if ok else 'no'}")
+
+
+def asking() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=Gate("gate"), name="asking").build()
+
+
+def _is_small(n: int) -> bool:
+    return n < 10
+
+
+@sg.executor(id="route.me")
+async def route(n: int) -> int:
+    return n
+
+
+def _child() -> sg.Workflow:
+    @sg.executor(id="inner")
+    async def inner(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+    return sg.WorkflowBuilder(start=inner, name="child").build()
+
+
+def fancy() -> sg.Workflow:
+    """Every edge kind, a sub-workflow, and ids that differ only by punctuation."""
+
+    def sink(eid: str) -> sg.FunctionExecutor:
+        async def take(n: int, ctx: sg.WorkflowContext[int]) -> None:
+            await ctx.send_message(n)
+
+        return sg.executor(id=eid)(take)
+
+    a_b, a_dot_b, a_under_b = sink("a-b"), sink("a.b"), sink("a_b")
+    joined, last = sink("join"), sink("last")
+
+    @sg.executor(id="end")
+    async def end(values: list[int]) -> None: ...
+
+    # "last" forwards ints but has nowhere to send them: that is a runtime warning,
+    # not a build error, and the drawing does not care.
+    sub = sg.WorkflowExecutor(_child(), id="sub")
+    return (
+        sg.WorkflowBuilder(start=route, name="fancy")
+        .add_switch(route, [sg.Case(_is_small, a_b), sg.Default(a_dot_b)])
+        .add_edge(route, a_under_b, condition=lambda n: n > 100)
+        .add_fan_out(a_b, [joined, sub])
+        .add_fan_in([a_dot_b, a_under_b], end)
+        .add_multi_select(joined, [last], lambda n, targets: [])
+        .build()
+    )
