@@ -12,6 +12,25 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
     "hello.py": "HELLO, WORLD!\n",
+    "map_reduce.py": "the: 4\nand: 2\ninbox: 2\n",
+    "switch_routing.py": (
+        "oncall   <- Site is down\n"
+        "billing  <- Refund for March invoice\n"
+        "support  <- How do I export?\n"
+    ),
+    "loop.py": "guess 50: lower\nguess 24: higher\nguess 37: found\n",
+    "approval.py": "waiting for approval of 420.00\napproved 420.00 for dana\n",
+    "crash_resume.py": (
+        "child process exited with signal 9\n"
+        "crashed run stopped after superstep 2; resuming\n"
+        "finished steps [1, 2, 3, 4, 5]\n"
+    ),
+    "multi_agent.py": (
+        "critique: [facts] ok\n"
+        "critique: [tone] more friendly, please\n"
+        "critique: [length] ok\n"
+        "final: Draft about workflow engines: supersteps make agents predictable and friendly.\n"
+    ),
 }
 
 

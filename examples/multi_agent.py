@@ -1,0 +1,100 @@
+"""A multi-agent pipeline driven by a deterministic fake model (runs offline).
+
+A writer drafts, three reviewers critique the draft in parallel, and an
+editor revises it with all reviews (a fan-in). Swap ``FakeModel`` for a real
+client to use an LLM; the workflow does not change.
+
+    python examples/multi_agent.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import stepgraph as sg
+
+
+class FakeModel:
+    """Answers prompts with canned, deterministic text."""
+
+    async def complete(self, role: str, prompt: str) -> str:
+        await asyncio.sleep(0.01)  # pretend to wait for a network
+        if role == "writer":
+            return f"Draft about {prompt}: supersteps make agents predictable."
+        if role.startswith("reviewer"):
+            focus = role.split(":", 1)[1]
+            return f"[{focus}] {'ok' if focus != 'tone' else 'more friendly, please'}"
+        return prompt.replace("predictable", "predictable and friendly")
+
+
+@dataclass(frozen=True)
+class Draft:
+    text: str
+
+
+@dataclass(frozen=True)
+class Critique:
+    focus: str
+    note: str
+    draft: Draft
+
+
+class Writer(sg.Executor):
+    def __init__(self, model: FakeModel) -> None:
+        super().__init__("writer")
+        self.model = model
+
+    @sg.handler
+    async def write(self, topic: str, ctx: sg.WorkflowContext[Draft]) -> None:
+        await ctx.send_message(Draft(await self.model.complete("writer", topic)))
+
+
+class Reviewer(sg.Executor):
+    def __init__(self, focus: str, model: FakeModel) -> None:
+        super().__init__(f"review-{focus}")
+        self.focus = focus
+        self.model = model
+
+    @sg.handler
+    async def review(self, draft: Draft, ctx: sg.WorkflowContext[Critique]) -> None:
+        note = await self.model.complete(f"reviewer:{self.focus}", draft.text)
+        await ctx.send_message(Critique(self.focus, note, draft))
+
+
+class Editor(sg.Executor):
+    def __init__(self, model: FakeModel) -> None:
+        super().__init__("editor")
+        self.model = model
+
+    @sg.handler
+    async def edit(self, critiques: list[Critique], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        for critique in critiques:
+            await ctx.add_event(sg.UserEvent(kind="critique", data=critique.note))
+        revised = await self.model.complete("editor", critiques[0].draft.text)
+        await ctx.yield_output(revised)
+
+
+def build(model: FakeModel | None = None) -> sg.Workflow:
+    model = model or FakeModel()
+    writer = Writer(model)
+    reviewers = [Reviewer(focus, model) for focus in ("facts", "tone", "length")]
+    editor = Editor(model)
+    return (
+        sg.WorkflowBuilder(start=writer, name="newsroom")
+        .add_fan_out(writer, reviewers)
+        .add_fan_in(reviewers, editor)
+        .build()
+    )
+
+
+async def main() -> None:
+    async for event in build().stream("workflow engines"):
+        if event.kind == "critique":
+            print(f"critique: {event.data}")  # type: ignore[attr-defined]
+        elif isinstance(event, sg.OutputEvent):
+            print(f"final: {event.data}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
