@@ -267,21 +267,19 @@ def test_checkpoints_commands(tmp_path: Path) -> None:
     assert "no checkpoint" in cli("checkpoints", "show", ids[-1], "--store", store).stderr
 
 
-def test_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
+def run_in_pty(argv: list[str], answer: bytes | None = None) -> tuple[int, str]:
+    """Run the CLI in an 80x24 pseudo-terminal; type ``answer`` at the first
+    prompt. Returns (exit code, everything the terminal showed)."""
     import fcntl
     import pty
     import struct
     import termios
 
-    store = f"sqlite:{tmp_path / 'tty.sqlite'}"
     pid, fd = pty.fork()
     if pid == 0:  # child: become the CLI in the pseudo-terminal
         os.environ["PYTHONPATH"] = str(ROOT)
-        os.environ.pop("NO_COLOR", None)
         os.chdir(ROOT)
-        os.execvp(
-            COMMAND[0], [*COMMAND, "run", "tests.cli_flows:slow", "--input", "5", "--store", store]
-        )
+        os.execvp(COMMAND[0], [*COMMAND, *argv])
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     screen = b""
     while True:
@@ -292,9 +290,24 @@ def test_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
         if not chunk:
             break
         screen += chunk
+        if answer is not None and b"?" in chunk and b"[Y/n]" in screen:
+            os.write(fd, answer)
+            answer = None
     _, status = os.waitpid(pid, 0)
     os.close(fd)
-    text = screen.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
-    assert "superstep" in text and "tick" in text
+    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
+
+
+def test_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'tty.sqlite'}"
+    code, text = run_in_pty(["run", "tests.cli_flows:slow", "--input", "5", "--store", store])
+    assert code == 0, text
+    assert "superstep" in text and "tick" in text and "running" in text
     assert "output: 12" in text and "status: idle" in text
+
+
+def test_demo_asks_on_a_terminal(tmp_path: Path) -> None:
+    code, text = run_in_pty(["demo", "--store", str(tmp_path / "d.sqlite")], answer=b"n\r")
+    assert code == 0, text
+    assert "Publish 'Stepgraph runs in supersteps." in text
+    assert "output: held back: Stepgraph runs" in text
