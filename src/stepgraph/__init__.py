@@ -22,6 +22,7 @@ from ._core import FailedEvent as FailedEvent
 from ._core import LocalBackend as LocalBackend
 from ._core import OutputEvent as OutputEvent
 from ._core import PendingRequest as PendingRequest
+from ._core import Placement as Placement
 from ._core import RequestInfoEvent as RequestInfoEvent
 from ._core import RetryPolicy as RetryPolicy
 from ._core import RunStartedEvent as RunStartedEvent
@@ -59,6 +60,7 @@ from ._executor import executor as executor
 from ._executor import handler as handler
 from ._executor import response_handler as response_handler
 from ._persistence import CheckpointConfig as CheckpointConfig
+from ._ray import RayBackend as RayBackend
 from ._subworkflow import SubworkflowRequest as SubworkflowRequest
 from ._subworkflow import SubworkflowResponse as SubworkflowResponse
 from ._subworkflow import WorkflowExecutor as WorkflowExecutor
@@ -97,6 +99,8 @@ __all__ = [
     "Never",
     "OutputEvent",
     "PendingRequest",
+    "Placement",
+    "RayBackend",
     "RequestError",
     "RequestInfoEvent",
     "RetryPolicy",

@@ -240,6 +240,8 @@ class WorkflowBuilder:
                 retry=ex.retry,
                 timeout=ex.timeout,
                 responds=ex.responds if ex.handles_responses else None,
+                host=ex,
+                placement=ex.placement,
             )
             for i, (eid, ex) in enumerate(executors.items())
         }

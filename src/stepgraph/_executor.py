@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 
 from ._core import (
     MessageTypeError,
+    Placement,
     RequestError,
     Response,
     RetryPolicy,
@@ -120,6 +121,7 @@ class Executor:
     id: str
     retry: RetryPolicy | None
     timeout: float | None
+    placement: Placement | None
 
     def __init__(
         self,
@@ -127,6 +129,7 @@ class Executor:
         *,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        placement: Placement | None = None,
     ) -> None:
         if id is None:
             id = type(self).__name__
@@ -143,6 +146,7 @@ class Executor:
         self.id = id
         self.retry = retry
         self.timeout = timeout
+        self.placement = placement
         specs = self._handler_specs()
         if not specs:
             raise WorkflowDefinitionError(
@@ -294,6 +298,22 @@ class Executor:
             return specs[0]
         return specs
 
+    # -- distributed backends ------------------------------------------------
+
+    _ENGINE_ATTRIBUTES = frozenset(
+        {"_specs", "_calls", "_dispatch", "_response_specs", "_response_dispatch", "func", "_spec"}
+    )
+
+    def _user_state(self) -> dict[str, Any]:
+        """The instance attributes a remote copy may have changed (engine
+        tables excluded): what a distributed backend brings back after a run."""
+        return {k: v for k, v in vars(self).items() if k not in self._ENGINE_ATTRIBUTES}
+
+    def _set_user_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key not in self._ENGINE_ATTRIBUTES:
+                setattr(self, key, value)
+
     # -- checkpoints -----------------------------------------------------------
 
     def snapshot(self) -> Any:
@@ -387,6 +407,7 @@ class FunctionExecutor(Executor):
         workflow_output: TypeArg = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        placement: Placement | None = None,
     ) -> None:
         if not callable(func):
             raise WorkflowDefinitionError(f"@executor applied to non-callable {func!r}")
@@ -399,7 +420,7 @@ class FunctionExecutor(Executor):
             is_method=False,
             order=0,
         )
-        super().__init__(name, retry=retry, timeout=timeout)
+        super().__init__(name, retry=retry, timeout=timeout, placement=placement)
 
     def _handler_specs(self) -> tuple[HandlerSpec, ...]:  # type: ignore[override]
         return (self._spec,)
@@ -428,6 +449,7 @@ def executor(
     workflow_output: TypeArg = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
+    placement: Placement | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionExecutor]: ...
 def executor(
     func: Callable[..., Any] | None = None,
@@ -439,6 +461,7 @@ def executor(
     workflow_output: TypeArg = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
+    placement: Placement | None = None,
 ) -> FunctionExecutor | Callable[[Callable[..., Any]], FunctionExecutor]:
     """Turn a function (async, or sync run in a worker thread) into an executor.
 
@@ -455,6 +478,7 @@ def executor(
             workflow_output=workflow_output,
             retry=retry,
             timeout=timeout,
+            placement=placement,
         )
 
     return decorate(func) if func is not None else decorate

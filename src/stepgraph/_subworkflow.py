@@ -26,6 +26,7 @@ from ._core import (
     Contract,
     Event,
     OutputEvent,
+    Placement,
     Response,
     RetryPolicy,
     RunState,
@@ -88,6 +89,7 @@ class WorkflowExecutor(Executor):
         intercept_requests: bool = False,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        placement: Placement | None = None,
     ) -> None:
         if not isinstance(workflow, Workflow):
             raise WorkflowDefinitionError(
@@ -98,7 +100,12 @@ class WorkflowExecutor(Executor):
         self.intercept_requests = intercept_requests
         self._runs: dict[str, RunState] = {}  # suspended child runs, by child run id
         self._routes: dict[str, tuple[str, str]] = {}  # our request id -> (child run, request)
-        super().__init__(id if id is not None else workflow.name, retry=retry, timeout=timeout)
+        super().__init__(
+            id if id is not None else workflow.name,
+            retry=retry,
+            timeout=timeout,
+            placement=placement,
+        )
 
     # -- what it looks like from the parent -------------------------------------
 

@@ -272,14 +272,15 @@ class Workflow:
                 output_ids=self._output_ids,
                 responders=self._responders,
             )
-            status = await run_supersteps(
-                self._graph,
-                scope,
-                backend if backend is not None else LocalBackend(),
-                run,
-                self._max_supersteps,
-                recorder,
-            )
+            runner = backend if backend is not None else LocalBackend()
+            try:
+                status = await run_supersteps(
+                    self._graph, scope, runner, run, self._max_supersteps, recorder
+                )
+            finally:
+                finish = getattr(runner, "finish_run", None)  # distributed backends
+                if finish is not None:
+                    await asyncio.shield(finish())
             last = recorder.last_id if recorder is not None else None
             if run.requests:
                 self._suspended = _Suspended(run_id, run, last)

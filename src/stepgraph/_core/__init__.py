@@ -43,7 +43,7 @@ from ._graph import (
     Node,
     SwitchEdge,
 )
-from ._policy import RetryPolicy
+from ._policy import Placement, RetryPolicy
 from ._requests import PendingRequest, Response
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, RunState, run_supersteps
@@ -87,6 +87,7 @@ __all__ = [
     "Outbox",
     "OutputEvent",
     "PendingRequest",
+    "Placement",
     "RequestError",
     "RequestInfoEvent",
     "Response",

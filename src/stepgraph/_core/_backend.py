@@ -53,7 +53,9 @@ class Backend(Protocol):
     """Runs inboxes. Must return one :class:`Outbox` per batch, in batch order,
     or raise :class:`ExecutorFailure` (first failure first in
     ``Superstep.failures``); must leave nothing running when it returns or
-    raises, including on cancellation."""
+    raises, including on cancellation. A backend may also define
+    ``async finish_run()``, awaited when a run ends however it ends (a
+    distributed backend brings executor state back and tears down there)."""
 
     async def run_superstep(self, work: Superstep) -> list[Outbox]: ...
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._context import WorkflowContext
-from ._policy import RetryPolicy
+from ._policy import Placement, RetryPolicy
 
 __all__ = [
     "DirectEdge",
@@ -41,6 +41,10 @@ class Node:
     timeout: float | None = None
     # Whether a response handler exists for (request, response type); None: none.
     responds: Callable[[Any, Any], bool] | None = None
+    # For distributed backends: the object that hosts the handlers, and where
+    # it may run.
+    host: Any = None
+    placement: Placement | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

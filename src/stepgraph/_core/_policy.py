@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy"]
+__all__ = ["Placement", "RetryPolicy"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,3 +42,26 @@ class RetryPolicy:
 
     def should_retry(self, exc: BaseException) -> bool:
         return isinstance(exc, self.retry_on)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Placement:
+    """Where a distributed backend may run an executor: CPUs, GPUs, custom
+    resources (e.g. ``{"gpu_node": 1}``) and a runtime environment. The local
+    backend ignores it."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    resources: dict[str, float] | None = None
+    runtime_env: dict[str, object] | None = None
+
+    def merged(self, other: Placement | None) -> Placement:
+        """These settings, with ``other``'s filled in where these are unset."""
+        if other is None:
+            return self
+        return Placement(
+            num_cpus=self.num_cpus if self.num_cpus is not None else other.num_cpus,
+            num_gpus=self.num_gpus if self.num_gpus is not None else other.num_gpus,
+            resources=self.resources if self.resources is not None else other.resources,
+            runtime_env=self.runtime_env if self.runtime_env is not None else other.runtime_env,
+        )

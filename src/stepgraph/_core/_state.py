@@ -91,6 +91,8 @@ class StateView:
             if value is not DELETED and key not in self._committed:
                 yield key
 
+    __iter__ = keys
+
 
 def commit_writes(committed: dict[str, Any], writes: list[tuple[str, dict[str, Any]]]) -> None:
     """Apply each executor's writes, ``[(executor_id, {key: value})]``, in

@@ -1,0 +1,267 @@
+"""``RayBackend``: run each executor in a Ray actor, same scheduler, same
+guarantees.
+
+Per superstep the scheduler (on the driver) makes **one call per non-empty
+inbox**, carrying the whole ordered inbox; the actor processes it serially
+with the same code as the local backend (``run_inbox``, on a private event
+loop inside a synchronous actor method) and returns the executor's outbox and
+events. Ordering, serial processing and the barrier therefore never rest on
+Ray's call ordering. Shared state reaches the actors through the object store,
+put again only when a barrier changed it.
+
+Actors are created when first needed in a run and reused for its supersteps;
+when the run ends (however it ends) each executor's attributes are brought
+back into the driver's executor object — so instance state persists across
+runs as it does locally — and every actor is killed.
+
+Events from an actor reach ``stream()`` when its inbox batch returns (the
+local backend emits them as they happen within a batch).
+
+Ray is an optional extra: ``pip install 'stepgraph[ray]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._core import (
+    Event,
+    ExecutorFailure,
+    Inbox,
+    Node,
+    Outbox,
+    Placement,
+    RunScope,
+    Superstep,
+    run_inbox,
+)
+from ._exceptions import WorkflowRunError
+
+__all__ = ["RayBackend"]
+
+_INSTALL_HINT = "the Ray backend needs Ray: pip install 'stepgraph[ray]'"
+
+
+def _ray() -> Any:
+    # Keep every address on loopback and usage stats off (before importing ray).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(_INSTALL_HINT) from exc
+    return ray
+
+
+class _Host:
+    """The actor body: hosts one executor for one run (a synchronous actor, so
+    Ray runs its calls one at a time and in order)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.loop = asyncio.new_event_loop()
+
+    def where(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    def process(
+        self,
+        step: int,
+        scope: dict[str, Any],
+        inbox: Inbox,
+        committed: Mapping[str, Any],
+    ) -> tuple[Outbox | None, list[Event], BaseException | None, dict[str, Any]]:
+        events: list[Event] = []
+        run_scope = RunScope(
+            run_id=scope["run_id"],
+            workflow_name=scope["workflow"],
+            strict=scope["strict"],
+            emit=events.append,
+            executor_ids=scope["executor_ids"],
+            output_ids=scope["output_ids"],
+            responders={self.node.id: self.node.responds},
+        )
+        work = Superstep(step, run_scope, [(self.node, inbox)], committed)
+        try:
+            outbox = self.loop.run_until_complete(run_inbox(work, self.node, inbox))
+        except ExecutorFailure as failure:
+            return None, events, failure.cause, self._state()
+        return outbox, events, None, self._state()
+
+    def _state(self) -> dict[str, Any]:
+        # The executor's attributes after this batch: the driver keeps the
+        # latest, so nothing needs asking of an actor that is being torn down.
+        host = self.node.host
+        return dict(host._user_state()) if host is not None else {}
+
+
+class RayBackend:
+    """Run a workflow's executors on a Ray cluster::
+
+        backend = RayBackend()                       # a local cluster on loopback
+        backend = RayBackend(address="127.0.0.1:6379")
+        result = await workflow.run(x, backend=backend)
+        backend.shutdown()                           # if it started the cluster
+
+    ``placement`` sets :class:`Placement` per executor id (overriding the
+    executor's own ``placement``); ``default`` applies to the rest. The default
+    asks for no CPU, so any number of actors fit on a small machine.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        placement: Mapping[str, Placement] | None = None,
+        default: Placement | None = None,
+        init_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._ray = _ray()
+        self.address = address
+        self.placement = dict(placement or {})
+        self.default = default or Placement(num_cpus=0)
+        self._init_options = dict(init_options or {})
+        self._started = False
+        self._actors: dict[str, Any] = {}  # executor id -> actor handle (this run)
+        self._nodes: dict[str, str] = {}  # executor id -> Ray node id (this run)
+        self.last_run_nodes: dict[str, str] = {}  # the same, for the last finished run
+        self._hosts: dict[str, Node] = {}
+        self._states: dict[str, dict[str, Any]] = {}  # executor id -> latest attributes
+        self._state_ref: Any = None
+        self._state_dirty = True
+        self._actor_class: Any = None
+
+    # -- cluster -------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        ray = self._ray
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            options.update(self._init_options)
+            ray.init(address=self.address or "local", **options)
+            self._started = True
+        if self._actor_class is None:
+            self._actor_class = ray.remote(_Host)
+
+    def shutdown(self) -> None:
+        """Stop the Ray instance this backend started (no-op otherwise)."""
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._started = False
+        self._actor_class = None
+
+    # -- runs --------------------------------------------------------------------
+
+    def _placement(self, node: Node) -> Placement:
+        chosen = self.placement.get(node.id) or node.placement or self.default
+        return chosen.merged(self.default)
+
+    async def _actor(self, node: Node) -> Any:
+        actor = self._actors.get(node.id)
+        if actor is not None:
+            return actor
+        self._connect()
+        place = self._placement(node)
+        options: dict[str, Any] = {"num_cpus": place.num_cpus or 0, "max_restarts": 0}
+        if place.num_gpus:
+            options["num_gpus"] = place.num_gpus
+        if place.resources:
+            options["resources"] = dict(place.resources)
+        if place.runtime_env:
+            options["runtime_env"] = dict(place.runtime_env)
+        actor = self._actor_class.options(**options).remote(node)
+        self._actors[node.id] = actor
+        self._hosts[node.id] = node
+        self._nodes[node.id] = await actor.where.remote()
+        return actor
+
+    async def run_superstep(self, work: Superstep) -> list[Outbox]:
+        ray = self._ray
+        self._connect()
+        if self._state_ref is None or self._state_dirty:
+            self._state_ref = ray.put(dict(work.committed))
+        scope = _scope_of(work.scope)
+        # Start every actor first, so that the inboxes really run side by side.
+        await asyncio.gather(*(self._actor(node) for node, _ in work.batches))
+        results: list[Outbox | None] = [None] * len(work.batches)
+
+        async def one(index: int, node: Node, inbox: Inbox) -> None:
+            results[index] = await self._call(work, scope, node, inbox)
+
+        async with asyncio.TaskGroup() as group:
+            for index, (node, inbox) in enumerate(work.batches):
+                group.create_task(one(index, node, inbox))
+        outboxes = [o for o in results if o is not None]
+        self._state_dirty = any(o.writes for o in outboxes)
+        return outboxes
+
+    async def _call(
+        self, work: Superstep, scope: dict[str, Any], node: Node, inbox: Inbox
+    ) -> Outbox:
+        ray = self._ray
+        attempts = node.retry.attempts if node.retry is not None else 1
+        for attempt in range(1, attempts + 1):
+            actor = await self._actor(node)
+            try:
+                outbox, events, cause, state = await actor.process.remote(
+                    work.number, scope, inbox, self._state_ref
+                )
+            except ray.exceptions.RayActorError as exc:
+                where = self._nodes.get(node.id, "unknown")
+                self._actors.pop(node.id, None)
+                lost = WorkflowRunError(
+                    f"the Ray actor of executor {node.id!r} on node {where} died during "
+                    f"superstep {work.number}: {type(exc).__name__}",
+                    executor_id=node.id,
+                    superstep=work.number,
+                )
+                lost.__cause__ = exc
+                if attempt < attempts:
+                    continue  # the lost batch re-runs on a fresh actor
+                failure = ExecutorFailure(node.id, work.number, lost)
+                work.failures.append(failure)
+                raise failure from exc
+            self._states[node.id] = state
+            emit = work.scope.emit
+            for event in events:
+                emit(event)
+            if cause is not None:
+                failure = ExecutorFailure(node.id, work.number, cause)
+                work.failures.append(failure)
+                raise failure from cause
+            assert isinstance(outbox, Outbox)
+            return outbox
+        raise AssertionError("unreachable")
+
+    async def finish_run(self) -> None:
+        """Bring executor state back to the driver, then kill every actor
+        (at once: a handler still running after a failure or cancellation does
+        not outlive the run)."""
+        ray = self._ray
+        actors, self._actors = self._actors, {}
+        hosts, self._hosts = self._hosts, {}
+        states, self._states = self._states, {}
+        self.last_run_nodes, self._nodes = self._nodes, {}
+        self._state_ref = None
+        self._state_dirty = True
+        for executor_id, state in states.items():
+            host = hosts[executor_id].host if executor_id in hosts else None
+            if host is not None:
+                host._set_user_state(state)
+        for actor in actors.values():
+            ray.kill(actor, no_restart=True)
+
+
+def _scope_of(scope: RunScope) -> dict[str, Any]:
+    return {
+        "run_id": scope.run_id,
+        "workflow": scope.workflow_name,
+        "strict": scope.strict,
+        "executor_ids": scope.executor_ids,
+        "output_ids": scope.output_ids,
+    }

@@ -1,0 +1,240 @@
+"""The engine's semantics, run on every backend: the same tests for the local
+asyncio backend and the Ray backend (a real local Ray cluster on loopback).
+
+Handlers here communicate only through messages, outputs and state — never
+through shared memory — so they mean the same whether they run in this
+process or in Ray actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests import subflows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def ray_backend() -> Iterator[sg.RayBackend]:
+    backend = sg.RayBackend(
+        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+    )
+    yield backend
+    backend.shutdown()
+
+
+@pytest.fixture(params=["local", "ray"])
+def backend(request: pytest.FixtureRequest) -> sg.Backend:
+    if request.param == "local":
+        return sg.LocalBackend()
+    return request.getfixturevalue("ray_backend")  # type: ignore[no-any-return]
+
+
+def alive_actors() -> int:
+    """Actors alive in the Ray cluster (asked of Ray's control store, which
+    needs no dashboard); a moment is allowed for kills to land."""
+    import ray
+    from ray._private import state
+
+    if not ray.is_initialized():
+        return 0
+    for _ in range(50):
+        alive = [a for a in state.actors().values() if a["State"] == "ALIVE"]
+        if not alive:
+            return 0
+        time.sleep(0.1)
+    return len(alive)
+
+
+@sg.executor(id="split")
+async def split(items: list[Any], ctx: sg.WorkflowContext[Any]) -> None:
+    for item in items:
+        await ctx.send_message(item)
+
+
+class Timed(sg.Executor):
+    """Yields (id, item, start, end) so tests can check overlap from outputs."""
+
+    def __init__(self, id: str, delay: float, jitter: bool = False) -> None:
+        super().__init__(id)
+        self.delay = delay
+        self.jitter = jitter
+        self.calls = 0
+
+    @sg.handler
+    async def on(self, item: Any, ctx: sg.WorkflowContext[Any, Any]) -> None:
+        self.calls += 1
+        started = time.time()
+        await asyncio.sleep(self.delay * (random.random() if self.jitter else 1))
+        await ctx.yield_output((self.id, item, started, time.time(), self.calls))
+        await ctx.send_message(item)
+
+
+async def test_serial_inbox_and_deterministic_order(backend: sg.Backend) -> None:
+    target = Timed("target", 0.05)
+    a, b = Timed("a", 0.02, jitter=True), Timed("b", 0.02, jitter=True)
+    workflow = (
+        sg.WorkflowBuilder(start=split)
+        .add_fan_out(split, [a, b])
+        .add_edge(a, target)
+        .add_edge(b, target)
+        .build()
+    )
+    result = await workflow.run([1, 2], backend=backend)
+    calls = sorted((o for o in result.outputs if o[0] == "target"), key=lambda o: o[2])
+    assert [o[1] for o in calls] == [1, 2, 1, 2]  # a's messages, then b's
+    assert all(x[3] <= y[2] for x, y in itertools.pairwise(calls))  # never overlapping
+
+
+async def test_concurrency_across_executors(backend: sg.Backend) -> None:
+    sleepers = [Timed(f"s{i}", 0.4) for i in range(3)]
+    workflow = sg.WorkflowBuilder(start=split).add_fan_out(split, sleepers).build()
+    result = await workflow.run([0], backend=backend)
+    intervals = [(o[2], o[3]) for o in result.outputs]
+    assert len(intervals) == 3
+    assert max(start for start, _ in intervals) < min(end for _, end in intervals)  # all at once
+
+
+async def test_executor_state_persists_across_runs(backend: sg.Backend) -> None:
+    counter = Timed("counter", 0)
+    workflow = sg.WorkflowBuilder(start=counter).build()
+    first = await workflow.run("x", backend=backend)
+    second = await workflow.run("y", backend=backend)
+    assert first.outputs[0][4] == 1 and second.outputs[0][4] == 2
+    assert counter.calls == 2
+
+
+@sg.executor(id="writer")
+async def writer(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    ctx.state.set("k", n)
+    ctx.state.set(f"own-{n}", True)
+    await ctx.send_message(n)
+
+
+@sg.executor(id="reader")
+async def reader(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+    await ctx.yield_output((n, ctx.state.get("k"), sorted(k for k in ctx.state)))
+
+
+async def test_barrier_commit_and_conflicts(backend: sg.Backend) -> None:
+    workflow = (
+        sg.WorkflowBuilder(start=split).add_edge(split, writer).add_edge(writer, reader).build()
+    )
+    result = await workflow.run([1, 2], backend=backend)
+    assert result.outputs == [(1, 2, ["k", "own-1", "own-2"]), (2, 2, ["k", "own-1", "own-2"])]
+
+
+@sg.executor(id="boom")
+async def boom(item: Any) -> None:
+    await asyncio.sleep(0.05)
+    raise ValueError(f"boom {item}")
+
+
+async def test_failure(backend: sg.Backend) -> None:
+    slow = Timed("slow", 2.0)
+    workflow = sg.WorkflowBuilder(start=split).add_fan_out(split, [boom, slow]).build()
+    events: list[sg.Event] = []
+    started = time.perf_counter()
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        async for event in workflow.stream([7], backend=backend):
+            events.append(event)
+    assert time.perf_counter() - started < 1.8  # the slow sibling was not waited for
+    assert raised.value.executor_id == "boom"
+    assert isinstance(raised.value.__cause__, ValueError) and "boom 7" in str(raised.value)
+    assert [e.kind for e in events][-3:] == ["executor_failed", "failed", "status"]
+    assert "output" not in [e.kind for e in events]
+    assert alive_actors() == 0
+    again = await sg.WorkflowBuilder(start=Timed("t", 0)).build().run(1, backend=backend)
+    assert again.status is sg.RunStatus.IDLE
+
+
+async def test_cancellation(backend: sg.Backend) -> None:
+    workflow = sg.WorkflowBuilder(start=Timed("hang", 30)).build()
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(workflow.run(1, backend=backend))
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() - before == set()
+    assert alive_actors() == 0
+    quick = sg.WorkflowBuilder(start=Timed("quick", 0)).build()
+    assert (await quick.run(1, backend=backend)).status is sg.RunStatus.IDLE
+
+
+def _small(n: int) -> bool:
+    return n < 10
+
+
+async def test_fan_in_and_switch(backend: sg.Backend) -> None:
+    low, high = Timed("low", 0), Timed("high", 0)
+
+    @sg.executor(id="sum")
+    async def total(values: list[Any], ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output(("sum", sorted(values)))
+
+    workflow = (
+        sg.WorkflowBuilder(start=split)
+        .add_switch(split, [sg.Case(_small, low), sg.Default(high)])
+        .add_fan_in([low, high], total)
+        .build()
+    )
+    result = await workflow.run([3, 30], backend=backend)
+    assert result.outputs[-1] == ("sum", [3, 30])
+
+
+@dataclass(frozen=True)
+class Ask:
+    text: str
+
+
+class Approver(sg.Executor):
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Ask(text), bool)
+
+    @sg.response_handler
+    async def done(self, ask: Ask, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{ask.text}: {ok}")
+
+
+async def test_human_in_the_loop(backend: sg.Backend) -> None:
+    workflow = sg.WorkflowBuilder(start=Approver("approver")).build()
+    first = await workflow.run("go?", backend=backend)
+    [pending] = first.pending_requests
+    done = await workflow.run(responses={pending.request_id: True}, backend=backend)
+    assert done.outputs == ["go?: True"]
+
+
+async def test_sub_workflows(backend: sg.Backend) -> None:
+    workflow = subflows.with_child(subflows.asking_child())
+    first = await workflow.run("plan", backend=backend)
+    [pending] = first.pending_requests
+    assert next(e.path for e in first.events if e.kind == "request_info") == "sub/child-asker"
+    done = await workflow.run(responses={pending.request_id: False}, backend=backend)
+    assert done.outputs == ["plan rejected"]
+
+
+async def test_checkpoints_cross_backends(backend: sg.Backend, tmp_path: Path) -> None:
+    from tests import resumable
+
+    store = sg.SqliteCheckpointStore(tmp_path / "x.sqlite")
+    full = await resumable.build(store).run(1, backend=backend)
+    infos = await store.list(full.run_id)
+    other = sg.LocalBackend() if isinstance(backend, sg.RayBackend) else None
+    resumed = await resumable.build(store).run(checkpoint=infos[4].id, backend=other)
+    assert resumed.outputs == [
+        e.data for e in full.events if e.kind == "output" and (e.superstep or 0) > 4
+    ]
+    store.close()
