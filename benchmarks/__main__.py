@@ -1,4 +1,4 @@
-"""Run the benchmarks and print a table: ``python -m benchmarks [--quick]``.
+"""Run the benchmarks and print a table: ``python -m benchmarks [--quick] [--ray]``.
 
 Every stepgraph figure is printed beside the bare-asyncio floor measured in
 the same process, and as a ratio to it. Each figure is the best of several
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import subprocess
 import sys
@@ -105,6 +106,57 @@ def checkpoint_rows(repeats: int) -> list[Row]:
     return rows
 
 
+def ray_rows(quick: bool) -> list[Row]:
+    """W3 and W2 on the Ray backend, beside a raw Ray actor round trip."""
+    backend = sg.RayBackend(init_options={"num_cpus": 2})
+    hops = 40 if quick else 200
+    rows: list[Row] = []
+    try:
+        ray = backend._ray
+        backend._connect()
+
+        @ray.remote(num_cpus=0)
+        class Echo:
+            def ping(self, value: int) -> int:
+                return value
+
+        echo = Echo.remote()
+
+        async def round_trips() -> None:
+            for i in range(hops):
+                await echo.ping.remote(i)
+
+        raw = best(3, round_trips) / hops * 1e6
+        ray.kill(echo)
+        # Each run starts (and at its end tears down) its actors, which costs
+        # far more than a hop, so the per-hop figure is timed inside the run:
+        # the median gap between consecutive supersteps once the actors exist.
+        pong = w.ping_pong(hops)
+
+        async def hop_gaps() -> list[float]:
+            stamps: list[float] = []
+            async for event in pong.stream(0, backend=backend):
+                if event.kind == "superstep_completed":
+                    stamps.append(time.perf_counter())
+            steady = stamps[2:]  # after the actors exist
+            return [b - a for a, b in itertools.pairwise(steady)]
+
+        gaps = sorted(g for _ in range(3) for g in asyncio.run(hop_gaps()))
+        t = gaps[len(gaps) // 2] * 1e6
+        rows.append(Row("W3 ping-pong on Ray", "µs/hop", t, raw, "<= 2x actor RT", t <= 2 * raw))
+        started = time.perf_counter()
+        asyncio.run(pong.run(0, backend=backend))
+        rows.append(
+            Row("W3 on Ray, whole run", "ms/run", (time.perf_counter() - started) * 1e3, None)
+        )
+        fan = w.fan_out_in(10)
+        t = best(3, lambda: fan.run(3, backend=backend)) * 1e3
+        rows.append(Row("W2 fan-out/in 10 on Ray", "ms/run", t, None))
+    finally:
+        backend.shutdown()
+    return rows
+
+
 def run(quick: bool) -> list[Row]:
     repeats = 3 if quick else 15
     hops = 200 if quick else 2000
@@ -166,8 +218,12 @@ def render(rows: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--ray", action="store_true", help="also W3 and W2 on a local Ray cluster")
     args = parser.parse_args()
-    print(render(run(args.quick)))
+    rows = run(args.quick)
+    if args.ray:
+        rows += ray_rows(args.quick)
+    print(render(rows))
 
 
 if __name__ == "__main__":

@@ -238,3 +238,23 @@ async def test_checkpoints_cross_backends(backend: sg.Backend, tmp_path: Path) -
         e.data for e in full.events if e.kind == "output" and (e.superstep or 0) > 4
     ]
     store.close()
+
+
+@sg.executor(id="big")
+async def big(size: int, ctx: sg.WorkflowContext[bytes]) -> None:
+    await ctx.send_message(bytes(size))
+
+
+class Measure(sg.Executor):
+    @sg.handler
+    async def on(self, payload: bytes, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output((self.id, len(payload)))
+
+
+async def test_large_payload_to_several_executors(backend: sg.Backend) -> None:
+    readers = [Measure(f"m{i}") for i in range(3)]
+    workflow = sg.WorkflowBuilder(start=big).add_fan_out(big, readers).build()
+    result = await workflow.run(5_000_000, backend=backend)
+    assert sorted(result.outputs) == [(f"m{i}", 5_000_000) for i in range(3)]
+    if isinstance(backend, sg.RayBackend):
+        assert backend.shared_last_superstep == 1  # one object-store copy for three inboxes

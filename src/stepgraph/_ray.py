@@ -56,6 +56,16 @@ def _ray() -> Any:
     return ray
 
 
+class _Shared:
+    """A message sent to several inboxes of one superstep: put in the object
+    store once and fetched by each actor, instead of shipped with each call."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+
 class _Host:
     """The actor body: hosts one executor for one run (a synchronous actor, so
     Ray runs its calls one at a time and in order)."""
@@ -63,6 +73,8 @@ class _Host:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.loop = asyncio.new_event_loop()
+        self.state_version = -1
+        self.state: Mapping[str, Any] = {}
 
     def where(self) -> str:
         import ray
@@ -74,8 +86,15 @@ class _Host:
         step: int,
         scope: dict[str, Any],
         inbox: Inbox,
-        committed: Mapping[str, Any],
-    ) -> tuple[Outbox | None, list[Event], BaseException | None, dict[str, Any]]:
+        state: tuple[int, list[Any]],
+    ) -> tuple[Outbox | None, list[Event], BaseException | None]:
+        version, (ref,) = state
+        if version != self.state_version:  # fetched only when a barrier changed it
+            import ray
+
+            self.state = ray.get(ref)
+            self.state_version = version
+        committed = self.state
         events: list[Event] = []
         run_scope = RunScope(
             run_id=scope["run_id"],
@@ -86,16 +105,19 @@ class _Host:
             output_ids=scope["output_ids"],
             responders={self.node.id: self.node.responds},
         )
+        if any(type(m) is _Shared for _, m in inbox):
+            import ray
+
+            inbox = [(s, ray.get(m.ref) if type(m) is _Shared else m) for s, m in inbox]
         work = Superstep(step, run_scope, [(self.node, inbox)], committed)
         try:
             outbox = self.loop.run_until_complete(run_inbox(work, self.node, inbox))
         except ExecutorFailure as failure:
-            return None, events, failure.cause, self._state()
-        return outbox, events, None, self._state()
+            return None, events, failure.cause
+        return outbox, events, None
 
-    def _state(self) -> dict[str, Any]:
-        # The executor's attributes after this batch: the driver keeps the
-        # latest, so nothing needs asking of an actor that is being torn down.
+    def export(self) -> dict[str, Any]:
+        """The executor's attributes, for the driver's copy at the run's end."""
         host = self.node.host
         return dict(host._user_state()) if host is not None else {}
 
@@ -130,9 +152,11 @@ class RayBackend:
         self._actors: dict[str, Any] = {}  # executor id -> actor handle (this run)
         self._nodes: dict[str, str] = {}  # executor id -> Ray node id (this run)
         self.last_run_nodes: dict[str, str] = {}  # the same, for the last finished run
+        self.shared_last_superstep = 0  # messages put in the object store once, for several
         self._hosts: dict[str, Node] = {}
-        self._states: dict[str, dict[str, Any]] = {}  # executor id -> latest attributes
+        self._busy: set[str] = set()  # executor ids with a call in flight
         self._state_ref: Any = None
+        self._state_version = 0
         self._state_dirty = True
         self._actor_class: Any = None
 
@@ -184,21 +208,56 @@ class RayBackend:
         ray = self._ray
         self._connect()
         if self._state_ref is None or self._state_dirty:
+            # Wrapped in a list so Ray does not resolve it on every call: each
+            # actor fetches it only when the version changed.
             self._state_ref = ray.put(dict(work.committed))
+            self._state_version += 1
         scope = _scope_of(work.scope)
-        # Start every actor first, so that the inboxes really run side by side.
-        await asyncio.gather(*(self._actor(node) for node, _ in work.batches))
-        results: list[Outbox | None] = [None] * len(work.batches)
+        missing = [node for node, _ in work.batches if node.id not in self._actors]
+        if missing:  # start every new actor first, so the inboxes really run side by side
+            await asyncio.gather(*(self._actor(node) for node in missing))
+        batches = self._share(work.batches)
+        if len(batches) == 1:
+            node, inbox = batches[0]
+            results: list[Outbox | None] = [await self._call(work, scope, node, inbox)]
+        else:
+            results = [None] * len(batches)
 
-        async def one(index: int, node: Node, inbox: Inbox) -> None:
-            results[index] = await self._call(work, scope, node, inbox)
+            async def one(index: int, node: Node, inbox: Inbox) -> None:
+                results[index] = await self._call(work, scope, node, inbox)
 
-        async with asyncio.TaskGroup() as group:
-            for index, (node, inbox) in enumerate(work.batches):
-                group.create_task(one(index, node, inbox))
+            async with asyncio.TaskGroup() as group:
+                for index, (node, inbox) in enumerate(batches):
+                    group.create_task(one(index, node, inbox))
         outboxes = [o for o in results if o is not None]
         self._state_dirty = any(o.writes for o in outboxes)
         return outboxes
+
+    def _share(self, batches: Any) -> list[tuple[Node, Inbox]]:
+        """Put each message that several inboxes hold into the object store once."""
+        seen: dict[int, int] = {}
+        for _, inbox in batches:
+            for _, message in inbox:
+                seen[id(message)] = seen.get(id(message), 0) + 1
+        shared = {key for key, count in seen.items() if count > 1}
+        self.shared_last_superstep = 0
+        if not shared:
+            return list(batches)
+        refs: dict[int, _Shared] = {}
+        out: list[tuple[Node, Inbox]] = []
+        for node, inbox in batches:
+            rewritten: Inbox = []
+            for source, message in inbox:
+                if id(message) in shared and not isinstance(message, (int, float, bool)):
+                    ref = refs.get(id(message))
+                    if ref is None:
+                        ref = refs[id(message)] = _Shared(self._ray.put(message))
+                    rewritten.append((source, ref))
+                else:
+                    rewritten.append((source, message))
+            out.append((node, rewritten))
+        self.shared_last_superstep = len(refs)
+        return out
 
     async def _call(
         self, work: Superstep, scope: dict[str, Any], node: Node, inbox: Inbox
@@ -207,9 +266,10 @@ class RayBackend:
         attempts = node.retry.attempts if node.retry is not None else 1
         for attempt in range(1, attempts + 1):
             actor = await self._actor(node)
+            self._busy.add(node.id)
             try:
-                outbox, events, cause, state = await actor.process.remote(
-                    work.number, scope, inbox, self._state_ref
+                outbox, events, cause = await actor.process.remote(
+                    work.number, scope, inbox, (self._state_version, [self._state_ref])
                 )
             except ray.exceptions.RayActorError as exc:
                 where = self._nodes.get(node.id, "unknown")
@@ -226,7 +286,7 @@ class RayBackend:
                 failure = ExecutorFailure(node.id, work.number, lost)
                 work.failures.append(failure)
                 raise failure from exc
-            self._states[node.id] = state
+            self._busy.discard(node.id)
             emit = work.scope.emit
             for event in events:
                 emit(event)
@@ -239,21 +299,30 @@ class RayBackend:
         raise AssertionError("unreachable")
 
     async def finish_run(self) -> None:
-        """Bring executor state back to the driver, then kill every actor
-        (at once: a handler still running after a failure or cancellation does
-        not outlive the run)."""
+        """Bring executor state back to the driver, then kill every actor.
+
+        An actor still running a handler (the run failed or was cancelled) is
+        killed at once — no handler outlives the run — and what its executor
+        changed during this run is lost; the others hand their executor's
+        attributes back first."""
         ray = self._ray
         actors, self._actors = self._actors, {}
         hosts, self._hosts = self._hosts, {}
-        states, self._states = self._states, {}
+        busy, self._busy = self._busy, set()
         self.last_run_nodes, self._nodes = self._nodes, {}
         self._state_ref = None
         self._state_dirty = True
-        for executor_id, state in states.items():
-            host = hosts[executor_id].host if executor_id in hosts else None
-            if host is not None:
+        for executor_id, actor in actors.items():
+            if executor_id in busy:
+                ray.kill(actor, no_restart=True)
+        idle = {eid: actor for eid, actor in actors.items() if eid not in busy}
+        exports = await asyncio.gather(
+            *(actor.export.remote() for actor in idle.values()), return_exceptions=True
+        )
+        for (executor_id, actor), state in zip(idle.items(), exports, strict=True):
+            host = hosts[executor_id].host
+            if isinstance(state, dict) and host is not None:
                 host._set_user_state(state)
-        for actor in actors.values():
             ray.kill(actor, no_restart=True)
 
 
