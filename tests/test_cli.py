@@ -311,3 +311,20 @@ def test_demo_asks_on_a_terminal(tmp_path: Path) -> None:
     assert code == 0, text
     assert "Publish 'Stepgraph runs in supersteps." in text
     assert "output: held back: Stepgraph runs" in text
+
+
+def test_run_on_the_ray_backend() -> None:
+    done = cli(
+        "run",
+        "examples.hello:build",
+        "--input",
+        '"ray"',
+        "--no-store",
+        "--backend",
+        "ray",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"] == ["HELLO, RAY!"]
+    bad = cli("run", "examples.hello:build", "--input", '"x"', "--no-store", "--backend", "nope")
+    assert bad.returncode == 1 and "unknown backend 'nope'" in bad.stderr

@@ -76,6 +76,7 @@ class _Session:
         self.status: RunStatus | None = None
         self.requests: dict[str, RequestInfoEvent] = {}
         self.failed: FailedEvent | None = None
+        self.backend: Any = None
 
     def see(self, event: Event) -> None:
         if isinstance(event, RunStartedEvent) and not event.workflow_path:
@@ -106,7 +107,11 @@ async def _stream(
     as_json: bool,
 ) -> None:
     stream = session.workflow.stream(
-        value, checkpoint=checkpoint, responses=responses, checkpoints=store
+        value,
+        checkpoint=checkpoint,
+        responses=responses,
+        checkpoints=store,
+        backend=session.backend,
     )
     if as_json:
         async for event in stream:
@@ -175,6 +180,9 @@ def run(
         list[str] | None, typer.Option("--respond", help="answer a request: ID=JSON (repeatable)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON event per line")] = False,
+    backend: Annotated[
+        str, typer.Option("--backend", help="local, ray (a local Ray cluster) or ray:ADDRESS")
+    ] = "local",
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
     2 idle with pending requests, 1 failed, 130 interrupted (resumable)."""
@@ -204,10 +212,35 @@ def run(
     except (CliError, StepgraphError, OSError) as exc:
         raise _fail(str(exc)) from None
     session = _Session(workflow, target, None if no_store else store)
-    code = _execute(
-        session, sqlite, value=value, checkpoint=checkpoint, responses=responses, as_json=as_json
-    )
+    try:
+        session.backend = _backend(backend)
+    except (CliError, ImportError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        code = _execute(
+            session,
+            sqlite,
+            value=value,
+            checkpoint=checkpoint,
+            responses=responses,
+            as_json=as_json,
+        )
+    finally:
+        shutdown = getattr(session.backend, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
     raise typer.Exit(code)
+
+
+def _backend(spec: str) -> Any:
+    if spec == "local":
+        return None
+    kind, _, address = spec.partition(":")
+    if kind != "ray":
+        raise CliError(f"unknown backend {spec!r}; use local, ray or ray:ADDRESS")
+    from .._ray import RayBackend
+
+    return RayBackend(address=address or None)
 
 
 def _execute(
