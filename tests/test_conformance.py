@@ -142,14 +142,14 @@ async def boom(item: Any) -> None:
 
 
 async def test_failure(backend: sg.Backend) -> None:
-    slow = Timed("slow", 2.0)
+    slow = Timed("slow", 30.0)
     workflow = sg.WorkflowBuilder(start=split).add_fan_out(split, [boom, slow]).build()
     events: list[sg.Event] = []
     started = time.perf_counter()
     with pytest.raises(sg.WorkflowRunError) as raised:
         async for event in workflow.stream([7], backend=backend):
             events.append(event)
-    assert time.perf_counter() - started < 1.8  # the slow sibling was not waited for
+    assert time.perf_counter() - started < 20  # the 30 s sibling was not waited for
     assert raised.value.executor_id == "boom"
     assert isinstance(raised.value.__cause__, ValueError) and "boom 7" in str(raised.value)
     assert [e.kind for e in events][-3:] == ["executor_failed", "failed", "status"]
