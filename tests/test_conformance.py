@@ -113,6 +113,7 @@ async def test_executor_state_persists_across_runs(backend: sg.Backend) -> None:
     second = await workflow.run("y", backend=backend)
     assert first.outputs[0][4] == 1 and second.outputs[0][4] == 2
     assert counter.calls == 2
+    assert alive_actors() == 0  # torn down after each run
 
 
 @sg.executor(id="writer")
@@ -226,13 +227,20 @@ async def test_sub_workflows(backend: sg.Backend) -> None:
     assert done.outputs == ["plan rejected"]
 
 
-async def test_checkpoints_cross_backends(backend: sg.Backend, tmp_path: Path) -> None:
+async def test_checkpoints_cross_backends(
+    backend: sg.Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     from tests import resumable
 
     store = sg.SqliteCheckpointStore(tmp_path / "x.sqlite")
     full = await resumable.build(store).run(1, backend=backend)
     infos = await store.list(full.run_id)
-    other = sg.LocalBackend() if isinstance(backend, sg.RayBackend) else None
+    # Resume on the other backend: started on Ray, finished locally, and back.
+    other: sg.Backend = (
+        sg.LocalBackend()
+        if isinstance(backend, sg.RayBackend)
+        else request.getfixturevalue("ray_backend")
+    )
     resumed = await resumable.build(store).run(checkpoint=infos[4].id, backend=other)
     assert resumed.outputs == [
         e.data for e in full.events if e.kind == "output" and (e.superstep or 0) > 4
