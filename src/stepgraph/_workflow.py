@@ -263,15 +263,7 @@ class Workflow:
                     stored=set(parent.refs) if parent is not None else None,
                     skip_entry=parent is not None and responses is None,
                 )
-            scope = RunScope(
-                run_id=run_id,
-                workflow_name=self.name,
-                strict=self._strict,
-                emit=emit,
-                executor_ids=frozenset(self._executors),
-                output_ids=self._output_ids,
-                responders=self._responders,
-            )
+            scope = self._scope(run_id, emit)
             runner = backend if backend is not None else LocalBackend()
             try:
                 status = await run_supersteps(
@@ -353,20 +345,23 @@ class Workflow:
         runs this workflow as a child (holding it busy meanwhile)."""
         self._acquire()
         try:
-            scope = RunScope(
-                run_id=run_id,
-                workflow_name=self.name,
-                strict=self._strict,
-                emit=emit,
-                executor_ids=frozenset(self._executors),
-                output_ids=self._output_ids,
-                responders=self._responders,
-            )
+            scope = self._scope(run_id, emit)
             return await run_supersteps(
                 self._graph, scope, LocalBackend(), run, self._max_supersteps
             )
         finally:
             self._release()
+
+    def _scope(self, run_id: str, emit: Callable[[Event], None]) -> RunScope:
+        return RunScope(
+            run_id=run_id,
+            workflow_name=self.name,
+            strict=self._strict,
+            emit=emit,
+            executor_ids=frozenset(self._executors),
+            output_ids=self._output_ids,
+            responders=self._responders,
+        )
 
     @property
     def codec(self) -> RunCodec:

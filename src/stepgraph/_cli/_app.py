@@ -77,6 +77,11 @@ class _Session:
         self.requests: dict[str, RequestInfoEvent] = {}
         self.failed: FailedEvent | None = None
         self.backend: Any = None
+        # What to run: a new input, or a checkpoint to continue (with answers).
+        self.value: Any = None
+        self.checkpoint: str | None = None
+        self.responses: Mapping[str, Any] | None = None
+        self.as_json = False
 
     def see(self, event: Event) -> None:
         if isinstance(event, RunStartedEvent) and not event.workflow_path:
@@ -97,19 +102,12 @@ class _Session:
         )
 
 
-async def _stream(
-    session: _Session,
-    store: SqliteCheckpointStore | None,
-    *,
-    value: Any,
-    checkpoint: str | None,
-    responses: Mapping[str, Any] | None,
-    as_json: bool,
-) -> None:
+async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> None:
+    as_json = session.as_json
     stream = session.workflow.stream(
-        value,
-        checkpoint=checkpoint,
-        responses=responses,
+        session.value,
+        checkpoint=session.checkpoint,
+        responses=session.responses,
         checkpoints=store,
         backend=session.backend,
     )
@@ -212,19 +210,14 @@ def run(
     except (CliError, StepgraphError, OSError) as exc:
         raise _fail(str(exc)) from None
     session = _Session(workflow, target, None if no_store else store)
+    session.value, session.checkpoint, session.responses = value, checkpoint, responses
+    session.as_json = as_json
     try:
         session.backend = _backend(backend)
     except (CliError, ImportError) as exc:
         raise _fail(str(exc)) from None
     try:
-        code = _execute(
-            session,
-            sqlite,
-            value=value,
-            checkpoint=checkpoint,
-            responses=responses,
-            as_json=as_json,
-        )
+        code = _execute(session, sqlite)
     finally:
         shutdown = getattr(session.backend, "shutdown", None)
         if shutdown is not None:
@@ -243,27 +236,12 @@ def _backend(spec: str) -> Any:
     return RayBackend(address=address or None)
 
 
-def _execute(
-    session: _Session,
-    store: SqliteCheckpointStore | None,
-    *,
-    value: Any,
-    checkpoint: str | None,
-    responses: Mapping[str, Any] | None,
-    as_json: bool,
-) -> int:
+def _execute(session: _Session, store: SqliteCheckpointStore | None) -> int:
+    """Stream the session's run; returns the exit code."""
+    as_json = session.as_json
     console = err if as_json else out
     try:
-        asyncio.run(
-            _stream(
-                session,
-                store,
-                value=value,
-                checkpoint=checkpoint,
-                responses=responses,
-                as_json=as_json,
-            )
-        )
+        asyncio.run(_stream(session, store))
     except KeyboardInterrupt:
         latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
         if latest is not None:
@@ -506,9 +484,8 @@ def demo(
     from ..demo import build
 
     session = _Session(build(), target, spec)
-    code = _execute(
-        session, open_store(spec), value=topic, checkpoint=None, responses=None, as_json=False
-    )
+    session.value = topic
+    code = _execute(session, open_store(spec))
     if code == EXIT_PENDING:
         sqlite = open_store(spec)
         latest = asyncio.run(sqlite.latest(session.run_id))
@@ -524,14 +501,8 @@ def demo(
             else:
                 answers[request.request_id] = typer.confirm(f"Publish {text!r}?", default=True)
         session = _Session(build(), target, spec)
-        code = _execute(
-            session,
-            open_store(spec),
-            value=None,
-            checkpoint=latest.id,
-            responses=answers,
-            as_json=False,
-        )
+        session.checkpoint, session.responses = latest.id, answers
+        code = _execute(session, open_store(spec))
     out.print(f"checkpoints: {spec}")
     out.print(f"resume or inspect: stepgraph checkpoints list --store {spec}")
     out.print(f"                   stepgraph run {target} --store {spec} --resume latest")
