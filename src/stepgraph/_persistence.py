@@ -63,6 +63,9 @@ __all__ = [
 
 Durability = Literal["sync", "async"]
 FORMAT = 1
+# With async durability, how long queued checkpoints may wait to share a
+# transaction (bounds what a crash can lose beyond the sync guarantee).
+ASYNC_BATCH_DELAY = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +398,12 @@ class RunCodec:
 # -- the barrier hook ---------------------------------------------------------------
 
 
+def _checkpoint_id() -> str:
+    """32 hex digits, time-ordered (so ids sort by creation and index inserts
+    append rather than scatter) with 64 random bits against collisions."""
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
+
+
 class RunRecorder:
     """Writes the run's checkpoints (the core's ``BarrierHook``)."""
 
@@ -419,6 +428,7 @@ class RunRecorder:
         self._skip_entry = skip_entry
         self._queue: list[Checkpoint] = []
         self._writer: asyncio.Task[None] | None = None
+        self._waiting = False  # the writer is in its batching delay
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         if written is None and self._skip_entry:
@@ -427,7 +437,7 @@ class RunRecorder:
         refs = tuple(sorted(set(body["state"].values()) | set(body["snapshots"].values())))
         fresh = {h: blobs[h] for h in refs if h not in self._stored and h in blobs}
         checkpoint = Checkpoint(
-            id=os.urandom(16).hex(),
+            id=_checkpoint_id(),
             run_id=self.run_id,
             workflow=self._codec.workflow,
             signature=self._codec.signature,
@@ -446,11 +456,22 @@ class RunRecorder:
             self._queue.append(checkpoint)
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.get_running_loop().create_task(self._drain())
+            # else: the running writer takes this one with its next batch
         else:
             await self._store.save(checkpoint)
         self._stored.update(fresh)
 
     async def _drain(self) -> None:
+        # Let a few more barriers queue up first: one transaction (and one
+        # hand-off to the store's thread) then carries several checkpoints.
+        self._waiting = True
+        try:
+            await asyncio.sleep(ASYNC_BATCH_DELAY)
+        finally:
+            self._waiting = False
+        await self._write_queued()
+
+    async def _write_queued(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             await self._store.save(*batch)
@@ -464,8 +485,11 @@ class RunRecorder:
 
     async def close(self) -> None:
         """Flush queued checkpoints (async durability)."""
+        if self._writer is not None and self._waiting:
+            self._writer.cancel()  # no need to wait for more: write them now
+            await asyncio.wait({self._writer})
+            self._writer = None
         while self._writer is not None and not self._writer.done():
             await asyncio.wait({self._writer})
         self._raise_writer_error()
-        if self._queue:
-            await self._drain()
+        await self._write_queued()
