@@ -53,6 +53,8 @@ def _ray() -> Any:
         import ray
     except ImportError as exc:
         raise ImportError(_INSTALL_HINT) from exc
+    if not hasattr(ray, "remote"):  # e.g. a stray ./ray folder imported as a namespace package
+        raise ImportError(f"{_INSTALL_HINT} (the 'ray' found on sys.path is not Ray)")
     return ray
 
 
