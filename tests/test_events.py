@@ -113,3 +113,11 @@ def test_events_are_frozen() -> None:
     event = sg.OutputEvent(data=1)
     with pytest.raises(AttributeError):
         event.data = 2  # type: ignore[misc]
+
+
+async def test_run_result_repr_leaves_out_the_events() -> None:
+    # asyncio (3.11) reprs the main task's result when asyncio.run finishes;
+    # a long run's events must not make that cost grow with the run.
+    result = await sg.WorkflowBuilder(start=a).add_edge(a, b).build().run(1)
+    text = repr(result)
+    assert "events" not in text and "outputs=[20]" in text and len(result.events) == 12

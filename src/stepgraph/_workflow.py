@@ -59,7 +59,9 @@ class RunResult:
     run_id: str
     status: RunStatus
     outputs: list[Any] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    # Not in the repr: a long run has many events, and asyncio may repr the
+    # task's result (Python 3.11 does when ``asyncio.run`` finishes).
+    events: list[Event] = field(default_factory=list, repr=False)
     pending_requests: list[PendingRequest] = field(default_factory=list)
     last_checkpoint: str | None = None
 
