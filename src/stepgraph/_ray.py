@@ -105,7 +105,6 @@ class _Host:
             emit=events.append,
             executor_ids=scope["executor_ids"],
             output_ids=scope["output_ids"],
-            responders={self.node.id: self.node.responds},
         )
         if any(type(m) is _Shared for _, m in inbox):
             import ray

@@ -115,7 +115,6 @@ class Workflow:
         self._checkpoints = checkpoints
         self._running = False
         self._suspended: _Suspended | None = None
-        self._responders = {eid: node.responds for eid, node in graph.nodes.items()}
         # Executors whose instances carry their own state: claimed per run.
         self._claimable = [e for e in executors.values() if not isinstance(e, FunctionExecutor)]
 
@@ -362,7 +361,6 @@ class Workflow:
             emit=emit,
             executor_ids=frozenset(self._executors),
             output_ids=self._output_ids,
-            responders=self._responders,
         )
 
     @property

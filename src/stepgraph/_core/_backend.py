@@ -76,7 +76,9 @@ class LocalBackend:
 async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     """Process one executor's inbox serially; the reusable heart of a backend."""
     step = work.number
-    ctx: WorkflowContext[Any, Any] = WorkflowContext(work.scope, node.id, step, work.committed)
+    ctx: WorkflowContext[Any, Any] = WorkflowContext(
+        work.scope, node.id, step, work.committed, node.responds
+    )
     guarded = node.retry is not None or node.timeout is not None
     invoke = node.invoke
     node_id = node.id

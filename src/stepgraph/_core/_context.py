@@ -80,15 +80,7 @@ class Outbox:
 class RunScope:
     """Per-run facts that every context of the run shares."""
 
-    __slots__ = (
-        "emit",
-        "executor_ids",
-        "output_ids",
-        "responders",
-        "run_id",
-        "strict",
-        "workflow_name",
-    )
+    __slots__ = ("emit", "executor_ids", "output_ids", "run_id", "strict", "workflow_name")
 
     def __init__(
         self,
@@ -99,7 +91,6 @@ class RunScope:
         emit: Emit,
         executor_ids: frozenset[str],
         output_ids: frozenset[str] | None,
-        responders: Mapping[str, Callable[[Any, Any], bool] | None] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_name = workflow_name
@@ -107,7 +98,6 @@ class RunScope:
         self.emit = emit
         self.executor_ids = executor_ids
         self.output_ids = output_ids  # None: every executor's yields are outputs
-        self.responders = responders or {}  # executor id -> can it answer (request, type)?
 
 
 class WorkflowContext(Generic[OutT, WorkflowOutT]):
@@ -122,15 +112,22 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
         "_executor_id",
         "_outbox",
         "_pending",
+        "_responds",
         "_scope",
         "_state",
         "_superstep",
     )
 
     def __init__(
-        self, scope: RunScope, executor_id: str, superstep: int, committed: Mapping[str, Any]
+        self,
+        scope: RunScope,
+        executor_id: str,
+        superstep: int,
+        committed: Mapping[str, Any],
+        responds: Callable[[Any, Any], bool] | None = None,
     ) -> None:
         self._scope = scope
+        self._responds = responds  # can the executor answer (request, response type)?
         self._executor_id = executor_id
         self._superstep = superstep
         self._outbox = Outbox(executor_id)
@@ -241,7 +238,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
                 executor_id=self._executor_id,
                 superstep=self._superstep,
             )
-        responds = self._scope.responders.get(self._executor_id)
+        responds = self._responds
         if responds is None or not responds(request, response_type):
             raise RequestError(
                 f"executor {self._executor_id!r} opened a request "
