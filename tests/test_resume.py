@@ -170,3 +170,18 @@ async def test_registered_types_can_be_checkpointed(tmp_path: Path) -> None:
         result = await registered.run(1)
         loaded = await store.load(result.last_checkpoint or "")
         assert loaded.body["state"].keys() == {"note"}
+
+
+async def test_unencodable_message_names_its_inbox(store: sg.CheckpointStore) -> None:
+    @sg.executor(id="a")
+    async def a(n: int, ctx: sg.WorkflowContext[Any]) -> None:
+        await ctx.send_message([n, Opaque()])
+
+    @sg.executor(id="b")
+    async def b(value: Any) -> None: ...
+
+    workflow = sg.WorkflowBuilder(start=a, checkpoints=store).add_edge(a, b).build()
+    with pytest.raises(
+        sg.CheckpointEncodeError, match=r"inbox of 'b'\[0\] \(from 'a'\)\[1\]: cannot store"
+    ):
+        await workflow.run(1)

@@ -14,7 +14,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -157,6 +158,17 @@ def apply_responses(run: RunState, responses: Mapping[str, Any]) -> None:
 # -- RunState <-> Checkpoint ---------------------------------------------------------
 
 
+@contextmanager
+def _decoding(label: str) -> Iterator[None]:
+    """Stored data of the wrong shape becomes a ``CheckpointDecodeError``."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CheckpointDecodeError(f"{label} is malformed: {type(exc).__name__}: {exc}") from exc
+
+
 class RunCodec:
     """Encodes and decodes one workflow's run states."""
 
@@ -196,14 +208,8 @@ class RunCodec:
 
     def from_inline(self, data: dict[str, Any], label: str) -> RunState:
         """Rebuild what :meth:`inline` produced."""
-        try:
+        with _decoding(label):
             return self._rebuild(data, data["superstep"], label, lambda encoded, path: encoded)
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise CheckpointDecodeError(
-                f"{label} is malformed: {type(exc).__name__}: {exc}"
-            ) from exc
 
     def body(
         self, run: RunState, state_hashes: dict[str, str], written: set[str] | None
@@ -253,18 +259,13 @@ class RunCodec:
         return body, blobs
 
     def _entry(self, eid: str, index: int, source: str, message: Any) -> list[Any]:
-        try:
-            if type(message) is Response:
-                return [
-                    source,
-                    "r",
-                    self._request(message.request),
-                    encode(message.value, self.registry),
-                ]
-            return [source, "m", encode(message, self.registry)]
-        except CheckpointEncodeError as exc:
-            where = f"inbox of {eid!r}[{index}] (from {source or 'the run input'!r})"
-            raise CheckpointEncodeError(str(exc).replace("value", where, 1)) from None
+        def where() -> str:  # built only if encoding fails
+            return f"inbox of {eid!r}[{index}] (from {source or 'the run input'!r})"
+
+        if type(message) is Response:
+            value = encode(message.value, self.registry, where)
+            return [source, "r", self._request(message.request), value]
+        return [source, "m", encode(message, self.registry, where)]
 
     def _request(self, request: PendingRequest) -> dict[str, Any]:
         path = f"request {request.request_id!r} of executor {request.executor_id!r}"
@@ -299,22 +300,14 @@ class RunCodec:
         """The run state stored in ``checkpoint``; executors' ``restore()``
         hooks are called only once everything decoded."""
         self.check(checkpoint)
-        try:
-            return self._restore(checkpoint)
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise CheckpointDecodeError(
-                f"checkpoint {checkpoint.id} is malformed: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    def _restore(self, checkpoint: Checkpoint) -> RunState:
-        return self._rebuild(
-            checkpoint.body,
-            checkpoint.superstep,
-            f"checkpoint {checkpoint.id}",
-            lambda h, path: loads(checkpoint.blobs[h]),
-        )
+        label = f"checkpoint {checkpoint.id}"
+        with _decoding(label):
+            return self._rebuild(
+                checkpoint.body,
+                checkpoint.superstep,
+                label,
+                lambda h, path: loads(checkpoint.blobs[h]),
+            )
 
     def _rebuild(
         self,
@@ -385,10 +378,8 @@ class RunCodec:
     def requests_of(self, checkpoint: Checkpoint) -> list[PendingRequest]:
         """The requests open at ``checkpoint`` (without restoring anything)."""
         self.check(checkpoint)
-        try:
+        with _decoding(f"checkpoint {checkpoint.id}"):
             return [self._pending(record) for record in checkpoint.body["requests"]]
-        except (KeyError, TypeError) as exc:
-            raise CheckpointDecodeError(f"checkpoint {checkpoint.id} is malformed: {exc}") from exc
 
     def hashes(self, checkpoint: Checkpoint) -> dict[str, str]:
         """The state key -> content hash map of ``checkpoint``."""

@@ -31,7 +31,7 @@ import math
 import sys
 import typing
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._exceptions import CheckpointDecodeError, CheckpointEncodeError
@@ -144,13 +144,14 @@ class _Fail(Exception):
         self.trail: list[str] = []
 
 
-def encode(value: Any, registry: TypeRegistry, path: str = "value") -> Any:
+def encode(value: Any, registry: TypeRegistry, path: str | Callable[[], str] = "value") -> Any:
     """``value`` as a JSON-able structure; ``CheckpointEncodeError`` names
-    ``path`` (extended to the failing element) when something is unsupported."""
+    ``path`` (extended to the failing element) when something is unsupported.
+    ``path`` may be a function, called only then."""
     try:
         return _enc(value, registry, 0)
     except _Fail as fail:
-        where = path + "".join(reversed(fail.trail))
+        where = (path if isinstance(path, str) else path()) + "".join(reversed(fail.trail))
         raise CheckpointEncodeError(f"{where}: {fail.problem}") from None
 
 
