@@ -133,14 +133,33 @@ async def _latest(store: SqliteCheckpointStore, workflow: Workflow) -> str:
     return runs[-1].id
 
 
+def _pending_at(
+    workflow: Workflow,
+    store: SqliteCheckpointStore,
+    *,
+    checkpoint: str | None = None,
+    run_id: str | None = None,
+) -> tuple[str | None, list[PendingRequest]]:
+    """The requests open at ``checkpoint``, or at the latest checkpoint of
+    ``run_id``; with that checkpoint's id (``None`` if the run has none)."""
+
+    async def read() -> tuple[str | None, list[PendingRequest]]:
+        checkpoint_id = checkpoint
+        if checkpoint_id is None:
+            latest = await store.latest(run_id or "")
+            if latest is None:
+                return None, []
+            checkpoint_id = latest.id
+        return checkpoint_id, workflow.codec.requests_of(await store.load(checkpoint_id))
+
+    return asyncio.run(read())
+
+
 def _responses(
     workflow: Workflow, store: SqliteCheckpointStore, checkpoint: str, respond: list[str]
 ) -> dict[str, Any]:
-    async def pending() -> dict[str, PendingRequest]:
-        stored = await store.load(checkpoint)
-        return {r.request_id: r for r in workflow.codec.requests_of(stored)}
-
-    open_requests = asyncio.run(pending())
+    _, pending = _pending_at(workflow, store, checkpoint=checkpoint)
+    open_requests = {r.request_id: r for r in pending}
     answers: dict[str, Any] = {}
     for item in respond:
         request_id, sep, raw = item.partition("=")
@@ -283,12 +302,7 @@ def _summary(session: _Session, console: Console, as_json: bool) -> int:
             return EXIT_PENDING
         store = open_store(session.store_spec)
         try:
-            latest = asyncio.run(store.latest(session.run_id))
-            pending = (
-                session.workflow.codec.requests_of(asyncio.run(store.load(latest.id)))
-                if latest
-                else []
-            )
+            latest, pending = _pending_at(session.workflow, store, run_id=session.run_id)
         finally:
             store.close()
         console.print(f"{len(pending)} open request(s). Answer with:")
@@ -296,9 +310,7 @@ def _summary(session: _Session, console: Console, as_json: bool) -> int:
             console.print(
                 f"  {type_name(type(request.request))}: {request.request!r}", markup=False
             )
-            console.print(
-                f"  {session.answer_command(latest.id if latest else '?', request)}", markup=False
-            )
+            console.print(f"  {session.answer_command(latest or '?', request)}", markup=False)
         return EXIT_PENDING
     return EXIT_IDLE
 
@@ -488,10 +500,10 @@ def demo(
     code = _execute(session, open_store(spec))
     if code == EXIT_PENDING:
         sqlite = open_store(spec)
-        latest = asyncio.run(sqlite.latest(session.run_id))
-        assert latest is not None
-        pending = session.workflow.codec.requests_of(asyncio.run(sqlite.load(latest.id)))
-        sqlite.close()
+        try:
+            latest, pending = _pending_at(session.workflow, sqlite, run_id=session.run_id)
+        finally:
+            sqlite.close()
         answers: dict[str, Any] = {}
         for request in pending:
             text = getattr(request.request, "text", request.request)
@@ -501,7 +513,7 @@ def demo(
             else:
                 answers[request.request_id] = typer.confirm(f"Publish {text!r}?", default=True)
         session = _Session(build(), target, spec)
-        session.checkpoint, session.responses = latest.id, answers
+        session.checkpoint, session.responses = latest, answers
         code = _execute(session, open_store(spec))
     out.print(f"checkpoints: {spec}")
     out.print(f"resume or inspect: stepgraph checkpoints list --store {spec}")
