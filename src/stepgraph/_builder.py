@@ -265,8 +265,7 @@ class WorkflowBuilder:
     def _registry(self, executors: dict[str, Executor]) -> TypeRegistry:
         registry = TypeRegistry()
         for executor in executors.values():
-            overrides = type(executor).snapshot is not Executor.snapshot
-            if overrides and type(executor).restore is Executor.restore:
+            if executor.takes_snapshots and type(executor).restore is Executor.restore:
                 raise WorkflowDefinitionError(
                     f"executor {executor.id!r} ({type(executor).__name__}) overrides snapshot() "
                     "but not restore(); define both"

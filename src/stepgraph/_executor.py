@@ -316,6 +316,11 @@ class Executor:
 
     # -- checkpoints -----------------------------------------------------------
 
+    @property
+    def takes_snapshots(self) -> bool:
+        """Whether this executor's class overrides :meth:`snapshot`."""
+        return type(self).snapshot is not Executor.snapshot
+
     def snapshot(self) -> Any:
         """Override (with :meth:`restore`) to store this executor's instance
         state in every checkpoint; the value must be checkpoint-encodable.

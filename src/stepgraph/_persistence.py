@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._checkpoint import (
     Checkpoint,
@@ -49,9 +49,7 @@ from ._exceptions import (
     CheckpointMismatchError,
     RequestError,
 )
-
-if TYPE_CHECKING:
-    from ._executor import Executor
+from ._executor import Executor
 
 __all__ = [
     "CheckpointConfig",
@@ -184,11 +182,7 @@ class RunCodec:
         self.signature = signature
         self.registry = registry
         self.executors = executors
-        from ._executor import Executor as _Executor
-
-        self._snapshotting = {
-            eid: ex for eid, ex in executors.items() if type(ex).snapshot is not _Executor.snapshot
-        }
+        self._snapshotting = {eid: ex for eid, ex in executors.items() if ex.takes_snapshots}
 
     def _enc(self, value: Any, path: str) -> Any:
         return encode(value, self.registry, path)
