@@ -227,28 +227,28 @@ class RunCodec:
             h, data = self._blob(executor.snapshot(), f"snapshot of executor {eid!r}")
             snapshots[eid] = h
             blobs[h] = data
-        inboxes = [
-            [eid, [self._entry(eid, i, src, msg) for i, (src, msg) in enumerate(inbox)]]
-            for eid, inbox in run.inboxes.items()
-        ]
-        fan_in = [
-            [
-                index,
-                [
-                    [src, [self._enc(m, f"fan-in buffer {index} from {src!r}") for m in msgs]]
-                    for src, msgs in buffer.items()
-                ],
-            ]
-            for index, buffer in run.fan_in.items()
-        ]
+        # Plain loops, not comprehensions: this runs at every barrier.
+        inboxes: list[Any] = []
+        for eid, inbox in run.inboxes.items():
+            entries: list[Any] = []
+            for source, message in inbox:
+                entries.append(self._entry(eid, len(entries), source, message))
+            inboxes.append([eid, entries])
+        fan_in: list[Any] = []
+        for index, buffer in run.fan_in.items():
+            sources = []
+            for src, msgs in buffer.items():
+                where = f"fan-in buffer {index} from {src!r}"
+                sources.append([src, [self._enc(m, where) for m in msgs]])
+            fan_in.append([index, sources])
         body = {
             "format": FORMAT,
             "inboxes": inboxes,
             "fan_in": fan_in,
             "state": dict(state_hashes),
             "snapshots": snapshots,
-            "requests": [self._request(r) for r in run.requests.values()],
-            "answered": sorted(run.answered),
+            "requests": [self._request(r) for r in run.requests.values()] if run.requests else [],
+            "answered": sorted(run.answered) if run.answered else [],
         }
         return body, blobs
 
@@ -383,10 +383,20 @@ class RunCodec:
 # -- the barrier hook ---------------------------------------------------------------
 
 
-def _checkpoint_id() -> str:
-    """32 hex digits, time-ordered (so ids sort by creation and index inserts
-    append rather than scatter) with 64 random bits against collisions."""
-    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
+class _CheckpointIds:
+    """Checkpoint ids: 32 hex digits, time-ordered (ids sort by creation and
+    index inserts append rather than scatter), then 32 random bits drawn per
+    run and a per-run counter, against collisions between processes."""
+
+    __slots__ = ("_count", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(4).hex()
+        self._count = 0
+
+    def next(self) -> str:
+        self._count += 1
+        return f"{time.time_ns():016x}{self._prefix}{self._count & 0xFFFFFFFF:08x}"
 
 
 class RunRecorder:
@@ -411,18 +421,27 @@ class RunRecorder:
         self._hashes = dict(state_hashes or {})
         self._stored = set(stored or ())  # blob hashes the store already holds
         self._skip_entry = skip_entry
+        self._ids = _CheckpointIds()
+        # Async durability: checkpoints wait in ``_queue`` for the batching
+        # delay (``_timer``), then ``_writer`` saves them; a failed write is
+        # kept in ``_error`` and raised at the next barrier or at close.
         self._queue: list[Checkpoint] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._waiting = False  # the writer is in its batching delay
+        self._error: BaseException | None = None
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         if written is None and self._skip_entry:
             return
         body, blobs = self._codec.body(run, self._hashes, written)
-        refs = tuple(sorted(set(body["state"].values()) | set(body["snapshots"].values())))
-        fresh = {h: blobs[h] for h in refs if h not in self._stored and h in blobs}
+        refs: tuple[str, ...] = ()
+        fresh: dict[str, bytes] = {}
+        if body["state"] or body["snapshots"]:
+            refs = tuple(sorted({*body["state"].values(), *body["snapshots"].values()}))
+            stored = self._stored
+            fresh = {h: blobs[h] for h in refs if h not in stored and h in blobs}
         checkpoint = Checkpoint(
-            id=_checkpoint_id(),
+            id=self._ids.next(),
             run_id=self.run_id,
             workflow=self._codec.workflow,
             signature=self._codec.signature,
@@ -437,44 +456,47 @@ class RunRecorder:
         )
         self.last_id = checkpoint.id
         if self._async:
-            self._raise_writer_error()
+            if self._error is not None:
+                self._raise_error()
             self._queue.append(checkpoint)
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.get_running_loop().create_task(self._drain())
-            # else: the running writer takes this one with its next batch
+            if self._timer is None and self._writer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
+            # else: a pending or running write takes this one with its batch
         else:
             await self._store.save(checkpoint)
-        self._stored.update(fresh)
+        if fresh:
+            self._stored.update(fresh)
 
-    async def _drain(self) -> None:
-        # Let a few more barriers queue up first: one transaction (and one
-        # hand-off to the store's thread) then carries several checkpoints.
-        self._waiting = True
-        try:
-            await asyncio.sleep(ASYNC_BATCH_DELAY)
-        finally:
-            self._waiting = False
-        await self._write_queued()
+    def _start_writer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._writer = loop.create_task(self._write_queued())
+        self._writer.add_done_callback(self._writer_done)
+
+    def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        self._writer = None
+        if not writer.cancelled() and writer.exception() is not None:
+            self._error = writer.exception()
+        elif self._queue and self._timer is None:  # queued as the write finished
+            loop = writer.get_loop()
+            self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
 
     async def _write_queued(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             await self._store.save(*batch)
 
-    def _raise_writer_error(self) -> None:
-        if self._writer is not None and self._writer.done() and not self._writer.cancelled():
-            error = self._writer.exception()
-            if error is not None:
-                self._writer = None
-                raise CheckpointError(f"writing checkpoints failed: {error}") from error
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        raise CheckpointError(f"writing checkpoints failed: {error}") from error
 
     async def close(self) -> None:
         """Flush queued checkpoints (async durability)."""
-        if self._writer is not None and self._waiting:
-            self._writer.cancel()  # no need to wait for more: write them now
-            await asyncio.wait({self._writer})
-            self._writer = None
-        while self._writer is not None and not self._writer.done():
-            await asyncio.wait({self._writer})
-        self._raise_writer_error()
+        if self._timer is not None:
+            self._timer.cancel()  # no need to wait for more: write them now
+            self._timer = None
+        if self._writer is not None:
+            await asyncio.wait({self._writer})  # never cut a save short
+        if self._error is not None:
+            self._raise_error()
         await self._write_queued()

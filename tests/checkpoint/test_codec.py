@@ -248,3 +248,28 @@ values = st.recursive(
 def test_round_trip_property(value: Any) -> None:
     assert roundtrip(value) == value
     assert dumps(encode(roundtrip(value), REG)) == dumps(encode(value, REG))
+
+
+@settings(max_examples=100, deadline=None)
+@given(values)
+def test_reused_json_writer_matches_the_standard_library(value: Any) -> None:
+    """The writer built once (C accelerator) and its pure-Python fallback
+    write exactly what ``json.dumps`` writes with the same options."""
+    encoded = encode(value, REG)
+    expected = json.dumps(encoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert dumps(encoded) == expected.encode("utf-8")
+    fallback = _json_writer_without_accelerator(sort_keys=True)
+    assert fallback(encoded) == expected.encode("utf-8")
+
+
+def _json_writer_without_accelerator(sort_keys: bool) -> Any:
+    import json.encoder
+
+    from stepgraph._checkpoint import _codec
+
+    saved = json.encoder.c_make_encoder
+    json.encoder.c_make_encoder = None  # type: ignore[attr-defined]
+    try:
+        return _codec._json_writer(sort_keys)
+    finally:
+        json.encoder.c_make_encoder = saved  # type: ignore[attr-defined]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,6 +92,67 @@ async def test_delete_prune_and_garbage_collection(store: sg.CheckpointStore) ->
         assert store.blob_bytes == 1  # only c4's value is left
 
 
+async def test_batched_saves(store: sg.CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One save of many checkpoints (what async durability does), across
+    runs and larger than a SQLite segment: every checkpoint stays loadable,
+    listed in order, and deletable on its own, with its values kept."""
+    monkeypatch.setattr("stepgraph._checkpoint._sqlite.SEGMENT_BYTES", 2_000)
+    chain = [
+        make(f"a{i}", step=i, parent=f"a{i - 1}" if i else None, k=b"%d" % (i % 3))
+        for i in range(40)
+    ]
+    mixed = [*chain[:20], make("x0", run="r2", k=b"2"), *chain[20:]]
+    mixed[-1].body["big"] = "y" * 5_000  # a checkpoint larger than a segment on its own
+    await store.save(*mixed)
+    assert [i.id for i in await store.list("r1")] == [cp.id for cp in chain]
+    assert [i.id for i in await store.list("r2")] == ["x0"]
+    for cp in mixed:
+        loaded = await store.load(cp.id)
+        assert (loaded.superstep, loaded.parent_id, loaded.body) == (
+            cp.superstep,
+            cp.parent_id,
+            cp.body,
+        )
+        assert loaded.blobs == {h: cp.blobs[h] for h in cp.refs}
+    latest = await store.latest("r1")
+    assert latest is not None and latest.id == "a39"
+    if isinstance(store, sg.SqliteCheckpointStore):  # the batch was cut into segments
+        with sqlite3.connect(store.path) as db:
+            (segments,) = db.execute("SELECT count(*) FROM segments").fetchone()
+        db.close()
+        assert segments >= 4, segments
+    await store.delete("a25")  # from the middle of a batch
+    assert [i.id for i in await store.list("r1")] == [cp.id for cp in chain if cp.id != "a25"]
+    assert (await store.load("a26")).parent_id == "a25"
+    assert await store.prune("r1", keep_last=3) == 36
+    assert [i.id for i in await store.list()] == ["x0", "a37", "a38", "a39"]
+    assert (await store.load("a37")).blobs == {blob_hash(b"1"): b"1"}
+
+
+async def test_a_stored_id_cannot_be_saved_again(store: sg.CheckpointStore) -> None:
+    await store.save(make("a"))
+    if isinstance(store, sg.SqliteCheckpointStore):
+        with pytest.raises(sg.CheckpointIntegrityError, match=r"already stored: \['a'\]"):
+            await store.save(make("b", step=1), make("a", step=2))
+        assert [i.id for i in await store.list()] == ["a"]  # nothing of the failed save
+
+
+async def test_corrupt_segment_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    store = sg.SqliteCheckpointStore(path)
+    await store.save(make("a"), make("b", step=1))
+    store.close()
+    with sqlite3.connect(path) as db:
+        (data,) = db.execute("SELECT data FROM segments").fetchone()
+        db.execute("UPDATE segments SET data = ?", (data[: len(data) // 2],))
+    db.close()
+    store = sg.SqliteCheckpointStore(path)
+    for read in (store.load("b"), store.list(), store.latest("r1")):
+        with pytest.raises(sg.CheckpointIntegrityError, match="segment is corrupt"):
+            await read
+    store.close()
+
+
 async def test_memory_store_never_aliases() -> None:
     store = sg.MemoryCheckpointStore()
     body = {"state": {}, "list": [1]}
@@ -103,8 +166,31 @@ async def test_memory_store_never_aliases() -> None:
     assert (await store.load("a")).body["list"] == [1]
 
 
+# Each alteration: (how to change a stored Row, how to change a SQLite segment).
+TAMPERINGS: dict[str, tuple[Any, Any]] = {
+    "body": (
+        lambda row: row._replace(body=row.body.replace(b'"state"', b'"stat"')),
+        lambda doc: doc[4][0][8].update(extra=1),
+    ),
+    "superstep": (lambda row: row._replace(superstep=7), lambda doc: doc[4][0].__setitem__(2, 7)),
+    "parent": (
+        lambda row: row._replace(parent_id="elsewhere"),
+        lambda doc: doc[4][0].__setitem__(1, "elsewhere"),
+    ),
+    "refs": (lambda row: row._replace(refs=""), lambda doc: doc[4][0].__setitem__(6, "")),
+    "workflow": (
+        lambda row: row._replace(workflow="other"),
+        lambda doc: doc.__setitem__(2, "other"),
+    ),
+}
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_signed_checkpoints_refuse_tampering(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", sorted(TAMPERINGS))
+async def test_signed_checkpoints_refuse_tampering(kind: str, field: str, tmp_path: Path) -> None:
+    """Changing the body or any field of a signed checkpoint where it is
+    stored is refused; so is an unsigned checkpoint in a store that requires
+    signatures."""
     secret = b"0123456789abcdef-secret"
     path = tmp_path / "signed.sqlite"
     store: MemoryCheckpointStore | sg.SqliteCheckpointStore = (
@@ -114,17 +200,18 @@ async def test_signed_checkpoints_refuse_tampering(kind: str, tmp_path: Path) ->
     )
     await store.save(make("a", k=b"value"))
     assert (await store.load("a")).id == "a"
+    alter_row, alter_segment = TAMPERINGS[field]
     if isinstance(store, sg.SqliteCheckpointStore):
         store.close()
         with sqlite3.connect(path) as db:
-            record = bytearray(db.execute("SELECT record FROM checkpoints").fetchone()[0])
-            record[record.index(b'"superstep":0') + 12] = ord("7")  # flip one byte
-            db.execute("UPDATE checkpoints SET record = ?", (bytes(record),))
+            (data,) = db.execute("SELECT data FROM segments").fetchone()
+            document = json.loads(data)
+            alter_segment(document)
+            db.execute("UPDATE segments SET data = ?", (json.dumps(document).encode(),))
         db.close()
         store = sg.SqliteCheckpointStore(path, secret=secret)
         with pytest.raises(sg.CheckpointIntegrityError, match="signature does not match"):
             await store.load("a")
-        # An unsigned checkpoint is refused by a store that requires signatures.
         unsigned = sg.SqliteCheckpointStore(path)
         await unsigned.save(make("u", run="r9"))
         unsigned.close()
@@ -133,11 +220,48 @@ async def test_signed_checkpoints_refuse_tampering(kind: str, tmp_path: Path) ->
         store.close()
     else:
         row = store._rows_by_id["a"]  # type: ignore[attr-defined]
-        flipped = bytearray(row.record)
-        flipped[row.record.index(b'"superstep":0') + 12] = ord("7")
-        store._rows_by_id["a"] = dataclasses.replace(row, record=bytes(flipped))  # type: ignore[attr-defined]
-        with pytest.raises(sg.CheckpointIntegrityError):
+        store._rows_by_id["a"] = alter_row(row)  # type: ignore[attr-defined]
+        with pytest.raises(sg.CheckpointIntegrityError, match="signature does not match"):
             await store.load("a")
+        store._rows_by_id["a"] = row._replace(mac=None)  # type: ignore[attr-defined]
+        with pytest.raises(sg.CheckpointIntegrityError, match="unsigned"):
+            await store.load("a")
+
+
+async def test_runs_of_a_workflow(store: sg.CheckpointStore) -> None:
+    """Listing by workflow follows each checkpoint's own workflow name, also
+    when one run holds checkpoints of two names (a resume under a new name)."""
+    await store.save(make("a", run="r1"))
+    await store.save(dataclasses.replace(make("b", run="r2", parent=None), workflow="other"))
+    await store.save(dataclasses.replace(make("c", run="r1", parent="a", step=1), workflow="other"))
+    assert [i.id for i in await store.list(workflow="wf")] == ["a"]
+    assert [i.id for i in await store.list(workflow="other")] == ["b", "c"]
+    assert [i.id for i in await store.list("r1", workflow="other")] == ["c"]
+    assert [i.run_id for i in await store.runs(workflow="other")] == ["r2", "r1"]
+    assert await store.list(workflow="nope") == []
+    await store.delete("b")
+    assert [i.run_id for i in await store.runs(workflow="other")] == ["r1"]
+
+
+async def test_other_layouts_are_refused(tmp_path: Path) -> None:
+    """A file of another layout (an older stepgraph's, or another
+    application's database) is refused with a clear error, never altered."""
+    older = tmp_path / "older.sqlite"
+    with sqlite3.connect(older) as db:
+        db.execute("CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, id TEXT, record BLOB)")
+    db.close()
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.execute("PRAGMA user_version = 7")
+    db.close()
+    for path, layout in ((older, 0), (foreign, 7)):
+        before = path.read_bytes()
+        store = sg.SqliteCheckpointStore(path)
+        with pytest.raises(sg.CheckpointError, match=f"has layout {layout}, but this version"):
+            await store.list()
+        store.close()
+        assert path.read_bytes() == before
 
 
 async def test_corrupt_value_is_refused(tmp_path: Path) -> None:

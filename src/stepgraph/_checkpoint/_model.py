@@ -1,10 +1,11 @@
-"""Checkpoint records and the store protocol.
+"""Checkpoints as stores keep them, and the store protocol.
 
-A :class:`Checkpoint` is a small JSON record (the manifest) plus
-content-addressed blobs: each blob is keyed by the SHA-256 of its bytes and
-stored once, so a checkpoint that leaves a state value unchanged references
-its parent's blob instead of copying it. Stores verify every blob's hash on
-load, and with a ``secret`` sign each record with HMAC-SHA256.
+A :class:`Checkpoint` is a few header fields, a small JSON body (the
+manifest) and content-addressed blobs: each blob is keyed by the SHA-256 of
+its bytes and stored once, so a checkpoint that leaves a state value
+unchanged references its parent's blob instead of copying it. Stores verify
+every blob's hash on load, and with a ``secret`` sign each checkpoint (its
+header fields and body bytes) with HMAC-SHA256.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ from __future__ import annotations
 import builtins
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from .._exceptions import CheckpointIntegrityError
-from ._codec import loads
+from .._exceptions import CheckpointEncodeError, CheckpointIntegrityError
+from ._codec import dumps_compact, loads
 
 __all__ = [
     "Checkpoint",
     "CheckpointInfo",
     "CheckpointStore",
+    "FORMAT",
+    "Row",
+    "RowValues",
     "blob_hash",
-    "open_record",
-    "seal_record",
+    "check_types",
+    "header",
+    "body_bytes",
+    "open_row",
+    "seal",
+    "sign",
 ]
 
 
@@ -34,11 +41,15 @@ def blob_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Checkpoint:
     """One checkpoint. ``body`` is the JSON-able manifest; ``refs`` are the
     blob hashes it references; ``blobs`` holds blob bytes by hash (on save at
-    least the new ones, on load all of ``refs``)."""
+    least the new ones, on load all of ``refs``).
+
+    A plain record (one is built at every barrier, so it is kept cheap):
+    stores keep bytes, never the object saved, and every ``load`` returns a
+    new one, so changing a checkpoint changes nothing stored."""
 
     id: str
     run_id: str
@@ -54,22 +65,6 @@ class Checkpoint:
     blobs: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     kind = "checkpoint"
-
-    def record(self) -> dict[str, Any]:
-        """Everything but the blobs, as stored (and signed)."""
-        return {
-            "id": self.id,
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "signature": self.signature,
-            "superstep": self.superstep,
-            "parent_id": self.parent_id,
-            "created_at": self.created_at,
-            "status": self.status,
-            "pending_requests": self.pending_requests,
-            "body": self.body,
-            "refs": list(self.refs),
-        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,72 +85,162 @@ class CheckpointInfo:
     kind = "checkpoint_info"
 
 
-def seal_record(checkpoint: Checkpoint, secret: bytes | None) -> tuple[bytes, bytes | None]:
-    """The record's canonical bytes and, with a secret, their HMAC-SHA256."""
-    # Records need no canonical key order (the stored bytes are what is signed);
-    # values do (content addressing), and they are encoded with ``dumps``.
-    data = json.dumps(checkpoint.record(), separators=(",", ":"), ensure_ascii=False).encode()
-    mac = hmac.new(secret, data, hashlib.sha256).digest() if secret is not None else None
-    return data, mac
+class Row(NamedTuple):
+    """One checkpoint as stores keep it: header fields, the body's JSON bytes
+    and, in signing stores, the HMAC-SHA256 of ``header() + body``."""
 
+    id: str
+    run_id: str
+    workflow: str
+    signature: str
+    parent_id: str | None
+    superstep: int
+    created_at: float
+    status: str
+    pending_requests: int
+    refs: str  # the referenced blob hashes, comma-separated
+    size: int  # bytes of the body and of the blobs this checkpoint introduced
+    body: bytes
+    mac: bytes | None
 
-def open_record(
-    data: bytes, mac: bytes | None, secret: bytes | None, blobs: Mapping[str, bytes]
-) -> Checkpoint:
-    """Verify and parse a stored record; every referenced blob must be
-    present and match its hash."""
-    if secret is not None:
-        if mac is None:
-            raise CheckpointIntegrityError(
-                "checkpoint is unsigned, but this store requires signed checkpoints"
-            )
-        expected = hmac.new(secret, data, hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, mac):
-            raise CheckpointIntegrityError("checkpoint signature does not match: it was altered")
-    record = loads(data)
-    try:
-        checkpoint = Checkpoint(
-            id=_typed(record, "id", str),
-            run_id=_typed(record, "run_id", str),
-            workflow=_typed(record, "workflow", str),
-            signature=_typed(record, "signature", str),
-            superstep=_typed(record, "superstep", int),
-            parent_id=record["parent_id"] if record.get("parent_id") is not None else None,
-            created_at=float(_typed(record, "created_at", (int, float))),
-            status=_typed(record, "status", str),
-            pending_requests=_typed(record, "pending_requests", int),
-            body=_typed(record, "body", dict),
-            refs=tuple(_typed(record, "refs", list)),
-            blobs={},
+    @property
+    def ref_list(self) -> tuple[str, ...]:
+        return tuple(self.refs.split(",")) if self.refs else ()
+
+    @property
+    def info(self) -> CheckpointInfo:
+        return CheckpointInfo(
+            id=self.id,
+            run_id=self.run_id,
+            workflow=self.workflow,
+            superstep=self.superstep,
+            parent_id=self.parent_id,
+            created_at=self.created_at,
+            status=self.status,
+            pending_requests=self.pending_requests,
+            size=self.size,
         )
-    except (KeyError, TypeError) as exc:
-        raise CheckpointIntegrityError(f"checkpoint record is malformed: {exc}") from exc
+
+
+RowValues = tuple[Any, ...]  # a Row's fields as a plain tuple
+FORMAT = 2  # the layout of signed headers and of stored segments
+_SIGNED_FIELDS = Row._fields.index("size")  # a signature covers the fields before
+
+
+def header(row: RowValues) -> bytes:
+    """What a signature covers besides the body: the fields that describe a
+    checkpoint, in order, as one JSON line (floats round-trip exactly)."""
+    return dumps_compact([FORMAT, *row[:_SIGNED_FIELDS]]) + b"\n"
+
+
+def sign(row: RowValues, body: bytes, secret: bytes) -> bytes:
+    return hmac.new(secret, header(row) + body, hashlib.sha256).digest()
+
+
+def body_bytes(checkpoint: Checkpoint) -> bytes:
+    """The stored bytes of a checkpoint's body; ``CheckpointEncodeError`` if
+    it is not JSON."""
+    try:
+        return dumps_compact(checkpoint.body)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointEncodeError(
+            f"checkpoint {checkpoint.id!r}: its body is not JSON: {exc}"
+        ) from exc
+
+
+def seal(checkpoint: Checkpoint, blob_bytes: int, secret: bytes | None) -> RowValues:
+    """``checkpoint`` as row values, ``blob_bytes`` of new blobs counted in
+    its size, signed when there is a secret."""
+    body = body_bytes(checkpoint)
+    row: RowValues = (
+        checkpoint.id,
+        checkpoint.run_id,
+        checkpoint.workflow,
+        checkpoint.signature,
+        checkpoint.parent_id,
+        checkpoint.superstep,
+        checkpoint.created_at,
+        checkpoint.status,
+        checkpoint.pending_requests,
+        ",".join(checkpoint.refs),
+        len(body) + blob_bytes,
+        body,
+        None,
+    )
+    return row if secret is None else (*row[:-1], sign(row, body, secret))
+
+
+def open_row(row: Row, secret: bytes | None, blobs: Mapping[str, bytes]) -> Checkpoint:
+    """Verify and parse a stored checkpoint; every referenced blob must be
+    present and match its hash."""
+    check_types(row)
+    refs = row.ref_list
+    if secret is not None:
+        if row.mac is None:
+            raise CheckpointIntegrityError(
+                f"checkpoint {row.id!r} is unsigned, but this store requires signed checkpoints"
+            )
+        if not hmac.compare_digest(sign(row, row.body, secret), row.mac):
+            raise CheckpointIntegrityError(
+                f"checkpoint {row.id!r}: its signature does not match: it was altered"
+            )
+    body = loads(row.body)
+    if not isinstance(body, dict):
+        raise CheckpointIntegrityError(f"checkpoint {row.id!r}: its body is not an object")
     found: dict[str, bytes] = {}
-    for ref in checkpoint.refs:
+    for ref in refs:
         blob = blobs.get(ref)
         if blob is None:
             raise CheckpointIntegrityError(
-                f"checkpoint {checkpoint.id} references missing stored value {ref}"
+                f"checkpoint {row.id} references missing stored value {ref}"
             )
         if blob_hash(blob) != ref:
             raise CheckpointIntegrityError(
-                f"checkpoint {checkpoint.id}: stored value {ref} is corrupt (hash mismatch)"
+                f"checkpoint {row.id}: stored value {ref} is corrupt (hash mismatch)"
             )
         found[ref] = blob
-    return Checkpoint(**{**_fields(checkpoint), "blobs": found})
+    return Checkpoint(
+        id=row.id,
+        run_id=row.run_id,
+        workflow=row.workflow,
+        signature=row.signature,
+        superstep=row.superstep,
+        parent_id=row.parent_id,
+        created_at=float(row.created_at),
+        status=row.status,
+        pending_requests=row.pending_requests,
+        body=body,
+        refs=refs,
+        blobs=found,
+    )
 
 
-def _typed(record: Any, key: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(record, dict):
-        raise TypeError("record is not an object")
-    value = record[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"field {key!r} has the wrong type")
-    return value
+_FIELD_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("id", str),
+    ("run_id", str),
+    ("workflow", str),
+    ("signature", str),
+    ("parent_id", (str, type(None))),
+    ("superstep", int),
+    ("created_at", (float, int)),
+    ("status", str),
+    ("pending_requests", int),
+    ("refs", str),
+    ("size", int),
+    ("body", bytes),
+    ("mac", (bytes, type(None))),
+)
 
 
-def _fields(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {name: getattr(checkpoint, name) for name in Checkpoint.__dataclass_fields__}
+def check_types(row: Row) -> None:
+    """``CheckpointIntegrityError`` unless every field has its type."""
+    for name, kind in _FIELD_TYPES:
+        value = getattr(row, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointIntegrityError(
+                f"checkpoint {row.id!r}: stored field {name!r} has the wrong type "
+                f"({type(value).__name__})"
+            )
 
 
 @runtime_checkable

@@ -8,56 +8,70 @@
   but never corrupts the file.
 - All I/O runs on one worker thread owned by the store, never on the event
   loop; the store is not bound to any loop and may be used from several.
-- ``prune`` and ``delete_run`` delete rows, drop values nothing references,
-  checkpoint the WAL (``TRUNCATE``) and ``VACUUM``: the file shrinks.
+- ``prune`` and ``delete_run`` delete checkpoints, drop values nothing
+  references, checkpoint the WAL (``TRUNCATE``) and ``VACUUM``: the file
+  shrinks.
+
+Layout: the checkpoints one ``save`` writes for one run are stored together
+as one *segment* row: a JSON document ``[format, run_id, workflow,
+signature, [entry, ...]]`` whose entries hold each checkpoint's own fields,
+its body and its signature; ``checkpoint_ids`` maps each id to its segment.
+A batch of async checkpoints thus costs one JSON encoding, one row and one
+small index entry per checkpoint, instead of a wide row, two index entries
+and a separate encoding each. A segment is cut at ``SEGMENT_BYTES`` (a
+larger single checkpoint has one of its own), so loading one checkpoint
+reads little besides it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._exceptions import CheckpointError, CheckpointIntegrityError
-from ._store import BaseStore, Row, refs_json
+from .._exceptions import (
+    CheckpointDecodeError,
+    CheckpointEncodeError,
+    CheckpointError,
+    CheckpointIntegrityError,
+)
+from ._codec import dumps_compact, loads
+from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal
+from ._store import BaseStore
 
 __all__ = ["SqliteCheckpointStore"]
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
+LAYOUT = 2  # PRAGMA user_version of the files this module writes
+SEGMENT_BYTES = 1 << 20  # a longer batch is split (a bigger checkpoint has its own)
+_SCHEMA = f"""
+CREATE TABLE segments (
+    seq INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
-    workflow TEXT NOT NULL,
-    parent_id TEXT,
-    superstep INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    status TEXT NOT NULL,
-    pending_requests INTEGER NOT NULL,
-    record BLOB NOT NULL,
-    mac BLOB,
-    refs TEXT NOT NULL,
-    size INTEGER NOT NULL
+    data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS checkpoints_by_run ON checkpoints (run_id, seq);
-CREATE INDEX IF NOT EXISTS checkpoints_by_workflow ON checkpoints (workflow, run_id);
-CREATE TABLE IF NOT EXISTS blobs (
+CREATE INDEX segments_by_run ON segments (run_id, seq);
+CREATE TABLE checkpoint_ids (
+    id TEXT PRIMARY KEY,
+    segment INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE runs (
+    workflow TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (workflow, run_id)
+) WITHOUT ROWID;
+CREATE TABLE blobs (
     hash TEXT PRIMARY KEY,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
+PRAGMA user_version = {LAYOUT}
 """
-_COLUMNS = (
-    "id, run_id, workflow, parent_id, superstep, created_at, status, pending_requests, "
-    "record, mac, refs, size"
-)
 
 
 class SqliteCheckpointStore(BaseStore):
@@ -93,17 +107,21 @@ class SqliteCheckpointStore(BaseStore):
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
+            conn = None
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                _ensure_layout(conn, self.path)  # first: another file is left as it is
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.executescript(_SCHEMA)
-            except sqlite3.DatabaseError as exc:
-                raise CheckpointError(
-                    f"cannot open checkpoint database {str(self.path)!r}: {exc} "
-                    "(is it a stepgraph SQLite checkpoint file?)"
-                ) from exc
+            except BaseException as exc:
+                if conn is not None:
+                    conn.close()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise CheckpointError(
+                        f"cannot open checkpoint database {str(self.path)!r}: {exc} "
+                        "(is it a stepgraph SQLite checkpoint file?)"
+                    ) from exc
+                raise
             self._conn = conn
         return self._conn
 
@@ -138,44 +156,43 @@ class SqliteCheckpointStore(BaseStore):
 
     # -- primitives --------------------------------------------------------------
 
-    def _write(self, rows: list[Row], blobs: Mapping[str, bytes]) -> None:
+    def _write(
+        self,
+        checkpoints: tuple[Checkpoint, ...],
+        blob_bytes: list[int],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        segments = _encode_segments(checkpoints, blob_bytes, self._secret)
+
         def write(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(
-                    "INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)", blobs.items()
-                )
+                if blobs:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)", blobs.items()
+                    )
                 if self._write_hook is not None:
                     self._write_hook()
-                needed = {h for r in rows for h in r.refs} - set(blobs)
-                if needed:
-                    present = _present(db, needed)
-                    if present != needed:
-                        missing = sorted(needed - present)[:3]
-                        raise CheckpointIntegrityError(
-                            f"checkpoint references values the store does not hold: {missing}"
-                        )
+                _check_refs(db, checkpoints, blobs)
                 db.executemany(
-                    f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            r.id,
-                            r.run_id,
-                            r.workflow,
-                            r.parent_id,
-                            r.superstep,
-                            r.created_at,
-                            r.status,
-                            r.pending_requests,
-                            r.record,
-                            r.mac,
-                            refs_json(r.refs),
-                            r.size,
-                        )
-                        for r in rows
-                    ],
+                    "INSERT OR IGNORE INTO runs (workflow, run_id) VALUES (?, ?)",
+                    {(cp.workflow, cp.run_id) for cp in checkpoints},
                 )
+                for run_id, data, ids in segments:
+                    seq = db.execute(
+                        "INSERT INTO segments (run_id, data) VALUES (?, ?)", (run_id, data)
+                    ).lastrowid
+                    db.executemany(
+                        "INSERT INTO checkpoint_ids (id, segment) VALUES (?, ?)",
+                        [(cid, seq) for cid in ids],
+                    )
                 db.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                db.execute("ROLLBACK")
+                taken = [cp.id for cp in checkpoints if _exists(db, cp.id)]
+                raise CheckpointIntegrityError(
+                    f"checkpoint ids already stored: {taken[:3]}" if taken else str(exc)
+                ) from exc
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -183,25 +200,37 @@ class SqliteCheckpointStore(BaseStore):
         self._guard(write)
 
     def _read(self, checkpoint_id: str) -> Row | None:
-        return self._one(f"SELECT {_COLUMNS} FROM checkpoints WHERE id = ?", (checkpoint_id,))
+        found = self._guard(
+            lambda db: db.execute(
+                "SELECT s.data FROM checkpoint_ids i JOIN segments s ON s.seq = i.segment "
+                "WHERE i.id = ?",
+                (checkpoint_id,),
+            ).fetchone()
+        )
+        if found is None:
+            return None
+        for row in _decode_segment(found[0]):
+            if row.id == checkpoint_id:
+                return row
+        raise CheckpointIntegrityError(f"checkpoint {checkpoint_id!r} is missing from its segment")
 
     def _read_latest(self, run_id: str) -> Row | None:
-        return self._one(
-            f"SELECT {_COLUMNS} FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
-            (run_id,),
+        found = self._guard(
+            lambda db: db.execute(
+                "SELECT data FROM segments WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+            ).fetchone()
         )
-
-    def _one(self, sql: str, args: tuple[Any, ...]) -> Row | None:
-        found = self._guard(lambda db: db.execute(sql, args).fetchone())
-        return None if found is None else _row(found)
+        if found is None:
+            return None
+        *_, last = _decode_segment(found[0])
+        return last
 
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(hashes))
 
         def read(db: sqlite3.Connection) -> dict[str, bytes]:
             out: dict[str, bytes] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
+            for chunk in _chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 for h, data in db.execute(
                     f"SELECT hash, data FROM blobs WHERE hash IN ({marks})", chunk
@@ -217,25 +246,42 @@ class SqliteCheckpointStore(BaseStore):
             clauses.append("run_id = ?")
             args.append(run_id)
         if workflow is not None:
-            clauses.append("workflow = ?")
+            clauses.append("run_id IN (SELECT run_id FROM runs WHERE workflow = ?)")
             args.append(workflow)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_COLUMNS} FROM checkpoints {where} ORDER BY seq"
-        return [_row(r) for r in self._guard(lambda db: db.execute(sql, args).fetchall())]
+        sql = f"SELECT data FROM segments {where} ORDER BY seq"
+        found = self._guard(lambda db: db.execute(sql, args).fetchall())
+        rows = [row for (data,) in found for row in _decode_segment(data)]
+        return rows if workflow is None else [r for r in rows if r.workflow == workflow]
 
     def _remove(self, ids: list[str]) -> None:
+        doomed = set(ids)
+
         def remove(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("DELETE FROM checkpoints WHERE id = ?", [(i,) for i in ids])
-                db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (hash TEXT PRIMARY KEY)")
-                db.execute("DELETE FROM keep")
-                for (refs,) in db.execute("SELECT refs FROM checkpoints").fetchall():
-                    db.executemany(
-                        "INSERT OR IGNORE INTO keep (hash) VALUES (?)",
-                        [(h,) for h in json.loads(refs)],
+                segments: set[int] = set()
+                for chunk in _chunks(list(doomed)):
+                    marks = ",".join("?" * len(chunk))
+                    segments.update(
+                        seq
+                        for (seq,) in db.execute(
+                            f"SELECT segment FROM checkpoint_ids WHERE id IN ({marks})", chunk
+                        )
                     )
-                db.execute("DELETE FROM blobs WHERE hash NOT IN (SELECT hash FROM keep)")
+                    db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({marks})", chunk)
+                for seq in segments:
+                    (data,) = db.execute(
+                        "SELECT data FROM segments WHERE seq = ?", (seq,)
+                    ).fetchone()
+                    kept = [r for r in _decode_segment(data) if r.id not in doomed]
+                    if kept:
+                        db.execute(
+                            "UPDATE segments SET data = ? WHERE seq = ?", (_reencode(kept), seq)
+                        )
+                    else:
+                        db.execute("DELETE FROM segments WHERE seq = ?", (seq,))
+                self._collect_garbage(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -245,6 +291,19 @@ class SqliteCheckpointStore(BaseStore):
 
         self._guard(remove)
 
+    @staticmethod
+    def _collect_garbage(db: sqlite3.Connection) -> None:
+        """Drop the values and run entries no remaining checkpoint references."""
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (hash TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM keep")
+        for (data,) in db.execute("SELECT data FROM segments").fetchall():
+            db.executemany(
+                "INSERT OR IGNORE INTO keep (hash) VALUES (?)",
+                [(h,) for row in _decode_segment(data) for h in row.ref_list],
+            )
+        db.execute("DELETE FROM blobs WHERE hash NOT IN (SELECT hash FROM keep)")
+        db.execute("DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM segments)")
+
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check`` of the file ("ok" when sound); blocking."""
         with sqlite3.connect(self.path) as conn:
@@ -253,11 +312,15 @@ class SqliteCheckpointStore(BaseStore):
         return str(result[0])
 
 
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Slices small enough for one ``IN (...)`` (SQLite bounds parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _present(db: sqlite3.Connection, hashes: set[str]) -> set[str]:
     found: set[str] = set()
-    wanted = list(hashes)
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
+    for chunk in _chunks(list(hashes)):
         marks = ",".join("?" * len(chunk))
         found.update(
             h for (h,) in db.execute(f"SELECT hash FROM blobs WHERE hash IN ({marks})", chunk)
@@ -265,36 +328,142 @@ def _present(db: sqlite3.Connection, hashes: set[str]) -> set[str]:
     return found
 
 
-def _row(found: tuple[Any, ...]) -> Row:
-    (
-        cid,
-        run_id,
-        workflow,
-        parent_id,
-        superstep,
-        created_at,
-        status,
-        pending,
-        record,
+def _exists(db: sqlite3.Connection, checkpoint_id: str) -> bool:
+    query = "SELECT 1 FROM checkpoint_ids WHERE id = ?"
+    return db.execute(query, (checkpoint_id,)).fetchone() is not None
+
+
+def _check_refs(
+    db: sqlite3.Connection, checkpoints: tuple[Checkpoint, ...], blobs: Mapping[str, bytes]
+) -> None:
+    needed = {h for cp in checkpoints for h in cp.refs}
+    needed.difference_update(blobs)
+    if needed:
+        present = _present(db, needed)
+        if present != needed:
+            missing = sorted(needed - present)[:3]
+            raise CheckpointIntegrityError(
+                f"checkpoint references values the store does not hold: {missing}"
+            )
+
+
+def _encode_segments(
+    checkpoints: tuple[Checkpoint, ...], blob_bytes: list[int], secret: bytes | None
+) -> list[tuple[str, bytes, list[str]]]:
+    """(run id, segment bytes, checkpoint ids) for each segment, in save
+    order: a run of consecutive checkpoints that share run, workflow and
+    graph signature, cut in halves while a part of several checkpoints
+    exceeds ``SEGMENT_BYTES``."""
+    groups: list[tuple[tuple[str, str, str], list[int]]] = []
+    for i, cp in enumerate(checkpoints):
+        key = (cp.run_id, cp.workflow, cp.signature)
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(i)
+        else:
+            groups.append((key, [i]))
+    out: list[tuple[str, bytes, list[str]]] = []
+    for (run_id, workflow, signature), indexes in groups:
+        parts = [indexes]
+        while parts:
+            part = parts.pop(0)
+            entries = [_entry(checkpoints[i], blob_bytes[i], secret) for i in part]
+            try:
+                data = dumps_compact([FORMAT, run_id, workflow, signature, entries])
+            except (TypeError, ValueError) as exc:
+                for i in part:
+                    body_bytes(checkpoints[i])  # names the checkpoint whose body is at fault
+                raise CheckpointEncodeError(f"checkpoints of run {run_id!r}: {exc}") from exc
+            if len(data) > SEGMENT_BYTES and len(part) > 1:
+                half = len(part) // 2
+                parts[:0] = [part[:half], part[half:]]
+                continue
+            out.append((run_id, data, [checkpoints[i].id for i in part]))
+    return out
+
+
+def _entry(cp: Checkpoint, blob_bytes: int, secret: bytes | None) -> list[Any]:
+    mac = None if secret is None else seal(cp, blob_bytes, secret)[-1].hex()
+    return [
+        cp.id,
+        cp.parent_id,
+        cp.superstep,
+        cp.created_at,
+        cp.status,
+        cp.pending_requests,
+        ",".join(cp.refs),
+        blob_bytes,
+        cp.body,
         mac,
-        refs,
-        size,
-    ) = found
+    ]
+
+
+def _decode_segment(data: Any) -> list[Row]:
+    """The rows of a stored segment; ``CheckpointIntegrityError`` if it is
+    not one. A body's bytes are its compact re-encoding: exactly the bytes
+    that were signed, as parsing and writing JSON round-trip."""
     try:
-        parsed_refs = tuple(json.loads(refs))
-    except ValueError as exc:
-        raise CheckpointIntegrityError(f"checkpoint {cid!r}: its value list is corrupt") from exc
-    return Row(
-        id=cid,
-        run_id=run_id,
-        workflow=workflow,
-        parent_id=parent_id,
-        superstep=superstep,
-        created_at=created_at,
-        status=status,
-        pending_requests=pending,
-        record=bytes(record),
-        mac=None if mac is None else bytes(mac),
-        refs=parsed_refs,
-        size=size,
-    )
+        if not isinstance(data, bytes):
+            raise TypeError("not a blob")
+        layout, run_id, workflow, signature, entries = loads(data)
+        if layout != FORMAT or not isinstance(entries, list):
+            raise ValueError(f"unknown format {layout!r}")
+        rows = []
+        for entry in entries:
+            cid, parent, step, created, status, pending, refs, blob_bytes, body, mac = entry
+            if type(blob_bytes) is not int:
+                raise TypeError("a size is not an int")
+            encoded = dumps_compact(body)
+            row = Row(
+                cid,
+                run_id,
+                workflow,
+                signature,
+                parent,
+                step,
+                created,
+                status,
+                pending,
+                refs,
+                blob_bytes + len(encoded),
+                encoded,
+                None if mac is None else bytes.fromhex(mac),
+            )
+            check_types(row)
+            rows.append(row)
+        return rows
+    except (CheckpointDecodeError, TypeError, ValueError) as exc:
+        raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
+
+
+def _reencode(rows: list[Row]) -> bytes:
+    """A segment of rows read from one (what remains when some are deleted)."""
+    first = rows[0]
+    entries = [
+        [r.id, r.parent_id, r.superstep, r.created_at, r.status, r.pending_requests, r.refs,
+         r.size - len(r.body), loads(r.body), None if r.mac is None else r.mac.hex()]
+        for r in rows
+    ]  # fmt: skip
+    return dumps_compact([FORMAT, first.run_id, first.workflow, first.signature, entries])
+
+
+def _ensure_layout(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables in a new file; refuse a file of another layout."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (layout,) = conn.execute("PRAGMA user_version").fetchone()
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if layout == 0 and tables == 0:
+            for statement in _SCHEMA.split(";"):
+                conn.execute(statement)
+            layout = LAYOUT
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if layout != LAYOUT:
+        raise CheckpointError(
+            f"checkpoint database {str(path)!r} has layout {layout}, but this version of "
+            f"stepgraph reads layout {LAYOUT} (was it written by another version, or is it "
+            "another application's database?)"
+        )

@@ -8,48 +8,15 @@ a record, read blobs, list, remove); :class:`BaseStore` turns them into the
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError
-from ._model import Checkpoint, CheckpointInfo, open_record, seal_record
+from ._model import Checkpoint, CheckpointInfo, Row, open_row, seal
 
-__all__ = ["BaseStore", "MemoryCheckpointStore", "Row"]
+__all__ = ["BaseStore", "MemoryCheckpointStore"]
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Row:
-    """One checkpoint as a store keeps it."""
-
-    id: str
-    run_id: str
-    workflow: str
-    parent_id: str | None
-    superstep: int
-    created_at: float
-    status: str
-    pending_requests: int
-    record: bytes
-    mac: bytes | None
-    refs: tuple[str, ...]
-    size: int
-
-    def info(self) -> CheckpointInfo:
-        return CheckpointInfo(
-            id=self.id,
-            run_id=self.run_id,
-            workflow=self.workflow,
-            superstep=self.superstep,
-            parent_id=self.parent_id,
-            created_at=self.created_at,
-            status=self.status,
-            pending_requests=self.pending_requests,
-            size=self.size,
-        )
 
 
 def _secret(secret: str | bytes | None) -> bytes | None:
@@ -69,7 +36,15 @@ class BaseStore:
 
     # -- primitives (blocking) -----------------------------------------------
 
-    def _write(self, rows: builtins.list[Row], blobs: Mapping[str, bytes]) -> None:
+    def _write(
+        self,
+        checkpoints: tuple[Checkpoint, ...],
+        blob_bytes: builtins.list[int],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        """Store the checkpoints (with ``blob_bytes[i]`` bytes of new blobs
+        each) and the new ``blobs``, all or nothing; sign them when the store
+        has a secret."""
         raise NotImplementedError
 
     def _read(self, checkpoint_id: str) -> Row | None:
@@ -95,33 +70,22 @@ class BaseStore:
 
     async def save(self, *checkpoints: Checkpoint) -> None:
         if checkpoints:
-            # Sealing (canonical JSON, HMAC) runs with the write, off the loop.
-            await self._run(self._seal_and_write, checkpoints)
+            # Encoding and signing run with the write, off the loop.
+            await self._run(self._write_new, checkpoints)
 
-    def _seal_and_write(self, checkpoints: tuple[Checkpoint, ...]) -> None:
-        rows: builtins.list[Row] = []
+    def _write_new(self, checkpoints: tuple[Checkpoint, ...]) -> None:
         blobs: dict[str, bytes] = {}
+        blob_bytes: builtins.list[int] = []
         for cp in checkpoints:
-            record, mac = seal_record(cp, self._secret)
-            fresh = {h: b for h, b in cp.blobs.items() if h in cp.refs}
-            blobs.update(fresh)
-            rows.append(
-                Row(
-                    id=cp.id,
-                    run_id=cp.run_id,
-                    workflow=cp.workflow,
-                    parent_id=cp.parent_id,
-                    superstep=cp.superstep,
-                    created_at=cp.created_at,
-                    status=cp.status,
-                    pending_requests=cp.pending_requests,
-                    record=record,
-                    mac=mac,
-                    refs=cp.refs,
-                    size=len(record) + sum(len(b) for b in fresh.values()),
-                )
-            )
-        self._write(rows, blobs)
+            size = 0
+            if cp.blobs:
+                for h in cp.refs:
+                    blob = cp.blobs.get(h)
+                    if blob is not None:
+                        blobs[h] = blob
+                        size += len(blob)
+            blob_bytes.append(size)
+        self._write(checkpoints, blob_bytes, blobs)
 
     async def load(self, checkpoint_id: str) -> Checkpoint:
         row = await self._run(self._read, checkpoint_id)
@@ -134,24 +98,19 @@ class BaseStore:
         return None if row is None else await self._open(row)
 
     async def _open(self, row: Row) -> Checkpoint:
-        blobs = await self._run(self._read_blobs, row.refs)
-        checkpoint = open_record(row.record, row.mac, self._secret, blobs)
-        if checkpoint.id != row.id or checkpoint.run_id != row.run_id:
-            raise CheckpointIntegrityError(
-                f"checkpoint {row.id!r}: its record names another checkpoint"
-            )
-        return checkpoint
+        blobs = await self._run(self._read_blobs, row.ref_list)
+        return open_row(row, self._secret, blobs)
 
     async def list(
         self, run_id: str | None = None, *, workflow: str | None = None
     ) -> builtins.list[CheckpointInfo]:
-        return [r.info() for r in await self._run(self._rows, run_id, workflow)]
+        return [r.info for r in await self._run(self._rows, run_id, workflow)]
 
     async def runs(self, *, workflow: str | None = None) -> builtins.list[CheckpointInfo]:
         latest: dict[str, CheckpointInfo] = {}
         for row in await self._run(self._rows, None, workflow):
             latest.pop(row.run_id, None)  # re-insert: order by latest activity
-            latest[row.run_id] = row.info()
+            latest[row.run_id] = row.info
         return list(latest.values())
 
     async def delete(self, checkpoint_id: str) -> None:
@@ -188,8 +147,15 @@ class MemoryCheckpointStore(BaseStore):
         self._rows_by_id: dict[str, Row] = {}
         self._blobs: dict[str, bytes] = {}
 
-    def _write(self, rows: builtins.list[Row], blobs: Mapping[str, bytes]) -> None:
-        missing = {h for r in rows for h in r.refs} - set(blobs) - set(self._blobs)
+    def _write(
+        self,
+        checkpoints: tuple[Checkpoint, ...],
+        blob_bytes: builtins.list[int],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        pairs = zip(checkpoints, blob_bytes, strict=True)
+        rows = [Row._make(seal(cp, n, self._secret)) for cp, n in pairs]
+        missing = {h for r in rows for h in r.ref_list} - set(blobs) - set(self._blobs)
         if missing:
             raise CheckpointIntegrityError(
                 f"checkpoint references values the store does not hold: {sorted(missing)[:3]}"
@@ -222,7 +188,7 @@ class MemoryCheckpointStore(BaseStore):
     def _remove(self, ids: builtins.list[str]) -> None:
         for i in ids:
             self._rows_by_id.pop(i, None)
-        keep = {h for r in self._rows_by_id.values() for h in r.refs}
+        keep = {h for r in self._rows_by_id.values() for h in r.ref_list}
         for h in [h for h in self._blobs if h not in keep]:
             del self._blobs[h]
 
@@ -230,7 +196,3 @@ class MemoryCheckpointStore(BaseStore):
     def blob_bytes(self) -> int:
         """Bytes of stored values (for tests and diagnostics)."""
         return sum(len(b) for b in self._blobs.values())
-
-
-def refs_json(refs: tuple[str, ...]) -> str:
-    return json.dumps(list(refs), separators=(",", ":"))
