@@ -4,6 +4,7 @@ W1  a 50-executor chain passing an int              (µs per superstep)
 W2  fan-out to N executors, then fan-in a sum        (ms per run)
 W3  two executors ping-ponging a counter             (µs per hop)
 W4  50 sources each sending one message to a target  (ms per run)
+W5  W1 with checkpoints; the state ticker             (µs per superstep / checkpoint)
 
 The floors use direct awaits with one task per hop: the least an asyncio
 engine that isolates each handler call in its own task could cost.
@@ -12,6 +13,8 @@ engine that isolates each handler call in its own task could cost.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import stepgraph as sg
 
@@ -125,6 +128,37 @@ def many_to_one(sources: int) -> sg.Workflow:
     for sender in senders:
         builder.add_edge(sender, target)
     return builder.build()
+
+
+class SyncWriteFloor:
+    """The least a checkpoint with ``sync`` durability can cost here: hand a
+    one-row SQLite insert and commit (WAL, ``synchronous=NORMAL``, its own
+    file) to the store's writer thread and wait for it. The same thread as
+    the store's own writes: how long a hand-off takes depends on where the
+    operating system schedules that thread."""
+
+    def __init__(self, path: Path, store: sg.SqliteCheckpointStore) -> None:
+        self._path = path
+        self._store = store
+        self._db: sqlite3.Connection | None = None
+
+    def _commit_one(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v BLOB)")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 100,))
+        self._db.execute("COMMIT")
+
+    async def write(self, count: int) -> None:
+        for _ in range(count):
+            await self._store._run(self._commit_one)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
 
 
 # -- floors: bare asyncio, one task per hop -------------------------------------

@@ -195,8 +195,8 @@ class RunCodec:
         """The whole run state as one JSON-able value, values inline (used to
         nest a sub-workflow's suspended runs in its parent's checkpoint)."""
         body, blobs = self.body(run, {}, None)
-        body["state"] = {k: loads(blobs[h]) for k, h in body["state"].items()}
-        body["snapshots"] = {e: loads(blobs[h]) for e, h in body["snapshots"].items()}
+        body["state"] = {k: loads(blobs[h]) for k, h in body.get("state", {}).items()}
+        body["snapshots"] = {e: loads(blobs[h]) for e, h in body.get("snapshots", {}).items()}
         body["superstep"] = run.superstep
         return body
 
@@ -227,13 +227,14 @@ class RunCodec:
             h, data = self._blob(executor.snapshot(), f"snapshot of executor {eid!r}")
             snapshots[eid] = h
             blobs[h] = data
-        # Plain loops, not comprehensions: this runs at every barrier.
+        # This runs at every barrier: plain loops rather than comprehensions,
+        # and tuples where nothing is appended later.
         inboxes: list[Any] = []
         for eid, inbox in run.inboxes.items():
             entries: list[Any] = []
             for source, message in inbox:
                 entries.append(self._entry(eid, len(entries), source, message))
-            inboxes.append([eid, entries])
+            inboxes.append((eid, entries))
         fan_in: list[Any] = []
         for index, buffer in run.fan_in.items():
             sources = []
@@ -241,25 +242,31 @@ class RunCodec:
                 where = f"fan-in buffer {index} from {src!r}"
                 sources.append([src, [self._enc(m, where) for m in msgs]])
             fan_in.append([index, sources])
-        body = {
-            "format": FORMAT,
-            "inboxes": inboxes,
-            "fan_in": fan_in,
-            "state": dict(state_hashes),
-            "snapshots": snapshots,
-            "requests": [self._request(r) for r in run.requests.values()] if run.requests else [],
-            "answered": sorted(run.answered) if run.answered else [],
-        }
+        # Only the sections that hold something: most checkpoints carry an
+        # inbox or two and nothing else, and every item costs to write.
+        body: dict[str, Any] = {"format": FORMAT}
+        if inboxes:
+            body["inboxes"] = inboxes
+        if fan_in:
+            body["fan_in"] = fan_in
+        if state_hashes:
+            body["state"] = dict(state_hashes)
+        if snapshots:
+            body["snapshots"] = snapshots
+        if run.requests:
+            body["requests"] = [self._request(r) for r in run.requests.values()]
+        if run.answered:
+            body["answered"] = sorted(run.answered)
         return body, blobs
 
-    def _entry(self, eid: str, index: int, source: str, message: Any) -> list[Any]:
+    def _entry(self, eid: str, index: int, source: str, message: Any) -> tuple[Any, ...]:
         def where() -> str:  # built only if encoding fails
             return f"inbox of {eid!r}[{index}] (from {source or 'the run input'!r})"
 
         if type(message) is Response:
             value = encode(message.value, self.registry, where)
-            return [source, "r", self._request(message.request), value]
-        return [source, "m", encode(message, self.registry, where)]
+            return (source, "r", self._request(message.request), value)
+        return (source, "m", encode(message, self.registry, where))
 
     def _request(self, request: PendingRequest) -> dict[str, Any]:
         path = f"request {request.request_id!r} of executor {request.executor_id!r}"
@@ -316,21 +323,23 @@ class RunCodec:
         def value(ref: Any, path: str) -> Any:
             return decode_value(fetch(ref, path), self.registry, path)
 
-        requests = {r["id"]: self._pending(r) for r in body["requests"]}
+        requests = {r["id"]: self._pending(r) for r in body.get("requests", ())}
         inboxes: dict[str, list[tuple[str, Any]]] = {}
-        for eid, entries in body["inboxes"]:
+        for eid, entries in body.get("inboxes", ()):
             self._known(eid)
             inboxes[eid] = [self._decode_entry(eid, entry) for entry in entries]
         fan_in: dict[int, dict[str, list[Any]]] = {}
-        for index, buffer in body["fan_in"]:
+        for index, buffer in body.get("fan_in", ()):
             if not isinstance(index, int):
                 raise CheckpointDecodeError(f"fan-in index {index!r} is not an int")
             fan_in[index] = {
                 src: [decode_value(m, self.registry, f"fan-in {index} from {src!r}") for m in msgs]
                 for src, msgs in buffer
             }
-        state = {k: value(h, f"state[{k!r}]") for k, h in body["state"].items()}
-        snapshots = {eid: value(h, f"snapshot of {eid!r}") for eid, h in body["snapshots"].items()}
+        state = {k: value(h, f"state[{k!r}]") for k, h in body.get("state", {}).items()}
+        snapshots = {
+            eid: value(h, f"snapshot of {eid!r}") for eid, h in body.get("snapshots", {}).items()
+        }
         for eid, snapshot in snapshots.items():
             self._known(eid).restore(snapshot)
         return RunState(
@@ -339,7 +348,7 @@ class RunCodec:
             fan_in=fan_in,
             superstep=superstep,
             requests=requests,
-            answered=set(body["answered"]),
+            answered=set(body.get("answered", ())),
         )
 
     def _known(self, eid: str) -> Executor:
@@ -373,7 +382,7 @@ class RunCodec:
         """The requests open at ``checkpoint`` (without restoring anything)."""
         self.check(checkpoint)
         with _decoding(f"checkpoint {checkpoint.id}"):
-            return [self._pending(record) for record in checkpoint.body["requests"]]
+            return [self._pending(record) for record in checkpoint.body.get("requests", ())]
 
     def hashes(self, checkpoint: Checkpoint) -> dict[str, str]:
         """The state key -> content hash map of ``checkpoint``."""
@@ -436,8 +445,9 @@ class RunRecorder:
         body, blobs = self._codec.body(run, self._hashes, written)
         refs: tuple[str, ...] = ()
         fresh: dict[str, bytes] = {}
-        if body["state"] or body["snapshots"]:
-            refs = tuple(sorted({*body["state"].values(), *body["snapshots"].values()}))
+        if "state" in body or "snapshots" in body:
+            hashes = {*body.get("state", {}).values(), *body.get("snapshots", {}).values()}
+            refs = tuple(sorted(hashes))
             stored = self._stored
             fresh = {h: blobs[h] for h in refs if h not in stored and h in blobs}
         checkpoint = Checkpoint(
