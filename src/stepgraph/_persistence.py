@@ -438,6 +438,8 @@ class RunRecorder:
         self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._closing = False
+        self._failed = False  # a write failed: the run fails, nothing more is written
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         if written is None and self._skip_entry:
@@ -474,7 +476,7 @@ class RunRecorder:
                 self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
             # else: a pending or running write takes this one with its batch
         else:
-            await self._store.save(checkpoint)
+            await self._save(checkpoint)
         if fresh:
             self._stored.update(fresh)
 
@@ -484,29 +486,56 @@ class RunRecorder:
         self._writer.add_done_callback(self._writer_done)
 
     def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        if self._writer is not writer:
+            return  # already handled (by close)
         self._writer = None
         if not writer.cancelled() and writer.exception() is not None:
             self._error = writer.exception()
-        elif self._queue and self._timer is None:  # queued as the write finished
-            loop = writer.get_loop()
+            self._failed = True
+        elif self._queue and self._timer is None and not self._closing:
+            loop = writer.get_loop()  # queued while the write ran
             self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
 
     async def _write_queued(self) -> None:
-        while self._queue:
+        while self._queue and not self._failed:
             batch, self._queue = self._queue, []
-            await self._store.save(*batch)
+            try:
+                await self._save(*batch)
+            except BaseException:
+                self._failed = True
+                raise
+        # After a failed write nothing more is written: the checkpoints still
+        # queued would refer to parents (and values) that were never stored.
+        self._queue.clear()
+
+    async def _save(self, *checkpoints: Checkpoint) -> None:
+        """Save, turning a store's own failure (a full disk, a lost
+        connection) into a ``CheckpointError`` that fails the run."""
+        try:
+            await self._store.save(*checkpoints)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"writing checkpoints failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None
-        raise CheckpointError(f"writing checkpoints failed: {error}") from error
+        if isinstance(error, CheckpointError):
+            raise error
+        raise CheckpointError(f"writing checkpoints failed: {error!r}") from error
 
     async def close(self) -> None:
         """Flush queued checkpoints (async durability)."""
+        self._closing = True
         if self._timer is not None:
             self._timer.cancel()  # no need to wait for more: write them now
             self._timer = None
-        if self._writer is not None:
-            await asyncio.wait({self._writer})  # never cut a save short
+        writer = self._writer
+        if writer is not None:
+            await asyncio.wait({writer})  # never cut a save short
+            self._writer_done(writer)
         if self._error is not None:
             self._raise_error()
         await self._write_queued()

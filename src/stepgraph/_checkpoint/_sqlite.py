@@ -12,8 +12,8 @@
   references, checkpoint the WAL (``TRUNCATE``) and ``VACUUM``: the file
   shrinks.
 
-Layout: the checkpoints one ``save`` writes for one run are stored together
-as one *segment* row: a JSON document ``[format, run_id, workflow,
+Layout: consecutive checkpoints of one run that one ``save`` writes are
+stored together as one *segment* row: a JSON document ``[format, run_id, workflow,
 signature, [entry, ...]]`` whose entries hold each checkpoint's own fields,
 its body and its signature; ``checkpoint_ids`` maps each id to its segment.
 A batch of async checkpoints thus costs one JSON encoding, one row and one
@@ -299,7 +299,7 @@ class SqliteCheckpointStore(BaseStore):
         for (data,) in db.execute("SELECT data FROM segments").fetchall():
             db.executemany(
                 "INSERT OR IGNORE INTO keep (hash) VALUES (?)",
-                [(h,) for row in _decode_segment(data) for h in row.ref_list],
+                [(h,) for refs in _segment_refs(data) if refs for h in refs.split(",")],
             )
         db.execute("DELETE FROM blobs WHERE hash NOT IN (SELECT hash FROM keep)")
         db.execute("DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM segments)")
@@ -433,6 +433,19 @@ def _decode_segment(data: Any) -> list[Row]:
         return rows
     except (CheckpointDecodeError, TypeError, ValueError) as exc:
         raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
+
+
+def _segment_refs(data: Any) -> list[str]:
+    """Each checkpoint's ``refs`` field in a stored segment (nothing else is
+    decoded: collecting garbage reads every segment)."""
+    try:
+        _layout, _run, _workflow, _signature, entries = loads(data)
+        refs = [entry[6] for entry in entries]
+    except (CheckpointDecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
+        raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
+    if not all(isinstance(r, str) for r in refs):
+        raise CheckpointIntegrityError("a stored checkpoint segment is corrupt: refs")
+    return refs
 
 
 def _reencode(rows: list[Row]) -> bytes:

@@ -1,0 +1,147 @@
+"""Durability modes: ``sync`` writes each checkpoint before the next
+superstep; ``async`` batches writes beside the run, surfaces a failed write,
+and flushes everything however the run ends (design §5)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import stepgraph as sg
+from stepgraph._checkpoint import MemoryCheckpointStore
+from stepgraph._persistence import ASYNC_BATCH_DELAY
+
+
+class Recording(MemoryCheckpointStore):
+    """Records each ``save`` call's size; fails the ``fail_at``-th call."""
+
+    def __init__(self, fail_at: int | None = None, fail_after: float = 0.0) -> None:
+        super().__init__()
+        self.saves: list[int] = []
+        self.fail_at = fail_at
+        self.fail_after = fail_after  # seconds the failing save takes
+
+    async def save(self, *checkpoints: sg.Checkpoint) -> None:
+        self.saves.append(len(checkpoints))
+        if len(self.saves) == self.fail_at:
+            await asyncio.sleep(self.fail_after)
+            raise OSError("disk full")
+        await super().save(*checkpoints)
+
+
+class Counter(sg.Executor):
+    """Counts to ``limit``, sleeping ``pause`` seconds per superstep; notes
+    how many checkpoints ``store`` holds as each call starts."""
+
+    def __init__(self, limit: int, pause: float, store: Recording | None) -> None:
+        super().__init__("counter")
+        self.limit = limit
+        self.pause = pause
+        self.store = store
+        self.stored_at_call: list[int] = []
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+        if self.store is not None:
+            self.stored_at_call.append(sum(self.store.saves))
+        if self.pause:
+            await asyncio.sleep(self.pause)
+        if n < self.limit:
+            await ctx.send_message(n + 1)
+        else:
+            await ctx.yield_output(n)
+
+
+def counting(
+    store: sg.CheckpointStore, durability: str, limit: int, pause: float = 0.0
+) -> tuple[sg.Workflow, Counter]:
+    counter = Counter(limit, pause, store if isinstance(store, Recording) else None)
+    config = sg.CheckpointConfig(store, durability)  # type: ignore[arg-type]
+    workflow = (
+        sg.WorkflowBuilder(start=counter, checkpoints=config, max_supersteps=limit + 5)
+        .add_edge(counter, counter)
+        .build()
+    )
+    return workflow, counter
+
+
+async def test_sync_writes_each_checkpoint_before_the_next_superstep() -> None:
+    store = Recording()
+    workflow, counter = counting(store, "sync", 5)
+    await workflow.run(0)
+    assert counter.stored_at_call == [1, 2, 3, 4, 5, 6]  # entry + one per finished barrier
+    assert store.saves == [1] * 7
+
+
+async def test_async_batches_fast_supersteps_and_flushes_before_returning() -> None:
+    store = Recording()
+    workflow, _ = counting(store, "async", 50)
+    result = await workflow.run(0)
+    assert result.outputs == [50]
+    assert sum(store.saves) == 52  # entry + 51 barriers, all stored when run() returns
+    assert len(store.saves) < 5, store.saves  # in a few transactions, not 52
+    infos = await store.list(result.run_id)
+    assert [i.superstep for i in infos] == list(range(52))
+
+
+async def test_async_writes_during_a_run_of_slow_supersteps() -> None:
+    """Supersteps slower than the batching delay: each checkpoint is stored
+    while the run goes on, not only at its end."""
+    store = Recording()
+    workflow, counter = counting(store, "async", 5, pause=4 * ASYNC_BATCH_DELAY)
+    await workflow.run(0)
+    # When call k starts, the checkpoints up to barrier k - 2 were written long ago
+    # (barrier k - 1's may still wait out the batching delay).
+    stored = counter.stored_at_call
+    assert all(n >= k - 1 for k, n in enumerate(stored, 1)), stored
+    assert stored[-1] >= 5, stored
+    assert sum(store.saves) == 7
+
+
+async def test_async_write_failure_fails_the_run_at_a_later_barrier() -> None:
+    store = Recording(fail_at=2)
+    pause = 3 * ASYNC_BATCH_DELAY
+    with pytest.raises(sg.CheckpointError, match="writing checkpoints failed: OSError: disk full"):
+        await counting(store, "async", 20, pause)[0].run(0)
+    assert len(store.saves) == 2  # the run stopped instead of writing past the failure
+
+
+async def test_nothing_is_written_after_a_failed_async_write() -> None:
+    """Checkpoints queued while the failing write ran would name parents (and
+    values) that were never stored: they are dropped, not written."""
+    store = Recording(fail_at=1, fail_after=10 * ASYNC_BATCH_DELAY)
+    workflow, counter = counting(store, "async", 100, pause=ASYNC_BATCH_DELAY / 2)
+    with pytest.raises(sg.CheckpointError, match="disk full"):
+        await workflow.run(0)
+    assert len(counter.stored_at_call) > 10  # the run went on while the write failed
+    assert store.saves[1:] == []
+    assert await store.list() == []
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_a_failed_write_fails_the_run_as_a_checkpoint_error(durability: str) -> None:
+    """Also the last write of an async run (its flush) and a sync write."""
+    store = Recording(fail_at=1)
+    events: list[sg.Event] = []
+    with pytest.raises(sg.CheckpointError, match="writing checkpoints failed: OSError: disk full"):
+        async for event in counting(store, durability, 10)[0].stream(0):
+            events.append(event)
+    assert events[-1] == sg.StatusEvent(status=sg.RunStatus.FAILED)
+    assert await store.list() == []
+
+
+async def test_async_checkpoints_are_flushed_when_the_run_is_cancelled() -> None:
+    store = Recording()
+    workflow, _ = counting(store, "async", 1_000, pause=0.002)
+    task = asyncio.ensure_future(workflow.run(0))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (run,) = await store.runs()
+    infos = await store.list(run.run_id)
+    assert len(infos) > 5
+    assert [i.superstep for i in infos] == list(range(len(infos)))  # none missing
+    resumed = await counting(store, "async", 1_000)[0].run(checkpoint=infos[-1].id)
+    assert resumed.outputs == [1_000]
