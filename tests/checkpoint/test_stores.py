@@ -118,9 +118,14 @@ async def test_batched_saves(store: sg.CheckpointStore, monkeypatch: pytest.Monk
     assert latest is not None and latest.id == "a39"
     if isinstance(store, sg.SqliteCheckpointStore):  # the batch was cut into segments
         with sqlite3.connect(store.path) as db:
-            (segments,) = db.execute("SELECT count(*) FROM segments").fetchone()
+            stored = [data for (data,) in db.execute("SELECT data FROM segments ORDER BY seq")]
         db.close()
-        assert segments >= 4, segments
+        entries = [json.loads(data)[4] for data in stored]
+        assert len(stored) >= 4, [len(data) for data in stored]
+        assert all(
+            len(data) <= 2_000 or len(e) == 1 for data, e in zip(stored, entries, strict=True)
+        )
+        assert [entry[0] for e in entries for entry in e] == [cp.id for cp in mixed]
     await store.delete("a25")  # from the middle of a batch
     assert [i.id for i in await store.list("r1")] == [cp.id for cp in chain if cp.id != "a25"]
     assert (await store.load("a26")).parent_id == "a25"

@@ -351,33 +351,38 @@ def _encode_segments(
     checkpoints: tuple[Checkpoint, ...], blob_bytes: list[int], secret: bytes | None
 ) -> list[tuple[str, bytes, list[str]]]:
     """(run id, segment bytes, checkpoint ids) for each segment, in save
-    order: a run of consecutive checkpoints that share run, workflow and
-    graph signature, cut in halves while a part of several checkpoints
-    exceeds ``SEGMENT_BYTES``."""
-    groups: list[tuple[tuple[str, str, str], list[int]]] = []
-    for i, cp in enumerate(checkpoints):
+    order: consecutive checkpoints that share run, workflow and graph
+    signature, encoded in one go; a group over ``SEGMENT_BYTES`` is encoded
+    entry by entry and packed into segments up to that size."""
+    groups: list[tuple[tuple[str, str, str], list[Checkpoint], list[Any]]] = []
+    for cp, size in zip(checkpoints, blob_bytes, strict=True):
         key = (cp.run_id, cp.workflow, cp.signature)
-        if groups and groups[-1][0] == key:
-            groups[-1][1].append(i)
-        else:
-            groups.append((key, [i]))
+        if not groups or groups[-1][0] != key:
+            groups.append((key, [], []))
+        groups[-1][1].append(cp)
+        groups[-1][2].append(_entry(cp, size, secret))
     out: list[tuple[str, bytes, list[str]]] = []
-    for (run_id, workflow, signature), indexes in groups:
-        parts = [indexes]
-        while parts:
-            part = parts.pop(0)
-            entries = [_entry(checkpoints[i], blob_bytes[i], secret) for i in part]
-            try:
-                data = dumps_compact([FORMAT, run_id, workflow, signature, entries])
-            except (TypeError, ValueError) as exc:
-                for i in part:
-                    body_bytes(checkpoints[i])  # names the checkpoint whose body is at fault
-                raise CheckpointEncodeError(f"checkpoints of run {run_id!r}: {exc}") from exc
-            if len(data) > SEGMENT_BYTES and len(part) > 1:
-                half = len(part) // 2
-                parts[:0] = [part[:half], part[half:]]
+    for (run_id, workflow, signature), group, entries in groups:
+        try:
+            data = dumps_compact([FORMAT, run_id, workflow, signature, entries])
+            if len(data) <= SEGMENT_BYTES or len(entries) == 1:
+                out.append((run_id, data, [cp.id for cp in group]))
                 continue
-            out.append((run_id, data, [checkpoints[i].id for i in part]))
+            head = dumps_compact([FORMAT, run_id, workflow, signature])[:-1] + b",["
+            pieces = [dumps_compact(entry) for entry in entries]
+        except (TypeError, ValueError) as exc:
+            for cp in group:
+                body_bytes(cp)  # names the checkpoint whose body is at fault
+            raise CheckpointEncodeError(f"checkpoints of run {run_id!r}: {exc}") from exc
+        start = 0
+        while start < len(pieces):
+            end, size = start + 1, len(pieces[start])
+            while end < len(pieces) and size + len(pieces[end]) <= SEGMENT_BYTES:
+                size += len(pieces[end])
+                end += 1
+            data = head + b",".join(pieces[start:end]) + b"]]"
+            out.append((run_id, data, [cp.id for cp in group[start:end]]))
+            start = end
     return out
 
 
