@@ -50,6 +50,15 @@ def best(repeats: int, make: Callable[[], Awaitable[object]]) -> float:
     return asyncio.run(measure())
 
 
+def run_of(flow: sg.Workflow, value: int) -> Callable[[], Awaitable[object]]:
+    """A new run of ``flow`` with ``value`` per call (bound now, not when called)."""
+    return lambda: flow.run(value)
+
+
+def floor_of(width: int) -> Callable[[], Awaitable[object]]:
+    return lambda: w.floor_fan_out_in(width)
+
+
 def best_of_each(
     repeats: int, makes: dict[str, Callable[[], Awaitable[object]]]
 ) -> dict[str, float]:
@@ -115,7 +124,7 @@ def checkpoint_rows(repeats: int) -> list[Row]:
         apart = {"W5 W1 + SQLite sync", "floor"}
         floor = w.SyncWriteFloor(Path(folder) / "floor.sqlite", stores[0])  # the sync store
         runs: dict[str, Callable[[], Awaitable[object]]] = {
-            name: (lambda f=f: f.run(0)) for name, f in flows.items()
+            name: run_of(flow, 0) for name, flow in flows.items()
         }
         runs["floor"] = lambda: floor.write(50)
         times = best_of_each(3 * repeats, {k: v for k, v in runs.items() if k not in apart})
@@ -136,7 +145,7 @@ def checkpoint_rows(repeats: int) -> list[Row]:
             steps = w.STATE_STEPS + 2
             scan = best_of_each(
                 max(2, repeats // 3),
-                {"bare": lambda b=bare: b.run(1), "stored": lambda s=stored: s.run(1)},
+                {"bare": run_of(bare, 1), "stored": run_of(stored, 1)},
             )
             per_checkpoint = (scan["stored"] - scan["bare"]) / steps * 1e6
             rows.append(Row(f"W5 state {label}, 1 key/step", "µs/checkpoint", per_checkpoint, None))
@@ -160,7 +169,7 @@ def ray_rows(quick: bool) -> list[Row]:
             def ping(self, value: int) -> int:
                 return value
 
-        echo = Echo.remote()
+        echo = Echo.remote()  # type: ignore[attr-defined]  # ray adds .remote
 
         async def round_trips() -> None:
             for i in range(hops):
@@ -210,16 +219,16 @@ def run(quick: bool) -> list[Row]:
     for width in (100, 1000) if quick else (100, 1000, 10000):
         fan = w.fan_out_in(width)
         reps = repeats if width < 10000 else max(2, repeats // 5)
-        t = best(reps, lambda fan=fan: fan.run(3)) * 1e3
-        f = best(reps, lambda width=width: w.floor_fan_out_in(width)) * 1e3
+        t = best(reps, run_of(fan, 3)) * 1e3
+        f = best(reps, floor_of(width)) * 1e3
         target, ok = ("<= 1.5 ms", t <= 1.5) if width == 100 else ("", None)
         rows.append(Row(f"W2 fan-out/in {width}", "ms/run", t, f, target, ok))
     # Python's cyclic GC grows superlinearly with the number of live objects; with
     # it paused, the engine's own cost at the widest size shows (floor likewise).
     gc.disable()
     try:
-        t = best(reps, lambda fan=fan: fan.run(3)) * 1e3
-        f = best(reps, lambda width=width: w.floor_fan_out_in(width)) * 1e3
+        t = best(reps, run_of(fan, 3)) * 1e3
+        f = best(reps, floor_of(width)) * 1e3
     finally:
         gc.enable()
     rows.append(Row(f"W2 fan-out/in {width} nogc", "ms/run", t, f))
