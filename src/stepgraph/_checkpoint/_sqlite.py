@@ -25,11 +25,8 @@ reads little besides it.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +40,7 @@ from .._exceptions import (
 from ._codec import dumps_compact, loads
 from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal
 from ._store import BaseStore
+from ._worker import Worker
 
 __all__ = ["SqliteCheckpointStore"]
 
@@ -88,22 +86,15 @@ class SqliteCheckpointStore(BaseStore):
     def __init__(self, path: str | PathLike[str], *, secret: str | bytes | None = None) -> None:
         super().__init__(secret=secret)
         self.path = Path(path)
-        self._pool: ThreadPoolExecutor | None = None
+        self._worker = Worker("stepgraph-sqlite", owner=self)
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
         # Test seam: called inside the write transaction, between statements.
         self._write_hook: Callable[[], None] | None = None
 
     # -- plumbing --------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="stepgraph-sqlite"
-                )
-            pool = self._pool
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        return await self._worker.run(fn, *args)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -126,14 +117,10 @@ class SqliteCheckpointStore(BaseStore):
         return self._conn
 
     def close(self) -> None:
-        """Close the database and the worker thread (idempotent)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.submit(self._close_conn).result()
-            pool.shutdown(wait=True)
-        else:
-            self._close_conn()
+        """Close the database and end the worker thread (idempotent; the
+        store opens both again if used after)."""
+        self._worker.call(self._close_conn)
+        self._worker.stop()
 
     def _close_conn(self) -> None:
         if self._conn is not None:
