@@ -1,8 +1,8 @@
 """The shared logic of checkpoint stores, and the in-memory store.
 
-A store subclass provides a handful of blocking primitives (write rows, read
-a record, read blobs, list, remove); :class:`BaseStore` turns them into the
-:class:`CheckpointStore` protocol, sealing and verifying records on the way.
+A store subclass provides a handful of blocking primitives (write
+checkpoints, read one, read blobs, list, remove); :class:`BaseStore` turns
+them into the :class:`CheckpointStore` protocol and verifies what it reads.
 """
 
 from __future__ import annotations
@@ -155,6 +155,9 @@ class MemoryCheckpointStore(BaseStore):
     ) -> None:
         pairs = zip(checkpoints, blob_bytes, strict=True)
         rows = [Row._make(seal(cp, n, self._secret)) for cp, n in pairs]
+        taken = [r.id for r in rows if r.id in self._rows_by_id]
+        if taken:
+            raise CheckpointIntegrityError(f"checkpoint ids already stored: {taken[:3]}")
         missing = {h for r in rows for h in r.ref_list} - set(blobs) - set(self._blobs)
         if missing:
             raise CheckpointIntegrityError(
