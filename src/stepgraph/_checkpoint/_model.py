@@ -34,6 +34,7 @@ __all__ = [
     "open_row",
     "seal",
     "sign",
+    "split_refs",
 ]
 
 
@@ -105,7 +106,7 @@ class Row(NamedTuple):
 
     @property
     def ref_list(self) -> tuple[str, ...]:
-        return tuple(self.refs.split(",")) if self.refs else ()
+        return split_refs(self.refs)
 
     @property
     def info(self) -> CheckpointInfo:
@@ -120,6 +121,11 @@ class Row(NamedTuple):
             pending_requests=self.pending_requests,
             size=self.size,
         )
+
+
+def split_refs(refs: str) -> tuple[str, ...]:
+    """The blob hashes of a row's comma-separated ``refs`` field."""
+    return tuple(refs.split(",")) if refs else ()
 
 
 RowValues = tuple[Any, ...]  # a Row's fields as a plain tuple

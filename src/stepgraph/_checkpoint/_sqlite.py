@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ from .._exceptions import (
     CheckpointIntegrityError,
 )
 from ._codec import dumps_compact, loads
-from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal
+from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal, split_refs
 from ._store import BaseStore
 from ._worker import Worker
 
@@ -196,9 +197,10 @@ class SqliteCheckpointStore(BaseStore):
         )
         if found is None:
             return None
-        for row in _decode_segment(found[0]):
-            if row.id == checkpoint_id:
-                return row
+        segment = _Segment(found[0])
+        for entry in segment.entries:
+            if isinstance(entry, list) and entry and entry[0] == checkpoint_id:
+                return segment.row(entry)
         raise CheckpointIntegrityError(f"checkpoint {checkpoint_id!r} is missing from its segment")
 
     def _read_latest(self, run_id: str) -> Row | None:
@@ -209,8 +211,10 @@ class SqliteCheckpointStore(BaseStore):
         )
         if found is None:
             return None
-        *_, last = _decode_segment(found[0])
-        return last
+        segment = _Segment(found[0])
+        if not segment.entries:
+            raise CheckpointIntegrityError("a stored checkpoint segment is empty")
+        return segment.row(segment.entries[-1])
 
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(hashes))
@@ -238,7 +242,7 @@ class SqliteCheckpointStore(BaseStore):
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT data FROM segments {where} ORDER BY seq"
         found = self._guard(lambda db: db.execute(sql, args).fetchall())
-        rows = [row for (data,) in found for row in _decode_segment(data)]
+        rows = [row for (data,) in found for row in _Segment(data).rows()]
         return rows if workflow is None else [r for r in rows if r.workflow == workflow]
 
     def _remove(self, ids: list[str]) -> None:
@@ -261,7 +265,7 @@ class SqliteCheckpointStore(BaseStore):
                     (data,) = db.execute(
                         "SELECT data FROM segments WHERE seq = ?", (seq,)
                     ).fetchone()
-                    kept = [r for r in _decode_segment(data) if r.id not in doomed]
+                    kept = [r for r in _Segment(data).rows() if r.id not in doomed]
                     if kept:
                         db.execute(
                             "UPDATE segments SET data = ? WHERE seq = ?", (_reencode(kept), seq)
@@ -286,7 +290,7 @@ class SqliteCheckpointStore(BaseStore):
         for (data,) in db.execute("SELECT data FROM segments").fetchall():
             db.executemany(
                 "INSERT OR IGNORE INTO keep (hash) VALUES (?)",
-                [(h,) for refs in _segment_refs(data) if refs for h in refs.split(",")],
+                [(h,) for refs in _Segment(data).refs() for h in split_refs(refs)],
             )
         db.execute("DELETE FROM blobs WHERE hash NOT IN (SELECT hash FROM keep)")
         db.execute("DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM segments)")
@@ -389,27 +393,34 @@ def _entry(cp: Checkpoint, blob_bytes: int, secret: bytes | None) -> list[Any]:
     ]
 
 
-def _decode_segment(data: Any) -> list[Row]:
-    """The rows of a stored segment; ``CheckpointIntegrityError`` if it is
-    not one. A body's bytes are its compact re-encoding: exactly the bytes
-    that were signed, as parsing and writing JSON round-trip."""
-    try:
-        if not isinstance(data, bytes):
-            raise TypeError("not a blob")
-        layout, run_id, workflow, signature, entries = loads(data)
-        if layout != FORMAT or not isinstance(entries, list):
-            raise ValueError(f"unknown format {layout!r}")
-        rows = []
-        for entry in entries:
+class _Segment:
+    """A stored segment, parsed; its rows are built only when asked for (a
+    body's bytes are its compact re-encoding: exactly the bytes that were
+    signed, as parsing and writing JSON round-trip). Anything malformed is a
+    ``CheckpointIntegrityError``."""
+
+    def __init__(self, data: Any) -> None:
+        with _corrupt_segment():
+            if not isinstance(data, bytes):
+                raise TypeError("not a blob")
+            layout, self.run_id, self.workflow, self.signature, self.entries = loads(data)
+            if layout != FORMAT or not isinstance(self.entries, list):
+                raise ValueError(f"unknown format {layout!r}")
+
+    def rows(self) -> list[Row]:
+        return [self.row(entry) for entry in self.entries]
+
+    def row(self, entry: Any) -> Row:
+        with _corrupt_segment():
             cid, parent, step, created, status, pending, refs, blob_bytes, body, mac = entry
             if type(blob_bytes) is not int:
                 raise TypeError("a size is not an int")
             encoded = dumps_compact(body)
             row = Row(
                 cid,
-                run_id,
-                workflow,
-                signature,
+                self.run_id,
+                self.workflow,
+                self.signature,
                 parent,
                 step,
                 created,
@@ -420,24 +431,25 @@ def _decode_segment(data: Any) -> list[Row]:
                 encoded,
                 None if mac is None else bytes.fromhex(mac),
             )
-            check_types(row)
-            rows.append(row)
-        return rows
-    except (CheckpointDecodeError, TypeError, ValueError) as exc:
-        raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
+        check_types(row)
+        return row
+
+    def refs(self) -> list[str]:
+        """Each checkpoint's ``refs`` field, nothing else decoded (collecting
+        garbage reads every segment)."""
+        with _corrupt_segment():
+            refs = [entry[6] for entry in self.entries]
+            if not all(isinstance(r, str) for r in refs):
+                raise TypeError("a refs field is not a string")
+        return refs
 
 
-def _segment_refs(data: Any) -> list[str]:
-    """Each checkpoint's ``refs`` field in a stored segment (nothing else is
-    decoded: collecting garbage reads every segment)."""
+@contextmanager
+def _corrupt_segment() -> Iterator[None]:
     try:
-        _layout, _run, _workflow, _signature, entries = loads(data)
-        refs = [entry[6] for entry in entries]
+        yield
     except (CheckpointDecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
         raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
-    if not all(isinstance(r, str) for r in refs):
-        raise CheckpointIntegrityError("a stored checkpoint segment is corrupt: refs")
-    return refs
 
 
 def _reencode(rows: list[Row]) -> bytes:
