@@ -17,17 +17,23 @@ DOCUMENTS = [
 ]
 
 
+MAPPERS = 3
+
+
 @sg.executor(id="split")
-async def split(documents: list[str], ctx: sg.WorkflowContext[tuple[int, str]]) -> None:
-    for index, document in enumerate(documents):
-        await ctx.send_message((index, document), target=f"map{index % 3}")
+async def split(documents: list[str], ctx: sg.WorkflowContext[list[str]]) -> None:
+    # Every mapper gets a share, even an empty one: the fan-in waits for all.
+    for index in range(MAPPERS):
+        await ctx.send_message(documents[index::MAPPERS], target=f"map{index}")
 
 
 class Mapper(sg.Executor):
     @sg.handler
-    async def count(self, job: tuple[int, str], ctx: sg.WorkflowContext[dict[str, int]]) -> None:
-        _, text = job
-        await ctx.send_message(dict(Counter(text.split())))
+    async def count(self, share: list[str], ctx: sg.WorkflowContext[dict[str, int]]) -> None:
+        words: Counter[str] = Counter()
+        for text in share:
+            words.update(text.split())
+        await ctx.send_message(dict(words))
 
 
 @sg.executor(id="reduce")
@@ -35,12 +41,14 @@ async def reduce(partials: list[dict[str, int]], ctx: sg.WorkflowContext[sg.Neve
     total: Counter[str] = Counter()
     for partial in partials:
         total.update(partial)
+    if not total:
+        await ctx.yield_output("no words")
     for word, n in sorted(total.items(), key=lambda item: (-item[1], item[0]))[:3]:
         await ctx.yield_output(f"{word}: {n}")
 
 
 def build() -> sg.Workflow:
-    mappers = [Mapper(f"map{i}") for i in range(3)]
+    mappers = [Mapper(f"map{i}") for i in range(MAPPERS)]
     return (
         sg.WorkflowBuilder(start=split, name="map-reduce")
         .add_fan_out(split, mappers)

@@ -45,3 +45,28 @@ def test_example_runs(name: str) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout == EXPECTED[name]
+
+
+@pytest.mark.parametrize(
+    ("documents", "expected"),
+    [
+        (["x"] * 6, ["x: 6"]),  # two per mapper: the fan-in waits for all of them
+        ([], ["no words"]),
+        (["x"], ["x: 1"]),  # two mappers get nothing and still report
+        (["a [b] ü", "[/x] ü"], ["ü: 2", "[/x]: 1", "[b]: 1"]),
+        ([f"w{i % 7}" for i in range(500)], ["w0: 72", "w1: 72", "w2: 72"]),
+    ],
+)
+def test_map_reduce_counts_every_document(documents: list[str], expected: list[str]) -> None:
+    import json
+
+    from tests.test_cli import cli
+
+    done = cli(
+        "run", "examples.map_reduce:build", "--input", json.dumps(documents), "--json",
+        "--no-store",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["data"] for e in events if e["kind"] == "output"] == expected
+    assert [e for e in events if e["kind"] == "warning"] == []

@@ -123,6 +123,119 @@ async def test_fan_in_keeps_source_order_not_arrival_order() -> None:
     assert (await workflow.run(1)).outputs == [("join", ["first", "second"])]
 
 
+async def test_fan_in_delivers_everything_each_source_sent_in_the_superstep() -> None:
+    # Two sources each send two strings in one superstep: the list holds all
+    # four, in source order then send order (it used to fire at b's first
+    # message and lose b2 to a round that never came).
+    @sg.executor(id="go")
+    async def go(n: int) -> int:
+        return n
+
+    def twice(name: str) -> sg.FunctionExecutor:
+        async def send(n: int, ctx: sg.WorkflowContext[str]) -> None:
+            await ctx.send_message(f"{name}1")
+            await ctx.send_message(f"{name}2")
+
+        return sg.executor(id=name)(send)
+
+    a, b, join = twice("a"), twice("b"), sink("join")
+    workflow = (
+        sg.WorkflowBuilder(start=go, strict=True)
+        .add_fan_out(go, [a, b])
+        .add_fan_in([a, b], join)
+        .build()
+    )
+    result = await workflow.run(1)
+    assert result.outputs == [("join", ["a1", "a2", "b1", "b2"])]
+    assert warnings(result.events) == []
+
+
+async def test_fan_in_list_follows_direct_messages_to_the_same_target() -> None:
+    @sg.executor(id="go")
+    async def go(n: int) -> int:
+        return n
+
+    def says(name: str) -> sg.FunctionExecutor:
+        async def say(n: int) -> str:
+            return f"from {name}"
+
+        return sg.executor(id=name)(say)
+
+    a, b, c, join = says("a"), says("b"), says("c"), sink("join")
+    workflow = (
+        sg.WorkflowBuilder(start=go)
+        .add_fan_out(go, [a, b, c])
+        .add_fan_in([a, b], join)
+        .add_edge(c, join)  # c's message goes straight to join, in the same superstep
+        .build()
+    )
+    result = await workflow.run(1)
+    assert result.outputs == [("join", "from c"), ("join", ["from a", "from b"])]
+
+
+async def test_fan_in_still_waiting_at_the_end_fails_when_strict() -> None:
+    @sg.executor(id="go")
+    async def go(n: int) -> int:
+        return n
+
+    @sg.executor(id="talks")
+    async def talks(n: int) -> str:
+        return "said"
+
+    @sg.executor(id="silent")
+    async def silent(n: int, ctx: sg.WorkflowContext[str]) -> None:
+        pass
+
+    join = sink("join")
+    builder = (
+        sg.WorkflowBuilder(start=go, strict=True)
+        .add_fan_out(go, [talks, silent])
+        .add_fan_in([talks, silent], join)
+    )
+    events: list[sg.Event] = []
+    with pytest.raises(sg.RoutingError, match=r"still waiting for \['silent'\]") as raised:
+        async for event in builder.build().stream(1):
+            events.append(event)
+    assert raised.value.executor_id == "join"
+    assert [e.kind for e in events[-2:]] == ["failed", "status"]
+    assert events[-1].status is sg.RunStatus.FAILED  # type: ignore[attr-defined]
+
+
+async def test_fan_in_waiting_for_an_answer_is_not_reported() -> None:
+    # The run pauses for a human while the fan-in holds one source's message:
+    # the buffer waits in the run state (and checkpoints) for the answer.
+    class Asker(sg.Executor):
+        @sg.handler
+        async def ask(self, n: int, ctx: sg.WorkflowContext[str]) -> None:
+            await ctx.request_info("ok?", bool)
+
+        @sg.response_handler
+        async def answered(self, request: str, ok: bool, ctx: sg.WorkflowContext[str]) -> None:
+            await ctx.send_message(f"asker says {ok}")
+
+    @sg.executor(id="go")
+    async def go(n: int) -> int:
+        return n
+
+    @sg.executor(id="quick")
+    async def quick(n: int) -> str:
+        return "quick"
+
+    join = sink("join")
+    workflow = (
+        sg.WorkflowBuilder(start=go, strict=True)
+        .add_fan_out(go, [quick, Asker("asker")])
+        .add_fan_in([quick, "asker"], join)
+        .build()
+    )
+    first = await workflow.run(1)
+    assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    assert warnings(first.events) == []
+    [request] = first.pending_requests
+    done = await workflow.run(responses={request.request_id: True})
+    assert done.outputs == [("join", ["quick", "asker says True"])]
+
+
 async def test_switch_picks_the_first_matching_case_or_default() -> None:
     neg, small, other = sink("neg"), sink("small"), sink("other")
     workflow = (

@@ -154,17 +154,21 @@ def reference(spec: Spec) -> Trace:
                         # The first target is the case's; the second, if any, the Default.
                         chosen = group.targets[:1] if case(message) else group.targets[1:]
                     elif group.kind == "fan_in":
-                        buffer = buffers.setdefault(index, {})
-                        buffer.setdefault(node, []).append(message)
-                        if len(buffer) == len(group.sources):
-                            batch = [m for s in group.sources for m in buffer[s]]
-                            del buffers[index]
-                            inboxes.setdefault(group.targets[0], []).append(batch)
+                        buffers.setdefault(index, {}).setdefault(node, []).append(message)
                         continue
                     else:
                         continue
                     for target in chosen:
                         inboxes.setdefault(target, []).append(message)
+        # After every direct delivery: each fan-in whose sources have all sent
+        # delivers everything they sent, in source order, in edge order.
+        for index in sorted(buffers):
+            group = spec.groups[index]
+            buffer = buffers[index]
+            if len(buffer) == len(group.sources):
+                batch = [m for s in group.sources for m in buffer[s]]
+                del buffers[index]
+                inboxes.setdefault(group.targets[0], []).append(batch)
     return trace
 
 

@@ -6,6 +6,13 @@ A message goes through each of its sender's edge groups in the order they were
 added. A message that reaches no inbox (and no fan-in buffer) is reported; a
 message that conditional edges decline on purpose (every condition false, or a
 multi-select choosing nobody) is a routing decision, not a loss.
+
+A fan-in buffers what its sources send; once every source has sent, it
+delivers everything each source sent up to that barrier as one list (source
+order, then send order). The list is decided after all of a superstep's
+messages are routed — a source may send several messages in one superstep —
+and lands in its target's inbox after the messages routed there directly, fan-ins
+in the order they were added.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ class Router:
         """Route every sent message. ``report(source, text)`` is called for
         each undeliverable message (it raises in strict mode)."""
         inboxes: dict[str, Inbox] = {}
+        filled: dict[int, str] = {}  # fan-in edges that buffered now -> their last sender
         out_edges = self._graph.out_edges
         nodes = self._graph.nodes
         for outbox in outboxes:
@@ -100,7 +108,16 @@ class Router:
                     elif kind is FanOutEdge:
                         chosen = group.targets if target is None else (target,)
                     elif kind is FanInEdge:
-                        self._buffer(group, source, message, inboxes, report)
+                        index = self._fan_in_index[id(group)]
+                        buffer = self.buffers.get(index)
+                        if buffer is None:
+                            buffer = self.buffers[index] = {}
+                        held = buffer.get(source)
+                        if held is None:
+                            buffer[source] = [message]
+                        else:
+                            held.append(message)
+                        filled[index] = source
                         delivered = True
                         continue
                     elif kind is SwitchEdge:
@@ -129,19 +146,20 @@ class Router:
                             rejected.append(f"{dst!r} has no handler for it")
                 if not delivered and not (declined and not rejected):
                     report(source, self._why(source, message, target, groups, rejected, superstep))
+        for index in sorted(filled):
+            self._release(index, filled[index], inboxes, report)
         return inboxes
 
-    def _buffer(
+    def _release(
         self,
-        group: EdgeGroup,
+        index: int,
         source: str,
-        message: Any,
         inboxes: dict[str, Inbox],
         report: Callable[[str, str], None],
     ) -> None:
-        index = self._fan_in_index[id(group)]
-        buffer = self.buffers.setdefault(index, {})
-        buffer.setdefault(source, []).append(message)
+        """Deliver fan-in ``index``'s list if every source has sent."""
+        group = self._graph.edges[index]
+        buffer = self.buffers[index]
         if len(buffer) < len(group.sources):
             return
         batch = [m for s in group.sources for m in buffer[s]]

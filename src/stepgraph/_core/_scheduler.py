@@ -114,6 +114,8 @@ async def run_supersteps(
                 if hook is not None:
                     await hook.barrier(run, written)
                 emit(SuperstepCompletedEvent(superstep=step))
+            if not run.requests:  # else the buffers wait, checkpointed, for the answers
+                _report_waiting_fan_ins(graph, run, scope)
         finally:
             if hook is not None:
                 await asyncio.shield(hook.close())
@@ -131,7 +133,6 @@ async def run_supersteps(
     except asyncio.CancelledError:
         emit(StatusEvent(status=RunStatus.CANCELLED))
         raise
-    _report_waiting_fan_ins(graph, run, scope)
     final = run.status(running=False)
     emit(StatusEvent(status=final))
     return final
@@ -218,19 +219,18 @@ async def _barrier(
 
 def _report_waiting_fan_ins(graph: Graph, run: RunState, scope: RunScope) -> None:
     """A run that goes idle with partly filled fan-in buffers never delivers
-    them: say so instead of losing them quietly."""
+    them: say so instead of losing them quietly (an error when strict)."""
     for index, buffer in sorted(run.fan_in.items()):
         edge = graph.edges[index]
         missing = [s for s in edge.sources if s not in buffer]
         held = sum(len(m) for m in buffer.values())
-        scope.emit(
-            WarningEvent(
-                message=f"the run went idle while {edge.label()} held {held} message(s) "
-                f"from {sorted(buffer)}, still waiting for {missing}; they were not delivered",
-                executor_id=edge.targets[0],
-                superstep=run.superstep,
-            )
+        text = (
+            f"the run went idle while {edge.label()} held {held} message(s) "
+            f"from {sorted(buffer)}, still waiting for {missing}; they were not delivered"
         )
+        if scope.strict:
+            raise RoutingError(text, executor_id=edge.targets[0], superstep=run.superstep)
+        scope.emit(WarningEvent(message=text, executor_id=edge.targets[0], superstep=run.superstep))
 
 
 def _reporter(scope: RunScope, run: RunState) -> Callable[[str, str], None]:
