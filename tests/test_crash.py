@@ -97,3 +97,45 @@ def test_kill_and_resume(tmp_path: Path, env: dict[str, str], marker: str, nth: 
     assert resumed.stdout.strip() == "OUTPUTS " + json.dumps(expected)
     assert expected[-1] == "history [1, 10, 4]"
     assert sg.SqliteCheckpointStore(path).integrity_check() == "ok"
+
+
+CPU_CHAIN = """
+import asyncio, sys, time
+import stepgraph as sg
+
+@sg.executor(id="burn")
+async def burn(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    print("HANDLER", n, flush=True)
+    end = time.perf_counter() + 0.02
+    while time.perf_counter() < end:  # CPU-bound, never yields to the loop
+        pass
+    if n < 100:
+        await ctx.send_message(n + 1)
+
+store = sg.SqliteCheckpointStore(sys.argv[1])
+config = sg.CheckpointConfig(store, durability="async")
+workflow = sg.WorkflowBuilder(start=burn, checkpoints=config).add_edge(burn, burn).build()
+asyncio.run(workflow.run(1))
+"""
+
+
+def test_async_durability_writes_while_handlers_hold_the_loop(tmp_path: Path) -> None:
+    """Handlers that never yield keep the batching timer from firing; the
+    barrier writes the overdue queue itself, so a SIGKILL loses at most the
+    superstep that was running."""
+    path = tmp_path / "cpu.sqlite"
+    with subprocess.Popen(
+        [sys.executable, "-c", CPU_CHAIN, str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        kill_at(process, "HANDLER 30", 1)
+
+    async def stored() -> list[int]:
+        with sg.SqliteCheckpointStore(path) as store:
+            return [info.superstep for info in await store.list()]
+
+    # Handler 30 runs in superstep 30: the entry and barriers 1..29 are stored.
+    assert asyncio.run(stored()) == list(range(30))

@@ -224,7 +224,13 @@ class RunCodec:
                 del state_hashes[key]
         snapshots: dict[str, str] = {}
         for eid, executor in self._snapshotting.items():
-            h, data = self._blob(executor.snapshot(), f"snapshot of executor {eid!r}")
+            try:
+                snapshot = executor.snapshot()
+            except Exception as exc:
+                raise CheckpointEncodeError(
+                    f"snapshot of executor {eid!r}: snapshot() raised {type(exc).__name__}: {exc}"
+                ) from exc
+            h, data = self._blob(snapshot, f"snapshot of executor {eid!r}")
             snapshots[eid] = h
             blobs[h] = data
         # This runs at every barrier: plain loops rather than comprehensions,
@@ -261,7 +267,11 @@ class RunCodec:
 
     def _entry(self, eid: str, index: int, source: str, message: Any) -> tuple[Any, ...]:
         def where() -> str:  # built only if encoding fails
-            return f"inbox of {eid!r}[{index}] (from {source or 'the run input'!r})"
+            if type(message) is Response:
+                what = f"the answer to request {message.request.request_id!r}"
+            else:
+                what = f"from {source!r}" if source else "the run input"
+            return f"inbox of {eid!r}[{index}] ({what})"
 
         if type(message) is Response:
             value = encode(message.value, self.registry, where)
@@ -434,7 +444,11 @@ class RunRecorder:
         # Async durability: checkpoints wait in ``_queue`` for the batching
         # delay (``_timer``), then ``_writer`` saves them; a failed write is
         # kept in ``_error`` and raised at the next barrier or at close.
+        # ``_due`` is when the oldest queued checkpoint's delay ends: a barrier
+        # past it writes the queue itself, because handlers that never yield
+        # (CPU-bound work) keep the loop from running the timer or the writer.
         self._queue: list[Checkpoint] = []
+        self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -467,18 +481,23 @@ class RunRecorder:
             blobs=fresh,
         )
         self.last_id = checkpoint.id
-        if self._async:
-            if self._error is not None:
-                self._raise_error()
-            self._queue.append(checkpoint)
-            if self._timer is None and self._writer is None:
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
-            # else: a pending or running write takes this one with its batch
-        else:
-            await self._save(checkpoint)
         if fresh:
             self._stored.update(fresh)
+        if not self._async:
+            await self._save(checkpoint)
+            return
+        if self._error is not None:
+            self._raise_error()
+        now = time.monotonic()
+        if not self._queue:
+            self._due = now + ASYNC_BATCH_DELAY
+        self._queue.append(checkpoint)
+        if now >= self._due:
+            await self._flush()  # the loop had no turn to write them: do it now
+        elif self._timer is None and self._writer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
+        # else: a pending or running write takes this one with its batch
 
     def _start_writer(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -529,6 +548,10 @@ class RunRecorder:
     async def close(self) -> None:
         """Flush queued checkpoints (async durability)."""
         self._closing = True
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Write everything queued now, after any write in flight."""
         if self._timer is not None:
             self._timer.cancel()  # no need to wait for more: write them now
             self._timer = None
@@ -536,6 +559,9 @@ class RunRecorder:
         if writer is not None:
             await asyncio.wait({writer})  # never cut a save short
             self._writer_done(writer)
+            if self._timer is not None:  # re-armed for the rest: written below
+                self._timer.cancel()
+                self._timer = None
         if self._error is not None:
             self._raise_error()
         await self._write_queued()

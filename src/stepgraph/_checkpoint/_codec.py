@@ -152,8 +152,17 @@ def encode(value: Any, registry: TypeRegistry, path: str | Callable[[], str] = "
     try:
         return _enc(value, registry, 0)
     except _Fail as fail:
-        where = (path if isinstance(path, str) else path()) + "".join(reversed(fail.trail))
+        where = (path if isinstance(path, str) else path()) + _trail(fail.trail)
         raise CheckpointEncodeError(f"{where}: {fail.problem}") from None
+
+
+def _trail(steps: list[str]) -> str:
+    """The path below the value, outermost first; a long one keeps its ends."""
+    steps = steps[::-1]
+    if len(steps) <= 12:
+        return "".join(steps)
+    hidden = len(steps) - 8
+    return f"{''.join(steps[:4])}…({hidden} more levels)…{''.join(steps[-4:])}"
 
 
 def _enc_list(values: Any, reg: TypeRegistry, d: int) -> list[Any]:
@@ -167,12 +176,47 @@ def _enc_list(values: Any, reg: TypeRegistry, d: int) -> list[Any]:
     return out
 
 
+# Ints inside this range always have a decimal form Python will write (and
+# read back); beyond it, only as far as ``sys.set_int_max_str_digits`` allows.
+_SAFE_INT = 10**4000
+
+
+def _checked_int(value: int) -> int:
+    if -_SAFE_INT < value < _SAFE_INT:
+        return value
+    try:
+        repr(value)
+    except ValueError:
+        raise _Fail(
+            f"an int of about {int(value.bit_length() * 0.30103)} digits is too large to "
+            f"store (the limit is {sys.get_int_max_str_digits()} digits)"
+        ) from None
+    return value
+
+
+def _checked_str(value: str) -> str:
+    if value.isascii():  # O(1) in CPython: a flag of the string
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Fail(
+            f"the string holds a lone surrogate ({value[exc.start]!r} at index {exc.start}), "
+            "which UTF-8 cannot store"
+        ) from None
+    return value
+
+
 def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise _Fail(f"nested deeper than {MAX_DEPTH} levels")
     cls = type(value)
-    if value is None or cls is bool or cls is int or cls is str:
+    if value is None or cls is bool:
         return value
+    if cls is str:
+        return _checked_str(value)
+    if cls is int:
+        return _checked_int(value)
     if cls is float:
         if math.isfinite(value):
             return value
@@ -188,7 +232,7 @@ def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
         try:
             for key, v in value.items():
                 if plain:
-                    out[key] = _enc(v, reg, d)
+                    out[_checked_str(key)] = _enc(v, reg, d)
                 else:
                     pairs.append([_enc(key, reg, d), _enc(v, reg, d)])
         except _Fail as fail:
