@@ -94,6 +94,7 @@ def B(**kw: Any) -> sg.WorkflowBuilder:
             lambda: B(output_from=[ints]),
             r"output_from names 'ints', but none of its handlers declares workflow outputs",
         ),
+        (lambda: B(output_from=[]), r"output_from=\[\] names no executor"),
     ],
 )
 def test_build_errors_name_the_culprit(make: Any, pattern: str) -> None:
@@ -182,3 +183,34 @@ def test_compatible_edges_build() -> None:
         .build()
     )
     assert set(workflow.executors) == {"ints", "emit_base", "anything", "takes_sub", "collect"}
+
+
+async def test_response_handler_types_count_for_edges_and_outputs() -> None:
+    """An executor that asks in its handler and sends (or yields) only from
+    its response handler: its edge and output_from are accepted."""
+
+    class Gate(sg.Executor):
+        @sg.handler
+        async def ask(self, text: str, ctx: sg.WorkflowContext) -> None:
+            await ctx.request_info(text, bool)
+
+        @sg.response_handler
+        async def decided(self, text: str, ok: bool, ctx: sg.WorkflowContext[str, bool]) -> None:
+            await ctx.send_message(text.upper())
+            await ctx.yield_output(ok)
+
+    @sg.executor(id="shout")
+    async def shout(text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(text)
+
+    gate = Gate("gate")
+    assert gate.output_types is str and gate.workflow_output_types is bool
+    workflow = (
+        sg.WorkflowBuilder(start=gate, output_from=[gate, shout], strict=True)
+        .add_edge(gate, shout)
+        .build()
+    )
+    first = await workflow.run("go")
+    [request] = first.pending_requests
+    done = await workflow.run(responses={request.request_id: True})
+    assert done.outputs == [True, "GO"]

@@ -222,7 +222,8 @@ async def test_sub_workflows(backend: sg.Backend) -> None:
     workflow = subflows.with_child(subflows.asking_child())
     first = await workflow.run("plan", backend=backend)
     [pending] = first.pending_requests
-    assert next(e.path for e in first.events if e.kind == "request_info") == "sub/child-asker"
+    [asked] = [e for e in first.events if isinstance(e, sg.RequestInfoEvent)]
+    assert (asked.path, asked.request_id) == ("sub", pending.request_id)
     done = await workflow.run(responses={pending.request_id: False}, backend=backend)
     assert done.outputs == ["plan rejected"]
 

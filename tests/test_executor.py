@@ -246,3 +246,51 @@ async def _generator(self: Any, message: int) -> Any:
 
 
 async def _kw_only(message: int, *, ctx: sg.WorkflowContext) -> None: ...
+
+
+async def test_async_static_methods_and_async_callables_are_awaited() -> None:
+    class Tools:
+        @sg.executor(id="doubler")
+        @staticmethod
+        async def doubler(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+            await ctx.yield_output(n * 2)
+
+    class Adder:
+        async def __call__(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+            await ctx.yield_output(n + 1)
+
+    class Loud(Adder):  # inherits the async __call__
+        pass
+
+    class Quiet(Adder):
+        def __call__(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:  # type: ignore[override]
+            ctx.yield_output(n - 1)
+
+    results = []
+    for executor in (Tools.doubler, sg.executor(id="adder")(Loud()), sg.executor(id="q")(Quiet())):
+        results.append((await sg.WorkflowBuilder(start=executor).build().run(5)).outputs)
+    assert results == [[10], [6], [4]]
+
+
+def test_classmethod_executor_is_refused() -> None:
+    with pytest.raises(
+        sg.WorkflowDefinitionError,
+        match=r"classmethod '.*Tools.f': a function executor has no class",
+    ):
+
+        class Tools:
+            @sg.executor
+            @classmethod
+            async def f(cls, n: int) -> None: ...
+
+
+async def test_a_sync_handler_returning_a_coroutine_fails_clearly() -> None:
+    async def work(n: int) -> int:
+        return n
+
+    wrapped = sg.executor(id="wrapped", input=int, output=int)(lambda n: work(n))
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await sg.WorkflowBuilder(start=wrapped).build().run(1)
+    cause = raised.value.__cause__
+    assert isinstance(cause, TypeError)
+    assert "was run as a sync function in a worker thread but returned coroutine" in str(cause)

@@ -235,3 +235,64 @@ def test_request_and_response_across_processes(tmp_path: Path) -> None:
         "status": "idle",
         "outputs": ["deploy?: yes", "URGENT !rollback?: False"],
     }
+
+
+def announced(events: list[sg.Event]) -> list[tuple[str, Any]]:
+    return [(e.request_id, e.request) for e in events if isinstance(e, sg.RequestInfoEvent)]
+
+
+async def test_still_open_requests_are_announced_again_when_a_run_continues(
+    store: sg.CheckpointStore,
+) -> None:
+    workflow = build(store)
+    first = await workflow.run(["a?", "b?"])
+    ids = {p.request.question: p.request_id for p in first.pending_requests}
+    # Resuming from the checkpoint without answers: both are announced again,
+    # right after the run starts.
+    events = [e async for e in build(store).stream(checkpoint=first.last_checkpoint)]
+    assert kinds(events)[:4] == ["run_started", "status", "request_info", "request_info"]
+    assert announced(events) == [(ids["a?"], Ask("a?")), (ids["b?"], Ask("b?"))]
+    assert events[2].superstep == 2  # the superstep that opened it
+    # Answering one of them (from the checkpoint, or in memory): the other again.
+    partial = await build(store).run(checkpoint=first.last_checkpoint, responses={ids["a?"]: True})
+    assert announced(partial.events) == [(ids["b?"], Ask("b?"))]
+    assert partial.outputs == ["a?: yes"]
+    in_memory = await workflow.run(responses={ids["b?"]: False})
+    assert announced(in_memory.events) == [(ids["a?"], Ask("a?"))]
+
+
+async def test_a_sub_workflow_request_is_announced_once_with_the_id_to_answer() -> None:
+    from tests import subflows
+
+    workflow = subflows.with_child(subflows.asking_child())
+    events = [e async for e in workflow.stream("plan")]
+    [(request_id, request)] = announced(events)
+    assert request_id.startswith("sub/") and request == subflows.Question("accept plan?")
+    done = await workflow.run(responses={request_id: True})  # the id from the stream works
+    assert done.outputs == ["plan accepted"]
+
+
+async def test_a_new_run_with_open_requests_warns_about_the_ones_it_replaces(
+    tmp_path: Path,
+) -> None:
+    workflow = build()
+    first = await workflow.run(["first?"])
+    second = await workflow.run(["second?"])
+    [warning] = [e for e in second.events if isinstance(e, sg.WarningEvent)]
+    assert f"run {first.run_id} still had open requests" in warning.message
+    assert first.pending_requests[0].request_id in warning.message
+    assert "they are lost: that run had no checkpoint store" in warning.message
+    with pytest.raises(sg.RequestError, match="unknown request id"):
+        await workflow.run(responses={first.pending_requests[0].request_id: True})
+    # With a store, the warning says where they can still be answered.
+    store = sg.MemoryCheckpointStore()
+    stored = build(store)
+    one = await stored.run(["one?"])
+    two = await stored.run(["two?"])
+    [warning] = [e for e in two.events if isinstance(e, sg.WarningEvent)]
+    assert f"run(checkpoint={one.last_checkpoint!r}, responses=...)" in warning.message
+    # A run that ends without open requests keeps the earlier ones answerable.
+    quiet = await stored.run([])
+    assert [e for e in quiet.events if isinstance(e, sg.WarningEvent)] == []
+    done = await stored.run(responses={two.pending_requests[0].request_id: True})
+    assert done.outputs == ["two?: yes"]

@@ -357,7 +357,7 @@ async def test_message_from_executor_without_edges_is_reported() -> None:
 
     result = await sg.WorkflowBuilder(start=lonely).build().run(1)
     assert warnings(result.events) == [
-        "a int sent by 'lonely' in superstep 1 was not delivered: 'lonely' has no outgoing edges"
+        "an int sent by 'lonely' in superstep 1 was not delivered: 'lonely' has no outgoing edges"
     ]
 
 

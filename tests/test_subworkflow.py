@@ -157,8 +157,10 @@ async def test_three_levels() -> None:
     result = await workflow.run("deep")
     [pending] = result.pending_requests
     assert pending.request_id.startswith("mid/inner/")
-    asked = [e for e in result.events if isinstance(e, sg.RequestInfoEvent)]
-    assert [e.path for e in asked] == ["mid/inner/inner-asker", "mid/inner", "mid"]
+    # Announced once, by the outermost workflow, with the id the caller answers.
+    [asked] = [e for e in result.events if isinstance(e, sg.RequestInfoEvent)]
+    assert (asked.path, asked.request_id) == ("mid", pending.request_id)
+    assert asked.request == subflows.Question("accept deep?")
     done = await workflow.run(responses={pending.request_id: True})
     assert done.outputs == ["deep accepted"]
     assert {e.path for e in done.events if e.kind == "output"} == {
@@ -296,3 +298,36 @@ def test_child_waiting_on_a_request_resumes_in_a_new_process(tmp_path: Path) -> 
     checkpoint, request_id, status = call("ask", path)
     assert status == "idle_with_pending_requests" and request_id.startswith("mid/inner/")
     assert call("answer", path, checkpoint, request_id) == [["across accepted"], "idle"]
+
+
+async def test_intercepted_requests_are_checkpointed_and_resume(
+    store: sg.CheckpointStore,
+) -> None:
+    class Reviewer(sg.Executor):
+        @sg.handler
+        async def review(
+            self, asked: sg.SubworkflowRequest, ctx: sg.WorkflowContext[sg.SubworkflowResponse]
+        ) -> None:
+            await ctx.send_message(asked.respond(True), target=asked.source)
+
+    def build() -> sg.Workflow:
+        sub = sg.WorkflowExecutor(subflows.asking_child(), id="sub", intercept_requests=True)
+        reviewer = Reviewer("reviewer")
+        return (
+            sg.WorkflowBuilder(start=sub, checkpoints=store)
+            .add_edge(sub, reviewer)
+            .add_edge(reviewer, sub)
+            .add_edge(sub, subflows.collect)
+            .build()
+        )
+
+    result = await build().run("merge")
+    assert result.outputs == ["merge accepted"]
+    infos = await store.list(result.run_id)
+    # The checkpoint whose inbox holds the SubworkflowRequest (its response
+    # type is stored as a reference) resumes in a fresh workflow.
+    holding = infos[1]
+    loaded = await store.load(holding.id)
+    assert [eid for eid, _ in loaded.body["inboxes"]] == ["reviewer"]
+    resumed = await build().run(checkpoint=holding.id)
+    assert resumed.outputs == ["merge accepted"]

@@ -313,6 +313,11 @@ class WorkflowBuilder:
     def _output_ids(self, executors: dict[str, Executor]) -> frozenset[str] | None:
         if self._output_from is None:
             return None
+        if not self._output_from:
+            raise WorkflowDefinitionError(
+                "output_from=[] names no executor, so the workflow could never yield an output; "
+                "list the executors whose yields are outputs, or leave output_from out (all)"
+            )
         ids: list[str] = []
         for ref in self._output_from:
             name = _ref_name(ref)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 from ._core import (
+    Contract,
     MessageTypeError,
     Placement,
     RequestError,
@@ -220,13 +221,17 @@ class Executor:
 
     @property
     def output_types(self) -> Any:
-        """The union of the types its handlers may send."""
-        return union_of([s.contract.outputs.annotation for s in self._specs])
+        """The union of the types its handlers and response handlers may send."""
+        return union_of([c.outputs.annotation for c in self._contracts()])
 
     @property
     def workflow_output_types(self) -> Any:
-        """The union of the types its handlers may yield as workflow outputs."""
-        return union_of([s.contract.workflow_outputs.annotation for s in self._specs])
+        """The union of the types its handlers and response handlers may yield
+        as workflow outputs."""
+        return union_of([c.workflow_outputs.annotation for c in self._contracts()])
+
+    def _contracts(self) -> list[Contract]:
+        return [s.contract for s in self._specs] + [r.contract for r in self._response_specs]
 
     def handler_for(self, message: Any) -> HandlerSpec | None:
         """The handler that would process ``message``, or ``None``."""
@@ -414,6 +419,13 @@ class FunctionExecutor(Executor):
         timeout: float | None = None,
         placement: Placement | None = None,
     ) -> None:
+        if isinstance(func, classmethod):
+            raise WorkflowDefinitionError(
+                f"@executor applied to classmethod {func.__func__.__qualname__!r}: a function "
+                "executor has no class to pass; use a plain function or a @staticmethod"
+            )
+        if isinstance(func, staticmethod):
+            func = func.__func__  # the function itself: async stays async
         if not callable(func):
             raise WorkflowDefinitionError(f"@executor applied to non-callable {func!r}")
         name = id if id is not None else getattr(func, "__name__", None)

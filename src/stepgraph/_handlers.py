@@ -30,6 +30,7 @@ __all__ = [
     "TypeArg",
     "build_response_spec",
     "build_spec",
+    "is_async",
     "union_of",
 ]
 
@@ -144,8 +145,12 @@ def _parse(
             f"a handler must take exactly ({shape}) "
             f"{'after self ' if is_method else ''}— got ({', '.join(str(p) for p in params)})"
         )
+    annotated: Any = func
+    if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, type)):
+        # A callable object: its __call__ carries the annotations.
+        annotated = type(func).__call__
     try:
-        hints = typing.get_type_hints(func, include_extras=True)
+        hints = typing.get_type_hints(annotated, include_extras=True)
     except Exception as exc:
         raise fail(f"cannot resolve its annotations: {type(exc).__name__}: {exc}") from exc
     return positional, hints
@@ -204,9 +209,9 @@ def _compiled(tp: Any, where: str) -> TypeSpec:
     return spec
 
 
-def _contract(where: str, outputs: Any, wouts: Any) -> Contract:
+def _contract(where: str, label: str, outputs: Any, wouts: Any) -> Contract:
     try:
-        return Contract(where, spec_of(outputs), spec_of(wouts))
+        return Contract(label, spec_of(outputs), spec_of(wouts))
     except TypeSpecError as exc:
         raise WorkflowDefinitionError(f"handler {where}: {exc}") from exc
 
@@ -215,6 +220,12 @@ def _where(func: Callable[..., Any], owner: str, is_method: bool, name: str | No
     if name is None:
         name = getattr(func, "__name__", repr(func))
     return f"{owner}.{name}" if is_method else owner
+
+
+def _label(func: Callable[..., Any], where: str, is_method: bool) -> str:
+    """How a running handler is named beside its executor id: ``Cls.method``,
+    or a function's qualified name."""
+    return where if is_method else str(getattr(func, "__qualname__", where))
 
 
 def build_spec(
@@ -237,11 +248,24 @@ def build_spec(
         name=name if name is not None else str(getattr(func, "__name__", func)),
         func=func,
         input=_compiled(input_type, where),
-        contract=_contract(where, outputs, wouts),
-        is_async=inspect.iscoroutinefunction(func),
+        contract=_contract(where, _label(func, where, is_method), outputs, wouts),
+        is_async=is_async(func),
         takes_ctx=ctx_param is not None,
         order=order,
     )
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` returns a coroutine: an ``async def``
+    function (partials of one included) or an object whose ``__call__`` is."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    if inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, type):
+        return False
+    for klass in type(func).__mro__:  # the __call__ that a call would use
+        if "__call__" in vars(klass):
+            return inspect.iscoroutinefunction(vars(klass)["__call__"])
+    return False
 
 
 def build_response_spec(
@@ -261,8 +285,8 @@ def build_response_spec(
         func=func,
         request=_compiled(request, where),
         response=_compiled(response, where),
-        contract=_contract(where, outputs, wouts),
-        is_async=inspect.iscoroutinefunction(func),
+        contract=_contract(where, where, outputs, wouts),
+        is_async=is_async(func),
         takes_ctx=ctx_param is not None,
         order=order,
     )

@@ -40,7 +40,7 @@ from ._core import (
     RunState,
     SwitchEdge,
     TypeSpec,
-    type_name,
+    a_type,
 )
 from ._exceptions import (
     CheckpointDecodeError,
@@ -142,7 +142,7 @@ def apply_responses(run: RunState, responses: Mapping[str, Any]) -> None:
         if not TypeSpec(request.response_type).matches(value):
             raise RequestError(
                 f"the response to request {request_id!r} (opened by {request.executor_id!r}) "
-                f"must be a {type_name(request.response_type)}, not a {type_name(type(value))}",
+                f"must be {a_type(request.response_type)}, not {a_type(type(value))}",
                 executor_id=request.executor_id,
             )
     for request_id in [r for r in run.requests if r in responses]:

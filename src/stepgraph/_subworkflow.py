@@ -27,6 +27,7 @@ from ._core import (
     Event,
     OutputEvent,
     Placement,
+    RequestInfoEvent,
     Response,
     RetryPolicy,
     RunState,
@@ -111,7 +112,7 @@ class WorkflowExecutor(Executor):
 
     def _handler_specs(self) -> tuple[HandlerSpec, ...]:  # type: ignore[override]
         child = self.workflow
-        label = f"{self.id!r} (sub-workflow {child.name!r})"
+        label = f"sub-workflow {child.name!r}"
         outputs = _child_outputs(child)
         sent = typing.Never if self.forward_outputs else outputs
         if self.intercept_requests:
@@ -200,6 +201,9 @@ class WorkflowExecutor(Executor):
         prefix = (self.id,)
 
         def emit(event: Event) -> None:
+            if type(event) is RequestInfoEvent:
+                # Announced once, by the parent's barrier, with the id to answer.
+                return
             if type(event) is OutputEvent and not event.workflow_path:
                 outputs.append(event.data)
             forward(replace(event, workflow_path=prefix + event.workflow_path))

@@ -30,6 +30,7 @@ from ._core import (
     RunScope,
     RunState,
     RunStatus,
+    WarningEvent,
     run_supersteps,
     type_name,
 )
@@ -276,6 +277,9 @@ class Workflow:
                     await asyncio.shield(finish())
             last = recorder.last_id if recorder is not None else None
             if run.requests:
+                previous = self._suspended
+                if previous is not None and previous.run_id != run_id:
+                    emit(_forgotten(previous, run_id))
                 self._suspended = _Suspended(run_id, run, last)
             elif self._suspended is not None and self._suspended.run_id == run_id:
                 self._suspended = None
@@ -393,6 +397,24 @@ class Workflow:
             for executor in self._claimable:
                 _IN_USE.pop(id(executor), None)
             self._running = False
+
+
+def _forgotten(previous: _Suspended, run_id: str) -> WarningEvent:
+    """Only one run's open requests are kept in memory per workflow object:
+    say so when a newer run's replace them."""
+    ids = list(previous.state.requests)
+    if previous.last_checkpoint is not None:
+        still = (
+            f"answer them from its checkpoint with run(checkpoint={previous.last_checkpoint!r}, "
+            "responses=...)"
+        )
+    else:
+        still = "they are lost: that run had no checkpoint store"
+    return WarningEvent(
+        message=f"run {previous.run_id} still had open requests {ids}; this workflow object "
+        f"keeps one run's open requests for run(responses=...), and run {run_id} stopped with "
+        f"its own, so {still}"
+    )
 
 
 def _copy_state(run: RunState) -> RunState:

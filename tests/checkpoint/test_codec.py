@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepgraph import CheckpointDecodeError, CheckpointEncodeError
-from stepgraph._checkpoint import TypeRegistry, decode, dumps, encode, loads
+from stepgraph._checkpoint import TypeRegistry, decode, dumps, encode, loads, type_key
 
 
 class Color(enum.Enum):
@@ -117,12 +117,23 @@ def test_sets_encode_canonically() -> None:
         (NotRegistered(), r"state\['k'\]: cannot store a .*NotRegistered"),
         ({"x": [1, object()]}, r"state\['k'\]\['x'\]\[1\]: cannot store a builtins.object"),
         (lambda: 1, r"state\['k'\]: cannot store a .*function"),
-        (Point, r"cannot store a builtins.type"),
+        (NotRegistered, r"state\['k'\]: the type .*NotRegistered is neither declared"),
+        (list[NotRegistered], r"the type list\[.*NotRegistered\] is neither declared"),
     ],
 )
 def test_unsupported_values_name_their_path(value: Any, pattern: str) -> None:
     with pytest.raises(CheckpointEncodeError, match=pattern):
         encode(value, REG, "state['k']")
+
+
+def test_registered_types_are_stored_by_reference() -> None:
+    registry = TypeRegistry([Point, list[int], bool])
+    for tp in (Point, list[int], bool):
+        encoded = encode(tp, registry)
+        assert encoded == {"$t": "type", "v": type_key(tp)}
+        assert decode(loads(dumps(encoded)), registry) == tp
+    with pytest.raises(CheckpointDecodeError, match="neither declares nor registers"):
+        decode({"$t": "type", "v": "os.system"}, registry)
 
 
 def test_unregistered_dataclass_is_refused_on_encode() -> None:

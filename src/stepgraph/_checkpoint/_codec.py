@@ -12,11 +12,14 @@ with a ``"$t"`` tag::
     {"$t": "timedelta", "v": [days, seconds, microseconds]}
     {"$t": "uuid"|"decimal", "v": "<str>"}
     {"$t": "enum"|"dataclass"|"pydantic", "type": "<name>", "v": ...}
+    {"$t": "type", "v": "<name>"}          a type (or annotation) itself
 
 Enums, dataclasses and pydantic models are rebuilt only from a
 :class:`TypeRegistry` — the types a workflow declares plus those registered
-explicitly. A type name is a key into that registry and nothing else: no
-module is imported and nothing named by a checkpoint is looked up or called.
+explicitly — and a stored type reference (a request's response type, say)
+resolves only to an annotation that registry holds. A type name is a key
+into that registry and nothing else: no module is imported and nothing named
+by a checkpoint is looked up or called.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
 MAX_DEPTH = 200
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 _TAG = "$t"
+_NOT_FOUND: Any = object()
 
 
 def type_key(tp: Any) -> str:
@@ -127,6 +131,11 @@ class TypeRegistry:
                 f"checkpoint names type {key!r}, which this workflow neither declares nor registers"
             )
         return found
+
+    def knows_annotation(self, key: str, tp: Any) -> bool:
+        """Whether ``tp`` is the annotation registered under ``key``."""
+        found = self._annotations.get(key, _NOT_FOUND)
+        return found is tp or (found is not _NOT_FOUND and found == tp)
 
     def __contains__(self, tp: object) -> bool:
         return isinstance(tp, type) and self._classes.get(type_key(tp)) is tp
@@ -277,6 +286,14 @@ def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
         except Exception as exc:
             raise _Fail(f"{cls.__name__}.model_dump failed: {exc}") from exc
         return {_TAG: "pydantic", "type": type_key(cls), "v": _enc(dumped, reg, d)}
+    if isinstance(value, type) or typing.get_origin(value) is not None or value is Any:
+        key = type_key(value)
+        if reg.knows_annotation(key, value):
+            return {_TAG: "type", "v": key}
+        raise _Fail(
+            f"the type {key} is neither declared by the workflow's handlers nor registered "
+            "(WorkflowBuilder(checkpoint_types=[...])), so a reference to it could not be restored"
+        )
     raise _Fail(
         f"cannot store a {cls.__module__}.{cls.__qualname__} in a checkpoint "
         "(supported: JSON values, tuple, set, frozenset, bytes, datetime/date/time/timedelta, "
@@ -460,6 +477,7 @@ _SIMPLE: dict[str, Any] = {
     "timedelta": _dec_timedelta,
     "uuid": _dec_str(uuid.UUID, "uuid"),
     "decimal": _dec_str(decimal.Decimal, "decimal"),
+    "type": lambda v, reg, path, d: reg.annotation(_expect(v, str, "type", path)),
 }
 
 

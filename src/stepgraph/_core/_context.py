@@ -13,6 +13,7 @@ async handler and plain ``ctx.send_message(x)`` in a sync one both work.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from .._exceptions import (
 from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
 from ._requests import PendingRequest
 from ._state import StateView
-from ._typing import ANY_SPEC, TypeSpec, type_name
+from ._typing import ANY_SPEC, TypeSpec, a_type, type_name
 
 __all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
 
@@ -276,9 +277,11 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
 
     def _violation(self, verb: str, value: Any, what: str, spec: TypeSpec) -> None:
         declared = "none (Never)" if spec.is_never else repr(spec)
+        label = self._contract.label
+        handler = "" if label == self._executor_id else f" ({label})"
         self._report(
-            f"executor {self._executor_id!r} ({self._contract.label}) {verb} a "
-            f"{type_name(type(value))}, which is not among its declared {what} types: {declared}",
+            f"executor {self._executor_id!r}{handler} {verb} {a_type(type(value))}, which is not "
+            f"among its declared {what} types: {declared}",
             MessageTypeError,
         )
 
@@ -319,9 +322,18 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
 
         self._emit = threadsafe_emit
         try:
-            return await asyncio.to_thread(fn, *args)
+            result = await asyncio.to_thread(fn, *args)
         finally:
             self._emit = emit
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: do not leave a warning behind
+            raise TypeError(
+                f"a handler of executor {self._executor_id!r} was run as a sync function in a "
+                f"worker thread but returned {type(result).__name__}; define it with async def "
+                "(or give its object an async __call__) so the engine awaits it"
+            )
+        return result
 
     def _close(self) -> Outbox:
         self._closed = True

@@ -81,6 +81,8 @@ async def run_supersteps(
     emit(RunStartedEvent(run_id=scope.run_id, workflow=scope.workflow_name))
     status = run.status(running=True)
     emit(StatusEvent(status=status))
+    for request in run.requests.values():  # still open from before: say what we wait for
+        emit(_announcement(request, request.superstep))
     router = Router(graph, run.fan_in)
     report = _reporter(scope, run)
     nodes, index = graph.nodes, graph.index
@@ -205,16 +207,18 @@ async def _barrier(
     for outbox in outboxes:
         for request in outbox.requests:
             run.requests[request.request_id] = request
-            scope.emit(
-                RequestInfoEvent(
-                    request_id=request.request_id,
-                    request=request.request,
-                    response_type=request.response_type,
-                    executor_id=request.executor_id,
-                    superstep=step,
-                )
-            )
+            scope.emit(_announcement(request, step))
     return written
+
+
+def _announcement(request: PendingRequest, step: int) -> RequestInfoEvent:
+    return RequestInfoEvent(
+        request_id=request.request_id,
+        request=request.request,
+        response_type=request.response_type,
+        executor_id=request.executor_id,
+        superstep=step,
+    )
 
 
 def _report_waiting_fan_ins(graph: Graph, run: RunState, scope: RunScope) -> None:

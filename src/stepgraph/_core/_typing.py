@@ -25,6 +25,7 @@ __all__ = [
     "NEVER_SPEC",
     "TypeSpec",
     "TypeSpecError",
+    "a_type",
     "may_overlap",
     "spec_of",
     "type_name",
@@ -48,6 +49,17 @@ def type_name(tp: Any) -> str:
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__qualname__ if tp.__module__ == "builtins" else tp.__name__
     return repr(tp).replace("typing.", "")
+
+
+def a_type(tp: Any) -> str:
+    """``type_name`` with its indefinite article: "an int", "a str", "an Audio"."""
+    name = type_name(tp)
+    low = name.lower()
+    vowel = low[:1] in "aeio" or (low[:1] == "u" and not low.startswith(_YOU_SOUNDS))
+    return f"{'an' if vowel else 'a'} {name}"
+
+
+_YOU_SOUNDS = ("uni", "use", "usu", "uti", "uui", "ur")  # "a Union", "a UUID", "a URL"
 
 
 def _normalise(tp: Any) -> Any:
