@@ -48,7 +48,7 @@ async def resume(path: str) -> None:
     with sg.SqliteCheckpointStore(path) as store:
         [run] = await store.runs()
         print(f"crashed run stopped after superstep {run.superstep}; resuming")
-        result = await build(store).run(checkpoint=run.id)
+        result = await build(store).run(checkpoint=run.last_checkpoint)
     print(result.outputs[0])
 
 

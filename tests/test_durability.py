@@ -168,3 +168,42 @@ async def test_async_checkpoints_are_flushed_when_the_run_is_cancelled() -> None
     assert [i.superstep for i in infos] == list(range(len(infos)))  # none missing
     resumed = await counting(store, "async", 1_000)[0].run(checkpoint=infos[-1].id)
     assert resumed.outputs == [1_000]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_the_store_records_how_a_run_ended(durability: str) -> None:
+    """Failed, non-converged and cancelled runs are listed as such, not as
+    in progress; a resumed run that finishes shows its checkpoint's status."""
+    store = sg.MemoryCheckpointStore()
+
+    @sg.executor(id="boom")
+    async def boom(n: int) -> None:
+        raise RuntimeError(f"boom {n}")
+
+    config = sg.CheckpointConfig(store, durability)  # type: ignore[arg-type]
+    with pytest.raises(sg.WorkflowRunError):
+        await sg.WorkflowBuilder(start=boom, checkpoints=config).build().run(1)
+    workflow, _ = counting(store, durability, 1_000, pause=0.001)
+    with pytest.raises(sg.ConvergenceError):
+        await (
+            sg.WorkflowBuilder(start=workflow.start, checkpoints=config, max_supersteps=3)
+            .add_edge("counter", "counter")
+            .build()
+            .run(0)
+        )
+    task = asyncio.ensure_future(counting(store, durability, 1_000, pause=0.001)[0].run(0))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    cancelled, converged, failed = await store.runs()
+    assert (failed.status, failed.error) == (
+        "failed",
+        "executor 'boom' failed in superstep 1: RuntimeError: boom 1",
+    )
+    assert converged.status == "failed" and "did not converge" in (converged.error or "")
+    assert (cancelled.status, cancelled.error) == ("cancelled", None)
+    resumed = await counting(store, durability, 1_000)[0].run(checkpoint=cancelled.last_checkpoint)
+    assert resumed.outputs == [1_000]
+    [again] = await store.runs(limit=1)
+    assert (again.run_id, again.status, again.error) == (cancelled.run_id, "idle", None)

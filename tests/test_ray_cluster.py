@@ -136,7 +136,9 @@ async def test_killed_worker_fails_clearly_then_resumes(cluster: Any, tmp_path: 
     message = str(raised.value)
     assert "'sleeper'" in message and "on node" in message and "died" in message
     [run] = await store.runs()
-    resumed = await sleeper_flow(str(marker), store).run(checkpoint=run.id, backend=sg.RayBackend())
+    resumed = await sleeper_flow(str(marker), store).run(
+        checkpoint=run.last_checkpoint, backend=sg.RayBackend()
+    )
     assert resumed.outputs == [2, 3, 4]  # superstep 2 re-ran; 1 was before the checkpoint
     store.close()
 

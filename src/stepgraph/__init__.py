@@ -12,6 +12,7 @@ from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import CheckpointInfo as CheckpointInfo
 from ._checkpoint import CheckpointStore as CheckpointStore
 from ._checkpoint import MemoryCheckpointStore as MemoryCheckpointStore
+from ._checkpoint import RunInfo as RunInfo
 from ._checkpoint import SqliteCheckpointStore as SqliteCheckpointStore
 from ._core import Backend as Backend
 from ._core import Event as Event
@@ -42,6 +43,7 @@ from ._exceptions import CheckpointError as CheckpointError
 from ._exceptions import CheckpointIntegrityError as CheckpointIntegrityError
 from ._exceptions import CheckpointMismatchError as CheckpointMismatchError
 from ._exceptions import CheckpointNotFoundError as CheckpointNotFoundError
+from ._exceptions import CheckpointWarning as CheckpointWarning
 from ._exceptions import ConvergenceError as ConvergenceError
 from ._exceptions import EventError as EventError
 from ._exceptions import ExecutorTimeoutError as ExecutorTimeoutError
@@ -82,6 +84,7 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "CheckpointStore",
+    "CheckpointWarning",
     "ConvergenceError",
     "Default",
     "Event",
@@ -105,6 +108,7 @@ __all__ = [
     "RequestInfoEvent",
     "RetryPolicy",
     "RoutingError",
+    "RunInfo",
     "RunResult",
     "RunStartedEvent",
     "RunStatus",

@@ -27,6 +27,9 @@
             ├── CheckpointNotFoundError  no such checkpoint (or run)
             └── CheckpointMismatchError  the checkpoint is of another graph
 
+    CheckpointWarning               (a warning, not raised): a store skipped
+                                    damaged records while listing
+
 Each exception owns its message; attributes name the executor, edge or key at
 fault where there is one.
 """
@@ -40,6 +43,7 @@ __all__ = [
     "CheckpointIntegrityError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "CheckpointWarning",
     "ConvergenceError",
     "EventError",
     "ExecutorTimeoutError",
@@ -172,3 +176,9 @@ class CheckpointNotFoundError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """The checkpoint was written by a workflow with a different graph."""
+
+
+class CheckpointWarning(UserWarning):
+    """A store skipped damaged records while listing (issued with
+    ``warnings.warn``; the records stay where they are, and ``delete_run``
+    removes a damaged run)."""

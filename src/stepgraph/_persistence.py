@@ -10,6 +10,7 @@ taken only from executors that override ``snapshot()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ from ._core import (
     PendingRequest,
     Response,
     RunState,
+    RunStatus,
     SwitchEdge,
     TypeSpec,
     a_type,
@@ -479,6 +481,7 @@ class RunRecorder:
             body=body,
             refs=refs,
             blobs=fresh,
+            request_ids=tuple(run.requests),
         )
         self.last_id = checkpoint.id
         if fresh:
@@ -545,10 +548,24 @@ class RunRecorder:
             raise error
         raise CheckpointError(f"writing checkpoints failed: {error!r}") from error
 
-    async def close(self) -> None:
-        """Flush queued checkpoints (async durability)."""
+    async def close(self, outcome: RunStatus, error: BaseException | None) -> None:
+        """Flush queued checkpoints (async durability), then record a failed
+        or cancelled ending in the store's run index."""
         self._closing = True
-        await self._flush()
+        try:
+            await self._flush()
+        except BaseException:
+            await self._record(RunStatus.FAILED, "writing checkpoints failed")
+            raise
+        await self._record(outcome, None if error is None else str(error))
+
+    async def _record(self, outcome: RunStatus, error: str | None) -> None:
+        if outcome not in (RunStatus.FAILED, RunStatus.CANCELLED) or self.last_id is None:
+            return  # a checkpoint already says how the run stands
+        # Only a record for listings: a store failing now must not mask how
+        # the run really ended (that error, or cancellation).
+        with contextlib.suppress(Exception):
+            await self._store.set_status(self.run_id, outcome.value, error)
 
     async def _flush(self) -> None:
         """Write everything queued now, after any write in flight."""

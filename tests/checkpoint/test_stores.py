@@ -45,7 +45,7 @@ async def test_save_load_latest_list(store: sg.CheckpointStore) -> None:
     assert await store.latest("nope") is None
     assert [i.id for i in await store.list("r1")] == ["a", "b", "c"]
     assert [i.id for i in await store.list(workflow="wf")] == ["a", "b", "c", "x"]
-    assert [i.run_id for i in await store.runs()] == ["r1", "r2"]
+    assert [i.run_id for i in await store.runs()] == ["r2", "r1"]  # most recent first
     with pytest.raises(sg.CheckpointNotFoundError, match="'zzz'"):
         await store.load("zzz")
 
@@ -96,7 +96,7 @@ async def test_batched_saves(store: sg.CheckpointStore, monkeypatch: pytest.Monk
     """One save of many checkpoints (what async durability does), across
     runs and larger than a SQLite segment: every checkpoint stays loadable,
     listed in order, and deletable on its own, with its values kept."""
-    monkeypatch.setattr("stepgraph._checkpoint._sqlite.SEGMENT_BYTES", 2_000)
+    monkeypatch.setattr("stepgraph._checkpoint._segments.SEGMENT_BYTES", 2_000)
     chain = [
         make(f"a{i}", step=i, parent=f"a{i - 1}" if i else None, k=b"%d" % (i % 3))
         for i in range(40)
@@ -142,20 +142,37 @@ async def test_a_stored_id_cannot_be_saved_again(store: sg.CheckpointStore) -> N
     assert (await store.load("a")).superstep == 0
 
 
-async def test_corrupt_segment_is_refused(tmp_path: Path) -> None:
+async def test_corrupt_segment_is_refused_when_read_and_skipped_when_listed(
+    tmp_path: Path,
+) -> None:
+    """A damaged record blocks nothing but itself: loading it is refused,
+    listing skips it with a warning, the run index, pruning of healthy runs
+    and deleting the damaged run all work."""
     path = tmp_path / "c.sqlite"
     store = sg.SqliteCheckpointStore(path)
-    await store.save(make("a"), make("b", step=1))
+    await store.save(make("a", k=b"1"), make("b", step=1, k=b"2"))
+    for i in range(3):
+        await store.save(make(f"h{i}", run="healthy", step=i, k=b"shared"))
     store.close()
     with sqlite3.connect(path) as db:
-        (data,) = db.execute("SELECT data FROM segments").fetchone()
-        db.execute("UPDATE segments SET data = ?", (data[: len(data) // 2],))
+        (data,) = db.execute("SELECT data FROM segments WHERE run_id = 'r1'").fetchone()
+        db.execute("UPDATE segments SET data = ? WHERE run_id = 'r1'", (data[: len(data) // 2],))
     db.close()
     store = sg.SqliteCheckpointStore(path)
-    for read in (store.load("b"), store.list(), store.latest("r1")):
+    for read in (store.load("b"), store.latest("r1")):
         with pytest.raises(sg.CheckpointIntegrityError, match="segment is corrupt"):
             await read
+    with pytest.warns(sg.CheckpointWarning, match=r"skipped 1 damaged checkpoint record\(s\): "
+                      r"checkpoints a,b of run r1: .*segment is corrupt"):  # fmt: skip
+        assert [i.id for i in await store.list()] == ["h0", "h1", "h2"]
+    assert [r.run_id for r in await store.runs()] == ["healthy", "r1"]
+    with pytest.warns(sg.CheckpointWarning, match=r"did not prune 1 damaged run\(s\).*run r1"):
+        assert await store.prune(keep_last=1) == 2  # the healthy run's
+    assert await store.delete_run("r1") == 2
+    assert [i.id for i in await store.list()] == ["h2"]  # no warning any more
+    assert (await store.load("h2")).blobs == {blob_hash(b"shared"): b"shared"}
     store.close()
+    assert sg.SqliteCheckpointStore(path).integrity_check() == "ok"
 
 
 async def test_memory_store_never_aliases() -> None:
@@ -224,25 +241,27 @@ async def test_signed_checkpoints_refuse_tampering(kind: str, field: str, tmp_pa
             await store.load("u")
         store.close()
     else:
-        row = store._rows_by_id["a"]  # type: ignore[attr-defined]
-        store._rows_by_id["a"] = alter_row(row)  # type: ignore[attr-defined]
+        row = store._by_id["a"]  # type: ignore[attr-defined]
+        store._by_id["a"] = alter_row(row)  # type: ignore[attr-defined]
         with pytest.raises(sg.CheckpointIntegrityError, match="signature does not match"):
             await store.load("a")
-        store._rows_by_id["a"] = row._replace(mac=None)  # type: ignore[attr-defined]
+        store._by_id["a"] = row._replace(mac=None)  # type: ignore[attr-defined]
         with pytest.raises(sg.CheckpointIntegrityError, match="unsigned"):
             await store.load("a")
 
 
 async def test_runs_of_a_workflow(store: sg.CheckpointStore) -> None:
-    """Listing by workflow follows each checkpoint's own workflow name, also
-    when one run holds checkpoints of two names (a resume under a new name)."""
+    """Listing checkpoints by workflow follows each checkpoint's own workflow
+    name; a run is listed under the name of its latest checkpoint (a run
+    resumed under a new name moves)."""
     await store.save(make("a", run="r1"))
     await store.save(dataclasses.replace(make("b", run="r2", parent=None), workflow="other"))
     await store.save(dataclasses.replace(make("c", run="r1", parent="a", step=1), workflow="other"))
     assert [i.id for i in await store.list(workflow="wf")] == ["a"]
     assert [i.id for i in await store.list(workflow="other")] == ["b", "c"]
     assert [i.id for i in await store.list("r1", workflow="other")] == ["c"]
-    assert [i.run_id for i in await store.runs(workflow="other")] == ["r2", "r1"]
+    assert [i.run_id for i in await store.runs(workflow="other")] == ["r1", "r2"]
+    assert await store.runs(workflow="wf") == []
     assert await store.list(workflow="nope") == []
     await store.delete("b")
     assert [i.run_id for i in await store.runs(workflow="other")] == ["r1"]
@@ -292,18 +311,38 @@ async def test_corrupt_database_file_is_a_clear_error(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_sqlite_prune_shrinks_the_file(tmp_path: Path) -> None:
+async def test_sqlite_prune_frees_space_and_vacuum_shrinks_the_file(tmp_path: Path) -> None:
     path = tmp_path / "big.sqlite"
+
+    def size() -> int:
+        wal = Path(f"{path}-wal")
+        return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+    def pages() -> tuple[int, int]:
+        with sqlite3.connect(path) as db:
+            counts = (db.execute("PRAGMA page_count").fetchone()[0],
+                      db.execute("PRAGMA freelist_count").fetchone()[0])  # fmt: skip
+        db.close()
+        return counts
+
     store = sg.SqliteCheckpointStore(path)
     for i in range(20):
         await store.save(make(f"c{i}", step=i, k=bytes([i]) * 200_000))
-    before = path.stat().st_size + Path(f"{path}-wal").stat().st_size
-    await store.prune(keep_last=2)
-    after = path.stat().st_size + (
-        Path(f"{path}-wal").stat().st_size if Path(f"{path}-wal").exists() else 0
-    )
-    assert after < before / 5, (before, after)
+    before = size()
+    used, _ = pages()
+    assert await store.prune(keep_last=2) == 18
     assert [i.id for i in await store.list()] == ["c18", "c19"]
+    assert pages()[1] > used * 0.8  # the pruned values' pages are free
+    # Pruning frees the pages for reuse: as much new data fits without growth.
+    for i in range(20, 30):
+        await store.save(make(f"c{i}", step=i, k=bytes([i]) * 200_000))
+    assert pages()[0] <= used
+    await store.prune(keep_last=2)
+    store.vacuum()
+    assert size() < before / 5, (before, size())
+    assert (await store.load("c29")).blobs == {
+        blob_hash(bytes([29]) * 200_000): bytes([29]) * 200_000
+    }
     store.close()
     assert sg.SqliteCheckpointStore(path).integrity_check() == "ok"
 

@@ -1,16 +1,19 @@
 """Checkpoints: the safe codec and the stores (the lowest layer)."""
 
 from ._codec import TypeRegistry, decode, dumps, encode, loads, type_key
-from ._model import Checkpoint, CheckpointInfo, CheckpointStore, blob_hash
+from ._memory import MemoryCheckpointStore
+from ._model import Checkpoint, CheckpointInfo, CheckpointStore, RunInfo, blob_hash
 from ._sqlite import SqliteCheckpointStore
-from ._store import BaseStore, MemoryCheckpointStore
+from ._store import TERMINAL_STATUSES, BaseStore
 
 __all__ = [
+    "TERMINAL_STATUSES",
     "BaseStore",
     "Checkpoint",
     "CheckpointInfo",
     "CheckpointStore",
     "MemoryCheckpointStore",
+    "RunInfo",
     "SqliteCheckpointStore",
     "TypeRegistry",
     "blob_hash",

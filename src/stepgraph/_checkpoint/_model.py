@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointStore",
     "FORMAT",
     "Row",
+    "RunInfo",
     "RowValues",
     "blob_hash",
     "body_bytes",
@@ -64,6 +65,9 @@ class Checkpoint:
     body: dict[str, Any] = field(default_factory=dict)
     refs: tuple[str, ...] = ()
     blobs: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    # The ids of the requests open at this checkpoint: an index for finding
+    # the run that owns a request (the body, which is signed, holds them too).
+    request_ids: tuple[str, ...] = ()
 
     kind = "checkpoint"
 
@@ -84,6 +88,32 @@ class CheckpointInfo:
     size: int
 
     kind = "checkpoint_info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInfo:
+    """A run as a store lists it: its latest checkpoint's position and
+    status, what it holds, and when it started and last changed.
+
+    ``status`` is the latest checkpoint's status, or how the run ended when
+    it ended after that checkpoint (``"failed"`` with ``error``, or
+    ``"cancelled"``). ``size`` is the bytes its checkpoints and the values
+    they introduced take."""
+
+    run_id: str
+    workflow: str
+    signature: str
+    status: str
+    superstep: int
+    pending_requests: int
+    last_checkpoint: str
+    checkpoints: int
+    size: int
+    started_at: float
+    updated_at: float
+    error: str | None = None
+
+    kind = "run_info"
 
 
 class Row(NamedTuple):
@@ -272,8 +302,26 @@ class CheckpointStore(Protocol):
         """Checkpoints in save order, optionally of one run or workflow."""
         ...
 
-    async def runs(self, *, workflow: str | None = None) -> builtins.list[CheckpointInfo]:
-        """The latest checkpoint of each run, oldest run first."""
+    async def runs(
+        self,
+        *,
+        workflow: str | None = None,
+        signature: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> builtins.list[RunInfo]:
+        """Runs, the most recently active first (at most ``limit``; with
+        ``before=RUN_ID``, those active before that run: the next page)."""
+        ...
+
+    async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Record how a run ended after its latest checkpoint (failed,
+        cancelled); a run the store does not hold is ignored."""
+        ...
+
+    async def find_request(self, request_id: str) -> RunInfo | None:
+        """The run in which a request was opened, if the store holds it."""
         ...
 
     async def delete(self, checkpoint_id: str) -> None:
@@ -281,7 +329,8 @@ class CheckpointStore(Protocol):
         ...
 
     async def delete_run(self, run_id: str) -> int:
-        """Remove every checkpoint of a run; returns how many."""
+        """Remove every checkpoint of a run (damaged ones included); returns
+        how many."""
         ...
 
     async def prune(self, run_id: str | None = None, *, keep_last: int = 1) -> int:

@@ -8,38 +8,33 @@
   but never corrupts the file.
 - All I/O runs on one worker thread owned by the store, never on the event
   loop; the store is not bound to any loop and may be used from several.
-- ``prune`` and ``delete_run`` delete checkpoints, drop values nothing
-  references, checkpoint the WAL (``TRUNCATE``) and ``VACUUM``: the file
-  shrinks.
+- Listing runs reads the ``runs`` index; deleting and pruning read only the
+  run concerned and work in short transactions, so writers in other
+  processes never wait long. Freed pages are reused; ``vacuum()`` shrinks
+  the file.
 
-Layout: consecutive checkpoints of one run that one ``save`` writes are
-stored together as one *segment* row: a JSON document ``[format, run_id, workflow,
-signature, [entry, ...]]`` whose entries hold each checkpoint's own fields,
-its body and its signature; ``checkpoint_ids`` maps each id to its segment.
-A batch of async checkpoints thus costs one JSON encoding, one row and one
-small index entry per checkpoint, instead of a wide row, two index entries
-and a separate encoding each. A segment is cut at ``SEGMENT_BYTES`` (a
-larger single checkpoint has one of its own), so loading one checkpoint
-reads little besides it.
+Layout 3 (``PRAGMA user_version``): ``segments`` hold the checkpoints (see
+``_segments``), with their ids, run, workflow and size beside the JSON so
+that deleting needs no parsing; ``checkpoint_ids`` maps each id to its
+segment; ``runs`` is one row per run (its latest checkpoint, status, counts,
+times) ordered by ``seq``, the latest segment written; ``run_blobs`` records
+which values each run references, so a value is dropped when no run does;
+``requests`` maps each request id to the run that opened it.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-from .._exceptions import (
-    CheckpointDecodeError,
-    CheckpointEncodeError,
-    CheckpointError,
-    CheckpointIntegrityError,
-)
-from ._codec import dumps_compact, loads
-from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal, split_refs
+from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
+from ._model import Checkpoint, Row, RunInfo, split_refs
+from ._segments import Segment, encode_segments, reencode
 from ._store import BaseStore
 from ._worker import Worker
 
@@ -47,12 +42,15 @@ __all__ = ["SqliteCheckpointStore"]
 
 T = TypeVar("T")
 
-LAYOUT = 2  # PRAGMA user_version of the files this module writes
-SEGMENT_BYTES = 1 << 20  # a longer batch is split (a bigger checkpoint has its own)
+LAYOUT = 3  # PRAGMA user_version of the files this module writes
+CHUNK = 200  # segments (or values) per transaction when deleting a whole run
 _SCHEMA = f"""
 CREATE TABLE segments (
     seq INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    ids TEXT NOT NULL,
+    size INTEGER NOT NULL,
     data BLOB NOT NULL
 );
 CREATE INDEX segments_by_run ON segments (run_id, seq);
@@ -61,16 +59,56 @@ CREATE TABLE checkpoint_ids (
     segment INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    PRIMARY KEY (workflow, run_id)
+    signature TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    last_checkpoint TEXT NOT NULL,
+    superstep INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    pending_requests INTEGER NOT NULL,
+    checkpoints INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX runs_by_seq ON runs (seq);
+CREATE INDEX runs_by_workflow ON runs (workflow, seq);
+CREATE TABLE run_blobs (
+    run_id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (run_id, hash)
+) WITHOUT ROWID;
+CREATE INDEX run_blobs_by_hash ON run_blobs (hash);
+CREATE TABLE requests (
+    request_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX requests_by_run ON requests (run_id);
 CREATE TABLE blobs (
     hash TEXT PRIMARY KEY,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
 PRAGMA user_version = {LAYOUT}
 """
+_RUN_COLUMNS = (
+    "run_id, workflow, signature, status, superstep, pending_requests, last_checkpoint, "
+    "checkpoints, size, started_at, updated_at, error"
+)
+_UPSERT_RUN = """
+INSERT INTO runs (run_id, workflow, signature, seq, last_checkpoint, superstep, status,
+                  pending_requests, checkpoints, size, started_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET
+    workflow = excluded.workflow, signature = excluded.signature, seq = excluded.seq,
+    last_checkpoint = excluded.last_checkpoint, superstep = excluded.superstep,
+    status = excluded.status, error = NULL, pending_requests = excluded.pending_requests,
+    checkpoints = checkpoints + excluded.checkpoints, size = size + excluded.size,
+    updated_at = excluded.updated_at
+"""
+# SQLite's primary result codes for a damaged file.
+_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
 class SqliteCheckpointStore(BaseStore):
@@ -82,11 +120,31 @@ class SqliteCheckpointStore(BaseStore):
 
     With ``secret``, each checkpoint is signed (HMAC-SHA256) and unsigned or
     altered ones are refused with ``CheckpointIntegrityError``.
+
+    The file is created on first use unless ``create=False``; its folder must
+    exist. ``readonly=True`` opens an existing file for reading only (a file
+    the process may not write can still be listed and loaded).
+    ``busy_timeout`` is how long a write waits for another process's write
+    lock before failing with a ``CheckpointError``.
     """
 
-    def __init__(self, path: str | PathLike[str], *, secret: str | bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        secret: str | bytes | None = None,
+        busy_timeout: float = 5.0,
+        create: bool = True,
+        readonly: bool = False,
+    ) -> None:
         super().__init__(secret=secret)
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout}")
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self.readonly = readonly
+        self.create = create and not readonly
+        self.created = False  # whether opening the store created its file
         self._worker = Worker("stepgraph-sqlite", owner=self)
         self._conn: sqlite3.Connection | None = None
         # Test seam: called inside the write transaction, between statements.
@@ -97,25 +155,102 @@ class SqliteCheckpointStore(BaseStore):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._worker.run(fn, *args)
 
+    def _where(self) -> str:
+        return f"checkpoint database {str(self.path)!r}"
+
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = None
-            try:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                _ensure_layout(conn, self.path)  # first: another file is left as it is
+        if self._conn is not None:
+            return self._conn
+        exists = self.path.exists()
+        if not exists:
+            if not self.create:
+                raise CheckpointError(f"no checkpoint store at {str(self.path)!r}: no such file")
+            if not self.path.parent.is_dir():
+                raise CheckpointError(
+                    f"cannot create checkpoint store {str(self.path)!r}: the folder "
+                    f"{str(self.path.parent)!r} does not exist"
+                )
+        conn = None
+        try:
+            conn = self._connect()
+            _ensure_layout(conn, self._where(), writable=not self.readonly)
+            if not self.readonly:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-            except BaseException as exc:
-                if conn is not None:
-                    conn.close()
-                if isinstance(exc, sqlite3.DatabaseError):
-                    raise CheckpointError(
-                        f"cannot open checkpoint database {str(self.path)!r}: {exc} "
-                        "(is it a stepgraph SQLite checkpoint file?)"
-                    ) from exc
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._failure(exc, "opening it") from exc
+            raise
+        self._conn = conn
+        self.created = not exists
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+            return sqlite3.connect(
+                target,
+                uri=uri,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout,
+            )
+
+        if not self.readonly:
+            return connect(self.path)
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        conn = connect(uri, uri=True)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # A WAL file needs its shared-memory file, which a folder we may
+            # not write cannot get: read the file as it stands instead.
+            conn.close()
+            return connect(f"{uri}&immutable=1", uri=True)
+
+    def _failure(self, exc: sqlite3.Error, doing: str) -> CheckpointError:
+        """A store error carrying SQLite's own: integrity errors only for a
+        damaged file; a full disk, a lock held elsewhere, a read-only file
+        are plain ``CheckpointError``s."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        name = getattr(exc, "sqlite_errorname", None)
+        text = f"{self._where()}: {doing} failed: {exc}" + (f" ({name})" if name else "")
+        damaged = (code is not None and code & 0xFF in _DAMAGED) or (
+            code is None and ("malformed" in str(exc) or "not a database" in str(exc))
+        )
+        if damaged:
+            return CheckpointIntegrityError(f"{text}; the file is damaged")
+        if code is not None and code & 0xFF == 5:  # SQLITE_BUSY
+            text += (
+                f"; another connection held a write lock longer than busy_timeout="
+                f"{self.busy_timeout:g} s"
+            )
+        return CheckpointError(text)
+
+    def _guard(self, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        try:
+            return fn(self._db())
+        except sqlite3.Error as exc:
+            raise self._failure(exc, doing) from exc
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        """``fn`` in one write transaction; rolled back when it raises (unless
+        SQLite already rolled back on its own, as after a full disk)."""
+
+        def run(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+                db.execute("COMMIT")
+                return result
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            self._conn = conn
-        return self._conn
+
+        return self._guard(run, doing)
 
     def close(self) -> None:
         """Close the database and end the worker thread (idempotent; the
@@ -134,15 +269,7 @@ class SqliteCheckpointStore(BaseStore):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _guard(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return fn(self._db())
-        except sqlite3.DatabaseError as exc:
-            raise CheckpointIntegrityError(
-                f"checkpoint database {str(self.path)!r} is unreadable: {exc}"
-            ) from exc
-
-    # -- primitives --------------------------------------------------------------
+    # -- writing -------------------------------------------------------------------
 
     def _write(
         self,
@@ -150,42 +277,76 @@ class SqliteCheckpointStore(BaseStore):
         blob_bytes: list[int],
         blobs: Mapping[str, bytes],
     ) -> None:
-        segments = _encode_segments(checkpoints, blob_bytes, self._secret)
+        segments = encode_segments(checkpoints, blob_bytes, self._secret)
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if blobs:
-                    db.executemany(
-                        "INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)", blobs.items()
-                    )
-                if self._write_hook is not None:
-                    self._write_hook()
-                _check_refs(db, checkpoints, blobs)
+            if blobs:
                 db.executemany(
-                    "INSERT OR IGNORE INTO runs (workflow, run_id) VALUES (?, ?)",
-                    {(cp.workflow, cp.run_id) for cp in checkpoints},
+                    "INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)", blobs.items()
                 )
-                for run_id, data, ids in segments:
-                    seq = db.execute(
-                        "INSERT INTO segments (run_id, data) VALUES (?, ?)", (run_id, data)
-                    ).lastrowid
+            if self._write_hook is not None:
+                self._write_hook()
+            _check_refs(db, checkpoints, blobs)
+            for segment in segments:
+                group = segment.checkpoints
+                seq = db.execute(
+                    "INSERT INTO segments (run_id, workflow, ids, size, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (segment.run_id, segment.workflow, segment.ids, segment.size, segment.data),
+                ).lastrowid
+                db.executemany(
+                    "INSERT INTO checkpoint_ids (id, segment) VALUES (?, ?)",
+                    [(cp.id, seq) for cp in group],
+                )
+                last = group[-1]
+                db.execute(
+                    _UPSERT_RUN,
+                    (
+                        segment.run_id, last.workflow, last.signature, seq, last.id,
+                        last.superstep, last.status, last.pending_requests, len(group),
+                        segment.size, group[0].created_at, last.created_at,
+                    ),
+                )  # fmt: skip
+                refs = {h for cp in group for h in cp.refs}
+                if refs:
                     db.executemany(
-                        "INSERT INTO checkpoint_ids (id, segment) VALUES (?, ?)",
-                        [(cid, seq) for cid in ids],
+                        "INSERT OR IGNORE INTO run_blobs (run_id, hash) VALUES (?, ?)",
+                        [(segment.run_id, h) for h in refs],
                     )
-                db.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                db.execute("ROLLBACK")
-                taken = [cp.id for cp in checkpoints if _exists(db, cp.id)]
-                raise CheckpointIntegrityError(
-                    f"checkpoint ids already stored: {taken[:3]}" if taken else str(exc)
-                ) from exc
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                requests = {r for cp in group for r in cp.request_ids}
+                if requests:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO requests (request_id, run_id) VALUES (?, ?)",
+                        [(r, segment.run_id) for r in requests],
+                    )
 
-        self._guard(write)
+        try:
+            self._transaction(write, "writing checkpoints")
+        except CheckpointError as error:
+            if not isinstance(error.__cause__, sqlite3.IntegrityError):
+                raise
+            # Rolled back: what is stored now is what was stored before.
+            ids = [cp.id for cp in checkpoints]
+
+            def stored(db: sqlite3.Connection) -> list[str]:
+                return [i for i in ids if _exists(db, i)]
+
+            taken = self._guard(stored, "reading checkpoint ids")
+            taken += [i for n, i in enumerate(ids) if i in ids[:n]]  # twice in this save
+            raise CheckpointIntegrityError(
+                f"checkpoint ids already stored: {taken[:3]}" if taken else str(error)
+            ) from error.__cause__
+
+    def _set_status(self, run_id: str, status: str, error: str | None) -> None:
+        self._transaction(
+            lambda db: db.execute(
+                "UPDATE runs SET status = ?, error = ?, updated_at = ? WHERE run_id = ?",
+                (status, error, time.time(), run_id),
+            ),
+            "recording a run's status",
+        )
+
+    # -- reading -------------------------------------------------------------------
 
     def _read(self, checkpoint_id: str) -> Row | None:
         found = self._guard(
@@ -193,11 +354,12 @@ class SqliteCheckpointStore(BaseStore):
                 "SELECT s.data FROM checkpoint_ids i JOIN segments s ON s.seq = i.segment "
                 "WHERE i.id = ?",
                 (checkpoint_id,),
-            ).fetchone()
+            ).fetchone(),
+            "reading a checkpoint",
         )
         if found is None:
             return None
-        segment = _Segment(found[0])
+        segment = Segment(found[0])
         for entry in segment.entries:
             if isinstance(entry, list) and entry and entry[0] == checkpoint_id:
                 return segment.row(entry)
@@ -207,13 +369,12 @@ class SqliteCheckpointStore(BaseStore):
         found = self._guard(
             lambda db: db.execute(
                 "SELECT data FROM segments WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
-            ).fetchone()
+            ).fetchone(),
+            "reading a run's latest checkpoint",
         )
         if found is None:
             return None
-        segment = _Segment(found[0])
-        if not segment.entries:
-            raise CheckpointIntegrityError("a stored checkpoint segment is empty")
+        segment = Segment(found[0])
         return segment.row(segment.entries[-1])
 
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
@@ -222,78 +383,169 @@ class SqliteCheckpointStore(BaseStore):
         def read(db: sqlite3.Connection) -> dict[str, bytes]:
             out: dict[str, bytes] = {}
             for chunk in _chunks(wanted):
-                marks = ",".join("?" * len(chunk))
                 for h, data in db.execute(
-                    f"SELECT hash, data FROM blobs WHERE hash IN ({marks})", chunk
+                    f"SELECT hash, data FROM blobs WHERE hash IN ({_marks(chunk)})", chunk
                 ):
                     out[h] = bytes(data)
             return out
 
-        return self._guard(read)
+        return self._guard(read, "reading stored values")
 
-    def _rows(self, run_id: str | None, workflow: str | None) -> list[Row]:
+    def _rows(self, run_id: str | None, workflow: str | None) -> tuple[list[Row], list[str]]:
         clauses, args = [], []
         if run_id is not None:
             clauses.append("run_id = ?")
             args.append(run_id)
         if workflow is not None:
-            clauses.append("run_id IN (SELECT run_id FROM runs WHERE workflow = ?)")
+            clauses.append("workflow = ?")
             args.append(workflow)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT data FROM segments {where} ORDER BY seq"
-        found = self._guard(lambda db: db.execute(sql, args).fetchall())
-        rows = [row for (data,) in found for row in _Segment(data).rows()]
-        return rows if workflow is None else [r for r in rows if r.workflow == workflow]
+        sql = f"SELECT run_id, ids, data FROM segments {where} ORDER BY seq"
+        rows: list[Row] = []
+        damaged: list[str] = []
+        for run, ids, data in self._guard(
+            lambda db: db.execute(sql, args).fetchall(), "listing checkpoints"
+        ):
+            try:
+                rows += Segment(data).rows()
+            except CheckpointIntegrityError as exc:
+                damaged.append(f"checkpoints {ids} of run {run}: {exc}")
+        return rows, damaged
+
+    def _runs(
+        self,
+        workflow: str | None,
+        signature: str | None,
+        status: str | None,
+        limit: int | None,
+        before: str | None,
+    ) -> list[RunInfo]:
+        clauses, args = [], []
+        for column, value in (("workflow", workflow), ("signature", signature), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+
+        def query(db: sqlite3.Connection) -> list[RunInfo]:
+            if before is not None:
+                found = db.execute("SELECT seq FROM runs WHERE run_id = ?", (before,)).fetchone()
+                if found is None:
+                    raise CheckpointNotFoundError(f"no run {before!r} in this store (before=)")
+                clauses.append("seq < ?")
+                args.append(found[0])
+            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+            tail = "" if limit is None else f" LIMIT {int(limit)}"
+            sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY seq DESC{tail}"
+            return [_run_info(row) for row in db.execute(sql, args)]
+
+        return self._guard(query, "listing runs")
+
+    def _run_of_request(self, request_id: str) -> RunInfo | None:
+        found = self._guard(
+            lambda db: db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = "
+                "(SELECT run_id FROM requests WHERE request_id = ?)",
+                (request_id,),
+            ).fetchone(),
+            "finding a request",
+        )
+        return None if found is None else _run_info(found)
+
+    def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, list[str]]:
+        def query(db: sqlite3.Connection) -> dict[str, list[str]]:
+            sql = "SELECT run_id FROM runs WHERE checkpoints > ?"
+            args: list[Any] = [more_than]
+            if run_id is not None:
+                sql += " AND run_id = ?"
+                args.append(run_id)
+            out: dict[str, list[str]] = {}
+            for (run,) in db.execute(sql, args).fetchall():
+                found = db.execute(
+                    "SELECT ids FROM segments WHERE run_id = ? ORDER BY seq", (run,)
+                ).fetchall()
+                out[run] = [i for (ids,) in found for i in ids.split(",")]
+            return out
+
+        return self._guard(query, "listing checkpoints to prune")
+
+    # -- deleting --------------------------------------------------------------------
 
     def _remove(self, ids: list[str]) -> None:
         doomed = set(ids)
 
-        def remove(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                segments: set[int] = set()
-                for chunk in _chunks(list(doomed)):
-                    marks = ",".join("?" * len(chunk))
-                    segments.update(
-                        seq
-                        for (seq,) in db.execute(
-                            f"SELECT segment FROM checkpoint_ids WHERE id IN ({marks})", chunk
-                        )
-                    )
-                    db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({marks})", chunk)
-                for seq in segments:
-                    (data,) = db.execute(
-                        "SELECT data FROM segments WHERE seq = ?", (seq,)
-                    ).fetchone()
-                    kept = [r for r in _Segment(data).rows() if r.id not in doomed]
-                    if kept:
-                        db.execute(
-                            "UPDATE segments SET data = ? WHERE seq = ?", (_reencode(kept), seq)
-                        )
-                    else:
-                        db.execute("DELETE FROM segments WHERE seq = ?", (seq,))
-                self._collect_garbage(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("VACUUM")  # in WAL mode VACUUM writes to the WAL: truncate it after
+        def segments_of(db: sqlite3.Connection) -> list[tuple[int, str, str]]:
+            found: list[tuple[int, str, str]] = []
+            for chunk in _chunks(sorted(doomed)):
+                found += db.execute(
+                    "SELECT DISTINCT s.seq, s.run_id, s.ids FROM checkpoint_ids i JOIN segments s "
+                    f"ON s.seq = i.segment WHERE i.id IN ({_marks(chunk)})",
+                    chunk,
+                ).fetchall()
+            return sorted(found)
+
+        touched = self._guard(segments_of, "finding checkpoints to delete")
+        whole = [seq for seq, _, members in touched if doomed.issuperset(members.split(","))]
+        partial = [seq for seq, _, members in touched if seq not in set(whole)]
+        # Whole segments go in short transactions; the rest, and the run's
+        # index entry, in a last one.
+        for start in range(0, len(whole), CHUNK):
+            chunk = whole[start : start + CHUNK]
+
+            def drop(db: sqlite3.Connection, chunk: list[int] = chunk) -> None:
+                _drop_segments(db, chunk)
+
+            self._transaction(drop, "deleting checkpoints")
+
+        def finish(db: sqlite3.Connection) -> None:
+            for seq in partial:
+                (data,) = db.execute("SELECT data FROM segments WHERE seq = ?", (seq,)).fetchone()
+                kept = [r for r in Segment(data).rows() if r.id not in doomed]
+                encoded, size = reencode(kept)
+                db.execute(
+                    "UPDATE segments SET data = ?, ids = ?, size = ? WHERE seq = ?",
+                    (encoded, ",".join(r.id for r in kept), size, seq),
+                )
+            for chunk in _chunks(sorted(doomed)):
+                db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({_marks(chunk)})", chunk)
+            for run in sorted({run for _, run, _ in touched}):
+                _refresh_run(db, run)
+
+        self._transaction(finish, "deleting checkpoints")
+
+    def _remove_run(self, run_id: str) -> int:
+        removed = 0
+        while True:  # oldest segments first, a chunk per transaction
+
+            def chunk(db: sqlite3.Connection) -> int:
+                found = db.execute(
+                    "SELECT seq, ids FROM segments WHERE run_id = ? ORDER BY seq LIMIT ?",
+                    (run_id, CHUNK),
+                ).fetchall()
+                _drop_segments(db, [seq for seq, _ in found])
+                return sum(len(ids.split(",")) for _, ids in found)
+
+            count = self._transaction(chunk, "deleting a run")
+            removed += count
+            if not count:
+                break
+
+        def forget(db: sqlite3.Connection) -> bool:
+            _release(db, run_id, None)
+            db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+            return db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+
+        self._transaction(forget, "deleting a run")
+        return removed
+
+    def vacuum(self) -> None:
+        """Rebuild the file without its free pages and truncate the WAL
+        (blocking; writers wait while it runs)."""
+
+        def vacuum(db: sqlite3.Connection) -> None:
+            db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-        self._guard(remove)
-
-    @staticmethod
-    def _collect_garbage(db: sqlite3.Connection) -> None:
-        """Drop the values and run entries no remaining checkpoint references."""
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (hash TEXT PRIMARY KEY)")
-        db.execute("DELETE FROM keep")
-        for (data,) in db.execute("SELECT data FROM segments").fetchall():
-            db.executemany(
-                "INSERT OR IGNORE INTO keep (hash) VALUES (?)",
-                [(h,) for refs in _Segment(data).refs() for h in split_refs(refs)],
-            )
-        db.execute("DELETE FROM blobs WHERE hash NOT IN (SELECT hash FROM keep)")
-        db.execute("DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM segments)")
+        self._worker.call(self._guard, vacuum, "vacuuming")
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check`` of the file ("ok" when sound); blocking."""
@@ -303,20 +555,101 @@ class SqliteCheckpointStore(BaseStore):
         return str(result[0])
 
 
+def _run_info(row: tuple[Any, ...]) -> RunInfo:
+    (run_id, workflow, signature, status, superstep, pending, last, count, size, started,
+     updated, error) = row  # fmt: skip
+    return RunInfo(
+        run_id=run_id,
+        workflow=workflow,
+        signature=signature,
+        status=status,
+        superstep=superstep,
+        pending_requests=pending,
+        last_checkpoint=last,
+        checkpoints=count,
+        size=size,
+        started_at=started,
+        updated_at=updated,
+        error=error,
+    )
+
+
+def _drop_segments(db: sqlite3.Connection, seqs: list[int]) -> None:
+    """Delete whole segments and their id entries (nothing parsed: works on
+    damaged segments too)."""
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        marks = _marks(chunk)
+        ids = [
+            i
+            for (members,) in db.execute(f"SELECT ids FROM segments WHERE seq IN ({marks})", chunk)
+            for i in members.split(",")
+        ]
+        for part in _chunks(ids):
+            db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({_marks(part)})", part)
+        db.execute(f"DELETE FROM segments WHERE seq IN ({marks})", chunk)
+
+
+def _refresh_run(db: sqlite3.Connection, run_id: str) -> None:
+    """Bring a run's index entry and value references up to date with the
+    segments it has left (after some were deleted)."""
+    found = db.execute(
+        "SELECT ids, size, data FROM segments WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    if not found:
+        _release(db, run_id, None)
+        db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+        db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        return
+    refs: set[str] | None = set()
+    for _, _, data in found:
+        try:
+            for field in Segment(data).refs():
+                if refs is not None:
+                    refs.update(split_refs(field))
+        except CheckpointIntegrityError:
+            refs = None  # a damaged segment's values are unknown: keep them all
+    last = Segment(found[-1][2]).row(Segment(found[-1][2]).entries[-1])
+    current = db.execute("SELECT last_checkpoint FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    moved = current is None or current[0] != last.id
+    db.execute(
+        "UPDATE runs SET checkpoints = ?, size = ?, last_checkpoint = ?, superstep = ?, "
+        "pending_requests = ?, status = CASE WHEN ? THEN ? ELSE status END, "
+        "error = CASE WHEN ? THEN NULL ELSE error END WHERE run_id = ?",
+        (
+            sum(len(ids.split(",")) for ids, _, _ in found), sum(size for _, size, _ in found),
+            last.id, last.superstep, last.pending_requests, moved, last.status, moved, run_id,
+        ),
+    )  # fmt: skip
+    if refs is not None:
+        _release(db, run_id, refs)
+
+
+def _release(db: sqlite3.Connection, run_id: str, keep: set[str] | None) -> None:
+    """Drop the run's references to values other than ``keep`` (all, for
+    ``None``), and the values no run references any more."""
+    held = [h for (h,) in db.execute("SELECT hash FROM run_blobs WHERE run_id = ?", (run_id,))]
+    dropped = [h for h in held if keep is None or h not in keep]
+    for chunk in _chunks(dropped):
+        marks = _marks(chunk)
+        db.execute(
+            f"DELETE FROM run_blobs WHERE run_id = ? AND hash IN ({marks})", [run_id, *chunk]
+        )
+        db.execute(
+            f"DELETE FROM blobs WHERE hash IN ({marks}) AND NOT EXISTS "
+            "(SELECT 1 FROM run_blobs r WHERE r.hash = blobs.hash)",
+            chunk,
+        )
+
+
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
     """Slices small enough for one ``IN (...)`` (SQLite bounds parameters)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _present(db: sqlite3.Connection, hashes: set[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in _chunks(list(hashes)):
-        marks = ",".join("?" * len(chunk))
-        found.update(
-            h for (h,) in db.execute(f"SELECT hash FROM blobs WHERE hash IN ({marks})", chunk)
-        )
-    return found
+def _marks(items: list[Any]) -> str:
+    return ",".join("?" * len(items))
 
 
 def _exists(db: sqlite3.Connection, checkpoint_id: str) -> bool:
@@ -329,158 +662,40 @@ def _check_refs(
 ) -> None:
     needed = {h for cp in checkpoints for h in cp.refs}
     needed.difference_update(blobs)
-    if needed:
-        present = _present(db, needed)
-        if present != needed:
-            missing = sorted(needed - present)[:3]
-            raise CheckpointIntegrityError(
-                f"checkpoint references values the store does not hold: {missing}"
-            )
+    if not needed:
+        return
+    present: set[str] = set()
+    for chunk in _chunks(list(needed)):
+        present.update(
+            h
+            for (h,) in db.execute(f"SELECT hash FROM blobs WHERE hash IN ({_marks(chunk)})", chunk)
+        )
+    if present != needed:
+        missing = sorted(needed - present)[:3]
+        raise CheckpointIntegrityError(
+            f"checkpoint references values the store does not hold: {missing}"
+        )
 
 
-def _encode_segments(
-    checkpoints: tuple[Checkpoint, ...], blob_bytes: list[int], secret: bytes | None
-) -> list[tuple[str, bytes, list[str]]]:
-    """(run id, segment bytes, checkpoint ids) for each segment, in save
-    order: consecutive checkpoints that share run, workflow and graph
-    signature, encoded in one go; a group over ``SEGMENT_BYTES`` is encoded
-    entry by entry and packed into segments up to that size."""
-    groups: list[tuple[tuple[str, str, str], list[Checkpoint], list[Any]]] = []
-    for cp, size in zip(checkpoints, blob_bytes, strict=True):
-        key = (cp.run_id, cp.workflow, cp.signature)
-        if not groups or groups[-1][0] != key:
-            groups.append((key, [], []))
-        groups[-1][1].append(cp)
-        groups[-1][2].append(_entry(cp, size, secret))
-    out: list[tuple[str, bytes, list[str]]] = []
-    for (run_id, workflow, signature), group, entries in groups:
-        try:
-            data = dumps_compact([FORMAT, run_id, workflow, signature, entries])
-            if len(data) <= SEGMENT_BYTES or len(entries) == 1:
-                out.append((run_id, data, [cp.id for cp in group]))
-                continue
-            head = dumps_compact([FORMAT, run_id, workflow, signature])[:-1] + b",["
-            pieces = [dumps_compact(entry) for entry in entries]
-        except (TypeError, ValueError) as exc:
-            for cp in group:
-                body_bytes(cp)  # names the checkpoint whose body is at fault
-            raise CheckpointEncodeError(f"checkpoints of run {run_id!r}: {exc}") from exc
-        start = 0
-        while start < len(pieces):
-            end, size = start + 1, len(pieces[start])
-            while end < len(pieces) and size + len(pieces[end]) <= SEGMENT_BYTES:
-                size += len(pieces[end])
-                end += 1
-            data = head + b",".join(pieces[start:end]) + b"]]"
-            out.append((run_id, data, [cp.id for cp in group[start:end]]))
-            start = end
-    return out
-
-
-def _entry(cp: Checkpoint, blob_bytes: int, secret: bytes | None) -> list[Any]:
-    mac = None if secret is None else seal(cp, blob_bytes, secret)[-1].hex()
-    return [
-        cp.id,
-        cp.parent_id,
-        cp.superstep,
-        cp.created_at,
-        cp.status,
-        cp.pending_requests,
-        ",".join(cp.refs),
-        blob_bytes,
-        cp.body,
-        mac,
-    ]
-
-
-class _Segment:
-    """A stored segment, parsed; its rows are built only when asked for (a
-    body's bytes are its compact re-encoding: exactly the bytes that were
-    signed, as parsing and writing JSON round-trip). Anything malformed is a
-    ``CheckpointIntegrityError``."""
-
-    def __init__(self, data: Any) -> None:
-        with _corrupt_segment():
-            if not isinstance(data, bytes):
-                raise TypeError("not a blob")
-            layout, self.run_id, self.workflow, self.signature, self.entries = loads(data)
-            if layout != FORMAT or not isinstance(self.entries, list):
-                raise ValueError(f"unknown format {layout!r}")
-
-    def rows(self) -> list[Row]:
-        return [self.row(entry) for entry in self.entries]
-
-    def row(self, entry: Any) -> Row:
-        with _corrupt_segment():
-            cid, parent, step, created, status, pending, refs, blob_bytes, body, mac = entry
-            if type(blob_bytes) is not int:
-                raise TypeError("a size is not an int")
-            encoded = dumps_compact(body)
-            row = Row(
-                cid,
-                self.run_id,
-                self.workflow,
-                self.signature,
-                parent,
-                step,
-                created,
-                status,
-                pending,
-                refs,
-                blob_bytes + len(encoded),
-                encoded,
-                None if mac is None else bytes.fromhex(mac),
-            )
-        check_types(row)
-        return row
-
-    def refs(self) -> list[str]:
-        """Each checkpoint's ``refs`` field, nothing else decoded (collecting
-        garbage reads every segment)."""
-        with _corrupt_segment():
-            refs = [entry[6] for entry in self.entries]
-            if not all(isinstance(r, str) for r in refs):
-                raise TypeError("a refs field is not a string")
-        return refs
-
-
-@contextmanager
-def _corrupt_segment() -> Iterator[None]:
-    try:
-        yield
-    except (CheckpointDecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
-        raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
-
-
-def _reencode(rows: list[Row]) -> bytes:
-    """A segment of rows read from one (what remains when some are deleted)."""
-    first = rows[0]
-    entries = [
-        [r.id, r.parent_id, r.superstep, r.created_at, r.status, r.pending_requests, r.refs,
-         r.size - len(r.body), loads(r.body), None if r.mac is None else r.mac.hex()]
-        for r in rows
-    ]  # fmt: skip
-    return dumps_compact([FORMAT, first.run_id, first.workflow, first.signature, entries])
-
-
-def _ensure_layout(conn: sqlite3.Connection, path: Path) -> None:
+def _ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> None:
     """Create the tables in a new file; refuse a file of another layout."""
-    conn.execute("BEGIN IMMEDIATE")
+    if writable:
+        conn.execute("BEGIN IMMEDIATE")
     try:
         (layout,) = conn.execute("PRAGMA user_version").fetchone()
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if layout == 0 and tables == 0:
+        if writable and layout == 0 and tables == 0:
             for statement in _SCHEMA.split(";"):
                 conn.execute(statement)
             layout = LAYOUT
-        conn.execute("COMMIT")
+        if writable:
+            conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     if layout != LAYOUT:
         raise CheckpointError(
-            f"checkpoint database {str(path)!r} has layout {layout}, but this version of "
-            f"stepgraph reads layout {LAYOUT} (was it written by another version, or is it "
-            "another application's database?)"
+            f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
+            "(was it written by another version, or is it another application's database?)"
         )

@@ -1,22 +1,29 @@
-"""The shared logic of checkpoint stores, and the in-memory store.
+"""The shared logic of checkpoint stores.
 
 A store subclass provides a handful of blocking primitives (write
-checkpoints, read one, read blobs, list, remove); :class:`BaseStore` turns
-them into the :class:`CheckpointStore` protocol and verifies what it reads.
+checkpoints, read one, read blobs, list, remove, the run index);
+:class:`BaseStore` turns them into the :class:`CheckpointStore` protocol and
+verifies what it reads. Every primitive's cost follows the run it touches,
+not the size of the store: listing runs reads an index, and deleting a run
+or pruning it reads only that run.
 """
 
 from __future__ import annotations
 
 import builtins
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError
-from ._model import Checkpoint, CheckpointInfo, Row, open_row, seal
+from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError, CheckpointWarning
+from ._model import Checkpoint, CheckpointInfo, Row, RunInfo, open_row
 
-__all__ = ["BaseStore", "MemoryCheckpointStore"]
+__all__ = ["BaseStore", "TERMINAL_STATUSES"]
 
 T = TypeVar("T")
+
+# How a run may end after its latest checkpoint (``set_status``).
+TERMINAL_STATUSES = frozenset({"failed", "cancelled"})
 
 
 def _secret(secret: str | bytes | None) -> bytes | None:
@@ -44,7 +51,7 @@ class BaseStore:
     ) -> None:
         """Store the checkpoints (with ``blob_bytes[i]`` bytes of new blobs
         each) and the new ``blobs``, all or nothing; sign them when the store
-        has a secret."""
+        has a secret; keep the run index up to date."""
         raise NotImplementedError
 
     def _read(self, checkpoint_id: str) -> Row | None:
@@ -56,11 +63,41 @@ class BaseStore:
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         raise NotImplementedError
 
-    def _rows(self, run_id: str | None, workflow: str | None) -> builtins.list[Row]:
+    def _rows(
+        self, run_id: str | None, workflow: str | None
+    ) -> tuple[builtins.list[Row], builtins.list[str]]:
+        """Rows in save order, and a description of each damaged record skipped."""
+        raise NotImplementedError
+
+    def _runs(
+        self,
+        workflow: str | None,
+        signature: str | None,
+        status: str | None,
+        limit: int | None,
+        before: str | None,
+    ) -> builtins.list[RunInfo]:
+        raise NotImplementedError
+
+    def _run_of_request(self, request_id: str) -> RunInfo | None:
+        raise NotImplementedError
+
+    def _set_status(self, run_id: str, status: str, error: str | None) -> None:
+        raise NotImplementedError
+
+    def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:
+        """Checkpoint ids in save order of each run (or of one) that holds
+        more than ``more_than`` of them."""
         raise NotImplementedError
 
     def _remove(self, ids: builtins.list[str]) -> None:
-        """Delete these checkpoints and every blob no remaining one references."""
+        """Delete these checkpoints (of one run), and every value no remaining
+        checkpoint references; update the run's index entry."""
+        raise NotImplementedError
+
+    def _remove_run(self, run_id: str) -> int:
+        """Delete a whole run (without reading its checkpoints, so a damaged
+        run goes too); returns how many checkpoints it held."""
         raise NotImplementedError
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -104,14 +141,36 @@ class BaseStore:
     async def list(
         self, run_id: str | None = None, *, workflow: str | None = None
     ) -> builtins.list[CheckpointInfo]:
-        return [r.info for r in await self._run(self._rows, run_id, workflow)]
+        rows, damaged = await self._run(self._rows, run_id, workflow)
+        if damaged:
+            warnings.warn(
+                CheckpointWarning(
+                    f"skipped {len(damaged)} damaged checkpoint record(s): {'; '.join(damaged)}"
+                ),
+                stacklevel=2,
+            )
+        return [r.info for r in rows]
 
-    async def runs(self, *, workflow: str | None = None) -> builtins.list[CheckpointInfo]:
-        latest: dict[str, CheckpointInfo] = {}
-        for row in await self._run(self._rows, None, workflow):
-            latest.pop(row.run_id, None)  # re-insert: order by latest activity
-            latest[row.run_id] = row.info
-        return list(latest.values())
+    async def runs(
+        self,
+        *,
+        workflow: str | None = None,
+        signature: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> builtins.list[RunInfo]:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        return await self._run(self._runs, workflow, signature, status, limit, before)
+
+    async def find_request(self, request_id: str) -> RunInfo | None:
+        return await self._run(self._run_of_request, request_id)
+
+    async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {sorted(TERMINAL_STATUSES)}, not {status!r}")
+        await self._run(self._set_status, run_id, status, error)
 
     async def delete(self, checkpoint_id: str) -> None:
         if await self._run(self._read, checkpoint_id) is None:
@@ -119,83 +178,31 @@ class BaseStore:
         await self._run(self._remove, [checkpoint_id])
 
     async def delete_run(self, run_id: str) -> int:
-        ids = [r.id for r in await self._run(self._rows, run_id, None)]
-        if not ids:
+        removed = await self._run(self._remove_run, run_id)
+        if not removed:
             raise CheckpointNotFoundError(f"no run {run_id!r} in this store")
-        await self._run(self._remove, ids)
-        return len(ids)
+        return removed
 
     async def prune(self, run_id: str | None = None, *, keep_last: int = 1) -> int:
         if keep_last < 1:
             raise ValueError("prune keeps at least one checkpoint per run (keep_last >= 1)")
-        by_run: dict[str, list[str]] = {}
-        for row in await self._run(self._rows, run_id, None):
-            by_run.setdefault(row.run_id, []).append(row.id)
-        doomed = [i for ids in by_run.values() for i in ids[:-keep_last]]
-        if doomed:
-            await self._run(self._remove, doomed)
-        return len(doomed)
-
-
-class MemoryCheckpointStore(BaseStore):
-    """Checkpoints in this process's memory, stored as bytes: nothing a store
-    returns is aliased to a live object, and nothing live changes a stored
-    checkpoint."""
-
-    def __init__(self, *, secret: str | bytes | None = None) -> None:
-        super().__init__(secret=secret)
-        self._rows_by_id: dict[str, Row] = {}
-        self._blobs: dict[str, bytes] = {}
-
-    def _write(
-        self,
-        checkpoints: tuple[Checkpoint, ...],
-        blob_bytes: builtins.list[int],
-        blobs: Mapping[str, bytes],
-    ) -> None:
-        pairs = zip(checkpoints, blob_bytes, strict=True)
-        rows = [Row._make(seal(cp, n, self._secret)) for cp, n in pairs]
-        taken = [r.id for r in rows if r.id in self._rows_by_id]
-        if taken:
-            raise CheckpointIntegrityError(f"checkpoint ids already stored: {taken[:3]}")
-        missing = {h for r in rows for h in r.ref_list} - set(blobs) - set(self._blobs)
-        if missing:
-            raise CheckpointIntegrityError(
-                f"checkpoint references values the store does not hold: {sorted(missing)[:3]}"
+        removed = 0
+        damaged: builtins.list[str] = []
+        # One run at a time: each removal is short, so writers never wait long.
+        for run, ids in (await self._run(self._run_ids, run_id, keep_last)).items():
+            doomed = ids[:-keep_last]
+            try:
+                await self._run(self._remove, doomed)
+            except CheckpointIntegrityError as exc:  # the others are still pruned
+                damaged.append(f"run {run}: {exc}")
+                continue
+            removed += len(doomed)
+        if damaged:
+            warnings.warn(
+                CheckpointWarning(
+                    f"did not prune {len(damaged)} damaged run(s) (delete_run removes one): "
+                    + "; ".join(damaged)
+                ),
+                stacklevel=2,
             )
-        self._blobs.update(blobs)
-        for row in rows:
-            self._rows_by_id[row.id] = row
-
-    def _read(self, checkpoint_id: str) -> Row | None:
-        return self._rows_by_id.get(checkpoint_id)
-
-    def _read_latest(self, run_id: str) -> Row | None:
-        found = None
-        for row in self._rows_by_id.values():
-            if row.run_id == run_id:
-                found = row
-        return found
-
-    def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
-        return {h: self._blobs[h] for h in hashes if h in self._blobs}
-
-    def _rows(self, run_id: str | None, workflow: str | None) -> builtins.list[Row]:
-        return [
-            r
-            for r in self._rows_by_id.values()
-            if (run_id is None or r.run_id == run_id)
-            and (workflow is None or r.workflow == workflow)
-        ]
-
-    def _remove(self, ids: builtins.list[str]) -> None:
-        for i in ids:
-            self._rows_by_id.pop(i, None)
-        keep = {h for r in self._rows_by_id.values() for h in r.ref_list}
-        for h in [h for h in self._blobs if h not in keep]:
-            del self._blobs[h]
-
-    @property
-    def blob_bytes(self) -> int:
-        """Bytes of stored values (for tests and diagnostics)."""
-        return sum(len(b) for b in self._blobs.values())
+        return removed

@@ -127,10 +127,10 @@ async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> Non
 
 
 async def _latest(store: SqliteCheckpointStore, workflow: Workflow) -> str:
-    runs = await store.runs(workflow=workflow.name)
+    runs = await store.runs(workflow=workflow.name, signature=workflow.signature, limit=1)
     if not runs:
         raise CliError(f"the store holds no run of workflow {workflow.name!r} to resume")
-    return runs[-1].id
+    return runs[0].last_checkpoint
 
 
 def _pending_at(

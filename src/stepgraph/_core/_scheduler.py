@@ -59,11 +59,12 @@ class RunState:
 class BarrierHook(Protocol):
     """Called with the run state at the run's entry (``written=None``) and
     after every barrier (``written``: the state keys that superstep wrote);
-    ``close`` when the run ends, however it ends. Checkpointing is one."""
+    ``close`` when the run ends, however it ends, with how it ended (the
+    error for a failure). Checkpointing is one."""
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self, outcome: RunStatus, error: BaseException | None) -> None: ...
 
 
 async def run_supersteps(
@@ -87,6 +88,7 @@ async def run_supersteps(
     report = _reporter(scope, run)
     nodes, index = graph.nodes, graph.index
     steps_this_call = 0
+    outcome, error = RunStatus.FAILED, None
     try:
         try:
             if hook is not None:
@@ -118,9 +120,16 @@ async def run_supersteps(
                 emit(SuperstepCompletedEvent(superstep=step))
             if not run.requests:  # else the buffers wait, checkpointed, for the answers
                 _report_waiting_fan_ins(graph, run, scope)
+            outcome = run.status(running=False)
+        except asyncio.CancelledError:
+            outcome = RunStatus.CANCELLED
+            raise
+        except BaseException as raised:
+            error = raised
+            raise
         finally:
             if hook is not None:
-                await asyncio.shield(hook.close())
+                await asyncio.shield(hook.close(outcome, error))
     except WorkflowRunError as error:
         emit(
             FailedEvent(

@@ -1,0 +1,169 @@
+"""Segments: how the SQLite store packs the checkpoints one ``save`` writes.
+
+Consecutive checkpoints of one run that one ``save`` writes are stored
+together as one *segment*: a JSON document ``[format, run_id, workflow,
+signature, [entry, ...]]`` whose entries hold each checkpoint's own fields,
+its body and its signature. A batch of async checkpoints thus costs one JSON
+encoding and one row instead of a wide row and a separate encoding each. A
+segment is cut at ``SEGMENT_BYTES`` (a larger single checkpoint has one of
+its own), so loading one checkpoint reads little besides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .._exceptions import CheckpointDecodeError, CheckpointEncodeError, CheckpointIntegrityError
+from ._codec import dumps_compact, loads
+from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal
+
+__all__ = ["SEGMENT_BYTES", "Segment", "encode_segments", "reencode"]
+
+SEGMENT_BYTES = 1 << 20  # a longer batch is split (a bigger checkpoint has its own)
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """One segment ready to store: its rows' ids, their checkpoints, its
+    bytes, and what it takes in the store (its bytes and its new values)."""
+
+    run_id: str
+    workflow: str
+    data: bytes
+    checkpoints: list[Checkpoint]
+    size: int
+
+    @property
+    def ids(self) -> str:
+        return ",".join(cp.id for cp in self.checkpoints)
+
+
+def encode_segments(
+    checkpoints: tuple[Checkpoint, ...], blob_bytes: list[int], secret: bytes | None
+) -> list[Packed]:
+    """The segments of a save, in save order: consecutive checkpoints that
+    share run, workflow and graph signature, encoded in one go; a group over
+    ``SEGMENT_BYTES`` is encoded entry by entry and packed into segments up
+    to that size."""
+    groups: list[tuple[tuple[str, str, str], list[Checkpoint], list[Any], list[int]]] = []
+    for cp, size in zip(checkpoints, blob_bytes, strict=True):
+        key = (cp.run_id, cp.workflow, cp.signature)
+        if not groups or groups[-1][0] != key:
+            groups.append((key, [], [], []))
+        groups[-1][1].append(cp)
+        groups[-1][2].append(_entry(cp, size, secret))
+        groups[-1][3].append(size)
+    out: list[Packed] = []
+    for (run_id, workflow, signature), group, entries, sizes in groups:
+        try:
+            data = dumps_compact([FORMAT, run_id, workflow, signature, entries])
+            if len(data) <= SEGMENT_BYTES or len(entries) == 1:
+                out.append(Packed(run_id, workflow, data, group, len(data) + sum(sizes)))
+                continue
+            head = dumps_compact([FORMAT, run_id, workflow, signature])[:-1] + b",["
+            pieces = [dumps_compact(entry) for entry in entries]
+        except (TypeError, ValueError) as exc:
+            for cp in group:
+                body_bytes(cp)  # names the checkpoint whose body is at fault
+            raise CheckpointEncodeError(f"checkpoints of run {run_id!r}: {exc}") from exc
+        start = 0
+        while start < len(pieces):
+            end, size = start + 1, len(pieces[start])
+            while end < len(pieces) and size + len(pieces[end]) <= SEGMENT_BYTES:
+                size += len(pieces[end])
+                end += 1
+            data = head + b",".join(pieces[start:end]) + b"]]"
+            part = group[start:end]
+            out.append(Packed(run_id, workflow, data, part, len(data) + sum(sizes[start:end])))
+            start = end
+    return out
+
+
+def _entry(cp: Checkpoint, blob_bytes: int, secret: bytes | None) -> list[Any]:
+    mac = None if secret is None else seal(cp, blob_bytes, secret)[-1].hex()
+    return [
+        cp.id,
+        cp.parent_id,
+        cp.superstep,
+        cp.created_at,
+        cp.status,
+        cp.pending_requests,
+        ",".join(cp.refs),
+        blob_bytes,
+        cp.body,
+        mac,
+    ]
+
+
+class Segment:
+    """A stored segment, parsed; its rows are built only when asked for (a
+    body's bytes are its compact re-encoding: exactly the bytes that were
+    signed, as parsing and writing JSON round-trip). Anything malformed is a
+    ``CheckpointIntegrityError``."""
+
+    def __init__(self, data: Any) -> None:
+        with corrupt_segment():
+            if not isinstance(data, bytes):
+                raise TypeError("not a blob")
+            layout, self.run_id, self.workflow, self.signature, self.entries = loads(data)
+            if layout != FORMAT or not isinstance(self.entries, list) or not self.entries:
+                raise ValueError(f"unknown format {layout!r} or no entries")
+
+    def rows(self) -> list[Row]:
+        return [self.row(entry) for entry in self.entries]
+
+    def row(self, entry: Any) -> Row:
+        with corrupt_segment():
+            cid, parent, step, created, status, pending, refs, blob_bytes, body, mac = entry
+            if type(blob_bytes) is not int:
+                raise TypeError("a size is not an int")
+            encoded = dumps_compact(body)
+            row = Row(
+                cid,
+                self.run_id,
+                self.workflow,
+                self.signature,
+                parent,
+                step,
+                created,
+                status,
+                pending,
+                refs,
+                blob_bytes + len(encoded),
+                encoded,
+                None if mac is None else bytes.fromhex(mac),
+            )
+        check_types(row)
+        return row
+
+    def refs(self) -> list[str]:
+        """Each checkpoint's ``refs`` field, nothing else decoded."""
+        with corrupt_segment():
+            refs = [entry[6] for entry in self.entries]
+            if not all(isinstance(r, str) for r in refs):
+                raise TypeError("a refs field is not a string")
+        return refs
+
+
+@contextmanager
+def corrupt_segment() -> Iterator[None]:
+    try:
+        yield
+    except (CheckpointDecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
+        raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
+
+
+def reencode(rows: list[Row]) -> tuple[bytes, int]:
+    """A segment of rows read from one (what remains when some are
+    deleted), and the store bytes it takes."""
+    first = rows[0]
+    entries = [
+        [r.id, r.parent_id, r.superstep, r.created_at, r.status, r.pending_requests, r.refs,
+         r.size - len(r.body), loads(r.body), None if r.mac is None else r.mac.hex()]
+        for r in rows
+    ]  # fmt: skip
+    data = dumps_compact([FORMAT, first.run_id, first.workflow, first.signature, entries])
+    return data, len(data) + sum(r.size - len(r.body) for r in rows)

@@ -1,0 +1,129 @@
+"""The run index of every store: runs newest first, paginated and filtered;
+how a run ended; which run owns a request; values kept while any run needs
+them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import stepgraph as sg
+from stepgraph._checkpoint import blob_hash
+from tests.checkpoint.test_stores import make
+
+
+async def test_runs_describe_each_run(store: sg.CheckpointStore) -> None:
+    await store.save(make("a", step=0, k=b"1"), make("b", parent="a", step=1, k=b"22"))
+    second = dataclasses.replace(make("c", parent="b", step=2), pending_requests=2)
+    await store.save(second)
+    [run] = await store.runs()
+    infos = await store.list("r1")
+    assert run == sg.RunInfo(
+        run_id="r1",
+        workflow="wf",
+        signature="sig",
+        status="in_progress",
+        superstep=2,
+        pending_requests=2,
+        last_checkpoint="c",
+        checkpoints=3,
+        size=run.size,
+        started_at=1.0,
+        updated_at=3.0,
+        error=None,
+    )
+    # Bytes of the stored records and of the values they introduced: the
+    # checkpoints' own sizes, plus in SQLite each record's framing.
+    listed = sum(i.size for i in infos)
+    if isinstance(store, sg.MemoryCheckpointStore):
+        assert run.size == listed
+    else:
+        assert listed < run.size < listed + 2 * 300
+
+
+async def test_runs_are_paginated_and_filtered(store: sg.CheckpointStore) -> None:
+    for n in range(7):
+        cp = make(f"c{n}", run=f"r{n}")
+        if n % 2:
+            cp = dataclasses.replace(cp, workflow="odd", signature="odd-sig")
+        await store.save(cp)
+    await store.save(make("again", run="r2", parent="c2", step=1))  # r2 active again
+    order = [r.run_id for r in await store.runs()]
+    assert order == ["r2", "r6", "r5", "r4", "r3", "r1", "r0"]
+    pages, before = [], None
+    while page := await store.runs(limit=3, before=before):
+        pages.append([r.run_id for r in page])
+        before = page[-1].run_id
+    assert pages == [["r2", "r6", "r5"], ["r4", "r3", "r1"], ["r0"]]
+    assert [r.run_id for r in await store.runs(workflow="odd")] == ["r5", "r3", "r1"]
+    assert [r.run_id for r in await store.runs(signature="odd-sig", limit=1)] == ["r5"]
+    assert [r.run_id for r in await store.runs(workflow="odd", before="r5")] == ["r3", "r1"]
+    with pytest.raises(sg.CheckpointNotFoundError, match="no run 'gone'"):
+        await store.runs(before="gone")
+    with pytest.raises(ValueError, match="limit"):
+        await store.runs(limit=0)
+
+
+async def test_a_run_ending_after_its_checkpoint_shows_how(store: sg.CheckpointStore) -> None:
+    await store.save(make("a"))
+    await store.save(make("x", run="r2"))
+    await store.set_status("r1", "failed", "executor 'x' failed: boom")
+    await store.set_status("r2", "cancelled")
+    await store.set_status("unknown", "failed")  # a run the store does not hold: ignored
+    by_id = {r.run_id: r for r in await store.runs()}
+    assert (by_id["r1"].status, by_id["r1"].error) == ("failed", "executor 'x' failed: boom")
+    assert (by_id["r2"].status, by_id["r2"].error) == ("cancelled", None)
+    assert [r.run_id for r in await store.runs(status="failed")] == ["r1"]
+    # The run goes on (a resume): its latest checkpoint says how it stands.
+    await store.save(make("b", parent="a", step=1))
+    [r1] = await store.runs(status="in_progress")
+    assert (r1.run_id, r1.error) == ("r1", None)
+    with pytest.raises(ValueError, match="status must be one of"):
+        await store.set_status("r1", "idle")
+
+
+async def test_the_run_of_a_request_is_found(store: sg.CheckpointStore) -> None:
+    opened = dataclasses.replace(make("a"), pending_requests=2, request_ids=("q1", "q2"))
+    await store.save(opened, make("b", parent="a", step=1))  # b: both answered
+    await store.save(dataclasses.replace(make("x", run="r2"), request_ids=("q3",)))
+    found = await store.find_request("q2")
+    assert found is not None and (found.run_id, found.last_checkpoint) == ("r1", "b")
+    assert (await store.find_request("q3")).run_id == "r2"  # type: ignore[union-attr]
+    assert await store.find_request("nope") is None
+    await store.delete_run("r1")
+    assert await store.find_request("q1") is None
+
+
+async def test_values_stay_while_any_run_references_them(store: sg.CheckpointStore) -> None:
+    shared = b"s" * 1_000
+    await store.save(make("a", run="r1", k=shared, own=b"only r1"))
+    await store.save(make("b", run="r2", k=shared))
+    await store.save(make("c", run="r2", parent="b", step=1, k=b"newer"))
+    assert await store.delete_run("r1") == 1
+    assert (await store.load("b")).blobs == {blob_hash(shared): shared}
+    await store.prune("r2", keep_last=1)
+    assert (await store.load("c")).blobs == {blob_hash(b"newer"): b"newer"}
+    if isinstance(store, sg.MemoryCheckpointStore):
+        assert store.blob_bytes == len(b"newer")
+    else:
+        import sqlite3
+
+        assert isinstance(store, sg.SqliteCheckpointStore)
+        with sqlite3.connect(store.path) as db:
+            held = sorted(h for (h,) in db.execute("SELECT hash FROM blobs"))
+        db.close()
+        assert held == [blob_hash(b"newer")]
+
+
+async def test_deleting_the_latest_checkpoint_moves_the_run_back(
+    store: sg.CheckpointStore,
+) -> None:
+    await store.save(make("a"), make("b", parent="a", step=1))
+    await store.set_status("r1", "failed", "boom")
+    await store.delete("b")
+    [run] = await store.runs()
+    assert (run.last_checkpoint, run.superstep, run.checkpoints) == ("a", 0, 1)
+    assert (run.status, run.error) == ("in_progress", None)  # a's own status
+    await store.delete("a")
+    assert await store.runs() == []
