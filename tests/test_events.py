@@ -121,3 +121,67 @@ async def test_run_result_repr_leaves_out_the_events() -> None:
     result = await sg.WorkflowBuilder(start=a).add_edge(a, b).build().run(1)
     text = repr(result)
     assert "events" not in text and "outputs=[20]" in text and len(result.events) == 12
+
+
+async def test_leaving_an_async_with_block_cancels_the_run_at_once() -> None:
+    @sg.executor(id="count")
+    async def count(n: int) -> int | None:
+        await asyncio.sleep(0.001)
+        return n + 1 if n < 30 else None
+
+    workflow = sg.WorkflowBuilder(start=count).add_edge(count, count).build()
+    before = asyncio.all_tasks()
+    seen = 0
+    async with workflow.stream(0) as events:
+        async for event in events:
+            if event.kind == "superstep_completed":
+                seen += 1
+                if seen == 2:
+                    break
+    # Nothing left running, and the workflow is free for the next run.
+    assert asyncio.all_tasks() - before == set()
+    assert (await workflow.run(0)).status is sg.RunStatus.IDLE
+    # An exception inside the block cancels it too, and is not swallowed.
+    with pytest.raises(KeyError):
+        async with workflow.stream(0) as events:
+            async for _event in events:
+                raise KeyError("stop")
+    assert asyncio.all_tasks() - before == set()
+
+
+async def test_a_dropped_stream_cancels_its_run() -> None:
+    calls = 0
+
+    @sg.executor(id="count")
+    async def count(n: int) -> int | None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.001)
+        return n + 1 if n < 1_000 else None
+
+    workflow = sg.WorkflowBuilder(start=count, max_supersteps=2_000).add_edge(count, count).build()
+    async for event in workflow.stream(0):
+        if event.kind == "superstep_completed":
+            break  # the stream object is dropped here, without aclose()
+    for _ in range(100):
+        try:
+            result = await workflow.run(999)
+            break
+        except sg.WorkflowBusyError:
+            await asyncio.sleep(0.001)
+    assert result.outputs == [] and calls < 100  # the first run stopped early
+
+
+async def test_a_stream_that_never_starts_runs_nothing() -> None:
+    ran = []
+
+    @sg.executor(id="once")
+    async def once(n: int) -> None:
+        ran.append(n)
+
+    workflow = sg.WorkflowBuilder(start=once).build()
+    stream = workflow.stream(1)
+    await stream.aclose()
+    del stream
+    assert (await workflow.run(2)).status is sg.RunStatus.IDLE
+    assert ran == [2]

@@ -404,6 +404,19 @@ async def test_timeout_is_retried_like_any_failure() -> None:
     assert result.outputs == [7] and calls == 2
 
 
+async def test_an_async_handler_blocking_the_loop_past_its_timeout_is_reported() -> None:
+    @sg.executor(id="blocker", timeout=0.1)
+    async def blocker(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        time.sleep(0.5)  # noqa: ASYNC251  (holds the event loop: the timeout cannot fire)
+        await ctx.yield_output(n)
+
+    result = await sg.WorkflowBuilder(start=blocker).build().run(1)
+    assert result.outputs == [1]  # the call finished; its results are kept
+    [warning] = [e for e in result.events if isinstance(e, sg.WarningEvent)]
+    assert warning.executor_id == "blocker"
+    assert "far beyond its timeout=0.1 s, because it held the event loop" in warning.message
+
+
 async def test_handler_raising_its_own_timeout_error_is_not_a_timeout() -> None:
     @sg.executor(id="own", timeout=5)
     async def own(n: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from ._core import (
 from ._exceptions import CheckpointError, RequestError, WorkflowBusyError
 from ._executor import FunctionExecutor
 from ._persistence import CheckpointConfig, RunCodec, RunRecorder, apply_responses
+from ._stream import RunStream
 
 if TYPE_CHECKING:
     from ._core import Graph
@@ -206,7 +207,7 @@ class Workflow:
             last_checkpoint=outcome.last_checkpoint,
         )
 
-    async def stream(
+    def stream(
         self,
         input: Any = None,
         *,
@@ -214,31 +215,22 @@ class Workflow:
         checkpoint: str | None = None,
         checkpoints: CheckpointStore | CheckpointConfig | None = None,
         backend: Backend | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> RunStream:
         """Like :meth:`run`, yielding each event as it happens (no polling). A
         failed run yields its ``failed`` event and then raises like ``run()``.
-        Leaving the loop early cancels the run."""
-        self._acquire()
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
-        async def drive() -> None:
-            try:
-                await self._run_acquired(
-                    input, responses, checkpoint, checkpoints, queue.put_nowait, backend
-                )
-            finally:
-                queue.put_nowait(None)
+        Use it as ``async with workflow.stream(x) as events:`` to cancel the
+        run at once when the block exits; ``aclose()`` does the same, and so
+        does dropping the stream (a ``break`` out of ``async for``) — then on
+        the loop's next turn."""
 
-        driver = asyncio.get_running_loop().create_task(drive())
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            if not driver.done():
-                driver.cancel()
-            await asyncio.wait({driver})
-        if not driver.cancelled():
-            driver.result()
+        async def start(emit: Callable[[Event], None]) -> _Outcome:
+            self._acquire()
+            return await self._run_acquired(
+                input, responses, checkpoint, checkpoints, emit, backend
+            )
+
+        return RunStream(start)
 
     async def _run_acquired(
         self,

@@ -24,6 +24,9 @@ from ._routing import Inbox
 
 __all__ = ["Backend", "ExecutorFailure", "LocalBackend", "Superstep"]
 
+# A call that returns after this many times its timeout held the event loop.
+BLOCKED_FACTOR = 1.5
+
 
 class ExecutorFailure(Exception):
     """Raised by a backend when a handler call failed for good (retries
@@ -138,6 +141,7 @@ async def _invoke_with_timeout(
         await node.invoke(message, ctx)
         return
     deadline = asyncio.timeout(node.timeout)
+    started = perf_counter()
     try:
         async with deadline:
             await node.invoke(message, ctx)
@@ -145,6 +149,18 @@ async def _invoke_with_timeout(
         if deadline.expired():
             raise ExecutorTimeoutError(node.id, node.timeout, step) from exc
         raise
+    took = perf_counter() - started
+    if took > node.timeout * BLOCKED_FACTOR:
+        # Only a call that never gave the loop a turn after its deadline can
+        # finish this late: nothing can interrupt code that holds the loop.
+        ctx._warn(
+            f"executor {node.id!r}: a handler call took {took:.2f} s, far beyond its "
+            f"timeout={node.timeout:g} s, because it held the event loop (blocking or "
+            "CPU-bound code in an async handler: time.sleep, a synchronous client, a long "
+            "computation) so the timeout could not interrupt it; its results were kept. "
+            "Await non-blocking calls, or make the handler sync (it then runs in a thread "
+            "and times out on time)"
+        )
 
 
 def failure_error(failure: ExecutorFailure) -> WorkflowRunError:

@@ -31,6 +31,7 @@ from .._exceptions import (
 from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
 from ._requests import PendingRequest
 from ._state import StateView
+from ._threads import sync_pool
 from ._typing import ANY_SPEC, TypeSpec, a_type, type_name
 
 __all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
@@ -312,17 +313,31 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
             self._pending.clear()
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a sync handler in a worker thread; its events reach the loop
-        through ``call_soon_threadsafe``."""
+        """Run a sync handler on the sync-handler pool; its events reach the
+        loop through ``call_soon_threadsafe``. A call that times out or is
+        cancelled cannot be stopped: its thread is abandoned, and a warning
+        says so."""
         loop = asyncio.get_running_loop()
         emit = self._emit
 
         def threadsafe_emit(event: Event) -> None:
             loop.call_soon_threadsafe(emit, event)
 
+        def abandoned(count: int) -> None:
+            emit(
+                WarningEvent(
+                    message=f"executor {self._executor_id!r}: a sync handler call was still "
+                    "running when it timed out or was cancelled; a thread cannot be stopped, "
+                    f"so it runs on in the background until the call returns ({count} such "
+                    "thread(s) now), and another thread takes its place for later handlers",
+                    executor_id=self._executor_id,
+                    superstep=self._superstep,
+                )
+            )
+
         self._emit = threadsafe_emit
         try:
-            result = await asyncio.to_thread(fn, *args)
+            result = await sync_pool.run(fn, *args, on_abandon=abandoned)
         finally:
             self._emit = emit
         if inspect.isawaitable(result):

@@ -1,0 +1,107 @@
+"""``RunStream``: one run's events, live, as ``Workflow.stream`` returns them.
+
+The run starts when the stream is first iterated or entered. Leaving an
+``async with`` block, calling ``aclose()``, or dropping the stream cancels
+the run, so a consumer that stops listening never leaves a run going on
+behind it (and the workflow busy)::
+
+    async with workflow.stream(x) as events:
+        async for event in events:
+            if event.kind == "output":
+                break            # the run is cancelled as the block exits
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from ._core import Event
+
+__all__ = ["RunStream"]
+
+_END: Any = object()
+
+
+class RunStream(AsyncIterator[Event]):
+    """Events as they happen. A failed run yields its ``failed`` event and
+    then raises like ``run()``."""
+
+    __slots__ = ("__weakref__", "_driver", "_queue", "_start")
+
+    def __init__(self, start: Callable[[Callable[[Event], None]], Awaitable[Any]]) -> None:
+        # ``start(emit)`` runs the run; called on first use.
+        self._start: Callable[[Callable[[Event], None]], Awaitable[Any]] | None = start
+        self._queue: asyncio.Queue[Event] | None = None
+        self._driver: asyncio.Task[Any] | None = None
+
+    def _begin(self) -> asyncio.Queue[Event]:
+        if self._queue is None:
+            start, self._start = self._start, None
+            assert start is not None
+            queue: asyncio.Queue[Event] = asyncio.Queue()
+
+            async def drive() -> None:  # holds the queue, never the stream
+                try:
+                    # Called here, not before: a run cancelled before it began
+                    # has acquired nothing that it would have to release.
+                    await start(queue.put_nowait)
+                finally:
+                    queue.put_nowait(_END)
+
+            self._queue = queue
+            self._driver = asyncio.get_running_loop().create_task(drive())
+        return self._queue
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        queue = self._begin()
+        try:
+            event = await queue.get()
+        except asyncio.CancelledError:
+            await self.aclose()  # the listener was cancelled: so is its run
+            raise
+        if event is _END:
+            queue.put_nowait(_END)  # later calls end too
+            driver = self._driver
+            assert driver is not None
+            if not driver.cancelled():
+                driver.result()  # the run's failure, raised here
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        """Cancel the run if it is still going, and wait until it stopped."""
+        driver = self._driver
+        if driver is None:
+            self._start = None  # never started: never will
+            return
+        if not driver.done():
+            driver.cancel()
+        await asyncio.wait({driver})
+        if not driver.cancelled():
+            with contextlib.suppress(BaseException):
+                driver.result()  # retrieved: the caller chose to stop listening
+
+    async def __aenter__(self) -> RunStream:
+        self._begin()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        driver = self._driver
+        if driver is not None and not driver.done():
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs
+                driver.get_loop().call_soon_threadsafe(driver.cancel)
