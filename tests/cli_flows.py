@@ -108,3 +108,81 @@ def fancy() -> sg.Workflow:
         .add_multi_select(joined, [last], lambda n, targets: [])
         .build()
     )
+
+
+# -- hostile text: rich markup in ids, inputs, outputs and errors ----------------
+
+
+@sg.executor(id="[/x]")
+async def markup_echo(text: str, ctx: sg.WorkflowContext[str, str]) -> None:
+    await ctx.yield_output(f"[bold]{text}[/bold] list[str]")
+    await ctx.send_message(text)
+
+
+@sg.executor(id="[red]boom")
+async def markup_boom(text: str) -> None:
+    raise ValueError(f"cannot take {text} (expected list[str])")
+
+
+def hostile() -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=markup_echo, name="[b]hostile[/b]")
+        .add_edge(markup_echo, markup_boom)
+        .build()
+    )
+
+
+# -- typed input and answers -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    label: str
+    value: float
+    tags: tuple[str, ...] = ()
+
+
+@sg.executor(id="measure")
+async def measure(m: Measure, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await ctx.yield_output(f"{m.label}={m.value!r} {list(m.tags)}")
+
+
+def measuring() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=measure, name="measuring").build()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    approved: bool
+    note: str
+
+
+class Reviewer(sg.Executor):
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Confirm(f"review {text}"), Verdict)
+
+    @sg.response_handler
+    async def answered(
+        self, c: Confirm, verdict: Verdict, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        await ctx.yield_output(f"{c.question}: {verdict.approved} ({verdict.note})")
+
+
+def reviewing() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=Reviewer("reviewer"), name="reviewing").build()
+
+
+# -- two unnamed workflows (both default to the name "workflow") ---------------------
+
+
+def unnamed_first() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=Gate("first_gate")).build()
+
+
+def unnamed_second() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=Gate("second_gate")).build()
+
+
+def needs_arguments(size: int, label: str = "x") -> sg.Workflow:
+    return pricing()

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import stepgraph as sg
 from stepgraph import demo
 from tests import cli_flows
@@ -39,7 +41,7 @@ def cli(
 
 def test_demo_runs_end_to_end_with_an_approval(tmp_path: Path) -> None:
     path = tmp_path / "demo.sqlite"
-    done = cli("demo", "--store", str(path))
+    done = cli("demo", "--store", f"sqlite:{path}")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("approving automatically: Stepgraph runs") for line in lines)
@@ -47,11 +49,9 @@ def test_demo_runs_end_to_end_with_an_approval(tmp_path: Path) -> None:
         "output: published: Stepgraph runs in supersteps. Every executor has one inbox. "
         "(2 review notes applied)"
     ) in lines
-    assert (
-        f"                   stepgraph run stepgraph.demo:build --store sqlite:{path} --resume latest"
-        in lines
-    )
-    assert lines[-1] == "draw it:           stepgraph viz stepgraph.demo:build"
+    assert f"inspect:    stepgraph checkpoints list --store sqlite:{path}" in lines
+    assert not any("--resume" in line for line in lines)  # the run finished: nothing to resume
+    assert lines[-1] == "draw it:    stepgraph viz stepgraph.demo:build"
 
     async def count() -> int:
         with sg.SqliteCheckpointStore(path) as store:
@@ -112,7 +112,7 @@ def test_input_file_and_bad_input(tmp_path: Path) -> None:
     broken = cli("run", "tests.cli_flows:pricing", "--input", "{oops", "--no-store")
     assert broken.returncode == 1 and "not valid JSON" in broken.stderr
     missing = cli("run", "tests.nowhere:build", "--input", "1", "--no-store")
-    assert missing.returncode == 1 and "cannot import 'tests.nowhere'" in missing.stderr
+    assert missing.returncode == 1 and "no module named 'tests.nowhere'" in missing.stderr
     shape = cli("run", "no-colon", "--input", "1")
     assert shape.returncode == 1 and "MODULE:ATTR" in shape.stderr
 
@@ -120,8 +120,9 @@ def test_input_file_and_bad_input(tmp_path: Path) -> None:
 def test_failure_exit_code_names_the_executor() -> None:
     done = cli("run", "tests.cli_flows:failing", "--input", '"x"', "--no-store")
     assert done.returncode == 1
-    assert "failed (executor 'explode', superstep 1)" in done.stdout
-    assert "ValueError: cannot take 'x'" in done.stdout
+    first, *trace = done.stdout.splitlines()
+    assert first == "failed: executor 'explode' failed in superstep 1: ValueError: cannot take 'x'"
+    assert trace[-1] == "ValueError: cannot take 'x'"  # the end of the handler's traceback
 
 
 def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) -> None:
@@ -133,37 +134,28 @@ def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) ->
         for line in first.stdout.splitlines()
         if line.strip().startswith("stepgraph run")
     )
-    match = re.search(r"--resume (\w+) --respond '(\S+)=true'", command)
+    match = re.search(r"--respond (\w+)=true$", command)
     assert match, command
+    request_id = match.group(1)
     second = cli(
-        "run",
-        "tests.cli_flows:asking",
-        "--store",
-        store,
-        "--resume",
-        match.group(1),
-        "--respond",
-        f"{match.group(2)}=false",
+        "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}=false",
         "--json",
-    )
+    )  # fmt: skip
     assert second.returncode == 0, second.stderr
     outputs = [e["data"] for e in events_of(second.stdout) if e["kind"] == "output"]
     assert outputs == ["let alice through? no"]
     again = cli(
-        "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{match.group(2)}=true"
+        "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}=true"
     )
     assert again.returncode == 1 and "is not open" in again.stderr
+    third = cli("run", "tests.cli_flows:asking", "--input", '"carol"', "--store", store)
+    other = re.search(r"--respond (\w+)=true", third.stdout)
+    assert other
     wrong = cli(
-        "run",
-        "tests.cli_flows:asking",
-        "--store",
-        store,
-        "--resume",
-        match.group(1),
-        "--respond",
-        f'{match.group(2)}="maybe"',
+        "run", "tests.cli_flows:asking", "--store", store, "--respond", f'{other.group(1)}="maybe"'
     )
-    assert wrong.returncode == 1 and "is not a bool" in wrong.stderr
+    assert wrong.returncode == 1 and "is not a valid bool" in wrong.stderr
+    assert "Input should be a valid boolean" in wrong.stderr
 
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
@@ -227,7 +219,11 @@ def test_viz_dot_and_svg(tmp_path: Path) -> None:
         len(e.targets) if e.kind != "fan_in" else len(e.sources) for e in workflow.graph.edges
     )
     assert len(re.findall(r"^\s+n\d+ -> n\d+", dot.stdout, re.M)) == arrows == 8
-    assert shutil.which("dot"), "Graphviz is installed by .ci/run"
+    if not shutil.which("dot"):
+        # .ci/run installs Graphviz and sets STEPGRAPH_REQUIRE_GRAPHVIZ: never skipped there.
+        if os.environ.get("STEPGRAPH_REQUIRE_GRAPHVIZ"):
+            pytest.fail("Graphviz's dot is missing, but STEPGRAPH_REQUIRE_GRAPHVIZ is set")
+        pytest.skip("Graphviz's dot is not installed (apt-get install graphviz)")
     svg = cli("viz", "tests.cli_flows:fancy", "--format", "svg", "-o", str(tmp_path / "g.svg"))
     assert svg.returncode == 0, svg.stderr
     assert "<svg" in (tmp_path / "g.svg").read_text()
@@ -251,18 +247,22 @@ def test_checkpoints_commands(tmp_path: Path) -> None:
         cli("run", "tests.cli_flows:asking", "--input", '"bob"', "--store", store).returncode == 2
     )
     listed = cli("checkpoints", "list", "--store", store)
-    assert listed.returncode == 0 and "idle_with_pending_requests" in listed.stdout
-    run_id = re.search(r"([0-9a-f]{32})", listed.stdout)
-    assert run_id
-    per_run = cli("checkpoints", "list", "--store", store, "--run", run_id.group(1))
-    ids = re.findall(r"([0-9a-f]{32})", per_run.stdout)
+    assert listed.returncode == 0
+    head, row = listed.stdout.splitlines()
+    assert head.split("\t") == ["run", "workflow", "status", "step", "open", "size", "updated"]
+    run_id, workflow, status, step, pending, _, _ = row.split("\t")
+    assert (workflow, status, step, pending) == ("asking", "idle_with_pending_requests", "1", "1")
+    per_run = cli("checkpoints", "list", "--store", store, "--run", run_id)
+    rows = [line.split("\t") for line in per_run.stdout.splitlines()[1:]]
+    ids = [r[0] for r in rows]
     assert len(ids) == 2  # entry + one barrier
+    assert [r[4] for r in rows] == ["-", "#1"]  # parents
     shown = cli("checkpoints", "show", ids[-1], "--store", store)
     record = json.loads(shown.stdout)
     assert record["status"] == "idle_with_pending_requests"
     assert record["open_requests"][0]["executor"] == "gate"
     assert cli("checkpoints", "delete", ids[0], "--store", store).returncode == 0
-    deleted = cli("checkpoints", "delete", "--run", run_id.group(1), "--store", store)
+    deleted = cli("checkpoints", "delete", "--run", run_id, "--store", store)
     assert deleted.returncode == 0 and "(1 checkpoints)" in deleted.stdout
     assert "no checkpoint" in cli("checkpoints", "show", ids[-1], "--store", store).stderr
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -143,9 +144,11 @@ class RayBackend:
         placement: Mapping[str, Placement] | None = None,
         default: Placement | None = None,
         init_options: Mapping[str, Any] | None = None,
+        connect_timeout: float = 10.0,
     ) -> None:
         self._ray = _ray()
         self.address = address
+        self.connect_timeout = connect_timeout
         self.placement = dict(placement or {})
         self.default = default or Placement(num_cpus=0)
         self._init_options = dict(init_options or {})
@@ -163,9 +166,17 @@ class RayBackend:
 
     # -- cluster -------------------------------------------------------------------
 
+    def connect(self) -> None:
+        """Connect to (or start) the cluster now rather than at the first
+        superstep. An address nobody answers on fails within
+        ``connect_timeout`` seconds with ``ConnectionError``."""
+        self._connect()
+
     def _connect(self) -> None:
         ray = self._ray
         if not ray.is_initialized():
+            if self.address not in (None, "local", "auto"):
+                _probe(self.address, self.connect_timeout)
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             options.update(self._init_options)
             ray.init(address=self.address or "local", **options)
@@ -325,6 +336,20 @@ class RayBackend:
             if isinstance(state, dict) and host is not None:
                 host._set_user_state(state)
             ray.kill(actor, no_restart=True)
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Ray retries an unreachable address for minutes: ask the socket first."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # no port to try: Ray's own defaults apply
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ConnectionError(
+            f"cannot reach a Ray cluster at {address!r} within {timeout:g} s: {reason}"
+        ) from None
 
 
 def _scope_of(scope: RunScope) -> dict[str, Any]:

@@ -158,6 +158,10 @@ class MemoryCheckpointStore(BaseStore):
         run_id = self._requests.get(request_id)
         return None if run_id is None else self._by_run[run_id].info(run_id)
 
+    def _run_info(self, run_id: str) -> RunInfo | None:
+        run = self._by_run.get(run_id)
+        return None if run is None else run.info(run_id)
+
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
         run = self._by_run.get(run_id)
         if run is not None:

@@ -315,6 +315,10 @@ class CheckpointStore(Protocol):
         ``before=RUN_ID``, those active before that run: the next page)."""
         ...
 
+    async def run_info(self, run_id: str) -> RunInfo | None:
+        """One run's index entry, if the store holds the run."""
+        ...
+
     async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         """Record how a run ended after its latest checkpoint (failed,
         cancelled); a run the store does not hold is ignored."""

@@ -436,7 +436,7 @@ class SqliteCheckpointStore(BaseStore):
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             tail = "" if limit is None else f" LIMIT {int(limit)}"
             sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY seq DESC{tail}"
-            return [_run_info(row) for row in db.execute(sql, args)]
+            return [_info_of(row) for row in db.execute(sql, args)]
 
         return self._guard(query, "listing runs")
 
@@ -449,7 +449,16 @@ class SqliteCheckpointStore(BaseStore):
             ).fetchone(),
             "finding a request",
         )
-        return None if found is None else _run_info(found)
+        return None if found is None else _info_of(found)
+
+    def _run_info(self, run_id: str) -> RunInfo | None:
+        found = self._guard(
+            lambda db: db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone(),
+            "reading a run",
+        )
+        return None if found is None else _info_of(found)
 
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, list[str]]:
         def query(db: sqlite3.Connection) -> dict[str, list[str]]:
@@ -555,7 +564,7 @@ class SqliteCheckpointStore(BaseStore):
         return str(result[0])
 
 
-def _run_info(row: tuple[Any, ...]) -> RunInfo:
+def _info_of(row: tuple[Any, ...]) -> RunInfo:
     (run_id, workflow, signature, status, superstep, pending, last, count, size, started,
      updated, error) = row  # fmt: skip
     return RunInfo(

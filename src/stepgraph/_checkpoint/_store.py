@@ -82,6 +82,9 @@ class BaseStore:
     def _run_of_request(self, request_id: str) -> RunInfo | None:
         raise NotImplementedError
 
+    def _run_info(self, run_id: str) -> RunInfo | None:
+        raise NotImplementedError
+
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
         raise NotImplementedError
 
@@ -166,6 +169,9 @@ class BaseStore:
 
     async def find_request(self, request_id: str) -> RunInfo | None:
         return await self._run(self._run_of_request, request_id)
+
+    async def run_info(self, run_id: str) -> RunInfo | None:
+        return await self._run(self._run_info, run_id)
 
     async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in TERMINAL_STATUSES:

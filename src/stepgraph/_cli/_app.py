@@ -1,9 +1,11 @@
-"""The ``stepgraph`` commands: run, viz, checkpoints, demo."""
+"""The ``stepgraph`` commands: run, viz, demo (and ``checkpoints``, in its
+own module). User text is never read as markup, and every problem is one
+line and exit code 1."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,14 +17,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .._checkpoint import SqliteCheckpointStore
 from .._core import (
     Event,
-    FailedEvent,
     PendingRequest,
-    RequestInfoEvent,
     RunStartedEvent,
     RunStatus,
     StatusEvent,
@@ -31,12 +30,22 @@ from .._core import (
 from .._exceptions import StepgraphError, WorkflowRunError
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
-from ._load import CliError, coerce, coerce_input, load_workflow, open_store, parse_json
-from ._render import LiveView, event_json
+from ._checkpoints import checkpoints_app
+from ._input import coerce, coerce_input, example_json
+from ._load import (
+    DEFAULT_STORE,
+    CliError,
+    StoreMode,
+    load_workflow,
+    open_store,
+    parse_json,
+    read_text,
+    store_path,
+)
+from ._render import LiveView, event_json, say, shown
 
 __all__ = ["app"]
 
-DEFAULT_STORE = "sqlite:.stepgraph/checkpoints.sqlite"
 EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 app = typer.Typer(
@@ -46,27 +55,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-checkpoints_app = typer.Typer(
-    help="List, show and delete stored checkpoints.", no_args_is_help=True
-)
 app.add_typer(checkpoints_app, name="checkpoints")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+Target = Annotated[str, typer.Argument(help="MODULE:ATTR — a Workflow or a function returning one")]
+
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    say(err, ("error: ", "red"), message)
     return typer.Exit(EXIT_FAILED)
 
 
-def _example(response_type: Any) -> str:
-    return {bool: "true", int: "0", float: "0.0", str: '"text"'}.get(response_type, "...")
-
-
 class _Session:
-    """One ``run`` invocation: streams the run and remembers what the exit
-    message needs."""
+    """One ``run`` invocation: what it runs, and what the summary needs."""
 
     def __init__(self, workflow: Workflow, target: str, store_spec: str | None) -> None:
         self.workflow = workflow
@@ -74,114 +77,119 @@ class _Session:
         self.store_spec = store_spec
         self.run_id = ""
         self.status: RunStatus | None = None
-        self.requests: dict[str, RequestInfoEvent] = {}
-        self.failed: FailedEvent | None = None
         self.backend: Any = None
         # What to run: a new input, or a checkpoint to continue (with answers).
         self.value: Any = None
         self.checkpoint: str | None = None
         self.responses: Mapping[str, Any] | None = None
         self.as_json = False
+        self.suggest = True  # print the commands that answer open requests
 
     def see(self, event: Event) -> None:
-        if isinstance(event, RunStartedEvent) and not event.workflow_path:
+        if event.workflow_path:
+            return
+        if isinstance(event, RunStartedEvent):
             self.run_id = event.run_id
-        elif isinstance(event, StatusEvent) and not event.workflow_path:
+        elif isinstance(event, StatusEvent):
             self.status = event.status
-        elif isinstance(event, RequestInfoEvent) and not event.workflow_path:
-            self.requests[event.request_id] = event
-        elif isinstance(event, FailedEvent) and not event.workflow_path:
-            self.failed = event
 
-    def answer_command(self, checkpoint: str, request: PendingRequest) -> str:
-        store = f" --store {self.store_spec}" if self.store_spec else ""
-        value = _example(request.response_type)
-        return (
-            f"stepgraph run {self.target}{store} --resume {checkpoint} "
-            f"--respond '{request.request_id}={value}'"
-        )
+    def command(self, *args: str) -> str:
+        store = ("--store", self.store_spec) if self.store_spec else ()
+        return shlex.join(("stepgraph", "run", self.target, *store, *args))
 
 
 async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> None:
-    as_json = session.as_json
-    stream = session.workflow.stream(
+    async with session.workflow.stream(
         session.value,
         checkpoint=session.checkpoint,
         responses=session.responses,
         checkpoints=store,
         backend=session.backend,
-    )
-    if as_json:
-        async for event in stream:
-            session.see(event)
-            print(event_json(event), flush=True)
-        return
-    with LiveView(out, f"{session.workflow.name}") as view:
-        async for event in stream:
-            session.see(event)
-            view.handle(event)
-    for warning in view.warnings:
-        out.print(f"warning: {warning}", style="yellow", markup=False)
-    for output in view.outputs:
-        out.print(f"output: {output}", markup=False)
+    ) as stream:
+        if session.as_json:
+            async for event in stream:
+                session.see(event)
+                print(event_json(event), flush=True)
+            return
+        view = LiveView(out, session.workflow.name)
+        try:
+            with view:
+                async for event in stream:
+                    session.see(event)
+                    view.handle(event)
+        finally:  # also what a run that failed or was stopped produced
+            for warning in view.warnings:
+                say(out, f"warning: {warning}", style="yellow")
+            for output in view.outputs:
+                say(out, f"output: {shown(output)}")
 
 
-async def _latest(store: SqliteCheckpointStore, workflow: Workflow) -> str:
-    runs = await store.runs(workflow=workflow.name, signature=workflow.signature, limit=1)
-    if not runs:
-        raise CliError(f"the store holds no run of workflow {workflow.name!r} to resume")
-    return runs[0].last_checkpoint
-
-
-def _pending_at(
-    workflow: Workflow,
-    store: SqliteCheckpointStore,
-    *,
-    checkpoint: str | None = None,
-    run_id: str | None = None,
-) -> tuple[str | None, list[PendingRequest]]:
-    """The requests open at ``checkpoint``, or at the latest checkpoint of
-    ``run_id``; with that checkpoint's id (``None`` if the run has none)."""
-
-    async def read() -> tuple[str | None, list[PendingRequest]]:
-        checkpoint_id = checkpoint
-        if checkpoint_id is None:
-            latest = await store.latest(run_id or "")
-            if latest is None:
-                return None, []
-            checkpoint_id = latest.id
-        return checkpoint_id, workflow.codec.requests_of(await store.load(checkpoint_id))
+def _open_requests(
+    workflow: Workflow, store: SqliteCheckpointStore, checkpoint: str
+) -> list[PendingRequest]:
+    async def read() -> list[PendingRequest]:
+        return workflow.codec.requests_of(await store.load(checkpoint))
 
     return asyncio.run(read())
 
 
-def _responses(
-    workflow: Workflow, store: SqliteCheckpointStore, checkpoint: str, respond: list[str]
-) -> dict[str, Any]:
-    _, pending = _pending_at(workflow, store, checkpoint=checkpoint)
-    open_requests = {r.request_id: r for r in pending}
-    answers: dict[str, Any] = {}
-    for item in respond:
-        request_id, sep, raw = item.partition("=")
-        if not sep:
-            raise CliError(f"--respond takes ID=JSON, got {item!r}")
-        request = open_requests.get(request_id)
+def _continue_from(
+    workflow: Workflow, store: SqliteCheckpointStore, resume: str | None, respond: list[str]
+) -> tuple[str, dict[str, Any] | None]:
+    """The checkpoint to continue and the answers to deliver. ``--respond``
+    alone continues the run that owns the requests, from its latest
+    checkpoint; ``--resume latest`` the newest run of this workflow."""
+    answers = [_split_answer(item) for item in respond]
+    if resume == "latest" or (resume is None and not answers):
+        runs = asyncio.run(
+            store.runs(workflow=workflow.name, signature=workflow.signature, limit=1)
+        )
+        if not runs:
+            raise CliError(f"the store holds no run of workflow {workflow.name!r} to resume")
+        checkpoint = runs[0].last_checkpoint
+    elif resume is not None:
+        checkpoint = resume
+    else:
+        owners = {
+            request_id: asyncio.run(store.find_request(request_id)) for request_id, _ in answers
+        }
+        unknown = [request_id for request_id, run in owners.items() if run is None]
+        if unknown:
+            raise CliError(f"no request {unknown[0]!r} in the store (is --store right?)")
+        by_run = {run.run_id: run for run in owners.values() if run is not None}
+        if len(by_run) > 1:
+            raise CliError(
+                f"the requests belong to different runs ({', '.join(sorted(by_run))}); answer "
+                "one run at a time"
+            )
+        [owner] = by_run.values()
+        checkpoint = owner.last_checkpoint
+    if not answers:
+        return checkpoint, None
+    open_now = {r.request_id: r for r in _open_requests(workflow, store, checkpoint)}
+    responses: dict[str, Any] = {}
+    for request_id, raw in answers:
+        request = open_now.get(request_id)
         if request is None:
             raise CliError(
-                f"request {request_id!r} is not open at checkpoint {checkpoint} "
-                f"(open: {sorted(open_requests) or 'none'})"
+                f"request {request_id!r} is not open at checkpoint {checkpoint} (it was answered "
+                f"already, or belongs to another run); open there: {sorted(open_now) or 'none'}"
             )
-        answers[request_id] = coerce(
-            parse_json(raw, f"the response to {request_id}"), request.response_type
-        )
-    return answers
+        value = parse_json(raw, f"the answer to {request_id}")
+        responses[request_id] = coerce(value, request.response_type, f"the answer to {request_id}")
+    return checkpoint, responses
+
+
+def _split_answer(item: str) -> tuple[str, str]:
+    request_id, sep, raw = item.partition("=")
+    if not sep or not request_id:
+        raise CliError(f"--respond takes ID=JSON, got {item!r}")
+    return request_id, raw
 
 
 @app.command()
 def run(
-    target: Annotated[
-        str, typer.Argument(help="MODULE:ATTR — a Workflow or a function returning one")
-    ],
+    target: Target,
     input: Annotated[str | None, typer.Option("--input", help="the run's input, as JSON")] = None,
     input_file: Annotated[
         Path | None, typer.Option("--input-file", help="a file holding the input as JSON")
@@ -200,40 +208,43 @@ def run(
     backend: Annotated[
         str, typer.Option("--backend", help="local, ray (a local Ray cluster) or ray:ADDRESS")
     ] = "local",
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.1, help="seconds to reach a Ray cluster")
+    ] = 10.0,
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
     2 idle with pending requests, 1 failed, 130 interrupted (resumable)."""
+    sqlite = None
     try:
         workflow = load_workflow(target)
         if input is not None and input_file is not None:
             raise CliError("give --input or --input-file, not both")
-        raw = input if input_file is None else input_file.read_text()
+        raw = input if input_file is None else read_text(input_file, "--input-file")
         value = coerce_input(workflow, parse_json(raw, "the input")) if raw is not None else None
-        sqlite = None if no_store else open_store(store)
-        if (resume or respond) and sqlite is None:
-            raise CliError("--resume and --respond need a store")
-        checkpoint = None
-        if sqlite is not None and (resume or respond):
-            checkpoint = (
-                asyncio.run(_latest(sqlite, workflow)) if resume in (None, "latest") else resume
-            )
-        responses = (
-            _responses(workflow, sqlite, checkpoint, respond)
-            if respond and sqlite and checkpoint
-            else None
-        )
-        if value is None and checkpoint is None:
-            raise CliError("nothing to run: give --input (or --input-file), or --resume")
-        if value is not None and checkpoint is not None:
+        continuing = resume is not None or bool(respond)
+        if value is not None and continuing:
             raise CliError("give --input for a new run, or --resume/--respond to continue one")
-    except (CliError, StepgraphError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    session = _Session(workflow, target, None if no_store else store)
-    session.value, session.checkpoint, session.responses = value, checkpoint, responses
-    session.as_json = as_json
-    try:
-        session.backend = _backend(backend)
-    except (CliError, ImportError) as exc:
+        if value is None and not continuing:
+            raise CliError("nothing to run: give --input (or --input-file), or --resume")
+        if continuing and no_store:
+            raise CliError("--resume and --respond need a store")
+        checkpoint = responses = None
+        if not no_store:
+            path = store_path(store)
+            mode = StoreMode.WRITE if continuing else StoreMode.CREATE
+            existed = path.exists()
+            sqlite = open_store(store, mode)
+            if not existed:
+                say(err, f"creating checkpoint store {path}", style="dim")
+            if continuing:
+                checkpoint, responses = _continue_from(workflow, sqlite, resume, respond or [])
+        session = _Session(workflow, target, None if no_store else store)
+        session.value, session.checkpoint, session.responses = value, checkpoint, responses
+        session.as_json = as_json
+        session.backend = _backend(backend, connect_timeout)
+    except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
+        if sqlite is not None:
+            sqlite.close()
         raise _fail(str(exc)) from None
     try:
         code = _execute(session, sqlite)
@@ -244,7 +255,7 @@ def run(
     raise typer.Exit(code)
 
 
-def _backend(spec: str) -> Any:
+def _backend(spec: str, connect_timeout: float) -> Any:
     if spec == "local":
         return None
     kind, _, address = spec.partition(":")
@@ -252,24 +263,22 @@ def _backend(spec: str) -> Any:
         raise CliError(f"unknown backend {spec!r}; use local, ray or ray:ADDRESS")
     from .._ray import RayBackend
 
-    return RayBackend(address=address or None)
+    backend = RayBackend(address=address or None, connect_timeout=connect_timeout)
+    backend.connect()  # fail now, in one line, rather than in the middle of the run
+    return backend
 
 
 def _execute(session: _Session, store: SqliteCheckpointStore | None) -> int:
     """Stream the session's run; returns the exit code."""
-    as_json = session.as_json
-    console = err if as_json else out
+    console = err if session.as_json else out
     try:
         asyncio.run(_stream(session, store))
     except KeyboardInterrupt:
         latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
         if latest is not None:
-            console.print(
-                f"stopped. Resume with: stepgraph run {session.target} "
-                f"--store {session.store_spec} --resume {latest.id}"
-            )
+            say(console, f"stopped. Resume with: {session.command('--resume', latest.id)}")
         else:
-            console.print("stopped (no checkpoint was written).")
+            say(console, "stopped (no checkpoint was written).")
         return EXIT_INTERRUPTED
     except WorkflowRunError as error:
         _report_failure(console, error)
@@ -277,210 +286,95 @@ def _execute(session: _Session, store: SqliteCheckpointStore | None) -> int:
     finally:
         if store is not None:
             store.close()
-    return _summary(session, console, as_json)
+    return _summary(session, console)
 
 
 def _report_failure(console: Console, error: WorkflowRunError) -> None:
-    where = (
-        f" (executor {error.executor_id!r}, superstep {error.superstep})"
-        if error.executor_id
-        else ""
-    )
-    console.print(f"[red]failed{where}:[/red] {error}")
+    text = str(error)
+    if error.executor_id and repr(error.executor_id) not in text:
+        text += f" (executor {error.executor_id!r}, superstep {error.superstep})"
+    say(console, ("failed: ", "red"), text)
     cause = error.__cause__
     if cause is not None:
         lines = traceback.format_exception(type(cause), cause, cause.__traceback__, limit=-3)
-        console.print("".join(lines).rstrip(), style="dim", markup=False)
+        say(console, "".join(lines).rstrip(), style="dim")
 
 
-def _summary(session: _Session, console: Console, as_json: bool) -> int:
-    if not as_json and session.status is not None:
-        console.print(f"status: {session.status.value} (run {session.run_id})", markup=False)
-    if session.status is RunStatus.IDLE_WITH_PENDING_REQUESTS:
-        if session.store_spec is None:
-            console.print("open requests remain; run with a --store to answer them later")
-            return EXIT_PENDING
-        store = open_store(session.store_spec)
-        try:
-            latest, pending = _pending_at(session.workflow, store, run_id=session.run_id)
-        finally:
-            store.close()
-        console.print(f"{len(pending)} open request(s). Answer with:")
-        for request in pending:
-            console.print(
-                f"  {type_name(type(request.request))}: {request.request!r}", markup=False
-            )
-            console.print(f"  {session.answer_command(latest or '?', request)}", markup=False)
+def _summary(session: _Session, console: Console) -> int:
+    if not session.as_json and session.status is not None:
+        say(console, f"status: {session.status.value} (run {session.run_id})")
+    if session.status is not RunStatus.IDLE_WITH_PENDING_REQUESTS:
+        return EXIT_IDLE
+    if not session.suggest:
         return EXIT_PENDING
-    return EXIT_IDLE
+    if session.store_spec is None:
+        say(console, "open requests remain; run with a --store to answer them later")
+        return EXIT_PENDING
+    store = open_store(session.store_spec, StoreMode.READ)
+    try:
+        latest = asyncio.run(store.latest(session.run_id))
+        pending = _open_requests(session.workflow, store, latest.id) if latest else []
+    finally:
+        store.close()
+    say(console, f"{len(pending)} open request(s). Answer with:")
+    for request in pending:
+        say(console, f"  {type_name(type(request.request))}: {shown(request.request)}")
+        answer = f"{request.request_id}={example_json(request.response_type)}"
+        say(console, f"  {session.command('--respond', answer)}")
+    return EXIT_PENDING
 
 
 @app.command()
 def viz(
-    target: Annotated[
-        str, typer.Argument(help="MODULE:ATTR — a Workflow or a function returning one")
-    ],
+    target: Target,
     format: Annotated[str, typer.Option("--format", help="mermaid, dot, svg or png")] = "mermaid",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
 ) -> None:
     """Draw a workflow (Mermaid or DOT; SVG/PNG through Graphviz's dot)."""
     try:
         workflow = load_workflow(target)
+        if format not in ("mermaid", "dot", "svg", "png"):
+            raise CliError(f"unknown format {format!r}; use mermaid, dot, svg or png")
+        if format in ("mermaid", "dot"):
+            text = to_mermaid(workflow) if format == "mermaid" else to_dot(workflow)
+            _write(output, text.encode())
+            return
+        dot = shutil.which("dot")
+        if dot is None:
+            raise CliError(
+                f"--format {format} needs Graphviz's dot program (e.g. apt-get install "
+                "graphviz, brew install graphviz); --format mermaid and --format dot work "
+                "without it"
+            )
+        if format == "png" and output is None:
+            raise CliError("--format png needs -o FILE")
+        drawn = subprocess.run(
+            [dot, f"-T{format}"], input=to_dot(workflow).encode(), capture_output=True, check=False
+        )
+        if drawn.returncode != 0:
+            raise CliError(f"dot failed: {drawn.stderr.decode(errors='replace').strip()}")
+        _write(output, drawn.stdout)
     except (CliError, StepgraphError) as exc:
         raise _fail(str(exc)) from None
-    if format in ("mermaid", "dot"):
-        text = to_mermaid(workflow) if format == "mermaid" else to_dot(workflow)
-        if output is None:
-            sys.stdout.write(text)
-        else:
-            output.write_text(text)
-        return
-    if format not in ("svg", "png"):
-        raise _fail(f"unknown format {format!r}; use mermaid, dot, svg or png")
-    dot = shutil.which("dot")
-    if dot is None:
-        raise _fail(
-            f"--format {format} needs Graphviz's dot program (e.g. apt-get install graphviz, "
-            "brew install graphviz); --format mermaid and --format dot work without it"
-        )
-    if format == "png" and output is None:
-        raise _fail("--format png needs -o FILE")
-    drawn = subprocess.run(
-        [dot, f"-T{format}"], input=to_dot(workflow).encode(), capture_output=True, check=False
-    )
-    if drawn.returncode != 0:
-        raise _fail(f"dot failed: {drawn.stderr.decode(errors='replace').strip()}")
+
+
+def _write(output: Path | None, data: bytes) -> None:
     if output is None:
-        sys.stdout.write(drawn.stdout.decode())
-    else:
-        output.write_bytes(drawn.stdout)
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
-
-
-@checkpoints_app.command("list")
-def checkpoints_list(
-    store: Annotated[str, typer.Option("--store", help="sqlite:PATH")] = DEFAULT_STORE,
-    run_id: Annotated[str | None, typer.Option("--run", help="list one run's checkpoints")] = None,
-) -> None:
-    """Runs (latest checkpoint of each), or one run's checkpoints."""
-    try:
-        sqlite = open_store(store)
-    except CliError as exc:
-        raise _fail(str(exc)) from None
-
-    async def gather() -> tuple[list[Any], dict[str, int]]:
-        every = await sqlite.list(run_id)
-        sizes: dict[str, int] = {}
-        for info in every:
-            sizes[info.run_id] = sizes.get(info.run_id, 0) + info.size
-        return (every if run_id else await sqlite.runs()), sizes
-
-    try:
-        rows, sizes = asyncio.run(gather())
-    except StepgraphError as exc:
-        raise _fail(str(exc)) from None
-    finally:
-        sqlite.close()
-    head = (
-        "run" if not run_id else "checkpoint",
-        "workflow",
-        "status",
-        "superstep",
-        "open",
-        "size",
-    )
-    lines = [
-        (
-            info.run_id if not run_id else info.id,
-            info.workflow,
-            info.status,
-            str(info.superstep),
-            str(info.pending_requests),
-            _size(sizes.get(info.run_id, 0) if not run_id else info.size),
-        )
-        for info in rows
-    ]
-    if not out.is_terminal:  # for scripts: whole values, one row per line
-        for line in (head, *lines):
-            print("  ".join(line))
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
         return
-    table = Table(title=f"runs in {store}" if not run_id else f"run {run_id}")
-    for column in head:
-        table.add_column(column, overflow="fold")
-    for line in lines:
-        table.add_row(*line)
-    out.print(table)
-
-
-@checkpoints_app.command("show")
-def checkpoints_show(
-    checkpoint: Annotated[str, typer.Argument(help="checkpoint id")],
-    store: Annotated[str, typer.Option("--store", help="sqlite:PATH")] = DEFAULT_STORE,
-) -> None:
-    """One checkpoint's metadata and contents (as stored, without decoding)."""
     try:
-        sqlite = open_store(store)
-        try:
-            cp = asyncio.run(sqlite.load(checkpoint))
-        finally:
-            sqlite.close()
-    except (CliError, StepgraphError) as exc:
-        raise _fail(str(exc)) from None
-    body = cp.body
-    summary = {
-        "id": cp.id,
-        "run_id": cp.run_id,
-        "workflow": cp.workflow,
-        "superstep": cp.superstep,
-        "parent_id": cp.parent_id,
-        "status": cp.status,
-        "created_at": cp.created_at,
-        "inboxes": {eid: len(entries) for eid, entries in body.get("inboxes", [])},
-        "state_keys": sorted(body.get("state", {})),
-        "snapshots": sorted(body.get("snapshots", {})),
-        "open_requests": [
-            {"id": r["id"], "executor": r["executor"], "response_type": r["response_type"]}
-            for r in body.get("requests", [])
-        ],
-        "size": sum(len(b) for b in cp.blobs.values()),
-    }
-    print(json.dumps(summary, indent=2))
-
-
-@checkpoints_app.command("delete")
-def checkpoints_delete(
-    checkpoint: Annotated[str | None, typer.Argument(help="checkpoint id")] = None,
-    store: Annotated[str, typer.Option("--store", help="sqlite:PATH")] = DEFAULT_STORE,
-    run_id: Annotated[str | None, typer.Option("--run", help="delete a whole run")] = None,
-) -> None:
-    """Delete one checkpoint, or a whole run (the file shrinks)."""
-    if (checkpoint is None) == (run_id is None):
-        raise _fail("give a checkpoint id or --run RUN, not both")
-    try:
-        sqlite = open_store(store)
-        try:
-            if run_id is not None:
-                count = asyncio.run(sqlite.delete_run(run_id))
-                out.print(f"deleted run {run_id} ({count} checkpoints)")
-            else:
-                assert checkpoint is not None
-                asyncio.run(sqlite.delete(checkpoint))
-                out.print(f"deleted checkpoint {checkpoint}")
-        finally:
-            sqlite.close()
-    except (CliError, StepgraphError) as exc:
-        raise _fail(str(exc)) from None
+        output.write_bytes(data)
+    except OSError as exc:
+        raise CliError(f"cannot write {str(output)!r}: {exc.strerror or exc}") from None
 
 
 @app.command()
 def demo(
     topic: Annotated[str, typer.Argument(help="what the writer drafts")] = "stepgraph",
     store: Annotated[
-        Path | None,
-        typer.Option("--store", help="SQLite file for checkpoints (default: temporary)"),
+        str | None,
+        typer.Option("--store", help="keep the checkpoints in sqlite:PATH (default: temporary)"),
     ] = None,
     auto_approve: Annotated[
         bool,
@@ -490,33 +384,52 @@ def demo(
     ] = False,
 ) -> None:
     """Run the bundled review pipeline end to end, with one approval step."""
-    path = store or Path(tempfile.mkdtemp()) / "demo.sqlite"
-    spec = f"sqlite:{path}"
-    target = "stepgraph.demo:build"
     from ..demo import build
 
-    session = _Session(build(), target, spec)
-    session.value = topic
-    code = _execute(session, open_store(spec))
-    if code == EXIT_PENDING:
-        sqlite = open_store(spec)
+    target = "stepgraph.demo:build"
+    scratch = None if store is not None else Path(tempfile.mkdtemp(prefix="stepgraph-demo-"))
+    spec = store if store is not None else f"sqlite:{scratch}/demo.sqlite"
+    try:
         try:
-            latest, pending = _pending_at(session.workflow, sqlite, run_id=session.run_id)
-        finally:
-            sqlite.close()
-        answers: dict[str, Any] = {}
-        for request in pending:
-            text = getattr(request.request, "text", request.request)
-            if auto_approve or not sys.stdin.isatty():
-                out.print(f"approving automatically: {text}", markup=False)
-                answers[request.request_id] = True
-            else:
-                answers[request.request_id] = typer.confirm(f"Publish {text!r}?", default=True)
+            first = open_store(spec, StoreMode.CREATE)
+        except CliError as exc:
+            raise _fail(str(exc)) from None
         session = _Session(build(), target, spec)
-        session.checkpoint, session.responses = latest, answers
-        code = _execute(session, open_store(spec))
-    out.print(f"checkpoints: {spec}")
-    out.print(f"resume or inspect: stepgraph checkpoints list --store {spec}")
-    out.print(f"                   stepgraph run {target} --store {spec} --resume latest")
-    out.print(f"draw it:           stepgraph viz {target}")
+        session.value, session.suggest = topic, False  # the demo answers them itself
+        code = _execute(session, first)
+        if code == EXIT_PENDING:
+            code = _approve(session, spec, auto_approve)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if scratch is not None:
+        say(out, "checkpoints: a temporary store, now removed (keep them with --store sqlite:PATH)")
+    else:
+        say(out, f"checkpoints: {spec}")
+        say(out, f"inspect:    stepgraph checkpoints list --store {spec}")
+        if code == EXIT_PENDING:
+            say(out, f"resume:     stepgraph run {target} --store {spec} --resume latest")
+    say(out, f"draw it:    stepgraph viz {target}")
     raise typer.Exit(code)
+
+
+def _approve(session: _Session, spec: str, auto_approve: bool) -> int:
+    from ..demo import build
+
+    store = open_store(spec, StoreMode.WRITE)
+    try:
+        latest = asyncio.run(store.latest(session.run_id))
+        pending = _open_requests(session.workflow, store, latest.id) if latest else []
+    finally:
+        store.close()
+    answers: dict[str, Any] = {}
+    for request in pending:
+        text = getattr(request.request, "text", request.request)
+        if auto_approve or not sys.stdin.isatty():
+            say(out, f"approving automatically: {shown(text)}")
+            answers[request.request_id] = True
+        else:
+            answers[request.request_id] = typer.confirm(f"Publish {shown(text)!r}?", default=True)
+    again = _Session(build(), session.target, spec)
+    again.checkpoint, again.responses = latest.id if latest else None, answers
+    return _execute(again, open_store(spec, StoreMode.WRITE))

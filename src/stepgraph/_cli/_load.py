@@ -1,20 +1,35 @@
-"""Loading what the command line names: workflows, inputs, stores."""
+"""Loading what the command line names: workflows, JSON, stores.
+
+Every problem becomes a :class:`CliError` with one clear line: a module that
+fails to import, a factory that needs arguments, a file that is not text,
+JSON nested too deeply, a store that does not exist.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
+import inspect
 import json
+import re
 import sys
-import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from .._checkpoint import SqliteCheckpointStore
-from .._core import TypeSpec, type_name
 from .._workflow import Workflow
 
-__all__ = ["CliError", "coerce", "load_workflow", "open_store", "parse_json"]
+__all__ = [
+    "DEFAULT_STORE",
+    "CliError",
+    "load_workflow",
+    "open_store",
+    "parse_json",
+    "read_text",
+    "StoreMode",
+]
+
+DEFAULT_STORE = "sqlite:.stepgraph/checkpoints.sqlite"
 
 
 class CliError(Exception):
@@ -31,15 +46,22 @@ def load_workflow(target: str) -> Workflow:
         sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CliError(f"cannot import {module_name!r}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise CliError(
+                f"no module named {exc.name!r} (the current directory is importable: run from "
+                "the folder that holds it, or check the name)"
+            ) from None
+        raise CliError(f"importing {module_name!r} failed: {exc}") from None
+    except Exception as exc:  # its own code raised while importing
+        raise CliError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise CliError(f"{module_name!r} has no attribute {attr!r}")
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not isinstance(obj, Workflow) and callable(obj):
-        obj = obj()
+        obj = _call_factory(obj, target)
     if not isinstance(obj, Workflow):
         raise CliError(
             f"{target} is a {type(obj).__name__}, not a Workflow (or a function returning one)"
@@ -47,65 +69,80 @@ def load_workflow(target: str) -> Workflow:
     return obj
 
 
+def _call_factory(factory: Any, target: str) -> Any:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        needed = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if needed:
+            raise CliError(
+                f"{target} needs arguments ({', '.join(needed)}); name a Workflow or a function "
+                "that takes none"
+            )
+    try:
+        return factory()
+    except Exception as exc:
+        raise CliError(f"{target}() failed: {type(exc).__name__}: {exc}") from None
+
+
+_BARE_WORD = re.compile(r"[^\s\"'\[\]{}0-9.+-][^\"'\[\]{}]*")
+
+
 def parse_json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
+    except RecursionError:
+        raise CliError(f"{what} is nested too deeply to read") from None
     except json.JSONDecodeError as exc:
-        raise CliError(f"{what} is not valid JSON: {exc}") from exc
+        hint = ""
+        if _BARE_WORD.fullmatch(text.strip()) and text.strip() not in ("true", "false", "null"):
+            hint = f"; JSON strings need quotes: '{json.dumps(text.strip(), ensure_ascii=False)}'"
+        raise CliError(f"{what} is not valid JSON: {exc}{hint}") from None
 
 
-def coerce(value: Any, annotation: Any) -> Any:
-    """Turn a JSON value into ``annotation``: dataclasses and pydantic models
-    from objects, lists and tuples item by item, unions member by member."""
-    if TypeSpec(annotation).matches(value):
-        return value
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or type(annotation).__name__ == "UnionType":
-        for member in typing.get_args(annotation):
-            try:
-                return coerce(value, member)
-            except CliError:
-                continue
-    elif origin in (list, tuple, set, frozenset) and isinstance(value, list):
-        args = typing.get_args(annotation)
-        item = args[0] if args else Any
-        return origin(coerce(v, item) for v in value)
-    elif isinstance(annotation, type) and isinstance(value, dict):
-        if dataclasses.is_dataclass(annotation):
-            hints = typing.get_type_hints(annotation)
-            try:
-                return annotation(**{k: coerce(v, hints.get(k, Any)) for k, v in value.items()})
-            except TypeError as exc:
-                raise CliError(f"cannot build {annotation.__name__} from {value!r}: {exc}") from exc
-        validate = getattr(annotation, "model_validate", None)
-        if validate is not None:
-            try:
-                return validate(value)
-            except Exception as exc:
-                raise CliError(f"cannot build {annotation.__name__}: {exc}") from exc
-    raise CliError(f"the JSON value {json.dumps(value)} is not a {type_name(annotation)}")
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start} cannot be read)"
+        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
 
 
-def coerce_input(workflow: Workflow, value: Any) -> Any:
-    """The run input for the start executor, from JSON."""
-    start = workflow.start
-    for annotation in start.input_types:
-        try:
-            candidate = coerce(value, annotation)
-        except CliError:
-            continue
-        if start.accepts(candidate):
-            return candidate
-    accepted = ", ".join(type_name(t) for t in start.input_types)
-    raise CliError(f"the input does not fit the start executor {start.id!r} (it takes {accepted})")
+class StoreMode(Enum):
+    READ = "read"  # must exist; opened read-only
+    WRITE = "write"  # must exist
+    CREATE = "create"  # created if missing (its folder too, for the default store)
 
 
-def open_store(spec: str) -> SqliteCheckpointStore:
+def store_path(spec: str) -> Path:
     """``sqlite:PATH`` (a bare path means the same)."""
     kind, sep, path = spec.partition(":")
     if not sep:
         kind, path = "sqlite", spec
     if kind != "sqlite" or not path:
         raise CliError(f"unknown store {spec!r}; use sqlite:PATH")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteCheckpointStore(path)
+    return Path(path)
+
+
+def open_store(spec: str, mode: StoreMode) -> SqliteCheckpointStore:
+    path = store_path(spec)
+    if mode is not StoreMode.CREATE and not path.exists():
+        raise CliError(f"no checkpoint store at {str(path)!r} (no such file)")
+    if mode is StoreMode.CREATE and not path.exists():
+        if spec == DEFAULT_STORE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.parent.is_dir():
+            raise CliError(
+                f"cannot create checkpoint store {str(path)!r}: the folder "
+                f"{str(path.parent)!r} does not exist"
+            )
+    return SqliteCheckpointStore(path, readonly=mode is StoreMode.READ)

@@ -1,4 +1,8 @@
-"""Showing a run: JSON lines, and the live view."""
+"""Showing a run: JSON lines, and the live view.
+
+User text — ids, inputs, outputs, error messages — is never read as rich
+markup: it goes into ``Text`` objects, so ``[/x]`` or ``list[str]`` print as
+they are."""
 
 from __future__ import annotations
 
@@ -26,11 +30,26 @@ from .._core import (
     type_name,
 )
 
-__all__ = ["LiveView", "event_json", "jsonable"]
+__all__ = ["LiveView", "event_json", "jsonable", "say", "shown"]
+
+
+def say(console: Console, *parts: str | tuple[str, str], style: str | None = None) -> None:
+    """Print plain text (strings, or ``(text, style)`` pairs), no markup."""
+    console.print(Text.assemble(*parts, style=style or ""), soft_wrap=True)
+
+
+def shown(value: Any) -> str:
+    """``str(value)`` for a person to read, whatever the value."""
+    try:
+        return str(value)
+    except Exception:  # a huge int, a broken __str__
+        return str(jsonable(value))
 
 
 def jsonable(value: Any) -> Any:
     """A JSON-friendly rendering of a value (for display, not for storage)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 13_000:
+        return f"<an int of about {int(value.bit_length() * 0.30103)} digits>"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, enum.Enum):
@@ -48,7 +67,10 @@ def jsonable(value: Any) -> Any:
         return type_name(value)
     if isinstance(value, BaseException):
         return f"{type(value).__name__}: {value}"
-    return repr(value)
+    try:
+        return repr(value)
+    except Exception:
+        return f"<a {type(value).__name__} that cannot be shown>"
 
 
 def event_json(event: Event) -> str:
@@ -132,16 +154,18 @@ class LiveView:
         table.add_column("state")
         table.add_column("time", justify="right")
         for path, since in self.running.items():
-            table.add_row(path, Text("running", "yellow"), f"{now - since:.2f} s")
-        shown = list(self.finished.items())[-8:]
-        for path, total in shown:
+            table.add_row(Text(path), Text("running", "yellow"), f"{now - since:.2f} s")
+        recent = list(self.finished.items())[-8:]
+        for path, total in recent:
             if path not in self.running:
-                table.add_row(path, Text("done", "green"), f"{total:.3f} s")
+                table.add_row(Text(path), Text("done", "green"), f"{total:.3f} s")
         parts: list[Any] = [head, table]
         if self.closing:
             return Group(*parts)
         for output in self.outputs[-5:]:
-            parts.append(Text(f"output: {output}", "bold green", overflow="ellipsis", no_wrap=True))
+            parts.append(
+                Text(f"output: {shown(output)}", "bold green", overflow="ellipsis", no_wrap=True)
+            )
         for warning in self.warnings[-3:]:
             parts.append(Text(f"warning: {warning}", "yellow", overflow="fold"))
         return Group(*parts)

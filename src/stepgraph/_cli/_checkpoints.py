@@ -1,0 +1,270 @@
+"""``stepgraph checkpoints``: list, show, delete, prune and vacuum a store.
+
+Reading commands open the store read-only and never create one. Listing
+reads the store's run index a page at a time, so it costs the same on a
+store of twenty runs and of twenty thousand. On a terminal, ids are printed
+whole on one line (never folded), so they can be copied; elsewhere each row
+is one line of whole values, for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import warnings
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .._checkpoint import CheckpointInfo, RunInfo, SqliteCheckpointStore
+from .._exceptions import CheckpointWarning, StepgraphError
+from ._load import DEFAULT_STORE, CliError, StoreMode, open_store
+from ._render import say
+
+__all__ = ["checkpoints_app"]
+
+T = TypeVar("T")
+EXIT_FAILED = 1
+
+checkpoints_app = typer.Typer(
+    help="List, show, delete, prune and vacuum stored checkpoints.", no_args_is_help=True
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+StoreOption = Annotated[str, typer.Option("--store", help="sqlite:PATH")]
+
+
+def fail(message: str) -> typer.Exit:
+    say(err, ("error: ", "red"), message)
+    return typer.Exit(EXIT_FAILED)
+
+
+def with_store(
+    spec: str, mode: StoreMode, use: Callable[[SqliteCheckpointStore], Coroutine[Any, Any, T]]
+) -> T:
+    """Open the store, run ``use`` on it, close it; problems are one line,
+    warnings about damaged records are printed."""
+    try:
+        store = open_store(spec, mode)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", CheckpointWarning)
+                result: T = asyncio.run(use(store))
+        finally:
+            store.close()
+    except (CliError, StepgraphError) as exc:
+        raise fail(str(exc)) from None
+    for warning in caught:
+        say(err, ("warning: ", "yellow"), str(warning.message))
+    return result
+
+
+def size_text(n: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+
+
+def ago(timestamp: float) -> str:
+    seconds = max(0.0, time.time() - timestamp)
+    for unit, span in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= span:
+            return f"{int(seconds // span)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def words(status: str) -> str:
+    """``idle_with_pending_requests`` as words a narrow column can wrap."""
+    return status.replace("_", " ")
+
+
+def table(*columns: str) -> Table:
+    grid = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="dim")
+    for column in columns:
+        if column in ("run", "checkpoint"):  # ids: whole, on one line
+            grid.add_column(column, no_wrap=True, overflow="ignore")
+        elif column == "workflow":
+            grid.add_column(column, overflow="ellipsis", no_wrap=True, min_width=6, ratio=1)
+        else:
+            grid.add_column(column, overflow="fold")
+    return grid
+
+
+@checkpoints_app.command("list")
+def checkpoints_list(
+    store: StoreOption = DEFAULT_STORE,
+    run_id: Annotated[str | None, typer.Option("--run", help="list one run's checkpoints")] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", help="only this workflow")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="only runs with this status")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="runs per page")] = 20,
+    before: Annotated[
+        str | None, typer.Option("--before", help="the page after this run (from the last page)")
+    ] = None,
+) -> None:
+    """The most recently active runs (a page at a time), or one run's checkpoints."""
+    if run_id is not None:
+        infos = with_store(store, StoreMode.READ, lambda s: s.list(run_id))
+        if not infos:
+            raise fail(f"no run {run_id!r} in {store}")
+        _show_checkpoints(infos)
+        return
+
+    async def page(s: SqliteCheckpointStore) -> tuple[list[RunInfo], bool]:
+        runs = await s.runs(
+            workflow=workflow, status=status, limit=limit + 1, before=before
+        )  # one more: is there a next page?
+        return runs[:limit], len(runs) > limit
+
+    runs, more = with_store(store, StoreMode.READ, page)
+    _show_runs(runs)
+    if more:
+        say(err, f"more runs: add --before {runs[-1].run_id}", style="dim")
+
+
+def _show_runs(runs: list[RunInfo]) -> None:
+    head = ("run", "workflow", "status", "step", "open", "size", "updated")
+    if not out.is_terminal:
+        print("\t".join(head))
+        for r in runs:
+            print("\t".join((r.run_id, r.workflow, r.status, str(r.superstep),
+                             str(r.pending_requests), str(r.size), iso(r.updated_at))))  # fmt: skip
+        return
+    grid = table(*head)
+    for r in runs:
+        grid.add_row(
+            Text(r.run_id), Text(r.workflow), Text(words(r.status)), str(r.superstep),
+            str(r.pending_requests), size_text(r.size), ago(r.updated_at),
+        )  # fmt: skip
+    out.print(grid)
+    if not runs:
+        say(out, "no runs")
+
+
+def _show_checkpoints(infos: list[CheckpointInfo]) -> None:
+    head = ("#", "checkpoint", "step", "status", "open", "parent", "time")
+    row_of = {info.id: n for n, info in enumerate(infos, 1)}
+
+    def parent(info: CheckpointInfo) -> str:
+        if info.parent_id is None:
+            return "-"
+        n = row_of.get(info.parent_id)
+        return f"#{n}" if n is not None else "deleted"
+
+    if not out.is_terminal:
+        print("\t".join((*head[1:], "parent_id", "size")))
+        for info in infos:
+            print("\t".join((info.id, str(info.superstep), info.status,
+                             str(info.pending_requests), parent(info), iso(info.created_at),
+                             info.parent_id or "-", str(info.size))))  # fmt: skip
+        return
+    grid = table(*head)
+    for n, info in enumerate(infos, 1):
+        stamp = datetime.fromtimestamp(info.created_at).strftime("%m-%d %H:%M:%S")
+        grid.add_row(
+            str(n), Text(info.id), str(info.superstep), Text(words(info.status)),
+            str(info.pending_requests), parent(info), stamp,
+        )  # fmt: skip
+    out.print(grid)
+
+
+@checkpoints_app.command("show")
+def checkpoints_show(
+    checkpoint: Annotated[str, typer.Argument(help="checkpoint id")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """One checkpoint's metadata and contents (as stored, without decoding)."""
+
+    async def read(s: SqliteCheckpointStore) -> tuple[Any, RunInfo | None]:
+        cp = await s.load(checkpoint)
+        return cp, await s.run_info(cp.run_id)
+
+    cp, run = with_store(store, StoreMode.READ, read)
+    body = cp.body
+    summary: dict[str, Any] = {
+        "id": cp.id,
+        "run_id": cp.run_id,
+        "workflow": cp.workflow,
+        "superstep": cp.superstep,
+        "parent_id": cp.parent_id,
+        "status": cp.status,
+        "created_at": iso(cp.created_at),
+        "inboxes": {eid: len(entries) for eid, entries in body.get("inboxes", [])},
+        "state_keys": sorted(body.get("state", {})),
+        "snapshots": sorted(body.get("snapshots", {})),
+        "open_requests": [
+            {"id": r["id"], "executor": r["executor"], "response_type": r["response_type"]}
+            for r in body.get("requests", [])
+        ],
+        "size": sum(len(b) for b in cp.blobs.values()),
+    }
+    if run is not None:
+        summary["run"] = {"status": run.status, "last_checkpoint": run.last_checkpoint}
+        if run.error:
+            summary["run"]["error"] = run.error
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+@checkpoints_app.command("delete")
+def checkpoints_delete(
+    checkpoint: Annotated[str | None, typer.Argument(help="checkpoint id")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    run_id: Annotated[str | None, typer.Option("--run", help="delete a whole run")] = None,
+) -> None:
+    """Delete one checkpoint, or a whole run (damaged ones too). The space is
+    reused by later checkpoints; ``vacuum`` shrinks the file."""
+    if checkpoint is None and run_id is None:
+        raise fail("say what to delete: a checkpoint id, or --run RUN for a whole run")
+    if checkpoint is not None and run_id is not None:
+        raise fail("give a checkpoint id or --run RUN, not both")
+    if run_id is not None:
+        count = with_store(store, StoreMode.WRITE, lambda s: s.delete_run(run_id))
+        say(out, f"deleted run {run_id} ({count} checkpoints)")
+    else:
+        assert checkpoint is not None
+        with_store(store, StoreMode.WRITE, lambda s: s.delete(checkpoint))
+        say(out, f"deleted checkpoint {checkpoint}")
+
+
+@checkpoints_app.command("prune")
+def checkpoints_prune(
+    store: StoreOption = DEFAULT_STORE,
+    keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="per run")] = 1,
+    run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
+) -> None:
+    """Keep the last checkpoints of each run (or of one) and delete the rest."""
+    count = with_store(store, StoreMode.WRITE, lambda s: s.prune(run_id, keep_last=keep_last))
+    say(out, f"deleted {count} checkpoints")
+
+
+@checkpoints_app.command("vacuum")
+def checkpoints_vacuum(store: StoreOption = DEFAULT_STORE) -> None:
+    """Shrink the file to what it holds (writers wait while it runs)."""
+
+    async def vacuum(s: SqliteCheckpointStore) -> tuple[int, int]:
+        await s.list("")  # opens the file (and its WAL) before measuring it
+        before = _file_bytes(s)
+        await asyncio.to_thread(s.vacuum)
+        return before, _file_bytes(s)
+
+    before, after = with_store(store, StoreMode.WRITE, vacuum)
+    say(out, f"vacuumed {store}: {size_text(before)} -> {size_text(after)}")
+
+
+def _file_bytes(store: SqliteCheckpointStore) -> int:
+    """The file and its write-ahead log."""
+    wal = store.path.with_name(store.path.name + "-wal")
+    return store.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)

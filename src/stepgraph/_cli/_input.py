@@ -1,0 +1,138 @@
+"""JSON from the command line into the types a workflow declares.
+
+Validation is pydantic's, in its lax mode: what it accepts is accepted (``5``
+for a ``float``, an object for a dataclass or model, a list for a tuple), and
+what it refuses is reported field by field. Example values show the JSON
+shape a type expects (for the ``--respond`` commands the CLI prints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import types
+import typing
+from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from .._core import TypeSpec, type_name
+from .._workflow import Workflow
+from ._load import CliError
+
+__all__ = ["coerce", "coerce_input", "example_json"]
+
+_CONFIG = ConfigDict(arbitrary_types_allowed=True)
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    try:
+        return _ADAPTERS[annotation]
+    except (KeyError, TypeError):
+        pass
+    adapter: TypeAdapter[Any]
+    try:
+        adapter = TypeAdapter(annotation, config=_CONFIG)
+    except Exception:  # a config of its own (a pydantic model): no override
+        adapter = TypeAdapter(annotation)
+    with contextlib.suppress(TypeError):  # an unhashable annotation: not cached
+        _ADAPTERS[annotation] = adapter
+    return adapter
+
+
+def _problems(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "the value"
+        got = json.dumps(item.get("input"), default=repr, ensure_ascii=False)
+        if len(got) > 60:
+            got = got[:57] + "..."
+        parts.append(f"{where}: {item['msg']} (got {got})")
+    more = len(error.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def coerce(value: Any, annotation: Any, what: str) -> Any:
+    """``value`` (parsed JSON) as ``annotation``; ``CliError`` naming each
+    field that does not fit."""
+    if TypeSpec(annotation).matches(value):
+        return value
+    try:
+        return _adapter(annotation).validate_python(value)
+    except ValidationError as error:
+        raise CliError(
+            f"{what} is not a valid {type_name(annotation)}: {_problems(error)}"
+        ) from None
+    except Exception as exc:
+        raise CliError(
+            f"{what} cannot be built as a {type_name(annotation)} from JSON: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def coerce_input(workflow: Workflow, value: Any) -> Any:
+    """The run input for the start executor, from JSON: the first of its
+    input types that takes the value."""
+    start = workflow.start
+    problems = []
+    for annotation in start.input_types:
+        try:
+            candidate = coerce(value, annotation, "the input")
+        except CliError as exc:
+            problems.append(str(exc))
+            continue
+        if start.accepts(candidate):
+            return candidate
+        problems.append(f"the input as a {type_name(annotation)} has no handler")
+    accepted = ", ".join(type_name(t) for t in start.input_types)
+    raise CliError(
+        f"the input does not fit the start executor {start.id!r} (it takes {accepted}): "
+        + " | ".join(problems)
+    )
+
+
+def example_json(annotation: Any) -> str:
+    """A JSON value of the shape ``annotation`` expects, to show a user."""
+    return json.dumps(_example(annotation, 0), ensure_ascii=False)
+
+
+def _example(tp: Any, depth: int) -> Any:
+    if depth > 4:
+        return None
+    simple = {bool: True, int: 0, float: 0.0, str: "text", type(None): None, bytes: ""}
+    if tp in simple:
+        return simple[tp]
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _example(args[0], depth)
+    if origin is typing.Literal:
+        return args[0]
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        return _example(members[0], depth) if members else None
+    if origin in (list, tuple, set, frozenset) or (
+        isinstance(origin, type) and issubclass(origin, (list, tuple, set, frozenset))
+    ):
+        return [_example(args[0], depth + 1)] if args and args[0] is not Ellipsis else []
+    if origin is dict or (isinstance(origin, type) and issubclass(origin, dict)):
+        return {"key": _example(args[1], depth + 1)} if len(args) == 2 else {}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return next(iter(tp)).value if len(tp) else None
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        try:
+            hints = typing.get_type_hints(tp)
+        except Exception:
+            hints = {}
+        return {
+            f.name: _example(hints.get(f.name, Any), depth + 1)
+            for f in dataclasses.fields(tp)
+            if f.init
+        }
+    fields = getattr(tp, "model_fields", None)  # a pydantic model
+    if isinstance(tp, type) and isinstance(fields, dict):
+        return {name: _example(info.annotation, depth + 1) for name, info in fields.items()}
+    return None

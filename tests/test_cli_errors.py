@@ -1,0 +1,233 @@
+"""The command line with hostile and wrong input: user text is never read as
+markup, and every problem is one clear line with exit code 1 (never a
+traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import cli, events_of, run_in_pty
+
+
+def one_line_error(done: object, *fragments: str) -> str:
+    code, stdout, stderr = done.returncode, done.stdout, done.stderr  # type: ignore[attr-defined]
+    assert code == 1, (stdout, stderr)
+    assert "Traceback" not in stderr + stdout
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return str(lines[0])
+
+
+def test_markup_in_ids_inputs_outputs_and_errors_prints_as_is() -> None:
+    plain = cli("run", "tests.cli_flows:hostile", "--input", '"[/tag]"', "--no-store")
+    assert plain.returncode == 1, plain.stderr
+    assert "output: [bold][/tag][/bold] list[str]" in plain.stdout
+    assert (
+        "failed: executor '[red]boom' failed in superstep 2: ValueError: cannot take [/tag] "
+        "(expected list[str])"
+    ) in plain.stdout
+    assert "MarkupError" not in plain.stdout + plain.stderr
+    as_json = cli("run", "tests.cli_flows:hostile", "--input", '"[/tag]"', "--no-store", "--json")
+    assert as_json.returncode == 1
+    [output] = [e for e in events_of(as_json.stdout) if e["kind"] == "output"]
+    assert output["data"] == "[bold][/tag][/bold] list[str]" and output["path"] == "[/x]"
+    code, screen = run_in_pty(
+        ["run", "tests.cli_flows:hostile", "--input", '"[/tag] ü"', "--no-store"]
+    )
+    assert code == 1, screen
+    assert "[/x]" in screen and "[b]hostile[/b]" in screen and "[red]boom" in screen
+    assert "MarkupError" not in screen
+
+
+def test_brackets_in_error_messages_survive() -> None:
+    done = cli(
+        "run", "tests.cli_flows:pricing", "--input", '{"item": [1], "quantity": 2}', "--no-store"
+    )
+    line = one_line_error(done, "the input does not fit the start executor 'price'")
+    assert "item: Input should be a valid string (got [1])" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (
+            ("run", "examples.approval:build", "--input", "1"),
+            ("examples.approval:build needs arguments (store)",),
+        ),
+        (("run", "tests.cli_flows:needs_arguments", "--input", "1"), ("needs arguments (size)",)),
+        (
+            ("run", "tests.cli_broken:build", "--input", "1"),
+            (
+                "importing 'tests.cli_broken' failed: RuntimeError: this module is broken on purpose",
+            ),
+        ),
+        (
+            ("viz", "tests.cli_flows:pricing", "-o", "/nonexistent/dir/x.mmd"),
+            ("cannot write '/nonexistent/dir/x.mmd': No such file or directory",),
+        ),
+        (
+            ("run", "tests.cli_flows:pricing", "--input", "[" * 5000 + "]" * 5000, "--no-store"),
+            ("the input is nested too deeply to read",),
+        ),
+        (
+            ("run", "tests.cli_flows:nothing", "--input", "1"),
+            ("module 'tests.cli_flows' has no attribute 'nothing'",),
+        ),
+    ],
+    ids=[
+        "approval-needs-args",
+        "needs-args",
+        "raises-on-import",
+        "viz-bad-path",
+        "deep-json",
+        "no-attribute",
+    ],
+)
+def test_problems_are_one_line(args: tuple[str, ...], fragments: tuple[str, ...]) -> None:
+    one_line_error(cli(*args), *fragments)
+
+
+def test_a_binary_input_file_is_one_line(tmp_path: Path) -> None:
+    blob = tmp_path / "input.bin"
+    blob.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    one_line_error(
+        cli("run", "tests.cli_flows:pricing", "--input-file", str(blob), "--no-store"),
+        f"--input-file '{blob}' is not UTF-8 text",
+    )
+    one_line_error(
+        cli("run", "tests.cli_flows:pricing", "--input-file", str(tmp_path / "no.json")),
+        "cannot read --input-file",
+    )
+
+
+def test_input_is_coerced_like_pydantic_and_errors_name_the_field() -> None:
+    done = cli(
+        "run",
+        "tests.cli_flows:measuring",
+        "--input",
+        '{"label": "w", "value": 5, "tags": ["a", "b"]}',
+        "--no-store",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    [output] = [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"]
+    assert output == "w=5.0 ['a', 'b']"  # 5 accepted for a float; a list for a tuple
+    line = one_line_error(
+        cli(
+            "run",
+            "tests.cli_flows:measuring",
+            "--input",
+            '{"label": "w", "value": "heavy"}',
+            "--no-store",
+        ),
+        "value: Input should be a valid number, unable to parse string as a number",
+    )
+    assert '(got "heavy")' in line
+    one_line_error(
+        cli("run", "tests.cli_flows:measuring", "--input", '{"value": 1}', "--no-store"),
+        "label: Field required",
+    )
+
+
+def test_a_bare_word_input_gets_a_quoting_hint() -> None:
+    one_line_error(
+        cli("run", "examples.hello:build", "--input", "hello", "--no-store"),
+        "the input is not valid JSON",
+        """JSON strings need quotes: '"hello"'""",
+    )
+
+
+def test_answer_commands_show_the_json_shape_of_the_answer(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'r.sqlite'}"
+    first = cli("run", "tests.cli_flows:reviewing", "--input", '"the plan"', "--store", store)
+    assert first.returncode == 2, first.stderr
+    [command] = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
+    request_id = command.split("--respond '")[1].split("=")[0]
+    assert command.endswith(f"""--respond '{request_id}={{"approved": true, "note": "text"}}'""")
+    answer = json.dumps({"approved": True, "note": "looks fine"})
+    done = cli(
+        "run",
+        "tests.cli_flows:reviewing",
+        "--store",
+        store,
+        "--respond",
+        f"{request_id}={answer}",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    outputs = [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"]
+    assert outputs == ["review the plan: True (looks fine)"]
+
+
+def test_respond_finds_the_run_that_owns_the_request(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'owners.sqlite'}"
+    ids = []
+    for name in ("ann", "ben", "cid"):
+        done = cli("run", "tests.cli_flows:asking", "--input", json.dumps(name), "--store", store)
+        assert done.returncode == 2
+        [line] = [x for x in done.stdout.splitlines() if "--respond" in x]
+        ids.append(line.split("--respond ")[1].split("=")[0])
+    # The oldest run's request, though two newer runs of this workflow exist.
+    done = cli(
+        "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{ids[0]}=true", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"] == [
+        "let ann through? yes"
+    ]
+    one_line_error(
+        cli("run", "tests.cli_flows:asking", "--store", store, "--respond", "nope=true"),
+        "no request 'nope' in the store",
+    )
+    one_line_error(
+        cli(
+            "run",
+            "tests.cli_flows:asking",
+            "--store",
+            store,
+            "--respond",
+            f"{ids[1]}=true",
+            "--respond",
+            f"{ids[2]}=true",
+        ),
+        "the requests belong to different runs",
+    )
+
+
+def test_unnamed_workflows_do_not_share_latest(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'unnamed.sqlite'}"
+    assert (
+        cli("run", "tests.cli_flows:unnamed_first", "--input", '"a"', "--store", store).returncode
+        == 2
+    )
+    assert (
+        cli("run", "tests.cli_flows:unnamed_second", "--input", '"b"', "--store", store).returncode
+        == 2
+    )
+    # Both are named "workflow": --resume latest takes the newest run of *this* graph.
+    resumed = cli(
+        "run", "tests.cli_flows:unnamed_first", "--store", store, "--resume", "latest", "--json"
+    )
+    assert resumed.returncode == 2, resumed.stderr
+    [asked] = [e for e in events_of(resumed.stdout) if e["kind"] == "request_info"]
+    assert asked["executor_id"] == "first_gate"
+
+
+def test_an_unreachable_ray_cluster_fails_fast() -> None:
+    done = cli(
+        "run",
+        "examples.hello:build",
+        "--input",
+        '"x"',
+        "--no-store",
+        "--backend",
+        "ray:127.0.0.1:1",
+        "--connect-timeout",
+        "3",
+    )
+    one_line_error(done, "cannot reach a Ray cluster at '127.0.0.1:1' within 3 s")

@@ -1,0 +1,167 @@
+"""The command line and its store: reading never creates one, listing is
+paginated and shows how each run ended, damaged records are reported, ids
+stay whole in 80 columns, and the demo cleans up after itself."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import re
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import stepgraph as sg
+from tests import cli_flows
+from tests.test_cli import COMMAND, ROOT, cli, run_in_pty
+from tests.test_cli_errors import one_line_error
+
+
+def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "x.sqlite"
+    spec = f"sqlite:{missing}"
+    for args in (
+        ("checkpoints", "list", "--store", spec),
+        ("checkpoints", "show", "abc", "--store", spec),
+        ("checkpoints", "delete", "--run", "abc", "--store", spec),
+        ("checkpoints", "prune", "--store", spec),
+        ("checkpoints", "vacuum", "--store", spec),
+        ("run", "tests.cli_flows:asking", "--store", spec, "--resume", "latest"),
+    ):
+        one_line_error(cli(*args), f"no checkpoint store at '{missing}'")
+    assert not missing.parent.exists()
+    one_line_error(
+        cli("run", "tests.cli_flows:asking", "--input", '"x"', "--store", spec),
+        f"cannot create checkpoint store '{missing}': the folder '{missing.parent}' does not exist",
+    )
+    assert not missing.parent.exists()
+    fresh = tmp_path / "fresh.sqlite"
+    made = cli("run", "examples.hello:build", "--input", '"x"', "--store", f"sqlite:{fresh}")
+    assert made.returncode == 0 and f"creating checkpoint store {fresh}" in made.stderr
+    again = cli("run", "examples.hello:build", "--input", '"x"', "--store", f"sqlite:{fresh}")
+    assert again.returncode == 0 and "creating" not in again.stderr
+
+
+def test_listing_reads_only_and_works_while_another_process_writes(tmp_path: Path) -> None:
+    path = tmp_path / "busy.sqlite"
+    assert (
+        cli("run", "examples.hello:build", "--input", '"x"', "--store", f"sqlite:{path}").returncode
+        == 0
+    )
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        listed = cli("checkpoints", "list", "--store", f"sqlite:{path}")
+        assert listed.returncode == 0, listed.stderr
+        assert len(listed.stdout.splitlines()) == 2
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def make_runs(path: Path, count: int) -> list[str]:
+    async def go() -> list[str]:
+        with sg.SqliteCheckpointStore(path) as store:
+            workflow = sg.WorkflowBuilder(
+                start=cli_flows.Gate("gate"), name="asking", checkpoints=store
+            ).build()
+            return [(await workflow.run(f"n{i}")).run_id for i in range(count)]
+
+    return asyncio.run(go())
+
+
+def test_listing_is_paginated_newest_first(tmp_path: Path) -> None:
+    path = tmp_path / "many.sqlite"
+    made = make_runs(path, 25)
+    seen: list[str] = []
+    before: list[str] = []
+    while True:
+        page = cli("checkpoints", "list", "--store", f"sqlite:{path}", "--limit", "10", *before)
+        assert page.returncode == 0, page.stderr
+        rows = [line.split("\t")[0] for line in page.stdout.splitlines()[1:]]
+        seen += rows
+        more = re.search(r"more runs: add --before (\w+)", page.stderr)
+        if not more:
+            break
+        assert more.group(1) == rows[-1] and len(rows) == 10
+        before = ["--before", more.group(1)]
+    assert seen == made[::-1]
+
+
+def test_failed_and_interrupted_runs_are_listed_as_such(tmp_path: Path) -> None:
+    spec = f"sqlite:{tmp_path / 'ends.sqlite'}"
+    assert cli("run", "tests.cli_flows:failing", "--input", '"x"', "--store", spec).returncode == 1
+    process = subprocess.Popen(
+        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    with process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if '"superstep_completed"' in line:
+                process.send_signal(2)  # Ctrl-C
+                break
+        process.communicate(timeout=30)
+    assert process.returncode == 130
+    listed = cli("checkpoints", "list", "--store", spec, "--status", "failed")
+    [failed] = [line.split("\t") for line in listed.stdout.splitlines()[1:]]
+    assert failed[1:3] == ["failing", "failed"]
+    shown = cli("checkpoints", "list", "--store", spec)
+    statuses = {line.split("\t")[1]: line.split("\t")[2] for line in shown.stdout.splitlines()[1:]}
+    assert statuses == {"failing": "failed", "slow": "cancelled"}
+
+
+def test_damaged_records_are_reported_and_deletable(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.sqlite"
+    good, bad = make_runs(path, 2)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE segments SET data = x'7b7b' WHERE run_id = ?", (bad,))
+    db.close()
+    spec = f"sqlite:{path}"
+    listed = cli("checkpoints", "list", "--store", spec, "--run", bad)
+    assert listed.returncode == 1 and f"no run '{bad}'" in listed.stderr
+    assert "warning: skipped 2 damaged checkpoint record(s): checkpoints" in listed.stderr
+    runs = cli("checkpoints", "list", "--store", spec)
+    assert runs.returncode == 0 and len(runs.stdout.splitlines()) == 3
+    deleted = cli("checkpoints", "delete", "--run", bad, "--store", spec)
+    assert deleted.returncode == 0 and f"deleted run {bad} (2 checkpoints)" in deleted.stdout
+    assert cli("checkpoints", "list", "--store", spec, "--run", good).returncode == 0
+    vacuumed = cli("checkpoints", "vacuum", "--store", spec)
+    assert vacuumed.returncode == 0 and re.search(r"vacuumed .*: .* -> ", vacuumed.stdout)
+    one_line_error(
+        cli("checkpoints", "delete", "--store", spec),
+        "say what to delete: a checkpoint id, or --run RUN for a whole run",
+    )
+
+
+def test_ids_stay_whole_in_80_columns_with_time_and_parent(tmp_path: Path) -> None:
+    path = tmp_path / "tty.sqlite"
+    [run_id] = make_runs(path, 1)
+    code, screen = run_in_pty(["checkpoints", "list", "--store", f"sqlite:{path}"])
+    assert code == 0, screen
+    assert re.search(rf"^{run_id} +asking +idle with", screen, re.M), screen
+    assert re.search(r"\d+s ago", screen)
+    code, screen = run_in_pty(["checkpoints", "list", "--store", f"sqlite:{path}", "--run", run_id])
+    assert code == 0, screen
+    rows = re.findall(
+        r"^\s*(\d) +([0-9a-f]{32}) +(\d) .*?(-|#\d) +(\d\d-\d\d \d\d:\d\d:\d\d)", screen, re.M
+    )
+    assert [(n, parent) for n, _, _, parent, _ in rows] == [("1", "-"), ("2", "#1")], screen
+    shown = cli("checkpoints", "show", rows[1][1], "--store", f"sqlite:{path}")
+    created = dt.datetime.fromisoformat(__import__("json").loads(shown.stdout)["created_at"])
+    assert created.tzinfo is not None
+
+
+def test_the_demo_removes_its_temporary_store(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = cli("demo", env={"TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr
+    assert "a temporary store, now removed" in done.stdout
+    assert "--store" not in done.stdout.replace("--store sqlite:PATH", "")
+    assert list(scratch.iterdir()) == []
