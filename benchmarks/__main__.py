@@ -22,6 +22,7 @@ from pathlib import Path
 
 import stepgraph as sg
 
+from . import stores
 from . import workloads as w
 
 
@@ -155,6 +156,29 @@ def checkpoint_rows(repeats: int) -> list[Row]:
     return rows
 
 
+def store_rows(quick: bool) -> list[Row]:
+    """W6: stores holding many runs."""
+    big = 2_000 if quick else 20_000
+    rows: list[Row] = []
+    small, large = stores.memory_scale(big)
+    rows.append(Row(f"W6 memory, {big} runs", "µs/run", large, small, "flat (vs 100 runs)"))
+    long_run = 500 if quick else 5_000
+    scale = stores.sqlite_scale(big, long_run)
+    for what, label, target in (
+        ("runs page", "runs, a page", "<= 10 ms"),
+        ("one run's checkpoints", "one run listed", ""),
+        ("delete a run", "delete a run", ""),
+        ("delete a big run", f"delete {long_run}", ""),
+        ("prune every run", "prune all", ""),
+    ):
+        value = scale[what]
+        ok = value <= float(target.split()[1]) if target else None
+        rows.append(Row(f"W6 SQLite {label}", "ms", value, None, target, ok))
+    worst, alone = scale["writer meanwhile"], scale["writer alone"]
+    rows.append(Row("W6 other writer, worst", "ms/save", worst, alone, "<= 100 ms", worst <= 100))
+    return rows
+
+
 def ray_rows(quick: bool) -> list[Row]:
     """W3 and W2 on the Ray backend, beside a raw Ray actor round trip."""
     backend = sg.RayBackend(init_options={"num_cpus": 2})
@@ -244,6 +268,7 @@ def run(quick: bool) -> list[Row]:
     rows.append(Row("W4 50 -> 1", "ms/run", t, f, "<= 1 ms", t <= 1.0))
 
     rows += checkpoint_rows(repeats)
+    rows += store_rows(quick)
 
     seconds, mib = peak_rss_of_w2(1000)
     rows.append(

@@ -127,3 +127,35 @@ async def test_deleting_the_latest_checkpoint_moves_the_run_back(
     assert (run.status, run.error) == ("in_progress", None)  # a's own status
     await store.delete("a")
     assert await store.runs() == []
+
+
+async def test_values_written_while_a_run_is_pruned_are_kept(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning reads the run before it takes the write lock; a checkpoint the
+    run writes meanwhile (referencing a value the pruned ones held) keeps
+    that value."""
+    from pathlib import Path
+
+    from stepgraph._checkpoint import _sqlite
+
+    store = sg.SqliteCheckpointStore(Path(str(tmp_path)) / "racing.sqlite")
+    await store.save(make("c0", k=b"A"))
+    await store.save(make("c1", parent="c0", step=1, k=b"B"))
+    await store.save(make("c2", parent="c1", step=2, k=b"A"))
+    later = make("c3", parent="c2", step=3, k=b"B")
+    later = dataclasses.replace(later, blobs={})  # B is stored already
+    read = _sqlite._Plan.read
+
+    def read_then_write(*args: object) -> object:
+        plan = read(*args)  # type: ignore[arg-type]
+        store._write_new((later,))  # the run goes on, in another "process"
+        return plan
+
+    monkeypatch.setattr(_sqlite._Plan, "read", read_then_write)
+    assert await store.prune(keep_last=1) == 2
+    assert [i.id for i in await store.list()] == ["c2", "c3"]
+    assert (await store.load("c3")).blobs == {blob_hash(b"B"): b"B"}
+    [run] = await store.runs()
+    assert (run.checkpoints, run.last_checkpoint) == (2, "c3")
+    store.close()

@@ -24,6 +24,7 @@ which values each run references, so a value is dropped when no run does;
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,6 +45,7 @@ T = TypeVar("T")
 
 LAYOUT = 3  # PRAGMA user_version of the files this module writes
 CHUNK = 200  # segments (or values) per transaction when deleting a whole run
+MAX_PAUSE = 0.05  # longest pause between the transactions of a long deletion
 _SCHEMA = f"""
 CREATE TABLE segments (
     seq INTEGER PRIMARY KEY,
@@ -154,6 +156,13 @@ class SqliteCheckpointStore(BaseStore):
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._worker.run(fn, *args)
+
+    async def _breathe(self, busy: float) -> None:
+        # SQLite's busy handler retries a waiting writer on a backing-off
+        # schedule (up to 100 ms between tries): a deletion that takes the
+        # lock back at once would starve it. Leave the lock free as long as
+        # it was held.
+        await asyncio.sleep(min(busy, MAX_PAUSE))
 
     def _where(self) -> str:
         return f"checkpoint database {str(self.path)!r}"
@@ -492,38 +501,43 @@ class SqliteCheckpointStore(BaseStore):
                 ).fetchall()
             return sorted(found)
 
-        touched = self._guard(segments_of, "finding checkpoints to delete")
-        whole = [seq for seq, _, members in touched if doomed.issuperset(members.split(","))]
-        partial = [seq for seq, _, members in touched if seq not in set(whole)]
-        # Whole segments go in short transactions; the rest, and the run's
-        # index entry, in a last one.
+        by_run: dict[str, list[tuple[int, str]]] = {}
+        for seq, run, members in self._guard(segments_of, "finding checkpoints to delete"):
+            by_run.setdefault(run, []).append((seq, members))
+        for run, segments in by_run.items():
+            self._remove_from_run(run, doomed, segments)
+
+    def _remove_from_run(
+        self, run_id: str, doomed: set[str], segments: list[tuple[int, str]]
+    ) -> None:
+        """Delete checkpoints of one run. The work that reads the run (which
+        values the rest of it references, the rewritten segments) is done
+        before taking the write lock, so writers wait only for short
+        transactions, however long the run."""
+        whole = [seq for seq, members in segments if doomed.issuperset(members.split(","))]
+        partial = [seq for seq, members in segments if seq not in set(whole)]
+        plan = self._guard(
+            lambda db: _Plan.read(db, run_id, doomed, set(whole), partial), "reading a run"
+        )
         for start in range(0, len(whole), CHUNK):
             chunk = whole[start : start + CHUNK]
 
             def drop(db: sqlite3.Connection, chunk: list[int] = chunk) -> None:
-                _drop_segments(db, chunk)
-
-            self._transaction(drop, "deleting checkpoints")
-
-        def finish(db: sqlite3.Connection) -> None:
-            for seq in partial:
-                (data,) = db.execute("SELECT data FROM segments WHERE seq = ?", (seq,)).fetchone()
-                kept = [r for r in Segment(data).rows() if r.id not in doomed]
-                encoded, size = reencode(kept)
+                count, size = _drop_segments(db, chunk)
                 db.execute(
-                    "UPDATE segments SET data = ?, ids = ?, size = ? WHERE seq = ?",
-                    (encoded, ",".join(r.id for r in kept), size, seq),
+                    "UPDATE runs SET checkpoints = checkpoints - ?, size = size - ? "
+                    "WHERE run_id = ?",
+                    (count, size, run_id),
                 )
-            for chunk in _chunks(sorted(doomed)):
-                db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({_marks(chunk)})", chunk)
-            for run in sorted({run for _, run, _ in touched}):
-                _refresh_run(db, run)
 
-        self._transaction(finish, "deleting checkpoints")
+            began = time.perf_counter()
+            self._transaction(drop, "deleting checkpoints")
+            time.sleep(min(time.perf_counter() - began, MAX_PAUSE))
+        self._transaction(lambda db: plan.finish(db, doomed), "deleting checkpoints")
 
     def _remove_run(self, run_id: str) -> int:
         removed = 0
-        while True:  # oldest segments first, a chunk per transaction
+        while True:  # oldest segments first, a chunk per transaction, pausing between
 
             def chunk(db: sqlite3.Connection) -> int:
                 found = db.execute(
@@ -533,10 +547,12 @@ class SqliteCheckpointStore(BaseStore):
                 _drop_segments(db, [seq for seq, _ in found])
                 return sum(len(ids.split(",")) for _, ids in found)
 
+            started = time.perf_counter()
             count = self._transaction(chunk, "deleting a run")
             removed += count
             if not count:
                 break
+            time.sleep(min(time.perf_counter() - started, MAX_PAUSE))
 
         def forget(db: sqlite3.Connection) -> bool:
             _release(db, run_id, None)
@@ -583,55 +599,135 @@ def _info_of(row: tuple[Any, ...]) -> RunInfo:
     )
 
 
-def _drop_segments(db: sqlite3.Connection, seqs: list[int]) -> None:
+def _drop_segments(db: sqlite3.Connection, seqs: list[int]) -> tuple[int, int]:
     """Delete whole segments and their id entries (nothing parsed: works on
-    damaged segments too)."""
+    damaged segments too); returns the checkpoints and bytes they held."""
+    count = size = 0
     for start in range(0, len(seqs), 500):
         chunk = seqs[start : start + 500]
         marks = _marks(chunk)
-        ids = [
-            i
-            for (members,) in db.execute(f"SELECT ids FROM segments WHERE seq IN ({marks})", chunk)
-            for i in members.split(",")
-        ]
+        ids: list[str] = []
+        for members, bytes_ in db.execute(
+            f"SELECT ids, size FROM segments WHERE seq IN ({marks})", chunk
+        ):
+            ids += members.split(",")
+            size += bytes_
+        count += len(ids)
         for part in _chunks(ids):
             db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({_marks(part)})", part)
         db.execute(f"DELETE FROM segments WHERE seq IN ({marks})", chunk)
+    return count, size
 
 
-def _refresh_run(db: sqlite3.Connection, run_id: str) -> None:
-    """Bring a run's index entry and value references up to date with the
-    segments it has left (after some were deleted)."""
-    found = db.execute(
-        "SELECT ids, size, data FROM segments WHERE run_id = ? ORDER BY seq", (run_id,)
-    ).fetchall()
-    if not found:
-        _release(db, run_id, None)
-        db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
-        db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        return
-    refs: set[str] | None = set()
-    for _, _, data in found:
+class _Plan:
+    """What deleting checkpoints of one run changes, read before the write
+    lock is taken: the partly deleted segments rewritten, and the values the
+    rest of the run references (``None`` when a damaged segment hides them,
+    so none is dropped)."""
+
+    def __init__(self, run_id: str, upto: int) -> None:
+        self.run_id = run_id
+        self.upto = upto  # the newest segment read; newer ones are read at the end
+        self.refs: set[str] | None = set()
+        self.rewrites: dict[int, tuple[bytes, bytes, str, int]] = {}  # seq -> old, new, ids, size
+
+    @classmethod
+    def read(
+        cls,
+        db: sqlite3.Connection,
+        run_id: str,
+        doomed: set[str],
+        whole: set[int],
+        partial: list[int],
+    ) -> _Plan:
+        has_values = db.execute(
+            "SELECT 1 FROM run_blobs WHERE run_id = ? LIMIT 1", (run_id,)
+        ).fetchone()
+        wanted = "seq, data" if has_values else "seq, NULL"
+        found = db.execute(
+            f"SELECT {wanted} FROM segments WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+        plan = cls(run_id, found[-1][0] if found else 0)
+        if not has_values:
+            plan.refs = None  # nothing to drop
+        for seq in partial:
+            (data,) = db.execute("SELECT data FROM segments WHERE seq = ?", (seq,)).fetchone()
+            plan.rewrite(seq, data, doomed)
+        for seq, data in found:
+            if seq in whole or seq in plan.rewrites or plan.refs is None:
+                continue
+            plan.note(data)
+        return plan
+
+    def rewrite(self, seq: int, data: bytes, doomed: set[str]) -> None:
+        kept = [r for r in Segment(data).rows() if r.id not in doomed]
+        encoded, size = reencode(kept)
+        self.rewrites[seq] = (data, encoded, ",".join(r.id for r in kept), size)
+        if self.refs is not None:
+            for row in kept:
+                self.refs.update(row.ref_list)
+
+    def note(self, data: bytes) -> None:
+        """Add the values one remaining segment references."""
+        if self.refs is None:
+            return
         try:
             for field in Segment(data).refs():
-                if refs is not None:
-                    refs.update(split_refs(field))
+                self.refs.update(split_refs(field))
         except CheckpointIntegrityError:
-            refs = None  # a damaged segment's values are unknown: keep them all
-    last = Segment(found[-1][2]).row(Segment(found[-1][2]).entries[-1])
-    current = db.execute("SELECT last_checkpoint FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    moved = current is None or current[0] != last.id
-    db.execute(
-        "UPDATE runs SET checkpoints = ?, size = ?, last_checkpoint = ?, superstep = ?, "
-        "pending_requests = ?, status = CASE WHEN ? THEN ? ELSE status END, "
-        "error = CASE WHEN ? THEN NULL ELSE error END WHERE run_id = ?",
-        (
-            sum(len(ids.split(",")) for ids, _, _ in found), sum(size for _, size, _ in found),
-            last.id, last.superstep, last.pending_requests, moved, last.status, moved, run_id,
-        ),
-    )  # fmt: skip
-    if refs is not None:
-        _release(db, run_id, refs)
+            self.refs = None  # a damaged segment's values are unknown: keep them all
+
+    def finish(self, db: sqlite3.Connection, doomed: set[str]) -> None:
+        """The last transaction: rewrite, unlink the ids, fix the run's
+        index entry, drop values nothing references."""
+        run_id = self.run_id
+        for seq, (old, encoded, ids, size) in list(self.rewrites.items()):
+            now = db.execute(
+                "SELECT data, ids, size FROM segments WHERE seq = ?", (seq,)
+            ).fetchone()
+            if now is None:
+                continue  # deleted meanwhile
+            data, held, held_size = now
+            if data != old:  # changed meanwhile (another deletion): redo it
+                self.rewrite(seq, data, doomed)
+                _, encoded, ids, size = self.rewrites[seq]
+            db.execute(
+                "UPDATE segments SET data = ?, ids = ?, size = ? WHERE seq = ?",
+                (encoded, ids, size, seq),
+            )
+            db.execute(
+                "UPDATE runs SET checkpoints = checkpoints - ?, size = size - ? WHERE run_id = ?",
+                (len(held.split(",")) - len(ids.split(",")), held_size - size, run_id),
+            )
+        for chunk in _chunks(sorted(doomed)):
+            db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({_marks(chunk)})", chunk)
+        latest = db.execute(
+            "SELECT seq, data FROM segments WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+        ).fetchone()
+        if latest is None:  # nothing left of the run
+            _release(db, run_id, None)
+            db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            return
+        (current,) = db.execute(
+            "SELECT last_checkpoint FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if current in doomed:  # its latest checkpoint went: an earlier one is latest now
+            segment = Segment(latest[1])
+            last = segment.row(segment.entries[-1])
+            db.execute(
+                "UPDATE runs SET last_checkpoint = ?, superstep = ?, pending_requests = ?, "
+                "status = ?, error = NULL WHERE run_id = ?",
+                (last.id, last.superstep, last.pending_requests, last.status, run_id),
+            )
+        if self.refs is None:
+            return
+        for (data,) in db.execute(  # written while this plan was made
+            "SELECT data FROM segments WHERE run_id = ? AND seq > ?", (run_id, self.upto)
+        ).fetchall():
+            self.note(data)
+        if self.refs is not None:
+            _release(db, run_id, self.refs)
 
 
 def _release(db: sqlite3.Connection, run_id: str, keep: set[str] | None) -> None:

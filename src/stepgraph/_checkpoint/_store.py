@@ -11,6 +11,7 @@ or pruning it reads only that run.
 from __future__ import annotations
 
 import builtins
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -106,6 +107,11 @@ class BaseStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
+    async def _breathe(self, busy: float) -> None:
+        """Between the steps of a long deletion that held the store for
+        ``busy`` seconds: let other writers in (stores shared between
+        processes wait here)."""
+
     # -- the protocol ------------------------------------------------------------
 
     async def save(self, *checkpoints: Checkpoint) -> None:
@@ -197,12 +203,14 @@ class BaseStore:
         # One run at a time: each removal is short, so writers never wait long.
         for run, ids in (await self._run(self._run_ids, run_id, keep_last)).items():
             doomed = ids[:-keep_last]
+            started = time.perf_counter()
             try:
                 await self._run(self._remove, doomed)
             except CheckpointIntegrityError as exc:  # the others are still pruned
                 damaged.append(f"run {run}: {exc}")
                 continue
             removed += len(doomed)
+            await self._breathe(time.perf_counter() - started)
         if damaged:
             warnings.warn(
                 CheckpointWarning(

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from .._core import TypeSpec, type_name
+from .._core import TypeSpec, a_type, type_name
 from .._workflow import Workflow
 from ._load import CliError
 
@@ -68,8 +68,7 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
         ) from None
     except Exception as exc:
         raise CliError(
-            f"{what} cannot be built as a {type_name(annotation)} from JSON: "
-            f"{type(exc).__name__}: {exc}"
+            f"{what} cannot be built as {a_type(annotation)} from JSON: {type(exc).__name__}: {exc}"
         ) from None
 
 
@@ -86,7 +85,7 @@ def coerce_input(workflow: Workflow, value: Any) -> Any:
             continue
         if start.accepts(candidate):
             return candidate
-        problems.append(f"the input as a {type_name(annotation)} has no handler")
+        problems.append(f"the input as {a_type(annotation)} has no handler")
     accepted = ", ".join(type_name(t) for t in start.input_types)
     raise CliError(
         f"the input does not fit the start executor {start.id!r} (it takes {accepted}): "

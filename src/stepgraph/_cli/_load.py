@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checkpoint import SqliteCheckpointStore
+from .._core import a_type
 from .._workflow import Workflow
 
 __all__ = [
@@ -64,7 +65,7 @@ def load_workflow(target: str) -> Workflow:
         obj = _call_factory(obj, target)
     if not isinstance(obj, Workflow):
         raise CliError(
-            f"{target} is a {type(obj).__name__}, not a Workflow (or a function returning one)"
+            f"{target} is {a_type(type(obj))}, not a Workflow (or a function returning one)"
         )
     return obj
 
