@@ -48,14 +48,14 @@ async def test_runs_are_paginated_and_filtered(store: sg.CheckpointStore) -> Non
         if n % 2:
             cp = dataclasses.replace(cp, workflow="odd", signature="odd-sig")
         await store.save(cp)
-    await store.save(make("again", run="r2", parent="c2", step=1))  # r2 active again
+    await store.save(make("again", run="r2", parent="c2", step=1))  # r2 goes on
     order = [r.run_id for r in await store.runs()]
-    assert order == ["r2", "r6", "r5", "r4", "r3", "r1", "r0"]
+    assert order == ["r6", "r5", "r4", "r3", "r2", "r1", "r0"]  # by start: pages stay put
     pages, before = [], None
     while page := await store.runs(limit=3, before=before):
         pages.append([r.run_id for r in page])
         before = page[-1].run_id
-    assert pages == [["r2", "r6", "r5"], ["r4", "r3", "r1"], ["r0"]]
+    assert pages == [["r6", "r5", "r4"], ["r3", "r2", "r1"], ["r0"]]
     assert [r.run_id for r in await store.runs(workflow="odd")] == ["r5", "r3", "r1"]
     assert [r.run_id for r in await store.runs(signature="odd-sig", limit=1)] == ["r5"]
     assert [r.run_id for r in await store.runs(workflow="odd", before="r5")] == ["r3", "r1"]

@@ -260,7 +260,7 @@ async def test_runs_of_a_workflow(store: sg.CheckpointStore) -> None:
     assert [i.id for i in await store.list(workflow="wf")] == ["a"]
     assert [i.id for i in await store.list(workflow="other")] == ["b", "c"]
     assert [i.id for i in await store.list("r1", workflow="other")] == ["c"]
-    assert [i.run_id for i in await store.runs(workflow="other")] == ["r1", "r2"]
+    assert [i.run_id for i in await store.runs(workflow="other")] == ["r2", "r1"]
     assert await store.runs(workflow="wf") == []
     assert await store.list(workflow="nope") == []
     await store.delete("b")

@@ -60,7 +60,7 @@ class MemoryCheckpointStore(BaseStore):
     def __init__(self, *, secret: str | bytes | None = None) -> None:
         super().__init__(secret=secret)
         self._by_id: dict[str, Row] = {}  # in save order
-        self._by_run: dict[str, _Run] = {}  # the most recently written last
+        self._by_run: dict[str, _Run] = {}  # in the order the runs started
         self._blobs: dict[str, bytes] = {}
         self._owners: dict[str, set[str]] = {}  # value hash -> runs referencing it
         self._requests: dict[str, str] = {}  # request id -> the run that opened it
@@ -88,8 +88,9 @@ class MemoryCheckpointStore(BaseStore):
             )
         self._blobs.update(blobs)
         for cp, row in zip(checkpoints, rows, strict=True):
-            run = self._by_run.pop(row.run_id, None) or _Run(row.created_at)
-            self._by_run[row.run_id] = run  # now the most recently written
+            run = self._by_run.get(row.run_id)
+            if run is None:
+                run = self._by_run[row.run_id] = _Run(row.created_at)
             run.rows[row.id] = row
             run.size += row.size
             run.updated_at = row.created_at

@@ -311,8 +311,8 @@ class CheckpointStore(Protocol):
         limit: int | None = None,
         before: str | None = None,
     ) -> builtins.list[RunInfo]:
-        """Runs, the most recently active first (at most ``limit``; with
-        ``before=RUN_ID``, those active before that run: the next page)."""
+        """Runs, the most recently started first (at most ``limit``; with
+        ``before=RUN_ID``, those started before that run: the next page)."""
         ...
 
     async def run_info(self, run_id: str) -> RunInfo | None:

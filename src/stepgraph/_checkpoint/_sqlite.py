@@ -17,7 +17,9 @@ Layout 3 (``PRAGMA user_version``): ``segments`` hold the checkpoints (see
 ``_segments``), with their ids, run, workflow and size beside the JSON so
 that deleting needs no parsing; ``checkpoint_ids`` maps each id to its
 segment; ``runs`` is one row per run (its latest checkpoint, status, counts,
-times) ordered by ``seq``, the latest segment written; ``run_blobs`` records
+times) ordered by ``seq``, its first segment (so a save updates the row in
+place and leaves the indexes alone, and pages of runs stay put while runs go
+on); ``run_blobs`` records
 which values each run references, so a value is dropped when no run does;
 ``requests`` maps each request id to the run that opened it.
 """
@@ -98,16 +100,18 @@ _RUN_COLUMNS = (
     "run_id, workflow, signature, status, superstep, pending_requests, last_checkpoint, "
     "checkpoints, size, started_at, updated_at, error"
 )
-_UPSERT_RUN = """
-INSERT INTO runs (run_id, workflow, signature, seq, last_checkpoint, superstep, status,
-                  pending_requests, checkpoints, size, started_at, updated_at)
+# A save updates its run's row in place (one statement: cheaper than an
+# upsert, which tries the insert first); a run's first save inserts it.
+_UPDATE_RUN = """
+UPDATE runs SET workflow = ?, signature = ?, last_checkpoint = ?, superstep = ?, status = ?,
+    error = NULL, pending_requests = ?, checkpoints = checkpoints + ?, size = size + ?,
+    updated_at = ?
+WHERE run_id = ?
+"""
+_INSERT_RUN = """
+INSERT INTO runs (workflow, signature, last_checkpoint, superstep, status, pending_requests,
+                  checkpoints, size, updated_at, run_id, seq, started_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id) DO UPDATE SET
-    workflow = excluded.workflow, signature = excluded.signature, seq = excluded.seq,
-    last_checkpoint = excluded.last_checkpoint, superstep = excluded.superstep,
-    status = excluded.status, error = NULL, pending_requests = excluded.pending_requests,
-    checkpoints = checkpoints + excluded.checkpoints, size = size + excluded.size,
-    updated_at = excluded.updated_at
 """
 # SQLite's primary result codes for a damaged file.
 _DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -308,14 +312,13 @@ class SqliteCheckpointStore(BaseStore):
                     [(cp.id, seq) for cp in group],
                 )
                 last = group[-1]
-                db.execute(
-                    _UPSERT_RUN,
-                    (
-                        segment.run_id, last.workflow, last.signature, seq, last.id,
-                        last.superstep, last.status, last.pending_requests, len(group),
-                        segment.size, group[0].created_at, last.created_at,
-                    ),
+                values = (
+                    last.workflow, last.signature, last.id, last.superstep, last.status,
+                    last.pending_requests, len(group), segment.size, last.created_at,
+                    segment.run_id,
                 )  # fmt: skip
+                if not db.execute(_UPDATE_RUN, values).rowcount:
+                    db.execute(_INSERT_RUN, (*values, seq, group[0].created_at))
                 refs = {h for cp in group for h in cp.refs}
                 if refs:
                     db.executemany(

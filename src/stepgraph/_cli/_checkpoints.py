@@ -115,7 +115,7 @@ def checkpoints_list(
         str | None, typer.Option("--before", help="the page after this run (from the last page)")
     ] = None,
 ) -> None:
-    """The most recently active runs (a page at a time), or one run's checkpoints."""
+    """The most recently started runs (a page at a time), or one run's checkpoints."""
     if run_id is not None:
         infos = with_store(store, StoreMode.READ, lambda s: s.list(run_id))
         if not infos:
