@@ -158,8 +158,9 @@ def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) ->
     assert "Input should be a valid boolean" in wrong.stderr
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
-    store = f"sqlite:{tmp_path / 'slow.sqlite'}"
+def interrupt_slow_run(store: str, after: int) -> tuple[int, str]:
+    """Start the slow workflow, press Ctrl-C after ``after`` supersteps;
+    returns (exit code, stderr)."""
     process = subprocess.Popen(
         [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", store, "--json"],
         stdout=subprocess.PIPE,
@@ -169,17 +170,22 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     with process:
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
         completed = 0
         for line in process.stdout:
             if json.loads(line)["kind"] == "superstep_completed":
                 completed += 1
-                if completed == 3:
+                if completed == after:
                     process.send_signal(signal.SIGINT)
                     break
-        process.stdout.read()
-        stderr = process.stderr.read()
-        assert process.wait(timeout=30) == 130
+        _, stderr = process.communicate(timeout=30)
+    return process.returncode, stderr
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'slow.sqlite'}"
+    code, stderr = interrupt_slow_run(store, after=3)
+    assert code == 130
     match = re.search(r"--resume (\w+)", stderr)
     assert match, stderr
     resumed = cli("run", "tests.cli_flows:slow", "--store", store, "--resume", "latest", "--json")

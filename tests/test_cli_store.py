@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import re
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import stepgraph as sg
 from tests import cli_flows
-from tests.test_cli import COMMAND, ROOT, cli, run_in_pty
+from tests.test_cli import cli, interrupt_slow_run, run_in_pty
 from tests.test_cli_errors import one_line_error
 
 
@@ -92,22 +90,7 @@ def test_listing_is_paginated_newest_first(tmp_path: Path) -> None:
 def test_failed_and_interrupted_runs_are_listed_as_such(tmp_path: Path) -> None:
     spec = f"sqlite:{tmp_path / 'ends.sqlite'}"
     assert cli("run", "tests.cli_flows:failing", "--input", '"x"', "--store", spec).returncode == 1
-    process = subprocess.Popen(
-        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    with process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if '"superstep_completed"' in line:
-                process.send_signal(2)  # Ctrl-C
-                break
-        process.communicate(timeout=30)
-    assert process.returncode == 130
+    assert interrupt_slow_run(spec, after=1)[0] == 130
     listed = cli("checkpoints", "list", "--store", spec, "--status", "failed")
     [failed] = [line.split("\t") for line in listed.stdout.splitlines()[1:]]
     assert failed[1:3] == ["failing", "failed"]

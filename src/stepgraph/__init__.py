@@ -63,6 +63,7 @@ from ._executor import handler as handler
 from ._executor import response_handler as response_handler
 from ._persistence import CheckpointConfig as CheckpointConfig
 from ._ray import RayBackend as RayBackend
+from ._stream import RunStream as RunStream
 from ._subworkflow import SubworkflowRequest as SubworkflowRequest
 from ._subworkflow import SubworkflowResponse as SubworkflowResponse
 from ._subworkflow import WorkflowExecutor as WorkflowExecutor
@@ -112,6 +113,7 @@ __all__ = [
     "RunResult",
     "RunStartedEvent",
     "RunStatus",
+    "RunStream",
     "SqliteCheckpointStore",
     "StateConflictError",
     "StateView",

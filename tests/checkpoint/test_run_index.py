@@ -137,7 +137,7 @@ async def test_values_written_while_a_run_is_pruned_are_kept(
     that value."""
     from pathlib import Path
 
-    from stepgraph._checkpoint import _sqlite
+    from stepgraph._checkpoint import _sqlite_delete
 
     store = sg.SqliteCheckpointStore(Path(str(tmp_path)) / "racing.sqlite")
     await store.save(make("c0", k=b"A"))
@@ -145,14 +145,14 @@ async def test_values_written_while_a_run_is_pruned_are_kept(
     await store.save(make("c2", parent="c1", step=2, k=b"A"))
     later = make("c3", parent="c2", step=3, k=b"B")
     later = dataclasses.replace(later, blobs={})  # B is stored already
-    read = _sqlite._Plan.read
+    read = _sqlite_delete.Plan.read
 
     def read_then_write(*args: object) -> object:
         plan = read(*args)  # type: ignore[arg-type]
         store._write_new((later,))  # the run goes on, in another "process"
         return plan
 
-    monkeypatch.setattr(_sqlite._Plan, "read", read_then_write)
+    monkeypatch.setattr(_sqlite_delete.Plan, "read", read_then_write)
     assert await store.prune(keep_last=1) == 2
     assert [i.id for i in await store.list()] == ["c2", "c3"]
     assert (await store.load("c3")).blobs == {blob_hash(b"B"): b"B"}

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError
-from ._model import Checkpoint, Row, RunInfo, seal
+from ._model import Checkpoint, Row, RunInfo, RunQuery, seal
 from ._store import BaseStore
 
 __all__ = ["MemoryCheckpointStore"]
@@ -134,24 +134,13 @@ class MemoryCheckpointStore(BaseStore):
             elif run_id == before:
                 found = True
 
-    def _runs(
-        self,
-        workflow: str | None,
-        signature: str | None,
-        status: str | None,
-        limit: int | None,
-        before: str | None,
-    ) -> builtins.list[RunInfo]:
+    def _runs(self, query: RunQuery) -> builtins.list[RunInfo]:
         out: builtins.list[RunInfo] = []
-        for run_id, run in self._runs_newest_first(before):
+        for run_id, run in self._runs_newest_first(query.before):
             info = run.info(run_id)
-            if (
-                (workflow is None or info.workflow == workflow)
-                and (signature is None or info.signature == signature)
-                and (status is None or info.status == status)
-            ):
+            if query.matches(info):
                 out.append(info)
-                if limit is not None and len(out) == limit:
+                if len(out) == query.limit:
                     break
         return out
 

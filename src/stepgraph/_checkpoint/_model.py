@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT",
     "Row",
     "RunInfo",
+    "RunQuery",
     "RowValues",
     "blob_hash",
     "body_bytes",
@@ -114,6 +115,29 @@ class RunInfo:
     error: str | None = None
 
     kind = "run_info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunQuery:
+    """Which runs ``runs()`` lists: filters, a page size and where the page
+    starts (the runs started before ``before``)."""
+
+    workflow: str | None = None
+    signature: str | None = None
+    status: str | None = None
+    limit: int | None = None
+    before: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+
+    def matches(self, run: RunInfo) -> bool:
+        return (
+            (self.workflow is None or run.workflow == self.workflow)
+            and (self.signature is None or run.signature == self.signature)
+            and (self.status is None or run.status == self.status)
+        )
 
 
 class Row(NamedTuple):

@@ -13,15 +13,7 @@
   processes never wait long. Freed pages are reused; ``vacuum()`` shrinks
   the file.
 
-Layout 3 (``PRAGMA user_version``): ``segments`` hold the checkpoints (see
-``_segments``), with their ids, run, workflow and size beside the JSON so
-that deleting needs no parsing; ``checkpoint_ids`` maps each id to its
-segment; ``runs`` is one row per run (its latest checkpoint, status, counts,
-times) ordered by ``seq``, its first segment (so a save updates the row in
-place and leaves the indexes alone, and pages of runs stay put while runs go
-on); ``run_blobs`` records
-which values each run references, so a value is dropped when no run does;
-``requests`` maps each request id to the run that opened it.
+The file layout is in ``_sqlite_layout``; deleting, in ``_sqlite_delete``.
 """
 
 from __future__ import annotations
@@ -29,15 +21,27 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
-from ._model import Checkpoint, Row, RunInfo, split_refs
-from ._segments import Segment, encode_segments, reencode
+from ._model import Checkpoint, Row, RunInfo, RunQuery
+from ._segments import Segment, encode_segments
+from ._sqlite_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, release
+from ._sqlite_layout import (
+    INSERT_RUN,
+    RUN_COLUMNS,
+    UPDATE_RUN,
+    check_refs,
+    chunks,
+    ensure_layout,
+    exists,
+    info_of,
+    marks,
+)
 from ._store import BaseStore
 from ._worker import Worker
 
@@ -45,74 +49,6 @@ __all__ = ["SqliteCheckpointStore"]
 
 T = TypeVar("T")
 
-LAYOUT = 3  # PRAGMA user_version of the files this module writes
-CHUNK = 200  # segments (or values) per transaction when deleting a whole run
-MAX_PAUSE = 0.05  # longest pause between the transactions of a long deletion
-_SCHEMA = f"""
-CREATE TABLE segments (
-    seq INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    workflow TEXT NOT NULL,
-    ids TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE INDEX segments_by_run ON segments (run_id, seq);
-CREATE TABLE checkpoint_ids (
-    id TEXT PRIMARY KEY,
-    segment INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY,
-    workflow TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    last_checkpoint TEXT NOT NULL,
-    superstep INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT,
-    pending_requests INTEGER NOT NULL,
-    checkpoints INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX runs_by_seq ON runs (seq);
-CREATE INDEX runs_by_workflow ON runs (workflow, seq);
-CREATE TABLE run_blobs (
-    run_id TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    PRIMARY KEY (run_id, hash)
-) WITHOUT ROWID;
-CREATE INDEX run_blobs_by_hash ON run_blobs (hash);
-CREATE TABLE requests (
-    request_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX requests_by_run ON requests (run_id);
-CREATE TABLE blobs (
-    hash TEXT PRIMARY KEY,
-    data BLOB NOT NULL
-) WITHOUT ROWID;
-PRAGMA user_version = {LAYOUT}
-"""
-_RUN_COLUMNS = (
-    "run_id, workflow, signature, status, superstep, pending_requests, last_checkpoint, "
-    "checkpoints, size, started_at, updated_at, error"
-)
-# A save updates its run's row in place (one statement: cheaper than an
-# upsert, which tries the insert first); a run's first save inserts it.
-_UPDATE_RUN = """
-UPDATE runs SET workflow = ?, signature = ?, last_checkpoint = ?, superstep = ?, status = ?,
-    error = NULL, pending_requests = ?, checkpoints = checkpoints + ?, size = size + ?,
-    updated_at = ?
-WHERE run_id = ?
-"""
-_INSERT_RUN = """
-INSERT INTO runs (workflow, signature, last_checkpoint, superstep, status, pending_requests,
-                  checkpoints, size, updated_at, run_id, seq, started_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
 # SQLite's primary result codes for a damaged file.
 _DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 
@@ -186,7 +122,7 @@ class SqliteCheckpointStore(BaseStore):
         conn = None
         try:
             conn = self._connect()
-            _ensure_layout(conn, self._where(), writable=not self.readonly)
+            ensure_layout(conn, self._where(), writable=not self.readonly)
             if not self.readonly:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -299,7 +235,7 @@ class SqliteCheckpointStore(BaseStore):
                 )
             if self._write_hook is not None:
                 self._write_hook()
-            _check_refs(db, checkpoints, blobs)
+            check_refs(db, checkpoints, blobs)
             for segment in segments:
                 group = segment.checkpoints
                 seq = db.execute(
@@ -317,8 +253,8 @@ class SqliteCheckpointStore(BaseStore):
                     last.pending_requests, len(group), segment.size, last.created_at,
                     segment.run_id,
                 )  # fmt: skip
-                if not db.execute(_UPDATE_RUN, values).rowcount:
-                    db.execute(_INSERT_RUN, (*values, seq, group[0].created_at))
+                if not db.execute(UPDATE_RUN, values).rowcount:
+                    db.execute(INSERT_RUN, (*values, seq, group[0].created_at))
                 refs = {h for cp in group for h in cp.refs}
                 if refs:
                     db.executemany(
@@ -341,7 +277,7 @@ class SqliteCheckpointStore(BaseStore):
             ids = [cp.id for cp in checkpoints]
 
             def stored(db: sqlite3.Connection) -> list[str]:
-                return [i for i in ids if _exists(db, i)]
+                return [i for i in ids if exists(db, i)]
 
             taken = self._guard(stored, "reading checkpoint ids")
             taken += [i for n, i in enumerate(ids) if i in ids[:n]]  # twice in this save
@@ -394,9 +330,9 @@ class SqliteCheckpointStore(BaseStore):
 
         def read(db: sqlite3.Connection) -> dict[str, bytes]:
             out: dict[str, bytes] = {}
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 for h, data in db.execute(
-                    f"SELECT hash, data FROM blobs WHERE hash IN ({_marks(chunk)})", chunk
+                    f"SELECT hash, data FROM blobs WHERE hash IN ({marks(chunk)})", chunk
                 ):
                     out[h] = bytes(data)
             return out
@@ -424,21 +360,19 @@ class SqliteCheckpointStore(BaseStore):
                 damaged.append(f"checkpoints {ids} of run {run}: {exc}")
         return rows, damaged
 
-    def _runs(
-        self,
-        workflow: str | None,
-        signature: str | None,
-        status: str | None,
-        limit: int | None,
-        before: str | None,
-    ) -> list[RunInfo]:
+    def _runs(self, query: RunQuery) -> list[RunInfo]:
         clauses, args = [], []
-        for column, value in (("workflow", workflow), ("signature", signature), ("status", status)):
+        for column, value in (
+            ("workflow", query.workflow),
+            ("signature", query.signature),
+            ("status", query.status),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
+        before, limit = query.before, query.limit
 
-        def query(db: sqlite3.Connection) -> list[RunInfo]:
+        def select(db: sqlite3.Connection) -> list[RunInfo]:
             if before is not None:
                 found = db.execute("SELECT seq FROM runs WHERE run_id = ?", (before,)).fetchone()
                 if found is None:
@@ -447,30 +381,30 @@ class SqliteCheckpointStore(BaseStore):
                 args.append(found[0])
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             tail = "" if limit is None else f" LIMIT {int(limit)}"
-            sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY seq DESC{tail}"
-            return [_info_of(row) for row in db.execute(sql, args)]
+            sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY seq DESC{tail}"
+            return [info_of(row) for row in db.execute(sql, args)]
 
-        return self._guard(query, "listing runs")
+        return self._guard(select, "listing runs")
 
     def _run_of_request(self, request_id: str) -> RunInfo | None:
         found = self._guard(
             lambda db: db.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = "
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = "
                 "(SELECT run_id FROM requests WHERE request_id = ?)",
                 (request_id,),
             ).fetchone(),
             "finding a request",
         )
-        return None if found is None else _info_of(found)
+        return None if found is None else info_of(found)
 
     def _run_info(self, run_id: str) -> RunInfo | None:
         found = self._guard(
             lambda db: db.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone(),
             "reading a run",
         )
-        return None if found is None else _info_of(found)
+        return None if found is None else info_of(found)
 
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, list[str]]:
         def query(db: sqlite3.Connection) -> dict[str, list[str]]:
@@ -496,10 +430,10 @@ class SqliteCheckpointStore(BaseStore):
 
         def segments_of(db: sqlite3.Connection) -> list[tuple[int, str, str]]:
             found: list[tuple[int, str, str]] = []
-            for chunk in _chunks(sorted(doomed)):
+            for chunk in chunks(sorted(doomed)):
                 found += db.execute(
                     "SELECT DISTINCT s.seq, s.run_id, s.ids FROM checkpoint_ids i JOIN segments s "
-                    f"ON s.seq = i.segment WHERE i.id IN ({_marks(chunk)})",
+                    f"ON s.seq = i.segment WHERE i.id IN ({marks(chunk)})",
                     chunk,
                 ).fetchall()
             return sorted(found)
@@ -520,13 +454,13 @@ class SqliteCheckpointStore(BaseStore):
         whole = [seq for seq, members in segments if doomed.issuperset(members.split(","))]
         partial = [seq for seq, members in segments if seq not in set(whole)]
         plan = self._guard(
-            lambda db: _Plan.read(db, run_id, doomed, set(whole), partial), "reading a run"
+            lambda db: Plan.read(db, run_id, doomed, set(whole), partial), "reading a run"
         )
         for start in range(0, len(whole), CHUNK):
             chunk = whole[start : start + CHUNK]
 
             def drop(db: sqlite3.Connection, chunk: list[int] = chunk) -> None:
-                count, size = _drop_segments(db, chunk)
+                count, size = drop_segments(db, chunk)
                 db.execute(
                     "UPDATE runs SET checkpoints = checkpoints - ?, size = size - ? "
                     "WHERE run_id = ?",
@@ -547,7 +481,7 @@ class SqliteCheckpointStore(BaseStore):
                     "SELECT seq, ids FROM segments WHERE run_id = ? ORDER BY seq LIMIT ?",
                     (run_id, CHUNK),
                 ).fetchall()
-                _drop_segments(db, [seq for seq, _ in found])
+                drop_segments(db, [seq for seq, _ in found])
                 return sum(len(ids.split(",")) for _, ids in found)
 
             started = time.perf_counter()
@@ -558,7 +492,7 @@ class SqliteCheckpointStore(BaseStore):
             time.sleep(min(time.perf_counter() - started, MAX_PAUSE))
 
         def forget(db: sqlite3.Connection) -> bool:
-            _release(db, run_id, None)
+            release(db, run_id, None)
             db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
             return db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
@@ -581,229 +515,3 @@ class SqliteCheckpointStore(BaseStore):
             result = conn.execute("PRAGMA integrity_check").fetchone()
         conn.close()
         return str(result[0])
-
-
-def _info_of(row: tuple[Any, ...]) -> RunInfo:
-    (run_id, workflow, signature, status, superstep, pending, last, count, size, started,
-     updated, error) = row  # fmt: skip
-    return RunInfo(
-        run_id=run_id,
-        workflow=workflow,
-        signature=signature,
-        status=status,
-        superstep=superstep,
-        pending_requests=pending,
-        last_checkpoint=last,
-        checkpoints=count,
-        size=size,
-        started_at=started,
-        updated_at=updated,
-        error=error,
-    )
-
-
-def _drop_segments(db: sqlite3.Connection, seqs: list[int]) -> tuple[int, int]:
-    """Delete whole segments and their id entries (nothing parsed: works on
-    damaged segments too); returns the checkpoints and bytes they held."""
-    count = size = 0
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        marks = _marks(chunk)
-        ids: list[str] = []
-        for members, bytes_ in db.execute(
-            f"SELECT ids, size FROM segments WHERE seq IN ({marks})", chunk
-        ):
-            ids += members.split(",")
-            size += bytes_
-        count += len(ids)
-        for part in _chunks(ids):
-            db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({_marks(part)})", part)
-        db.execute(f"DELETE FROM segments WHERE seq IN ({marks})", chunk)
-    return count, size
-
-
-class _Plan:
-    """What deleting checkpoints of one run changes, read before the write
-    lock is taken: the partly deleted segments rewritten, and the values the
-    rest of the run references (``None`` when a damaged segment hides them,
-    so none is dropped)."""
-
-    def __init__(self, run_id: str, upto: int) -> None:
-        self.run_id = run_id
-        self.upto = upto  # the newest segment read; newer ones are read at the end
-        self.refs: set[str] | None = set()
-        self.rewrites: dict[int, tuple[bytes, bytes, str, int]] = {}  # seq -> old, new, ids, size
-
-    @classmethod
-    def read(
-        cls,
-        db: sqlite3.Connection,
-        run_id: str,
-        doomed: set[str],
-        whole: set[int],
-        partial: list[int],
-    ) -> _Plan:
-        has_values = db.execute(
-            "SELECT 1 FROM run_blobs WHERE run_id = ? LIMIT 1", (run_id,)
-        ).fetchone()
-        wanted = "seq, data" if has_values else "seq, NULL"
-        found = db.execute(
-            f"SELECT {wanted} FROM segments WHERE run_id = ? ORDER BY seq", (run_id,)
-        ).fetchall()
-        plan = cls(run_id, found[-1][0] if found else 0)
-        if not has_values:
-            plan.refs = None  # nothing to drop
-        for seq in partial:
-            (data,) = db.execute("SELECT data FROM segments WHERE seq = ?", (seq,)).fetchone()
-            plan.rewrite(seq, data, doomed)
-        for seq, data in found:
-            if seq in whole or seq in plan.rewrites or plan.refs is None:
-                continue
-            plan.note(data)
-        return plan
-
-    def rewrite(self, seq: int, data: bytes, doomed: set[str]) -> None:
-        kept = [r for r in Segment(data).rows() if r.id not in doomed]
-        encoded, size = reencode(kept)
-        self.rewrites[seq] = (data, encoded, ",".join(r.id for r in kept), size)
-        if self.refs is not None:
-            for row in kept:
-                self.refs.update(row.ref_list)
-
-    def note(self, data: bytes) -> None:
-        """Add the values one remaining segment references."""
-        if self.refs is None:
-            return
-        try:
-            for field in Segment(data).refs():
-                self.refs.update(split_refs(field))
-        except CheckpointIntegrityError:
-            self.refs = None  # a damaged segment's values are unknown: keep them all
-
-    def finish(self, db: sqlite3.Connection, doomed: set[str]) -> None:
-        """The last transaction: rewrite, unlink the ids, fix the run's
-        index entry, drop values nothing references."""
-        run_id = self.run_id
-        for seq, (old, encoded, ids, size) in list(self.rewrites.items()):
-            now = db.execute(
-                "SELECT data, ids, size FROM segments WHERE seq = ?", (seq,)
-            ).fetchone()
-            if now is None:
-                continue  # deleted meanwhile
-            data, held, held_size = now
-            if data != old:  # changed meanwhile (another deletion): redo it
-                self.rewrite(seq, data, doomed)
-                _, encoded, ids, size = self.rewrites[seq]
-            db.execute(
-                "UPDATE segments SET data = ?, ids = ?, size = ? WHERE seq = ?",
-                (encoded, ids, size, seq),
-            )
-            db.execute(
-                "UPDATE runs SET checkpoints = checkpoints - ?, size = size - ? WHERE run_id = ?",
-                (len(held.split(",")) - len(ids.split(",")), held_size - size, run_id),
-            )
-        for chunk in _chunks(sorted(doomed)):
-            db.execute(f"DELETE FROM checkpoint_ids WHERE id IN ({_marks(chunk)})", chunk)
-        latest = db.execute(
-            "SELECT seq, data FROM segments WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
-        ).fetchone()
-        if latest is None:  # nothing left of the run
-            _release(db, run_id, None)
-            db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
-            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-            return
-        (current,) = db.execute(
-            "SELECT last_checkpoint FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        if current in doomed:  # its latest checkpoint went: an earlier one is latest now
-            segment = Segment(latest[1])
-            last = segment.row(segment.entries[-1])
-            db.execute(
-                "UPDATE runs SET last_checkpoint = ?, superstep = ?, pending_requests = ?, "
-                "status = ?, error = NULL WHERE run_id = ?",
-                (last.id, last.superstep, last.pending_requests, last.status, run_id),
-            )
-        if self.refs is None:
-            return
-        for (data,) in db.execute(  # written while this plan was made
-            "SELECT data FROM segments WHERE run_id = ? AND seq > ?", (run_id, self.upto)
-        ).fetchall():
-            self.note(data)
-        if self.refs is not None:
-            _release(db, run_id, self.refs)
-
-
-def _release(db: sqlite3.Connection, run_id: str, keep: set[str] | None) -> None:
-    """Drop the run's references to values other than ``keep`` (all, for
-    ``None``), and the values no run references any more."""
-    held = [h for (h,) in db.execute("SELECT hash FROM run_blobs WHERE run_id = ?", (run_id,))]
-    dropped = [h for h in held if keep is None or h not in keep]
-    for chunk in _chunks(dropped):
-        marks = _marks(chunk)
-        db.execute(
-            f"DELETE FROM run_blobs WHERE run_id = ? AND hash IN ({marks})", [run_id, *chunk]
-        )
-        db.execute(
-            f"DELETE FROM blobs WHERE hash IN ({marks}) AND NOT EXISTS "
-            "(SELECT 1 FROM run_blobs r WHERE r.hash = blobs.hash)",
-            chunk,
-        )
-
-
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
-    """Slices small enough for one ``IN (...)`` (SQLite bounds parameters)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _marks(items: list[Any]) -> str:
-    return ",".join("?" * len(items))
-
-
-def _exists(db: sqlite3.Connection, checkpoint_id: str) -> bool:
-    query = "SELECT 1 FROM checkpoint_ids WHERE id = ?"
-    return db.execute(query, (checkpoint_id,)).fetchone() is not None
-
-
-def _check_refs(
-    db: sqlite3.Connection, checkpoints: tuple[Checkpoint, ...], blobs: Mapping[str, bytes]
-) -> None:
-    needed = {h for cp in checkpoints for h in cp.refs}
-    needed.difference_update(blobs)
-    if not needed:
-        return
-    present: set[str] = set()
-    for chunk in _chunks(list(needed)):
-        present.update(
-            h
-            for (h,) in db.execute(f"SELECT hash FROM blobs WHERE hash IN ({_marks(chunk)})", chunk)
-        )
-    if present != needed:
-        missing = sorted(needed - present)[:3]
-        raise CheckpointIntegrityError(
-            f"checkpoint references values the store does not hold: {missing}"
-        )
-
-
-def _ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> None:
-    """Create the tables in a new file; refuse a file of another layout."""
-    if writable:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
-        (layout,) = conn.execute("PRAGMA user_version").fetchone()
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if writable and layout == 0 and tables == 0:
-            for statement in _SCHEMA.split(";"):
-                conn.execute(statement)
-            layout = LAYOUT
-        if writable:
-            conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    if layout != LAYOUT:
-        raise CheckpointError(
-            f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
-            "(was it written by another version, or is it another application's database?)"
-        )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError, CheckpointWarning
-from ._model import Checkpoint, CheckpointInfo, Row, RunInfo, open_row
+from ._model import Checkpoint, CheckpointInfo, Row, RunInfo, RunQuery, open_row
 
 __all__ = ["BaseStore", "TERMINAL_STATUSES"]
 
@@ -70,14 +70,7 @@ class BaseStore:
         """Rows in save order, and a description of each damaged record skipped."""
         raise NotImplementedError
 
-    def _runs(
-        self,
-        workflow: str | None,
-        signature: str | None,
-        status: str | None,
-        limit: int | None,
-        before: str | None,
-    ) -> builtins.list[RunInfo]:
+    def _runs(self, query: RunQuery) -> builtins.list[RunInfo]:
         raise NotImplementedError
 
     def _run_of_request(self, request_id: str) -> RunInfo | None:
@@ -169,9 +162,10 @@ class BaseStore:
         limit: int | None = None,
         before: str | None = None,
     ) -> builtins.list[RunInfo]:
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        return await self._run(self._runs, workflow, signature, status, limit, before)
+        query = RunQuery(
+            workflow=workflow, signature=signature, status=status, limit=limit, before=before
+        )
+        return await self._run(self._runs, query)
 
     async def find_request(self, request_id: str) -> RunInfo | None:
         return await self._run(self._run_of_request, request_id)

@@ -1,0 +1,180 @@
+"""The SQLite store's file layout: its tables, the statements that keep the
+run index, and the small helpers every query uses.
+
+Layout 3 (``PRAGMA user_version``): ``segments`` hold the checkpoints (see
+``_segments``), with their ids, run, workflow and size beside the JSON so
+that deleting needs no parsing; ``checkpoint_ids`` maps each id to its
+segment; ``runs`` is one row per run (its latest checkpoint, status, counts,
+times) ordered by ``seq``, its first segment (so a save updates the row in
+place and leaves the indexes alone, and pages of runs stay put while runs go
+on); ``run_blobs`` records which values each run references, so a value is
+dropped when no run does; ``requests`` maps each request id to the run that
+opened it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .._exceptions import CheckpointError, CheckpointIntegrityError
+from ._model import Checkpoint, RunInfo
+
+__all__ = [
+    "INSERT_RUN",
+    "LAYOUT",
+    "RUN_COLUMNS",
+    "UPDATE_RUN",
+    "check_refs",
+    "chunks",
+    "ensure_layout",
+    "exists",
+    "info_of",
+    "marks",
+]
+
+LAYOUT = 3  # PRAGMA user_version of the files this module writes
+_SCHEMA = f"""
+CREATE TABLE segments (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    ids TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX segments_by_run ON segments (run_id, seq);
+CREATE TABLE checkpoint_ids (
+    id TEXT PRIMARY KEY,
+    segment INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    last_checkpoint TEXT NOT NULL,
+    superstep INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    pending_requests INTEGER NOT NULL,
+    checkpoints INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX runs_by_seq ON runs (seq);
+CREATE INDEX runs_by_workflow ON runs (workflow, seq);
+CREATE TABLE run_blobs (
+    run_id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (run_id, hash)
+) WITHOUT ROWID;
+CREATE INDEX run_blobs_by_hash ON run_blobs (hash);
+CREATE TABLE requests (
+    request_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX requests_by_run ON requests (run_id);
+CREATE TABLE blobs (
+    hash TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+PRAGMA user_version = {LAYOUT}
+"""
+RUN_COLUMNS = (
+    "run_id, workflow, signature, status, superstep, pending_requests, last_checkpoint, "
+    "checkpoints, size, started_at, updated_at, error"
+)
+# A save updates its run's row in place (one statement: cheaper than an
+# upsert, which tries the insert first); a run's first save inserts it.
+UPDATE_RUN = """
+UPDATE runs SET workflow = ?, signature = ?, last_checkpoint = ?, superstep = ?, status = ?,
+    error = NULL, pending_requests = ?, checkpoints = checkpoints + ?, size = size + ?,
+    updated_at = ?
+WHERE run_id = ?
+"""
+INSERT_RUN = """
+INSERT INTO runs (workflow, signature, last_checkpoint, superstep, status, pending_requests,
+                  checkpoints, size, updated_at, run_id, seq, started_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def info_of(row: tuple[Any, ...]) -> RunInfo:
+    (run_id, workflow, signature, status, superstep, pending, last, count, size, started,
+     updated, error) = row  # fmt: skip
+    return RunInfo(
+        run_id=run_id,
+        workflow=workflow,
+        signature=signature,
+        status=status,
+        superstep=superstep,
+        pending_requests=pending,
+        last_checkpoint=last,
+        checkpoints=count,
+        size=size,
+        started_at=started,
+        updated_at=updated,
+        error=error,
+    )
+
+
+def chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Slices small enough for one ``IN (...)`` (SQLite bounds parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def marks(items: list[Any]) -> str:
+    return ",".join("?" * len(items))
+
+
+def exists(db: sqlite3.Connection, checkpoint_id: str) -> bool:
+    query = "SELECT 1 FROM checkpoint_ids WHERE id = ?"
+    return db.execute(query, (checkpoint_id,)).fetchone() is not None
+
+
+def check_refs(
+    db: sqlite3.Connection, checkpoints: tuple[Checkpoint, ...], blobs: Mapping[str, bytes]
+) -> None:
+    needed = {h for cp in checkpoints for h in cp.refs}
+    needed.difference_update(blobs)
+    if not needed:
+        return
+    present: set[str] = set()
+    for chunk in chunks(list(needed)):
+        present.update(
+            h
+            for (h,) in db.execute(f"SELECT hash FROM blobs WHERE hash IN ({marks(chunk)})", chunk)
+        )
+    if present != needed:
+        missing = sorted(needed - present)[:3]
+        raise CheckpointIntegrityError(
+            f"checkpoint references values the store does not hold: {missing}"
+        )
+
+
+def ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> None:
+    """Create the tables in a new file; refuse a file of another layout."""
+    if writable:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        (layout,) = conn.execute("PRAGMA user_version").fetchone()
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if writable and layout == 0 and tables == 0:
+            for statement in _SCHEMA.split(";"):
+                conn.execute(statement)
+            layout = LAYOUT
+        if writable:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if layout != LAYOUT:
+        raise CheckpointError(
+            f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
+            "(was it written by another version, or is it another application's database?)"
+        )
