@@ -7,6 +7,11 @@ reviewer would, later, on another machine:
     python examples/approval.py                           # both steps
     python examples/approval.py start runs.sqlite         # step 1 only
     python examples/approval.py answer runs.sqlite CHECKPOINT REQUEST yes
+
+The workflow also runs from the command line, which stores its checkpoints and
+prints the command that answers:
+
+    stepgraph run examples.approval:build --input '{"who": "dana", "amount": 420}'
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ class Manager(sg.Executor):
         await ctx.yield_output(f"{verdict} {ask.expense.amount:.2f} for {ask.expense.who}")
 
 
-def build(store: sg.CheckpointStore) -> sg.Workflow:
+def build(store: sg.CheckpointStore | None = None) -> sg.Workflow:
+    """The workflow; with ``store``, it checkpoints there (the CLI passes its own)."""
     return sg.WorkflowBuilder(start=Manager("manager"), name="expenses", checkpoints=store).build()
 
 

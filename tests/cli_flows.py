@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import stepgraph as sg
 
@@ -186,3 +187,37 @@ def unnamed_second() -> sg.Workflow:
 
 def needs_arguments(size: int, label: str = "x") -> sg.Workflow:
     return pricing()
+
+
+def returns_none() -> None:
+    return None
+
+
+@sg.executor(id="hog")
+async def hog(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    import time
+
+    time.sleep(n)  # noqa: ASYNC251  (holds the loop: a Ctrl-C lands when it returns)
+    await ctx.yield_output(n)
+
+
+def hogging() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=hog, name="hogging").build()
+
+
+@sg.executor(id="echo")
+async def echo(value: Any, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+    await ctx.yield_output(value)
+
+
+def echoing() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=echo, name="echoing").build()
+
+
+@sg.executor(id="quitter")
+async def quitter(n: int) -> None:
+    raise SystemExit(3)
+
+
+def quitting() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=quitter, name="quitting").build()

@@ -273,9 +273,10 @@ def test_checkpoints_commands(tmp_path: Path) -> None:
     assert "no checkpoint" in cli("checkpoints", "show", ids[-1], "--store", store).stderr
 
 
-def run_in_pty(argv: list[str], answer: bytes | None = None) -> tuple[int, str]:
-    """Run the CLI in an 80x24 pseudo-terminal; type ``answer`` at the first
-    prompt. Returns (exit code, everything the terminal showed)."""
+def run_in_pty(argv: list[str], answer: bytes | None = None, columns: int = 80) -> tuple[int, str]:
+    """Run the CLI in a pseudo-terminal 24 lines high (80 columns unless
+    told); type ``answer`` at the first prompt. Returns (exit code,
+    everything the terminal showed)."""
     import fcntl
     import pty
     import struct
@@ -286,7 +287,7 @@ def run_in_pty(argv: list[str], answer: bytes | None = None) -> tuple[int, str]:
         os.environ["PYTHONPATH"] = str(ROOT)
         os.chdir(ROOT)
         os.execvp(COMMAND[0], [*COMMAND, *argv])
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     screen = b""
     while True:
         try:

@@ -52,44 +52,66 @@ def test_brackets_in_error_messages_survive() -> None:
     assert "item: Input should be a valid string (got [1])" in line
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (
-            ("run", "examples.approval:build", "--input", "1"),
-            ("examples.approval:build needs arguments (store)",),
-        ),
-        (("run", "tests.cli_flows:needs_arguments", "--input", "1"), ("needs arguments (size)",)),
-        (
-            ("run", "tests.cli_broken:build", "--input", "1"),
-            (
-                "importing 'tests.cli_broken' failed: RuntimeError: this module is broken on purpose",
-            ),
-        ),
-        (
-            ("viz", "tests.cli_flows:pricing", "-o", "/nonexistent/dir/x.mmd"),
-            ("cannot write '/nonexistent/dir/x.mmd': No such file or directory",),
-        ),
-        (
-            ("run", "tests.cli_flows:pricing", "--input", "[" * 5000 + "]" * 5000, "--no-store"),
-            ("the input is nested too deeply to read",),
-        ),
-        (
-            ("run", "tests.cli_flows:nothing", "--input", "1"),
-            ("module 'tests.cli_flows' has no attribute 'nothing'",),
-        ),
-    ],
-    ids=[
-        "approval-needs-args",
-        "needs-args",
-        "raises-on-import",
-        "viz-bad-path",
-        "deep-json",
-        "no-attribute",
-    ],
-)
-def test_problems_are_one_line(args: tuple[str, ...], fragments: tuple[str, ...]) -> None:
-    one_line_error(cli(*args), *fragments)
+PROBLEMS = {
+    "needs-args": (
+        ("run", "tests.cli_flows:needs_arguments", "--input", "1"),
+        "tests.cli_flows:needs_arguments needs arguments (size)",
+    ),
+    "raises-on-import": (
+        ("run", "tests.cli_broken:build", "--input", "1"),
+        "importing 'tests.cli_broken' failed: RuntimeError: this module is broken on purpose",
+    ),
+    "a-file-not-a-module": (
+        ("run", "./tests/cli_flows.py:pricing", "--input", "1"),
+        "name a module, not a file: cli_flows:pricing",
+    ),
+    "factory-returns-none": (
+        ("run", "tests.cli_flows:returns_none", "--input", "1"),
+        "tests.cli_flows:returns_none returned None, not a Workflow",
+    ),
+    "viz-bad-path": (
+        ("viz", "tests.cli_flows:pricing", "-o", "/nonexistent/dir/x.mmd"),
+        "cannot write '/nonexistent/dir/x.mmd': No such file or directory",
+    ),
+    "deep-json": (
+        ("run", "tests.cli_flows:pricing", "--input", "[" * 5000 + "]" * 5000, "--no-store"),
+        "the input is nested too deeply to read",
+    ),
+    "no-attribute": (
+        ("run", "tests.cli_flows:nothing", "--input", "1"),
+        "module 'tests.cli_flows' has no attribute 'nothing'",
+    ),
+    "store-is-a-folder": (
+        ("run", "examples.hello:build", "--input", '"x"', "--store", "sqlite:tests"),
+        "'tests' is a folder, not a checkpoint store file",
+    ),
+    "store-and-no-store": (
+        ("run", "examples.hello:build", "--input", '"x"', "--store", "sqlite:x.db", "--no-store"),
+        "give --store or --no-store, not both",
+    ),
+    "unknown-option": (
+        ("run", "examples.hello:build", "--bogus"),
+        "No such option: --bogus (see: stepgraph run --help)",
+    ),
+    "bad-option-value": (
+        ("checkpoints", "prune", "--keep-last", "0"),
+        "Invalid value for '--keep-last'",
+    ),
+    "unknown-status": (
+        ("checkpoints", "list", "--status", "bogus"),
+        "unknown status 'bogus'; use one of in_progress, ",
+    ),
+    "empty-ray-address": (
+        ("run", "examples.hello:build", "--input", '"x"', "--no-store", "--backend", "ray:"),
+        "--backend ray: needs an address after the colon",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROBLEMS))
+def test_problems_are_one_line(case: str) -> None:
+    args, fragment = PROBLEMS[case]
+    one_line_error(cli(*args), fragment)
 
 
 def test_a_binary_input_file_is_one_line(tmp_path: Path) -> None:
@@ -219,15 +241,23 @@ def test_unnamed_workflows_do_not_share_latest(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_ray_cluster_fails_fast() -> None:
-    done = cli(
-        "run",
-        "examples.hello:build",
-        "--input",
-        '"x"',
-        "--no-store",
-        "--backend",
-        "ray:127.0.0.1:1",
-        "--connect-timeout",
-        "3",
+    import socket
+    import threading
+
+    refused = cli("run", "examples.hello:build", "--input", '"x"', "--no-store",
+                  "--backend", "ray:127.0.0.1:1", "--connect-timeout", "3")  # fmt: skip
+    one_line_error(refused, "cannot reach a Ray cluster at '127.0.0.1:1': Connection refused")
+    # Something listens there, but it is not Ray: it never answers.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accepted: list[socket.socket] = []
+        threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+        port = listener.getsockname()[1]
+        silent = cli("run", "examples.hello:build", "--input", '"x"', "--no-store",
+                     "--backend", f"ray:127.0.0.1:{port}", "--connect-timeout", "1")  # fmt: skip
+        for conn in accepted:
+            conn.close()
+    one_line_error(
+        silent, f"cannot reach a Ray cluster at '127.0.0.1:{port}': no answer within 1 s"
     )
-    one_line_error(done, "cannot reach a Ray cluster at '127.0.0.1:1' within 3 s")

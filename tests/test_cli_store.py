@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -148,3 +150,53 @@ def test_the_demo_removes_its_temporary_store(tmp_path: Path) -> None:
     assert "a temporary store, now removed" in done.stdout
     assert "--store" not in done.stdout.replace("--store sqlite:PATH", "")
     assert list(scratch.iterdir()) == []
+
+
+def ctrl_c(args: list[str], after: float, times: int = 1) -> tuple[int, str, str]:
+    """Run the CLI, press Ctrl-C ``times`` after ``after`` seconds."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_cli import COMMAND, ROOT
+
+    process = subprocess.Popen(
+        [*COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    time.sleep(after)
+    for _ in range(times):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    stdout, stderr = process.communicate(timeout=60)
+    return process.returncode, stdout, stderr
+
+
+def test_ctrl_c_while_a_handler_holds_the_loop_keeps_what_it_produced(tmp_path: Path) -> None:
+    spec = f"sqlite:{tmp_path / 'hog.sqlite'}"
+    code, stdout, _ = ctrl_c(["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec], 1)
+    assert code == 130
+    assert "output: 2" in stdout  # the call finished after the Ctrl-C: its output is shown
+    assert "stopped after the run's last superstep (idle)" in stdout
+    code, stdout, stderr = ctrl_c(
+        ["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec, "--json"], 1
+    )
+    assert code == 130
+    kinds = [json.loads(line)["kind"] for line in stdout.splitlines()]
+    assert "output" in kinds and json.loads(stdout.splitlines()[-1])["status"] == "cancelled"
+    # Ctrl-C twice (the second inside the handler): still a cancelled run.
+    code, _, stderr = ctrl_c(
+        ["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec], 1, times=2
+    )
+    assert code == 130 and "stopped" in stderr + _
+    statuses = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1:]
+    assert [line.split("\t")[2] for line in statuses] == ["cancelled"] * 3
+
+
+def test_narrow_terminals_get_whole_rows(tmp_path: Path) -> None:
+    path = tmp_path / "narrow.sqlite"
+    [run_id] = make_runs(path, 1)
+    code, screen = run_in_pty(["checkpoints", "list", "--store", f"sqlite:{path}"], columns=50)
+    assert code == 0 and run_id in screen.replace("\r\n", "\n").split("\n")[1], screen
+    shown = cli("checkpoints", "show", "x", "--store", f"sqlite:{path}")
+    assert "no checkpoint 'x'" in shown.stderr

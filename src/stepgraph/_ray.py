@@ -338,18 +338,36 @@ class RayBackend:
             ray.kill(actor, no_restart=True)
 
 
+# HTTP/2's client preface and an empty SETTINGS frame: a Ray cluster's gRPC
+# endpoints answer with a SETTINGS frame of their own.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS = 0x04
+
+
 def _probe(address: str, timeout: float) -> None:
-    """Ray retries an unreachable address for minutes: ask the socket first."""
+    """Ray retries an address for minutes, whatever is (or is not) there: ask
+    it first whether it speaks gRPC, within ``timeout`` seconds."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # no port to try: Ray's own defaults apply
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_HTTP2_HELLO)
+            head = conn.recv(9)
+    except TimeoutError:
         raise ConnectionError(
-            f"cannot reach a Ray cluster at {address!r} within {timeout:g} s: {reason}"
+            f"cannot reach a Ray cluster at {address!r}: no answer within {timeout:g} s"
         ) from None
+    except OSError as exc:
+        raise ConnectionError(
+            f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}"
+        ) from None
+    if len(head) < 9 or head[3] != _SETTINGS:
+        raise ConnectionError(
+            f"{address!r} answers, but not as a Ray cluster does (no gRPC); is the port right? "
+            "(a Ray head listens on 6379, its client server on 10001)"
+        )
 
 
 def _scope_of(scope: RunScope) -> dict[str, Any]:

@@ -88,6 +88,19 @@ class RunStream(AsyncIterator[Event]):
             with contextlib.suppress(BaseException):
                 driver.result()  # retrieved: the caller chose to stop listening
 
+    def drain(self) -> list[Event]:
+        """The events the run emitted that were not read, once it stopped
+        (after ``aclose()``, or when the listener was cancelled): what a
+        listener interrupted by Ctrl-C still has to show."""
+        queue, events = self._queue, []
+        while queue is not None and not queue.empty():
+            event = queue.get_nowait()
+            if event is _END:
+                queue.put_nowait(_END)
+                break
+            events.append(event)
+        return events
+
     async def __aenter__(self) -> RunStream:
         self._begin()
         return self

@@ -49,8 +49,8 @@ __all__ = ["SqliteCheckpointStore"]
 
 T = TypeVar("T")
 
-# SQLite's primary result codes for a damaged file.
-_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+# SQLite's primary result codes for a damaged file, and for another kind of file.
+_CORRUPT, _NOT_A_DATABASE = 11, 26  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
 class SqliteCheckpointStore(BaseStore):
@@ -107,9 +107,22 @@ class SqliteCheckpointStore(BaseStore):
     def _where(self) -> str:
         return f"checkpoint database {str(self.path)!r}"
 
+    def open(self) -> None:
+        """Open the file now (otherwise it opens on first use), so that a bad
+        path or a file of another kind fails here; blocking."""
+        self._worker.call(self._open_checked)
+
+    def _open_checked(self) -> None:
+        try:
+            self._db()
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "opening it") from exc
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
+        if self.path.is_dir():
+            raise CheckpointError(f"{str(self.path)!r} is a folder, not a checkpoint store file")
         exists = self.path.exists()
         if not exists:
             if not self.create:
@@ -166,10 +179,13 @@ class SqliteCheckpointStore(BaseStore):
         code = getattr(exc, "sqlite_errorcode", None)
         name = getattr(exc, "sqlite_errorname", None)
         text = f"{self._where()}: {doing} failed: {exc}" + (f" ({name})" if name else "")
-        damaged = (code is not None and code & 0xFF in _DAMAGED) or (
-            code is None and ("malformed" in str(exc) or "not a database" in str(exc))
-        )
-        if damaged:
+        primary = None if code is None else code & 0xFF
+        if primary == _NOT_A_DATABASE or (code is None and "not a database" in str(exc)):
+            return CheckpointError(
+                f"{text}; it is not a SQLite database (another kind of file, or one whose "
+                "header is damaged), so not a stepgraph checkpoint store"
+            )
+        if primary == _CORRUPT or (code is None and "malformed" in str(exc)):
             return CheckpointIntegrityError(f"{text}; the file is damaged")
         if code is not None and code & 0xFF == 5:  # SQLITE_BUSY
             text += (

@@ -173,6 +173,8 @@ def ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> No
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    if layout == 0 and tables == 0:
+        raise CheckpointError(f"{where} is empty: no checkpoint has been stored in it yet")
     if layout != LAYOUT:
         raise CheckpointError(
             f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "

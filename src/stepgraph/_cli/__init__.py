@@ -16,26 +16,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._app import app
 
     try:
-        app(
+        code = app(
             args=list(argv) if argv is not None else None,
             prog_name="stepgraph",
-            standalone_mode=True,
+            standalone_mode=False,
         )
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        # typer raises click's exceptions (from its own copy of click): a bad
+        # option or argument exits 1 like every other problem (2 means
+        # "waiting for answers"); a command group without a command shows help.
+        kind = type(error).__name__
+        if kind == "Abort":  # Ctrl-C at a prompt
+            print("stopped.", file=sys.stderr)
+            return 130
+        if kind == "NoArgsIsHelpError":
+            print(error.format_message())  # type: ignore[attr-defined]
+            return 0
+        if hasattr(error, "format_message") and hasattr(error, "exit_code"):
+            context = getattr(error, "ctx", None)
+            hint = f" (see: {context.command_path} --help)" if context is not None else ""
+            print(f"error: {error.format_message()}{hint}", file=sys.stderr)
+            return 1
+        return _unexpected(error)
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        if os.environ.get("STEPGRAPH_TRACEBACK"):
-            traceback.print_exc()
-        print(
-            f"error: {type(exc).__name__}: {exc} (an unexpected failure; set "
-            "STEPGRAPH_TRACEBACK=1 to see where, and please report it)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _unexpected(error: Exception) -> int:
+    if os.environ.get("STEPGRAPH_TRACEBACK"):
+        traceback.print_exception(error)
+    print(
+        f"error: {type(error).__name__}: {error} (an unexpected failure; set "
+        "STEPGRAPH_TRACEBACK=1 to see where, and please report it)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -99,6 +99,15 @@ class _Session:
 
 
 async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> None:
+    view = None if session.as_json else LiveView(out, session.workflow.name)
+
+    def show(event: Event) -> None:
+        session.see(event)
+        if view is None:
+            print(event_json(event), flush=True)
+        else:
+            view.handle(event)
+
     async with session.workflow.stream(
         session.value,
         checkpoint=session.checkpoint,
@@ -106,22 +115,25 @@ async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> Non
         checkpoints=store,
         backend=session.backend,
     ) as stream:
-        if session.as_json:
-            async for event in stream:
-                session.see(event)
-                print(event_json(event), flush=True)
-            return
-        view = LiveView(out, session.workflow.name)
         try:
-            with view:
+            if view is None:
                 async for event in stream:
-                    session.see(event)
-                    view.handle(event)
+                    show(event)
+            else:
+                with view:
+                    async for event in stream:
+                        show(event)
+        except asyncio.CancelledError:  # Ctrl-C: show what the run did until it stopped
+            await stream.aclose()
+            for event in stream.drain():
+                show(event)
+            raise
         finally:  # also what a run that failed or was stopped produced
-            for warning in view.warnings:
-                say(out, f"warning: {warning}", style="yellow")
-            for output in view.outputs:
-                say(out, f"output: {shown(output)}")
+            if view is not None:
+                for warning in view.warnings:
+                    say(out, f"warning: {warning}", style="yellow")
+                for output in view.outputs:
+                    say(out, f"output: {shown(output)}")
 
 
 def _open_requests(
@@ -228,6 +240,8 @@ def run(
             raise CliError("nothing to run: give --input (or --input-file), or --resume")
         if continuing and no_store:
             raise CliError("--resume and --respond need a store")
+        if no_store and store != DEFAULT_STORE:
+            raise CliError("give --store or --no-store, not both")
         checkpoint = responses = None
         if not no_store:
             path = store_path(store)
@@ -258,9 +272,11 @@ def run(
 def _backend(spec: str, connect_timeout: float) -> Any:
     if spec == "local":
         return None
-    kind, _, address = spec.partition(":")
+    kind, sep, address = spec.partition(":")
     if kind != "ray":
         raise CliError(f"unknown backend {spec!r}; use local, ray or ray:ADDRESS")
+    if sep and not address:
+        raise CliError("--backend ray: needs an address after the colon (or use --backend ray)")
     from .._ray import RayBackend
 
     backend = RayBackend(address=address or None, connect_timeout=connect_timeout)
@@ -275,10 +291,15 @@ def _execute(session: _Session, store: SqliteCheckpointStore | None) -> int:
         asyncio.run(_stream(session, store))
     except KeyboardInterrupt:
         latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
-        if latest is not None:
-            say(console, f"stopped. Resume with: {session.command('--resume', latest.id)}")
-        else:
+        if latest is None:
             say(console, "stopped (no checkpoint was written).")
+        elif latest.status.startswith(RunStatus.IN_PROGRESS.value):
+            say(console, f"stopped. Resume with: {session.command('--resume', latest.id)}")
+        else:  # the run had done its work (or waits for answers) when it stopped
+            say(console, f"stopped after the run's last superstep ({latest.status}).")
+            if latest.pending_requests:
+                session.status = RunStatus.IDLE_WITH_PENDING_REQUESTS
+                _summary(session, console)
         return EXIT_INTERRUPTED
     except WorkflowRunError as error:
         _report_failure(console, error)
@@ -296,7 +317,9 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
     say(console, ("failed: ", "red"), text)
     cause = error.__cause__
     if cause is not None:
-        lines = traceback.format_exception(type(cause), cause, cause.__traceback__, limit=-3)
+        lines = traceback.format_exception(
+            type(cause), cause, cause.__traceback__, limit=-3, chain=False
+        )
         say(console, "".join(lines).rstrip(), style="dim")
 
 

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .._checkpoint import CheckpointInfo, RunInfo, SqliteCheckpointStore
+from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteCheckpointStore
+from .._core import RunStatus
 from .._exceptions import CheckpointWarning, StepgraphError
 from ._load import DEFAULT_STORE, CliError, StoreMode, open_store
 from ._render import say
@@ -39,6 +40,11 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 StoreOption = Annotated[str, typer.Option("--store", help="sqlite:PATH")]
+# What a run's status can be in a listing: a checkpoint's, or how it ended.
+STATUSES = tuple(
+    [s.value for s in RunStatus if s is not RunStatus.FAILED and s is not RunStatus.CANCELLED]
+    + sorted(TERMINAL_STATUSES)
+)
 
 
 def fail(message: str) -> typer.Exit:
@@ -116,6 +122,8 @@ def checkpoints_list(
     ] = None,
 ) -> None:
     """The most recently started runs (a page at a time), or one run's checkpoints."""
+    if status is not None and status not in STATUSES:
+        raise fail(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
     if run_id is not None:
         infos = with_store(store, StoreMode.READ, lambda s: s.list(run_id))
         if not infos:
@@ -137,7 +145,7 @@ def checkpoints_list(
 
 def _show_runs(runs: list[RunInfo]) -> None:
     head = ("run", "workflow", "status", "step", "open", "size", "updated")
-    if not out.is_terminal:
+    if not out.is_terminal or out.width < 80:  # too narrow for ids on one line: plain rows
         print("\t".join(head))
         for r in runs:
             print("\t".join((r.run_id, r.workflow, r.status, str(r.superstep),
@@ -164,7 +172,7 @@ def _show_checkpoints(infos: list[CheckpointInfo]) -> None:
         n = row_of.get(info.parent_id)
         return f"#{n}" if n is not None else "deleted"
 
-    if not out.is_terminal:
+    if not out.is_terminal or out.width < 80:
         print("\t".join((*head[1:], "parent_id", "size")))
         for info in infos:
             print("\t".join((info.id, str(info.superstep), info.status,
@@ -209,7 +217,7 @@ def checkpoints_show(
             {"id": r["id"], "executor": r["executor"], "response_type": r["response_type"]}
             for r in body.get("requests", [])
         ],
-        "size": sum(len(b) for b in cp.blobs.values()),
+        "value_bytes": sum(len(b) for b in cp.blobs.values()),  # the values it references
     }
     if run is not None:
         summary["run"] = {"status": run.status, "last_checkpoint": run.last_checkpoint}

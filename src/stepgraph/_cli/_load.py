@@ -18,6 +18,7 @@ from typing import Any
 
 from .._checkpoint import SqliteCheckpointStore
 from .._core import a_type
+from .._exceptions import StepgraphError
 from .._workflow import Workflow
 
 __all__ = [
@@ -43,6 +44,12 @@ def load_workflow(target: str) -> Workflow:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise CliError(f"expected MODULE:ATTR (e.g. myflows:build), got {target!r}")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        name = Path(module_name).with_suffix("").name
+        raise CliError(
+            f"name a module, not a file: {name}:{attr} (run from the folder that holds "
+            f"{Path(module_name).name}, or use its dotted package path)"
+        )
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
@@ -63,6 +70,8 @@ def load_workflow(target: str) -> Workflow:
         obj = getattr(obj, part)
     if not isinstance(obj, Workflow) and callable(obj):
         obj = _call_factory(obj, target)
+    if obj is None:
+        raise CliError(f"{target} returned None, not a Workflow")
     if not isinstance(obj, Workflow):
         raise CliError(
             f"{target} is {a_type(type(obj))}, not a Workflow (or a function returning one)"
@@ -108,8 +117,11 @@ def parse_json(text: str, what: str) -> Any:
 
 
 def read_text(path: Path, what: str) -> str:
+    """A UTF-8 file's text (a byte-order mark is dropped); ``-`` is standard input."""
     try:
-        return path.read_text(encoding="utf-8")
+        if str(path) == "-":
+            return sys.stdin.buffer.read().decode("utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CliError(
             f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start} cannot be read)"
@@ -136,6 +148,8 @@ def store_path(spec: str) -> Path:
 
 def open_store(spec: str, mode: StoreMode) -> SqliteCheckpointStore:
     path = store_path(spec)
+    if path.is_dir():
+        raise CliError(f"{str(path)!r} is a folder, not a checkpoint store file")
     if mode is not StoreMode.CREATE and not path.exists():
         raise CliError(f"no checkpoint store at {str(path)!r} (no such file)")
     if mode is StoreMode.CREATE and not path.exists():
@@ -146,4 +160,10 @@ def open_store(spec: str, mode: StoreMode) -> SqliteCheckpointStore:
                 f"cannot create checkpoint store {str(path)!r}: the folder "
                 f"{str(path.parent)!r} does not exist"
             )
-    return SqliteCheckpointStore(path, readonly=mode is StoreMode.READ)
+    store = SqliteCheckpointStore(path, readonly=mode is StoreMode.READ)
+    try:
+        store.open()  # a folder, another kind of file, another layout: say so now
+    except StepgraphError as exc:
+        store.close()
+        raise CliError(str(exc)) from None
+    return store

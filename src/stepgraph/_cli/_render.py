@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import time
 from typing import Any
 
@@ -30,26 +31,42 @@ from .._core import (
     type_name,
 )
 
-__all__ = ["LiveView", "event_json", "jsonable", "say", "shown"]
+__all__ = ["LiveView", "event_json", "jsonable", "printable", "say", "shown"]
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (which no terminal encoding can print)
+    written as escapes."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def say(console: Console, *parts: str | tuple[str, str], style: str | None = None) -> None:
     """Print plain text (strings, or ``(text, style)`` pairs), no markup."""
-    console.print(Text.assemble(*parts, style=style or ""), soft_wrap=True)
+    clean = [(printable(p[0]), p[1]) if isinstance(p, tuple) else printable(p) for p in parts]
+    console.print(Text.assemble(*clean, style=style or ""), soft_wrap=True)
 
 
 def shown(value: Any) -> str:
     """``str(value)`` for a person to read, whatever the value."""
     try:
-        return str(value)
+        return printable(str(value))
     except Exception:  # a huge int, a broken __str__
-        return str(jsonable(value))
+        return printable(str(jsonable(value)))
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON-friendly rendering of a value (for display, not for storage)."""
+    """A JSON-friendly rendering of a value (for display, not for storage):
+    strict JSON, so non-finite floats become the strings "nan", "inf", "-inf"."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 13_000:
         return f"<an int of about {int(value.bit_length() * 0.30103)} digits>"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, enum.Enum):
@@ -80,7 +97,7 @@ def event_json(event: Event) -> str:
         record[field.name] = jsonable(getattr(event, field.name))
     record["workflow_path"] = list(event.workflow_path)
     record["path"] = event.path
-    return json.dumps(record)
+    return json.dumps(record, allow_nan=False)
 
 
 class LiveView:
@@ -94,6 +111,7 @@ class LiveView:
         self.superstep = 0
         self.running: dict[str, float] = {}
         self.finished: dict[str, float] = {}
+        self.failed: set[str] = set()
         self.outputs: list[Any] = []
         self.warnings: list[str] = []
         self.requests: list[RequestInfoEvent] = []
@@ -131,11 +149,13 @@ class LiveView:
             self.finished[path] = self.finished.get(path, 0.0) + event.duration
         elif isinstance(event, ExecutorFailedEvent):
             self.running.pop(path, None)
+            self.failed.add(path)
             self.failure = self.failure or event
         elif isinstance(event, OutputEvent) and not event.workflow_path:
             self.outputs.append(event.data)
         elif isinstance(event, WarningEvent):
-            self.warnings.append(f"{path}: {event.message}")
+            named = event.executor_id is not None and repr(event.executor_id) in event.message
+            self.warnings.append(event.message if named or not path else f"{path}: {event.message}")
         elif isinstance(event, RequestInfoEvent) and not event.workflow_path:
             self.requests.append(event)
         elif isinstance(event, StatusEvent) and not event.workflow_path:
@@ -144,7 +164,7 @@ class LiveView:
     def __rich__(self) -> Group:
         now = time.monotonic()
         head = Text.assemble(
-            (self.title, "bold"),
+            (printable(self.title), "bold"),
             f"  superstep {self.superstep}  ",
             (self.status, "cyan"),
             f"  {now - self.started:.1f} s",
@@ -154,11 +174,13 @@ class LiveView:
         table.add_column("state")
         table.add_column("time", justify="right")
         for path, since in self.running.items():
-            table.add_row(Text(path), Text("running", "yellow"), f"{now - since:.2f} s")
+            table.add_row(Text(printable(path)), Text("running", "yellow"), f"{now - since:.2f} s")
+        for path in self.failed:
+            table.add_row(Text(printable(path)), Text("failed", "red"), "")
         recent = list(self.finished.items())[-8:]
         for path, total in recent:
             if path not in self.running:
-                table.add_row(Text(path), Text("done", "green"), f"{total:.3f} s")
+                table.add_row(Text(printable(path)), Text("done", "green"), f"{total:.3f} s")
         parts: list[Any] = [head, table]
         if self.closing:
             return Group(*parts)
@@ -167,5 +189,5 @@ class LiveView:
                 Text(f"output: {shown(output)}", "bold green", overflow="ellipsis", no_wrap=True)
             )
         for warning in self.warnings[-3:]:
-            parts.append(Text(f"warning: {warning}", "yellow", overflow="fold"))
+            parts.append(Text(f"warning: {printable(warning)}", "yellow", overflow="fold"))
         return Group(*parts)

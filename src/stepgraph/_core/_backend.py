@@ -94,7 +94,7 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                     await _invoke_guarded(node, message, ctx, step)
                 else:
                     await invoke(message, ctx)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit() in a handler fails it too
                 failure = ExecutorFailure(node_id, step, exc)
                 work.failures.append(failure)
                 raise failure from exc

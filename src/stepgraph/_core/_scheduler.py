@@ -121,7 +121,7 @@ async def run_supersteps(
             if not run.requests:  # else the buffers wait, checkpointed, for the answers
                 _report_waiting_fan_ins(graph, run, scope)
             outcome = run.status(running=False)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C is a cancellation
             outcome = RunStatus.CANCELLED
             raise
         except BaseException as raised:
@@ -141,7 +141,7 @@ async def run_supersteps(
         )
         emit(StatusEvent(status=RunStatus.FAILED))
         raise
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, KeyboardInterrupt):
         emit(StatusEvent(status=RunStatus.CANCELLED))
         raise
     final = run.status(running=False)
