@@ -106,7 +106,7 @@ def test_build_errors_name_the_culprit(make: Any, pattern: str) -> None:
     ("make", "pattern"),
     [
         (lambda: sg.WorkflowBuilder(start=ints, max_supersteps=0), "max_supersteps"),
-        (lambda: sg.WorkflowBuilder(start="ints"), "start must be an Executor"),  # type: ignore[arg-type]
+        (lambda: sg.WorkflowBuilder(start=5), "start must be an Executor or the id"),  # type: ignore[arg-type]
         (lambda: B().add_fan_out(ints, []), "fan-out from ints: no targets"),
         (lambda: B().add_fan_in([], anything), "fan-in to anything: no sources"),
         (lambda: B().add_switch(ints, []), "switch from ints: no cases"),

@@ -133,7 +133,7 @@ async def test_invalid_responses_consume_nothing() -> None:
 
 
 async def test_responses_without_open_requests() -> None:
-    with pytest.raises(sg.RequestError, match="no open requests in memory"):
+    with pytest.raises(sg.RequestError, match="no run this workflow keeps in memory has it open"):
         await build().run(responses={"x": True})
 
 
@@ -272,27 +272,32 @@ async def test_a_sub_workflow_request_is_announced_once_with_the_id_to_answer() 
     assert done.outputs == ["plan accepted"]
 
 
-async def test_a_new_run_with_open_requests_warns_about_the_ones_it_replaces(
-    tmp_path: Path,
+async def test_runs_waiting_for_answers_are_all_kept_up_to_a_limit(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     workflow = build()
     first = await workflow.run(["first?"])
     second = await workflow.run(["second?"])
-    [warning] = [e for e in second.events if isinstance(e, sg.WarningEvent)]
-    assert f"run {first.run_id} still had open requests" in warning.message
-    assert first.pending_requests[0].request_id in warning.message
-    assert "they are lost: that run had no checkpoint store" in warning.message
-    with pytest.raises(sg.RequestError, match="unknown request id"):
+    assert [e for e in second.events if isinstance(e, sg.WarningEvent)] == []
+    # Both stay answerable, in either order, and each continues its own run.
+    done = await workflow.run(responses={first.pending_requests[0].request_id: True})
+    assert (done.run_id, done.outputs) == (first.run_id, ["first?: yes"])
+    [waiting] = workflow.pending_requests
+    assert waiting == second.pending_requests[0]
+    with pytest.raises(sg.RequestError, match="already answered"):
         await workflow.run(responses={first.pending_requests[0].request_id: True})
-    # With a store, the warning says where they can still be answered.
+    # Past the limit the oldest is dropped, and named, with where to answer it.
+    monkeypatch.setattr("stepgraph._workflow.SUSPENDED_LIMIT", 1)
     store = sg.MemoryCheckpointStore()
     stored = build(store)
     one = await stored.run(["one?"])
     two = await stored.run(["two?"])
     [warning] = [e for e in two.events if isinstance(e, sg.WarningEvent)]
+    assert f"run {one.run_id} still had open requests" in warning.message
     assert f"run(checkpoint={one.last_checkpoint!r}, responses=...)" in warning.message
-    # A run that ends without open requests keeps the earlier ones answerable.
-    quiet = await stored.run([])
-    assert [e for e in quiet.events if isinstance(e, sg.WarningEvent)] == []
-    done = await stored.run(responses={two.pending_requests[0].request_id: True})
-    assert done.outputs == ["two?: yes"]
+    with pytest.raises(sg.RequestError, match="unknown request id"):
+        await stored.run(responses={one.pending_requests[0].request_id: True})
+    answered = await stored.run(
+        responses={one.pending_requests[0].request_id: True}, checkpoint=one.last_checkpoint
+    )
+    assert answered.outputs == ["one?: yes"]

@@ -280,16 +280,20 @@ def test_runs_under_uvloop() -> None:
 
 
 async def test_second_concurrent_run_is_busy_at_once() -> None:
+    """A workflow that shares an executor instance between its runs runs one
+    at a time (one with only factories and functions does not: test_concurrency)."""
     gate = asyncio.Event()
 
-    @sg.executor(id="wait")
-    async def wait(n: int) -> None:
-        await gate.wait()
+    class Wait(sg.Executor):
+        @sg.handler
+        async def on(self, n: int) -> None:
+            await gate.wait()
 
-    workflow = sg.WorkflowBuilder(start=wait).build()
+    workflow = sg.WorkflowBuilder(start=Wait("wait")).build()
+    assert not workflow.concurrent
     first = asyncio.create_task(workflow.run(1))
     await asyncio.sleep(0)
-    with pytest.raises(sg.WorkflowBusyError, match="already running"):
+    with pytest.raises(sg.WorkflowBusyError, match=r"already running.*register them as factories"):
         await workflow.run(2)
     with pytest.raises(sg.WorkflowBusyError):
         async for _ in workflow.stream(2):

@@ -61,6 +61,7 @@ from ._executor import FunctionExecutor as FunctionExecutor
 from ._executor import executor as executor
 from ._executor import handler as handler
 from ._executor import response_handler as response_handler
+from ._inspect import StateSnapshot as StateSnapshot
 from ._persistence import CheckpointConfig as CheckpointConfig
 from ._ray import RayBackend as RayBackend
 from ._stream import RunStream as RunStream
@@ -116,6 +117,7 @@ __all__ = [
     "RunStream",
     "SqliteCheckpointStore",
     "StateConflictError",
+    "StateSnapshot",
     "StateView",
     "StatusEvent",
     "StepgraphError",

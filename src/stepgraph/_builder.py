@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ._checkpoint import CheckpointStore, TypeRegistry
 from ._core import (
+    Breakpoints,
     DirectEdge,
     EdgeGroup,
     FanInEdge,
@@ -31,10 +33,12 @@ from ._core import (
 from ._edges import Case, Default
 from ._exceptions import WorkflowDefinitionError
 from ._executor import Executor
+from ._factories import Factory, per_run_invoke, registered
 from ._handlers import union_of
+from ._maps import MapExecutor, Worker, map_worker
 from ._persistence import CheckpointConfig, RunCodec, graph_signature
 from ._subworkflow import check_tree
-from ._workflow import Workflow, as_config
+from ._workflow import Workflow, as_config, known_ids
 
 __all__ = ["WorkflowBuilder"]
 
@@ -72,7 +76,7 @@ class WorkflowBuilder:
 
     def __init__(
         self,
-        start: Executor,
+        start: ExecutorRef,
         *,
         name: str | None = None,
         max_supersteps: int = 100,
@@ -80,26 +84,34 @@ class WorkflowBuilder:
         output_from: Iterable[ExecutorRef] | None = None,
         checkpoints: CheckpointStore | CheckpointConfig | None = None,
         checkpoint_types: Iterable[Any] = (),
+        reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+        interrupt_before: Iterable[ExecutorRef] = (),
+        interrupt_after: Iterable[ExecutorRef] = (),
     ) -> None:
-        if not isinstance(start, Executor):
+        if not isinstance(start, (Executor, str)):
             raise WorkflowDefinitionError(
-                f"start must be an Executor instance, got {type(start).__name__}"
+                f"start must be an Executor or the id of one registered with register(), "
+                f"got {type(start).__name__}"
             )
         if not isinstance(max_supersteps, int) or max_supersteps < 1:
             raise WorkflowDefinitionError(
                 f"max_supersteps must be a positive int, got {max_supersteps!r}"
             )
-        self._start = start
         self._name = name if name is not None else "workflow"
         self._max_supersteps = max_supersteps
         self._strict = strict
         self._output_from = None if output_from is None else tuple(output_from)
         self._checkpoints = as_config(checkpoints)
         self._checkpoint_types = tuple(checkpoint_types)
+        self._reducers = _checked_reducers(reducers)
+        self._breakpoints = (tuple(interrupt_before), tuple(interrupt_after))
         self._registered: dict[str, Executor] = {}
+        self._factories: dict[str, Callable[[], Executor]] = {}
         self._clashes: list[tuple[Executor, Executor]] = []
         self._drafts: list[_Draft] = []
-        self.add_executor(start)
+        if isinstance(start, Executor):
+            self.add_executor(start)
+        self._start = _ref_name(start)
 
     # -- declaring -----------------------------------------------------------
 
@@ -107,6 +119,20 @@ class WorkflowBuilder:
         """Register executors now (fixing their schedule position) without edges."""
         for executor in executors:
             self._register(executor)
+        return self
+
+    def register(self, id: str, factory: Factory) -> WorkflowBuilder:
+        """Register a per-run executor: ``factory`` is an ``Executor`` subclass
+        (called with ``id``) or a function returning a new executor with that
+        id. Each run gets its own instance, made when the run first delivers to
+        it; use ``id`` in edges (and as ``start``) like any executor. A workflow
+        of registered executors and ``@executor`` functions runs any number of
+        times at once."""
+        if id in self._registered:
+            raise WorkflowDefinitionError(f"executor id {id!r} is already registered")
+        entry = registered(id, factory)
+        self._registered[id] = entry.prototype
+        self._factories[id] = entry.make
         return self
 
     def add_edge(
@@ -184,6 +210,30 @@ class WorkflowBuilder:
             self.add_edge(source, target)
         return self
 
+    def add_map(
+        self,
+        source: ExecutorRef,
+        worker: Worker,
+        *,
+        id: str,
+        to: ExecutorRef,
+        max_concurrency: int | None = None,
+    ) -> WorkflowBuilder:
+        """Map ``source``'s messages over workers made at run time: each
+        message is handled by its own new ``worker`` (an ``Executor``
+        subclass, called with ``id``; a function returning a new executor; or
+        an ``@executor`` function), all of a superstep's at once (at most
+        ``max_concurrency``), and ``to`` receives one list of what they sent,
+        in the order ``source`` sent the messages. ``id`` names the map node
+        (in events, breakpoints and drawings)."""
+        if not isinstance(id, str) or not id:
+            raise WorkflowDefinitionError(f"add_map: id must be a non-empty str, got {id!r}")
+        make, prototype = map_worker(id, worker)
+        node = MapExecutor(id, prototype, make, max_concurrency)
+        self._register(node)
+        self._add(_Draft(DirectEdge, (source,), (node,)))
+        return self._add(_Draft(DirectEdge, (node,), (to,)))
+
     def _register(self, executor: Executor) -> None:
         if not isinstance(executor, Executor):
             raise WorkflowDefinitionError(
@@ -197,7 +247,7 @@ class WorkflowBuilder:
         known = self._registered.get(executor.id)
         if known is None:
             self._registered[executor.id] = executor
-        elif known is not executor:
+        elif known is not executor or executor.id in self._factories:
             self._clashes.append((known, executor))
 
     def _add(self, draft: _Draft) -> WorkflowBuilder:
@@ -219,48 +269,80 @@ class WorkflowBuilder:
     def build(self) -> Workflow:
         """Validate and return the workflow."""
         for first, second in self._clashes:
+            if first.id in self._factories:
+                raise WorkflowDefinitionError(
+                    f"duplicate executor id {first.id!r}: registered as a factory and used as "
+                    f"the instance {second!r}"
+                )
             raise WorkflowDefinitionError(
                 f"duplicate executor id {first.id!r}: used by {first!r} and by a different "
                 f"object {second!r}"
             )
         executors = dict(self._registered)
+        if self._start not in executors:
+            raise WorkflowDefinitionError(
+                f"the start executor {self._start!r} is not registered; register it with "
+                f"register({self._start!r}, ...) or pass the executor itself as start"
+            )
         check_tree(executors)
         edges = tuple(self._resolve(d, executors) for d in self._drafts)
         _check_duplicate_edges(edges)
         for edge in edges:
             _check_types(edge, executors)
-        _check_reachable(self._start.id, executors, edges)
+        _check_reachable(self._start, executors, edges)
         output_ids = self._output_ids(executors)
-        nodes = {
-            eid: Node(
-                id=eid,
-                index=i,
-                invoke=ex._invoke,
-                accepts=ex.accepts,
-                retry=ex.retry,
-                timeout=ex.timeout,
-                responds=ex.responds if ex.handles_responses else None,
-                host=ex,
-                placement=ex.placement,
-            )
-            for i, (eid, ex) in enumerate(executors.items())
-        }
-        graph = Graph(name=self._name, start=self._start.id, nodes=nodes, edges=edges)
+        nodes = {eid: self._node(eid, i, ex) for i, (eid, ex) in enumerate(executors.items())}
+        graph = Graph(name=self._name, start=self._start, nodes=nodes, edges=edges)
         codec = RunCodec(
             workflow=self._name,
-            signature=graph_signature(graph, executors),
+            signature=graph_signature(graph, executors, self._reducers),
             registry=self._registry(executors),
             executors=executors,
+            factories=self._factories,
         )
+        before, after = (self._breakpoint_ids(refs, executors) for refs in self._breakpoints)
         return Workflow(
             graph=graph,
             executors=executors,
+            factories=frozenset(self._factories),
             max_supersteps=self._max_supersteps,
             strict=self._strict,
             output_ids=output_ids,
             codec=codec,
             checkpoints=self._checkpoints,
+            reducers=self._reducers,
+            breakpoints=Breakpoints(before=before, after=after),
         )
+
+    def _node(self, eid: str, index: int, ex: Executor) -> Node:
+        make = self._factories.get(eid)
+        if isinstance(ex, MapExecutor):
+            return Node(
+                id=eid,
+                index=index,
+                invoke=ex._invoke,
+                accepts=ex.accepts,
+                retry=ex.retry,
+                timeout=ex.timeout,
+                placement=ex.placement,
+                map=ex.plan,
+            )
+        return Node(
+            id=eid,
+            index=index,
+            invoke=ex._invoke if make is None else partial(per_run_invoke, eid, make),
+            accepts=ex.accepts,
+            retry=ex.retry,
+            timeout=ex.timeout,
+            responds=ex.responds if ex.handles_responses else None,
+            host=ex if make is None else None,
+            placement=ex.placement,
+        )
+
+    def _breakpoint_ids(
+        self, refs: tuple[ExecutorRef, ...], executors: dict[str, Executor]
+    ) -> frozenset[str]:
+        return known_ids(refs, executors, "interrupt_before/interrupt_after")
 
     def _registry(self, executors: dict[str, Executor]) -> TypeRegistry:
         registry = TypeRegistry()
@@ -334,6 +416,21 @@ class WorkflowBuilder:
                 )
             ids.append(name)
         return frozenset(ids)
+
+
+def _checked_reducers(
+    reducers: Mapping[str, Callable[[Any, Any], Any]] | None,
+) -> dict[str, Callable[[Any, Any], Any]]:
+    checked = dict(reducers or {})
+    for key, reducer in checked.items():
+        if not isinstance(key, str):
+            raise WorkflowDefinitionError(f"reducers: state keys are str, not {key!r}")
+        if not callable(reducer):
+            raise WorkflowDefinitionError(
+                f"reducers: the reducer of {key!r} must be callable (value, write) -> value, "
+                f"not {reducer!r}"
+            )
+    return checked
 
 
 def _check_duplicate_edges(edges: tuple[EdgeGroup, ...]) -> None:

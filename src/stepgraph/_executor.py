@@ -123,6 +123,9 @@ class Executor:
     retry: RetryPolicy | None
     timeout: float | None
     placement: Placement | None
+    # True for executors that keep no state between calls (functions, maps):
+    # runs may share them.
+    stateless = False
 
     def __init__(
         self,
@@ -406,6 +409,8 @@ def _reject_duplicates(keys: list[tuple[Any, str]], owner: str) -> None:
 
 class FunctionExecutor(Executor):
     """An executor made from one function by ``@executor``."""
+
+    stateless = True
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ from ._exceptions import (
     RequestError,
 )
 from ._executor import Executor
+from ._factories import make_executor
 
 __all__ = [
     "CheckpointConfig",
@@ -60,6 +61,7 @@ __all__ = [
     "RunRecorder",
     "apply_responses",
     "graph_signature",
+    "new_checkpoint_id",
 ]
 
 Durability = Literal["sync", "async"]
@@ -108,14 +110,21 @@ def _edge_description(edge: EdgeGroup) -> list[Any]:
     return [edge.kind, list(edge.sources), list(edge.targets), extra]
 
 
-def graph_signature(graph: Graph, executors: Mapping[str, Executor]) -> str:
+def graph_signature(
+    graph: Graph,
+    executors: Mapping[str, Executor],
+    reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+) -> str:
     """A hash of the topology, executor types and handler types, edge kinds and
-    condition identities: checkpoints only resume on a graph with the same one."""
-    described = {
+    condition identities, and the state reducers: checkpoints only resume on a
+    graph with the same one."""
+    described: dict[str, Any] = {
         "start": graph.start,
         "executors": [[eid, executor_identity(ex)] for eid, ex in executors.items()],
         "edges": [_edge_description(e) for e in graph.edges],
     }
+    if reducers:  # (absent when there are none: signatures of older graphs stay valid)
+        described["reducers"] = sorted([key, _identity(fn)] for key, fn in reducers.items())
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
@@ -179,12 +188,22 @@ class RunCodec:
         signature: str,
         registry: TypeRegistry,
         executors: Mapping[str, Executor],
+        factories: Mapping[str, Callable[[], Executor]] | None = None,
     ) -> None:
         self.workflow = workflow
         self.signature = signature
         self.registry = registry
         self.executors = executors
-        self._snapshotting = {eid: ex for eid, ex in executors.items() if ex.takes_snapshots}
+        self.factories = dict(factories or {})
+        # Shared instances snapshot themselves; a per-run one, its run's instance.
+        self._snapshotting = {
+            eid: ex
+            for eid, ex in executors.items()
+            if ex.takes_snapshots and eid not in self.factories
+        }
+        self._per_run_snapshots = any(
+            executors[eid].takes_snapshots for eid in self.factories if eid in executors
+        )
 
     def _enc(self, value: Any, path: str) -> Any:
         return encode(value, self.registry, path)
@@ -205,13 +224,23 @@ class RunCodec:
     def from_inline(self, data: dict[str, Any], label: str) -> RunState:
         """Rebuild what :meth:`inline` produced."""
         with _decoding(label):
-            return self._rebuild(data, data["superstep"], label, lambda encoded, path: encoded)
+            run, snapshots = self._rebuild(
+                data, data["superstep"], label, lambda encoded, path: encoded
+            )
+        self._apply(run, snapshots)
+        return run
 
     def body(
-        self, run: RunState, state_hashes: dict[str, str], written: set[str] | None
+        self,
+        run: RunState,
+        state_hashes: dict[str, str],
+        written: set[str] | None,
+        snapshots: dict[str, str] | None = None,
     ) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The manifest of ``run`` and the blobs it references that were
-        (re-)encoded now. ``state_hashes`` is updated in place."""
+        (re-)encoded now. ``state_hashes`` is updated in place. The executors'
+        snapshots are taken now, unless ``snapshots`` (their stored hashes)
+        says what they are."""
         blobs: dict[str, bytes] = {}
         keys = run.state.keys() if written is None else written
         for key in keys:
@@ -224,8 +253,16 @@ class RunCodec:
         if written is None:
             for key in [k for k in state_hashes if k not in run.state]:
                 del state_hashes[key]
-        snapshots: dict[str, str] = {}
-        for eid, executor in self._snapshotting.items():
+        if snapshots is not None:
+            snapshotting: Mapping[str, Executor] = {}
+        else:
+            snapshots, snapshotting = {}, self._snapshotting
+        if snapshotting and self._per_run_snapshots and run.instances:
+            snapshotting = {
+                **snapshotting,
+                **{eid: ex for eid, ex in run.instances.items() if ex.takes_snapshots},
+            }
+        for eid, executor in snapshotting.items():
             try:
                 snapshot = executor.snapshot()
             except Exception as exc:
@@ -312,15 +349,35 @@ class RunCodec:
     def restore(self, checkpoint: Checkpoint) -> RunState:
         """The run state stored in ``checkpoint``; executors' ``restore()``
         hooks are called only once everything decoded."""
+        run, snapshots = self.decode(checkpoint)
+        self._apply(run, snapshots)
+        return run
+
+    def decode(self, checkpoint: Checkpoint) -> tuple[RunState, dict[str, Any]]:
+        """What ``checkpoint`` holds — the run state, and the executors'
+        snapshots by id — without restoring any executor."""
         self.check(checkpoint)
         label = f"checkpoint {checkpoint.id}"
         with _decoding(label):
-            return self._rebuild(
+            run, snapshots = self._rebuild(
                 checkpoint.body,
                 checkpoint.superstep,
                 label,
                 lambda h, path: loads(checkpoint.blobs[h]),
             )
+        run.paused = checkpoint.status == RunStatus.PAUSED.value
+        return run, snapshots
+
+    def _apply(self, run: RunState, snapshots: dict[str, Any]) -> None:
+        """Give executors their snapshots back: a shared one restores itself;
+        a per-run one is made for the run, then restored."""
+        for eid, snapshot in snapshots.items():
+            make = self.factories.get(eid)
+            if make is None:
+                self._known(eid).restore(snapshot)
+            else:
+                instance = run.instances[eid] = make_executor(make, eid)
+                instance.restore(snapshot)
 
     def _rebuild(
         self,
@@ -328,7 +385,7 @@ class RunCodec:
         superstep: int,
         label: str,
         fetch: Callable[[Any, str], Any],
-    ) -> RunState:
+    ) -> tuple[RunState, dict[str, Any]]:
         if body.get("format") != FORMAT:
             raise CheckpointDecodeError(f"{label} has unknown format {body.get('format')!r}")
 
@@ -349,12 +406,11 @@ class RunCodec:
                 for src, msgs in buffer
             }
         state = {k: value(h, f"state[{k!r}]") for k, h in body.get("state", {}).items()}
-        snapshots = {
-            eid: value(h, f"snapshot of {eid!r}") for eid, h in body.get("snapshots", {}).items()
-        }
-        for eid, snapshot in snapshots.items():
-            self._known(eid).restore(snapshot)
-        return RunState(
+        snapshots = {}
+        for eid, h in body.get("snapshots", {}).items():
+            self._known(eid)
+            snapshots[eid] = value(h, f"snapshot of {eid!r}")
+        run = RunState(
             inboxes=inboxes,
             state=state,
             fan_in=fan_in,
@@ -362,6 +418,7 @@ class RunCodec:
             requests=requests,
             answered=set(body.get("answered", ())),
         )
+        return run, snapshots
 
     def _known(self, eid: str) -> Executor:
         executor = self.executors.get(eid)
@@ -402,6 +459,11 @@ class RunCodec:
 
 
 # -- the barrier hook ---------------------------------------------------------------
+
+
+def new_checkpoint_id() -> str:
+    """A checkpoint id of its own (for a checkpoint written outside a run)."""
+    return _CheckpointIds().next()
 
 
 class _CheckpointIds:
@@ -456,6 +518,7 @@ class RunRecorder:
         self._error: BaseException | None = None
         self._closing = False
         self._failed = False  # a write failed: the run fails, nothing more is written
+        self._started = time.time()  # a cancel asked for before this is not for this run
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         if written is None and self._skip_entry:
@@ -547,6 +610,11 @@ class RunRecorder:
         if isinstance(error, CheckpointError):
             raise error
         raise CheckpointError(f"writing checkpoints failed: {error!r}") from error
+
+    def cancel_requested(self) -> bool:
+        """Whether the run was asked to stop from elsewhere (``request_cancel``):
+        what the store learned while writing this run's checkpoints, no I/O."""
+        return self._store.cancel_requested(self.run_id, self._started)
 
     async def close(self, outcome: RunStatus, error: BaseException | None) -> None:
         """Flush queued checkpoints (async durability), then record a failed

@@ -11,7 +11,8 @@ different:
 - switch: dotted arrows labelled ``case k: <predicate>`` / ``default``;
 - multi-select: dotted arrows labelled ``select``;
 - a sub-workflow executor is drawn as a subroutine box (Mermaid ``[[…]]``,
-  DOT ``shape=box3d``), and the start executor is marked.
+  DOT ``shape=box3d``); a map (``add_map``) is one node labelled ``id[n]`` (DOT:
+  a double outline); the start executor is marked.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._core import DirectEdge, FanInEdge, FanOutEdge, MultiSelectEdge, SwitchEdge
+from ._maps import MapExecutor
 from ._workflow import Workflow
 
 __all__ = ["to_dot", "to_mermaid"]
@@ -61,7 +63,17 @@ def _arrows(workflow: Workflow) -> Iterator[_Arrow]:
 
 
 def _is_subworkflow(workflow: Workflow, executor_id: str) -> bool:
-    return hasattr(workflow.executors[executor_id], "nested_signature")
+    executor = workflow.executors[executor_id]
+    return hasattr(executor, "nested_signature") and not _is_map(workflow, executor_id)
+
+
+def _is_map(workflow: Workflow, executor_id: str) -> bool:
+    return isinstance(workflow.executors[executor_id], MapExecutor)
+
+
+def _label(workflow: Workflow, executor_id: str) -> str:
+    """The executor id; a map's is marked ``[n]``: one worker per message."""
+    return executor_id + ("[n]" if _is_map(workflow, executor_id) else "")
 
 
 def _quote(text: str) -> str:
@@ -73,7 +85,7 @@ def to_mermaid(workflow: Workflow) -> str:
     names = {eid: f"n{i}" for i, eid in enumerate(workflow.executors)}
     lines = ["flowchart LR"]
     for eid, name in names.items():
-        label = _quote(eid + (" (start)" if eid == workflow.start.id else ""))
+        label = _quote(_label(workflow, eid) + (" (start)" if eid == workflow.start.id else ""))
         if _is_subworkflow(workflow, eid):
             lines.append(f'    {name}[["{label}"]]')
         else:
@@ -95,9 +107,11 @@ def to_dot(workflow: Workflow) -> str:
     names = {eid: f"n{i}" for i, eid in enumerate(workflow.executors)}
     lines = [f"digraph {_dot_quote(workflow.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
     for eid, name in names.items():
-        attrs = [f"label={_dot_quote(eid)}"]
+        attrs = [f"label={_dot_quote(_label(workflow, eid))}"]
         if _is_subworkflow(workflow, eid):
             attrs.append("shape=box3d")
+        if _is_map(workflow, eid):
+            attrs.append("peripheries=2")  # stacked: many workers
         if eid == workflow.start.id:
             attrs.append("penwidth=2")
         lines.append(f"    {name} [{', '.join(attrs)}];")

@@ -1,12 +1,15 @@
 """``Workflow``: a built graph that can be run, and its ``RunResult``.
 
 A workflow holds no event-loop-bound object between runs, so the same
-instance runs under successive ``asyncio.run`` calls and under uvloop. It runs
-one run at a time (``WorkflowBusyError`` otherwise), and an ``Executor``
-instance serves one running workflow at a time — so two handler calls of one
-executor can never overlap, even across workflows built from shared instances.
-Function executors (``@executor``) hold no state of the engine's and may be
-shared freely.
+instance runs under successive ``asyncio.run`` calls and under uvloop.
+
+Executors given to the builder as *instances* are shared by every run, so a
+workflow that has any (other than function executors) runs one run at a time
+(``WorkflowBusyError`` otherwise), and an instance serves one running workflow
+at a time — two handler calls of one executor can never overlap, even across
+workflows built from shared instances. Executors *registered as factories*
+belong to one run each: a workflow made only of those and of function
+executors runs any number of times at once.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ._checkpoint import Checkpoint, CheckpointStore
 from ._core import (
     Backend,
+    Breakpoints,
     Event,
     LocalBackend,
     MessageTypeError,
@@ -34,21 +39,31 @@ from ._core import (
     run_supersteps,
     type_name,
 )
-from ._exceptions import CheckpointError, RequestError, WorkflowBusyError
-from ._executor import FunctionExecutor
+from ._exceptions import (
+    CheckpointError,
+    RequestError,
+    WorkflowBusyError,
+    WorkflowDefinitionError,
+)
+from ._inspect import StateSnapshot, get_state, update_state
 from ._persistence import CheckpointConfig, RunCodec, RunRecorder, apply_responses
 from ._stream import RunStream
 
 if TYPE_CHECKING:
-    from ._core import Graph
+    from ._core import Graph, Reducers
     from ._executor import Executor
 
-__all__ = ["RunResult", "Workflow"]
+__all__ = ["RunResult", "Workflow", "as_config", "known_ids"]
 
 # id(executor) -> name of the workflow running it. A thread lock, not an
 # asyncio one: it is never held across an await and binds to no loop.
 _IN_USE: dict[int, str] = {}
 _IN_USE_LOCK = threading.Lock()
+# Runs waiting for answers that a workflow object keeps for run(responses=...).
+SUSPENDED_LIMIT = 1_000
+
+ExecutorRef = Any  # an Executor or its id
+_NO_BREAKPOINTS = Breakpoints()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +90,37 @@ def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> Checkpo
         return CheckpointConfig(checkpoints)
     kind = type(checkpoints).__name__
     raise TypeError(f"checkpoints must be a CheckpointStore or CheckpointConfig, not {kind}")
+
+
+def known_ids(
+    refs: Iterable[ExecutorRef], executors: Mapping[str, Executor], what: str
+) -> frozenset[str]:
+    """The ids ``refs`` name, each checked to be an executor of the workflow."""
+    ids = []
+    for ref in refs:
+        name = ref if isinstance(ref, str) else getattr(ref, "id", repr(ref))
+        if name not in executors:
+            raise WorkflowDefinitionError(
+                f"{what} names {name!r}, which is not an executor of this workflow "
+                f"(known: {sorted(executors)})"
+            )
+        ids.append(name)
+    return frozenset(ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Call:
+    """What one ``run()`` or ``stream()`` call asked for."""
+
+    input: Any
+    responses: Mapping[str, Any] | None
+    checkpoint: str | None
+    checkpoints: CheckpointStore | CheckpointConfig | None
+    backend: Backend | None
+    context: Any
+    max_supersteps: int | None
+    interrupt_before: Iterable[ExecutorRef] | None
+    interrupt_after: Iterable[ExecutorRef] | None
 
 
 @dataclass(slots=True)
@@ -107,6 +153,9 @@ class Workflow:
         output_ids: frozenset[str] | None,
         codec: RunCodec,
         checkpoints: CheckpointConfig | None = None,
+        factories: frozenset[str] = frozenset(),
+        reducers: Reducers | None = None,
+        breakpoints: Breakpoints = _NO_BREAKPOINTS,
     ) -> None:
         self._graph = graph
         self._executors = executors
@@ -115,10 +164,17 @@ class Workflow:
         self._output_ids = output_ids
         self._codec = codec
         self._checkpoints = checkpoints
-        self._running = False
-        self._suspended: _Suspended | None = None
-        # Executors whose instances carry their own state: claimed per run.
-        self._claimable = [e for e in executors.values() if not isinstance(e, FunctionExecutor)]
+        self._factories = factories
+        self._reducers = dict(reducers or {})
+        self._breakpoints = breakpoints
+        self._running = 0
+        self._suspended: OrderedDict[str, _Suspended] = OrderedDict()
+        # Requests answered through run(responses=...), by id: their run.
+        self._answered: OrderedDict[str, str] = OrderedDict()
+        # Shared instances that carry their own state: claimed per run.
+        self._claimable = [
+            e for eid, e in executors.items() if not e.stateless and eid not in factories
+        ]
 
     # -- description -------------------------------------------------------
 
@@ -132,7 +188,8 @@ class Workflow:
 
     @property
     def executors(self) -> Mapping[str, Executor]:
-        """Executors by id, in registration (schedule) order."""
+        """Executors by id, in registration (schedule) order (for a registered
+        factory: the prototype made at build time, which never runs)."""
         return MappingProxyType(self._executors)
 
     @property
@@ -153,15 +210,21 @@ class Workflow:
         return self._strict
 
     @property
+    def concurrent(self) -> bool:
+        """Whether runs may overlap: no executor instance is shared by them."""
+        return not self._claimable
+
+    @property
     def output_executors(self) -> frozenset[str] | None:
         """The ids whose yields are workflow outputs (``None``: all of them)."""
         return self._output_ids
 
     @property
     def pending_requests(self) -> list[PendingRequest]:
-        """Requests left open by the last run of this instance, if it went idle
-        with some (``run(responses=...)`` answers them without a checkpoint)."""
-        return [] if self._suspended is None else list(self._suspended.state.requests.values())
+        """The requests open in the runs this object keeps in memory (runs that
+        went idle with some): ``run(responses=...)`` answers them without a
+        checkpoint."""
+        return [r for s in self._suspended.values() for r in s.state.requests.values()]
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name!r}: {len(self._executors)} executors>"
@@ -176,27 +239,38 @@ class Workflow:
         checkpoint: str | None = None,
         checkpoints: CheckpointStore | CheckpointConfig | None = None,
         backend: Backend | None = None,
+        context: Any = None,
+        max_supersteps: int | None = None,
+        interrupt_before: Iterable[ExecutorRef] | None = None,
+        interrupt_after: Iterable[ExecutorRef] | None = None,
     ) -> RunResult:
-        """Run to completion and return the result.
+        """Run to completion (or a pause) and return the result.
 
         - ``run(input)`` starts a new run;
-        - ``run(checkpoint=ID, checkpoints=store)`` resumes from a checkpoint
-          (in any process, with a freshly built workflow of the same graph);
-        - ``run(responses={request_id: value})`` answers open requests, of this
-          instance's last run or, with ``checkpoint=``, of a stored one.
+        - ``run(checkpoint=ID, checkpoints=store)`` goes on from a checkpoint
+          (in any process, with a freshly built workflow of the same graph),
+          also from a breakpoint;
+        - ``run(responses={request_id: value})`` answers open requests, of a
+          run this object keeps in memory or, with ``checkpoint=``, of a
+          stored one.
 
-        ``checkpoints`` (a store or ``CheckpointConfig``) overrides the
-        builder's. Raises ``WorkflowRunError`` (original exception chained)
-        when the run fails, ``ConvergenceError`` when ``max_supersteps`` is
-        exceeded, ``RequestError`` for invalid responses (nothing consumed),
-        checkpoint errors for bad checkpoints, and ``WorkflowBusyError`` at
-        once if this workflow is already running.
+        ``context`` is handed to handlers as ``ctx.context`` (per-run
+        dependencies; not checkpointed). ``checkpoints``, ``max_supersteps``
+        and ``interrupt_before``/``interrupt_after`` (executors, or their ids)
+        override the builder's for this call. Raises ``WorkflowRunError``
+        (original exception chained) when the run fails,
+        ``ConvergenceError`` when ``max_supersteps`` is exceeded,
+        ``RequestError`` for invalid responses (nothing consumed), checkpoint
+        errors for bad checkpoints, and ``WorkflowBusyError`` at once if this
+        workflow shares executor instances and is already running.
         """
+        call = _Call(
+            input=input, responses=responses, checkpoint=checkpoint, checkpoints=checkpoints,
+            backend=backend, context=context, max_supersteps=max_supersteps,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+        )  # fmt: skip
         events: list[Event] = []
-        self._acquire()
-        outcome = await self._run_acquired(
-            input, responses, checkpoint, checkpoints, events.append, backend
-        )
+        outcome = await self._start(call, events.append)
         outputs = [e.data for e in events if type(e) is OutputEvent and not e.workflow_path]
         return RunResult(
             run_id=outcome.run_id,
@@ -215,6 +289,10 @@ class Workflow:
         checkpoint: str | None = None,
         checkpoints: CheckpointStore | CheckpointConfig | None = None,
         backend: Backend | None = None,
+        context: Any = None,
+        max_supersteps: int | None = None,
+        interrupt_before: Iterable[ExecutorRef] | None = None,
+        interrupt_after: Iterable[ExecutorRef] | None = None,
     ) -> RunStream:
         """Like :meth:`run`, yielding each event as it happens (no polling). A
         failed run yields its ``failed`` event and then raises like ``run()``.
@@ -223,29 +301,51 @@ class Workflow:
         run at once when the block exits; ``aclose()`` does the same, and so
         does dropping the stream (a ``break`` out of ``async for``) — then on
         the loop's next turn."""
+        call = _Call(
+            input=input, responses=responses, checkpoint=checkpoint, checkpoints=checkpoints,
+            backend=backend, context=context, max_supersteps=max_supersteps,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+        )  # fmt: skip
+        return RunStream(lambda emit: self._start(call, emit))
 
-        async def start(emit: Callable[[Event], None]) -> _Outcome:
-            self._acquire()
-            return await self._run_acquired(
-                input, responses, checkpoint, checkpoints, emit, backend
-            )
-
-        return RunStream(start)
-
-    async def _run_acquired(
-        self,
-        input: Any,
-        responses: Mapping[str, Any] | None,
-        checkpoint: str | None,
-        checkpoints: CheckpointStore | CheckpointConfig | None,
-        emit: Callable[[Event], None],
-        backend: Backend | None,
-    ) -> _Outcome:
+    async def _start(self, call: _Call, emit: Callable[[Event], None]) -> _Outcome:
+        limit, breakpoints = self._limits(call)
+        self._acquire()
         try:
-            config = as_config(checkpoints) or self._checkpoints
-            run_id, run, parent, stored_hashes = await self._prepare(
-                input, responses, checkpoint, config
+            return await self._run(call, emit, limit, breakpoints)
+        finally:
+            self._release()
+
+    def _limits(self, call: _Call) -> tuple[int, Breakpoints]:
+        limit = self._max_supersteps if call.max_supersteps is None else call.max_supersteps
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"max_supersteps must be a positive int, got {limit!r}")
+        breakpoints = self._breakpoints
+        if call.interrupt_before is not None or call.interrupt_after is not None:
+            before = (
+                breakpoints.before
+                if call.interrupt_before is None
+                else known_ids(call.interrupt_before, self._executors, "interrupt_before")
             )
+            after = (
+                breakpoints.after
+                if call.interrupt_after is None
+                else known_ids(call.interrupt_after, self._executors, "interrupt_after")
+            )
+            breakpoints = Breakpoints(before=before, after=after)
+        return limit, breakpoints
+
+    async def _run(
+        self,
+        call: _Call,
+        emit: Callable[[Event], None],
+        limit: int,
+        breakpoints: Breakpoints,
+    ) -> _Outcome:
+        config = as_config(call.checkpoints) or self._checkpoints
+        run_id, run, parent, stored_hashes, claimed = await self._prepare(call, config)
+        succeeded = False
+        try:
             recorder = None
             if config is not None:
                 recorder = RunRecorder(
@@ -255,101 +355,140 @@ class Workflow:
                     parent_id=parent.id if parent is not None else None,
                     state_hashes=stored_hashes,
                     stored=set(parent.refs) if parent is not None else None,
-                    skip_entry=parent is not None and responses is None,
+                    skip_entry=parent is not None and call.responses is None,
                 )
-            scope = self._scope(run_id, emit)
-            runner = backend if backend is not None else LocalBackend()
+            scope = self._scope(run_id, emit, run, call.context)
+            runner = call.backend if call.backend is not None else LocalBackend()
             try:
                 status = await run_supersteps(
-                    self._graph, scope, runner, run, self._max_supersteps, recorder
+                    self._graph, scope, runner, run, limit, recorder, breakpoints
                 )
             finally:
                 finish = getattr(runner, "finish_run", None)  # distributed backends
                 if finish is not None:
                     await asyncio.shield(finish())
-            last = recorder.last_id if recorder is not None else None
-            if run.requests:
-                previous = self._suspended
-                if previous is not None and previous.run_id != run_id:
-                    emit(_forgotten(previous, run_id))
-                self._suspended = _Suspended(run_id, run, last)
-            elif self._suspended is not None and self._suspended.run_id == run_id:
-                self._suspended = None
-            return _Outcome(run_id, status, list(run.requests.values()), last)
+            succeeded = True
         finally:
-            self._release()
+            if claimed is not None and not succeeded:
+                self._keep(claimed, emit)  # not answered after all: still answerable
+        if claimed is not None and call.responses is not None:
+            for request_id in call.responses:
+                self._answered[request_id] = run_id
+            while len(self._answered) > 10 * SUSPENDED_LIMIT:
+                self._answered.popitem(last=False)
+        last = recorder.last_id if recorder is not None else None
+        if run.requests:
+            self._keep(_Suspended(run_id, run, last), emit)
+        return _Outcome(run_id, status, list(run.requests.values()), last)
+
+    def _keep(self, suspended: _Suspended, emit: Callable[[Event], None]) -> None:
+        """Keep a run that waits for answers; past the limit, drop (and name)
+        the oldest."""
+        self._suspended.pop(suspended.run_id, None)
+        self._suspended[suspended.run_id] = suspended
+        if len(self._suspended) > SUSPENDED_LIMIT:
+            _, dropped = self._suspended.popitem(last=False)
+            emit(_forgotten(dropped))
 
     async def _prepare(
-        self,
-        input: Any,
-        responses: Mapping[str, Any] | None,
-        checkpoint: str | None,
-        config: CheckpointConfig | None,
-    ) -> tuple[str, RunState, Checkpoint | None, dict[str, str] | None]:
+        self, call: _Call, config: CheckpointConfig | None
+    ) -> tuple[str, RunState, Checkpoint | None, dict[str, str] | None, _Suspended | None]:
         """The run to execute: (run id, state, checkpoint resumed from, its
-        state hashes)."""
+        state hashes, the suspended run it continues)."""
         start = self.start
-        if input is not None and (checkpoint is not None or responses is not None):
+        responses = call.responses
+        if call.input is not None and (call.checkpoint is not None or responses is not None):
             raise RequestError(
                 "pass an input to start a new run, or checkpoint=/responses= to continue "
                 "one — not both"
             )
-        if checkpoint is not None:
+        if call.checkpoint is not None:
             if config is None:
                 raise CheckpointError(
-                    f"resuming from checkpoint {checkpoint!r} needs a store: pass checkpoints="
+                    f"resuming from checkpoint {call.checkpoint!r} needs a store: pass checkpoints="
                 )
-            stored = await config.store.load(checkpoint)
+            stored = await config.store.load(call.checkpoint)
             self._codec.check(stored)
             run = self._codec.restore(stored)
             if responses is not None:
                 apply_responses(run, responses)
-            return stored.run_id, run, stored, self._codec.hashes(stored)
+            return stored.run_id, run, stored, self._codec.hashes(stored), None
         if responses is not None:
-            suspended = self._suspended
-            if suspended is None:
-                raise RequestError(
-                    f"workflow {self.name!r} has no open requests in memory; to answer a "
-                    "stored run's requests pass checkpoint= (and checkpoints=)"
-                )
+            suspended = self._claim(responses)
             run = _copy_state(suspended.state)
-            apply_responses(run, responses)
-            parent = None
-            if suspended.last_checkpoint is not None and config is not None:
-                parent = await config.store.load(suspended.last_checkpoint)
-            return (
-                suspended.run_id,
-                run,
-                parent,
-                (self._codec.hashes(parent) if parent is not None else None),
-            )
-        if input is None:
+            try:
+                apply_responses(run, responses)
+                parent = None
+                if suspended.last_checkpoint is not None and config is not None:
+                    parent = await config.store.load(suspended.last_checkpoint)
+            except BaseException:
+                self._suspended[suspended.run_id] = suspended  # nothing consumed
+                raise
+            hashes = self._codec.hashes(parent) if parent is not None else None
+            return suspended.run_id, run, parent, hashes, suspended
+        if call.input is None:
             raise MessageTypeError(
                 f"workflow {self.name!r} needs an input message for its start executor "
                 f"{start.id!r}; None is never a message"
             )
-        if not start.accepts(input):
+        if not start.accepts(call.input):
             raise MessageTypeError(
                 f"the start executor {start.id!r} of workflow {self.name!r} has no handler "
-                f"for the input {type_name(type(input))} (it handles "
+                f"for the input {type_name(type(call.input))} (it handles "
                 f"{', '.join(type_name(t) for t in start.input_types)})",
                 executor_id=start.id,
             )
-        return uuid.uuid4().hex, RunState(inboxes={start.id: [("", input)]}), None, None
+        run = RunState(inboxes={start.id: [("", call.input)]})
+        return uuid.uuid4().hex, run, None, None, None
 
-    async def _drive(self, run: RunState, run_id: str, emit: Callable[[Event], None]) -> RunStatus:
+    def _claim(self, responses: Mapping[str, Any]) -> _Suspended:
+        """Take the suspended run that opened these requests (so a concurrent
+        call cannot answer it too); ``RequestError`` unless exactly one did."""
+        if not isinstance(responses, Mapping) or not responses:
+            raise RequestError("responses must be a non-empty mapping of request id to value")
+        owners = {
+            s.run_id
+            for s in self._suspended.values()
+            for rid in responses
+            if rid in s.state.requests
+        }
+        if not owners:
+            for request_id in responses:
+                answered_in = self._answered.get(request_id)
+                if answered_in is not None:
+                    raise RequestError(
+                        f"request {request_id!r} was already answered (run {answered_in})"
+                    )
+            raise RequestError(
+                f"unknown request id {next(iter(responses))!r}: no run this workflow keeps in "
+                f"memory has it open (open: {[r.request_id for r in self.pending_requests]}); to "
+                "answer a stored run's requests pass checkpoint= (and checkpoints=)"
+            )
+        if len(owners) > 1:
+            raise RequestError(
+                f"the responses answer requests of different runs ({sorted(owners)}); answer "
+                "one run per call"
+            )
+        return self._suspended.pop(owners.pop())
+
+    async def _drive(
+        self, run: RunState, run_id: str, emit: Callable[[Event], None], context: Any = None
+    ) -> RunStatus:
         """Run ``run`` to idle without checkpoints: how a ``WorkflowExecutor``
-        runs this workflow as a child (holding it busy meanwhile)."""
+        runs this workflow as a child (holding it busy meanwhile, if it
+        shares executor instances)."""
         self._acquire()
         try:
-            scope = self._scope(run_id, emit)
+            scope = self._scope(run_id, emit, run, context)
             return await run_supersteps(
                 self._graph, scope, LocalBackend(), run, self._max_supersteps
             )
         finally:
             self._release()
 
-    def _scope(self, run_id: str, emit: Callable[[Event], None]) -> RunScope:
+    def _scope(
+        self, run_id: str, emit: Callable[[Event], None], run: RunState, context: Any
+    ) -> RunScope:
         return RunScope(
             run_id=run_id,
             workflow_name=self.name,
@@ -357,6 +496,9 @@ class Workflow:
             emit=emit,
             executor_ids=frozenset(self._executors),
             output_ids=self._output_ids,
+            context=context,
+            instances=run.instances,
+            reducers=self._reducers,
         )
 
     @property
@@ -364,12 +506,60 @@ class Workflow:
         """Encodes this workflow's run states (checkpoints, nesting)."""
         return self._codec
 
+    # -- checkpoints ------------------------------------------------------------
+
+    def _store(self, checkpoints: CheckpointStore | CheckpointConfig | None) -> CheckpointStore:
+        config = as_config(checkpoints) or self._checkpoints
+        if config is None:
+            raise CheckpointError(
+                f"workflow {self.name!r} has no checkpoint store: pass checkpoints="
+            )
+        return config.store
+
+    async def get_state(
+        self,
+        checkpoint: str,
+        *,
+        checkpoints: CheckpointStore | CheckpointConfig | None = None,
+    ) -> StateSnapshot:
+        """What ``checkpoint`` holds, decoded by the safe codec: shared state,
+        the messages waiting per executor, open requests, executor snapshots
+        (no executor is touched)."""
+        return await get_state(self, self._store(checkpoints), checkpoint)
+
+    async def update_state(
+        self,
+        checkpoint: str,
+        *,
+        state: Mapping[str, Any] | None = None,
+        messages: Mapping[str, Iterable[Any]] | None = None,
+        drop_requests: Iterable[str] = (),
+        checkpoints: CheckpointStore | CheckpointConfig | None = None,
+    ) -> str:
+        """Write a new checkpoint that forks from ``checkpoint`` with edits —
+        ``state`` keys set, each listed executor's waiting messages replaced
+        by ``messages[id]``, ``drop_requests`` withdrawn — and return its id;
+        the original is never changed. Checked against the graph first
+        (``MessageTypeError`` for a message no handler takes, ``RequestError``
+        for a request that is not open, ``CheckpointEncodeError`` for a value
+        that cannot be stored). Go on with ``run(checkpoint=new_id)``."""
+        return await update_state(
+            self,
+            self._store(checkpoints),
+            checkpoint,
+            state=state,
+            messages=messages,
+            drop_requests=drop_requests,
+        )
+
     def _acquire(self) -> None:
         with _IN_USE_LOCK:
-            if self._running:
+            if self._claimable and self._running:
+                shared = ", ".join(repr(e.id) for e in self._claimable[:3])
                 raise WorkflowBusyError(
-                    f"workflow {self.name!r} is already running; a Workflow runs one run at a "
-                    "time — build one workflow per concurrent run"
+                    f"workflow {self.name!r} is already running, and its executor instances "
+                    f"({shared}) are shared by its runs, so it runs one run at a time; register "
+                    "them as factories (builder.register(id, factory)) to run it concurrently"
                 )
             for executor in self._claimable:
                 holder = _IN_USE.get(id(executor))
@@ -382,30 +572,29 @@ class Workflow:
                     )
             for executor in self._claimable:
                 _IN_USE[id(executor)] = self.name
-            self._running = True
+            self._running += 1
 
     def _release(self) -> None:
         with _IN_USE_LOCK:
             for executor in self._claimable:
                 _IN_USE.pop(id(executor), None)
-            self._running = False
+            self._running -= 1
 
 
-def _forgotten(previous: _Suspended, run_id: str) -> WarningEvent:
-    """Only one run's open requests are kept in memory per workflow object:
-    say so when a newer run's replace them."""
-    ids = list(previous.state.requests)
-    if previous.last_checkpoint is not None:
+def _forgotten(dropped: _Suspended) -> WarningEvent:
+    """Past ``SUSPENDED_LIMIT`` runs waiting for answers, the oldest is no
+    longer kept in memory: say so."""
+    ids = list(dropped.state.requests)
+    if dropped.last_checkpoint is not None:
         still = (
-            f"answer them from its checkpoint with run(checkpoint={previous.last_checkpoint!r}, "
+            f"answer them from its checkpoint with run(checkpoint={dropped.last_checkpoint!r}, "
             "responses=...)"
         )
     else:
         still = "they are lost: that run had no checkpoint store"
     return WarningEvent(
-        message=f"run {previous.run_id} still had open requests {ids}; this workflow object "
-        f"keeps one run's open requests for run(responses=...), and run {run_id} stopped with "
-        f"its own, so {still}"
+        message=f"run {dropped.run_id} still had open requests {ids}, but this workflow object "
+        f"keeps at most {SUSPENDED_LIMIT} runs waiting for answers in memory, so {still}"
     )
 
 
@@ -419,4 +608,5 @@ def _copy_state(run: RunState) -> RunState:
         superstep=run.superstep,
         requests=dict(run.requests),
         answered=set(run.answered),
+        instances=dict(run.instances),
     )

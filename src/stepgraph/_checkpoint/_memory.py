@@ -156,6 +156,13 @@ class MemoryCheckpointStore(BaseStore):
         run = self._by_run.get(run_id)
         if run is not None:
             run.ended, run.error, run.updated_at = status, error, time.time()
+        self._cancels.pop(run_id, None)
+
+    def _request_cancel(self, run_id: str, at: float) -> bool:
+        if run_id not in self._by_run:
+            return False
+        self._cancels[run_id] = at
+        return True
 
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:
         chosen = [run_id] if run_id is not None else builtins.list(self._by_run)
@@ -195,6 +202,7 @@ class MemoryCheckpointStore(BaseStore):
 
     def _forget(self, run_id: str, run: _Run) -> None:
         del self._by_run[run_id]
+        self._cancels.pop(run_id, None)
         self._release(run_id, run.refs)
         for request_id in run.requests:
             del self._requests[request_id]

@@ -352,6 +352,18 @@ class CheckpointStore(Protocol):
         """The run in which a request was opened, if the store holds it."""
         ...
 
+    async def request_cancel(self, run_id: str) -> bool:
+        """Ask a run to stop at its next barrier, in whichever process it runs
+        (status ``CANCELLED``, resumable); ``False`` if the store does not hold
+        the run."""
+        ...
+
+    def cancel_requested(self, run_id: str, since: float) -> bool:
+        """Whether a cancel was asked for ``run_id`` at or after ``since``
+        (a time), as far as the store learned while saving that run's
+        checkpoints: no I/O, so a barrier asks for free."""
+        ...
+
     async def delete(self, checkpoint_id: str) -> None:
         """Remove one checkpoint (and values nothing else references)."""
         ...

@@ -283,6 +283,11 @@ class SqliteCheckpointStore(BaseStore):
                         "INSERT OR IGNORE INTO requests (request_id, run_id) VALUES (?, ?)",
                         [(r, segment.run_id) for r in requests],
                     )
+                asked = db.execute(
+                    "SELECT requested_at FROM cancels WHERE run_id = ?", (segment.run_id,)
+                ).fetchone()
+                if asked is not None:
+                    self._cancels[segment.run_id] = asked[0]
 
         try:
             self._transaction(write, "writing checkpoints")
@@ -302,13 +307,27 @@ class SqliteCheckpointStore(BaseStore):
             ) from error.__cause__
 
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
-        self._transaction(
-            lambda db: db.execute(
+        def record(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE runs SET status = ?, error = ?, updated_at = ? WHERE run_id = ?",
                 (status, error, time.time(), run_id),
-            ),
-            "recording a run's status",
-        )
+            )
+            db.execute("DELETE FROM cancels WHERE run_id = ?", (run_id,))
+
+        self._transaction(record, "recording a run's status")
+        self._cancels.pop(run_id, None)
+
+    def _request_cancel(self, run_id: str, at: float) -> bool:
+        def ask(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO cancels (run_id, requested_at) VALUES (?, ?)",
+                (run_id, at),
+            )
+            return True
+
+        return self._transaction(ask, "asking a run to stop")
 
     # -- reading -------------------------------------------------------------------
 
@@ -510,6 +529,7 @@ class SqliteCheckpointStore(BaseStore):
         def forget(db: sqlite3.Connection) -> bool:
             release(db, run_id, None)
             db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM cancels WHERE run_id = ?", (run_id,))
             return db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
         self._transaction(forget, "deleting a run")

@@ -129,6 +129,7 @@ class Plan:
         if latest is None:  # nothing left of the run
             release(db, run_id, None)
             db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM cancels WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             return
         (current,) = db.execute(

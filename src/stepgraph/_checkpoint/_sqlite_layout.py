@@ -9,7 +9,8 @@ times) ordered by ``seq``, its first segment (so a save updates the row in
 place and leaves the indexes alone, and pages of runs stay put while runs go
 on); ``run_blobs`` records which values each run references, so a value is
 dropped when no run does; ``requests`` maps each request id to the run that
-opened it.
+opened it; ``cancels`` holds the cancels asked for runs (read by each save of
+a run, so a run learns of one at a barrier without asking).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ CREATE TABLE requests (
     run_id TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX requests_by_run ON requests (run_id);
+CREATE TABLE cancels (
+    run_id TEXT PRIMARY KEY,
+    requested_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE blobs (
     hash TEXT PRIMARY KEY,
     data BLOB NOT NULL

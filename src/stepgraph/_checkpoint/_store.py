@@ -41,6 +41,9 @@ class BaseStore:
 
     def __init__(self, *, secret: str | bytes | None = None) -> None:
         self._secret = _secret(secret)
+        # Cancels asked for the runs this store writes, as learned while saving
+        # them: run id -> when it was asked.
+        self._cancels: dict[str, float] = {}
 
     # -- primitives (blocking) -----------------------------------------------
 
@@ -80,6 +83,10 @@ class BaseStore:
         raise NotImplementedError
 
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
+        """Record the ending (and forget a cancel asked for the run)."""
+        raise NotImplementedError
+
+    def _request_cancel(self, run_id: str, at: float) -> bool:
         raise NotImplementedError
 
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:
@@ -172,6 +179,13 @@ class BaseStore:
 
     async def run_info(self, run_id: str) -> RunInfo | None:
         return await self._run(self._run_info, run_id)
+
+    async def request_cancel(self, run_id: str) -> bool:
+        return await self._run(self._request_cancel, run_id, time.time())
+
+    def cancel_requested(self, run_id: str, since: float) -> bool:
+        asked = self._cancels.get(run_id)
+        return asked is not None and asked >= since
 
     async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in TERMINAL_STATUSES:

@@ -39,6 +39,7 @@ from ._graph import (
     FanInEdge,
     FanOutEdge,
     Graph,
+    MapPlan,
     MultiSelectEdge,
     Node,
     SwitchEdge,
@@ -46,8 +47,8 @@ from ._graph import (
 from ._policy import Placement, RetryPolicy
 from ._requests import PendingRequest, Response
 from ._routing import Inbox, Router
-from ._scheduler import BarrierHook, RunState, run_supersteps
-from ._state import StateView
+from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
+from ._state import Reducers, StateView
 from ._typing import (
     ANY_SPEC,
     NEVER_SPEC,
@@ -65,6 +66,7 @@ __all__ = [
     "NEVER_SPEC",
     "Backend",
     "BarrierHook",
+    "Breakpoints",
     "Contract",
     "ConvergenceError",
     "DirectEdge",
@@ -82,12 +84,14 @@ __all__ = [
     "Graph",
     "Inbox",
     "LocalBackend",
+    "MapPlan",
     "MessageTypeError",
     "MultiSelectEdge",
     "Node",
     "Outbox",
     "OutputEvent",
     "PendingRequest",
+    "Reducers",
     "Placement",
     "RequestError",
     "RequestInfoEvent",

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from .._exceptions import ExecutorTimeoutError, WorkflowRunError
 from ._context import Outbox, RunScope, WorkflowContext
 from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
-from ._graph import Node
+from ._graph import Invoke, Node
 from ._routing import Inbox
 
 __all__ = ["Backend", "ExecutorFailure", "LocalBackend", "Superstep"]
@@ -77,7 +77,12 @@ class LocalBackend:
 
 
 async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
-    """Process one executor's inbox serially; the reusable heart of a backend."""
+    """Process one executor's inbox serially; the reusable heart of a backend
+    (a map's inbox runs item by item on fresh workers: ``run_map``)."""
+    if node.map is not None:
+        from ._map import run_map  # the rarer case, kept out of this module's way
+
+        return await run_map(work, node, inbox)
     step = work.number
     ctx: WorkflowContext[Any, Any] = WorkflowContext(
         work.scope, node.id, step, work.committed, node.responds
@@ -91,7 +96,7 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             started = perf_counter()
             try:
                 if guarded:
-                    await _invoke_guarded(node, message, ctx, step)
+                    await invoke_guarded(node, invoke, message, ctx, step)
                 else:
                     await invoke(message, ctx)
             except (Exception, SystemExit) as exc:  # sys.exit() in a handler fails it too
@@ -109,16 +114,17 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     return outbox
 
 
-async def _invoke_guarded(
-    node: Node, message: Any, ctx: WorkflowContext[Any, Any], step: int
+async def invoke_guarded(
+    node: Node, invoke: Invoke, message: Any, ctx: WorkflowContext[Any, Any], step: int
 ) -> None:
+    """One handler call under the node's retry policy and timeout."""
     policy = node.retry
     attempts = policy.attempts if policy is not None else 1
     attempt = 1
     while True:
         mark = ctx._mark()
         try:
-            await _invoke_with_timeout(node, message, ctx, step)
+            await _invoke_with_timeout(node, invoke, message, ctx, step)
             return
         except Exception as exc:
             ctx._rollback(mark)
@@ -135,16 +141,16 @@ async def _invoke_guarded(
 
 
 async def _invoke_with_timeout(
-    node: Node, message: Any, ctx: WorkflowContext[Any, Any], step: int
+    node: Node, invoke: Invoke, message: Any, ctx: WorkflowContext[Any, Any], step: int
 ) -> None:
     if node.timeout is None:
-        await node.invoke(message, ctx)
+        await invoke(message, ctx)
         return
     deadline = asyncio.timeout(node.timeout)
     started = perf_counter()
     try:
         async with deadline:
-            await node.invoke(message, ctx)
+            await invoke(message, ctx)
     except TimeoutError as exc:
         if deadline.expired():
             raise ExecutorTimeoutError(node.id, node.timeout, step) from exc

@@ -30,7 +30,7 @@ from .._exceptions import (
 )
 from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
 from ._requests import PendingRequest
-from ._state import StateView
+from ._state import Fold, Reducers, StateView
 from ._threads import sync_pool
 from ._typing import ANY_SPEC, TypeSpec, a_type, type_name
 
@@ -38,6 +38,7 @@ __all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
 
 OutT = TypeVar("OutT", default=Never)
 WorkflowOutT = TypeVar("WorkflowOutT", default=Never)
+ContextT = TypeVar("ContextT", default=Any)
 
 Emit = Callable[[Event], None]
 
@@ -67,9 +68,11 @@ _UNDECLARED = Contract("<handler>")
 
 
 class Outbox:
-    """Everything one executor produced in one superstep, for the barrier."""
+    """Everything one executor produced in one superstep, for the barrier.
+    A map's outbox carries its items' state writes apart (``item_writes``),
+    so the barrier sees each item as a writer of its own."""
 
-    __slots__ = ("executor_id", "outputs", "requests", "sent", "writes")
+    __slots__ = ("executor_id", "item_writes", "outputs", "requests", "sent", "writes")
 
     def __init__(self, executor_id: str) -> None:
         self.executor_id = executor_id
@@ -77,12 +80,23 @@ class Outbox:
         self.outputs: list[Any] = []
         self.writes: dict[str, Any] = {}
         self.requests: list[PendingRequest] = []
+        self.item_writes: list[tuple[str, dict[str, Any]]] | None = None
 
 
 class RunScope:
     """Per-run facts that every context of the run shares."""
 
-    __slots__ = ("emit", "executor_ids", "output_ids", "run_id", "strict", "workflow_name")
+    __slots__ = (
+        "context",
+        "emit",
+        "executor_ids",
+        "instances",
+        "output_ids",
+        "reducers",
+        "run_id",
+        "strict",
+        "workflow_name",
+    )
 
     def __init__(
         self,
@@ -93,6 +107,9 @@ class RunScope:
         emit: Emit,
         executor_ids: frozenset[str],
         output_ids: frozenset[str] | None,
+        context: Any = None,
+        instances: dict[str, Any] | None = None,
+        reducers: Reducers | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_name = workflow_name
@@ -100,12 +117,17 @@ class RunScope:
         self.emit = emit
         self.executor_ids = executor_ids
         self.output_ids = output_ids  # None: every executor's yields are outputs
+        self.context = context  # the caller's run(context=...): per-run dependencies
+        # This run's own executor instances (registered factories), by id.
+        self.instances: dict[str, Any] = {} if instances is None else instances
+        self.reducers: Reducers = reducers or {}
 
 
-class WorkflowContext(Generic[OutT, WorkflowOutT]):
+class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
     """Passed to handlers. ``OutT`` is what the handler sends,
     ``WorkflowOutT`` what it yields as workflow output (both default to
-    ``Never``; use ``Any`` to leave them undeclared)."""
+    ``Never``; use ``Any`` to leave them undeclared); ``ContextT`` is the type
+    of the run context, ``ctx.context``."""
 
     __slots__ = (
         "_closed",
@@ -134,7 +156,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
         self._superstep = superstep
         self._outbox = Outbox(executor_id)
         self._pending: list[Any] = []
-        self._state = StateView(committed, self._outbox.writes)
+        self._state = StateView(committed, self._outbox.writes, scope.reducers)
         self._contract = _UNDECLARED
         self._emit = scope.emit
         self._closed = False
@@ -152,6 +174,13 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
     @property
     def run_id(self) -> str:
         return self._scope.run_id
+
+    @property
+    def context(self) -> ContextT:
+        """What the caller passed as ``run(..., context=...)`` (``None`` if
+        nothing): per-run dependencies such as a user id or a client. It is
+        not checkpointed; a resumed run is given its context again."""
+        return self._scope.context  # type: ignore[no-any-return]
 
     @property
     def state(self) -> StateView:
@@ -293,7 +322,8 @@ class WorkflowContext(Generic[OutT, WorkflowOutT]):
 
     def _mark(self) -> tuple[int, int, int, dict[str, Any]]:
         outbox = self._outbox
-        return len(outbox.sent), len(self._pending), len(outbox.requests), dict(outbox.writes)
+        writes = {k: Fold(v) if type(v) is Fold else v for k, v in outbox.writes.items()}
+        return len(outbox.sent), len(self._pending), len(outbox.requests), writes
 
     def _rollback(self, mark: tuple[int, int, int, dict[str, Any]]) -> None:
         sent, pending, requests, writes = mark

@@ -33,13 +33,15 @@ __all__ = [
 class RunStatus(enum.Enum):
     """Where a run stands. A run starts ``IN_PROGRESS`` (or
     ``IN_PROGRESS_PENDING_REQUESTS`` while requests are open) and ends
-    ``IDLE``, ``IDLE_WITH_PENDING_REQUESTS``, ``FAILED`` or ``CANCELLED``. The
-    pending variants are computed from the actual set of open requests."""
+    ``IDLE``, ``IDLE_WITH_PENDING_REQUESTS``, ``PAUSED`` (at a breakpoint),
+    ``FAILED`` or ``CANCELLED``. The pending variants are computed from the
+    actual set of open requests."""
 
     IN_PROGRESS = "in_progress"
     IN_PROGRESS_PENDING_REQUESTS = "in_progress_pending_requests"
     IDLE = "idle"
     IDLE_WITH_PENDING_REQUESTS = "idle_with_pending_requests"
+    PAUSED = "paused"
     FAILED = "failed"
     CANCELLED = "cancelled"
 

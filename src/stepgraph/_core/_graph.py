@@ -20,6 +20,8 @@ __all__ = [
     "FanInEdge",
     "FanOutEdge",
     "Graph",
+    "Invoke",
+    "MapPlan",
     "MultiSelectEdge",
     "Node",
     "SwitchEdge",
@@ -27,6 +29,19 @@ __all__ = [
 
 Predicate = Callable[[Any], "bool | Awaitable[bool]"]
 Selector = Callable[[Any, list[str]], "Sequence[str] | Awaitable[Sequence[str]]"]
+
+
+Invoke = Callable[[Any, WorkflowContext[Any, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MapPlan:
+    """How a map node runs its inbox: each message on a fresh worker
+    (``make()`` returns the new worker's handler call), at most
+    ``max_concurrency`` at once; what the workers send goes on as one list."""
+
+    make: Callable[[], Invoke]
+    max_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -45,6 +60,8 @@ class Node:
     # it may run.
     host: Any = None
     placement: Placement | None = None
+    # A map (``add_map``): its inbox runs item by item on fresh workers, at once.
+    map: MapPlan | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -32,7 +32,7 @@ from ._requests import PendingRequest
 from ._routing import FanInBuffers, Inbox, Router
 from ._state import commit_writes, find_conflicts
 
-__all__ = ["BarrierHook", "RunState", "run_supersteps"]
+__all__ = ["BarrierHook", "Breakpoints", "RunState", "run_supersteps"]
 
 
 @dataclass(slots=True)
@@ -46,9 +46,15 @@ class RunState:
     superstep: int = 0
     requests: dict[str, PendingRequest] = field(default_factory=dict)  # open, in order
     answered: set[str] = field(default_factory=set)
+    # This run's own executors (registered factories), made on first delivery.
+    instances: dict[str, Any] = field(default_factory=dict)
+    # Stopped at a breakpoint; going on from here skips the breakpoint it hit.
+    paused: bool = False
 
     def status(self, *, running: bool) -> RunStatus:
         """The status this state implies, from the actual open requests."""
+        if self.paused:
+            return RunStatus.PAUSED
         if running:
             return (
                 RunStatus.IN_PROGRESS_PENDING_REQUESTS if self.requests else RunStatus.IN_PROGRESS
@@ -56,15 +62,33 @@ class RunState:
         return RunStatus.IDLE_WITH_PENDING_REQUESTS if self.requests else RunStatus.IDLE
 
 
+@dataclass(frozen=True, slots=True)
+class Breakpoints:
+    """Where a run stops (status ``PAUSED``, at a barrier): before delivering
+    to these executors, or after a superstep in which these ran."""
+
+    before: frozenset[str] = frozenset()
+    after: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.before or self.after)
+
+
 class BarrierHook(Protocol):
     """Called with the run state at the run's entry (``written=None``) and
     after every barrier (``written``: the state keys that superstep wrote);
     ``close`` when the run ends, however it ends, with how it ended (the
-    error for a failure). Checkpointing is one."""
+    error for a failure); ``cancel_requested`` after each barrier, to stop a
+    run that was asked to from elsewhere. Checkpointing is one."""
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None: ...
 
+    def cancel_requested(self) -> bool: ...
+
     async def close(self, outcome: RunStatus, error: BaseException | None) -> None: ...
+
+
+_NO_BREAKPOINTS = Breakpoints()
 
 
 async def run_supersteps(
@@ -74,12 +98,15 @@ async def run_supersteps(
     run: RunState,
     max_supersteps: int,
     hook: BarrierHook | None = None,
+    breakpoints: Breakpoints = _NO_BREAKPOINTS,
 ) -> RunStatus:
-    """Run until idle. Emits the run's events through ``scope.emit``; raises
-    ``WorkflowRunError`` on failure (after ``executor_failed``/``failed`` and
-    status ``FAILED``) and re-raises cancellation after status ``CANCELLED``."""
+    """Run until idle, paused or cancelled from elsewhere. Emits the run's
+    events through ``scope.emit``; raises ``WorkflowRunError`` on failure
+    (after ``executor_failed``/``failed`` and status ``FAILED``) and
+    re-raises cancellation after status ``CANCELLED``."""
     emit = scope.emit
     emit(RunStartedEvent(run_id=scope.run_id, workflow=scope.workflow_name))
+    resumed_at_breakpoint, run.paused = run.paused, False
     status = run.status(running=True)
     emit(StatusEvent(status=status))
     for request in run.requests.values():  # still open from before: say what we wait for
@@ -89,11 +116,14 @@ async def run_supersteps(
     nodes, index = graph.nodes, graph.index
     steps_this_call = 0
     outcome, error = RunStatus.FAILED, None
+    cancelled = False
     try:
         try:
+            if breakpoints.before and not resumed_at_breakpoint:
+                run.paused = not breakpoints.before.isdisjoint(run.inboxes)
             if hook is not None:
                 await hook.barrier(run, None)
-            while run.inboxes:
+            while run.inboxes and not run.paused:
                 if steps_this_call >= max_supersteps:
                     pending = sorted(run.inboxes, key=index.__getitem__)
                     raise ConvergenceError(
@@ -111,16 +141,24 @@ async def run_supersteps(
                 outboxes = await _deliver(backend, work)
                 run.superstep = step
                 written = await _barrier(router, run, outboxes, scope, report, step)
+                if breakpoints:
+                    run.paused = not (
+                        breakpoints.after.isdisjoint(order)
+                        and breakpoints.before.isdisjoint(run.inboxes)
+                    )
                 now = run.status(running=True)
-                if now is not status:
+                if now is not status and not run.paused:
                     status = now
                     emit(StatusEvent(status=status))
                 if hook is not None:
                     await hook.barrier(run, written)
                 emit(SuperstepCompletedEvent(superstep=step))
-            if not run.requests:  # else the buffers wait, checkpointed, for the answers
+                if hook is not None and run.inboxes and hook.cancel_requested():
+                    cancelled = True  # asked from elsewhere: stop at this barrier
+                    break
+            if not run.requests and not run.inboxes:  # else the buffers wait for what comes
                 _report_waiting_fan_ins(graph, run, scope)
-            outcome = run.status(running=False)
+            outcome = RunStatus.CANCELLED if cancelled else run.status(running=False)
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C is a cancellation
             outcome = RunStatus.CANCELLED
             raise
@@ -144,9 +182,8 @@ async def run_supersteps(
     except (asyncio.CancelledError, KeyboardInterrupt):
         emit(StatusEvent(status=RunStatus.CANCELLED))
         raise
-    final = run.status(running=False)
-    emit(StatusEvent(status=final))
-    return final
+    emit(StatusEvent(status=outcome))
+    return outcome
 
 
 async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
@@ -182,7 +219,12 @@ async def _barrier(
 ) -> set[str]:
     """Commit state, route, open requests; nothing is committed if routing
     fails. Returns the state keys written."""
-    writes = [(o.executor_id, o.writes) for o in outboxes if o.writes]
+    writes = []
+    for o in outboxes:
+        if o.item_writes is not None:
+            writes += o.item_writes
+        elif o.writes:
+            writes.append((o.executor_id, o.writes))
     if writes:
         for key, first, later in find_conflicts(writes):
             if scope.strict:
@@ -210,7 +252,7 @@ async def _barrier(
         raise
     written: set[str] = set()
     if writes:
-        commit_writes(run.state, writes)
+        commit_writes(run.state, writes, scope.reducers)
         for _, delta in writes:
             written.update(delta)
     for outbox in outboxes:

@@ -5,19 +5,30 @@ its own executor's writes; other executors' writes of the same superstep are
 invisible until the barrier. Values are copied on the way in and out, so a
 handler can never mutate committed state (or a write it already made) through
 an alias. Immutable scalars are not copied.
+
+A key with a *reducer* (``WorkflowBuilder(reducers={"notes": operator.add})``)
+keeps every write of a superstep instead of the last: the writes are folded
+into the committed value at the barrier — in schedule order, then write order
+— with ``reducer(value, write)``, so parallel writers never conflict. A
+handler reads the committed value folded with its own writes so far.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["DELETED", "StateView", "commit_writes", "detached"]
+from .._exceptions import WorkflowRunError
+
+__all__ = ["DELETED", "Fold", "Reducers", "StateView", "commit_writes", "detached"]
 
 _IMMUTABLE: frozenset[type] = frozenset(
     {int, float, complex, str, bytes, bool, type(None), frozenset, range}
 )
+
+Reducers = Mapping[str, Callable[[Any, Any], Any]]
+_NO_REDUCERS: Reducers = {}
 
 
 class _Deleted:
@@ -29,6 +40,13 @@ class _Deleted:
 
 DELETED: Any = _Deleted()
 _MISSING: Any = object()
+
+
+class Fold(list[Any]):
+    """One executor's writes to a reduced key in one superstep, in order
+    (``DELETED`` for a delete, which restarts the fold from nothing)."""
+
+    __slots__ = ()
 
 
 def detached(value: Any) -> Any:
@@ -44,6 +62,33 @@ def _check_key(key: object) -> str:
     return key
 
 
+def fold(
+    key: str,
+    value: Any,
+    writes: Fold,
+    reducer: Callable[[Any, Any], Any],
+    writer: str | None = None,
+) -> Any:
+    """``value`` (``_MISSING`` for none) with ``writes`` folded in. The first
+    write to a missing key is its value; the reducer combines the rest."""
+    for write in writes:
+        if write is DELETED:
+            value = _MISSING
+        elif value is _MISSING:
+            value = write
+        else:
+            try:
+                value = reducer(value, write)
+            except Exception as exc:
+                name = getattr(reducer, "__qualname__", None) or type(reducer).__name__
+                raise WorkflowRunError(
+                    f"the reducer {name} of state key {key!r} raised {type(exc).__name__}: "
+                    f"{exc}" + (f" (folding a write of {writer!r})" if writer else ""),
+                    executor_id=writer,
+                ) from exc
+    return value
+
+
 class StateView:
     """The shared state as one executor sees it during one superstep.
 
@@ -51,55 +96,89 @@ class StateView:
     state of the previous barrier overlaid with this executor's own writes.
     """
 
-    __slots__ = ("_committed", "_writes")
+    __slots__ = ("_committed", "_reducers", "_writes")
 
-    def __init__(self, committed: Mapping[str, Any], writes: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        committed: Mapping[str, Any],
+        writes: dict[str, Any],
+        reducers: Reducers = _NO_REDUCERS,
+    ) -> None:
         self._committed = committed
         self._writes = writes
+        self._reducers = reducers
+
+    def _value(self, key: str) -> Any:
+        value = self._writes.get(_check_key(key), _MISSING)
+        if type(value) is Fold:
+            committed = self._committed.get(key, _MISSING)
+            return fold(key, detached(committed), value, self._reducers[key])
+        if value is _MISSING:
+            value = self._committed.get(key, _MISSING)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key`` (a detached copy), or ``default``."""
-        value = self._writes.get(_check_key(key), _MISSING)
-        if value is _MISSING:
-            value = self._committed.get(key, _MISSING)
+        value = self._value(key)
         if value is _MISSING or value is DELETED:
             return default
         return detached(value)
 
     def set(self, key: str, value: Any) -> None:
-        """Write ``key``; visible to other executors after the barrier."""
-        self._writes[_check_key(key)] = detached(value)
+        """Write ``key``; visible to other executors after the barrier (for a
+        reduced key: folded in with the other writes)."""
+        if self._reducers and _check_key(key) in self._reducers:
+            self._fold(key).append(detached(value))
+        else:
+            self._writes[_check_key(key)] = detached(value)
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (no error if it does not exist)."""
-        self._writes[_check_key(key)] = DELETED
+        if self._reducers and _check_key(key) in self._reducers:
+            self._fold(key).append(DELETED)
+        else:
+            self._writes[_check_key(key)] = DELETED
+
+    def _fold(self, key: str) -> Fold:
+        writes = self._writes.get(key)
+        if type(writes) is not Fold:
+            writes = self._writes[key] = Fold()
+        return writes
 
     def contains(self, key: str) -> bool:
-        value = self._writes.get(_check_key(key), _MISSING)
-        if value is _MISSING:
-            return key in self._committed
-        return value is not DELETED
+        value = self._value(key)
+        return value is not _MISSING and value is not DELETED
 
     __contains__ = contains
 
     def keys(self) -> Iterator[str]:
         """The keys visible to this executor, committed ones first."""
         for key in self._committed:
-            if self._writes.get(key, _MISSING) is not DELETED:
+            if key not in self._writes or self.contains(key):
                 yield key
-        for key, value in self._writes.items():
-            if value is not DELETED and key not in self._committed:
+        for key in self._writes:
+            if key not in self._committed and self.contains(key):
                 yield key
 
     __iter__ = keys
 
 
-def commit_writes(committed: dict[str, Any], writes: list[tuple[str, dict[str, Any]]]) -> None:
+def commit_writes(
+    committed: dict[str, Any],
+    writes: list[tuple[str, dict[str, Any]]],
+    reducers: Reducers = _NO_REDUCERS,
+) -> None:
     """Apply each executor's writes, ``[(executor_id, {key: value})]``, in
-    schedule order: for a key written twice, the later writer wins. Check
-    :func:`find_conflicts` first to report such keys."""
-    for _, delta in writes:
+    schedule order: for a plain key written twice, the later writer wins
+    (check :func:`find_conflicts` first to report such keys); a reduced key
+    folds every write in."""
+    for writer, delta in writes:
         for key, value in delta.items():
+            if type(value) is Fold:
+                value = fold(key, committed.get(key, _MISSING), value, reducers[key], writer)
+                if value is _MISSING:
+                    committed.pop(key, None)
+                    continue
             if value is DELETED:
                 committed.pop(key, None)
             else:
@@ -107,13 +186,15 @@ def commit_writes(committed: dict[str, Any], writes: list[tuple[str, dict[str, A
 
 
 def find_conflicts(writes: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str, str]]:
-    """Keys written by more than one executor: ``(key, earlier, later)``."""
+    """Plain keys written by more than one executor: ``(key, earlier, later)``."""
     if len(writes) < 2:
         return []
     writer: dict[str, str] = {}
     conflicts: list[tuple[str, str, str]] = []
     for executor_id, delta in writes:
-        for key in delta:
+        for key, value in delta.items():
+            if type(value) is Fold:
+                continue  # folded, not overwritten
             first = writer.get(key)
             if first is not None:
                 conflicts.append((key, first, executor_id))

@@ -1,0 +1,96 @@
+"""Running a map node's inbox: each message on a fresh worker, concurrently.
+
+``add_map(source, worker, id=..., to=...)`` makes a node whose inbox is not
+processed serially by one executor but item by item, each item by its own
+new worker (so the serial-inbox rule holds per worker, by construction), at
+most ``max_concurrency`` at a time. The barrier then sees one message from
+the map — the list of everything the workers sent, in the order of the
+items (the source's send order), whatever finished first — and each item's
+state writes as those of a writer of its own, in item order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from time import perf_counter
+from typing import Any
+
+from .._exceptions import RequestError, RoutingError
+from ._backend import ExecutorFailure, Superstep, invoke_guarded
+from ._context import Outbox, WorkflowContext
+from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
+from ._graph import Node
+from ._routing import Inbox
+
+__all__ = ["run_map"]
+
+
+async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
+    plan = node.map
+    assert plan is not None
+    step, node_id = work.number, node.id
+    slots = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency is not None else None
+    guarded = node.retry is not None or node.timeout is not None
+
+    async def item(message: Any) -> Outbox:
+        async with slots if slots is not None else contextlib.nullcontext():
+            ctx: WorkflowContext[Any, Any] = WorkflowContext(
+                work.scope, node_id, step, work.committed, _no_requests(node_id)
+            )
+            try:
+                try:
+                    invoke = plan.make()  # this item's own worker
+                    ctx._emit(ExecutorInvokedEvent(executor_id=node_id, superstep=step))
+                    started = perf_counter()
+                    if guarded:
+                        await invoke_guarded(node, invoke, message, ctx, step)
+                    else:
+                        await invoke(message, ctx)
+                except (Exception, SystemExit) as exc:
+                    failure = ExecutorFailure(node_id, step, exc)
+                    work.failures.append(failure)
+                    raise failure from exc
+                ctx._flush_outputs()
+                ctx._emit(
+                    ExecutorCompletedEvent(
+                        executor_id=node_id, superstep=step, duration=perf_counter() - started
+                    )
+                )
+            finally:
+                outbox = ctx._close()
+            return outbox
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(item(message)) for _, message in inbox]
+    results = [t.result() for t in tasks]
+    merged = Outbox(node_id)
+    batch: list[Any] = []
+    merged.item_writes = []
+    for index, result in enumerate(results):
+        for message, target in result.sent:
+            if target is not None:
+                raise RoutingError(
+                    f"item {index} of map {node_id!r} sent to target {target!r}; what a map's "
+                    "workers send goes on as one list along the map's edge, so send without "
+                    "a target",
+                    executor_id=node_id,
+                    superstep=step,
+                )
+            batch.append(message)
+        merged.outputs += result.outputs
+        if result.writes:
+            merged.item_writes.append((f"{node_id}[{index}]", result.writes))
+    merged.sent.append((batch, None))
+    return merged
+
+
+def _no_requests(node_id: str) -> Any:
+    def refuse(request: Any, response_type: Any) -> bool:
+        raise RequestError(
+            f"a worker of map {node_id!r} opened a request; a map's workers last one message "
+            "each, so nothing could take the answer: ask before the map or after it",
+            executor_id=node_id,
+        )
+
+    return refuse

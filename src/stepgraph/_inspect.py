@@ -1,0 +1,157 @@
+"""Looking inside a checkpoint, and forking an edited one.
+
+``Workflow.get_state(id)`` decodes a checkpoint with the safe codec — shared
+state, the messages waiting for the next superstep, open requests, executor
+snapshots — without touching any executor. ``Workflow.update_state(id, ...)``
+writes a *new* checkpoint whose parent is the one edited (the original is
+never changed): going on from it is a fork with lineage, like resuming from
+an older checkpoint. Edits are checked against the graph before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._checkpoint import Checkpoint, CheckpointStore
+from ._core import MessageTypeError, PendingRequest, Response, RunState, type_name
+from ._exceptions import RequestError
+from ._persistence import RunCodec, new_checkpoint_id
+
+if TYPE_CHECKING:
+    from ._workflow import Workflow
+
+__all__ = ["StateSnapshot", "get_state", "update_state"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSnapshot:
+    """What a checkpoint holds, decoded. ``messages`` are the messages waiting
+    for each executor in the next superstep (its inbox, in order);
+    ``answers`` the responses delivered with them, by request id;
+    ``fan_in`` what each fan-in holds, by its label and source."""
+
+    checkpoint_id: str
+    run_id: str
+    workflow: str
+    superstep: int
+    status: str
+    parent_id: str | None
+    created_at: float
+    state: dict[str, Any] = field(default_factory=dict)
+    messages: dict[str, list[Any]] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict)
+    requests: list[PendingRequest] = field(default_factory=list)
+    snapshots: dict[str, Any] = field(default_factory=dict)
+    fan_in: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+    kind = "state_snapshot"
+
+
+async def get_state(
+    workflow: Workflow, store: CheckpointStore, checkpoint_id: str
+) -> StateSnapshot:
+    stored = await store.load(checkpoint_id)
+    run, snapshots = workflow.codec.decode(stored)
+    edges = workflow.graph.edges
+    return StateSnapshot(
+        checkpoint_id=stored.id,
+        run_id=stored.run_id,
+        workflow=stored.workflow,
+        superstep=stored.superstep,
+        status=stored.status,
+        parent_id=stored.parent_id,
+        created_at=stored.created_at,
+        state=run.state,
+        messages={
+            eid: [m for _, m in inbox if type(m) is not Response]
+            for eid, inbox in run.inboxes.items()
+        },
+        answers={
+            m.request.request_id: m.value
+            for inbox in run.inboxes.values()
+            for _, m in inbox
+            if type(m) is Response
+        },
+        requests=list(run.requests.values()),
+        snapshots=snapshots,
+        fan_in={edges[index].label(): buffer for index, buffer in run.fan_in.items()},
+    )
+
+
+async def update_state(
+    workflow: Workflow,
+    store: CheckpointStore,
+    checkpoint_id: str,
+    *,
+    state: Mapping[str, Any] | None,
+    messages: Mapping[str, Iterable[Any]] | None,
+    drop_requests: Iterable[str],
+) -> str:
+    stored = await store.load(checkpoint_id)
+    codec = workflow.codec
+    run, _ = codec.decode(stored)
+    written: set[str] = set()
+    for key, value in (state or {}).items():
+        if not isinstance(key, str):
+            raise TypeError(f"state keys are str, not {key!r}")
+        run.state[key] = value
+        written.add(key)
+    nodes = workflow.graph.nodes
+    for eid, new in (messages or {}).items():
+        node = nodes.get(eid)
+        if node is None:
+            raise MessageTypeError(
+                f"update_state: {eid!r} is not an executor of workflow {workflow.name!r} "
+                f"(known: {sorted(nodes)})"
+            )
+        new = list(new)
+        for message in new:
+            if message is None or not node.accepts(message):
+                raise MessageTypeError(
+                    f"update_state: executor {eid!r} has no handler for {type_name(type(message))}",
+                    executor_id=eid,
+                )
+        answers = [(s, m) for s, m in run.inboxes.get(eid, ()) if type(m) is Response]
+        inbox = answers + [("", m) for m in new]
+        if inbox:
+            run.inboxes[eid] = inbox
+        else:
+            run.inboxes.pop(eid, None)
+    for request_id in drop_requests:
+        if run.requests.pop(request_id, None) is None:
+            raise RequestError(
+                f"update_state: request {request_id!r} is not open at checkpoint {stored.id} "
+                f"(open: {sorted(run.requests)})"
+            )
+    return await _fork(stored, run, written, store, codec)
+
+
+async def _fork(
+    stored: Checkpoint, run: RunState, written: set[str], store: CheckpointStore, codec: RunCodec
+) -> str:
+    """Write the edited state as a new checkpoint, child of ``stored``; the
+    snapshots are carried over as stored, the edited values encoded now."""
+    hashes = codec.hashes(stored)
+    body, blobs = codec.body(run, hashes, written, snapshots=stored.body.get("snapshots", {}))
+    refs = tuple(sorted({*body.get("state", {}).values(), *body.get("snapshots", {}).values()}))
+    checkpoint = Checkpoint(
+        id=new_checkpoint_id(),
+        run_id=stored.run_id,
+        workflow=codec.workflow,
+        signature=codec.signature,
+        superstep=stored.superstep,
+        parent_id=stored.id,
+        created_at=time.time(),
+        status=run.status(running=bool(run.inboxes)).value,
+        pending_requests=len(run.requests),
+        body=body,
+        refs=refs,
+        blobs={h: b for h, b in blobs.items() if h in refs},
+        request_ids=tuple(run.requests),
+    )
+    await store.save(checkpoint)
+    return checkpoint.id
