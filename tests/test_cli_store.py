@@ -200,3 +200,53 @@ def test_narrow_terminals_get_whole_rows(tmp_path: Path) -> None:
     assert code == 0 and run_id in screen.replace("\r\n", "\n").split("\n")[1], screen
     shown = cli("checkpoints", "show", "x", "--store", f"sqlite:{path}")
     assert "no checkpoint 'x'" in shown.stderr
+
+
+def test_breakpoints_from_the_command_line(tmp_path: Path) -> None:
+    spec = f"sqlite:{tmp_path / 'breaks.sqlite'}"
+    paused = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", spec,
+                 "--break-before", "act")  # fmt: skip
+    assert paused.returncode == 3, paused.stderr
+    assert "paused after superstep 1; next: act" in paused.stdout
+    command = next(line for line in paused.stdout.splitlines() if line.startswith("go on with:"))
+    checkpoint = command.split("--resume ")[1]
+    shown = json.loads(cli("checkpoints", "show", checkpoint, "--store", spec).stdout)
+    assert shown["status"] == "paused" and shown["pending_messages"] == {"act": [2]}
+    done = cli("run", "tests.test_pauses:pipeline", "--store", spec, "--resume", checkpoint)
+    assert done.returncode == 0 and "output: 20" in done.stdout
+    one_line_error(
+        cli("run", "tests.test_pauses:pipeline", "--input", "1", "--no-store",
+            "--break-after", "act"),
+        "a run paused at a breakpoint goes on from its checkpoint: give a store",
+    )  # fmt: skip
+    one_line_error(
+        cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", spec,
+            "--break-before", "nope"),
+        "no executor 'nope' to break at",
+    )  # fmt: skip
+
+
+def test_runs_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    from tests.test_cli import COMMAND, ROOT
+
+    spec = f"sqlite:{tmp_path / 'cancel.sqlite'}"
+    process = subprocess.Popen(
+        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert process.stdout is not None
+    run_id = json.loads(process.stdout.readline())["run_id"]
+    time.sleep(0.5)
+    asked = cli("runs", "cancel", run_id, "--store", spec)
+    assert asked.returncode == 0 and f"asked run {run_id} to stop" in asked.stdout
+    rest, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130  # it stopped at a barrier, as asked
+    assert "cancelled. Resume with:" in stderr
+    assert json.loads(rest.splitlines()[-1])["status"] == "cancelled"
+    listed = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1]
+    assert listed.split("\t")[2] == "cancelled"
+    one_line_error(cli("runs", "cancel", "nope", "--store", spec), "no run 'nope'")

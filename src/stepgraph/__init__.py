@@ -64,6 +64,7 @@ from ._executor import response_handler as response_handler
 from ._inspect import StateSnapshot as StateSnapshot
 from ._persistence import CheckpointConfig as CheckpointConfig
 from ._ray import RayBackend as RayBackend
+from ._reducers import union as union
 from ._stream import RunStream as RunStream
 from ._subworkflow import SubworkflowRequest as SubworkflowRequest
 from ._subworkflow import SubworkflowResponse as SubworkflowResponse
@@ -138,4 +139,5 @@ __all__ = [
     "executor",
     "handler",
     "response_handler",
+    "union",
 ]

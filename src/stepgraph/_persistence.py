@@ -253,15 +253,14 @@ class RunCodec:
         if written is None:
             for key in [k for k in state_hashes if k not in run.state]:
                 del state_hashes[key]
-        if snapshots is not None:
-            snapshotting: Mapping[str, Executor] = {}
-        else:
+        snapshotting: Mapping[str, Executor] = {}
+        if snapshots is None:  # take them now
             snapshots, snapshotting = {}, self._snapshotting
-        if snapshotting and self._per_run_snapshots and run.instances:
-            snapshotting = {
-                **snapshotting,
-                **{eid: ex for eid, ex in run.instances.items() if ex.takes_snapshots},
-            }
+            if self._per_run_snapshots and run.instances:
+                snapshotting = {
+                    **snapshotting,
+                    **{eid: ex for eid, ex in run.instances.items() if ex.takes_snapshots},
+                }
         for eid, executor in snapshotting.items():
             try:
                 snapshot = executor.snapshot()

@@ -209,7 +209,7 @@ class WorkflowExecutor(Executor):
             forward(replace(event, workflow_path=prefix + event.workflow_path))
 
         try:
-            await self.workflow._drive(run, run_id, emit)
+            await self.workflow._drive(run, run_id, emit, ctx.context)
         except WorkflowRunError as error:
             self._runs.pop(run_id, None)
             raise _wrap(self.id, error, ctx.superstep) from error

@@ -1,12 +1,12 @@
 """Random graphs against a tiny sequential reference interpreter.
 
 Hypothesis draws graphs of chains, fan-outs, fan-ins, switches, conditional
-edges and cycles (bounded by a counter in the messages). The engine runs them
-with random scheduling jitter; a plain sequential interpreter written here from
-the design's rules computes what must happen. Per executor, deliveries,
-outputs and the shared state each call saw must match exactly, the schedule of
-every superstep must match, and no executor may ever run two handler calls at
-once.
+edges, maps and cycles (bounded by a counter in the messages). The engine
+runs them with random scheduling jitter; a plain sequential interpreter
+written here from the design's rules computes what must happen. Per executor,
+deliveries, outputs and the shared state each call saw must match exactly (a
+map's workers run at once, so theirs as a multiset), the schedule of every
+superstep must match, and no executor may ever run two handler calls at once.
 """
 
 from __future__ import annotations
@@ -51,6 +51,15 @@ class Spec:
     groups: list[Group]
     jitter_seed: int
     start_value: int
+    # Maps (source, target): map k is node size + k, with edges source -> it -> target.
+    maps: list[tuple[int, int]] = field(default_factory=list)
+
+    def map_groups(self) -> list[Group]:
+        groups = []
+        for k, (source, target) in enumerate(self.maps):
+            groups += [Group("edge", (source,), (self.size + k,)),
+                       Group("edge", (self.size + k,), (target,))]  # fmt: skip
+        return groups
 
 
 @st.composite
@@ -93,7 +102,11 @@ def graphs(draw: st.DrawFn) -> Spec:
             add(Group(kind, (a,), (b, c)))
         elif kind in ("edge", "cond"):
             add(Group(kind, (a,), (b,)))
-    return Spec(size, groups, draw(st.integers(0, 2**32)), draw(st.integers(0, 5)))
+    maps = [
+        (draw(st.integers(0, size - 1)), draw(st.integers(0, size - 1)))
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    return Spec(size, groups, draw(st.integers(0, 2**32)), draw(st.integers(0, 5)), maps)
 
 
 def condition(value: Any) -> bool:
@@ -119,15 +132,28 @@ def reference(spec: Spec) -> Trace:
     state: dict[str, Any] = {}
     buffers: dict[int, dict[int, list[Any]]] = {}
     inboxes: dict[int, list[Any]] = {0: [spec.start_value]}
+    groups = spec.groups + spec.map_groups()
     total = 0
     while inboxes:
         order = sorted(inboxes)
         trace.schedule.append(tuple(order))
-        outboxes: list[tuple[int, list[int]]] = []
+        outboxes: list[tuple[int, list[Any]]] = []
         writes: list[dict[str, Any]] = []
         for node in order:
+            if node >= spec.size:  # a map: each message on a fresh worker
+                batch: list[Any] = []
+                for message in inboxes[node]:
+                    total += 1
+                    trace.deliveries.setdefault(node, []).append(message)
+                    trace.outputs.setdefault(node, []).append(
+                        (value_of(message), state.get("last"))
+                    )
+                    writes.append({"last": (node, value_of(message))})
+                    batch.extend(behaviour(node, message))
+                outboxes.append((node, [batch]))
+                continue
             own: dict[str, Any] = {}
-            sent: list[int] = []
+            sent: list[Any] = []
             for message in inboxes[node]:
                 total += 1
                 trace.deliveries.setdefault(node, []).append(message)
@@ -143,7 +169,7 @@ def reference(spec: Spec) -> Trace:
         inboxes = {}
         for node, sent in outboxes:
             for message in sent:
-                for index, group in enumerate(spec.groups):
+                for index, group in enumerate(groups):
                     if node not in group.sources:
                         continue
                     if group.kind == "edge" or (group.kind == "cond" and condition(message)):
@@ -163,7 +189,7 @@ def reference(spec: Spec) -> Trace:
         # After every direct delivery: each fan-in whose sources have all sent
         # delivers everything they sent, in source order, in edge order.
         for index in sorted(buffers):
-            group = spec.groups[index]
+            group = groups[index]
             buffer = buffers[index]
             if len(buffer) == len(group.sources):
                 batch = [m for s in group.sources for m in buffer[s]]
@@ -230,6 +256,13 @@ def engine(spec: Spec) -> tuple[Trace, list[Node]]:
             if len(targets) > 1:
                 cases.append(sg.Default(targets[1]))
             builder.add_switch(sources[0], cases)
+    for k, (source, target) in enumerate(spec.maps):
+        index = spec.size + k
+
+        def worker(index: int = index) -> Node:
+            return Node(index, jitter, trace)
+
+        builder.add_map(nodes[source], worker, id=f"n{index}", to=nodes[target])
     workflow = builder.build()
     result = asyncio.run(workflow.run(spec.start_value))
     trace.schedule = [
@@ -250,6 +283,11 @@ def test_engine_matches_reference(spec: Spec) -> None:
     expected = reference(spec)
     got, nodes = engine(spec)
     assert got.schedule == expected.schedule
+    for trace in (expected, got):  # a map's workers run at once: compare as multisets
+        for index in range(spec.size, spec.size + len(spec.maps)):
+            for table in (trace.deliveries, trace.outputs):
+                if index in table:
+                    table[index] = sorted(table[index], key=repr)
     assert got.deliveries == expected.deliveries
     assert got.outputs == expected.outputs
     assert not any(node.overlapped for node in nodes)

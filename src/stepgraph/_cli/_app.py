@@ -30,7 +30,7 @@ from .._core import (
 from .._exceptions import StepgraphError, WorkflowRunError
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
-from ._checkpoints import checkpoints_app
+from ._checkpoints import checkpoints_app, runs_app
 from ._input import coerce, coerce_input, example_json
 from ._load import (
     DEFAULT_STORE,
@@ -46,7 +46,7 @@ from ._render import LiveView, event_json, say, shown
 
 __all__ = ["app"]
 
-EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(
     name="stepgraph",
@@ -56,6 +56,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(runs_app, name="runs")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -84,6 +85,8 @@ class _Session:
         self.responses: Mapping[str, Any] | None = None
         self.as_json = False
         self.suggest = True  # print the commands that answer open requests
+        self.break_before: list[str] | None = None
+        self.break_after: list[str] | None = None
 
     def see(self, event: Event) -> None:
         if event.workflow_path:
@@ -114,6 +117,8 @@ async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> Non
         responses=session.responses,
         checkpoints=store,
         backend=session.backend,
+        interrupt_before=session.break_before,
+        interrupt_after=session.break_after,
     ) as stream:
         try:
             if view is None:
@@ -223,9 +228,18 @@ def run(
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", min=0.1, help="seconds to reach a Ray cluster")
     ] = 10.0,
+    break_before: Annotated[
+        list[str] | None,
+        typer.Option("--break-before", help="pause before delivering to this executor"),
+    ] = None,
+    break_after: Annotated[
+        list[str] | None,
+        typer.Option("--break-after", help="pause after a superstep this executor ran in"),
+    ] = None,
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
-    2 idle with pending requests, 1 failed, 130 interrupted (resumable)."""
+    2 idle with pending requests, 3 paused at a breakpoint, 1 failed, 130
+    interrupted (resumable)."""
     sqlite = None
     try:
         workflow = load_workflow(target)
@@ -255,6 +269,14 @@ def run(
         session = _Session(workflow, target, None if no_store else store)
         session.value, session.checkpoint, session.responses = value, checkpoint, responses
         session.as_json = as_json
+        session.break_before, session.break_after = break_before, break_after
+        for name in (*(break_before or ()), *(break_after or ())):
+            if name not in workflow.executors:
+                raise CliError(
+                    f"no executor {name!r} to break at; executors: {', '.join(workflow.executors)}"
+                )
+        if (break_before or break_after) and no_store:
+            raise CliError("a run paused at a breakpoint goes on from its checkpoint: give a store")
         session.backend = _backend(backend, connect_timeout)
     except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
         if sqlite is not None:
@@ -326,6 +348,29 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
 def _summary(session: _Session, console: Console) -> int:
     if not session.as_json and session.status is not None:
         say(console, f"status: {session.status.value} (run {session.run_id})")
+    if session.status is RunStatus.CANCELLED:  # asked to stop from elsewhere
+        store = open_store(session.store_spec or "", StoreMode.READ)
+        try:
+            latest = asyncio.run(store.latest(session.run_id))
+        finally:
+            store.close()
+        if latest is not None:
+            say(console, f"cancelled. Resume with: {session.command('--resume', latest.id)}")
+        return EXIT_INTERRUPTED
+    if session.status is RunStatus.PAUSED:
+        if session.store_spec is None:
+            say(console, "paused at a breakpoint; without a store the run cannot go on from there")
+            return EXIT_PAUSED
+        store = open_store(session.store_spec, StoreMode.READ)
+        try:
+            latest = asyncio.run(store.latest(session.run_id))
+        finally:
+            store.close()
+        if latest is not None:
+            waiting = ", ".join(eid for eid, _ in latest.body.get("inboxes", ())) or "nothing"
+            say(console, f"paused after superstep {latest.superstep}; next: {waiting}")
+            say(console, f"go on with: {session.command('--resume', latest.id)}")
+        return EXIT_PAUSED
     if session.status is not RunStatus.IDLE_WITH_PENDING_REQUESTS:
         return EXIT_IDLE
     if not session.suggest:

@@ -28,7 +28,7 @@ from .._exceptions import CheckpointWarning, StepgraphError
 from ._load import DEFAULT_STORE, CliError, StoreMode, open_store
 from ._render import say
 
-__all__ = ["checkpoints_app"]
+__all__ = ["checkpoints_app", "runs_app"]
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -211,6 +211,11 @@ def checkpoints_show(
         "status": cp.status,
         "created_at": iso(cp.created_at),
         "inboxes": {eid: len(entries) for eid, entries in body.get("inboxes", [])},
+        # As stored (tagged JSON): nothing is decoded, so nothing named runs.
+        "pending_messages": {
+            eid: [entry[2] if entry[1] == "m" else {"answer": entry[2]["id"]} for entry in entries]
+            for eid, entries in body.get("inboxes", [])
+        },
         "state_keys": sorted(body.get("state", {})),
         "snapshots": sorted(body.get("snapshots", {})),
         "open_requests": [
@@ -276,3 +281,19 @@ def _file_bytes(store: SqliteCheckpointStore) -> int:
     """The file and its write-ahead log."""
     wal = store.path.with_name(store.path.name + "-wal")
     return store.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+runs_app = typer.Typer(help="Act on runs in a store (from any process).", no_args_is_help=True)
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: Annotated[str, typer.Argument(help="the run to stop")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Ask a run to stop at its next barrier, wherever it runs; it is then
+    listed as cancelled and can be resumed."""
+    asked = with_store(store, StoreMode.WRITE, lambda s: s.request_cancel(run_id))
+    if not asked:
+        raise fail(f"no run {run_id!r} in {store}")
+    say(out, f"asked run {run_id} to stop at its next barrier")

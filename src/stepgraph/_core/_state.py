@@ -112,7 +112,9 @@ class StateView:
         value = self._writes.get(_check_key(key), _MISSING)
         if type(value) is Fold:
             committed = self._committed.get(key, _MISSING)
-            return fold(key, detached(committed), value, self._reducers[key])
+            if committed is not _MISSING:
+                committed = detached(committed)  # the reducer may change it in place
+            return fold(key, committed, value, self._reducers[key])
         if value is _MISSING:
             value = self._committed.get(key, _MISSING)
         return value

@@ -1,0 +1,126 @@
+"""Looking inside checkpoints and forking edited ones (``get_state`` /
+``update_state``): decoded by the safe codec, checked against the graph, the
+original never changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+import stepgraph as sg
+
+
+@dataclass(frozen=True)
+class Order:
+    item: str
+    quantity: int
+
+
+class Clerk(sg.Executor):
+    def __init__(self) -> None:
+        super().__init__("clerk")
+        self.orders = 0
+
+    @sg.handler
+    async def take(self, order: Order, ctx: sg.WorkflowContext[Order]) -> None:
+        self.orders += 1
+        ctx.state.set("last", order.item)
+        await ctx.send_message(order)
+
+    def snapshot(self) -> int:
+        return self.orders
+
+    def restore(self, snapshot: int) -> None:
+        self.orders = snapshot
+
+
+class Cashier(sg.Executor):
+    @sg.handler
+    async def price(self, order: Order, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(order, bool)
+
+    @sg.response_handler
+    async def paid(self, order: Order, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        total = f"{order.quantity} x {order.item}"
+        await ctx.yield_output(f"{total} for {ctx.state.get('customer', 'someone')}: {ok}")
+
+
+def build(store: sg.CheckpointStore) -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=Clerk(), checkpoints=store, name="shop")
+        .add_edge("clerk", Cashier("cashier"))
+        .build()
+    )
+
+
+async def test_get_state_decodes_a_checkpoint_without_touching_executors(
+    store: sg.CheckpointStore,
+) -> None:
+    workflow = build(store)
+    result = await workflow.run(Order("pen", 2))
+    infos = await store.list(result.run_id)
+    clerk = workflow.executors["clerk"]
+    assert clerk.orders == 1  # type: ignore[attr-defined]
+    after_clerk = await build(store).get_state(infos[1].id)
+    assert after_clerk.state == {"last": "pen"}
+    assert after_clerk.messages == {"cashier": [Order("pen", 2)]}
+    assert after_clerk.snapshots == {"clerk": 1} and after_clerk.requests == []
+    waiting = await workflow.get_state(result.last_checkpoint or "")
+    [request] = waiting.requests
+    assert (request.request, request.response_type) == (Order("pen", 2), bool)
+    assert waiting.status == "idle_with_pending_requests" and waiting.parent_id == infos[1].id
+    assert clerk.orders == 1  # type: ignore[attr-defined]  # no restore() called
+
+
+async def test_update_state_forks_with_lineage_and_goes_on(store: sg.CheckpointStore) -> None:
+    result = await build(store).run(Order("pen", 2))
+    infos = await store.list(result.run_id)
+    before = await store.load(infos[1].id)
+    fork = await build(store).update_state(
+        infos[1].id,
+        state={"customer": "ann"},
+        messages={"cashier": [Order("ink", 5)]},
+    )
+    assert (await store.load(infos[1].id)).body == before.body  # the original is untouched
+    forked = await build(store).get_state(fork)
+    assert forked.parent_id == infos[1].id and forked.run_id == result.run_id
+    assert forked.messages == {"cashier": [Order("ink", 5)]}
+    assert forked.state == {"last": "pen", "customer": "ann"}
+    assert forked.snapshots == {"clerk": 1}  # carried over as stored
+    asked = await build(store).run(checkpoint=fork)
+    [request] = asked.pending_requests
+    done = await build(store).run(
+        checkpoint=asked.last_checkpoint, responses={request.request_id: True}
+    )
+    assert done.outputs == ["5 x ink for ann: True"]
+    # The original branch still resumes as it was.
+    original = await build(store).run(checkpoint=infos[1].id)
+    assert original.pending_requests[0].request == Order("pen", 2)
+
+
+async def test_update_state_drops_requests(store: sg.CheckpointStore) -> None:
+    result = await build(store).run(Order("pen", 2))
+    [request] = result.pending_requests
+    fork = await build(store).update_state(
+        result.last_checkpoint or "", drop_requests=[request.request_id]
+    )
+    state = await build(store).get_state(fork)
+    assert state.requests == [] and state.status == "idle"
+    with pytest.raises(sg.RequestError, match="is not open"):
+        await build(store).update_state(fork, drop_requests=[request.request_id])
+
+
+async def test_update_state_checks_edits_against_the_graph(store: sg.CheckpointStore) -> None:
+    result = await build(store).run(Order("pen", 2))
+    checkpoint = result.last_checkpoint or ""
+    workflow = build(store)
+    with pytest.raises(sg.MessageTypeError, match="executor 'cashier' has no handler for str"):
+        await workflow.update_state(checkpoint, messages={"cashier": ["not an order"]})
+    with pytest.raises(sg.MessageTypeError, match="'nobody' is not an executor"):
+        await workflow.update_state(checkpoint, messages={"nobody": [1]})
+    with pytest.raises(sg.CheckpointEncodeError, match=r"state\['bad'\]"):
+        await workflow.update_state(checkpoint, state={"bad": object()})
+    assert len(await store.list(result.run_id)) == 3  # nothing written by the refused edits
+    with pytest.raises(sg.CheckpointError, match="has no checkpoint store"):
+        await sg.WorkflowBuilder(start=Clerk()).build().get_state(checkpoint)

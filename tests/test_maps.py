@@ -1,0 +1,174 @@
+"""``add_map``: a fresh worker per message, concurrently and bounded; one list
+to the target, in the source's send order (design §1.15)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+
+
+@sg.executor(id="emit")
+async def emit(count: int, ctx: sg.WorkflowContext[int]) -> None:
+    for n in range(count):
+        await ctx.send_message(n)
+
+
+@sg.executor(id="collect")
+async def collect(values: list[Any], ctx: sg.WorkflowContext[sg.Never, list[Any]]) -> None:
+    await ctx.yield_output(values)
+
+
+class Square(sg.Executor):
+    """Records how many workers run at once; each worker sees one message."""
+
+    active = 0
+    peak = 0
+    made = 0
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        Square.made += 1
+        self.calls = 0
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+        self.calls += 1
+        assert self.calls == 1, "a worker handles exactly one message"
+        Square.active += 1
+        Square.peak = max(Square.peak, Square.active)
+        await asyncio.sleep(random.random() / 1000)
+        Square.active -= 1
+        await ctx.send_message(n * n)
+
+
+def squares(limit: int | None = None, store: sg.CheckpointStore | None = None) -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=emit, checkpoints=store)
+        .add_map(emit, Square, id="squares", to=collect, max_concurrency=limit)
+        .build()
+    )
+
+
+async def test_a_thousand_items_in_order_within_the_bound() -> None:
+    workflow = squares(limit=7)
+    Square.peak, made_before = 0, Square.made
+    result = await workflow.run(1_000)
+    assert result.outputs == [[n * n for n in range(1_000)]]
+    assert Square.peak == 7  # at most seven at once, and seven did run at once
+    assert Square.made - made_before == 1_000  # a worker each
+    invoked = [e for e in result.events if e.kind == "executor_invoked"]
+    assert sum(1 for e in invoked if e.executor_id == "squares") == 1_000
+    [started] = [e for e in result.events if e.kind == "superstep_started" and e.superstep == 2]
+    assert started.executors == ("squares",)  # type: ignore[attr-defined]
+
+
+async def test_unbounded_items_all_run_at_once() -> None:
+    Square.peak = 0
+    await squares().run(50)
+    assert Square.peak == 50
+
+
+async def test_a_failing_item_is_retried_alone_then_fails_the_superstep() -> None:
+    tries: dict[int, int] = {}
+
+    @sg.executor(id="flaky", retry=sg.RetryPolicy(attempts=2))
+    async def flaky(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        tries[n] = tries.get(n, 0) + 1
+        if n == 3 and tries[n] == 1:
+            raise ConnectionError("once")
+        if n == 5:
+            raise ValueError("always")
+        await ctx.send_message(n)
+
+    def build(failing: bool) -> sg.Workflow:
+        source = emit if not failing else sg.executor(id="emit")(emit.func)
+        return (
+            sg.WorkflowBuilder(start=source)
+            .add_map(source, flaky, id="flaky_map", to=collect)
+            .build()
+        )
+
+    result = await build(False).run(5)  # items 0..4: item 3 fails once, then succeeds
+    assert result.outputs == [[0, 1, 2, 3, 4]]
+    assert tries == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1}  # only item 3 was tried again
+    with pytest.raises(sg.WorkflowRunError, match=r"'flaky_map' failed .*ValueError: always"):
+        await build(True).run(6)
+
+
+async def test_item_state_writes_fold_in_item_order_and_conflicts_name_items() -> None:
+    @sg.executor(id="note")
+    async def note(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await asyncio.sleep((10 - n) / 1000)  # later items finish first
+        ctx.state.set("notes", [n])
+        ctx.state.set("last", n)
+        await ctx.send_message(n)
+
+    @sg.executor(id="read")
+    async def read(values: list[int], ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output((ctx.state.get("notes"), ctx.state.get("last")))
+
+    workflow = (
+        sg.WorkflowBuilder(start=emit, reducers={"notes": lambda a, b: a + b})
+        .add_map(emit, note, id="notes_map", to=read)
+        .build()
+    )
+    result = await workflow.run(4)
+    assert result.outputs == [([0, 1, 2, 3], 3)]
+    warned = [e.message for e in result.events if isinstance(e, sg.WarningEvent)]
+    assert "state key 'last' was written by both 'notes_map[0]' and 'notes_map[1]'" in warned[0]
+
+
+async def test_a_map_resumes_from_a_checkpoint(store: sg.CheckpointStore) -> None:
+    first = await squares(store=store).run(6)
+    infos = await store.list(first.run_id)
+    holding = infos[1]  # after superstep 1: six messages wait for the map
+    assert len((await squares(store=store).get_state(holding.id)).messages["squares"]) == 6
+    resumed = await squares(store=store).run(checkpoint=holding.id)
+    assert resumed.outputs == first.outputs == [[0, 1, 4, 9, 16, 25]]
+
+
+async def test_workers_may_not_ask_or_aim() -> None:
+    class Asker(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+            await ctx.request_info("?", bool)
+
+        @sg.response_handler
+        async def answered(self, q: str, ok: bool, ctx: sg.WorkflowContext[int]) -> None: ...
+
+    workflow = sg.WorkflowBuilder(start=emit).add_map(emit, Asker, id="ask", to=collect).build()
+    with pytest.raises(sg.WorkflowRunError, match="a worker of map 'ask' opened a request"):
+        await workflow.run(1)
+
+    @sg.executor(id="aim")
+    async def aim(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n, target="collect")
+
+    aiming = sg.WorkflowBuilder(start=emit).add_map(emit, aim, id="aims", to=collect).build()
+    with pytest.raises(sg.RoutingError, match="item 0 of map 'aims' sent to target 'collect'"):
+        await aiming.run(1)
+
+
+def test_map_definitions_are_checked() -> None:
+    @sg.executor(id="texts")
+    async def texts(values: list[str]) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"'texts' cannot accept .*list\[int\]"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, Square, id="m", to=texts).build()
+    with pytest.raises(sg.WorkflowDefinitionError, match="made anew for each item"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, Square("x"), id="m", to=collect)
+    with pytest.raises(sg.WorkflowDefinitionError, match="max_concurrency must be a positive"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, Square, id="m", to=collect, max_concurrency=0)
+
+
+def test_a_map_is_drawn_as_one_node_marked_n() -> None:
+    from stepgraph._viz import to_dot, to_mermaid
+
+    workflow = squares()
+    assert '["squares[n]"]' in to_mermaid(workflow)
+    assert 'label="squares[n]", peripheries=2' in to_dot(workflow)

@@ -1,0 +1,160 @@
+"""Breakpoints, per-call limits, and cancelling a run from another process
+(design §1.17): each stop leaves a checkpoint the run goes on from."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stepgraph as sg
+from tests.conftest import ROOT, kinds
+
+
+@sg.executor(id="plan")
+async def plan(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    ctx.state.set("planned", n)
+    await ctx.send_message(n + 1)
+
+
+@sg.executor(id="act")
+async def act(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    await ctx.send_message(n * 10)
+
+
+@sg.executor(id="report")
+async def report(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    await ctx.yield_output(n)
+
+
+def pipeline(store: sg.CheckpointStore | None = None, **options: object) -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=plan, checkpoints=store, **options)  # type: ignore[arg-type]
+        .add_chain([plan, act, report])
+        .build()
+    )
+
+
+async def test_break_before_stops_at_the_barrier_then_goes_on(store: sg.CheckpointStore) -> None:
+    paused = await pipeline(store, interrupt_before=["act"]).run(1)
+    assert paused.status is sg.RunStatus.PAUSED and paused.outputs == []
+    assert kinds(paused.events)[-1] == "status"
+    assert [e.executors for e in paused.events if e.kind == "superstep_started"] == [("plan",)]  # type: ignore[attr-defined]
+    snapshot = await pipeline(store).get_state(paused.last_checkpoint or "")
+    assert snapshot.status == "paused" and snapshot.messages == {"act": [2]}
+    [run] = await store.runs()
+    assert run.status == "paused"
+    # Going on skips the breakpoint it stopped at, and only that one time.
+    done = await pipeline(store, interrupt_before=["act"]).run(checkpoint=paused.last_checkpoint)
+    assert done.status is sg.RunStatus.IDLE and done.outputs == [20]
+
+
+async def test_break_after_and_per_call_breakpoints(store: sg.CheckpointStore) -> None:
+    workflow = pipeline(store)
+    after = await workflow.run(1, interrupt_after=[act])
+    assert after.status is sg.RunStatus.PAUSED
+    assert (await workflow.get_state(after.last_checkpoint or "")).messages == {"report": [20]}
+    assert (await workflow.run(checkpoint=after.last_checkpoint)).outputs == [20]
+    before_start = await workflow.run(1, interrupt_before=["plan"])
+    assert before_start.status is sg.RunStatus.PAUSED
+    assert [e.kind for e in before_start.events if e.kind == "superstep_started"] == []
+    with pytest.raises(sg.WorkflowDefinitionError, match="interrupt_before names 'nope'"):
+        await workflow.run(1, interrupt_before=["nope"])
+
+
+async def test_max_supersteps_per_call() -> None:
+    workflow = pipeline()
+    with pytest.raises(sg.ConvergenceError, match="max_supersteps=2"):
+        await workflow.run(1, max_supersteps=2)
+    assert (await workflow.run(1, max_supersteps=3)).outputs == [20]
+    with pytest.raises(ValueError, match="max_supersteps must be a positive int"):
+        await workflow.run(1, max_supersteps=0)
+
+
+RESUME = """
+import asyncio, json, sys
+import stepgraph as sg
+from tests.test_pauses import pipeline
+store = sg.SqliteCheckpointStore(sys.argv[1])
+result = asyncio.run(pipeline(store).run(checkpoint=sys.argv[2]))
+print(json.dumps([result.status.value, result.outputs]))
+"""
+
+
+async def test_a_paused_run_goes_on_in_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "paused.sqlite"
+    with sg.SqliteCheckpointStore(path) as store:
+        paused = await pipeline(store).run(1, interrupt_after=["plan"])
+    assert paused.status is sg.RunStatus.PAUSED
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", RESUME, str(path), paused.last_checkpoint or ""],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["idle", [20]]
+
+
+@sg.executor(id="loop")
+async def loop(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await asyncio.sleep(0.02)
+    if n < (ctx.context or 10_000):  # the run context can end it sooner
+        await ctx.send_message(n + 1)
+    else:
+        await ctx.yield_output(n)
+
+
+def looping(store: sg.CheckpointStore) -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=loop, checkpoints=store, max_supersteps=20_000)
+        .add_edge(loop, loop)
+        .build()
+    )
+
+
+CANCEL = """
+import asyncio, sys
+import stepgraph as sg
+async def main():
+    with sg.SqliteCheckpointStore(sys.argv[1]) as store:
+        print(await store.request_cancel(sys.argv[2]))
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_a_run_is_cancelled_from_another_process_then_resumed(
+    tmp_path: Path, durability: str
+) -> None:
+    path = tmp_path / "cancel.sqlite"
+    store = sg.SqliteCheckpointStore(path)
+    config = sg.CheckpointConfig(store, durability)  # type: ignore[arg-type]
+    events: list[sg.Event] = []
+
+    async def consume() -> None:
+        async for event in looping(config).stream(0):  # type: ignore[arg-type]
+            events.append(event)
+
+    task = asyncio.create_task(consume())
+    while not any(e.kind == "superstep_completed" for e in events):
+        await asyncio.sleep(0.01)
+    run_id = next(e.run_id for e in events if isinstance(e, sg.RunStartedEvent))
+    asked = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CANCEL, str(path), run_id],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert asked.stdout.strip() == "True", asked.stderr
+    await asyncio.wait_for(task, timeout=30)  # stopped at a barrier, not by force
+    assert events[-1] == sg.StatusEvent(status=sg.RunStatus.CANCELLED)
+    steps = sum(1 for e in events if e.kind == "superstep_completed")
+    [run] = await store.runs()
+    assert run.status == "cancelled" and run.superstep == steps
+    # The flag is spent: going on runs to the end.
+    resumed = await looping(store).run(checkpoint=run.last_checkpoint, context=steps + 3)
+    assert (resumed.status, resumed.outputs) == (sg.RunStatus.IDLE, [steps + 3])
+    assert not store.cancel_requested(run_id, 0.0)
+    store.close()
