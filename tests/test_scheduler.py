@@ -470,7 +470,7 @@ async def test_invalid_run_input_is_refused_before_running() -> None:
 async def test_cancelled_run_reports_status_cancelled() -> None:
     # The kernel's own contract: a cancelled run emits status CANCELLED last
     # (a cancelled stream() consumer cannot read it, so observe the kernel).
-    from stepgraph._core import LocalBackend, RunScope, RunState, run_supersteps
+    from stepgraph._core import LocalBackend, RunScope, RunState, materialize, run_supersteps
 
     @sg.executor(id="hang")
     async def hang(n: int) -> None:
@@ -482,7 +482,7 @@ async def test_cancelled_run_reports_status_cancelled() -> None:
         run_id="r",
         workflow_name="w",
         strict=False,
-        emit=events.append,
+        emit=lambda item: events.append(materialize(item)),  # events, or call records
         executor_ids=frozenset({"hang"}),
         output_ids=None,
     )

@@ -250,7 +250,11 @@ class Executor:
         return None
 
     def accepts(self, message: Any) -> bool:
-        if type(message) is Response:
+        cls = type(message)
+        entry = self._dispatch.get(cls)
+        if type(entry) is HandlerSpec:  # decided by the class alone (routing asks often)
+            return True
+        if cls is Response:
             return self.response_handler_for(message.request.request, message.value) is not None
         return self.handler_for(message) is not None
 
@@ -348,7 +352,8 @@ class Executor:
         if type(message) is Response:
             await self._respond(message, ctx)
             return
-        spec = self.handler_for(message)
+        entry = self._dispatch.get(type(message))  # usually decided by the class alone
+        spec = entry if type(entry) is HandlerSpec else self.handler_for(message)
         if spec is None:
             raise MessageTypeError(
                 f"executor {self.id!r} has no handler for {type_name(type(message))} "

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from ._core import Event
+from ._core import Event, materialize
 
 __all__ = ["RunStream"]
 
@@ -73,7 +73,7 @@ class RunStream(AsyncIterator[Event]):
             if not driver.cancelled():
                 driver.result()  # the run's failure, raised here
             raise StopAsyncIteration
-        return event
+        return materialize(event)
 
     async def aclose(self) -> None:
         """Cancel the run if it is still going, and wait until it stopped."""
@@ -98,7 +98,7 @@ class RunStream(AsyncIterator[Event]):
             if event is _END:
                 queue.put_nowait(_END)
                 break
-            events.append(event)
+            events.append(materialize(event))
         return events
 
     async def __aenter__(self) -> RunStream:

@@ -24,7 +24,6 @@ from typing import Any
 
 from ._core import (
     Contract,
-    Event,
     OutputEvent,
     Placement,
     RequestInfoEvent,
@@ -33,6 +32,7 @@ from ._core import (
     RunState,
     TypeSpec,
     WorkflowContext,
+    materialize,
     spec_of,
 )
 from ._exceptions import RequestError, SubworkflowError, WorkflowDefinitionError, WorkflowRunError
@@ -200,7 +200,8 @@ class WorkflowExecutor(Executor):
         forward = ctx._emit
         prefix = (self.id,)
 
-        def emit(event: Event) -> None:
+        def emit(item: Any) -> None:
+            event = materialize(item)  # it travels with its path: a real event
             if type(event) is RequestInfoEvent:
                 # Announced once, by the parent's barrier, with the id to answer.
                 return

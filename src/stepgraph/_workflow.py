@@ -15,8 +15,10 @@ executors runs any number of times at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from ._core import (
     RunState,
     RunStatus,
     WarningEvent,
+    materialize,
     run_supersteps,
     type_name,
 )
@@ -55,9 +58,12 @@ if TYPE_CHECKING:
 
 __all__ = ["RunResult", "Workflow", "as_config", "known_ids"]
 
-# id(executor) -> name of the workflow running it. A thread lock, not an
-# asyncio one: it is never held across an await and binds to no loop.
-_IN_USE: dict[int, str] = {}
+# Workflows built on each shared executor instance (by id), so that a run
+# checks only the workflows it shares an instance with; and a counter that
+# tells each workflow when to look again. A thread lock, not an asyncio one:
+# it is never held across an await and binds to no loop.
+_USERS: dict[int, weakref.WeakSet[Workflow]] = {}
+_GENERATION = 0
 _IN_USE_LOCK = threading.Lock()
 # Runs waiting for answers that a workflow object keeps for run(responses=...).
 SUSPENDED_LIMIT = 1_000
@@ -66,21 +72,28 @@ ExecutorRef = Any  # an Executor or its id
 _NO_BREAKPOINTS = Breakpoints()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunResult:
     """What a finished run produced. ``outputs`` are in the order their
-    ``output`` events were emitted; ``pending_requests`` are the requests
-    still open (answer them with ``run(responses=...)``); ``last_checkpoint``
-    is the id of the run's newest checkpoint, if it was checkpointed."""
+    ``output`` events were emitted; ``events`` are all of its events, in
+    order; ``pending_requests`` are the requests still open (answer them with
+    ``run(responses=...)``); ``last_checkpoint`` is the id of the run's newest
+    checkpoint, if it was checkpointed."""
 
     run_id: str
     status: RunStatus
     outputs: list[Any] = field(default_factory=list)
-    # Not in the repr: a long run has many events, and asyncio may repr the
-    # task's result (Python 3.11 does when ``asyncio.run`` finishes).
-    events: list[Event] = field(default_factory=list, repr=False)
     pending_requests: list[PendingRequest] = field(default_factory=list)
     last_checkpoint: str | None = None
+    # What the run emitted: events, and handler-call records made events when
+    # ``events`` is first read. Not in the repr: a long run has many, and
+    # asyncio may repr the task's result (Python 3.11 does in asyncio.run).
+    log: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    @functools.cached_property
+    def events(self) -> list[Event]:
+        """Every event of the run, in the order they happened."""
+        return [materialize(item) for item in self.log]
 
 
 def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> CheckpointConfig | None:
@@ -175,6 +188,18 @@ class Workflow:
         self._claimable = [
             e for eid, e in executors.items() if not e.stateless and eid not in factories
         ]
+        self._rivals: list[tuple[weakref.ref[Workflow], Executor]] = []
+        self._seen_generation = -1
+        if self._claimable:
+            global _GENERATION
+            with _IN_USE_LOCK:
+                for executor in self._claimable:
+                    users = _USERS.get(id(executor))
+                    if users is None:
+                        users = _USERS[id(executor)] = weakref.WeakSet()
+                        weakref.finalize(executor, _USERS.pop, id(executor), None)
+                    users.add(self)
+                _GENERATION += 1
 
     # -- description -------------------------------------------------------
 
@@ -269,16 +294,16 @@ class Workflow:
             backend=backend, context=context, max_supersteps=max_supersteps,
             interrupt_before=interrupt_before, interrupt_after=interrupt_after,
         )  # fmt: skip
-        events: list[Event] = []
-        outcome = await self._start(call, events.append)
-        outputs = [e.data for e in events if type(e) is OutputEvent and not e.workflow_path]
+        log: list[Any] = []
+        outcome = await self._start(call, log.append)
+        outputs = [e.data for e in log if type(e) is OutputEvent and not e.workflow_path]
         return RunResult(
             run_id=outcome.run_id,
             status=outcome.status,
             outputs=outputs,
-            events=events,
             pending_requests=outcome.pending,
             last_checkpoint=outcome.last_checkpoint,
+            log=log,
         )
 
     def stream(
@@ -554,30 +579,42 @@ class Workflow:
 
     def _acquire(self) -> None:
         with _IN_USE_LOCK:
-            if self._claimable and self._running:
+            if not self._claimable:
+                self._running += 1
+                return
+            if self._running:
                 shared = ", ".join(repr(e.id) for e in self._claimable[:3])
                 raise WorkflowBusyError(
                     f"workflow {self.name!r} is already running, and its executor instances "
                     f"({shared}) are shared by its runs, so it runs one run at a time; register "
                     "them as factories (builder.register(id, factory)) to run it concurrently"
                 )
-            for executor in self._claimable:
-                holder = _IN_USE.get(id(executor))
-                if holder is not None:
+            for ref, executor in self._rivals_now():
+                rival = ref()
+                if rival is not None and rival._running:
                     raise WorkflowBusyError(
                         f"executor {executor.id!r} ({type(executor).__name__}) is in use by "
-                        f"running workflow {holder!r}; an executor instance serves one run at "
-                        "a time — build each concurrent workflow from its own instances",
+                        f"running workflow {rival.name!r}; an executor instance serves one run "
+                        "at a time — build each concurrent workflow from its own instances",
                         executor_id=executor.id,
                     )
-            for executor in self._claimable:
-                _IN_USE[id(executor)] = self.name
             self._running += 1
+
+    def _rivals_now(self) -> list[tuple[weakref.ref[Workflow], Executor]]:
+        """The other workflows built on one of this one's shared instances
+        (computed again only when a workflow was built since; lock held)."""
+        if self._seen_generation != _GENERATION:
+            self._rivals = [
+                (weakref.ref(other), executor)
+                for executor in self._claimable
+                for other in _USERS.get(id(executor), ())
+                if other is not self
+            ]
+            self._seen_generation = _GENERATION
+        return self._rivals
 
     def _release(self) -> None:
         with _IN_USE_LOCK:
-            for executor in self._claimable:
-                _IN_USE.pop(id(executor), None)
             self._running -= 1
 
 

@@ -18,6 +18,7 @@ from ._backend import Backend, ExecutorFailure, LocalBackend, Superstep, run_inb
 from ._context import Contract, Outbox, RunScope, WorkflowContext
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
+    CallRecord,
     Event,
     ExecutorCompletedEvent,
     ExecutorFailedEvent,
@@ -32,6 +33,7 @@ from ._events import (
     SuperstepStartedEvent,
     UserEvent,
     WarningEvent,
+    materialize,
 )
 from ._graph import (
     DirectEdge,
@@ -63,6 +65,7 @@ from ._typing import (
 __all__ = [
     "ANY_SPEC",
     "FRAMEWORK_EVENT_KINDS",
+    "CallRecord",
     "NEVER_SPEC",
     "Backend",
     "BarrierHook",
@@ -117,6 +120,7 @@ __all__ = [
     "WorkflowContext",
     "WorkflowRunError",
     "a_type",
+    "materialize",
     "may_overlap",
     "run_inbox",
     "run_supersteps",

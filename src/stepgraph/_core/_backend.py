@@ -4,8 +4,9 @@ The scheduler decides *which* inboxes run and *when* the barrier is; a
 :class:`Backend` only runs them and hands back each executor's :class:`Outbox`.
 :class:`LocalBackend` runs each non-empty inbox as one asyncio task inside a
 task group — serial within an inbox, concurrent across inboxes, by
-construction (design §1.2, §1.3). A superstep with a single inbox runs it in
-the caller's task: no task is needed to be concurrent with nothing.
+construction (design §1.2, §1.3), structured like a task group (``run_all``).
+A superstep with a single inbox runs it in the caller's task: no task is
+needed to be concurrent with nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._context import Outbox, RunScope, WorkflowContext
 from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Invoke, Node
 from ._routing import Inbox
+from ._tasks import run_all
 
 __all__ = ["Backend", "ExecutorFailure", "LocalBackend", "Superstep"]
 
@@ -71,9 +73,7 @@ class LocalBackend:
         if len(batches) == 1:
             node, inbox = batches[0]
             return [await run_inbox(work, node, inbox)]
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(run_inbox(work, node, inbox)) for node, inbox in batches]
-        return [task.result() for task in tasks]
+        return await run_all([run_inbox(work, node, inbox) for node, inbox in batches])
 
 
 async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
@@ -90,9 +90,11 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     guarded = node.retry is not None or node.timeout is not None
     invoke = node.invoke
     node_id = node.id
+    emit = ctx._emit
+    started_event = (ExecutorInvokedEvent, node_id, step)  # a call record: see materialize
     try:
         for _source, message in inbox:
-            ctx._emit(ExecutorInvokedEvent(executor_id=node_id, superstep=step))
+            emit(started_event)
             started = perf_counter()
             try:
                 if guarded:
@@ -103,12 +105,9 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                 failure = ExecutorFailure(node_id, step, exc)
                 work.failures.append(failure)
                 raise failure from exc
-            ctx._flush_outputs()
-            ctx._emit(
-                ExecutorCompletedEvent(
-                    executor_id=node_id, superstep=step, duration=perf_counter() - started
-                )
-            )
+            if ctx._pending:
+                ctx._flush_outputs()
+            emit((ExecutorCompletedEvent, node_id, step, perf_counter() - started))
     finally:
         outbox = ctx._close()
     return outbox

@@ -40,7 +40,8 @@ OutT = TypeVar("OutT", default=Never)
 WorkflowOutT = TypeVar("WorkflowOutT", default=Never)
 ContextT = TypeVar("ContextT", default=Any)
 
-Emit = Callable[[Event], None]
+# Events, or the call records a handler call emits (see ``materialize``).
+Emit = Callable[[Any], None]
 
 
 class _Done:
@@ -131,6 +132,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
 
     __slots__ = (
         "_closed",
+        "_committed",
         "_contract",
         "_emit",
         "_executor_id",
@@ -156,7 +158,8 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         self._superstep = superstep
         self._outbox = Outbox(executor_id)
         self._pending: list[Any] = []
-        self._state = StateView(committed, self._outbox.writes, scope.reducers)
+        self._committed = committed
+        self._state: StateView | None = None  # made when a handler first uses it
         self._contract = _UNDECLARED
         self._emit = scope.emit
         self._closed = False
@@ -185,12 +188,18 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
     @property
     def state(self) -> StateView:
         """Shared state: the previous barrier's commit plus this executor's writes."""
-        return self._state
+        state = self._state
+        if state is None:
+            state = self._state = StateView(
+                self._committed, self._outbox.writes, self._scope.reducers
+            )
+        return state
 
     def send_message(self, message: OutT, target: str | None = None) -> _Done:
         """Send ``message`` along this executor's edges (only to ``target``
         when given). Delivered in the next superstep."""
-        self._check_open()
+        if self._closed:  # (inline: this runs for every message)
+            self._check_open()
         if message is None:
             raise MessageTypeError(
                 f"executor {self._executor_id!r} sent None; None is never a message",

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "FRAMEWORK_EVENT_KINDS",
+    "CallRecord",
+    "materialize",
     "Event",
     "ExecutorCompletedEvent",
     "ExecutorFailedEvent",
@@ -154,6 +156,35 @@ class UserEvent(Event):
 
     kind: str  # type: ignore[misc]  # an instance field here, a ClassVar elsewhere
     data: Any = None
+
+
+# Two events per handler call. The kernel emits them as plain tuples —
+# ``(ExecutorInvokedEvent, executor_id, superstep)`` and
+# ``(ExecutorCompletedEvent, executor_id, superstep, duration)`` — and whoever
+# hands events to a reader (``stream()``, ``RunResult.events``) makes them
+# events with ``materialize``: a run whose events nobody reads never builds
+# them. Built, they skip the frozen dataclass __init__ (which sets each field
+# through object.__setattr__) for the fields' own slot descriptors.
+_new = object.__new__
+_set_executor = Event.__dict__["executor_id"].__set__
+_set_superstep = Event.__dict__["superstep"].__set__
+_set_path = Event.__dict__["workflow_path"].__set__
+_set_duration = ExecutorCompletedEvent.__dict__["duration"].__set__
+
+CallRecord = tuple[Any, ...]
+
+
+def materialize(item: Event | CallRecord) -> Event:
+    """The event an emitted item stands for."""
+    if type(item) is not tuple:
+        return item  # type: ignore[return-value]
+    event = _new(item[0])
+    _set_executor(event, item[1])
+    _set_superstep(event, item[2])
+    _set_path(event, ())
+    if len(item) == 4:
+        _set_duration(event, item[3])
+    return event  # type: ignore[no-any-return]
 
 
 FRAMEWORK_EVENT_KINDS: frozenset[str] = frozenset(

@@ -22,6 +22,7 @@ from ._context import Outbox, WorkflowContext
 from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Node
 from ._routing import Inbox
+from ._tasks import run_all
 
 __all__ = ["run_map"]
 
@@ -41,7 +42,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             try:
                 try:
                     invoke = plan.make()  # this item's own worker
-                    ctx._emit(ExecutorInvokedEvent(executor_id=node_id, superstep=step))
+                    ctx._emit((ExecutorInvokedEvent, node_id, step))  # call records
                     started = perf_counter()
                     if guarded:
                         await invoke_guarded(node, invoke, message, ctx, step)
@@ -52,18 +53,12 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                     work.failures.append(failure)
                     raise failure from exc
                 ctx._flush_outputs()
-                ctx._emit(
-                    ExecutorCompletedEvent(
-                        executor_id=node_id, superstep=step, duration=perf_counter() - started
-                    )
-                )
+                ctx._emit((ExecutorCompletedEvent, node_id, step, perf_counter() - started))
             finally:
                 outbox = ctx._close()
             return outbox
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(item(message)) for _, message in inbox]
-    results = [t.result() for t in tasks]
+    results = await run_all([item(message) for _, message in inbox])
     merged = Outbox(node_id)
     batch: list[Any] = []
     merged.item_writes = []
