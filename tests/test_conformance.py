@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import operator
 import random
 import time
 from collections.abc import Iterator
@@ -267,3 +268,206 @@ async def test_large_payload_to_several_executors(backend: sg.Backend) -> None:
     assert sorted(result.outputs) == [(f"m{i}", 5_000_000) for i in range(3)]
     if isinstance(backend, sg.RayBackend):
         assert backend.shared_last_superstep == 1  # one object-store copy for three inboxes
+
+
+# -- core v2 on every backend: per-run executors, maps, reducers, pauses, cancel --
+
+
+class Tally(sg.Executor):
+    """A per-run executor: counts its calls in an attribute, reports the run
+    context it was given."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.calls = 0
+
+    @sg.handler
+    async def on(self, item: int, ctx: sg.WorkflowContext[sg.Never, Any, str]) -> None:
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        await ctx.yield_output((ctx.context, self.id, item, self.calls))
+
+
+def tallies() -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=split)
+        .register("t1", Tally)
+        .register("t2", Tally)
+        .add_fan_out(split, ["t1", "t2"])
+        .build()
+    )
+
+
+async def test_concurrent_runs_of_per_run_executors(backend: sg.Backend) -> None:
+    workflow = tallies()
+    assert workflow.concurrent
+    results = await asyncio.gather(
+        *(workflow.run([10 * r, 10 * r + 1], context=f"run{r}", backend=backend) for r in range(3))
+    )
+    for r, result in enumerate(results):
+        assert sorted(result.outputs) == [
+            (f"run{r}", t, 10 * r + i, i + 1) for t in ("t1", "t2") for i in (0, 1)
+        ]
+    if isinstance(backend, sg.RayBackend):
+        assert alive_actors() == 0
+
+
+class Square(sg.Executor):
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await asyncio.sleep(random.random() / 100)  # finish in any order
+        ctx.state.set("notes", [n])
+        await ctx.send_message(n * n)
+
+
+@sg.executor(id="gather")
+async def gather(values: list[int], ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+    await ctx.yield_output((values, ctx.state.get("notes")))
+
+
+async def test_a_map_with_a_reducer(backend: sg.Backend) -> None:
+    workflow = (
+        sg.WorkflowBuilder(start=split, reducers={"notes": operator.add})
+        .add_map(split, Square, id="squares", to=gather, max_concurrency=3)
+        .build()
+    )
+    result = await workflow.run(list(range(8)), backend=backend)
+    assert result.outputs == [([n * n for n in range(8)], list(range(8)))]
+
+
+@sg.executor(id="step")
+async def step(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await asyncio.sleep(0.05)
+    if n < (ctx.context or 10_000):
+        await ctx.send_message(n + 1)
+    else:
+        await ctx.yield_output(n)
+
+
+def stepping(store: sg.CheckpointStore) -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start=step, checkpoints=store, max_supersteps=20_000)
+        .add_edge(step, step)
+        .build()
+    )
+
+
+async def test_breakpoints_limits_and_cancel_from_the_store(
+    backend: sg.Backend, tmp_path: Path
+) -> None:
+    with sg.SqliteCheckpointStore(tmp_path / "x.sqlite") as store:
+        workflow = stepping(store)
+        with pytest.raises(sg.ConvergenceError, match="max_supersteps=2"):
+            await workflow.run(0, context=5, max_supersteps=2, backend=backend)
+        paused = await workflow.run(0, context=3, interrupt_after=["step"], backend=backend)
+        assert paused.status is sg.RunStatus.PAUSED
+        assert (await workflow.get_state(paused.last_checkpoint or "")).messages == {"step": [1]}
+        done = await workflow.run(checkpoint=paused.last_checkpoint, context=3, backend=backend)
+        assert (done.status, done.outputs) == (sg.RunStatus.IDLE, [3])
+
+        events: list[sg.Event] = []
+
+        async def consume() -> None:
+            async for event in workflow.stream(0, backend=backend):
+                events.append(event)
+
+        task = asyncio.create_task(consume())
+        while not any(e.kind == "superstep_completed" for e in events):
+            await asyncio.sleep(0.01)
+        run_id = next(e.run_id for e in events if isinstance(e, sg.RunStartedEvent))
+        assert await store.request_cancel(run_id)
+        await asyncio.wait_for(task, timeout=60)
+        assert events[-1] == sg.StatusEvent(status=sg.RunStatus.CANCELLED)
+        info = await store.run_info(run_id)
+        assert info is not None and info.status == "cancelled"
+        steps = info.superstep
+        resumed = await workflow.run(
+            checkpoint=info.last_checkpoint, context=steps + 2, backend=backend
+        )
+        assert resumed.outputs == [steps + 2]
+    if isinstance(backend, sg.RayBackend):
+        assert alive_actors() == 0
+
+
+class Keeper(sg.Executor):
+    """A per-run executor whose attribute must live through supersteps and a
+    request answered in a later call."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.seen: list[int] = []
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int, Any]) -> None:
+        self.seen.append(n)
+        if n % 10 < 2:
+            await ctx.send_message(n + 1)
+        else:
+            await ctx.request_info(Ask(str(n)), bool)
+
+    @sg.response_handler
+    async def done(self, ask: Ask, ok: bool, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output((ask.text, ok, list(self.seen)))
+
+
+async def test_per_run_instances_live_through_supersteps_and_answers(
+    backend: sg.Backend,
+) -> None:
+    workflow = (
+        sg.WorkflowBuilder(start="keeper")
+        .register("keeper", Keeper)
+        .add_edge("keeper", "keeper")
+        .build()
+    )
+    firsts = await asyncio.gather(*(workflow.run(10 * r, backend=backend) for r in (1, 2)))
+    answers = {
+        r: first.pending_requests[0].request_id for r, first in zip((1, 2), firsts, strict=True)
+    }
+    dones = await asyncio.gather(
+        *(workflow.run(responses={answers[r]: r == 1}, backend=backend) for r in (2, 1))
+    )
+    assert [d.outputs for d in dones] == [
+        [("22", False, [20, 21, 22])],
+        [("12", True, [10, 11, 12])],
+    ]
+
+
+async def test_a_context_ray_cannot_send_fails_clearly(ray_backend: sg.RayBackend) -> None:
+    import threading
+
+    with pytest.raises(sg.WorkflowRunError, match=r"run context \(lock\) .* cannot be sent"):
+        await tallies().run([1], context=threading.Lock(), backend=ray_backend)
+    assert alive_actors() == 0
+
+
+class SnapshotKeeper(Keeper):
+    def snapshot(self) -> list[int]:
+        return list(self.seen)
+
+    def restore(self, snapshot: list[int]) -> None:
+        self.seen = list(snapshot)
+
+
+def snapshot_keepers(store: sg.CheckpointStore) -> sg.Workflow:
+    return (
+        sg.WorkflowBuilder(start="keeper", checkpoints=store)
+        .register("keeper", SnapshotKeeper)
+        .add_edge("keeper", "keeper")
+        .build()
+    )
+
+
+async def test_checkpoints_hold_what_per_run_executors_hold(
+    backend: sg.Backend, tmp_path: Path
+) -> None:
+    with sg.SqliteCheckpointStore(tmp_path / "x.sqlite") as store:
+        first = await snapshot_keepers(store).run(10, backend=backend)
+        [request] = first.pending_requests
+        middle = (await store.list(first.run_id))[2]  # after superstep 2: seen [10, 11]
+        state = await snapshot_keepers(store).get_state(middle.id)
+        assert state.snapshots == {"keeper": [10, 11]}
+        # A fresh workflow object (as another process would build) answers from the store.
+        done = await snapshot_keepers(store).run(
+            checkpoint=first.last_checkpoint, responses={request.request_id: True}, backend=backend
+        )
+        assert done.outputs == [("12", True, [10, 11, 12])]

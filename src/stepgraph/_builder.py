@@ -337,6 +337,7 @@ class WorkflowBuilder:
             responds=ex.responds if ex.handles_responses else None,
             host=ex if make is None else None,
             placement=ex.placement,
+            make=make,
         )
 
     def _breakpoint_ids(

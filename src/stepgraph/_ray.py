@@ -12,7 +12,11 @@ put again only when a barrier changed it.
 Actors are created when first needed in a run and reused for its supersteps;
 when the run ends (however it ends) each executor's attributes are brought
 back into the driver's executor object — so instance state persists across
-runs as it does locally — and every actor is killed.
+runs as it does locally — and every actor is killed. A per-run executor
+(``register``) lives in its actor for the run and is brought back into the
+run's own instance. Each run has its own actors, so one backend serves any
+number of concurrent runs; the run context and the state reducers are put
+in the object store once per run.
 
 Events from an actor reach ``stream()`` when its inbox batch returns (the
 local backend emits them as they happen within a batch).
@@ -35,11 +39,14 @@ from ._core import (
     Node,
     Outbox,
     Placement,
+    Reducers,
     RunScope,
     Superstep,
+    WarningEvent,
     run_inbox,
 )
 from ._exceptions import WorkflowRunError
+from ._factories import make_executor
 
 __all__ = ["RayBackend"]
 
@@ -71,13 +78,17 @@ class _Shared:
 
 class _Host:
     """The actor body: hosts one executor for one run (a synchronous actor, so
-    Ray runs its calls one at a time and in order)."""
+    Ray runs its calls one at a time and in order). A per-run executor's
+    instance lives in ``instances`` for the run: the driver's, when the run
+    goes on, or made on the first call."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, instance: Any = None) -> None:
         self.node = node
         self.loop = asyncio.new_event_loop()
         self.state_version = -1
         self.state: Mapping[str, Any] = {}
+        self.instances: dict[str, Any] = {} if instance is None else {node.id: instance}
+        self.run: tuple[Any, Reducers] | None = None  # the run's context and reducers
 
     def where(self) -> str:
         import ray
@@ -90,14 +101,20 @@ class _Host:
         scope: dict[str, Any],
         inbox: Inbox,
         state: tuple[int, list[Any]],
-    ) -> tuple[Outbox | None, list[Event], BaseException | None]:
+        run: list[Any],
+    ) -> tuple[Outbox | None, list[Event], BaseException | None, tuple[bool, Any] | None]:
         version, (ref,) = state
         if version != self.state_version:  # fetched only when a barrier changed it
             import ray
 
             self.state = ray.get(ref)
             self.state_version = version
+        if self.run is None:  # once per run (and actor)
+            import ray
+
+            self.run = ray.get(run[0])
         committed = self.state
+        context, reducers = self.run
         events: list[Event] = []
         run_scope = RunScope(
             run_id=scope["run_id"],
@@ -106,6 +123,9 @@ class _Host:
             emit=events.append,
             executor_ids=scope["executor_ids"],
             output_ids=scope["output_ids"],
+            context=context,
+            instances=self.instances,
+            reducers=reducers,
         )
         if any(type(m) is _Shared for _, m in inbox):
             import ray
@@ -115,13 +135,53 @@ class _Host:
         try:
             outbox = self.loop.run_until_complete(run_inbox(work, self.node, inbox))
         except ExecutorFailure as failure:
-            return None, events, failure.cause
-        return outbox, events, None
+            return None, events, failure.cause, None
+        return outbox, events, None, self._snapshot()
+
+    def _executor(self) -> Any:
+        host = self.node.host
+        return host if host is not None else self.instances.get(self.node.id)
+
+    def _snapshot(self) -> tuple[bool, Any] | None:
+        """What ``snapshot()`` returns now, for an executor that takes
+        snapshots: ``(True, value)``, or ``(False, error)`` if it raised."""
+        executor = self._executor()
+        if executor is None or not executor.takes_snapshots:
+            return None
+        try:
+            return True, executor.snapshot()
+        except Exception as exc:
+            return False, exc
 
     def export(self) -> dict[str, Any]:
         """The executor's attributes, for the driver's copy at the run's end."""
-        host = self.node.host
-        return dict(host._user_state()) if host is not None else {}
+        executor = self._executor()
+        return dict(executor._user_state()) if executor is not None else {}
+
+
+class _RunActors:
+    """One run's actors, and what they were sent."""
+
+    __slots__ = (
+        "actors",
+        "busy",
+        "hosts",
+        "nodes",
+        "run_ref",
+        "state_dirty",
+        "state_ref",
+        "state_version",
+    )
+
+    def __init__(self, run_ref: Any) -> None:
+        self.actors: dict[str, Any] = {}  # executor id -> actor handle
+        self.nodes: dict[str, str] = {}  # executor id -> Ray node id
+        self.hosts: dict[str, Node] = {}
+        self.busy: set[str] = set()  # executor ids with a call in flight
+        self.run_ref = run_ref  # (context, reducers) in the object store
+        self.state_ref: Any = None
+        self.state_version = 0
+        self.state_dirty = True
 
 
 class RayBackend:
@@ -153,15 +213,9 @@ class RayBackend:
         self.default = default or Placement(num_cpus=0)
         self._init_options = dict(init_options or {})
         self._started = False
-        self._actors: dict[str, Any] = {}  # executor id -> actor handle (this run)
-        self._nodes: dict[str, str] = {}  # executor id -> Ray node id (this run)
-        self.last_run_nodes: dict[str, str] = {}  # the same, for the last finished run
+        self._runs: dict[RunScope, _RunActors] = {}  # the runs going on, by their scope
+        self.last_run_nodes: dict[str, str] = {}  # executor id -> Ray node id, last run ended
         self.shared_last_superstep = 0  # messages put in the object store once, for several
-        self._hosts: dict[str, Node] = {}
-        self._busy: set[str] = set()  # executor ids with a call in flight
-        self._state_ref: Any = None
-        self._state_version = 0
-        self._state_dirty = True
         self._actor_class: Any = None
 
     # -- cluster -------------------------------------------------------------------
@@ -197,8 +251,23 @@ class RayBackend:
         chosen = self.placement.get(node.id) or node.placement or self.default
         return chosen.merged(self.default)
 
-    async def _actor(self, node: Node) -> Any:
-        actor = self._actors.get(node.id)
+    def _run_of(self, scope: RunScope) -> _RunActors:
+        run = self._runs.get(scope)
+        if run is None:
+            try:
+                ref = self._ray.put((scope.context, scope.reducers))
+            except Exception as exc:
+                raise WorkflowRunError(
+                    f"the run context ({type(scope.context).__name__}) or a state reducer "
+                    f"cannot be sent to Ray actors: {type(exc).__name__}: {exc}. On the Ray "
+                    "backend the context must be serializable; pass what the actors need to "
+                    "build their clients (a URL, a key), not the clients themselves"
+                ) from exc
+            run = self._runs[scope] = _RunActors(ref)
+        return run
+
+    async def _actor(self, run: _RunActors, node: Node, scope: RunScope) -> Any:
+        actor = run.actors.get(node.id)
         if actor is not None:
             return actor
         self._connect()
@@ -210,39 +279,41 @@ class RayBackend:
             options["resources"] = dict(place.resources)
         if place.runtime_env:
             options["runtime_env"] = dict(place.runtime_env)
-        actor = self._actor_class.options(**options).remote(node)
-        self._actors[node.id] = actor
-        self._hosts[node.id] = node
-        self._nodes[node.id] = await actor.where.remote()
+        instance = scope.instances.get(node.id) if node.make is not None else None
+        actor = self._actor_class.options(**options).remote(node, instance)
+        run.actors[node.id] = actor
+        run.hosts[node.id] = node
+        run.nodes[node.id] = await actor.where.remote()
         return actor
 
     async def run_superstep(self, work: Superstep) -> list[Outbox]:
         ray = self._ray
         self._connect()
-        if self._state_ref is None or self._state_dirty:
+        run = self._run_of(work.scope)
+        if run.state_ref is None or run.state_dirty:
             # Wrapped in a list so Ray does not resolve it on every call: each
             # actor fetches it only when the version changed.
-            self._state_ref = ray.put(dict(work.committed))
-            self._state_version += 1
+            run.state_ref = ray.put(dict(work.committed))
+            run.state_version += 1
         scope = _scope_of(work.scope)
-        missing = [node for node, _ in work.batches if node.id not in self._actors]
+        missing = [node for node, _ in work.batches if node.id not in run.actors]
         if missing:  # start every new actor first, so the inboxes really run side by side
-            await asyncio.gather(*(self._actor(node) for node in missing))
+            await asyncio.gather(*(self._actor(run, node, work.scope) for node in missing))
         batches = self._share(work.batches)
         if len(batches) == 1:
             node, inbox = batches[0]
-            results: list[Outbox | None] = [await self._call(work, scope, node, inbox)]
+            results: list[Outbox | None] = [await self._call(run, work, scope, node, inbox)]
         else:
             results = [None] * len(batches)
 
             async def one(index: int, node: Node, inbox: Inbox) -> None:
-                results[index] = await self._call(work, scope, node, inbox)
+                results[index] = await self._call(run, work, scope, node, inbox)
 
             async with asyncio.TaskGroup() as group:
                 for index, (node, inbox) in enumerate(batches):
                     group.create_task(one(index, node, inbox))
         outboxes = [o for o in results if o is not None]
-        self._state_dirty = any(o.writes for o in outboxes)
+        run.state_dirty = any(o.writes or o.item_writes for o in outboxes)
         return outboxes
 
     def _share(self, batches: Any) -> list[tuple[Node, Inbox]]:
@@ -272,20 +343,20 @@ class RayBackend:
         return out
 
     async def _call(
-        self, work: Superstep, scope: dict[str, Any], node: Node, inbox: Inbox
+        self, run: _RunActors, work: Superstep, scope: dict[str, Any], node: Node, inbox: Inbox
     ) -> Outbox:
         ray = self._ray
         attempts = node.retry.attempts if node.retry is not None else 1
         for attempt in range(1, attempts + 1):
-            actor = await self._actor(node)
-            self._busy.add(node.id)
+            actor = await self._actor(run, node, work.scope)
+            run.busy.add(node.id)
             try:
-                outbox, events, cause = await actor.process.remote(
-                    work.number, scope, inbox, (self._state_version, [self._state_ref])
+                outbox, events, cause, snapshot = await actor.process.remote(
+                    work.number, scope, inbox, (run.state_version, [run.state_ref]), [run.run_ref]
                 )
             except ray.exceptions.RayActorError as exc:
-                where = self._nodes.get(node.id, "unknown")
-                self._actors.pop(node.id, None)
+                where = run.nodes.get(node.id, "unknown")
+                run.actors.pop(node.id, None)
                 lost = WorkflowRunError(
                     f"the Ray actor of executor {node.id!r} on node {where} died during "
                     f"superstep {work.number}: {type(exc).__name__}",
@@ -298,7 +369,7 @@ class RayBackend:
                 failure = ExecutorFailure(node.id, work.number, lost)
                 work.failures.append(failure)
                 raise failure from exc
-            self._busy.discard(node.id)
+            run.busy.discard(node.id)
             emit = work.scope.emit
             for event in events:
                 emit(event)
@@ -306,36 +377,68 @@ class RayBackend:
                 failure = ExecutorFailure(node.id, work.number, cause)
                 work.failures.append(failure)
                 raise failure from cause
+            if snapshot is not None:
+                _mirror(work, node, snapshot)
             assert isinstance(outbox, Outbox)
             return outbox
         raise AssertionError("unreachable")
 
-    async def finish_run(self) -> None:
-        """Bring executor state back to the driver, then kill every actor.
+    async def finish_run(self, scope: RunScope) -> None:
+        """Bring executor state back to the driver, then kill the run's actors.
 
         An actor still running a handler (the run failed or was cancelled) is
         killed at once — no handler outlives the run — and what its executor
         changed during this run is lost; the others hand their executor's
-        attributes back first."""
+        attributes back first: a shared executor's into the driver's object,
+        a per-run executor's into the run's own instance."""
         ray = self._ray
-        actors, self._actors = self._actors, {}
-        hosts, self._hosts = self._hosts, {}
-        busy, self._busy = self._busy, set()
-        self.last_run_nodes, self._nodes = self._nodes, {}
-        self._state_ref = None
-        self._state_dirty = True
-        for executor_id, actor in actors.items():
-            if executor_id in busy:
+        run = self._runs.pop(scope, None)
+        if run is None:
+            return  # the run ended before it reached Ray
+        self.last_run_nodes = run.nodes
+        for executor_id, actor in run.actors.items():
+            if executor_id in run.busy:
                 ray.kill(actor, no_restart=True)
-        idle = {eid: actor for eid, actor in actors.items() if eid not in busy}
+        idle = {eid: actor for eid, actor in run.actors.items() if eid not in run.busy}
         exports = await asyncio.gather(
             *(actor.export.remote() for actor in idle.values()), return_exceptions=True
         )
         for (executor_id, actor), state in zip(idle.items(), exports, strict=True):
-            host = hosts[executor_id].host
-            if isinstance(state, dict) and host is not None:
-                host._set_user_state(state)
+            target = _driver_copy(scope, run.hosts[executor_id])
+            if isinstance(state, dict) and target is not None:
+                target._set_user_state(state)
             ray.kill(actor, no_restart=True)
+
+
+def _driver_copy(scope: RunScope, node: Node) -> Any:
+    """The driver's object for ``node``'s executor in this run: the shared
+    instance, or the run's own (made now if the run has none yet)."""
+    if node.host is not None or node.make is None:
+        return node.host
+    instance = scope.instances.get(node.id)
+    if instance is None:
+        instance = scope.instances[node.id] = make_executor(node.make, node.id)
+    return instance
+
+
+def _mirror(work: Superstep, node: Node, snapshot: tuple[bool, Any]) -> None:
+    """Keep the driver's copy of an executor that takes snapshots as its
+    actor left it after each call, so the checkpoint at the barrier holds
+    what the actor holds (through ``restore()``)."""
+    ok, value = snapshot
+    if not ok:
+        work.scope.emit(
+            WarningEvent(
+                message=f"executor {node.id!r}: snapshot() raised in its Ray actor "
+                f"({type(value).__name__}: {value}); checkpoints keep its last snapshot",
+                executor_id=node.id,
+                superstep=work.number,
+            )
+        )
+        return
+    target = _driver_copy(work.scope, node)
+    if target is not None:
+        target.restore(value)
 
 
 # HTTP/2's client preface and an empty SETTINGS frame: a Ray cluster's gRPC

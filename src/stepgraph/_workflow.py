@@ -391,7 +391,7 @@ class Workflow:
             finally:
                 finish = getattr(runner, "finish_run", None)  # distributed backends
                 if finish is not None:
-                    await asyncio.shield(finish())
+                    await asyncio.shield(finish(scope))
             succeeded = True
         finally:
             if claimed is not None and not succeeded:

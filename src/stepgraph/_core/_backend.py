@@ -59,8 +59,10 @@ class Backend(Protocol):
     or raise :class:`ExecutorFailure` (first failure first in
     ``Superstep.failures``); must leave nothing running when it returns or
     raises, including on cancellation. A backend may also define
-    ``async finish_run()``, awaited when a run ends however it ends (a
-    distributed backend brings executor state back and tears down there)."""
+    ``async finish_run(scope)``, awaited with the run's :class:`RunScope`
+    when a run ends however it ends (a distributed backend brings executor
+    state back and tears down there). One backend object may serve several
+    runs at once: keep per-run things by ``work.scope``."""
 
     async def run_superstep(self, work: Superstep) -> list[Outbox]: ...
 

@@ -62,6 +62,9 @@ class Node:
     placement: Placement | None = None
     # A map (``add_map``): its inbox runs item by item on fresh workers, at once.
     map: MapPlan | None = None
+    # A per-run executor (``register``): makes the run's own instance, kept in
+    # ``RunScope.instances`` by id (``host`` is then None).
+    make: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
