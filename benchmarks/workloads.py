@@ -5,6 +5,8 @@ W2  fan-out to N executors, then fan-in a sum        (ms per run)
 W3  two executors ping-ponging a counter             (µs per hop)
 W4  50 sources each sending one message to a target  (ms per run)
 W5  W1 with checkpoints; the state ticker             (µs per superstep / checkpoint)
+W7  a map over N items, beside W2 at the same width   (ms per run)
+W8  1,000 concurrent runs of one 5-executor workflow  (s and peak RSS per batch)
 
 The floors use direct awaits with one task per hop: the least an asyncio
 engine that isolates each handler call in its own task could cost.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import stepgraph as sg
 
@@ -128,6 +131,60 @@ def many_to_one(sources: int) -> sg.Workflow:
     for sender in senders:
         builder.add_edge(sender, target)
     return builder.build()
+
+
+@sg.executor(id="emit")
+async def _emit(count: int, ctx: sg.WorkflowContext[int]) -> None:
+    for n in range(count):
+        await ctx.send_message(n)
+
+
+def map_of(width: int) -> sg.Workflow:
+    """W7: ``width`` items squared by a fresh worker each, summed by ``total``."""
+    return sg.WorkflowBuilder(start=_emit).add_map(_emit, Square, id="squares", to=_total).build()
+
+
+class Stage(sg.Executor):
+    """Keeps a per-run tally in an attribute, sends its input onward."""
+
+    def __init__(self, id: str, factor: int = 1) -> None:
+        super().__init__(id)
+        self.factor = factor
+        self.seen = 0
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+        self.seen += 1
+        await ctx.send_message(n * self.factor + self.seen)
+
+
+class Join(sg.Executor):
+    @sg.handler
+    async def on(self, values: list[int], ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(sum(values))
+
+
+def _five(builder: sg.WorkflowBuilder, ids: list[Any]) -> sg.Workflow:
+    entry, workers, join = ids[0], ids[1:4], ids[4]
+    return builder.add_fan_out(entry, workers).add_fan_in(workers, join).build()
+
+
+def five_registered() -> sg.Workflow:
+    """W8: one workflow of five per-run executors (entry, three workers, join)."""
+    builder = sg.WorkflowBuilder(start="entry").register("entry", Stage)
+    for i in (1, 2, 3):
+        builder.register(f"w{i}", lambda i=i: Stage(f"w{i}", factor=i))
+    builder.register("join", Join)
+    return _five(builder, ["entry", "w1", "w2", "w3", "join"])
+
+
+def five_built() -> sg.Workflow:
+    """W8's other way: the same five executors as instances, built for one run."""
+    nodes = [Stage("entry"), Stage("w1", 1), Stage("w2", 2), Stage("w3", 3), Join("join")]
+    return _five(sg.WorkflowBuilder(start=nodes[0]), nodes)
+
+
+FIVE_ANSWER = 9  # run(0): entry sends 0 + 1; worker i sends 1 * i + 1: 2 + 3 + 4
 
 
 class SyncWriteFloor:

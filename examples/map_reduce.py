@@ -1,4 +1,5 @@
-"""Map-reduce over documents: fan out to mappers, fan in to a reducer.
+"""Map-reduce over documents: a worker per document, decided at run time,
+then one reducer over their counts (in document order).
 
 python examples/map_reduce.py
 """
@@ -17,23 +18,20 @@ DOCUMENTS = [
 ]
 
 
-MAPPERS = 3
-
-
 @sg.executor(id="split")
-async def split(documents: list[str], ctx: sg.WorkflowContext[list[str]]) -> None:
-    # Every mapper gets a share, even an empty one: the fan-in waits for all.
-    for index in range(MAPPERS):
-        await ctx.send_message(documents[index::MAPPERS], target=f"map{index}")
+async def split(documents: list[str], ctx: sg.WorkflowContext[str, str]) -> None:
+    if not documents:  # a map of no items delivers nothing: answer here
+        await ctx.yield_output("no words")
+    for text in documents:
+        await ctx.send_message(text)
 
 
-class Mapper(sg.Executor):
+class Count(sg.Executor):
+    """Counts the words of one document (a fresh worker per document)."""
+
     @sg.handler
-    async def count(self, share: list[str], ctx: sg.WorkflowContext[dict[str, int]]) -> None:
-        words: Counter[str] = Counter()
-        for text in share:
-            words.update(text.split())
-        await ctx.send_message(dict(words))
+    async def count(self, text: str, ctx: sg.WorkflowContext[dict[str, int]]) -> None:
+        await ctx.send_message(dict(Counter(text.split())))
 
 
 @sg.executor(id="reduce")
@@ -48,11 +46,9 @@ async def reduce(partials: list[dict[str, int]], ctx: sg.WorkflowContext[sg.Neve
 
 
 def build() -> sg.Workflow:
-    mappers = [Mapper(f"map{i}") for i in range(MAPPERS)]
     return (
         sg.WorkflowBuilder(start=split, name="map-reduce")
-        .add_fan_out(split, mappers)
-        .add_fan_in(mappers, reduce)
+        .add_map(split, Count, id="count", to=reduce, max_concurrency=64)
         .build()
     )
 

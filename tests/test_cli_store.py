@@ -224,6 +224,16 @@ def test_breakpoints_from_the_command_line(tmp_path: Path) -> None:
             "--break-before", "nope"),
         "no executor 'nope' to break at",
     )  # fmt: skip
+    bounded = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--no-store",
+                  "--max-supersteps", "2")  # fmt: skip
+    assert bounded.returncode == 1 and "did not converge within max_supersteps=2" in bounded.stdout
+    enough = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--no-store",
+                 "--max-supersteps", "3")  # fmt: skip
+    assert enough.returncode == 0 and "output: 20" in enough.stdout
+    one_line_error(
+        cli("run", "tests.test_pauses:pipeline", "--input", "1", "--max-supersteps", "0"),
+        "--max-supersteps",
+    )  # fmt: skip
 
 
 def test_runs_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:

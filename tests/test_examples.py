@@ -50,11 +50,13 @@ def test_example_runs(name: str) -> None:
 @pytest.mark.parametrize(
     ("documents", "expected"),
     [
-        (["x"] * 6, ["x: 6"]),  # two per mapper: the fan-in waits for all of them
-        ([], ["no words"]),
-        (["x"], ["x: 1"]),  # two mappers get nothing and still report
+        (["x"] * 6, ["x: 6"]),
+        ([], ["no words"]),  # no items: split answers, nothing waits
+        (["", "  "], ["no words"]),  # items without words
+        (["x"], ["x: 1"]),
         (["a [b] ü", "[/x] ü"], ["ü: 2", "[/x]: 1", "[b]: 1"]),
         ([f"w{i % 7}" for i in range(500)], ["w0: 72", "w1: 72", "w2: 72"]),
+        ([f"w{i % 7} z" for i in range(5_000)], ["z: 5000", "w0: 715", "w1: 715"]),
     ],
 )
 def test_map_reduce_counts_every_document(documents: list[str], expected: list[str]) -> None:

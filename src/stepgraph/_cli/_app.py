@@ -87,6 +87,7 @@ class _Session:
         self.suggest = True  # print the commands that answer open requests
         self.break_before: list[str] | None = None
         self.break_after: list[str] | None = None
+        self.max_supersteps: int | None = None
 
     def see(self, event: Event) -> None:
         if event.workflow_path:
@@ -119,6 +120,7 @@ async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> Non
         backend=session.backend,
         interrupt_before=session.break_before,
         interrupt_after=session.break_after,
+        max_supersteps=session.max_supersteps,
     ) as stream:
         try:
             if view is None:
@@ -236,6 +238,10 @@ def run(
         list[str] | None,
         typer.Option("--break-after", help="pause after a superstep this executor ran in"),
     ] = None,
+    max_supersteps: Annotated[
+        int | None,
+        typer.Option("--max-supersteps", min=1, help="at most this many supersteps in this call"),
+    ] = None,
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
     2 idle with pending requests, 3 paused at a breakpoint, 1 failed, 130
@@ -270,6 +276,7 @@ def run(
         session.value, session.checkpoint, session.responses = value, checkpoint, responses
         session.as_json = as_json
         session.break_before, session.break_after = break_before, break_after
+        session.max_supersteps = max_supersteps
         for name in (*(break_before or ()), *(break_after or ())):
             if name not in workflow.executors:
                 raise CliError(

@@ -73,12 +73,11 @@ class Outbox:
     A map's outbox carries its items' state writes apart (``item_writes``),
     so the barrier sees each item as a writer of its own."""
 
-    __slots__ = ("executor_id", "item_writes", "outputs", "requests", "sent", "writes")
+    __slots__ = ("executor_id", "item_writes", "requests", "sent", "writes")
 
     def __init__(self, executor_id: str) -> None:
         self.executor_id = executor_id
         self.sent: list[tuple[Any, str | None]] = []
-        self.outputs: list[Any] = []
         self.writes: dict[str, Any] = {}
         self.requests: list[PendingRequest] = []
         self.item_writes: list[tuple[str, dict[str, Any]]] | None = None
@@ -348,7 +347,6 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             emit, eid, step = self._emit, self._executor_id, self._superstep
             for value in self._pending:
                 emit(OutputEvent(data=value, executor_id=eid, superstep=step))
-            self._outbox.outputs.extend(self._pending)
             self._pending.clear()
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -73,7 +73,6 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                     superstep=step,
                 )
             batch.append(message)
-        merged.outputs += result.outputs
         if result.writes:
             merged.item_writes.append((f"{node_id}[{index}]", result.writes))
     merged.sent.append((batch, None))
