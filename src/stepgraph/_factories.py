@@ -60,24 +60,28 @@ def registered(executor_id: str, factory: Factory) -> Registered:
     return Registered(executor_id, make, prototype)
 
 
-def make_executor(make: Callable[[], Executor], executor_id: str) -> Executor:
-    """A new instance from a factory, checked to be an executor with that id."""
+def make_executor(
+    make: Callable[[], Executor],
+    executor_id: str,
+    label: str | None = None,
+    same_id: bool = True,
+) -> Executor:
+    """A new instance from a factory, checked to be an executor (with that
+    id, when ``same_id``). ``label`` names the factory in errors."""
+    label = label or f"the factory of executor {executor_id!r}"
     try:
         made = make()
     except WorkflowDefinitionError:
         raise
     except Exception as exc:
         raise WorkflowRunError(
-            f"the factory of executor {executor_id!r} raised {type(exc).__name__}: {exc}",
-            executor_id=executor_id,
+            f"{label} raised {type(exc).__name__}: {exc}", executor_id=executor_id
         ) from exc
     if not isinstance(made, Executor):
         raise WorkflowRunError(
-            f"the factory of executor {executor_id!r} returned a {type(made).__name__}, "
-            "not an Executor",
-            executor_id=executor_id,
+            f"{label} returned a {type(made).__name__}, not an Executor", executor_id=executor_id
         )
-    if made.id != executor_id:
+    if same_id and made.id != executor_id:
         raise WorkflowRunError(
             f"the factory registered as {executor_id!r} made an executor with id {made.id!r}; "
             "give it the registered id",

@@ -20,6 +20,7 @@ from typing import Any
 from ._core import Contract, MapPlan, TypeSpec, WorkflowContext, spec_of
 from ._exceptions import WorkflowDefinitionError, WorkflowRunError
 from ._executor import Executor, FunctionExecutor
+from ._factories import make_executor
 from ._handlers import HandlerSpec, union_of
 
 __all__ = ["MapExecutor", "map_worker"]
@@ -52,20 +53,7 @@ def map_worker(map_id: str, worker: Worker) -> tuple[Callable[[], Executor], Exe
         )
 
     def checked() -> Executor:
-        try:
-            made = make()
-        except Exception as exc:
-            raise WorkflowRunError(
-                f"the worker factory of map {map_id!r} raised {type(exc).__name__}: {exc}",
-                executor_id=map_id,
-            ) from exc
-        if not isinstance(made, Executor):
-            raise WorkflowRunError(
-                f"the worker factory of map {map_id!r} returned a {type(made).__name__}, "
-                "not an Executor",
-                executor_id=map_id,
-            )
-        return made
+        return make_executor(make, map_id, f"the worker factory of map {map_id!r}", same_id=False)
 
     try:
         prototype = checked()

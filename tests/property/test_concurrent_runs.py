@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import stepgraph as sg
 
-from .test_random_graphs import Spec, Trace, behaviour, case, condition, graphs, reference, value_of
+from .test_random_graphs import Spec, Trace, behaviour, graphs, reference, value_of, wire
 
 RUNS = 4
 
@@ -77,25 +77,7 @@ def build(spec: Spec) -> sg.Workflow:
     builder = sg.WorkflowBuilder(start="n0", max_supersteps=1000)
     for i in range(spec.size):
         builder.register(f"n{i}", PerRunNode)
-    for group in spec.groups:
-        sources = [f"n{i}" for i in group.sources]
-        targets = [f"n{i}" for i in group.targets]
-        if group.kind == "edge":
-            builder.add_edge(sources[0], targets[0])
-        elif group.kind == "cond":
-            builder.add_edge(sources[0], targets[0], condition=condition)
-        elif group.kind == "fan_out":
-            builder.add_fan_out(sources[0], targets)
-        elif group.kind == "fan_in":
-            builder.add_fan_in(sources, targets[0])
-        else:
-            cases: list[sg.Case | sg.Default] = [sg.Case(case, targets[0])]
-            if len(targets) > 1:
-                cases.append(sg.Default(targets[1]))
-            builder.add_switch(sources[0], cases)
-    for k, (source, target) in enumerate(spec.maps):
-        builder.add_map(f"n{source}", PerRunNode, id=f"n{spec.size + k}", to=f"n{target}")
-    return builder.build()
+    return wire(builder, spec, lambda i: f"n{i}", lambda index: PerRunNode).build()
 
 
 def sorted_maps(trace: Trace, spec: Spec) -> Trace:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,15 +235,14 @@ class Node(sg.Executor):
         await self._handle(message, ctx)
 
 
-def engine(spec: Spec) -> tuple[Trace, list[Node]]:
-    trace = Trace()
-    jitter = random.Random(spec.jitter_seed)
-    nodes = [Node(i, jitter, trace) for i in range(spec.size)]
-    builder = sg.WorkflowBuilder(start=nodes[0], max_supersteps=1000)
-    builder.add_executor(*nodes)
+def wire(
+    builder: sg.WorkflowBuilder, spec: Spec, ref: Callable[[int], Any], worker: Callable[[int], Any]
+) -> sg.WorkflowBuilder:
+    """Add ``spec``'s edges and maps: node ``i`` is ``ref(i)``; map ``k``'s
+    worker is ``worker(size + k)``."""
     for group in spec.groups:
-        sources = [nodes[i] for i in group.sources]
-        targets = [nodes[i] for i in group.targets]
+        sources = [ref(i) for i in group.sources]
+        targets = [ref(i) for i in group.targets]
         if group.kind == "edge":
             builder.add_edge(sources[0], targets[0])
         elif group.kind == "cond":
@@ -258,11 +258,21 @@ def engine(spec: Spec) -> tuple[Trace, list[Node]]:
             builder.add_switch(sources[0], cases)
     for k, (source, target) in enumerate(spec.maps):
         index = spec.size + k
+        builder.add_map(ref(source), worker(index), id=f"n{index}", to=ref(target))
+    return builder
 
-        def worker(index: int = index) -> Node:
-            return Node(index, jitter, trace)
 
-        builder.add_map(nodes[source], worker, id=f"n{index}", to=nodes[target])
+def engine(spec: Spec) -> tuple[Trace, list[Node]]:
+    trace = Trace()
+    jitter = random.Random(spec.jitter_seed)
+    nodes = [Node(i, jitter, trace) for i in range(spec.size)]
+    builder = sg.WorkflowBuilder(start=nodes[0], max_supersteps=1000)
+    builder.add_executor(*nodes)
+
+    def worker(index: int) -> Callable[[], Node]:
+        return lambda: Node(index, jitter, trace)
+
+    wire(builder, spec, nodes.__getitem__, worker)
     workflow = builder.build()
     result = asyncio.run(workflow.run(spec.start_value))
     trace.schedule = [

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from .._checkpoint import SqliteCheckpointStore
+from .._checkpoint import Checkpoint, SqliteCheckpointStore
 from .._core import (
     Event,
     PendingRequest,
@@ -352,15 +352,22 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
         say(console, "".join(lines).rstrip(), style="dim")
 
 
+def _latest(session: _Session) -> Checkpoint | None:
+    """The newest checkpoint of the session's run (``None`` without a store)."""
+    if session.store_spec is None:
+        return None
+    store = open_store(session.store_spec, StoreMode.READ)
+    try:
+        return asyncio.run(store.latest(session.run_id))
+    finally:
+        store.close()
+
+
 def _summary(session: _Session, console: Console) -> int:
     if not session.as_json and session.status is not None:
         say(console, f"status: {session.status.value} (run {session.run_id})")
     if session.status is RunStatus.CANCELLED:  # asked to stop from elsewhere
-        store = open_store(session.store_spec or "", StoreMode.READ)
-        try:
-            latest = asyncio.run(store.latest(session.run_id))
-        finally:
-            store.close()
+        latest = _latest(session)
         if latest is not None:
             say(console, f"cancelled. Resume with: {session.command('--resume', latest.id)}")
         return EXIT_INTERRUPTED
@@ -368,11 +375,7 @@ def _summary(session: _Session, console: Console) -> int:
         if session.store_spec is None:
             say(console, "paused at a breakpoint; without a store the run cannot go on from there")
             return EXIT_PAUSED
-        store = open_store(session.store_spec, StoreMode.READ)
-        try:
-            latest = asyncio.run(store.latest(session.run_id))
-        finally:
-            store.close()
+        latest = _latest(session)
         if latest is not None:
             waiting = ", ".join(eid for eid, _ in latest.body.get("inboxes", ())) or "nothing"
             say(console, f"paused after superstep {latest.superstep}; next: {waiting}")
@@ -385,12 +388,8 @@ def _summary(session: _Session, console: Console) -> int:
     if session.store_spec is None:
         say(console, "open requests remain; run with a --store to answer them later")
         return EXIT_PENDING
-    store = open_store(session.store_spec, StoreMode.READ)
-    try:
-        latest = asyncio.run(store.latest(session.run_id))
-        pending = _open_requests(session.workflow, store, latest.id) if latest else []
-    finally:
-        store.close()
+    latest = _latest(session)
+    pending = session.workflow.codec.requests_of(latest) if latest else []
     say(console, f"{len(pending)} open request(s). Answer with:")
     for request in pending:
         say(console, f"  {type_name(type(request.request))}: {shown(request.request)}")
