@@ -314,7 +314,7 @@ def test_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
 
 
 def test_demo_asks_on_a_terminal(tmp_path: Path) -> None:
-    code, text = run_in_pty(["demo", "--store", str(tmp_path / "d.sqlite")], answer=b"n\r")
+    code, text = run_in_pty(["demo", "--store", f"sqlite:{tmp_path / 'd.sqlite'}"], answer=b"n\r")
     assert code == 0, text
     assert "Publish 'Stepgraph runs in supersteps." in text
     assert "output: held back: Stepgraph runs" in text

@@ -5,6 +5,7 @@ traceback)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,59 @@ def test_a_bare_word_input_gets_a_quoting_hint() -> None:
         "the input is not valid JSON",
         """JSON strings need quotes: '"hello"'""",
     )
+
+
+def test_a_bare_word_gets_a_hint_for_the_type_it_should_be(tmp_path: Path) -> None:
+    line = one_line_error(
+        cli("run", "tests.cli_flows:measuring", "--input", "heavy", "--no-store"),
+        "the input is not valid JSON",
+        'it takes Measure, e.g. {"label": "text", "value": 0.0',
+    )
+    assert "need quotes" not in line
+    store = f"sqlite:{tmp_path / 'bools.sqlite'}"
+    asked = cli("run", "tests.cli_flows:asking", "--input", '"dan"', "--store", store)
+    [request_id] = re.findall(r"--respond (\w+)=true", asked.stdout)
+    for word in ("maybe", "True", "yes"):
+        line = one_line_error(
+            cli(
+                "run",
+                "tests.cli_flows:asking",
+                "--store",
+                store,
+                "--respond",
+                f"{request_id}={word}",
+            ),
+            f"the answer to {request_id} is not valid JSON",
+            "; it takes true or false",
+        )
+        assert "need quotes" not in line
+
+
+def test_a_bool_answer_is_json_true_or_false_only(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'strict.sqlite'}"
+    asked = cli("run", "tests.cli_flows:asking", "--input", '"eve"', "--store", store)
+    [request_id] = re.findall(r"--respond (\w+)=true", asked.stdout)
+    for lax in ('"yes"', '"False"', "1", "0", '"true"', "null"):
+        one_line_error(
+            cli(
+                "run",
+                "tests.cli_flows:asking",
+                "--store",
+                store,
+                "--respond",
+                f"{request_id}={lax}",
+            ),
+            f"the answer to {request_id} is not a valid bool: Input should be a valid boolean, "
+            f"true or false (got {lax})",
+        )
+    done = cli(
+        "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}=false",
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"] == [
+        "let eve through? no"
+    ]
 
 
 def test_answer_commands_show_the_json_shape_of_the_answer(tmp_path: Path) -> None:

@@ -227,6 +227,12 @@ def test_breakpoints_from_the_command_line(tmp_path: Path) -> None:
     bounded = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--no-store",
                   "--max-supersteps", "2")  # fmt: skip
     assert bounded.returncode == 1 and "did not converge within max_supersteps=2" in bounded.stdout
+    stored = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", spec,
+                 "--max-supersteps", "2")  # fmt: skip
+    assert stored.returncode == 1 and "go on with: stepgraph run" in stored.stdout
+    command = stored.stdout.split("go on with: ")[1].split()
+    went_on = cli(*command[1:])
+    assert went_on.returncode == 0 and "output: 20" in went_on.stdout
     enough = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--no-store",
                  "--max-supersteps", "3")  # fmt: skip
     assert enough.returncode == 0 and "output: 20" in enough.stdout
@@ -260,3 +266,51 @@ def test_runs_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
     listed = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1]
     assert listed.split("\t")[2] == "cancelled"
     one_line_error(cli("runs", "cancel", "nope", "--store", spec), "no run 'nope'")
+
+
+def test_a_store_must_be_given_as_sqlite_path(tmp_path: Path) -> None:
+    bare = tmp_path / "bogus"
+    for args in (
+        ("run", "examples.hello:build", "--input", '"x"', "--store", str(bare)),
+        ("runs", "cancel", "abc", "--store", str(bare)),
+        ("checkpoints", "list", "--store", str(bare)),
+        ("demo", "--store", str(bare)),
+    ):
+        one_line_error(
+            cli(*args), f"store '{bare}' names no kind: give sqlite:PATH (sqlite:{bare}?)"
+        )
+    assert list(tmp_path.iterdir()) == []  # nothing created
+    for spec in ("memory:", "postgres://h/db"):
+        for args in (
+            ("run", "examples.hello:build", "--input", '"x"', "--store", spec),
+            ("runs", "cancel", "abc", "--store", spec),
+        ):
+            one_line_error(cli(*args), f"unknown store '{spec}': the only kind is sqlite:PATH")
+    one_line_error(
+        cli("checkpoints", "list", "--store", "sqlite:"),
+        "the store 'sqlite:' names no file: use sqlite:PATH",
+    )
+
+
+def test_runs_cancel_refuses_a_run_that_is_not_running(tmp_path: Path) -> None:
+    spec = f"sqlite:{tmp_path / 'still.sqlite'}"
+    paused = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", spec,
+                 "--break-before", "act")  # fmt: skip
+    assert paused.returncode == 3, paused.stderr
+    idle = cli("run", "examples.hello:build", "--input", '"x"', "--store", spec)
+    waiting = cli("run", "tests.cli_flows:asking", "--input", '"x"', "--store", spec)
+    for done, status in (
+        (paused, "paused"),
+        (idle, "idle"),
+        (waiting, "idle_with_pending_requests"),
+    ):
+        [run_id] = re.findall(r"\(run (\w+)\)", done.stdout)
+        one_line_error(
+            cli("runs", "cancel", run_id, "--store", spec),
+            f"run {run_id} is not running (status: {status}); nothing to cancel",
+        )
+    # Going on is not affected by the refused cancels.
+    command = next(line for line in paused.stdout.splitlines() if line.startswith("go on with:"))
+    done = cli("run", "tests.test_pauses:pipeline", "--store", spec,
+               "--resume", command.split("--resume ")[1])  # fmt: skip
+    assert done.returncode == 0 and "output: 20" in done.stdout

@@ -233,3 +233,55 @@ async def test_context_reaches_sub_workflows_and_is_not_checkpointed(
     entry = (await store.list(result.run_id))[0]
     again = await parent().run(checkpoint=entry.id, context="bob")
     assert again.outputs == ["hello for bob"]
+
+
+def test_a_factory_that_hands_out_one_instance_again_is_refused() -> None:
+    class Keeper(sg.Executor):
+        @sg.handler
+        async def on(self, n: int) -> None: ...
+
+    shared = Keeper("k")
+    with pytest.raises(sg.WorkflowDefinitionError, match="returned before"):
+        sg.WorkflowBuilder(start="k").register("k", lambda: shared).register("k2", lambda: shared)
+
+
+async def test_a_shared_instance_from_a_factory_fails_the_second_run() -> None:
+    class Keeper(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+            await ctx.yield_output(n)
+
+    made: list[Keeper] = []
+
+    def once() -> Keeper:  # a new one for the prototype, then the same one
+        if len(made) < 2:
+            made.append(Keeper("k"))
+        return made[-1]
+
+    workflow = sg.WorkflowBuilder(start="k").register("k", once).build()
+    assert (await workflow.run(1)).outputs == [1]
+    with pytest.raises(sg.WorkflowRunError, match="returned an executor it returned before"):
+        await workflow.run(2)
+
+
+async def test_a_factory_failing_in_a_run_fails_like_a_handler() -> None:
+    class Keeper(sg.Executor):
+        @sg.handler
+        async def on(self, n: int) -> None: ...
+
+    calls: list[int] = []
+
+    def flaky() -> Keeper:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("db down")
+        return Keeper("k")
+
+    workflow = sg.WorkflowBuilder(start="k").register("k", flaky).build()
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await workflow.run(1)
+    assert str(raised.value) == (
+        "executor 'k' failed in superstep 1: RuntimeError: db down "
+        "(raised by the factory of executor 'k')"
+    )
+    assert isinstance(raised.value.__cause__, RuntimeError)

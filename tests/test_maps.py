@@ -96,8 +96,12 @@ async def test_a_failing_item_is_retried_alone_then_fails_the_superstep() -> Non
     result = await build(False).run(5)  # items 0..4: item 3 fails once, then succeeds
     assert result.outputs == [[0, 1, 2, 3, 4]]
     assert tries == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1}  # only item 3 was tried again
-    with pytest.raises(sg.WorkflowRunError, match=r"'flaky_map' failed .*ValueError: always"):
+    with pytest.raises(sg.WorkflowRunError) as raised:
         await build(True).run(6)
+    assert str(raised.value) == (  # which item failed, and on what
+        "executor 'flaky_map' failed in superstep 2: ValueError: always "
+        "(item 5 of map 'flaky_map': 5)"
+    )
 
 
 async def test_item_state_writes_fold_in_item_order_and_conflicts_name_items() -> None:
@@ -120,7 +124,17 @@ async def test_item_state_writes_fold_in_item_order_and_conflicts_name_items() -
     result = await workflow.run(4)
     assert result.outputs == [([0, 1, 2, 3], 3)]
     warned = [e.message for e in result.events if isinstance(e, sg.WarningEvent)]
-    assert "state key 'last' was written by both 'notes_map[0]' and 'notes_map[1]'" in warned[0]
+    assert warned == [  # one warning for the key, however many items wrote it
+        "state key 'last' was written by 4 executors ('notes_map[0]', 'notes_map[1]', "
+        "'notes_map[2]', 'notes_map[3]') in superstep 2; 'notes_map[3]' wins (later in "
+        "schedule order)"
+    ]
+    many = await workflow.run(40)
+    [warning] = [e.message for e in many.events if isinstance(e, sg.WarningEvent)]
+    assert (
+        "40 executors ('notes_map[0]', 'notes_map[1]', 'notes_map[2]', ..., 'notes_map[39]')"
+        in warning
+    )
 
 
 async def test_a_map_resumes_from_a_checkpoint(store: sg.CheckpointStore) -> None:
@@ -172,3 +186,19 @@ def test_a_map_is_drawn_as_one_node_marked_n() -> None:
     workflow = squares()
     assert '["squares[n]"]' in to_mermaid(workflow)
     assert 'label="squares[n]", peripheries=2' in to_dot(workflow)
+
+
+@pytest.mark.parametrize("limit", [True, False, 1.0, "2"])
+def test_max_concurrency_must_be_a_positive_int_not_a_bool(limit: object) -> None:
+    with pytest.raises(
+        sg.WorkflowDefinitionError,
+        match=rf"add_map 'm': max_concurrency must be a positive int or None, got {limit!r} "
+        rf"\({type(limit).__name__}\)",
+    ):
+        sg.WorkflowBuilder(start=emit).add_map(
+            emit,
+            Square,
+            id="m",
+            to=collect,
+            max_concurrency=limit,  # type: ignore[arg-type]
+        )

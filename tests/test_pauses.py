@@ -71,8 +71,27 @@ async def test_max_supersteps_per_call() -> None:
     with pytest.raises(sg.ConvergenceError, match="max_supersteps=2"):
         await workflow.run(1, max_supersteps=2)
     assert (await workflow.run(1, max_supersteps=3)).outputs == [20]
+    # What the run yielded before the limit, and where it goes on from.
+    store = sg.MemoryCheckpointStore()
+    with pytest.raises(sg.ConvergenceError) as raised:
+        await pipeline(store).run(1, max_supersteps=2)
+    assert raised.value.outputs == [] and raised.value.run_id is not None
+    rest = await pipeline(store).run(checkpoint=raised.value.last_checkpoint)
+    assert rest.outputs == [20] and rest.run_id == raised.value.run_id
     with pytest.raises(ValueError, match="max_supersteps must be a positive int"):
         await workflow.run(1, max_supersteps=0)
+
+
+async def test_a_run_stopped_by_its_limit_keeps_what_it_yielded() -> None:
+    @sg.executor(id="count")
+    async def count(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+        await ctx.yield_output(n)
+        await ctx.send_message(n + 1)
+
+    forever = sg.WorkflowBuilder(start=count).add_edge(count, count).build()
+    with pytest.raises(sg.ConvergenceError) as raised:
+        await forever.run(0, max_supersteps=4)
+    assert raised.value.outputs == [0, 1, 2, 3] and raised.value.last_checkpoint is None
 
 
 RESUME = """
@@ -158,3 +177,59 @@ async def test_a_run_is_cancelled_from_another_process_then_resumed(
     assert (resumed.status, resumed.outputs) == (sg.RunStatus.IDLE, [steps + 3])
     assert not store.cancel_requested(run_id, 0.0)
     store.close()
+
+
+async def test_breakpoints_without_a_store_are_refused_before_the_run() -> None:
+    with pytest.raises(sg.CheckpointError, match="breakpoints but no checkpoint store"):
+        await pipeline(interrupt_before=["act"]).run(1)
+    with pytest.raises(sg.CheckpointError, match="pass checkpoints="):
+        await pipeline().run(1, interrupt_after=["plan"])
+    store = sg.MemoryCheckpointStore()
+    paused = await pipeline().run(1, interrupt_before=["act"], checkpoints=store)
+    assert paused.status is sg.RunStatus.PAUSED and paused.last_checkpoint is not None
+
+
+async def test_one_breakpoint_id_on_its_own_is_not_split_into_characters(
+    store: sg.CheckpointStore,
+) -> None:
+    @sg.executor(id="pa")
+    async def pa(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n)
+
+    @sg.executor(id="p")
+    async def p(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+    def build(**options: object) -> sg.Workflow:
+        builder = sg.WorkflowBuilder(start=plan, checkpoints=store, **options)  # type: ignore[arg-type]
+        return builder.add_chain([plan, pa, p]).build()
+
+    by_call = await build().run(1, interrupt_before="pa")
+    assert (await build().get_state(by_call.last_checkpoint or "")).messages == {"pa": [2]}
+    by_builder = await build(interrupt_before="pa").run(1)
+    assert (await build().get_state(by_builder.last_checkpoint or "")).messages == {"pa": [2]}
+
+
+async def test_update_state_wants_a_list_of_messages_per_executor(
+    store: sg.CheckpointStore,
+) -> None:
+    paused = await pipeline(store, interrupt_before=["act"]).run(1)
+    with pytest.raises(TypeError, match="messages for 'act' must be a list of messages, not a str"):
+        await pipeline(store).update_state(paused.last_checkpoint or "", messages={"act": "12"})
+    with pytest.raises(TypeError, match="pass \\[message\\]"):
+        await pipeline(store).update_state(paused.last_checkpoint or "", messages={"act": 12})
+
+
+def test_a_sub_workflow_with_breakpoints_is_refused() -> None:
+    child = pipeline(sg.MemoryCheckpointStore(), interrupt_before=["act"])
+    with pytest.raises(sg.WorkflowDefinitionError, match="does not stop at"):
+        sg.WorkflowExecutor(child, id="sub")
+
+
+async def test_a_break_after_the_last_superstep_ends_the_run(store: sg.CheckpointStore) -> None:
+    done = await pipeline(store).run(1, interrupt_after=["report"])
+    assert done.status is sg.RunStatus.IDLE and done.outputs == [20]
+    stops = await pipeline(store, interrupt_before=["act"]).run(1, interrupt_before=["report"])
+    assert (await pipeline(store).get_state(stops.last_checkpoint or "")).messages == {
+        "report": [20]
+    }  # the call's list replaced the builder's

@@ -301,3 +301,28 @@ async def test_runs_waiting_for_answers_are_all_kept_up_to_a_limit(
         responses={one.pending_requests[0].request_id: True}, checkpoint=one.last_checkpoint
     )
     assert answered.outputs == ["one?: yes"]
+
+
+async def test_a_run_continued_from_its_checkpoint_is_not_answerable_again_in_memory(
+    store: sg.CheckpointStore,
+) -> None:
+    workflow = build(store)
+    result = await workflow.run(["pay?"])
+    [pending] = result.pending_requests
+    done = await workflow.run(
+        responses={pending.request_id: True}, checkpoint=result.last_checkpoint
+    )
+    assert done.outputs == ["pay?: yes"]
+    assert workflow.pending_requests == []  # the copy in memory is superseded
+    with pytest.raises(sg.RequestError, match="already answered"):
+        await workflow.run(responses={pending.request_id: False})
+
+
+async def test_unknown_request_errors_list_a_bounded_number_of_open_ids() -> None:
+    workflow = build()
+    for i in range(25):
+        await workflow.run([f"q{i}"])
+    with pytest.raises(sg.RequestError) as raised:
+        await workflow.run(responses={"nope": True})
+    text = str(raised.value)
+    assert "(25 in all)" in text and len(text) < 800

@@ -104,7 +104,7 @@ class WorkflowBuilder:
         self._checkpoints = as_config(checkpoints)
         self._checkpoint_types = tuple(checkpoint_types)
         self._reducers = _checked_reducers(reducers)
-        self._breakpoints = (tuple(interrupt_before), tuple(interrupt_after))
+        self._breakpoints = (_as_refs(interrupt_before), _as_refs(interrupt_after))
         self._registered: dict[str, Executor] = {}
         self._factories: dict[str, Callable[[], Executor]] = {}
         self._clashes: list[tuple[Executor, Executor]] = []
@@ -494,3 +494,10 @@ def _check_reachable(
         raise WorkflowDefinitionError(
             f"executor(s) {unreachable} cannot be reached from the start executor {start!r}"
         )
+
+
+def _as_refs(refs: Any) -> tuple[Any, ...]:
+    """Executors or ids; one on its own counts as a list of one."""
+    if isinstance(refs, str) or not isinstance(refs, Iterable):
+        return (refs,)
+    return tuple(refs)

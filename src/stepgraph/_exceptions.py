@@ -36,7 +36,10 @@ fault where there is one.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "AgentError",
     "CheckpointDecodeError",
     "CheckpointEncodeError",
     "CheckpointError",
@@ -48,6 +51,7 @@ __all__ = [
     "EventError",
     "ExecutorTimeoutError",
     "MessageTypeError",
+    "ModelError",
     "RequestError",
     "RoutingError",
     "StateConflictError",
@@ -88,7 +92,26 @@ class WorkflowBusyError(WorkflowRunError):
 
 
 class ConvergenceError(WorkflowRunError):
-    """The run still had messages to deliver after ``max_supersteps``."""
+    """The run still had messages to deliver after ``max_supersteps``.
+    ``outputs`` are what it yielded until then, ``run_id`` is the run and
+    ``last_checkpoint`` (when it was checkpointed) the checkpoint it goes on
+    from: ``run(checkpoint=...)`` continues it (with a limit of its own)."""
+
+    outputs: list[Any]
+    run_id: str | None
+    last_checkpoint: str | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        executor_id: str | None = None,
+        superstep: int | None = None,
+    ) -> None:
+        super().__init__(message, executor_id=executor_id, superstep=superstep)
+        self.outputs = []
+        self.run_id = None
+        self.last_checkpoint = None
 
 
 class ExecutorTimeoutError(WorkflowRunError):
@@ -149,6 +172,22 @@ class SubworkflowError(WorkflowRunError):
         )
         self.path = path
         self.detail = detail
+
+
+class AgentError(StepgraphError):
+    """An agent cannot go on: it reached ``max_turns``, its model's reply
+    does not match its ``output_type`` even after a repair turn, or a tool
+    with ``errors="raise"`` failed. The message names the agent."""
+
+
+class ModelError(StepgraphError):
+    """A model call failed and was not (or no longer) retried: the endpoint
+    is unreachable, refused the request (``status``: 401, 400, ...), kept
+    failing, or sent a stream that is not a chat completion."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class CheckpointError(WorkflowRunError):

@@ -10,6 +10,7 @@ function executors can run any number of times at once. ``build()`` makes one
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -60,6 +61,11 @@ def registered(executor_id: str, factory: Factory) -> Registered:
     return Registered(executor_id, make, prototype)
 
 
+# Every executor a factory made, while it lives: a factory that hands out
+# one of them again would let two runs share it.
+_made: weakref.WeakValueDictionary[int, Executor] = weakref.WeakValueDictionary()
+
+
 def make_executor(
     make: Callable[[], Executor],
     executor_id: str,
@@ -81,6 +87,13 @@ def make_executor(
         raise WorkflowRunError(
             f"{label} returned a {type(made).__name__}, not an Executor", executor_id=executor_id
         )
+    if _made.get(id(made)) is made:
+        raise WorkflowRunError(
+            f"{label} returned an executor it returned before; a factory makes a new "
+            "executor at each call (runs must not share one)",
+            executor_id=executor_id,
+        )
+    _made[id(made)] = made
     if same_id and made.id != executor_id:
         raise WorkflowRunError(
             f"the factory registered as {executor_id!r} made an executor with id {made.id!r}; "
@@ -101,5 +114,15 @@ async def per_run_invoke(
     instances = ctx._scope.instances
     executor = instances.get(executor_id)
     if executor is None:
-        executor = instances[executor_id] = make_executor(make, executor_id)
+        try:
+            executor = make_executor(make, executor_id)
+        except WorkflowRunError as exc:
+            # A failure of this executor like any other: the factory's own
+            # exception (if it raised) is the cause, noted as the factory's.
+            cause = exc.__cause__
+            if cause is None:  # it made something else than the executor
+                raise TypeError(str(exc)) from None
+            cause.add_note(f"raised by the factory of executor {executor_id!r}")
+            raise cause from None
+        instances[executor_id] = executor
     await executor._invoke(message, ctx)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import Checkpoint, CheckpointStore
-from ._core import MessageTypeError, PendingRequest, Response, RunState, type_name
+from ._core import MessageTypeError, PendingRequest, Response, RunState, a_type, type_name
 from ._exceptions import RequestError
 from ._persistence import RunCodec, new_checkpoint_id
 
@@ -107,6 +107,11 @@ async def update_state(
             raise MessageTypeError(
                 f"update_state: {eid!r} is not an executor of workflow {workflow.name!r} "
                 f"(known: {sorted(nodes)})"
+            )
+        if isinstance(new, (str, bytes)) or not isinstance(new, Iterable):
+            raise TypeError(
+                f"update_state: messages for {eid!r} must be a list of messages, not "
+                f"{a_type(type(new))} (to queue one message, pass [message])"
             )
         new = list(new)
         for message in new:

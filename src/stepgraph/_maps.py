@@ -76,11 +76,14 @@ class MapExecutor(Executor):
         max_concurrency: int | None,
     ) -> None:
         if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or max_concurrency < 1
+            # A bool is an int to isinstance, but True is no worker count.
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
         ):
             raise WorkflowDefinitionError(
                 f"add_map {id!r}: max_concurrency must be a positive int or None, "
-                f"got {max_concurrency!r}"
+                f"got {max_concurrency!r} ({type(max_concurrency).__name__})"
             )
         self.worker = worker
         self.make = make

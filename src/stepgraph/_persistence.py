@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from ._checkpoint import (
@@ -42,6 +42,7 @@ from ._core import (
     RunStatus,
     SwitchEdge,
     TypeSpec,
+    Usage,
     a_type,
 )
 from ._exceptions import (
@@ -178,6 +179,17 @@ def _decoding(label: str) -> Iterator[None]:
         raise CheckpointDecodeError(f"{label} is malformed: {type(exc).__name__}: {exc}") from exc
 
 
+def _usage(stored: Any) -> dict[str, Usage]:
+    if not isinstance(stored, dict):
+        raise TypeError("usage is not a mapping")
+    usage = {}
+    for path, counts in stored.items():
+        if not isinstance(counts, list) or not all(type(n) is int and n >= 0 for n in counts):
+            raise ValueError(f"usage of {path!r} is not a list of token counts")
+        usage[path] = Usage(*counts)
+    return usage
+
+
 class RunCodec:
     """Encodes and decodes one workflow's run states."""
 
@@ -301,6 +313,8 @@ class RunCodec:
             body["requests"] = [self._request(r) for r in run.requests.values()]
         if run.answered:
             body["answered"] = sorted(run.answered)
+        if run.usage:
+            body["usage"] = {path: list(astuple(u)) for path, u in run.usage.items()}
         return body, blobs
 
     def _entry(self, eid: str, index: int, source: str, message: Any) -> tuple[Any, ...]:
@@ -341,8 +355,10 @@ class RunCodec:
             raise CheckpointMismatchError(
                 f"checkpoint {checkpoint.id} was written by workflow {checkpoint.workflow!r} "
                 f"with a different graph (signature {checkpoint.signature[:12]}…, this "
-                f"workflow {self.workflow!r} has {self.signature[:12]}…); executors, their "
-                "types or the edges differ"
+                f"workflow {self.workflow!r} has {self.signature[:12]}…); the signature covers "
+                "the start executor, the executors (ids, types, handler types, maps and "
+                "sub-workflows), the edges (kinds, sources, targets, conditions) and the state "
+                "reducers: one of these differs"
             )
 
     def restore(self, checkpoint: Checkpoint) -> RunState:
@@ -416,6 +432,7 @@ class RunCodec:
             superstep=superstep,
             requests=requests,
             answered=set(body.get("answered", ())),
+            usage=_usage(body.get("usage", {})),
         )
         return run, snapshots
 

@@ -123,6 +123,7 @@ class _Host:
             emit=events.append,
             executor_ids=scope["executor_ids"],
             output_ids=scope["output_ids"],
+            senders=scope["senders"],
             context=context,
             instances=self.instances,
             reducers=reducers,
@@ -480,4 +481,5 @@ def _scope_of(scope: RunScope) -> dict[str, Any]:
         "strict": scope.strict,
         "executor_ids": scope.executor_ids,
         "output_ids": scope.output_ids,
+        "senders": scope.senders,
     }

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from ._core import Event, materialize
+from ._core import Event, RunUsage, materialize
 
 __all__ = ["RunStream"]
 
@@ -44,11 +44,11 @@ class RunStream(AsyncIterator[Event]):
             assert start is not None
             queue: asyncio.Queue[Event] = asyncio.Queue()
 
-            async def drive() -> None:  # holds the queue, never the stream
+            async def drive() -> Any:  # holds the queue, never the stream
                 try:
                     # Called here, not before: a run cancelled before it began
                     # has acquired nothing that it would have to release.
-                    await start(queue.put_nowait)
+                    return await start(queue.put_nowait)
                 finally:
                     queue.put_nowait(_END)
 
@@ -87,6 +87,16 @@ class RunStream(AsyncIterator[Event]):
         if not driver.cancelled():
             with contextlib.suppress(BaseException):
                 driver.result()  # retrieved: the caller chose to stop listening
+
+    @property
+    def usage(self) -> RunUsage | None:
+        """The tokens the run's model calls used, by executor, once it ended
+        (``None`` before, or if it failed or was cancelled)."""
+        driver = self._driver
+        if driver is None or not driver.done() or driver.cancelled() or driver.exception():
+            return None
+        usage = getattr(driver.result(), "usage", None)
+        return usage if isinstance(usage, RunUsage) else None
 
     def drain(self) -> list[Event]:
         """The events the run emitted that were not read, once it stopped

@@ -96,6 +96,13 @@ class WorkflowExecutor(Executor):
             raise WorkflowDefinitionError(
                 f"WorkflowExecutor needs a built Workflow, got {type(workflow).__name__}"
             )
+        paused = workflow._breakpoints
+        if paused.before or paused.after:
+            raise WorkflowDefinitionError(
+                f"WorkflowExecutor {id or workflow.name!r}: workflow {workflow.name!r} has "
+                "breakpoints, which a sub-workflow does not stop at; build it without them and "
+                "set interrupt_before/interrupt_after on the parent"
+            )
         self.workflow = workflow
         self.forward_outputs = forward_outputs
         self.intercept_requests = intercept_requests
@@ -209,11 +216,15 @@ class WorkflowExecutor(Executor):
                 outputs.append(event.data)
             forward(replace(event, workflow_path=prefix + event.workflow_path))
 
+        run.usage.clear()  # what this drive's model calls use, counted in the parent below
         try:
-            await self.workflow._drive(run, run_id, emit, ctx.context)
+            await self.workflow._drive(run, run_id, emit, ctx.context, ctx._scope.live)
         except WorkflowRunError as error:
             self._runs.pop(run_id, None)
             raise _wrap(self.id, error, ctx.superstep) from error
+        finally:
+            for path, usage in run.usage.items():
+                ctx._add_usage(f"{self.id}/{path}", usage)
         for value in outputs:
             if self.forward_outputs:
                 ctx.yield_output(value)

@@ -37,6 +37,7 @@ from ._core import (
     RunScope,
     RunState,
     RunStatus,
+    RunUsage,
     WarningEvent,
     materialize,
     run_supersteps,
@@ -44,6 +45,7 @@ from ._core import (
 )
 from ._exceptions import (
     CheckpointError,
+    ConvergenceError,
     RequestError,
     WorkflowBusyError,
     WorkflowDefinitionError,
@@ -78,13 +80,15 @@ class RunResult:
     ``output`` events were emitted; ``events`` are all of its events, in
     order; ``pending_requests`` are the requests still open (answer them with
     ``run(responses=...)``); ``last_checkpoint`` is the id of the run's newest
-    checkpoint, if it was checkpointed."""
+    checkpoint, if it was checkpointed; ``usage`` the tokens its model calls
+    used, by executor (all of the run's, also those before a resume)."""
 
     run_id: str
     status: RunStatus
     outputs: list[Any] = field(default_factory=list)
     pending_requests: list[PendingRequest] = field(default_factory=list)
     last_checkpoint: str | None = None
+    usage: RunUsage = field(default_factory=RunUsage)
     # What the run emitted: events, and handler-call records made events when
     # ``events`` is first read. Not in the repr: a long run has many, and
     # asyncio may repr the task's result (Python 3.11 does in asyncio.run).
@@ -94,6 +98,11 @@ class RunResult:
     def events(self) -> list[Event]:
         """Every event of the run, in the order they happened."""
         return [materialize(item) for item in self.log]
+
+
+def _outputs(log: list[Any]) -> list[Any]:
+    """The run's own outputs among what it emitted."""
+    return [e.data for e in log if type(e) is OutputEvent and not e.workflow_path]
 
 
 def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> CheckpointConfig | None:
@@ -108,7 +117,10 @@ def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> Checkpo
 def known_ids(
     refs: Iterable[ExecutorRef], executors: Mapping[str, Executor], what: str
 ) -> frozenset[str]:
-    """The ids ``refs`` name, each checked to be an executor of the workflow."""
+    """The ids ``refs`` name, each checked to be an executor of the workflow
+    (one id or executor on its own counts as a list of one)."""
+    if isinstance(refs, str) or not isinstance(refs, Iterable):
+        refs = [refs]
     ids = []
     for ref in refs:
         name = ref if isinstance(ref, str) else getattr(ref, "id", repr(ref))
@@ -151,6 +163,7 @@ class _Outcome:
     status: RunStatus
     pending: list[PendingRequest]
     last_checkpoint: str | None
+    usage: RunUsage
 
 
 class Workflow:
@@ -171,6 +184,7 @@ class Workflow:
         breakpoints: Breakpoints = _NO_BREAKPOINTS,
     ) -> None:
         self._graph = graph
+        self._senders = frozenset(graph.out_edges)
         self._executors = executors
         self._max_supersteps = max_supersteps
         self._strict = strict
@@ -295,14 +309,18 @@ class Workflow:
             interrupt_before=interrupt_before, interrupt_after=interrupt_after,
         )  # fmt: skip
         log: list[Any] = []
-        outcome = await self._start(call, log.append)
-        outputs = [e.data for e in log if type(e) is OutputEvent and not e.workflow_path]
+        try:
+            outcome = await self._start(call, log.append, live=False)
+        except ConvergenceError as error:
+            error.outputs = _outputs(log)
+            raise
         return RunResult(
             run_id=outcome.run_id,
             status=outcome.status,
-            outputs=outputs,
+            outputs=_outputs(log),
             pending_requests=outcome.pending,
             last_checkpoint=outcome.last_checkpoint,
+            usage=outcome.usage,
             log=log,
         )
 
@@ -331,13 +349,13 @@ class Workflow:
             backend=backend, context=context, max_supersteps=max_supersteps,
             interrupt_before=interrupt_before, interrupt_after=interrupt_after,
         )  # fmt: skip
-        return RunStream(lambda emit: self._start(call, emit))
+        return RunStream(lambda emit: self._start(call, emit, live=True))
 
-    async def _start(self, call: _Call, emit: Callable[[Event], None]) -> _Outcome:
+    async def _start(self, call: _Call, emit: Callable[[Event], None], *, live: bool) -> _Outcome:
         limit, breakpoints = self._limits(call)
         self._acquire()
         try:
-            return await self._run(call, emit, limit, breakpoints)
+            return await self._run(call, emit, limit, breakpoints, live)
         finally:
             self._release()
 
@@ -366,8 +384,15 @@ class Workflow:
         emit: Callable[[Event], None],
         limit: int,
         breakpoints: Breakpoints,
+        live: bool,
     ) -> _Outcome:
         config = as_config(call.checkpoints) or self._checkpoints
+        if config is None and (breakpoints.before or breakpoints.after):
+            raise CheckpointError(
+                f"workflow {self.name!r} has breakpoints but no checkpoint store: a run that "
+                "pauses goes on from its checkpoint, so pass checkpoints= (to the builder or "
+                "this call)"
+            )
         run_id, run, parent, stored_hashes, claimed = await self._prepare(call, config)
         succeeded = False
         try:
@@ -382,12 +407,16 @@ class Workflow:
                     stored=set(parent.refs) if parent is not None else None,
                     skip_entry=parent is not None and call.responses is None,
                 )
-            scope = self._scope(run_id, emit, run, call.context)
+            scope = self._scope(run_id, emit, run, call.context, live)
             runner = call.backend if call.backend is not None else LocalBackend()
             try:
                 status = await run_supersteps(
                     self._graph, scope, runner, run, limit, recorder, breakpoints
                 )
+            except ConvergenceError as error:  # the run can go on from where it stopped
+                error.run_id = run_id
+                error.last_checkpoint = recorder.last_id if recorder is not None else None
+                raise
             finally:
                 finish = getattr(runner, "finish_run", None)  # distributed backends
                 if finish is not None:
@@ -396,7 +425,7 @@ class Workflow:
         finally:
             if claimed is not None and not succeeded:
                 self._keep(claimed, emit)  # not answered after all: still answerable
-        if claimed is not None and call.responses is not None:
+        if call.responses is not None:
             for request_id in call.responses:
                 self._answered[request_id] = run_id
             while len(self._answered) > 10 * SUSPENDED_LIMIT:
@@ -404,7 +433,8 @@ class Workflow:
         last = recorder.last_id if recorder is not None else None
         if run.requests:
             self._keep(_Suspended(run_id, run, last), emit)
-        return _Outcome(run_id, status, list(run.requests.values()), last)
+        usage = RunUsage(dict(run.usage))
+        return _Outcome(run_id, status, list(run.requests.values()), last, usage)
 
     def _keep(self, suspended: _Suspended, emit: Callable[[Event], None]) -> None:
         """Keep a run that waits for answers; past the limit, drop (and name)
@@ -437,6 +467,9 @@ class Workflow:
             run = self._codec.restore(stored)
             if responses is not None:
                 apply_responses(run, responses)
+            # Continued from its checkpoint: the copy of the run kept in memory
+            # (waiting for the same answers) is superseded, not answerable twice.
+            self._suspended.pop(stored.run_id, None)
             return stored.run_id, run, stored, self._codec.hashes(stored), None
         if responses is not None:
             suspended = self._claim(responses)
@@ -484,10 +517,14 @@ class Workflow:
                     raise RequestError(
                         f"request {request_id!r} was already answered (run {answered_in})"
                     )
+            open_ids = [r.request_id for r in self.pending_requests]
+            shown = ", ".join(open_ids[:10]) or "none"
+            if len(open_ids) > 10:
+                shown += f", ... ({len(open_ids)} in all)"
             raise RequestError(
                 f"unknown request id {next(iter(responses))!r}: no run this workflow keeps in "
-                f"memory has it open (open: {[r.request_id for r in self.pending_requests]}); to "
-                "answer a stored run's requests pass checkpoint= (and checkpoints=)"
+                f"memory has it open (open: {shown}); to answer a stored run's requests pass "
+                "checkpoint= (and checkpoints=)"
             )
         if len(owners) > 1:
             raise RequestError(
@@ -497,14 +534,19 @@ class Workflow:
         return self._suspended.pop(owners.pop())
 
     async def _drive(
-        self, run: RunState, run_id: str, emit: Callable[[Event], None], context: Any = None
+        self,
+        run: RunState,
+        run_id: str,
+        emit: Callable[[Event], None],
+        context: Any = None,
+        live: bool = False,
     ) -> RunStatus:
         """Run ``run`` to idle without checkpoints: how a ``WorkflowExecutor``
         runs this workflow as a child (holding it busy meanwhile, if it
         shares executor instances)."""
         self._acquire()
         try:
-            scope = self._scope(run_id, emit, run, context)
+            scope = self._scope(run_id, emit, run, context, live)
             return await run_supersteps(
                 self._graph, scope, LocalBackend(), run, self._max_supersteps
             )
@@ -512,7 +554,12 @@ class Workflow:
             self._release()
 
     def _scope(
-        self, run_id: str, emit: Callable[[Event], None], run: RunState, context: Any
+        self,
+        run_id: str,
+        emit: Callable[[Event], None],
+        run: RunState,
+        context: Any,
+        live: bool = False,
     ) -> RunScope:
         return RunScope(
             run_id=run_id,
@@ -521,9 +568,12 @@ class Workflow:
             emit=emit,
             executor_ids=frozenset(self._executors),
             output_ids=self._output_ids,
+            senders=self._senders,
             context=context,
             instances=run.instances,
             reducers=self._reducers,
+            live=live,
+            usage=run.usage,
         )
 
     @property

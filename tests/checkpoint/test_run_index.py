@@ -159,3 +159,29 @@ async def test_values_written_while_a_run_is_pruned_are_kept(
     [run] = await store.runs()
     assert (run.checkpoints, run.last_checkpoint) == (2, "c3")
     store.close()
+
+
+async def test_only_a_running_run_is_asked_to_cancel(store: sg.CheckpointStore) -> None:
+    def at(cid: str, status: str, step: int, run: str = "r1") -> sg.Checkpoint:
+        parent = None if step == 0 else f"{run}-{step - 1}"
+        return dataclasses.replace(make(cid, run=run, parent=parent, step=step), status=status)
+
+    await store.save(at("r1-0", "in_progress", 0))
+    assert await store.request_cancel("r1")
+    await store.save(at("r1-1", "in_progress_pending_requests", 1))
+    assert await store.request_cancel("r1")
+    # Nothing runs: paused, idle, waiting for answers, or ended after its checkpoint.
+    for step, status in enumerate(["paused", "idle", "idle_with_pending_requests"], start=2):
+        await store.save(at(f"r1-{step}", status, step))
+        assert not await store.request_cancel("r1"), status
+    await store.save(at("r1-5", "in_progress", 5))
+    for ending in ("failed", "cancelled"):
+        await store.set_status("r1", ending)
+        assert not await store.request_cancel("r1"), ending
+    assert not await store.request_cancel("unknown")
+    # A refused cancel is not kept for later: the run resumes and goes on.
+    await store.save(at("r2-0", "paused", 0, run="r2"))
+    assert not await store.request_cancel("r2")
+    await store.save(at("r2-1", "in_progress", 1, run="r2"))
+    assert not store.cancel_requested("r2", 0.0)
+    assert await store.request_cancel("r2")

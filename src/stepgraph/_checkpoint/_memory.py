@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError
 from ._model import Checkpoint, Row, RunInfo, RunQuery, seal
-from ._store import BaseStore
+from ._store import RUNNING_STATUSES, BaseStore
 
 __all__ = ["MemoryCheckpointStore"]
 
@@ -159,7 +159,8 @@ class MemoryCheckpointStore(BaseStore):
         self._cancels.pop(run_id, None)
 
     def _request_cancel(self, run_id: str, at: float) -> bool:
-        if run_id not in self._by_run:
+        run = self._by_run.get(run_id)
+        if run is None or run.info(run_id).status not in RUNNING_STATUSES:
             return False
         self._cancels[run_id] = at
         return True

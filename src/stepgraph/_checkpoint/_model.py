@@ -353,9 +353,13 @@ class CheckpointStore(Protocol):
         ...
 
     async def request_cancel(self, run_id: str) -> bool:
-        """Ask a run to stop at its next barrier, in whichever process it runs
-        (status ``CANCELLED``, resumable); ``False`` if the store does not hold
-        the run."""
+        """Ask a running run to stop at its next barrier, in whichever process
+        it runs (status ``CANCELLED``, resumable). ``False``, asking nothing,
+        if the store does not hold the run or its status (``run_info``) is not
+        ``in_progress`` / ``in_progress_pending_requests``: a paused, idle,
+        failed or cancelled run, or one waiting for answers, runs nothing to
+        stop. A run resumed from a checkpoint keeps that checkpoint's status
+        until its first barrier after the resume."""
         ...
 
     def cancel_requested(self, run_id: str, since: float) -> bool:

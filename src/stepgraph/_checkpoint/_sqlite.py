@@ -42,7 +42,7 @@ from ._sqlite_layout import (
     info_of,
     marks,
 )
-from ._store import BaseStore
+from ._store import RUNNING_STATUSES, BaseStore
 from ._worker import Worker
 
 __all__ = ["SqliteCheckpointStore"]
@@ -319,7 +319,8 @@ class SqliteCheckpointStore(BaseStore):
 
     def _request_cancel(self, run_id: str, at: float) -> bool:
         def ask(db: sqlite3.Connection) -> bool:
-            if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            found = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if found is None or found[0] not in RUNNING_STATUSES:
                 return False
             db.execute(
                 "INSERT OR REPLACE INTO cancels (run_id, requested_at) VALUES (?, ?)",

@@ -19,12 +19,15 @@ from typing import Any, TypeVar
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError, CheckpointWarning
 from ._model import Checkpoint, CheckpointInfo, Row, RunInfo, RunQuery, open_row
 
-__all__ = ["BaseStore", "TERMINAL_STATUSES"]
+__all__ = ["BaseStore", "RUNNING_STATUSES", "TERMINAL_STATUSES"]
 
 T = TypeVar("T")
 
 # How a run may end after its latest checkpoint (``set_status``).
 TERMINAL_STATUSES = frozenset({"failed", "cancelled"})
+# The statuses of a run that is going on: the only runs a cancel can stop.
+# Paused, idle and waiting-for-answers runs execute nothing until resumed.
+RUNNING_STATUSES = frozenset({"in_progress", "in_progress_pending_requests"})
 
 
 def _secret(secret: str | bytes | None) -> bytes | None:
@@ -87,6 +90,9 @@ class BaseStore:
         raise NotImplementedError
 
     def _request_cancel(self, run_id: str, at: float) -> bool:
+        """Record a cancel asked ``at`` for the run, and return ``True``, only
+        if the run's status is one of ``RUNNING_STATUSES`` (checked in the
+        same transaction); otherwise record nothing and return ``False``."""
         raise NotImplementedError
 
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:

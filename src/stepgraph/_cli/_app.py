@@ -5,6 +5,7 @@ line and exit code 1."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,14 +26,16 @@ from .._core import (
     PendingRequest,
     RunStartedEvent,
     RunStatus,
+    RunUsage,
     StatusEvent,
+    Usage,
     type_name,
 )
-from .._exceptions import StepgraphError, WorkflowRunError
+from .._exceptions import ConvergenceError, StepgraphError, WorkflowRunError
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
 from ._checkpoints import checkpoints_app, runs_app
-from ._input import coerce, coerce_input, example_json
+from ._input import coerce, coerce_input, example_json, word_hint
 from ._load import (
     DEFAULT_STORE,
     CliError,
@@ -42,7 +46,7 @@ from ._load import (
     read_text,
     store_path,
 )
-from ._render import LiveView, event_json, say, shown
+from ._render import LiveView, event_json, printable, say, shown
 
 __all__ = ["app"]
 
@@ -88,6 +92,7 @@ class _Session:
         self.break_before: list[str] | None = None
         self.break_after: list[str] | None = None
         self.max_supersteps: int | None = None
+        self.usage: RunUsage | None = None
 
     def see(self, event: Event) -> None:
         if event.workflow_path:
@@ -130,6 +135,7 @@ async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> Non
                 with view:
                     async for event in stream:
                         show(event)
+            session.usage = stream.usage
         except asyncio.CancelledError:  # Ctrl-C: show what the run did until it stopped
             await stream.aclose()
             for event in stream.drain():
@@ -194,8 +200,9 @@ def _continue_from(
                 f"request {request_id!r} is not open at checkpoint {checkpoint} (it was answered "
                 f"already, or belongs to another run); open there: {sorted(open_now) or 'none'}"
             )
-        value = parse_json(raw, f"the answer to {request_id}")
-        responses[request_id] = coerce(value, request.response_type, f"the answer to {request_id}")
+        what = f"the answer to {request_id}"
+        hint = partial(word_hint, annotations=[request.response_type])
+        responses[request_id] = coerce(parse_json(raw, what, hint), request.response_type, what)
     return checkpoint, responses
 
 
@@ -252,7 +259,10 @@ def run(
         if input is not None and input_file is not None:
             raise CliError("give --input or --input-file, not both")
         raw = input if input_file is None else read_text(input_file, "--input-file")
-        value = coerce_input(workflow, parse_json(raw, "the input")) if raw is not None else None
+        value = None
+        if raw is not None:
+            hint = partial(word_hint, annotations=workflow.start.input_types)
+            value = coerce_input(workflow, parse_json(raw, "the input", hint))
         continuing = resume is not None or bool(respond)
         if value is not None and continuing:
             raise CliError("give --input for a new run, or --resume/--respond to continue one")
@@ -332,6 +342,8 @@ def _execute(session: _Session, store: SqliteCheckpointStore | None) -> int:
         return EXIT_INTERRUPTED
     except WorkflowRunError as error:
         _report_failure(console, error)
+        if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
+            say(console, f"go on with: {session.command('--resume', error.last_checkpoint)}")
         return EXIT_FAILED
     finally:
         if store is not None:
@@ -352,6 +364,20 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
         say(console, "".join(lines).rstrip(), style="dim")
 
 
+def _tokens(usage: Usage) -> str:
+    text = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
+    counted = ((usage.cached_tokens, "cached"), (usage.reasoning_tokens, "reasoning"))
+    extra = [f"{n} {what}" for n, what in counted if n]
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _usage_json(usage: RunUsage) -> dict[str, Any]:
+    return {
+        "total": usage.total.as_dict(),
+        "by_executor": {path: used.as_dict() for path, used in usage.by_executor.items()},
+    }
+
+
 def _latest(session: _Session) -> Checkpoint | None:
     """The newest checkpoint of the session's run (``None`` without a store)."""
     if session.store_spec is None:
@@ -366,15 +392,21 @@ def _latest(session: _Session) -> Checkpoint | None:
 def _summary(session: _Session, console: Console) -> int:
     if not session.as_json and session.status is not None:
         say(console, f"status: {session.status.value} (run {session.run_id})")
+    usage = session.usage
+    if usage is not None and usage.by_executor:
+        if session.as_json:
+            print(json.dumps({"kind": "usage", **_usage_json(usage)}), flush=True)
+        else:
+            say(console, f"tokens: {_tokens(usage.total)}")
+            if len(usage.by_executor) > 1:
+                for path, used in usage.by_executor.items():
+                    say(console, f"  {printable(path)}: {_tokens(used)}")
     if session.status is RunStatus.CANCELLED:  # asked to stop from elsewhere
         latest = _latest(session)
         if latest is not None:
             say(console, f"cancelled. Resume with: {session.command('--resume', latest.id)}")
         return EXIT_INTERRUPTED
-    if session.status is RunStatus.PAUSED:
-        if session.store_spec is None:
-            say(console, "paused at a breakpoint; without a store the run cannot go on from there")
-            return EXIT_PAUSED
+    if session.status is RunStatus.PAUSED:  # breakpoints need a store: there is one
         latest = _latest(session)
         if latest is not None:
             waiting = ", ".join(eid for eid, _ in latest.body.get("inboxes", ())) or "nothing"

@@ -291,9 +291,18 @@ def runs_cancel(
     run_id: Annotated[str, typer.Argument(help="the run to stop")],
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Ask a run to stop at its next barrier, wherever it runs; it is then
-    listed as cancelled and can be resumed."""
-    asked = with_store(store, StoreMode.WRITE, lambda s: s.request_cancel(run_id))
+    """Ask a running run to stop at its next barrier, wherever it runs; it is
+    then listed as cancelled and can be resumed. A run that is not running
+    (paused, idle, waiting for answers, ended) is an error: nothing to stop."""
+
+    async def cancel(s: SqliteCheckpointStore) -> tuple[bool, RunInfo | None]:
+        if await s.request_cancel(run_id):
+            return True, None
+        return False, await s.run_info(run_id)
+
+    asked, info = with_store(store, StoreMode.WRITE, cancel)
     if not asked:
-        raise fail(f"no run {run_id!r} in {store}")
+        if info is None:
+            raise fail(f"no run {run_id!r} in {store}")
+        raise fail(f"run {run_id} is not running (status: {info.status}); nothing to cancel")
     say(out, f"asked run {run_id} to stop at its next barrier")

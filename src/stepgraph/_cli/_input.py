@@ -2,8 +2,10 @@
 
 Validation is pydantic's, in its lax mode: what it accepts is accepted (``5``
 for a ``float``, an object for a dataclass or model, a list for a tuple), and
-what it refuses is reported field by field. Example values show the JSON
-shape a type expects (for the ``--respond`` commands the CLI prints).
+what it refuses is reported field by field. One exception: a value whose type
+is exactly ``bool`` must be JSON ``true`` or ``false`` — approvals are bools,
+and a ``"yes"``, ``1`` or ``"False"`` must not decide one. Example values show
+the JSON shape a type expects (for the ``--respond`` commands the CLI prints).
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import enum
 import json
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from .._core import TypeSpec, a_type, type_name
 from .._workflow import Workflow
-from ._load import CliError
+from ._load import CliError, quoting_hint
 
-__all__ = ["coerce", "coerce_input", "example_json"]
+__all__ = ["coerce", "coerce_input", "example_json", "word_hint"]
 
 _CONFIG = ConfigDict(arbitrary_types_allowed=True)
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
@@ -58,6 +61,12 @@ def _problems(error: ValidationError) -> str:
 def coerce(value: Any, annotation: Any, what: str) -> Any:
     """``value`` (parsed JSON) as ``annotation``; ``CliError`` naming each
     field that does not fit."""
+    if annotation is bool and type(value) is not bool:
+        got = json.dumps(value, default=repr, ensure_ascii=False)
+        raise CliError(
+            f"{what} is not a valid bool: Input should be a valid boolean, true or false "
+            f"(got {got[:57] + '...' if len(got) > 60 else got})"
+        )
     if TypeSpec(annotation).matches(value):
         return value
     try:
@@ -93,6 +102,21 @@ def coerce_input(workflow: Workflow, value: Any) -> Any:
     )
 
 
+def word_hint(word: str, annotations: Sequence[Any]) -> str:
+    """What to write instead of a bare ``word`` (not JSON) for a value of one
+    of ``annotations``: quotes only when a string would be taken."""
+    for annotation in annotations:
+        try:
+            coerce(word, annotation, "")
+        except CliError:
+            continue
+        return quoting_hint(word)
+    if all(a is bool for a in annotations):
+        return "it takes true or false"
+    names = " or ".join(type_name(a) for a in annotations)
+    return f"it takes {names}, e.g. {example_json(annotations[0])}"
+
+
 def example_json(annotation: Any) -> str:
     """A JSON value of the shape ``annotation`` expects, to show a user."""
     return json.dumps(_example(annotation, 0), ensure_ascii=False)
@@ -126,12 +150,16 @@ def _example(tp: Any, depth: int) -> Any:
             hints = typing.get_type_hints(tp)
         except Exception:
             hints = {}
-        return {
-            f.name: _example(hints.get(f.name, Any), depth + 1)
-            for f in dataclasses.fields(tp)
-            if f.init
-        }
+        shown = [f for f in dataclasses.fields(tp) if f.init]
+        required = [
+            f
+            for f in shown
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        # What must be given (all of it, when every field has a default).
+        return {f.name: _example(hints.get(f.name, Any), depth + 1) for f in required or shown}
     fields = getattr(tp, "model_fields", None)  # a pydantic model
     if isinstance(tp, type) and isinstance(fields, dict):
-        return {name: _example(info.annotation, depth + 1) for name, info in fields.items()}
+        needed = {n: i for n, i in fields.items() if i.is_required()} or fields
+        return {name: _example(info.annotation, depth + 1) for name, info in needed.items()}
     return None

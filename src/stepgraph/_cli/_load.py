@@ -12,6 +12,7 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "load_workflow",
     "open_store",
     "parse_json",
+    "quoting_hint",
     "read_text",
     "StoreMode",
 ]
@@ -104,16 +106,23 @@ def _call_factory(factory: Any, target: str) -> Any:
 _BARE_WORD = re.compile(r"[^\s\"'\[\]{}0-9.+-][^\"'\[\]{}]*")
 
 
-def parse_json(text: str, what: str) -> Any:
+def parse_json(text: str, what: str, hint: Callable[[str], str] | None = None) -> Any:
+    """``text`` as JSON. A bare word (``hello``) gets a hint: ``hint(word)``
+    — what the expected type takes — or else that JSON strings need quotes."""
     try:
         return json.loads(text)
     except RecursionError:
         raise CliError(f"{what} is nested too deeply to read") from None
     except json.JSONDecodeError as exc:
-        hint = ""
-        if _BARE_WORD.fullmatch(text.strip()) and text.strip() not in ("true", "false", "null"):
-            hint = f"; JSON strings need quotes: '{json.dumps(text.strip(), ensure_ascii=False)}'"
-        raise CliError(f"{what} is not valid JSON: {exc}{hint}") from None
+        word = text.strip()
+        tip = ""
+        if _BARE_WORD.fullmatch(word) and word not in ("true", "false", "null"):
+            tip = "; " + (hint(word) if hint is not None else quoting_hint(word))
+        raise CliError(f"{what} is not valid JSON: {exc}{tip}") from None
+
+
+def quoting_hint(word: str) -> str:
+    return f"JSON strings need quotes: '{json.dumps(word, ensure_ascii=False)}'"
 
 
 def read_text(path: Path, what: str) -> str:
@@ -137,13 +146,17 @@ class StoreMode(Enum):
 
 
 def store_path(spec: str) -> Path:
-    """``sqlite:PATH`` (a bare path means the same)."""
+    """The file of a ``sqlite:PATH`` store, the one kind there is. A bare path
+    is refused rather than taken as a file name, so a typo never creates a
+    store where nobody looks for it."""
     kind, sep, path = spec.partition(":")
+    if kind == "sqlite" and path:
+        return Path(path)
     if not sep:
-        kind, path = "sqlite", spec
-    if kind != "sqlite" or not path:
-        raise CliError(f"unknown store {spec!r}; use sqlite:PATH")
-    return Path(path)
+        raise CliError(f"store {spec!r} names no kind: give sqlite:PATH (sqlite:{spec}?)")
+    if kind == "sqlite":
+        raise CliError(f"the store {spec!r} names no file: use sqlite:PATH")
+    raise CliError(f"unknown store {spec!r}: the only kind is sqlite:PATH")
 
 
 def open_store(spec: str, mode: StoreMode) -> SqliteCheckpointStore:

@@ -100,6 +100,9 @@ def event_json(event: Event) -> str:
     return json.dumps(record, allow_nan=False)
 
 
+_WRITING = 400  # characters of an agent's text the live view keeps
+
+
 class LiveView:
     """Superstep counter, executors running (with elapsed time), outputs as
     they arrive and warnings, redrawn in place on a terminal."""
@@ -117,6 +120,8 @@ class LiveView:
         self.requests: list[RequestInfoEvent] = []
         self.status = "in_progress"
         self.failure: ExecutorFailedEvent | None = None
+        # What each running agent is writing (its latest attempt), by path.
+        self.writing: dict[str, tuple[int, int, str]] = {}
         self.closing = False
         # On a terminal the view redraws in place; elsewhere (pipes, CI logs)
         # nothing is drawn while running and the summary says what happened.
@@ -144,11 +149,20 @@ class LiveView:
             self.superstep = event.superstep or 0
         elif isinstance(event, ExecutorInvokedEvent):
             self.running[path] = time.monotonic()
+        elif event.kind == "agent_delta":
+            turn, attempt = getattr(event, "turn", 0), getattr(event, "attempt", 0)
+            before = self.writing.get(path)
+            text = getattr(event, "text", "")
+            if before is not None and before[:2] == (turn, attempt):
+                text = (before[2] + text)[-_WRITING:]
+            self.writing[path] = (turn, attempt, text)
         elif isinstance(event, ExecutorCompletedEvent):
             self.running.pop(path, None)
+            self.writing.pop(path, None)
             self.finished[path] = self.finished.get(path, 0.0) + event.duration
         elif isinstance(event, ExecutorFailedEvent):
             self.running.pop(path, None)
+            self.writing.pop(path, None)
             self.failed.add(path)
             self.failure = self.failure or event
         elif isinstance(event, OutputEvent) and not event.workflow_path:
@@ -184,6 +198,9 @@ class LiveView:
         parts: list[Any] = [head, table]
         if self.closing:
             return Group(*parts)
+        for path, (_, _, text) in list(self.writing.items())[-4:]:
+            line = printable(" ".join(text.split()))[-160:]
+            parts.append(Text.assemble((f"{printable(path)}: ", "magenta"), line))
         for output in self.outputs[-5:]:
             parts.append(
                 Text(f"output: {shown(output)}", "bold green", overflow="ellipsis", no_wrap=True)

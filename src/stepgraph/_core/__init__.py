@@ -61,8 +61,11 @@ from ._typing import (
     spec_of,
     type_name,
 )
+from ._usage import RunUsage, Usage
 
 __all__ = [
+    "RunUsage",
+    "Usage",
     "ANY_SPEC",
     "FRAMEWORK_EVENT_KINDS",
     "CallRecord",

@@ -181,4 +181,6 @@ def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
             f"executor {failure.executor_id!r} failed in superstep {failure.superstep}: "
             f"{type(cause).__name__}: {cause}"
         )
+        for note in getattr(cause, "__notes__", ()):
+            text += f" ({note})"
     return WorkflowRunError(text, executor_id=failure.executor_id, superstep=failure.superstep)

@@ -33,6 +33,7 @@ from ._requests import PendingRequest
 from ._state import Fold, Reducers, StateView
 from ._threads import sync_pool
 from ._typing import ANY_SPEC, TypeSpec, a_type, type_name
+from ._usage import Usage
 
 __all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
 
@@ -91,10 +92,13 @@ class RunScope:
         "emit",
         "executor_ids",
         "instances",
+        "live",
         "output_ids",
         "reducers",
         "run_id",
+        "senders",
         "strict",
+        "usage",
         "workflow_name",
     )
 
@@ -110,6 +114,9 @@ class RunScope:
         context: Any = None,
         instances: dict[str, Any] | None = None,
         reducers: Reducers | None = None,
+        live: bool = False,
+        usage: dict[str, Usage] | None = None,
+        senders: frozenset[str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_name = workflow_name
@@ -121,6 +128,10 @@ class RunScope:
         # This run's own executor instances (registered factories), by id.
         self.instances: dict[str, Any] = {} if instances is None else instances
         self.reducers: Reducers = reducers or {}
+        self.live = live  # someone streams the run: transient events go out
+        self.senders = senders  # executors with outgoing edges (None: not known)
+        # Tokens model calls used, by executor path (the run state's own dict).
+        self.usage: dict[str, Usage] = {} if usage is None else usage
 
 
 class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
@@ -176,6 +187,13 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
     @property
     def run_id(self) -> str:
         return self._scope.run_id
+
+    @property
+    def has_successors(self) -> bool:
+        """Whether this executor has outgoing edges: whether what it sends can
+        go anywhere (an executor at the end of a graph yields instead)."""
+        senders = self._scope.senders
+        return senders is None or self._executor_id in senders
 
     @property
     def context(self) -> ContextT:
@@ -254,6 +272,8 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
                 executor_id=self._executor_id,
                 superstep=self._superstep,
             )
+        if event.transient and not self._scope.live:
+            return _DONE  # nobody streams: a transient event goes nowhere
         if event.executor_id is None or event.superstep is None:
             event = replace(
                 event,
@@ -263,11 +283,56 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         self._emit(event)
         return _DONE
 
-    async def request_info(self, request: Any, response_type: Any) -> str:
+    async def request_info(
+        self, request: Any, response_type: Any, *, request_id: str | None = None
+    ) -> str:
         """Open a request for outside input; returns its id. The run goes idle
         with the request open; ``workflow.run(responses={id: value})`` later
-        delivers the value to this executor's matching ``@response_handler``."""
-        return self._open_request(request, response_type, uuid.uuid4().hex)
+        delivers the value to this executor's matching ``@response_handler``.
+
+        ``request_id`` chooses the id (a tool call's id, say): a non-empty
+        string without whitespace or ``=``, unique in the run — an id that is
+        open or was answered in this run fails the superstep."""
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+        else:
+            self._check_request_id(request_id)
+        return self._open_request(request, response_type, request_id)
+
+    def add_usage(self, usage: Usage) -> _Done:
+        """Count tokens a model call of this executor used (an observation,
+        like an event: a retried or failed call keeps it). They are summed
+        per executor into ``RunResult.usage`` and kept in checkpoints."""
+        self._check_open()
+        if not isinstance(usage, Usage):
+            raise TypeError(
+                f"executor {self._executor_id!r} passed {type(usage).__name__} to add_usage; "
+                "pass a stepgraph.Usage"
+            )
+        self._add_usage(self._executor_id, usage)
+        return _DONE
+
+    def _add_usage(self, path: str, usage: Usage) -> None:
+        tally = self._scope.usage
+        before = tally.get(path)
+        tally[path] = usage if before is None else before + usage
+
+    def _check_request_id(self, request_id: Any) -> None:
+        problem = None
+        if not isinstance(request_id, str):
+            problem = f"is a {type(request_id).__name__}, not a str"
+        elif not request_id or len(request_id) > 200:
+            problem = "must have 1 to 200 characters"
+        elif "=" in request_id or any(c.isspace() for c in request_id):
+            problem = "may not contain whitespace or '='"
+        elif any(r.request_id == request_id for r in self._outbox.requests):
+            problem = "was already opened by this executor in this superstep"
+        if problem is not None:
+            raise RequestError(
+                f"executor {self._executor_id!r}: request id {request_id!r} {problem}",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            )
 
     def _open_request(self, request: Any, response_type: Any, request_id: str) -> str:
         self._check_open()

@@ -56,6 +56,9 @@ class Event:
     through, outermost first (``path`` joins them with the executor id)."""
 
     kind: ClassVar[str] = "event"
+    # A transient event reaches stream() consumers as it happens and is kept
+    # nowhere: not in RunResult.events, not when nobody streams (token deltas).
+    transient: ClassVar[bool] = False
     executor_id: str | None = None
     superstep: int | None = None
     workflow_path: tuple[str, ...] = ()

@@ -34,7 +34,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     slots = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency is not None else None
     guarded = node.retry is not None or node.timeout is not None
 
-    async def item(message: Any) -> Outbox:
+    async def item(index: int, message: Any) -> Outbox:
         async with slots if slots is not None else contextlib.nullcontext():
             ctx: WorkflowContext[Any, Any] = WorkflowContext(
                 work.scope, node_id, step, work.committed, _no_requests(node_id)
@@ -49,6 +49,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                     else:
                         await invoke(message, ctx)
                 except (Exception, SystemExit) as exc:
+                    exc.add_note(f"item {index} of map {node_id!r}: {_short(message)}")
                     failure = ExecutorFailure(node_id, step, exc)
                     work.failures.append(failure)
                     raise failure from exc
@@ -58,7 +59,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                 outbox = ctx._close()
             return outbox
 
-    results = await run_all([item(message) for _, message in inbox])
+    results = await run_all([item(i, message) for i, (_, message) in enumerate(inbox)])
     merged = Outbox(node_id)
     batch: list[Any] = []
     merged.item_writes = []
@@ -77,6 +78,15 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             merged.item_writes.append((f"{node_id}[{index}]", result.writes))
     merged.sent.append((batch, None))
     return merged
+
+
+def _short(message: Any) -> str:
+    """The item's message, as named in a failure (at most 60 characters)."""
+    try:
+        text = repr(message)
+    except Exception:
+        text = f"<{type(message).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _no_requests(node_id: str) -> Any:

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .._exceptions import ConvergenceError, RoutingError, StateConflictError, WorkflowRunError
+from .._exceptions import (
+    ConvergenceError,
+    RequestError,
+    RoutingError,
+    StateConflictError,
+    WorkflowRunError,
+)
 from ._backend import Backend, ExecutorFailure, Superstep, failure_error
 from ._context import Outbox, RunScope
 from ._events import (
@@ -31,6 +37,7 @@ from ._graph import Graph
 from ._requests import PendingRequest
 from ._routing import FanInBuffers, Inbox, Router
 from ._state import commit_writes, find_conflicts
+from ._usage import Usage
 
 __all__ = ["BarrierHook", "Breakpoints", "RunState", "run_supersteps"]
 
@@ -48,6 +55,8 @@ class RunState:
     answered: set[str] = field(default_factory=set)
     # This run's own executors (registered factories), made on first delivery.
     instances: dict[str, Any] = field(default_factory=dict)
+    # Tokens model calls used so far, by executor path (``ctx.add_usage``).
+    usage: dict[str, Usage] = field(default_factory=dict)
     # Stopped at a breakpoint; going on from here skips the breakpoint it hit.
     paused: bool = False
 
@@ -141,7 +150,7 @@ async def run_supersteps(
                 outboxes = await _deliver(backend, work)
                 run.superstep = step
                 written = await _barrier(router, run, outboxes, scope, report, step)
-                if breakpoints:
+                if breakpoints and run.inboxes:  # (nothing left: the run ends, not pauses)
                     run.paused = not (
                         breakpoints.after.isdisjoint(order)
                         and breakpoints.before.isdisjoint(run.inboxes)
@@ -226,17 +235,29 @@ async def _barrier(
         elif o.writes:
             writes.append((o.executor_id, o.writes))
     if writes:
+        clashes: dict[str, list[str]] = {}  # key -> its writers, in schedule order
         for key, first, later in find_conflicts(writes):
             if scope.strict:
                 raise StateConflictError(key, first, later, step)
+            clashes.setdefault(key, [first]).append(later)
+        for key, writers in clashes.items():  # one warning per key, however many wrote it
+            later = writers[-1]
+            if len(writers) == 2:
+                who = f"both {writers[0]!r} and {later!r}"
+            else:
+                names = [repr(w) for w in writers]
+                shown = names if len(names) <= 4 else [*names[:3], "...", names[-1]]
+                who = f"{len(writers)} executors ({', '.join(shown)})"
             scope.emit(
                 WarningEvent(
-                    message=f"state key {key!r} was written by both {first!r} and {later!r} in "
-                    f"superstep {step}; {later!r} wins (later in schedule order)",
+                    message=f"state key {key!r} was written by {who} in superstep {step}; "
+                    f"{later!r} wins (later in schedule order)",
                     executor_id=later,
                     superstep=step,
                 )
             )
+    if any(o.requests for o in outboxes):
+        _check_new_requests(run, outboxes, step)
     # Route before committing: a raising predicate must leave the state as it
     # was at the previous barrier. Fan-in buffers are restored the same way.
     saved_fan_in = (
@@ -260,6 +281,30 @@ async def _barrier(
             run.requests[request.request_id] = request
             scope.emit(_announcement(request, step))
     return written
+
+
+def _check_new_requests(run: RunState, outboxes: list[Outbox], step: int) -> None:
+    """Request ids are unique in a run: one chosen by an executor must not be
+    open, answered, or opened twice in this superstep."""
+    opened: dict[str, str] = {}
+    for outbox in outboxes:
+        for request in outbox.requests:
+            rid, eid = request.request_id, request.executor_id
+            clash = None
+            if rid in run.requests:
+                clash = "is still open"
+            elif rid in run.answered:
+                clash = "was already answered in this run"
+            elif rid in opened:
+                clash = f"was also opened by {opened[rid]!r} in this superstep"
+            if clash is not None:
+                raise RequestError(
+                    f"executor {eid!r} opened request {rid!r}, which {clash}; "
+                    "request ids must be unique in a run",
+                    executor_id=eid,
+                    superstep=step,
+                )
+            opened[rid] = eid
 
 
 def _announcement(request: PendingRequest, step: int) -> RequestInfoEvent:

@@ -34,6 +34,9 @@ _NO_REDUCERS: Reducers = {}
 class _Deleted:
     __slots__ = ()
 
+    def __deepcopy__(self, memo: Any) -> _Deleted:
+        return self  # a marker: copies of a fold keep it
+
     def __repr__(self) -> str:
         return "<deleted>"
 
@@ -70,12 +73,15 @@ def fold(
     writer: str | None = None,
 ) -> Any:
     """``value`` (``_MISSING`` for none) with ``writes`` folded in. The first
-    write to a missing key is its value; the reducer combines the rest."""
+    write to a missing key is its value (passed through the reducer's
+    ``first_write`` when it has one: ``union`` drops repeats); the reducer
+    combines the rest."""
     for write in writes:
         if write is DELETED:
             value = _MISSING
         elif value is _MISSING:
-            value = write
+            first = getattr(reducer, "first_write", None)
+            value = write if first is None else first(write)
         else:
             try:
                 value = reducer(value, write)
@@ -114,7 +120,9 @@ class StateView:
             committed = self._committed.get(key, _MISSING)
             if committed is not _MISSING:
                 committed = detached(committed)  # the reducer may change it in place
-            return fold(key, committed, value, self._reducers[key])
+            # ...and the buffered writes too (the first one to a missing key
+            # becomes the value): a read must leave them as they were written.
+            return fold(key, committed, Fold(map(detached, value)), self._reducers[key])
         if value is _MISSING:
             value = self._committed.get(key, _MISSING)
         return value
