@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,13 @@ EXPECTED = {
     ),
     "loop.py": "guess 50: lower\nguess 24: higher\nguess 37: found\n",
     "approval.py": "waiting for approval of 420.00\napproved 420.00 for dana\n",
+    "agent_approval.py": (
+        "approval needed: send_email to team@example.com [call_email]\n"
+        "emails sent: 1\n"
+        "review: accept (8/10): clear, and it cites its notes\n"
+        "researcher: 30 tokens\n"
+        "reviewer: 80 tokens\n"
+    ),
     "crash_resume.py": (
         "child process exited with signal 9\n"
         "crashed run stopped after superstep 2; resuming\n"
@@ -40,8 +48,13 @@ def test_every_example_has_an_expectation() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(name: str) -> None:
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     run = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=offline,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout == EXPECTED[name]

@@ -5,6 +5,8 @@
 The public API is re-exported here; implementation lives in underscored modules.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 from typing import Never as Never
 
 from ._builder import WorkflowBuilder as WorkflowBuilder
@@ -28,15 +30,18 @@ from ._core import RequestInfoEvent as RequestInfoEvent
 from ._core import RetryPolicy as RetryPolicy
 from ._core import RunStartedEvent as RunStartedEvent
 from ._core import RunStatus as RunStatus
+from ._core import RunUsage as RunUsage
 from ._core import StateView as StateView
 from ._core import StatusEvent as StatusEvent
 from ._core import SuperstepCompletedEvent as SuperstepCompletedEvent
 from ._core import SuperstepStartedEvent as SuperstepStartedEvent
+from ._core import Usage as Usage
 from ._core import UserEvent as UserEvent
 from ._core import WarningEvent as WarningEvent
 from ._core import WorkflowContext as WorkflowContext
 from ._edges import Case as Case
 from ._edges import Default as Default
+from ._exceptions import AgentError as AgentError
 from ._exceptions import CheckpointDecodeError as CheckpointDecodeError
 from ._exceptions import CheckpointEncodeError as CheckpointEncodeError
 from ._exceptions import CheckpointError as CheckpointError
@@ -48,6 +53,7 @@ from ._exceptions import ConvergenceError as ConvergenceError
 from ._exceptions import EventError as EventError
 from ._exceptions import ExecutorTimeoutError as ExecutorTimeoutError
 from ._exceptions import MessageTypeError as MessageTypeError
+from ._exceptions import ModelError as ModelError
 from ._exceptions import RequestError as RequestError
 from ._exceptions import RoutingError as RoutingError
 from ._exceptions import StateConflictError as StateConflictError
@@ -72,11 +78,38 @@ from ._subworkflow import WorkflowExecutor as WorkflowExecutor
 from ._workflow import RunResult as RunResult
 from ._workflow import Workflow as Workflow
 
+if _TYPE_CHECKING:  # at run time, imported when first used (they need pydantic)
+    from .agents import Agent as Agent
+    from .agents import AgentDelta as AgentDelta
+    from .agents import AgentResponse as AgentResponse
+    from .agents import ChatMessage as ChatMessage
+    from .agents import ChatModel as ChatModel
+    from .agents import ModelEvent as ModelEvent
+    from .agents import ModelReply as ModelReply
+    from .agents import ModelRetry as ModelRetry
+    from .agents import ModelRetrying as ModelRetrying
+    from .agents import OpenAIChatModel as OpenAIChatModel
+    from .agents import TextDelta as TextDelta
+    from .agents import Tool as Tool
+    from .agents import ToolApproval as ToolApproval
+    from .agents import ToolApprovalRequest as ToolApprovalRequest
+    from .agents import ToolArgumentsError as ToolArgumentsError
+    from .agents import ToolCall as ToolCall
+    from .agents import ToolCallDelta as ToolCallDelta
+    from .agents import ToolCallEvent as ToolCallEvent
+    from .agents import tool as tool
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentDelta",
+    "AgentError",
+    "AgentResponse",
     "Backend",
     "Case",
+    "ChatMessage",
+    "ChatModel",
     "Checkpoint",
     "CheckpointConfig",
     "CheckpointDecodeError",
@@ -102,7 +135,13 @@ __all__ = [
     "LocalBackend",
     "MemoryCheckpointStore",
     "MessageTypeError",
+    "ModelError",
+    "ModelEvent",
+    "ModelReply",
+    "ModelRetry",
+    "ModelRetrying",
     "Never",
+    "OpenAIChatModel",
     "OutputEvent",
     "PendingRequest",
     "Placement",
@@ -116,6 +155,7 @@ __all__ = [
     "RunStartedEvent",
     "RunStatus",
     "RunStream",
+    "RunUsage",
     "SqliteCheckpointStore",
     "StateConflictError",
     "StateSnapshot",
@@ -127,6 +167,15 @@ __all__ = [
     "SubworkflowResponse",
     "SuperstepCompletedEvent",
     "SuperstepStartedEvent",
+    "TextDelta",
+    "Tool",
+    "ToolApproval",
+    "ToolApprovalRequest",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallEvent",
+    "Usage",
     "UserEvent",
     "WarningEvent",
     "Workflow",
@@ -139,5 +188,44 @@ __all__ = [
     "executor",
     "handler",
     "response_handler",
+    "tool",
     "union",
 ]
+
+_AGENTS = frozenset(
+    {
+        "Agent",
+        "AgentDelta",
+        "AgentResponse",
+        "ChatMessage",
+        "ChatModel",
+        "ModelEvent",
+        "ModelReply",
+        "ModelRetry",
+        "ModelRetrying",
+        "OpenAIChatModel",
+        "TextDelta",
+        "Tool",
+        "ToolApproval",
+        "ToolApprovalRequest",
+        "ToolArgumentsError",
+        "ToolCall",
+        "ToolCallDelta",
+        "ToolCallEvent",
+        "tool",
+    }
+)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _AGENTS:
+        from . import agents
+
+        value = getattr(agents, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stepgraph' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_AGENTS})

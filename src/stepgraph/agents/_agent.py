@@ -1,0 +1,445 @@
+"""``Agent``: an executor that converses with a chat model and calls tools.
+
+One input (a text, a list of messages, or another agent's response) starts a
+conversation turn loop: call the model (streaming its text as
+:class:`AgentDelta` events); if it asks for tools, run them — those that
+need approval only once a reviewer answered their request — and call the
+model again with every result; when it answers without tools, send the
+answer on (or yield it, at the end of a graph).
+
+The agent's whole conversation, the tool calls of the current model turn
+with their results, and its open approvals are its snapshot, so a run that
+goes on from a checkpoint — after an approval, in another process — repeats
+no model turn and no tool call that a checkpoint already holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from .._core import Usage, WorkflowContext, type_name
+from .._exceptions import AgentError, ModelError, WorkflowDefinitionError
+from .._executor import Executor, handler, response_handler
+from .._handlers import (
+    HandlerOptions,
+    HandlerSpec,
+    ResponseOptions,
+    ResponseSpec,
+    build_response_spec,
+    build_spec,
+)
+from ._approval import ToolApproval, ToolApprovalRequest
+from ._events import AgentDelta, ToolCallEvent, ToolCallStatus
+from ._tools import Tool, ToolArgumentsError, as_tools, tool_error_text
+from ._types import (
+    AgentResponse,
+    ChatMessage,
+    ChatModel,
+    ModelReply,
+    ModelRetrying,
+    TextDelta,
+    ToolCall,
+)
+
+__all__ = ["Agent"]
+
+# Where a tool call of the current model turn stands.
+_APPROVAL, _READY, _DONE = "approval", "ready", "done"
+
+
+@dataclass(slots=True)
+class _PendingCall:
+    """One tool call of the current model turn: its phase, the arguments it
+    runs with (the model's, or a reviewer's edit; JSON values) and, once
+    done, the result the model is given."""
+
+    call: ToolCall
+    phase: str
+    arguments: dict[str, Any]
+    result: str | None = None
+
+
+class Agent(Executor):
+    """An LLM agent as an executor.
+
+    It takes a ``str`` (a user message), a ``list[ChatMessage]``, or an
+    :class:`AgentResponse` from another agent (its conversation carries on
+    here). It sends an :class:`AgentResponse` — or, with ``output_type=T``
+    (a pydantic model or dataclass), a validated ``T`` — to its successors,
+    or yields it as a workflow output when it has no outgoing edges.
+
+    ``tools`` are :func:`~stepgraph.tool` objects or plain functions;
+    ``max_turns`` bounds the model calls per input; ``max_parallel_tools``
+    the tool calls of one model turn that run at once. The conversation
+    lives for the run (a new run starts a new one); register the agent with
+    a factory (``builder.register(id, lambda: Agent(...))``) to serve
+    concurrent runs.
+    """
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        model: ChatModel,
+        instructions: str | None = None,
+        tools: Iterable[Tool | Any] = (),
+        output_type: type[Any] | None = None,
+        max_turns: int = 10,
+        max_parallel_tools: int = 4,
+    ) -> None:
+        if not callable(getattr(model, "stream", None)):
+            raise WorkflowDefinitionError(
+                f"agent {id!r}: model must be a ChatModel (with a stream() method), got "
+                f"{type(model).__name__}"
+            )
+        for name, value in (("max_turns", max_turns), ("max_parallel_tools", max_parallel_tools)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise WorkflowDefinitionError(
+                    f"agent {id!r}: {name} must be a positive int, got {value!r}"
+                )
+        if instructions is not None and not isinstance(instructions, str):
+            raise WorkflowDefinitionError(f"agent {id!r}: instructions must be a str")
+        self.model = model
+        self.instructions = instructions
+        try:
+            self.tools: dict[str, Tool] = as_tools(tools)
+        except WorkflowDefinitionError as exc:
+            raise WorkflowDefinitionError(f"agent {id!r}: {exc}") from exc
+        self.output_type = output_type
+        self.max_turns = max_turns
+        self.max_parallel_tools = max_parallel_tools
+        self._schemas = [t.schema() for t in self.tools.values()]
+        self._adapter: pydantic.TypeAdapter[Any] | None = None
+        self._response_format: dict[str, Any] | None = None
+        if output_type is not None:
+            try:
+                self._adapter = pydantic.TypeAdapter(output_type)
+                schema = self._adapter.json_schema()
+            except Exception as exc:
+                raise WorkflowDefinitionError(
+                    f"agent {id!r}: output_type {type_name(output_type)} has no JSON schema "
+                    f"({exc}); use a pydantic model or a dataclass"
+                ) from exc
+            name = getattr(output_type, "__name__", "output")
+            self._response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": name[:64], "schema": schema},
+            }
+        self._out: Any = output_type if output_type is not None else AgentResponse
+        self._reset(None)
+        super().__init__(id)
+
+    # -- the handler table: what it sends depends on output_type -------------
+
+    def _handler_specs(self) -> tuple[HandlerSpec, ...]:  # type: ignore[override]
+        options = HandlerOptions(output=self._out, workflow_output=self._out)
+        return tuple(
+            build_spec(func, options, owner=f"Agent {self.id!r}", is_method=True, order=i)
+            for i, func in enumerate(_INPUT_HANDLERS)
+        )
+
+    def _response_handler_specs(self) -> tuple[ResponseSpec, ...]:  # type: ignore[override]
+        options = ResponseOptions(output=self._out, workflow_output=self._out)
+        spec = build_response_spec(
+            Agent._on_approval, options, owner=f"Agent {self.id!r}", order=0, name="_on_approval"
+        )
+        return (spec,)
+
+    @property
+    def declared_types(self) -> list[Any]:
+        return [*super().declared_types, _PendingCall, Usage]
+
+    # -- inputs --------------------------------------------------------------
+
+    @handler
+    async def _on_text(self, text: str, ctx: WorkflowContext[Any, Any]) -> None:
+        await self._start([ChatMessage.user(text)], ctx)
+
+    @handler
+    async def _on_messages(
+        self, messages: list[ChatMessage], ctx: WorkflowContext[Any, Any]
+    ) -> None:
+        await self._start(list(messages), ctx)
+
+    @handler
+    async def _on_response(self, response: AgentResponse, ctx: WorkflowContext[Any, Any]) -> None:
+        await self._start(list(response.messages), ctx, carry_on=True)
+
+    @response_handler
+    async def _on_approval(
+        self, request: ToolApprovalRequest, approval: ToolApproval, ctx: WorkflowContext[Any, Any]
+    ) -> None:
+        self._begin(ctx)
+        pending = next((p for p in self._turn_calls if p.call.id == request.call_id), None)
+        if pending is None or pending.phase != _APPROVAL:
+            raise AgentError(
+                f"agent {self.id!r} has no tool call {request.call_id!r} waiting for approval"
+            )
+        if approval.decision == "reject":
+            reason = approval.reason or "rejected by the reviewer"
+            pending.result = f"the call was rejected and did not run: {reason}"
+            pending.phase = _DONE
+            self._event(ctx, pending.call, "rejected")
+        else:
+            if approval.decision == "edit":
+                pending.arguments = dict(approval.arguments)
+            pending.phase = _READY
+        await self._converse(ctx)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _reset(self, run_id: str | None) -> None:
+        self._run_id = run_id
+        self._messages: list[ChatMessage] = []
+        self._turn_calls: list[_PendingCall] = []
+        self._call_ids: set[str] = set()  # every tool call id of the conversation
+        self._turns = 0  # model calls for the current input
+        self._repaired = False
+        self._answer_usage = Usage()
+
+    def _begin(self, ctx: WorkflowContext[Any, Any]) -> None:
+        if ctx.run_id != self._run_id:  # a new run: a new conversation
+            self._reset(ctx.run_id)
+
+    async def _start(
+        self, messages: list[ChatMessage], ctx: WorkflowContext[Any, Any], carry_on: bool = False
+    ) -> None:
+        self._begin(ctx)
+        if self._turn_calls:
+            waiting = [p.call.id for p in self._turn_calls if p.phase == _APPROVAL]
+            raise AgentError(
+                f"agent {self.id!r} got a new input while its tool calls {waiting} wait for "
+                "approval; answer them first"
+            )
+        if carry_on:  # another agent's conversation: it is this one now
+            self._messages = list(messages)
+            self._call_ids = {c.id for m in messages for c in m.tool_calls}
+        else:
+            self._messages.extend(messages)
+        self._turns, self._repaired, self._answer_usage = 0, False, Usage()
+        await self._converse(ctx)
+
+    async def _converse(self, ctx: WorkflowContext[Any, Any]) -> None:
+        while True:
+            if self._turn_calls:
+                ready = [p for p in self._turn_calls if p.phase == _READY]
+                if ready:
+                    await self._run_tools(ready, ctx)
+                if any(p.phase == _APPROVAL for p in self._turn_calls):
+                    return  # the run goes idle until every approval is answered
+                for pending in self._turn_calls:
+                    self._messages.append(ChatMessage.tool(pending.call.id, pending.result or ""))
+                self._turn_calls = []
+            reply = await self._model_turn(ctx)
+            if reply.message.tool_calls:
+                await self._open_calls(reply.message, ctx)
+                continue
+            self._messages.append(reply.message)
+            if self._finish(reply.message.content or "", ctx):
+                return
+
+    async def _model_turn(self, ctx: WorkflowContext[Any, Any]) -> ModelReply:
+        if self._turns >= self.max_turns:
+            raise AgentError(
+                f"agent {self.id!r} reached max_turns={self.max_turns} model calls for one "
+                "input without a final answer"
+            )
+        self._turns += 1
+        messages = self._messages
+        if self.instructions:
+            messages = [ChatMessage.system(self.instructions), *messages]
+        attempt, reply = 1, None
+        stream = self.model.stream(
+            messages, tools=self._schemas, response_format=self._response_format
+        )
+        try:
+            async for item in stream:
+                kind = type(item)
+                if kind is TextDelta:
+                    ctx.add_event(AgentDelta(text=item.text, turn=self._turns, attempt=attempt))  # type: ignore[union-attr]
+                elif kind is ModelRetrying:
+                    attempt = item.attempt  # type: ignore[union-attr]
+                    ctx._warn(
+                        f"agent {self.id!r}: the model call failed ({item.reason}); "  # type: ignore[union-attr]
+                        f"attempt {attempt} in {item.delay:.2f} s"  # type: ignore[union-attr]
+                    )
+                elif kind is ModelReply:
+                    reply = item
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()  # a cancelled turn closes the model's connection
+        if not isinstance(reply, ModelReply):
+            raise ModelError(f"agent {self.id!r}: the model's stream ended without a reply")
+        if reply.usage:
+            ctx.add_usage(reply.usage)
+            self._answer_usage = self._answer_usage + reply.usage
+        return reply
+
+    async def _open_calls(self, message: ChatMessage, ctx: WorkflowContext[Any, Any]) -> None:
+        """Take the model's tool calls: ids made unique in the conversation,
+        arguments checked, approvals asked for."""
+        calls = []
+        for call in message.tool_calls:
+            call_id = call.id
+            if not call_id or call_id in self._call_ids or not _usable_id(call_id):
+                call_id = self._fresh_id(call_id)
+            self._call_ids.add(call_id)
+            calls.append(ToolCall(call_id, call.name, call.arguments))
+        self._messages.append(ChatMessage.assistant(message.content, calls))
+        self._turn_calls = []
+        for call in calls:
+            pending = _PendingCall(call, _READY, {})
+            self._turn_calls.append(pending)
+            self._event(ctx, call, "requested")
+            tool = self.tools.get(call.name)
+            if tool is None:
+                known = ", ".join(self.tools) or "none"
+                pending.result = f"there is no tool {call.name!r}; the tools are: {known}"
+                pending.phase = _DONE
+                self._event(ctx, call, "rejected")
+                continue
+            try:
+                tool.parse(call.arguments)
+                pending.arguments = _json_object(call.arguments)
+            except ToolArgumentsError as exc:
+                pending.result = str(exc)
+                pending.phase = _DONE
+                self._event(ctx, call, "rejected")
+                continue
+            if tool.needs_approval(pending.arguments):
+                pending.phase = _APPROVAL
+                request = ToolApprovalRequest(self.id, tool.name, pending.arguments, call.id)
+                await ctx.request_info(request, ToolApproval, request_id=call.id)
+
+    def _fresh_id(self, base: str) -> str:
+        stem = "".join(c for c in base if c.isalnum() or c in "_-") or "call"
+        n = 2
+        while f"{stem}-{n}" in self._call_ids:
+            n += 1
+        return f"{stem}-{n}"
+
+    async def _run_tools(
+        self, ready: Sequence[_PendingCall], ctx: WorkflowContext[Any, Any]
+    ) -> None:
+        """The ready calls, at most ``max_parallel_tools`` at a time; each
+        result is kept the moment it is there."""
+        slots = asyncio.Semaphore(self.max_parallel_tools)
+
+        async def run(pending: _PendingCall) -> None:
+            async with slots:
+                status: ToolCallStatus
+                tool = self.tools[pending.call.name]
+                self._event(ctx, pending.call, "started")
+                try:
+                    arguments = tool.parse(json.dumps(pending.arguments))
+                    result = await tool.invoke(arguments)
+                except ToolArgumentsError as exc:  # a reviewer's edit that does not fit
+                    pending.result, status = str(exc), "rejected"
+                except Exception as exc:
+                    if tool.errors == "raise":
+                        self._event(ctx, pending.call, "failed")
+                        raise AgentError(
+                            f"agent {self.id!r}: tool {tool.name!r} (call {pending.call.id!r}) "
+                            f"failed: {type(exc).__name__}: {exc}"
+                        ) from exc
+                    pending.result, status = tool_error_text(tool.name, exc), "failed"
+                else:
+                    pending.result, status = result, "finished"
+                pending.phase = _DONE
+                self._event(ctx, pending.call, status)
+
+        if len(ready) == 1:
+            await run(ready[0])
+            return
+        async with asyncio.TaskGroup() as group:
+            for pending in ready:
+                group.create_task(run(pending))
+
+    def _finish(self, text: str, ctx: WorkflowContext[Any, Any]) -> bool:
+        """Send the answer; ``False`` when a reply that does not fit the
+        output type gets its one repair turn."""
+        result: Any
+        if self._adapter is not None:
+            try:
+                result = self._adapter.validate_json(text)
+            except pydantic.ValidationError as exc:
+                problems = _problems(exc)
+                if self._repaired:
+                    raise AgentError(
+                        f"agent {self.id!r}: the model's reply does not match "
+                        f"{type_name(self.output_type)} after a repair turn: {problems}"
+                    ) from None
+                self._repaired = True
+                self._messages.append(
+                    ChatMessage.user(
+                        f"Your reply is not valid for the required JSON schema: {problems}. "
+                        "Reply again with only the corrected JSON."
+                    )
+                )
+                return False
+        else:
+            result = AgentResponse(text, tuple(self._messages), self._answer_usage)
+        if ctx.has_successors:
+            ctx.send_message(result)
+        else:
+            ctx.yield_output(result)
+        return True
+
+    def _event(
+        self, ctx: WorkflowContext[Any, Any], call: ToolCall, status: ToolCallStatus
+    ) -> None:
+        ctx.add_event(ToolCallEvent(call_id=call.id, tool=call.name, status=status))
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def snapshot(self) -> Any:
+        return {
+            "run_id": self._run_id,
+            "messages": list(self._messages),
+            "calls": list(self._turn_calls),
+            "call_ids": sorted(self._call_ids),
+            "turns": self._turns,
+            "repaired": self._repaired,
+            "usage": self._answer_usage,
+        }
+
+    def restore(self, snapshot: Any) -> None:
+        self._run_id = snapshot["run_id"]
+        self._messages = list(snapshot["messages"])
+        self._turn_calls = list(snapshot["calls"])
+        self._call_ids = set(snapshot["call_ids"])
+        self._turns = snapshot["turns"]
+        self._repaired = snapshot["repaired"]
+        self._answer_usage = snapshot["usage"]
+
+
+def _usable_id(call_id: str) -> bool:
+    """An id that can name a request (and be typed on a command line)."""
+    return len(call_id) <= 120 and not any(c.isspace() or c in "=/" for c in call_id)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text) if text.strip() else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _problems(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:8]:
+        where = ".".join(str(p) for p in error["loc"]) or "the reply"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+_INPUT_HANDLERS: tuple[Callable[..., Any], ...] = (
+    Agent._on_text,
+    Agent._on_messages,
+    Agent._on_response,
+)

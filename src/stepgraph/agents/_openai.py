@@ -1,0 +1,412 @@
+"""``OpenAIChatModel``: a :class:`ChatModel` on the official ``openai``
+SDK's streaming Chat Completions API (OpenAI, or any compatible server:
+vLLM, Ollama, llama.cpp...), with our own retries (:class:`ModelRetry`).
+
+    model = OpenAIChatModel("gpt-4o-mini", temperature=0)
+    async for event in model.stream([ChatMessage.user("Hi")]):
+        ...
+
+The SDK is imported when a model is created: ``pip install
+'stepgraph[openai]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import math
+import os
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import ModelError
+from ._types import (
+    ChatMessage,
+    ModelEvent,
+    ModelReply,
+    ModelRetrying,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["ModelRetry", "OpenAIChatModel"]
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# Servers that need no key (Ollama, vLLM) still get a non-empty one: the
+# SDK refuses to build a client without.
+_PLACEHOLDER_KEY = "no-key"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRetry:
+    """How a model call is retried: at most ``max_attempts`` attempts (the
+    first included), with exponential backoff between them,
+    ``initial_delay * multiplier ** (n - 1)`` seconds before the n-th
+    retry, at most ``max_delay``, shortened by a random fraction up to
+    ``jitter``. A server's ``retry-after-ms`` / ``Retry-After`` replaces
+    the backoff, up to ``max_retry_after`` seconds."""
+
+    max_attempts: int = 5
+    initial_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 20.0
+    jitter: float = 0.25
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("ModelRetry.max_attempts must be at least 1")
+        if min(self.initial_delay, self.max_delay, self.max_retry_after) < 0:
+            raise ValueError("ModelRetry delays must not be negative")
+        if self.multiplier < 1:
+            raise ValueError("ModelRetry.multiplier must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("ModelRetry.jitter must be between 0 and 1")
+
+    def delay(self, retry: int, *, retry_after: float | None = None) -> float:
+        """Seconds to wait before the ``retry``-th retry (1 for the
+        second attempt); ``retry_after`` is what the server asked for."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        backoff = self.initial_delay * self.multiplier ** min(retry - 1, 64)
+        return min(backoff, self.max_delay) * (1 - self.jitter * random.random())
+
+
+class OpenAIChatModel:
+    """A chat model served over the Chat Completions API.
+
+    ``base_url`` and ``api_key`` default to the SDK's (``OPENAI_BASE_URL``,
+    ``OPENAI_API_KEY``); with no key at all a placeholder is sent, for
+    local servers that need none. Pass ``client`` (an ``openai.AsyncOpenAI``)
+    instead to configure the SDK yourself; either way the SDK does not
+    retry, ``retry`` does. ``request_options`` (``temperature``,
+    ``max_tokens``, ...) go with every request.
+
+    ``stream`` yields :class:`TextDelta` and :class:`ToolCallDelta` as they
+    arrive, :class:`ModelRetrying` before a retry, and ends with one
+    :class:`ModelReply`; a failure that is not retried raises
+    :class:`~stepgraph.ModelError` naming the model, the URL and what the
+    server said."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        client: AsyncOpenAI | None = None,
+        retry: ModelRetry = ModelRetry(),
+        **request_options: Any,
+    ) -> None:
+        self._openai = _import_openai()
+        if client is not None and (base_url is not None or api_key is not None):
+            raise TypeError("OpenAIChatModel: pass either client or base_url/api_key, not both")
+        if client is None:
+            key = api_key or os.environ.get("OPENAI_API_KEY") or _PLACEHOLDER_KEY
+            options: dict[str, Any] = {"api_key": key, "max_retries": 0}
+            if base_url is not None:
+                options["base_url"] = base_url
+            client = self._openai.AsyncOpenAI(**options)
+            self._owns_client = True
+        else:
+            client = client.with_options(max_retries=0)
+            self._owns_client = False
+        self._client: AsyncOpenAI = client
+        self._model = model
+        self._retry = retry
+        self._request_options = dict(request_options)
+
+    @property
+    def name(self) -> str:
+        return self._model
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go (``.../v1``)."""
+        return str(self._client.base_url).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatModel({self._model!r}, base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this model made (not one passed in)."""
+        if self._owns_client:
+            await self._client.close()
+
+    async def __aenter__(self) -> OpenAIChatModel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        response_format: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[ModelEvent]:
+        request: dict[str, Any] = dict(self._request_options)
+        if tools:
+            request["tools"] = [dict(tool) for tool in tools]
+        if response_format is not None:
+            request["response_format"] = dict(response_format)
+        request.update(
+            model=self._model,
+            messages=[_message_param(m) for m in messages],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        attempt = 1
+        while True:
+            failure: _Failure | None = None
+            async with contextlib.aclosing(self._attempt(request)) as events:
+                async for event in events:
+                    if isinstance(event, _Failure):
+                        failure = event
+                    else:
+                        yield event
+            if failure is None:
+                return
+            if not failure.retryable or attempt >= self._retry.max_attempts:
+                raise self._error(failure, attempt) from failure.error
+            delay = self._retry.delay(attempt, retry_after=failure.retry_after)
+            attempt += 1
+            yield ModelRetrying(attempt=attempt, delay=delay, reason=failure.reason)
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, request: dict[str, Any]
+    ) -> AsyncGenerator[ModelEvent | _Failure, None]:
+        """One call: its deltas and its reply, or its deltas and then why
+        it failed."""
+        openai = self._openai
+        try:
+            sdk_stream = await self._client.chat.completions.create(**request)
+        except openai.APIError as exc:
+            yield _Failure.from_sdk(exc, received=False)
+            return
+        assembler = _Assembler()
+        try:
+            while True:
+                try:
+                    chunk = await sdk_stream.__anext__()
+                except StopAsyncIteration:
+                    break
+                except openai.APIError as exc:
+                    yield _Failure.from_sdk(exc, received=assembler.received)
+                    return
+                except ValueError as exc:  # a data line that is not JSON
+                    yield _Failure.malformed(f"a stream event is not JSON ({exc})", exc)
+                    return
+                for event in assembler.feed(chunk):
+                    yield event
+        finally:
+            # Dropping the response closes the connection at once when the
+            # consumer leaves early (aclose, cancellation): the server sees it.
+            await sdk_stream.close()
+        yield assembler.finish()
+
+    def _error(self, failure: _Failure, attempts: int) -> ModelError:
+        message = f"model {self._model!r} at {self.base_url}: {failure.reason}"
+        if failure.retryable:
+            message += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
+        return ModelError(" ".join(message.split()), status=failure.status)
+
+
+# -- failures ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why an attempt failed (what :meth:`OpenAIChatModel._attempt` yields
+    last in place of a reply)."""
+
+    reason: str
+    error: BaseException | None = None
+    status: int | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+
+    @classmethod
+    def from_sdk(cls, exc: Exception, *, received: bool) -> _Failure:
+        """An SDK error: an HTTP status, a timeout, a connection error, or
+        an error event in the stream. ``received``: chunks had arrived."""
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            return cls(
+                f"HTTP {exc.status_code}: {_server_message(exc)}",
+                exc,
+                status=exc.status_code,
+                retryable=exc.status_code in _RETRY_STATUSES,
+                retry_after=_retry_after(exc.response.headers),
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return cls("the request timed out", exc, retryable=True)
+        if isinstance(exc, openai.APIConnectionError):
+            where = "the connection was lost mid-stream" if received else "cannot connect"
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            return cls(where + cause, exc, retryable=True)
+        return cls(f"the server sent an error: {_server_message(exc)}", exc)
+
+    @classmethod
+    def malformed(cls, reason: str, exc: Exception | None = None) -> _Failure:
+        """The stream is not a chat completion: not worth retrying."""
+        return cls(f"malformed stream: {reason}", exc)
+
+
+def _server_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return str(getattr(exc, "message", exc))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """The delay a server asked for: ``retry-after-ms`` first, then
+    ``Retry-After`` in seconds or as an HTTP date."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        seconds = _number(milliseconds)
+        if seconds is not None:
+            return seconds / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+# -- request and reply -----------------------------------------------------------
+
+
+def _message_param(message: ChatMessage) -> dict[str, Any]:
+    param: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.role == "tool":
+        param["tool_call_id"] = message.tool_call_id
+        param["content"] = message.content or ""
+    elif message.tool_calls:
+        param["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    return param
+
+
+@dataclass
+class _PartialCall:
+    id: str | None = None
+    name: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+
+class _Assembler:
+    """Turns chunks into deltas, and at the end into the whole reply."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._text: list[str] = []
+        self._calls: dict[int, _PartialCall] = {}
+        self._finish_reason: str | None = None
+        self._usage = Usage()
+
+    def feed(self, chunk: Any) -> Iterator[TextDelta | ToolCallDelta]:
+        self.received = True
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self._usage = _usage(usage)
+        for choice in getattr(chunk, "choices", None) or ():
+            if getattr(choice, "index", 0) != 0:
+                continue
+            delta = getattr(choice, "delta", None)
+            content = getattr(delta, "content", None)
+            if content:
+                self._text.append(content)
+                yield TextDelta(content)
+            for piece in getattr(delta, "tool_calls", None) or ():
+                yield self._call_piece(piece)
+            finish_reason = getattr(choice, "finish_reason", None)
+            if finish_reason is not None:
+                self._finish_reason = finish_reason
+
+    def _call_piece(self, piece: Any) -> ToolCallDelta:
+        function = piece.function
+        name = getattr(function, "name", None) or None
+        arguments = getattr(function, "arguments", None) or ""
+        call = self._calls.setdefault(piece.index, _PartialCall())
+        call.id = call.id or piece.id or None
+        call.name = call.name or name
+        call.arguments.append(arguments)
+        return ToolCallDelta(piece.index, piece.id or None, name, arguments)
+
+    def finish(self) -> ModelReply | _Failure:
+        """The reply, once the stream has ended; or why there is none."""
+        if not self.received:
+            return _Failure.malformed("the server sent no chat completion chunks")
+        if self._finish_reason is None:
+            # A stream cut short without a network error (a proxy that
+            # closed it cleanly): retried like a dropped connection.
+            return _Failure("the stream ended before its finish_reason", retryable=True)
+        calls = []
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            if not call.name:
+                return _Failure.malformed(f"tool call {index} has no name")
+            calls.append(ToolCall(call.id or f"call_{index}", call.name, "".join(call.arguments)))
+        message = ChatMessage.assistant("".join(self._text) or None, calls)
+        return ModelReply(message, self._usage, self._finish_reason)
+
+
+def _usage(usage: Any) -> Usage:
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    return Usage(
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        cached_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+    )
+
+
+def _import_openai() -> ModuleType:
+    try:
+        import openai
+    except ImportError as exc:
+        raise ImportError(
+            "OpenAIChatModel needs the openai package: pip install 'stepgraph[openai]'"
+        ) from exc
+    return openai

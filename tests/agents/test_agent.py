@@ -1,0 +1,431 @@
+"""sg.Agent with ScriptedModel: conversations, tools in parallel, approval
+across checkpoints without repeats, live deltas, structured output, usage,
+retries, cancellation and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+import pytest
+
+import stepgraph as sg
+from stepgraph.testing import ScriptedCall, ScriptedModel, ScriptedReply
+
+
+def call(call_id: str, name: str, **arguments: Any) -> sg.ToolCall:
+    return sg.ToolCall(call_id, name, json.dumps(arguments))
+
+
+def agent_flow(agent: sg.Agent, store: sg.CheckpointStore | None = None) -> sg.Workflow:
+    return sg.WorkflowBuilder(start=agent, checkpoints=store).build()
+
+
+def tool_results(call: ScriptedCall) -> dict[str, str]:
+    return {m.tool_call_id or "": m.content or "" for m in call.messages if m.role == "tool"}
+
+
+async def test_a_text_in_an_answer_out_with_instructions_and_usage() -> None:
+    model = ScriptedModel([ScriptedReply("Hello there", usage=sg.Usage(7, 3, cached_tokens=2))])
+    agent = sg.Agent("greeter", model=model, instructions="Be kind.")
+    result = await agent_flow(agent).run("hi")
+    [answer] = result.outputs
+    assert isinstance(answer, sg.AgentResponse) and answer.text == "Hello there"
+    assert [m.role for m in answer.messages] == ["user", "assistant"]
+    assert answer.usage == sg.Usage(7, 3, 2)
+    [sent] = model.calls
+    assert [(m.role, m.content) for m in sent.messages] == [("system", "Be kind."), ("user", "hi")]
+    assert result.usage.by_executor == {"greeter": sg.Usage(7, 3, 2)}
+    assert result.usage.total.total_tokens == 10
+
+
+async def test_deltas_stream_live_and_are_not_kept() -> None:
+    def build() -> sg.Workflow:
+        model = ScriptedModel([ScriptedReply("one two three", delay=0.01)])
+        return agent_flow(sg.Agent("talker", model=model))
+
+    seen: list[sg.Event] = []
+    async with build().stream("go") as events:
+        async for event in events:
+            seen.append(event)
+    deltas = [e for e in seen if isinstance(e, sg.AgentDelta)]
+    assert "".join(d.text for d in deltas) == "one two three"
+    assert {(d.executor_id, d.turn, d.attempt) for d in deltas} == {("talker", 1, 1)}
+    completed = next(i for i, e in enumerate(seen) if e.kind == "executor_completed")
+    assert max(seen.index(d) for d in deltas) < completed  # while the handler ran
+    quiet = await build().run("go")
+    assert not [e for e in quiet.events if e.kind == "agent_delta"]
+    assert quiet.outputs[0].text == "one two three"  # the same answer either way
+
+
+async def test_a_conversation_carries_on_from_agent_to_agent() -> None:
+    first = ScriptedModel(["draft: tea is good"])
+    second = ScriptedModel(["review: agreed"])
+    writer = sg.Agent("writer", model=first)
+    reviewer = sg.Agent("reviewer", model=second, instructions="Review.")
+    workflow = sg.WorkflowBuilder(start=writer).add_edge(writer, reviewer).build()
+    result = await workflow.run("write about tea")
+    [answer] = result.outputs  # only the last agent yields: the writer sends
+    assert answer.text == "review: agreed"
+    assert [m.content for m in second.calls[0].messages] == [
+        "Review.",
+        "write about tea",
+        "draft: tea is good",
+    ]
+    assert set(result.usage.by_executor) == {"writer", "reviewer"}
+    messages = [sg.ChatMessage.user("a"), sg.ChatMessage.assistant("b"), sg.ChatMessage.user("c")]
+    third = ScriptedModel(["d"])
+    await agent_flow(sg.Agent("listener", model=third)).run(messages)
+    assert [m.content for m in third.calls[0].messages] == ["a", "b", "c"]
+
+
+async def test_parallel_tool_calls_run_concurrently_within_the_bound() -> None:
+    running, peak, order = 0, 0, []
+
+    @sg.tool
+    async def slow(n: int) -> str:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02 * (5 - n))  # later calls finish first
+        running -= 1
+        order.append(n)
+        return f"r{n}"
+
+    calls = [call(f"c{n}", "slow", n=n) for n in range(5)]
+    model = ScriptedModel([ScriptedReply(tool_calls=calls), "done"])
+    agent = sg.Agent("worker", model=model, tools=[slow], max_parallel_tools=2)
+    result = await agent_flow(agent).run("go")
+    assert result.outputs[0].text == "done" and peak == 2 and order != sorted(order)
+    tool_messages = [m for m in model.calls[1].messages if m.role == "tool"]
+    assert [(m.tool_call_id, m.content) for m in tool_messages] == [
+        (f"c{n}", f"r{n}") for n in range(5)
+    ]  # in the calls' order, whatever finished first
+    assert len(model.calls) == 2  # the model was called again once, with every result
+
+
+async def test_bad_calls_are_told_to_the_model_and_run_nothing() -> None:
+    ran: list[str] = []
+
+    @sg.tool
+    def add(a: int, b: int) -> int:
+        ran.append("add")
+        return a + b
+
+    @sg.tool
+    def boom() -> str:
+        ran.append("boom")
+        raise ValueError("no such address")
+
+    turn = [
+        call("c1", "add", a=1, b="x"),
+        call("c2", "nope"),
+        sg.ToolCall("c3", "add", "{not json"),
+        call("c4", "add", a=2, b=3),
+        call("c5", "boom"),
+    ]
+    model = ScriptedModel([ScriptedReply(tool_calls=turn), "ok"])
+    result = await agent_flow(sg.Agent("calc", model=model, tools=[add, boom])).run("go")
+    results = tool_results(model.calls[1])
+    assert "invalid arguments for tool 'add'" in results["c1"] and "b:" in results["c1"]
+    assert results["c2"] == "there is no tool 'nope'; the tools are: add, boom"
+    assert "not valid JSON" in results["c3"]
+    assert results["c4"] == "5"
+    assert results["c5"] == "tool 'boom' failed: ValueError: no such address"
+    assert sorted(ran) == ["add", "boom"]
+    statuses = {e.call_id: e.status for e in result.events if isinstance(e, sg.ToolCallEvent)}
+    assert statuses == {
+        "c1": "rejected",
+        "c2": "rejected",
+        "c3": "rejected",
+        "c4": "finished",
+        "c5": "failed",
+    }
+
+
+async def test_a_tool_that_must_not_fail_fails_the_run_naming_the_agent() -> None:
+    @sg.tool(errors="raise")
+    def strict() -> str:
+        raise RuntimeError("disk full")
+
+    model = ScriptedModel([ScriptedReply(tool_calls=[call("c1", "strict")])])
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await agent_flow(sg.Agent("saver", model=model, tools=[strict])).run("go")
+    assert "agent 'saver': tool 'strict' (call 'c1') failed: RuntimeError: disk full" in str(
+        raised.value
+    )
+
+
+# -- approval -------------------------------------------------------------------
+
+RAN: dict[str, int] = {}
+
+
+@sg.tool
+def lookup(topic: str) -> str:
+    """Look a topic up."""
+    RAN["lookup"] = RAN.get("lookup", 0) + 1
+    return f"facts about {topic}"
+
+
+@sg.tool(approval="always")
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    RAN[f"send:{to}"] = RAN.get(f"send:{to}", 0) + 1
+    return f"sent to {to}"
+
+
+def reply_by_conversation(call: ScriptedCall) -> ScriptedReply:
+    """A model that needs no script position: tools first, then a summary
+    of the tool results (so a fresh process can play the rest)."""
+    results = tool_results(call)
+    if not results:
+        return ScriptedReply(
+            "Looking it up and mailing.",
+            tool_calls=[
+                call_of("t1", "lookup", topic="tea"),
+                call_of("t2", "send_email", to="ann@example.com", body="tea"),
+                call_of("t3", "send_email", to="bob@example.com", body="tea"),
+            ],
+        )
+    return ScriptedReply(" | ".join(f"{k}={v}" for k, v in sorted(results.items())))
+
+
+def call_of(call_id: str, name: str, **arguments: Any) -> sg.ToolCall:
+    return sg.ToolCall(call_id, name, json.dumps(arguments))
+
+
+class CountingModel:
+    """A ScriptedModel that plays ``reply_by_conversation`` and counts calls."""
+
+    calls = 0
+
+    @property
+    def name(self) -> str:
+        return "counting"
+
+    def stream(
+        self,
+        messages: Sequence[sg.ChatMessage],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        response_format: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[sg.ModelEvent]:
+        CountingModel.calls += 1
+        return ScriptedModel([reply_by_conversation]).stream(messages, tools=tools)
+
+
+def mailer(store: sg.CheckpointStore | None = None) -> sg.Workflow:
+    agent = sg.Agent("mailer", model=CountingModel(), tools=[lookup, send_email])
+    return agent_flow(agent, store)
+
+
+async def test_approvals_open_one_request_per_call_and_resume_without_repeats(
+    store: sg.CheckpointStore,
+) -> None:
+    RAN.clear()
+    CountingModel.calls = 0
+    first = await mailer(store).run("mail the tea facts")
+    assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    assert [p.request_id for p in first.pending_requests] == ["t2", "t3"]
+    request = first.pending_requests[0].request
+    assert request == sg.ToolApprovalRequest(
+        "mailer", "send_email", {"to": "ann@example.com", "body": "tea"}, "t2"
+    )
+    assert RAN == {"lookup": 1} and CountingModel.calls == 1  # ran at once, unapproved
+    # One answer of two: that tool runs, the model waits for the other.
+    half = await mailer(store).run(
+        responses={"t2": sg.ToolApproval.approve()}, checkpoint=first.last_checkpoint
+    )
+    assert [p.request_id for p in half.pending_requests] == ["t3"]
+    assert RAN == {"lookup": 1, "send:ann@example.com": 1} and CountingModel.calls == 1
+    # The last answer (in yet another workflow object): the model goes on.
+    done = await mailer(store).run(
+        responses={"t3": sg.ToolApproval.reject("not bob")}, checkpoint=half.last_checkpoint
+    )
+    assert done.status is sg.RunStatus.IDLE
+    assert done.outputs[0].text == (
+        "t1=facts about tea | t2=sent to ann@example.com | "
+        "t3=the call was rejected and did not run: not bob"
+    )
+    assert RAN == {"lookup": 1, "send:ann@example.com": 1} and CountingModel.calls == 2
+    assert done.usage.by_executor["mailer"] == sg.Usage(20, 10)  # both turns, across resumes
+    # Answering again from the checkpoint after the answer is refused.
+    with pytest.raises(sg.RequestError, match="already answered"):
+        await mailer(store).run(
+            responses={"t3": sg.ToolApproval.approve()}, checkpoint=done.last_checkpoint
+        )
+
+
+async def test_an_edited_call_runs_with_the_reviewers_arguments() -> None:
+    RAN.clear()
+    workflow = mailer()
+    first = await workflow.run("mail")
+    edit = sg.ToolApproval.edit({"to": "carl@example.com", "body": "tea"})
+    await workflow.run(responses={"t2": edit})
+    done = await workflow.run(responses={"t3": sg.ToolApproval.edit({"to": 5})})
+    assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    assert RAN == {"lookup": 1, "send:carl@example.com": 1}
+    text = done.outputs[0].text
+    assert "t2=sent to carl@example.com" in text
+    assert "t3=invalid arguments for tool 'send_email'" in text  # the edit did not fit
+
+
+async def test_repeated_call_ids_are_made_unique() -> None:
+    @sg.tool(approval="always")
+    def act(n: int) -> int:
+        return n
+
+    model = ScriptedModel(
+        [
+            ScriptedReply(tool_calls=[call("call_0", "act", n=1)]),
+            ScriptedReply(tool_calls=[call("call_0", "act", n=2), call("call_0", "act", n=3)]),
+            "done",
+        ]
+    )
+    workflow = agent_flow(sg.Agent("actor", model=model, tools=[act]))
+    first = await workflow.run("go")
+    assert [p.request_id for p in first.pending_requests] == ["call_0"]
+    second = await workflow.run(responses={"call_0": sg.ToolApproval.approve()})
+    ids = [p.request_id for p in second.pending_requests]
+    assert ids == ["call_0-2", "call_0-3"]
+    done = await workflow.run(responses={i: sg.ToolApproval.approve() for i in ids})
+    assert done.outputs[0].text == "done"
+    assert tool_results(model.calls[2]) == {"call_0": "1", "call_0-2": "2", "call_0-3": "3"}
+
+
+# -- structured output, limits, errors -----------------------------------------------
+
+
+class Review(pydantic.BaseModel):
+    verdict: str
+    score: int
+
+
+@dataclass(frozen=True)
+class Note:
+    text: str
+
+
+async def test_structured_output_is_validated_with_one_repair_turn() -> None:
+    model = ScriptedModel(['{"verdict": "good"}', '{"verdict": "good", "score": 9}'])
+    reviewer = sg.Agent("reviewer", model=model, output_type=Review)
+
+    @sg.executor(id="publish")
+    async def publish(review: Review, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{review.verdict}:{review.score}")
+
+    workflow = sg.WorkflowBuilder(start=reviewer).add_edge(reviewer, publish).build()
+    assert (await workflow.run("review it")).outputs == ["good:9"]
+    response_format = model.calls[0].response_format
+    assert response_format is not None and response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["schema"]["required"] == ["verdict", "score"]
+    repair = model.calls[1].messages[-1]
+    assert repair.role == "user" and "score: Field required" in (repair.content or "")
+    notes = ScriptedModel(['{"text": "hi"}'])
+    result = await agent_flow(sg.Agent("noter", model=notes, output_type=Note)).run("x")
+    assert result.outputs == [Note("hi")]
+
+
+async def test_a_reply_that_never_fits_fails_naming_the_agent() -> None:
+    model = ScriptedModel(["not json", '{"verdict": 1}'])
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await agent_flow(sg.Agent("judge", model=model, output_type=Review)).run("x")
+    assert "agent 'judge': the model's reply does not match" in str(raised.value)
+    assert isinstance(raised.value.__cause__, sg.AgentError)
+
+
+def test_an_output_type_changes_what_the_agent_sends() -> None:
+    reviewer = sg.Agent("reviewer", model=ScriptedModel(), output_type=Review)
+
+    @sg.executor(id="takes_text")
+    async def takes_text(text: str) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError, match="takes_text"):
+        sg.WorkflowBuilder(start=reviewer).add_edge(reviewer, takes_text).build()
+
+
+async def test_max_turns_and_model_errors_fail_naming_the_agent() -> None:
+    @sg.tool
+    def again() -> str:
+        return "more"
+
+    loop = ScriptedModel([ScriptedReply(tool_calls=[call(f"c{i}", "again")]) for i in range(3)])
+    agent = sg.Agent("looper", model=loop, tools=[again], max_turns=3)
+    with pytest.raises(sg.WorkflowRunError, match="agent 'looper' reached max_turns=3"):
+        await agent_flow(agent).run("go")
+    broken = ScriptedModel([ScriptedReply(error=sg.ModelError("HTTP 401: bad key", status=401))])
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await agent_flow(sg.Agent("talker", model=broken)).run("go")
+    assert str(raised.value) == (
+        "executor 'talker' failed in superstep 1: ModelError: HTTP 401: bad key"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": object()}, "model must be a ChatModel"),
+        ({"max_turns": 0}, "max_turns must be a positive int"),
+        ({"max_parallel_tools": True}, "max_parallel_tools must be a positive int"),
+        ({"tools": [1]}, "agent 'a': not a tool or a function: 1"),
+    ],
+)
+def test_bad_agent_definitions(options: dict[str, Any], message: str) -> None:
+    options = {"model": ScriptedModel(), **options}
+    with pytest.raises(sg.WorkflowDefinitionError, match=message):
+        sg.Agent("a", **options)
+
+
+async def test_a_retried_model_call_warns_and_counts_attempts() -> None:
+    model = ScriptedModel([ScriptedReply("alpha beta gamma", retry_first=1)])
+    seen = [e async for e in agent_flow(sg.Agent("flaky", model=model)).stream("go")]
+    warned = [e.message for e in seen if isinstance(e, sg.WarningEvent)]
+    assert warned == ["agent 'flaky': the model call failed (scripted retry); attempt 2 in 0.00 s"]
+    attempts = [(d.attempt, d.text) for d in seen if isinstance(d, sg.AgentDelta)]
+    assert attempts == [(1, "alpha "), (1, "beta "), (2, "alpha "), (2, "beta "), (2, "gamma")]
+
+
+async def test_cancelling_the_run_closes_the_model_stream() -> None:
+    closed = asyncio.Event()
+
+    class Endless:
+        name = "endless"
+
+        async def stream(self, messages: Any, **options: Any) -> AsyncIterator[sg.ModelEvent]:
+            try:
+                while True:
+                    yield sg.TextDelta("tick ")
+                    await asyncio.sleep(0.01)
+            finally:
+                closed.set()
+
+    workflow = agent_flow(sg.Agent("ticker", model=Endless()))  # type: ignore[arg-type]
+    async with workflow.stream("go") as events:
+        async for event in events:
+            if isinstance(event, sg.AgentDelta):
+                break
+    await asyncio.wait_for(closed.wait(), 2)
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def test_a_sub_workflows_agent_streams_deltas_and_counts_usage_with_its_path() -> None:
+    inner = agent_flow(sg.Agent("inner", model=ScriptedModel(["deep thought"] * 2)))
+    outer = sg.WorkflowExecutor(inner, id="sub")
+
+    @sg.executor(id="show")
+    async def show(answer: sg.AgentResponse, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(answer.text)
+
+    workflow = sg.WorkflowBuilder(start=outer).add_edge(outer, show).build()
+    seen = [e async for e in workflow.stream("think")]
+    deltas = [e for e in seen if isinstance(e, sg.AgentDelta)]
+    assert [d.path for d in deltas] == ["sub/inner", "sub/inner"]
+    outputs = [e.data for e in seen if isinstance(e, sg.OutputEvent) and not e.workflow_path]
+    assert outputs == ["deep thought"]
+    result = await workflow.run("think")
+    assert result.usage.by_executor == {"sub/inner": sg.Usage(10, 5)}

@@ -1,0 +1,36 @@
+"""Agents from the command line: approvals answered by a second process,
+token usage at the end, deltas in --json."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from tests.test_cli import cli
+
+TARGET = "tests.agents.test_agent:mailer"
+
+
+def test_approvals_answered_from_the_command_line_in_new_processes(tmp_path: Path) -> None:
+    spec = f"sqlite:{tmp_path / 'agents.sqlite'}"
+    first = cli("run", TARGET, "--input", '"mail the tea facts"', "--store", spec)
+    assert first.returncode == 2, first.stderr  # waiting for answers
+    commands = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
+    assert len(commands) == 2 and 't2={"decision": "approve"}' in commands[0]
+    assert "tokens: 10 prompt + 5 completion" in first.stdout
+    # Answer the first as suggested, the second with a rejection.
+    half = cli(*shlex.split(commands[0])[1:])
+    assert half.returncode == 2 and "t3=" in half.stdout and "t2=" not in half.stdout
+    reject = json.dumps({"decision": "reject", "reason": "not bob"})
+    done = cli("run", TARGET, "--store", spec, "--respond", f"t3={reject}", "--json")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    [output] = [r for r in records if r["kind"] == "output"]
+    assert "t2=sent to ann@example.com" in json.dumps(output["data"])
+    deltas = [r for r in records if r["kind"] == "agent_delta"]
+    assert deltas and {d["executor_id"] for d in deltas} == {"mailer"}
+    [usage] = [r for r in records if r["kind"] == "usage"]
+    assert usage["by_executor"]["mailer"]["prompt_tokens"] == 20  # both model turns
+    again = cli("run", TARGET, "--store", spec, "--respond", 't2={"decision": "approve"}')
+    assert again.returncode == 1 and "answered already" in again.stderr

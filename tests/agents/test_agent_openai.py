@@ -1,0 +1,81 @@
+"""sg.Agent on OpenAIChatModel through the real SDK against FakeOpenAIServer:
+parallel tool calls split across chunks, retries, usage, deltas, and
+cancellation reaching the server as a disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import stepgraph as sg
+from stepgraph.testing import FakeOpenAIServer, FakeReply
+
+FAST = sg.ModelRetry(max_attempts=3, initial_delay=0.01, max_delay=0.02, jitter=0)
+
+
+@sg.tool
+async def weather(city: str) -> str:
+    """The weather in a city."""
+    await asyncio.sleep(0.01)
+    return f"sunny in {city}"
+
+
+async def test_an_agent_over_http_with_tools_retries_and_usage() -> None:
+    calls = [
+        sg.ToolCall("call_a", "weather", json.dumps({"city": "Zürich [old town]"})),
+        sg.ToolCall("call_b", "weather", json.dumps({"city": "Kyōto"})),
+    ]
+    script = [
+        FakeReply.tool_calls(calls, pieces=4, usage=sg.Usage(30, 8, cached_tokens=12)),
+        FakeReply.error(429, "slow down", retry_after=0.05),
+        FakeReply.text("Both are sunny.", usage=sg.Usage(50, 4, reasoning_tokens=2)),
+    ]
+    with FakeOpenAIServer(script) as server:
+        async with sg.OpenAIChatModel("gpt-fake", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("forecaster", model=model, tools=[weather], instructions="Brief.")
+            workflow = sg.WorkflowBuilder(start=agent).build()
+            seen = [e async for e in workflow.stream("weather in Zürich and Kyōto?")]
+        requests = server.requests
+    outputs = [e.data for e in seen if isinstance(e, sg.OutputEvent)]
+    assert [o.text for o in outputs] == ["Both are sunny."]
+    tool_messages = [m for m in requests[1]["messages"] if m["role"] == "tool"]
+    assert [(m["tool_call_id"], m["content"]) for m in tool_messages] == [
+        ("call_a", "sunny in Zürich [old town]"),
+        ("call_b", "sunny in Kyōto"),
+    ]
+    assert requests[1] == requests[2]  # the retried call asked the same
+    assert requests[0]["tools"][0]["function"]["name"] == "weather"
+    assert all(r["stream_options"] == {"include_usage": True} for r in requests)
+    warned = [e.message for e in seen if isinstance(e, sg.WarningEvent)]
+    assert len(warned) == 1 and "HTTP 429" in warned[0] and "attempt 2" in warned[0]
+    deltas = [(d.turn, d.attempt, d.text) for d in seen if isinstance(d, sg.AgentDelta)]
+    assert "".join(t for _, _, t in deltas) == "Both are sunny."
+    assert {(turn, attempt) for turn, attempt, _ in deltas} == {(2, 2)}
+    answer = outputs[0]
+    assert answer.usage == sg.Usage(80, 12, cached_tokens=12, reasoning_tokens=2)
+
+
+async def test_cancelling_an_agent_run_disconnects_from_the_server() -> None:
+    slow = FakeReply.text(["tick "] * 200, delay=0.05)
+    with FakeOpenAIServer([slow]) as server:
+        async with sg.OpenAIChatModel("gpt-fake", base_url=server.base_url, retry=FAST) as model:
+            workflow = sg.WorkflowBuilder(start=sg.Agent("ticker", model=model)).build()
+            async with workflow.stream("go") as events:
+                async for event in events:
+                    if isinstance(event, sg.AgentDelta):
+                        break  # leaving the block cancels the run
+            assert await asyncio.to_thread(server.wait_for_disconnects, 1, 2.0)
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def test_an_unreachable_endpoint_fails_the_run_naming_agent_and_url() -> None:
+    model = sg.OpenAIChatModel("gpt-fake", base_url="http://127.0.0.1:9/v1", retry=FAST)
+    workflow = sg.WorkflowBuilder(start=sg.Agent("lost", model=model)).build()
+    try:
+        await workflow.run("hello?")
+    except sg.WorkflowRunError as error:
+        text = str(error)
+    finally:
+        await model.aclose()
+    assert text.startswith("executor 'lost' failed in superstep 1: ModelError: model 'gpt-fake'")
+    assert "http://127.0.0.1:9/v1" in text

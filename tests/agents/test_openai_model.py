@@ -1,0 +1,450 @@
+"""OpenAIChatModel through the real ``openai`` SDK against FakeOpenAIServer
+on loopback: streaming, tool calls, retries, errors, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+import openai
+import pytest
+
+from stepgraph._exceptions import ModelError
+from stepgraph.agents._openai import ModelRetry, OpenAIChatModel, _retry_after
+from stepgraph.agents._types import (
+    ChatMessage,
+    ChatModel,
+    ModelEvent,
+    ModelReply,
+    ModelRetrying,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from stepgraph.testing import FakeOpenAIServer, FakeReply
+
+FAST = ModelRetry(max_attempts=3, initial_delay=0.01, max_delay=0.02, jitter=0)
+HI = [ChatMessage.user("Hi")]
+
+MakeModel = Callable[..., OpenAIChatModel]
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def make_model(server: FakeOpenAIServer) -> AsyncIterator[MakeModel]:
+    """Models on the fake server (``retry`` defaults to FAST), closed after
+    the test."""
+    made: list[OpenAIChatModel] = []
+
+    def make(name: str = "fake-model", **options: Any) -> OpenAIChatModel:
+        options.setdefault("retry", FAST)
+        if "client" not in options:
+            options.setdefault("base_url", server.base_url)
+            options.setdefault("api_key", "test-key")
+        model = OpenAIChatModel(name, **options)
+        made.append(model)
+        return model
+
+    yield make
+    for model in made:
+        await model.aclose()
+
+
+async def collect(
+    model: OpenAIChatModel, messages: Sequence[ChatMessage] = HI, **kwargs: Any
+) -> list[ModelEvent]:
+    return [event async for event in model.stream(messages, **kwargs)]
+
+
+def retrying(events: Sequence[ModelEvent]) -> list[ModelRetrying]:
+    return [e for e in events if isinstance(e, ModelRetrying)]
+
+
+# -- streaming -------------------------------------------------------------------
+
+
+async def test_streams_text_deltas_then_one_reply(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    usage = Usage(prompt_tokens=12, completion_tokens=3, cached_tokens=4, reasoning_tokens=2)
+    server.add(FakeReply.text(["Hel", "lo", " world"], usage=usage))
+    model = make_model("gpt-test")
+    assert isinstance(model, ChatModel)
+    assert model.name == "gpt-test"
+
+    events = await collect(model)
+
+    assert events == [
+        TextDelta("Hel"),
+        TextDelta("lo"),
+        TextDelta(" world"),
+        ModelReply(ChatMessage.assistant("Hello world"), usage, "stop"),
+    ]
+
+
+async def test_request_carries_messages_tools_format_and_options(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(FakeReply.text("ok"), FakeReply.text("again"))
+    model = make_model("gpt-test", temperature=0.2, max_tokens=50)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "add",
+                "description": "Add two numbers",
+                "parameters": {"type": "object", "properties": {"x": {"type": "number"}}},
+            },
+        }
+    ]
+    response_format = {"type": "json_schema", "json_schema": {"name": "out", "schema": {}}}
+    messages = [
+        ChatMessage.system("Be brief."),
+        ChatMessage.user("Add 1"),
+        ChatMessage.assistant(None, [ToolCall("call_1", "add", '{"x": 1}')]),
+        ChatMessage.tool("call_1", "1"),
+    ]
+
+    await collect(model, messages, tools=tools, response_format=response_format)
+    await collect(model)
+
+    first, second = server.requests
+    assert first == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Add 1"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "add", "arguments": '{"x": 1}'},
+                    }
+                ],
+            },
+            {"role": "tool", "content": "1", "tool_call_id": "call_1"},
+        ],
+        "tools": tools,
+        "response_format": response_format,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.2,
+        "max_tokens": 50,
+    }
+    assert "tools" not in second and "response_format" not in second
+    assert second["stream_options"] == {"include_usage": True}
+    assert server.request_headers[0]["authorization"] == "Bearer test-key"
+
+
+async def test_parallel_tool_calls_are_reassembled_in_index_order(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    calls = [
+        ToolCall("call_a", "add", '{"x": 1, "y": 22}'),
+        ToolCall("call_b", "search", '{"query": "the weather in Paris"}'),
+        ToolCall("call_c", "now", "{}"),
+    ]
+    server.add(FakeReply.tool_calls(calls, text="Checking.", pieces=4, usage=Usage(30, 9)))
+
+    events = await collect(make_model())
+
+    assert events[0] == TextDelta("Checking.")
+    deltas = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [d.index for d in deltas] == [0, 1, 2] * 5  # interleaved, as sent
+    assert deltas[:3] == [
+        ToolCallDelta(0, "call_a", "add", ""),
+        ToolCallDelta(1, "call_b", "search", ""),
+        ToolCallDelta(2, "call_c", "now", ""),
+    ]
+    assert all(d.id is None and d.name is None for d in deltas[3:])
+    assert events[-1] == ModelReply(
+        ChatMessage.assistant("Checking.", calls), Usage(30, 9), "tool_calls"
+    )
+    assert len(events) == 1 + len(deltas) + 1
+
+
+# -- retries ---------------------------------------------------------------------
+
+
+async def test_429_honours_retry_after_then_succeeds(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(FakeReply.error(429, "Rate limit reached", retry_after=0.2), FakeReply.text("done"))
+    model = make_model(retry=ModelRetry(initial_delay=0.0, max_delay=0.0))
+    stamps: list[tuple[float, ModelEvent]] = []
+
+    async for event in model.stream(HI):
+        stamps.append((time.monotonic(), event))
+
+    events = [e for _, e in stamps]
+    assert events == [
+        ModelRetrying(attempt=2, delay=0.2, reason="HTTP 429: Rate limit reached"),
+        TextDelta("done"),
+        ModelReply(ChatMessage.assistant("done"), Usage(10, 5), "stop"),
+    ]
+    assert stamps[1][0] - stamps[0][0] >= 0.2
+    assert len(server.requests) == 2
+
+
+async def test_retry_after_ms_comes_first(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    server.add(
+        FakeReply.error(503, "overloaded", retry_after_ms=150, retry_after=30),
+        FakeReply.text("done"),
+    )
+    started = time.monotonic()
+
+    events = await collect(make_model())
+
+    assert time.monotonic() - started >= 0.15
+    assert retrying(events) == [ModelRetrying(2, 0.15, "HTTP 503: overloaded")]
+    assert events[-1] == ModelReply(ChatMessage.assistant("done"), Usage(10, 5), "stop")
+
+
+async def test_500_then_success_backs_off(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    server.add(FakeReply.error(500, "boom"), FakeReply.text("fine"))
+
+    events = await collect(make_model())
+
+    [retry] = retrying(events)
+    assert retry.attempt == 2
+    assert retry.reason == "HTTP 500: boom"
+    assert 0 < retry.delay <= FAST.max_delay
+    assert events[1:] == [
+        TextDelta("fine"),
+        ModelReply(ChatMessage.assistant("fine"), Usage(10, 5), "stop"),
+    ]
+
+
+async def test_stream_cut_mid_way_is_retried(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(FakeReply.disconnect("one two three", after=2), FakeReply.text("one two three"))
+
+    events = await collect(make_model())
+
+    assert events[0] == TextDelta("one ")  # from the abandoned attempt
+    assert isinstance(events[1], ModelRetrying)
+    assert events[1].attempt == 2
+    assert "connection was lost mid-stream" in events[1].reason
+    assert events[2:] == [
+        TextDelta("one "),
+        TextDelta("two "),
+        TextDelta("three"),
+        ModelReply(ChatMessage.assistant("one two three"), Usage(10, 5), "stop"),
+    ]
+    assert len(server.requests) == 2
+
+
+async def test_exhausted_retries_raise_model_error(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(*[FakeReply.error(503, "The engine is currently overloaded")] * 3)
+    model = make_model("gpt-test")
+    events: list[ModelEvent] = []
+
+    with pytest.raises(ModelError) as caught:
+        async for event in model.stream(HI):
+            events.append(event)
+
+    error = caught.value
+    assert error.status == 503
+    assert str(error) == (
+        f"model 'gpt-test' at {server.base_url}: HTTP 503: The engine is currently overloaded"
+        " (gave up after 3 attempts)"
+    )
+    assert isinstance(error.__cause__, openai.InternalServerError)
+    assert [e.attempt for e in retrying(events)] == [2, 3]
+    assert events == retrying(events)
+    assert len(server.requests) == 3
+
+
+async def test_401_fails_at_once(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    server.add(FakeReply.error(401, "Incorrect API key provided"), FakeReply.text("unused"))
+    events: list[ModelEvent] = []
+
+    with pytest.raises(ModelError) as caught:
+        async for event in make_model("gpt-test").stream(HI):
+            events.append(event)
+
+    assert caught.value.status == 401
+    assert str(caught.value) == (
+        f"model 'gpt-test' at {server.base_url}: HTTP 401: Incorrect API key provided"
+    )
+    assert isinstance(caught.value.__cause__, openai.AuthenticationError)
+    assert events == []
+    assert len(server.requests) == 1
+
+
+async def test_400_is_not_retried_either(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    server.add(FakeReply.error(400, "'messages' must not be empty"))
+
+    with pytest.raises(ModelError, match="HTTP 400: 'messages' must not be empty") as caught:
+        await collect(make_model())
+
+    assert caught.value.status == 400
+    assert len(server.requests) == 1
+
+
+async def test_unreachable_endpoint_names_the_url() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    retry = ModelRetry(max_attempts=2, initial_delay=0.01, jitter=0)
+    events: list[ModelEvent] = []
+
+    async with OpenAIChatModel("local", base_url=base_url, retry=retry) as model:
+        with pytest.raises(ModelError) as caught:
+            async for event in model.stream(HI):
+                events.append(event)
+
+    message = str(caught.value)
+    assert message.startswith(f"model 'local' at {base_url}: cannot connect")
+    assert message.endswith("(gave up after 2 attempts)")
+    assert "\n" not in message
+    assert caught.value.status is None
+    assert isinstance(caught.value.__cause__, openai.APIConnectionError)
+    assert [(e.attempt, e.delay) for e in retrying(events)] == [(2, 0.01)]
+
+
+async def test_malformed_stream_raises_model_error(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(FakeReply.malformed("{not json", text="Hi"), FakeReply.text("unused"))
+    events: list[ModelEvent] = []
+
+    with pytest.raises(ModelError, match="malformed stream: a stream event is not JSON") as caught:
+        async for event in make_model().stream(HI):
+            events.append(event)
+
+    assert events == [TextDelta("Hi")]
+    assert caught.value.status is None
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert len(server.requests) == 1
+
+
+# -- cancellation ------------------------------------------------------------------
+
+
+async def test_cancelling_the_task_closes_the_connection(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(FakeReply.text("slow " * 40, delay=0.3))
+    first = asyncio.Event()
+    seen: list[ModelEvent] = []
+
+    async def consume() -> None:
+        async for event in make_model().stream(HI):
+            seen.append(event)
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 2)
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert await asyncio.to_thread(server.wait_for_disconnects, 1, 2.0)
+    assert time.monotonic() - started < 2
+    assert seen == [TextDelta("slow ")]
+    await asyncio.sleep(0.05)
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_aclose_closes_the_connection(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(FakeReply.text("slow " * 40, delay=0.3), FakeReply.text("next"))
+    model = make_model()
+    stream = model.stream(HI)
+    assert isinstance(stream, AsyncIterator)
+
+    assert await anext(stream) == TextDelta("slow ")
+    started = time.monotonic()
+    await stream.aclose()  # type: ignore[attr-defined]
+
+    assert await asyncio.to_thread(server.wait_for_disconnects, 1, 2.0)
+    assert time.monotonic() - started < 2
+    # The model stays usable.
+    assert (await collect(model))[-1] == ModelReply(
+        ChatMessage.assistant("next"), Usage(10, 5), "stop"
+    )
+
+
+# -- construction --------------------------------------------------------------------
+
+
+def test_missing_sdk_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)
+
+    with pytest.raises(ImportError, match=r"pip install 'stepgraph\[openai\]'"):
+        OpenAIChatModel("gpt-test")
+
+
+async def test_api_key_falls_back_to_the_environment_then_a_placeholder(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.add(FakeReply.text("a"), FakeReply.text("b"))
+    monkeypatch.setenv("OPENAI_API_KEY", "env-key")
+    async with OpenAIChatModel("m", base_url=server.base_url) as model:
+        await collect(model)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    async with OpenAIChatModel("m", base_url=server.base_url) as model:
+        await collect(model)
+
+    first, second = (h["authorization"] for h in server.request_headers)
+    assert first == "Bearer env-key"
+    assert second.startswith("Bearer ") and second != "Bearer "
+
+
+async def test_a_given_client_is_used_without_sdk_retries(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.add(*[FakeReply.error(500, "boom")] * 2)
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="mine", max_retries=4)
+    model = make_model(client=client, retry=ModelRetry(max_attempts=2, initial_delay=0.0))
+
+    with pytest.raises(ModelError, match="gave up after 2 attempts"):
+        await collect(model)
+
+    assert len(server.requests) == 2  # ours, not 2 x 5 from the SDK
+    assert server.request_headers[0]["authorization"] == "Bearer mine"
+    with pytest.raises(TypeError, match="either client or base_url"):
+        OpenAIChatModel("m", client=client, base_url=server.base_url)
+    await client.close()
+
+
+def test_model_retry_backoff_and_limits() -> None:
+    retry = ModelRetry(initial_delay=0.5, multiplier=2.0, max_delay=3.0, jitter=0)
+    assert [retry.delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert retry.delay(1, retry_after=7.5) == 7.5
+    assert retry.delay(1, retry_after=600) == retry.max_retry_after
+    jittered = ModelRetry(initial_delay=1.0, jitter=0.5)
+    assert all(0.5 <= jittered.delay(1) <= 1.0 for _ in range(50))
+    for bad in ({"max_attempts": 0}, {"multiplier": 0.5}, {"jitter": 2}, {"initial_delay": -1}):
+        with pytest.raises(ValueError):
+            ModelRetry(**bad)
+
+
+def test_retry_after_headers() -> None:
+    assert _retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert _retry_after({"retry-after": "3"}) == 3.0
+    assert _retry_after({"retry-after": "soon"}) is None
+    assert _retry_after({}) is None
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8 <= (_retry_after({"retry-after": in_ten}) or 0) <= 10
