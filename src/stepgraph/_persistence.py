@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from typing import Any, Literal
 
 from ._checkpoint import (
@@ -224,6 +224,16 @@ class RunCodec:
         data = dumps(self._enc(value, path))
         return blob_hash(data), data
 
+    def snapshot_blob(self, eid: str, executor: Executor) -> tuple[str, bytes]:
+        """The executor's snapshot, encoded: (hash, bytes)."""
+        try:
+            snapshot = executor.snapshot()
+        except Exception as exc:
+            raise CheckpointEncodeError(
+                f"snapshot of executor {eid!r}: snapshot() raised {type(exc).__name__}: {exc}"
+            ) from exc
+        return self._blob(snapshot, f"snapshot of executor {eid!r}")
+
     def inline(self, run: RunState) -> dict[str, Any]:
         """The whole run state as one JSON-able value, values inline (used to
         nest a sub-workflow's suspended runs in its parent's checkpoint)."""
@@ -274,13 +284,7 @@ class RunCodec:
                     **{eid: ex for eid, ex in run.instances.items() if ex.takes_snapshots},
                 }
         for eid, executor in snapshotting.items():
-            try:
-                snapshot = executor.snapshot()
-            except Exception as exc:
-                raise CheckpointEncodeError(
-                    f"snapshot of executor {eid!r}: snapshot() raised {type(exc).__name__}: {exc}"
-                ) from exc
-            h, data = self._blob(snapshot, f"snapshot of executor {eid!r}")
+            h, data = self.snapshot_blob(eid, executor)
             snapshots[eid] = h
             blobs[h] = data
         # This runs at every barrier: plain loops rather than comprehensions,
@@ -511,6 +515,7 @@ class RunRecorder:
         state_hashes: dict[str, str] | None = None,
         stored: set[str] | None = None,
         skip_entry: bool = False,
+        parent: Checkpoint | None = None,
     ) -> None:
         self._codec = codec
         self._store = config.store
@@ -535,6 +540,10 @@ class RunRecorder:
         self._closing = False
         self._failed = False  # a write failed: the run fails, nothing more is written
         self._started = time.time()  # a cancel asked for before this is not for this run
+        # The newest checkpoint of the run: what progress saved within a
+        # superstep builds on (the state at the last barrier).
+        self._base = parent if skip_entry else None
+        self._progress_lock: asyncio.Lock | None = None
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         if written is None and self._skip_entry:
@@ -563,8 +572,48 @@ class RunRecorder:
             request_ids=tuple(run.requests),
         )
         self.last_id = checkpoint.id
+        self._base = checkpoint
         if fresh:
             self._stored.update(fresh)
+        await self._put(checkpoint)
+
+    async def progress(
+        self, executor_id: str, executor: Executor, usage: Mapping[str, Any]
+    ) -> None:
+        """Save a checkpoint within a superstep: the run as at the last
+        barrier, but with this executor's snapshot as it is now (and the
+        tokens counted so far). A run resumed from it re-runs the superstep,
+        and the executor finds in its snapshot what it had done."""
+        base = self._base
+        if base is None or self._failed:
+            return  # nothing to build on yet
+        if self._progress_lock is None:
+            self._progress_lock = asyncio.Lock()
+        async with self._progress_lock:  # one at a time: each builds on the last
+            base = self._base
+            assert base is not None
+            h, data = self._codec.snapshot_blob(executor_id, executor)
+            snapshots = {**base.body.get("snapshots", {}), executor_id: h}
+            body = {**base.body, "snapshots": snapshots}
+            if usage:
+                body["usage"] = {path: list(astuple(u)) for path, u in usage.items()}
+            fresh = {} if h in self._stored else {h: data}
+            checkpoint = replace(
+                base,
+                id=self._ids.next(),
+                parent_id=self.last_id,
+                created_at=time.time(),
+                body=body,
+                refs=tuple(sorted({*body.get("state", {}).values(), *snapshots.values()})),
+                blobs=fresh,
+            )
+            self.last_id = checkpoint.id
+            self._base = checkpoint
+            self._stored.update(fresh)
+            await self._put(checkpoint)
+
+    async def _put(self, checkpoint: Checkpoint) -> None:
+        """Save now (sync durability), or queue for the batching writer."""
         if not self._async:
             await self._save(checkpoint)
             return

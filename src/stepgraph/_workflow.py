@@ -20,7 +20,7 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -406,8 +406,11 @@ class Workflow:
                     state_hashes=stored_hashes,
                     stored=set(parent.refs) if parent is not None else None,
                     skip_entry=parent is not None and call.responses is None,
+                    parent=parent,
                 )
             scope = self._scope(run_id, emit, run, call.context, live)
+            if recorder is not None:
+                scope.progress = self._progress(recorder, run)
             runner = call.backend if call.backend is not None else LocalBackend()
             try:
                 status = await run_supersteps(
@@ -435,6 +438,18 @@ class Workflow:
             self._keep(_Suspended(run_id, run, last), emit)
         usage = RunUsage(dict(run.usage))
         return _Outcome(run_id, status, list(run.requests.values()), last, usage)
+
+    def _progress(self, recorder: RunRecorder, run: RunState) -> Callable[[str], Awaitable[None]]:
+        def save(executor_id: str) -> Awaitable[None]:
+            executor = run.instances.get(executor_id) or self._executors[executor_id]
+            if not executor.takes_snapshots:
+                raise TypeError(
+                    f"executor {executor_id!r} saved its progress but has no snapshot() to save; "
+                    "define snapshot() and restore()"
+                )
+            return recorder.progress(executor_id, executor, run.usage)
+
+        return save
 
     def _keep(self, suspended: _Suspended, emit: Callable[[Event], None]) -> None:
         """Keep a run that waits for answers; past the limit, drop (and name)

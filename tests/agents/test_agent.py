@@ -429,3 +429,79 @@ async def test_a_sub_workflows_agent_streams_deltas_and_counts_usage_with_its_pa
     assert outputs == ["deep thought"]
     result = await workflow.run("think")
     assert result.usage.by_executor == {"sub/inner": sg.Usage(10, 5)}
+
+
+async def test_a_superstep_cut_short_replays_from_the_agents_progress(
+    store: sg.CheckpointStore,
+) -> None:
+    """Two inputs in one superstep; the run is cancelled while the second
+    one's tool runs. Going on from the latest checkpoint (saved within the
+    superstep) re-sends the first answer without asking the model again,
+    re-opens the approval asked before the cut, and runs only what had not
+    finished."""
+    gate = asyncio.Event()
+    log: list[str] = []
+
+    @sg.tool
+    async def fetch(what: str) -> str:
+        log.append(f"fetch {what}")
+        if what == "hang" and not gate.is_set():
+            await asyncio.sleep(30)
+        return f"got {what}"
+
+    @sg.tool(approval="always")
+    def publish(what: str) -> str:
+        log.append(f"publish {what}")
+        return "published"
+
+    def script(call: ScriptedCall) -> ScriptedReply:
+        log.append("model")
+        asked = [m.content for m in call.messages if m.role == "user"][-1]
+        results = {k: v for k, v in tool_results(call).items() if k != "f1" or asked == "first"}
+        if asked == "first":
+            return ScriptedReply("first answer") if results else ScriptedReply(
+                tool_calls=[sg.ToolCall("f1", "fetch", '{"what": "one"}')]
+            )
+        if not results:
+            return ScriptedReply(
+                tool_calls=[
+                    sg.ToolCall("p2", "publish", '{"what": "two"}'),
+                    sg.ToolCall("f2", "fetch", '{"what": "hang"}'),
+                ]
+            )
+        return ScriptedReply(" | ".join(f"{k}={v}" for k, v in sorted(results.items())))
+
+    class Looping:
+        name = "looping"
+
+        def stream(self, messages: Any, **options: Any) -> AsyncIterator[sg.ModelEvent]:
+            return ScriptedModel([script]).stream(messages)
+
+    @sg.executor(id="split")
+    async def split(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        for part in text.split():
+            await ctx.send_message(part)
+
+    def build() -> sg.Workflow:
+        agent = sg.Agent("agent", model=Looping(), tools=[fetch, publish])  # type: ignore[arg-type]
+        return sg.WorkflowBuilder(start=split, checkpoints=store).add_edge(split, agent).build()
+
+    task = asyncio.create_task(build().run("first second"))
+    while "fetch hang" not in log:
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert log == ["model", "fetch one", "model", "model", "fetch hang"]
+    [run] = await store.runs()
+    gate.set()
+    log.clear()
+    resumed = await build().run(checkpoint=run.last_checkpoint)
+    assert [o.text for o in resumed.outputs] == ["first answer"]  # sent again, not asked again
+    assert [p.request_id for p in resumed.pending_requests] == ["p2"]  # asked again
+    assert log == ["fetch hang"]  # only what had not finished
+    done = await build().run(
+        responses={"p2": sg.ToolApproval.approve()}, checkpoint=resumed.last_checkpoint
+    )
+    assert [o.text for o in done.outputs] == ["f2=got hang | p2=published"]
+    assert log == ["fetch hang", "publish two", "model"]

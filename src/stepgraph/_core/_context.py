@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Never
 
@@ -94,6 +94,7 @@ class RunScope:
         "instances",
         "live",
         "output_ids",
+        "progress",
         "reducers",
         "run_id",
         "senders",
@@ -130,6 +131,8 @@ class RunScope:
         self.reducers: Reducers = reducers or {}
         self.live = live  # someone streams the run: transient events go out
         self.senders = senders  # executors with outgoing edges (None: not known)
+        # Saves an executor's snapshot within a superstep (a checkpointed run).
+        self.progress: Callable[[str], Awaitable[None]] | None = None
         # Tokens model calls used, by executor path (the run state's own dict).
         self.usage: dict[str, Usage] = {} if usage is None else usage
 
@@ -298,6 +301,19 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         else:
             self._check_request_id(request_id)
         return self._open_request(request, response_type, request_id)
+
+    async def save_progress(self) -> None:
+        """Checkpoint this executor's snapshot now, within the superstep: the
+        run as at the last barrier, with this executor's ``snapshot()`` as it
+        is. A run that goes on from there (after a crash, say) runs this
+        superstep again, and the executor, restored, finds what it had done —
+        work it must not repeat (a tool call, a model turn). Nothing happens
+        when the run has no checkpoint store, in a sub-workflow, or on a
+        distributed backend."""
+        self._check_open()
+        progress = self._scope.progress
+        if progress is not None:
+            await progress(self._executor_id)
 
     def add_usage(self, usage: Usage) -> _Done:
         """Count tokens a model call of this executor used (an observation,

@@ -53,6 +53,18 @@ __all__ = ["Agent"]
 _APPROVAL, _READY, _DONE = "approval", "ready", "done"
 
 
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """An answer as the journal keeps it: the conversation's first
+    ``messages`` messages (the answer last) and the tokens it took."""
+
+    messages: int
+    usage: Usage
+
+
+_REPAIR: Any = object()  # a reply gets a repair turn
+
+
 @dataclass(slots=True)
 class _PendingCall:
     """One tool call of the current model turn: its phase, the arguments it
@@ -153,29 +165,106 @@ class Agent(Executor):
 
     @property
     def declared_types(self) -> list[Any]:
-        return [*super().declared_types, _PendingCall, Usage]
+        return [*super().declared_types, _PendingCall, _Answered, Usage]
 
     # -- inputs --------------------------------------------------------------
 
     @handler
     async def _on_text(self, text: str, ctx: WorkflowContext[Any, Any]) -> None:
-        await self._start([ChatMessage.user(text)], ctx)
+        await self._call(text, ctx, lambda: self._take([ChatMessage.user(text)]))
 
     @handler
     async def _on_messages(
         self, messages: list[ChatMessage], ctx: WorkflowContext[Any, Any]
     ) -> None:
-        await self._start(list(messages), ctx)
+        await self._call(messages, ctx, lambda: self._take(list(messages)))
 
     @handler
     async def _on_response(self, response: AgentResponse, ctx: WorkflowContext[Any, Any]) -> None:
-        await self._start(list(response.messages), ctx, carry_on=True)
+        await self._call(response, ctx, lambda: self._take(list(response.messages), True))
 
     @response_handler
     async def _on_approval(
         self, request: ToolApprovalRequest, approval: ToolApproval, ctx: WorkflowContext[Any, Any]
     ) -> None:
-        self._begin(ctx)
+        await self._call(approval, ctx, lambda: self._approve(request, approval, ctx))
+
+    # -- one handler call, and its replay after a resume ---------------------------
+
+    def _reset(self, run_id: str | None) -> None:
+        self._run_id = run_id
+        self._messages: list[ChatMessage] = []
+        self._turn_calls: list[_PendingCall] = []
+        self._call_ids: set[str] = set()  # every tool call id of the conversation
+        self._asked: dict[str, int] = {}  # call id -> the superstep its approval was asked in
+        self._turns = 0  # model calls for the current input
+        self._repaired = False
+        self._answer_usage = Usage()
+        # The handler calls of superstep ``_step``: what each one that ended
+        # answered (``_done``), and whether the next one was under way.
+        self._step: int | None = None
+        self._done: list[Any] = []
+        self._inflight = False
+        # Not in the snapshot: which call of this superstep is running.
+        self._seen_step: int | None = None
+        self._cursor = 0
+        self._last: tuple[Any, int] | None = None
+
+    async def _call(
+        self, message: Any, ctx: WorkflowContext[Any, Any], take: Callable[[], None]
+    ) -> None:
+        """One handler call. Going on from a checkpoint saved within this
+        superstep (after a crash), the calls that had ended send their
+        answers again (the superstep's sends were lost with it) and the one
+        under way goes on where its snapshot says: no model turn or tool call
+        runs twice."""
+        if ctx.run_id != self._run_id:  # a new run: a new conversation
+            self._reset(ctx.run_id)
+        index = self._position(message, ctx.superstep)
+        if self._step == ctx.superstep and index < len(self._done):
+            self._deliver(self._answer_of(self._done[index]), ctx)
+            return
+        if self._step == ctx.superstep and index == len(self._done) and self._inflight:
+            await self._reopen(ctx)
+        else:
+            if self._step != ctx.superstep:
+                self._step, self._done = ctx.superstep, []
+            take()
+            self._inflight = True
+        answer = await self._converse(ctx)
+        self._done.append(answer)
+        self._inflight = False
+        self._deliver(self._answer_of(answer), ctx)
+        await ctx.save_progress()
+
+    def _position(self, message: Any, step: int) -> int:
+        """This call's place among the superstep's handler calls (a retried
+        call keeps its place)."""
+        if self._last is not None and self._last[0] is message and self._seen_step == step:
+            return self._last[1]
+        if self._seen_step != step:
+            self._seen_step, self._cursor = step, 0
+        index, self._cursor = self._cursor, self._cursor + 1
+        self._last = (message, index)
+        return index
+
+    def _take(self, messages: list[ChatMessage], carry_on: bool = False) -> None:
+        if self._turn_calls:
+            waiting = [p.call.id for p in self._turn_calls if p.phase == _APPROVAL]
+            raise AgentError(
+                f"agent {self.id!r} got a new input while its tool calls {waiting} wait for "
+                "approval; answer them first"
+            )
+        if carry_on:  # another agent's conversation: it is this one now
+            self._messages = list(messages)
+            self._call_ids = {c.id for m in messages for c in m.tool_calls}
+        else:
+            self._messages.extend(messages)
+        self._turns, self._repaired, self._answer_usage = 0, False, Usage()
+
+    def _approve(
+        self, request: ToolApprovalRequest, approval: ToolApproval, ctx: WorkflowContext[Any, Any]
+    ) -> None:
         pending = next((p for p in self._turn_calls if p.call.id == request.call_id), None)
         if pending is None or pending.phase != _APPROVAL:
             raise AgentError(
@@ -190,59 +279,37 @@ class Agent(Executor):
             if approval.decision == "edit":
                 pending.arguments = dict(approval.arguments)
             pending.phase = _READY
-        await self._converse(ctx)
+
+    async def _reopen(self, ctx: WorkflowContext[Any, Any]) -> None:
+        """Approvals asked in this superstep were lost with it: ask again."""
+        for pending in self._turn_calls:
+            if pending.phase == _APPROVAL and self._asked.get(pending.call.id) == ctx.superstep:
+                await self._ask(pending, ctx)
 
     # -- the loop ----------------------------------------------------------------
 
-    def _reset(self, run_id: str | None) -> None:
-        self._run_id = run_id
-        self._messages: list[ChatMessage] = []
-        self._turn_calls: list[_PendingCall] = []
-        self._call_ids: set[str] = set()  # every tool call id of the conversation
-        self._turns = 0  # model calls for the current input
-        self._repaired = False
-        self._answer_usage = Usage()
-
-    def _begin(self, ctx: WorkflowContext[Any, Any]) -> None:
-        if ctx.run_id != self._run_id:  # a new run: a new conversation
-            self._reset(ctx.run_id)
-
-    async def _start(
-        self, messages: list[ChatMessage], ctx: WorkflowContext[Any, Any], carry_on: bool = False
-    ) -> None:
-        self._begin(ctx)
-        if self._turn_calls:
-            waiting = [p.call.id for p in self._turn_calls if p.phase == _APPROVAL]
-            raise AgentError(
-                f"agent {self.id!r} got a new input while its tool calls {waiting} wait for "
-                "approval; answer them first"
-            )
-        if carry_on:  # another agent's conversation: it is this one now
-            self._messages = list(messages)
-            self._call_ids = {c.id for m in messages for c in m.tool_calls}
-        else:
-            self._messages.extend(messages)
-        self._turns, self._repaired, self._answer_usage = 0, False, Usage()
-        await self._converse(ctx)
-
-    async def _converse(self, ctx: WorkflowContext[Any, Any]) -> None:
+    async def _converse(self, ctx: WorkflowContext[Any, Any]) -> Any:
+        """Model turns and tool calls until an answer (returned as ``_done``
+        keeps it) or approvals to wait for (``None``)."""
         while True:
             if self._turn_calls:
                 ready = [p for p in self._turn_calls if p.phase == _READY]
                 if ready:
                     await self._run_tools(ready, ctx)
                 if any(p.phase == _APPROVAL for p in self._turn_calls):
-                    return  # the run goes idle until every approval is answered
+                    return None  # the run goes idle until every approval is answered
                 for pending in self._turn_calls:
                     self._messages.append(ChatMessage.tool(pending.call.id, pending.result or ""))
-                self._turn_calls = []
+                self._turn_calls, self._asked = [], {}
             reply = await self._model_turn(ctx)
             if reply.message.tool_calls:
                 await self._open_calls(reply.message, ctx)
+                await ctx.save_progress()  # the model turn is not asked again
                 continue
             self._messages.append(reply.message)
-            if self._finish(reply.message.content or "", ctx):
-                return
+            answer = self._finish(reply.message.content or "")
+            if answer is not _REPAIR:
+                return answer
 
     async def _model_turn(self, ctx: WorkflowContext[Any, Any]) -> ModelReply:
         if self._turns >= self.max_turns:
@@ -315,8 +382,13 @@ class Agent(Executor):
                 continue
             if tool.needs_approval(pending.arguments):
                 pending.phase = _APPROVAL
-                request = ToolApprovalRequest(self.id, tool.name, pending.arguments, call.id)
-                await ctx.request_info(request, ToolApproval, request_id=call.id)
+                await self._ask(pending, ctx)
+
+    async def _ask(self, pending: _PendingCall, ctx: WorkflowContext[Any, Any]) -> None:
+        call = pending.call
+        request = ToolApprovalRequest(self.id, call.name, pending.arguments, call.id)
+        await ctx.request_info(request, ToolApproval, request_id=call.id)
+        self._asked[call.id] = ctx.superstep
 
     def _fresh_id(self, base: str) -> str:
         stem = "".join(c for c in base if c.isalnum() or c in "_-") or "call"
@@ -354,6 +426,7 @@ class Agent(Executor):
                     pending.result, status = result, "finished"
                 pending.phase = _DONE
                 self._event(ctx, pending.call, status)
+                await ctx.save_progress()  # this call is not made again
 
         if len(ready) == 1:
             await run(ready[0])
@@ -362,35 +435,42 @@ class Agent(Executor):
             for pending in ready:
                 group.create_task(run(pending))
 
-    def _finish(self, text: str, ctx: WorkflowContext[Any, Any]) -> bool:
-        """Send the answer; ``False`` when a reply that does not fit the
-        output type gets its one repair turn."""
-        result: Any
-        if self._adapter is not None:
-            try:
-                result = self._adapter.validate_json(text)
-            except pydantic.ValidationError as exc:
-                problems = _problems(exc)
-                if self._repaired:
-                    raise AgentError(
-                        f"agent {self.id!r}: the model's reply does not match "
-                        f"{type_name(self.output_type)} after a repair turn: {problems}"
-                    ) from None
-                self._repaired = True
-                self._messages.append(
-                    ChatMessage.user(
-                        f"Your reply is not valid for the required JSON schema: {problems}. "
-                        "Reply again with only the corrected JSON."
-                    )
+    def _finish(self, text: str) -> Any:
+        """What to answer with (as ``_done`` keeps it), or ``_REPAIR`` when a
+        reply that does not fit the output type gets its one repair turn."""
+        if self._adapter is None:  # rebuilt from the conversation when sent
+            return _Answered(len(self._messages), self._answer_usage)
+        try:
+            return self._adapter.validate_json(text)
+        except pydantic.ValidationError as exc:
+            problems = _problems(exc)
+            if self._repaired:
+                raise AgentError(
+                    f"agent {self.id!r}: the model's reply does not match "
+                    f"{type_name(self.output_type)} after a repair turn: {problems}"
+                ) from None
+            self._repaired = True
+            self._messages.append(
+                ChatMessage.user(
+                    f"Your reply is not valid for the required JSON schema: {problems}. "
+                    "Reply again with only the corrected JSON."
                 )
-                return False
-        else:
-            result = AgentResponse(text, tuple(self._messages), self._answer_usage)
+            )
+            return _REPAIR
+
+    def _answer_of(self, kept: Any) -> Any:
+        if type(kept) is _Answered:
+            messages = tuple(self._messages[: kept.messages])
+            return AgentResponse(messages[-1].content or "", messages, kept.usage)
+        return kept
+
+    def _deliver(self, answer: Any, ctx: WorkflowContext[Any, Any]) -> None:
+        if answer is None:
+            return  # waiting for approvals
         if ctx.has_successors:
-            ctx.send_message(result)
+            ctx.send_message(answer)
         else:
-            ctx.yield_output(result)
-        return True
+            ctx.yield_output(answer)
 
     def _event(
         self, ctx: WorkflowContext[Any, Any], call: ToolCall, status: ToolCallStatus
@@ -405,19 +485,27 @@ class Agent(Executor):
             "messages": list(self._messages),
             "calls": list(self._turn_calls),
             "call_ids": sorted(self._call_ids),
+            "asked": dict(self._asked),
             "turns": self._turns,
             "repaired": self._repaired,
             "usage": self._answer_usage,
+            "step": self._step,
+            "done": list(self._done),
+            "inflight": self._inflight,
         }
 
     def restore(self, snapshot: Any) -> None:
-        self._run_id = snapshot["run_id"]
+        self._reset(snapshot["run_id"])
         self._messages = list(snapshot["messages"])
         self._turn_calls = list(snapshot["calls"])
         self._call_ids = set(snapshot["call_ids"])
+        self._asked = dict(snapshot["asked"])
         self._turns = snapshot["turns"]
         self._repaired = snapshot["repaired"]
         self._answer_usage = snapshot["usage"]
+        self._step = snapshot["step"]
+        self._done = list(snapshot["done"])
+        self._inflight = snapshot["inflight"]
 
 
 def _usable_id(call_id: str) -> bool:
