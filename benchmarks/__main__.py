@@ -331,6 +331,24 @@ def run(quick: bool) -> list[Row]:
     )
     rows.append(Row("W2 1000, fresh process", "peak RSS MiB", mib, None, "< 40 MiB", mib < 40))
     rows += concurrent_rows(100 if quick else 1_000)
+    rows += agent_rows(repeats)
+    return rows
+
+
+def agent_rows(repeats: int) -> list[Row]:
+    """W9: an agent's model turn beside a bare SDK call; 100 concurrent agent runs."""
+    from . import agents
+
+    t = {name: seconds * 1e3 for name, seconds in agents.turn_vs_sdk(3 * repeats).items()}
+    rows = [
+        Row("W9 agent turn (vs SDK)", "ms/turn", t["agent"], t["bare"], "<= 1.1x",
+            t["agent"] <= 1.1 * t["bare"]),
+        Row("W9 ... streamed (vs SDK)", "ms/turn", t["agent streamed"], t["bare streamed"],
+            "<= 1.1x", t["agent streamed"] <= 1.1 * t["bare streamed"]),
+    ]  # fmt: skip
+    seconds, mib = agents.concurrent_runs(100)
+    rows.append(Row("W9 100 agent runs", "s (all at once)", seconds, None, "no errors", True))
+    rows.append(Row("W9 100 agent runs", "peak RSS MiB", mib, None))
     return rows
 
 

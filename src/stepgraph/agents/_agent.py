@@ -325,18 +325,22 @@ class Agent(Executor):
         stream = self.model.stream(
             messages, tools=self._schemas, response_format=self._response_format
         )
+        turn, step = self._turns, ctx.superstep
         try:
             async for item in stream:
-                kind = type(item)
-                if kind is TextDelta:
-                    ctx.add_event(AgentDelta(text=item.text, turn=self._turns, attempt=attempt))  # type: ignore[union-attr]
-                elif kind is ModelRetrying:
-                    attempt = item.attempt  # type: ignore[union-attr]
+                if isinstance(item, TextDelta):
+                    delta = AgentDelta(
+                        text=item.text, turn=turn, attempt=attempt, executor_id=self.id,
+                        superstep=step,
+                    )  # fmt: skip
+                    ctx.add_event(delta)  # (dropped at once when nobody streams)
+                elif isinstance(item, ModelRetrying):
+                    attempt = item.attempt
                     ctx._warn(
-                        f"agent {self.id!r}: the model call failed ({item.reason}); "  # type: ignore[union-attr]
-                        f"attempt {attempt} in {item.delay:.2f} s"  # type: ignore[union-attr]
+                        f"agent {self.id!r}: the model call failed ({item.reason}); "
+                        f"attempt {attempt} in {item.delay:.2f} s"
                     )
-                elif kind is ModelReply:
+                elif isinstance(item, ModelReply):
                     reply = item
         finally:
             close = getattr(stream, "aclose", None)
