@@ -459,8 +459,10 @@ async def test_a_superstep_cut_short_replays_from_the_agents_progress(
         asked = [m.content for m in call.messages if m.role == "user"][-1]
         results = {k: v for k, v in tool_results(call).items() if k != "f1" or asked == "first"}
         if asked == "first":
-            return ScriptedReply("first answer") if results else ScriptedReply(
-                tool_calls=[sg.ToolCall("f1", "fetch", '{"what": "one"}')]
+            return (
+                ScriptedReply("first answer")
+                if results
+                else ScriptedReply(tool_calls=[sg.ToolCall("f1", "fetch", '{"what": "one"}')])
             )
         if not results:
             return ScriptedReply(

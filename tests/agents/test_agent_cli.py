@@ -34,3 +34,31 @@ def test_approvals_answered_from_the_command_line_in_new_processes(tmp_path: Pat
     assert usage["by_executor"]["mailer"]["prompt_tokens"] == 20  # both model turns
     again = cli("run", TARGET, "--store", spec, "--respond", 't2={"decision": "approve"}')
     assert again.returncode == 1 and "answered already" in again.stderr
+
+
+def test_the_live_view_shows_each_running_agents_latest_text() -> None:
+    import io
+
+    from rich.console import Console
+
+    import stepgraph as sg
+    from stepgraph._cli._render import LiveView
+
+    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    view = LiveView(console, "agents")
+    view.handle(sg.ExecutorInvokedEvent(executor_id="writer", superstep=1))
+    for text in ("Once ", "upon ", "a time"):
+        view.handle(sg.AgentDelta(text=text, turn=1, attempt=1, executor_id="writer"))
+    view.handle(
+        sg.AgentDelta(text="Hi [b]", turn=1, attempt=1, executor_id="b", workflow_path=("sub",))
+    )
+    console.print(view)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "writer: Once upon a time" in shown and "sub/b: Hi [b]" in shown
+    # A retried attempt starts its text over; a finished agent leaves the view.
+    view.handle(sg.AgentDelta(text="Twice", turn=1, attempt=2, executor_id="writer"))
+    view.handle(sg.ExecutorCompletedEvent(executor_id="b", workflow_path=("sub",), superstep=1))
+    console.file = io.StringIO()
+    console.print(view)
+    shown = console.file.getvalue()
+    assert "writer: Twice" in shown and "Once" not in shown and "sub/b:" not in shown

@@ -22,7 +22,6 @@ a call costs one pydantic validation of the model's JSON text.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import functools
 import inspect
@@ -38,6 +37,7 @@ import pydantic_core
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
+from .._core._threads import sync_pool
 from .._exceptions import StepgraphError, WorkflowDefinitionError
 
 __all__ = ["Tool", "ToolArgumentsError", "as_tools", "tool", "tool_error_text"]
@@ -185,7 +185,9 @@ class Tool:
         if self._is_async:
             result = await self.fn(**arguments)
         else:
-            result = await asyncio.to_thread(self.fn, **arguments)
+            # The pool of sync handlers: a call cancelled meanwhile leaves its
+            # thread to finish on its own, and shutdown does not wait for it.
+            result = await sync_pool.run(functools.partial(self.fn, **arguments))
             if inspect.isawaitable(result):  # a sync wrapper around a coroutine function
                 result = await result
         return _as_text(result)

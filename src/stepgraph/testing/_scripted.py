@@ -86,9 +86,10 @@ class ScriptedModel:
         call = ScriptedCall(tuple(messages), tuple(tools), response_format)
         self.calls.append(call)
         if not self._script:
-            raise ModelError(
+            error = ModelError(
                 f"scripted model {self._name!r}: no reply left for call {len(self.calls)}"
             )
+            return self._play(ScriptedReply(error=error))
         entry = self._script.pop(0)
         reply = entry(call) if callable(entry) else entry
         if isinstance(reply, str):
