@@ -11,7 +11,6 @@ written.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._checkpoint import Checkpoint, CheckpointStore
 from ._core import MessageTypeError, PendingRequest, Response, RunState, a_type, type_name
 from ._exceptions import RequestError
-from ._persistence import RunCodec, new_checkpoint_id
+from ._persistence import RunCodec, body_refs, new_checkpoint_id
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
@@ -142,21 +141,11 @@ async def _fork(
     snapshots are carried over as stored, the edited values encoded now."""
     hashes = codec.hashes(stored)
     body, blobs = codec.body(run, hashes, written, snapshots=stored.body.get("snapshots", {}))
-    refs = tuple(sorted({*body.get("state", {}).values(), *body.get("snapshots", {}).values()}))
-    checkpoint = Checkpoint(
-        id=new_checkpoint_id(),
-        run_id=stored.run_id,
-        workflow=codec.workflow,
-        signature=codec.signature,
-        superstep=stored.superstep,
-        parent_id=stored.id,
-        created_at=time.time(),
-        status=run.status(running=bool(run.inboxes)).value,
-        pending_requests=len(run.requests),
-        body=body,
-        refs=refs,
-        blobs={h: b for h, b in blobs.items() if h in refs},
-        request_ids=tuple(run.requests),
+    refs = body_refs(body)
+    run.superstep = stored.superstep
+    fresh = {h: b for h, b in blobs.items() if h in refs}
+    checkpoint = codec.checkpoint(
+        run, body, refs, fresh, id=new_checkpoint_id(), run_id=stored.run_id, parent=stored.id
     )
     await store.save(checkpoint)
     return checkpoint.id

@@ -190,6 +190,14 @@ def _usage(stored: Any) -> dict[str, Usage]:
     return usage
 
 
+def body_refs(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The value hashes a checkpoint body references, sorted."""
+    state, snapshots = body.get("state"), body.get("snapshots")
+    if not state and not snapshots:
+        return ()
+    return tuple(sorted({*(state or {}).values(), *(snapshots or {}).values()}))
+
+
 class RunCodec:
     """Encodes and decodes one workflow's run states."""
 
@@ -223,6 +231,34 @@ class RunCodec:
     def _blob(self, value: Any, path: str) -> tuple[str, bytes]:
         data = dumps(self._enc(value, path))
         return blob_hash(data), data
+
+    def checkpoint(
+        self,
+        run: RunState,
+        body: dict[str, Any],
+        refs: tuple[str, ...],
+        blobs: Mapping[str, bytes],
+        *,
+        id: str,
+        run_id: str,
+        parent: str | None,
+    ) -> Checkpoint:
+        """The checkpoint of ``run`` at its superstep, with this body."""
+        return Checkpoint(
+            id=id,
+            run_id=run_id,
+            workflow=self.workflow,
+            signature=self.signature,
+            superstep=run.superstep,
+            parent_id=parent,
+            created_at=time.time(),
+            status=run.status(running=bool(run.inboxes)).value,
+            pending_requests=len(run.requests),
+            body=body,
+            refs=refs,
+            blobs=blobs,
+            request_ids=tuple(run.requests),
+        )
 
     def snapshot_blob(self, eid: str, executor: Executor) -> tuple[str, bytes]:
         """The executor's snapshot, encoded: (hash, bytes)."""
@@ -549,27 +585,13 @@ class RunRecorder:
         if written is None and self._skip_entry:
             return
         body, blobs = self._codec.body(run, self._hashes, written)
-        refs: tuple[str, ...] = ()
         fresh: dict[str, bytes] = {}
-        if "state" in body or "snapshots" in body:
-            hashes = {*body.get("state", {}).values(), *body.get("snapshots", {}).values()}
-            refs = tuple(sorted(hashes))
+        refs = body_refs(body)
+        if refs:
             stored = self._stored
             fresh = {h: blobs[h] for h in refs if h not in stored and h in blobs}
-        checkpoint = Checkpoint(
-            id=self._ids.next(),
-            run_id=self.run_id,
-            workflow=self._codec.workflow,
-            signature=self._codec.signature,
-            superstep=run.superstep,
-            parent_id=self.last_id,
-            created_at=time.time(),
-            status=run.status(running=bool(run.inboxes)).value,
-            pending_requests=len(run.requests),
-            body=body,
-            refs=refs,
-            blobs=fresh,
-            request_ids=tuple(run.requests),
+        checkpoint = self._codec.checkpoint(
+            run, body, refs, fresh, id=self._ids.next(), run_id=self.run_id, parent=self.last_id
         )
         self.last_id = checkpoint.id
         self._base = checkpoint
@@ -604,7 +626,7 @@ class RunRecorder:
                 parent_id=self.last_id,
                 created_at=time.time(),
                 body=body,
-                refs=tuple(sorted({*body.get("state", {}).values(), *snapshots.values()})),
+                refs=body_refs(body),
                 blobs=fresh,
             )
             self.last_id = checkpoint.id
