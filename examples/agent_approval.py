@@ -128,9 +128,7 @@ async def main() -> None:
         first = await build(store, model).run(TOPIC)
         for pending in first.pending_requests:
             ask = pending.request
-            print(
-                f"approval needed: {ask.tool} to {ask.arguments.get('to')} [{pending.request_id}]"
-            )
+            print(f"approval needed: {ask.tool} to {ask.arguments.get('to')}")
         # A reviewer approves, from a workflow object of its own.
         answers = {p.request_id: sg.ToolApproval.approve() for p in first.pending_requests}
         done = await build(store, model).run(responses=answers, checkpoint=first.last_checkpoint)

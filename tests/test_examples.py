@@ -22,7 +22,7 @@ EXPECTED = {
     "loop.py": "guess 50: lower\nguess 24: higher\nguess 37: found\n",
     "approval.py": "waiting for approval of 420.00\napproved 420.00 for dana\n",
     "agent_approval.py": (
-        "approval needed: send_email to team@example.com [call_email]\n"
+        "approval needed: send_email to team@example.com\n"
         "emails sent: 1\n"
         "review: accept (8/10): clear, and it cites its notes\n"
         "researcher: 30 tokens\n"

@@ -47,7 +47,7 @@ def reply(call: ScriptedCall) -> ScriptedReply:
                 sg.ToolCall("s1", "slow", json.dumps({"n": 1})),
             ]
         )
-    return ScriptedReply(" / ".join(f"{k}: {v}" for k, v in sorted(done.items())))
+    return ScriptedReply(" / ".join(f"{k.split('-')[0]}: {v}" for k, v in sorted(done.items())))
 
 
 class LoggedModel:

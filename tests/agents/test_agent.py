@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,20 @@ def agent_flow(agent: sg.Agent, store: sg.CheckpointStore | None = None) -> sg.W
     return sg.WorkflowBuilder(start=agent, checkpoints=store).build()
 
 
+def plain(call_id: str) -> str:
+    """A call id as the model gave it: without the run's 8 characters the
+    agent adds (``t2-1a2b3c4d`` -> ``t2``; ``call_0-1a2b3c4d-2`` -> ``call_0-2``)."""
+    return re.sub(r"-[0-9a-f]{8}(?=$|-)", "", call_id, count=1)
+
+
 def tool_results(call: ScriptedCall) -> dict[str, str]:
-    return {m.tool_call_id or "": m.content or "" for m in call.messages if m.role == "tool"}
+    """The tool results in a model call's messages, by the model's call ids."""
+    return {plain(m.tool_call_id or ""): m.content or "" for m in call.messages if m.role == "tool"}
+
+
+def ids(result: sg.RunResult, *model_ids: str) -> list[str]:
+    """The request ids of the model's calls in this run."""
+    return [f"{m.split('-')[0]}-{result.run_id[:8]}{m[len(m.split('-')[0]) :]}" for m in model_ids]
 
 
 async def test_a_text_in_an_answer_out_with_instructions_and_usage() -> None:
@@ -103,8 +116,8 @@ async def test_parallel_tool_calls_run_concurrently_within_the_bound() -> None:
     assert result.outputs[0].text == "done" and peak == 2 and order != sorted(order)
     tool_messages = [m for m in model.calls[1].messages if m.role == "tool"]
     assert [(m.tool_call_id, m.content) for m in tool_messages] == [
-        (f"c{n}", f"r{n}") for n in range(5)
-    ]  # in the calls' order, whatever finished first
+        (f"c{n}-{result.run_id[:8]}", f"r{n}") for n in range(5)
+    ]  # in the calls' order (ids unique across runs), whatever finished first
     assert len(model.calls) == 2  # the model was called again once, with every result
 
 
@@ -137,7 +150,9 @@ async def test_bad_calls_are_told_to_the_model_and_run_nothing() -> None:
     assert results["c4"] == "5"
     assert results["c5"] == "tool 'boom' failed: ValueError: no such address"
     assert sorted(ran) == ["add", "boom"]
-    statuses = {e.call_id: e.status for e in result.events if isinstance(e, sg.ToolCallEvent)}
+    statuses = {
+        plain(e.call_id): e.status for e in result.events if isinstance(e, sg.ToolCallEvent)
+    }
     assert statuses == {
         "c1": "rejected",
         "c2": "rejected",
@@ -155,9 +170,8 @@ async def test_a_tool_that_must_not_fail_fails_the_run_naming_the_agent() -> Non
     model = ScriptedModel([ScriptedReply(tool_calls=[call("c1", "strict")])])
     with pytest.raises(sg.WorkflowRunError) as raised:
         await agent_flow(sg.Agent("saver", model=model, tools=[strict])).run("go")
-    assert "agent 'saver': tool 'strict' (call 'c1') failed: RuntimeError: disk full" in str(
-        raised.value
-    )
+    assert "agent 'saver': tool 'strict' (call 'c1-" in str(raised.value)
+    assert str(raised.value).endswith("failed: RuntimeError: disk full")
 
 
 # -- approval -------------------------------------------------------------------
@@ -231,21 +245,22 @@ async def test_approvals_open_one_request_per_call_and_resume_without_repeats(
     CountingModel.calls = 0
     first = await mailer(store).run("mail the tea facts")
     assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
-    assert [p.request_id for p in first.pending_requests] == ["t2", "t3"]
+    t2, t3 = ids(first, "t2", "t3")
+    assert [p.request_id for p in first.pending_requests] == [t2, t3]
     request = first.pending_requests[0].request
     assert request == sg.ToolApprovalRequest(
-        "mailer", "send_email", {"to": "ann@example.com", "body": "tea"}, "t2"
+        "mailer", "send_email", {"to": "ann@example.com", "body": "tea"}, t2
     )
     assert RAN == {"lookup": 1} and CountingModel.calls == 1  # ran at once, unapproved
     # One answer of two: that tool runs, the model waits for the other.
     half = await mailer(store).run(
-        responses={"t2": sg.ToolApproval.approve()}, checkpoint=first.last_checkpoint
+        responses={t2: sg.ToolApproval.approve()}, checkpoint=first.last_checkpoint
     )
-    assert [p.request_id for p in half.pending_requests] == ["t3"]
+    assert [p.request_id for p in half.pending_requests] == [t3]
     assert RAN == {"lookup": 1, "send:ann@example.com": 1} and CountingModel.calls == 1
     # The last answer (in yet another workflow object): the model goes on.
     done = await mailer(store).run(
-        responses={"t3": sg.ToolApproval.reject("not bob")}, checkpoint=half.last_checkpoint
+        responses={t3: sg.ToolApproval.reject("not bob")}, checkpoint=half.last_checkpoint
     )
     assert done.status is sg.RunStatus.IDLE
     assert done.outputs[0].text == (
@@ -257,7 +272,7 @@ async def test_approvals_open_one_request_per_call_and_resume_without_repeats(
     # Answering again from the checkpoint after the answer is refused.
     with pytest.raises(sg.RequestError, match="already answered"):
         await mailer(store).run(
-            responses={"t3": sg.ToolApproval.approve()}, checkpoint=done.last_checkpoint
+            responses={t3: sg.ToolApproval.approve()}, checkpoint=done.last_checkpoint
         )
 
 
@@ -265,9 +280,10 @@ async def test_an_edited_call_runs_with_the_reviewers_arguments() -> None:
     RAN.clear()
     workflow = mailer()
     first = await workflow.run("mail")
+    t2, t3 = ids(first, "t2", "t3")
     edit = sg.ToolApproval.edit({"to": "carl@example.com", "body": "tea"})
-    await workflow.run(responses={"t2": edit})
-    done = await workflow.run(responses={"t3": sg.ToolApproval.edit({"to": 5})})
+    await workflow.run(responses={t2: edit})
+    done = await workflow.run(responses={t3: sg.ToolApproval.edit({"to": 5})})
     assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
     assert RAN == {"lookup": 1, "send:carl@example.com": 1}
     text = done.outputs[0].text
@@ -289,11 +305,12 @@ async def test_repeated_call_ids_are_made_unique() -> None:
     )
     workflow = agent_flow(sg.Agent("actor", model=model, tools=[act]))
     first = await workflow.run("go")
-    assert [p.request_id for p in first.pending_requests] == ["call_0"]
-    second = await workflow.run(responses={"call_0": sg.ToolApproval.approve()})
-    ids = [p.request_id for p in second.pending_requests]
-    assert ids == ["call_0-2", "call_0-3"]
-    done = await workflow.run(responses={i: sg.ToolApproval.approve() for i in ids})
+    [call_0] = ids(first, "call_0")
+    assert [p.request_id for p in first.pending_requests] == [call_0]
+    second = await workflow.run(responses={call_0: sg.ToolApproval.approve()})
+    opened = [p.request_id for p in second.pending_requests]
+    assert opened == [f"{call_0}-2", f"{call_0}-3"]
+    done = await workflow.run(responses={i: sg.ToolApproval.approve() for i in opened})
     assert done.outputs[0].text == "done"
     assert tool_results(model.calls[2]) == {"call_0": "1", "call_0-2": "2", "call_0-3": "3"}
 
@@ -500,10 +517,64 @@ async def test_a_superstep_cut_short_replays_from_the_agents_progress(
     log.clear()
     resumed = await build().run(checkpoint=run.last_checkpoint)
     assert [o.text for o in resumed.outputs] == ["first answer"]  # sent again, not asked again
-    assert [p.request_id for p in resumed.pending_requests] == ["p2"]  # asked again
+    assert [p.request_id for p in resumed.pending_requests] == ids(resumed, "p2")  # asked again
     assert log == ["fetch hang"]  # only what had not finished
     done = await build().run(
-        responses={"p2": sg.ToolApproval.approve()}, checkpoint=resumed.last_checkpoint
+        responses={ids(resumed, "p2")[0]: sg.ToolApproval.approve()},
+        checkpoint=resumed.last_checkpoint,
     )
     assert [o.text for o in done.outputs] == ["f2=got hang | p2=published"]
     assert log == ["fetch hang", "publish two", "model"]
+
+
+async def test_two_runs_waiting_on_the_same_model_call_id_are_told_apart() -> None:
+    def build() -> sg.Workflow:
+        def make() -> sg.Agent:
+            script = [ScriptedReply(tool_calls=[call("call_0", "send_email", to="x", body="y")])]
+            return sg.Agent("mailer", model=ScriptedModel([*script, "sent"]), tools=[send_email])
+
+        return sg.WorkflowBuilder(start="mailer").register("mailer", make).build()
+
+    workflow = build()
+    first, second = await asyncio.gather(workflow.run("a"), workflow.run("b"))
+    [one], [two] = first.pending_requests, second.pending_requests
+    assert one.request_id != two.request_id  # the same model id, two runs
+    done = await workflow.run(responses={two.request_id: sg.ToolApproval.approve()})
+    assert done.run_id == second.run_id and done.outputs[0].text == "sent"
+
+
+async def test_long_or_odd_model_call_ids_become_usable_request_ids() -> None:
+    odd = "x" * 300 + " = /é"
+    model = ScriptedModel([ScriptedReply(tool_calls=[call(odd, "send_email", to="x", body="y")])])
+    result = await agent_flow(sg.Agent("mailer", model=model, tools=[send_email])).run("go")
+    [pending] = result.pending_requests
+    assert pending.request_id == f"{'x' * 48}-{result.run_id[:8]}"
+
+
+async def test_approval_rules_that_raise_and_cut_replies_are_named() -> None:
+    @sg.tool(approval=lambda arguments: 1 / 0 > 0)
+    def risky() -> str:
+        return "ran"
+
+    model = ScriptedModel([ScriptedReply(tool_calls=[call("c1", "risky")])])
+    with pytest.raises(sg.WorkflowRunError, match="the approval rule of tool 'risky' raised"):
+        await agent_flow(sg.Agent("careful", model=model, tools=[risky])).run("go")
+
+    class Cut:
+        name = "cut"
+
+        async def stream(self, messages: Any, **options: Any) -> AsyncIterator[sg.ModelEvent]:
+            yield sg.TextDelta('{"name": "tru')
+            yield sg.ModelReply(sg.ChatMessage.assistant('{"name": "tru'), sg.Usage(1, 1), "length")
+
+    result = await agent_flow(sg.Agent("talker", model=Cut())).run("go")  # type: ignore[arg-type]
+    warned = [e.message for e in result.events if isinstance(e, sg.WarningEvent)]
+    assert warned == [
+        "agent 'talker': the model stopped its reply early (finish_reason 'length'); "
+        "the answer may be cut short"
+    ]
+    with pytest.raises(sg.WorkflowRunError, match="got an empty list of messages"):
+        await agent_flow(sg.Agent("talker", model=ScriptedModel(["x"]))).run([])
+    with pytest.raises(TypeError, match="takes the tool's arguments as a mapping"):
+        sg.ToolApproval.edit([1])  # type: ignore[arg-type]
+    assert str(sg.AgentResponse("the text", (), sg.Usage())) == "the text"

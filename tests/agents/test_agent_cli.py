@@ -17,13 +17,15 @@ def test_approvals_answered_from_the_command_line_in_new_processes(tmp_path: Pat
     first = cli("run", TARGET, "--input", '"mail the tea facts"', "--store", spec)
     assert first.returncode == 2, first.stderr  # waiting for answers
     commands = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
-    assert len(commands) == 2 and 't2={"decision": "approve"}' in commands[0]
+    assert len(commands) == 2 and '={"decision": "approve"}' in commands[0]
+    t2, t3 = (shlex.split(c)[-1].split("=")[0] for c in commands)
+    assert t2.startswith("t2-") and t3.startswith("t3-")
     assert "tokens: 10 prompt + 5 completion" in first.stdout
     # Answer the first as suggested, the second with a rejection.
     half = cli(*shlex.split(commands[0])[1:])
-    assert half.returncode == 2 and "t3=" in half.stdout and "t2=" not in half.stdout
+    assert half.returncode == 2 and f"{t3}=" in half.stdout and f"{t2}=" not in half.stdout
     reject = json.dumps({"decision": "reject", "reason": "not bob"})
-    done = cli("run", TARGET, "--store", spec, "--respond", f"t3={reject}", "--json")
+    done = cli("run", TARGET, "--store", spec, "--respond", f"{t3}={reject}", "--json")
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     [output] = [r for r in records if r["kind"] == "output"]
@@ -32,7 +34,7 @@ def test_approvals_answered_from_the_command_line_in_new_processes(tmp_path: Pat
     assert deltas and {d["executor_id"] for d in deltas} == {"mailer"}
     [usage] = [r for r in records if r["kind"] == "usage"]
     assert usage["by_executor"]["mailer"]["prompt_tokens"] == 20  # both model turns
-    again = cli("run", TARGET, "--store", spec, "--respond", 't2={"decision": "approve"}')
+    again = cli("run", TARGET, "--store", spec, "--respond", f'{t2}={{"decision": "approve"}}')
     assert again.returncode == 1 and "answered already" in again.stderr
 
 

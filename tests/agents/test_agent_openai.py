@@ -39,9 +39,11 @@ async def test_an_agent_over_http_with_tools_retries_and_usage() -> None:
     outputs = [e.data for e in seen if isinstance(e, sg.OutputEvent)]
     assert [o.text for o in outputs] == ["Both are sunny."]
     tool_messages = [m for m in requests[1]["messages"] if m["role"] == "tool"]
+    assistant = next(m for m in requests[1]["messages"] if m["role"] == "assistant")
+    run8 = assistant["tool_calls"][0]["id"].rsplit("-", 1)[1]  # ids unique across runs
     assert [(m["tool_call_id"], m["content"]) for m in tool_messages] == [
-        ("call_a", "sunny in Zürich [old town]"),
-        ("call_b", "sunny in Kyōto"),
+        (f"call_a-{run8}", "sunny in Zürich [old town]"),
+        (f"call_b-{run8}", "sunny in Kyōto"),
     ]
     assert requests[1] == requests[2]  # the retried call asked the same
     assert requests[0]["tools"][0]["function"]["name"] == "weather"

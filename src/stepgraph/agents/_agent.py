@@ -249,6 +249,8 @@ class Agent(Executor):
         return index
 
     def _take(self, messages: list[ChatMessage], carry_on: bool = False) -> None:
+        if not messages:
+            raise AgentError(f"agent {self.id!r} got an empty list of messages")
         if self._turn_calls:
             waiting = [p.call.id for p in self._turn_calls if p.phase == _APPROVAL]
             raise AgentError(
@@ -351,16 +353,19 @@ class Agent(Executor):
         if reply.usage:
             ctx.add_usage(reply.usage)
             self._answer_usage = self._answer_usage + reply.usage
+        if reply.finish_reason not in (None, "stop", "tool_calls"):
+            ctx._warn(
+                f"agent {self.id!r}: the model stopped its reply early "
+                f"(finish_reason {reply.finish_reason!r}); the answer may be cut short"
+            )
         return reply
 
     async def _open_calls(self, message: ChatMessage, ctx: WorkflowContext[Any, Any]) -> None:
-        """Take the model's tool calls: ids made unique in the conversation,
+        """Take the model's tool calls: ids made unique across runs,
         arguments checked, approvals asked for."""
         calls = []
         for call in message.tool_calls:
-            call_id = call.id
-            if not call_id or call_id in self._call_ids or not _usable_id(call_id):
-                call_id = self._fresh_id(call_id)
+            call_id = self._fresh_id(call.id)
             self._call_ids.add(call_id)
             calls.append(ToolCall(call_id, call.name, call.arguments))
         self._messages.append(ChatMessage.assistant(message.content, calls))
@@ -384,7 +389,14 @@ class Agent(Executor):
                 pending.phase = _DONE
                 self._event(ctx, call, "rejected")
                 continue
-            if tool.needs_approval(pending.arguments):
+            try:
+                needed = tool.needs_approval(pending.arguments)
+            except Exception as exc:
+                raise AgentError(
+                    f"agent {self.id!r}: the approval rule of tool {tool.name!r} raised "
+                    f"{type(exc).__name__}: {exc} (call {call.id!r})"
+                ) from exc
+            if needed:
                 pending.phase = _APPROVAL
                 await self._ask(pending, ctx)
 
@@ -394,12 +406,18 @@ class Agent(Executor):
         await ctx.request_info(request, ToolApproval, request_id=call.id)
         self._asked[call.id] = ctx.superstep
 
-    def _fresh_id(self, base: str) -> str:
-        stem = "".join(c for c in base if c.isalnum() or c in "_-") or "call"
-        n = 2
-        while f"{stem}-{n}" in self._call_ids:
-            n += 1
-        return f"{stem}-{n}"
+    def _fresh_id(self, model_id: str) -> str:
+        """The call's id in the conversation (and its approval request's):
+        the model's id (letters, digits, ``_`` and ``-``; at most 48 of them)
+        and the run's first 8 characters — models number their calls
+        ``call_0`` in every run, and a request id must name one run — with
+        ``-2``, ``-3``... when the conversation has it already."""
+        stem = "".join(c for c in model_id if c.isalnum() or c in "_-")[:48] or "call"
+        base = f"{stem}-{(self._run_id or '')[:8]}".rstrip("-")
+        fresh, n = base, 2
+        while fresh in self._call_ids:
+            fresh, n = f"{base}-{n}", n + 1
+        return fresh
 
     async def _run_tools(
         self, ready: Sequence[_PendingCall], ctx: WorkflowContext[Any, Any]
@@ -510,11 +528,6 @@ class Agent(Executor):
         self._step = snapshot["step"]
         self._done = list(snapshot["done"])
         self._inflight = snapshot["inflight"]
-
-
-def _usable_id(call_id: str) -> bool:
-    """An id that can name a request (and be typed on a command line)."""
-    return len(call_id) <= 120 and not any(c.isspace() or c in "=/" for c in call_id)
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = ["ToolApproval", "ToolApprovalRequest"]
 
@@ -31,6 +31,9 @@ class ToolApproval:
     reason: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
 
+    # An answer with a field it does not know is refused, not half-read.
+    __pydantic_config__: ClassVar[Any] = {"extra": "forbid"}
+
     @classmethod
     def approve(cls) -> ToolApproval:
         return cls("approve")
@@ -41,4 +44,9 @@ class ToolApproval:
 
     @classmethod
     def edit(cls, arguments: Mapping[str, Any]) -> ToolApproval:
+        if not isinstance(arguments, Mapping):
+            raise TypeError(
+                f"ToolApproval.edit takes the tool's arguments as a mapping of name to value, "
+                f"not {type(arguments).__name__}"
+            )
         return cls("edit", None, dict(arguments))

@@ -151,3 +151,6 @@ class AgentResponse:
     text: str
     messages: tuple[ChatMessage, ...]
     usage: Usage
+
+    def __str__(self) -> str:
+        return self.text

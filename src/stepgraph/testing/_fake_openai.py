@@ -347,7 +347,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         owner = self.server.owner
         headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = owner._take(body if isinstance(body, dict) else {"_body": body}, headers)
+        try:
+            reply = owner._take(body if isinstance(body, dict) else {"_body": body}, headers)
+        except Exception as exc:  # the test's responder failed: say so to the client
+            message = f"FakeOpenAIServer: the responder raised {type(exc).__name__}: {exc}"
+            self._send_json(500, _error_body(message, "server_error"))
+            return
         if reply is None:
             message = f"FakeOpenAIServer: script exhausted (request {len(owner.requests)})"
             self._send_json(500, _error_body(message, "server_error"))
