@@ -471,3 +471,37 @@ async def test_checkpoints_hold_what_per_run_executors_hold(
             checkpoint=first.last_checkpoint, responses={request.request_id: True}, backend=backend
         )
         assert done.outputs == [("12", True, [10, 11, 12])]
+
+
+async def test_an_agent_with_a_tool_an_approval_and_usage(backend: sg.Backend) -> None:
+    """An agent (registered per run) calls a tool, waits for an approval
+    whose request id is its call's, and counts its tokens — on Ray too,
+    where it runs in an actor."""
+    from stepgraph.testing import ScriptedModel, ScriptedReply
+    from tests.agents.test_agent import lookup, send_email
+
+    def make() -> sg.Agent:
+        model = ScriptedModel(
+            [
+                ScriptedReply(
+                    tool_calls=[
+                        sg.ToolCall("t1", "lookup", '{"topic": "tea"}'),
+                        sg.ToolCall("t2", "send_email", '{"to": "ann", "body": "tea"}'),
+                    ],
+                    usage=sg.Usage(7, 3),
+                ),
+                ScriptedReply("done", usage=sg.Usage(11, 2)),
+            ]
+        )
+        return sg.Agent("mailer", model=model, tools=[lookup, send_email])
+
+    workflow = sg.WorkflowBuilder(start="mailer").register("mailer", make).build()
+    first = await workflow.run("mail", backend=backend)
+    [pending] = first.pending_requests
+    assert pending.request_id == f"t2-{first.run_id[:8]}"
+    assert first.usage.by_executor == {"mailer": sg.Usage(7, 3)}
+    done = await workflow.run(
+        responses={pending.request_id: sg.ToolApproval.approve()}, backend=backend
+    )
+    assert done.outputs[0].text == "done"
+    assert done.usage.by_executor == {"mailer": sg.Usage(18, 5)}

@@ -102,7 +102,9 @@ class _Host:
         inbox: Inbox,
         state: tuple[int, list[Any]],
         run: list[Any],
-    ) -> tuple[Outbox | None, list[Event], BaseException | None, tuple[bool, Any] | None]:
+    ) -> tuple[
+        Outbox | None, list[Event], BaseException | None, tuple[bool, Any] | None, dict[str, Any]
+    ]:
         version, (ref,) = state
         if version != self.state_version:  # fetched only when a barrier changed it
             import ray
@@ -136,8 +138,8 @@ class _Host:
         try:
             outbox = self.loop.run_until_complete(run_inbox(work, self.node, inbox))
         except ExecutorFailure as failure:
-            return None, events, failure.cause, None
-        return outbox, events, None, self._snapshot()
+            return None, events, failure.cause, None, run_scope.usage
+        return outbox, events, None, self._snapshot(), run_scope.usage
 
     def _executor(self) -> Any:
         host = self.node.host
@@ -352,7 +354,7 @@ class RayBackend:
             actor = await self._actor(run, node, work.scope)
             run.busy.add(node.id)
             try:
-                outbox, events, cause, snapshot = await actor.process.remote(
+                outbox, events, cause, snapshot, usage = await actor.process.remote(
                     work.number, scope, inbox, (run.state_version, [run.state_ref]), [run.run_ref]
                 )
             except ray.exceptions.RayActorError as exc:
@@ -374,6 +376,9 @@ class RayBackend:
             emit = work.scope.emit
             for event in events:
                 emit(event)
+            tally = work.scope.usage
+            for path, used in usage.items():  # tokens the actor's model calls used
+                tally[path] = tally[path] + used if path in tally else used
             if cause is not None:
                 failure = ExecutorFailure(node.id, work.number, cause)
                 work.failures.append(failure)

@@ -711,4 +711,6 @@ def _copy_state(run: RunState) -> RunState:
         requests=dict(run.requests),
         answered=set(run.answered),
         instances=dict(run.instances),
+        usage=dict(run.usage),
+        paused=run.paused,
     )
