@@ -147,7 +147,7 @@ def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) ->
     again = cli(
         "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}=true"
     )
-    assert again.returncode == 1 and "is not open" in again.stderr
+    assert again.returncode == 1 and "was answered already (at checkpoint" in again.stderr
     third = cli("run", "tests.cli_flows:asking", "--input", '"carol"', "--store", store)
     other = re.search(r"--respond (\w+)=true", third.stdout)
     assert other

@@ -182,11 +182,15 @@ async def test_answer_through_a_checkpoint(store: sg.CheckpointStore) -> None:
         await build(store).run(
             responses={pending.request_id: True}, checkpoint=done.last_checkpoint
         )
-    # ...but the one before the answer still can (time travel).
+    # ...nor the one before the answer, unless as a fork (a new run).
+    with pytest.raises(sg.RequestError, match="already answered"):
+        await build(store).run(
+            responses={pending.request_id: False}, checkpoint=result.last_checkpoint
+        )
     again = await build(store).run(
-        responses={pending.request_id: False}, checkpoint=result.last_checkpoint
+        responses={pending.request_id: False}, checkpoint=result.last_checkpoint, fork=True
     )
-    assert again.outputs == ["persist?: no"]
+    assert again.outputs == ["persist?: no"] and again.run_id != done.run_id
 
 
 SCRIPT = textwrap.dedent(

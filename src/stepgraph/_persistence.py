@@ -552,6 +552,9 @@ class RunRecorder:
         stored: set[str] | None = None,
         skip_entry: bool = False,
         parent: Checkpoint | None = None,
+        answering: tuple[str, ...] = (),
+        holder: str | None = None,
+        leased: bool = False,
     ) -> None:
         self._codec = codec
         self._store = config.store
@@ -579,6 +582,14 @@ class RunRecorder:
         # The newest checkpoint of the run: what progress saved within a
         # superstep builds on (the state at the last barrier).
         self._base = parent if skip_entry else None
+        # The requests this continuation answers: recorded with its entry
+        # checkpoint, which the store refuses if another answer came first.
+        self._answering = answering
+        # The run's lease: taken already (a continuation: ``leased``), or
+        # taken with the first save and given back with the last (or alone).
+        self._holder = holder
+        self._leased = leased
+        self.released = holder is None
         self._progress_lock: asyncio.Lock | None = None
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
@@ -593,6 +604,10 @@ class RunRecorder:
         checkpoint = self._codec.checkpoint(
             run, body, refs, fresh, id=self._ids.next(), run_id=self.run_id, parent=self.last_id
         )
+        if self._answering:
+            checkpoint.answered, self._answering = self._answering, ()
+        if not self._leased and self._holder is not None:
+            checkpoint.holder, self._leased = self._holder, True
         self.last_id = checkpoint.id
         self._base = checkpoint
         if fresh:
@@ -623,6 +638,10 @@ class RunRecorder:
             checkpoint = replace(
                 base,
                 id=self._ids.next(),
+                run_id=self.run_id,
+                answered=(),
+                holder=None,
+                release=False,
                 parent_id=self.last_id,
                 created_at=time.time(),
                 body=body,
@@ -635,8 +654,10 @@ class RunRecorder:
             await self._put(checkpoint)
 
     async def _put(self, checkpoint: Checkpoint) -> None:
-        """Save now (sync durability), or queue for the batching writer."""
-        if not self._async:
+        """Save now (sync durability, or a checkpoint that records answers:
+        the store must refuse a second answer before any handler runs), or
+        queue for the batching writer."""
+        if not self._async or checkpoint.answered:
             await self._save(checkpoint)
             return
         if self._error is not None:
@@ -685,7 +706,7 @@ class RunRecorder:
         connection) into a ``CheckpointError`` that fails the run."""
         try:
             await self._store.save(*checkpoints)
-        except CheckpointError:
+        except (CheckpointError, RequestError):
             raise
         except Exception as exc:
             raise CheckpointError(
@@ -707,12 +728,26 @@ class RunRecorder:
         """Flush queued checkpoints (async durability), then record a failed
         or cancelled ending in the store's run index."""
         self._closing = True
+        if self._queue and self._leased and self._holder is not None:
+            last = self._queue[-1]  # gives the lease back with the last write
+            last.holder, last.release, self.released = self._holder, True, True
         try:
-            await self._flush()
-        except BaseException:
-            await self._record(RunStatus.FAILED, "writing checkpoints failed")
-            raise
-        await self._record(outcome, None if error is None else str(error))
+            try:
+                await self._flush()
+            except BaseException:
+                await self._record(RunStatus.FAILED, "writing checkpoints failed")
+                raise
+            await self._record(outcome, None if error is None else str(error))
+        finally:
+            await self.release()  # last: how the run ended is recorded first
+
+    async def release(self) -> None:
+        """Give the run's lease back, if this recorder holds it still."""
+        if self.released or not self._leased or self._holder is None:
+            return
+        self.released = True
+        with contextlib.suppress(Exception):  # a store failing now: the lease dies with us
+            await self._store.release(self.run_id, self._holder)
 
     async def _record(self, outcome: RunStatus, error: str | None) -> None:
         if outcome not in (RunStatus.FAILED, RunStatus.CANCELLED) or self.last_id is None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint, CheckpointStore
+from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, new_holder
 from ._core import (
     Backend,
     Breakpoints,
@@ -146,6 +146,7 @@ class _Call:
     max_supersteps: int | None
     interrupt_before: Iterable[ExecutorRef] | None
     interrupt_after: Iterable[ExecutorRef] | None
+    fork: bool = False
 
 
 @dataclass(slots=True)
@@ -282,6 +283,7 @@ class Workflow:
         max_supersteps: int | None = None,
         interrupt_before: Iterable[ExecutorRef] | None = None,
         interrupt_after: Iterable[ExecutorRef] | None = None,
+        fork: bool = False,
     ) -> RunResult:
         """Run to completion (or a pause) and return the result.
 
@@ -294,7 +296,12 @@ class Workflow:
           stored one.
 
         ``context`` is handed to handlers as ``ctx.context`` (per-run
-        dependencies; not checkpointed). ``checkpoints``, ``max_supersteps``
+        dependencies; not checkpointed). A request is answered once along a
+        run: answering one that was answered already — from an earlier
+        checkpoint, or by another process — raises ``RequestError``, unless
+        ``fork=True`` (with ``checkpoint=``) goes on as a new run branching
+        off that checkpoint. Two calls that continue one run at once: the
+        second raises ``CheckpointError`` naming the run. ``checkpoints``, ``max_supersteps``
         and ``interrupt_before``/``interrupt_after`` (executors, or their ids)
         override the builder's for this call. Raises ``WorkflowRunError``
         (original exception chained) when the run fails,
@@ -306,7 +313,7 @@ class Workflow:
         call = _Call(
             input=input, responses=responses, checkpoint=checkpoint, checkpoints=checkpoints,
             backend=backend, context=context, max_supersteps=max_supersteps,
-            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after, fork=fork,
         )  # fmt: skip
         log: list[Any] = []
         try:
@@ -336,6 +343,7 @@ class Workflow:
         max_supersteps: int | None = None,
         interrupt_before: Iterable[ExecutorRef] | None = None,
         interrupt_after: Iterable[ExecutorRef] | None = None,
+        fork: bool = False,
     ) -> RunStream:
         """Like :meth:`run`, yielding each event as it happens (no polling). A
         failed run yields its ``failed`` event and then raises like ``run()``.
@@ -347,7 +355,7 @@ class Workflow:
         call = _Call(
             input=input, responses=responses, checkpoint=checkpoint, checkpoints=checkpoints,
             backend=backend, context=context, max_supersteps=max_supersteps,
-            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after, fork=fork,
         )  # fmt: skip
         return RunStream(lambda emit: self._start(call, emit, live=True))
 
@@ -395,9 +403,13 @@ class Workflow:
             )
         run_id, run, parent, stored_hashes, claimed = await self._prepare(call, config)
         succeeded = False
+        holder = None
         try:
             recorder = None
             if config is not None:
+                # A continuation takes the run first (another may be running
+                # it); a new run takes it with its first save, at no cost.
+                holder = await _take(config.store, run_id) if parent is not None else new_holder()
                 recorder = RunRecorder(
                     codec=self._codec,
                     config=config,
@@ -407,6 +419,9 @@ class Workflow:
                     stored=set(parent.refs) if parent is not None else None,
                     skip_entry=parent is not None and call.responses is None,
                     parent=parent,
+                    answering=tuple(call.responses or ()),
+                    holder=holder,
+                    leased=parent is not None,
                 )
             scope = self._scope(run_id, emit, run, call.context, live)
             if recorder is not None:
@@ -426,6 +441,10 @@ class Workflow:
                     await asyncio.shield(finish(scope))
             succeeded = True
         finally:
+            if recorder is not None:  # (given back already, unless the run never got going)
+                await asyncio.shield(recorder.release())
+            elif holder is not None and config is not None and parent is not None:
+                await asyncio.shield(config.store.release(run_id, holder))
             if claimed is not None and not succeeded:
                 self._keep(claimed, emit)  # not answered after all: still answerable
         if call.responses is not None:
@@ -472,6 +491,8 @@ class Workflow:
                 "pass an input to start a new run, or checkpoint=/responses= to continue "
                 "one — not both"
             )
+        if call.fork and call.checkpoint is None:
+            raise CheckpointError("fork=True starts a branch off a checkpoint: pass checkpoint=")
         if call.checkpoint is not None:
             if config is None:
                 raise CheckpointError(
@@ -481,15 +502,20 @@ class Workflow:
             self._codec.check(stored)
             run = self._codec.restore(stored)
             if responses is not None:
+                if not call.fork:
+                    await _not_answered(config.store, stored.run_id, responses)
                 apply_responses(run, responses)
             # Continued from its checkpoint: the copy of the run kept in memory
             # (waiting for the same answers) is superseded, not answerable twice.
             self._suspended.pop(stored.run_id, None)
-            return stored.run_id, run, stored, self._codec.hashes(stored), None
+            run_id = uuid.uuid4().hex if call.fork else stored.run_id
+            return run_id, run, stored, self._codec.hashes(stored), None
         if responses is not None:
             suspended = self._claim(responses)
             run = _copy_state(suspended.state)
             try:
+                if config is not None:  # another process may have answered through the store
+                    await _not_answered(config.store, suspended.run_id, responses)
                 apply_responses(run, responses)
                 parent = None
                 if suspended.last_checkpoint is not None and config is not None:
@@ -698,6 +724,29 @@ def _forgotten(dropped: _Suspended) -> WarningEvent:
         message=f"run {dropped.run_id} still had open requests {ids}, but this workflow object "
         f"keeps at most {SUSPENDED_LIMIT} runs waiting for answers in memory, so {still}"
     )
+
+
+async def _not_answered(store: CheckpointStore, run_id: str, responses: Mapping[str, Any]) -> None:
+    """``RequestError`` if the store recorded an answer to one of these."""
+    if not isinstance(responses, Mapping) or not responses:
+        return  # (refused with its reason by apply_responses)
+    answered = await store.answers(run_id, [r for r in responses if isinstance(r, str)])
+    for request_id, checkpoint_id in answered.items():
+        raise answered_twice(run_id, request_id, checkpoint_id)
+
+
+async def _take(store: CheckpointStore, run_id: str) -> str:
+    """Lease the run for this call; ``CheckpointError`` if it is running."""
+    holder = new_holder()
+    busy = await store.lease(run_id, holder)
+    if busy is not None:
+        host, pid, *_ = [*busy.split(":"), "", ""]
+        raise CheckpointError(
+            f"run {run_id!r} is being continued elsewhere (process {pid} on {host}); a run "
+            "goes on in one place at a time — wait for it to stop, or fork it from a "
+            "checkpoint (fork=True, stepgraph run --fork)"
+        )
+    return holder
 
 
 def _copy_state(run: RunState) -> RunState:

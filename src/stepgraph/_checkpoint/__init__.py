@@ -1,8 +1,16 @@
 """Checkpoints: the safe codec and the stores (the lowest layer)."""
 
 from ._codec import TypeRegistry, decode, dumps, encode, loads, type_key
+from ._leases import new_holder
 from ._memory import MemoryCheckpointStore
-from ._model import Checkpoint, CheckpointInfo, CheckpointStore, RunInfo, blob_hash
+from ._model import (
+    Checkpoint,
+    CheckpointInfo,
+    CheckpointStore,
+    RunInfo,
+    answered_twice,
+    blob_hash,
+)
 from ._sqlite import SqliteCheckpointStore
 from ._store import TERMINAL_STATUSES, BaseStore
 
@@ -16,10 +24,12 @@ __all__ = [
     "RunInfo",
     "SqliteCheckpointStore",
     "TypeRegistry",
+    "answered_twice",
     "blob_hash",
     "decode",
     "dumps",
     "encode",
     "loads",
+    "new_holder",
     "type_key",
 ]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError
-from ._model import Checkpoint, Row, RunInfo, RunQuery, seal
+from ._model import Checkpoint, Row, RunInfo, RunQuery, answered_twice, seal
 from ._store import RUNNING_STATUSES, BaseStore
 
 __all__ = ["MemoryCheckpointStore"]
@@ -64,6 +64,8 @@ class MemoryCheckpointStore(BaseStore):
         self._blobs: dict[str, bytes] = {}
         self._owners: dict[str, set[str]] = {}  # value hash -> runs referencing it
         self._requests: dict[str, str] = {}  # request id -> the run that opened it
+        self._answered: dict[str, dict[str, str]] = {}  # run -> request -> checkpoint
+        self._leases: dict[str, str] = {}  # run id -> holder
 
     def _write(
         self,
@@ -81,12 +83,28 @@ class MemoryCheckpointStore(BaseStore):
             seen.add(row.id)
         if taken:
             raise CheckpointIntegrityError(f"checkpoint ids already stored: {taken[:3]}")
+        answering: dict[tuple[str, str], str] = {}
+        for cp in checkpoints:
+            for request_id in cp.answered:
+                key = (cp.run_id, request_id)
+                before = self._answered.get(cp.run_id, {}).get(request_id) or answering.get(key)
+                if before is not None:
+                    raise answered_twice(cp.run_id, request_id, before)
+                answering[key] = cp.id
         missing = {h for r in rows for h in r.ref_list if h not in blobs and h not in self._blobs}
         if missing:
             raise CheckpointIntegrityError(
                 f"checkpoint references values the store does not hold: {sorted(missing)[:3]}"
             )
         self._blobs.update(blobs)
+        for (run_id, request_id), checkpoint_id in answering.items():
+            self._answered.setdefault(run_id, {})[request_id] = checkpoint_id
+        for cp in checkpoints:
+            if cp.holder is not None:
+                if cp.release:
+                    self._release_lease(cp.run_id, cp.holder)
+                else:
+                    self._leases[cp.run_id] = cp.holder
         for cp, row in zip(checkpoints, rows, strict=True):
             run = self._by_run.get(row.run_id)
             if run is None:
@@ -165,6 +183,21 @@ class MemoryCheckpointStore(BaseStore):
         self._cancels[run_id] = at
         return True
 
+    def _answers(self, run_id: str, request_ids: builtins.list[str]) -> dict[str, str]:
+        answered = self._answered.get(run_id, {})
+        return {r: answered[r] for r in request_ids if r in answered}
+
+    def _lease(self, run_id: str, holder: str) -> str | None:
+        current = self._leases.get(run_id)
+        if current is not None and current != holder:
+            return current  # (this process's: alive by definition)
+        self._leases[run_id] = holder
+        return None
+
+    def _release_lease(self, run_id: str, holder: str) -> None:
+        if self._leases.get(run_id) == holder:
+            del self._leases[run_id]
+
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:
         chosen = [run_id] if run_id is not None else builtins.list(self._by_run)
         return {
@@ -203,6 +236,7 @@ class MemoryCheckpointStore(BaseStore):
 
     def _forget(self, run_id: str, run: _Run) -> None:
         del self._by_run[run_id]
+        self._answered.pop(run_id, None)
         self._cancels.pop(run_id, None)
         self._release(run_id, run.refs)
         for request_id in run.requests:

@@ -13,14 +13,15 @@ from __future__ import annotations
 import builtins
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from .._exceptions import CheckpointEncodeError, CheckpointIntegrityError
+from .._exceptions import CheckpointEncodeError, CheckpointIntegrityError, RequestError
 from ._codec import dumps_compact, loads
 
 __all__ = [
+    "answered_twice",
     "Checkpoint",
     "CheckpointInfo",
     "CheckpointStore",
@@ -69,6 +70,13 @@ class Checkpoint:
     # The ids of the requests open at this checkpoint: an index for finding
     # the run that owns a request (the body, which is signed, holds them too).
     request_ids: tuple[str, ...] = ()
+    # The requests this checkpoint answers (a continuation's first): the
+    # store records each answer once per run and refuses a second.
+    answered: tuple[str, ...] = ()
+    # The run's lease, with the same write: taken for ``holder`` (a new run's
+    # first save), or given back after it (``release``: a run's last save).
+    holder: str | None = None
+    release: bool = False
 
     kind = "checkpoint"
 
@@ -191,6 +199,15 @@ def header(row: RowValues) -> bytes:
     """What a signature covers besides the body: the fields that describe a
     checkpoint, in order, as one JSON line (floats round-trip exactly)."""
     return dumps_compact([FORMAT, *row[:_SIGNED_FIELDS]]) + b"\n"
+
+
+def answered_twice(run_id: str, request_id: str, checkpoint_id: str) -> RequestError:
+    """The error a store raises for an answer it has recorded already."""
+    return RequestError(
+        f"request {request_id!r} of run {run_id!r} was already answered (at checkpoint "
+        f"{checkpoint_id}); to answer it again from an earlier checkpoint, fork the run: "
+        "run(..., fork=True), or stepgraph run --fork"
+    )
 
 
 def sign(row: RowValues, body: bytes, secret: bytes) -> bytes:
@@ -366,6 +383,21 @@ class CheckpointStore(Protocol):
         """Whether a cancel was asked for ``run_id`` at or after ``since``
         (a time), as far as the store learned while saving that run's
         checkpoints: no I/O, so a barrier asks for free."""
+        ...
+
+    async def answers(self, run_id: str, request_ids: Iterable[str]) -> dict[str, str]:
+        """Which of these requests of the run were answered already: request
+        id -> the checkpoint that recorded the answer."""
+        ...
+
+    async def lease(self, run_id: str, holder: str) -> str | None:
+        """Take the run for ``holder`` (one process's one run call): ``None``
+        when taken, or the holder that has it. A holder whose process has
+        ended holds nothing: its lease is taken over at once."""
+        ...
+
+    async def release(self, run_id: str, holder: str) -> None:
+        """Give the run back (nothing happens unless ``holder`` has it)."""
         ...
 
     async def delete(self, checkpoint_id: str) -> None:

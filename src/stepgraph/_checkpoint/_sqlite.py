@@ -28,9 +28,10 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
+from ._leases import alive
 from ._model import Checkpoint, Row, RunInfo, RunQuery
 from ._segments import Segment, encode_segments
-from ._sqlite_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, release
+from ._sqlite_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, release
 from ._sqlite_layout import (
     INSERT_RUN,
     RUN_COLUMNS,
@@ -41,6 +42,8 @@ from ._sqlite_layout import (
     exists,
     info_of,
     marks,
+    migrate,
+    record_answers,
 )
 from ._store import RUNNING_STATUSES, BaseStore
 from ._worker import Worker
@@ -282,6 +285,21 @@ class SqliteCheckpointStore(BaseStore):
                     db.executemany(
                         "INSERT OR IGNORE INTO requests (request_id, run_id) VALUES (?, ?)",
                         [(r, segment.run_id) for r in requests],
+                    )
+                answered = [(segment.run_id, r, cp.id) for cp in group for r in cp.answered]
+                if answered:
+                    record_answers(db, answered)
+                taken = next((cp.holder for cp in group if cp.holder and not cp.release), None)
+                given = next((cp.holder for cp in group if cp.holder and cp.release), None)
+                if taken is not None and given != taken:  # (both in one write: nothing to do)
+                    db.execute(
+                        "INSERT OR REPLACE INTO leases (run_id, holder) VALUES (?, ?)",
+                        (segment.run_id, taken),
+                    )
+                elif given is not None and taken is None:
+                    db.execute(
+                        "DELETE FROM leases WHERE run_id = ? AND holder = ?",
+                        (segment.run_id, given),
                     )
                 asked = db.execute(
                     "SELECT requested_at FROM cancels WHERE run_id = ?", (segment.run_id,)
@@ -529,12 +547,62 @@ class SqliteCheckpointStore(BaseStore):
 
         def forget(db: sqlite3.Connection) -> bool:
             release(db, run_id, None)
-            db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
-            db.execute("DELETE FROM cancels WHERE run_id = ?", (run_id,))
-            return db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+            return forget_run(db, run_id)
 
         self._transaction(forget, "deleting a run")
         return removed
+
+    def _answers(self, run_id: str, request_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+
+        def read(db: sqlite3.Connection) -> None:
+            for chunk in chunks(request_ids):
+                found.update(
+                    db.execute(
+                        f"SELECT request_id, checkpoint_id FROM answers WHERE run_id = ? "
+                        f"AND request_id IN ({marks(chunk)})",
+                        (run_id, *chunk),
+                    ).fetchall()
+                )
+
+        self._guard(read, "reading answers")
+        return found
+
+    def _lease(self, run_id: str, holder: str) -> str | None:
+        def take(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT holder FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+            if row is not None and row[0] != holder and alive(row[0]):
+                return str(row[0])
+            db.execute(
+                "INSERT OR REPLACE INTO leases (run_id, holder) VALUES (?, ?)", (run_id, holder)
+            )
+            return None
+
+        return self._transaction(take, "taking a run")
+
+    def _release_lease(self, run_id: str, holder: str) -> None:
+        def give(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM leases WHERE run_id = ? AND holder = ?", (run_id, holder))
+
+        self._transaction(give, "giving a run back")
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring a file written by an earlier stepgraph to this version's
+        layout (blocking; the one place a layout changes): (layout before,
+        layout after)."""
+
+        def run() -> tuple[int, int]:
+            conn = self._connect()
+            try:
+                return migrate(conn, self._where())
+            except sqlite3.Error as exc:
+                raise self._failure(exc, "migrating it") from exc
+            finally:
+                conn.close()
+
+        if not self.path.is_file():
+            raise CheckpointError(f"no checkpoint store at {str(self.path)!r}: no such file")
+        return self._worker.call(run)
 
     def vacuum(self) -> None:
         """Rebuild the file without its free pages and truncate the WAL

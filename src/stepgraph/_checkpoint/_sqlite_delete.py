@@ -129,8 +129,7 @@ class Plan:
         if latest is None:  # nothing left of the run
             release(db, run_id, None)
             db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
-            db.execute("DELETE FROM cancels WHERE run_id = ?", (run_id,))
-            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            forget_run(db, run_id)
             return
         (current,) = db.execute(
             "SELECT last_checkpoint FROM runs WHERE run_id = ?", (run_id,)
@@ -168,3 +167,13 @@ def release(db: sqlite3.Connection, run_id: str, keep: set[str] | None) -> None:
             "(SELECT 1 FROM run_blobs r WHERE r.hash = blobs.hash)",
             chunk,
         )
+
+
+def forget_run(db: sqlite3.Connection, run_id: str) -> bool:
+    """Drop what the store keeps of a run besides its checkpoints and
+    values; whether it had an index entry."""
+    db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+    db.execute("DELETE FROM cancels WHERE run_id = ?", (run_id,))
+    db.execute("DELETE FROM answers WHERE run_id = ?", (run_id,))
+    db.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
+    return db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0

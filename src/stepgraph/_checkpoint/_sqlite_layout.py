@@ -1,7 +1,7 @@
 """The SQLite store's file layout: its tables, the statements that keep the
 run index, and the small helpers every query uses.
 
-Layout 3 (``PRAGMA user_version``): ``segments`` hold the checkpoints (see
+Layout 4 (``PRAGMA user_version``): ``segments`` hold the checkpoints (see
 ``_segments``), with their ids, run, workflow and size beside the JSON so
 that deleting needs no parsing; ``checkpoint_ids`` maps each id to its
 segment; ``runs`` is one row per run (its latest checkpoint, status, counts,
@@ -10,17 +10,24 @@ place and leaves the indexes alone, and pages of runs stay put while runs go
 on); ``run_blobs`` records which values each run references, so a value is
 dropped when no run does; ``requests`` maps each request id to the run that
 opened it; ``cancels`` holds the cancels asked for runs (read by each save of
-a run, so a run learns of one at a barrier without asking).
+a run, so a run learns of one at a barrier without asking); ``answers``
+records each request a run answered, once (a second answer is refused by
+its key); ``leases`` names the process that runs each run now.
+
+A file of an older layout is refused by a normal open and brought up to date
+only by :func:`migrate` (``stepgraph checkpoints migrate``); a newer one is
+refused as written by a newer stepgraph.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError
-from ._model import Checkpoint, RunInfo
+from ._codec import loads
+from ._model import Checkpoint, RunInfo, answered_twice
 
 __all__ = [
     "INSERT_RUN",
@@ -33,9 +40,24 @@ __all__ = [
     "exists",
     "info_of",
     "marks",
+    "migrate",
+    "record_answers",
 ]
 
-LAYOUT = 3  # PRAGMA user_version of the files this module writes
+LAYOUT = 4  # PRAGMA user_version of the files this module writes
+# What layout 4 added to layout 3 (``migrate`` creates it in a layout-3 file).
+_LAYOUT_4 = """
+CREATE TABLE answers (
+    run_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    PRIMARY KEY (run_id, request_id)
+) WITHOUT ROWID;
+CREATE TABLE leases (
+    run_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL
+) WITHOUT ROWID;
+"""
 _SCHEMA = f"""
 CREATE TABLE segments (
     seq INTEGER PRIMARY KEY,
@@ -86,6 +108,7 @@ CREATE TABLE blobs (
     hash TEXT PRIMARY KEY,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
+{_LAYOUT_4}
 PRAGMA user_version = {LAYOUT}
 """
 RUN_COLUMNS = (
@@ -161,6 +184,23 @@ def check_refs(
         )
 
 
+def record_answers(db: sqlite3.Connection, answers: list[tuple[str, str, str]]) -> None:
+    """Record ``(run, request, checkpoint)`` answers, each once per run: an
+    answer recorded before (by any process: saves hold the write lock)
+    refuses the whole save."""
+    for run_id, request_id, checkpoint_id in answers:
+        before = db.execute(
+            "SELECT checkpoint_id FROM answers WHERE run_id = ? AND request_id = ?",
+            (run_id, request_id),
+        ).fetchone()
+        if before is not None:
+            raise answered_twice(run_id, request_id, before[0])
+        db.execute(
+            "INSERT INTO answers (run_id, request_id, checkpoint_id) VALUES (?, ?, ?)",
+            (run_id, request_id, checkpoint_id),
+        )
+
+
 def ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> None:
     """Create the tables in a new file; refuse a file of another layout."""
     if writable:
@@ -180,8 +220,76 @@ def ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> No
         raise
     if layout == 0 and tables == 0:
         raise CheckpointError(f"{where} is empty: no checkpoint has been stored in it yet")
+    ours = (
+        layout != LAYOUT
+        and conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
+        ).fetchone()
+        is not None
+    )  # a stepgraph store of another layout
+    if ours and layout in _MIGRATIONS:
+        raise CheckpointError(
+            f"{where} has layout {layout}, written by an earlier stepgraph; this version reads "
+            f"layout {LAYOUT}: bring it up to date with `stepgraph checkpoints migrate` (nothing "
+            "was changed)"
+        )
+    if ours and layout > LAYOUT:
+        raise CheckpointError(
+            f"{where} has layout {layout}, written by a newer stepgraph; this version reads "
+            f"layout {LAYOUT} (nothing was changed)"
+        )
     if layout != LAYOUT:
         raise CheckpointError(
             f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
-            "(was it written by another version, or is it another application's database?)"
+            "(is it another application's database?)"
         )
+
+
+def _to_4(conn: sqlite3.Connection) -> None:
+    """Layout 3 -> 4: the answers and leases tables; the answers of the
+    stored runs are read from their checkpoints (each request once, at the
+    first checkpoint that holds it answered)."""
+    for statement in _LAYOUT_4.split(";"):
+        conn.execute(statement)
+    from ._segments import Segment
+
+    rows = conn.execute("SELECT data FROM segments ORDER BY seq")
+    for (data,) in rows.fetchall():
+        segment = Segment(data)
+        for row in segment.rows():
+            body = loads(row.body)
+            for request_id in body.get("answered", ()) if isinstance(body, dict) else ():
+                conn.execute(
+                    "INSERT OR IGNORE INTO answers (run_id, request_id, checkpoint_id) "
+                    "VALUES (?, ?, ?)",
+                    (row.run_id, request_id, row.id),
+                )
+
+
+# Layout -> the step that brings it to the next one.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _to_4}
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> tuple[int, int]:
+    """Bring a file of an older layout up to date, in one transaction:
+    (layout before, layout after). A file of this layout is left as it is;
+    any other is refused unchanged."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (before,) = conn.execute("PRAGMA user_version").fetchone()
+        layout = before
+        if layout != LAYOUT and layout not in _MIGRATIONS:
+            raise CheckpointError(
+                f"{where} has layout {layout}, which this version of stepgraph cannot bring "
+                f"to layout {LAYOUT}" + (" (it is newer)" if layout > LAYOUT else "")
+            )
+        while layout in _MIGRATIONS:
+            _MIGRATIONS[layout](conn)
+            layout += 1
+        conn.execute(f"PRAGMA user_version = {int(layout)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return before, layout

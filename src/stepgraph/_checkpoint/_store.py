@@ -95,6 +95,18 @@ class BaseStore:
         same transaction); otherwise record nothing and return ``False``."""
         raise NotImplementedError
 
+    def _answers(self, run_id: str, request_ids: builtins.list[str]) -> dict[str, str]:
+        """Request id -> the checkpoint that answered it, for those answered."""
+        raise NotImplementedError
+
+    def _lease(self, run_id: str, holder: str) -> str | None:
+        """Record ``holder`` as the run's, unless a live holder has it (then
+        return that one); a holder whose process ended is replaced."""
+        raise NotImplementedError
+
+    def _release_lease(self, run_id: str, holder: str) -> None:
+        raise NotImplementedError
+
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:
         """Checkpoint ids in save order of each run (or of one) that holds
         more than ``more_than`` of them."""
@@ -192,6 +204,15 @@ class BaseStore:
     def cancel_requested(self, run_id: str, since: float) -> bool:
         asked = self._cancels.get(run_id)
         return asked is not None and asked >= since
+
+    async def answers(self, run_id: str, request_ids: Iterable[str]) -> dict[str, str]:
+        return await self._run(self._answers, run_id, builtins.list(request_ids))
+
+    async def lease(self, run_id: str, holder: str) -> str | None:
+        return await self._run(self._lease, run_id, holder)
+
+    async def release(self, run_id: str, holder: str) -> None:
+        await self._run(self._release_lease, run_id, holder)
 
     async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in TERMINAL_STATUSES:

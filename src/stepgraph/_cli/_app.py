@@ -93,6 +93,7 @@ class _Session:
         self.break_after: list[str] | None = None
         self.max_supersteps: int | None = None
         self.usage: RunUsage | None = None
+        self.fork = False
 
     def see(self, event: Event) -> None:
         if event.workflow_path:
@@ -126,6 +127,7 @@ async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> Non
         interrupt_before=session.break_before,
         interrupt_after=session.break_after,
         max_supersteps=session.max_supersteps,
+        fork=session.fork,
     ) as stream:
         try:
             if view is None:
@@ -159,11 +161,16 @@ def _open_requests(
 
 
 def _continue_from(
-    workflow: Workflow, store: SqliteCheckpointStore, resume: str | None, respond: list[str]
+    workflow: Workflow,
+    store: SqliteCheckpointStore,
+    resume: str | None,
+    respond: list[str],
+    fork: bool = False,
 ) -> tuple[str, dict[str, Any] | None]:
     """The checkpoint to continue and the answers to deliver. ``--respond``
     alone continues the run that owns the requests, from its latest
-    checkpoint; ``--resume latest`` the newest run of this workflow."""
+    checkpoint (with ``--fork``, from the newest where they are open);
+    ``--resume latest`` the newest run of this workflow."""
     answers = [_split_answer(item) for item in respond]
     if resume == "latest" or (resume is None and not answers):
         runs = asyncio.run(
@@ -189,6 +196,8 @@ def _continue_from(
             )
         [owner] = by_run.values()
         checkpoint = owner.last_checkpoint
+        if fork:
+            checkpoint = _where_open(workflow, store, owner.run_id, [r for r, _ in answers])
     if not answers:
         return checkpoint, None
     open_now = {r.request_id: r for r in _open_requests(workflow, store, checkpoint)}
@@ -196,14 +205,32 @@ def _continue_from(
     for request_id, raw in answers:
         request = open_now.get(request_id)
         if request is None:
+            run_id = asyncio.run(store.load(checkpoint)).run_id
+            answered = asyncio.run(store.answers(run_id, [request_id])).get(request_id)
+            if answered is not None:
+                raise CliError(
+                    f"request {request_id!r} of run {run_id} was answered already (at checkpoint "
+                    f"{answered}); to answer it again from an earlier checkpoint, add --fork"
+                )
             raise CliError(
-                f"request {request_id!r} is not open at checkpoint {checkpoint} (it was answered "
-                f"already, or belongs to another run); open there: {sorted(open_now) or 'none'}"
+                f"request {request_id!r} is not open at checkpoint {checkpoint} (it belongs to "
+                f"another run, or was answered already); open there: "
+                f"{sorted(open_now) or 'none'}"
             )
         what = f"the answer to {request_id}"
         hint = partial(word_hint, annotations=[request.response_type])
         responses[request_id] = coerce(parse_json(raw, what, hint), request.response_type, what)
     return checkpoint, responses
+
+
+def _where_open(
+    workflow: Workflow, store: SqliteCheckpointStore, run_id: str, request_ids: list[str]
+) -> str:
+    """The run's newest checkpoint at which these requests are all open."""
+    for info in reversed(asyncio.run(store.list(run_id))):
+        if set(request_ids) <= {r.request_id for r in _open_requests(workflow, store, info.id)}:
+            return info.id
+    raise CliError(f"no checkpoint of run {run_id} has {', '.join(request_ids)} open to fork from")
 
 
 def _split_answer(item: str) -> tuple[str, str]:
@@ -249,6 +276,10 @@ def run(
         int | None,
         typer.Option("--max-supersteps", min=1, help="at most this many supersteps in this call"),
     ] = None,
+    fork: Annotated[
+        bool,
+        typer.Option("--fork", help="go on as a new run branching off the checkpoint"),
+    ] = False,
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
     2 idle with pending requests, 3 paused at a breakpoint, 1 failed, 130
@@ -281,12 +312,17 @@ def run(
             if not existed:
                 say(err, f"creating checkpoint store {path}", style="dim")
             if continuing:
-                checkpoint, responses = _continue_from(workflow, sqlite, resume, respond or [])
+                checkpoint, responses = _continue_from(
+                    workflow, sqlite, resume, respond or [], fork
+                )
+        if fork and not continuing:
+            raise CliError("--fork goes on from a checkpoint: give --resume or --respond")
         session = _Session(workflow, target, None if no_store else store)
         session.value, session.checkpoint, session.responses = value, checkpoint, responses
         session.as_json = as_json
         session.break_before, session.break_after = break_before, break_after
         session.max_supersteps = max_supersteps
+        session.fork = fork
         for name in (*(break_before or ()), *(break_after or ())):
             if name not in workflow.executors:
                 raise CliError(

@@ -25,7 +25,7 @@ from rich.text import Text
 from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteCheckpointStore
 from .._core import RunStatus
 from .._exceptions import CheckpointWarning, StepgraphError
-from ._load import DEFAULT_STORE, CliError, StoreMode, open_store
+from ._load import DEFAULT_STORE, CliError, StoreMode, open_store, store_path
 from ._render import say
 
 __all__ = ["checkpoints_app", "runs_app"]
@@ -275,6 +275,26 @@ def checkpoints_vacuum(store: StoreOption = DEFAULT_STORE) -> None:
 
     before, after = with_store(store, StoreMode.WRITE, vacuum)
     say(out, f"vacuumed {store}: {size_text(before)} -> {size_text(after)}")
+
+
+@checkpoints_app.command("migrate")
+def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
+    """Bring a store written by an earlier stepgraph to this version's layout
+    (the one command that changes a layout; one transaction)."""
+    path = store_path(store)
+    if not path.is_file():
+        raise fail(f"no checkpoint store at {str(path)!r} (no such file)")
+    sqlite = SqliteCheckpointStore(path)
+    try:
+        before, after = sqlite.migrate()
+    except StepgraphError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        sqlite.close()
+    if before == after:
+        say(out, f"{store} has layout {after} already: nothing to do")
+    else:
+        say(out, f"migrated {store}: layout {before} -> {after}")
 
 
 def _file_bytes(store: SqliteCheckpointStore) -> int:

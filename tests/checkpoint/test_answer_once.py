@@ -1,0 +1,347 @@
+"""Answer once, continue once (issue 13, item 2), on the memory and SQLite
+stores: a request is answered once along a run unless the caller forks; two
+continuations of one run at once — one goes on; a lease dies with its
+process; layouts are brought up to date only by `checkpoints migrate`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import stepgraph as sg
+from stepgraph._checkpoint import new_holder
+from stepgraph._checkpoint._leases import alive
+from tests.conftest import ROOT
+from tests.test_cli import cli
+from tests.test_requests import build
+
+CALLED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CALLED.clear()
+
+
+async def test_an_answer_from_an_older_checkpoint_is_refused_unless_forked(
+    store: sg.CheckpointStore,
+) -> None:
+    first = await build(store).run(["pay?"])
+    [pending] = first.pending_requests
+    done = await build(store).run(
+        responses={pending.request_id: True}, checkpoint=first.last_checkpoint
+    )
+    assert done.outputs == ["pay?: yes"]
+    answered_at = (await store.answers(first.run_id, [pending.request_id]))[pending.request_id]
+    with pytest.raises(sg.RequestError) as raised:  # the printed command, run twice
+        await build(store).run(
+            responses={pending.request_id: False}, checkpoint=first.last_checkpoint
+        )
+    text = str(raised.value)
+    assert f"request {pending.request_id!r}" in text and answered_at in text and "fork" in text
+    forked = await build(store).run(
+        responses={pending.request_id: False}, checkpoint=first.last_checkpoint, fork=True
+    )
+    assert forked.outputs == ["pay?: no"] and forked.run_id != first.run_id
+    lineage = await store.list(forked.run_id)
+    assert (await store.load(lineage[0].id)).parent_id == first.last_checkpoint
+    with pytest.raises(sg.CheckpointError, match="fork=True starts a branch off a checkpoint"):
+        await build(store).run(responses={pending.request_id: True}, fork=True)
+
+
+async def test_an_answer_given_elsewhere_closes_the_copy_kept_in_memory(
+    store: sg.CheckpointStore,
+) -> None:
+    here = build(store)
+    first = await here.run(["ship?"])
+    [pending] = first.pending_requests
+    # Another process (another workflow object) answers through the store.
+    await build(store).run(responses={pending.request_id: True}, checkpoint=first.last_checkpoint)
+    with pytest.raises(sg.RequestError, match="was already answered"):
+        await here.run(responses={pending.request_id: False})
+
+
+async def test_a_replay_without_answers_still_runs_from_any_checkpoint(
+    store: sg.CheckpointStore,
+) -> None:
+    first = await build(store).run(["a", "b"])
+    ids = [p.request_id for p in first.pending_requests]
+    await build(store).run(responses={ids[0]: True}, checkpoint=first.last_checkpoint)
+    replay = await build(store).run(checkpoint=first.last_checkpoint)  # time travel
+    assert sorted(p.request_id for p in replay.pending_requests) == sorted(ids)
+    # ...but what the run answered stays answered along it.
+    with pytest.raises(sg.RequestError, match="already answered"):
+        await build(store).run(responses={ids[0]: False}, checkpoint=replay.last_checkpoint)
+    rest = await build(store).run(responses={ids[1]: True}, checkpoint=replay.last_checkpoint)
+    assert rest.outputs == ["b: yes"]
+
+
+@sg.executor(id="slow")
+async def slow(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await asyncio.sleep(0.05)
+    await ctx.yield_output(n)
+    if n < 4:
+        await ctx.send_message(n + 1)
+
+
+def looping(store: sg.CheckpointStore) -> sg.Workflow:
+    return sg.WorkflowBuilder(start=slow, checkpoints=store).add_edge(slow, slow).build()
+
+
+async def test_two_continuations_of_one_run_at_once_one_goes_on(
+    store: sg.CheckpointStore,
+) -> None:
+    paused = await looping(store).run(0, interrupt_after=["slow"])
+    assert paused.status is sg.RunStatus.PAUSED
+    results = await asyncio.gather(
+        looping(store).run(checkpoint=paused.last_checkpoint),
+        looping(store).run(checkpoint=paused.last_checkpoint),
+        return_exceptions=True,
+    )
+    done = [r for r in results if isinstance(r, sg.RunResult)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(done) == 1 and done[0].outputs == [1, 2, 3, 4]
+    assert len(refused) == 1 and isinstance(refused[0], sg.CheckpointError)
+    assert f"run {paused.run_id!r} is being continued elsewhere" in str(refused[0])
+    # Once it stopped, the run is free again.
+    again = await looping(store).run(checkpoint=paused.last_checkpoint, fork=True)
+    assert again.outputs == [1, 2, 3, 4]
+    assert await store.lease(paused.run_id, "someone") is None
+
+
+def test_a_lease_names_its_process_and_dies_with_it() -> None:
+    mine = new_holder()
+    assert alive(mine) and mine.split(":")[1] == str(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    host, _, started, token = mine.split(":")
+    theirs = f"{host}:{child.pid}:{started}:{token}"
+    child.kill()
+    child.wait()
+    assert not alive(theirs)
+    assert not alive("not a holder")
+
+
+# -- across processes -------------------------------------------------------------
+
+RACER = """
+import asyncio, json, sys
+import stepgraph as sg
+from tests.test_requests import build
+
+store = sg.SqliteCheckpointStore(sys.argv[1])
+async def answer(checkpoint, request_id):
+    try:
+        await build(store).run(responses={request_id: True}, checkpoint=checkpoint)
+        return "won"
+    except sg.RequestError:
+        return "answered"
+    except sg.CheckpointError:
+        return "busy"
+print("ready", flush=True)
+for line in sys.stdin:
+    checkpoint, request_id = line.split()
+    print(asyncio.run(answer(checkpoint, request_id)), flush=True)
+"""
+
+
+def test_two_processes_racing_to_answer_one_request_one_wins(tmp_path: Path) -> None:
+    path = tmp_path / "race.sqlite"
+    rounds = 50
+
+    async def open_runs() -> list[tuple[str, str]]:
+        with sg.SqliteCheckpointStore(path) as store:
+            made = []
+            for i in range(rounds):
+                result = await build(store).run([f"q{i}"])
+                made.append((result.last_checkpoint or "", result.pending_requests[0].request_id))
+            return made
+
+    runs = asyncio.run(open_runs())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for racer in racers:
+            assert racer.stdout is not None and racer.stdout.readline().strip() == "ready"
+        tallies = []
+        for checkpoint, request_id in runs:
+            for racer in racers:  # both at once
+                assert racer.stdin is not None
+                racer.stdin.write(f"{checkpoint} {request_id}\n")
+                racer.stdin.flush()
+            tallies.append(sorted(r.stdout.readline().strip() for r in racers))  # type: ignore[union-attr]
+    finally:
+        for racer in racers:
+            racer.kill()
+            racer.communicate()  # (closes its pipes)
+    for tally in tallies:
+        assert tally[0] != "won" or tally[1] != "won", tally
+        assert "won" in tally, tally  # exactly one went on
+    answered = sum(1 for t in tallies if "answered" in t)
+    busy = sum(1 for t in tallies if "busy" in t)
+    assert answered + busy == rounds
+
+    async def recorded() -> list[int]:
+        with sg.SqliteCheckpointStore(path) as store:
+            counts = []
+            for checkpoint, request_id in runs:
+                run_id = (await store.load(checkpoint)).run_id
+                counts.append(len(await store.answers(run_id, [request_id])))
+                assert (await store.run_info(run_id)) is not None
+            return counts
+
+    assert asyncio.run(recorded()) == [1] * rounds  # each answer recorded once
+
+
+HOLDER = """
+import asyncio, sys
+import stepgraph as sg
+from tests.checkpoint.test_answer_once import looping
+
+store = sg.SqliteCheckpointStore(sys.argv[1])
+async def main():
+    workflow = looping(store)
+    async for event in workflow.stream(checkpoint=sys.argv[2]):
+        if event.kind == "superstep_started":
+            print("running", flush=True)
+            await asyncio.sleep(60)  # hold the run until killed
+asyncio.run(main())
+"""
+
+
+def test_a_run_held_by_a_killed_process_goes_on_elsewhere_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "lease.sqlite"
+
+    async def pause() -> sg.RunResult:
+        with sg.SqliteCheckpointStore(path) as store:
+            return await looping(store).run(0, interrupt_after=["slow"])
+
+    paused = asyncio.run(pause())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), paused.last_checkpoint or ""],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "running"
+
+    async def resume() -> sg.RunResult:
+        with sg.SqliteCheckpointStore(path) as store:
+            return await looping(store).run(checkpoint=paused.last_checkpoint)
+
+    with pytest.raises(sg.CheckpointError, match=f"process {holder.pid} on"):
+        asyncio.run(resume())
+    holder.send_signal(signal.SIGKILL)
+    holder.communicate()  # (waits, and closes its pipe)
+    started = time.perf_counter()
+    assert asyncio.run(resume()).outputs == [1, 2, 3, 4]
+    assert time.perf_counter() - started < 5  # at once: no timer to wait out
+
+
+def test_the_printed_respond_command_run_twice_is_refused(tmp_path: Path) -> None:
+    spec = f"sqlite:{tmp_path / 'twice.sqlite'}"
+    first = cli("run", "examples.approval:build", "--input", '{"who": "dana", "amount": 420}',
+                "--store", spec)  # fmt: skip
+    assert first.returncode == 2, first.stderr
+    [command] = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
+    args = command.split(" ", 1)[1]
+    import shlex
+
+    once = cli(*shlex.split(args))
+    assert once.returncode == 0 and "approved" in once.stdout
+    twice = cli(*shlex.split(args))
+    assert twice.returncode == 1 and "answered already" in twice.stderr + twice.stdout
+    forked = cli(*shlex.split(args.replace("--respond", "--fork --respond")))
+    assert forked.returncode == 0, forked.stderr
+
+
+# -- layouts ---------------------------------------------------------------------
+
+
+def test_an_older_layout_is_refused_then_migrated_with_its_answers(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+
+    async def answered_run() -> tuple[str, str, str]:
+        with sg.SqliteCheckpointStore(path) as store:
+            first = await build(store).run(["old?"])
+            rid = first.pending_requests[0].request_id
+            await build(store).run(responses={rid: True}, checkpoint=first.last_checkpoint)
+            return first.run_id, rid, first.last_checkpoint or ""
+
+    run_id, request_id, checkpoint = asyncio.run(answered_run())
+    with sqlite3.connect(path) as db:  # what layout 3 (the previous version) had
+        db.execute("DROP TABLE answers")
+        db.execute("DROP TABLE leases")
+        db.execute("PRAGMA user_version = 3")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file itself
+    db.close()
+    before = path.read_bytes()
+    store = sg.SqliteCheckpointStore(path)
+    with pytest.raises(sg.CheckpointError, match="stepgraph checkpoints migrate"):
+        asyncio.run(store.list())
+    store.close()
+    assert path.read_bytes() == before  # a normal open changed nothing
+    done = cli("checkpoints", "migrate", "--store", f"sqlite:{path}")
+    assert done.returncode == 0 and "layout 3 -> 4" in done.stdout, done.stderr
+    again = cli("checkpoints", "migrate", "--store", f"sqlite:{path}")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+    async def answer_again() -> None:
+        with sg.SqliteCheckpointStore(path) as store:
+            assert list(await store.answers(run_id, [request_id])) == [request_id]
+            await build(store).run(responses={request_id: False}, checkpoint=checkpoint)
+
+    with pytest.raises(sg.RequestError, match="already answered"):  # backfilled
+        asyncio.run(answer_again())
+
+
+def test_a_newer_layout_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    asyncio.run(sg.SqliteCheckpointStore(path).list())
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 9")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(sg.CheckpointError, match="written by a newer stepgraph"):
+        asyncio.run(sg.SqliteCheckpointStore(path).list())
+    migrated = cli("checkpoints", "migrate", "--store", f"sqlite:{path}")
+    assert migrated.returncode == 1 and "it is newer" in migrated.stderr
+    assert path.read_bytes() == before
+
+
+async def test_a_new_run_holds_itself_while_it_runs_and_lets_go_after(
+    store: sg.CheckpointStore,
+) -> None:
+    for durability in ("sync", "async"):
+        config = sg.CheckpointConfig(store, durability)  # type: ignore[arg-type]
+        workflow = looping(store)
+        stream = workflow.stream(0, checkpoints=config)
+        run_id = ""
+        async for event in stream:
+            if isinstance(event, sg.RunStartedEvent):
+                run_id = event.run_id
+            if isinstance(event, sg.SuperstepCompletedEvent) and event.superstep == 2:
+                break_at = (await store.latest(run_id)) if durability == "sync" else None
+                if break_at is not None:  # the run is still going: nobody else may
+                    with pytest.raises(sg.CheckpointError, match="being continued elsewhere"):
+                        await looping(store).run(checkpoint=break_at.id)
+        assert run_id and await store.lease(run_id, new_holder()) is None  # given back
