@@ -6,6 +6,7 @@ process; layouts are brought up to date only by `checkpoints migrate`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -21,6 +22,7 @@ from stepgraph._checkpoint import new_holder
 from stepgraph._checkpoint._leases import alive
 from tests.conftest import ROOT
 from tests.test_cli import cli
+from tests.test_pauses import pipeline
 from tests.test_requests import build
 
 CALLED: list[str] = []
@@ -134,6 +136,7 @@ def test_a_lease_names_its_process_and_dies_with_it() -> None:
 RACER = """
 import asyncio, json, sys
 import stepgraph as sg
+from tests.test_pauses import pipeline
 from tests.test_requests import build
 
 store = sg.SqliteCheckpointStore(sys.argv[1])
@@ -345,3 +348,58 @@ async def test_a_new_run_holds_itself_while_it_runs_and_lets_go_after(
                     with pytest.raises(sg.CheckpointError, match="being continued elsewhere"):
                         await looping(store).run(checkpoint=break_at.id)
         assert run_id and await store.lease(run_id, new_holder()) is None  # given back
+
+
+WRITER = """
+import asyncio, json, sys
+import stepgraph as sg
+from tests.test_pauses import pipeline
+
+async def main():
+    store = sg.SqliteCheckpointStore(sys.argv[1], busy_timeout=60)
+    ids = []
+    for _ in range(int(sys.argv[2])):
+        result = await pipeline(store).run(1)
+        assert result.outputs == [20], result.outputs
+        ids.append(result.run_id)
+    store.close()
+    print(json.dumps(ids))
+
+asyncio.run(main())
+"""
+
+
+def test_four_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    asyncio.run(sg.SqliteCheckpointStore(path).list())  # created once, before the race
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), "200"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    run_ids = []
+    for writer in writers:
+        out, _ = writer.communicate(timeout=300)
+        assert writer.returncode == 0
+        run_ids += json.loads(out)
+
+    async def check() -> None:
+        with sg.SqliteCheckpointStore(path) as store:
+            listed = {r.run_id: r for r in await store.runs(limit=10_000)}
+            assert set(listed) == set(run_ids) and len(run_ids) == 800  # none lost
+            for run_id in run_ids[::37]:  # every 37th: each whole and resumable
+                infos = await store.list(run_id)
+                assert len(infos) == listed[run_id].checkpoints == 4  # entry + 3 barriers
+                latest = await store.latest(run_id)
+                assert latest is not None and latest.id == infos[-1].id
+                again = await pipeline(store).run(checkpoint=infos[1].id, fork=True)
+                assert again.outputs == [20]
+            assert store.integrity_check() == "ok"
+
+    asyncio.run(check())
