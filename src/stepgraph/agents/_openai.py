@@ -316,14 +316,7 @@ def _message_param(message: ChatMessage) -> dict[str, Any]:
         param["tool_call_id"] = message.tool_call_id
         param["content"] = message.content or ""
     elif message.tool_calls:
-        param["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            for call in message.tool_calls
-        ]
+        param["tool_calls"] = [call.to_chat() for call in message.tool_calls]
     return param
 
 

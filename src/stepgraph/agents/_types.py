@@ -38,6 +38,14 @@ class ToolCall:
     name: str
     arguments: str
 
+    def to_chat(self) -> dict[str, Any]:
+        """The call as the Chat Completions API writes it."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:

@@ -386,14 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
         message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.chunks) or None}
         finish = "stop"
         if reply.calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in reply.calls
-            ]
+            message["tool_calls"] = [call.to_chat() for call in reply.calls]
             finish = "tool_calls"
         completion = {
             "id": "chatcmpl-fake",
