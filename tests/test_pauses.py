@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,38 @@ async def test_a_break_after_the_last_superstep_ends_the_run(store: sg.Checkpoin
     assert (await pipeline(store).get_state(stops.last_checkpoint or "")).messages == {
         "report": [20]
     }  # the call's list replaced the builder's
+
+
+@sg.executor(id="long")
+async def long_step(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await ctx.yield_output(n)
+    if n == 1:
+        await asyncio.sleep(30)  # a long superstep: a model streaming, a slow tool
+    await ctx.send_message(n + 1)
+
+
+async def test_a_long_superstep_is_stopped_from_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "long.sqlite"
+    store = sg.SqliteCheckpointStore(path)
+    workflow = (
+        sg.WorkflowBuilder(start=long_step, checkpoints=store)
+        .add_edge(long_step, long_step)
+        .build()
+    )
+    task = asyncio.create_task(workflow.run(0))
+    while len(await store.list()) < 2:  # the entry and the first barrier: the long step runs
+        await asyncio.sleep(0.02)
+    [run] = await store.runs()
+    asked = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CANCEL, str(path), run.run_id],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert asked.stdout.strip() == "True", asked.stderr
+    started = time.perf_counter()
+    result = await asyncio.wait_for(task, timeout=10)
+    assert time.perf_counter() - started < 3  # within a poll or two, not after the 30 s
+    assert result.status is sg.RunStatus.CANCELLED and result.outputs == [0]  # (1: never returned)
+    [run] = await store.runs()
+    assert run.status == "cancelled" and run.superstep == 1  # the cut superstep left nothing
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    store.close()

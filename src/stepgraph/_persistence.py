@@ -538,6 +538,10 @@ class _CheckpointIds:
         return f"{time.time_ns():016x}{self._prefix}{self._count & 0xFFFFFFFF:08x}"
 
 
+# How often a run whose superstep lasts long asks the store for a cancel.
+CANCEL_POLL = 0.5
+
+
 class RunRecorder:
     """Writes the run's checkpoints (the core's ``BarrierHook``)."""
 
@@ -591,8 +595,13 @@ class RunRecorder:
         self._leased = leased
         self.released = holder is None
         self._progress_lock: asyncio.Lock | None = None
+        # Watching the store for a cancel while a superstep runs long.
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped_run = False
+        self._barriers = 0
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
+        self._barriers += 1
         if written is None and self._skip_entry:
             return
         body, blobs = self._codec.body(run, self._hashes, written)
@@ -718,6 +727,34 @@ class RunRecorder:
         if isinstance(error, CheckpointError):
             raise error
         raise CheckpointError(f"writing checkpoints failed: {error!r}") from error
+
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(task))
+
+    async def _watch(self, task: asyncio.Task[Any]) -> None:
+        """Every ``CANCEL_POLL`` seconds: if no barrier came meanwhile (a long
+        superstep — an agent streaming, a slow tool), ask the store whether
+        the run was asked to stop; barriers learn of it for free."""
+        seen = -1
+        while True:
+            await asyncio.sleep(CANCEL_POLL)
+            if self._barriers != seen:
+                seen = self._barriers
+                continue
+            try:
+                asked = await self._store.cancel_asked(self.run_id, self._started)
+            except Exception:
+                continue  # a store failing now: the next barrier's write will say so
+            if asked and self._watcher is not None:
+                self._stopped_run = True
+                task.cancel()
+                return
+
+    def unwatch(self) -> bool:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+        return self._stopped_run
 
     def cancel_requested(self) -> bool:
         """Whether the run was asked to stop from elsewhere (``request_cancel``):

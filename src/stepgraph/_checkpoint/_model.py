@@ -400,6 +400,11 @@ class CheckpointStore(Protocol):
         """Give the run back (nothing happens unless ``holder`` has it)."""
         ...
 
+    async def cancel_asked(self, run_id: str, since: float) -> bool:
+        """Like ``cancel_requested``, but asks the store now (I/O): for a run
+        whose superstep lasts long, between barriers."""
+        ...
+
     async def delete(self, checkpoint_id: str) -> None:
         """Remove one checkpoint (and values nothing else references)."""
         ...

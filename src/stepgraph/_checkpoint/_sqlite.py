@@ -552,6 +552,15 @@ class SqliteCheckpointStore(BaseStore):
         self._transaction(forget, "deleting a run")
         return removed
 
+    def _cancel_mark(self, run_id: str) -> float | None:
+        found = self._guard(
+            lambda db: db.execute(
+                "SELECT requested_at FROM cancels WHERE run_id = ?", (run_id,)
+            ).fetchone(),
+            "reading a cancel mark",
+        )
+        return None if found is None else float(found[0])
+
     def _answers(self, run_id: str, request_ids: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
 

@@ -95,6 +95,10 @@ class BaseStore:
         same transaction); otherwise record nothing and return ``False``."""
         raise NotImplementedError
 
+    def _cancel_mark(self, run_id: str) -> float | None:
+        """When a cancel was asked for the run, as stored (``None``: never)."""
+        return self._cancels.get(run_id)
+
     def _answers(self, run_id: str, request_ids: builtins.list[str]) -> dict[str, str]:
         """Request id -> the checkpoint that answered it, for those answered."""
         raise NotImplementedError
@@ -203,6 +207,12 @@ class BaseStore:
 
     def cancel_requested(self, run_id: str, since: float) -> bool:
         asked = self._cancels.get(run_id)
+        return asked is not None and asked >= since
+
+    async def cancel_asked(self, run_id: str, since: float) -> bool:
+        asked = await self._run(self._cancel_mark, run_id)
+        if asked is not None:
+            self._cancels[run_id] = asked
         return asked is not None and asked >= since
 
     async def answers(self, run_id: str, request_ids: Iterable[str]) -> dict[str, str]:

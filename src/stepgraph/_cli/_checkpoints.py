@@ -325,4 +325,4 @@ def runs_cancel(
         if info is None:
             raise fail(f"no run {run_id!r} in {store}")
         raise fail(f"run {run_id} is not running (status: {info.status}); nothing to cancel")
-    say(out, f"asked run {run_id} to stop at its next barrier")
+    say(out, f"asked run {run_id} to stop (at its next barrier, or within a second)")

@@ -94,6 +94,13 @@ class BarrierHook(Protocol):
 
     def cancel_requested(self) -> bool: ...
 
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        """Start watching for a cancel asked from elsewhere while a superstep
+        runs long; on one, cancel ``task`` (the run's)."""
+
+    def unwatch(self) -> bool:
+        """Stop watching; whether the watch cancelled the run's task."""
+
     async def close(self, outcome: RunStatus, error: BaseException | None) -> None: ...
 
 
@@ -132,6 +139,9 @@ async def run_supersteps(
                 run.paused = not breakpoints.before.isdisjoint(run.inboxes)
             if hook is not None:
                 await hook.barrier(run, None)
+                task = asyncio.current_task()
+                if task is not None:
+                    hook.watch(task)
             while run.inboxes and not run.paused:
                 if steps_this_call >= max_supersteps:
                     pending = sorted(run.inboxes, key=index.__getitem__)
@@ -165,17 +175,27 @@ async def run_supersteps(
                 if hook is not None and run.inboxes and hook.cancel_requested():
                     cancelled = True  # asked from elsewhere: stop at this barrier
                     break
+            if hook is not None:
+                hook.unwatch()
             if not run.requests and not run.inboxes:  # else the buffers wait for what comes
                 _report_waiting_fan_ins(graph, run, scope)
             outcome = RunStatus.CANCELLED if cancelled else run.status(running=False)
-        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C is a cancellation
+        except (asyncio.CancelledError, KeyboardInterrupt) as stop:  # Ctrl-C is a cancellation
             outcome = RunStatus.CANCELLED
-            raise
+            if hook is None or not hook.unwatch() or not isinstance(stop, asyncio.CancelledError):
+                raise
+            # Asked from elsewhere mid-superstep: the superstep is dropped (its
+            # sends and writes were never committed) and the run stops like
+            # at a barrier, resumable from its last checkpoint.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except BaseException as raised:
             error = raised
             raise
         finally:
             if hook is not None:
+                hook.unwatch()
                 await asyncio.shield(hook.close(outcome, error))
     except WorkflowRunError as error:
         emit(
