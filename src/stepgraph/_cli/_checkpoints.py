@@ -311,9 +311,10 @@ def runs_cancel(
     run_id: Annotated[str, typer.Argument(help="the run to stop")],
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Ask a running run to stop at its next barrier, wherever it runs; it is
-    then listed as cancelled and can be resumed. A run that is not running
-    (paused, idle, waiting for answers, ended) is an error: nothing to stop."""
+    """Ask a running run to stop at its next barrier (or within a second,
+    cutting a long superstep), wherever it runs; it is then listed as
+    cancelled and can be resumed. A run that is not running (paused, idle,
+    waiting for answers, ended) is an error: nothing to stop."""
 
     async def cancel(s: SqliteCheckpointStore) -> tuple[bool, RunInfo | None]:
         if await s.request_cancel(run_id):
