@@ -1,4 +1,4 @@
-"""Run the benchmarks and print a table: ``python -m benchmarks [--quick] [--ray]``.
+"""Run the benchmarks and print a table: ``python -m benchmarks [--quick] [--ray] [--postgres]``.
 
 Every stepgraph figure is printed beside what it is compared with, measured
 in the same run — the bare-asyncio floor, or for W7 W2 at the same width and
@@ -282,7 +282,7 @@ def ray_rows(quick: bool) -> list[Row]:
     return rows
 
 
-def run(quick: bool) -> list[Row]:
+def run(quick: bool, postgres: bool = False) -> list[Row]:
     repeats = 3 if quick else 15
     hops = 200 if quick else 2000
     rows: list[Row] = []
@@ -332,6 +332,12 @@ def run(quick: bool) -> list[Row]:
     rows.append(Row("W2 1000, fresh process", "peak RSS MiB", mib, None, "< 40 MiB", mib < 40))
     rows += concurrent_rows(100 if quick else 1_000)
     rows += agent_rows(repeats)
+    if postgres:
+        from . import postgres as pg
+
+        for name, unit, value, beside in pg.rows(3 * repeats, 50 if quick else 200):
+            target, ok = ("<= 3x", value <= 3 * beside) if name.endswith("async") else ("", None)
+            rows.append(Row(name, unit, value, beside, target, ok if beside else None))
     return rows
 
 
@@ -367,8 +373,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--ray", action="store_true", help="also W3 and W2 on a local Ray cluster")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also W10 on a throwaway PostgreSQL cluster"
+    )
     args = parser.parse_args()
-    rows = run(args.quick)
+    rows = run(args.quick, args.postgres)
     if args.ray:
         rows += ray_rows(args.quick)
     print(render(rows))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
+from tests.pg import pg_dsn, postgres_dsn  # noqa: F401  (fixtures)
 
 
 def kinds(events: Iterable[sg.Event]) -> list[str]:
@@ -24,14 +25,20 @@ def invocations(events: Iterable[sg.Event], executor_id: str) -> list[sg.Event]:
     return [e for e in events if e.kind == "executor_invoked" and e.executor_id == executor_id]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sg.CheckpointStore]:
+    """Every store test runs on each store: memory, SQLite, and PostgreSQL (a
+    throwaway cluster, a new database per test: tests/pg.py)."""
     if request.param == "memory":
         yield sg.MemoryCheckpointStore()
-    else:
+    elif request.param == "sqlite":
         sqlite = sg.SqliteCheckpointStore(tmp_path / "checkpoints.sqlite")
         yield sqlite
         sqlite.close()
+    else:
+        postgres = sg.PostgresCheckpointStore(request.getfixturevalue("pg_dsn"))
+        yield postgres
+        postgres.close()
 
 
 ROOT = Path(__file__).resolve().parent.parent

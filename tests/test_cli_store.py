@@ -277,15 +277,22 @@ def test_a_store_must_be_given_as_sqlite_path(tmp_path: Path) -> None:
         ("demo", "--store", str(bare)),
     ):
         one_line_error(
-            cli(*args), f"store '{bare}' names no kind: give sqlite:PATH (sqlite:{bare}?)"
+            cli(*args),
+            f"store '{bare}' names no kind: give sqlite:PATH or postgresql://... (sqlite:{bare}?)",
         )
     assert list(tmp_path.iterdir()) == []  # nothing created
-    for spec in ("memory:", "postgres://h/db"):
+    for spec, said in (
+        ("memory:", "unknown store 'memory:': give sqlite:PATH or postgresql://..."),
+        ("postgres://h/db", "checkpoint database 'db' on h: opening it failed: failed to resolve"),
+        ("postgresql://u:pw@127.0.0.1:1/db", "on 127.0.0.1:1: opening it failed: connection"),
+    ):
         for args in (
             ("run", "examples.hello:build", "--input", '"x"', "--store", spec),
             ("runs", "cancel", "abc", "--store", spec),
         ):
-            one_line_error(cli(*args), f"unknown store '{spec}': the only kind is sqlite:PATH")
+            done = cli(*args)
+            one_line_error(done, said)
+            assert ":pw@" not in done.stderr  # never the password
     one_line_error(
         cli("checkpoints", "list", "--store", "sqlite:"),
         "the store 'sqlite:' names no file: use sqlite:PATH",

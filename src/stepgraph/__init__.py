@@ -14,6 +14,7 @@ from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import CheckpointInfo as CheckpointInfo
 from ._checkpoint import CheckpointStore as CheckpointStore
 from ._checkpoint import MemoryCheckpointStore as MemoryCheckpointStore
+from ._checkpoint import PostgresCheckpointStore as PostgresCheckpointStore
 from ._checkpoint import RunInfo as RunInfo
 from ._checkpoint import SqliteCheckpointStore as SqliteCheckpointStore
 from ._core import Backend as Backend
@@ -145,6 +146,7 @@ __all__ = [
     "OutputEvent",
     "PendingRequest",
     "Placement",
+    "PostgresCheckpointStore",
     "RayBackend",
     "RequestError",
     "RequestInfoEvent",

@@ -106,6 +106,12 @@ async def test_values_stay_while_any_run_references_them(store: sg.CheckpointSto
     assert (await store.load("c")).blobs == {blob_hash(b"newer"): b"newer"}
     if isinstance(store, sg.MemoryCheckpointStore):
         assert store.blob_bytes == len(b"newer")
+    elif isinstance(store, sg.PostgresCheckpointStore):
+        import psycopg
+
+        with psycopg.connect(store.dsn) as db:
+            held = sorted(h for (h,) in db.execute("SELECT hash FROM stepgraph_blobs"))
+        assert held == [blob_hash(b"newer")]
     else:
         import sqlite3
 

@@ -11,6 +11,7 @@ from ._model import (
     answered_twice,
     blob_hash,
 )
+from ._postgres import PostgresCheckpointStore
 from ._sqlite import SqliteCheckpointStore
 from ._store import TERMINAL_STATUSES, BaseStore
 
@@ -21,6 +22,7 @@ __all__ = [
     "CheckpointInfo",
     "CheckpointStore",
     "MemoryCheckpointStore",
+    "PostgresCheckpointStore",
     "RunInfo",
     "SqliteCheckpointStore",
     "TypeRegistry",

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from .._checkpoint import Checkpoint, SqliteCheckpointStore
+from .._checkpoint import Checkpoint
 from .._core import (
     Event,
     PendingRequest,
@@ -39,7 +39,9 @@ from ._input import coerce, coerce_input, example_json, word_hint
 from ._load import (
     DEFAULT_STORE,
     CliError,
+    CliStore,
     StoreMode,
+    is_postgres,
     load_workflow,
     open_store,
     parse_json,
@@ -108,7 +110,7 @@ class _Session:
         return shlex.join(("stepgraph", "run", self.target, *store, *args))
 
 
-async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> None:
+async def _stream(session: _Session, store: CliStore | None) -> None:
     view = None if session.as_json else LiveView(out, session.workflow.name)
 
     def show(event: Event) -> None:
@@ -151,9 +153,7 @@ async def _stream(session: _Session, store: SqliteCheckpointStore | None) -> Non
                     say(out, f"output: {shown(output)}")
 
 
-def _open_requests(
-    workflow: Workflow, store: SqliteCheckpointStore, checkpoint: str
-) -> list[PendingRequest]:
+def _open_requests(workflow: Workflow, store: CliStore, checkpoint: str) -> list[PendingRequest]:
     async def read() -> list[PendingRequest]:
         return workflow.codec.requests_of(await store.load(checkpoint))
 
@@ -162,7 +162,7 @@ def _open_requests(
 
 def _continue_from(
     workflow: Workflow,
-    store: SqliteCheckpointStore,
+    store: CliStore,
     resume: str | None,
     respond: list[str],
     fork: bool = False,
@@ -223,9 +223,7 @@ def _continue_from(
     return checkpoint, responses
 
 
-def _where_open(
-    workflow: Workflow, store: SqliteCheckpointStore, run_id: str, request_ids: list[str]
-) -> str:
+def _where_open(workflow: Workflow, store: CliStore, run_id: str, request_ids: list[str]) -> str:
     """The run's newest checkpoint at which these requests are all open."""
     for info in reversed(asyncio.run(store.list(run_id))):
         if set(request_ids) <= {r.request_id for r in _open_requests(workflow, store, info.id)}:
@@ -248,7 +246,7 @@ def run(
         Path | None, typer.Option("--input-file", help="a file holding the input as JSON")
     ] = None,
     store: Annotated[
-        str, typer.Option("--store", help="checkpoint store, sqlite:PATH")
+        str, typer.Option("--store", help="checkpoint store: sqlite:PATH or postgresql://...")
     ] = DEFAULT_STORE,
     no_store: Annotated[bool, typer.Option("--no-store", help="run without checkpoints")] = False,
     resume: Annotated[
@@ -305,9 +303,9 @@ def run(
             raise CliError("give --store or --no-store, not both")
         checkpoint = responses = None
         if not no_store:
-            path = store_path(store)
             mode = StoreMode.WRITE if continuing else StoreMode.CREATE
-            existed = path.exists()
+            path = None if is_postgres(store) else store_path(store)
+            existed = path is None or path.exists()
             sqlite = open_store(store, mode)
             if not existed:
                 say(err, f"creating checkpoint store {path}", style="dim")
@@ -359,7 +357,7 @@ def _backend(spec: str, connect_timeout: float) -> Any:
     return backend
 
 
-def _execute(session: _Session, store: SqliteCheckpointStore | None) -> int:
+def _execute(session: _Session, store: CliStore | None) -> int:
     """Stream the session's run; returns the exit code."""
     console = err if session.as_json else out
     try:

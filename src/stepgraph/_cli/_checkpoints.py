@@ -23,9 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteCheckpointStore
+from .._checkpoint._postgres import PostgresCheckpointStore
 from .._core import RunStatus
 from .._exceptions import CheckpointWarning, StepgraphError
-from ._load import DEFAULT_STORE, CliError, StoreMode, open_store, store_path
+from ._load import DEFAULT_STORE, CliError, CliStore, StoreMode, is_postgres, open_store, store_path
 from ._render import say
 
 __all__ = ["checkpoints_app", "runs_app"]
@@ -39,7 +40,7 @@ checkpoints_app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-StoreOption = Annotated[str, typer.Option("--store", help="sqlite:PATH")]
+StoreOption = Annotated[str, typer.Option("--store", help="sqlite:PATH or postgresql://...")]
 # What a run's status can be in a listing: a checkpoint's, or how it ended.
 STATUSES = tuple(
     [s.value for s in RunStatus if s is not RunStatus.FAILED and s is not RunStatus.CANCELLED]
@@ -52,9 +53,7 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_FAILED)
 
 
-def with_store(
-    spec: str, mode: StoreMode, use: Callable[[SqliteCheckpointStore], Coroutine[Any, Any, T]]
-) -> T:
+def with_store(spec: str, mode: StoreMode, use: Callable[[CliStore], Coroutine[Any, Any, T]]) -> T:
     """Open the store, run ``use`` on it, close it; problems are one line,
     warnings about damaged records are printed."""
     try:
@@ -131,7 +130,7 @@ def checkpoints_list(
         _show_checkpoints(infos)
         return
 
-    async def page(s: SqliteCheckpointStore) -> tuple[list[RunInfo], bool]:
+    async def page(s: CliStore) -> tuple[list[RunInfo], bool]:
         runs = await s.runs(
             workflow=workflow, status=status, limit=limit + 1, before=before
         )  # one more: is there a next page?
@@ -196,7 +195,7 @@ def checkpoints_show(
 ) -> None:
     """One checkpoint's metadata and contents (as stored, without decoding)."""
 
-    async def read(s: SqliteCheckpointStore) -> tuple[Any, RunInfo | None]:
+    async def read(s: CliStore) -> tuple[Any, RunInfo | None]:
         cp = await s.load(checkpoint)
         return cp, await s.run_info(cp.run_id)
 
@@ -267,7 +266,11 @@ def checkpoints_prune(
 def checkpoints_vacuum(store: StoreOption = DEFAULT_STORE) -> None:
     """Shrink the file to what it holds (writers wait while it runs)."""
 
-    async def vacuum(s: SqliteCheckpointStore) -> tuple[int, int]:
+    if is_postgres(store):
+        raise fail("vacuum shrinks a SQLite file; PostgreSQL vacuums its tables itself")
+
+    async def vacuum(s: CliStore) -> tuple[int, int]:
+        assert isinstance(s, SqliteCheckpointStore)
         await s.list("")  # opens the file (and its WAL) before measuring it
         before = _file_bytes(s)
         await asyncio.to_thread(s.vacuum)
@@ -281,16 +284,23 @@ def checkpoints_vacuum(store: StoreOption = DEFAULT_STORE) -> None:
 def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
     """Bring a store written by an earlier stepgraph to this version's layout
     (the one command that changes a layout; one transaction)."""
-    path = store_path(store)
-    if not path.is_file():
-        raise fail(f"no checkpoint store at {str(path)!r} (no such file)")
-    sqlite = SqliteCheckpointStore(path)
+    opened: CliStore
     try:
-        before, after = sqlite.migrate()
+        if is_postgres(store):
+            opened = PostgresCheckpointStore(store)
+        else:
+            path = store_path(store)
+            if not path.is_file():
+                raise fail(f"no checkpoint store at {str(path)!r} (no such file)")
+            opened = SqliteCheckpointStore(path)
+    except (CliError, ImportError) as exc:
+        raise fail(str(exc)) from None
+    try:
+        before, after = opened.migrate()
     except StepgraphError as exc:
         raise fail(str(exc)) from None
     finally:
-        sqlite.close()
+        opened.close()
     if before == after:
         say(out, f"{store} has layout {after} already: nothing to do")
     else:
@@ -316,7 +326,7 @@ def runs_cancel(
     cancelled and can be resumed. A run that is not running (paused, idle,
     waiting for answers, ended) is an error: nothing to stop."""
 
-    async def cancel(s: SqliteCheckpointStore) -> tuple[bool, RunInfo | None]:
+    async def cancel(s: CliStore) -> tuple[bool, RunInfo | None]:
         if await s.request_cancel(run_id):
             return True, None
         return False, await s.run_info(run_id)

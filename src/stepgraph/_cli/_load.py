@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checkpoint import SqliteCheckpointStore
+from .._checkpoint._postgres import PostgresCheckpointStore
 from .._core import a_type
 from .._exceptions import StepgraphError
 from .._workflow import Workflow
@@ -25,6 +26,8 @@ from .._workflow import Workflow
 __all__ = [
     "DEFAULT_STORE",
     "CliError",
+    "CliStore",
+    "is_postgres",
     "load_workflow",
     "open_store",
     "parse_json",
@@ -145,21 +148,43 @@ class StoreMode(Enum):
     CREATE = "create"  # created if missing (its folder too, for the default store)
 
 
+# The stores the command line opens.
+CliStore = SqliteCheckpointStore | PostgresCheckpointStore
+_KINDS = "sqlite:PATH or postgresql://..."
+
+
+def is_postgres(spec: str) -> bool:
+    return spec.startswith(("postgresql://", "postgres://"))
+
+
 def store_path(spec: str) -> Path:
-    """The file of a ``sqlite:PATH`` store, the one kind there is. A bare path
-    is refused rather than taken as a file name, so a typo never creates a
-    store where nobody looks for it."""
+    """The file of a ``sqlite:PATH`` store. A bare path is refused rather
+    than taken as a file name, so a typo never creates a store where nobody
+    looks for it."""
     kind, sep, path = spec.partition(":")
     if kind == "sqlite" and path:
         return Path(path)
     if not sep:
-        raise CliError(f"store {spec!r} names no kind: give sqlite:PATH (sqlite:{spec}?)")
+        raise CliError(f"store {spec!r} names no kind: give {_KINDS} (sqlite:{spec}?)")
     if kind == "sqlite":
         raise CliError(f"the store {spec!r} names no file: use sqlite:PATH")
-    raise CliError(f"unknown store {spec!r}: the only kind is sqlite:PATH")
+    if is_postgres(spec):
+        raise CliError(f"{spec.split('@')[-1]!r} is a PostgreSQL database, not a file")
+    raise CliError(f"unknown store {spec!r}: give {_KINDS}")
 
 
-def open_store(spec: str, mode: StoreMode) -> SqliteCheckpointStore:
+def open_store(spec: str, mode: StoreMode) -> CliStore:
+    if is_postgres(spec):
+        try:
+            postgres = PostgresCheckpointStore(spec)
+        except ImportError as exc:
+            raise CliError(str(exc)) from None
+        try:
+            postgres.open()  # unreachable, another layout: say so now
+        except StepgraphError as exc:
+            postgres.close()
+            raise CliError(str(exc)) from None
+        return postgres
     path = store_path(spec)
     if path.is_dir():
         raise CliError(f"{str(path)!r} is a folder, not a checkpoint store file")

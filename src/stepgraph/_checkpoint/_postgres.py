@@ -1,0 +1,681 @@
+"""``PostgresCheckpointStore``: checkpoints in a PostgreSQL database, shared
+by every process that connects to it.
+
+- Each ``save`` is one transaction: its checkpoints are stored whole or not
+  at all. Values are content-addressed and stored once
+  (``ON CONFLICT DO NOTHING``); a save locks the values it references
+  (``FOR KEY SHARE``) so a concurrent deletion cannot drop one under it.
+- Every blocking call runs on a thread (``asyncio.to_thread``) over psycopg's
+  *sync* ``ConnectionPool``. Not the ``AsyncConnectionPool``: its
+  connections and workers belong to the event loop that opened them, and the
+  project's rule is "no loop-bound state" — a store must keep working across
+  successive ``asyncio.run`` calls, as the SQLite store does.
+- A run's lease is a session-level advisory lock, held on a connection of
+  its own for as long as the run goes on: when a process dies, its session
+  ends and Postgres frees the lock at once. The session's
+  ``application_name`` names the holder, so a refusal can say which process
+  has the run (read from ``pg_locks``): taking and giving back write nothing
+  and commit nothing.
+- An answer is recorded under a primary key in the save's transaction: of
+  two processes answering one request at once, exactly one commits.
+- Deleting and pruning work in short transactions with pauses between them.
+
+The tables and the layout check are in ``_postgres_layout``. psycopg is
+imported when a store is created: ``pip install 'stepgraph[postgres]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
+from ._model import Checkpoint, Row, RunInfo, RunQuery
+from ._postgres_layout import (
+    UPSERT_RUN,
+    Plan,
+    drop_segments,
+    ensure_layout,
+    forget_run,
+    lock_key,
+    lock_run,
+    migrate,
+    record_answers,
+)
+from ._segments import Segment, encode_segments
+from ._sqlite_layout import RUN_COLUMNS, info_of
+from ._store import RUNNING_STATUSES, BaseStore
+
+__all__ = ["PostgresCheckpointStore"]
+
+T = TypeVar("T")
+
+CHUNK = 200  # segments per transaction when deleting a whole run
+MAX_PAUSE = 0.05  # longest pause between the transactions of a long deletion
+_SPARE_LEASE_CONNECTIONS = 4  # lease connections kept open for the next lease
+_RETRIES = 3  # tries of a save that Postgres aborted to break a deadlock
+
+
+def _psycopg() -> tuple[Any, Any]:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as exc:
+        raise ImportError(
+            "PostgresCheckpointStore needs psycopg 3 and psycopg_pool: "
+            "pip install 'stepgraph[postgres]'"
+        ) from exc
+    return psycopg, psycopg_pool
+
+
+class PostgresCheckpointStore(BaseStore):
+    """Checkpoints in a PostgreSQL database::
+
+        store = PostgresCheckpointStore("postgresql://app@db/app")   # or secret=b"..."
+        result = await workflow.run(x, checkpoints=store)
+        store.close()
+
+    The tables are created on first use (see ``_postgres_layout``). With
+    ``secret``, each checkpoint is signed (HMAC-SHA256) and unsigned or
+    altered ones are refused with ``CheckpointIntegrityError``. ``pool``
+    passes a ``psycopg_pool.ConnectionPool`` of your own (then ``dsn`` may
+    be ``None``, and ``close`` leaves that pool open); otherwise the store
+    opens one of ``min_size``..``max_size`` connections on first use. Each
+    run this process holds keeps one more connection, outside the pool.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: Any = None,
+        secret: str | bytes | None = None,
+        min_size: int = 1,
+        max_size: int = 8,
+    ) -> None:
+        super().__init__(secret=secret)
+        self._pg, self._pg_pool = _psycopg()
+        if pool is None and not dsn:
+            raise ValueError("PostgresCheckpointStore needs a dsn or a pool")
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {min_size}, {max_size}")
+        self.dsn: str = dsn if dsn else str(pool.conninfo)
+        self.min_size, self.max_size = min_size, max_size
+        self._given_pool = pool
+        self._pool: Any = pool
+        self._ready = False  # whether the layout was checked (tables created)
+        self._lock = threading.Lock()
+        # Leases this store holds: (run id, holder) -> the connection whose
+        # session holds the run's advisory lock; and idle ones to reuse.
+        self._held: dict[tuple[str, str], Any] = {}
+        self._spare: list[Any] = []
+
+    # -- plumbing --------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def _breathe(self, busy: float) -> None:
+        # Saves of the run being deleted wait for its index row: leave it
+        # free about as long as it was held.
+        await asyncio.sleep(min(busy, MAX_PAUSE))
+
+    def where(self) -> str:
+        """The database, for messages: host, port and name, never a password."""
+        try:
+            info = self._pg.conninfo.conninfo_to_dict(self.dsn)
+        except self._pg.Error:
+            return "checkpoint database (unparsable connection string)"
+        host = info.get("host") or info.get("hostaddr") or "localhost"
+        port = f":{info['port']}" if info.get("port") else ""
+        name = info.get("dbname") or info.get("user") or "(default)"
+        return f"checkpoint database {name!r} on {host}{port}"
+
+    def open(self) -> None:
+        """Connect now and check (or create) the tables, so that a bad DSN or a
+        database of another layout fails here; blocking."""
+        with self._connection("opening it"):
+            pass
+
+    def _connections(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._pg_pool.ConnectionPool(
+                    self.dsn,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    kwargs={"autocommit": True},
+                    name="stepgraph-checkpoints",
+                    open=True,
+                )
+            return self._pool
+
+    @contextmanager
+    def _connection(self, doing: str) -> Iterator[Any]:
+        """A pooled connection, the tables checked; psycopg's errors become
+        ``CheckpointError``s naming the database and what was being done."""
+        try:
+            if not self._ready:
+                # On a connection of its own: a wrong DSN fails at once with
+                # the server's reason, not after the pool's timeout.
+                with self._pg.connect(self._conninfo(), autocommit=True) as conn:
+                    ensure_layout(conn, self.where())
+                self._ready = True
+            with self._connections().connection() as conn:
+                yield conn
+        except self._pg.Error as exc:
+            raise self._failure(exc, doing) from exc
+
+    def _failure(self, exc: BaseException, doing: str) -> CheckpointError:
+        reason = " ".join(str(exc).split())  # (the server's messages span lines)
+        return CheckpointError(f"{self.where()}: {doing} failed: {reason}")
+
+    def _fetch(self, sql: str, args: Any, doing: str) -> list[tuple[Any, ...]]:
+        with self._connection(doing) as conn:
+            return list(conn.execute(sql, args).fetchall())
+
+    def _transaction(self, fn: Callable[[Any], T], doing: str) -> T:
+        with self._connection(doing) as conn, conn.transaction(), conn.cursor() as cur:
+            return fn(cur)
+
+    def close(self) -> None:
+        """Give back every lease this store holds and close its connections
+        (a pool passed in stays open); the store connects again if used after."""
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+            spare, self._spare = self._spare, []
+            pool = self._pool if self._given_pool is None else None
+            self._pool = self._given_pool
+        for conn in (*held, *spare):
+            conn.close()  # (ending the session frees its advisory locks)
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> PostgresCheckpointStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------
+
+    def _write(
+        self,
+        checkpoints: tuple[Checkpoint, ...],
+        blob_bytes: list[int],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        segments = encode_segments(checkpoints, blob_bytes, self._secret)
+        # The leases this save takes (a new run's first save) and gives back
+        # (a run's last): per run, both in one save cancel out.
+        taking: dict[str, str] = {}
+        giving: dict[str, str] = {}
+        for cp in checkpoints:
+            if cp.holder:
+                (giving if cp.release else taking).setdefault(cp.run_id, cp.holder)
+        for run_id in [r for r in taking if giving.get(r) == taking[r]]:
+            del taking[run_id], giving[run_id]
+        # Taken before the transaction (its own session holds the lock and
+        # writes the holder's row); given back once the save has committed.
+        taken: list[tuple[str, str]] = []
+        try:
+            for run_id, holder in taking.items():
+                if (run_id, holder) in self._held:
+                    continue  # (taken already: not this save's to undo)
+                busy = self._lease(run_id, holder)
+                if busy is not None:
+                    raise CheckpointError(
+                        f"{self.where()}: run {run_id!r} is held by {busy}; a new run's "
+                        "first save cannot take it"
+                    )
+                taken.append((run_id, holder))
+            self._write_once(checkpoints, segments, blobs)
+        except BaseException:
+            for run_id, holder in taken:  # the save did not happen: nor did the taking
+                self._release_lease(run_id, holder)
+            raise
+        for run_id, holder in giving.items():
+            self._release_lease(run_id, holder)
+
+    def _write_once(
+        self, checkpoints: tuple[Checkpoint, ...], segments: list[Any], blobs: Mapping[str, bytes]
+    ) -> None:
+        errors = self._pg.errors
+        for attempt in range(_RETRIES):
+            try:
+                self._transaction(
+                    lambda cur: self._save(cur, checkpoints, segments, blobs),
+                    "writing checkpoints",
+                )
+                return
+            except CheckpointError as error:
+                cause = error.__cause__
+                if isinstance(cause, errors.DeadlockDetected) and attempt < _RETRIES - 1:
+                    continue  # Postgres rolled this save back to let another go on
+                if isinstance(cause, errors.UniqueViolation):
+                    raise self._ids_taken(checkpoints, error) from cause
+                raise
+
+    def _save(
+        self,
+        cur: Any,
+        checkpoints: tuple[Checkpoint, ...],
+        segments: list[Any],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        if blobs:  # in hash order, as every writer: concurrent saves never deadlock
+            cur.executemany(
+                "INSERT INTO stepgraph_blobs (hash, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                sorted(blobs.items()),
+            )
+        needed = sorted({h for cp in checkpoints for h in cp.refs})
+        if needed:
+            # Locked until commit: a deletion waits, then sees this save's refs.
+            cur.execute(
+                "SELECT hash FROM stepgraph_blobs WHERE hash = ANY(%s) ORDER BY hash FOR KEY SHARE",
+                (needed,),
+            )
+            missing = sorted(set(needed) - {h for (h,) in cur.fetchall()})
+            if missing:
+                raise CheckpointIntegrityError(
+                    f"checkpoint references values the store does not hold: {missing[:3]}"
+                )
+        for segment in segments:
+            group: list[Checkpoint] = segment.checkpoints
+            run_id = segment.run_id
+            cur.execute(
+                "INSERT INTO stepgraph_segments (run_id, workflow, ids, size, data) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING seq",
+                (run_id, segment.workflow, segment.ids, segment.size, segment.data),
+            )
+            (seq,) = cur.fetchone()
+            cur.executemany(
+                "INSERT INTO stepgraph_checkpoint_ids (id, segment) VALUES (%s, %s)",
+                [(cp.id, seq) for cp in group],
+            )
+            last = group[-1]
+            cur.execute(
+                UPSERT_RUN,
+                (last.workflow, last.signature, last.id, last.superstep, last.status,
+                 last.pending_requests, len(group), segment.size, last.created_at, run_id,
+                 seq, group[0].created_at),
+            )  # fmt: skip
+            refs = sorted({h for cp in group for h in cp.refs})
+            if refs:
+                cur.executemany(
+                    "INSERT INTO stepgraph_run_blobs (run_id, hash) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(run_id, h) for h in refs],
+                )
+            requests = sorted({r for cp in group for r in cp.request_ids})
+            if requests:
+                cur.executemany(
+                    "INSERT INTO stepgraph_requests (request_id, run_id) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(r, run_id) for r in requests],
+                )
+            answered = [(run_id, r, cp.id) for cp in group for r in cp.answered]
+            if answered:
+                record_answers(cur, answered)
+            cur.execute("SELECT requested_at FROM stepgraph_cancels WHERE run_id = %s", (run_id,))
+            asked = cur.fetchone()
+            if asked is not None:
+                self._cancels[run_id] = asked[0]
+
+    def _ids_taken(
+        self, checkpoints: tuple[Checkpoint, ...], error: CheckpointError
+    ) -> CheckpointIntegrityError:
+        """The error for a save refused by a checkpoint id's key (rolled
+        back: what is stored now is what was stored before)."""
+        ids = [cp.id for cp in checkpoints]
+        found = self._fetch(
+            "SELECT id FROM stepgraph_checkpoint_ids WHERE id = ANY(%s)", (ids,), "reading ids"
+        )
+        stored = {i for (i,) in found}
+        taken = [i for i in ids if i in stored]
+        taken += [i for n, i in enumerate(ids) if i in ids[:n]]  # twice in this save
+        return CheckpointIntegrityError(
+            f"checkpoint ids already stored: {taken[:3]}" if taken else str(error)
+        )
+
+    def _set_status(self, run_id: str, status: str, error: str | None) -> None:
+        def record(cur: Any) -> None:
+            cur.execute(
+                "UPDATE stepgraph_runs SET status = %s, error = %s, updated_at = %s "
+                "WHERE run_id = %s",
+                (status, error, time.time(), run_id),
+            )
+            cur.execute("DELETE FROM stepgraph_cancels WHERE run_id = %s", (run_id,))
+
+        self._transaction(record, "recording a run's status")
+        self._cancels.pop(run_id, None)
+
+    def _request_cancel(self, run_id: str, at: float) -> bool:
+        def ask(cur: Any) -> bool:
+            # Locked: a save changing the run's status waits, or is waited for.
+            cur.execute("SELECT status FROM stepgraph_runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            found = cur.fetchone()
+            if found is None or found[0] not in RUNNING_STATUSES:
+                return False
+            cur.execute(
+                "INSERT INTO stepgraph_cancels (run_id, requested_at) VALUES (%s, %s) "
+                "ON CONFLICT (run_id) DO UPDATE SET requested_at = EXCLUDED.requested_at",
+                (run_id, at),
+            )
+            return True
+
+        return self._transaction(ask, "asking a run to stop")
+
+    # -- reading -------------------------------------------------------------------
+
+    def _read(self, checkpoint_id: str) -> Row | None:
+        found = self._fetch(
+            "SELECT s.data FROM stepgraph_checkpoint_ids i JOIN stepgraph_segments s "
+            "ON s.seq = i.segment WHERE i.id = %s",
+            (checkpoint_id,),
+            "reading a checkpoint",
+        )
+        if not found:
+            return None
+        segment = Segment(found[0][0])
+        for entry in segment.entries:
+            if isinstance(entry, list) and entry and entry[0] == checkpoint_id:
+                return segment.row(entry)
+        raise CheckpointIntegrityError(f"checkpoint {checkpoint_id!r} is missing from its segment")
+
+    def _read_latest(self, run_id: str) -> Row | None:
+        found = self._fetch(
+            "SELECT data FROM stepgraph_segments WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+            (run_id,),
+            "reading a run's latest checkpoint",
+        )
+        if not found:
+            return None
+        segment = Segment(found[0][0])
+        return segment.row(segment.entries[-1])
+
+    def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(hashes))
+        if not wanted:
+            return {}
+        found = self._fetch(
+            "SELECT hash, data FROM stepgraph_blobs WHERE hash = ANY(%s)",
+            (wanted,),
+            "reading stored values",
+        )
+        return {h: bytes(data) for h, data in found}
+
+    def _rows(self, run_id: str | None, workflow: str | None) -> tuple[list[Row], list[str]]:
+        clauses, args = [], []
+        if run_id is not None:
+            clauses.append("run_id = %s")
+            args.append(run_id)
+        if workflow is not None:
+            clauses.append("workflow = %s")
+            args.append(workflow)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT run_id, ids, data FROM stepgraph_segments {where} ORDER BY seq"
+        rows: list[Row] = []
+        damaged: list[str] = []
+        for run, ids, data in self._fetch(sql, args, "listing checkpoints"):
+            try:
+                rows += Segment(data).rows()
+            except CheckpointIntegrityError as exc:
+                damaged.append(f"checkpoints {ids} of run {run}: {exc}")
+        return rows, damaged
+
+    def _runs(self, query: RunQuery) -> list[RunInfo]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("workflow", query.workflow),
+            ("signature", query.signature),
+            ("status", query.status),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                args.append(value)
+        if query.before is not None:
+            found = self._fetch(
+                "SELECT seq FROM stepgraph_runs WHERE run_id = %s", (query.before,), "listing runs"
+            )
+            if not found:
+                raise CheckpointNotFoundError(f"no run {query.before!r} in this store (before=)")
+            clauses.append("seq < %s")
+            args.append(found[0][0])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        tail = ""
+        if query.limit is not None:
+            tail = " LIMIT %s"
+            args.append(query.limit)
+        sql = f"SELECT {RUN_COLUMNS} FROM stepgraph_runs {where} ORDER BY seq DESC{tail}"
+        return [info_of(row) for row in self._fetch(sql, args, "listing runs")]
+
+    def _run_of_request(self, request_id: str) -> RunInfo | None:
+        found = self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM stepgraph_runs WHERE run_id = "
+            "(SELECT run_id FROM stepgraph_requests WHERE request_id = %s)",
+            (request_id,),
+            "finding a request",
+        )
+        return info_of(found[0]) if found else None
+
+    def _run_info(self, run_id: str) -> RunInfo | None:
+        found = self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM stepgraph_runs WHERE run_id = %s",
+            (run_id,),
+            "reading a run",
+        )
+        return info_of(found[0]) if found else None
+
+    def _answers(self, run_id: str, request_ids: list[str]) -> dict[str, str]:
+        found = self._fetch(
+            "SELECT request_id, checkpoint_id FROM stepgraph_answers "
+            "WHERE run_id = %s AND request_id = ANY(%s)",
+            (run_id, request_ids),
+            "reading answers",
+        )
+        return {r: c for r, c in found}
+
+    def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, list[str]]:
+        sql = "SELECT run_id FROM stepgraph_runs WHERE checkpoints > %s"
+        args: list[Any] = [more_than]
+        if run_id is not None:
+            sql += " AND run_id = %s"
+            args.append(run_id)
+        out: dict[str, list[str]] = {}
+        with self._connection("listing checkpoints to prune") as conn:
+            for (run,) in conn.execute(sql + " ORDER BY seq", args).fetchall():
+                found = conn.execute(
+                    "SELECT ids FROM stepgraph_segments WHERE run_id = %s ORDER BY seq", (run,)
+                ).fetchall()
+                out[run] = [i for (ids,) in found for i in ids.split(",")]
+        return out
+
+    # -- leases ----------------------------------------------------------------------
+
+    def _lease(self, run_id: str, holder: str) -> str | None:
+        with self._lock:
+            if (run_id, holder) in self._held:
+                return None
+            conn = self._spare.pop() if self._spare else None
+        try:
+            if conn is None or conn.closed:
+                if not self._ready:
+                    self.open()  # (the tables exist before the lease is recorded)
+                conn = self._pg.connect(self._conninfo(), autocommit=True)
+            (got,) = conn.execute(
+                "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
+            ).fetchone()
+            if got:
+                conn.execute("SELECT set_config('application_name', %s, false)", (holder,))
+                with self._lock:
+                    self._held[(run_id, holder)] = conn
+                return None
+            busy = self._holder_of(conn, run_id, holder)
+        except self._pg.Error as exc:
+            if conn is not None:
+                conn.close()  # (a lock it took dies with its session)
+            raise self._failure(exc, "taking a run") from exc
+        self._keep_spare(conn)
+        return busy
+
+    def _holder_of(self, conn: Any, run_id: str, holder: str) -> str:
+        """Who holds the run's lock: the ``application_name`` of the session
+        that has it (set just after taking it: wait for it a little)."""
+        key = lock_key(run_id)
+        for _ in range(20):
+            row = conn.execute(
+                "SELECT a.application_name FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
+                "AND l.objid = %s::oid AND l.objsubid = 1",
+                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+            ).fetchone()
+            if row is not None and row[0] and row[0] != holder:
+                return str(row[0])
+            time.sleep(0.01)
+        return "an unnamed session:?"
+
+    def _release_lease(self, run_id: str, holder: str) -> None:
+        with self._lock:
+            conn = self._held.pop((run_id, holder), None)
+        if conn is None:
+            return  # not held here
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (lock_key(run_id),))
+            conn.execute("SELECT set_config('application_name', '', false)")
+        except self._pg.Error:
+            conn.close()  # ending the session frees the lock all the same
+            return
+        self._keep_spare(conn)
+
+    def _keep_spare(self, conn: Any) -> None:
+        with self._lock:
+            if len(self._spare) < _SPARE_LEASE_CONNECTIONS and not conn.closed:
+                self._spare.append(conn)
+                return
+        conn.close()
+
+    def _conninfo(self) -> str:
+        pool = self._given_pool
+        if pool is None:
+            return self.dsn
+        extra = {  # connection parameters only (not options such as autocommit)
+            k: v
+            for k, v in (pool.kwargs or {}).items()
+            if isinstance(v, str | int) and not isinstance(v, bool)
+        }
+        return str(self._pg.conninfo.make_conninfo(pool.conninfo, **extra))
+
+    # -- deleting --------------------------------------------------------------------
+
+    def _remove(self, ids: list[str]) -> None:
+        found = self._fetch(
+            "SELECT DISTINCT s.seq, s.run_id, s.ids FROM stepgraph_checkpoint_ids i "
+            "JOIN stepgraph_segments s ON s.seq = i.segment WHERE i.id = ANY(%s) ORDER BY s.seq",
+            (ids,),
+            "finding checkpoints to delete",
+        )
+        by_run: dict[str, list[tuple[int, str]]] = {}
+        for seq, run, members in found:
+            by_run.setdefault(run, []).append((seq, members))
+        for run, segments in by_run.items():
+            self._remove_from_run(run, set(ids), segments)
+
+    def _remove_from_run(
+        self, run_id: str, doomed: set[str], segments: list[tuple[int, str]]
+    ) -> None:
+        """Delete checkpoints of one run: what must be read (the rest of the
+        run's values, the rewritten segments) is read first, outside any
+        transaction; then whole segments go a chunk per short transaction,
+        and a last one rewrites, fixes the index and lets values go."""
+        whole = [seq for seq, members in segments if doomed.issuperset(members.split(","))]
+        partial = [seq for seq, _ in segments if seq not in set(whole)]
+        found = self._fetch(
+            "SELECT seq, data FROM stepgraph_segments WHERE run_id = %s ORDER BY seq",
+            (run_id,),
+            "reading a run",
+        )
+        plan = Plan.read(found, run_id, doomed, set(whole), partial)
+        for start in range(0, len(whole), CHUNK):
+            chunk = whole[start : start + CHUNK]
+
+            def drop(cur: Any, chunk: list[int] = chunk) -> None:
+                lock_run(cur, run_id)
+                count, size = drop_segments(cur, chunk)
+                cur.execute(
+                    "UPDATE stepgraph_runs SET checkpoints = checkpoints - %s, "
+                    "size = size - %s WHERE run_id = %s",
+                    (count, size, run_id),
+                )
+
+            began = time.perf_counter()
+            self._transaction(drop, "deleting checkpoints")
+            time.sleep(min(time.perf_counter() - began, MAX_PAUSE))
+        dropped = self._transaction(lambda cur: plan.finish(cur, doomed), "deleting checkpoints")
+        self._drop_values(dropped)
+
+    def _remove_run(self, run_id: str) -> int:
+        removed = 0
+        while True:  # oldest segments first, a chunk per transaction, pausing between
+
+            def chunk(cur: Any) -> int:
+                cur.execute(
+                    "SELECT seq FROM stepgraph_segments WHERE run_id = %s ORDER BY seq LIMIT %s",
+                    (run_id, CHUNK),
+                )
+                return drop_segments(cur, [seq for (seq,) in cur.fetchall()])[0]
+
+            started = time.perf_counter()
+            count = self._transaction(chunk, "deleting a run")
+            removed += count
+            if not count:
+                break
+            time.sleep(min(time.perf_counter() - started, MAX_PAUSE))
+
+        def forget(cur: Any) -> list[str]:
+            lock_run(cur, run_id)
+            cur.execute(
+                "DELETE FROM stepgraph_run_blobs WHERE run_id = %s RETURNING hash", (run_id,)
+            )
+            hashes = [h for (h,) in cur.fetchall()]
+            forget_run(cur, run_id)
+            return hashes
+
+        self._drop_values(self._transaction(forget, "deleting a run"))
+        return removed
+
+    def _drop_values(self, hashes: list[str]) -> None:
+        """Delete the values among ``hashes`` that no run references. Each is
+        locked first (in hash order, as saves lock them), then the check runs
+        as a new statement: it sees every save that referenced it meanwhile."""
+        if not hashes:
+            return
+
+        def drop(cur: Any) -> None:
+            cur.execute(
+                "SELECT hash FROM stepgraph_blobs WHERE hash = ANY(%s) ORDER BY hash FOR UPDATE",
+                (sorted(hashes),),
+            )
+            cur.execute(
+                "DELETE FROM stepgraph_blobs b WHERE b.hash = ANY(%s) AND NOT EXISTS "
+                "(SELECT 1 FROM stepgraph_run_blobs r WHERE r.hash = b.hash)",
+                (sorted(hashes),),
+            )
+
+        self._transaction(drop, "deleting stored values")
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring tables written by an earlier stepgraph to this version's
+        layout (blocking; the one place a layout changes): (layout before,
+        layout after)."""
+        try:
+            with self._pg.connect(self._conninfo(), autocommit=True) as conn:
+                return migrate(conn, self.where())
+        except self._pg.Error as exc:
+            raise self._failure(exc, "migrating it") from exc

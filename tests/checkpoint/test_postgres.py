@@ -1,0 +1,508 @@
+"""The Postgres store on a real server (``tests.pg``): the behaviours every
+store is tested for, and what sharing one database between processes adds —
+leases that die with their process, one answer per request under a race,
+many processes writing runs at once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import stepgraph as sg
+from stepgraph._checkpoint import blob_hash, new_holder
+from stepgraph._checkpoint._postgres import PostgresCheckpointStore
+from tests.checkpoint import test_stores as stores
+from tests.checkpoint.test_stores import TAMPERINGS, make
+from tests.conftest import ROOT
+from tests.test_requests import build
+
+SECRET = b"0123456789abcdef-secret"
+
+
+@pytest.fixture
+async def store(pg_dsn: str) -> AsyncIterator[PostgresCheckpointStore]:
+    with PostgresCheckpointStore(pg_dsn) as opened:
+        yield opened
+
+
+def sql(dsn: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, args or None)
+        return list(cur.fetchall()) if cur.description else []
+
+
+def tables(dsn: str) -> list[tuple[Any, ...]]:
+    return sql(
+        dsn,
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' ORDER BY 1, 2",
+    )
+
+
+# The behaviours every store has run here too: the ``store`` fixture of
+# tests/conftest.py is parametrised over memory, SQLite and PostgreSQL. What
+# follows is what only a database shows (its tables, its sessions, its locks).
+
+
+async def test_values_are_collected_when_no_run_references_them(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    await stores.test_delete_prune_and_garbage_collection(store)
+    assert sql(pg_dsn, "SELECT data FROM stepgraph_blobs") == [(b"4",)]  # c4's value only
+    shared = b"s" * 1_000
+    await store.save(make("a", run="x1", k=shared, own=b"only x1"))
+    await store.save(make("b", run="x2", k=shared))
+    await store.save(make("c", run="x2", parent="b", step=1, k=b"newer"))
+    assert await store.delete_run("x1") == 1
+    assert (await store.load("b")).blobs == {blob_hash(shared): shared}
+    await store.prune("x2", keep_last=1)
+    held = sorted(h for (h,) in sql(pg_dsn, "SELECT hash FROM stepgraph_blobs"))
+    assert held == sorted([blob_hash(b"4"), blob_hash(b"newer")])
+
+
+async def test_batched_saves_are_cut_into_segments(
+    store: PostgresCheckpointStore, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await stores.test_batched_saves(store, monkeypatch)
+    left = sql(pg_dsn, "SELECT ids FROM stepgraph_segments ORDER BY seq")
+    assert [i for (ids,) in left for i in ids.split(",")] == ["x0", "a37", "a38", "a39"]
+    monkeypatch.setattr("stepgraph._checkpoint._segments.SEGMENT_BYTES", 2_000)
+    chain = [make(f"b{i}", run="r3", step=i, k=b"%d" % i) for i in range(30)]
+    await store.save(*chain)
+    stored = [
+        bytes(d)
+        for (d,) in sql(
+            pg_dsn, "SELECT data FROM stepgraph_segments WHERE run_id = 'r3' ORDER BY seq"
+        )
+    ]
+    assert len(stored) >= 2 and all(len(d) <= 2_000 for d in stored)
+    assert [e[0] for d in stored for e in json.loads(d)[4]] == [cp.id for cp in chain]
+
+
+# -- integrity --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", sorted(TAMPERINGS))
+async def test_signed_checkpoints_refuse_tampering(pg_dsn: str, field: str) -> None:
+    with PostgresCheckpointStore(pg_dsn, secret=SECRET) as signed:
+        await signed.save(make("a", k=b"value"))
+        assert (await signed.load("a")).id == "a"
+        [(data,)] = sql(pg_dsn, "SELECT data FROM stepgraph_segments")
+        document = json.loads(bytes(data))
+        TAMPERINGS[field][1](document)
+        sql(pg_dsn, "UPDATE stepgraph_segments SET data = %s", json.dumps(document).encode())
+        with pytest.raises(sg.CheckpointIntegrityError, match="signature does not match"):
+            await signed.load("a")
+        with PostgresCheckpointStore(pg_dsn) as unsigned:
+            await unsigned.save(make("u", run="r9"))
+        with pytest.raises(sg.CheckpointIntegrityError, match="unsigned"):
+            await signed.load("u")
+
+
+async def test_damaged_records_are_refused_and_skipped(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    """A truncated segment blocks only itself; an altered value is refused."""
+    await store.save(make("a", k=b"1"), make("b", step=1, k=b"2"))
+    for i in range(3):
+        await store.save(make(f"h{i}", run="healthy", step=i, k=b"shared"))
+    sql(
+        pg_dsn,
+        "UPDATE stepgraph_segments SET data = substr(data, 1, length(data) / 2) "
+        "WHERE run_id = 'r1'",
+    )
+    for read in (store.load("b"), store.latest("r1")):
+        with pytest.raises(sg.CheckpointIntegrityError, match="segment is corrupt"):
+            await read
+    with pytest.warns(sg.CheckpointWarning, match=r"checkpoints a,b of run r1: .*corrupt"):
+        assert [i.id for i in await store.list()] == ["h0", "h1", "h2"]
+    with pytest.warns(sg.CheckpointWarning, match=r"did not prune 1 damaged run\(s\).*run r1"):
+        assert await store.prune(keep_last=1) == 2
+    assert await store.delete_run("r1") == 2
+    assert [i.id for i in await store.list()] == ["h2"]
+    sql(pg_dsn, "UPDATE stepgraph_blobs SET data = %s", b"sharee")
+    with pytest.raises(sg.CheckpointIntegrityError, match="corrupt"):
+        await store.load("h2")
+
+
+async def test_a_hostile_stored_value_is_refused_without_importing_it(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    first = await build(store).run(["x"])
+    [pending] = first.pending_requests
+    sql(
+        pg_dsn,
+        "UPDATE stepgraph_segments SET data = convert_to(replace(convert_from(data, "
+        "'UTF8'), 'tests.test_requests.Ask', 'antigravity.Fly'), 'UTF8')",
+    )
+    assert "antigravity" not in sys.modules
+    with pytest.raises(sg.CheckpointError, match="antigravity.Fly"):
+        await build(store).run(
+            responses={pending.request_id: True}, checkpoint=first.last_checkpoint
+        )
+    assert "antigravity" not in sys.modules  # named, never imported
+
+
+# -- layouts -------------------------------------------------------------------------
+
+
+async def test_other_layouts_are_refused_and_left_untouched(pg_dsn: str) -> None:
+    with PostgresCheckpointStore(pg_dsn) as store:
+        await store.save(make("a"))
+        assert store.migrate() == (4, 4)  # nothing to do
+    cases = [
+        ("3", "written by an earlier stepgraph.*stepgraph checkpoints migrate"),
+        ("9", "written by a newer stepgraph"),
+    ]
+    for layout, message in cases:
+        sql(pg_dsn, "UPDATE stepgraph_meta SET value = %s", layout)
+        before = (tables(pg_dsn), sql(pg_dsn, "SELECT ids FROM stepgraph_segments"))
+        with PostgresCheckpointStore(pg_dsn) as store:
+            with pytest.raises(sg.CheckpointError, match=message):
+                await store.list()
+            with pytest.raises(sg.CheckpointError, match="cannot bring"):
+                store.migrate()
+        assert (tables(pg_dsn), sql(pg_dsn, "SELECT ids FROM stepgraph_segments")) == before
+    # Another application's tables named like ours, with no layout record.
+    sql(pg_dsn, "DROP TABLE stepgraph_meta")
+    sql(pg_dsn, "CREATE TABLE stepgraph_extra (x int)")
+    before = tables(pg_dsn)
+    store = PostgresCheckpointStore(pg_dsn)
+    with pytest.raises(sg.CheckpointError, match="no stepgraph layout record"):
+        await store.runs()
+    store.close()
+    assert tables(pg_dsn) == before
+
+
+async def test_only_our_tables_are_created_and_errors_name_the_database(pg_dsn: str) -> None:
+    sql(pg_dsn, "CREATE TABLE users (name text)")
+    with PostgresCheckpointStore(pg_dsn) as store:
+        assert await store.runs() == []
+        assert "password" not in store.where() and "test_" in store.where()
+    names = sorted({t for t, _ in tables(pg_dsn)})
+    assert names[-1] == "users" and all(n.startswith("stepgraph_") for n in names[:-1])
+    secret_dsn = pg_dsn.replace("postgresql:///", "postgresql://:hunter2@/").replace(
+        "test_", "missing_"
+    )
+    with PostgresCheckpointStore(secret_dsn, max_size=1) as broken:
+        with pytest.raises(sg.CheckpointError, match="'missing_") as raised:
+            await broken.runs()
+        assert "hunter2" not in str(raised.value)
+
+
+def test_usable_across_event_loops(pg_dsn: str) -> None:
+    store = PostgresCheckpointStore(pg_dsn)
+    asyncio.run(store.save(make("a")))
+    assert asyncio.run(store.load("a")).id == "a"
+    assert asyncio.run(store.lease("r1", "h:1:-:a")) is None
+    asyncio.run(store.release("r1", "h:1:-:a"))
+    store.close()
+    store.close()  # idempotent
+    assert asyncio.run(store.latest("r1")) is not None  # reconnects after close
+    store.close()
+
+
+# -- cancels, answers, leases ---------------------------------------------------------
+
+
+async def test_a_save_learns_a_cancel_asked_from_elsewhere(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    await store.save(make("a"))
+    with PostgresCheckpointStore(pg_dsn) as elsewhere:
+        assert await elsewhere.request_cancel("r1")
+    assert not store.cancel_requested("r1", 0.0)  # not yet: no save since
+    await store.save(make("b", parent="a", step=1))
+    assert store.cancel_requested("r1", 0.0)
+    assert not store.cancel_requested("r1", time.time() + 60)
+    await store.set_status("r1", "cancelled")
+    assert not store.cancel_requested("r1", 0.0)
+    assert sql(pg_dsn, "SELECT * FROM stepgraph_cancels") == []
+
+
+async def test_a_second_answer_is_refused_and_rolls_the_save_back(
+    store: PostgresCheckpointStore,
+) -> None:
+    await store.save(make("a"))
+    answer = dataclasses.replace(make("b", parent="a", step=1), answered=("q1",))
+    await store.save(answer)
+    again = dataclasses.replace(make("c", parent="a", step=1), answered=("q2", "q1"))
+    with pytest.raises(sg.RequestError, match=r"request 'q1' of run 'r1'.*checkpoint b\)"):
+        await store.save(make("c0", parent="a", step=1), again)
+    assert [i.id for i in await store.list()] == ["a", "b"]  # nothing of that save
+    assert await store.answers("r1", ["q1", "q2", "q3"]) == {"q1": "b"}
+    twice = dataclasses.replace(make("d", step=2), answered=("q3",))
+    with pytest.raises(sg.RequestError, match=r"\(at checkpoint d\)"):
+        await store.save(twice, dataclasses.replace(make("e", step=3), answered=("q3",)))
+    assert await store.answers("r1", ["q3"]) == {}
+
+
+async def test_leases_are_taken_refused_and_given_back(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    mine, theirs = new_holder(), new_holder()
+    assert await store.lease("r1", mine) is None
+    assert await store.lease("r1", mine) is None  # (already held: still held)
+    with PostgresCheckpointStore(pg_dsn) as other:
+        assert await other.lease("r1", theirs) == mine  # another session: refused, named
+        assert await store.lease("r1", theirs) == mine
+        await store.release("r1", theirs)  # not its holder: nothing happens
+        assert await other.lease("r1", theirs) == mine
+        await store.release("r1", mine)
+        assert await other.lease("r1", theirs) is None
+        named = "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s"
+        assert sql(pg_dsn, named, f"%{theirs[-12:]}") == [(theirs[:63],)]
+    # Closing the store ended the session: the run is free at once.
+    assert await store.lease("r1", mine) is None
+    # A new run takes its lease with its first save and gives it back with its last.
+    first = dataclasses.replace(make("n0", run="new"), holder=theirs)
+    await store.save(first)
+    assert await store.lease("new", mine) == theirs
+    await store.save(
+        dataclasses.replace(make("n1", run="new", step=1), holder=theirs, release=True)
+    )
+    assert await store.lease("new", mine) is None
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    assert sql(pg_dsn, held) == [(2,)]  # "new" and "r1", both by this store
+    # A failed first save takes nothing.
+    with pytest.raises(sg.CheckpointIntegrityError):
+        await store.save(dataclasses.replace(make("n0", run="other"), holder=theirs))
+    assert await store.lease("other", mine) is None
+
+
+HOLD = """
+import asyncio, sys
+from stepgraph._checkpoint import new_holder
+from stepgraph._checkpoint._postgres import PostgresCheckpointStore
+store = PostgresCheckpointStore(sys.argv[1])
+assert asyncio.run(store.lease("r1", new_holder())) is None
+print("holding", flush=True)
+import time; time.sleep(60)
+"""
+
+
+def test_a_lease_of_a_killed_process_is_free_at_once(pg_dsn: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, pg_dsn], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    store = PostgresCheckpointStore(pg_dsn)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        busy = asyncio.run(store.lease("r1", new_holder()))
+        assert busy is not None and busy.split(":")[1] == str(holder.pid)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.communicate()
+    started = time.perf_counter()
+    while asyncio.run(store.lease("r1", new_holder())) is not None:
+        assert time.perf_counter() - started < 2, "the lock outlived its process"
+        time.sleep(0.01)
+    store.close()
+
+
+# -- workflows across processes ----------------------------------------------------------
+
+
+@sg.executor(id="count")
+async def count(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await ctx.yield_output(n)
+    if n < 3:
+        await ctx.send_message(n + 1)
+
+
+def counting(store: sg.CheckpointStore) -> sg.Workflow:
+    return sg.WorkflowBuilder(start=count, checkpoints=store).add_edge(count, count).build()
+
+
+RESUME = """
+import asyncio, json, sys
+from stepgraph._checkpoint._postgres import PostgresCheckpointStore
+from tests.checkpoint.test_postgres import counting
+async def main():
+    with PostgresCheckpointStore(sys.argv[1]) as store:
+        result = await counting(store).run(checkpoint=sys.argv[2])
+        print(json.dumps({"outputs": result.outputs, "run_id": result.run_id}))
+asyncio.run(main())
+"""
+
+
+def run_python(script: str, *args: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def test_a_workflow_resumes_in_a_new_process(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    paused = await counting(store).run(0, interrupt_after=["count"])
+    assert paused.status is sg.RunStatus.PAUSED and paused.outputs == [0]
+    resumed = await asyncio.to_thread(run_python, RESUME, pg_dsn, paused.last_checkpoint or "")
+    assert resumed == {"outputs": [1, 2, 3], "run_id": paused.run_id}
+    [run] = await store.runs()
+    assert (run.run_id, run.status) == (paused.run_id, "idle")
+    assert run.checkpoints == len(await store.list(paused.run_id))
+    assert await store.lease(paused.run_id, new_holder()) is None  # given back
+
+
+MANY = """
+import asyncio, json, sys
+import stepgraph as sg
+from stepgraph._checkpoint._postgres import PostgresCheckpointStore
+from tests.checkpoint.test_postgres import counting
+async def main():
+    with PostgresCheckpointStore(sys.argv[1], max_size=4) as store:
+        gate = asyncio.Semaphore(8)
+        async def one(i):
+            async with gate:
+                durability = "sync" if i % 2 else "async"
+                config = sg.CheckpointConfig(store, durability)
+                result = await counting(store).run(i % 3, checkpoints=config)
+                return [result.run_id, result.outputs]
+        print(json.dumps(await asyncio.gather(*(one(i) for i in range(50)))))
+asyncio.run(main())
+"""
+
+
+async def test_four_processes_writing_runs_at_once_lose_nothing(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    expected = await counting(store).run(0)
+    checkpoints_of = {0: len(await store.list(expected.run_id))}
+    await store.delete_run(expected.run_id)
+    started = time.perf_counter()
+    done = await asyncio.gather(*(asyncio.to_thread(run_python, MANY, pg_dsn) for _ in range(4)))
+    elapsed = time.perf_counter() - started
+    results = {run_id: outputs for process in done for run_id, outputs in process}
+    assert len(results) == 200, elapsed
+    runs = {r.run_id: r for r in await store.runs()}
+    assert set(runs) == set(results)
+    assert sql(pg_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
+    for run_id, outputs in results.items():
+        start = outputs[0]
+        assert outputs == list(range(start, 4))
+        listed = await store.list(run_id)
+        assert runs[run_id].checkpoints == len(listed) == checkpoints_of[0] - start
+        latest = await store.latest(run_id)
+        assert latest is not None and latest.id == listed[-1].id == runs[run_id].last_checkpoint
+        assert runs[run_id].status == "idle"
+    # Every checkpoint loads (values present and intact).
+    for info in await store.list():
+        assert (await store.load(info.id)).id == info.id
+
+
+RACER = """
+import asyncio, sys
+import stepgraph as sg
+from stepgraph._checkpoint._postgres import PostgresCheckpointStore
+from tests.test_requests import build
+store = PostgresCheckpointStore(sys.argv[1])
+async def answer(checkpoint, request_id):
+    try:
+        await build(store).run(responses={request_id: True}, checkpoint=checkpoint)
+        return "won"
+    except sg.RequestError:
+        return "answered"
+    except sg.CheckpointError:
+        return "busy"
+print("ready", flush=True)
+for line in sys.stdin:
+    checkpoint, request_id = line.split()
+    print(asyncio.run(answer(checkpoint, request_id)), flush=True)
+"""
+
+
+def test_two_processes_racing_to_answer_one_request_one_wins(pg_dsn: str) -> None:
+    rounds = 20
+
+    async def open_runs() -> list[tuple[str, str]]:
+        with PostgresCheckpointStore(pg_dsn) as store:
+            made = []
+            for i in range(rounds):
+                result = await build(store).run([f"q{i}"])
+                made.append((result.last_checkpoint or "", result.pending_requests[0].request_id))
+            return made
+
+    runs = asyncio.run(open_runs())
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, pg_dsn],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for _ in range(2)
+    ]
+    tallies = []
+    try:
+        for racer in racers:
+            assert racer.stdout is not None and racer.stdout.readline().strip() == "ready"
+        for checkpoint, request_id in runs:
+            for racer in racers:  # both at once
+                assert racer.stdin is not None
+                racer.stdin.write(f"{checkpoint} {request_id}\n")
+                racer.stdin.flush()
+            tallies.append(sorted(r.stdout.readline().strip() for r in racers))  # type: ignore[union-attr]
+    finally:
+        for racer in racers:
+            racer.kill()
+            racer.communicate()
+    for tally in tallies:
+        assert tally.count("won") == 1 and tally[0] in ("answered", "busy"), tally
+    answered = sql(pg_dsn, "SELECT run_id, request_id, checkpoint_id FROM stepgraph_answers")
+    assert sorted(r for _, r, _ in answered) == sorted(r for _, r in runs)  # each once
+
+
+async def test_two_stores_saving_one_answer_at_once_one_commits(pg_dsn: str) -> None:
+    """Without leases in the way: two sessions save an answer to one request
+    at the same moment, 20 times; the key lets exactly one commit, and the
+    other is told which checkpoint holds the answer."""
+    with PostgresCheckpointStore(pg_dsn) as one, PostgresCheckpointStore(pg_dsn) as two:
+        await one.save(make("a"))
+        for i in range(20):
+            saves = [
+                store.save(
+                    dataclasses.replace(make(f"{name}{i}", parent="a", step=1), answered=(f"q{i}",))
+                )
+                for name, store in (("x", one), ("y", two))
+            ]
+            results = await asyncio.gather(*saves, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            assert len(errors) == 1 and isinstance(errors[0], sg.RequestError), results
+            winner = (await one.answers("r1", [f"q{i}"]))[f"q{i}"]
+            assert f"(at checkpoint {winner})" in str(errors[0])
+            loser = ({f"x{i}", f"y{i}"} - {winner}).pop()
+            with pytest.raises(sg.CheckpointNotFoundError):
+                await one.load(loser)
+
+
+def test_the_command_line_on_postgres(pg_dsn: str) -> None:
+    import shlex
+
+    from tests.test_cli import cli
+
+    first = cli("run", "examples.approval:build", "--input", '{"who": "dana", "amount": 420}',
+                "--store", pg_dsn)  # fmt: skip
+    assert first.returncode == 2, first.stderr
+    [command] = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
+    done = cli(*shlex.split(command)[1:])
+    assert done.returncode == 0 and "approved 420.00 for dana" in done.stdout, done.stderr
+    listed = cli("checkpoints", "list", "--store", pg_dsn)
+    assert listed.returncode == 0 and "expenses" in listed.stdout and "idle" in listed.stdout
+    migrated = cli("checkpoints", "migrate", "--store", pg_dsn)
+    assert migrated.returncode == 0 and "has layout 4 already" in migrated.stdout
+    vacuum = cli("checkpoints", "vacuum", "--store", pg_dsn)
+    assert vacuum.returncode == 1 and "PostgreSQL vacuums its tables itself" in vacuum.stderr
