@@ -371,7 +371,7 @@ async def main():
                 config = sg.CheckpointConfig(store, durability)
                 result = await counting(store).run(i % 3, checkpoints=config)
                 return [result.run_id, result.outputs]
-        print(json.dumps(await asyncio.gather(*(one(i) for i in range(50)))))
+        print(json.dumps(await asyncio.gather(*(one(i) for i in range(200)))))
 asyncio.run(main())
 """
 
@@ -386,8 +386,8 @@ async def test_four_processes_writing_runs_at_once_lose_nothing(
     done = await asyncio.gather(*(asyncio.to_thread(run_python, MANY, pg_dsn) for _ in range(4)))
     elapsed = time.perf_counter() - started
     results = {run_id: outputs for process in done for run_id, outputs in process}
-    assert len(results) == 200, elapsed
-    runs = {r.run_id: r for r in await store.runs()}
+    assert len(results) == 800, elapsed  # 4 processes x 200 runs
+    runs = {r.run_id: r for r in await store.runs(limit=10_000)}
     assert set(runs) == set(results)
     assert sql(pg_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
     for run_id, outputs in results.items():
@@ -425,7 +425,7 @@ for line in sys.stdin:
 
 
 def test_two_processes_racing_to_answer_one_request_one_wins(pg_dsn: str) -> None:
-    rounds = 20
+    rounds = 50
 
     async def open_runs() -> list[tuple[str, str]]:
         with PostgresCheckpointStore(pg_dsn) as store:
