@@ -293,9 +293,9 @@ class PostgresCheckpointStore(BaseStore):
                 (run_id, segment.workflow, segment.ids, segment.size, segment.data),
             )
             (seq,) = cur.fetchone()
-            cur.executemany(
-                "INSERT INTO stepgraph_checkpoint_ids (id, segment) VALUES (%s, %s)",
-                [(cp.id, seq) for cp in group],
+            cur.execute(  # one statement for the segment's ids (an array, not a row each)
+                "INSERT INTO stepgraph_checkpoint_ids (id, segment) SELECT unnest(%s::text[]), %s",
+                ([cp.id for cp in group], seq),
             )
             last = group[-1]
             cur.execute(
