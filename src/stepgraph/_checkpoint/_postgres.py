@@ -195,12 +195,6 @@ class PostgresCheckpointStore(BaseStore):
         if pool is not None:
             pool.close()
 
-    def __enter__(self) -> PostgresCheckpointStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- writing -------------------------------------------------------------------
 
     def _write(

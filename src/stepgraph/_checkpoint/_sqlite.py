@@ -231,12 +231,6 @@ class SqliteCheckpointStore(BaseStore):
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> SqliteCheckpointStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- writing -------------------------------------------------------------------
 
     def _write(

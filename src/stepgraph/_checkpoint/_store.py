@@ -14,7 +14,7 @@ import builtins
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError, CheckpointWarning
 from ._model import Checkpoint, CheckpointInfo, Row, RunInfo, RunQuery, open_row
@@ -47,6 +47,16 @@ class BaseStore:
         # Cancels asked for the runs this store writes, as learned while saving
         # them: run id -> when it was asked.
         self._cancels: dict[str, float] = {}
+
+    def close(self) -> None:
+        """Give back what the store holds (files, connections, threads);
+        a store used again after opens them again."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- primitives (blocking) -----------------------------------------------
 
