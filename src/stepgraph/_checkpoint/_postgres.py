@@ -242,7 +242,7 @@ class PostgresCheckpointStore(BaseStore):
         for attempt in range(_RETRIES):
             try:
                 self._transaction(
-                    lambda cur: self._save(cur, checkpoints, segments, blobs),
+                    lambda cur: self._pipelined(cur, checkpoints, segments, blobs),
                     "writing checkpoints",
                 )
                 return
@@ -253,6 +253,18 @@ class PostgresCheckpointStore(BaseStore):
                 if isinstance(cause, errors.UniqueViolation):
                     raise self._ids_taken(checkpoints, error) from cause
                 raise
+
+    def _pipelined(
+        self,
+        cur: Any,
+        checkpoints: tuple[Checkpoint, ...],
+        segments: list[Any],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        """The save's statements sent without waiting for each one's answer
+        (pipeline mode): a round trip only where a result is read."""
+        with cur.connection.pipeline():
+            self._save(cur, checkpoints, segments, blobs)
 
     def _save(
         self,

@@ -139,10 +139,10 @@ def record_answers(cur: Any, answers: list[tuple[str, str, str]]) -> None:
     for run_id, request_id, checkpoint_id in answers:
         cur.execute(
             "INSERT INTO stepgraph_answers (run_id, request_id, checkpoint_id) "
-            "VALUES (%s, %s, %s) ON CONFLICT (run_id, request_id) DO NOTHING",
+            "VALUES (%s, %s, %s) ON CONFLICT (run_id, request_id) DO NOTHING RETURNING 1",
             (run_id, request_id, checkpoint_id),
         )
-        if cur.rowcount == 1:
+        if cur.fetchone() is not None:  # (a row back: this save recorded it)
             continue
         # A new statement: it sees the answer the other transaction committed.
         cur.execute(
