@@ -140,12 +140,13 @@ class RunQuery:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
 
+    def equalities(self) -> tuple[tuple[str, str | None], ...]:
+        """The run fields it filters on, each with the value wanted
+        (``None``: any)."""
+        return (("workflow", self.workflow), ("signature", self.signature), ("status", self.status))
+
     def matches(self, run: RunInfo) -> bool:
-        return (
-            (self.workflow is None or run.workflow == self.workflow)
-            and (self.signature is None or run.signature == self.signature)
-            and (self.status is None or run.status == self.status)
-        )
+        return all(v is None or getattr(run, f) == v for f, v in self.equalities())
 
 
 class Row(NamedTuple):

@@ -46,9 +46,9 @@ from ._postgres_layout import (
     migrate,
     record_answers,
 )
-from ._segments import Segment, encode_segments
+from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
-from ._store import RUNNING_STATUSES, BaseStore
+from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
 
 __all__ = ["PostgresCheckpointStore"]
 
@@ -178,9 +178,14 @@ class PostgresCheckpointStore(BaseStore):
         with self._connection(doing) as conn:
             return list(conn.execute(sql, args).fetchall())
 
-    def _transaction(self, fn: Callable[[Any], T], doing: str) -> T:
+    def _transaction(self, fn: Callable[[Any], T], doing: str, pipelined: bool = False) -> T:
+        """``fn`` in one transaction; ``pipelined``: its statements sent without
+        waiting for each one's answer (a round trip only where a result is read)."""
         with self._connection(doing) as conn, conn.transaction(), conn.cursor() as cur:
-            return fn(cur)
+            if not pipelined:
+                return fn(cur)
+            with conn.pipeline():
+                return fn(cur)
 
     def close(self) -> None:
         """Give back every lease this store holds and close its connections
@@ -242,8 +247,9 @@ class PostgresCheckpointStore(BaseStore):
         for attempt in range(_RETRIES):
             try:
                 self._transaction(
-                    lambda cur: self._pipelined(cur, checkpoints, segments, blobs),
+                    lambda cur: self._save(cur, checkpoints, segments, blobs),
                     "writing checkpoints",
+                    pipelined=True,
                 )
                 return
             except CheckpointError as error:
@@ -253,18 +259,6 @@ class PostgresCheckpointStore(BaseStore):
                 if isinstance(cause, errors.UniqueViolation):
                     raise self._ids_taken(checkpoints, error) from cause
                 raise
-
-    def _pipelined(
-        self,
-        cur: Any,
-        checkpoints: tuple[Checkpoint, ...],
-        segments: list[Any],
-        blobs: Mapping[str, bytes],
-    ) -> None:
-        """The save's statements sent without waiting for each one's answer
-        (pipeline mode): a round trip only where a result is read."""
-        with cur.connection.pipeline():
-            self._save(cur, checkpoints, segments, blobs)
 
     def _save(
         self,
@@ -416,35 +410,12 @@ class PostgresCheckpointStore(BaseStore):
         return {h: bytes(data) for h, data in found}
 
     def _rows(self, run_id: str | None, workflow: str | None) -> tuple[list[Row], list[str]]:
-        clauses, args = [], []
-        if run_id is not None:
-            clauses.append("run_id = %s")
-            args.append(run_id)
-        if workflow is not None:
-            clauses.append("workflow = %s")
-            args.append(workflow)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT run_id, ids, data FROM stepgraph_segments {where} ORDER BY seq"
-        rows: list[Row] = []
-        damaged: list[str] = []
-        for run, ids, data in self._fetch(sql, args, "listing checkpoints"):
-            try:
-                rows += Segment(data).rows()
-            except CheckpointIntegrityError as exc:
-                damaged.append(f"checkpoints {ids} of run {run}: {exc}")
-        return rows, damaged
+        clauses, args = equal_to((("run_id", run_id), ("workflow", workflow)), "%s")
+        sql = f"SELECT run_id, ids, data FROM stepgraph_segments {where(clauses)} ORDER BY seq"
+        return parse_segments(self._fetch(sql, args, "listing checkpoints"))
 
     def _runs(self, query: RunQuery) -> list[RunInfo]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        for column, value in (
-            ("workflow", query.workflow),
-            ("signature", query.signature),
-            ("status", query.status),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                args.append(value)
+        clauses, args = equal_to(query.equalities(), "%s")
         if query.before is not None:
             found = self._fetch(
                 "SELECT seq FROM stepgraph_runs WHERE run_id = %s", (query.before,), "listing runs"
@@ -453,12 +424,11 @@ class PostgresCheckpointStore(BaseStore):
                 raise CheckpointNotFoundError(f"no run {query.before!r} in this store (before=)")
             clauses.append("seq < %s")
             args.append(found[0][0])
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         tail = ""
         if query.limit is not None:
             tail = " LIMIT %s"
             args.append(query.limit)
-        sql = f"SELECT {RUN_COLUMNS} FROM stepgraph_runs {where} ORDER BY seq DESC{tail}"
+        sql = f"SELECT {RUN_COLUMNS} FROM stepgraph_runs {where(clauses)} ORDER BY seq DESC{tail}"
         return [info_of(row) for row in self._fetch(sql, args, "listing runs")]
 
     def _run_of_request(self, request_id: str) -> RunInfo | None:

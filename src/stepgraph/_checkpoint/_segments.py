@@ -11,7 +11,7 @@ its own), so loading one checkpoint reads little besides it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,7 @@ from .._exceptions import CheckpointDecodeError, CheckpointEncodeError, Checkpoi
 from ._codec import dumps_compact, loads
 from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal
 
-__all__ = ["SEGMENT_BYTES", "Segment", "encode_segments", "reencode"]
+__all__ = ["SEGMENT_BYTES", "Segment", "encode_segments", "parse_segments", "reencode"]
 
 SEGMENT_BYTES = 1 << 20  # a longer batch is split (a bigger checkpoint has its own)
 
@@ -154,6 +154,19 @@ def corrupt_segment() -> Iterator[None]:
         yield
     except (CheckpointDecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
         raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
+
+
+def parse_segments(records: Iterable[tuple[str, str, Any]]) -> tuple[list[Row], list[str]]:
+    """The rows of stored segments, given as ``(run id, ids, data)``, and a
+    description of each damaged segment skipped."""
+    rows: list[Row] = []
+    damaged: list[str] = []
+    for run, ids, data in records:
+        try:
+            rows += Segment(data).rows()
+        except CheckpointIntegrityError as exc:
+            damaged.append(f"checkpoints {ids} of run {run}: {exc}")
+    return rows, damaged
 
 
 def reencode(rows: list[Row]) -> tuple[bytes, int]:

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
 from ._leases import alive
 from ._model import Checkpoint, Row, RunInfo, RunQuery
-from ._segments import Segment, encode_segments
+from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, release
 from ._sqlite_layout import (
     INSERT_RUN,
@@ -45,7 +45,7 @@ from ._sqlite_layout import (
     migrate,
     record_answers,
 )
-from ._store import RUNNING_STATUSES, BaseStore
+from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
 from ._worker import Worker
 
 __all__ = ["SqliteCheckpointStore"]
@@ -388,36 +388,13 @@ class SqliteCheckpointStore(BaseStore):
         return self._guard(read, "reading stored values")
 
     def _rows(self, run_id: str | None, workflow: str | None) -> tuple[list[Row], list[str]]:
-        clauses, args = [], []
-        if run_id is not None:
-            clauses.append("run_id = ?")
-            args.append(run_id)
-        if workflow is not None:
-            clauses.append("workflow = ?")
-            args.append(workflow)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT run_id, ids, data FROM segments {where} ORDER BY seq"
-        rows: list[Row] = []
-        damaged: list[str] = []
-        for run, ids, data in self._guard(
-            lambda db: db.execute(sql, args).fetchall(), "listing checkpoints"
-        ):
-            try:
-                rows += Segment(data).rows()
-            except CheckpointIntegrityError as exc:
-                damaged.append(f"checkpoints {ids} of run {run}: {exc}")
-        return rows, damaged
+        clauses, args = equal_to((("run_id", run_id), ("workflow", workflow)), "?")
+        sql = f"SELECT run_id, ids, data FROM segments {where(clauses)} ORDER BY seq"
+        records = self._guard(lambda db: db.execute(sql, args).fetchall(), "listing checkpoints")
+        return parse_segments(records)
 
     def _runs(self, query: RunQuery) -> list[RunInfo]:
-        clauses, args = [], []
-        for column, value in (
-            ("workflow", query.workflow),
-            ("signature", query.signature),
-            ("status", query.status),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
+        clauses, args = equal_to(query.equalities(), "?")
         before, limit = query.before, query.limit
 
         def select(db: sqlite3.Connection) -> list[RunInfo]:
@@ -427,9 +404,8 @@ class SqliteCheckpointStore(BaseStore):
                     raise CheckpointNotFoundError(f"no run {before!r} in this store (before=)")
                 clauses.append("seq < ?")
                 args.append(found[0])
-            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             tail = "" if limit is None else f" LIMIT {int(limit)}"
-            sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY seq DESC{tail}"
+            sql = f"SELECT {RUN_COLUMNS} FROM runs {where(clauses)} ORDER BY seq DESC{tail}"
             return [info_of(row) for row in db.execute(sql, args)]
 
         return self._guard(select, "listing runs")

@@ -19,7 +19,7 @@ from typing import Any, Self, TypeVar
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError, CheckpointWarning
 from ._model import Checkpoint, CheckpointInfo, Row, RunInfo, RunQuery, open_row
 
-__all__ = ["BaseStore", "RUNNING_STATUSES", "TERMINAL_STATUSES"]
+__all__ = ["BaseStore", "RUNNING_STATUSES", "TERMINAL_STATUSES", "equal_to", "where"]
 
 T = TypeVar("T")
 
@@ -28,6 +28,17 @@ TERMINAL_STATUSES = frozenset({"failed", "cancelled"})
 # The statuses of a run that is going on: the only runs a cancel can stop.
 # Paused, idle and waiting-for-answers runs execute nothing until resumed.
 RUNNING_STATUSES = frozenset({"in_progress", "in_progress_pending_requests"})
+
+
+def equal_to(pairs: Iterable[tuple[str, Any]], mark: str) -> tuple[list[str], list[Any]]:
+    """SQL conditions ``column = <mark>`` for the pairs whose value is given,
+    and those values (columns are the caller's constants, never input)."""
+    given = [(column, value) for column, value in pairs if value is not None]
+    return [f"{column} = {mark}" for column, _ in given], [value for _, value in given]
+
+
+def where(clauses: builtins.list[str]) -> str:
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
 def _secret(secret: str | bytes | None) -> bytes | None:
