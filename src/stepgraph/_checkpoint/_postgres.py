@@ -30,13 +30,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
 from ._model import Checkpoint, Row, RunInfo, RunQuery
 from ._postgres_layout import (
-    UPSERT_RUN,
+    SAVE_SEGMENT,
     Plan,
     drop_segments,
     ensure_layout,
@@ -179,13 +179,24 @@ class PostgresCheckpointStore(BaseStore):
             return list(conn.execute(sql, args).fetchall())
 
     def _transaction(self, fn: Callable[[Any], T], doing: str, pipelined: bool = False) -> T:
-        """``fn`` in one transaction; ``pipelined``: its statements sent without
-        waiting for each one's answer (a round trip only where a result is read)."""
-        with self._connection(doing) as conn, conn.transaction(), conn.cursor() as cur:
+        """``fn`` in one transaction; ``pipelined``: the transaction in one
+        pipeline — BEGIN, ``fn``'s statements and COMMIT sent without waiting
+        for each one's answer (a round trip only where ``fn`` reads a result)."""
+        with self._connection(doing) as conn, conn.cursor() as cur:
             if not pipelined:
-                return fn(cur)
-            with conn.pipeline():
-                return fn(cur)
+                with conn.transaction():
+                    return fn(cur)
+            try:
+                with conn.pipeline():
+                    cur.execute("BEGIN")
+                    result = fn(cur)
+                    cur.execute("COMMIT")
+            except BaseException:
+                if conn.info.transaction_status != self._pg.pq.TransactionStatus.IDLE:
+                    with suppress(self._pg.Error):  # (a broken connection: the pool drops it)
+                        conn.execute("ROLLBACK")
+                raise
+            return result
 
     def close(self) -> None:
         """Give back every lease this store holds and close its connections
@@ -286,23 +297,17 @@ class PostgresCheckpointStore(BaseStore):
                 )
         for segment in segments:
             group: list[Checkpoint] = segment.checkpoints
-            run_id = segment.run_id
+            run_id, last = segment.run_id, group[-1]
             cur.execute(
-                "INSERT INTO stepgraph_segments (run_id, workflow, ids, size, data) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING seq",
-                (run_id, segment.workflow, segment.ids, segment.size, segment.data),
-            )
-            (seq,) = cur.fetchone()
-            cur.execute(  # one statement for the segment's ids (an array, not a row each)
-                "INSERT INTO stepgraph_checkpoint_ids (id, segment) SELECT unnest(%s::text[]), %s",
-                ([cp.id for cp in group], seq),
-            )
-            last = group[-1]
-            cur.execute(
-                UPSERT_RUN,
-                (last.workflow, last.signature, last.id, last.superstep, last.status,
-                 last.pending_requests, len(group), segment.size, last.created_at, run_id,
-                 seq, group[0].created_at),
+                SAVE_SEGMENT,
+                {
+                    "run_id": run_id, "workflow": segment.workflow, "ids": segment.ids,
+                    "size": segment.size, "data": segment.data,
+                    "checkpoint_ids": [cp.id for cp in group], "signature": last.signature,
+                    "last": last.id, "superstep": last.superstep, "status": last.status,
+                    "pending": last.pending_requests, "count": len(group),
+                    "updated_at": last.created_at, "started_at": group[0].created_at,
+                },
             )  # fmt: skip
             refs = sorted({h for cp in group for h in cp.refs})
             if refs:

@@ -32,8 +32,8 @@ from ._segments import Segment, reencode
 
 __all__ = [
     "LAYOUT",
-    "UPSERT_RUN",
     "Plan",
+    "SAVE_SEGMENT",
     "drop_segments",
     "ensure_layout",
     "forget_run",
@@ -106,12 +106,22 @@ _SCHEMA = (
         PRIMARY KEY (run_id, request_id)
     )""",
 )
-# A save's upsert of its run's index entry: the first save of a run inserts
-# it (at the seq of its first segment), later ones move it on.
-UPSERT_RUN = """
+# A save's writes for one segment, in one statement (a pipelined save then
+# needs a round trip only for what it reads): the segment row, its
+# checkpoint ids, and its run's index entry — inserted by the run's first
+# save (at the seq of its first segment), moved on by later ones.
+SAVE_SEGMENT = """
+WITH segment AS (
+    INSERT INTO stepgraph_segments (run_id, workflow, ids, size, data)
+    VALUES (%(run_id)s, %(workflow)s, %(ids)s, %(size)s, %(data)s) RETURNING seq
+), checkpoint_ids AS (
+    INSERT INTO stepgraph_checkpoint_ids (id, segment)
+    SELECT unnest(%(checkpoint_ids)s::text[]), seq FROM segment
+)
 INSERT INTO stepgraph_runs (workflow, signature, last_checkpoint, superstep, status,
     pending_requests, checkpoints, size, updated_at, run_id, seq, started_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT %(workflow)s, %(signature)s, %(last)s, %(superstep)s, %(status)s, %(pending)s,
+    %(count)s, %(size)s, %(updated_at)s, %(run_id)s, seq, %(started_at)s FROM segment
 ON CONFLICT (run_id) DO UPDATE SET workflow = EXCLUDED.workflow,
     signature = EXCLUDED.signature, last_checkpoint = EXCLUDED.last_checkpoint,
     superstep = EXCLUDED.superstep, status = EXCLUDED.status, error = NULL,
