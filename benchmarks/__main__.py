@@ -1,4 +1,5 @@
-"""Run the benchmarks and print a table: ``python -m benchmarks [--quick] [--ray] [--postgres]``.
+"""Run the benchmarks and print a table:
+``python -m benchmarks [--quick] [--ray] [--postgres] [--serve]``.
 
 Every stepgraph figure is printed beside what it is compared with, measured
 in the same run — the bare-asyncio floor, or for W7 W2 at the same width and
@@ -376,10 +377,19 @@ def main() -> None:
     parser.add_argument(
         "--postgres", action="store_true", help="also W10 on a throwaway PostgreSQL cluster"
     )
+    parser.add_argument("--serve", action="store_true", help="also W11: stepgraph serve")
+    parser.add_argument("--only-serve", action="store_true", help="W11 alone")
     args = parser.parse_args()
-    rows = run(args.quick, args.postgres)
-    if args.ray:
+    rows = [] if args.only_serve else run(args.quick, args.postgres)
+    if args.ray and not args.only_serve:
         rows += ray_rows(args.quick)
+    if args.serve or args.only_serve:
+        from . import serve
+
+        rows += [
+            Row(name, unit, value, None, target, ok)
+            for name, unit, value, target, ok in serve.rows(args.quick)
+        ]
     print(render(rows))
 
 

@@ -24,7 +24,7 @@ from ._core import DirectEdge, FanInEdge, FanOutEdge, MultiSelectEdge, SwitchEdg
 from ._maps import MapExecutor
 from ._workflow import Workflow
 
-__all__ = ["to_dot", "to_mermaid"]
+__all__ = ["to_dot", "to_graph", "to_mermaid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +124,21 @@ def to_dot(workflow: Workflow) -> str:
         lines.append(f"    {names[a.source]} -> {names[a.target]}{suffix};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def to_graph(workflow: Workflow) -> dict[str, list[dict[str, object]]]:
+    """The workflow as JSON-able nodes and edges (for drawing elsewhere):
+    nodes ``{id, label, kind: executor|subworkflow|map, start}`` in
+    registration order, edges ``{source, target, label, style}``."""
+    nodes: list[dict[str, object]] = []
+    for eid in workflow.executors:
+        kind = "map" if _is_map(workflow, eid) else "executor"
+        if _is_subworkflow(workflow, eid):
+            kind = "subworkflow"
+        label = _label(workflow, eid)
+        nodes.append({"id": eid, "label": label, "kind": kind, "start": eid == workflow.start.id})
+    edges: list[dict[str, object]] = [
+        {"source": a.source, "target": a.target, "label": a.label, "style": a.style}
+        for a in _arrows(workflow)
+    ]
+    return {"nodes": nodes, "edges": edges}

@@ -417,7 +417,8 @@ class Workflow:
                     parent_id=parent.id if parent is not None else None,
                     state_hashes=stored_hashes,
                     stored=set(parent.refs) if parent is not None else None,
-                    skip_entry=parent is not None and call.responses is None,
+                    # (a fork is a new run: its entry is its first checkpoint)
+                    skip_entry=parent is not None and call.responses is None and not call.fork,
                     parent=parent,
                     answering=tuple(call.responses or ()),
                     holder=holder,

@@ -49,6 +49,7 @@ from ._load import (
     store_path,
 )
 from ._render import LiveView, event_json, printable, say, shown
+from ._serve import serve
 
 __all__ = ["app"]
 
@@ -63,6 +64,7 @@ app = typer.Typer(
 )
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(runs_app, name="runs")
+app.command("serve")(serve)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ __all__ = [
     "CliError",
     "CliStore",
     "is_postgres",
+    "load_target",
     "load_workflow",
     "open_store",
     "parse_json",
@@ -46,6 +47,12 @@ class CliError(Exception):
 def load_workflow(target: str) -> Workflow:
     """``MODULE:ATTR`` — a ``Workflow``, or a zero-argument function returning one.
     The current directory is importable, like ``python -m``."""
+    return load_target(target)[0]
+
+
+def load_target(target: str) -> tuple[Workflow, Callable[[], Workflow] | None]:
+    """The workflow ``MODULE:ATTR`` names, and the function that built it
+    (``None`` when it names a ``Workflow``)."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise CliError(f"expected MODULE:ATTR (e.g. myflows:build), got {target!r}")
@@ -73,15 +80,16 @@ def load_workflow(target: str) -> Workflow:
         if not hasattr(obj, part):
             raise CliError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
+    factory = None
     if not isinstance(obj, Workflow) and callable(obj):
-        obj = _call_factory(obj, target)
+        factory, obj = obj, _call_factory(obj, target)
     if obj is None:
         raise CliError(f"{target} returned None, not a Workflow")
     if not isinstance(obj, Workflow):
         raise CliError(
             f"{target} is {a_type(type(obj))}, not a Workflow (or a function returning one)"
         )
-    return obj
+    return obj, factory
 
 
 def _call_factory(factory: Any, target: str) -> Any:

@@ -31,7 +31,7 @@ from .._core import (
     type_name,
 )
 
-__all__ = ["LiveView", "event_json", "jsonable", "printable", "say", "shown"]
+__all__ = ["LiveView", "event_json", "event_record", "jsonable", "printable", "say", "shown"]
 
 
 def printable(text: str) -> str:
@@ -90,14 +90,19 @@ def jsonable(value: Any) -> Any:
         return f"<a {type(value).__name__} that cannot be shown>"
 
 
-def event_json(event: Event) -> str:
-    """One event as one line of JSON."""
+def event_record(event: Event) -> dict[str, Any]:
+    """One event as a JSON-able dict: its ``kind``, fields, ``path``."""
     record: dict[str, Any] = {"kind": event.kind}
     for field in dataclasses.fields(event):
         record[field.name] = jsonable(getattr(event, field.name))
     record["workflow_path"] = list(event.workflow_path)
     record["path"] = event.path
-    return json.dumps(record, allow_nan=False)
+    return record
+
+
+def event_json(event: Event) -> str:
+    """One event as one line of JSON."""
+    return json.dumps(event_record(event), allow_nan=False)
 
 
 _WRITING = 400  # characters of an agent's text the live view keeps

@@ -1,0 +1,88 @@
+"""``stepgraph serve``: the HTTP API and web console (``stepgraph._serve``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .._exceptions import StepgraphError
+from ._load import (
+    DEFAULT_STORE,
+    CliError,
+    StoreMode,
+    is_postgres,
+    load_target,
+    open_store,
+    store_path,
+)
+from ._render import say
+
+__all__ = ["serve"]
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_HINT = "stepgraph serve needs Starlette and uvicorn: pip install 'stepgraph[serve]'"
+
+
+def serve(
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="MODULE:ATTR of each workflow to serve (a Workflow or a function returning one)"
+        ),
+    ],
+    store: Annotated[
+        str, typer.Option("--store", help="checkpoint store: sqlite:PATH or postgresql://...")
+    ] = DEFAULT_STORE,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="port (0: any free one)")
+    ] = 8321,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="require this bearer token (made up when off loopback)"),
+    ] = None,
+) -> None:
+    """Serve the workflows over HTTP with a web console: start runs, watch
+    them live, answer requests, cancel, resume and fork (same store as run)."""
+    try:
+        from .._serve import ServedWorkflow, is_loopback
+        from .._serve import serve as serve_forever
+    except ImportError as exc:
+        raise _fail(f"{_HINT} ({exc})") from None
+    opened = None
+    try:
+        if token is not None and len(token) < 16:
+            raise CliError("--token must be at least 16 characters (or leave it out to get one)")
+        served = []
+        for target in targets:
+            workflow, factory = load_target(target)
+            doc = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
+            served.append(ServedWorkflow(workflow, factory, doc))
+        names = [w.name for w in served]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise CliError(f"two targets build workflows named {twice[0]!r}; serve one of them")
+        existed = is_postgres(store) or store_path(store).exists()
+        opened = open_store(store, StoreMode.CREATE)
+        if not existed:
+            say(err, f"creating checkpoint store {store_path(store)}", style="dim")
+        if not is_loopback(host) and token is None:
+            say(err, f"listening on {host}: a token is required, made up below", style="yellow")
+    except (CliError, StepgraphError) as exc:
+        if opened is not None:
+            opened.close()
+        raise _fail(str(exc)) from None
+    try:
+        serve_forever(served, opened, host=host, port=port, token=token, say=lambda s: say(out, s))
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        opened.close()
+
+
+def _fail(message: str) -> typer.Exit:
+    say(err, f"error: {message}", style="red")
+    return typer.Exit(1)

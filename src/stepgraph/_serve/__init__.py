@@ -1,0 +1,28 @@
+"""``stepgraph serve``: an HTTP API and a web console over the checkpoint
+store the CLI uses (extra ``stepgraph[serve]``: Starlette and uvicorn).
+
+- ``_runs``: the run service — starts, continues, cancels runs; keeps events;
+- ``_http``: routes, guards (token, host, body), Server-Sent Events;
+- ``_openapi``: the API's description; ``_schema``: JSON schemas of types;
+- ``_server``: uvicorn, and stopping runs cleanly on Ctrl-C / SIGTERM;
+- ``static/``: the console (plain HTML, CSS and JavaScript; no build step).
+
+The server runs only the workflows named on its command line; nothing in a
+request names a module to import.
+"""
+
+from __future__ import annotations
+
+from ._http import create_app
+from ._runs import INTERRUPTED, Problem, RunService, ServedWorkflow
+from ._server import is_loopback, serve
+
+__all__ = [
+    "INTERRUPTED",
+    "Problem",
+    "RunService",
+    "ServedWorkflow",
+    "create_app",
+    "is_loopback",
+    "serve",
+]

@@ -1,0 +1,320 @@
+"""The HTTP API and the console's files, as a Starlette app.
+
+Every route answers JSON; a refusal is ``{"error": message}`` with a 4xx
+status naming what is wrong, and a failure of ours is a 500 whose details go
+to the server log, never to the client. The API's guards sit in one ASGI
+middleware (:class:`Guard`) in front of everything:
+
+- a token, when one is set, on every ``/api/`` call and event stream
+  (``Authorization: Bearer``, compared in constant time);
+- without a token (loopback only), requests must name a loopback host, so a
+  web page that rebinds its own name to 127.0.0.1 reaches nothing;
+- a POST must send ``application/json`` — which a page from another origin
+  cannot send without a preflight this server never grants — and at most
+  ``max_body`` bytes.
+
+Run events stream as Server-Sent Events: ``id: n`` and ``data: {json}`` per
+event; a client that reconnects with ``Last-Event-ID: n`` gets the events
+after ``n``. When the run is not going on (any more) the stream sends
+``event: end`` with the run's status and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._openapi import openapi
+from ._runs import Problem, RunService
+
+__all__ = ["Guard", "create_app"]
+
+log = logging.getLogger("stepgraph.serve")
+
+KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+_STATIC = {
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Guard:
+    """Token, host, content type and body size checks (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body: int) -> None:
+        self.app = app
+        self.token = token.encode("utf-8") if token else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            receive = self._limited(receive)
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope, headers: dict[str, bytes]) -> Response | None:
+        path: str = scope["path"]
+        if self.token is None:
+            host = headers.get("host", b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in _LOOPBACK_HOSTS:
+                return _error(403, f"host {host!r} refused: a server without a token answers "
+                                   "loopback names only")  # fmt: skip
+        if self.token is not None and path.startswith("/api/"):
+            given = headers.get("authorization", b"")
+            scheme, _, value = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
+                response = _error(401, "a token is needed: send Authorization: Bearer <token>")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            kind = headers.get("content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                return _error(415, "send the body as JSON (Content-Type: application/json)")
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                return _error(413, f"the body is over {self.max_body} bytes")
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge
+            return message
+
+        return limited
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        raw = await request.body()
+    except _TooLarge:
+        raise Problem(413, "the body is too large") from None
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Problem(422, f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def create_app(
+    service: RunService,
+    *,
+    token: str | None = None,
+    max_body: int = 1 << 20,
+    lifespan: Any = None,
+) -> ASGIApp:
+    """The API and console over ``service``; guarded (see :class:`Guard`).
+    ``lifespan``: Starlette's (the server stops its runs in it)."""
+
+    def api(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Problem as problem:
+                return _error(problem.status, problem.message)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                return _error(500, "the server failed on this request (see the server's log)")
+
+        return guarded
+
+    async def workflows(request: Request) -> Response:
+        return JSONResponse(service.describe_workflows())
+
+    async def start(request: Request) -> Response:
+        body = await _body(request)
+        if "input" not in body:
+            raise Problem(422, 'no input: send {"input": ...}')
+        run_id = await service.start(request.path_params["name"], body["input"])
+        return JSONResponse({"run_id": run_id}, status_code=201)
+
+    async def runs(request: Request) -> Response:
+        query = request.query_params
+        try:
+            limit = int(query.get("limit", "50"))
+        except ValueError:
+            raise Problem(422, f"limit must be an integer, got {query.get('limit')!r}") from None
+        if not 1 <= limit <= 500:
+            raise Problem(422, f"limit must be from 1 to 500, got {limit}")
+        return JSONResponse(
+            await service.list_runs(
+                query.get("workflow") or None,
+                query.get("status") or None,
+                query.get("cursor") or None,
+                limit,
+            )
+        )
+
+    async def run(request: Request) -> Response:
+        return JSONResponse(await service.describe_run(request.path_params["run_id"]))
+
+    async def respond(request: Request) -> Response:
+        body = await _body(request)
+        answers = body.get("responses")
+        if not isinstance(answers, dict):
+            raise Problem(422, 'send {"responses": {request_id: value, ...}}')
+        run_id = await service.respond(request.path_params["run_id"], answers)
+        return JSONResponse({"run_id": run_id}, status_code=202)
+
+    async def cancel(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        await service.cancel(run_id)
+        return JSONResponse({"run_id": run_id}, status_code=202)
+
+    async def resume(request: Request) -> Response:
+        body = await _body(request)
+        checkpoint = _checkpoint_id(body, required=False)
+        run_id = await service.resume(request.path_params["run_id"], checkpoint, fork=False)
+        return JSONResponse({"run_id": run_id}, status_code=202)
+
+    async def fork(request: Request) -> Response:
+        body = await _body(request)
+        checkpoint = _checkpoint_id(body, required=True)
+        run_id = await service.resume(request.path_params["run_id"], checkpoint, fork=True)
+        return JSONResponse({"run_id": run_id}, status_code=201)
+
+    async def events(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        if not last.isdigit():
+            raise Problem(422, f"Last-Event-ID must be an event id (a number), got {last!r}")
+        run_log = service.log_of(run_id)
+        if run_log is None:
+            info = await service.store.run_info(run_id)
+            if info is None:
+                raise Problem(404, f"no run {run_id!r} in the store")
+            status = info.status
+        else:
+            status = run_log.status
+        return StreamingResponse(
+            _stream(service, run_id, int(last), status, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def schema(request: Request) -> Response:
+        return JSONResponse(openapi())
+
+    async def page(request: Request) -> Response:
+        return Response(_asset("index.html"), media_type="text/html; charset=utf-8",
+                        headers=_PAGE_HEADERS)  # fmt: skip
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC:
+            raise Problem(404, f"no file {name!r}")
+        return Response(_asset(name), media_type=_STATIC[name], headers=_PAGE_HEADERS)
+
+    routes = [
+        Route("/", api(page)),
+        Route("/static/{name}", api(static)),
+        Route("/openapi.json", api(schema)),
+        Route("/api/workflows", api(workflows)),
+        Route("/api/workflows/{name}/runs", api(start), methods=["POST"]),
+        Route("/api/runs", api(runs)),
+        Route("/api/runs/{run_id}", api(run)),
+        Route("/api/runs/{run_id}/events", api(events)),
+        Route("/api/runs/{run_id}/responses", api(respond), methods=["POST"]),
+        Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/resume", api(resume), methods=["POST"]),
+        Route("/api/runs/{run_id}/fork", api(fork), methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: _not_found, 405: _not_allowed},
+        lifespan=lifespan,
+    )
+    return Guard(app, token=token, max_body=max_body)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, f"no such route: {request.method} {request.url.path}")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return _error(405, f"{request.method} is not allowed on {request.url.path}")
+
+
+def _checkpoint_id(body: dict[str, Any], *, required: bool) -> str | None:
+    value = body.get("checkpoint_id")
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise Problem(422, 'send {"checkpoint_id": "<a checkpoint id of the run>"}')
+    return value
+
+
+def _asset(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+async def _stream(
+    service: RunService, run_id: str, after: int, status: str, request: Request
+) -> AsyncIterator[str]:
+    """The run's events after ``after``, live until the run stops here."""
+    seen = after
+    while True:
+        run_log = service.log_of(run_id)
+        if run_log is not None:
+            records = run_log.records
+            if seen < len(records):  # all that is new in one write
+                new = records[seen:]
+                yield "".join(f"id: {n}\ndata: {r}\n\n" for n, r in enumerate(new, seen + 1))
+                seen += len(new)
+            status = run_log.status
+            if run_log.live and not service.stopping.is_set():
+                try:
+                    async with asyncio.timeout(KEEPALIVE):
+                        await run_log.wait(seen)  # (woken by the server stopping too)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                continue
+        yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
+        return

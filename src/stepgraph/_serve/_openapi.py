@@ -1,0 +1,263 @@
+"""The API's OpenAPI 3.1 description, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+
+__all__ = ["openapi"]
+
+_ERROR = {
+    "description": "refused",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_RUN_REF = {"type": "object", "required": ["run_id"], "properties": {"run_id": {"type": "string"}}}
+_ERRORS = {code: _ERROR for code in ("401", "404", "409", "413", "415", "422")}
+
+
+def _post(summary: str, body: dict[str, Any] | None, status: str, *codes: str) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [_RUN_ID],
+        "responses": {status: _json(_RUN_REF), **{c: _ERRORS[c] for c in ("401", *codes)}},
+    }
+    if body is not None:
+        operation["requestBody"] = _body(body)
+    return {"post": operation}
+
+
+def openapi() -> dict[str, Any]:
+    schemas = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string", "description": "what is wrong, by name"}},
+        },
+        "Workflow": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "input_schema": {"type": "object", "description": "JSON schema of the input"},
+                "graph": {
+                    "type": "object",
+                    "properties": {
+                        "nodes": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "label": {"type": "string"},
+                                    "kind": {"enum": ["executor", "subworkflow", "map"]},
+                                    "start": {"type": "boolean"},
+                                },
+                            },
+                        },
+                        "edges": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "source": {"type": "string"},
+                                    "target": {"type": "string"},
+                                    "label": {"type": "string"},
+                                    "style": {"enum": ["solid", "dotted", "thick"]},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "RunSummary": {
+            "type": "object",
+            "properties": {
+                "run_id": {"type": "string"},
+                "workflow": {"type": "string"},
+                "status": {"type": "string"},
+                "error": {"type": ["string", "null"]},
+                "started_at": {"type": "number"},
+                "updated_at": {"type": "number"},
+                "supersteps": {"type": "integer"},
+                "pending_requests": {"type": "integer"},
+                "checkpoints": {"type": "integer"},
+                "live": {"type": "boolean", "description": "going on in this server now"},
+                "interrupted": {"type": "boolean", "description": "stopped by a shutdown"},
+            },
+        },
+        "Run": {
+            "allOf": [
+                _ref("RunSummary"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "outputs": {"type": "array"},
+                        "checkpoints": {"type": "array", "items": {"type": "object"}},
+                        "pending_requests": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "request_id": {"type": "string"},
+                                    "executor_id": {"type": "string"},
+                                    "request": {},
+                                    "request_type": {"type": "string"},
+                                    "response_schema": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                },
+            ]
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "stepgraph serve", "version": __version__},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/api/workflows": {
+                "get": {
+                    "summary": "The workflows served, with input schemas and graphs",
+                    "responses": {
+                        "200": _json({"type": "array", "items": _ref("Workflow")}),
+                        "401": _ERROR,
+                    },
+                }
+            },
+            "/api/workflows/{name}/runs": {
+                "post": {
+                    "summary": "Start a run; its id comes back at once",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "requestBody": _body(
+                        {"type": "object", "required": ["input"], "properties": {"input": {}}}
+                    ),
+                    "responses": {
+                        "201": _json(_RUN_REF, "started"),
+                        **{c: _ERRORS[c] for c in ("401", "404", "409", "413", "415", "422")},
+                    },
+                }
+            },
+            "/api/runs": {
+                "get": {
+                    "summary": "Runs in the store, newest first, a page at a time",
+                    "parameters": [
+                        {"name": n, "in": "query", "required": False, "schema": {"type": t}}
+                        for n, t in (
+                            ("workflow", "string"),
+                            ("status", "string"),
+                            ("cursor", "string"),
+                            ("limit", "integer"),
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "runs": {"type": "array", "items": _ref("RunSummary")},
+                                    "next": {"type": ["string", "null"]},
+                                },
+                            }
+                        ),
+                        "401": _ERROR,
+                        "422": _ERROR,
+                    },
+                }
+            },
+            "/api/runs/{run_id}": {
+                "get": {
+                    "summary": "One run: status, outputs, checkpoints, open requests",
+                    "parameters": [_RUN_ID],
+                    "responses": {"200": _json(_ref("Run")), "401": _ERROR, "404": _ERROR},
+                }
+            },
+            "/api/runs/{run_id}/events": {
+                "get": {
+                    "summary": "The run's events as Server-Sent Events (id: n, data: JSON with "
+                    "kind); reconnect with Last-Event-ID to get the events after n; `event: "
+                    "end` when the run is not going on",
+                    "parameters": [
+                        _RUN_ID,
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "events",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "401": _ERROR,
+                        "404": _ERROR,
+                    },
+                }
+            },
+            "/api/runs/{run_id}/responses": _post(
+                "Answer open requests and continue the run",
+                {
+                    "type": "object",
+                    "required": ["responses"],
+                    "properties": {"responses": {"type": "object"}},
+                },
+                "202",
+                "404",
+                "409",
+                "413",
+                "415",
+                "422",
+            ),
+            "/api/runs/{run_id}/cancel": _post("Cancel the run", None, "202", "404", "409"),
+            "/api/runs/{run_id}/resume": _post(
+                "Go on with a stopped run (from its latest checkpoint or the one given)",
+                {"type": "object", "properties": {"checkpoint_id": {"type": "string"}}},
+                "202",
+                "404",
+                "409",
+                "422",
+            ),
+            "/api/runs/{run_id}/fork": _post(
+                "A new run from one of this run's checkpoints",
+                {
+                    "type": "object",
+                    "required": ["checkpoint_id"],
+                    "properties": {"checkpoint_id": {"type": "string"}},
+                },
+                "201",
+                "404",
+                "409",
+                "422",
+            ),
+        },
+    }

@@ -1,0 +1,459 @@
+"""The runs a server goes on with, and what it keeps of them.
+
+:class:`RunService` holds the workflows named on the command line, starts
+and continues their runs as tasks of the server's event loop (a browser
+that disconnects stops nothing), and keeps each run's events as numbered
+JSON records — so a stream that reconnects with ``Last-Event-ID`` gets
+exactly the events it missed, also after the run ended. Everything that
+lasts is in the checkpoint store the CLI uses: runs, their checkpoints,
+requests and answers; the events are kept in memory for the runs this
+server process ran (the most recent ``keep_runs`` of them).
+
+Validation is the CLI's (:mod:`stepgraph._cli._input`): an input or an
+answer the command line refuses, the server refuses the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._checkpoint import CheckpointStore
+from .._cli._input import coerce, coerce_input
+from .._cli._load import CliError
+from .._cli._render import event_record, jsonable
+from .._core import Event, PendingRequest, RunStartedEvent, RunStatus, type_name
+from .._exceptions import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    RequestError,
+    StepgraphError,
+    WorkflowBusyError,
+)
+from .._persistence import CheckpointConfig
+from .._viz import to_graph
+from .._workflow import Workflow
+from ._schema import schema_of
+
+__all__ = ["INTERRUPTED", "Problem", "RunService", "ServedWorkflow"]
+
+log = logging.getLogger("stepgraph.serve")
+
+# The error a run stopped by the server's shutdown is recorded with: such
+# runs are listed as interrupted, and resume with one call.
+INTERRUPTED = "interrupted: the server stopped while the run was going on"
+_RUNNING = frozenset({RunStatus.IN_PROGRESS.value, RunStatus.IN_PROGRESS_PENDING_REQUESTS.value})
+
+
+class Problem(Exception):
+    """A request the API refuses: an HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class ServedWorkflow:
+    """A workflow named on the command line; ``factory`` (when the target
+    was a function) builds a fresh one for each run of a workflow whose
+    executor instances cannot serve two runs at once."""
+
+    workflow: Workflow
+    factory: Callable[[], Workflow] | None = None
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.workflow.name
+
+    def for_run(self) -> Workflow:
+        if self.workflow.concurrent or self.factory is None:
+            return self.workflow
+        fresh = self.factory()
+        if not isinstance(fresh, Workflow) or fresh.signature != self.workflow.signature:
+            raise Problem(500, f"the factory of workflow {self.name!r} built another workflow")
+        return fresh
+
+
+@dataclass(slots=True)
+class RunLog:
+    """One run's events as JSON records, numbered from 1 in order, and
+    whether the run is going on in this server."""
+
+    run_id: str
+    workflow: str
+    records: list[str] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    status: str = RunStatus.IN_PROGRESS.value
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def live(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def add(self, event: Event) -> None:
+        record = event_record(event)
+        record["id"] = len(self.records) + 1
+        record["time"] = time.time()
+        if event.kind == "output" and not event.workflow_path:
+            self.outputs.append(record["data"])
+        elif event.kind == "status" and not event.workflow_path:
+            self.status = record["status"]
+        self.records.append(json.dumps(record, allow_nan=False, ensure_ascii=False))
+        self.changed()
+
+    def changed(self) -> None:
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    async def wait(self, seen: int) -> None:
+        """Until there are events after ``seen`` or the run stopped."""
+        if len(self.records) > seen or not self.live:
+            return
+        await self._wake.wait()
+
+
+class RunService:
+    """Starts, continues, cancels and describes runs (see the module doc)."""
+
+    def __init__(
+        self,
+        workflows: list[ServedWorkflow],
+        store: CheckpointStore,
+        *,
+        durability: str = "async",
+        keep_runs: int = 1000,
+    ) -> None:
+        names = [w.name for w in workflows]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two workflows are named {twice[0]!r}; names must differ")
+        self.workflows = {w.name: w for w in workflows}
+        self.store = store
+        self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
+        self.keep_runs = keep_runs
+        self.logs: OrderedDict[str, RunLog] = OrderedDict()
+        self.stopping = asyncio.Event()
+        self._starting: set[asyncio.Task[None]] = set()  # runs not past their entry yet
+
+    # -- describing ------------------------------------------------------------
+
+    def describe_workflows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": served.name,
+                "description": served.description,
+                "input_schema": schema_of(served.workflow.start.input_types),
+                "graph": to_graph(served.workflow),
+            }
+            for served in self.workflows.values()
+        ]
+
+    async def list_runs(
+        self, workflow: str | None, status: str | None, cursor: str | None, limit: int
+    ) -> dict[str, Any]:
+        infos = await self.store.runs(
+            workflow=workflow, status=status, limit=limit + 1, before=cursor
+        )
+        more = len(infos) > limit
+        infos = infos[:limit]
+        return {
+            "runs": [self._run_summary(info) for info in infos],
+            "next": infos[-1].run_id if more else None,
+        }
+
+    def _run_summary(self, info: Any) -> dict[str, Any]:
+        live = self.logs.get(info.run_id)
+        return {
+            "run_id": info.run_id,
+            "workflow": info.workflow,
+            "status": live.status if live is not None and live.live else info.status,
+            "error": info.error,
+            "started_at": info.started_at,
+            "updated_at": info.updated_at,
+            "supersteps": info.superstep,
+            "pending_requests": info.pending_requests,
+            "checkpoints": info.checkpoints,
+            "live": live is not None and live.live,
+            "interrupted": info.status == "cancelled" and info.error == INTERRUPTED,
+        }
+
+    async def describe_run(self, run_id: str) -> dict[str, Any]:
+        info = await self.store.run_info(run_id)
+        run_log = self.logs.get(run_id)
+        if info is None:
+            if run_log is None:
+                raise Problem(404, f"no run {run_id!r} in the store")
+            return {  # started, its first checkpoint not written yet
+                "run_id": run_id,
+                "workflow": run_log.workflow,
+                "status": run_log.status,
+                "error": None,
+                "live": run_log.live,
+                "interrupted": False,
+                "started_at": None,
+                "updated_at": None,
+                "supersteps": 0,
+                "checkpoints": [],
+                "outputs": jsonable(run_log.outputs),
+                "pending_requests": [],
+            }
+        out = self._run_summary(info)
+        out["outputs"] = jsonable(run_log.outputs) if run_log is not None else []
+        out["events_kept"] = run_log is not None
+        out["checkpoints"] = [
+            {
+                "checkpoint_id": cp.id,
+                "superstep": cp.superstep,
+                "created_at": cp.created_at,
+                "status": cp.status,
+                "parent_id": cp.parent_id,
+            }
+            for cp in await self.store.list(run_id)
+        ]
+        out["pending_requests"] = []
+        served = self.workflows.get(info.workflow)
+        if served is not None and info.pending_requests and not out["live"]:
+            checkpoint = await self.store.load(info.last_checkpoint)
+            for request in served.workflow.codec.requests_of(checkpoint):
+                out["pending_requests"].append(_request_json(request))
+        return out
+
+    # -- running ------------------------------------------------------------------
+
+    async def start(self, name: str, raw: Any) -> str:
+        served = self._served(name)
+        try:
+            value = coerce_input(served.workflow, raw)
+        except CliError as exc:
+            raise Problem(422, str(exc)) from None
+        workflow = served.for_run()
+        return await self._go(
+            workflow, None, lambda: workflow.stream(value, checkpoints=self.config)
+        )
+
+    async def respond(self, run_id: str, answers: Mapping[str, Any]) -> str:
+        if not answers:
+            raise Problem(422, 'no answers given: send {"responses": {request_id: value}}')
+        info, served = await self._owner(run_id)
+        self._not_live(run_id)
+        checkpoint = await self.store.load(info.last_checkpoint)
+        open_now = {r.request_id: r for r in served.workflow.codec.requests_of(checkpoint)}
+        responses: dict[str, Any] = {}
+        for request_id, raw in answers.items():
+            request = open_now.get(request_id)
+            if request is None:
+                answered = (await self.store.answers(run_id, [request_id])).get(request_id)
+                if answered is not None:
+                    raise Problem(
+                        409,
+                        f"request {request_id!r} of run {run_id} was answered already "
+                        f"(at checkpoint {answered})",
+                    )
+                raise Problem(
+                    404,
+                    f"run {run_id} has no open request {request_id!r}; open: "
+                    f"{sorted(open_now) or 'none'}",
+                )
+            try:
+                responses[request_id] = coerce(
+                    raw, request.response_type, f"the answer to {request_id}"
+                )
+            except CliError as exc:
+                raise Problem(422, str(exc)) from None
+        workflow = served.for_run()
+        return await self._go(
+            workflow,
+            run_id,
+            lambda: workflow.stream(
+                responses=responses, checkpoint=checkpoint.id, checkpoints=self.config
+            ),
+        )
+
+    async def resume(self, run_id: str, checkpoint_id: str | None, *, fork: bool) -> str:
+        info, served = await self._owner(run_id)
+        if not fork:
+            self._not_live(run_id)
+        checkpoint_id = checkpoint_id or info.last_checkpoint
+        try:
+            checkpoint = await self.store.load(checkpoint_id)
+        except CheckpointNotFoundError:
+            raise Problem(404, f"no checkpoint {checkpoint_id!r} in the store") from None
+        if checkpoint.run_id != run_id:
+            raise Problem(404, f"checkpoint {checkpoint_id!r} is not one of run {run_id}'s")
+        workflow = served.for_run()
+        return await self._go(
+            workflow,
+            None if fork else run_id,
+            lambda: workflow.stream(checkpoint=checkpoint_id, checkpoints=self.config, fork=fork),
+        )
+
+    async def cancel(self, run_id: str) -> None:
+        run_log = self.logs.get(run_id)
+        if run_log is not None and run_log.task is not None and run_log.live:
+            run_log.task.cancel()
+            await asyncio.wait({run_log.task})
+            return
+        if await self.store.run_info(run_id) is None:
+            raise Problem(404, f"no run {run_id!r} in the store")
+        if not await self.store.request_cancel(run_id):
+            raise Problem(409, f"run {run_id} is not running")
+
+    async def _owner(self, run_id: str) -> tuple[Any, ServedWorkflow]:
+        info = await self.store.run_info(run_id)
+        if info is None:
+            raise Problem(404, f"no run {run_id!r} in the store")
+        served = self.workflows.get(info.workflow)
+        if served is None:
+            raise Problem(
+                409,
+                f"run {run_id} is of workflow {info.workflow!r}, which this server does not "
+                f"serve (it serves {sorted(self.workflows)})",
+            )
+        return info, served
+
+    def _served(self, name: str) -> ServedWorkflow:
+        served = self.workflows.get(name)
+        if served is None:
+            raise Problem(404, f"no workflow {name!r} here (served: {sorted(self.workflows)})")
+        return served
+
+    def _not_live(self, run_id: str) -> None:
+        run_log = self.logs.get(run_id)
+        if run_log is not None and run_log.live:
+            raise Problem(409, f"run {run_id} is still running; answer or resume it once it stops")
+
+    async def _go(self, workflow: Workflow, run_id: str | None, stream: Callable[[], Any]) -> str:
+        """Start ``stream()`` as a task and return its run id once the run
+        went past its entry (answers recorded, the run taken): a run that
+        is refused there is the caller's error, and leaves no events."""
+        if self.stopping.is_set():
+            raise Problem(503, "the server is stopping")
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # The run goes on if the client that asked for it goes away.
+        task = asyncio.get_running_loop().create_task(self._drive(workflow, stream, started))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return await asyncio.shield(started)
+
+    async def _drive(
+        self, workflow: Workflow, stream: Callable[[], Any], started: asyncio.Future[str]
+    ) -> None:
+        held: list[Event] = []  # the events before the run went past its entry
+        run_log: RunLog | None = None
+        try:
+            async with stream() as events:
+                async for event in events:
+                    if run_log is None:
+                        held.append(event)
+                        if event.kind != "superstep_started" or event.workflow_path:
+                            continue
+                        run_log = self._open_log(held, workflow.name)
+                        if not started.done():
+                            started.set_result(run_log.run_id)
+                        continue
+                    run_log.add(event)
+            if run_log is None and held:  # nothing to run: went idle at once
+                run_log = self._open_log(held, workflow.name)
+                if not started.done():
+                    started.set_result(run_log.run_id)
+        except asyncio.CancelledError:
+            if not started.done():
+                started.cancel()
+            raise
+        except StepgraphError as exc:
+            if not started.done():
+                started.set_exception(_refusal(exc))
+            elif not isinstance(exc, (RequestError,)):
+                log.info("run of %s ended: %s", workflow.name, exc)
+        except Exception as exc:  # a bug of ours or of a handler's, logged not shown
+            log.exception("run of %s failed", workflow.name)
+            if not started.done():
+                started.set_exception(
+                    Problem(500, f"the run could not start: {type(exc).__name__}")
+                )
+        finally:
+            if run_log is not None:
+                run_log.changed()
+
+    def _open_log(self, held: list[Event], workflow: str) -> RunLog:
+        run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))
+        run_log = self.logs.pop(run_id, None) or RunLog(run_id, workflow)
+        self.logs[run_id] = run_log  # (moved to the end: the newest)
+        run_log.task = asyncio.current_task()
+        for event in held:
+            run_log.add(event)
+        self._forget_old()
+        return run_log
+
+    def _forget_old(self) -> None:
+        extra = len(self.logs) - self.keep_runs
+        for run_id in [r for r, entry in self.logs.items() if not entry.live][: max(extra, 0)]:
+            del self.logs[run_id]
+
+    # -- events -----------------------------------------------------------------------
+
+    def log_of(self, run_id: str) -> RunLog | None:
+        return self.logs.get(run_id)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def stop_streams(self) -> None:
+        """End every event stream (the server is stopping) and refuse new runs."""
+        self.stopping.set()
+        for entry in self.logs.values():
+            entry.changed()
+
+    async def close(self) -> list[str]:
+        """Stop every run going on here at its last checkpoint and record
+        it as interrupted; the ids of those runs."""
+        self.stop_streams()
+        live = [entry for entry in self.logs.values() if entry.live]
+        for entry in live:
+            assert entry.task is not None
+            entry.task.cancel()
+        if live:
+            await asyncio.wait({entry.task for entry in live if entry.task is not None})
+        for entry in live:
+            try:
+                if await self.store.run_info(entry.run_id) is not None:
+                    await self.store.set_status(entry.run_id, "cancelled", INTERRUPTED)
+            except StepgraphError as exc:
+                log.warning("could not record run %s as interrupted: %s", entry.run_id, exc)
+            entry.changed()
+        return [entry.run_id for entry in live]
+
+
+def _refusal(exc: StepgraphError) -> Problem:
+    if isinstance(exc, RequestError):
+        return Problem(409, str(exc))
+    if isinstance(exc, WorkflowBusyError):
+        return Problem(409, str(exc))
+    if isinstance(exc, CheckpointMismatchError):
+        return Problem(409, str(exc))
+    if isinstance(exc, CheckpointNotFoundError):
+        return Problem(404, str(exc))
+    if isinstance(exc, CheckpointError):
+        return Problem(409, str(exc))
+    return Problem(422, str(exc))
+
+
+def _request_json(request: PendingRequest) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "executor_id": request.executor_id,
+        "request": jsonable(request.request),
+        "request_type": type_name(type(request.request)),
+        "response_schema": schema_of([request.response_type]),
+        "response_type": type_name(request.response_type),
+    }

@@ -1,0 +1,112 @@
+"""``stepgraph serve``: uvicorn running the API over a run service.
+
+Stopping (Ctrl-C, SIGTERM) ends the event streams first — so open browser
+connections do not hold the server up — then stops the runs going on at
+their last checkpoint and records them as interrupted (see
+:class:`~._runs.RunService`), then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+
+from .._checkpoint import CheckpointStore
+from ._http import create_app
+from ._runs import RunService, ServedWorkflow
+
+__all__ = ["is_loopback", "serve"]
+
+log = logging.getLogger("stepgraph.serve")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(uvicorn.Server):
+    def __init__(
+        self, config: uvicorn.Config, service: RunService, announce: Callable[[int], None]
+    ) -> None:
+        super().__init__(config)
+        self.service = service
+        self.announce = announce
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if self.started:
+            port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port
+            self.announce(port)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.loop is not None:  # (called from a signal handler: hand it to the loop)
+            self.loop.call_soon_threadsafe(self.service.stop_streams)
+        super().handle_exit(sig, frame)
+
+
+def serve(
+    workflows: list[ServedWorkflow],
+    store: CheckpointStore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8321,
+    token: str | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Serve until stopped. Away from loopback a token is required; one is
+    made (and printed once) when none is given."""
+    if not token and not is_loopback(host):
+        token = secrets.token_urlsafe(24)
+    service = RunService(workflows, store)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        stopped = await service.close()
+        if stopped:
+            say(f"stopped {len(stopped)} run(s) at their last checkpoint: {', '.join(stopped)}")
+
+    app = create_app(service, token=token, lifespan=lifespan)
+
+    def announce(bound: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        address = f"http://{shown}:{bound}/" + (f"#token={token}" if token else "")
+        names = ", ".join(w.name for w in workflows)
+        say(f"stepgraph serve: {address}  (workflows: {names}; Ctrl-C stops)")
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False,
+        lifespan="on", timeout_graceful_shutdown=5,
+    )  # fmt: skip
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        )
+    # uvicorn raises the signal that stopped it again once it has stopped;
+    # stopping is this command's normal end, so that signal then does nothing.
+    before = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _Server(config, service, announce).run()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(sig: int, frame: Any) -> None:
+    pass

@@ -1,0 +1,88 @@
+"""Workflows the server tests serve (importable as tests.serve.flows:...)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import stepgraph as sg
+
+# How long each step of ``slow`` takes, in seconds (tests change it).
+STEP = 0.05
+
+
+@dataclass(frozen=True)
+class Job:
+    steps: int
+    label: str = ""
+
+
+@sg.executor(id="step")
+async def step(job: Job, ctx: sg.WorkflowContext[Job, str]) -> None:
+    await asyncio.sleep(STEP)
+    await ctx.add_event(sg.UserEvent(kind="tick", data={"left": job.steps, "label": job.label}))
+    if job.steps > 1:
+        await ctx.send_message(Job(job.steps - 1, job.label))
+    else:
+        await ctx.yield_output(f"done {job.label}")
+
+
+def slow() -> sg.Workflow:
+    """A chain that takes ``steps`` supersteps of ``STEP`` seconds each."""
+    return sg.WorkflowBuilder(start=step, name="slow").add_edge(step, step).build()
+
+
+class Gate(sg.Executor):
+    """Asks a yes/no question about the text, then outputs the answer."""
+
+    @sg.handler
+    async def ask(self, text: str, ctx: sg.WorkflowContext[None, str]) -> None:
+        await ctx.request_info(text, bool)
+
+    @sg.response_handler
+    async def decided(self, text: str, yes: bool, ctx: sg.WorkflowContext[None, str]) -> None:
+        await ctx.yield_output(f"{text}: {'yes' if yes else 'no'}")
+
+
+def gate() -> sg.Workflow:
+    """One question, one answer."""
+    return sg.WorkflowBuilder(start=Gate("gate"), name="gate").build()
+
+
+@sg.executor(id="draft")
+async def draft(topic: str, ctx: sg.WorkflowContext[str]) -> None:
+    await asyncio.sleep(PACE)
+    await ctx.send_message(f"a note on {topic}")
+
+
+@sg.executor(id="check_facts")
+async def check_facts(text: str, ctx: sg.WorkflowContext[str]) -> None:
+    await asyncio.sleep(PACE)
+    await ctx.send_message(f"{text} (facts checked)")
+
+
+@sg.executor(id="check_style")
+async def check_style(text: str, ctx: sg.WorkflowContext[str]) -> None:
+    await asyncio.sleep(2 * PACE)
+    await ctx.send_message(f"{text} (style checked)")
+
+
+@sg.executor(id="merge")
+async def merge(texts: list[str], ctx: sg.WorkflowContext[str]) -> None:
+    await asyncio.sleep(PACE)
+    await ctx.send_message(" + ".join(sorted(texts)))
+
+
+PACE = 0.4  # seconds each step of ``paced`` takes (long enough to watch)
+
+
+def paced() -> sg.Workflow:
+    """A draft checked two ways at once, merged, then approved by a person."""
+    checks = [check_facts, check_style]
+    return (
+        sg.WorkflowBuilder(start=draft, name="paced", output_from=["gate"])
+        .add_fan_out(draft, checks)
+        .add_fan_in(checks, merge)
+        .add_edge(merge, Gate("gate"))
+        .build()
+    )

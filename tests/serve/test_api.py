@@ -1,0 +1,344 @@
+"""The HTTP API against a real server on loopback (tests/serve/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+import stepgraph as sg
+from stepgraph._serve import INTERRUPTED
+
+from . import flows
+from .conftest import sse
+
+
+def wait_for(
+    client: httpx.Client, run_id: str, *statuses: str, timeout: float = 20
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/api/runs/{run_id}").json()
+        if run.get("status") in statuses and not run.get("live"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} stayed {run.get('status')}"
+        time.sleep(0.02)
+
+
+def test_workflows_are_listed_with_schema_and_graph(serve):
+    server = serve(flows.gate, flows.slow)
+    with server.client() as client:
+        listed = client.get("/api/workflows").json()
+    by_name = {w["name"]: w for w in listed}
+    assert sorted(by_name) == ["gate", "slow"]
+    assert by_name["gate"]["input_schema"] == {"type": "string"}
+    assert by_name["gate"]["description"] == "One question, one answer."
+    assert by_name["gate"]["graph"] == {
+        "nodes": [{"id": "gate", "label": "gate", "kind": "executor", "start": True}],
+        "edges": [],
+    }
+    job = by_name["slow"]["input_schema"]
+    assert job["properties"]["steps"] == {"title": "Steps", "type": "integer"}
+    assert job["required"] == ["steps"]
+
+
+def test_a_run_is_started_answered_once_and_streamed(serve):
+    server = serve(flows.gate)
+    with server.client() as client:
+        started = client.post("/api/workflows/gate/runs", json={"input": "ship <it> [now]? ü"})
+        assert started.status_code == 201, started.text
+        run_id = started.json()["run_id"]
+        first = sse(client, run_id)
+        kinds = [e["kind"] for e in first]
+        assert kinds[0] == "run_started" and kinds[-1] == "end"
+        assert "request_info" in kinds
+        assert [e["id"] for e in first[:-1]] == list(range(1, len(first)))
+        run = wait_for(client, run_id, "idle_with_pending_requests")
+        [request] = run["pending_requests"]
+        assert request["request"] == "ship <it> [now]? ü"
+        assert request["response_schema"] == {"type": "boolean"}
+        rid = request["request_id"]
+
+        wrong = client.post(f"/api/runs/{run_id}/responses", json={"responses": {rid: "yes"}})
+        assert wrong.status_code == 422 and rid in wrong.json()["error"]
+        unknown = client.post(f"/api/runs/{run_id}/responses", json={"responses": {"nope": True}})
+        assert unknown.status_code == 404 and "'nope'" in unknown.json()["error"]
+
+        answered = client.post(f"/api/runs/{run_id}/responses", json={"responses": {rid: True}})
+        assert answered.status_code == 202, answered.text
+        assert answered.json() == {"run_id": run_id}
+        rest = sse(client, run_id, last=len(first) - 1)
+        assert rest[0]["id"] == len(first)  # numbering goes on
+        assert [e["kind"] for e in rest if e["kind"] == "output"] == ["output"]
+        run = wait_for(client, run_id, "idle")
+        assert run["outputs"] == ["ship <it> [now]? ü: yes"]
+        assert run["pending_requests"] == []
+        again = client.post(f"/api/runs/{run_id}/responses", json={"responses": {rid: False}})
+        assert again.status_code == 409
+        assert rid in again.json()["error"] and "answered already" in again.json()["error"]
+        # The whole stream, read again after the end, is the two parts.
+        assert sse(client, run_id) == first[:-1] + rest
+
+
+def test_bad_requests_are_refused_naming_the_problem(serve):
+    server = serve(flows.gate, flows.slow)
+    with server.client() as client:
+        cases = [
+            (client.post("/api/workflows/gate/runs", json={"input": 5}), 422, "the input"),
+            (client.post("/api/workflows/slow/runs", json={"input": {"steps": "x"}}), 422, "steps"),
+            (client.post("/api/workflows/nope/runs", json={"input": "x"}), 404, "'nope'"),
+            (client.post("/api/workflows/gate/runs", json={}), 422, "no input"),
+            (client.post("/api/workflows/gate/runs", json=[1]), 422, "JSON object"),
+            (
+                client.post(
+                    "/api/workflows/gate/runs",
+                    content=b"{nope",
+                    headers={"Content-Type": "application/json"},
+                ),
+                400,
+                "not valid JSON",
+            ),
+            (client.post("/api/workflows/gate/runs", data={"input": "x"}), 415, "JSON"),
+            (client.get("/api/runs/nope"), 404, "'nope'"),
+            (client.get("/api/runs/nope/events"), 404, "'nope'"),
+            (client.post("/api/runs/nope/cancel", json={}), 404, "'nope'"),
+            (client.get("/api/runs?limit=0"), 422, "limit"),
+            (client.get("/api/nothing"), 404, "/api/nothing"),
+            (client.delete("/api/runs"), 405, "DELETE"),
+        ]
+        for response, status, words in cases:
+            assert response.status_code == status, (response.request.url, response.text)
+            assert words in response.json()["error"], response.json()
+        assert "Traceback" not in str([r.text for r, _, _ in cases])
+
+
+def test_body_size_is_limited(serve):
+    server = serve(flows.gate, max_body=1000)
+    with server.client() as client:
+        big = client.post("/api/workflows/gate/runs", json={"input": "x" * 2000})
+        assert big.status_code == 413
+        chunks = (b'{"input": "' + b"x" * 600 + b'"}' for _ in range(1))
+        streamed = client.post(
+            "/api/workflows/gate/runs",
+            content=iter([b'{"input": "', b"x" * 1200, b'"}']),
+            headers={"Content-Type": "application/json"},
+        )  # (no Content-Length: counted as it arrives)
+        assert streamed.status_code == 413
+        assert list(chunks)
+
+
+def test_token_is_required_everywhere_in_the_api(serve):
+    token = "s3cret-token-for-tests"
+    server = serve(flows.gate, token=token)
+    with server.client(token=None) as anonymous, server.client() as client:
+        assert anonymous.get("/api/workflows").status_code == 401
+        assert anonymous.get("/api/runs").status_code == 401
+        assert anonymous.get("/api/runs/x/events").status_code == 401
+        assert anonymous.post("/api/workflows/gate/runs", json={"input": "x"}).status_code == 401
+        wrong = anonymous.get("/api/workflows", headers={"Authorization": f"Bearer {token}x"})
+        assert wrong.status_code == 401
+        basic = anonymous.get("/api/workflows", headers={"Authorization": f"Basic {token}"})
+        assert basic.status_code == 401
+        assert anonymous.get("/").status_code == 200  # the page holds no data
+        assert client.get("/api/workflows").status_code == 200
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "x"}).json()["run_id"]
+        assert sse(client, run_id)[-1]["kind"] == "end"
+
+
+def test_without_a_token_only_loopback_names_are_answered(serve):
+    server = serve(flows.gate)
+    with server.client() as client:
+        rebound = client.get("/api/workflows", headers={"Host": "evil.example:8321"})
+        assert rebound.status_code == 403
+        assert client.get("/api/workflows", headers={"Host": "localhost:8321"}).status_code == 200
+
+
+def test_console_page_and_openapi(serve):
+    server = serve(flows.gate)
+    with server.client() as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert (
+            client.get("/static/console.js").headers["content-type"].startswith("text/javascript")
+        )
+        assert client.get("/static/../_runs.py").status_code == 404
+        schema = client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    for path in ("/api/workflows", "/api/workflows/{name}/runs", "/api/runs", "/api/runs/{run_id}",
+                 "/api/runs/{run_id}/events", "/api/runs/{run_id}/responses",
+                 "/api/runs/{run_id}/cancel", "/api/runs/{run_id}/fork"):  # fmt: skip
+        assert path in schema["paths"]
+
+
+def read_some(client: httpx.Client, run_id: str, n: int, last: int | None) -> list[dict[str, Any]]:
+    """``n`` events of the run's stream after ``last``, then the connection dropped."""
+    headers = {"Last-Event-ID": str(last)} if last is not None else {}
+    got: list[dict[str, Any]] = []
+    with client.stream("GET", f"/api/runs/{run_id}/events", headers=headers) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                got.append(json.loads(line[6:]))
+                if len(got) == n:
+                    break
+    return got
+
+
+def test_reconnecting_with_last_event_id_misses_nothing(serve):
+    flows.STEP = 0.03
+    server = serve(flows.slow)
+    with server.client() as client:
+        body = {"input": {"steps": 20}}
+        run_id = client.post("/api/workflows/slow/runs", json=body).json()["run_id"]
+        seen: list[dict[str, Any]] = []
+        for n in (3, 7, 5):  # read a few while it runs, drop the connection, reconnect
+            seen += read_some(client, run_id, n, seen[-1]["id"] if seen else None)
+        assert client.get(f"/api/runs/{run_id}").json()["live"]  # (still going)
+        rest = sse(client, run_id, last=seen[-1]["id"])
+        assert rest[-1]["kind"] == "end"
+        whole = sse(client, run_id)
+    assert seen + rest[:-1] == whole[:-1]
+    assert [e["id"] for e in whole[:-1]] == list(range(1, len(whole)))
+    assert sum(e["kind"] == "tick" for e in whole) == 20
+
+
+def test_two_clients_answering_at_once_one_wins(serve):
+    server = serve(flows.gate)
+    with server.client() as client:
+        for _ in range(5):
+            run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+            run = wait_for(client, run_id, "idle_with_pending_requests")
+            rid = run["pending_requests"][0]["request_id"]
+            codes: list[int] = []
+            barrier = threading.Barrier(2)
+
+            def answer(
+                value: bool, run_id: str = run_id, rid: str = rid, barrier=barrier, codes=codes
+            ) -> None:
+                with server.client() as own:
+                    barrier.wait()
+                    body = {"responses": {rid: value}}
+                    codes.append(own.post(f"/api/runs/{run_id}/responses", json=body).status_code)
+
+            threads = [threading.Thread(target=answer, args=(v,)) for v in (True, False)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(codes) == [202, 409], codes
+            run = wait_for(client, run_id, "idle")
+            assert len(run["outputs"]) == 1
+
+
+def test_cancel_and_fork(serve):
+    flows.STEP = 0.05
+    server = serve(flows.slow, flows.gate)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/slow/runs", json={"input": {"steps": 200}}).json()[
+            "run_id"
+        ]
+        assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
+        run = wait_for(client, run_id, "cancelled")
+        assert not run["interrupted"]
+        again = client.post(f"/api/runs/{run_id}/cancel", json={})
+        assert again.status_code == 409 and "not running" in again.json()["error"]
+
+        gate_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+        run = wait_for(client, gate_id, "idle_with_pending_requests")
+        checkpoint = run["checkpoints"][-1]["checkpoint_id"]
+        forked = client.post(f"/api/runs/{gate_id}/fork", json={"checkpoint_id": checkpoint})
+        assert forked.status_code == 201, forked.text
+        fork_id = forked.json()["run_id"]
+        assert fork_id != gate_id
+        fork = wait_for(client, fork_id, "idle_with_pending_requests")
+        assert len(fork["pending_requests"]) == 1
+        bad = client.post(f"/api/runs/{gate_id}/fork", json={"checkpoint_id": "nope"})
+        assert bad.status_code == 404 and "'nope'" in bad.json()["error"]
+        other = client.post(
+            f"/api/runs/{gate_id}/fork",
+            json={"checkpoint_id": fork["checkpoints"][0]["checkpoint_id"]},
+        )
+        assert other.status_code == 404
+
+
+def test_runs_are_listed_a_page_at_a_time(serve):
+    server = serve(flows.gate)
+    with server.client() as client:
+        ids = [
+            client.post("/api/workflows/gate/runs", json={"input": f"q{n}"}).json()["run_id"]
+            for n in range(5)
+        ]
+        for run_id in ids:
+            wait_for(client, run_id, "idle_with_pending_requests")
+        pages, cursor = [], None
+        while True:
+            page = client.get(
+                "/api/runs", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+            ).json()
+            pages.append([r["run_id"] for r in page["runs"]])
+            cursor = page["next"]
+            if cursor is None:
+                break
+        assert [len(p) for p in pages] == [2, 2, 1]
+        listed = [run_id for page in pages for run_id in page]
+        assert listed == ids[::-1]  # newest first, each once
+        waiting = client.get("/api/runs", params={"status": "idle_with_pending_requests"}).json()
+        assert len(waiting["runs"]) == 5
+        assert client.get("/api/runs", params={"workflow": "other"}).json()["runs"] == []
+
+
+def test_a_server_stopped_mid_run_lists_it_interrupted_and_resumes_it(serve, tmp_path):
+    flows.STEP = 0.05
+    store = sg.SqliteCheckpointStore(tmp_path / "restart.sqlite")
+    first = serve(flows.slow, store=store)
+    with first.client() as client:
+        run_id = client.post(
+            "/api/workflows/slow/runs", json={"input": {"steps": 30, "label": "x"}}
+        ).json()["run_id"]
+        time.sleep(0.4)
+    stopped = first.call(first.service.close)
+    assert stopped == [run_id]
+    info = first.call(lambda: store.run_info(run_id))
+    assert (info.status, info.error) == ("cancelled", INTERRUPTED)
+    assert 0 < info.superstep < 30
+
+    second = serve(flows.slow, store=sg.SqliteCheckpointStore(tmp_path / "restart.sqlite"))
+    with second.client() as client:
+        [listed] = client.get("/api/runs").json()["runs"]
+        assert listed["run_id"] == run_id and listed["interrupted"] is True
+        resumed = client.post(f"/api/runs/{run_id}/resume", json={})
+        assert resumed.status_code == 202, resumed.text
+        assert resumed.json() == {"run_id": run_id}
+        run = wait_for(client, run_id, "idle")
+        assert run["outputs"] == ["done x"]
+        assert run["interrupted"] is False
+        ticks = [e["data"]["left"] for e in sse(client, run_id) if e["kind"] == "tick"]
+        assert ticks[-1] == 1 and ticks[0] <= 30 - info.superstep + 1
+
+
+def test_failures_of_the_server_do_not_reach_the_client(serve, caplog):
+    server = serve(flows.gate)
+
+    def broken() -> Any:
+        raise RuntimeError("secret internals at /srv/app.py line 3")
+
+    server.service.describe_workflows = broken  # type: ignore[method-assign]
+    with server.client() as client:
+        response = client.get("/api/workflows")
+    assert response.status_code == 500
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert "see the server's log" in response.json()["error"]
+    assert any(
+        "secret internals" in (r.exc_text or "") or "secret internals" in str(r.exc_info)
+        for r in caplog.records
+    )
+
+
+@pytest.fixture(autouse=True)
+def _step_back():
+    yield
+    flows.STEP = 0.05

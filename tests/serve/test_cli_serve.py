@@ -1,0 +1,111 @@
+"""``stepgraph serve`` as a user starts it: a process, Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stepgraph", "serve", *args, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    found = re.search(r"(http://\S+)", line)
+    assert found, (line, process.stderr.read() if process.poll() is not None else "")
+    return process, found.group(1)
+
+
+def stop(process: subprocess.Popen[str], how: int = signal.SIGTERM) -> tuple[int, str, str]:
+    process.send_signal(how)
+    out, err = process.communicate(timeout=30)
+    return process.returncode, out, err
+
+
+def test_sigterm_stops_runs_at_a_checkpoint_and_a_restart_resumes_them(tmp_path):
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    process, url = start("tests.serve.flows:slow", "--store", store)
+    try:
+        with httpx.Client(base_url=url, timeout=20) as client:
+            body = {"input": {"steps": 60, "label": "z"}}
+            run_id = client.post("/api/workflows/slow/runs", json=body).json()["run_id"]
+            time.sleep(0.6)
+            # A browser following the run does not hold the server up.
+            with client.stream("GET", f"/api/runs/{run_id}/events") as events:
+                next(events.iter_lines())
+                code, out, err = stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, err
+    assert f"stopped 1 run(s) at their last checkpoint: {run_id}" in out
+    assert "Traceback" not in err
+
+    process, url = start("tests.serve.flows:slow", "--store", store)
+    try:
+        with httpx.Client(base_url=url, timeout=20) as client:
+            [run] = client.get("/api/runs").json()["runs"]
+            assert run["run_id"] == run_id and run["interrupted"] and run["status"] == "cancelled"
+            assert client.post(f"/api/runs/{run_id}/resume", json={}).status_code == 202
+            deadline = time.monotonic() + 20
+            while (run := client.get(f"/api/runs/{run_id}").json())["status"] != "idle":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert run["outputs"] == ["done z"]
+        code, out, err = stop(process, signal.SIGINT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, err
+    assert "stopped" not in out  # nothing was going on
+
+
+def test_off_loopback_a_token_is_made_and_required(tmp_path):
+    process, url = start("stepgraph.demo:build", "--store", f"sqlite:{tmp_path / 's.sqlite'}",
+                         "--host", "0.0.0.0")  # fmt: skip
+    try:
+        token = url.split("#token=")[1]
+        assert len(token) >= 24
+        base = url.split("#")[0].replace("0.0.0.0", "127.0.0.1")
+        with httpx.Client(base_url=base, timeout=20) as client:
+            assert client.get("/api/workflows").status_code == 401
+            ok = client.get("/api/workflows", headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200 and ok.json()[0]["name"] == "review-pipeline"
+    finally:
+        code, _, err = stop(process)
+    assert code == 0, err
+
+
+def test_usage_problems_are_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args, words in [
+        (["nope:build"], "no module named 'nope'"),
+        (["stepgraph.demo:build", "--token", "short"], "at least 16 characters"),
+        (["stepgraph.demo:build", "stepgraph.demo:build"], "named 'review-pipeline'"),
+        (["stepgraph.demo:build", "--store", "bogus"], "names no kind"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "stepgraph", "serve", *args, "--store", f"sqlite:{tmp_path}/x.sqlite"]
+            if "--store" not in args
+            else [sys.executable, "-m", "stepgraph", "serve", *args],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1, (args, done.stderr)
+        assert words in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
