@@ -193,6 +193,20 @@ async def test_answer_through_a_checkpoint(store: sg.CheckpointStore) -> None:
     assert again.outputs == ["persist?: no"] and again.run_id != done.run_id
 
 
+async def test_a_fork_without_answers_is_a_stored_run(store: sg.CheckpointStore) -> None:
+    result = await build(store).run(["fork?"])
+    fork = await build(store).run(checkpoint=result.last_checkpoint, fork=True)
+    assert fork.run_id != result.run_id
+    assert [r.request.question for r in fork.pending_requests] == ["fork?"]
+    info = await store.run_info(fork.run_id)
+    assert info is not None and info.pending_requests == 1
+    [entry] = await store.list(fork.run_id)
+    assert entry.parent_id == result.last_checkpoint  # (its lineage)
+    [request] = fork.pending_requests
+    done = await build(store).run(responses={request.request_id: True}, checkpoint=entry.id)
+    assert done.outputs == ["fork?: yes"] and done.run_id == fork.run_id
+
+
 SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys
