@@ -30,7 +30,7 @@ async def ticker_step(ticks: Ticks, ctx: sg.WorkflowContext[Ticks, int]) -> None
 def ticker() -> sg.Workflow:
     """Ticks: one event per superstep."""
     return (
-        sg.WorkflowBuilder(start=ticker_step, name="ticker")
+        sg.WorkflowBuilder(start=ticker_step, name="ticker", max_supersteps=100_000)
         .add_edge(ticker_step, ticker_step)
         .build()
     )

@@ -25,3 +25,17 @@ def test_quick_benchmark_prints_every_workload() -> None:
     for line in out.splitlines()[2:]:
         if line.startswith(("W1", "W3", "W4")):
             assert line.split()[-1].endswith(("x", "ok", "MISSED")), line
+
+
+def test_quick_server_benchmark_prints_its_rows() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only-serve", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    for name in ("W11 100 SSE on 1 run", "W11 50 runs, 1 SSE each", "W11 idle 2 s"):
+        assert name in out, out
+    assert "p99 latency" in out and "server RSS MiB" in out

@@ -9,6 +9,7 @@ their last checkpoint and records them as interrupted (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -46,6 +47,7 @@ class _Server(uvicorn.Server):
         self.service = service
         self.announce = announce
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.exit = asyncio.Event()
 
     async def startup(self, sockets: Any = None) -> None:
         self.loop = asyncio.get_running_loop()
@@ -54,10 +56,22 @@ class _Server(uvicorn.Server):
             port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port
             self.announce(port)
 
+    async def main_loop(self) -> None:
+        # uvicorn wakes ten times a second to see whether to stop; here the
+        # loop wakes once a second (to keep the Date header current) or when
+        # told to stop, so an idle server costs next to nothing.
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # (on_tick counts tenths of seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.exit.wait()
+
     def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
         if self.loop is not None:  # (called from a signal handler: hand it to the loop)
             self.loop.call_soon_threadsafe(self.service.stop_streams)
-        super().handle_exit(sig, frame)
+            self.loop.call_soon_threadsafe(self.exit.set)
 
 
 def serve(
