@@ -1,0 +1,222 @@
+"""The console in a real browser: Debian's Chromium, headless, driven by
+Playwright against a real server on loopback. Assertions are on the DOM
+(the console's ``data-testid`` hooks); screenshots of each page are saved in
+the test's tmp dir (and, with STEPGRAPH_SCREENSHOTS=DIR, there too: the
+docs' pictures)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from examples import agent_approval
+
+from . import flows
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("STEPGRAPH_REQUIRE_CHROMIUM"):
+            pytest.fail(f"Chromium is required here but {CHROMIUM} is missing")
+        pytest.skip("needs Debian's chromium (apt install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+class Console:
+    """A page of the console, failing the test on any script error."""
+
+    def __init__(
+        self, browser: object, base: str, shots: Path, width: int = 1280, height: int = 800
+    ):
+        self.context = browser.new_context(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(15_000)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on(
+            "console",
+            lambda message: self.errors.append(message.text) if message.type == "error" else None,
+        )
+        self.base = base
+        self.shots = shots
+
+    def open(self, route: str) -> None:
+        self.page.goto(self.base + route)
+
+    def find(self, test_id: str, **attrs: str):  # type: ignore[no-untyped-def]
+        selector = f'[data-testid="{test_id}"]' + "".join(
+            f'[data-{k.replace("_", "-")}="{v}"]' for k, v in attrs.items()
+        )
+        return self.page.locator(selector)
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+        docs = os.environ.get("STEPGRAPH_SCREENSHOTS")
+        if docs:
+            Path(docs).mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.shots / f"{name}.png", Path(docs) / f"{name}.png")
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.errors == [], self.errors
+
+
+def run_id_of(console: Console) -> str:
+    try:
+        console.page.wait_for_url(re.compile(r"#/runs/[0-9a-f]+$"), wait_until="commit")
+    except Exception:
+        console.shot("not-navigated")
+        raise
+    return console.page.url.rsplit("/", 1)[1]
+
+
+def test_start_watch_answer_and_finish_a_run_from_the_page(serve, browser, tmp_path):
+    flows.PACE = 0.4
+    server = serve(flows.paced, flows.gate)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/workflows")
+        card = console.find("workflow-card", name="paced")
+        card.wait_for()
+        assert console.find("graph-node", id="merge").count() >= 1
+        console.shot("console-workflows")
+        form = card.locator('[data-testid="start-form"]')
+        form.locator("input, textarea").first.fill("cats <b>& ü")
+        form.locator('[data-testid="start-submit"]').click()
+        run_id = run_id_of(console)
+
+        # Live: the graph shows a check running, then done; the timeline fills.
+        console.find("graph-node", id="check_style", state="running").wait_for()
+        console.shot("console-run-live")
+        console.find("graph-node", id="merge", state="done").wait_for()
+        bars = console.find("timeline-bar")
+        assert bars.count() >= 4
+        executors = {bars.nth(i).get_attribute("data-executor") for i in range(bars.count())}
+        assert {"draft", "check_facts", "check_style", "merge"} <= executors
+
+        # The approval as a form; answered; the output shows.
+        request = console.find("request-form")
+        request.wait_for()
+        assert "facts checked" in console.find("pending-requests").inner_text()
+        console.shot("console-run")
+        yes = request.locator("input[type=checkbox]")
+        if yes.count():
+            yes.first.check()
+            request.locator('[data-testid="request-submit"]').click()
+        else:
+            request.get_by_role("button", name=re.compile("yes", re.I)).click()
+        item = console.find("output-item")
+        item.wait_for()
+        assert "yes" in item.inner_text() and "cats <b>& ü" in item.inner_text()
+        console.page.wait_for_function(
+            "document.querySelector('[data-testid=run-status]').textContent.includes('idle')"
+        )
+        assert (
+            console.find("run-id").inner_text().strip().endswith(run_id[:8])
+            or run_id in console.page.content()
+        )
+        assert console.find("event-row", kind="output").count() == 1
+        console.shot("console-run-done")
+
+        # The runs list has it; on a phone the run page still reads.
+        console.open("#/runs")
+        console.find("run-row", run_id=run_id).wait_for()
+        console.shot("console-runs")
+    finally:
+        console.close()
+    phone = Console(browser, server.url + "/", tmp_path, 390, 844)
+    try:
+        phone.open(f"#/runs/{run_id}")
+        phone.find("output-item").wait_for()
+        width = phone.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"the run page is {width}px wide on a 390px phone"
+        phone.shot("console-run-phone")
+    finally:
+        phone.close()
+
+
+def test_a_tool_call_is_approved_from_the_page(serve, browser, tmp_path):
+    model = agent_approval.default_model()
+    server = serve(lambda: agent_approval.build(model=model))
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/workflows/research")
+        form = console.find("start-form").first
+        form.wait_for()
+        form.locator("input, textarea").first.fill("supersteps")
+        form.locator('[data-testid="start-submit"]').click()
+        run_id_of(console)
+        console.find("approve-button").wait_for()
+        text = console.find("agent-text", path="researcher")
+        assert "Searching, and drafting the email." in text.inner_text()
+        assert "send_email" in console.find("pending-requests").inner_text()
+        console.shot("console-tool-approval")
+        console.find("approve-button").click()
+        item = console.find("output-item")
+        item.wait_for()
+        assert "accept" in item.inner_text()
+    finally:
+        console.close()
+        server.call(model.aclose)
+
+
+def test_the_token_comes_from_the_address_and_leaves_it(serve, browser, tmp_path):
+    token = "a-token-for-the-browser-test"
+    server = serve(flows.gate, token=token)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open(f"#token={token}")
+        console.find("workflow-card", name="gate").wait_for()
+        assert token not in console.page.url
+        console.page.reload()  # (kept for the tab's session)
+        console.find("workflow-card", name="gate").wait_for()
+    finally:
+        console.close()
+    stranger = Console(browser, server.url + "/", tmp_path)
+    try:
+        stranger.open("#/workflows")
+        stranger.find("error-banner").wait_for()
+        assert "token" in stranger.find("error-banner").inner_text().lower()
+        assert stranger.find("workflow-card").count() == 0
+    finally:
+        stranger.errors = [e for e in stranger.errors if "401" not in e]  # (the refused calls)
+        stranger.close()
+
+
+def test_fork_from_a_checkpoint_on_the_page(serve, browser, tmp_path):
+    server = serve(flows.gate)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "fork me"}).json()["run_id"]
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        rows = console.find("checkpoint-row")
+        rows.first.wait_for()
+        assert rows.count() == 2
+        console.shot("console-checkpoints")
+        rows.last.locator('[data-testid="fork-button"]').click()
+        console.page.wait_for_url(re.compile(r"#/runs/(?!" + run_id + r")[0-9a-f]+$"))
+        console.find("request-form").wait_for()
+    finally:
+        console.close()
