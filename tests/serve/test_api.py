@@ -107,6 +107,7 @@ def test_bad_requests_are_refused_naming_the_problem(serve):
             (client.get("/api/runs/nope/events"), 404, "'nope'"),
             (client.post("/api/runs/nope/cancel", json={}), 404, "'nope'"),
             (client.get("/api/runs?limit=0"), 422, "limit"),
+            (client.get("/api/runs?status=bogus"), 422, "unknown status 'bogus'"),
             (client.get("/api/nothing"), 404, "/api/nothing"),
             (client.delete("/api/runs"), 405, "DELETE"),
         ]
@@ -342,3 +343,22 @@ def test_failures_of_the_server_do_not_reach_the_client(serve, caplog):
 def _step_back():
     yield
     flows.STEP = 0.05
+
+
+def test_the_events_of_old_runs_are_forgotten_past_the_limits(serve):
+    server = serve(flows.gate)
+    server.service.keep_runs = 2
+    with server.client() as client:
+        ids = [
+            client.post("/api/workflows/gate/runs", json={"input": f"q{n}"}).json()["run_id"]
+            for n in range(3)
+        ]
+        for run_id in ids:
+            wait_for(client, run_id, "idle_with_pending_requests")
+        assert sorted(server.service.logs) == sorted(ids[1:])
+        # A forgotten run is still described from the store; its stream just ends.
+        assert client.get(f"/api/runs/{ids[0]}").json()["events_kept"] is False
+        assert sse(client, ids[0]) == [{"status": "idle_with_pending_requests", "kind": "end"}]
+        server.service.keep_runs, server.service.keep_events = 100, 1
+        client.post("/api/workflows/gate/runs", json={"input": "q3"})
+        assert len(server.service.logs) == 1  # (only the newest: every other ended)

@@ -7,7 +7,8 @@ JSON records — so a stream that reconnects with ``Last-Event-ID`` gets
 exactly the events it missed, also after the run ended. Everything that
 lasts is in the checkpoint store the CLI uses: runs, their checkpoints,
 requests and answers; the events are kept in memory for the runs this
-server process ran (the most recent ``keep_runs`` of them).
+server process ran (the most recent ``keep_runs`` of them, at most
+``keep_events`` events in all).
 
 Validation is the CLI's (:mod:`stepgraph._cli._input`): an input or an
 answer the command line refuses, the server refuses the same way.
@@ -49,7 +50,7 @@ log = logging.getLogger("stepgraph.serve")
 # The error a run stopped by the server's shutdown is recorded with: such
 # runs are listed as interrupted, and resume with one call.
 INTERRUPTED = "interrupted: the server stopped while the run was going on"
-_RUNNING = frozenset({RunStatus.IN_PROGRESS.value, RunStatus.IN_PROGRESS_PENDING_REQUESTS.value})
+_STATUSES = frozenset(status.value for status in RunStatus)
 
 
 class Problem(Exception):
@@ -133,6 +134,7 @@ class RunService:
         *,
         durability: str = "async",
         keep_runs: int = 1000,
+        keep_events: int = 1_000_000,
     ) -> None:
         names = [w.name for w in workflows]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -141,10 +143,10 @@ class RunService:
         self.workflows = {w.name: w for w in workflows}
         self.store = store
         self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
-        self.keep_runs = keep_runs
+        self.keep_runs, self.keep_events = keep_runs, keep_events
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
         self.stopping = asyncio.Event()
-        self._starting: set[asyncio.Task[None]] = set()  # runs not past their entry yet
+        self._tasks: set[asyncio.Task[None]] = set()  # every run going on here
 
     # -- describing ------------------------------------------------------------
 
@@ -162,6 +164,8 @@ class RunService:
     async def list_runs(
         self, workflow: str | None, status: str | None, cursor: str | None, limit: int
     ) -> dict[str, Any]:
+        if status is not None and status not in _STATUSES:
+            raise Problem(422, f"unknown status {status!r}; one of {sorted(_STATUSES)}")
         infos = await self.store.runs(
             workflow=workflow, status=status, limit=limit + 1, before=cursor
         )
@@ -342,8 +346,8 @@ class RunService:
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         # The run goes on if the client that asked for it goes away.
         task = asyncio.get_running_loop().create_task(self._drive(workflow, stream, started))
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(started)
 
     async def _drive(
@@ -385,6 +389,7 @@ class RunService:
         finally:
             if run_log is not None:
                 run_log.changed()
+                self._forget_old()
 
     def _open_log(self, held: list[Event], workflow: str) -> RunLog:
         run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))
@@ -397,9 +402,15 @@ class RunService:
         return run_log
 
     def _forget_old(self) -> None:
-        extra = len(self.logs) - self.keep_runs
-        for run_id in [r for r, entry in self.logs.items() if not entry.live][: max(extra, 0)]:
-            del self.logs[run_id]
+        """Forget the events of the oldest runs that ended, beyond
+        ``keep_runs`` runs or ``keep_events`` events in all."""
+        total = sum(len(entry.records) for entry in self.logs.values())
+        count = len(self.logs)
+        for run_id in [r for r, entry in self.logs.items() if not entry.live]:
+            if count <= self.keep_runs and total <= self.keep_events:
+                break
+            total -= len(self.logs.pop(run_id).records)
+            count -= 1
 
     # -- events -----------------------------------------------------------------------
 
@@ -419,11 +430,11 @@ class RunService:
         it as interrupted; the ids of those runs."""
         self.stop_streams()
         live = [entry for entry in self.logs.values() if entry.live]
-        for entry in live:
-            assert entry.task is not None
-            entry.task.cancel()
-        if live:
-            await asyncio.wait({entry.task for entry in live if entry.task is not None})
+        tasks = list(self._tasks)  # (also those not past their entry: nothing to record)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         for entry in live:
             try:
                 if await self.store.run_info(entry.run_id) is not None:
