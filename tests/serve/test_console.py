@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from examples import agent_approval
 
+from stepgraph import demo
+
 from . import flows
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -154,6 +156,27 @@ def test_start_watch_answer_and_finish_a_run_from_the_page(serve, browser, tmp_p
         phone.shot("console-run-phone")
     finally:
         phone.close()
+
+
+def test_the_bundled_demo_from_the_page(serve, browser, tmp_path):
+    server = serve(demo.build)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/workflows/review-pipeline")
+        form = console.find("start-form").first
+        form.wait_for()
+        form.locator("input, textarea").first.fill("supersteps [and] <inboxes>")
+        form.locator('[data-testid="start-submit"]').click()
+        run_id_of(console)
+        request = console.find("request-form")
+        request.wait_for()
+        assert console.find("graph-node", id="editor", state="done").count() == 1
+        request.get_by_role("button", name=re.compile("^yes$", re.I)).click()
+        item = console.find("output-item")
+        item.wait_for()
+        assert item.inner_text().startswith("published: Supersteps [and] <inboxes>")
+    finally:
+        console.close()
 
 
 def test_a_tool_call_is_approved_from_the_page(serve, browser, tmp_path):
