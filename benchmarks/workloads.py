@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +255,39 @@ async def floor_many_to_one(sources: int) -> int:
     for _ in values:
         seen += 1
     return seen
+
+
+class Streamer(sg.Executor):
+    """Emits ``n`` events 10 ms apart, each stamped with when it was emitted."""
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        for i in range(n):
+            await ctx.add_event(sg.UserEvent(kind="tick", data=time.time()))
+            await asyncio.sleep(0.01)
+        await ctx.yield_output(n)
+
+
+def live_event_latency(backend: sg.Backend, n: int) -> tuple[float, float]:
+    """Milliseconds from an event's emission in a handler to ``stream()``:
+    the p50 of each run's first event (over 20 runs of ``n // 20`` events)
+    and the p50 over all of them."""
+    workflow = sg.WorkflowBuilder(start=Streamer("streamer")).build()
+    firsts: list[float] = []
+    every: list[float] = []
+
+    async def one(count: int) -> None:
+        lags = [
+            (time.time() - event.data) * 1e3
+            async for event in workflow.stream(count, backend=backend)
+            if event.kind == "tick"
+        ]
+        firsts.append(lags[0])
+        every.extend(lags)
+
+    asyncio.run(one(1))  # (actor started: warm from here on)
+    firsts.clear()
+    every.clear()
+    for _ in range(20):
+        asyncio.run(one(max(1, n // 20)))
+    return statistics.median(firsts), statistics.median(every)

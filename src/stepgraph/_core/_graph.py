@@ -44,9 +44,10 @@ class MapPlan:
     max_concurrency: int | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Node:
-    """One executor as the kernel sees it."""
+    """One executor as the kernel sees it (weakly referable: a distributed
+    backend's warm actors go when their workflow's nodes do)."""
 
     id: str
     index: int  # registration order: the schedule order (design §1.4)

@@ -3,23 +3,26 @@ guarantees.
 
 Per superstep the scheduler (on the driver) makes **one call per non-empty
 inbox**, carrying the whole ordered inbox; the actor processes it serially
-with the same code as the local backend (``run_inbox``, on a private event
-loop inside a synchronous actor method) and returns the executor's outbox and
-events. Ordering, serial processing and the barrier therefore never rest on
-Ray's call ordering. Shared state reaches the actors through the object store,
-put again only when a barrier changed it.
+with the same code as the local backend (see ``_host``) and returns the
+executor's outbox and events. Ordering, serial processing and the barrier
+therefore never rest on Ray's call ordering. Shared state reaches the actors
+through the object store, put again only when a barrier changed it.
 
-Actors are created when first needed in a run and reused for its supersteps;
-when the run ends (however it ends) each executor's attributes are brought
+A run takes an actor per executor when the executor first has work: a warm
+one left by an earlier run of the same workflow (``_pool``) or a new one.
+When the run ends (however it ends) each executor's attributes are brought
 back into the driver's executor object — so instance state persists across
-runs as it does locally — and every actor is killed. A per-run executor
+runs as it does locally — and the actors wait, warm, for the next run; the
+next run that takes one first hands it the driver's attributes again, so
+what the driver's object holds is what the handlers see. A per-run executor
 (``register``) lives in its actor for the run and is brought back into the
 run's own instance. Each run has its own actors, so one backend serves any
-number of concurrent runs; the run context and the state reducers are put
-in the object store once per run.
+number of concurrent runs.
 
-Events from an actor reach ``stream()`` when its inbox batch returns (the
-local backend emits them as they happen within a batch).
+Events from an actor reach ``stream()`` as they happen when a call runs
+longer than ``LIVE_AFTER``: the driver then follows the call's events on a
+stream of their own (``Host.follow``); a shorter call brings its events back
+with its result, at no extra cost.
 
 Ray is an optional extra: ``pip install 'stepgraph[ray]'``.
 """
@@ -27,139 +30,33 @@ Ray is an optional extra: ``pip install 'stepgraph[ray]'``.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
+import contextlib
+import itertools
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
-from ._core import (
+from .._core import (
     Event,
     ExecutorFailure,
     Inbox,
     Node,
     Outbox,
     Placement,
-    Reducers,
     RunScope,
     Superstep,
     WarningEvent,
-    run_inbox,
 )
-from ._exceptions import WorkflowRunError
-from ._factories import make_executor
+from .._exceptions import WorkflowRunError
+from .._factories import make_executor
+from ._cluster import probe, ray_module
+from ._host import Host, Result, Shared
+from ._pool import WarmPool
 
 __all__ = ["RayBackend"]
 
-_INSTALL_HINT = "the Ray backend needs Ray: pip install 'stepgraph[ray]'"
-
-
-def _ray() -> Any:
-    # Keep every address on loopback and usage stats off (before importing ray).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError(_INSTALL_HINT) from exc
-    if not hasattr(ray, "remote"):  # e.g. a stray ./ray folder imported as a namespace package
-        raise ImportError(f"{_INSTALL_HINT} (the 'ray' found on sys.path is not Ray)")
-    return ray
-
-
-class _Shared:
-    """A message sent to several inboxes of one superstep: put in the object
-    store once and fetched by each actor, instead of shipped with each call."""
-
-    __slots__ = ("ref",)
-
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
-
-
-class _Host:
-    """The actor body: hosts one executor for one run (a synchronous actor, so
-    Ray runs its calls one at a time and in order). A per-run executor's
-    instance lives in ``instances`` for the run: the driver's, when the run
-    goes on, or made on the first call."""
-
-    def __init__(self, node: Node, instance: Any = None) -> None:
-        self.node = node
-        self.loop = asyncio.new_event_loop()
-        self.state_version = -1
-        self.state: Mapping[str, Any] = {}
-        self.instances: dict[str, Any] = {} if instance is None else {node.id: instance}
-        self.run: tuple[Any, Reducers] | None = None  # the run's context and reducers
-
-    def where(self) -> str:
-        import ray
-
-        return str(ray.get_runtime_context().get_node_id())
-
-    def process(
-        self,
-        step: int,
-        scope: dict[str, Any],
-        inbox: Inbox,
-        state: tuple[int, list[Any]],
-        run: list[Any],
-    ) -> tuple[
-        Outbox | None, list[Event], BaseException | None, tuple[bool, Any] | None, dict[str, Any]
-    ]:
-        version, (ref,) = state
-        if version != self.state_version:  # fetched only when a barrier changed it
-            import ray
-
-            self.state = ray.get(ref)
-            self.state_version = version
-        if self.run is None:  # once per run (and actor)
-            import ray
-
-            self.run = ray.get(run[0])
-        committed = self.state
-        context, reducers = self.run
-        events: list[Event] = []
-        run_scope = RunScope(
-            run_id=scope["run_id"],
-            workflow_name=scope["workflow"],
-            strict=scope["strict"],
-            emit=events.append,
-            executor_ids=scope["executor_ids"],
-            output_ids=scope["output_ids"],
-            senders=scope["senders"],
-            context=context,
-            instances=self.instances,
-            reducers=reducers,
-        )
-        if any(type(m) is _Shared for _, m in inbox):
-            import ray
-
-            inbox = [(s, ray.get(m.ref) if type(m) is _Shared else m) for s, m in inbox]
-        work = Superstep(step, run_scope, [(self.node, inbox)], committed)
-        try:
-            outbox = self.loop.run_until_complete(run_inbox(work, self.node, inbox))
-        except ExecutorFailure as failure:
-            return None, events, failure.cause, None, run_scope.usage
-        return outbox, events, None, self._snapshot(), run_scope.usage
-
-    def _executor(self) -> Any:
-        host = self.node.host
-        return host if host is not None else self.instances.get(self.node.id)
-
-    def _snapshot(self) -> tuple[bool, Any] | None:
-        """What ``snapshot()`` returns now, for an executor that takes
-        snapshots: ``(True, value)``, or ``(False, error)`` if it raised."""
-        executor = self._executor()
-        if executor is None or not executor.takes_snapshots:
-            return None
-        try:
-            return True, executor.snapshot()
-        except Exception as exc:
-            return False, exc
-
-    def export(self) -> dict[str, Any]:
-        """The executor's attributes, for the driver's copy at the run's end."""
-        executor = self._executor()
-        return dict(executor._user_state()) if executor is not None else {}
+# A call that has not returned after this long streams its events live.
+LIVE_AFTER = 0.02
 
 
 class _RunActors:
@@ -170,17 +67,24 @@ class _RunActors:
         "busy",
         "hosts",
         "nodes",
+        "pending",
         "run_ref",
+        "scope",
         "state_dirty",
         "state_ref",
         "state_version",
+        "stateful",
     )
 
-    def __init__(self, run_ref: Any) -> None:
+    def __init__(self, run_ref: Any, scope: dict[str, Any]) -> None:
+        self.scope = scope  # the run's ids and names, sent once to each actor
         self.actors: dict[str, Any] = {}  # executor id -> actor handle
+        # Warm actors' ``begin`` arguments, sent with their first call.
+        self.pending: dict[str, tuple[Any, dict[str, Any] | None, dict[str, Any]]] = {}
         self.nodes: dict[str, str] = {}  # executor id -> Ray node id
         self.hosts: dict[str, Node] = {}
         self.busy: set[str] = set()  # executor ids with a call in flight
+        self.stateful: set[str] = set()  # executor ids with attributes to bring back
         self.run_ref = run_ref  # (context, reducers) in the object store
         self.state_ref: Any = None
         self.state_version = 0
@@ -190,14 +94,18 @@ class _RunActors:
 class RayBackend:
     """Run a workflow's executors on a Ray cluster::
 
-        backend = RayBackend()                       # a local cluster on loopback
-        backend = RayBackend(address="127.0.0.1:6379")
-        result = await workflow.run(x, backend=backend)
-        backend.shutdown()                           # if it started the cluster
+        with RayBackend() as backend:                # a local cluster on loopback
+            result = await workflow.run(x, backend=backend)
+        RayBackend(address="ray://head:10001")       # a cluster's client server
+        RayBackend(address="auto")                   # the cluster this machine is in
 
     ``placement`` sets :class:`Placement` per executor id (overriding the
     executor's own ``placement``); ``default`` applies to the rest. The default
     asks for no CPU, so any number of actors fit on a small machine.
+    ``runtime_env`` (working dir, pip packages, environment variables) is
+    passed to Ray for every actor. Actors stay warm between runs for
+    ``idle_ttl`` seconds; ``close()`` (or leaving the ``with`` block) kills
+    them, and stops the local cluster if this backend started one.
     """
 
     def __init__(
@@ -206,20 +114,27 @@ class RayBackend:
         *,
         placement: Mapping[str, Placement] | None = None,
         default: Placement | None = None,
+        runtime_env: Mapping[str, Any] | None = None,
         init_options: Mapping[str, Any] | None = None,
         connect_timeout: float = 10.0,
+        idle_ttl: float = 120.0,
     ) -> None:
-        self._ray = _ray()
+        self._ray = ray_module()
         self.address = address
         self.connect_timeout = connect_timeout
         self.placement = dict(placement or {})
         self.default = default or Placement(num_cpus=0)
         self._init_options = dict(init_options or {})
+        if runtime_env is not None:
+            self._init_options["runtime_env"] = dict(runtime_env)
         self._started = False
         self._runs: dict[RunScope, _RunActors] = {}  # the runs going on, by their scope
         self.last_run_nodes: dict[str, str] = {}  # executor id -> Ray node id, last run ended
         self.shared_last_superstep = 0  # messages put in the object store once, for several
+        self.started_last_run = 0  # actors the last run started (the others were warm)
         self._actor_class: Any = None
+        self._calls = itertools.count()
+        self.pool = WarmPool(self._kill, idle_ttl)
 
     # -- cluster -------------------------------------------------------------------
 
@@ -233,20 +148,35 @@ class RayBackend:
         ray = self._ray
         if not ray.is_initialized():
             if self.address not in (None, "local", "auto"):
-                _probe(self.address, self.connect_timeout)
+                probe(self.address, self.connect_timeout)
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             options.update(self._init_options)
             ray.init(address=self.address or "local", **options)
             self._started = True
         if self._actor_class is None:
-            self._actor_class = ray.remote(_Host)
+            # ``process`` calls run one at a time in the default group; the
+            # events of a long call stream on a thread of their own.
+            self._actor_class = ray.remote(concurrency_groups={"live": 1})(Host)
 
-    def shutdown(self) -> None:
-        """Stop the Ray instance this backend started (no-op otherwise)."""
+    def _kill(self, actor: Any) -> None:
+        with contextlib.suppress(Exception):  # (gone already, or Ray shut down)
+            self._ray.kill(actor, no_restart=True)
+
+    def close(self) -> None:
+        """Kill the warm actors; stop the Ray instance this backend started."""
+        self.pool.close()
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False
         self._actor_class = None
+
+    shutdown = close  # (its name before actors stayed warm)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- runs --------------------------------------------------------------------
 
@@ -266,14 +196,22 @@ class RayBackend:
                     "backend the context must be serializable; pass what the actors need to "
                     "build their clients (a URL, a key), not the clients themselves"
                 ) from exc
-            run = self._runs[scope] = _RunActors(ref)
+            run = self._runs[scope] = _RunActors(ref, _scope_of(scope))
+            self.started_last_run = 0
         return run
 
-    async def _actor(self, run: _RunActors, node: Node, scope: RunScope) -> Any:
+    async def _actor(self, run: _RunActors, node: Node, work: Superstep) -> Any:
         actor = run.actors.get(node.id)
         if actor is not None:
             return actor
         self._connect()
+        scope = work.scope
+        instance = scope.instances.get(node.id) if node.make is not None else None
+        warm = self.pool.take(node)
+        if warm is not None:  # told of the run with its first call (no round trip)
+            state = node.host._user_state() if node.host is not None else None
+            run.pending[node.id] = (instance, state, run.scope)
+            return self._hold(run, node, warm.actor, warm.where)
         place = self._placement(node)
         options: dict[str, Any] = {"num_cpus": place.num_cpus or 0, "max_restarts": 0}
         if place.num_gpus:
@@ -282,11 +220,15 @@ class RayBackend:
             options["resources"] = dict(place.resources)
         if place.runtime_env:
             options["runtime_env"] = dict(place.runtime_env)
-        instance = scope.instances.get(node.id) if node.make is not None else None
-        actor = self._actor_class.options(**options).remote(node, instance)
+        actor = self._actor_class.options(**options).remote(node)
+        run.actors[node.id] = actor  # (held before it answers: killed if the run ends)
+        self.started_last_run += 1
+        return self._hold(run, node, actor, await actor.begin.remote(instance, None, run.scope))
+
+    def _hold(self, run: _RunActors, node: Node, actor: Any, where: str) -> Any:
         run.actors[node.id] = actor
         run.hosts[node.id] = node
-        run.nodes[node.id] = await actor.where.remote()
+        run.nodes[node.id] = where
         return actor
 
     async def run_superstep(self, work: Superstep) -> list[Outbox]:
@@ -298,19 +240,18 @@ class RayBackend:
             # actor fetches it only when the version changed.
             run.state_ref = ray.put(dict(work.committed))
             run.state_version += 1
-        scope = _scope_of(work.scope)
         missing = [node for node, _ in work.batches if node.id not in run.actors]
-        if missing:  # start every new actor first, so the inboxes really run side by side
-            await asyncio.gather(*(self._actor(run, node, work.scope) for node in missing))
+        if missing:  # take every actor first, so the inboxes really run side by side
+            await asyncio.gather(*(self._actor(run, node, work) for node in missing))
         batches = self._share(work.batches)
         if len(batches) == 1:
             node, inbox = batches[0]
-            results: list[Outbox | None] = [await self._call(run, work, scope, node, inbox)]
+            results: list[Outbox | None] = [await self._call(run, work, node, inbox)]
         else:
             results = [None] * len(batches)
 
             async def one(index: int, node: Node, inbox: Inbox) -> None:
-                results[index] = await self._call(run, work, scope, node, inbox)
+                results[index] = await self._call(run, work, node, inbox)
 
             async with asyncio.TaskGroup() as group:
                 for index, (node, inbox) in enumerate(batches):
@@ -329,7 +270,7 @@ class RayBackend:
         self.shared_last_superstep = 0
         if not shared:
             return list(batches)
-        refs: dict[int, _Shared] = {}
+        refs: dict[int, Shared] = {}
         out: list[tuple[Node, Inbox]] = []
         for node, inbox in batches:
             rewritten: Inbox = []
@@ -337,7 +278,7 @@ class RayBackend:
                 if id(message) in shared and not isinstance(message, (int, float, bool)):
                     ref = refs.get(id(message))
                     if ref is None:
-                        ref = refs[id(message)] = _Shared(self._ray.put(message))
+                        ref = refs[id(message)] = Shared(self._ray.put(message))
                     rewritten.append((source, ref))
                 else:
                     rewritten.append((source, message))
@@ -345,21 +286,33 @@ class RayBackend:
         self.shared_last_superstep = len(refs)
         return out
 
-    async def _call(
-        self, run: _RunActors, work: Superstep, scope: dict[str, Any], node: Node, inbox: Inbox
-    ) -> Outbox:
+    async def _call(self, run: _RunActors, work: Superstep, node: Node, inbox: Inbox) -> Outbox:
         ray = self._ray
         attempts = node.retry.attempts if node.retry is not None else 1
-        for attempt in range(1, attempts + 1):
-            actor = await self._actor(run, node, work.scope)
+        attempt = 1
+        while True:
+            actor = await self._actor(run, node, work)
+            begin = run.pending.pop(node.id, None)
             run.busy.add(node.id)
+            asked = time.time()
             try:
-                outbox, events, cause, snapshot, usage = await actor.process.remote(
-                    work.number, scope, inbox, (run.state_version, [run.state_ref]), [run.run_ref]
+                outbox, events, cause, snapshot, usage, stateful = await self._process(
+                    actor, work, inbox, (run.state_version, [run.state_ref]), [run.run_ref], begin
                 )
             except ray.exceptions.RayActorError as exc:
                 where = run.nodes.get(node.id, "unknown")
                 run.actors.pop(node.id, None)
+                run.busy.discard(node.id)
+                if begin is not None and self._died_before(actor, asked):
+                    work.scope.emit(
+                        WarningEvent(
+                            message=f"the warm Ray actor of executor {node.id!r} on node "
+                            f"{where} died since the last run; a new one replaces it",
+                            executor_id=node.id,
+                            superstep=work.number,
+                        )
+                    )
+                    continue  # (the batch never reached it: not an attempt)
                 lost = WorkflowRunError(
                     f"the Ray actor of executor {node.id!r} on node {where} died during "
                     f"superstep {work.number}: {type(exc).__name__}",
@@ -368,11 +321,14 @@ class RayBackend:
                 )
                 lost.__cause__ = exc
                 if attempt < attempts:
+                    attempt += 1
                     continue  # the lost batch re-runs on a fresh actor
                 failure = ExecutorFailure(node.id, work.number, lost)
                 work.failures.append(failure)
                 raise failure from exc
             run.busy.discard(node.id)
+            if stateful:
+                run.stateful.add(node.id)
             emit = work.scope.emit
             for event in events:
                 emit(event)
@@ -387,33 +343,88 @@ class RayBackend:
                 _mirror(work, node, snapshot)
             assert isinstance(outbox, Outbox)
             return outbox
-        raise AssertionError("unreachable")
+
+    def _died_before(self, actor: Any, asked: float) -> bool:
+        """Whether Ray recorded the actor's death before ``asked`` (a Unix
+        time): it died idle, and the call never ran on it."""
+        from ray._private import state  # (Ray's control store; needs no dashboard)
+
+        try:
+            info = state.actors(actor._actor_id.hex())
+        except Exception:
+            return False
+        ended = (info or {}).get("EndTime") or 0
+        return bool(info) and info.get("State") == "DEAD" and 0 < ended / 1000 < asked
+
+    async def _process(self, actor: Any, work: Superstep, inbox: Inbox, *args: Any) -> Result:
+        """One ``process`` call; its events as they happen once it has run
+        ``LIVE_AFTER`` (those come through ``follow``; the rest with the result)."""
+        call = next(self._calls)
+        loop = asyncio.get_running_loop()
+        done = asyncio.wrap_future(actor.process.remote(call, work.number, inbox, *args).future())
+        following: list[asyncio.Task[None]] = []
+        timer = loop.call_later(
+            LIVE_AFTER,
+            lambda: following.append(loop.create_task(_follow(actor, call, work.scope.emit))),
+        )
+        try:
+            result: Result = await done
+        except BaseException:
+            for task in following:
+                task.cancel()
+            raise
+        finally:
+            timer.cancel()
+        if following:  # what it streamed comes before what it returned
+            with contextlib.suppress(self._ray.exceptions.RayError):
+                await following[0]
+        return result
 
     async def finish_run(self, scope: RunScope) -> None:
-        """Bring executor state back to the driver, then kill the run's actors.
+        """Bring executor state back to the driver; keep the run's actors warm.
 
         An actor still running a handler (the run failed or was cancelled) is
         killed at once — no handler outlives the run — and what its executor
         changed during this run is lost; the others hand their executor's
-        attributes back first: a shared executor's into the driver's object,
-        a per-run executor's into the run's own instance."""
-        ray = self._ray
+        attributes back first (a shared executor's into the driver's object,
+        a per-run executor's into the run's own instance) and wait in the
+        pool for the next run."""
         run = self._runs.pop(scope, None)
         if run is None:
             return  # the run ended before it reached Ray
         self.last_run_nodes = run.nodes
         for executor_id, actor in run.actors.items():
-            if executor_id in run.busy:
-                ray.kill(actor, no_restart=True)
-        idle = {eid: actor for eid, actor in run.actors.items() if eid not in run.busy}
+            if executor_id in run.busy or executor_id not in run.hosts:
+                self._kill(actor)  # (busy, or never answered: not to be trusted)
+        idle: dict[str, Any] = {}
+        for executor_id, actor in run.actors.items():
+            if executor_id in run.busy or executor_id not in run.hosts:
+                continue
+            if executor_id in run.stateful:
+                idle[executor_id] = actor
+            else:  # nothing of its own to bring back (or taken warm, never called)
+                node = run.hosts[executor_id]
+                self.pool.give(node, actor, run.nodes[executor_id])
         exports = await asyncio.gather(
             *(actor.export.remote() for actor in idle.values()), return_exceptions=True
         )
         for (executor_id, actor), state in zip(idle.items(), exports, strict=True):
-            target = _driver_copy(scope, run.hosts[executor_id])
-            if isinstance(state, dict) and target is not None:
+            node = run.hosts[executor_id]
+            if not isinstance(state, dict):
+                self._kill(actor)  # (it failed to answer: not kept)
+                continue
+            target = _driver_copy(scope, node)
+            if target is not None:
                 target._set_user_state(state)
-            ray.kill(actor, no_restart=True)
+            self.pool.give(node, actor, run.nodes[executor_id])
+
+
+async def _follow(actor: Any, call: int, emit: Any) -> None:
+    stream = actor.follow.options(concurrency_group="live", num_returns="streaming")
+    async for batch in stream.remote(call):
+        events: list[Event] = await batch
+        for event in events:
+            emit(event)
 
 
 def _driver_copy(scope: RunScope, node: Node) -> Any:
@@ -445,38 +456,6 @@ def _mirror(work: Superstep, node: Node, snapshot: tuple[bool, Any]) -> None:
     target = _driver_copy(work.scope, node)
     if target is not None:
         target.restore(value)
-
-
-# HTTP/2's client preface and an empty SETTINGS frame: a Ray cluster's gRPC
-# endpoints answer with a SETTINGS frame of their own.
-_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-_SETTINGS = 0x04
-
-
-def _probe(address: str, timeout: float) -> None:
-    """Ray retries an address for minutes, whatever is (or is not) there: ask
-    it first whether it speaks gRPC, within ``timeout`` seconds."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # no port to try: Ray's own defaults apply
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
-            conn.settimeout(timeout)
-            conn.sendall(_HTTP2_HELLO)
-            head = conn.recv(9)
-    except TimeoutError:
-        raise ConnectionError(
-            f"cannot reach a Ray cluster at {address!r}: no answer within {timeout:g} s"
-        ) from None
-    except OSError as exc:
-        raise ConnectionError(
-            f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}"
-        ) from None
-    if len(head) < 9 or head[3] != _SETTINGS:
-        raise ConnectionError(
-            f"{address!r} answers, but not as a Ray cluster does (no gRPC); is the port right? "
-            "(a Ray head listens on 6379, its client server on 10001)"
-        )
 
 
 def _scope_of(scope: RunScope) -> dict[str, Any]:

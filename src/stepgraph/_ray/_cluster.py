@@ -1,0 +1,57 @@
+"""Reaching Ray: the lazy import (loopback only, usage stats off) and a
+quick probe of an address before Ray's own minutes of retrying."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+__all__ = ["probe", "ray_module"]
+
+_INSTALL_HINT = "the Ray backend needs Ray: pip install 'stepgraph[ray]'"
+
+
+def ray_module() -> Any:
+    # Keep every address on loopback and usage stats off (before importing ray).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(_INSTALL_HINT) from exc
+    if not hasattr(ray, "remote"):  # e.g. a stray ./ray folder imported as a namespace package
+        raise ImportError(f"{_INSTALL_HINT} (the 'ray' found on sys.path is not Ray)")
+    return ray
+
+
+# HTTP/2's client preface and an empty SETTINGS frame: a Ray cluster's gRPC
+# endpoints answer with a SETTINGS frame of their own.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS = 0x04
+
+
+def probe(address: str, timeout: float) -> None:
+    """Ray retries an address for minutes, whatever is (or is not) there: ask
+    it first whether it speaks gRPC, within ``timeout`` seconds."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # no port to try: Ray's own defaults apply
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_HTTP2_HELLO)
+            head = conn.recv(9)
+    except TimeoutError:
+        raise ConnectionError(
+            f"cannot reach a Ray cluster at {address!r}: no answer within {timeout:g} s"
+        ) from None
+    except OSError as exc:
+        raise ConnectionError(
+            f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}"
+        ) from None
+    if len(head) < 9 or head[3] != _SETTINGS:
+        raise ConnectionError(
+            f"{address!r} answers, but not as a Ray cluster does (no gRPC); is the port right? "
+            "(a Ray head listens on 6379, its client server on 10001)"
+        )

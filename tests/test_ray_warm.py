@@ -1,0 +1,220 @@
+"""The Ray backend's warm actors and live events (a local Ray cluster on
+loopback). Timing bounds are generous on purpose: they tell seconds of actor
+start-up from a warm call, not milliseconds apart."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests.test_conformance import ROOT, alive_actors
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A local cluster this module starts; the backends here only connect to
+    it, so closing one kills its actors and leaves the cluster up."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def backend(ray_cluster: None) -> Iterator[sg.RayBackend]:
+    with sg.RayBackend() as backend:
+        yield backend
+    gc.collect()
+
+
+@sg.executor(id="fan")
+async def fan(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    await ctx.send_message(n)
+
+
+class Nap(sg.Executor):
+    def __init__(self, id: str, seconds: float) -> None:
+        super().__init__(id)
+        self.seconds = seconds
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await asyncio.sleep(self.seconds)
+        await ctx.yield_output(self.id)
+
+
+def naps(*seconds: float) -> sg.Workflow:
+    branches = [Nap(f"b{i}", s) for i, s in enumerate(seconds)]
+    return sg.WorkflowBuilder(start=fan).add_fan_out(fan, branches).build()
+
+
+async def timed_outputs(workflow: sg.Workflow, backend: sg.RayBackend) -> dict[str, float]:
+    started = time.perf_counter()
+    seen: dict[str, float] = {}
+    async for event in workflow.stream(0, backend=backend):
+        if event.kind == "output":
+            seen[event.data] = time.perf_counter() - started
+    seen["whole run"] = time.perf_counter() - started
+    return seen
+
+
+async def test_a_second_run_finds_its_actors_warm(backend: sg.RayBackend) -> None:
+    workflow = naps(0.5, 0.5, 0.5, 0)
+    first = await timed_outputs(workflow, backend)
+    assert backend.started_last_run == 5
+    second = await timed_outputs(workflow, backend)
+    assert backend.started_last_run == 0
+    assert len(backend.pool) == 5
+    assert second["whole run"] < 1.2, second
+    # The instant branch's output arrives as its call returns, not at the barrier.
+    assert second["b3"] < 0.4, second
+    assert first.keys() == second.keys()
+
+
+async def test_ten_way_fan_out_reuses_every_actor(backend: sg.RayBackend) -> None:
+    workflow = naps(*[0.0] * 10)
+    for _ in range(3):
+        result = await workflow.run(1, backend=backend)
+        assert sorted(result.outputs) == sorted(f"b{i}" for i in range(10))
+    assert backend.started_last_run == 0
+    assert len(backend.pool) == 11
+
+
+async def test_runs_of_different_workflows_never_share_an_actor(backend: sg.RayBackend) -> None:
+    one, two = naps(0.2, 0.0), naps(0.2, 0.0)
+    first, second = await asyncio.gather(one.run(0, backend=backend), two.run(0, backend=backend))
+    assert sorted(first.outputs) == sorted(second.outputs) == ["b0", "b1"]
+    assert len(backend.pool) == 6  # three executors each, kept apart
+    await one.run(0, backend=backend)
+    assert backend.started_last_run == 0
+
+
+class Waiter(sg.Executor):
+    """Says it is waiting, then waits (in its actor) for the file the
+    listener creates once it has seen that event."""
+
+    @sg.handler
+    async def on(self, path: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.add_event(sg.UserEvent(kind="waiting", data=time.time()))
+        while not Path(path).exists():
+            await asyncio.sleep(0.01)
+        await ctx.yield_output("released")
+
+
+async def test_events_stream_from_an_actor_while_its_handler_runs(
+    backend: sg.RayBackend, tmp_path: Path
+) -> None:
+    workflow = sg.WorkflowBuilder(start=Waiter("waiter")).build()
+    gate = tmp_path / "go"
+    kinds: list[str] = []
+
+    async def listen() -> None:
+        async for event in workflow.stream(str(gate), backend=backend):
+            kinds.append(event.kind)
+            if event.kind == "waiting":
+                assert time.time() - event.data < 1.0  # (arrived live)
+                gate.touch()  # only a live event can release the handler
+
+    await asyncio.wait_for(listen(), timeout=60)
+    assert kinds.count("waiting") == 1 and kinds.count("output") == 1
+    assert kinds.index("waiting") < kinds.index("output")
+
+
+class Ticker(sg.Executor):
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        for i in range(n):
+            await ctx.add_event(sg.UserEvent(kind="tick", data=i))
+            await asyncio.sleep(0.01)
+        await ctx.yield_output(n)
+
+
+async def test_live_events_arrive_once_and_in_order(backend: sg.RayBackend) -> None:
+    workflow = sg.WorkflowBuilder(start=Ticker("ticker")).build()
+    for n in (0, 3, 40):  # shorter and longer than the wait before following
+        events = [e async for e in workflow.stream(n, backend=backend)]
+        assert [e.data for e in events if e.kind == "tick"] == list(range(n))
+        kinds = [e.kind for e in events]
+        ticks = [i for i, kind in enumerate(kinds) if kind == "tick"]
+        assert kinds.index("executor_invoked") < min(ticks, default=len(kinds))
+        assert max(ticks, default=-1) < kinds.index("output") < kinds.index("executor_completed")
+
+
+async def test_a_dead_warm_actor_is_replaced_with_a_warning(backend: sg.RayBackend) -> None:
+    import ray
+
+    workflow = naps(0.0, 0.0)
+    await workflow.run(0, backend=backend)
+    victim = backend.pool.take(workflow.graph.nodes["b0"])
+    assert victim is not None
+    ray.kill(victim.actor, no_restart=True)
+    backend.pool.give(workflow.graph.nodes["b0"], victim.actor, victim.where)
+    for _ in range(50):  # (the kill lands asynchronously)
+        try:
+            ray.get(victim.actor.export.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            break
+        time.sleep(0.1)
+    result = await workflow.run(0, backend=backend)
+    assert sorted(result.outputs) == ["b0", "b1"]
+    [warning] = [e for e in result.events if e.kind == "warning"]
+    assert warning.executor_id == "b0" and "died since the last run" in warning.message
+    assert backend.started_last_run == 1
+
+
+async def test_close_and_the_idle_timer_leave_no_actor(ray_cluster: None) -> None:
+    backend = sg.RayBackend(idle_ttl=0.5)
+    workflow = naps(0.0, 0.0, 0.0)
+    await workflow.run(0, backend=backend)
+    assert len(backend.pool) == 4
+    await asyncio.sleep(2.0)
+    assert len(backend.pool) == 0  # expired
+    await workflow.run(0, backend=backend)
+    assert backend.started_last_run == 4
+    backend.close()
+    assert len(backend.pool) == 0
+    for _ in range(50):
+        if alive_actors() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert alive_actors() == 0
+
+
+def test_warm_actors_go_with_their_workflow(ray_cluster: None) -> None:
+    backend = sg.RayBackend()
+    workflow = naps(0.0)
+    asyncio.run(workflow.run(0, backend=backend))
+    assert len(backend.pool) == 2
+    del workflow
+    gc.collect()  # the workflow is gone: its actors go too
+    assert len(backend.pool) == 0
+    for _ in range(50):
+        if alive_actors() == 0:
+            break
+        time.sleep(0.1)
+    assert alive_actors() == 0
+    backend.close()
+
+
+def test_a_backend_serves_successive_event_loops(ray_cluster: None) -> None:
+    with sg.RayBackend() as backend:
+        workflow = naps(0.0)
+        outputs: list[Any] = []
+        for _ in range(3):
+            outputs.append(asyncio.run(workflow.run(0, backend=backend)).outputs)
+        assert outputs == [["b0"]] * 3
+        assert backend.started_last_run == 0
