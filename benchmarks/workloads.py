@@ -262,7 +262,7 @@ class Streamer(sg.Executor):
 
     @sg.handler
     async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
-        for i in range(n):
+        for _ in range(n):
             await ctx.add_event(sg.UserEvent(kind="tick", data=time.time()))
             await asyncio.sleep(0.01)
         await ctx.yield_output(n)

@@ -165,10 +165,10 @@ async def test_a_dead_warm_actor_is_replaced_with_a_warning(backend: sg.RayBacke
     backend.pool.give(workflow.graph.nodes["b0"], victim.actor, victim.where)
     for _ in range(50):  # (the kill lands asynchronously)
         try:
-            ray.get(victim.actor.export.remote(), timeout=5)
+            await victim.actor.export.remote()
         except ray.exceptions.RayActorError:
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     result = await workflow.run(0, backend=backend)
     assert sorted(result.outputs) == ["b0", "b1"]
     [warning] = [e for e in result.events if e.kind == "warning"]
