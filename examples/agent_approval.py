@@ -68,8 +68,11 @@ REVIEWER = "You review a research summary. Answer as JSON: verdict, score (0-10)
 
 
 def build(store: sg.CheckpointStore | None = None, model: Any = None) -> sg.Workflow:
-    """The workflow (the CLI passes its own store); ``model`` defaults to
-    the endpoint in the environment, or the offline fake server."""
+    """A research agent whose emails need a person's approval, then a
+    reviewer agent with structured output.
+
+    The CLI passes its own store; ``model`` defaults to the endpoint in the
+    environment, or the offline fake server."""
     model = model if model is not None else default_model()
     return (
         sg.WorkflowBuilder(start="researcher", name="research", checkpoints=store)

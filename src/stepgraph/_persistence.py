@@ -44,6 +44,7 @@ from ._core import (
     TypeSpec,
     Usage,
     a_type,
+    jsonable,
 )
 from ._exceptions import (
     CheckpointDecodeError,
@@ -355,6 +356,8 @@ class RunCodec:
             body["answered"] = sorted(run.answered)
         if run.usage:
             body["usage"] = {path: list(astuple(u)) for path, u in run.usage.items()}
+        if written is not None and run.yielded:  # (as JSON to show, never decoded)
+            body["outputs"] = [jsonable(v) for v in run.yielded]
         return body, blobs
 
     def _entry(self, eid: str, index: int, source: str, message: Any) -> tuple[Any, ...]:
@@ -641,6 +644,7 @@ class RunRecorder:
             h, data = self._codec.snapshot_blob(executor_id, executor)
             snapshots = {**base.body.get("snapshots", {}), executor_id: h}
             body = {**base.body, "snapshots": snapshots}
+            body.pop("outputs", None)  # (the barrier's own: counted there)
             if usage:
                 body["usage"] = {path: list(astuple(u)) for path, u in usage.items()}
             fresh = {} if h in self._stored else {h: data}

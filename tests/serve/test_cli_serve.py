@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +88,9 @@ def test_off_loopback_a_token_is_made_and_required(tmp_path):
             assert client.get("/api/workflows").status_code == 401
             ok = client.get("/api/workflows", headers={"Authorization": f"Bearer {token}"})
             assert ok.status_code == 200 and ok.json()[0]["name"] == "review-pipeline"
+            assert ok.json()[0]["description"] == (
+                "A fresh demo workflow: writer -> [punctuation, capitals] -> editor -> publisher."
+            )
     finally:
         code, _, err = stop(process)
     assert code == 0, err
@@ -94,7 +98,10 @@ def test_off_loopback_a_token_is_made_and_required(tmp_path):
 
 def test_usage_problems_are_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = str(taken.getsockname()[1])
     for args, words in [
+        (["stepgraph.demo:build", "--port", port], f"cannot listen on 127.0.0.1:{port}"),
         (["nope:build"], "no module named 'nope'"),
         (["stepgraph.demo:build", "--token", "short"], "at least 16 characters"),
         (["stepgraph.demo:build", "stepgraph.demo:build"], "named 'review-pipeline'"),
@@ -109,3 +116,4 @@ def test_usage_problems_are_one_line(tmp_path):
         assert done.returncode == 1, (args, done.stderr)
         assert words in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    taken.close()

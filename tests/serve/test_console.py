@@ -170,7 +170,7 @@ def test_the_bundled_demo_from_the_page(serve, browser, tmp_path):
         run_id_of(console)
         request = console.find("request-form")
         request.wait_for()
-        assert console.find("graph-node", id="editor", state="done").count() == 1
+        console.find("graph-node", id="editor", state="done").wait_for()
         request.get_by_role("button", name=re.compile("^yes$", re.I)).click()
         item = console.find("output-item")
         item.wait_for()
@@ -187,10 +187,11 @@ def test_a_tool_call_is_approved_from_the_page(serve, browser, tmp_path):
         console.open("#/workflows/research")
         form = console.find("start-form").first
         form.wait_for()
-        form.locator("input, textarea").first.fill("supersteps")
+        form.locator("input, textarea").first.fill("42")  # (text, though it reads as JSON)
         form.locator('[data-testid="start-submit"]').click()
         run_id_of(console)
         console.find("approve-button").wait_for()
+        assert "Notes: 42" in console.find("pending-requests").inner_text()
         text = console.find("agent-text", path="researcher")
         assert "Searching, and drafting the email." in text.inner_text()
         assert "send_email" in console.find("pending-requests").inner_text()

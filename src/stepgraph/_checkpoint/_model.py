@@ -38,6 +38,7 @@ __all__ = [
     "seal",
     "sign",
     "split_refs",
+    "verified_body",
 ]
 
 
@@ -251,20 +252,8 @@ def seal(checkpoint: Checkpoint, blob_bytes: int, secret: bytes | None) -> RowVa
 def open_row(row: Row, secret: bytes | None, blobs: Mapping[str, bytes]) -> Checkpoint:
     """Verify and parse a stored checkpoint; every referenced blob must be
     present and match its hash."""
-    check_types(row)
+    body = verified_body(row, secret)
     refs = row.ref_list
-    if secret is not None:
-        if row.mac is None:
-            raise CheckpointIntegrityError(
-                f"checkpoint {row.id!r} is unsigned, but this store requires signed checkpoints"
-            )
-        if not hmac.compare_digest(sign(row, row.body, secret), row.mac):
-            raise CheckpointIntegrityError(
-                f"checkpoint {row.id!r}: its signature does not match: it was altered"
-            )
-    body = loads(row.body)
-    if not isinstance(body, dict):
-        raise CheckpointIntegrityError(f"checkpoint {row.id!r}: its body is not an object")
     found: dict[str, bytes] = {}
     for ref in refs:
         blob = blobs.get(ref)
@@ -291,6 +280,25 @@ def open_row(row: Row, secret: bytes | None, blobs: Mapping[str, bytes]) -> Chec
         refs=refs,
         blobs=found,
     )
+
+
+def verified_body(row: Row, secret: bytes | None) -> dict[str, Any]:
+    """A stored checkpoint's body, its fields' types and (in a signing
+    store) its signature checked; its values are not read."""
+    check_types(row)
+    if secret is not None:
+        if row.mac is None:
+            raise CheckpointIntegrityError(
+                f"checkpoint {row.id!r} is unsigned, but this store requires signed checkpoints"
+            )
+        if not hmac.compare_digest(sign(row, row.body, secret), row.mac):
+            raise CheckpointIntegrityError(
+                f"checkpoint {row.id!r}: its signature does not match: it was altered"
+            )
+    body = loads(row.body)
+    if not isinstance(body, dict):
+        raise CheckpointIntegrityError(f"checkpoint {row.id!r}: its body is not an object")
+    return body
 
 
 _FIELD_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (

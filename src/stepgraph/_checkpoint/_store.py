@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError, CheckpointWarning
-from ._model import Checkpoint, CheckpointInfo, Row, RunInfo, RunQuery, open_row
+from ._model import (
+    Checkpoint,
+    CheckpointInfo,
+    Row,
+    RunInfo,
+    RunQuery,
+    open_row,
+    verified_body,
+)
 
 __all__ = ["BaseStore", "RUNNING_STATUSES", "TERMINAL_STATUSES", "equal_to", "where"]
 
@@ -189,6 +197,26 @@ class BaseStore:
     async def _open(self, row: Row) -> Checkpoint:
         blobs = await self._run(self._read_blobs, row.ref_list)
         return open_row(row, self._secret, blobs)
+
+    async def outputs(self, checkpoint_id: str) -> builtins.list[Any]:
+        """The outputs the run yielded up to ``checkpoint_id``, along its
+        lineage within the run (a replayed branch's, not the ones it left),
+        as JSON to show — they are never decoded into objects. One read of
+        the run's records; no stored value is loaded."""
+        row = await self._run(self._read, checkpoint_id)
+        if row is None:
+            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in this store")
+        rows, _ = await self._run(self._rows, row.run_id, None)
+        by_id = {r.id: r for r in rows}
+        chain: builtins.list[Row] = []
+        at: Row | None = row
+        while at is not None and len(chain) <= len(by_id):
+            chain.append(at)
+            at = by_id.get(at.parent_id) if at.parent_id else None
+        out: builtins.list[Any] = []
+        for record in reversed(chain):
+            out.extend(verified_body(record, self._secret).get("outputs", ()))
+        return out
 
     async def list(
         self, run_id: str | None = None, *, workflow: str | None = None

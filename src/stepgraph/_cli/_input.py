@@ -62,15 +62,16 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
     """``value`` (parsed JSON) as ``annotation``; ``CliError`` naming each
     field that does not fit."""
     if annotation is bool and type(value) is not bool:
-        got = json.dumps(value, default=repr, ensure_ascii=False)
         raise CliError(
             f"{what} is not a valid bool: Input should be a valid boolean, true or false "
-            f"(got {got[:57] + '...' if len(got) > 60 else got})"
+            f"(got {_shown(value)})"
         )
+    if annotation in (int, float) and type(value) is bool:
+        raise CliError(f"{what} is not a valid {annotation.__name__}: got {_shown(value)}")
     if TypeSpec(annotation).matches(value):
         return value
     try:
-        return _adapter(annotation).validate_python(value)
+        built = _adapter(annotation).validate_python(value)
     except ValidationError as error:
         raise CliError(
             f"{what} is not a valid {type_name(annotation)}: {_problems(error)}"
@@ -79,6 +80,56 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
         raise CliError(
             f"{what} cannot be built as {a_type(annotation)} from JSON: {type(exc).__name__}: {exc}"
         ) from None
+    try:
+        schema = _adapter(annotation).json_schema()
+    except Exception:  # (a type pydantic cannot describe: nothing more to check)
+        return built
+    where = _loose(schema, value)
+    if where is not None:
+        field, got = where
+        kind = "true or false" if type(got) is not bool else "a number"
+        raise CliError(f"{what}: {field} must be {kind} (got {_shown(got)})")
+    return built
+
+
+def _shown(value: Any) -> str:
+    got = json.dumps(value, default=repr, ensure_ascii=False)
+    return got[:57] + "..." if len(got) > 60 else got
+
+
+def _loose(schema: Any, value: Any, defs: Any = None, at: str = "the value") -> Any:
+    """Where lax validation took a bool for anything but a JSON boolean, or
+    a JSON boolean for a number: ``(field, value)``, or ``None``. Approvals
+    are bools at any depth, and ``"yes"`` or ``1`` must not decide one."""
+    if not isinstance(schema, dict):
+        return None
+    defs = schema.get("$defs", defs) or {}
+    while "$ref" in schema:  # ("#/$defs/Name", as pydantic writes them)
+        schema = defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {})
+    options = [o for o in schema.get("anyOf", ()) if o.get("type") != "null"]
+    if len(options) == 1 and value is not None:
+        return _loose(options[0], value, defs, at)
+    kind = schema.get("type")
+    if kind == "boolean" and type(value) is not bool:
+        return at, value
+    if kind in ("integer", "number") and type(value) is bool:
+        return at, value
+    if kind == "object" and isinstance(value, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value:
+                found = _loose(
+                    sub, value[name], defs, name if at == "the value" else f"{at}.{name}"
+                )
+                if found is not None:
+                    return found
+    if kind == "array" and isinstance(value, list):
+        fixed = schema.get("prefixItems")
+        for index, item in enumerate(value):
+            sub = fixed[index] if fixed and index < len(fixed) else schema.get("items")
+            found = _loose(sub, item, defs, f"{at}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def coerce_input(workflow: Workflow, value: Any) -> Any:

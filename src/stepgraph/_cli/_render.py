@@ -7,9 +7,7 @@ they are."""
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
-import math
 import time
 from typing import Any
 
@@ -28,7 +26,7 @@ from .._core import (
     StatusEvent,
     SuperstepStartedEvent,
     WarningEvent,
-    type_name,
+    jsonable,
 )
 
 __all__ = ["LiveView", "event_json", "event_record", "jsonable", "printable", "say", "shown"]
@@ -58,36 +56,6 @@ def shown(value: Any) -> str:
         return printable(str(value))
     except Exception:  # a huge int, a broken __str__
         return printable(str(jsonable(value)))
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-friendly rendering of a value (for display, not for storage):
-    strict JSON, so non-finite floats become the strings "nan", "inf", "-inf"."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 13_000:
-        return f"<an int of about {int(value.bit_length() * 0.30103)} digits>"
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return jsonable(dump(mode="json"))
-    if isinstance(value, type) or hasattr(value, "__origin__"):
-        return type_name(value)
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    try:
-        return repr(value)
-    except Exception:
-        return f"<a {type(value).__name__} that cannot be shown>"
 
 
 def event_record(event: Event) -> dict[str, Any]:

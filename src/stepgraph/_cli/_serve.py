@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import typer
@@ -48,7 +49,7 @@ def serve(
     """Serve the workflows over HTTP with a web console: start runs, watch
     them live, answer requests, cancel, resume and fork (same store as run)."""
     try:
-        from .._serve import ServedWorkflow, is_loopback
+        from .._serve import ServedWorkflow, bind, is_loopback
         from .._serve import serve as serve_forever
     except ImportError as exc:
         raise _fail(f"{_HINT} ({exc})") from None
@@ -59,12 +60,15 @@ def serve(
         served = []
         for target in targets:
             workflow, factory = load_target(target)
-            doc = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
-            served.append(ServedWorkflow(workflow, factory, doc))
+            served.append(ServedWorkflow(workflow, factory, _summary(factory)))
         names = [w.name for w in served]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise CliError(f"two targets build workflows named {twice[0]!r}; serve one of them")
+        try:  # (first: a port in use creates no store)
+            listening = bind(host, port)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         existed = is_postgres(store) or store_path(store).exists()
         opened = open_store(store, StoreMode.CREATE)
         if not existed:
@@ -76,9 +80,15 @@ def serve(
             opened.close()
         raise _fail(str(exc)) from None
     try:
-        serve_forever(served, opened, host=host, port=port, token=token, say=lambda s: say(out, s))
-    except OSError as exc:  # the port is taken, the address is not this machine's
-        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        serve_forever(
+            served,
+            opened,
+            host=host,
+            port=port,
+            token=token,
+            say=lambda s: say(out, s),
+            listening=listening,
+        )
     finally:
         opened.close()
 
@@ -86,3 +96,10 @@ def serve(
 def _fail(message: str) -> typer.Exit:
     say(err, f"error: {message}", style="red")
     return typer.Exit(1)
+
+
+def _summary(factory: object) -> str:
+    """The first paragraph of the function's docstring, on one line."""
+    doc = inspect.getdoc(factory) if factory is not None else None
+    first = (doc or "").split("\n\n")[0]
+    return " ".join(first.split()).replace("``", "`")

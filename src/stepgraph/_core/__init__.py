@@ -16,6 +16,7 @@ from .._exceptions import (
 )
 from ._backend import Backend, ExecutorFailure, LocalBackend, Superstep, run_inbox
 from ._context import Contract, Outbox, RunScope, WorkflowContext
+from ._display import jsonable
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
     CallRecord,
@@ -64,6 +65,7 @@ from ._typing import (
 from ._usage import RunUsage, Usage
 
 __all__ = [
+    "jsonable",
     "RunUsage",
     "Usage",
     "ANY_SPEC",

@@ -74,7 +74,7 @@ class Outbox:
     A map's outbox carries its items' state writes apart (``item_writes``),
     so the barrier sees each item as a writer of its own."""
 
-    __slots__ = ("executor_id", "item_writes", "requests", "sent", "writes")
+    __slots__ = ("executor_id", "item_writes", "outputs", "requests", "sent", "writes")
 
     def __init__(self, executor_id: str) -> None:
         self.executor_id = executor_id
@@ -82,6 +82,9 @@ class Outbox:
         self.writes: dict[str, Any] = {}
         self.requests: list[PendingRequest] = []
         self.item_writes: list[tuple[str, dict[str, Any]]] | None = None
+        self.outputs: list[Any] | None = (
+            None  # the outputs its calls yielded (checkpoints keep them)
+        )
 
 
 class RunScope:
@@ -428,6 +431,10 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             emit, eid, step = self._emit, self._executor_id, self._superstep
             for value in self._pending:
                 emit(OutputEvent(data=value, executor_id=eid, superstep=step))
+            outbox = self._outbox
+            if outbox.outputs is None:
+                outbox.outputs = []
+            outbox.outputs += self._pending
             self._pending.clear()
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:

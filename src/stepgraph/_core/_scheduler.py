@@ -59,6 +59,9 @@ class RunState:
     usage: dict[str, Usage] = field(default_factory=dict)
     # Stopped at a breakpoint; going on from here skips the breakpoint it hit.
     paused: bool = False
+    # The outputs the last superstep yielded, in schedule order (its
+    # checkpoint keeps them for display; not carried to the next barrier).
+    yielded: list[Any] = field(default_factory=list)
 
     def status(self, *, running: bool) -> RunStatus:
         """The status this state implies, from the actual open requests."""
@@ -296,6 +299,7 @@ async def _barrier(
         commit_writes(run.state, writes, scope.reducers)
         for _, delta in writes:
             written.update(delta)
+    run.yielded = [v for o in outboxes if o.outputs for v in o.outputs]
     for outbox in outboxes:
         for request in outbox.requests:
             run.requests[request.request_id] = request

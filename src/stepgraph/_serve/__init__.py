@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from ._http import create_app
 from ._runs import INTERRUPTED, Problem, RunService, ServedWorkflow
-from ._server import is_loopback, serve
+from ._server import bind, is_loopback, serve
 
 __all__ = [
     "INTERRUPTED",
     "Problem",
     "RunService",
     "ServedWorkflow",
+    "bind",
     "create_app",
     "is_loopback",
     "serve",

@@ -9,9 +9,10 @@ middleware (:class:`Guard`) in front of everything:
   (``Authorization: Bearer``, compared in constant time);
 - without a token (loopback only), requests must name a loopback host, so a
   web page that rebinds its own name to 127.0.0.1 reaches nothing;
-- a POST must send ``application/json`` — which a page from another origin
-  cannot send without a preflight this server never grants — and at most
-  ``max_body`` bytes.
+- a POST must send at most ``max_body`` bytes, as ``application/json``
+  (checked where each POST reads its body, after routing) — which a page
+  from another origin cannot send without a preflight this server never
+  grants.
 
 Run events stream as Server-Sent Events: ``id: n`` and ``data: {json}`` per
 event; a client that reconnects with ``Last-Event-ID: n`` gets the events
@@ -64,7 +65,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class Guard:
-    """Token, host, content type and body size checks (see the module doc)."""
+    """Token, host and body size checks (see the module doc)."""
 
     def __init__(self, app: ASGIApp, *, token: str | None, max_body: int) -> None:
         self.app = app
@@ -96,13 +97,15 @@ class Guard:
             given = headers.get("authorization", b"")
             scheme, _, value = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-                response = _error(401, "a token is needed: send Authorization: Bearer <token>")
+                response = _error(
+                    401,
+                    "this token is not the server's"
+                    if given
+                    else "a token is needed: send Authorization: Bearer <token>",
+                )
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            kind = headers.get("content-type", b"").split(b";")[0].strip().lower()
-            if kind != b"application/json":
-                return _error(415, "send the body as JSON (Content-Type: application/json)")
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
                 return _error(413, f"the body is over {self.max_body} bytes")
@@ -127,17 +130,31 @@ class _TooLarge(Exception):
     pass
 
 
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "true or false",
+               int: "a number", float: "a number", type(None): "null"}  # fmt: skip
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object. Every POST reads its body here, so every
+    POST must be JSON: a page of another origin cannot send that without a
+    preflight, which this server never grants."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise Problem(415, "send the body as JSON (Content-Type: application/json)")
     try:
         raw = await request.body()
     except _TooLarge:
         raise Problem(413, "the body is too large") from None
     try:
-        body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        body = json.loads(raw or b"{}", parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # (bad JSON, NaN, a 5,000-digit number)
         raise Problem(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise Problem(422, f"the body must be a JSON object, not {type(body).__name__}")
+        raise Problem(422, f"the body must be a JSON object, not {_JSON_TYPES[type(body)]}")
     return body
 
 
@@ -204,6 +221,7 @@ def create_app(
         return JSONResponse({"run_id": run_id}, status_code=202)
 
     async def cancel(request: Request) -> Response:
+        await _body(request)  # (JSON, as every POST)
         run_id = request.path_params["run_id"]
         await service.cancel(run_id)
         return JSONResponse({"run_id": run_id}, status_code=202)
@@ -222,9 +240,10 @@ def create_app(
 
     async def events(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not last.isdigit():
-            raise Problem(422, f"Last-Event-ID must be an event id (a number), got {last!r}")
+        last = request.headers.get("last-event-id") or "0"
+        if not (last.isascii() and last.isdigit() and len(last) <= 20):
+            shown = last if len(last) <= 40 else last[:37] + "..."
+            raise Problem(422, f"Last-Event-ID must be an event id (a number), got {shown!r}")
         run_log = service.log_of(run_id)
         if run_log is None:
             info = await service.store.run_info(run_id)
@@ -303,11 +322,10 @@ async def _stream(
     while True:
         run_log = service.log_of(run_id)
         if run_log is not None:
-            records = run_log.records
-            if seen < len(records):  # all that is new in one write
-                new = records[seen:]
-                yield "".join(f"id: {n}\ndata: {r}\n\n" for n, r in enumerate(new, seen + 1))
-                seen += len(new)
+            new = run_log.after(seen)
+            if new:  # all that is new in one write
+                yield "".join(f"id: {n}\ndata: {r}\n\n" for n, r in new)
+                seen = new[-1][0]
             status = run_log.status
             if run_log.live and not service.stopping.is_set():
                 try:

@@ -8,7 +8,7 @@ exactly the events it missed, also after the run ended. Everything that
 lasts is in the checkpoint store the CLI uses: runs, their checkpoints,
 requests and answers; the events are kept in memory for the runs this
 server process ran (the most recent ``keep_runs`` of them, at most
-``keep_events`` events in all).
+``keep_bytes`` of events in all).
 
 Validation is the CLI's (:mod:`stepgraph._cli._input`): an input or an
 answer the command line refuses, the server refuses the same way.
@@ -31,6 +31,7 @@ from .._cli._load import CliError
 from .._cli._render import event_record, jsonable
 from .._core import Event, PendingRequest, RunStartedEvent, RunStatus, type_name
 from .._exceptions import (
+    CheckpointEncodeError,
     CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
@@ -87,8 +88,12 @@ class ServedWorkflow:
 
 @dataclass(slots=True)
 class RunLog:
-    """One run's events as JSON records, numbered from 1 in order, and
-    whether the run is going on in this server."""
+    """One run's events as JSON records, and whether the run is going on in
+    this server. Event ids go up by one from ``base`` + 1; ``base`` is the
+    time the log was opened, in microseconds, so a log this process opens
+    again later — or a later server process — numbers above every id given
+    before, and a client reconnecting with an older ``Last-Event-ID`` gets
+    all of this log."""
 
     run_id: str
     workflow: str
@@ -96,21 +101,34 @@ class RunLog:
     outputs: list[Any] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     status: str = RunStatus.IN_PROGRESS.value
+    size: int = 0  # bytes of the records
+    base: int = field(default_factory=lambda: time.time_ns() // 1000)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def live(self) -> bool:
         return self.task is not None and not self.task.done()
 
+    @property
+    def last_id(self) -> int:
+        return self.base + len(self.records)
+
+    def after(self, event_id: int) -> list[tuple[int, str]]:
+        """The records after ``event_id``, with their ids."""
+        first = max(event_id - self.base, 0)
+        return list(enumerate(self.records[first:], self.base + first + 1))
+
     def add(self, event: Event) -> None:
         record = event_record(event)
-        record["id"] = len(self.records) + 1
+        record["id"] = self.last_id + 1
         record["time"] = time.time()
         if event.kind == "output" and not event.workflow_path:
             self.outputs.append(record["data"])
         elif event.kind == "status" and not event.workflow_path:
             self.status = record["status"]
-        self.records.append(json.dumps(record, allow_nan=False, ensure_ascii=False))
+        text = json.dumps(record, allow_nan=False, ensure_ascii=False)
+        self.records.append(text)
+        self.size += len(text)
         self.changed()
 
     def changed(self) -> None:
@@ -118,8 +136,8 @@ class RunLog:
         wake.set()
 
     async def wait(self, seen: int) -> None:
-        """Until there are events after ``seen`` or the run stopped."""
-        if len(self.records) > seen or not self.live:
+        """Until there are events after id ``seen`` or the run stopped."""
+        if self.last_id > seen or not self.live:
             return
         await self._wake.wait()
 
@@ -134,7 +152,7 @@ class RunService:
         *,
         durability: str = "async",
         keep_runs: int = 1000,
-        keep_events: int = 1_000_000,
+        keep_bytes: int = 256 << 20,
     ) -> None:
         names = [w.name for w in workflows]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -143,7 +161,9 @@ class RunService:
         self.workflows = {w.name: w for w in workflows}
         self.store = store
         self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
-        self.keep_runs, self.keep_events = keep_runs, keep_events
+        self.keep_runs, self.keep_bytes = keep_runs, keep_bytes
+        # The outputs along each checkpoint's lineage, as read from the store.
+        self._outputs: OrderedDict[str, list[Any]] = OrderedDict()
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # every run going on here
@@ -166,9 +186,12 @@ class RunService:
     ) -> dict[str, Any]:
         if status is not None and status not in _STATUSES:
             raise Problem(422, f"unknown status {status!r}; one of {sorted(_STATUSES)}")
-        infos = await self.store.runs(
-            workflow=workflow, status=status, limit=limit + 1, before=cursor
-        )
+        try:
+            infos = await self.store.runs(
+                workflow=workflow, status=status, limit=limit + 1, before=cursor
+            )
+        except CheckpointNotFoundError:
+            raise Problem(422, f"unknown cursor {cursor!r}: pass the 'next' of a page") from None
         more = len(infos) > limit
         infos = infos[:limit]
         return {
@@ -177,19 +200,20 @@ class RunService:
         }
 
     def _run_summary(self, info: Any) -> dict[str, Any]:
-        live = self.logs.get(info.run_id)
+        run_log = self.logs.get(info.run_id)
+        live = run_log is not None and run_log.live
         return {
             "run_id": info.run_id,
             "workflow": info.workflow,
-            "status": live.status if live is not None and live.live else info.status,
-            "error": info.error,
+            "status": run_log.status if run_log is not None and live else info.status,
+            "error": None if live else info.error,
             "started_at": info.started_at,
             "updated_at": info.updated_at,
             "supersteps": info.superstep,
             "pending_requests": info.pending_requests,
             "checkpoints": info.checkpoints,
-            "live": live is not None and live.live,
-            "interrupted": info.status == "cancelled" and info.error == INTERRUPTED,
+            "live": live,
+            "interrupted": not live and info.status == "cancelled" and info.error == INTERRUPTED,
         }
 
     async def describe_run(self, run_id: str) -> dict[str, Any]:
@@ -213,7 +237,7 @@ class RunService:
                 "pending_requests": [],
             }
         out = self._run_summary(info)
-        out["outputs"] = jsonable(run_log.outputs) if run_log is not None else []
+        out["outputs"] = await self._outputs_of(info.last_checkpoint)
         out["events_kept"] = run_log is not None
         out["checkpoints"] = [
             {
@@ -233,6 +257,20 @@ class RunService:
                 out["pending_requests"].append(_request_json(request))
         return out
 
+    async def _outputs_of(self, checkpoint_id: str) -> list[Any]:
+        """The outputs along the checkpoint's lineage (remembered: a
+        checkpoint never changes)."""
+        known = self._outputs.get(checkpoint_id)
+        if known is None:
+            reader = getattr(self.store, "outputs", None)
+            if reader is None:  # (a store of the user's own: what this server saw)
+                run_log = self.logs.get((await self.store.load(checkpoint_id)).run_id)
+                return list(run_log.outputs) if run_log is not None else []
+            known = self._outputs[checkpoint_id] = list(await reader(checkpoint_id))
+            while len(self._outputs) > 256:
+                self._outputs.popitem(last=False)
+        return known
+
     # -- running ------------------------------------------------------------------
 
     async def start(self, name: str, raw: Any) -> str:
@@ -249,8 +287,8 @@ class RunService:
     async def respond(self, run_id: str, answers: Mapping[str, Any]) -> str:
         if not answers:
             raise Problem(422, 'no answers given: send {"responses": {request_id: value}}')
+        self._not_live(run_id)  # (before the store: a run just started has no record yet)
         info, served = await self._owner(run_id)
-        self._not_live(run_id)
         checkpoint = await self.store.load(info.last_checkpoint)
         open_now = {r.request_id: r for r in served.workflow.codec.requests_of(checkpoint)}
         responses: dict[str, Any] = {}
@@ -285,9 +323,9 @@ class RunService:
         )
 
     async def resume(self, run_id: str, checkpoint_id: str | None, *, fork: bool) -> str:
-        info, served = await self._owner(run_id)
         if not fork:
             self._not_live(run_id)
+        info, served = await self._owner(run_id)
         checkpoint_id = checkpoint_id or info.last_checkpoint
         try:
             checkpoint = await self.store.load(checkpoint_id)
@@ -355,8 +393,9 @@ class RunService:
     ) -> None:
         held: list[Event] = []  # the events before the run went past its entry
         run_log: RunLog | None = None
+        events = stream()
         try:
-            async with stream() as events:
+            async with events:
                 async for event in events:
                     if run_log is None:
                         held.append(event)
@@ -374,6 +413,9 @@ class RunService:
         except asyncio.CancelledError:
             if not started.done():
                 started.cancel()
+            if run_log is not None:  # how it stopped: its last status events
+                for event in events.drain():
+                    run_log.add(event)
             raise
         except StepgraphError as exc:
             if not started.done():
@@ -403,13 +445,13 @@ class RunService:
 
     def _forget_old(self) -> None:
         """Forget the events of the oldest runs that ended, beyond
-        ``keep_runs`` runs or ``keep_events`` events in all."""
-        total = sum(len(entry.records) for entry in self.logs.values())
+        ``keep_runs`` runs or ``keep_bytes`` of events in all."""
+        total = sum(entry.size for entry in self.logs.values())
         count = len(self.logs)
         for run_id in [r for r, entry in self.logs.items() if not entry.live]:
-            if count <= self.keep_runs and total <= self.keep_events:
+            if count <= self.keep_runs and total <= self.keep_bytes:
                 break
-            total -= len(self.logs.pop(run_id).records)
+            total -= self.logs.pop(run_id).size
             count -= 1
 
     # -- events -----------------------------------------------------------------------
@@ -446,6 +488,11 @@ class RunService:
 
 
 def _refusal(exc: StepgraphError) -> Problem:
+    if isinstance(exc, CheckpointEncodeError):
+        return Problem(422, str(exc))  # (an input or answer it cannot store)
+    if isinstance(exc, CheckpointError) and "being continued elsewhere" in str(exc):
+        return Problem(409, "the run is being continued by another call right now; try again "
+                            "once it stops")  # fmt: skip
     if isinstance(exc, RequestError):
         return Problem(409, str(exc))
     if isinstance(exc, WorkflowBusyError):

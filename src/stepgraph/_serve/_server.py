@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +27,7 @@ from .._checkpoint import CheckpointStore
 from ._http import create_app
 from ._runs import RunService, ServedWorkflow
 
-__all__ = ["is_loopback", "serve"]
+__all__ = ["bind", "is_loopback", "serve"]
 
 log = logging.getLogger("stepgraph.serve")
 
@@ -82,9 +84,11 @@ def serve(
     port: int = 8321,
     token: str | None = None,
     say: Callable[[str], None] = print,
+    listening: socket.socket | None = None,
 ) -> None:
-    """Serve until stopped. Away from loopback a token is required; one is
-    made (and printed once) when none is given."""
+    """Serve until stopped (on ``listening``, if given: see :func:`bind`).
+    Away from loopback a token is required; one is made (and printed once)
+    when none is given."""
     if not token and not is_loopback(host):
         token = secrets.token_urlsafe(24)
     service = RunService(workflows, store)
@@ -105,18 +109,20 @@ def serve(
         say(f"stepgraph serve: {address}  (workflows: {names}; Ctrl-C stops)")
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False,
-        lifespan="on", timeout_graceful_shutdown=5,
-    )  # fmt: skip
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-        )
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+    )
+    if not log.handlers:  # the server's own log (failures with their tracebacks) on stderr
+        to_stderr = logging.StreamHandler(sys.stderr)
+        to_stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(to_stderr)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    listening = listening or bind(host, port)
     # uvicorn raises the signal that stopped it again once it has stopped;
     # stopping is this command's normal end, so that signal then does nothing.
     before = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _Server(config, service, announce).run()
+        _Server(config, service, announce).run(sockets=[listening])
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
@@ -124,3 +130,14 @@ def serve(
 
 def _ignore(sig: int, frame: Any) -> None:
     pass
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; ``OSError`` with a short reason
+    (the port in use, an address not this machine's)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, reason) from None

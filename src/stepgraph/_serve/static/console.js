@@ -394,8 +394,13 @@
       setError("");
       const raw = area.value.trim();
       if (raw === "") return emptyValue(o, setError, "Enter a JSON value.");
+      if (takesText) {
+        // Text is the string itself; only an object, an array or a quoted
+        // string is read as JSON (so 42, true and null are text too).
+        if (!/^[[{"]/.test(raw)) return area.value;
+        try { return JSON.parse(raw); } catch (error) { return area.value; }
+      }
       try { return JSON.parse(raw); } catch (error) {
-        if (takesText) return area.value;
         return fail(setError, `This is not valid JSON: ${error.message}`);
       }
     };
@@ -1091,9 +1096,13 @@
     };
     wfSelect.select.addEventListener("change", onFilter);
     stSelect.select.addEventListener("change", onFilter);
+    let loading = false;
     more.addEventListener("click", async () => {
+      // Not disabled while loading: a disabled button loses the keyboard focus.
+      if (loading) return;
       const mine = generation;
-      more.disabled = true;
+      loading = true;
+      more.setAttribute("aria-busy", "true");
       try {
         const data = await query(next, RUNS_PAGE);
         if (!scope.alive || mine !== generation) return;
@@ -1103,11 +1112,13 @@
         next = data.next || null;
         show();
         announce(`${added.length} more runs loaded.`);
-        if (!next && added.length) tbody.rows[runs.length - added.length].querySelector("a").focus();
+        // Keyboard users go on from the first run just loaded.
+        if (added.length) tbody.rows[runs.length - added.length].querySelector("a").focus();
       } catch (error) {
         reportError(error);
       } finally {
-        more.disabled = false;
+        loading = false;
+        more.removeAttribute("aria-busy");
       }
     });
     loadWorkflows().then((workflows) => {
@@ -1766,6 +1777,12 @@
         throw error;
       }
       announce("Answer sent.");
+      // The answered form goes away: keep the keyboard focus on its section.
+      const section = document.querySelector('[data-testid="pending-requests"]');
+      if (section) {
+        section.setAttribute("tabindex", "-1");
+        section.focus();
+      }
       afterAction();
     }
     async function cancel() {
