@@ -20,9 +20,11 @@ run's own instance. Each run has its own actors, so one backend serves any
 number of concurrent runs.
 
 Events from an actor reach ``stream()`` as they happen when a call runs
-longer than ``LIVE_AFTER``: the driver then follows the call's events on a
-stream of their own (``Host.follow``); a shorter call brings its events back
-with its result, at no extra cost.
+longer than ``LIVE_AFTER``: the driver then follows the call's events with
+calls of their own (``Host.follow``, each waiting in the actor until there
+are events); a shorter call brings its events back with its result, at no
+extra cost. (Ray's streaming generators would do, but Ray Client — ``ray://``
+addresses — does not support them.)
 
 Ray is an optional extra: ``pip install 'stepgraph[ray]'``.
 """
@@ -155,7 +157,9 @@ class RayBackend:
             self._started = True
         if self._actor_class is None:
             # ``process`` calls run one at a time in the default group; the
-            # events of a long call stream on a thread of their own.
+            # events of a long call are followed on a thread of their own. (Set
+            # on the method, not per call: Ray Client takes no per-call group.)
+            ray.method(concurrency_group="live")(Host.follow)
             self._actor_class = ray.remote(concurrency_groups={"live": 1})(Host)
 
     def _kill(self, actor: Any) -> None:
@@ -420,9 +424,11 @@ class RayBackend:
 
 
 async def _follow(actor: Any, call: int, emit: Any) -> None:
-    stream = actor.follow.options(concurrency_group="live", num_returns="streaming")
-    async for batch in stream.remote(call):
-        events: list[Event] = await batch
+    """Emit the events of a long ``process`` call as the actor hands them
+    over, until the call has ended."""
+    running = True
+    while running:
+        events, running = await actor.follow.remote(call)
         for event in events:
             emit(event)
 

@@ -4,17 +4,17 @@ A synchronous actor, so Ray runs its ``process`` calls one at a time and in
 order; each call runs the executor's inbox with the local backend's code
 (``run_inbox``) on a private event loop. ``follow`` runs on a second thread
 (the actor's ``live`` concurrency group): while a ``process`` call runs, it
-streams the events the call emits — an agent's tokens, ``add_event``,
-outputs — as they happen, waiting on a condition between them (no polling).
-Each event reaches the driver once: through ``follow``, or with the call's
-result.
+hands over the events the call emitted so far — an agent's tokens,
+``add_event``, outputs — waiting on a condition until there are some (a long
+poll: nothing spins while a handler is quiet). Each event reaches the
+driver once: through ``follow``, or with the call's result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .._core import (
@@ -162,23 +162,20 @@ class Host:
             return None, failure.cause, None, run_scope.usage
         return outbox, None, self._snapshot(), run_scope.usage
 
-    def follow(self, call: int) -> Iterator[list[Event]]:
-        """The events of ``process`` call ``call`` as they are emitted, in
-        batches, until the call ends (those it returns are not among them)."""
-        while True:
-            with self.changed:
-                while self.call < call or (
-                    self.call == call and self.running and self.taken == len(self.events)
-                ):
-                    self.changed.wait()
-                if self.call != call:
-                    return  # (a later call: this one is long over)
-                batch, self.taken = self.events[self.taken :], len(self.events)
-                running = self.running
-            if batch:
-                yield batch
-            if not running:
-                return
+    def follow(self, call: int) -> tuple[list[Event], bool]:
+        """The events of ``process`` call ``call`` emitted since the last
+        ``follow``, once there are any or the call has ended (blocking
+        until then: a long poll, nothing spins), and whether it still runs.
+        Those it returns are not among the ones the call returns."""
+        with self.changed:
+            while self.call < call or (
+                self.call == call and self.running and self.taken == len(self.events)
+            ):
+                self.changed.wait()
+            if self.call != call:
+                return [], False  # (a later call: this one is long over)
+            batch, self.taken = self.events[self.taken :], len(self.events)
+            return batch, self.running
 
     def _executor(self) -> Any:
         host = self.node.host
