@@ -42,10 +42,10 @@ async def test_outputs_along_the_branch(store: sg.CheckpointStore) -> None:
     ]
     assert await store.outputs(result.last_checkpoint) == shown  # type: ignore[attr-defined]
     infos = await store.list(result.run_id)
-    at_two = [i for i in infos if i.superstep == 2][0]
+    at_two = next(i for i in infos if i.superstep == 2)
     assert await store.outputs(at_two.id) == shown[:3]  # type: ignore[attr-defined]
     # A replay from superstep 1 is a branch of its own: its outputs, once.
-    at_one = [i for i in infos if i.superstep == 1][0]
+    at_one = next(i for i in infos if i.superstep == 1)
     replay = await build(store).run(checkpoint=at_one.id)
     assert replay.run_id == result.run_id
     assert await store.outputs(replay.last_checkpoint) == shown  # type: ignore[attr-defined]

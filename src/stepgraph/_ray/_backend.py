@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 from .._core import (
-    Event,
     ExecutorFailure,
     Inbox,
     Node,
