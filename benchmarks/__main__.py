@@ -329,6 +329,7 @@ def run(quick: bool, postgres: bool = False) -> list[Row]:
     rows.append(Row("W2 1000, fresh process", "peak RSS MiB", mib, None, "< 40 MiB", mib < 40))
     rows += concurrent_rows(100 if quick else 1_000)
     rows += agent_rows(repeats)
+    rows += otel_rows(repeats)
     if postgres:
         from . import postgres as pg
 
@@ -336,6 +337,34 @@ def run(quick: bool, postgres: bool = False) -> list[Row]:
             target, ok = ("<= 3x", value <= 3 * beside) if name.endswith("async") else ("", None)
             rows.append(Row(name, unit, value, beside, target, ok if beside else None))
     return rows
+
+
+def otel_rows(repeats: int) -> list[Row]:
+    """W1 and W3 untraced, beside the same with OpenTelemetry's API imported
+    but no SDK configured (tracing off), and traced (an SDK recording every
+    span into a processor that drops it). Last: it leaves the API imported."""
+    chain, pong = w.chain(50), w.ping_pong(2000)
+
+    def both() -> tuple[float, float]:
+        return (
+            best(3 * repeats, run_of(chain, 0)) / 50 * 1e6,
+            best(repeats, run_of(pong, 0)) / 2000 * 1e6,
+        )
+
+    plain = both()
+    import opentelemetry.trace
+
+    off = both()
+    from opentelemetry.sdk.trace import TracerProvider
+
+    opentelemetry.trace.set_tracer_provider(TracerProvider())  # records, exports nowhere
+    on = both()
+    return [
+        Row("OTel API, no SDK: W1", "µs/superstep", off[0], plain[0]),
+        Row("OTel API, no SDK: W3", "µs/hop", off[1], plain[1]),
+        Row("OTel SDK, traced: W1", "µs/superstep", on[0], plain[0]),
+        Row("OTel SDK, traced: W3", "µs/hop", on[1], plain[1]),
+    ]
 
 
 def agent_rows(repeats: int) -> list[Row]:

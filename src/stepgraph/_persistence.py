@@ -595,6 +595,7 @@ class RunRecorder:
         # The run's lease: taken already (a continuation: ``leased``), or
         # taken with the first save and given back with the last (or alone).
         self._holder = holder
+        self.trace: Any = None  # the run's trace, when traced (checkpoint metrics, link)
         self._leased = leased
         self.released = holder is None
         self._progress_lock: asyncio.Lock | None = None
@@ -608,6 +609,8 @@ class RunRecorder:
         if written is None and self._skip_entry:
             return
         body, blobs = self._codec.body(run, self._hashes, written)
+        if self.trace is not None:  # (a resume in another process links to this run)
+            body["trace"] = self.trace.link()
         fresh: dict[str, bytes] = {}
         refs = body_refs(body)
         if refs:
@@ -717,6 +720,7 @@ class RunRecorder:
     async def _save(self, *checkpoints: Checkpoint) -> None:
         """Save, turning a store's own failure (a full disk, a lost
         connection) into a ``CheckpointError`` that fails the run."""
+        started = time.perf_counter()
         try:
             await self._store.save(*checkpoints)
         except (CheckpointError, RequestError):
@@ -725,6 +729,9 @@ class RunRecorder:
             raise CheckpointError(
                 f"writing checkpoints failed: {type(exc).__name__}: {exc}"
             ) from exc
+        if self.trace is not None:
+            size = sum(len(b) for cp in checkpoints for b in cp.blobs.values())
+            self.trace.checkpoint_written(time.perf_counter() - started, size, len(checkpoints))
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None

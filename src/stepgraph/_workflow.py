@@ -51,6 +51,7 @@ from ._exceptions import (
     WorkflowDefinitionError,
 )
 from ._inspect import StateSnapshot, get_state, update_state
+from ._otel import start_run
 from ._persistence import CheckpointConfig, RunCodec, RunRecorder, apply_responses
 from ._stream import RunStream
 
@@ -425,21 +426,32 @@ class Workflow:
                     leased=parent is not None,
                 )
             scope = self._scope(run_id, emit, run, call.context, live)
+            trace = scope.trace = start_run(
+                self.name,
+                run_id,
+                parent.id if parent is not None else None,
+                parent.body.get("trace") if parent is not None else None,
+            )
             if recorder is not None:
                 scope.progress = self._progress(recorder, run)
+                recorder.trace = trace
             runner = call.backend if call.backend is not None else LocalBackend()
             try:
                 status = await run_supersteps(
                     self._graph, scope, runner, run, limit, recorder, breakpoints
                 )
-            except ConvergenceError as error:  # the run can go on from where it stopped
-                error.run_id = run_id
-                error.last_checkpoint = recorder.last_id if recorder is not None else None
+            except BaseException as error:
+                if isinstance(error, ConvergenceError):  # the run can go on from where it stopped
+                    error.run_id = run_id
+                    error.last_checkpoint = recorder.last_id if recorder is not None else None
+                _end_trace(trace, run, None, error)
+                trace = None
                 raise
             finally:
                 finish = getattr(runner, "finish_run", None)  # distributed backends
                 if finish is not None:
                     await asyncio.shield(finish(scope))
+                _end_trace(trace, run, status if trace is not None else None, None)
             succeeded = True
         finally:
             if recorder is not None:  # (given back already, unless the run never got going)
@@ -589,9 +601,17 @@ class Workflow:
         self._acquire()
         try:
             scope = self._scope(run_id, emit, run, context, live)
-            return await run_supersteps(
-                self._graph, scope, LocalBackend(), run, self._max_supersteps
-            )
+            # (under the parent's handler span, when the parent is traced)
+            trace = scope.trace = start_run(self.name, run_id, None, None)
+            try:
+                status = await run_supersteps(
+                    self._graph, scope, LocalBackend(), run, self._max_supersteps
+                )
+            except BaseException as error:
+                _end_trace(trace, run, None, error)
+                raise
+            _end_trace(trace, run, status, None)
+            return status
         finally:
             self._release()
 
@@ -763,4 +783,19 @@ def _copy_state(run: RunState) -> RunState:
         instances=dict(run.instances),
         usage=dict(run.usage),
         paused=run.paused,
+    )
+
+
+def _end_trace(
+    trace: Any, run: RunState, status: RunStatus | None, error: BaseException | None
+) -> None:
+    """End a traced run's span: how it ended, and after how many supersteps."""
+    if trace is None:
+        return
+    if error is None:
+        trace.finish(status.value if status is not None else "idle", run.superstep, None)
+        return
+    cancelled = isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
+    trace.finish(
+        "cancelled" if cancelled else "failed", run.superstep, None if cancelled else error
     )

@@ -32,6 +32,7 @@ from .._core import (
     type_name,
 )
 from .._exceptions import ConvergenceError, StepgraphError, WorkflowRunError
+from .._otel._setup import export_from_env
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
 from ._checkpoints import checkpoints_app, runs_app
@@ -280,6 +281,10 @@ def run(
         bool,
         typer.Option("--fork", help="go on as a new run branching off the checkpoint"),
     ] = False,
+    otel: Annotated[
+        bool,
+        typer.Option("--otel", help="export traces and metrics over OTLP (OTEL_* variables)"),
+    ] = False,
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
     2 idle with pending requests, 3 paused at a breakpoint, 1 failed, 130
@@ -331,6 +336,7 @@ def run(
         if (break_before or break_after) and no_store:
             raise CliError("a run paused at a breakpoint goes on from its checkpoint: give a store")
         session.backend = _backend(backend, connect_timeout)
+        stop_exporting = export_from_env() if otel else None
     except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
         if sqlite is not None:
             sqlite.close()
@@ -341,6 +347,8 @@ def run(
         shutdown = getattr(session.backend, "shutdown", None)
         if shutdown is not None:
             shutdown()
+        if stop_exporting is not None:
+            stop_exporting()  # (what is batched goes out before the exit)
     raise typer.Exit(code)
 
 

@@ -52,6 +52,7 @@ from ._requests import PendingRequest, Response
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
 from ._state import Reducers, StateView
+from ._trace import RunTrace, SpanRecord, SpanRecorder, Trace, TraceSpan
 from ._typing import (
     ANY_SPEC,
     NEVER_SPEC,
@@ -65,6 +66,11 @@ from ._typing import (
 from ._usage import RunUsage, Usage
 
 __all__ = [
+    "RunTrace",
+    "SpanRecord",
+    "SpanRecorder",
+    "Trace",
+    "TraceSpan",
     "jsonable",
     "RunUsage",
     "Usage",

@@ -12,7 +12,7 @@ needed to be concurrent with nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Protocol, runtime_checkable
@@ -93,6 +93,7 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     invoke = node.invoke
     node_id = node.id
     emit = ctx._emit
+    trace = work.scope.trace
     started_event = (ExecutorInvokedEvent, node_id, step)  # a call record: see materialize
     try:
         for _source, message in inbox:
@@ -101,8 +102,10 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             try:
                 if guarded:
                     await invoke_guarded(node, invoke, message, ctx, step)
-                else:
+                elif trace is None:
                     await invoke(message, ctx)
+                else:
+                    await _traced(trace, node_id, step, message, 1, invoke(message, ctx))
             except (Exception, SystemExit) as exc:  # sys.exit() in a handler fails it too
                 failure = ExecutorFailure(node_id, step, exc)
                 work.failures.append(failure)
@@ -115,6 +118,20 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     return outbox
 
 
+async def _traced(
+    trace: Any, executor_id: str, step: int, message: Any, attempt: int, call: Awaitable[None]
+) -> None:
+    """Await a handler call inside its span (current while it runs)."""
+    span = trace.handler(executor_id, step, message, attempt)
+    try:
+        await call
+    except BaseException as exc:
+        span.fail(exc)
+        span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+        raise
+    span.end()
+
+
 async def invoke_guarded(
     node: Node, invoke: Invoke, message: Any, ctx: WorkflowContext[Any, Any], step: int
 ) -> None:
@@ -122,10 +139,15 @@ async def invoke_guarded(
     policy = node.retry
     attempts = policy.attempts if policy is not None else 1
     attempt = 1
+    trace = ctx._scope.trace
     while True:
         mark = ctx._mark()
         try:
-            await _invoke_with_timeout(node, invoke, message, ctx, step)
+            call = _invoke_with_timeout(node, invoke, message, ctx, step)
+            if trace is None:
+                await call
+            else:  # (a span per attempt)
+                await _traced(trace, node.id, step, message, attempt, call)
             return
         except Exception as exc:
             ctx._rollback(mark)

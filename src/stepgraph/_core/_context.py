@@ -102,6 +102,7 @@ class RunScope:
         "run_id",
         "senders",
         "strict",
+        "trace",
         "usage",
         "workflow_name",
     )
@@ -138,6 +139,8 @@ class RunScope:
         self.progress: Callable[[str], Awaitable[None]] | None = None
         # Tokens model calls used, by executor path (the run state's own dict).
         self.usage: dict[str, Usage] = {} if usage is None else usage
+        # The run's tracer when it is traced (``_trace``; None: not traced).
+        self.trace: Any = None
 
 
 class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
@@ -258,6 +261,13 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             self._violation("yielded", value, "workflow output", spec)
         self._pending.append(value)
         return _DONE
+
+    def _operation(self, name: str, attributes: dict[str, Any]) -> Any:
+        """A span for work inside this handler call (the agent layer's model
+        and tool calls), under the handler's; ``None`` when the run is not
+        traced."""
+        trace = self._scope.trace
+        return None if trace is None else trace.operation(name, attributes)
 
     def add_event(self, event: Event) -> _Done:
         """Emit a user event now (events are observations: a retried or failed

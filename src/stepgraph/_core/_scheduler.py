@@ -160,9 +160,12 @@ async def run_supersteps(
                 work = Superstep(
                     step, scope, [(nodes[i], run.inboxes[i]) for i in order], run.state
                 )
-                outboxes = await _deliver(backend, work)
-                run.superstep = step
-                written = await _barrier(router, run, outboxes, scope, report, step)
+                if scope.trace is None:
+                    outboxes = await _deliver(backend, work)
+                    run.superstep = step
+                    written = await _barrier(router, run, outboxes, scope, report, step)
+                else:
+                    written = await _traced_superstep(backend, work, router, run, scope, report)
                 if breakpoints and run.inboxes:  # (nothing left: the run ends, not pauses)
                     run.paused = not (
                         breakpoints.after.isdisjoint(order)
@@ -239,6 +242,29 @@ async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
             )
         first = work.failures[0]
         raise failure_error(first) from first.cause
+
+
+async def _traced_superstep(
+    backend: Backend,
+    work: Superstep,
+    router: Router,
+    run: RunState,
+    scope: RunScope,
+    report: Callable[[str, str], None],
+) -> set[str]:
+    """A superstep and its barrier inside the superstep's span."""
+    span = scope.trace.superstep(work.number, tuple(node.id for node, _ in work.batches))
+    span.set("stepgraph.messages", sum(len(inbox) for _, inbox in work.batches))
+    try:
+        outboxes = await _deliver(backend, work)
+        run.superstep = work.number
+        written = await _barrier(router, run, outboxes, scope, report, work.number)
+    except BaseException as exc:
+        span.fail(exc)
+        span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+        raise
+    span.end()
+    return written
 
 
 async def _barrier(

@@ -299,7 +299,7 @@ class RayBackend:
             run.busy.add(node.id)
             asked = time.time()
             try:
-                outbox, events, cause, snapshot, usage, stateful = await self._process(
+                outbox, events, cause, snapshot, usage, stateful, spans = await self._process(
                     actor, work, inbox, (run.state_version, [run.state_ref]), [run.run_ref], begin
                 )
             except ray.exceptions.RayActorError as exc:
@@ -332,6 +332,8 @@ class RayBackend:
             run.busy.discard(node.id)
             if stateful:
                 run.stateful.add(node.id)
+            if spans and work.scope.trace is not None:
+                work.scope.trace.replay(spans, work.number)
             emit = work.scope.emit
             for event in events:
                 emit(event)
@@ -471,4 +473,5 @@ def _scope_of(scope: RunScope) -> dict[str, Any]:
         "executor_ids": scope.executor_ids,
         "output_ids": scope.output_ids,
         "senders": scope.senders,
+        "traced": scope.trace is not None,
     }

@@ -25,6 +25,8 @@ from .._core import (
     Outbox,
     Reducers,
     RunScope,
+    SpanRecord,
+    SpanRecorder,
     Superstep,
     run_inbox,
 )
@@ -43,8 +45,9 @@ class Shared:
 
 
 # A call's outbox (None: it failed), events not streamed, failure, snapshot,
-# tokens used, and whether the executor has attributes of its own (only
-# then is there anything to bring back at the run's end).
+# tokens used, whether the executor has attributes of its own (only then is
+# there anything to bring back at the run's end), and the spans it recorded
+# (a traced run: the driver makes them spans of its trace).
 Result = tuple[
     Outbox | None,
     list[Event],
@@ -52,6 +55,7 @@ Result = tuple[
     tuple[bool, Any] | None,
     dict[str, Any],
     bool,
+    list[SpanRecord],
 ]
 
 
@@ -109,8 +113,9 @@ class Host:
         with self.changed:
             self.call, self.events, self.taken, self.running = call, [], 0, True
             self.changed.notify_all()
+        spans = SpanRecorder() if self.scope.get("traced") else None
         try:
-            outbox, cause, snapshot, usage = self._process(step, self.scope, inbox, state, run)
+            outbox, cause, snapshot, usage = self._process(step, inbox, state, run, spans)
         finally:
             with self.changed:
                 self.running = False
@@ -118,16 +123,18 @@ class Host:
                 self.changed.notify_all()
         executor = self._executor()
         self.stateful = self.stateful or bool(executor is not None and executor._user_state())
-        return outbox, rest, cause, snapshot, usage, self.stateful
+        records = spans.take() if spans is not None else []
+        return outbox, rest, cause, snapshot, usage, self.stateful, records
 
     def _process(
         self,
         step: int,
-        scope: dict[str, Any],
         inbox: Inbox,
         state: tuple[int, list[Any]],
         run: list[Any],
+        spans: SpanRecorder | None,
     ) -> tuple[Outbox | None, BaseException | None, tuple[bool, Any] | None, dict[str, Any]]:
+        scope = self.scope
         version, (ref,) = state
         if version != self.state_version:  # fetched only when a barrier changed it
             import ray
@@ -151,6 +158,7 @@ class Host:
             instances=self.instances,
             reducers=reducers,
         )
+        run_scope.trace = spans
         if any(type(m) is Shared for _, m in inbox):
             import ray
 

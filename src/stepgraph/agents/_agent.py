@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,6 +323,31 @@ class Agent(Executor):
         messages = self._messages
         if self.instructions:
             messages = [ChatMessage.system(self.instructions), *messages]
+        model = self.model.name
+        span = ctx._operation(
+            f"chat {model}",
+            {"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
+             "gen_ai.agent.name": self.id, "stepgraph.agent.turn": self._turns},
+        )  # fmt: skip
+        try:
+            reply = await self._stream_turn(messages, ctx)
+        except BaseException as exc:
+            if span is not None:
+                span.fail(exc)
+                span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+            raise
+        if span is not None:
+            if reply.usage:
+                span.set("gen_ai.usage.input_tokens", reply.usage.prompt_tokens)
+                span.set("gen_ai.usage.output_tokens", reply.usage.completion_tokens)
+            if reply.finish_reason:
+                span.set("gen_ai.response.finish_reasons", [reply.finish_reason])
+            span.end()
+        return reply
+
+    async def _stream_turn(
+        self, messages: list[ChatMessage], ctx: WorkflowContext[Any, Any]
+    ) -> ModelReply:
         attempt, reply = 1, None
         stream = self.model.stream(
             messages, tools=self._schemas, response_format=self._response_format
@@ -431,9 +456,14 @@ class Agent(Executor):
                 status: ToolCallStatus
                 tool = self.tools[pending.call.name]
                 self._event(ctx, pending.call, "started")
+                span = ctx._operation(
+                    f"execute_tool {tool.name}",
+                    {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool.name,
+                     "gen_ai.tool.call.id": pending.call.id, "gen_ai.agent.name": self.id},
+                )  # fmt: skip
                 try:
                     arguments = tool.parse(json.dumps(pending.arguments))
-                    result = await tool.invoke(arguments)
+                    result = await _spanned(span, tool.invoke(arguments))
                 except ToolArgumentsError as exc:  # a reviewer's edit that does not fit
                     pending.result, status = str(exc), "rejected"
                 except Exception as exc:
@@ -548,3 +578,17 @@ _INPUT_HANDLERS: tuple[Callable[..., Any], ...] = (
     Agent._on_messages,
     Agent._on_response,
 )
+
+
+async def _spanned(span: Any, call: Awaitable[Any]) -> Any:
+    """Await ``call`` inside ``span`` (``None``: not traced)."""
+    if span is None:
+        return await call
+    try:
+        result = await call
+    except BaseException as exc:
+        span.fail(exc)
+        span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+        raise
+    span.end()
+    return result

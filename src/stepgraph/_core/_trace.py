@@ -1,0 +1,115 @@
+"""Tracing hooks: what the kernel tells a tracer, when one is on.
+
+``RunScope.trace`` is ``None`` unless the run is traced (``stepgraph._otel``
+decides, per run), so an untraced run pays one ``is None`` test per
+superstep and per handler call. A traced one calls:
+
+- ``superstep(number, executors)`` when a superstep starts, ending the span
+  it returns at the barrier;
+- ``handler(executor_id, superstep, message, attempt)`` around each handler
+  call attempt — the span it returns is current while the handler runs, so
+  what the handler does (an agent's model calls, a sub-workflow's run)
+  nests under it — then ``fail(error)`` or ``end(outcome)``;
+- ``operation(name, attributes)`` for work inside a handler (the agent
+  layer's model and tool calls), a span under the handler's.
+
+:class:`SpanRecorder` is a tracer that only writes down what it was told: a
+Ray actor traces with it and sends the records back with the call's result,
+and the driver turns them into spans of its trace (:meth:`Trace.replay`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+__all__ = ["RunTrace", "SpanRecord", "SpanRecorder", "Trace", "TraceSpan"]
+
+
+class TraceSpan(Protocol):
+    def set(self, key: str, value: Any) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+    def end(self, outcome: str = "ok") -> None: ...
+
+
+class Trace(Protocol):
+    """What handlers' code paths call (in this process or in an actor)."""
+
+    def handler(
+        self, executor_id: str, superstep: int, message: Any, attempt: int
+    ) -> TraceSpan: ...
+
+    def operation(self, name: str, attributes: dict[str, Any]) -> TraceSpan: ...
+
+
+class RunTrace(Trace, Protocol):
+    """A run's trace on the driver: also its supersteps, and the spans an
+    actor recorded."""
+
+    def superstep(self, number: int, executors: tuple[str, ...]) -> TraceSpan: ...
+
+    def replay(self, records: list[SpanRecord], superstep: int) -> None: ...
+
+
+# (name, parent index or -1, start ns, end ns, attributes, error text or None)
+SpanRecord = tuple[str, int, int, int, dict[str, Any], str | None]
+
+
+class _Recorded:
+    __slots__ = ("index", "recorder")
+
+    def __init__(self, recorder: SpanRecorder, index: int) -> None:
+        self.recorder = recorder
+        self.index = index
+
+    def set(self, key: str, value: Any) -> None:
+        self.recorder.records[self.index][4][key] = value
+
+    def fail(self, error: BaseException) -> None:
+        name, parent, start, end, attributes, _ = self.recorder.records[self.index]
+        text = f"{type(error).__name__}: {error}"
+        self.recorder.records[self.index] = (name, parent, start, end, attributes, text)
+
+    def end(self, outcome: str = "ok") -> None:
+        recorder = self.recorder
+        name, parent, start, _, attributes, error = recorder.records[self.index]
+        attributes["stepgraph.outcome"] = outcome
+        recorder.records[self.index] = (name, parent, start, time.time_ns(), attributes, error)
+        if recorder.open and recorder.open[-1] == self.index:
+            recorder.open.pop()
+
+
+class SpanRecorder:
+    """Writes spans down instead of sending them (see the module doc); a
+    handler span is the parent of what starts before it ends."""
+
+    def __init__(self) -> None:
+        self.records: list[SpanRecord] = []
+        self.open: list[int] = []
+
+    def _start(self, name: str, attributes: dict[str, Any]) -> _Recorded:
+        parent = self.open[-1] if self.open else -1
+        self.records.append((name, parent, time.time_ns(), 0, attributes, None))
+        return _Recorded(self, len(self.records) - 1)
+
+    def handler(self, executor_id: str, superstep: int, message: Any, attempt: int) -> TraceSpan:
+        span = self._start(
+            f"executor {executor_id}",
+            {
+                "stepgraph.executor.id": executor_id,
+                "stepgraph.superstep": superstep,
+                "stepgraph.message.type": type(message).__name__,
+                "stepgraph.attempt": attempt,
+            },
+        )
+        self.open.append(span.index)
+        return span
+
+    def operation(self, name: str, attributes: dict[str, Any]) -> TraceSpan:
+        return self._start(name, dict(attributes))
+
+    def take(self) -> list[SpanRecord]:
+        records, self.records, self.open = self.records, [], []
+        return records

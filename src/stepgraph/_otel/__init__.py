@@ -1,0 +1,12 @@
+"""OpenTelemetry traces and metrics of runs (extra ``stepgraph[otel]``:
+``opentelemetry-api`` only; the SDK and exporters are the application's).
+
+- ``_tracing``: a run's spans and metrics, on only when the application has
+  configured OpenTelemetry;
+- ``_setup``: ``stepgraph run --otel`` — an SDK set up from the standard
+  ``OTEL_*`` environment variables.
+"""
+
+from ._tracing import OtelTrace, start_run
+
+__all__ = ["OtelTrace", "start_run"]

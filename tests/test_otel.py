@@ -1,0 +1,436 @@
+"""OpenTelemetry spans and metrics of runs, read with the SDK's in-memory
+exporter and metric reader (installed for this module, taken away after it:
+the rest of the suite runs untraced)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from opentelemetry.util._once import Once
+
+import stepgraph as sg
+from tests import subflows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Opened(SpanProcessor):
+    """Counts spans started and not ended."""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.open.add(span.context.span_id)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.open.discard(span.context.span_id)
+
+
+class Traces:
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.opened = Opened()
+        self.reader = InMemoryMetricReader()
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def by_name(self) -> dict[str, list[ReadableSpan]]:
+        out: dict[str, list[ReadableSpan]] = {}
+        for span in self.spans():
+            out.setdefault(span.name, []).append(span)
+        return out
+
+    def parent_name(self, span: ReadableSpan) -> str | None:
+        if span.parent is None:
+            return None
+        names = {s.context.span_id: s.name for s in self.spans()}
+        return names.get(span.parent.span_id)
+
+    def metric_points(self) -> dict[str, list[Any]]:
+        data = self.reader.get_metrics_data()
+        out: dict[str, list[Any]] = {}
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    out.setdefault(metric.name, []).extend(metric.data.data_points)
+        return out
+
+
+def _reset_globals() -> None:
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    metrics._internal._METER_PROVIDER = None  # type: ignore[attr-defined]
+    metrics._internal._METER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def installed() -> Iterator[Traces]:
+    traces = Traces()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(traces.exporter))
+    provider.add_span_processor(traces.opened)
+    _reset_globals()
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[traces.reader]))
+    yield traces
+    provider.shutdown()
+    _reset_globals()  # (the suite goes on untraced)
+
+
+@pytest.fixture
+def traces(installed: Traces) -> Traces:
+    installed.exporter.clear()
+    return installed
+
+
+@sg.executor(id="split")
+async def split(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    await ctx.send_message(n)
+
+
+class Square(sg.Executor):
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n * n)
+
+
+@sg.executor(id="total")
+async def total(values: list[int], ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    await ctx.yield_output(sum(values))
+
+
+def fan(width: int = 3) -> sg.Workflow:
+    workers = [Square(f"w{i}") for i in range(width)]
+    return (
+        sg.WorkflowBuilder(start=split, name="fan")
+        .add_fan_out(split, workers)
+        .add_fan_in(workers, total)
+        .build()
+    )
+
+
+async def test_the_span_tree_of_a_fan_out_fan_in_run(traces: Traces) -> None:
+    result = await fan().run(3)
+    assert result.outputs == [27]
+    spans = traces.by_name()
+    [run] = spans["run fan"]
+    assert run.parent is None and run.status.status_code is StatusCode.UNSET
+    assert run.attributes["stepgraph.run.id"] == result.run_id
+    assert run.attributes["stepgraph.status"] == "idle"
+    assert run.attributes["stepgraph.supersteps"] == 3
+    for n in (1, 2, 3):
+        [step] = spans[f"superstep {n}"]
+        assert traces.parent_name(step) == "run fan"
+        assert step.attributes["stepgraph.superstep"] == n
+    assert list(spans["superstep 2"][0].attributes["stepgraph.executors"]) == ["w0", "w1", "w2"]
+    for name in ("executor w0", "executor w1", "executor w2"):
+        [call] = spans[name]
+        assert traces.parent_name(call) == "superstep 2"
+        assert call.attributes["stepgraph.message.type"] == "int"
+        assert call.attributes["stepgraph.attempt"] == 1
+        assert call.attributes["stepgraph.outcome"] == "ok"
+    assert traces.parent_name(spans["executor total"][0]) == "superstep 3"
+    # All three concurrent calls overlap in time, inside their superstep.
+    calls = [spans[f"executor w{i}"][0] for i in range(3)]
+    step2 = spans["superstep 2"][0]
+    assert all(step2.start_time <= c.start_time and c.end_time <= step2.end_time for c in calls)
+    points = traces.metric_points()
+    for name in ("stepgraph.run.duration", "stepgraph.superstep.duration",
+                 "stepgraph.executor.duration", "stepgraph.messages"):  # fmt: skip
+        assert points.get(name), name
+    by_executor = {
+        p.attributes.get("stepgraph.executor.id") for p in points["stepgraph.executor.duration"]
+    }
+    assert {"w0", "w1", "w2", "split", "total"} <= by_executor
+
+
+async def test_a_failed_handler_is_an_error_span(traces: Traces) -> None:
+    @sg.executor(id="boom")
+    async def boom(n: int) -> None:
+        raise ValueError(f"boom {n}")
+
+    with pytest.raises(sg.WorkflowRunError):
+        await sg.WorkflowBuilder(start=boom, name="failing").build().run(7)
+    spans = traces.by_name()
+    [call] = spans["executor boom"]
+    assert call.status.status_code is StatusCode.ERROR
+    assert "ValueError: boom 7" in (call.status.description or "")
+    [event] = [e for e in call.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "ValueError"
+    [run] = spans["run failing"]
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.attributes["stepgraph.status"] == "failed"
+
+
+async def test_a_retried_handler_has_a_span_per_attempt(traces: Traces) -> None:
+    attempts = 0
+
+    @sg.executor(id="flaky", retry=sg.RetryPolicy(attempts=3))
+    async def flaky(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ConnectionError(f"attempt {attempts}")
+        await ctx.yield_output(attempts)
+
+    await sg.WorkflowBuilder(start=flaky, name="retrying").build().run(1)
+    calls = sorted(traces.by_name()["executor flaky"], key=lambda s: s.start_time)
+    assert [c.attributes["stepgraph.attempt"] for c in calls] == [1, 2, 3]
+    assert [c.status.status_code for c in calls] == [
+        StatusCode.ERROR,
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
+
+
+async def test_sub_workflows_nest_three_levels_deep(traces: Traces) -> None:
+    result = await subflows.three_levels().run("hello")
+    assert result.pending_requests
+    spans = traces.by_name()
+    # outer run > superstep > executor mid > run mid > superstep > executor inner > run inner
+    chain = [
+        "run inner",
+        "executor inner",
+        "superstep 1",
+        "run mid",
+        "executor mid",
+        "superstep 1",
+        "run outer",
+    ]
+    at = spans["run inner"][0]
+    names = [at.name]
+    while at.parent is not None:
+        at = next(s for s in traces.spans() if s.context.span_id == at.parent.span_id)
+        names.append(at.name)
+    assert names == chain
+    assert len({s.context.trace_id for s in traces.spans()}) == 1
+
+
+async def test_an_agent_run_has_genai_spans_with_the_servers_token_counts(traces: Traces) -> None:
+    from stepgraph.testing import FakeOpenAIServer, FakeReply
+
+    @sg.tool
+    def lookup(city: str) -> str:
+        """Weather.
+
+        Args:
+            city: The city.
+        """
+        return f"sunny in {city}"
+
+    replies = [
+        FakeReply.tool_calls(
+            [sg.ToolCall("c1", "lookup", '{"city": "Oslo"}')], usage=sg.Usage(30, 7)
+        ),
+        FakeReply.text("It is sunny.", usage=sg.Usage(52, 5)),
+    ]
+    with FakeOpenAIServer(replies) as server:
+        model = sg.OpenAIChatModel("fake-4o", base_url=server.base_url)
+        agent = sg.Agent("weather", model=model, tools=[lookup])
+        result = await sg.WorkflowBuilder(start=agent, name="agentic").build().run("Oslo?")
+        await model.aclose()
+    assert str(result.outputs[0]) == "It is sunny."
+    spans = traces.by_name()
+    chats = sorted(spans["chat fake-4o"], key=lambda s: s.start_time)
+    assert [
+        (c.attributes["gen_ai.usage.input_tokens"], c.attributes["gen_ai.usage.output_tokens"])
+        for c in chats
+    ] == [(30, 7), (52, 5)]
+    assert all(c.attributes["gen_ai.operation.name"] == "chat" for c in chats)
+    assert all(c.attributes["gen_ai.request.model"] == "fake-4o" for c in chats)
+    assert all(traces.parent_name(c) == "executor weather" for c in chats)
+    [tool] = spans["execute_tool lookup"]
+    assert tool.attributes["gen_ai.tool.name"] == "lookup"
+    assert tool.attributes["gen_ai.tool.call.id"].startswith("c1")
+    assert traces.parent_name(tool) == "executor weather"
+    tokens = traces.metric_points()["gen_ai.client.token.usage"]
+    summed = {}
+    for point in tokens:
+        kind = point.attributes["gen_ai.token.type"]
+        summed[kind] = summed.get(kind, 0) + point.sum
+    assert summed["input"] >= 82 and summed["output"] >= 12
+
+
+async def test_cancelling_a_run_leaves_no_span_open(traces: Traces) -> None:
+    @sg.executor(id="hang")
+    async def hang(n: int) -> None:
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(sg.WorkflowBuilder(start=hang, name="hanging").build().run(1))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert traces.opened.open == set()
+    spans = traces.by_name()
+    assert spans["executor hang"][0].attributes["stepgraph.outcome"] == "cancelled"
+    assert spans["run hanging"][0].attributes["stepgraph.status"] == "cancelled"
+
+
+async def test_checkpoint_writes_are_measured(traces: Traces, tmp_path: Path) -> None:
+    store = sg.SqliteCheckpointStore(tmp_path / "m.sqlite")
+    await fan().run(2, checkpoints=store)
+    store.close()
+    points = traces.metric_points()
+    assert points.get("stepgraph.checkpoint.write.duration")
+    assert sum(p.value for p in points["stepgraph.checkpoints"]) >= 4
+
+
+RESUME = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    import stepgraph as sg
+    from tests.test_requests import build
+
+    async def main():
+        store = sg.SqliteCheckpointStore(sys.argv[1])
+        if sys.argv[2] == "start":
+            result = await build(store).run(["resume me?"])
+        else:
+            latest = (await store.runs(limit=1))[0]
+            ckpt = await store.load(latest.last_checkpoint)
+            [request] = build(store).codec.requests_of(ckpt)
+            result = await build(store).run(
+                responses={request.request_id: True}, checkpoint=latest.last_checkpoint
+            )
+        store.close()
+        [run] = [s for s in exporter.get_finished_spans() if s.name.startswith("run ")]
+        print(json.dumps({
+            "trace_id": f"{run.context.trace_id:032x}", "span_id": f"{run.context.span_id:016x}",
+            "links": [[f"{l.context.trace_id:032x}", f"{l.context.span_id:016x}"] for l in run.links],
+            "resumed_from": run.attributes.get("stepgraph.resumed_from"),
+        }))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_resume_in_another_process_links_to_the_run_it_continues(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    path = str(tmp_path / "r.sqlite")
+
+    def step(kind: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-c", RESUME, path, kind], capture_output=True, text=True,
+            env=env, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = step("start"), step("resume")
+    assert second["trace_id"] != first["trace_id"]  # (a new trace, days later perhaps)
+    assert second["links"] == [[first["trace_id"], first["span_id"]]]
+    assert second["resumed_from"]
+
+
+def test_untraced_runs_import_no_opentelemetry() -> None:
+    code = (
+        "import asyncio, sys\nimport stepgraph as sg\nfrom stepgraph import demo\n"
+        "asyncio.run(demo.build().run('x'))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+async def test_handler_calls_in_ray_actors_join_the_drivers_trace(traces: Traces) -> None:
+    with sg.RayBackend(
+        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+    ) as backend:
+        result = await fan().run(4, backend=backend)
+    assert result.outputs == [48]
+    spans = traces.by_name()
+    [run] = spans["run fan"]
+    for name in ("executor w0", "executor w1", "executor w2", "executor split", "executor total"):
+        [call] = spans[name]
+        assert call.context.trace_id == run.context.trace_id
+        assert traces.parent_name(call).startswith("superstep ")
+        assert call.end_time > call.start_time
+    step2 = spans["superstep 2"][0]
+    assert all(traces.parent_name(spans[f"executor w{i}"][0]) == "superstep 2" for i in range(3))
+    assert step2.start_time <= spans["executor w0"][0].start_time
+
+
+def test_the_command_line_exports_over_otlp(tmp_path: Path) -> None:
+    """``stepgraph run --otel`` sends its spans to the OTLP/HTTP endpoint in
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a receiver in this test)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: dict[str, list[bytes]] = {}
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.setdefault(self.path, []).append(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_SERVICE_NAME": "review-service",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "stepgraph", "run", "stepgraph.demo:build", "--input",
+             '"otel"', "--no-store", "--otel"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 2, done.stderr  # (the demo waits for its approval)
+    names = set()
+    services = set()
+    for body in received.get("/v1/traces", []):
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for attribute in resource_spans.resource.attributes:
+                if attribute.key == "service.name":
+                    services.add(attribute.value.string_value)
+            for scope in resource_spans.scope_spans:
+                names.update(span.name for span in scope.spans)
+    assert {"run review-pipeline", "superstep 1", "executor writer", "executor editor"} <= names
+    assert services == {"review-service"}
+    assert received.get("/v1/metrics"), "no metrics were exported"
