@@ -10,7 +10,7 @@ import pytest
 
 import stepgraph as sg
 from stepgraph._checkpoint import MemoryCheckpointStore
-from stepgraph._persistence import ASYNC_BATCH_DELAY
+from stepgraph._recorder import ASYNC_BATCH_DELAY
 
 
 class Recording(MemoryCheckpointStore):

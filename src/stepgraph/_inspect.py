@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ._checkpoint import Checkpoint, CheckpointStore
 from ._core import MessageTypeError, PendingRequest, Response, RunState, a_type, type_name
 from ._exceptions import RequestError
-from ._persistence import RunCodec, body_refs, new_checkpoint_id
+from ._persistence import RunCodec, body_refs
+from ._recorder import new_checkpoint_id
 
 if TYPE_CHECKING:
     from ._workflow import Workflow

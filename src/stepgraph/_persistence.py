@@ -1,5 +1,6 @@
-"""Checkpointing a run: RunState <-> Checkpoint, and the barrier hook that
-writes one checkpoint per barrier (plus the run's entry).
+"""Checkpointing a run: RunState <-> Checkpoint (the codec of a workflow's
+runs, its graph signature, and how answers go in); the barrier hook that
+writes them is in ``_recorder``.
 
 The per-barrier cost follows what changed: a state value is encoded only when
 a superstep wrote its key (unchanged keys keep their content hash), and a
@@ -9,15 +10,12 @@ taken only from executors that override ``snapshot()``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from ._checkpoint import (
@@ -60,17 +58,13 @@ __all__ = [
     "CheckpointConfig",
     "Durability",
     "RunCodec",
-    "RunRecorder",
     "apply_responses",
+    "body_refs",
     "graph_signature",
-    "new_checkpoint_id",
 ]
 
 Durability = Literal["sync", "async"]
 FORMAT = 1
-# With async durability, how long queued checkpoints may wait to share a
-# transaction (bounds what a crash can lose beyond the sync guarantee).
-ASYNC_BATCH_DELAY = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,308 +509,3 @@ class RunCodec:
     def hashes(self, checkpoint: Checkpoint) -> dict[str, str]:
         """The state key -> content hash map of ``checkpoint``."""
         return dict(checkpoint.body.get("state", {}))
-
-
-# -- the barrier hook ---------------------------------------------------------------
-
-
-def new_checkpoint_id() -> str:
-    """A checkpoint id of its own (for a checkpoint written outside a run)."""
-    return _CheckpointIds().next()
-
-
-class _CheckpointIds:
-    """Checkpoint ids: 32 hex digits, time-ordered (ids sort by creation and
-    index inserts append rather than scatter), then 32 random bits drawn per
-    run and a per-run counter, against collisions between processes."""
-
-    __slots__ = ("_count", "_prefix")
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(4).hex()
-        self._count = 0
-
-    def next(self) -> str:
-        self._count += 1
-        return f"{time.time_ns():016x}{self._prefix}{self._count & 0xFFFFFFFF:08x}"
-
-
-# How often a run whose superstep lasts long asks the store for a cancel.
-CANCEL_POLL = 0.5
-
-
-class RunRecorder:
-    """Writes the run's checkpoints (the core's ``BarrierHook``)."""
-
-    def __init__(
-        self,
-        *,
-        codec: RunCodec,
-        config: CheckpointConfig,
-        run_id: str,
-        parent_id: str | None,
-        state_hashes: dict[str, str] | None = None,
-        stored: set[str] | None = None,
-        skip_entry: bool = False,
-        parent: Checkpoint | None = None,
-        answering: tuple[str, ...] = (),
-        holder: str | None = None,
-        leased: bool = False,
-    ) -> None:
-        self._codec = codec
-        self._store = config.store
-        self._async = config.durability == "async"
-        self.run_id = run_id
-        self.last_id = parent_id
-        self._hashes = dict(state_hashes or {})
-        self._stored = set(stored or ())  # blob hashes the store already holds
-        self._skip_entry = skip_entry
-        self._ids = _CheckpointIds()
-        # Async durability: checkpoints wait in ``_queue`` for the batching
-        # delay (``_timer``), then ``_writer`` saves them; a failed write is
-        # kept in ``_error`` and raised at the next barrier or at close.
-        # ``_due`` is when the oldest queued checkpoint's delay ends: a barrier
-        # past it writes the queue itself, because handlers that never yield
-        # (CPU-bound work) keep the loop from running the timer or the writer.
-        self._queue: list[Checkpoint] = []
-        self._due = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._error: BaseException | None = None
-        self._closing = False
-        self._failed = False  # a write failed: the run fails, nothing more is written
-        self._started = time.time()  # a cancel asked for before this is not for this run
-        # The newest checkpoint of the run: what progress saved within a
-        # superstep builds on (the state at the last barrier).
-        self._base = parent if skip_entry else None
-        # The requests this continuation answers: recorded with its entry
-        # checkpoint, which the store refuses if another answer came first.
-        self._answering = answering
-        # The run's lease: taken already (a continuation: ``leased``), or
-        # taken with the first save and given back with the last (or alone).
-        self._holder = holder
-        self.trace: Any = None  # the run's trace, when traced (checkpoint metrics, link)
-        self._leased = leased
-        self.released = holder is None
-        self._progress_lock: asyncio.Lock | None = None
-        # Watching the store for a cancel while a superstep runs long.
-        self._watcher: asyncio.Task[None] | None = None
-        self._stopped_run = False
-        self._barriers = 0
-
-    async def barrier(self, run: RunState, written: set[str] | None) -> None:
-        self._barriers += 1
-        if written is None and self._skip_entry:
-            return
-        body, blobs = self._codec.body(run, self._hashes, written)
-        if self.trace is not None:  # (a resume in another process links to this run)
-            body["trace"] = self.trace.link()
-        fresh: dict[str, bytes] = {}
-        refs = body_refs(body)
-        if refs:
-            stored = self._stored
-            fresh = {h: blobs[h] for h in refs if h not in stored and h in blobs}
-        checkpoint = self._codec.checkpoint(
-            run, body, refs, fresh, id=self._ids.next(), run_id=self.run_id, parent=self.last_id
-        )
-        if self._answering:
-            checkpoint.answered, self._answering = self._answering, ()
-        if not self._leased and self._holder is not None:
-            checkpoint.holder, self._leased = self._holder, True
-        self.last_id = checkpoint.id
-        self._base = checkpoint
-        if fresh:
-            self._stored.update(fresh)
-        await self._put(checkpoint)
-
-    async def progress(
-        self, executor_id: str, executor: Executor, usage: Mapping[str, Any]
-    ) -> None:
-        """Save a checkpoint within a superstep: the run as at the last
-        barrier, but with this executor's snapshot as it is now (and the
-        tokens counted so far). A run resumed from it re-runs the superstep,
-        and the executor finds in its snapshot what it had done."""
-        base = self._base
-        if base is None or self._failed:
-            return  # nothing to build on yet
-        if self._progress_lock is None:
-            self._progress_lock = asyncio.Lock()
-        async with self._progress_lock:  # one at a time: each builds on the last
-            base = self._base
-            assert base is not None
-            h, data = self._codec.snapshot_blob(executor_id, executor)
-            snapshots = {**base.body.get("snapshots", {}), executor_id: h}
-            body = {**base.body, "snapshots": snapshots}
-            body.pop("outputs", None)  # (the barrier's own: counted there)
-            if usage:
-                body["usage"] = {path: list(astuple(u)) for path, u in usage.items()}
-            fresh = {} if h in self._stored else {h: data}
-            checkpoint = replace(
-                base,
-                id=self._ids.next(),
-                run_id=self.run_id,
-                answered=(),
-                holder=None,
-                release=False,
-                parent_id=self.last_id,
-                created_at=time.time(),
-                body=body,
-                refs=body_refs(body),
-                blobs=fresh,
-            )
-            self.last_id = checkpoint.id
-            self._base = checkpoint
-            self._stored.update(fresh)
-            await self._put(checkpoint)
-
-    async def _put(self, checkpoint: Checkpoint) -> None:
-        """Save now (sync durability, or a checkpoint that records answers:
-        the store must refuse a second answer before any handler runs), or
-        queue for the batching writer."""
-        if not self._async or checkpoint.answered:
-            await self._save(checkpoint)
-            return
-        if self._error is not None:
-            self._raise_error()
-        now = time.monotonic()
-        if not self._queue:
-            self._due = now + ASYNC_BATCH_DELAY
-        self._queue.append(checkpoint)
-        if now >= self._due:
-            await self._flush()  # the loop had no turn to write them: do it now
-        elif self._timer is None and self._writer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
-        # else: a pending or running write takes this one with its batch
-
-    def _start_writer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        self._writer = loop.create_task(self._write_queued())
-        self._writer.add_done_callback(self._writer_done)
-
-    def _writer_done(self, writer: asyncio.Task[None]) -> None:
-        if self._writer is not writer:
-            return  # already handled (by close)
-        self._writer = None
-        if not writer.cancelled() and writer.exception() is not None:
-            self._error = writer.exception()
-            self._failed = True
-        elif self._queue and self._timer is None and not self._closing:
-            loop = writer.get_loop()  # queued while the write ran
-            self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
-
-    async def _write_queued(self) -> None:
-        while self._queue and not self._failed:
-            batch, self._queue = self._queue, []
-            try:
-                await self._save(*batch)
-            except BaseException:
-                self._failed = True
-                raise
-        # After a failed write nothing more is written: the checkpoints still
-        # queued would refer to parents (and values) that were never stored.
-        self._queue.clear()
-
-    async def _save(self, *checkpoints: Checkpoint) -> None:
-        """Save, turning a store's own failure (a full disk, a lost
-        connection) into a ``CheckpointError`` that fails the run."""
-        started = time.perf_counter()
-        try:
-            await self._store.save(*checkpoints)
-        except (CheckpointError, RequestError):
-            raise
-        except Exception as exc:
-            raise CheckpointError(
-                f"writing checkpoints failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if self.trace is not None:
-            size = sum(len(b) for cp in checkpoints for b in cp.blobs.values())
-            self.trace.checkpoint_written(time.perf_counter() - started, size, len(checkpoints))
-
-    def _raise_error(self) -> None:
-        error, self._error = self._error, None
-        if isinstance(error, CheckpointError):
-            raise error
-        raise CheckpointError(f"writing checkpoints failed: {error!r}") from error
-
-    def watch(self, task: asyncio.Task[Any]) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(task))
-
-    async def _watch(self, task: asyncio.Task[Any]) -> None:
-        """Every ``CANCEL_POLL`` seconds: if no barrier came meanwhile (a long
-        superstep — an agent streaming, a slow tool), ask the store whether
-        the run was asked to stop; barriers learn of it for free."""
-        seen = -1
-        while True:
-            await asyncio.sleep(CANCEL_POLL)
-            if self._barriers != seen:
-                seen = self._barriers
-                continue
-            try:
-                asked = await self._store.cancel_asked(self.run_id, self._started)
-            except Exception:
-                continue  # a store failing now: the next barrier's write will say so
-            if asked and self._watcher is not None:
-                self._stopped_run = True
-                task.cancel()
-                return
-
-    def unwatch(self) -> bool:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-        return self._stopped_run
-
-    def cancel_requested(self) -> bool:
-        """Whether the run was asked to stop from elsewhere (``request_cancel``):
-        what the store learned while writing this run's checkpoints, no I/O."""
-        return self._store.cancel_requested(self.run_id, self._started)
-
-    async def close(self, outcome: RunStatus, error: BaseException | None) -> None:
-        """Flush queued checkpoints (async durability), then record a failed
-        or cancelled ending in the store's run index."""
-        self._closing = True
-        if self._queue and self._leased and self._holder is not None:
-            last = self._queue[-1]  # gives the lease back with the last write
-            last.holder, last.release, self.released = self._holder, True, True
-        try:
-            try:
-                await self._flush()
-            except BaseException:
-                await self._record(RunStatus.FAILED, "writing checkpoints failed")
-                raise
-            await self._record(outcome, None if error is None else str(error))
-        finally:
-            await self.release()  # last: how the run ended is recorded first
-
-    async def release(self) -> None:
-        """Give the run's lease back, if this recorder holds it still."""
-        if self.released or not self._leased or self._holder is None:
-            return
-        self.released = True
-        with contextlib.suppress(Exception):  # a store failing now: the lease dies with us
-            await self._store.release(self.run_id, self._holder)
-
-    async def _record(self, outcome: RunStatus, error: str | None) -> None:
-        if outcome not in (RunStatus.FAILED, RunStatus.CANCELLED) or self.last_id is None:
-            return  # a checkpoint already says how the run stands
-        # Only a record for listings: a store failing now must not mask how
-        # the run really ended (that error, or cancellation).
-        with contextlib.suppress(Exception):
-            await self._store.set_status(self.run_id, outcome.value, error)
-
-    async def _flush(self) -> None:
-        """Write everything queued now, after any write in flight."""
-        if self._timer is not None:
-            self._timer.cancel()  # no need to wait for more: write them now
-            self._timer = None
-        writer = self._writer
-        if writer is not None:
-            await asyncio.wait({writer})  # never cut a save short
-            self._writer_done(writer)
-            if self._timer is not None:  # re-armed for the rest: written below
-                self._timer.cancel()
-                self._timer = None
-        if self._error is not None:
-            self._raise_error()
-        await self._write_queued()

@@ -52,7 +52,8 @@ from ._exceptions import (
 )
 from ._inspect import StateSnapshot, get_state, update_state
 from ._otel import start_run
-from ._persistence import CheckpointConfig, RunCodec, RunRecorder, apply_responses
+from ._persistence import CheckpointConfig, RunCodec, apply_responses
+from ._recorder import RunRecorder
 from ._stream import RunStream
 
 if TYPE_CHECKING:
