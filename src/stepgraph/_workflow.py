@@ -51,7 +51,7 @@ from ._exceptions import (
     WorkflowDefinitionError,
 )
 from ._inspect import StateSnapshot, get_state, update_state
-from ._otel import start_run
+from ._otel import end_run, start_run
 from ._persistence import CheckpointConfig, RunCodec, apply_responses
 from ._recorder import RunRecorder
 from ._stream import RunStream
@@ -445,14 +445,14 @@ class Workflow:
                 if isinstance(error, ConvergenceError):  # the run can go on from where it stopped
                     error.run_id = run_id
                     error.last_checkpoint = recorder.last_id if recorder is not None else None
-                _end_trace(trace, run, None, error)
+                end_run(trace, run.superstep, None, error)
                 trace = None
                 raise
             finally:
                 finish = getattr(runner, "finish_run", None)  # distributed backends
                 if finish is not None:
                     await asyncio.shield(finish(scope))
-                _end_trace(trace, run, status if trace is not None else None, None)
+                end_run(trace, run.superstep, status.value if trace is not None else None, None)
             succeeded = True
         finally:
             if recorder is not None:  # (given back already, unless the run never got going)
@@ -609,9 +609,9 @@ class Workflow:
                     self._graph, scope, LocalBackend(), run, self._max_supersteps
                 )
             except BaseException as error:
-                _end_trace(trace, run, None, error)
+                end_run(trace, run.superstep, None, error)
                 raise
-            _end_trace(trace, run, status, None)
+            end_run(trace, run.superstep, status.value, None)
             return status
         finally:
             self._release()
@@ -784,19 +784,4 @@ def _copy_state(run: RunState) -> RunState:
         instances=dict(run.instances),
         usage=dict(run.usage),
         paused=run.paused,
-    )
-
-
-def _end_trace(
-    trace: Any, run: RunState, status: RunStatus | None, error: BaseException | None
-) -> None:
-    """End a traced run's span: how it ended, and after how many supersteps."""
-    if trace is None:
-        return
-    if error is None:
-        trace.finish(status.value if status is not None else "idle", run.superstep, None)
-        return
-    cancelled = isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
-    trace.finish(
-        "cancelled" if cancelled else "failed", run.superstep, None if cancelled else error
     )

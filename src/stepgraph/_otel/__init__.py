@@ -7,6 +7,6 @@
   ``OTEL_*`` environment variables.
 """
 
-from ._tracing import OtelTrace, start_run
+from ._tracing import OtelTrace, end_run, start_run
 
-__all__ = ["OtelTrace", "start_run"]
+__all__ = ["OtelTrace", "end_run", "start_run"]

@@ -20,13 +20,14 @@ durations, messages delivered, checkpoint writes; model tokens as
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from typing import Any
 
 from .._core import SpanRecord
 
-__all__ = ["OtelTrace", "start_run"]
+__all__ = ["OtelTrace", "end_run", "start_run"]
 
 _SCOPE = "stepgraph"
 
@@ -272,3 +273,18 @@ def start_run(workflow: str, run_id: str, resumed_from: str | None, link: Any) -
     )
     run_span.attributes["stepgraph.workflow"] = workflow
     return OtelTrace(api, metrics, tracer, run_span, workflow)
+
+
+def end_run(
+    trace: OtelTrace | None, supersteps: int, status: str | None, error: BaseException | None
+) -> None:
+    """End a traced run's span (``trace`` ``None``: not traced): how it
+    ended — its status, or the error that stopped it — after how many
+    supersteps."""
+    if trace is None:
+        return
+    if error is None:
+        trace.finish(status or "idle", supersteps, None)
+        return
+    cancelled = isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
+    trace.finish("cancelled" if cancelled else "failed", supersteps, None if cancelled else error)
