@@ -281,7 +281,10 @@ async def test_cancelling_a_run_leaves_no_span_open(traces: Traces) -> None:
         await task
     assert traces.opened.open == set()
     spans = traces.by_name()
-    assert spans["executor hang"][0].attributes["stepgraph.outcome"] == "cancelled"
+    [hang] = spans["executor hang"]
+    assert hang.attributes["stepgraph.outcome"] == "cancelled"
+    assert hang.status.status_code is StatusCode.UNSET  # (stopped, not failed)
+    assert spans["superstep 1"][0].status.status_code is StatusCode.UNSET
     assert spans["run hanging"][0].attributes["stepgraph.status"] == "cancelled"
 
 
@@ -434,3 +437,54 @@ def test_the_command_line_exports_over_otlp(tmp_path: Path) -> None:
     assert {"run review-pipeline", "superstep 1", "executor writer", "executor editor"} <= names
     assert services == {"review-service"}
     assert received.get("/v1/metrics"), "no metrics were exported"
+
+
+async def test_map_workers_have_a_span_each(traces: Traces) -> None:
+    @sg.executor(id="words")
+    async def words(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        for word in text.split():
+            await ctx.send_message(word)
+
+    class Upper(sg.Executor):
+        @sg.handler
+        async def on(self, word: str, ctx: sg.WorkflowContext[str]) -> None:
+            await ctx.send_message(word.upper())
+
+    @sg.executor(id="joined")
+    async def joined(items: list[str], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(" ".join(items))
+
+    builder = sg.WorkflowBuilder(start=words, name="mapped")
+    builder.add_map(words, Upper, id="upper", to=joined)
+    result = await builder.build().run("a b c")
+    assert result.outputs == ["A B C"]
+    spans = traces.by_name()
+    assert len(spans["executor upper"]) == 3
+    assert all(traces.parent_name(s) == "superstep 2" for s in spans["executor upper"])
+
+
+METRICS_ONLY = textwrap.dedent(
+    """
+    import asyncio
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    from stepgraph import demo
+    for _ in range(5):
+        asyncio.run(demo.build().run("x"))
+    names = {m.name: sum(p.count for p in m.data.data_points)
+             for r in reader.get_metrics_data().resource_metrics
+             for s in r.scope_metrics for m in s.metrics if m.name == "stepgraph.run.duration"}
+    print(names["stepgraph.run.duration"])
+    """
+)
+
+
+def test_metrics_are_recorded_without_a_tracer_provider() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", METRICS_ONLY], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"  # every run measured, none traced

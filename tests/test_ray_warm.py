@@ -218,3 +218,60 @@ def test_a_backend_serves_successive_event_loops(ray_cluster: None) -> None:
             outputs.append(asyncio.run(workflow.run(0, backend=backend)).outputs)
         assert outputs == [["b0"]] * 3
         assert backend.started_last_run == 0
+
+
+async def test_an_agents_deltas_stream_live_from_its_actor(backend: sg.RayBackend) -> None:
+    from stepgraph.testing import FakeOpenAIServer, FakeReply
+
+    chunks = ["one ", "two ", "three ", "four"]
+    with FakeOpenAIServer([FakeReply.text(chunks, delay=0.2)] * 2) as server:
+        model = sg.OpenAIChatModel("fake", base_url=server.base_url)
+        workflow = (
+            sg.WorkflowBuilder(start="writer")
+            .register("writer", lambda: sg.Agent("writer", model=model))
+            .build()
+        )
+        for _ in range(2):  # cold, then warm
+            kinds: list[str] = []
+            text = ""
+            async for event in workflow.stream("go", backend=backend):
+                kinds.append(event.kind)
+                if event.kind == "agent_delta":
+                    text += event.text
+            assert text == "one two three four"
+            assert kinds.index("agent_delta") < kinds.index("executor_completed")
+        await model.aclose()
+
+
+CLUSTER_GONE = """
+import asyncio
+import stepgraph as sg
+from tests.test_ray_warm import naps
+
+async def main():
+    first = sg.RayBackend(init_options={"num_cpus": 2})
+    second = sg.RayBackend()
+    flow = naps(0.0)
+    await flow.run(0, backend=first)  # (first starts the cluster)
+    await flow.run(0, backend=second)
+    first.close()  # the cluster goes, and with it second's warm actors
+    result = await flow.run(0, backend=second)
+    print(result.outputs, [e.message for e in result.events if e.kind == "warning"])
+    second.close()
+
+asyncio.run(main())
+"""
+
+
+def test_warm_actors_of_a_cluster_that_is_gone_are_replaced() -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CLUSTER_GONE],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['b0'] []"

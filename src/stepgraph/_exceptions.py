@@ -66,6 +66,18 @@ __all__ = [
 class StepgraphError(Exception):
     """Base of every stepgraph exception."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message and attributes, never through a subclass's
+        # own __init__: an error raised in a Ray actor reaches the driver whole.
+        return _rebuilt, (type(self), self.args, dict(vars(self)))
+
+
+def _rebuilt(cls: type[StepgraphError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    vars(error).update(state)
+    return error
+
 
 class WorkflowDefinitionError(StepgraphError):
     """A workflow, edge or executor definition is invalid."""

@@ -24,7 +24,7 @@ from ._graph import Invoke, Node
 from ._routing import Inbox
 from ._tasks import run_all
 
-__all__ = ["Backend", "ExecutorFailure", "LocalBackend", "Superstep"]
+__all__ = ["Backend", "ExecutorFailure", "LocalBackend", "Superstep", "traced"]
 
 # A call that returns after this many times its timeout held the event loop.
 BLOCKED_FACTOR = 1.5
@@ -105,7 +105,7 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                 elif trace is None:
                     await invoke(message, ctx)
                 else:
-                    await _traced(trace, node_id, step, message, 1, invoke(message, ctx))
+                    await traced(trace, node_id, step, message, 1, invoke(message, ctx))
             except (Exception, SystemExit) as exc:  # sys.exit() in a handler fails it too
                 failure = ExecutorFailure(node_id, step, exc)
                 work.failures.append(failure)
@@ -118,16 +118,19 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     return outbox
 
 
-async def _traced(
+async def traced(
     trace: Any, executor_id: str, step: int, message: Any, attempt: int, call: Awaitable[None]
 ) -> None:
     """Await a handler call inside its span (current while it runs)."""
     span = trace.handler(executor_id, step, message, attempt)
     try:
         await call
+    except asyncio.CancelledError:
+        span.end("cancelled")  # (not an error: the run was stopped)
+        raise
     except BaseException as exc:
         span.fail(exc)
-        span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+        span.end("error")
         raise
     span.end()
 
@@ -147,7 +150,7 @@ async def invoke_guarded(
             if trace is None:
                 await call
             else:  # (a span per attempt)
-                await _traced(trace, node.id, step, message, attempt, call)
+                await traced(trace, node.id, step, message, attempt, call)
             return
         except Exception as exc:
             ctx._rollback(mark)

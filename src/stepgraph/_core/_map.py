@@ -17,7 +17,7 @@ from time import perf_counter
 from typing import Any
 
 from .._exceptions import RequestError, RoutingError
-from ._backend import ExecutorFailure, Superstep, invoke_guarded
+from ._backend import ExecutorFailure, Superstep, invoke_guarded, traced
 from ._context import Outbox, WorkflowContext
 from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Node
@@ -46,8 +46,12 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                     started = perf_counter()
                     if guarded:
                         await invoke_guarded(node, invoke, message, ctx, step)
-                    else:
+                    elif work.scope.trace is None:
                         await invoke(message, ctx)
+                    else:
+                        await traced(
+                            work.scope.trace, node_id, step, message, 1, invoke(message, ctx)
+                        )
                 except (Exception, SystemExit) as exc:
                     exc.add_note(f"item {index} of map {node_id!r}: {_short(message)}")
                     failure = ExecutorFailure(node_id, step, exc)

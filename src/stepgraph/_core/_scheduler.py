@@ -259,9 +259,12 @@ async def _traced_superstep(
         outboxes = await _deliver(backend, work)
         run.superstep = work.number
         written = await _barrier(router, run, outboxes, scope, report, work.number)
+    except asyncio.CancelledError:
+        span.end("cancelled")  # (not an error: the run was stopped)
+        raise
     except BaseException as exc:
         span.fail(exc)
-        span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+        span.end("error")
         raise
     span.end()
     return written

@@ -5,9 +5,15 @@ set up from the standard environment variables (``OTEL_EXPORTER_OTLP_ENDPOINT``
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["HINT", "export_from_env"]
+
+_TIMEOUT = 3  # seconds the exporters may take (each export, and the last flush)
 
 HINT = (
     "--otel needs the OpenTelemetry SDK and its OTLP exporter: pip install 'stepgraph[otel]' "
@@ -27,22 +33,50 @@ def export_from_env() -> Callable[[], None]:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
     except ImportError as exc:
         raise ImportError(f"{HINT} ({exc})") from None
     resource = Resource.create()  # (from OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "stepgraph"}))
+
+    # An endpoint that is down costs the exit a few seconds at most, and says
+    # so in one line (the exporters' own retry chatter is kept quiet).
+    class Watched(SpanExporter):  # (remembers whether an export failed)
+        def __init__(self) -> None:
+            self.inner = OTLPSpanExporter(timeout=_TIMEOUT)
+            self.failed = False
+
+        def export(self, spans: Any) -> SpanExportResult:
+            result = self.inner.export(spans)
+            self.failed = self.failed or result is not SpanExportResult.SUCCESS
+            return result
+
+        def shutdown(self) -> None:
+            self.inner.shutdown()  # type: ignore[no-untyped-call]
+
+    exporter = Watched()
     tracing = TracerProvider(resource=resource)
-    tracing.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    tracing.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(tracing)
-    measuring = MeterProvider(
-        resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(timeout=_TIMEOUT), export_timeout_millis=_TIMEOUT * 1000
     )
+    measuring = MeterProvider(resource=resource, metric_readers=[reader])
     metrics.set_meter_provider(measuring)
+    quiet = logging.getLogger("opentelemetry.exporter")
+    quiet.setLevel(logging.CRITICAL)
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
 
     def stop() -> None:
-        tracing.shutdown()  # (flushes what is batched)
-        measuring.shutdown()
+        sent = tracing.force_flush(int(_TIMEOUT * 1000))
+        tracing.shutdown()
+        measuring.shutdown(timeout_millis=_TIMEOUT * 1000)
+        if not sent or exporter.failed:
+            print(f"warning: traces could not be exported to {endpoint}", file=sys.stderr)
 
     return stop

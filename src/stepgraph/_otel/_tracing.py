@@ -1,10 +1,12 @@
 """Runs as OpenTelemetry spans and metrics (``opentelemetry-api`` only).
 
 A run is traced when the application has configured an OpenTelemetry SDK:
-``opentelemetry.trace`` is then imported and its provider records spans.
-Otherwise nothing here is imported or called — an untraced run costs one
-dictionary lookup — and stepgraph never configures a provider itself
-(``stepgraph run --otel`` does, for the command line).
+``opentelemetry.trace`` (or ``.metrics``) is then imported, and its tracer
+provider records spans or a meter provider is set (metrics are recorded for
+every run, sampled or not). Otherwise nothing here is imported or called —
+an untraced run costs two dictionary lookups — and stepgraph never
+configures a provider itself (``stepgraph run --otel`` does, for the
+command line).
 
 Spans: ``run <workflow>`` → ``superstep <n>`` → ``executor <id>`` (one per
 handler call attempt) → the agent layer's ``chat <model>`` and
@@ -43,13 +45,19 @@ _instruments: dict[str, Any] = {}
 
 def _api() -> tuple[Any, Any] | None:
     """``(opentelemetry.trace, opentelemetry.metrics)``, if the application
-    imported them (it configured tracing); else ``None``, importing nothing."""
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is None:
+    imported either (it configured tracing or metrics); else ``None``,
+    importing nothing."""
+    if "opentelemetry.trace" not in sys.modules and "opentelemetry.metrics" not in sys.modules:
         return None
-    from opentelemetry import metrics
+    from opentelemetry import metrics, trace
 
     return trace, metrics
+
+
+def _measuring(metrics: Any) -> bool:
+    """Whether a meter provider is set (not the API's stand-in)."""
+    kind = type(metrics.get_meter_provider()).__name__
+    return kind not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
 def _instrument(metrics: Any, kind: str, name: str, unit: str, description: str) -> Any:
@@ -260,8 +268,8 @@ def start_run(workflow: str, run_id: str, resumed_from: str | None, link: Any) -
             except (KeyError, TypeError, ValueError):
                 pass  # (a checkpoint's trace ids are for display, never required)
     span = tracer.start_span(f"run {workflow}", attributes=attributes, links=links)
-    if not span.is_recording():
-        return None  # a provider that records nothing: off
+    if not span.is_recording() and not _measuring(metrics):
+        return None  # nothing records spans (or samples this run) and no metrics: off
     run_span = _Span(
         api,
         span,

@@ -7,6 +7,14 @@
 - ``_cluster``: importing Ray (loopback only) and probing an address.
 """
 
+import os
+
+# Ray reads these when it is imported: set (unless the user did) before any
+# import of Ray that comes after stepgraph's, so a local cluster stays on
+# loopback and Ray sends no usage statistics.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 from ._backend import RayBackend
 
 __all__ = ["RayBackend"]

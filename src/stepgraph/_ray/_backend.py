@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -154,6 +153,7 @@ class RayBackend:
             options.update(self._init_options)
             ray.init(address=self.address or "local", **options)
             self._started = True
+            self.pool.close()  # (warm actors of a cluster that is gone, if any)
         if self._actor_class is None:
             # ``process`` calls run one at a time in the default group; the
             # events of a long call are followed on a thread of their own. (Set
@@ -297,16 +297,22 @@ class RayBackend:
             actor = await self._actor(run, node, work)
             begin = run.pending.pop(node.id, None)
             run.busy.add(node.id)
-            asked = time.time()
             try:
                 outbox, events, cause, snapshot, usage, stateful, spans = await self._process(
                     actor, work, inbox, (run.state_version, [run.state_ref]), [run.run_ref], begin
                 )
-            except ray.exceptions.RayActorError as exc:
+            except Exception as exc:
+                if not isinstance(exc, ray.exceptions.RayActorError) and not (
+                    begin is not None and "Failed to submit task to actor" in str(exc)
+                ):
+                    raise  # (a warm actor of a cluster that is gone fails to submit)
                 where = run.nodes.get(node.id, "unknown")
                 run.actors.pop(node.id, None)
                 run.busy.discard(node.id)
-                if begin is not None and self._died_before(actor, asked):
+                if begin is not None:
+                    # A warm actor found dead at its first call of the run: it
+                    # died while idle (or at once on this call — Ray cannot
+                    # tell which in time). A new actor takes the batch, once.
                     work.scope.emit(
                         WarningEvent(
                             message=f"the warm Ray actor of executor {node.id!r} on node "
@@ -315,7 +321,8 @@ class RayBackend:
                             superstep=work.number,
                         )
                     )
-                    continue  # (the batch never reached it: not an attempt)
+                    self.pool.forget(node)  # (its siblings in the pool may be gone too)
+                    continue
                 lost = WorkflowRunError(
                     f"the Ray actor of executor {node.id!r} on node {where} died during "
                     f"superstep {work.number}: {type(exc).__name__}",
@@ -348,18 +355,6 @@ class RayBackend:
                 _mirror(work, node, snapshot)
             assert isinstance(outbox, Outbox)
             return outbox
-
-    def _died_before(self, actor: Any, asked: float) -> bool:
-        """Whether Ray recorded the actor's death before ``asked`` (a Unix
-        time): it died idle, and the call never ran on it."""
-        from ray._private import state  # (Ray's control store; needs no dashboard)
-
-        try:
-            info = state.actors(actor._actor_id.hex())
-        except Exception:
-            return False
-        ended = (info or {}).get("EndTime") or 0
-        return bool(info) and info.get("State") == "DEAD" and 0 < ended / 1000 < asked
 
     async def _process(self, actor: Any, work: Superstep, inbox: Inbox, *args: Any) -> Result:
         """One ``process`` call; its events as they happen once it has run
@@ -474,4 +469,5 @@ def _scope_of(scope: RunScope) -> dict[str, Any]:
         "output_ids": scope.output_ids,
         "senders": scope.senders,
         "traced": scope.trace is not None,
+        "live": scope.live,  # (someone streams the run: transient events go out)
     }

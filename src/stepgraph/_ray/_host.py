@@ -157,6 +157,7 @@ class Host:
             context=context,
             instances=self.instances,
             reducers=reducers,
+            live=scope["live"],
         )
         run_scope.trace = spans
         if any(type(m) is Shared for _, m in inbox):

@@ -59,6 +59,10 @@ class WarmPool:
             if self._timer is None:
                 self._schedule(self.ttl)
 
+    def forget(self, node: Node) -> None:
+        """Kill the node's idle actors (they are not to be trusted)."""
+        self._forget(id(node))
+
     def __len__(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._idle.values())

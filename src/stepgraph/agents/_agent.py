@@ -333,7 +333,8 @@ class Agent(Executor):
             reply = await self._stream_turn(messages, ctx)
         except BaseException as exc:
             if span is not None:
-                span.fail(exc)
+                if not isinstance(exc, asyncio.CancelledError):
+                    span.fail(exc)
                 span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
         if span is not None:
@@ -587,7 +588,8 @@ async def _spanned(span: Any, call: Awaitable[Any]) -> Any:
     try:
         result = await call
     except BaseException as exc:
-        span.fail(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            span.fail(exc)
         span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
         raise
     span.end()

@@ -127,6 +127,26 @@ class OpenAIChatModel:
         self._retry = retry
         self._request_options = dict(request_options)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent (to a Ray actor, say) as what builds it again: a client holds
+        # locks and connections, so the copy makes its own.
+        return {
+            "model": self._model,
+            "base_url": str(self._client.base_url),
+            "api_key": self._client.api_key,
+            "retry": self._retry,
+            "options": self._request_options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["model"],
+            base_url=state["base_url"],
+            api_key=state["api_key"],
+            retry=state["retry"],
+            **state["options"],
+        )
+
     @property
     def name(self) -> str:
         return self._model

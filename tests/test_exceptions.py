@@ -1,0 +1,31 @@
+"""Every stepgraph exception survives pickling whole (an error raised in a Ray
+actor reaches the driver as the same class, message and attributes)."""
+
+from __future__ import annotations
+
+import pickle
+
+import stepgraph as sg
+from stepgraph._exceptions import (
+    ExecutorTimeoutError,
+    RequestError,
+    StateConflictError,
+    SubworkflowError,
+)
+
+
+def test_exceptions_survive_pickling() -> None:
+    errors = [
+        ExecutorTimeoutError("slow", 1.5, superstep=3),
+        SubworkflowError(("sub", "inner"), "boom", superstep=2),
+        StateConflictError("k", "a", "b", 4),
+        sg.WorkflowRunError("failed", executor_id="e", superstep=1),
+        RequestError("answered already", executor_id="gate"),
+        sg.ConvergenceError("did not converge", superstep=9),
+        sg.CheckpointError("disk full"),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+        assert vars(copy) == vars(error)
