@@ -280,9 +280,7 @@ class RunService:
         except CliError as exc:
             raise Problem(422, str(exc)) from None
         workflow = served.for_run()
-        return await self._go(
-            workflow, None, lambda: workflow.stream(value, checkpoints=self.config)
-        )
+        return await self._go(workflow, lambda: workflow.stream(value, checkpoints=self.config))
 
     async def respond(self, run_id: str, answers: Mapping[str, Any]) -> str:
         if not answers:
@@ -316,7 +314,6 @@ class RunService:
         workflow = served.for_run()
         return await self._go(
             workflow,
-            run_id,
             lambda: workflow.stream(
                 responses=responses, checkpoint=checkpoint.id, checkpoints=self.config
             ),
@@ -336,7 +333,6 @@ class RunService:
         workflow = served.for_run()
         return await self._go(
             workflow,
-            None if fork else run_id,
             lambda: workflow.stream(checkpoint=checkpoint_id, checkpoints=self.config, fork=fork),
         )
 
@@ -375,7 +371,7 @@ class RunService:
         if run_log is not None and run_log.live:
             raise Problem(409, f"run {run_id} is still running; answer or resume it once it stops")
 
-    async def _go(self, workflow: Workflow, run_id: str | None, stream: Callable[[], Any]) -> str:
+    async def _go(self, workflow: Workflow, stream: Callable[[], Any]) -> str:
         """Start ``stream()`` as a task and return its run id once the run
         went past its entry (answers recorded, the run taken): a run that
         is refused there is the caller's error, and leaves no events."""
@@ -420,7 +416,7 @@ class RunService:
         except StepgraphError as exc:
             if not started.done():
                 started.set_exception(_refusal(exc))
-            elif not isinstance(exc, (RequestError,)):
+            elif not isinstance(exc, RequestError):
                 log.info("run of %s ended: %s", workflow.name, exc)
         except Exception as exc:  # a bug of ours or of a handler's, logged not shown
             log.exception("run of %s failed", workflow.name)
@@ -429,6 +425,8 @@ class RunService:
                     Problem(500, f"the run could not start: {type(exc).__name__}")
                 )
         finally:
+            if not started.done():  # (a run that said nothing at all)
+                started.set_exception(Problem(500, "the run ended before it started"))
             if run_log is not None:
                 run_log.changed()
                 self._forget_old()
