@@ -72,11 +72,11 @@ def _instrument(metrics: Any, kind: str, name: str, unit: str, description: str)
 
 
 class _Span:
-    """A span; ``current``: made the current span (until it ends)."""
+    """A span; ``current``: made the current span (until it ends);
+    ``histogram``: where its duration is recorded."""
 
     __slots__ = (
         "_api",
-        "_meter_name",
         "_metrics",
         "_started",
         "_token",
@@ -85,7 +85,7 @@ class _Span:
         "span",
     )
 
-    def __init__(self, api: Any, span: Any, current: bool, metrics: tuple[Any, str] | None) -> None:
+    def __init__(self, api: Any, span: Any, current: bool, histogram: Any = None) -> None:
         self._api = api
         self.span = span
         self._token = None
@@ -94,8 +94,7 @@ class _Span:
 
             self._token = context.attach(api.set_span_in_context(span))
         self._started = time.perf_counter()
-        self._metrics = metrics[0] if metrics else None
-        self._meter_name = metrics[1] if metrics else ""
+        self._metrics = histogram  # its duration goes there when it ends
         self.attributes: dict[str, Any] = {}
         self.ended: Any = None  # called with the attributes when it ends
 
@@ -162,7 +161,7 @@ class OtelTrace:
         attributes = {"stepgraph.superstep": number, "stepgraph.executors": list(executors)}
         span = self._child(f"superstep {number}", self.run.span, attributes)
         self._superstep = span
-        made = _Span(self.api, span, False, (self._durations["superstep"], "superstep"))
+        made = _Span(self.api, span, False, self._durations["superstep"])
         made.attributes["stepgraph.workflow"] = self.workflow
         return made
 
@@ -175,14 +174,14 @@ class OtelTrace:
         }
         span = self._child(f"executor {executor_id}", self._superstep, attributes)
         self._messages.add(1, {"stepgraph.workflow": self.workflow})
-        made = _Span(self.api, span, True, (self._durations["executor"], "executor"))
+        made = _Span(self.api, span, True, self._durations["executor"])
         made.attributes.update(attributes)
         made.attributes["stepgraph.workflow"] = self.workflow
         return made
 
     def operation(self, name: str, attributes: dict[str, Any]) -> _Span:
         span = self.tracer.start_span(name, attributes=attributes)  # (under the current span)
-        made = _Span(self.api, span, True, None)
+        made = _Span(self.api, span, True)
         made.attributes.update(attributes)
         made.ended = self._counted
         return made
@@ -270,15 +269,8 @@ def start_run(workflow: str, run_id: str, resumed_from: str | None, link: Any) -
     span = tracer.start_span(f"run {workflow}", attributes=attributes, links=links)
     if not span.is_recording() and not _measuring(metrics):
         return None  # nothing records spans (or samples this run) and no metrics: off
-    run_span = _Span(
-        api,
-        span,
-        True,
-        (
-            _instrument(metrics, "histogram", "stepgraph.run.duration", "s", "duration of a run"),
-            "run",
-        ),
-    )
+    duration = _instrument(metrics, "histogram", "stepgraph.run.duration", "s", "duration of a run")
+    run_span = _Span(api, span, True, duration)
     run_span.attributes["stepgraph.workflow"] = workflow
     return OtelTrace(api, metrics, tracer, run_span, workflow)
 
