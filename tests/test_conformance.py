@@ -26,21 +26,40 @@ from tests import subflows
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_RAY_BACKENDS: list[sg.RayBackend] = []
+
+
 @pytest.fixture(scope="module")
 def ray_backend() -> Iterator[sg.RayBackend]:
     backend = sg.RayBackend(
         init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
     )
+    _RAY_BACKENDS.append(backend)
     yield backend
+    _RAY_BACKENDS.remove(backend)
     backend.shutdown()
 
 
+@pytest.fixture(scope="module")
+def colocating_backend(ray_backend: sg.RayBackend) -> Iterator[sg.RayBackend]:
+    """Executors without a placement of their own share one actor per run
+    (on the cluster ``ray_backend`` started)."""
+    backend = sg.RayBackend(colocate=True)
+    _RAY_BACKENDS.append(backend)
+    yield backend
+    _RAY_BACKENDS.remove(backend)
+    backend.close()
+
+
 # "ray-again" runs every test a second time on the same Ray backend, whose
-# warm actors (and whatever the first pass left in them) are still there.
-@pytest.fixture(params=["local", "ray", "ray-again"])
+# warm actors (and whatever the first pass left in them) are still there;
+# "ray-colocated" on a backend that runs the executors together in one actor.
+@pytest.fixture(params=["local", "ray", "ray-again", "ray-colocated"])
 def backend(request: pytest.FixtureRequest) -> sg.Backend:
     if request.param == "local":
         return sg.LocalBackend()
+    if request.param == "ray-colocated":
+        return request.getfixturevalue("colocating_backend")  # type: ignore[no-any-return]
     return request.getfixturevalue("ray_backend")  # type: ignore[no-any-return]
 
 
@@ -61,7 +80,7 @@ def only_warm_actors(backend: sg.Backend) -> bool:
     import gc
 
     gc.collect()  # (the actors of workflows no longer used are killed)
-    warm = len(backend.pool) if isinstance(backend, sg.RayBackend) else 0
+    warm = sum(len(b.pool) for b in _RAY_BACKENDS)  # (the module's backends share a cluster)
     for _ in range(50):
         if alive_actors() == warm:
             return True

@@ -275,3 +275,16 @@ def test_warm_actors_of_a_cluster_that_is_gone_are_replaced() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "['b0'] []"
+
+
+async def test_colocated_executors_share_one_warm_actor(ray_cluster: None) -> None:
+    with sg.RayBackend(colocate=True) as backend:
+        workflow = naps(0.3, 0.3, 0.0)
+        await workflow.run(0, backend=backend)
+        assert backend.started_last_run == 1 and len(backend.pool) == 1
+        started = time.perf_counter()
+        result = await workflow.run(0, backend=backend)
+        assert time.perf_counter() - started < 1.0  # (the two 0.3 s branches overlap)
+        assert sorted(result.outputs) == ["b0", "b1", "b2"]
+        assert backend.started_last_run == 0
+        assert len(set(backend.last_run_nodes.values())) == 1

@@ -624,7 +624,7 @@ class Workflow:
         context: Any,
         live: bool = False,
     ) -> RunScope:
-        return RunScope(
+        scope = RunScope(
             run_id=run_id,
             workflow_name=self.name,
             strict=self._strict,
@@ -638,6 +638,8 @@ class Workflow:
             live=live,
             usage=run.usage,
         )
+        scope.nodes = self._graph.nodes
+        return scope
 
     @property
     def codec(self) -> RunCodec:

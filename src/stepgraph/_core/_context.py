@@ -96,6 +96,7 @@ class RunScope:
         "executor_ids",
         "instances",
         "live",
+        "nodes",
         "output_ids",
         "progress",
         "reducers",
@@ -141,6 +142,9 @@ class RunScope:
         self.usage: dict[str, Usage] = {} if usage is None else usage
         # The run's tracer when it is traced (``_trace``; None: not traced).
         self.trace: Any = None
+        # The workflow's executors as the kernel sees them, by id (for a
+        # distributed backend that places several in one process).
+        self.nodes: Mapping[str, Any] = {}
 
 
 class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):

@@ -50,23 +50,27 @@ from .._core import (
 from .._exceptions import WorkflowRunError
 from .._factories import make_executor
 from ._cluster import probe, ray_module
-from ._host import Host, Result, Shared
+from ._host import Begin, Host, Result, Shared
 from ._pool import WarmPool
 
 __all__ = ["RayBackend"]
+
+# The group of the executors a colocating backend runs together; any other
+# executor is a group of its own, "=" and its id.
+_COLOCATED = "*"
 
 # A call that has not returned after this long streams its events live.
 LIVE_AFTER = 0.02
 
 
 class _RunActors:
-    """One run's actors, and what they were sent."""
+    """One run's actors (by group: an executor's id, or the colocated
+    group's), and what they were sent."""
 
     __slots__ = (
         "actors",
         "busy",
-        "hosts",
-        "nodes",
+        "groups",
         "pending",
         "run_ref",
         "scope",
@@ -74,16 +78,17 @@ class _RunActors:
         "state_ref",
         "state_version",
         "stateful",
+        "where",
     )
 
     def __init__(self, run_ref: Any, scope: dict[str, Any]) -> None:
         self.scope = scope  # the run's ids and names, sent once to each actor
-        self.actors: dict[str, Any] = {}  # executor id -> actor handle
+        self.actors: dict[str, Any] = {}  # group -> actor handle
+        self.groups: dict[str, list[Node]] = {}  # group -> its executors
+        self.where: dict[str, str] = {}  # group -> Ray node id
         # Warm actors' ``begin`` arguments, sent with their first call.
-        self.pending: dict[str, tuple[Any, dict[str, Any] | None, dict[str, Any]]] = {}
-        self.nodes: dict[str, str] = {}  # executor id -> Ray node id
-        self.hosts: dict[str, Node] = {}
-        self.busy: set[str] = set()  # executor ids with a call in flight
+        self.pending: dict[str, Begin] = {}
+        self.busy: set[str] = set()  # groups with a call in flight
         self.stateful: set[str] = set()  # executor ids with attributes to bring back
         self.run_ref = run_ref  # (context, reducers) in the object store
         self.state_ref: Any = None
@@ -106,6 +111,9 @@ class RayBackend:
     passed to Ray for every actor. Actors stay warm between runs for
     ``idle_ttl`` seconds; ``close()`` (or leaving the ``with`` block) kills
     them, and stops the local cluster if this backend started one.
+    ``colocate=True`` runs the executors that have no placement of their own
+    together in one actor per run (their inboxes concurrently, one call per
+    superstep): fewer processes and calls, for many small executors.
     """
 
     def __init__(
@@ -118,6 +126,7 @@ class RayBackend:
         init_options: Mapping[str, Any] | None = None,
         connect_timeout: float = 10.0,
         idle_ttl: float = 120.0,
+        colocate: bool = False,
     ) -> None:
         self._ray = ray_module()
         self.address = address
@@ -135,6 +144,7 @@ class RayBackend:
         self._actor_class: Any = None
         self._calls = itertools.count()
         self.pool = WarmPool(self._kill, idle_ttl)
+        self.colocate = colocate
 
     # -- cluster -------------------------------------------------------------------
 
@@ -203,19 +213,35 @@ class RayBackend:
             self.started_last_run = 0
         return run
 
-    async def _actor(self, run: _RunActors, node: Node, work: Superstep) -> Any:
-        actor = run.actors.get(node.id)
+    def _group(self, node: Node) -> str:
+        """The group an executor's actor hosts: its own, or the colocated one."""
+        if self.colocate and node.placement is None and node.id not in self.placement:
+            return _COLOCATED
+        return "=" + node.id
+
+    def _members(self, group: str, node: Node, scope: RunScope) -> list[Node]:
+        if group != _COLOCATED:
+            return [node]
+        return [n for n in scope.nodes.values() if self._group(n) == _COLOCATED] or [node]
+
+    async def _actor(self, run: _RunActors, group: str, node: Node, work: Superstep) -> Any:
+        actor = run.actors.get(group)
         if actor is not None:
             return actor
         self._connect()
         scope = work.scope
-        instance = scope.instances.get(node.id) if node.make is not None else None
-        warm = self.pool.take(node)
+        members = self._members(group, node, scope)
+        instances = {
+            n.id: scope.instances[n.id]
+            for n in members
+            if n.make is not None and n.id in scope.instances
+        }
+        warm = self.pool.take(members[0])
         if warm is not None:  # told of the run with its first call (no round trip)
-            state = node.host._user_state() if node.host is not None else None
-            run.pending[node.id] = (instance, state, run.scope)
-            return self._hold(run, node, warm.actor, warm.where)
-        place = self._placement(node)
+            states = {n.id: n.host._user_state() for n in members if n.host is not None}
+            run.pending[group] = (instances, states, run.scope)
+            return self._hold(run, group, members, warm.actor, warm.where)
+        place = self._placement(members[0]) if group != _COLOCATED else self.default
         options: dict[str, Any] = {"num_cpus": place.num_cpus or 0, "max_restarts": 0}
         if place.num_gpus:
             options["num_gpus"] = place.num_gpus
@@ -223,15 +249,18 @@ class RayBackend:
             options["resources"] = dict(place.resources)
         if place.runtime_env:
             options["runtime_env"] = dict(place.runtime_env)
-        actor = self._actor_class.options(**options).remote(node)
-        run.actors[node.id] = actor  # (held before it answers: killed if the run ends)
+        actor = self._actor_class.options(**options).remote(members)
+        run.actors[group] = actor  # (held before it answers: killed if the run ends)
         self.started_last_run += 1
-        return self._hold(run, node, actor, await actor.begin.remote(instance, None, run.scope))
+        where = await actor.begin.remote(instances, {}, run.scope)
+        return self._hold(run, group, members, actor, where)
 
-    def _hold(self, run: _RunActors, node: Node, actor: Any, where: str) -> Any:
-        run.actors[node.id] = actor
-        run.hosts[node.id] = node
-        run.nodes[node.id] = where
+    def _hold(
+        self, run: _RunActors, group: str, members: list[Node], actor: Any, where: str
+    ) -> Any:
+        run.actors[group] = actor
+        run.groups[group] = members
+        run.where[group] = where
         return actor
 
     async def run_superstep(self, work: Superstep) -> list[Outbox]:
@@ -243,22 +272,25 @@ class RayBackend:
             # actor fetches it only when the version changed.
             run.state_ref = ray.put(dict(work.committed))
             run.state_version += 1
-        missing = [node for node, _ in work.batches if node.id not in run.actors]
+        grouped: dict[str, list[tuple[Node, Inbox]]] = {}
+        for node, inbox in self._share(work.batches):
+            grouped.setdefault(self._group(node), []).append((node, inbox))
+        missing = [(g, b[0][0]) for g, b in grouped.items() if g not in run.actors]
         if missing:  # take every actor first, so the inboxes really run side by side
-            await asyncio.gather(*(self._actor(run, node, work) for node in missing))
-        batches = self._share(work.batches)
-        if len(batches) == 1:
-            node, inbox = batches[0]
-            results: list[Outbox | None] = [await self._call(run, work, node, inbox)]
+            await asyncio.gather(*(self._actor(run, g, node, work) for g, node in missing))
+        by_node: dict[str, Outbox] = {}
+        if len(grouped) == 1:
+            [(group, batches)] = grouped.items()
+            by_node.update(await self._call(run, work, group, batches))
         else:
-            results = [None] * len(batches)
 
-            async def one(index: int, node: Node, inbox: Inbox) -> None:
-                results[index] = await self._call(run, work, node, inbox)
+            async def one(group: str, batches: list[tuple[Node, Inbox]]) -> None:
+                by_node.update(await self._call(run, work, group, batches))
 
-            async with asyncio.TaskGroup() as group:
-                for index, (node, inbox) in enumerate(batches):
-                    group.create_task(one(index, node, inbox))
+            async with asyncio.TaskGroup() as tasks:
+                for group, batches in grouped.items():
+                    tasks.create_task(one(group, batches))
+        results = [by_node.get(node.id) for node, _ in work.batches]
         outboxes = [o for o in results if o is not None]
         run.state_dirty = any(o.writes or o.item_writes for o in outboxes)
         return outboxes
@@ -289,56 +321,65 @@ class RayBackend:
         self.shared_last_superstep = len(refs)
         return out
 
-    async def _call(self, run: _RunActors, work: Superstep, node: Node, inbox: Inbox) -> Outbox:
+    async def _call(
+        self, run: _RunActors, work: Superstep, group: str, batches: list[tuple[Node, Inbox]]
+    ) -> dict[str, Outbox]:
+        """One call to the group's actor for its inboxes of this superstep;
+        the outboxes by executor id."""
         ray = self._ray
-        attempts = node.retry.attempts if node.retry is not None else 1
+        first = batches[0][0]
+        attempts = min(n.retry.attempts if n.retry is not None else 1 for n, _ in batches)
+        sent = [(node.id, inbox) for node, inbox in batches]
         attempt = 1
         while True:
-            actor = await self._actor(run, node, work)
-            begin = run.pending.pop(node.id, None)
-            run.busy.add(node.id)
+            actor = await self._actor(run, group, first, work)
+            begin = run.pending.pop(group, None)
+            run.busy.add(group)
             try:
-                outbox, events, cause, snapshot, usage, stateful, spans = await self._process(
-                    actor, work, inbox, (run.state_version, [run.state_ref]), [run.run_ref], begin
-                )
+                outboxes, events, failures, snapshots, usage, stateful, spans = (
+                    await self._process(
+                        actor, work, sent, (run.state_version, [run.state_ref]),
+                        [run.run_ref], begin,
+                    )
+                )  # fmt: skip
             except Exception as exc:
                 if not isinstance(exc, ray.exceptions.RayActorError) and not (
                     begin is not None and "Failed to submit task to actor" in str(exc)
                 ):
                     raise  # (a warm actor of a cluster that is gone fails to submit)
-                where = run.nodes.get(node.id, "unknown")
-                run.actors.pop(node.id, None)
-                run.busy.discard(node.id)
+                where = run.where.get(group, "unknown")
+                run.actors.pop(group, None)
+                run.busy.discard(group)
+                named = first.id if len(batches) == 1 else ", ".join(n.id for n, _ in batches)
                 if begin is not None:
                     # A warm actor found dead at its first call of the run: it
                     # died while idle (or at once on this call — Ray cannot
                     # tell which in time). A new actor takes the batch, once.
                     work.scope.emit(
                         WarningEvent(
-                            message=f"the warm Ray actor of executor {node.id!r} on node "
+                            message=f"the warm Ray actor of executor {named!r} on node "
                             f"{where} died since the last run; a new one replaces it",
-                            executor_id=node.id,
+                            executor_id=first.id,
                             superstep=work.number,
                         )
                     )
-                    self.pool.forget(node)  # (its siblings in the pool may be gone too)
+                    self.pool.forget(run.groups.get(group, [first])[0])
                     continue
                 lost = WorkflowRunError(
-                    f"the Ray actor of executor {node.id!r} on node {where} died during "
+                    f"the Ray actor of executor {named!r} on node {where} died during "
                     f"superstep {work.number}: {type(exc).__name__}",
-                    executor_id=node.id,
+                    executor_id=first.id,
                     superstep=work.number,
                 )
                 lost.__cause__ = exc
                 if attempt < attempts:
                     attempt += 1
                     continue  # the lost batch re-runs on a fresh actor
-                failure = ExecutorFailure(node.id, work.number, lost)
+                failure = ExecutorFailure(first.id, work.number, lost)
                 work.failures.append(failure)
                 raise failure from exc
-            run.busy.discard(node.id)
-            if stateful:
-                run.stateful.add(node.id)
+            run.busy.discard(group)
+            run.stateful.update(stateful)
             if spans and work.scope.trace is not None:
                 work.scope.trace.replay(spans, work.number)
             emit = work.scope.emit
@@ -347,21 +388,22 @@ class RayBackend:
             tally = work.scope.usage
             for path, used in usage.items():  # tokens the actor's model calls used
                 tally[path] = tally[path] + used if path in tally else used
-            if cause is not None:
-                failure = ExecutorFailure(node.id, work.number, cause)
-                work.failures.append(failure)
-                raise failure from cause
-            if snapshot is not None:
-                _mirror(work, node, snapshot)
-            assert isinstance(outbox, Outbox)
-            return outbox
+            if failures:
+                raised = [ExecutorFailure(eid, work.number, cause) for eid, cause in failures]
+                work.failures.extend(raised)
+                raise raised[0] from raised[0].cause
+            nodes = {node.id: node for node, _ in batches}
+            for executor_id, snapshot in snapshots.items():
+                _mirror(work, nodes[executor_id], snapshot)
+            assert outboxes is not None
+            return {executor_id: o for (executor_id, _), o in zip(sent, outboxes, strict=True)}
 
-    async def _process(self, actor: Any, work: Superstep, inbox: Inbox, *args: Any) -> Result:
+    async def _process(self, actor: Any, work: Superstep, batches: Any, *args: Any) -> Result:
         """One ``process`` call; its events as they happen once it has run
         ``LIVE_AFTER`` (those come through ``follow``; the rest with the result)."""
         call = next(self._calls)
         loop = asyncio.get_running_loop()
-        done = asyncio.wrap_future(actor.process.remote(call, work.number, inbox, *args).future())
+        done = asyncio.wrap_future(actor.process.remote(call, work.number, batches, *args).future())
         following: list[asyncio.Task[None]] = []
         timer = loop.call_later(
             LIVE_AFTER,
@@ -384,39 +426,37 @@ class RayBackend:
         """Bring executor state back to the driver; keep the run's actors warm.
 
         An actor still running a handler (the run failed or was cancelled) is
-        killed at once — no handler outlives the run — and what its executor
-        changed during this run is lost; the others hand their executor's
+        killed at once — no handler outlives the run — and what its executors
+        changed during this run is lost; the others hand their executors'
         attributes back first (a shared executor's into the driver's object,
         a per-run executor's into the run's own instance) and wait in the
         pool for the next run."""
         run = self._runs.pop(scope, None)
         if run is None:
             return  # the run ended before it reached Ray
-        self.last_run_nodes = run.nodes
-        for executor_id, actor in run.actors.items():
-            if executor_id in run.busy or executor_id not in run.hosts:
+        self.last_run_nodes = {
+            n.id: run.where[group] for group, members in run.groups.items() for n in members
+        }
+        asked: dict[str, Any] = {}
+        for group, actor in run.actors.items():
+            if group in run.busy or group not in run.groups:
                 self._kill(actor)  # (busy, or never answered: not to be trusted)
-        idle: dict[str, Any] = {}
-        for executor_id, actor in run.actors.items():
-            if executor_id in run.busy or executor_id not in run.hosts:
-                continue
-            if executor_id in run.stateful:
-                idle[executor_id] = actor
-            else:  # nothing of its own to bring back (or taken warm, never called)
-                node = run.hosts[executor_id]
-                self.pool.give(node, actor, run.nodes[executor_id])
+            elif any(n.id in run.stateful for n in run.groups[group]):
+                asked[group] = actor
+            else:  # nothing of their own to bring back (or taken warm, never called)
+                self.pool.give(run.groups[group][0], actor, run.where[group])
         exports = await asyncio.gather(
-            *(actor.export.remote() for actor in idle.values()), return_exceptions=True
+            *(actor.export.remote() for actor in asked.values()), return_exceptions=True
         )
-        for (executor_id, actor), state in zip(idle.items(), exports, strict=True):
-            node = run.hosts[executor_id]
-            if not isinstance(state, dict):
+        for (group, actor), states in zip(asked.items(), exports, strict=True):
+            if not isinstance(states, dict):
                 self._kill(actor)  # (it failed to answer: not kept)
                 continue
-            target = _driver_copy(scope, node)
-            if target is not None:
-                target._set_user_state(state)
-            self.pool.give(node, actor, run.nodes[executor_id])
+            for node in run.groups[group]:
+                target = _driver_copy(scope, node)
+                if target is not None and node.id in states:
+                    target._set_user_state(states[node.id])
+            self.pool.give(run.groups[group][0], actor, run.where[group])
 
 
 async def _follow(actor: Any, call: int, emit: Any) -> None:

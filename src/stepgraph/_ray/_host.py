@@ -1,8 +1,10 @@
-"""The actor body: one executor in one Ray actor, run after run.
+"""The actor body: a group of executors (one, unless the backend colocates
+them) in one Ray actor, run after run.
 
 A synchronous actor, so Ray runs its ``process`` calls one at a time and in
-order; each call runs the executor's inbox with the local backend's code
-(``run_inbox``) on a private event loop. ``follow`` runs on a second thread
+order; each call runs the group's inboxes of one superstep with the local
+backend's code (``LocalBackend``: each inbox serially, the inboxes
+concurrently) on a private event loop. ``follow`` runs on a second thread
 (the actor's ``live`` concurrency group): while a ``process`` call runs, it
 hands over the events the call emitted so far — an agent's tokens,
 ``add_event``, outputs — waiting on a condition until there are some (a long
@@ -19,8 +21,8 @@ from typing import Any
 
 from .._core import (
     Event,
-    ExecutorFailure,
     Inbox,
+    LocalBackend,
     Node,
     Outbox,
     Reducers,
@@ -28,7 +30,6 @@ from .._core import (
     SpanRecord,
     SpanRecorder,
     Superstep,
-    run_inbox,
 )
 
 __all__ = ["Host", "Shared"]
@@ -44,35 +45,40 @@ class Shared:
         self.ref = ref
 
 
-# A call's outbox (None: it failed), events not streamed, failure, snapshot,
-# tokens used, whether the executor has attributes of its own (only then is
-# there anything to bring back at the run's end), and the spans it recorded
+# A call's outboxes in its batches' order (None: an executor failed), events
+# not streamed, the failures (executor id, error), snapshots by executor,
+# tokens used, the executors that have attributes of their own (only those
+# have anything to bring back at the run's end), and the spans it recorded
 # (a traced run: the driver makes them spans of its trace).
 Result = tuple[
-    Outbox | None,
+    list[Outbox] | None,
     list[Event],
-    BaseException | None,
-    tuple[bool, Any] | None,
+    list[tuple[str, BaseException]],
+    dict[str, tuple[bool, Any]],
     dict[str, Any],
-    bool,
+    list[str],
     list[SpanRecord],
 ]
+# What a run tells an actor first: per-run instances and shared executors'
+# attributes by executor id, and the run's scope (ids, names).
+Begin = tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]
 
 
 class Host:
-    """Hosts one executor (see the module doc). ``begin`` starts each run's
-    use of the actor; a per-run executor's instance lives in ``instances``
-    for the run: the driver's, when the run goes on, or made on first use."""
+    """Hosts a group of executors (see the module doc). ``begin`` starts
+    each run's use of the actor; per-run executors' instances live in
+    ``instances`` for the run: the driver's, when the run goes on, or made
+    on first use."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = {node.id: node for node in nodes}
         self.loop = asyncio.new_event_loop()
         self.state_version = -1
         self.state: Mapping[str, Any] = {}
         self.instances: dict[str, Any] = {}
         self.run: tuple[Any, Reducers] | None = None  # the run's context and reducers
         self.scope: dict[str, Any] = {}
-        self.stateful = False  # whether its executor ever had attributes of its own
+        self.stateful: set[str] = set()  # executors that ever had attributes of their own
         # The current call's events, how many ``follow`` took, and which call.
         self.changed = threading.Condition()
         self.events: list[Event] = []
@@ -80,18 +86,22 @@ class Host:
         self.call = -1
         self.running = False
 
-    def begin(self, instance: Any, state: dict[str, Any] | None, scope: dict[str, Any]) -> str:
+    def begin(
+        self, instances: dict[str, Any], states: dict[str, dict[str, Any]], scope: dict[str, Any]
+    ) -> str:
         """A run takes this actor: forget the last run's state and context;
-        a per-run executor gets the run's ``instance`` (or a fresh one on
-        first use), a shared one the driver's attributes (``state``); the
-        run's ``scope`` (ids, names) is kept for its calls. The Ray node this
-        actor runs on. (A warm actor gets this with its first call.)"""
+        per-run executors get the run's ``instances`` (or fresh ones on first
+        use), shared ones the driver's attributes (``states``); the run's
+        ``scope`` (ids, names) is kept for its calls. The Ray node this actor
+        runs on. (A warm actor gets this with its first call.)"""
         import ray
 
         self.state_version, self.state, self.run, self.scope = -1, {}, None, scope
-        self.instances = {} if instance is None else {self.node.id: instance}
-        if state is not None and self.node.host is not None:
-            self.node.host._set_user_state(state)
+        self.instances = dict(instances)
+        for executor_id, state in states.items():
+            host = self.nodes[executor_id].host
+            if host is not None:
+                host._set_user_state(state)
         return str(ray.get_runtime_context().get_node_id())
 
     def _emit(self, event: Event) -> None:
@@ -103,10 +113,10 @@ class Host:
         self,
         call: int,
         step: int,
-        inbox: Inbox,
+        batches: list[tuple[str, Inbox]],
         state: tuple[int, list[Any]],
         run: list[Any],
-        begin: tuple[Any, dict[str, Any] | None, dict[str, Any]] | None,
+        begin: Begin | None,
     ) -> Result:
         if begin is not None:
             self.begin(*begin)
@@ -115,25 +125,32 @@ class Host:
             self.changed.notify_all()
         spans = SpanRecorder() if self.scope.get("traced") else None
         try:
-            outbox, cause, snapshot, usage = self._process(step, inbox, state, run, spans)
+            outboxes, failures, usage = self._process(step, batches, state, run, spans)
         finally:
             with self.changed:
                 self.running = False
                 rest, self.taken = self.events[self.taken :], len(self.events)
                 self.changed.notify_all()
-        executor = self._executor()
-        self.stateful = self.stateful or bool(executor is not None and executor._user_state())
+        snapshots: dict[str, tuple[bool, Any]] = {}
+        for executor_id, _ in batches:
+            executor = self._executor(executor_id)
+            if executor is not None and executor._user_state():
+                self.stateful.add(executor_id)
+            if outboxes is not None:
+                taken = self._snapshot(executor)
+                if taken is not None:
+                    snapshots[executor_id] = taken
         records = spans.take() if spans is not None else []
-        return outbox, rest, cause, snapshot, usage, self.stateful, records
+        return outboxes, rest, failures, snapshots, usage, sorted(self.stateful), records
 
     def _process(
         self,
         step: int,
-        inbox: Inbox,
+        batches: list[tuple[str, Inbox]],
         state: tuple[int, list[Any]],
         run: list[Any],
         spans: SpanRecorder | None,
-    ) -> tuple[Outbox | None, BaseException | None, tuple[bool, Any] | None, dict[str, Any]]:
+    ) -> tuple[list[Outbox] | None, list[tuple[str, BaseException]], dict[str, Any]]:
         scope = self.scope
         version, (ref,) = state
         if version != self.state_version:  # fetched only when a barrier changed it
@@ -160,16 +177,21 @@ class Host:
             live=scope["live"],
         )
         run_scope.trace = spans
-        if any(type(m) is Shared for _, m in inbox):
-            import ray
+        work_batches: list[tuple[Node, Inbox]] = []
+        for executor_id, inbox in batches:
+            if any(type(m) is Shared for _, m in inbox):
+                import ray
 
-            inbox = [(s, ray.get(m.ref) if type(m) is Shared else m) for s, m in inbox]
-        work = Superstep(step, run_scope, [(self.node, inbox)], self.state)
+                inbox = [(s, ray.get(m.ref) if type(m) is Shared else m) for s, m in inbox]
+            work_batches.append((self.nodes[executor_id], inbox))
+        work = Superstep(step, run_scope, work_batches, self.state)
         try:
-            outbox = self.loop.run_until_complete(run_inbox(work, self.node, inbox))
-        except ExecutorFailure as failure:
-            return None, failure.cause, None, run_scope.usage
-        return outbox, None, self._snapshot(), run_scope.usage
+            outboxes = self.loop.run_until_complete(LocalBackend().run_superstep(work))
+        except BaseException:
+            if not work.failures:
+                raise
+            return None, [(f.executor_id, f.cause) for f in work.failures], run_scope.usage
+        return outboxes, [], run_scope.usage
 
     def follow(self, call: int) -> tuple[list[Event], bool]:
         """The events of ``process`` call ``call`` emitted since the last
@@ -186,14 +208,14 @@ class Host:
             batch, self.taken = self.events[self.taken :], len(self.events)
             return batch, self.running
 
-    def _executor(self) -> Any:
-        host = self.node.host
-        return host if host is not None else self.instances.get(self.node.id)
+    def _executor(self, executor_id: str) -> Any:
+        host = self.nodes[executor_id].host
+        return host if host is not None else self.instances.get(executor_id)
 
-    def _snapshot(self) -> tuple[bool, Any] | None:
+    @staticmethod
+    def _snapshot(executor: Any) -> tuple[bool, Any] | None:
         """What ``snapshot()`` returns now, for an executor that takes
         snapshots: ``(True, value)``, or ``(False, error)`` if it raised."""
-        executor = self._executor()
         if executor is None or not executor.takes_snapshots:
             return None
         try:
@@ -201,7 +223,11 @@ class Host:
         except Exception as exc:
             return False, exc
 
-    def export(self) -> dict[str, Any]:
-        """The executor's attributes, for the driver's copy at the run's end."""
-        executor = self._executor()
-        return dict(executor._user_state()) if executor is not None else {}
+    def export(self) -> dict[str, dict[str, Any]]:
+        """Its executors' attributes, for the driver's copies at the run's end."""
+        out: dict[str, dict[str, Any]] = {}
+        for executor_id in self.nodes:
+            executor = self._executor(executor_id)
+            if executor is not None:
+                out[executor_id] = dict(executor._user_state())
+        return out
