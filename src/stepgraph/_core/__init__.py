@@ -52,7 +52,7 @@ from ._requests import PendingRequest, Response
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
 from ._state import Reducers, StateView
-from ._trace import RunTrace, SpanRecord, SpanRecorder, Trace, TraceSpan
+from ._trace import RunTrace, SpanRecord, SpanRecorder, Trace, TraceSpan, end_span, within
 from ._typing import (
     ANY_SPEC,
     NEVER_SPEC,
@@ -66,6 +66,8 @@ from ._typing import (
 from ._usage import RunUsage, Usage
 
 __all__ = [
+    "end_span",
+    "within",
     "RunTrace",
     "SpanRecord",
     "SpanRecorder",

@@ -23,6 +23,7 @@ from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Invoke, Node
 from ._routing import Inbox
 from ._tasks import run_all
+from ._trace import within
 
 __all__ = ["Backend", "ExecutorFailure", "LocalBackend", "Superstep", "traced"]
 
@@ -122,17 +123,7 @@ async def traced(
     trace: Any, executor_id: str, step: int, message: Any, attempt: int, call: Awaitable[None]
 ) -> None:
     """Await a handler call inside its span (current while it runs)."""
-    span = trace.handler(executor_id, step, message, attempt)
-    try:
-        await call
-    except asyncio.CancelledError:
-        span.end("cancelled")  # (not an error: the run was stopped)
-        raise
-    except BaseException as exc:
-        span.fail(exc)
-        span.end("error")
-        raise
-    span.end()
+    await within(trace.handler(executor_id, step, message, attempt), call)
 
 
 async def invoke_guarded(

@@ -37,6 +37,7 @@ from ._graph import Graph
 from ._requests import PendingRequest
 from ._routing import FanInBuffers, Inbox, Router
 from ._state import commit_writes, find_conflicts
+from ._trace import within
 from ._usage import Usage
 
 __all__ = ["BarrierHook", "Breakpoints", "RunState", "run_supersteps"]
@@ -255,19 +256,13 @@ async def _traced_superstep(
     """A superstep and its barrier inside the superstep's span."""
     span = scope.trace.superstep(work.number, tuple(node.id for node, _ in work.batches))
     span.set("stepgraph.messages", sum(len(inbox) for _, inbox in work.batches))
-    try:
+
+    async def superstep() -> set[str]:
         outboxes = await _deliver(backend, work)
         run.superstep = work.number
-        written = await _barrier(router, run, outboxes, scope, report, work.number)
-    except asyncio.CancelledError:
-        span.end("cancelled")  # (not an error: the run was stopped)
-        raise
-    except BaseException as exc:
-        span.fail(exc)
-        span.end("error")
-        raise
-    span.end()
-    return written
+        return await _barrier(router, run, outboxes, scope, report, work.number)
+
+    return await within(span, superstep())
 
 
 async def _barrier(

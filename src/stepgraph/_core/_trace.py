@@ -20,10 +20,22 @@ and the driver turns them into spans of its trace (:meth:`Trace.replay`).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["RunTrace", "SpanRecord", "SpanRecorder", "Trace", "TraceSpan"]
+__all__ = [
+    "RunTrace",
+    "SpanRecord",
+    "SpanRecorder",
+    "Trace",
+    "TraceSpan",
+    "end_span",
+    "within",
+]
+
+T = TypeVar("T")
 
 
 class TraceSpan(Protocol):
@@ -113,3 +125,28 @@ class SpanRecorder:
     def take(self) -> list[SpanRecord]:
         records, self.records, self.open = self.records, [], []
         return records
+
+
+def end_span(span: TraceSpan, error: BaseException | None = None) -> None:
+    """End a span by how its work ended: done, stopped (a cancellation is
+    not an error) or failed (recorded on the span)."""
+    if error is None:
+        span.end()
+    elif isinstance(error, asyncio.CancelledError):
+        span.end("cancelled")
+    else:
+        span.fail(error)
+        span.end("error")
+
+
+async def within(span: TraceSpan | None, call: Awaitable[T]) -> T:
+    """Await ``call`` inside ``span`` (``None``: not traced), then end it."""
+    if span is None:
+        return await call
+    try:
+        result = await call
+    except BaseException as exc:
+        end_span(span, exc)
+        raise
+    end_span(span)
+    return result

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 
-from .._core import Usage, WorkflowContext, type_name
+from .._core import Usage, WorkflowContext, end_span, type_name, within
 from .._exceptions import AgentError, ModelError, WorkflowDefinitionError
 from .._executor import Executor, handler, response_handler
 from .._handlers import (
@@ -333,9 +333,7 @@ class Agent(Executor):
             reply = await self._stream_turn(messages, ctx)
         except BaseException as exc:
             if span is not None:
-                if not isinstance(exc, asyncio.CancelledError):
-                    span.fail(exc)
-                span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+                end_span(span, exc)
             raise
         if span is not None:
             if reply.usage:
@@ -464,7 +462,7 @@ class Agent(Executor):
                 )  # fmt: skip
                 try:
                     arguments = tool.parse(json.dumps(pending.arguments))
-                    result = await _spanned(span, tool.invoke(arguments))
+                    result = await within(span, tool.invoke(arguments))
                 except ToolArgumentsError as exc:  # a reviewer's edit that does not fit
                     pending.result, status = str(exc), "rejected"
                 except Exception as exc:
@@ -579,18 +577,3 @@ _INPUT_HANDLERS: tuple[Callable[..., Any], ...] = (
     Agent._on_messages,
     Agent._on_response,
 )
-
-
-async def _spanned(span: Any, call: Awaitable[Any]) -> Any:
-    """Await ``call`` inside ``span`` (``None``: not traced)."""
-    if span is None:
-        return await call
-    try:
-        result = await call
-    except BaseException as exc:
-        if not isinstance(exc, asyncio.CancelledError):
-            span.fail(exc)
-        span.end("cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
-        raise
-    span.end()
-    return result
