@@ -25,13 +25,14 @@ from .._core import TypeSpec, a_type, type_name
 from .._workflow import Workflow
 from ._load import CliError, quoting_hint
 
-__all__ = ["coerce", "coerce_input", "example_json", "word_hint"]
+__all__ = ["adapter", "coerce", "coerce_input", "example_json", "word_hint"]
 
 _CONFIG = ConfigDict(arbitrary_types_allowed=True)
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
+def adapter(annotation: Any) -> TypeAdapter[Any]:
+    """The (cached) pydantic adapter that validates JSON as ``annotation``."""
     try:
         return _ADAPTERS[annotation]
     except (KeyError, TypeError):
@@ -71,7 +72,7 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
     if TypeSpec(annotation).matches(value):
         return value
     try:
-        built = _adapter(annotation).validate_python(value)
+        built = adapter(annotation).validate_python(value)
     except ValidationError as error:
         raise CliError(
             f"{what} is not a valid {type_name(annotation)}: {_problems(error)}"
@@ -81,7 +82,7 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
             f"{what} cannot be built as {a_type(annotation)} from JSON: {type(exc).__name__}: {exc}"
         ) from None
     try:
-        schema = _adapter(annotation).json_schema()
+        schema = adapter(annotation).json_schema()
     except Exception:  # (a type pydantic cannot describe: nothing more to check)
         return built
     where = _loose(schema, value)

@@ -237,7 +237,7 @@ class RunService:
                 "pending_requests": [],
             }
         out = self._run_summary(info)
-        out["outputs"] = await self._outputs_of(info.last_checkpoint)
+        out["outputs"] = await self._outputs_of(run_id, info.last_checkpoint)
         out["events_kept"] = run_log is not None
         out["checkpoints"] = [
             {
@@ -257,14 +257,14 @@ class RunService:
                 out["pending_requests"].append(_request_json(request))
         return out
 
-    async def _outputs_of(self, checkpoint_id: str) -> list[Any]:
+    async def _outputs_of(self, run_id: str, checkpoint_id: str) -> list[Any]:
         """The outputs along the checkpoint's lineage (remembered: a
         checkpoint never changes)."""
         known = self._outputs.get(checkpoint_id)
         if known is None:
             reader = getattr(self.store, "outputs", None)
             if reader is None:  # (a store of the user's own: what this server saw)
-                run_log = self.logs.get((await self.store.load(checkpoint_id)).run_id)
+                run_log = self.logs.get(run_id)
                 return list(run_log.outputs) if run_log is not None else []
             known = self._outputs[checkpoint_id] = list(await reader(checkpoint_id))
             while len(self._outputs) > 256:

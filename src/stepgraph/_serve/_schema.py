@@ -1,6 +1,6 @@
 """JSON schemas of the types a workflow takes, for forms and clients.
 
-A schema comes from pydantic, as the CLI validates with it; a type pydantic
+A schema comes from the pydantic adapter the CLI validates with; a type pydantic
 cannot describe gets ``{}`` (any JSON), with its name in ``title`` so a
 form can still say what is expected."""
 
@@ -10,8 +10,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import TypeAdapter
-
+from .._cli._input import adapter
 from .._core import type_name
 
 __all__ = ["schema_of"]
@@ -19,7 +18,7 @@ __all__ = ["schema_of"]
 
 def _schema(annotation: Any) -> dict[str, Any]:
     with contextlib.suppress(Exception):  # (pydantic cannot describe every type)
-        schema = TypeAdapter(annotation).json_schema()
+        schema = adapter(annotation).json_schema()
         if isinstance(schema, dict):
             return schema
     return {"title": type_name(annotation)}
