@@ -72,6 +72,21 @@ def _psycopg() -> tuple[Any, Any]:
     return psycopg, psycopg_pool
 
 
+def _segment_write(segment: Any) -> dict[str, Any]:
+    """The parameters of ``SAVE_SEGMENT`` for one packed segment (but its locks)."""
+    group: list[Checkpoint] = segment.checkpoints
+    last = group[-1]
+    return {
+        "run_id": segment.run_id, "workflow": segment.workflow, "ids": segment.ids,
+        "size": segment.size, "data": segment.data, "checkpoint_ids": [cp.id for cp in group],
+        "refs": sorted({h for cp in group for h in cp.refs}),
+        "requests": sorted({r for cp in group for r in cp.request_ids}),
+        "signature": last.signature, "last": last.id, "superstep": last.superstep,
+        "status": last.status, "pending": last.pending_requests, "count": len(group),
+        "updated_at": last.created_at, "started_at": group[0].created_at,
+    }  # fmt: skip
+
+
 class PostgresCheckpointStore(BaseStore):
     """Checkpoints in a PostgreSQL database::
 
@@ -255,14 +270,23 @@ class PostgresCheckpointStore(BaseStore):
         self, checkpoints: tuple[Checkpoint, ...], segments: list[Any], blobs: Mapping[str, bytes]
     ) -> None:
         errors = self._pg.errors
+        writes = [_segment_write(segment) for segment in segments]
+        needed = sorted({h for cp in checkpoints for h in cp.refs})
+        # One segment, no new values, no answers: one statement, atomic on
+        # its own — a single round trip.
+        alone = len(writes) == 1 and not blobs and not any(cp.answered for cp in checkpoints)
         for attempt in range(_RETRIES):
             try:
-                self._transaction(
-                    lambda cur: self._save(cur, checkpoints, segments, blobs),
-                    "writing checkpoints",
-                    pipelined=True,
-                )
-                return
+                if alone:
+                    with self._connection("writing checkpoints") as conn:
+                        marks = [self._save_segment(conn.cursor(), writes[0], needed)]
+                else:
+                    marks = self._transaction(
+                        lambda cur: self._save(cur, checkpoints, writes, needed, blobs),
+                        "writing checkpoints",
+                        pipelined=True,
+                    )
+                break
             except CheckpointError as error:
                 cause = error.__cause__
                 if isinstance(cause, errors.DeadlockDetected) and attempt < _RETRIES - 1:
@@ -270,66 +294,45 @@ class PostgresCheckpointStore(BaseStore):
                 if isinstance(cause, errors.UniqueViolation):
                     raise self._ids_taken(checkpoints, error) from cause
                 raise
+        for run_id, asked in marks:
+            if asked is not None:
+                self._cancels[run_id] = asked
 
     def _save(
         self,
         cur: Any,
         checkpoints: tuple[Checkpoint, ...],
-        segments: list[Any],
+        writes: list[dict[str, Any]],
+        needed: list[str],
         blobs: Mapping[str, bytes],
-    ) -> None:
+    ) -> list[tuple[str, float | None]]:
         if blobs:  # in hash order, as every writer: concurrent saves never deadlock
             cur.executemany(
                 "INSERT INTO stepgraph_blobs (hash, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 sorted(blobs.items()),
             )
-        needed = sorted({h for cp in checkpoints for h in cp.refs})
-        if needed:
-            # Locked until commit: a deletion waits, then sees this save's refs.
-            cur.execute(
-                "SELECT hash FROM stepgraph_blobs WHERE hash = ANY(%s) ORDER BY hash FOR KEY SHARE",
-                (needed,),
+        answered = [(cp.run_id, r, cp.id) for cp in checkpoints for r in cp.answered]
+        if answered:
+            record_answers(cur, answered)
+        # The first segment locks every value the save references, in one go.
+        return [
+            self._save_segment(cur, write, needed if n == 0 else [])
+            for n, write in enumerate(writes)
+        ]
+
+    def _save_segment(
+        self, cur: Any, write: dict[str, Any], locks: list[str]
+    ) -> tuple[str, float | None]:
+        """One segment's statement: (its run, when a cancel was asked)."""
+        cur.execute(SAVE_SEGMENT, {**write, "locks": locks})
+        found = cur.fetchone()
+        if found is None:  # a value it references is missing: nothing was written
+            cur.execute("SELECT hash FROM stepgraph_blobs WHERE hash = ANY(%s)", (locks,))
+            missing = sorted(set(locks) - {h for (h,) in cur.fetchall()})
+            raise CheckpointIntegrityError(
+                f"checkpoint references values the store does not hold: {missing[:3]}"
             )
-            missing = sorted(set(needed) - {h for (h,) in cur.fetchall()})
-            if missing:
-                raise CheckpointIntegrityError(
-                    f"checkpoint references values the store does not hold: {missing[:3]}"
-                )
-        for segment in segments:
-            group: list[Checkpoint] = segment.checkpoints
-            run_id, last = segment.run_id, group[-1]
-            cur.execute(
-                SAVE_SEGMENT,
-                {
-                    "run_id": run_id, "workflow": segment.workflow, "ids": segment.ids,
-                    "size": segment.size, "data": segment.data,
-                    "checkpoint_ids": [cp.id for cp in group], "signature": last.signature,
-                    "last": last.id, "superstep": last.superstep, "status": last.status,
-                    "pending": last.pending_requests, "count": len(group),
-                    "updated_at": last.created_at, "started_at": group[0].created_at,
-                },
-            )  # fmt: skip
-            refs = sorted({h for cp in group for h in cp.refs})
-            if refs:
-                cur.executemany(
-                    "INSERT INTO stepgraph_run_blobs (run_id, hash) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [(run_id, h) for h in refs],
-                )
-            requests = sorted({r for cp in group for r in cp.request_ids})
-            if requests:
-                cur.executemany(
-                    "INSERT INTO stepgraph_requests (request_id, run_id) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [(r, run_id) for r in requests],
-                )
-            answered = [(run_id, r, cp.id) for cp in group for r in cp.answered]
-            if answered:
-                record_answers(cur, answered)
-            cur.execute("SELECT requested_at FROM stepgraph_cancels WHERE run_id = %s", (run_id,))
-            asked = cur.fetchone()
-            if asked is not None:
-                self._cancels[run_id] = asked[0]
+        return write["run_id"], found[0]
 
     def _ids_taken(
         self, checkpoints: tuple[Checkpoint, ...], error: CheckpointError

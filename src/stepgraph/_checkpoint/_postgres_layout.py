@@ -106,17 +106,34 @@ _SCHEMA = (
         PRIMARY KEY (run_id, request_id)
     )""",
 )
-# A save's writes for one segment, in one statement (a pipelined save then
-# needs a round trip only for what it reads): the segment row, its
-# checkpoint ids, and its run's index entry — inserted by the run's first
-# save (at the seq of its first segment), moved on by later ones.
+# A save's writes for one segment, in one statement (a save of one segment
+# is then one round trip, atomic on its own without BEGIN and COMMIT): the
+# values it references locked against deletion (``locks``: in hash order,
+# as every writer; when one is missing, nothing is written and no row comes
+# back), the segment row, its checkpoint ids, the run's references to values
+# and its requests, and the run's index entry — inserted by the run's first
+# save (at the seq of its first segment), moved on by later ones. The row
+# that comes back holds the time a cancel was asked for the run, if one was.
 SAVE_SEGMENT = """
-WITH segment AS (
+WITH held AS (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM stepgraph_blobs WHERE hash = ANY(%(locks)s::text[])
+        ORDER BY hash FOR KEY SHARE
+    ) AS locked
+), segment AS (
     INSERT INTO stepgraph_segments (run_id, workflow, ids, size, data)
-    VALUES (%(run_id)s, %(workflow)s, %(ids)s, %(size)s, %(data)s) RETURNING seq
+    SELECT %(run_id)s, %(workflow)s, %(ids)s, %(size)s, %(data)s FROM held
+    WHERE held.n = cardinality(%(locks)s::text[])
+    RETURNING seq
 ), checkpoint_ids AS (
     INSERT INTO stepgraph_checkpoint_ids (id, segment)
     SELECT unnest(%(checkpoint_ids)s::text[]), seq FROM segment
+), run_blobs AS (
+    INSERT INTO stepgraph_run_blobs (run_id, hash)
+    SELECT %(run_id)s, unnest(%(refs)s::text[]) FROM segment ON CONFLICT DO NOTHING
+), requests AS (
+    INSERT INTO stepgraph_requests (request_id, run_id)
+    SELECT unnest(%(requests)s::text[]), %(run_id)s FROM segment ON CONFLICT DO NOTHING
 )
 INSERT INTO stepgraph_runs (workflow, signature, last_checkpoint, superstep, status,
     pending_requests, checkpoints, size, updated_at, run_id, seq, started_at)
@@ -128,6 +145,7 @@ ON CONFLICT (run_id) DO UPDATE SET workflow = EXCLUDED.workflow,
     pending_requests = EXCLUDED.pending_requests,
     checkpoints = stepgraph_runs.checkpoints + EXCLUDED.checkpoints,
     size = stepgraph_runs.size + EXCLUDED.size, updated_at = EXCLUDED.updated_at
+RETURNING (SELECT requested_at FROM stepgraph_cancels WHERE run_id = %(run_id)s)
 """
 # Serialises creating and migrating the tables between processes (the
 # pg_advisory_xact_lock key; the lease keys are hashes, see ``lock_key``).
