@@ -69,6 +69,15 @@ async def test_missing_value_is_refused(store: sg.CheckpointStore) -> None:
     with pytest.raises(sg.CheckpointIntegrityError, match="does not hold"):
         await store.save(bad)
     assert await store.list() == []
+    # With a new value beside the missing one, and a second run in the save:
+    # nothing of the save is kept, the new value neither.
+    partly = make("b", k=b"2", j=b"3")
+    partly = dataclasses.replace(partly, blobs={blob_hash(b"3"): b"3"})
+    with pytest.raises(sg.CheckpointIntegrityError, match="does not hold"):
+        await store.save(make("c", run="r2", k=b"4"), partly)
+    assert await store.list() == [] and await store.runs() == []
+    with pytest.raises(sg.CheckpointIntegrityError, match="does not hold"):
+        await store.save(dataclasses.replace(make("d", run="r3", j=b"3"), blobs={}))
 
 
 async def test_delete_prune_and_garbage_collection(store: sg.CheckpointStore) -> None:
