@@ -80,6 +80,13 @@ async def test_missing_value_is_refused(store: sg.CheckpointStore) -> None:
         await store.save(dataclasses.replace(make("d", run="r3", j=b"3"), blobs={}))
 
 
+async def test_ids_with_commas_are_refused(store: sg.CheckpointStore) -> None:
+    for bad in ("a,b", ""):
+        with pytest.raises(sg.CheckpointEncodeError, match="hold no comma"):
+            await store.save(make("ok"), make(bad, parent="ok"))
+    assert await store.list() == []
+
+
 async def test_delete_prune_and_garbage_collection(store: sg.CheckpointStore) -> None:
     for i in range(5):
         await store.save(

@@ -78,7 +78,7 @@ def _segment_write(segment: Any) -> dict[str, Any]:
     last = group[-1]
     return {
         "run_id": segment.run_id, "workflow": segment.workflow, "ids": segment.ids,
-        "size": segment.size, "data": segment.data, "checkpoint_ids": [cp.id for cp in group],
+        "size": segment.size, "data": segment.data,
         "refs": sorted({h for cp in group for h in cp.refs}),
         "requests": sorted({r for cp in group for r in cp.request_ids}),
         "signature": last.signature, "last": last.id, "superstep": last.superstep,

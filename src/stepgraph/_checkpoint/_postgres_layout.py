@@ -127,7 +127,7 @@ WITH held AS (
     RETURNING seq
 ), checkpoint_ids AS (
     INSERT INTO stepgraph_checkpoint_ids (id, segment)
-    SELECT unnest(%(checkpoint_ids)s::text[]), seq FROM segment
+    SELECT unnest(string_to_array(%(ids)s, ',')), seq FROM segment
 ), run_blobs AS (
     INSERT INTO stepgraph_run_blobs (run_id, hash)
     SELECT %(run_id)s, unnest(%(refs)s::text[]) FROM segment ON CONFLICT DO NOTHING

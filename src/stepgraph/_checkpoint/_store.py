@@ -16,7 +16,12 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
-from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError, CheckpointWarning
+from .._exceptions import (
+    CheckpointEncodeError,
+    CheckpointIntegrityError,
+    CheckpointNotFoundError,
+    CheckpointWarning,
+)
 from ._model import (
     Checkpoint,
     CheckpointInfo,
@@ -174,6 +179,11 @@ class BaseStore:
         blobs: dict[str, bytes] = {}
         blob_bytes: builtins.list[int] = []
         for cp in checkpoints:
+            if not cp.id or "," in cp.id:  # (stores list a segment's ids joined by commas)
+                raise CheckpointEncodeError(
+                    f"checkpoint id {cp.id!r} of run {cp.run_id!r}: an id must be non-empty "
+                    "and hold no comma"
+                )
             size = 0
             if cp.blobs:
                 for h in cp.refs:
