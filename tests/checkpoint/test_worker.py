@@ -32,7 +32,7 @@ async def test_calls_run_in_order_on_one_thread_off_the_loop() -> None:
     assert results == [i * 2 for i in range(20)]
     assert seen == [(i, "test-worker") for i in range(20)]
     assert worker.call(note, 20) == 40
-    thread, _ = worker._current  # type: ignore[misc]
+    [thread] = worker._current.threads  # type: ignore[union-attr]
     worker.stop()
     assert not thread.is_alive()
     del owner
@@ -75,7 +75,7 @@ def test_the_thread_ends_when_its_owner_is_collected() -> None:
     owner = Owner()
     worker = Worker("test-worker", owner=owner)
     assert worker.call(int, "1") == 1
-    thread, _ = worker._current  # type: ignore[misc]
+    [thread] = worker._current.threads  # type: ignore[union-attr]
     del owner
     gc.collect()
     thread.join(timeout=5)
@@ -85,8 +85,38 @@ def test_the_thread_ends_when_its_owner_is_collected() -> None:
 def test_a_closed_store_can_be_used_again(tmp_path: Path) -> None:
     store = sg.SqliteCheckpointStore(tmp_path / "again.sqlite")
     assert asyncio.run(store.list()) == []
-    thread, _ = store._worker._current  # type: ignore[misc]
+    [thread] = store._worker._current.threads  # type: ignore[union-attr]
     store.close()
     assert not thread.is_alive() and store._worker._current is None
     assert asyncio.run(store.list()) == []  # opens the file and a thread again
     store.close()
+
+
+async def test_threads_serve_calls_at_once_up_to_their_number() -> None:
+    worker = Worker("test-crew", owner=(owner := Owner()), threads=3)
+    started = threading.Semaphore(0)
+    release = threading.Event()
+    names: list[str] = []
+
+    def wait() -> int:
+        names.append(threading.current_thread().name)
+        started.release()
+        assert release.wait(5)
+        return threading.get_ident()
+
+    calls = [asyncio.ensure_future(worker.run(wait)) for _ in range(5)]
+    for _ in range(3):  # three run at once, though none has ended
+        assert await asyncio.to_thread(started.acquire, True, 5)
+    assert not await asyncio.to_thread(started.acquire, True, 0.1)  # the fourth waits
+    release.set()
+    idents = await asyncio.gather(*calls)
+    assert len(set(idents)) == 3 and names == ["test-crew"] * 5
+    crew = worker._current
+    assert crew is not None and len(crew.threads) == 3
+    assert await worker.run(int, "4") == 4  # an idle thread takes it: no fourth thread
+    assert len(crew.threads) == 3 and crew.queued == 0
+    worker.stop()
+    assert not any(t.is_alive() for t in crew.threads)
+    with pytest.raises(ValueError, match="at least one thread"):
+        Worker("none", owner=owner, threads=0)
+    del owner

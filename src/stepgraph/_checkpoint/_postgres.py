@@ -5,11 +5,12 @@ by every process that connects to it.
   at all. Values are content-addressed and stored once
   (``ON CONFLICT DO NOTHING``); a save locks the values it references
   (``FOR KEY SHARE``) so a concurrent deletion cannot drop one under it.
-- Every blocking call runs on a thread (``asyncio.to_thread``) over psycopg's
-  *sync* ``ConnectionPool``. Not the ``AsyncConnectionPool``: its
-  connections and workers belong to the event loop that opened them, and the
-  project's rule is "no loop-bound state" — a store must keep working across
-  successive ``asyncio.run`` calls, as the SQLite store does.
+- Every blocking call runs on one of the store's threads (``_worker``, as
+  many as the pool has connections) over psycopg's *sync*
+  ``ConnectionPool``. Not the ``AsyncConnectionPool``: its connections and
+  workers belong to the event loop that opened them, and the project's rule
+  is "no loop-bound state" — a store must keep working across successive
+  ``asyncio.run`` calls, as the SQLite store does.
 - A run's lease is a session-level advisory lock, held on a connection of
   its own for as long as the run goes on: when a process dies, its session
   ends and Postgres frees the lock at once. The session's
@@ -49,6 +50,7 @@ from ._postgres_layout import (
 from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
+from ._worker import Worker
 
 __all__ = ["PostgresCheckpointStore"]
 
@@ -128,11 +130,13 @@ class PostgresCheckpointStore(BaseStore):
         # session holds the run's advisory lock; and idle ones to reuse.
         self._held: dict[tuple[str, str], Any] = {}
         self._spare: list[Any] = []
+        # Threads for the blocking calls: as many as pooled connections.
+        self._worker = Worker("stepgraph-postgres", owner=self, threads=max_size)
 
     # -- plumbing --------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
+        return await self._worker.run(fn, *args)
 
     async def _breathe(self, busy: float) -> None:
         # Saves of the run being deleted wait for its index row: leave it
@@ -216,6 +220,7 @@ class PostgresCheckpointStore(BaseStore):
     def close(self) -> None:
         """Give back every lease this store holds and close its connections
         (a pool passed in stays open); the store connects again if used after."""
+        self._worker.stop()  # (the calls under way end first)
         with self._lock:
             held, self._held = list(self._held.values()), {}
             spare, self._spare = self._spare, []

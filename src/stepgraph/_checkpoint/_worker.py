@@ -1,11 +1,12 @@
-"""One thread that runs a store's blocking calls, in order, off the loop.
+"""Threads that run a store's blocking calls off the loop: one (calls run
+in order: the SQLite store), or up to ``threads`` taking calls from one
+queue (the Postgres store, a connection each).
 
-Cheaper per call than ``run_in_executor`` on a one-thread pool (no
-``concurrent.futures`` future to wrap, no pool bookkeeping): a call is a
-queue put, the call itself, and one ``call_soon_threadsafe`` back to the loop
-that asked — measured 21 vs 49 µs per round trip here. With ``sync``
-durability a run waits for one round trip per checkpoint. Not bound to any
-loop: each call carries its own.
+Cheaper per call than ``run_in_executor`` (no ``concurrent.futures`` future
+to wrap, no pool bookkeeping): a call is a queue put, the call itself, and
+one ``call_soon_threadsafe`` back to the loop that asked — measured 21 vs
+49 µs per round trip here. With ``sync`` durability a run waits for one
+round trip per checkpoint. Not bound to any loop: each call carries its own.
 """
 
 from __future__ import annotations
@@ -27,15 +28,19 @@ _Job = tuple[Callable[..., Any], tuple[Any, ...], _Done]
 
 
 class Worker:
-    """Runs calls on its own thread, started on first use; ``stop`` ends it,
-    and so does collecting ``owner`` (a store dropped without ``close``)."""
+    """Runs calls on threads of its own, started as calls need them (at most
+    ``threads``; with one, calls run in the order they came); ``stop`` ends
+    them, and so does collecting ``owner`` (a store dropped without ``close``)."""
 
-    def __init__(self, name: str, owner: object) -> None:
+    def __init__(self, name: str, owner: object, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"a worker needs at least one thread, not {threads}")
         self._name = name
+        self._most = threads
         self._lock = threading.Lock()
-        # Each thread has its own queue: a call submitted while an earlier
-        # thread is being stopped goes to a new thread, never to a dying one.
-        self._current: tuple[threading.Thread, queue.SimpleQueue[_Job | None]] | None = None
+        # The threads serving now and their queue: a call submitted while
+        # earlier threads are being stopped goes to new ones, never to a dying one.
+        self._current: _Crew | None = None
         weakref.finalize(owner, self._stop_soon)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -65,33 +70,63 @@ class Worker:
         return future.result()
 
     def stop(self) -> None:
-        """Let the calls already queued finish, then end the thread."""
-        thread = self._stop_soon()
-        if thread is not None:
-            thread.join()
+        """Let the calls already queued finish, then end the threads."""
+        for thread in self._stop_soon():
+            if thread is not threading.current_thread():  # (stopped from a call)
+                thread.join()
 
-    def _stop_soon(self) -> threading.Thread | None:
+    def _stop_soon(self) -> list[threading.Thread]:
         with self._lock:
-            current, self._current = self._current, None
-        if current is None:
-            return None
-        thread, jobs = current
-        jobs.put(None)
-        return thread
+            crew, self._current = self._current, None
+        if crew is None:
+            return []
+        for _ in crew.threads:
+            crew.jobs.put(None)
+        return crew.threads
 
     def _submit(self, job: _Job) -> None:
         with self._lock:
-            if self._current is None:
-                jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-                thread = threading.Thread(target=_serve, args=(jobs,), name=self._name, daemon=True)
+            crew = self._current
+            if crew is None:
+                crew = self._current = _Crew()
+            with crew.lock:
+                more = crew.idle <= crew.queued and len(crew.threads) < self._most
+                crew.queued += 1
+            if more:
+                # (a thread each while calls wait for one; a guess: at worst
+                # one more thread than needed, never past ``threads``)
+                thread = threading.Thread(target=_serve, args=(crew,), name=self._name, daemon=True)
                 thread.start()
-                self._current = (thread, jobs)
-            self._current[1].put(job)
+                crew.threads.append(thread)
+            crew.jobs.put(job)
 
 
-def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
-    # Holds only its queue, so the owner can be collected while this waits.
-    while (job := jobs.get()) is not None:
+class _Crew:
+    """Threads serving one queue, and a count of idle ones."""
+
+    __slots__ = ("idle", "jobs", "lock", "queued", "threads")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # (the counts change on every thread)
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.idle = 0  # threads waiting for a call
+        self.queued = 0  # calls put and not yet taken
+
+
+def _serve(crew: _Crew) -> None:
+    # Holds only its crew, so the owner can be collected while this waits.
+    jobs, lock = crew.jobs, crew.lock
+    while True:
+        with lock:
+            crew.idle += 1
+        job = jobs.get()
+        with lock:
+            crew.idle -= 1
+            if job is not None:
+                crew.queued -= 1
+        if job is None:
+            return
         _run_job(job)
         del job  # keep nothing alive while waiting for the next call
 
