@@ -200,6 +200,18 @@ async def test_only_our_tables_are_created_and_errors_name_the_database(pg_dsn: 
         assert "hunter2" not in str(raised.value)
 
 
+async def test_stored_bytes_are_compressed_with_lz4(pg_dsn: str) -> None:
+    # (Debian's PostgreSQL has lz4; a server without it keeps pglz)
+    with PostgresCheckpointStore(pg_dsn) as store:
+        store.open()
+    found = sql(
+        pg_dsn,
+        "SELECT attrelid::regclass::text, attcompression FROM pg_attribute "
+        "WHERE attname = 'data' AND attrelid::regclass::text LIKE 'stepgraph_%' ORDER BY 1",
+    )
+    assert found == [("stepgraph_blobs", "l"), ("stepgraph_segments", "l")]
+
+
 def test_usable_across_event_loops(pg_dsn: str) -> None:
     store = PostgresCheckpointStore(pg_dsn)
     asyncio.run(store.save(make("a")))
