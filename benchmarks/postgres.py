@@ -1,8 +1,9 @@
 """W10: checkpoints on PostgreSQL — W5's 50-superstep chain on a local
 server (a throwaway cluster with production settings: fsync and synchronous
 commits on), `async` and `sync` durability, beside W1 without checkpoints;
-and the throughput of 4 processes running small checkpointed runs on one
-database at once."""
+the floor of `async` (W1, then one durable one-row commit through a store
+thread, as the run's last save waits for); and the throughput of 4
+processes running small checkpointed runs on one database at once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import stepgraph as sg
 
@@ -40,6 +43,30 @@ asyncio.run(main())
 """
 
 
+class _Floor:
+    """W1, then one durable single-row commit on a pooled connection through
+    a store thread: what any ``async`` run of W1 waits for at its end, before
+    encoding or storing a single checkpoint."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        from stepgraph._checkpoint._worker import Worker
+
+        self.flow = w.chain(50)
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute("CREATE TABLE floor (n bigint)")
+        self.worker = Worker("floor", owner=self)
+
+    async def run(self, n: int) -> None:
+        await self.flow.run(n)
+        await self.worker.run(self.conn.execute, "INSERT INTO floor (n) VALUES (1)")
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.conn.close()
+
+
 def rows(repeats: int, runs_per_process: int) -> list[tuple[str, str, float, float | None]]:
     """(name, unit, value, beside) rows; needs PostgreSQL's server programs."""
     sys.path.insert(0, str(ROOT))
@@ -58,15 +85,20 @@ def rows(repeats: int, runs_per_process: int) -> list[tuple[str, str, float, flo
             "async": w.chain(50, sg.CheckpointConfig(stores[0], "async")),
             "sync": w.chain(50, sg.CheckpointConfig(stores[1], "sync")),
         }
+        floor = _Floor(cluster.create_database())
 
         async def measure() -> dict[str, float]:
-            best = dict.fromkeys(flows, float("inf"))
-            for flow in flows.values():
-                await flow.run(0)
+            runs: dict[str, Callable[[int], Awaitable[Any]]] = {
+                **{name: flow.run for name, flow in flows.items()},
+                "floor": floor.run,
+            }
+            best = dict.fromkeys(runs, float("inf"))
+            for run in runs.values():
+                await run(0)
             for _ in range(repeats):
-                for name, flow in flows.items():
+                for name, run in runs.items():
                     started = time.perf_counter()
-                    await flow.run(0)
+                    await run(0)
                     best[name] = min(best[name], time.perf_counter() - started)
             return best
 
@@ -74,6 +106,8 @@ def rows(repeats: int, runs_per_process: int) -> list[tuple[str, str, float, flo
         base = best["bare"] / 50 * 1e6
         for name in ("async", "sync"):
             out.append((f"W10 W1 + Postgres {name}", "µs/superstep", best[name] / 50 * 1e6, base))
+        out.append(("W10 async floor (W1+commit)", "µs/superstep", best["floor"] / 50 * 1e6, base))
+        floor.close()
         for store in stores:
             store.close()
         dsn = cluster.create_database()
