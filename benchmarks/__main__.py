@@ -335,13 +335,13 @@ def run(quick: bool, postgres: bool = False) -> list[Row]:
     rows.append(Row("W2 1000, fresh process", "peak RSS MiB", mib, None, "< 40 MiB", mib < 40))
     rows += concurrent_rows(100 if quick else 1_000)
     rows += agent_rows(repeats)
-    rows += otel_rows(repeats)
     if postgres:
         from . import postgres as pg
 
         for name, unit, value, beside in pg.rows(3 * repeats, 50 if quick else 200):
             target, ok = ("<= 3x", value <= 3 * beside) if name.endswith("async") else ("", None)
             rows.append(Row(name, unit, value, beside, target, ok if beside else None))
+    rows += otel_rows(repeats)  # (last: it leaves a tracer provider installed)
     return rows
 
 
