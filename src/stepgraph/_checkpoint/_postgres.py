@@ -11,17 +11,15 @@ by every process that connects to it.
   workers belong to the event loop that opened them, and the project's rule
   is "no loop-bound state" — a store must keep working across successive
   ``asyncio.run`` calls, as the SQLite store does.
-- A run's lease is a session-level advisory lock, held on a connection of
-  its own for as long as the run goes on: when a process dies, its session
-  ends and Postgres frees the lock at once. The session's
-  ``application_name`` names the holder, so a refusal can say which process
-  has the run (read from ``pg_locks``): taking and giving back write nothing
-  and commit nothing.
+- A run's lease is a session-level advisory lock (``_postgres_leases``):
+  when a process dies, its session ends and Postgres frees the lock at once.
 - An answer is recorded under a primary key in the save's transaction: of
   two processes answering one request at once, exactly one commits.
 - Deleting and pruning work in short transactions with pauses between them.
 
-The tables and the layout check are in ``_postgres_layout``. psycopg is
+The tables, the layout check and the save statement are in
+``_postgres_layout``; deleting, in ``_postgres_delete``; leases, in
+``_postgres_leases``. psycopg is
 imported when a store is created: ``pip install 'stepgraph[postgres]'``.
 """
 
@@ -36,17 +34,9 @@ from typing import Any, TypeVar
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
 from ._model import Checkpoint, Row, RunInfo, RunQuery
-from ._postgres_layout import (
-    SAVE_SEGMENT,
-    Plan,
-    drop_segments,
-    ensure_layout,
-    forget_run,
-    lock_key,
-    lock_run,
-    migrate,
-    record_answers,
-)
+from ._postgres_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, lock_run
+from ._postgres_layout import SAVE_SEGMENT, ensure_layout, migrate, record_answers, segment_write
+from ._postgres_leases import Leases
 from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
@@ -56,9 +46,6 @@ __all__ = ["PostgresCheckpointStore"]
 
 T = TypeVar("T")
 
-CHUNK = 200  # segments per transaction when deleting a whole run
-MAX_PAUSE = 0.05  # longest pause between the transactions of a long deletion
-_SPARE_LEASE_CONNECTIONS = 4  # lease connections kept open for the next lease
 _RETRIES = 3  # tries of a save that Postgres aborted to break a deadlock
 
 
@@ -72,21 +59,6 @@ def _psycopg() -> tuple[Any, Any]:
             "pip install 'stepgraph[postgres]'"
         ) from exc
     return psycopg, psycopg_pool
-
-
-def _segment_write(segment: Any) -> dict[str, Any]:
-    """The parameters of ``SAVE_SEGMENT`` for one packed segment (but its locks)."""
-    group: list[Checkpoint] = segment.checkpoints
-    last = group[-1]
-    return {
-        "run_id": segment.run_id, "workflow": segment.workflow, "ids": segment.ids,
-        "size": segment.size, "data": segment.data,
-        "refs": sorted({h for cp in group for h in cp.refs}),
-        "requests": sorted({r for cp in group for r in cp.request_ids}),
-        "signature": last.signature, "last": last.id, "superstep": last.superstep,
-        "status": last.status, "pending": last.pending_requests, "count": len(group),
-        "updated_at": last.created_at, "started_at": group[0].created_at,
-    }  # fmt: skip
 
 
 class PostgresCheckpointStore(BaseStore):
@@ -126,10 +98,7 @@ class PostgresCheckpointStore(BaseStore):
         self._pool: Any = pool
         self._ready = False  # whether the layout was checked (tables created)
         self._lock = threading.Lock()
-        # Leases this store holds: (run id, holder) -> the connection whose
-        # session holds the run's advisory lock; and idle ones to reuse.
-        self._held: dict[tuple[str, str], Any] = {}
-        self._spare: list[Any] = []
+        self._leases = Leases(self._pg.Error, self._session, self._failure)
         # Threads for the blocking calls: as many as pooled connections.
         self._worker = Worker("stepgraph-postgres", owner=self, threads=max_size)
 
@@ -221,13 +190,10 @@ class PostgresCheckpointStore(BaseStore):
         """Give back every lease this store holds and close its connections
         (a pool passed in stays open); the store connects again if used after."""
         self._worker.stop()  # (the calls under way end first)
+        self._leases.close()
         with self._lock:
-            held, self._held = list(self._held.values()), {}
-            spare, self._spare = self._spare, []
             pool = self._pool if self._given_pool is None else None
             self._pool = self._given_pool
-        for conn in (*held, *spare):
-            conn.close()  # (ending the session frees its advisory locks)
         if pool is not None:
             pool.close()
 
@@ -254,7 +220,7 @@ class PostgresCheckpointStore(BaseStore):
         taken: list[tuple[str, str]] = []
         try:
             for run_id, holder in taking.items():
-                if (run_id, holder) in self._held:
+                if self._leases.holds(run_id, holder):
                     continue  # (taken already: not this save's to undo)
                 busy = self._lease(run_id, holder)
                 if busy is not None:
@@ -275,7 +241,7 @@ class PostgresCheckpointStore(BaseStore):
         self, checkpoints: tuple[Checkpoint, ...], segments: list[Any], blobs: Mapping[str, bytes]
     ) -> None:
         errors = self._pg.errors
-        writes = [_segment_write(segment) for segment in segments]
+        writes = [segment_write(segment) for segment in segments]
         needed = sorted({h for cp in checkpoints for h in cp.refs})
         # One segment, no new values, no answers: one statement, atomic on
         # its own — a single round trip.
@@ -488,67 +454,16 @@ class PostgresCheckpointStore(BaseStore):
     # -- leases ----------------------------------------------------------------------
 
     def _lease(self, run_id: str, holder: str) -> str | None:
-        with self._lock:
-            if (run_id, holder) in self._held:
-                return None
-            conn = self._spare.pop() if self._spare else None
-        try:
-            if conn is None or conn.closed:
-                if not self._ready:
-                    self.open()  # (the tables exist before the lease is recorded)
-                conn = self._pg.connect(self._conninfo(), autocommit=True)
-            (got,) = conn.execute(
-                "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
-            ).fetchone()
-            if got:
-                conn.execute("SELECT set_config('application_name', %s, false)", (holder,))
-                with self._lock:
-                    self._held[(run_id, holder)] = conn
-                return None
-            busy = self._holder_of(conn, run_id, holder)
-        except self._pg.Error as exc:
-            if conn is not None:
-                conn.close()  # (a lock it took dies with its session)
-            raise self._failure(exc, "taking a run") from exc
-        self._keep_spare(conn)
-        return busy
-
-    def _holder_of(self, conn: Any, run_id: str, holder: str) -> str:
-        """Who holds the run's lock: the ``application_name`` of the session
-        that has it (set just after taking it: wait for it a little)."""
-        key = lock_key(run_id)
-        for _ in range(20):
-            row = conn.execute(
-                "SELECT a.application_name FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
-                "AND l.objid = %s::oid AND l.objsubid = 1",
-                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-            ).fetchone()
-            if row is not None and row[0] and row[0] != holder:
-                return str(row[0])
-            time.sleep(0.01)
-        return "an unnamed session:?"
+        return self._leases.take(run_id, holder)
 
     def _release_lease(self, run_id: str, holder: str) -> None:
-        with self._lock:
-            conn = self._held.pop((run_id, holder), None)
-        if conn is None:
-            return  # not held here
-        try:
-            conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (lock_key(run_id),))
-            conn.execute("SELECT set_config('application_name', '', false)")
-        except self._pg.Error:
-            conn.close()  # ending the session frees the lock all the same
-            return
-        self._keep_spare(conn)
+        self._leases.give_back(run_id, holder)
 
-    def _keep_spare(self, conn: Any) -> None:
-        with self._lock:
-            if len(self._spare) < _SPARE_LEASE_CONNECTIONS and not conn.closed:
-                self._spare.append(conn)
-                return
-        conn.close()
+    def _session(self) -> Any:
+        """A new autocommit session of its own (a lease's), the tables checked."""
+        if not self._ready:
+            self.open()  # (the tables exist before a lease is recorded)
+        return self._pg.connect(self._conninfo(), autocommit=True)
 
     def _conninfo(self) -> str:
         pool = self._given_pool

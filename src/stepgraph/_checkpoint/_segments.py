@@ -20,7 +20,7 @@ from .._exceptions import CheckpointDecodeError, CheckpointEncodeError, Checkpoi
 from ._codec import dumps_compact, loads
 from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal
 
-__all__ = ["SEGMENT_BYTES", "Segment", "encode_segments", "parse_segments", "reencode"]
+__all__ = ["SEGMENT_BYTES", "Packed", "Segment", "encode_segments", "parse_segments", "reencode"]
 
 SEGMENT_BYTES = 1 << 20  # a longer batch is split (a bigger checkpoint has its own)
 

@@ -1,0 +1,119 @@
+"""The Postgres store's leases: a run's lease is a session-level advisory
+lock, held on a connection of its own for as long as the run goes on.
+
+When a process dies, its sessions end and Postgres frees their locks at
+once — no timer decides that a lease is free. The session's
+``application_name`` names the holder, so a refusal can say which process
+has the run (read from ``pg_locks``). Taking and giving back write nothing
+and commit nothing. Connections of given-back leases are kept for the next
+one (a few): a lease then costs one round trip, not a new session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._exceptions import CheckpointError
+from ._postgres_layout import lock_key
+
+__all__ = ["Leases"]
+
+_SPARE = 4  # lease connections kept open for the next lease
+
+
+class Leases:
+    """The leases one store holds. ``connect`` opens a new autocommit
+    session; ``failure`` turns a psycopg error into a ``CheckpointError``."""
+
+    def __init__(
+        self,
+        errors: type[BaseException],
+        connect: Callable[[], Any],
+        failure: Callable[[BaseException, str], CheckpointError],
+    ) -> None:
+        self._errors = errors
+        self._connect = connect
+        self._failure = failure
+        self._lock = threading.Lock()
+        # (run id, holder) -> the connection whose session holds the lock.
+        self._held: dict[tuple[str, str], Any] = {}
+        self._spare: list[Any] = []
+
+    def holds(self, run_id: str, holder: str) -> bool:
+        return (run_id, holder) in self._held
+
+    def take(self, run_id: str, holder: str) -> str | None:
+        """Take the run for ``holder``: ``None`` when taken (or held by it
+        already), else who holds it."""
+        with self._lock:
+            if (run_id, holder) in self._held:
+                return None
+            conn = self._spare.pop() if self._spare else None
+        try:
+            if conn is None or conn.closed:
+                conn = self._connect()
+            (got,) = conn.execute(
+                "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
+            ).fetchone()
+            if got:
+                conn.execute("SELECT set_config('application_name', %s, false)", (holder,))
+                with self._lock:
+                    self._held[(run_id, holder)] = conn
+                return None
+            busy = _holder_of(conn, run_id, holder)
+        except self._errors as exc:
+            if conn is not None:
+                conn.close()  # (a lock it took dies with its session)
+            raise self._failure(exc, "taking a run") from exc
+        self._keep(conn)
+        return busy
+
+    def give_back(self, run_id: str, holder: str) -> None:
+        with self._lock:
+            conn = self._held.pop((run_id, holder), None)
+        if conn is None:
+            return  # not held here
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (lock_key(run_id),))
+            conn.execute("SELECT set_config('application_name', '', false)")
+        except self._errors:
+            conn.close()  # ending the session frees the lock all the same
+            return
+        self._keep(conn)
+
+    def close(self) -> None:
+        """Give back every lease (their sessions end) and close the spare
+        connections."""
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+            spare, self._spare = self._spare, []
+        for conn in (*held, *spare):
+            conn.close()  # (ending the session frees its advisory locks)
+
+    def _keep(self, conn: Any) -> None:
+        with self._lock:
+            if len(self._spare) < _SPARE and not conn.closed:
+                self._spare.append(conn)
+                return
+        conn.close()
+
+
+def _holder_of(conn: Any, run_id: str, holder: str) -> str:
+    """Who holds the run's lock: the ``application_name`` of the session
+    that has it (set just after taking it: wait for it a little)."""
+    key = lock_key(run_id)
+    for _ in range(20):
+        row = conn.execute(
+            "SELECT a.application_name FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
+            "AND l.objid = %s::oid AND l.objsubid = 1",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+        ).fetchone()
+        if row is not None and row[0] and row[0] != holder:
+            return str(row[0])
+        time.sleep(0.01)
+    return "an unnamed session:?"
