@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._exceptions import CheckpointIntegrityError
-from ._model import split_refs
-from ._segments import Segment, reencode
+from ._segments import DeletionPlan, Segment
 
 __all__ = ["CHUNK", "MAX_PAUSE", "Plan", "drop_segments", "forget_run", "lock_run"]
 
@@ -52,17 +50,8 @@ def forget_run(cur: Any, run_id: str) -> None:
         cur.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
 
 
-class Plan:
-    """What deleting checkpoints of one run changes, read before any lock is
-    taken: the partly deleted segments rewritten, and the values the rest of
-    the run references (``None`` when a damaged segment hides them, so none
-    is dropped)."""
-
-    def __init__(self, run_id: str, upto: int) -> None:
-        self.run_id = run_id
-        self.upto = upto  # the newest segment read; newer ones are read at the end
-        self.refs: set[str] | None = set()
-        self.rewrites: dict[int, tuple[bytes, bytes, str, int]] = {}  # seq -> old, new, ids, size
+class Plan(DeletionPlan):
+    """A deletion's plan, read and finished in Postgres' SQL."""
 
     @classmethod
     def read(
@@ -83,24 +72,6 @@ class Plan:
             if seq not in whole and seq not in plan.rewrites:
                 plan.note(data)
         return plan
-
-    def rewrite(self, seq: int, data: bytes, doomed: set[str]) -> None:
-        kept = [r for r in Segment(data).rows() if r.id not in doomed]
-        encoded, size = reencode(kept)
-        self.rewrites[seq] = (data, encoded, ",".join(r.id for r in kept), size)
-        if self.refs is not None:
-            for row in kept:
-                self.refs.update(row.ref_list)
-
-    def note(self, data: bytes) -> None:
-        """Add the values one remaining segment references."""
-        if self.refs is None:
-            return
-        try:
-            for field in Segment(data).refs():
-                self.refs.update(split_refs(field))
-        except CheckpointIntegrityError:
-            self.refs = None  # a damaged segment's values are unknown: keep them all
 
     def finish(self, cur: Any, doomed: set[str]) -> list[str]:
         """The last transaction: rewrite, unlink the ids, fix the run's index

@@ -18,9 +18,17 @@ from typing import Any
 
 from .._exceptions import CheckpointDecodeError, CheckpointEncodeError, CheckpointIntegrityError
 from ._codec import dumps_compact, loads
-from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal
+from ._model import FORMAT, Checkpoint, Row, body_bytes, check_types, seal, split_refs
 
-__all__ = ["SEGMENT_BYTES", "Packed", "Segment", "encode_segments", "parse_segments", "reencode"]
+__all__ = [
+    "SEGMENT_BYTES",
+    "DeletionPlan",
+    "Packed",
+    "Segment",
+    "encode_segments",
+    "parse_segments",
+    "reencode",
+]
 
 SEGMENT_BYTES = 1 << 20  # a longer batch is split (a bigger checkpoint has its own)
 
@@ -180,3 +188,35 @@ def reencode(rows: list[Row]) -> tuple[bytes, int]:
     ]  # fmt: skip
     data = dumps_compact([FORMAT, first.run_id, first.workflow, first.signature, entries])
     return data, len(data) + sum(r.size - len(r.body) for r in rows)
+
+
+class DeletionPlan:
+    """What deleting checkpoints of one run changes, read before any lock
+    is taken: the partly deleted segments rewritten, and the values the rest
+    of the run references (``None`` when a damaged segment hides them, so
+    none is dropped). Each store's ``Plan`` reads and finishes it in its own
+    SQL."""
+
+    def __init__(self, run_id: str, upto: int) -> None:
+        self.run_id = run_id
+        self.upto = upto  # the newest segment read; newer ones are read at the end
+        self.refs: set[str] | None = set()
+        self.rewrites: dict[int, tuple[bytes, bytes, str, int]] = {}  # seq -> old, new, ids, size
+
+    def rewrite(self, seq: int, data: bytes, doomed: set[str]) -> None:
+        kept = [r for r in Segment(data).rows() if r.id not in doomed]
+        encoded, size = reencode(kept)
+        self.rewrites[seq] = (data, encoded, ",".join(r.id for r in kept), size)
+        if self.refs is not None:
+            for row in kept:
+                self.refs.update(row.ref_list)
+
+    def note(self, data: bytes) -> None:
+        """Add the values one remaining segment references."""
+        if self.refs is None:
+            return
+        try:
+            for field in Segment(data).refs():
+                self.refs.update(split_refs(field))
+        except CheckpointIntegrityError:
+            self.refs = None  # a damaged segment's values are unknown: keep them all

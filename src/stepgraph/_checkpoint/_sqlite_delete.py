@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .._exceptions import CheckpointIntegrityError
-from ._model import split_refs
-from ._segments import Segment, reencode
+from ._segments import DeletionPlan, Segment
 from ._sqlite_layout import chunks, marks
 
 __all__ = ["CHUNK", "MAX_PAUSE", "Plan", "drop_segments", "release"]
@@ -41,17 +39,8 @@ def drop_segments(db: sqlite3.Connection, seqs: list[int]) -> tuple[int, int]:
     return count, size
 
 
-class Plan:
-    """What deleting checkpoints of one run changes, read before the write
-    lock is taken: the partly deleted segments rewritten, and the values the
-    rest of the run references (``None`` when a damaged segment hides them,
-    so none is dropped)."""
-
-    def __init__(self, run_id: str, upto: int) -> None:
-        self.run_id = run_id
-        self.upto = upto  # the newest segment read; newer ones are read at the end
-        self.refs: set[str] | None = set()
-        self.rewrites: dict[int, tuple[bytes, bytes, str, int]] = {}  # seq -> old, new, ids, size
+class Plan(DeletionPlan):
+    """A deletion's plan, read and finished in SQLite's SQL."""
 
     @classmethod
     def read(
@@ -80,24 +69,6 @@ class Plan:
                 continue
             plan.note(data)
         return plan
-
-    def rewrite(self, seq: int, data: bytes, doomed: set[str]) -> None:
-        kept = [r for r in Segment(data).rows() if r.id not in doomed]
-        encoded, size = reencode(kept)
-        self.rewrites[seq] = (data, encoded, ",".join(r.id for r in kept), size)
-        if self.refs is not None:
-            for row in kept:
-                self.refs.update(row.ref_list)
-
-    def note(self, data: bytes) -> None:
-        """Add the values one remaining segment references."""
-        if self.refs is None:
-            return
-        try:
-            for field in Segment(data).refs():
-                self.refs.update(split_refs(field))
-        except CheckpointIntegrityError:
-            self.refs = None  # a damaged segment's values are unknown: keep them all
 
     def finish(self, db: sqlite3.Connection, doomed: set[str]) -> None:
         """The last transaction: rewrite, unlink the ids, fix the run's
