@@ -115,8 +115,7 @@ class Plan(DeletionPlan):
         cur.execute("SELECT last_checkpoint FROM stepgraph_runs WHERE run_id = %s", (run_id,))
         current = cur.fetchone()
         if current is not None and current[0] in doomed:  # an earlier one is latest now
-            segment = Segment(bytes(latest[1]))
-            last = segment.row(segment.entries[-1])
+            last = Segment(bytes(latest[1])).last()
             cur.execute(
                 "UPDATE stepgraph_runs SET last_checkpoint = %s, superstep = %s, "
                 "pending_requests = %s, status = %s, error = NULL WHERE run_id = %s",

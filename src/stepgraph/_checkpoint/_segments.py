@@ -123,6 +123,16 @@ class Segment:
     def rows(self) -> list[Row]:
         return [self.row(entry) for entry in self.entries]
 
+    def find(self, checkpoint_id: str) -> Row:
+        """The row of one checkpoint the store's id index puts here."""
+        for entry in self.entries:
+            if isinstance(entry, list) and entry and entry[0] == checkpoint_id:
+                return self.row(entry)
+        raise CheckpointIntegrityError(f"checkpoint {checkpoint_id!r} is missing from its segment")
+
+    def last(self) -> Row:
+        return self.row(self.entries[-1])
+
     def row(self, entry: Any) -> Row:
         with corrupt_segment():
             cid, parent, step, created, status, pending, refs, blob_bytes, body, mac = entry

@@ -355,11 +355,7 @@ class SqliteCheckpointStore(BaseStore):
         )
         if found is None:
             return None
-        segment = Segment(found[0])
-        for entry in segment.entries:
-            if isinstance(entry, list) and entry and entry[0] == checkpoint_id:
-                return segment.row(entry)
-        raise CheckpointIntegrityError(f"checkpoint {checkpoint_id!r} is missing from its segment")
+        return Segment(found[0]).find(checkpoint_id)
 
     def _read_latest(self, run_id: str) -> Row | None:
         found = self._guard(
@@ -370,8 +366,7 @@ class SqliteCheckpointStore(BaseStore):
         )
         if found is None:
             return None
-        segment = Segment(found[0])
-        return segment.row(segment.entries[-1])
+        return Segment(found[0]).last()
 
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(hashes))

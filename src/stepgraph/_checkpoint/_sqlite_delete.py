@@ -106,8 +106,7 @@ class Plan(DeletionPlan):
             "SELECT last_checkpoint FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
         if current in doomed:  # its latest checkpoint went: an earlier one is latest now
-            segment = Segment(latest[1])
-            last = segment.row(segment.entries[-1])
+            last = Segment(latest[1]).last()
             db.execute(
                 "UPDATE runs SET last_checkpoint = ?, superstep = ?, pending_requests = ?, "
                 "status = ?, error = NULL WHERE run_id = ?",
