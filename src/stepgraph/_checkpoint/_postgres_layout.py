@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._exceptions import CheckpointError
+from ._layouts import newer, older, step_up
 from ._model import answered_twice
 from ._segments import Packed
 
@@ -253,16 +254,9 @@ def ensure_layout(conn: Any, where: str) -> None:
             )
             return
     if layout < LAYOUT:
-        raise CheckpointError(
-            f"{where} has layout {layout}, written by an earlier stepgraph; this version reads "
-            f"layout {LAYOUT}: bring it up to date with `stepgraph checkpoints migrate` (nothing "
-            "was changed)"
-        )
+        raise older(where, layout, LAYOUT)
     if layout > LAYOUT:
-        raise CheckpointError(
-            f"{where} has layout {layout}, written by a newer stepgraph; this version reads "
-            f"layout {LAYOUT} (nothing was changed)"
-        )
+        raise newer(where, layout, LAYOUT)
 
 
 # Layout -> the step that brings it to the next one (none yet: layout 4 is
@@ -279,15 +273,7 @@ def migrate(conn: Any, where: str) -> tuple[int, int]:
         before = _layout(cur, where)
         if before is None:
             raise CheckpointError(f"{where} holds no stepgraph checkpoint tables")
-        layout = before
-        if layout != LAYOUT and layout not in _MIGRATIONS:
-            raise CheckpointError(
-                f"{where} has layout {layout}, which this version of stepgraph cannot bring "
-                f"to layout {LAYOUT}" + (" (it is newer)" if layout > LAYOUT else "")
-            )
-        while layout in _MIGRATIONS:
-            _MIGRATIONS[layout](cur)
-            layout += 1
+        layout = step_up(where, before, LAYOUT, _MIGRATIONS, cur)
         if layout != before:
             cur.execute("UPDATE stepgraph_meta SET value = %s WHERE key = 'layout'", (str(layout),))
     return before, layout

@@ -27,6 +27,7 @@ from typing import Any
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._codec import loads
+from ._layouts import newer, older, step_up
 from ._model import Checkpoint, RunInfo, answered_twice
 
 __all__ = [
@@ -228,16 +229,9 @@ def ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> No
         is not None
     )  # a stepgraph store of another layout
     if ours and layout in _MIGRATIONS:
-        raise CheckpointError(
-            f"{where} has layout {layout}, written by an earlier stepgraph; this version reads "
-            f"layout {LAYOUT}: bring it up to date with `stepgraph checkpoints migrate` (nothing "
-            "was changed)"
-        )
+        raise older(where, layout, LAYOUT)
     if ours and layout > LAYOUT:
-        raise CheckpointError(
-            f"{where} has layout {layout}, written by a newer stepgraph; this version reads "
-            f"layout {LAYOUT} (nothing was changed)"
-        )
+        raise newer(where, layout, LAYOUT)
     if layout != LAYOUT:
         raise CheckpointError(
             f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
@@ -277,15 +271,7 @@ def migrate(conn: sqlite3.Connection, where: str) -> tuple[int, int]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         (before,) = conn.execute("PRAGMA user_version").fetchone()
-        layout = before
-        if layout != LAYOUT and layout not in _MIGRATIONS:
-            raise CheckpointError(
-                f"{where} has layout {layout}, which this version of stepgraph cannot bring "
-                f"to layout {LAYOUT}" + (" (it is newer)" if layout > LAYOUT else "")
-            )
-        while layout in _MIGRATIONS:
-            _MIGRATIONS[layout](conn)
-            layout += 1
+        layout = step_up(where, before, LAYOUT, _MIGRATIONS, conn)
         conn.execute(f"PRAGMA user_version = {int(layout)}")
         conn.execute("COMMIT")
     except BaseException:
