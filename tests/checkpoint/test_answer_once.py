@@ -20,6 +20,7 @@ import pytest
 import stepgraph as sg
 from stepgraph._checkpoint import new_holder
 from stepgraph._checkpoint._leases import alive
+from tests.checkpoint.racing import open_requests, race
 from tests.conftest import ROOT
 from tests.test_cli import cli
 from tests.test_pauses import pipeline
@@ -133,67 +134,12 @@ def test_a_lease_names_its_process_and_dies_with_it() -> None:
 
 # -- across processes -------------------------------------------------------------
 
-RACER = """
-import asyncio, json, sys
-import stepgraph as sg
-from tests.test_pauses import pipeline
-from tests.test_requests import build
-
-store = sg.SqliteCheckpointStore(sys.argv[1])
-async def answer(checkpoint, request_id):
-    try:
-        await build(store).run(responses={request_id: True}, checkpoint=checkpoint)
-        return "won"
-    except sg.RequestError:
-        return "answered"
-    except sg.CheckpointError:
-        return "busy"
-print("ready", flush=True)
-for line in sys.stdin:
-    checkpoint, request_id = line.split()
-    print(asyncio.run(answer(checkpoint, request_id)), flush=True)
-"""
-
 
 def test_two_processes_racing_to_answer_one_request_one_wins(tmp_path: Path) -> None:
     path = tmp_path / "race.sqlite"
     rounds = 50
-
-    async def open_runs() -> list[tuple[str, str]]:
-        with sg.SqliteCheckpointStore(path) as store:
-            made = []
-            for i in range(rounds):
-                result = await build(store).run([f"q{i}"])
-                made.append((result.last_checkpoint or "", result.pending_requests[0].request_id))
-            return made
-
-    runs = asyncio.run(open_runs())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    racers = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
-        for _ in range(2)
-    ]
-    try:
-        for racer in racers:
-            assert racer.stdout is not None and racer.stdout.readline().strip() == "ready"
-        tallies = []
-        for checkpoint, request_id in runs:
-            for racer in racers:  # both at once
-                assert racer.stdin is not None
-                racer.stdin.write(f"{checkpoint} {request_id}\n")
-                racer.stdin.flush()
-            tallies.append(sorted(r.stdout.readline().strip() for r in racers))  # type: ignore[union-attr]
-    finally:
-        for racer in racers:
-            racer.kill()
-            racer.communicate()  # (closes its pipes)
+    runs = asyncio.run(open_requests(lambda: sg.SqliteCheckpointStore(path), rounds))
+    tallies = race("sqlite", str(path), runs)
     for tally in tallies:
         assert tally[0] != "won" or tally[1] != "won", tally
         assert "won" in tally, tally  # exactly one went on

@@ -22,6 +22,7 @@ import stepgraph as sg
 from stepgraph._checkpoint import blob_hash, new_holder
 from stepgraph._checkpoint._postgres import PostgresCheckpointStore
 from tests.checkpoint import test_stores as stores
+from tests.checkpoint.racing import open_requests, race
 from tests.checkpoint.test_stores import TAMPERINGS, make
 from tests.conftest import ROOT
 from tests.test_requests import build
@@ -415,63 +416,10 @@ async def test_four_processes_writing_runs_at_once_lose_nothing(
         assert (await store.load(info.id)).id == info.id
 
 
-RACER = """
-import asyncio, sys
-import stepgraph as sg
-from stepgraph._checkpoint._postgres import PostgresCheckpointStore
-from tests.test_requests import build
-store = PostgresCheckpointStore(sys.argv[1])
-async def answer(checkpoint, request_id):
-    try:
-        await build(store).run(responses={request_id: True}, checkpoint=checkpoint)
-        return "won"
-    except sg.RequestError:
-        return "answered"
-    except sg.CheckpointError:
-        return "busy"
-print("ready", flush=True)
-for line in sys.stdin:
-    checkpoint, request_id = line.split()
-    print(asyncio.run(answer(checkpoint, request_id)), flush=True)
-"""
-
-
 def test_two_processes_racing_to_answer_one_request_one_wins(pg_dsn: str) -> None:
     rounds = 50
-
-    async def open_runs() -> list[tuple[str, str]]:
-        with PostgresCheckpointStore(pg_dsn) as store:
-            made = []
-            for i in range(rounds):
-                result = await build(store).run([f"q{i}"])
-                made.append((result.last_checkpoint or "", result.pending_requests[0].request_id))
-            return made
-
-    runs = asyncio.run(open_runs())
-    racers = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, pg_dsn],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for _ in range(2)
-    ]
-    tallies = []
-    try:
-        for racer in racers:
-            assert racer.stdout is not None and racer.stdout.readline().strip() == "ready"
-        for checkpoint, request_id in runs:
-            for racer in racers:  # both at once
-                assert racer.stdin is not None
-                racer.stdin.write(f"{checkpoint} {request_id}\n")
-                racer.stdin.flush()
-            tallies.append(sorted(r.stdout.readline().strip() for r in racers))  # type: ignore[union-attr]
-    finally:
-        for racer in racers:
-            racer.kill()
-            racer.communicate()
+    runs = asyncio.run(open_requests(lambda: PostgresCheckpointStore(pg_dsn), rounds))
+    tallies = race("postgres", pg_dsn, runs)
     for tally in tallies:
         assert tally.count("won") == 1 and tally[0] in ("answered", "busy"), tally
     answered = sql(pg_dsn, "SELECT run_id, request_id, checkpoint_id FROM stepgraph_answers")
