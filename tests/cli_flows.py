@@ -195,8 +195,12 @@ def returns_none() -> None:
 
 @sg.executor(id="hog")
 async def hog(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    import os
     import time
 
+    mark = os.environ.get("HOG_STARTED")  # (a test waits for this file, then presses Ctrl-C)
+    if mark:
+        open(mark, "w").close()  # noqa: ASYNC230
     time.sleep(n)  # noqa: ASYNC251  (holds the loop: a Ctrl-C lands when it returns)
     await ctx.yield_output(n)
 

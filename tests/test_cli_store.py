@@ -152,19 +152,25 @@ def test_the_demo_removes_its_temporary_store(tmp_path: Path) -> None:
     assert list(scratch.iterdir()) == []
 
 
-def ctrl_c(args: list[str], after: float, times: int = 1) -> tuple[int, str, str]:
-    """Run the CLI, press Ctrl-C ``times`` after ``after`` seconds."""
+def ctrl_c(args: list[str], started: Path, times: int = 1) -> tuple[int, str, str]:
+    """Run the CLI, press Ctrl-C ``times`` once the hog handler has started
+    (it creates ``started``): however slowly the process starts."""
     import signal
     import subprocess
     import time
 
     from tests.test_cli import COMMAND, ROOT
 
+    started.unlink(missing_ok=True)
     process = subprocess.Popen(
         [*COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HOG_STARTED": str(started)},
     )  # fmt: skip
-    time.sleep(after)
+    deadline = time.monotonic() + 60
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started.exists(), process.communicate(timeout=60)
+    time.sleep(0.2)  # (in its sleep now)
     for _ in range(times):
         process.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -174,19 +180,22 @@ def ctrl_c(args: list[str], after: float, times: int = 1) -> tuple[int, str, str
 
 def test_ctrl_c_while_a_handler_holds_the_loop_keeps_what_it_produced(tmp_path: Path) -> None:
     spec = f"sqlite:{tmp_path / 'hog.sqlite'}"
-    code, stdout, _ = ctrl_c(["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec], 1)
+    started = tmp_path / "started"
+    code, stdout, _ = ctrl_c(
+        ["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec], started
+    )
     assert code == 130
     assert "output: 2" in stdout  # the call finished after the Ctrl-C: its output is shown
     assert "stopped after the run's last superstep (idle)" in stdout
     code, stdout, stderr = ctrl_c(
-        ["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec, "--json"], 1
+        ["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec, "--json"], started
     )
     assert code == 130
     kinds = [json.loads(line)["kind"] for line in stdout.splitlines()]
     assert "output" in kinds and json.loads(stdout.splitlines()[-1])["status"] == "cancelled"
     # Ctrl-C twice (the second inside the handler): still a cancelled run.
     code, _, stderr = ctrl_c(
-        ["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec], 1, times=2
+        ["run", "tests.cli_flows:hogging", "--input", "2", "--store", spec], started, times=2
     )
     assert code == 130 and "stopped" in stderr + _
     statuses = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1:]
