@@ -466,3 +466,30 @@ def test_the_command_line_on_postgres(pg_dsn: str) -> None:
     assert migrated.returncode == 0 and "has layout 4 already" in migrated.stdout
     vacuum = cli("checkpoints", "vacuum", "--store", pg_dsn)
     assert vacuum.returncode == 1 and "PostgreSQL vacuums its tables itself" in vacuum.stderr
+
+
+def test_the_command_line_never_prints_the_password(pg_dsn: str) -> None:
+    import shlex
+
+    from tests.test_cli import cli
+
+    # (the throwaway cluster trusts local connections: any password goes)
+    secret = pg_dsn.replace("postgresql:///", "postgresql://:S3CRETPW@/")
+    secret += "&password=S3CRETPW"
+    first = cli("run", "examples.approval:build", "--input", '{"who": "dana", "amount": 420}',
+                "--store", secret)  # fmt: skip
+    assert first.returncode == 2, first.stderr
+    [command] = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
+    assert "PGPASSWORD" in first.stdout  # (what to do instead)
+    done = cli(*shlex.split(command)[1:])
+    assert done.returncode == 0 and "approved 420.00 for dana" in done.stdout, done.stderr
+    for args in (
+        ("runs", "cancel", "nosuchrun"),
+        ("checkpoints", "list", "--run", "nosuchrun"),
+        ("checkpoints", "migrate"),
+        ("checkpoints", "vacuum"),
+    ):
+        shown = cli(*args, "--store", secret)
+        assert shown.stdout + shown.stderr and "S3CRETPW" not in shown.stdout + shown.stderr
+    for output in (first.stdout, first.stderr, done.stdout, done.stderr):
+        assert "S3CRETPW" not in output

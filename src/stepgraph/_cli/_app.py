@@ -47,6 +47,7 @@ from ._load import (
     open_store,
     parse_json,
     read_text,
+    shown_store,
     store_path,
 )
 from ._render import LiveView, event_json, printable, say, shown
@@ -99,6 +100,7 @@ class _Session:
         self.max_supersteps: int | None = None
         self.usage: RunUsage | None = None
         self.fork = False
+        self.password_left_out = False  # from a command printed for the user
 
     def see(self, event: Event) -> None:
         if event.workflow_path:
@@ -109,7 +111,11 @@ class _Session:
             self.status = event.status
 
     def command(self, *args: str) -> str:
-        store = ("--store", self.store_spec) if self.store_spec else ()
+        store: tuple[str, ...] = ()
+        if self.store_spec:
+            shown = shown_store(self.store_spec)
+            self.password_left_out |= shown != self.store_spec
+            store = ("--store", shown)
         return shlex.join(("stepgraph", "run", self.target, *store, *args))
 
 
@@ -369,6 +375,18 @@ def _backend(spec: str, connect_timeout: float) -> Any:
 
 def _execute(session: _Session, store: CliStore | None) -> int:
     """Stream the session's run; returns the exit code."""
+    code = _stream_and_sum_up(session, store)
+    if session.password_left_out:
+        say(
+            err if session.as_json else out,
+            "(the database password is left out of these commands: give it with "
+            "PGPASSWORD or ~/.pgpass)",
+            style="dim",
+        )
+    return code
+
+
+def _stream_and_sum_up(session: _Session, store: CliStore | None) -> int:
     console = err if session.as_json else out
     try:
         asyncio.run(_stream(session, store))
@@ -555,10 +573,11 @@ def demo(
     if scratch is not None:
         say(out, "checkpoints: a temporary store, now removed (keep them with --store sqlite:PATH)")
     else:
-        say(out, f"checkpoints: {spec}")
-        say(out, f"inspect:    stepgraph checkpoints list --store {spec}")
+        shown = shown_store(spec)
+        say(out, f"checkpoints: {shown}")
+        say(out, f"inspect:    stepgraph checkpoints list --store {shown}")
         if code == EXIT_PENDING:
-            say(out, f"resume:     stepgraph run {target} --store {spec} --resume latest")
+            say(out, f"resume:     stepgraph run {target} --store {shown} --resume latest")
     say(out, f"draw it:    stepgraph viz {target}")
     raise typer.Exit(code)
 

@@ -26,7 +26,16 @@ from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteChec
 from .._checkpoint._postgres import PostgresCheckpointStore
 from .._core import RunStatus
 from .._exceptions import CheckpointWarning, StepgraphError
-from ._load import DEFAULT_STORE, CliError, CliStore, StoreMode, is_postgres, open_store, store_path
+from ._load import (
+    DEFAULT_STORE,
+    CliError,
+    CliStore,
+    StoreMode,
+    is_postgres,
+    open_store,
+    shown_store,
+    store_path,
+)
 from ._render import say
 
 __all__ = ["checkpoints_app", "runs_app"]
@@ -126,7 +135,7 @@ def checkpoints_list(
     if run_id is not None:
         infos = with_store(store, StoreMode.READ, lambda s: s.list(run_id))
         if not infos:
-            raise fail(f"no run {run_id!r} in {store}")
+            raise fail(f"no run {run_id!r} in {shown_store(store)}")
         _show_checkpoints(infos)
         return
 
@@ -302,9 +311,9 @@ def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
     finally:
         opened.close()
     if before == after:
-        say(out, f"{store} has layout {after} already: nothing to do")
+        say(out, f"{shown_store(store)} has layout {after} already: nothing to do")
     else:
-        say(out, f"migrated {store}: layout {before} -> {after}")
+        say(out, f"migrated {shown_store(store)}: layout {before} -> {after}")
 
 
 def _file_bytes(store: SqliteCheckpointStore) -> int:
@@ -334,6 +343,6 @@ def runs_cancel(
     asked, info = with_store(store, StoreMode.WRITE, cancel)
     if not asked:
         if info is None:
-            raise fail(f"no run {run_id!r} in {store}")
+            raise fail(f"no run {run_id!r} in {shown_store(store)}")
         raise fail(f"run {run_id} is not running (status: {info.status}); nothing to cancel")
     say(out, f"asked run {run_id} to stop (at its next barrier, or within a second)")

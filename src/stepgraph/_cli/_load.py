@@ -16,6 +16,7 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._checkpoint import SqliteCheckpointStore
 from .._checkpoint._postgres import PostgresCheckpointStore
@@ -165,6 +166,26 @@ def is_postgres(spec: str) -> bool:
     return spec.startswith(("postgresql://", "postgres://"))
 
 
+def shown_store(spec: str) -> str:
+    """The store as the command line prints it: a PostgreSQL URL without its
+    password (in the address or as a ``password=`` parameter; libpq reads it
+    from ``PGPASSWORD`` or ``~/.pgpass`` instead)."""
+    if not is_postgres(spec):
+        return spec
+    parts = urlsplit(spec)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}@{hosts}" if user else hosts
+    query = "&".join(
+        p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return spec
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
 def store_path(spec: str) -> Path:
     """The file of a ``sqlite:PATH`` store. A bare path is refused rather
     than taken as a file name, so a typo never creates a store where nobody
@@ -177,7 +198,7 @@ def store_path(spec: str) -> Path:
     if kind == "sqlite":
         raise CliError(f"the store {spec!r} names no file: use sqlite:PATH")
     if is_postgres(spec):
-        raise CliError(f"{spec.split('@')[-1]!r} is a PostgreSQL database, not a file")
+        raise CliError(f"{shown_store(spec)!r} is a PostgreSQL database, not a file")
     raise CliError(f"unknown store {spec!r}: give {_KINDS}")
 
 
