@@ -243,6 +243,31 @@ async def test_a_save_learns_a_cancel_asked_from_elsewhere(
     assert sql(pg_dsn, "SELECT * FROM stepgraph_cancels") == []
 
 
+async def test_a_long_superstep_is_stopped_whatever_the_clocks(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_pauses import long_step
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 120)  # this machine is 2 minutes fast
+    runner = PostgresCheckpointStore(pg_dsn)
+    workflow = sg.WorkflowBuilder(start=long_step).add_edge(long_step, long_step).build()
+    task = asyncio.create_task(workflow.run(0, checkpoints=runner))
+    while len(await runner.list()) < 2:  # the entry and the first barrier: the long step runs
+        await asyncio.sleep(0.02)
+    [run] = await runner.runs()
+    monkeypatch.setattr(time, "time", lambda: real() - 120)  # the canceller's: 2 minutes slow
+    with PostgresCheckpointStore(pg_dsn) as elsewhere:
+        assert await elsewhere.request_cancel(run.run_id)
+    started = real()
+    result = await asyncio.wait_for(task, timeout=10)
+    assert real() - started < 3  # within a poll or two, not after the 30 s
+    assert result.status is sg.RunStatus.CANCELLED and result.outputs == [0]
+    [run] = await runner.runs()
+    assert run.status == "cancelled" and run.superstep == 1
+    runner.close()
+
+
 async def test_a_second_answer_is_refused_and_rolls_the_save_back(
     store: PostgresCheckpointStore,
 ) -> None:

@@ -61,6 +61,14 @@ def _psycopg() -> tuple[Any, Any]:
     return psycopg, psycopg_pool
 
 
+def _skew(conn: Any) -> float:
+    """The server's clock minus this machine's, in seconds (to about half a
+    round trip)."""
+    before = time.time()
+    (server,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+    return float(server) - (before + time.time()) / 2
+
+
 class PostgresCheckpointStore(BaseStore):
     """Checkpoints in a PostgreSQL database::
 
@@ -97,6 +105,10 @@ class PostgresCheckpointStore(BaseStore):
         self._given_pool = pool
         self._pool: Any = pool
         self._ready = False  # whether the layout was checked (tables created)
+        # The server's clock minus this machine's (measured when the layout
+        # is checked): cancel marks are stamped by the server's clock, so a
+        # run and a canceller on machines whose clocks differ agree on them.
+        self._skew = 0.0
         self._lock = threading.Lock()
         self._leases = Leases(self._pg.Error, self._session, self._failure)
         # Threads for the blocking calls: as many as pooled connections.
@@ -152,6 +164,7 @@ class PostgresCheckpointStore(BaseStore):
                 # the server's reason, not after the pool's timeout.
                 with self._pg.connect(self._conninfo(), autocommit=True) as conn:
                     ensure_layout(conn, self.where())
+                    self._skew = _skew(conn)
                 self._ready = True
             with self._connections().connection() as conn:
                 yield conn
@@ -267,7 +280,7 @@ class PostgresCheckpointStore(BaseStore):
                 raise
         for run_id, asked in marks:
             if asked is not None:
-                self._cancels[run_id] = asked
+                self._cancels[run_id] = asked - self._skew  # (on this machine's clock)
 
     def _save(
         self,
@@ -334,6 +347,7 @@ class PostgresCheckpointStore(BaseStore):
         self._cancels.pop(run_id, None)
 
     def _request_cancel(self, run_id: str, at: float) -> bool:
+        # (stamped by the server's clock, not ``at``: see ``_skew``)
         def ask(cur: Any) -> bool:
             # Locked: a save changing the run's status waits, or is waited for.
             cur.execute("SELECT status FROM stepgraph_runs WHERE run_id = %s FOR UPDATE", (run_id,))
@@ -341,13 +355,22 @@ class PostgresCheckpointStore(BaseStore):
             if found is None or found[0] not in RUNNING_STATUSES:
                 return False
             cur.execute(
-                "INSERT INTO stepgraph_cancels (run_id, requested_at) VALUES (%s, %s) "
+                "INSERT INTO stepgraph_cancels (run_id, requested_at) "
+                "VALUES (%s, extract(epoch FROM clock_timestamp())) "
                 "ON CONFLICT (run_id) DO UPDATE SET requested_at = EXCLUDED.requested_at",
-                (run_id, at),
+                (run_id,),
             )
             return True
 
         return self._transaction(ask, "asking a run to stop")
+
+    def _cancel_mark(self, run_id: str) -> float | None:
+        found = self._fetch(
+            "SELECT requested_at FROM stepgraph_cancels WHERE run_id = %s",
+            (run_id,),
+            "reading a cancel mark",
+        )
+        return None if not found else float(found[0][0]) - self._skew
 
     # -- reading -------------------------------------------------------------------
 
