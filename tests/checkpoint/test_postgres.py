@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -241,6 +242,53 @@ async def test_a_save_learns_a_cancel_asked_from_elsewhere(
     await store.set_status("r1", "cancelled")
     assert not store.cancel_requested("r1", 0.0)
     assert sql(pg_dsn, "SELECT * FROM stepgraph_cancels") == []
+
+
+class SlowDeleter(PostgresCheckpointStore):
+    """Pauses half a second after locking the values it is about to delete:
+    a save sent then finds them stored, then deleted."""
+
+    in_window = threading.Event()
+
+    def _transaction(self, fn: Any, doing: str, pipelined: bool = False) -> Any:
+        if doing != "deleting stored values":
+            return super()._transaction(fn, doing, pipelined)
+
+        class Paused:
+            def __init__(self, cur: Any) -> None:
+                self.cur = cur
+
+            def execute(self, sql: str, args: Any = ()) -> Any:
+                done = self.cur.execute(sql, args)
+                if "FOR UPDATE" in sql:
+                    SlowDeleter.in_window.set()
+                    time.sleep(0.5)
+                return done
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.cur, name)
+
+        return super()._transaction(lambda cur: fn(Paused(cur)), doing, pipelined)
+
+
+@sg.executor(id="configure")
+async def configure(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    ctx.state.set("config", "the same value in every run")
+    await ctx.yield_output(n)
+
+
+async def test_a_value_deleted_under_a_save_that_brings_it_is_put_back(pg_dsn: str) -> None:
+    workflow = sg.WorkflowBuilder(start=configure).build()
+    with PostgresCheckpointStore(pg_dsn) as writer, SlowDeleter(pg_dsn) as deleter:
+        first = await workflow.run(1, checkpoints=writer)
+        deleting = asyncio.create_task(deleter.delete_run(first.run_id))
+        while not SlowDeleter.in_window.is_set():
+            await asyncio.sleep(0.01)
+        second = await workflow.run(2, checkpoints=writer)  # a new run, the same value
+        assert second.outputs == [2] and await deleting == 2
+        loaded = [await writer.load(info.id) for info in await writer.list(second.run_id)]
+        assert all(set(cp.blobs) == set(cp.refs) for cp in loaded) and loaded[-1].refs
+    assert sql(pg_dsn, "SELECT count(*) FROM stepgraph_blobs") == [(1,)]
 
 
 async def test_a_long_superstep_is_stopped_whatever_the_clocks(

@@ -69,6 +69,15 @@ def _skew(conn: Any) -> float:
     return float(server) - (before + time.time()) / 2
 
 
+def _insert_values(cur: Any, blobs: Mapping[str, bytes]) -> None:
+    """Store values not stored yet, in hash order, as every writer (two
+    saves never wait for each other's values in opposite orders)."""
+    cur.executemany(
+        "INSERT INTO stepgraph_blobs (hash, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        sorted(blobs.items()),
+    )
+
+
 class PostgresCheckpointStore(BaseStore):
     """Checkpoints in a PostgreSQL database::
 
@@ -290,33 +299,42 @@ class PostgresCheckpointStore(BaseStore):
         needed: list[str],
         blobs: Mapping[str, bytes],
     ) -> list[tuple[str, float | None]]:
-        if blobs:  # in hash order, as every writer: concurrent saves never deadlock
-            cur.executemany(
-                "INSERT INTO stepgraph_blobs (hash, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                sorted(blobs.items()),
-            )
+        if blobs:
+            _insert_values(cur, blobs)
         answered = [(cp.run_id, r, cp.id) for cp in checkpoints for r in cp.answered]
         if answered:
             record_answers(cur, answered)
         # The first segment locks every value the save references, in one go.
         return [
-            self._save_segment(cur, write, needed if n == 0 else [])
+            self._save_segment(cur, write, needed if n == 0 else [], blobs)
             for n, write in enumerate(writes)
         ]
 
     def _save_segment(
-        self, cur: Any, write: dict[str, Any], locks: list[str]
+        self,
+        cur: Any,
+        write: dict[str, Any],
+        locks: list[str],
+        blobs: Mapping[str, bytes] | None = None,
     ) -> tuple[str, float | None]:
-        """One segment's statement: (its run, when a cancel was asked)."""
-        cur.execute(SAVE_SEGMENT, {**write, "locks": locks})
-        found = cur.fetchone()
-        if found is None:  # a value it references is missing: nothing was written
+        """One segment's statement: (its run, when a cancel was asked). A
+        value it brings may have been deleted just after its insert found it
+        stored (by the deletion of another run that used it): it is put back
+        and the statement runs again."""
+        for _ in range(_RETRIES):
+            cur.execute(SAVE_SEGMENT, {**write, "locks": locks})
+            found = cur.fetchone()
+            if found is not None:
+                return write["run_id"], found[0]
+            # A value it references is missing: nothing was written.
             cur.execute("SELECT hash FROM stepgraph_blobs WHERE hash = ANY(%s)", (locks,))
             missing = sorted(set(locks) - {h for (h,) in cur.fetchall()})
-            raise CheckpointIntegrityError(
-                f"checkpoint references values the store does not hold: {missing[:3]}"
-            )
-        return write["run_id"], found[0]
+            if not blobs or not missing or any(h not in blobs for h in missing):
+                break
+            _insert_values(cur, {h: blobs[h] for h in missing})
+        raise CheckpointIntegrityError(
+            f"checkpoint references values the store does not hold: {missing[:3]}"
+        )
 
     def _ids_taken(
         self, checkpoints: tuple[Checkpoint, ...], error: CheckpointError
