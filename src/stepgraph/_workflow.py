@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, new_holder
+from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, holding, new_holder
 from ._core import (
     Backend,
     Breakpoints,
@@ -764,9 +764,8 @@ async def _take(store: CheckpointStore, run_id: str) -> str:
     holder = new_holder()
     busy = await store.lease(run_id, holder)
     if busy is not None:
-        host, pid, *_ = [*busy.split(":"), "", ""]
         raise CheckpointError(
-            f"run {run_id!r} is being continued elsewhere (process {pid} on {host}); a run "
+            f"run {run_id!r} is being continued elsewhere ({holding(busy)}); a run "
             "goes on in one place at a time — wait for it to stop, or fork it from a "
             "checkpoint (fork=True, stepgraph run --fork)"
         )

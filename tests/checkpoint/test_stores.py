@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sqlite3
@@ -78,6 +79,26 @@ async def test_missing_value_is_refused(store: sg.CheckpointStore) -> None:
     assert await store.list() == [] and await store.runs() == []
     with pytest.raises(sg.CheckpointIntegrityError, match="does not hold"):
         await store.save(dataclasses.replace(make("d", run="r3", j=b"3"), blobs={}))
+
+
+async def test_a_running_run_is_not_deleted_from_under_it(store: sg.CheckpointStore) -> None:
+    from tests.test_pauses import long_step
+
+    workflow = sg.WorkflowBuilder(start=long_step).add_edge(long_step, long_step).build()
+    task = asyncio.create_task(workflow.run(0, checkpoints=store))
+    while len(await store.list()) < 2:  # the entry and the first barrier: the long step runs
+        await asyncio.sleep(0.02)
+    [run] = await store.runs()
+    with pytest.raises(sg.CheckpointError, match=r"is running \(process \d+ on .*nothing was"):
+        await store.delete_run(run.run_id)
+    assert len(await store.list(run.run_id)) == 2  # untouched
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.delete_run(run.run_id) == 2  # stopped: it goes
+    assert await store.runs() == []
+    with pytest.raises(sg.CheckpointNotFoundError):
+        await store.delete_run(run.run_id)
 
 
 async def test_ids_with_commas_are_refused(store: sg.CheckpointStore) -> None:

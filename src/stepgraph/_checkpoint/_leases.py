@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 
-__all__ = ["alive", "new_holder"]
+__all__ = ["alive", "holding", "new_holder"]
 
 _HOST = socket.gethostname().replace(":", "_")
 
@@ -56,3 +56,9 @@ def alive(holder: str) -> bool:
     except PermissionError:
         pass  # another user's process: it exists
     return started == "-" or _start_time(pid) in (started, "-")
+
+
+def holding(holder: str) -> str:
+    """Who a holder is, for messages: ``process PID on HOST``."""
+    host, pid, *_ = [*holder.split(":"), "", ""]
+    return f"process {pid} on {host}" if pid else repr(holder)

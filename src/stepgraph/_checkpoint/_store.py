@@ -18,10 +18,12 @@ from typing import Any, Self, TypeVar
 
 from .._exceptions import (
     CheckpointEncodeError,
+    CheckpointError,
     CheckpointIntegrityError,
     CheckpointNotFoundError,
     CheckpointWarning,
 )
+from ._leases import holding, new_holder
 from ._model import (
     Checkpoint,
     CheckpointInfo,
@@ -294,7 +296,20 @@ class BaseStore:
         await self._run(self._remove, [checkpoint_id])
 
     async def delete_run(self, run_id: str) -> int:
-        removed = await self._run(self._remove_run, run_id)
+        # Held while deleting: a run going on is refused, not cut from under
+        # it, and nothing continues the run meanwhile.
+        holder = new_holder()
+        busy = await self.lease(run_id, holder)
+        if busy is not None:
+            raise CheckpointError(
+                f"run {run_id!r} is running ({holding(busy)}): stop it first "
+                "(request_cancel, or stepgraph runs cancel) or wait for it to end; "
+                "nothing was deleted"
+            )
+        try:
+            removed = await self._run(self._remove_run, run_id)
+        finally:
+            await self.release(run_id, holder)
         if not removed:
             raise CheckpointNotFoundError(f"no run {run_id!r} in this store")
         return removed
