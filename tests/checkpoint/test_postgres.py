@@ -430,6 +430,27 @@ def run_python(script: str, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+DROPPED = """
+import asyncio, sys, time
+import stepgraph as sg
+for _ in range(20):
+    store = sg.PostgresCheckpointStore(sys.argv[1], min_size=8)  # never closed
+    asyncio.run(store.runs())
+    del store  # (while the pool still opens connections in its threads)
+time.sleep(0.3)
+print("done")
+"""
+
+
+def test_a_store_dropped_without_close_goes_quietly(pg_dsn: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DROPPED, pg_dsn], capture_output=True, text=True, cwd=ROOT,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+    assert done.stderr == ""
+
+
 async def test_a_workflow_resumes_in_a_new_process(
     store: PostgresCheckpointStore, pg_dsn: str
 ) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
@@ -119,7 +120,7 @@ class PostgresCheckpointStore(BaseStore):
         # run and a canceller on machines whose clocks differ agree on them.
         self._skew = 0.0
         self._lock = threading.Lock()
-        self._leases = Leases(self._pg.Error, self._session, self._failure)
+        self._leases = Leases(self._pg.Error)  # (no reference back: no cycle)
         # Threads for the blocking calls: as many as pooled connections.
         self._worker = Worker("stepgraph-postgres", owner=self, threads=max_size)
 
@@ -161,6 +162,10 @@ class PostgresCheckpointStore(BaseStore):
                     name="stepgraph-checkpoints",
                     open=True,
                 )
+                # A store dropped without ``close`` closes its pool where it
+                # is dropped (or at exit), not where the pool's last worker
+                # lets go of it (a worker cannot wait for itself to end).
+                weakref.finalize(self, self._pool.close)
             return self._pool
 
     @contextmanager
@@ -490,7 +495,10 @@ class PostgresCheckpointStore(BaseStore):
     # -- leases ----------------------------------------------------------------------
 
     def _lease(self, run_id: str, holder: str) -> str | None:
-        return self._leases.take(run_id, holder)
+        try:
+            return self._leases.take(run_id, holder, self._session)
+        except self._pg.Error as exc:
+            raise self._failure(exc, "taking a run") from exc
 
     def _release_lease(self, run_id: str, holder: str) -> None:
         self._leases.give_back(run_id, holder)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._exceptions import CheckpointError
 from ._postgres_layout import lock_key
 
 __all__ = ["Leases"]
@@ -25,18 +24,11 @@ _SPARE = 4  # lease connections kept open for the next lease
 
 
 class Leases:
-    """The leases one store holds. ``connect`` opens a new autocommit
-    session; ``failure`` turns a psycopg error into a ``CheckpointError``."""
+    """The leases one store holds; ``errors``: psycopg's base error (a
+    failed call closes its connection and raises it on)."""
 
-    def __init__(
-        self,
-        errors: type[BaseException],
-        connect: Callable[[], Any],
-        failure: Callable[[BaseException, str], CheckpointError],
-    ) -> None:
+    def __init__(self, errors: type[BaseException]) -> None:
         self._errors = errors
-        self._connect = connect
-        self._failure = failure
         self._lock = threading.Lock()
         # (run id, holder) -> the connection whose session holds the lock.
         self._held: dict[tuple[str, str], Any] = {}
@@ -45,16 +37,17 @@ class Leases:
     def holds(self, run_id: str, holder: str) -> bool:
         return (run_id, holder) in self._held
 
-    def take(self, run_id: str, holder: str) -> str | None:
+    def take(self, run_id: str, holder: str, connect: Callable[[], Any]) -> str | None:
         """Take the run for ``holder``: ``None`` when taken (or held by it
-        already), else who holds it."""
+        already), else who holds it. ``connect`` opens a new autocommit
+        session when no spare one is left."""
         with self._lock:
             if (run_id, holder) in self._held:
                 return None
             conn = self._spare.pop() if self._spare else None
         try:
             if conn is None or conn.closed:
-                conn = self._connect()
+                conn = connect()
             (got,) = conn.execute(
                 "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
             ).fetchone()
@@ -64,10 +57,10 @@ class Leases:
                     self._held[(run_id, holder)] = conn
                 return None
             busy = _holder_of(conn, run_id, holder)
-        except self._errors as exc:
+        except self._errors:
             if conn is not None:
                 conn.close()  # (a lock it took dies with its session)
-            raise self._failure(exc, "taking a run") from exc
+            raise
         self._keep(conn)
         return busy
 
