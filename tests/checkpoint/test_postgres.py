@@ -430,6 +430,26 @@ def run_python(script: str, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+async def test_a_pool_of_ones_own_without_autocommit(pg_dsn: str) -> None:
+    import psycopg_pool
+
+    pool = psycopg_pool.ConnectionPool(pg_dsn, min_size=1, max_size=2, open=True)
+    try:
+        with PostgresCheckpointStore(pool=pool) as store:
+            plain = await counting(store).run(0)  # saves of one statement each
+            stateful = await sg.WorkflowBuilder(start=configure).build().run(1, checkpoints=store)
+            cancelled = await store.request_cancel(plain.run_id)  # (idle: nothing to stop)
+            assert not cancelled and plain.outputs == [0, 1, 2, 3]
+        assert not pool.closed  # (a pool passed in stays open)
+        with PostgresCheckpointStore(pg_dsn) as fresh:  # all of it committed
+            for run in (plain, stateful):
+                listed = await fresh.list(run.run_id)
+                assert listed and listed[-1].id == run.last_checkpoint
+                assert (await fresh.load(listed[-1].id)).id == run.last_checkpoint
+    finally:
+        pool.close()
+
+
 DROPPED = """
 import asyncio, sys, time
 import stepgraph as sg
