@@ -106,7 +106,7 @@ def rows(repeats: int, runs_per_process: int) -> list[tuple[str, str, float, flo
         base = best["bare"] / 50 * 1e6
         for name in ("async", "sync"):
             out.append((f"W10 W1 + Postgres {name}", "µs/superstep", best[name] / 50 * 1e6, base))
-        out.append(("W10 async floor (W1+commit)", "µs/superstep", best["floor"] / 50 * 1e6, base))
+        out.append(("W10 async floor W1+commit", "µs/superstep", best["floor"] / 50 * 1e6, base))
         floor.close()
         for store in stores:
             store.close()
