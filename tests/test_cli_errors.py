@@ -165,6 +165,19 @@ def test_a_bare_word_input_gets_a_quoting_hint() -> None:
     )
 
 
+def test_numbers_json_does_not_have_are_refused() -> None:
+    for text, problem in (
+        ("NaN", "NaN is not a JSON value"),
+        ("[1, -Infinity]", "-Infinity is not a JSON value"),
+        ('{"value": 1e999, "label": "x"}', "1e999 is too large for a number"),
+    ):
+        one_line_error(
+            cli("run", "tests.cli_flows:measuring", "--input", text, "--no-store"),
+            "the input is not valid JSON",
+            problem,
+        )
+
+
 def test_a_bare_word_gets_a_hint_for_the_type_it_should_be(tmp_path: Path) -> None:
     line = one_line_error(
         cli("run", "tests.cli_flows:measuring", "--input", "heavy", "--no-store"),

@@ -464,6 +464,15 @@ def test_client_mistakes_are_4xx_never_500(serve):
             (
                 client.post(
                     "/api/workflows/gate/runs",
+                    content=b'{"input": 1e999}',
+                    headers={"Content-Type": "application/json"},
+                ),
+                400,
+                "1e999 is too large for a number",
+            ),
+            (
+                client.post(
+                    "/api/workflows/gate/runs",
                     content=b"null",
                     headers={"Content-Type": "application/json"},
                 ),

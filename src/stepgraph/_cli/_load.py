@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -118,11 +119,29 @@ def _call_factory(factory: Any, target: str) -> Any:
 _BARE_WORD = re.compile(r"[^\s\"'\[\]{}0-9.+-][^\"'\[\]{}]*")
 
 
+def json_value(text: str | bytes) -> Any:
+    """Strict JSON, as input from the command line or over HTTP: NaN,
+    Infinity and numbers too large for a float (``1e999``) are refused with
+    a ``ValueError``, as JSON has no such values."""
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
 def parse_json(text: str, what: str, hint: Callable[[str], str] | None = None) -> Any:
     """``text`` as JSON. A bare word (``hello``) gets a hint: ``hint(word)``
     — what the expected type takes — or else that JSON strings need quotes."""
     try:
-        return json.loads(text)
+        return json_value(text)
     except RecursionError:
         raise CliError(f"{what} is nested too deeply to read") from None
     except json.JSONDecodeError as exc:
@@ -131,6 +150,8 @@ def parse_json(text: str, what: str, hint: Callable[[str], str] | None = None) -
         if _BARE_WORD.fullmatch(word) and word not in ("true", "false", "null"):
             tip = "; " + (hint(word) if hint is not None else quoting_hint(word))
         raise CliError(f"{what} is not valid JSON: {exc}{tip}") from None
+    except ValueError as exc:  # (NaN, Infinity, 1e999; a 5,000-digit number)
+        raise CliError(f"{what} is not valid JSON: {exc}") from None
 
 
 def quoting_hint(word: str) -> str:

@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._cli._load import json_value
 from ._openapi import openapi
 from ._runs import Problem, RunService
 
@@ -134,10 +135,6 @@ _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "true
                int: "a number", float: "a number", type(None): "null"}  # fmt: skip
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
-
-
 async def _body(request: Request) -> dict[str, Any]:
     """The request's JSON object. Every POST reads its body here, so every
     POST must be JSON: a page of another origin cannot send that without a
@@ -150,8 +147,8 @@ async def _body(request: Request) -> dict[str, Any]:
     except _TooLarge:
         raise Problem(413, "the body is too large") from None
     try:
-        body = json.loads(raw or b"{}", parse_constant=_not_json)
-    except (ValueError, RecursionError) as exc:  # (bad JSON, NaN, a 5,000-digit number)
+        body = json_value(raw or b"{}")
+    except (ValueError, RecursionError) as exc:  # (bad JSON, NaN, 1e999, a 5,000-digit number)
         raise Problem(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise Problem(422, f"the body must be a JSON object, not {_JSON_TYPES[type(body)]}")
