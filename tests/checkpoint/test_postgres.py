@@ -607,3 +607,13 @@ def test_the_command_line_never_prints_the_password(pg_dsn: str) -> None:
         assert shown.stdout + shown.stderr and "S3CRETPW" not in shown.stdout + shown.stderr
     for output in (first.stdout, first.stderr, done.stdout, done.stderr):
         assert "S3CRETPW" not in output
+    # Connection strings libpq cannot parse: it quotes them, or the part at fault.
+    for broken in (
+        secret.replace("postgresql://:S3CRETPW@/", "postgresql://u:S3CRETPW@[/"),
+        secret.replace("S3CRETPW@", "S3C%zzRETPW@"),
+    ):
+        for args in (("checkpoints", "list"), ("runs", "cancel", "r1")):
+            shown = cli(*args, "--store", broken)
+            said = shown.stdout + shown.stderr
+            assert shown.returncode == 1 and "failed" in said, said
+            assert "S3C" not in said and "RETPW" not in said

@@ -26,6 +26,7 @@ imported when a store is created: ``pip install 'stepgraph[postgres]'``.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import weakref
@@ -187,7 +188,18 @@ class PostgresCheckpointStore(BaseStore):
 
     def _failure(self, exc: BaseException, doing: str) -> CheckpointError:
         reason = " ".join(str(exc).split())  # (the server's messages span lines)
-        return CheckpointError(f"{self.where()}: {doing} failed: {reason}")
+        return CheckpointError(f"{self.where()}: {doing} failed: {self._redacted(reason)}")
+
+    def _redacted(self, text: str) -> str:
+        """``text`` without the password: libpq quotes a connection string it
+        cannot parse, or the part of it at fault (the password, maybe)."""
+        try:
+            password = self._pg.conninfo.conninfo_to_dict(self.dsn).get("password")
+        except self._pg.Error:
+            return re.sub(r'"[^"]*"', '"…"', text)
+        if password:
+            text = text.replace(str(password), "…")
+        return text
 
     def _fetch(self, sql: str, args: Any, doing: str) -> list[tuple[Any, ...]]:
         with self._connection(doing) as conn:
