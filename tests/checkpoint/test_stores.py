@@ -101,6 +101,23 @@ async def test_a_running_run_is_not_deleted_from_under_it(store: sg.CheckpointSt
         await store.delete_run(run.run_id)
 
 
+async def test_lookups_by_ids_with_nul_find_nothing(store: sg.CheckpointStore) -> None:
+    await store.save(make("a"))
+    odd = "a\x00b"
+    with pytest.raises(sg.CheckpointNotFoundError):
+        await store.load(odd)
+    assert await store.latest(odd) is None and await store.run_info(odd) is None
+    assert await store.list(odd) == [] and await store.list(workflow=odd) == []
+    assert await store.runs(workflow=odd) == [] and await store.find_request(odd) is None
+    assert not await store.request_cancel(odd) and await store.answers(odd, [odd]) == {}
+    with pytest.raises(sg.CheckpointNotFoundError):
+        await store.delete_run(odd)
+    with pytest.raises(sg.CheckpointNotFoundError):
+        await store.runs(before=odd)
+    assert await store.prune(odd) == 0
+    assert [i.id for i in await store.list()] == ["a"]  # (nothing else touched)
+
+
 async def test_ids_with_commas_are_refused(store: sg.CheckpointStore) -> None:
     for bad in ("a,b", ""):
         with pytest.raises(sg.CheckpointEncodeError, match="hold no comma"):

@@ -71,6 +71,17 @@ def _skew(conn: Any) -> float:
     return float(server) - (before + time.time()) / 2
 
 
+def _nul(values: Any) -> bool:
+    """Whether a text parameter holds NUL, which PostgreSQL text cannot: a
+    lookup by it finds nothing (as on the other stores), rather than failing."""
+    for value in values:
+        if isinstance(value, str) and "\x00" in value:
+            return True
+        if isinstance(value, list) and _nul(value):
+            return True
+    return False
+
+
 def _insert_values(cur: Any, blobs: Mapping[str, bytes]) -> None:
     """Store values not stored yet, in hash order, as every writer (two
     saves never wait for each other's values in opposite orders)."""
@@ -202,6 +213,8 @@ class PostgresCheckpointStore(BaseStore):
         return text
 
     def _fetch(self, sql: str, args: Any, doing: str) -> list[tuple[Any, ...]]:
+        if _nul(args):
+            return []  # (no stored text holds one: nothing to find)
         with self._connection(doing) as conn:
             return list(conn.execute(sql, args).fetchall())
 
@@ -370,6 +383,9 @@ class PostgresCheckpointStore(BaseStore):
         )
 
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
+        if _nul([run_id]):  # (no such run)
+            return
+
         def record(cur: Any) -> None:
             cur.execute(
                 "UPDATE stepgraph_runs SET status = %s, error = %s, updated_at = %s "
@@ -382,6 +398,9 @@ class PostgresCheckpointStore(BaseStore):
         self._cancels.pop(run_id, None)
 
     def _request_cancel(self, run_id: str, at: float) -> bool:
+        if _nul([run_id]):  # (no such run)
+            return False
+
         # (stamped by the server's clock, not ``at``: see ``_skew``)
         def ask(cur: Any) -> bool:
             # Locked: a save changing the run's status waits, or is waited for.
@@ -490,6 +509,8 @@ class PostgresCheckpointStore(BaseStore):
         return {r: c for r, c in found}
 
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, list[str]]:
+        if _nul([run_id]):  # (no such run)
+            return {}
         sql = "SELECT run_id FROM stepgraph_runs WHERE checkpoints > %s"
         args: list[Any] = [more_than]
         if run_id is not None:
@@ -581,6 +602,8 @@ class PostgresCheckpointStore(BaseStore):
         self._drop_values(dropped)
 
     def _remove_run(self, run_id: str) -> int:
+        if _nul([run_id]):  # (no such run)
+            return 0
         removed = 0
         while True:  # oldest segments first, a chunk per transaction, pausing between
 
