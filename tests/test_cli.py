@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,8 @@ def cli(
 
 
 def test_demo_runs_end_to_end_with_an_approval(tmp_path: Path) -> None:
-    path = tmp_path / "demo.sqlite"
+    (tmp_path / "my runs").mkdir()
+    path = tmp_path / "my runs" / "demo.sqlite"  # (a space: the printed commands quote it)
     done = cli("demo", "--store", f"sqlite:{path}")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -49,7 +51,10 @@ def test_demo_runs_end_to_end_with_an_approval(tmp_path: Path) -> None:
         "output: published: Stepgraph runs in supersteps. Every executor has one inbox. "
         "(2 review notes applied)"
     ) in lines
-    assert f"inspect:    stepgraph checkpoints list --store sqlite:{path}" in lines
+    inspect = f"stepgraph checkpoints list --store {shlex.quote(f'sqlite:{path}')}"
+    assert f"inspect:    {inspect}" in lines
+    listed = cli(*shlex.split(inspect)[1:])
+    assert listed.returncode == 0 and "review-pipeline" in listed.stdout, listed.stderr
     assert not any("--resume" in line for line in lines)  # the run finished: nothing to resume
     assert lines[-1] == "draw it:    stepgraph viz stepgraph.demo:build"
 

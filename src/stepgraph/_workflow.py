@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, holding, new_holder
+from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, deleting, holding, new_holder
 from ._core import (
     Backend,
     Breakpoints,
@@ -45,6 +45,7 @@ from ._core import (
 )
 from ._exceptions import (
     CheckpointError,
+    CheckpointNotFoundError,
     ConvergenceError,
     RequestError,
     WorkflowBusyError,
@@ -411,7 +412,11 @@ class Workflow:
             if config is not None:
                 # A continuation takes the run first (another may be running
                 # it); a new run takes it with its first save, at no cost.
-                holder = await _take(config.store, run_id) if parent is not None else new_holder()
+                holder = (
+                    await _take(config.store, run_id, parent)
+                    if parent is not None
+                    else new_holder()
+                )
                 recorder = RunRecorder(
                     codec=self._codec,
                     config=config,
@@ -526,7 +531,7 @@ class Workflow:
             return run_id, run, stored, self._codec.hashes(stored), None
         if responses is not None:
             suspended = self._claim(responses)
-            run = _copy_state(suspended.state)
+            run = suspended.state.copy()  # (a failed run leaves the original's requests)
             try:
                 if config is not None:  # another process may have answered through the store
                     await _not_answered(config.store, suspended.run_id, responses)
@@ -759,30 +764,23 @@ async def _not_answered(store: CheckpointStore, run_id: str, responses: Mapping[
         raise answered_twice(run_id, request_id, checkpoint_id)
 
 
-async def _take(store: CheckpointStore, run_id: str) -> str:
-    """Lease the run for this call; ``CheckpointError`` if it is running."""
+async def _take(store: CheckpointStore, run_id: str, parent: Checkpoint) -> str:
+    """Lease the run for this call; ``CheckpointError`` if it is running or
+    being deleted, ``CheckpointNotFoundError`` if the checkpoint's run was
+    deleted since the checkpoint was loaded."""
     holder = new_holder()
     busy = await store.lease(run_id, holder)
+    if busy is not None and deleting(busy):
+        raise CheckpointError(f"run {run_id!r} is being deleted ({holding(busy)})")
     if busy is not None:
         raise CheckpointError(
             f"run {run_id!r} is being continued elsewhere ({holding(busy)}); a run "
             "goes on in one place at a time — wait for it to stop, or fork it from a "
             "checkpoint (fork=True, stepgraph run --fork)"
         )
+    if await store.run_info(parent.run_id) is None:
+        await store.release(run_id, holder)
+        raise CheckpointNotFoundError(
+            f"run {parent.run_id!r} was deleted, checkpoint {parent.id!r} with it"
+        )
     return holder
-
-
-def _copy_state(run: RunState) -> RunState:
-    """A copy to apply responses to, so a failed run leaves the open requests
-    of the original in place."""
-    return RunState(
-        inboxes={k: list(v) for k, v in run.inboxes.items()},
-        state=dict(run.state),
-        fan_in={k: {s: list(m) for s, m in v.items()} for k, v in run.fan_in.items()},
-        superstep=run.superstep,
-        requests=dict(run.requests),
-        answered=set(run.answered),
-        instances=dict(run.instances),
-        usage=dict(run.usage),
-        paused=run.paused,
-    )

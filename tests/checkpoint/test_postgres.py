@@ -607,6 +607,12 @@ def test_the_command_line_never_prints_the_password(pg_dsn: str) -> None:
         assert shown.stdout + shown.stderr and "S3CRETPW" not in shown.stdout + shown.stderr
     for output in (first.stdout, first.stderr, done.stdout, done.stderr):
         assert "S3CRETPW" not in output
+    demo = cli("demo", "--auto-approve", "--store", secret)
+    assert demo.returncode == 0 and "S3CRETPW" not in demo.stdout + demo.stderr, demo.stderr
+    [inspect] = [line for line in demo.stdout.splitlines() if line.startswith("inspect:")]
+    listed = cli(*shlex.split(inspect.partition(":")[2])[1:])  # (quoted: it runs as printed)
+    assert listed.returncode == 0 and "review-pipeline" in listed.stdout, listed.stderr
+    assert "PGPASSWORD" in demo.stdout
     # Connection strings libpq cannot parse: it quotes them, or the part at fault.
     for broken in (
         secret.replace("postgresql://:S3CRETPW@/", "postgresql://u:S3CRETPW@[/"),

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import stepgraph as sg
-from stepgraph._checkpoint import MemoryCheckpointStore, blob_hash
+from stepgraph._checkpoint import MemoryCheckpointStore, blob_hash, new_holder
 
 
 def make(
@@ -99,6 +101,49 @@ async def test_a_running_run_is_not_deleted_from_under_it(store: sg.CheckpointSt
     assert await store.runs() == []
     with pytest.raises(sg.CheckpointNotFoundError):
         await store.delete_run(run.run_id)
+
+
+@sg.executor(id="twice")
+async def twice(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await ctx.yield_output(n)
+    if n < 2:
+        await ctx.send_message(n + 1)
+
+
+async def test_a_run_deleted_as_a_continuation_starts_stays_deleted(
+    store: sg.CheckpointStore,
+) -> None:
+    workflow = sg.WorkflowBuilder(start=twice).add_edge(twice, twice).build()
+    first = await workflow.run(0, checkpoints=store)
+    latest, stored = first.last_checkpoint, len(await store.list(first.run_id))
+    # Deleting while a continuation is taking the run up: it is refused.
+    with pytest.raises(sg.CheckpointError, match=r"is being deleted \(process \d+"):
+        async with held(store, first.run_id, new_holder(deleting=True)):
+            await workflow.run(checkpoint=latest, checkpoints=store)
+    # Deleted between loading the checkpoint and taking the run: not revived.
+    real = store.lease
+
+    async def slow(run_id: str, holder: str) -> str | None:
+        await asyncio.sleep(0.3)
+        return await real(run_id, holder)
+
+    store.lease = slow  # type: ignore[method-assign]
+    going = asyncio.create_task(workflow.run(checkpoint=latest, checkpoints=store))
+    await asyncio.sleep(0.1)  # (loaded; taking the run)
+    store.lease = real  # type: ignore[method-assign]
+    assert await store.delete_run(first.run_id) == stored
+    with pytest.raises(sg.CheckpointNotFoundError, match="was deleted"):
+        await going
+    assert await store.runs() == [] and await store.list() == []
+
+
+@contextlib.asynccontextmanager
+async def held(store: sg.CheckpointStore, run_id: str, holder: str) -> AsyncIterator[None]:
+    assert await store.lease(run_id, holder) is None
+    try:
+        yield
+    finally:
+        await store.release(run_id, holder)
 
 
 async def test_lookups_by_ids_with_nul_find_nothing(store: sg.CheckpointStore) -> None:

@@ -1,7 +1,7 @@
 """Checkpoints: the safe codec and the stores (the lowest layer)."""
 
 from ._codec import TypeRegistry, decode, dumps, encode, loads, type_key
-from ._leases import holding, new_holder
+from ._leases import deleting, holding, new_holder
 from ._memory import MemoryCheckpointStore
 from ._model import (
     Checkpoint,
@@ -32,6 +32,7 @@ __all__ = [
     "dumps",
     "encode",
     "loads",
+    "deleting",
     "holding",
     "new_holder",
     "type_key",

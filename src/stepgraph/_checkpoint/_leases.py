@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 
-__all__ = ["alive", "holding", "new_holder"]
+__all__ = ["alive", "deleting", "holding", "new_holder"]
 
 _HOST = socket.gethostname().replace(":", "_")
 
@@ -34,9 +34,14 @@ def _start_time(pid: int) -> str:
 _ME = f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
-def new_holder() -> str:
-    """A holder for one run call of this process."""
-    return f"{_ME}:{uuid.uuid4().hex[:12]}"
+def new_holder(*, deleting: bool = False) -> str:
+    """A holder for one run call of this process (or one deletion)."""
+    return f"{_ME}:{'deleting-' if deleting else ''}{uuid.uuid4().hex[:12]}"
+
+
+def deleting(holder: str) -> bool:
+    """Whether the holder holds the run to delete it."""
+    return holder.rpartition(":")[2].startswith("deleting-")
 
 
 def alive(holder: str) -> bool:

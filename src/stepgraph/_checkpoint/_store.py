@@ -298,7 +298,7 @@ class BaseStore:
     async def delete_run(self, run_id: str) -> int:
         # Held while deleting: a run going on is refused, not cut from under
         # it, and nothing continues the run meanwhile.
-        holder = new_holder()
+        holder = new_holder(deleting=True)
         busy = await self.lease(run_id, holder)
         if busy is not None:
             raise CheckpointError(

@@ -79,6 +79,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_FAILED)
 
 
+PASSWORD_NOTE = (
+    "(the database password is left out of these commands: give it with PGPASSWORD or ~/.pgpass)"
+)
+
+
 class _Session:
     """One ``run`` invocation: what it runs, and what the summary needs."""
 
@@ -377,12 +382,7 @@ def _execute(session: _Session, store: CliStore | None) -> int:
     """Stream the session's run; returns the exit code."""
     code = _stream_and_sum_up(session, store)
     if session.password_left_out:
-        say(
-            err if session.as_json else out,
-            "(the database password is left out of these commands: give it with "
-            "PGPASSWORD or ~/.pgpass)",
-            style="dim",
-        )
+        say(err if session.as_json else out, PASSWORD_NOTE, style="dim")
     return code
 
 
@@ -574,10 +574,13 @@ def demo(
         say(out, "checkpoints: a temporary store, now removed (keep them with --store sqlite:PATH)")
     else:
         shown = shown_store(spec)
+        store_arg = shlex.quote(shown)
         say(out, f"checkpoints: {shown}")
-        say(out, f"inspect:    stepgraph checkpoints list --store {shown}")
+        say(out, f"inspect:    stepgraph checkpoints list --store {store_arg}")
         if code == EXIT_PENDING:
-            say(out, f"resume:     stepgraph run {target} --store {shown} --resume latest")
+            say(out, f"resume:     stepgraph run {target} --store {store_arg} --resume latest")
+        if shown != spec:
+            say(out, PASSWORD_NOTE, style="dim")
     say(out, f"draw it:    stepgraph viz {target}")
     raise typer.Exit(code)
 

@@ -64,6 +64,20 @@ class RunState:
     # checkpoint keeps them for display; not carried to the next barrier).
     yielded: list[Any] = field(default_factory=list)
 
+    def copy(self) -> RunState:
+        """A copy whose containers can change without touching this one's."""
+        return RunState(
+            inboxes={k: list(v) for k, v in self.inboxes.items()},
+            state=dict(self.state),
+            fan_in={k: {s: list(m) for s, m in v.items()} for k, v in self.fan_in.items()},
+            superstep=self.superstep,
+            requests=dict(self.requests),
+            answered=set(self.answered),
+            instances=dict(self.instances),
+            usage=dict(self.usage),
+            paused=self.paused,
+        )
+
     def status(self, *, running: bool) -> RunStatus:
         """The status this state implies, from the actual open requests."""
         if self.paused:
