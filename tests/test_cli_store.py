@@ -10,11 +10,13 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import stepgraph as sg
 from tests import cli_flows
-from tests.test_cli import cli, interrupt_slow_run, run_in_pty
+from tests.test_cli import COMMAND, ROOT, cli, interrupt_slow_run, run_in_pty
 from tests.test_cli_errors import one_line_error
 
 
@@ -156,10 +158,6 @@ def ctrl_c(args: list[str], started: Path, times: int = 1) -> tuple[int, str, st
     """Run the CLI, press Ctrl-C ``times`` once the hog handler has started
     (it creates ``started``): however slowly the process starts."""
     import signal
-    import subprocess
-    import time
-
-    from tests.test_cli import COMMAND, ROOT
 
     started.unlink(missing_ok=True)
     process = subprocess.Popen(
@@ -330,3 +328,22 @@ def test_runs_cancel_refuses_a_run_that_is_not_running(tmp_path: Path) -> None:
     done = cli("run", "tests.test_pauses:pipeline", "--store", spec,
                "--resume", command.split("--resume ")[1])  # fmt: skip
     assert done.returncode == 0 and "output: 20" in done.stdout
+    # A run whose process was killed is still listed as going on: nobody holds it.
+    started = tmp_path / "started"
+    killed = subprocess.Popen(
+        [*COMMAND, "run", "tests.cli_flows:hogging", "--input", "30", "--store", spec],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HOG_STARTED": str(started)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.kill()
+    killed.wait()
+    listed = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1]
+    run_id, status = listed.split("\t")[0], listed.split("\t")[2]
+    assert status == "in_progress", listed
+    one_line_error(
+        cli("runs", "cancel", run_id, "--store", spec),
+        f"run {run_id} is not running anywhere: it is listed as in_progress, but no process",
+    )

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 import stepgraph as sg
-from stepgraph._checkpoint import blob_hash
+from stepgraph._checkpoint import blob_hash, new_holder
 from tests.checkpoint.test_stores import make
 
 
@@ -173,6 +173,10 @@ async def test_only_a_running_run_is_asked_to_cancel(store: sg.CheckpointStore) 
         return dataclasses.replace(make(cid, run=run, parent=parent, step=step), status=status)
 
     await store.save(at("r1-0", "in_progress", 0))
+    # Listed as going on, but no process holds it (it ended without saying so).
+    assert not await store.request_cancel("r1")
+    holder = new_holder()  # (as the run's process holds it while it goes on)
+    assert await store.lease("r1", holder) is None and await store.lease("r2", holder) is None
     assert await store.request_cancel("r1")
     await store.save(at("r1-1", "in_progress_pending_requests", 1))
     assert await store.request_cancel("r1")
@@ -191,3 +195,5 @@ async def test_only_a_running_run_is_asked_to_cancel(store: sg.CheckpointStore) 
     await store.save(at("r2-1", "in_progress", 1, run="r2"))
     assert not store.cancel_requested("r2", 0.0)
     assert await store.request_cancel("r2")
+    for run_id in ("r1", "r2"):
+        await store.release(run_id, holder)

@@ -13,9 +13,10 @@ from ._model import (
 )
 from ._postgres import PostgresCheckpointStore
 from ._sqlite import SqliteCheckpointStore
-from ._store import TERMINAL_STATUSES, BaseStore
+from ._store import RUNNING_STATUSES, TERMINAL_STATUSES, BaseStore
 
 __all__ = [
+    "RUNNING_STATUSES",
     "TERMINAL_STATUSES",
     "BaseStore",
     "Checkpoint",

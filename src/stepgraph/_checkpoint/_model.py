@@ -384,8 +384,9 @@ class CheckpointStore(Protocol):
         if the store does not hold the run or its status (``run_info``) is not
         ``in_progress`` / ``in_progress_pending_requests``: a paused, idle,
         failed or cancelled run, or one waiting for answers, runs nothing to
-        stop. A run resumed from a checkpoint keeps that checkpoint's status
-        until its first barrier after the resume."""
+        stop; nor does a run no process holds (its lease is free: its process
+        ended without recording how). A run resumed from a checkpoint keeps
+        that checkpoint's status until its first barrier after the resume."""
         ...
 
     def cancel_requested(self, run_id: str, since: float) -> bool:

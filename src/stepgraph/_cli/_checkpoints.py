@@ -24,6 +24,7 @@ from rich.text import Text
 
 from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteCheckpointStore
 from .._checkpoint._postgres import PostgresCheckpointStore
+from .._checkpoint._store import RUNNING_STATUSES
 from .._core import RunStatus
 from .._exceptions import CheckpointWarning, StepgraphError
 from ._load import (
@@ -344,5 +345,10 @@ def runs_cancel(
     if not asked:
         if info is None:
             raise fail(f"no run {run_id!r} in {shown_store(store)}")
+        if info.status in RUNNING_STATUSES:
+            raise fail(
+                f"run {run_id} is not running anywhere: it is listed as {info.status}, but no "
+                "process holds it (it stopped without recording how); resume it or delete it"
+            )
         raise fail(f"run {run_id} is not running (status: {info.status}); nothing to cancel")
     say(out, f"asked run {run_id} to stop (at its next barrier, or within a second)")
