@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -426,6 +427,11 @@ def test_outputs_come_from_the_store_along_the_branch(serve, tmp_path):
         run = wait_for(client, slow_id, "idle")
         assert run["outputs"] == ["done b"]
         assert len(run["checkpoints"]) > 5  # (both branches are kept)
+    # Deleted from elsewhere: the server that ran it no longer shows it.
+    assert asyncio.run(store.delete_run(run_id)) > 0
+    with first.client() as client:
+        gone = client.get(f"/api/runs/{run_id}")
+        assert gone.status_code == 404 and run_id in gone.json()["error"], gone.text
 
 
 def test_client_mistakes_are_4xx_never_500(serve):

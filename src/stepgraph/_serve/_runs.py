@@ -220,7 +220,7 @@ class RunService:
         info = await self.store.run_info(run_id)
         run_log = self.logs.get(run_id)
         if info is None:
-            if run_log is None:
+            if run_log is None or not run_log.live:  # (never, or deleted since it ran)
                 raise Problem(404, f"no run {run_id!r} in the store")
             return {  # started, its first checkpoint not written yet
                 "run_id": run_id,
