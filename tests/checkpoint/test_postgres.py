@@ -233,6 +233,8 @@ async def test_a_save_learns_a_cancel_asked_from_elsewhere(
     store: PostgresCheckpointStore, pg_dsn: str
 ) -> None:
     await store.save(make("a"))
+    holder = new_holder()
+    assert await store.lease("r1", holder) is None  # (as its run holds it)
     with PostgresCheckpointStore(pg_dsn) as elsewhere:
         assert await elsewhere.request_cancel("r1")
     assert not store.cancel_requested("r1", 0.0)  # not yet: no save since
@@ -242,6 +244,7 @@ async def test_a_save_learns_a_cancel_asked_from_elsewhere(
     await store.set_status("r1", "cancelled")
     assert not store.cancel_requested("r1", 0.0)
     assert sql(pg_dsn, "SELECT * FROM stepgraph_cancels") == []
+    await store.release("r1", holder)
 
 
 class SlowDeleter(PostgresCheckpointStore):

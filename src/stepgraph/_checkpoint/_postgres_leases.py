@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from ._postgres_layout import lock_key
@@ -83,8 +84,13 @@ class Leases:
         with self._lock:
             held, self._held = list(self._held.values()), {}
             spare, self._spare = self._spare, []
+        for conn in held:
+            # Given back before the session ends: free when this returns, not
+            # when the server gets round to ending the session.
+            with suppress(self._errors):  # (a broken session has ended already)
+                conn.execute("SELECT pg_advisory_unlock_all()")
         for conn in (*held, *spare):
-            conn.close()  # (ending the session frees its advisory locks)
+            conn.close()  # (ending the session frees its advisory locks anyway)
 
     def _keep(self, conn: Any) -> None:
         with self._lock:
