@@ -37,7 +37,16 @@ from typing import Any, TypeVar
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
 from ._model import Checkpoint, Row, RunInfo, RunQuery
 from ._postgres_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, lock_run
-from ._postgres_layout import SAVE_SEGMENT, ensure_layout, migrate, record_answers, segment_write
+from ._postgres_layout import (
+    SAVE_SEGMENT,
+    clock_skew,
+    ensure_layout,
+    has_nul,
+    insert_values,
+    migrate,
+    record_answers,
+    segment_write,
+)
 from ._postgres_leases import Leases
 from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
@@ -61,34 +70,6 @@ def _psycopg() -> tuple[Any, Any]:
             "pip install 'stepgraph[postgres]'"
         ) from exc
     return psycopg, psycopg_pool
-
-
-def _skew(conn: Any) -> float:
-    """The server's clock minus this machine's, in seconds (to about half a
-    round trip)."""
-    before = time.time()
-    (server,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
-    return float(server) - (before + time.time()) / 2
-
-
-def _nul(values: Any) -> bool:
-    """Whether a text parameter holds NUL, which PostgreSQL text cannot: a
-    lookup by it finds nothing (as on the other stores), rather than failing."""
-    for value in values:
-        if isinstance(value, str) and "\x00" in value:
-            return True
-        if isinstance(value, list) and _nul(value):
-            return True
-    return False
-
-
-def _insert_values(cur: Any, blobs: Mapping[str, bytes]) -> None:
-    """Store values not stored yet, in hash order, as every writer (two
-    saves never wait for each other's values in opposite orders)."""
-    cur.executemany(
-        "INSERT INTO stepgraph_blobs (hash, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        sorted(blobs.items()),
-    )
 
 
 class PostgresCheckpointStore(BaseStore):
@@ -190,7 +171,7 @@ class PostgresCheckpointStore(BaseStore):
                 # the server's reason, not after the pool's timeout.
                 with self._pg.connect(self._conninfo(), autocommit=True) as conn:
                     ensure_layout(conn, self.where())
-                    self._skew = _skew(conn)
+                    self._skew = clock_skew(conn)
                 self._ready = True
             with self._connections().connection() as conn:
                 yield conn
@@ -213,7 +194,7 @@ class PostgresCheckpointStore(BaseStore):
         return text
 
     def _fetch(self, sql: str, args: Any, doing: str) -> list[tuple[Any, ...]]:
-        if _nul(args):
+        if has_nul(args):
             return []  # (no stored text holds one: nothing to find)
         with self._connection(doing) as conn:
             return list(conn.execute(sql, args).fetchall())
@@ -330,7 +311,7 @@ class PostgresCheckpointStore(BaseStore):
         blobs: Mapping[str, bytes],
     ) -> list[tuple[str, float | None]]:
         if blobs:
-            _insert_values(cur, blobs)
+            insert_values(cur, blobs)
         answered = [(cp.run_id, r, cp.id) for cp in checkpoints for r in cp.answered]
         if answered:
             record_answers(cur, answered)
@@ -361,7 +342,7 @@ class PostgresCheckpointStore(BaseStore):
             missing = sorted(set(locks) - {h for (h,) in cur.fetchall()})
             if not blobs or not missing or any(h not in blobs for h in missing):
                 break
-            _insert_values(cur, {h: blobs[h] for h in missing})
+            insert_values(cur, {h: blobs[h] for h in missing})
         raise CheckpointIntegrityError(
             f"checkpoint references values the store does not hold: {missing[:3]}"
         )
@@ -383,7 +364,7 @@ class PostgresCheckpointStore(BaseStore):
         )
 
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
-        if _nul([run_id]):  # (no such run)
+        if has_nul([run_id]):  # (no such run)
             return
 
         def record(cur: Any) -> None:
@@ -398,7 +379,7 @@ class PostgresCheckpointStore(BaseStore):
         self._cancels.pop(run_id, None)
 
     def _request_cancel(self, run_id: str, at: float) -> bool:
-        if _nul([run_id]):  # (no such run)
+        if has_nul([run_id]):  # (no such run)
             return False
 
         # (stamped by the server's clock, not ``at``: see ``_skew``)
@@ -509,7 +490,7 @@ class PostgresCheckpointStore(BaseStore):
         return {r: c for r, c in found}
 
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, list[str]]:
-        if _nul([run_id]):  # (no such run)
+        if has_nul([run_id]):  # (no such run)
             return {}
         sql = "SELECT run_id FROM stepgraph_runs WHERE checkpoints > %s"
         args: list[Any] = [more_than]
@@ -602,7 +583,7 @@ class PostgresCheckpointStore(BaseStore):
         self._drop_values(dropped)
 
     def _remove_run(self, run_id: str) -> int:
-        if _nul([run_id]):  # (no such run)
+        if has_nul([run_id]):  # (no such run)
             return 0
         removed = 0
         while True:  # oldest segments first, a chunk per transaction, pausing between

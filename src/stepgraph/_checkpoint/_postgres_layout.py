@@ -22,7 +22,8 @@ The statements that delete from the tables are in ``_postgres_delete``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._exceptions import CheckpointError
@@ -33,7 +34,10 @@ from ._segments import Packed
 __all__ = [
     "LAYOUT",
     "SAVE_SEGMENT",
+    "clock_skew",
     "ensure_layout",
+    "has_nul",
+    "insert_values",
     "lock_key",
     "migrate",
     "record_answers",
@@ -159,6 +163,34 @@ def segment_write(segment: Packed) -> dict[str, Any]:
         "status": last.status, "pending": last.pending_requests, "count": len(group),
         "updated_at": last.created_at, "started_at": group[0].created_at,
     }  # fmt: skip
+
+
+def clock_skew(conn: Any) -> float:
+    """The server's clock minus this machine's, in seconds (to about half a
+    round trip)."""
+    before = time.time()
+    (server,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+    return float(server) - (before + time.time()) / 2
+
+
+def has_nul(values: Any) -> bool:
+    """Whether a text parameter holds NUL, which PostgreSQL text cannot: a
+    lookup by it finds nothing (as on the other stores), rather than failing."""
+    for value in values:
+        if isinstance(value, str) and "\x00" in value:
+            return True
+        if isinstance(value, list) and has_nul(value):
+            return True
+    return False
+
+
+def insert_values(cur: Any, blobs: Mapping[str, bytes]) -> None:
+    """Store values not stored yet, in hash order, as every writer (two
+    saves never wait for each other's values in opposite orders)."""
+    cur.executemany(
+        "INSERT INTO stepgraph_blobs (hash, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        sorted(blobs.items()),
+    )
 
 
 # Serialises creating and migrating the tables between processes (the
