@@ -24,7 +24,7 @@ from stepgraph._checkpoint import blob_hash, new_holder
 from stepgraph._checkpoint._postgres import PostgresCheckpointStore
 from tests.checkpoint import test_stores as stores
 from tests.checkpoint.racing import open_requests, race
-from tests.checkpoint.test_stores import TAMPERINGS, make
+from tests.checkpoint.test_stores import TAMPERINGS, held, make
 from tests.conftest import ROOT
 from tests.test_requests import build
 
@@ -233,18 +233,16 @@ async def test_a_save_learns_a_cancel_asked_from_elsewhere(
     store: PostgresCheckpointStore, pg_dsn: str
 ) -> None:
     await store.save(make("a"))
-    holder = new_holder()
-    assert await store.lease("r1", holder) is None  # (as its run holds it)
-    with PostgresCheckpointStore(pg_dsn) as elsewhere:
-        assert await elsewhere.request_cancel("r1")
-    assert not store.cancel_requested("r1", 0.0)  # not yet: no save since
-    await store.save(make("b", parent="a", step=1))
-    assert store.cancel_requested("r1", 0.0)
-    assert not store.cancel_requested("r1", time.time() + 60)
-    await store.set_status("r1", "cancelled")
-    assert not store.cancel_requested("r1", 0.0)
-    assert sql(pg_dsn, "SELECT * FROM stepgraph_cancels") == []
-    await store.release("r1", holder)
+    async with held(store, "r1", new_holder()):  # (as its run holds it)
+        with PostgresCheckpointStore(pg_dsn) as elsewhere:
+            assert await elsewhere.request_cancel("r1")
+        assert not store.cancel_requested("r1", 0.0)  # not yet: no save since
+        await store.save(make("b", parent="a", step=1))
+        assert store.cancel_requested("r1", 0.0)
+        assert not store.cancel_requested("r1", time.time() + 60)
+        await store.set_status("r1", "cancelled")
+        assert not store.cancel_requested("r1", 0.0)
+        assert sql(pg_dsn, "SELECT * FROM stepgraph_cancels") == []
 
 
 class SlowDeleter(PostgresCheckpointStore):
