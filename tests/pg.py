@@ -92,6 +92,12 @@ class Cluster:
                   "-t", "60", "-o", options, "start")  # fmt: skip
         self.create_database("stepgraph")
 
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop the server (``immediate``: as in a crash, every session cut
+        with no goodbye; ``fast``: each told it is ended) and start it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-m",
+                  mode, "-w", "-t", "60", "restart")  # fmt: skip
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

@@ -19,7 +19,8 @@ by every process that connects to it.
 
 The tables, the layout check and the save statement are in
 ``_postgres_layout``; deleting, in ``_postgres_delete``; leases, in
-``_postgres_leases``. psycopg is
+``_postgres_leases``; sessions the server ended while idle (a restart),
+in ``_postgres_sessions``. psycopg is
 imported when a store is created: ``pip install 'stepgraph[postgres]'``.
 """
 
@@ -48,6 +49,7 @@ from ._postgres_layout import (
     segment_write,
 )
 from ._postgres_leases import Leases
+from ._postgres_sessions import live_connection, quiet_discards
 from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
@@ -69,6 +71,7 @@ def _psycopg() -> tuple[Any, Any]:
             "PostgresCheckpointStore needs psycopg 3 and psycopg_pool: "
             "pip install 'stepgraph[postgres]'"
         ) from exc
+    quiet_discards()
     return psycopg, psycopg_pool
 
 
@@ -173,7 +176,7 @@ class PostgresCheckpointStore(BaseStore):
                     ensure_layout(conn, self.where())
                     self._skew = clock_skew(conn)
                 self._ready = True
-            with self._connections().connection() as conn:
+            with live_connection(self._connections()) as conn:
                 yield conn
         except self._pg.Error as exc:
             raise self._failure(exc, doing) from exc
@@ -252,6 +255,8 @@ class PostgresCheckpointStore(BaseStore):
         # writes the holder's row); given back once the save has committed.
         taken: list[tuple[str, str]] = []
         try:
+            for run_id, holder in self._leases.lost({cp.run_id: None for cp in checkpoints}):
+                self._take_again(run_id, holder, checkpoints)
             for run_id, holder in taking.items():
                 if self._leases.holds(run_id, holder):
                     continue  # (taken already: not this save's to undo)
@@ -269,6 +274,33 @@ class PostgresCheckpointStore(BaseStore):
             raise
         for run_id, holder in giving.items():
             self._release_lease(run_id, holder)
+
+    def _take_again(self, run_id: str, holder: str, checkpoints: tuple[Checkpoint, ...]) -> None:
+        """Take back a run whose lease's session the server ended (its lock
+        went with it) — refused if another process took the run meanwhile,
+        or wrote to it (or the server lost its latest writes): the run's
+        newest stored checkpoint must be the parent of this save's first."""
+        busy = self._lease(run_id, holder)
+        lost = (
+            f"{self.where()}: run {run_id!r} lost its lease (the server ended this "
+            "process's session)"
+        )
+        if busy is not None:
+            raise CheckpointError(f"{lost} and {busy} holds it now: this process stops writing it")
+        parent = next(cp.parent_id for cp in checkpoints if cp.run_id == run_id)
+        found = self._fetch(
+            "SELECT last_checkpoint FROM stepgraph_runs WHERE run_id = %s",
+            (run_id,),
+            "taking a run",
+        )
+        newest = found[0][0] if found else None
+        if newest != parent:
+            self._release_lease(run_id, holder)
+            raise CheckpointError(
+                f"{lost}, and its newest stored checkpoint is {newest}, not {parent}: another "
+                "process continued it meanwhile, or the server lost its latest writes in a "
+                "crash; this process stops writing it"
+            )
 
     def _write_once(
         self, checkpoints: tuple[Checkpoint, ...], segments: list[Any], blobs: Mapping[str, bytes]

@@ -7,17 +7,23 @@ once — no timer decides that a lease is free. The session's
 has the run (read from ``pg_locks``). Taking and giving back write nothing
 and commit nothing. Connections of given-back leases are kept for the next
 one (a few): a lease then costs one round trip, not a new session.
+
+A session the server ended (a restart) has lost its lock while the run goes
+on: the store finds that out before the run's next save (``lost``) and
+takes the run again — unless another process has taken it or written to it
+meanwhile, when the save is refused.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
 
 from ._postgres_layout import lock_key
+from ._postgres_sessions import ended
 
 __all__ = ["Leases"]
 
@@ -31,23 +37,27 @@ class Leases:
     def __init__(self, errors: type[BaseException]) -> None:
         self._errors = errors
         self._lock = threading.Lock()
-        # (run id, holder) -> the connection whose session holds the lock.
-        self._held: dict[tuple[str, str], Any] = {}
+        # run id -> (holder, the connection whose session holds the lock).
+        self._held: dict[str, tuple[str, Any]] = {}
         self._spare: list[Any] = []
 
     def holds(self, run_id: str, holder: str) -> bool:
-        return (run_id, holder) in self._held
+        held = self._held.get(run_id)
+        return held is not None and held[0] == holder
 
     def take(self, run_id: str, holder: str, connect: Callable[[], Any]) -> str | None:
         """Take the run for ``holder``: ``None`` when taken (or held by it
         already), else who holds it. ``connect`` opens a new autocommit
         session when no spare one is left."""
         with self._lock:
-            if (run_id, holder) in self._held:
+            if self.holds(run_id, holder):
                 return None
             conn = self._spare.pop() if self._spare else None
         try:
-            if conn is None or conn.closed:
+            if conn is not None and ended(conn):
+                conn.close()
+                conn = None
+            if conn is None:
                 conn = connect()
             (got,) = conn.execute(
                 "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
@@ -55,7 +65,7 @@ class Leases:
             if got:
                 conn.execute("SELECT set_config('application_name', %s, false)", (holder,))
                 with self._lock:
-                    self._held[(run_id, holder)] = conn
+                    self._held[run_id] = (holder, conn)
                 return None
             busy = _holder_of(conn, run_id, holder)
         except self._errors:
@@ -65,11 +75,28 @@ class Leases:
         self._keep(conn)
         return busy
 
+    def lost(self, run_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """The leases of these runs held here whose session the server
+        ended (a restart): their locks are gone. Forgotten here; (run,
+        holder) each."""
+        out = []
+        for run_id in run_ids:
+            held = self._held.get(run_id)
+            if held is not None and ended(held[1]):
+                with self._lock:
+                    if self._held.get(run_id) is held:
+                        del self._held[run_id]
+                held[1].close()
+                out.append((run_id, held[0]))
+        return out
+
     def give_back(self, run_id: str, holder: str) -> None:
         with self._lock:
-            conn = self._held.pop((run_id, holder), None)
-        if conn is None:
-            return  # not held here
+            held = self._held.get(run_id)
+            if held is None or held[0] != holder:
+                return  # not held here
+            del self._held[run_id]
+        conn = held[1]
         try:
             conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (lock_key(run_id),))
             conn.execute("SELECT set_config('application_name', '', false)")
@@ -82,7 +109,7 @@ class Leases:
         """Give back every lease (their sessions end) and close the spare
         connections."""
         with self._lock:
-            held, self._held = list(self._held.values()), {}
+            held, self._held = [conn for _, conn in self._held.values()], {}
             spare, self._spare = self._spare, []
         for conn in held:
             # Given back before the session ends: free when this returns, not

@@ -1,0 +1,80 @@
+"""Sessions the server ended while they sat idle — the server restarted or
+failed over, an administrator or ``idle_session_timeout`` ended them — found
+before a statement is sent on one, so that a store outlives its database's
+restarts without failing a run.
+
+A server that ends a session sends it a last message and closes the socket:
+an idle session whose socket has something to read has probably ended. That
+poll costs a system call, not a round trip; only a session found readable is
+asked (an empty statement) whether it still works. psycopg_pool's own
+warnings about the connections it drops are not printed (the store's
+errors say what failed). A session that ends while
+a statement of ours is under way is not retried (the statement may have
+committed): that statement fails as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["ended", "live_connection", "quiet_discards"]
+
+
+def _not_a_discard(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("discarding ")
+
+
+def quiet_discards() -> None:
+    """Keep psycopg_pool from printing a warning for each connection it
+    drops because the server ended it (without logging set up, Python
+    prints warnings on stderr): the store handles those. Its other
+    messages — why it cannot connect, say — are left as they are."""
+    pool_log = logging.getLogger("psycopg.pool")
+    if _not_a_discard not in pool_log.filters:
+        pool_log.addFilter(_not_a_discard)
+
+
+def ended(conn: Any) -> bool:
+    """Whether the server ended this idle session (psycopg connection)."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if not readable:
+        return False
+    try:  # a notice, a changed server setting — or the session's end
+        if conn.autocommit:
+            conn.execute("")
+        else:  # (a pool of the user's own: no transaction left open)
+            conn.autocommit = True
+            conn.execute("")
+            conn.autocommit = False
+    except Exception:  # psycopg's error: the session has ended
+        return True
+    return False
+
+
+@contextmanager
+def live_connection(pool: Any) -> Iterator[Any]:
+    """A connection of ``pool`` (psycopg_pool) that the server has not
+    ended; each one found ended is given back (the pool drops it and opens
+    another in its place). After a restart every idle connection has ended:
+    at most that many are passed over, then the last one is used as it is
+    (its statement fails with the server's reason)."""
+    conn = pool.getconn()
+    for _ in range(pool.max_size):
+        if not ended(conn):
+            break
+        pool.putconn(conn)
+        conn = pool.getconn()
+    try:
+        with conn:  # (as the pool's own ``connection()``: commit, or roll back)
+            yield conn
+    finally:
+        pool.putconn(conn)

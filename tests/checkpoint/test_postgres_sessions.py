@@ -1,0 +1,192 @@
+"""The Postgres store when the server ends its sessions — a restart, a
+crash, an administrator's ``pg_terminate_backend``: runs after it work at
+once, a run under way goes on, and a run whose lease went with its session
+takes it back only if nobody else took or continued the run meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+import stepgraph as sg
+from stepgraph._checkpoint import new_holder
+from stepgraph._checkpoint._postgres import PostgresCheckpointStore
+from tests.checkpoint.test_postgres import counting, sql
+from tests.checkpoint.test_stores import make
+from tests.pg import Cluster, find_binaries
+
+GATES: dict[int, asyncio.Event] = {}  # superstep -> what its handler waits for
+
+
+@sg.executor(id="gated")
+async def gated(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await ctx.yield_output(n)
+    if n in GATES:
+        await GATES[n].wait()  # a superstep under way while the server goes away
+    if n < 3:
+        await ctx.send_message(n + 1)
+
+
+def gated_workflow(store: sg.CheckpointStore) -> sg.Workflow:
+    return sg.WorkflowBuilder(start=gated, checkpoints=store).add_edge(gated, gated).build()
+
+
+def end_sessions(dsn: str, *, leases_only: bool = False) -> int:
+    """End other sessions on the test's database, as an administrator
+    would — every one, or those holding a lease (an advisory lock); how many."""
+    held = "AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
+    ended = sql(
+        dsn,
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+        f"current_database() AND pid <> pg_backend_pid() {held if leases_only else ''}",
+    )
+    pids = [pid for pid, _ in ended]
+    while sql(dsn, "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", pids):
+        time.sleep(0.01)  # (asked to end; gone a moment later)
+    return len(pids)
+
+
+async def waiting_run(store: PostgresCheckpointStore) -> tuple[asyncio.Task[sg.RunResult], str]:
+    """A run stopped in its superstep 1 (its entry and first barrier stored):
+    the task and its run id."""
+    GATES.clear()
+    GATES[1] = asyncio.Event()
+    before = {run.run_id for run in await store.runs()}
+    task = asyncio.create_task(gated_workflow(store).run(0))
+    while True:
+        runs = [run for run in await store.runs() if run.run_id not in before]
+        if runs and runs[0].superstep == 1:
+            return task, runs[0].run_id
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def store(pg_dsn: str) -> AsyncIterator[PostgresCheckpointStore]:
+    with PostgresCheckpointStore(pg_dsn, min_size=3) as opened:
+        yield opened
+
+
+def discards(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("discarding")]
+
+
+async def test_sessions_ended_while_idle_are_passed_over(
+    store: PostgresCheckpointStore, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="psycopg.pool")
+    first = await counting(store).run(0)
+    assert end_sessions(pg_dsn) >= 3  # the pool's idle connections
+    for _ in range(4):  # more runs than the pool had connections, each at once
+        assert (await counting(store).run(0)).outputs == [0, 1, 2, 3]
+    assert (await store.load(first.last_checkpoint)).run_id == first.run_id
+    assert len(await store.runs()) == 5
+    assert discards(caplog) == []  # (not printed: the store handled them)
+
+
+async def test_a_run_whose_lease_session_ended_takes_its_run_back(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    task, run_id = await waiting_run(store)
+    assert end_sessions(pg_dsn, leases_only=True) == 1  # its lease's session: the lock is gone
+    with PostgresCheckpointStore(pg_dsn) as other:  # free for now (given back at close)
+        assert await other.lease(run_id, new_holder()) is None
+    GATES[2] = asyncio.Event()
+    GATES[1].set()
+    while [i.superstep for i in await store.list(run_id)][-1] < 2:
+        await asyncio.sleep(0.02)
+    with PostgresCheckpointStore(pg_dsn) as other:  # its next save took it back
+        assert await other.lease(run_id, new_holder()) is not None
+    GATES[2].set()
+    result = await asyncio.wait_for(task, timeout=30)
+    assert result.status is sg.RunStatus.IDLE and result.outputs == [0, 1, 2, 3]
+    listed = await store.list(run_id)
+    assert [i.superstep for i in listed] == [0, 1, 2, 3, 4]  # nothing lost, nothing twice
+    with PostgresCheckpointStore(pg_dsn) as other:  # given back at the end, as always
+        assert await other.lease(run_id, new_holder()) is None
+
+
+async def test_a_run_taken_elsewhere_meanwhile_stops(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    task, run_id = await waiting_run(store)
+    end_sessions(pg_dsn, leases_only=True)
+    with PostgresCheckpointStore(pg_dsn) as other:
+        thief = new_holder()
+        assert await other.lease(run_id, thief) is None  # free: the lock went with the session
+        GATES[1].set()
+        with pytest.raises(sg.CheckpointError, match=rf"run '{run_id}' lost its lease .*{thief}"):
+            await asyncio.wait_for(task, timeout=30)
+        assert len(await store.list(run_id)) == 2  # nothing written after
+        await other.release(run_id, thief)
+
+
+async def test_a_run_continued_elsewhere_meanwhile_stops(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    task, run_id = await waiting_run(store)
+    end_sessions(pg_dsn, leases_only=True)
+    [run] = [run for run in await store.runs() if run.run_id == run_id]
+    with PostgresCheckpointStore(pg_dsn) as other:  # took it, wrote a checkpoint, gave it back
+        holder = new_holder()
+        onwards = make("elsewhere", run=run_id, parent=run.last_checkpoint, step=2)
+        await other.save(dataclasses.replace(onwards, holder=holder))
+        await other.release(run_id, holder)
+    GATES[1].set()
+    with pytest.raises(
+        sg.CheckpointError,
+        match=r"newest stored checkpoint is elsewhere, not .*another process continued it",
+    ):
+        await asyncio.wait_for(task, timeout=30)
+    assert [i.id for i in await store.list(run_id)][-1] == "elsewhere"
+    with PostgresCheckpointStore(pg_dsn) as after:  # not kept: the run is free
+        assert await after.lease(run_id, new_holder()) is None
+
+
+@pytest.mark.parametrize("mode", ["immediate", "fast"])
+async def test_a_store_outlives_a_server_restart(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    binaries = find_binaries()
+    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
+    cluster = Cluster(binaries, durable=True)  # (commits survive a crash)
+    cluster.start()
+    caplog.set_level(logging.INFO, logger="psycopg.pool")
+    try:
+        dsn = cluster.create_database()
+        with PostgresCheckpointStore(dsn, min_size=3) as store:
+            before = await counting(store).run(0)
+            task, run_id = await waiting_run(store)
+            await asyncio.to_thread(cluster.restart, mode)
+            GATES[1].set()
+            under_way = await asyncio.wait_for(task, timeout=60)
+            assert under_way.outputs == [0, 1, 2, 3]
+            assert [i.superstep for i in await store.list(run_id)] == [0, 1, 2, 3, 4]
+            after = await counting(store).run(0)
+            assert after.outputs == [0, 1, 2, 3]
+            for result in (before, under_way, after):  # all there, and each resumes
+                assert (await store.load(result.last_checkpoint)).run_id == result.run_id
+        assert discards(caplog) == []
+    finally:
+        cluster.stop()
+
+
+async def test_a_pool_of_ones_own_without_autocommit_too(pg_dsn: str) -> None:
+    import psycopg_pool
+
+    pool = psycopg_pool.ConnectionPool(pg_dsn, min_size=2, max_size=2, open=True)
+    try:
+        with PostgresCheckpointStore(pool=pool) as store:
+            await counting(store).run(0)
+            sql(pg_dsn, "SELECT pg_sleep(0.2)")  # (the pool has opened both)
+            assert end_sessions(pg_dsn) == 3  # (and a spare lease session)
+            for _ in range(3):
+                assert (await counting(store).run(0)).outputs == [0, 1, 2, 3]
+        with PostgresCheckpointStore(pg_dsn) as fresh:  # committed, every one
+            assert len(await fresh.runs()) == 4
+    finally:
+        pool.close()
