@@ -85,12 +85,20 @@ class Cluster:
             self.root.chmod(0o755)
         self._run("initdb", "-D", str(self.data), "-U", _SUPERUSER, "--auth=trust",
                   "-E", "UTF8", "--no-sync")  # fmt: skip
+        self.resume()
+        self.create_database("stepgraph")
+
+    def resume(self) -> None:
+        """Start the server (again, after ``halt``)."""
         options = f"-k {self.root} -c listen_addresses='' -p {self.port} -c max_connections=300"
         if not self.durable:  # tests need no durability across power loss: faster
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
                   "-t", "60", "-o", options, "start")  # fmt: skip
-        self.create_database("stepgraph")
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (``resume`` starts it again)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def restart(self, mode: str = "immediate") -> None:
         """Stop the server (``immediate``: as in a crash, every session cut

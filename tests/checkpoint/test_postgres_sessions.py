@@ -190,3 +190,26 @@ async def test_a_pool_of_ones_own_without_autocommit_too(pg_dsn: str) -> None:
             assert len(await fresh.runs()) == 4
     finally:
         pool.close()
+
+
+async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason() -> None:
+    binaries = find_binaries()
+    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
+    cluster = Cluster(binaries)
+    cluster.start()
+    try:
+        with PostgresCheckpointStore(cluster.create_database(), min_size=2) as store:
+            before = await counting(store).run(0)
+            await asyncio.to_thread(cluster.halt)
+            started = time.perf_counter()
+            with pytest.raises(sg.CheckpointError, match=r"failed: .*No such file or directory"):
+                await counting(store).run(0)
+            with pytest.raises(sg.CheckpointError, match=r"listing runs failed: .*No such file"):
+                await store.runs()
+            # Not the pool's 30 s: the failed run's ending was recorded (or not) at once too.
+            assert time.perf_counter() - started < 10
+            await asyncio.to_thread(cluster.resume)
+            after = await counting(store).run(0)  # the same store, back at work
+            assert {r.run_id for r in await store.runs()} >= {before.run_id, after.run_id}
+    finally:
+        cluster.stop()

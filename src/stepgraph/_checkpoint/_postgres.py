@@ -176,10 +176,15 @@ class PostgresCheckpointStore(BaseStore):
                     ensure_layout(conn, self.where())
                     self._skew = clock_skew(conn)
                 self._ready = True
-            with live_connection(self._connections()) as conn:
+            with live_connection(self._connections(), self._probe) as conn:
                 yield conn
         except self._pg.Error as exc:
             raise self._failure(exc, doing) from exc
+
+    def _probe(self) -> None:
+        """Connect directly (and leave): raises why the server takes no
+        connections, if it takes none."""
+        self._pg.connect(self._conninfo(), autocommit=True).close()
 
     def _failure(self, exc: BaseException, doing: str) -> CheckpointError:
         reason = " ".join(str(exc).split())  # (the server's messages span lines)

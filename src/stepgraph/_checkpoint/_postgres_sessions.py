@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,21 +60,40 @@ def ended(conn: Any) -> bool:
     return False
 
 
+# How long a call waits for a pooled connection before asking the server
+# directly whether it takes connections at all (a pool whose server is
+# down would make it wait the pool's whole timeout, 30 s by default).
+PATIENCE = 0.25
+
+
 @contextmanager
-def live_connection(pool: Any) -> Iterator[Any]:
+def live_connection(pool: Any, probe: Callable[[], None]) -> Iterator[Any]:
     """A connection of ``pool`` (psycopg_pool) that the server has not
     ended; each one found ended is given back (the pool drops it and opens
     another in its place). After a restart every idle connection has ended:
     at most that many are passed over, then the last one is used as it is
-    (its statement fails with the server's reason)."""
-    conn = pool.getconn()
+    (its statement fails with the server's reason). When no connection
+    comes at once, ``probe`` connects directly: it raises the server's
+    reason if the server cannot be reached, rather than waiting it out."""
+    conn = _getconn(pool, probe)
     for _ in range(pool.max_size):
         if not ended(conn):
             break
         pool.putconn(conn)
-        conn = pool.getconn()
+        conn = _getconn(pool, probe)
     try:
         with conn:  # (as the pool's own ``connection()``: commit, or roll back)
             yield conn
     finally:
         pool.putconn(conn)
+
+
+def _getconn(pool: Any, probe: Callable[[], None]) -> Any:
+    from psycopg_pool import PoolTimeout  # (installed: ``pool`` is one)
+
+    waited = min(PATIENCE, pool.timeout)
+    try:
+        return pool.getconn(timeout=waited)
+    except PoolTimeout:
+        probe()  # the server's reason, if it takes no connections
+    return pool.getconn(timeout=max(pool.timeout - waited, 0.001))
