@@ -213,3 +213,26 @@ async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason() -> No
             assert {r.run_id for r in await store.runs()} >= {before.run_id, after.run_id}
     finally:
         cluster.stop()
+
+
+def test_a_session_on_a_descriptor_past_1023_is_not_taken_for_ended(pg_dsn: str) -> None:
+    import os
+    import resource
+
+    import psycopg
+
+    from stepgraph._checkpoint._postgres_sessions import ended
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2048), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # (a busy server's)
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            assert conn.fileno() > 1023
+            assert not ended(conn)
+            end_sessions(pg_dsn)
+            assert ended(conn)
+    finally:
+        for fd in filler:
+            os.close(fd)

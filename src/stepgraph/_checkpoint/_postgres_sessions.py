@@ -6,11 +6,10 @@ restarts without failing a run.
 A server that ends a session sends it a last message and closes the socket:
 an idle session whose socket has something to read has probably ended. That
 poll costs a system call, not a round trip; only a session found readable is
-asked (an empty statement) whether it still works. psycopg_pool's own
-warnings about the connections it drops are not printed (the store's
-errors say what failed). A session that ends while
+asked (an empty statement) whether it still works. A session that ends while
 a statement of ours is under way is not retried (the statement may have
-committed): that statement fails as before.
+committed): that statement fails as before. psycopg_pool's warnings about
+the connections it drops are not printed: the store handles them.
 """
 
 from __future__ import annotations
@@ -43,11 +42,10 @@ def ended(conn: Any) -> bool:
     if conn.closed or conn.broken:
         return True
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if not _readable(conn.fileno()):
+            return False
     except (OSError, ValueError):
         return True
-    if not readable:
-        return False
     try:  # a notice, a changed server setting — or the session's end
         if conn.autocommit:
             conn.execute("")
@@ -58,6 +56,14 @@ def ended(conn: Any) -> bool:
     except Exception:  # psycopg's error: the session has ended
         return True
     return False
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):  # (select.select refuses descriptors past 1023)
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        return bool(poll.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # (Windows: no such limit)
 
 
 # How long a call waits for a pooled connection before asking the server
