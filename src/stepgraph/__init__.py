@@ -47,6 +47,7 @@ from ._exceptions import CheckpointDecodeError as CheckpointDecodeError
 from ._exceptions import CheckpointEncodeError as CheckpointEncodeError
 from ._exceptions import CheckpointError as CheckpointError
 from ._exceptions import CheckpointIntegrityError as CheckpointIntegrityError
+from ._exceptions import CheckpointLeaseLostError as CheckpointLeaseLostError
 from ._exceptions import CheckpointMismatchError as CheckpointMismatchError
 from ._exceptions import CheckpointNotFoundError as CheckpointNotFoundError
 from ._exceptions import CheckpointWarning as CheckpointWarning
@@ -118,6 +119,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointIntegrityError",
+    "CheckpointLeaseLostError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "CheckpointStore",

@@ -229,6 +229,13 @@ class CheckpointMismatchError(CheckpointError):
     """The checkpoint was written by a workflow with a different graph."""
 
 
+class CheckpointLeaseLostError(CheckpointError):
+    """This process lost a run's lease while running it (the database ended
+    the session that held it) and another process took or continued the
+    run meanwhile: nothing more of the run is written from here, nor how it
+    ended (the run is the other process's now)."""
+
+
 class CheckpointWarning(UserWarning):
     """A store skipped damaged records while listing (issued with
     ``warnings.warn``; the records stay where they are, and ``delete_run``

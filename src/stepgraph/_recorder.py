@@ -15,7 +15,7 @@ from typing import Any
 
 from ._checkpoint import Checkpoint
 from ._core import RunState, RunStatus
-from ._exceptions import CheckpointError, RequestError
+from ._exceptions import CheckpointError, CheckpointLeaseLostError, RequestError
 from ._executor import Executor
 from ._persistence import CheckpointConfig, RunCodec, body_refs
 
@@ -112,6 +112,7 @@ class RunRecorder:
         self._watcher: asyncio.Task[None] | None = None
         self._stopped_run = False
         self._barriers = 0
+        self._lost = False  # the store refused a save: another process took the run
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         self._barriers += 1
@@ -232,6 +233,9 @@ class RunRecorder:
         started = time.perf_counter()
         try:
             await self._store.save(*checkpoints)
+        except CheckpointLeaseLostError:
+            self._lost = True  # the run is another process's now: record nothing more
+            raise
         except (CheckpointError, RequestError):
             raise
         except Exception as exc:
@@ -309,6 +313,8 @@ class RunRecorder:
     async def _record(self, outcome: RunStatus, error: str | None) -> None:
         if outcome not in (RunStatus.FAILED, RunStatus.CANCELLED) or self.last_id is None:
             return  # a checkpoint already says how the run stands
+        if self._lost:
+            return  # (not ours to record: another process has the run)
         # Only a record for listings: a store failing now must not mask how
         # the run really ended (that error, or cancellation).
         with contextlib.suppress(Exception):

@@ -32,8 +32,9 @@ async def gated(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
         await ctx.send_message(n + 1)
 
 
-def gated_workflow(store: sg.CheckpointStore) -> sg.Workflow:
-    return sg.WorkflowBuilder(start=gated, checkpoints=store).add_edge(gated, gated).build()
+def gated_workflow(store: sg.CheckpointStore, durability: str = "sync") -> sg.Workflow:
+    config = sg.CheckpointConfig(store, durability)  # type: ignore[arg-type]
+    return sg.WorkflowBuilder(start=gated, checkpoints=config).add_edge(gated, gated).build()
 
 
 def end_sessions(dsn: str, *, leases_only: bool = False) -> int:
@@ -51,13 +52,15 @@ def end_sessions(dsn: str, *, leases_only: bool = False) -> int:
     return len(pids)
 
 
-async def waiting_run(store: PostgresCheckpointStore) -> tuple[asyncio.Task[sg.RunResult], str]:
+async def waiting_run(
+    store: PostgresCheckpointStore, durability: str = "sync"
+) -> tuple[asyncio.Task[sg.RunResult], str]:
     """A run stopped in its superstep 1 (its entry and first barrier stored):
     the task and its run id."""
     GATES.clear()
     GATES[1] = asyncio.Event()
     before = {run.run_id for run in await store.runs()}
-    task = asyncio.create_task(gated_workflow(store).run(0))
+    task = asyncio.create_task(gated_workflow(store, durability).run(0))
     while True:
         runs = [run for run in await store.runs() if run.run_id not in before]
         if runs and runs[0].superstep == 1:
@@ -110,18 +113,26 @@ async def test_a_run_whose_lease_session_ended_takes_its_run_back(
         assert await other.lease(run_id, new_holder()) is None
 
 
-async def test_a_run_taken_elsewhere_meanwhile_stops(
-    store: PostgresCheckpointStore, pg_dsn: str
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_a_run_taken_elsewhere_meanwhile_stops_and_records_nothing(
+    store: PostgresCheckpointStore, pg_dsn: str, durability: str
 ) -> None:
-    task, run_id = await waiting_run(store)
+    task, run_id = await waiting_run(store, durability)
     end_sessions(pg_dsn, leases_only=True)
+    [before] = [run for run in await store.runs() if run.run_id == run_id]
     with PostgresCheckpointStore(pg_dsn) as other:
         thief = new_holder()
         assert await other.lease(run_id, thief) is None  # free: the lock went with the session
         GATES[1].set()
-        with pytest.raises(sg.CheckpointError, match=rf"run '{run_id}' lost its lease .*{thief}"):
+        with pytest.raises(
+            sg.CheckpointLeaseLostError, match=rf"run '{run_id}' lost its lease .*{thief}"
+        ):
             await asyncio.wait_for(task, timeout=30)
-        assert len(await store.list(run_id)) == 2  # nothing written after
+        # Nothing written after, not even a "failed": the run is the other process's.
+        assert await store.run_info(run_id) == before
+        assert len(await store.list(run_id)) == 2
+        with pytest.raises(sg.CheckpointLeaseLostError, match="taken over by another process"):
+            await store.save(make("late", run=run_id, parent=before.last_checkpoint, step=2))
         await other.release(run_id, thief)
 
 
@@ -136,15 +147,33 @@ async def test_a_run_continued_elsewhere_meanwhile_stops(
         onwards = make("elsewhere", run=run_id, parent=run.last_checkpoint, step=2)
         await other.save(dataclasses.replace(onwards, holder=holder))
         await other.release(run_id, holder)
+        written = await other.run_info(run_id)
     GATES[1].set()
     with pytest.raises(
-        sg.CheckpointError,
+        sg.CheckpointLeaseLostError,
         match=r"newest stored checkpoint is elsewhere, not .*another process continued it",
     ):
         await asyncio.wait_for(task, timeout=30)
     assert [i.id for i in await store.list(run_id)][-1] == "elsewhere"
+    assert await store.run_info(run_id) == written  # (not marked failed by the loser)
     with PostgresCheckpointStore(pg_dsn) as after:  # not kept: the run is free
         assert await after.lease(run_id, new_holder()) is None
+
+
+async def test_a_lease_outlives_idle_session_timeout(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    database = sql(pg_dsn, "SELECT current_database()")[0][0]
+    sql(pg_dsn, f'ALTER DATABASE "{database}" SET idle_session_timeout = 200')  # (ms)
+    end_sessions(pg_dsn)  # (sessions opened before keep the old setting)
+    task, run_id = await waiting_run(store)
+    await asyncio.sleep(0.6)  # the superstep goes on: its lease's session sits idle
+    with PostgresCheckpointStore(pg_dsn) as other:
+        assert await other.lease(run_id, new_holder()) is not None  # still held
+    GATES[1].set()
+    result = await asyncio.wait_for(task, timeout=30)
+    assert result.outputs == [0, 1, 2, 3]
+    assert [i.superstep for i in await store.list(run_id)] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("mode", ["immediate", "fast"])

@@ -35,7 +35,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
+from .._exceptions import (
+    CheckpointError,
+    CheckpointIntegrityError,
+    CheckpointLeaseLostError,
+    CheckpointNotFoundError,
+)
 from ._model import Checkpoint, Row, RunInfo, RunQuery
 from ._postgres_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, lock_run
 from ._postgres_layout import (
@@ -260,7 +265,13 @@ class PostgresCheckpointStore(BaseStore):
         # writes the holder's row); given back once the save has committed.
         taken: list[tuple[str, str]] = []
         try:
-            for run_id, holder in self._leases.lost({cp.run_id: None for cp in checkpoints}):
+            runs = {cp.run_id: None for cp in checkpoints}
+            for run_id in self._leases.forfeited(runs):
+                raise CheckpointLeaseLostError(
+                    f"{self.where()}: run {run_id!r} was taken over by another process after "
+                    "this one lost its lease: nothing more of it is written from here"
+                )
+            for run_id, holder in self._leases.lost(runs):
                 self._take_again(run_id, holder, checkpoints)
             for run_id, holder in taking.items():
                 if self._leases.holds(run_id, holder):
@@ -285,13 +296,16 @@ class PostgresCheckpointStore(BaseStore):
         went with it) — refused if another process took the run meanwhile,
         or wrote to it (or the server lost its latest writes): the run's
         newest stored checkpoint must be the parent of this save's first."""
-        busy = self._lease(run_id, holder)
         lost = (
             f"{self.where()}: run {run_id!r} lost its lease (the server ended this "
             "process's session)"
         )
+        busy = self._lease(run_id, holder)
         if busy is not None:
-            raise CheckpointError(f"{lost} and {busy} holds it now: this process stops writing it")
+            self._leases.forfeit(run_id)
+            raise CheckpointLeaseLostError(
+                f"{lost} and {busy} holds it now: this process stops writing it"
+            )
         parent = next(cp.parent_id for cp in checkpoints if cp.run_id == run_id)
         found = self._fetch(
             "SELECT last_checkpoint FROM stepgraph_runs WHERE run_id = %s",
@@ -301,7 +315,8 @@ class PostgresCheckpointStore(BaseStore):
         newest = found[0][0] if found else None
         if newest != parent:
             self._release_lease(run_id, holder)
-            raise CheckpointError(
+            self._leases.forfeit(run_id)
+            raise CheckpointLeaseLostError(
                 f"{lost}, and its newest stored checkpoint is {newest}, not {parent}: another "
                 "process continued it meanwhile, or the server lost its latest writes in a "
                 "crash; this process stops writing it"
@@ -555,10 +570,16 @@ class PostgresCheckpointStore(BaseStore):
         self._leases.give_back(run_id, holder)
 
     def _session(self) -> Any:
-        """A new autocommit session of its own (a lease's), the tables checked."""
+        """A new autocommit session of its own (a lease's), the tables
+        checked. It sits idle while the run's handlers work: exempt from
+        ``idle_session_timeout`` (PostgreSQL 14 and later), which would end
+        it and free the run for another process."""
         if not self._ready:
             self.open()  # (the tables exist before a lease is recorded)
-        return self._pg.connect(self._conninfo(), autocommit=True)
+        conn = self._pg.connect(self._conninfo(), autocommit=True)
+        if conn.info.server_version >= 140000:
+            conn.execute("SET idle_session_timeout = 0")
+        return conn
 
     def _conninfo(self) -> str:
         pool = self._given_pool

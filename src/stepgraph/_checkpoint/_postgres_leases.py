@@ -37,13 +37,17 @@ class Leases:
     def __init__(self, errors: type[BaseException]) -> None:
         self._errors = errors
         self._lock = threading.Lock()
-        # run id -> (holder, the connection whose session holds the lock).
+        # run id -> (holder, the connection whose session holds the lock;
+        # None once that session ended: the lock is gone until taken again).
         self._held: dict[str, tuple[str, Any]] = {}
+        # Runs lost to another process (refused when taken back): every
+        # later save of them is refused.
+        self._forfeited: set[str] = set()
         self._spare: list[Any] = []
 
     def holds(self, run_id: str, holder: str) -> bool:
         held = self._held.get(run_id)
-        return held is not None and held[0] == holder
+        return held is not None and held[0] == holder and held[1] is not None
 
     def take(self, run_id: str, holder: str, connect: Callable[[], Any]) -> str | None:
         """Take the run for ``holder``: ``None`` when taken (or held by it
@@ -66,6 +70,7 @@ class Leases:
                 conn.execute("SELECT set_config('application_name', %s, false)", (holder,))
                 with self._lock:
                     self._held[run_id] = (holder, conn)
+                    self._forfeited.discard(run_id)
                 return None
             busy = _holder_of(conn, run_id, holder)
         except self._errors:
@@ -77,18 +82,31 @@ class Leases:
 
     def lost(self, run_ids: Iterable[str]) -> list[tuple[str, str]]:
         """The leases of these runs held here whose session the server
-        ended (a restart): their locks are gone. Forgotten here; (run,
+        ended (a restart): their locks are gone until taken again. (run,
         holder) each."""
         out = []
         for run_id in run_ids:
             held = self._held.get(run_id)
-            if held is not None and ended(held[1]):
+            if held is None or (held[1] is not None and not ended(held[1])):
+                continue
+            if held[1] is not None:
                 with self._lock:
                     if self._held.get(run_id) is held:
-                        del self._held[run_id]
+                        self._held[run_id] = (held[0], None)
                 held[1].close()
-                out.append((run_id, held[0]))
+            out.append((run_id, held[0]))
         return out
+
+    def forfeit(self, run_id: str) -> None:
+        """Give up a run another process took: its later saves are refused."""
+        with self._lock:
+            held = self._held.pop(run_id, None)
+            self._forfeited.add(run_id)
+        if held is not None and held[1] is not None:
+            self._keep(held[1])
+
+    def forfeited(self, run_ids: Iterable[str]) -> list[str]:
+        return [run_id for run_id in run_ids if run_id in self._forfeited]
 
     def give_back(self, run_id: str, holder: str) -> None:
         with self._lock:
@@ -97,6 +115,8 @@ class Leases:
                 return  # not held here
             del self._held[run_id]
         conn = held[1]
+        if conn is None:
+            return  # (its session ended: nothing to unlock)
         try:
             conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (lock_key(run_id),))
             conn.execute("SELECT set_config('application_name', '', false)")
@@ -109,7 +129,8 @@ class Leases:
         """Give back every lease (their sessions end) and close the spare
         connections."""
         with self._lock:
-            held, self._held = [conn for _, conn in self._held.values()], {}
+            held = [conn for _, conn in self._held.values() if conn is not None]
+            self._held = {}
             spare, self._spare = self._spare, []
         for conn in held:
             # Given back before the session ends: free when this returns, not
