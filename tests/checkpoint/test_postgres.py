@@ -624,3 +624,13 @@ def test_the_command_line_never_prints_the_password(pg_dsn: str) -> None:
             said = shown.stdout + shown.stderr
             assert shown.returncode == 1 and "failed" in said, said
             assert "S3C" not in said and "RETPW" not in said
+    # Stores the command line does not take (a mistyped kind, libpq's keywords).
+    for mistyped in (
+        "postgresq://app:S3CRETPW@/db?host=/tmp",
+        "POSTGRESQL://app:S3CRETPW@/db",
+        "host=/tmp password='S3CRET PW' user=app",
+        "dbname=app password=S3CRETPW",
+    ):
+        shown = cli("checkpoints", "list", "--store", mistyped)
+        said = shown.stdout + shown.stderr
+        assert shown.returncode == 1 and "store" in said and "S3CRET" not in said, said

@@ -188,23 +188,28 @@ def is_postgres(spec: str) -> bool:
 
 
 def shown_store(spec: str) -> str:
-    """The store as the command line prints it: a PostgreSQL URL without its
-    password (in the address or as a ``password=`` parameter; libpq reads it
-    from ``PGPASSWORD`` or ``~/.pgpass`` instead)."""
-    if not is_postgres(spec):
-        return spec
-    parts = urlsplit(spec)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}@{hosts}" if user else hosts
-    query = "&".join(
-        p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
-    )
-    if netloc == parts.netloc and query == parts.query:
-        return spec
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    """The store as the command line prints it: without a password — in a
+    URL's address, or as a ``password=`` parameter or keyword (libpq reads
+    it from ``PGPASSWORD`` or ``~/.pgpass`` instead) — whatever the kind,
+    even one mistyped."""
+    if "://" in spec:
+        parts = urlsplit(spec)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hosts = netloc.rpartition("@")
+            user = userinfo.partition(":")[0]
+            netloc = f"{user}@{hosts}" if user else hosts
+        query = "&".join(
+            p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
+        )
+        if netloc != parts.netloc or query != parts.query:
+            scheme = spec.partition("://")[0]  # (as typed: urlsplit lowers its case)
+            spec = f"{scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return _PASSWORD_KEYWORD.sub("password=…", spec)
+
+
+# A ``password=`` keyword of a libpq connection string, quoted or not.
+_PASSWORD_KEYWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
 
 
 def store_path(spec: str) -> Path:
@@ -215,12 +220,14 @@ def store_path(spec: str) -> Path:
     if kind == "sqlite" and path:
         return Path(path)
     if not sep:
-        raise CliError(f"store {spec!r} names no kind: give {_KINDS} (sqlite:{spec}?)")
+        shown = shown_store(spec)
+        guess = "postgresql://USER@HOST/DB, as a URL" if "=" in spec else f"sqlite:{shown}"
+        raise CliError(f"store {shown!r} names no kind: give {_KINDS} ({guess}?)")
     if kind == "sqlite":
         raise CliError(f"the store {spec!r} names no file: use sqlite:PATH")
     if is_postgres(spec):
         raise CliError(f"{shown_store(spec)!r} is a PostgreSQL database, not a file")
-    raise CliError(f"unknown store {spec!r}: give {_KINDS}")
+    raise CliError(f"unknown store {shown_store(spec)!r}: give {_KINDS}")
 
 
 def open_store(spec: str, mode: StoreMode) -> CliStore:
