@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -265,3 +267,54 @@ def test_a_session_on_a_descriptor_past_1023_is_not_taken_for_ended(pg_dsn: str)
     finally:
         for fd in filler:
             os.close(fd)
+
+
+def test_the_command_line_when_the_server_goes_down(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    binaries = find_binaries()
+    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
+    cluster = Cluster(binaries)
+    cluster.start()
+    try:
+        dsn = cluster.create_database()
+        marker = tmp_path / "started"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HOG_STARTED": str(marker)}
+
+        def start(*args: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "stepgraph", "run", *args, "--store", dsn],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+            )  # fmt: skip
+
+        # A save while the server is down fails the run: its reason, how to go on.
+        with PostgresCheckpointStore(dsn) as store:
+            store.open()  # (the tables, so that the test can watch them)
+        running = start("tests.cli_flows:slow", "--input", "0")
+        while len(sql(dsn, "SELECT 1 FROM stepgraph_segments")) < 3:
+            time.sleep(0.02)
+        cluster.halt()
+        out, err = running.communicate(timeout=60)
+        said = out + err
+        assert running.returncode == 1, said
+        assert "failed: checkpoint database" in said and "Traceback" not in said, said
+        assert "go on from the newest with: " in said and "--resume ID" in said
+        # Ctrl-C while it is down: where the run got to cannot be read; how to go on.
+        cluster.resume()
+        hog = start("tests.cli_flows:hogging", "--input", "2")
+        while not marker.exists():
+            time.sleep(0.01)
+        cluster.halt()
+        hog.send_signal(signal.SIGINT)
+        out, err = hog.communicate(timeout=60)
+        said = out + err
+        assert hog.returncode == 130, said
+        assert "stopped; where the run got to could not be read" in said
+        assert "unexpected" not in said and "Traceback" not in said
+        assert "go on from the newest with: " in said
+    finally:
+        cluster.stop()

@@ -300,7 +300,11 @@ class PostgresCheckpointStore(BaseStore):
             f"{self.where()}: run {run_id!r} lost its lease (the server ended this "
             "process's session)"
         )
-        busy = self._lease(run_id, holder)
+        try:
+            busy = self._leases.take(run_id, holder, self._session)
+        except self._pg.Error as exc:  # (the server is not back yet: the run fails)
+            doing = f"taking back run {run_id!r} (its lease's session ended)"
+            raise self._failure(exc, doing) from exc
         if busy is not None:
             self._leases.forfeit(run_id)
             raise CheckpointLeaseLostError(

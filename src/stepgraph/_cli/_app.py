@@ -31,7 +31,7 @@ from .._core import (
     Usage,
     type_name,
 )
-from .._exceptions import ConvergenceError, StepgraphError, WorkflowRunError
+from .._exceptions import CheckpointError, ConvergenceError, StepgraphError, WorkflowRunError
 from .._otel._setup import export_from_env
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
@@ -391,7 +391,12 @@ def _stream_and_sum_up(session: _Session, store: CliStore | None) -> int:
     try:
         asyncio.run(_stream(session, store))
     except KeyboardInterrupt:
-        latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
+        try:
+            latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
+        except CheckpointError as error:  # (the store is down: say so, and how to go on)
+            say(console, f"stopped; where the run got to could not be read: {error}")
+            _resume_later(session, console, read=False)
+            return EXIT_INTERRUPTED
         if latest is None:
             say(console, "stopped (no checkpoint was written).")
         elif latest.status.startswith(RunStatus.IN_PROGRESS.value):
@@ -406,11 +411,34 @@ def _stream_and_sum_up(session: _Session, store: CliStore | None) -> int:
         _report_failure(console, error)
         if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
             say(console, f"go on with: {session.command('--resume', error.last_checkpoint)}")
+        elif type(error) is CheckpointError and session.run_id:  # the store failed, not the run
+            _resume_later(session, console)
         return EXIT_FAILED
     finally:
         if store is not None:
             store.close()
     return _summary(session, console)
+
+
+def _resume_later(session: _Session, console: Console, *, read: bool = True) -> None:
+    """How to go on with a run whose store failed it (or could not say
+    where it got to): from its newest checkpoint, if the store answers now."""
+    if session.store_spec is None:
+        return
+    if read:
+        try:
+            latest = _latest(session)
+        except (StepgraphError, CliError):  # (the store is still down)
+            latest = None
+        if latest is not None:
+            say(console, f"go on with: {session.command('--resume', latest.id)}")
+            return
+    listing = shlex.join(
+        ("stepgraph", "checkpoints", "list", "--store", shown_store(session.store_spec),
+         "--run", session.run_id or "")
+    )  # fmt: skip
+    say(console, f"its checkpoints up to its last save are kept: see {listing}")
+    say(console, f"and go on from the newest with: {session.command('--resume', 'ID')}")
 
 
 def _report_failure(console: Console, error: WorkflowRunError) -> None:
@@ -419,7 +447,7 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
         text += f" (executor {error.executor_id!r}, superstep {error.superstep})"
     say(console, ("failed: ", "red"), text)
     cause = error.__cause__
-    if cause is not None:
+    if cause is not None and not isinstance(error, CheckpointError):  # (a store's: said above)
         lines = traceback.format_exception(
             type(cause), cause, cause.__traceback__, limit=-3, chain=False
         )
