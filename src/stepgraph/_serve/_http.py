@@ -1,7 +1,8 @@
 """The HTTP API and the console's files, as a Starlette app.
 
 Every route answers JSON; a refusal is ``{"error": message}`` with a 4xx
-status naming what is wrong, and a failure of ours is a 500 whose details go
+status naming what is wrong, a store that fails (its database down) a 503
+with the store's message, and a failure of ours is a 500 whose details go
 to the server log, never to the client. The API's guards sit in one ASGI
 middleware (:class:`Guard`) in front of everything:
 
@@ -37,6 +38,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._cli._load import json_value
+from .._exceptions import CheckpointError
 from ._openapi import openapi
 from ._runs import Problem, RunService
 
@@ -173,7 +175,12 @@ def create_app(
                 return await handler(request)
             except Problem as problem:
                 return _error(problem.status, problem.message)
-            except Exception:
+            except Exception as exc:
+                if type(exc) is CheckpointError:  # (not damaged data and the like: ours)
+                    # The store failed (its database down, its disk full): the
+                    # client may try again; its message names no password.
+                    log.warning("%s %s: %s", request.method, request.url.path, exc)
+                    return _error(503, str(exc))
                 log.exception("%s %s failed", request.method, request.url.path)
                 return _error(500, "the server failed on this request (see the server's log)")
 

@@ -102,6 +102,9 @@ class RunLog:
     task: asyncio.Task[None] | None = None
     status: str = RunStatus.IN_PROGRESS.value
     size: int = 0  # bytes of the records
+    # A run that failed before the store held any of it (a store gone
+    # down): its failure, shown from here since the store cannot show it.
+    unstored_error: str | None = None
     base: int = field(default_factory=lambda: time.time_ns() // 1000)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -220,13 +223,13 @@ class RunService:
         info = await self.store.run_info(run_id)
         run_log = self.logs.get(run_id)
         if info is None:
-            if run_log is None or not run_log.live:  # (never, or deleted since it ran)
-                raise Problem(404, f"no run {run_id!r} in the store")
-            return {  # started, its first checkpoint not written yet
+            if run_log is None or not (run_log.live or run_log.unstored_error):
+                raise Problem(404, f"no run {run_id!r} in the store")  # (or deleted since)
+            return {  # started, its first checkpoint not written yet (or never)
                 "run_id": run_id,
                 "workflow": run_log.workflow,
                 "status": run_log.status,
-                "error": None,
+                "error": run_log.unstored_error,
                 "live": run_log.live,
                 "interrupted": False,
                 "started_at": None,
@@ -418,6 +421,8 @@ class RunService:
                 started.set_exception(_refusal(exc))
             elif not isinstance(exc, RequestError):
                 log.info("run of %s ended: %s", workflow.name, exc)
+                if run_log is not None and not await self._stored(run_log.run_id):
+                    run_log.unstored_error = str(exc)
         except Exception as exc:  # a bug of ours or of a handler's, logged not shown
             log.exception("run of %s failed", workflow.name)
             if not started.done():
@@ -430,6 +435,12 @@ class RunService:
             if run_log is not None:
                 run_log.changed()
                 self._forget_old()
+
+    async def _stored(self, run_id: str) -> bool:
+        try:
+            return await self.store.run_info(run_id) is not None
+        except StepgraphError:
+            return False  # (the store is still down: it holds nothing to show)
 
     def _open_log(self, held: list[Event], workflow: str) -> RunLog:
         run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))

@@ -1,0 +1,44 @@
+"""The server on a PostgreSQL store whose server goes down: calls that need
+the store answer 503 with its reason (no password, no traceback), and a run
+the outage failed before any of it was stored is still shown, failed, once
+the store is back (not a 404)."""
+
+from __future__ import annotations
+
+import stepgraph as sg
+from tests.pg import Cluster, find_binaries
+
+from . import flows
+from .test_api import wait_for
+
+
+def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
+    binaries = find_binaries()
+    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
+    cluster = Cluster(binaries)
+    cluster.start()
+    try:
+        store = sg.PostgresCheckpointStore(cluster.create_database())
+        server = serve(flows.gate, store=store)
+        with server.client() as client:
+            before = client.post("/api/workflows/gate/runs", json={"input": "before"})
+            wait_for(client, before.json()["run_id"], "idle_with_pending_requests")
+            cluster.halt()
+            started = client.post("/api/workflows/gate/runs", json={"input": "during"})
+            assert started.status_code == 201, started.text  # (its first save comes after)
+            run_id = started.json()["run_id"]
+            for path in (
+                "/api/runs",
+                f"/api/runs/{run_id}",
+                f"/api/runs/{before.json()['run_id']}",
+            ):
+                down = client.get(path)
+                assert down.status_code == 503, down.text
+                assert "checkpoint database" in down.json()["error"]
+            cluster.resume()
+            failed = wait_for(client, run_id, "failed")
+            assert failed["error"] and "checkpoint database" in failed["error"]
+            assert failed["checkpoints"] == []
+            assert wait_for(client, before.json()["run_id"], "idle_with_pending_requests")
+    finally:
+        cluster.stop()
