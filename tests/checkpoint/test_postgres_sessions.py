@@ -229,16 +229,18 @@ async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason() -> No
     cluster = Cluster(binaries)
     cluster.start()
     try:
-        with PostgresCheckpointStore(cluster.create_database(), min_size=2) as store:
+        dsn = cluster.create_database()
+        with PostgresCheckpointStore(dsn, min_size=2, reconnect_timeout=0.5) as store:
             before = await counting(store).run(0)
             await asyncio.to_thread(cluster.halt)
             started = time.perf_counter()
-            with pytest.raises(sg.CheckpointError, match=r"failed: .*No such file or directory"):
-                await counting(store).run(0)
             with pytest.raises(sg.CheckpointError, match=r"listing runs failed: .*No such file"):
                 await store.runs()
-            # Not the pool's 30 s: the failed run's ending was recorded (or not) at once too.
-            assert time.perf_counter() - started < 10
+            assert time.perf_counter() - started < 2  # not the pool's 30 s
+            started = time.perf_counter()
+            with pytest.raises(sg.CheckpointError, match=r"failed: .*No such file or directory"):
+                await counting(store).run(0)  # its save waited for the server half a second
+            assert 0.5 <= time.perf_counter() - started < 5
             await asyncio.to_thread(cluster.resume)
             after = await counting(store).run(0)  # the same store, back at work
             assert {r.run_id for r in await store.runs()} >= {before.run_id, after.run_id}
@@ -291,12 +293,25 @@ def test_the_command_line_when_the_server_goes_down(tmp_path: Path) -> None:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
             )  # fmt: skip
 
-        # A save while the server is down fails the run: its reason, how to go on.
         with PostgresCheckpointStore(dsn) as store:
             store.open()  # (the tables, so that the test can watch them)
-        running = start("tests.cli_flows:slow", "--input", "0")
-        while len(sql(dsn, "SELECT 1 FROM stepgraph_segments")) < 3:
-            time.sleep(0.02)
+
+        def under_way() -> subprocess.Popen[str]:
+            running = start("tests.cli_flows:slow", "--input", "0")
+            while len(sql(dsn, "SELECT 1 FROM stepgraph_segments")) < 3:
+                time.sleep(0.02)
+            return running
+
+        # A server restarted while a run goes on: its saves wait for it.
+        running = under_way()
+        cluster.halt()
+        time.sleep(1)
+        cluster.resume()
+        out, err = running.communicate(timeout=60)
+        assert running.returncode == 0 and "output: 12" in out, out + err
+        # One that stays down fails the run (after 10 s): its reason, how to go on.
+        sql(dsn, "DELETE FROM stepgraph_segments")
+        running = under_way()
         cluster.halt()
         out, err = running.communicate(timeout=60)
         said = out + err
@@ -310,11 +325,49 @@ def test_the_command_line_when_the_server_goes_down(tmp_path: Path) -> None:
             time.sleep(0.01)
         cluster.halt()
         hog.send_signal(signal.SIGINT)
+        pressed = time.monotonic()
         out, err = hog.communicate(timeout=60)
         said = out + err
         assert hog.returncode == 130, said
+        # (its handler's 2 s, then no wait for the server: the save waiting gives up)
+        assert time.monotonic() - pressed < 6
         assert "stopped; where the run got to could not be read" in said
         assert "unexpected" not in said and "Traceback" not in said
         assert "go on from the newest with: " in said
     finally:
         cluster.stop()
+
+
+async def test_a_save_waits_for_a_server_that_comes_back() -> None:
+    binaries = find_binaries()
+    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
+    cluster = Cluster(binaries, durable=True)
+    cluster.start()
+    try:
+        with PostgresCheckpointStore(cluster.create_database(), min_size=2) as store:
+            task, run_id = await waiting_run(store)
+            await asyncio.to_thread(cluster.halt)
+            GATES[1].set()  # its next save finds the server gone
+            await asyncio.sleep(1.0)
+            assert not task.done()  # waiting for the server, not failed
+            await asyncio.to_thread(cluster.resume)
+            result = await asyncio.wait_for(task, timeout=30)
+            assert result.status is sg.RunStatus.IDLE and result.outputs == [0, 1, 2, 3]
+            assert [i.superstep for i in await store.list(run_id)] == [0, 1, 2, 3, 4]
+            with PostgresCheckpointStore(cluster.create_database()) as other:  # (not held)
+                assert await other.lease(run_id, new_holder()) is None
+    finally:
+        cluster.stop()
+
+
+def test_connections_have_a_connect_timeout_unless_the_dsn_names_one(pg_dsn: str) -> None:
+    import psycopg
+
+    def timeout_of(store: PostgresCheckpointStore) -> str:
+        return psycopg.conninfo.conninfo_to_dict(store._conninfo())["connect_timeout"]
+
+    # (a server that accepts and never answers would hang libpq for ever)
+    assert timeout_of(PostgresCheckpointStore(pg_dsn)) == "10"
+    assert timeout_of(PostgresCheckpointStore(pg_dsn + "&connect_timeout=3")) == "3"
+    with pytest.raises(ValueError, match="reconnect_timeout"):
+        PostgresCheckpointStore(pg_dsn, reconnect_timeout=-1)

@@ -54,7 +54,7 @@ from ._postgres_layout import (
     segment_write,
 )
 from ._postgres_leases import Leases
-from ._postgres_sessions import live_connection, quiet_discards
+from ._postgres_sessions import ServerAway, live_connection, quiet_discards
 from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
@@ -65,6 +65,9 @@ __all__ = ["PostgresCheckpointStore"]
 T = TypeVar("T")
 
 _RETRIES = 3  # tries of a save that Postgres aborted to break a deadlock
+# Seconds a connection attempt may take when the DSN names no connect_timeout.
+CONNECT_TIMEOUT = 10
+_AWAY_PAUSE = 0.25  # between tries of a save while the server takes no connections
 
 
 def _psycopg() -> tuple[Any, Any]:
@@ -93,7 +96,10 @@ class PostgresCheckpointStore(BaseStore):
     passes a ``psycopg_pool.ConnectionPool`` of your own (then ``dsn`` may
     be ``None``, and ``close`` leaves that pool open); otherwise the store
     opens one of ``min_size``..``max_size`` connections on first use. Each
-    run this process holds keeps one more connection, outside the pool.
+    run this process holds keeps one more connection, outside the pool. A
+    save while the server takes no connections (a restart, a failover)
+    waits for it up to ``reconnect_timeout`` seconds before failing the run;
+    other calls fail at once.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class PostgresCheckpointStore(BaseStore):
         secret: str | bytes | None = None,
         min_size: int = 1,
         max_size: int = 8,
+        reconnect_timeout: float = 10.0,
     ) -> None:
         super().__init__(secret=secret)
         self._pg, self._pg_pool = _psycopg()
@@ -113,6 +120,9 @@ class PostgresCheckpointStore(BaseStore):
             raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {min_size}, {max_size}")
         self.dsn: str = dsn if dsn else str(pool.conninfo)
         self.min_size, self.max_size = min_size, max_size
+        if not reconnect_timeout >= 0:
+            raise ValueError(f"reconnect_timeout must be >= 0 seconds, got {reconnect_timeout}")
+        self.reconnect_timeout = reconnect_timeout
         self._given_pool = pool
         self._pool: Any = pool
         self._ready = False  # whether the layout was checked (tables created)
@@ -121,6 +131,7 @@ class PostgresCheckpointStore(BaseStore):
         # run and a canceller on machines whose clocks differ agree on them.
         self._skew = 0.0
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._leases = Leases(self._pg.Error)  # (no reference back: no cycle)
         # Threads for the blocking calls: as many as pooled connections.
         self._worker = Worker("stepgraph-postgres", owner=self, threads=max_size)
@@ -156,7 +167,7 @@ class PostgresCheckpointStore(BaseStore):
         with self._lock:
             if self._pool is None:
                 self._pool = self._pg_pool.ConnectionPool(
-                    self.dsn,
+                    self._conninfo(),
                     min_size=self.min_size,
                     max_size=self.max_size,
                     kwargs={"autocommit": True},
@@ -183,6 +194,8 @@ class PostgresCheckpointStore(BaseStore):
                 self._ready = True
             with live_connection(self._connections(), self._probe) as conn:
                 yield conn
+        except ServerAway as away:
+            raise self._failure(away.error, doing) from away
         except self._pg.Error as exc:
             raise self._failure(exc, doing) from exc
 
@@ -235,7 +248,11 @@ class PostgresCheckpointStore(BaseStore):
     def close(self) -> None:
         """Give back every lease this store holds and close its connections
         (a pool passed in stays open); the store connects again if used after."""
-        self._worker.stop()  # (the calls under way end first)
+        self._closing.set()  # (a save waiting for the server gives up now)
+        try:
+            self._worker.stop()  # (the calls under way end first)
+        finally:
+            self._closing.clear()
         self._leases.close()
         with self._lock:
             pool = self._pool if self._given_pool is None else None
@@ -246,6 +263,26 @@ class PostgresCheckpointStore(BaseStore):
     # -- writing -------------------------------------------------------------------
 
     def _write(
+        self,
+        checkpoints: tuple[Checkpoint, ...],
+        blob_bytes: list[int],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        """Save; while the server takes no connections (a restart), wait for
+        it up to ``reconnect_timeout`` seconds — nothing was sent, so the
+        save is tried again whole."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            try:
+                self._write_now(checkpoints, blob_bytes, blobs)
+                return
+            except CheckpointError as error:
+                if not isinstance(error.__cause__, ServerAway) or time.monotonic() >= deadline:
+                    raise
+                if self._closing.wait(_AWAY_PAUSE):
+                    raise  # (the store is being closed: Ctrl-C, say)
+
+    def _write_now(
         self,
         checkpoints: tuple[Checkpoint, ...],
         blob_bytes: list[int],
@@ -300,10 +337,12 @@ class PostgresCheckpointStore(BaseStore):
             f"{self.where()}: run {run_id!r} lost its lease (the server ended this "
             "process's session)"
         )
+        doing = f"taking back run {run_id!r} (its lease's session ended)"
         try:
             busy = self._leases.take(run_id, holder, self._session)
-        except self._pg.Error as exc:  # (the server is not back yet: the run fails)
-            doing = f"taking back run {run_id!r} (its lease's session ended)"
+        except ServerAway as away:
+            raise self._failure(away.error, doing) from away
+        except self._pg.Error as exc:
             raise self._failure(exc, doing) from exc
         if busy is not None:
             self._leases.forfeit(run_id)
@@ -567,6 +606,8 @@ class PostgresCheckpointStore(BaseStore):
     def _lease(self, run_id: str, holder: str) -> str | None:
         try:
             return self._leases.take(run_id, holder, self._session)
+        except ServerAway as away:
+            raise self._failure(away.error, "taking a run") from away
         except self._pg.Error as exc:
             raise self._failure(exc, "taking a run") from exc
 
@@ -586,15 +627,26 @@ class PostgresCheckpointStore(BaseStore):
         return conn
 
     def _conninfo(self) -> str:
+        """The connection string of the store's own connections (its pool's,
+        its leases'): with a ``connect_timeout`` when it names none — a
+        server that accepts and never answers fails a call in that time
+        instead of hanging it (libpq would wait for ever)."""
         pool = self._given_pool
-        if pool is None:
-            return self.dsn
-        extra = {  # connection parameters only (not options such as autocommit)
-            k: v
-            for k, v in (pool.kwargs or {}).items()
-            if isinstance(v, str | int) and not isinstance(v, bool)
-        }
-        return str(self._pg.conninfo.make_conninfo(pool.conninfo, **extra))
+        extra: dict[str, Any] = {}
+        if pool is not None:
+            extra = {  # connection parameters only (not options such as autocommit)
+                k: v
+                for k, v in (pool.kwargs or {}).items()
+                if isinstance(v, str | int) and not isinstance(v, bool)
+            }
+        base = self.dsn if pool is None else pool.conninfo
+        try:
+            named = self._pg.conninfo.conninfo_to_dict(base)
+        except self._pg.Error:
+            return base  # (connecting says what is wrong with it)
+        if "connect_timeout" not in named and "connect_timeout" not in extra:
+            extra["connect_timeout"] = CONNECT_TIMEOUT
+        return str(self._pg.conninfo.make_conninfo(base, **extra)) if extra else base
 
     # -- deleting --------------------------------------------------------------------
 

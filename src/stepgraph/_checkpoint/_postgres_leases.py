@@ -23,7 +23,7 @@ from contextlib import suppress
 from typing import Any
 
 from ._postgres_layout import lock_key
-from ._postgres_sessions import ended
+from ._postgres_sessions import ServerAway, away, ended
 
 __all__ = ["Leases"]
 
@@ -62,7 +62,12 @@ class Leases:
                 conn.close()
                 conn = None
             if conn is None:
-                conn = connect()
+                try:
+                    conn = connect()
+                except self._errors as exc:
+                    if away(exc):
+                        raise ServerAway(exc) from exc
+                    raise
             (got,) = conn.execute(
                 "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
             ).fetchone()

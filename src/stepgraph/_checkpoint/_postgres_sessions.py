@@ -20,7 +20,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["ended", "live_connection", "quiet_discards"]
+__all__ = ["ServerAway", "ended", "live_connection", "quiet_discards"]
+
+
+class ServerAway(Exception):
+    """The server takes no connections — down, shutting down, starting up:
+    nothing was sent. ``error``: psycopg's, with the server's reason."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def away(error: BaseException) -> bool:
+    """Whether a failed connection attempt means the server is not there
+    (no socket, refused, closed at once; or it said it cannot take one
+    now: SQLSTATE 57P03) rather than refusing us (a password, a limit)."""
+    state = getattr(error, "sqlstate", None)
+    return state is None or state == "57P03"
 
 
 def _not_a_discard(record: logging.LogRecord) -> bool:
@@ -101,5 +118,10 @@ def _getconn(pool: Any, probe: Callable[[], None]) -> Any:
     try:
         return pool.getconn(timeout=waited)
     except PoolTimeout:
-        probe()  # the server's reason, if it takes no connections
+        try:
+            probe()  # the server's reason, if it takes no connections
+        except Exception as exc:
+            if away(exc):
+                raise ServerAway(exc) from exc
+            raise
     return pool.getconn(timeout=max(pool.timeout - waited, 0.001))
