@@ -5,6 +5,8 @@ the store is back (not a 404)."""
 
 from __future__ import annotations
 
+import time
+
 import stepgraph as sg
 from tests.pg import Cluster, find_binaries
 
@@ -18,7 +20,8 @@ def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
     cluster = Cluster(binaries)
     cluster.start()
     try:
-        store = sg.PostgresCheckpointStore(cluster.create_database())
+        # (its saves wait half a second for a server that takes no connections)
+        store = sg.PostgresCheckpointStore(cluster.create_database(), reconnect_timeout=0.5)
         server = serve(flows.gate, store=store)
         with server.client() as client:
             before = client.post("/api/workflows/gate/runs", json={"input": "before"})
@@ -35,6 +38,7 @@ def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
                 down = client.get(path)
                 assert down.status_code == 503, down.text
                 assert "checkpoint database" in down.json()["error"]
+            time.sleep(1.5)  # (the run's first save gave up meanwhile)
             cluster.resume()
             failed = wait_for(client, run_id, "failed")
             assert failed["error"] and "checkpoint database" in failed["error"]
