@@ -19,11 +19,12 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-__all__ = ["Cluster", "pg_dsn", "postgres_dsn"]
+__all__ = ["Cluster", "own_cluster", "pg_dsn", "postgres_dsn"]
 
 _BINARIES = ("initdb", "pg_ctl", "postgres")
 _SUPERUSER = "stepgraph"
@@ -124,6 +125,20 @@ class Cluster:
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # (a name made here, never user input)
         return self.dsn(name)
+
+
+@contextmanager
+def own_cluster(*, durable: bool = False) -> Iterator[Cluster]:
+    """A cluster of the test's own, started (for tests that stop, restart or
+    halt its server), stopped and removed after."""
+    binaries = find_binaries()
+    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
+    cluster = Cluster(binaries, durable=durable)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 _cluster: Cluster | None = None

@@ -20,7 +20,7 @@ from stepgraph._checkpoint import new_holder
 from stepgraph._checkpoint._postgres import PostgresCheckpointStore
 from tests.checkpoint.test_postgres import counting, sql
 from tests.checkpoint.test_stores import make
-from tests.pg import Cluster, find_binaries
+from tests.pg import own_cluster
 
 GATES: dict[int, asyncio.Event] = {}  # superstep -> what its handler waits for
 
@@ -182,12 +182,8 @@ async def test_a_lease_outlives_idle_session_timeout(
 async def test_a_store_outlives_a_server_restart(
     mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    binaries = find_binaries()
-    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
-    cluster = Cluster(binaries, durable=True)  # (commits survive a crash)
-    cluster.start()
     caplog.set_level(logging.INFO, logger="psycopg.pool")
-    try:
+    with own_cluster(durable=True) as cluster:  # (commits survive a crash)
         dsn = cluster.create_database()
         with PostgresCheckpointStore(dsn, min_size=3) as store:
             before = await counting(store).run(0)
@@ -201,9 +197,7 @@ async def test_a_store_outlives_a_server_restart(
             assert after.outputs == [0, 1, 2, 3]
             for result in (before, under_way, after):  # all there, and each resumes
                 assert (await store.load(result.last_checkpoint)).run_id == result.run_id
-        assert discards(caplog) == []
-    finally:
-        cluster.stop()
+    assert discards(caplog) == []
 
 
 async def test_a_pool_of_ones_own_without_autocommit_too(pg_dsn: str) -> None:
@@ -224,11 +218,7 @@ async def test_a_pool_of_ones_own_without_autocommit_too(pg_dsn: str) -> None:
 
 
 async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason() -> None:
-    binaries = find_binaries()
-    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
-    cluster = Cluster(binaries)
-    cluster.start()
-    try:
+    with own_cluster() as cluster:
         dsn = cluster.create_database()
         with PostgresCheckpointStore(dsn, min_size=2, reconnect_timeout=0.5) as store:
             before = await counting(store).run(0)
@@ -244,8 +234,6 @@ async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason() -> No
             await asyncio.to_thread(cluster.resume)
             after = await counting(store).run(0)  # the same store, back at work
             assert {r.run_id for r in await store.runs()} >= {before.run_id, after.run_id}
-    finally:
-        cluster.stop()
 
 
 def test_a_session_on_a_descriptor_past_1023_is_not_taken_for_ended(pg_dsn: str) -> None:
@@ -278,11 +266,7 @@ def test_the_command_line_when_the_server_goes_down(tmp_path: Path) -> None:
 
     from tests.conftest import ROOT
 
-    binaries = find_binaries()
-    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
-    cluster = Cluster(binaries)
-    cluster.start()
-    try:
+    with own_cluster() as cluster:
         dsn = cluster.create_database()
         marker = tmp_path / "started"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HOG_STARTED": str(marker)}
@@ -334,30 +318,24 @@ def test_the_command_line_when_the_server_goes_down(tmp_path: Path) -> None:
         assert "stopped; where the run got to could not be read" in said
         assert "unexpected" not in said and "Traceback" not in said
         assert "go on from the newest with: " in said
-    finally:
-        cluster.stop()
 
 
 async def test_a_save_waits_for_a_server_that_comes_back() -> None:
-    binaries = find_binaries()
-    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
-    cluster = Cluster(binaries, durable=True)
-    cluster.start()
-    try:
-        with PostgresCheckpointStore(cluster.create_database(), min_size=2) as store:
-            task, run_id = await waiting_run(store)
-            await asyncio.to_thread(cluster.halt)
-            GATES[1].set()  # its next save finds the server gone
-            await asyncio.sleep(1.0)
-            assert not task.done()  # waiting for the server, not failed
-            await asyncio.to_thread(cluster.resume)
-            result = await asyncio.wait_for(task, timeout=30)
-            assert result.status is sg.RunStatus.IDLE and result.outputs == [0, 1, 2, 3]
-            assert [i.superstep for i in await store.list(run_id)] == [0, 1, 2, 3, 4]
-            with PostgresCheckpointStore(cluster.create_database()) as other:  # (not held)
-                assert await other.lease(run_id, new_holder()) is None
-    finally:
-        cluster.stop()
+    with (
+        own_cluster(durable=True) as cluster,
+        PostgresCheckpointStore(cluster.create_database(), min_size=2) as store,
+    ):
+        task, run_id = await waiting_run(store)
+        await asyncio.to_thread(cluster.halt)
+        GATES[1].set()  # its next save finds the server gone
+        await asyncio.sleep(1.0)
+        assert not task.done()  # waiting for the server, not failed
+        await asyncio.to_thread(cluster.resume)
+        result = await asyncio.wait_for(task, timeout=30)
+        assert result.status is sg.RunStatus.IDLE and result.outputs == [0, 1, 2, 3]
+        assert [i.superstep for i in await store.list(run_id)] == [0, 1, 2, 3, 4]
+        with PostgresCheckpointStore(cluster.create_database()) as other:  # (not held)
+            assert await other.lease(run_id, new_holder()) is None
 
 
 def test_connections_have_a_connect_timeout_unless_the_dsn_names_one(pg_dsn: str) -> None:

@@ -8,18 +8,14 @@ from __future__ import annotations
 import time
 
 import stepgraph as sg
-from tests.pg import Cluster, find_binaries
+from tests.pg import own_cluster
 
 from . import flows
 from .test_api import wait_for
 
 
 def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
-    binaries = find_binaries()
-    assert binaries is not None, "PostgreSQL's server programs are needed (Debian: postgresql)"
-    cluster = Cluster(binaries)
-    cluster.start()
-    try:
+    with own_cluster() as cluster:
         # (its saves wait half a second for a server that takes no connections)
         store = sg.PostgresCheckpointStore(cluster.create_database(), reconnect_timeout=0.5)
         server = serve(flows.gate, store=store)
@@ -44,5 +40,3 @@ def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
             assert failed["error"] and "checkpoint database" in failed["error"]
             assert failed["checkpoints"] == []
             assert wait_for(client, before.json()["run_id"], "idle_with_pending_requests")
-    finally:
-        cluster.stop()
