@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -349,3 +350,27 @@ def test_connections_have_a_connect_timeout_unless_the_dsn_names_one(pg_dsn: str
     assert timeout_of(PostgresCheckpointStore(pg_dsn + "&connect_timeout=3")) == "3"
     with pytest.raises(ValueError, match="reconnect_timeout"):
         PostgresCheckpointStore(pg_dsn, reconnect_timeout=-1)
+
+
+async def test_a_run_taken_back_is_checked_again_when_the_check_failed(
+    store: PostgresCheckpointStore, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepgraph._checkpoint._postgres_sessions import ServerAway
+
+    task, run_id = await waiting_run(store)
+    end_sessions(pg_dsn, leases_only=True)
+    checks: list[str] = []
+    fetch = store._fetch
+
+    def flaky(sql_text: str, args: Any, doing: str) -> list[tuple[Any, ...]]:
+        if "last_checkpoint FROM stepgraph_runs" in sql_text:
+            checks.append(doing)
+            if len(checks) == 1:  # the server went away just then
+                raise sg.CheckpointError("gone") from ServerAway(OSError("gone"))
+        return fetch(sql_text, args, doing)
+
+    monkeypatch.setattr(store, "_fetch", flaky)
+    GATES[1].set()
+    result = await asyncio.wait_for(task, timeout=30)
+    assert result.outputs == [0, 1, 2, 3] and len(checks) == 2  # taken back, checked twice
+    assert [i.superstep for i in await store.list(run_id)] == [0, 1, 2, 3, 4]

@@ -337,24 +337,24 @@ class PostgresCheckpointStore(BaseStore):
             f"{self.where()}: run {run_id!r} lost its lease (the server ended this "
             "process's session)"
         )
-        doing = f"taking back run {run_id!r} (its lease's session ended)"
-        try:
-            busy = self._leases.take(run_id, holder, self._session)
-        except ServerAway as away:
-            raise self._failure(away.error, doing) from away
-        except self._pg.Error as exc:
-            raise self._failure(exc, doing) from exc
+        busy = self._lease(
+            run_id, holder, f"taking back run {run_id!r} (its lease's session ended)"
+        )
         if busy is not None:
             self._leases.forfeit(run_id)
             raise CheckpointLeaseLostError(
                 f"{lost} and {busy} holds it now: this process stops writing it"
             )
         parent = next(cp.parent_id for cp in checkpoints if cp.run_id == run_id)
-        found = self._fetch(
-            "SELECT last_checkpoint FROM stepgraph_runs WHERE run_id = %s",
-            (run_id,),
-            "taking a run",
-        )
+        try:
+            found = self._fetch(
+                "SELECT last_checkpoint FROM stepgraph_runs WHERE run_id = %s",
+                (run_id,),
+                "taking a run",
+            )
+        except BaseException:
+            self._leases.lose(run_id)  # (taken back only once checked: the next try checks)
+            raise
         newest = found[0][0] if found else None
         if newest != parent:
             self._release_lease(run_id, holder)
@@ -603,13 +603,13 @@ class PostgresCheckpointStore(BaseStore):
 
     # -- leases ----------------------------------------------------------------------
 
-    def _lease(self, run_id: str, holder: str) -> str | None:
+    def _lease(self, run_id: str, holder: str, doing: str = "taking a run") -> str | None:
         try:
             return self._leases.take(run_id, holder, self._session)
         except ServerAway as away:
-            raise self._failure(away.error, "taking a run") from away
+            raise self._failure(away.error, doing) from away
         except self._pg.Error as exc:
-            raise self._failure(exc, "taking a run") from exc
+            raise self._failure(exc, doing) from exc
 
     def _release_lease(self, run_id: str, holder: str) -> None:
         self._leases.give_back(run_id, holder)

@@ -102,6 +102,16 @@ class Leases:
             out.append((run_id, held[0]))
         return out
 
+    def lose(self, run_id: str) -> None:
+        """Unlock a run taken back before it was checked (the check failed):
+        lost again, so the next save takes it back and checks it anew."""
+        with self._lock:
+            held = self._held.get(run_id)
+            if held is None or held[1] is None:
+                return
+            self._held[run_id] = (held[0], None)
+        self._unlock(run_id, held[1])
+
     def forfeit(self, run_id: str) -> None:
         """Give up a run another process took: its later saves are refused."""
         with self._lock:
@@ -119,9 +129,10 @@ class Leases:
             if held is None or held[0] != holder:
                 return  # not held here
             del self._held[run_id]
-        conn = held[1]
-        if conn is None:
-            return  # (its session ended: nothing to unlock)
+        if held[1] is not None:  # (else its session ended: nothing to unlock)
+            self._unlock(run_id, held[1])
+
+    def _unlock(self, run_id: str, conn: Any) -> None:
         try:
             conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (lock_key(run_id),))
             conn.execute("SELECT set_config('application_name', '', false)")
