@@ -77,21 +77,24 @@ async def store(pg_dsn: str) -> AsyncIterator[PostgresCheckpointStore]:
         yield opened
 
 
-def discards(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("discarding")]
+def noise(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """psycopg's warnings about what the store handles (printed on stderr
+    when logging is not set up)."""
+    handled = ("discarding", "error connecting", "error ignored")
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(handled)]
 
 
 async def test_sessions_ended_while_idle_are_passed_over(
     store: PostgresCheckpointStore, pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="psycopg.pool")
+    caplog.set_level(logging.INFO, logger="psycopg")
     first = await counting(store).run(0)
     assert end_sessions(pg_dsn) >= 3  # the pool's idle connections
     for _ in range(4):  # more runs than the pool had connections, each at once
         assert (await counting(store).run(0)).outputs == [0, 1, 2, 3]
     assert (await store.load(first.last_checkpoint)).run_id == first.run_id
     assert len(await store.runs()) == 5
-    assert discards(caplog) == []  # (not printed: the store handled them)
+    assert noise(caplog) == []  # (not printed: the store handled them)
 
 
 async def test_a_run_whose_lease_session_ended_takes_its_run_back(
@@ -183,7 +186,7 @@ async def test_a_lease_outlives_idle_session_timeout(
 async def test_a_store_outlives_a_server_restart(
     mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="psycopg.pool")
+    caplog.set_level(logging.INFO, logger="psycopg")
     with own_cluster(durable=True) as cluster:  # (commits survive a crash)
         dsn = cluster.create_database()
         with PostgresCheckpointStore(dsn, min_size=3) as store:
@@ -198,7 +201,7 @@ async def test_a_store_outlives_a_server_restart(
             assert after.outputs == [0, 1, 2, 3]
             for result in (before, under_way, after):  # all there, and each resumes
                 assert (await store.load(result.last_checkpoint)).run_id == result.run_id
-    assert discards(caplog) == []
+    assert noise(caplog) == []
 
 
 async def test_a_pool_of_ones_own_without_autocommit_too(pg_dsn: str) -> None:
@@ -218,7 +221,10 @@ async def test_a_pool_of_ones_own_without_autocommit_too(pg_dsn: str) -> None:
         pool.close()
 
 
-async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason() -> None:
+async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="psycopg")
     with own_cluster() as cluster:
         dsn = cluster.create_database()
         with PostgresCheckpointStore(dsn, min_size=2, reconnect_timeout=0.5) as store:
@@ -235,6 +241,7 @@ async def test_a_server_that_is_down_fails_calls_at_once_with_its_reason() -> No
             await asyncio.to_thread(cluster.resume)
             after = await counting(store).run(0)  # the same store, back at work
             assert {r.run_id for r in await store.runs()} >= {before.run_id, after.run_id}
+    assert noise(caplog) == []  # (the pool's tries to reconnect: not printed)
 
 
 def test_a_session_on_a_descriptor_past_1023_is_not_taken_for_ended(pg_dsn: str) -> None:
@@ -374,3 +381,26 @@ async def test_a_run_taken_back_is_checked_again_when_the_check_failed(
     result = await asyncio.wait_for(task, timeout=30)
     assert result.outputs == [0, 1, 2, 3] and len(checks) == 2  # taken back, checked twice
     assert [i.superstep for i in await store.list(run_id)] == [0, 1, 2, 3, 4]
+
+
+async def test_calls_do_not_wait_for_a_pool_still_backing_off(
+    store: PostgresCheckpointStore, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg_pool
+
+    await counting(store).run(0)
+    pool = store._connections()
+    waits: list[float] = []
+
+    def backing_off(timeout: float | None = None) -> Any:
+        # (after an outage the pool tries again on its own schedule: seconds away)
+        waits.append(timeout or pool.timeout)
+        raise psycopg_pool.PoolTimeout("couldn't get a connection")
+
+    monkeypatch.setattr(pool, "getconn", backing_off)
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    before = sql(pg_dsn, sessions)
+    assert len(await store.runs()) == 1  # on a connection of its own, at once
+    assert (await counting(store).run(0)).outputs == [0, 1, 2, 3]
+    assert waits and max(waits) <= 0.25
+    assert sql(pg_dsn, sessions) == before  # (each closed after its call)

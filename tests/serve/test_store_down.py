@@ -40,3 +40,32 @@ def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
             assert failed["error"] and "checkpoint database" in failed["error"]
             assert failed["checkpoints"] == []
             assert wait_for(client, before.json()["run_id"], "idle_with_pending_requests")
+
+
+def test_runs_an_outage_ended_show_how_they_ended(serve):
+    with own_cluster() as cluster:
+        store = sg.PostgresCheckpointStore(cluster.create_database(), reconnect_timeout=0.5)
+        server = serve(flows.slow, store=store)
+        with server.client() as client:
+            # Failed after some of it was stored: failed, not in progress for ever.
+            going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
+            run_id = going.json()["run_id"]
+            deadline = time.monotonic() + 20
+            while not client.get(f"/api/runs/{run_id}").json().get("checkpoints"):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            cluster.halt()
+            time.sleep(1.5)  # (its next save gave up meanwhile: the run failed)
+            # Cancelled before any of it was stored: still shown.
+            started = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
+            assert started.status_code == 201, started.text
+            cancelled = started.json()["run_id"]
+            assert client.post(f"/api/runs/{cancelled}/cancel", json={}).status_code == 202
+            cluster.resume()
+            failed = wait_for(client, run_id, "failed")
+            assert "checkpoint database" in failed["error"] and failed["checkpoints"]
+            [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
+            assert listed["status"] == "failed" and listed["error"] == failed["error"]
+            # (cancelled, or failed if its first save gave up first: not lost either way)
+            ended = wait_for(client, cancelled, "cancelled", "failed")
+            assert ended["checkpoints"] == []

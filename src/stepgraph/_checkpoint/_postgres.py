@@ -54,7 +54,7 @@ from ._postgres_layout import (
     segment_write,
 )
 from ._postgres_leases import Leases
-from ._postgres_sessions import ServerAway, live_connection, quiet_discards
+from ._postgres_sessions import ServerAway, live_connection, quiet_handled
 from ._segments import Segment, encode_segments, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
@@ -79,7 +79,7 @@ def _psycopg() -> tuple[Any, Any]:
             "PostgresCheckpointStore needs psycopg 3 and psycopg_pool: "
             "pip install 'stepgraph[postgres]'"
         ) from exc
-    quiet_discards()
+    quiet_handled()
     return psycopg, psycopg_pool
 
 
@@ -192,17 +192,17 @@ class PostgresCheckpointStore(BaseStore):
                     ensure_layout(conn, self.where())
                     self._skew = clock_skew(conn)
                 self._ready = True
-            with live_connection(self._connections(), self._probe) as conn:
+            with live_connection(self._connections(), self._direct) as conn:
                 yield conn
         except ServerAway as away:
             raise self._failure(away.error, doing) from away
         except self._pg.Error as exc:
             raise self._failure(exc, doing) from exc
 
-    def _probe(self) -> None:
-        """Connect directly (and leave): raises why the server takes no
-        connections, if it takes none."""
-        self._pg.connect(self._conninfo(), autocommit=True).close()
+    def _direct(self) -> Any:
+        """A connection outside the pool, for one call the pool had none
+        for (as the pool's: autocommit)."""
+        return self._pg.connect(self._conninfo(), autocommit=True)
 
     def _failure(self, exc: BaseException, doing: str) -> CheckpointError:
         reason = " ".join(str(exc).split())  # (the server's messages span lines)

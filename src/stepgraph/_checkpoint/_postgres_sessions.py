@@ -8,8 +8,8 @@ an idle session whose socket has something to read has probably ended. That
 poll costs a system call, not a round trip; only a session found readable is
 asked (an empty statement) whether it still works. A session that ends while
 a statement of ours is under way is not retried (the statement may have
-committed): that statement fails as before. psycopg_pool's warnings about
-the connections it drops are not printed: the store handles them.
+committed): that statement fails as before. psycopg's warnings about what
+the store handles (see ``quiet_handled``) are not printed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["ServerAway", "ended", "live_connection", "quiet_discards"]
+__all__ = ["ServerAway", "ended", "live_connection", "quiet_handled"]
 
 
 class ServerAway(Exception):
@@ -40,18 +40,28 @@ def away(error: BaseException) -> bool:
     return state is None or state == "57P03"
 
 
-def _not_a_discard(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("discarding ")
+# What psycopg logs (as warnings, which Python prints on stderr when logging
+# is not set up) about connections the store handles itself — the pool's
+# dropping one the server ended, its tries to reconnect while the server is
+# away, a pipeline cut by the server going away — when the store's own calls
+# say what failed: printed, they only ran into the command line's output.
+_HANDLED = {
+    "psycopg.pool": ("discarding ", "error connecting in "),
+    "psycopg": ("error ignored terminating ",),
+}
 
 
-def quiet_discards() -> None:
-    """Keep psycopg_pool from printing a warning for each connection it
-    drops because the server ended it (without logging set up, Python
-    prints warnings on stderr): the store handles those. Its other
-    messages — why it cannot connect, say — are left as they are."""
-    pool_log = logging.getLogger("psycopg.pool")
-    if _not_a_discard not in pool_log.filters:
-        pool_log.addFilter(_not_a_discard)
+def _not_handled(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_HANDLED.get(record.name, ()))
+
+
+def quiet_handled() -> None:
+    """Keep psycopg from printing warnings about connections the store
+    handles (see ``_HANDLED``); its other messages are left as they are."""
+    for name in _HANDLED:
+        logger = logging.getLogger(name)
+        if _not_handled not in logger.filters:
+            logger.addFilter(_not_handled)
 
 
 def ended(conn: Any) -> bool:
@@ -83,45 +93,46 @@ def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])  # (Windows: no such limit)
 
 
-# How long a call waits for a pooled connection before asking the server
-# directly whether it takes connections at all (a pool whose server is
-# down would make it wait the pool's whole timeout, 30 s by default).
+# How long a call waits for a pooled connection before connecting directly
+# (the pool's server was away: the pool reconnects on a schedule of its own,
+# backing off to tens of seconds; a server that is down says so at once).
 PATIENCE = 0.25
 
 
 @contextmanager
-def live_connection(pool: Any, probe: Callable[[], None]) -> Iterator[Any]:
+def live_connection(pool: Any, connect: Callable[[], Any]) -> Iterator[Any]:
     """A connection of ``pool`` (psycopg_pool) that the server has not
     ended; each one found ended is given back (the pool drops it and opens
     another in its place). After a restart every idle connection has ended:
     at most that many are passed over, then the last one is used as it is
-    (its statement fails with the server's reason). When no connection
-    comes at once, ``probe`` connects directly: it raises the server's
-    reason if the server cannot be reached, rather than waiting it out."""
-    conn = _getconn(pool, probe)
+    (its statement fails with the server's reason). When the pool has none
+    within ``PATIENCE``, ``connect`` makes one of its own for this call
+    (closed after): it works as soon as the server is back, or raises
+    ``ServerAway`` with the reason it is not, rather than waiting it out."""
+    conn, pooled = _getconn(pool, connect)
     for _ in range(pool.max_size):
-        if not ended(conn):
+        if not pooled or not ended(conn):
             break
         pool.putconn(conn)
-        conn = _getconn(pool, probe)
+        conn, pooled = _getconn(pool, connect)
     try:
-        with conn:  # (as the pool's own ``connection()``: commit, or roll back)
-            yield conn
+        with conn:  # commit, or roll back (as the pool's own ``connection()``); a
+            yield conn  # connection of this call's own is closed too
     finally:
-        pool.putconn(conn)
+        if pooled:
+            pool.putconn(conn)
 
 
-def _getconn(pool: Any, probe: Callable[[], None]) -> Any:
+def _getconn(pool: Any, connect: Callable[[], Any]) -> tuple[Any, bool]:
     from psycopg_pool import PoolTimeout  # (installed: ``pool`` is one)
 
-    waited = min(PATIENCE, pool.timeout)
     try:
-        return pool.getconn(timeout=waited)
+        return pool.getconn(timeout=min(PATIENCE, pool.timeout)), True
     except PoolTimeout:
-        try:
-            probe()  # the server's reason, if it takes no connections
-        except Exception as exc:
-            if away(exc):
-                raise ServerAway(exc) from exc
-            raise
-    return pool.getconn(timeout=max(pool.timeout - waited, 0.001))
+        pass
+    try:
+        return connect(), False
+    except Exception as exc:
+        if away(exc):
+            raise ServerAway(exc) from exc
+        raise

@@ -52,6 +52,7 @@ log = logging.getLogger("stepgraph.serve")
 # runs are listed as interrupted, and resume with one call.
 INTERRUPTED = "interrupted: the server stopped while the run was going on"
 _STATUSES = frozenset(status.value for status in RunStatus)
+_ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 
 
 class Problem(Exception):
@@ -102,9 +103,12 @@ class RunLog:
     task: asyncio.Task[None] | None = None
     status: str = RunStatus.IN_PROGRESS.value
     size: int = 0  # bytes of the records
-    # A run that failed before the store held any of it (a store gone
-    # down): its failure, shown from here since the store cannot show it.
-    unstored_error: str | None = None
+    # How the run ended here, kept for when the store could not record it (a
+    # store gone down): the failure, when, and whether the store holds none
+    # of the run (then this log is all there is to show).
+    error: str | None = None
+    ended_at: float | None = None
+    unstored: bool = False
     base: int = field(default_factory=lambda: time.time_ns() // 1000)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -205,11 +209,22 @@ class RunService:
     def _run_summary(self, info: Any) -> dict[str, Any]:
         run_log = self.logs.get(info.run_id)
         live = run_log is not None and run_log.live
+        status, error = info.status, info.error
+        if run_log is not None and run_log.live:
+            status, error = run_log.status, None
+        elif (
+            run_log is not None
+            and run_log.status in _ENDINGS
+            and run_log.ended_at is not None
+            and info.status.startswith(RunStatus.IN_PROGRESS.value)
+            and info.updated_at <= run_log.ended_at
+        ):  # it ended here and the store could not record how (nor has anyone since)
+            status, error = run_log.status, run_log.error
         return {
             "run_id": info.run_id,
             "workflow": info.workflow,
-            "status": run_log.status if run_log is not None and live else info.status,
-            "error": None if live else info.error,
+            "status": status,
+            "error": error,
             "started_at": info.started_at,
             "updated_at": info.updated_at,
             "supersteps": info.superstep,
@@ -223,13 +238,13 @@ class RunService:
         info = await self.store.run_info(run_id)
         run_log = self.logs.get(run_id)
         if info is None:
-            if run_log is None or not (run_log.live or run_log.unstored_error):
+            if run_log is None or not (run_log.live or run_log.unstored):
                 raise Problem(404, f"no run {run_id!r} in the store")  # (or deleted since)
             return {  # started, its first checkpoint not written yet (or never)
                 "run_id": run_id,
                 "workflow": run_log.workflow,
                 "status": run_log.status,
-                "error": run_log.unstored_error,
+                "error": run_log.error,
                 "live": run_log.live,
                 "interrupted": False,
                 "started_at": None,
@@ -415,14 +430,16 @@ class RunService:
             if run_log is not None:  # how it stopped: its last status events
                 for event in events.drain():
                     run_log.add(event)
+                run_log.unstored = not await self._stored(run_log.run_id)
             raise
         except StepgraphError as exc:
             if not started.done():
                 started.set_exception(_refusal(exc))
             elif not isinstance(exc, RequestError):
                 log.info("run of %s ended: %s", workflow.name, exc)
-                if run_log is not None and not await self._stored(run_log.run_id):
-                    run_log.unstored_error = str(exc)
+                if run_log is not None:
+                    run_log.error = str(exc)
+                    run_log.unstored = not await self._stored(run_log.run_id)
         except Exception as exc:  # a bug of ours or of a handler's, logged not shown
             log.exception("run of %s failed", workflow.name)
             if not started.done():
@@ -433,6 +450,7 @@ class RunService:
             if not started.done():  # (a run that said nothing at all)
                 started.set_exception(Problem(500, "the run ended before it started"))
             if run_log is not None:
+                run_log.ended_at = time.time()
                 run_log.changed()
                 self._forget_old()
 
