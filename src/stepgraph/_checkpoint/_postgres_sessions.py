@@ -33,9 +33,11 @@ class ServerAway(Exception):
 
 
 def away(error: BaseException) -> bool:
-    """Whether a failed connection attempt means the server is not there
-    (no socket, refused, closed at once; or it said it cannot take one
-    now: SQLSTATE 57P03) rather than refusing us (a password, a limit)."""
+    """Whether a failed connection attempt may mean the server is not there
+    (no socket, refused, closed at once; or it said it cannot take one now:
+    SQLSTATE 57P03). libpq gives most failed attempts no SQLSTATE, so a
+    server refusing us (a changed password, a dropped database) counts too:
+    a save waits for it in vain, then fails with its reason."""
     state = getattr(error, "sqlstate", None)
     return state is None or state == "57P03"
 
