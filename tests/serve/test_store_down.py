@@ -69,3 +69,21 @@ def test_runs_an_outage_ended_show_how_they_ended(serve):
             # (cancelled, or failed if its first save gave up first: not lost either way)
             ended = wait_for(client, cancelled, "cancelled", "failed")
             assert ended["checkpoints"] == []
+
+
+def test_stopping_the_server_ends_a_save_waiting_for_the_database(serve):
+    with own_cluster() as cluster:
+        store = sg.PostgresCheckpointStore(cluster.create_database())  # (waits up to 10 s)
+        server = serve(flows.slow, store=store)
+        with server.client() as client:
+            going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
+            run_id = going.json()["run_id"]
+            deadline = time.monotonic() + 20
+            while not client.get(f"/api/runs/{run_id}").json().get("checkpoints"):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            cluster.halt()
+            time.sleep(0.5)  # (its next save waits for the server now)
+            started = time.monotonic()
+            assert server.call(server.service.close) == [run_id]
+            assert time.monotonic() - started < 5  # not the save's 10 s

@@ -245,6 +245,12 @@ class PostgresCheckpointStore(BaseStore):
                 raise
             return result
 
+    def stop_waiting(self) -> None:
+        """End now any save's wait for a server that takes no connections
+        (see ``reconnect_timeout``), and wait no more until ``close`` — for
+        a process stopping its runs (``stepgraph serve`` does)."""
+        self._closing.set()
+
     def close(self) -> None:
         """Give back every lease this store holds and close its connections
         (a pool passed in stays open); the store connects again if used after."""
@@ -280,7 +286,7 @@ class PostgresCheckpointStore(BaseStore):
                 if not isinstance(error.__cause__, ServerAway) or time.monotonic() >= deadline:
                     raise
                 if self._closing.wait(_AWAY_PAUSE):
-                    raise  # (the store is being closed: Ctrl-C, say)
+                    raise  # (the store is being closed, or told to stop waiting)
 
     def _write_now(
         self,

@@ -498,6 +498,9 @@ class RunService:
         """Stop every run going on here at its last checkpoint and record
         it as interrupted; the ids of those runs."""
         self.stop_streams()
+        stop_waiting = getattr(self.store, "stop_waiting", None)
+        if stop_waiting is not None:  # (a save waiting for its database gives up now)
+            stop_waiting()
         live = [entry for entry in self.logs.values() if entry.live]
         tasks = list(self._tasks)  # (also those not past their entry: nothing to record)
         for task in tasks:
