@@ -42,18 +42,24 @@ def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
             assert wait_for(client, before.json()["run_id"], "idle_with_pending_requests")
 
 
+def stored_run(client) -> str:
+    """A long run of ``slow`` started, once some of it is stored: its id."""
+    going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
+    run_id = going.json()["run_id"]
+    deadline = time.monotonic() + 20
+    while not client.get(f"/api/runs/{run_id}").json().get("checkpoints"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return run_id
+
+
 def test_runs_an_outage_ended_show_how_they_ended(serve):
     with own_cluster() as cluster:
         store = sg.PostgresCheckpointStore(cluster.create_database(), reconnect_timeout=0.5)
         server = serve(flows.slow, store=store)
         with server.client() as client:
             # Failed after some of it was stored: failed, not in progress for ever.
-            going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
-            run_id = going.json()["run_id"]
-            deadline = time.monotonic() + 20
-            while not client.get(f"/api/runs/{run_id}").json().get("checkpoints"):
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            run_id = stored_run(client)
             cluster.halt()
             time.sleep(1.5)  # (its next save gave up meanwhile: the run failed)
             # Cancelled before any of it was stored: still shown.
@@ -76,12 +82,7 @@ def test_stopping_the_server_ends_a_save_waiting_for_the_database(serve):
         store = sg.PostgresCheckpointStore(cluster.create_database())  # (waits up to 10 s)
         server = serve(flows.slow, store=store)
         with server.client() as client:
-            going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
-            run_id = going.json()["run_id"]
-            deadline = time.monotonic() + 20
-            while not client.get(f"/api/runs/{run_id}").json().get("checkpoints"):
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            run_id = stored_run(client)
             cluster.halt()
             time.sleep(0.5)  # (its next save waits for the server now)
             started = time.monotonic()
