@@ -363,7 +363,6 @@ class PostgresCheckpointStore(BaseStore):
             raise
         newest = found[0][0] if found else None
         if newest != parent:
-            self._release_lease(run_id, holder)
             self._leases.forfeit(run_id)
             raise CheckpointLeaseLostError(
                 f"{lost}, and its newest stored checkpoint is {newest}, not {parent}: another "

@@ -113,12 +113,13 @@ class Leases:
         self._unlock(run_id, held[1])
 
     def forfeit(self, run_id: str) -> None:
-        """Give up a run another process took: its later saves are refused."""
+        """Give up a run another process took or wrote to (unlocked if it
+        was taken back): its later saves are refused."""
         with self._lock:
             held = self._held.pop(run_id, None)
             self._forfeited.add(run_id)
         if held is not None and held[1] is not None:
-            self._keep(held[1])
+            self._unlock(run_id, held[1])  # (never a spare session still holding it)
 
     def forfeited(self, run_ids: Iterable[str]) -> list[str]:
         return [run_id for run_id in run_ids if run_id in self._forfeited]
