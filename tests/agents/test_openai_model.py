@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gc
 import socket
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
 import pytest
 
+import stepgraph as sg
 from stepgraph._exceptions import ModelError
 from stepgraph.agents._openai import ModelRetry, OpenAIChatModel, _retry_after
 from stepgraph.agents._types import (
@@ -384,6 +388,60 @@ async def test_aclose_closes_the_connection(
     assert (await collect(model))[-1] == ModelReply(
         ChatMessage.assistant("next"), Usage(10, 5), "stop"
     )
+
+
+def test_one_model_serves_successive_event_loops(server: FakeOpenAIServer) -> None:
+    """Each ``asyncio.run`` gets a client of its own, closed as its loop
+    shuts down: no call fails on a closed loop, no connection is left open."""
+    server.add(*[FakeReply.text(f"reply {n}") for n in range(3)])
+    model = OpenAIChatModel("m", base_url=server.base_url, api_key="k", retry=FAST)
+    agent_flow = sg.WorkflowBuilder(start=sg.Agent("a", model=model)).build()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        texts = [asyncio.run(agent_flow.run("x")).outputs[0].text for _ in range(3)]
+        del agent_flow, model
+        gc.collect()
+
+    assert texts == ["reply 0", "reply 1", "reply 2"]
+    # Each loop's connection was closed while its loop still ran.
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+def test_loops_in_two_threads_at_once_each_get_a_client(server: FakeOpenAIServer) -> None:
+    server.add(*[FakeReply.text("slow " * 5, delay=0.02) for _ in range(4)])
+    model = OpenAIChatModel("m", base_url=server.base_url, api_key="k", retry=FAST)
+
+    def twice() -> list[str]:
+        async def main() -> list[str]:
+            replies = [(await collect(model))[-1] for _ in range(2)]
+            return [r.message.content or "" for r in replies if isinstance(r, ModelReply)]
+
+        return asyncio.run(main())
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [f.result(timeout=10) for f in [pool.submit(twice) for _ in range(2)]]
+
+    assert results == [["slow " * 5] * 2] * 2
+
+
+def test_a_given_client_used_from_a_second_loop_is_refused(server: FakeOpenAIServer) -> None:
+    server.add(FakeReply.text("first"))
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="mine")
+    model = OpenAIChatModel("m", client=client, retry=FAST)
+
+    async def once() -> list[ModelEvent]:
+        try:
+            return await collect(model)
+        finally:
+            await client.close()  # (in its loop: the refusal below comes before any use)
+
+    first = asyncio.run(once())
+    with pytest.raises(ModelError, match="first used in another event loop.*base_url/api_key"):
+        asyncio.run(collect(model))
+
+    assert first[-1] == ModelReply(ChatMessage.assistant("first"), Usage(10, 5), "stop")
+    assert len(server.requests) == 1  # the refused call sent nothing
 
 
 # -- construction --------------------------------------------------------------------

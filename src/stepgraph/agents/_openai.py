@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -112,17 +113,31 @@ class OpenAIChatModel:
         self._openai = _import_openai()
         if client is not None and (base_url is not None or api_key is not None):
             raise TypeError("OpenAIChatModel: pass either client or base_url/api_key, not both")
+        # An SDK client's connections belong to the event loop that opened
+        # them: the model makes one client per loop (a workflow runs under
+        # successive ``asyncio.run`` calls), closed when that loop shuts
+        # down. A client passed in is the caller's, used in one loop only.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._given: AsyncOpenAI | None = None
+        self._given_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         if client is None:
             key = api_key or os.environ.get("OPENAI_API_KEY") or _PLACEHOLDER_KEY
-            options: dict[str, Any] = {"api_key": key, "max_retries": 0}
+            self._options: dict[str, Any] = {"api_key": key, "max_retries": 0}
             if base_url is not None:
-                options["base_url"] = base_url
-            client = self._openai.AsyncOpenAI(**options)
-            self._owns_client = True
+                self._options["base_url"] = base_url
+            # Built now, not at first use: a bad URL or option fails here;
+            # it serves the first loop that calls.
+            self._spare: AsyncOpenAI | None = self._openai.AsyncOpenAI(**self._options)
+            self._base_url = str(self._spare.base_url)
+            self._api_key = self._spare.api_key
         else:
-            client = client.with_options(max_retries=0)
-            self._owns_client = False
-        self._client: AsyncOpenAI = client
+            self._given = client.with_options(max_retries=0)
+            self._spare = None
+            self._options = {}
+            self._base_url = str(client.base_url)
+            self._api_key = client.api_key
         self._model = model
         self._retry = retry
         self._request_options = dict(request_options)
@@ -132,8 +147,8 @@ class OpenAIChatModel:
         # locks and connections, so the copy makes its own.
         return {
             "model": self._model,
-            "base_url": str(self._client.base_url),
-            "api_key": self._client.api_key,
+            "base_url": self._base_url,
+            "api_key": self._api_key,
             "retry": self._retry,
             "options": self._request_options,
         }
@@ -154,21 +169,44 @@ class OpenAIChatModel:
     @property
     def base_url(self) -> str:
         """Where requests go (``.../v1``)."""
-        return str(self._client.base_url).rstrip("/")
+        return self._base_url.rstrip("/")
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel({self._model!r}, base_url={self.base_url!r})"
 
     async def aclose(self) -> None:
-        """Close the HTTP client this model made (not one passed in)."""
-        if self._owns_client:
-            await self._client.close()
+        """Close the HTTP client this model made for the running event loop
+        (not one passed in); a later call makes a new one."""
+        held = self._clients.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            await held.life.aclose()  # (closes the client)
 
     async def __aenter__(self) -> OpenAIChatModel:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    async def _client(self) -> AsyncOpenAI:
+        """The SDK client for the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._given is not None:
+            if self._given_loop is None:
+                self._given_loop = weakref.ref(loop)
+            elif self._given_loop() is not loop:  # (another loop, or one gone since)
+                raise ModelError(
+                    f"model {self._model!r} at {self.base_url}: the openai client passed to "
+                    "OpenAIChatModel was first used in another event loop, and an SDK client "
+                    "belongs to the loop that opened its connections; pass base_url/api_key "
+                    "instead (the model then makes a client per event loop)"
+                )
+            return self._given
+        held = self._clients.get(loop)
+        if held is None:
+            client, self._spare = self._spare or self._openai.AsyncOpenAI(**self._options), None
+            held = self._clients[loop] = _LoopClient(client)
+            await held.start()
+        return held.client
 
     async def stream(
         self,
@@ -213,7 +251,8 @@ class OpenAIChatModel:
         it failed."""
         openai = self._openai
         try:
-            sdk_stream = await self._client.chat.completions.create(**request)
+            client = await self._client()
+            sdk_stream = await client.chat.completions.create(**request)
         except openai.APIError as exc:
             yield _Failure.from_sdk(exc, received=False)
             return
@@ -243,6 +282,29 @@ class OpenAIChatModel:
         if failure.retryable:
             message += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
         return ModelError(" ".join(message.split()), status=failure.status)
+
+
+class _LoopClient:
+    """An SDK client the model made for one event loop, closed when that
+    loop shuts down: ``life`` is an async generator started on the loop, so
+    the loop's ``shutdown_asyncgens`` (``asyncio.run`` calls it) closes it,
+    and with it the client, while the loop still runs. A loop closed without
+    that drops it quietly (asyncio finalizes no generator of a closed loop)."""
+
+    __slots__ = ("client", "life")
+
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self.client = client
+        self.life = self._life()
+
+    async def start(self) -> None:
+        await self.life.__anext__()
+
+    async def _life(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self.client.close()
 
 
 # -- failures ------------------------------------------------------------------
