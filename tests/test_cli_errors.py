@@ -286,6 +286,20 @@ def test_respond_finds_the_run_that_owns_the_request(tmp_path: Path) -> None:
         ),
         "the requests belong to different runs",
     )
+    twice = cli(
+        "run",
+        "tests.cli_flows:asking",
+        "--store",
+        store,
+        "--respond",
+        f"{ids[1]}=true",
+        "--respond",
+        f"{ids[1]}=false",
+    )
+    one_line_error(twice, f"--respond answers request {ids[1]!r} twice")
+    # Refused before anything was recorded: the request is still open.
+    done = cli("run", "tests.cli_flows:asking", "--store", store, "--respond", f"{ids[1]}=false")
+    assert done.returncode == 0, done.stderr
 
 
 def test_unnamed_workflows_do_not_share_latest(tmp_path: Path) -> None:

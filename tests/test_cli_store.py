@@ -347,3 +347,37 @@ def test_runs_cancel_refuses_a_run_that_is_not_running(tmp_path: Path) -> None:
         cli("runs", "cancel", run_id, "--store", spec),
         f"run {run_id} is not running anywhere: it is listed as in_progress, but no process",
     )
+
+
+def test_a_run_its_store_failed_before_any_save_is_not_offered_for_resuming(
+    tmp_path: Path,
+) -> None:
+    """A store that failed a run's first save (a read-only file, a full
+    disk) but answers reads: the CLI says nothing was stored instead of
+    pointing to checkpoints and a run that do not exist."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from stepgraph._cli._app import _resume_later, _Session
+
+    path = tmp_path / "empty.sqlite"
+    make_runs(path, 1)  # a store with another run in it
+    session = _Session(cli_flows.asking(), "tests.cli_flows:asking", f"sqlite:{path}")
+    session.run_id = "a-run-never-stored"
+    said = StringIO()
+    _resume_later(session, Console(file=said, width=200))
+    assert said.getvalue().splitlines() == [
+        "nothing of the run was stored: run it again once the store works"
+    ]
+    session.run_id = make_runs(path, 1)[0]  # one that was: go on from its newest checkpoint
+    said = StringIO()
+    _resume_later(session, Console(file=said, width=200))
+    [line] = said.getvalue().splitlines()
+    assert line.startswith("go on with: stepgraph run tests.cli_flows:asking --store sqlite:")
+    assert line.split("--resume ")[1] in {c.id for c in asyncio.run(_list(path, session.run_id))}
+
+
+async def _list(path: Path, run_id: str) -> list[sg.CheckpointInfo]:
+    with sg.SqliteCheckpointStore(path) as store:
+        return await store.list(run_id)

@@ -186,6 +186,13 @@ def _continue_from(
     checkpoint (with ``--fork``, from the newest where they are open);
     ``--resume latest`` the newest run of this workflow."""
     answers = [_split_answer(item) for item in respond]
+    seen: set[str] = set()
+    for request_id, _ in answers:
+        if request_id in seen:
+            raise CliError(
+                f"--respond answers request {request_id!r} twice; a request takes one answer"
+            )
+        seen.add(request_id)
     if resume == "latest" or (resume is None and not answers):
         runs = asyncio.run(
             store.runs(workflow=workflow.name, signature=workflow.signature, limit=1)
@@ -428,10 +435,13 @@ def _resume_later(session: _Session, console: Console, *, read: bool = True) -> 
     if read:
         try:
             latest = _latest(session)
-        except (StepgraphError, CliError):  # (the store is still down)
-            latest = None
-        if latest is not None:
-            say(console, f"go on with: {session.command('--resume', latest.id)}")
+        except (StepgraphError, CliError):  # (the store is still down: it may hold some)
+            pass
+        else:
+            if latest is None:
+                say(console, "nothing of the run was stored: run it again once the store works")
+            else:
+                say(console, f"go on with: {session.command('--resume', latest.id)}")
             return
     listing = shlex.join(
         ("stepgraph", "checkpoints", "list", "--store", shown_store(session.store_spec),
