@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import astuple, replace
 from typing import Any
 
-from ._checkpoint import Checkpoint
+from ._checkpoint import RUNNING_STATUSES, Checkpoint
 from ._core import RunState, RunStatus
 from ._exceptions import CheckpointError, CheckpointLeaseLostError, RequestError
 from ._executor import Executor
@@ -113,6 +113,8 @@ class RunRecorder:
         self._stopped_run = False
         self._barriers = 0
         self._lost = False  # the store refused a save: another process took the run
+        # The save (sync durability) of a checkpoint that ends the run.
+        self._final_save: asyncio.Future[None] | None = None
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         self._barriers += 1
@@ -184,7 +186,11 @@ class RunRecorder:
         the store must refuse a second answer before any handler runs), or
         queue for the batching writer."""
         if not self._async or checkpoint.answered:
-            await self._save(checkpoint)
+            if checkpoint.status in RUNNING_STATUSES:
+                await self._save(checkpoint)
+            else:  # the run's last: a cancel now must not cut it off (see _record)
+                self._final_save = asyncio.ensure_future(self._save(checkpoint))
+                await asyncio.shield(self._final_save)
             return
         if self._error is not None:
             self._raise_error()
@@ -318,6 +324,12 @@ class RunRecorder:
         # Only a record for listings: a store failing now must not mask how
         # the run really ended (that error, or cancellation).
         with contextlib.suppress(Exception):
+            if outcome is RunStatus.CANCELLED and self._final_save is not None:
+                # Cancelled while the checkpoint that ends the run was being
+                # saved (Ctrl-C then): once it is stored, it says how the run
+                # stands (idle, waiting for answers, paused).
+                await self._final_save
+                return
             await self._store.set_status(self.run_id, outcome.value, error)
 
     async def _flush(self) -> None:

@@ -197,3 +197,36 @@ async def test_only_a_running_run_is_asked_to_cancel(store: sg.CheckpointStore) 
     assert await store.request_cancel("r2")
     for run_id in ("r1", "r2"):
         await store.release(run_id, holder)
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_a_run_cancelled_while_its_last_checkpoint_is_saved_is_listed_as_it_ended(
+    store: sg.CheckpointStore, durability: str
+) -> None:
+    """Ctrl-C while the run's final checkpoint is being written: the write
+    lands (the store's thread finishes it), so the run is listed as that
+    checkpoint says (idle), not ``cancelled``."""
+    import asyncio
+
+    @sg.executor(id="last")
+    async def last(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+    config = sg.CheckpointConfig(store, durability)  # type: ignore[arg-type]
+    workflow = sg.WorkflowBuilder(start=last, checkpoints=config).build()
+    saving = store.save
+
+    async def save_then_cancel(*checkpoints: sg.Checkpoint) -> None:
+        if any(cp.status == "idle" for cp in checkpoints) and task is not None:
+            task.cancel()  # arrives while the save is under way
+        await saving(*checkpoints)
+
+    store.save = save_then_cancel  # type: ignore[method-assign]
+    task: asyncio.Task[sg.RunResult] | None = None
+    task = asyncio.ensure_future(workflow.run(7))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [run] = await store.runs()
+    latest = await store.latest(run.run_id)
+    assert latest is not None and latest.status == "idle"
+    assert (run.status, run.last_checkpoint) == ("idle", latest.id)

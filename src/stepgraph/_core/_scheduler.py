@@ -37,6 +37,7 @@ from ._graph import Graph
 from ._requests import PendingRequest
 from ._routing import FanInBuffers, Inbox, Router
 from ._state import commit_writes, find_conflicts
+from ._tasks import to_the_end
 from ._trace import within
 from ._usage import Usage
 
@@ -217,7 +218,7 @@ async def run_supersteps(
         finally:
             if hook is not None:
                 hook.unwatch()
-                await asyncio.shield(hook.close(outcome, error))
+                await to_the_end(hook.close(outcome, error))
     except WorkflowRunError as error:
         emit(
             FailedEvent(

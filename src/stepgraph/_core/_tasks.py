@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["run_all"]
+__all__ = ["run_all", "to_the_end"]
 
 T = TypeVar("T")
 
@@ -67,3 +67,21 @@ async def _cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
             task.exception()  # seen: asyncio need not log it as never retrieved
     if cancelled_again:
         raise asyncio.CancelledError
+
+
+async def to_the_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``coroutine``'s result, awaited to its end even if the caller is
+    cancelled meanwhile (a run's last checkpoints must be stored before its
+    caller sees the cancellation); that cancellation is raised after."""
+    task = asyncio.ensure_future(coroutine)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # seen (the cancellation wins)
+        raise asyncio.CancelledError
+    return task.result()
