@@ -98,6 +98,10 @@ PROBLEMS = {
         ("checkpoints", "prune", "--keep-last", "0"),
         "Invalid value for '--keep-last'",
     ),
+    "prune-says-how-many": (
+        ("checkpoints", "prune"),
+        "Missing option '--keep-last'",
+    ),
     "unknown-status": (
         ("checkpoints", "list", "--status", "bogus"),
         "unknown status 'bogus'; use one of in_progress, ",

@@ -263,11 +263,14 @@ def checkpoints_delete(
 
 @checkpoints_app.command("prune")
 def checkpoints_prune(
+    keep_last: Annotated[
+        int, typer.Option("--keep-last", min=1, help="how many to keep per run (required)")
+    ],
     store: StoreOption = DEFAULT_STORE,
-    keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="per run")] = 1,
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
 ) -> None:
-    """Keep the last checkpoints of each run (or of one) and delete the rest."""
+    """Keep the last N checkpoints of each run (or of one) and delete the
+    rest, with the outputs they recorded."""
     count = with_store(store, StoreMode.WRITE, lambda s: s.prune(run_id, keep_last=keep_last))
     say(out, f"deleted {count} checkpoints")
 
