@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ import pytest
 
 import stepgraph as sg
 from stepgraph._checkpoint import blob_hash, new_holder
+from stepgraph._checkpoint._leases import holding, this_process
 from stepgraph._checkpoint._postgres import PostgresCheckpointStore
 from tests.checkpoint import test_stores as stores
 from tests.checkpoint.racing import open_requests, race
@@ -341,14 +344,18 @@ async def test_leases_are_taken_refused_and_given_back(
     assert await store.lease("r1", mine) is None
     assert await store.lease("r1", mine) is None  # (already held: still held)
     with PostgresCheckpointStore(pg_dsn) as other:
-        assert await other.lease("r1", theirs) == mine  # another session: refused, named
-        assert await store.lease("r1", theirs) == mine
+        # Another session: refused, naming the process (whose one session
+        # holds all of its store's runs).
+        assert await other.lease("r1", theirs) == this_process()
+        assert holding(this_process()) == f"process {os.getpid()} on {socket.gethostname()}"
+        assert await store.lease("r1", theirs) == mine  # another call of this process
         await store.release("r1", theirs)  # not its holder: nothing happens
-        assert await other.lease("r1", theirs) == mine
+        assert await other.lease("r1", theirs) == this_process()
         await store.release("r1", mine)
         assert await other.lease("r1", theirs) is None
-        named = "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s"
-        assert sql(pg_dsn, named, f"%{theirs[-12:]}") == [(theirs[:63],)]
+        assert await store.lease("r1", mine) == this_process()  # (other store's session)
+        named = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        assert sql(pg_dsn, named, this_process()) == [(2,)]  # one per store
     # Closing the store ended the session: the run is free at once.
     assert await store.lease("r1", mine) is None
     # A new run takes its lease with its first save and gives it back with its last.
@@ -365,6 +372,39 @@ async def test_leases_are_taken_refused_and_given_back(
     with pytest.raises(sg.CheckpointIntegrityError):
         await store.save(dataclasses.replace(make("n0", run="other"), holder=theirs))
     assert await store.lease("other", mine) is None
+
+
+async def test_many_runs_at_once_share_a_few_sessions(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    """More runs going on at once than the server takes connections (300
+    here): all of them hold their leases on one session of the store's, and
+    their saves queue for the pool's connections instead of each opening
+    one of its own."""
+    runs = 320
+    entered = 0
+    everyone_in = asyncio.Event()
+
+    @sg.executor(id="wait")
+    async def wait(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        nonlocal entered
+        entered += 1
+        if entered == runs:
+            everyone_in.set()
+        await everyone_in.wait()  # every run holds its lease now
+        await ctx.yield_output(n)
+
+    workflow = sg.WorkflowBuilder(start=wait, checkpoints=store).build()
+    going = [asyncio.ensure_future(workflow.run(n)) for n in range(runs)]
+    await asyncio.wait_for(everyone_in.wait(), timeout=60)
+    database = sql(pg_dsn, "SELECT current_database()")[0][0]
+    sessions = sql(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", database)[0][
+        0
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*going), timeout=60)
+    assert sorted(r.outputs[0] for r in results) == list(range(runs))
+    assert sessions <= store.max_size + 2  # the pool's, the leases', this query's
+    assert {r.status for r in await store.runs(limit=runs)} == {"idle"}
 
 
 HOLD = """

@@ -131,7 +131,8 @@ async def test_a_run_taken_elsewhere_meanwhile_stops_and_records_nothing(
         assert await other.lease(run_id, thief) is None  # free: the lock went with the session
         GATES[1].set()
         with pytest.raises(
-            sg.CheckpointLeaseLostError, match=rf"run '{run_id}' lost its lease .*{thief}"
+            sg.CheckpointLeaseLostError,
+            match=rf"run '{run_id}' lost its lease .* and process {os.getpid()} on ",
         ):
             await asyncio.wait_for(task, timeout=30)
         # Nothing written after, not even a "failed": the run is the other process's.

@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 
-__all__ = ["alive", "deleting", "holding", "new_holder"]
+__all__ = ["alive", "deleting", "holding", "new_holder", "this_process"]
 
 _HOST = socket.gethostname().replace(":", "_")
 
@@ -37,6 +37,12 @@ _ME = f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}"
 def new_holder(*, deleting: bool = False) -> str:
     """A holder for one run call of this process (or one deletion)."""
     return f"{_ME}:{'deleting-' if deleting else ''}{uuid.uuid4().hex[:12]}"
+
+
+def this_process() -> str:
+    """A holder naming this process alone (for a session holding the
+    leases of several of its runs)."""
+    return f"{_ME}:runs"
 
 
 def deleting(holder: str) -> bool:

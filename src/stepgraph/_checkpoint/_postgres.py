@@ -41,6 +41,7 @@ from .._exceptions import (
     CheckpointLeaseLostError,
     CheckpointNotFoundError,
 )
+from ._leases import holding
 from ._model import Checkpoint, Row, RunInfo, RunQuery
 from ._postgres_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, lock_run
 from ._postgres_layout import (
@@ -95,8 +96,8 @@ class PostgresCheckpointStore(BaseStore):
     altered ones are refused with ``CheckpointIntegrityError``. ``pool``
     passes a ``psycopg_pool.ConnectionPool`` of your own (then ``dsn`` may
     be ``None``, and ``close`` leaves that pool open); otherwise the store
-    opens one of ``min_size``..``max_size`` connections on first use. Each
-    run this process holds keeps one more connection, outside the pool. A
+    opens one of ``min_size``..``max_size`` connections on first use. The
+    leases of all the runs it holds take one more connection. A
     save while the server takes no connections (a restart, a failover)
     waits for it up to ``reconnect_timeout`` seconds before failing the run;
     other calls fail at once.
@@ -304,8 +305,8 @@ class PostgresCheckpointStore(BaseStore):
                 (giving if cp.release else taking).setdefault(cp.run_id, cp.holder)
         for run_id in [r for r in taking if giving.get(r) == taking[r]]:
             del taking[run_id], giving[run_id]
-        # Taken before the transaction (its own session holds the lock and
-        # writes the holder's row); given back once the save has committed.
+        # Taken before the transaction (on the leases' session); given back
+        # once the save has committed.
         taken: list[tuple[str, str]] = []
         try:
             runs = {cp.run_id: None for cp in checkpoints}
@@ -349,7 +350,7 @@ class PostgresCheckpointStore(BaseStore):
         if busy is not None:
             self._leases.forfeit(run_id)
             raise CheckpointLeaseLostError(
-                f"{lost} and {busy} holds it now: this process stops writing it"
+                f"{lost} and {holding(busy)} holds it now: this process stops writing it"
             )
         parent = next(cp.parent_id for cp in checkpoints if cp.run_id == run_id)
         try:
@@ -620,10 +621,10 @@ class PostgresCheckpointStore(BaseStore):
         self._leases.give_back(run_id, holder)
 
     def _session(self) -> Any:
-        """A new autocommit session of its own (a lease's), the tables
-        checked. It sits idle while the run's handlers work: exempt from
-        ``idle_session_timeout`` (PostgreSQL 14 and later), which would end
-        it and free the run for another process."""
+        """A new autocommit session outside the pool (for leases), the
+        tables checked. It sits idle while the runs' handlers work: exempt
+        from ``idle_session_timeout`` (PostgreSQL 14 and later), which would
+        end it and free the runs for another process."""
         if not self._ready:
             self.open()  # (the tables exist before a lease is recorded)
         conn = self._pg.connect(self._conninfo(), autocommit=True)

@@ -1,17 +1,22 @@
 """The Postgres store's leases: a run's lease is a session-level advisory
-lock, held on a connection of its own for as long as the run goes on.
+lock, held for as long as the run goes on.
 
 When a process dies, its sessions end and Postgres frees their locks at
-once — no timer decides that a lease is free. The session's
-``application_name`` names the holder, so a refusal can say which process
-has the run (read from ``pg_locks``). Taking and giving back write nothing
-and commit nothing. Connections of given-back leases are kept for the next
-one (a few): a lease then costs one round trip, not a new session.
+once — no timer decides that a lease is free. Every run a store holds is
+locked on one session of the store's own (Postgres counts each session
+against ``max_connections``: a server running hundreds of runs at once
+must not need a session per run), named after the process
+(``application_name``), so a refusal can say which process has the run
+(read from ``pg_locks``). Advisory locks are re-entrant within a session,
+so the store itself keeps two calls of this process from taking one run.
+A deletion holds its run on a session of its own, named after the
+deletion (a few such sessions are kept for the next one). Taking and
+giving back write nothing and commit nothing: one round trip each.
 
-A session the server ended (a restart) has lost its lock while the run goes
-on: the store finds that out before the run's next save (``lost``) and
-takes the run again — unless another process has taken it or written to it
-meanwhile, when the save is refused.
+A session the server ended (a restart) has lost its locks while the runs
+go on: the store finds that out before a run's next save (``lost``) and
+takes the run again, on a new session — unless another process has taken
+it or written to it meanwhile, when the save is refused.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
 
+from ._leases import deleting, this_process
 from ._postgres_layout import lock_key
 from ._postgres_sessions import ServerAway, away, ended
 
 __all__ = ["Leases"]
 
-_SPARE = 4  # lease connections kept open for the next lease
+_SPARE = 4  # deletion sessions kept open for the next deletion
 
 
 class Leases:
@@ -40,10 +46,16 @@ class Leases:
         # run id -> (holder, the connection whose session holds the lock;
         # None once that session ended: the lock is gone until taken again).
         self._held: dict[str, tuple[str, Any]] = {}
+        # Runs being taken right now (run id -> holder): a second call of
+        # this process for one of them is refused without asking the server
+        # (the shared session would lock it again).
+        self._taking: dict[str, str] = {}
         # Runs lost to another process (refused when taken back): every
         # later save of them is refused.
         self._forfeited: set[str] = set()
-        self._spare: list[Any] = []
+        self._shared: Any = None  # the session holding the runs' locks
+        self._name = this_process()  # its application_name
+        self._spare: list[Any] = []  # deletions' sessions, for the next one
 
     def holds(self, run_id: str, holder: str) -> bool:
         held = self._held.get(run_id)
@@ -52,22 +64,75 @@ class Leases:
     def take(self, run_id: str, holder: str, connect: Callable[[], Any]) -> str | None:
         """Take the run for ``holder``: ``None`` when taken (or held by it
         already), else who holds it. ``connect`` opens a new autocommit
-        session when no spare one is left."""
+        session when one is needed."""
         with self._lock:
-            if self.holds(run_id, holder):
+            held = self._held.get(run_id)
+            if held is not None and held[0] == holder and held[1] is not None:
                 return None
+            if held is not None and held[0] != holder:
+                return held[0]  # another call of this process has it
+            if run_id in self._taking:
+                return self._taking[run_id]
+            self._taking[run_id] = holder
+        try:
+            if deleting(holder):
+                return self._take_alone(run_id, holder, connect)
+            conn = self._session(connect)
+            try:
+                (got,) = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
+                ).fetchone()
+                busy = None if got else _holder_of(conn, run_id)
+            except self._errors:
+                self._drop(conn)  # (its locks end with it: the runs on it are lost)
+                raise
+            if busy is None:
+                with self._lock:
+                    self._held[run_id] = (holder, conn)
+                    self._forfeited.discard(run_id)
+            return busy
+        finally:
+            with self._lock:
+                del self._taking[run_id]
+
+    def _session(self, connect: Callable[[], Any]) -> Any:
+        """The shared session, opened again if the server ended it."""
+        with self._lock:
+            conn = self._shared
+        if conn is not None and not ended(conn):
+            return conn
+        if conn is not None:
+            self._drop(conn)
+        conn = _connect(connect, self._errors)
+        try:
+            conn.execute("SELECT set_config('application_name', %s, false)", (self._name,))
+        except self._errors:
+            conn.close()
+            raise
+        with self._lock:
+            if self._shared is None:
+                self._shared = conn
+                return conn
+            racing, conn = conn, self._shared  # (another thread opened one first)
+        racing.close()
+        return conn
+
+    def _drop(self, conn: Any) -> None:
+        with self._lock:
+            if self._shared is conn:
+                self._shared = None
+        conn.close()
+
+    def _take_alone(self, run_id: str, holder: str, connect: Callable[[], Any]) -> str | None:
+        """A deletion's lease: on a session of its own, named after it."""
+        with self._lock:
             conn = self._spare.pop() if self._spare else None
         try:
             if conn is not None and ended(conn):
                 conn.close()
                 conn = None
             if conn is None:
-                try:
-                    conn = connect()
-                except self._errors as exc:
-                    if away(exc):
-                        raise ServerAway(exc) from exc
-                    raise
+                conn = _connect(connect, self._errors)
             (got,) = conn.execute(
                 "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
             ).fetchone()
@@ -77,7 +142,7 @@ class Leases:
                     self._held[run_id] = (holder, conn)
                     self._forfeited.discard(run_id)
                 return None
-            busy = _holder_of(conn, run_id, holder)
+            busy = _holder_of(conn, run_id)
         except self._errors:
             if conn is not None:
                 conn.close()  # (a lock it took dies with its session)
@@ -98,7 +163,7 @@ class Leases:
                 with self._lock:
                     if self._held.get(run_id) is held:
                         self._held[run_id] = (held[0], None)
-                held[1].close()
+                self._drop(held[1])
             out.append((run_id, held[0]))
         return out
 
@@ -134,27 +199,32 @@ class Leases:
             self._unlock(run_id, held[1])
 
     def _unlock(self, run_id: str, conn: Any) -> None:
+        shared = conn is self._shared
         try:
             conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (lock_key(run_id),))
-            conn.execute("SELECT set_config('application_name', '', false)")
+            if not shared:
+                conn.execute("SELECT set_config('application_name', '', false)")
         except self._errors:
-            conn.close()  # ending the session frees the lock all the same
+            self._drop(conn)  # ending the session frees the lock all the same
             return
-        self._keep(conn)
+        if not shared:
+            self._keep(conn)
 
     def close(self) -> None:
         """Give back every lease (their sessions end) and close the spare
         connections."""
         with self._lock:
-            held = [conn for _, conn in self._held.values() if conn is not None]
-            self._held = {}
+            held = {id(c): c for _, c in self._held.values() if c is not None}
+            if self._shared is not None:
+                held[id(self._shared)] = self._shared
+            self._held, self._shared = {}, None
             spare, self._spare = self._spare, []
-        for conn in held:
+        for conn in held.values():
             # Given back before the session ends: free when this returns, not
             # when the server gets round to ending the session.
             with suppress(self._errors):  # (a broken session has ended already)
                 conn.execute("SELECT pg_advisory_unlock_all()")
-        for conn in (*held, *spare):
+        for conn in (*held.values(), *spare):
             conn.close()  # (ending the session frees its advisory locks anyway)
 
     def _keep(self, conn: Any) -> None:
@@ -165,19 +235,29 @@ class Leases:
         conn.close()
 
 
-def _holder_of(conn: Any, run_id: str, holder: str) -> str:
+def _connect(connect: Callable[[], Any], errors: type[BaseException]) -> Any:
+    try:
+        return connect()
+    except errors as exc:
+        if away(exc):
+            raise ServerAway(exc) from exc
+        raise
+
+
+def _holder_of(conn: Any, run_id: str) -> str:
     """Who holds the run's lock: the ``application_name`` of the session
-    that has it (set just after taking it: wait for it a little)."""
+    that has it (a deletion's is set just after taking it: wait for it a
+    little)."""
     key = lock_key(run_id)
     for _ in range(20):
         row = conn.execute(
             "SELECT a.application_name FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
-            "AND l.objid = %s::oid AND l.objsubid = 1",
+            "AND l.objid = %s::oid AND l.objsubid = 1 AND l.pid <> pg_backend_pid()",
             ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
         ).fetchone()
-        if row is not None and row[0] and row[0] != holder:
+        if row is not None and row[0]:
             return str(row[0])
         time.sleep(0.01)
     return "an unnamed session:?"

@@ -108,9 +108,11 @@ def live_connection(pool: Any, connect: Callable[[], Any]) -> Iterator[Any]:
     another in its place). After a restart every idle connection has ended:
     at most that many are passed over, then the last one is used as it is
     (its statement fails with the server's reason). When the pool has none
-    within ``PATIENCE``, ``connect`` makes one of its own for this call
+    within ``PATIENCE`` though it has fewer than it may (it is failing to
+    connect, backing off), ``connect`` makes one of its own for this call
     (closed after): it works as soon as the server is back, or raises
-    ``ServerAway`` with the reason it is not, rather than waiting it out."""
+    ``ServerAway`` with the reason it is not, rather than waiting it out. A
+    pool whose every connection is in use is waited for."""
     conn, pooled = _getconn(pool, connect)
     for _ in range(pool.max_size):
         if not pooled or not ended(conn):
@@ -132,6 +134,11 @@ def _getconn(pool: Any, connect: Callable[[], Any]) -> tuple[Any, bool]:
         return pool.getconn(timeout=min(PATIENCE, pool.timeout)), True
     except PoolTimeout:
         pass
+    if pool.get_stats().get("pool_size", 0) >= pool.max_size:
+        # Every connection it may have is open and in use (a busy server):
+        # wait for one. A connection of our own per waiting call would only
+        # add sessions until the server refuses them (max_connections).
+        return pool.getconn(timeout=max(pool.timeout - PATIENCE, 0.001)), True
     try:
         return connect(), False
     except Exception as exc:

@@ -8,13 +8,17 @@ import asyncio
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -125,6 +129,35 @@ class _Session:
 
 
 async def _stream(session: _Session, store: CliStore | None) -> None:
+    # Ctrl-C also ends at once a save's wait for a database that takes no
+    # connections (a run stops only once its last save has ended).
+    stop_waiting = getattr(store, "stop_waiting", None)
+    with _also_on_interrupt(stop_waiting) if stop_waiting is not None else nullcontext():
+        await _follow(session, store)
+
+
+@contextmanager
+def _also_on_interrupt(action: Callable[[], None]) -> Iterator[None]:
+    """Call ``action`` on SIGINT, then what SIGINT did before (asyncio's
+    handler: cancel the main task)."""
+    before = signal.getsignal(signal.SIGINT)
+    if not callable(before) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        action()
+        before(signum, frame)
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is interrupted:
+            signal.signal(signal.SIGINT, before)
+
+
+async def _follow(session: _Session, store: CliStore | None) -> None:
     view = None if session.as_json else LiveView(out, session.workflow.name)
 
     def show(event: Event) -> None:
