@@ -47,16 +47,23 @@ def test_sigterm_stops_runs_at_a_checkpoint_and_a_restart_resumes_them(tmp_path)
             body = {"input": {"steps": 60, "label": "z"}}
             run_id = client.post("/api/workflows/slow/runs", json=body).json()["run_id"]
             time.sleep(0.6)
-            # A browser following the run does not hold the server up.
+            # A browser following the run does not hold the server up, and
+            # hears that the run was stopped before its stream ends.
             with client.stream("GET", f"/api/runs/{run_id}/events") as events:
-                next(events.iter_lines())
-                code, out, err = stop(process)
+                lines = events.iter_lines()
+                next(lines)
+                process.send_signal(signal.SIGTERM)
+                heard = list(lines)
+            code, out, err = stop(process)
     finally:
         if process.poll() is None:
             process.kill()
     assert code == 0, err
     assert f"stopped 1 run(s) at their last checkpoint: {run_id}" in out
     assert "Traceback" not in err
+    data = [line.removeprefix("data: ") for line in heard if line.startswith("data: ")]
+    assert data[-1] == '{"status": "cancelled"}' and heard[-3] == "event: end", heard[-6:]
+    assert '"status": "cancelled"' in data[-2] and '"kind": "status"' in data[-2], data[-2]
 
     process, url = start("tests.serve.flows:slow", "--store", store)
     try:

@@ -331,7 +331,7 @@ async def _stream(
                 yield "".join(f"id: {n}\ndata: {r}\n\n" for n, r in new)
                 seen = new[-1][0]
             status = run_log.status
-            if run_log.live and not service.stopping.is_set():
+            if run_log.live and not service.streams_over.is_set():
                 try:
                     async with asyncio.timeout(KEEPALIVE):
                         await run_log.wait(seen)  # (woken by the server stopping too)

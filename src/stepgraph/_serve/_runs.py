@@ -172,8 +172,10 @@ class RunService:
         # The outputs along each checkpoint's lineage, as read from the store.
         self._outputs: OrderedDict[str, list[Any]] = OrderedDict()
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # new runs are refused
+        self.streams_over = asyncio.Event()  # every event stream ends
         self._tasks: set[asyncio.Task[None]] = set()  # every run going on here
+        self._closing: asyncio.Task[list[str]] | None = None
 
     # -- describing ------------------------------------------------------------
 
@@ -488,16 +490,22 @@ class RunService:
 
     # -- stopping -----------------------------------------------------------------------
 
-    def stop_streams(self) -> None:
-        """End every event stream (the server is stopping) and refuse new runs."""
-        self.stopping.set()
-        for entry in self.logs.values():
-            entry.changed()
+    def begin_close(self) -> None:
+        """Start stopping (the server was told to stop): see ``close``."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
 
     async def close(self) -> list[str]:
-        """Stop every run going on here at its last checkpoint and record
-        it as interrupted; the ids of those runs."""
-        self.stop_streams()
+        """Refuse new runs, stop every run going on here at its last
+        checkpoint and record it as interrupted, then end every event
+        stream — after the runs' own ``cancelled`` status reached it. The
+        ids of the runs stopped; once, however often called."""
+        self.begin_close()
+        assert self._closing is not None
+        return await asyncio.shield(self._closing)
+
+    async def _close(self) -> list[str]:
+        self.stopping.set()
         stop_waiting = getattr(self.store, "stop_waiting", None)
         if stop_waiting is not None:  # (a save waiting for its database gives up now)
             stop_waiting()
@@ -513,6 +521,8 @@ class RunService:
                     await self.store.set_status(entry.run_id, "cancelled", INTERRUPTED)
             except StepgraphError as exc:
                 log.warning("could not record run %s as interrupted: %s", entry.run_id, exc)
+        self.streams_over.set()
+        for entry in self.logs.values():
             entry.changed()
         return [entry.run_id for entry in live]
 

@@ -72,7 +72,9 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         if self.loop is not None:  # (called from a signal handler: hand it to the loop)
-            self.loop.call_soon_threadsafe(self.service.stop_streams)
+            # The runs stop first, so that their event streams say so
+            # before they end (uvicorn waits for those streams to end).
+            self.loop.call_soon_threadsafe(self.service.begin_close)
             self.loop.call_soon_threadsafe(self.exit.set)
 
 
