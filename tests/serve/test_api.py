@@ -153,9 +153,12 @@ def test_token_is_required_everywhere_in_the_api(serve):
 def test_without_a_token_only_loopback_names_are_answered(serve):
     server = serve(flows.gate)
     with server.client() as client:
-        rebound = client.get("/api/workflows", headers={"Host": "evil.example:8321"})
-        assert rebound.status_code == 403
-        assert client.get("/api/workflows", headers={"Host": "localhost:8321"}).status_code == 200
+        for refused in ("evil.example:8321", "127.0.0.1.evil.example", "[::2]:8321", "10.0.0.1"):
+            rebound = client.get("/api/workflows", headers={"Host": refused})
+            assert rebound.status_code == 403, refused
+        # Every loopback address (``--host 127.0.0.2`` serves on one of them).
+        for name in ("localhost:8321", "127.0.0.1:80", "127.0.0.2:8321", "[::1]:8321", "[::1]"):
+            assert client.get("/api/workflows", headers={"Host": name}).status_code == 200, name
 
 
 def test_console_page_and_openapi(serve):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,7 +48,20 @@ __all__ = ["Guard", "create_app"]
 log = logging.getLogger("stepgraph.serve")
 
 KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def _loopback_name(name: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1) — never
+    another name, which a page elsewhere could point at this machine (DNS
+    rebinding)."""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
 _STATIC = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
@@ -93,7 +107,7 @@ class Guard:
         if self.token is None:
             host = headers.get("host", b"").decode("latin-1").lower()
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in _LOOPBACK_HOSTS:
+            if not _loopback_name(name):
                 return _error(403, f"host {host!r} refused: a server without a token answers "
                                    "loopback names only")  # fmt: skip
         if self.token is not None and path.startswith("/api/"):
