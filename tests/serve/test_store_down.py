@@ -88,3 +88,22 @@ def test_stopping_the_server_ends_a_save_waiting_for_the_database(serve):
             started = time.monotonic()
             assert server.call(server.service.close) == [run_id]
             assert time.monotonic() - started < 5  # not the save's 10 s
+
+
+def test_a_run_cancelled_while_its_save_waits_shows_why_it_failed(serve):
+    """Cancelled while its save waits for a database that is down: its
+    queued checkpoints cannot be stored, so it ends failed — with the
+    store's reason, here and in the listing, not a bare ``failed``."""
+    with own_cluster() as cluster:
+        store = sg.PostgresCheckpointStore(cluster.create_database(), reconnect_timeout=1)
+        server = serve(flows.slow, store=store)
+        with server.client() as client:
+            run_id = stored_run(client)
+            cluster.halt()
+            time.sleep(0.3)  # (its next save waits for the server now)
+            assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
+            cluster.resume()
+            ended = wait_for(client, run_id, "failed")
+            assert ended["error"] and "checkpoint database" in ended["error"], ended
+            [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
+            assert (listed["status"], listed["error"]) == ("failed", ended["error"])

@@ -133,6 +133,8 @@ class RunLog:
             self.outputs.append(record["data"])
         elif event.kind == "status" and not event.workflow_path:
             self.status = record["status"]
+        elif event.kind == "failed" and not event.workflow_path:
+            self.error = record["error"]  # (also when the run's own ending is cut off)
         text = json.dumps(record, allow_nan=False, ensure_ascii=False)
         self.records.append(text)
         self.size += len(text)
