@@ -39,6 +39,15 @@ def test_a_store_gone_down_is_a_503_and_the_run_it_failed_stays_shown(serve):
             failed = wait_for(client, run_id, "failed")
             assert failed["error"] and "checkpoint database" in failed["error"]
             assert failed["checkpoints"] == []
+            # Listed too (the console's runs page), first: the newest.
+            for query in ({}, {"status": "failed"}, {"workflow": "gate"}):
+                first = client.get("/api/runs", params=query).json()["runs"][0]
+                assert first["run_id"] == run_id, query
+                assert (first["status"], first["error"]) == ("failed", failed["error"])
+                assert first["checkpoints"] == 0 and first["started_at"] > 0
+            for query in ({"status": "idle"}, {"workflow": "slow"}):
+                listed = client.get("/api/runs", params=query).json()["runs"]
+                assert run_id not in [r["run_id"] for r in listed], query
             assert wait_for(client, before.json()["run_id"], "idle_with_pending_requests")
 
 

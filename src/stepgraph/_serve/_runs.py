@@ -205,9 +205,36 @@ class RunService:
             raise Problem(422, f"unknown cursor {cursor!r}: pass the 'next' of a page") from None
         more = len(infos) > limit
         infos = infos[:limit]
+        # Runs of this server the store holds nothing of (an outage failed
+        # them before their first save): newest, so on the first page.
+        unstored = []
+        for run_log in reversed(self.logs.values()) if cursor is None else ():
+            if not run_log.unstored or run_log.live:
+                continue
+            if await self.store.run_info(run_log.run_id) is not None:
+                run_log.unstored = False  # (the store was down when it ended: it has some)
+            elif (workflow is None or run_log.workflow == workflow) and (
+                status is None or run_log.status == status
+            ):
+                unstored.append(self._unstored_summary(run_log))
         return {
-            "runs": [self._run_summary(info) for info in infos],
+            "runs": [*unstored, *(self._run_summary(info) for info in infos)],
             "next": infos[-1].run_id if more else None,
+        }
+
+    def _unstored_summary(self, run_log: RunLog) -> dict[str, Any]:
+        return {
+            "run_id": run_log.run_id,
+            "workflow": run_log.workflow,
+            "status": run_log.status,
+            "error": run_log.error,
+            "started_at": run_log.base / 1e6,
+            "updated_at": run_log.ended_at,
+            "supersteps": 0,
+            "pending_requests": 0,
+            "checkpoints": 0,
+            "live": run_log.live,
+            "interrupted": False,
         }
 
     def _run_summary(self, info: Any) -> dict[str, Any]:
@@ -245,15 +272,7 @@ class RunService:
             if run_log is None or not (run_log.live or run_log.unstored):
                 raise Problem(404, f"no run {run_id!r} in the store")  # (or deleted since)
             return {  # started, its first checkpoint not written yet (or never)
-                "run_id": run_id,
-                "workflow": run_log.workflow,
-                "status": run_log.status,
-                "error": run_log.error,
-                "live": run_log.live,
-                "interrupted": False,
-                "started_at": None,
-                "updated_at": None,
-                "supersteps": 0,
+                **self._unstored_summary(run_log),
                 "checkpoints": [],
                 "outputs": jsonable(run_log.outputs),
                 "pending_requests": [],
@@ -462,7 +481,7 @@ class RunService:
         try:
             return await self.store.run_info(run_id) is not None
         except StepgraphError:
-            return False  # (the store is still down: it holds nothing to show)
+            return False  # (the store is down: shown from here until it says it has some)
 
     def _open_log(self, held: list[Event], workflow: str) -> RunLog:
         run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))
