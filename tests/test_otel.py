@@ -178,6 +178,7 @@ async def test_a_failed_handler_is_an_error_span(traces: Traces) -> None:
     [run] = spans["run failing"]
     assert run.status.status_code is StatusCode.ERROR
     assert run.attributes["stepgraph.status"] == "failed"
+    assert run.attributes["stepgraph.outcome"] == "failed"  # the run's status, as documented
 
 
 async def test_a_retried_handler_has_a_span_per_attempt(traces: Traces) -> None:

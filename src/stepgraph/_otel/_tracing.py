@@ -243,7 +243,7 @@ class OtelTrace:
         self.run.set("stepgraph.supersteps", supersteps)
         if error is not None:
             self.run.fail(error)
-        self.run.end("error" if error is not None else status)
+        self.run.end(status)  # (the run's status: "failed" when it failed)
 
 
 def start_run(workflow: str, run_id: str, resumed_from: str | None, link: Any) -> OtelTrace | None:
