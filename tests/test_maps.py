@@ -146,6 +146,39 @@ async def test_a_map_resumes_from_a_checkpoint(store: sg.CheckpointStore) -> Non
     assert resumed.outputs == first.outputs == [[0, 1, 4, 9, 16, 25]]
 
 
+async def test_a_workers_events_name_its_item() -> None:
+    """Items run at once and their events interleave (agents streaming):
+    each event of a worker carries its item's index; other events none."""
+
+    class Chatty(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+            for part in range(3):
+                await ctx.add_event(sg.UserEvent(kind="part", data=(n, part)))
+                await asyncio.sleep(0.001 * (3 - n))  # later items overtake earlier ones
+            await ctx.yield_output(n)
+            await ctx.send_message(n)
+
+    workflow = sg.WorkflowBuilder(start=emit).add_map(emit, Chatty, id="chatty", to=collect).build()
+    seen = [event async for event in workflow.stream(3)]
+    parts = [e for e in seen if e.kind == "part"]
+    assert [e.item for e in parts] != sorted(e.item for e in parts)  # interleaved
+    assert all(e.item == e.data[0] for e in parts)
+    calls = [e for e in seen if e.kind in ("executor_invoked", "executor_completed")]
+    assert sorted((e.kind, e.item) for e in calls if e.executor_id == "chatty") == [
+        (kind, n) for kind in ("executor_completed", "executor_invoked") for n in range(3)
+    ]
+    outputs = {e.data: e.item for e in seen if e.kind == "output" and e.executor_id == "chatty"}
+    assert outputs == {0: 0, 1: 1, 2: 2}
+    others = [e for e in seen if e.executor_id != "chatty"]
+    assert others and all(e.item is None for e in others)
+    # In the JSON records (CLI --json, the server's streams): only where set.
+    from stepgraph._cli._render import event_record
+
+    assert event_record(parts[0])["item"] == parts[0].item
+    assert all("item" not in event_record(e) for e in others)
+
+
 async def test_workers_may_not_ask_or_aim() -> None:
     class Asker(sg.Executor):
         @sg.handler

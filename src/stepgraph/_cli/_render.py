@@ -62,7 +62,9 @@ def event_record(event: Event) -> dict[str, Any]:
     """One event as a JSON-able dict: its ``kind``, fields, ``path``."""
     record: dict[str, Any] = {"kind": event.kind}
     for field in dataclasses.fields(event):
-        record[field.name] = jsonable(getattr(event, field.name))
+        value = getattr(event, field.name)
+        if field.name != "item" or value is not None:  # (only a map worker's events)
+            record[field.name] = jsonable(value)
     record["workflow_path"] = list(event.workflow_path)
     record["path"] = event.path
     return record

@@ -53,7 +53,10 @@ class Event:
     """Base of every event. ``executor_id`` and ``superstep`` are set where
     meaningful. ``workflow_path`` is empty for the run's own events; an event
     from a sub-workflow carries the ids of the workflow executors it came
-    through, outermost first (``path`` joins them with the executor id)."""
+    through, outermost first (``path`` joins them with the executor id).
+    ``item`` is set on the events of a map's workers: the index of the item
+    (the message, in the order the source sent them) whose worker emitted
+    it, so that interleaved items (agents streaming) can be told apart."""
 
     kind: ClassVar[str] = "event"
     # A transient event reaches stream() consumers as it happens and is kept
@@ -62,6 +65,7 @@ class Event:
     executor_id: str | None = None
     superstep: int | None = None
     workflow_path: tuple[str, ...] = ()
+    item: int | None = None
 
     @property
     def path(self) -> str:
@@ -172,6 +176,7 @@ _new = object.__new__
 _set_executor = Event.__dict__["executor_id"].__set__
 _set_superstep = Event.__dict__["superstep"].__set__
 _set_path = Event.__dict__["workflow_path"].__set__
+_set_item = Event.__dict__["item"].__set__
 _set_duration = ExecutorCompletedEvent.__dict__["duration"].__set__
 
 CallRecord = tuple[Any, ...]
@@ -185,6 +190,7 @@ def materialize(item: Event | CallRecord) -> Event:
     _set_executor(event, item[1])
     _set_superstep(event, item[2])
     _set_path(event, ())
+    _set_item(event, None)
     if len(item) == 4:
         _set_duration(event, item[3])
     return event  # type: ignore[no-any-return]

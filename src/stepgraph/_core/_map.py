@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
 from .._exceptions import RequestError, RoutingError
 from ._backend import ExecutorFailure, Superstep, invoke_guarded, traced
-from ._context import Outbox, WorkflowContext
-from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
+from ._context import Emit, Outbox, WorkflowContext
+from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent, materialize
 from ._graph import Node
 from ._routing import Inbox
 from ._tasks import run_all
@@ -39,6 +40,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             ctx: WorkflowContext[Any, Any] = WorkflowContext(
                 work.scope, node_id, step, work.committed, _no_requests(node_id)
             )
+            ctx._emit = _tagging(work.scope.emit, index)
             try:
                 try:
                     invoke = plan.make()  # this item's own worker
@@ -82,6 +84,15 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             merged.item_writes.append((f"{node_id}[{index}]", result.writes))
     merged.sent.append((batch, None))
     return merged
+
+
+def _tagging(emit: Emit, index: int) -> Emit:
+    """``emit`` for one item's worker: its events carry the item's index."""
+
+    def tagged(event: Any) -> None:
+        emit(replace(materialize(event), item=index))
+
+    return tagged
 
 
 def _short(message: Any) -> str:
