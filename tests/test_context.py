@@ -35,6 +35,31 @@ async def test_contradicting_declared_types_warns() -> None:
     assert sorted(result.outputs) == ["not an int", "not an int either"]
 
 
+async def test_a_container_of_the_wrong_elements_says_what_it_holds() -> None:
+    @sg.executor(id="lists")
+    async def lists(n: int, ctx: sg.WorkflowContext[list[int]]) -> None:
+        await ctx.send_message([1, "x", 2.5])  # type: ignore[list-item]
+
+    @sg.executor(id="ints")
+    async def ints(values: list[int], ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(sum(values))
+
+    result = await sg.WorkflowBuilder(start=lists).add_edge(lists, ints).build().run(1)
+    declared, undelivered = warnings(result.events)
+    assert declared.endswith(
+        "sent a list[int | str | float], which is not among its declared output types: list[int]"
+    )
+    assert undelivered.startswith("a list[int | str | float] sent by 'lists' in superstep 1")
+    from stepgraph._core._typing import a_value_type
+
+    assert a_value_type([]) == "an empty list"
+    assert a_value_type({"a": 1, "b": "x"}) == "a dict[str, int | str]"
+    assert a_value_type(tuple(range(3)) + ("a", b"", None, 1.0)) == (
+        "a tuple[int | str | bytes | None | ...]"
+    )
+    assert a_value_type(3) == "an int"
+
+
 async def test_contradicting_declared_types_fails_when_strict() -> None:
     workflow = sg.WorkflowBuilder(start=liar, strict=True).add_edge(liar, sink).build()
     with pytest.raises(sg.WorkflowRunError) as raised:

@@ -32,7 +32,7 @@ from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
 from ._requests import PendingRequest
 from ._state import Fold, Reducers, StateView
 from ._threads import sync_pool
-from ._typing import ANY_SPEC, TypeSpec, a_type, type_name
+from ._typing import ANY_SPEC, TypeSpec, a_value_type, type_name
 from ._usage import Usage
 
 __all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
@@ -416,7 +416,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         label = self._contract.label
         handler = "" if label == self._executor_id else f" ({label})"
         self._report(
-            f"executor {self._executor_id!r}{handler} {verb} {a_type(type(value))}, which is not "
+            f"executor {self._executor_id!r}{handler} {verb} {a_value_type(value)}, which is not "
             f"among its declared {what} types: {declared}",
             MessageTypeError,
         )

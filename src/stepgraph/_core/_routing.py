@@ -32,7 +32,7 @@ from ._graph import (
     MultiSelectEdge,
     SwitchEdge,
 )
-from ._typing import a_type, type_name
+from ._typing import a_value_type, type_name
 
 __all__ = ["Inbox", "Router", "FanInBuffers"]
 
@@ -218,7 +218,7 @@ class Router:
         rejected: list[str],
         superstep: int,
     ) -> str:
-        what = f"{a_type(type(message))} sent by {source!r} in superstep {superstep}"
+        what = f"{a_value_type(message)} sent by {source!r} in superstep {superstep}"
         if not groups:
             reason = f"{source!r} has no outgoing edges"
         elif target is not None and not any(target in g.targets for g in groups):

@@ -62,6 +62,29 @@ def a_type(tp: Any) -> str:
 _YOU_SOUNDS = ("uni", "use", "usu", "uti", "uui", "ur")  # "a Union", "a UUID", "a URL"
 
 
+def a_value_type(value: Any) -> str:
+    """What ``value`` is, for messages: its type, and for a list, tuple,
+    set or dict what it holds — "a list[int | str]", "an empty list" — so
+    that an element of the wrong type shows."""
+    cls = type(value)
+    if cls in (list, tuple, set, frozenset, dict) and not value:
+        return f"an empty {cls.__name__}"
+    if cls in (list, tuple, set, frozenset):
+        return f"{a_type(cls)}[{_held(value)}]"
+    if cls is dict:
+        return f"a dict[{_held(value.keys())}, {_held(value.values())}]"
+    return a_type(cls)
+
+
+def _held(values: cabc.Iterable[Any]) -> str:
+    names: dict[str, None] = {}
+    for value in values:
+        names[type_name(type(value))] = None
+        if len(names) > 4:
+            return " | ".join([*list(names)[:4], "..."])
+    return " | ".join(names)
+
+
 def _normalise(tp: Any) -> Any:
     """Strip wrappers that do not change which values match."""
     if tp is None:
