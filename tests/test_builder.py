@@ -84,7 +84,11 @@ def B(**kw: Any) -> sg.WorkflowBuilder:
             lambda: B().add_edge(ints, silent).add_edge(silent, anything),
             r"edge silent -> anything: 'silent' declares no message types it sends",
         ),
-        (lambda: B().add_edge(ints, "nowhere"), r"edge \(ints, nowhere\) names unknown executor"),
+        (lambda: B().add_edge(ints, "nowhere"), r"^edge \(ints, nowhere\) names unknown executor"),
+        (
+            lambda: B().add_fan_out(ints, [anything, "nowhere"]),
+            r"^fan_out edge \(ints, anything, nowhere\) names unknown executor 'nowhere'",
+        ),
         (lambda: B().add_executor(texts), r"\['texts'\] cannot be reached from .*'ints'"),
         (
             lambda: B(output_from=["missing"]).add_edge(ints, anything),

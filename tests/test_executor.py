@@ -198,7 +198,9 @@ T = TypeVar("T")
             r"handler Gen.on: handlers may not be generators",
         ),
         (lambda: sg.executor(id="kw")(_kw_only), r"handler 'kw'.*exactly \(message\[, ctx\]\)"),
-        (lambda: Zoo(""), r"executor id must be a non-empty str"),
+        (lambda: Zoo(""), r"executor id must be a non-empty str, got '' \(Zoo\)"),
+        (lambda: Zoo("team/a"), r"executor id 'team/a' \(Zoo\) holds '/', which joins"),
+        (lambda: sg.executor(id="x/y")(_takes_int), r"executor id 'x/y' .*holds '/'"),
         (lambda: Zoo("z", timeout=0), r"executor 'z': timeout must be a positive"),
     ],
 )
@@ -224,6 +226,9 @@ def _h(tp: Any) -> Any:
     async def handle(self: Any, message: Any) -> None: ...
 
     return sg.handler(input=tp)(handle)
+
+
+async def _takes_int(message: int) -> None: ...
 
 
 async def _no_annotation(self: Any, message) -> None: ...  # type: ignore[no-untyped-def]

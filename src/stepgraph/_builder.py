@@ -32,7 +32,7 @@ from ._core import (
 )
 from ._edges import Case, Default
 from ._exceptions import WorkflowDefinitionError
-from ._executor import Executor
+from ._executor import Executor, check_id
 from ._factories import Factory, per_run_invoke, registered
 from ._handlers import union_of
 from ._maps import MapExecutor, Worker, map_worker
@@ -226,8 +226,7 @@ class WorkflowBuilder:
         ``max_concurrency``), and ``to`` receives one list of what they sent,
         in the order ``source`` sent the messages. ``id`` names the map node
         (in events, breakpoints and drawings)."""
-        if not isinstance(id, str) or not id:
-            raise WorkflowDefinitionError(f"add_map: id must be a non-empty str, got {id!r}")
+        check_id(id, "add_map: id")
         make, prototype = map_worker(id, worker)
         node = MapExecutor(id, prototype, make, max_concurrency)
         self._register(node)
@@ -370,8 +369,9 @@ class WorkflowBuilder:
             name = _ref_name(ref)
             if name not in executors:
                 shown = ", ".join(_ref_name(r) for r in (*draft.sources, *draft.targets))
+                kind = "" if draft.kind.kind == "edge" else f"{draft.kind.kind} "
                 raise WorkflowDefinitionError(
-                    f"{draft.kind.kind} edge ({shown}) names unknown executor {name!r}; "
+                    f"{kind}edge ({shown}) names unknown executor {name!r}; "
                     f"known: {sorted(executors)}"
                 )
             return name

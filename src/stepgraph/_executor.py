@@ -107,6 +107,18 @@ def response_handler(
     return decorate(func) if func is not None else decorate
 
 
+def check_id(id: object, what: str, where: str = "") -> None:
+    """An executor's (or map's) id: a non-empty str without ``/``, which
+    joins the ids of an event's path and of a sub-workflow's requests."""
+    if not isinstance(id, str) or not id:
+        raise WorkflowDefinitionError(f"{what} must be a non-empty str, got {id!r}{where}")
+    if "/" in id:
+        raise WorkflowDefinitionError(
+            f"{what} {id!r}{where} holds '/', which joins the ids of an event's path and of a "
+            "sub-workflow's requests; choose an id without it"
+        )
+
+
 class Executor:
     """A node of a workflow. Subclass it and define ``@handler`` methods::
 
@@ -137,10 +149,7 @@ class Executor:
     ) -> None:
         if id is None:
             id = type(self).__name__
-        if not isinstance(id, str) or not id:
-            raise WorkflowDefinitionError(
-                f"executor id must be a non-empty str, got {id!r} ({type(self).__name__})"
-            )
+        check_id(id, "executor id", f" ({type(self).__name__})")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise WorkflowDefinitionError(f"executor {id!r}: retry must be a RetryPolicy")
         if timeout is not None and not timeout > 0:

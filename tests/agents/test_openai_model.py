@@ -506,3 +506,16 @@ def test_retry_after_headers() -> None:
     assert _retry_after({}) is None
     in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
     assert 8 <= (_retry_after({"retry-after": in_ten}) or 0) <= 10
+
+
+def test_a_connection_error_without_a_message_is_named_by_its_type() -> None:
+    from stepgraph.agents._openai import _Failure
+
+    error = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    error.__cause__ = ConnectionResetError()
+    failure = _Failure.from_sdk(error, received=False)
+    assert failure.reason == "cannot connect (ConnectionResetError)" and failure.retryable
+    error.__cause__ = ConnectionResetError("reset by peer")
+    assert _Failure.from_sdk(error, received=True).reason == (
+        "the connection was lost mid-stream (reset by peer)"
+    )

@@ -339,7 +339,7 @@ class _Failure:
             return cls("the request timed out", exc, retryable=True)
         if isinstance(exc, openai.APIConnectionError):
             where = "the connection was lost mid-stream" if received else "cannot connect"
-            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            cause = f" ({_reason(exc.__cause__)})" if exc.__cause__ is not None else ""
             return cls(where + cause, exc, retryable=True)
         return cls(f"the server sent an error: {_server_message(exc)}", exc)
 
@@ -347,6 +347,12 @@ class _Failure:
     def malformed(cls, reason: str, exc: Exception | None = None) -> _Failure:
         """The stream is not a chat completion: not worth retrying."""
         return cls(f"malformed stream: {reason}", exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a reason: its message, or its type when it has
+    none (a connection reset often has no message)."""
+    return str(exc) or type(exc).__name__
 
 
 def _server_message(exc: Any) -> str:
