@@ -114,7 +114,7 @@ def fancy() -> sg.Workflow:
 # -- hostile text: rich markup in ids, inputs, outputs and errors ----------------
 
 
-@sg.executor(id="[/x]")
+@sg.executor(id="[bold]x")
 async def markup_echo(text: str, ctx: sg.WorkflowContext[str, str]) -> None:
     await ctx.yield_output(f"[bold]{text}[/bold] list[str]")
     await ctx.send_message(text)

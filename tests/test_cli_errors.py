@@ -36,12 +36,12 @@ def test_markup_in_ids_inputs_outputs_and_errors_prints_as_is() -> None:
     as_json = cli("run", "tests.cli_flows:hostile", "--input", '"[/tag]"', "--no-store", "--json")
     assert as_json.returncode == 1
     [output] = [e for e in events_of(as_json.stdout) if e["kind"] == "output"]
-    assert output["data"] == "[bold][/tag][/bold] list[str]" and output["path"] == "[/x]"
+    assert output["data"] == "[bold][/tag][/bold] list[str]" and output["path"] == "[bold]x"
     code, screen = run_in_pty(
         ["run", "tests.cli_flows:hostile", "--input", '"[/tag] ü"', "--no-store"]
     )
     assert code == 1, screen
-    assert "[/x]" in screen and "[b]hostile[/b]" in screen and "[red]boom" in screen
+    assert "[bold]x" in screen and "[b]hostile[/b]" in screen and "[red]boom" in screen
     assert "MarkupError" not in screen
 
 

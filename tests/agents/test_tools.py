@@ -603,6 +603,28 @@ async def test_unencodable_result_falls_back_to_str() -> None:
     assert await loop.invoke({}) == "[[...]]"
 
 
+async def test_a_result_with_no_text_of_its_own_is_refused() -> None:
+    class Obj:
+        pass
+
+    @tool
+    def opaque() -> Any:
+        return {"found": Obj()}
+
+    with pytest.raises(TypeError, match=r"returned an Obj that has no JSON form and no text"):
+        await opaque.invoke({})
+
+    class Named:
+        def __str__(self) -> str:
+            return "named thing"
+
+    @tool
+    def named() -> Any:
+        return [Named()]
+
+    assert await named.invoke({}) == '["named thing"]'
+
+
 async def test_exceptions_propagate_unchanged() -> None:
     class Boom(Exception):
         pass

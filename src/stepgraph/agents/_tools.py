@@ -38,6 +38,7 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
 from .._core._threads import sync_pool
+from .._core._typing import a_type
 from .._exceptions import StepgraphError, WorkflowDefinitionError
 
 __all__ = ["Tool", "ToolArgumentsError", "as_tools", "tool", "tool_error_text"]
@@ -479,10 +480,25 @@ def _as_text(result: Any) -> str:
         return ""
     if isinstance(result, str):
         return str.__str__(result)  # a plain str, even from a str subclass or enum
+    faceless: list[Any] = []
+
+    def fallback(value: Any) -> str:
+        cls: Any = type(value)
+        if cls.__repr__ is object.__repr__ and cls.__str__ is object.__str__:
+            faceless.append(value)  # its text would be "<X object at 0x...>"
+        return str(value)
+
     try:
-        return pydantic_core.to_json(result, fallback=str).decode()
+        text = pydantic_core.to_json(result, fallback=fallback).decode()
     except (pydantic_core.PydanticSerializationError, ValueError, TypeError):
-        return str(result)  # JSON cannot express it (e.g. a cycle)
+        text = str(result)  # JSON cannot express it (e.g. a cycle)
+    if faceless:
+        raise TypeError(
+            f"returned {a_type(type(faceless[0]))} that has no JSON form and no text of its "
+            "own (the model would read '<... object at 0x...>'): return a str, numbers, "
+            "lists, dicts, a dataclass or a pydantic model, or give the class a __str__"
+        )
+    return text
 
 
 def _star(param: inspect.Parameter) -> str:
