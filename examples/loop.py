@@ -1,7 +1,8 @@
 """A loop with a stop condition: binary search for a secret number.
 
 The guesser sends guesses to the oracle, the oracle answers, and the loop ends
-when the guess is right (a conditional edge stops feeding the guesser).
+when the guess is right, or when no number is left to guess (the secret is not
+in the range searched): a conditional edge stops feeding the guesser.
 
     python examples/loop.py
 """
@@ -29,7 +30,7 @@ class Guess:
 @dataclass(frozen=True)
 class Verdict:
     guess: Guess
-    answer: str  # "higher", "lower" or "found"
+    answer: str  # "higher", "lower", "found" or "absent"
 
 
 @sg.executor(id="guesser")
@@ -43,6 +44,10 @@ async def guesser(verdict: Verdict, ctx: sg.WorkflowContext[Guess]) -> None:
 
 @sg.executor(id="oracle")
 async def oracle(guess: Guess, ctx: sg.WorkflowContext[Verdict, str]) -> None:
+    if guess.low > guess.high:  # nothing left between the bounds
+        await ctx.yield_output("no number left to guess: the secret is outside the range")
+        await ctx.send_message(Verdict(guess, "absent"))
+        return
     value = guess.value
     answer = "found" if value == SECRET else "higher" if value < SECRET else "lower"
     await ctx.yield_output(f"guess {value}: {answer}")
@@ -52,7 +57,7 @@ async def oracle(guess: Guess, ctx: sg.WorkflowContext[Verdict, str]) -> None:
 def build() -> sg.Workflow:
     return (
         sg.WorkflowBuilder(start=oracle, name="binary-search")
-        .add_edge(oracle, guesser, condition=lambda verdict: verdict.answer != "found")
+        .add_edge(oracle, guesser, condition=lambda verdict: verdict.answer in ("higher", "lower"))
         .add_edge(guesser, oracle)
         .build()
     )

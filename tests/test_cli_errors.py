@@ -33,6 +33,14 @@ def test_markup_in_ids_inputs_outputs_and_errors_prints_as_is() -> None:
         "(expected list[str])"
     ) in plain.stdout
     assert "MarkupError" not in plain.stdout + plain.stderr
+    # Terminal control sequences in what a workflow says are shown, not obeyed.
+    escaped = cli(
+        "run", "tests.cli_flows:hostile", "--input", '"\\u001b[31mred\\u0007"', "--no-store"
+    )
+    assert escaped.returncode == 1
+    assert "\x1b" not in escaped.stdout + escaped.stderr and "\x07" not in escaped.stdout
+    assert "cannot take \\x1b[31mred\\x07 (expected list[str])" in escaped.stdout
+    assert "output: [bold]\\x1b[31mred\\x07[/bold] list[str]" in escaped.stdout
     as_json = cli("run", "tests.cli_flows:hostile", "--input", '"[/tag]"', "--no-store", "--json")
     assert as_json.returncode == 1
     [output] = [e for e in events_of(as_json.stdout) if e["kind"] == "output"]

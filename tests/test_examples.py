@@ -85,3 +85,23 @@ def test_map_reduce_counts_every_document(documents: list[str], expected: list[s
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["data"] for e in events if e["kind"] == "output"] == expected
     assert [e for e in events if e["kind"] == "warning"] == []
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "last"),
+    [
+        (0, 100, "guess 37: found"),
+        (37, 37, "guess 37: found"),
+        (50, 60, "no number left to guess: the secret is outside the range"),
+        (0, 10, "no number left to guess: the secret is outside the range"),
+        (60, 50, "no number left to guess: the secret is outside the range"),  # (empty)
+    ],
+)
+async def test_the_loop_ends_whether_or_not_the_secret_is_in_range(
+    low: int, high: int, last: str
+) -> None:
+    from examples import loop
+
+    result = await loop.build().run(loop.Guess(low, high))
+    assert result.outputs[-1] == last
+    assert len(result.outputs) <= 8  # a binary search over at most 101 numbers

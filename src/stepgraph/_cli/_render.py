@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from typing import Any
 
@@ -32,9 +33,17 @@ from .._core import (
 __all__ = ["LiveView", "event_json", "event_record", "jsonable", "printable", "say", "shown"]
 
 
+# Control characters other than newline and tab: a terminal obeys them
+# (ESC starts a sequence that recolours it, moves the cursor, sets its title).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def printable(text: str) -> str:
-    """``text`` with lone surrogates (which no terminal encoding can print)
-    written as escapes."""
+    """``text`` with control characters (a handler's error message holding
+    ``\x1b[31m``) and lone surrogates (which no terminal encoding can
+    print) written as escapes."""
+    if _CONTROL.search(text) is not None:
+        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     if text.isascii():
         return text
     try:
