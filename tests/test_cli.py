@@ -163,9 +163,11 @@ def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) ->
     assert "Input should be a valid boolean" in wrong.stderr
 
 
-def interrupt_slow_run(store: str, after: int) -> tuple[int, str]:
-    """Start the slow workflow, press Ctrl-C after ``after`` supersteps;
-    returns (exit code, stderr)."""
+def interrupt_slow_run(
+    store: str, after: int, how: signal.Signals = signal.SIGINT
+) -> tuple[int, str]:
+    """Start the slow workflow, press Ctrl-C (or send ``how``) after
+    ``after`` supersteps; returns (exit code, stderr)."""
     process = subprocess.Popen(
         [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", store, "--json"],
         stdout=subprocess.PIPE,
@@ -181,7 +183,7 @@ def interrupt_slow_run(store: str, after: int) -> tuple[int, str]:
             if json.loads(line)["kind"] == "superstep_completed":
                 completed += 1
                 if completed == after:
-                    process.send_signal(signal.SIGINT)
+                    process.send_signal(how)
                     break
         _, stderr = process.communicate(timeout=30)
     return process.returncode, stderr
@@ -196,6 +198,18 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     resumed = cli("run", "tests.cli_flows:slow", "--store", store, "--resume", "latest", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert [e["data"] for e in events_of(resumed.stdout) if e["kind"] == "output"] == [12]
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
+    """What systemd, docker stop and kill send: the run stops at a
+    checkpoint, is listed cancelled, says how to resume; exit 143."""
+    store = f"sqlite:{tmp_path / 'slow.sqlite'}"
+    code, stderr = interrupt_slow_run(store, after=2, how=signal.SIGTERM)
+    assert code == 143, stderr
+    assert "Traceback" not in stderr
+    assert re.search(r"stopped\. Resume with: .*--resume \w+", stderr), stderr
+    listed = cli("checkpoints", "list", "--store", store).stdout.splitlines()[1:]
+    assert [line.split("\t")[2] for line in listed] == ["cancelled"]
 
 
 def mermaid_counts(text: str) -> tuple[int, int]:

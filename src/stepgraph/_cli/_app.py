@@ -15,7 +15,7 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -110,6 +110,7 @@ class _Session:
         self.usage: RunUsage | None = None
         self.fork = False
         self.password_left_out = False  # from a command printed for the user
+        self.stopped_by: int = signal.SIGINT  # the signal that stopped the run (SIGTERM: 143)
 
     def see(self, event: Event) -> None:
         if event.workflow_path:
@@ -129,32 +130,37 @@ class _Session:
 
 
 async def _stream(session: _Session, store: CliStore | None) -> None:
-    # Ctrl-C also ends at once a save's wait for a database that takes no
+    # SIGTERM (systemd, docker stop, kill) stops the run as Ctrl-C does; either
+    # also ends at once a save's wait for a database that takes no
     # connections (a run stops only once its last save has ended).
-    stop_waiting = getattr(store, "stop_waiting", None)
-    with _also_on_interrupt(stop_waiting) if stop_waiting is not None else nullcontext():
+    with _stopping_signals(session, getattr(store, "stop_waiting", None)):
         await _follow(session, store)
 
 
 @contextmanager
-def _also_on_interrupt(action: Callable[[], None]) -> Iterator[None]:
-    """Call ``action`` on SIGINT, then what SIGINT did before (asyncio's
-    handler: cancel the main task)."""
+def _stopping_signals(session: _Session, stop_waiting: Callable[[], None] | None) -> Iterator[None]:
+    """On SIGINT or SIGTERM: ``stop_waiting``, then what SIGINT did before
+    (asyncio's handler: cancel the main task, or on a second one raise
+    ``KeyboardInterrupt``); the signal is noted for the exit code."""
     before = signal.getsignal(signal.SIGINT)
     if not callable(before) or threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        action()
-        before(signum, frame)
+    def stopping(signum: int, frame: FrameType | None) -> None:
+        session.stopped_by = signum
+        if stop_waiting is not None:
+            stop_waiting()
+        before(signal.SIGINT, frame)
 
-    signal.signal(signal.SIGINT, interrupted)
+    term = signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGINT) is interrupted:
+        if signal.getsignal(signal.SIGINT) is stopping:
             signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, term)
 
 
 async def _follow(session: _Session, store: CliStore | None) -> None:
@@ -436,7 +442,7 @@ def _stream_and_sum_up(session: _Session, store: CliStore | None) -> int:
         except CheckpointError as error:  # (the store is down: say so, and how to go on)
             say(console, f"stopped; where the run got to could not be read: {error}")
             _resume_later(session, console, read=False)
-            return EXIT_INTERRUPTED
+            return 128 + session.stopped_by  # 130 (Ctrl-C), 143 (SIGTERM)
         if latest is None:
             say(console, "stopped (no checkpoint was written).")
         elif latest.status.startswith(RunStatus.IN_PROGRESS.value):
@@ -446,7 +452,7 @@ def _stream_and_sum_up(session: _Session, store: CliStore | None) -> int:
             if latest.pending_requests:
                 session.status = RunStatus.IDLE_WITH_PENDING_REQUESTS
                 _summary(session, console)
-        return EXIT_INTERRUPTED
+        return 128 + session.stopped_by  # 130 (Ctrl-C), 143 (SIGTERM)
     except WorkflowRunError as error:
         _report_failure(console, error)
         if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
