@@ -45,6 +45,12 @@ def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
     assert again.returncode == 0 and "creating" not in again.stderr
 
 
+def test_a_file_where_the_default_store_folder_goes_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / ".stepgraph").write_text("not a folder")
+    done = cli("run", "examples.hello:build", "--input", '"x"', cwd=tmp_path)
+    one_line_error(done, "cannot create the default checkpoint store", "--no-store")
+
+
 def test_listing_reads_only_and_works_while_another_process_writes(tmp_path: Path) -> None:
     path = tmp_path / "busy.sqlite"
     assert (

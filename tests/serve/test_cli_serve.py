@@ -109,6 +109,10 @@ def test_usage_problems_are_one_line(tmp_path):
     port = str(taken.getsockname()[1])
     for args, words in [
         (["stepgraph.demo:build", "--port", port], f"cannot listen on 127.0.0.1:{port}"),
+        (
+            ["stepgraph.demo:build", "--host", "256.1.1.1"],
+            "'256.1.1.1' is not an address or name of this machine",
+        ),
         (["nope:build"], "no module named 'nope'"),
         (["stepgraph.demo:build", "--token", "short"], "at least 16 characters"),
         (["stepgraph.demo:build", "stepgraph.demo:build"], "named 'review-pipeline'"),

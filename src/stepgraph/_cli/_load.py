@@ -249,7 +249,14 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
         raise CliError(f"no checkpoint store at {str(path)!r} (no such file)")
     if mode is StoreMode.CREATE and not path.exists():
         if spec == DEFAULT_STORE:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # (.stepgraph is a file; a read-only folder)
+                raise CliError(
+                    f"cannot create the default checkpoint store {str(path)!r}: "
+                    f"{exc.strerror or exc} ({str(path.parent)!r}); give another with "
+                    "--store sqlite:PATH, or --no-store"
+                ) from None
         elif not path.parent.is_dir():
             raise CliError(
                 f"cannot create checkpoint store {str(path)!r}: the folder "

@@ -141,5 +141,8 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host.strip("[]"), port), family=family)
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno is not None and exc.errno < 0:  # (getaddrinfo's: not an errno)
+            reason = f"{host!r} is not an address or name of this machine"
+        else:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise OSError(exc.errno, reason) from None
