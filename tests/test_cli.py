@@ -354,3 +354,14 @@ def test_run_on_the_ray_backend() -> None:
     assert [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"] == ["HELLO, RAY!"]
     bad = cli("run", "examples.hello:build", "--input", '"x"', "--no-store", "--backend", "nope")
     assert bad.returncode == 1 and "unknown backend 'nope'" in bad.stderr
+
+
+def test_help_reflows_to_the_terminal() -> None:
+    """Help lines break where the terminal does, not where a docstring did."""
+    wide = cli("--help", env={"COLUMNS": "200"})
+    assert wide.returncode == 0
+    assert "start runs, watch them live, answer requests" in wide.stdout
+    assert "2 idle with pending requests, 3 paused at a breakpoint, 1 failed" in wide.stdout
+    deleting = cli("checkpoints", "delete", "--help", env={"COLUMNS": "200"})
+    assert "The space is reused by later checkpoints; 'vacuum' shrinks" in deleting.stdout
+    assert "``" not in deleting.stdout

@@ -5,6 +5,7 @@ line and exit code 1."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import shlex
 import shutil
@@ -345,7 +346,7 @@ def run(
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
     2 idle with pending requests, 3 paused at a breakpoint, 1 failed, 130
-    interrupted (resumable)."""
+    interrupted (Ctrl-C) or 143 stopped (SIGTERM), both resumable."""
     sqlite = None
     try:
         workflow = load_workflow(target)
@@ -682,3 +683,20 @@ def _approve(session: _Session, spec: str, auto_approve: bool) -> int:
     again = _Session(build(), session.target, spec)
     again.checkpoint, again.responses = latest.id if latest else None, answers
     return _execute(again, open_store(spec, StoreMode.WRITE))
+
+
+def _tidy_help(group: typer.Typer) -> None:
+    """Each command's help from its docstring with its paragraphs' lines
+    joined — rich keeps a docstring's line breaks, which then break lines
+    mid-sentence in a terminal of another width — and ``x`` quoted as 'x'."""
+    for command in group.registered_commands:
+        doc = inspect.getdoc(command.callback) if command.callback is not None else None
+        if command.help is None and doc:
+            paragraphs = (" ".join(p.split()) for p in doc.split("\n\n"))
+            command.help = "\n\n".join(paragraphs).replace("``", "'")
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _tidy_help(sub.typer_instance)
+
+
+_tidy_help(app)
