@@ -81,3 +81,26 @@ async def test_an_unreachable_endpoint_fails_the_run_naming_agent_and_url() -> N
         await model.aclose()
     assert text.startswith("executor 'lost' failed in superstep 1: ModelError: model 'gpt-fake'")
     assert "http://127.0.0.1:9/v1" in text
+
+
+async def test_an_agent_timeout_ends_a_stream_that_never_finishes() -> None:
+    """A server that keeps streaming (each chunk in time for the client's
+    read timeout) would hold the run for ever: the agent's ``timeout``
+    fails it, naming the agent, and the server sees the disconnect."""
+    endless = FakeReply.text(["tick "] * 2_000, delay=0.02)
+    with FakeOpenAIServer([endless]) as server:
+        async with sg.OpenAIChatModel("gpt-fake", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("ticker", model=model, timeout=0.3)
+            workflow = sg.WorkflowBuilder(start=agent).build()
+            started = asyncio.get_running_loop().time()
+            try:
+                await workflow.run("go")
+            except sg.WorkflowRunError as error:
+                assert isinstance(error.__cause__, sg.ExecutorTimeoutError), repr(error)
+                assert str(error) == (
+                    "executor 'ticker' timed out: a handler call exceeded timeout=0.3 s"
+                )
+            else:
+                raise AssertionError("the run did not time out")
+            assert asyncio.get_running_loop().time() - started < 5
+            assert await asyncio.to_thread(server.wait_for_disconnects, 1, 2.0)

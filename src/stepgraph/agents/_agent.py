@@ -23,7 +23,7 @@ from typing import Any
 
 import pydantic
 
-from .._core import Usage, WorkflowContext, end_span, type_name, within
+from .._core import Placement, Usage, WorkflowContext, end_span, type_name, within
 from .._exceptions import AgentError, ModelError, WorkflowDefinitionError
 from .._executor import Executor, handler, response_handler
 from .._handlers import (
@@ -88,7 +88,11 @@ class Agent(Executor):
 
     ``tools`` are :func:`~stepgraph.tool` objects or plain functions;
     ``max_turns`` bounds the model calls per input; ``max_parallel_tools``
-    the tool calls of one model turn that run at once. The conversation
+    the tool calls of one model turn that run at once. ``timeout`` bounds
+    in seconds each call of the agent on an input (all its model turns and
+    tools: a model that streams for ever then fails the run, "executor X
+    timed out", instead of holding it); ``placement`` is where
+    it runs on a distributed backend, as for any executor. The conversation
     lives for the run (a new run starts a new one); register the agent with
     a factory (``builder.register(id, lambda: Agent(...))``) to serve
     concurrent runs.
@@ -104,6 +108,8 @@ class Agent(Executor):
         output_type: type[Any] | None = None,
         max_turns: int = 10,
         max_parallel_tools: int = 4,
+        timeout: float | None = None,
+        placement: Placement | None = None,
     ) -> None:
         if not callable(getattr(model, "stream", None)):
             raise WorkflowDefinitionError(
@@ -145,7 +151,7 @@ class Agent(Executor):
             }
         self._out: Any = output_type if output_type is not None else AgentResponse
         self._reset(None)
-        super().__init__(id)
+        super().__init__(id, timeout=timeout, placement=placement)
 
     # -- the handler table: what it sends depends on output_type -------------
 
