@@ -16,6 +16,7 @@ from typing import Any, TypeVar, overload
 from ._core import (
     Contract,
     MessageTypeError,
+    PendingRequest,
     Placement,
     RequestError,
     Response,
@@ -354,6 +355,15 @@ class Executor:
         raise NotImplementedError(
             f"executor {self.id!r} ({type(self).__name__}) overrides snapshot() but not restore()"
         )
+
+    # -- requests ------------------------------------------------------------
+
+    def check_response(self, request: PendingRequest, response: Any) -> None:
+        """Override to refuse an answer to one of this executor's requests
+        before it is recorded — raise ``ValueError`` saying why; the caller
+        of ``run(responses=...)`` (or the CLI, or the server) gets a
+        ``RequestError`` naming the request, and the request stays open.
+        Called with an answer of the request's response type."""
 
     # -- running -------------------------------------------------------------
 

@@ -134,9 +134,14 @@ def executor_identity(executor: Executor) -> list[Any]:
 # -- responses ------------------------------------------------------------------
 
 
-def apply_responses(run: RunState, responses: Mapping[str, Any]) -> None:
-    """Validate every response, then deliver all of them (or none): each goes
-    to the inbox of the executor that asked, in the order requests opened."""
+def apply_responses(
+    run: RunState, responses: Mapping[str, Any], executors: Mapping[str, Executor] | None = None
+) -> None:
+    """Validate every response — its type, then what the executor that
+    asked says of it (``Executor.check_response``, when ``executors`` are
+    given: the run's own instances first) — then deliver all of them (or
+    none): each goes to the inbox of the executor that asked, in the order
+    requests opened."""
     if not isinstance(responses, Mapping) or not responses:
         raise RequestError("responses must be a non-empty mapping of request id to value")
     for request_id, value in responses.items():
@@ -152,6 +157,18 @@ def apply_responses(run: RunState, responses: Mapping[str, Any]) -> None:
                 f"must be {a_type(request.response_type)}, not {a_type(type(value))}",
                 executor_id=request.executor_id,
             )
+        executor = None
+        if executors is not None:
+            executor = run.instances.get(request.executor_id) or executors.get(request.executor_id)
+        if executor is not None:
+            try:
+                executor.check_response(request, value)
+            except ValueError as exc:
+                raise RequestError(
+                    f"the response to request {request_id!r} (opened by "
+                    f"{request.executor_id!r}) is refused: {exc}",
+                    executor_id=request.executor_id,
+                ) from None
     for request_id in [r for r in run.requests if r in responses]:
         request = run.requests.pop(request_id)
         run.answered.add(request_id)

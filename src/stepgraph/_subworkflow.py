@@ -25,6 +25,7 @@ from typing import Any
 from ._core import (
     Contract,
     OutputEvent,
+    PendingRequest,
     Placement,
     RequestInfoEvent,
     Response,
@@ -189,6 +190,19 @@ class WorkflowExecutor(Executor):
     async def _respond(self, response: Response, ctx: WorkflowContext[Any, Any]) -> None:
         await self._resume(response.request.request_id, response.value, ctx)
 
+    def check_response(self, request: PendingRequest, response: Any) -> None:
+        """What the child's executor that asked says of the answer."""
+        route = self._routes.get(request.request_id)
+        run = self._runs.get(route[0]) if route is not None else None
+        asked = run.requests.get(route[1]) if run is not None and route is not None else None
+        if run is None or asked is None:
+            return  # (unknown here: the answer is refused when it arrives)
+        executor = run.instances.get(asked.executor_id) or self.workflow.executors.get(
+            asked.executor_id
+        )
+        if executor is not None:
+            executor.check_response(asked, response)
+
     async def _resume(self, request_id: str, value: Any, ctx: WorkflowContext[Any, Any]) -> None:
         route = self._routes.get(request_id)
         if route is None:
@@ -198,7 +212,8 @@ class WorkflowExecutor(Executor):
             )
         run_id, child_request = route
         run = self._runs[run_id]
-        apply_responses(run, {child_request: value})  # validates; raises before consuming
+        # Validates (checked at the answer already); raises before consuming.
+        apply_responses(run, {child_request: value}, self.workflow.executors)
         del self._routes[request_id]
         await self._drive(run_id, run, ctx)
 

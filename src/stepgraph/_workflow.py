@@ -523,7 +523,7 @@ class Workflow:
             if responses is not None:
                 if not call.fork:
                     await _not_answered(config.store, stored.run_id, responses)
-                apply_responses(run, responses)
+                apply_responses(run, responses, self._executors)
             # Continued from its checkpoint: the copy of the run kept in memory
             # (waiting for the same answers) is superseded, not answerable twice.
             self._suspended.pop(stored.run_id, None)
@@ -535,7 +535,7 @@ class Workflow:
             try:
                 if config is not None:  # another process may have answered through the store
                     await _not_answered(config.store, suspended.run_id, responses)
-                apply_responses(run, responses)
+                apply_responses(run, responses, self._executors)
                 parent = None
                 if suspended.last_checkpoint is not None and config is not None:
                     parent = await config.store.load(suspended.last_checkpoint)

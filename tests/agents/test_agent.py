@@ -283,12 +283,44 @@ async def test_an_edited_call_runs_with_the_reviewers_arguments() -> None:
     t2, t3 = ids(first, "t2", "t3")
     edit = sg.ToolApproval.edit({"to": "carl@example.com", "body": "tea"})
     await workflow.run(responses={t2: edit})
-    done = await workflow.run(responses={t3: sg.ToolApproval.edit({"to": 5})})
+    # An edit that does not fit the tool is refused at the answer, saying
+    # why; the approval stays open for a better one.
+    for wrong in ({"to": 5}, {}, {"to": "x", "body": "y", "cc": "z"}):
+        with pytest.raises(
+            sg.RequestError,
+            match=rf"request '{t3}' \(opened by 'mailer'\) is refused: the edited arguments "
+            r"do not fit tool 'send_email': invalid arguments",
+        ):
+            await workflow.run(responses={t3: sg.ToolApproval.edit(wrong)})
+    done = await workflow.run(responses={t3: sg.ToolApproval.reject("not now")})
     assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
     assert RAN == {"lookup": 1, "send:carl@example.com": 1}
     text = done.outputs[0].text
     assert "t2=sent to carl@example.com" in text
-    assert "t3=invalid arguments for tool 'send_email'" in text  # the edit did not fit
+    assert "t3=the call was rejected and did not run: not now" in text
+
+
+async def test_an_edit_that_does_not_fit_is_refused_through_a_sub_workflow_and_a_store(
+    store: sg.CheckpointStore,
+) -> None:
+    RAN.clear()
+    sub = sg.WorkflowExecutor(mailer(), id="team", forward_outputs=True)
+    parent = sg.WorkflowBuilder(start=sub, checkpoints=store).build()
+    first = await parent.run("mail")
+    asked = [p.request_id for p in first.pending_requests]
+    assert len(asked) == 2 and all(r.startswith("team/") for r in asked)
+    again = sg.WorkflowBuilder(
+        start=sg.WorkflowExecutor(mailer(), id="team", forward_outputs=True), checkpoints=store
+    ).build()  # (another process: from the checkpoint)
+    with pytest.raises(sg.RequestError, match="do not fit tool 'send_email'"):
+        await again.run(
+            responses={asked[0]: sg.ToolApproval.edit({"to": 5})},
+            checkpoint=first.last_checkpoint,
+        )
+    fits = {asked[0]: sg.ToolApproval.edit({"to": "dan@example.com", "body": "tea"})}
+    went_on = await again.run(responses=fits, checkpoint=first.last_checkpoint)
+    assert [p.request_id for p in went_on.pending_requests] == [asked[1]]
+    assert RAN == {"lookup": 1, "send:dan@example.com": 1}
 
 
 async def test_repeated_call_ids_are_made_unique() -> None:

@@ -23,7 +23,15 @@ from typing import Any
 
 import pydantic
 
-from .._core import Placement, Usage, WorkflowContext, end_span, type_name, within
+from .._core import (
+    PendingRequest,
+    Placement,
+    Usage,
+    WorkflowContext,
+    end_span,
+    type_name,
+    within,
+)
 from .._exceptions import AgentError, ModelError, WorkflowDefinitionError
 from .._executor import Executor, handler, response_handler
 from .._handlers import (
@@ -172,6 +180,23 @@ class Agent(Executor):
     @property
     def declared_types(self) -> list[Any]:
         return [*super().declared_types, _PendingCall, _Answered, Usage]
+
+    def check_response(self, request: PendingRequest, response: Any) -> None:
+        """An edit's arguments must fit the tool: refused at the answer
+        (the reviewer is told why, the approval stays open) rather than
+        reaching the model as an error after the answer was spent."""
+        asked, approval = request.request, response
+        if not isinstance(asked, ToolApprovalRequest) or not isinstance(approval, ToolApproval):
+            return
+        tool = self.tools.get(asked.tool)
+        if approval.decision != "edit" or tool is None:
+            return
+        try:
+            tool.parse(json.dumps(approval.arguments, default=str))
+        except ToolArgumentsError as exc:
+            raise ValueError(
+                f"the edited arguments do not fit tool {asked.tool!r}: {exc}"
+            ) from None
 
     # -- inputs --------------------------------------------------------------
 
