@@ -189,6 +189,10 @@ def needs_arguments(size: int, label: str = "x") -> sg.Workflow:
     return pricing()
 
 
+def returns_int() -> int:
+    return 3
+
+
 def returns_none() -> None:
     return None
 

@@ -72,7 +72,12 @@ PROBLEMS = {
     ),
     "a-file-not-a-module": (
         ("run", "./tests/cli_flows.py:pricing", "--input", "1"),
-        "name a module, not a file: cli_flows:pricing",
+        "name a module, not a file: tests.cli_flows:pricing from here (or cli_flows:pricing "
+        "from tests)",
+    ),
+    "factory-returns-an-int": (
+        ("run", "tests.cli_flows:returns_int", "--input", "1"),
+        "tests.cli_flows:returns_int returned an int, not a Workflow",
     ),
     "factory-returns-none": (
         ("run", "tests.cli_flows:returns_none", "--input", "1"),

@@ -390,3 +390,16 @@ def test_a_run_its_store_failed_before_any_save_is_not_offered_for_resuming(
 async def _list(path: Path, run_id: str) -> list[sg.CheckpointInfo]:
     with sg.SqliteCheckpointStore(path) as store:
         return await store.list(run_id)
+
+
+def test_store_specs_and_resuming_nothing_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    make_runs(path, 1)
+    one_line_error(
+        cli("run", "tests.cli_flows:asking", "--resume", "nosuch", "--store", f"sqlite:{path}"),
+        "no checkpoint 'nosuch' in this store",
+    )
+    one_line_error(cli("checkpoints", "list", "--store", ""), "--store is empty")
+    # A quoted ~ (the shell left it) is the home folder.
+    listed = cli("checkpoints", "list", "--store", "sqlite:~/s.sqlite", env={"HOME": str(tmp_path)})
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stderr

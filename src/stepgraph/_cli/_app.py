@@ -36,7 +36,13 @@ from .._core import (
     Usage,
     type_name,
 )
-from .._exceptions import CheckpointError, ConvergenceError, StepgraphError, WorkflowRunError
+from .._exceptions import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConvergenceError,
+    StepgraphError,
+    WorkflowRunError,
+)
 from .._otel._setup import export_from_env
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
@@ -455,6 +461,9 @@ def _stream_and_sum_up(session: _Session, store: CliStore | None) -> int:
                 _summary(session, console)
         return 128 + session.stopped_by  # 130 (Ctrl-C), 143 (SIGTERM)
     except WorkflowRunError as error:
+        if not session.run_id and isinstance(error, CheckpointNotFoundError):
+            say(err, ("error: ", "red"), str(error))  # (no run: --resume named nothing)
+            return EXIT_FAILED
         _report_failure(console, error)
         if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
             say(console, f"go on with: {session.command('--resume', error.last_checkpoint)}")

@@ -59,10 +59,11 @@ def load_target(target: str) -> tuple[Workflow, Callable[[], Workflow] | None]:
     if not sep or not module_name or not attr:
         raise CliError(f"expected MODULE:ATTR (e.g. myflows:build), got {target!r}")
     if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
-        name = Path(module_name).with_suffix("").name
+        file = Path(module_name)
+        dotted = ".".join(file.with_suffix("").parts).lstrip(".")
         raise CliError(
-            f"name a module, not a file: {name}:{attr} (run from the folder that holds "
-            f"{Path(module_name).name}, or use its dotted package path)"
+            f"name a module, not a file: {dotted}:{attr} from here"
+            + (f" (or {file.stem}:{attr} from {file.parent})" if dotted != file.stem else "")
         )
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
@@ -87,6 +88,8 @@ def load_target(target: str) -> tuple[Workflow, Callable[[], Workflow] | None]:
         factory, obj = obj, _call_factory(obj, target)
     if obj is None:
         raise CliError(f"{target} returned None, not a Workflow")
+    if not isinstance(obj, Workflow) and factory is not None:
+        raise CliError(f"{target} returned {a_type(type(obj))}, not a Workflow")
     if not isinstance(obj, Workflow):
         raise CliError(
             f"{target} is {a_type(type(obj))}, not a Workflow (or a function returning one)"
@@ -218,7 +221,9 @@ def store_path(spec: str) -> Path:
     looks for it."""
     kind, sep, path = spec.partition(":")
     if kind == "sqlite" and path:
-        return Path(path)
+        return Path(path).expanduser()  # (quoted, the shell left ~ as it is)
+    if not spec.strip():
+        raise CliError(f"--store is empty: give {_KINDS}")
     if not sep:
         shown = shown_store(spec)
         guess = "postgresql://USER@HOST/DB, as a URL" if "=" in spec else f"sqlite:{shown}"
