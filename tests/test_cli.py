@@ -337,6 +337,16 @@ def test_demo_asks_on_a_terminal(tmp_path: Path) -> None:
     assert code == 0, text
     assert "Publish 'Stepgraph runs in supersteps." in text
     assert "output: held back: Stepgraph runs" in text
+    # Ctrl-D (or Ctrl-C) at the prompt: the run waits in the store, and the
+    # demo says how to answer it later.
+    spec = f"sqlite:{tmp_path / 'later.sqlite'}"
+    code, text = run_in_pty(["demo", "--store", spec], answer=b"\x04")
+    assert code == 130, text
+    assert "stopped at the approval; the run waits for its answer in the store:" in text
+    [command] = [line.strip() for line in text.splitlines() if "--respond" in line]
+    answered = cli(*shlex.split(command)[1:])
+    assert answered.returncode == 0, answered.stderr
+    assert "output: published: Stepgraph runs" in answered.stdout
 
 
 def test_run_on_the_ray_backend() -> None:

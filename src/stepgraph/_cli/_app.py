@@ -688,7 +688,16 @@ def _approve(session: _Session, spec: str, auto_approve: bool) -> int:
             say(out, f"approving automatically: {shown(text)}")
             answers[request.request_id] = True
         else:
-            answers[request.request_id] = typer.confirm(f"Publish {shown(text)!r}?", default=True)
+            try:
+                answers[request.request_id] = typer.confirm(
+                    f"Publish {shown(text)!r}?", default=True
+                )
+            except typer.Abort:  # Ctrl-C or end of input at the prompt
+                say(out, "")
+                say(out, "stopped at the approval; the run waits for its answer in the store:")
+                for waiting in pending:
+                    say(out, f"  {session.command('--respond', f'{waiting.request_id}=true')}")
+                return EXIT_INTERRUPTED
     again = _Session(build(), session.target, spec)
     again.checkpoint, again.responses = latest.id if latest else None, answers
     return _execute(again, open_store(spec, StoreMode.WRITE))
