@@ -93,6 +93,8 @@ async def test_a_running_run_is_not_deleted_from_under_it(store: sg.CheckpointSt
     [run] = await store.runs()
     with pytest.raises(sg.CheckpointError, match=r"is running \(process \d+ on .*nothing was"):
         await store.delete_run(run.run_id)
+    with pytest.raises(sg.CheckpointError, match=r"is running \(process \d+ on .*nothing was"):
+        await store.delete(run.last_checkpoint)  # one checkpoint of it neither
     assert len(await store.list(run.run_id)) == 2  # untouched
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

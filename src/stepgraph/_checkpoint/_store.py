@@ -298,13 +298,28 @@ class BaseStore:
         await self._run(self._set_status, run_id, status, error)
 
     async def delete(self, checkpoint_id: str) -> None:
-        if await self._run(self._read, checkpoint_id) is None:
+        row = await self._run(self._read, checkpoint_id)
+        if row is None:
             raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in this store")
-        await self._run(self._remove, [checkpoint_id])
+        holder = await self._hold_for_deleting(row.run_id)  # (as delete_run: not cut from under)
+        try:
+            await self._run(self._remove, [checkpoint_id])
+        finally:
+            await self.release(row.run_id, holder)
 
     async def delete_run(self, run_id: str) -> int:
-        # Held while deleting: a run going on is refused, not cut from under
-        # it, and nothing continues the run meanwhile.
+        holder = await self._hold_for_deleting(run_id)
+        try:
+            removed = await self._run(self._remove_run, run_id)
+        finally:
+            await self.release(run_id, holder)
+        if not removed:
+            raise CheckpointNotFoundError(f"no run {run_id!r} in this store")
+        return removed
+
+    async def _hold_for_deleting(self, run_id: str) -> str:
+        """Take the run while deleting from it: a run going on is refused,
+        not cut from under it, and nothing continues the run meanwhile."""
         holder = new_holder(deleting=True)
         busy = await self.lease(run_id, holder)
         if busy is not None:
@@ -313,13 +328,7 @@ class BaseStore:
                 "(request_cancel, or stepgraph runs cancel) or wait for it to end; "
                 "nothing was deleted"
             )
-        try:
-            removed = await self._run(self._remove_run, run_id)
-        finally:
-            await self.release(run_id, holder)
-        if not removed:
-            raise CheckpointNotFoundError(f"no run {run_id!r} in this store")
-        return removed
+        return holder
 
     async def prune(self, run_id: str | None = None, *, keep_last: int = 1) -> int:
         if keep_last < 1:
