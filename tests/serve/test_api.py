@@ -177,6 +177,14 @@ def test_console_page_and_openapi(serve):
                  "/api/runs/{run_id}/events", "/api/runs/{run_id}/responses",
                  "/api/runs/{run_id}/cancel", "/api/runs/{run_id}/fork"):  # fmt: skip
         assert path in schema["paths"]
+    # Every answer the server can give is in the document.
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert {"401", "503"} <= codes, (path, method)
+            if method == "post":
+                assert {"400", "413", "415"} <= codes, (path, method)
+    assert "422" in schema["paths"]["/api/runs/{run_id}/events"]["get"]["responses"]
 
 
 def read_some(client: httpx.Client, run_id: str, n: int, last: int | None) -> list[dict[str, Any]]:
@@ -267,7 +275,7 @@ def test_cancel_and_fork(serve):
             f"/api/runs/{gate_id}/fork",
             json={"checkpoint_id": fork["checkpoints"][0]["checkpoint_id"]},
         )
-        assert other.status_code == 404
+        assert other.status_code == 422 and "is not one of run" in other.json()["error"]
 
 
 def test_runs_are_listed_a_page_at_a_time(serve):
@@ -450,7 +458,7 @@ def test_client_mistakes_are_4xx_never_500(serve):
             (
                 client.get("/api/runs/x/events", headers=[(b"Last-Event-ID", "²".encode())]),
                 422,
-                "Last-Event-ID",
+                "Last-Event-ID must be an event id (a number), got '²'",  # (shown as sent)
             ),
             (
                 client.post(

@@ -24,6 +24,7 @@ after ``n``. When the run is not going on (any more) the stream sends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -260,6 +261,9 @@ def create_app(
         run_id = request.path_params["run_id"]
         last = request.headers.get("last-event-id") or "0"
         if not (last.isascii() and last.isdigit() and len(last) <= 20):
+            # (headers arrive as latin-1: a client sending UTF-8 means that)
+            with contextlib.suppress(UnicodeError):
+                last = last.encode("latin-1").decode("utf-8")
             shown = last if len(last) <= 40 else last[:37] + "..."
             raise Problem(422, f"Last-Event-ID must be an event id (a number), got {shown!r}")
         run_log = service.log_of(run_id)

@@ -128,7 +128,7 @@ def openapi() -> dict[str, Any]:
             ]
         },
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "stepgraph serve", "version": __version__},
         "components": {
@@ -261,3 +261,15 @@ def openapi() -> dict[str, Any]:
             ),
         },
     }
+    # What any call may also answer: 503 when the store fails (its database
+    # down); a POST, 400 for a body that is not JSON, 413 past the size
+    # limit, 415 for another content type; the event stream, 422 for a
+    # Last-Event-ID that is not an event id.
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            extra = ["503"] + (["400", "413", "415"] if method == "post" else [])
+            if path.endswith("/events"):
+                extra.append("422")
+            for code in extra:
+                operation["responses"].setdefault(code, _ERROR)
+    return document

@@ -369,8 +369,8 @@ class RunService:
             checkpoint = await self.store.load(checkpoint_id)
         except CheckpointNotFoundError:
             raise Problem(404, f"no checkpoint {checkpoint_id!r} in the store") from None
-        if checkpoint.run_id != run_id:
-            raise Problem(404, f"checkpoint {checkpoint_id!r} is not one of run {run_id}'s")
+        if checkpoint.run_id != run_id:  # (it exists: the request is wrong, not the path)
+            raise Problem(422, f"checkpoint {checkpoint_id!r} is not one of run {run_id}'s")
         workflow = served.for_run()
         return await self._go(
             workflow,
@@ -552,8 +552,7 @@ def _refusal(exc: StepgraphError) -> Problem:
     if isinstance(exc, CheckpointEncodeError):
         return Problem(422, str(exc))  # (an input or answer it cannot store)
     if isinstance(exc, CheckpointError) and "being continued elsewhere" in str(exc):
-        return Problem(409, "the run is being continued by another call right now; try again "
-                            "once it stops")  # fmt: skip
+        return Problem(409, str(exc))  # (it names the process, and what to do)
     if isinstance(exc, RequestError):
         return Problem(409, str(exc))
     if isinstance(exc, WorkflowBusyError):
