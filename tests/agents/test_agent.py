@@ -380,12 +380,37 @@ async def test_structured_output_is_validated_with_one_repair_turn() -> None:
     assert result.outputs == [Note("hi")]
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '```json\n{"verdict": "ok", "score": 3}\n```',
+        '```\n{"verdict": "ok", "score": 3}```',
+        '  ```JSON \n{"verdict": "ok",\n "score": 3}\n```\n',
+    ],
+)
+async def test_a_reply_in_a_code_fence_is_read_without_a_repair_turn(reply: str) -> None:
+    model = ScriptedModel([reply])
+    result = await agent_flow(sg.Agent("judge", model=model, output_type=Review)).run("x")
+    assert result.outputs == [Review(verdict="ok", score=3)] and len(model.calls) == 1
+
+
 async def test_a_reply_that_never_fits_fails_naming_the_agent() -> None:
     model = ScriptedModel(["not json", '{"verdict": 1}'])
     with pytest.raises(sg.WorkflowRunError) as raised:
         await agent_flow(sg.Agent("judge", model=model, output_type=Review)).run("x")
     assert "agent 'judge': the model's reply does not match" in str(raised.value)
     assert isinstance(raised.value.__cause__, sg.AgentError)
+
+
+def test_recursive_and_mapping_output_types_are_objects() -> None:
+    class Node(pydantic.BaseModel):
+        name: str
+        kids: list[Node] = []
+
+    Node.model_rebuild()
+    for output_type in (Node, dict[str, int]):
+        agent = sg.Agent("a", model=ScriptedModel(), output_type=output_type)
+        assert agent.output_type is output_type
 
 
 def test_an_output_type_changes_what_the_agent_sends() -> None:
@@ -422,6 +447,9 @@ async def test_max_turns_and_model_errors_fail_naming_the_agent() -> None:
         ({"max_turns": 0}, "max_turns must be a positive int"),
         ({"max_parallel_tools": True}, "max_parallel_tools must be a positive int"),
         ({"tools": [1]}, "agent 'a': not a tool or a function: 1"),
+        ({"output_type": int}, "output_type int is not a JSON object"),
+        ({"output_type": list[str]}, r"output_type list\[str\] is not a JSON object"),
+        ({"timeout": 0}, "timeout must be a positive number"),
     ],
 )
 def test_bad_agent_definitions(options: dict[str, Any], message: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,16 @@ class Agent(Executor):
                     f"agent {id!r}: output_type {type_name(output_type)} has no JSON schema "
                     f"({exc}); use a pydantic model or a dataclass"
                 ) from exc
+            top = schema
+            ref = schema.get("$ref", "")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):  # (a recursive model)
+                top = schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
+            if top.get("type") != "object":
+                raise WorkflowDefinitionError(
+                    f"agent {id!r}: output_type {type_name(output_type)} is not a JSON object, "
+                    "which a model's structured output must be; use a pydantic model or a "
+                    "dataclass (one with a single field, to return a single value)"
+                )
             name = getattr(output_type, "__name__", "output")
             self._response_format = {
                 "type": "json_schema",
@@ -523,7 +534,7 @@ class Agent(Executor):
         if self._adapter is None:  # rebuilt from the conversation when sent
             return _Answered(len(self._messages), self._answer_usage)
         try:
-            return self._adapter.validate_json(text)
+            return self._adapter.validate_json(_unfenced(text))
         except pydantic.ValidationError as exc:
             problems = _problems(exc)
             if self._repaired:
@@ -608,3 +619,13 @@ _INPUT_HANDLERS: tuple[Callable[..., Any], ...] = (
     Agent._on_messages,
     Agent._on_response,
 )
+
+
+_FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\s*\Z", re.DOTALL)
+
+
+def _unfenced(text: str) -> str:
+    """A reply wrapped in a Markdown code fence (```json ... ```), as models
+    without a strict JSON mode often send it: what the fence holds."""
+    found = _FENCE.match(text)
+    return found.group(1) if found is not None else text
