@@ -244,3 +244,28 @@ def test_fork_from_a_checkpoint_on_the_page(serve, browser, tmp_path):
         console.find("request-form").wait_for()
     finally:
         console.close()
+
+
+def test_a_run_going_on_in_another_server_is_cancelled_from_the_page(serve, browser, tmp_path):
+    import stepgraph as sg
+
+    flows.STEP = 0.05
+    path = tmp_path / "shared.sqlite"
+    running = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
+    watching = serve(flows.slow, store=sg.SqliteCheckpointStore(path))  # another process, say
+    with running.client() as client:
+        going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
+        run_id = going.json()["run_id"]
+    console = Console(browser, watching.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        button = console.find("cancel-button")
+        button.wait_for(state="visible")  # not live on this server, but going on
+        button.click()
+        console.page.wait_for_function(
+            "() => document.body.innerText.includes('cancelled')", timeout=15_000
+        )
+    finally:
+        console.close()
+    with running.client() as client:
+        assert client.get(f"/api/runs/{run_id}").json()["status"] == "cancelled"

@@ -1167,7 +1167,9 @@
           ...fact("Supersteps", String(d.supersteps ?? 0)), ...fact("Pending requests", String((d.pending_requests || []).length)),
           ...fact("Checkpoints", String((d.checkpoints || []).length)));
         this.setError(d.error);
-        cancel.hidden = !d.live;
+        // Live here, or going on in another process on the same store
+        // (the cancel then goes through the store).
+        cancel.hidden = !(d.live || d.status === "in_progress" || d.status === "in_progress_pending_requests");
         resume.hidden = !(d.interrupted || d.status === "cancelled" || d.status === "failed") || d.live;
       },
     };
@@ -1679,6 +1681,8 @@
         // Live again (answered or resumed elsewhere): stream, but at most once a second.
         clearTimeout(restartTimer);
         restartTimer = setTimeout(startStream, Math.max(0, lastStart + 1000 - Date.now()));
+      } else if (!details.live && String(details.status).startsWith("in_progress")) {
+        scheduleDetails(1000); // going on in another process: follow it from the store
       }
     }
 
