@@ -368,11 +368,11 @@ def test_a_run_its_store_failed_before_any_save_is_not_offered_for_resuming(
 
     from rich.console import Console
 
-    from stepgraph._cli._app import _resume_later, _Session
+    from stepgraph._cli._session import Session, _resume_later
 
     path = tmp_path / "empty.sqlite"
     make_runs(path, 1)  # a store with another run in it
-    session = _Session(cli_flows.asking(), "tests.cli_flows:asking", f"sqlite:{path}")
+    session = Session(cli_flows.asking(), "tests.cli_flows:asking", f"sqlite:{path}")
     session.run_id = "a-run-never-stored"
     said = StringIO()
     _resume_later(session, Console(file=said, width=200))

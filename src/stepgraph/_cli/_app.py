@@ -6,48 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from .._checkpoint import Checkpoint
-from .._core import (
-    Event,
-    PendingRequest,
-    RunStartedEvent,
-    RunStatus,
-    RunUsage,
-    StatusEvent,
-    Usage,
-    type_name,
-)
 from .._exceptions import (
-    CheckpointError,
-    CheckpointNotFoundError,
-    ConvergenceError,
     StepgraphError,
-    WorkflowRunError,
 )
 from .._otel._setup import export_from_env
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
 from ._checkpoints import checkpoints_app, runs_app
-from ._input import coerce, coerce_input, example_json, word_hint
+from ._input import coerce, coerce_input, word_hint
 from ._load import (
     DEFAULT_STORE,
     CliError,
@@ -61,12 +39,19 @@ from ._load import (
     shown_store,
     store_path,
 )
-from ._render import LiveView, event_json, printable, say, shown
+from ._render import say, shown
 from ._serve import serve
+from ._session import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_PENDING,
+    PASSWORD_NOTE,
+    Session,
+    execute,
+    open_requests,
+)
 
 __all__ = ["app"]
-
-EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(
     name="stepgraph",
@@ -88,136 +73,6 @@ Target = Annotated[str, typer.Argument(help="MODULE:ATTR — a Workflow or a fun
 def _fail(message: str) -> typer.Exit:
     say(err, ("error: ", "red"), message)
     return typer.Exit(EXIT_FAILED)
-
-
-PASSWORD_NOTE = (
-    "(the database password is left out of these commands: give it with PGPASSWORD or ~/.pgpass)"
-)
-
-
-class _Session:
-    """One ``run`` invocation: what it runs, and what the summary needs."""
-
-    def __init__(self, workflow: Workflow, target: str, store_spec: str | None) -> None:
-        self.workflow = workflow
-        self.target = target
-        self.store_spec = store_spec
-        self.run_id = ""
-        self.status: RunStatus | None = None
-        self.backend: Any = None
-        # What to run: a new input, or a checkpoint to continue (with answers).
-        self.value: Any = None
-        self.checkpoint: str | None = None
-        self.responses: Mapping[str, Any] | None = None
-        self.as_json = False
-        self.suggest = True  # print the commands that answer open requests
-        self.break_before: list[str] | None = None
-        self.break_after: list[str] | None = None
-        self.max_supersteps: int | None = None
-        self.usage: RunUsage | None = None
-        self.fork = False
-        self.password_left_out = False  # from a command printed for the user
-        self.stopped_by: int = signal.SIGINT  # the signal that stopped the run (SIGTERM: 143)
-
-    def see(self, event: Event) -> None:
-        if event.workflow_path:
-            return
-        if isinstance(event, RunStartedEvent):
-            self.run_id = event.run_id
-        elif isinstance(event, StatusEvent):
-            self.status = event.status
-
-    def command(self, *args: str) -> str:
-        store: tuple[str, ...] = ()
-        if self.store_spec:
-            shown = shown_store(self.store_spec)
-            self.password_left_out |= shown != self.store_spec
-            store = ("--store", shown)
-        return shlex.join(("stepgraph", "run", self.target, *store, *args))
-
-
-async def _stream(session: _Session, store: CliStore | None) -> None:
-    # SIGTERM (systemd, docker stop, kill) stops the run as Ctrl-C does; either
-    # also ends at once a save's wait for a database that takes no
-    # connections (a run stops only once its last save has ended).
-    with _stopping_signals(session, getattr(store, "stop_waiting", None)):
-        await _follow(session, store)
-
-
-@contextmanager
-def _stopping_signals(session: _Session, stop_waiting: Callable[[], None] | None) -> Iterator[None]:
-    """On SIGINT or SIGTERM: ``stop_waiting``, then what SIGINT did before
-    (asyncio's handler: cancel the main task, or on a second one raise
-    ``KeyboardInterrupt``); the signal is noted for the exit code."""
-    before = signal.getsignal(signal.SIGINT)
-    if not callable(before) or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stopping(signum: int, frame: FrameType | None) -> None:
-        session.stopped_by = signum
-        if stop_waiting is not None:
-            stop_waiting()
-        before(signal.SIGINT, frame)
-
-    term = signal.signal(signal.SIGTERM, stopping)
-    signal.signal(signal.SIGINT, stopping)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is stopping:
-            signal.signal(signal.SIGINT, before)
-        signal.signal(signal.SIGTERM, term)
-
-
-async def _follow(session: _Session, store: CliStore | None) -> None:
-    view = None if session.as_json else LiveView(out, session.workflow.name)
-
-    def show(event: Event) -> None:
-        session.see(event)
-        if view is None:
-            print(event_json(event), flush=True)
-        else:
-            view.handle(event)
-
-    async with session.workflow.stream(
-        session.value,
-        checkpoint=session.checkpoint,
-        responses=session.responses,
-        checkpoints=store,
-        backend=session.backend,
-        interrupt_before=session.break_before,
-        interrupt_after=session.break_after,
-        max_supersteps=session.max_supersteps,
-        fork=session.fork,
-    ) as stream:
-        try:
-            if view is None:
-                async for event in stream:
-                    show(event)
-            else:
-                with view:
-                    async for event in stream:
-                        show(event)
-            session.usage = stream.usage
-        except asyncio.CancelledError:  # Ctrl-C: show what the run did until it stopped
-            await stream.aclose()
-            for event in stream.drain():
-                show(event)
-            raise
-        finally:  # also what a run that failed or was stopped produced
-            if view is not None:
-                for warning in view.warnings:
-                    say(out, f"warning: {warning}", style="yellow")
-                for output in view.outputs:
-                    say(out, f"output: {shown(output)}")
-
-
-def _open_requests(workflow: Workflow, store: CliStore, checkpoint: str) -> list[PendingRequest]:
-    async def read() -> list[PendingRequest]:
-        return workflow.codec.requests_of(await store.load(checkpoint))
-
-    return asyncio.run(read())
 
 
 def _continue_from(
@@ -267,7 +122,7 @@ def _continue_from(
             checkpoint = _where_open(workflow, store, owner.run_id, [r for r, _ in answers])
     if not answers:
         return checkpoint, None
-    open_now = {r.request_id: r for r in _open_requests(workflow, store, checkpoint)}
+    open_now = {r.request_id: r for r in open_requests(workflow, store, checkpoint)}
     responses: dict[str, Any] = {}
     for request_id, raw in answers:
         request = open_now.get(request_id)
@@ -293,7 +148,7 @@ def _continue_from(
 def _where_open(workflow: Workflow, store: CliStore, run_id: str, request_ids: list[str]) -> str:
     """The run's newest checkpoint at which these requests are all open."""
     for info in reversed(asyncio.run(store.list(run_id))):
-        if set(request_ids) <= {r.request_id for r in _open_requests(workflow, store, info.id)}:
+        if set(request_ids) <= {r.request_id for r in open_requests(workflow, store, info.id)}:
             return info.id
     raise CliError(f"no checkpoint of run {run_id} has {', '.join(request_ids)} open to fork from")
 
@@ -386,7 +241,7 @@ def run(
                 )
         if fork and not continuing:
             raise CliError("--fork goes on from a checkpoint: give --resume or --respond")
-        session = _Session(workflow, target, None if no_store else store)
+        session = Session(workflow, target, None if no_store else store)
         session.value, session.checkpoint, session.responses = value, checkpoint, responses
         session.as_json = as_json
         session.break_before, session.break_after = break_before, break_after
@@ -406,7 +261,7 @@ def run(
             sqlite.close()
         raise _fail(str(exc)) from None
     try:
-        code = _execute(session, sqlite)
+        code = execute(session, sqlite)
     finally:
         shutdown = getattr(session.backend, "shutdown", None)
         if shutdown is not None:
@@ -429,154 +284,6 @@ def _backend(spec: str, connect_timeout: float) -> Any:
     backend = RayBackend(address=address or None, connect_timeout=connect_timeout)
     backend.connect()  # fail now, in one line, rather than in the middle of the run
     return backend
-
-
-def _execute(session: _Session, store: CliStore | None) -> int:
-    """Stream the session's run; returns the exit code."""
-    code = _stream_and_sum_up(session, store)
-    if session.password_left_out:
-        say(err if session.as_json else out, PASSWORD_NOTE, style="dim")
-    return code
-
-
-def _stream_and_sum_up(session: _Session, store: CliStore | None) -> int:
-    console = err if session.as_json else out
-    try:
-        asyncio.run(_stream(session, store))
-    except KeyboardInterrupt:
-        try:
-            latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
-        except CheckpointError as error:  # (the store is down: say so, and how to go on)
-            say(console, f"stopped; where the run got to could not be read: {error}")
-            _resume_later(session, console, read=False)
-            return 128 + session.stopped_by  # 130 (Ctrl-C), 143 (SIGTERM)
-        if latest is None:
-            say(console, "stopped (no checkpoint was written).")
-        elif latest.status.startswith(RunStatus.IN_PROGRESS.value):
-            say(console, f"stopped. Resume with: {session.command('--resume', latest.id)}")
-        else:  # the run had done its work (or waits for answers) when it stopped
-            say(console, f"stopped after the run's last superstep ({latest.status}).")
-            if latest.pending_requests:
-                session.status = RunStatus.IDLE_WITH_PENDING_REQUESTS
-                _summary(session, console)
-        return 128 + session.stopped_by  # 130 (Ctrl-C), 143 (SIGTERM)
-    except WorkflowRunError as error:
-        if not session.run_id and isinstance(error, CheckpointNotFoundError):
-            say(err, ("error: ", "red"), str(error))  # (no run: --resume named nothing)
-            return EXIT_FAILED
-        _report_failure(console, error)
-        if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
-            say(console, f"go on with: {session.command('--resume', error.last_checkpoint)}")
-        elif type(error) is CheckpointError and session.run_id:  # the store failed, not the run
-            _resume_later(session, console)
-        return EXIT_FAILED
-    finally:
-        if store is not None:
-            store.close()
-    return _summary(session, console)
-
-
-def _resume_later(session: _Session, console: Console, *, read: bool = True) -> None:
-    """How to go on with a run whose store failed it (or could not say
-    where it got to): from its newest checkpoint, if the store answers now."""
-    if session.store_spec is None:
-        return
-    if read:
-        try:
-            latest = _latest(session)
-        except (StepgraphError, CliError):  # (the store is still down: it may hold some)
-            pass
-        else:
-            if latest is None:
-                say(console, "nothing of the run was stored: run it again once the store works")
-            else:
-                say(console, f"go on with: {session.command('--resume', latest.id)}")
-            return
-    listing = shlex.join(
-        ("stepgraph", "checkpoints", "list", "--store", shown_store(session.store_spec),
-         "--run", session.run_id or "")
-    )  # fmt: skip
-    say(console, f"its checkpoints up to its last save are kept: see {listing}")
-    say(console, f"and go on from the newest with: {session.command('--resume', 'ID')}")
-
-
-def _report_failure(console: Console, error: WorkflowRunError) -> None:
-    text = str(error)
-    if error.executor_id and repr(error.executor_id) not in text:
-        text += f" (executor {error.executor_id!r}, superstep {error.superstep})"
-    say(console, ("failed: ", "red"), text)
-    cause = error.__cause__
-    if cause is not None and not isinstance(error, CheckpointError):  # (a store's: said above)
-        lines = traceback.format_exception(
-            type(cause), cause, cause.__traceback__, limit=-3, chain=False
-        )
-        say(console, "".join(lines).rstrip(), style="dim")
-
-
-def _tokens(usage: Usage) -> str:
-    text = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
-    counted = ((usage.cached_tokens, "cached"), (usage.reasoning_tokens, "reasoning"))
-    extra = [f"{n} {what}" for n, what in counted if n]
-    return text + (f" ({', '.join(extra)})" if extra else "")
-
-
-def _usage_json(usage: RunUsage) -> dict[str, Any]:
-    return {
-        "total": usage.total.as_dict(),
-        "by_executor": {path: used.as_dict() for path, used in usage.by_executor.items()},
-    }
-
-
-def _latest(session: _Session) -> Checkpoint | None:
-    """The newest checkpoint of the session's run (``None`` without a store)."""
-    if session.store_spec is None:
-        return None
-    store = open_store(session.store_spec, StoreMode.READ)
-    try:
-        return asyncio.run(store.latest(session.run_id))
-    finally:
-        store.close()
-
-
-def _summary(session: _Session, console: Console) -> int:
-    if not session.as_json and session.status is not None:
-        say(console, f"status: {session.status.value} (run {session.run_id})")
-    usage = session.usage
-    if usage is not None and usage.by_executor:
-        if session.as_json:
-            print(json.dumps({"kind": "usage", **_usage_json(usage)}), flush=True)
-        else:
-            say(console, f"tokens: {_tokens(usage.total)}")
-            if len(usage.by_executor) > 1:
-                for path, used in usage.by_executor.items():
-                    say(console, f"  {printable(path)}: {_tokens(used)}")
-    if session.status is RunStatus.CANCELLED:  # asked to stop from elsewhere
-        latest = _latest(session)
-        if latest is not None:
-            say(console, f"cancelled. Resume with: {session.command('--resume', latest.id)}")
-        return EXIT_INTERRUPTED
-    if session.status is RunStatus.PAUSED:  # breakpoints need a store: there is one
-        latest = _latest(session)
-        if latest is not None:
-            waiting = ", ".join(eid for eid, _ in latest.body.get("inboxes", ())) or "nothing"
-            say(console, f"paused after superstep {latest.superstep}; next: {waiting}")
-            say(console, f"go on with: {session.command('--resume', latest.id)}")
-        return EXIT_PAUSED
-    if session.status is not RunStatus.IDLE_WITH_PENDING_REQUESTS:
-        return EXIT_IDLE
-    if not session.suggest:
-        return EXIT_PENDING
-    if session.store_spec is None:
-        say(console, "open requests remain; run with a --store to answer them later")
-        return EXIT_PENDING
-    latest = _latest(session)
-    pending = session.workflow.codec.requests_of(latest) if latest else []
-    say(console, f"{len(pending)} open request(s). Answer with:")
-    for request in pending:
-        say(console, f"  {type_name(type(request.request))}: {shown(request.request)}")
-        answer = f"{request.request_id}={example_json(request.response_type)}"
-        say(console, f"  {session.command('--respond', answer)}")
-    return EXIT_PENDING
 
 
 @app.command()
@@ -649,9 +356,9 @@ def demo(
             first = open_store(spec, StoreMode.CREATE)
         except CliError as exc:
             raise _fail(str(exc)) from None
-        session = _Session(build(), target, spec)
+        session = Session(build(), target, spec)
         session.value, session.suggest = topic, False  # the demo answers them itself
-        code = _execute(session, first)
+        code = execute(session, first)
         if code == EXIT_PENDING:
             code = _approve(session, spec, auto_approve)
     finally:
@@ -672,13 +379,13 @@ def demo(
     raise typer.Exit(code)
 
 
-def _approve(session: _Session, spec: str, auto_approve: bool) -> int:
+def _approve(session: Session, spec: str, auto_approve: bool) -> int:
     from ..demo import build
 
     store = open_store(spec, StoreMode.WRITE)
     try:
         latest = asyncio.run(store.latest(session.run_id))
-        pending = _open_requests(session.workflow, store, latest.id) if latest else []
+        pending = open_requests(session.workflow, store, latest.id) if latest else []
     finally:
         store.close()
     answers: dict[str, Any] = {}
@@ -698,9 +405,9 @@ def _approve(session: _Session, spec: str, auto_approve: bool) -> int:
                 for waiting in pending:
                     say(out, f"  {session.command('--respond', f'{waiting.request_id}=true')}")
                 return EXIT_INTERRUPTED
-    again = _Session(build(), session.target, spec)
+    again = Session(build(), session.target, spec)
     again.checkpoint, again.responses = latest.id if latest else None, answers
-    return _execute(again, open_store(spec, StoreMode.WRITE))
+    return execute(again, open_store(spec, StoreMode.WRITE))
 
 
 def _tidy_help(group: typer.Typer) -> None:
