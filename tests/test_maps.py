@@ -235,3 +235,46 @@ def test_max_concurrency_must_be_a_positive_int_not_a_bool(limit: object) -> Non
             to=collect,
             max_concurrency=limit,  # type: ignore[arg-type]
         )
+
+
+async def test_a_failing_items_failure_names_its_item() -> None:
+    @sg.executor(id="picky")
+    async def picky(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        if n == 2:
+            raise ValueError("not two")
+        await ctx.send_message(n)
+
+    workflow = sg.WorkflowBuilder(start=emit).add_map(emit, picky, id="picky", to=collect).build()
+    seen: list[sg.Event] = []
+    with pytest.raises(sg.WorkflowRunError, match="not two"):
+        async for event in workflow.stream(4):
+            seen.append(event)
+    [failed] = [e for e in seen if e.kind == "executor_failed"]
+    assert (failed.executor_id, failed.item) == ("picky", 2)
+
+
+async def test_agents_as_workers_with_checkpoints(store: sg.CheckpointStore) -> None:
+    """A map's worker is new per item and never restored, so its progress is
+    not saved within the superstep (an agent saves its turns): the map runs,
+    checkpointed, and a resumed superstep runs its items again whole."""
+    from stepgraph.testing import ScriptedModel
+
+    @sg.executor(id="texts")
+    async def texts(words: list[str], ctx: sg.WorkflowContext[str]) -> None:
+        for word in words:
+            await ctx.send_message(word)
+
+    @sg.executor(id="join")
+    async def join(answers: list[sg.AgentResponse], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(" | ".join(a.text for a in answers))
+
+    workflow = (
+        sg.WorkflowBuilder(start=texts, checkpoints=store)
+        .add_map(
+            texts, lambda: sg.Agent("say", model=ScriptedModel(["hi there"])), id="say", to=join
+        )
+        .build()
+    )
+    result = await workflow.run(["a", "b", "c"])
+    assert result.outputs == ["hi there | hi there | hi there"]
+    assert [c.superstep for c in await store.list(result.run_id)] == [0, 1, 2, 3]

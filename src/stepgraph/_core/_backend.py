@@ -33,13 +33,17 @@ BLOCKED_FACTOR = 1.5
 
 class ExecutorFailure(Exception):
     """Raised by a backend when a handler call failed for good (retries
-    exhausted). ``cause`` is the handler's exception."""
+    exhausted). ``cause`` is the handler's exception; ``item``, the index of
+    the map item whose worker failed."""
 
-    def __init__(self, executor_id: str, superstep: int, cause: BaseException) -> None:
+    def __init__(
+        self, executor_id: str, superstep: int, cause: BaseException, item: int | None = None
+    ) -> None:
         super().__init__(executor_id, superstep, cause)
         self.executor_id = executor_id
         self.superstep = superstep
         self.cause = cause
+        self.item = item
 
 
 @dataclass(slots=True)

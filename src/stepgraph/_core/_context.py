@@ -159,6 +159,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         "_contract",
         "_emit",
         "_executor_id",
+        "_item",
         "_outbox",
         "_pending",
         "_responds",
@@ -186,6 +187,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         self._contract = _UNDECLARED
         self._emit = scope.emit
         self._closed = False
+        self._item: int | None = None  # a map's worker: the index of its item
 
     # -- what handlers use -------------------------------------------------
 
@@ -325,11 +327,12 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         is. A run that goes on from there (after a crash, say) runs this
         superstep again, and the executor, restored, finds what it had done —
         work it must not repeat (a tool call, a model turn). Nothing happens
-        when the run has no checkpoint store, in a sub-workflow, or on a
-        distributed backend."""
+        when the run has no checkpoint store, in a sub-workflow, in a map's
+        worker (a new one per item, never restored: the superstep's items run
+        again whole), or on a distributed backend."""
         self._check_open()
         progress = self._scope.progress
-        if progress is not None:
+        if progress is not None and self._item is None:
             await progress(self._executor_id)
 
     def add_usage(self, usage: Usage) -> _Done:

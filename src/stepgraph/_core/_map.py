@@ -40,6 +40,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             ctx: WorkflowContext[Any, Any] = WorkflowContext(
                 work.scope, node_id, step, work.committed, _no_requests(node_id)
             )
+            ctx._item = index
             ctx._emit = _tagging(work.scope.emit, index)
             try:
                 try:
@@ -56,7 +57,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                         )
                 except (Exception, SystemExit) as exc:
                     exc.add_note(f"item {index} of map {node_id!r}: {_short(message)}")
-                    failure = ExecutorFailure(node_id, step, exc)
+                    failure = ExecutorFailure(node_id, step, exc, index)
                     work.failures.append(failure)
                     raise failure from exc
                 ctx._flush_outputs()

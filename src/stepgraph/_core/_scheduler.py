@@ -254,6 +254,7 @@ async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
                     exception=failure.cause,
                     executor_id=failure.executor_id,
                     superstep=failure.superstep,
+                    item=failure.item,
                 )
             )
         first = work.failures[0]
