@@ -164,12 +164,18 @@ def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) ->
 
 
 def interrupt_slow_run(
-    store: str, after: int, how: signal.Signals = signal.SIGINT
+    store: str, after: int, how: signal.Signals = signal.SIGINT, ignoring_sigint: bool = False
 ) -> tuple[int, str]:
-    """Start the slow workflow, press Ctrl-C (or send ``how``) after
-    ``after`` supersteps; returns (exit code, stderr)."""
+    """Start the slow workflow (``ignoring_sigint``: as a shell script's
+    background job is), press Ctrl-C (or send ``how``) after ``after``
+    supersteps; returns (exit code, stderr)."""
+
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     process = subprocess.Popen(
         [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", store, "--json"],
+        preexec_fn=ignore if ignoring_sigint else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -200,11 +206,15 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     assert [e["data"] for e in events_of(resumed.stdout) if e["kind"] == "output"] == [12]
 
 
-def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ignoring_sigint", [False, True])
+def test_sigterm_stops_like_ctrl_c(tmp_path: Path, ignoring_sigint: bool) -> None:
     """What systemd, docker stop and kill send: the run stops at a
-    checkpoint, is listed cancelled, says how to resume; exit 143."""
+    checkpoint, is listed cancelled, says how to resume; exit 143 — also in
+    a process that ignores SIGINT (``cmd &`` in a script)."""
     store = f"sqlite:{tmp_path / 'slow.sqlite'}"
-    code, stderr = interrupt_slow_run(store, after=2, how=signal.SIGTERM)
+    code, stderr = interrupt_slow_run(
+        store, after=2, how=signal.SIGTERM, ignoring_sigint=ignoring_sigint
+    )
     assert code == 143, stderr
     assert "Traceback" not in stderr
     assert re.search(r"stopped\. Resume with: .*--resume \w+", stderr), stderr

@@ -115,22 +115,30 @@ async def _stream(session: Session, store: CliStore | None) -> None:
 
 @contextmanager
 def _stopping_signals(session: Session, stop_waiting: Callable[[], None] | None) -> Iterator[None]:
-    """On SIGINT or SIGTERM: ``stop_waiting``, then what SIGINT did before
-    (asyncio's handler: cancel the main task, or on a second one raise
-    ``KeyboardInterrupt``); the signal is noted for the exit code."""
-    before = signal.getsignal(signal.SIGINT)
-    if not callable(before) or threading.current_thread() is not threading.main_thread():
+    """On SIGTERM, or SIGINT unless this process ignores it (a background
+    job of a script): ``stop_waiting``, then what SIGINT does (asyncio's
+    handler: cancel the main task, or on a second one raise
+    ``KeyboardInterrupt``) — or, where SIGINT is ignored, cancel the main
+    task here. The signal is noted for the exit code."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    before = signal.getsignal(signal.SIGINT)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
 
     def stopping(signum: int, frame: FrameType | None) -> None:
         session.stopped_by = signum
         if stop_waiting is not None:
             stop_waiting()
-        before(signal.SIGINT, frame)
+        if callable(before):
+            before(signal.SIGINT, frame)
+        elif task is not None:
+            loop.call_soon_threadsafe(task.cancel)
 
     term = signal.signal(signal.SIGTERM, stopping)
-    signal.signal(signal.SIGINT, stopping)
+    if callable(before):
+        signal.signal(signal.SIGINT, stopping)
     try:
         yield
     finally:
@@ -201,7 +209,7 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
     console = err if session.as_json else out
     try:
         asyncio.run(_stream(session, store))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # (SIGTERM where SIGINT is ignored)
         try:
             latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
         except CheckpointError as error:  # (the store is down: say so, and how to go on)
