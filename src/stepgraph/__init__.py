@@ -57,6 +57,7 @@ from ._exceptions import ExecutorTimeoutError as ExecutorTimeoutError
 from ._exceptions import MessageTypeError as MessageTypeError
 from ._exceptions import ModelError as ModelError
 from ._exceptions import RequestError as RequestError
+from ._exceptions import ResponseValueError as ResponseValueError
 from ._exceptions import RoutingError as RoutingError
 from ._exceptions import StateConflictError as StateConflictError
 from ._exceptions import StepgraphError as StepgraphError
@@ -152,6 +153,7 @@ __all__ = [
     "RayBackend",
     "RequestError",
     "RequestInfoEvent",
+    "ResponseValueError",
     "RetryPolicy",
     "RoutingError",
     "RunInfo",

@@ -17,7 +17,10 @@
         │                            (strict mode)
         ├── EventError               an executor tried to emit a framework event
         ├── RequestError             a request or response is invalid (unknown id,
-        │                            answered twice, wrong response type)
+        │   │                        answered twice)
+        │   └── ResponseValueError   an answer's value is not acceptable (not of
+        │                            the response type, or refused by the
+        │                            executor that asked: check_response)
         ├── SubworkflowError         a sub-workflow failed; ``path`` names the
         │                            executor inside it (outermost first)
         └── CheckpointError          anything about checkpoints
@@ -53,6 +56,7 @@ __all__ = [
     "MessageTypeError",
     "ModelError",
     "RequestError",
+    "ResponseValueError",
     "RoutingError",
     "StateConflictError",
     "StepgraphError",
@@ -169,6 +173,12 @@ class EventError(WorkflowRunError):
 class RequestError(WorkflowRunError):
     """A human-in-the-loop request or response is invalid. Raised before
     anything is consumed: the open requests stay as they were."""
+
+
+class ResponseValueError(RequestError):
+    """An answer's value is not acceptable: not of the request's response
+    type, or refused by the executor that asked (``check_response``).
+    Nothing was consumed: the request stays open for a better answer."""
 
 
 class SubworkflowError(WorkflowRunError):

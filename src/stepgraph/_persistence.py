@@ -50,6 +50,7 @@ from ._exceptions import (
     CheckpointError,
     CheckpointMismatchError,
     RequestError,
+    ResponseValueError,
 )
 from ._executor import Executor
 from ._factories import make_executor
@@ -152,7 +153,7 @@ def apply_responses(
             open_ids = list(run.requests) or "none"
             raise RequestError(f"unknown request id {request_id!r}; open requests: {open_ids}")
         if not TypeSpec(request.response_type).matches(value):
-            raise RequestError(
+            raise ResponseValueError(
                 f"the response to request {request_id!r} (opened by {request.executor_id!r}) "
                 f"must be {a_type(request.response_type)}, not {a_type(type(value))}",
                 executor_id=request.executor_id,
@@ -164,7 +165,7 @@ def apply_responses(
             try:
                 executor.check_response(request, value)
             except ValueError as exc:
-                raise RequestError(
+                raise ResponseValueError(
                     f"the response to request {request_id!r} (opened by "
                     f"{request.executor_id!r}) is refused: {exc}",
                     executor_id=request.executor_id,

@@ -21,6 +21,13 @@ def test_approvals_answered_from_the_command_line_in_new_processes(tmp_path: Pat
     t2, t3 = (shlex.split(c)[-1].split("=")[0] for c in commands)
     assert t2.startswith("t2-") and t3.startswith("t3-")
     assert "tokens: 10 prompt + 5 completion" in first.stdout
+    # An edit that does not fit the tool: one line, the approval still open.
+    unfit = json.dumps({"decision": "edit", "arguments": {"to": 5}})
+    refused = cli("run", TARGET, "--store", spec, "--respond", f"{t2}={unfit}")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr + refused.stdout
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("error: the response to request") and "do not fit tool" in line
+    assert line.endswith("(nothing was recorded: still open)") and "failed:" not in refused.stdout
     # Answer the first as suggested, the second with a rejection.
     half = cli(*shlex.split(commands[0])[1:])
     assert half.returncode == 2 and f"{t3}=" in half.stdout and f"{t2}=" not in half.stdout

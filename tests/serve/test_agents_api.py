@@ -44,6 +44,12 @@ def check(server):
             f"/api/runs/{run_id}/responses", json={"responses": {rid: {"decision": "maybe"}}}
         )
         assert bad.status_code == 422 and "decision" in bad.json()["error"]
+        # An edit whose arguments do not fit the tool: 422, saying why; still open.
+        unfit = {"decision": "edit", "arguments": {"to": "me@example.com"}}
+        refused = client.post(f"/api/runs/{run_id}/responses", json={"responses": {rid: unfit}})
+        assert refused.status_code == 422, refused.text
+        assert "do not fit tool 'send_email'" in refused.json()["error"]
+        assert wait_for(client, run_id, "idle_with_pending_requests")["pending_requests"]
         edited = {
             "decision": "edit",
             "arguments": {**request["request"]["arguments"], "to": "me@example.com"},

@@ -32,6 +32,7 @@ from .._exceptions import (
     CheckpointError,
     CheckpointNotFoundError,
     ConvergenceError,
+    RequestError,
     StepgraphError,
     WorkflowRunError,
 )
@@ -229,6 +230,9 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
     except WorkflowRunError as error:
         if not session.run_id and isinstance(error, CheckpointNotFoundError):
             say(err, ("error: ", "red"), str(error))  # (no run: --resume named nothing)
+            return EXIT_FAILED
+        if not session.run_id and isinstance(error, RequestError):  # (refused before it ran)
+            say(err, ("error: ", "red"), f"{error} (nothing was recorded: still open)")
             return EXIT_FAILED
         _report_failure(console, error)
         if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:

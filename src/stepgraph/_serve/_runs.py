@@ -36,6 +36,7 @@ from .._exceptions import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
     RequestError,
+    ResponseValueError,
     StepgraphError,
     WorkflowBusyError,
 )
@@ -553,6 +554,8 @@ def _refusal(exc: StepgraphError) -> Problem:
         return Problem(422, str(exc))  # (an input or answer it cannot store)
     if isinstance(exc, CheckpointError) and "being continued elsewhere" in str(exc):
         return Problem(409, str(exc))  # (it names the process, and what to do)
+    if isinstance(exc, ResponseValueError):
+        return Problem(422, str(exc))  # (the answer's value: the request stays open)
     if isinstance(exc, RequestError):
         return Problem(409, str(exc))
     if isinstance(exc, WorkflowBusyError):
