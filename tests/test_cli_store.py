@@ -403,3 +403,20 @@ def test_store_specs_and_resuming_nothing_are_one_line_errors(tmp_path: Path) ->
     # A quoted ~ (the shell left it) is the home folder.
     listed = cli("checkpoints", "list", "--store", "sqlite:~/s.sqlite", env={"HOME": str(tmp_path)})
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stderr
+
+
+def test_stored_names_with_control_characters_list_as_one_escaped_row(tmp_path: Path) -> None:
+    path = tmp_path / "odd.sqlite"
+
+    async def go() -> None:
+        with sg.SqliteCheckpointStore(path) as store:
+            workflow = sg.WorkflowBuilder(
+                start=cli_flows.Gate("gate"), name="evil\x1b[31m\tname\nx", checkpoints=store
+            ).build()
+            await workflow.run("n")
+
+    asyncio.run(go())
+    listed = cli("checkpoints", "list", "--store", f"sqlite:{path}")
+    assert listed.returncode == 0, listed.stderr
+    [row] = listed.stdout.splitlines()[1:]
+    assert row.split("\t")[1] == "evil\\x1b[31m\\tname\\nx" and "\x1b" not in listed.stdout

@@ -37,7 +37,7 @@ from ._load import (
     shown_store,
     store_path,
 )
-from ._render import say
+from ._render import printable, say
 
 __all__ = ["checkpoints_app", "runs_app"]
 
@@ -152,18 +152,24 @@ def checkpoints_list(
         say(err, f"more runs: add --before {runs[-1].run_id}", style="dim")
 
 
+def cell(text: str) -> str:
+    """Stored text (a workflow's name, ids) in one cell of a row: control
+    characters escaped, tabs and newlines too (they would split the row)."""
+    return printable(text).replace("\t", "\\t").replace("\n", "\\n")
+
+
 def _show_runs(runs: list[RunInfo]) -> None:
     head = ("run", "workflow", "status", "step", "open", "size", "updated")
     if not out.is_terminal or out.width < 80:  # too narrow for ids on one line: plain rows
         print("\t".join(head))
         for r in runs:
-            print("\t".join((r.run_id, r.workflow, r.status, str(r.superstep),
+            print("\t".join((cell(r.run_id), cell(r.workflow), r.status, str(r.superstep),
                              str(r.pending_requests), str(r.size), iso(r.updated_at))))  # fmt: skip
         return
     grid = table(*head)
     for r in runs:
         grid.add_row(
-            Text(r.run_id), Text(r.workflow), Text(words(r.status)), str(r.superstep),
+            Text(cell(r.run_id)), Text(cell(r.workflow)), Text(words(r.status)), str(r.superstep),
             str(r.pending_requests), size_text(r.size), ago(r.updated_at),
         )  # fmt: skip
     out.print(grid)
@@ -184,15 +190,15 @@ def _show_checkpoints(infos: list[CheckpointInfo]) -> None:
     if not out.is_terminal or out.width < 80:
         print("\t".join((*head[1:], "parent_id", "size")))
         for info in infos:
-            print("\t".join((info.id, str(info.superstep), info.status,
+            print("\t".join((cell(info.id), str(info.superstep), info.status,
                              str(info.pending_requests), parent(info), iso(info.created_at),
-                             info.parent_id or "-", str(info.size))))  # fmt: skip
+                             cell(info.parent_id or "-"), str(info.size))))  # fmt: skip
         return
     grid = table(*head)
     for n, info in enumerate(infos, 1):
         stamp = datetime.fromtimestamp(info.created_at).strftime("%m-%d %H:%M:%S")
         grid.add_row(
-            str(n), Text(info.id), str(info.superstep), Text(words(info.status)),
+            str(n), Text(cell(info.id)), str(info.superstep), Text(words(info.status)),
             str(info.pending_requests), parent(info), stamp,
         )  # fmt: skip
     out.print(grid)
