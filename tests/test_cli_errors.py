@@ -290,33 +290,19 @@ def test_respond_finds_the_run_that_owns_the_request(tmp_path: Path) -> None:
         cli("run", "tests.cli_flows:asking", "--store", store, "--respond", "nope=true"),
         "no request 'nope' in the store",
     )
+
+    def respond(*answers: str) -> object:
+        flags = [arg for answer in answers for arg in ("--respond", answer)]
+        return cli("run", "tests.cli_flows:asking", "--store", store, *flags)
+
     one_line_error(
-        cli(
-            "run",
-            "tests.cli_flows:asking",
-            "--store",
-            store,
-            "--respond",
-            f"{ids[1]}=true",
-            "--respond",
-            f"{ids[2]}=true",
-        ),
-        "the requests belong to different runs",
+        respond(f"{ids[1]}=true", f"{ids[2]}=true"), "the requests belong to different runs"
     )
-    twice = cli(
-        "run",
-        "tests.cli_flows:asking",
-        "--store",
-        store,
-        "--respond",
-        f"{ids[1]}=true",
-        "--respond",
-        f"{ids[1]}=false",
-    )
+    twice = respond(f"{ids[1]}=true", f"{ids[1]}=false")
     one_line_error(twice, f"--respond answers request {ids[1]!r} twice")
     # Refused before anything was recorded: the request is still open.
-    done = cli("run", "tests.cli_flows:asking", "--store", store, "--respond", f"{ids[1]}=false")
-    assert done.returncode == 0, done.stderr
+    done = respond(f"{ids[1]}=false")
+    assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
 
 
 def test_unnamed_workflows_do_not_share_latest(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ the store is back (not a 404)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import stepgraph as sg
 from tests.pg import own_cluster
@@ -62,57 +65,59 @@ def stored_run(client) -> str:
     return run_id
 
 
-def test_runs_an_outage_ended_show_how_they_ended(serve):
+@contextmanager
+def halted_during_a_run(
+    serve, reconnect_timeout: float = 10.0
+) -> Iterator[tuple[Any, Any, str, Any]]:
+    """A server on a throwaway cluster, a long run some of which is stored,
+    then the cluster halted: (server, client, that run's id, the cluster)."""
     with own_cluster() as cluster:
-        store = sg.PostgresCheckpointStore(cluster.create_database(), reconnect_timeout=0.5)
+        store = sg.PostgresCheckpointStore(
+            cluster.create_database(), reconnect_timeout=reconnect_timeout
+        )
         server = serve(flows.slow, store=store)
         with server.client() as client:
-            # Failed after some of it was stored: failed, not in progress for ever.
             run_id = stored_run(client)
             cluster.halt()
-            time.sleep(1.5)  # (its next save gave up meanwhile: the run failed)
-            # Cancelled before any of it was stored: still shown.
-            started = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
-            assert started.status_code == 201, started.text
-            cancelled = started.json()["run_id"]
-            assert client.post(f"/api/runs/{cancelled}/cancel", json={}).status_code == 202
-            cluster.resume()
-            failed = wait_for(client, run_id, "failed")
-            assert "checkpoint database" in failed["error"] and failed["checkpoints"]
-            [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
-            assert listed["status"] == "failed" and listed["error"] == failed["error"]
-            # (cancelled, or failed if its first save gave up first: not lost either way)
-            ended = wait_for(client, cancelled, "cancelled", "failed")
-            assert ended["checkpoints"] == []
+            yield server, client, run_id, cluster
+
+
+def test_runs_an_outage_ended_show_how_they_ended(serve):
+    # Failed after some of it was stored: failed, not in progress for ever.
+    with halted_during_a_run(serve, 0.5) as (_, client, run_id, cluster):
+        time.sleep(1.5)  # (its next save gave up meanwhile: the run failed)
+        # Cancelled before any of it was stored: still shown.
+        started = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
+        assert started.status_code == 201, started.text
+        cancelled = started.json()["run_id"]
+        assert client.post(f"/api/runs/{cancelled}/cancel", json={}).status_code == 202
+        cluster.resume()
+        failed = wait_for(client, run_id, "failed")
+        assert "checkpoint database" in failed["error"] and failed["checkpoints"]
+        [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
+        assert listed["status"] == "failed" and listed["error"] == failed["error"]
+        # (cancelled, or failed if its first save gave up first: not lost either way)
+        ended = wait_for(client, cancelled, "cancelled", "failed")
+        assert ended["checkpoints"] == []
 
 
 def test_stopping_the_server_ends_a_save_waiting_for_the_database(serve):
-    with own_cluster() as cluster:
-        store = sg.PostgresCheckpointStore(cluster.create_database())  # (waits up to 10 s)
-        server = serve(flows.slow, store=store)
-        with server.client() as client:
-            run_id = stored_run(client)
-            cluster.halt()
-            time.sleep(0.5)  # (its next save waits for the server now)
-            started = time.monotonic()
-            assert server.call(server.service.close) == [run_id]
-            assert time.monotonic() - started < 5  # not the save's 10 s
+    with halted_during_a_run(serve) as (server, _, run_id, _):  # (saves wait up to 10 s)
+        time.sleep(0.5)  # (its next save waits for the server now)
+        started = time.monotonic()
+        assert server.call(server.service.close) == [run_id]
+        assert time.monotonic() - started < 5  # not the save's 10 s
 
 
 def test_a_run_cancelled_while_its_save_waits_shows_why_it_failed(serve):
     """Cancelled while its save waits for a database that is down: its
     queued checkpoints cannot be stored, so it ends failed — with the
     store's reason, here and in the listing, not a bare ``failed``."""
-    with own_cluster() as cluster:
-        store = sg.PostgresCheckpointStore(cluster.create_database(), reconnect_timeout=1)
-        server = serve(flows.slow, store=store)
-        with server.client() as client:
-            run_id = stored_run(client)
-            cluster.halt()
-            time.sleep(0.3)  # (its next save waits for the server now)
-            assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
-            cluster.resume()
-            ended = wait_for(client, run_id, "failed")
-            assert ended["error"] and "checkpoint database" in ended["error"], ended
-            [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
-            assert (listed["status"], listed["error"]) == ("failed", ended["error"])
+    with halted_during_a_run(serve, 1) as (_, client, run_id, cluster):
+        time.sleep(0.3)  # (its next save waits for the server now)
+        assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
+        cluster.resume()
+        ended = wait_for(client, run_id, "failed")
+        assert ended["error"] and "checkpoint database" in ended["error"], ended
+        [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
+        assert (listed["status"], listed["error"]) == ("failed", ended["error"])
