@@ -167,7 +167,9 @@ class UserEvent(Event):
 
 # Two events per handler call. The kernel emits them as plain tuples —
 # ``(ExecutorInvokedEvent, executor_id, superstep)`` and
-# ``(ExecutorCompletedEvent, executor_id, superstep, duration)`` — and whoever
+# ``(ExecutorCompletedEvent, executor_id, superstep, duration)``, a map's
+# worker with its item's index after the duration (``None`` for the first)
+# — and whoever
 # hands events to a reader (``stream()``, ``RunResult.events``) makes them
 # events with ``materialize``: a run whose events nobody reads never builds
 # them. Built, they skip the frozen dataclass __init__ (which sets each field
@@ -190,9 +192,12 @@ def materialize(item: Event | CallRecord) -> Event:
     _set_executor(event, item[1])
     _set_superstep(event, item[2])
     _set_path(event, ())
-    _set_item(event, None)
-    if len(item) == 4:
-        _set_duration(event, item[3])
+    if len(item) > 3:
+        if item[3] is not None:
+            _set_duration(event, item[3])
+        _set_item(event, item[4] if len(item) > 4 else None)
+    else:
+        _set_item(event, None)
     return event  # type: ignore[no-any-return]
 
 

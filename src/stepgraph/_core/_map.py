@@ -20,7 +20,7 @@ from typing import Any
 from .._exceptions import RequestError, RoutingError
 from ._backend import ExecutorFailure, Superstep, invoke_guarded, traced
 from ._context import Emit, Outbox, WorkflowContext
-from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent, materialize
+from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Node
 from ._routing import Inbox
 from ._tasks import run_all
@@ -91,7 +91,10 @@ def _tagging(emit: Emit, index: int) -> Emit:
     """``emit`` for one item's worker: its events carry the item's index."""
 
     def tagged(event: Any) -> None:
-        emit(replace(materialize(event), item=index))
+        if type(event) is tuple:  # a call record stays one (built only if read)
+            emit((*event[:3], event[3] if len(event) > 3 else None, index))
+        else:
+            emit(replace(event, item=index))
 
     return tagged
 
