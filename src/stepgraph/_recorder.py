@@ -328,8 +328,12 @@ class RunRecorder:
                 # Cancelled while the checkpoint that ends the run was being
                 # saved (Ctrl-C then): once it is stored, it says how the run
                 # stands (idle, waiting for answers, paused).
-                await self._final_save
-                return
+                try:
+                    await self._final_save
+                except Exception:
+                    pass  # not stored: the run is marked cancelled below
+                else:
+                    return
             await self._store.set_status(self.run_id, outcome.value, error)
 
     async def _flush(self) -> None:

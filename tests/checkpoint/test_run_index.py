@@ -230,3 +230,31 @@ async def test_a_run_cancelled_while_its_last_checkpoint_is_saved_is_listed_as_i
     latest = await store.latest(run.run_id)
     assert latest is not None and latest.status == "idle"
     assert (run.status, run.last_checkpoint) == ("idle", latest.id)
+
+
+async def test_a_run_whose_cut_off_last_save_failed_is_listed_cancelled(
+    store: sg.CheckpointStore,
+) -> None:
+    import asyncio
+
+    @sg.executor(id="last")
+    async def last(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+    workflow = sg.WorkflowBuilder(start=last, checkpoints=store).build()
+    saving = store.save
+
+    async def cancel_then_fail(*checkpoints: sg.Checkpoint) -> None:
+        if any(cp.status == "idle" for cp in checkpoints) and task is not None:
+            task.cancel()
+            await asyncio.sleep(0)
+            raise OSError("disk full")
+        await saving(*checkpoints)
+
+    store.save = cancel_then_fail  # type: ignore[method-assign]
+    task: asyncio.Task[sg.RunResult] | None = None
+    task = asyncio.ensure_future(workflow.run(7))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [run] = await store.runs()
+    assert run.status == "cancelled"  # its entry is stored, its ending is not
