@@ -291,9 +291,11 @@ class RunRecorder:
         what the store learned while writing this run's checkpoints, no I/O."""
         return self._store.cancel_requested(self.run_id, self._started)
 
-    async def close(self, outcome: RunStatus, error: BaseException | None) -> None:
+    async def close(self, outcome: RunStatus, error: BaseException | None) -> RunStatus | None:
         """Flush queued checkpoints (async durability), then record a failed
-        or cancelled ending in the store's run index."""
+        or cancelled ending in the store's run index. Returns how the run
+        ended after all when it was cancelled only once its last checkpoint
+        was being stored (that checkpoint's status), else ``None``."""
         self._closing = True
         if self._queue and self._leased and self._holder is not None:
             last = self._queue[-1]  # gives the lease back with the last write
@@ -304,7 +306,7 @@ class RunRecorder:
             except BaseException:
                 await self._record(RunStatus.FAILED, "writing checkpoints failed")
                 raise
-            await self._record(outcome, None if error is None else str(error))
+            return await self._record(outcome, None if error is None else str(error))
         finally:
             await self.release()  # last: how the run ended is recorded first
 
@@ -316,11 +318,11 @@ class RunRecorder:
         with contextlib.suppress(Exception):  # a store failing now: the lease dies with us
             await self._store.release(self.run_id, self._holder)
 
-    async def _record(self, outcome: RunStatus, error: str | None) -> None:
+    async def _record(self, outcome: RunStatus, error: str | None) -> RunStatus | None:
         if outcome not in (RunStatus.FAILED, RunStatus.CANCELLED) or self.last_id is None:
-            return  # a checkpoint already says how the run stands
+            return None  # a checkpoint already says how the run stands
         if self._lost:
-            return  # (not ours to record: another process has the run)
+            return None  # (not ours to record: another process has the run)
         # Only a record for listings: a store failing now must not mask how
         # the run really ended (that error, or cancellation).
         with contextlib.suppress(Exception):
@@ -333,8 +335,10 @@ class RunRecorder:
                 except Exception:
                     pass  # not stored: the run is marked cancelled below
                 else:
-                    return
+                    assert self._base is not None  # (the checkpoint just saved)
+                    return RunStatus(self._base.status)
             await self._store.set_status(self.run_id, outcome.value, error)
+        return None
 
     async def _flush(self) -> None:
         """Write everything queued now, after any write in flight."""

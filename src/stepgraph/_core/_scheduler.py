@@ -120,7 +120,9 @@ class BarrierHook(Protocol):
     def unwatch(self) -> bool:
         """Stop watching; whether the watch cancelled the run's task."""
 
-    async def close(self, outcome: RunStatus, error: BaseException | None) -> None: ...
+    async def close(self, outcome: RunStatus, error: BaseException | None) -> RunStatus | None:
+        """How the run ended after all, when it was cancelled only once its
+        ending was stored (``None``: as ``outcome`` says)."""
 
 
 _NO_BREAKPOINTS = Breakpoints()
@@ -151,6 +153,7 @@ async def run_supersteps(
     nodes, index = graph.nodes, graph.index
     steps_this_call = 0
     outcome, error = RunStatus.FAILED, None
+    ended: RunStatus | None = None  # how it ended when a cancel came too late to stop it
     cancelled = False
     try:
         try:
@@ -218,7 +221,9 @@ async def run_supersteps(
         finally:
             if hook is not None:
                 hook.unwatch()
-                await to_the_end(hook.close(outcome, error))
+                if outcome not in (RunStatus.CANCELLED, RunStatus.FAILED):
+                    ended = outcome  # (a cancel now, while closing, stops nothing)
+                ended = await to_the_end(hook.close(outcome, error)) or ended
     except WorkflowRunError as error:
         emit(
             FailedEvent(
@@ -231,7 +236,8 @@ async def run_supersteps(
         emit(StatusEvent(status=RunStatus.FAILED))
         raise
     except (asyncio.CancelledError, KeyboardInterrupt):
-        emit(StatusEvent(status=RunStatus.CANCELLED))
+        # (the call is cancelled; the run may have ended first: say how)
+        emit(StatusEvent(status=ended or RunStatus.CANCELLED))
         raise
     emit(StatusEvent(status=outcome))
     return outcome
