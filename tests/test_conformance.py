@@ -372,6 +372,26 @@ async def test_a_map_with_a_reducer(backend: sg.Backend) -> None:
     )
     result = await workflow.run(list(range(8)), backend=backend)
     assert result.outputs == [([n * n for n in range(8)], list(range(8)))]
+    invoked = [e.item for e in result.events if e.kind == "executor_invoked"]
+    assert sorted(i for i in invoked if i is not None) == list(range(8))
+
+
+class Picky(sg.Executor):
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+        if n == 5:
+            raise ValueError("not five")
+        await ctx.send_message(n)
+
+
+async def test_a_failing_map_item_is_named(backend: sg.Backend) -> None:
+    workflow = sg.WorkflowBuilder(start=split).add_map(split, Picky, id="picky", to=gather).build()
+    seen: list[sg.Event] = []
+    with pytest.raises(sg.WorkflowRunError, match="not five"):
+        async for event in workflow.stream([3, 4, 5], backend=backend):
+            seen.append(event)
+    [failed] = [e for e in seen if e.kind == "executor_failed"]
+    assert (failed.executor_id, failed.item) == ("picky", 2)
 
 
 @sg.executor(id="step")

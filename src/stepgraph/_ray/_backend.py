@@ -389,7 +389,9 @@ class RayBackend:
             for path, used in usage.items():  # tokens the actor's model calls used
                 tally[path] = tally[path] + used if path in tally else used
             if failures:
-                raised = [ExecutorFailure(eid, work.number, cause) for eid, cause in failures]
+                raised = [
+                    ExecutorFailure(eid, work.number, cause, item) for eid, cause, item in failures
+                ]
                 work.failures.extend(raised)
                 raise raised[0] from raised[0].cause
             nodes = {node.id: node for node, _ in batches}

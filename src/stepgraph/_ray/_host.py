@@ -46,14 +46,14 @@ class Shared:
 
 
 # A call's outboxes in its batches' order (None: an executor failed), events
-# not streamed, the failures (executor id, error), snapshots by executor,
+# not streamed, the failures (executor id, error, map item), snapshots by executor,
 # tokens used, the executors that have attributes of their own (only those
 # have anything to bring back at the run's end), and the spans it recorded
 # (a traced run: the driver makes them spans of its trace).
 Result = tuple[
     list[Outbox] | None,
     list[Event],
-    list[tuple[str, BaseException]],
+    list[tuple[str, BaseException, int | None]],
     dict[str, tuple[bool, Any]],
     dict[str, Any],
     list[str],
@@ -150,7 +150,7 @@ class Host:
         state: tuple[int, list[Any]],
         run: list[Any],
         spans: SpanRecorder | None,
-    ) -> tuple[list[Outbox] | None, list[tuple[str, BaseException]], dict[str, Any]]:
+    ) -> tuple[list[Outbox] | None, list[tuple[str, BaseException, int | None]], dict[str, Any]]:
         scope = self.scope
         version, (ref,) = state
         if version != self.state_version:  # fetched only when a barrier changed it
@@ -190,7 +190,7 @@ class Host:
         except BaseException:
             if not work.failures:
                 raise
-            return None, [(f.executor_id, f.cause) for f in work.failures], run_scope.usage
+            return None, [(f.executor_id, f.cause, f.item) for f in work.failures], run_scope.usage
         return outboxes, [], run_scope.usage
 
     def follow(self, call: int) -> tuple[list[Event], bool]:
