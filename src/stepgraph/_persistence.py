@@ -60,6 +60,7 @@ __all__ = [
     "Durability",
     "RunCodec",
     "apply_responses",
+    "asker",
     "body_refs",
     "graph_signature",
 ]
@@ -135,6 +136,14 @@ def executor_identity(executor: Executor) -> list[Any]:
 # -- responses ------------------------------------------------------------------
 
 
+def asker(
+    run: RunState, request: PendingRequest, executors: Mapping[str, Executor]
+) -> Executor | None:
+    """The executor that opened ``request``: the run's own instance of it,
+    or the shared one."""
+    return run.instances.get(request.executor_id) or executors.get(request.executor_id)
+
+
 def apply_responses(
     run: RunState, responses: Mapping[str, Any], executors: Mapping[str, Executor] | None = None
 ) -> None:
@@ -158,9 +167,7 @@ def apply_responses(
                 f"must be {a_type(request.response_type)}, not {a_type(type(value))}",
                 executor_id=request.executor_id,
             )
-        executor = None
-        if executors is not None:
-            executor = run.instances.get(request.executor_id) or executors.get(request.executor_id)
+        executor = asker(run, request, executors) if executors is not None else None
         if executor is not None:
             try:
                 executor.check_response(request, value)

@@ -39,7 +39,7 @@ from ._core import (
 from ._exceptions import RequestError, SubworkflowError, WorkflowDefinitionError, WorkflowRunError
 from ._executor import Executor
 from ._handlers import HandlerSpec, union_of
-from ._persistence import apply_responses
+from ._persistence import apply_responses, asker
 from ._workflow import Workflow
 
 __all__ = ["SubworkflowRequest", "SubworkflowResponse", "WorkflowExecutor"]
@@ -197,9 +197,7 @@ class WorkflowExecutor(Executor):
         asked = run.requests.get(route[1]) if run is not None and route is not None else None
         if run is None or asked is None:
             return  # (unknown here: the answer is refused when it arrives)
-        executor = run.instances.get(asked.executor_id) or self.workflow.executors.get(
-            asked.executor_id
-        )
+        executor = asker(run, asked, self.workflow.executors)
         if executor is not None:
             executor.check_response(asked, response)
 
@@ -212,8 +210,9 @@ class WorkflowExecutor(Executor):
             )
         run_id, child_request = route
         run = self._runs[run_id]
-        # Validates (checked at the answer already); raises before consuming.
-        apply_responses(run, {child_request: value}, self.workflow.executors)
+        # Validates its type; raises before consuming. (What the child's
+        # executor says of it was asked when the answer came: check_response.)
+        apply_responses(run, {child_request: value})
         del self._routes[request_id]
         await self._drive(run_id, run, ctx)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from ._leases import deleting, this_process
 from ._postgres_layout import lock_key
-from ._postgres_sessions import ServerAway, away, ended
+from ._postgres_sessions import connect_or_away, ended
 
 __all__ = ["Leases"]
 
@@ -103,7 +103,7 @@ class Leases:
             return conn
         if conn is not None:
             self._drop(conn)
-        conn = _connect(connect, self._errors)
+        conn = connect_or_away(connect)
         try:
             conn.execute("SELECT set_config('application_name', %s, false)", (self._name,))
         except self._errors:
@@ -132,7 +132,7 @@ class Leases:
                 conn.close()
                 conn = None
             if conn is None:
-                conn = _connect(connect, self._errors)
+                conn = connect_or_away(connect)
             (got,) = conn.execute(
                 "SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(run_id),)
             ).fetchone()
@@ -233,15 +233,6 @@ class Leases:
                 self._spare.append(conn)
                 return
         conn.close()
-
-
-def _connect(connect: Callable[[], Any], errors: type[BaseException]) -> Any:
-    try:
-        return connect()
-    except errors as exc:
-        if away(exc):
-            raise ServerAway(exc) from exc
-        raise
 
 
 def _holder_of(conn: Any, run_id: str) -> str:

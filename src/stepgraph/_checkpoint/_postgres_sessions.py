@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["ServerAway", "ended", "live_connection", "quiet_handled"]
+__all__ = ["ServerAway", "connect_or_away", "ended", "live_connection", "quiet_handled"]
 
 
 class ServerAway(Exception):
@@ -139,9 +139,17 @@ def _getconn(pool: Any, connect: Callable[[], Any]) -> tuple[Any, bool]:
         # wait for one. A connection of our own per waiting call would only
         # add sessions until the server refuses them (max_connections).
         return pool.getconn(timeout=max(pool.timeout - PATIENCE, 0.001)), True
+    return connect_or_away(connect), False
+
+
+def connect_or_away(connect: Callable[[], Any]) -> Any:
+    """``connect()``; a failure that may mean the server is not there
+    (see ``away``) is raised as ``ServerAway``."""
+    import psycopg  # (installed: the store that calls this uses it)
+
     try:
-        return connect(), False
-    except Exception as exc:
+        return connect()
+    except psycopg.Error as exc:
         if away(exc):
             raise ServerAway(exc) from exc
         raise

@@ -38,12 +38,15 @@ __all__ = ["LiveView", "event_json", "event_record", "jsonable", "printable", "s
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def _escaped(found: re.Match[str]) -> str:
+    return f"\\x{ord(found.group()):02x}"
+
+
 def printable(text: str) -> str:
     """``text`` with control characters (a handler's error message holding
     ``\x1b[31m``) and lone surrogates (which no terminal encoding can
     print) written as escapes."""
-    if _CONTROL.search(text) is not None:
-        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    text = _CONTROL.sub(_escaped, text)  # (one pass; the same str when none)
     if text.isascii():
         return text
     try:

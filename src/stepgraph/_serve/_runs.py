@@ -552,8 +552,6 @@ class RunService:
 def _refusal(exc: StepgraphError) -> Problem:
     if isinstance(exc, CheckpointEncodeError):
         return Problem(422, str(exc))  # (an input or answer it cannot store)
-    if isinstance(exc, CheckpointError) and "being continued elsewhere" in str(exc):
-        return Problem(409, str(exc))  # (it names the process, and what to do)
     if isinstance(exc, ResponseValueError):
         return Problem(422, str(exc))  # (the answer's value: the request stays open)
     if isinstance(exc, RequestError):
