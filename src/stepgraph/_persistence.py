@@ -272,7 +272,7 @@ class RunCodec:
             superstep=run.superstep,
             parent_id=parent,
             created_at=time.time(),
-            status=run.status(running=bool(run.inboxes)).value,
+            status=run.status(running=bool(run.inboxes))._value_,  # (not .value: a property)
             pending_requests=len(run.requests),
             body=body,
             refs=refs,

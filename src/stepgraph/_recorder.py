@@ -108,8 +108,12 @@ class RunRecorder:
         self._leased = leased
         self.released = holder is None
         self._progress_lock: asyncio.Lock | None = None
-        # Watching the store for a cancel while a superstep runs long.
-        self._watcher: asyncio.Task[None] | None = None
+        # Watching the store for a cancel while a superstep runs long: a
+        # timer (most runs end before it fires), and a task only to ask.
+        self._watched: asyncio.Task[Any] | None = None
+        self._watch_timer: asyncio.TimerHandle | None = None
+        self._asking: asyncio.Task[None] | None = None
+        self._seen = -1  # barriers counted when the timer last fired
         self._stopped_run = False
         self._barriers = 0
         self._lost = False  # the store refused a save: another process took the run
@@ -139,6 +143,10 @@ class RunRecorder:
         self._base = checkpoint
         if fresh:
             self._stored.update(fresh)
+        if self._async and not checkpoint.answered and self._error is None:
+            if self._enqueue(checkpoint):  # (the common case, without a coroutine of its own)
+                await self._flush()
+            return
         await self._put(checkpoint)
 
     async def progress(
@@ -194,16 +202,22 @@ class RunRecorder:
             return
         if self._error is not None:
             self._raise_error()
+        if self._enqueue(checkpoint):
+            await self._flush()
+
+    def _enqueue(self, checkpoint: Checkpoint) -> bool:
+        """Queue for the batching writer; true when the queue is due now."""
         now = time.monotonic()
         if not self._queue:
             self._due = now + ASYNC_BATCH_DELAY
         self._queue.append(checkpoint)
         if now >= self._due:
-            await self._flush()  # the loop had no turn to write them: do it now
-        elif self._timer is None and self._writer is None:
+            return True  # the loop had no turn to write them: the caller does
+        if self._timer is None and self._writer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(ASYNC_BATCH_DELAY, self._start_writer, loop)
         # else: a pending or running write takes this one with its batch
+        return False
 
     def _start_writer(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -259,31 +273,46 @@ class RunRecorder:
         raise CheckpointError(f"writing checkpoints failed: {error!r}") from error
 
     def watch(self, task: asyncio.Task[Any]) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(task))
-
-    async def _watch(self, task: asyncio.Task[Any]) -> None:
         """Every ``CANCEL_POLL`` seconds: if no barrier came meanwhile (a long
         superstep — an agent streaming, a slow tool), ask the store whether
-        the run was asked to stop; barriers learn of it for free."""
-        seen = -1
-        while True:
-            await asyncio.sleep(CANCEL_POLL)
-            if self._barriers != seen:
-                seen = self._barriers
-                continue
-            try:
-                asked = await self._store.cancel_asked(self.run_id, self._started)
-            except Exception:
-                continue  # a store failing now: the next barrier's write will say so
-            if asked and self._watcher is not None:
-                self._stopped_run = True
-                task.cancel()
-                return
+        the run was asked to stop, and if so cancel ``task``; barriers learn
+        of it for free."""
+        self._watched = task
+        self._watch_timer = task.get_loop().call_later(CANCEL_POLL, self._look)
+
+    def _look(self) -> None:
+        task = self._watched
+        if task is None:
+            return
+        if self._barriers != self._seen:
+            self._seen = self._barriers
+            self._watch_timer = task.get_loop().call_later(CANCEL_POLL, self._look)
+        else:
+            self._watch_timer = None
+            self._asking = task.get_loop().create_task(self._ask())
+
+    async def _ask(self) -> None:
+        try:
+            asked = await self._store.cancel_asked(self.run_id, self._started)
+        except Exception:
+            asked = False  # a store failing now: the next barrier's write will say so
+        task, self._asking = self._watched, None
+        if task is None:
+            return  # (the run stopped watching meanwhile)
+        if asked:
+            self._stopped_run = True
+            task.cancel()
+        else:
+            self._watch_timer = task.get_loop().call_later(CANCEL_POLL, self._look)
 
     def unwatch(self) -> bool:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
+        self._watched = None
+        timer, self._watch_timer = self._watch_timer, None
+        if timer is not None:
+            timer.cancel()
+        asking, self._asking = self._asking, None
+        if asking is not None:
+            asking.cancel()
         return self._stopped_run
 
     def cancel_requested(self) -> bool:
@@ -310,13 +339,19 @@ class RunRecorder:
         finally:
             await self.release()  # last: how the run ended is recorded first
 
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this recorder holds the run's lease still."""
+        return not self.released and self._leased and self._holder is not None
+
     async def release(self) -> None:
         """Give the run's lease back, if this recorder holds it still."""
-        if self.released or not self._leased or self._holder is None:
+        holder = self._holder
+        if self.released or not self._leased or holder is None:
             return
         self.released = True
         with contextlib.suppress(Exception):  # a store failing now: the lease dies with us
-            await self._store.release(self.run_id, self._holder)
+            await self._store.release(self.run_id, holder)
 
     async def _record(self, outcome: RunStatus, error: str | None) -> RunStatus | None:
         if outcome not in (RunStatus.FAILED, RunStatus.CANCELLED) or self.last_id is None:

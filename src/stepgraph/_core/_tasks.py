@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 __all__ = ["run_all", "to_the_end"]
@@ -76,8 +77,12 @@ async def to_the_end(coroutine: Coroutine[Any, Any, T]) -> T:
     task = asyncio.ensure_future(coroutine)
     cancelled = False
     while not task.done():
+        # A waiter of its own: cancelling the caller cancels the waiter, never
+        # the task (``asyncio.wait`` does the same with more bookkeeping).
+        waiter: asyncio.Future[None] = task.get_loop().create_future()
+        task.add_done_callback(partial(_wake, waiter))
         try:
-            await asyncio.wait([task])
+            await waiter
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
@@ -85,3 +90,8 @@ async def to_the_end(coroutine: Coroutine[Any, Any, T]) -> T:
             task.exception()  # seen (the cancellation wins)
         raise asyncio.CancelledError
     return task.result()
+
+
+def _wake(waiter: asyncio.Future[None], _: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
