@@ -212,6 +212,34 @@ async def test_a_shared_instance_keeps_one_run_at_a_time_and_its_attributes() ->
     assert (await shared.run(3)).outputs == [2]  # the attribute carried over: shared
 
 
+async def test_a_sub_workflow_of_shared_instances_is_not_concurrent_even_per_run() -> None:
+    class Slow(sg.Executor):
+        @sg.handler
+        async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+            await asyncio.sleep(0.05)
+            await ctx.yield_output(text)
+
+    def parent_of(child: sg.Workflow) -> sg.Workflow:
+        return (
+            sg.WorkflowBuilder(start="sub")
+            .register("sub", lambda: sg.WorkflowExecutor(child, id="sub", forward_outputs=True))
+            .build()
+        )
+
+    shared = parent_of(sg.WorkflowBuilder(start=Slow("slow"), name="shared-child").build())
+    assert not shared.concurrent  # (its runs would meet in the child's shared instance)
+    results = await asyncio.gather(*(shared.run(f"r{i}") for i in range(3)), return_exceptions=True)
+    assert sum(isinstance(r, sg.WorkflowRunError) for r in results) == 2
+    own = parent_of(
+        sg.WorkflowBuilder(start="slow", name="own-child")
+        .register("slow", lambda: Slow("slow"))
+        .build()
+    )
+    assert own.concurrent
+    results = await asyncio.gather(*(own.run(f"r{i}") for i in range(3)))
+    assert [r.outputs for r in results] == [["r0"], ["r1"], ["r2"]]
+
+
 async def test_context_reaches_sub_workflows_and_is_not_checkpointed(
     store: sg.CheckpointStore,
 ) -> None:

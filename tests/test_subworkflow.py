@@ -143,10 +143,12 @@ async def test_child_failure_names_the_path() -> None:
 
     child = sg.WorkflowBuilder(start=leaf, name="child").build()
     events: list[sg.Event] = []
-    with pytest.raises(sg.WorkflowRunError) as raised:
+    with pytest.raises(sg.SubworkflowError) as raised:  # (a WorkflowRunError)
         async for event in subflows.with_child(child).stream("x"):
             events.append(event)
     assert "'sub/leaf'" in str(raised.value) and "cannot handle x" in str(raised.value)
+    assert raised.value.path == ("sub", "leaf") and raised.value.executor_id == "sub"
+    assert raised.value.detail.endswith("ValueError: cannot handle x")
     cause = raised.value.__cause__
     assert isinstance(cause, sg.SubworkflowError) and cause.path == ("sub", "leaf")
     assert [e.path for e in events if e.kind == "executor_failed"] == ["sub/leaf", "sub"]
@@ -232,6 +234,17 @@ def test_one_child_instance_in_two_places_is_refused() -> None:
     one, two = sg.WorkflowExecutor(child, id="one"), sg.WorkflowExecutor(child, id="two")
     with pytest.raises(sg.WorkflowDefinitionError, match="wrapped by both 'one' and 'two'"):
         sg.WorkflowBuilder(start=one).add_edge(one, two).build()
+
+
+def test_a_sub_workflow_id_that_request_ids_cannot_hold_is_refused() -> None:
+    child = subflows.shouting_child()
+    for bad in ("a=b", "two words", "tab\there"):
+        with pytest.raises(sg.WorkflowDefinitionError, match="starts the ids of the child's"):
+            sg.WorkflowExecutor(child, id=bad)
+    named = sg.WorkflowBuilder(start=subflows.Shout("s"), name="my child").build()
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"the workflow's name, 'my child'"):
+        sg.WorkflowExecutor(named)
+    assert sg.WorkflowExecutor(named, id="my-child").id == "my-child"
 
 
 def test_shared_executor_between_parent_and_child_is_refused() -> None:

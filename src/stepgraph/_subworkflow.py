@@ -109,12 +109,15 @@ class WorkflowExecutor(Executor):
         self.intercept_requests = intercept_requests
         self._runs: dict[str, RunState] = {}  # suspended child runs, by child run id
         self._routes: dict[str, tuple[str, str]] = {}  # our request id -> (child run, request)
-        super().__init__(
-            id if id is not None else workflow.name,
-            retry=retry,
-            timeout=timeout,
-            placement=placement,
-        )
+        own = id if id is not None else workflow.name
+        if isinstance(own, str) and ("=" in own or any(c.isspace() for c in own)):
+            given = "its id" if id is not None else f"its id (the workflow's name, {own!r})"
+            raise WorkflowDefinitionError(
+                f"WorkflowExecutor {own!r}: {given} starts the ids of the child's requests "
+                f"({own}/…), and a request id holds no whitespace or '=' (answers are given "
+                "as ID=VALUE); pass an id= without them"
+            )
+        super().__init__(own, retry=retry, timeout=timeout, placement=placement)
 
     # -- what it looks like from the parent -------------------------------------
 

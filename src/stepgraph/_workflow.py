@@ -15,6 +15,7 @@ executors runs any number of times at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 import uuid
@@ -41,6 +42,7 @@ from ._core import (
     WarningEvent,
     materialize,
     run_supersteps,
+    to_the_end,
     type_name,
 )
 from ._exceptions import (
@@ -254,8 +256,12 @@ class Workflow:
 
     @property
     def concurrent(self) -> bool:
-        """Whether runs may overlap: no executor instance is shared by them."""
-        return not self._claimable
+        """Whether runs may overlap: no executor instance is shared by them,
+        nor by the runs of a sub-workflow one of them runs."""
+        if self._claimable:
+            return False
+        children = (getattr(e, "workflow", None) for e in self._executors.values())
+        return all(c.concurrent for c in children if isinstance(c, Workflow))
 
     @property
     def output_executors(self) -> frozenset[str] | None:
@@ -461,7 +467,8 @@ class Workflow:
             succeeded = True
         finally:
             if recorder is not None:  # (given back already, unless the run never got going)
-                await asyncio.shield(recorder.release())
+                if recorder.holds_lease:
+                    await asyncio.shield(recorder.release())
             elif holder is not None and config is not None and parent is not None:
                 await asyncio.shield(config.store.release(run_id, holder))
             if claimed is not None and not succeeded:
@@ -769,18 +776,26 @@ async def _take(store: CheckpointStore, run_id: str, parent: Checkpoint) -> str:
     being deleted, ``CheckpointNotFoundError`` if the checkpoint's run was
     deleted since the checkpoint was loaded."""
     holder = new_holder()
-    busy = await store.lease(run_id, holder)
-    if busy is not None and deleting(busy):
-        raise CheckpointError(f"run {run_id!r} is being deleted ({holding(busy)})")
-    if busy is not None:
-        raise CheckpointError(
-            f"run {run_id!r} is being continued elsewhere ({holding(busy)}); a run "
-            "goes on in one place at a time — wait for it to stop, or fork it from a "
-            "checkpoint (fork=True, stepgraph run --fork)"
-        )
-    if await store.run_info(parent.run_id) is None:
-        await store.release(run_id, holder)
-        raise CheckpointNotFoundError(
-            f"run {parent.run_id!r} was deleted, checkpoint {parent.id!r} with it"
-        )
+    try:
+        # Awaited to its end: cancelled while the store takes it, the call
+        # gives the lease back below (else it would hold the run until this
+        # process ends).
+        busy = await to_the_end(store.lease(run_id, holder))
+        if busy is not None and deleting(busy):
+            raise CheckpointError(f"run {run_id!r} is being deleted ({holding(busy)})")
+        if busy is not None:
+            raise CheckpointError(
+                f"run {run_id!r} is being continued elsewhere ({holding(busy)}); a run "
+                "goes on in one place at a time — wait for it to stop, or fork it from a "
+                "checkpoint (fork=True, stepgraph run --fork)"
+            )
+        if await store.run_info(parent.run_id) is None:
+            raise CheckpointNotFoundError(
+                f"run {parent.run_id!r} was deleted, checkpoint {parent.id!r} with it"
+            )
+    except BaseException:
+        # (not taken, or another holds it: giving back is then a no-op)
+        with contextlib.suppress(Exception):
+            await to_the_end(store.release(run_id, holder))
+        raise
     return holder

@@ -120,6 +120,36 @@ async def test_two_continuations_of_one_run_at_once_one_goes_on(
     assert await store.lease(paused.run_id, "someone") is None
 
 
+async def test_a_continuation_cancelled_while_taking_the_run_gives_it_back(
+    store: sg.CheckpointStore,
+) -> None:
+    paused = await looping(store).run(0, interrupt_after=["slow"])
+    taking, taken, took = store._lease, asyncio.Event(), asyncio.Event()  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+
+    def slow_lease(run_id: str, holder: str) -> str | None:
+        loop.call_soon_threadsafe(taken.set)
+        time.sleep(0.3)  # (the store's file or database busy with another writer)
+        try:
+            return taking(run_id, holder)  # type: ignore[no-any-return]
+        finally:
+            loop.call_soon_threadsafe(took.set)
+
+    store._lease = slow_lease  # type: ignore[attr-defined]
+    call = asyncio.ensure_future(looping(store).run(checkpoint=paused.last_checkpoint))
+    await asyncio.wait_for(taken.wait(), 5)
+    call.cancel()  # while the store takes the run
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(took.wait(), 5)  # (the store took it meanwhile, on its thread)
+    store._lease = taking  # type: ignore[attr-defined]
+    # Nothing holds the run now: it goes on at once, here or in another process.
+    assert await store.lease(paused.run_id, "someone") is None
+    await store.release(paused.run_id, "someone")
+    done = await looping(store).run(checkpoint=paused.last_checkpoint)
+    assert done.outputs == [1, 2, 3, 4]
+
+
 def test_a_lease_names_its_process_and_dies_with_it() -> None:
     mine = new_holder()
     assert alive(mine) and mine.split(":")[1] == str(os.getpid())

@@ -52,6 +52,7 @@ from ._requests import PendingRequest, Response
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
 from ._state import Reducers, StateView
+from ._tasks import to_the_end
 from ._trace import RunTrace, SpanRecord, SpanRecorder, Trace, TraceSpan, end_span, within
 from ._typing import (
     ANY_SPEC,
@@ -138,5 +139,6 @@ __all__ = [
     "run_inbox",
     "run_supersteps",
     "spec_of",
+    "to_the_end",
     "type_name",
 ]

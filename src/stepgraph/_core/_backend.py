@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Protocol, runtime_checkable
 
-from .._exceptions import ExecutorTimeoutError, WorkflowRunError
+from .._exceptions import ExecutorTimeoutError, SubworkflowError, WorkflowRunError
 from ._context import Outbox, RunScope, WorkflowContext
 from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Invoke, Node
@@ -194,6 +194,9 @@ def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
     """The ``WorkflowRunError`` that ``run()`` raises (from the cause) for a
     failed executor."""
     cause = failure.cause
+    if isinstance(cause, SubworkflowError) and cause.executor_id == failure.executor_id:
+        # (so that ``except SubworkflowError`` sees a child's failure)
+        return SubworkflowError(cause.path, cause.detail, superstep=failure.superstep)
     if isinstance(cause, WorkflowRunError) and cause.executor_id == failure.executor_id:
         text = str(cause)
     else:
