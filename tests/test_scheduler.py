@@ -4,6 +4,7 @@ executors, deterministic order, failure, cancellation, reuse, busy runs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from typing import Any
@@ -500,3 +501,67 @@ async def test_cancelled_run_reports_status_cancelled() -> None:
         "status",
     ]
     assert events[-1] == sg.StatusEvent(status=sg.RunStatus.CANCELLED)
+
+
+def _counting_loop() -> tuple[sg.Workflow, list[int]]:
+    calls: list[int] = []
+
+    @sg.executor(id="tick")
+    async def tick(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+        calls.append(n)  # never waits: nothing but the barrier gives the loop a turn
+        await ctx.yield_output(n)
+        await ctx.send_message(n + 1)
+
+    return sg.WorkflowBuilder(start=tick).add_edge(tick, tick).build(), calls
+
+
+async def test_leaving_a_stream_early_stops_the_run_at_the_next_barrier() -> None:
+    workflow, calls = _counting_loop()
+    seen: list[int] = []
+    async with workflow.stream(0) as events:
+        async for event in events:
+            if isinstance(event, sg.OutputEvent):
+                seen.append(event.data)
+                if len(seen) == 3:
+                    break
+    assert seen == [0, 1, 2]
+    assert calls == [0, 1, 2]  # (not the 100 supersteps max_supersteps allows)
+
+
+async def test_a_run_whose_handlers_never_wait_does_not_starve_other_tasks() -> None:
+    workflow, calls = _counting_loop()
+    turns = 0
+    running = True
+
+    async def other_task() -> None:
+        nonlocal turns
+        while running:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_task())
+    await asyncio.sleep(0)
+    before = turns
+    with pytest.raises(sg.ConvergenceError):
+        await workflow.run(0, max_supersteps=20_000)
+    during = turns - before
+    running = False
+    await other
+    assert len(calls) == 20_000
+    # The run takes 0.1 s at the very least (5 µs a superstep): the loop had
+    # a turn at a barrier every 2 ms of it, so the other task ran many times.
+    assert during >= 10, during
+
+
+async def test_a_stream_left_without_async_with_after_its_run_failed_reports_nothing() -> None:
+    workflow, _ = _counting_loop()
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: reported.append(context))
+    stream = workflow.stream(0, max_supersteps=3)
+    async for _event in stream:
+        await asyncio.sleep(0.1)  # meanwhile the run fails (it does not converge)
+        break
+    del stream, _event  # left as agents.md's loop leaves it, without aclose()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert reported == []  # (no "Task exception was never retrieved" traceback)

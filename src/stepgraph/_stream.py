@@ -98,6 +98,17 @@ class RunStream(AsyncIterator[Event]):
         usage = getattr(driver.result(), "usage", None)
         return usage if isinstance(usage, RunUsage) else None
 
+    @property
+    def last_checkpoint(self) -> str | None:
+        """The id of the checkpoint the run stands at once it ended (its
+        newest, or the one it continued from when it wrote none; ``None``
+        before, without a store, or if it failed or was cancelled)."""
+        driver = self._driver
+        if driver is None or not driver.done() or driver.cancelled() or driver.exception():
+            return None
+        last = getattr(driver.result(), "last_checkpoint", None)
+        return last if isinstance(last, str) else None
+
     def drain(self) -> list[Event]:
         """The events the run emitted that were not read, once it stopped
         (after ``aclose()``, or when the listener was cancelled): what a
@@ -125,6 +136,9 @@ class RunStream(AsyncIterator[Event]):
 
     def __del__(self) -> None:
         driver = self._driver
-        if driver is not None and not driver.done():
+        if driver is not None and driver.done():
+            if not driver.cancelled():
+                driver.exception()  # (seen: the listener left before the run failed)
+        elif driver is not None:
             with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs
                 driver.get_loop().call_soon_threadsafe(driver.cancel)

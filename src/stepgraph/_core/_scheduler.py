@@ -9,6 +9,7 @@ sent messages into the next inboxes (updating fan-in buffers) and emit
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -127,6 +128,11 @@ class BarrierHook(Protocol):
 
 _NO_BREAKPOINTS = Breakpoints()
 
+# A run whose handlers never wait (CPU-bound, or nothing to wait for) gives
+# the event loop a turn at a barrier once it has run this long since the
+# last: other tasks (other runs, a server's requests) are never starved.
+FAIR_SLICE = 0.002
+
 
 async def run_supersteps(
     graph: Graph,
@@ -152,6 +158,9 @@ async def run_supersteps(
     report = _reporter(scope, run)
     nodes, index = graph.nodes, graph.index
     steps_this_call = 0
+    # A run someone streams gives the loop a turn at every barrier (a
+    # listener that stops listening stops the run there); others, per slice.
+    clock, live, turn = time.monotonic, scope.live, time.monotonic()
     outcome, error = RunStatus.FAILED, None
     ended: RunStatus | None = None  # how it ended when a cancel came too late to stop it
     cancelled = False
@@ -200,6 +209,9 @@ async def run_supersteps(
                 if hook is not None and run.inboxes and hook.cancel_requested():
                     cancelled = True  # asked from elsewhere: stop at this barrier
                     break
+                if run.inboxes and (live or clock() - turn >= FAIR_SLICE):
+                    await asyncio.sleep(0)
+                    turn = clock()
             if hook is not None:
                 hook.unwatch()
             if not run.requests and not run.inboxes:  # else the buffers wait for what comes
