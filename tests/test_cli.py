@@ -163,6 +163,63 @@ def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) ->
     assert "Input should be a valid boolean" in wrong.stderr
 
 
+def _checkpoints_of(path: Path) -> list[sg.CheckpointInfo]:
+    async def listing() -> list[sg.CheckpointInfo]:
+        store = sg.SqliteCheckpointStore(path)
+        try:
+            [run] = await store.runs()
+            return await store.list(run.run_id)
+        finally:
+            store.close()
+
+    return asyncio.run(listing())
+
+
+def test_a_replay_to_before_an_answer_prints_how_to_answer_again(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite"
+    store = f"sqlite:{path}"
+    asked = cli("run", "tests.cli_flows:asking", "--input", '"ann"', "--store", store)
+    [request_id] = re.findall(r"--respond (\w+)=true", asked.stdout)
+    opened = _checkpoints_of(path)[-1].id  # (the request open there)
+    answered = cli(
+        "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}=true"
+    )
+    assert answered.returncode == 0, answered.stderr
+    # Back to where the request was open: it is open on this branch, but
+    # answered along the run — the summary says so and how to answer again.
+    replay = cli("run", "tests.cli_flows:asking", "--store", store, "--resume", opened)
+    assert replay.returncode == 2, replay.stderr
+    lines = [line.strip() for line in replay.stdout.splitlines()]
+    assert "1 open request(s). Answer with:" in lines
+    assert any(line.startswith("(answered already, at checkpoint") for line in lines), lines
+    [command] = [line for line in lines if line.startswith("stepgraph run")]
+    assert f"--resume {opened} --fork --respond {request_id}=true" in command
+    again = cli(*shlex.split(command)[1:-1], f"{request_id}=false", "--json")
+    assert again.returncode == 0, again.stderr
+    outputs = [e["data"] for e in events_of(again.stdout) if e["kind"] == "output"]
+    assert outputs == ["let ann through? no"]
+
+
+def test_respond_goes_on_from_the_branch_where_the_request_is_open(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite"
+    store = f"sqlite:{path}"
+    first = cli("run", "tests.cli_flows:asking", "--input", '"bo"', "--store", store)
+    [old] = re.findall(r"--respond (\w+)=true", first.stdout)
+    entry = _checkpoints_of(path)[0].id  # before the gate asked
+    replay = cli("run", "tests.cli_flows:asking", "--store", store, "--resume", entry)
+    [new] = re.findall(r"--respond (\w+)=true", replay.stdout)
+    assert new != old  # asked again on the new branch: two branches, one open request each
+    for request_id, answer, said in ((old, "true", "yes"), (new, "false", "no")):
+        done = cli(
+            "run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}={answer}",
+            "--json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "on another branch of the run: going on from there" in done.stderr
+        outputs = [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"]
+        assert outputs == [f"let bo through? {said}"]
+
+
 def interrupt_slow_run(
     store: str, after: int, how: signal.Signals = signal.SIGINT, ignoring_sigint: bool = False
 ) -> tuple[int, str]:

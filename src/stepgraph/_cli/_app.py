@@ -118,8 +118,19 @@ def _continue_from(
             )
         [owner] = by_run.values()
         checkpoint = owner.last_checkpoint
+        ids = [r for r, _ in answers]
         if fork:
-            checkpoint = _where_open(workflow, store, owner.run_id, [r for r, _ in answers])
+            checkpoint = _where_open(workflow, store, owner.run_id, ids)
+        elif not set(ids) <= {
+            r.request_id for r in open_requests(workflow, store, checkpoint)
+        } and not asyncio.run(store.answers(owner.run_id, ids)):
+            # Not open at the run's newest checkpoint, nor answered: open on
+            # another branch (the run went back to an earlier checkpoint since).
+            there = _newest_open(workflow, store, owner.run_id, ids)
+            if there is not None and there != checkpoint:
+                say(err, f"(open at checkpoint {there}, on another branch of the run: "
+                    "going on from there)", style="dim")  # fmt: skip
+                checkpoint = there
     if not answers:
         return checkpoint, None
     open_now = {r.request_id: r for r in open_requests(workflow, store, checkpoint)}
@@ -147,10 +158,24 @@ def _continue_from(
 
 def _where_open(workflow: Workflow, store: CliStore, run_id: str, request_ids: list[str]) -> str:
     """The run's newest checkpoint at which these requests are all open."""
+    found = _newest_open(workflow, store, run_id, request_ids)
+    if found is None:
+        raise CliError(
+            f"no checkpoint of run {run_id} has {', '.join(request_ids)} open to fork from"
+        )
+    return found
+
+
+def _newest_open(
+    workflow: Workflow, store: CliStore, run_id: str, request_ids: list[str]
+) -> str | None:
+    wanted = set(request_ids)
     for info in reversed(asyncio.run(store.list(run_id))):
-        if set(request_ids) <= {r.request_id for r in open_requests(workflow, store, info.id)}:
+        if info.pending_requests and wanted <= {
+            r.request_id for r in open_requests(workflow, store, info.id)
+        }:
             return info.id
-    raise CliError(f"no checkpoint of run {run_id} has {', '.join(request_ids)} open to fork from")
+    return None
 
 
 def _split_answer(item: str) -> tuple[str, str]:

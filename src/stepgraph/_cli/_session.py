@@ -85,6 +85,7 @@ class Session:
         self.break_after: list[str] | None = None
         self.max_supersteps: int | None = None
         self.usage: RunUsage | None = None
+        self.last_checkpoint: str | None = None  # where the run stands once it ended
         self.fork = False
         self.password_left_out = False  # from a command printed for the user
         self.stopped_by: int = signal.SIGINT  # the signal that stopped the run (SIGTERM: 143)
@@ -178,6 +179,7 @@ async def _follow(session: Session, store: CliStore | None) -> None:
                     async for event in stream:
                         show(event)
             session.usage = stream.usage
+            session.last_checkpoint = stream.last_checkpoint
         except asyncio.CancelledError:  # Ctrl-C: show what the run did until it stopped
             await stream.aclose()
             for event in stream.drain():
@@ -339,11 +341,39 @@ def _summary(session: Session, console: Console) -> int:
     if session.store_spec is None:
         say(console, "open requests remain; run with a --store to answer them later")
         return EXIT_PENDING
-    latest = latest_of(session)
-    pending = session.workflow.codec.requests_of(latest) if latest else []
+    at, pending, answered = _open_at_end(session)
     say(console, f"{len(pending)} open request(s). Answer with:")
     for request in pending:
         say(console, f"  {type_name(type(request.request))}: {shown(request.request)}")
         answer = f"{request.request_id}={example_json(request.response_type)}"
-        say(console, f"  {session.command('--respond', answer)}")
+        where = answered.get(request.request_id)
+        if where is None:
+            say(console, f"  {session.command('--respond', answer)}")
+        else:  # (reopened by going back to a checkpoint before its answer)
+            again = session.command("--resume", at, "--fork", "--respond", answer)
+            say(console, f"  (answered already, at checkpoint {where}: again on a new branch)")
+            say(console, f"  {again}")
     return EXIT_PENDING
+
+
+def _open_at_end(session: Session) -> tuple[str, list[PendingRequest], dict[str, str]]:
+    """The checkpoint the run stands at (not always the run's newest: a
+    replay from an older one that wrote nothing stands there), its open
+    requests, and those of them answered already along the run (where)."""
+    assert session.store_spec is not None
+    store = open_store(session.store_spec, StoreMode.READ)
+    try:
+
+        async def read() -> tuple[str, list[PendingRequest], dict[str, str]]:
+            at = session.last_checkpoint
+            checkpoint = await (store.load(at) if at else store.latest(session.run_id))
+            if checkpoint is None:
+                return "", [], {}
+            pending = session.workflow.codec.requests_of(checkpoint)
+            ids = [r.request_id for r in pending]
+            answered = await store.answers(checkpoint.run_id, ids) if ids else {}
+            return checkpoint.id, pending, answered
+
+        return asyncio.run(read())
+    finally:
+        store.close()
