@@ -519,3 +519,40 @@ def test_a_connection_error_without_a_message_is_named_by_its_type() -> None:
     assert _Failure.from_sdk(error, received=True).reason == (
         "the connection was lost mid-stream (reset by peer)"
     )
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> Any:
+    from openai.types.chat import ChatCompletionChunk
+
+    return ChatCompletionChunk.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+def test_a_tool_name_sent_in_pieces_or_repeated_is_read_whole_and_a_refusal_is_text() -> None:
+    from stepgraph.agents._openai import _Assembler
+
+    def call(name: str | None, arguments: str, id: str | None = None) -> dict[str, Any]:
+        function = {"arguments": arguments, **({"name": name} if name else {})}
+        return {"tool_calls": [{"index": 0, "id": id, "type": "function", "function": function}]}
+
+    for names in (["ad", "d", None], ["add", "add", "add"], ["add", None, None]):
+        assembler = _Assembler()
+        pieces = zip(names, ['{"x"', ": 1", "}"], ["call_1", None, None], strict=True)
+        for name, arguments, id in pieces:
+            list(assembler.feed(_chunk(call(name, arguments, id))))
+        list(assembler.feed(_chunk({}, "tool_calls")))
+        reply = assembler.finish()
+        assert isinstance(reply, ModelReply), reply
+        assert reply.message.tool_calls == (ToolCall("call_1", "add", '{"x": 1}'),), names
+    refusing = _Assembler()
+    events = list(refusing.feed(_chunk({"refusal": "I can't help with that."}, "stop")))
+    assert events == [TextDelta("I can't help with that.")]
+    reply = refusing.finish()
+    assert isinstance(reply, ModelReply) and reply.message.content == "I can't help with that."

@@ -716,3 +716,17 @@ def test_as_tools_rejects_duplicates_and_non_callables() -> None:
         as_tools([search, tool(other, name="search")])
     with pytest.raises(WorkflowDefinitionError, match="not a tool or a function: 'search'"):
         as_tools([search, "search"])  # type: ignore[list-item]
+
+
+def test_an_agent_given_one_tool_instead_of_a_list_is_told_so() -> None:
+    from stepgraph import Agent
+    from stepgraph.testing import ScriptedModel
+
+    for one, kind in ((search, "Tool"), (search.fn, "function")):
+        with pytest.raises(
+            WorkflowDefinitionError,
+            match=rf"agent 'a': tools takes a list .*got one {kind}: put it in a list",
+        ):
+            Agent("a", model=ScriptedModel(["x"]), tools=one)
+    with pytest.raises(WorkflowDefinitionError, match="agent 'a': tools takes a list .*not int"):
+        Agent("a", model=ScriptedModel(["x"]), tools=5)  # type: ignore[arg-type]

@@ -434,7 +434,8 @@ class _Assembler:
             if getattr(choice, "index", 0) != 0:
                 continue
             delta = getattr(choice, "delta", None)
-            content = getattr(delta, "content", None)
+            # A refusal (a model declining to answer) is its reply's text.
+            content = getattr(delta, "content", None) or getattr(delta, "refusal", None)
             if content:
                 self._text.append(content)
                 yield TextDelta(content)
@@ -450,7 +451,8 @@ class _Assembler:
         arguments = getattr(function, "arguments", None) or ""
         call = self._calls.setdefault(piece.index, _PartialCall())
         call.id = call.id or piece.id or None
-        call.name = call.name or name
+        if name and name != call.name:  # (some servers split a name, some repeat it)
+            call.name = (call.name or "") + name
         call.arguments.append(arguments)
         return ToolCallDelta(piece.index, piece.id or None, name, arguments)
 

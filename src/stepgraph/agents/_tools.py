@@ -242,7 +242,16 @@ def tool(
 def as_tools(items: Iterable[Tool | Callable[..., Any]]) -> dict[str, Tool]:
     """Tools by name, from tools and plain functions (made tools with the
     default options). Rejects non-callables and two tools with one name."""
+    if isinstance(items, Tool) or callable(items) or isinstance(items, str | bytes):
+        raise WorkflowDefinitionError(
+            f"tools takes a list of tools and functions, got one {type(items).__name__}: "
+            "put it in a list (tools=[...])"
+        )
     tools: dict[str, Tool] = {}
+    if not isinstance(items, Iterable):
+        raise WorkflowDefinitionError(
+            f"tools takes a list of tools and functions, not {type(items).__name__}"
+        )
     for item in items:
         if not isinstance(item, Tool):
             if not callable(item):
