@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 import stepgraph as sg
 from stepgraph._exceptions import (
     ExecutorTimeoutError,
@@ -29,3 +31,24 @@ def test_exceptions_survive_pickling() -> None:
         assert type(copy) is type(error)
         assert str(copy) == str(error)
         assert vars(copy) == vars(error)
+
+
+async def test_a_handler_error_whose_str_fails_still_names_its_executor() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("str fails")
+
+    @sg.executor(id="boom")
+    async def boom(text: str) -> None:
+        raise Unprintable
+
+    events: list[sg.Event] = []
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        async for event in sg.WorkflowBuilder(start=boom).build().stream("x"):
+            events.append(event)
+    assert str(raised.value) == (
+        "executor 'boom' failed in superstep 1: Unprintable: (its str() raised RuntimeError)"
+    )
+    assert raised.value.executor_id == "boom"
+    [failed] = [e for e in events if isinstance(e, sg.ExecutorFailedEvent)]
+    assert failed.error == "Unprintable: (its str() raised RuntimeError)"

@@ -190,6 +190,15 @@ async def _invoke_with_timeout(
         )
 
 
+def error_line(error: BaseException) -> str:
+    """``Type: message`` of an exception, even one whose ``str()`` fails."""
+    try:
+        text = str(error)
+    except Exception as failed:
+        text = f"(its str() raised {type(failed).__name__})"
+    return f"{type(error).__name__}: {text}"
+
+
 def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
     """The ``WorkflowRunError`` that ``run()`` raises (from the cause) for a
     failed executor."""
@@ -202,8 +211,8 @@ def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
     else:
         text = (
             f"executor {failure.executor_id!r} failed in superstep {failure.superstep}: "
-            f"{type(cause).__name__}: {cause}"
+            f"{error_line(cause)}"
         )
-        for note in getattr(cause, "__notes__", ()):
-            text += f" ({note})"
+    for note in getattr(cause, "__notes__", ()):  # (the item of a map, say)
+        text += f" ({note})"
     return WorkflowRunError(text, executor_id=failure.executor_id, superstep=failure.superstep)

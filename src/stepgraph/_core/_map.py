@@ -24,6 +24,7 @@ from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Node
 from ._routing import Inbox
 from ._tasks import run_all
+from ._typing import type_name
 
 __all__ = ["run_map"]
 
@@ -111,8 +112,9 @@ def _short(message: Any) -> str:
 def _no_requests(node_id: str) -> Any:
     def refuse(request: Any, response_type: Any) -> bool:
         raise RequestError(
-            f"a worker of map {node_id!r} opened a request; a map's workers last one message "
-            "each, so nothing could take the answer: ask before the map or after it",
+            f"a worker of map {node_id!r} opened a request ({type_name(type(request))}); a "
+            "map's workers last one message each, so nothing could take the answer: ask "
+            "before the map or after it",
             executor_id=node_id,
         )
 

@@ -21,7 +21,7 @@ from .._exceptions import (
     StateConflictError,
     WorkflowRunError,
 )
-from ._backend import Backend, ExecutorFailure, Superstep, failure_error
+from ._backend import Backend, ExecutorFailure, Superstep, error_line, failure_error
 from ._context import Outbox, RunScope
 from ._events import (
     ExecutorFailedEvent,
@@ -268,7 +268,7 @@ async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
         for failure in work.failures:
             work.scope.emit(
                 ExecutorFailedEvent(
-                    error=f"{type(failure.cause).__name__}: {failure.cause}",
+                    error=error_line(failure.cause),
                     exception=failure.cause,
                     executor_id=failure.executor_id,
                     superstep=failure.superstep,
