@@ -25,7 +25,10 @@ class FakeModel:
         if role.startswith("reviewer"):
             focus = role.split(":", 1)[1]
             return f"[{focus}] {'ok' if focus != 'tone' else 'more friendly, please'}"
-        return prompt.replace("predictable", "predictable and friendly")
+        draft, *notes = prompt.split("\n")  # the editor: the draft, then the reviews
+        if any("friendly" in note for note in notes):
+            draft = draft.replace("predictable", "predictable and friendly")
+        return draft
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ class Editor(sg.Executor):
     async def edit(self, critiques: list[Critique], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
         for critique in critiques:
             await ctx.add_event(sg.UserEvent(kind="critique", data=critique.note))
-        revised = await self.model.complete("editor", critiques[0].draft.text)
+        prompt = "\n".join([critiques[0].draft.text, *(c.note for c in critiques)])
+        revised = await self.model.complete("editor", prompt)
         await ctx.yield_output(revised)
 
 
@@ -89,11 +93,12 @@ def build(model: FakeModel | None = None) -> sg.Workflow:
 
 
 async def main() -> None:
-    async for event in build().stream("workflow engines"):
-        if event.kind == "critique":
-            print(f"critique: {event.data}")  # type: ignore[attr-defined]
-        elif isinstance(event, sg.OutputEvent):
-            print(f"final: {event.data}")
+    async with build().stream("workflow engines") as events:
+        async for event in events:
+            if event.kind == "critique":
+                print(f"critique: {event.data}")  # type: ignore[attr-defined]
+            elif isinstance(event, sg.OutputEvent):
+                print(f"final: {event.data}")
 
 
 if __name__ == "__main__":

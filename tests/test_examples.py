@@ -105,3 +105,22 @@ async def test_the_loop_ends_whether_or_not_the_secret_is_in_range(
     result = await loop.build().run(loop.Guess(low, high))
     assert result.outputs[-1] == last
     assert len(result.outputs) <= 8  # a binary search over at most 101 numbers
+
+
+async def test_the_editor_revises_with_every_review() -> None:
+    from examples import multi_agent
+
+    prompts: dict[str, str] = {}
+
+    class Recording(multi_agent.FakeModel):
+        async def complete(self, role: str, prompt: str) -> str:
+            prompts[role] = prompt
+            return await super().complete(role, prompt)
+
+    result = await multi_agent.build(Recording()).run("engines")
+    editor = prompts["editor"].split("\n")
+    assert editor[0] == "Draft about engines: supersteps make agents predictable."
+    assert sorted(editor[1:]) == ["[facts] ok", "[length] ok", "[tone] more friendly, please"]
+    assert result.outputs == [
+        "Draft about engines: supersteps make agents predictable and friendly."
+    ]
