@@ -229,3 +229,17 @@ async def quitter(n: int) -> None:
 
 def quitting() -> sg.Workflow:
     return sg.WorkflowBuilder(start=quitter, name="quitting").build()
+
+
+class BigGate(sg.Executor):
+    @sg.handler
+    async def on(self, size: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info("x" * size, bool)
+
+    @sg.response_handler
+    async def answered(self, text: str, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{len(text)} {ok}")
+
+
+def asking_big() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=BigGate("big"), name="asking-big").build()

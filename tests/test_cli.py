@@ -220,6 +220,19 @@ def test_respond_goes_on_from_the_branch_where_the_request_is_open(tmp_path: Pat
         assert outputs == [f"let bo through? {said}"]
 
 
+def test_a_huge_request_is_shown_cut_short(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    asked = cli("run", "tests.cli_flows:asking_big", "--input", "100000", "--store", store)
+    assert asked.returncode == 2, asked.stderr
+    [line] = [line for line in asked.stdout.splitlines() if line.strip().startswith("str: ")]
+    assert line.strip() == "str: " + "x" * 2_000 + "… (98,000 more characters)"
+    [request_id] = re.findall(r"--respond (\w+)=true", asked.stdout)
+    done = cli(
+        "run", "tests.cli_flows:asking_big", "--store", store, "--respond", f"{request_id}=true"
+    )
+    assert done.returncode == 0 and "output: 100000 True" in done.stdout, done.stderr
+
+
 def interrupt_slow_run(
     store: str, after: int, how: signal.Signals = signal.SIGINT, ignoring_sigint: bool = False
 ) -> tuple[int, str]:

@@ -62,12 +62,16 @@ def say(console: Console, *parts: str | tuple[str, str], style: str | None = Non
     console.print(Text.assemble(*clean, style=style or ""), soft_wrap=True)
 
 
-def shown(value: Any) -> str:
-    """``str(value)`` for a person to read, whatever the value."""
+def shown(value: Any, limit: int | None = None) -> str:
+    """``str(value)`` for a person to read, whatever the value (cut after
+    ``limit`` characters, saying how many more there are)."""
     try:
-        return printable(str(value))
+        text = str(value)
     except Exception:  # a huge int, a broken __str__
-        return printable(str(jsonable(value)))
+        text = str(jsonable(value))
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+    return printable(text)
 
 
 def event_record(event: Event) -> dict[str, Any]:

@@ -60,6 +60,10 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# Characters of a request shown in the summary (`stepgraph checkpoints show`
+# shows all of it).
+SHOWN_REQUEST = 2_000
+
 PASSWORD_NOTE = (
     "(the database password is left out of these commands: give it with PGPASSWORD or ~/.pgpass)"
 )
@@ -344,7 +348,8 @@ def _summary(session: Session, console: Console) -> int:
     at, pending, answered = _open_at_end(session)
     say(console, f"{len(pending)} open request(s). Answer with:")
     for request in pending:
-        say(console, f"  {type_name(type(request.request))}: {shown(request.request)}")
+        what = shown(request.request, SHOWN_REQUEST)
+        say(console, f"  {type_name(type(request.request))}: {what}")
         answer = f"{request.request_id}={example_json(request.response_type)}"
         where = answered.get(request.request_id)
         if where is None:
