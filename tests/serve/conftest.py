@@ -26,6 +26,8 @@ class Served:
     store: sg.SqliteCheckpointStore
     token: str | None
     loop: asyncio.AbstractEventLoop
+    server: uvicorn.Server
+    thread: threading.Thread
 
     def client(self, token: str | None = ..., **kw: Any) -> httpx.Client:  # type: ignore[assignment]
         token = self.token if token is ... else token
@@ -35,6 +37,18 @@ class Served:
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run a coroutine function on the server's loop; its result."""
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(20)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        """Stop as ``stepgraph serve`` stops: its runs interrupted and its
+        event streams ended, then the server gone (its port free)."""
+        self.call(self.service.close)
+        self.server.should_exit = True
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "the server did not stop"
 
 
 @pytest.fixture
@@ -46,6 +60,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         token: str | None = None,
         store: sg.SqliteCheckpointStore | None = None,
         max_body: int = 1 << 20,
+        port: int = 0,
     ) -> Served:
         store = store or sg.SqliteCheckpointStore(tmp_path / "serve.sqlite")
         served = [ServedWorkflow(t(), t, t.__doc__ or "") for t in (targets or (flows.gate,))]
@@ -60,7 +75,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         app = create_app(
             service, token=token, max_body=max_body, lifespan=asynccontextmanager(lifespan_close)
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         loops: list[asyncio.AbstractEventLoop] = []
@@ -78,7 +95,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         assert server.started, "the server did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
         running.append((server, thread, store))
-        return Served(f"http://127.0.0.1:{port}", service, store, token, loops[0])
+        return Served(f"http://127.0.0.1:{port}", service, store, token, loops[0], server, thread)
 
     yield start
     for server, thread, store in running:

@@ -86,3 +86,32 @@ def paced() -> sg.Workflow:
         .add_edge(merge, Gate("gate"))
         .build()
     )
+
+
+# ``count`` waits at the start of the superstep that handles ``steps ==
+# HOLD_AT``, saying so in ``holding``, for as long as ``HOLD_AT`` stays: tests
+# look at a run stopped there. Read at run time, so a replay holds too.
+HOLD_AT: int | None = None
+holding: int | None = None
+
+
+@dataclass(frozen=True)
+class Count:
+    steps: int
+
+
+@sg.executor(id="count")
+async def count(job: Count, ctx: sg.WorkflowContext[Count, str]) -> None:
+    global holding
+    while job.steps == HOLD_AT:
+        holding = job.steps
+        await asyncio.sleep(0.01)
+    holding = None
+    await ctx.yield_output(f"left {job.steps}")
+    if job.steps > 1:
+        await ctx.send_message(Count(job.steps - 1))
+
+
+def counting() -> sg.Workflow:
+    """Counts ``steps`` down, one output per superstep."""
+    return sg.WorkflowBuilder(start=count, name="counting").add_edge(count, count).build()

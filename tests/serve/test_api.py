@@ -226,23 +226,25 @@ def test_two_clients_answering_at_once_one_wins(serve):
             run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
             run = wait_for(client, run_id, "idle_with_pending_requests")
             rid = run["pending_requests"][0]["request_id"]
-            codes: list[int] = []
+            answered: list[httpx.Response] = []
             barrier = threading.Barrier(2)
 
             def answer(
-                value: bool, run_id: str = run_id, rid: str = rid, barrier=barrier, codes=codes
+                value: bool, run_id: str = run_id, rid: str = rid, barrier=barrier, out=answered
             ) -> None:
                 with server.client() as own:
                     barrier.wait()
                     body = {"responses": {rid: value}}
-                    codes.append(own.post(f"/api/runs/{run_id}/responses", json=body).status_code)
+                    out.append(own.post(f"/api/runs/{run_id}/responses", json=body))
 
             threads = [threading.Thread(target=answer, args=(v,)) for v in (True, False)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            assert sorted(codes) == [202, 409], codes
+            won, lost = sorted(answered, key=lambda r: r.status_code)
+            assert (won.status_code, lost.status_code) == (202, 409), lost.text
+            assert f"request {rid!r} of run {run_id} was answered already" in lost.json()["error"]
             run = wait_for(client, run_id, "idle")
             assert len(run["outputs"]) == 1
 
@@ -513,3 +515,27 @@ def test_a_wrong_token_is_told_apart_from_none(serve):
     assert wrong.status_code == missing.status_code == 401
     assert "not the server's" in wrong.json()["error"]
     assert "a token is needed" in missing.json()["error"]
+
+
+def test_a_client_gone_mid_body_is_no_failure_of_the_server(serve, caplog):
+    import logging
+    import socket
+
+    caplog.set_level(logging.DEBUG, logger="stepgraph.serve")
+    server = serve(flows.gate)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(
+            b"POST /api/workflows/gate/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            b'{"input": "cut'
+        )
+    deadline = time.monotonic() + 20
+    while not (said := [r for r in caplog.records if r.name == "stepgraph.serve"]):
+        assert time.monotonic() < deadline, "the server did not notice the client going"
+        time.sleep(0.01)
+    [record] = said  # one line, no traceback: not a failure of the server
+    assert (record.levelno, record.exc_info) == (logging.DEBUG, None), record.getMessage()
+    assert "went away" in record.getMessage()
+    with server.client() as client:  # (and it goes on serving)
+        assert client.get("/api/workflows").status_code == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +38,11 @@ def browser() -> Iterator[object]:
         if os.environ.get("STEPGRAPH_REQUIRE_CHROMIUM"):
             pytest.fail(f"Chromium is required here but {CHROMIUM} is missing")
         pytest.skip("needs Debian's chromium (apt install chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # (waits as long as the pages' own; no page.wait_for_function: it evals
+    # its predicate in the page, which the console's CSP may refuse)
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield launched
@@ -82,6 +86,17 @@ class Console:
     def close(self) -> None:
         self.context.close()
         assert self.errors == [], self.errors
+
+
+def expect(locator):  # type: ignore[no-untyped-def]
+    """Playwright's ``expect``: assertions that wait for the page."""
+    from playwright.sync_api import expect
+
+    return expect(locator)
+
+
+def status_of(console: Console):  # type: ignore[no-untyped-def]
+    return expect(console.find("run-status"))
 
 
 def run_id_of(console: Console) -> str:
@@ -131,9 +146,7 @@ def test_start_watch_answer_and_finish_a_run_from_the_page(serve, browser, tmp_p
         item = console.find("output-item")
         item.wait_for()
         assert "yes" in item.inner_text() and "cats <b>& ü" in item.inner_text()
-        console.page.wait_for_function(
-            "document.querySelector('[data-testid=run-status]').textContent.includes('idle')"
-        )
+        status_of(console).to_contain_text("idle")
         assert (
             console.find("run-id").inner_text().strip().endswith(run_id[:8])
             or run_id in console.page.content()
@@ -262,10 +275,130 @@ def test_a_run_going_on_in_another_server_is_cancelled_from_the_page(serve, brow
         button = console.find("cancel-button")
         button.wait_for(state="visible")  # not live on this server, but going on
         button.click()
-        console.page.wait_for_function(
-            "() => document.body.innerText.includes('cancelled')", timeout=15_000
-        )
+        expect(console.page.locator("main")).to_contain_text("cancelled")
     finally:
         console.close()
     with running.client() as client:
         assert client.get(f"/api/runs/{run_id}").json()["status"] == "cancelled"
+
+
+def wait_for_outputs(console: Console, expected: list[str]) -> None:
+    """Until the page lists exactly these outputs."""
+    expect(console.find("output-item")).to_have_text(expected)
+
+
+def stream_ended(console: Console) -> None:
+    expect(console.page.locator("body")).to_have_attribute("data-streaming", "ended")
+
+
+def test_a_replay_from_the_page_shows_the_replayed_branchs_outputs(serve, browser, tmp_path):
+    from .test_api import wait_for
+
+    server = serve(flows.counting)
+    with server.client() as client:
+        body = {"input": {"steps": 4}}
+        run_id = client.post("/api/workflows/counting/runs", json=body).json()["run_id"]
+        before = wait_for(client, run_id, "idle")
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        wait_for_outputs(console, before["outputs"])
+        console.page.get_by_role("button", name="Resume from here (superstep 1)").click()
+        with server.client() as client:
+            deadline = time.monotonic() + 20
+            while True:  # (the replay's three checkpoints stored, the run ended)
+                after = wait_for(client, run_id, "idle")
+                if len(after["checkpoints"]) == len(before["checkpoints"]) + 3:
+                    break
+                assert time.monotonic() < deadline, after
+                time.sleep(0.02)
+        assert after["outputs"] == ["left 4", "left 3", "left 2", "left 1"]
+        wait_for_outputs(console, after["outputs"])
+        console.page.reload()
+        stream_ended(console)
+        wait_for_outputs(console, after["outputs"])  # (the old branch's events are in the log)
+        assert console.find("event-row", kind="output").count() == 7
+
+        # The event log's 16-digit ids: shortened, whole in the title, clear of the time.
+        row = console.find("event-row").first
+        event_id = row.get_attribute("data-id")
+        assert len(event_id) == 16
+        shown = row.locator(".ev-id")
+        assert shown.inner_text() == f"#…{event_id[-6:]}"
+        assert event_id in shown.get_attribute("title")
+        assert console.page.evaluate(
+            """() => [...document.querySelectorAll('[data-testid=event-row]')].every(row => {
+                const id = row.querySelector('.ev-id'), time = row.querySelector('.ev-time');
+                return id.getBoundingClientRect().right <= time.getBoundingClientRect().left
+                    && id.scrollWidth <= id.clientWidth && time.scrollWidth <= time.clientWidth;
+            })"""
+        )
+        # Nothing to resume from where the run went idle.
+        last = console.find("checkpoint-row").last
+        assert last.locator('[data-testid="resume-button"]').count() == 0
+        assert last.locator('[data-testid="fork-button"]').count() == 1
+    finally:
+        console.close()
+
+
+def test_a_waiting_run_page_follows_answers_given_elsewhere(serve, browser, tmp_path):
+    import stepgraph as sg
+
+    path = tmp_path / "shared.sqlite"
+    here = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    other = serve(flows.gate, store=sg.SqliteCheckpointStore(path))  # another server, say
+    console = Console(browser, here.url + "/", tmp_path)
+    try:
+        for answering in (here, other):  # (curl on this server; another server)
+            with here.client() as client:
+                started = client.post("/api/workflows/gate/runs", json={"input": "go?"})
+                run_id = started.json()["run_id"]
+            console.open(f"#/runs/{run_id}")
+            console.find("request-form").wait_for()
+            stream_ended(console)
+            with answering.client() as client:
+                [request] = client.get(f"/api/runs/{run_id}").json()["pending_requests"]
+                body = {"responses": {request["request_id"]: True}}
+                assert client.post(f"/api/runs/{run_id}/responses", json=body).status_code == 202
+            # No reload: the form goes, the output comes, the status says idle.
+            console.find("request-form").wait_for(state="detached")
+            wait_for_outputs(console, ["go?: yes"])
+            status_of(console).to_have_text("idle")
+            assert console.page.locator(".tag-live").count() == 0
+    finally:
+        console.close()
+
+
+def test_a_run_page_outlives_a_restart_of_its_server(serve, browser, tmp_path):
+    import stepgraph as sg
+
+    flows.STEP = 0.05
+    path = tmp_path / "restart.sqlite"
+    first = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
+    with first.client() as client:
+        going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
+        run_id = going.json()["run_id"]
+    console = Console(browser, first.url + "/", tmp_path)
+    details = re.compile(rf"/api/runs/{run_id}$")
+    try:
+        console.open(f"#/runs/{run_id}")
+        console.page.locator(".tag-live").wait_for()
+        # The server goes away: the stream hears the run stop, but the
+        # details that would follow cannot be had (the server is down).
+        console.page.route(details, lambda route: route.abort())
+        first.stop()
+        status_of(console).to_have_text("cancelled")
+        assert console.page.locator(".tag-live").count() == 0  # (never "cancelled live")
+        console.find("error-banner").wait_for()
+
+        serve(flows.slow, store=sg.SqliteCheckpointStore(path), port=first.port)
+        console.page.unroute(details)
+        # No reload: the page hears from the new server, and offers to resume.
+        console.page.get_by_role("button", name="Resume run").wait_for()
+        console.page.locator(".tag-interrupted").wait_for()
+        console.find("error-banner").wait_for(state="hidden")
+        assert console.page.locator(".tag-live").count() == 0
+    finally:
+        # (the calls refused while the server was away)
+        console.errors = [e for e in console.errors if "net::ERR" not in e]
+        console.close()

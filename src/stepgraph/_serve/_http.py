@@ -34,7 +34,7 @@ from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -190,6 +190,9 @@ def create_app(
                 return await handler(request)
             except Problem as problem:
                 return _error(problem.status, problem.message)
+            except ClientDisconnect:  # (gone before its whole body came: no one to answer)
+                log.debug("%s %s: the client went away mid-body", request.method, request.url.path)
+                return _error(400, "the client went away before sending the whole body")
             except Exception as exc:
                 if type(exc) is CheckpointError:  # (not damaged data and the like: ours)
                     # The store failed (its database down, its disk full): the
@@ -266,14 +269,7 @@ def create_app(
                 last = last.encode("latin-1").decode("utf-8")
             shown = last if len(last) <= 40 else last[:37] + "..."
             raise Problem(422, f"Last-Event-ID must be an event id (a number), got {shown!r}")
-        run_log = service.log_of(run_id)
-        if run_log is None:
-            info = await service.store.run_info(run_id)
-            if info is None:
-                raise Problem(404, f"no run {run_id!r} in the store")
-            status = info.status
-        else:
-            status = run_log.status
+        status = await service.stream_status(run_id)
         return StreamingResponse(
             _stream(service, run_id, int(last), status, request),
             media_type="text/event-stream",

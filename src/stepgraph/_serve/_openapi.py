@@ -225,7 +225,8 @@ def openapi() -> dict[str, Any]:
                 }
             },
             "/api/runs/{run_id}/responses": _post(
-                "Answer open requests and continue the run",
+                "Answer open requests and continue the run; 409 if one was answered already "
+                "(naming the checkpoint that recorded it) or the run is still running",
                 {
                     "type": "object",
                     "required": ["responses"],
@@ -240,7 +241,9 @@ def openapi() -> dict[str, Any]:
             ),
             "/api/runs/{run_id}/cancel": _post("Cancel the run", None, "202", "404", "409"),
             "/api/runs/{run_id}/resume": _post(
-                "Go on with a stopped run (from its latest checkpoint or the one given)",
+                "Go on with a stopped run (from its latest checkpoint or the one given); 409 if "
+                "it is running, or if nothing would run from there: idle there (fork it, or "
+                "start a new run), or waiting for answers there (answer them, or fork)",
                 {"type": "object", "properties": {"checkpoint_id": {"type": "string"}}},
                 "202",
                 "404",

@@ -17,15 +17,16 @@ answer the command line refuses, the server refuses the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._checkpoint import CheckpointStore
+from .._checkpoint import CheckpointStore, RunInfo
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
 from .._cli._render import event_record, jsonable
@@ -111,6 +112,15 @@ class RunLog:
     ended_at: float | None = None
     unstored: bool = False
     base: int = field(default_factory=lambda: time.time_ns() // 1000)
+    # The continuation going on here (or the last one): when it began, the
+    # checkpoint it went on from (None: a new run), the requests it answers,
+    # and the outputs it yielded with their supersteps — those of superstep
+    # k are stored with the checkpoint of superstep k, so the ones past the
+    # latest stored checkpoint are what the store does not hold yet.
+    since: float = 0.0
+    origin: str | None = None
+    answering: frozenset[str] = frozenset()
+    fresh: list[tuple[int | None, Any]] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -132,6 +142,7 @@ class RunLog:
         record["time"] = time.time()
         if event.kind == "output" and not event.workflow_path:
             self.outputs.append(record["data"])
+            self.fresh.append((event.superstep, record["data"]))
         elif event.kind == "status" and not event.workflow_path:
             self.status = record["status"]
         elif event.kind == "failed" and not event.workflow_path:
@@ -172,9 +183,16 @@ class RunService:
         self.store = store
         self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
         self.keep_runs, self.keep_bytes = keep_runs, keep_bytes
-        # The outputs along each checkpoint's lineage, as read from the store.
-        self._outputs: OrderedDict[str, list[Any]] = OrderedDict()
+        # What the store gave for a checkpoint: the outputs along its lineage
+        # (by checkpoint and the run's checkpoint count, which a prune or a
+        # delete changes: the lineage can then be shorter), and the requests
+        # open at it (a checkpoint's own record never changes).
+        self._outputs: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+        self._requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
+        # Runs a call to this server is continuing, until the continuation
+        # went past its entry (then its live log says so): the requests it answers.
+        self._claims: dict[str, frozenset[str]] = {}
         self.stopping = asyncio.Event()  # new runs are refused
         self.streams_over = asyncio.Event()  # every event stream ends
         self._tasks: set[asyncio.Task[None]] = set()  # every run going on here
@@ -271,6 +289,7 @@ class RunService:
         run_log = self.logs.get(run_id)
         if info is None:
             if run_log is None or not (run_log.live or run_log.unstored):
+                self._forget_deleted(run_id)
                 raise Problem(404, f"no run {run_id!r} in the store")  # (or deleted since)
             return {  # started, its first checkpoint not written yet (or never)
                 **self._unstored_summary(run_log),
@@ -279,7 +298,6 @@ class RunService:
                 "pending_requests": [],
             }
         out = self._run_summary(info)
-        out["outputs"] = await self._outputs_of(run_id, info.last_checkpoint)
         out["events_kept"] = run_log is not None
         out["checkpoints"] = [
             {
@@ -291,27 +309,62 @@ class RunService:
             }
             for cp in await self.store.list(run_id)
         ]
+        out["outputs"] = await self._outputs_now(info, out["checkpoints"], run_log)
         out["pending_requests"] = []
         served = self.workflows.get(info.workflow)
         if served is not None and info.pending_requests and not out["live"]:
-            checkpoint = await self.store.load(info.last_checkpoint)
-            for request in served.workflow.codec.requests_of(checkpoint):
-                out["pending_requests"].append(_request_json(request))
+            out["pending_requests"] = await self._requests_at(served, info.last_checkpoint)
         return out
 
-    async def _outputs_of(self, run_id: str, checkpoint_id: str) -> list[Any]:
-        """The outputs along the checkpoint's lineage (remembered: a
-        checkpoint never changes)."""
-        known = self._outputs.get(checkpoint_id)
+    async def _outputs_now(
+        self, info: RunInfo, checkpoints: list[dict[str, Any]], run_log: RunLog | None
+    ) -> list[Any]:
+        """The run's outputs along the branch of its latest checkpoint; for
+        a run going on here, with those it yielded since (not stored yet)."""
+        reader = getattr(self.store, "outputs", None)
+        if reader is None:  # (a store of the user's own: what this server saw)
+            return list(run_log.outputs) if run_log is not None else []
+        stored = await self._outputs_of(reader, info.last_checkpoint, info.checkpoints)
+        if run_log is None or not run_log.live:
+            return stored
+        latest = next((c for c in checkpoints if c["checkpoint_id"] == info.last_checkpoint), None)
+        if latest is not None and latest["created_at"] < run_log.since:
+            # Nothing of this continuation is stored yet (a replay's latest
+            # checkpoint is still the branch it left): it goes on from its origin.
+            before = run_log.origin
+            base = await self._outputs_of(reader, before, info.checkpoints) if before else []
+            return base + [data for _, data in run_log.fresh]
+        return stored + [
+            data for step, data in run_log.fresh if step is None or step > info.superstep
+        ]
+
+    async def _outputs_of(
+        self, reader: Callable[[str], Awaitable[list[Any]]], checkpoint_id: str, count: int
+    ) -> list[Any]:
+        """The outputs along the checkpoint's lineage, as the store reads
+        them; remembered while the run holds ``count`` checkpoints."""
+        key = (checkpoint_id, count)
+        known = self._outputs.get(key)
         if known is None:
-            reader = getattr(self.store, "outputs", None)
-            if reader is None:  # (a store of the user's own: what this server saw)
-                run_log = self.logs.get(run_id)
-                return list(run_log.outputs) if run_log is not None else []
-            known = self._outputs[checkpoint_id] = list(await reader(checkpoint_id))
-            while len(self._outputs) > 256:
-                self._outputs.popitem(last=False)
+            known = _remember(self._outputs, key, list(await reader(checkpoint_id)))
         return known
+
+    async def _requests_at(
+        self, served: ServedWorkflow, checkpoint_id: str
+    ) -> list[dict[str, Any]]:
+        known = self._requests.get(checkpoint_id)
+        if known is None:
+            checkpoint = await self.store.load(checkpoint_id)
+            requests = served.workflow.codec.requests_of(checkpoint)
+            known = _remember(self._requests, checkpoint_id, [_request_json(r) for r in requests])
+        return known
+
+    def _forget_deleted(self, run_id: str) -> None:
+        """Drop the events of a run that ended here and that the store no
+        longer holds (deleted since): it is not shown any more."""
+        run_log = self.logs.get(run_id)
+        if run_log is not None and not (run_log.live or run_log.unstored):
+            del self.logs[run_id]
 
     # -- running ------------------------------------------------------------------
 
@@ -327,7 +380,11 @@ class RunService:
     async def respond(self, run_id: str, answers: Mapping[str, Any]) -> str:
         if not answers:
             raise Problem(422, 'no answers given: send {"responses": {request_id: value}}')
-        self._not_live(run_id)  # (before the store: a run just started has no record yet)
+        # (held before the store is asked: a run just started has no record yet)
+        async with self._continuing(run_id, answers):
+            return await self._respond(run_id, answers)
+
+    async def _respond(self, run_id: str, answers: Mapping[str, Any]) -> str:
         info, served = await self._owner(run_id)
         checkpoint = await self.store.load(info.last_checkpoint)
         open_now = {r.request_id: r for r in served.workflow.codec.requests_of(checkpoint)}
@@ -359,11 +416,17 @@ class RunService:
             lambda: workflow.stream(
                 responses=responses, checkpoint=checkpoint.id, checkpoints=self.config
             ),
+            origin=checkpoint.id,
+            answering=frozenset(responses),
         )
 
     async def resume(self, run_id: str, checkpoint_id: str | None, *, fork: bool) -> str:
-        if not fork:
-            self._not_live(run_id)
+        if fork:  # (a new run: this one may go on meanwhile)
+            return await self._resume(run_id, checkpoint_id, fork=True)
+        async with self._continuing(run_id):
+            return await self._resume(run_id, checkpoint_id, fork=False)
+
+    async def _resume(self, run_id: str, checkpoint_id: str | None, *, fork: bool) -> str:
         info, served = await self._owner(run_id)
         checkpoint_id = checkpoint_id or info.last_checkpoint
         try:
@@ -372,10 +435,13 @@ class RunService:
             raise Problem(404, f"no checkpoint {checkpoint_id!r} in the store") from None
         if checkpoint.run_id != run_id:  # (it exists: the request is wrong, not the path)
             raise Problem(422, f"checkpoint {checkpoint_id!r} is not one of run {run_id}'s")
+        if not fork:
+            _refuse_nothing_to_run(checkpoint, latest=checkpoint_id == info.last_checkpoint)
         workflow = served.for_run()
         return await self._go(
             workflow,
             lambda: workflow.stream(checkpoint=checkpoint_id, checkpoints=self.config, fork=fork),
+            origin=None if fork else checkpoint_id,
         )
 
     async def cancel(self, run_id: str) -> None:
@@ -408,26 +474,71 @@ class RunService:
             raise Problem(404, f"no workflow {name!r} here (served: {sorted(self.workflows)})")
         return served
 
-    def _not_live(self, run_id: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _continuing(self, run_id: str, answering: Iterable[str] = ()) -> AsyncIterator[None]:
+        """Hold the run for one call that continues it (answers, resume).
+        Another such call, meanwhile or while that continuation goes on
+        here, is refused: a request answered twice within this server is
+        answered already (not a run "continued elsewhere" — by this very
+        process), anything else waits for the run to stop."""
         run_log = self.logs.get(run_id)
-        if run_log is not None and run_log.live:
-            raise Problem(409, f"run {run_id} is still running; answer or resume it once it stops")
+        busy = self._claims.get(run_id)
+        if busy is None and run_log is not None and run_log.live:
+            busy = run_log.answering
+        if busy is not None:  # (checked and claimed with no await between: one call wins)
+            await self._refuse_busy(run_id, sorted(busy.intersection(answering)))
+        self._claims[run_id] = frozenset(answering)
+        try:
+            yield
+        finally:
+            del self._claims[run_id]
 
-    async def _go(self, workflow: Workflow, stream: Callable[[], Any]) -> str:
+    async def _refuse_busy(self, run_id: str, answered_here: list[str]) -> None:
+        if answered_here:
+            request_id = answered_here[0]
+            at = (await self.store.answers(run_id, [request_id])).get(request_id)
+            where = (
+                f"at checkpoint {at}"
+                if at
+                else "by another call to this server just now; its checkpoint is on the way"
+            )
+            raise Problem(
+                409, f"request {request_id!r} of run {run_id} was answered already ({where})"
+            )
+        raise Problem(409, f"run {run_id} is still running; answer or resume it once it stops")
+
+    async def _go(
+        self,
+        workflow: Workflow,
+        stream: Callable[[], Any],
+        *,
+        origin: str | None = None,
+        answering: frozenset[str] = frozenset(),
+    ) -> str:
         """Start ``stream()`` as a task and return its run id once the run
         went past its entry (answers recorded, the run taken): a run that
-        is refused there is the caller's error, and leaves no events."""
+        is refused there is the caller's error, and leaves no events.
+        ``origin``: the checkpoint it goes on from; ``answering``: the
+        requests it answers."""
         if self.stopping.is_set():
             raise Problem(503, "the server is stopping")
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         # The run goes on if the client that asked for it goes away.
-        task = asyncio.get_running_loop().create_task(self._drive(workflow, stream, started))
+        # (its time: before any checkpoint of it is made)
+        continuation = _Continuation(origin=origin, answering=answering, since=time.time())
+        task = asyncio.get_running_loop().create_task(
+            self._drive(workflow, stream, started, continuation)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(started)
 
     async def _drive(
-        self, workflow: Workflow, stream: Callable[[], Any], started: asyncio.Future[str]
+        self,
+        workflow: Workflow,
+        stream: Callable[[], Any],
+        started: asyncio.Future[str],
+        continuation: _Continuation,
     ) -> None:
         held: list[Event] = []  # the events before the run went past its entry
         run_log: RunLog | None = None
@@ -439,13 +550,13 @@ class RunService:
                         held.append(event)
                         if event.kind != "superstep_started" or event.workflow_path:
                             continue
-                        run_log = self._open_log(held, workflow.name)
+                        run_log = self._open_log(held, workflow.name, continuation)
                         if not started.done():
                             started.set_result(run_log.run_id)
                         continue
                     run_log.add(event)
             if run_log is None and held:  # nothing to run: went idle at once
-                run_log = self._open_log(held, workflow.name)
+                run_log = self._open_log(held, workflow.name, continuation)
                 if not started.done():
                     started.set_result(run_log.run_id)
         except asyncio.CancelledError:
@@ -484,11 +595,13 @@ class RunService:
         except StepgraphError:
             return False  # (the store is down: shown from here until it says it has some)
 
-    def _open_log(self, held: list[Event], workflow: str) -> RunLog:
+    def _open_log(self, held: list[Event], workflow: str, continuation: _Continuation) -> RunLog:
         run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))
         run_log = self.logs.pop(run_id, None) or RunLog(run_id, workflow)
         self.logs[run_id] = run_log  # (moved to the end: the newest)
         run_log.task = asyncio.current_task()
+        run_log.since, run_log.origin = continuation.since, continuation.origin
+        run_log.answering, run_log.fresh = continuation.answering, []
         for event in held:
             run_log.add(event)
         self._forget_old()
@@ -509,6 +622,19 @@ class RunService:
 
     def log_of(self, run_id: str) -> RunLog | None:
         return self.logs.get(run_id)
+
+    async def stream_status(self, run_id: str) -> str:
+        """The status a stream of the run's events starts with; 404 for a
+        run that neither goes on here nor is in the store (deleted since,
+        say: its events are not played any more)."""
+        run_log = self.logs.get(run_id)
+        if run_log is not None and (run_log.live or run_log.unstored):
+            return run_log.status
+        info = await self.store.run_info(run_id)
+        if info is None:
+            self._forget_deleted(run_id)
+            raise Problem(404, f"no run {run_id!r} in the store")
+        return run_log.status if run_log is not None else info.status
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -547,6 +673,52 @@ class RunService:
         for entry in self.logs.values():
             entry.changed()
         return [entry.run_id for entry in live]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Continuation:
+    """A call that goes on with a run: from which checkpoint, answering
+    which requests, since when (see :class:`RunLog`)."""
+
+    origin: str | None
+    answering: frozenset[str]
+    since: float
+
+
+_WAITING = RunStatus.IDLE_WITH_PENDING_REQUESTS.value
+
+
+def _refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:
+    """A resume that would run nothing is refused: from an idle checkpoint
+    (the run ended there), or from one waiting for answers (it would only
+    wait again)."""
+    run, at = checkpoint.run_id, f"checkpoint {checkpoint.id} (superstep {checkpoint.superstep})"
+    if checkpoint.status == RunStatus.IDLE.value:
+        raise Problem(
+            409,
+            f"run {run} is idle at {at}: nothing is left to run from there; resume it "
+            "from an earlier checkpoint, fork it, or start a new run",
+        )
+    if checkpoint.status == _WAITING and latest:
+        raise Problem(
+            409,
+            f"run {run} waits for answers at {at}: nothing runs until they come; answer its "
+            f"requests (POST /api/runs/{run}/responses)",
+        )
+    if checkpoint.status == _WAITING:
+        raise Problem(
+            409,
+            f"run {run} waited for answers at {at}: resuming there would only wait again "
+            "(answers go to the run's latest checkpoint); fork from it to answer them anew",
+        )
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 256) -> Any:
+    """``value``, kept in ``cache`` under ``key`` (the oldest go past ``limit``)."""
+    cache[key] = value
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return value
 
 
 def _refusal(exc: StepgraphError) -> Problem:

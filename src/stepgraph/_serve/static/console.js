@@ -22,7 +22,9 @@
  *
  * Idle cost: there are no intervals. The runs list re-arms a one-shot timeout
  * only while the tab is visible; the run page paints in requestAnimationFrame
- * (paused by browsers in hidden tabs) and otherwise just waits on its stream.
+ * (paused by browsers in hidden tabs) and otherwise waits on its stream — or,
+ * while the run waits for answers or goes on in another process, asks for its
+ * details once a second, also only while the tab is visible.
  */
 "use strict";
 
@@ -34,6 +36,11 @@
     "idle_with_pending_requests", "paused", "failed", "cancelled",
   ];
   const LOG_CAP = 2000;
+  // Statuses a run page follows from the store while the run is not live here:
+  // an answer or a resume may come from another tab, server or process.
+  const WAITING = new Set(["idle_with_pending_requests", "paused"]);
+  const NOTHING_TO_RESUME = new Set(["idle", "idle_with_pending_requests"]);
+  const DETAILS_POLL_MS = 1000;
   const RUNS_PAGE = 50;
   const REFRESH_MS = 3000;
   const QUIET_REFRESH_MS = 30000;
@@ -65,6 +72,11 @@
   const nearBottom = (box) => box.scrollHeight - box.scrollTop - box.clientHeight < 24;
   const pad = (n, width = 2) => String(n).padStart(width, "0");
 
+  /** An event id as the log shows it: ids are 16-digit numbers one apart, so their last digits. */
+  function shortId(id) {
+    const text = String(id ?? "");
+    return text.length > 8 ? `…${text.slice(-6)}` : text;
+  }
   function fmtDate(t) { return typeof t === "number" ? new Date(t * 1000).toLocaleString() : "—"; }
   function fmtClock(t) {
     if (typeof t !== "number") return "";
@@ -193,6 +205,10 @@
   function clearError() {
     ui.banner.hidden = true;
     ui.bannerText.textContent = "";
+  }
+  /** Clears the banner if it still says this (and not something said since). */
+  function clearErrorIf(message) {
+    if (!ui.banner.hidden && ui.bannerText.textContent === message) clearError();
   }
   function reportError(error) {
     if (error instanceof ApiError && error.status === 401) return; // the token prompt says it
@@ -1144,33 +1160,47 @@
       el("p", { class: "run-line", "aria-live": "polite" }, "Status: ", status, tags, stream),
       el("p", {}, "Workflow: ", workflow), facts, error, el("div", { class: "actions" }, cancel, resume));
     const fact = (term, value) => [el("dt", { text: term }), el("dd", {}, value)];
+    // What the status line and the buttons show, from the latest details and events.
+    const state = { status: "loading", live: false, interrupted: false };
+    function show() {
+      setStatusBadge(status, state.status);
+      document.title = `Run ${runId} (${state.status}) · stepgraph`;
+      // Live (going on in this server) only while its status says it goes on:
+      // an ended run is never "live", whatever older details said.
+      const going = String(state.status).startsWith("in_progress");
+      const words = [state.live && going ? "live" : "", state.interrupted ? "interrupted" : ""].filter(Boolean);
+      tags.replaceChildren(...words.map((t) => el("span", { class: `tag tag-${t}`, text: t })));
+      // Going on here, or in another process on the same store (the cancel then goes through the store).
+      cancel.hidden = !going;
+      resume.hidden = state.live || !(state.interrupted || state.status === "cancelled" || state.status === "failed");
+    }
     return {
       node,
       setStatus(value) {
-        setStatusBadge(status, value);
-        document.title = `Run ${runId} (${value}) · stepgraph`;
+        state.status = value;
+        show();
       },
-      setStream(state) {
+      setLive(value) {
+        state.live = value;
+        show();
+      },
+      setStream(value) {
         const words = { live: "streaming live", reconnecting: "reconnecting…", ended: "", stopped: "stream stopped", connecting: "connecting…" };
-        stream.textContent = words[state] ? ` · ${words[state]}` : "";
+        stream.textContent = words[value] ? ` · ${words[value]}` : "";
       },
       setError(message) {
         error.hidden = !message;
         error.textContent = message ? `Error: ${message}` : "";
       },
       update(d) {
-        this.setStatus(d.status);
-        tags.replaceChildren(...[d.live ? "live" : "", d.interrupted ? "interrupted" : ""].filter(Boolean).map((t) => el("span", { class: `tag tag-${t}`, text: t })));
+        Object.assign(state, { status: d.status, live: Boolean(d.live), interrupted: Boolean(d.interrupted) });
+        show();
         workflow.textContent = d.workflow;
         workflow.href = `#/workflows/${enc(d.workflow)}`;
         facts.replaceChildren(...fact("Started", timeEl(d.started_at)), ...fact("Updated", timeEl(d.updated_at)),
           ...fact("Supersteps", String(d.supersteps ?? 0)), ...fact("Pending requests", String((d.pending_requests || []).length)),
           ...fact("Checkpoints", String((d.checkpoints || []).length)));
         this.setError(d.error);
-        // Live here, or going on in another process on the same store
-        // (the cancel then goes through the store).
-        cancel.hidden = !(d.live || d.status === "in_progress" || d.status === "in_progress_pending_requests");
-        resume.hidden = !(d.interrupted || d.status === "cancelled" || d.status === "failed") || d.live;
       },
     };
   }
@@ -1276,25 +1306,26 @@
     };
   }
 
-  /** Outputs come from the run details and from "output" events; each is shown once. */
+  /**
+   * The run's outputs exactly as the server lists them (GET /api/runs/ID: along
+   * the branch of its latest checkpoint, with what a run going on there yielded
+   * since), so a replay shows its own branch's only; "output" events just ask
+   * for the details again.
+   */
   function outputsPanel() {
     const list = el("ol", { class: "outputs", "data-testid": "outputs", "aria-live": "polite" });
     const empty = el("p", { class: "muted", text: "No outputs yet." });
-    let shown = 0;
-    let seen = 0;
-    const add = (value) => {
-      list.append(el("li", { "data-testid": "output-item" }, el("pre", { text: asText(value) })));
-      shown += 1;
-      empty.hidden = true;
-    };
+    const item = (text) => el("li", { "data-testid": "output-item" }, el("pre", { text }));
+    let shown = [];
     return {
       node: el("div", {}, empty, list),
-      addLive(value) {
-        seen += 1;
-        if (seen > shown) add(value);
-      },
       sync(values) {
-        for (let i = shown; i < values.length; i++) add(values[i]);
+        const texts = values.map(asText);
+        const grown = shown.length <= texts.length && shown.every((text, i) => text === texts[i]);
+        if (grown) list.append(...texts.slice(shown.length).map(item)); // (only the new are announced)
+        else list.replaceChildren(...texts.map(item)); // another branch (a replay): shown anew
+        shown = texts;
+        empty.hidden = texts.length > 0;
       },
     };
   }
@@ -1401,7 +1432,7 @@
     list.addEventListener("scroll", () => { stick = nearBottom(list); }, { passive: true });
     const matches = (ev) => (!kind.select.value || ev.kind === kind.select.value) && (!exec.select.value || pathOf(ev) === exec.select.value);
     const row = (ev) => el("li", { class: "ev", "data-testid": "event-row", "data-kind": ev.kind, "data-id": ev.id },
-      el("span", { class: "ev-id", text: `#${ev.id ?? ""}` }), el("time", { class: "ev-time", text: fmtClock(ev.time) }),
+      el("span", { class: "ev-id", title: `event ${ev.id ?? ""}`, text: `#${shortId(ev.id)}` }), el("time", { class: "ev-time", text: fmtClock(ev.time) }),
       el("span", { class: "ev-step", title: "superstep", text: ev.superstep != null ? `s${ev.superstep}` : "" }),
       el("span", { class: `ev-kind ev-kind-${String(ev.kind).replace(/[^a-z_]/g, "")}`, text: ev.kind }),
       el("span", { class: "ev-path", text: pathOf(ev) }), el("span", { class: "ev-detail", text: clip(eventSummary(ev), 600) }));
@@ -1603,8 +1634,10 @@
       el("td", { "data-label": "Checkpoint" }, el("code", { title: cp.checkpoint_id, text: clip(String(cp.checkpoint_id), 14) })),
       el("td", { "data-label": "Parent" }, cp.parent_id ? el("code", { title: cp.parent_id, text: clip(String(cp.parent_id), 14) }) : "—"),
       el("td", { class: "row-actions wide" },
-        el("button", { type: "button", class: "secondary", "data-testid": "resume-button", "data-action": "resume", onclick: act(actions.onResume, cp) },
-          "Resume from here", hiddenText(` (superstep ${cp.superstep})`)),
+        // (from an idle checkpoint, or one waiting for answers, nothing would run: the server refuses)
+        NOTHING_TO_RESUME.has(cp.status) ? null
+          : el("button", { type: "button", class: "secondary", "data-testid": "resume-button", "data-action": "resume", onclick: act(actions.onResume, cp) },
+            "Resume from here", hiddenText(` (superstep ${cp.superstep})`)),
         el("button", { type: "button", class: "secondary", "data-testid": "fork-button", "data-action": "fork", onclick: act(actions.onFork, cp) },
           "Fork from here", hiddenText(` (superstep ${cp.superstep})`))));
     return {
@@ -1620,7 +1653,8 @@
         table.hidden = !list.length;
         empty.hidden = list.length > 0;
         const again = focusRow && [...tbody.rows].find((r) => r.dataset.checkpointId === focusRow);
-        if (again) again.querySelector(`[data-action="${focusAction}"]`).focus();
+        const button = again && (again.querySelector(`[data-action="${focusAction}"]`) || again.querySelector("button"));
+        if (button) button.focus();
       },
     };
   }
@@ -1634,6 +1668,13 @@
     let stream = null;
     let restartAfterEnd = false;
     let detailsTimer = 0;
+    let detailsDue = 0;
+    let detailsBusy = false; // one call at a time, so answers apply in order
+    let detailsAgain = false; // and one more after it, if asked meanwhile
+    let detailsFailures = 0;
+    let detailsWanted = false; // a refresh came due while the page was hidden
+    let unreachable = null; // the banner's message while the details cannot be had
+    let opened = false; // the stream and the graph, started with the first details
     let restartTimer = 0;
     let lastStart = 0;
     let frame = 0;
@@ -1651,7 +1692,14 @@
     main.append(header.node, panel("Pending requests", requests.node), panel("Graph", graphSlot),
       el("div", { class: "two-col" }, panel("Outputs", outputs.node), panel("Agent text", agents.node)),
       panel("Timeline", timeline.node), panel("Event log", log.node), panel("Checkpoints", checkpoints.node));
+    const onVisibility = () => {
+      if (document.hidden || !detailsWanted) return;
+      detailsWanted = false;
+      refreshDetails();
+    };
+    document.addEventListener("visibilitychange", onVisibility);
     scope.defer(() => {
+      document.removeEventListener("visibilitychange", onVisibility);
       if (stream) stream.stop();
       clearTimeout(detailsTimer);
       clearTimeout(restartTimer);
@@ -1660,29 +1708,71 @@
     });
 
     async function refreshDetails() {
+      if (detailsBusy) {
+        detailsAgain = true;
+        return;
+      }
+      detailsBusy = true;
       try {
         const data = await api("GET", `/api/runs/${enc(runId)}`);
-        if (!scope.alive) return null;
+        if (!scope.alive) return;
         details = data;
+        detailsFailures = 0;
+        if (unreachable) clearErrorIf(unreachable);
+        unreachable = null;
         applyDetails();
-        return details;
       } catch (error) {
-        if (scope.alive) reportError(error);
-        return null;
+        if (!scope.alive) return;
+        reportError(error);
+        if (!details) {
+          header.setStatus("unknown");
+          graphSlot.replaceChildren(el("p", { class: "muted", text: "The run could not be loaded." }));
+        }
+        if (error.status === 0 || error.status >= 500) {
+          // The server (or its store) is down, or restarting: ask until it answers.
+          unreachable = error.message;
+          detailsFailures += 1;
+          scheduleDetails(Math.min(1000 * 2 ** (detailsFailures - 1), 5000));
+        }
+      } finally {
+        detailsBusy = false;
+        if (detailsAgain && scope.alive) {
+          detailsAgain = false;
+          refreshDetails();
+        }
       }
     }
-    function scheduleDetails(ms) { if (!detailsTimer) detailsTimer = setTimeout(() => { detailsTimer = 0; refreshDetails(); }, ms); }
+    /** Details again in ms (or sooner, if already due sooner); a hidden page waits until shown. */
+    function scheduleDetails(ms) {
+      const due = Date.now() + ms;
+      if (detailsTimer && detailsDue <= due) return;
+      clearTimeout(detailsTimer);
+      detailsDue = due;
+      detailsTimer = setTimeout(() => {
+        detailsTimer = 0;
+        if (document.hidden) detailsWanted = true;
+        else refreshDetails();
+      }, ms);
+    }
     function applyDetails() {
       header.update(details);
       outputs.sync(Array.isArray(details.outputs) ? details.outputs : []);
       requests.sync(Array.isArray(details.pending_requests) ? details.pending_requests : []);
       checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : []);
+      if (!opened) {
+        opened = true;
+        startStream();
+        loadWorkflows().then((workflows) => { if (scope.alive) showGraph(workflows); }).catch((error) => { if (scope.alive) reportError(error); });
+      }
+      const status = String(details.status);
       if (details.live && !stream) {
         // Live again (answered or resumed elsewhere): stream, but at most once a second.
         clearTimeout(restartTimer);
         restartTimer = setTimeout(startStream, Math.max(0, lastStart + 1000 - Date.now()));
-      } else if (!details.live && String(details.status).startsWith("in_progress")) {
-        scheduleDetails(1000); // going on in another process: follow it from the store
+      } else if (!details.live && (status.startsWith("in_progress") || WAITING.has(status))) {
+        // Going on in another process, or waiting for an answer or a resume that
+        // another tab, server or process may give: follow it from the store.
+        scheduleDetails(DETAILS_POLL_MS);
       }
     }
 
@@ -1704,6 +1794,7 @@
       timelineDirty = true;
       schedule();
       header.setStream("ended");
+      header.setLive(false); // (not going on here any more, whatever the last details said)
       if (data && typeof data.status === "string") header.setStatus(data.status);
       document.body.dataset.streaming = "ended";
       if (restartAfterEnd) {
@@ -1745,7 +1836,7 @@
         case "executor_invoked": modelInvoked(model, ev); break;
         case "executor_completed": modelFinished(model, ev, false); break;
         case "executor_failed": modelFinished(model, ev, true); break;
-        case "output": outputs.addLive(ev.data); break;
+        case "output": if (isTopLevel(ev)) scheduleDetails(150); break;
         case "request_info": scheduleDetails(150); break;
         case "tool_call": agents.tool(ev); break;
         case "failed": header.setError(String(ev.error ?? "failed")); break;
@@ -1831,15 +1922,7 @@
       for (const [id, state] of model.nodeState) graph.setState(id, state);
     }
 
-    refreshDetails().then((d) => {
-      if (!d) {
-        header.setStatus("unknown");
-        graphSlot.replaceChildren(el("p", { class: "muted", text: "The run could not be loaded." }));
-        return;
-      }
-      startStream();
-      loadWorkflows().then((workflows) => { if (scope.alive) showGraph(workflows); }).catch((error) => { if (scope.alive) reportError(error); });
-    });
+    refreshDetails();
   }
 
   function pageNotFound(main) {

@@ -1,0 +1,204 @@
+"""What the run service says about a run agrees with the store, whichever
+server asks and whatever changed the store (tests/serve/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from stepgraph._serve import Problem
+
+from . import flows
+from .conftest import sse
+from .test_api import wait_for
+
+
+@pytest.fixture(autouse=True)
+def _no_holds() -> Iterator[None]:
+    yield
+    flows.HOLD_AT = None  # (a run still held goes on, so its server can stop)
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return value
+
+
+def hold_at(steps: int) -> None:
+    """Hold ``counting`` runs at the superstep handling ``steps``; once one
+    waits there, return."""
+    flows.HOLD_AT = steps
+    until(lambda: flows.holding == steps, f"a run to hold at steps={steps}")
+
+
+def in_other_process(path: Path, fn: Callable[[sg.SqliteCheckpointStore], Any]) -> Any:
+    """``fn(store)`` on a store of its own on the file, as the CLI would."""
+    store = sg.SqliteCheckpointStore(path)
+    try:
+        return asyncio.run(fn(store))
+    finally:
+        store.close()
+
+
+def test_outputs_of_a_run_going_on_are_its_branchs_and_those_it_yielded_since(serve):
+    server = serve(flows.counting)
+    all_four = ["left 4", "left 3", "left 2", "left 1"]
+    with server.client() as client:
+        run_id = client.post("/api/workflows/counting/runs", json={"input": {"steps": 4}}).json()[
+            "run_id"
+        ]
+        run = wait_for(client, run_id, "idle")
+        assert run["outputs"] == all_four
+
+        # Replayed from superstep 1, held in the first superstep it runs
+        # (nothing of the replay stored yet): the branch it left is not its.
+        early = run["checkpoints"][1]
+        assert early["superstep"] == 1
+        flows.HOLD_AT = 3
+        body = {"checkpoint_id": early["checkpoint_id"]}
+        assert client.post(f"/api/runs/{run_id}/resume", json=body).status_code == 202
+        hold_at(3)
+        going = client.get(f"/api/runs/{run_id}").json()
+        assert going["live"] and going["outputs"] == ["left 4"]
+        # A superstep on (its output stored or not yet): that output too.
+        hold_at(2)
+        assert client.get(f"/api/runs/{run_id}").json()["outputs"] == ["left 4", "left 3"]
+        flows.HOLD_AT = None
+        assert wait_for(client, run_id, "idle")["outputs"] == all_four
+
+        # A new run, held in its third superstep: the same.
+        flows.HOLD_AT = 2
+        run_id = client.post("/api/workflows/counting/runs", json={"input": {"steps": 4}}).json()[
+            "run_id"
+        ]
+        hold_at(2)
+        going = client.get(f"/api/runs/{run_id}").json()
+        assert going["live"] and going["outputs"] == ["left 4", "left 3"]
+        flows.HOLD_AT = None
+        assert wait_for(client, run_id, "idle")["outputs"] == all_four
+
+
+def test_a_prune_elsewhere_shows_on_a_server_that_had_shown_the_run(serve, tmp_path):
+    path = tmp_path / "pruned.sqlite"
+    server = serve(flows.counting, store=sg.SqliteCheckpointStore(path))
+    with server.client() as client:
+        run_id = client.post("/api/workflows/counting/runs", json={"input": {"steps": 10}}).json()[
+            "run_id"
+        ]
+        assert len(wait_for(client, run_id, "idle")["outputs"]) == 10
+        assert in_other_process(path, lambda store: store.prune(run_id, keep_last=2)) == 9
+        pruned = client.get(f"/api/runs/{run_id}").json()
+    fresh = serve(flows.counting, store=sg.SqliteCheckpointStore(path))
+    with fresh.client() as client:
+        assert client.get(f"/api/runs/{run_id}").json()["outputs"] == pruned["outputs"]
+    assert pruned["outputs"] == ["left 2", "left 1"] and len(pruned["checkpoints"]) == 2
+
+
+def test_the_events_of_a_run_deleted_elsewhere_are_gone_too(serve, tmp_path):
+    path = tmp_path / "deleted.sqlite"
+    server = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+        wait_for(client, run_id, "idle_with_pending_requests")
+        assert sse(client, run_id)[-1] == {"status": "idle_with_pending_requests", "kind": "end"}
+        assert in_other_process(path, lambda store: store.delete_run(run_id)) > 0
+        for path_ in (f"/api/runs/{run_id}/events", f"/api/runs/{run_id}"):
+            gone = client.get(path_)
+            assert gone.status_code == 404 and run_id in gone.json()["error"], (path_, gone.text)
+    assert run_id not in server.service.logs  # (forgotten here too)
+
+
+def answer_twice_at_once(server: Any, run_id: str, answers: list[dict[str, Any]]) -> list[Any]:
+    """Each answer sent to the server at the same moment (one event loop
+    turn): what each call gave, a run id or the ``Problem``."""
+
+    async def both() -> list[Any]:
+        calls = [server.service.respond(run_id, a) for a in answers]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    return server.call(both)  # type: ignore[no-any-return]
+
+
+def test_of_two_answers_to_one_request_in_one_server_the_second_is_answered_already(serve):
+    server = serve(flows.gate)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+        [request] = wait_for(client, run_id, "idle_with_pending_requests")["pending_requests"]
+        rid = request["request_id"]
+        won, lost = answer_twice_at_once(server, run_id, [{rid: True}, {rid: False}])
+        assert won == run_id
+        assert isinstance(lost, Problem) and lost.status == 409, lost
+        assert f"request {rid!r} of run {run_id} was answered already" in lost.message
+        assert "elsewhere" not in lost.message and "process" not in lost.message
+        assert wait_for(client, run_id, "idle")["outputs"] == ["go?: yes"]
+        # Later, the checkpoint that recorded it is named.
+        again = client.post(f"/api/runs/{run_id}/responses", json={"responses": {rid: False}})
+        assert again.status_code == 409 and "answered already (at checkpoint" in again.text
+
+
+def test_of_two_resumes_at_once_in_one_server_the_second_waits_for_the_first(serve):
+    flows.STEP = 0.05
+    server = serve(flows.slow)
+    try:
+        with server.client() as client:
+            body = {"input": {"steps": 400}}
+            run_id = client.post("/api/workflows/slow/runs", json=body).json()["run_id"]
+            assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
+            wait_for(client, run_id, "cancelled")
+
+            async def both() -> list[Any]:
+                calls = [server.service.resume(run_id, None, fork=False) for _ in range(2)]
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+            won, lost = server.call(both)
+            assert won == run_id
+            assert isinstance(lost, Problem) and lost.status == 409, lost
+            assert lost.message == (
+                f"run {run_id} is still running; answer or resume it once it stops"
+            )
+            assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
+    finally:
+        flows.STEP = 0.05
+
+
+def test_a_resume_that_would_run_nothing_is_refused_saying_what_to_do(serve):
+    server = serve(flows.gate)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+        waiting = wait_for(client, run_id, "idle_with_pending_requests")
+        refused = client.post(f"/api/runs/{run_id}/resume", json={})
+        assert refused.status_code == 409
+        assert f"run {run_id} waits for answers" in refused.json()["error"]
+        assert "/responses" in refused.json()["error"]
+
+        [request] = waiting["pending_requests"]
+        body = {"responses": {request["request_id"]: True}}
+        assert client.post(f"/api/runs/{run_id}/responses", json=body).status_code == 202
+        done = wait_for(client, run_id, "idle")
+        events = len(sse(client, run_id))
+        for checkpoint in (None, done["checkpoints"][-1]["checkpoint_id"]):
+            body = {"checkpoint_id": checkpoint} if checkpoint else {}
+            refused = client.post(f"/api/runs/{run_id}/resume", json=body)
+            assert refused.status_code == 409, refused.text
+            assert f"run {run_id} is idle at checkpoint" in refused.json()["error"]
+            assert "nothing is left to run" in refused.json()["error"]
+        asked_at = waiting["checkpoints"][-1]["checkpoint_id"]
+        refused = client.post(f"/api/runs/{run_id}/resume", json={"checkpoint_id": asked_at})
+        assert refused.status_code == 409 and "fork from it" in refused.json()["error"]
+        assert len(sse(client, run_id)) == events  # (nothing ran)
+        after = client.get(f"/api/runs/{run_id}").json()
+        assert (after["status"], after["checkpoints"]) == ("idle", done["checkpoints"])
+        # From the start it runs again: the question is asked anew.
+        first = done["checkpoints"][0]["checkpoint_id"]
+        replay = client.post(f"/api/runs/{run_id}/resume", json={"checkpoint_id": first})
+        assert replay.status_code == 202, replay.text
+        assert wait_for(client, run_id, "idle_with_pending_requests")["outputs"] == []
