@@ -1,7 +1,8 @@
 """The barrier hook that writes a run's checkpoints: one per barrier (plus
 the run's entry), each written before the next superstep (``sync``) or
 batched beside the run (``async``); saves of an executor's progress within a
-superstep; the run's lease and ending; a cancel asked from elsewhere."""
+superstep; the run's lease (taken for a continuation by ``take_run``) and
+ending; a cancel asked from elsewhere."""
 
 from __future__ import annotations
 
@@ -13,13 +14,25 @@ from collections.abc import Mapping
 from dataclasses import astuple, replace
 from typing import Any
 
-from ._checkpoint import RUNNING_STATUSES, Checkpoint
-from ._core import RunState, RunStatus
-from ._exceptions import CheckpointError, CheckpointLeaseLostError, RequestError
+from ._checkpoint import (
+    RUNNING_STATUSES,
+    Checkpoint,
+    CheckpointStore,
+    deleting,
+    holding,
+    new_holder,
+)
+from ._core import RunState, RunStatus, to_the_end
+from ._exceptions import (
+    CheckpointError,
+    CheckpointLeaseLostError,
+    CheckpointNotFoundError,
+    RequestError,
+)
 from ._executor import Executor
 from ._persistence import CheckpointConfig, RunCodec, body_refs
 
-__all__ = ["ASYNC_BATCH_DELAY", "CANCEL_POLL", "RunRecorder", "new_checkpoint_id"]
+__all__ = ["ASYNC_BATCH_DELAY", "CANCEL_POLL", "RunRecorder", "new_checkpoint_id", "take_run"]
 
 # With async durability, how long queued checkpoints may wait to share a
 # transaction (bounds what a crash can lose beyond the sync guarantee).
@@ -390,3 +403,33 @@ class RunRecorder:
         if self._error is not None:
             self._raise_error()
         await self._write_queued()
+
+
+async def take_run(store: CheckpointStore, run_id: str, parent: Checkpoint) -> str:
+    """Lease the run for this call; ``CheckpointError`` if it is running or
+    being deleted, ``CheckpointNotFoundError`` if the checkpoint's run was
+    deleted since the checkpoint was loaded."""
+    holder = new_holder()
+    try:
+        # Awaited to its end: cancelled while the store takes it, the call
+        # gives the lease back below (else it would hold the run until this
+        # process ends).
+        busy = await to_the_end(store.lease(run_id, holder))
+        if busy is not None and deleting(busy):
+            raise CheckpointError(f"run {run_id!r} is being deleted ({holding(busy)})")
+        if busy is not None:
+            raise CheckpointError(
+                f"run {run_id!r} is being continued elsewhere ({holding(busy)}); a run "
+                "goes on in one place at a time — wait for it to stop, or fork it from a "
+                "checkpoint (fork=True, stepgraph run --fork)"
+            )
+        if await store.run_info(parent.run_id) is None:
+            raise CheckpointNotFoundError(
+                f"run {parent.run_id!r} was deleted, checkpoint {parent.id!r} with it"
+            )
+    except BaseException:
+        # (not taken, or another holds it: giving back is then a no-op)
+        with contextlib.suppress(Exception):
+            await to_the_end(store.release(run_id, holder))
+        raise
+    return holder

@@ -15,7 +15,6 @@ executors runs any number of times at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import threading
 import uuid
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, deleting, holding, new_holder
+from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, new_holder
 from ._core import (
     Backend,
     Breakpoints,
@@ -42,12 +41,10 @@ from ._core import (
     WarningEvent,
     materialize,
     run_supersteps,
-    to_the_end,
     type_name,
 )
 from ._exceptions import (
     CheckpointError,
-    CheckpointNotFoundError,
     ConvergenceError,
     RequestError,
     WorkflowBusyError,
@@ -56,7 +53,7 @@ from ._exceptions import (
 from ._inspect import StateSnapshot, get_state, update_state
 from ._otel import end_run, start_run
 from ._persistence import CheckpointConfig, RunCodec, apply_responses
-from ._recorder import RunRecorder
+from ._recorder import RunRecorder, take_run
 from ._stream import RunStream
 
 if TYPE_CHECKING:
@@ -419,7 +416,7 @@ class Workflow:
                 # A continuation takes the run first (another may be running
                 # it); a new run takes it with its first save, at no cost.
                 holder = (
-                    await _take(config.store, run_id, parent)
+                    await take_run(config.store, run_id, parent)
                     if parent is not None
                     else new_holder()
                 )
@@ -769,33 +766,3 @@ async def _not_answered(store: CheckpointStore, run_id: str, responses: Mapping[
     answered = await store.answers(run_id, [r for r in responses if isinstance(r, str)])
     for request_id, checkpoint_id in answered.items():
         raise answered_twice(run_id, request_id, checkpoint_id)
-
-
-async def _take(store: CheckpointStore, run_id: str, parent: Checkpoint) -> str:
-    """Lease the run for this call; ``CheckpointError`` if it is running or
-    being deleted, ``CheckpointNotFoundError`` if the checkpoint's run was
-    deleted since the checkpoint was loaded."""
-    holder = new_holder()
-    try:
-        # Awaited to its end: cancelled while the store takes it, the call
-        # gives the lease back below (else it would hold the run until this
-        # process ends).
-        busy = await to_the_end(store.lease(run_id, holder))
-        if busy is not None and deleting(busy):
-            raise CheckpointError(f"run {run_id!r} is being deleted ({holding(busy)})")
-        if busy is not None:
-            raise CheckpointError(
-                f"run {run_id!r} is being continued elsewhere ({holding(busy)}); a run "
-                "goes on in one place at a time — wait for it to stop, or fork it from a "
-                "checkpoint (fork=True, stepgraph run --fork)"
-            )
-        if await store.run_info(parent.run_id) is None:
-            raise CheckpointNotFoundError(
-                f"run {parent.run_id!r} was deleted, checkpoint {parent.id!r} with it"
-            )
-    except BaseException:
-        # (not taken, or another holds it: giving back is then a no-op)
-        with contextlib.suppress(Exception):
-            await to_the_end(store.release(run_id, holder))
-        raise
-    return holder
