@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,12 @@ import pytest
 
 import stepgraph as sg
 from tests.pg import pg_dsn, postgres_dsn  # noqa: F401  (fixtures)
+
+# The tests that press Ctrl-C in a child process need SIGINT to reach it: a
+# test run started as a background job of a script (``.ci/run &``) ignores
+# SIGINT, and its children would inherit that.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def kinds(events: Iterable[sg.Event]) -> list[str]:
