@@ -243,3 +243,18 @@ class BigGate(sg.Executor):
 
 def asking_big() -> sg.Workflow:
     return sg.WorkflowBuilder(start=BigGate("big"), name="asking-big").build()
+
+
+class FixedGate(sg.Executor):
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Confirm(f"let {text} through?"), bool, request_id="r1")
+
+    @sg.response_handler
+    async def answered(self, c: Confirm, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{c.question} {'yes' if ok else 'no'}")
+
+
+def asking_fixed() -> sg.Workflow:
+    """Every run asks under one request id ("r1")."""
+    return sg.WorkflowBuilder(start=FixedGate("gate"), name="asking-fixed").build()

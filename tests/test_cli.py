@@ -220,6 +220,39 @@ def test_respond_goes_on_from_the_branch_where_the_request_is_open(tmp_path: Pat
         assert outputs == [f"let bo through? {said}"]
 
 
+def test_the_printed_answer_command_answers_its_own_run_when_ids_repeat(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    flow = "tests.cli_flows:asking_fixed"
+
+    def command_of(done: subprocess.CompletedProcess[str]) -> list[str]:
+        [line] = [x.strip() for x in done.stdout.splitlines() if x.strip().startswith("stepgraph")]
+        return shlex.split(line)[1:]
+
+    first = cli("run", flow, "--input", '"ann"', "--store", store)
+    assert command_of(first)[-2:] == ["--respond", "r1=true"]  # (its id is its own here)
+    second = cli("run", flow, "--input", '"bob"', "--store", store)
+    answer = command_of(second)  # r1 is the first run's too: this one is named
+    assert answer[-4:-2] == ["--resume", _checkpoints_of_run(tmp_path, 1)[-1].id]
+    done = cli(*answer[:-1], "r1=false", "--json")
+    assert done.returncode == 0, done.stderr
+    outputs = [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"]
+    assert outputs == ["let bob through? no"]
+    done = cli(*command_of(first))  # the first run's own command still answers it
+    assert done.returncode == 0 and "output: let ann through? yes" in done.stdout, done.stderr
+
+
+def _checkpoints_of_run(tmp_path: Path, index: int) -> list[sg.CheckpointInfo]:
+    async def listing() -> list[sg.CheckpointInfo]:
+        store = sg.SqliteCheckpointStore(tmp_path / "runs.sqlite")
+        try:
+            runs = sorted(await store.runs(), key=lambda r: r.started_at)
+            return await store.list(runs[index].run_id)
+        finally:
+            store.close()
+
+    return asyncio.run(listing())
+
+
 def test_a_huge_request_is_shown_cut_short(tmp_path: Path) -> None:
     store = f"sqlite:{tmp_path / 'runs.sqlite'}"
     asked = cli("run", "tests.cli_flows:asking_big", "--input", "100000", "--store", store)

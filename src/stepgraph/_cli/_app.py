@@ -143,7 +143,8 @@ def _continue_from(
             if answered is not None:
                 raise CliError(
                     f"request {request_id!r} of run {run_id} was answered already (at checkpoint "
-                    f"{answered}); to answer it again from an earlier checkpoint, add --fork"
+                    f"{answered}); to answer it again from an earlier checkpoint, add --fork (a "
+                    "request of another run with this id: add --resume and that run's checkpoint)"
                 )
             raise CliError(
                 f"request {request_id!r} is not open at checkpoint {checkpoint} (it belongs to "

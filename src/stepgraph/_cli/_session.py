@@ -345,14 +345,18 @@ def _summary(session: Session, console: Console) -> int:
     if session.store_spec is None:
         say(console, "open requests remain; run with a --store to answer them later")
         return EXIT_PENDING
-    at, pending, answered = _open_at_end(session)
+    at, pending, answered, elsewhere = _open_at_end(session)
     say(console, f"{len(pending)} open request(s). Answer with:")
     for request in pending:
         what = shown(request.request, SHOWN_REQUEST)
         say(console, f"  {type_name(type(request.request))}: {what}")
         answer = f"{request.request_id}={example_json(request.response_type)}"
         where = answered.get(request.request_id)
-        if where is None:
+        if where is None and request.request_id in elsewhere:
+            # (its id is another run's too — a fixed id, a fork: --respond
+            # alone would go to that run, so name this one's checkpoint)
+            say(console, f"  {session.command('--resume', at, '--respond', answer)}")
+        elif where is None:
             say(console, f"  {session.command('--respond', answer)}")
         else:  # (reopened by going back to a checkpoint before its answer)
             again = session.command("--resume", at, "--fork", "--respond", answer)
@@ -361,23 +365,32 @@ def _summary(session: Session, console: Console) -> int:
     return EXIT_PENDING
 
 
-def _open_at_end(session: Session) -> tuple[str, list[PendingRequest], dict[str, str]]:
+def _open_at_end(
+    session: Session,
+) -> tuple[str, list[PendingRequest], dict[str, str], set[str]]:
     """The checkpoint the run stands at (not always the run's newest: a
     replay from an older one that wrote nothing stands there), its open
-    requests, and those of them answered already along the run (where)."""
+    requests, those of them answered already along the run (where), and
+    those whose id the store finds in another run (``--respond`` alone
+    would answer that one)."""
     assert session.store_spec is not None
     store = open_store(session.store_spec, StoreMode.READ)
     try:
 
-        async def read() -> tuple[str, list[PendingRequest], dict[str, str]]:
+        async def read() -> tuple[str, list[PendingRequest], dict[str, str], set[str]]:
             at = session.last_checkpoint
             checkpoint = await (store.load(at) if at else store.latest(session.run_id))
             if checkpoint is None:
-                return "", [], {}
+                return "", [], {}, set()
             pending = session.workflow.codec.requests_of(checkpoint)
             ids = [r.request_id for r in pending]
             answered = await store.answers(checkpoint.run_id, ids) if ids else {}
-            return checkpoint.id, pending, answered
+            elsewhere = set()
+            for request_id in ids:
+                owner = await store.find_request(request_id)
+                if owner is None or owner.run_id != checkpoint.run_id:
+                    elsewhere.add(request_id)
+            return checkpoint.id, pending, answered, elsewhere
 
         return asyncio.run(read())
     finally:
