@@ -730,3 +730,5 @@ def test_an_agent_given_one_tool_instead_of_a_list_is_told_so() -> None:
             Agent("a", model=ScriptedModel(["x"]), tools=one)
     with pytest.raises(WorkflowDefinitionError, match="agent 'a': tools takes a list .*not int"):
         Agent("a", model=ScriptedModel(["x"]), tools=5)  # type: ignore[arg-type]
+    with pytest.raises(WorkflowDefinitionError, match="not a dict .*pass its values"):
+        Agent("a", model=ScriptedModel(["x"]), tools={"search": search})  # type: ignore[arg-type]

@@ -247,6 +247,11 @@ def as_tools(items: Iterable[Tool | Callable[..., Any]]) -> dict[str, Tool]:
             f"tools takes a list of tools and functions, got one {type(items).__name__}: "
             "put it in a list (tools=[...])"
         )
+    if isinstance(items, Mapping):
+        raise WorkflowDefinitionError(
+            "tools takes a list of tools and functions, not a dict (tools name themselves: "
+            "pass its values, tools=[...])"
+        )
     tools: dict[str, Tool] = {}
     if not isinstance(items, Iterable):
         raise WorkflowDefinitionError(
