@@ -253,6 +253,27 @@ def _checkpoints_of_run(tmp_path: Path, index: int) -> list[sg.CheckpointInfo]:
     return asyncio.run(listing())
 
 
+def test_a_forks_listing_names_the_run_it_branched_off(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    asked = cli("run", "tests.cli_flows:asking", "--input", '"cy"', "--store", store, "--json")
+    original = events_of(asked.stdout)[0]["run_id"]
+    [request_id] = [e["request_id"] for e in events_of(asked.stdout) if e["kind"] == "request_info"]
+    forked = cli(
+        "run", "tests.cli_flows:asking", "--store", store, "--fork", "--respond",
+        f"{request_id}=true", "--json",
+    )  # fmt: skip
+    fork = events_of(forked.stdout)[0]["run_id"]
+    assert fork != original
+
+    def parents() -> list[str]:
+        listed = cli("checkpoints", "list", "--store", store, "--run", fork)
+        return [line.split("\t")[4] for line in listed.stdout.splitlines()[1:]]
+
+    assert parents() == [f"run {original}", "#1"]
+    assert cli("checkpoints", "delete", "--run", original, "--store", store).returncode == 0
+    assert parents() == ["deleted", "#1"]
+
+
 def test_a_huge_request_is_shown_cut_short(tmp_path: Path) -> None:
     store = f"sqlite:{tmp_path / 'runs.sqlite'}"
     asked = cli("run", "tests.cli_flows:asking_big", "--input", "100000", "--store", store)

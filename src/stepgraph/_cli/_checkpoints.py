@@ -10,6 +10,7 @@ is one line of whole values, for scripts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import warnings
@@ -26,7 +27,7 @@ from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteChec
 from .._checkpoint._postgres import PostgresCheckpointStore
 from .._checkpoint._store import RUNNING_STATUSES
 from .._core import RunStatus
-from .._exceptions import CheckpointWarning, StepgraphError
+from .._exceptions import CheckpointNotFoundError, CheckpointWarning, StepgraphError
 from ._load import (
     DEFAULT_STORE,
     CliError,
@@ -134,10 +135,10 @@ def checkpoints_list(
     if status is not None and status not in STATUSES:
         raise fail(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
     if run_id is not None:
-        infos = with_store(store, StoreMode.READ, lambda s: s.list(run_id))
+        infos, elsewhere = with_store(store, StoreMode.READ, lambda s: _listing(s, run_id))
         if not infos:
             raise fail(f"no run {run_id!r} in {shown_store(store)}")
-        _show_checkpoints(infos)
+        _show_checkpoints(infos, elsewhere)
         return
 
     async def page(s: CliStore) -> tuple[list[RunInfo], bool]:
@@ -177,7 +178,19 @@ def _show_runs(runs: list[RunInfo]) -> None:
         say(out, "no runs")
 
 
-def _show_checkpoints(infos: list[CheckpointInfo]) -> None:
+async def _listing(store: CliStore, run_id: str) -> tuple[list[CheckpointInfo], dict[str, str]]:
+    """A run's checkpoints, and the run of each parent outside it (a fork's
+    first checkpoint branches off another run's)."""
+    infos = await store.list(run_id)
+    ours = {info.id for info in infos}
+    elsewhere: dict[str, str] = {}
+    for parent in {i.parent_id for i in infos if i.parent_id and i.parent_id not in ours}:
+        with contextlib.suppress(CheckpointNotFoundError):  # (else deleted: pruned, say)
+            elsewhere[parent] = (await store.load(parent)).run_id
+    return infos, elsewhere
+
+
+def _show_checkpoints(infos: list[CheckpointInfo], elsewhere: dict[str, str]) -> None:
     head = ("#", "checkpoint", "step", "status", "open", "parent", "time")
     row_of = {info.id: n for n, info in enumerate(infos, 1)}
 
@@ -185,7 +198,10 @@ def _show_checkpoints(infos: list[CheckpointInfo]) -> None:
         if info.parent_id is None:
             return "-"
         n = row_of.get(info.parent_id)
-        return f"#{n}" if n is not None else "deleted"
+        if n is not None:
+            return f"#{n}"
+        other = elsewhere.get(info.parent_id)
+        return f"run {cell(other)}" if other is not None else "deleted"
 
     if not out.is_terminal or out.width < 80:
         print("\t".join((*head[1:], "parent_id", "size")))
