@@ -313,3 +313,20 @@ async def test_a_factory_failing_in_a_run_fails_like_a_handler() -> None:
         "(raised by the factory of executor 'k')"
     )
     assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+async def test_an_answer_to_an_id_open_in_two_runs_in_memory_asks_which_run() -> None:
+    class Answered(sg.Executor):
+        @sg.handler
+        async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+            await ctx.request_info(text, bool, request_id="ok")
+
+        @sg.response_handler
+        async def answered(self, q: str, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+            await ctx.yield_output(f"{q} {ok}")
+
+    workflow = sg.WorkflowBuilder(start="gate").register("gate", Answered).build()
+    assert workflow.concurrent
+    await asyncio.gather(workflow.run("a"), workflow.run("b"))
+    with pytest.raises(sg.RequestError, match=r"request id 'ok' is open in several runs \("):
+        await workflow.run(responses={"ok": True})

@@ -591,6 +591,17 @@ class Workflow:
                 "checkpoint= (and checkpoints=)"
             )
         if len(owners) > 1:
+            shared = [
+                r
+                for r in responses
+                if sum(r in s.state.requests for s in self._suspended.values()) > 1
+            ]
+            if shared:  # (ids are unique within a run only: a fixed request_id=)
+                raise RequestError(
+                    f"request id {shared[0]!r} is open in several runs ({sorted(owners)}); "
+                    "name the run: pass checkpoint= (its last_checkpoint) and checkpoints=, "
+                    "or let each run's request have its own id"
+                )
             raise RequestError(
                 f"the responses answer requests of different runs ({sorted(owners)}); answer "
                 "one run per call"
