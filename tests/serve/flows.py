@@ -115,3 +115,12 @@ async def count(job: Count, ctx: sg.WorkflowContext[Count, str]) -> None:
 def counting() -> sg.Workflow:
     """Counts ``steps`` down, one output per superstep."""
     return sg.WorkflowBuilder(start=count, name="counting").add_edge(count, count).build()
+
+
+def long_counting() -> sg.Workflow:
+    """``counting`` allowed many supersteps: a run of many checkpoints."""
+    return (
+        sg.WorkflowBuilder(start=count, name="long", max_supersteps=10_000)
+        .add_edge(count, count)
+        .build()
+    )

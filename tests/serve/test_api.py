@@ -539,3 +539,52 @@ def test_a_client_gone_mid_body_is_no_failure_of_the_server(serve, caplog):
     assert "went away" in record.getMessage()
     with server.client() as client:  # (and it goes on serving)
         assert client.get("/api/workflows").status_code == 200
+
+
+def test_a_long_runs_details_hold_its_newest_checkpoints_unless_more_are_asked_for(serve):
+    server = serve(flows.long_counting)
+    with server.client() as client:
+        started = client.post("/api/workflows/long/runs", json={"input": {"steps": 130}})
+        run_id = started.json()["run_id"]
+        run = wait_for(client, run_id, "idle", timeout=60)
+        every = server.call(lambda: server.store.list(run_id))
+        assert len(every) > 100
+        ids = [cp.id for cp in every]  # oldest first
+
+        assert run["checkpoints_total"] == len(every)
+        assert [cp["checkpoint_id"] for cp in run["checkpoints"]] == ids[-100:]
+        steps = [cp["superstep"] for cp in run["checkpoints"]]
+        assert steps == sorted(steps)  # newest last
+        assert run["outputs"][-1] == "left 1" and len(run["outputs"]) == 130
+        assert list(run)[:11] == [  # the summary's fields first, as before
+            "run_id", "workflow", "status", "error", "started_at", "updated_at",
+            "supersteps", "pending_requests", "checkpoints", "live", "interrupted",
+        ]  # fmt: skip
+
+        few = client.get(f"/api/runs/{run_id}", params={"checkpoints": 3}).json()
+        assert [cp["checkpoint_id"] for cp in few["checkpoints"]] == ids[-3:]
+        assert few["checkpoints_total"] == len(every)
+        full = client.get(f"/api/runs/{run_id}?checkpoints=10000").json()
+        assert [cp["checkpoint_id"] for cp in full["checkpoints"]] == ids
+        assert {k: v for k, v in full.items() if k != "checkpoints"} == {
+            k: v for k, v in run.items() if k != "checkpoints"
+        }
+
+        # An older checkpoint, asked for, can still be gone on from.
+        resumed = client.post(
+            f"/api/runs/{run_id}/fork",
+            json={"checkpoint_id": full["checkpoints"][5]["checkpoint_id"]},
+        )
+        assert resumed.status_code == 201, resumed.text
+
+        for bad in ("0", "10001", "-1", "abc", "1.5", ""):
+            refused = client.get(f"/api/runs/{run_id}", params={"checkpoints": bad})
+            assert refused.status_code == 422, (bad, refused.text)
+            assert "checkpoints must be" in refused.json()["error"], refused.json()
+        schema = client.get("/openapi.json").json()
+    operation = schema["paths"]["/api/runs/{run_id}"]["get"]
+    [parameter] = [p for p in operation["parameters"] if p["name"] == "checkpoints"]
+    assert parameter["in"] == "query" and parameter["schema"]["maximum"] == 10000
+    assert "422" in operation["responses"]
+    run_schema = schema["components"]["schemas"]["Run"]["allOf"][1]["properties"]
+    assert run_schema["checkpoints_total"]["type"] == "integer"

@@ -402,3 +402,36 @@ def test_a_run_page_outlives_a_restart_of_its_server(serve, browser, tmp_path):
         # (the calls refused while the server was away)
         console.errors = [e for e in console.errors if "net::ERR" not in e]
         console.close()
+
+
+def test_a_long_runs_page_shows_its_newest_checkpoints_and_the_rest_on_asking(
+    serve, browser, tmp_path
+):
+    server = serve(flows.long_counting)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/long/runs", json={"input": {"steps": 130}}).json()[
+            "run_id"
+        ]
+        for _ in range(2000):
+            run = client.get(f"/api/runs/{run_id}").json()
+            if run["status"] == "idle" and not run["live"]:
+                break
+            time.sleep(0.01)
+        total = run["checkpoints_total"]
+    assert total > 100
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        expect(console.find("checkpoints-older")).to_contain_text(
+            f"{total - 100} older checkpoints not shown"
+        )
+        rows = console.find("checkpoint-row")
+        expect(rows).to_have_count(100)
+        expect(rows.last).to_have_attribute(
+            "data-checkpoint-id", run["checkpoints"][-1]["checkpoint_id"]
+        )
+        console.find("checkpoints-show-older").click()
+        expect(rows).to_have_count(total)
+        expect(console.find("checkpoints-older")).to_be_hidden()
+    finally:
+        console.close()

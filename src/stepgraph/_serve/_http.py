@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._cli._load import json_value
 from .._exceptions import CheckpointError
 from ._openapi import openapi
-from ._runs import Problem, RunService
+from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, Problem, RunService
 
 __all__ = ["Guard", "create_app"]
 
@@ -232,7 +232,16 @@ def create_app(
         )
 
     async def run(request: Request) -> Response:
-        return JSONResponse(await service.describe_run(request.path_params["run_id"]))
+        shown = request.query_params.get("checkpoints", str(CHECKPOINTS_SHOWN))
+        try:
+            checkpoints = int(shown)
+        except ValueError:
+            raise Problem(422, f"checkpoints must be an integer, got {shown!r}") from None
+        if not 1 <= checkpoints <= CHECKPOINTS_MAX:
+            raise Problem(
+                422, f"checkpoints must be from 1 to {CHECKPOINTS_MAX}, got {checkpoints}"
+            )
+        return JSONResponse(await service.describe_run(request.path_params["run_id"], checkpoints))
 
     async def respond(request: Request) -> Response:
         body = await _body(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
 
 __all__ = ["openapi"]
 
@@ -109,7 +110,26 @@ def openapi() -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "outputs": {"type": "array"},
-                        "checkpoints": {"type": "array", "items": {"type": "object"}},
+                        "checkpoints": {
+                            "type": "array",
+                            "description": "the run's newest checkpoints, oldest first: at "
+                            "most the `checkpoints` query parameter's count (100 by default)",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "checkpoint_id": {"type": "string"},
+                                    "superstep": {"type": "integer"},
+                                    "created_at": {"type": "number"},
+                                    "status": {"type": "string"},
+                                    "parent_id": {"type": ["string", "null"]},
+                                },
+                            },
+                        },
+                        "checkpoints_total": {
+                            "type": "integer",
+                            "description": "how many checkpoints the run has (more than "
+                            "`checkpoints` holds when older ones were left out)",
+                        },
                         "pending_requests": {
                             "type": "array",
                             "items": {
@@ -195,9 +215,30 @@ def openapi() -> dict[str, Any]:
             },
             "/api/runs/{run_id}": {
                 "get": {
-                    "summary": "One run: status, outputs, checkpoints, open requests",
-                    "parameters": [_RUN_ID],
-                    "responses": {"200": _json(_ref("Run")), "401": _ERROR, "404": _ERROR},
+                    "summary": "One run: status, outputs, its newest checkpoints, open requests",
+                    "parameters": [
+                        _RUN_ID,
+                        {
+                            "name": "checkpoints",
+                            "in": "query",
+                            "required": False,
+                            "description": "how many of the run's newest checkpoints to "
+                            f"include (default {CHECKPOINTS_SHOWN}); 422 outside 1 to "
+                            f"{CHECKPOINTS_MAX}",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": CHECKPOINTS_MAX,
+                                "default": CHECKPOINTS_SHOWN,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Run")),
+                        "401": _ERROR,
+                        "404": _ERROR,
+                        "422": _ERROR,
+                    },
                 }
             },
             "/api/runs/{run_id}/events": {

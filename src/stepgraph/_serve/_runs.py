@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._checkpoint import CheckpointStore, RunInfo
+from .._checkpoint import CheckpointInfo, CheckpointStore, RunInfo
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
 from .._cli._render import event_record, jsonable
@@ -46,7 +46,14 @@ from .._viz import to_graph
 from .._workflow import Workflow
 from ._schema import schema_of
 
-__all__ = ["INTERRUPTED", "Problem", "RunService", "ServedWorkflow"]
+__all__ = [
+    "CHECKPOINTS_MAX",
+    "CHECKPOINTS_SHOWN",
+    "INTERRUPTED",
+    "Problem",
+    "RunService",
+    "ServedWorkflow",
+]
 
 log = logging.getLogger("stepgraph.serve")
 
@@ -55,6 +62,10 @@ log = logging.getLogger("stepgraph.serve")
 INTERRUPTED = "interrupted: the server stopped while the run was going on"
 _STATUSES = frozenset(status.value for status in RunStatus)
 _ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
+# How many of a run's checkpoints its details hold (the newest) unless asked
+# for more, and the most that can be asked for.
+CHECKPOINTS_SHOWN = 100
+CHECKPOINTS_MAX = 10_000
 
 
 class Problem(Exception):
@@ -189,6 +200,10 @@ class RunService:
         # open at it (a checkpoint's own record never changes).
         self._outputs: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
         self._requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # A run's checkpoints as the store lists them, by its latest checkpoint
+        # and count (a new save or a prune changes one): a run polled while it
+        # waits is not listed again each time.
+        self._listed: OrderedDict[tuple[str, int], list[CheckpointInfo]] = OrderedDict()
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
         # Runs a call to this server is continuing, until the continuation
         # went past its entry (then its live log says so): the requests it answers.
@@ -284,7 +299,11 @@ class RunService:
             "interrupted": not live and info.status == "cancelled" and info.error == INTERRUPTED,
         }
 
-    async def describe_run(self, run_id: str) -> dict[str, Any]:
+    async def describe_run(
+        self, run_id: str, checkpoints: int = CHECKPOINTS_SHOWN
+    ) -> dict[str, Any]:
+        """The run's details, with its newest ``checkpoints`` checkpoints
+        (oldest first) and ``checkpoints_total``, how many it has."""
         info = await self.store.run_info(run_id)
         run_log = self.logs.get(run_id)
         if info is None:
@@ -294,11 +313,19 @@ class RunService:
             return {  # started, its first checkpoint not written yet (or never)
                 **self._unstored_summary(run_log),
                 "checkpoints": [],
+                "checkpoints_total": 0,
                 "outputs": jsonable(run_log.outputs),
                 "pending_requests": [],
             }
         out = self._run_summary(info)
         out["events_kept"] = run_log is not None
+        # (The store lists a run's checkpoints all at once: the newest are
+        # sliced off here, so the response stays small however long the run.)
+        key = (info.last_checkpoint, info.checkpoints)
+        every = self._listed.get(key)
+        if every is None:
+            every = _remember(self._listed, key, await self.store.list(run_id), limit=8)
+        latest = next((cp for cp in reversed(every) if cp.id == info.last_checkpoint), None)
         out["checkpoints"] = [
             {
                 "checkpoint_id": cp.id,
@@ -307,9 +334,12 @@ class RunService:
                 "status": cp.status,
                 "parent_id": cp.parent_id,
             }
-            for cp in await self.store.list(run_id)
+            for cp in every[-checkpoints:]
         ]
-        out["outputs"] = await self._outputs_now(info, out["checkpoints"], run_log)
+        out["checkpoints_total"] = len(every)
+        out["outputs"] = await self._outputs_now(
+            info, None if latest is None else latest.created_at, run_log
+        )
         out["pending_requests"] = []
         served = self.workflows.get(info.workflow)
         if served is not None and info.pending_requests and not out["live"]:
@@ -317,7 +347,7 @@ class RunService:
         return out
 
     async def _outputs_now(
-        self, info: RunInfo, checkpoints: list[dict[str, Any]], run_log: RunLog | None
+        self, info: RunInfo, latest_at: float | None, run_log: RunLog | None
     ) -> list[Any]:
         """The run's outputs along the branch of its latest checkpoint; for
         a run going on here, with those it yielded since (not stored yet)."""
@@ -327,8 +357,7 @@ class RunService:
         stored = await self._outputs_of(reader, info.last_checkpoint, info.checkpoints)
         if run_log is None or not run_log.live:
             return stored
-        latest = next((c for c in checkpoints if c["checkpoint_id"] == info.last_checkpoint), None)
-        if latest is not None and latest["created_at"] < run_log.since:
+        if latest_at is not None and latest_at < run_log.since:
             # Nothing of this continuation is stored yet (a replay's latest
             # checkpoint is still the branch it left): it goes on from its origin.
             before = run_log.origin

@@ -41,6 +41,7 @@
   const WAITING = new Set(["idle_with_pending_requests", "paused"]);
   const NOTHING_TO_RESUME = new Set(["idle", "idle_with_pending_requests"]);
   const DETAILS_POLL_MS = 1000;
+  const CHECKPOINTS_MAX = 10000; // the most checkpoints a run's details can hold (the server's 100 unless asked)
   const RUNS_PAGE = 50;
   const REFRESH_MS = 3000;
   const QUIET_REFRESH_MS = 30000;
@@ -1199,7 +1200,7 @@
         workflow.href = `#/workflows/${enc(d.workflow)}`;
         facts.replaceChildren(...fact("Started", timeEl(d.started_at)), ...fact("Updated", timeEl(d.updated_at)),
           ...fact("Supersteps", String(d.supersteps ?? 0)), ...fact("Pending requests", String((d.pending_requests || []).length)),
-          ...fact("Checkpoints", String((d.checkpoints || []).length)));
+          ...fact("Checkpoints", String(d.checkpoints_total ?? (d.checkpoints || []).length)));
         this.setError(d.error);
       },
     };
@@ -1618,6 +1619,10 @@
       el("thead", {}, el("tr", {}, ["Superstep", "Created", "Status", "Checkpoint", "Parent", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
       tbody);
     const empty = el("p", { class: "muted", text: "No checkpoints yet." });
+    const olderText = el("span", { "data-testid": "checkpoints-older-count" });
+    const olderButton = el("button", { type: "button", class: "secondary", "data-testid": "checkpoints-show-older",
+      onclick: () => actions.onShowOlder() });
+    const older = el("p", { class: "muted small", "data-testid": "checkpoints-older", "aria-live": "polite", hidden: true }, olderText, " ", olderButton);
     let key = "";
     const act = (handler, cp) => async (event) => {
       const target = event.currentTarget;
@@ -1641,8 +1646,16 @@
         el("button", { type: "button", class: "secondary", "data-testid": "fork-button", "data-action": "fork", onclick: act(actions.onFork, cp) },
           "Fork from here", hiddenText(` (superstep ${cp.superstep})`))));
     return {
-      node: el("div", { "data-testid": "checkpoints" }, empty, el("div", { class: "table-scroll" }, table)),
-      sync(list) {
+      node: el("div", { "data-testid": "checkpoints" }, empty, older, el("div", { class: "table-scroll" }, table)),
+      sync(list, total) {
+        // The details hold the newest checkpoints only (100 unless more were asked for).
+        const hidden = Math.max(0, (Number.isFinite(total) ? total : list.length) - list.length);
+        older.hidden = hidden === 0;
+        if (hidden) {
+          olderText.textContent = `${hidden} older checkpoint${hidden === 1 ? "" : "s"} not shown.`;
+          olderButton.textContent = list.length + hidden <= CHECKPOINTS_MAX ? "Show all" : `Show the newest ${CHECKPOINTS_MAX}`;
+          olderButton.hidden = list.length >= CHECKPOINTS_MAX;
+        }
         const next = list.map((cp) => `${cp.checkpoint_id}:${cp.status}`).join("|");
         if (next === key) return;
         key = next;
@@ -1687,7 +1700,12 @@
     const agents = agentPanel();
     const timeline = timelinePanel(model);
     const log = logPanel();
-    const checkpoints = checkpointsPanel({ onResume: resume, onFork: fork });
+    let checkpointsWanted = 0; // how many checkpoints to ask for (0: the server's default)
+    const checkpoints = checkpointsPanel({
+      onResume: resume,
+      onFork: fork,
+      onShowOlder: () => { checkpointsWanted = CHECKPOINTS_MAX; refreshDetails(); },
+    });
     const graphSlot = el("div", { class: "graph-slot" }, el("p", { class: "muted", text: "Loading the graph…" }));
     main.append(header.node, panel("Pending requests", requests.node), panel("Graph", graphSlot),
       el("div", { class: "two-col" }, panel("Outputs", outputs.node), panel("Agent text", agents.node)),
@@ -1714,7 +1732,7 @@
       }
       detailsBusy = true;
       try {
-        const data = await api("GET", `/api/runs/${enc(runId)}`);
+        const data = await api("GET", `/api/runs/${enc(runId)}${checkpointsWanted ? `?checkpoints=${checkpointsWanted}` : ""}`);
         if (!scope.alive) return;
         details = data;
         detailsFailures = 0;
@@ -1758,7 +1776,7 @@
       header.update(details);
       outputs.sync(Array.isArray(details.outputs) ? details.outputs : []);
       requests.sync(Array.isArray(details.pending_requests) ? details.pending_requests : []);
-      checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : []);
+      checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : [], details.checkpoints_total);
       if (!opened) {
         opened = true;
         startStream();
