@@ -360,7 +360,7 @@ class RunRecorder:
     async def release(self) -> None:
         """Give the run's lease back, if this recorder holds it still."""
         holder = self._holder
-        if self.released or not self._leased or holder is None:
+        if not self.holds_lease or holder is None:
             return
         self.released = True
         with contextlib.suppress(Exception):  # a store failing now: the lease dies with us

@@ -88,14 +88,19 @@ class RunStream(AsyncIterator[Event]):
             with contextlib.suppress(BaseException):
                 driver.result()  # retrieved: the caller chose to stop listening
 
+    def _ended(self, name: str) -> Any:
+        """The run's outcome's ``name`` once it ended (``None`` before, or
+        if it failed or was cancelled)."""
+        driver = self._driver
+        if driver is None or not driver.done() or driver.cancelled() or driver.exception():
+            return None
+        return getattr(driver.result(), name, None)
+
     @property
     def usage(self) -> RunUsage | None:
         """The tokens the run's model calls used, by executor, once it ended
         (``None`` before, or if it failed or was cancelled)."""
-        driver = self._driver
-        if driver is None or not driver.done() or driver.cancelled() or driver.exception():
-            return None
-        usage = getattr(driver.result(), "usage", None)
+        usage = self._ended("usage")
         return usage if isinstance(usage, RunUsage) else None
 
     @property
@@ -103,10 +108,7 @@ class RunStream(AsyncIterator[Event]):
         """The id of the checkpoint the run stands at once it ended (its
         newest, or the one it continued from when it wrote none; ``None``
         before, without a store, or if it failed or was cancelled)."""
-        driver = self._driver
-        if driver is None or not driver.done() or driver.cancelled() or driver.exception():
-            return None
-        last = getattr(driver.result(), "last_checkpoint", None)
+        last = self._ended("last_checkpoint")
         return last if isinstance(last, str) else None
 
     def drain(self) -> list[Event]:

@@ -33,6 +33,7 @@ from ._core import (
     RunState,
     TypeSpec,
     WorkflowContext,
+    id_separators,
     materialize,
     spec_of,
 )
@@ -110,7 +111,7 @@ class WorkflowExecutor(Executor):
         self._runs: dict[str, RunState] = {}  # suspended child runs, by child run id
         self._routes: dict[str, tuple[str, str]] = {}  # our request id -> (child run, request)
         own = id if id is not None else workflow.name
-        if isinstance(own, str) and ("=" in own or any(c.isspace() for c in own)):
+        if isinstance(own, str) and id_separators(own):
             given = "its id" if id is not None else f"its id (the workflow's name, {own!r})"
             raise WorkflowDefinitionError(
                 f"WorkflowExecutor {own!r}: {given} starts the ids of the child's requests "

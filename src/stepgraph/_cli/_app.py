@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from .._core import PendingRequest
 from .._exceptions import (
     StepgraphError,
 )
@@ -87,6 +88,7 @@ def _continue_from(
     checkpoint (with ``--fork``, from the newest where they are open);
     ``--resume latest`` the newest run of this workflow."""
     answers = [_split_answer(item) for item in respond]
+    opened: list[PendingRequest] | None = None  # (the requests open at ``checkpoint``)
     seen: set[str] = set()
     for request_id, _ in answers:
         if request_id in seen:
@@ -121,19 +123,23 @@ def _continue_from(
         ids = [r for r, _ in answers]
         if fork:
             checkpoint = _where_open(workflow, store, owner.run_id, ids)
-        elif not set(ids) <= {
-            r.request_id for r in open_requests(workflow, store, checkpoint)
-        } and not asyncio.run(store.answers(owner.run_id, ids)):
-            # Not open at the run's newest checkpoint, nor answered: open on
-            # another branch (the run went back to an earlier checkpoint since).
-            there = _newest_open(workflow, store, owner.run_id, ids)
-            if there is not None and there != checkpoint:
-                say(err, f"(open at checkpoint {there}, on another branch of the run: "
-                    "going on from there)", style="dim")  # fmt: skip
-                checkpoint = there
+        else:
+            opened = open_requests(workflow, store, checkpoint)
+            if not set(ids) <= {r.request_id for r in opened} and not asyncio.run(
+                store.answers(owner.run_id, ids)
+            ):
+                # Not open at the run's newest checkpoint, nor answered: open
+                # on another branch (the run went back to an earlier one since).
+                there = _newest_open(workflow, store, owner.run_id, ids)
+                if there is not None and there != checkpoint:
+                    say(err, f"(open at checkpoint {there}, on another branch of the run: "
+                        "going on from there)", style="dim")  # fmt: skip
+                    checkpoint, opened = there, None
     if not answers:
         return checkpoint, None
-    open_now = {r.request_id: r for r in open_requests(workflow, store, checkpoint)}
+    if opened is None:
+        opened = open_requests(workflow, store, checkpoint)
+    open_now = {r.request_id: r for r in opened}
     responses: dict[str, Any] = {}
     for request_id, raw in answers:
         request = open_now.get(request_id)

@@ -48,7 +48,7 @@ from ._graph import (
     SwitchEdge,
 )
 from ._policy import Placement, RetryPolicy
-from ._requests import PendingRequest, Response
+from ._requests import PendingRequest, Response, id_separators
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
 from ._state import Reducers, StateView
@@ -138,6 +138,7 @@ __all__ = [
     "may_overlap",
     "run_inbox",
     "run_supersteps",
+    "id_separators",
     "spec_of",
     "to_the_end",
     "type_name",

@@ -29,7 +29,7 @@ from .._exceptions import (
     WorkflowRunError,
 )
 from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
-from ._requests import PendingRequest
+from ._requests import PendingRequest, id_separators
 from ._state import Fold, Reducers, StateView
 from ._threads import sync_pool
 from ._typing import ANY_SPEC, TypeSpec, a_value_type, type_name
@@ -359,7 +359,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             problem = f"is a {type(request_id).__name__}, not a str"
         elif not request_id or len(request_id) > 200:
             problem = "must have 1 to 200 characters"
-        elif "=" in request_id or any(c.isspace() for c in request_id):
+        elif id_separators(request_id):
             problem = "may not contain whitespace or '='"
         elif any(r.request_id == request_id for r in self._outbox.requests):
             problem = "was already opened by this executor in this superstep"

@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PendingRequest", "Response"]
+__all__ = ["PendingRequest", "Response", "id_separators"]
+
+
+def id_separators(text: str) -> bool:
+    """Whether ``text`` holds whitespace or ``=``, which a request id may not
+    (answers are given as ``ID=VALUE``)."""
+    return "=" in text or any(c.isspace() for c in text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -252,11 +252,11 @@ def as_tools(items: Iterable[Tool | Callable[..., Any]]) -> dict[str, Tool]:
             "tools takes a list of tools and functions, not a dict (tools name themselves: "
             "pass its values, tools=[...])"
         )
-    tools: dict[str, Tool] = {}
     if not isinstance(items, Iterable):
         raise WorkflowDefinitionError(
             f"tools takes a list of tools and functions, not {type(items).__name__}"
         )
+    tools: dict[str, Tool] = {}
     for item in items:
         if not isinstance(item, Tool):
             if not callable(item):
