@@ -235,6 +235,40 @@ async def test_batched_saves(store: sg.CheckpointStore, monkeypatch: pytest.Monk
     assert (await store.load("a37")).blobs == {blob_hash(b"1"): b"1"}
 
 
+async def test_list_last_reads_a_runs_newest(store: sg.CheckpointStore) -> None:
+    """``list(run_id, last=N)``: the run's newest N in save order, the same
+    as the tail of the whole listing — across saves of one checkpoint and
+    batches, another run's saves in between, and after a deletion."""
+    saves: list[list[sg.Checkpoint]] = []
+    parent = None
+    for n in range(120):
+        size = 1 if n % 3 else 7  # (one record each, or a batch)
+        batch = []
+        for k in range(size):
+            cid = f"a{n}_{k}"
+            batch.append(make(cid, parent=parent, step=n))
+            parent = cid
+        saves.append(batch)
+    for n, batch in enumerate(saves):
+        await store.save(*batch)
+        if n % 10 == 0:
+            await store.save(make(f"o{n}", run="other", step=n))
+    every = [i.id for i in await store.list("r1")]
+    assert len(every) == sum(len(b) for b in saves)
+    for last in (0, 1, 5, 16, 17, 100, 200, len(every), len(every) + 5):
+        newest = [i.id for i in await store.list("r1", last=last)]
+        assert newest == every[len(every) - min(last, len(every)) :], last
+    await store.delete(every[-3])
+    assert [i.id for i in await store.list("r1", last=4)] == [*every[-5:-3], *every[-2:]]
+    assert await store.list("nope", last=3) == []
+    assert await store.list("r1", workflow="other workflow", last=3) == []
+    for bad in ({"last": -1}, {"last": True}):
+        with pytest.raises(ValueError, match="last="):
+            await store.list("r1", **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs run_id"):
+        await store.list(last=3)
+
+
 async def test_a_stored_id_cannot_be_saved_again(store: sg.CheckpointStore) -> None:
     await store.save(make("a"))
     with pytest.raises(sg.CheckpointIntegrityError, match=r"already stored: \['a'\]"):

@@ -87,6 +87,46 @@ def test_outputs_of_a_run_going_on_are_its_branchs_and_those_it_yielded_since(se
         assert wait_for(client, run_id, "idle")["outputs"] == all_four
 
 
+def test_a_run_going_on_is_read_back_only_as_far_as_the_last_look(serve, tmp_path):
+    """Each look at a run going on reads its outputs from the store only
+    back to the checkpoint the previous look read up to (``after=``) — a
+    long run's details cost what its newest checkpoints hold — and says the
+    same as reading the whole lineage."""
+    store = sg.SqliteCheckpointStore(tmp_path / "looks.sqlite")
+    afters: list[str | None] = []
+    whole = store.outputs
+
+    async def outputs(checkpoint_id: str, *, after: str | None = None) -> list[Any]:
+        afters.append(after)
+        return await whole(checkpoint_id, after=after)
+
+    store.outputs = outputs  # type: ignore[method-assign]
+    server = serve(flows.counting, store=store)
+    with server.client() as client:
+        flows.HOLD_AT = 10
+        run_id = client.post("/api/workflows/counting/runs", json={"input": {"steps": 12}}).json()[
+            "run_id"
+        ]
+        for step in (10, 7, 6, 3):
+            hold_at(step)
+            # (once its checkpoints up to here are stored: async saves lag)
+            going = until(
+                lambda step=step: (
+                    (r := client.get(f"/api/runs/{run_id}").json())["supersteps"] == 12 - step and r
+                ),
+                f"superstep {12 - step} stored",
+            )
+            assert going["live"] and going["outputs"] == [f"left {n}" for n in range(12, step, -1)]
+            looked = len(afters)
+        flows.HOLD_AT = None
+        done = wait_for(client, run_id, "idle")
+        assert done["outputs"] == [f"left {n}" for n in range(12, 0, -1)]
+    # Read whole at the first look, then each look only since the last one;
+    # once the run ended, whole again (once).
+    assert afters[0] is None and None not in afters[1:looked], afters
+    assert afters[-1] is None and afters[looked:].count(None) == 1, afters
+
+
 def test_a_prune_elsewhere_shows_on_a_server_that_had_shown_the_run(serve, tmp_path):
     path = tmp_path / "pruned.sqlite"
     server = serve(flows.counting, store=sg.SqliteCheckpointStore(path))

@@ -142,6 +142,15 @@ class MemoryCheckpointStore(BaseStore):
             rows = self._by_id.values()
         return [r for r in rows if workflow is None or r.workflow == workflow], []
 
+    def _rows_page(
+        self, run_id: str, before: int | None, count: int
+    ) -> tuple[builtins.list[Row], builtins.list[str], int | None]:
+        run = self._by_run.get(run_id)
+        rows = builtins.list(run.rows.values()) if run is not None else []
+        end = len(rows) if before is None else before
+        start = max(0, end - count)
+        return rows[start:end], [], start or None
+
     def _runs_newest_first(self, before: str | None) -> Iterable[tuple[str, _Run]]:
         if before is not None and before not in self._by_run:
             raise CheckpointNotFoundError(f"no run {before!r} in this store (before=)")

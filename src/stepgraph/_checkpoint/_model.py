@@ -347,9 +347,15 @@ class CheckpointStore(Protocol):
         ...
 
     async def list(
-        self, run_id: str | None = None, *, workflow: str | None = None
+        self,
+        run_id: str | None = None,
+        *,
+        workflow: str | None = None,
+        last: int | None = None,
     ) -> builtins.list[CheckpointInfo]:
-        """Checkpoints in save order, optionally of one run or workflow."""
+        """Checkpoints in save order, optionally of one run or workflow;
+        with ``last=N`` (and ``run_id``), only the run's newest ``N`` — read
+        without reading the rest of the run."""
         ...
 
     async def runs(

@@ -547,6 +547,21 @@ class PostgresCheckpointStore(BaseStore):
         sql = f"SELECT run_id, ids, data FROM stepgraph_segments {where(clauses)} ORDER BY seq"
         return parse_segments(self._fetch(sql, args, "listing checkpoints"))
 
+    def _rows_page(
+        self, run_id: str, before: int | None, count: int
+    ) -> tuple[list[Row], list[str], int | None]:
+        if has_nul([run_id]):  # (no such run)
+            return [], [], None
+        sql = "SELECT seq, run_id, ids, data FROM stepgraph_segments WHERE run_id = %s"
+        args: list[Any] = [run_id]
+        if before is not None:
+            sql += " AND seq < %s"
+            args.append(before)
+        args.append(count)
+        found = self._fetch(sql + " ORDER BY seq DESC LIMIT %s", args, "listing checkpoints")
+        rows, damaged = parse_segments((run, ids, data) for _, run, ids, data in reversed(found))
+        return rows, damaged, found[-1][0] if len(found) == count else None
+
     def _runs(self, query: RunQuery) -> list[RunInfo]:
         clauses, args = equal_to(query.equalities(), "%s")
         if query.before is not None:

@@ -388,6 +388,22 @@ class SqliteCheckpointStore(BaseStore):
         records = self._guard(lambda db: db.execute(sql, args).fetchall(), "listing checkpoints")
         return parse_segments(records)
 
+    def _rows_page(
+        self, run_id: str, before: int | None, count: int
+    ) -> tuple[list[Row], list[str], int | None]:
+        sql = "SELECT seq, run_id, ids, data FROM segments WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
+        args.append(count)
+        found = self._guard(
+            lambda db: db.execute(sql + " ORDER BY seq DESC LIMIT ?", args).fetchall(),
+            "listing checkpoints",
+        )
+        rows, damaged = parse_segments((run, ids, data) for _, run, ids, data in reversed(found))
+        return rows, damaged, found[-1][0] if len(found) == count else None
+
     def _runs(self, query: RunQuery) -> list[RunInfo]:
         clauses, args = equal_to(query.equalities(), "?")
         before, limit = query.before, query.limit

@@ -13,7 +13,8 @@ from __future__ import annotations
 import builtins
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from typing import Any, Self, TypeVar
 
 from .._exceptions import (
@@ -37,6 +38,13 @@ from ._model import (
 __all__ = ["BaseStore", "RUNNING_STATUSES", "TERMINAL_STATUSES", "equal_to", "where"]
 
 T = TypeVar("T")
+
+# Records read by the first page of a run read newest first (``list(last=)``,
+# ``outputs(after=)``: a record holds one checkpoint or a batch of them, up
+# to SEGMENT_BYTES), then four times more each page: the newest few
+# checkpoints cost a record or two, however long the run.
+_FIRST_PAGE = 1
+_MAX_PAGE = 4096
 
 # How a run may end after its latest checkpoint (``set_status``).
 TERMINAL_STATUSES = frozenset({"failed", "cancelled"})
@@ -110,6 +118,16 @@ class BaseStore:
         self, run_id: str | None, workflow: str | None
     ) -> tuple[builtins.list[Row], builtins.list[str]]:
         """Rows in save order, and a description of each damaged record skipped."""
+        raise NotImplementedError
+
+    def _rows_page(
+        self, run_id: str, before: int | None, count: int
+    ) -> tuple[builtins.list[Row], builtins.list[str], int | None]:
+        """The run's rows saved just before the position ``before`` (from its
+        newest when ``None``) — ``count`` records' worth, at least one row
+        unless none is left — in save order; the damaged records skipped;
+        and the position to read the next (older) page from (``None``: none
+        left). A position is the store's own (a segment's sequence number)."""
         raise NotImplementedError
 
     def _runs(self, query: RunQuery) -> builtins.list[RunInfo]:
@@ -210,30 +228,82 @@ class BaseStore:
         blobs = await self._run(self._read_blobs, row.ref_list)
         return open_row(row, self._secret, blobs)
 
-    async def outputs(self, checkpoint_id: str) -> builtins.list[Any]:
+    async def _newest_first(
+        self, run_id: str, damaged: builtins.list[str]
+    ) -> AsyncGenerator[builtins.list[Row], None]:
+        """The run's rows in pages, the newest page first (each in save
+        order), the pages growing as reading goes on; a damaged record
+        skipped is described in ``damaged``."""
+        before: int | None = None
+        count = _FIRST_PAGE
+        while True:
+            rows, skipped, before = await self._run(self._rows_page, run_id, before, count)
+            damaged += skipped
+            yield rows
+            if before is None:
+                return
+            count = min(count * 4, _MAX_PAGE)
+
+    async def outputs(self, checkpoint_id: str, *, after: str | None = None) -> builtins.list[Any]:
         """The outputs the run yielded up to ``checkpoint_id``, along its
         lineage within the run (a replayed branch's, not the ones it left),
-        as JSON to show — they are never decoded into objects. One read of
-        the run's records; no stored value is loaded."""
+        as JSON to show — they are never decoded into objects; no stored
+        value is loaded. With ``after``, only those yielded after that
+        checkpoint, which must be on the lineage (else
+        ``CheckpointNotFoundError``): the run is read back from its newest
+        records only as far as that checkpoint."""
         row = await self._run(self._read, checkpoint_id)
         if row is None:
             raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in this store")
-        rows, _ = await self._run(self._rows, row.run_id, None)
-        by_id = {r.id: r for r in rows}
         chain: builtins.list[Row] = []
-        at: Row | None = row
-        while at is not None and len(chain) <= len(by_id):
-            chain.append(at)
-            at = by_id.get(at.parent_id) if at.parent_id else None
+        wanted: str | None = row.id  # the next checkpoint of the lineage, going back
+        if after != row.id:
+            # A parent is saved before its children: one pass back through
+            # the run meets the lineage in order.
+            async with aclosing(self._newest_first(row.run_id, [])) as pages:
+                async for page in pages:
+                    for record in reversed(page):
+                        if record.id == wanted:
+                            chain.append(record)
+                            wanted = record.parent_id
+                            if wanted is None or wanted == after:
+                                break
+                    if wanted is None or wanted == after:
+                        break
+        if after is not None and wanted != after:
+            raise CheckpointNotFoundError(
+                f"checkpoint {after!r} is not on the lineage of {checkpoint_id!r} in run "
+                f"{row.run_id!r}"
+            )
         out: builtins.list[Any] = []
         for record in reversed(chain):
             out.extend(verified_body(record, self._secret).get("outputs", ()))
         return out
 
     async def list(
-        self, run_id: str | None = None, *, workflow: str | None = None
+        self,
+        run_id: str | None = None,
+        *,
+        workflow: str | None = None,
+        last: int | None = None,
     ) -> builtins.list[CheckpointInfo]:
-        rows, damaged = await self._run(self._rows, run_id, workflow)
+        damaged: builtins.list[str] = []
+        if last is None:
+            rows, damaged = await self._run(self._rows, run_id, workflow)
+        else:
+            if run_id is None or isinstance(last, bool) or last < 0:
+                raise ValueError(
+                    f"last= lists a run's newest checkpoints: it needs run_id and a count "
+                    f">= 0, got run_id={run_id!r}, last={last!r}"
+                )
+            rows = []
+            if last:
+                async with aclosing(self._newest_first(run_id, damaged)) as pages:
+                    async for page in pages:
+                        rows[:0] = [r for r in page if workflow in (None, r.workflow)]
+                        if len(rows) >= last:
+                            break
+            rows = rows[max(0, len(rows) - last) :]
         if damaged:
             warnings.warn(
                 CheckpointWarning(

@@ -26,7 +26,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._checkpoint import CheckpointInfo, CheckpointStore, RunInfo
+from .._checkpoint import (
+    RUNNING_STATUSES,
+    BaseStore,
+    CheckpointInfo,
+    CheckpointStore,
+    RunInfo,
+)
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
 from .._cli._render import event_record, jsonable
@@ -198,12 +204,15 @@ class RunService:
         # (by checkpoint and the run's checkpoint count, which a prune or a
         # delete changes: the lineage can then be shorter), and the requests
         # open at it (a checkpoint's own record never changes).
-        self._outputs: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+        self._outputs: OrderedDict[tuple[str, int, bool], list[Any]] = OrderedDict()
         self._requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         # A run's checkpoints as the store lists them, by its latest checkpoint
         # and count (a new save or a prune changes one): a run polled while it
         # waits is not listed again each time.
-        self._listed: OrderedDict[tuple[str, int], list[CheckpointInfo]] = OrderedDict()
+        self._listed: OrderedDict[tuple[str, int, int], list[CheckpointInfo]] = OrderedDict()
+        # The outputs read last for each run going on here, by the checkpoint
+        # they lead up to: the next read starts there.
+        self._went_on: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
         # Runs a call to this server is continuing, until the continuation
         # went past its entry (then its live log says so): the requests it answers.
@@ -319,13 +328,17 @@ class RunService:
             }
         out = self._run_summary(info)
         out["events_kept"] = run_log is not None
-        # (The store lists a run's checkpoints all at once: the newest are
-        # sliced off here, so the response stays small however long the run.)
-        key = (info.last_checkpoint, info.checkpoints)
-        every = self._listed.get(key)
-        if every is None:
-            every = _remember(self._listed, key, await self.store.list(run_id), limit=8)
-        latest = next((cp for cp in reversed(every) if cp.id == info.last_checkpoint), None)
+        # Only the newest are read (the response and its cost stay small
+        # however long the run), and read again only after a save or a prune.
+        key = (info.last_checkpoint, info.checkpoints, checkpoints)
+        newest = self._listed.get(key)
+        if newest is None:
+            if isinstance(self.store, BaseStore):
+                listed = await self.store.list(run_id, last=checkpoints)
+            else:  # (a store of the user's own may list only whole runs)
+                listed = (await self.store.list(run_id))[-checkpoints:]
+            newest = _remember(self._listed, key, listed, limit=8)
+        latest = next((cp for cp in reversed(newest) if cp.id == info.last_checkpoint), None)
         out["checkpoints"] = [
             {
                 "checkpoint_id": cp.id,
@@ -334,9 +347,9 @@ class RunService:
                 "status": cp.status,
                 "parent_id": cp.parent_id,
             }
-            for cp in every[-checkpoints:]
+            for cp in newest
         ]
-        out["checkpoints_total"] = len(every)
+        out["checkpoints_total"] = info.checkpoints
         out["outputs"] = await self._outputs_now(
             info, None if latest is None else latest.created_at, run_log
         )
@@ -354,28 +367,44 @@ class RunService:
         reader = getattr(self.store, "outputs", None)
         if reader is None:  # (a store of the user's own: what this server saw)
             return list(run_log.outputs) if run_log is not None else []
-        stored = await self._outputs_of(reader, info.last_checkpoint, info.checkpoints)
-        if run_log is None or not run_log.live:
+        live = run_log is not None and run_log.live
+        going = live or info.status in RUNNING_STATUSES  # (here or in another process)
+        stored = await self._outputs_of(reader, info, info.last_checkpoint, going)
+        if run_log is None or not live:
             return stored
         if latest_at is not None and latest_at < run_log.since:
             # Nothing of this continuation is stored yet (a replay's latest
             # checkpoint is still the branch it left): it goes on from its origin.
             before = run_log.origin
-            base = await self._outputs_of(reader, before, info.checkpoints) if before else []
+            base = await self._outputs_of(reader, info, before, False) if before else []
             return base + [data for _, data in run_log.fresh]
         return stored + [
             data for step, data in run_log.fresh if step is None or step > info.superstep
         ]
 
     async def _outputs_of(
-        self, reader: Callable[[str], Awaitable[list[Any]]], checkpoint_id: str, count: int
+        self, reader: Callable[..., Awaitable[list[Any]]], info: RunInfo, at: str, going: bool
     ) -> list[Any]:
-        """The outputs along the checkpoint's lineage, as the store reads
-        them; remembered while the run holds ``count`` checkpoints."""
-        key = (checkpoint_id, count)
+        """The outputs along the lineage of checkpoint ``at`` of the run, as
+        the store reads them; remembered while the run holds as many
+        checkpoints. For a run going on, only what it yielded since the last
+        look is read (our stores: ``after=``) — a long run's details cost
+        what its newest checkpoints hold, not all of them. (Outputs a prune
+        removed meanwhile show until the run ends.)"""
+        key = (at, info.checkpoints, going)
         known = self._outputs.get(key)
+        if known is not None:
+            return known
+        before = self._went_on.get(info.run_id) if going else None
+        known = None
+        if before is not None and isinstance(self.store, BaseStore):
+            with contextlib.suppress(CheckpointNotFoundError):  # (not on the lineage)
+                known = before[1] + await self.store.outputs(at, after=before[0])
         if known is None:
-            known = _remember(self._outputs, key, list(await reader(checkpoint_id)))
+            known = list(await reader(at))
+        if going:
+            _remember(self._went_on, info.run_id, (at, known), limit=64)
+        _remember(self._outputs, key, known)
         return known
 
     async def _requests_at(
