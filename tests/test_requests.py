@@ -344,3 +344,46 @@ async def test_unknown_request_errors_list_a_bounded_number_of_open_ids() -> Non
         await workflow.run(responses={"nope": True})
     text = str(raised.value)
     assert "(25 in all)" in text and len(text) < 800
+
+
+class Asker(sg.Executor):
+    @sg.handler
+    async def on(self, request_id: Any, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Ask("ok?"), bool, request_id=request_id)
+
+    @sg.response_handler
+    async def told(self, ask: Ask, answer: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{ask.question} {answer}")
+
+
+@pytest.mark.parametrize(
+    ("request_id", "problem"),
+    [
+        ("", "must have 1 to 200 characters"),
+        ("x" * 201, "must have 1 to 200 characters"),
+        ("a b", "may not contain whitespace, '=' or control characters"),
+        ("a=b", "may not contain whitespace, '=' or control characters"),
+        ("a\x00b", "may not contain whitespace, '=' or control characters"),
+        ("a\x1bb", "may not contain whitespace, '=' or control characters"),
+        ("a\x85b", "may not contain whitespace, '=' or control characters"),
+        (5, "is a int, not a str"),
+    ],
+)
+async def test_a_request_id_that_cannot_be_answered_is_refused(
+    request_id: Any, problem: str
+) -> None:
+    """An id is typed as ``ID=VALUE`` and stored as text: one that could not
+    be (NUL, which PostgreSQL text cannot hold, too) fails the superstep,
+    naming the executor."""
+    flow = sg.WorkflowBuilder(start=Asker("asker")).build()
+    with pytest.raises(sg.WorkflowRunError, match="executor 'asker'") as raised:
+        await flow.run(request_id)
+    assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize("request_id", ["t2-1a2b3c4d", "ünï©ødé", "[red]x", "a\u200bb", "-x"])
+async def test_odd_but_typeable_request_ids_are_kept(request_id: str) -> None:
+    flow = sg.WorkflowBuilder(start=Asker("asker")).build()
+    result = await flow.run(request_id)
+    assert [p.request_id for p in result.pending_requests] == [request_id]
+    assert (await flow.run(responses={request_id: True})).outputs == ["ok? True"]

@@ -115,8 +115,8 @@ class WorkflowExecutor(Executor):
             given = "its id" if id is not None else f"its id (the workflow's name, {own!r})"
             raise WorkflowDefinitionError(
                 f"WorkflowExecutor {own!r}: {given} starts the ids of the child's requests "
-                f"({own}/…), and a request id holds no whitespace or '=' (answers are given "
-                "as ID=VALUE); pass an id= without them"
+                f"({own}/…), and a request id holds no whitespace, '=' or control characters "
+                "(answers are given as ID=VALUE); pass an id= without them"
             )
         super().__init__(own, retry=retry, timeout=timeout, placement=placement)
 

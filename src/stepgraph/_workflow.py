@@ -435,6 +435,8 @@ class Workflow:
                     leased=parent is not None,
                 )
             scope = self._scope(run_id, emit, run, call.context, live)
+            if call.fork and parent is not None:
+                scope.forked_from = parent.run_id
             trace = scope.trace = start_run(
                 self.name,
                 run_id,

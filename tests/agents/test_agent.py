@@ -276,6 +276,91 @@ async def test_approvals_open_one_request_per_call_and_resume_without_repeats(
         )
 
 
+async def test_a_fork_goes_on_with_the_agents_conversation_and_approvals(
+    store: sg.CheckpointStore,
+) -> None:
+    """A fork is a new run (a new run id), but the agent it restored holds
+    the conversation of the run it branched off: it goes on with it — its
+    calls waiting for approval too — rather than starting afresh; a fresh
+    run of the same workflow object still starts a conversation of its own."""
+    RAN.clear()
+    flow = mailer(store)
+    first = await flow.run("mail the tea facts")
+    t2, t3 = ids(first, "t2", "t3")
+    rejected = await flow.run(
+        responses={t2: sg.ToolApproval.reject("no"), t3: sg.ToolApproval.reject("no")},
+        checkpoint=first.last_checkpoint,
+    )
+    assert rejected.status is sg.RunStatus.IDLE and "send:ann@example.com" not in RAN
+    forked = await flow.run(
+        responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("not bob")},
+        checkpoint=first.last_checkpoint,
+        fork=True,
+    )
+    assert forked.run_id != first.run_id and forked.status is sg.RunStatus.IDLE
+    assert forked.outputs[0].text == (
+        "t1=facts about tea | t2=sent to ann@example.com | "
+        "t3=the call was rejected and did not run: not bob"
+    )
+    assert [m.role for m in forked.outputs[0].messages][:2] == ["user", "assistant"]
+    fresh = await flow.run("mail the tea facts")  # (the same agent object)
+    assert [p.request_id for p in fresh.pending_requests] == ids(fresh, "t2", "t3")
+
+
+@dataclass(frozen=True)
+class Ask:
+    text: str
+
+
+class Human(sg.Executor):
+    @sg.handler
+    async def on_reply(self, reply: sg.AgentResponse, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.request_info(Ask(reply.text), str)
+
+    @sg.response_handler
+    async def answered(self, ask: Ask, text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message(text)
+
+
+def users_seen(call: ScriptedCall) -> str:
+    return repr([m.content for m in call.messages if m.role == "user"])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_a_forked_chat_remembers_what_was_said_before(
+    store: sg.CheckpointStore, shared: bool
+) -> None:
+    def build() -> sg.Workflow:
+        builder = sg.WorkflowBuilder(start="bot", checkpoints=store)
+        make = lambda: sg.Agent("bot", model=ScriptedModel([users_seen] * 10))  # noqa: E731
+        (builder.add_executor(make()) if shared else builder.register("bot", make))
+        return (
+            builder.add_executor(Human("human"))
+            .add_edge("bot", "human")
+            .add_edge("human", "bot")
+            .build()
+        )
+
+    flow = build()
+    first = await flow.run("hello, I am Ann")
+    second = await flow.run(responses={first.pending_requests[0].request_id: "my name?"})
+    [asked] = second.pending_requests
+    for fork in (False, True):
+        went = await build().run(
+            responses={asked.request_id: "again?"}, checkpoint=second.last_checkpoint, fork=fork
+        )
+        [now] = went.pending_requests
+        assert now.request.text == repr(["hello, I am Ann", "my name?", "again?"]), fork
+        # A fork of the fork goes on with it too.
+        if fork:
+            deeper = await build().run(
+                responses={now.request_id: "and now?"}, checkpoint=went.last_checkpoint, fork=True
+            )
+            assert deeper.pending_requests[0].request.text == repr(
+                ["hello, I am Ann", "my name?", "again?", "and now?"]
+            )
+
+
 async def test_an_edited_call_runs_with_the_reviewers_arguments() -> None:
     RAN.clear()
     workflow = mailer()

@@ -94,6 +94,7 @@ class RunScope:
         "context",
         "emit",
         "executor_ids",
+        "forked_from",
         "instances",
         "live",
         "nodes",
@@ -123,8 +124,10 @@ class RunScope:
         live: bool = False,
         usage: dict[str, Usage] | None = None,
         senders: frozenset[str] | None = None,
+        forked_from: str | None = None,
     ) -> None:
         self.run_id = run_id
+        self.forked_from = forked_from  # the run this one branched off (fork=True)
         self.workflow_name = workflow_name
         self.strict = strict
         self.emit = emit
@@ -202,6 +205,14 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
     @property
     def run_id(self) -> str:
         return self._scope.run_id
+
+    @property
+    def forked_from(self) -> str | None:
+        """The run this one branched off, when it is a fork (``run(...,
+        fork=True)``, ``stepgraph run --fork``) — executors restored from the
+        fork's checkpoint hold that run's state, which is now this run's —
+        else ``None``."""
+        return self._scope.forked_from
 
     @property
     def has_successors(self) -> bool:
@@ -360,7 +371,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         elif not request_id or len(request_id) > 200:
             problem = "must have 1 to 200 characters"
         elif id_separators(request_id):
-            problem = "may not contain whitespace or '='"
+            problem = "may not contain whitespace, '=' or control characters"
         elif any(r.request_id == request_id for r in self._outbox.requests):
             problem = "was already opened by this executor in this superstep"
         if problem is not None:

@@ -15,9 +15,11 @@ __all__ = ["PendingRequest", "Response", "id_separators"]
 
 
 def id_separators(text: str) -> bool:
-    """Whether ``text`` holds whitespace or ``=``, which a request id may not
-    (answers are given as ``ID=VALUE``)."""
-    return "=" in text or any(c.isspace() for c in text)
+    """Whether ``text`` holds whitespace, ``=`` or a control character
+    (NUL...), which a request id may not: answers are given as
+    ``ID=VALUE``, typed in a terminal, and stored as text (PostgreSQL's
+    holds no NUL)."""
+    return "=" in text or any(c.isspace() or (not c.isprintable() and c < "\xa0") for c in text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -235,6 +235,9 @@ class Agent(Executor):
 
     def _reset(self, run_id: str | None) -> None:
         self._run_id = run_id
+        # Restored from a checkpoint and not called since: a fork of the
+        # snapshot's run goes on with its conversation (see ``_call``).
+        self._restored = False
         self._messages: list[ChatMessage] = []
         self._turn_calls: list[_PendingCall] = []
         self._call_ids: set[str] = set()  # every tool call id of the conversation
@@ -260,8 +263,12 @@ class Agent(Executor):
         answers again (the superstep's sends were lost with it) and the one
         under way goes on where its snapshot says: no model turn or tool call
         runs twice."""
-        if ctx.run_id != self._run_id:  # a new run: a new conversation
-            self._reset(ctx.run_id)
+        if ctx.run_id != self._run_id:
+            if self._restored and self._run_id is not None and ctx.forked_from == self._run_id:
+                self._run_id = ctx.run_id  # a fork: it goes on with the conversation
+            else:
+                self._reset(ctx.run_id)  # a new run: a new conversation
+        self._restored = False
         index = self._position(message, ctx.superstep)
         if self._step == ctx.superstep and index < len(self._done):
             self._deliver(self._answer_of(self._done[index]), ctx)
@@ -599,6 +606,7 @@ class Agent(Executor):
         self._step = snapshot["step"]
         self._done = list(snapshot["done"])
         self._inflight = snapshot["inflight"]
+        self._restored = True
 
 
 def _json_object(text: str) -> dict[str, Any]:
