@@ -129,7 +129,9 @@ class RunRecorder:
         self._seen = -1  # barriers counted when the timer last fired
         self._stopped_run = False
         self._barriers = 0
-        self._lost = False  # the store refused a save: another process took the run
+        # The store refused a save: another process took the run, or answered
+        # first what this continuation answers.
+        self._lost = False
         # The save (sync durability) of a checkpoint that ends the run.
         self._final_save: asyncio.Future[None] | None = None
 
@@ -269,7 +271,13 @@ class RunRecorder:
         except CheckpointLeaseLostError:
             self._lost = True  # the run is another process's now: record nothing more
             raise
-        except (CheckpointError, RequestError):
+        except RequestError:
+            # An answer this continuation brings was recorded first by another
+            # (its entry, refused): nothing of it was stored, and how the run
+            # stands is the other's to say.
+            self._lost = True
+            raise
+        except CheckpointError:
             raise
         except Exception as exc:
             raise CheckpointError(

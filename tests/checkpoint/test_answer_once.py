@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +120,55 @@ async def test_two_continuations_of_one_run_at_once_one_goes_on(
     again = await looping(store).run(checkpoint=paused.last_checkpoint, fork=True)
     assert again.outputs == [1, 2, 3, 4]
     assert await store.lease(paused.run_id, "someone") is None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_the_loser_of_an_answer_leaves_how_the_run_stands(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two processes answer one request: the one whose check of recorded
+    answers came before the other's answer is refused when it saves — and
+    records nothing, not even a failure over the winner's ending."""
+
+    def open_store() -> sg.CheckpointStore:
+        if kind == "sqlite":
+            return sg.SqliteCheckpointStore(tmp_path / "race.sqlite")
+        return sg.PostgresCheckpointStore(request.getfixturevalue("pg_dsn"))
+
+    winner_store, loser_store = open_store(), open_store()
+    try:
+        first = await build(winner_store).run(["pay?"])
+        [pending] = first.pending_requests
+        checked = asyncio.Event()
+        go_on = asyncio.Event()
+        looked_up = loser_store.answers
+
+        async def answers_then_wait(run_id: str, request_ids: Any) -> dict[str, str]:
+            found = await looked_up(run_id, request_ids)  # (nothing yet)
+            checked.set()
+            await go_on.wait()  # the other answers meanwhile
+            return found
+
+        loser_store.answers = answers_then_wait  # type: ignore[method-assign]
+        loser = asyncio.create_task(
+            build(loser_store).run(
+                responses={pending.request_id: False}, checkpoint=first.last_checkpoint
+            )
+        )
+        await checked.wait()
+        done = await build(winner_store).run(
+            responses={pending.request_id: True}, checkpoint=first.last_checkpoint
+        )
+        assert done.outputs == ["pay?: yes"] and done.status is sg.RunStatus.IDLE
+        go_on.set()
+        with pytest.raises(sg.RequestError, match="already answered"):
+            await loser
+        info = await winner_store.run_info(first.run_id)
+        assert info is not None and (info.status, info.error) == ("idle", None)
+        assert info.last_checkpoint == done.last_checkpoint
+    finally:
+        winner_store.close()  # type: ignore[attr-defined]
+        loser_store.close()  # type: ignore[attr-defined]
 
 
 async def test_a_continuation_cancelled_while_taking_the_run_gives_it_back(
@@ -250,6 +301,38 @@ def test_the_printed_respond_command_run_twice_is_refused(tmp_path: Path) -> Non
     assert twice.returncode == 1 and "answered already" in twice.stderr + twice.stdout
     forked = cli(*shlex.split(args.replace("--respond", "--fork --respond")))
     assert forked.returncode == 0, forked.stderr
+    # From the checkpoint that had it open (the store refuses it): one line,
+    # which does not call the answered request open.
+    checkpoints = cli("checkpoints", "list", "--store", spec, "--run", first_run(first.stdout))
+    waiting = [line.split()[0] for line in checkpoints.stdout.splitlines() if "pending" in line]
+    again = cli(*shlex.split(args.replace("--respond", f"--resume {waiting[-1]} --respond")))
+    assert again.returncode == 1, again.stdout
+    [line] = again.stderr.strip().splitlines()
+    assert "already answered" in line and "still open" not in line, line
+
+
+def first_run(stdout: str) -> str:
+    found = re.search(r"\(run ([0-9a-f]{32})\)", stdout)
+    assert found is not None, stdout
+    return found.group(1)
+
+
+def test_an_answer_whose_continuation_stopped_points_at_going_on(tmp_path: Path) -> None:
+    """The answer was taken, then its continuation stopped (Ctrl-C, a kill):
+    answering again is refused, saying how to go on with the answer given."""
+    path = tmp_path / "stopped.sqlite"
+    spec = f"sqlite:{path}"
+    first = cli("run", "examples.approval:build", "--input", '{"who": "dana", "amount": 420}',
+                "--store", spec)  # fmt: skip
+    [command] = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
+    import shlex
+
+    assert cli(*shlex.split(command)[1:]).returncode == 0
+    with sg.SqliteCheckpointStore(path) as store:  # (as if stopped after taking the answer)
+        asyncio.run(store.set_status(first_run(first.stdout), "cancelled", "stopped"))
+    after = cli(*shlex.split(command)[1:])
+    assert after.returncode == 1
+    assert "stopped since (cancelled): go on with it with --resume latest" in after.stderr
 
 
 # -- layouts ---------------------------------------------------------------------

@@ -205,6 +205,28 @@ async def test_only_our_tables_are_created_and_errors_name_the_database(pg_dsn: 
         assert "hunter2" not in str(raised.value)
 
 
+async def test_a_store_that_must_exist_creates_nothing(pg_dsn: str) -> None:
+    """``create=False`` (the command line's listing, showing, pruning and
+    cancelling) refuses a database without our tables, leaving it as it
+    was; once a run created them, it works."""
+    sql(pg_dsn, "CREATE TABLE users (name text)")
+    reader = PostgresCheckpointStore(pg_dsn, create=False)
+    with reader, pytest.raises(sg.CheckpointError, match="holds no stepgraph checkpoint store"):
+        await reader.runs()
+    assert {t for t, _ in tables(pg_dsn)} == {"users"}
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "stepgraph", "checkpoints", "list", "--store", pg_dsn],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 1 and "holds no stepgraph checkpoint store" in listed.stderr
+    assert {t for t, _ in tables(pg_dsn)} == {"users"}
+    with PostgresCheckpointStore(pg_dsn) as writer:
+        await build(writer).run(["pay?"])
+    with PostgresCheckpointStore(pg_dsn, create=False) as reader:
+        assert len(await reader.runs()) == 1
+
+
 async def test_stored_bytes_are_compressed_with_lz4(pg_dsn: str) -> None:
     # (Debian's PostgreSQL has lz4; a server without it keeps pglz)
     with PostgresCheckpointStore(pg_dsn) as store:
@@ -674,3 +696,49 @@ def test_the_command_line_never_prints_the_password(pg_dsn: str) -> None:
         shown = cli("checkpoints", "list", "--store", mistyped)
         said = shown.stdout + shown.stderr
         assert shown.returncode == 1 and "store" in said and "S3CRET" not in said, said
+
+
+@sg.executor(id="tick")
+async def _tick(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    await asyncio.sleep(0.01)
+    await ctx.yield_output(n)
+    if n < 6:
+        await ctx.send_message(n + 1)
+
+
+async def test_a_run_cancelled_while_a_save_is_under_way_is_listed_cancelled(
+    pg_dsn: str,
+) -> None:
+    """Cancelled (Ctrl-C) while a checkpoint is being saved on one of the
+    store's threads: the save is not cut short, and the run's ending is
+    recorded after it — not overwritten by it — before the caller hears of
+    the cancel; the run's latest checkpoint is then the one just saved."""
+    store = sg.PostgresCheckpointStore(pg_dsn)
+    store.open()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # every save takes 0.3 s
+        conn.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER slow BEFORE INSERT ON stepgraph_segments "
+            "FOR EACH ROW EXECUTE FUNCTION slow()"
+        )
+    try:
+        flow = sg.WorkflowBuilder(start=_tick, checkpoints=store).add_edge(_tick, _tick).build()
+        task = asyncio.create_task(flow.run(1))
+        await asyncio.sleep(0.45)  # (the second save under way)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(2):
+            [info] = await store.runs()
+            latest = await store.latest(info.run_id)
+            assert latest is not None and info.status == "cancelled", info
+            assert (info.last_checkpoint, info.superstep) == (latest.id, latest.superstep)
+            await asyncio.sleep(0.5)  # (nothing lands later)
+        assert info.superstep >= 1
+        resumed = await flow.run(checkpoint=info.last_checkpoint)
+        assert resumed.outputs[-1] == 6
+    finally:
+        store.close()

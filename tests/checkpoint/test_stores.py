@@ -178,6 +178,9 @@ async def test_delete_prune_and_garbage_collection(store: sg.CheckpointStore) ->
             make(f"c{i}", step=i, parent=f"c{i - 1}" if i else None, k=str(i).encode())
         )
     await store.save(make("other", run="r2", k=b"shared"))
+    huge = 10**20  # (past what SQL's integers hold: keeps them all)
+    assert await store.prune("r1", keep_last=huge) == 0 and await store.prune(keep_last=huge) == 0
+    assert len(await store.runs(limit=huge)) == 2
     assert await store.prune("r1", keep_last=2) == 3
     assert [i.id for i in await store.list("r1")] == ["c3", "c4"]
     assert (await store.load("c4")).blobs == {blob_hash(b"4"): b"4"}

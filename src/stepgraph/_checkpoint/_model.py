@@ -126,6 +126,11 @@ class RunInfo:
     kind = "run_info"
 
 
+# The largest count a store's SQL takes (64-bit): a larger limit or
+# keep_last means "all of them".
+MOST = 2**63 - 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunQuery:
     """Which runs ``runs()`` lists: filters, a page size and where the page
@@ -140,6 +145,8 @@ class RunQuery:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
+        if self.limit is not None and self.limit > MOST:
+            object.__setattr__(self, "limit", None)  # (more than any store holds: no limit)
 
     def equalities(self) -> tuple[tuple[str, str | None], ...]:
         """The run fields it filters on, each with the value wanted

@@ -100,7 +100,9 @@ class PostgresCheckpointStore(BaseStore):
     leases of all the runs it holds take one more connection. A
     save while the server takes no connections (a restart, a failover)
     waits for it up to ``reconnect_timeout`` seconds before failing the run;
-    other calls fail at once.
+    other calls fail at once. ``create=False`` refuses a database without
+    stepgraph's tables rather than creating them (for reading: a mistyped
+    database name is an error, not a new store).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class PostgresCheckpointStore(BaseStore):
         min_size: int = 1,
         max_size: int = 8,
         reconnect_timeout: float = 10.0,
+        create: bool = True,
     ) -> None:
         super().__init__(secret=secret)
         self._pg, self._pg_pool = _psycopg()
@@ -126,6 +129,7 @@ class PostgresCheckpointStore(BaseStore):
         self.reconnect_timeout = reconnect_timeout
         self._given_pool = pool
         self._pool: Any = pool
+        self.create = create  # whether a database without our tables gets them
         self._ready = False  # whether the layout was checked (tables created)
         # The server's clock minus this machine's (measured when the layout
         # is checked): cancel marks are stamped by the server's clock, so a
@@ -133,6 +137,12 @@ class PostgresCheckpointStore(BaseStore):
         self._skew = 0.0
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        # Saves under way, per run: a run cancelled while one is (Ctrl-C)
+        # records its ending, and gives its lease back, only after it — the
+        # store's threads run calls side by side, and the save would else
+        # commit last, listing the run as still going on.
+        self._saving: dict[str, int] = {}
+        self._saved = threading.Condition(self._lock)
         self._leases = Leases(self._pg.Error)  # (no reference back: no cycle)
         # Threads for the blocking calls: as many as pooled connections.
         self._worker = Worker("stepgraph-postgres", owner=self, threads=max_size)
@@ -190,7 +200,7 @@ class PostgresCheckpointStore(BaseStore):
                 # On a connection of its own: a wrong DSN fails at once with
                 # the server's reason, not after the pool's timeout.
                 with self._pg.connect(self._conninfo(), autocommit=True) as conn:
-                    ensure_layout(conn, self.where())
+                    ensure_layout(conn, self.where(), create=self.create)
                     self._skew = clock_skew(conn)
                 self._ready = True
             with live_connection(self._connections(), self._direct) as conn:
@@ -279,15 +289,32 @@ class PostgresCheckpointStore(BaseStore):
         it up to ``reconnect_timeout`` seconds — nothing was sent, so the
         save is tried again whole."""
         deadline = time.monotonic() + self.reconnect_timeout
-        while True:
-            try:
-                self._write_now(checkpoints, blob_bytes, blobs)
-                return
-            except CheckpointError as error:
-                if not isinstance(error.__cause__, ServerAway) or time.monotonic() >= deadline:
-                    raise
-                if self._closing.wait(_AWAY_PAUSE):
-                    raise  # (the store is being closed, or told to stop waiting)
+        runs = {cp.run_id for cp in checkpoints}
+        with self._lock:
+            for run_id in runs:
+                self._saving[run_id] = self._saving.get(run_id, 0) + 1
+        try:
+            while True:
+                try:
+                    self._write_now(checkpoints, blob_bytes, blobs)
+                    return
+                except CheckpointError as error:
+                    if not isinstance(error.__cause__, ServerAway) or time.monotonic() >= deadline:
+                        raise
+                    if self._closing.wait(_AWAY_PAUSE):
+                        raise  # (the store is being closed, or told to stop waiting)
+        finally:
+            with self._lock:
+                for run_id in runs:
+                    left = self._saving.pop(run_id) - 1
+                    if left:
+                        self._saving[run_id] = left
+                self._saved.notify_all()
+
+    def _after_saves(self, run_id: str) -> None:
+        """Wait for the run's saves under way to end (see ``_saving``)."""
+        with self._lock:
+            self._saved.wait_for(lambda: run_id not in self._saving)
 
     def _write_now(
         self,
@@ -330,10 +357,10 @@ class PostgresCheckpointStore(BaseStore):
             self._write_once(checkpoints, segments, blobs)
         except BaseException:
             for run_id, holder in taken:  # the save did not happen: nor did the taking
-                self._release_lease(run_id, holder)
+                self._leases.give_back(run_id, holder)
             raise
         for run_id, holder in giving.items():
-            self._release_lease(run_id, holder)
+            self._leases.give_back(run_id, holder)
 
     def _take_again(self, run_id: str, holder: str, checkpoints: tuple[Checkpoint, ...]) -> None:
         """Take back a run whose lease's session the server ended (its lock
@@ -467,6 +494,7 @@ class PostgresCheckpointStore(BaseStore):
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
         if has_nul([run_id]):  # (no such run)
             return
+        self._after_saves(run_id)
 
         def record(cur: Any) -> None:
             cur.execute(
@@ -633,6 +661,7 @@ class PostgresCheckpointStore(BaseStore):
             raise self._failure(exc, doing) from exc
 
     def _release_lease(self, run_id: str, holder: str) -> None:
+        self._after_saves(run_id)
         self._leases.give_back(run_id, holder)
 
     def _session(self) -> Any:

@@ -270,13 +270,19 @@ def _fast_compression(conn: Any, cur: Any) -> None:
         pass
 
 
-def ensure_layout(conn: Any, where: str) -> None:
+def ensure_layout(conn: Any, where: str, *, create: bool = True) -> None:
     """Create the tables in a database that has none of them (one
-    transaction: processes starting at once create them once); refuse a
-    database of another layout, changing nothing."""
+    transaction: processes starting at once create them once) — unless not
+    ``create``: then refuse it; refuse a database of another layout,
+    changing nothing."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LAYOUT_LOCK,))
         layout = _layout(cur, where)
+        if layout is None and not create:
+            raise CheckpointError(
+                f"{where} holds no stepgraph checkpoint store (no stepgraph_* tables; nothing "
+                "was created)"
+            )
         if layout is None:
             for statement in _SCHEMA:
                 cur.execute(statement)

@@ -26,6 +26,7 @@ from .._exceptions import (
 )
 from ._leases import holding, new_holder
 from ._model import (
+    MOST,
     Checkpoint,
     CheckpointInfo,
     Row,
@@ -405,6 +406,7 @@ class BaseStore:
             raise ValueError("prune keeps at least one checkpoint per run (keep_last >= 1)")
         removed = 0
         damaged: builtins.list[str] = []
+        keep_last = min(keep_last, MOST)  # (no run holds more)
         # One run at a time: each removal is short, so writers never wait long.
         for run, ids in (await self._run(self._run_ids, run_id, keep_last)).items():
             doomed = ids[:-keep_last]
