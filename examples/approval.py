@@ -6,7 +6,7 @@ reviewer would, later, on another machine:
 
     python examples/approval.py                           # both steps
     python examples/approval.py start runs.sqlite         # step 1 only
-    python examples/approval.py answer runs.sqlite CHECKPOINT REQUEST yes
+    python examples/approval.py answer runs.sqlite CHECKPOINT REQUEST yes   # or no
 
 The workflow also runs from the command line, which stores its checkpoints and
 prints the command that answers:
@@ -66,26 +66,42 @@ async def start(path: str) -> tuple[str, str]:
 
 
 async def answer(path: str, checkpoint: str, request_id: str, ok: bool) -> None:
-    with sg.SqliteCheckpointStore(path) as store:
+    # create=False: a mistyped path is an error, not a new empty store.
+    with sg.SqliteCheckpointStore(path, create=False) as store:
         result = await build(store).run(responses={request_id: ok}, checkpoint=checkpoint)
     for line in result.outputs:
         print(line)
 
 
-def main(argv: list[str]) -> None:
-    if argv and argv[0] == "start":
+USAGE = """usage: python examples/approval.py                  (both steps)
+       python examples/approval.py start PATH
+       python examples/approval.py answer PATH CHECKPOINT REQUEST yes|no"""
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["start"] and len(argv) == 2:
         checkpoint, request_id = asyncio.run(start(argv[1]))
         print(f"answer with: python {sys.argv[0]} answer {argv[1]} {checkpoint} {request_id} yes")
-    elif argv and argv[0] == "answer":
-        asyncio.run(answer(argv[1], argv[2], argv[3], argv[4] == "yes"))
+    elif argv[:1] == ["answer"] and len(argv) == 5 and argv[4].lower() in ("yes", "no"):
+        asyncio.run(answer(argv[1], argv[2], argv[3], argv[4].lower() == "yes"))
+    elif not argv:
+        with tempfile.TemporaryDirectory() as folder:
+            path = str(Path(folder) / "expenses.sqlite")
+            checkpoint, request_id = asyncio.run(start(path))
+            here = Path(__file__).resolve()
+            command = [sys.executable, str(here), "answer", path, checkpoint, request_id, "yes"]
+            return subprocess.run(command).returncode
     else:
-        path = str(Path(tempfile.mkdtemp()) / "expenses.sqlite")
-        checkpoint, request_id = asyncio.run(start(path))
-        here = Path(__file__).resolve()
-        subprocess.run(
-            [sys.executable, str(here), "answer", path, checkpoint, request_id, "yes"], check=True
-        )
+        print(USAGE, file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except sg.StepgraphError as error:  # (answered already, no such checkpoint or file...)
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        sys.exit(130)

@@ -52,13 +52,22 @@ async def resume(path: str) -> None:
     print(result.outputs[0])
 
 
-if __name__ == "__main__":
+def main() -> None:
     if sys.argv[1:2] == ["child"]:
         asyncio.run(run_from_scratch(sys.argv[2]))
-    else:
-        path = str(Path(tempfile.mkdtemp()) / "pipeline.sqlite")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "pipeline.sqlite")
         child = subprocess.run(
             [sys.executable, __file__, "child", path], env={**os.environ, "CRASH_AT_STEP_3": "1"}
         )
         print(f"child process exited with signal {-child.returncode}")
         asyncio.run(resume(path))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        sys.exit(130)

@@ -10,6 +10,7 @@ client to use an LLM; the workflow does not change.
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 
 import stepgraph as sg
@@ -25,10 +26,13 @@ class FakeModel:
         if role.startswith("reviewer"):
             focus = role.split(":", 1)[1]
             return f"[{focus}] {'ok' if focus != 'tone' else 'more friendly, please'}"
-        draft, *notes = prompt.split("\n")  # the editor: the draft, then the reviews
-        if any("friendly" in note for note in notes):
+        draft, _, reviews = prompt.rpartition(REVIEWS)  # the editor: the draft, then the reviews
+        if "friendly" in reviews:
             draft = draft.replace("predictable", "predictable and friendly")
         return draft
+
+
+REVIEWS = "\n\nReviews:\n"  # what separates the draft from the reviews in the editor's prompt
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class Editor(sg.Executor):
     async def edit(self, critiques: list[Critique], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
         for critique in critiques:
             await ctx.add_event(sg.UserEvent(kind="critique", data=critique.note))
-        prompt = "\n".join([critiques[0].draft.text, *(c.note for c in critiques)])
+        reviews = "\n".join(f"- {c.note}" for c in critiques)
+        prompt = f"{critiques[0].draft.text}{REVIEWS}{reviews}"
         revised = await self.model.complete("editor", prompt)
         await ctx.yield_output(revised)
 
@@ -102,4 +107,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        sys.exit(130)

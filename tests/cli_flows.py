@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +199,10 @@ def returns_none() -> None:
     return None
 
 
+def exits() -> None:
+    sys.exit("no workflow today")
+
+
 @sg.executor(id="hog")
 async def hog(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
     import os
@@ -258,3 +264,23 @@ class FixedGate(sg.Executor):
 def asking_fixed() -> sg.Workflow:
     """Every run asks under one request id ("r1")."""
     return sg.WorkflowBuilder(start=FixedGate("gate"), name="asking-fixed").build()
+
+
+class BreakingGate(sg.Executor):
+    """Asks, and damages the SQLite store it is told of (its answers table
+    dropped), as a store failing right after the run would."""
+
+    @sg.handler
+    async def on(self, path: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Confirm("go on?"), bool)
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TABLE answers")
+        db.close()
+
+    @sg.response_handler
+    async def answered(self, c: Confirm, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(str(ok))
+
+
+def asking_breaking() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=BreakingGate("gate"), name="asking-breaking").build()

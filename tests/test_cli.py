@@ -424,6 +424,9 @@ def test_checkpoints_commands(tmp_path: Path) -> None:
     deleted = cli("checkpoints", "delete", "--run", run_id, "--store", store)
     assert deleted.returncode == 0 and "(1 checkpoints)" in deleted.stdout
     assert "no checkpoint" in cli("checkpoints", "show", ids[-1], "--store", store).stderr
+    for gone in (("delete",), ("prune", "--keep-last", "1")):  # (a run it does not hold)
+        again = cli("checkpoints", *gone, "--run", run_id, "--store", store)
+        assert again.returncode == 1 and f"no run {run_id!r} in this store" in again.stderr
 
 
 def run_in_pty(argv: list[str], answer: bytes | None = None, columns: int = 80) -> tuple[int, str]:
@@ -481,6 +484,18 @@ def test_demo_asks_on_a_terminal(tmp_path: Path) -> None:
     answered = cli(*shlex.split(command)[1:])
     assert answered.returncode == 0, answered.stderr
     assert "output: published: Stepgraph runs" in answered.stdout
+    # The same in the demo's temporary store: kept for that command.
+    code, text = run_in_pty(["demo"], answer=b"\x04")
+    assert code == 130, text
+    [command] = [line.strip() for line in text.splitlines() if "--respond" in line]
+    [kept] = [line for line in text.splitlines() if line.startswith("checkpoints: kept in ")]
+    folder = Path(kept.removeprefix("checkpoints: kept in ").split(" for ")[0])
+    try:
+        answered = cli(*shlex.split(command)[1:])
+        assert answered.returncode == 0, answered.stderr
+        assert "output: published: Stepgraph runs" in answered.stdout
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_run_on_the_ray_backend() -> None:

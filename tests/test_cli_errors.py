@@ -70,6 +70,14 @@ PROBLEMS = {
         ("run", "tests.cli_broken:build", "--input", "1"),
         "importing 'tests.cli_broken' failed: RuntimeError: this module is broken on purpose",
     ),
+    "exits-on-import": (
+        ("run", "tests.cli_exits:build", "--input", "1", "--no-store"),
+        "importing 'tests.cli_exits' called sys.exit(3)",
+    ),
+    "factory-exits": (
+        ("run", "tests.cli_flows:exits", "--input", "1", "--no-store"),
+        "tests.cli_flows:exits() called sys.exit('no workflow today')",
+    ),
     "a-file-not-a-module": (
         ("run", "./tests/cli_flows.py:pricing", "--input", "1"),
         "name a module, not a file: tests.cli_flows:pricing from here (or cli_flows:pricing "
@@ -345,3 +353,39 @@ def test_an_unreachable_ray_cluster_fails_fast() -> None:
     one_line_error(
         silent, f"cannot reach a Ray cluster at '127.0.0.1:{port}': no answer within 1 s"
     )
+
+
+def test_a_store_failing_after_the_run_still_ends_in_a_line(tmp_path: Path) -> None:
+    """The run is stored; reading its open requests back fails: one line
+    saying so and how to look later — still "waiting for answers" (2)."""
+    path = tmp_path / "breaks.sqlite"
+    done = cli("run", "tests.cli_flows:asking_breaking", "--input", json.dumps(str(path)),
+               "--store", f"sqlite:{path}")  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "unexpected failure" not in done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert line.startswith("error: reading the open requests back failed: ") and "answers" in line
+    assert "status: idle_with_pending_requests" in done.stdout
+    assert "once the store answers, see them with: stepgraph checkpoints list" in done.stdout
+
+
+def test_ctrl_c_while_the_workflow_module_loads_stops_in_a_line() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "stepgraph", "run", "tests.cli_slow_import:build", "--no-store",
+         "--input", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert child.stderr is not None
+    assert child.stderr.readline().strip() == "importing"
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert stderr.strip() == "stopped." and stdout == ""

@@ -118,9 +118,46 @@ async def test_the_editor_revises_with_every_review() -> None:
             return await super().complete(role, prompt)
 
     result = await multi_agent.build(Recording()).run("engines")
-    editor = prompts["editor"].split("\n")
-    assert editor[0] == "Draft about engines: supersteps make agents predictable."
-    assert sorted(editor[1:]) == ["[facts] ok", "[length] ok", "[tone] more friendly, please"]
+    draft, reviews = prompts["editor"].split(multi_agent.REVIEWS)
+    assert draft == "Draft about engines: supersteps make agents predictable."
+    assert sorted(reviews.split("\n")) == [
+        "- [facts] ok",
+        "- [length] ok",
+        "- [tone] more friendly, please",
+    ]
     assert result.outputs == [
         "Draft about engines: supersteps make agents predictable and friendly."
     ]
+    # A topic of several lines, brackets and all, comes through whole.
+    topic = "[{}] ünï©ødé 🎉 a=b c\nsecond line"
+    result = await multi_agent.build().run(topic)
+    assert result.outputs == [
+        f"Draft about {topic}: supersteps make agents predictable and friendly."
+    ]
+
+
+def example(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=120, cwd=EXAMPLES.parent
+    )
+
+
+def test_the_approval_example_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    """Answers are yes or no (anything else is not read as a rejection), a
+    mistyped store is not created, a second answer is refused in a line."""
+    store = tmp_path / "runs.sqlite"
+    started = example("examples/approval.py", "start", str(store))
+    assert started.returncode == 0, started.stderr
+    command = started.stdout.splitlines()[-1].split()[3:]  # (after "answer with: python")
+    assert command[:2] == ["examples/approval.py", "answer"] and command[-1] == "yes"
+    for wrong in ([*command[:-1], "Yes please"], command[:2], [command[0], "start"]):
+        refused = example(*wrong)
+        assert refused.returncode == 2 and refused.stderr.startswith("usage:"), refused
+    missing = example(*command[:2], str(tmp_path / "typo.sqlite"), *command[3:])
+    assert missing.returncode == 1 and missing.stderr.startswith("error: "), missing
+    assert "Traceback" not in missing.stderr and not (tmp_path / "typo.sqlite").exists()
+    answered = example(*command[:-1], "NO")
+    assert (answered.returncode, answered.stdout) == (0, "rejected 420.00 for dana\n")
+    again = example(*command)
+    assert again.returncode == 1 and "already answered" in again.stderr, again
+    assert "Traceback" not in again.stderr

@@ -13,9 +13,9 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stepgraph`` console script. A problem nobody
     foresaw is still one line (``STEPGRAPH_TRACEBACK=1`` shows where)."""
-    from ._app import app
-
     try:
+        from ._app import app  # (in here: Ctrl-C while it loads is a stop too)
+
         code = app(
             args=list(argv) if argv is not None else None,
             prog_name="stepgraph",

@@ -17,7 +17,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+from .._checkpoint import RUNNING_STATUSES, TERMINAL_STATUSES
 from .._core import PendingRequest
 from .._exceptions import (
     StepgraphError,
@@ -54,9 +56,24 @@ from ._session import (
 
 __all__ = ["app"]
 
+
+class _Commands(TyperGroup):
+    """The commands: a Ctrl-C that none of them took (while a workflow's
+    module is imported, a store opened) stops with one line, as a run's
+    does — typer would end it with 130 and nothing said."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            say(err, "stopped.")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
 app = typer.Typer(
     name="stepgraph",
     help="Run, draw and inspect stepgraph workflows.",
+    cls=_Commands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -147,10 +164,19 @@ def _continue_from(
             run_id = asyncio.run(store.load(checkpoint)).run_id
             answered = asyncio.run(store.answers(run_id, [request_id])).get(request_id)
             if answered is not None:
+                info = asyncio.run(store.run_info(run_id))
+                stopped = ""
+                if info is not None and info.status in (*RUNNING_STATUSES, *TERMINAL_STATUSES):
+                    # (the continuation that took the answer was stopped, or killed)
+                    stopped = (
+                        f"; the run took that answer and stopped since ({info.status}): go on "
+                        "with it with --resume latest"
+                    )
                 raise CliError(
                     f"request {request_id!r} of run {run_id} was answered already (at checkpoint "
-                    f"{answered}); to answer it again from an earlier checkpoint, add --fork (a "
-                    "request of another run with this id: add --resume and that run's checkpoint)"
+                    f"{answered}){stopped}; to answer it again from an earlier checkpoint, add "
+                    "--fork (a request of another run with this id: add --resume and that run's "
+                    "checkpoint)"
                 )
             raise CliError(
                 f"request {request_id!r} is not open at checkpoint {checkpoint} (it belongs to "
@@ -383,6 +409,7 @@ def demo(
     target = "stepgraph.demo:build"
     scratch = None if store is not None else Path(tempfile.mkdtemp(prefix="stepgraph-demo-"))
     spec = store if store is not None else f"sqlite:{scratch}/demo.sqlite"
+    code = EXIT_FAILED
     try:
         try:
             first = open_store(spec, StoreMode.CREATE)
@@ -394,9 +421,13 @@ def demo(
         if code == EXIT_PENDING:
             code = _approve(session, spec, auto_approve)
     finally:
-        if scratch is not None:
+        # A temporary store goes, unless the run was stopped: the commands
+        # printed to go on with it need it.
+        if scratch is not None and code != EXIT_INTERRUPTED:
             shutil.rmtree(scratch, ignore_errors=True)
-    if scratch is not None:
+    if scratch is not None and code == EXIT_INTERRUPTED:
+        say(out, f"checkpoints: kept in {scratch} for the commands above (remove it when done)")
+    elif scratch is not None:
         say(out, "checkpoints: a temporary store, now removed (keep them with --store sqlite:PATH)")
     else:
         shown = shown_store(spec)

@@ -293,7 +293,13 @@ def checkpoints_prune(
 ) -> None:
     """Keep the last N checkpoints of each run (or of one) and delete the
     rest, with the outputs they recorded."""
-    count = with_store(store, StoreMode.WRITE, lambda s: s.prune(run_id, keep_last=keep_last))
+
+    async def prune(s: CliStore) -> int:
+        if run_id is not None and await s.run_info(run_id) is None:
+            raise CheckpointNotFoundError(f"no run {run_id!r} in this store")  # (as delete)
+        return await s.prune(run_id, keep_last=keep_last)
+
+    count = with_store(store, StoreMode.WRITE, prune)
     say(out, f"deleted {count} checkpoints")
 
 

@@ -78,6 +78,8 @@ def load_target(target: str) -> tuple[Workflow, Callable[[], Workflow] | None]:
         raise CliError(f"importing {module_name!r} failed: {exc}") from None
     except Exception as exc:  # its own code raised while importing
         raise CliError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:  # (a script's sys.exit: its code would pass for the run's)
+        raise CliError(f"importing {module_name!r} called sys.exit({exc.code!r})") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -117,6 +119,8 @@ def _call_factory(factory: Any, target: str) -> Any:
         return factory()
     except Exception as exc:
         raise CliError(f"{target}() failed: {type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:
+        raise CliError(f"{target}() called sys.exit({exc.code!r})") from None
 
 
 _BARE_WORD = re.compile(r"[^\s\"'\[\]{}0-9.+-][^\"'\[\]{}]*")
@@ -238,7 +242,8 @@ def store_path(spec: str) -> Path:
 def open_store(spec: str, mode: StoreMode) -> CliStore:
     if is_postgres(spec):
         try:
-            postgres = PostgresCheckpointStore(spec)
+            # (only a command that starts runs creates the tables)
+            postgres = PostgresCheckpointStore(spec, create=mode is StoreMode.CREATE)
         except ImportError as exc:
             raise CliError(str(exc)) from None
         try:

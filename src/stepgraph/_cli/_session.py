@@ -33,6 +33,7 @@ from .._exceptions import (
     CheckpointNotFoundError,
     ConvergenceError,
     RequestError,
+    ResponseValueError,
     StepgraphError,
     WorkflowRunError,
 )
@@ -238,7 +239,9 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
             say(err, ("error: ", "red"), str(error))  # (no run: --resume named nothing)
             return EXIT_FAILED
         if not session.run_id and isinstance(error, RequestError):  # (refused before it ran)
-            say(err, ("error: ", "red"), f"{error} (nothing was recorded: still open)")
+            # (an answer's value refused: its request is still open)
+            still = isinstance(error, ResponseValueError)
+            say(err, ("error: ", "red"), f"{error}{' (nothing was recorded: still open)' * still}")
             return EXIT_FAILED
         _report_failure(console, error)
         if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
@@ -345,7 +348,16 @@ def _summary(session: Session, console: Console) -> int:
     if session.store_spec is None:
         say(console, "open requests remain; run with a --store to answer them later")
         return EXIT_PENDING
-    at, pending, answered, elsewhere = _open_at_end(session)
+    try:
+        at, pending, answered, elsewhere = _open_at_end(session)
+    except (StepgraphError, CliError) as error:  # (the run is stored: the store failed since)
+        say(err, ("error: ", "red"), f"reading the open requests back failed: {error}")
+        listing = shlex.join(
+            ("stepgraph", "checkpoints", "list", "--store", shown_store(session.store_spec),
+             "--run", session.run_id or "")
+        )  # fmt: skip
+        say(console, f"once the store answers, see them with: {listing}")
+        return EXIT_PENDING
     say(console, f"{len(pending)} open request(s). Answer with:")
     for request in pending:
         what = shown(request.request, SHOWN_REQUEST)
