@@ -16,6 +16,7 @@ from ._checkpoint import CheckpointStore as CheckpointStore
 from ._checkpoint import MemoryCheckpointStore as MemoryCheckpointStore
 from ._checkpoint import PostgresCheckpointStore as PostgresCheckpointStore
 from ._checkpoint import RunInfo as RunInfo
+from ._checkpoint import SnapshotPart as SnapshotPart
 from ._checkpoint import SqliteCheckpointStore as SqliteCheckpointStore
 from ._core import Backend as Backend
 from ._core import Event as Event
@@ -162,6 +163,7 @@ __all__ = [
     "RunStatus",
     "RunStream",
     "RunUsage",
+    "SnapshotPart",
     "SqliteCheckpointStore",
     "StateConflictError",
     "StateSnapshot",

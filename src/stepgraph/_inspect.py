@@ -141,7 +141,13 @@ async def _fork(
     """Write the edited state as a new checkpoint, child of ``stored``; the
     snapshots are carried over as stored, the edited values encoded now."""
     hashes = codec.hashes(stored)
-    body, blobs = codec.body(run, hashes, written, snapshots=stored.body.get("snapshots", {}))
+    body, blobs = codec.body(
+        run,
+        hashes,
+        written,
+        snapshots=stored.body.get("snapshots", {}),
+        parts=stored.body.get("parts"),
+    )
     refs = body_refs(body)
     run.superstep = stored.superstep
     fresh = {h: b for h, b in blobs.items() if h in refs}

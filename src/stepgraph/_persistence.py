@@ -5,7 +5,9 @@ writes them is in ``_recorder``.
 The per-barrier cost follows what changed: a state value is encoded only when
 a superstep wrote its key (unchanged keys keep their content hash), and a
 value already stored is not sent to the store again. Executor snapshots are
-taken only from executors that override ``snapshot()``.
+taken only from executors that override ``snapshot()``; the ``SnapshotPart``s
+a snapshot holds are values of their own (``body["parts"]``: executor ->
+their hashes), stored once however many checkpoints hold them.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from typing import Any, Literal
 from ._checkpoint import (
     Checkpoint,
     CheckpointStore,
+    SnapshotPart,
     TypeRegistry,
     blob_hash,
+    collecting_parts,
     dumps,
     encode,
     loads,
+    reading_parts,
     type_key,
 )
 from ._checkpoint import decode as decode_value
@@ -215,7 +220,10 @@ def body_refs(body: Mapping[str, Any]) -> tuple[str, ...]:
     state, snapshots = body.get("state"), body.get("snapshots")
     if not state and not snapshots:
         return ()
-    return tuple(sorted({*(state or {}).values(), *(snapshots or {}).values()}))
+    refs = {*(state or {}).values(), *(snapshots or {}).values()}
+    for hashes in body.get("parts", {}).values():
+        refs.update(hashes)
+    return tuple(sorted(refs))
 
 
 class RunCodec:
@@ -280,30 +288,49 @@ class RunCodec:
             request_ids=tuple(run.requests),
         )
 
-    def snapshot_blob(self, eid: str, executor: Executor) -> tuple[str, bytes]:
-        """The executor's snapshot, encoded: (hash, bytes)."""
+    def snapshot_blob(self, eid: str, executor: Executor) -> tuple[str, bytes, dict[str, bytes]]:
+        """The executor's snapshot, encoded: (hash, bytes, the parts it holds
+        by hash)."""
         try:
             snapshot = executor.snapshot()
         except Exception as exc:
             raise CheckpointEncodeError(
                 f"snapshot of executor {eid!r}: snapshot() raised {type(exc).__name__}: {exc}"
             ) from exc
-        return self._blob(snapshot, f"snapshot of executor {eid!r}")
+        with collecting_parts() as parts:
+            h, data = self._blob(snapshot, f"snapshot of executor {eid!r}")
+        return h, data, parts
 
     def inline(self, run: RunState) -> dict[str, Any]:
-        """The whole run state as one JSON-able value, values inline (used to
-        nest a sub-workflow's suspended runs in its parent's checkpoint)."""
+        """The whole run state as one value, values inline (used to nest a
+        sub-workflow's suspended runs in its parent's checkpoint) — but the
+        snapshots' parts, which stay parts of the parent's snapshot."""
         body, blobs = self.body(run, {}, None)
         body["state"] = {k: loads(blobs[h]) for k, h in body.get("state", {}).items()}
         body["snapshots"] = {e: loads(blobs[h]) for e, h in body.get("snapshots", {}).items()}
         body["superstep"] = run.superstep
+        parts = body.pop("parts", None)
+        if parts:
+            carried = {}
+            for h in {h for hashes in parts.values() for h in hashes}:
+                carried[h] = part = SnapshotPart(loads(blobs[h]), raw=True)
+                part._stored = (h, blobs[h])  # (encoded already: stored as it is)
+            body["part_values"] = carried
         return body
 
     def from_inline(self, data: dict[str, Any], label: str) -> RunState:
         """Rebuild what :meth:`inline` produced."""
+        carried = data.get("part_values") or {}
+
+        def part(h: str) -> Any:
+            found = carried[h]
+            if not isinstance(found, SnapshotPart):
+                raise CheckpointDecodeError(f"{label}: part {h[:12]} is not a stored part")
+            return found.value
+
         with _decoding(label):
             run, snapshots = self._rebuild(
-                data, data["superstep"], label, lambda encoded, path: encoded
+                data, data["superstep"], label, lambda encoded, path: encoded, part
             )
         self._apply(run, snapshots)
         return run
@@ -314,11 +341,12 @@ class RunCodec:
         state_hashes: dict[str, str],
         written: set[str] | None,
         snapshots: dict[str, str] | None = None,
+        parts: dict[str, list[str]] | None = None,
     ) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The manifest of ``run`` and the blobs it references that were
         (re-)encoded now. ``state_hashes`` is updated in place. The executors'
-        snapshots are taken now, unless ``snapshots`` (their stored hashes)
-        says what they are."""
+        snapshots are taken now, unless ``snapshots`` (their stored hashes,
+        and ``parts``, those of their parts) says what they are."""
         blobs: dict[str, bytes] = {}
         keys = run.state.keys() if written is None else written
         for key in keys:
@@ -332,6 +360,7 @@ class RunCodec:
             for key in [k for k in state_hashes if k not in run.state]:
                 del state_hashes[key]
         snapshotting: Mapping[str, Executor] = {}
+        parts = dict(parts or {})
         if snapshots is None:  # take them now
             snapshots, snapshotting = {}, self._snapshotting
             if self._per_run_snapshots and run.instances:
@@ -340,9 +369,12 @@ class RunCodec:
                     **{eid: ex for eid, ex in run.instances.items() if ex.takes_snapshots},
                 }
         for eid, executor in snapshotting.items():
-            h, data = self.snapshot_blob(eid, executor)
+            h, data, held = self.snapshot_blob(eid, executor)
             snapshots[eid] = h
             blobs[h] = data
+            if held:
+                blobs.update(held)
+                parts[eid] = sorted(held)
         # This runs at every barrier: plain loops rather than comprehensions,
         # and tuples where nothing is appended later.
         inboxes: list[Any] = []
@@ -369,6 +401,8 @@ class RunCodec:
             body["state"] = dict(state_hashes)
         if snapshots:
             body["snapshots"] = snapshots
+        if parts:
+            body["parts"] = parts
         if run.requests:
             body["requests"] = [self._request(r) for r in run.requests.values()]
         if run.answered:
@@ -441,6 +475,7 @@ class RunCodec:
                 checkpoint.superstep,
                 label,
                 lambda h, path: loads(checkpoint.blobs[h]),
+                lambda h: loads(checkpoint.blobs[h]),
             )
         run.paused = checkpoint.status == RunStatus.PAUSED.value
         return run, snapshots
@@ -462,6 +497,7 @@ class RunCodec:
         superstep: int,
         label: str,
         fetch: Callable[[Any, str], Any],
+        part: Callable[[str], Any],
     ) -> tuple[RunState, dict[str, Any]]:
         if body.get("format") != FORMAT:
             raise CheckpointDecodeError(f"{label} has unknown format {body.get('format')!r}")
@@ -484,9 +520,10 @@ class RunCodec:
             }
         state = {k: value(h, f"state[{k!r}]") for k, h in body.get("state", {}).items()}
         snapshots = {}
-        for eid, h in body.get("snapshots", {}).items():
-            self._known(eid)
-            snapshots[eid] = value(h, f"snapshot of {eid!r}")
+        with reading_parts(part):
+            for eid, h in body.get("snapshots", {}).items():
+                self._known(eid)
+                snapshots[eid] = value(h, f"snapshot of {eid!r}")
         run = RunState(
             inboxes=inboxes,
             state=state,

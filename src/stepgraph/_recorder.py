@@ -179,13 +179,20 @@ class RunRecorder:
         async with self._progress_lock:  # one at a time: each builds on the last
             base = self._base
             assert base is not None
-            h, data = self._codec.snapshot_blob(executor_id, executor)
+            h, data, held = self._codec.snapshot_blob(executor_id, executor)
             snapshots = {**base.body.get("snapshots", {}), executor_id: h}
             body = {**base.body, "snapshots": snapshots}
             body.pop("outputs", None)  # (the barrier's own: counted there)
+            parts = {e: p for e, p in base.body.get("parts", {}).items() if e != executor_id}
+            if held:
+                parts[executor_id] = sorted(held)
+            body.pop("parts", None)
+            if parts:
+                body["parts"] = parts
             if usage:
                 body["usage"] = {path: list(astuple(u)) for path, u in usage.items()}
-            fresh = {} if h in self._stored else {h: data}
+            written = {h: data, **held}
+            fresh = {k: v for k, v in written.items() if k not in self._stored}
             checkpoint = replace(
                 base,
                 id=self._ids.next(),

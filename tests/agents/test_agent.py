@@ -723,3 +723,71 @@ async def test_approval_rules_that_raise_and_cut_replies_are_named() -> None:
     with pytest.raises(TypeError, match="takes the tool's arguments as a mapping"):
         sg.ToolApproval.edit([1])  # type: ignore[arg-type]
     assert str(sg.AgentResponse("the text", (), sg.Usage())) == "the text"
+
+
+@sg.tool
+def note(i: int) -> str:
+    """Notes step ``i``."""
+    return f"noted {i}: " + "ok " * 40
+
+
+def long_task(turns: int, store: sg.CheckpointStore) -> sg.Workflow:
+    """An agent that calls a tool ``turns`` times, then answers with how
+    many messages the model was sent last."""
+
+    def reply(call: ScriptedCall) -> ScriptedReply:
+        done = sum(m.role == "tool" for m in call.messages)
+        if done < turns:
+            return ScriptedReply(tool_calls=[call_of(f"n{done}", "note", i=done)])
+        return ScriptedReply(f"{len(call.messages)} messages")
+
+    model = ScriptedModel([reply] * (turns + 1))
+    agent = sg.Agent("worker", model=model, tools=[note], max_turns=turns + 2)
+    return agent_flow(agent, store)
+
+
+async def test_a_long_conversation_is_stored_as_it_grows_not_again_each_time() -> None:
+    """Every model turn and tool call saves the agent's progress; the
+    conversation is stored in pages that are stored once, so the bytes
+    stored follow its length rather than its length squared (before: 400
+    turns took 97 MB)."""
+    stored = {}
+    for turns in (40, 160):
+        store = sg.MemoryCheckpointStore()
+        done = await long_task(turns, store).run("go")
+        assert done.outputs[0].text == f"{2 * turns + 1} messages"
+        stored[turns] = store.blob_bytes
+    assert stored[160] < 6 * stored[40], stored  # (4x the turns; squared would be 16x)
+
+
+async def test_a_long_conversation_goes_on_whole_from_any_checkpoint(
+    store: sg.CheckpointStore,
+) -> None:
+    turns = 75  # (pages of 32 messages: two full, and some after)
+    done = await long_task(turns, store).run("go")
+    infos = await store.list(done.run_id)
+    assert len(infos) > turns
+    for info in (infos[len(infos) // 3], infos[2 * len(infos) // 3], infos[-2]):
+        again = await long_task(turns, store).run(checkpoint=info.id, fork=True)
+        assert again.outputs[0].text == f"{2 * turns + 1} messages", info.superstep
+        assert [m.content for m in again.outputs[0].messages] == [
+            m.content for m in done.outputs[0].messages
+        ]
+
+
+def test_a_snapshot_written_before_pages_is_restored() -> None:
+    """Checkpoints of an earlier stepgraph hold the whole conversation in
+    ``messages`` (and the call ids beside it): restored as they are, then
+    kept in pages."""
+    agent = sg.Agent("a", model=ScriptedModel([]))
+    messages = [sg.ChatMessage.user(f"m{i}") for i in range(40)]
+    old = {
+        "run_id": "r1", "messages": messages, "calls": [], "call_ids": ["c-1"], "asked": {},
+        "turns": 0, "repaired": False, "usage": sg.Usage(), "step": None, "done": [],
+        "inflight": False,
+    }  # fmt: skip
+    agent.restore(old)
+    snapshot = agent.snapshot()
+    [page] = snapshot["pages"]
+    assert list(page.value) + snapshot["messages"] == messages
+    assert "call_ids" not in snapshot and agent._call_ids == {"c-1"}

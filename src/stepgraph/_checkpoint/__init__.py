@@ -1,6 +1,16 @@
 """Checkpoints: the safe codec and the stores (the lowest layer)."""
 
-from ._codec import TypeRegistry, decode, dumps, encode, loads, type_key
+from ._codec import (
+    SnapshotPart,
+    TypeRegistry,
+    collecting_parts,
+    decode,
+    dumps,
+    encode,
+    loads,
+    reading_parts,
+    type_key,
+)
 from ._leases import deleting, holding, new_holder
 from ._memory import MemoryCheckpointStore
 from ._model import (
@@ -25,10 +35,12 @@ __all__ = [
     "MemoryCheckpointStore",
     "PostgresCheckpointStore",
     "RunInfo",
+    "SnapshotPart",
     "SqliteCheckpointStore",
     "TypeRegistry",
     "answered_twice",
     "blob_hash",
+    "collecting_parts",
     "decode",
     "dumps",
     "encode",
@@ -36,5 +48,6 @@ __all__ = [
     "deleting",
     "holding",
     "new_holder",
+    "reading_parts",
     "type_key",
 ]

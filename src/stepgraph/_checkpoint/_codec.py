@@ -13,6 +13,7 @@ with a ``"$t"`` tag::
     {"$t": "uuid"|"decimal", "v": "<str>"}
     {"$t": "enum"|"dataclass"|"pydantic", "type": "<name>", "v": ...}
     {"$t": "type", "v": "<name>"}          a type (or annotation) itself
+    {"$t": "part", "v": "<hash>"}         a SnapshotPart: a value of its own
 
 Enums, dataclasses and pydantic models are rebuilt only from a
 :class:`TypeRegistry` — the types a workflow declares plus those registered
@@ -25,16 +26,19 @@ by a checkpoint is looked up or called.
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
 import decimal
 import enum
+import hashlib
 import json
 import math
 import sys
 import typing
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .._exceptions import CheckpointDecodeError, CheckpointEncodeError
@@ -42,12 +46,16 @@ from .._exceptions import CheckpointDecodeError, CheckpointEncodeError
 __all__ = [
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
+    "SnapshotPart",
     "TypeRegistry",
+    "blob_hash",
+    "collecting_parts",
     "decode",
     "dumps",
     "dumps_compact",
     "encode",
     "loads",
+    "reading_parts",
     "type_key",
 ]
 
@@ -55,6 +63,80 @@ MAX_DEPTH = 200
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 _TAG = "$t"
 _NOT_FOUND: Any = object()
+
+
+def blob_hash(data: bytes) -> str:
+    """A stored value's address: the SHA-256 of its bytes, in hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class SnapshotPart:
+    """A piece of an executor's ``snapshot()`` stored as a value of its own,
+    by the hash of its encoding: stored once, however many checkpoints hold
+    it, and encoded once per process for as long as the part object lives.
+    An executor whose state grows (a conversation) keeps what no longer
+    changes in parts it reuses, so each checkpoint costs what changed, not
+    all it holds::
+
+        def snapshot(self):
+            return {"pages": self.pages, "recent": list(self.recent)}  # pages: [SnapshotPart]
+
+    ``restore()`` gets the parts back (``part.value``). Outside a snapshot
+    a part is refused."""
+
+    __slots__ = ("_stored", "raw", "value")
+
+    def __init__(self, value: Any, *, raw: bool = False) -> None:
+        self.value = value
+        # ``raw``: the value is a stored part's JSON as it is (an encoding),
+        # carried unchanged — a sub-workflow's snapshots nest in its parent's
+        # with the parts they hold still parts.
+        self.raw = raw
+        self._stored: tuple[str, bytes] | None = None  # (hash, bytes), once encoded
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SnapshotPart) and other.value == self.value
+
+    # (unhashable: its value may be mutable)
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SnapshotPart({self.value!r})"
+
+
+# The parts met while a snapshot is encoded (hash -> bytes), and where a
+# snapshot being decoded finds them (hash -> their JSON): set only around
+# snapshots, by the run codec.
+_PARTS: contextvars.ContextVar[dict[str, bytes] | None] = contextvars.ContextVar(
+    "stepgraph_parts", default=None
+)
+_PART_SOURCE: contextvars.ContextVar[
+    tuple[Callable[[str], Any], dict[str, SnapshotPart]] | None
+] = contextvars.ContextVar("stepgraph_part_source", default=None)
+
+
+@contextlib.contextmanager
+def collecting_parts() -> Iterator[dict[str, bytes]]:
+    """Encode a snapshot within: the parts it holds land in the dict given
+    (hash -> bytes), each stored as a value of its own."""
+    parts: dict[str, bytes] = {}
+    token = _PARTS.set(parts)
+    try:
+        yield parts
+    finally:
+        _PARTS.reset(token)
+
+
+@contextlib.contextmanager
+def reading_parts(source: Callable[[str], Any]) -> Iterator[None]:
+    """Decode a snapshot within: ``source(hash)`` gives a part's stored JSON.
+    Each part is decoded once, however often it is referenced (a stored
+    document whose parts repeat one another cannot blow up decoding)."""
+    token = _PART_SOURCE.set((source, {}))
+    try:
+        yield
+    finally:
+        _PART_SOURCE.reset(token)
 
 
 def type_key(tp: Any) -> str:
@@ -174,6 +256,22 @@ def _trail(steps: list[str]) -> str:
     return f"{''.join(steps[:4])}…({hidden} more levels)…{''.join(steps[-4:])}"
 
 
+def _enc_part(part: SnapshotPart, reg: TypeRegistry, d: int) -> str:
+    sink = _PARTS.get()
+    if sink is None:
+        raise _Fail("a SnapshotPart is stored only within an executor's snapshot()")
+    if part._stored is None:
+        try:
+            data = dumps(part.value if part.raw else _enc(part.value, reg, d))
+        except _Fail as fail:
+            fail.trail.append(".value")
+            raise
+        part._stored = (blob_hash(data), data)
+    h, data = part._stored
+    sink[h] = data
+    return h
+
+
 def _enc_list(values: Any, reg: TypeRegistry, d: int) -> list[Any]:
     out: list[Any] = []
     try:
@@ -250,6 +348,8 @@ def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
         return out if plain else {_TAG: "map", "v": pairs}
     if cls is tuple:
         return {_TAG: "tuple", "v": _enc_list(value, reg, d)}
+    if cls is SnapshotPart:
+        return {_TAG: "rawpart" if value.raw else "part", "v": _enc_part(value, reg, d)}
     if cls is set or cls is frozenset:
         items = _enc_list(value, reg, d)
         items.sort(key=dumps)  # UTF-8 bytes sort as their code points
@@ -478,7 +578,25 @@ _SIMPLE: dict[str, Any] = {
     "uuid": _dec_str(uuid.UUID, "uuid"),
     "decimal": _dec_str(decimal.Decimal, "decimal"),
     "type": lambda v, reg, path, d: reg.annotation(_expect(v, str, "type", path)),
+    "part": lambda v, reg, path, d: _dec_part(_expect(v, str, "part", path), reg, path, d),
+    "rawpart": lambda v, reg, path, d: _dec_part(
+        _expect(v, str, "rawpart", path), reg, path, d, raw=True
+    ),
 }
+
+
+def _dec_part(h: str, reg: TypeRegistry, path: str, d: int, raw: bool = False) -> SnapshotPart:
+    reading = _PART_SOURCE.get()
+    if reading is None:
+        raise CheckpointDecodeError(f"{path}: a snapshot part outside an executor's snapshot")
+    source, decoded = reading
+    key = ("r" if raw else "p") + h
+    part = decoded.get(key)
+    if part is None:
+        found = source(h)
+        value = found if raw else _dec(found, reg, f"{path}<part {h[:12]}>", d)
+        part = decoded[key] = SnapshotPart(value, raw=raw)
+    return part
 
 
 def _dec_typed(tag: str, cls: type, v: Any, reg: TypeRegistry, path: str, d: int) -> Any:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._exceptions import CheckpointEncodeError, CheckpointIntegrityError, RequestError
-from ._codec import dumps_compact, loads
+from ._codec import blob_hash, dumps_compact, loads
 
 __all__ = [
     "answered_twice",
@@ -40,10 +40,6 @@ __all__ = [
     "split_refs",
     "verified_body",
 ]
-
-
-def blob_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(slots=True, kw_only=True)

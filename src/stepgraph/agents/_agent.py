@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 
 import pydantic
 
+from .._checkpoint import SnapshotPart
 from .._core import (
     PendingRequest,
     Placement,
@@ -235,6 +237,7 @@ class Agent(Executor):
 
     def _reset(self, run_id: str | None) -> None:
         self._run_id = run_id
+        self._pages: list[SnapshotPart] = []  # the conversation as stored (``_pages_now``)
         # Restored from a checkpoint and not called since: a fork of the
         # snapshot's run goes on with its conversation (see ``_call``).
         self._restored = False
@@ -579,12 +582,32 @@ class Agent(Executor):
 
     # -- checkpoints ---------------------------------------------------------------
 
+    def _pages_now(self) -> list[SnapshotPart]:
+        """The conversation's full pages of ``_PAGE`` messages, as parts: a
+        page is stored once (and encoded once) however many checkpoints hold
+        it, so a long conversation's checkpoints cost what it added since,
+        not all of it. A page is kept while its messages are still the
+        conversation's (the very objects: it grows by appending, and is
+        replaced whole when another agent's conversation is taken over)."""
+        messages, pages = self._messages, self._pages
+        kept = 0
+        for page in pages[: len(messages) // _PAGE]:
+            start = kept * _PAGE
+            if not all(map(operator.is_, page.value, messages[start : start + _PAGE])):
+                break
+            kept += 1
+        del pages[kept:]
+        for start in range(kept * _PAGE, len(messages) - _PAGE + 1, _PAGE):
+            pages.append(SnapshotPart(tuple(messages[start : start + _PAGE])))
+        return pages
+
     def snapshot(self) -> Any:
+        pages = self._pages_now()
         return {
             "run_id": self._run_id,
-            "messages": list(self._messages),
+            "pages": list(pages),
+            "messages": self._messages[len(pages) * _PAGE :],  # (after the pages)
             "calls": list(self._turn_calls),
-            "call_ids": sorted(self._call_ids),
             "asked": dict(self._asked),
             "turns": self._turns,
             "repaired": self._repaired,
@@ -596,9 +619,14 @@ class Agent(Executor):
 
     def restore(self, snapshot: Any) -> None:
         self._reset(snapshot["run_id"])
-        self._messages = list(snapshot["messages"])
+        # (a snapshot of an earlier stepgraph holds its messages all in "messages")
+        pages = list(snapshot.get("pages", ()))
+        self._messages = [m for page in pages for m in page.value] + list(snapshot["messages"])
+        self._pages = pages if all(len(p.value) == _PAGE for p in pages) else []
         self._turn_calls = list(snapshot["calls"])
-        self._call_ids = set(snapshot["call_ids"])
+        # (every call id is in the conversation's messages: not stored twice)
+        self._call_ids = {c.id for m in self._messages for c in m.tool_calls}
+        self._call_ids.update(snapshot.get("call_ids", ()))  # (an earlier stepgraph's)
         self._asked = dict(snapshot["asked"])
         self._turns = snapshot["turns"]
         self._repaired = snapshot["repaired"]
@@ -628,6 +656,9 @@ _INPUT_HANDLERS: tuple[Callable[..., Any], ...] = (
     Agent._on_response,
 )
 
+
+# Messages per stored page of a conversation (see ``Agent._pages_now``).
+_PAGE = 32
 
 _FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\s*\Z", re.DOTALL)
 
