@@ -78,6 +78,18 @@ PROBLEMS = {
         ("run", "tests.cli_flows:exits", "--input", "1", "--no-store"),
         "tests.cli_flows:exits() called sys.exit('no workflow today')",
     ),
+    "unreadable-ray-address": (
+        (
+            "run",
+            "examples.hello:build",
+            "--input",
+            '"x"',
+            "--no-store",
+            "--backend",
+            "ray:nonsense",
+        ),
+        "cannot use 'nonsense' as a Ray address: Invalid address format",
+    ),
     "a-file-not-a-module": (
         ("run", "./tests/cli_flows.py:pricing", "--input", "1"),
         "name a module, not a file: tests.cli_flows:pricing from here (or cli_flows:pricing "

@@ -489,3 +489,31 @@ def test_metrics_are_recorded_without_a_tracer_provider() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "5"  # every run measured, none traced
+
+
+def test_a_silent_endpoint_costs_the_exit_three_seconds_in_all() -> None:
+    """An endpoint that accepts and never answers: the run's result stands,
+    one warning line says the traces were not exported, and the exit waits
+    for traces and metrics side by side (it waited 3 s for each: 6 s)."""
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(50)
+        command = [sys.executable, "-m", "stepgraph", "run", "examples.map_reduce:build",
+                   "--input", '["a b"]', "--no-store"]  # fmt: skip
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        }
+        timings = []
+        for extra in ([], ["--otel"]):
+            started = time.monotonic()
+            done = subprocess.run(
+                command + extra, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+            )
+            timings.append(time.monotonic() - started)
+            assert done.returncode == 0 and "output: a: 1" in done.stdout, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("warning: traces could not be exported")
+    assert timings[1] - timings[0] < 5.0, timings  # (3 s, and the time to set the SDK up)

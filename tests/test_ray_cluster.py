@@ -153,6 +153,9 @@ async def test_retry_policy_reruns_the_lost_batch_on_a_fresh_actor(
     result = await flow.run(1, backend=sg.RayBackend())
     await killer
     assert result.outputs == [1, 2, 3, 4]
+    # The lost attempt is announced, as every retry is.
+    [warning] = [e for e in result.events if e.kind == "warning"]
+    assert "attempt 1/2 lost its Ray actor" in warning.message and "retrying" in warning.message
     store.close()
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["HINT", "export_from_env"]
 
-_TIMEOUT = 3  # seconds the exporters may take (each export, and the last flush)
+_TIMEOUT = 3  # seconds the exporters may take (each export, and the last flush in all)
 
 HINT = (
     "--otel needs the OpenTelemetry SDK and its OTLP exporter: pip install 'stepgraph[otel]' "
@@ -73,9 +75,18 @@ def export_from_env() -> Callable[[], None]:
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
 
     def stop() -> None:
+        # Traces and metrics flushed side by side: a silent endpoint costs
+        # the exit _TIMEOUT seconds in all, not once for each.
+        deadline = time.monotonic() + _TIMEOUT
+        metrics_done = threading.Thread(
+            target=lambda: measuring.shutdown(timeout_millis=_TIMEOUT * 1000),
+            name="stepgraph-otel-metrics",
+            daemon=True,  # (one still waiting at the deadline does not hold the exit)
+        )
+        metrics_done.start()
         sent = tracing.force_flush(int(_TIMEOUT * 1000))
         tracing.shutdown()
-        measuring.shutdown(timeout_millis=_TIMEOUT * 1000)
+        metrics_done.join(max(0.0, deadline - time.monotonic()))
         if not sent or exporter.failed:
             print(f"warning: traces could not be exported to {endpoint}", file=sys.stderr)
 

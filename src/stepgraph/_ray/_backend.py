@@ -32,6 +32,7 @@ Ray is an optional extra: ``pip install 'stepgraph[ray]'``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 from collections.abc import Mapping
@@ -143,6 +144,9 @@ class RayBackend:
         self.started_last_run = 0  # actors the last run started (the others were warm)
         self._actor_class: Any = None
         self._calls = itertools.count()
+        # The calls under way (their futures): ``close`` ends them, so that a
+        # run does not wait for ever on a cluster that is gone.
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
         self.pool = WarmPool(self._kill, idle_ttl)
         self.colocate = colocate
 
@@ -161,7 +165,13 @@ class RayBackend:
                 probe(self.address, self.connect_timeout)
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             options.update(self._init_options)
-            ray.init(address=self.address or "local", **options)
+            try:
+                ray.init(address=self.address or "local", **options)
+            except ValueError as exc:  # (an address Ray cannot read)
+                raise ConnectionError(
+                    f"cannot use {self.address!r} as a Ray address: {exc} (give host:port, "
+                    "ray://host:port, 'auto' or 'local')"
+                ) from None
             self._started = True
             self.pool.close()  # (warm actors of a cluster that is gone, if any)
         if self._actor_class is None:
@@ -176,7 +186,11 @@ class RayBackend:
             self._ray.kill(actor, no_restart=True)
 
     def close(self) -> None:
-        """Kill the warm actors; stop the Ray instance this backend started."""
+        """Kill the warm actors; stop the Ray instance this backend started.
+        A run still going on here fails at once (``WorkflowRunError``)."""
+        for future in list(self._waiting):
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # (done already)
+                future.set_exception(_Closed())
         self.pool.close()
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
@@ -249,11 +263,70 @@ class RayBackend:
             options["resources"] = dict(place.resources)
         if place.runtime_env:
             options["runtime_env"] = dict(place.runtime_env)
+        self._placeable(place, node, work)
         actor = self._actor_class.options(**options).remote(members)
         run.actors[group] = actor  # (held before it answers: killed if the run ends)
         self.started_last_run += 1
-        where = await actor.begin.remote(instances, {}, run.scope)
+        try:
+            where = await self._answer(actor.begin.remote(instances, {}, run.scope))
+        except Exception as exc:
+            run.actors.pop(group, None)
+            self._kill(actor)
+            raise self._not_started(work, members, exc) from exc
         return self._hold(run, group, members, actor, where)
+
+    async def _answer(self, ref: Any) -> Any:
+        """What a call to an actor returns (``close`` ends the wait)."""
+        future = ref.future()
+        self._waiting.add(future)
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            self._waiting.discard(future)
+
+    def _not_started(self, work: Superstep, members: list[Node], exc: Exception) -> Exception:
+        """The failure of an actor that did not start (its executors' module
+        is not importable on the workers, say), naming its executors."""
+        named = ", ".join(n.id for n in members)
+        if isinstance(exc, _Closed):
+            return _closed(work, members[0], named)
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        failure = ExecutorFailure(
+            members[0].id,
+            work.number,
+            WorkflowRunError(
+                f"the Ray actor of executor {named!r} did not start: {type(exc).__name__}: "
+                f"{lines[-1] if lines else ''} (the workers must be able to import the "
+                'executors\' modules: see docs/ray.md, "What workers need")',
+                executor_id=members[0].id,
+                superstep=work.number,
+            ),
+        )
+        work.failures.append(failure)
+        return failure
+
+    def _placeable(self, place: Placement, node: Node, work: Superstep) -> None:
+        """Warn when no node of the cluster has the resources an actor asks
+        for: Ray then waits for one (an autoscaler may add it) — silently,
+        so the run would seem stuck."""
+        wanted = {**({"GPU": place.num_gpus} if place.num_gpus else {}), **(place.resources or {})}
+        if not wanted:
+            return
+        try:
+            has = self._ray.cluster_resources()
+        except Exception:
+            return  # (not knowable now: Ray will say)
+        short = {k: v for k, v in wanted.items() if has.get(k, 0) < v}
+        if short:
+            work.scope.emit(
+                WarningEvent(
+                    message=f"executor {node.id!r} asks for {short}, which no node of the "
+                    f"cluster has (it has {dict(sorted(has.items()))}): its actor waits until "
+                    "a node that has them joins",
+                    executor_id=node.id,
+                    superstep=work.number,
+                )
+            )
 
     def _hold(
         self, run: _RunActors, group: str, members: list[Node], actor: Any, where: str
@@ -343,14 +416,16 @@ class RayBackend:
                     )
                 )  # fmt: skip
             except Exception as exc:
+                named = first.id if len(batches) == 1 else ", ".join(n.id for n, _ in batches)
+                if isinstance(exc, _Closed):
+                    raise _closed(work, first, named) from None
                 if not isinstance(exc, ray.exceptions.RayActorError) and not (
                     begin is not None and "Failed to submit task to actor" in str(exc)
-                ):
-                    raise  # (a warm actor of a cluster that is gone fails to submit)
+                ):  # (a warm actor of a cluster that is gone fails to submit)
+                    raise self._unsent(run, work, group, first, named, exc) from exc
                 where = run.where.get(group, "unknown")
                 run.actors.pop(group, None)
                 run.busy.discard(group)
-                named = first.id if len(batches) == 1 else ", ".join(n.id for n, _ in batches)
                 if begin is not None:
                     # A warm actor found dead at its first call of the run: it
                     # died while idle (or at once on this call — Ray cannot
@@ -373,6 +448,15 @@ class RayBackend:
                 )
                 lost.__cause__ = exc
                 if attempt < attempts:
+                    work.scope.emit(
+                        WarningEvent(
+                            message=f"executor {named!r}: attempt {attempt}/{attempts} lost "
+                            f"its Ray actor on node {where} ({type(exc).__name__}); retrying "
+                            "on a new actor",
+                            executor_id=first.id,
+                            superstep=work.number,
+                        )
+                    )
                     attempt += 1
                     continue  # the lost batch re-runs on a fresh actor
                 failure = ExecutorFailure(first.id, work.number, lost)
@@ -400,12 +484,39 @@ class RayBackend:
             assert outboxes is not None
             return {executor_id: o for (executor_id, _), o in zip(sent, outboxes, strict=True)}
 
+    def _unsent(
+        self,
+        run: _RunActors,
+        work: Superstep,
+        group: str,
+        first: Node,
+        named: str,
+        exc: Exception,
+    ) -> ExecutorFailure:
+        """The failure of a call whose result could not come back from its
+        actor (a message or an exception Ray cannot serialize): the run fails
+        naming the executors, as when their handler raises."""
+        run.busy.discard(group)
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
+        lost = WorkflowRunError(
+            f"executor {named!r}: what its Ray actor did in superstep {work.number} could "
+            f"not be sent back ({type(exc).__name__}: {reason}); on the Ray backend messages, "
+            "outputs and exceptions must be serializable",
+            executor_id=first.id,
+            superstep=work.number,
+        )
+        lost.__cause__ = exc
+        failure = ExecutorFailure(first.id, work.number, lost)
+        work.failures.append(failure)
+        return failure
+
     async def _process(self, actor: Any, work: Superstep, batches: Any, *args: Any) -> Result:
         """One ``process`` call; its events as they happen once it has run
         ``LIVE_AFTER`` (those come through ``follow``; the rest with the result)."""
         call = next(self._calls)
         loop = asyncio.get_running_loop()
-        done = asyncio.wrap_future(actor.process.remote(call, work.number, batches, *args).future())
+        done = self._answer(actor.process.remote(call, work.number, batches, *args))
         following: list[asyncio.Task[None]] = []
         timer = loop.call_later(
             LIVE_AFTER,
@@ -436,6 +547,8 @@ class RayBackend:
         run = self._runs.pop(scope, None)
         if run is None:
             return  # the run ended before it reached Ray
+        if not self._ray.is_initialized():
+            return  # (closed meanwhile: its actors are gone; asking would start Ray again)
         self.last_run_nodes = {
             n.id: run.where[group] for group, members in run.groups.items() for n in members
         }
@@ -459,6 +572,25 @@ class RayBackend:
                 if target is not None and node.id in states:
                     target._set_user_state(states[node.id])
             self.pool.give(run.groups[group][0], actor, run.where[group])
+
+
+class _Closed(Exception):
+    """The backend was closed while a call waited for its actor."""
+
+
+def _closed(work: Superstep, first: Node, named: str) -> ExecutorFailure:
+    failure = ExecutorFailure(
+        first.id,
+        work.number,
+        WorkflowRunError(
+            f"the Ray backend was closed while executor {named!r} ran (superstep "
+            f"{work.number}): the run cannot go on here",
+            executor_id=first.id,
+            superstep=work.number,
+        ),
+    )
+    work.failures.append(failure)
+    return failure
 
 
 async def _follow(actor: Any, call: int, emit: Any) -> None:

@@ -15,7 +15,9 @@ driver once: through ``follow``, or with the call's result.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +34,33 @@ from .._core import (
     Superstep,
 )
 
-__all__ = ["Host", "Shared"]
+__all__ = ["Host", "RemoteError", "Shared"]
+
+
+class RemoteError(Exception):
+    """A handler's exception that cannot be rebuilt outside its actor (its
+    class takes other arguments than the ones it keeps, say): its type and
+    message instead."""
+
+
+def portable(exc: BaseException) -> BaseException:
+    """``exc`` as the driver gets it: itself when it can be rebuilt there
+    (as Ray rebuilds it: from its class and arguments), else a
+    ``RemoteError`` with its type and message — with the end of its
+    traceback as a note either way (a traceback does not travel)."""
+    frames = traceback.format_tb(exc.__traceback__)[-3:]
+    try:
+        copy.copy(exc)  # (rebuilt the way unpickling rebuilds it)
+        out = exc
+    except Exception as why:
+        out = RemoteError(
+            f"{type(exc).__qualname__}: {exc} (cannot be rebuilt outside the actor: {why})"
+        )
+    if frames:
+        out.add_note(
+            "(raised in its Ray actor, most recent call last)\n" + "".join(frames).rstrip()
+        )
+    return out
 
 
 class Shared:
@@ -190,7 +218,8 @@ class Host:
         except BaseException:
             if not work.failures:
                 raise
-            return None, [(f.executor_id, f.cause, f.item) for f in work.failures], run_scope.usage
+            failures = [(f.executor_id, portable(f.cause), f.item) for f in work.failures]
+            return None, failures, run_scope.usage
         return outboxes, [], run_scope.usage
 
     def follow(self, call: int) -> tuple[list[Event], bool]:

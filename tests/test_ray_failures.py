@@ -1,0 +1,167 @@
+"""On the Ray backend a run fails as it does locally — a ``WorkflowRunError``
+naming the executor, with the failure events — whatever went wrong: an
+exception Ray cannot rebuild, a message it cannot send, an actor that does
+not start, the backend closed under the run; the handler's traceback comes
+along as a note; an actor no node can host is said to wait."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests.test_ray_warm import backend, ray_cluster  # noqa: F401  (fixtures)
+
+
+class TwoArgs(Exception):
+    """An exception that cannot be rebuilt from what it keeps (its args)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+class Touchy(sg.Executor):
+    def __init__(self) -> None:
+        super().__init__("touchy")
+        self.calls = 0
+
+    @sg.handler
+    async def on(self, what: str, ctx: sg.WorkflowContext[object, str]) -> None:
+        self.calls += 1
+        if what == "odd exception":
+            raise TwoArgs(1, 2)
+        if what == "plain exception":
+            raise ValueError("kaboom")
+        if what == "odd message":
+            await ctx.send_message(threading.Lock())
+        await ctx.yield_output(f"fine {self.calls}")
+
+
+@sg.executor(id="sink")
+async def sink(message: object, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await ctx.yield_output("sink")
+
+
+async def events_and_error(flow: sg.Workflow, what: str, **kw: Any) -> tuple[list[Any], Any]:
+    events: list[Any] = []
+    try:
+        async with flow.stream(what, **kw) as stream:
+            async for event in stream:
+                events.append(event)
+    except sg.WorkflowRunError as error:
+        return events, error
+    return events, None
+
+
+@pytest.mark.parametrize(
+    ("what", "said"),
+    [
+        ("odd exception", "RemoteError: TwoArgs: 1-2 (cannot be rebuilt outside the actor"),
+        ("plain exception", "ValueError: kaboom"),
+        ("odd message", "could not be sent back (RayTaskError"),
+    ],
+)
+async def test_a_failure_is_the_runs_failure_with_its_events(
+    backend: sg.RayBackend,  # noqa: F811
+    what: str,
+    said: str,
+) -> None:
+    touchy = Touchy()
+    flow = sg.WorkflowBuilder(start=touchy).add_edge(touchy, sink).build()
+    events, error = await events_and_error(flow, what, backend=backend)
+    assert error is not None and error.executor_id == "touchy", error
+    shown = str(error) + "".join(traceback.format_exception(error.__cause__))
+    assert said in shown, shown
+    kinds = [e.kind for e in events]
+    assert "executor_failed" in kinds and kinds[-2:] == ["failed", "status"], kinds
+    assert events[-1].status is sg.RunStatus.FAILED
+    if what != "odd message":  # the handler's own frames come along, as a note
+        assert "(raised in its Ray actor, most recent call last)" in shown
+        assert ", in on\n" in shown and "raise " in shown
+    # The next run goes on (the same workflow, the same backend).
+    again = await flow.run("fine", backend=backend)
+    assert again.outputs and again.outputs[0].startswith("fine")
+
+
+async def test_an_actor_that_does_not_start_fails_the_run_naming_it(
+    backend: sg.RayBackend,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The executor's module is importable here but not on the workers."""
+    (tmp_path / "only_here.py").write_text(
+        textwrap.dedent(
+            """
+            import stepgraph as sg
+
+            class Here(sg.Executor):
+                @sg.handler
+                async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+                    await ctx.yield_output(n)
+            """
+        )
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import only_here
+
+        flow = sg.WorkflowBuilder(start=only_here.Here("here")).build()
+        events, error = await events_and_error(flow, 1, backend=backend)  # type: ignore[arg-type]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("only_here", None)
+    assert error is not None and error.executor_id == "here"
+    assert "the Ray actor of executor 'here' did not start" in str(error)
+    assert "only_here" in str(error) and "What workers need" in str(error)
+    assert [e.kind for e in events][-2:] == ["failed", "status"]
+
+
+@sg.executor(id="forever")
+async def forever(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    await ctx.yield_output(n)
+    await asyncio.sleep(3600)
+
+
+async def test_closing_the_backend_fails_a_run_going_on_at_once(
+    ray_cluster: None,  # noqa: F811
+) -> None:
+    closing = sg.RayBackend()
+    flow = sg.WorkflowBuilder(start=forever).build()
+    run = asyncio.create_task(flow.run(1, backend=closing))
+    while not closing._runs:  # (started on Ray)
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2)  # (its handler sleeping in its actor)
+    closing.close()
+    with pytest.raises(sg.WorkflowRunError, match="the Ray backend was closed while executor"):
+        await asyncio.wait_for(run, 10)
+
+
+@sg.executor(id="gpu", placement=sg.Placement(num_gpus=1))
+async def gpu(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    await ctx.yield_output(n)
+
+
+async def test_an_actor_no_node_can_host_is_said_to_wait(backend: sg.RayBackend) -> None:  # noqa: F811
+    flow = sg.WorkflowBuilder(start=gpu).build()
+    warned = asyncio.Event()
+    said: list[str] = []
+
+    async def watch() -> None:
+        async with flow.stream(1, backend=backend) as stream:
+            async for event in stream:
+                if event.kind == "warning":
+                    said.append(event.message)  # type: ignore[attr-defined]
+                    warned.set()
+
+    watching = asyncio.create_task(watch())
+    await asyncio.wait_for(warned.wait(), 30)
+    watching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watching
+    assert "executor 'gpu' asks for {'GPU': 1}" in said[0] and "no node" in said[0]
