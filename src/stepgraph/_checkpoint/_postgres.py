@@ -56,7 +56,7 @@ from ._postgres_layout import (
 )
 from ._postgres_leases import Leases
 from ._postgres_sessions import ServerAway, live_connection, quiet_handled
-from ._segments import Segment, encode_segments, parse_segments
+from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
 from ._worker import Worker
@@ -580,15 +580,8 @@ class PostgresCheckpointStore(BaseStore):
     ) -> tuple[list[Row], list[str], int | None]:
         if has_nul([run_id]):  # (no such run)
             return [], [], None
-        sql = "SELECT seq, run_id, ids, data FROM stepgraph_segments WHERE run_id = %s"
-        args: list[Any] = [run_id]
-        if before is not None:
-            sql += " AND seq < %s"
-            args.append(before)
-        args.append(count)
-        found = self._fetch(sql + " ORDER BY seq DESC LIMIT %s", args, "listing checkpoints")
-        rows, damaged = parse_segments((run, ids, data) for _, run, ids, data in reversed(found))
-        return rows, damaged, found[-1][0] if len(found) == count else None
+        sql, args = newest_first("stepgraph_segments", "%s", run_id, before, count)
+        return page_of(self._fetch(sql, args, "listing checkpoints"), count)
 
     def _runs(self, query: RunQuery) -> list[RunInfo]:
         clauses, args = equal_to(query.equalities(), "%s")

@@ -26,6 +26,8 @@ __all__ = [
     "Packed",
     "Segment",
     "encode_segments",
+    "newest_first",
+    "page_of",
     "parse_segments",
     "reencode",
 ]
@@ -185,6 +187,29 @@ def parse_segments(records: Iterable[tuple[str, str, Any]]) -> tuple[list[Row], 
         except CheckpointIntegrityError as exc:
             damaged.append(f"checkpoints {ids} of run {run}: {exc}")
     return rows, damaged
+
+
+def newest_first(
+    table: str, mark: str, run_id: str, before: int | None, count: int
+) -> tuple[str, list[Any]]:
+    """The statement (and its arguments) reading ``count`` of a run's
+    segments, the newest first, from just before segment ``before`` (a
+    store's ``_rows_page``); ``table`` is the store's constant, ``mark`` its
+    parameter mark."""
+    sql = f"SELECT seq, run_id, ids, data FROM {table} WHERE run_id = {mark}"
+    args: list[Any] = [run_id]
+    if before is not None:
+        sql += f" AND seq < {mark}"
+        args.append(before)
+    args.append(count)
+    return sql + f" ORDER BY seq DESC LIMIT {mark}", args
+
+
+def page_of(found: list[tuple[Any, ...]], count: int) -> tuple[list[Row], list[str], int | None]:
+    """What ``newest_first`` read: its rows in save order, the damaged
+    segments skipped, and where the next page starts (``None``: no more)."""
+    rows, damaged = parse_segments((run, ids, data) for _, run, ids, data in reversed(found))
+    return rows, damaged, found[-1][0] if len(found) == count else None
 
 
 def reencode(rows: list[Row]) -> tuple[bytes, int]:

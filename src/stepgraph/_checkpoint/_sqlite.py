@@ -30,7 +30,7 @@ from urllib.parse import quote
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
 from ._leases import alive
 from ._model import Checkpoint, Row, RunInfo, RunQuery
-from ._segments import Segment, encode_segments, parse_segments
+from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
 from ._sqlite_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, release
 from ._sqlite_layout import (
     INSERT_RUN,
@@ -391,18 +391,9 @@ class SqliteCheckpointStore(BaseStore):
     def _rows_page(
         self, run_id: str, before: int | None, count: int
     ) -> tuple[list[Row], list[str], int | None]:
-        sql = "SELECT seq, run_id, ids, data FROM segments WHERE run_id = ?"
-        args: list[Any] = [run_id]
-        if before is not None:
-            sql += " AND seq < ?"
-            args.append(before)
-        args.append(count)
-        found = self._guard(
-            lambda db: db.execute(sql + " ORDER BY seq DESC LIMIT ?", args).fetchall(),
-            "listing checkpoints",
-        )
-        rows, damaged = parse_segments((run, ids, data) for _, run, ids, data in reversed(found))
-        return rows, damaged, found[-1][0] if len(found) == count else None
+        sql, args = newest_first("segments", "?", run_id, before, count)
+        found = self._guard(lambda db: db.execute(sql, args).fetchall(), "listing checkpoints")
+        return page_of(found, count)
 
     def _runs(self, query: RunQuery) -> list[RunInfo]:
         clauses, args = equal_to(query.equalities(), "?")
