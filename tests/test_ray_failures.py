@@ -10,7 +10,6 @@ import asyncio
 import sys
 import textwrap
 import threading
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,24 @@ class TwoArgs(Exception):
         super().__init__(f"{a}-{b}")
 
 
+class CodeError(Exception):
+    """Formats its argument: rebuilt from what it keeps, it would say it twice."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"failed with code {code}")
+
+
+class KwOnly(Exception):
+    def __init__(self, *, code: int) -> None:
+        super().__init__(f"code={code}")
+
+
+class HoldsLock(Exception):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.lock = threading.Lock()
+
+
 class Touchy(sg.Executor):
     def __init__(self) -> None:
         super().__init__("touchy")
@@ -37,6 +54,14 @@ class Touchy(sg.Executor):
         self.calls += 1
         if what == "odd exception":
             raise TwoArgs(1, 2)
+        if what == "formatting exception":
+            raise CodeError(7)
+        if what == "exception holding a lock":
+            raise HoldsLock("x")
+        if what == "group":
+            raise ExceptionGroup("two failures", [ValueError("a"), KwOnly(code=1)])
+        if what == "interrupt":
+            raise KeyboardInterrupt
         if what == "plain exception":
             raise ValueError("kaboom")
         if what == "odd message":
@@ -49,12 +74,16 @@ async def sink(message: object, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
     await ctx.yield_output("sink")
 
 
-async def events_and_error(flow: sg.Workflow, what: str, **kw: Any) -> tuple[list[Any], Any]:
+async def events_and_error(
+    flow: sg.Workflow, what: Any, on_event: Any = None, **kw: Any
+) -> tuple[list[Any], Any]:
     events: list[Any] = []
     try:
         async with flow.stream(what, **kw) as stream:
             async for event in stream:
                 events.append(event)
+                if on_event is not None:
+                    on_event(event)
     except sg.WorkflowRunError as error:
         return events, error
     return events, None
@@ -63,8 +92,14 @@ async def events_and_error(flow: sg.Workflow, what: str, **kw: Any) -> tuple[lis
 @pytest.mark.parametrize(
     ("what", "said"),
     [
-        ("odd exception", "RemoteError: TwoArgs: 1-2 (cannot be rebuilt outside the actor"),
-        ("plain exception", "ValueError: kaboom"),
+        ("odd exception", "failed in superstep 1: RemoteError: TwoArgs: 1-2"),
+        (
+            "formatting exception",
+            "failed in superstep 1: RemoteError: CodeError: failed with code 7",
+        ),
+        ("exception holding a lock", "failed in superstep 1: RemoteError: HoldsLock: x"),
+        ("plain exception", "failed in superstep 1: ValueError: kaboom"),
+        ("group", "failed in superstep 1: ExceptionGroup: two failures (2 sub-exceptions)"),
         ("odd message", "could not be sent back (RayTaskError"),
     ],
 )
@@ -77,17 +112,54 @@ async def test_a_failure_is_the_runs_failure_with_its_events(
     flow = sg.WorkflowBuilder(start=touchy).add_edge(touchy, sink).build()
     events, error = await events_and_error(flow, what, backend=backend)
     assert error is not None and error.executor_id == "touchy", error
-    shown = str(error) + "".join(traceback.format_exception(error.__cause__))
-    assert said in shown, shown
+    assert said in str(error) and "\n" not in str(error), str(error)  # (as locally: one line)
     kinds = [e.kind for e in events]
     assert "executor_failed" in kinds and kinds[-2:] == ["failed", "status"], kinds
     assert events[-1].status is sg.RunStatus.FAILED
-    if what != "odd message":  # the handler's own frames come along, as a note
-        assert "(raised in its Ray actor, most recent call last)" in shown
-        assert ", in on\n" in shown and "raise " in shown
+    cause = error.__cause__
+    if what == "group":  # the members come back, the one Ray cannot rebuild as a RemoteError
+        assert [type(e).__name__ for e in cause.exceptions] == ["ValueError", "RemoteError"]
+        assert str(cause.exceptions[1]) == "KwOnly: code=1"
+    if what != "odd message":  # the end of the handler's traceback comes along
+        assert ", in on\n" in cause.remote_traceback and "raise " in cause.remote_traceback
     # The next run goes on (the same workflow, the same backend).
     again = await flow.run("fine", backend=backend)
     assert again.outputs and again.outputs[0].startswith("fine")
+
+
+async def test_an_interrupt_in_a_handler_is_raised_as_locally(
+    backend: sg.RayBackend,  # noqa: F811
+) -> None:
+    touchy = Touchy()
+    flow = sg.WorkflowBuilder(start=touchy).add_edge(touchy, sink).build()
+    with pytest.raises(KeyboardInterrupt):
+        await flow.run("interrupt", backend=backend)
+
+
+@sg.executor(id="loop")
+async def loop(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    if n < 20:
+        await ctx.send_message(n + 1)
+    else:
+        await ctx.yield_output(n)
+
+
+async def test_closing_the_backend_at_a_barrier_fails_the_run_at_its_next_superstep(
+    ray_cluster: None,  # noqa: F811
+) -> None:
+    closing = sg.RayBackend()
+    flow = sg.WorkflowBuilder(start=loop).add_edge(loop, loop).build()
+    events, error = await events_and_error(flow, 0, backend=closing, on_event=lambda e: (
+        closing.close() if e.kind == "superstep_completed" and e.superstep == 3 else None
+    ))  # fmt: skip
+    assert error is not None and "the Ray backend was closed while executor 'loop' ran" in str(
+        error
+    )
+    assert [e.kind for e in events][-2:] == ["failed", "status"]
+    assert not closing._runs and not closing._closed_runs
+    again = await flow.run(15, backend=closing)  # (closed, the backend can be used again)
+    assert again.outputs == [20]
+    closing.close()
 
 
 async def test_an_actor_that_does_not_start_fails_the_run_naming_it(

@@ -328,8 +328,16 @@ def test_an_answer_whose_continuation_stopped_points_at_going_on(tmp_path: Path)
     import shlex
 
     assert cli(*shlex.split(command)[1:]).returncode == 0
+    run_id = first_run(first.stdout)
     with sg.SqliteCheckpointStore(path) as store:  # (as if stopped after taking the answer)
-        asyncio.run(store.set_status(first_run(first.stdout), "cancelled", "stopped"))
+        asyncio.run(store.set_status(run_id, "cancelled", "stopped"))
+        # While a process holds the run, it is said to go on there.
+        holder = new_holder()
+        assert asyncio.run(store.lease(run_id, holder)) is None
+        going = cli(*shlex.split(command)[1:])
+        assert going.returncode == 1 and "the run is going on with that answer" in going.stderr
+        assert "--resume latest" not in going.stderr
+        asyncio.run(store.release(run_id, holder))
     after = cli(*shlex.split(command)[1:])
     assert after.returncode == 1
     assert "stopped since (cancelled): go on with it with --resume latest" in after.stderr

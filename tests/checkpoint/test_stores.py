@@ -493,3 +493,26 @@ def test_store_is_usable_across_event_loops(tmp_path: Path) -> None:
     assert asyncio.run(store.load("a")).id == "a"
     store.close()
     store.close()  # idempotent
+
+
+ODD = {"nul": "bad\x00thing", "surrogate": "lone \ud800 surrogate"}
+
+
+@sg.executor(id="odd")
+async def odd_failure(kind: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    raise ValueError(ODD[kind])  # (made here: the input itself must be storable)
+
+
+@pytest.mark.parametrize("said", sorted(ODD))
+async def test_a_run_failing_with_odd_text_is_recorded_failed(
+    store: sg.CheckpointStore, said: str
+) -> None:
+    """An error's text holding NUL (PostgreSQL's text cannot) or a lone
+    surrogate (UTF-8 cannot) is stored escaped — it was not stored at all,
+    and the run stayed listed in_progress."""
+    flow = sg.WorkflowBuilder(start=odd_failure, checkpoints=store).build()
+    with pytest.raises(sg.WorkflowRunError):
+        await flow.run(said)
+    [info] = await store.runs()
+    assert info.status == "failed" and info.error is not None
+    assert "\x00" not in info.error and ("bad\\x00thing" in info.error or "\\ud800" in info.error)

@@ -65,6 +65,20 @@ def where(clauses: builtins.list[str]) -> str:
     return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
+def _storable(text: str | None) -> str | None:
+    """An error's text as every store can keep it: NUL (which PostgreSQL's
+    text cannot hold) and lone surrogates (which UTF-8 cannot) escaped —
+    an error that said either was not recorded at all."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _secret(secret: str | bytes | None) -> bytes | None:
     if secret is None:
         return None
@@ -366,7 +380,7 @@ class BaseStore:
     async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {sorted(TERMINAL_STATUSES)}, not {status!r}")
-        await self._run(self._set_status, run_id, status, error)
+        await self._run(self._set_status, run_id, status, _storable(error))
 
     async def delete(self, checkpoint_id: str) -> None:
         row = await self._run(self._read, checkpoint_id)

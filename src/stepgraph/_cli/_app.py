@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from .._checkpoint import RUNNING_STATUSES, TERMINAL_STATUSES
+from .._checkpoint import RUNNING_STATUSES, TERMINAL_STATUSES, holding, new_holder
 from .._core import PendingRequest
 from .._exceptions import (
     StepgraphError,
@@ -164,19 +164,11 @@ def _continue_from(
             run_id = asyncio.run(store.load(checkpoint)).run_id
             answered = asyncio.run(store.answers(run_id, [request_id])).get(request_id)
             if answered is not None:
-                info = asyncio.run(store.run_info(run_id))
-                stopped = ""
-                if info is not None and info.status in (*RUNNING_STATUSES, *TERMINAL_STATUSES):
-                    # (the continuation that took the answer was stopped, or killed)
-                    stopped = (
-                        f"; the run took that answer and stopped since ({info.status}): go on "
-                        "with it with --resume latest"
-                    )
                 raise CliError(
                     f"request {request_id!r} of run {run_id} was answered already (at checkpoint "
-                    f"{answered}){stopped}; to answer it again from an earlier checkpoint, add "
-                    "--fork (a request of another run with this id: add --resume and that run's "
-                    "checkpoint)"
+                    f"{answered}){asyncio.run(_since_answered(store, run_id))}; to answer it "
+                    "again from an earlier checkpoint, add --fork (a request of another run with "
+                    "this id: add --resume and that run's checkpoint)"
                 )
             raise CliError(
                 f"request {request_id!r} is not open at checkpoint {checkpoint} (it belongs to "
@@ -187,6 +179,24 @@ def _continue_from(
         hint = partial(word_hint, annotations=[request.response_type])
         responses[request_id] = coerce(parse_json(raw, what, hint), request.response_type, what)
     return checkpoint, responses
+
+
+async def _since_answered(store: CliStore, run_id: str) -> str:
+    """What became of the continuation that took an answer, when it did not
+    end as a run ends (idle, waiting, paused): still going on, or stopped
+    (Ctrl-C, a kill) — then ``--resume latest`` goes on with the answer."""
+    info = await store.run_info(run_id)
+    if info is None or info.status not in (*RUNNING_STATUSES, *TERMINAL_STATUSES):
+        return ""
+    probe = new_holder()
+    busy = await store.lease(run_id, probe)
+    if busy is not None:
+        return f"; the run is going on with that answer ({holding(busy)})"
+    await store.release(run_id, probe)
+    return (
+        f"; the run took that answer and stopped since ({info.status}): go on with it with "
+        "--resume latest"
+    )
 
 
 def _where_open(workflow: Workflow, store: CliStore, run_id: str, request_ids: list[str]) -> str:

@@ -285,11 +285,17 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
         text += f" (executor {error.executor_id!r}, superstep {error.superstep})"
     say(console, ("failed: ", "red"), text)
     cause = error.__cause__
-    if cause is not None and not isinstance(error, CheckpointError):  # (a store's: said above)
-        lines = traceback.format_exception(
-            type(cause), cause, cause.__traceback__, limit=-3, chain=False
-        )
-        say(console, "".join(lines).rstrip(), style="dim")
+    if cause is None or isinstance(error, CheckpointError):
+        return  # (a store's failure: said above)
+    if isinstance(cause, WorkflowRunError) and str(cause) in text:
+        return  # (the engine's own, a lost Ray actor say: the line above says it all)
+    lines = traceback.format_exception(
+        type(cause), cause, cause.__traceback__, limit=-3, chain=False
+    )
+    remote = getattr(cause, "remote_traceback", None)  # (raised in a Ray actor)
+    if cause.__traceback__ is None and isinstance(remote, str):
+        lines = ["Traceback (in its Ray actor, most recent call last):\n", remote + "\n", *lines]
+    say(console, "".join(lines).rstrip(), style="dim")
 
 
 def _tokens(usage: Usage) -> str:

@@ -147,6 +147,9 @@ class RayBackend:
         # The calls under way (their futures): ``close`` ends them, so that a
         # run does not wait for ever on a cluster that is gone.
         self._waiting: set[concurrent.futures.Future[Any]] = set()
+        # Runs that were going on when ``close`` came: their next superstep
+        # fails (it would start a cluster anew), until they end.
+        self._closed_runs: set[RunScope] = set()
         self.pool = WarmPool(self._kill, idle_ttl)
         self.colocate = colocate
 
@@ -188,6 +191,8 @@ class RayBackend:
     def close(self) -> None:
         """Kill the warm actors; stop the Ray instance this backend started.
         A run still going on here fails at once (``WorkflowRunError``)."""
+        self._closed_runs.update(self._runs)
+        self._runs.clear()
         for future in list(self._waiting):
             with contextlib.suppress(concurrent.futures.InvalidStateError):  # (done already)
                 future.set_exception(_Closed())
@@ -338,6 +343,9 @@ class RayBackend:
 
     async def run_superstep(self, work: Superstep) -> list[Outbox]:
         ray = self._ray
+        if work.scope in self._closed_runs:  # (closed at a barrier: between two calls)
+            first = work.batches[0][0]
+            raise _closed(work, first, ", ".join(node.id for node, _ in work.batches))
         self._connect()
         run = self._run_of(work.scope)
         if run.state_ref is None or run.state_dirty:
@@ -473,6 +481,9 @@ class RayBackend:
             for path, used in usage.items():  # tokens the actor's model calls used
                 tally[path] = tally[path] + used if path in tally else used
             if failures:
+                for _, cause, _ in failures:
+                    if not isinstance(cause, Exception):
+                        raise cause  # (KeyboardInterrupt in a handler: as locally)
                 raised = [
                     ExecutorFailure(eid, work.number, cause, item) for eid, cause, item in failures
                 ]
@@ -544,9 +555,10 @@ class RayBackend:
         attributes back first (a shared executor's into the driver's object,
         a per-run executor's into the run's own instance) and wait in the
         pool for the next run."""
+        self._closed_runs.discard(scope)
         run = self._runs.pop(scope, None)
         if run is None:
-            return  # the run ended before it reached Ray
+            return  # the run ended before it reached Ray (or the backend was closed)
         if not self._ray.is_initialized():
             return  # (closed meanwhile: its actors are gone; asking would start Ray again)
         self.last_run_nodes = {
@@ -561,7 +573,7 @@ class RayBackend:
             else:  # nothing of their own to bring back (or taken warm, never called)
                 self.pool.give(run.groups[group][0], actor, run.where[group])
         exports = await asyncio.gather(
-            *(actor.export.remote() for actor in asked.values()), return_exceptions=True
+            *(_exported(actor) for actor in asked.values()), return_exceptions=True
         )
         for (group, actor), states in zip(asked.items(), exports, strict=True):
             if not isinstance(states, dict):
@@ -591,6 +603,12 @@ def _closed(work: Superstep, first: Node, named: str) -> ExecutorFailure:
     )
     work.failures.append(failure)
     return failure
+
+
+async def _exported(actor: Any) -> Any:
+    """The actor's ``export`` (a call that cannot even be sent — its actor
+    gone — is a failure like one that fails)."""
+    return await actor.export.remote()
 
 
 async def _follow(actor: Any, call: int, emit: Any) -> None:

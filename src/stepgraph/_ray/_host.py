@@ -32,34 +32,46 @@ from .._core import (
     SpanRecord,
     SpanRecorder,
     Superstep,
+    error_line,
 )
 
 __all__ = ["Host", "RemoteError", "Shared"]
 
 
 class RemoteError(Exception):
-    """A handler's exception that cannot be rebuilt outside its actor (its
-    class takes other arguments than the ones it keeps, say): its type and
-    message instead."""
+    """A handler's exception that Ray could not bring back as it is (its
+    class takes other arguments than the ones it keeps, it holds something
+    that cannot be serialized): its type and message instead."""
 
 
 def portable(exc: BaseException) -> BaseException:
-    """``exc`` as the driver gets it: itself when it can be rebuilt there
-    (as Ray rebuilds it: from its class and arguments), else a
-    ``RemoteError`` with its type and message — with the end of its
-    traceback as a note either way (a traceback does not travel)."""
-    frames = traceback.format_tb(exc.__traceback__)[-3:]
-    try:
-        copy.copy(exc)  # (rebuilt the way unpickling rebuilds it)
-        out = exc
-    except Exception as why:
-        out = RemoteError(
-            f"{type(exc).__qualname__}: {exc} (cannot be rebuilt outside the actor: {why})"
-        )
+    """``exc`` as the driver gets it: itself when it comes back faithfully
+    (rebuilt the way Ray rebuilds it — from its class, arguments and
+    attributes — with the same type and message), a group with its members
+    made portable, else a ``RemoteError`` with its type and message. The
+    end of its traceback (which does not travel) rides along as
+    ``remote_traceback``."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:]).rstrip()
+    line = error_line(exc)
+    out: BaseException
+    if isinstance(exc, BaseExceptionGroup):
+        try:
+            out = exc.derive([portable(member) for member in exc.exceptions])
+        except Exception:
+            out = RemoteError(line)
+    else:
+        try:
+            rebuilt = copy.deepcopy(exc)  # (reduced and rebuilt as unpickling does)
+            faithful = type(rebuilt) is type(exc) and error_line(rebuilt) == line
+        except Exception:
+            faithful = False
+        out = exc if faithful else RemoteError(line)
     if frames:
-        out.add_note(
-            "(raised in its Ray actor, most recent call last)\n" + "".join(frames).rstrip()
-        )
+        try:
+            out.remote_traceback = frames  # type: ignore[attr-defined]
+        except Exception:  # (an exception that takes no attributes)
+            out = RemoteError(line)
+            out.remote_traceback = frames  # type: ignore[attr-defined]
     return out
 
 
@@ -215,10 +227,13 @@ class Host:
         work = Superstep(step, run_scope, work_batches, self.state)
         try:
             outboxes = self.loop.run_until_complete(LocalBackend().run_superstep(work))
-        except BaseException:
-            if not work.failures:
+        except BaseException as exc:
+            if work.failures:
+                failures = [(f.executor_id, portable(f.cause), f.item) for f in work.failures]
+            elif not isinstance(exc, Exception):  # (KeyboardInterrupt...: raised on the driver)
+                failures = [(work_batches[0][0].id, portable(exc), None)]
+            else:
                 raise
-            failures = [(f.executor_id, portable(f.cause), f.item) for f in work.failures]
             return None, failures, run_scope.usage
         return outboxes, [], run_scope.usage
 
