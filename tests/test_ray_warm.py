@@ -288,3 +288,23 @@ async def test_colocated_executors_share_one_warm_actor(ray_cluster: None) -> No
         assert sorted(result.outputs) == ["b0", "b1", "b2"]
         assert backend.started_last_run == 0
         assert len(set(backend.last_run_nodes.values())) == 1
+
+
+async def test_a_fork_on_ray_goes_on_with_the_agents_conversation(
+    backend: sg.RayBackend,
+) -> None:
+    """The agent runs in its actor: the run's ``resumed_from`` reaches it
+    there, and a fork's approval is answered as locally."""
+    from tests.agents.test_agent import RAN, mailer
+
+    RAN.clear()
+    store = sg.MemoryCheckpointStore()
+    first = await mailer(store).run("mail the tea facts", backend=backend)
+    forked = await mailer(store).run(checkpoint=first.last_checkpoint, fork=True, backend=backend)
+    t2, t3 = (p.request_id for p in forked.pending_requests)
+    done = await mailer(store).run(
+        responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("no")},
+        checkpoint=forked.last_checkpoint,
+        backend=backend,
+    )
+    assert done.status is sg.RunStatus.IDLE and "t2=sent to ann@example.com" in done.outputs[0].text

@@ -344,3 +344,37 @@ async def test_intercepted_requests_are_checkpointed_and_resume(
     assert [eid for eid, _ in loaded.body["inboxes"]] == ["reviewer"]
     resumed = await build().run(checkpoint=holding.id)
     assert resumed.outputs == ["merge accepted"]
+
+
+async def test_two_child_runs_waiting_at_once_need_their_own_stateful_executors() -> None:
+    """A child whose agent is one shared instance cannot have two runs
+    waiting for answers at once (their conversations would overwrite each
+    other): refused naming it; registered, each child run has its own."""
+    from tests.agents.test_agent import CountingModel, lookup, send_email
+
+    def child(shared: bool) -> sg.Workflow:
+        builder = sg.WorkflowBuilder(start="mailer", name="mail")
+        make = lambda: sg.Agent("mailer", model=CountingModel(), tools=[lookup, send_email])  # noqa: E731
+        (builder.add_executor(make()) if shared else builder.register("mailer", make))
+        return builder.build()
+
+    @sg.executor(id="split")
+    async def split(texts: list[str], ctx: sg.WorkflowContext[str]) -> None:
+        for text in texts:
+            await ctx.send_message(text)
+
+    def parent(shared: bool) -> sg.Workflow:
+        sub = sg.WorkflowExecutor(child(shared), id="sub")
+        return sg.WorkflowBuilder(start=split).add_edge(split, sub).build()
+
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await parent(True).run(["tea facts", "coffee facts"])
+    assert "a new child run would start while 1 wait(s) for answers" in str(raised.value)
+    assert "register it (builder.register('mailer', factory))" in str(raised.value)
+    flow = parent(False)
+    waiting = await flow.run(["tea facts", "coffee facts"])
+    assert len(waiting.pending_requests) == 4  # two approvals in each child run
+    done = await flow.run(
+        responses={p.request_id: sg.ToolApproval.approve() for p in waiting.pending_requests}
+    )
+    assert done.status is sg.RunStatus.IDLE

@@ -520,9 +520,9 @@ class RunCodec:
             }
         state = {k: value(h, f"state[{k!r}]") for k, h in body.get("state", {}).items()}
         snapshots = {}
-        with reading_parts(part):
-            for eid, h in body.get("snapshots", {}).items():
-                self._known(eid)
+        for eid, h in body.get("snapshots", {}).items():
+            self._known(eid)
+            with reading_parts(part):  # (one executor's parts are never another's objects)
                 snapshots[eid] = value(h, f"snapshot of {eid!r}")
         run = RunState(
             inboxes=inboxes,

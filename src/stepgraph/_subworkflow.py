@@ -184,6 +184,19 @@ class WorkflowExecutor(Executor):
     # -- running --------------------------------------------------------------
 
     async def _start_child(self, message: Any, ctx: WorkflowContext[Any, Any]) -> None:
+        shared = self.workflow.shared_snapshots
+        if self._runs and shared:
+            # Two child runs at once through one instance: their state would mix
+            # (an agent's conversations, one overwriting the other's).
+            raise WorkflowRunError(
+                f"WorkflowExecutor {self.id!r}: a new child run would start while "
+                f"{len(self._runs)} wait(s) for answers, and the child's executor "
+                f"{shared[0]!r} is one instance keeping state (snapshot()) for every child "
+                f"run; register it (builder.register({shared[0]!r}, factory)) so that each "
+                "child run has its own",
+                executor_id=self.id,
+                superstep=ctx.superstep,
+            )
         run_id = uuid.uuid4().hex
         run = RunState(inboxes={self.workflow.start.id: [("", message)]})
         await self._drive(run_id, run, ctx)

@@ -261,6 +261,12 @@ class Workflow:
         return all(c.concurrent for c in children if isinstance(c, Workflow))
 
     @property
+    def shared_snapshots(self) -> list[str]:
+        """The ids of the executors that keep state in checkpoints
+        (``snapshot()``) in one instance serving every run."""
+        return [e.id for e in self._claimable if e.takes_snapshots]
+
+    @property
     def output_executors(self) -> frozenset[str] | None:
         """The ids whose yields are workflow outputs (``None``: all of them)."""
         return self._output_ids
@@ -435,8 +441,7 @@ class Workflow:
                     leased=parent is not None,
                 )
             scope = self._scope(run_id, emit, run, call.context, live)
-            if call.fork and parent is not None:
-                scope.forked_from = parent.run_id
+            scope.resumed_from = parent.id if parent is not None else None
             trace = scope.trace = start_run(
                 self.name,
                 run_id,

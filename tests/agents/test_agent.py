@@ -361,6 +361,69 @@ async def test_a_forked_chat_remembers_what_was_said_before(
             )
 
 
+async def test_a_fork_answered_later_still_goes_on_with_the_conversation(
+    store: sg.CheckpointStore,
+) -> None:
+    """The fork is made in one call and answered in another (as the printed
+    --respond command does), paused and resumed, forked again: every call
+    of the fork goes on with the conversation it restored."""
+    RAN.clear()
+    first = await mailer(store).run("mail the tea facts")
+    forked = await mailer(store).run(checkpoint=first.last_checkpoint, fork=True)
+    assert forked.run_id != first.run_id
+    t2, t3 = (p.request_id for p in forked.pending_requests)
+    done = await mailer(store).run(
+        responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("no")},
+        checkpoint=forked.last_checkpoint,
+    )
+    assert done.status is sg.RunStatus.IDLE and "t2=sent to ann@example.com" in done.outputs[0].text
+
+
+async def test_a_paused_fork_and_a_fork_of_it_remember_the_chat(store: sg.CheckpointStore) -> None:
+    def build() -> sg.Workflow:
+        bot = sg.Agent("bot", model=ScriptedModel([users_seen] * 10))
+        return (
+            sg.WorkflowBuilder(start=bot, checkpoints=store)
+            .add_executor(Human("human"))
+            .add_edge(bot, "human")
+            .add_edge("human", bot)
+            .build()
+        )
+
+    a = await build().run("hello, I am Ann")
+    a2 = await build().run(
+        responses={a.pending_requests[0].request_id: "my name?"}, checkpoint=a.last_checkpoint
+    )
+    asked = a2.pending_requests[0].request_id
+    paused = await build().run(
+        responses={asked: "again?"},
+        checkpoint=a2.last_checkpoint,
+        fork=True,
+        interrupt_before=["bot"],
+    )
+    said = repr(["hello, I am Ann", "my name?", "again?"])
+    resumed = await build().run(checkpoint=paused.last_checkpoint)
+    assert resumed.pending_requests[0].request.text == said
+    again = await build().run(checkpoint=paused.last_checkpoint, fork=True)
+    assert again.pending_requests[0].request.text == said
+
+
+async def test_approvals_asked_before_the_last_progress_save_are_asked_again(
+    store: sg.CheckpointStore,
+) -> None:
+    """Going on from the progress save after the approvals were asked (the
+    process died before the barrier): they are asked again, not lost."""
+    RAN.clear()
+    first = await mailer(store).run("mail the tea facts")
+    infos = await store.list(first.run_id)
+    before_barrier = infos[-2]
+    assert before_barrier.superstep == infos[-1].superstep - 1  # (a save within the superstep)
+    for fork in (False, True):
+        again = await mailer(store).run(checkpoint=before_barrier.id, fork=fork)
+        assert again.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS, fork
+        assert [plain(p.request_id) for p in again.pending_requests] == ["t2", "t3"]
+
+
 async def test_an_edited_call_runs_with_the_reviewers_arguments() -> None:
     RAN.clear()
     workflow = mailer()
@@ -731,18 +794,25 @@ def note(i: int) -> str:
     return f"noted {i}: " + "ok " * 40
 
 
-def long_task(turns: int, store: sg.CheckpointStore) -> sg.Workflow:
+@sg.tool
+def big_note(i: int) -> str:
+    """Notes step ``i`` at length (a page of text on its own)."""
+    return f"noted {i}: " + "ü [x] " * 8_000
+
+
+def long_task(turns: int, store: sg.CheckpointStore, tool: Any = note) -> sg.Workflow:
     """An agent that calls a tool ``turns`` times, then answers with how
     many messages the model was sent last."""
+    name = tool.name
 
     def reply(call: ScriptedCall) -> ScriptedReply:
         done = sum(m.role == "tool" for m in call.messages)
         if done < turns:
-            return ScriptedReply(tool_calls=[call_of(f"n{done}", "note", i=done)])
+            return ScriptedReply(tool_calls=[call_of(f"n{done}", name, i=done)])
         return ScriptedReply(f"{len(call.messages)} messages")
 
     model = ScriptedModel([reply] * (turns + 1))
-    agent = sg.Agent("worker", model=model, tools=[note], max_turns=turns + 2)
+    agent = sg.Agent("worker", model=model, tools=[tool], max_turns=turns + 2)
     return agent_flow(agent, store)
 
 
@@ -751,13 +821,16 @@ async def test_a_long_conversation_is_stored_as_it_grows_not_again_each_time() -
     conversation is stored in pages that are stored once, so the bytes
     stored follow its length rather than its length squared (before: 400
     turns took 97 MB)."""
-    stored = {}
-    for turns in (40, 160):
-        store = sg.MemoryCheckpointStore()
-        done = await long_task(turns, store).run("go")
-        assert done.outputs[0].text == f"{2 * turns + 1} messages"
-        stored[turns] = store.blob_bytes
-    assert stored[160] < 6 * stored[40], stored  # (4x the turns; squared would be 16x)
+    for tool, small, large in ((note, 40, 160), (big_note, 8, 32)):
+        stored = {}
+        for turns in (small, large):
+            store = sg.MemoryCheckpointStore()
+            done = await long_task(turns, store, tool).run("go")
+            assert done.outputs[0].text == f"{2 * turns + 1} messages"
+            stored[turns] = store.blob_bytes
+        # 4x the turns: about 4x the bytes (squared would be 16x; long tool
+        # results are pages of their own, not stored again with each turn).
+        assert stored[large] < 6 * stored[small], (tool.name, stored)
 
 
 async def test_a_long_conversation_goes_on_whole_from_any_checkpoint(

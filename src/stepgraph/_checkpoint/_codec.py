@@ -81,8 +81,11 @@ class SnapshotPart:
         def snapshot(self):
             return {"pages": self.pages, "recent": list(self.recent)}  # pages: [SnapshotPart]
 
-    ``restore()`` gets the parts back (``part.value``). Outside a snapshot
-    a part is refused."""
+    ``restore()`` gets the parts back (``part.value``). A part is encoded
+    once: its value must not change after it was in a snapshot (keep tuples,
+    frozen dataclasses; new content is a new part) — a change would not be
+    stored. Equal parts of one snapshot come back as one object. Outside a
+    snapshot a part is refused."""
 
     __slots__ = ("_stored", "raw", "value")
 

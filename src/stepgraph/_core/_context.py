@@ -94,13 +94,13 @@ class RunScope:
         "context",
         "emit",
         "executor_ids",
-        "forked_from",
         "instances",
         "live",
         "nodes",
         "output_ids",
         "progress",
         "reducers",
+        "resumed_from",
         "run_id",
         "senders",
         "strict",
@@ -124,10 +124,10 @@ class RunScope:
         live: bool = False,
         usage: dict[str, Usage] | None = None,
         senders: frozenset[str] | None = None,
-        forked_from: str | None = None,
+        resumed_from: str | None = None,
     ) -> None:
         self.run_id = run_id
-        self.forked_from = forked_from  # the run this one branched off (fork=True)
+        self.resumed_from = resumed_from  # the checkpoint this call went on from
         self.workflow_name = workflow_name
         self.strict = strict
         self.emit = emit
@@ -207,12 +207,12 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         return self._scope.run_id
 
     @property
-    def forked_from(self) -> str | None:
-        """The run this one branched off, when it is a fork (``run(...,
-        fork=True)``, ``stepgraph run --fork``) — executors restored from the
-        fork's checkpoint hold that run's state, which is now this run's —
-        else ``None``."""
-        return self._scope.forked_from
+    def resumed_from(self) -> str | None:
+        """The checkpoint this call of the run went on from (a resume, an
+        answer, a fork, time travel) — the executors restored from it hold
+        the run's state as of then, even under a fork's new run id — or
+        ``None`` for a new run."""
+        return self._scope.resumed_from
 
     @property
     def has_successors(self) -> bool:

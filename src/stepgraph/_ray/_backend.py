@@ -662,4 +662,5 @@ def _scope_of(scope: RunScope) -> dict[str, Any]:
         "senders": scope.senders,
         "traced": scope.trace is not None,
         "live": scope.live,  # (someone streams the run: transient events go out)
+        "resumed_from": scope.resumed_from,
     }

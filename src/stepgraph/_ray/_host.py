@@ -215,6 +215,7 @@ class Host:
             instances=self.instances,
             reducers=reducers,
             live=scope["live"],
+            resumed_from=scope.get("resumed_from"),
         )
         run_scope.trace = spans
         work_batches: list[tuple[Node, Inbox]] = []

@@ -238,8 +238,8 @@ class Agent(Executor):
     def _reset(self, run_id: str | None) -> None:
         self._run_id = run_id
         self._pages: list[SnapshotPart] = []  # the conversation as stored (``_pages_now``)
-        # Restored from a checkpoint and not called since: a fork of the
-        # snapshot's run goes on with its conversation (see ``_call``).
+        # Restored from a checkpoint and not called since: a call that went
+        # on from a checkpoint goes on with its conversation (see ``_call``).
         self._restored = False
         self._messages: list[ChatMessage] = []
         self._turn_calls: list[_PendingCall] = []
@@ -267,14 +267,20 @@ class Agent(Executor):
         under way goes on where its snapshot says: no model turn or tool call
         runs twice."""
         if ctx.run_id != self._run_id:
-            if self._restored and self._run_id is not None and ctx.forked_from == self._run_id:
-                self._run_id = ctx.run_id  # a fork: it goes on with the conversation
+            if self._restored and ctx.resumed_from is not None:
+                # Restored for this call of the run: its conversation goes on
+                # (a fork's, under the fork's new run id).
+                self._run_id = ctx.run_id
             else:
                 self._reset(ctx.run_id)  # a new run: a new conversation
         self._restored = False
         index = self._position(message, ctx.superstep)
         if self._step == ctx.superstep and index < len(self._done):
-            self._deliver(self._answer_of(self._done[index]), ctx)
+            done = self._done[index]
+            if done is None:  # it ended waiting for approvals: those asked now were lost
+                await self._reopen(ctx)
+            else:
+                self._deliver(self._answer_of(done), ctx)
             return
         if self._step == ctx.superstep and index == len(self._done) and self._inflight:
             await self._reopen(ctx)
@@ -582,31 +588,41 @@ class Agent(Executor):
 
     # -- checkpoints ---------------------------------------------------------------
 
-    def _pages_now(self) -> list[SnapshotPart]:
-        """The conversation's full pages of ``_PAGE`` messages, as parts: a
-        page is stored once (and encoded once) however many checkpoints hold
-        it, so a long conversation's checkpoints cost what it added since,
-        not all of it. A page is kept while its messages are still the
+    def _pages_now(self) -> tuple[list[SnapshotPart], int]:
+        """The conversation's full pages, as parts, and how many messages
+        they hold: a page is stored once (and encoded once) however many
+        checkpoints hold it, so a long conversation's checkpoints cost what
+        it added since, not all of it. A page is full at ``_PAGE`` messages,
+        or sooner once its text reaches ``_PAGE_TEXT`` characters (a long
+        tool result is a page of its own, not re-stored with the messages
+        after it). A page is kept while its messages are still the
         conversation's (the very objects: it grows by appending, and is
         replaced whole when another agent's conversation is taken over)."""
         messages, pages = self._messages, self._pages
-        kept = 0
-        for page in pages[: len(messages) // _PAGE]:
-            start = kept * _PAGE
-            if not all(map(operator.is_, page.value, messages[start : start + _PAGE])):
+        kept = start = 0
+        for page in pages:
+            held = page.value
+            end = start + len(held)
+            if end > len(messages) or not all(map(operator.is_, held, messages[start:end])):
                 break
-            kept += 1
+            kept, start = kept + 1, end
         del pages[kept:]
-        for start in range(kept * _PAGE, len(messages) - _PAGE + 1, _PAGE):
-            pages.append(SnapshotPart(tuple(messages[start : start + _PAGE])))
-        return pages
+        first = start
+        size = 0
+        for n, message in enumerate(messages[start:], start + 1):
+            size += len(message.content or "")
+            size += sum(len(call.arguments) for call in message.tool_calls)
+            if n - first == _PAGE or size >= _PAGE_TEXT:
+                pages.append(SnapshotPart(tuple(messages[first:n])))
+                first, size = n, 0
+        return pages, first
 
     def snapshot(self) -> Any:
-        pages = self._pages_now()
+        pages, paged = self._pages_now()
         return {
             "run_id": self._run_id,
             "pages": list(pages),
-            "messages": self._messages[len(pages) * _PAGE :],  # (after the pages)
+            "messages": self._messages[paged:],  # (after the pages)
             "calls": list(self._turn_calls),
             "asked": dict(self._asked),
             "turns": self._turns,
@@ -622,7 +638,7 @@ class Agent(Executor):
         # (a snapshot of an earlier stepgraph holds its messages all in "messages")
         pages = list(snapshot.get("pages", ()))
         self._messages = [m for page in pages for m in page.value] + list(snapshot["messages"])
-        self._pages = pages if all(len(p.value) == _PAGE for p in pages) else []
+        self._pages = pages
         self._turn_calls = list(snapshot["calls"])
         # (every call id is in the conversation's messages: not stored twice)
         self._call_ids = {c.id for m in self._messages for c in m.tool_calls}
@@ -657,8 +673,10 @@ _INPUT_HANDLERS: tuple[Callable[..., Any], ...] = (
 )
 
 
-# Messages per stored page of a conversation (see ``Agent._pages_now``).
+# A stored page of a conversation: at most this many messages, or of text
+# (see ``Agent._pages_now``).
 _PAGE = 32
+_PAGE_TEXT = 16_384
 
 _FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\s*\Z", re.DOTALL)
 
