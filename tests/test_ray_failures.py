@@ -44,6 +44,10 @@ class HoldsLock(Exception):
         self.lock = threading.Lock()
 
 
+class OwnGroup(ExceptionGroup):
+    """A group of the user's own (it does not override ``derive``)."""
+
+
 class Touchy(sg.Executor):
     def __init__(self) -> None:
         super().__init__("touchy")
@@ -62,6 +66,10 @@ class Touchy(sg.Executor):
             raise ExceptionGroup("two failures", [ValueError("a"), KwOnly(code=1)])
         if what == "interrupt":
             raise KeyboardInterrupt
+        if what == "exit":
+            sys.exit(3)
+        if what == "own group":
+            raise OwnGroup("mine", [ValueError("a")])
         if what == "plain exception":
             raise ValueError("kaboom")
         if what == "odd message":
@@ -100,6 +108,8 @@ async def events_and_error(
         ("exception holding a lock", "failed in superstep 1: RemoteError: HoldsLock: x"),
         ("plain exception", "failed in superstep 1: ValueError: kaboom"),
         ("group", "failed in superstep 1: ExceptionGroup: two failures (2 sub-exceptions)"),
+        ("own group", "failed in superstep 1: OwnGroup: mine (1 sub-exception)"),
+        ("exit", "failed in superstep 1: SystemExit: 3"),
         ("odd message", "could not be sent back (RayTaskError"),
     ],
 )
@@ -121,7 +131,8 @@ async def test_a_failure_is_the_runs_failure_with_its_events(
         assert [type(e).__name__ for e in cause.exceptions] == ["ValueError", "RemoteError"]
         assert str(cause.exceptions[1]) == "KwOnly: code=1"
     if what != "odd message":  # the end of the handler's traceback comes along
-        assert ", in on\n" in cause.remote_traceback and "raise " in cause.remote_traceback
+        assert ", in on\n" in cause.remote_traceback  # (the handler's own frame, its line)
+        assert "raise " in cause.remote_traceback or "sys.exit(3)" in cause.remote_traceback
     # The next run goes on (the same workflow, the same backend).
     again = await flow.run("fine", backend=backend)
     assert again.outputs and again.outputs[0].startswith("fine")

@@ -293,7 +293,7 @@ async def test_colocated_executors_share_one_warm_actor(ray_cluster: None) -> No
 async def test_a_fork_on_ray_goes_on_with_the_agents_conversation(
     backend: sg.RayBackend,
 ) -> None:
-    """The agent runs in its actor: the run's ``resumed_from`` reaches it
+    """The agent runs in its actor: the run's ``forked_from`` reaches it
     there, and a fork's approval is answered as locally."""
     from tests.agents.test_agent import RAN, mailer
 

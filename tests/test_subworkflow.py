@@ -367,10 +367,21 @@ async def test_two_child_runs_waiting_at_once_need_their_own_stateful_executors(
         sub = sg.WorkflowExecutor(child(shared), id="sub")
         return sg.WorkflowBuilder(start=split).add_edge(split, sub).build()
 
+    refusing = parent(True)
     with pytest.raises(sg.WorkflowRunError) as raised:
-        await parent(True).run(["tea facts", "coffee facts"])
-    assert "a new child run would start while 1 wait(s) for answers" in str(raised.value)
+        await refusing.run(["tea facts", "coffee facts"])
+    assert "a new child run would start while 1 of this run wait(s)" in str(raised.value)
     assert "register it (builder.register('mailer', factory))" in str(raised.value)
+    # The failed run's child runs went with it: one child run at a time works.
+    one = await refusing.run(["tea facts"])
+    assert len(one.pending_requests) == 2
+    # A sub-workflow of sub-workflows keeps each child run apart: never refused.
+    mid = sg.WorkflowBuilder(start=sg.WorkflowExecutor(child(False), id="inner"), name="mid")
+    nested = sg.WorkflowBuilder(start=split).add_edge(
+        split, sg.WorkflowExecutor(mid.build(), id="outer")
+    )
+    waiting_nested = await nested.build().run(["tea facts", "coffee facts"])
+    assert len(waiting_nested.pending_requests) == 4
     flow = parent(False)
     waiting = await flow.run(["tea facts", "coffee facts"])
     assert len(waiting.pending_requests) == 4  # two approvals in each child run

@@ -215,6 +215,12 @@ def _usage(stored: Any) -> dict[str, Usage]:
     return usage
 
 
+def _run_ids(found: Any, label: str) -> tuple[str, ...]:
+    if not isinstance(found, list) or not all(isinstance(r, str) for r in found):
+        raise CheckpointDecodeError(f"{label}: forked_from is not a list of run ids")
+    return tuple(found)
+
+
 def body_refs(body: Mapping[str, Any]) -> tuple[str, ...]:
     """The value hashes a checkpoint body references, sorted."""
     state, snapshots = body.get("state"), body.get("snapshots")
@@ -409,6 +415,8 @@ class RunCodec:
             body["answered"] = sorted(run.answered)
         if run.usage:
             body["usage"] = {path: list(astuple(u)) for path, u in run.usage.items()}
+        if run.forked_from:
+            body["forked_from"] = list(run.forked_from)
         if written is not None and run.yielded:  # (as JSON to show, never decoded)
             body["outputs"] = [jsonable(v) for v in run.yielded]
         return body, blobs
@@ -532,6 +540,7 @@ class RunCodec:
             requests=requests,
             answered=set(body.get("answered", ())),
             usage=_usage(body.get("usage", {})),
+            forked_from=_run_ids(body.get("forked_from", []), label),
         )
         return run, snapshots
 

@@ -109,6 +109,9 @@ class WorkflowExecutor(Executor):
         self.forward_outputs = forward_outputs
         self.intercept_requests = intercept_requests
         self._runs: dict[str, RunState] = {}  # suspended child runs, by child run id
+        # The parent run each suspended child run was started by (those
+        # restored from a checkpoint: the run that resumes, unknown here).
+        self._parents: dict[str, str] = {}
         self._routes: dict[str, tuple[str, str]] = {}  # our request id -> (child run, request)
         own = id if id is not None else workflow.name
         if isinstance(own, str) and id_separators(own):
@@ -185,12 +188,18 @@ class WorkflowExecutor(Executor):
 
     async def _start_child(self, message: Any, ctx: WorkflowContext[Any, Any]) -> None:
         shared = self.workflow.shared_snapshots
-        if self._runs and shared:
-            # Two child runs at once through one instance: their state would mix
-            # (an agent's conversations, one overwriting the other's).
+        waiting = [r for r in self._runs if self._parents.get(r, ctx.run_id) == ctx.run_id]
+        if waiting and shared:
+            # Two child runs of one run at once through one instance: their
+            # state would mix (an agent's conversations, one overwriting the
+            # other's). The run fails: its waiting child runs go with it.
+            for child in waiting:
+                self._runs.pop(child, None)
+                self._parents.pop(child, None)
+            self._routes = {k: r for k, r in self._routes.items() if r[0] not in waiting}
             raise WorkflowRunError(
                 f"WorkflowExecutor {self.id!r}: a new child run would start while "
-                f"{len(self._runs)} wait(s) for answers, and the child's executor "
+                f"{len(waiting)} of this run wait(s) for answers, and the child's executor "
                 f"{shared[0]!r} is one instance keeping state (snapshot()) for every child "
                 f"run; register it (builder.register({shared[0]!r}, factory)) so that each "
                 "child run has its own",
@@ -252,6 +261,7 @@ class WorkflowExecutor(Executor):
             await self.workflow._drive(run, run_id, emit, ctx.context, ctx._scope.live)
         except WorkflowRunError as error:
             self._runs.pop(run_id, None)
+            self._parents.pop(run_id, None)
             raise _wrap(self.id, error, ctx.superstep) from error
         finally:
             for path, usage in run.usage.items():
@@ -280,8 +290,10 @@ class WorkflowExecutor(Executor):
                 ctx._open_request(request.request, request.response_type, ours)
         if run.requests:
             self._runs[run_id] = run
+            self._parents.setdefault(run_id, ctx.run_id)
         else:
             self._runs.pop(run_id, None)
+            self._parents.pop(run_id, None)
 
     # -- checkpoints: suspended child runs nest in the parent's ------------------
 
@@ -299,6 +311,7 @@ class WorkflowExecutor(Executor):
             for rid, data in snapshot["runs"].items()
         }
         self._routes = {ours: (route[0], route[1]) for ours, route in snapshot["routes"].items()}
+        self._parents = {}  # (theirs is the run that resumes them)
 
     def __repr__(self) -> str:
         return f"<WorkflowExecutor id={self.id!r} workflow={self.workflow.name!r}>"

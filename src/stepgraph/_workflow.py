@@ -263,8 +263,13 @@ class Workflow:
     @property
     def shared_snapshots(self) -> list[str]:
         """The ids of the executors that keep state in checkpoints
-        (``snapshot()``) in one instance serving every run."""
-        return [e.id for e in self._claimable if e.takes_snapshots]
+        (``snapshot()``) in one instance serving every run — but
+        sub-workflows, which keep each of their child runs apart."""
+        return [
+            e.id
+            for e in self._claimable
+            if e.takes_snapshots and not isinstance(getattr(e, "workflow", None), Workflow)
+        ]
 
     @property
     def output_executors(self) -> frozenset[str] | None:
@@ -441,7 +446,7 @@ class Workflow:
                     leased=parent is not None,
                 )
             scope = self._scope(run_id, emit, run, call.context, live)
-            scope.resumed_from = parent.id if parent is not None else None
+            scope.forked_from = run.forked_from
             trace = scope.trace = start_run(
                 self.name,
                 run_id,
@@ -539,6 +544,8 @@ class Workflow:
             # (waiting for the same answers) is superseded, not answerable twice.
             self._suspended.pop(stored.run_id, None)
             run_id = uuid.uuid4().hex if call.fork else stored.run_id
+            if call.fork:  # (what its executors restored was that run's)
+                run.forked_from = (stored.run_id, *run.forked_from)
             return run_id, run, stored, self._codec.hashes(stored), None
         if responses is not None:
             suspended = self._claim(responses)

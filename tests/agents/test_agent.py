@@ -408,6 +408,43 @@ async def test_a_paused_fork_and_a_fork_of_it_remember_the_chat(store: sg.Checkp
     assert again.pending_requests[0].request.text == said
 
 
+class Gate(sg.Executor):
+    """Asks before the agent is called (so a new run's first checkpoints
+    hold the shared agent as the last run left it)."""
+
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.request_info(Ask(text), str)
+
+    @sg.response_handler
+    async def answered(self, ask: Ask, answer: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message(f"{ask.text} / {answer}")
+
+
+async def test_a_new_run_never_goes_on_with_another_runs_conversation(
+    store: sg.CheckpointStore,
+) -> None:
+    """A shared agent holds the last run's conversation until it is called
+    in the next one, and that run's checkpoints store it so: going on from
+    them (from a checkpoint, in memory, forked) starts afresh all the same."""
+    model = ScriptedModel([users_seen] * 10)
+    agent = sg.Agent("agent", model=model)
+    flow = sg.WorkflowBuilder(start=Gate("gate"), checkpoints=store).add_edge("gate", agent).build()
+    one = await flow.run("secret of run ONE")
+    one = await flow.run(responses={one.pending_requests[0].request_id: "yes"})
+    assert one.outputs[0].text == repr(["secret of run ONE / yes"])
+    for how in ("checkpoint", "fork", "memory"):
+        two = await flow.run("run TWO")  # (the agent still holds run ONE's conversation)
+        asked = two.pending_requests[0].request_id
+        if how == "memory":
+            went = await flow.run(responses={asked: "ok"})
+        else:
+            went = await flow.run(
+                responses={asked: "ok"}, checkpoint=two.last_checkpoint, fork=how == "fork"
+            )
+        assert went.outputs[0].text == repr(["run TWO / ok"]), how
+
+
 async def test_approvals_asked_before_the_last_progress_save_are_asked_again(
     store: sg.CheckpointStore,
 ) -> None:

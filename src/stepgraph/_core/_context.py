@@ -94,13 +94,13 @@ class RunScope:
         "context",
         "emit",
         "executor_ids",
+        "forked_from",
         "instances",
         "live",
         "nodes",
         "output_ids",
         "progress",
         "reducers",
-        "resumed_from",
         "run_id",
         "senders",
         "strict",
@@ -124,10 +124,10 @@ class RunScope:
         live: bool = False,
         usage: dict[str, Usage] | None = None,
         senders: frozenset[str] | None = None,
-        resumed_from: str | None = None,
+        forked_from: tuple[str, ...] = (),
     ) -> None:
         self.run_id = run_id
-        self.resumed_from = resumed_from  # the checkpoint this call went on from
+        self.forked_from = forked_from  # the runs this one was forked from, nearest first
         self.workflow_name = workflow_name
         self.strict = strict
         self.emit = emit
@@ -207,12 +207,14 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         return self._scope.run_id
 
     @property
-    def resumed_from(self) -> str | None:
-        """The checkpoint this call of the run went on from (a resume, an
-        answer, a fork, time travel) — the executors restored from it hold
-        the run's state as of then, even under a fork's new run id — or
-        ``None`` for a new run."""
-        return self._scope.resumed_from
+    def forked_from(self) -> tuple[str, ...]:
+        """The runs this run was forked from (``fork=True``, ``stepgraph run
+        --fork``), the nearest first — empty unless it is a fork. What the
+        executors restored from its checkpoints was theirs: an executor that
+        keeps state per ``ctx.run_id``, as ``sg.Agent`` keeps its
+        conversation, goes on with state of these runs rather than start
+        afresh."""
+        return self._scope.forked_from
 
     @property
     def has_successors(self) -> bool:

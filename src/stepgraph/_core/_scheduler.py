@@ -65,6 +65,8 @@ class RunState:
     # The outputs the last superstep yielded, in schedule order (its
     # checkpoint keeps them for display; not carried to the next barrier).
     yielded: list[Any] = field(default_factory=list)
+    # The runs this one was forked from, the nearest first (none: not a fork).
+    forked_from: tuple[str, ...] = ()
 
     def copy(self) -> RunState:
         """A copy whose containers can change without touching this one's."""
@@ -78,6 +80,7 @@ class RunState:
             instances=dict(self.instances),
             usage=dict(self.usage),
             paused=self.paused,
+            forked_from=self.forked_from,
         )
 
     def status(self, *, running: bool) -> RunStatus:

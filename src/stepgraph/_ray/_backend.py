@@ -482,7 +482,7 @@ class RayBackend:
                 tally[path] = tally[path] + used if path in tally else used
             if failures:
                 for _, cause, _ in failures:
-                    if not isinstance(cause, Exception):
+                    if not isinstance(cause, (Exception, SystemExit)):
                         raise cause  # (KeyboardInterrupt in a handler: as locally)
                 raised = [
                     ExecutorFailure(eid, work.number, cause, item) for eid, cause, item in failures
@@ -662,5 +662,5 @@ def _scope_of(scope: RunScope) -> dict[str, Any]:
         "senders": scope.senders,
         "traced": scope.trace is not None,
         "live": scope.live,  # (someone streams the run: transient events go out)
-        "resumed_from": scope.resumed_from,
+        "forked_from": scope.forked_from,
     }

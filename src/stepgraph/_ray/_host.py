@@ -55,8 +55,11 @@ def portable(exc: BaseException) -> BaseException:
     line = error_line(exc)
     out: BaseException
     if isinstance(exc, BaseExceptionGroup):
+        members = [portable(member) for member in exc.exceptions]
         try:
-            out = exc.derive([portable(member) for member in exc.exceptions])
+            out = exc.derive(members)
+            if type(out) is not type(exc):  # (a subclass that does not derive itself)
+                out = type(exc)(exc.message, members)
         except Exception:
             out = RemoteError(line)
     else:
@@ -215,7 +218,7 @@ class Host:
             instances=self.instances,
             reducers=reducers,
             live=scope["live"],
-            resumed_from=scope.get("resumed_from"),
+            forked_from=scope.get("forked_from", ()),
         )
         run_scope.trace = spans
         work_batches: list[tuple[Node, Inbox]] = []

@@ -238,8 +238,8 @@ class Agent(Executor):
     def _reset(self, run_id: str | None) -> None:
         self._run_id = run_id
         self._pages: list[SnapshotPart] = []  # the conversation as stored (``_pages_now``)
-        # Restored from a checkpoint and not called since: a call that went
-        # on from a checkpoint goes on with its conversation (see ``_call``).
+        # Restored from a checkpoint and not called since: a fork goes on with
+        # the conversation of the run it was forked from (see ``_call``).
         self._restored = False
         self._messages: list[ChatMessage] = []
         self._turn_calls: list[_PendingCall] = []
@@ -267,9 +267,9 @@ class Agent(Executor):
         under way goes on where its snapshot says: no model turn or tool call
         runs twice."""
         if ctx.run_id != self._run_id:
-            if self._restored and ctx.resumed_from is not None:
-                # Restored for this call of the run: its conversation goes on
-                # (a fork's, under the fork's new run id).
+            if self._restored and self._run_id in ctx.forked_from:
+                # Restored in a fork from the run it branched off (or an
+                # earlier one): the conversation goes on under the fork's id.
                 self._run_id = ctx.run_id
             else:
                 self._reset(ctx.run_id)  # a new run: a new conversation
