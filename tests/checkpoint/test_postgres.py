@@ -727,7 +727,12 @@ async def test_a_run_cancelled_while_a_save_is_under_way_is_listed_cancelled(
     try:
         flow = sg.WorkflowBuilder(start=_tick, checkpoints=store).add_edge(_tick, _tick).build()
         task = asyncio.create_task(flow.run(1))
-        await asyncio.sleep(0.45)  # (the second save under way)
+        for _ in range(200):  # (once the first barrier's save is stored: the next is under way)
+            found = await store.runs()
+            if found and found[0].superstep >= 1:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
