@@ -382,6 +382,21 @@ async def test_two_child_runs_waiting_at_once_need_their_own_stateful_executors(
     )
     waiting_nested = await nested.build().run(["tea facts", "coffee facts"])
     assert len(waiting_nested.pending_requests) == 4
+    # Child runs of other parent runs are not this run's: never counted, even
+    # restored from a checkpoint — and each parent run answers its own.
+    store = sg.MemoryCheckpointStore()
+    several = sg.WorkflowBuilder(start=split, checkpoints=store).add_edge(
+        split, sg.WorkflowExecutor(child(True), id="sub")
+    )
+    flow = several.build()
+    first = await flow.run(["tea facts"])
+    await flow.run(["coffee facts"])
+    again = await flow.run(checkpoint=first.last_checkpoint)  # (restores first's child run)
+    third = await flow.run(["milk facts"])
+    for waiting in (third, again):
+        answers = {p.request_id: sg.ToolApproval.approve() for p in waiting.pending_requests}
+        done = await flow.run(responses=answers)
+        assert done.status is sg.RunStatus.IDLE and done.run_id == waiting.run_id
     flow = parent(False)
     waiting = await flow.run(["tea facts", "coffee facts"])
     assert len(waiting.pending_requests) == 4  # two approvals in each child run

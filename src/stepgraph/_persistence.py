@@ -488,6 +488,15 @@ class RunCodec:
         run.paused = checkpoint.status == RunStatus.PAUSED.value
         return run, snapshots
 
+    def restore_shared(self, checkpoint: Checkpoint) -> None:
+        """Give the shared executors back the state ``checkpoint`` holds
+        (a run answered in memory goes on as it left them, whatever another
+        run did with them since); the run's own instances are its already."""
+        _, snapshots = self.decode(checkpoint)
+        for eid, snapshot in snapshots.items():
+            if eid not in self.factories:
+                self._known(eid).restore(snapshot)
+
     def _apply(self, run: RunState, snapshots: dict[str, Any]) -> None:
         """Give executors their snapshots back: a shared one restores itself;
         a per-run one is made for the run, then restored."""

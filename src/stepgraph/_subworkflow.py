@@ -188,15 +188,12 @@ class WorkflowExecutor(Executor):
 
     async def _start_child(self, message: Any, ctx: WorkflowContext[Any, Any]) -> None:
         shared = self.workflow.shared_snapshots
-        waiting = [r for r in self._runs if self._parents.get(r, ctx.run_id) == ctx.run_id]
+        waiting = [r for r in self._runs if self._parents.get(r) == ctx.run_id]
         if waiting and shared:
-            # Two child runs of one run at once through one instance: their
+            # Two child runs of this run at once through one instance: their
             # state would mix (an agent's conversations, one overwriting the
-            # other's). The run fails: its waiting child runs go with it.
-            for child in waiting:
-                self._runs.pop(child, None)
-                self._parents.pop(child, None)
-            self._routes = {k: r for k, r in self._routes.items() if r[0] not in waiting}
+            # other's). (Child runs restored from a checkpoint are not known
+            # to be this run's: only those it started here are counted.)
             raise WorkflowRunError(
                 f"WorkflowExecutor {self.id!r}: a new child run would start while "
                 f"{len(waiting)} of this run wait(s) for answers, and the child's executor "
@@ -311,7 +308,7 @@ class WorkflowExecutor(Executor):
             for rid, data in snapshot["runs"].items()
         }
         self._routes = {ours: (route[0], route[1]) for ours, route in snapshot["routes"].items()}
-        self._parents = {}  # (theirs is the run that resumes them)
+        self._parents = {}  # (theirs is the run that resumes them: not known here)
 
     def __repr__(self) -> str:
         return f"<WorkflowExecutor id={self.id!r} workflow={self.workflow.name!r}>"

@@ -557,6 +557,9 @@ class Workflow:
                 parent = None
                 if suspended.last_checkpoint is not None and config is not None:
                     parent = await config.store.load(suspended.last_checkpoint)
+                    # Another run (a fork, a resume, a new run) may have used the
+                    # shared executors since: they go on as this run left them.
+                    self._codec.restore_shared(parent)
             except BaseException:
                 self._suspended[suspended.run_id] = suspended  # nothing consumed
                 raise

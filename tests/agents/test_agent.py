@@ -445,6 +445,43 @@ async def test_a_new_run_never_goes_on_with_another_runs_conversation(
         assert went.outputs[0].text == repr(["run TWO / ok"]), how
 
 
+async def test_runs_waiting_side_by_side_are_answered_in_memory_each_as_it_left_off(
+    store: sg.CheckpointStore,
+) -> None:
+    """One shared agent, several runs waiting at once (two runs, then two
+    forks of the first): answered in memory in any order, each goes on with
+    its own conversation — restored from its last checkpoint, since another
+    run used the agent meanwhile."""
+    RAN.clear()
+    flow = mailer(store)
+    runs = [await flow.run("mail the tea facts") for _ in range(3)]
+    for waiting in (runs[1], runs[2], runs[0]):
+        t2, t3 = (p.request_id for p in waiting.pending_requests)
+        done = await flow.run(
+            responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("no")}
+        )
+        assert done.run_id == waiting.run_id and done.status is sg.RunStatus.IDLE
+        assert "t2=sent to ann@example.com" in done.outputs[0].text
+    # A chat forked twice, both forks answered in memory.
+    bot = sg.Agent("bot", model=ScriptedModel([users_seen] * 10))
+    chat = (
+        sg.WorkflowBuilder(start=bot, checkpoints=store)
+        .add_executor(Human("human"))
+        .add_edge(bot, "human")
+        .add_edge("human", bot)
+        .build()
+    )
+    first = await chat.run("I am Ann")
+    asked = first.pending_requests[0].request_id
+    forks = [
+        await chat.run(responses={asked: text}, checkpoint=first.last_checkpoint, fork=True)
+        for text in ("F1", "F2")
+    ]
+    for fork, text in zip(reversed(forks), ("F2", "F1"), strict=True):
+        done = await chat.run(responses={fork.pending_requests[0].request_id: "ok"})
+        assert done.pending_requests[0].request.text == repr(["I am Ann", text, "ok"])
+
+
 async def test_approvals_asked_before_the_last_progress_save_are_asked_again(
     store: sg.CheckpointStore,
 ) -> None:
