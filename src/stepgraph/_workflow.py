@@ -553,13 +553,14 @@ class Workflow:
             try:
                 if config is not None:  # another process may have answered through the store
                     await _not_answered(config.store, suspended.run_id, responses)
-                apply_responses(run, responses, self._executors)
                 parent = None
                 if suspended.last_checkpoint is not None and config is not None:
                     parent = await config.store.load(suspended.last_checkpoint)
                     # Another run (a fork, a resume, a new run) may have used the
-                    # shared executors since: they go on as this run left them.
+                    # shared executors since: they go on (and check the answers)
+                    # as this run left them.
                     self._codec.restore_shared(parent)
+                apply_responses(run, responses, self._executors)
             except BaseException:
                 self._suspended[suspended.run_id] = suspended  # nothing consumed
                 raise
