@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._checkpoint import (
@@ -35,7 +34,7 @@ from .._checkpoint import (
 )
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
-from .._cli._render import event_record, jsonable
+from .._cli._render import jsonable
 from .._core import Event, PendingRequest, RunStartedEvent, RunStatus, type_name
 from .._exceptions import (
     CheckpointEncodeError,
@@ -50,6 +49,7 @@ from .._exceptions import (
 from .._persistence import CheckpointConfig
 from .._viz import to_graph
 from .._workflow import Workflow
+from ._logs import RunLog
 from ._schema import schema_of
 
 __all__ = [
@@ -104,80 +104,6 @@ class ServedWorkflow:
         if not isinstance(fresh, Workflow) or fresh.signature != self.workflow.signature:
             raise Problem(500, f"the factory of workflow {self.name!r} built another workflow")
         return fresh
-
-
-@dataclass(slots=True)
-class RunLog:
-    """One run's events as JSON records, and whether the run is going on in
-    this server. Event ids go up by one from ``base`` + 1; ``base`` is the
-    time the log was opened, in microseconds, so a log this process opens
-    again later — or a later server process — numbers above every id given
-    before, and a client reconnecting with an older ``Last-Event-ID`` gets
-    all of this log."""
-
-    run_id: str
-    workflow: str
-    records: list[str] = field(default_factory=list)
-    outputs: list[Any] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-    status: str = RunStatus.IN_PROGRESS.value
-    size: int = 0  # bytes of the records
-    # How the run ended here, kept for when the store could not record it (a
-    # store gone down): the failure, when, and whether the store holds none
-    # of the run (then this log is all there is to show).
-    error: str | None = None
-    ended_at: float | None = None
-    unstored: bool = False
-    base: int = field(default_factory=lambda: time.time_ns() // 1000)
-    # The continuation going on here (or the last one): when it began, the
-    # checkpoint it went on from (None: a new run), the requests it answers,
-    # and the outputs it yielded with their supersteps — those of superstep
-    # k are stored with the checkpoint of superstep k, so the ones past the
-    # latest stored checkpoint are what the store does not hold yet.
-    since: float = 0.0
-    origin: str | None = None
-    answering: frozenset[str] = frozenset()
-    fresh: list[tuple[int | None, Any]] = field(default_factory=list)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def live(self) -> bool:
-        return self.task is not None and not self.task.done()
-
-    @property
-    def last_id(self) -> int:
-        return self.base + len(self.records)
-
-    def after(self, event_id: int) -> list[tuple[int, str]]:
-        """The records after ``event_id``, with their ids."""
-        first = max(event_id - self.base, 0)
-        return list(enumerate(self.records[first:], self.base + first + 1))
-
-    def add(self, event: Event) -> None:
-        record = event_record(event)
-        record["id"] = self.last_id + 1
-        record["time"] = time.time()
-        if event.kind == "output" and not event.workflow_path:
-            self.outputs.append(record["data"])
-            self.fresh.append((event.superstep, record["data"]))
-        elif event.kind == "status" and not event.workflow_path:
-            self.status = record["status"]
-        elif event.kind == "failed" and not event.workflow_path:
-            self.error = record["error"]  # (also when the run's own ending is cut off)
-        text = json.dumps(record, allow_nan=False, ensure_ascii=False)
-        self.records.append(text)
-        self.size += len(text)
-        self.changed()
-
-    def changed(self) -> None:
-        wake, self._wake = self._wake, asyncio.Event()
-        wake.set()
-
-    async def wait(self, seen: int) -> None:
-        """Until there are events after id ``seen`` or the run stopped."""
-        if self.last_id > seen or not self.live:
-            return
-        await self._wake.wait()
 
 
 class RunService:
