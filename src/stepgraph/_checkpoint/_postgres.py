@@ -54,7 +54,7 @@ from ._postgres_layout import (
     record_answers,
     segment_write,
 )
-from ._postgres_leases import Leases
+from ._postgres_leases import Leases, SavesUnderWay
 from ._postgres_sessions import ServerAway, live_connection, quiet_handled
 from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
@@ -137,12 +137,7 @@ class PostgresCheckpointStore(BaseStore):
         self._skew = 0.0
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        # Saves under way, per run: a run cancelled while one is (Ctrl-C)
-        # records its ending, and gives its lease back, only after it — the
-        # store's threads run calls side by side, and the save would else
-        # commit last, listing the run as still going on.
-        self._saving: dict[str, int] = {}
-        self._saved = threading.Condition(self._lock)
+        self._saving = SavesUnderWay()
         self._leases = Leases(self._pg.Error)  # (no reference back: no cycle)
         # Threads for the blocking calls: as many as pooled connections.
         self._worker = Worker("stepgraph-postgres", owner=self, threads=max_size)
@@ -289,11 +284,7 @@ class PostgresCheckpointStore(BaseStore):
         it up to ``reconnect_timeout`` seconds — nothing was sent, so the
         save is tried again whole."""
         deadline = time.monotonic() + self.reconnect_timeout
-        runs = {cp.run_id for cp in checkpoints}
-        with self._lock:
-            for run_id in runs:
-                self._saving[run_id] = self._saving.get(run_id, 0) + 1
-        try:
+        with self._saving.of({cp.run_id for cp in checkpoints}):
             while True:
                 try:
                     self._write_now(checkpoints, blob_bytes, blobs)
@@ -303,18 +294,6 @@ class PostgresCheckpointStore(BaseStore):
                         raise
                     if self._closing.wait(_AWAY_PAUSE):
                         raise  # (the store is being closed, or told to stop waiting)
-        finally:
-            with self._lock:
-                for run_id in runs:
-                    left = self._saving.pop(run_id) - 1
-                    if left:
-                        self._saving[run_id] = left
-                self._saved.notify_all()
-
-    def _after_saves(self, run_id: str) -> None:
-        """Wait for the run's saves under way to end (see ``_saving``)."""
-        with self._lock:
-            self._saved.wait_for(lambda: run_id not in self._saving)
 
     def _write_now(
         self,
@@ -494,7 +473,7 @@ class PostgresCheckpointStore(BaseStore):
     def _set_status(self, run_id: str, status: str, error: str | None) -> None:
         if has_nul([run_id]):  # (no such run)
             return
-        self._after_saves(run_id)
+        self._saving.wait(run_id)
 
         def record(cur: Any) -> None:
             cur.execute(
@@ -654,7 +633,7 @@ class PostgresCheckpointStore(BaseStore):
             raise self._failure(exc, doing) from exc
 
     def _release_lease(self, run_id: str, holder: str) -> None:
-        self._after_saves(run_id)
+        self._saving.wait(run_id)
         self._leases.give_back(run_id, holder)
 
     def _session(self) -> Any:

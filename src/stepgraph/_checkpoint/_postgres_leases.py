@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from ._leases import deleting, this_process
 from ._postgres_layout import lock_key
 from ._postgres_sessions import connect_or_away, ended
 
-__all__ = ["Leases"]
+__all__ = ["Leases", "SavesUnderWay"]
 
 _SPARE = 4  # deletion sessions kept open for the next deletion
 
@@ -233,6 +233,40 @@ class Leases:
                 self._spare.append(conn)
                 return
         conn.close()
+
+
+class SavesUnderWay:
+    """The saves under way, per run. A run cancelled while one is (Ctrl-C)
+    records its ending, and gives its lease back, only after it: the
+    store's threads run calls side by side, and the save would else commit
+    last, listing the run as still going on (and a lease given back under
+    it would let another process write the run at the same time)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._ended = threading.Condition()
+
+    @contextmanager
+    def of(self, run_ids: Iterable[str]) -> Iterator[None]:
+        """A save of these runs under way, within."""
+        runs = set(run_ids)
+        with self._ended:
+            for run_id in runs:
+                self._counts[run_id] = self._counts.get(run_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._ended:
+                for run_id in runs:
+                    left = self._counts.pop(run_id) - 1
+                    if left:
+                        self._counts[run_id] = left
+                self._ended.notify_all()
+
+    def wait(self, run_id: str) -> None:
+        """Until no save of the run is under way."""
+        with self._ended:
+            self._ended.wait_for(lambda: run_id not in self._counts)
 
 
 def _holder_of(conn: Any, run_id: str) -> str:
