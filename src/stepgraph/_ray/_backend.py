@@ -295,20 +295,13 @@ class RayBackend:
         named = ", ".join(n.id for n in members)
         if isinstance(exc, _Closed):
             return _closed(work, members[0], named)
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        failure = ExecutorFailure(
-            members[0].id,
-            work.number,
-            WorkflowRunError(
-                f"the Ray actor of executor {named!r} did not start: {type(exc).__name__}: "
-                f"{lines[-1] if lines else ''} (the workers must be able to import the "
-                'executors\' modules: see docs/ray.md, "What workers need")',
-                executor_id=members[0].id,
-                superstep=work.number,
-            ),
+        return _fails(
+            work,
+            members[0],
+            f"the Ray actor of executor {named!r} did not start: {type(exc).__name__}: "
+            f"{_last_line(exc)} (the workers must be able to import the executors' modules: "
+            'see docs/ray.md, "What workers need")',
         )
-        work.failures.append(failure)
-        return failure
 
     def _placeable(self, place: Placement, node: Node, work: Superstep) -> None:
         """Warn when no node of the cluster has the resources an actor asks
@@ -448,13 +441,6 @@ class RayBackend:
                     )
                     self.pool.forget(run.groups.get(group, [first])[0])
                     continue
-                lost = WorkflowRunError(
-                    f"the Ray actor of executor {named!r} on node {where} died during "
-                    f"superstep {work.number}: {type(exc).__name__}",
-                    executor_id=first.id,
-                    superstep=work.number,
-                )
-                lost.__cause__ = exc
                 if attempt < attempts:
                     work.scope.emit(
                         WarningEvent(
@@ -467,9 +453,13 @@ class RayBackend:
                     )
                     attempt += 1
                     continue  # the lost batch re-runs on a fresh actor
-                failure = ExecutorFailure(first.id, work.number, lost)
-                work.failures.append(failure)
-                raise failure from exc
+                raise _fails(
+                    work,
+                    first,
+                    f"the Ray actor of executor {named!r} on node {where} died during "
+                    f"superstep {work.number}: {type(exc).__name__}",
+                    exc,
+                ) from exc
             run.busy.discard(group)
             run.stateful.update(stateful)
             if spans and work.scope.trace is not None:
@@ -508,19 +498,14 @@ class RayBackend:
         actor (a message or an exception Ray cannot serialize): the run fails
         naming the executors, as when their handler raises."""
         run.busy.discard(group)
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(exc).__name__
-        lost = WorkflowRunError(
+        return _fails(
+            work,
+            first,
             f"executor {named!r}: what its Ray actor did in superstep {work.number} could "
-            f"not be sent back ({type(exc).__name__}: {reason}); on the Ray backend messages, "
-            "outputs and exceptions must be serializable",
-            executor_id=first.id,
-            superstep=work.number,
+            f"not be sent back ({type(exc).__name__}: {_last_line(exc) or type(exc).__name__}); "
+            "on the Ray backend messages, outputs and exceptions must be serializable",
+            exc,
         )
-        lost.__cause__ = exc
-        failure = ExecutorFailure(first.id, work.number, lost)
-        work.failures.append(failure)
-        return failure
 
     async def _process(self, actor: Any, work: Superstep, batches: Any, *args: Any) -> Result:
         """One ``process`` call; its events as they happen once it has run
@@ -590,19 +575,31 @@ class _Closed(Exception):
     """The backend was closed while a call waited for its actor."""
 
 
-def _closed(work: Superstep, first: Node, named: str) -> ExecutorFailure:
-    failure = ExecutorFailure(
-        first.id,
-        work.number,
-        WorkflowRunError(
-            f"the Ray backend was closed while executor {named!r} ran (superstep "
-            f"{work.number}): the run cannot go on here",
-            executor_id=first.id,
-            superstep=work.number,
-        ),
-    )
+def _fails(
+    work: Superstep, first: Node, text: str, cause: BaseException | None = None
+) -> ExecutorFailure:
+    """The superstep's failure, named after ``first``: the run fails as when
+    a handler raises (``work.failures`` says so to the scheduler)."""
+    error = WorkflowRunError(text, executor_id=first.id, superstep=work.number)
+    error.__cause__ = cause
+    failure = ExecutorFailure(first.id, work.number, error)
     work.failures.append(failure)
     return failure
+
+
+def _closed(work: Superstep, first: Node, named: str) -> ExecutorFailure:
+    return _fails(
+        work,
+        first,
+        f"the Ray backend was closed while executor {named!r} ran (superstep "
+        f"{work.number}): the run cannot go on here",
+    )
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of a Ray error's text (the rest is its remote traceback)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 async def _exported(actor: Any) -> Any:
