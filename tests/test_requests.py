@@ -193,6 +193,28 @@ async def test_answer_through_a_checkpoint(store: sg.CheckpointStore) -> None:
     assert again.outputs == ["persist?: no"] and again.run_id != done.run_id
 
 
+async def test_a_fork_leaves_the_original_waiting_in_memory(store: sg.CheckpointStore) -> None:
+    workflow = build(store)
+    result = await workflow.run(["keep?"])
+    [pending] = result.pending_requests
+    fork = await workflow.run(
+        responses={pending.request_id: False}, checkpoint=result.last_checkpoint, fork=True
+    )
+    assert fork.outputs == ["keep?: no"]
+    # The original still waits, in memory, for its own answer.
+    assert [r.request_id for r in workflow.pending_requests] == [pending.request_id]
+    done = await workflow.run(responses={pending.request_id: True})
+    assert done.outputs == ["keep?: yes"] and done.run_id == result.run_id
+    # A fork that waits too: the same request open in two runs must be named.
+    second = await workflow.run(["two?"])
+    [asked] = second.pending_requests
+    await workflow.run(checkpoint=second.last_checkpoint, fork=True)
+    with pytest.raises(sg.RequestError, match="open in several runs"):
+        await workflow.run(responses={asked.request_id: True})
+    done = await workflow.run(responses={asked.request_id: True}, checkpoint=second.last_checkpoint)
+    assert done.outputs == ["two?: yes"] and done.run_id == second.run_id
+
+
 async def test_a_fork_without_answers_is_a_stored_run(store: sg.CheckpointStore) -> None:
     result = await build(store).run(["fork?"])
     fork = await build(store).run(checkpoint=result.last_checkpoint, fork=True)

@@ -541,8 +541,10 @@ class Workflow:
                     await _not_answered(config.store, stored.run_id, responses)
                 apply_responses(run, responses, self._executors)
             # Continued from its checkpoint: the copy of the run kept in memory
-            # (waiting for the same answers) is superseded, not answerable twice.
-            self._suspended.pop(stored.run_id, None)
+            # (waiting for the same answers) is superseded, not answerable
+            # twice. A fork is a new run: the original still waits.
+            if not call.fork:
+                self._suspended.pop(stored.run_id, None)
             run_id = uuid.uuid4().hex if call.fork else stored.run_id
             if call.fork:  # (what its executors restored was that run's)
                 run.forked_from = (stored.run_id, *run.forked_from)
