@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import astuple, dataclass
+from functools import partial
 from typing import Any, Literal
 
 from ._checkpoint import (
@@ -219,6 +220,10 @@ def _run_ids(found: Any, label: str) -> tuple[str, ...]:
     if not isinstance(found, list) or not all(isinstance(r, str) for r in found):
         raise CheckpointDecodeError(f"{label}: forked_from is not a list of run ids")
     return tuple(found)
+
+
+def _part(parts: Mapping[str, bytes], h: str) -> Any:
+    return loads(parts[h])
 
 
 def body_refs(body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -496,6 +501,27 @@ class RunCodec:
         for eid, snapshot in snapshots.items():
             if eid not in self.factories:
                 self._known(eid).restore(snapshot)
+
+    def keep_shared(self, ids: Iterable[str]) -> dict[str, tuple[bytes, dict[str, bytes]]]:
+        """The snapshots of these shared executors, encoded (each with its
+        parts): what a run kept in memory without a store goes on with when
+        it is answered, whatever another run did with them since. An
+        executor whose snapshot cannot be encoded is left out (without a
+        store nothing asked it to be encodable): it goes on as it is then."""
+        kept = {}
+        for eid in ids:
+            with suppress(CheckpointEncodeError):
+                _, data, parts = self.snapshot_blob(eid, self._known(eid))
+                kept[eid] = (data, parts)
+        return kept
+
+    def restore_kept(self, kept: Mapping[str, tuple[bytes, dict[str, bytes]]]) -> None:
+        """Give shared executors back what :meth:`keep_shared` encoded."""
+        for eid, (data, parts) in kept.items():
+            label = f"snapshot of {eid!r}"
+            with _decoding(label), reading_parts(partial(_part, parts)):
+                snapshot = decode_value(loads(data), self.registry, label)
+            self._known(eid).restore(snapshot)
 
     def _apply(self, run: RunState, snapshots: dict[str, Any]) -> None:
         """Give executors their snapshots back: a shared one restores itself;

@@ -158,6 +158,9 @@ class _Suspended:
     run_id: str
     state: RunState
     last_checkpoint: str | None
+    # Without a checkpoint to restore them from: the shared executors'
+    # snapshots as this run left them (encoded, with their parts).
+    shared: dict[str, tuple[bytes, dict[str, bytes]]] | None = None
 
 
 @dataclass(slots=True)
@@ -489,7 +492,9 @@ class Workflow:
                 self._answered.popitem(last=False)
         last = recorder.last_id if recorder is not None else None
         if run.requests:
-            self._keep(_Suspended(run_id, run, last), emit)
+            shared = self.shared_snapshots if last is None else None
+            kept = self._codec.keep_shared(shared) if shared else None
+            self._keep(_Suspended(run_id, run, last, kept), emit)
         usage = RunUsage(dict(run.usage))
         return _Outcome(run_id, status, list(run.requests.values()), last, usage)
 
@@ -562,6 +567,8 @@ class Workflow:
                     # shared executors since: they go on (and check the answers)
                     # as this run left them.
                     self._codec.restore_shared(parent)
+                elif suspended.shared:
+                    self._codec.restore_kept(suspended.shared)
                 apply_responses(run, responses, self._executors)
             except BaseException:
                 self._suspended[suspended.run_id] = suspended  # nothing consumed

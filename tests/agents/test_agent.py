@@ -482,6 +482,66 @@ async def test_runs_waiting_side_by_side_are_answered_in_memory_each_as_it_left_
         assert done.pending_requests[0].request.text == repr(["I am Ann", text, "ok"])
 
 
+async def test_runs_waiting_side_by_side_without_a_store_each_go_on_as_they_left_off() -> None:
+    """No store, no checkpoint to restore the shared agent from: a run kept
+    in memory keeps the shared executors' snapshots as it left them."""
+    RAN.clear()
+    flow = mailer()
+    runs = [await flow.run("mail the tea facts") for _ in range(2)]
+    for waiting in (runs[0], runs[1]):
+        t2, t3 = (p.request_id for p in waiting.pending_requests)
+        done = await flow.run(
+            responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("no")}
+        )
+        assert done.run_id == waiting.run_id and done.status is sg.RunStatus.IDLE
+        assert "t2=sent to ann@example.com" in done.outputs[0].text
+    bot = sg.Agent("bot", model=ScriptedModel([users_seen] * 10))
+    chat = (
+        sg.WorkflowBuilder(start=bot)
+        .add_executor(Human("human"))
+        .add_edge(bot, "human")
+        .add_edge("human", bot)
+        .build()
+    )
+    ann, bob = await chat.run("I am Ann"), await chat.run("I am Bob")
+    for first, name in ((ann, "Ann"), (bob, "Bob")):
+        done = await chat.run(responses={first.pending_requests[0].request_id: "who am I?"})
+        assert done.pending_requests[0].request.text == repr([f"I am {name}", "who am I?"])
+
+
+class Unencodable(sg.Executor):
+    """Keeps state it cannot encode (fine without a store): its runs kept in
+    memory go on with it as it is."""
+
+    def __init__(self) -> None:
+        super().__init__("odd")
+        self.seen: list[object] = []
+
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        self.seen.append(object())
+        await ctx.request_info(Ask(text), str)
+
+    @sg.response_handler
+    async def answered(self, ask: Ask, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{ask.text}: {text} ({len(self.seen)} seen)")
+
+    def snapshot(self) -> object:
+        return {"seen": self.seen}
+
+    def restore(self, snapshot: object) -> None:
+        raise AssertionError("never restored: nothing was kept")
+
+
+async def test_an_unencodable_shared_executor_goes_on_as_it_is_without_a_store() -> None:
+    flow = sg.WorkflowBuilder(start=Unencodable()).build()
+    one, two = await flow.run("one"), await flow.run("two")
+    done = await flow.run(responses={one.pending_requests[0].request_id: "yes"})
+    assert done.outputs == ["one: yes (2 seen)"]
+    done = await flow.run(responses={two.pending_requests[0].request_id: "no"})
+    assert done.outputs == ["two: no (2 seen)"]
+
+
 async def test_approvals_asked_before_the_last_progress_save_are_asked_again(
     store: sg.CheckpointStore,
 ) -> None:
