@@ -349,6 +349,17 @@ class Executor:
         Executors that do not override it are not asked."""
         raise NotImplementedError
 
+    def snapshot_run(self) -> str | None:
+        """Override when this executor's state belongs to one run — the run
+        it was last called in, as an agent's conversation does: return that
+        run's id (``None`` while it belongs to none). A shared instance's
+        snapshot then goes into a run's checkpoints only when it belongs to
+        that run or to one the run was forked from: another run's state is
+        never stored with this one (a checkpoint without it restores
+        nothing for this executor). The default, ``None``: the state is the
+        executor's own, stored with every run."""
+        return None
+
     def restore(self, snapshot: Any) -> None:
         """Override to take back what :meth:`snapshot` returned, when a run
         resumes from a checkpoint."""

@@ -353,11 +353,14 @@ class RunCodec:
         written: set[str] | None,
         snapshots: dict[str, str] | None = None,
         parts: dict[str, list[str]] | None = None,
+        run_id: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The manifest of ``run`` and the blobs it references that were
         (re-)encoded now. ``state_hashes`` is updated in place. The executors'
         snapshots are taken now, unless ``snapshots`` (their stored hashes,
-        and ``parts``, those of their parts) says what they are."""
+        and ``parts``, those of their parts) says what they are; taken for
+        run ``run_id``, they leave out the state of executors that belongs
+        to another run (see ``Executor.snapshot_run``)."""
         blobs: dict[str, bytes] = {}
         keys = run.state.keys() if written is None else written
         for key in keys:
@@ -380,6 +383,8 @@ class RunCodec:
                     **{eid: ex for eid, ex in run.instances.items() if ex.takes_snapshots},
                 }
         for eid, executor in snapshotting.items():
+            if run_id is not None and not self._of_run(executor, run_id, run.forked_from):
+                continue
             h, data, held = self.snapshot_blob(eid, executor)
             snapshots[eid] = h
             blobs[h] = data
@@ -502,16 +507,28 @@ class RunCodec:
             if eid not in self.factories:
                 self._known(eid).restore(snapshot)
 
-    def keep_shared(self, ids: Iterable[str]) -> dict[str, tuple[bytes, dict[str, bytes]]]:
+    @staticmethod
+    def _of_run(executor: Executor, run_id: str, forked_from: tuple[str, ...]) -> bool:
+        """Whether the executor's state is for run ``run_id``'s checkpoints."""
+        owner = executor.snapshot_run()
+        return owner is None or owner == run_id or owner in forked_from
+
+    def keep_shared(
+        self, ids: Iterable[str], run_id: str, run: RunState
+    ) -> dict[str, tuple[bytes, dict[str, bytes]]]:
         """The snapshots of these shared executors, encoded (each with its
-        parts): what a run kept in memory without a store goes on with when
-        it is answered, whatever another run did with them since. An
-        executor whose snapshot cannot be encoded is left out (without a
-        store nothing asked it to be encodable): it goes on as it is then."""
+        parts): what run ``run_id``, kept in memory without a store, goes on
+        with when it is answered, whatever another run did with them since.
+        An executor whose snapshot cannot be encoded is left out (without a
+        store nothing asked it to be encodable): it goes on as it is then;
+        so is one whose state belongs to another run."""
         kept = {}
         for eid in ids:
+            executor = self._known(eid)
+            if not self._of_run(executor, run_id, run.forked_from):
+                continue
             with suppress(CheckpointEncodeError):
-                _, data, parts = self.snapshot_blob(eid, self._known(eid))
+                _, data, parts = self.snapshot_blob(eid, executor)
                 kept[eid] = (data, parts)
         return kept
 

@@ -139,7 +139,7 @@ class RunRecorder:
         self._barriers += 1
         if written is None and self._skip_entry:
             return
-        body, blobs = self._codec.body(run, self._hashes, written)
+        body, blobs = self._codec.body(run, self._hashes, written, run_id=self.run_id)
         if self.trace is not None:  # (a resume in another process links to this run)
             body["trace"] = self.trace.link()
         fresh: dict[str, bytes] = {}

@@ -493,7 +493,7 @@ class Workflow:
         last = recorder.last_id if recorder is not None else None
         if run.requests:
             shared = self.shared_snapshots if last is None else None
-            kept = self._codec.keep_shared(shared) if shared else None
+            kept = self._codec.keep_shared(shared, run_id, run) if shared else None
             self._keep(_Suspended(run_id, run, last, kept), emit)
         usage = RunUsage(dict(run.usage))
         return _Outcome(run_id, status, list(run.requests.values()), last, usage)

@@ -425,8 +425,8 @@ async def test_a_new_run_never_goes_on_with_another_runs_conversation(
     store: sg.CheckpointStore,
 ) -> None:
     """A shared agent holds the last run's conversation until it is called
-    in the next one, and that run's checkpoints store it so: going on from
-    them (from a checkpoint, in memory, forked) starts afresh all the same."""
+    in the next one; that run's checkpoints do not store it, and going on
+    from them (from a checkpoint, in memory, forked) starts afresh."""
     model = ScriptedModel([users_seen] * 10)
     agent = sg.Agent("agent", model=model)
     flow = sg.WorkflowBuilder(start=Gate("gate"), checkpoints=store).add_edge("gate", agent).build()
@@ -436,6 +436,10 @@ async def test_a_new_run_never_goes_on_with_another_runs_conversation(
     for how in ("checkpoint", "fork", "memory"):
         two = await flow.run("run TWO")  # (the agent still holds run ONE's conversation)
         asked = two.pending_requests[0].request_id
+        for info in await store.list(two.run_id):
+            stored = await store.load(info.id)
+            assert "agent" not in stored.body.get("snapshots", {}), how
+            assert not any(b"secret of run ONE" in blob for blob in stored.blobs.values()), how
         if how == "memory":
             went = await flow.run(responses={asked: "ok"})
         else:

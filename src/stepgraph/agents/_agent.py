@@ -633,6 +633,11 @@ class Agent(Executor):
             "inflight": self._inflight,
         }
 
+    def snapshot_run(self) -> str | None:
+        # The conversation is its run's: a new run's checkpoints, written
+        # before the agent is called in it, do not store the last run's.
+        return self._run_id
+
     def restore(self, snapshot: Any) -> None:
         self._reset(snapshot["run_id"])
         # (a snapshot of an earlier stepgraph holds its messages all in "messages")
