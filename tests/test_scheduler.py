@@ -565,3 +565,48 @@ async def test_a_stream_left_without_async_with_after_its_run_failed_reports_not
     gc.collect()
     await asyncio.sleep(0)
     assert reported == []  # (no "Task exception was never retrieved" traceback)
+
+
+@pytest.mark.parametrize("shape", ["alone", "beside another", "map item"])
+async def test_a_cancelled_error_the_run_did_not_ask_for_fails_the_handler(shape: str) -> None:
+    """A handler that awaits a future something else cancelled raises
+    CancelledError; the run was not cancelled, so it fails naming the
+    executor (a caller's cancel still cancels: see the tests above)."""
+
+    @sg.executor(id="victim")
+    async def victim(n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()  # (by "someone else")
+        await future
+
+    @sg.executor(id="fine")
+    async def fine(n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await asyncio.sleep(0.01)
+
+    @sg.executor(id="root")
+    async def root(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n)
+        if shape == "map item":
+            await ctx.send_message(n + 1)
+
+    @sg.executor(id="sink")
+    async def sink(items: list[Any], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        pass
+
+    builder = sg.WorkflowBuilder(start=root)
+    if shape == "alone":
+        builder = sg.WorkflowBuilder(start=victim)
+    elif shape == "beside another":
+        builder.add_fan_out(root, [victim, fine])
+    else:
+        builder.add_map(root, victim, id="m", to=sink)
+    workflow = builder.build()
+    name = "m" if shape == "map item" else "victim"
+    with pytest.raises(sg.WorkflowRunError, match=f"'{name}'.*CancelledError though its run"):
+        await workflow.run(1)
+    seen: list[sg.Event] = []
+    with pytest.raises(sg.WorkflowRunError, match=f"'{name}'"):  # (not a quiet CANCELLED)
+        async with workflow.stream(1) as stream:
+            async for event in stream:
+                seen.append(event)
+    assert isinstance(seen[-1], sg.StatusEvent) and seen[-1].status is sg.RunStatus.FAILED

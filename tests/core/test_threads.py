@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import stepgraph as sg
 from stepgraph._core._threads import ThreadPool, sync_pool
 
@@ -73,6 +75,8 @@ async def test_abandoned_calls_do_not_starve_later_handlers() -> None:
 def test_asyncio_run_does_not_wait_for_an_abandoned_thread() -> None:
     script = """
 import asyncio, time
+import pytest
+
 import stepgraph as sg
 
 @sg.executor(id="sleeper", timeout=0.2)
@@ -137,3 +141,18 @@ async def test_a_cancelled_caller_before_its_turn_drops_the_call() -> None:
     await first
     await asyncio.sleep(0.05)
     assert ran == ["hold"] and pool.abandoned == 0
+
+
+async def test_a_sync_handler_raising_stop_iteration_fails_the_run() -> None:
+    """A future refuses StopIteration (``next()`` with nothing left): the
+    run must fail naming the executor, not wait for ever."""
+
+    @sg.executor(id="first_match")
+    def first_match(items: list[int]) -> int:
+        return next(i for i in items if i > 10)
+
+    workflow = sg.WorkflowBuilder(start=first_match).build()
+    with pytest.raises(sg.WorkflowRunError, match="'first_match'.*StopIteration") as caught:
+        await asyncio.wait_for(workflow.run([1, 2, 3]), 10)
+    assert isinstance(caught.value.__cause__.__cause__, StopIteration)
+    assert (await workflow.run([1, 20])).status is sg.RunStatus.IDLE  # (the pool serves on)

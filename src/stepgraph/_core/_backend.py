@@ -115,12 +115,33 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                 failure = ExecutorFailure(node_id, step, exc)
                 work.failures.append(failure)
                 raise failure from exc
+            except asyncio.CancelledError as exc:
+                error = stray_cancel(exc)
+                failure = ExecutorFailure(node_id, step, error)
+                work.failures.append(failure)
+                raise failure from error
             if ctx._pending:
                 ctx._flush_outputs()
             emit((ExecutorCompletedEvent, node_id, step, perf_counter() - started))
     finally:
         outbox = ctx._close()
     return outbox
+
+
+def stray_cancel(exc: asyncio.CancelledError) -> RuntimeError:
+    """The handler's failure for a ``CancelledError`` it raised while its
+    task was not being cancelled (it awaited a future or task something
+    else cancelled): the run did not ask to stop, so it must not end
+    ``CANCELLED``. Re-raises ``exc`` when the task is being cancelled."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise exc
+    error = RuntimeError(
+        "the handler raised CancelledError though its run was not cancelled (it awaited "
+        "a future or task that something else cancelled)"
+    )
+    error.__cause__ = exc
+    return error
 
 
 async def traced(

@@ -18,7 +18,7 @@ from time import perf_counter
 from typing import Any
 
 from .._exceptions import RequestError, RoutingError
-from ._backend import ExecutorFailure, Superstep, invoke_guarded, traced
+from ._backend import ExecutorFailure, Superstep, invoke_guarded, stray_cancel, traced
 from ._context import Emit, Outbox, WorkflowContext
 from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Node
@@ -56,7 +56,12 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                         await traced(
                             work.scope.trace, node_id, step, message, 1, invoke(message, ctx)
                         )
-                except (Exception, SystemExit) as exc:
+                except (Exception, SystemExit, asyncio.CancelledError) as caught:
+                    exc = (
+                        stray_cancel(caught)
+                        if isinstance(caught, asyncio.CancelledError)
+                        else caught
+                    )
                     exc.add_note(f"item {index} of map {node_id!r}: {_short(message)}")
                     failure = ExecutorFailure(node_id, step, exc, index)
                     work.failures.append(failure)

@@ -155,6 +155,11 @@ class ThreadPool:
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the caller gave up; the call ran all the same
         return
+    if isinstance(error, StopIteration):
+        # (a future refuses it, and would never settle: the run would hang)
+        wrapped = RuntimeError(f"the call raised StopIteration{f': {error}' if str(error) else ''}")
+        wrapped.__cause__ = error
+        error = wrapped
     if error is not None:
         future.set_exception(error)
     else:
