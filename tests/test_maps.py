@@ -280,3 +280,41 @@ async def test_agents_as_workers_with_checkpoints(store: sg.CheckpointStore) -> 
     result = await workflow.run(["a", "b", "c"])
     assert result.outputs == ["hi there | hi there | hi there"]
     assert [c.superstep for c in await store.list(result.run_id)] == [0, 1, 2, 3]
+
+
+class Leaf(sg.Executor):
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await asyncio.sleep(0.01)
+        await ctx.yield_output(n * 10)
+
+
+async def test_workers_sharing_one_sub_workflow_of_shared_instances() -> None:
+    """Items run at once, so workers that all run one child built from shared
+    instances are refused at build (they would fail at the second item) —
+    unless the map runs one item at a time; either way the parent's runs
+    cannot overlap. Workers that build a child each are fine."""
+    child = sg.WorkflowBuilder(start=Leaf("leaf"), name="child").build()
+    assert not child.concurrent
+
+    def shared() -> sg.Executor:
+        return sg.WorkflowExecutor(child, id="m")
+
+    with pytest.raises(sg.WorkflowDefinitionError, match="'m'.*'child'.*max_concurrency=1"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, shared, id="m", to=collect)
+    one_by_one = (
+        sg.WorkflowBuilder(start=emit)
+        .add_map(emit, shared, id="m", to=collect, max_concurrency=1)
+        .build()
+    )
+    assert not one_by_one.concurrent
+    assert (await one_by_one.run(3)).outputs == [[0, 10, 20]]
+
+    def own() -> sg.Executor:
+        fresh = sg.WorkflowBuilder(start=Leaf("leaf"), name="child").build()
+        return sg.WorkflowExecutor(fresh, id="m")
+
+    each = sg.WorkflowBuilder(start=emit).add_map(emit, own, id="m", to=collect).build()
+    assert each.concurrent
+    results = await asyncio.gather(*(each.run(3) for _ in range(3)))
+    assert [r.status for r in results] == [sg.RunStatus.IDLE] * 3

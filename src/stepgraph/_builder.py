@@ -93,7 +93,11 @@ class WorkflowBuilder:
                 f"start must be an Executor or the id of one registered with register(), "
                 f"got {type(start).__name__}"
             )
-        if not isinstance(max_supersteps, int) or max_supersteps < 1:
+        if (
+            not isinstance(max_supersteps, int)
+            or isinstance(max_supersteps, bool)
+            or max_supersteps < 1
+        ):
             raise WorkflowDefinitionError(
                 f"max_supersteps must be a positive int, got {max_supersteps!r}"
             )
@@ -228,7 +232,18 @@ class WorkflowBuilder:
         (in events, breakpoints and drawings)."""
         check_id(id, "add_map: id")
         make, prototype = map_worker(id, worker)
+        child = getattr(prototype, "workflow", None)
+        if isinstance(child, Workflow) and getattr(make(), "workflow", None) is not child:
+            child = None  # (each worker builds a child of its own)
+        if isinstance(child, Workflow) and not child.concurrent and max_concurrency != 1:
+            raise WorkflowDefinitionError(
+                f"add_map {id!r}: each item's worker runs sub-workflow {child.name!r}, whose "
+                "runs cannot overlap (executor instances are shared by its runs), but a map's "
+                "items run at once: register the child's executors as factories "
+                "(builder.register(id, factory)), or pass max_concurrency=1"
+            )
         node = MapExecutor(id, prototype, make, max_concurrency)
+        node.shared_child = child
         self._register(node)
         self._add(_Draft(DirectEdge, (source,), (node,)))
         return self._add(_Draft(DirectEdge, (node,), (to,)))

@@ -260,7 +260,11 @@ class Workflow:
         nor by the runs of a sub-workflow one of them runs."""
         if self._claimable:
             return False
-        children = (getattr(e, "workflow", None) for e in self._executors.values())
+        children = (
+            # (a map's items may all run one sub-workflow)
+            getattr(e, "workflow", None) or getattr(e, "shared_child", None)
+            for e in self._executors.values()
+        )
         return all(c.concurrent for c in children if isinstance(c, Workflow))
 
     @property
