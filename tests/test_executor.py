@@ -202,6 +202,11 @@ T = TypeVar("T")
         (lambda: Zoo("team/a"), r"executor id 'team/a' \(Zoo\) holds '/', which joins"),
         (lambda: sg.executor(id="x/y")(_takes_int), r"executor id 'x/y' .*holds '/'"),
         (lambda: Zoo("z", timeout=0), r"executor 'z': timeout must be a positive"),
+        (lambda: Zoo("z", timeout="x"), r"executor 'z': timeout must be .*got 'x'"),
+        (lambda: Zoo("z", timeout=True), r"executor 'z': timeout must be .*got True"),
+        (lambda: sg.executor(id="t", timeout="5")(_takes_int), r"'t': timeout must be"),
+        (lambda: sg.WorkflowBuilder(start="s", max_supersteps=True), r"got True"),
+        (lambda: sg.WorkflowBuilder(start="s", max_supersteps=2.5), r"got 2.5"),
     ],
 )
 def test_definition_errors_name_the_culprit(make: Any, pattern: str) -> None:
@@ -299,3 +304,13 @@ async def test_a_sync_handler_returning_a_coroutine_fails_clearly() -> None:
     cause = raised.value.__cause__
     assert isinstance(cause, TypeError)
     assert "was run as a sync function in a worker thread but returned coroutine" in str(cause)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"attempts": 2.5}, {"attempts": True}, {"attempts": 0}, {"backoff": "1"},
+     {"backoff": float("nan")}, {"multiplier": 0.5}, {"max_backoff": None}],
+)  # fmt: skip
+def test_a_retry_policy_refuses_what_is_not_a_count_or_a_number(arguments: Any) -> None:
+    with pytest.raises(ValueError, match="RetryPolicy"):
+        sg.RetryPolicy(**arguments)

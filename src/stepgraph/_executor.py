@@ -153,9 +153,11 @@ class Executor:
         check_id(id, "executor id", f" ({type(self).__name__})")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise WorkflowDefinitionError(f"executor {id!r}: retry must be a RetryPolicy")
-        if timeout is not None and not timeout > 0:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
             raise WorkflowDefinitionError(
-                f"executor {id!r}: timeout must be a positive number of seconds"
+                f"executor {id!r}: timeout must be a positive number of seconds, got {timeout!r}"
             )
         self.id = id
         self.retry = retry

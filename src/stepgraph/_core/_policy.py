@@ -27,9 +27,16 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if self.backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+        attempts = self.attempts
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be an int >= 1, got {attempts!r}")
+        numbers = (self.backoff, self.multiplier, self.max_backoff)
+        if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
+            raise ValueError(
+                "RetryPolicy.backoff, multiplier and max_backoff must be numbers, got "
+                f"{self.backoff!r}, {self.multiplier!r}, {self.max_backoff!r}"
+            )
+        if not (self.backoff >= 0 and self.max_backoff >= 0 and self.multiplier >= 1):
             raise ValueError("RetryPolicy needs backoff >= 0, max_backoff >= 0, multiplier >= 1")
         if not self.retry_on or not all(
             isinstance(t, type) and issubclass(t, Exception) for t in self.retry_on
