@@ -255,6 +255,25 @@ def test_shared_executor_between_parent_and_child_is_refused() -> None:
         sg.WorkflowBuilder(start=shared).add_edge(shared, sub).build()
 
 
+async def test_a_function_executor_may_serve_in_two_children_at_once() -> None:
+    """Stateless: one ``@executor`` function in two places of a tree (two
+    children running in one superstep) is allowed, as across workflows."""
+
+    @sg.executor(id="leaf")
+    async def leaf(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await asyncio.sleep(0.01)
+        await ctx.yield_output(n)
+
+    @sg.executor(id="root")
+    async def root(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n)
+
+    children = [sg.WorkflowBuilder(start=leaf, name=f"c{i}").build() for i in (1, 2)]
+    subs = [sg.WorkflowExecutor(c, id=c.name, forward_outputs=True) for c in children]
+    parent = sg.WorkflowBuilder(start=root).add_fan_out(root, subs).build()
+    assert sorted((await parent.run(7)).outputs) == [7, 7]
+
+
 def test_child_graph_is_part_of_the_parent_signature() -> None:
     first = subflows.with_child(subflows.shouting_child())
     same = subflows.with_child(subflows.shouting_child())

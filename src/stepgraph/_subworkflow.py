@@ -338,12 +338,15 @@ def _wrap(executor_id: str, error: WorkflowRunError, superstep: int) -> Subworkf
 
 def check_tree(executors: dict[str, Executor]) -> None:
     """One child ``Workflow`` object per ``WorkflowExecutor``, and no executor
-    instance in two places of one workflow tree."""
+    instance in two places of one workflow tree — but stateless ones
+    (``@executor`` functions), which may serve anywhere at once."""
     seen_workflows: dict[int, str] = {}
     seen_executors: dict[int, str] = {}
 
     def walk(members: dict[str, Executor], prefix: str) -> None:
         for eid, executor in members.items():
+            if executor.stateless:
+                continue
             where = f"{prefix}{eid}"
             earlier = seen_executors.get(id(executor))
             if earlier is not None:
