@@ -389,6 +389,7 @@ class Asker(sg.Executor):
         ("a\x1bb", "may not contain whitespace, '=' or control characters"),
         ("a\x85b", "may not contain whitespace, '=' or control characters"),
         (5, "is a int, not a str"),
+        ("sub/x", "may not contain '/', which joins a sub-workflow's id"),  # (a collision)
     ],
 )
 async def test_a_request_id_that_cannot_be_answered_is_refused(

@@ -326,7 +326,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         delivers the value to this executor's matching ``@response_handler``.
 
         ``request_id`` chooses the id (a tool call's id, say): a non-empty
-        string without whitespace or ``=``, unique in the run — an id that is
+        string without ``/``, whitespace or ``=``, unique in the run — an id that is
         open or was answered in this run fails the superstep."""
         if request_id is None:
             request_id = uuid.uuid4().hex
@@ -372,6 +372,8 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             problem = f"is a {type(request_id).__name__}, not a str"
         elif not request_id or len(request_id) > 200:
             problem = "must have 1 to 200 characters"
+        elif "/" in request_id:  # (joins a sub-workflow's id to its requests')
+            problem = "may not contain '/', which joins a sub-workflow's id to its requests' ids"
         elif id_separators(request_id):
             problem = "may not contain whitespace, '=' or control characters"
         elif any(r.request_id == request_id for r in self._outbox.requests):
