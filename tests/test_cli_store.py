@@ -45,6 +45,34 @@ def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
     assert again.returncode == 0 and "creating" not in again.stderr
 
 
+def test_only_a_run_creates_the_tables_in_an_empty_file(tmp_path: Path) -> None:
+    """An empty file (0 bytes, or another application's database without
+    tables) is no store: the commands that change a store refuse it and
+    leave it as it was; only a new run creates the tables."""
+    zero, other = tmp_path / "zero.sqlite", tmp_path / "other.sqlite"
+    zero.touch()
+    sqlite3.connect(other).execute("PRAGMA journal_mode=wal").fetchone()
+    for path in (zero, other):
+        before = path.read_bytes()
+        spec = f"sqlite:{path}"
+        for args in (
+            ("checkpoints", "prune", "--keep-last", "1", "--store", spec),
+            ("checkpoints", "delete", "--run", "abc", "--store", spec),
+            ("checkpoints", "vacuum", "--store", spec),
+            ("checkpoints", "migrate", "--store", spec),
+            ("runs", "cancel", "abc", "--store", spec),
+        ):
+            one_line_error(cli(*args), "is empty: it holds no stepgraph checkpoint store")
+        assert path.read_bytes() == before
+    made = cli("run", "examples.hello:build", "--input", '"x"', "--store", f"sqlite:{zero}")
+    assert made.returncode == 0, made.stderr
+    listed = cli("checkpoints", "list", "--store", f"sqlite:{zero}")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) > 1, listed.stderr
+    one_line_error(
+        cli("checkpoints", "migrate", "--store", f"sqlite:{tmp_path}"), "is a folder, not a"
+    )
+
+
 def test_a_file_where_the_default_store_folder_goes_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / ".stepgraph").write_text("not a folder")
     done = cli("run", "examples.hello:build", "--input", '"x"', cwd=tmp_path)

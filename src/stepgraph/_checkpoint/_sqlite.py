@@ -66,8 +66,9 @@ class SqliteCheckpointStore(BaseStore):
     With ``secret``, each checkpoint is signed (HMAC-SHA256) and unsigned or
     altered ones are refused with ``CheckpointIntegrityError``.
 
-    The file is created on first use unless ``create=False``; its folder must
-    exist. ``readonly=True`` opens an existing file for reading only (a file
+    The file, or the tables in an empty file, are created on first use
+    unless ``create=False`` (then an empty file is refused, unchanged); its
+    folder must exist. ``readonly=True`` opens an existing file for reading only (a file
     the process may not write can still be listed and loaded).
     ``busy_timeout`` is how long a write waits for another process's write
     lock before failing with a ``CheckpointError``.
@@ -138,7 +139,7 @@ class SqliteCheckpointStore(BaseStore):
         conn = None
         try:
             conn = self._connect()
-            ensure_layout(conn, self._where(), writable=not self.readonly)
+            ensure_layout(conn, self._where(), writable=not self.readonly, create=self.create)
             if not self.readonly:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")

@@ -202,14 +202,19 @@ def record_answers(db: sqlite3.Connection, answers: list[tuple[str, str, str]]) 
         )
 
 
-def ensure_layout(conn: sqlite3.Connection, where: str, *, writable: bool) -> None:
-    """Create the tables in a new file; refuse a file of another layout."""
+def ensure_layout(
+    conn: sqlite3.Connection, where: str, *, writable: bool, create: bool = True
+) -> None:
+    """Create the tables in a new (empty) file, unless not ``create``;
+    refuse a file of another layout."""
+    if writable and not create:
+        _not_empty(conn, where)  # (before a write transaction, which would write a header)
     if writable:
         conn.execute("BEGIN IMMEDIATE")
     try:
         (layout,) = conn.execute("PRAGMA user_version").fetchone()
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if writable and layout == 0 and tables == 0:
+        if writable and create and layout == 0 and tables == 0:
             for statement in _SCHEMA.split(";"):
                 conn.execute(statement)
             layout = LAYOUT
@@ -264,10 +269,20 @@ def _to_4(conn: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _to_4}
 
 
+def _not_empty(conn: sqlite3.Connection, where: str) -> None:
+    """Refuse a file without any table (and say nothing was created in it)."""
+    (layout,) = conn.execute("PRAGMA user_version").fetchone()
+    if layout == 0 and not conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise CheckpointError(
+            f"{where} is empty: it holds no stepgraph checkpoint store (nothing was created)"
+        )
+
+
 def migrate(conn: sqlite3.Connection, where: str) -> tuple[int, int]:
     """Bring a file of an older layout up to date, in one transaction:
     (layout before, layout after). A file of this layout is left as it is;
     any other is refused unchanged."""
+    _not_empty(conn, where)
     conn.execute("BEGIN IMMEDIATE")
     try:
         (before,) = conn.execute("PRAGMA user_version").fetchone()

@@ -328,12 +328,14 @@ def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
     opened: CliStore
     try:
         if is_postgres(store):
-            opened = PostgresCheckpointStore(store)
+            opened = PostgresCheckpointStore(store, create=False)
         else:
             path = store_path(store)
+            if path.is_dir():
+                raise fail(f"{str(path)!r} is a folder, not a checkpoint store file")
             if not path.is_file():
                 raise fail(f"no checkpoint store at {str(path)!r} (no such file)")
-            opened = SqliteCheckpointStore(path)
+            opened = SqliteCheckpointStore(path, create=False)
     except (CliError, ImportError) as exc:
         raise fail(str(exc)) from None
     try:

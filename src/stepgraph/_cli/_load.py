@@ -272,7 +272,11 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
                 f"cannot create checkpoint store {str(path)!r}: the folder "
                 f"{str(path.parent)!r} does not exist"
             )
-    store = SqliteCheckpointStore(path, readonly=mode is StoreMode.READ)
+    # (as on PostgreSQL: only a command that starts runs creates the tables,
+    # even in an empty file that exists)
+    store = SqliteCheckpointStore(
+        path, readonly=mode is StoreMode.READ, create=mode is StoreMode.CREATE
+    )
     try:
         store.open()  # a folder, another kind of file, another layout: say so now
     except StepgraphError as exc:
