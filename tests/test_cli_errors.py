@@ -4,8 +4,13 @@ traceback)."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import json
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -401,3 +406,32 @@ def test_ctrl_c_while_the_workflow_module_loads_stops_in_a_line() -> None:
     stdout, stderr = child.communicate(timeout=60)
     assert child.returncode == 130, stderr
     assert stderr.strip() == "stopped." and stdout == ""
+
+
+class _Tone(enum.Enum):
+    LOW = "low"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Booking:
+    day: datetime.date
+    at: datetime.datetime
+    price: decimal.Decimal
+    ref: uuid.UUID
+    slot: tuple[int, str]
+    tone: _Tone
+    note: str | None = None
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [int, str, bool, float, tuple[int, str], tuple[str, ...], tuple[()], list[tuple[int, bool]],
+     datetime.date, datetime.datetime, datetime.time, datetime.timedelta, decimal.Decimal,
+     uuid.UUID, Path, dict[str, uuid.UUID], _Booking, uuid.UUID | None],
+)  # fmt: skip
+def test_the_printed_answer_shape_is_an_answer_the_cli_takes(annotation: object) -> None:
+    """The --respond template printed for a request must be accepted as it
+    is (dates, decimals, UUIDs were null; a 2-tuple had one item)."""
+    from stepgraph._cli._input import coerce, example_json
+
+    coerce(json.loads(example_json(annotation)), annotation, "the answer")

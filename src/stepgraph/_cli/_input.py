@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import decimal
 import enum
 import json
+import pathlib
 import types
 import typing
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -174,6 +178,19 @@ def example_json(annotation: Any) -> str:
     return json.dumps(_example(annotation, 0), ensure_ascii=False)
 
 
+# Types whose JSON form is a string, and an example of it (the first that
+# fits wins: a datetime is a date too).
+_TEXTUAL: tuple[tuple[type, str], ...] = (
+    (datetime.datetime, "2026-01-31T12:00:00"),
+    (datetime.date, "2026-01-31"),
+    (datetime.time, "12:00:00"),
+    (datetime.timedelta, "PT1H"),
+    (decimal.Decimal, "0.5"),
+    (uuid.UUID, "00000000-0000-0000-0000-000000000000"),
+    (pathlib.PurePath, "some/path"),
+)
+
+
 def _example(tp: Any, depth: int) -> Any:
     if depth > 4:
         return None
@@ -189,10 +206,17 @@ def _example(tp: Any, depth: int) -> Any:
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
         return _example(members[0], depth) if members else None
+    if (origin is tuple or (isinstance(origin, type) and issubclass(origin, tuple))) and (
+        len(args) != 2 or args[1] is not Ellipsis
+    ):  # a fixed shape: one value per place (``tuple[()]``: none)
+        return [_example(a, depth + 1) for a in args if a != ()]
     if origin in (list, tuple, set, frozenset) or (
         isinstance(origin, type) and issubclass(origin, (list, tuple, set, frozenset))
     ):
         return [_example(args[0], depth + 1)] if args and args[0] is not Ellipsis else []
+    for kind, text in _TEXTUAL:  # (values JSON writes as strings)
+        if isinstance(tp, type) and issubclass(tp, kind):
+            return text
     if origin is dict or (isinstance(origin, type) and issubclass(origin, dict)):
         return {"key": _example(args[1], depth + 1)} if len(args) == 2 else {}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
