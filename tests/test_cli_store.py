@@ -73,6 +73,44 @@ def test_only_a_run_creates_the_tables_in_an_empty_file(tmp_path: Path) -> None:
     )
 
 
+def test_the_secret_of_a_signed_store_comes_from_stepgraph_secret(tmp_path: Path) -> None:
+    """The command line signs and verifies with STEPGRAPH_SECRET; without
+    it, it reads a signed store but will not add unsigned checkpoints to a
+    signed run (its signing users could not load it any more)."""
+    path, secret = tmp_path / "signed.sqlite", "0123456789abcdef-secret"
+    spec, signing = f"sqlite:{path}", {"STEPGRAPH_SECRET": secret}
+    started = cli("run", "tests.cli_flows:asking", "--input", '"x"', "--store", spec, env=signing)
+    assert started.returncode == 2, started.stderr
+    [answer] = re.findall(r"--respond '?([0-9a-f]+)=", started.stdout)
+    listed = cli("checkpoints", "list", "--store", spec)  # (reading needs no secret)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stderr
+    refused = cli("run", "tests.cli_flows:asking", "--store", spec, "--respond", f"{answer}=true")
+    one_line_error(refused, "is signed, but this store was opened without its secret")
+    assert cli("checkpoints", "list", "--store", spec).stdout == listed.stdout
+    wrong = {"STEPGRAPH_SECRET": "another-secret-of-16"}
+    shown = cli(
+        "run", "tests.cli_flows:asking", "--store", spec, "--respond", f"{answer}=true", env=wrong
+    )
+    one_line_error(shown, "signature does not match: it was altered, or signed with another")
+    one_line_error(
+        cli("checkpoints", "list", "--store", spec, env={"STEPGRAPH_SECRET": "short"}),
+        "STEPGRAPH_SECRET: a checkpoint signing secret must be at least 16 bytes",
+    )
+    done = cli(
+        "run", "tests.cli_flows:asking", "--store", spec, "--respond", f"{answer}=true", env=signing
+    )
+    assert done.returncode == 0 and "let x through? yes" in done.stdout, done.stderr
+
+    async def verified() -> int:
+        with sg.SqliteCheckpointStore(path, secret=secret) as store:
+            infos = await store.list()
+            for info in infos:
+                await store.load(info.id)  # (each one signed)
+            return len(infos)
+
+    assert asyncio.run(verified()) == 4  # (entry and barrier, then the answer's two)
+
+
 def test_a_file_where_the_default_store_folder_goes_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / ".stepgraph").write_text("not a folder")
     done = cli("run", "examples.hello:build", "--input", '"x"', cwd=tmp_path)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint, CheckpointStore
+from ._checkpoint import Checkpoint, CheckpointStore, going_on_from
 from ._core import MessageTypeError, PendingRequest, Response, RunState, a_type, type_name
 from ._exceptions import RequestError
 from ._persistence import RunCodec, body_refs
@@ -92,6 +92,7 @@ async def update_state(
     drop_requests: Iterable[str],
 ) -> str:
     stored = await store.load(checkpoint_id)
+    going_on_from(store, stored)
     codec = workflow.codec
     run, _ = codec.decode(stored)
     written: set[str] = set()

@@ -200,6 +200,7 @@ class RunRecorder:
                 answered=(),
                 holder=None,
                 release=False,
+                signed=False,
                 parent_id=self.last_id,
                 created_at=time.time(),
                 body=body,

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, new_holder
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    answered_twice,
+    going_on_from,
+    new_holder,
+)
 from ._core import (
     Backend,
     Breakpoints,
@@ -543,6 +549,7 @@ class Workflow:
                     f"resuming from checkpoint {call.checkpoint!r} needs a store: pass checkpoints="
                 )
             stored = await config.store.load(call.checkpoint)
+            going_on_from(config.store, stored)
             self._codec.check(stored)
             run = self._codec.restore(stored)
             if responses is not None:

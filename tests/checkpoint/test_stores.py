@@ -516,3 +516,46 @@ async def test_a_run_failing_with_odd_text_is_recorded_failed(
     [info] = await store.runs()
     assert info.status == "failed" and info.error is not None
     assert "\x00" not in info.error and ("bad\\x00thing" in info.error or "\\ud800" in info.error)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_signed_run_is_not_continued_through_a_store_without_its_secret(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Read without the secret, a signed checkpoint is unverified; going on
+    from it (an answer, a resume, a fork, an edit) would add unsigned
+    checkpoints the signing users refuse: refused, nothing written."""
+    from tests.test_requests import build
+
+    secret = "0123456789abcdef-secret"
+    where = request.getfixturevalue("pg_dsn") if kind == "postgres" else tmp_path / "s.sqlite"
+
+    def opened(signing: bool) -> sg.CheckpointStore:
+        key = secret if signing else None
+        if kind == "postgres":
+            return sg.PostgresCheckpointStore(str(where), secret=key)
+        return sg.SqliteCheckpointStore(where, secret=key)
+
+    signing, plain = opened(True), opened(False)
+    try:
+        assert signing.signs and not plain.signs  # type: ignore[attr-defined]
+        first = await build(signing).run(["sure?"])
+        [asked] = first.pending_requests
+        assert first.last_checkpoint is not None
+        stored = await plain.load(first.last_checkpoint)  # (reading it unverified is fine)
+        assert stored.signed
+        before = await plain.list(first.run_id)
+        for how in ({"responses": {asked.request_id: True}}, {}, {"fork": True}):
+            with pytest.raises(sg.CheckpointIntegrityError, match="opened without its secret"):
+                await build(plain).run(checkpoint=first.last_checkpoint, **how)  # type: ignore[arg-type]
+        with pytest.raises(sg.CheckpointIntegrityError, match="opened without its secret"):
+            await build(plain).update_state(first.last_checkpoint, state={"k": 1})
+        assert await plain.list(first.run_id) == before
+        assert len(await plain.runs()) == 1  # (no fork was started either)
+        done = await build(signing).run(
+            checkpoint=first.last_checkpoint, responses={asked.request_id: True}
+        )
+        assert done.outputs == ["sure?: yes"]
+    finally:
+        signing.close()  # type: ignore[attr-defined]
+        plain.close()  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from ._model import (
 )
 from ._postgres import PostgresCheckpointStore
 from ._sqlite import SqliteCheckpointStore
-from ._store import RUNNING_STATUSES, TERMINAL_STATUSES, BaseStore
+from ._store import RUNNING_STATUSES, TERMINAL_STATUSES, BaseStore, going_on_from
 
 __all__ = [
     "RUNNING_STATUSES",
@@ -39,6 +39,7 @@ __all__ = [
     "SqliteCheckpointStore",
     "TypeRegistry",
     "answered_twice",
+    "going_on_from",
     "blob_hash",
     "collecting_parts",
     "decode",

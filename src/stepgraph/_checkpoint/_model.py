@@ -74,6 +74,9 @@ class Checkpoint:
     # first save), or given back after it (``release``: a run's last save).
     holder: str | None = None
     release: bool = False
+    # As loaded: whether it is stored signed (a store opened without the
+    # secret reads it unverified, and must not go on from it unsigned).
+    signed: bool = False
 
     kind = "checkpoint"
 
@@ -282,6 +285,7 @@ def open_row(row: Row, secret: bytes | None, blobs: Mapping[str, bytes]) -> Chec
         body=body,
         refs=refs,
         blobs=found,
+        signed=row.mac is not None,
     )
 
 
@@ -296,7 +300,8 @@ def verified_body(row: Row, secret: bytes | None) -> dict[str, Any]:
             )
         if not hmac.compare_digest(sign(row, row.body, secret), row.mac):
             raise CheckpointIntegrityError(
-                f"checkpoint {row.id!r}: its signature does not match: it was altered"
+                f"checkpoint {row.id!r}: its signature does not match: it was altered, or "
+                "signed with another secret"
             )
     body = loads(row.body)
     if not isinstance(body, dict):

@@ -36,7 +36,14 @@ from ._model import (
     verified_body,
 )
 
-__all__ = ["BaseStore", "RUNNING_STATUSES", "TERMINAL_STATUSES", "equal_to", "where"]
+__all__ = [
+    "BaseStore",
+    "RUNNING_STATUSES",
+    "TERMINAL_STATUSES",
+    "equal_to",
+    "going_on_from",
+    "where",
+]
 
 T = TypeVar("T")
 
@@ -88,6 +95,19 @@ def _secret(secret: str | bytes | None) -> bytes | None:
     return key
 
 
+def going_on_from(store: Any, checkpoint: Checkpoint) -> None:
+    """Refuse to write after a signed ``checkpoint`` through a ``store``
+    opened without its secret: the unsigned checkpoints would cut the run
+    off for the store's signing users (they refuse unsigned ones)."""
+    if checkpoint.signed and not getattr(store, "signs", True):
+        raise CheckpointIntegrityError(
+            f"checkpoint {checkpoint.id} is signed, but this store was opened without its "
+            "secret: going on from it would add unsigned checkpoints, which the store's "
+            "signing users could not load; open the store with its secret (secret=, or "
+            "STEPGRAPH_SECRET for the command line)"
+        )
+
+
 class BaseStore:
     """Protocol methods over blocking primitives; see the subclasses."""
 
@@ -96,6 +116,11 @@ class BaseStore:
         # Cancels asked for the runs this store writes, as learned while saving
         # them: run id -> when it was asked.
         self._cancels: dict[str, float] = {}
+
+    @property
+    def signs(self) -> bool:
+        """Whether this store signs its checkpoints (opened with a secret)."""
+        return self._secret is not None
 
     def close(self) -> None:
         """Give back what the store holds (files, connections, threads);

@@ -11,6 +11,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -215,6 +216,11 @@ def shown_store(spec: str) -> str:
     return _PASSWORD_KEYWORD.sub("password=…", spec)
 
 
+def _secret_problem(error: Exception) -> str:
+    text = str(error)
+    return f"STEPGRAPH_SECRET: {text}" if isinstance(error, ValueError) else text
+
+
 # A ``password=`` keyword of a libpq connection string, quoted or not.
 _PASSWORD_KEYWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
 
@@ -239,13 +245,20 @@ def store_path(spec: str) -> Path:
     raise CliError(f"unknown store {shown_store(spec)!r}: give {_KINDS}")
 
 
+def store_secret() -> str | None:
+    """The stores' signing secret, from ``STEPGRAPH_SECRET`` (an environment
+    variable: never an option, which process lists and shell histories show)."""
+    return os.environ.get("STEPGRAPH_SECRET") or None
+
+
 def open_store(spec: str, mode: StoreMode) -> CliStore:
+    secret = store_secret()
     if is_postgres(spec):
         try:
             # (only a command that starts runs creates the tables)
-            postgres = PostgresCheckpointStore(spec, create=mode is StoreMode.CREATE)
-        except ImportError as exc:
-            raise CliError(str(exc)) from None
+            postgres = PostgresCheckpointStore(spec, create=mode is StoreMode.CREATE, secret=secret)
+        except (ImportError, ValueError) as exc:
+            raise CliError(_secret_problem(exc)) from None
         try:
             postgres.open()  # unreachable, another layout: say so now
         except StepgraphError as exc:
@@ -274,9 +287,12 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
             )
     # (as on PostgreSQL: only a command that starts runs creates the tables,
     # even in an empty file that exists)
-    store = SqliteCheckpointStore(
-        path, readonly=mode is StoreMode.READ, create=mode is StoreMode.CREATE
-    )
+    try:
+        store = SqliteCheckpointStore(
+            path, readonly=mode is StoreMode.READ, create=mode is StoreMode.CREATE, secret=secret
+        )
+    except ValueError as exc:
+        raise CliError(_secret_problem(exc)) from None
     try:
         store.open()  # a folder, another kind of file, another layout: say so now
     except StepgraphError as exc:

@@ -30,6 +30,7 @@ from .._core import (
 )
 from .._exceptions import (
     CheckpointError,
+    CheckpointIntegrityError,
     CheckpointNotFoundError,
     ConvergenceError,
     RequestError,
@@ -235,8 +236,10 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
                 _summary(session, console)
         return 128 + session.stopped_by  # 130 (Ctrl-C), 143 (SIGTERM)
     except WorkflowRunError as error:
-        if not session.run_id and isinstance(error, CheckpointNotFoundError):
-            say(err, ("error: ", "red"), str(error))  # (no run: --resume named nothing)
+        if not session.run_id and isinstance(
+            error, (CheckpointNotFoundError, CheckpointIntegrityError)
+        ):  # (no run: --resume named nothing, or nothing that may be gone on from)
+            say(err, ("error: ", "red"), str(error))
             return EXIT_FAILED
         if not session.run_id and isinstance(error, RequestError):  # (refused before it ran)
             # (an answer's value refused: its request is still open)
