@@ -124,3 +124,28 @@ def long_counting() -> sg.Workflow:
         .add_edge(count, count)
         .build()
     )
+
+
+class AskThenCount(sg.Executor):
+    """Opens a request, then hands the count on: the run goes on (through
+    ``count``, which ``HOLD_AT`` can hold) while the request waits."""
+
+    @sg.handler
+    async def ask(self, job: Count, ctx: sg.WorkflowContext[Count, str]) -> None:
+        await ctx.request_info(f"go on from {job.steps}?", bool)
+        await ctx.send_message(job)
+
+    @sg.response_handler
+    async def answered(self, question: str, yes: bool, ctx: sg.WorkflowContext[None, str]) -> None:
+        await ctx.yield_output(f"{question} {'yes' if yes else 'no'}")
+
+
+def asking() -> sg.Workflow:
+    """A question asked in the first superstep while ``counting`` goes on."""
+    asker = AskThenCount("asker")
+    return (
+        sg.WorkflowBuilder(start=asker, name="asking")
+        .add_edge(asker, count)
+        .add_edge(count, count)
+        .build()
+    )

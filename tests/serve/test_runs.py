@@ -242,3 +242,59 @@ def test_a_resume_that_would_run_nothing_is_refused_saying_what_to_do(serve):
         replay = client.post(f"/api/runs/{run_id}/resume", json={"checkpoint_id": first})
         assert replay.status_code == 202, replay.text
         assert wait_for(client, run_id, "idle_with_pending_requests")["outputs"] == []
+
+
+def test_a_run_going_on_here_lists_the_requests_its_status_says_it_waits_for(serve):
+    # (a trial saw `in_progress_pending_requests`, and even
+    # `idle_with_pending_requests`, with `pending_requests: []` just after the start)
+    server = serve(flows.asking)
+    with server.client() as client:
+        flows.HOLD_AT = 2
+        run_id = client.post("/api/workflows/asking/runs", json={"input": {"steps": 3}}).json()[
+            "run_id"
+        ]
+        hold_at(2)
+        going = until(
+            lambda: (
+                (d := client.get(f"/api/runs/{run_id}").json())["status"]
+                == "in_progress_pending_requests"
+                and d
+            ),
+            "the run to say it waits for an answer",
+        )
+        assert going["live"]
+        assert [r["request"] for r in going["pending_requests"]] == ["go on from 3?"]
+        assert going["pending_requests"][0]["response_type"] == "bool"
+        listed = client.get("/api/runs?workflow=asking").json()["runs"][0]
+        assert listed["status"] == "in_progress_pending_requests"
+        assert listed["pending_requests"] == 1
+        flows.HOLD_AT = None
+        ended = wait_for(client, run_id, "idle_with_pending_requests")
+        assert [r["request"] for r in ended["pending_requests"]] == ["go on from 3?"]
+        request_id = ended["pending_requests"][0]["request_id"]
+        body = {"responses": {request_id: True}}
+        assert client.post(f"/api/runs/{run_id}/responses", json=body).status_code == 202
+        done = wait_for(client, run_id, "idle")
+        assert done["pending_requests"] == []
+
+
+def test_a_run_just_started_never_says_it_waits_without_listing_what_for(serve):
+    # Looked at over and over as it starts and goes idle waiting: whatever
+    # moment a look catches (its first save not made, or ending meanwhile),
+    # the status and the requests agree, in its details and in the list.
+    server = serve(flows.gate)
+    seen: set[str] = set()
+    with server.client() as client:
+        for _ in range(15):
+            run_id = client.post("/api/workflows/gate/runs", json={"input": "x"}).json()["run_id"]
+            while True:
+                run = client.get(f"/api/runs/{run_id}").json()
+                listed = client.get("/api/runs?workflow=gate&limit=1").json()["runs"][0]
+                seen.add(run["status"])
+                if run["status"].endswith("pending_requests"):
+                    assert len(run["pending_requests"]) == 1, run
+                if listed["status"].endswith("pending_requests"):
+                    assert listed["pending_requests"] == 1, listed
+                if not run["live"] and run["status"] == "idle_with_pending_requests":
+                    break
+    assert "idle_with_pending_requests" in seen

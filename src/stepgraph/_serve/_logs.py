@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._cli._render import event_record
-from .._core import Event, RunStatus
+from .._core import Event, RequestInfoEvent, RunStatus
 
 __all__ = ["RunLog"]
 
@@ -48,6 +48,11 @@ class RunLog:
     origin: str | None = None
     answering: frozenset[str] = frozenset()
     fresh: list[tuple[int | None, Any]] = field(default_factory=list)
+    # The requests open in the continuation going on, by id: each one starts
+    # by announcing those still open, and announces each new one at its
+    # barrier — so while the run goes on here they agree with its status,
+    # which the store's latest checkpoint may not say yet.
+    requests: dict[str, RequestInfoEvent] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -72,6 +77,10 @@ class RunLog:
             self.fresh.append((event.superstep, record["data"]))
         elif event.kind == "status" and not event.workflow_path:
             self.status = record["status"]
+        elif event.kind == "run_started" and not event.workflow_path:
+            self.requests = {}
+        elif isinstance(event, RequestInfoEvent) and not event.workflow_path:
+            self.requests[event.request_id] = event
         elif event.kind == "failed" and not event.workflow_path:
             self.error = record["error"]  # (also when the run's own ending is cut off)
         text = json.dumps(record, allow_nan=False, ensure_ascii=False)

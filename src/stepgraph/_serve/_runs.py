@@ -35,7 +35,14 @@ from .._checkpoint import (
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
 from .._cli._render import jsonable
-from .._core import Event, PendingRequest, RunStartedEvent, RunStatus, type_name
+from .._core import (
+    Event,
+    PendingRequest,
+    RequestInfoEvent,
+    RunStartedEvent,
+    RunStatus,
+    type_name,
+)
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
@@ -200,7 +207,7 @@ class RunService:
             "started_at": run_log.base / 1e6,
             "updated_at": run_log.ended_at,
             "supersteps": 0,
-            "pending_requests": 0,
+            "pending_requests": len(run_log.requests) if run_log.live else 0,
             "checkpoints": 0,
             "live": run_log.live,
             "interrupted": False,
@@ -210,8 +217,9 @@ class RunService:
         run_log = self.logs.get(info.run_id)
         live = run_log is not None and run_log.live
         status, error = info.status, info.error
+        pending = info.pending_requests
         if run_log is not None and run_log.live:
-            status, error = run_log.status, None
+            status, error, pending = run_log.status, None, len(run_log.requests)
         elif (
             run_log is not None
             and run_log.status in _ENDINGS
@@ -228,7 +236,7 @@ class RunService:
             "started_at": info.started_at,
             "updated_at": info.updated_at,
             "supersteps": info.superstep,
-            "pending_requests": info.pending_requests,
+            "pending_requests": pending,
             "checkpoints": info.checkpoints,
             "live": live,
             "interrupted": not live and info.status == "cancelled" and info.error == INTERRUPTED,
@@ -250,10 +258,12 @@ class RunService:
                 "checkpoints": [],
                 "checkpoints_total": 0,
                 "outputs": jsonable(run_log.outputs),
-                "pending_requests": [],
+                "pending_requests": self._live_requests(run_log),
             }
         out = self._run_summary(info)
         out["events_kept"] = run_log is not None
+        # Taken with the status, before any await: the run may end meanwhile.
+        live_requests = self._live_requests(run_log) if out["live"] and run_log else []
         # Only the newest are read (the response and its cost stay small
         # however long the run), and read again only after a save or a prune.
         key = (info.last_checkpoint, info.checkpoints, checkpoints)
@@ -281,9 +291,20 @@ class RunService:
         )
         out["pending_requests"] = []
         served = self.workflows.get(info.workflow)
-        if served is not None and info.pending_requests and not out["live"]:
+        if out["live"]:
+            out["pending_requests"] = live_requests
+        elif served is not None and info.pending_requests:
             out["pending_requests"] = await self._requests_at(served, info.last_checkpoint)
         return out
+
+    @staticmethod
+    def _live_requests(run_log: RunLog) -> list[dict[str, Any]]:
+        """The requests open in a run going on here, as its events announced
+        them: its status is the run's own, which the store (saving in the
+        background) may not have yet, so its requests are too."""
+        if not run_log.live:
+            return []
+        return [_request_json(request) for request in run_log.requests.values()]
 
     async def _outputs_now(
         self, info: RunInfo, latest_at: float | None, run_log: RunLog | None
@@ -723,7 +744,7 @@ def _refusal(exc: StepgraphError) -> Problem:
     return Problem(422, str(exc))
 
 
-def _request_json(request: PendingRequest) -> dict[str, Any]:
+def _request_json(request: PendingRequest | RequestInfoEvent) -> dict[str, Any]:
     return {
         "request_id": request.request_id,
         "executor_id": request.executor_id,
