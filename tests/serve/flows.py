@@ -149,3 +149,25 @@ def asking() -> sg.Workflow:
         .add_edge(count, count)
         .build()
     )
+
+
+def named(name: str) -> sg.Workflow:
+    """``slow`` under another name."""
+    return sg.WorkflowBuilder(start=step, name=name).add_edge(step, step).build()
+
+
+def slashed() -> sg.Workflow:
+    """A workflow whose name holds '/' (no URL can name it)."""
+    return named("team/etl")
+
+
+def dots() -> sg.Workflow:
+    return named("..")
+
+
+def dot() -> sg.Workflow:
+    return named(".")
+
+
+def unnamed() -> sg.Workflow:
+    return named("")

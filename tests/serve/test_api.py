@@ -7,12 +7,13 @@ import json
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 import stepgraph as sg
-from stepgraph._serve import INTERRUPTED
+from stepgraph._serve import INTERRUPTED, RunService, ServedWorkflow
 
 from . import flows
 from .conftest import sse
@@ -588,3 +589,26 @@ def test_a_long_runs_details_hold_its_newest_checkpoints_unless_more_are_asked_f
     assert "422" in operation["responses"]
     run_schema = schema["components"]["schemas"]["Run"]["allOf"][1]["properties"]
     assert run_schema["checkpoints_total"]["type"] == "integer"
+
+
+def test_workflow_names_a_url_holds_once_encoded_are_started_through_the_api(serve):
+    names = ["what?", "100%", "#1", "  ", "ü b", "a+b&c"]
+    server = serve(*(lambda name=name: flows.named(name) for name in names))
+    with server.client() as client:
+        assert [w["name"] for w in client.get("/api/workflows").json()] == names
+        for name in names:
+            started = client.post(
+                f"/api/workflows/{quote(name, safe='')}/runs", json={"input": {"steps": 1}}
+            )
+            assert started.status_code == 201, (name, started.text)
+            assert wait_for(client, started.json()["run_id"], "idle")["workflow"] == name
+
+
+def test_a_service_of_a_workflow_no_url_can_name_is_refused(tmp_path):
+    store = sg.SqliteCheckpointStore(tmp_path / "s.sqlite")
+    try:
+        for name in ["team/etl", "..", ".", ""]:
+            with pytest.raises(ValueError, match="another name"):
+                RunService([ServedWorkflow(flows.named(name))], store)
+    finally:
+        store.close()

@@ -128,3 +128,23 @@ def test_usage_problems_are_one_line(tmp_path):
         assert words in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     taken.close()
+
+
+def test_a_workflow_no_url_can_name_is_refused_at_start_naming_it(tmp_path):
+    # (it was listed, and no route could start it: 'team/etl' split its URL)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for target, name in [
+        ("tests.serve.flows:slashed", "'team/etl'"),
+        ("tests.serve.flows:dots", "'..'"),
+        ("tests.serve.flows:dot", "'.'"),
+        ("tests.serve.flows:unnamed", "''"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "stepgraph", "serve", "stepgraph.demo:build", target,
+             "--store", f"sqlite:{tmp_path}/x.sqlite", "--port", "0"],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1, (target, done.stdout, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: {target}: ") and name in line, line
+        assert "another name" in line

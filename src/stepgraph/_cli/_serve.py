@@ -49,7 +49,7 @@ def serve(
     """Serve the workflows over HTTP with a web console: start runs, watch
     them live, answer requests, cancel, resume and fork (same store as run)."""
     try:
-        from .._serve import ServedWorkflow, bind, is_loopback
+        from .._serve import ServedWorkflow, bind, is_loopback, unroutable
         from .._serve import serve as serve_forever
     except ImportError as exc:
         raise _fail(f"{_HINT} ({exc})") from None
@@ -60,6 +60,8 @@ def serve(
         served = []
         for target in targets:
             workflow, factory = load_target(target)
+            if (reason := unroutable(workflow.name)) is not None:
+                raise CliError(f"{target}: {reason}; build it with another name to serve it")
             served.append(ServedWorkflow(workflow, factory, _summary(factory)))
         names = [w.name for w in served]
         twice = sorted({n for n in names if names.count(n) > 1})

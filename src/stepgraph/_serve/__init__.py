@@ -14,7 +14,7 @@ request names a module to import.
 from __future__ import annotations
 
 from ._http import create_app
-from ._runs import INTERRUPTED, Problem, RunService, ServedWorkflow
+from ._runs import INTERRUPTED, Problem, RunService, ServedWorkflow, unroutable
 from ._server import bind, is_loopback, serve
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "create_app",
     "is_loopback",
     "serve",
+    "unroutable",
 ]

@@ -66,6 +66,7 @@ __all__ = [
     "Problem",
     "RunService",
     "ServedWorkflow",
+    "unroutable",
 ]
 
 log = logging.getLogger("stepgraph.serve")
@@ -79,6 +80,18 @@ _ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 # for more, and the most that can be asked for.
 CHECKPOINTS_SHOWN = 100
 CHECKPOINTS_MAX = 10_000
+
+
+def unroutable(name: str) -> str | None:
+    """Why a workflow of this name could not be started through the API
+    (``POST /api/workflows/{name}/runs``), or ``None``: a name is one
+    segment of a URL path, which ``/`` would split and which clients
+    resolve away when it is ``.`` or ``..`` (even percent-encoded)."""
+    if name in ("", ".", ".."):
+        return f"a workflow named {name!r} cannot be named in a URL"
+    if "/" in name:
+        return f"workflow {name!r} holds '/', which would split its URL"
+    return None
 
 
 class Problem(Exception):
@@ -129,6 +142,9 @@ class RunService:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"two workflows are named {twice[0]!r}; names must differ")
+        for name in names:
+            if (reason := unroutable(name)) is not None:
+                raise ValueError(f"{reason}; serve it under another name")
         self.workflows = {w.name: w for w in workflows}
         self.store = store
         self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
