@@ -115,6 +115,8 @@ def test_usage_problems_are_one_line(tmp_path):
         ),
         (["nope:build"], "no module named 'nope'"),
         (["stepgraph.demo:build", "--token", "short"], "at least 16 characters"),
+        (["stepgraph.demo:build", "--token", "ü" * 16], "printable ASCII"),
+        (["stepgraph.demo:build", "--token", " " + "x" * 16], "begin or end with a space"),
         (["stepgraph.demo:build", "stepgraph.demo:build"], "named 'review-pipeline'"),
         (["stepgraph.demo:build", "--store", "bogus"], "names no kind"),
     ]:

@@ -435,3 +435,26 @@ def test_a_long_runs_page_shows_its_newest_checkpoints_and_the_rest_on_asking(
         expect(console.find("checkpoints-older")).to_be_hidden()
     finally:
         console.close()
+
+
+def test_any_token_works_from_the_address_serve_prints(browser, tmp_path):
+    # (a token holding '%' or '&' was printed as it is: the console read
+    # another token from the address, and was locked out)
+    from .test_cli_serve import start, stop
+
+    token = "a%41 b&token=c#d+e/f?-0123456789"
+    process, url = start(
+        "tests.serve.flows:gate", "--store", f"sqlite:{tmp_path / 's.sqlite'}", "--token", token
+    )
+    try:
+        assert url.startswith("http://127.0.0.1:") and "#token=" in url, url
+        console = Console(browser, url, tmp_path)
+        try:
+            console.open("")
+            console.find("workflow-card", name="gate").wait_for()
+            assert "token" not in console.page.url
+        finally:
+            console.close()
+    finally:
+        code, _, err = stop(process)
+    assert code == 0, err

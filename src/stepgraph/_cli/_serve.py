@@ -57,6 +57,11 @@ def serve(
     try:
         if token is not None and len(token) < 16:
             raise CliError("--token must be at least 16 characters (or leave it out to get one)")
+        if token is not None and not (token.isascii() and token.isprintable()):
+            # (a browser sends only such headers: the console could never use it)
+            raise CliError("--token must be printable ASCII characters (letters, digits, %&#+ ...)")
+        if token is not None and token != token.strip():
+            raise CliError("--token must not begin or end with a space")
         served = []
         for target in targets:
             workflow, factory = load_target(target)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ._http import create_app
 from ._runs import INTERRUPTED, Problem, RunService, ServedWorkflow, unroutable
-from ._server import bind, is_loopback, serve
+from ._server import bind, console_address, is_loopback, serve
 
 __all__ = [
     "INTERRUPTED",
@@ -23,6 +23,7 @@ __all__ = [
     "RunService",
     "ServedWorkflow",
     "bind",
+    "console_address",
     "create_app",
     "is_loopback",
     "serve",

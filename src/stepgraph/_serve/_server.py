@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from .._checkpoint import CheckpointStore
 from ._http import create_app
 from ._runs import RunService, ServedWorkflow
 
-__all__ = ["bind", "is_loopback", "serve"]
+__all__ = ["bind", "console_address", "is_loopback", "serve"]
 
 log = logging.getLogger("stepgraph.serve")
 
@@ -39,6 +40,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def console_address(host: str, port: int, token: str | None) -> str:
+    """The address ``serve`` prints: the token goes in the fragment
+    percent-encoded (the console decodes it), so a token holding ``%``,
+    ``&``, ``#``, ``+`` or a space reaches the console as it is."""
+    shown = f"[{host}]" if ":" in host else host
+    fragment = f"#token={urllib.parse.quote(token, safe='')}" if token else ""
+    return f"http://{shown}:{port}/{fragment}"
 
 
 class _Server(uvicorn.Server):
@@ -105,8 +115,7 @@ def serve(
     app = create_app(service, token=token, lifespan=lifespan)
 
     def announce(bound: int) -> None:
-        shown = f"[{host}]" if ":" in host else host
-        address = f"http://{shown}:{bound}/" + (f"#token={token}" if token else "")
+        address = console_address(host, bound, token)
         names = ", ".join(w.name for w in workflows)
         say(f"stepgraph serve: {address}  (workflows: {names}; Ctrl-C stops)")
 
