@@ -171,3 +171,14 @@ def dot() -> sg.Workflow:
 
 def unnamed() -> sg.Workflow:
     return named("")
+
+
+@sg.executor(id="boom")
+async def boom(text: str, ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output("before the boom")
+    raise RuntimeError(f"kaboom {text}")
+
+
+def failing() -> sg.Workflow:
+    """Fails in its first superstep (no checkpoint of it is made)."""
+    return sg.WorkflowBuilder(start=boom, name="failing").build()

@@ -458,3 +458,39 @@ def test_any_token_works_from_the_address_serve_prints(browser, tmp_path):
     finally:
         code, _, err = stop(process)
     assert code == 0, err
+
+
+def test_a_failed_runs_page_after_a_restart_shows_what_failed_where(serve, browser, tmp_path):
+    # (after a restart no events are kept: the page said 'boom' never ran,
+    # "Supersteps: 0", beside an error naming 'boom' in superstep 1)
+    import stepgraph as sg
+
+    from .test_api import wait_for
+
+    path = tmp_path / "failed.sqlite"
+    first = serve(flows.failing, store=sg.SqliteCheckpointStore(path))
+    with first.client() as client:
+        run_id = client.post("/api/workflows/failing/runs", json={"input": "x"}).json()["run_id"]
+        wait_for(client, run_id, "failed")
+    first.stop()
+    second = serve(flows.failing, store=sg.SqliteCheckpointStore(path))
+    with second.client() as client:
+        run = client.get(f"/api/runs/{run_id}").json()
+    assert not run["events_kept"] and run["supersteps"] == 0
+    assert run["failure"] == {"executor_id": "boom", "superstep": 1}
+    console = Console(browser, second.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        status_of(console).to_have_text("failed")
+        expect(console.find("graph-node", id="boom")).to_have_attribute("data-state", "failed")
+        bar = console.find("timeline").locator('[data-testid="timeline-bar"]')
+        expect(bar).to_have_count(1)
+        assert bar.get_attribute("data-executor") == "boom"
+        assert bar.get_attribute("data-superstep") == "1"
+        assert "failed" in (bar.get_attribute("aria-label") or "")
+        facts = console.page.locator(".facts").inner_text()
+        assert re.search(r"Supersteps\s+1\b", facts), facts
+        assert "what the store holds" in console.find("timeline").inner_text()
+        console.shot("failed-after-restart")
+    finally:
+        console.close()

@@ -16,9 +16,11 @@ answer the command line refuses, the server refuses the same way.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -269,8 +271,10 @@ class RunService:
             if run_log is None or not (run_log.live or run_log.unstored):
                 self._forget_deleted(run_id)
                 raise Problem(404, f"no run {run_id!r} in the store")  # (or deleted since)
+            summary = self._unstored_summary(run_log)
             return {  # started, its first checkpoint not written yet (or never)
-                **self._unstored_summary(run_log),
+                **summary,
+                "failure": failure_of(summary["status"], summary["error"]),
                 "checkpoints": [],
                 "checkpoints_total": 0,
                 "outputs": jsonable(run_log.outputs),
@@ -278,6 +282,7 @@ class RunService:
             }
         out = self._run_summary(info)
         out["events_kept"] = run_log is not None
+        out["failure"] = failure_of(out["status"], out["error"])
         # Taken with the status, before any await: the run may end meanwhile.
         live_requests = self._live_requests(run_log) if out["live"] and run_log else []
         # Only the newest are read (the response and its cost stay small
@@ -732,6 +737,26 @@ def _refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:
             f"run {run} waited for answers at {at}: resuming there would only wait again "
             "(answers go to the run's latest checkpoint); fork from it to answer them anew",
         )
+
+
+# How a run that a handler's failure ended says so (``WorkflowRunError``):
+# the executor's id as Python writes a string, then the superstep.
+_FAILED_IN = re.compile(
+    r"""executor ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") failed in superstep (\d+):"""
+)
+
+
+def failure_of(status: str, error: str | None) -> dict[str, Any] | None:
+    """Which executor's failure ended a failed run, and in which superstep,
+    as its error says: the store keeps no more of a failure than that line,
+    and a page opened after a restart (no events kept) shows it from here."""
+    if status != RunStatus.FAILED.value or not error:
+        return None
+    found = _FAILED_IN.match(error)
+    if found is None:
+        return None  # (failed otherwise: did not converge, a store's error...)
+    executor_id = ast.literal_eval(found.group(1))
+    return {"executor_id": executor_id, "superstep": int(found.group(2))}
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 256) -> Any:

@@ -1199,7 +1199,8 @@
         workflow.textContent = d.workflow;
         workflow.href = `#/workflows/${enc(d.workflow)}`;
         facts.replaceChildren(...fact("Started", timeEl(d.started_at)), ...fact("Updated", timeEl(d.updated_at)),
-          ...fact("Supersteps", String(d.supersteps ?? 0)), ...fact("Pending requests", String((d.pending_requests || []).length)),
+          // (a failure's superstep counts, though no checkpoint of it was made)
+          ...fact("Supersteps", String(Math.max(d.supersteps ?? 0, d.failure ? d.failure.superstep : 0))), ...fact("Pending requests", String((d.pending_requests || []).length)),
           ...fact("Checkpoints", String(d.checkpoints_total ?? (d.checkpoints || []).length)));
         this.setError(d.error);
       },
@@ -1521,6 +1522,21 @@
     if (failed) m.failedIn.set(id, ev.superstep);
     if (failed || left === 0) m.nodeState.set(id, m.failedIn.get(id) === ev.superstep ? "failed" : "done");
   }
+  /**
+   * A failed run whose events this page never got (it ended before this server
+   * started, or in another process): its failing call as the store tells it
+   * (details.failure, from the error), once. Whether anything changed.
+   */
+  function modelStoredFailure(m, failure, time) {
+    const { executor_id: id, superstep: step } = failure;
+    if (m.calls.some((c) => c.failed && c.path === id && c.step === step)) return false;
+    m.calls.push({ path: id, executor: id, step, start: time, end: time, failed: true, stored: true });
+    m.lastTime = Math.max(m.lastTime, time);
+    m.failedIn.set(id, step);
+    m.nodeState.set(id, "failed");
+    m.fromStore = true;
+    return true;
+  }
   /** The stream ended: whatever still runs is not running any more. */
   function modelStopped(m) {
     for (const queue of m.open.values()) for (const call of queue.splice(0)) call.end = Math.max(call.start, m.lastTime);
@@ -1557,7 +1573,8 @@
       const total = Math.max(span.end - span.start, 1e-9);
       const left = clamp((c.start - span.start) / total, 0, 1) * 100;
       const width = clamp(((end - c.start) / total) * 100, 0, 100 - left);
-      const label = `${c.path}, superstep ${c.step}: ${c.end == null ? "running" : fmtMs(c.end - c.start)}${c.failed ? ", failed" : ""}`;
+      const took = c.end == null ? "running" : c.stored ? "duration not known" : fmtMs(c.end - c.start);
+      const label = `${c.path}, superstep ${c.step}: ${took}${c.failed ? ", failed" : ""}`;
       const node = el("div", {
         class: `tl-bar${c.failed ? " failed" : ""}${c.end == null ? " running" : ""}`, "data-testid": "timeline-bar",
         "data-executor": c.executor, "data-superstep": c.step, role: "img", "aria-label": label, title: label,
@@ -1570,7 +1587,7 @@
     function renderTable() {
       const rows = model.calls.slice(-LOG_CAP).map((c) => el("tr", {},
         el("td", { text: c.path }), el("td", { class: "num", text: c.step }),
-        el("td", { class: "num", text: c.end == null ? "" : ((c.end - c.start) * 1000).toFixed(1) }),
+        el("td", { class: "num", text: c.end == null || c.stored ? "" : ((c.end - c.start) * 1000).toFixed(1) }),
         el("td", { text: c.end == null ? "running" : c.failed ? "failed" : "done" })));
       tbody.replaceChildren(...rows);
     }
@@ -1579,7 +1596,10 @@
       empty.hidden = model.calls.length > 0;
       const allSteps = [...new Set(model.calls.map((c) => c.step))].sort((a, b) => a - b);
       const steps = allSteps.slice(-80);
-      note.textContent = allSteps.length > steps.length ? `Showing the last ${steps.length} of ${allSteps.length} supersteps.` : "";
+      note.textContent = [
+        allSteps.length > steps.length ? `Showing the last ${steps.length} of ${allSteps.length} supersteps.` : "",
+        model.fromStore ? "This server did not see the run's events (it ran before a restart, or elsewhere): shown is what the store holds, the call that failed." : "",
+      ].filter(Boolean).join(" ");
       const column = new Map(steps.map((s, i) => [s, i + 2]));
       const cells = new Map();
       for (const c of model.calls) {
@@ -1688,6 +1708,7 @@
     let detailsWanted = false; // a refresh came due while the page was hidden
     let unreachable = null; // the banner's message while the details cannot be had
     let opened = false; // the stream and the graph, started with the first details
+    let streamEnded = false; // a stream of the run ended: the events it had are in
     let restartTimer = 0;
     let lastStart = 0;
     let frame = 0;
@@ -1774,6 +1795,12 @@
     }
     function applyDetails() {
       header.update(details);
+      // (events kept here tell the failure themselves, once the stream replayed them)
+      if (details.failure && (!details.events_kept || streamEnded) && modelStoredFailure(model, details.failure, Number(details.updated_at) || 0)) {
+        dirtyNodes.add(details.failure.executor_id);
+        timelineDirty = true;
+        schedule();
+      }
       outputs.sync(Array.isArray(details.outputs) ? details.outputs : []);
       requests.sync(Array.isArray(details.pending_requests) ? details.pending_requests : []);
       checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : [], details.checkpoints_total);
@@ -1807,6 +1834,7 @@
     }
     function onEnd(data) {
       stream = null;
+      streamEnded = true;
       modelStopped(model);
       for (const id of model.nodeState.keys()) dirtyNodes.add(id);
       timelineDirty = true;
