@@ -494,3 +494,47 @@ def test_a_failed_runs_page_after_a_restart_shows_what_failed_where(serve, brows
         console.shot("failed-after-restart")
     finally:
         console.close()
+
+
+def test_a_finished_runs_page_shows_how_it_ended_while_its_past_events_replay(
+    serve, browser, tmp_path
+):
+    # (a 100,000-superstep run's page said "failed · streaming live", nodes
+    # flickering, for 30 s while its event log replayed)
+    import json
+
+    from .conftest import sse
+    from .test_api import wait_for
+
+    server = serve(flows.counting)
+    with server.client() as client:
+        body = {"input": {"steps": 3}}
+        run_id = client.post("/api/workflows/counting/runs", json=body).json()["run_id"]
+        wait_for(client, run_id, "idle")
+        events = [e for e in sse(client, run_id) if e["kind"] != "end"]
+    # The first half of its past, as the stream sends it, then the stream
+    # drops (the page reconnects and gets the rest): seen mid-replay.
+    half = events[: len(events) // 2]
+    assert any(e["kind"] == "status" and e["status"] == "in_progress" for e in half)
+    text = "".join(f"id: {e['id']}\ndata: {json.dumps(e)}\n\n" for e in half)
+    console = Console(browser, server.url + "/", tmp_path)
+    stream = re.compile(rf"/api/runs/{run_id}/events$")
+    try:
+        console.page.route(
+            stream,
+            lambda route: route.fulfill(status=200, content_type="text/event-stream", body=text),
+        )
+        console.open(f"#/runs/{run_id}")
+        body_of = console.page.locator("body")
+        expect(body_of).to_have_attribute("data-streaming", "history")
+        log = console.find("event-log")
+        expect(log).to_contain_text("superstep_started")
+        status_of(console).to_have_text("idle")  # (not the replayed "in_progress")
+        assert "streaming live" not in console.page.locator(".run-line").inner_text()
+        assert console.page.locator(".tag-live").count() == 0
+        console.page.unroute(stream)
+        expect(body_of).to_have_attribute("data-streaming", "ended")
+        status_of(console).to_have_text("idle")
+        expect(console.find("graph-node", id="count")).to_have_attribute("data-state", "done")
+    finally:
+        console.close()

@@ -1186,7 +1186,7 @@
         show();
       },
       setStream(value) {
-        const words = { live: "streaming live", reconnecting: "reconnecting…", ended: "", stopped: "stream stopped", connecting: "connecting…" };
+        const words = { history: "reading its event log…", live: "streaming live", reconnecting: "reconnecting…", ended: "", stopped: "stream stopped", connecting: "connecting…" };
         stream.textContent = words[value] ? ` · ${words[value]}` : "";
       },
       setError(message) {
@@ -1515,6 +1515,10 @@
     }
     call.end = typeof ev.duration === "number" ? call.start + ev.duration : ev.time;
     call.failed = failed;
+    if (failed && m.fromStore) { // (the events tell it now: the store's account goes)
+      m.calls = m.calls.filter((c) => !(c.stored && c.path === call.path && c.step === call.step));
+      m.fromStore = m.calls.some((c) => c.stored);
+    }
     if (!isTopLevel(ev)) return;
     const id = ev.executor_id;
     const left = Math.max(0, (m.running.get(id) || 1) - 1);
@@ -1709,6 +1713,11 @@
     let unreachable = null; // the banner's message while the details cannot be had
     let opened = false; // the stream and the graph, started with the first details
     let streamEnded = false; // a stream of the run ended: the events it had are in
+    // The stream replays a run that had ended when it opened: its past, not
+    // news. The details already say how it ended, so the replay changes no
+    // status and is drawn once, at its end (a long run's replay would
+    // otherwise flicker "live" through its 100,000 supersteps).
+    let history = false;
     let restartTimer = 0;
     let lastStart = 0;
     let frame = 0;
@@ -1796,7 +1805,7 @@
     function applyDetails() {
       header.update(details);
       // (events kept here tell the failure themselves, once the stream replayed them)
-      if (details.failure && (!details.events_kept || streamEnded) && modelStoredFailure(model, details.failure, Number(details.updated_at) || 0)) {
+      if (details.failure && (!details.events_kept || !details.live || streamEnded) && modelStoredFailure(model, details.failure, Number(details.updated_at) || 0)) {
         dirtyNodes.add(details.failure.executor_id);
         timelineDirty = true;
         schedule();
@@ -1821,20 +1830,23 @@
       }
     }
 
-    function startStream() {
+    /** past: the run had ended as the latest details say (not after an answer or resume from here). */
+    function startStream(past = Boolean(details) && !details.live && !String(details.status).startsWith("in_progress")) {
       if (stream || !scope.alive) return;
       lastStart = Date.now();
-      document.body.dataset.streaming = "live";
+      history = past;
+      document.body.dataset.streaming = history ? "history" : "live";
       header.setStream("connecting");
       stream = openRunStream(runId, { lastId: () => model.lastId, onEvent, onEnd, onState });
     }
     function onState(state) {
-      header.setStream(state);
+      header.setStream(history && state === "live" ? "history" : state);
       if (state === "stopped") stream = null; // a 4xx: an answer or resume may start it again
     }
     function onEnd(data) {
       stream = null;
       streamEnded = true;
+      history = false;
       modelStopped(model);
       for (const id of model.nodeState.keys()) dirtyNodes.add(id);
       timelineDirty = true;
@@ -1845,7 +1857,7 @@
       document.body.dataset.streaming = "ended";
       if (restartAfterEnd) {
         restartAfterEnd = false;
-        startStream();
+        startStream(false);
       }
       clearTimeout(detailsTimer); // the refresh below replaces any pending one
       detailsTimer = 0;
@@ -1871,21 +1883,21 @@
     }
     function applyEvent(ev, kind) {
       switch (kind) {
-        case "status": header.setStatus(String(ev.status)); scheduleDetails(400); break;
+        case "status": if (!history) { header.setStatus(String(ev.status)); scheduleDetails(400); } break;
         case "superstep_started": if (isTopLevel(ev)) model.steps.set(ev.superstep, { start: ev.time, end: null }); break;
         case "superstep_completed": {
           const step = model.steps.get(ev.superstep);
           if (step && isTopLevel(ev)) step.end = ev.time;
-          scheduleDetails(800);
+          if (!history) scheduleDetails(800);
           break;
         }
         case "executor_invoked": modelInvoked(model, ev); break;
         case "executor_completed": modelFinished(model, ev, false); break;
         case "executor_failed": modelFinished(model, ev, true); break;
-        case "output": if (isTopLevel(ev)) scheduleDetails(150); break;
-        case "request_info": scheduleDetails(150); break;
+        case "output": if (isTopLevel(ev) && !history) scheduleDetails(150); break;
+        case "request_info": if (!history) scheduleDetails(150); break;
         case "tool_call": agents.tool(ev); break;
-        case "failed": header.setError(String(ev.error ?? "failed")); break;
+        case "failed": if (!history) header.setError(String(ev.error ?? "failed")); break;
         default: break;
       }
       if (kind.startsWith("executor_") && isTopLevel(ev)) dirtyNodes.add(ev.executor_id);
@@ -1895,19 +1907,20 @@
     function paint() {
       frame = 0;
       if (!scope.alive) return;
+      log.flush();
+      agents.flush();
+      if (history) return; // (the graph and the timeline: once the replay is in)
       if (graph) for (const id of dirtyNodes) graph.setState(id, model.nodeState.get(id) || "waiting");
       dirtyNodes.clear();
       if (timelineDirty) {
         timelineDirty = false;
         timeline.render();
       }
-      log.flush();
-      agents.flush();
     }
 
     function afterAction() {
       if (stream) restartAfterEnd = true; // the open stream may still deliver the old "end"
-      else startStream();
+      else startStream(false);
       refreshDetails();
     }
     async function answer(requestId, value) {
