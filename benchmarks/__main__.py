@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import json
 import subprocess
 import sys
@@ -402,6 +403,27 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _missing(args: argparse.Namespace) -> dict[str, str]:
+    """The modules the chosen workloads import that are not installed, and
+    the extra of each (W9 talks to a model through the OpenAI SDK; the OTel
+    rows use the SDK the dev extra brings)."""
+    needed = {} if args.only_serve else {"openai": "openai", "opentelemetry.sdk": "dev"}
+    if args.postgres and not args.only_serve:
+        needed["psycopg"] = "postgres"
+    if args.ray and not args.only_serve:
+        needed["ray"] = "ray"
+    if args.serve or args.only_serve:
+        needed.update(starlette="serve", uvicorn="serve", httpx="dev")
+    return {name: extra for name, extra in needed.items() if not _installed(name)}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # (its parent package is missing)
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
@@ -412,6 +434,12 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help="also W11: stepgraph serve")
     parser.add_argument("--only-serve", action="store_true", help="W11 alone")
     args = parser.parse_args()
+    missing = _missing(args)
+    if missing:  # (said now, not after minutes of measuring)
+        sys.exit(
+            f"python -m benchmarks needs {', '.join(sorted(missing))}: pip install -e "
+            f"'.[{','.join(sorted(set(missing.values())))}]'"
+        )
     rows = [] if args.only_serve else run(args.quick, args.postgres)
     if args.ray and not args.only_serve:
         rows += ray_rows(args.quick)
