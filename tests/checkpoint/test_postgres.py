@@ -126,8 +126,8 @@ async def test_damaged_records_are_refused_and_skipped(
         "UPDATE stepgraph_segments SET data = substr(data, 1, length(data) / 2) "
         "WHERE run_id = 'r1'",
     )
-    for read in (store.load("b"), store.latest("r1")):
-        with pytest.raises(sg.CheckpointIntegrityError, match="segment is corrupt"):
+    for read, of in ((store.load("b"), "of checkpoint 'b'"), (store.latest("r1"), "of run 'r1'")):
+        with pytest.raises(sg.CheckpointIntegrityError, match=f"segment {of} is corrupt"):
             await read
     with pytest.warns(sg.CheckpointWarning, match=r"checkpoints a,b of run r1: .*corrupt"):
         assert [i.id for i in await store.list()] == ["h0", "h1", "h2"]

@@ -297,8 +297,8 @@ async def test_corrupt_segment_is_refused_when_read_and_skipped_when_listed(
         db.execute("UPDATE segments SET data = ? WHERE run_id = 'r1'", (data[: len(data) // 2],))
     db.close()
     store = sg.SqliteCheckpointStore(path)
-    for read in (store.load("b"), store.latest("r1")):
-        with pytest.raises(sg.CheckpointIntegrityError, match="segment is corrupt"):
+    for read, of in ((store.load("b"), "of checkpoint 'b'"), (store.latest("r1"), "of run 'r1'")):
+        with pytest.raises(sg.CheckpointIntegrityError, match=f"segment {of} is corrupt"):
             await read
     with pytest.warns(sg.CheckpointWarning, match=r"skipped 1 damaged checkpoint record\(s\): "
                       r"checkpoints a,b of run r1: .*segment is corrupt"):  # fmt: skip
@@ -559,3 +559,22 @@ async def test_a_signed_run_is_not_continued_through_a_store_without_its_secret(
     finally:
         signing.close()  # type: ignore[attr-defined]
         plain.close()  # type: ignore[attr-defined]
+
+
+async def test_a_signature_that_is_not_hex_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with sg.SqliteCheckpointStore(path, secret=b"0123456789abcdef-secret") as store:
+        await store.save(make("a"))
+    with sqlite3.connect(path) as db:
+        (data,) = db.execute("SELECT data FROM segments").fetchone()
+        document = json.loads(data)
+        document[4][0][9] = "zz" + document[4][0][9][2:]
+        db.execute("UPDATE segments SET data = ?", (json.dumps(document).encode(),))
+    db.close()
+    store = sg.SqliteCheckpointStore(path, secret=b"0123456789abcdef-secret")
+    with pytest.raises(
+        sg.CheckpointIntegrityError,
+        match="segment of checkpoint 'a' is corrupt: its signature is not hexadecimal text",
+    ):
+        await store.load("a")
+    store.close()

@@ -526,7 +526,7 @@ class PostgresCheckpointStore(BaseStore):
         )
         if not found:
             return None
-        return Segment(found[0][0]).find(checkpoint_id)
+        return Segment(found[0][0], f"of checkpoint {checkpoint_id!r}").find(checkpoint_id)
 
     def _read_latest(self, run_id: str) -> Row | None:
         found = self._fetch(
@@ -536,7 +536,7 @@ class PostgresCheckpointStore(BaseStore):
         )
         if not found:
             return None
-        return Segment(found[0][0]).last()
+        return Segment(found[0][0], f"of run {run_id!r}").last()
 
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(hashes))

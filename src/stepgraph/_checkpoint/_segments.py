@@ -114,8 +114,9 @@ class Segment:
     signed, as parsing and writing JSON round-trip). Anything malformed is a
     ``CheckpointIntegrityError``."""
 
-    def __init__(self, data: Any) -> None:
-        with corrupt_segment():
+    def __init__(self, data: Any, of: str = "") -> None:
+        self._of = of  # what it holds, for messages: "of checkpoint 'x'", "of run 'r'"
+        with corrupt_segment(of):
             if not isinstance(data, bytes):
                 raise TypeError("not a blob")
             layout, self.run_id, self.workflow, self.signature, self.entries = loads(data)
@@ -136,7 +137,7 @@ class Segment:
         return self.row(self.entries[-1])
 
     def row(self, entry: Any) -> Row:
-        with corrupt_segment():
+        with corrupt_segment(self._of):
             cid, parent, step, created, status, pending, refs, blob_bytes, body, mac = entry
             if type(blob_bytes) is not int:
                 raise TypeError("a size is not an int")
@@ -154,26 +155,36 @@ class Segment:
                 refs,
                 blob_bytes + len(encoded),
                 encoded,
-                None if mac is None else bytes.fromhex(mac),
+                None if mac is None else _signature(mac),
             )
         check_types(row)
         return row
 
     def refs(self) -> list[str]:
         """Each checkpoint's ``refs`` field, nothing else decoded."""
-        with corrupt_segment():
+        with corrupt_segment(self._of):
             refs = [entry[6] for entry in self.entries]
             if not all(isinstance(r, str) for r in refs):
                 raise TypeError("a refs field is not a string")
         return refs
 
 
+def _signature(mac: Any) -> bytes:
+    try:
+        return bytes.fromhex(mac)
+    except (TypeError, ValueError):
+        raise ValueError("its signature is not hexadecimal text") from None
+
+
 @contextmanager
-def corrupt_segment() -> Iterator[None]:
+def corrupt_segment(of: str = "") -> Iterator[None]:
     try:
         yield
     except (CheckpointDecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
-        raise CheckpointIntegrityError(f"a stored checkpoint segment is corrupt: {exc}") from exc
+        where = f" {of}" if of else ""
+        raise CheckpointIntegrityError(
+            f"the stored checkpoint segment{where} is corrupt: {exc}"
+        ) from exc
 
 
 def parse_segments(records: Iterable[tuple[str, str, Any]]) -> tuple[list[Row], list[str]]:

@@ -356,7 +356,7 @@ class SqliteCheckpointStore(BaseStore):
         )
         if found is None:
             return None
-        return Segment(found[0]).find(checkpoint_id)
+        return Segment(found[0], f"of checkpoint {checkpoint_id!r}").find(checkpoint_id)
 
     def _read_latest(self, run_id: str) -> Row | None:
         found = self._guard(
@@ -367,7 +367,7 @@ class SqliteCheckpointStore(BaseStore):
         )
         if found is None:
             return None
-        return Segment(found[0]).last()
+        return Segment(found[0], f"of run {run_id!r}").last()
 
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(hashes))
