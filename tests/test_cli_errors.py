@@ -144,6 +144,18 @@ PROBLEMS = {
         ("checkpoints", "list", "--status", "bogus"),
         "unknown status 'bogus'; use one of in_progress, ",
     ),
+    "input-and-resume": (
+        ("run", "examples.hello:build", "--input", '"x"', "--resume", "latest"),
+        "both an input and --resume were given: give --input",
+    ),
+    "input-and-respond": (
+        ("run", "examples.hello:build", "--input", '"x"', "--respond", "r=1"),
+        "both an input and --respond were given",
+    ),
+    "empty-input": (
+        ("run", "tests.cli_flows:asking", "--input", " ", "--no-store"),
+        "the input is empty; JSON strings need quotes: '\"\"'",
+    ),
     "empty-ray-address": (
         ("run", "examples.hello:build", "--input", '"x"', "--no-store", "--backend", "ray:"),
         "--backend ray: needs an address after the colon",
@@ -244,6 +256,8 @@ def test_a_bare_word_gets_a_hint_for_the_type_it_should_be(tmp_path: Path) -> No
             "; it takes true or false",
         )
         assert "need quotes" not in line
+    empty = cli("run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}=")
+    one_line_error(empty, f"the answer to {request_id} is empty; it takes true or false")
 
 
 def test_a_bool_answer_is_json_true_or_false_only(tmp_path: Path) -> None:

@@ -288,7 +288,11 @@ def run(
             value = coerce_input(workflow, parse_json(raw, "the input", hint))
         continuing = resume is not None or bool(respond)
         if value is not None and continuing:
-            raise CliError("give --input for a new run, or --resume/--respond to continue one")
+            given = "--resume" if resume is not None else "--respond"
+            raise CliError(
+                f"both an input and {given} were given: give --input (or --input-file) for a "
+                "new run, or --resume/--respond to continue one"
+            )
         if value is None and not continuing:
             raise CliError("nothing to run: give --input (or --input-file), or --resume")
         if continuing and no_store:

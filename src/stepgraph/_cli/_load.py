@@ -155,8 +155,10 @@ def parse_json(text: str, what: str, hint: Callable[[str], str] | None = None) -
     except json.JSONDecodeError as exc:
         word = text.strip()
         tip = ""
-        if _BARE_WORD.fullmatch(word) and word not in ("true", "false", "null"):
+        if (not word or _BARE_WORD.fullmatch(word)) and word not in ("true", "false", "null"):
             tip = "; " + (hint(word) if hint is not None else quoting_hint(word))
+        if not word:
+            raise CliError(f"{what} is empty{tip}") from None
         raise CliError(f"{what} is not valid JSON: {exc}{tip}") from None
     except ValueError as exc:  # (NaN, Infinity, 1e999; a 5,000-digit number)
         raise CliError(f"{what} is not valid JSON: {exc}") from None
