@@ -125,11 +125,26 @@ async def test_invalid_responses_consume_nothing() -> None:
         await workflow.run(responses={first: True, second: "yes"})
     assert [p.request_id for p in workflow.pending_requests] == [first, second]
     await workflow.run(responses={first: True})
-    with pytest.raises(sg.RequestError, match=f"request '{first}' was already answered"):
+    with pytest.raises(
+        sg.RequestError, match=f"request '{first}' of run '{result.run_id}' was already answered$"
+    ):
         await workflow.run(responses={first: True})
     assert [p.request_id for p in workflow.pending_requests] == [second]
     with pytest.raises(sg.RequestError, match="non-empty mapping"):
         await workflow.run(responses={})
+
+
+async def test_answering_again_in_memory_names_the_checkpoint_of_the_answer(
+    store: sg.CheckpointStore,
+) -> None:
+    workflow = build(store)
+    result = await workflow.run(["once?"])
+    [asked] = result.pending_requests
+    done = await workflow.run(responses={asked.request_id: True})
+    ids = [i.id for i in await store.list(done.run_id)]
+    entry = ids[ids.index(result.last_checkpoint) + 1]  # (the answer's: it records it)
+    with pytest.raises(sg.RequestError, match=f"already answered \\(at checkpoint {entry}\\)"):
+        await workflow.run(responses={asked.request_id: False})
 
 
 async def test_responses_without_open_requests() -> None:

@@ -114,6 +114,7 @@ class RunRecorder:
         # The requests this continuation answers: recorded with its entry
         # checkpoint, which the store refuses if another answer came first.
         self._answering = answering
+        self.answered_at: str | None = None  # the checkpoint that recorded them
         # The run's lease: taken already (a continuation: ``leased``), or
         # taken with the first save and given back with the last (or alone).
         self._holder = holder
@@ -152,6 +153,7 @@ class RunRecorder:
         )
         if self._answering:
             checkpoint.answered, self._answering = self._answering, ()
+            self.answered_at = checkpoint.id
         if not self._leased and self._holder is not None:
             checkpoint.holder, self._leased = self._holder, True
         self.last_id = checkpoint.id

@@ -209,7 +209,7 @@ class Workflow:
         self._running = 0
         self._suspended: OrderedDict[str, _Suspended] = OrderedDict()
         # Requests answered through run(responses=...), by id: their run.
-        self._answered: OrderedDict[str, str] = OrderedDict()
+        self._answered: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         # Shared instances that carry their own state: claimed per run.
         self._claimable = [
             e for eid, e in executors.items() if not e.stateless and eid not in factories
@@ -496,8 +496,9 @@ class Workflow:
             if claimed is not None and not succeeded:
                 self._keep(claimed, emit)  # not answered after all: still answerable
         if call.responses is not None:
+            at = recorder.answered_at if recorder is not None else None
             for request_id in call.responses:
-                self._answered[request_id] = run_id
+                self._answered[request_id] = (run_id, at)
             while len(self._answered) > 10 * SUSPENDED_LIMIT:
                 self._answered.popitem(last=False)
         last = recorder.last_id if recorder is not None else None
@@ -616,8 +617,11 @@ class Workflow:
             for request_id in responses:
                 answered_in = self._answered.get(request_id)
                 if answered_in is not None:
+                    run_id, at = answered_in
+                    if at is not None:  # (recorded in that checkpoint)
+                        raise answered_twice(run_id, request_id, at)
                     raise RequestError(
-                        f"request {request_id!r} was already answered (run {answered_in})"
+                        f"request {request_id!r} of run {run_id!r} was already answered"
                     )
             open_ids = [r.request_id for r in self.pending_requests]
             shown = ", ".join(open_ids[:10]) or "none"
