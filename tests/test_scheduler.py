@@ -610,3 +610,21 @@ async def test_a_cancelled_error_the_run_did_not_ask_for_fails_the_handler(shape
             async for event in stream:
                 seen.append(event)
     assert isinstance(seen[-1], sg.StatusEvent) and seen[-1].status is sg.RunStatus.FAILED
+
+
+async def test_a_huge_error_message_is_cut_in_the_runs_error_not_in_the_exception() -> None:
+    @sg.executor(id="loud")
+    async def loud(n: int) -> None:
+        raise ValueError("x" * 10_000_000)
+
+    workflow = sg.WorkflowBuilder(start=loud).build()
+    events: list[sg.Event] = []
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        async with workflow.stream(1) as stream:
+            async for event in stream:
+                events.append(event)
+    text = str(raised.value)
+    assert len(text) < 3_000 and text.endswith("… (9,998,000 more characters)"), text[-80:]
+    assert len(str(raised.value.__cause__)) == 10_000_000  # (the exception keeps it all)
+    [failed] = [e for e in events if isinstance(e, sg.ExecutorFailedEvent)]
+    assert len(failed.error) < 3_000 and failed.exception is raised.value.__cause__

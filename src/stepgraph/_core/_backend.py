@@ -211,12 +211,21 @@ async def _invoke_with_timeout(
         )
 
 
-def error_line(error: BaseException) -> str:
-    """``Type: message`` of an exception, even one whose ``str()`` fails."""
+# How much of an exception's message a run's error repeats (the exception
+# itself, its cause, keeps all of it): a 10 MB message must not be copied
+# into every event, status record and log line that names the failure.
+SHOWN_ERROR = 2_000
+
+
+def error_line(error: BaseException, limit: int | None = None) -> str:
+    """``Type: message`` of an exception, even one whose ``str()`` fails;
+    past ``limit`` characters of message, cut with a note of how much."""
     try:
         text = str(error)
     except Exception as failed:
         text = f"(its str() raised {type(failed).__name__})"
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
     return f"{type(error).__name__}: {text}"
 
 
@@ -232,7 +241,7 @@ def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
     else:
         text = (
             f"executor {failure.executor_id!r} failed in superstep {failure.superstep}: "
-            f"{error_line(cause)}"
+            f"{error_line(cause, SHOWN_ERROR)}"
         )
     for note in getattr(cause, "__notes__", ()):  # (the item of a map, say)
         text += f" ({note})"

@@ -21,7 +21,14 @@ from .._exceptions import (
     StateConflictError,
     WorkflowRunError,
 )
-from ._backend import Backend, ExecutorFailure, Superstep, error_line, failure_error
+from ._backend import (
+    SHOWN_ERROR,
+    Backend,
+    ExecutorFailure,
+    Superstep,
+    error_line,
+    failure_error,
+)
 from ._context import Outbox, RunScope
 from ._events import (
     ExecutorFailedEvent,
@@ -271,7 +278,7 @@ async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
         for failure in work.failures:
             work.scope.emit(
                 ExecutorFailedEvent(
-                    error=error_line(failure.cause),
+                    error=error_line(failure.cause, SHOWN_ERROR),
                     exception=failure.cause,
                     executor_id=failure.executor_id,
                     superstep=failure.superstep,
