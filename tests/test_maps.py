@@ -95,6 +95,8 @@ async def test_a_failing_item_is_retried_alone_then_fails_the_superstep() -> Non
 
     result = await build(False).run(5)  # items 0..4: item 3 fails once, then succeeds
     assert result.outputs == [[0, 1, 2, 3, 4]]
+    [warned] = [e for e in result.events if isinstance(e, sg.WarningEvent)]
+    assert warned.message.startswith("map 'flaky_map'[3]: attempt 1/2 failed with ConnectionError")
     assert tries == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1}  # only item 3 was tried again
     with pytest.raises(sg.WorkflowRunError) as raised:
         await build(True).run(6)

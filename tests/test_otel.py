@@ -462,6 +462,7 @@ async def test_map_workers_have_a_span_each(traces: Traces) -> None:
     spans = traces.by_name()
     assert len(spans["executor upper"]) == 3
     assert all(traces.parent_name(s) == "superstep 2" for s in spans["executor upper"])
+    assert sorted(s.attributes["stepgraph.map.item"] for s in spans["executor upper"]) == [0, 1, 2]
 
 
 METRICS_ONLY = textwrap.dedent(

@@ -145,10 +145,17 @@ def stray_cancel(exc: asyncio.CancelledError) -> RuntimeError:
 
 
 async def traced(
-    trace: Any, executor_id: str, step: int, message: Any, attempt: int, call: Awaitable[None]
+    trace: Any,
+    executor_id: str,
+    step: int,
+    message: Any,
+    attempt: int,
+    call: Awaitable[None],
+    item: int | None = None,
 ) -> None:
-    """Await a handler call inside its span (current while it runs)."""
-    await within(trace.handler(executor_id, step, message, attempt), call)
+    """Await a handler call inside its span (current while it runs); a map's
+    worker's span says which item it handles."""
+    await within(trace.handler(executor_id, step, message, attempt, item), call)
 
 
 async def invoke_guarded(
@@ -166,15 +173,18 @@ async def invoke_guarded(
             if trace is None:
                 await call
             else:  # (a span per attempt)
-                await traced(trace, node.id, step, message, attempt, call)
+                await traced(trace, node.id, step, message, attempt, call, ctx._item)
             return
         except Exception as exc:
             ctx._rollback(mark)
             if policy is None or attempt >= attempts or not policy.should_retry(exc):
                 raise
             delay = policy.delay(attempt)
+            where = (
+                f"executor {node.id!r}" if ctx._item is None else f"map {node.id!r}[{ctx._item}]"
+            )
             ctx._warn(
-                f"executor {node.id!r}: attempt {attempt}/{attempts} failed with "
+                f"{where}: attempt {attempt}/{attempts} failed with "
                 f"{type(exc).__name__}: {exc}; retrying in {delay:g} s"
             )
             attempt += 1

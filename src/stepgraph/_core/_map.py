@@ -54,7 +54,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                         await invoke(message, ctx)
                     else:
                         await traced(
-                            work.scope.trace, node_id, step, message, 1, invoke(message, ctx)
+                            work.scope.trace, node_id, step, message, 1, invoke(message, ctx), index
                         )
                 except (Exception, SystemExit, asyncio.CancelledError) as caught:
                     exc = (

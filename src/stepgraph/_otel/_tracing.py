@@ -165,13 +165,17 @@ class OtelTrace:
         made.attributes["stepgraph.workflow"] = self.workflow
         return made
 
-    def handler(self, executor_id: str, superstep: int, message: Any, attempt: int) -> _Span:
+    def handler(
+        self, executor_id: str, superstep: int, message: Any, attempt: int, item: int | None = None
+    ) -> _Span:
         attributes = {
             "stepgraph.executor.id": executor_id,
             "stepgraph.superstep": superstep,
             "stepgraph.message.type": type(message).__name__,
             "stepgraph.attempt": attempt,
         }
+        if item is not None:  # (a map's worker)
+            attributes["stepgraph.map.item"] = item
         span = self._child(f"executor {executor_id}", self._superstep, attributes)
         self._messages.add(1, {"stepgraph.workflow": self.workflow})
         made = _Span(self.api, span, True, self._durations["executor"])
