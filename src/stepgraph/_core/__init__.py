@@ -60,7 +60,16 @@ from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
 from ._state import Reducers, StateView
 from ._tasks import to_the_end
-from ._trace import RunTrace, SpanRecord, SpanRecorder, Trace, TraceSpan, end_span, within
+from ._trace import (
+    RunTrace,
+    SpanRecord,
+    SpanRecorder,
+    Trace,
+    TraceSpan,
+    end_span,
+    handler_attributes,
+    within,
+)
 from ._typing import (
     ANY_SPEC,
     NEVER_SPEC,
@@ -121,6 +130,7 @@ __all__ = [
     "RunUsage",
     "SpanRecord",
     "SpanRecorder",
+    "handler_attributes",
     "StateConflictError",
     "StateView",
     "StatusEvent",

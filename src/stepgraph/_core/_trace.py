@@ -32,6 +32,7 @@ __all__ = [
     "Trace",
     "TraceSpan",
     "end_span",
+    "handler_attributes",
     "within",
 ]
 
@@ -50,7 +51,7 @@ class Trace(Protocol):
     """What handlers' code paths call (in this process or in an actor)."""
 
     def handler(
-        self, executor_id: str, superstep: int, message: Any, attempt: int
+        self, executor_id: str, superstep: int, message: Any, attempt: int, item: int | None = None
     ) -> TraceSpan: ...
 
     def operation(self, name: str, attributes: dict[str, Any]) -> TraceSpan: ...
@@ -93,6 +94,21 @@ class _Recorded:
             recorder.open.pop()
 
 
+def handler_attributes(
+    executor_id: str, superstep: int, message: Any, attempt: int, item: int | None
+) -> dict[str, Any]:
+    """A handler call's span attributes (a map's worker: with its item)."""
+    attributes = {
+        "stepgraph.executor.id": executor_id,
+        "stepgraph.superstep": superstep,
+        "stepgraph.message.type": type(message).__name__,
+        "stepgraph.attempt": attempt,
+    }
+    if item is not None:
+        attributes["stepgraph.map.item"] = item
+    return attributes
+
+
 class SpanRecorder:
     """Writes spans down instead of sending them (see the module doc); a
     handler span is the parent of what starts before it ends."""
@@ -106,16 +122,11 @@ class SpanRecorder:
         self.records.append((name, parent, time.time_ns(), 0, attributes, None))
         return _Recorded(self, len(self.records) - 1)
 
-    def handler(self, executor_id: str, superstep: int, message: Any, attempt: int) -> TraceSpan:
-        span = self._start(
-            f"executor {executor_id}",
-            {
-                "stepgraph.executor.id": executor_id,
-                "stepgraph.superstep": superstep,
-                "stepgraph.message.type": type(message).__name__,
-                "stepgraph.attempt": attempt,
-            },
-        )
+    def handler(
+        self, executor_id: str, superstep: int, message: Any, attempt: int, item: int | None = None
+    ) -> TraceSpan:
+        attributes = handler_attributes(executor_id, superstep, message, attempt, item)
+        span = self._start(f"executor {executor_id}", attributes)
         self.open.append(span.index)
         return span
 

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from .._core import SpanRecord
+from .._core import SpanRecord, handler_attributes
 
 __all__ = ["OtelTrace", "end_run", "start_run"]
 
@@ -168,14 +168,7 @@ class OtelTrace:
     def handler(
         self, executor_id: str, superstep: int, message: Any, attempt: int, item: int | None = None
     ) -> _Span:
-        attributes = {
-            "stepgraph.executor.id": executor_id,
-            "stepgraph.superstep": superstep,
-            "stepgraph.message.type": type(message).__name__,
-            "stepgraph.attempt": attempt,
-        }
-        if item is not None:  # (a map's worker)
-            attributes["stepgraph.map.item"] = item
+        attributes = handler_attributes(executor_id, superstep, message, attempt, item)
         span = self._child(f"executor {executor_id}", self._superstep, attributes)
         self._messages.add(1, {"stepgraph.workflow": self.workflow})
         made = _Span(self.api, span, True, self._durations["executor"])
