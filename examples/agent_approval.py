@@ -151,5 +151,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
         sys.exit(130)
+    except ImportError as missing:  # (the openai extra: its message says how to install it)
+        sys.exit(f"error: {missing}")
     if _FAKE is not None:
         _FAKE.close()

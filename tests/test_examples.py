@@ -161,3 +161,18 @@ def test_the_approval_example_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     again = example(*command)
     assert again.returncode == 1 and "already answered" in again.stderr, again
     assert "Traceback" not in again.stderr
+
+
+def test_the_agent_example_without_the_openai_sdk_says_how_to_install_it() -> None:
+    hidden = (
+        "import runpy, sys; sys.modules['openai'] = None; "  # (imports of it fail)
+        f"sys.argv = ['agent_approval.py']; runpy.run_path({str(EXAMPLES / 'agent_approval.py')!r},"
+        " run_name='__main__')"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", hidden], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip() == (
+        "error: OpenAIChatModel needs the openai package: pip install 'stepgraph[openai]'"
+    )
