@@ -272,6 +272,8 @@ async def test_raising_switch_predicate_fails_the_run() -> None:
     with pytest.raises(sg.RoutingError, match="predicate of switch.*ZeroDivisionError") as raised:
         await workflow.run([1])
     assert isinstance(raised.value.__cause__, ZeroDivisionError)
+    assert raised.value.superstep == 1 and raised.value.executor_id == "src"
+    assert str(raised.value).endswith("(at the barrier after superstep 1)")
 
 
 async def test_multi_select() -> None:

@@ -358,9 +358,12 @@ async def _barrier(
     )
     try:
         run.inboxes = await router.route(outboxes, step, report)
-    except BaseException:
+    except BaseException as error:
         run.fan_in.clear()
         run.fan_in.update(saved_fan_in or {})
+        if isinstance(error, RoutingError) and error.superstep is None:
+            error.superstep = step  # (a predicate's or selector's: named with its superstep)
+            error.args = (f"{error} (at the barrier after superstep {step})", *error.args[1:])
         raise
     written: set[str] = set()
     if writes:
