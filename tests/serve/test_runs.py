@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
+from stepgraph._checkpoint._leases import new_holder
+from stepgraph._checkpoint._model import answered_twice
 from stepgraph._serve import Problem
+from stepgraph._serve._runs import _refusal
 
 from . import flows
 from .conftest import sse
@@ -185,6 +188,41 @@ def test_of_two_answers_to_one_request_in_one_server_the_second_is_answered_alre
         assert again.status_code == 409 and "answered already (at checkpoint" in again.text
 
 
+def test_refusals_tell_an_http_client_the_apis_way_not_pythons_or_the_clis(serve):
+    # (a trial was told "fork the run: run(..., fork=True), or stepgraph run --fork")
+    server = serve(flows.gate)
+    fork_route = 'POST /api/runs/{}/fork with {{"checkpoint_id": ...}}'
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+        [request] = wait_for(client, run_id, "idle_with_pending_requests")["pending_requests"]
+        rid = request["request_id"]
+        answer = {"responses": {rid: True}}
+        other = new_holder()  # (another process's call, as the engine sees it)
+        assert server.call(lambda: server.store.lease(run_id, other)) is None
+        busy = client.post(f"/api/runs/{run_id}/responses", json=answer)
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["error"].startswith(f"run {run_id} is being continued elsewhere (")
+        assert busy.json()["error"].endswith(
+            "a run goes on in one place at a time: wait for it to stop, or fork it: "
+            + fork_route.format(run_id)
+        )
+        server.call(lambda: server.store.release(run_id, other))
+        assert client.post(f"/api/runs/{run_id}/responses", json=answer).status_code == 202
+        wait_for(client, run_id, "idle")
+        again = client.post(f"/api/runs/{run_id}/responses", json=answer)
+        at = server.call(lambda: server.store.answers(run_id, [rid]))[rid]
+        said = (
+            f"request {rid!r} of run {run_id} was answered already (at checkpoint {at}); "
+            f"to answer it anew from an earlier checkpoint, fork it: {fork_route.format(run_id)}"
+        )
+        assert (again.status_code, again.json()["error"]) == (409, said)
+    # The store's own refusal of a second answer (two servers racing) reads the same.
+    refused = _refusal(answered_twice(run_id, rid, at))
+    assert (refused.status, refused.message) == (409, said)
+    for text in (busy.text, again.text, refused.message):
+        assert "fork=True" not in text and "stepgraph run" not in text
+
+
 def test_of_two_resumes_at_once_in_one_server_the_second_waits_for_the_first(serve):
     flows.STEP = 0.05
     server = serve(flows.slow)
@@ -233,7 +271,11 @@ def test_a_resume_that_would_run_nothing_is_refused_saying_what_to_do(serve):
             assert "nothing is left to run" in refused.json()["error"]
         asked_at = waiting["checkpoints"][-1]["checkpoint_id"]
         refused = client.post(f"/api/runs/{run_id}/resume", json={"checkpoint_id": asked_at})
-        assert refused.status_code == 409 and "fork from it" in refused.json()["error"]
+        assert refused.status_code == 409, refused.text
+        assert (
+            f'POST /api/runs/{run_id}/fork with {{"checkpoint_id": "{asked_at}"}}'
+            in (refused.json()["error"])
+        )
         assert len(sse(client, run_id)) == events  # (nothing ran)
         after = client.get(f"/api/runs/{run_id}").json()
         assert (after["status"], after["checkpoints"]) == ("idle", done["checkpoints"])

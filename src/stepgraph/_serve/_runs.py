@@ -48,7 +48,6 @@ from .._core import (
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
-    CheckpointMismatchError,
     CheckpointNotFoundError,
     RequestError,
     ResponseValueError,
@@ -420,11 +419,7 @@ class RunService:
             if request is None:
                 answered = (await self.store.answers(run_id, [request_id])).get(request_id)
                 if answered is not None:
-                    raise Problem(
-                        409,
-                        f"request {request_id!r} of run {run_id} was answered already "
-                        f"(at checkpoint {answered})",
-                    )
+                    raise _answered_already(run_id, request_id, f"at checkpoint {answered}")
                 raise Problem(
                     404,
                     f"run {run_id} has no open request {request_id!r}; open: "
@@ -528,9 +523,7 @@ class RunService:
                 if at
                 else "by another call to this server just now; its checkpoint is on the way"
             )
-            raise Problem(
-                409, f"request {request_id!r} of run {run_id} was answered already ({where})"
-            )
+            raise _answered_already(run_id, request_id, where)
         raise Problem(409, f"run {run_id} is still running; answer or resume it once it stops")
 
     async def _go(
@@ -723,7 +716,8 @@ def _refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:
         raise Problem(
             409,
             f"run {run} is idle at {at}: nothing is left to run from there; resume it "
-            "from an earlier checkpoint, fork it, or start a new run",
+            f"from an earlier checkpoint (POST /api/runs/{run}/resume with its "
+            f'"checkpoint_id"), {_fork_hint(run)}, or start a new run',
         )
     if checkpoint.status == _WAITING and latest:
         raise Problem(
@@ -735,7 +729,8 @@ def _refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:
         raise Problem(
             409,
             f"run {run} waited for answers at {at}: resuming there would only wait again "
-            "(answers go to the run's latest checkpoint); fork from it to answer them anew",
+            f"(answers go to the run's latest checkpoint); to answer them anew, "
+            f"{_fork_hint(run, checkpoint.id)}",
         )
 
 
@@ -767,22 +762,59 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 2
     return value
 
 
+def _fork_hint(run_id: str, checkpoint_id: str | None = None) -> str:
+    """How an HTTP client forks a run: the API's route, not the engine's
+    ``fork=True`` or the CLI's ``--fork``."""
+    at = f'"{checkpoint_id}"' if checkpoint_id else "..."
+    return f'fork it: POST /api/runs/{run_id}/fork with {{"checkpoint_id": {at}}}'
+
+
+def _answered_already(run_id: str, request_id: str, where: str) -> Problem:
+    """The one wording of a second answer to a request, however it was found."""
+    return Problem(
+        409,
+        f"request {request_id!r} of run {run_id} was answered already ({where}); to answer "
+        f"it anew from an earlier checkpoint, {_fork_hint(run_id)}",
+    )
+
+
+# The engine's messages advise Python and CLI users (``fork=True``,
+# ``stepgraph run --fork``); these are told to HTTP clients in the API's terms.
+_ENGINE_ANSWERED = re.compile(
+    r"request (?P<request>'[^']*') of run '(?P<run>[^']*)' was already answered "
+    r"\(at checkpoint (?P<checkpoint>[^)\s]+)\);.*",
+    re.DOTALL,
+)
+_ENGINE_ELSEWHERE = re.compile(
+    r"run '(?P<run>[^']*)' is being continued elsewhere (?P<who>\([^)]*\)).*", re.DOTALL
+)
+
+
+def _for_http(message: str) -> str:
+    """An engine refusal reworded for an HTTP client (see above); others as they are."""
+    if found := _ENGINE_ANSWERED.fullmatch(message):
+        request_id = ast.literal_eval(found["request"])
+        where = f"at checkpoint {found['checkpoint']}"
+        return _answered_already(found["run"], request_id, where).message
+    if found := _ENGINE_ELSEWHERE.fullmatch(message):
+        run = found["run"]
+        return (
+            f"run {run} is being continued elsewhere {found['who']}; a run goes on in one "
+            f"place at a time: wait for it to stop, or {_fork_hint(run)}"
+        )
+    return message
+
+
 def _refusal(exc: StepgraphError) -> Problem:
-    if isinstance(exc, CheckpointEncodeError):
-        return Problem(422, str(exc))  # (an input or answer it cannot store)
-    if isinstance(exc, ResponseValueError):
-        return Problem(422, str(exc))  # (the answer's value: the request stays open)
-    if isinstance(exc, RequestError):
-        return Problem(409, str(exc))
-    if isinstance(exc, WorkflowBusyError):
-        return Problem(409, str(exc))
-    if isinstance(exc, CheckpointMismatchError):
-        return Problem(409, str(exc))
+    message = str(exc)
+    if isinstance(exc, CheckpointEncodeError | ResponseValueError):
+        # (an input or answer it cannot store; an answer's value: the request stays open)
+        return Problem(422, message)
     if isinstance(exc, CheckpointNotFoundError):
-        return Problem(404, str(exc))
-    if isinstance(exc, CheckpointError):
-        return Problem(409, str(exc))
-    return Problem(422, str(exc))
+        return Problem(404, message)
+    if isinstance(exc, RequestError | WorkflowBusyError | CheckpointError):
+        return Problem(409, _for_http(message))  # (CheckpointMismatchError among them)
+    return Problem(422, message)
 
 
 def _request_json(request: PendingRequest | RequestInfoEvent) -> dict[str, Any]:
