@@ -437,6 +437,49 @@ def test_a_long_runs_page_shows_its_newest_checkpoints_and_the_rest_on_asking(
         console.close()
 
 
+# Watches a run page: when its graph is drawn, and when its event stream ends.
+WATCH_THE_REPLAY = """
+window.__seen = {graph: null, ended: null};
+const watch = () => {
+  const seen = window.__seen, streaming = document.body && document.body.dataset.streaming;
+  if (seen.graph === null && document.querySelector(".graph-slot svg")) seen.graph = performance.now();
+  if (streaming === "ended" && seen.ended === null) seen.ended = performance.now();
+  requestAnimationFrame(watch);
+};
+requestAnimationFrame(watch);
+"""
+
+
+def test_a_long_runs_page_is_drawn_while_its_event_log_is_read_back(serve, browser, tmp_path):
+    # (a trial's page of a run of 100,000 supersteps sat at "Status: loading",
+    # nothing drawn, for seconds: the stream's backlog held the page)
+    server = serve(flows.long_counting)
+    with server.client() as client:
+        body = {"input": {"steps": 4000}}
+        run_id = client.post("/api/workflows/long/runs", json=body).json()["run_id"]
+        for _ in range(6000):
+            run = client.get(f"/api/runs/{run_id}").json()
+            if run["status"] == "idle" and not run["live"]:
+                break
+            time.sleep(0.01)
+    assert run["supersteps"] >= 4000
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.page.add_init_script(WATCH_THE_REPLAY)
+        console.open(f"#/runs/{run_id}")
+        expect(console.find("run-status")).to_have_text("idle")
+        expect(console.page.locator("body")).to_have_attribute(
+            "data-streaming", "ended", timeout=60_000
+        )
+        seen = console.page.evaluate("window.__seen")
+        # (drawn while the backlog is read, not after: it held the page before)
+        assert seen["graph"] is not None and seen["graph"] < seen["ended"], seen
+        expect(console.find("timeline-bar")).to_have_count(80)  # (the newest 80 supersteps)
+        assert not console.errors
+    finally:
+        console.close()
+
+
 def test_any_token_works_from_the_address_serve_prints(browser, tmp_path):
     # (a token holding '%' or '&' was printed as it is: the console read
     # another token from the address, and was locked out)

@@ -41,6 +41,8 @@
   const WAITING = new Set(["idle_with_pending_requests", "paused"]);
   const NOTHING_TO_RESUME = new Set(["idle", "idle_with_pending_requests"]);
   const DETAILS_POLL_MS = 1000;
+  const LOG_BACKLOG_MS = 250; // how often the event log draws while it catches up
+  const SSE_SLICE_MS = 12; // how long the event stream is handled before the page may paint
   const CHECKPOINTS_MAX = 10000; // the most checkpoints a run's details can hold (the server's 100 unless asked)
   const RUNS_PAGE = 50;
   const REFRESH_MS = 3000;
@@ -904,10 +906,19 @@
         });
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
+        let busySince = performance.now();
         while (!ended) {
           const { value, done } = await reader.read();
           if (done) break;
           parser.push(decoder.decode(value, { stream: true }));
+          // A long run's log (hundreds of thousands of events) is read back far
+          // faster than it is handled: reads that are ready resolve at once, so
+          // without a break here the page would not paint or answer until the
+          // whole backlog is in. Let it paint between slices.
+          if (performance.now() - busySince > SSE_SLICE_MS) {
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            busySince = performance.now();
+          }
         }
         if (ended) {
           stopped = true;
@@ -1429,6 +1440,7 @@
     const kinds = new Set();
     const paths = new Set();
     let pending = [];
+    let drawnAt = -Infinity;
     let matched = 0;
     let stick = true;
     list.addEventListener("scroll", () => { stick = nearBottom(list); }, { passive: true });
@@ -1445,12 +1457,22 @@
       note.textContent = parts.join(" ");
     }
     function appendRows(batch) {
-      if (batch.length) {
-        const fragment = document.createDocumentFragment();
-        batch.slice(-LOG_CAP).forEach((ev) => fragment.append(row(ev)));
+      const shown = batch.slice(-LOG_CAP);
+      const fragment = document.createDocumentFragment();
+      shown.forEach((ev) => fragment.append(row(ev)));
+      // The oldest rows go in one cut: removed one at a time (thousands a
+      // frame while a long run's log is read back) they held the page up for seconds.
+      const over = list.childElementCount + shown.length - LOG_CAP;
+      if (over >= list.childElementCount) list.replaceChildren(fragment);
+      else {
+        if (over > 0) {
+          const cut = document.createRange();
+          cut.setStartBefore(list.firstElementChild);
+          cut.setEndAfter(list.children[over - 1]);
+          cut.deleteContents();
+        }
         list.append(fragment);
       }
-      while (list.childElementCount > LOG_CAP) list.firstElementChild.remove();
       updateNote();
       if (stick) list.scrollTop = list.scrollHeight;
     }
@@ -1481,24 +1503,63 @@
           exec.select.append(new Option(p, p));
         }
       },
+      /** Draws the events added since; false when it put that off (call again next frame). */
       flush() {
-        if (!pending.length) return;
+        if (!pending.length) return true;
+        // A backlog (a long run's log read back) is drawn a few times a second,
+        // not every frame: each draw lays out up to LOG_CAP rows.
+        const now = performance.now();
+        if (pending.length > LOG_CAP / 10 && now - drawnAt < LOG_BACKLOG_MS) return false;
+        drawnAt = now;
         const batch = pending.filter(matches);
         pending = [];
         matched += batch.length;
         appendRows(batch);
+        return true;
       },
     };
   }
 
   /** Calls (one per handler invocation), node states and superstep spans, from events. */
   function newRunModel() {
-    return { lastId: 0, lastTime: 0, calls: [], open: new Map(), steps: new Map(), nodeState: new Map(), running: new Map(), failedIn: new Map() };
+    return {
+      lastId: 0, lastTime: 0, calls: [], byStep: new Map(), stepOrder: [], open: new Map(), steps: new Map(),
+      nodeState: new Map(), running: new Map(), failedIn: new Map(),
+    };
+  }
+  /**
+   * Records a call, indexed by its superstep (stepOrder: the supersteps sorted),
+   * so the timeline draws the newest supersteps without going through every
+   * call of a run of 100,000 of them on each frame.
+   */
+  function addCall(m, call) {
+    m.calls.push(call);
+    let list = m.byStep.get(call.step);
+    if (!list) {
+      list = [];
+      m.byStep.set(call.step, list);
+      const order = m.stepOrder;
+      let at = order.length;
+      if (at && order[at - 1] > call.step) { // (a replay from an older checkpoint: rare)
+        let low = 0;
+        while (low < at) {
+          const mid = (low + at) >> 1;
+          if (order[mid] < call.step) low = mid + 1;
+          else at = mid;
+        }
+      }
+      order.splice(at, 0, call.step);
+    }
+    list.push(call);
+  }
+  function indexCalls(m, calls) {
+    Object.assign(m, { calls: [], byStep: new Map(), stepOrder: [] });
+    for (const call of calls) addCall(m, call);
   }
   const callKey = (ev) => `${pathOf(ev)}\u0000${ev.superstep}`;
   function modelInvoked(m, ev) {
     const call = { path: pathOf(ev), executor: ev.executor_id, step: ev.superstep, start: ev.time, end: null, failed: false };
-    m.calls.push(call);
+    addCall(m, call);
     if (!m.open.has(callKey(ev))) m.open.set(callKey(ev), []);
     m.open.get(callKey(ev)).push(call);
     if (isTopLevel(ev)) {
@@ -1509,14 +1570,15 @@
   function modelFinished(m, ev, failed) {
     const queue = m.open.get(callKey(ev));
     let call = queue && queue.shift();
+    if (queue && !queue.length) m.open.delete(callKey(ev)); // (one key per call otherwise, for ever)
     if (!call) {
       call = { path: pathOf(ev), executor: ev.executor_id, step: ev.superstep, start: ev.time, end: null, failed: false };
-      m.calls.push(call);
+      addCall(m, call);
     }
     call.end = typeof ev.duration === "number" ? call.start + ev.duration : ev.time;
     call.failed = failed;
     if (failed && m.fromStore) { // (the events tell it now: the store's account goes)
-      m.calls = m.calls.filter((c) => !(c.stored && c.path === call.path && c.step === call.step));
+      indexCalls(m, m.calls.filter((c) => !(c.stored && c.path === call.path && c.step === call.step)));
       m.fromStore = m.calls.some((c) => c.stored);
     }
     if (!isTopLevel(ev)) return;
@@ -1534,7 +1596,7 @@
   function modelStoredFailure(m, failure, time) {
     const { executor_id: id, superstep: step } = failure;
     if (m.calls.some((c) => c.failed && c.path === id && c.step === step)) return false;
-    m.calls.push({ path: id, executor: id, step, start: time, end: time, failed: true, stored: true });
+    addCall(m, { path: id, executor: id, step, start: time, end: time, failed: true, stored: true });
     m.lastTime = Math.max(m.lastTime, time);
     m.failedIn.set(id, step);
     m.nodeState.set(id, "failed");
@@ -1598,7 +1660,7 @@
     table.addEventListener("toggle", () => { if (table.open) renderTable(); });
     function render() {
       empty.hidden = model.calls.length > 0;
-      const allSteps = [...new Set(model.calls.map((c) => c.step))].sort((a, b) => a - b);
+      const allSteps = model.stepOrder;
       const steps = allSteps.slice(-80);
       note.textContent = [
         allSteps.length > steps.length ? `Showing the last ${steps.length} of ${allSteps.length} supersteps.` : "",
@@ -1606,8 +1668,7 @@
       ].filter(Boolean).join(" ");
       const column = new Map(steps.map((s, i) => [s, i + 2]));
       const cells = new Map();
-      for (const c of model.calls) {
-        if (!column.has(c.step)) continue;
+      for (const c of steps.flatMap((s) => model.byStep.get(s))) {
         const key = `${c.path}\u0000${c.step}`;
         if (!cells.has(key)) cells.set(key, []);
         cells.get(key).push(c);
@@ -1815,8 +1876,10 @@
       checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : [], details.checkpoints_total);
       if (!opened) {
         opened = true;
+        // The graph first (its workflows were asked for with the details),
+        // then the events: a long run's backlog must not hold the drawing up.
+        workflowsLoaded.then((workflows) => { if (scope.alive) showGraph(workflows); }).catch((error) => { if (scope.alive) reportError(error); });
         startStream();
-        loadWorkflows().then((workflows) => { if (scope.alive) showGraph(workflows); }).catch((error) => { if (scope.alive) reportError(error); });
       }
       const status = String(details.status);
       if (details.live && !stream) {
@@ -1907,7 +1970,7 @@
     function paint() {
       frame = 0;
       if (!scope.alive) return;
-      log.flush();
+      if (!log.flush()) schedule();
       agents.flush();
       if (history) return; // (the graph and the timeline: once the replay is in)
       if (graph) for (const id of dirtyNodes) graph.setState(id, model.nodeState.get(id) || "waiting");
@@ -1981,6 +2044,9 @@
       for (const [id, state] of model.nodeState) graph.setState(id, state);
     }
 
+    // Asked for at once, with the details: the graph is drawn as soon as both are in.
+    const workflowsLoaded = loadWorkflows();
+    workflowsLoaded.catch(() => {}); // (reported once the details are in)
     refreshDetails();
   }
 
