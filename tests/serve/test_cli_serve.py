@@ -90,7 +90,9 @@ def test_off_loopback_a_token_is_made_and_required(tmp_path):
     try:
         token = url.split("#token=")[1]
         assert len(token) >= 24
-        base = url.split("#")[0].replace("0.0.0.0", "127.0.0.1")
+        # (0.0.0.0 is no address to open: the machine's name is printed)
+        assert url.startswith(f"http://{socket.gethostname()}:"), url
+        base = url.split("#")[0].replace(socket.gethostname(), "127.0.0.1")
         with httpx.Client(base_url=base, timeout=20) as client:
             assert client.get("/api/workflows").status_code == 401
             ok = client.get("/api/workflows", headers={"Authorization": f"Bearer {token}"})
@@ -101,6 +103,18 @@ def test_off_loopback_a_token_is_made_and_required(tmp_path):
     finally:
         code, _, err = stop(process)
     assert code == 0, err
+
+
+def test_help_names_the_targets_argument():
+    # (it read "{targets}...": typer's default for a list argument; its braces
+    # mark a required argument)
+    shown = subprocess.run(
+        [sys.executable, "-m", "stepgraph", "serve", "--help"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "100"},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "serve [OPTIONS] {TARGET}..." in shown.stdout, shown.stdout
+    assert "{targets}" not in shown.stdout, shown.stdout
 
 
 def test_usage_problems_are_one_line(tmp_path):

@@ -31,7 +31,8 @@ def serve(
     targets: Annotated[
         list[str],
         typer.Argument(
-            help="MODULE:ATTR of each workflow to serve (a Workflow or a function returning one)"
+            metavar="TARGET",
+            help="MODULE:ATTR of each workflow to serve (a Workflow or a function returning one)",
         ),
     ],
     store: Annotated[

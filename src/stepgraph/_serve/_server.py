@@ -46,9 +46,20 @@ def console_address(host: str, port: int, token: str | None) -> str:
     """The address ``serve`` prints: the token goes in the fragment
     percent-encoded (the console decodes it), so a token holding ``%``,
     ``&``, ``#``, ``+`` or a space reaches the console as it is."""
-    shown = f"[{host}]" if ":" in host else host
+    shown = _reachable_name(host)
+    shown = f"[{shown}]" if ":" in shown else shown
     fragment = f"#token={urllib.parse.quote(token, safe='')}" if token else ""
     return f"http://{shown}:{port}/{fragment}"
+
+
+def _reachable_name(host: str) -> str:
+    """A name a browser can use for ``host``: ``0.0.0.0`` or ``::`` (every
+    address) is no address to open, so the machine's own name stands in."""
+    try:
+        unspecified = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host
+    return socket.gethostname() or host if unspecified else host
 
 
 class _Server(uvicorn.Server):
@@ -118,6 +129,11 @@ def serve(
         address = console_address(host, bound, token)
         names = ", ".join(w.name for w in workflows)
         say(f"stepgraph serve: {address}  (workflows: {names}; Ctrl-C stops)")
+        if _reachable_name(host) != host:
+            say(
+                f"(listening on every address, {host}: if {_reachable_name(host)!r} does not "
+                "reach this machine, use one of its addresses instead)"
+            )
 
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
