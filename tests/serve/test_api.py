@@ -612,3 +612,29 @@ def test_a_service_of_a_workflow_no_url_can_name_is_refused(tmp_path):
                 RunService([ServedWorkflow(flows.named(name))], store)
     finally:
         store.close()
+
+
+def test_runs_a_signing_server_cannot_verify_are_a_409_naming_why(serve, tmp_path):
+    """A store with unsigned runs (or one read with the wrong secret): their
+    details, answers and resumes are refused naming the checkpoint and the
+    likely cause — never a 500."""
+    path = tmp_path / "mixed.sqlite"
+    plain = sg.SqliteCheckpointStore(path)
+    unsigned = asyncio.run(flows.gate().run("x", checkpoints=plain))
+    plain.close()
+    signing = sg.SqliteCheckpointStore(path, secret="0123456789abcdef-secret")
+    server = serve(flows.gate, store=signing)
+    with server.client() as client:
+        run_id = unsigned.run_id
+        [rid] = [p.request_id for p in unsigned.pending_requests]
+        for method, url, body in (
+            ("GET", f"/api/runs/{run_id}", None),
+            ("POST", f"/api/runs/{run_id}/responses", {"responses": {rid: True}}),
+            ("POST", f"/api/runs/{run_id}/resume", {}),
+        ):
+            refused = client.request(method, url, json=body)
+            assert refused.status_code == 409, (url, refused.text)
+            assert "is unsigned, but this store requires signed checkpoints" in refused.text
+        signed = client.post("/api/workflows/gate/runs", json={"input": "y"})
+        assert signed.status_code == 201
+        wait_for(client, signed.json()["run_id"], "idle_with_pending_requests")

@@ -40,7 +40,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._cli._load import json_value
-from .._exceptions import CheckpointError
+from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._openapi import openapi
 from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, Problem, RunService
 
@@ -193,6 +193,12 @@ def create_app(
             except ClientDisconnect:  # (gone before its whole body came: no one to answer)
                 log.debug("%s %s: the client went away mid-body", request.method, request.url.path)
                 return _error(400, "the client went away before sending the whole body")
+            except CheckpointIntegrityError as exc:
+                # Stored data this server cannot verify: unsigned or signed
+                # with another secret (STEPGRAPH_SECRET), or damaged. The
+                # record is the problem, not the server: say which.
+                log.warning("%s %s: %s", request.method, request.url.path, exc)
+                return _error(409, str(exc))
             except Exception as exc:
                 if type(exc) is CheckpointError:  # (not damaged data and the like: ours)
                     # The store failed (its database down, its disk full): the
