@@ -425,3 +425,46 @@ async def test_odd_but_typeable_request_ids_are_kept(request_id: str) -> None:
     result = await flow.run(request_id)
     assert [p.request_id for p in result.pending_requests] == [request_id]
     assert (await flow.run(responses={request_id: True})).outputs == ["ok? True"]
+
+
+class PathAsker(sg.Executor):
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Ask(text), Path)
+        await ctx.request_info(Ask(f"{text} (anything)"), object)
+
+    @sg.response_handler
+    async def where(self, ask: Ask, answer: Path, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{ask.question}: {answer.as_posix()} ({type(answer).__name__})")
+
+    @sg.response_handler
+    async def anything(
+        self, ask: Ask, answer: object, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        await ctx.yield_output(f"{ask.question}: {answer!r}")
+
+
+async def test_a_path_answer_is_stored_and_an_unstorable_one_refused_before_it_counts(
+    store: sg.CheckpointStore,
+) -> None:
+    """A path goes into checkpoints like any supported value; an answer no
+    checkpoint can hold is refused as the answer (the request stays open),
+    not by failing the run at its next save."""
+    flow = sg.WorkflowBuilder(start=PathAsker("asker"), checkpoints=store).build()
+    first = await flow.run("where?")
+    where, anything = (p.request_id for p in first.pending_requests)
+    done = await flow.run(responses={where: Path("ü [x]/y")})
+    assert done.outputs == ["where?: ü [x]/y (PosixPath)"]
+    resumed = (
+        await sg.WorkflowBuilder(start=PathAsker("asker"), checkpoints=store)
+        .build()
+        .run(checkpoint=done.last_checkpoint)
+    )
+    assert [p.request_id for p in resumed.pending_requests] == [anything]
+    for how in ({}, {"checkpoint": done.last_checkpoint}):
+        with pytest.raises(sg.ResponseValueError, match="cannot store .*still open"):
+            await flow.run(responses={anything: object()}, **how)  # type: ignore[arg-type]
+    info = await store.run_info(first.run_id)
+    assert info is not None and info.status != "failed" and info.pending_requests == 1
+    done = await flow.run(responses={anything: 5}, checkpoint=done.last_checkpoint)
+    assert done.outputs == ["where? (anything): 5"]

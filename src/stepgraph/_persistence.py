@@ -513,6 +513,19 @@ class RunCodec:
         owner = executor.snapshot_run()
         return owner is None or owner == run_id or owner in forked_from
 
+    def storable(self, responses: Mapping[str, Any]) -> None:
+        """Refuse, before anything is consumed, an answer a checkpoint could
+        not hold (the run would fail at its next save, its request lost)."""
+        if not isinstance(responses, Mapping):
+            return  # (apply_responses says what is wrong)
+        for request_id, value in responses.items():
+            try:
+                self._enc(value, f"the answer to request {request_id!r}")
+            except CheckpointEncodeError as exc:
+                raise ResponseValueError(
+                    f"{exc} (nothing was recorded: the request is still open)"
+                ) from None
+
     def keep_shared(
         self, ids: Iterable[str], run_id: str, run: RunState
     ) -> dict[str, tuple[bytes, dict[str, bytes]]]:

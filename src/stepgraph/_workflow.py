@@ -557,6 +557,7 @@ class Workflow:
                 if not call.fork:
                     await _not_answered(config.store, stored.run_id, responses)
                 apply_responses(run, responses, self._executors)
+                self._codec.storable(responses)  # (its type checked first: clearer)
             # Continued from its checkpoint: the copy of the run kept in memory
             # (waiting for the same answers) is superseded, not answerable
             # twice. A fork is a new run: the original still waits.
@@ -582,6 +583,8 @@ class Workflow:
                 elif suspended.shared:
                     self._codec.restore_kept(suspended.shared)
                 apply_responses(run, responses, self._executors)
+                if config is not None:
+                    self._codec.storable(responses)
             except BaseException:
                 self._suspended[suspended.run_id] = suspended  # nothing consumed
                 raise

@@ -11,6 +11,8 @@ with a ``"$t"`` tag::
     {"$t": "datetime"|"date"|"time", "v": "<ISO 8601>"}
     {"$t": "timedelta", "v": [days, seconds, microseconds]}
     {"$t": "uuid"|"decimal", "v": "<str>"}
+    {"$t": "path"|"pureposixpath"|"purewindowspath", "v": "<str>"}
+                                          (a concrete path: this system's Path)
     {"$t": "enum"|"dataclass"|"pydantic", "type": "<name>", "v": ...}
     {"$t": "type", "v": "<name>"}          a type (or annotation) itself
     {"$t": "part", "v": "<hash>"}         a SnapshotPart: a value of its own
@@ -35,6 +37,7 @@ import enum
 import hashlib
 import json
 import math
+import pathlib
 import sys
 import typing
 import uuid
@@ -367,6 +370,10 @@ def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
         return {_TAG: "uuid", "v": str(value)}
     if cls is decimal.Decimal:
         return {_TAG: "decimal", "v": str(value)}
+    if isinstance(value, pathlib.PurePath):
+        tag = _PATHS.get(cls)
+        if tag is not None:
+            return {_TAG: tag, "v": str(value)}
     if isinstance(value, enum.Enum):
         _require(cls, reg)
         return {_TAG: "enum", "type": type_key(cls), "v": _enc(value.value, reg, d)}
@@ -400,7 +407,7 @@ def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
     raise _Fail(
         f"cannot store a {cls.__module__}.{cls.__qualname__} in a checkpoint "
         "(supported: JSON values, tuple, set, frozenset, bytes, datetime/date/time/timedelta, "
-        "UUID, Decimal, and registered Enum, dataclass and pydantic types)"
+        "UUID, Decimal, paths, and registered Enum, dataclass and pydantic types)"
     )
 
 
@@ -567,6 +574,14 @@ def _dec_collection(kind: type) -> Any:
     return dec
 
 
+# Paths by class (a subclass of one is not one of these: it is refused).
+_PATHS: dict[type, str] = {
+    pathlib.PosixPath: "path",
+    pathlib.WindowsPath: "path",
+    pathlib.PurePosixPath: "pureposixpath",
+    pathlib.PureWindowsPath: "purewindowspath",
+}
+
 _SIMPLE: dict[str, Any] = {
     "tuple": _dec_collection(tuple),
     "set": _dec_collection(set),
@@ -580,6 +595,9 @@ _SIMPLE: dict[str, Any] = {
     "timedelta": _dec_timedelta,
     "uuid": _dec_str(uuid.UUID, "uuid"),
     "decimal": _dec_str(decimal.Decimal, "decimal"),
+    "path": _dec_str(pathlib.Path, "path"),
+    "pureposixpath": _dec_str(pathlib.PurePosixPath, "pureposixpath"),
+    "purewindowspath": _dec_str(pathlib.PureWindowsPath, "purewindowspath"),
     "type": lambda v, reg, path, d: reg.annotation(_expect(v, str, "type", path)),
     "part": lambda v, reg, path, d: _dec_part(_expect(v, str, "part", path), reg, path, d),
     "rawpart": lambda v, reg, path, d: _dec_part(
