@@ -302,8 +302,17 @@ async def test_workers_sharing_one_sub_workflow_of_shared_instances() -> None:
     def shared() -> sg.Executor:
         return sg.WorkflowExecutor(child, id="m")
 
-    with pytest.raises(sg.WorkflowDefinitionError, match="'m'.*'child'.*max_concurrency=1"):
+    with pytest.raises(
+        sg.WorkflowDefinitionError, match="'m': every item's worker uses .* at 'm/leaf'.*=1"
+    ):
         sg.WorkflowBuilder(start=emit).add_map(emit, shared, id="m", to=collect)
+
+    def wrapped() -> sg.Executor:  # (a child of its own, around the one shared child)
+        outer = sg.WorkflowBuilder(start=shared(), name="outer").build()
+        return sg.WorkflowExecutor(outer, id="m")
+
+    with pytest.raises(sg.WorkflowDefinitionError, match="instance at 'm/m/leaf'"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, wrapped, id="m", to=collect)
     one_by_one = (
         sg.WorkflowBuilder(start=emit)
         .add_map(emit, shared, id="m", to=collect, max_concurrency=1)
@@ -311,6 +320,9 @@ async def test_workers_sharing_one_sub_workflow_of_shared_instances() -> None:
     )
     assert not one_by_one.concurrent
     assert (await one_by_one.run(3)).outputs == [[0, 10, 20]]
+    # Its runs take turns, as with any shared instance: the second is refused at once.
+    both = await asyncio.gather(one_by_one.run(2), one_by_one.run(2), return_exceptions=True)
+    assert isinstance(both[1], sg.WorkflowBusyError) and "('m')" in str(both[1])
 
     def own() -> sg.Executor:
         fresh = sg.WorkflowBuilder(start=Leaf("leaf"), name="child").build()

@@ -64,6 +64,18 @@ def _ref_name(ref: ExecutorRef) -> str:
     return ref if isinstance(ref, str) else getattr(ref, "id", repr(ref))
 
 
+def _instances(worker: Executor, where: str) -> dict[int, str]:
+    """The executor instances a map's worker uses (by ``id()``), and where:
+    itself, and the shared ones of the sub-workflow it runs, however deep.
+    Stateless ones (``@executor`` functions) serve anywhere at once."""
+    found = {} if worker.stateless else {id(worker): where}
+    child = getattr(worker, "workflow", None)
+    if isinstance(child, Workflow):
+        for executor in child.shared_instances:
+            found.update(_instances(executor, f"{where}/{executor.id}"))
+    return found
+
+
 class WorkflowBuilder:
     """Build a workflow::
 
@@ -232,18 +244,20 @@ class WorkflowBuilder:
         (in events, breakpoints and drawings)."""
         check_id(id, "add_map: id")
         make, prototype = map_worker(id, worker)
-        child = getattr(prototype, "workflow", None)
-        if isinstance(child, Workflow) and getattr(make(), "workflow", None) is not child:
-            child = None  # (each worker builds a child of its own)
-        if isinstance(child, Workflow) and not child.concurrent and max_concurrency != 1:
+        # Two workers side by side: an executor instance in both (in a
+        # sub-workflow they run, however deep) would serve two items at once.
+        first, second = _instances(prototype, id), _instances(make(), id)
+        shared = [where for key, where in first.items() if key in second]
+        if shared and max_concurrency != 1:
             raise WorkflowDefinitionError(
-                f"add_map {id!r}: each item's worker runs sub-workflow {child.name!r}, whose "
-                "runs cannot overlap (executor instances are shared by its runs), but a map's "
-                "items run at once: register the child's executors as factories "
-                "(builder.register(id, factory)), or pass max_concurrency=1"
+                f"add_map {id!r}: every item's worker uses the executor instance at "
+                f"{shared[0]!r} (a sub-workflow built once, wrapped by each worker), but a "
+                "map's items run at once: build it anew in the worker factory, register it "
+                "as a factory (builder.register(id, factory)), or pass max_concurrency=1"
             )
         node = MapExecutor(id, prototype, make, max_concurrency)
-        node.shared_child = child
+        if shared:  # (one item at a time: then the map serves one run at a time too)
+            node.stateless = False
         self._register(node)
         self._add(_Draft(DirectEdge, (source,), (node,)))
         return self._add(_Draft(DirectEdge, (node,), (to,)))

@@ -88,8 +88,6 @@ class MapExecutor(Executor):
         self.worker = worker
         self.make = make
         self.max_concurrency = max_concurrency
-        # The sub-workflow every worker runs, when they share one (a Workflow).
-        self.shared_child: Any = None
         super().__init__(id, retry=worker.retry, timeout=worker.timeout, placement=worker.placement)
 
     @property

@@ -264,14 +264,16 @@ class Workflow:
     def concurrent(self) -> bool:
         """Whether runs may overlap: no executor instance is shared by them,
         nor by the runs of a sub-workflow one of them runs."""
-        if self._claimable:
+        if self._claimable:  # (a map whose workers all use one instance too)
             return False
-        children = (
-            # (a map's items may all run one sub-workflow)
-            getattr(e, "workflow", None) or getattr(e, "shared_child", None)
-            for e in self._executors.values()
-        )
+        children = (getattr(e, "workflow", None) for e in self._executors.values())
         return all(c.concurrent for c in children if isinstance(c, Workflow))
+
+    @property
+    def shared_instances(self) -> list[Executor]:
+        """The executor instances every run of this workflow uses (neither
+        registered factories' nor stateless ones)."""
+        return list(self._claimable)
 
     @property
     def shared_snapshots(self) -> list[str]:
