@@ -628,3 +628,18 @@ async def test_a_huge_error_message_is_cut_in_the_runs_error_not_in_the_exceptio
     assert len(str(raised.value.__cause__)) == 10_000_000  # (the exception keeps it all)
     [failed] = [e for e in events if isinstance(e, sg.ExecutorFailedEvent)]
     assert len(failed.error) < 3_000 and failed.exception is raised.value.__cause__
+
+
+async def test_a_stray_cancelled_error_is_retried_like_any_failure() -> None:
+    calls: list[int] = []
+
+    @sg.executor(id="flaky", retry=sg.RetryPolicy(attempts=3, retry_on=(RuntimeError,)))
+    async def flaky(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        calls.append(n)
+        if len(calls) < 3:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        await ctx.yield_output(len(calls))
+
+    assert (await sg.WorkflowBuilder(start=flaky).build().run(1)).outputs == [3]

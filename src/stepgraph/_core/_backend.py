@@ -169,12 +169,15 @@ async def invoke_guarded(
     while True:
         mark = ctx._mark()
         try:
-            call = _invoke_with_timeout(node, invoke, message, ctx, step)
-            if trace is None:
-                await call
-            else:  # (a span per attempt)
-                await traced(trace, node.id, step, message, attempt, call, ctx._item)
-            return
+            try:
+                call = _invoke_with_timeout(node, invoke, message, ctx, step)
+                if trace is None:
+                    await call
+                else:  # (a span per attempt)
+                    await traced(trace, node.id, step, message, attempt, call, ctx._item)
+                return
+            except asyncio.CancelledError as cancelled:  # (retried like the failure it is)
+                raise stray_cancel(cancelled) from cancelled
         except Exception as exc:
             ctx._rollback(mark)
             if policy is None or attempt >= attempts or not policy.should_retry(exc):
