@@ -449,6 +449,35 @@ async def test_a_new_run_never_goes_on_with_another_runs_conversation(
         assert went.outputs[0].text == repr(["run TWO / ok"]), how
 
 
+async def _mail_runs_answered_in_memory(
+    store: sg.CheckpointStore | None, order: tuple[int, ...]
+) -> None:
+    """Runs of one shared mailer agent waiting at once, answered in memory
+    in ``order``: each sends its own mail."""
+    RAN.clear()
+    flow = mailer(store)
+    runs = [await flow.run("mail the tea facts") for _ in order]
+    for index in order:
+        t2, t3 = (p.request_id for p in runs[index].pending_requests)
+        done = await flow.run(
+            responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("no")}
+        )
+        assert done.run_id == runs[index].run_id and done.status is sg.RunStatus.IDLE
+        assert "t2=sent to ann@example.com" in done.outputs[0].text
+
+
+def _chat(store: sg.CheckpointStore | None) -> sg.Workflow:
+    """A shared agent and a person taking turns."""
+    bot = sg.Agent("bot", model=ScriptedModel([users_seen] * 10))
+    return (
+        sg.WorkflowBuilder(start=bot, checkpoints=store)
+        .add_executor(Human("human"))
+        .add_edge(bot, "human")
+        .add_edge("human", bot)
+        .build()
+    )
+
+
 async def test_runs_waiting_side_by_side_are_answered_in_memory_each_as_it_left_off(
     store: sg.CheckpointStore,
 ) -> None:
@@ -456,25 +485,9 @@ async def test_runs_waiting_side_by_side_are_answered_in_memory_each_as_it_left_
     forks of the first): answered in memory in any order, each goes on with
     its own conversation — restored from its last checkpoint, since another
     run used the agent meanwhile."""
-    RAN.clear()
-    flow = mailer(store)
-    runs = [await flow.run("mail the tea facts") for _ in range(3)]
-    for waiting in (runs[1], runs[2], runs[0]):
-        t2, t3 = (p.request_id for p in waiting.pending_requests)
-        done = await flow.run(
-            responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("no")}
-        )
-        assert done.run_id == waiting.run_id and done.status is sg.RunStatus.IDLE
-        assert "t2=sent to ann@example.com" in done.outputs[0].text
+    await _mail_runs_answered_in_memory(store, (1, 2, 0))
     # A chat forked twice, both forks answered in memory.
-    bot = sg.Agent("bot", model=ScriptedModel([users_seen] * 10))
-    chat = (
-        sg.WorkflowBuilder(start=bot, checkpoints=store)
-        .add_executor(Human("human"))
-        .add_edge(bot, "human")
-        .add_edge("human", bot)
-        .build()
-    )
+    chat = _chat(store)
     first = await chat.run("I am Ann")
     asked = first.pending_requests[0].request_id
     forks = [
@@ -489,24 +502,8 @@ async def test_runs_waiting_side_by_side_are_answered_in_memory_each_as_it_left_
 async def test_runs_waiting_side_by_side_without_a_store_each_go_on_as_they_left_off() -> None:
     """No store, no checkpoint to restore the shared agent from: a run kept
     in memory keeps the shared executors' snapshots as it left them."""
-    RAN.clear()
-    flow = mailer()
-    runs = [await flow.run("mail the tea facts") for _ in range(2)]
-    for waiting in (runs[0], runs[1]):
-        t2, t3 = (p.request_id for p in waiting.pending_requests)
-        done = await flow.run(
-            responses={t2: sg.ToolApproval.approve(), t3: sg.ToolApproval.reject("no")}
-        )
-        assert done.run_id == waiting.run_id and done.status is sg.RunStatus.IDLE
-        assert "t2=sent to ann@example.com" in done.outputs[0].text
-    bot = sg.Agent("bot", model=ScriptedModel([users_seen] * 10))
-    chat = (
-        sg.WorkflowBuilder(start=bot)
-        .add_executor(Human("human"))
-        .add_edge(bot, "human")
-        .add_edge("human", bot)
-        .build()
-    )
+    await _mail_runs_answered_in_memory(None, (0, 1))
+    chat = _chat(None)
     ann, bob = await chat.run("I am Ann"), await chat.run("I am Bob")
     for first, name in ((ann, "Ann"), (bob, "Bob")):
         done = await chat.run(responses={first.pending_requests[0].request_id: "who am I?"})
