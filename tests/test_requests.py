@@ -342,7 +342,7 @@ async def test_runs_waiting_for_answers_are_all_kept_up_to_a_limit(
     with pytest.raises(sg.RequestError, match="already answered"):
         await workflow.run(responses={first.pending_requests[0].request_id: True})
     # Past the limit the oldest is dropped, and named, with where to answer it.
-    monkeypatch.setattr("stepgraph._workflow.SUSPENDED_LIMIT", 1)
+    monkeypatch.setattr("stepgraph._waiting.SUSPENDED_LIMIT", 1)
     store = sg.MemoryCheckpointStore()
     stored = build(store)
     one = await stored.run(["one?"])

@@ -19,7 +19,6 @@ import functools
 import threading
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -44,7 +43,6 @@ from ._core import (
     RunState,
     RunStatus,
     RunUsage,
-    WarningEvent,
     materialize,
     run_supersteps,
     type_name,
@@ -61,6 +59,7 @@ from ._otel import end_run, start_run
 from ._persistence import CheckpointConfig, RunCodec, apply_responses
 from ._recorder import RunRecorder, take_run
 from ._stream import RunStream
+from ._waiting import Suspended, WaitingRuns
 
 if TYPE_CHECKING:
     from ._core import Graph, Reducers
@@ -75,8 +74,6 @@ __all__ = ["RunResult", "Workflow", "as_config", "known_ids"]
 _USERS: dict[int, weakref.WeakSet[Workflow]] = {}
 _GENERATION = 0
 _IN_USE_LOCK = threading.Lock()
-# Runs waiting for answers that a workflow object keeps for run(responses=...).
-SUSPENDED_LIMIT = 1_000
 
 ExecutorRef = Any  # an Executor or its id
 _NO_BREAKPOINTS = Breakpoints()
@@ -158,18 +155,6 @@ class _Call:
 
 
 @dataclass(slots=True)
-class _Suspended:
-    """A run that went idle with open requests, kept for ``run(responses=...)``."""
-
-    run_id: str
-    state: RunState
-    last_checkpoint: str | None
-    # Without a checkpoint to restore them from: the shared executors'
-    # snapshots as this run left them (encoded, with their parts).
-    shared: dict[str, tuple[bytes, dict[str, bytes]]] | None = None
-
-
-@dataclass(slots=True)
 class _Outcome:
     run_id: str
     status: RunStatus
@@ -207,9 +192,7 @@ class Workflow:
         self._reducers = dict(reducers or {})
         self._breakpoints = breakpoints
         self._running = 0
-        self._suspended: OrderedDict[str, _Suspended] = OrderedDict()
-        # Requests answered through run(responses=...), by id: their run.
-        self._answered: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._waiting = WaitingRuns()  # runs kept for run(responses=...)
         # Shared instances that carry their own state: claimed per run.
         self._claimable = [
             e for eid, e in executors.items() if not e.stateless and eid not in factories
@@ -296,7 +279,7 @@ class Workflow:
         """The requests open in the runs this object keeps in memory (runs that
         went idle with some): ``run(responses=...)`` answers them without a
         checkpoint."""
-        return [r for s in self._suspended.values() for r in s.state.requests.values()]
+        return self._waiting.pending_requests
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name!r}: {len(self._executors)} executors>"
@@ -496,18 +479,15 @@ class Workflow:
             elif holder is not None and config is not None and parent is not None:
                 await asyncio.shield(config.store.release(run_id, holder))
             if claimed is not None and not succeeded:
-                self._keep(claimed, emit)  # not answered after all: still answerable
+                self._waiting.keep(claimed, emit)  # not answered after all: still answerable
         if call.responses is not None:
             at = recorder.answered_at if recorder is not None else None
-            for request_id in call.responses:
-                self._answered[request_id] = (run_id, at)
-            while len(self._answered) > 10 * SUSPENDED_LIMIT:
-                self._answered.popitem(last=False)
+            self._waiting.answered(call.responses, run_id, at)
         last = recorder.last_id if recorder is not None else None
         if run.requests:
             shared = self.shared_snapshots if last is None else None
             kept = self._codec.keep_shared(shared, run_id, run) if shared else None
-            self._keep(_Suspended(run_id, run, last, kept), emit)
+            self._waiting.keep(Suspended(run_id, run, last, kept), emit)
         usage = RunUsage(dict(run.usage))
         return _Outcome(run_id, status, list(run.requests.values()), last, usage)
 
@@ -523,18 +503,9 @@ class Workflow:
 
         return save
 
-    def _keep(self, suspended: _Suspended, emit: Callable[[Event], None]) -> None:
-        """Keep a run that waits for answers; past the limit, drop (and name)
-        the oldest."""
-        self._suspended.pop(suspended.run_id, None)
-        self._suspended[suspended.run_id] = suspended
-        if len(self._suspended) > SUSPENDED_LIMIT:
-            _, dropped = self._suspended.popitem(last=False)
-            emit(_forgotten(dropped))
-
     async def _prepare(
         self, call: _Call, config: CheckpointConfig | None
-    ) -> tuple[str, RunState, Checkpoint | None, dict[str, str] | None, _Suspended | None]:
+    ) -> tuple[str, RunState, Checkpoint | None, dict[str, str] | None, Suspended | None]:
         """The run to execute: (run id, state, checkpoint resumed from, its
         state hashes, the suspended run it continues)."""
         start = self.start
@@ -564,13 +535,13 @@ class Workflow:
             # (waiting for the same answers) is superseded, not answerable
             # twice. A fork is a new run: the original still waits.
             if not call.fork:
-                self._suspended.pop(stored.run_id, None)
+                self._waiting.drop(stored.run_id)
             run_id = uuid.uuid4().hex if call.fork else stored.run_id
             if call.fork:  # (what its executors restored was that run's)
                 run.forked_from = (stored.run_id, *run.forked_from)
             return run_id, run, stored, self._codec.hashes(stored), None
         if responses is not None:
-            suspended = self._claim(responses)
+            suspended = self._waiting.claim(responses)
             run = suspended.state.copy()  # (a failed run leaves the original's requests)
             try:
                 if config is not None:  # another process may have answered through the store
@@ -588,7 +559,7 @@ class Workflow:
                 if config is not None:
                     self._codec.storable(responses)
             except BaseException:
-                self._suspended[suspended.run_id] = suspended  # nothing consumed
+                self._waiting.put_back(suspended)  # nothing consumed
                 raise
             hashes = self._codec.hashes(parent) if parent is not None else None
             return suspended.run_id, run, parent, hashes, suspended
@@ -606,54 +577,6 @@ class Workflow:
             )
         run = RunState(inboxes={start.id: [("", call.input)]})
         return uuid.uuid4().hex, run, None, None, None
-
-    def _claim(self, responses: Mapping[str, Any]) -> _Suspended:
-        """Take the suspended run that opened these requests (so a concurrent
-        call cannot answer it too); ``RequestError`` unless exactly one did."""
-        if not isinstance(responses, Mapping) or not responses:
-            raise RequestError("responses must be a non-empty mapping of request id to value")
-        owners = {
-            s.run_id
-            for s in self._suspended.values()
-            for rid in responses
-            if rid in s.state.requests
-        }
-        if not owners:
-            for request_id in responses:
-                answered_in = self._answered.get(request_id)
-                if answered_in is not None:
-                    run_id, at = answered_in
-                    if at is not None:  # (recorded in that checkpoint)
-                        raise answered_twice(run_id, request_id, at)
-                    raise RequestError(
-                        f"request {request_id!r} of run {run_id!r} was already answered"
-                    )
-            open_ids = [r.request_id for r in self.pending_requests]
-            shown = ", ".join(open_ids[:10]) or "none"
-            if len(open_ids) > 10:
-                shown += f", ... ({len(open_ids)} in all)"
-            raise RequestError(
-                f"unknown request id {next(iter(responses))!r}: no run this workflow keeps in "
-                f"memory has it open (open: {shown}); to answer a stored run's requests pass "
-                "checkpoint= (and checkpoints=)"
-            )
-        if len(owners) > 1:
-            shared = [
-                r
-                for r in responses
-                if sum(r in s.state.requests for s in self._suspended.values()) > 1
-            ]
-            if shared:  # (ids are unique within a run only: a fixed request_id=)
-                raise RequestError(
-                    f"request id {shared[0]!r} is open in several runs ({sorted(owners)}); "
-                    "name the run: pass checkpoint= (its last_checkpoint) and checkpoints=, "
-                    "or let each run's request have its own id"
-                )
-            raise RequestError(
-                f"the responses answer requests of different runs ({sorted(owners)}); answer "
-                "one run per call"
-            )
-        return self._suspended.pop(owners.pop())
 
     async def _drive(
         self,
@@ -798,23 +721,6 @@ class Workflow:
     def _release(self) -> None:
         with _IN_USE_LOCK:
             self._running -= 1
-
-
-def _forgotten(dropped: _Suspended) -> WarningEvent:
-    """Past ``SUSPENDED_LIMIT`` runs waiting for answers, the oldest is no
-    longer kept in memory: say so."""
-    ids = list(dropped.state.requests)
-    if dropped.last_checkpoint is not None:
-        still = (
-            f"answer them from its checkpoint with run(checkpoint={dropped.last_checkpoint!r}, "
-            "responses=...)"
-        )
-    else:
-        still = "they are lost: that run had no checkpoint store"
-    return WarningEvent(
-        message=f"run {dropped.run_id} still had open requests {ids}, but this workflow object "
-        f"keeps at most {SUSPENDED_LIMIT} runs waiting for answers in memory, so {still}"
-    )
 
 
 async def _not_answered(store: CheckpointStore, run_id: str, responses: Mapping[str, Any]) -> None:

@@ -1,0 +1,128 @@
+"""The runs a workflow object keeps in memory while they wait for answers,
+for ``run(responses=...)`` without a checkpoint: which run an answer is
+for, what was answered already, and the oldest let go past a limit."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._checkpoint import answered_twice
+from ._core import Event, PendingRequest, RunState, WarningEvent
+from ._exceptions import RequestError
+
+__all__ = ["SUSPENDED_LIMIT", "Suspended", "WaitingRuns"]
+
+# Runs waiting for answers that a workflow object keeps for run(responses=...).
+SUSPENDED_LIMIT = 1_000
+
+
+@dataclass(slots=True)
+class Suspended:
+    """A run that went idle with open requests, kept for ``run(responses=...)``."""
+
+    run_id: str
+    state: RunState
+    last_checkpoint: str | None
+    # Without a checkpoint to restore them from: the shared executors'
+    # snapshots as this run left them (encoded, with their parts).
+    shared: dict[str, tuple[bytes, dict[str, bytes]]] | None = None
+
+
+class WaitingRuns:
+    """One workflow object's runs waiting in memory, oldest first, and the
+    requests answered through it (their run, and the checkpoint that
+    recorded the answer when there is one)."""
+
+    def __init__(self) -> None:
+        self._runs: OrderedDict[str, Suspended] = OrderedDict()
+        self._answered: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+
+    @property
+    def pending_requests(self) -> list[PendingRequest]:
+        return [r for s in self._runs.values() for r in s.state.requests.values()]
+
+    def keep(self, suspended: Suspended, emit: Callable[[Event], None]) -> None:
+        """Keep a run that waits for answers; past the limit, let the oldest
+        go (and say so)."""
+        self._runs.pop(suspended.run_id, None)
+        self._runs[suspended.run_id] = suspended
+        limit = SUSPENDED_LIMIT
+        if len(self._runs) > limit:
+            _, dropped = self._runs.popitem(last=False)
+            emit(_forgotten(dropped, limit))
+
+    def put_back(self, suspended: Suspended) -> None:
+        """A claimed run whose answers were refused: it waits as before."""
+        self._runs[suspended.run_id] = suspended
+
+    def drop(self, run_id: str) -> None:
+        """The run went on from a checkpoint: this copy is superseded."""
+        self._runs.pop(run_id, None)
+
+    def answered(self, request_ids: Iterable[str], run_id: str, at: str | None) -> None:
+        """These requests were answered in run ``run_id`` (recorded at
+        checkpoint ``at``, if stored)."""
+        for request_id in request_ids:
+            self._answered[request_id] = (run_id, at)
+        while len(self._answered) > 10 * SUSPENDED_LIMIT:
+            self._answered.popitem(last=False)
+
+    def claim(self, responses: Mapping[str, Any]) -> Suspended:
+        """Take the run that opened these requests (so a concurrent call
+        cannot answer it too); ``RequestError`` unless exactly one did."""
+        if not isinstance(responses, Mapping) or not responses:
+            raise RequestError("responses must be a non-empty mapping of request id to value")
+        runs = self._runs.values()
+        owners = {s.run_id for s in runs for rid in responses if rid in s.state.requests}
+        if not owners:
+            for request_id in responses:
+                answered_in = self._answered.get(request_id)
+                if answered_in is not None:
+                    run_id, at = answered_in
+                    if at is not None:  # (recorded in that checkpoint)
+                        raise answered_twice(run_id, request_id, at)
+                    raise RequestError(
+                        f"request {request_id!r} of run {run_id!r} was already answered"
+                    )
+            open_ids = [r.request_id for r in self.pending_requests]
+            shown = ", ".join(open_ids[:10]) or "none"
+            if len(open_ids) > 10:
+                shown += f", ... ({len(open_ids)} in all)"
+            raise RequestError(
+                f"unknown request id {next(iter(responses))!r}: no run this workflow keeps in "
+                f"memory has it open (open: {shown}); to answer a stored run's requests pass "
+                "checkpoint= (and checkpoints=)"
+            )
+        if len(owners) > 1:
+            shared = [r for r in responses if sum(r in s.state.requests for s in runs) > 1]
+            if shared:  # (ids are unique within a run only: a fixed request_id=, a fork)
+                raise RequestError(
+                    f"request id {shared[0]!r} is open in several runs ({sorted(owners)}); "
+                    "name the run: pass checkpoint= (its last_checkpoint) and checkpoints=, "
+                    "or let each run's request have its own id"
+                )
+            raise RequestError(
+                f"the responses answer requests of different runs ({sorted(owners)}); answer "
+                "one run per call"
+            )
+        return self._runs.pop(owners.pop())
+
+
+def _forgotten(dropped: Suspended, limit: int) -> WarningEvent:
+    """Past ``limit`` runs waiting for answers, the oldest is no longer kept
+    in memory: say so."""
+    ids = list(dropped.state.requests)
+    if dropped.last_checkpoint is not None:
+        still = (
+            f"answer them from its checkpoint with run(checkpoint={dropped.last_checkpoint!r}, "
+            "responses=...)"
+        )
+    else:
+        still = "they are lost: that run had no checkpoint store"
+    return WarningEvent(
+        message=f"run {dropped.run_id} still had open requests {ids}, but this workflow object "
+        f"keeps at most {limit} runs waiting for answers in memory, so {still}"
+    )
