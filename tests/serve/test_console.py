@@ -581,3 +581,37 @@ def test_a_finished_runs_page_shows_how_it_ended_while_its_past_events_replay(
         expect(console.find("graph-node", id="count")).to_have_attribute("data-state", "done")
     finally:
         console.close()
+
+
+def test_a_finished_runs_page_after_a_restart_does_not_claim_nothing_ran(serve, browser, tmp_path):
+    # (after a restart an idle run's page said "No executor has run yet"
+    # beside "Supersteps: 30001", every node drawn 'waiting')
+    import stepgraph as sg
+
+    from .test_api import wait_for
+
+    path = tmp_path / "idle.sqlite"
+    first = serve(flows.counting, store=sg.SqliteCheckpointStore(path))
+    with first.client() as client:
+        body = {"input": {"steps": 5}}
+        run_id = client.post("/api/workflows/counting/runs", json=body).json()["run_id"]
+        wait_for(client, run_id, "idle")
+    first.stop()
+    second = serve(flows.counting, store=sg.SqliteCheckpointStore(path))
+    with second.client() as client:
+        run = client.get(f"/api/runs/{run_id}").json()
+    assert not run["events_kept"] and run["supersteps"] == 5
+    console = Console(browser, second.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        status_of(console).to_have_text("idle")
+        expect(console.page.locator("body")).to_have_attribute("data-streaming", "ended")
+        node = console.find("graph-node", id="count")
+        expect(node).to_have_attribute("data-state", "unknown")
+        assert "waiting" not in (node.get_attribute("aria-label") or "")
+        empty = console.find("timeline-empty")
+        expect(empty).to_contain_text("did not see the run's events")
+        assert "No executor has run yet" not in console.find("timeline").inner_text()
+        console.shot("idle-after-restart")
+    finally:
+        console.close()

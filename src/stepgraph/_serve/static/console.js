@@ -464,7 +464,10 @@
     running: "M-3,-4.5 L4.5,0 L-3,4.5 Z",
     done: "M-4,0.5 L-1.2,3.3 L4,-2.8",
     failed: "M-3.2,-3.2 L3.2,3.2 M3.2,-3.2 L-3.2,3.2",
+    unknown: "M-3.5,0 L3.5,0",
   };
+  // What a node's caption and label say for a state, where not its name.
+  const STATE_WORDS = { unknown: "not seen here" };
 
   /** Iterative DFS from the start nodes (then everything else): back edges and visit order. */
   function dfsBackEdges(roots, out, edges) {
@@ -651,7 +654,7 @@
     const words = [];
     if (kind === "subworkflow") words.push("sub-workflow");
     if (kind === "map") words.push("map");
-    if (state !== "waiting") words.push(state);
+    if (state !== "waiting") words.push(STATE_WORDS[state] || state);
     return words.join(" · ");
   }
 
@@ -681,8 +684,9 @@
     g.append(svg("g", { class: "badge", transform: `translate(${G.nodeW - 20},${G.nodeH / 2})` }, svg("circle", { r: 9 }), icon));
     const describe = (state) => {
       const extras = [node.start ? "start" : "", kind !== "executor" ? kind : ""].filter(Boolean).join(", ");
-      g.setAttribute("aria-label", `${id}: ${state}${extras ? ` (${extras})` : ""}`);
-      title.textContent = `${id}${label !== id ? ` (${label})` : ""} · ${kind}${node.start ? " · start" : ""} · ${state}`;
+      const words = STATE_WORDS[state] || state;
+      g.setAttribute("aria-label", `${id}: ${words}${extras ? ` (${extras})` : ""}`);
+      title.textContent = `${id}${label !== id ? ` (${label})` : ""} · ${kind}${node.start ? " · start" : ""} · ${words}`;
       caption.textContent = nodeCaption(kind, state);
       icon.setAttribute("d", STATE_ICON[state] || "");
       g.setAttribute("data-state", state);
@@ -779,10 +783,10 @@
   }
 
   let graphSeq = 0;
-  /** The workflow graph as SVG: { element, setState(id, state), destroy() }. */
+  /** The workflow graph as SVG: { element, ids, setState(id, state), destroy() }. */
   function drawGraph(graph, { large = false, name = "workflow" } = {}) {
     const layout = layoutGraph(graph);
-    if (!layout.nodes.length) return { element: el("p", { class: "muted", text: "This workflow has no executors to draw." }), setState() {}, destroy() {} };
+    if (!layout.nodes.length) return { element: el("p", { class: "muted", text: "This workflow has no executors to draw." }), ids: [], setState() {}, destroy() {} };
     const markerId = `sg-arrow-${++graphSeq}`;
     const defs = svg("defs", {}, svg("marker", {
       id: markerId, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9,
@@ -815,7 +819,7 @@
       const node = nodes.get(id);
       if (node && node.g.getAttribute("data-state") !== state) node.describe(state);
     };
-    return { element, setState, destroy: view.destroy };
+    return { element, ids: [...nodes.keys()], setState, destroy: view.destroy };
   }
 
   // ───────────────────────────────── 6. SSE ─────────────────────────────────
@@ -1525,6 +1529,7 @@
     return {
       lastId: 0, lastTime: 0, calls: [], byStep: new Map(), stepOrder: [], open: new Map(), steps: new Map(),
       nodeState: new Map(), running: new Map(), failedIn: new Map(),
+      unseen: false, // this server did not see the run's events (it ran before a restart, or elsewhere)
     };
   }
   /**
@@ -1603,6 +1608,11 @@
     m.fromStore = true;
     return true;
   }
+  /**
+   * A node's state as drawn: from the events, else "waiting" — or, for a run
+   * whose events this server never saw, "unknown": it may well have run.
+   */
+  const drawnState = (m, id) => m.nodeState.get(id) || (m.unseen ? "unknown" : "waiting");
   /** The stream ended: whatever still runs is not running any more. */
   function modelStopped(m) {
     for (const queue of m.open.values()) for (const call of queue.splice(0)) call.end = Math.max(call.start, m.lastTime);
@@ -1614,7 +1624,7 @@
 
   function timelinePanel(model) {
     const grid = el("div", { class: "tl-grid" });
-    const empty = el("p", { class: "muted", text: "No executor has run yet." });
+    const empty = el("p", { class: "muted", "data-testid": "timeline-empty", text: "No executor has run yet." });
     const note = el("p", { class: "muted small" });
     const tbody = el("tbody");
     const table = el("details", { class: "tl-table" }, el("summary", { text: "Timeline as a table" }),
@@ -1660,6 +1670,10 @@
     table.addEventListener("toggle", () => { if (table.open) renderTable(); });
     function render() {
       empty.hidden = model.calls.length > 0;
+      scroller.hidden = !empty.hidden; // (no empty grid under the words)
+      empty.textContent = model.unseen
+        ? "This server did not see the run's events (it ran before a restart, or elsewhere): which executor ran when is not known here. Its outputs and checkpoints, from the store, are on this page."
+        : "No executor has run yet.";
       const allSteps = model.stepOrder;
       const steps = allSteps.slice(-80);
       note.textContent = [
@@ -1693,7 +1707,7 @@
       grid.replaceChildren(fragment);
       if (table.open) renderTable();
     }
-    const scroller = el("div", { class: "tl-scroll", tabindex: 0, role: "region", "aria-label": "Timeline: supersteps across, executors down" }, grid);
+    const scroller = el("div", { class: "tl-scroll", hidden: true, tabindex: 0, role: "region", "aria-label": "Timeline: supersteps across, executors down" }, grid);
     return { node: el("div", { class: "timeline", "data-testid": "timeline" }, empty, scroller, note, table), render };
   }
 
@@ -1865,6 +1879,14 @@
     }
     function applyDetails() {
       header.update(details);
+      const unseen = !details.events_kept;
+      if (unseen !== model.unseen) {
+        // (not "waiting" nor "No executor has run yet" for a run that may have run for hours)
+        model.unseen = unseen;
+        if (graph) for (const id of graph.ids) dirtyNodes.add(id);
+        timelineDirty = true;
+        schedule();
+      }
       // (events kept here tell the failure themselves, once the stream replayed them)
       if (details.failure && (!details.events_kept || !details.live || streamEnded) && modelStoredFailure(model, details.failure, Number(details.updated_at) || 0)) {
         dirtyNodes.add(details.failure.executor_id);
@@ -1973,7 +1995,7 @@
       if (!log.flush()) schedule();
       agents.flush();
       if (history) return; // (the graph and the timeline: once the replay is in)
-      if (graph) for (const id of dirtyNodes) graph.setState(id, model.nodeState.get(id) || "waiting");
+      if (graph) for (const id of dirtyNodes) graph.setState(id, drawnState(model, id));
       dirtyNodes.clear();
       if (timelineDirty) {
         timelineDirty = false;
@@ -2041,7 +2063,7 @@
       }
       graph = drawGraph(wf.graph, { large: true, name: wf.name });
       graphSlot.replaceChildren(graph.element);
-      for (const [id, state] of model.nodeState) graph.setState(id, state);
+      for (const id of graph.ids) graph.setState(id, drawnState(model, id));
     }
 
     // Asked for at once, with the details: the graph is drawn as soon as both are in.
