@@ -182,3 +182,13 @@ async def boom(text: str, ctx: sg.WorkflowContext[None, str]) -> None:
 def failing() -> sg.Workflow:
     """Fails in its first superstep (no checkpoint of it is made)."""
     return sg.WorkflowBuilder(start=boom, name="failing").build()
+
+
+@sg.executor(id="an_executor_with_a_WIDE_AND_LONG_IDENTIFIER")
+async def wide(text: str, ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(text)
+
+
+def wide_named() -> sg.Workflow:
+    """One executor whose id is too long for its box in the graph."""
+    return sg.WorkflowBuilder(start=wide, name="wide").build()

@@ -615,3 +615,26 @@ def test_a_finished_runs_page_after_a_restart_does_not_claim_nothing_ran(serve, 
         console.shot("idle-after-restart")
     finally:
         console.close()
+
+
+def test_a_long_executor_id_is_cut_clear_of_its_status_badge(serve, browser, tmp_path):
+    # (a long id's "…" was drawn under the status badge, so it looked whole)
+    from .test_api import wait_for
+
+    server = serve(flows.wide_named)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/wide/runs", json={"input": "x"}).json()["run_id"]
+        wait_for(client, run_id, "idle")
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        node = console.find("graph-node", id="an_executor_with_a_WIDE_AND_LONG_IDENTIFIER")
+        expect(node).to_have_attribute("data-state", "done")
+        label = node.locator(".label")
+        assert (label.text_content() or "").endswith("…")
+        text_right = label.bounding_box()["x"] + label.bounding_box()["width"]
+        badge_left = node.locator(".badge circle").bounding_box()["x"]
+        assert text_right < badge_left, (text_right, badge_left)
+        console.shot("long-id")
+    finally:
+        console.close()

@@ -459,6 +459,31 @@
 
   // ──────────────────────────────── 5. Graph ────────────────────────────────
   const G = { nodeW: 172, nodeH: 50, layerGap: 92, rowGap: 26, dummyH: 10, pad: 30, maxLabel: 19 };
+  // A node's text runs from x 14 to a gap before its status badge (a circle of
+  // radius 9 centred 20 from the right edge): a clipped "…" must stay visible.
+  const NODE_TEXT_X = 14;
+  const NODE_TEXT_W = G.nodeW - 20 - 9 - 6 - NODE_TEXT_X;
+  // As console.css draws them (.graph .label, .graph .caption; a caption is bold in some states).
+  const LABEL_FONT = "600 13px system-ui, sans-serif";
+  const CAPTION_FONT = "600 11px system-ui, sans-serif";
+  let measurer = null;
+  /**
+   * The text, cut with "…" to fit width px in font: measured, since a count of
+   * characters lets wide ones ("WWW…") run under the badge.
+   */
+  function fitText(text, font, width) {
+    if (!measurer) measurer = document.createElement("canvas").getContext("2d");
+    if (!measurer) return clip(text, G.maxLabel);
+    measurer.font = font;
+    if (measurer.measureText(text).width <= width) return text;
+    let low = 0, high = text.length - 1; // the longest prefix that fits with "…"
+    while (low < high) {
+      const mid = (low + high + 1) >> 1;
+      if (measurer.measureText(`${text.slice(0, mid)}…`).width <= width) low = mid;
+      else high = mid - 1;
+    }
+    return `${text.slice(0, low)}…`;
+  }
   const STATE_ICON = {
     waiting: "",
     running: "M-3,-4.5 L4.5,0 L-3,4.5 Z",
@@ -678,8 +703,8 @@
       const m = G.nodeH / 2;
       g.append(svg("path", { class: "start-mark", d: `M-9,${m - 8} L2,${m} L-9,${m + 8} Z` }), svg("text", { class: "start-tag", x: 2, y: -6, text: "start" }));
     }
-    const caption = svg("text", { class: "caption", x: 14, y: 38 });
-    g.append(svg("text", { class: "label", x: 14, y: 22, text: clip(label, G.maxLabel) }), caption);
+    const caption = svg("text", { class: "caption", x: NODE_TEXT_X, y: 38 });
+    g.append(svg("text", { class: "label", x: NODE_TEXT_X, y: 22, text: fitText(label, LABEL_FONT, NODE_TEXT_W) }), caption);
     const icon = svg("path", { class: "icon", d: "" });
     g.append(svg("g", { class: "badge", transform: `translate(${G.nodeW - 20},${G.nodeH / 2})` }, svg("circle", { r: 9 }), icon));
     const describe = (state) => {
@@ -687,7 +712,7 @@
       const words = STATE_WORDS[state] || state;
       g.setAttribute("aria-label", `${id}: ${words}${extras ? ` (${extras})` : ""}`);
       title.textContent = `${id}${label !== id ? ` (${label})` : ""} · ${kind}${node.start ? " · start" : ""} · ${words}`;
-      caption.textContent = nodeCaption(kind, state);
+      caption.textContent = fitText(nodeCaption(kind, state), CAPTION_FONT, NODE_TEXT_W);
       icon.setAttribute("d", STATE_ICON[state] || "");
       g.setAttribute("data-state", state);
     };
