@@ -638,3 +638,44 @@ def test_a_long_executor_id_is_cut_clear_of_its_status_badge(serve, browser, tmp
         console.shot("long-id")
     finally:
         console.close()
+
+
+def test_a_big_superstep_fits_its_column_in_the_event_log(serve, browser, tmp_path):
+    # (the superstep column, 2.5rem, held "s1000": "s100000" ran into the kind)
+    import json
+
+    from .test_api import wait_for
+
+    server = serve(flows.counting)
+    with server.client() as client:
+        body = {"input": {"steps": 1}}
+        run_id = client.post("/api/workflows/counting/runs", json=body).json()["run_id"]
+        wait_for(client, run_id, "idle")
+    # The log of a long run, as the stream would send it (no need to run
+    # 1,000,000 supersteps to draw their numbers).
+    steps = [100_000, 999_999, 1_000_000]
+    events = [
+        {"id": 1000 + i, "kind": "superstep_started", "time": 1.0 + i, "superstep": step}
+        for i, step in enumerate(steps)
+    ]
+    text = "".join(f"id: {e['id']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    text += f"event: end\ndata: {json.dumps({'status': 'idle'})}\n\n"
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.page.route(
+            re.compile(rf"/api/runs/{run_id}/events$"),
+            lambda route: route.fulfill(status=200, content_type="text/event-stream", body=text),
+        )
+        console.open(f"#/runs/{run_id}")
+        rows = console.find("event-row")
+        expect(rows).to_have_count(len(steps))
+        for i, step in enumerate(steps):
+            cell = rows.nth(i).locator(".ev-step")
+            assert cell.text_content() == f"s{step}"
+            # (all of it shown, and left of the kind column)
+            assert cell.evaluate("e => e.scrollWidth <= e.clientWidth"), step
+            kind = rows.nth(i).locator(".ev-kind").bounding_box()
+            box = cell.bounding_box()
+            assert box["x"] + box["width"] <= kind["x"], (step, box, kind)
+    finally:
+        console.close()

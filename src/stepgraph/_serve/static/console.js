@@ -1476,7 +1476,7 @@
     const matches = (ev) => (!kind.select.value || ev.kind === kind.select.value) && (!exec.select.value || pathOf(ev) === exec.select.value);
     const row = (ev) => el("li", { class: "ev", "data-testid": "event-row", "data-kind": ev.kind, "data-id": ev.id },
       el("span", { class: "ev-id", title: `event ${ev.id ?? ""}`, text: `#${shortId(ev.id)}` }), el("time", { class: "ev-time", text: fmtClock(ev.time) }),
-      el("span", { class: "ev-step", title: "superstep", text: ev.superstep != null ? `s${ev.superstep}` : "" }),
+      el("span", { class: "ev-step", title: ev.superstep != null ? `superstep ${ev.superstep}` : "superstep", text: ev.superstep != null ? `s${ev.superstep}` : "" }),
       el("span", { class: `ev-kind ev-kind-${String(ev.kind).replace(/[^a-z_]/g, "")}`, text: ev.kind }),
       el("span", { class: "ev-path", text: pathOf(ev) }), el("span", { class: "ev-detail", text: clip(eventSummary(ev), 600) }));
     function updateNote() {
