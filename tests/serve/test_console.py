@@ -679,3 +679,37 @@ def test_a_big_superstep_fits_its_column_in_the_event_log(serve, browser, tmp_pa
             assert box["x"] + box["width"] <= kind["x"], (step, box, kind)
     finally:
         console.close()
+
+
+def test_resume_from_here_is_held_while_the_run_goes_on(serve, browser, tmp_path):
+    # (the checkpoints offered "Resume from here" while the run ran: the
+    # server refuses it then, 409)
+    from .test_api import wait_for
+    from .test_runs import hold_at
+
+    server = serve(flows.counting)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        flows.HOLD_AT = 3
+        with server.client() as client:
+            body = {"input": {"steps": 5}}
+            run_id = client.post("/api/workflows/counting/runs", json=body).json()["run_id"]
+            hold_at(3)  # (going on, with checkpoints of supersteps 0-2)
+            console.open(f"#/runs/{run_id}")
+            status_of(console).to_have_text(re.compile("^in_progress"))
+            resumes = console.find("checkpoint-row").locator('[data-testid="resume-button"]')
+            expect(resumes).to_have_count(3)
+            for i in range(3):
+                expect(resumes.nth(i)).to_be_disabled()
+                assert "going on" in (resumes.nth(i).get_attribute("title") or "")
+            assert console.find("checkpoint-row").locator(":enabled").count() == 3  # (forks)
+            flows.HOLD_AT = None
+            wait_for(client, run_id, "idle")
+        status_of(console).to_have_text("idle")
+        expect(resumes).to_have_count(5)  # (the idle checkpoint has none: nothing to run)
+        for i in range(5):
+            expect(resumes.nth(i)).to_be_enabled()
+            assert resumes.nth(i).get_attribute("title") is None
+    finally:
+        flows.HOLD_AT = None
+        console.close()

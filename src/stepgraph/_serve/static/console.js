@@ -1214,6 +1214,7 @@
       // Going on here, or in another process on the same store (the cancel then goes through the store).
       cancel.hidden = !going;
       resume.hidden = state.live || !(state.interrupted || state.status === "cancelled" || state.status === "failed");
+      if (actions.onGoing) actions.onGoing(going);
     }
     return {
       node,
@@ -1748,13 +1749,23 @@
       onclick: () => actions.onShowOlder() });
     const older = el("p", { class: "muted small", "data-testid": "checkpoints-older", "aria-live": "polite", hidden: true }, olderText, " ", olderButton);
     let key = "";
+    // While the run goes on the server refuses a resume (409): say so on the
+    // buttons rather than offer them.
+    let running = false;
+    const RESUME_WHILE_RUNNING = "The run is going on: resume from a checkpoint once it has stopped (or cancel it first).";
+    const holdResume = (button) => {
+      button.disabled = running;
+      if (running) button.title = RESUME_WHILE_RUNNING;
+      else button.removeAttribute("title");
+    };
     const act = (handler, cp) => async (event) => {
       const target = event.currentTarget;
       target.disabled = true;
       try {
         await handler(cp.checkpoint_id);
       } finally {
-        target.disabled = false;
+        if (target.dataset.action === "resume") holdResume(target);
+        else target.disabled = false;
       }
     };
     const row = (cp) => el("tr", { "data-testid": "checkpoint-row", "data-checkpoint-id": cp.checkpoint_id },
@@ -1765,12 +1776,24 @@
       el("td", { class: "row-actions wide" },
         // (from an idle checkpoint, or one waiting for answers, nothing would run: the server refuses)
         NOTHING_TO_RESUME.has(cp.status) ? null
-          : el("button", { type: "button", class: "secondary", "data-testid": "resume-button", "data-action": "resume", onclick: act(actions.onResume, cp) },
-            "Resume from here", hiddenText(` (superstep ${cp.superstep})`)),
+          : el("button", { type: "button", class: "secondary", "data-testid": "resume-button", "data-action": "resume",
+            disabled: running, title: running ? RESUME_WHILE_RUNNING : null, onclick: act(actions.onResume, cp) },
+          "Resume from here", hiddenText(` (superstep ${cp.superstep})`)),
         el("button", { type: "button", class: "secondary", "data-testid": "fork-button", "data-action": "fork", onclick: act(actions.onFork, cp) },
           "Fork from here", hiddenText(` (superstep ${cp.superstep})`))));
     return {
       node: el("div", { "data-testid": "checkpoints" }, empty, older, el("div", { class: "table-scroll" }, table)),
+      /** The run goes on (or not any more): its resume buttons held (or given back). */
+      setRunning(value) {
+        if (value === running) return;
+        running = value;
+        for (const resume of tbody.querySelectorAll('[data-action="resume"]')) {
+          // (a disabled button drops the keyboard focus: it goes to the row's fork)
+          const focused = document.activeElement === resume;
+          holdResume(resume);
+          if (focused && running) resume.closest("tr").querySelector('[data-action="fork"]').focus();
+        }
+      },
       sync(list, total) {
         // The details hold the newest checkpoints only (100 unless more were asked for).
         const hidden = Math.max(0, (Number.isFinite(total) ? total : list.length) - list.length);
@@ -1824,7 +1847,7 @@
     let timelineDirty = false;
     const dirtyNodes = new Set();
 
-    const header = runHeader(runId, { onCancel: cancel, onResume: () => resume(null) });
+    const header = runHeader(runId, { onCancel: cancel, onResume: () => resume(null), onGoing: (going) => checkpoints.setRunning(going) });
     const requests = requestsPanel(answer);
     const outputs = outputsPanel();
     const agents = agentPanel();
