@@ -713,3 +713,35 @@ def test_resume_from_here_is_held_while_the_run_goes_on(serve, browser, tmp_path
     finally:
         flows.HOLD_AT = None
         console.close()
+
+
+def test_no_token_is_left_in_the_address_or_its_history(serve, browser, tmp_path):
+    # (an address holding "token=" twice kept the second in the address bar
+    # and the tab's history; a token amid other parameters joined its
+    # neighbours: "?status=idle&token=T&workflow=gate" became
+    # "?status=idleworkflow=gate")
+    token = "a-token-for-the-browser-test"
+    server = serve(flows.gate, token=token)
+    console = Console(browser, server.url + "/", tmp_path)
+    cdp = console.context.new_cdp_session(console.page)
+
+    def addresses() -> list[str]:
+        return [entry["url"] for entry in cdp.send("Page.getNavigationHistory")["entries"]]
+
+    try:
+        console.open(f"#/runs?status=idle&token={token}&workflow=gate&token={token}")
+        console.find("runs-table").wait_for()
+        # (read in the page: Playwright's page.url can lag a replaceState)
+        assert console.page.evaluate("location.hash") == "#/runs?status=idle&workflow=gate"
+        assert not [url for url in addresses() if "token" in url], addresses()
+        assert console.page.evaluate("sessionStorage.getItem('stepgraph-token')") == token
+        # An address with the token opened in the tab already showing the console.
+        console.page.evaluate(f"location.hash = '#token={token}&token={token}'")
+        console.find("workflow-card", name="gate").wait_for()
+        assert console.page.evaluate("location.hash") == ""
+        assert not [url for url in addresses() if "token" in url], addresses()
+        console.page.reload()  # (the token is kept for the tab's session)
+        console.find("workflow-card", name="gate").wait_for()
+        assert console.page.evaluate("location.hash") == ""
+    finally:
+        console.close()

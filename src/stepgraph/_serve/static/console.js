@@ -133,17 +133,26 @@
     }
   }
 
-  /** Moves "token=…" out of the address (keeping the route) into sessionStorage. */
+  /**
+   * Moves "token=…" out of the address (keeping the route and its other
+   * parameters) into sessionStorage. Every "token=" goes: one left behind (an
+   * address pasted twice over) stayed in the address bar and the history.
+   */
   function takeTokenFromHash() {
-    const hash = location.hash.slice(1);
-    const match = /(^|[&?])token=([^&]*)/.exec(hash);
-    if (!match) return;
-    let value = match[2];
-    try { value = decodeURIComponent(value); } catch { /* keep it raw */ }
-    saveToken(value);
-    let after = hash.slice(match.index + match[0].length);
-    if (after.startsWith("&")) after = (match[1] === "?" ? "?" : "") + after.slice(1);
-    const rest = hash.slice(0, match.index) + after;
+    const pattern = /(^|[&?])token=([^&]*)/;
+    let rest = location.hash.slice(1);
+    let found = null;
+    for (let match = pattern.exec(rest); match; match = pattern.exec(rest)) {
+      if (found === null) found = match[2]; // (the first, as the address reads)
+      const before = rest.slice(0, match.index);
+      const after = rest.slice(match.index + match[0].length); // "" or "&…"
+      // One separator stays between what was on either side: "?a&token=x&b" → "?a&b",
+      // "?token=x&b" → "?b" (both "&" used to go: "?ab").
+      rest = after ? before + match[1] + after.slice(1) : before;
+    }
+    if (found === null) return;
+    try { found = decodeURIComponent(found); } catch { /* keep it raw */ }
+    saveToken(found);
     history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   }
 
