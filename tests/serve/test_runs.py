@@ -15,7 +15,7 @@ import stepgraph as sg
 from stepgraph._checkpoint._leases import new_holder
 from stepgraph._checkpoint._model import answered_twice
 from stepgraph._serve import Problem
-from stepgraph._serve._runs import _refusal
+from stepgraph._serve._refusals import refusal
 
 from . import flows
 from .conftest import sse
@@ -217,7 +217,7 @@ def test_refusals_tell_an_http_client_the_apis_way_not_pythons_or_the_clis(serve
         )
         assert (again.status_code, again.json()["error"]) == (409, said)
     # The store's own refusal of a second answer (two servers racing) reads the same.
-    refused = _refusal(answered_twice(run_id, rid, at))
+    refused = refusal(answered_twice(run_id, rid, at))
     assert (refused.status, refused.message) == (409, said)
     for text in (busy.text, again.text, refused.message):
         assert "fork=True" not in text and "stepgraph run" not in text

@@ -14,7 +14,8 @@ request names a module to import.
 from __future__ import annotations
 
 from ._http import create_app
-from ._runs import INTERRUPTED, Problem, RunService, ServedWorkflow, unroutable
+from ._refusals import Problem
+from ._runs import INTERRUPTED, RunService, ServedWorkflow, unroutable
 from ._server import bind, console_address, is_loopback, serve
 
 __all__ = [

@@ -42,7 +42,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._cli._load import json_value
 from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._openapi import openapi
-from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, Problem, RunService
+from ._refusals import Problem
+from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, RunService
 
 __all__ = ["Guard", "create_app"]
 

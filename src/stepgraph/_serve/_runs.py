@@ -16,11 +16,9 @@ answer the command line refuses, the server refuses the same way.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -46,25 +44,21 @@ from .._core import (
     type_name,
 )
 from .._exceptions import (
-    CheckpointEncodeError,
-    CheckpointError,
     CheckpointNotFoundError,
     RequestError,
-    ResponseValueError,
     StepgraphError,
-    WorkflowBusyError,
 )
 from .._persistence import CheckpointConfig
 from .._viz import to_graph
 from .._workflow import Workflow
 from ._logs import RunLog
+from ._refusals import Problem, answered_already, failure_of, refusal, refuse_nothing_to_run
 from ._schema import schema_of
 
 __all__ = [
     "CHECKPOINTS_MAX",
     "CHECKPOINTS_SHOWN",
     "INTERRUPTED",
-    "Problem",
     "RunService",
     "ServedWorkflow",
     "unroutable",
@@ -93,15 +87,6 @@ def unroutable(name: str) -> str | None:
     if "/" in name:
         return f"workflow {name!r} holds '/', which would split its URL"
     return None
-
-
-class Problem(Exception):
-    """A request the API refuses: an HTTP status and a message for the client."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(slots=True)
@@ -419,7 +404,7 @@ class RunService:
             if request is None:
                 answered = (await self.store.answers(run_id, [request_id])).get(request_id)
                 if answered is not None:
-                    raise _answered_already(run_id, request_id, f"at checkpoint {answered}")
+                    raise answered_already(run_id, request_id, f"at checkpoint {answered}")
                 raise Problem(
                     404,
                     f"run {run_id} has no open request {request_id!r}; open: "
@@ -457,7 +442,7 @@ class RunService:
         if checkpoint.run_id != run_id:  # (it exists: the request is wrong, not the path)
             raise Problem(422, f"checkpoint {checkpoint_id!r} is not one of run {run_id}'s")
         if not fork:
-            _refuse_nothing_to_run(checkpoint, latest=checkpoint_id == info.last_checkpoint)
+            refuse_nothing_to_run(checkpoint, latest=checkpoint_id == info.last_checkpoint)
         workflow = served.for_run()
         return await self._go(
             workflow,
@@ -523,7 +508,7 @@ class RunService:
                 if at
                 else "by another call to this server just now; its checkpoint is on the way"
             )
-            raise _answered_already(run_id, request_id, where)
+            raise answered_already(run_id, request_id, where)
         raise Problem(409, f"run {run_id} is still running; answer or resume it once it stops")
 
     async def _go(
@@ -588,7 +573,7 @@ class RunService:
             raise
         except StepgraphError as exc:
             if not started.done():
-                started.set_exception(_refusal(exc))
+                started.set_exception(refusal(exc))
             elif not isinstance(exc, RequestError):
                 log.info("run of %s ended: %s", workflow.name, exc)
                 if run_log is not None:
@@ -704,117 +689,12 @@ class _Continuation:
     since: float
 
 
-_WAITING = RunStatus.IDLE_WITH_PENDING_REQUESTS.value
-
-
-def _refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:
-    """A resume that would run nothing is refused: from an idle checkpoint
-    (the run ended there), or from one waiting for answers (it would only
-    wait again)."""
-    run, at = checkpoint.run_id, f"checkpoint {checkpoint.id} (superstep {checkpoint.superstep})"
-    if checkpoint.status == RunStatus.IDLE.value:
-        raise Problem(
-            409,
-            f"run {run} is idle at {at}: nothing is left to run from there; resume it "
-            f"from an earlier checkpoint (POST /api/runs/{run}/resume with its "
-            f'"checkpoint_id"), {_fork_hint(run)}, or start a new run',
-        )
-    if checkpoint.status == _WAITING and latest:
-        raise Problem(
-            409,
-            f"run {run} waits for answers at {at}: nothing runs until they come; answer its "
-            f"requests (POST /api/runs/{run}/responses)",
-        )
-    if checkpoint.status == _WAITING:
-        raise Problem(
-            409,
-            f"run {run} waited for answers at {at}: resuming there would only wait again "
-            f"(answers go to the run's latest checkpoint); to answer them anew, "
-            f"{_fork_hint(run, checkpoint.id)}",
-        )
-
-
-# How a run that a handler's failure ended says so (``WorkflowRunError``):
-# the executor's id as Python writes a string, then the superstep.
-_FAILED_IN = re.compile(
-    r"""executor ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") failed in superstep (\d+):"""
-)
-
-
-def failure_of(status: str, error: str | None) -> dict[str, Any] | None:
-    """Which executor's failure ended a failed run, and in which superstep,
-    as its error says: the store keeps no more of a failure than that line,
-    and a page opened after a restart (no events kept) shows it from here."""
-    if status != RunStatus.FAILED.value or not error:
-        return None
-    found = _FAILED_IN.match(error)
-    if found is None:
-        return None  # (failed otherwise: did not converge, a store's error...)
-    executor_id = ast.literal_eval(found.group(1))
-    return {"executor_id": executor_id, "superstep": int(found.group(2))}
-
-
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 256) -> Any:
     """``value``, kept in ``cache`` under ``key`` (the oldest go past ``limit``)."""
     cache[key] = value
     while len(cache) > limit:
         cache.popitem(last=False)
     return value
-
-
-def _fork_hint(run_id: str, checkpoint_id: str | None = None) -> str:
-    """How an HTTP client forks a run: the API's route, not the engine's
-    ``fork=True`` or the CLI's ``--fork``."""
-    at = f'"{checkpoint_id}"' if checkpoint_id else "..."
-    return f'fork it: POST /api/runs/{run_id}/fork with {{"checkpoint_id": {at}}}'
-
-
-def _answered_already(run_id: str, request_id: str, where: str) -> Problem:
-    """The one wording of a second answer to a request, however it was found."""
-    return Problem(
-        409,
-        f"request {request_id!r} of run {run_id} was answered already ({where}); to answer "
-        f"it anew from an earlier checkpoint, {_fork_hint(run_id)}",
-    )
-
-
-# The engine's messages advise Python and CLI users (``fork=True``,
-# ``stepgraph run --fork``); these are told to HTTP clients in the API's terms.
-_ENGINE_ANSWERED = re.compile(
-    r"request (?P<request>'[^']*') of run '(?P<run>[^']*)' was already answered "
-    r"\(at checkpoint (?P<checkpoint>[^)\s]+)\);.*",
-    re.DOTALL,
-)
-_ENGINE_ELSEWHERE = re.compile(
-    r"run '(?P<run>[^']*)' is being continued elsewhere (?P<who>\([^)]*\)).*", re.DOTALL
-)
-
-
-def _for_http(message: str) -> str:
-    """An engine refusal reworded for an HTTP client (see above); others as they are."""
-    if found := _ENGINE_ANSWERED.fullmatch(message):
-        request_id = ast.literal_eval(found["request"])
-        where = f"at checkpoint {found['checkpoint']}"
-        return _answered_already(found["run"], request_id, where).message
-    if found := _ENGINE_ELSEWHERE.fullmatch(message):
-        run = found["run"]
-        return (
-            f"run {run} is being continued elsewhere {found['who']}; a run goes on in one "
-            f"place at a time: wait for it to stop, or {_fork_hint(run)}"
-        )
-    return message
-
-
-def _refusal(exc: StepgraphError) -> Problem:
-    message = str(exc)
-    if isinstance(exc, CheckpointEncodeError | ResponseValueError):
-        # (an input or answer it cannot store; an answer's value: the request stays open)
-        return Problem(422, message)
-    if isinstance(exc, CheckpointNotFoundError):
-        return Problem(404, message)
-    if isinstance(exc, RequestError | WorkflowBusyError | CheckpointError):
-        return Problem(409, _for_http(message))  # (CheckpointMismatchError among them)
-    return Problem(422, message)
 
 
 def _request_json(request: PendingRequest | RequestInfoEvent) -> dict[str, Any]:
