@@ -163,6 +163,11 @@ async def test_three_levels() -> None:
     [asked] = [e for e in result.events if isinstance(e, sg.RequestInfoEvent)]
     assert (asked.path, asked.request_id) == ("mid", pending.request_id)
     assert asked.request == subflows.Question("accept deep?")
+    # A wrong answer names the child executor that asked, by its path.
+    with pytest.raises(
+        sg.ResponseValueError, match=r"\(opened by 'mid/inner/inner-asker'\) must be a bool"
+    ):
+        await workflow.run(responses={pending.request_id: "yes"})
     done = await workflow.run(responses={pending.request_id: True})
     assert done.outputs == ["deep accepted"]
     assert {e.path for e in done.events if e.kind == "output"} == {

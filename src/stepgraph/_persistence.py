@@ -150,6 +150,16 @@ def asker(
     return run.instances.get(request.executor_id) or executors.get(request.executor_id)
 
 
+def asked_by(
+    run: RunState, request: PendingRequest, executors: Mapping[str, Executor] | None
+) -> str:
+    """Who opened ``request``, for messages: the executor's id, or, for a
+    sub-workflow's request, the path down to the child executor that did."""
+    executor = asker(run, request, executors) if executors is not None else None
+    path = getattr(executor, "asker_path", None)  # (a WorkflowExecutor's)
+    return str(path(request)) if path is not None else request.executor_id
+
+
 def apply_responses(
     run: RunState, responses: Mapping[str, Any], executors: Mapping[str, Executor] | None = None
 ) -> None:
@@ -169,8 +179,9 @@ def apply_responses(
             raise RequestError(f"unknown request id {request_id!r}; open requests: {open_ids}")
         if not TypeSpec(request.response_type).matches(value):
             raise ResponseValueError(
-                f"the response to request {request_id!r} (opened by {request.executor_id!r}) "
-                f"must be {a_type(request.response_type)}, not {a_type(type(value))}",
+                f"the response to request {request_id!r} (opened by "
+                f"{asked_by(run, request, executors)!r}) must be "
+                f"{a_type(request.response_type)}, not {a_type(type(value))}",
                 executor_id=request.executor_id,
             )
         executor = asker(run, request, executors) if executors is not None else None
@@ -180,7 +191,7 @@ def apply_responses(
             except ValueError as exc:
                 raise ResponseValueError(
                     f"the response to request {request_id!r} (opened by "
-                    f"{request.executor_id!r}) is refused: {exc}",
+                    f"{asked_by(run, request, executors)!r}) is refused: {exc}",
                     executor_id=request.executor_id,
                 ) from None
     for request_id in [r for r in run.requests if r in responses]:

@@ -40,7 +40,7 @@ from ._core import (
 from ._exceptions import RequestError, SubworkflowError, WorkflowDefinitionError, WorkflowRunError
 from ._executor import Executor
 from ._handlers import HandlerSpec, union_of
-from ._persistence import apply_responses, asker
+from ._persistence import apply_responses, asked_by, asker
 from ._workflow import Workflow
 
 __all__ = ["SubworkflowRequest", "SubworkflowResponse", "WorkflowExecutor"]
@@ -212,6 +212,16 @@ class WorkflowExecutor(Executor):
 
     async def _respond(self, response: Response, ctx: WorkflowContext[Any, Any]) -> None:
         await self._resume(response.request.request_id, response.value, ctx)
+
+    def asker_path(self, request: PendingRequest) -> str:
+        """The path, from this executor down, of the child executor that
+        opened ``request`` (one this executor raised for its child run)."""
+        route = self._routes.get(request.request_id)
+        run = self._runs.get(route[0]) if route is not None else None
+        asked = run.requests.get(route[1]) if run is not None and route is not None else None
+        if run is None or asked is None:
+            return self.id
+        return f"{self.id}/{asked_by(run, asked, self.workflow.executors)}"
 
     def check_response(self, request: PendingRequest, response: Any) -> None:
         """What the child's executor that asked says of the answer."""
