@@ -643,3 +643,41 @@ async def test_a_stray_cancelled_error_is_retried_like_any_failure() -> None:
         await ctx.yield_output(len(calls))
 
     assert (await sg.WorkflowBuilder(start=flaky).build().run(1)).outputs == [3]
+
+
+@pytest.mark.parametrize("retry", [None, sg.RetryPolicy(attempts=3)])
+@pytest.mark.parametrize("mapped", [False, True])
+async def test_an_error_a_real_cancel_caused_cancels_the_run_never_retried(
+    retry: sg.RetryPolicy | None, mapped: bool
+) -> None:
+    """A handler that turns its cancellation into an error (a cleanup that
+    raises): the run was asked to stop, so it stops — no retry, no failure."""
+    attempts: list[int] = []
+
+    @sg.executor(id="converts", retry=retry)
+    async def converts(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        attempts.append(n)
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed while being cancelled") from None
+        await ctx.send_message(n)
+
+    @sg.executor(id="many")
+    async def many(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        for i in range(n):
+            await ctx.send_message(i)
+
+    @sg.executor(id="sink")
+    async def sink(items: list[Any], ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output(items)
+
+    builder = sg.WorkflowBuilder(start=many if mapped else converts)
+    if mapped:
+        builder.add_map(many, converts, id="m", to=sink)
+    task = asyncio.ensure_future(builder.build().run(2))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(attempts) == (2 if mapped else 1)  # (each started once, none again)

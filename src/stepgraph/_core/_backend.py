@@ -112,6 +112,8 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                 else:
                     await traced(trace, node_id, step, message, 1, invoke(message, ctx))
             except (Exception, SystemExit) as exc:  # sys.exit() in a handler fails it too
+                if being_cancelled():  # (an error the run's cancel caused): it cancels
+                    raise asyncio.CancelledError from exc
                 failure = ExecutorFailure(node_id, step, exc)
                 work.failures.append(failure)
                 raise failure from exc
@@ -128,13 +130,19 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
     return outbox
 
 
+def being_cancelled() -> bool:
+    """Whether the current task is being cancelled (its run stopped, or a
+    sibling inbox failed): a handler's error then is the cancel's doing."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def stray_cancel(exc: asyncio.CancelledError) -> RuntimeError:
     """The handler's failure for a ``CancelledError`` it raised while its
     task was not being cancelled (it awaited a future or task something
     else cancelled): the run did not ask to stop, so it must not end
     ``CANCELLED``. Re-raises ``exc`` when the task is being cancelled."""
-    task = asyncio.current_task()
-    if task is None or task.cancelling():
+    if being_cancelled() or asyncio.current_task() is None:
         raise exc
     error = RuntimeError(
         "the handler raised CancelledError though its run was not cancelled (it awaited "
@@ -181,6 +189,8 @@ async def invoke_guarded(
         except Exception as exc:
             ctx._rollback(mark)
             if policy is None or attempt >= attempts or not policy.should_retry(exc):
+                raise
+            if being_cancelled():  # (the handler turned a real cancel into an error)
                 raise
             delay = policy.delay(attempt)
             where = (

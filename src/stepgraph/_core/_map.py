@@ -18,7 +18,14 @@ from time import perf_counter
 from typing import Any
 
 from .._exceptions import RequestError, RoutingError
-from ._backend import ExecutorFailure, Superstep, invoke_guarded, stray_cancel, traced
+from ._backend import (
+    ExecutorFailure,
+    Superstep,
+    being_cancelled,
+    invoke_guarded,
+    stray_cancel,
+    traced,
+)
 from ._context import Emit, Outbox, WorkflowContext
 from ._events import ExecutorCompletedEvent, ExecutorInvokedEvent
 from ._graph import Node
@@ -57,6 +64,8 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                             work.scope.trace, node_id, step, message, 1, invoke(message, ctx), index
                         )
                 except (Exception, SystemExit, asyncio.CancelledError) as caught:
+                    if being_cancelled() and not isinstance(caught, asyncio.CancelledError):
+                        raise asyncio.CancelledError from caught  # (the cancel's doing)
                     exc = (
                         stray_cancel(caught)
                         if isinstance(caught, asyncio.CancelledError)
