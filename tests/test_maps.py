@@ -313,6 +313,27 @@ async def test_workers_sharing_one_sub_workflow_of_shared_instances() -> None:
 
     with pytest.raises(sg.WorkflowDefinitionError, match="instance at 'm/m/leaf'"):
         sg.WorkflowBuilder(start=emit).add_map(emit, wrapped, id="m", to=collect)
+
+    def registered() -> sg.Executor:  # (a fresh child whose factory wraps the shared one)
+        def wrap() -> sg.Executor:
+            return sg.WorkflowExecutor(child, id="x")
+
+        outer = sg.WorkflowBuilder(start="x", name="outer").register("x", wrap).build()
+        return sg.WorkflowExecutor(outer, id="m")
+
+    with pytest.raises(sg.WorkflowDefinitionError, match="instance at 'm/x/leaf'"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, registered, id="m", to=collect)
+
+    def mapping() -> sg.Executor:  # (a fresh child mapping one item at a time over it)
+        outer = (
+            sg.WorkflowBuilder(start=emit, name="outer")
+            .add_map(emit, shared, id="inner", to=collect, max_concurrency=1)
+            .build()
+        )
+        return sg.WorkflowExecutor(outer, id="m")
+
+    with pytest.raises(sg.WorkflowDefinitionError, match="instance at 'm/inner/leaf'"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, mapping, id="m", to=collect)
     one_by_one = (
         sg.WorkflowBuilder(start=emit)
         .add_map(emit, shared, id="m", to=collect, max_concurrency=1)

@@ -33,7 +33,7 @@ from ._core import (
 from ._edges import Case, Default
 from ._exceptions import WorkflowDefinitionError
 from ._executor import Executor, check_id
-from ._factories import Factory, per_run_invoke, registered
+from ._factories import Factory, make_executor, per_run_invoke, registered
 from ._handlers import union_of
 from ._maps import MapExecutor, Worker, map_worker
 from ._persistence import CheckpointConfig, RunCodec, graph_signature
@@ -66,13 +66,30 @@ def _ref_name(ref: ExecutorRef) -> str:
 
 def _instances(worker: Executor, where: str) -> dict[int, str]:
     """The executor instances a map's worker uses (by ``id()``), and where:
-    itself, and the shared ones of the sub-workflow it runs, however deep.
-    Stateless ones (``@executor`` functions) serve anywhere at once."""
+    itself, and the shared ones of the sub-workflow it runs, however deep —
+    through the child's own maps, and through its registered factories when
+    each one they make wraps the same workflow. Stateless ones (``@executor``
+    functions) serve anywhere at once."""
     found = {} if worker.stateless else {id(worker): where}
+    if isinstance(worker, MapExecutor):  # (its items' workers: the prototype's)
+        found.update(_instances(worker.worker, where))
     child = getattr(worker, "workflow", None)
-    if isinstance(child, Workflow):
-        for executor in child.shared_instances:
-            found.update(_instances(executor, f"{where}/{executor.id}"))
+    if not isinstance(child, Workflow):
+        return found
+    for executor in child.shared_instances:
+        found.update(_instances(executor, f"{where}/{executor.id}"))
+    for eid, executor in child.executors.items():
+        inner = f"{where}/{eid}"
+        if isinstance(executor, MapExecutor) and executor.stateless:  # (not shared: above)
+            found.update(_instances(executor.worker, inner))
+        make = child.codec.factories.get(eid)
+        wrapped = getattr(executor, "workflow", None)
+        if make is not None and isinstance(wrapped, Workflow):
+            once: Workflow = wrapped
+            again = make_executor(make, eid)  # (one more, as each run would make)
+            if getattr(again, "workflow", None) is once:
+                for shared in once.shared_instances:
+                    found.update(_instances(shared, f"{inner}/{shared.id}"))
     return found
 
 
