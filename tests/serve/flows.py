@@ -189,6 +189,16 @@ async def wide(text: str, ctx: sg.WorkflowContext[None, str]) -> None:
     await ctx.yield_output(text)
 
 
+@sg.executor(id="a_" + "VERY_long_executor_id_" * 7)
+async def very_wide(text: str, ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(text)
+
+
+def very_wide_named() -> sg.Workflow:
+    """One executor whose id (156 characters) is wider than the page's cards."""
+    return sg.WorkflowBuilder(start=very_wide, name="very-wide").build()
+
+
 def wide_named() -> sg.Workflow:
     """One executor whose id is too long for its box in the graph."""
     return sg.WorkflowBuilder(start=wide, name="wide").build()

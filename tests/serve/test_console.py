@@ -745,3 +745,26 @@ def test_no_token_is_left_in_the_address_or_its_history(serve, browser, tmp_path
         assert console.page.evaluate("location.hash") == ""
     finally:
         console.close()
+
+
+def test_the_event_logs_executor_filter_stays_inside_its_card(serve, browser, tmp_path):
+    # (an option as long as a 156-character executor id made the filter
+    # 1,188 px wide, past its card's right edge)
+    from .test_api import wait_for
+
+    server = serve(flows.very_wide_named)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/very-wide/runs", json={"input": "x"}).json()
+        wait_for(client, run_id["run_id"], "idle")
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id['run_id']}")
+        log = console.find("event-log")
+        log.wait_for()
+        select = console.page.get_by_label("Executor", exact=True)
+        expect(select.locator("option")).to_have_count(2)  # (all, and the one executor)
+        filters = console.page.locator(".filters").filter(has=select)
+        box, outer = select.bounding_box(), filters.bounding_box()
+        assert box["x"] + box["width"] <= outer["x"] + outer["width"] + 0.5, (box, outer)
+    finally:
+        console.close()
