@@ -213,23 +213,28 @@ class WorkflowExecutor(Executor):
     async def _respond(self, response: Response, ctx: WorkflowContext[Any, Any]) -> None:
         await self._resume(response.request.request_id, response.value, ctx)
 
-    def asker_path(self, request: PendingRequest) -> str:
-        """The path, from this executor down, of the child executor that
-        opened ``request`` (one this executor raised for its child run)."""
+    def _child_request(self, request: PendingRequest) -> tuple[RunState, PendingRequest] | None:
+        """The child run and its own request behind ``request`` (one this
+        executor raised for it), or ``None`` when it is not open here."""
         route = self._routes.get(request.request_id)
         run = self._runs.get(route[0]) if route is not None else None
         asked = run.requests.get(route[1]) if run is not None and route is not None else None
-        if run is None or asked is None:
+        return None if run is None or asked is None else (run, asked)
+
+    def asker_path(self, request: PendingRequest) -> str:
+        """The path, from this executor down, of the child executor that
+        opened ``request``."""
+        found = self._child_request(request)
+        if found is None:
             return self.id
-        return f"{self.id}/{asked_by(run, asked, self.workflow.executors)}"
+        return f"{self.id}/{asked_by(*found, self.workflow.executors)}"
 
     def check_response(self, request: PendingRequest, response: Any) -> None:
         """What the child's executor that asked says of the answer."""
-        route = self._routes.get(request.request_id)
-        run = self._runs.get(route[0]) if route is not None else None
-        asked = run.requests.get(route[1]) if run is not None and route is not None else None
-        if run is None or asked is None:
+        found = self._child_request(request)
+        if found is None:
             return  # (unknown here: the answer is refused when it arrives)
+        run, asked = found
         executor = asker(run, asked, self.workflow.executors)
         if executor is not None:
             executor.check_response(asked, response)
