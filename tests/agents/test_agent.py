@@ -380,31 +380,21 @@ async def test_a_fork_answered_later_still_goes_on_with_the_conversation(
 
 
 async def test_a_paused_fork_and_a_fork_of_it_remember_the_chat(store: sg.CheckpointStore) -> None:
-    def build() -> sg.Workflow:
-        bot = sg.Agent("bot", model=ScriptedModel([users_seen] * 10))
-        return (
-            sg.WorkflowBuilder(start=bot, checkpoints=store)
-            .add_executor(Human("human"))
-            .add_edge(bot, "human")
-            .add_edge("human", bot)
-            .build()
-        )
-
-    a = await build().run("hello, I am Ann")
-    a2 = await build().run(
+    a = await _chat(store).run("hello, I am Ann")
+    a2 = await _chat(store).run(
         responses={a.pending_requests[0].request_id: "my name?"}, checkpoint=a.last_checkpoint
     )
     asked = a2.pending_requests[0].request_id
-    paused = await build().run(
+    paused = await _chat(store).run(
         responses={asked: "again?"},
         checkpoint=a2.last_checkpoint,
         fork=True,
         interrupt_before=["bot"],
     )
     said = repr(["hello, I am Ann", "my name?", "again?"])
-    resumed = await build().run(checkpoint=paused.last_checkpoint)
+    resumed = await _chat(store).run(checkpoint=paused.last_checkpoint)
     assert resumed.pending_requests[0].request.text == said
-    again = await build().run(checkpoint=paused.last_checkpoint, fork=True)
+    again = await _chat(store).run(checkpoint=paused.last_checkpoint, fork=True)
     assert again.pending_requests[0].request.text == said
 
 
