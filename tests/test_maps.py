@@ -148,6 +148,35 @@ async def test_a_map_resumes_from_a_checkpoint(store: sg.CheckpointStore) -> Non
     assert resumed.outputs == first.outputs == [[0, 1, 4, 9, 16, 25]]
 
 
+class Shout(sg.Executor):
+    """A worker that yields an output of its own as well as sending."""
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int, str]) -> None:
+        await asyncio.sleep((5 - n) / 1000)  # the last items finish first
+        await ctx.yield_output(f"item {n}")
+        await ctx.send_message(n)
+
+
+async def test_outputs_of_workers_are_kept_in_checkpoints(store: sg.CheckpointStore) -> None:
+    """What a map's workers yield is an output of the run like any other:
+    stored with the barrier's checkpoint (in item order), so the run's
+    stored outputs and a resume from a later checkpoint agree with the run."""
+    workflow = (
+        sg.WorkflowBuilder(start=emit, checkpoints=store)
+        .add_map(emit, Shout, id="shout", to=collect)
+        .build()
+    )
+    first = await workflow.run(5)
+    items = [f"item {n}" for n in range(5)]
+    assert sorted(first.outputs[:-1]) == items and first.outputs[-1] == [0, 1, 2, 3, 4]
+    infos = await store.list(first.run_id)
+    assert await store.outputs(infos[2].id) == items  # after the map's superstep
+    assert await store.outputs(infos[-1].id) == [*items, [0, 1, 2, 3, 4]]
+    again = await workflow.run(checkpoint=infos[2].id)
+    assert again.outputs == [[0, 1, 2, 3, 4]]
+
+
 async def test_a_workers_events_name_its_item() -> None:
     """Items run at once and their events interleave (agents streaming):
     each event of a worker carries its item's index; other events none."""

@@ -98,6 +98,10 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
             batch.append(message)
         if result.writes:
             merged.item_writes.append((f"{node_id}[{index}]", result.writes))
+        if result.outputs:  # (checkpoints keep them, in item order)
+            if merged.outputs is None:
+                merged.outputs = []
+            merged.outputs += result.outputs
     merged.sent.append((batch, None))
     return merged
 
