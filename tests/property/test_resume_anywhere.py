@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import stepgraph as sg
@@ -269,3 +271,60 @@ def test_answering_in_any_order_and_place_delivers_everything_once(
         assume(False)  # (a cycle that runs long: not this test's subject)
     got = asyncio.run(answer_all(spec, store, data))
     assert Counter(got) == Counter(expected)
+
+
+async def cancel_and_go_on(
+    spec: Spec, store: sg.CheckpointStore, durability: str, turns: int
+) -> None:
+    """Cancel a run after ``turns`` turns of the loop, then go on from its
+    last stored checkpoint: what it had stored and what the rest yields
+    are what one uninterrupted run yields."""
+    reference(spec)
+    whole = await build(spec, sg.MemoryCheckpointStore(), "sync").run(spec.start_value)
+    task = asyncio.ensure_future(build(spec, store, durability).run(spec.start_value))
+    for _ in range(turns):  # (handlers give the loop a turn now and then)
+        await asyncio.sleep(0)
+    task.cancel()
+    try:
+        finished = await task
+    except asyncio.CancelledError:
+        started = await store.runs()
+        if not started:
+            event("cancelled before it began")
+            return  # (nothing stored, nothing to go on with)
+        event("cancelled while running")
+        [cancelled] = started
+        last = cancelled.last_checkpoint
+        done = list(await store.outputs(last))
+        rest = await build(spec, store, durability).run(checkpoint=last, checkpoints=store)
+        assert rest.status is sg.RunStatus.IDLE
+        assert Counter(done + rest.outputs) == Counter(whole.outputs)
+    else:
+        event("ended before the cancel came")
+        assert Counter(finished.outputs) == Counter(whole.outputs)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    graphs(),
+    st.integers(0, 60),
+    st.sampled_from(["sync", "async"]),
+    st.sampled_from(["memory", "sqlite"]),
+)
+def test_a_run_cancelled_anywhere_goes_on_from_its_last_checkpoint(
+    spec: Spec, turns: int, durability: str, kind: str
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = (
+            sg.MemoryCheckpointStore()
+            if kind == "memory"
+            else sg.SqliteCheckpointStore(Path(folder) / "runs.sqlite")
+        )
+        try:
+            asyncio.run(cancel_and_go_on(spec, store, durability, turns))
+        finally:
+            store.close()
