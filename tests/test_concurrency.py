@@ -213,9 +213,12 @@ async def test_a_shared_instance_keeps_one_run_at_a_time_and_its_attributes() ->
 
 
 async def test_a_sub_workflow_of_shared_instances_is_not_concurrent_even_per_run() -> None:
+    calls: list[str] = []
+
     class Slow(sg.Executor):
         @sg.handler
         async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+            calls.append(text)
             await asyncio.sleep(0.05)
             await ctx.yield_output(text)
 
@@ -229,7 +232,25 @@ async def test_a_sub_workflow_of_shared_instances_is_not_concurrent_even_per_run
     shared = parent_of(sg.WorkflowBuilder(start=Slow("slow"), name="shared-child").build())
     assert not shared.concurrent  # (its runs would meet in the child's shared instance)
     results = await asyncio.gather(*(shared.run(f"r{i}") for i in range(3)), return_exceptions=True)
-    assert sum(isinstance(r, sg.WorkflowRunError) for r in results) == 2
+    # Refused at once, as a workflow of shared instances is: nothing of them ran.
+    busy = [r for r in results if isinstance(r, sg.WorkflowBusyError)]
+    assert len(busy) == 2 and calls == ["r0"], results
+    assert "factory 'sub' makes runs sub-workflow 'shared-child'" in str(busy[0])
+    assert "('slow')" in str(busy[0])
+    # A factory that builds the child at each call runs its runs at once.
+    fresh = (
+        sg.WorkflowBuilder(start="sub")
+        .register(
+            "sub",
+            lambda: sg.WorkflowExecutor(
+                sg.WorkflowBuilder(start=Slow("slow")).build(), id="sub", forward_outputs=True
+            ),
+        )
+        .build()
+    )
+    assert fresh.concurrent
+    results = await asyncio.gather(*(fresh.run(f"f{i}") for i in range(3)))
+    assert [r.outputs for r in results] == [["f0"], ["f1"], ["f2"]]
     own = parent_of(
         sg.WorkflowBuilder(start="slow", name="own-child")
         .register("slow", lambda: Slow("slow"))

@@ -83,14 +83,22 @@ def _instances(worker: Executor, where: str) -> dict[int, str]:
         if isinstance(executor, MapExecutor) and executor.stateless:  # (not shared: above)
             found.update(_instances(executor.worker, inner))
         make = child.codec.factories.get(eid)
-        wrapped = getattr(executor, "workflow", None)
-        if make is not None and isinstance(wrapped, Workflow):
-            once: Workflow = wrapped
-            again = make_executor(make, eid)  # (one more, as each run would make)
-            if getattr(again, "workflow", None) is once:
-                for shared in once.shared_instances:
-                    found.update(_instances(shared, f"{inner}/{shared.id}"))
+        once = None if make is None else _wrapped_always(make, eid, executor)
+        if once is not None:
+            for shared in once.shared_instances:
+                found.update(_instances(shared, f"{inner}/{shared.id}"))
     return found
+
+
+def _wrapped_always(make: Callable[[], Executor], eid: str, made: Executor) -> Workflow | None:
+    """The sub-workflow that ``made`` (made by the factory ``make``) runs,
+    if the factory's executors all run that same workflow object — rather
+    than one built at each call."""
+    wrapped = getattr(made, "workflow", None)
+    if not isinstance(wrapped, Workflow):
+        return None
+    again = make_executor(make, eid)  # (one more, as each run would make)
+    return wrapped if getattr(again, "workflow", None) is wrapped else None
 
 
 class WorkflowBuilder:
@@ -347,6 +355,7 @@ class WorkflowBuilder:
         )
         before, after = (self._breakpoint_ids(refs, executors) for refs in self._breakpoints)
         return Workflow(
+            shared_children=self._shared_children(executors),
             graph=graph,
             executors=executors,
             factories=frozenset(self._factories),
@@ -358,6 +367,21 @@ class WorkflowBuilder:
             reducers=self._reducers,
             breakpoints=Breakpoints(before=before, after=after),
         )
+
+    def _shared_children(self, executors: dict[str, Executor]) -> dict[str, Workflow]:
+        """The registered factories that wrap the same sub-workflow at every
+        call, one whose runs take turns (it shares executor instances): a run
+        of this workflow then uses that workflow's instances too."""
+        shared = {}
+        for eid, make in self._factories.items():
+            child = getattr(executors[eid], "workflow", None)
+            if (
+                isinstance(child, Workflow)
+                and not child.concurrent
+                and _wrapped_always(make, eid, executors[eid]) is child  # (re-calls it)
+            ):
+                shared[eid] = child
+        return shared
 
     def _node(self, eid: str, index: int, ex: Executor) -> Node:
         make = self._factories.get(eid)

@@ -179,6 +179,7 @@ class Workflow:
         factories: frozenset[str] = frozenset(),
         reducers: Reducers | None = None,
         breakpoints: Breakpoints = _NO_BREAKPOINTS,
+        shared_children: Mapping[str, Workflow] | None = None,
     ) -> None:
         self._graph = graph
         self._senders = frozenset(graph.out_edges)
@@ -197,6 +198,9 @@ class Workflow:
         self._claimable = [
             e for eid, e in executors.items() if not e.stateless and eid not in factories
         ]
+        # Registered sub-workflows that wrap one workflow whose runs take
+        # turns: this workflow's runs take turns too.
+        self._shared_children = dict(shared_children or {})
         self._rivals: list[tuple[weakref.ref[Workflow], Executor]] = []
         self._seen_generation = -1
         if self._claimable:
@@ -247,9 +251,13 @@ class Workflow:
     def concurrent(self) -> bool:
         """Whether runs may overlap: no executor instance is shared by them,
         nor by the runs of a sub-workflow one of them runs."""
-        if self._claimable:  # (a map whose workers all use one instance too)
-            return False
-        children = (getattr(e, "workflow", None) for e in self._executors.values())
+        if self._claimable or self._shared_children:  # (a map whose workers all use one
+            return False  # instance too; a factory whose executors all run one workflow)
+        children = (
+            getattr(e, "workflow", None)
+            for eid, e in self._executors.items()
+            if eid not in self._factories  # (a factory's own: each run's, built afresh)
+        )
         return all(c.concurrent for c in children if isinstance(c, Workflow))
 
     @property
@@ -684,6 +692,17 @@ class Workflow:
 
     def _acquire(self) -> None:
         with _IN_USE_LOCK:
+            if self._running and self._shared_children:
+                eid, child = next(iter(self._shared_children.items()))
+                shared = ", ".join(repr(e.id) for e in child.shared_instances[:3])
+                raise WorkflowBusyError(
+                    f"workflow {self.name!r} is already running, and every executor its "
+                    f"factory {eid!r} makes runs sub-workflow {child.name!r}, whose executor "
+                    f"instances ({shared or 'in its own sub-workflows'}) are shared by its "
+                    "runs, so it runs one run at a time; build the child workflow in the "
+                    "factory, or register its executors as factories, to run it concurrently",
+                    executor_id=eid,
+                )
             if not self._claimable:
                 self._running += 1
                 return
