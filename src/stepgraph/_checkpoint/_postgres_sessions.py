@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import select
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -117,28 +119,53 @@ def live_connection(pool: Any, connect: Callable[[], Any]) -> Iterator[Any]:
     for _ in range(pool.max_size):
         if not pooled or not ended(conn):
             break
-        pool.putconn(conn)
+        _give_back(pool, conn)
         conn, pooled = _getconn(pool, connect)
     try:
         with conn:  # commit, or roll back (as the pool's own ``connection()``); a
             yield conn  # connection of this call's own is closed too
     finally:
         if pooled:
-            pool.putconn(conn)
+            _give_back(pool, conn)
+
+
+# How many connections of each pool the calls here hold: a pool counts the
+# connections it is still trying to open (after an outage, backing off) in
+# its size, so a pool "full" with fewer in use than that is failing to
+# connect, not busy.
+_held: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_held_lock = threading.Lock()
+
+
+def _taken(pool: Any, conn: Any) -> Any:
+    with _held_lock:
+        _held[pool] = _held.get(pool, 0) + 1
+    return conn
+
+
+def _give_back(pool: Any, conn: Any) -> None:
+    with _held_lock:
+        _held[pool] = _held.get(pool, 1) - 1
+    pool.putconn(conn)
 
 
 def _getconn(pool: Any, connect: Callable[[], Any]) -> tuple[Any, bool]:
     from psycopg_pool import PoolTimeout  # (installed: ``pool`` is one)
 
     try:
-        return pool.getconn(timeout=min(PATIENCE, pool.timeout)), True
+        return _taken(pool, pool.getconn(timeout=min(PATIENCE, pool.timeout))), True
     except PoolTimeout:
         pass
-    if pool.get_stats().get("pool_size", 0) >= pool.max_size:
+    size = pool.get_stats().get("pool_size", 0)
+    with _held_lock:
+        held = _held.get(pool, 0)
+    if size >= pool.max_size and held >= size:
         # Every connection it may have is open and in use (a busy server):
         # wait for one. A connection of our own per waiting call would only
-        # add sessions until the server refuses them (max_connections).
-        return pool.getconn(timeout=max(pool.timeout - PATIENCE, 0.001)), True
+        # add sessions until the server refuses them (max_connections). (A
+        # full pool with fewer in use is still trying to open the others:
+        # the server was away, and may still be.)
+        return _taken(pool, pool.getconn(timeout=max(pool.timeout - PATIENCE, 0.001))), True
     return connect_or_away(connect), False
 
 
