@@ -768,3 +768,27 @@ def test_the_event_logs_executor_filter_stays_inside_its_card(serve, browser, tm
         assert box["x"] + box["width"] <= outer["x"] + outer["width"] + 0.5, (box, outer)
     finally:
         console.close()
+
+
+def test_the_page_of_a_run_whose_process_was_killed_offers_to_resume_it(serve, browser, tmp_path):
+    import stepgraph as sg
+
+    flows.STEP = 0.01
+    path = tmp_path / "killed.sqlite"
+    from .test_stranded import killed_mid_run
+
+    run_id = killed_mid_run(path)
+    server = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open(f"#/runs/{run_id}")
+        console.page.locator(".tag-interrupted").wait_for()
+        resume = console.page.get_by_role("button", name="Resume run")
+        resume.wait_for()
+        expect(console.find("cancel-button")).to_be_hidden()
+        expect(console.find("resume-button", action="resume").first).to_be_enabled()
+        resume.click()
+        status_of(console).to_have_text("idle", timeout=30_000)
+        expect(console.find("output-item")).to_have_text(["done "])
+    finally:
+        console.close()

@@ -31,6 +31,7 @@ from .._checkpoint import (
     CheckpointInfo,
     CheckpointStore,
     RunInfo,
+    new_holder,
 )
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
@@ -265,6 +266,8 @@ class RunService:
                 "pending_requests": self._live_requests(run_log),
             }
         out = self._run_summary(info)
+        if not out["live"] and info.status in RUNNING_STATUSES and await self._stranded(run_id):
+            out["interrupted"] = True  # (its process ended without recording how: killed)
         out["events_kept"] = run_log is not None
         out["failure"] = failure_of(out["status"], out["error"])
         # Taken with the status, before any await: the run may end meanwhile.
@@ -301,6 +304,20 @@ class RunService:
         elif served is not None and info.pending_requests:
             out["pending_requests"] = await self._requests_at(served, info.last_checkpoint)
         return out
+
+    async def _stranded(self, run_id: str) -> bool:
+        """Whether a run the store lists as going on is held by no process
+        (its process was killed, or its machine went down): nothing goes on
+        with it and nothing would hear a cancel, but it resumes. Asked the
+        way the store's ``request_cancel`` asks: by taking its lease (free:
+        given back at once). Never while a call of this server continues it."""
+        if run_id in self._claims:
+            return False
+        probe = new_holder()
+        if await self.store.lease(run_id, probe) is not None:
+            return False  # (held: going on somewhere)
+        await self.store.release(run_id, probe)
+        return True
 
     @staticmethod
     def _live_requests(run_log: RunLog) -> list[dict[str, Any]]:
@@ -459,7 +476,19 @@ class RunService:
         if await self.store.run_info(run_id) is None:
             raise Problem(404, f"no run {run_id!r} in the store")
         if not await self.store.request_cancel(run_id):
-            raise Problem(409, f"run {run_id} is not running")
+            info = await self.store.run_info(run_id)
+            if info is None:
+                raise Problem(404, f"no run {run_id!r} in the store")  # (deleted meanwhile)
+            if info.status in RUNNING_STATUSES:
+                raise Problem(
+                    409,
+                    f"run {run_id} is not running anywhere: it is listed as {info.status}, but "
+                    "no process holds it (it stopped without recording how, its process killed, "
+                    f"say); nothing to cancel: resume it (POST /api/runs/{run_id}/resume)",
+                )
+            raise Problem(
+                409, f"run {run_id} is not running (status: {info.status}); nothing to cancel"
+            )
 
     async def _owner(self, run_id: str) -> tuple[Any, ServedWorkflow]:
         info = await self.store.run_info(run_id)

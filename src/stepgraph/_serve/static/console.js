@@ -1217,7 +1217,9 @@
       document.title = `Run ${runId} (${state.status}) · stepgraph`;
       // Live (going on in this server) only while its status says it goes on:
       // an ended run is never "live", whatever older details said.
-      const going = String(state.status).startsWith("in_progress");
+      // (a run listed as going on that no process holds — its process was
+      // killed — is interrupted: nothing to cancel, and it resumes)
+      const going = String(state.status).startsWith("in_progress") && !(state.interrupted && !state.live);
       const words = [state.live && going ? "live" : "", state.interrupted ? "interrupted" : ""].filter(Boolean);
       tags.replaceChildren(...words.map((t) => el("span", { class: `tag tag-${t}`, text: t })));
       // Going on here, or in another process on the same store (the cancel then goes through the store).

@@ -1,0 +1,80 @@
+"""A run whose process was killed (kill -9, a machine gone) is still listed
+by the store as going on, but no process holds it: the API says it is
+interrupted, a cancel says to resume it instead, and the console offers to
+resume it — not a Cancel that can only fail and resume buttons held "while
+the run goes on" for ever (the page's test is in test_console.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import stepgraph as sg
+
+from . import flows
+from .test_api import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def killed_mid_run(path: Path) -> str:
+    """A run of ``slow`` by ``stepgraph run`` on the store at ``path``,
+    killed (SIGKILL) after its second checkpoint: its id."""
+    command = [sys.executable, "-m", "stepgraph", "run", "tests.serve.flows:slow",
+               "--input", '{"steps": 80}', "--store", f"sqlite:{path}", "--json"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (runs := _runs(path)) or runs[0].checkpoints < 2:
+            assert time.monotonic() < deadline, "the run made no checkpoints"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    [run] = _runs(path)
+    assert run.status == "in_progress"  # (what the store still says)
+    return run.run_id
+
+
+def _runs(path: Path) -> list[sg.RunInfo]:
+    try:
+        # (in a thread of its own: a Playwright test's thread runs a loop)
+        with sg.SqliteCheckpointStore(path, create=False) as store, ThreadPoolExecutor(1) as thread:
+            return thread.submit(asyncio.run, store.runs()).result()
+    except sg.CheckpointError:  # (not created yet)
+        return []
+
+
+def test_a_run_whose_process_was_killed_is_interrupted_and_resumes(serve, tmp_path):
+    flows.STEP = 0.01
+    path = tmp_path / "killed.sqlite"
+    run_id = killed_mid_run(path)
+    server = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
+    with server.client() as client:
+        details = client.get(f"/api/runs/{run_id}").json()
+        assert (details["status"], details["live"], details["interrupted"]) == (
+            "in_progress",
+            False,
+            True,
+        )
+        refused = client.post(f"/api/runs/{run_id}/cancel", json={})
+        assert refused.status_code == 409
+        message = refused.json()["error"]
+        assert "not running anywhere" in message and f"/api/runs/{run_id}/resume" in message
+        # A run that is simply not running says so, with its status.
+        client.post(f"/api/runs/{run_id}/resume", json={}).raise_for_status()
+        done = wait_for(client, run_id, "idle", timeout=60)
+        assert done["outputs"] == ["done "] and done["interrupted"] is False
+        refused = client.post(f"/api/runs/{run_id}/cancel", json={})
+        assert refused.status_code == 409
+        assert refused.json()["error"] == (
+            f"run {run_id} is not running (status: idle); nothing to cancel"
+        )
