@@ -68,3 +68,49 @@ async def test_a_full_pool_whose_connections_are_all_in_use_is_waited_for(pg_dsn
         release.set()
         await asyncio.gather(*holders)
         assert len(await waiting) == 1 and direct == []  # (on a pooled connection)
+
+
+GATE: asyncio.Event | None = None  # what ``ticking`` waits for at 3
+waiting: list[int] = []
+
+
+@sg.executor(id="ticking")
+async def ticking(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+    if n == 3 and GATE is not None:
+        waiting.append(n)
+        await GATE.wait()  # (no save under way while the server goes down)
+    if n > 1:
+        await ctx.send_message(n - 1)
+    else:
+        await ctx.yield_output(n)
+
+
+async def test_calls_fail_at_once_while_saves_wait_for_the_server() -> None:
+    """Saves waiting for a server that is away (``reconnect_timeout``) held
+    every one of the store's threads: a list or a read (a server's API
+    call) waited behind them, for as long as they waited."""
+    global GATE
+    GATE = asyncio.Event()
+    waiting.clear()
+    with own_cluster() as cluster:
+        dsn = cluster.create_database()
+        with PostgresCheckpointStore(dsn, max_size=2, reconnect_timeout=30) as store:
+            config = sg.CheckpointConfig(store, "sync")
+            workflow = sg.WorkflowBuilder(start=ticking, checkpoints=config)
+            workflow = workflow.add_edge(ticking, ticking).build()
+            before = await workflow.run(1)
+            runs = [asyncio.create_task(workflow.run(5)) for _ in range(3 * store.max_size)]
+            while len(waiting) < len(runs):  # (each run past its first saves, none saving)
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(cluster.halt)
+            GATE.set()
+            await asyncio.sleep(1)  # (their next saves now wait for the server)
+            with pytest.raises(sg.CheckpointError, match=r"listing runs failed: .*No such file"):
+                await store.runs()
+            with pytest.raises(sg.CheckpointError, match=r"failed: .*No such file"):
+                await store.run_info(before.run_id)
+            assert not any(run.done() for run in runs)  # (still waiting: not given up)
+            await asyncio.to_thread(cluster.resume)
+            results = await asyncio.gather(*runs)
+            assert [r.outputs for r in results] == [[1]] * len(runs)
+    GATE = None

@@ -6,7 +6,9 @@ by every process that connects to it.
   (``ON CONFLICT DO NOTHING``); a save locks the values it references
   (``FOR KEY SHARE``) so a concurrent deletion cannot drop one under it.
 - Every blocking call runs on one of the store's threads (``_worker``, as
-  many as the pool has connections) over psycopg's *sync*
+  many as the pool has connections; saves on threads of their own,
+  ``_saver``, as many again: a save may wait for a server that is away, and
+  the other calls must not wait behind it) over psycopg's *sync*
   ``ConnectionPool``. Not the ``AsyncConnectionPool``: its connections and
   workers belong to the event loop that opened them, and the project's rule
   is "no loop-bound state" — a store must keep working across successive
@@ -141,11 +143,16 @@ class PostgresCheckpointStore(BaseStore):
         self._leases = Leases(self._pg.Error)  # (no reference back: no cycle)
         # Threads for the blocking calls: as many as pooled connections.
         self._worker = Worker("stepgraph-postgres", owner=self, threads=max_size)
+        # Saves on threads of their own: one waiting for a server that is
+        # away (``reconnect_timeout``) holds its thread, and a call that
+        # lists or reads must fail at once then, not wait behind the saves.
+        self._saver = Worker("stepgraph-postgres-saves", owner=self, threads=max_size)
 
     # -- plumbing --------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._worker.run(fn, *args)
+        worker = self._saver if fn == self._write_new else self._worker
+        return await worker.run(fn, *args)
 
     async def _breathe(self, busy: float) -> None:
         # Saves of the run being deleted wait for its index row: leave it
@@ -262,7 +269,8 @@ class PostgresCheckpointStore(BaseStore):
         (a pool passed in stays open); the store connects again if used after."""
         self._closing.set()  # (a save waiting for the server gives up now)
         try:
-            self._worker.stop()  # (the calls under way end first)
+            self._saver.stop()  # (the calls under way end first)
+            self._worker.stop()
         finally:
             self._closing.clear()
         self._leases.close()
