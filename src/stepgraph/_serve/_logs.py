@@ -23,11 +23,15 @@ class RunLog:
     time the log was opened, in microseconds, so a log this process opens
     again later — or a later server process — numbers above every id given
     before, and a client reconnecting with an older ``Last-Event-ID`` gets
-    all of this log."""
+    all of this log. A continuation here after another server went on with
+    the run jumps to the time it began (``renumber``), for the same reason."""
 
     run_id: str
     workflow: str
     records: list[str] = field(default_factory=list)
+    # Where the numbering jumped (see ``renumber``): (the id, the index of
+    # its record) at each jump, in order; the records between go one apart.
+    jumps: list[tuple[int, int]] = field(default_factory=list)
     outputs: list[Any] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     status: str = RunStatus.IN_PROGRESS.value
@@ -61,12 +65,31 @@ class RunLog:
 
     @property
     def last_id(self) -> int:
-        return self.base + len(self.records)
+        first, index = self.jumps[-1] if self.jumps else (self.base + 1, 0)
+        return first + len(self.records) - index - 1
 
     def after(self, event_id: int) -> list[tuple[int, str]]:
         """The records after ``event_id``, with their ids."""
-        first = max(event_id - self.base, 0)
-        return list(enumerate(self.records[first:], self.base + first + 1))
+        stretches = [(self.base + 1, 0), *self.jumps]
+        out: list[tuple[int, str]] = []
+        for k, (first, index) in enumerate(stretches):
+            end = stretches[k + 1][1] if k + 1 < len(stretches) else len(self.records)
+            skip = min(max(event_id - first + 1, 0), end - index)
+            out += enumerate(self.records[index + skip : end], first + skip)
+        return out
+
+    def renumber(self) -> None:
+        """Number what comes next above every id any server may have given
+        for the run since this log was opened: from now, in microseconds
+        (as a new log's ``base``), when that is above the last id here — a
+        continuation after another server continued the run, whose ids
+        were numbered from its own, later, opening."""
+        now = time.time_ns() // 1000
+        if now <= self.last_id + 1:
+            return
+        if self.jumps and self.jumps[-1][1] == len(self.records):
+            self.jumps.pop()  # (nothing numbered since the last jump)
+        self.jumps.append((now, len(self.records)))
 
     def add(self, event: Event) -> None:
         record = event_record(event)

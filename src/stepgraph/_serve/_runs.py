@@ -441,6 +441,7 @@ class RunService:
             ),
             origin=checkpoint.id,
             answering=frozenset(responses),
+            renumber=self._went_on_elsewhere(info),
         )
 
     async def resume(self, run_id: str, checkpoint_id: str | None, *, fork: bool) -> str:
@@ -465,6 +466,18 @@ class RunService:
             workflow,
             lambda: workflow.stream(checkpoint=checkpoint_id, checkpoints=self.config, fork=fork),
             origin=None if fork else checkpoint_id,
+            renumber=not fork and self._went_on_elsewhere(info),
+        )
+
+    def _went_on_elsewhere(self, info: RunInfo) -> bool:
+        """Whether the run changed in the store after it last stopped here:
+        another server (or process) may have gone on with it, numbering its
+        events from its own opening of their log — above this one's."""
+        run_log = self.logs.get(info.run_id)
+        return (
+            run_log is not None
+            and run_log.ended_at is not None
+            and info.updated_at > run_log.ended_at
         )
 
     async def cancel(self, run_id: str) -> None:
@@ -547,18 +560,22 @@ class RunService:
         *,
         origin: str | None = None,
         answering: frozenset[str] = frozenset(),
+        renumber: bool = False,
     ) -> str:
         """Start ``stream()`` as a task and return its run id once the run
         went past its entry (answers recorded, the run taken): a run that
         is refused there is the caller's error, and leaves no events.
         ``origin``: the checkpoint it goes on from; ``answering``: the
-        requests it answers."""
+        requests it answers; ``renumber``: its events are numbered above
+        any another server gave (see ``RunLog.renumber``)."""
         if self.stopping.is_set():
             raise Problem(503, "the server is stopping")
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         # The run goes on if the client that asked for it goes away.
         # (its time: before any checkpoint of it is made)
-        continuation = _Continuation(origin=origin, answering=answering, since=time.time())
+        continuation = _Continuation(
+            origin=origin, answering=answering, since=time.time(), renumber=renumber
+        )
         task = asyncio.get_running_loop().create_task(
             self._drive(workflow, stream, started, continuation)
         )
@@ -630,7 +647,10 @@ class RunService:
 
     def _open_log(self, held: list[Event], workflow: str, continuation: _Continuation) -> RunLog:
         run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))
-        run_log = self.logs.pop(run_id, None) or RunLog(run_id, workflow)
+        known = self.logs.pop(run_id, None)
+        run_log = known or RunLog(run_id, workflow)
+        if known is not None and continuation.renumber:
+            run_log.renumber()
         self.logs[run_id] = run_log  # (moved to the end: the newest)
         run_log.task = asyncio.current_task()
         run_log.since, run_log.origin = continuation.since, continuation.origin
@@ -716,6 +736,7 @@ class _Continuation:
     origin: str | None
     answering: frozenset[str]
     since: float
+    renumber: bool = False
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 256) -> Any:
