@@ -470,3 +470,32 @@ def test_four_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
             assert store.integrity_check() == "ok"
 
     asyncio.run(check())
+
+
+def _stat(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name: state first."""
+    with open(f"/proc/{pid}/stat", "rb") as file:
+        return file.read().rsplit(b")", 1)[1].split()
+
+
+def test_a_lease_of_a_killed_process_not_yet_collected_is_free(tmp_path: Path) -> None:
+    """Killed (kill -9) but not yet collected by its parent — a zombie, for
+    as long as a container's first process takes to collect it — a process
+    holds nothing: another process takes its runs at once (a second
+    ``stepgraph serve`` resuming them, say)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        host, _, _, token = new_holder().split(":")
+        theirs = f"{host}:{child.pid}:{_stat(child.pid)[19].decode()}:{token}"
+        assert alive(theirs)
+        with sg.SqliteCheckpointStore(tmp_path / "leases.sqlite") as store:
+            assert asyncio.run(store.lease("r1", theirs)) is None
+            assert asyncio.run(store.lease("r1", new_holder())) == theirs  # (held)
+            child.kill()
+            while _stat(child.pid)[0] != b"Z":
+                time.sleep(0.01)  # (killed: a zombie until collected below)
+            assert not alive(theirs)
+            assert asyncio.run(store.lease("r1", new_holder())) is None  # taken over
+    finally:
+        child.kill()
+        child.wait()

@@ -66,7 +66,23 @@ def alive(holder: str) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
+    if _ended(pid):
+        return False
     return started == "-" or _start_time(pid) in (started, "-")
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process has ended though its parent has not collected it
+    yet (a zombie: killed, its exit status unread — for as long as its
+    parent, a container's first process say, takes). Such a process holds
+    nothing: its sockets and files are closed. (Linux; elsewhere ``False``.)"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(b")") + 2 :].split()  # (field 3, the state, first)
+    return bool(fields) and fields[0] in (b"Z", b"X")
 
 
 def holding(holder: str) -> str:
