@@ -338,6 +338,18 @@ class Executor:
             if key not in self._ENGINE_ATTRIBUTES:
                 setattr(self, key, value)
 
+    def __getstate__(self) -> object:
+        """A copy (a Ray actor's) starts with empty dispatch caches: they hold
+        every message class this object was asked about — a lock's, a class
+        the workers cannot import — which would stop the copy from loading."""
+        state = super().__getstate__()
+        fresh: dict[str, Any] = {"_dispatch": {}, "_response_dispatch": {}}
+        if isinstance(state, dict):
+            return {**state, **fresh}
+        if isinstance(state, tuple) and isinstance(state[0], dict):  # (with __slots__)
+            return ({**state[0], **fresh}, *state[1:])
+        return state
+
     # -- checkpoints -----------------------------------------------------------
 
     @property

@@ -420,6 +420,16 @@ class RayBackend:
                 named = first.id if len(batches) == 1 else ", ".join(n.id for n, _ in batches)
                 if isinstance(exc, _Closed):
                     raise _closed(work, first, named) from None
+                if isinstance(exc, _Unsendable):
+                    run.busy.discard(group)
+                    raise _fails(
+                        work,
+                        first,
+                        f"executor {named!r}: its inbox of superstep {work.number} could not "
+                        f"be sent to its Ray actor ({_innermost(exc)}); on the Ray "
+                        "backend messages, answers and the run's input must be serializable",
+                        exc.__cause__,
+                    ) from exc.__cause__
                 if not isinstance(exc, ray.exceptions.RayActorError) and not (
                     begin is not None and "Failed to submit task to actor" in str(exc)
                 ):  # (a warm actor of a cluster that is gone fails to submit)
@@ -512,7 +522,13 @@ class RayBackend:
         ``LIVE_AFTER`` (those come through ``follow``; the rest with the result)."""
         call = next(self._calls)
         loop = asyncio.get_running_loop()
-        done = self._answer(actor.process.remote(call, work.number, batches, *args))
+        try:
+            ref = actor.process.remote(call, work.number, batches, *args)
+        except Exception as exc:  # (Ray could not serialize the inboxes: a lock, say)
+            if isinstance(exc, self._ray.exceptions.RayError) or "Failed to submit" in str(exc):
+                raise  # (the actor, not what was sent)
+            raise _Unsendable(exc) from exc
+        done = self._answer(ref)
         following: list[asyncio.Task[None]] = []
         timer = loop.call_later(
             LIVE_AFTER,
@@ -573,6 +589,19 @@ class RayBackend:
 
 class _Closed(Exception):
     """The backend was closed while a call waited for its actor."""
+
+
+class _Unsendable(Exception):
+    """Ray could not serialize a call's inboxes (its cause says why)."""
+
+
+def _innermost(exc: BaseException) -> str:
+    """What Ray's serialization error comes down to: its innermost cause
+    (``TypeError: cannot pickle '_thread.lock' object``), not its report."""
+    inner = exc.__cause__ or exc.__context__
+    while inner is not None:
+        exc, inner = inner, inner.__cause__ or inner.__context__
+    return f"{type(exc).__name__}: {_last_line(exc) or type(exc).__name__}"
 
 
 def _fails(

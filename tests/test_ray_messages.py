@@ -1,0 +1,62 @@
+"""Messages on the Ray backend that Ray cannot send: a run fails naming the
+executor and what could not go to its actor, and the workflow is none the
+worse for it — its next runs (on Ray or after a local run that routed such a
+message) start their actors as usual."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+from tests.test_ray_warm import backend, ray_cluster  # noqa: F401  (fixtures)
+
+
+class Takes(sg.Executor):
+    @sg.handler
+    async def on(self, message: object, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"got {type(message).__name__}")
+
+
+class Unreducible:
+    def __reduce__(self) -> Any:
+        raise ValueError("not for the wire")
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (threading.Lock, "(TypeError: cannot pickle '_thread.lock' object)"),
+        (Unreducible, "(ValueError: not for the wire)"),
+    ],
+)
+async def test_an_input_ray_cannot_send_fails_saying_it_could_not_be_sent(
+    backend: sg.RayBackend,  # noqa: F811
+    make: Any,
+    why: str,
+) -> None:
+    flow = sg.WorkflowBuilder(start=Takes("takes")).build()
+    with pytest.raises(sg.WorkflowRunError) as caught:
+        await flow.run(make(), backend=backend)
+    said = str(caught.value)
+    assert caught.value.executor_id == "takes"
+    assert "its inbox of superstep 1 could not be sent to its Ray actor" in said, said
+    assert why in said, said
+    assert "sent back" not in said and "===" not in said and "\n" not in said, said
+    # The workflow goes on, on the same backend.
+    again = await flow.run("fine", backend=backend)
+    assert again.outputs == ["got str"]
+
+
+async def test_a_message_class_seen_before_does_not_stop_an_actor_from_starting(
+    backend: sg.RayBackend,  # noqa: F811
+) -> None:
+    """An executor remembers which handler takes each message class it was
+    asked about; those classes (a lock's, here, from a local run) are not
+    shipped with it to its actor, where they might not even be importable."""
+    flow = sg.WorkflowBuilder(start=Takes("takes")).build()
+    assert (await flow.run(threading.Lock())).outputs == ["got lock"]  # locally: fine
+    result = await flow.run("fine", backend=backend)
+    assert result.outputs == ["got str"]
