@@ -138,6 +138,11 @@ class RayBackend:
         if runtime_env is not None:
             self._init_options["runtime_env"] = dict(runtime_env)
         self._started = False
+        # Ray was initialized by someone else (``ray.init``, another backend):
+        # checked once (``_attach``); the ``init_options`` it cannot apply,
+        # said in a warning at the next superstep.
+        self._attached = False
+        self._unapplied: list[str] = []
         self._runs: dict[RunScope, _RunActors] = {}  # the runs going on, by their scope
         self.last_run_nodes: dict[str, str] = {}  # executor id -> Ray node id, last run ended
         self.shared_last_superstep = 0  # messages put in the object store once, for several
@@ -176,13 +181,48 @@ class RayBackend:
                     "ray://host:port, 'auto' or 'local')"
                 ) from None
             self._started = True
+            self._attached = False
             self.pool.close()  # (warm actors of a cluster that is gone, if any)
+        elif not self._started and not self._attached:
+            self._attach()
         if self._actor_class is None:
             # ``process`` calls run one at a time in the default group; the
             # events of a long call are followed on a thread of their own. (Set
             # on the method, not per call: Ray Client takes no per-call group.)
             ray.method(concurrency_group="live")(Host.follow)
             self._actor_class = ray.remote(concurrency_groups={"live": 1})(Host)
+
+    def _attach(self) -> None:
+        """Ray is already initialized in this process, by someone else: this
+        backend runs on that cluster. An ``address`` naming another cluster
+        is refused (running elsewhere than asked would be a wrong result);
+        ``runtime_env`` goes with each actor instead of the job; the other
+        ``init_options`` cannot apply, which the next superstep warns of."""
+        ray = self._ray
+        if self.address not in (None, "local", "auto"):
+            here = _current_address(ray)
+            if here is not None and not _same_address(self.address, here):
+                raise ConnectionError(
+                    f"Ray is already initialized in this process (connected to {here}), so "
+                    f"this RayBackend cannot connect to {self.address!r}: call ray.shutdown() "
+                    "first, or give no address to run on the cluster this process is "
+                    "connected to"
+                )
+        self._unapplied = sorted(k for k in self._init_options if k != "runtime_env")
+        self._attached = True
+
+    def _runtime_env(self, place: Placement) -> dict[str, Any] | None:
+        """An actor's runtime environment: its placement's; on a cluster this
+        backend did not start, the backend's ``runtime_env`` under it (Ray
+        has not applied it to the job)."""
+        own: dict[str, Any] | None = dict(place.runtime_env) if place.runtime_env else None
+        backend: dict[str, Any] | None = self._init_options.get("runtime_env")
+        if self._started or not backend:
+            return own
+        merged = {**backend, **(own or {})}
+        if own and "env_vars" in own and "env_vars" in backend:
+            merged["env_vars"] = {**backend["env_vars"], **own["env_vars"]}
+        return merged
 
     def _kill(self, actor: Any) -> None:
         with contextlib.suppress(Exception):  # (gone already, or Ray shut down)
@@ -200,6 +240,7 @@ class RayBackend:
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False
+        self._attached = False
         self._actor_class = None
 
     shutdown = close  # (its name before actors stayed warm)
@@ -266,8 +307,9 @@ class RayBackend:
             options["num_gpus"] = place.num_gpus
         if place.resources:
             options["resources"] = dict(place.resources)
-        if place.runtime_env:
-            options["runtime_env"] = dict(place.runtime_env)
+        runtime_env = self._runtime_env(place)
+        if runtime_env:
+            options["runtime_env"] = runtime_env
         self._placeable(place, node, work)
         actor = self._actor_class.options(**options).remote(members)
         run.actors[group] = actor  # (held before it answers: killed if the run ends)
@@ -340,6 +382,16 @@ class RayBackend:
             first = work.batches[0][0]
             raise _closed(work, first, ", ".join(node.id for node, _ in work.batches))
         self._connect()
+        if self._unapplied:
+            unapplied, self._unapplied = self._unapplied, []
+            work.scope.emit(
+                WarningEvent(
+                    message=f"RayBackend(init_options=...): {', '.join(unapplied)} not used: "
+                    "Ray was already initialized in this process (by ray.init or another "
+                    "backend), so this backend runs on that cluster as it is",
+                    superstep=work.number,
+                )
+            )
         run = self._run_of(work.scope)
         if run.state_ref is None or run.state_dirty:
             # Wrapped in a list so Ray does not resolve it on every call: each
@@ -623,6 +675,31 @@ def _closed(work: Superstep, first: Node, named: str) -> ExecutorFailure:
         f"the Ray backend was closed while executor {named!r} ran (superstep "
         f"{work.number}): the run cannot go on here",
     )
+
+
+def _current_address(ray: Any) -> str | None:
+    """The GCS address this process is connected to (``None``: not
+    knowable — a Ray Client connection)."""
+    try:
+        if ray.util.client.ray.is_connected():
+            return None
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        return None
+
+
+def _same_address(asked: str, here: str) -> bool:
+    """Whether ``asked`` (as given to the backend) is the GCS at ``here``.
+    A ``ray://`` address is a client server's, never a GCS's."""
+    if asked.startswith("ray://"):
+        return False
+
+    def norm(address: str) -> str:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        return f"{'127.0.0.1' if host == 'localhost' else host}:{port}"
+
+    return norm(asked) == norm(here)
 
 
 def _last_line(exc: BaseException) -> str:
