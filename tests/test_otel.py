@@ -518,3 +518,47 @@ def test_a_silent_endpoint_costs_the_exit_three_seconds_in_all() -> None:
             assert done.returncode == 0 and "output: a: 1" in done.stdout, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("warning: traces could not be exported")
     assert timings[1] - timings[0] < 5.0, timings  # (3 s, and the time to set the SDK up)
+
+
+@pytest.fixture(scope="module")
+def ray_backend() -> Iterator[sg.RayBackend]:
+    with sg.RayBackend(
+        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+    ) as backend:
+        yield backend
+
+
+class Nap(sg.Executor):
+    """A map worker that waits: the items of a superstep are all open at once."""
+
+    @sg.handler
+    async def on(self, word: str, ctx: sg.WorkflowContext[str]) -> None:
+        await asyncio.sleep(0.01 * len(word))
+        await ctx.send_message(word.upper())
+
+
+@sg.executor(id="words")
+async def words(text: str, ctx: sg.WorkflowContext[str]) -> None:
+    for word in text.split():
+        await ctx.send_message(word)
+
+
+@sg.executor(id="joined")
+async def joined(items: list[str], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await ctx.yield_output(" ".join(items))
+
+
+async def test_map_items_running_at_once_in_an_actor_are_siblings(
+    traces: Traces, ray_backend: sg.RayBackend
+) -> None:
+    """Items (and colocated executors) run side by side in one actor: each
+    is a child of the superstep, as locally — not of the item that happened
+    to start before it."""
+    flow = sg.WorkflowBuilder(start=words).add_map(words, Nap, id="naps", to=joined).build()
+    for backend in (None, ray_backend):
+        traces.exporter.clear()
+        result = await flow.run("a bb ccc dddd", backend=backend)
+        assert result.outputs == ["A BB CCC DDDD"]
+        items = traces.by_name()["executor naps"]
+        assert sorted(s.attributes["stepgraph.map.item"] for s in items) == [0, 1, 2, 3]
+        assert {traces.parent_name(s) for s in items} == {"superstep 2"}, backend

@@ -21,6 +21,8 @@ and the driver turns them into spans of its trace (:meth:`Trace.replay`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
@@ -71,11 +73,12 @@ SpanRecord = tuple[str, int, int, int, dict[str, Any], str | None]
 
 
 class _Recorded:
-    __slots__ = ("index", "recorder")
+    __slots__ = ("index", "recorder", "token")
 
     def __init__(self, recorder: SpanRecorder, index: int) -> None:
         self.recorder = recorder
         self.index = index
+        self.token: contextvars.Token[tuple[SpanRecorder, int] | None] | None = None
 
     def set(self, key: str, value: Any) -> None:
         self.recorder.records[self.index][4][key] = value
@@ -90,8 +93,18 @@ class _Recorded:
         name, parent, start, _, attributes, error = recorder.records[self.index]
         attributes["stepgraph.outcome"] = outcome
         recorder.records[self.index] = (name, parent, start, time.time_ns(), attributes, error)
-        if recorder.open and recorder.open[-1] == self.index:
-            recorder.open.pop()
+        if self.token is not None:
+            token, self.token = self.token, None
+            with contextlib.suppress(ValueError):  # (ended in another context)
+                _RECORDING.reset(token)
+
+
+# The handler span open in the running task (and the tasks it starts): the
+# parent of what starts there. Per task, because a map's items and
+# colocated executors run at once in one actor.
+_RECORDING: contextvars.ContextVar[tuple[SpanRecorder, int] | None] = contextvars.ContextVar(
+    "stepgraph_recording", default=None
+)
 
 
 def handler_attributes(
@@ -111,14 +124,14 @@ def handler_attributes(
 
 class SpanRecorder:
     """Writes spans down instead of sending them (see the module doc); a
-    handler span is the parent of what starts before it ends."""
+    handler span is the parent of what starts in its task before it ends."""
 
     def __init__(self) -> None:
         self.records: list[SpanRecord] = []
-        self.open: list[int] = []
 
     def _start(self, name: str, attributes: dict[str, Any]) -> _Recorded:
-        parent = self.open[-1] if self.open else -1
+        open_ = _RECORDING.get()
+        parent = open_[1] if open_ is not None and open_[0] is self else -1
         self.records.append((name, parent, time.time_ns(), 0, attributes, None))
         return _Recorded(self, len(self.records) - 1)
 
@@ -127,14 +140,14 @@ class SpanRecorder:
     ) -> TraceSpan:
         attributes = handler_attributes(executor_id, superstep, message, attempt, item)
         span = self._start(f"executor {executor_id}", attributes)
-        self.open.append(span.index)
+        span.token = _RECORDING.set((self, span.index))
         return span
 
     def operation(self, name: str, attributes: dict[str, Any]) -> TraceSpan:
         return self._start(name, dict(attributes))
 
     def take(self) -> list[SpanRecord]:
-        records, self.records, self.open = self.records, [], []
+        records, self.records = self.records, []
         return records
 
 
