@@ -562,3 +562,30 @@ async def test_map_items_running_at_once_in_an_actor_are_siblings(
         items = traces.by_name()["executor naps"]
         assert sorted(s.attributes["stepgraph.map.item"] for s in items) == [0, 1, 2, 3]
         assert {traces.parent_name(s) for s in items} == {"superstep 2"}, backend
+
+
+@sg.executor(id="refuses")
+async def refuses(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    raise KeyError(f"no {n}")
+
+
+async def test_a_handler_failing_in_an_actor_records_its_exception_as_locally(
+    traces: Traces, ray_backend: sg.RayBackend
+) -> None:
+    flow = sg.WorkflowBuilder(start=refuses, name="refusing").build()
+    seen = []
+    for backend in (None, ray_backend):
+        traces.exporter.clear()
+        with pytest.raises(sg.WorkflowRunError):
+            await flow.run(3, backend=backend)
+        [call] = traces.by_name()["executor refuses"]
+        assert call.status.status_code is StatusCode.ERROR
+        [event] = [e for e in call.events if e.name == "exception"]
+        seen.append(
+            (
+                call.status.description,
+                event.attributes["exception.type"],
+                event.attributes["exception.message"],
+            )
+        )
+    assert seen[0] == seen[1] == ("KeyError: 'no 3'", "KeyError", "'no 3'"), seen

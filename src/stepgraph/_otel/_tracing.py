@@ -204,7 +204,8 @@ class OtelTrace:
             )
             if error is not None:
                 span.set_status(self.api.Status(self.api.StatusCode.ERROR, error))
-                span.add_event("exception", {"exception.message": error})
+                kind, _, message = error.partition(": ")  # (as the actor wrote it down)
+                span.add_event("exception", {"exception.type": kind, "exception.message": message})
             span.end(end_time=end or None)
             made.append(span)
             self._counted(attributes)
