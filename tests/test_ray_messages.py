@@ -60,3 +60,39 @@ async def test_a_message_class_seen_before_does_not_stop_an_actor_from_starting(
     assert (await flow.run(threading.Lock())).outputs == ["got lock"]  # locally: fine
     result = await flow.run("fine", backend=backend)
     assert result.outputs == ["got str"]
+
+
+class HoldsALock(sg.Executor):
+    """Makes its client (a lock stands for one) in ``__init__``."""
+
+    def __init__(self) -> None:
+        super().__init__("holder")
+        self.client = threading.Lock()
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+
+@pytest.mark.parametrize("per_run", [False, True])
+async def test_an_executor_ray_cannot_serialize_fails_the_run_naming_it(
+    backend: sg.RayBackend,  # noqa: F811
+    per_run: bool,
+) -> None:
+    builder = (
+        sg.WorkflowBuilder(start="holder").register("holder", lambda: HoldsALock())
+        if per_run
+        else sg.WorkflowBuilder(start=HoldsALock())
+    )
+    flow = builder.build()
+    events: list[Any] = []
+    with pytest.raises(sg.WorkflowRunError) as caught:
+        async with flow.stream(1, backend=backend) as stream:
+            async for event in stream:
+                events.append(event)
+    said = str(caught.value)
+    assert caught.value.executor_id == "holder"
+    assert "executor 'holder' cannot be sent to a Ray actor" in said, said
+    assert "(TypeError: cannot pickle '_thread.lock' object)" in said, said
+    assert "\n" not in said and "import" not in said, said
+    assert [e.kind for e in events][-2:] == ["failed", "status"]

@@ -311,16 +311,41 @@ class RayBackend:
         if runtime_env:
             options["runtime_env"] = runtime_env
         self._placeable(place, node, work)
-        actor = self._actor_class.options(**options).remote(members)
+        try:
+            actor = self._actor_class.options(**options).remote(members)
+        except Exception as exc:  # (an executor Ray cannot serialize: its attributes)
+            raise self._unportable(work, members, exc) from exc
         run.actors[group] = actor  # (held before it answers: killed if the run ends)
         self.started_last_run += 1
         try:
-            where = await self._answer(actor.begin.remote(instances, {}, run.scope))
+            try:
+                begun = actor.begin.remote(instances, {}, run.scope)
+            except Exception as exc:  # (a per-run instance Ray cannot serialize)
+                raise self._unportable(work, members, exc) from exc
+            where = await self._answer(begun)
         except Exception as exc:
             run.actors.pop(group, None)
             self._kill(actor)
+            if isinstance(exc, ExecutorFailure):
+                raise
             raise self._not_started(work, members, exc) from exc
         return self._hold(run, group, members, actor, where)
+
+    def _unportable(self, work: Superstep, members: list[Node], exc: Exception) -> Exception:
+        """The failure of an executor that cannot go to its actor: Ray
+        cannot serialize it (a lock, a client among its attributes)."""
+        ray_error: type[Exception] = self._ray.exceptions.RayError
+        if isinstance(exc, ray_error):
+            return exc  # (not about the executor: as any failure to reach the actor)
+        named = ", ".join(n.id for n in members)
+        return _fails(
+            work,
+            members[0],
+            f"executor {named!r} cannot be sent to a Ray actor ({_innermost(exc)}): on the "
+            "Ray backend an executor's attributes must be serializable; make clients and "
+            "locks in its handlers, or from what ctx.context holds, not in __init__",
+            exc,
+        )
 
     async def _answer(self, ref: Any) -> Any:
         """What a call to an actor returns (``close`` ends the wait)."""
@@ -474,12 +499,15 @@ class RayBackend:
                     raise _closed(work, first, named) from None
                 if isinstance(exc, _Unsendable):
                     run.busy.discard(group)
+                    what = f"its inbox of superstep {work.number}" + (
+                        " or its attributes" if begin is not None else ""
+                    )  # (a warm actor gets the driver's attributes with its first call)
                     raise _fails(
                         work,
                         first,
-                        f"executor {named!r}: its inbox of superstep {work.number} could not "
-                        f"be sent to its Ray actor ({_innermost(exc)}); on the Ray "
-                        "backend messages, answers and the run's input must be serializable",
+                        f"executor {named!r}: {what} could not be sent to its Ray actor "
+                        f"({_innermost(exc)}); on the Ray backend messages, answers, the "
+                        "run's input and executors' attributes must be serializable",
                         exc.__cause__,
                     ) from exc.__cause__
                 if not isinstance(exc, ray.exceptions.RayActorError) and not (
