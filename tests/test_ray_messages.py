@@ -96,3 +96,42 @@ async def test_an_executor_ray_cannot_serialize_fails_the_run_naming_it(
     assert "(TypeError: cannot pickle '_thread.lock' object)" in said, said
     assert "\n" not in said and "import" not in said, said
     assert [e.kind for e in events][-2:] == ["failed", "status"]
+
+
+class MakesItsClient(sg.Executor):
+    """Counts its calls, and makes its client (a lock stands for one) in
+    its handler."""
+
+    def __init__(self) -> None:
+        super().__init__("maker")
+        self.calls = 0
+        self.client: Any = None
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        self.calls += 1
+        if self.client is None:
+            self.client = threading.Lock()
+        await ctx.yield_output(self.calls)
+
+
+async def test_an_attribute_that_cannot_come_back_costs_only_itself(
+    backend: sg.RayBackend,  # noqa: F811
+) -> None:
+    """The executor's other attributes come back and its actor stays warm;
+    a warning names the attribute that stayed behind."""
+    maker = MakesItsClient()
+    flow = sg.WorkflowBuilder(start=maker).build()
+    outputs = []
+    for n in range(3):
+        result = await flow.run(n, backend=backend)
+        outputs += result.outputs
+        [warned] = [e for e in result.events if e.kind == "warning"]
+        assert warned.executor_id == "maker"
+        assert "attribute 'client' (TypeError: cannot pickle '_thread.lock' object)" in (
+            warned.message
+        )
+        if n:
+            assert backend.started_last_run == 0  # (its warm actor, not a new one)
+    assert outputs == [1, 2, 3]  # as locally
+    assert maker.calls == 3 and maker.client is None

@@ -342,8 +342,9 @@ class RayBackend:
             work,
             members[0],
             f"executor {named!r} cannot be sent to a Ray actor ({_innermost(exc)}): on the "
-            "Ray backend an executor's attributes must be serializable; make clients and "
-            "locks in its handlers, or from what ctx.context holds, not in __init__",
+            "Ray backend an executor's attributes travel between the driver and its actor "
+            "and must be serializable; keep clients and locks out of them (make them where "
+            "the handlers run: a module-level cache serves each actor process)",
             exc,
         )
 
@@ -657,9 +658,27 @@ class RayBackend:
             *(_exported(actor) for actor in asked.values()), return_exceptions=True
         )
         for (group, actor), states in zip(asked.items(), exports, strict=True):
+            stayed: dict[str, list[str]] = {}
+            if isinstance(states, self._ray.exceptions.RayTaskError):
+                # An attribute Ray cannot send back (a client made in a
+                # handler): the others come back, and the actor stays warm.
+                try:
+                    states, stayed = await actor.export_portable.remote()
+                except Exception as exc:
+                    states = exc
             if not isinstance(states, dict):
                 self._kill(actor)  # (it failed to answer: not kept)
                 continue
+            for executor_id, why in stayed.items():
+                scope.emit(
+                    WarningEvent(
+                        message=f"executor {executor_id!r}: {'; '.join(why)} could not be "
+                        "brought back from its Ray actor; the driver's copy keeps its earlier "
+                        "value (on the Ray backend an executor's attributes travel between "
+                        "the driver and its actor: keep clients and locks out of them)",
+                        executor_id=executor_id,
+                    )
+                )
             for node in run.groups[group]:
                 target = _driver_copy(scope, node)
                 if target is not None and node.id in states:

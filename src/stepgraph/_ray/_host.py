@@ -271,6 +271,27 @@ class Host:
         except Exception as exc:
             return False, exc
 
+    def export_portable(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """``export`` without the attributes Ray cannot serialize (asked
+        when ``export`` could not come back), and those left out, by
+        executor: ``name (TypeError: cannot pickle ...)``."""
+        import ray
+
+        out = self.export()
+        stayed: dict[str, list[str]] = {}
+        for executor_id, state in out.items():
+            for key, value in list(state.items()):
+                try:
+                    ray.put(value)
+                except Exception as exc:
+                    del state[key]
+                    inner: BaseException = exc  # (Ray's report: its cause says why)
+                    while (inner.__cause__ or inner.__context__) is not None:
+                        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
+                    why = error_line(inner, 200).splitlines()[0]
+                    stayed.setdefault(executor_id, []).append(f"attribute {key!r} ({why})")
+        return out, stayed
+
     def export(self) -> dict[str, dict[str, Any]]:
         """Its executors' attributes, for the driver's copies at the run's end."""
         out: dict[str, dict[str, Any]] = {}
