@@ -589,3 +589,33 @@ async def test_a_handler_failing_in_an_actor_records_its_exception_as_locally(
             )
         )
     assert seen[0] == seen[1] == ("KeyError: 'no 3'", "KeyError", "'no 3'"), seen
+
+
+class Approver(sg.Executor):
+    @sg.handler
+    async def ask(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(text, bool)
+
+    @sg.response_handler
+    async def answered(
+        self, request: str, approved: bool, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        await ctx.yield_output(f"{request}: {approved}")
+
+
+async def test_an_answer_without_a_store_links_to_the_run_it_continues(traces: Traces) -> None:
+    """``run(responses=...)`` on the workflow object, no checkpoints: the
+    continuation's run span links to the run that asked, as a resume from a
+    checkpoint does."""
+    flow = sg.WorkflowBuilder(start=Approver("approver"), name="approving").build()
+    first = await flow.run("ship it")
+    [asked] = traces.by_name()["run approving"]
+    done = await flow.run(responses={first.pending_requests[0].request_id: True})
+    assert done.outputs == ["ship it: True"]
+    [_, going_on] = traces.by_name()["run approving"]
+    [link] = going_on.links
+    assert link.attributes is not None and link.attributes["stepgraph.link"] == "continues"
+    assert (link.context.trace_id, link.context.span_id) == (
+        asked.context.trace_id,
+        asked.context.span_id,
+    )

@@ -29,6 +29,8 @@ class Suspended:
     # Without a checkpoint to restore them from: the shared executors'
     # snapshots as this run left them (encoded, with their parts).
     shared: dict[str, tuple[bytes, dict[str, bytes]]] | None = None
+    # Its run span's ids (a traced run): the continuation's span links to it.
+    trace: dict[str, str] | None = None
 
 
 class WaitingRuns:

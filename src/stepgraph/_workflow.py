@@ -457,8 +457,9 @@ class Workflow:
                 self.name,
                 run_id,
                 parent.id if parent is not None else None,
-                parent.body.get("trace") if parent is not None else None,
+                parent.body.get("trace") if parent is not None else claimed and claimed.trace,
             )
+            link = trace.link() if trace is not None else None  # (kept if the run waits)
             if recorder is not None:
                 scope.progress = self._progress(recorder, run)
                 recorder.trace = trace
@@ -495,7 +496,7 @@ class Workflow:
         if run.requests:
             shared = self.shared_snapshots if last is None else None
             kept = self._codec.keep_shared(shared, run_id, run) if shared else None
-            self._waiting.keep(Suspended(run_id, run, last, kept), emit)
+            self._waiting.keep(Suspended(run_id, run, last, kept, link), emit)
         usage = RunUsage(dict(run.usage))
         return _Outcome(run_id, status, list(run.requests.values()), last, usage)
 

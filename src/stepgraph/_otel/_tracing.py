@@ -255,15 +255,15 @@ def start_run(workflow: str, run_id: str, resumed_from: str | None, link: Any) -
     links = []
     if resumed_from is not None:
         attributes["stepgraph.resumed_from"] = resumed_from
-        if isinstance(link, dict):
-            try:
-                context = api.SpanContext(
-                    int(link["trace_id"], 16), int(link["span_id"], 16), is_remote=True,
-                    trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
-                )  # fmt: skip
-                links.append(api.Link(context, {"stepgraph.link": "continues"}))
-            except (KeyError, TypeError, ValueError):
-                pass  # (a checkpoint's trace ids are for display, never required)
+    if isinstance(link, dict):  # (from its checkpoint, or kept in memory with the waiting run)
+        try:
+            context = api.SpanContext(
+                int(link["trace_id"], 16), int(link["span_id"], 16), is_remote=True,
+                trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
+            )  # fmt: skip
+            links.append(api.Link(context, {"stepgraph.link": "continues"}))
+        except (KeyError, TypeError, ValueError):
+            pass  # (a checkpoint's trace ids are for display, never required)
     span = tracer.start_span(f"run {workflow}", attributes=attributes, links=links)
     if not span.is_recording() and not _measuring(metrics):
         return None  # nothing records spans (or samples this run) and no metrics: off
