@@ -5,6 +5,7 @@ message) start their actors as usual."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -135,3 +136,30 @@ async def test_an_attribute_that_cannot_come_back_costs_only_itself(
             assert backend.started_last_run == 0  # (its warm actor, not a new one)
     assert outputs == [1, 2, 3]  # as locally
     assert maker.calls == 3 and maker.client is None
+
+
+@sg.executor(id="talker")
+async def talker(n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    """Long enough for its events to stream live from its actor."""
+    ctx.add_event(sg.UserEvent(data="before"))
+    await asyncio.sleep(0.3)
+    ctx.add_event(sg.UserEvent(data="beside it"))
+    ctx.add_event(sg.UserEvent(data=threading.Lock()))
+    await asyncio.sleep(0.3)
+    ctx.add_event(sg.UserEvent(data="after"))
+    await ctx.yield_output("done")
+
+
+async def test_a_live_event_ray_cannot_send_fails_the_superstep_rather_than_vanish(
+    backend: sg.RayBackend,  # noqa: F811
+) -> None:
+    """As when such an event comes back with a short handler's result: the
+    superstep fails saying so (it did drop silently, with the events sent
+    beside it)."""
+    flow = sg.WorkflowBuilder(start=talker).build()
+    with pytest.raises(sg.WorkflowRunError) as caught:
+        await flow.run(1, backend=backend)
+    said = str(caught.value)
+    assert caught.value.executor_id == "talker"
+    assert "could not be sent back" in said and "cannot pickle '_thread.lock' object" in said
+    assert "events" in said

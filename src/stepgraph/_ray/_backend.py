@@ -594,7 +594,7 @@ class RayBackend:
             first,
             f"executor {named!r}: what its Ray actor did in superstep {work.number} could "
             f"not be sent back ({type(exc).__name__}: {_last_line(exc) or type(exc).__name__}); "
-            "on the Ray backend messages, outputs and exceptions must be serializable",
+            "on the Ray backend messages, outputs, events and exceptions must be serializable",
             exc,
         )
 
@@ -624,8 +624,12 @@ class RayBackend:
         finally:
             timer.cancel()
         if following:  # what it streamed comes before what it returned
-            with contextlib.suppress(self._ray.exceptions.RayError):
+            try:
                 await following[0]
+            except self._ray.exceptions.RayTaskError:
+                raise  # (events Ray could not send: the superstep fails, as when returned)
+            except self._ray.exceptions.RayError:
+                pass
         return result
 
     async def finish_run(self, scope: RunScope) -> None:
