@@ -78,6 +78,10 @@ def portable(exc: BaseException) -> BaseException:
     return out
 
 
+# What every executor has from ``Executor.__init__``: not state of its own.
+_BASE_ATTRIBUTES = frozenset({"id", "retry", "timeout", "placement"})
+
+
 class Shared:
     """A message sent to several inboxes of one superstep: put in the object
     store once and fetched by each actor, instead of shipped with each call."""
@@ -177,7 +181,7 @@ class Host:
         snapshots: dict[str, tuple[bool, Any]] = {}
         for executor_id, _ in batches:
             executor = self._executor(executor_id)
-            if executor is not None and executor._user_state():
+            if executor is not None and not _BASE_ATTRIBUTES.issuperset(executor._user_state()):
                 self.stateful.add(executor_id)
             if outboxes is not None:
                 taken = self._snapshot(executor)
