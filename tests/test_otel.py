@@ -619,3 +619,48 @@ async def test_an_answer_without_a_store_links_to_the_run_it_continues(traces: T
         asked.context.trace_id,
         asked.context.span_id,
     )
+
+
+class Victim(sg.Executor):
+    """Writes its pid to ``path`` and waits (to be killed) the first time;
+    answers the second."""
+
+    def __init__(self) -> None:
+        super().__init__("victim", retry=sg.RetryPolicy(attempts=2))
+
+    @sg.handler
+    async def on(self, path: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        done = Path(path + ".done")
+        if not done.exists():
+            done.touch()
+            Path(path).write_text(str(os.getpid()))
+            await asyncio.sleep(60)
+        await ctx.yield_output("answered")
+
+
+async def test_an_attempt_that_lost_its_actor_is_a_failed_span_and_the_retry_counts_on(
+    traces: Traces, ray_backend: sg.RayBackend, tmp_path: Path
+) -> None:
+    """As locally a failed attempt has its error span and the next one
+    ``stepgraph.attempt`` 2: the actor killed under the first attempt (no
+    records come back from it) is an error span, the retry attempt 2."""
+    import signal
+
+    marker = tmp_path / "pid"
+
+    async def kill_when_marked() -> None:
+        while not (marker.exists() and marker.read_text()):
+            await asyncio.sleep(0.05)
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+
+    killer = asyncio.create_task(kill_when_marked())
+    flow = sg.WorkflowBuilder(start=Victim(), name="victims").build()
+    result = await asyncio.wait_for(flow.run(str(marker), backend=ray_backend), 120)
+    await killer
+    assert result.outputs == ["answered"]
+    calls = sorted(traces.by_name()["executor victim"], key=lambda s: s.start_time or 0)
+    assert [c.attributes["stepgraph.attempt"] for c in calls] == [1, 2]
+    assert [c.attributes["stepgraph.outcome"] for c in calls] == ["error", "ok"]
+    assert calls[0].status.status_code is StatusCode.ERROR
+    assert "ActorDiedError" in (calls[0].status.description or "")
+    assert {traces.parent_name(c) for c in calls} == {"superstep 1"}

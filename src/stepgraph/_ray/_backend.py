@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
+import time
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -45,8 +46,10 @@ from .._core import (
     Outbox,
     Placement,
     RunScope,
+    SpanRecord,
     Superstep,
     WarningEvent,
+    handler_attributes,
 )
 from .._exceptions import WorkflowRunError
 from .._factories import make_executor
@@ -487,6 +490,7 @@ class RayBackend:
             actor = await self._actor(run, group, first, work)
             begin = run.pending.pop(group, None)
             run.busy.add(group)
+            called = time.time_ns()
             try:
                 outboxes, events, failures, snapshots, usage, stateful, spans = (
                     await self._process(
@@ -532,6 +536,11 @@ class RayBackend:
                     )
                     self.pool.forget(run.groups.get(group, [first])[0])
                     continue
+                if work.scope.trace is not None:  # the lost attempt, as a failed one
+                    lost = f"{type(exc).__name__}: its Ray actor on node {where} died"
+                    work.scope.trace.replay(
+                        _lost_spans(work, batches, attempt, called, lost), work.number
+                    )
                 if attempt < attempts:
                     work.scope.emit(
                         WarningEvent(
@@ -554,6 +563,10 @@ class RayBackend:
             run.busy.discard(group)
             run.stateful.update(stateful)
             if spans and work.scope.trace is not None:
+                if attempt > 1:  # (the actor counted from 1: it re-ran a lost batch)
+                    for name, _, _, _, attributes, _ in spans:
+                        if name.startswith("executor ") and "stepgraph.attempt" in attributes:
+                            attributes["stepgraph.attempt"] += attempt - 1
                 work.scope.trace.replay(spans, work.number)
             emit = work.scope.emit
             for event in events:
@@ -696,6 +709,26 @@ class _Closed(Exception):
 
 class _Unsendable(Exception):
     """Ray could not serialize a call's inboxes (its cause says why)."""
+
+
+def _lost_spans(
+    work: Superstep,
+    batches: list[tuple[Node, Inbox]],
+    attempt: int,
+    started: int,
+    error: str,
+) -> list[SpanRecord]:
+    """A span per executor of a call whose actor died: a failed attempt,
+    from the call to now (what ran in the actor never came back)."""
+    inboxes = {node.id: inbox for node, inbox in work.batches}  # (not shared: as sent)
+    records: list[SpanRecord] = []
+    for node, _ in batches:
+        inbox = inboxes.get(node.id)
+        message = inbox[0][1] if inbox else None
+        attributes = handler_attributes(node.id, work.number, message, attempt, None)
+        attributes["stepgraph.outcome"] = "error"
+        records.append((f"executor {node.id}", -1, started, time.time_ns(), attributes, error))
+    return records
 
 
 def _innermost(exc: BaseException) -> str:
