@@ -25,6 +25,9 @@ def ray_module() -> Any:
     return ray
 
 
+# The port of a head's Ray Client server when a ray:// address gives none.
+_CLIENT_PORT = 10001
+
 # HTTP/2's client preface and an empty SETTINGS frame: a Ray cluster's gRPC
 # endpoints answer with a SETTINGS frame of their own.
 _HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -34,8 +37,11 @@ _SETTINGS = 0x04
 def probe(address: str, timeout: float) -> None:
     """Ray retries an address for minutes, whatever is (or is not) there: ask
     it first whether it speaks gRPC, within ``timeout`` seconds."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if address.startswith("ray://") and (not sep or not port.isdigit()):
+        host, port = rest, str(_CLIENT_PORT)  # (Ray Client's default port)
+    elif not sep or not port.isdigit():
         return  # no port to try: Ray's own defaults apply
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
