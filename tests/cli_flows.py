@@ -284,3 +284,12 @@ class BreakingGate(sg.Executor):
 
 def asking_breaking() -> sg.Workflow:
     return sg.WorkflowBuilder(start=BreakingGate("gate"), name="asking-breaking").build()
+
+
+async def async_build() -> sg.Workflow:
+    return pricing()
+
+
+def returns_a_coroutine() -> Any:
+    """A plain function that hands back a coroutine (a wrapped async factory)."""
+    return async_build()

@@ -104,6 +104,14 @@ PROBLEMS = {
         ("run", "tests.cli_flows:returns_int", "--input", "1"),
         "tests.cli_flows:returns_int returned an int, not a Workflow",
     ),
+    "factory-is-async": (
+        ("run", "tests.cli_flows:async_build", "--input", "1"),
+        "tests.cli_flows:async_build is an async function; name a Workflow or a plain function",
+    ),
+    "factory-returns-a-coroutine": (
+        ("viz", "tests.cli_flows:returns_a_coroutine"),
+        "tests.cli_flows:returns_a_coroutine returned a coroutine (is it async?), not a Workflow",
+    ),
     "factory-returns-none": (
         ("run", "tests.cli_flows:returns_none", "--input", "1"),
         "tests.cli_flows:returns_none returned None, not a Workflow",

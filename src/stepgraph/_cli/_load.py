@@ -87,8 +87,21 @@ def load_target(target: str) -> tuple[Workflow, Callable[[], Workflow] | None]:
             raise CliError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     factory = None
+    if not isinstance(obj, Workflow) and inspect.iscoroutinefunction(obj):
+        # (called, it would only make a coroutine nobody awaits — and Python
+        # would warn about it on the way out)
+        raise CliError(
+            f"{target} is an async function; name a Workflow or a plain function returning one"
+        )
     if not isinstance(obj, Workflow) and callable(obj):
         factory, obj = obj, _call_factory(obj, target)
+    if inspect.isawaitable(obj):
+        if inspect.iscoroutine(obj):
+            obj.close()  # (never awaited: no warning about it)
+        raise CliError(
+            f"{target} returned {a_type(type(obj))} (is it async?), not a Workflow; name a "
+            "Workflow or a plain function returning one"
+        )
     if obj is None:
         raise CliError(f"{target} returned None, not a Workflow")
     if not isinstance(obj, Workflow) and factory is not None:
