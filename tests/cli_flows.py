@@ -293,3 +293,16 @@ async def async_build() -> sg.Workflow:
 def returns_a_coroutine() -> Any:
     """A plain function that hands back a coroutine (a wrapped async factory)."""
     return async_build()
+
+
+@sg.executor(id="nest")
+async def nest(depth: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+    value: Any = "core"
+    for _ in range(depth):
+        value = [value]
+    await ctx.yield_output(value)
+
+
+def nesting() -> sg.Workflow:
+    """Outputs a list nested ``depth`` deep (deeper than Python's repr goes)."""
+    return sg.WorkflowBuilder(start=nest, name="nesting").build()

@@ -457,3 +457,23 @@ def test_the_printed_answer_shape_is_an_answer_the_cli_takes(annotation: object)
     from stepgraph._cli._input import coerce, example_json
 
     coerce(json.loads(example_json(annotation)), annotation, "the answer")
+
+
+def test_an_output_nested_thousands_deep_is_printed_cut_and_the_run_ends_idle(
+    tmp_path: Path,
+) -> None:
+    cut = "<a list nested more than 100 levels deep>"
+    for store in (("--no-store",), ("--store", f"sqlite:{tmp_path / 'runs.sqlite'}")):
+        done = cli("run", "tests.cli_flows:nesting", "--input", "3000", *store)
+        assert done.returncode == 0, done.stderr
+        assert "unexpected failure" not in done.stderr and "Traceback" not in done.stderr
+        [output] = [line for line in done.stdout.splitlines() if line.startswith("output: ")]
+        assert output == f"output: {'[' * 100}'{cut}'{']' * 100}"
+        assert "status: idle" in done.stdout
+    as_json = cli("run", "tests.cli_flows:nesting", "--input", "3000", "--no-store", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    [event] = [e for e in events_of(as_json.stdout) if e["kind"] == "output"]
+    data = event["data"]
+    for _ in range(100):
+        data = data[0]
+    assert data == cut

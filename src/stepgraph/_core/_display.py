@@ -13,7 +13,13 @@ from ._typing import type_name
 __all__ = ["jsonable"]
 
 
-def jsonable(value: Any) -> Any:
+# How deep a rendering goes: below, a container is shown as one line saying
+# so (a value nested thousands deep would exhaust the stack: a run whose
+# output is one failed at its checkpoint, and the CLI could not print it).
+_DEEPEST = 100
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
     """A JSON-friendly rendering of a value (for display, not for storage):
     strict JSON, so non-finite floats become the strings "nan", "inf", "-inf"."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 13_000:
@@ -23,16 +29,22 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, enum.Enum):
-        return jsonable(value.value)
+        return jsonable(value.value, _depth)
+    deeper = _depth + 1
+    nested = isinstance(value, (list, tuple, set, frozenset, dict)) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    )
+    if nested and deeper > _DEEPEST:
+        return f"<a {type(value).__name__} nested more than {_DEEPEST} levels deep>"
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, deeper) for v in value]
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, deeper) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name), deeper) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)
     if callable(dump):
-        return jsonable(dump(mode="json"))
+        return jsonable(dump(mode="json"), _depth)
     if isinstance(value, type) or hasattr(value, "__origin__"):
         return type_name(value)
     if isinstance(value, BaseException):

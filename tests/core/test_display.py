@@ -1,0 +1,44 @@
+"""Rendering values for people (events, outputs, the CLI): whatever the value."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import stepgraph as sg
+from stepgraph._core import jsonable
+from tests import cli_flows
+
+
+def nested(depth: int) -> list[Any]:
+    value: Any = "core"
+    for _ in range(depth):
+        value = [value]
+    return value  # type: ignore[no-any-return]
+
+
+def test_a_value_nested_thousands_deep_renders_with_its_depth_cut() -> None:
+    shown = jsonable(nested(5000))
+    for _ in range(100):
+        assert isinstance(shown, list) and len(shown) == 1
+        shown = shown[0]
+    assert shown == "<a list nested more than 100 levels deep>"
+    # (a shallow value is shown whole, down to its last level)
+    assert jsonable({"a": nested(99)})["a"] == nested(99)
+
+
+def test_a_run_whose_output_is_nested_thousands_deep_checkpoints_and_ends_idle(
+    tmp_path: Path,
+) -> None:
+    async def main() -> sg.RunResult:
+        with sg.SqliteCheckpointStore(tmp_path / "runs.sqlite") as store:
+            return await cli_flows.nesting().run(5000, checkpoints=store)
+
+    result = asyncio.run(main())
+    assert result.status is sg.RunStatus.IDLE
+    [output] = result.outputs
+    for _ in range(5000):  # (== would go as deep as the value: checked level by level)
+        assert isinstance(output, list) and len(output) == 1
+        output = output[0]
+    assert output == "core"
