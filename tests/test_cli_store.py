@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import stepgraph as sg
 from tests import cli_flows
@@ -488,3 +489,57 @@ def test_stored_names_with_control_characters_list_as_one_escaped_row(tmp_path: 
     assert listed.returncode == 0, listed.stderr
     [row] = listed.stdout.splitlines()[1:]
     assert row.split("\t")[1] == "evil\\x1b[31m\\tname\\nx" and "\x1b" not in listed.stdout
+
+
+def test_a_store_this_process_cannot_write_is_refused_naming_file_or_folder(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    # A read-only file system, or another user's file or folder: SQLite said
+    # only "unable to open database file", or the run failed at its first
+    # checkpoint. (os.access answers as that user would: root may write anything.)
+    from stepgraph._cli import main
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    store = kept / "runs.sqlite"
+    assert (
+        main(["run", "examples.hello:build", "--input", '"a"', "--store", f"sqlite:{store}"]) == 0
+    )
+    read_only = {kept}
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: Path(p) not in read_only and real_access(p, mode, **kw)
+    )
+
+    def refused(args: list[str], *fragments: str) -> None:
+        capsys.readouterr()
+        assert main(args) == 1
+        out, err = capsys.readouterr()
+        [line] = err.strip().splitlines()
+        assert line.startswith("error: ") and "Traceback" not in out + err, err
+        for fragment in fragments:
+            assert fragment in line, line
+
+    run = ["run", "examples.hello:build", "--input", '"a"']
+    refused(
+        [*run, "--store", f"sqlite:{store}"],
+        f"its folder '{kept}' is read-only here, and SQLite writes its runs.sqlite-wal",
+    )
+    new = kept / "new.sqlite"
+    refused(
+        [*run, "--store", f"sqlite:{new}"],
+        f"cannot create checkpoint store '{new}': the folder '{kept}' is read-only here",
+    )
+    assert not new.exists()
+    read_only = {store}
+    refused(
+        [*run, "--store", f"sqlite:{store}"],
+        f"cannot write checkpoint store '{store}': the file is read-only here",
+    )
+    refused(
+        ["checkpoints", "prune", "--keep-last", "1", "--store", f"sqlite:{store}"],
+        "the file is read-only here",
+    )
+    capsys.readouterr()
+    assert main(["checkpoints", "list", "--store", f"sqlite:{store}"]) == 0  # reading works
+    assert "hello\tidle" in capsys.readouterr().out

@@ -300,6 +300,8 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
                 f"cannot create checkpoint store {str(path)!r}: the folder "
                 f"{str(path.parent)!r} does not exist"
             )
+    if mode is not StoreMode.READ:
+        _check_writable(path)
     # (as on PostgreSQL: only a command that starts runs creates the tables,
     # even in an empty file that exists)
     try:
@@ -314,3 +316,33 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
         store.close()
         raise CliError(str(exc)) from None
     return store
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, naming the file or folder, a store this process cannot write
+    — SQLite would say only "unable to open database file", or the run would
+    fail at its first checkpoint. SQLite (in WAL mode) also writes a
+    ``-wal`` and a ``-shm`` file beside the store: its folder must take
+    them, unless they are there already."""
+    folder = path.parent
+    writable_folder = os.access(folder, os.W_OK)
+    if not path.exists():
+        if not writable_folder:
+            raise CliError(
+                f"cannot create checkpoint store {str(path)!r}: the folder {str(folder)!r} is "
+                "read-only here (a read-only file system, or another user's folder)"
+            )
+        return
+    if not os.access(path, os.W_OK):
+        raise CliError(
+            f"cannot write checkpoint store {str(path)!r}: the file is read-only here (its "
+            "permissions, or a read-only file system); the reading commands (checkpoints "
+            "list, show) work on it"
+        )
+    beside = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+    if not writable_folder and not all(os.access(p, os.W_OK) for p in beside):
+        raise CliError(
+            f"cannot write checkpoint store {str(path)!r}: its folder {str(folder)!r} is "
+            f"read-only here, and SQLite writes its {path.name}-wal and {path.name}-shm files "
+            "beside it; the reading commands (checkpoints list, show) work on it"
+        )
