@@ -477,3 +477,26 @@ def test_an_output_nested_thousands_deep_is_printed_cut_and_the_run_ends_idle(
     for _ in range(100):
         data = data[0]
     assert data == cut
+
+
+def test_bidirectional_overrides_in_what_a_workflow_says_are_shown_not_obeyed(
+    tmp_path: Path,
+) -> None:
+    # U+202E (right-to-left override) would print the rest of its line
+    # backwards in a terminal — the command that answers a request included.
+    done = cli(
+        "run", "tests.cli_flows:echoing", "--input", '"a\\u202etxt.exe \\u2067b"', "--no-store"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "output: a\\u202etxt.exe \\u2067b" in done.stdout.splitlines()
+    asked = cli(
+        "run", "tests.cli_flows:asking", "--input", '"\\u202eevil"',
+        "--store", f"sqlite:{tmp_path / 'runs.sqlite'}",
+    )  # fmt: skip
+    assert asked.returncode == 2, asked.stderr
+    assert "Confirm: Confirm(question='let \\u202eevil through?')" in asked.stdout
+    for text in (done.stdout, done.stderr, asked.stdout, asked.stderr):
+        assert "\u202e" not in text and "\u2067" not in text
+    # Right-to-left text itself, and combining characters, print as they are.
+    plain = cli("run", "tests.cli_flows:echoing", "--input", '"שלום e\\u0301"', "--no-store")
+    assert "output: שלום e\u0301" in plain.stdout.splitlines()

@@ -35,11 +35,15 @@ __all__ = ["LiveView", "event_json", "event_record", "jsonable", "printable", "s
 
 # Control characters other than newline and tab: a terminal obeys them
 # (ESC starts a sequence that recolours it, moves the cursor, sets its title).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# So it does the bidirectional overrides, embeddings and isolates (U+202A-E,
+# U+2066-9): one in an output or an id would reverse the rest of its line —
+# the printed command to answer a request included ("Trojan Source").
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escaped(found: re.Match[str]) -> str:
-    return f"\\x{ord(found.group()):02x}"
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def printable(text: str) -> str:
