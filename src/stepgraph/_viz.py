@@ -77,7 +77,11 @@ def _label(workflow: Workflow, executor_id: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    # Mermaid reads "#name;" and "#35;" in a label as entity codes: "#" goes
+    # first, so an id holding one ("g#35;h") is drawn as it is, not as "g#h".
+    return (
+        text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    )
 
 
 def to_mermaid(workflow: Workflow) -> str:
