@@ -543,3 +543,25 @@ def test_a_store_this_process_cannot_write_is_refused_naming_file_or_folder(
     capsys.readouterr()
     assert main(["checkpoints", "list", "--store", f"sqlite:{store}"]) == 0  # reading works
     assert "hello\tidle" in capsys.readouterr().out
+
+
+def test_a_missing_default_store_says_it_is_looked_for_in_the_current_folder(
+    tmp_path: Path,
+) -> None:
+    # Runs started in the project's root, listed from a subfolder: the
+    # default store is relative, so the message says where it looked.
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    for args in (
+        ("checkpoints", "list"),
+        ("checkpoints", "migrate"),
+        ("runs", "cancel", "abc"),
+        ("run", "tests.cli_flows:asking", "--resume", "latest"),
+    ):
+        one_line_error(
+            cli(*args, cwd=elsewhere),
+            "no checkpoint store at '.stepgraph/checkpoints.sqlite' (no such file): the default "
+            f"store is looked for in the current folder ({elsewhere}); run from the folder the "
+            "runs were started in, or give --store sqlite:PATH",
+        )
+    assert not (elsewhere / ".stepgraph").exists()

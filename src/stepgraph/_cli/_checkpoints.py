@@ -34,6 +34,7 @@ from ._load import (
     CliStore,
     StoreMode,
     is_postgres,
+    missing_store,
     open_store,
     shown_store,
     store_path,
@@ -334,7 +335,7 @@ def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
             if path.is_dir():
                 raise fail(f"{str(path)!r} is a folder, not a checkpoint store file")
             if not path.is_file():
-                raise fail(f"no checkpoint store at {str(path)!r} (no such file)")
+                raise fail(missing_store(store, path))
             opened = SqliteCheckpointStore(path, create=False)
     except (CliError, ImportError) as exc:
         raise fail(str(exc)) from None

@@ -33,6 +33,7 @@ __all__ = [
     "is_postgres",
     "load_target",
     "load_workflow",
+    "missing_store",
     "open_store",
     "parse_json",
     "quoting_hint",
@@ -266,6 +267,18 @@ def store_secret() -> str | None:
     return os.environ.get("STEPGRAPH_SECRET") or None
 
 
+def missing_store(spec: str, path: Path) -> str:
+    """What to say of a store file that is not there. The default one is
+    relative to the current folder: from another folder, it is not found."""
+    if spec != DEFAULT_STORE:
+        return f"no checkpoint store at {str(path)!r} (no such file)"
+    return (
+        f"no checkpoint store at {str(path)!r} (no such file): the default store is looked "
+        f"for in the current folder ({os.getcwd()}); run from the folder the runs were started "
+        "in, or give --store sqlite:PATH"
+    )
+
+
 def open_store(spec: str, mode: StoreMode) -> CliStore:
     secret = store_secret()
     if is_postgres(spec):
@@ -284,7 +297,7 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
     if path.is_dir():
         raise CliError(f"{str(path)!r} is a folder, not a checkpoint store file")
     if mode is not StoreMode.CREATE and not path.exists():
-        raise CliError(f"no checkpoint store at {str(path)!r} (no such file)")
+        raise CliError(missing_store(spec, path))
     if mode is StoreMode.CREATE and not path.exists():
         if spec == DEFAULT_STORE:
             try:
