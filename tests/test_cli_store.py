@@ -315,6 +315,9 @@ def test_breakpoints_from_the_command_line(tmp_path: Path) -> None:
     stored = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", spec,
                  "--max-supersteps", "2")  # fmt: skip
     assert stored.returncode == 1 and "go on with: stepgraph run" in stored.stdout
+    # (as docs/cli.md says: listed as failed until it goes on)
+    newest = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1]
+    assert newest.split("\t")[2:4] == ["failed", "2"]
     command = stored.stdout.split("go on with: ")[1].split()
     went_on = cli(*command[1:])
     assert went_on.returncode == 0 and "output: 20" in went_on.stdout
