@@ -112,6 +112,15 @@ PROBLEMS = {
         ("viz", "tests.cli_flows:returns_a_coroutine"),
         "tests.cli_flows:returns_a_coroutine returned a coroutine (is it async?), not a Workflow",
     ),
+    "null-input": (  # (it said "nothing to run: give --input", which was given)
+        ("run", "tests.cli_flows:echoing", "--input", " null ", "--no-store"),
+        "the input is null, and None is never a message: give the start executor 'echo' a "
+        "value (it takes Any)",
+    ),
+    "null-input-with-resume": (
+        ("run", "tests.cli_flows:echoing", "--input", "null", "--resume", "latest"),
+        "the input is null, and None is never a message",
+    ),
     "factory-returns-none": (
         ("run", "tests.cli_flows:returns_none", "--input", "1"),
         "tests.cli_flows:returns_none returned None, not a Workflow",

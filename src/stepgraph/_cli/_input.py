@@ -141,6 +141,12 @@ def coerce_input(workflow: Workflow, value: Any) -> Any:
     """The run input for the start executor, from JSON: the first of its
     input types that takes the value."""
     start = workflow.start
+    accepted = ", ".join(type_name(t) for t in start.input_types)
+    if value is None:  # (even where the type takes it: a run has no None message)
+        raise CliError(
+            f"the input is null, and None is never a message: give the start executor "
+            f"{start.id!r} a value (it takes {accepted})"
+        )
     problems = []
     for annotation in start.input_types:
         try:
@@ -151,7 +157,6 @@ def coerce_input(workflow: Workflow, value: Any) -> Any:
         if start.accepts(candidate):
             return candidate
         problems.append(f"the input as {a_type(annotation)} has no handler")
-    accepted = ", ".join(type_name(t) for t in start.input_types)
     raise CliError(
         f"the input does not fit the start executor {start.id!r} (it takes {accepted}): "
         + " | ".join(problems)
