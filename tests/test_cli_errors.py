@@ -141,6 +141,14 @@ PROBLEMS = {
         ("run", "examples.hello:build", "--input", '"x"', "--store", "sqlite:tests"),
         "'tests' is a folder, not a checkpoint store file",
     ),
+    "store-in-memory": (  # (SQLite opened it in memory: the run's checkpoints vanished)
+        ("run", "tests.cli_flows:asking", "--input", '"x"', "--store", "sqlite::memory:"),
+        "the store 'sqlite::memory:' is SQLite's in-memory database, gone when the command ends",
+    ),
+    "store-in-memory-listed": (
+        ("checkpoints", "list", "--store", "sqlite:./:memory:"),
+        "is SQLite's in-memory database",
+    ),
     "store-and-no-store": (
         ("run", "examples.hello:build", "--input", '"x"', "--store", "sqlite:x.db", "--no-store"),
         "give --store or --no-store, not both",

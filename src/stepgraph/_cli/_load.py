@@ -246,6 +246,12 @@ def store_path(spec: str) -> Path:
     than taken as a file name, so a typo never creates a store where nobody
     looks for it."""
     kind, sep, path = spec.partition(":")
+    if kind == "sqlite" and path and str(Path(path)) == ":memory:":  # (./:memory: too)
+        raise CliError(  # (SQLite's name for a database in memory)
+            f"the store {spec!r} is SQLite's in-memory database, gone when the command ends "
+            "(nothing could be answered, resumed or listed): give a file, sqlite:PATH (a "
+            "file of that name by its full path), or --no-store"
+        )
     if kind == "sqlite" and path:
         return Path(path).expanduser()  # (quoted, the shell left ~ as it is)
     if not spec.strip():
