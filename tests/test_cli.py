@@ -390,6 +390,16 @@ def test_viz_dot_and_svg(tmp_path: Path) -> None:
     assert png.returncode == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_viz_output_dash_is_standard_output(tmp_path: Path) -> None:
+    # As --input-file - reads standard input: -o - never makes a file named "-".
+    done = cli("viz", "stepgraph.demo:build", "-o", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("flowchart LR\n") and mermaid_counts(done.stdout) == (5, 5)
+    dot = cli("viz", "stepgraph.demo:build", "--format", "dot", "--output", "-", cwd=tmp_path)
+    assert dot.returncode == 0 and dot.stdout.startswith('digraph "review-pipeline" {')
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_viz_without_graphviz_gives_a_hint(tmp_path: Path) -> None:
     bare = tmp_path / "bin"
     bare.mkdir()

@@ -362,7 +362,9 @@ def _backend(spec: str, connect_timeout: float) -> Any:
 def viz(
     target: Target,
     format: Annotated[str, typer.Option("--format", help="mermaid, dot, svg or png")] = "mermaid",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="write to FILE ('-': standard output)")
+    ] = None,
 ) -> None:
     """Draw a workflow (Mermaid or DOT; SVG/PNG through Graphviz's dot)."""
     try:
@@ -380,8 +382,8 @@ def viz(
                 "graphviz, brew install graphviz); --format mermaid and --format dot work "
                 "without it"
             )
-        if format == "png" and output is None:
-            raise CliError("--format png needs -o FILE")
+        if format == "png" and (output is None or (str(output) == "-" and sys.stdout.isatty())):
+            raise CliError("--format png needs -o FILE (or -o - into a pipe)")
         drawn = subprocess.run(
             [dot, f"-T{format}"], input=to_dot(workflow).encode(), capture_output=True, check=False
         )
@@ -393,7 +395,7 @@ def viz(
 
 
 def _write(output: Path | None, data: bytes) -> None:
-    if output is None:
+    if output is None or str(output) == "-":  # (as --input-file - reads standard input)
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
