@@ -319,6 +319,55 @@ def interrupt_slow_run(
     return process.returncode, stderr
 
 
+def run_with_output_closed(args: list[str], after_lines: int) -> tuple[int, str]:
+    """Run the CLI, read ``after_lines`` lines of its standard output, then
+    close it — as ``| head`` does; returns (exit code, stderr)."""
+    process = subprocess.Popen(
+        [*COMMAND, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    with process:
+        assert process.stdout is not None and process.stderr is not None
+        for _ in range(after_lines):
+            process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read()
+        return process.wait(timeout=60), stderr
+
+
+def test_a_run_whose_output_is_closed_says_so_and_resumes(tmp_path: Path) -> None:
+    # `stepgraph run ... --json | head -3`: it ended with 1 and nothing said,
+    # though the run was stopped half-way (listed cancelled, resumable).
+    store = f"sqlite:{tmp_path / 'slow.sqlite'}"
+    code, stderr = run_with_output_closed(
+        ["run", "tests.cli_flows:slow", "--input", "0", "--store", store, "--json"], 3
+    )
+    assert code == 141 and "Traceback" not in stderr, stderr
+    match = re.search(r"^stopped: standard output was closed\. Resume with: (.*)$", stderr, re.M)
+    assert match, stderr
+    listed = cli("checkpoints", "list", "--store", store).stdout.splitlines()[1:]
+    assert [line.split("\t")[2] for line in listed] == ["cancelled"]
+    resumed = cli(*shlex.split(match.group(1))[1:])
+    assert resumed.returncode == 0 and "output: 12" in resumed.stdout, resumed.stderr
+    # A run that had ended when its output closed (text: printed at the end).
+    code, stderr = run_with_output_closed(
+        ["run", "tests.cli_flows:asking", "--input", '"x"', "--store", store], 0
+    )
+    assert code == 141 and "Traceback" not in stderr, stderr
+    assert (
+        "standard output was closed; the run had ended (idle_with_pending_requests): see "
+        f"stepgraph checkpoints list --store {store} --run "
+    ) in stderr
+    code, stderr = run_with_output_closed(
+        ["run", "examples.hello:build", "--input", '"x"', "--no-store"], 0
+    )
+    assert (code, stderr) == (141, "standard output was closed; the run had ended (idle)\n")
+
+
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     store = f"sqlite:{tmp_path / 'slow.sqlite'}"
     code, stderr = interrupt_slow_run(store, after=3)

@@ -275,7 +275,8 @@ def run(
 ) -> None:
     """Run a workflow with a live view (or JSON events). Exit code: 0 idle,
     2 idle with pending requests, 3 paused at a breakpoint, 1 failed, 130
-    interrupted (Ctrl-C) or 143 stopped (SIGTERM), both resumable."""
+    interrupted (Ctrl-C) or 143 stopped (SIGTERM), both resumable; 141 its
+    output closed under it (| head)."""
     sqlite = None
     try:
         workflow = load_workflow(target)

@@ -7,6 +7,7 @@ they are."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import re
 import time
@@ -30,7 +31,16 @@ from .._core import (
     jsonable,
 )
 
-__all__ = ["LiveView", "event_json", "event_record", "jsonable", "printable", "say", "shown"]
+__all__ = [
+    "LiveView",
+    "RunConsole",
+    "event_json",
+    "event_record",
+    "jsonable",
+    "printable",
+    "say",
+    "shown",
+]
 
 
 # Control characters other than newline and tab: a terminal obeys them
@@ -58,6 +68,16 @@ def printable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+class RunConsole(Console):
+    """Standard output for a run: when it is closed under the run (its
+    reader went away, ``| head -1``) it raises ``BrokenPipeError`` — rich
+    would end the process with 1 and nothing said — so the run's session
+    can say what became of the run."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, "standard output was closed")
 
 
 def say(console: Console, *parts: str | tuple[str, str], style: str | None = None) -> None:

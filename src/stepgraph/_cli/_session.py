@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -41,12 +43,13 @@ from .._exceptions import (
 from .._workflow import Workflow
 from ._input import example_json
 from ._load import CliError, CliStore, StoreMode, open_store, shown_store
-from ._render import LiveView, event_json, printable, say, shown
+from ._render import LiveView, RunConsole, event_json, printable, say, shown
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_IDLE",
     "EXIT_INTERRUPTED",
+    "EXIT_OUTPUT_CLOSED",
     "EXIT_PAUSED",
     "EXIT_PENDING",
     "PASSWORD_NOTE",
@@ -57,8 +60,9 @@ __all__ = [
 ]
 
 EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE  # 141, as a program SIGPIPE ends
 
-out = Console(highlight=False, soft_wrap=True)
+out = RunConsole(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -208,10 +212,45 @@ def open_requests(workflow: Workflow, store: CliStore, checkpoint: str) -> list[
 
 def execute(session: Session, store: CliStore | None) -> int:
     """Stream the session's run; returns the exit code."""
-    code = _stream_and_sum_up(session, store)
-    if session.password_left_out:
-        say(err if session.as_json else out, PASSWORD_NOTE, style="dim")
+    try:
+        code = _stream_and_sum_up(session, store)
+        if session.password_left_out:
+            say(err if session.as_json else out, PASSWORD_NOTE, style="dim")
+    except BrokenPipeError:
+        return _output_closed(session)
     return code
+
+
+def _output_closed(session: Session) -> int:
+    """Standard output was closed under the run — its reader went away
+    (``| head -1``, ``| grep -q``): the run stopped (or had ended), as a
+    stop by a signal would leave it; say where it stands, on standard error."""
+    try:  # (later writes, and the flush at exit, go nowhere rather than fail)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    try:
+        latest = latest_of(session) if session.run_id else None
+    except (StepgraphError, CliError):
+        latest = None
+    if latest is not None:
+        ended = latest.status
+    else:  # (no store, or it cannot say: what the run's events said)
+        ended = session.status.value if session.status is not None else ""
+    if not ended or ended.startswith(RunStatus.IN_PROGRESS.value):
+        resume = f" Resume with: {session.command('--resume', latest.id)}" if latest else ""
+        say(err, f"stopped: standard output was closed.{resume}")
+    elif session.store_spec is None or not session.run_id:
+        say(err, f"standard output was closed; the run had ended ({ended})")
+    else:  # the run had done its work (or waits for answers) when it closed
+        listing = shlex.join(
+            ("stepgraph", "checkpoints", "list", "--store", shown_store(session.store_spec),
+             "--run", session.run_id)
+        )  # fmt: skip
+        say(err, f"standard output was closed; the run had ended ({ended}): see {listing}")
+    return EXIT_OUTPUT_CLOSED
 
 
 def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
