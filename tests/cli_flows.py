@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 import stepgraph as sg
 
 
@@ -306,3 +308,19 @@ async def nest(depth: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
 def nesting() -> sg.Workflow:
     """Outputs a list nested ``depth`` deep (deeper than Python's repr goes)."""
     return sg.WorkflowBuilder(start=nest, name="nesting").build()
+
+
+class Settings(pydantic.BaseModel):
+    """A model that takes fields it does not declare (kept in model_extra)."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    name: str
+
+
+@sg.executor(id="configure")
+async def configure(settings: Settings, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await ctx.yield_output(f"{settings.name} {settings.model_extra}")
+
+
+def configuring() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=configure, name="configuring").build()

@@ -517,3 +517,28 @@ def test_bidirectional_overrides_in_what_a_workflow_says_are_shown_not_obeyed(
     # Right-to-left text itself, and combining characters, print as they are.
     plain = cli("run", "tests.cli_flows:echoing", "--input", '"שלום e\\u0301"', "--no-store")
     assert "output: שלום e\u0301" in plain.stdout.splitlines()
+
+
+def test_a_field_the_type_does_not_have_is_refused_not_dropped(tmp_path: Path) -> None:
+    # Lax validation dropped unknown fields: a misspelt "tag" ran with tags=()
+    # and exit 0; a misspelt field of an answer was ignored the same way.
+    one_line_error(
+        cli("run", "tests.cli_flows:measuring", "--no-store",
+            "--input", '{"label": "w", "value": 1, "tag": ["x"], "unit": "kg"}'),
+        "the input has unknown fields 'tag', 'unit': Measure has no such fields",
+    )  # fmt: skip
+    fine = cli("run", "tests.cli_flows:measuring", "--no-store",
+               "--input", '{"label": "w", "value": 1, "tags": ["x"]}')  # fmt: skip
+    assert fine.returncode == 0 and "output: w=1.0 ['x']" in fine.stdout, fine.stderr
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    asked = cli("run", "tests.cli_flows:reviewing", "--input", '"plan"', "--store", store)
+    [request_id] = re.findall(r"--respond '(\w+)=", asked.stdout)
+    one_line_error(
+        cli("run", "tests.cli_flows:reviewing", "--store", store,
+            "--respond", f'{request_id}={{"approved": true, "note": "ok", "aproved": false}}'),
+        f"the answer to {request_id} has an unknown field 'aproved': Verdict has no such field",
+    )  # fmt: skip
+    # A model that takes undeclared fields still gets them.
+    taken = cli("run", "tests.cli_flows:configuring", "--no-store",
+                "--input", '{"name": "x", "extra": 1}')  # fmt: skip
+    assert taken.returncode == 0 and "output: x {'extra': 1}" in taken.stdout, taken.stderr

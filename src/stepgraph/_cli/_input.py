@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import inspect
 import json
 import pathlib
 import types
@@ -89,12 +90,57 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
         schema = adapter(annotation).json_schema()
     except Exception:  # (a type pydantic cannot describe: nothing more to check)
         return built
+    unknown = _unknown_fields(annotation, value, schema)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise CliError(
+            f"{what} has {'an unknown field' if len(unknown) == 1 else 'unknown fields'} "
+            f"{names}: {type_name(annotation)} has no such field{'s' * (len(unknown) > 1)} (a "
+            "misspelt name would leave the field it meant at its default)"
+        )
     where = _loose(schema, value)
     if where is not None:
         field, got = where
         kind = "true or false" if type(got) is not bool else "a number"
         raise CliError(f"{what}: {field} must be {kind} (got {_shown(got)})")
     return built
+
+
+# pydantic 2.12 and later can refuse unknown fields for one validation
+# (``extra="forbid"``); earlier ones drop them, as lax validation does.
+_CAN_FORBID_EXTRA = "extra" in inspect.signature(TypeAdapter.validate_python).parameters
+
+
+def _unknown_fields(annotation: Any, value: Any, schema: Any) -> list[str]:
+    """The fields of ``value`` that no object of ``annotation`` has (dotted
+    paths): lax validation drops them silently, so ``{"dryrun": true}``
+    for ``dry_run`` ran with ``dry_run`` at its default. Types that take
+    extra fields (a model's ``extra="allow"``) are left alone."""
+    if not _CAN_FORBID_EXTRA or _takes_extra(schema):
+        return []
+    try:
+        adapter(annotation).validate_python(value, extra="forbid")
+    except ValidationError as error:
+        kinds = ("extra_forbidden", "unexpected_keyword_argument")
+        return [
+            ".".join(str(p) for p in item["loc"])
+            for item in error.errors()
+            if item["type"] in kinds
+        ]
+    except Exception:  # (no verdict: the lax validation stands)
+        return []
+    return []
+
+
+def _takes_extra(schema: Any) -> bool:
+    """Whether some object in ``schema`` has fields and takes others too."""
+    if isinstance(schema, dict):
+        if "properties" in schema and schema.get("additionalProperties") is True:
+            return True
+        return any(_takes_extra(sub) for sub in schema.values())
+    if isinstance(schema, list):
+        return any(_takes_extra(sub) for sub in schema)
+    return False
 
 
 def _shown(value: Any) -> str:
