@@ -439,6 +439,12 @@ def test_viz_dot_and_svg(tmp_path: Path) -> None:
     assert png.returncode == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_version_is_printed() -> None:
+    done = cli("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"stepgraph {sg.__version__}\n", "")
+    assert "--version" in cli("--help").stdout
+
+
 def test_viz_output_dash_is_standard_output(tmp_path: Path) -> None:
     # As --input-file - reads standard input: -o - never makes a file named "-".
     done = cli("viz", "stepgraph.demo:build", "-o", "-", cwd=tmp_path)
