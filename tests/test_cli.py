@@ -368,6 +368,19 @@ def test_a_run_whose_output_is_closed_says_so_and_resumes(tmp_path: Path) -> Non
     assert (code, stderr) == (141, "standard output was closed; the run had ended (idle)\n")
 
 
+def test_help_into_a_closed_pipe_is_no_traceback(monkeypatch: Any, capsys: Any) -> None:
+    # `stepgraph | head`: when the reader had gone by the time the help of a
+    # bare `stepgraph` was printed, a raw BrokenPipeError traceback ended it.
+    import stepgraph._cli as cli_module
+
+    def closed(*args: Any, **kwargs: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli_module, "print", closed, raising=False)
+    assert cli_module.main([]) == 141
+    assert capsys.readouterr().err == ""
+
+
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     store = f"sqlite:{tmp_path / 'slow.sqlite'}"
     code, stderr = interrupt_slow_run(store, after=3)

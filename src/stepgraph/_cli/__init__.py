@@ -14,6 +14,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stepgraph`` console script. A problem nobody
     foresaw is still one line (``STEPGRAPH_TRACEBACK=1`` shows where)."""
     try:
+        return _main(argv)
+    except BrokenPipeError:  # (``stepgraph | head``: the reader went away)
+        try:  # (the flush at exit goes nowhere rather than fail again)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        return 141  # (as SIGPIPE ends other programs, and a run in this case)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
         from ._app import app  # (in here: Ctrl-C while it loads is a stop too)
 
         code = app(
