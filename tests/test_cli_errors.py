@@ -542,3 +542,25 @@ def test_a_field_the_type_does_not_have_is_refused_not_dropped(tmp_path: Path) -
     taken = cli("run", "tests.cli_flows:configuring", "--no-store",
                 "--input", '{"name": "x", "extra": 1}')  # fmt: skip
     assert taken.returncode == 0 and "output: x {'extra': 1}" in taken.stdout, taken.stderr
+
+
+def test_an_answer_from_a_checkpoint_older_than_the_answer_needs_a_fork(tmp_path: Path) -> None:
+    # (docs/agents.md said answering from an older checkpoint was time travel
+    # that starts that part of the run over: it is refused, as elsewhere.)
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    asked = cli("run", "examples.approval:build", "--input", '{"who": "dana", "amount": 420}',
+                "--store", store)  # fmt: skip
+    [request_id] = re.findall(r"--respond (\w+)=true", asked.stdout)
+    first = cli(
+        "run", "examples.approval:build", "--store", store, "--respond", f"{request_id}=true"
+    )
+    assert first.returncode == 0 and "output: approved 420.00 for dana" in first.stdout
+    run_id = re.findall(r"run (\w+)\)", first.stdout)[0]
+    rows = cli("checkpoints", "list", "--store", store, "--run", run_id).stdout.splitlines()[1:]
+    [older] = [row.split("\t")[0] for row in rows if "\tidle_with_pending_requests\t" in row]
+    again = ("run", "examples.approval:build", "--store", store, "--resume", older,
+             "--respond", f"{request_id}=false")  # fmt: skip
+    one_line_error(cli(*again), f"request '{request_id}' of run", "was already answered")
+    forked = cli(*again, "--fork")
+    assert forked.returncode == 0 and "output: rejected 420.00 for dana" in forked.stdout
+    assert run_id not in forked.stdout  # (a new run)
