@@ -568,3 +568,20 @@ def test_a_missing_default_store_says_it_is_looked_for_in_the_current_folder(
             "runs were started in, or give --store sqlite:PATH",
         )
     assert not (elsewhere / ".stepgraph").exists()
+
+
+def test_a_named_pipe_or_a_device_as_store_is_refused_naming_it(tmp_path: Path) -> None:
+    # SQLite opened a named pipe and waited for a writer for ever; /dev/null
+    # was "disk I/O error (SQLITE_IOERR_FSYNC)".
+    pipe = tmp_path / "runs.sqlite"
+    os.mkfifo(pipe)
+    for args in (
+        ("checkpoints", "list", "--store", f"sqlite:{pipe}"),
+        ("checkpoints", "migrate", "--store", f"sqlite:{pipe}"),
+        ("run", "examples.hello:build", "--input", '"x"', "--store", f"sqlite:{pipe}"),
+    ):
+        one_line_error(cli(*args), f"'{pipe}' is a named pipe, not a checkpoint store file")
+    one_line_error(
+        cli("run", "examples.hello:build", "--input", '"x"', "--store", "sqlite:/dev/null"),
+        "'/dev/null' is a device, not a checkpoint store file",
+    )

@@ -37,6 +37,7 @@ from ._load import (
     missing_store,
     open_store,
     shown_store,
+    special_kind,
     store_path,
 )
 from ._render import printable, say
@@ -334,6 +335,8 @@ def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
             path = store_path(store)
             if path.is_dir():
                 raise fail(f"{str(path)!r} is a folder, not a checkpoint store file")
+            if path.exists() and not path.is_file():
+                raise fail(f"{str(path)!r} is {special_kind(path)}, not a checkpoint store file")
             if not path.is_file():
                 raise fail(missing_store(store, path))
             opened = SqliteCheckpointStore(path, create=False)

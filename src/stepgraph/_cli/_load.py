@@ -34,6 +34,7 @@ __all__ = [
     "load_target",
     "load_workflow",
     "missing_store",
+    "special_kind",
     "open_store",
     "parse_json",
     "quoting_hint",
@@ -285,6 +286,17 @@ def missing_store(spec: str, path: Path) -> str:
     )
 
 
+def special_kind(path: Path) -> str:
+    """What a path that is neither a file nor a folder is."""
+    if path.is_fifo():
+        return "a named pipe"
+    if path.is_char_device() or path.is_block_device():
+        return "a device"
+    if path.is_socket():
+        return "a socket"
+    return "not a regular file"
+
+
 def open_store(spec: str, mode: StoreMode) -> CliStore:
     secret = store_secret()
     if is_postgres(spec):
@@ -302,6 +314,8 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
     path = store_path(spec)
     if path.is_dir():
         raise CliError(f"{str(path)!r} is a folder, not a checkpoint store file")
+    if path.exists() and not path.is_file():  # (SQLite would wait on a pipe for ever)
+        raise CliError(f"{str(path)!r} is {special_kind(path)}, not a checkpoint store file")
     if mode is not StoreMode.CREATE and not path.exists():
         raise CliError(missing_store(spec, path))
     if mode is StoreMode.CREATE and not path.exists():
