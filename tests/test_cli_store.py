@@ -543,6 +543,14 @@ def test_a_store_this_process_cannot_write_is_refused_naming_file_or_folder(
         ["checkpoints", "prune", "--keep-last", "1", "--store", f"sqlite:{store}"],
         "the file is read-only here",
     )
+    # A link in a read-only folder to a store in a writable one is written
+    # through (SQLite puts its -wal and -shm files beside the store itself).
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "runs.sqlite").symlink_to(store)
+    read_only = {links}
+    assert main([*run, "--store", f"sqlite:{links / 'runs.sqlite'}"]) == 0
+    read_only = {store}
     capsys.readouterr()
     assert main(["checkpoints", "list", "--store", f"sqlite:{store}"]) == 0  # reading works
     assert "hello\tidle" in capsys.readouterr().out

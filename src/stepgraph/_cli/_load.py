@@ -356,7 +356,9 @@ def _check_writable(path: Path) -> None:
     — SQLite would say only "unable to open database file", or the run would
     fail at its first checkpoint. SQLite (in WAL mode) also writes a
     ``-wal`` and a ``-shm`` file beside the store: its folder must take
-    them, unless they are there already."""
+    them, unless they are there already — beside the file a symbolic link
+    leads to, which is where SQLite puts them."""
+    path = path.resolve()
     folder = path.parent
     writable_folder = os.access(folder, os.W_OK)
     if not path.exists():
