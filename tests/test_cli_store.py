@@ -593,3 +593,20 @@ def test_a_named_pipe_or_a_device_as_store_is_refused_naming_it(tmp_path: Path) 
         cli("run", "examples.hello:build", "--input", '"x"', "--store", "sqlite:/dev/null"),
         "'/dev/null' is a device, not a checkpoint store file",
     )
+
+
+def test_checkpoints_show_escapes_what_a_terminal_would_obey(tmp_path: Path) -> None:
+    # The stored messages are printed as JSON: json.dumps escapes only the
+    # characters below U+0020, so a right-to-left override (U+202E), a C1
+    # CSI (U+009B, ESC [ in one character) and DEL reached the terminal raw.
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    paused = cli("run", "tests.cli_flows:hostile", "--input", '"a\\u202eb\\u009b31mc\\u007f"',
+                 "--store", store, "--break-before", "[red]boom")  # fmt: skip
+    assert paused.returncode == 3, paused.stderr
+    checkpoint = paused.stdout.split("--resume ")[-1].strip()
+    shown = cli("checkpoints", "show", checkpoint, "--store", store)
+    assert shown.returncode == 0, shown.stderr
+    assert not re.search("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]", shown.stdout)
+    assert '"a\\u202eb\\u009b31mc\\u007f"' in shown.stdout
+    record = json.loads(shown.stdout)  # (the same JSON)
+    assert record["pending_messages"] == {"[red]boom": ["a\u202eb\x9b31mc\x7f"]}

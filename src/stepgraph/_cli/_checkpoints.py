@@ -40,7 +40,7 @@ from ._load import (
     special_kind,
     store_path,
 )
-from ._render import printable, say
+from ._render import json_printable, printable, say
 
 __all__ = ["checkpoints_app", "runs_app"]
 
@@ -261,7 +261,7 @@ def checkpoints_show(
         summary["run"] = {"status": run.status, "last_checkpoint": run.last_checkpoint}
         if run.error:
             summary["run"]["error"] = run.error
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(json_printable(json.dumps(summary, indent=2, ensure_ascii=False)))
 
 
 @checkpoints_app.command("delete")

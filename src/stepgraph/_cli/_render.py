@@ -36,6 +36,7 @@ __all__ = [
     "RunConsole",
     "event_json",
     "event_record",
+    "json_printable",
     "jsonable",
     "printable",
     "say",
@@ -54,6 +55,18 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 def _escaped(found: re.Match[str]) -> str:
     code = ord(found.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# What ``json.dumps(..., ensure_ascii=False)`` leaves raw that a terminal
+# obeys (it escapes only the characters below U+0020): DEL, the C1 controls
+# (U+009B starts a sequence as ESC [ does) and the bidirectional controls.
+_RAW_IN_JSON = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def json_printable(text: str) -> str:
+    """JSON text with what a terminal would obey written as ``\\uXXXX``
+    escapes — still the same JSON (they only occur inside strings)."""
+    return _RAW_IN_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def printable(text: str) -> str:
