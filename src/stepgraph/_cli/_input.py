@@ -15,7 +15,6 @@ import dataclasses
 import datetime
 import decimal
 import enum
-import inspect
 import json
 import pathlib
 import types
@@ -106,17 +105,12 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
     return built
 
 
-# pydantic 2.12 and later can refuse unknown fields for one validation
-# (``extra="forbid"``); earlier ones drop them, as lax validation does.
-_CAN_FORBID_EXTRA = "extra" in inspect.signature(TypeAdapter.validate_python).parameters
-
-
 def _unknown_fields(annotation: Any, value: Any, schema: Any) -> list[str]:
     """The fields of ``value`` that no object of ``annotation`` has (dotted
     paths): lax validation drops them silently, so ``{"dryrun": true}``
     for ``dry_run`` ran with ``dry_run`` at its default. Types that take
     extra fields (a model's ``extra="allow"``) are left alone."""
-    if not _CAN_FORBID_EXTRA or _takes_extra(schema):
+    if _takes_extra(schema):  # (pydantic 2.12's extra= checks one validation)
         return []
     try:
         adapter(annotation).validate_python(value, extra="forbid")
