@@ -205,7 +205,7 @@ class Agent(Executor):
         if approval.decision != "edit" or tool is None:
             return
         try:
-            tool.parse(json.dumps(approval.arguments, default=str))
+            tool.parse(json.dumps(approval.arguments))
         except ToolArgumentsError as exc:
             raise ValueError(
                 f"the edited arguments do not fit tool {asked.tool!r}: {exc}"

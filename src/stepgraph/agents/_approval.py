@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import pydantic_core
+
 __all__ = ["ToolApproval", "ToolApprovalRequest"]
 
 
@@ -33,6 +35,34 @@ class ToolApproval:
 
     # An answer with a field it does not know is refused, not half-read.
     __pydantic_config__: ClassVar[Any] = {"extra": "forbid"}
+
+    def __post_init__(self) -> None:
+        # Anything but the three decisions would fall through to "run the
+        # tool": a typo ("approved", "deny") must not approve a gated call.
+        if self.decision not in ("approve", "reject", "edit"):
+            raise ValueError(
+                f"ToolApproval decision must be 'approve', 'reject' or 'edit', not "
+                f"{self.decision!r}"
+            )
+        if self.arguments and self.decision != "edit":
+            raise ValueError(
+                f"ToolApproval: arguments are read only with decision 'edit'; with "
+                f"{self.decision!r} they would be ignored"
+            )
+        # An edit holds JSON values, as the model's arguments do: a model
+        # instance, a dataclass or a date given for an argument is written as
+        # pydantic writes it, so the answer's check, its checkpoint and the
+        # call all read the same plain arguments.
+        plain: dict[str, Any] = {}
+        for name, value in self.arguments.items():
+            try:
+                plain[str(name)] = pydantic_core.to_jsonable_python(value)
+            except pydantic_core.PydanticSerializationError as exc:
+                raise ValueError(
+                    f"ToolApproval: the edited argument {name!r} is not a JSON value "
+                    f"(a number, text, list, object, or a model, dataclass or date): {exc}"
+                ) from None
+        object.__setattr__(self, "arguments", plain)
 
     @classmethod
     def approve(cls) -> ToolApproval:

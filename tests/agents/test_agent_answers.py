@@ -1,0 +1,85 @@
+"""What a reviewer answers to an approval, and how the model's final
+answer is read, through the real SDK against FakeOpenAIServer: decisions
+that are not one of the three, edits given as Python values, a model that
+refuses to give structured output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pydantic
+import pytest
+
+import stepgraph as sg
+from stepgraph.testing import FakeOpenAIServer, FakeReply
+
+FAST = sg.ModelRetry(max_attempts=2, initial_delay=0.01, max_delay=0.02, jitter=0)
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip: int
+
+
+sent: list[tuple[str, Address, datetime.date | None]] = []
+
+
+@sg.tool(approval="always")
+def send_letter(to: str, address: Address, on: datetime.date | None = None) -> str:
+    """Send a letter."""
+    sent.append((to, address, on))
+    return f"sent to {to} in {address.city} on {on}"
+
+
+def letter_call() -> FakeReply:
+    arguments = {"to": "ann", "address": {"city": "Oslo", "zip": 150}}
+    return FakeReply.tool_calls([sg.ToolCall("call_1", "send_letter", json.dumps(arguments))])
+
+
+async def test_a_decision_other_than_the_three_is_refused_and_never_approves() -> None:
+    sent.clear()
+    with pytest.raises(ValueError, match="decision must be 'approve', 'reject' or 'edit'"):
+        sg.ToolApproval("deny")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="arguments are read only with decision 'edit'"):
+        sg.ToolApproval("approve", arguments={"to": "bob"})
+    with FakeOpenAIServer([letter_call(), FakeReply.text("Not sent.")]) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("mailer", model=model, tools=[send_letter])
+            workflow = sg.WorkflowBuilder(start=agent).build()
+            first = await workflow.run("write to ann")
+            [request] = first.pending_requests
+            done = await workflow.run(responses={request.request_id: sg.ToolApproval.reject()})
+    assert sent == [] and done.outputs[0].text == "Not sent."
+
+
+async def test_an_edit_given_as_python_values_is_checked_and_run_as_given(tmp_path: Path) -> None:
+    """A model instance or a date in an edit is what the tool takes: the
+    check of the answer and the call read the same arguments (before, the
+    check read them through str() and refused the model instance, and the
+    call could not encode the date: 'tool failed: TypeError')."""
+    sent.clear()
+    store = sg.SqliteCheckpointStore(str(tmp_path / "runs.sqlite"))
+    with FakeOpenAIServer([letter_call(), FakeReply.text("Sent.")]) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("mailer", model=model, tools=[send_letter])
+            workflow = sg.WorkflowBuilder(start=agent, checkpoints=store).build()
+            first = await workflow.run("write to ann")
+            [request] = first.pending_requests
+            with pytest.raises(ValueError, match="edited argument 'to' is not a JSON value"):
+                sg.ToolApproval.edit({"to": object()})
+            edit = sg.ToolApproval.edit(
+                {
+                    "to": "bob",
+                    "address": Address(city="Rome", zip=1),
+                    "on": datetime.date(2030, 1, 2),
+                }
+            )
+            done = await workflow.run(
+                responses={request.request_id: edit}, checkpoint=first.last_checkpoint
+            )
+        tool_message = next(m for m in server.requests[1]["messages"] if m["role"] == "tool")
+    assert sent == [("bob", Address(city="Rome", zip=1), datetime.date(2030, 1, 2))]
+    assert tool_message["content"] == "sent to bob in Rome on 2030-01-02"
+    assert done.outputs[0].text == "Sent."
