@@ -83,3 +83,45 @@ async def test_an_edit_given_as_python_values_is_checked_and_run_as_given(tmp_pa
     assert sent == [("bob", Address(city="Rome", zip=1), datetime.date(2030, 1, 2))]
     assert tool_message["content"] == "sent to bob in Rome on 2030-01-02"
     assert done.outputs[0].text == "Sent."
+
+
+class Verdict(pydantic.BaseModel):
+    ok: bool
+    score: int
+
+
+async def test_a_model_refusing_structured_output_fails_at_once_saying_it_refused() -> None:
+    """OpenAI sends a refusal in its own field: an agent with an output type
+    says the model refused (and asks no repair turn, which would only be
+    refused again), rather than that the reply is 'Invalid JSON: expected
+    ident at line 1 column 2'. Without an output type a refusal is the
+    answer's text, as before."""
+    script = [FakeReply.refusal("I'm sorry, I can't rate that."), FakeReply.text("{}")]
+    with FakeOpenAIServer(script) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            judge = sg.Agent("judge", model=model, output_type=Verdict)
+            with pytest.raises(sg.WorkflowRunError) as failed:
+                await sg.WorkflowBuilder(start=judge).build().run("rate it")
+            assert len(server.requests) == 1
+            assert isinstance(failed.value.__cause__, sg.AgentError)
+            assert str(failed.value.__cause__) == (
+                "agent 'judge': the model refused to answer with Verdict: "
+                "\"I'm sorry, I can't rate that.\""
+            )
+    with FakeOpenAIServer([FakeReply.refusal("No.")]) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            talker = sg.Agent("talker", model=model)
+            result = await sg.WorkflowBuilder(start=talker).build().run("rate it")
+    assert result.outputs[0].text == "No."
+
+
+async def test_a_reply_that_stays_invalid_is_quoted_in_the_error() -> None:
+    script = [FakeReply.text("Sure! Here it is: ok"), FakeReply.text("Well,\nit is fine.")]
+    with FakeOpenAIServer(script) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            judge = sg.Agent("judge", model=model, output_type=Verdict)
+            with pytest.raises(sg.WorkflowRunError) as failed:
+                await sg.WorkflowBuilder(start=judge).build().run("rate it")
+    message = str(failed.value.__cause__)
+    assert message.startswith("agent 'judge': the model's reply does not match Verdict after")
+    assert message.endswith("(the reply: 'Well, it is fine.')")

@@ -367,6 +367,11 @@ class Agent(Executor):
                 await ctx.save_progress()  # the model turn is not asked again
                 continue
             self._messages.append(reply.message)
+            if reply.refusal is not None and self._adapter is not None:
+                raise AgentError(
+                    f"agent {self.id!r}: the model refused to answer with "
+                    f"{type_name(self.output_type)}: {_excerpt(reply.refusal)}"
+                )
             answer = self._finish(reply.message.content or "")
             if answer is not _REPAIR:
                 return answer
@@ -556,7 +561,8 @@ class Agent(Executor):
             if self._repaired:
                 raise AgentError(
                     f"agent {self.id!r}: the model's reply does not match "
-                    f"{type_name(self.output_type)} after a repair turn: {problems}"
+                    f"{type_name(self.output_type)} after a repair turn: {problems} "
+                    f"(the reply: {_excerpt(text)})"
                 ) from None
             self._repaired = True
             self._messages.append(
@@ -661,6 +667,12 @@ class Agent(Executor):
 def _json_object(text: str) -> dict[str, Any]:
     value = json.loads(text) if text.strip() else {}
     return value if isinstance(value, dict) else {}
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """A model's text for an error message: on one line, cut at ``limit``."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[:limit] + "...")
 
 
 def _problems(exc: pydantic.ValidationError) -> str:

@@ -424,6 +424,7 @@ class _Assembler:
         self._calls: dict[int, _PartialCall] = {}
         self._finish_reason: str | None = None
         self._usage = Usage()
+        self._refusal: list[str] = []
 
     def feed(self, chunk: Any) -> Iterator[TextDelta | ToolCallDelta]:
         self.received = True
@@ -434,8 +435,13 @@ class _Assembler:
             if getattr(choice, "index", 0) != 0:
                 continue
             delta = getattr(choice, "delta", None)
-            # A refusal (a model declining to answer) is its reply's text.
-            content = getattr(delta, "content", None) or getattr(delta, "refusal", None)
+            # A refusal (a model declining to answer) is its reply's text;
+            # kept apart too, so that an agent asked for structured output
+            # can say the model refused rather than that its JSON is bad.
+            refusal = getattr(delta, "refusal", None)
+            content = getattr(delta, "content", None) or refusal
+            if refusal:
+                self._refusal.append(refusal)
             if content:
                 self._text.append(content)
                 yield TextDelta(content)
@@ -471,7 +477,8 @@ class _Assembler:
                 return _Failure.malformed(f"tool call {index} has no name")
             calls.append(ToolCall(call.id or f"call_{index}", call.name, "".join(call.arguments)))
         message = ChatMessage.assistant("".join(self._text) or None, calls)
-        return ModelReply(message, self._usage, self._finish_reason)
+        refusal = "".join(self._refusal) or None
+        return ModelReply(message, self._usage, self._finish_reason, refusal)
 
 
 def _usage(usage: Any) -> Usage:

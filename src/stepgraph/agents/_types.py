@@ -111,11 +111,14 @@ class ModelRetrying:
 @dataclass(frozen=True, slots=True)
 class ModelReply:
     """The whole reply, last: the assistant message (its text and complete
-    tool calls), the tokens the call used, and why the model stopped."""
+    tool calls), the tokens the call used, and why the model stopped.
+    ``refusal`` is the text of a refusal the server sent as such (OpenAI's
+    ``refusal`` field; it is the message's text too)."""
 
     message: ChatMessage
     usage: Usage
     finish_reason: str | None = None
+    refusal: str | None = None
 
 
 ModelEvent = TextDelta | ToolCallDelta | ModelRetrying | ModelReply

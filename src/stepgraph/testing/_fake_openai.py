@@ -27,7 +27,7 @@ from ..agents._types import ToolCall, Usage
 
 __all__ = ["FakeOpenAIServer", "FakeReply"]
 
-ReplyKind = Literal["text", "tool_calls", "error", "disconnect", "malformed"]
+ReplyKind = Literal["text", "refusal", "tool_calls", "error", "disconnect", "malformed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +35,8 @@ class FakeReply:
     """How the server answers one request. Build one with a constructor:
 
     - :meth:`text`: a streamed text reply, ``finish_reason`` ``"stop"``;
+    - :meth:`refusal`: the model declining, streamed in the ``refusal``
+      field as OpenAI sends it under structured output;
     - :meth:`tool_calls`: parallel tool calls whose arguments arrive in
       pieces, the pieces of different calls interleaved;
     - :meth:`error`: an HTTP error with an OpenAI-shaped JSON body;
@@ -70,6 +72,12 @@ class FakeReply:
         """A text reply: ``text`` streamed word by word, or a sequence of
         chunks streamed as given."""
         return cls(kind="text", chunks=_chunks_of(text), usage=usage or Usage(10, 5), delay=delay)
+
+    @classmethod
+    def refusal(cls, text: str | Sequence[str] = "I'm sorry, I can't help with that.") -> FakeReply:
+        """A refusal: ``text`` streamed in the deltas' ``refusal`` field
+        (``content`` stays null), ``finish_reason`` ``"stop"``."""
+        return cls(kind="refusal", chunks=_chunks_of(text))
 
     @classmethod
     def tool_calls(
@@ -384,6 +392,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_bytes(200, reply.bad_line.encode(), "application/json")
             return
         message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.chunks) or None}
+        if reply.kind == "refusal":
+            message = {"role": "assistant", "content": None, "refusal": "".join(reply.chunks)}
         finish = "stop"
         if reply.calls:
             message["tool_calls"] = [call.to_chat() for call in reply.calls]
@@ -491,7 +501,8 @@ def _events(reply: FakeReply, model: str, include_usage: bool) -> list[bytes]:
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
     out = [chunk({"role": "assistant", "content": ""})]
-    out.extend(chunk({"content": text}) for text in reply.chunks)
+    field = "refusal" if reply.kind == "refusal" else "content"
+    out.extend(chunk({field: text}) for text in reply.chunks)
     if reply.kind == "malformed":
         out.append(b"data: " + reply.bad_line.encode() + b"\n\n")
     for call_pieces in zip(
