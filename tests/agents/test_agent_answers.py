@@ -5,6 +5,7 @@ refuses to give structured output."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 from pathlib import Path
@@ -125,3 +126,48 @@ async def test_a_reply_that_stays_invalid_is_quoted_in_the_error() -> None:
     message = str(failed.value.__cause__)
     assert message.startswith("agent 'judge': the model's reply does not match Verdict after")
     assert message.endswith("(the reply: 'Well, it is fine.')")
+
+
+async def test_a_tool_that_meets_a_cancelled_task_fails_as_a_tool_and_a_cancel_still_cancels() -> (
+    None
+):
+    """A tool awaiting a task that something else cancelled raises
+    CancelledError without its run being cancelled: that is the tool
+    failing (reported to the model, naming the tool), not a handler error
+    that names only the agent. Cancelling the run during a tool still
+    cancels it."""
+    started = asyncio.Event()
+
+    @sg.tool
+    async def fetch_page(url: str) -> str:
+        """Fetch a page (its download is cancelled by someone else)."""
+        download = asyncio.ensure_future(asyncio.sleep(10))
+        asyncio.get_running_loop().call_soon(download.cancel)
+        await download
+        return "never"
+
+    @sg.tool
+    async def wait_long() -> str:
+        """Wait."""
+        started.set()
+        await asyncio.sleep(30)
+        return "never"
+
+    calls = [sg.ToolCall("call_1", "fetch_page", json.dumps({"url": "http://x"}))]
+    script = [FakeReply.tool_calls(calls), FakeReply.text("The page is gone.")]
+    with FakeOpenAIServer(script) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("reader", model=model, tools=[fetch_page, wait_long])
+            workflow = sg.WorkflowBuilder(start=agent).build()
+            result = await workflow.run("read it")
+            tool_message = next(m for m in server.requests[1]["messages"] if m["role"] == "tool")
+            assert tool_message["content"] == "tool 'fetch_page' failed: CancelledError"
+            assert result.outputs[0].text == "The page is gone."
+
+            server.add(FakeReply.tool_calls([sg.ToolCall("call_2", "wait_long", "{}")]))
+            run = asyncio.ensure_future(workflow.run("wait"))
+            await started.wait()
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+    assert len(server.requests) == 3  # no model turn after the cancel

@@ -528,7 +528,9 @@ class Agent(Executor):
                     result = await within(span, tool.invoke(arguments))
                 except ToolArgumentsError as exc:  # a reviewer's edit that does not fit
                     pending.result, status = str(exc), "rejected"
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and _cancelled():
+                        raise  # the run is being cancelled, not the tool failing
                     if tool.errors == "raise":
                         self._event(ctx, pending.call, "failed")
                         raise AgentError(
@@ -667,6 +669,14 @@ class Agent(Executor):
 def _json_object(text: str) -> dict[str, Any]:
     value = json.loads(text) if text.strip() else {}
     return value if isinstance(value, dict) else {}
+
+
+def _cancelled() -> bool:
+    """Whether the running task is being cancelled (rather than a tool
+    raising a ``CancelledError`` of its own, from something it awaited that
+    another party cancelled)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
