@@ -171,3 +171,35 @@ async def test_a_tool_that_meets_a_cancelled_task_fails_as_a_tool_and_a_cancel_s
             with pytest.raises(asyncio.CancelledError):
                 await run
     assert len(server.requests) == 3  # no model turn after the cancel
+
+
+async def test_an_approval_rule_sees_the_defaults_and_coerced_values_the_tool_runs_with() -> None:
+    """A rule on an argument the model left out reads its default, as the
+    tool will: before, it read the model's text, so a call relying on a
+    dangerous default ran without approval."""
+    cleaned: list[tuple[str, bool, int]] = []
+
+    seen: list[dict[str, object]] = []
+
+    def risky(arguments: dict[str, object]) -> bool:
+        seen.append(dict(arguments))
+        return arguments.get("wipe_all") is True
+
+    @sg.tool(approval=risky)
+    def clean_up(path: str, keep_days: int, wipe_all: bool = True) -> str:
+        """Delete old files under a path."""
+        cleaned.append((path, wipe_all, keep_days))
+        return "cleaned"
+
+    calls = [sg.ToolCall("call_1", "clean_up", json.dumps({"path": "/data", "keep_days": "7"}))]
+    with FakeOpenAIServer([FakeReply.tool_calls(calls), FakeReply.text("Left it.")]) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("janitor", model=model, tools=[clean_up])
+            workflow = sg.WorkflowBuilder(start=agent).build()
+            first = await workflow.run("tidy up")
+            assert cleaned == [] and len(server.requests) == 1
+            assert seen == [{"path": "/data", "keep_days": 7, "wipe_all": True}]
+            [request] = first.pending_requests
+            assert request.request.tool == "clean_up"
+            done = await workflow.run(responses={request.request_id: sg.ToolApproval.reject()})
+    assert cleaned == [] and done.outputs[0].text == "Left it."

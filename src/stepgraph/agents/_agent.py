@@ -469,7 +469,7 @@ class Agent(Executor):
                 self._event(ctx, call, "rejected")
                 continue
             try:
-                tool.parse(call.arguments)
+                validated = tool.parse(call.arguments)
                 pending.arguments = _json_object(call.arguments)
             except ToolArgumentsError as exc:
                 pending.result = str(exc)
@@ -477,7 +477,10 @@ class Agent(Executor):
                 self._event(ctx, call, "rejected")
                 continue
             try:
-                needed = tool.needs_approval(pending.arguments)
+                # The rule sees what the tool would run with (defaults filled
+                # in, values coerced), not the model's text: an argument the
+                # model left out must not slip past a rule on its default.
+                needed = tool.needs_approval(validated)
             except Exception as exc:
                 raise AgentError(
                     f"agent {self.id!r}: the approval rule of tool {tool.name!r} raised "
