@@ -203,3 +203,19 @@ async def test_an_approval_rule_sees_the_defaults_and_coerced_values_the_tool_ru
             assert request.request.tool == "clean_up"
             done = await workflow.run(responses={request.request_id: sg.ToolApproval.reject()})
     assert cleaned == [] and done.outputs[0].text == "Left it."
+
+
+async def test_a_server_that_ignores_stream_true_is_named_as_such() -> None:
+    """A server (or proxy) that answers a stream request with one JSON body
+    fails the call saying so, rather than 'the server sent no chat
+    completion chunks', which reads like an empty reply."""
+    with FakeOpenAIServer([FakeReply.whole("All at once.")]) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("talker", model=model)
+            with pytest.raises(sg.WorkflowRunError) as failed:
+                await sg.WorkflowBuilder(start=agent).build().run("hi")
+        assert len(server.requests) == 1 and server.requests[0]["stream"] is True
+    cause = failed.value.__cause__
+    assert isinstance(cause, sg.ModelError)
+    assert "the server answered with application/json, not an event stream" in str(cause)
+    assert "ignored stream=true" in str(cause)

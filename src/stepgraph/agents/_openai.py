@@ -275,7 +275,16 @@ class OpenAIChatModel:
             # Dropping the response closes the connection at once when the
             # consumer leaves early (aclose, cancellation): the server sees it.
             await sdk_stream.close()
-        yield assembler.finish()
+        finished = assembler.finish()
+        if not assembler.received:
+            kind = _content_type(sdk_stream)
+            if kind and "text/event-stream" not in kind:
+                finished = _Failure.malformed(
+                    f"the server answered with {kind}, not an event stream "
+                    "(text/event-stream): it does not stream chat completions, or ignored "
+                    "stream=true, or base_url is not a Chat Completions endpoint"
+                )
+        yield finished
 
     def _error(self, failure: _Failure, attempts: int) -> ModelError:
         message = f"model {self._model!r} at {self.base_url}: {failure.reason}"
@@ -347,6 +356,15 @@ class _Failure:
     def malformed(cls, reason: str, exc: Exception | None = None) -> _Failure:
         """The stream is not a chat completion: not worth retrying."""
         return cls(f"malformed stream: {reason}", exc)
+
+
+def _content_type(sdk_stream: Any) -> str | None:
+    """The media type the server answered a stream request with, if known."""
+    headers = getattr(getattr(sdk_stream, "response", None), "headers", None)
+    value = headers.get("content-type") if headers is not None else None
+    if not isinstance(value, str):
+        return None
+    return value.split(";")[0].strip() or None
 
 
 def _reason(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from ..agents._types import ToolCall, Usage
 
 __all__ = ["FakeOpenAIServer", "FakeReply"]
 
-ReplyKind = Literal["text", "refusal", "tool_calls", "error", "disconnect", "malformed"]
+ReplyKind = Literal["text", "refusal", "whole", "tool_calls", "error", "disconnect", "malformed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +42,9 @@ class FakeReply:
     - :meth:`error`: an HTTP error with an OpenAI-shaped JSON body;
     - :meth:`disconnect`: a few chunks of a text reply, then the
       connection is cut;
-    - :meth:`malformed`: a stream with a ``data:`` line that is not JSON.
+    - :meth:`malformed`: a stream with a ``data:`` line that is not JSON;
+    - :meth:`whole`: a whole JSON completion even to a request that asks
+      to stream, as a server that ignores ``stream=true`` answers.
 
     ``delay`` is slept before each chunk after the first (the first goes out
     with the headers)."""
@@ -78,6 +80,12 @@ class FakeReply:
         """A refusal: ``text`` streamed in the deltas' ``refusal`` field
         (``content`` stays null), ``finish_reason`` ``"stop"``."""
         return cls(kind="refusal", chunks=_chunks_of(text))
+
+    @classmethod
+    def whole(cls, text: str = "the whole reply at once") -> FakeReply:
+        """A plain ``chat.completion`` JSON body (``application/json``),
+        whether or not the request asked to stream."""
+        return cls(kind="whole", chunks=(text,))
 
     @classmethod
     def tool_calls(
@@ -370,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(reply.status, error, reply.headers)
             return
         model = str(body.get("model", "fake-model")) if isinstance(body, dict) else "fake-model"
-        if isinstance(body, dict) and body.get("stream"):
+        if isinstance(body, dict) and body.get("stream") and reply.kind != "whole":
             options = body.get("stream_options") or {}
             include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             try:
