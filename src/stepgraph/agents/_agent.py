@@ -543,6 +543,13 @@ class Agent(Executor):
                     pending.result, status = tool_error_text(tool.name, exc), "failed"
                 else:
                     pending.result, status = result, "finished"
+                if pending.arguments != _json_object(pending.call.arguments):
+                    # A reviewer's edit: the model learns what ran, or it
+                    # would report the call it asked for as the one done.
+                    edited = json.dumps(pending.arguments, ensure_ascii=False)
+                    pending.result = (
+                        f"(a reviewer changed the arguments to {edited}) {pending.result}"
+                    )
                 pending.phase = _DONE
                 self._event(ctx, pending.call, status)
                 await ctx.save_progress()  # this call is not made again
