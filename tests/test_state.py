@@ -3,6 +3,8 @@ conflicts named, failed supersteps discarded, no aliasing."""
 
 from __future__ import annotations
 
+import operator
+import threading
 from typing import Any
 
 import pytest
@@ -157,6 +159,30 @@ async def test_state_keys_must_be_strings() -> None:
     with pytest.raises(sg.WorkflowRunError) as raised:
         await sg.WorkflowBuilder(start=bad_key).build().run(1)
     assert "keys must be str" in str(raised.value.__cause__)
+
+
+async def test_a_value_that_cannot_be_copied_is_refused_naming_its_key() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):  # past the recursion limit of a copy
+        deep = [deep]
+
+    @sg.executor(id="keep")
+    async def keep(name: str, ctx: sg.WorkflowContext) -> None:
+        value = threading.Lock() if name == "lock" else deep
+        ctx.state.set(name, value)
+
+    workflow = sg.WorkflowBuilder(start=keep, reducers={"deep": operator.add}).build()
+    for key, kind, cause in (
+        ("lock", "_thread.lock", TypeError),
+        ("deep", "builtins.list", RecursionError),
+    ):
+        with pytest.raises(sg.WorkflowRunError) as raised:
+            await workflow.run(key)
+        error = raised.value.__cause__
+        assert isinstance(error, TypeError) and isinstance(error.__cause__, cause)
+        assert f"cannot write shared-state key {key!r}" in str(error)
+        assert f"its value, a {kind}, cannot be copied" in str(error)
+        assert raised.value.executor_id == "keep"
 
 
 async def test_state_is_fresh_per_run() -> None:

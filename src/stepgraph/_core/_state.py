@@ -59,6 +59,21 @@ def detached(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def _copied(key: str, value: Any) -> Any:
+    """``detached(value)`` for a write to ``key``: a value that cannot be
+    copied (a lock, a socket, a list nested past the recursion limit) is
+    refused naming the key, not with ``copy``'s own words."""
+    try:
+        return detached(value)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot write shared-state key {key!r}: its value, a "
+            f"{type(value).__module__}.{type(value).__qualname__}, cannot be copied "
+            f"({type(exc).__name__}: {exc}); state values are copied on every write "
+            "and read, so store plain data"
+        ) from exc
+
+
 def _check_key(key: object) -> str:
     if type(key) is not str:
         raise TypeError(f"shared-state keys must be str, not {type(key).__name__}: {key!r}")
@@ -138,9 +153,9 @@ class StateView:
         """Write ``key``; visible to other executors after the barrier (for a
         reduced key: folded in with the other writes)."""
         if self._reducers and _check_key(key) in self._reducers:
-            self._fold(key).append(detached(value))
+            self._fold(key).append(_copied(key, value))
         else:
-            self._writes[_check_key(key)] = detached(value)
+            self._writes[_check_key(key)] = _copied(key, value)
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (no error if it does not exist)."""
