@@ -115,8 +115,12 @@ async def test_update_state_checks_edits_against_the_graph(store: sg.CheckpointS
     result = await build(store).run(Order("pen", 2))
     checkpoint = result.last_checkpoint or ""
     workflow = build(store)
-    with pytest.raises(sg.MessageTypeError, match="executor 'cashier' has no handler for str"):
+    with pytest.raises(sg.MessageTypeError, match="executor 'cashier' has no handler for a str"):
         await workflow.update_state(checkpoint, messages={"cashier": ["not an order"]})
+    with pytest.raises(sg.MessageTypeError, match=r"'cashier' has no handler for a list\[int\]"):
+        await workflow.update_state(checkpoint, messages={"cashier": [[1, 2]]})
+    with pytest.raises(sg.MessageTypeError, match="for 'cashier' is None; None is never a message"):
+        await workflow.update_state(checkpoint, messages={"cashier": [None]})
     with pytest.raises(sg.MessageTypeError, match="'nobody' is not an executor"):
         await workflow.update_state(checkpoint, messages={"nobody": [1]})
     with pytest.raises(sg.CheckpointEncodeError, match=r"state\['bad'\]"):

@@ -464,8 +464,20 @@ async def test_invalid_run_input_is_refused_before_running() -> None:
     @sg.executor(id="ints")
     async def ints(n: int) -> None: ...
 
-    with pytest.raises(sg.MessageTypeError, match="'ints'.*no handler for the input str"):
+    with pytest.raises(sg.MessageTypeError, match="'ints'.*no handler for the input, a str"):
         await sg.WorkflowBuilder(start=ints).build().run("text")
+
+
+async def test_a_refused_input_shows_what_its_items_are() -> None:
+    # "no handler for the input list (it handles list[int])" said nothing of
+    # why: the item that is not an int is what the message must show.
+    @sg.executor(id="numbers")
+    async def numbers(values: list[int]) -> None: ...
+
+    workflow = sg.WorkflowBuilder(start=numbers).build()
+    with pytest.raises(sg.MessageTypeError) as raised:
+        await workflow.run([1, "two"])
+    assert "no handler for the input, a list[int | str] (it handles list[int])" in str(raised.value)
 
 
 async def test_cancelled_run_reports_status_cancelled() -> None:

@@ -22,6 +22,7 @@ from ._core import (
     Response,
     RetryPolicy,
     WorkflowContext,
+    a_value_type,
     may_overlap,
     type_name,
 )
@@ -400,7 +401,7 @@ class Executor:
         spec = entry if type(entry) is HandlerSpec else self.handler_for(message)
         if spec is None:
             raise MessageTypeError(
-                f"executor {self.id!r} has no handler for {type_name(type(message))} "
+                f"executor {self.id!r} has no handler for {a_value_type(message)} "
                 f"(it handles {', '.join(type_name(t) for t in self.input_types)})",
                 executor_id=self.id,
             )

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import Checkpoint, CheckpointStore, going_on_from
-from ._core import MessageTypeError, PendingRequest, Response, RunState, a_type, type_name
+from ._core import (
+    MessageTypeError,
+    PendingRequest,
+    Response,
+    RunState,
+    a_type,
+    a_value_type,
+)
 from ._exceptions import RequestError
 from ._persistence import RunCodec, body_refs
 from ._recorder import new_checkpoint_id
@@ -116,9 +123,14 @@ async def update_state(
             )
         new = list(new)
         for message in new:
-            if message is None or not node.accepts(message):
+            if message is None:
                 raise MessageTypeError(
-                    f"update_state: executor {eid!r} has no handler for {type_name(type(message))}",
+                    f"update_state: a message for {eid!r} is None; None is never a message",
+                    executor_id=eid,
+                )
+            if not node.accepts(message):
+                raise MessageTypeError(
+                    f"update_state: executor {eid!r} has no handler for {a_value_type(message)}",
                     executor_id=eid,
                 )
         answers = [(s, m) for s, m in run.inboxes.get(eid, ()) if type(m) is Response]

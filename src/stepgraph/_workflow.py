@@ -43,6 +43,7 @@ from ._core import (
     RunState,
     RunStatus,
     RunUsage,
+    a_value_type,
     materialize,
     run_supersteps,
     type_name,
@@ -580,7 +581,7 @@ class Workflow:
         if not start.accepts(call.input):
             raise MessageTypeError(
                 f"the start executor {start.id!r} of workflow {self.name!r} has no handler "
-                f"for the input {type_name(type(call.input))} (it handles "
+                f"for the input, {a_value_type(call.input)} (it handles "
                 f"{', '.join(type_name(t) for t in start.input_types)})",
                 executor_id=start.id,
             )
