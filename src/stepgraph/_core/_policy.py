@@ -14,7 +14,8 @@ class RetryPolicy:
     Whatever a failed attempt sent, yielded or wrote is discarded before the
     next attempt. Attempt ``n`` (1-based) that fails waits
     ``min(backoff * multiplier ** (n - 1), max_backoff)`` seconds before the
-    next one. Only exceptions that are instances of ``retry_on`` are retried;
+    next one. Only exceptions that are instances of ``retry_on`` (an
+    exception class, or a tuple or list of them) are retried;
     a timeout (``ExecutorTimeoutError``) counts like any other failure.
 
     >>> RetryPolicy(attempts=3, backoff=0.1)
@@ -38,10 +39,24 @@ class RetryPolicy:
             )
         if not (self.backoff >= 0 and self.max_backoff >= 0 and self.multiplier >= 1):
             raise ValueError("RetryPolicy needs backoff >= 0, max_backoff >= 0, multiplier >= 1")
-        if not self.retry_on or not all(
-            isinstance(t, type) and issubclass(t, Exception) for t in self.retry_on
+        retry_on: object = self.retry_on
+        # One class, or a list of them, as an ``except`` clause would take it
+        # (kept as given, a list made ``should_retry`` raise TypeError at the
+        # first failure, hiding the handler's own error).
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        elif isinstance(retry_on, (list, set, frozenset)):
+            retry_on = tuple(retry_on)
+        if (
+            not isinstance(retry_on, tuple)
+            or not retry_on
+            or not all(isinstance(t, type) and issubclass(t, Exception) for t in retry_on)
         ):
-            raise ValueError("RetryPolicy.retry_on must be a non-empty tuple of Exception types")
+            raise ValueError(
+                "RetryPolicy.retry_on must be an Exception type or a non-empty tuple of them, "
+                f"got {self.retry_on!r}"
+            )
+        object.__setattr__(self, "retry_on", retry_on)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt``."""
