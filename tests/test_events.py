@@ -185,3 +185,24 @@ async def test_a_stream_that_never_starts_runs_nothing() -> None:
     del stream
     assert (await workflow.run(2)).status is sg.RunStatus.IDLE
     assert ran == [2]
+
+
+async def test_a_stream_closed_before_it_began_ends_at_once_and_never_runs() -> None:
+    # Iterating (or entering) a stream after aclose() raised a bare
+    # AssertionError; the run it never started must simply not happen.
+    calls: list[int] = []
+
+    @sg.executor(id="never")
+    async def never(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        calls.append(n)
+
+    workflow = sg.WorkflowBuilder(start=never).build()
+    stream = workflow.stream(1)
+    await stream.aclose()
+    assert [event async for event in stream] == []
+    entered = workflow.stream(2)
+    await entered.aclose()
+    async with entered as events:
+        assert [event async for event in events] == []
+    assert calls == [] and stream.drain() == [] and stream.last_checkpoint is None
+    assert (await workflow.run(3)).status is sg.RunStatus.IDLE and calls == [3]

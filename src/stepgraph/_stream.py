@@ -41,8 +41,11 @@ class RunStream(AsyncIterator[Event]):
     def _begin(self) -> asyncio.Queue[Event]:
         if self._queue is None:
             start, self._start = self._start, None
-            assert start is not None
             queue: asyncio.Queue[Event] = asyncio.Queue()
+            self._queue = queue
+            if start is None:  # closed before it began: a run that never starts
+                queue.put_nowait(_END)
+                return queue
 
             async def drive() -> Any:  # holds the queue, never the stream
                 try:
@@ -52,7 +55,6 @@ class RunStream(AsyncIterator[Event]):
                 finally:
                     queue.put_nowait(_END)
 
-            self._queue = queue
             self._driver = asyncio.get_running_loop().create_task(drive())
         return self._queue
 
@@ -69,8 +71,7 @@ class RunStream(AsyncIterator[Event]):
         if event is _END:
             queue.put_nowait(_END)  # later calls end too
             driver = self._driver
-            assert driver is not None
-            if not driver.cancelled():
+            if driver is not None and not driver.cancelled():
                 driver.result()  # the run's failure, raised here
             raise StopAsyncIteration
         return materialize(event)
