@@ -314,3 +314,46 @@ async def test_a_sync_handler_returning_a_coroutine_fails_clearly() -> None:
 def test_a_retry_policy_refuses_what_is_not_a_count_or_a_number(arguments: Any) -> None:
     with pytest.raises(ValueError, match="RetryPolicy"):
         sg.RetryPolicy(**arguments)
+
+
+async def test_explicit_types_override_annotations_that_cannot_be_resolved() -> None:
+    # With `from __future__ import annotations` (as in this module) the
+    # annotations are strings, looked up in the module: a type defined here,
+    # inside the test, is not there. The decorator's explicit types override
+    # the annotations, so they must not have to resolve.
+    @dataclass(frozen=True)
+    class Local:
+        x: int
+
+    @sg.executor(id="fn", input=Local, output=Local, workflow_output=Local)
+    async def fn(item: Local, ctx: sg.WorkflowContext[Local, Local]) -> None:
+        await ctx.send_message(Local(item.x + 1))
+
+    class Method(sg.Executor):
+        @sg.handler(input=Local, workflow_output=Local)
+        async def on(self, item: Local, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+            await ctx.yield_output(Local(item.x * 10))
+
+    workflow = sg.WorkflowBuilder(start=fn).add_edge(fn, Method("method")).build()
+    assert (await workflow.run(Local(1))).outputs == [Local(20)]
+
+    class NotOverridden(sg.Executor):
+        @sg.handler
+        async def on(self, item: Local, ctx: sg.WorkflowContext) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError) as raised:
+        NotOverridden("n")
+    message = str(raised.value)
+    assert "cannot resolve its annotations: NameError: name 'Local' is not defined" in message
+    assert "(the annotation of 'item')" in message and "define it at module level" in message
+
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"the annotation of its return value"):
+
+        @sg.executor(id="returns", input=int)
+        def returns(n: int) -> Local:
+            return Local(n)
+
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"the annotation of 'ctx'"):
+
+        @sg.executor(id="context", input=int, output=int)
+        async def context(n: int, ctx: sg.WorkflowContext[Local]) -> None: ...

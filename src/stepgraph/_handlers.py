@@ -14,6 +14,7 @@ Rules (design §2):
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,41 @@ TypeArg = Any
 _HANDLER_MARK = "__stepgraph_handler__"
 _RESPONSE_MARK = "__stepgraph_response_handler__"
 _EMPTY = inspect.Parameter.empty
+
+
+class _Unresolved:
+    """An annotation that could not be resolved (a string naming a type the
+    function's module does not have): an error only if it is needed, that is
+    not overridden by ``@handler(input=..., output=...)`` and the like."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def fail(self, where: str, needed: str, instead: str) -> WorkflowDefinitionError:
+        exc = self.error
+        return WorkflowDefinitionError(
+            f"handler {where}: cannot resolve its annotations: {type(exc).__name__}: {exc} "
+            f"(the annotation of {needed}); string annotations (from __future__ import "
+            "annotations) are looked up in the function's module, where a type defined "
+            f"inside a function is not: define it at module level, or pass {instead}"
+        )
+
+
+def _each_hint(annotated: Any) -> dict[str, Any]:
+    """``get_type_hints`` one annotation at a time: those that cannot be
+    resolved become ``_Unresolved``."""
+    globalns = inspect.unwrap(annotated) if callable(annotated) else annotated
+    namespace = getattr(globalns, "__globals__", {})
+    hints: dict[str, Any] = {}
+    for name, value in dict(getattr(annotated, "__annotations__", None) or {}).items():
+        holder = types.SimpleNamespace(__annotations__={name: value}, __globals__=namespace)
+        try:
+            hints[name] = typing.get_type_hints(holder, include_extras=True)[name]
+        except Exception as exc:
+            hints[name] = _Unresolved(exc)
+    return hints
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +187,8 @@ def _parse(
         annotated = type(func).__call__
     try:
         hints = typing.get_type_hints(annotated, include_extras=True)
+    except NameError:
+        hints = _each_hint(annotated)  # the names explicit types override need not resolve
     except Exception as exc:
         raise fail(f"cannot resolve its annotations: {type(exc).__name__}: {exc}") from exc
     return positional, hints
@@ -161,6 +199,8 @@ def _annotation(
 ) -> Any:
     if explicit is not None:
         return _type_arg(explicit)
+    if isinstance(hints.get(param.name), _Unresolved):
+        raise hints[param.name].fail(where, repr(param.name), f"{keyword}=...)")
     if param.name not in hints:
         raise WorkflowDefinitionError(
             f"handler {where}: parameter {param.name!r} has no type annotation; annotate it "
@@ -182,11 +222,21 @@ def _outputs(
     def fail(problem: str) -> WorkflowDefinitionError:
         return WorkflowDefinitionError(f"handler {where}: {problem}")
 
+    if ctx_param is not None and isinstance(hints.get(ctx_param.name), _Unresolved):
+        if output is None or workflow_output is None:
+            raise hints[ctx_param.name].fail(
+                where, repr(ctx_param.name), "output=... and workflow_output=..."
+            )
+        hints = {**hints, ctx_param.name: _EMPTY}  # both overridden: not needed
+    returned = hints.get("return", _EMPTY)
+    if isinstance(returned, _Unresolved):
+        if output is None:
+            raise returned.fail(where, "its return value", "output=...")
+        returned = _EMPTY
     if ctx_param is not None:
         ctx_out, ctx_wout = _context_types(hints.get(ctx_param.name, _EMPTY), fail)
     else:
         ctx_out = ctx_wout = typing.Never
-    returned = hints.get("return", _EMPTY)
     return_out: Any = Any if returned is _EMPTY else returned
     if return_out is None or return_out is type(None) or return_out is typing.NoReturn:
         return_out = typing.Never
