@@ -357,3 +357,29 @@ async def test_explicit_types_override_annotations_that_cannot_be_resolved() -> 
 
         @sg.executor(id="context", input=int, output=int)
         async def context(n: int, ctx: sg.WorkflowContext[Local]) -> None: ...
+
+
+def test_equally_specific_handlers_go_to_the_one_defined_first() -> None:
+    # docs/concepts.md: ties between equally specific handlers (two unions
+    # holding the class, list[int] and list[str] for an empty list) go to
+    # the handler defined first, whatever the names.
+    class First(sg.Executor):
+        @sg.handler
+        async def z_union(self, message: int | str, ctx: sg.WorkflowContext) -> None: ...
+
+        @sg.handler
+        async def a_union(self, message: str | bytes, ctx: sg.WorkflowContext) -> None: ...
+
+        @sg.handler
+        async def z_ints(self, message: list[int], ctx: sg.WorkflowContext) -> None: ...
+
+        @sg.handler
+        async def a_strs(self, message: list[str], ctx: sg.WorkflowContext) -> None: ...
+
+    first = First("first")
+    assert [first.handler_for(m).name for m in ("s", [], ["s"], [1])] == [  # type: ignore[union-attr]
+        "z_union",
+        "z_ints",
+        "a_strs",
+        "z_ints",
+    ]
