@@ -383,3 +383,53 @@ def test_equally_specific_handlers_go_to_the_one_defined_first() -> None:
         "a_strs",
         "z_ints",
     ]
+
+
+@dataclass
+class Parcel(Generic[T]):
+    content: T
+
+
+def test_handlers_a_generic_class_alone_cannot_tell_apart_are_refused() -> None:
+    # A user generic's type arguments are not checked at run time: with
+    # handlers for Parcel[int] and Parcel[str], every Parcel went to the first
+    # (Parcel("text") included) and the second was silently never called.
+    class Both(sg.Executor):
+        @sg.handler
+        async def ints(self, parcel: Parcel[int], ctx: sg.WorkflowContext) -> None: ...
+
+        @sg.handler
+        async def strs(self, parcel: Parcel[str], ctx: sg.WorkflowContext) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError) as raised:
+        Both("both")
+    message = str(raised.value)
+    assert "handlers 'ints'" in message and "'strs'" in message
+    assert "cannot be told apart" in message and "keep one handler for Parcel" in message
+
+    class BareAndArgs(sg.Executor):
+        @sg.handler
+        async def bare(self, parcel: Parcel, ctx: sg.WorkflowContext) -> None: ...  # type: ignore[type-arg]
+
+        @sg.handler
+        async def ints(self, parcel: Parcel[int], ctx: sg.WorkflowContext) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError, match="cannot be told apart"):
+        BareAndArgs("bare")
+
+    class Checked(sg.Executor):  # list's items are checked: these are told apart
+        @sg.handler
+        async def ints(self, values: list[int], ctx: sg.WorkflowContext) -> None: ...
+
+        @sg.handler
+        async def strs(self, values: list[str], ctx: sg.WorkflowContext) -> None: ...
+
+        @sg.handler
+        async def anything(self, values: list, ctx: sg.WorkflowContext) -> None: ...  # type: ignore[type-arg]
+
+    checked = Checked("checked")
+    assert [checked.handler_for(v).name for v in ([1], ["a"], [1.5])] == [  # type: ignore[union-attr]
+        "ints",
+        "strs",
+        "anything",
+    ]

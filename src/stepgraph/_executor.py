@@ -9,6 +9,7 @@ thread so it never blocks the event loop.
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
@@ -202,6 +203,7 @@ class Executor:
             if isinstance(options, HandlerOptions)
         )
         _reject_duplicates([(s.input.annotation, s.name) for s in specs], cls.__name__)
+        _reject_unchecked_arguments(specs, cls.__name__)
         cls._stepgraph_specs = specs  # type: ignore[attr-defined]
         return specs
 
@@ -455,6 +457,31 @@ def _reject_duplicates(keys: list[tuple[Any, str]], owner: str) -> None:
                 f"{shown}; keep one handler per input type"
             )
         seen[key] = name
+
+
+def _reject_unchecked_arguments(specs: tuple[HandlerSpec, ...], owner: str) -> None:
+    """Two handlers of one generic class whose type arguments are not checked
+    at run time (``Box[int]`` and ``Box[str]`` of a user's ``Box(Generic[T])``,
+    or ``Box`` itself): every ``Box`` would go to the same one of them, and the
+    other would never be called."""
+    seen: dict[type, HandlerSpec] = {}
+    for spec in specs:
+        annotation = spec.input.annotation
+        origin = typing.get_origin(annotation)
+        if spec.input.structural or not isinstance(origin, type) or origin is types.UnionType:
+            origin = annotation if isinstance(annotation, type) else None
+        if origin is None:
+            continue
+        first = seen.setdefault(origin, spec)
+        if first is not spec:
+            raise WorkflowDefinitionError(
+                f"executor {owner}: handlers {first.name!r} ({type_name(first.input.annotation)}) "
+                f"and {spec.name!r} ({type_name(annotation)}) cannot be told apart: a message's "
+                f"class decides between them, and the type arguments of {type_name(origin)} are "
+                "not checked at run time (only those of list, tuple, dict, set and the like "
+                "are), so one of them would never be called; keep one handler for "
+                f"{type_name(origin)}"
+            )
 
 
 class FunctionExecutor(Executor):
