@@ -4,6 +4,7 @@ event rules, output designation."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -185,3 +186,48 @@ async def test_outputs_are_emitted_when_the_call_returns() -> None:
     gate.set()
     await task
     assert seen.index("output") < seen.index("executor_completed")
+
+
+async def test_an_abandoned_sync_call_changes_nothing_beside_its_retry() -> None:
+    # A sync call that times out runs on in its thread. Its retry shares the
+    # executor's outbox for the superstep: the abandoned call's late sends,
+    # yields and state writes used to land there and be committed with the
+    # retry's (guarantees §6: its context refuses further use).
+    retry_started, abandoned_done = threading.Event(), threading.Event()
+    late: list[str] = []
+    attempts: list[int] = []
+
+    @sg.executor(id="slow", timeout=0.2, retry=sg.RetryPolicy(attempts=2))
+    def slow(n: int, ctx: sg.WorkflowContext[int, str]) -> None:
+        attempts.append(n)
+        if len(attempts) == 1:
+            retry_started.wait(10)  # times out meanwhile; the retry runs
+            for use in (
+                lambda: ctx.send_message(999),
+                lambda: ctx.yield_output("late"),
+                lambda: ctx.state.set("k", "late"),
+                lambda: ctx.state.delete("k"),
+            ):
+                try:
+                    use()
+                    late.append("accepted")
+                except RuntimeError as error:
+                    late.append(str(error))
+            abandoned_done.set()
+            return
+        retry_started.set()
+        abandoned_done.wait(10)  # the abandoned call has tried everything
+        ctx.state.set("k", "retry")
+        ctx.send_message(n)
+
+    @sg.executor(id="show")
+    async def show(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output((n, ctx.state.get("k")))
+
+    result = await sg.WorkflowBuilder(start=slow).add_edge(slow, show).build().run(1)
+    assert result.outputs == [(1, "retry")]
+    assert (
+        late
+        == ["the context of executor 'slow' (superstep 1) was used after its handler call ended"]
+        * 4
+    )

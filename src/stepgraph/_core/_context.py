@@ -236,7 +236,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         state = self._state
         if state is None:
             state = self._state = StateView(
-                self._committed, self._outbox.writes, self._scope.reducers
+                self._committed, self._outbox.writes, self._scope.reducers, self._check_open
             )
         return state
 
@@ -493,9 +493,16 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             )
 
         self._emit = threadsafe_emit
+        # The call gets a context of its own, closed when the call ends or is
+        # abandoned: an abandoned call runs on beside the next attempt (a
+        # retry) or the next message of this inbox, which share this
+        # context's outbox, and must not send, yield or write into theirs.
+        own = self._for_thread()
+        args = tuple(own if arg is self else arg for arg in args)
         try:
             result = await sync_pool.run(fn, *args, on_abandon=abandoned)
         finally:
+            own._closed = True
             self._emit = emit
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -506,6 +513,16 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
                 "(or give its object an async __call__) so the engine awaits it"
             )
         return result
+
+    def _for_thread(self) -> WorkflowContext[OutT, WorkflowOutT, ContextT]:
+        """A context for one sync call: this one's outbox, yields and emit (the
+        thread-safe one in place), with its own closed flag and state view."""
+        own: WorkflowContext[OutT, WorkflowOutT, ContextT] = object.__new__(type(self))
+        for name in WorkflowContext.__slots__:
+            object.__setattr__(own, name, getattr(self, name))
+        own._state = None
+        own._closed = False
+        return own
 
     def _close(self) -> Outbox:
         self._closed = True

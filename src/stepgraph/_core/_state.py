@@ -117,17 +117,19 @@ class StateView:
     state of the previous barrier overlaid with this executor's own writes.
     """
 
-    __slots__ = ("_committed", "_reducers", "_writes")
+    __slots__ = ("_committed", "_guard", "_reducers", "_writes")
 
     def __init__(
         self,
         committed: Mapping[str, Any],
         writes: dict[str, Any],
         reducers: Reducers = _NO_REDUCERS,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self._committed = committed
         self._writes = writes
         self._reducers = reducers
+        self._guard = guard  # raises once the handler call that writes has ended
 
     def _value(self, key: str) -> Any:
         value = self._writes.get(_check_key(key), _MISSING)
@@ -152,6 +154,8 @@ class StateView:
     def set(self, key: str, value: Any) -> None:
         """Write ``key``; visible to other executors after the barrier (for a
         reduced key: folded in with the other writes)."""
+        if self._guard is not None:
+            self._guard()
         if self._reducers and _check_key(key) in self._reducers:
             self._fold(key).append(_copied(key, value))
         else:
@@ -159,6 +163,8 @@ class StateView:
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (no error if it does not exist)."""
+        if self._guard is not None:
+            self._guard()
         if self._reducers and _check_key(key) in self._reducers:
             self._fold(key).append(DELETED)
         else:
