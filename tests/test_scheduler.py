@@ -693,3 +693,45 @@ async def test_an_error_a_real_cancel_caused_cancels_the_run_never_retried(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(attempts) == (2 if mapped else 1)  # (each started once, none again)
+
+
+class _OwnBase(BaseException):
+    """A BaseException of a library's own (pytest.fail's Failed is one)."""
+
+
+async def test_a_base_exception_of_a_handler_fails_the_run_whatever_the_graph() -> None:
+    # It escaped raw with no `failed` event or status - as itself when the
+    # handler's inbox ran alone, as a BaseExceptionGroup beside another inbox.
+    @sg.executor(id="start")
+    async def start(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.send_message(n)
+
+    @sg.executor(id="raises")
+    async def raises(n: int, ctx: sg.WorkflowContext) -> None:
+        raise _OwnBase("not an Exception")
+
+    @sg.executor(id="idle")
+    async def idle(n: int, ctx: sg.WorkflowContext) -> None:
+        await asyncio.sleep(0)
+
+    class Item(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+            raise _OwnBase("not an Exception")
+
+    @sg.executor(id="total")
+    async def total(values: list[int], ctx: sg.WorkflowContext) -> None: ...
+
+    alone = sg.WorkflowBuilder(start=start).add_edge(start, raises).build()
+    beside = sg.WorkflowBuilder(start=start).add_fan_out(start, [raises, idle]).build()
+    mapped = sg.WorkflowBuilder(start=start).add_map(start, Item, id="items", to=total).build()
+    for workflow, failing in ((alone, "raises"), (beside, "raises"), (mapped, "items")):
+        events: list[sg.Event] = []
+        with pytest.raises(sg.WorkflowRunError) as raised:
+            async with workflow.stream(1) as stream:
+                async for event in stream:
+                    events.append(event)
+        assert isinstance(raised.value.__cause__, _OwnBase)
+        assert raised.value.executor_id == failing and raised.value.superstep == 2
+        assert [e.kind for e in events][-3:] == ["executor_failed", "failed", "status"]
+        assert events[-1].status is sg.RunStatus.FAILED  # type: ignore[attr-defined]

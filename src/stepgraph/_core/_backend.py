@@ -111,23 +111,32 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                     await invoke(message, ctx)
                 else:
                     await traced(trace, node_id, step, message, 1, invoke(message, ctx))
-            except (Exception, SystemExit) as exc:  # sys.exit() in a handler fails it too
-                if being_cancelled():  # (an error the run's cancel caused): it cancels
-                    raise asyncio.CancelledError from exc
-                failure = ExecutorFailure(node_id, step, exc)
-                work.failures.append(failure)
-                raise failure from exc
             except asyncio.CancelledError as exc:
                 error = stray_cancel(exc)
                 failure = ExecutorFailure(node_id, step, error)
                 work.failures.append(failure)
                 raise failure from error
+            except PASSED_THROUGH:
+                raise
+            except BaseException as exc:  # sys.exit(), a BaseException of its own: fails it too
+                if being_cancelled():  # (an error the run's cancel caused): it cancels
+                    raise asyncio.CancelledError from exc
+                failure = ExecutorFailure(node_id, step, exc)
+                work.failures.append(failure)
+                raise failure from exc
             if ctx._pending:
                 ctx._flush_outputs()
             emit((ExecutorCompletedEvent, node_id, step, perf_counter() - started))
     finally:
         outbox = ctx._close()
     return outbox
+
+
+# What a handler raises that is not its failure: Ctrl-C (the run is
+# cancelled) and GeneratorExit (its coroutine is being closed). Anything else
+# it raises - an Exception, SystemExit, a BaseException of a library's own
+# (pytest.fail's) - fails it, whether its inbox ran alone or beside others.
+PASSED_THROUGH = (KeyboardInterrupt, GeneratorExit)
 
 
 def being_cancelled() -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._exceptions import RequestError, RoutingError
 from ._backend import (
+    PASSED_THROUGH,
     ExecutorFailure,
     Superstep,
     being_cancelled,
@@ -63,7 +64,9 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                         await traced(
                             work.scope.trace, node_id, step, message, 1, invoke(message, ctx), index
                         )
-                except (Exception, SystemExit, asyncio.CancelledError) as caught:
+                except PASSED_THROUGH:
+                    raise
+                except BaseException as caught:
                     if being_cancelled() and not isinstance(caught, asyncio.CancelledError):
                         raise asyncio.CancelledError from caught  # (the cancel's doing)
                     exc = (
