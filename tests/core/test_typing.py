@@ -85,6 +85,18 @@ class C:
         (Literal["a"], Literal["b"], False),
         (str, Literal["a"], True),
         (Never, int, False),
+        # Tuples: fixed ones item by item and length; tuple[X, ...] is any
+        # length of X (the empty tuple too). These were all said to overlap.
+        (tuple[int, ...], tuple[str, str], False),
+        (tuple[str, str], tuple[int, ...], False),
+        (tuple[int], tuple[int, int], False),
+        (tuple[int, str], tuple[int, bytes], False),
+        (tuple[int, ...], tuple[str, ...], True),  # ()
+        (tuple[int, ...], tuple[int, int], True),
+        (tuple[bool, int], tuple[int, ...], True),
+        (tuple[int | str, ...], tuple[str], True),
+        (tuple[Any, ...], tuple[str, str], True),
+        (tuple[int, str], tuple, True),
     ],
 )
 def test_may_overlap(out: Any, inp: Any, expected: bool) -> None:

@@ -300,6 +300,8 @@ def may_overlap(out_tp: Any, in_tp: Any) -> bool:
     if not (issubclass(out_base, in_base) or issubclass(in_base, out_base)):
         return False
     out_args, in_args = typing.get_args(out_tp), typing.get_args(in_tp)
+    if out_base is tuple and in_base is tuple and out_args and in_args:
+        return _tuples_overlap(out_args, in_args)
     if out_args and in_args and len(out_args) == len(in_args) and Ellipsis not in out_args:
         return all(
             may_overlap(a, b)
@@ -307,6 +309,23 @@ def may_overlap(out_tp: Any, in_tp: Any) -> bool:
             if b is not Ellipsis and a is not Ellipsis
         )
     return True
+
+
+def _tuples_overlap(out_args: tuple[Any, ...], in_args: tuple[Any, ...]) -> bool:
+    """Whether ``tuple[*out_args]`` and ``tuple[*in_args]`` share a value:
+    fixed tuples of one length, item by item; ``tuple[X, ...]`` holds any
+    length of X (the empty tuple included)."""
+    out_items = None if len(out_args) == 2 and out_args[1] is Ellipsis else out_args
+    in_items = None if len(in_args) == 2 and in_args[1] is Ellipsis else in_args
+    if out_items is None and in_items is None:
+        return True  # () is both
+    if out_items is None:
+        return all(may_overlap(out_args[0], b) for b in in_items or ())
+    if in_items is None:
+        return all(may_overlap(a, in_args[0]) for a in out_items)
+    return len(out_items) == len(in_items) and all(
+        may_overlap(a, b) for a, b in zip(out_items, in_items, strict=True)
+    )
 
 
 def _literal_overlap(out_tp: Any, in_tp: Any) -> bool:
