@@ -468,3 +468,54 @@ async def test_a_path_answer_is_stored_and_an_unstorable_one_refused_before_it_c
     assert info is not None and info.status != "failed" and info.pending_requests == 1
     done = await flow.run(responses={anything: 5}, checkpoint=done.last_checkpoint)
     assert done.outputs == ["where? (anything): 5"]
+
+
+async def test_request_info_opens_at_once_in_sync_handlers_and_without_await() -> None:
+    # request_info was a coroutine function: a sync handler could not await
+    # it, and an async one that forgot to left a coroutine never run - either
+    # way no request was opened and the run went idle as if nothing was asked.
+    class SyncAsker(sg.Executor):
+        @sg.handler
+        def ask(self, question: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+            request_id = ctx.request_info(question, str)
+            ctx.state.set("asked", [request_id])  # copied as the plain str it is
+            assert isinstance(request_id, str) and len(request_id) == 32
+
+        @sg.response_handler
+        async def answered(
+            self, question: str, answer: str, ctx: sg.WorkflowContext[sg.Never, str]
+        ) -> None:
+            await ctx.yield_output(f"{question} {answer} {ctx.state.get('asked')}")
+
+    class Forgetful(sg.Executor):
+        @sg.handler
+        async def ask(self, question: str, ctx: sg.WorkflowContext) -> None:
+            ctx.request_info(question, str)  # no await
+
+        @sg.response_handler
+        async def answered(self, question: str, answer: str, ctx: sg.WorkflowContext) -> None:
+            pass
+
+    store = sg.MemoryCheckpointStore()
+    workflow = sg.WorkflowBuilder(start=SyncAsker("sync"), checkpoints=store).build()
+    first = await workflow.run("why?")
+    [pending] = first.pending_requests
+    assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    done = await workflow.run(responses={pending.request_id: "because"})
+    assert done.outputs == [f"why? because ['{pending.request_id}']"]
+
+    forgetful = await sg.WorkflowBuilder(start=Forgetful("f")).build().run("when?")
+    assert [p.request for p in forgetful.pending_requests] == ["when?"]
+
+    class Awaits(sg.Executor):
+        @sg.handler
+        async def ask(self, n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+            chosen = await ctx.request_info(n, int, request_id="mine")
+            await ctx.yield_output(f"{type(chosen).__name__} {chosen}")  # awaited: a plain str
+
+        @sg.response_handler
+        async def answered(self, n: int, answer: int, ctx: sg.WorkflowContext) -> None:
+            pass
+
+    awaited = await sg.WorkflowBuilder(start=Awaits("a")).build().run(1)
+    assert awaited.outputs == ["str mine"]

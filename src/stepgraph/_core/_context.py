@@ -57,6 +57,21 @@ class _Done:
 _DONE = _Done()
 
 
+class RequestId(str):
+    """The id of the request ``ctx.request_info`` opened: a ``str``, and an
+    awaitable already complete with that id — ``await`` it in async handlers,
+    use it plainly in sync ones."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, str]:
+        yield from ()
+        return str(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return str, (str(self),)  # copied (into the state, say): a plain str
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     """What one handler declares it sends and yields."""
@@ -318,10 +333,11 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         self._emit(event)
         return _DONE
 
-    async def request_info(
+    def request_info(
         self, request: Any, response_type: Any, *, request_id: str | None = None
-    ) -> str:
-        """Open a request for outside input; returns its id. The run goes idle
+    ) -> RequestId:
+        """Open a request for outside input, at once (like ``send_message``);
+        returns its id, which async handlers ``await``. The run goes idle
         with the request open; ``workflow.run(responses={id: value})`` later
         delivers the value to this executor's matching ``@response_handler``.
 
@@ -332,7 +348,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             request_id = uuid.uuid4().hex
         else:
             self._check_request_id(request_id)
-        return self._open_request(request, response_type, request_id)
+        return RequestId(self._open_request(request, response_type, request_id))
 
     async def save_progress(self) -> None:
         """Checkpoint this executor's snapshot now, within the superstep: the
