@@ -231,3 +231,48 @@ async def test_an_abandoned_sync_call_changes_nothing_beside_its_retry() -> None
         == ["the context of executor 'slow' (superstep 1) was used after its handler call ended"]
         * 4
     )
+
+
+class _PaidOnce(sg.Executor):
+    """Makes a paid call once per message, saving its progress right after."""
+
+    calls: ClassVar[list[int]] = []
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.paid: list[int] = []
+        self.fail = True
+
+    def snapshot(self) -> Any:
+        return {"paid": list(self.paid)}
+
+    def restore(self, snapshot: Any) -> None:
+        self.paid = list(snapshot["paid"])
+
+    @sg.handler
+    def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, list[int]]) -> None:
+        if n not in self.paid:
+            self.paid.append(n)
+            _PaidOnce.calls.append(n)  # the paid call
+            assert ctx.save_progress() is not None  # the thread waits: saved on return
+        if self.fail:
+            raise RuntimeError("the process dies here")
+        ctx.yield_output(list(self.paid))
+
+
+async def test_a_sync_handler_saves_its_progress() -> None:
+    # save_progress was a coroutine function: a sync handler calling it got a
+    # coroutine that never ran, and no progress was saved.
+    store = sg.MemoryCheckpointStore()
+    executor = _PaidOnce("paid")
+    workflow = sg.WorkflowBuilder(start=executor, checkpoints=store).build()
+    with pytest.raises(sg.WorkflowRunError):
+        await workflow.run(7)
+    [entry, progress] = sorted(await store.list(), key=lambda c: c.created_at)
+    assert progress.parent_id == entry.id  # the run as at its entry, with the snapshot
+    state = await workflow.get_state(progress.id)
+    assert state.snapshots == {"paid": {"paid": [7]}} and state.messages == {"paid": [7]}
+    executor.paid, executor.fail = [], False  # a fresh process would know nothing
+    result = await workflow.run(checkpoint=progress.id)
+    assert result.outputs == [[7]]
+    assert _PaidOnce.calls == [7]  # restored from the save: the call was not made again

@@ -178,6 +178,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         "_emit",
         "_executor_id",
         "_item",
+        "_loop",
         "_outbox",
         "_pending",
         "_responds",
@@ -206,6 +207,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         self._emit = scope.emit
         self._closed = False
         self._item: int | None = None  # a map's worker: the index of its item
+        self._loop: asyncio.AbstractEventLoop | None = None  # a sync call's: the run's loop
 
     # -- what handlers use -------------------------------------------------
 
@@ -350,7 +352,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             self._check_request_id(request_id)
         return RequestId(self._open_request(request, response_type, request_id))
 
-    async def save_progress(self) -> None:
+    def save_progress(self) -> Awaitable[None]:
         """Checkpoint this executor's snapshot now, within the superstep: the
         run as at the last barrier, with this executor's ``snapshot()`` as it
         is. A run that goes on from there (after a crash, say) runs this
@@ -358,7 +360,20 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         work it must not repeat (a tool call, a model turn). Nothing happens
         when the run has no checkpoint store, in a sub-workflow, in a map's
         worker (a new one per item, never restored: the superstep's items run
-        again whole), or on a distributed backend."""
+        again whole), or on a distributed backend.
+
+        ``await`` it in an async handler; a sync handler calls it plainly,
+        and its thread waits until the checkpoint is written."""
+        self._check_open()
+        loop = self._loop
+        if loop is None:
+            return self._save_progress()
+        # A sync handler's thread: the save runs on the run's loop, and the
+        # handler goes on once it is written (or raises why it was not).
+        asyncio.run_coroutine_threadsafe(self._save_progress(), loop).result()
+        return _DONE
+
+    async def _save_progress(self) -> None:
         self._check_open()
         progress = self._scope.progress
         if progress is not None and self._item is None:
@@ -538,6 +553,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             object.__setattr__(own, name, getattr(self, name))
         own._state = None
         own._closed = False
+        own._loop = asyncio.get_running_loop()
         return own
 
     def _close(self) -> Outbox:
