@@ -433,3 +433,41 @@ def test_handlers_a_generic_class_alone_cannot_tell_apart_are_refused() -> None:
         "strs",
         "anything",
     ]
+
+
+def test_a_static_or_class_method_handler_is_refused_saying_so() -> None:
+    # @handler over @staticmethod said "parameter 'ctx' has no type
+    # annotation" (the message was taken for self); @staticmethod over
+    # @handler said the executor "defines no @handler methods".
+    def outer_static() -> type[sg.Executor]:
+        class Outer(sg.Executor):
+            @sg.handler
+            @staticmethod
+            async def on(n: int, ctx: sg.WorkflowContext) -> None: ...
+
+        return Outer
+
+    def inner_static() -> type[sg.Executor]:
+        class Inner(sg.Executor):
+            @staticmethod
+            @sg.handler
+            async def on(n: int, ctx: sg.WorkflowContext) -> None: ...
+
+        return Inner
+
+    def on_class() -> type[sg.Executor]:
+        class OnClass(sg.Executor):
+            @classmethod
+            @sg.response_handler
+            async def answered(cls, question: str, answer: str) -> None: ...
+
+            @sg.handler
+            async def on(self, n: int, ctx: sg.WorkflowContext) -> None: ...
+
+        return OnClass
+
+    for make, kind in ((outer_static, "staticmethod"), (inner_static, "staticmethod")):
+        with pytest.raises(sg.WorkflowDefinitionError, match=rf"\.on is a {kind}; handlers are"):
+            make()("x")
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"OnClass\.answered is a classmethod"):
+        on_class()("x")

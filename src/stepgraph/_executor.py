@@ -186,6 +186,16 @@ class Executor:
         for klass in reversed(cls.__mro__):
             for name, attr in vars(klass).items():
                 options = marked(attr)
+                if isinstance(attr, (staticmethod, classmethod)) and (
+                    options is not None or marked(attr.__func__) is not None
+                ):
+                    # (its first parameter would be taken for self: the
+                    # message for the context, or the class for the message)
+                    raise WorkflowDefinitionError(
+                        f"handler {klass.__name__}.{name} is a {type(attr).__name__}; "
+                        "handlers are instance methods, (self, message[, ctx]) - drop "
+                        f"@{type(attr).__name__}, or make it a function executor with @executor"
+                    )
                 if options is not None:
                     found[name] = (attr, options)
                 elif name in found:
