@@ -519,3 +519,37 @@ async def test_request_info_opens_at_once_in_sync_handlers_and_without_await() -
 
     awaited = await sg.WorkflowBuilder(start=Awaits("a")).build().run(1)
     assert awaited.outputs == ["str mine"]
+
+
+async def test_a_request_id_goes_anywhere_a_str_goes(tmp_path: Path) -> None:
+    """The id a sync handler gets from ``request_info`` is sent, yielded
+    and kept in state — alone, in a list and as a dict key — and the
+    checkpoints store it as the str it is."""
+
+    class Ask(sg.Executor):
+        @sg.handler
+        def ask(self, n: int, ctx: sg.WorkflowContext[str, str]) -> None:
+            request_id = ctx.request_info(f"q{n}", bool)
+            ctx.send_message(request_id)
+            ctx.yield_output(request_id)
+            ctx.yield_output({request_id: [request_id]})
+
+        @sg.response_handler
+        def answered(self, question: str, ok: bool, ctx: sg.WorkflowContext[str, str]) -> None:
+            ctx.yield_output(f"{question}={ok}")
+
+    @sg.executor(id="echo")
+    async def echo(text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"echo {text}")
+
+    store = sg.SqliteCheckpointStore(tmp_path / "runs.sqlite")
+    workflow = sg.WorkflowBuilder(start=Ask("ask"), checkpoints=store).add_edge("ask", echo).build()
+    first = await workflow.run(1)
+    [pending] = first.pending_requests
+    rid = pending.request_id
+    assert first.outputs == [rid, {rid: [rid]}, f"echo {rid}"]
+    assert await store.outputs(first.last_checkpoint or "") == first.outputs
+    again = sg.WorkflowBuilder(start=Ask("ask"), checkpoints=store).add_edge("ask", echo).build()
+    done = await again.run(responses={rid: True}, checkpoint=first.last_checkpoint)
+    assert done.outputs == ["q1=True"]
+    store.close()

@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .._core import RequestId
 from .._exceptions import CheckpointDecodeError, CheckpointEncodeError
 
 __all__ = [
@@ -334,6 +335,8 @@ def _enc(value: Any, reg: TypeRegistry, depth: int) -> Any:
         if math.isfinite(value):
             return value
         return {_TAG: "float", "v": repr(value)}
+    if cls is RequestId:  # (what ctx.request_info returned: stored as the str it is)
+        return _checked_str(str(value))
     d = depth + 1
     if cls is list:
         return _enc_list(value, reg, d)

@@ -22,7 +22,7 @@ from ._backend import (
     error_line,
     run_inbox,
 )
-from ._context import Contract, Outbox, RunScope, WorkflowContext
+from ._context import Contract, Outbox, RequestId, RunScope, WorkflowContext
 from ._display import jsonable
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
@@ -118,6 +118,7 @@ __all__ = [
     "Placement",
     "Reducers",
     "RequestError",
+    "RequestId",
     "RequestInfoEvent",
     "Response",
     "RetryPolicy",
