@@ -1,0 +1,60 @@
+"""The Ray backend against the local one on random graphs (those of
+``property/test_random_graphs``: chains, fan-outs, fan-ins, switches,
+conditional edges, maps, cycles; nodes with shared state and snapshots): the
+same outputs, and a run checkpointed on one backend goes on from any of its
+checkpoints on the other as it would have gone on where it started. Few
+examples: each Ray run costs actor calls, not microseconds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import stepgraph as sg
+from tests.property.test_random_graphs import Spec, graphs, reference
+from tests.property.test_resume_anywhere import build
+from tests.test_ray_warm import ray_cluster  # noqa: F401  (the module's local cluster)
+
+
+@pytest.fixture(scope="module")
+def backend(ray_cluster: None) -> Iterator[sg.RayBackend]:  # noqa: F811
+    with sg.RayBackend() as backend:
+        yield backend
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+@given(graphs(), st.integers(0, 10**6), st.booleans())
+def test_ray_runs_and_resumes_random_graphs_as_the_local_backend(
+    backend: sg.RayBackend, spec: Spec, pick: int, ray_first: bool
+) -> None:
+    reference(spec)  # (rejects graphs whose cycles run too long)
+
+    async def check() -> None:
+        local = await build(spec, sg.MemoryCheckpointStore(), "sync").run(spec.start_value)
+        store = sg.MemoryCheckpointStore()
+        first, then = (backend, None) if ray_first else (None, backend)
+        whole = await build(spec, store, "async").run(spec.start_value, backend=first)
+        assert whole.status is local.status
+        assert Counter(whole.outputs) == Counter(local.outputs)
+        checkpoints = await store.list(whole.run_id)
+        chosen = checkpoints[pick % len(checkpoints)]
+        before = Counter(await store.outputs(chosen.id))
+        rest = await build(spec, store, "async").run(
+            checkpoint=chosen.id, checkpoints=store, backend=then
+        )
+        assert Counter(rest.outputs) == Counter(whole.outputs) - before, chosen.superstep
+
+    asyncio.run(check())
