@@ -324,3 +324,28 @@ async def configure(settings: Settings, ctx: sg.WorkflowContext[sg.Never, str]) 
 
 def configuring() -> sg.Workflow:
     return sg.WorkflowBuilder(start=configure, name="configuring").build()
+
+
+class Hook(pydantic.BaseModel):
+    """A model that says itself that fields it does not declare are dropped."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+    event: str
+
+
+class Deploy(pydantic.BaseModel):
+    """A plain model holding one that takes undeclared fields, and one that drops them."""
+
+    settings: Settings
+    hook: Hook | None = None
+    dry_run: bool = False
+
+
+@sg.executor(id="deploy")
+async def deploy(d: Deploy, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    hook = d.hook.event if d.hook else None
+    await ctx.yield_output(f"{d.settings.name} {d.settings.model_extra} {hook} {d.dry_run}")
+
+
+def deploying() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=deploy, name="deploying").build()

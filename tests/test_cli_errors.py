@@ -544,6 +544,27 @@ def test_a_field_the_type_does_not_have_is_refused_not_dropped(tmp_path: Path) -
     assert taken.returncode == 0 and "output: x {'extra': 1}" in taken.stdout, taken.stderr
 
 
+def test_a_model_taking_extra_fields_excuses_only_its_own() -> None:
+    # A nested model with extra="allow" let a typo anywhere else through:
+    # '"dryrun": true' ran with dry_run=False and exit 0.
+    one_line_error(
+        cli("run", "tests.cli_flows:deploying", "--no-store",
+            "--input", '{"settings": {"name": "x", "region": "eu"}, "dryrun": true}'),
+        "the input has an unknown field 'dryrun': Deploy has no such field",
+    )  # fmt: skip
+    # The model that takes them keeps them; one that says extra="ignore" drops
+    # its own, as its author asked.
+    fine = cli("run", "tests.cli_flows:deploying", "--no-store", "--input",
+               '{"settings": {"name": "x", "region": "eu"}, "hook": {"event": "push", "id": 7},'
+               ' "dry_run": true}')  # fmt: skip
+    assert fine.returncode == 0, fine.stderr
+    assert "output: x {'region': 'eu'} push True" in fine.stdout, fine.stdout
+    from stepgraph._cli._input import coerce
+    from tests.cli_flows import Hook
+
+    assert coerce({"event": "push", "id": 7}, Hook, "the input") == Hook(event="push")
+
+
 def test_an_answer_from_a_checkpoint_older_than_the_answer_needs_a_fork(tmp_path: Path) -> None:
     # (docs/agents.md said answering from an older checkpoint was time travel
     # that starts that part of the run over: it is refused, as elsewhere.)
