@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -14,7 +15,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stepgraph`` console script. A problem nobody
     foresaw is still one line (``STEPGRAPH_TRACEBACK=1`` shows where)."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # (what print() kept back meets a closed pipe here, not at exit)
+        return code
     except BrokenPipeError:  # (``stepgraph | head``: the reader went away)
         try:  # (the flush at exit goes nowhere rather than fail again)
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -27,13 +30,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
+        from rich.console import Console
+
         from ._app import app  # (in here: Ctrl-C while it loads is a stop too)
 
-        code = app(
-            args=list(argv) if argv is not None else None,
-            prog_name="stepgraph",
-            standalone_mode=False,
-        )
+        # rich ends the process with exit 1 and nothing said when standard
+        # output is closed under it (its on_broken_pipe), in every console --
+        # ours and the one typer prints help with -- so `stepgraph checkpoints
+        # list | head -1` "failed". A closed pipe is raised instead, and ends
+        # in 141 below, as SIGPIPE ends other programs.
+        plain = Console.on_broken_pipe
+        Console.on_broken_pipe = _raise_broken_pipe  # type: ignore[method-assign,assignment]
+        try:
+            code = app(
+                args=list(argv) if argv is not None else None,
+                prog_name="stepgraph",
+                standalone_mode=False,
+            )
+        finally:
+            Console.on_broken_pipe = plain  # type: ignore[method-assign]
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
         return 130
@@ -55,9 +72,29 @@ def _main(argv: Sequence[str] | None) -> int:
             return 1
         return _unexpected(error)
     except SystemExit as exit_:
+        if _output_was_closed():  # (click's own exit 1 on a closed pipe)
+            raise BrokenPipeError(errno.EPIPE, "standard output was closed") from None
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     return code if isinstance(code, int) else 0
+
+
+def _raise_broken_pipe(console: object) -> None:
+    raise BrokenPipeError(errno.EPIPE, "standard output was closed")
+
+
+def _output_was_closed() -> bool:
+    """Whether click met a closed pipe and ended the command with exit 1 --
+    it wraps the standard streams to silence their flush at exit; they are
+    unwrapped again (``main`` sends what is left to /dev/null itself)."""
+    closed = False
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        # (typer has a copy of click of its own: its class, by name)
+        if type(stream).__name__ == "PacifyFlushWrapper" and hasattr(stream, "wrapped"):
+            setattr(sys, name, stream.wrapped)
+            closed = True
+    return closed
 
 
 def _unexpected(error: Exception) -> int:
