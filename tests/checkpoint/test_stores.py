@@ -15,6 +15,7 @@ import pytest
 
 import stepgraph as sg
 from stepgraph._checkpoint import MemoryCheckpointStore, blob_hash, new_holder
+from stepgraph._checkpoint._store import BaseStore
 
 
 def make(
@@ -578,3 +579,49 @@ async def test_a_signature_that_is_not_hex_is_named_as_such(tmp_path: Path) -> N
     ):
         await store.load("a")
     store.close()
+
+
+async def test_who_holds_a_run_is_read_without_taking_it(store: sg.CheckpointStore) -> None:
+    # (the server asks it of every run listed as going on that it does not
+    # run itself: asking must not hold the run for a moment, refusing a
+    # resume that comes then)
+    assert isinstance(store, BaseStore)
+    await store.save(make("c1", run="r1"))
+    assert await store.lease_holder("r1") is None
+    holder = new_holder()
+    assert await store.lease("r1", holder) is None
+    assert await store.lease_holder("r1") == holder
+    await store.release("r1", holder)
+    assert await store.lease_holder("r1") is None
+    other = new_holder()
+    assert await store.lease("r1", other) is None  # (asking took nothing)
+    await store.release("r1", other)
+
+
+async def test_who_holds_a_run_is_seen_from_another_process_store(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    # Another store on the same database or file -- another process -- sees
+    # the holder; none once it is given back.
+    pairs = [
+        (sg.SqliteCheckpointStore(tmp_path / "a.sqlite"), tmp_path / "a.sqlite"),
+        (sg.PostgresCheckpointStore(pg_dsn), pg_dsn),
+    ]
+    for first, where in pairs:
+        second = (
+            sg.SqliteCheckpointStore(where)
+            if isinstance(where, Path)
+            else sg.PostgresCheckpointStore(str(where))
+        )
+        try:
+            await first.save(make("c1", run="r1"))
+            holder = new_holder()
+            assert await first.lease("r1", holder) is None
+            seen = await second.lease_holder("r1")
+            assert seen is not None and seen.startswith(holder.rsplit(":", 1)[0]), seen
+            assert await second.lease("r1", new_holder()) is not None  # (held indeed)
+            await first.release("r1", holder)
+            assert await second.lease_holder("r1") is None
+        finally:
+            first.close()
+            second.close()

@@ -78,3 +78,51 @@ def test_a_run_whose_process_was_killed_is_interrupted_and_resumes(serve, tmp_pa
         assert refused.json()["error"] == (
             f"run {run_id} is not running (status: idle); nothing to cancel"
         )
+
+
+class _ResumedFromElsewhere(sg.SqliteCheckpointStore):
+    """A store that, the moment anything in the server takes ``run_id``'s
+    lease, has another process resume that run (a user's 'stepgraph run
+    --resume' while the page asks about the run); what it answered is kept."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        super().__init__(path)
+        self.run_id = run_id
+        self.armed = False
+        self.elsewhere: list[subprocess.CompletedProcess[str]] = []
+
+    async def lease(self, run_id: str, holder: str) -> str | None:
+        busy = await super().lease(run_id, holder)
+        if self.armed and run_id == self.run_id and busy is None:
+            self.armed = False
+            self.elsewhere.append(_resume_elsewhere(self.path, run_id))
+        return busy
+
+
+def _resume_elsewhere(path: Path, run_id: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "stepgraph", "run", "tests.serve.flows:slow",
+               "--resume", "latest", "--store", f"sqlite:{path}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_asking_about_an_interrupted_run_never_stands_in_a_resumes_way(serve, tmp_path):
+    # GET /api/runs/{id} found out whether a run was interrupted by taking its
+    # lease and giving it back: a resume from another process at that moment
+    # was refused ("being continued elsewhere" -- by a page asking every few
+    # seconds). It reads who holds the run instead.
+    flows.STEP = 0.01
+    path = tmp_path / "killed.sqlite"
+    run_id = killed_mid_run(path)
+    store = _ResumedFromElsewhere(path, run_id)
+    server = serve(flows.slow, store=store)
+    with server.client() as client:
+        store.armed = True
+        details = client.get(f"/api/runs/{run_id}").json()
+        assert details["interrupted"] is True
+        if store.armed:  # (the page took nothing: the other process resumes now)
+            store.elsewhere.append(_resume_elsewhere(path, run_id))
+        [resumed] = store.elsewhere
+        assert resumed.returncode == 0, resumed.stderr
+        assert "being continued elsewhere" not in resumed.stderr
+        assert client.get(f"/api/runs/{run_id}").json()["status"] == "idle"

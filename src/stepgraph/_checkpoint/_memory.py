@@ -207,6 +207,9 @@ class MemoryCheckpointStore(BaseStore):
         if self._leases.get(run_id) == holder:
             del self._leases[run_id]
 
+    def _holder(self, run_id: str) -> str | None:
+        return self._leases.get(run_id)  # (this process's: alive by definition)
+
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:
         chosen = [run_id] if run_id is not None else builtins.list(self._by_run)
         return {

@@ -52,6 +52,7 @@ from ._postgres_layout import (
     ensure_layout,
     has_nul,
     insert_values,
+    lock_key,
     migrate,
     record_answers,
     segment_write,
@@ -639,6 +640,24 @@ class PostgresCheckpointStore(BaseStore):
             raise self._failure(away.error, doing) from away
         except self._pg.Error as exc:
             raise self._failure(exc, doing) from exc
+
+    def _holder(self, run_id: str) -> str | None:
+        here = self._leases.holder(run_id)
+        if here is not None:
+            return here
+        # (a lock of a process that ended was freed with its session)
+        key = lock_key(run_id)
+        found = self._fetch(
+            "SELECT coalesce(a.application_name, '') FROM pg_locks l "
+            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
+            "AND l.objid = %s::oid AND l.objsubid = 1",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+            "reading who holds a run",
+        )
+        if not found:
+            return None
+        return str(found[0][0]) or "an unnamed session:?"
 
     def _release_lease(self, run_id: str, holder: str) -> None:
         self._saving.wait(run_id)

@@ -57,6 +57,15 @@ class Leases:
         self._name = this_process()  # its application_name
         self._spare: list[Any] = []  # deletions' sessions, for the next one
 
+    def holder(self, run_id: str) -> str | None:
+        """Who of this process holds the run, or is taking it (``None``:
+        no call of this process)."""
+        with self._lock:
+            held = self._held.get(run_id)
+            if held is not None and held[1] is not None:
+                return held[0]
+            return self._taking.get(run_id)
+
     def holds(self, run_id: str, holder: str) -> bool:
         held = self._held.get(run_id)
         return held is not None and held[0] == holder and held[1] is not None

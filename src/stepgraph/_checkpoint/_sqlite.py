@@ -562,6 +562,15 @@ class SqliteCheckpointStore(BaseStore):
 
         return self._transaction(take, "taking a run")
 
+    def _holder(self, run_id: str) -> str | None:
+        found = self._guard(
+            lambda db: db.execute(
+                "SELECT holder FROM leases WHERE run_id = ?", (run_id,)
+            ).fetchone(),
+            "reading who holds a run",
+        )
+        return None if found is None or not alive(str(found[0])) else str(found[0])
+
     def _release_lease(self, run_id: str, holder: str) -> None:
         def give(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM leases WHERE run_id = ? AND holder = ?", (run_id, holder))

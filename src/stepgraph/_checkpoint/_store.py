@@ -205,6 +205,10 @@ class BaseStore:
     def _release_lease(self, run_id: str, holder: str) -> None:
         raise NotImplementedError
 
+    def _holder(self, run_id: str) -> str | None:
+        """The run's live holder, read without taking the lease."""
+        raise NotImplementedError
+
     def _run_ids(self, run_id: str | None, more_than: int) -> dict[str, builtins.list[str]]:
         """Checkpoint ids in save order of each run (or of one) that holds
         more than ``more_than`` of them."""
@@ -401,6 +405,12 @@ class BaseStore:
 
     async def release(self, run_id: str, holder: str) -> None:
         await self._run(self._release_lease, run_id, holder)
+
+    async def lease_holder(self, run_id: str) -> str | None:
+        """Who holds the run now (``None``: nobody, or a process that has
+        ended) -- read, not taken: asking never stands in the way of a call
+        that takes the run at that moment, as taking and giving back would."""
+        return await self._run(self._holder, run_id)
 
     async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in TERMINAL_STATUSES:

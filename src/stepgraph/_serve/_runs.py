@@ -313,6 +313,12 @@ class RunService:
         given back at once). Never while a call of this server continues it."""
         if run_id in self._claims:
             return False
+        holder_of = getattr(self.store, "lease_holder", None)
+        if holder_of is not None:
+            # (read, not taken: a probe that took the lease for a moment
+            # refused a resume -- here or in another process -- that came
+            # then, "being continued elsewhere", and the page asks often)
+            return await holder_of(run_id) is None
         probe = new_holder()
         if await self.store.lease(run_id, probe) is not None:
             return False  # (held: going on somewhere)
