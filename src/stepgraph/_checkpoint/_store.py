@@ -378,12 +378,10 @@ class BaseStore:
         return await self._run(self._run_info, run_id)
 
     async def request_cancel(self, run_id: str) -> bool:
-        # A run going on holds its lease: one whose lease can be taken runs
-        # nowhere (its process ended without recording how) and would never
-        # hear the cancel.
-        probe = new_holder()
-        if await self.lease(run_id, probe) is None:
-            await self.release(run_id, probe)
+        # A run going on holds its lease: one nobody holds runs nowhere (its
+        # process ended without recording how) and would never hear the
+        # cancel. (Read, not taken: a resume that comes meanwhile goes on.)
+        if await self.lease_holder(run_id) is None:
             return False
         return await self._run(self._request_cancel, run_id, time.time())
 

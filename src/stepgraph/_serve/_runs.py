@@ -308,9 +308,10 @@ class RunService:
     async def _stranded(self, run_id: str) -> bool:
         """Whether a run the store lists as going on is held by no process
         (its process was killed, or its machine went down): nothing goes on
-        with it and nothing would hear a cancel, but it resumes. Asked the
-        way the store's ``request_cancel`` asks: by taking its lease (free:
-        given back at once). Never while a call of this server continues it."""
+        with it and nothing would hear a cancel, but it resumes. Asked as the
+        store's ``request_cancel`` asks: who holds its lease (a store without
+        ``lease_holder``: by taking the lease and giving it back at once).
+        Never while a call of this server continues it."""
         if run_id in self._claims:
             return False
         holder_of = getattr(self.store, "lease_holder", None)
