@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import pydantic
 
@@ -349,3 +349,17 @@ async def deploy(d: Deploy, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
 
 def deploying() -> sg.Workflow:
     return sg.WorkflowBuilder(start=deploy, name="deploying").build()
+
+
+class Job(TypedDict):
+    name: str
+    n: int
+
+
+class Jobs(sg.Executor):
+    @sg.handler
+    async def on(self, job: Job, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{job['name']}:{job['n']}")
+
+
+jobs = sg.WorkflowBuilder(start=Jobs("jobs"), name="jobs").build()

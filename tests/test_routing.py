@@ -4,7 +4,8 @@ explicit targets, and reporting of undeliverable messages (design §1.12)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
 
 import pytest
 
@@ -385,3 +386,37 @@ async def test_fan_out_delivers_by_type_and_one_object_to_all() -> None:
     assert ("ints", 3) in received
     shared = [m for name, m in received if name.startswith("lists")]
     assert shared[0] is payload and shared[1] is payload  # no copies (design §1.13)
+
+
+class Job(TypedDict):
+    name: str
+    n: int
+    tag: NotRequired[str]
+
+
+async def test_typeddict_messages_route_check_and_resume(tmp_path: Path) -> None:
+    """A TypedDict message is a dict of its keys: it goes to the handler of
+    its TypedDict (before one of plain dict), a dict that does not fit goes
+    elsewhere, and its checkpoints resume (it was a TypeError at the first
+    delivery: TypedDicts refuse isinstance)."""
+
+    class Worker(sg.Executor):
+        @sg.handler
+        async def job(self, job: Job, ctx: sg.WorkflowContext[Job, str]) -> None:
+            await ctx.yield_output(f"job {job['name']} {job['n']} {job.get('tag')}")
+            if job["n"] < 2:
+                await ctx.send_message({"name": job["name"], "n": job["n"] + 1})
+
+        @sg.handler
+        async def other(self, d: dict[str, Any], ctx: sg.WorkflowContext[Job, str]) -> None:
+            await ctx.yield_output(f"dict {sorted(d)}")
+
+    store = sg.SqliteCheckpointStore(tmp_path / "runs.sqlite")
+    workflow = sg.WorkflowBuilder(start=Worker("w"), checkpoints=store).add_edge("w", "w").build()
+    done = await workflow.run({"name": "x", "n": 0, "tag": "t"})
+    assert done.outputs == ["job x 0 t", "job x 1 None", "job x 2 None"]
+    assert (await workflow.run({"name": "x", "n": "0"})).outputs == ["dict ['n', 'name']"]
+    infos = await store.list(done.run_id)
+    again = await workflow.run(checkpoint=infos[1].id)
+    assert again.outputs == ["job x 1 None", "job x 2 None"]
+    store.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections.abc as cabc
-from typing import Annotated, Any, Literal, Never, NewType, TypeVar
+from typing import Annotated, Any, Literal, Never, NewType, NotRequired, TypedDict, TypeVar
 
 import pytest
 
@@ -101,3 +101,22 @@ class C:
 )
 def test_may_overlap(out: Any, inp: Any, expected: bool) -> None:
     assert may_overlap(out, inp) is expected
+
+
+class Job(TypedDict):
+    name: str
+    n: int
+    tag: NotRequired[str]
+
+
+def test_a_typeddict_is_a_dict_of_its_keys_and_types() -> None:
+    """A TypedDict has no class at run time: a dict matches when it has the
+    required keys, no other, and values of the declared types."""
+    spec = TypeSpec(Job)
+    assert spec.matches({"name": "a", "n": 1}) and spec.matches({"name": "a", "n": 1, "tag": "t"})
+    for bad in ({"name": "a"}, {"name": "a", "n": "1"}, {"name": "a", "n": 1, "x": 0}, ["a"]):
+        assert not spec.matches(bad), bad
+    assert spec.rank(dict) is not None and spec.rank(list) is None
+    assert TypeSpec(Job).rank(dict) < TypeSpec(dict).rank(dict)  # (a handler of dict is wider)
+    assert may_overlap(Job, dict) and may_overlap(dict[str, Any], Job) and may_overlap(Job, Job)
+    assert not may_overlap(Job, list[int]) and not may_overlap(str, Job)

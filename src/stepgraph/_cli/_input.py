@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from .._core import TypeSpec, a_type, type_name
+from .._core import TypeSpec, a_type, type_name, typeddict_fields
 from .._workflow import Workflow
 from ._load import CliError, quoting_hint
 
@@ -75,6 +75,10 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
         raise CliError(f"{what} is not a valid {annotation.__name__}: got {_shown(value)}")
     if TypeSpec(annotation).matches(value):
         return value
+    if typing.is_typeddict(annotation):  # (JSON as it is, or nothing: see _typeddict_misfit)
+        raise CliError(
+            f"{what} is not a valid {type_name(annotation)}: {_typeddict_misfit(annotation, value)}"
+        )
     try:
         built = adapter(annotation).validate_python(value)
     except ValidationError as error:
@@ -103,6 +107,22 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
         kind = "true or false" if type(got) is not bool else "a number"
         raise CliError(f"{what}: {field} must be {kind} (got {_shown(got)})")
     return built
+
+
+def _typeddict_misfit(annotation: Any, value: Any) -> str:
+    """Why ``value`` is not of the ``TypedDict`` ``annotation`` (whose
+    values are the JSON's own: a dict of the declared keys, each of its
+    type — nothing is built, as pydantic cannot build ``typing.TypedDict``
+    before Python 3.12)."""
+    if not isinstance(value, dict):
+        return f"it takes a JSON object (got {_shown(value)})"
+    hints, required = typeddict_fields(annotation)
+    problems = [f"missing key {k!r}" for k in sorted(required - value.keys())]
+    problems += [f"unknown key {k!r}" for k in value if k not in hints]
+    for key, got in value.items():
+        if key in hints and not TypeSpec(hints[key]).matches(got):
+            problems.append(f"{key} must be {a_type(hints[key])} (got {_shown(got)})")
+    return "; ".join(problems) or "its values do not fit"
 
 
 def _unknown_fields(annotation: Any, value: Any, schema: Any, built: Any) -> list[str]:

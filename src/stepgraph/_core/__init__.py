@@ -80,6 +80,7 @@ from ._typing import (
     may_overlap,
     spec_of,
     type_name,
+    typeddict_fields,
 )
 from ._usage import RunUsage, Usage
 
@@ -162,5 +163,6 @@ __all__ = [
     "spec_of",
     "to_the_end",
     "type_name",
+    "typeddict_fields",
     "within",
 ]

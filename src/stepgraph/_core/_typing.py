@@ -29,6 +29,7 @@ __all__ = [
     "may_overlap",
     "spec_of",
     "type_name",
+    "typeddict_fields",
 ]
 
 _ANY_LIKE: tuple[Any, ...] = (Any, object)
@@ -126,12 +127,63 @@ def _compile(tp: Any) -> tuple[Callable[[Any], bool] | None, bool]:
     if origin is typing.Literal:
         values = typing.get_args(tp)
         return (lambda v: any(type(v) is type(x) and v == x for x in values)), True
+    if typing.is_typeddict(tp):
+        return _compile_typeddict(tp), True
     if origin is None:
         if not isinstance(tp, type):
             raise TypeSpecError(f"{tp!r} is not a type")
         cls = tp
         return (lambda v: isinstance(v, cls)), False
     return _compile_generic(tp, origin)
+
+
+def typeddict_fields(tp: Any) -> tuple[dict[str, Any], frozenset[str]]:
+    """A ``TypedDict``'s keys with their types (without ``Required``,
+    ``NotRequired`` or ``ReadOnly``), and its required keys — also where its
+    module's annotations are strings (``from __future__ import
+    annotations``), which ``__required_keys__`` does not see through."""
+    try:
+        hints = typing.get_type_hints(tp, include_extras=True)
+    except Exception as exc:  # (a name its annotations use cannot be found)
+        raise TypeSpecError(f"the fields of {tp.__name__} cannot be resolved: {exc}") from exc
+    required = set(tp.__required_keys__)
+    for key, hint in hints.items():
+        while typing.get_origin(hint) in _FIELD_QUALIFIERS:
+            if typing.get_origin(hint) is typing.NotRequired:
+                required.discard(key)
+            elif typing.get_origin(hint) is typing.Required:
+                required.add(key)
+            hint = typing.get_args(hint)[0]
+        hints[key] = hint
+    return hints, frozenset(required)
+
+
+_FIELD_QUALIFIERS: tuple[Any, ...] = tuple(
+    q
+    for q in (getattr(typing, n, None) for n in ("Required", "NotRequired", "ReadOnly"))
+    if q is not None
+)
+
+
+def _compile_typeddict(tp: Any) -> Callable[[Any], bool]:
+    """A ``TypedDict`` holds no class of its own at run time: a dict
+    matches when it has every required key, no key the type does not
+    declare, and values of the declared types."""
+    hints, required = typeddict_fields(tp)
+    fields = {key: _compile(hint)[0] for key, hint in hints.items()}
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, dict) or not required <= v.keys():
+            return False
+        for key, value in v.items():
+            if key not in fields:
+                return False
+            field = fields[key]
+            if field is not None and not field(value):
+                return False
+        return True
+
+    return check
 
 
 def _compile_generic(tp: Any, origin: Any) -> tuple[Callable[[Any], bool], bool]:
@@ -253,6 +305,8 @@ def _rank(tp: Any, cls: type) -> tuple[int, int, int, int] | None:
         return (0, 0, -1, 0) if cls in classes else None
     parametrised = origin is not None
     base = origin if parametrised else tp
+    if typing.is_typeddict(base):  # (a dict of declared keys: as specific as dict[K, V])
+        base, parametrised = dict, True
     if base is type:
         return (1, 0, -1 if parametrised else 0, 0) if issubclass(cls, type) else None
     if not isinstance(base, type):
@@ -293,8 +347,10 @@ def may_overlap(out_tp: Any, in_tp: Any) -> bool:
     out_origin, in_origin = typing.get_origin(out_tp), typing.get_origin(in_tp)
     if out_origin is typing.Literal or in_origin is typing.Literal:
         return _literal_overlap(out_tp, in_tp)
-    out_base = out_origin or out_tp
-    in_base = in_origin or in_tp
+    out_base = dict if typing.is_typeddict(out_tp) else out_origin or out_tp
+    in_base = dict if typing.is_typeddict(in_tp) else in_origin or in_tp
+    if typing.is_typeddict(out_tp) or typing.is_typeddict(in_tp):
+        return issubclass(out_base, in_base) or issubclass(in_base, out_base)
     if not (isinstance(out_base, type) and isinstance(in_base, type)):
         return True
     if not (issubclass(out_base, in_base) or issubclass(in_base, out_base)):
