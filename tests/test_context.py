@@ -276,3 +276,61 @@ async def test_a_sync_handler_saves_its_progress() -> None:
     result = await workflow.run(checkpoint=progress.id)
     assert result.outputs == [[7]]
     assert _PaidOnce.calls == [7]  # restored from the save: the call was not made again
+
+
+async def test_a_sync_handlers_save_under_way_ends_with_its_cancelled_run() -> None:
+    # A sync handler's save ran on the loop as a task of its own: cancelling
+    # the run left it going, and it wrote a checkpoint after the run had
+    # ended (its lease given back) while the abandoned thread was told
+    # 'saved'. An async handler's awaited save is cancelled with it.
+    class HeldStore(sg.MemoryCheckpointStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.held = asyncio.Event()
+            self.gate = asyncio.Event()
+            self.cancelled = asyncio.Event()
+
+        async def save(self, *checkpoints: sg.Checkpoint) -> None:
+            if not self.held.is_set() and await self.list():  # the progress save
+                self.held.set()
+                try:
+                    await self.gate.wait()
+                except asyncio.CancelledError:
+                    self.cancelled.set()
+                    raise
+            await super().save(*checkpoints)
+
+    told: list[str] = []
+    thread_done = threading.Event()
+
+    class Saver(sg.Executor):
+        def snapshot(self) -> Any:
+            return 1
+
+        def restore(self, snapshot: Any) -> None:
+            pass
+
+        @sg.handler
+        def on(self, n: int, ctx: sg.WorkflowContext) -> None:
+            try:
+                ctx.save_progress()
+                told.append("saved")
+            except Exception as error:
+                told.append(str(error))
+            thread_done.set()
+
+    store = HeldStore()
+    workflow = sg.WorkflowBuilder(start=Saver("saver"), checkpoints=store).build()
+    run = asyncio.create_task(workflow.run(1))
+    await store.held.wait()
+    [entry] = await store.list()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await asyncio.wait_for(store.cancelled.wait(), 30)  # (hangs only when it is not)
+    store.gate.set()
+    assert await asyncio.to_thread(thread_done.wait, 30)
+    assert [c.id for c in await store.list()] == [entry.id]  # nothing written after the run
+    assert told == [
+        "the context of executor 'saver' (superstep 1) was used after its handler call ended"
+    ]

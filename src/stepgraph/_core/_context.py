@@ -13,6 +13,7 @@ async handler and plain ``ctx.send_message(x)`` in a sync one both work.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -182,6 +183,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         "_outbox",
         "_pending",
         "_responds",
+        "_saves",
         "_scope",
         "_state",
         "_superstep",
@@ -208,6 +210,10 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         self._closed = False
         self._item: int | None = None  # a map's worker: the index of its item
         self._loop: asyncio.AbstractEventLoop | None = None  # a sync call's: the run's loop
+        # A sync call's saves under way on the loop: cancelled when the call
+        # ends or is abandoned (a timeout, the run cancelled), as an async
+        # handler's awaited save is cancelled with it.
+        self._saves: set[asyncio.Task[None]] | None = None
 
     # -- what handlers use -------------------------------------------------
 
@@ -363,15 +369,36 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         again whole), or on a distributed backend.
 
         ``await`` it in an async handler; a sync handler calls it plainly,
-        and its thread waits until the checkpoint is written."""
+        and its thread waits until the checkpoint is written. A save under
+        way when its call ends (timed out, the run cancelled) is cancelled
+        with the call, as an awaited one is."""
         self._check_open()
         loop = self._loop
         if loop is None:
             return self._save_progress()
         # A sync handler's thread: the save runs on the run's loop, and the
         # handler goes on once it is written (or raises why it was not).
-        asyncio.run_coroutine_threadsafe(self._save_progress(), loop).result()
+        saving = asyncio.run_coroutine_threadsafe(self._save_in_call(), loop)
+        try:
+            saving.result()
+        except concurrent.futures.CancelledError:
+            self._check_open()  # the call ended (timed out, the run cancelled): say so
+            raise
         return _DONE
+
+    async def _save_in_call(self) -> None:
+        """A sync call's save, on the loop: one the call's end cancels."""
+        self._check_open()
+        saves = self._saves
+        task = asyncio.current_task()
+        if saves is None or task is None:
+            await self._save_progress()
+            return
+        saves.add(task)
+        try:
+            await self._save_progress()
+        finally:
+            saves.discard(task)
 
     async def _save_progress(self) -> None:
         self._check_open()
@@ -535,6 +562,9 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         finally:
             own._closed = True
             self._emit = emit
+            if own._saves:  # a save the call is waiting for: it ends with the call
+                for task in own._saves:
+                    task.cancel()
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited: do not leave a warning behind
@@ -554,6 +584,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         own._state = None
         own._closed = False
         own._loop = asyncio.get_running_loop()
+        own._saves = set()
         return own
 
     def _close(self) -> Outbox:
