@@ -261,6 +261,51 @@ async def test_a_sub_workflow_of_shared_instances_is_not_concurrent_even_per_run
     assert [r.outputs for r in results] == [["r0"], ["r1"], ["r2"]]
 
 
+async def test_a_child_built_per_call_around_a_shared_grandchild_is_not_concurrent() -> None:
+    # The factory builds its child at each call, but every child runs one
+    # grandchild workflow built once (of shared instances): 'concurrent' said
+    # True, and a second concurrent run failed mid-run in the grandchild
+    # (a SubworkflowError after its first supersteps) instead of being
+    # refused at once.
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    class Held(sg.Executor):
+        @sg.handler
+        async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+            calls.append(text)
+            await gate.wait()
+            await ctx.yield_output(text)
+
+    grandchild = sg.WorkflowBuilder(start=Held("held"), name="grandchild").build()
+
+    def make() -> sg.WorkflowExecutor:
+        child = sg.WorkflowBuilder(
+            start=sg.WorkflowExecutor(grandchild, id="g", forward_outputs=True), name="child"
+        ).build()
+        return sg.WorkflowExecutor(child, id="sub", forward_outputs=True)
+
+    parent = sg.WorkflowBuilder(start="sub").register("sub", make).build()
+    assert not parent.concurrent
+
+    async def open_gate() -> None:
+        while not calls:
+            await asyncio.sleep(0)
+        gate.set()
+
+    *results, _ = await asyncio.gather(
+        *(parent.run(f"r{i}") for i in range(3)), open_gate(), return_exceptions=True
+    )
+    busy = [r for r in results if isinstance(r, sg.WorkflowBusyError)]
+    assert len(busy) == 2 and calls == ["r0"], results
+    assert "factory 'sub' makes runs a sub-workflow that uses the executor instance at " in str(
+        busy[0]
+    )
+    assert "'sub/g/held'" in str(busy[0])
+    [done] = [r for r in results if isinstance(r, sg.RunResult)]
+    assert done.outputs == ["r0"]
+
+
 async def test_context_reaches_sub_workflows_and_is_not_checkpointed(
     store: sg.CheckpointStore,
 ) -> None:

@@ -368,19 +368,37 @@ class WorkflowBuilder:
             breakpoints=Breakpoints(before=before, after=after),
         )
 
-    def _shared_children(self, executors: dict[str, Executor]) -> dict[str, Workflow]:
-        """The registered factories that wrap the same sub-workflow at every
-        call, one whose runs take turns (it shares executor instances): a run
-        of this workflow then uses that workflow's instances too."""
+    def _shared_children(self, executors: dict[str, Executor]) -> dict[str, str]:
+        """The registered factories whose sub-workflow executors use executor
+        instances every call's does too (what each says of them), so that two
+        runs of this workflow would meet in them: the factory wraps the same
+        sub-workflow at every call, one whose runs take turns, or the child
+        it builds at each call runs a sub-workflow built once (however
+        deep)."""
         shared = {}
         for eid, make in self._factories.items():
-            child = getattr(executors[eid], "workflow", None)
-            if (
-                isinstance(child, Workflow)
-                and not child.concurrent
-                and _wrapped_always(make, eid, executors[eid]) is child  # (re-calls it)
-            ):
-                shared[eid] = child
+            made = executors[eid]
+            child = getattr(made, "workflow", None)
+            if not isinstance(child, Workflow):
+                continue
+            again = make_executor(make, eid)  # (one more, as each run would make)
+            second = _instances(again, eid)
+            common = [where for key, where in _instances(made, eid).items() if key in second]
+            if not common:
+                continue
+            if _wrapped_always(make, eid, made) is child:  # (the same child at every call)
+                ids = ", ".join(repr(e.id) for e in child.shared_instances[:3])
+                shared[eid] = (
+                    f"runs sub-workflow {child.name!r}, whose executor instances "
+                    f"({ids or 'in its own sub-workflows'}) are shared by its runs, so it "
+                    "runs one run at a time; build the child workflow in the factory"
+                )
+            else:
+                shared[eid] = (
+                    f"runs a sub-workflow that uses the executor instance at {common[0]!r} "
+                    "(in a workflow built once), which every call's uses, so it runs one "
+                    "run at a time; build that workflow in the factory too"
+                )
         return shared
 
     def _node(self, eid: str, index: int, ex: Executor) -> Node:

@@ -180,7 +180,7 @@ class Workflow:
         factories: frozenset[str] = frozenset(),
         reducers: Reducers | None = None,
         breakpoints: Breakpoints = _NO_BREAKPOINTS,
-        shared_children: Mapping[str, Workflow] | None = None,
+        shared_children: Mapping[str, str] | None = None,
     ) -> None:
         self._graph = graph
         self._senders = frozenset(graph.out_edges)
@@ -199,8 +199,8 @@ class Workflow:
         self._claimable = [
             e for eid, e in executors.items() if not e.stateless and eid not in factories
         ]
-        # Registered sub-workflows that wrap one workflow whose runs take
-        # turns: this workflow's runs take turns too.
+        # Registered sub-workflows whose every call uses one executor instance
+        # (what is said of it): this workflow's runs take turns too.
         self._shared_children = dict(shared_children or {})
         self._rivals: list[tuple[weakref.ref[Workflow], Executor]] = []
         self._seen_generation = -1
@@ -695,14 +695,11 @@ class Workflow:
     def _acquire(self) -> None:
         with _IN_USE_LOCK:
             if self._running and self._shared_children:
-                eid, child = next(iter(self._shared_children.items()))
-                shared = ", ".join(repr(e.id) for e in child.shared_instances[:3])
+                eid, why = next(iter(self._shared_children.items()))
                 raise WorkflowBusyError(
                     f"workflow {self.name!r} is already running, and every executor its "
-                    f"factory {eid!r} makes runs sub-workflow {child.name!r}, whose executor "
-                    f"instances ({shared or 'in its own sub-workflows'}) are shared by its "
-                    "runs, so it runs one run at a time; build the child workflow in the "
-                    "factory, or register its executors as factories, to run it concurrently",
+                    f"factory {eid!r} makes {why}, or register its executors as factories, "
+                    "to run it concurrently",
                     executor_id=eid,
                 )
             if not self._claimable:
