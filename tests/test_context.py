@@ -334,3 +334,54 @@ async def test_a_sync_handlers_save_under_way_ends_with_its_cancelled_run() -> N
     assert told == [
         "the context of executor 'saver' (superstep 1) was used after its handler call ended"
     ]
+
+
+async def test_a_handler_returning_what_a_ctx_method_returned() -> None:
+    # 'return ctx.send_message(x)' sent x, then the call's own done-marker (a
+    # _Done object) downstream as a second message; in a sync handler it, and
+    # 'return ctx.request_info(...)' (a str: the request's id), failed the run
+    # with 'returned _Done/RequestId; define it with async def'.
+    class Sends(sg.Executor):
+        @sg.handler
+        async def on_async(self, q: str, ctx: sg.WorkflowContext[str]) -> None:
+            return ctx.send_message(f"async {q}")
+
+        @sg.handler
+        def on_sync(self, n: int, ctx: sg.WorkflowContext[str]) -> None:
+            return ctx.send_message(f"sync {n}")
+
+    class Asks(sg.Executor):
+        @sg.handler
+        def ask(self, q: str, ctx: sg.WorkflowContext[str]) -> str:
+            return ctx.request_info(q, str, request_id="asked")
+
+        @sg.response_handler
+        def answered(self, q: str, a: str, ctx: sg.WorkflowContext[str]) -> None:
+            pass
+
+    @sg.executor(id="fan")
+    async def fan(n: int, ctx: sg.WorkflowContext[str | int]) -> None:
+        await ctx.send_message("a")
+        await ctx.send_message(n)
+
+    got: list[Any] = []
+
+    @sg.executor(id="seen")
+    async def seen(m: str, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        got.append(m)
+
+    sends = Sends("sends")
+    result = await (
+        sg.WorkflowBuilder(start=fan, strict=True)
+        .add_edge(fan, sends)
+        .add_edge(sends, seen)
+        .build()
+        .run(1)
+    )
+    assert result.status is sg.RunStatus.IDLE
+    assert sorted(got) == ["async a", "sync 1"]
+    got.clear()
+    asks = Asks("asks")
+    result = await sg.WorkflowBuilder(start=asks).add_edge(asks, seen).build().run("why?")
+    assert result.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    assert got == ["asked"]

@@ -423,8 +423,7 @@ class Executor:
             result = await call(message, ctx)
         else:
             result = await ctx._in_thread(call, message, ctx)
-        if result is not None:
-            ctx.send_message(result)
+        ctx._send_result(result)
 
     async def _respond(self, response: Response, ctx: WorkflowContext[Any, Any]) -> None:
         request = response.request
@@ -450,8 +449,7 @@ class Executor:
             result = await method(*args)
         else:
             result = await ctx._in_thread(method, *args)
-        if result is not None:
-            ctx.send_message(result)
+        ctx._send_result(result)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r}>"

@@ -565,7 +565,9 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             if own._saves:  # a save the call is waiting for: it ends with the call
                 for task in own._saves:
                     task.cancel()
-        if inspect.isawaitable(result):
+        # (what a ctx method returned is awaitable, and done: not a coroutine
+        # function's result - a request's id, returned to be sent, is a str)
+        if inspect.isawaitable(result) and not isinstance(result, (_Done, RequestId)):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited: do not leave a warning behind
             raise TypeError(
@@ -574,6 +576,14 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
                 "(or give its object an async __call__) so the engine awaits it"
             )
         return result
+
+    def _send_result(self, result: Any) -> None:
+        """What a handler returned is sent — but ``None`` (nothing) and what
+        a ctx method returned when done (``return ctx.send_message(x)``,
+        ``return ctx.yield_output(x)``: the call's own ``_DONE``, not a
+        message)."""
+        if result is not None and type(result) is not _Done:
+            self.send_message(result)
 
     def _for_thread(self) -> WorkflowContext[OutT, WorkflowOutT, ContextT]:
         """A context for one sync call: this one's outbox, yields and emit (the
