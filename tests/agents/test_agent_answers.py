@@ -45,6 +45,9 @@ async def test_a_decision_other_than_the_three_is_refused_and_never_approves() -
         sg.ToolApproval("deny")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="arguments are read only with decision 'edit'"):
         sg.ToolApproval("approve", arguments={"to": "bob"})
+    for given in ([("to", "bob")], "to=bob", None):  # (was: 'list' has no attribute 'items')
+        with pytest.raises(TypeError, match="arguments are the tool's arguments as a mapping"):
+            sg.ToolApproval("edit", arguments=given)  # type: ignore[arg-type]
     with FakeOpenAIServer([letter_call(), FakeReply.text("Not sent.")]) as server:
         async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
             agent = sg.Agent("mailer", model=model, tools=[send_letter])

@@ -44,6 +44,11 @@ class ToolApproval:
                 f"ToolApproval decision must be 'approve', 'reject' or 'edit', not "
                 f"{self.decision!r}"
             )
+        if not isinstance(self.arguments, Mapping):
+            raise TypeError(
+                f"ToolApproval: arguments are the tool's arguments as a mapping of name to "
+                f"value, not {type(self.arguments).__name__}"
+            )
         if self.arguments and self.decision != "edit":
             raise ValueError(
                 f"ToolApproval: arguments are read only with decision 'edit'; with "
