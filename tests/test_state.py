@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
+from stepgraph._core import RequestId
 from tests.conftest import warnings
 
 
@@ -195,3 +196,35 @@ async def test_state_is_fresh_per_run() -> None:
     workflow = sg.WorkflowBuilder(start=count).build()
     assert (await workflow.run(1)).outputs == [1]
     assert (await workflow.run(1)).outputs == [1]
+
+
+async def test_a_request_id_is_a_state_key_like_any_str() -> None:
+    # ctx.request_info returns the request's id as a str (a RequestId, also
+    # awaitable); used as a state key, it was refused: 'shared-state keys must
+    # be str, not RequestId'.
+    class Asker(sg.Executor):
+        @sg.handler
+        def ask(self, question: str, ctx: sg.WorkflowContext) -> None:
+            request_id = ctx.request_info(question, str, request_id="q1")
+            ctx.state.set(request_id, question)
+            again = ctx.request_info(question, str, request_id=RequestId("q2"))
+            assert again == "q2" and type(again) is RequestId
+            assert ctx.state.get(request_id) == question and list(ctx.state) == ["q1"]
+            assert all(type(key) is str for key in ctx.state)
+
+        @sg.response_handler
+        def answered(
+            self, question: str, answer: str, ctx: sg.WorkflowContext[sg.Never, Any]
+        ) -> None:
+            ctx.yield_output((ctx.state.get("q1"), answer))
+
+    store = sg.MemoryCheckpointStore()
+    workflow = sg.WorkflowBuilder(start=Asker("asker"), checkpoints=store).build()
+    first = await workflow.run("why?")
+    assert first.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
+    # (a RequestId given as request_id= is stored as the plain str it is)
+    assert [type(p.request_id) for p in first.pending_requests] == [str, str]
+    done = await workflow.run(
+        responses={"q1": "because", "q2": "-"}, checkpoint=first.last_checkpoint
+    )
+    assert done.outputs == [("why?", "because"), ("why?", "-")]

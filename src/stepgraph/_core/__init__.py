@@ -22,7 +22,7 @@ from ._backend import (
     error_line,
     run_inbox,
 )
-from ._context import Contract, Outbox, RequestId, RunScope, WorkflowContext
+from ._context import Contract, Outbox, RunScope, WorkflowContext
 from ._display import jsonable
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
@@ -55,7 +55,7 @@ from ._graph import (
     SwitchEdge,
 )
 from ._policy import Placement, RetryPolicy
-from ._requests import PendingRequest, Response, id_separators
+from ._requests import PendingRequest, RequestId, Response, id_separators
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
 from ._state import Reducers, StateView

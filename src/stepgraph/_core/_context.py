@@ -30,7 +30,7 @@ from .._exceptions import (
     WorkflowRunError,
 )
 from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
-from ._requests import PendingRequest, id_separators
+from ._requests import PendingRequest, RequestId, id_separators
 from ._state import Fold, Reducers, StateView
 from ._threads import sync_pool
 from ._typing import ANY_SPEC, TypeSpec, a_value_type, type_name
@@ -56,21 +56,6 @@ class _Done:
 
 
 _DONE = _Done()
-
-
-class RequestId(str):
-    """The id of the request ``ctx.request_info`` opened: a ``str``, and an
-    awaitable already complete with that id — ``await`` it in async handlers,
-    use it plainly in sync ones."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, str]:
-        yield from ()
-        return str(self)
-
-    def __reduce__(self) -> tuple[type[str], tuple[str]]:
-        return str, (str(self),)  # copied (into the state, say): a plain str
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +341,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             request_id = uuid.uuid4().hex
         else:
             self._check_request_id(request_id)
+            request_id = str(request_id) if type(request_id) is RequestId else request_id
         return RequestId(self._open_request(request, response_type, request_id))
 
     def save_progress(self) -> Awaitable[None]:

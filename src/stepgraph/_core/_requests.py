@@ -8,10 +8,26 @@ executor dispatches it to its ``@response_handler``.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PendingRequest", "Response", "id_separators"]
+__all__ = ["PendingRequest", "RequestId", "Response", "id_separators"]
+
+
+class RequestId(str):
+    """The id of the request ``ctx.request_info`` opened: a ``str``, and an
+    awaitable already complete with that id — ``await`` it in async handlers,
+    use it plainly in sync ones."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, str]:
+        yield from ()
+        return str(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return str, (str(self),)  # copied (into the state, say): a plain str
 
 
 def id_separators(text: str) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._exceptions import WorkflowRunError
+from ._requests import RequestId
 
 __all__ = ["DELETED", "Fold", "Reducers", "StateView", "commit_writes", "detached"]
 
@@ -76,6 +77,8 @@ def _copied(key: str, value: Any) -> Any:
 
 def _check_key(key: object) -> str:
     if type(key) is not str:
+        if type(key) is RequestId:  # (what ctx.request_info returned: the str it is)
+            return str(key)
         raise TypeError(f"shared-state keys must be str, not {type(key).__name__}: {key!r}")
     return key
 
@@ -132,7 +135,8 @@ class StateView:
         self._guard = guard  # raises once the handler call that writes has ended
 
     def _value(self, key: str) -> Any:
-        value = self._writes.get(_check_key(key), _MISSING)
+        key = _check_key(key)
+        value = self._writes.get(key, _MISSING)
         if type(value) is Fold:
             committed = self._committed.get(key, _MISSING)
             if committed is not _MISSING:
@@ -156,19 +160,21 @@ class StateView:
         reduced key: folded in with the other writes)."""
         if self._guard is not None:
             self._guard()
-        if self._reducers and _check_key(key) in self._reducers:
+        key = _check_key(key)
+        if self._reducers and key in self._reducers:
             self._fold(key).append(_copied(key, value))
         else:
-            self._writes[_check_key(key)] = _copied(key, value)
+            self._writes[key] = _copied(key, value)
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (no error if it does not exist)."""
         if self._guard is not None:
             self._guard()
-        if self._reducers and _check_key(key) in self._reducers:
+        key = _check_key(key)
+        if self._reducers and key in self._reducers:
             self._fold(key).append(DELETED)
         else:
-            self._writes[_check_key(key)] = DELETED
+            self._writes[key] = DELETED
 
     def _fold(self, key: str) -> Fold:
         writes = self._writes.get(key)
