@@ -355,7 +355,8 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
         again whole), or on a distributed backend.
 
         ``await`` it in an async handler; a sync handler calls it plainly,
-        and its thread waits until the checkpoint is written. A save under
+        and its thread waits until the checkpoint is written (queued, with
+        ``durability="async"``, as every checkpoint is). A save under
         way when its call ends (timed out, the run cancelled) is cancelled
         with the call, as an awaited one is."""
         self._check_open()
