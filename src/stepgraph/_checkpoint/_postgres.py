@@ -52,12 +52,11 @@ from ._postgres_layout import (
     ensure_layout,
     has_nul,
     insert_values,
-    lock_key,
     migrate,
     record_answers,
     segment_write,
 )
-from ._postgres_leases import Leases, SavesUnderWay
+from ._postgres_leases import Leases, SavesUnderWay, held_by
 from ._postgres_sessions import ServerAway, live_connection, quiet_handled
 from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
@@ -645,16 +644,7 @@ class PostgresCheckpointStore(BaseStore):
         here = self._leases.holder(run_id)
         if here is not None:
             return here
-        # (a lock of a process that ended was freed with its session)
-        key = lock_key(run_id)
-        found = self._fetch(
-            "SELECT coalesce(a.application_name, '') FROM pg_locks l "
-            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
-            "AND l.objid = %s::oid AND l.objsubid = 1",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-            "reading who holds a run",
-        )
+        found = self._fetch(*held_by(run_id), "reading who holds a run")
         if not found:
             return None
         return str(found[0][0]) or "an unnamed session:?"

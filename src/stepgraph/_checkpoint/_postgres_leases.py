@@ -31,7 +31,7 @@ from ._leases import deleting, this_process
 from ._postgres_layout import lock_key
 from ._postgres_sessions import connect_or_away, ended
 
-__all__ = ["Leases", "SavesUnderWay"]
+__all__ = ["Leases", "SavesUnderWay", "held_by"]
 
 _SPARE = 4  # deletion sessions kept open for the next deletion
 
@@ -278,19 +278,26 @@ class SavesUnderWay:
             self._ended.wait_for(lambda: run_id not in self._counts)
 
 
+def held_by(run_id: str) -> tuple[str, tuple[int, int]]:
+    """The statement (and its arguments) reading the ``application_name``
+    of the other session that holds the run's lock ('' if it has none; no
+    row: nobody — a lock of a process that ended went with its session)."""
+    key = lock_key(run_id)
+    return (
+        "SELECT coalesce(a.application_name, '') FROM pg_locks l "
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
+        "AND l.objid = %s::oid AND l.objsubid = 1 AND l.pid <> pg_backend_pid()",
+        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+    )
+
+
 def _holder_of(conn: Any, run_id: str) -> str:
     """Who holds the run's lock: the ``application_name`` of the session
     that has it (a deletion's is set just after taking it: wait for it a
     little)."""
-    key = lock_key(run_id)
     for _ in range(20):
-        row = conn.execute(
-            "SELECT a.application_name FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
-            "AND l.objid = %s::oid AND l.objsubid = 1 AND l.pid <> pg_backend_pid()",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-        ).fetchone()
+        row = conn.execute(*held_by(run_id)).fetchone()
         if row is not None and row[0]:
             return str(row[0])
         time.sleep(0.01)
