@@ -46,14 +46,13 @@ from .._core import (
     Outbox,
     Placement,
     RunScope,
-    SpanRecord,
     Superstep,
     WarningEvent,
-    handler_attributes,
 )
 from .._exceptions import WorkflowRunError
 from .._factories import make_executor
-from ._cluster import probe, ray_module
+from ._cluster import current_address, probe, ray_module, same_address
+from ._failures import Closed, Unsendable, closed, fails, innermost, last_line, lost_spans
 from ._host import Begin, Host, Result, Shared
 from ._pool import WarmPool
 
@@ -203,8 +202,8 @@ class RayBackend:
         ``init_options`` cannot apply, which the next superstep warns of."""
         ray = self._ray
         if self.address not in (None, "local", "auto"):
-            here = _current_address(ray)
-            if here is not None and not _same_address(self.address, here):
+            here = current_address(ray)
+            if here is not None and not same_address(self.address, here):
                 raise ConnectionError(
                     f"Ray is already initialized in this process (connected to {here}), so "
                     f"this RayBackend cannot connect to {self.address!r}: call ray.shutdown() "
@@ -238,7 +237,7 @@ class RayBackend:
         self._runs.clear()
         for future in list(self._waiting):
             with contextlib.suppress(concurrent.futures.InvalidStateError):  # (done already)
-                future.set_exception(_Closed())
+                future.set_exception(Closed())
         self.pool.close()
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
@@ -341,10 +340,10 @@ class RayBackend:
         if isinstance(exc, ray_error):
             return exc  # (not about the executor: as any failure to reach the actor)
         named = ", ".join(n.id for n in members)
-        return _fails(
+        return fails(
             work,
             members[0],
-            f"executor {named!r} cannot be sent to a Ray actor ({_innermost(exc)}): on the "
+            f"executor {named!r} cannot be sent to a Ray actor ({innermost(exc)}): on the "
             "Ray backend an executor's attributes travel between the driver and its actor "
             "and must be serializable; keep clients and locks out of them (make them where "
             "the handlers run: a module-level cache serves each actor process)",
@@ -364,13 +363,13 @@ class RayBackend:
         """The failure of an actor that did not start (its executors' module
         is not importable on the workers, say), naming its executors."""
         named = ", ".join(n.id for n in members)
-        if isinstance(exc, _Closed):
-            return _closed(work, members[0], named)
-        return _fails(
+        if isinstance(exc, Closed):
+            return closed(work, members[0], named)
+        return fails(
             work,
             members[0],
             f"the Ray actor of executor {named!r} did not start: {type(exc).__name__}: "
-            f"{_last_line(exc)} (the workers must be able to import the executors' modules: "
+            f"{last_line(exc)} (the workers must be able to import the executors' modules: "
             'see docs/ray.md, "What workers need")',
         )
 
@@ -409,7 +408,7 @@ class RayBackend:
         ray = self._ray
         if work.scope in self._closed_runs:  # (closed at a barrier: between two calls)
             first = work.batches[0][0]
-            raise _closed(work, first, ", ".join(node.id for node, _ in work.batches))
+            raise closed(work, first, ", ".join(node.id for node, _ in work.batches))
         self._connect()
         if self._unapplied:
             unapplied, self._unapplied = self._unapplied, []
@@ -500,18 +499,18 @@ class RayBackend:
                 )  # fmt: skip
             except Exception as exc:
                 named = first.id if len(batches) == 1 else ", ".join(n.id for n, _ in batches)
-                if isinstance(exc, _Closed):
-                    raise _closed(work, first, named) from None
-                if isinstance(exc, _Unsendable):
+                if isinstance(exc, Closed):
+                    raise closed(work, first, named) from None
+                if isinstance(exc, Unsendable):
                     run.busy.discard(group)
                     what = f"its inbox of superstep {work.number}" + (
                         " or its attributes" if begin is not None else ""
                     )  # (a warm actor gets the driver's attributes with its first call)
-                    raise _fails(
+                    raise fails(
                         work,
                         first,
                         f"executor {named!r}: {what} could not be sent to its Ray actor "
-                        f"({_innermost(exc)}); on the Ray backend messages, answers, the "
+                        f"({innermost(exc)}); on the Ray backend messages, answers, the "
                         "run's input and executors' attributes must be serializable",
                         exc.__cause__,
                     ) from exc.__cause__
@@ -539,7 +538,7 @@ class RayBackend:
                 if work.scope.trace is not None:  # the lost attempt, as a failed one
                     lost = f"{type(exc).__name__}: its Ray actor on node {where} died"
                     work.scope.trace.replay(
-                        _lost_spans(work, batches, attempt, called, lost), work.number
+                        lost_spans(work, batches, attempt, called, lost), work.number
                     )
                 if attempt < attempts:
                     work.scope.emit(
@@ -553,7 +552,7 @@ class RayBackend:
                     )
                     attempt += 1
                     continue  # the lost batch re-runs on a fresh actor
-                raise _fails(
+                raise fails(
                     work,
                     first,
                     f"the Ray actor of executor {named!r} on node {where} died during "
@@ -602,11 +601,11 @@ class RayBackend:
         actor (a message or an exception Ray cannot serialize): the run fails
         naming the executors, as when their handler raises."""
         run.busy.discard(group)
-        return _fails(
+        return fails(
             work,
             first,
             f"executor {named!r}: what its Ray actor did in superstep {work.number} could "
-            f"not be sent back ({type(exc).__name__}: {_last_line(exc) or type(exc).__name__}); "
+            f"not be sent back ({type(exc).__name__}: {last_line(exc) or type(exc).__name__}); "
             "on the Ray backend messages, outputs, events and exceptions must be serializable",
             exc,
         )
@@ -621,7 +620,7 @@ class RayBackend:
         except Exception as exc:  # (Ray could not serialize the inboxes: a lock, say)
             if isinstance(exc, self._ray.exceptions.RayError) or "Failed to submit" in str(exc):
                 raise  # (the actor, not what was sent)
-            raise _Unsendable(exc) from exc
+            raise Unsendable(exc) from exc
         done = self._answer(ref)
         following: list[asyncio.Task[None]] = []
         timer = loop.call_later(
@@ -701,95 +700,6 @@ class RayBackend:
                 if target is not None and node.id in states:
                     target._set_user_state(states[node.id])
             self.pool.give(run.groups[group][0], actor, run.where[group])
-
-
-class _Closed(Exception):
-    """The backend was closed while a call waited for its actor."""
-
-
-class _Unsendable(Exception):
-    """Ray could not serialize a call's inboxes (its cause says why)."""
-
-
-def _lost_spans(
-    work: Superstep,
-    batches: list[tuple[Node, Inbox]],
-    attempt: int,
-    started: int,
-    error: str,
-) -> list[SpanRecord]:
-    """A span per executor of a call whose actor died: a failed attempt,
-    from the call to now (what ran in the actor never came back)."""
-    inboxes = {node.id: inbox for node, inbox in work.batches}  # (not shared: as sent)
-    records: list[SpanRecord] = []
-    for node, _ in batches:
-        inbox = inboxes.get(node.id)
-        message = inbox[0][1] if inbox else None
-        attributes = handler_attributes(node.id, work.number, message, attempt, None)
-        attributes["stepgraph.outcome"] = "error"
-        records.append((f"executor {node.id}", -1, started, time.time_ns(), attributes, error))
-    return records
-
-
-def _innermost(exc: BaseException) -> str:
-    """What Ray's serialization error comes down to: its innermost cause
-    (``TypeError: cannot pickle '_thread.lock' object``), not its report."""
-    inner = exc.__cause__ or exc.__context__
-    while inner is not None:
-        exc, inner = inner, inner.__cause__ or inner.__context__
-    return f"{type(exc).__name__}: {_last_line(exc) or type(exc).__name__}"
-
-
-def _fails(
-    work: Superstep, first: Node, text: str, cause: BaseException | None = None
-) -> ExecutorFailure:
-    """The superstep's failure, named after ``first``: the run fails as when
-    a handler raises (``work.failures`` says so to the scheduler)."""
-    error = WorkflowRunError(text, executor_id=first.id, superstep=work.number)
-    error.__cause__ = cause
-    failure = ExecutorFailure(first.id, work.number, error)
-    work.failures.append(failure)
-    return failure
-
-
-def _closed(work: Superstep, first: Node, named: str) -> ExecutorFailure:
-    return _fails(
-        work,
-        first,
-        f"the Ray backend was closed while executor {named!r} ran (superstep "
-        f"{work.number}): the run cannot go on here",
-    )
-
-
-def _current_address(ray: Any) -> str | None:
-    """The GCS address this process is connected to (``None``: not
-    knowable — a Ray Client connection)."""
-    try:
-        if ray.util.client.ray.is_connected():
-            return None
-        return str(ray.get_runtime_context().gcs_address)
-    except Exception:
-        return None
-
-
-def _same_address(asked: str, here: str) -> bool:
-    """Whether ``asked`` (as given to the backend) is the GCS at ``here``.
-    A ``ray://`` address is a client server's, never a GCS's."""
-    if asked.startswith("ray://"):
-        return False
-
-    def norm(address: str) -> str:
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]")
-        return f"{'127.0.0.1' if host == 'localhost' else host}:{port}"
-
-    return norm(asked) == norm(here)
-
-
-def _last_line(exc: BaseException) -> str:
-    """The last line of a Ray error's text (the rest is its remote traceback)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 async def _exported(actor: Any) -> Any:

@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["probe", "ray_module"]
+__all__ = ["current_address", "probe", "ray_module", "same_address"]
 
 _INSTALL_HINT = "the Ray backend needs Ray: pip install 'stepgraph[ray]'"
 
@@ -61,3 +61,28 @@ def probe(address: str, timeout: float) -> None:
             f"{address!r} answers, but not as a Ray cluster does (no gRPC); is the port right? "
             "(a Ray head listens on 6379, its client server on 10001)"
         )
+
+
+def current_address(ray: Any) -> str | None:
+    """The GCS address this process is connected to (``None``: not
+    knowable — a Ray Client connection)."""
+    try:
+        if ray.util.client.ray.is_connected():
+            return None
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        return None
+
+
+def same_address(asked: str, here: str) -> bool:
+    """Whether ``asked`` (as given to the backend) is the GCS at ``here``.
+    A ``ray://`` address is a client server's, never a GCS's."""
+    if asked.startswith("ray://"):
+        return False
+
+    def norm(address: str) -> str:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        return f"{'127.0.0.1' if host == 'localhost' else host}:{port}"
+
+    return norm(asked) == norm(here)
