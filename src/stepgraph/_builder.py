@@ -386,7 +386,8 @@ class WorkflowBuilder:
             common = [where for key, where in _instances(made, eid).items() if key in second]
             if not common:
                 continue
-            if _wrapped_always(make, eid, made) is child:  # (the same child at every call)
+            same_child = getattr(again, "workflow", None) is child
+            if same_child:  # (the factory wraps that one workflow at every call)
                 ids = ", ".join(repr(e.id) for e in child.shared_instances[:3])
                 shared[eid] = (
                     f"runs sub-workflow {child.name!r}, whose executor instances "
