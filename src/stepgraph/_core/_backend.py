@@ -111,19 +111,13 @@ async def run_inbox(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                     await invoke(message, ctx)
                 else:
                     await traced(trace, node_id, step, message, 1, invoke(message, ctx))
-            except asyncio.CancelledError as exc:
-                error = stray_cancel(exc)
+            except PASSED_THROUGH:
+                raise
+            except BaseException as caught:  # sys.exit(), a BaseException of its own: fails it too
+                error = handler_failure(caught)
                 failure = ExecutorFailure(node_id, step, error)
                 work.failures.append(failure)
                 raise failure from error
-            except PASSED_THROUGH:
-                raise
-            except BaseException as exc:  # sys.exit(), a BaseException of its own: fails it too
-                if being_cancelled():  # (an error the run's cancel caused): it cancels
-                    raise asyncio.CancelledError from exc
-                failure = ExecutorFailure(node_id, step, exc)
-                work.failures.append(failure)
-                raise failure from exc
             if ctx._pending:
                 ctx._flush_outputs()
             emit((ExecutorCompletedEvent, node_id, step, perf_counter() - started))
@@ -144,6 +138,18 @@ def being_cancelled() -> bool:
     sibling inbox failed): a handler's error then is the cancel's doing."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def handler_failure(caught: BaseException) -> BaseException:
+    """The error a handler call fails with, for what it raised (but
+    ``PASSED_THROUGH``): itself, or for a ``CancelledError`` while its run
+    was not being cancelled the ``stray_cancel`` error. While the run is
+    being cancelled, an error is the cancel's doing: it cancels (raised)."""
+    if isinstance(caught, asyncio.CancelledError):
+        return stray_cancel(caught)
+    if being_cancelled():
+        raise asyncio.CancelledError from caught
+    return caught
 
 
 def stray_cancel(exc: asyncio.CancelledError) -> RuntimeError:

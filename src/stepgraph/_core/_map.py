@@ -22,9 +22,8 @@ from ._backend import (
     PASSED_THROUGH,
     ExecutorFailure,
     Superstep,
-    being_cancelled,
+    handler_failure,
     invoke_guarded,
-    stray_cancel,
     traced,
 )
 from ._context import Emit, Outbox, WorkflowContext
@@ -67,13 +66,7 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
                 except PASSED_THROUGH:
                     raise
                 except BaseException as caught:
-                    if being_cancelled() and not isinstance(caught, asyncio.CancelledError):
-                        raise asyncio.CancelledError from caught  # (the cancel's doing)
-                    exc = (
-                        stray_cancel(caught)
-                        if isinstance(caught, asyncio.CancelledError)
-                        else caught
-                    )
+                    exc = handler_failure(caught)
                     exc.add_note(f"item {index} of map {node_id!r}: {_short(message)}")
                     failure = ExecutorFailure(node_id, step, exc, index)
                     work.failures.append(failure)
