@@ -347,10 +347,13 @@ def may_overlap(out_tp: Any, in_tp: Any) -> bool:
     out_origin, in_origin = typing.get_origin(out_tp), typing.get_origin(in_tp)
     if out_origin is typing.Literal or in_origin is typing.Literal:
         return _literal_overlap(out_tp, in_tp)
-    out_base = dict if typing.is_typeddict(out_tp) else out_origin or out_tp
-    in_base = dict if typing.is_typeddict(in_tp) else in_origin or in_tp
-    if typing.is_typeddict(out_tp) or typing.is_typeddict(in_tp):
-        return issubclass(out_base, in_base) or issubclass(in_base, out_base)
+    if typing.is_typeddict(out_tp) or typing.is_typeddict(in_tp):  # (a dict of its keys)
+        return may_overlap(
+            dict if typing.is_typeddict(out_tp) else out_tp,
+            dict if typing.is_typeddict(in_tp) else in_tp,
+        )
+    out_base = out_origin or out_tp
+    in_base = in_origin or in_tp
     if not (isinstance(out_base, type) and isinstance(in_base, type)):
         return True
     if not (issubclass(out_base, in_base) or issubclass(in_base, out_base)):
