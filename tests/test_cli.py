@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,21 @@ def test_a_huge_request_is_shown_cut_short(tmp_path: Path) -> None:
     assert done.returncode == 0 and "output: 100000 True" in done.stdout, done.stderr
 
 
+def cli_process(
+    args: list[str], preexec_fn: Callable[[], None] | None = None
+) -> subprocess.Popen[str]:
+    """The CLI started from the repository, its output and errors piped."""
+    return subprocess.Popen(
+        [*COMMAND, *args],
+        preexec_fn=preexec_fn,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 def interrupt_slow_run(
     store: str, after: int, how: signal.Signals = signal.SIGINT, ignoring_sigint: bool = False
 ) -> tuple[int, str]:
@@ -297,14 +313,9 @@ def interrupt_slow_run(
     def ignore() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    process = subprocess.Popen(
-        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", store, "--json"],
+    process = cli_process(
+        ["run", "tests.cli_flows:slow", "--input", "0", "--store", store, "--json"],
         preexec_fn=ignore if ignoring_sigint else None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     with process:
         assert process.stdout is not None
@@ -322,14 +333,7 @@ def interrupt_slow_run(
 def run_with_output_closed(args: list[str], after_lines: int) -> tuple[int, str]:
     """Run the CLI, read ``after_lines`` lines of its standard output, then
     close it — as ``| head`` does; returns (exit code, stderr)."""
-    process = subprocess.Popen(
-        [*COMMAND, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    process = cli_process(args)
     with process:
         assert process.stdout is not None and process.stderr is not None
         for _ in range(after_lines):
