@@ -552,9 +552,9 @@ class SqliteCheckpointStore(BaseStore):
 
     def _lease(self, run_id: str, holder: str) -> str | None:
         def take(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT holder FROM leases WHERE run_id = ?", (run_id,)).fetchone()
-            if row is not None and row[0] != holder and alive(row[0]):
-                return str(row[0])
+            busy = _live_holder(db, run_id)
+            if busy is not None and busy != holder:
+                return busy
             db.execute(
                 "INSERT OR REPLACE INTO leases (run_id, holder) VALUES (?, ?)", (run_id, holder)
             )
@@ -563,13 +563,7 @@ class SqliteCheckpointStore(BaseStore):
         return self._transaction(take, "taking a run")
 
     def _holder(self, run_id: str) -> str | None:
-        found = self._guard(
-            lambda db: db.execute(
-                "SELECT holder FROM leases WHERE run_id = ?", (run_id,)
-            ).fetchone(),
-            "reading who holds a run",
-        )
-        return None if found is None or not alive(str(found[0])) else str(found[0])
+        return self._guard(lambda db: _live_holder(db, run_id), "reading who holds a run")
 
     def _release_lease(self, run_id: str, holder: str) -> None:
         def give(db: sqlite3.Connection) -> None:
@@ -611,3 +605,10 @@ class SqliteCheckpointStore(BaseStore):
             result = conn.execute("PRAGMA integrity_check").fetchone()
         conn.close()
         return str(result[0])
+
+
+def _live_holder(db: sqlite3.Connection, run_id: str) -> str | None:
+    """The run's lease holder, if its process is alive (a lease of a process
+    that ended holds nothing)."""
+    row = db.execute("SELECT holder FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+    return str(row[0]) if row is not None and alive(str(row[0])) else None
