@@ -149,8 +149,10 @@ async def test_child_failure_names_the_path() -> None:
     assert "'sub/leaf'" in str(raised.value) and "cannot handle x" in str(raised.value)
     assert raised.value.path == ("sub", "leaf") and raised.value.executor_id == "sub"
     assert raised.value.detail.endswith("ValueError: cannot handle x")
+    # Each level once in the chain: the child's run error, then the handler's.
     cause = raised.value.__cause__
-    assert isinstance(cause, sg.SubworkflowError) and cause.path == ("sub", "leaf")
+    assert type(cause) is sg.WorkflowRunError and cause.executor_id == "leaf"
+    assert isinstance(cause.__cause__, ValueError) and cause.__cause__.__cause__ is None
     assert [e.path for e in events if e.kind == "executor_failed"] == ["sub/leaf", "sub"]
 
 
@@ -186,8 +188,24 @@ async def test_three_level_failure_path() -> None:
     mid = sg.WorkflowBuilder(start=sg.WorkflowExecutor(inner, id="inner"), name="mid").build()
     # (no edges after the sub-workflows: their outputs would have nowhere to go)
     outer = sg.WorkflowBuilder(start=sg.WorkflowExecutor(mid, id="mid")).build()
-    with pytest.raises(sg.WorkflowRunError, match="'mid/inner/bottom'.*deep failure"):
+    with pytest.raises(sg.WorkflowRunError, match="'mid/inner/bottom'.*deep failure") as raised:
         await outer.run("x")
+    chain: list[BaseException] = []
+    error: BaseException | None = raised.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__
+    # Each level once: outer's, mid's, inner's run errors, then the handler's.
+    assert [(type(e).__name__, getattr(e, "executor_id", None)) for e in chain] == [
+        ("SubworkflowError", "mid"),
+        ("SubworkflowError", "inner"),
+        ("WorkflowRunError", "bottom"),
+        ("RuntimeError", None),
+    ]
+    assert [getattr(e, "path", None) for e in chain[:2]] == [
+        ("mid", "inner", "bottom"),
+        ("inner", "bottom"),
+    ]
 
 
 async def test_state_is_isolated() -> None:

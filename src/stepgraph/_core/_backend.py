@@ -268,12 +268,16 @@ def error_line(error: BaseException, limit: int | None = None) -> str:
 
 
 def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
-    """The ``WorkflowRunError`` that ``run()`` raises (from the cause) for a
-    failed executor."""
+    """The ``WorkflowRunError`` that ``run()`` raises for a failed executor,
+    its ``__cause__`` set: what the handler raised — or, for a child's
+    ``SubworkflowError`` raised again as the run's, what that one came from
+    (each level of a nested failure once in the chain)."""
     cause = failure.cause
     if isinstance(cause, SubworkflowError) and cause.executor_id == failure.executor_id:
         # (so that ``except SubworkflowError`` sees a child's failure)
-        return SubworkflowError(cause.path, cause.detail, superstep=failure.superstep)
+        again = SubworkflowError(cause.path, cause.detail, superstep=failure.superstep)
+        again.__cause__ = cause.__cause__
+        return again
     if isinstance(cause, WorkflowRunError) and cause.executor_id == failure.executor_id:
         text = str(cause)
     else:
@@ -283,4 +287,6 @@ def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
         )
     for note in getattr(cause, "__notes__", ()):  # (the item of a map, say)
         text += f" ({note})"
-    return WorkflowRunError(text, executor_id=failure.executor_id, superstep=failure.superstep)
+    error = WorkflowRunError(text, executor_id=failure.executor_id, superstep=failure.superstep)
+    error.__cause__ = cause
+    return error

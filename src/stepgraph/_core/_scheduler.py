@@ -285,8 +285,8 @@ async def _deliver(backend: Backend, work: Superstep) -> list[Outbox]:
                     item=failure.item,
                 )
             )
-        first = work.failures[0]
-        raise failure_error(first) from first.cause
+        error = failure_error(work.failures[0])
+        raise error from error.__cause__
 
 
 async def _traced_superstep(
