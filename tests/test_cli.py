@@ -420,6 +420,12 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     resumed = cli("run", "tests.cli_flows:slow", "--store", store, "--resume", "latest", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert [e["data"] for e in events_of(resumed.stdout) if e["kind"] == "output"] == [12]
+    assert "had finished" not in resumed.stderr
+    # Once more: the run has finished, and the user is told nothing runs.
+    again = cli("run", "tests.cli_flows:slow", "--store", store, "--resume", "latest")
+    assert again.returncode == 0, again.stderr
+    assert "had finished (idle) at checkpoint" in again.stderr
+    assert "runs nothing; a new run takes --input" in again.stderr
 
 
 @pytest.mark.parametrize("ignoring_sigint", [False, True])

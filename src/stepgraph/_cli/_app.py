@@ -20,10 +20,8 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from .._checkpoint import RUNNING_STATUSES, TERMINAL_STATUSES, holding, new_holder
-from .._core import PendingRequest
-from .._exceptions import (
-    StepgraphError,
-)
+from .._core import PendingRequest, RunStatus
+from .._exceptions import CheckpointError, StepgraphError
 from .._otel._setup import export_from_env
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
@@ -175,6 +173,7 @@ def _continue_from(
                         "going on from there)", style="dim")  # fmt: skip
                     checkpoint, opened = there, None
     if not answers:
+        _say_if_finished(store, checkpoint)
         return checkpoint, None
     if opened is None:
         opened = open_requests(workflow, store, checkpoint)
@@ -364,6 +363,18 @@ def run(
         if stop_exporting is not None:
             stop_exporting()  # (what is batched goes out before the exit)
     raise typer.Exit(code)
+
+
+def _say_if_finished(store: CliStore, checkpoint_id: str) -> None:
+    """Say so when ``checkpoint_id`` is where a run ended idle — going on
+    from it runs nothing (a new run needs ``--input``)."""
+    try:
+        checkpoint = asyncio.run(store.load(checkpoint_id))
+    except CheckpointError:
+        return  # (the run says what is wrong with it, as for any resume)
+    if checkpoint.status == RunStatus.IDLE.value:
+        say(err, f"run {checkpoint.run_id} had finished (idle) at checkpoint {checkpoint_id}: "
+            "going on from there runs nothing; a new run takes --input", style="dim")  # fmt: skip
 
 
 def _backend(spec: str, connect_timeout: float) -> Any:
