@@ -98,8 +98,11 @@ async def test_wrong_intercepted_answer_fails_clearly() -> None:
     sub = sg.WorkflowExecutor(subflows.asking_child(), id="sub", intercept_requests=True)
     bad = Bad("bad")
     workflow = sg.WorkflowBuilder(start=sub).add_edge(sub, bad).add_edge(bad, sub).build()
-    with pytest.raises(sg.WorkflowRunError, match="must be a bool, not a str"):
+    with pytest.raises(sg.WorkflowRunError, match="must be a bool, not a str") as raised:
         await workflow.run("x")
+    # The interceptor that replied is named, not the WorkflowExecutor it replied to.
+    assert raised.value.executor_id == "bad"
+    assert isinstance(raised.value.__cause__, sg.ResponseValueError)
 
 
 async def test_responses_reach_the_right_child_run() -> None:

@@ -33,11 +33,18 @@ from ._core import (
     RunState,
     TypeSpec,
     WorkflowContext,
+    a_type,
     id_separators,
     materialize,
     spec_of,
 )
-from ._exceptions import RequestError, SubworkflowError, WorkflowDefinitionError, WorkflowRunError
+from ._exceptions import (
+    RequestError,
+    ResponseValueError,
+    SubworkflowError,
+    WorkflowDefinitionError,
+    WorkflowRunError,
+)
 from ._executor import Executor
 from ._handlers import HandlerSpec, union_of
 from ._persistence import apply_responses, asked_by, asker
@@ -71,6 +78,14 @@ class SubworkflowRequest:
     source: str  # the id of the WorkflowExecutor to answer
 
     def respond(self, value: Any) -> SubworkflowResponse:
+        """The answer ``value``, checked against ``response_type`` here, so
+        that a reply of the wrong type fails the executor that replies
+        (``ResponseValueError``), not the ``WorkflowExecutor`` it reaches."""
+        if not TypeSpec(self.response_type).matches(value):
+            raise ResponseValueError(
+                f"the reply to request {self.request_id!r} of {self.source!r} must be "
+                f"{a_type(self.response_type)}, not {a_type(type(value))}"
+            )
         return SubworkflowResponse(request_id=self.request_id, value=value)
 
 
