@@ -4,6 +4,7 @@ actor reaches the driver as the same class, message and attributes)."""
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
@@ -52,3 +53,17 @@ async def test_a_handler_error_whose_str_fails_still_names_its_executor() -> Non
     assert raised.value.executor_id == "boom"
     [failed] = [e for e in events if isinstance(e, sg.ExecutorFailedEvent)]
     assert failed.error == "Unprintable: (its str() raised RuntimeError)"
+
+
+def test_every_exception_lives_in_the_exceptions_module_and_its_tree() -> None:
+    import stepgraph._exceptions as exceptions
+
+    errors = [
+        name
+        for name in sg.__all__
+        if isinstance(getattr(sg, name), type) and issubclass(getattr(sg, name), BaseException)
+    ]
+    for name in errors:
+        assert getattr(sg, name).__module__ == "stepgraph._exceptions", name
+        assert name in exceptions.__all__, name
+        assert re.search(rf"\b{name}\b", exceptions.__doc__ or ""), f"{name} is not in the tree"

@@ -63,6 +63,7 @@ from ._exceptions import RoutingError as RoutingError
 from ._exceptions import StateConflictError as StateConflictError
 from ._exceptions import StepgraphError as StepgraphError
 from ._exceptions import SubworkflowError as SubworkflowError
+from ._exceptions import ToolArgumentsError as ToolArgumentsError
 from ._exceptions import WorkflowBusyError as WorkflowBusyError
 from ._exceptions import WorkflowDefinitionError as WorkflowDefinitionError
 from ._exceptions import WorkflowRunError as WorkflowRunError
@@ -97,7 +98,6 @@ if _TYPE_CHECKING:  # at run time, imported when first used (they need pydantic)
     from .agents import Tool as Tool
     from .agents import ToolApproval as ToolApproval
     from .agents import ToolApprovalRequest as ToolApprovalRequest
-    from .agents import ToolArgumentsError as ToolArgumentsError
     from .agents import ToolCall as ToolCall
     from .agents import ToolCallDelta as ToolCallDelta
     from .agents import ToolCallEvent as ToolCallEvent
@@ -216,7 +216,6 @@ _AGENTS = frozenset(
         "Tool",
         "ToolApproval",
         "ToolApprovalRequest",
-        "ToolArgumentsError",
         "ToolCall",
         "ToolCallDelta",
         "ToolCallEvent",

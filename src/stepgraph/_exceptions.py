@@ -5,30 +5,39 @@
     StepgraphError
     ├── WorkflowDefinitionError      a workflow or executor is malformed
     │                                (raised by decorators, executors and build())
-    └── WorkflowRunError             something went wrong while running
-        ├── WorkflowBusyError        a second concurrent run of one instance
-        ├── ConvergenceError         max_supersteps exceeded
-        ├── ExecutorTimeoutError     a handler call exceeded its timeout
-        ├── RoutingError             a message could not be routed (strict mode,
-        │                            unknown target, raising predicate/selector)
-        ├── MessageTypeError         a message or output contradicts a declared
-        │                            type (strict mode), or bad run input
-        ├── StateConflictError       two executors wrote one key in one superstep
-        │                            (strict mode)
-        ├── EventError               an executor tried to emit a framework event
-        ├── RequestError             a request or response is invalid (unknown id,
-        │   │                        answered twice)
-        │   └── ResponseValueError   an answer's value is not acceptable (not of
-        │                            the response type, or refused by the
-        │                            executor that asked: check_response)
-        ├── SubworkflowError         a sub-workflow failed; ``path`` names the
-        │                            executor inside it (outermost first)
-        └── CheckpointError          anything about checkpoints
-            ├── CheckpointEncodeError    a value cannot be stored
-            ├── CheckpointDecodeError    stored data cannot be rebuilt safely
-            ├── CheckpointIntegrityError tampered, unsigned or corrupt data
-            ├── CheckpointNotFoundError  no such checkpoint (or run)
-            └── CheckpointMismatchError  the checkpoint is of another graph
+    ├── WorkflowRunError             something went wrong while running
+    │   ├── WorkflowBusyError        a second concurrent run of one instance
+    │   ├── ConvergenceError         max_supersteps exceeded
+    │   ├── ExecutorTimeoutError     a handler call exceeded its timeout
+    │   ├── RoutingError             a message could not be routed (strict mode,
+    │   │                            unknown target, raising predicate/selector)
+    │   ├── MessageTypeError         a message or output contradicts a declared
+    │   │                            type (strict mode), or bad run input
+    │   ├── StateConflictError       two executors wrote one key in one superstep
+    │   │                            (strict mode)
+    │   ├── EventError               an executor tried to emit a framework event
+    │   ├── RequestError             a request or response is invalid (unknown id,
+    │   │   │                        answered twice)
+    │   │   └── ResponseValueError   an answer's value is not acceptable (not of
+    │   │                            the response type, or refused by the
+    │   │                            executor that asked: check_response)
+    │   ├── SubworkflowError         a sub-workflow failed; ``path`` names the
+    │   │                            executor inside it (outermost first)
+    │   └── CheckpointError          anything about checkpoints
+    │       ├── CheckpointEncodeError    a value cannot be stored
+    │       ├── CheckpointDecodeError    stored data cannot be rebuilt safely
+    │       ├── CheckpointIntegrityError tampered, unsigned or corrupt data
+    │       ├── CheckpointNotFoundError  no such checkpoint (or run)
+    │       ├── CheckpointMismatchError  the checkpoint is of another graph
+    │       └── CheckpointLeaseLostError another process took the run while
+    │                                    this one lost its lease
+    ├── AgentError                   an agent cannot go on (max_turns, output
+    │                                that does not validate, a raising tool)
+    ├── ModelError                   a model call failed for good
+    └── ToolArgumentsError           a model's arguments do not fit a tool
+                                     (the last three are raised inside an
+                                     agent's handler: a run reports them as
+                                     its WorkflowRunError's __cause__)
 
     CheckpointWarning               (a warning, not raised): a store skipped
                                     damaged records while listing
@@ -39,6 +48,7 @@ fault where there is one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
@@ -47,6 +57,7 @@ __all__ = [
     "CheckpointEncodeError",
     "CheckpointError",
     "CheckpointIntegrityError",
+    "CheckpointLeaseLostError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "CheckpointWarning",
@@ -61,6 +72,7 @@ __all__ = [
     "StateConflictError",
     "StepgraphError",
     "SubworkflowError",
+    "ToolArgumentsError",
     "WorkflowBusyError",
     "WorkflowDefinitionError",
     "WorkflowRunError",
@@ -210,6 +222,17 @@ class ModelError(StepgraphError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ToolArgumentsError(StepgraphError):
+    """The model's arguments for a tool are not valid. The message is meant
+    for the model: it names the tool and each bad argument with the reason.
+    ``problems`` holds the ``"argument: reason"`` parts."""
+
+    def __init__(self, tool_name: str, problems: Iterable[str]) -> None:
+        self.tool_name = tool_name
+        self.problems = tuple(problems)
+        super().__init__(f"invalid arguments for tool {tool_name!r}: {'; '.join(self.problems)}")
 
 
 class CheckpointError(WorkflowRunError):

@@ -39,7 +39,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
 from .._core._threads import sync_pool
 from .._core._typing import a_type
-from .._exceptions import StepgraphError, WorkflowDefinitionError
+from .._exceptions import ToolArgumentsError, WorkflowDefinitionError
 
 __all__ = ["Tool", "ToolArgumentsError", "as_tools", "tool", "tool_error_text"]
 
@@ -48,17 +48,6 @@ _Errors: TypeAlias = Literal["report", "raise"]
 
 # What the Chat Completions API accepts as a function name.
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-
-
-class ToolArgumentsError(StepgraphError):
-    """The model's arguments for a tool are not valid. The message is meant
-    for the model: it names the tool and each bad argument with the reason.
-    ``problems`` holds the ``"argument: reason"`` parts."""
-
-    def __init__(self, tool_name: str, problems: Iterable[str]) -> None:
-        self.tool_name = tool_name
-        self.problems = tuple(problems)
-        super().__init__(f"invalid arguments for tool {tool_name!r}: {'; '.join(self.problems)}")
 
 
 class Tool:
