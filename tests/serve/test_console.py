@@ -792,3 +792,67 @@ def test_the_page_of_a_run_whose_process_was_killed_offers_to_resume_it(serve, b
         expect(console.find("output-item")).to_have_text(["done "])
     finally:
         console.close()
+
+
+def test_a_long_event_log_holds_a_window_of_rows_and_pages_back_to_its_first_event(
+    serve, browser, tmp_path
+):
+    # (the log laid out its newest 2,000 rows several times a second while
+    # a run's tens of thousands of events were read back, which froze the
+    # page for a second at a time, and the older events could not be seen)
+    from .conftest import sse
+    from .test_api import wait_for
+    from .test_runs import hold_at
+
+    server = serve(flows.long_counting)
+    console = Console(browser, server.url + "/", tmp_path)
+    rows = console.find("event-row")
+    older, newest = console.find("event-log-older"), console.find("event-log-newest")
+
+    def shown() -> list[int]:
+        return [
+            int(i)
+            for i in console.page.eval_on_selector_all(
+                '[data-testid="event-row"]', "rows => rows.map(row => row.dataset.id)"
+            )
+        ]
+
+    try:
+        with server.client() as client:
+            body = {"input": {"steps": 700}}
+            run_id = client.post("/api/workflows/long/runs", json=body).json()["run_id"]
+            hold_at(40)  # (going on, its log thousands of events long)
+            console.open(f"#/runs/{run_id}")
+            expect(rows).to_have_count(500)  # (of some 3,300 events so far)
+            expect(console.find("event-log-note")).to_contain_text(re.compile(r"^Showing events"))
+            flows.HOLD_AT = None
+            wait_for(client, run_id, "idle")
+            events = [e["id"] for e in sse(client, run_id) if e["kind"] != "end"]
+        assert len(events) > 3000
+        # The live tail was followed to the run's last event, in a window of 500 rows.
+        expect(rows.last).to_have_attribute("data-id", str(events[-1]))
+        expect(rows).to_have_count(500)
+        assert shown() == events[-500:]
+        expect(console.find("event-log-note")).to_have_text(
+            f"Showing events {len(events) - 499}\u2013{len(events)} of {len(events)}."
+        )
+        # Older events on asking, 500 at a time, none lost, none twice, in order.
+        window = seen = shown()
+        while older.is_visible():
+            first, last = window[0], window[-1]
+            older.click()
+            expect(rows.last).not_to_have_attribute("data-id", str(last))
+            window = shown()
+            assert len(window) <= 500
+            seen = window[: window.index(first) if first in window else None] + seen
+        assert seen == events
+        assert console.find("event-row", kind="run_started").count() == 1
+        # and back to the newest, which the log follows again.
+        newest.click()
+        expect(rows.last).to_have_attribute("data-id", str(events[-1]))
+        assert shown() == events[-500:]
+        expect(older).to_be_visible()
+        expect(newest).to_be_hidden()
+    finally:
+        flows.HOLD_AT = None
+        console.close()

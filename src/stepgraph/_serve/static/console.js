@@ -35,7 +35,9 @@
     "in_progress", "in_progress_pending_requests", "idle",
     "idle_with_pending_requests", "paused", "failed", "cancelled",
   ];
-  const LOG_CAP = 2000;
+  const LOG_CAP = 2000; // the most rows of the timeline's table
+  const LOG_WINDOW = 500; // the most rows the event log holds at once
+  const LOG_PAGE = 500; // how many older (or newer) events the event log shows on asking
   // Statuses a run page follows from the store while the run is not live here:
   // an answer or a resume may come from another tab, server or process.
   const WAITING = new Set(["idle_with_pending_requests", "paused"]);
@@ -1472,17 +1474,29 @@
     }
   }
 
+  /**
+   * The event log: every event is kept, but the list holds a window of at most
+   * LOG_WINDOW rows of the events the filters match — the newest, following
+   * the run, unless older ones were asked for (LOG_PAGE at a time, with a way
+   * back to the newest). A run's log of tens of thousands of events is read
+   * back without laying out more than that window.
+   */
   function logPanel() {
     const kind = labelledSelect("Kind", [["", "All kinds"]]);
     const exec = labelledSelect("Executor", [["", "All executors"]]);
-    const note = el("p", { class: "muted small log-note", "aria-live": "polite" });
+    const note = el("p", { class: "muted small log-note", "data-testid": "event-log-note", "aria-live": "polite" });
     const list = el("ol", { class: "log", "data-testid": "event-log", tabindex: 0, "aria-label": "Events, oldest first" });
+    const olderButton = button("", { class: "secondary", "data-testid": "event-log-older", hidden: true, onclick: () => older() });
+    const newerButton = button("", { class: "secondary", "data-testid": "event-log-newer", hidden: true, onclick: () => newer() });
+    const newestButton = button("Show the newest", { class: "secondary", "data-testid": "event-log-newest", hidden: true, onclick: () => newest() });
     const events = [];
     const kinds = new Set();
     const paths = new Set();
-    let pending = [];
+    let matching = []; // the events the filters match, in order
+    let lo = 0; // the rows shown: matching[lo..hi)
+    let hi = 0;
+    let following = true; // the window ends at the newest event and moves on with the run
     let drawnAt = -Infinity;
-    let matched = 0;
     let stick = true;
     list.addEventListener("scroll", () => { stick = nearBottom(list); }, { passive: true });
     const matches = (ev) => (!kind.select.value || ev.kind === kind.select.value) && (!exec.select.value || pathOf(ev) === exec.select.value);
@@ -1491,44 +1505,80 @@
       el("span", { class: "ev-step", title: ev.superstep != null ? `superstep ${ev.superstep}` : "superstep", text: ev.superstep != null ? `s${ev.superstep}` : "" }),
       el("span", { class: `ev-kind ev-kind-${String(ev.kind).replace(/[^a-z_]/g, "")}`, text: ev.kind }),
       el("span", { class: "ev-path", text: pathOf(ev) }), el("span", { class: "ev-detail", text: clip(eventSummary(ev), 600) }));
+    const rows = (from, to) => {
+      const fragment = document.createDocumentFragment();
+      for (let i = from; i < to; i += 1) fragment.append(row(matching[i]));
+      return fragment;
+    };
+    /** Removes the rows from..to of the list (child indexes) in one cut: one at a time, thousands held the page up. */
+    function cut(from, to) {
+      if (to <= from) return;
+      const range = document.createRange();
+      range.setStartBefore(list.children[from]);
+      range.setEndAfter(list.children[to - 1]);
+      range.deleteContents();
+    }
     function updateNote() {
+      const total = matching.length;
       const parts = [];
-      if (matched > LOG_CAP) parts.push(`Showing the last ${LOG_CAP} of ${matched} events.`);
+      if (lo > 0 || hi < total) parts.push(`Showing events ${lo + 1}–${hi} of ${total}.`);
       if (kind.select.value === "agent_delta") parts.push("Agent text is shown in the Agent text panel, not here.");
       note.textContent = parts.join(" ");
+      olderButton.hidden = lo === 0;
+      olderButton.textContent = `Show ${Math.min(LOG_PAGE, lo)} older`;
+      newerButton.hidden = hi >= total;
+      newerButton.textContent = `Show ${Math.min(LOG_PAGE, total - hi)} newer`;
+      newestButton.hidden = following || total - hi <= LOG_PAGE;
     }
-    function appendRows(batch) {
-      const shown = batch.slice(-LOG_CAP);
-      const fragment = document.createDocumentFragment();
-      shown.forEach((ev) => fragment.append(row(ev)));
-      // The oldest rows go in one cut: removed one at a time (thousands a
-      // frame while a long run's log is read back) they held the page up for seconds.
-      const over = list.childElementCount + shown.length - LOG_CAP;
-      if (over >= list.childElementCount) list.replaceChildren(fragment);
-      else {
-        if (over > 0) {
-          const cut = document.createRange();
-          cut.setStartBefore(list.firstElementChild);
-          cut.setEndAfter(list.children[over - 1]);
-          cut.deleteContents();
-        }
-        list.append(fragment);
+    /** Shows matching[from..to) (to - from <= LOG_WINDOW), reusing the rows already there. */
+    function show(from, to) {
+      if (from >= hi || to <= lo) {
+        list.replaceChildren(rows(from, to));
+      } else {
+        if (to < hi) cut(to - lo, hi - lo);
+        const height = list.scrollHeight;
+        if (from > lo) cut(0, from - lo);
+        if (from < lo) list.prepend(rows(from, lo));
+        // Rows put on or taken off the top do not move what is being read.
+        const moved = list.scrollHeight - height;
+        if (to > hi) list.append(rows(Math.max(hi, from), to));
+        if (!stick && moved) list.scrollTop += moved;
       }
+      lo = from;
+      hi = to;
+      following = hi === matching.length;
       updateNote();
       if (stick) list.scrollTop = list.scrollHeight;
     }
+    function older() {
+      const from = Math.max(0, lo - LOG_PAGE);
+      stick = false;
+      show(from, Math.min(hi, from + LOG_WINDOW));
+      list.focus();
+    }
+    function newer() {
+      const to = Math.min(matching.length, hi + LOG_PAGE);
+      stick = false;
+      show(Math.max(lo, to - LOG_WINDOW), to);
+      list.focus();
+    }
+    function newest() {
+      stick = true;
+      show(Math.max(0, matching.length - LOG_WINDOW), matching.length);
+      list.focus();
+    }
     function rebuild() {
-      pending = [];
-      const all = events.filter(matches);
-      matched = all.length;
+      matching = events.filter(matches);
+      lo = hi = 0;
       list.replaceChildren();
       stick = true;
-      appendRows(all);
+      show(Math.max(0, matching.length - LOG_WINDOW), matching.length);
     }
     kind.select.addEventListener("change", rebuild);
     exec.select.addEventListener("change", rebuild);
     return {
-      node: el("div", {}, el("div", { class: "filters" }, kind.wrap, exec.wrap), note, list),
+      node: el("div", {}, el("div", { class: "filters" }, kind.wrap, exec.wrap), note,
+        el("div", { class: "log-pager" }, olderButton), list, el("div", { class: "log-pager" }, newerButton, newestButton)),
       noteKind(k) {
         if (kinds.has(k)) return;
         kinds.add(k);
@@ -1536,7 +1586,7 @@
       },
       add(ev) {
         events.push(ev);
-        pending.push(ev);
+        if (matches(ev)) matching.push(ev);
         this.noteKind(ev.kind);
         const p = pathOf(ev);
         if (p && !paths.has(p)) {
@@ -1546,16 +1596,17 @@
       },
       /** Draws the events added since; false when it put that off (call again next frame). */
       flush() {
-        if (!pending.length) return true;
+        if (hi === matching.length) return true;
+        if (!following) {
+          updateNote(); // (the newer events wait behind "Show newer")
+          return true;
+        }
         // A backlog (a long run's log read back) is drawn a few times a second,
-        // not every frame: each draw lays out up to LOG_CAP rows.
+        // not every frame.
         const now = performance.now();
-        if (pending.length > LOG_CAP / 10 && now - drawnAt < LOG_BACKLOG_MS) return false;
+        if (matching.length - hi > LOG_WINDOW / 10 && now - drawnAt < LOG_BACKLOG_MS) return false;
         drawnAt = now;
-        const batch = pending.filter(matches);
-        pending = [];
-        matched += batch.length;
-        appendRows(batch);
+        show(Math.max(lo, matching.length - LOG_WINDOW), matching.length);
         return true;
       },
     };
