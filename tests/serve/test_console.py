@@ -856,3 +856,35 @@ def test_a_long_event_log_holds_a_window_of_rows_and_pages_back_to_its_first_eve
     finally:
         flows.HOLD_AT = None
         console.close()
+
+
+def test_a_stopped_runs_page_follows_a_resume_given_elsewhere(serve, browser, tmp_path):
+    # (a cancelled run resumed from another tab, or after a restart, still
+    # read "cancelled" with its Resume button in every other tab, for ever)
+    from .test_api import wait_for
+    from .test_runs import hold_at
+
+    server = serve(flows.counting)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        with server.client() as client:
+            flows.HOLD_AT = 3
+            body = {"input": {"steps": 5}}
+            run_id = client.post("/api/workflows/counting/runs", json=body).json()["run_id"]
+            hold_at(3)
+            assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
+            flows.HOLD_AT = None
+            wait_for(client, run_id, "cancelled")
+            console.open(f"#/runs/{run_id}")
+            status_of(console).to_have_text("cancelled")
+            stream_ended(console)
+            wait_for_outputs(console, ["left 5", "left 4"])
+            assert client.post(f"/api/runs/{run_id}/resume", json={}).status_code == 202
+            wait_for(client, run_id, "idle")
+        # No reload: the page follows the run to its end.
+        status_of(console).to_have_text("idle")
+        wait_for_outputs(console, ["left 5", "left 4", "left 3", "left 2", "left 1"])
+        expect(console.find("event-row", kind="output")).to_have_count(5)
+    finally:
+        flows.HOLD_AT = None
+        console.close()

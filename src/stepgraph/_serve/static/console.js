@@ -40,7 +40,8 @@
   const LOG_PAGE = 500; // how many older (or newer) events the event log shows on asking
   // Statuses a run page follows from the store while the run is not live here:
   // an answer or a resume may come from another tab, server or process.
-  const WAITING = new Set(["idle_with_pending_requests", "paused"]);
+  const WAITING = new Set(["idle_with_pending_requests", "paused", "cancelled", "failed"]);
+  const IDLE_POLL_MS = 5000; // an idle run goes on only if replayed from an older checkpoint
   const NOTHING_TO_RESUME = new Set(["idle", "idle_with_pending_requests"]);
   const DETAILS_POLL_MS = 1000;
   const LOG_BACKLOG_MS = 250; // how often the event log draws while it catches up
@@ -1898,6 +1899,7 @@
     let unreachable = null; // the banner's message while the details cannot be had
     let opened = false; // the stream and the graph, started with the first details
     let streamEnded = false; // a stream of the run ended: the events it had are in
+    let standAtEnd = ""; // the run's status, time and checkpoints when its stream ended (null: take the next details')
     // The stream replays a run that had ended when it opened: its past, not
     // news. The details already say how it ended, so the replay changes no
     // status and is drawn once, at its end (a long run's replay would
@@ -2014,14 +2016,24 @@
         startStream();
       }
       const status = String(details.status);
-      if (details.live && !stream) {
-        // Live again (answered or resumed elsewhere): stream, but at most once a second.
+      // How the run stood when its stream ended: a change since (an answer or
+      // a resume from elsewhere that ran to its end between two looks) has
+      // events this page has not had.
+      const stand = `${status} ${details.updated_at} ${details.checkpoints_total}`;
+      if (stream || standAtEnd === null) standAtEnd = stand;
+      // (not while it goes on in another process: this server has none of its events)
+      const moved = !stream && details.events_kept && !status.startsWith("in_progress") && stand !== standAtEnd;
+      if ((details.live || moved) && !stream) {
+        // Live again, or gone on (answered or resumed elsewhere): stream, but at most once a second.
+        standAtEnd = stand;
         clearTimeout(restartTimer);
-        restartTimer = setTimeout(startStream, Math.max(0, lastStart + 1000 - Date.now()));
+        restartTimer = setTimeout(() => startStream(), Math.max(0, lastStart + 1000 - Date.now()));
       } else if (!details.live && (status.startsWith("in_progress") || WAITING.has(status))) {
         // Going on in another process, or waiting for an answer or a resume that
         // another tab, server or process may give: follow it from the store.
         scheduleDetails(DETAILS_POLL_MS);
+      } else if (!details.live) {
+        scheduleDetails(IDLE_POLL_MS);
       }
     }
 
@@ -2041,6 +2053,7 @@
     function onEnd(data) {
       stream = null;
       streamEnded = true;
+      standAtEnd = null;
       history = false;
       modelStopped(model);
       for (const id of model.nodeState.keys()) dirtyNodes.add(id);
