@@ -888,3 +888,34 @@ def test_a_stopped_runs_page_follows_a_resume_given_elsewhere(serve, browser, tm
     finally:
         flows.HOLD_AT = None
         console.close()
+
+
+def test_the_runs_list_outlives_a_restart_of_its_server(serve, browser, tmp_path):
+    # (after a restart the list went on saying the server could not be
+    # reached, above a list that had refreshed, and asked again only 30 s on)
+    import stepgraph as sg
+
+    path = tmp_path / "restart.sqlite"
+    first = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    with first.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+    console = Console(browser, first.url + "/", tmp_path)
+    try:
+        console.open("#/runs")
+        row = console.page.locator("tr", has_text=run_id)
+        expect(row).to_contain_text("idle_with_pending_requests")
+        first.stop()
+        console.page.get_by_label("Status").select_option("idle_with_pending_requests")
+        expect(console.find("error-banner")).to_contain_text("Cannot reach")
+        second = serve(flows.gate, store=sg.SqliteCheckpointStore(path), port=first.port)
+        with second.client() as client:
+            body = {"input": "and this?"}
+            other = client.post("/api/workflows/gate/runs", json=body).json()["run_id"]
+        # No reload: the list comes back, with the run started meanwhile.
+        expect(console.page.locator("tr", has_text=other)).to_be_visible()
+        expect(row).to_be_visible()
+        expect(console.find("error-banner")).to_be_hidden()
+    finally:
+        # (the calls refused while the server was away)
+        console.errors = [e for e in console.errors if "net::ERR" not in e]
+        console.close()

@@ -1117,6 +1117,8 @@
       empty.hidden = runs.length > 0;
       more.hidden = !next;
     };
+    let unreachable = null; // the banner's message while the list cannot be had
+    let failures = 0;
     async function refresh() {
       const mine = generation;
       try {
@@ -1124,9 +1126,18 @@
         if (!scope.alive || mine !== generation) return;
         runs = data.runs || [];
         next = data.next || null;
+        failures = 0;
+        if (unreachable) clearErrorIf(unreachable);
+        unreachable = null;
         show();
       } catch (error) {
-        if (scope.alive) reportError(error);
+        if (!scope.alive) return;
+        reportError(error);
+        if (error.status === 0 || error.status >= 500) {
+          // The server (or its store) is down, or restarting: ask until it answers.
+          unreachable = error.message;
+          failures += 1;
+        }
       }
     }
     async function tick() {
@@ -1140,7 +1151,8 @@
       // Often while a listed run goes on; rarely when none does (a run
       // started elsewhere still shows up), never while the page is hidden.
       const going = runs.some((run) => run.live || String(run.status).startsWith("in_progress"));
-      if (scope.alive && !document.hidden) timer = setTimeout(tick, going ? REFRESH_MS : QUIET_REFRESH_MS);
+      const wait = unreachable ? Math.min(1000 * 2 ** (failures - 1), 5000) : going ? REFRESH_MS : QUIET_REFRESH_MS;
+      if (scope.alive && !document.hidden) timer = setTimeout(tick, wait);
     }
     const onVisibility = () => {
       if (document.hidden) {
@@ -1161,7 +1173,8 @@
       generation += 1; // answers to older queries are dropped
       runs = [];
       next = null;
-      refresh();
+      if (busy) refresh(); // (the tick under way re-arms the timer after it)
+      else tick();
     };
     wfSelect.select.addEventListener("change", onFilter);
     stSelect.select.addEventListener("change", onFilter);
