@@ -833,6 +833,9 @@ def test_a_long_event_log_holds_a_window_of_rows_and_pages_back_to_its_first_eve
         expect(rows.last).to_have_attribute("data-id", str(events[-1]))
         expect(rows).to_have_count(500)
         assert shown() == events[-500:]
+        # (the outputs that came meanwhile were added, the oldest shown went)
+        outputs = [f"left {n}" for n in range(200, 0, -1)]
+        expect(console.find("output-item")).to_have_text(outputs)
         expect(console.find("event-log-note")).to_have_text(
             f"Showing events {len(events) - 499}\u2013{len(events)} of {len(events)}."
         )
@@ -918,4 +921,34 @@ def test_the_runs_list_outlives_a_restart_of_its_server(serve, browser, tmp_path
     finally:
         # (the calls refused while the server was away)
         console.errors = [e for e in console.errors if "net::ERR" not in e]
+        console.close()
+
+
+def test_a_run_of_many_outputs_lists_its_newest_and_the_rest_on_asking(serve, browser, tmp_path):
+    # (a run of 10,000 outputs laid out 10,000 items at once as its page
+    # opened: the page stood still for half a second)
+    from .test_api import wait_for
+
+    server = serve(flows.long_counting)
+    with server.client() as client:
+        body = {"input": {"steps": 450}}
+        run_id = client.post("/api/workflows/long/runs", json=body).json()["run_id"]
+        wait_for(client, run_id, "idle")
+    console = Console(browser, server.url + "/", tmp_path)
+    items, older = console.find("output-item"), console.find("outputs-older")
+    try:
+        console.open(f"#/runs/{run_id}")
+        expect(items).to_have_count(200)
+        expect(items.first).to_have_text("left 200")
+        expect(items.last).to_have_text("left 1")
+        expect(console.find("outputs")).to_have_attribute("start", "251")  # (numbered as the run's)
+        expect(older).to_have_text("Show 200 older outputs (250 not shown)")
+        older.click()
+        expect(items).to_have_count(400)
+        older.click()
+        expect(items).to_have_count(450)
+        expect(older).to_be_hidden()
+        texts = [f"left {n}" for n in range(450, 0, -1)]
+        expect(items).to_have_text(texts)
+    finally:
         console.close()

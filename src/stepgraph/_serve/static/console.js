@@ -38,6 +38,7 @@
   const LOG_CAP = 2000; // the most rows of the timeline's table
   const LOG_WINDOW = 500; // the most rows the event log holds at once
   const LOG_PAGE = 500; // how many older (or newer) events the event log shows on asking
+  const OUTPUTS_WINDOW = 200; // how many of a run's newest outputs its page lists (more on asking)
   // Statuses a run page follows from the store while the run is not live here:
   // an answer or a resume may come from another tab, server or process.
   const WAITING = new Set(["idle_with_pending_requests", "paused", "cancelled", "failed"]);
@@ -1382,20 +1383,50 @@
    * since), so a replay shows its own branch's only; "output" events just ask
    * for the details again.
    */
+  /** The run's outputs, numbered: the newest OUTPUTS_WINDOW of them, older ones on asking. */
   function outputsPanel() {
     const list = el("ol", { class: "outputs", "data-testid": "outputs", "aria-live": "polite" });
     const empty = el("p", { class: "muted", text: "No outputs yet." });
+    const older = button("", { class: "secondary", "data-testid": "outputs-older", hidden: true, onclick: () => showOlder() });
     const item = (text) => el("li", { "data-testid": "output-item" }, el("pre", { text }));
-    let shown = [];
+    let shown = []; // every output's text
+    let from = 0; // the list holds shown[from..]
+    let keep = OUTPUTS_WINDOW; // how many of the newest it holds
+    function place(texts, grown) {
+      const start = Math.max(0, texts.length - keep);
+      if (grown && start >= from && start <= shown.length) {
+        // Only the new are added (and announced); the oldest shown go in one cut.
+        list.append(...texts.slice(Math.max(shown.length, start)).map(item));
+        if (start > from) {
+          const range = document.createRange();
+          range.setStartBefore(list.firstElementChild);
+          range.setEndAfter(list.children[start - from - 1]);
+          range.deleteContents();
+        }
+      } else list.replaceChildren(...texts.slice(start).map(item)); // another branch (a replay): shown anew
+      shown = texts;
+      from = start;
+      list.start = from + 1;
+      empty.hidden = texts.length > 0;
+      older.hidden = from === 0;
+      older.textContent = `Show ${Math.min(OUTPUTS_WINDOW, from)} older outputs (${from} not shown)`;
+    }
+    function showOlder() {
+      keep = shown.length - from + OUTPUTS_WINDOW;
+      const start = Math.max(0, shown.length - keep);
+      list.prepend(...shown.slice(start, from).map(item));
+      from = start;
+      list.start = from + 1;
+      older.hidden = from === 0;
+      older.textContent = `Show ${Math.min(OUTPUTS_WINDOW, from)} older outputs (${from} not shown)`;
+    }
     return {
-      node: el("div", {}, empty, list),
+      node: el("div", {}, empty, el("div", { class: "log-pager" }, older), list),
       sync(values) {
         const texts = values.map(asText);
         const grown = shown.length <= texts.length && shown.every((text, i) => text === texts[i]);
-        if (grown) list.append(...texts.slice(shown.length).map(item)); // (only the new are announced)
-        else list.replaceChildren(...texts.map(item)); // another branch (a replay): shown anew
-        shown = texts;
-        empty.hidden = texts.length > 0;
+        if (grown && texts.length === shown.length) return;
+        place(texts, grown);
       },
     };
   }
