@@ -202,3 +202,23 @@ def very_wide_named() -> sg.Workflow:
 def wide_named() -> sg.Workflow:
     """One executor whose id is too long for its box in the graph."""
     return sg.WorkflowBuilder(start=wide, name="wide").build()
+
+
+@sg.executor(id="tally")
+async def tally(counts: dict[str, int], ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(" ".join(f"{key}={n}" for key, n in counts.items()))
+
+
+def tallying() -> sg.Workflow:
+    """Outputs the counts it is given, as given (a JSON field in the console)."""
+    return sg.WorkflowBuilder(start=tally, name="tally").build()
+
+
+@sg.executor(id="plus_two")
+async def plus_two(job: Count, ctx: sg.WorkflowContext[None, int]) -> None:
+    await ctx.yield_output(job.steps + 2)
+
+
+def adding() -> sg.Workflow:
+    """Outputs the whole number it is given, plus two."""
+    return sg.WorkflowBuilder(start=plus_two, name="adding").build()

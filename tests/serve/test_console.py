@@ -952,3 +952,30 @@ def test_a_run_of_many_outputs_lists_its_newest_and_the_rest_on_asking(serve, br
         expect(items).to_have_text(texts)
     finally:
         console.close()
+
+
+def test_a_whole_number_past_2_to_the_53_is_sent_and_shown_exactly(serve, browser, tmp_path):
+    # (9007199254740993 typed in a form started a run with 9007199254740992,
+    # and an output of 9007199254740993 was shown as 9007199254740992: a
+    # page's numbers are doubles)
+    server = serve(flows.adding, flows.tallying)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/workflows/adding")
+        steps = console.page.get_by_label("Steps")
+        steps.fill("1e21")  # (the page cannot tell which whole number that is)
+        console.find("start-submit").click()
+        expect(console.page.locator(".field-error").first).to_contain_text("with its digits")
+        steps.fill("9007199254740993")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(console, ["9007199254740995"])
+        expect(console.find("event-row", kind="output")).to_contain_text("9007199254740995")
+        console.open("#/workflows/tally")
+        field = console.page.locator("main form textarea")
+        field.fill('{"a": 9007199254740993, "b": -12345678901234567890}')
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(console, ["a=9007199254740993 b=-12345678901234567890"])
+    finally:
+        console.close()

@@ -101,7 +101,15 @@
   function toJson(value, indent = 2) { try { return JSON.stringify(value, null, indent) ?? "null"; } catch { return String(value); } }
   const asText = (value) => (typeof value === "string" ? value : toJson(value));
   const clip = (text, max) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
-  function parseJson(text) { try { return JSON.parse(text); } catch { return undefined; } }
+  // A whole number past 2**53 - 1 (a run's output, a request's field) is kept
+  // as its JSON text where the browser can (JSON.rawJSON, and the source text
+  // a reviver is given): shown, and sent back, exactly — not rounded.
+  const EXACT_JSON = typeof JSON.rawJSON === "function";
+  const keepWhole = (key, value, context) => (typeof value === "number" && !Number.isSafeInteger(value) && context
+    && /^-?\d+$/.test(context.source) ? JSON.rawJSON(context.source) : value);
+  // (a reviver slows a long log's reading: only a text with such a number gets one)
+  const readJsonText = (text) => JSON.parse(text, EXACT_JSON && /[89]\d{15}|\d{17}/.test(text) ? keepWhole : undefined);
+  function parseJson(text) { try { return readJsonText(text); } catch { return undefined; } }
   function statusBadge(status, attrs = {}) {
     const safe = String(status).replace(/[^a-z_]/g, "");
     return el("span", { class: `status status-${safe}`, ...attrs, text: status });
@@ -326,6 +334,18 @@
     return { node: wrap, read };
   }
 
+  // Where a whole number past 2**53 - 1 cannot be kept exactly (an older
+  // browser; or written as 1e21), it is refused, never sent rounded.
+  const UNSAFE_WHOLE = `can be sent exactly from this page only from -${Number.MAX_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER} (send a larger whole number with the API or stepgraph run)`;
+  /** The first whole number in a JSON text that a page's numbers would round, else null. */
+  function unsafeWholeNumber(jsonText) {
+    if (EXACT_JSON) return null;
+    const bare = jsonText.replace(/"(?:[^"\\]|\\.)*"/g, '""');
+    for (const [literal, fraction, exponent] of bare.matchAll(/-?\d+(\.\d+)?([eE][+-]?\d+)?/g)) {
+      if (!fraction && !exponent && !Number.isSafeInteger(Number(literal))) return literal;
+    }
+    return null;
+  }
   function numberField(schema, o) {
     const integer = schema.type === "integer";
     const input = el("input", {
@@ -342,6 +362,10 @@
       if (integer && !Number.isInteger(n)) fail(setError, "Enter a whole number.");
       if (typeof schema.minimum === "number" && n < schema.minimum) fail(setError, `Enter ${schema.minimum} or more.`);
       if (typeof schema.maximum === "number" && n > schema.maximum) fail(setError, `Enter ${schema.maximum} or less.`);
+      if (integer && !Number.isSafeInteger(n)) {
+        if (EXACT_JSON && /^-?\d+$/.test(raw)) return JSON.rawJSON(BigInt(raw).toString());
+        fail(setError, EXACT_JSON ? "Write this whole number with its digits (not as 1e21), so it is sent exactly." : `A whole number ${UNSAFE_WHOLE}.`);
+      }
       return n;
     };
     return { node: wrap, read };
@@ -422,6 +446,10 @@
     const alternatives = schema.anyOf || schema.oneOf || [];
     const takesText = Array.isArray(alternatives) && alternatives.some((alt) => alt && alt.type === "string");
     const { wrap, setError } = labelled(area, schema, o, takesText ? "text or JSON" : "JSON");
+    const exact = (raw, value) => {
+      const big = unsafeWholeNumber(raw);
+      return big ? fail(setError, `${clip(big, 40)}: a whole number ${UNSAFE_WHOLE}.`) : value;
+    };
     const read = () => {
       setError("");
       const raw = area.value.trim();
@@ -430,11 +458,15 @@
         // Text is the string itself; only an object, an array or a quoted
         // string is read as JSON (so 42, true and null are text too).
         if (!/^[[{"]/.test(raw)) return area.value;
-        try { return JSON.parse(raw); } catch (error) { return area.value; }
+        let value;
+        try { value = readJsonText(raw); } catch (error) { return area.value; }
+        return exact(raw, value);
       }
-      try { return JSON.parse(raw); } catch (error) {
+      let value;
+      try { value = readJsonText(raw); } catch (error) {
         return fail(setError, `This is not valid JSON: ${error.message}`);
       }
+      return exact(raw, value);
     };
     return { node: wrap, read };
   }
@@ -1285,7 +1317,9 @@
     edit.setAttribute("aria-describedby", editError.id);
     const sendEdit = () => {
       const parsed = parseJson(edit.value);
-      const bad = parsed === undefined ? "These arguments are not valid JSON." : !parsed || typeof parsed !== "object" || Array.isArray(parsed) ? "The arguments must be a JSON object." : "";
+      const big = parsed === undefined ? null : unsafeWholeNumber(edit.value);
+      const bad = parsed === undefined ? "These arguments are not valid JSON." : !parsed || typeof parsed !== "object" || Array.isArray(parsed) ? "The arguments must be a JSON object."
+        : big ? `${clip(big, 40)}: a whole number ${UNSAFE_WHOLE}.` : "";
       editError.textContent = bad;
       editError.hidden = !bad;
       if (bad) {
