@@ -475,6 +475,12 @@ def test_a_long_runs_page_is_drawn_while_its_event_log_is_read_back(serve, brows
         # (drawn while the backlog is read, not after: it held the page before)
         assert seen["graph"] is not None and seen["graph"] < seen["ended"], seen
         expect(console.find("timeline-bar")).to_have_count(80)  # (the newest 80 supersteps)
+        # The table says the same (it listed the newest 2,000 calls, re-drawn
+        # at each frame of a live run while open).
+        console.page.get_by_text("Timeline as a table").click()
+        table_rows = console.page.locator(".tl-table tbody tr")
+        expect(table_rows).to_have_count(80)
+        expect(table_rows.last.locator("td").nth(1)).to_have_text(str(run["supersteps"]))
         assert not console.errors
     finally:
         console.close()

@@ -35,7 +35,7 @@
     "in_progress", "in_progress_pending_requests", "idle",
     "idle_with_pending_requests", "paused", "failed", "cancelled",
   ];
-  const LOG_CAP = 2000; // the most rows of the timeline's table
+  const TIMELINE_STEPS = 80; // how many of the newest supersteps the timeline shows
   const LOG_WINDOW = 500; // the most rows the event log holds at once
   const LOG_PAGE = 500; // how many older (or newer) events the event log shows on asking
   const OUTPUTS_WINDOW = 200; // how many of a run's newest outputs its page lists (more on asking)
@@ -1827,8 +1827,9 @@
       node.style.top = `${4 + lane * 16}px`;
       return node;
     }
+    /** The table says what the grid shows (the newest supersteps' calls): all of a long run's, re-drawn each frame, held the page up. */
     function renderTable() {
-      const rows = model.calls.slice(-LOG_CAP).map((c) => el("tr", {},
+      const rows = model.stepOrder.slice(-TIMELINE_STEPS).flatMap((s) => model.byStep.get(s)).map((c) => el("tr", {},
         el("td", { text: c.path }), el("td", { class: "num", text: c.step }),
         el("td", { class: "num", text: c.end == null || c.stored ? "" : ((c.end - c.start) * 1000).toFixed(1) }),
         el("td", { text: c.end == null ? "running" : c.failed ? "failed" : "done" })));
@@ -1842,7 +1843,7 @@
         ? "This server did not see the run's events (it ran before a restart, or elsewhere): which executor ran when is not known here. Its outputs and checkpoints, from the store, are on this page."
         : "No executor has run yet.";
       const allSteps = model.stepOrder;
-      const steps = allSteps.slice(-80);
+      const steps = allSteps.slice(-TIMELINE_STEPS);
       note.textContent = [
         allSteps.length > steps.length ? `Showing the last ${steps.length} of ${allSteps.length} supersteps.` : "",
         model.fromStore ? "This server did not see the run's events (it ran before a restart, or elsewhere): shown is what the store holds, the call that failed." : "",
