@@ -308,3 +308,40 @@ async def test_a_fork_on_ray_goes_on_with_the_agents_conversation(
         backend=backend,
     )
     assert done.status is sg.RunStatus.IDLE and "t2=sent to ann@example.com" in done.outputs[0].text
+
+
+@sg.executor(id="slow")
+async def slow(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    await asyncio.sleep(1.0)  # (long enough for every concurrent run to take its own actor)
+    await ctx.send_message(n)
+
+
+@sg.executor(id="done")
+async def done(n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+    await ctx.yield_output(n)
+
+
+async def test_warm_actors_per_executor_are_capped(ray_cluster: None) -> None:
+    """Concurrent runs each take an actor per executor; when they give them
+    back, at most ``max_idle`` per executor stay warm, the rest are killed."""
+    assert sg.RayBackend().max_idle == 4  # (the documented default)
+    workflow = sg.WorkflowBuilder(start=slow).add_edge(slow, done).build()
+    with sg.RayBackend(max_idle=1) as backend:
+        results = await asyncio.gather(*(workflow.run(n, backend=backend) for n in range(5)))
+        assert [r.outputs for r in results] == [[n] for n in range(5)]
+        assert len(backend.pool) == 2  # one per executor
+        for _ in range(50):  # (kills land asynchronously)
+            if alive_actors() == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert alive_actors() == 2
+        await workflow.run(0, backend=backend)
+        assert backend.started_last_run == 0  # the kept ones are used
+    with sg.RayBackend(max_idle=0) as backend:  # no warm actors at all
+        await workflow.run(0, backend=backend)
+        assert len(backend.pool) == 0
+        for _ in range(50):
+            if alive_actors() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert alive_actors() == 0

@@ -112,8 +112,10 @@ class RayBackend:
     asks for no CPU, so any number of actors fit on a small machine.
     ``runtime_env`` (working dir, pip packages, environment variables) is
     passed to Ray for every actor. Actors stay warm between runs for
-    ``idle_ttl`` seconds; ``close()`` (or leaving the ``with`` block) kills
-    them, and stops the local cluster if this backend started one.
+    ``idle_ttl`` seconds, at most ``max_idle`` per executor (concurrent runs
+    each use their own; the surplus is killed as they end); ``close()`` (or
+    leaving the ``with`` block) kills them, and stops the local cluster if
+    this backend started one.
     ``colocate=True`` runs the executors that have no placement of their own
     together in one actor per run (their inboxes concurrently, one call per
     superstep): fewer processes and calls, for many small executors.
@@ -129,8 +131,11 @@ class RayBackend:
         init_options: Mapping[str, Any] | None = None,
         connect_timeout: float = 10.0,
         idle_ttl: float = 120.0,
+        max_idle: int = 4,
         colocate: bool = False,
     ) -> None:
+        if max_idle < 0:
+            raise ValueError(f"max_idle must be 0 or more, not {max_idle!r}")
         self._ray = ray_module()
         self.address = address
         self.connect_timeout = connect_timeout
@@ -157,7 +162,7 @@ class RayBackend:
         # Runs that were going on when ``close`` came: their next superstep
         # fails (it would start a cluster anew), until they end.
         self._closed_runs: set[RunScope] = set()
-        self.pool = WarmPool(self._kill, idle_ttl)
+        self.pool = WarmPool(self._kill, idle_ttl, max_idle)
         self.colocate = colocate
 
     # -- cluster -------------------------------------------------------------------
@@ -246,6 +251,11 @@ class RayBackend:
         self._actor_class = None
 
     shutdown = close  # (its name before actors stayed warm)
+
+    @property
+    def max_idle(self) -> int:
+        """How many idle actors per executor stay warm between runs."""
+        return self.pool.cap
 
     def __enter__(self) -> Self:
         return self

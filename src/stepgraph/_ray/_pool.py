@@ -3,9 +3,11 @@ same workflow instead of being killed — a run then pays a call to each
 actor it reuses rather than a process start.
 
 Actors are kept per executor node (a workflow's nodes are its own: runs of
-different workflows never share an actor), idle at most ``ttl`` seconds
-(a timer thread kills the expired ones), and all killed by ``close()`` or
-when their workflow is garbage-collected. An actor whose handler was still
+different workflows never share an actor), at most ``cap`` of them per node
+(concurrent runs each take one; those given back beyond the cap are killed,
+the oldest first), idle at most ``ttl`` seconds (a timer thread kills the
+expired ones), and all killed by ``close()`` or when their workflow is
+garbage-collected. An actor whose handler was still
 running when its run ended is never kept.
 """
 
@@ -35,9 +37,10 @@ class Idle:
 class WarmPool:
     """Idle actors by executor node (see the module doc); thread-safe."""
 
-    def __init__(self, kill: Any, ttl: float) -> None:
+    def __init__(self, kill: Any, ttl: float, cap: int) -> None:
         self._kill = kill  # kill(actor): ray.kill without restart
         self.ttl = ttl
+        self.cap = cap
         # Reentrant: a finalizer may run (in a garbage collection) on a
         # thread that holds it.
         self._lock = threading.RLock()
@@ -51,13 +54,22 @@ class WarmPool:
             return waiting.pop() if waiting else None
 
     def give(self, node: Node, actor: Any, where: str) -> None:
+        """Keep ``actor`` warm for ``node``'s next run; beyond ``cap`` idle
+        actors of that node, the oldest is killed."""
         key = id(node)
         with self._lock:
-            self._idle.setdefault(key, []).append(Idle(actor, where))
-            if key not in self._watch:  # its workflow gone, its actors go
+            waiting = self._idle.setdefault(key, [])
+            waiting.append(Idle(actor, where))
+            surplus = waiting[: max(0, len(waiting) - self.cap)]
+            del waiting[: len(surplus)]
+            if not waiting:
+                del self._idle[key]
+            elif key not in self._watch:  # its workflow gone, its actors go
                 self._watch[key] = weakref.finalize(node, self._forget, key)
-            if self._timer is None:
+            if self._idle and self._timer is None:
                 self._schedule(self.ttl)
+        for idle in surplus:
+            self._kill(idle.actor)
 
     def forget(self, node: Node) -> None:
         """Kill the node's idle actors (they are not to be trusted)."""
