@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -627,6 +628,24 @@ def test_run_on_the_ray_backend() -> None:
     assert [e["data"] for e in events_of(done.stdout) if e["kind"] == "output"] == ["HELLO, RAY!"]
     bad = cli("run", "examples.hello:build", "--input", '"x"', "--no-store", "--backend", "nope")
     assert bad.returncode == 1 and "unknown backend 'nope'" in bad.stderr
+
+
+def test_ctrl_c_while_the_ray_cluster_stops_keeps_the_runs_exit_code() -> None:
+    """The run has ended (idle) and said so; a Ctrl-C during the 1-2 s the
+    local Ray cluster takes to stop does not turn it into a stopped run."""
+    process = cli_process(
+        ["run", "examples.hello:build", "--input", '"ray"', "--no-store", "--backend", "ray"]
+    )
+    with process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("status: idle"):
+                time.sleep(0.3)  # (its print done; the cluster takes 1-2 s to stop)
+                process.send_signal(signal.SIGINT)
+                break
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "stopped" not in stderr
 
 
 def test_help_reflows_to_the_terminal() -> None:

@@ -354,14 +354,23 @@ def run(
         if sqlite is not None:
             sqlite.close()
         raise _fail(str(exc)) from None
+    code: int | None = None
     try:
         code = execute(session, sqlite)
     finally:
-        shutdown = getattr(session.backend, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        if stop_exporting is not None:
-            stop_exporting()  # (what is batched goes out before the exit)
+        try:
+            shutdown = getattr(session.backend, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+        except KeyboardInterrupt:
+            # The run has ended and said how: a Ctrl-C while the backend
+            # stops (a local Ray cluster takes a second or two; Ray finishes
+            # stopping it at exit) leaves its exit code as it is.
+            if code is None:
+                raise
+        finally:
+            if stop_exporting is not None:
+                stop_exporting()  # (what is batched goes out before the exit)
     raise typer.Exit(code)
 
 
