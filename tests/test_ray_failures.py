@@ -138,6 +138,40 @@ async def test_a_failure_is_the_runs_failure_with_its_events(
     assert again.outputs and again.outputs[0].startswith("fine")
 
 
+@sg.executor(id="chained")
+async def chained(how: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    try:
+        try:
+            {}["missing"]
+        except KeyError as exc:
+            raise TwoArgs(1, 2) from exc  # (a cause Ray cannot rebuild, itself caused)
+    except TwoArgs as exc:
+        if how == "from":
+            raise RuntimeError("lookup failed") from exc
+        raise RuntimeError("lookup failed")  # noqa: B904  (its context only)
+
+
+@pytest.mark.parametrize("how", ["from", "during"])
+async def test_a_handlers_exception_keeps_its_cause_and_context(
+    backend: sg.RayBackend,  # noqa: F811
+    how: str,
+) -> None:
+    """As locally, the error's cause is the handler's exception, and that
+    exception's own cause and context come along with it."""
+    flow = sg.WorkflowBuilder(start=chained).build()
+    for runs_on in (None, backend):
+        with pytest.raises(sg.WorkflowRunError) as caught:
+            await flow.run(how, backend=runs_on)
+        raised = caught.value.__cause__
+        assert isinstance(raised, RuntimeError) and str(raised) == "lookup failed"
+        middle = raised.__context__
+        assert middle is not None and "TwoArgs" in repr(middle) and "1" in str(middle)
+        assert (raised.__cause__ is middle) is (how == "from")
+        assert raised.__suppress_context__ is (how == "from")
+        assert repr(middle.__cause__) == "KeyError('missing')", runs_on
+        assert middle.__context__ is middle.__cause__
+
+
 async def test_an_interrupt_in_a_handler_is_raised_as_locally(
     backend: sg.RayBackend,  # noqa: F811
 ) -> None:

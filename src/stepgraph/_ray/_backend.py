@@ -53,7 +53,7 @@ from .._exceptions import WorkflowRunError
 from .._factories import make_executor
 from ._cluster import current_address, probe, ray_module, same_address
 from ._failures import Closed, Unsendable, closed, fails, innermost, last_line, lost_spans
-from ._host import Begin, Host, Result, Shared
+from ._host import Begin, Host, Result, Shared, relinked
 from ._pool import WarmPool
 
 __all__ = ["RayBackend"]
@@ -584,6 +584,7 @@ class RayBackend:
             for path, used in usage.items():  # tokens the actor's model calls used
                 tally[path] = tally[path] + used if path in tally else used
             if failures:
+                failures = [(eid, relinked(cause), item) for eid, cause, item in failures]
                 for _, cause, _ in failures:
                     if not isinstance(cause, (Exception, SystemExit)):
                         raise cause  # (KeyboardInterrupt in a handler: as locally)

@@ -15,6 +15,7 @@ driver once: through ``follow``, or with the call's result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 import traceback
@@ -35,7 +36,7 @@ from .._core import (
     error_line,
 )
 
-__all__ = ["Host", "RemoteError", "Shared"]
+__all__ = ["Host", "RemoteError", "Shared", "portable", "relinked"]
 
 
 class RemoteError(Exception):
@@ -44,13 +45,52 @@ class RemoteError(Exception):
     that cannot be serialized): its type and message instead."""
 
 
-def portable(exc: BaseException) -> BaseException:
+# An exception's cause and context do not travel with it (Ray rebuilds it
+# from its class, arguments and attributes): they ride along in this
+# attribute, and ``relinked`` puts them back on the driver.
+_CHAIN = "_stepgraph_chain"
+
+# How far down a chain of causes and contexts travels.
+_CHAIN_DEPTH = 8
+
+
+def portable(exc: BaseException, depth: int = 0) -> BaseException:
     """``exc`` as the driver gets it: itself when it comes back faithfully
     (rebuilt the way Ray rebuilds it — from its class, arguments and
     attributes — with the same type and message), a group with its members
     made portable, else a ``RemoteError`` with its type and message. The
     end of its traceback (which does not travel) rides along as
-    ``remote_traceback``."""
+    ``remote_traceback``; its cause and context (made portable) as
+    ``_CHAIN``, for ``relinked``."""
+    out = _portable(exc)
+    cause, context = exc.__cause__, exc.__context__
+    if (cause is not None or context is not None) and depth < _CHAIN_DEPTH:
+        cause_out = portable(cause, depth + 1) if cause is not None else None
+        if context is cause:
+            context_out = cause_out  # (``raise ... from exc`` in ``except ... as exc``)
+        else:
+            context_out = portable(context, depth + 1) if context is not None else None
+        with contextlib.suppress(Exception):  # (one that takes no attributes goes without)
+            setattr(out, _CHAIN, (cause_out, context_out, exc.__suppress_context__))
+    return out
+
+
+def relinked(exc: BaseException) -> BaseException:
+    """``exc`` (from ``portable``, come back to the driver) with its cause
+    and context linked again, as they were in the actor."""
+    chain = vars(exc).pop(_CHAIN, None) if hasattr(exc, "__dict__") else None
+    if chain is not None:
+        cause, context, suppress = chain
+        exc.__cause__ = relinked(cause) if cause is not None else None
+        exc.__context__ = relinked(context) if context is not None else None
+        exc.__suppress_context__ = suppress
+    if isinstance(exc, BaseExceptionGroup):
+        for member in exc.exceptions:
+            relinked(member)
+    return exc
+
+
+def _portable(exc: BaseException) -> BaseException:
     frames = "".join(traceback.format_tb(exc.__traceback__)[-3:]).rstrip()
     line = error_line(exc)
     out: BaseException
