@@ -51,7 +51,7 @@ from .._core import (
 )
 from .._exceptions import WorkflowRunError
 from .._factories import make_executor
-from ._cluster import current_address, probe, ray_module, same_address
+from ._cluster import current_address, held_interrupts, probe, ray_module, same_address
 from ._failures import Closed, Unsendable, closed, fails, innermost, last_line, lost_spans
 from ._host import Begin, Host, Result, Shared, relinked
 from ._pool import WarmPool
@@ -180,15 +180,18 @@ class RayBackend:
                 probe(self.address, self.connect_timeout)
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             options.update(self._init_options)
-            try:
-                ray.init(address=self.address or "local", **options)
-            except ValueError as exc:  # (an address Ray cannot read)
-                raise ConnectionError(
-                    f"cannot use {self.address!r} as a Ray address: {exc} (give host:port, "
-                    "ray://host:port, 'auto' or 'local')"
-                ) from None
-            self._started = True
-            self._attached = False
+            # A Ctrl-C meanwhile is raised once Ray has started (and is then
+            # stopped by ``close``), not halfway through.
+            with held_interrupts():
+                try:
+                    ray.init(address=self.address or "local", **options)
+                except ValueError as exc:  # (an address Ray cannot read)
+                    raise ConnectionError(
+                        f"cannot use {self.address!r} as a Ray address: {exc} (give host:port, "
+                        "ray://host:port, 'auto' or 'local')"
+                    ) from None
+                self._started = True
+                self._attached = False
             self.pool.close()  # (warm actors of a cluster that is gone, if any)
         elif not self._started and not self._attached:
             self._attach()
