@@ -181,6 +181,40 @@ async def test_an_interrupt_in_a_handler_is_raised_as_locally(
         await flow.run("interrupt", backend=backend)
 
 
+@sg.executor(id="anything")
+async def anything(message: object, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await ctx.yield_output(type(message).__name__)
+
+
+async def test_a_message_the_workers_cannot_import_fails_naming_the_import(
+    backend: sg.RayBackend,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The message's type is importable here but not on the workers: the
+    actor cannot load its inbox, which the error says (not that what the
+    actor did could not come back)."""
+    (tmp_path / "types_only_here.py").write_text(
+        "from dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass Thing:\n    text: str\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import types_only_here
+
+        flow = sg.WorkflowBuilder(start=anything).build()
+        thing = types_only_here.Thing("x")  # type: ignore[attr-defined]
+        events, error = await events_and_error(flow, thing, backend=backend)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("types_only_here", None)
+    assert error is not None and error.executor_id == "anything"
+    said = str(error)
+    assert "sent to its Ray actor (its inbox" in said and "could not be loaded there" in said
+    assert "No module named 'types_only_here'" in said and "What workers need" in said
+    assert "could not be sent back" not in said
+    assert [e.kind for e in events][-2:] == ["failed", "status"]
+    assert (await flow.run("fine", backend=backend)).outputs == ["str"]
+
+
 @sg.executor(id="loop")
 async def loop(n: int, ctx: sg.WorkflowContext[int, int]) -> None:
     if n < 20:

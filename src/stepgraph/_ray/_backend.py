@@ -527,6 +527,23 @@ class RayBackend:
                         "run's input and executors' attributes must be serializable",
                         exc.__cause__,
                     ) from exc.__cause__
+                if isinstance(getattr(exc, "cause", None), ray.exceptions.RaySystemError):
+                    # The actor could not load what was sent (a message's or a
+                    # state value's type its worker cannot import).
+                    run.busy.discard(group)
+                    what = "its inbox, the shared state, the run's context" + (
+                        ", its attributes" if begin is not None else ""
+                    )
+                    raise fails(
+                        work,
+                        first,
+                        f"executor {named!r}: what superstep {work.number} sent to its Ray "
+                        f"actor ({what}) could not be loaded there "
+                        f"({last_line(exc) or type(exc).__name__}): the workers must be able to "
+                        "import the types of the messages, state values and context too (see "
+                        'docs/ray.md, "What workers need")',
+                        exc,
+                    ) from exc
                 if not isinstance(exc, ray.exceptions.RayActorError) and not (
                     begin is not None and "Failed to submit task to actor" in str(exc)
                 ):  # (a warm actor of a cluster that is gone fails to submit)
