@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from dataclasses import dataclass
@@ -553,3 +554,49 @@ async def test_a_request_id_goes_anywhere_a_str_goes(tmp_path: Path) -> None:
     done = await again.run(responses={rid: True}, checkpoint=first.last_checkpoint)
     assert done.outputs == ["q1=True"]
     store.close()
+
+
+class SlowApprover(sg.Executor):
+    """Asks one question per message; an answer waits for ``release`` (per class)."""
+
+    release: asyncio.Event
+
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Ask(text), bool)
+
+    @sg.response_handler
+    async def answer(self, ask: Ask, yes: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await SlowApprover.release.wait()
+        await ctx.yield_output(f"{ask.question}: {yes}")
+
+
+async def test_an_answer_while_another_call_continues_its_run_says_so() -> None:
+    SlowApprover.release = asyncio.Event()
+    workflow = sg.WorkflowBuilder(start=fan).register("approver", SlowApprover)
+    workflow = workflow.add_edge(fan, "approver").build()
+    assert workflow.concurrent
+    result = await workflow.run(["a", "b"])
+    first, second = (p.request_id for p in result.pending_requests)
+    going = asyncio.ensure_future(workflow.run(responses={first: True}))
+    await asyncio.sleep(0.01)  # (it waits in the response handler)
+    with pytest.raises(
+        sg.RequestError,
+        match=f"request '{second}' is open in run '{result.run_id}', which another call is "
+        f"continuing right now \\(answering '{first}'\\); answer it once that call returns",
+    ):
+        await workflow.run(responses={second: False})
+    with pytest.raises(
+        sg.RequestError,
+        match=f"request '{first}' of run '{result.run_id}' is being answered right now",
+    ):
+        await workflow.run(responses={first: False})
+    SlowApprover.release.set()
+    partial = await going
+    assert partial.outputs == ["a: True"] and [p.request_id for p in partial.pending_requests] == [
+        second
+    ]
+    rest = await workflow.run(responses={second: False})
+    assert rest.outputs == ["b: False"] and rest.status is sg.RunStatus.IDLE
+    with pytest.raises(sg.RequestError, match="unknown request id 'nope'"):
+        await workflow.run(responses={"nope": True})  # (the run is no longer going on)

@@ -41,6 +41,9 @@ class WaitingRuns:
     def __init__(self) -> None:
         self._runs: OrderedDict[str, Suspended] = OrderedDict()
         self._answered: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        # Claimed runs a call is continuing now, with the ids it answers: an
+        # answer for one of them meanwhile is refused, saying so.
+        self._going: dict[str, tuple[Suspended, tuple[str, ...]]] = {}
 
     @property
     def pending_requests(self) -> list[PendingRequest]:
@@ -50,6 +53,7 @@ class WaitingRuns:
         """Keep a run that waits for answers; past the limit, let the oldest
         go (and say so)."""
         self._runs.pop(suspended.run_id, None)
+        self._going.pop(suspended.run_id, None)
         self._runs[suspended.run_id] = suspended
         limit = SUSPENDED_LIMIT
         if len(self._runs) > limit:
@@ -58,7 +62,13 @@ class WaitingRuns:
 
     def put_back(self, suspended: Suspended) -> None:
         """A claimed run whose answers were refused: it waits as before."""
+        self._going.pop(suspended.run_id, None)
         self._runs[suspended.run_id] = suspended
+
+    def settled(self, run_id: str) -> None:
+        """The call continuing a claimed run returned (the run waits again
+        through ``keep``, if it does)."""
+        self._going.pop(run_id, None)
 
     def drop(self, run_id: str) -> None:
         """The run went on from a checkpoint: this copy is superseded."""
@@ -81,6 +91,7 @@ class WaitingRuns:
         owners = {s.run_id for s in runs for rid in responses if rid in s.state.requests}
         if not owners:
             for request_id in responses:
+                _refuse_going(request_id, self._going.values())
                 answered_in = self._answered.get(request_id)
                 if answered_in is not None:
                     run_id, at = answered_in
@@ -110,7 +121,28 @@ class WaitingRuns:
                 f"the responses answer requests of different runs ({sorted(owners)}); answer "
                 "one run per call"
             )
-        return self._runs.pop(owners.pop())
+        claimed = self._runs.pop(owners.pop())
+        self._going[claimed.run_id] = (claimed, tuple(responses))
+        return claimed
+
+
+def _refuse_going(request_id: str, going: Iterable[tuple[Suspended, tuple[str, ...]]]) -> None:
+    """``RequestError`` if ``request_id`` is open in a run another call is
+    continuing right now (it is not unknown: it waits for that call)."""
+    for suspended, answering in going:
+        if request_id not in suspended.state.requests:
+            continue
+        run_id = suspended.run_id
+        if request_id in answering:
+            raise RequestError(
+                f"request {request_id!r} of run {run_id!r} is being answered right now by "
+                "another call; a request is answered once"
+            )
+        raise RequestError(
+            f"request {request_id!r} is open in run {run_id!r}, which another call is "
+            f"continuing right now (answering {', '.join(map(repr, answering))}); answer it "
+            "once that call returns"
+        )
 
 
 def _forgotten(dropped: Suspended, limit: int) -> WarningEvent:

@@ -488,8 +488,11 @@ class Workflow:
                     await asyncio.shield(recorder.release())
             elif holder is not None and config is not None and parent is not None:
                 await asyncio.shield(config.store.release(run_id, holder))
-            if claimed is not None and not succeeded:
-                self._waiting.keep(claimed, emit)  # not answered after all: still answerable
+            if claimed is not None:
+                if succeeded:
+                    self._waiting.settled(claimed.run_id)  # (kept below if it waits again)
+                else:
+                    self._waiting.keep(claimed, emit)  # not answered after all: still answerable
         if call.responses is not None:
             at = recorder.answered_at if recorder is not None else None
             self._waiting.answered(call.responses, run_id, at)
