@@ -317,6 +317,30 @@ def test_type_checks_see_through_the_child() -> None:
         sg.WorkflowBuilder(start=sub).add_edge(sub, ints).build()
 
 
+def test_an_edge_from_a_sub_workflow_that_sends_nothing_says_why() -> None:
+    @sg.executor(id="ints")
+    async def ints(n: int) -> None: ...
+
+    @sg.executor(id="quiet")
+    async def quiet(n: int, ctx: sg.WorkflowContext[int]) -> None: ...
+
+    silent = sg.WorkflowExecutor(sg.WorkflowBuilder(start=quiet, name="kid").build(), id="sub")
+    with pytest.raises(
+        sg.WorkflowDefinitionError,
+        match=r"edge sub -> ints: 'sub' declares no message types it sends \(it sends what its "
+        r"child workflow 'kid' yields, and the child declares no workflow output\); declare "
+        r"one where the child yields, e.g. WorkflowContext\[Never, str\], or remove the edge",
+    ):
+        sg.WorkflowBuilder(start=silent).add_edge(silent, ints).build()
+    forwarding = sg.WorkflowExecutor(subflows.shouting_child(), id="sub", forward_outputs=True)
+    with pytest.raises(
+        sg.WorkflowDefinitionError,
+        match=r"\(with forward_outputs=True, what its child workflow 'shout' yields is yielded "
+        r"by the parent\); pass forward_outputs=False to send it on, or remove the edge",
+    ):
+        sg.WorkflowBuilder(start=forwarding).add_edge(forwarding, ints).build()
+
+
 async def test_checkpoint_resume_with_a_waiting_child(store: sg.CheckpointStore) -> None:
     result = await subflows.three_levels(store).run("saved")
     [pending] = result.pending_requests

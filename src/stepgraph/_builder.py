@@ -544,10 +544,10 @@ def _check_types(edge: EdgeGroup, executors: dict[str, Executor]) -> None:
     outputs = {s: executors[s].output_types for s in edge.sources}
     for source, out in outputs.items():
         if out is typing.Never:
+            why, remedy = executors[source]._why_it_sends_nothing()
             raise WorkflowDefinitionError(
-                f"{edge.label()}: {source!r} declares no message types it sends "
-                "(its handlers' WorkflowContext is Never or bare); declare them, e.g. "
-                "WorkflowContext[str], or remove the edge"
+                f"{edge.label()}: {source!r} declares no message types it sends ({why}); "
+                f"{remedy}, or remove the edge"
             )
     for target in edge.targets:
         accepted = executors[target].input_types

@@ -258,6 +258,14 @@ class Executor:
         as workflow outputs."""
         return union_of([c.workflow_outputs.annotation for c in self._contracts()])
 
+    def _why_it_sends_nothing(self) -> tuple[str, str]:
+        """Why ``output_types`` is ``Never``, and what to do: for an edge
+        that leaves it."""
+        return (
+            "its handlers' WorkflowContext is Never or bare",
+            "declare them, e.g. WorkflowContext[str]",
+        )
+
     def _contracts(self) -> list[Contract]:
         return [s.contract for s in self._specs] + [r.contract for r in self._response_specs]
 

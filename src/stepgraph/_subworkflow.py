@@ -140,6 +140,20 @@ class WorkflowExecutor(Executor):
 
     # -- what it looks like from the parent -------------------------------------
 
+    def _why_it_sends_nothing(self) -> tuple[str, str]:
+        child = self.workflow.name
+        if self.forward_outputs:
+            return (
+                f"with forward_outputs=True, what its child workflow {child!r} yields is "
+                "yielded by the parent",
+                "pass forward_outputs=False to send it on",
+            )
+        return (
+            f"it sends what its child workflow {child!r} yields, and the child declares no "
+            "workflow output",
+            "declare one where the child yields, e.g. WorkflowContext[Never, str]",
+        )
+
     def _handler_specs(self) -> tuple[HandlerSpec, ...]:  # type: ignore[override]
         child = self.workflow
         label = f"sub-workflow {child.name!r}"
