@@ -341,6 +341,40 @@ def test_an_edge_from_a_sub_workflow_that_sends_nothing_says_why() -> None:
         sg.WorkflowBuilder(start=forwarding).add_edge(forwarding, ints).build()
 
 
+async def test_a_shared_sub_workflow_stores_only_its_runs_own_waiting_child_runs(
+    store: sg.CheckpointStore,
+) -> None:
+    """One WorkflowExecutor instance serves every run of its parent and
+    holds the child runs each left waiting; a run's checkpoints store its
+    own (and a fork's, the ones it was forked with) — never other runs'
+    (they grew with every earlier run waiting) — and each run goes on from
+    them."""
+
+    def build() -> sg.Workflow:
+        sub = sg.WorkflowExecutor(subflows.asking_child(), id="sub")
+        builder = sg.WorkflowBuilder(start=sub, name="parent", checkpoints=store)
+        return builder.add_edge(sub, subflows.collect).build()
+
+    flow = build()
+    waiting = [await flow.run(text) for text in ("a", "b", "c")]
+    for result in waiting:
+        state = await flow.get_state(result.last_checkpoint or "")
+        assert list(state.snapshots["sub"]["routes"]) == [
+            p.request_id for p in result.pending_requests
+        ]
+        assert len(state.snapshots["sub"]["runs"]) == 1
+    first, _, third = waiting
+    forked = await build().run(checkpoint=first.last_checkpoint, fork=True)
+    state = await flow.get_state(forked.last_checkpoint or "")
+    assert list(state.snapshots["sub"]["routes"]) == [first.pending_requests[0].request_id]
+    for result, answer, told in ((third, True, "c accepted"), (forked, False, "a rejected")):
+        [asked] = result.pending_requests
+        done = await build().run(
+            checkpoint=result.last_checkpoint, responses={asked.request_id: answer}
+        )
+        assert done.outputs == [told] and done.status is sg.RunStatus.IDLE
+
+
 async def test_checkpoint_resume_with_a_waiting_child(store: sg.CheckpointStore) -> None:
     result = await subflows.three_levels(store).run("saved")
     [pending] = result.pending_requests

@@ -395,6 +395,12 @@ class Executor:
         executor's own, stored with every run."""
         return None
 
+    def _snapshot_for(self, runs: tuple[str, ...] | None) -> Any:
+        """The snapshot for a checkpoint of ``runs`` (a run, then the runs
+        it was forked from; ``None``: for any) — the whole :meth:`snapshot`,
+        unless the executor keeps the state of several runs apart."""
+        return self.snapshot()
+
     def restore(self, snapshot: Any) -> None:
         """Override to take back what :meth:`snapshot` returned, when a run
         resumes from a checkpoint."""

@@ -310,11 +310,14 @@ class RunCodec:
             request_ids=tuple(run.requests),
         )
 
-    def snapshot_blob(self, eid: str, executor: Executor) -> tuple[str, bytes, dict[str, bytes]]:
-        """The executor's snapshot, encoded: (hash, bytes, the parts it holds
-        by hash)."""
+    def snapshot_blob(
+        self, eid: str, executor: Executor, runs: tuple[str, ...] | None = None
+    ) -> tuple[str, bytes, dict[str, bytes]]:
+        """The executor's snapshot (for a checkpoint of ``runs``, see
+        ``Executor._snapshot_for``), encoded: (hash, bytes, the parts it
+        holds by hash)."""
         try:
-            snapshot = executor.snapshot()
+            snapshot = executor._snapshot_for(runs)
         except Exception as exc:
             raise CheckpointEncodeError(
                 f"snapshot of executor {eid!r}: snapshot() raised {type(exc).__name__}: {exc}"
@@ -393,10 +396,11 @@ class RunCodec:
                     **snapshotting,
                     **{eid: ex for eid, ex in run.instances.items() if ex.takes_snapshots},
                 }
+        runs = (run_id, *run.forked_from) if run_id is not None else None
         for eid, executor in snapshotting.items():
             if run_id is not None and not self._of_run(executor, run_id, run.forked_from):
                 continue
-            h, data, held = self.snapshot_blob(eid, executor)
+            h, data, held = self.snapshot_blob(eid, executor, runs)
             snapshots[eid] = h
             blobs[h] = data
             if held:

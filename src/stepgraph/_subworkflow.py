@@ -125,7 +125,7 @@ class WorkflowExecutor(Executor):
         self.intercept_requests = intercept_requests
         self._runs: dict[str, RunState] = {}  # suspended child runs, by child run id
         # The parent run each suspended child run was started by (those
-        # restored from a checkpoint: the run that resumes, unknown here).
+        # restored from an older checkpoint than this field: unknown).
         self._parents: dict[str, str] = {}
         self._routes: dict[str, tuple[str, str]] = {}  # our request id -> (child run, request)
         own = id if id is not None else workflow.name
@@ -339,10 +339,23 @@ class WorkflowExecutor(Executor):
     # -- checkpoints: suspended child runs nest in the parent's ------------------
 
     def snapshot(self) -> Any:
+        return self._snapshot_for(None)
+
+    def _snapshot_for(self, runs: tuple[str, ...] | None) -> Any:
+        # A shared instance holds the waiting child runs of every parent run
+        # it served; a checkpoint of one run (``runs``: it and the runs it
+        # was forked from) stores only its own (and those of unknown parent).
         codec = self.workflow.codec
+        kept = [
+            rid
+            for rid in self._runs
+            if runs is None or self._parents.get(rid) is None or self._parents[rid] in runs
+        ]
+        routes = {ours: list(route) for ours, route in self._routes.items() if route[0] in kept}
         return {
-            "runs": {rid: codec.inline(run) for rid, run in self._runs.items()},
-            "routes": {ours: list(route) for ours, route in self._routes.items()},
+            "runs": {rid: codec.inline(self._runs[rid]) for rid in kept},
+            "routes": routes,
+            "parents": {rid: self._parents[rid] for rid in kept if rid in self._parents},
         }
 
     def restore(self, snapshot: Any) -> None:
@@ -352,7 +365,8 @@ class WorkflowExecutor(Executor):
             for rid, data in snapshot["runs"].items()
         }
         self._routes = {ours: (route[0], route[1]) for ours, route in snapshot["routes"].items()}
-        self._parents = {}  # (theirs is the run that resumes them: not known here)
+        # The parent run each was started by (a fork's own are its original's).
+        self._parents = dict(snapshot.get("parents", {}))
 
     def __repr__(self) -> str:
         return f"<WorkflowExecutor id={self.id!r} workflow={self.workflow.name!r}>"
