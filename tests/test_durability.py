@@ -207,3 +207,44 @@ async def test_the_store_records_how_a_run_ended(durability: str) -> None:
     assert resumed.outputs == [1_000]
     [again] = await store.runs(limit=1)
     assert (again.run_id, again.status, again.error) == (cancelled.run_id, "idle", None)
+
+
+class LateSaves(MemoryCheckpointStore):
+    """A store whose saves run on threads, as the PostgreSQL store's do: a
+    save its caller stops waiting for still happens, a moment later, while
+    the caller's next calls (how the run ended, giving its lease back) are
+    served at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.under_way: set[asyncio.Future[None]] = set()
+
+    async def save(self, *checkpoints: sg.Checkpoint) -> None:
+        later = asyncio.ensure_future(self._later(checkpoints))
+        self.under_way.add(later)
+        later.add_done_callback(self.under_way.discard)
+        await asyncio.shield(later)
+
+    async def _later(self, checkpoints: tuple[sg.Checkpoint, ...]) -> None:
+        await asyncio.sleep(0.03)
+        await MemoryCheckpointStore.save(self, *checkpoints)
+
+
+@pytest.mark.parametrize("at", [0.01, 0.045])  # the entry's save, the first barrier's
+async def test_a_run_cancelled_while_a_save_is_under_way_ends_cancelled_and_resumable(
+    at: float,
+) -> None:
+    store = LateSaves()
+    workflow, _ = counting(store, "sync", 5, pause=0.005)
+    task = asyncio.ensure_future(workflow.run(0))
+    await asyncio.sleep(at)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    while store.under_way:
+        await asyncio.wait(set(store.under_way))
+    [run] = await store.runs()
+    assert run.status == "cancelled"
+    assert await store.lease_holder(run.run_id) is None
+    resumed = await counting(store, "sync", 5)[0].run(checkpoint=run.last_checkpoint)
+    assert resumed.outputs == [5]
