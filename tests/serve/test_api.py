@@ -638,3 +638,34 @@ def test_runs_a_signing_server_cannot_verify_are_a_409_naming_why(serve, tmp_pat
         signed = client.post("/api/workflows/gate/runs", json={"input": "y"})
         assert signed.status_code == 201
         wait_for(client, signed.json()["run_id"], "idle_with_pending_requests")
+
+
+class SlowLastSave(sg.SqliteCheckpointStore):
+    """Saves a run's last checkpoint (idle) slowly, saying when it started."""
+
+    started: threading.Event
+
+    async def save(self, *checkpoints: sg.Checkpoint) -> None:
+        if any(c.status == "idle" for c in checkpoints):
+            self.started.set()
+            await asyncio.sleep(0.3)
+        await super().save(*checkpoints)
+
+
+def test_a_run_stopped_while_its_last_checkpoint_is_saved_is_not_listed_interrupted(
+    serve, tmp_path, monkeypatch
+):
+    # (supersteps longer than the batching delay: each barrier's checkpoint is
+    # written before the next, and the last one as the run ends)
+    monkeypatch.setattr(flows, "STEP", 0.02)
+    store = SlowLastSave(tmp_path / "last.sqlite")
+    store.started = threading.Event()
+    server = serve(flows.slow, store=store)
+    with server.client() as client:
+        run_id = client.post(
+            "/api/workflows/slow/runs", json={"input": {"steps": 2, "label": "x"}}
+        ).json()["run_id"]
+        assert store.started.wait(10)
+        assert server.call(server.service.close) == [run_id]
+    info = server.call(lambda: store.run_info(run_id))
+    assert (info.status, info.error) == ("idle", None)

@@ -70,6 +70,9 @@ log = logging.getLogger("stepgraph.serve")
 # The error a run stopped by the server's shutdown is recorded with: such
 # runs are listed as interrupted, and resume with one call.
 INTERRUPTED = "interrupted: the server stopped while the run was going on"
+# How a run stopped by the server may stand in its store (``cancelled``: it
+# recorded that itself; going on: its process ended before recording it).
+_STOPPED = frozenset({"cancelled", "in_progress", "in_progress_pending_requests"})
 _STATUSES = frozenset(status.value for status in RunStatus)
 _ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 # How many of a run's checkpoints its details hold (the newest) unless asked
@@ -725,7 +728,11 @@ class RunService:
             await asyncio.wait(tasks)
         for entry in live:
             try:
-                if await self.store.run_info(entry.run_id) is not None:
+                info = await self.store.run_info(entry.run_id)
+                # A run whose last checkpoint was being saved when it was
+                # stopped ends as that checkpoint says (idle, waiting for
+                # answers, paused): not interrupted.
+                if info is not None and info.status in _STOPPED:
                     await self.store.set_status(entry.run_id, "cancelled", INTERRUPTED)
             except StepgraphError as exc:
                 log.warning("could not record run %s as interrupted: %s", entry.run_id, exc)
