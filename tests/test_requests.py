@@ -309,12 +309,39 @@ async def test_still_open_requests_are_announced_again_when_a_run_continues(
     assert kinds(events)[:4] == ["run_started", "status", "request_info", "request_info"]
     assert announced(events) == [(ids["a?"], Ask("a?")), (ids["b?"], Ask("b?"))]
     assert events[2].superstep == 2  # the superstep that opened it
-    # Answering one of them (from the checkpoint, or in memory): the other again.
-    partial = await build(store).run(checkpoint=first.last_checkpoint, responses={ids["a?"]: True})
-    assert announced(partial.events) == [(ids["b?"], Ask("b?"))]
-    assert partial.outputs == ["a?: yes"]
-    in_memory = await workflow.run(responses={ids["b?"]: False})
-    assert announced(in_memory.events) == [(ids["a?"], Ask("a?"))]
+    # Answering one of them (in memory, or from the checkpoint): the other again.
+    in_memory = await workflow.run(responses={ids["a?"]: True})
+    assert announced(in_memory.events) == [(ids["b?"], Ask("b?"))]
+    assert in_memory.outputs == ["a?: yes"]
+    # (from the checkpoint before that answer: a branch, where a? is open again)
+    branch = await build(store).run(checkpoint=first.last_checkpoint, responses={ids["b?"]: False})
+    assert announced(branch.events) == [(ids["a?"], Ask("a?"))]
+
+
+async def test_a_run_kept_in_memory_that_went_on_elsewhere_is_answered_from_its_checkpoint(
+    store: sg.CheckpointStore,
+) -> None:
+    """Another process answered one request of a run this object keeps
+    waiting: answering another in memory would go on from the older
+    checkpoint, where the first is open again and its answer's results are
+    missing — refused, naming the checkpoint to answer from, nothing
+    consumed."""
+    workflow = build(store)
+    first = await workflow.run(["a?", "b?"])
+    ids = {p.request.question: p.request_id for p in first.pending_requests}
+    elsewhere = await build(store).run(
+        checkpoint=first.last_checkpoint, responses={ids["a?"]: True}
+    )
+    with pytest.raises(
+        sg.RequestError,
+        match=f"run '{first.run_id}' went on elsewhere since this workflow object kept it "
+        f"waiting at checkpoint {first.last_checkpoint}: its latest checkpoint is "
+        f"{elsewhere.last_checkpoint}",
+    ):
+        await workflow.run(responses={ids["b?"]: False})
+    done = await workflow.run(checkpoint=elsewhere.last_checkpoint, responses={ids["b?"]: False})
+    assert done.outputs == ["b?: no"] and done.status is sg.RunStatus.IDLE
+    assert await store.outputs(done.last_checkpoint or "") == ["a?: yes", "b?: no"]
 
 
 async def test_a_sub_workflow_request_is_announced_once_with_the_id_to_answer() -> None:

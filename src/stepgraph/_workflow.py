@@ -559,6 +559,7 @@ class Workflow:
             try:
                 if config is not None:  # another process may have answered through the store
                     await _not_answered(config.store, suspended.run_id, responses)
+                    await _not_gone_on(config.store, suspended)
                 parent = None
                 if suspended.last_checkpoint is not None and config is not None:
                     parent = await config.store.load(suspended.last_checkpoint)
@@ -742,6 +743,22 @@ class Workflow:
     def _release(self) -> None:
         with _IN_USE_LOCK:
             self._running -= 1
+
+
+async def _not_gone_on(store: CheckpointStore, suspended: Suspended) -> None:
+    """``RequestError`` if the run kept in memory went on elsewhere since
+    (another process continued it): this copy waits at an older checkpoint,
+    and answering it would silently branch off there."""
+    here = suspended.last_checkpoint
+    info = await store.run_info(suspended.run_id)
+    if here is None or info is None or info.last_checkpoint == here:
+        return
+    raise RequestError(
+        f"run {suspended.run_id!r} went on elsewhere since this workflow object kept it "
+        f"waiting at checkpoint {here}: its latest checkpoint is {info.last_checkpoint}; "
+        f"answer from there (run(responses=..., checkpoint={info.last_checkpoint!r})), or "
+        f"pass checkpoint={here!r} to go on from where this copy waits"
+    )
 
 
 async def _not_answered(store: CheckpointStore, run_id: str, responses: Mapping[str, Any]) -> None:
