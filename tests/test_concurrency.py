@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -396,3 +398,55 @@ async def test_an_answer_to_an_id_open_in_two_runs_in_memory_asks_which_run() ->
     await asyncio.gather(workflow.run("a"), workflow.run("b"))
     with pytest.raises(sg.RequestError, match=r"request id 'ok' is open in several runs \("):
         await workflow.run(responses={"ok": True})
+
+
+@dataclass(frozen=True)
+class Question:
+    n: int
+
+
+class Asking(sg.Executor):
+    """Asks for a number, yields what it was told."""
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.request_info(Question(n), int)
+
+    @sg.response_handler
+    async def told(
+        self, asked: Question, answer: int, ctx: sg.WorkflowContext[sg.Never, int]
+    ) -> None:
+        await ctx.yield_output(asked.n * 1000 + answer)
+
+
+def test_runs_waiting_in_memory_are_answered_from_several_threads_at_once() -> None:
+    """Each thread runs its own event loop; all start and answer runs of the
+    one workflow, in memory, at once."""
+    workflow = sg.WorkflowBuilder(start="asking").register("asking", Asking).build()
+    failures: list[BaseException] = []
+
+    def serve(seed: int) -> None:
+        async def main() -> None:
+            waiting = await asyncio.gather(*[workflow.run(seed) for _ in range(100)])
+            for result in waiting:
+                [asked] = result.pending_requests
+                done = await workflow.run(responses={asked.request_id: 7})
+                assert done.outputs == [seed * 1000 + 7] and done.run_id == result.run_id
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (threads switch often: races show at once)
+    try:
+        threads = [threading.Thread(target=serve, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert workflow.pending_requests == []

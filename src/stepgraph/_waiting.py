@@ -4,6 +4,7 @@ for, what was answered already, and the oldest let go past a limit."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,49 +45,62 @@ class WaitingRuns:
         # Claimed runs a call is continuing now, with the ids it answers: an
         # answer for one of them meanwhile is refused, saying so.
         self._going: dict[str, tuple[Suspended, tuple[str, ...]]] = {}
+        # One workflow's runs may go on in several threads, each with its loop.
+        self._lock = threading.Lock()
 
     @property
     def pending_requests(self) -> list[PendingRequest]:
-        return [r for s in self._runs.values() for r in s.state.requests.values()]
+        with self._lock:
+            return [r for s in self._runs.values() for r in s.state.requests.values()]
 
     def keep(self, suspended: Suspended, emit: Callable[[Event], None]) -> None:
         """Keep a run that waits for answers; past the limit, let the oldest
         go (and say so)."""
-        self._runs.pop(suspended.run_id, None)
-        self._going.pop(suspended.run_id, None)
-        self._runs[suspended.run_id] = suspended
-        limit = SUSPENDED_LIMIT
-        if len(self._runs) > limit:
-            _, dropped = self._runs.popitem(last=False)
-            emit(_forgotten(dropped, limit))
+        with self._lock:
+            self._runs.pop(suspended.run_id, None)
+            self._going.pop(suspended.run_id, None)
+            self._runs[suspended.run_id] = suspended
+            dropped = None
+            if len(self._runs) > SUSPENDED_LIMIT:
+                _, dropped = self._runs.popitem(last=False)
+        if dropped is not None:
+            emit(_forgotten(dropped, SUSPENDED_LIMIT))
 
     def put_back(self, suspended: Suspended) -> None:
         """A claimed run whose answers were refused: it waits as before."""
-        self._going.pop(suspended.run_id, None)
-        self._runs[suspended.run_id] = suspended
+        with self._lock:
+            self._going.pop(suspended.run_id, None)
+            self._runs[suspended.run_id] = suspended
 
     def settled(self, run_id: str) -> None:
         """The call continuing a claimed run returned (the run waits again
         through ``keep``, if it does)."""
-        self._going.pop(run_id, None)
+        with self._lock:
+            self._going.pop(run_id, None)
 
     def drop(self, run_id: str) -> None:
         """The run went on from a checkpoint: this copy is superseded."""
-        self._runs.pop(run_id, None)
+        with self._lock:
+            self._runs.pop(run_id, None)
 
     def answered(self, request_ids: Iterable[str], run_id: str, at: str | None) -> None:
         """These requests were answered in run ``run_id`` (recorded at
         checkpoint ``at``, if stored)."""
-        for request_id in request_ids:
-            self._answered[request_id] = (run_id, at)
-        while len(self._answered) > 10 * SUSPENDED_LIMIT:
-            self._answered.popitem(last=False)
+        with self._lock:
+            for request_id in request_ids:
+                self._answered[request_id] = (run_id, at)
+            while len(self._answered) > 10 * SUSPENDED_LIMIT:
+                self._answered.popitem(last=False)
 
     def claim(self, responses: Mapping[str, Any]) -> Suspended:
         """Take the run that opened these requests (so a concurrent call
         cannot answer it too); ``RequestError`` unless exactly one did."""
         if not isinstance(responses, Mapping) or not responses:
             raise RequestError("responses must be a non-empty mapping of request id to value")
+        with self._lock:
+            return self._claim(responses)
+
+    def _claim(self, responses: Mapping[str, Any]) -> Suspended:
         runs = self._runs.values()
         owners = {s.run_id for s in runs for rid in responses if rid in s.state.requests}
         if not owners:
@@ -100,7 +114,7 @@ class WaitingRuns:
                     raise RequestError(
                         f"request {request_id!r} of run {run_id!r} was already answered"
                     )
-            open_ids = [r.request_id for r in self.pending_requests]
+            open_ids = [r.request_id for s in runs for r in s.state.requests.values()]
             shown = ", ".join(open_ids[:10]) or "none"
             if len(open_ids) > 10:
                 shown += f", ... ({len(open_ids)} in all)"
