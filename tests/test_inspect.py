@@ -4,6 +4,7 @@ original never changed."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
@@ -128,3 +129,40 @@ async def test_update_state_checks_edits_against_the_graph(store: sg.CheckpointS
     assert len(await store.list(result.run_id)) == 3  # nothing written by the refused edits
     with pytest.raises(sg.CheckpointError, match="has no checkpoint store"):
         await sg.WorkflowBuilder(start=Clerk()).build().get_state(checkpoint)
+
+
+async def test_update_state_is_refused_while_the_run_goes_on(store: sg.CheckpointStore) -> None:
+    """Editing a run that another call is continuing would write into a run
+    someone else holds: refused, naming it, and nothing is written."""
+    gate = asyncio.Event()
+
+    @sg.executor(id="slow")
+    async def slow(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        if n == 1:
+            await gate.wait()
+        if n < 3:
+            await ctx.send_message(n + 1)
+
+    def counting() -> sg.Workflow:
+        return (
+            sg.WorkflowBuilder(start=slow, checkpoints=store, name="slow")
+            .add_edge(slow, slow)
+            .build()
+        )
+
+    task = asyncio.create_task(counting().run(0))
+    for _ in range(500):  # until its checkpoint before the held superstep is stored
+        await asyncio.sleep(0.01)
+        runs = await store.runs(workflow="slow")
+        if runs and runs[0].superstep >= 1:
+            break
+    [info] = await store.runs(workflow="slow")
+    checkpoints = await store.list(info.run_id)
+    with pytest.raises(sg.CheckpointError, match=f"run '{info.run_id}' is being continued"):
+        await counting().update_state(checkpoints[-1].id, state={"edited": True})
+    assert len(await store.list(info.run_id)) == len(checkpoints)
+    gate.set()
+    done = await task
+    # Once it stopped, the same edit is written (a branch of the run).
+    fork = await counting().update_state(done.last_checkpoint or "", state={"edited": True})
+    assert (await counting().get_state(fork)).state == {"edited": True}

@@ -23,10 +23,11 @@ from ._core import (
     RunState,
     a_type,
     a_value_type,
+    to_the_end,
 )
 from ._exceptions import RequestError
 from ._persistence import RunCodec, body_refs
-from ._recorder import new_checkpoint_id
+from ._recorder import new_checkpoint_id, take_run
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
@@ -145,7 +146,12 @@ async def update_state(
                 f"update_state: request {request_id!r} is not open at checkpoint {stored.id} "
                 f"(open: {sorted(run.requests)})"
             )
-    return await _fork(stored, run, written, store, codec)
+    # Written as a continuation of the run: not while it goes on elsewhere.
+    holder = await take_run(store, stored.run_id, stored)
+    try:
+        return await _fork(stored, run, written, store, codec)
+    finally:
+        await to_the_end(store.release(stored.run_id, holder))
 
 
 async def _fork(

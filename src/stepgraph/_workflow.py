@@ -686,7 +686,8 @@ class Workflow:
         the original is never changed. Checked against the graph first
         (``MessageTypeError`` for a message no handler takes, ``RequestError``
         for a request that is not open, ``CheckpointEncodeError`` for a value
-        that cannot be stored). Go on with ``run(checkpoint=new_id)``."""
+        that cannot be stored; ``CheckpointError`` while the run goes on
+        elsewhere). Go on with ``run(checkpoint=new_id)``."""
         return await update_state(
             self,
             self._store(checkpoints),
