@@ -8,7 +8,8 @@ same order; the wrapped run resumed from any of its checkpoints yields the
 rest; and requests opened at random places inside the child — surfacing in
 the outermost run under their path — answered a few at a time, in memory or
 by a workflow built afresh from the checkpoint, with answers given again
-refused, deliver every message and answer once, as the graph alone does.
+refused (``answer_all``), deliver every message and answer once, as the
+graph alone does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -94,46 +94,6 @@ def test_a_graph_yields_as_a_sub_workflow_what_it_yields_alone(
     asyncio.run(alone_and_wrapped(spec, depth, pick))
 
 
-async def answer_wrapped(
-    build: Callable[[], sg.Workflow], spec: Spec, store: sg.CheckpointStore, data: st.DataObject
-) -> list[str]:
-    """Run the wrapped graph and answer its requests as drawn (each with
-    its value plus one): some at a time, in memory or from the checkpoint
-    by a workflow built afresh; now and then one given again from an older
-    checkpoint, which must be refused."""
-    workflow = build()
-    result = await workflow.run(spec.start_value)
-    outputs = list(result.outputs)
-    answered: list[tuple[str, str]] = []  # (request id, checkpoint before its answer)
-    for _ in range(500):
-        if result.status is sg.RunStatus.IDLE:
-            return outputs
-        assert result.status is sg.RunStatus.IDLE_WITH_PENDING_REQUESTS
-        pending = result.pending_requests
-        # The child's requests surface under the wrappers' path.
-        assert all(p.request_id.startswith("w") and "/" in p.request_id for p in pending)
-        chosen = data.draw(st.lists(st.sampled_from(pending), min_size=1, unique=True))
-        if answered and data.draw(st.booleans()):
-            again, at = data.draw(st.sampled_from(answered))
-            try:
-                await build().run(responses={again: 0}, checkpoint=at, checkpoints=store)
-            except sg.RequestError as refused:
-                assert "already answered" in str(refused)
-            else:
-                raise AssertionError(f"request {again} was answered twice")
-        responses = {p.request_id: p.request.value + 1 for p in chosen}
-        answered += [(r, result.last_checkpoint or "") for r in responses]
-        if data.draw(st.booleans()):
-            workflow = build()  # another process goes on from the checkpoint
-            result = await workflow.run(
-                responses=responses, checkpoint=result.last_checkpoint, checkpoints=store
-            )
-        else:
-            result = await workflow.run(responses=responses)
-        outputs += result.outputs
-    raise AssertionError("the run never ended")
-
-
 @SETTINGS
 @given(graphs(), st.integers(1, 2), st.data())
 def test_requests_inside_a_sub_workflow_are_answered_once_each(
@@ -151,5 +111,9 @@ def test_requests_inside_a_sub_workflow_are_answered_once_each(
     def build() -> sg.Workflow:
         return wrapped(graph(spec, Asking, limit=100), depth, store)
 
-    got = asyncio.run(answer_wrapped(build, spec, store, data))
+    got = asyncio.run(answer_all(spec, store, data, build))
     assert Counter(got) == Counter(expected)
+    # (the child's requests surfaced under the wrappers' path)
+    asked = asyncio.run(build().run(spec.start_value)).pending_requests
+    path = "/".join(f"w{level}" for level in reversed(range(depth))) + "/"
+    assert all(p.request_id.startswith(path) for p in asked)

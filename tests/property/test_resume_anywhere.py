@@ -17,7 +17,9 @@ import asyncio
 import random
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -201,14 +203,20 @@ def asking(spec: Spec, store: sg.CheckpointStore) -> sg.Workflow:
 
 
 async def answer_all(
-    spec: Spec, store: sg.CheckpointStore, data: st.DataObject | None
+    spec: Spec,
+    store: sg.CheckpointStore,
+    data: st.DataObject | None,
+    build: Callable[[], sg.Workflow] | None = None,
 ) -> list[str]:
     """Run and answer every request (each with its value plus one) until
     the run ends: all at once in memory (``data`` None), or as drawn — some
     of them at a time, in memory or from the checkpoint by a freshly built
     workflow, and now and then an answer given again from an older
-    checkpoint, which must be refused."""
-    workflow = asking(spec, store)
+    checkpoint, which must be refused. ``build`` makes the workflow (by
+    default: ``asking``'s)."""
+    if build is None:
+        build = partial(asking, spec, store)
+    workflow = build()
     result = await workflow.run(spec.start_value)
     outputs = list(result.outputs)
     answered: list[tuple[str, str]] = []  # (request id, checkpoint before its answer)
@@ -224,9 +232,7 @@ async def answer_all(
             if answered and data.draw(st.booleans()):
                 again, at = data.draw(st.sampled_from(answered))
                 try:
-                    await asking(spec, store).run(
-                        responses={again: 0}, checkpoint=at, checkpoints=store
-                    )
+                    await build().run(responses={again: 0}, checkpoint=at, checkpoints=store)
                 except sg.RequestError as refused:
                     assert "already answered" in str(refused)
                 else:
@@ -234,7 +240,7 @@ async def answer_all(
         responses = {p.request_id: p.request.value + 1 for p in chosen}
         answered += [(r, result.last_checkpoint or "") for r in responses]
         if data is not None and data.draw(st.booleans()):
-            workflow = asking(spec, store)  # another process goes on from the checkpoint
+            workflow = build()  # another process goes on from the checkpoint
             result = await workflow.run(
                 responses=responses, checkpoint=result.last_checkpoint, checkpoints=store
             )
