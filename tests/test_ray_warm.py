@@ -17,6 +17,16 @@ import stepgraph as sg
 from tests.test_conformance import ROOT, alive_actors
 
 
+async def actors_alive(count: int) -> None:
+    """Wait (up to 5 s: kills land asynchronously) until ``count`` actors
+    are alive; fail if they never are."""
+    for _ in range(50):
+        if alive_actors() == count:
+            return
+        await asyncio.sleep(0.1)
+    assert alive_actors() == count
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     """A local cluster this module starts; the backends here only connect to
@@ -187,11 +197,7 @@ async def test_close_and_the_idle_timer_leave_no_actor(ray_cluster: None) -> Non
     assert backend.started_last_run == 4
     backend.close()
     assert len(backend.pool) == 0
-    for _ in range(50):
-        if alive_actors() == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert alive_actors() == 0
+    await actors_alive(0)
 
 
 def test_warm_actors_go_with_their_workflow(ray_cluster: None) -> None:
@@ -202,11 +208,7 @@ def test_warm_actors_go_with_their_workflow(ray_cluster: None) -> None:
     del workflow
     gc.collect()  # the workflow is gone: its actors go too
     assert len(backend.pool) == 0
-    for _ in range(50):
-        if alive_actors() == 0:
-            break
-        time.sleep(0.1)
-    assert alive_actors() == 0
+    asyncio.run(actors_alive(0))
     backend.close()
 
 
@@ -330,18 +332,10 @@ async def test_warm_actors_per_executor_are_capped(ray_cluster: None) -> None:
         results = await asyncio.gather(*(workflow.run(n, backend=backend) for n in range(5)))
         assert [r.outputs for r in results] == [[n] for n in range(5)]
         assert len(backend.pool) == 2  # one per executor
-        for _ in range(50):  # (kills land asynchronously)
-            if alive_actors() == 2:
-                break
-            await asyncio.sleep(0.1)
-        assert alive_actors() == 2
+        await actors_alive(2)  # (kills land asynchronously)
         await workflow.run(0, backend=backend)
         assert backend.started_last_run == 0  # the kept ones are used
     with sg.RayBackend(max_idle=0) as backend:  # no warm actors at all
         await workflow.run(0, backend=backend)
         assert len(backend.pool) == 0
-        for _ in range(50):
-            if alive_actors() == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert alive_actors() == 0
+        await actors_alive(0)
