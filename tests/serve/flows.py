@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import stepgraph as sg
 
@@ -222,3 +224,13 @@ async def plus_two(job: Count, ctx: sg.WorkflowContext[None, int]) -> None:
 def adding() -> sg.Workflow:
     """Outputs the whole number it is given, plus two."""
     return sg.WorkflowBuilder(start=plus_two, name="adding").build()
+
+
+@sg.executor(id="echo")
+async def echo(values: list[Any], ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(json.dumps(values))
+
+
+def echoing() -> sg.Workflow:
+    """Outputs the JSON of the list it is given, as Python reads it (1.0 a float)."""
+    return sg.WorkflowBuilder(start=echo, name="echo").build()

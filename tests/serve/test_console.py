@@ -985,3 +985,40 @@ def test_a_whole_number_past_2_to_the_53_is_sent_and_shown_exactly(serve, browse
         wait_for_outputs(console, ["a=9007199254740993 b=-12345678901234567890"])
     finally:
         console.close()
+
+
+def test_a_json_fields_numbers_are_sent_as_written(serve, browser, tmp_path):
+    # (1e400 typed in a JSON field, or in a tool call's edited arguments,
+    # was sent as null — JSON.stringify's Infinity — and 1.0 as the whole
+    # number 1: `stepgraph run --input` refuses the one and reads a float)
+    model = agent_approval.default_model()
+    server = serve(flows.echoing, lambda: agent_approval.build(model=model))
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/workflows/echo")
+        field = console.page.locator("main form textarea")
+        field.fill("[1, 1e400]")
+        console.find("start-submit").click()
+        expect(console.page.locator(".field-error").first).to_contain_text(
+            "1e400 is past the largest number"
+        )
+        expect(field).to_have_attribute("aria-invalid", "true")
+        field.fill("[1.0, -2.50, 1E3, 9007199254740993, 1.5e300]")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(console, ["[1.0, -2.5, 1000.0, 9007199254740993, 1.5e+300]"])
+
+        console.open("#/workflows/research")
+        form = console.find("start-form").first
+        form.locator("input, textarea").first.fill("notes")
+        form.locator('[data-testid="start-submit"]').click()
+        run_id_of(console)
+        edit = console.find("edit-arguments")
+        edit.fill('{"to": 1e400}')
+        console.find("edit-button").click()
+        expect(console.page.locator(".field-error", has_text="1e400")).to_be_visible()
+        expect(edit).to_have_attribute("aria-invalid", "true")
+        expect(console.find("request-form")).to_have_count(1)  # (nothing was sent)
+    finally:
+        console.close()
+        server.call(model.aclose)

@@ -110,6 +110,22 @@
   // (a reviver slows a long log's reading: only a text with such a number gets one)
   const readJsonText = (text) => JSON.parse(text, EXACT_JSON && /[89]\d{15}|\d{17}/.test(text) ? keepWhole : undefined);
   function parseJson(text) { try { return readJsonText(text); } catch { return undefined; } }
+  /** A number typed in a JSON field that no number holds (1e400): refused, not sent as null. */
+  class OutOfRange extends Error {}
+  /**
+   * JSON a person typed (a form's JSON field, a tool call's arguments): its
+   * numbers are sent as written, as `stepgraph run --input` reads them
+   * (9007199254740993 not rounded, 1.0 a float), and one past any number's
+   * range (1e400, which JSON.stringify sends as null) is refused.
+   */
+  function readTypedJson(text) {
+    return JSON.parse(text, (key, value, context) => {
+      if (typeof value !== "number") return value;
+      const source = context && typeof context.source === "string" ? context.source : null;
+      if (!Number.isFinite(value)) throw new OutOfRange(`${clip(source ?? String(value), 40)} is past the largest number JSON can carry here.`);
+      return EXACT_JSON && source !== null && source !== JSON.stringify(value) ? JSON.rawJSON(source) : value;
+    });
+  }
   function statusBadge(status, attrs = {}) {
     const safe = String(status).replace(/[^a-z_]/g, "");
     return el("span", { class: `status status-${safe}`, ...attrs, text: status });
@@ -459,12 +475,14 @@
         // string is read as JSON (so 42, true and null are text too).
         if (!/^[[{"]/.test(raw)) return area.value;
         let value;
-        try { value = readJsonText(raw); } catch (error) { return area.value; }
+        try { value = readTypedJson(raw); } catch (error) {
+          return error instanceof OutOfRange ? fail(setError, error.message) : area.value;
+        }
         return exact(raw, value);
       }
       let value;
-      try { value = readJsonText(raw); } catch (error) {
-        return fail(setError, `This is not valid JSON: ${error.message}`);
+      try { value = readTypedJson(raw); } catch (error) {
+        return fail(setError, error instanceof OutOfRange ? error.message : `This is not valid JSON: ${error.message}`);
       }
       return exact(raw, value);
     };
@@ -1316,9 +1334,11 @@
     const editError = el("p", { class: "field-error", id: `${edit.id}-err`, hidden: true });
     edit.setAttribute("aria-describedby", editError.id);
     const sendEdit = () => {
-      const parsed = parseJson(edit.value);
+      let parsed;
+      let range = null;
+      try { parsed = readTypedJson(edit.value); } catch (error) { if (error instanceof OutOfRange) range = error.message; }
       const big = parsed === undefined ? null : unsafeWholeNumber(edit.value);
-      const bad = parsed === undefined ? "These arguments are not valid JSON." : !parsed || typeof parsed !== "object" || Array.isArray(parsed) ? "The arguments must be a JSON object."
+      const bad = range || parsed === undefined ? range || "These arguments are not valid JSON." : !parsed || typeof parsed !== "object" || Array.isArray(parsed) ? "The arguments must be a JSON object."
         : big ? `${clip(big, 40)}: a whole number ${UNSAFE_WHOLE}.` : "";
       editError.textContent = bad;
       editError.hidden = !bad;
