@@ -234,3 +234,19 @@ async def echo(values: list[Any], ctx: sg.WorkflowContext[None, str]) -> None:
 def echoing() -> sg.Workflow:
     """Outputs the JSON of the list it is given, as Python reads it (1.0 a float)."""
     return sg.WorkflowBuilder(start=echo, name="echo").build()
+
+
+@dataclass(frozen=True)
+class Far:
+    start: int = 9007199254740993
+    below: int = -9007199254740995
+
+
+@sg.executor(id="far")
+async def far(job: Far, ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(f"{job.start} {job.below}")
+
+
+def far_off() -> sg.Workflow:
+    """Whole numbers past 2**53 as its input's defaults."""
+    return sg.WorkflowBuilder(start=far, name="far").build()

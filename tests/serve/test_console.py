@@ -1022,3 +1022,23 @@ def test_a_json_fields_numbers_are_sent_as_written(serve, browser, tmp_path):
     finally:
         console.close()
         server.call(model.aclose)
+
+
+def test_a_whole_number_past_2_to_the_53_as_a_default_fills_its_field(serve, browser, tmp_path):
+    # (a form's number field of default 9007199254740993 was left empty,
+    # where a smaller default is filled in)
+    server = serve(flows.far_off)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/workflows/far")
+        expect(console.page.get_by_role("spinbutton", name="Start")).to_have_value(
+            "9007199254740993"
+        )
+        expect(console.page.get_by_role("spinbutton", name="Below")).to_have_value(
+            "-9007199254740995"
+        )
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(console, ["9007199254740993 -9007199254740995"])
+    finally:
+        console.close()

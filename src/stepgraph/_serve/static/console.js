@@ -366,7 +366,8 @@
     const integer = schema.type === "integer";
     const input = el("input", {
       type: "number", step: integer ? "1" : "any", inputmode: integer ? "numeric" : "decimal",
-      value: typeof schema.default === "number" ? schema.default : undefined,
+      // (a default past 2**53 - 1 is read as its JSON text, as every such whole number)
+      value: typeof schema.default === "number" ? schema.default : EXACT_JSON && JSON.isRawJSON(schema.default) ? schema.default.rawJSON : undefined,
     });
     const { wrap, setError } = labelled(input, schema, o, integer ? "whole number" : "number");
     const read = () => {
