@@ -1042,3 +1042,37 @@ def test_a_whole_number_past_2_to_the_53_as_a_default_fills_its_field(serve, bro
         wait_for_outputs(console, ["9007199254740993 -9007199254740995"])
     finally:
         console.close()
+
+
+def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
+    serve, browser, tmp_path
+):
+    # ('Load more' clicked while the server was restarting left 'Cannot
+    # reach the stepgraph server' above the list for good: only the list's
+    # own looks took it away, and the next came 30 s on)
+    import stepgraph as sg
+
+    path = tmp_path / "restart.sqlite"
+    first = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    with first.client() as client:
+        for n in range(51):
+            client.post("/api/workflows/gate/runs", json={"input": f"run {n}?"})
+    console = Console(browser, first.url + "/", tmp_path)
+    more, banner = (
+        console.page.get_by_role("button", name="Load more"),
+        console.find("error-banner"),
+    )
+    try:
+        console.open("#/runs")
+        expect(console.find("run-row")).to_have_count(50)
+        first.stop()
+        more.click()
+        expect(banner).to_contain_text("Cannot reach")
+        serve(flows.gate, store=sg.SqliteCheckpointStore(path), port=first.port)
+        expect(banner).to_be_hidden()  # (within 15 s: well before the list's quiet look)
+        more.click()
+        expect(console.find("run-row")).to_have_count(51)
+    finally:
+        # (the calls refused while the server was away)
+        console.errors = [e for e in console.errors if "net::ERR" not in e]
+        console.close()

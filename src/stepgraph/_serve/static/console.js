@@ -1185,12 +1185,15 @@
       } catch (error) {
         if (!scope.alive) return;
         reportError(error);
-        if (error.status === 0 || error.status >= 500) {
-          // The server (or its store) is down, or restarting: ask until it answers.
-          unreachable = error.message;
-          failures += 1;
-        }
+        cannotReach(error);
       }
+    }
+    /** The server (or its store) is down, or restarting: ask until it answers (and then take the banner away). */
+    function cannotReach(error) {
+      if (error.status !== 0 && !(error.status >= 500)) return false;
+      unreachable = error.message;
+      failures += 1;
+      return true;
     }
     async function tick() {
       clearTimeout(timer);
@@ -1249,7 +1252,13 @@
         // Keyboard users go on from the first run just loaded.
         if (added.length) tbody.rows[runs.length - added.length].querySelector("a").focus();
       } catch (error) {
+        if (!scope.alive) return;
         reportError(error);
+        // (the list is asked for again soon, not at its next quiet look 30 s on)
+        if (cannotReach(error) && !busy && !document.hidden) {
+          clearTimeout(timer);
+          timer = setTimeout(tick, Math.min(1000 * 2 ** (failures - 1), 5000));
+        }
       } finally {
         loading = false;
         more.removeAttribute("aria-busy");
