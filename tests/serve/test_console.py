@@ -1076,3 +1076,54 @@ def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
         # (the calls refused while the server was away)
         console.errors = [e for e in console.errors if "net::ERR" not in e]
         console.close()
+
+
+def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(
+    serve, browser, tmp_path
+):
+    # (a reader scrolled up in the log of a run going on had the rows read
+    # cut from under them, the window moving on to the newest hundreds of
+    # times a second)
+    from .conftest import sse
+    from .test_api import wait_for
+    from .test_runs import hold_at
+
+    server = serve(flows.long_counting)
+    console = Console(browser, server.url + "/", tmp_path)
+    rows, log = console.find("event-row"), console.find("event-log")
+    newer = console.find("event-log-newer")
+
+    def shown() -> list[int]:
+        return [
+            int(i)
+            for i in console.page.eval_on_selector_all(
+                '[data-testid="event-row"]', "rows => rows.map(row => row.dataset.id)"
+            )
+        ]
+
+    try:
+        with server.client() as client:
+            body = {"input": {"steps": 900}}
+            run_id = client.post("/api/workflows/long/runs", json=body).json()["run_id"]
+            hold_at(800)  # (going on, some 500 events so far)
+            console.open(f"#/runs/{run_id}")
+            expect(rows).to_have_count(500)
+            log.evaluate("list => { list.scrollTop = 0; }")
+            expect(log).to_have_js_property("scrollTop", 0)
+            read = shown()
+            flows.HOLD_AT = 400  # (some 2,000 events more)
+            hold_at(400)
+            # The rows being read stay; the events since wait behind "Show newer".
+            expect(newer).to_be_visible()
+            assert shown() == read
+            # Scrolled back down, the log follows the run again, to its end.
+            log.evaluate("list => { list.scrollTop = list.scrollHeight; }")
+            flows.HOLD_AT = None
+            wait_for(client, run_id, "idle")
+            events = [e["id"] for e in sse(client, run_id) if e["kind"] != "end"]
+        expect(rows.last).to_have_attribute("data-id", str(events[-1]))
+        assert shown() == events[-500:]
+        expect(newer).to_be_hidden()
+    finally:
+        flows.HOLD_AT = None
+        console.close()

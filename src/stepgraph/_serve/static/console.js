@@ -1586,7 +1586,8 @@
   /**
    * The event log: every event is kept, but the list holds a window of at most
    * LOG_WINDOW rows of the events the filters match — the newest, following
-   * the run, unless older ones were asked for (LOG_PAGE at a time, with a way
+   * the run while they are in view (scrolled up to be read, the rows hold
+   * still), unless older ones were asked for (LOG_PAGE at a time, with a way
    * back to the newest). A run's log of tens of thousands of events is read
    * back without laying out more than that window.
    */
@@ -1607,7 +1608,12 @@
     let following = true; // the window ends at the newest event and moves on with the run
     let drawnAt = -Infinity;
     let stick = true;
-    list.addEventListener("scroll", () => { stick = nearBottom(list); }, { passive: true });
+    list.addEventListener("scroll", () => {
+      const was = stick;
+      stick = nearBottom(list);
+      // Scrolled back down to the newest rows of a log held while it was read: it follows the run again.
+      if (stick && !was && following && hi < matching.length) show(Math.max(lo, matching.length - LOG_WINDOW), matching.length);
+    }, { passive: true });
     const matches = (ev) => (!kind.select.value || ev.kind === kind.select.value) && (!exec.select.value || pathOf(ev) === exec.select.value);
     const row = (ev) => el("li", { class: "ev", "data-testid": "event-row", "data-kind": ev.kind, "data-id": ev.id },
       el("span", { class: "ev-id", title: `event ${ev.id ?? ""}`, text: `#${shortId(ev.id)}` }), el("time", { class: "ev-time", text: fmtClock(ev.time) }),
@@ -1637,7 +1643,7 @@
       olderButton.textContent = `Show ${Math.min(LOG_PAGE, lo)} older`;
       newerButton.hidden = hi >= total;
       newerButton.textContent = `Show ${Math.min(LOG_PAGE, total - hi)} newer`;
-      newestButton.hidden = following || total - hi <= LOG_PAGE;
+      newestButton.hidden = total - hi <= LOG_PAGE;
     }
     /** Shows matching[from..to) (to - from <= LOG_WINDOW), reusing the rows already there. */
     function show(from, to) {
@@ -1706,8 +1712,10 @@
       /** Draws the events added since; false when it put that off (call again next frame). */
       flush() {
         if (hi === matching.length) return true;
-        if (!following) {
-          updateNote(); // (the newer events wait behind "Show newer")
+        if (!following || !stick) {
+          // (the newer events wait behind "Show newer": also while the rows are
+          // read, scrolled up from the newest — they were cut from under the reader)
+          updateNote();
           return true;
         }
         // A backlog (a long run's log read back) is drawn a few times a second,
