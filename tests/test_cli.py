@@ -648,6 +648,65 @@ def test_ctrl_c_while_the_ray_cluster_stops_keeps_the_runs_exit_code() -> None:
     assert "stopped" not in stderr
 
 
+RAY_RUN = ["run", "examples.hello:build", "--input", '"ray"', "--no-store", "--backend", "ray"]
+
+
+def test_sigterm_while_the_ray_cluster_starts_stops_with_143() -> None:
+    """ray.init puts in a SIGTERM handler of its own (exit 15, nothing
+    said): a SIGTERM while the local cluster starts stops as documented."""
+    process = cli_process(RAY_RUN)
+    with process:
+        assert process.stderr is not None
+        process.stderr.readline()  # (Ray says something as it starts)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "stopped" in stderr
+
+
+def test_sigterm_while_the_ray_cluster_stops_keeps_the_runs_exit_code() -> None:
+    """Ray leaves SIGTERM to the default as it stops (the process was
+    killed): the run has ended and said so, and its exit code stays."""
+    process = cli_process(RAY_RUN)
+    with process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("status: idle"):
+                time.sleep(0.3)  # (its print done; the cluster takes 1-2 s to stop)
+                process.send_signal(signal.SIGTERM)
+                break
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "stopped" not in stderr
+
+
+def test_sigterm_during_a_run_on_ray_stops_it_resumable(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 's.db'}"
+    process = cli_process(
+        [
+            "run",
+            "tests.cli_flows:slow",
+            "--input",
+            "0",
+            "--store",
+            store,
+            "--json",
+            "--backend",
+            "ray",
+        ]
+    )
+    with process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if json.loads(line)["kind"] == "superstep_completed":
+                process.send_signal(signal.SIGTERM)
+                break
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "stopped. Resume with: stepgraph run tests.cli_flows:slow" in stderr
+
+
 def test_help_reflows_to_the_terminal() -> None:
     """Help lines break where the terminal does, not where a docstring did."""
     wide = cli("--help", env={"COLUMNS": "200"})

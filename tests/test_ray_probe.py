@@ -97,3 +97,69 @@ def test_a_second_ctrl_c_while_ray_starts_interrupts_it_at_once() -> None:
         backend.connect()
     assert not ray.initialized
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _Utils:
+    def __init__(self) -> None:
+        self.set_sigterm_handler = lambda handler: signal.signal(signal.SIGTERM, handler)
+
+
+class _Private:
+    def __init__(self) -> None:
+        self.utils = _Utils()
+        self.ray_constants = type("Constants", (), {"RAY_DISABLE_FAILURE_SIGNAL_HANDLER": False})()
+
+
+class RaysExit(SystemExit):
+    pass
+
+
+def _rays_handler(signum: int, frame: object) -> None:
+    raise RaysExit(signum)  # (Ray 2.60's: sys.exit(signum))
+
+
+class TerminatedRay(StartingRay):
+    """A stand-in for Ray whose ``init`` puts in a SIGTERM handler of its
+    own (the process ends with 15, saying nothing) and gets a SIGTERM while
+    it starts."""
+
+    def __init__(self) -> None:
+        super().__init__(presses=0)
+        self._private = _Private()
+        self.failure_handler_off: bool | None = None
+
+    def init(self, address: str, **options: Any) -> None:
+        self._private.utils.set_sigterm_handler(_rays_handler)
+        self.failure_handler_off = self._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # (a handler runs here)
+        self.initialized = True
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_a_sigterm_while_ray_starts_waits_and_the_processes_handler_stays() -> None:
+    """``ray.init`` puts in its SIGTERM handler (the process ends with 15,
+    saying nothing): a SIGTERM handler of the process's own stays, and a
+    SIGTERM while Ray starts goes to it once Ray has started."""
+    import stepgraph as sg
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        backend = sg.RayBackend()
+        backend._ray = ray = TerminatedRay()
+        with pytest.raises(Stopped):
+            backend.connect()
+        assert ray.initialized  # (started whole)
+        assert signal.getsignal(signal.SIGTERM) is stop
+        # (nor does Ray's C++ failure handler take SIGTERM in this process)
+        assert ray.failure_handler_off is True
+        assert ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER is False
+        backend.close()
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -8,6 +8,7 @@ import asyncio
 import inspect
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,8 +49,10 @@ from ._session import (
     EXIT_PENDING,
     PASSWORD_NOTE,
     Session,
+    Terminated,
     execute,
     open_requests,
+    sigterm_stops,
 )
 
 __all__ = ["app"]
@@ -63,9 +66,14 @@ class _Commands(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             say(err, "stopped.")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(_exit_code(stop)) from None
+
+
+def _exit_code(stop: KeyboardInterrupt) -> int:
+    """130 for a Ctrl-C, 143 for a SIGTERM."""
+    return 128 + signal.SIGTERM if isinstance(stop, Terminated) else EXIT_INTERRUPTED
 
 
 app = typer.Typer(
@@ -298,80 +306,84 @@ def run(
     2 idle with pending requests, 3 paused at a breakpoint, 1 failed, 130
     interrupted (Ctrl-C) or 143 stopped (SIGTERM), both resumable; 141 its
     output closed under it (| head)."""
-    sqlite = None
-    try:
-        workflow = load_workflow(target)
-        if input is not None and input_file is not None:
-            raise CliError("give --input or --input-file, not both")
-        raw = input if input_file is None else read_text(input_file, "--input-file")
-        value = None
-        if raw is not None:
-            hint = partial(word_hint, annotations=workflow.start.input_types)
-            value = coerce_input(workflow, parse_json(raw, "the input", hint))
-        continuing = resume is not None or bool(respond)
-        if value is not None and continuing:
-            given = "--resume" if resume is not None else "--respond"
-            raise CliError(
-                f"both an input and {given} were given: give --input (or --input-file) for a "
-                "new run, or --resume/--respond to continue one"
-            )
-        if value is None and not continuing:
-            raise CliError("nothing to run: give --input (or --input-file), or --resume")
-        if continuing and no_store:
-            raise CliError("--resume and --respond need a store")
-        if no_store and store != DEFAULT_STORE:
-            raise CliError("give --store or --no-store, not both")
-        checkpoint = responses = None
-        if not no_store:
-            mode = StoreMode.WRITE if continuing else StoreMode.CREATE
-            path = None if is_postgres(store) else store_path(store)
-            existed = path is None or path.exists()
-            sqlite = open_store(store, mode)
-            if not existed:
-                say(err, f"creating checkpoint store {path}", style="dim")
-            if continuing:
-                checkpoint, responses = _continue_from(
-                    workflow, sqlite, resume, respond or [], fork
-                )
-        if fork and not continuing:
-            raise CliError("--fork goes on from a checkpoint: give --resume or --respond")
-        session = Session(workflow, target, None if no_store else store)
-        session.value, session.checkpoint, session.responses = value, checkpoint, responses
-        session.as_json = as_json
-        session.break_before, session.break_after = break_before, break_after
-        session.max_supersteps = max_supersteps
-        session.fork = fork
-        for name in (*(break_before or ()), *(break_after or ())):
-            if name not in workflow.executors:
-                raise CliError(
-                    f"no executor {name!r} to break at; executors: {', '.join(workflow.executors)}"
-                )
-        if (break_before or break_after) and no_store:
-            raise CliError("a run paused at a breakpoint goes on from its checkpoint: give a store")
-        session.backend = _backend(backend, connect_timeout)
-        stop_exporting = export_from_env() if otel else None
-    except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
-        if sqlite is not None:
-            sqlite.close()
-        raise _fail(str(exc)) from None
-    code: int | None = None
-    try:
-        code = execute(session, sqlite)
-    finally:
+    # SIGTERM stops the command as Ctrl-C does at any moment (143), also
+    # while --backend ray starts or stops its cluster.
+    with sigterm_stops():
+        sqlite = None
         try:
-            shutdown = getattr(session.backend, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
-        except KeyboardInterrupt:
-            # The run has ended and said how: a Ctrl-C while the backend
-            # stops (a local Ray cluster takes a second or two; Ray finishes
-            # stopping it at exit) leaves its exit code as it is.
-            if code is None:
-                raise
+            workflow = load_workflow(target)
+            if input is not None and input_file is not None:
+                raise CliError("give --input or --input-file, not both")
+            raw = input if input_file is None else read_text(input_file, "--input-file")
+            value = None
+            if raw is not None:
+                hint = partial(word_hint, annotations=workflow.start.input_types)
+                value = coerce_input(workflow, parse_json(raw, "the input", hint))
+            continuing = resume is not None or bool(respond)
+            if value is not None and continuing:
+                given = "--resume" if resume is not None else "--respond"
+                raise CliError(
+                    f"both an input and {given} were given: give --input (or --input-file) for a "
+                    "new run, or --resume/--respond to continue one"
+                )
+            if value is None and not continuing:
+                raise CliError("nothing to run: give --input (or --input-file), or --resume")
+            if continuing and no_store:
+                raise CliError("--resume and --respond need a store")
+            if no_store and store != DEFAULT_STORE:
+                raise CliError("give --store or --no-store, not both")
+            checkpoint = responses = None
+            if not no_store:
+                mode = StoreMode.WRITE if continuing else StoreMode.CREATE
+                path = None if is_postgres(store) else store_path(store)
+                existed = path is None or path.exists()
+                sqlite = open_store(store, mode)
+                if not existed:
+                    say(err, f"creating checkpoint store {path}", style="dim")
+                if continuing:
+                    checkpoint, responses = _continue_from(
+                        workflow, sqlite, resume, respond or [], fork
+                    )
+            if fork and not continuing:
+                raise CliError("--fork goes on from a checkpoint: give --resume or --respond")
+            session = Session(workflow, target, None if no_store else store)
+            session.value, session.checkpoint, session.responses = value, checkpoint, responses
+            session.as_json = as_json
+            session.break_before, session.break_after = break_before, break_after
+            session.max_supersteps = max_supersteps
+            session.fork = fork
+            for name in (*(break_before or ()), *(break_after or ())):
+                if name not in workflow.executors:
+                    names = ", ".join(workflow.executors)
+                    raise CliError(f"no executor {name!r} to break at; executors: {names}")
+            if (break_before or break_after) and no_store:
+                raise CliError(
+                    "a run paused at a breakpoint goes on from its checkpoint: give a store"
+                )
+            session.backend = _backend(backend, connect_timeout)
+            stop_exporting = export_from_env() if otel else None
+        except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
+            if sqlite is not None:
+                sqlite.close()
+            raise _fail(str(exc)) from None
+        code: int | None = None
+        try:
+            code = execute(session, sqlite)
         finally:
-            if stop_exporting is not None:
-                stop_exporting()  # (what is batched goes out before the exit)
-    raise typer.Exit(code)
+            try:
+                shutdown = getattr(session.backend, "shutdown", None)
+                if shutdown is not None:
+                    shutdown()
+            except KeyboardInterrupt:
+                # The run has ended and said how: a Ctrl-C while the backend
+                # stops (a local Ray cluster takes a second or two; Ray finishes
+                # stopping it at exit) leaves its exit code as it is.
+                if code is None:
+                    raise
+            finally:
+                if stop_exporting is not None:
+                    stop_exporting()  # (what is batched goes out before the exit)
+        raise typer.Exit(code)
 
 
 def _say_if_finished(store: CliStore, checkpoint_id: str) -> None:

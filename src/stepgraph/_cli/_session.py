@@ -54,13 +54,41 @@ __all__ = [
     "EXIT_PENDING",
     "PASSWORD_NOTE",
     "Session",
+    "Terminated",
     "execute",
+    "sigterm_stops",
     "latest_of",
     "open_requests",
 ]
 
 EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE  # 141, as a program SIGPIPE ends
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM outside a run's streaming (which stops the run itself):
+    a stop as by Ctrl-C, ending with 143."""
+
+
+@contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """While the block runs, SIGTERM stops the command as Ctrl-C does
+    (``Terminated``) instead of killing it, or leaving it to a handler some
+    library put in (``ray.init``'s ends the process with 15, saying
+    nothing). A run's streaming puts in its own meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
 
 out = RunConsole(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -257,7 +285,9 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
     console = err if session.as_json else out
     try:
         asyncio.run(_stream(session, store))
-    except (KeyboardInterrupt, asyncio.CancelledError):  # (SIGTERM where SIGINT is ignored)
+    except (KeyboardInterrupt, asyncio.CancelledError) as stop:  # (or SIGTERM, SIGINT ignored)
+        if isinstance(stop, Terminated):  # (a SIGTERM before the run streamed, or after)
+            session.stopped_by = signal.SIGTERM
         try:
             latest = asyncio.run(store.latest(session.run_id)) if store and session.run_id else None
         except CheckpointError as error:  # (the store is down: say so, and how to go on)

@@ -180,9 +180,10 @@ class RayBackend:
                 probe(self.address, self.connect_timeout)
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             options.update(self._init_options)
-            # A Ctrl-C meanwhile is raised once Ray has started (and is then
-            # stopped by ``close``), not halfway through.
-            with held_interrupts():
+            # A Ctrl-C (or SIGTERM) meanwhile is raised once Ray has started
+            # (and is then stopped by ``close``), not halfway through; the
+            # process's SIGTERM handler stays (not Ray's ``sys.exit(15)``).
+            with held_interrupts(ray):
                 try:
                     ray.init(address=self.address or "local", **options)
                 except ValueError as exc:  # (an address Ray cannot read)

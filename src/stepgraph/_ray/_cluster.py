@@ -1,9 +1,10 @@
 """Reaching Ray: the lazy import (loopback only, usage stats off), a
 quick probe of an address before Ray's own minutes of retrying, and a
-Ctrl-C held while Ray starts."""
+Ctrl-C or SIGTERM held while Ray starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -95,30 +96,88 @@ def same_address(asked: str, here: str) -> bool:
 
 
 @contextmanager
-def held_interrupts() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) until the block ends, then act on it as the
-    handler in place would have. ``ray.init`` interrupted halfway leaves Ray
-    half started, and the process then dies at exit of a segmentation fault
-    (Ray 2.60) instead of stopping; a local cluster starts in about 5 s. A
-    second Ctrl-C goes through at once. Only on the main thread, where
-    signals are handled, and when SIGINT has a Python handler."""
-    before = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(before):
+def held_interrupts(ray: Any = None) -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) or a SIGTERM until the block ends, then act on
+    it as the handler in place would have. ``ray.init`` interrupted halfway
+    leaves Ray half started, and the process then dies at exit of a
+    segmentation fault (Ray 2.60) instead of stopping; a local cluster
+    starts in about 5 s. A second signal of the same kind goes through at
+    once. Only on the main thread, where signals are handled, and for a
+    signal that has a Python handler.
+
+    ``ray.init`` (of ``ray``, when given) puts in a SIGTERM handler of its
+    own (``sys.exit(15)``: the process ends saying nothing) and leaves it
+    there: a SIGTERM handler the process had (not the default) is kept
+    instead, and holds a SIGTERM meanwhile as above."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_held(signal.SIGINT))
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+            stack.enter_context(_held(signal.SIGTERM))
+            stack.enter_context(_sigterm_kept(ray))
+        yield
+
+
+@contextmanager
+def _held(signum: int) -> Iterator[None]:
+    before = signal.getsignal(signum)
+    if not callable(before):
         yield
         return
     held: list[FrameType | None] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
         held.append(frame)
-        if len(held) > 1:  # (pressed again: the user insists)
-            signal.signal(signal.SIGINT, before)
+        if len(held) > 1:  # (sent again: the user insists)
+            signal.signal(signum, before)
             before(signum, frame)
 
-    signal.signal(signal.SIGINT, hold)
+    signal.signal(signum, hold)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGINT) is hold:
-            signal.signal(signal.SIGINT, before)
+        if signal.getsignal(signum) is hold:
+            signal.signal(signum, before)
         if len(held) == 1:
-            before(signal.SIGINT, held[0])
+            before(signum, held[0])
+
+
+@contextmanager
+def _sigterm_kept(ray: Any) -> Iterator[None]:
+    """Keep the process's SIGTERM handler while Ray starts, and after.
+    Ray 2.60 puts in its own as it starts (``ray._private.utils.
+    set_sigterm_handler``), and its C++ failure signal handler takes SIGTERM
+    too (it prints a stack, then calls the one before) and, as Ray stops,
+    leaves SIGTERM to the default (the process is killed, whatever Python
+    has as its handler): the one is skipped, the other not put in for this
+    process (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER``, read as Ray starts; Ray's
+    own processes keep theirs). The handler before is put back if Ray put in
+    its own anyway."""
+    before = signal.getsignal(signal.SIGTERM)
+    private: Any = getattr(ray, "_private", None)
+    utils: Any = getattr(private, "utils", None)
+    constants: Any = getattr(private, "ray_constants", None)
+    setter = getattr(utils, "set_sigterm_handler", None)
+    if callable(setter):
+        utils.set_sigterm_handler = _keep_sigterm_handler
+    disabled = getattr(constants, _NO_FAILURE_HANDLER, None)
+    if disabled is not None:
+        setattr(constants, _NO_FAILURE_HANDLER, True)
+    try:
+        yield
+    finally:
+        if callable(setter):
+            utils.set_sigterm_handler = setter
+        if disabled is not None:
+            setattr(constants, _NO_FAILURE_HANDLER, disabled)
+        if signal.getsignal(signal.SIGTERM) is not before:
+            signal.signal(signal.SIGTERM, before)
+
+
+_NO_FAILURE_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
+
+
+def _keep_sigterm_handler(handler: Any) -> None:
+    """(In place of Ray's ``set_sigterm_handler`` while it starts.)"""
