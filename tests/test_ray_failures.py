@@ -10,6 +10,7 @@ import asyncio
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,21 @@ class HoldsLock(Exception):
         self.lock = threading.Lock()
 
 
+class Watched:
+    pass
+
+
+WATCHED = Watched()
+
+
+class HoldsWeakRef(Exception):
+    """Copied (a weak reference is copied as it is), but not picklable."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.watched = weakref.ref(WATCHED)
+
+
 class OwnGroup(ExceptionGroup):
     """A group of the user's own (it does not override ``derive``)."""
 
@@ -62,6 +78,13 @@ class Touchy(sg.Executor):
             raise CodeError(7)
         if what == "exception holding a lock":
             raise HoldsLock("x")
+        if what == "exception holding a weak reference":
+            raise HoldsWeakRef("x")
+        if what == "caused by one holding a weak reference":
+            try:
+                raise HoldsWeakRef("inner")
+            except HoldsWeakRef as exc:
+                raise ValueError("outer") from exc
         if what == "group":
             raise ExceptionGroup("two failures", [ValueError("a"), KwOnly(code=1)])
         if what == "interrupt":
@@ -106,6 +129,11 @@ async def events_and_error(
             "failed in superstep 1: RemoteError: CodeError: failed with code 7",
         ),
         ("exception holding a lock", "failed in superstep 1: RemoteError: HoldsLock: x"),
+        (
+            "exception holding a weak reference",
+            "failed in superstep 1: RemoteError: HoldsWeakRef: x",
+        ),
+        ("caused by one holding a weak reference", "failed in superstep 1: ValueError: outer"),
         ("plain exception", "failed in superstep 1: ValueError: kaboom"),
         ("group", "failed in superstep 1: ExceptionGroup: two failures (2 sub-exceptions)"),
         ("own group", "failed in superstep 1: OwnGroup: mine (1 sub-exception)"),
@@ -130,6 +158,8 @@ async def test_a_failure_is_the_runs_failure_with_its_events(
     if what == "group":  # the members come back, the one Ray cannot rebuild as a RemoteError
         assert [type(e).__name__ for e in cause.exceptions] == ["ValueError", "RemoteError"]
         assert str(cause.exceptions[1]) == "KwOnly: code=1"
+    if what == "caused by one holding a weak reference":  # (as a RemoteError: it came back)
+        assert repr(cause.__cause__) == "RemoteError('HoldsWeakRef: inner')"
     if what != "odd message":  # the end of the handler's traceback comes along
         assert ", in on\n" in cause.remote_traceback  # (the handler's own frame, its line)
         assert "raise " in cause.remote_traceback or "sys.exit(3)" in cause.remote_traceback

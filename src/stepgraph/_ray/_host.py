@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import threading
 import traceback
 from collections.abc import Mapping
@@ -104,7 +103,7 @@ def _portable(exc: BaseException) -> BaseException:
             out = RemoteError(line)
     else:
         try:
-            rebuilt = copy.deepcopy(exc)  # (reduced and rebuilt as unpickling does)
+            rebuilt = _sent(exc)
             faithful = type(rebuilt) is type(exc) and error_line(rebuilt) == line
         except Exception:
             faithful = False
@@ -116,6 +115,17 @@ def _portable(exc: BaseException) -> BaseException:
             out = RemoteError(line)
             out.remote_traceback = frames  # type: ignore[attr-defined]
     return out
+
+
+def _sent(exc: BaseException) -> BaseException:
+    """``exc`` pickled and unpickled as Ray sends it (cloudpickle): not a
+    deep copy, which takes some objects pickling refuses (a weak reference
+    among its attributes, or its cause's, failed the whole call's result)."""
+    import ray
+
+    pickler: Any = ray.cloudpickle
+    rebuilt: BaseException = pickler.loads(pickler.dumps(exc))
+    return rebuilt
 
 
 # What every executor has from ``Executor.__init__``: not state of its own.
