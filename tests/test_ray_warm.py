@@ -339,3 +339,12 @@ async def test_warm_actors_per_executor_are_capped(ray_cluster: None) -> None:
         await workflow.run(0, backend=backend)
         assert len(backend.pool) == 0
         await actors_alive(0)
+
+
+@pytest.mark.parametrize("cap", [-1, 2.5, float("inf"), "4", True])
+def test_max_idle_is_a_whole_number(cap: Any) -> None:
+    """(A fraction was taken, and each run that gave back more actors than
+    it failed at its end with a TypeError, its other actors left alive.)"""
+    with pytest.raises(ValueError, match="max_idle must be a whole number, 0 or more"):
+        sg.RayBackend(max_idle=cap)
+    assert sg.RayBackend(max_idle=10**12).max_idle == 10**12

@@ -134,8 +134,9 @@ class RayBackend:
         max_idle: int = 4,
         colocate: bool = False,
     ) -> None:
-        if max_idle < 0:
-            raise ValueError(f"max_idle must be 0 or more, not {max_idle!r}")
+        # (a fraction failed each run that gave back more than it at its end)
+        if isinstance(max_idle, bool) or not isinstance(max_idle, int) or max_idle < 0:
+            raise ValueError(f"max_idle must be a whole number, 0 or more, not {max_idle!r}")
         self._ray = ray_module()
         self.address = address
         self.connect_timeout = connect_timeout
