@@ -135,10 +135,6 @@ class RunRecorder:
         self._lost = False
         # The save (sync durability) of a checkpoint that ends the run.
         self._final_save: asyncio.Future[None] | None = None
-        # Saves under way: a store may go on with one whose caller was
-        # cancelled (its thread cannot be stopped), so ``close`` waits for
-        # them before recording how the run ended and giving its lease back.
-        self._saving: set[asyncio.Future[None]] = set()
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
         self._barriers += 1
@@ -216,21 +212,15 @@ class RunRecorder:
             self.last_id = checkpoint.id
             self._base = checkpoint
             self._stored.update(fresh)
-            await self._put(checkpoint, with_its_call=True)
+            await self._put(checkpoint)
 
-    async def _put(self, checkpoint: Checkpoint, *, with_its_call: bool = False) -> None:
+    async def _put(self, checkpoint: Checkpoint) -> None:
         """Save now (sync durability, or a checkpoint that records answers:
         the store must refuse a second answer before any handler runs), or
-        queue for the batching writer. A progress save (``with_its_call``)
-        is cancelled with the handler call that asked for it."""
+        queue for the batching writer."""
         if not self._async or checkpoint.answered:
-            if with_its_call:
+            if checkpoint.status in RUNNING_STATUSES:
                 await self._save(checkpoint)
-            elif checkpoint.status in RUNNING_STATUSES:
-                saving = asyncio.ensure_future(self._save(checkpoint))
-                self._saving.add(saving)
-                saving.add_done_callback(self._saving.discard)
-                await asyncio.shield(saving)
             else:  # the run's last: a cancel now must not cut it off (see _record)
                 self._final_save = asyncio.ensure_future(self._save(checkpoint))
                 await asyncio.shield(self._final_save)
@@ -367,8 +357,6 @@ class RunRecorder:
         ended after all when it was cancelled only once its last checkpoint
         was being stored (that checkpoint's status), else ``None``."""
         self._closing = True
-        if self._saving:  # (cancelled while they were under way: they end first)
-            await asyncio.wait(set(self._saving))
         if self._queue and self._leased and self._holder is not None:
             last = self._queue[-1]  # gives the lease back with the last write
             last.holder, last.release, self.released = self._holder, True, True

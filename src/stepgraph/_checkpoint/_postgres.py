@@ -151,8 +151,9 @@ class PostgresCheckpointStore(BaseStore):
     # -- plumbing --------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        worker = self._saver if fn == self._write_new else self._worker
-        return await worker.run(fn, *args)
+        # (a save runs to its end before a cancel goes through: see Worker.run)
+        saving = fn == self._write_new
+        return await (self._saver if saving else self._worker).run(fn, *args, to_the_end=saving)
 
     async def _breathe(self, busy: float) -> None:
         # Saves of the run being deleted wait for its index row: leave it

@@ -99,7 +99,8 @@ class SqliteCheckpointStore(BaseStore):
     # -- plumbing --------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._worker.run(fn, *args)
+        # (a save runs to its end before a cancel goes through: see Worker.run)
+        return await self._worker.run(fn, *args, to_the_end=fn == self._write_new)
 
     async def _breathe(self, busy: float) -> None:
         # SQLite's busy handler retries a waiting writer on a backing-off

@@ -43,18 +43,30 @@ class Worker:
         self._current: _Crew | None = None
         weakref.finalize(owner, self._stop_soon)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, to_the_end: bool = False) -> T:
         """``fn(*args)`` on the thread; the caller's task waits without
-        blocking its loop."""
+        blocking its loop. Cancelled meanwhile, the call runs on all the
+        same; ``to_the_end``: the cancel goes through only once it has ended
+        (a save: what the caller does next — recording how its run ended,
+        giving back its lease — must come after it). A second cancel while
+        it waits so goes through at once."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        ended: asyncio.Future[None] | None = loop.create_future() if to_the_end else None
 
         def done(result: Any, error: BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                loop.call_soon_threadsafe(_settle, future, result, error, ended)
 
         self._submit((fn, args, done))
-        return await future
+        if ended is None:
+            return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not ended.done():
+                await ended
+            raise
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the thread, blocking the calling thread."""
@@ -141,7 +153,14 @@ def _run_job(job: _Job) -> None:
         done(result, None)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def _settle(
+    future: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+    ended: asyncio.Future[None] | None,
+) -> None:
+    if ended is not None and not ended.done():
+        ended.set_result(None)
     if future.cancelled():  # the caller gave up; the call ran all the same
         return
     if error is not None:
