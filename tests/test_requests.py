@@ -344,6 +344,45 @@ async def test_a_run_kept_in_memory_that_went_on_elsewhere_is_answered_from_its_
     assert await store.outputs(done.last_checkpoint or "") == ["a?: yes", "b?: no"]
 
 
+class _ContinuedMeanwhile(sg.MemoryCheckpointStore):
+    """A store where another process continues a run just before this
+    call takes it (``meanwhile`` runs once, on the next lease)."""
+
+    meanwhile: Any = None
+
+    async def lease(self, run_id: str, holder: str) -> str | None:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            await meanwhile()
+        return await super().lease(run_id, holder)
+
+
+async def test_a_run_kept_in_memory_continued_elsewhere_as_it_is_answered_is_refused() -> None:
+    """Another process answers a? from the checkpoint after this object's
+    answer to b? was checked but before it took the run: still refused (it
+    went on from the older checkpoint, reopening a?), and the run is given
+    back, answerable from its latest checkpoint."""
+    store = _ContinuedMeanwhile()
+    workflow = build(store)
+    first = await workflow.run(["a?", "b?"])
+    ids = {p.request.question: p.request_id for p in first.pending_requests}
+    elsewhere: list[sg.RunResult] = []
+
+    async def answer_a() -> None:
+        other = build(store)
+        elsewhere.append(
+            await other.run(checkpoint=first.last_checkpoint, responses={ids["a?"]: True})
+        )
+
+    store.meanwhile = answer_a
+    with pytest.raises(sg.RequestError, match=f"run '{first.run_id}' went on elsewhere"):
+        await workflow.run(responses={ids["b?"]: False})
+    [latest] = elsewhere
+    done = await workflow.run(checkpoint=latest.last_checkpoint, responses={ids["b?"]: False})
+    assert done.outputs == ["b?: no"] and done.status is sg.RunStatus.IDLE
+    assert await store.outputs(done.last_checkpoint or "") == ["a?: yes", "b?: no"]
+
+
 async def test_a_sub_workflow_request_is_announced_once_with_the_id_to_answer() -> None:
     from tests import subflows
 

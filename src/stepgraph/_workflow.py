@@ -438,6 +438,10 @@ class Workflow:
                     if parent is not None
                     else new_holder()
                 )
+                if claimed is not None:
+                    # Checked holding the run: another process may have
+                    # continued it up to the moment this call took it.
+                    await _not_gone_on(config.store, claimed)
                 recorder = RunRecorder(
                     codec=self._codec,
                     config=config,
@@ -559,7 +563,6 @@ class Workflow:
             try:
                 if config is not None:  # another process may have answered through the store
                     await _not_answered(config.store, suspended.run_id, responses)
-                    await _not_gone_on(config.store, suspended)
                 parent = None
                 if suspended.last_checkpoint is not None and config is not None:
                     parent = await config.store.load(suspended.last_checkpoint)
