@@ -375,6 +375,36 @@ async def test_a_shared_sub_workflow_stores_only_its_runs_own_waiting_child_runs
         assert done.outputs == [told] and done.status is sg.RunStatus.IDLE
 
 
+async def test_a_nested_shared_sub_workflow_stores_only_its_runs_own_waiting_child_runs(
+    store: sg.CheckpointStore,
+) -> None:
+    """Two levels down too: the inner WorkflowExecutor, shared by every
+    child run of the middle one, stores with each middle child run only
+    the inner child runs it left waiting (a run's checkpoints held every
+    earlier run's, nested), and each run goes on from its checkpoint, in
+    memory or elsewhere."""
+    flow = subflows.three_levels(store)
+    waiting = [await flow.run(text) for text in ("a", "b", "c")]
+    for result in waiting:
+        state = await flow.get_state(result.last_checkpoint or "")
+        [mid_run] = state.snapshots["mid"]["runs"].values()
+        inner = mid_run["snapshots"]["inner"]
+        assert len(inner["runs"]) == 1 and len(inner["routes"]) == 1
+    first, second, third = waiting
+    for result, answer, told, runner in (
+        (third, True, "c accepted", subflows.three_levels(store)),
+        (first, False, "a rejected", flow),
+    ):
+        [asked] = result.pending_requests
+        done = await runner.run(
+            checkpoint=result.last_checkpoint, responses={asked.request_id: answer}
+        )
+        assert done.outputs == [told] and done.status is sg.RunStatus.IDLE
+    [asked] = second.pending_requests
+    done = await flow.run(responses={asked.request_id: True})
+    assert done.outputs == ["b accepted"] and done.status is sg.RunStatus.IDLE
+
+
 async def test_checkpoint_resume_with_a_waiting_child(store: sg.CheckpointStore) -> None:
     result = await subflows.three_levels(store).run("saved")
     [pending] = result.pending_requests

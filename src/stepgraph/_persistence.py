@@ -326,11 +326,14 @@ class RunCodec:
             h, data = self._blob(snapshot, f"snapshot of executor {eid!r}")
         return h, data, parts
 
-    def inline(self, run: RunState) -> dict[str, Any]:
+    def inline(self, run: RunState, run_id: str | None = None) -> dict[str, Any]:
         """The whole run state as one value, values inline (used to nest a
         sub-workflow's suspended runs in its parent's checkpoint) — but the
-        snapshots' parts, which stay parts of the parent's snapshot."""
-        body, blobs = self.body(run, {}, None)
+        snapshots' parts, which stay parts of the parent's snapshot. With
+        ``run_id`` (the run's), its executors' snapshots are taken for that
+        run (as ``body`` does): a nested sub-workflow's, say, hold only the
+        child runs that run left waiting."""
+        body, blobs = self.body(run, {}, None, run_id=run_id)
         body["state"] = {k: loads(blobs[h]) for k, h in body.get("state", {}).items()}
         body["snapshots"] = {e: loads(blobs[h]) for e, h in body.get("snapshots", {}).items()}
         body["superstep"] = run.superstep

@@ -353,7 +353,7 @@ class WorkflowExecutor(Executor):
         ]
         routes = {ours: list(route) for ours, route in self._routes.items() if route[0] in kept}
         return {
-            "runs": {rid: codec.inline(self._runs[rid]) for rid in kept},
+            "runs": {rid: codec.inline(self._runs[rid], rid) for rid in kept},
             "routes": routes,
             "parents": {rid: self._parents[rid] for rid in kept if rid in self._parents},
         }
