@@ -48,6 +48,16 @@ class WaitingRuns:
         # One workflow's runs may go on in several threads, each with its loop.
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (a Ray actor's, with the workflow it belongs to) takes what
+        # waits, and a lock of its own.
+        with self._lock:
+            return {k: v for k, v in vars(self).items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
+
     @property
     def pending_requests(self) -> list[PendingRequest]:
         with self._lock:
