@@ -56,9 +56,9 @@ __all__ = [
     "Session",
     "Terminated",
     "execute",
-    "sigterm_stops",
     "latest_of",
     "open_requests",
+    "sigterm_stops",
 ]
 
 EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -72,7 +72,10 @@ log = logging.getLogger("stepgraph.serve")
 INTERRUPTED = "interrupted: the server stopped while the run was going on"
 # How a run stopped by the server may stand in its store (``cancelled``: it
 # recorded that itself; going on: its process ended before recording it).
-_STOPPED = frozenset({"cancelled", "in_progress", "in_progress_pending_requests"})
+_STOPPED = frozenset(
+    s.value
+    for s in (RunStatus.CANCELLED, RunStatus.IN_PROGRESS, RunStatus.IN_PROGRESS_PENDING_REQUESTS)
+)
 _STATUSES = frozenset(status.value for status in RunStatus)
 _ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 # How many of a run's checkpoints its details hold (the newest) unless asked
