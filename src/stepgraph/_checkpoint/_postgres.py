@@ -151,9 +151,10 @@ class PostgresCheckpointStore(BaseStore):
     # -- plumbing --------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        # (a save runs to its end before a cancel goes through: see Worker.run)
-        saving = fn == self._write_new
-        return await (self._saver if saving else self._worker).run(fn, *args, to_the_end=saving)
+        return await self._worker.run(fn, *args)
+
+    async def _run_save(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._saver.run(fn, *args, to_the_end=True)
 
     async def _breathe(self, busy: float) -> None:
         # Saves of the run being deleted wait for its index row: leave it

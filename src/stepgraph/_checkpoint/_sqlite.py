@@ -99,8 +99,10 @@ class SqliteCheckpointStore(BaseStore):
     # -- plumbing --------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        # (a save runs to its end before a cancel goes through: see Worker.run)
-        return await self._worker.run(fn, *args, to_the_end=fn == self._write_new)
+        return await self._worker.run(fn, *args)
+
+    async def _run_save(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._worker.run(fn, *args, to_the_end=True)
 
     async def _breathe(self, busy: float) -> None:
         # SQLite's busy handler retries a waiting writer on a backing-off

@@ -227,6 +227,13 @@ class BaseStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
+    async def _run_save(self, fn: Callable[..., T], *args: Any) -> T:
+        """``_run`` for a save: a store whose calls run on threads lets a
+        cancel go through only once the save has ended (what its caller does
+        next — recording how its run ended, giving back its lease — must
+        come after it; see ``Worker.run``)."""
+        return await self._run(fn, *args)
+
     async def _breathe(self, busy: float) -> None:
         """Between the steps of a long deletion that held the store for
         ``busy`` seconds: let other writers in (stores shared between
@@ -237,7 +244,7 @@ class BaseStore:
     async def save(self, *checkpoints: Checkpoint) -> None:
         if checkpoints:
             # Encoding and signing run with the write, off the loop.
-            await self._run(self._write_new, checkpoints)
+            await self._run_save(self._write_new, checkpoints)
 
     def _write_new(self, checkpoints: tuple[Checkpoint, ...]) -> None:
         blobs: dict[str, bytes] = {}
