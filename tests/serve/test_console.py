@@ -83,9 +83,14 @@ class Console:
             Path(docs).mkdir(parents=True, exist_ok=True)
             shutil.copy(self.shots / f"{name}.png", Path(docs) / f"{name}.png")
 
-    def close(self) -> None:
+    def close(self, *, server_went_away: bool = False) -> None:
+        """Close, failing on any error the page logged — but, where the test
+        stopped the server, the calls it refused meanwhile (net::ERR_...)."""
         self.context.close()
-        assert self.errors == [], self.errors
+        errors = self.errors
+        if server_went_away:
+            errors = [e for e in errors if "net::ERR" not in e]
+        assert errors == [], errors
 
 
 def expect(locator):  # type: ignore[no-untyped-def]
@@ -399,9 +404,7 @@ def test_a_run_page_outlives_a_restart_of_its_server(serve, browser, tmp_path):
         console.find("error-banner").wait_for(state="hidden")
         assert console.page.locator(".tag-live").count() == 0
     finally:
-        # (the calls refused while the server was away)
-        console.errors = [e for e in console.errors if "net::ERR" not in e]
-        console.close()
+        console.close(server_went_away=True)
 
 
 def test_a_long_runs_page_shows_its_newest_checkpoints_and_the_rest_on_asking(
@@ -925,9 +928,7 @@ def test_the_runs_list_outlives_a_restart_of_its_server(serve, browser, tmp_path
         expect(row).to_be_visible()
         expect(console.find("error-banner")).to_be_hidden()
     finally:
-        # (the calls refused while the server was away)
-        console.errors = [e for e in console.errors if "net::ERR" not in e]
-        console.close()
+        console.close(server_went_away=True)
 
 
 def test_a_run_of_many_outputs_lists_its_newest_and_the_rest_on_asking(serve, browser, tmp_path):
@@ -1073,9 +1074,7 @@ def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
         more.click()
         expect(console.find("run-row")).to_have_count(51)
     finally:
-        # (the calls refused while the server was away)
-        console.errors = [e for e in console.errors if "net::ERR" not in e]
-        console.close()
+        console.close(server_went_away=True)
 
 
 def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(
