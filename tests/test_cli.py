@@ -630,24 +630,6 @@ def test_run_on_the_ray_backend() -> None:
     assert bad.returncode == 1 and "unknown backend 'nope'" in bad.stderr
 
 
-def test_ctrl_c_while_the_ray_cluster_stops_keeps_the_runs_exit_code() -> None:
-    """The run has ended (idle) and said so; a Ctrl-C during the 1-2 s the
-    local Ray cluster takes to stop does not turn it into a stopped run."""
-    process = cli_process(
-        ["run", "examples.hello:build", "--input", '"ray"', "--no-store", "--backend", "ray"]
-    )
-    with process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("status: idle"):
-                time.sleep(0.3)  # (its print done; the cluster takes 1-2 s to stop)
-                process.send_signal(signal.SIGINT)
-                break
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    assert "stopped" not in stderr
-
-
 RAY_RUN = ["run", "examples.hello:build", "--input", '"ray"', "--no-store", "--backend", "ray"]
 
 
@@ -665,16 +647,19 @@ def test_sigterm_while_the_ray_cluster_starts_stops_with_143() -> None:
     assert "stopped" in stderr
 
 
-def test_sigterm_while_the_ray_cluster_stops_keeps_the_runs_exit_code() -> None:
-    """Ray leaves SIGTERM to the default as it stops (the process was
-    killed): the run has ended and said so, and its exit code stays."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_ray_cluster_stops_keeps_the_runs_exit_code(signum: int) -> None:
+    """The run has ended (idle) and said so; a Ctrl-C or SIGTERM during the
+    1-2 s the local Ray cluster takes to stop does not turn it into a
+    stopped run (Ray leaves SIGTERM to the default as it stops: the process
+    was killed)."""
     process = cli_process(RAY_RUN)
     with process:
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith("status: idle"):
                 time.sleep(0.3)  # (its print done; the cluster takes 1-2 s to stop)
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
                 break
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
