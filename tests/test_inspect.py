@@ -11,6 +11,8 @@ import pytest
 
 import stepgraph as sg
 
+from . import subflows
+
 
 @dataclass(frozen=True)
 class Order:
@@ -166,3 +168,109 @@ async def test_update_state_is_refused_while_the_run_goes_on(store: sg.Checkpoin
     # Once it stopped, the same edit is written (a branch of the run).
     fork = await counting().update_state(done.last_checkpoint or "", state={"edited": True})
     assert (await counting().get_state(fork)).state == {"edited": True}
+
+
+class KeepingAsker(subflows.Asker):
+    """A child executor keeping state (one instance for every child run)."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.asked = 0
+
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        self.asked += 1
+        await super().on(text, ctx)
+
+    def snapshot(self) -> int:
+        return self.asked
+
+    def restore(self, snapshot: int) -> None:
+        self.asked = snapshot
+
+
+def asking_parent(store: sg.CheckpointStore, levels: int) -> sg.Workflow:
+    child = sg.WorkflowBuilder(start=KeepingAsker("asker"), name="child").build()
+    for level in range(1, levels):
+        wrapped = sg.WorkflowExecutor(child, id=f"level{level}", forward_outputs=True)
+        child = sg.WorkflowBuilder(start=wrapped, name=f"level{level}").build()
+    sub = sg.WorkflowExecutor(child, id="sub")
+    return (
+        sg.WorkflowBuilder(start=sub, checkpoints=store, name="parent")
+        .add_edge(sub, subflows.collect)
+        .build()
+    )
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+async def test_dropping_a_sub_workflow_request_ends_the_child_run_waiting_for_it(
+    store: sg.CheckpointStore, levels: int
+) -> None:
+    first = await asking_parent(store, levels).run("draft")
+    [request] = first.pending_requests
+    # Dropped, with a new input for the sub-workflow in its place.
+    fork = await asking_parent(store, levels).update_state(
+        first.last_checkpoint or "", drop_requests=[request.request_id], messages={"sub": ["v2"]}
+    )
+    state = await asking_parent(store, levels).get_state(fork)
+    assert state.requests == [] and state.snapshots["sub"]["runs"] == {}
+    assert state.snapshots["sub"]["routes"] == {}
+    # The child run waiting for it is gone: the next one starts (its executor
+    # keeps state, so it was refused while one of this run waited) and is the
+    # only one stored, its request the only one open.
+    again = await asking_parent(store, levels).run(checkpoint=fork)
+    [asked] = again.pending_requests
+    assert asked.request == subflows.Question("accept v2?")
+    stored = await asking_parent(store, levels).get_state(again.last_checkpoint or "")
+    assert len(stored.snapshots["sub"]["runs"]) == 1
+    done = await asking_parent(store, levels).run(
+        checkpoint=again.last_checkpoint, responses={asked.request_id: True}
+    )
+    assert done.outputs == ["v2 accepted"]
+    final = await asking_parent(store, levels).get_state(done.last_checkpoint or "")
+    assert final.snapshots["sub"]["runs"] == {}
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+async def test_dropping_one_of_a_child_runs_requests_keeps_it_waiting_for_the_other(
+    store: sg.CheckpointStore, levels: int
+) -> None:
+    @sg.executor(id="both")
+    async def both(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message(text)
+
+    def build_parent() -> sg.Workflow:
+        child = (
+            sg.WorkflowBuilder(start=both, name="child")
+            .add_fan_out(both, [subflows.Asker("left"), subflows.Asker("right")])
+            .build()
+        )
+        for level in range(1, levels):
+            wrapped = sg.WorkflowExecutor(child, id=f"level{level}", forward_outputs=True)
+            child = sg.WorkflowBuilder(start=wrapped, name=f"level{level}").build()
+        sub = sg.WorkflowExecutor(child, id="sub")
+        return (
+            sg.WorkflowBuilder(start=sub, checkpoints=store, name="parent")
+            .add_edge(sub, subflows.collect)
+            .build()
+        )
+
+    first = await build_parent().run("plan")
+    dropped, kept = first.pending_requests
+    fork = await build_parent().update_state(
+        first.last_checkpoint or "", drop_requests=[dropped.request_id]
+    )
+    forked = await build_parent().get_state(fork)
+    assert [r.request_id for r in forked.requests] == [kept.request_id]
+    # Every level down keeps the route of the other request only.
+    snapshot, routes = forked.snapshots["sub"], [len(forked.snapshots["sub"]["routes"])]
+    for level in range(levels - 1, 0, -1):  # (the outermost wraps the highest level)
+        [child_run] = snapshot["runs"].values()
+        snapshot = child_run["snapshots"][f"level{level}"]
+        routes.append(len(snapshot["routes"]))
+    assert routes == [1] * levels
+    done = await build_parent().run(checkpoint=fork, responses={kept.request_id: True})
+    assert done.outputs == ["plan accepted"] and done.pending_requests == []
+    # Every level forgot the dropped request: the child run ended with the answer.
+    final = await build_parent().get_state(done.last_checkpoint or "")
+    assert final.snapshots["sub"]["runs"] == {}

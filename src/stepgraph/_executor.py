@@ -410,6 +410,13 @@ class Executor:
 
     # -- requests ------------------------------------------------------------
 
+    def _withdraw(self, snapshot: Any, request_id: str) -> None:
+        """``update_state(drop_requests=...)`` withdraws ``request_id``, one
+        this executor opened: take it out of ``snapshot`` (its stored
+        :meth:`snapshot`, changed in place) where that remembers it, or
+        raise ``RequestError`` when it cannot be withdrawn. An executor
+        whose snapshot keeps no requests has nothing to do."""
+
     def check_response(self, request: PendingRequest, response: Any) -> None:
         """Override to refuse an answer to one of this executor's requests
         before it is recorded — raise ``ValueError`` saying why; the caller

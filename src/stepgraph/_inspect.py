@@ -102,7 +102,7 @@ async def update_state(
     stored = await store.load(checkpoint_id)
     going_on_from(store, stored)
     codec = workflow.codec
-    run, _ = codec.decode(stored)
+    run, snapshots = codec.decode(stored)
     written: set[str] = set()
     for key, value in (state or {}).items():
         if not isinstance(key, str):
@@ -140,33 +140,52 @@ async def update_state(
             run.inboxes[eid] = inbox
         else:
             run.inboxes.pop(eid, None)
+    withdrawn: set[str] = set()
     for request_id in drop_requests:
-        if run.requests.pop(request_id, None) is None:
+        request = run.requests.pop(request_id, None)
+        if request is None:
             raise RequestError(
                 f"update_state: request {request_id!r} is not open at checkpoint {stored.id} "
                 f"(open: {sorted(run.requests)})"
             )
+        # Its executor forgets it too (a sub-workflow: the child run waiting for it).
+        eid = request.executor_id
+        if eid in snapshots:
+            workflow.executors[eid]._withdraw(snapshots[eid], request_id)
+            withdrawn.add(eid)
     # Written as a continuation of the run: not while it goes on elsewhere.
     holder = await take_run(store, stored.run_id, stored)
     try:
-        return await _fork(stored, run, written, store, codec)
+        changed = {eid: snapshots[eid] for eid in withdrawn}
+        return await _fork(stored, run, written, store, codec, changed)
     finally:
         await to_the_end(store.release(stored.run_id, holder))
 
 
 async def _fork(
-    stored: Checkpoint, run: RunState, written: set[str], store: CheckpointStore, codec: RunCodec
+    stored: Checkpoint,
+    run: RunState,
+    written: set[str],
+    store: CheckpointStore,
+    codec: RunCodec,
+    changed: Mapping[str, Any],
 ) -> str:
     """Write the edited state as a new checkpoint, child of ``stored``; the
-    snapshots are carried over as stored, the edited values encoded now."""
+    snapshots are carried over as stored but the ``changed`` ones, encoded
+    now with the edited values."""
     hashes = codec.hashes(stored)
-    body, blobs = codec.body(
-        run,
-        hashes,
-        written,
-        snapshots=stored.body.get("snapshots", {}),
-        parts=stored.body.get("parts"),
-    )
+    snapshots = dict(stored.body.get("snapshots", {}))
+    parts = dict(stored.body.get("parts") or {})
+    encoded: dict[str, bytes] = {}
+    for eid, snapshot in changed.items():
+        h, data, held = codec.encode_snapshot(eid, snapshot)
+        snapshots[eid], encoded[h] = h, data
+        encoded.update(held)
+        parts.pop(eid, None)
+        if held:
+            parts[eid] = sorted(held)
+    body, blobs = codec.body(run, hashes, written, snapshots=snapshots, parts=parts)
+    blobs.update(encoded)
     refs = body_refs(body)
     run.superstep = stored.superstep
     fresh = {h: b for h, b in blobs.items() if h in refs}

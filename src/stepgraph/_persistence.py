@@ -322,6 +322,11 @@ class RunCodec:
             raise CheckpointEncodeError(
                 f"snapshot of executor {eid!r}: snapshot() raised {type(exc).__name__}: {exc}"
             ) from exc
+        return self.encode_snapshot(eid, snapshot)
+
+    def encode_snapshot(self, eid: str, snapshot: Any) -> tuple[str, bytes, dict[str, bytes]]:
+        """``snapshot`` of executor ``eid`` encoded: (hash, bytes, the parts
+        it holds by hash)."""
         with collecting_parts() as parts:
             h, data = self._blob(snapshot, f"snapshot of executor {eid!r}")
         return h, data, parts

@@ -358,6 +358,30 @@ class WorkflowExecutor(Executor):
             "parents": {rid: self._parents[rid] for rid in kept if rid in self._parents},
         }
 
+    def _withdraw(self, snapshot: Any, request_id: str) -> None:
+        # The child's own request goes too (down through nested
+        # sub-workflows), and a child run left with none is dropped: no
+        # answer can wake it, and it would be carried in every checkpoint
+        # (and, its executors keeping state, refuse the next child run).
+        route = snapshot["routes"].pop(request_id, None)
+        data = snapshot["runs"].get(route[0]) if route is not None else None
+        if route is None or data is None:
+            return
+        run_id, child_request = route
+        records = data.get("requests", [])
+        record = next((r for r in records if r["id"] == child_request), None)
+        if record is not None:
+            asker = self.workflow.executors.get(record["executor"])
+            inner = data.get("snapshots", {}).get(record["executor"])
+            if asker is not None and inner is not None:
+                asker._withdraw(inner, child_request)
+            records.remove(record)
+        if not records:
+            del snapshot["runs"][run_id]
+            snapshot.get("parents", {}).pop(run_id, None)
+            for ours in [o for o, r in snapshot["routes"].items() if r[0] == run_id]:
+                del snapshot["routes"][ours]
+
     def restore(self, snapshot: Any) -> None:
         codec = self.workflow.codec
         self._runs = {

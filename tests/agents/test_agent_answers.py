@@ -225,3 +225,33 @@ async def test_a_server_that_ignores_stream_true_is_named_as_such() -> None:
     assert isinstance(cause, sg.ModelError)
     assert "the server answered with application/json, not an event stream" in str(cause)
     assert "ignored stream=true" in str(cause)
+
+
+async def test_an_approval_cannot_be_dropped_from_a_checkpoint(tmp_path: Path) -> None:
+    """update_state(drop_requests=...) of an agent's approval is refused
+    (the agent's turn waits for it: it would refuse every later input), also
+    from inside a sub-workflow; answering it with a rejection is the way."""
+    store = sg.SqliteCheckpointStore(str(tmp_path / "runs.sqlite"))
+    with FakeOpenAIServer([letter_call(), letter_call()]) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            alone = sg.WorkflowBuilder(
+                start=sg.Agent("mailer", model=model, tools=[send_letter]), checkpoints=store
+            ).build()
+            child = sg.WorkflowBuilder(
+                start=sg.Agent("mailer", model=model, tools=[send_letter]), name="child"
+            ).build()
+            nested = sg.WorkflowBuilder(
+                start=sg.WorkflowExecutor(child, id="sub"), checkpoints=store, name="parent"
+            ).build()
+            for workflow in (alone, nested):
+                first = await workflow.run("write to ann")
+                [request] = first.pending_requests
+                stored = len(await store.list(first.run_id))
+                with pytest.raises(
+                    sg.RequestError, match="tool call of agent 'mailer'.*cannot be dropped"
+                ):
+                    await workflow.update_state(
+                        first.last_checkpoint or "", drop_requests=[request.request_id]
+                    )
+                assert len(await store.list(first.run_id)) == stored  # nothing written
+    store.close()

@@ -29,6 +29,7 @@ from .._checkpoint import SnapshotPart
 from .._core import (
     PendingRequest,
     Placement,
+    RequestError,
     Usage,
     WorkflowContext,
     end_span,
@@ -655,6 +656,13 @@ class Agent(Executor):
         # The conversation is its run's: a new run's checkpoints, written
         # before the agent is called in it, do not store the last run's.
         return self._run_id
+
+    def _withdraw(self, snapshot: Any, request_id: str) -> None:
+        raise RequestError(
+            f"update_state: request {request_id!r} asks for the approval of a tool call of "
+            f"agent {self.id!r}, whose turn waits for it; it cannot be dropped — answer it "
+            "instead, e.g. with ToolApproval.reject(reason)"
+        )
 
     def restore(self, snapshot: Any) -> None:
         self._reset(snapshot["run_id"])
