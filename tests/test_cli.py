@@ -269,7 +269,7 @@ def test_a_forks_listing_names_the_run_it_branched_off(tmp_path: Path) -> None:
 
     def parents() -> list[str]:
         listed = cli("checkpoints", "list", "--store", store, "--run", fork)
-        return [line.split("\t")[4] for line in listed.stdout.splitlines()[1:]]
+        return [line.split("\t")[5] for line in listed.stdout.splitlines()[1:]]
 
     assert parents() == [f"run {original}", "#1"]
     assert cli("checkpoints", "delete", "--run", original, "--store", store).returncode == 0
@@ -527,10 +527,14 @@ def test_checkpoints_commands(tmp_path: Path) -> None:
     run_id, workflow, status, step, pending, _, _ = row.split("\t")
     assert (workflow, status, step, pending) == ("asking", "idle_with_pending_requests", "1", "1")
     per_run = cli("checkpoints", "list", "--store", store, "--run", run_id)
-    rows = [line.split("\t") for line in per_run.stdout.splitlines()[1:]]
-    ids = [r[0] for r in rows]
+    head, *lines = per_run.stdout.splitlines()
+    assert head.split("\t") == [
+        "#", "checkpoint", "step", "status", "open", "parent", "time", "parent_id", "size"
+    ]  # fmt: skip
+    rows = [line.split("\t") for line in lines]
+    ids = [r[1] for r in rows]
     assert len(ids) == 2  # entry + one barrier
-    assert [r[4] for r in rows] == ["-", "#1"]  # parents
+    assert [(r[0], r[5], r[7]) for r in rows] == [("1", "-", "-"), ("2", "#1", ids[0])]  # parents
     shown = cli("checkpoints", "show", ids[-1], "--store", store)
     record = json.loads(shown.stdout)
     assert record["status"] == "idle_with_pending_requests"

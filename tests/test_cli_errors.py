@@ -578,7 +578,7 @@ def test_an_answer_from_a_checkpoint_older_than_the_answer_needs_a_fork(tmp_path
     assert first.returncode == 0 and "output: approved 420.00 for dana" in first.stdout
     run_id = re.findall(r"run (\w+)\)", first.stdout)[0]
     rows = cli("checkpoints", "list", "--store", store, "--run", run_id).stdout.splitlines()[1:]
-    [older] = [row.split("\t")[0] for row in rows if "\tidle_with_pending_requests\t" in row]
+    [older] = [row.split("\t")[1] for row in rows if "\tidle_with_pending_requests\t" in row]
     again = ("run", "examples.approval:build", "--store", store, "--resume", older,
              "--respond", f"{request_id}=false")  # fmt: skip
     one_line_error(cli(*again), f"request '{request_id}' of run", "was already answered")

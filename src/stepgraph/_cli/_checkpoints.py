@@ -206,9 +206,10 @@ def _show_checkpoints(infos: list[CheckpointInfo], elsewhere: dict[str, str]) ->
         return f"run {cell(other)}" if other is not None else "deleted"
 
     if not out.is_terminal or out.width < 80:
-        print("\t".join((*head[1:], "parent_id", "size")))
-        for info in infos:
-            print("\t".join((cell(info.id), str(info.superstep), info.status,
+        # (the row number too: the parent column refers to rows by it)
+        print("\t".join((*head, "parent_id", "size")))
+        for n, info in enumerate(infos, 1):
+            print("\t".join((str(n), cell(info.id), str(info.superstep), info.status,
                              str(info.pending_requests), parent(info), iso(info.created_at),
                              cell(info.parent_id or "-"), str(info.size))))  # fmt: skip
         return
