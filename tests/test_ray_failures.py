@@ -202,6 +202,39 @@ async def test_a_handlers_exception_keeps_its_cause_and_context(
         assert middle.__context__ is middle.__cause__
 
 
+@sg.executor(id="deep")
+async def deep(levels: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    error: BaseException | None = None
+    for level in range(levels):
+        try:
+            raise ValueError(f"level {level}") from error
+        except ValueError as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
+async def test_a_chain_cut_short_on_its_way_back_says_so(
+    backend: sg.RayBackend,  # noqa: F811
+) -> None:
+    """A chain of 12 comes back 8 causes deep; the last that came says how
+    many stayed in the actor, rather than looking like the chain's end."""
+    flow = sg.WorkflowBuilder(start=deep).build()
+    with pytest.raises(sg.WorkflowRunError) as caught:
+        await flow.run(12, backend=backend)
+    chain: list[BaseException] = []
+    found = caught.value.__cause__
+    while found is not None:
+        chain.append(found)
+        found = found.__cause__
+    assert [str(e) for e in chain] == [f"level {n}" for n in range(11, 2, -1)]
+    assert chain[-1].__notes__ == [
+        "(its cause and context, 3 more exception(s) down, stayed in the Ray actor: a chain "
+        "travels 8 deep)"
+    ]
+    assert all(not getattr(e, "__notes__", None) for e in chain[:-1])
+
+
 async def test_an_interrupt_in_a_handler_is_raised_as_locally(
     backend: sg.RayBackend,  # noqa: F811
 ) -> None:

@@ -63,7 +63,13 @@ def portable(exc: BaseException, depth: int = 0) -> BaseException:
     ``_CHAIN``, for ``relinked``."""
     out = _portable(exc)
     cause, context = exc.__cause__, exc.__context__
-    if (cause is not None or context is not None) and depth < _CHAIN_DEPTH:
+    if (cause is not None or context is not None) and depth >= _CHAIN_DEPTH:
+        with contextlib.suppress(Exception):  # (one that takes no attributes goes without)
+            out.add_note(
+                f"(its cause and context, {_chain_length(exc)} more exception(s) down, stayed "
+                f"in the Ray actor: a chain travels {_CHAIN_DEPTH} deep)"
+            )
+    elif cause is not None or context is not None:
         cause_out = portable(cause, depth + 1) if cause is not None else None
         if context is cause:
             context_out = cause_out  # (``raise ... from exc`` in ``except ... as exc``)
@@ -72,6 +78,18 @@ def portable(exc: BaseException, depth: int = 0) -> BaseException:
         with contextlib.suppress(Exception):  # (one that takes no attributes goes without)
             setattr(out, _CHAIN, (cause_out, context_out, exc.__suppress_context__))
     return out
+
+
+def _chain_length(exc: BaseException) -> int:
+    """How many exceptions lie below ``exc`` through causes and contexts."""
+    seen: set[int] = {id(exc)}
+    below = [e for e in (exc.__cause__, exc.__context__) if e is not None]
+    while below:
+        found = below.pop()
+        if id(found) not in seen:
+            seen.add(id(found))
+            below += [e for e in (found.__cause__, found.__context__) if e is not None]
+    return len(seen) - 1
 
 
 def relinked(exc: BaseException) -> BaseException:
