@@ -118,6 +118,68 @@ async def test_schedule_follows_registration_order_not_completion_order() -> Non
     assert [e.executors for e in started] == [("split",), ("a", "b"), ("target",)]
 
 
+async def test_outputs_come_in_schedule_order_whatever_finished_first() -> None:
+    """RunResult.outputs: by superstep, then registration order, a map's
+    items in item order, a sub-workflow's as its own run orders them — the
+    output events come as they happen."""
+
+    @sg.executor(id="split")
+    async def split(n: int, ctx: sg.WorkflowContext[int]) -> None:
+        for i in range(n):
+            await ctx.send_message(i)
+
+    def yielding(name: str, sends: bool = False) -> Any:
+        async def step(i: int, ctx: sg.WorkflowContext[Any, str]) -> None:
+            await asyncio.sleep(random.random() * 0.004)
+            await ctx.yield_output(f"{name}{i}.1")
+            await ctx.yield_output(f"{name}{i}.2")
+            if sends:
+                await ctx.send_message(i)
+
+        step.__annotations__["ctx"] = sg.WorkflowContext[int if sends else sg.Never, str]
+        return sg.executor(id=name)(step)
+
+    @sg.executor(id="sink")
+    async def sink(results: list[int], ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output("end")
+
+    child = (
+        sg.WorkflowBuilder(start=split, name="child")
+        .add_fan_out(split, [yielding("x"), yielding("y")])
+        .build()
+    )
+    sub = sg.WorkflowExecutor(child, id="sub", forward_outputs=True)
+    first = yielding("a", sends=True)
+    workflow = (
+        sg.WorkflowBuilder(start=split)
+        .add_fan_out(split, [first, yielding("b"), sub])
+        .add_map(first, yielding("m", sends=True), id="map", to=sink)
+        .build()
+    )
+    two = [f"{i}.{k}" for i in range(3) for k in (1, 2)]
+    expected = [
+        *(f"a{o}" for o in two),  # superstep 2, in registration order:
+        *(f"b{o}" for o in two),
+        # the sub-workflow's child runs (for 1, then 2): x's, then y's
+        *("x0.1", "x0.2", "y0.1", "y0.2"),
+        *("x0.1", "x0.2", "x1.1", "x1.2", "y0.1", "y0.2", "y1.1", "y1.2"),
+        *(f"m{o}" for o in two),  # superstep 3: the map's items in item order
+        "end",
+    ]
+    orders = set()
+    for _ in range(10):
+        result = await workflow.run(3)
+        assert result.outputs == expected
+        emitted = [
+            e.data
+            for e in result.events
+            if isinstance(e, sg.OutputEvent) and not e.workflow_path  # (the run's own)
+        ]
+        assert sorted(emitted) == sorted(expected)
+        orders.add(tuple(emitted))
+    assert len(orders) > 1  # (the events came in different orders: the test can tell)
+
+
 async def test_slow_target_does_not_delay_a_fast_one() -> None:
     fast_done = asyncio.Event()
     finished: dict[str, float] = {}

@@ -35,6 +35,7 @@ from ._core import (
     WorkflowContext,
     a_type,
     id_separators,
+    in_schedule_order,
     materialize,
     spec_of,
 )
@@ -284,7 +285,7 @@ class WorkflowExecutor(Executor):
         await self._drive(run_id, run, ctx)
 
     async def _drive(self, run_id: str, run: RunState, ctx: WorkflowContext[Any, Any]) -> None:
-        outputs: list[Any] = []
+        outputs: list[OutputEvent] = []
         forward = ctx._emit
         prefix = (self.id,)
 
@@ -294,7 +295,7 @@ class WorkflowExecutor(Executor):
                 # Announced once, by the parent's barrier, with the id to answer.
                 return
             if type(event) is OutputEvent and not event.workflow_path:
-                outputs.append(event.data)
+                outputs.append(event)
             forward(replace(event, workflow_path=prefix + event.workflow_path))
 
         run.usage.clear()  # what this drive's model calls use, counted in the parent below
@@ -307,7 +308,7 @@ class WorkflowExecutor(Executor):
         finally:
             for path, usage in run.usage.items():
                 ctx._add_usage(f"{self.id}/{path}", usage)
-        for value in outputs:
+        for value in in_schedule_order(outputs, self.workflow.positions):
             if self.forward_outputs:
                 ctx.yield_output(value)
             else:

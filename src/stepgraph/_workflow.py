@@ -44,6 +44,7 @@ from ._core import (
     RunStatus,
     RunUsage,
     a_value_type,
+    in_schedule_order,
     materialize,
     run_supersteps,
     type_name,
@@ -82,9 +83,11 @@ _NO_BREAKPOINTS = Breakpoints()
 
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
-    """What a finished run produced. ``outputs`` are in the order their
-    ``output`` events were emitted; ``events`` are all of its events, in
-    order; ``pending_requests`` are the requests still open (answer them with
+    """What a finished run produced. ``outputs`` are in the run's
+    deterministic order — by superstep, then schedule (registration) order,
+    a map's items in item order — whichever handler finished first (their
+    ``output`` events came as they happened); ``events`` are all of its
+    events, in order; ``pending_requests`` are the requests still open (answer them with
     ``run(responses=...)``); ``last_checkpoint`` is the id of the run's newest
     checkpoint, if it was checkpointed; ``usage`` the tokens its model calls
     used, by executor (all of the run's, also those before a resume)."""
@@ -106,9 +109,10 @@ class RunResult:
         return [materialize(item) for item in self.log]
 
 
-def _outputs(log: list[Any]) -> list[Any]:
-    """The run's own outputs among what it emitted."""
-    return [e.data for e in log if type(e) is OutputEvent and not e.workflow_path]
+def _outputs(log: list[Any], positions: Mapping[str, int]) -> list[Any]:
+    """The run's own outputs among what it emitted, in schedule order."""
+    found = [e for e in log if type(e) is OutputEvent and not e.workflow_path]
+    return in_schedule_order(found, positions)
 
 
 def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> CheckpointConfig | None:
@@ -231,6 +235,11 @@ class Workflow:
         factory: the prototype made at build time, which never runs)."""
         return MappingProxyType(self._executors)
 
+    @functools.cached_property
+    def positions(self) -> Mapping[str, int]:
+        """Each executor's place in the schedule (registration order)."""
+        return {eid: node.index for eid, node in self._graph.nodes.items()}
+
     @property
     def graph(self) -> Graph:
         return self._graph
@@ -343,12 +352,12 @@ class Workflow:
         try:
             outcome = await self._start(call, log.append, live=False)
         except ConvergenceError as error:
-            error.outputs = _outputs(log)
+            error.outputs = _outputs(log, self.positions)
             raise
         return RunResult(
             run_id=outcome.run_id,
             status=outcome.status,
-            outputs=_outputs(log),
+            outputs=_outputs(log, self.positions),
             pending_requests=outcome.pending,
             last_checkpoint=outcome.last_checkpoint,
             usage=outcome.usage,

@@ -41,6 +41,7 @@ from ._events import (
     SuperstepStartedEvent,
     UserEvent,
     WarningEvent,
+    in_schedule_order,
     materialize,
 )
 from ._graph import (
@@ -155,6 +156,7 @@ __all__ = [
     "end_span",
     "error_line",
     "id_separators",
+    "in_schedule_order",
     "jsonable",
     "materialize",
     "may_overlap",

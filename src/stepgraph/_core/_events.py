@@ -8,6 +8,7 @@ The engine emits the framework events below; executors add their own with
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ __all__ = [
     "SuperstepStartedEvent",
     "UserEvent",
     "WarningEvent",
+    "in_schedule_order",
 ]
 
 
@@ -129,6 +131,24 @@ class OutputEvent(Event):
 
     kind: ClassVar[str] = "output"
     data: Any
+
+
+def in_schedule_order(outputs: list[OutputEvent], positions: Mapping[str, int]) -> list[Any]:
+    """What ``outputs`` (a run's output events, as they were emitted) hold,
+    in the run's deterministic order: by superstep, then by the executor's
+    place in the schedule (``positions``: registration order), then a map's
+    items in item order — one call's outputs in the order it yielded them,
+    whichever executor finished first."""
+    last = len(positions)
+    ordered = sorted(
+        outputs,
+        key=lambda e: (
+            e.superstep or 0,
+            positions.get(e.executor_id or "", last),
+            -1 if e.item is None else e.item,
+        ),
+    )
+    return [e.data for e in ordered]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
