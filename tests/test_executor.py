@@ -3,6 +3,7 @@ definition errors that name the executor and method."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -471,3 +472,27 @@ def test_a_static_or_class_method_handler_is_refused_saying_so() -> None:
             make()("x")
     with pytest.raises(sg.WorkflowDefinitionError, match=r"OnClass\.answered is a classmethod"):
         on_class()("x")
+
+
+async def test_a_partial_of_an_annotated_function_is_an_executor_named_after_it() -> None:
+    # Its annotations were looked up on functools.partial's __call__ ("parameter
+    # 'n' has no type annotation"), a keyword it binds was refused as a third
+    # parameter, and without id= it was named 'FunctionExecutor'.
+    async def scale(factor: int, n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{n * factor}")
+
+    def shift(n: int, *, by: int) -> int:
+        return n + by
+
+    tripled = sg.executor(functools.partial(scale, 3))
+    shifted = sg.executor(functools.partial(shift, by=1))
+    assert (tripled.id, shifted.id) == ("scale", "shift")
+    assert tripled.input_types == [int] and shifted.input_types == [int]
+    workflow = sg.WorkflowBuilder(start=shifted).add_edge(shifted, tripled).build()
+    assert (await workflow.run(1)).outputs == ["6"]
+
+    class Doubler:
+        def __call__(self, n: int) -> int:
+            return 2 * n
+
+    assert sg.executor(Doubler()).id == "Doubler"

@@ -9,6 +9,7 @@ thread so it never blocks the event loop.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -539,7 +540,7 @@ class FunctionExecutor(Executor):
             func = func.__func__  # the function itself: async stays async
         if not callable(func):
             raise WorkflowDefinitionError(f"@executor applied to non-callable {func!r}")
-        name = id if id is not None else getattr(func, "__name__", None)
+        name = id if id is not None else _default_id(func)
         self.func = func
         self._spec = build_spec(
             func,
@@ -564,6 +565,15 @@ class FunctionExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"<FunctionExecutor id={self.id!r} func={getattr(self.func, '__qualname__', '?')}>"
+
+
+def _default_id(func: Callable[..., Any]) -> str:
+    """A function's name; that of the function a ``functools.partial``
+    wraps; a callable object's class name."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__name__", None)
+    return name if isinstance(name, str) else type(func).__name__
 
 
 @overload
@@ -595,6 +605,8 @@ def executor(
 
     The function takes ``(message)`` or ``(message, ctx)``; a non-``None``
     return value is sent as its message. ``id`` defaults to the function name.
+    A ``functools.partial`` of such a function (keywords it binds included)
+    or a callable object works too, named after the function or the class.
     """
 
     def decorate(f: Callable[..., Any]) -> FunctionExecutor:

@@ -13,6 +13,7 @@ Rules (design §2):
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -175,16 +176,26 @@ def _parse(
             raise fail(f"a handler method must take (self, {shape})")
         params = params[1:]
     positional = [p for p in params if p.kind in plain]
-    others = [p for p in params if p not in positional]
+    # A keyword-only parameter with a default is never passed (the keyword a
+    # functools.partial binds becomes one): only the others are refused.
+    others = [
+        p
+        for p in params
+        if p not in positional and not (p.kind is p.KEYWORD_ONLY and p.default is not _EMPTY)
+    ]
     if others or not arity[0] <= len(positional) <= arity[1]:
         raise fail(
             f"a handler must take exactly ({shape}) "
             f"{'after self ' if is_method else ''}— got ({', '.join(str(p) for p in params)})"
         )
     annotated: Any = func
-    if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, type)):
+    while isinstance(annotated, functools.partial):
+        annotated = annotated.func  # its parameters keep the names the function gave them
+    if not (
+        inspect.isfunction(annotated) or inspect.ismethod(annotated) or isinstance(annotated, type)
+    ):
         # A callable object: its __call__ carries the annotations.
-        annotated = type(func).__call__
+        annotated = type(annotated).__call__
     try:
         hints = typing.get_type_hints(annotated, include_extras=True)
     except NameError:
