@@ -474,6 +474,35 @@ def test_a_static_or_class_method_handler_is_refused_saying_so() -> None:
         on_class()("x")
 
 
+def test_handler_over_classmethod_or_under_property_is_refused_naming_the_method() -> None:
+    # @handler over @classmethod said "@handler applied to non-callable
+    # <classmethod(...)>"; @property over @handler said the executor "defines
+    # no @handler methods".
+    with pytest.raises(
+        sg.WorkflowDefinitionError, match=r"@handler applied to classmethod '.*Over\.on'; handlers"
+    ):
+
+        class Over(sg.Executor):
+            @sg.handler  # type: ignore[arg-type]
+            @classmethod
+            async def on(cls, n: int, ctx: sg.WorkflowContext) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"@response_handler applied to classm"):
+
+        class Answers(sg.Executor):
+            @sg.response_handler  # type: ignore[arg-type]
+            @classmethod
+            async def answered(cls, question: str, answer: str) -> None: ...
+
+    class Held(sg.Executor):
+        @property
+        @sg.handler
+        def on(self, n: int, ctx: sg.WorkflowContext) -> None: ...
+
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"handler Held\.on is a property"):
+        Held("x")
+
+
 async def test_a_partial_of_an_annotated_function_is_an_executor_named_after_it() -> None:
     # Its annotations were looked up on functools.partial's __call__ ("parameter
     # 'n' has no type annotation"), a keyword it binds was refused as a third

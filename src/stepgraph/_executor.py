@@ -70,12 +70,23 @@ def handler(
     options = HandlerOptions(input, output, workflow_output)
 
     def decorate(f: F) -> F:
-        if not callable(f):
-            raise WorkflowDefinitionError(f"@handler applied to non-callable {f!r}")
+        _check_decorated(f, "@handler")
         mark(f, options)
         return f
 
     return decorate(func) if func is not None else decorate
+
+
+def _check_decorated(f: object, decorator: str) -> None:
+    if isinstance(f, classmethod):
+        # (not callable: it would be refused as "non-callable", naming no method)
+        raise WorkflowDefinitionError(
+            f"{decorator} applied to classmethod {f.__func__.__qualname__!r}; handlers are "
+            "instance methods, (self, message[, ctx]) - drop @classmethod, or make it a "
+            "function executor with @executor"
+        )
+    if not callable(f):
+        raise WorkflowDefinitionError(f"{decorator} applied to non-callable {f!r}")
 
 
 @overload
@@ -103,8 +114,7 @@ def response_handler(
     options = ResponseOptions(request, response, output, workflow_output)
 
     def decorate(f: F) -> F:
-        if not callable(f):
-            raise WorkflowDefinitionError(f"@response_handler applied to non-callable {f!r}")
+        _check_decorated(f, "@response_handler")
         mark(f, options)
         return f
 
@@ -196,6 +206,11 @@ class Executor:
                         f"handler {klass.__name__}.{name} is a {type(attr).__name__}; "
                         "handlers are instance methods, (self, message[, ctx]) - drop "
                         f"@{type(attr).__name__}, or make it a function executor with @executor"
+                    )
+                if isinstance(attr, property) and marked(attr.fget) is not None:
+                    raise WorkflowDefinitionError(
+                        f"handler {klass.__name__}.{name} is a property; handlers are plain "
+                        "methods, (self, message[, ctx]) - drop @property"
                     )
                 if options is not None:
                     found[name] = (attr, options)
