@@ -122,6 +122,15 @@ def test_build_errors_name_the_culprit(make: Any, pattern: str) -> None:
         (lambda: B().add_edge(ints, anything, condition=3), "condition must be callable"),  # type: ignore[arg-type]
         (lambda: B().add_chain([ints]), "at least two"),
         (lambda: B().add_edge(ints, 5), "expected an Executor or an executor id, got int"),  # type: ignore[arg-type]
+        # name=5 was taken, and its runs wrote checkpoints that could not be read
+        # back ("stored field 'workflow' has the wrong type"); a store URL raised
+        # a TypeError.
+        (lambda: B(name=5), "name must be a str, got 5"),
+        (
+            lambda: B(checkpoints="sqlite:runs.db"),
+            r"checkpoints must be a CheckpointStore .*not str \(a store URL is for the command "
+            r"line's --store; here pass a store object, e.g. sg.SqliteCheckpointStore\(PATH\)\)",
+        ),
     ],
 )
 def test_declaration_errors(make: Any, pattern: str) -> None:

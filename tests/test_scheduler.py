@@ -530,6 +530,19 @@ async def test_invalid_run_input_is_refused_before_running() -> None:
         await sg.WorkflowBuilder(start=ints).build().run("text")
 
 
+async def test_a_backend_or_store_that_is_not_one_is_refused_before_running() -> None:
+    # backend="ray" failed inside the scheduler with "AttributeError: 'str'
+    # object has no attribute 'run_superstep'" once the run had started.
+    workflow = sg.WorkflowBuilder(start=Recorder("r")).build()
+    with pytest.raises(
+        TypeError, match=r"backend must be a Backend \(sg.LocalBackend\(\), .*str 'ray'"
+    ):
+        await workflow.run(1, backend="ray")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not str .*a store URL is for the command line's --store"):
+        await workflow.run(1, checkpoints="sqlite:runs.db")  # type: ignore[arg-type]
+    assert (await workflow.run(1)).status is sg.RunStatus.IDLE  # nothing left busy
+
+
 async def test_a_refused_input_shows_what_its_items_are() -> None:
     # "no handler for the input list (it handles list[int])" said nothing of
     # why: the item that is not an int is what the message must show.

@@ -138,11 +138,13 @@ class WorkflowBuilder:
             raise WorkflowDefinitionError(
                 f"max_supersteps must be a positive int, got {max_supersteps!r}"
             )
+        if name is not None and not isinstance(name, str):
+            raise WorkflowDefinitionError(f"name must be a str, got {name!r}")
         self._name = name if name is not None else "workflow"
         self._max_supersteps = max_supersteps
         self._strict = strict
         self._output_from = None if output_from is None else tuple(output_from)
-        self._checkpoints = as_config(checkpoints)
+        self._checkpoints = as_config(checkpoints, WorkflowDefinitionError)
         self._checkpoint_types = tuple(checkpoint_types)
         self._reducers = _checked_reducers(reducers)
         self._breakpoints = (_as_refs(interrupt_before), _as_refs(interrupt_after))

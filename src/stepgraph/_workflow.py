@@ -115,13 +115,24 @@ def _outputs(log: list[Any], positions: Mapping[str, int]) -> list[Any]:
     return in_schedule_order(found, positions)
 
 
-def as_config(checkpoints: CheckpointStore | CheckpointConfig | None) -> CheckpointConfig | None:
+def as_config(
+    checkpoints: CheckpointStore | CheckpointConfig | None,
+    error: Callable[[str], Exception] = TypeError,
+) -> CheckpointConfig | None:
+    """``checkpoints`` as a config; anything else raises ``error`` (the
+    builder's is ``WorkflowDefinitionError``)."""
     if checkpoints is None or isinstance(checkpoints, CheckpointConfig):
         return checkpoints
     if isinstance(checkpoints, CheckpointStore):
         return CheckpointConfig(checkpoints)
+    hint = ""
+    if isinstance(checkpoints, str):  # a --store spec of the command line
+        hint = (
+            " (a store URL is for the command line's --store; here pass a store object, "
+            "e.g. sg.SqliteCheckpointStore(PATH))"
+        )
     kind = type(checkpoints).__name__
-    raise TypeError(f"checkpoints must be a CheckpointStore or CheckpointConfig, not {kind}")
+    raise error(f"checkpoints must be a CheckpointStore or CheckpointConfig, not {kind}{hint}")
 
 
 def known_ids(
@@ -401,6 +412,12 @@ class Workflow:
             self._release()
 
     def _limits(self, call: _Call) -> tuple[int, Breakpoints]:
+        if call.backend is not None and not callable(getattr(call.backend, "run_superstep", None)):
+            # (else: an AttributeError from deep in the scheduler, once the run has started)
+            raise TypeError(
+                f"backend must be a Backend (sg.LocalBackend(), sg.RayBackend(...)), not "
+                f"{type(call.backend).__name__} {call.backend!r}"
+            )
         limit = self._max_supersteps if call.max_supersteps is None else call.max_supersteps
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"max_supersteps must be a positive int, got {limit!r}")
