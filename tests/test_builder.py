@@ -126,6 +126,7 @@ def test_build_errors_name_the_culprit(make: Any, pattern: str) -> None:
         # back ("stored field 'workflow' has the wrong type"); a store URL raised
         # a TypeError.
         (lambda: B(name=5), "name must be a str, got 5"),
+        (lambda: B().add_chain("ints"), "add_chain needs at least two executors"),  # type: ignore[arg-type]
         (
             lambda: B(checkpoints="sqlite:runs.db"),
             r"checkpoints must be a CheckpointStore .*not str \(a store URL is for the command "
@@ -227,3 +228,17 @@ async def test_response_handler_types_count_for_edges_and_outputs() -> None:
     [request] = first.pending_requests
     done = await workflow.run(responses={request.request_id: True})
     assert done.outputs == [True, "GO"]
+
+
+def test_one_id_where_a_list_is_expected_counts_as_a_list_of_one() -> None:
+    # A str was taken letter by letter: add_fan_out(ints, "anything") named
+    # unknown executors 'a', 'n', ...; one executor raised "TypeError:
+    # 'FunctionExecutor' object is not iterable".
+    workflow = (
+        B().add_executor(anything).add_fan_out(ints, "anything").add_fan_in(ints, int_lists).build()
+    )
+    assert [(e.sources, e.targets) for e in workflow.graph.edges] == [
+        (("ints",), ("anything",)),
+        (("ints",), ("int_lists",)),
+    ]
+    assert list(B().add_fan_out(ints, anything).build().executors) == ["ints", "anything"]

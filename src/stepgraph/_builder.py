@@ -190,16 +190,18 @@ class WorkflowBuilder:
         return self._add(_Draft(DirectEdge, (source,), (target,), condition=condition))
 
     def add_fan_out(self, source: ExecutorRef, targets: Sequence[ExecutorRef]) -> WorkflowBuilder:
-        """Send each of ``source``'s messages to every target that accepts it."""
-        targets = tuple(targets)
+        """Send each of ``source``'s messages to every target that accepts it
+        (one target on its own counts as a list of one)."""
+        targets = _as_refs(targets)
         if not targets:
             raise WorkflowDefinitionError(f"fan-out from {_ref_name(source)}: no targets")
         return self._add(_Draft(FanOutEdge, (source,), targets))
 
     def add_fan_in(self, sources: Sequence[ExecutorRef], target: ExecutorRef) -> WorkflowBuilder:
         """Once every source has sent, deliver ``target`` one ``list`` of their
-        messages in source order (buffered across supersteps)."""
-        sources = tuple(sources)
+        messages in source order (buffered across supersteps). One source on
+        its own counts as a list of one."""
+        sources = _as_refs(sources)
         if not sources:
             raise WorkflowDefinitionError(f"fan-in to {_ref_name(target)}: no sources")
         return self._add(_Draft(FanInEdge, sources, (target,)))
@@ -235,7 +237,7 @@ class WorkflowBuilder:
     ) -> WorkflowBuilder:
         """Send each message to the targets ``selector(message, target_ids)``
         returns (sync or async); an unknown id fails the run."""
-        targets = tuple(targets)
+        targets = _as_refs(targets)
         if not targets:
             raise WorkflowDefinitionError(f"multi-select from {_ref_name(source)}: no targets")
         if not callable(selector):
@@ -246,7 +248,7 @@ class WorkflowBuilder:
 
     def add_chain(self, executors: Sequence[ExecutorRef]) -> WorkflowBuilder:
         """``add_edge`` between each consecutive pair."""
-        chain = tuple(executors)
+        chain = _as_refs(executors)
         if len(chain) < 2:
             raise WorkflowDefinitionError("add_chain needs at least two executors")
         for source, target in itertools.pairwise(chain):
