@@ -168,6 +168,32 @@ async def test_request_without_a_response_handler_fails_naming_the_executor() ->
     assert "'asker'" in str(raised.value) and "none of its @response_handler" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("response_type", "reason"),
+    [(5, "5 is not a type"), ("bool", "unresolved forward reference 'bool'")],
+)
+async def test_a_response_type_that_is_not_a_type_fails_the_request(
+    response_type: Any, reason: str
+) -> None:
+    # The request opened, and the answer failed with stepgraph's internal
+    # TypeSpecError ("5 is not a type"); a string failed the handler with it.
+    class Asker(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext) -> None:
+            await ctx.request_info(Ask("?"), response_type)
+
+        @sg.response_handler
+        async def answer(self, ask: Ask, value: object) -> None: ...
+
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await sg.WorkflowBuilder(start=Asker("asker")).build().run(1)
+    assert isinstance(raised.value.__cause__, sg.RequestError)
+    assert str(raised.value.__cause__) == (
+        f"executor 'asker' opened a request with response_type {response_type!r}: {reason}; "
+        "pass the type an answer must have, e.g. ctx.request_info(request, str)"
+    )
+
+
 async def test_failed_superstep_opens_no_request() -> None:
     class Flaky(sg.Executor):
         @sg.handler

@@ -33,7 +33,7 @@ from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
 from ._requests import PendingRequest, RequestId, id_separators
 from ._state import Fold, Reducers, StateView
 from ._threads import sync_pool
-from ._typing import ANY_SPEC, TypeSpec, a_value_type, type_name
+from ._typing import ANY_SPEC, TypeSpec, TypeSpecError, a_value_type, type_name
 from ._usage import Usage
 
 __all__ = ["Contract", "Outbox", "RunScope", "WorkflowContext"]
@@ -438,6 +438,16 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
                 executor_id=self._executor_id,
                 superstep=self._superstep,
             )
+        try:
+            TypeSpec(response_type)  # (what an answer is checked against, later)
+        except TypeSpecError as exc:
+            raise RequestError(
+                f"executor {self._executor_id!r} opened a request with response_type "
+                f"{response_type!r}: {exc}; pass the type an answer must have, e.g. "
+                "ctx.request_info(request, str)",
+                executor_id=self._executor_id,
+                superstep=self._superstep,
+            ) from None
         responds = self._responds
         if responds is None or not responds(request, response_type):
             raise RequestError(
