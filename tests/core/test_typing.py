@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import collections.abc as cabc
-from typing import Annotated, Any, Literal, Never, NewType, NotRequired, TypedDict, TypeVar
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    Never,
+    NewType,
+    NotRequired,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    runtime_checkable,
+)
 
 import pytest
 
+import stepgraph as sg
 from stepgraph._core import TypeSpec, TypeSpecError, may_overlap
 
 UserId = NewType("UserId", int)
@@ -48,6 +60,58 @@ def test_unusable_annotations() -> None:
         TypeSpec("Later")
     with pytest.raises(TypeSpecError, match="not a type"):
         TypeSpec(3)
+
+
+class Greets(Protocol):
+    def greet(self) -> str: ...
+
+
+@runtime_checkable
+class Numbered(Protocol):
+    number: int
+
+
+@runtime_checkable
+class Named(Protocol):
+    def name(self) -> str: ...
+
+
+class Pet:
+    number = 1
+
+    def name(self) -> str:
+        return "rex"
+
+
+async def test_a_protocol_a_message_cannot_be_checked_against_is_refused_at_definition() -> None:
+    # Both were taken, and failed at the first message with typing's own
+    # TypeError from deep in dispatch ("Instance and class checks can only be
+    # used with @runtime_checkable protocols", "Protocols with non-method
+    # members don't support issubclass()").
+    with pytest.raises(TypeSpecError, match=r"^Greets is a Protocol that messages cannot be chec"):
+        TypeSpec(Greets)
+    with pytest.raises(
+        sg.WorkflowDefinitionError,
+        match=r"handler 'numbers' .*: Numbered is a Protocol that messages cannot be checked "
+        r"against \(Protocols with non-method members .*\); use a @typing.runtime_checkable "
+        r"Protocol of methods only, or a class",
+    ):
+
+        @sg.executor(id="numbers")
+        async def numbers(message: Numbered) -> None: ...
+
+    with pytest.raises(
+        sg.WorkflowDefinitionError, match="handler 'sends' .*: Greets is a Protocol"
+    ):
+
+        @sg.executor(id="sends")
+        async def sends(n: int, ctx: sg.WorkflowContext[Greets]) -> None: ...
+
+    @sg.executor(id="names")
+    async def names(pet: Named, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(pet.name())
+
+    assert (await sg.WorkflowBuilder(start=names).build().run(Pet())).outputs == ["rex"]
 
 
 def test_never_matches_nothing() -> None:

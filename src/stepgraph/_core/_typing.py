@@ -132,7 +132,7 @@ def _compile(tp: Any) -> tuple[Callable[[Any], bool] | None, bool]:
     if origin is None:
         if not isinstance(tp, type):
             raise TypeSpecError(f"{tp!r} is not a type")
-        cls = tp
+        cls = _checkable(tp)
         return (lambda v: isinstance(v, cls)), False
     return _compile_generic(tp, origin)
 
@@ -233,7 +233,22 @@ def _compile_generic(tp: Any, origin: Any) -> tuple[Callable[[Any], bool], bool]
         check = item
         return (lambda v: isinstance(v, origin) and all(check(x) for x in v)), True  # type: ignore[attr-defined]
     # Other generics (user classes, iterators, callables): origin only.
+    _checkable(origin)
     return (lambda v: isinstance(v, origin)), False
+
+
+def _checkable(cls: type) -> type:
+    """``cls``, refused if it is a Protocol that a message's class cannot
+    be checked against (else: a TypeError from typing at the first message)."""
+    if getattr(cls, "_is_protocol", False):
+        try:
+            issubclass(object, cls)
+        except TypeError as exc:  # not @runtime_checkable, or with data members
+            raise TypeSpecError(
+                f"{type_name(cls)} is a Protocol that messages cannot be checked against "
+                f"({exc}); use a @typing.runtime_checkable Protocol of methods only, or a class"
+            ) from None
+    return cls
 
 
 class TypeSpec:
