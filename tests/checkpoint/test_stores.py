@@ -197,6 +197,25 @@ async def test_delete_prune_and_garbage_collection(store: sg.CheckpointStore) ->
         assert store.blob_bytes == 1  # only c4's value is left
 
 
+async def test_a_deleted_run_leaves_no_cancel_mark(store: sg.CheckpointStore) -> None:
+    """Runs asked to cancel that ended otherwise (the ask came with their
+    last save), then deleted: the store keeps nothing of their asks — a
+    server deleting its runs for days keeps a constant number of marks."""
+    holder = new_holder()
+    for n in range(20):
+        run = f"r{n}"
+        await store.save(make(f"{run}-0", run=run))
+        assert await store.lease(run, holder) is None
+        assert await store.request_cancel(run)
+        idle = make(f"{run}-1", run=run, parent=f"{run}-0", step=1)
+        await store.save(dataclasses.replace(idle, status="idle"))  # (learns of the ask)
+        assert store.cancel_requested(run, 0.0)
+        await store.release(run, holder)
+        assert await store.delete_run(run) == 2
+    assert not any(store.cancel_requested(f"r{n}", 0.0) for n in range(20))
+    assert isinstance(store, BaseStore) and len(store._cancels) == 0
+
+
 async def test_batched_saves(store: sg.CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """One save of many checkpoints (what async durability does), across
     runs and larger than a SQLite segment: every checkpoint stays loadable,

@@ -438,6 +438,10 @@ class BaseStore:
             removed = await self._run(self._remove_run, run_id)
         finally:
             await self.release(run_id, holder)
+        # What the store learned of the run's cancel went with it (a server
+        # deleting its runs for days would otherwise keep one mark for each
+        # run asked to cancel that ended otherwise).
+        self._cancels.pop(run_id, None)
         if not removed:
             raise CheckpointNotFoundError(f"no run {run_id!r} in this store")
         return removed
