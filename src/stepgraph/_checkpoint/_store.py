@@ -429,8 +429,11 @@ class BaseStore:
         holder = await self._hold_for_deleting(row.run_id)  # (as delete_run: not cut from under)
         try:
             await self._run(self._remove, [checkpoint_id])
+            gone = await self._run(self._run_info, row.run_id) is None
         finally:
             await self.release(row.run_id, holder)
+        if gone:  # (its last checkpoint: the run went, and so does its cancel, as in delete_run)
+            self._cancels.pop(row.run_id, None)
 
     async def delete_run(self, run_id: str) -> int:
         holder = await self._hold_for_deleting(run_id)
