@@ -597,3 +597,25 @@ def test_a_typeddict_input_is_taken_as_it_is_or_refused_saying_why() -> None:
     assert "unknown key 'z'; n must be an int (got \"3\")" in line
     done = cli("run", "tests.cli_flows:jobs", "--input", '{"name": "a"}', "--no-store")
     assert "missing key 'n'" in one_line_error(done, "the input is not a valid Job")
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        ("--break-before", "nope"),
+        ("--break-after", "nope"),
+        ("--backend", "bogus"),
+        ("--backend", "ray:"),
+        ("--fork",),
+    ],
+)
+def test_a_refused_run_leaves_no_new_store_behind(tmp_path: Path, wrong: tuple[str, ...]) -> None:
+    """Arguments are checked before the store is opened: the refusal is the
+    only thing that happens (it said 'creating checkpoint store' first, and
+    left an empty store)."""
+    path = tmp_path / "new.sqlite"
+    done = cli(
+        "run", "tests.test_pauses:pipeline", "--input", "1", "--store", f"sqlite:{path}", *wrong
+    )
+    one_line_error(done)
+    assert not path.exists() and "creating checkpoint store" not in done.stderr

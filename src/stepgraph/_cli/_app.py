@@ -332,6 +332,19 @@ def run(
                 raise CliError("--resume and --respond need a store")
             if no_store and store != DEFAULT_STORE:
                 raise CliError("give --store or --no-store, not both")
+            if fork and not continuing:
+                raise CliError("--fork goes on from a checkpoint: give --resume or --respond")
+            # (every check of the arguments before the store is opened: a
+            # refused command leaves no new store behind)
+            for name in (*(break_before or ()), *(break_after or ())):
+                if name not in workflow.executors:
+                    names = ", ".join(workflow.executors)
+                    raise CliError(f"no executor {name!r} to break at; executors: {names}")
+            if (break_before or break_after) and no_store:
+                raise CliError(
+                    "a run paused at a breakpoint goes on from its checkpoint: give a store"
+                )
+            _backend_address(backend)
             checkpoint = responses = None
             if not no_store:
                 mode = StoreMode.WRITE if continuing else StoreMode.CREATE
@@ -344,22 +357,12 @@ def run(
                     checkpoint, responses = _continue_from(
                         workflow, sqlite, resume, respond or [], fork
                     )
-            if fork and not continuing:
-                raise CliError("--fork goes on from a checkpoint: give --resume or --respond")
             session = Session(workflow, target, None if no_store else store)
             session.value, session.checkpoint, session.responses = value, checkpoint, responses
             session.as_json = as_json
             session.break_before, session.break_after = break_before, break_after
             session.max_supersteps = max_supersteps
             session.fork = fork
-            for name in (*(break_before or ()), *(break_after or ())):
-                if name not in workflow.executors:
-                    names = ", ".join(workflow.executors)
-                    raise CliError(f"no executor {name!r} to break at; executors: {names}")
-            if (break_before or break_after) and no_store:
-                raise CliError(
-                    "a run paused at a breakpoint goes on from its checkpoint: give a store"
-                )
             session.backend = _backend(backend, connect_timeout)
             stop_exporting = export_from_env() if otel else None
         except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
@@ -398,7 +401,9 @@ def _say_if_finished(store: CliStore, checkpoint_id: str) -> None:
             "going on from there runs nothing; a new run takes --input", style="dim")  # fmt: skip
 
 
-def _backend(spec: str, connect_timeout: float) -> Any:
+def _backend_address(spec: str) -> str | None:
+    """The Ray address ``--backend`` names ('' for a local Ray cluster;
+    ``None``: the local backend), checked."""
     if spec == "local":
         return None
     kind, sep, address = spec.partition(":")
@@ -406,6 +411,13 @@ def _backend(spec: str, connect_timeout: float) -> Any:
         raise CliError(f"unknown backend {spec!r}; use local, ray or ray:ADDRESS")
     if sep and not address:
         raise CliError("--backend ray: needs an address after the colon (or use --backend ray)")
+    return address
+
+
+def _backend(spec: str, connect_timeout: float) -> Any:
+    address = _backend_address(spec)
+    if address is None:
+        return None
     from .._ray import RayBackend
 
     backend = RayBackend(address=address or None, connect_timeout=connect_timeout)
