@@ -304,7 +304,7 @@ def test_the_printed_respond_command_run_twice_is_refused(tmp_path: Path) -> Non
     # From the checkpoint that had it open (the store refuses it): one line,
     # which does not call the answered request open.
     checkpoints = cli("checkpoints", "list", "--store", spec, "--run", first_run(first.stdout))
-    waiting = [line.split()[0] for line in checkpoints.stdout.splitlines() if "pending" in line]
+    waiting = [line.split()[1] for line in checkpoints.stdout.splitlines() if "pending" in line]
     again = cli(*shlex.split(args.replace("--respond", f"--resume {waiting[-1]} --respond")))
     assert again.returncode == 1, again.stdout
     [line] = again.stderr.strip().splitlines()
