@@ -189,8 +189,12 @@ class KeepingAsker(subflows.Asker):
         self.asked = snapshot
 
 
-def asking_parent(store: sg.CheckpointStore, levels: int) -> sg.Workflow:
-    child = sg.WorkflowBuilder(start=KeepingAsker("asker"), name="child").build()
+def asking_parent(
+    store: sg.CheckpointStore, levels: int, child: sg.Workflow | None = None
+) -> sg.Workflow:
+    """``child`` (by default: one KeepingAsker) ``levels`` sub-workflows down."""
+    if child is None:
+        child = sg.WorkflowBuilder(start=KeepingAsker("asker"), name="child").build()
     for level in range(1, levels):
         wrapped = sg.WorkflowExecutor(child, id=f"level{level}", forward_outputs=True)
         child = sg.WorkflowBuilder(start=wrapped, name=f"level{level}").build()
@@ -245,15 +249,7 @@ async def test_dropping_one_of_a_child_runs_requests_keeps_it_waiting_for_the_ot
             .add_fan_out(both, [subflows.Asker("left"), subflows.Asker("right")])
             .build()
         )
-        for level in range(1, levels):
-            wrapped = sg.WorkflowExecutor(child, id=f"level{level}", forward_outputs=True)
-            child = sg.WorkflowBuilder(start=wrapped, name=f"level{level}").build()
-        sub = sg.WorkflowExecutor(child, id="sub")
-        return (
-            sg.WorkflowBuilder(start=sub, checkpoints=store, name="parent")
-            .add_edge(sub, subflows.collect)
-            .build()
-        )
+        return asking_parent(store, levels, child)
 
     first = await build_parent().run("plan")
     dropped, kept = first.pending_requests
