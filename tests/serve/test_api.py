@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -162,16 +163,35 @@ def test_without_a_token_only_loopback_names_are_answered(serve):
             assert client.get("/api/workflows", headers={"Host": name}).status_code == 200, name
 
 
+def test_the_consoles_modules_are_served_as_javascript_with_the_pages_headers(serve):
+    # (a browser runs a module only if it comes as JavaScript: nosniff)
+    from importlib import resources
+
+    folder = resources.files("stepgraph._serve").joinpath("static", "js")
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".js"))
+    assert "main.js" in names and len(names) > 10
+    server = serve(flows.gate)
+    with server.client() as client:
+        assert 'type="module" src="/static/js/main.js"' in client.get("/").text
+        for name in names:
+            response = client.get(f"/static/js/{name}")
+            assert response.status_code == 200, name
+            assert response.headers["content-type"] == "text/javascript; charset=utf-8", name
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["cache-control"] == "no-cache"
+            for imported in re.findall(r'^import .* from "\./([^"]+)";$', response.text, re.M):
+                assert imported in names, f"{name} imports {imported}, which is not served"
+
+
 def test_console_page_and_openapi(serve):
     server = serve(flows.gate)
     with server.client() as client:
         page = client.get("/")
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert "script-src 'self'" in page.headers["content-security-policy"]
-        assert (
-            client.get("/static/console.js").headers["content-type"].startswith("text/javascript")
-        )
-        assert client.get("/static/../_runs.py").status_code == 404
+        assert client.get("/static/console.css").headers["content-type"].startswith("text/css")
+        for name in ("../_runs.py", "js/..%2F..%2F_http.py", "index.html", "js", "js/", "nope.js"):
+            assert client.get(f"/static/{name}").status_code == 404, name
         schema = client.get("/openapi.json").json()
     assert schema["openapi"].startswith("3.")
     for path in ("/api/workflows", "/api/workflows/{name}/runs", "/api/runs", "/api/runs/{run_id}",

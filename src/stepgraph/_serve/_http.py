@@ -64,10 +64,12 @@ def _loopback_name(name: str) -> bool:
         return False
 
 
-_STATIC = {
-    "console.js": "text/javascript; charset=utf-8",
-    "console.css": "text/css; charset=utf-8",
-}
+# The console is static files in the package: index.html (served at "/"), a
+# style sheet, and its script as native ES modules under static/js/ (no build
+# step). A module must come as JavaScript (browsers refuse another type,
+# given nosniff); "no-cache" has a page ask again for each, so a reload after
+# an upgrade never mixes modules of two versions.
+_MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -299,15 +301,17 @@ def create_app(
         return Response(_asset("index.html"), media_type="text/html; charset=utf-8",
                         headers=_PAGE_HEADERS)  # fmt: skip
 
+    static_files = _static_files()
+
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in _STATIC:
+        if name not in static_files:
             raise Problem(404, f"no file {name!r}")
-        return Response(_asset(name), media_type=_STATIC[name], headers=_PAGE_HEADERS)
+        return Response(_asset(name), media_type=static_files[name], headers=_PAGE_HEADERS)
 
     routes = [
         Route("/", api(page)),
-        Route("/static/{name}", api(static)),
+        Route("/static/{name:path}", api(static)),
         Route("/openapi.json", api(schema)),
         Route("/api/workflows", api(workflows)),
         Route("/api/workflows/{name}/runs", api(start), methods=["POST"]),
@@ -345,7 +349,23 @@ def _checkpoint_id(body: dict[str, Any], *, required: bool) -> str | None:
 
 
 def _asset(name: str) -> bytes:
-    return resources.files(__package__).joinpath("static", name).read_bytes()
+    """A file under static/, by its path there (``"js/main.js"``)."""
+    return resources.files(__package__).joinpath("static", *name.split("/")).read_bytes()
+
+
+def _static_files() -> dict[str, str]:
+    """What ``/static/`` serves: each script and style sheet under static/
+    (by its path there, ``"js/main.js"``) with its media type; nothing else."""
+    found: dict[str, str] = {}
+    folders = [(resources.files(__package__).joinpath("static"), "")]
+    while folders:
+        folder, prefix = folders.pop()
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                folders.append((entry, f"{prefix}{entry.name}/"))
+            elif (kind := _MEDIA_TYPES.get(entry.name[entry.name.rfind(".") :])) is not None:
+                found[prefix + entry.name] = kind
+    return found
 
 
 async def _stream(

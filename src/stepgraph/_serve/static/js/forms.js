@@ -1,0 +1,254 @@
+/** Forms generated from JSON schemas: labelled fields with inline validation. */
+
+import { reportError } from "./api.js";
+import { el, nextId } from "./dom.js";
+import { asText, clip, toJson } from "./format.js";
+import { EXACT_JSON, OutOfRange, UNSAFE_WHOLE, readTypedJson, unsafeWholeNumber } from "./json-numbers.js";
+
+class Invalid extends Error {}
+
+/** Follows "$ref": "#/$defs/X" (or #/definitions/X); siblings of $ref win. */
+export function resolveRef(schema, defs) {
+  let current = schema && typeof schema === "object" ? schema : {};
+  for (let guard = 0; typeof current.$ref === "string" && guard < 32; guard++) {
+    const match = /^#\/(?:\$defs|definitions)\/(.+)$/.exec(current.$ref);
+    const name = match ? match[1].replace(/~1/g, "/").replace(/~0/g, "~") : null;
+    const target = name !== null && Object.prototype.hasOwnProperty.call(defs, name) ? defs[name] : null;
+    const { $ref, ...siblings } = current;
+    if (!target) return siblings; // unknown reference: treat as "any"
+    current = { ...target, ...siblings };
+  }
+  return current;
+}
+
+/** anyOf/oneOf [X, null] or type [X, "null"] → X, marked nullable. */
+function splitNullable(schema) {
+  const alternatives = schema.anyOf || schema.oneOf;
+  if (Array.isArray(alternatives)) {
+    const rest = alternatives.filter((alt) => !(alt && alt.type === "null"));
+    if (rest.length === 1 && rest.length < alternatives.length) {
+      const { anyOf, oneOf, ...outer } = schema;
+      return { inner: { ...rest[0], ...outer }, nullable: true };
+    }
+  }
+  if (Array.isArray(schema.type)) {
+    const types = schema.type.filter((t) => t !== "null");
+    if (types.length === 1) return { inner: { ...schema, type: types[0] }, nullable: types.length < schema.type.length };
+  }
+  return { inner: schema, nullable: false };
+}
+
+function fieldFor(rawSchema, opts) {
+  const { inner, nullable } = splitNullable(resolveRef(rawSchema, opts.defs));
+  const schema = resolveRef(inner, opts.defs);
+  const o = { ...opts, label: schema.title || opts.label, nullable, optional: nullable || !opts.required };
+  if (Array.isArray(schema.enum) && schema.enum.length) return enumField(schema, o);
+  if (schema.type === "string") return textField(schema, o);
+  if (schema.type === "integer" || schema.type === "number") return numberField(schema, o);
+  if (schema.type === "boolean") return boolField(schema, o);
+  if (schema.type === "object" && schema.properties && typeof schema.properties === "object") return objectField(schema, o);
+  return jsonField(schema, o);
+}
+
+/** Label, hint and inline error around one control. */
+function labelled(control, schema, o, typeName) {
+  control.id = nextId("f");
+  const hint = schema.description ? el("small", { class: "hint", id: `${control.id}-hint`, text: schema.description }) : null;
+  const error = el("p", { class: "field-error", id: `${control.id}-err`, hidden: true });
+  control.setAttribute("aria-describedby", [hint && hint.id, error.id].filter(Boolean).join(" "));
+  const suffix = `${typeName}${o.optional && typeName !== "yes/no" ? ", optional" : ""}`;
+  const label = el("label", { for: control.id }, o.label, el("span", { class: "type-hint", text: ` (${suffix})` }));
+  const isCheck = control.type === "checkbox";
+  const wrap = el("div", { class: isCheck ? "field field-check" : "field" }, isCheck ? [control, label] : [label, control], hint, error);
+  const setError = (message) => {
+    error.textContent = message || "";
+    error.hidden = !message;
+    if (message) control.setAttribute("aria-invalid", "true");
+    else control.removeAttribute("aria-invalid");
+  };
+  return { wrap, setError };
+}
+function fail(setError, message) {
+  setError(message);
+  throw new Invalid(message);
+}
+/** What an empty control means: null, "leave out", or an error. */
+function emptyValue(o, setError, message) {
+  if (o.nullable) return null;
+  if (!o.required) return undefined;
+  return fail(setError, message);
+}
+
+function textField(schema, o) {
+  const initial = typeof schema.default === "string" ? schema.default : "";
+  const long = schema.format === "textarea" || (schema.maxLength || 0) > 200;
+  const input = long ? el("textarea", { rows: 4, text: initial }) : el("input", { type: "text", value: initial, autocomplete: "off" });
+  const { wrap, setError } = labelled(input, schema, o, "text");
+  const read = () => {
+    setError("");
+    const value = input.value;
+    if (value === "" && o.optional) return o.nullable ? null : undefined;
+    if (typeof schema.minLength === "number" && value.length < schema.minLength) fail(setError, `Enter at least ${schema.minLength} characters.`);
+    return value;
+  };
+  return { node: wrap, read };
+}
+
+function numberField(schema, o) {
+  const integer = schema.type === "integer";
+  const input = el("input", {
+    type: "number", step: integer ? "1" : "any", inputmode: integer ? "numeric" : "decimal",
+    // (a default past 2**53 - 1 is read as its JSON text, as every such whole number)
+    value: typeof schema.default === "number" ? schema.default : EXACT_JSON && JSON.isRawJSON(schema.default) ? schema.default.rawJSON : undefined,
+  });
+  const { wrap, setError } = labelled(input, schema, o, integer ? "whole number" : "number");
+  const read = () => {
+    setError("");
+    const raw = input.value.trim();
+    if (raw === "") return emptyValue(o, setError, "Enter a number.");
+    const n = Number(raw);
+    if (!Number.isFinite(n)) fail(setError, "Enter a number.");
+    if (integer && !Number.isInteger(n)) fail(setError, "Enter a whole number.");
+    if (typeof schema.minimum === "number" && n < schema.minimum) fail(setError, `Enter ${schema.minimum} or more.`);
+    if (typeof schema.maximum === "number" && n > schema.maximum) fail(setError, `Enter ${schema.maximum} or less.`);
+    if (integer && !Number.isSafeInteger(n)) {
+      if (EXACT_JSON && /^-?\d+$/.test(raw)) return JSON.rawJSON(BigInt(raw).toString());
+      fail(setError, EXACT_JSON ? "Write this whole number with its digits (not as 1e21), so it is sent exactly." : `A whole number ${UNSAFE_WHOLE}.`);
+    }
+    return n;
+  };
+  return { node: wrap, read };
+}
+
+function boolField(schema, o) {
+  const input = el("input", { type: "checkbox", checked: schema.default === true });
+  const { wrap } = labelled(input, schema, o, "yes/no");
+  return { node: wrap, read: () => input.checked };
+}
+
+function enumField(schema, o) {
+  const select = el("select");
+  if (o.optional) select.append(new Option("— none —", ""));
+  schema.enum.forEach((value, i) => {
+    const option = new Option(asText(value), String(i));
+    if (toJson(value) === toJson(schema.default)) option.selected = true;
+    select.append(option);
+  });
+  const { wrap, setError } = labelled(select, schema, o, "choice");
+  const read = () => {
+    setError("");
+    return select.value === "" ? emptyValue(o, setError, "Choose a value.") : schema.enum[Number(select.value)];
+  };
+  return { node: wrap, read };
+}
+
+function objectField(schema, o) {
+  const required = new Set(Array.isArray(schema.required) ? schema.required : []);
+  const legend = el("legend", {});
+  const fieldset = el("fieldset", { class: "field-group" }, legend);
+  let toggle = null;
+  if (o.optional) {
+    // Inside the first legend, the checkbox stays usable when the fieldset is disabled.
+    toggle = el("input", { type: "checkbox", id: nextId("f"), checked: !o.nullable });
+    legend.append(toggle, el("label", { for: toggle.id, text: ` ${o.label} (optional: tick to fill in)` }));
+    toggle.addEventListener("change", () => { fieldset.disabled = !toggle.checked; });
+    fieldset.disabled = !toggle.checked;
+  } else {
+    legend.textContent = o.label;
+  }
+  if (schema.description) fieldset.append(el("p", { class: "hint", text: schema.description }));
+  const children = Object.entries(schema.properties).map(([name, sub]) => {
+    const field = fieldFor(sub, { defs: o.defs, label: name, required: required.has(name) });
+    fieldset.append(field.node);
+    return [name, field];
+  });
+  const read = () => {
+    if (toggle && !toggle.checked) return o.nullable ? null : undefined;
+    const value = {};
+    let invalid = false;
+    for (const [name, field] of children) {
+      try {
+        const v = field.read();
+        if (v !== undefined) value[name] = v;
+      } catch (error) {
+        if (!(error instanceof Invalid)) throw error;
+        invalid = true;
+      }
+    }
+    if (invalid) throw new Invalid("invalid fields");
+    return value;
+  };
+  return { node: fieldset, read };
+}
+
+function jsonField(schema, o) {
+  let initial = "";
+  if (schema.default !== undefined) initial = toJson(schema.default);
+  else if (schema.type === "array") initial = "[]";
+  else if (schema.type === "object") initial = "{}";
+  const area = el("textarea", {
+    class: "json", rows: 4, spellcheck: "false", text: initial,
+    placeholder: 'JSON, e.g. "text", 42, [1, 2] or {"key": "value"}',
+  });
+  // A union that takes a string (an agent's "str | list[ChatMessage] | ...")
+  // takes plain text as that string; JSON is read as JSON.
+  const alternatives = schema.anyOf || schema.oneOf || [];
+  const takesText = Array.isArray(alternatives) && alternatives.some((alt) => alt && alt.type === "string");
+  const { wrap, setError } = labelled(area, schema, o, takesText ? "text or JSON" : "JSON");
+  const exact = (raw, value) => {
+    const big = unsafeWholeNumber(raw);
+    return big ? fail(setError, `${clip(big, 40)}: a whole number ${UNSAFE_WHOLE}.`) : value;
+  };
+  const read = () => {
+    setError("");
+    const raw = area.value.trim();
+    if (raw === "") return emptyValue(o, setError, "Enter a JSON value.");
+    if (takesText) {
+      // Text is the string itself; only an object, an array or a quoted
+      // string is read as JSON (so 42, true and null are text too).
+      if (!/^[[{"]/.test(raw)) return area.value;
+      let value;
+      try { value = readTypedJson(raw); } catch (error) {
+        return error instanceof OutOfRange ? fail(setError, error.message) : area.value;
+      }
+      return exact(raw, value);
+    }
+    let value;
+    try { value = readTypedJson(raw); } catch (error) {
+      return fail(setError, error instanceof OutOfRange ? error.message : `This is not valid JSON: ${error.message}`);
+    }
+    return exact(raw, value);
+  };
+  return { node: wrap, read };
+}
+
+/** A whole form for one schema; onSubmit(value) may throw (shown in the banner). */
+export function schemaForm({ schema, label, testid, submitText, submitTestid, formLabel, onSubmit }) {
+  const root = schema && typeof schema === "object" ? schema : {};
+  const defs = { ...(root.definitions || {}), ...(root.$defs || {}) };
+  const field = fieldFor(root, { defs, label, required: true });
+  const submit = el("button", { type: "submit", class: "primary", "data-testid": submitTestid, text: submitText });
+  const form = el("form", { class: "schema-form", "data-testid": testid, novalidate: true, "aria-label": formLabel },
+    field.node, el("div", { class: "form-actions" }, submit));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    let value;
+    try {
+      value = field.read();
+    } catch (error) {
+      if (!(error instanceof Invalid)) throw error;
+      const bad = form.querySelector('[aria-invalid="true"]');
+      if (bad) bad.focus();
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await onSubmit(value === undefined ? null : value);
+    } catch (error) {
+      reportError(error);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
