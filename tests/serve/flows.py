@@ -250,3 +250,18 @@ async def far(job: Far, ctx: sg.WorkflowContext[None, str]) -> None:
 def far_off() -> sg.Workflow:
     """Whole numbers past 2**53 as its input's defaults."""
     return sg.WorkflowBuilder(start=far, name="far").build()
+
+
+@dataclass(frozen=True)
+class Scale:
+    factor: float = 1000.0
+
+
+@sg.executor(id="scale")
+async def scale(job: Scale, ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(repr(job.factor))
+
+
+def scaling() -> sg.Workflow:
+    """Outputs the float it is given, as Python shows it (1000.0)."""
+    return sg.WorkflowBuilder(start=scale, name="scale").build()

@@ -1045,6 +1045,40 @@ def test_a_whole_number_past_2_to_the_53_as_a_default_fills_its_field(serve, bro
         console.close()
 
 
+def test_a_float_field_shows_and_sends_a_float(serve, browser, tmp_path):
+    # (a float field of default 1000.0 showed 1000, and what was typed in it
+    # went as a whole number: {"factor": 3} where `stepgraph run --input`
+    # would be given 3.0)
+    server = serve(flows.scaling)
+    console = Console(browser, server.url + "/", tmp_path)
+    sent: list[str] = []
+    console.page.on(
+        "request",
+        lambda request: sent.append(request.post_data or "") if request.method == "POST" else None,
+    )
+    try:
+        console.open("#/workflows/scale")
+        factor = console.page.get_by_role("spinbutton", name="Factor")
+        expect(factor).to_have_value("1000.0")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(console, ["1000.0"])
+        console.open("#/workflows/scale")
+        for typed, shown in (("3", "3.0"), ("-2.50", "-2.50"), ("1e21", "1e21")):
+            factor.fill(typed)
+            factor.blur()
+            expect(factor).to_have_value(shown)
+        factor.fill("3")
+        factor.blur()
+        expect(factor).to_have_value("3.0")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(console, ["3.0"])
+        assert sent == ['{"input":{"factor":1000.0}}', '{"input":{"factor":3.0}}']
+    finally:
+        console.close()
+
+
 def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
     serve, browser, tmp_path
 ):

@@ -3,7 +3,7 @@
 import { reportError } from "./api.js";
 import { el, nextId } from "./dom.js";
 import { asText, clip, toJson } from "./format.js";
-import { EXACT_JSON, OutOfRange, UNSAFE_WHOLE, readTypedJson, unsafeWholeNumber } from "./json-numbers.js";
+import { EXACT_JSON, OutOfRange, UNSAFE_WHOLE, floatText, readTypedJson, unsafeWholeNumber } from "./json-numbers.js";
 
 class Invalid extends Error {}
 
@@ -96,11 +96,20 @@ function textField(schema, o) {
 
 function numberField(schema, o) {
   const integer = schema.type === "integer";
+  // A "number" is a float (pydantic says "integer" for an int): it shows as
+  // one (1000.0, not 1000) and is sent as one, where JSON.rawJSON can.
+  const shown = (n) => (integer ? n : floatText(n));
   const input = el("input", {
     type: "number", step: integer ? "1" : "any", inputmode: integer ? "numeric" : "decimal",
     // (a default past 2**53 - 1 is read as its JSON text, as every such whole number)
-    value: typeof schema.default === "number" ? schema.default : EXACT_JSON && JSON.isRawJSON(schema.default) ? schema.default.rawJSON : undefined,
+    value: typeof schema.default === "number" ? shown(schema.default) : EXACT_JSON && JSON.isRawJSON(schema.default) ? schema.default.rawJSON : undefined,
   });
+  if (!integer) {
+    input.addEventListener("change", () => {
+      const raw = input.value.trim();
+      if (/^-?\d+$/.test(raw)) input.value = `${raw}.0`; // (typed 1000: still a float)
+    });
+  }
   const { wrap, setError } = labelled(input, schema, o, integer ? "whole number" : "number");
   const read = () => {
     setError("");
@@ -115,7 +124,7 @@ function numberField(schema, o) {
       if (EXACT_JSON && /^-?\d+$/.test(raw)) return JSON.rawJSON(BigInt(raw).toString());
       fail(setError, EXACT_JSON ? "Write this whole number with its digits (not as 1e21), so it is sent exactly." : `A whole number ${UNSAFE_WHOLE}.`);
     }
-    return n;
+    return !integer && EXACT_JSON ? JSON.rawJSON(floatText(n)) : n;
   };
   return { node: wrap, read };
 }

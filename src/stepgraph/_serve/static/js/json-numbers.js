@@ -32,6 +32,16 @@ export function readTypedJson(text) {
   });
 }
 
+/**
+ * A float's JSON text, saying it is one: 1000.0 as "1000.0", where
+ * JSON.stringify writes "1000" — a whole number to Python (a float field of
+ * a TypedDict refuses it).
+ */
+export function floatText(n) {
+  const text = String(n);
+  return /^-?\d+$/.test(text) ? `${text}.0` : text;
+}
+
 // Where a whole number past 2**53 - 1 cannot be kept exactly (an older
 // browser; or written as 1e21), it is refused, never sent rounded.
 export const UNSAFE_WHOLE = `can be sent exactly from this page only from -${Number.MAX_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER} (send a larger whole number with the API or stepgraph run)`;
