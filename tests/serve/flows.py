@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 import stepgraph as sg
 
 # How long each step of ``slow`` takes, in seconds (tests change it).
@@ -265,3 +267,25 @@ async def scale(job: Scale, ctx: sg.WorkflowContext[None, str]) -> None:
 def scaling() -> sg.Workflow:
     """Outputs the float it is given, as Python shows it (1000.0)."""
     return sg.WorkflowBuilder(start=scale, name="scale").build()
+
+
+class Settings(BaseModel):
+    retries: int = 1
+
+
+class Tuning(BaseModel):
+    weights: dict[str, int] = Field(default_factory=lambda: {"a": 1})
+    tags: list[str] = Field(default_factory=lambda: ["x"])
+    settings: Settings = Field(default_factory=lambda: Settings(retries=5))
+    fallback: Settings | None = Field(default_factory=lambda: Settings(retries=6))
+    fixed: Settings = Settings(retries=7)
+
+
+@sg.executor(id="tune")
+async def tune(job: Tuning, ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(job.model_dump_json())
+
+
+def tuning() -> sg.Workflow:
+    """Fields whose defaults come from default factories, and a model instance."""
+    return sg.WorkflowBuilder(start=tune, name="tune").build()

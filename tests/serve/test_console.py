@@ -1079,6 +1079,52 @@ def test_a_float_field_shows_and_sends_a_float(serve, browser, tmp_path):
         console.close()
 
 
+def test_fields_defaulted_by_a_factory_are_left_to_it(serve, browser, tmp_path):
+    # (a dict or list field of a default_factory was filled {} or [], a model
+    # one ticked with its class's defaults, and sent so: the factory's value
+    # was lost; a model instance as a default showed its class's defaults)
+    server = serve(flows.tuning)
+    console = Console(browser, server.url + "/", tmp_path)
+    page = console.page
+    try:
+        console.open("#/workflows/tune")
+        expect(page.get_by_label("Weights")).to_have_value("")
+        expect(page.get_by_label("Tags")).to_have_value("")
+        # (settings, fallback, fixed: each labelled by its model's title, Settings)
+        groups = page.locator("main form fieldset fieldset")
+        toggles = groups.locator("legend input[type=checkbox]")
+        expect(toggles).to_have_count(3)
+        expect(toggles.nth(0)).not_to_be_checked()
+        expect(toggles.nth(1)).not_to_be_checked()
+        expect(toggles.nth(2)).to_be_checked()
+        expect(groups.nth(2).get_by_label("Retries")).to_have_value("7")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(
+            console,
+            [
+                '{"weights":{"a":1},"tags":["x"],"settings":{"retries":5},'
+                '"fallback":{"retries":6},"fixed":{"retries":7}}'
+            ],
+        )
+
+        console.open("#/workflows/tune")  # (filled in, they are sent)
+        page.get_by_label("Tags").fill('["y"]')
+        toggles.nth(0).check()
+        expect(groups.nth(0).get_by_label("Retries")).to_have_value("1")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(
+            console,
+            [
+                '{"weights":{"a":1},"tags":["y"],"settings":{"retries":1},'
+                '"fallback":{"retries":6},"fixed":{"retries":7}}'
+            ],
+        )
+    finally:
+        console.close()
+
+
 def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
     serve, browser, tmp_path
 ):

@@ -41,7 +41,14 @@ function splitNullable(schema) {
 function fieldFor(rawSchema, opts) {
   const { inner, nullable } = splitNullable(resolveRef(rawSchema, opts.defs));
   const schema = resolveRef(inner, opts.defs);
-  const o = { ...opts, label: schema.title || opts.label, nullable, optional: nullable || !opts.required };
+  // A field neither required nor given a default in its schema has its
+  // default made by a default_factory (or, in a TypedDict, may be absent).
+  // What a factory gives cannot be shown: pydantic does not call factories
+  // for a schema, nor should the server (uuid4, datetime.now: a new value
+  // each run). Such a field starts empty and, left empty, is left out, so the
+  // factory runs where the input is validated — never {} or [] in its stead.
+  const unknownDefault = !opts.required && schema.default === undefined;
+  const o = { ...opts, label: schema.title || opts.label, nullable, optional: nullable || !opts.required, unknownDefault };
   if (Array.isArray(schema.enum) && schema.enum.length) return enumField(schema, o);
   if (schema.type === "string") return textField(schema, o);
   if (schema.type === "integer" || schema.type === "number") return numberField(schema, o);
@@ -72,10 +79,11 @@ function fail(setError, message) {
   setError(message);
   throw new Invalid(message);
 }
+/** What an empty optional control sends: null, or nothing (its default applies). */
+const blank = (o) => (o.nullable && !o.unknownDefault ? null : undefined);
 /** What an empty control means: null, "leave out", or an error. */
 function emptyValue(o, setError, message) {
-  if (o.nullable) return null;
-  if (!o.required) return undefined;
+  if (o.optional) return blank(o);
   return fail(setError, message);
 }
 
@@ -87,7 +95,7 @@ function textField(schema, o) {
   const read = () => {
     setError("");
     const value = input.value;
-    if (value === "" && o.optional) return o.nullable ? null : undefined;
+    if (value === "" && o.optional) return blank(o);
     if (typeof schema.minLength === "number" && value.length < schema.minLength) fail(setError, `Enter at least ${schema.minLength} characters.`);
     return value;
   };
@@ -153,12 +161,15 @@ function enumField(schema, o) {
 
 function objectField(schema, o) {
   const required = new Set(Array.isArray(schema.required) ? schema.required : []);
+  // The object's own default fills its fields (a model's default instance may differ from its class's defaults).
+  const given = schema.default && typeof schema.default === "object" && !Array.isArray(schema.default) ? schema.default : null;
   const legend = el("legend", {});
   const fieldset = el("fieldset", { class: "field-group" }, legend);
   let toggle = null;
   if (o.optional) {
     // Inside the first legend, the checkbox stays usable when the fieldset is disabled.
-    toggle = el("input", { type: "checkbox", id: nextId("f"), checked: !o.nullable });
+    // (ticked where there is a default to show: unticked, its default applies)
+    toggle = el("input", { type: "checkbox", id: nextId("f"), checked: given !== null });
     legend.append(toggle, el("label", { for: toggle.id, text: ` ${o.label} (optional: tick to fill in)` }));
     toggle.addEventListener("change", () => { fieldset.disabled = !toggle.checked; });
     fieldset.disabled = !toggle.checked;
@@ -167,12 +178,13 @@ function objectField(schema, o) {
   }
   if (schema.description) fieldset.append(el("p", { class: "hint", text: schema.description }));
   const children = Object.entries(schema.properties).map(([name, sub]) => {
-    const field = fieldFor(sub, { defs: o.defs, label: name, required: required.has(name) });
+    const own = given && Object.prototype.hasOwnProperty.call(given, name) ? { ...sub, default: given[name] } : sub;
+    const field = fieldFor(own, { defs: o.defs, label: name, required: required.has(name) });
     fieldset.append(field.node);
     return [name, field];
   });
   const read = () => {
-    if (toggle && !toggle.checked) return o.nullable ? null : undefined;
+    if (toggle && !toggle.checked) return blank(o);
     const value = {};
     let invalid = false;
     for (const [name, field] of children) {
@@ -193,11 +205,13 @@ function objectField(schema, o) {
 function jsonField(schema, o) {
   let initial = "";
   if (schema.default !== undefined) initial = toJson(schema.default);
+  else if (o.unknownDefault) initial = ""; // (not {} or [] for what its factory gives)
   else if (schema.type === "array") initial = "[]";
   else if (schema.type === "object") initial = "{}";
+  const example = 'JSON, e.g. "text", 42, [1, 2] or {"key": "value"}';
   const area = el("textarea", {
     class: "json", rows: 4, spellcheck: "false", text: initial,
-    placeholder: 'JSON, e.g. "text", 42, [1, 2] or {"key": "value"}',
+    placeholder: o.unknownDefault ? `Left empty: its default. Or ${example}` : example,
   });
   // A union that takes a string (an agent's "str | list[ChatMessage] | ...")
   // takes plain text as that string; JSON is read as JSON.
