@@ -1157,6 +1157,62 @@ def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
         console.close(server_went_away=True)
 
 
+def test_a_failed_actions_banner_goes_once_the_server_answers_again(
+    serve, browser, tmp_path, monkeypatch
+):
+    # (a Cancel that could not reach the server, back by the page's next
+    # look, left 'Cannot reach the stepgraph server' above a live run for
+    # good — an answer too: only a look of the page's own that failed was
+    # taken back)
+    monkeypatch.setattr(flows, "STEP", 0.05)
+    server = serve(flows.slow, flows.gate)
+    with server.client() as client:
+        going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 2000}})
+        run_id = going.json()["run_id"]
+        waiting = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+    console = Console(browser, server.url + "/", tmp_path)
+    cancel, banner = re.compile(rf"/api/runs/{run_id}/cancel$"), console.find("error-banner")
+    try:
+        console.open(f"#/runs/{run_id}")
+        console.page.locator(".tag-live").wait_for()
+        console.page.route(cancel, lambda route: route.abort())  # (away for that call only)
+        console.find("cancel-button").click()
+        expect(banner).to_contain_text("Cannot reach")
+        console.page.unroute(cancel)
+        expect(banner).to_be_hidden()
+        status_of(console).to_have_text("in_progress")  # (nothing was cancelled)
+        # (a failure of the server, not an outage, stays said)
+        details = re.compile(rf"/api/runs/{run_id}$")
+        failed = '{"error": "the server failed on this request (see the server\'s log)"}'
+        console.page.route(cancel, lambda route: route.fulfill(status=500, body=failed))
+        console.find("cancel-button").click()
+        expect(banner).to_contain_text("the server failed on this request")
+        for _ in range(2):
+            with console.page.expect_response(details):
+                pass
+        expect(banner).to_contain_text("the server failed on this request")
+        console.page.unroute(cancel)
+        console.errors.remove(  # (the one this test made up)
+            "Failed to load resource: the server responded with a status of 500 "
+            "(Internal Server Error)"
+        )
+        console.find("cancel-button").click()
+        status_of(console).to_have_text("cancelled")
+
+        answers = re.compile(rf"/api/runs/{waiting}/responses$")
+        console.open(f"#/runs/{waiting}")
+        yes = console.find("request-form").get_by_role("button", name=re.compile("^yes$", re.I))
+        console.page.route(answers, lambda route: route.abort())
+        yes.click()
+        expect(banner).to_contain_text("Cannot reach")
+        console.page.unroute(answers)
+        expect(banner).to_be_hidden()
+        yes.click()
+        console.find("output-item").wait_for()
+    finally:
+        console.close(server_went_away=True)
+
+
 def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(
     serve, browser, tmp_path
 ):

@@ -37,7 +37,7 @@ export function pageRun(main, { runId }, scope) {
   let detailsAgain = false; // and one more after it, if asked meanwhile
   let detailsFailures = 0;
   let detailsWanted = false; // a refresh came due while the page was hidden
-  let unreachable = null; // the banner's message while the details cannot be had
+  let unreachable = null; // the banner's message while the server cannot be reached (the next details take it away)
   let opened = false; // the stream and the graph, started with the first details
   let streamEnded = false; // a stream of the run ended: the events it had are in
   let standAtEnd = ""; // the run's status, time and checkpoints when its stream ended (null: take the next details')
@@ -104,12 +104,7 @@ export function pageRun(main, { runId }, scope) {
         header.setStatus("unknown");
         graphSlot.replaceChildren(el("p", { class: "muted", text: "The run could not be loaded." }));
       }
-      if (error.status === 0 || error.status >= 500) {
-        // The server (or its store) is down, or restarting: ask until it answers.
-        unreachable = error.message;
-        detailsFailures += 1;
-        scheduleDetails(Math.min(1000 * 2 ** (detailsFailures - 1), 5000));
-      }
+      cannotReach(error);
     } finally {
       detailsBusy = false;
       if (detailsAgain && scope.alive) {
@@ -117,6 +112,19 @@ export function pageRun(main, { runId }, scope) {
         refreshDetails();
       }
     }
+  }
+  /**
+   * The server (or its store) is down, or restarting, as a look or an action
+   * found: the details are asked for until it answers, which takes the
+   * banner away (an action's too, though the looks between went well). An
+   * action's 500 (a failure of the server, not an outage) stays said.
+   */
+  function cannotReach(error, { action = false } = {}) {
+    const away = error.status === 0 || (action ? error.status === 503 : error.status >= 500);
+    if (!scope.alive || !away) return;
+    unreachable = error.message;
+    detailsFailures += 1;
+    scheduleDetails(Math.min(1000 * 2 ** (detailsFailures - 1), 5000));
   }
   /** Details again in ms (or sooner, if already due sooner); a hidden page waits until shown. */
   function scheduleDetails(ms) {
@@ -277,7 +285,8 @@ export function pageRun(main, { runId }, scope) {
       await api("POST", `/api/runs/${enc(runId)}/responses`, { responses: { [requestId]: value } });
     } catch (error) {
       if (error.status === 404 || error.status === 409) refreshDetails();
-      throw error;
+      else cannotReach(error, { action: true });
+      throw error; // (the form that sent it shows it)
     }
     announce("Answer sent.");
     // The answered form goes away: keep the keyboard focus on its section.
@@ -295,6 +304,7 @@ export function pageRun(main, { runId }, scope) {
       refreshDetails();
     } catch (error) {
       reportError(error);
+      cannotReach(error, { action: true });
     }
   }
   async function resume(checkpointId) {
@@ -308,6 +318,7 @@ export function pageRun(main, { runId }, scope) {
       afterAction();
     } catch (error) {
       reportError(error);
+      cannotReach(error, { action: true });
     }
   }
   async function fork(checkpointId) {
@@ -316,6 +327,7 @@ export function pageRun(main, { runId }, scope) {
       location.hash = `#/runs/${enc(result.run_id)}`;
     } catch (error) {
       reportError(error);
+      cannotReach(error, { action: true });
     }
   }
 
