@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import pydantic
+import typing_extensions
 
 import stepgraph as sg
 
@@ -363,3 +364,16 @@ class Jobs(sg.Executor):
 
 
 jobs = sg.WorkflowBuilder(start=Jobs("jobs"), name="jobs").build()
+
+
+class ExtJob(typing_extensions.TypedDict):  # (the kind pydantic asks for before Python 3.12)
+    name: str
+    n: int
+
+
+@sg.executor(id="jobs")
+async def ext_jobs(job: ExtJob, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await ctx.yield_output(f"{job['name']}:{job['n']}")
+
+
+ext = sg.WorkflowBuilder(start=ext_jobs, name="ext-jobs").build()

@@ -17,6 +17,7 @@ from typing import (
 )
 
 import pytest
+import typing_extensions
 
 import stepgraph as sg
 from stepgraph._core import TypeSpec, TypeSpecError, may_overlap
@@ -173,9 +174,18 @@ class Job(TypedDict):
     tag: NotRequired[str]
 
 
-def test_a_typeddict_is_a_dict_of_its_keys_and_types() -> None:
+class ExtJob(typing_extensions.TypedDict):  # (the kind pydantic asks for before Python 3.12)
+    name: str
+    n: int
+    tag: typing_extensions.NotRequired[str]
+
+
+@pytest.mark.parametrize("Job", [Job, ExtJob])
+def test_a_typeddict_is_a_dict_of_its_keys_and_types(Job: Any) -> None:
     """A TypedDict has no class at run time: a dict matches when it has the
-    required keys, no other, and values of the declared types."""
+    required keys, no other, and values of the declared types — one of
+    typing_extensions too (it was compiled as a class, and refused isinstance
+    at the first message)."""
     spec = TypeSpec(Job)
     assert spec.matches({"name": "a", "n": 1}) and spec.matches({"name": "a", "n": 1, "tag": "t"})
     for bad in ({"name": "a"}, {"name": "a", "n": "1"}, {"name": "a", "n": 1, "x": 0}, ["a"]):

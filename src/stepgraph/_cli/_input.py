@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import is_typeddict
 
 from .._core import TypeSpec, a_type, type_name, typeddict_fields
 from .._workflow import Workflow
@@ -75,7 +76,7 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
         raise CliError(f"{what} is not a valid {annotation.__name__}: got {_shown(value)}")
     if TypeSpec(annotation).matches(value):
         return value
-    if typing.is_typeddict(annotation):  # (JSON as it is, or nothing: see _typeddict_misfit)
+    if is_typeddict(annotation):  # (JSON as it is, or nothing: see _typeddict_misfit)
         raise CliError(
             f"{what} is not a valid {type_name(annotation)}: {_typeddict_misfit(annotation, value)}"
         )

@@ -20,6 +20,9 @@ import typing
 from collections.abc import Callable
 from typing import Any, NewType
 
+# (a typing_extensions.TypedDict too, which pydantic asks for before Python 3.12)
+from typing_extensions import is_typeddict
+
 __all__ = [
     "ANY_SPEC",
     "NEVER_SPEC",
@@ -127,7 +130,7 @@ def _compile(tp: Any) -> tuple[Callable[[Any], bool] | None, bool]:
     if origin is typing.Literal:
         values = typing.get_args(tp)
         return (lambda v: any(type(v) is type(x) and v == x for x in values)), True
-    if typing.is_typeddict(tp):
+    if is_typeddict(tp):
         return _compile_typeddict(tp), True
     if origin is None:
         if not isinstance(tp, type):
@@ -320,7 +323,7 @@ def _rank(tp: Any, cls: type) -> tuple[int, int, int, int] | None:
         return (0, 0, -1, 0) if cls in classes else None
     parametrised = origin is not None
     base = origin if parametrised else tp
-    if typing.is_typeddict(base):  # (a dict of declared keys: as specific as dict[K, V])
+    if is_typeddict(base):  # (a dict of declared keys: as specific as dict[K, V])
         base, parametrised = dict, True
     if base is type:
         return (1, 0, -1 if parametrised else 0, 0) if issubclass(cls, type) else None
@@ -362,10 +365,10 @@ def may_overlap(out_tp: Any, in_tp: Any) -> bool:
     out_origin, in_origin = typing.get_origin(out_tp), typing.get_origin(in_tp)
     if out_origin is typing.Literal or in_origin is typing.Literal:
         return _literal_overlap(out_tp, in_tp)
-    if typing.is_typeddict(out_tp) or typing.is_typeddict(in_tp):  # (a dict of its keys)
+    if is_typeddict(out_tp) or is_typeddict(in_tp):  # (a dict of its keys)
         return may_overlap(
-            dict if typing.is_typeddict(out_tp) else out_tp,
-            dict if typing.is_typeddict(in_tp) else in_tp,
+            dict if is_typeddict(out_tp) else out_tp,
+            dict if is_typeddict(in_tp) else in_tp,
         )
     out_base = out_origin or out_tp
     in_base = in_origin or in_tp
