@@ -16,6 +16,7 @@ from stepgraph._checkpoint._leases import new_holder
 from stepgraph._checkpoint._model import answered_twice
 from stepgraph._serve import Problem
 from stepgraph._serve._refusals import refusal
+from stepgraph._serve._runs import INTERRUPTED
 
 from . import flows
 from .conftest import sse
@@ -340,3 +341,54 @@ def test_a_run_just_started_never_says_it_waits_without_listing_what_for(serve):
                 if not run["live"] and run["status"] == "idle_with_pending_requests":
                     break
     assert "idle_with_pending_requests" in seen
+
+
+class _RecordingLate(sg.PostgresCheckpointStore):
+    """A store whose server, stopping, is slow to record a run as
+    interrupted: ``meanwhile()`` runs first (in a thread), once."""
+
+    meanwhile: Callable[[], None] | None = None
+
+    async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        if error == INTERRUPTED and (meanwhile := self.meanwhile) is not None:
+            self.meanwhile = None
+            await asyncio.to_thread(meanwhile)
+        await super().set_status(run_id, status, error)
+
+
+def test_a_server_stopping_never_marks_interrupted_a_run_another_server_went_on_with(serve, pg_dsn):
+    # Stopping, a server read each run's status, then recorded the run as
+    # interrupted in a second call: a resume by another server between the
+    # two went on, ended idle, and was listed as cancelled (interrupted).
+    a_store = _RecordingLate(pg_dsn)
+    a = serve(flows.counting, store=a_store)
+    b = serve(flows.counting, store=sg.PostgresCheckpointStore(pg_dsn))
+    with a.client() as on_a, b.client() as on_b:
+        flows.HOLD_AT = 2
+        run_id = on_a.post("/api/workflows/counting/runs", json={"input": {"steps": 3}}).json()[
+            "run_id"
+        ]
+        hold_at(2)
+        resumed: list[int] = []
+
+        def resume_on_b() -> None:
+            flows.HOLD_AT = None
+            answer = on_b.post(f"/api/runs/{run_id}/resume", json={})
+            resumed.append(answer.status_code)
+            if answer.status_code == 202:
+                wait_for(on_b, run_id, "idle")
+            else:  # (refused while the stopping server records the run)
+                assert "being continued elsewhere" in answer.json()["error"], answer.text
+
+        a_store.meanwhile = resume_on_b
+        a.stop()
+        assert resumed, "the stopping server recorded no run as interrupted"
+        if resumed == [202]:  # (it went on, and had ended, before the record)
+            done = on_b.get(f"/api/runs/{run_id}").json()
+        else:
+            stopped = on_b.get(f"/api/runs/{run_id}").json()
+            assert (stopped["status"], stopped["interrupted"]) == ("cancelled", True)
+            assert on_b.post(f"/api/runs/{run_id}/resume", json={}).status_code == 202
+            done = wait_for(on_b, run_id, "idle")
+        assert (done["status"], done["error"], done["interrupted"]) == ("idle", None, False)
+        assert done["outputs"] == ["left 3", "left 2", "left 1"]

@@ -731,18 +731,30 @@ class RunService:
             await asyncio.wait(tasks)
         for entry in live:
             try:
-                info = await self.store.run_info(entry.run_id)
-                # A run whose last checkpoint was being saved when it was
-                # stopped ends as that checkpoint says (idle, waiting for
-                # answers, paused): not interrupted.
-                if info is not None and info.status in _STOPPED:
-                    await self.store.set_status(entry.run_id, "cancelled", INTERRUPTED)
+                await self._record_interrupted(entry.run_id)
             except StepgraphError as exc:
                 log.warning("could not record run %s as interrupted: %s", entry.run_id, exc)
         self.streams_over.set()
         for entry in self.logs.values():
             entry.changed()
         return [entry.run_id for entry in live]
+
+    async def _record_interrupted(self, run_id: str) -> None:
+        """Record a run stopped here as interrupted, holding its lease from
+        reading its status to writing it: a run another server (or process)
+        took meanwhile goes on there, and is not labelled here."""
+        holder = new_holder()
+        if await self.store.lease(run_id, holder) is not None:
+            return  # (going on elsewhere already)
+        try:
+            info = await self.store.run_info(run_id)
+            # A run whose last checkpoint was being saved when it was
+            # stopped ends as that checkpoint says (idle, waiting for
+            # answers, paused): not interrupted.
+            if info is not None and info.status in _STOPPED:
+                await self.store.set_status(run_id, "cancelled", INTERRUPTED)
+        finally:
+            await self.store.release(run_id, holder)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
