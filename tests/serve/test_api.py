@@ -121,6 +121,47 @@ def test_bad_requests_are_refused_naming_the_problem(serve):
         assert "Traceback" not in str([r.text for r, _, _ in cases])
 
 
+def test_refusals_quote_at_most_100_characters_of_what_a_client_sent(serve):
+    # (a 50,000-character id came back whole in each refusal's body)
+    server = serve(flows.gate, flows.slow)
+    long = "é" + "x" * 49_999
+    cut = f"{long[:100]!r}... (49,900 more characters)"
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+        wait_for(client, run_id, "idle_with_pending_requests")
+        cases = [
+            (client.get(f"/api/runs/{long}"), 404, f"no run {cut} in the store"),
+            (client.get(f"/api/runs/{long}/events"), 404, f"no run {cut}"),
+            (client.post(f"/api/runs/{long}/cancel", json={}), 404, f"no run {cut}"),
+            (client.post(f"/api/runs/{long}/resume", json={}), 404, f"no run {cut}"),
+            (client.post(f"/api/runs/{long}/responses", json={"responses": {"r": 1}}), 404, cut),
+            (
+                client.post(f"/api/workflows/{long}/runs", json={"input": 1}),
+                404,
+                f"no workflow {cut}",
+            ),
+            (client.get("/api/runs", params={"status": long}), 422, f"unknown status {cut}"),
+            (client.get("/api/runs", params={"cursor": long}), 422, f"unknown cursor {cut}"),
+            (client.get("/api/runs", params={"limit": long}), 422, f"got {cut}"),
+            (client.get(f"/api/runs/{run_id}", params={"checkpoints": long}), 422, f"got {cut}"),
+            (client.get(f"/api/{long}"), 404, "no such route: GET '/api/"),
+            (
+                client.post(f"/api/runs/{run_id}/responses", json={"responses": {long: True}}),
+                404,
+                f"has no open request {cut}",
+            ),
+            (
+                client.post(f"/api/runs/{run_id}/fork", json={"checkpoint_id": long}),
+                404,
+                f"no checkpoint {cut} in the store",
+            ),
+        ]
+        for response, status, words in cases:
+            assert response.status_code == status, (str(response.request.url)[:80], response.text)
+            error = response.json()["error"]
+            assert words in error and len(error) < 400, error[:300]
+
+
 def test_body_size_is_limited(serve):
     server = serve(flows.gate, max_body=1000)
     with server.client() as client:

@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._cli._load import json_value
 from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._openapi import openapi
-from ._refusals import Problem
+from ._refusals import Problem, quoted
 from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, RunService
 
 __all__ = ["Guard", "create_app"]
@@ -226,9 +226,9 @@ def create_app(
     async def runs(request: Request) -> Response:
         query = request.query_params
         try:
-            limit = int(query.get("limit", "50"))
+            limit = int(given := query.get("limit", "50"))
         except ValueError:
-            raise Problem(422, f"limit must be an integer, got {query.get('limit')!r}") from None
+            raise Problem(422, f"limit must be an integer, got {quoted(given)}") from None
         if not 1 <= limit <= 500:
             raise Problem(422, f"limit must be from 1 to 500, got {limit}")
         return JSONResponse(
@@ -245,7 +245,7 @@ def create_app(
         try:
             checkpoints = int(shown)
         except ValueError:
-            raise Problem(422, f"checkpoints must be an integer, got {shown!r}") from None
+            raise Problem(422, f"checkpoints must be an integer, got {quoted(shown)}") from None
         if not 1 <= checkpoints <= CHECKPOINTS_MAX:
             raise Problem(
                 422, f"checkpoints must be from 1 to {CHECKPOINTS_MAX}, got {checkpoints}"
@@ -306,7 +306,7 @@ def create_app(
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in static_files:
-            raise Problem(404, f"no file {name!r}")
+            raise Problem(404, f"no file {quoted(name)}")
         return Response(_asset(name), media_type=static_files[name], headers=_PAGE_HEADERS)
 
     routes = [
@@ -332,11 +332,11 @@ def create_app(
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return _error(404, f"no such route: {request.method} {request.url.path}")
+    return _error(404, f"no such route: {request.method} {quoted(request.url.path)}")
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return _error(405, f"{request.method} is not allowed on {request.url.path}")
+    return _error(405, f"{request.method} is not allowed on {quoted(request.url.path)}")
 
 
 def _checkpoint_id(body: dict[str, Any], *, required: bool) -> str | None:

@@ -20,7 +20,14 @@ from .._exceptions import (
     WorkflowBusyError,
 )
 
-__all__ = ["Problem", "answered_already", "failure_of", "refusal", "refuse_nothing_to_run"]
+__all__ = [
+    "Problem",
+    "answered_already",
+    "failure_of",
+    "quoted",
+    "refusal",
+    "refuse_nothing_to_run",
+]
 
 
 class Problem(Exception):
@@ -33,6 +40,17 @@ class Problem(Exception):
 
 
 _WAITING = RunStatus.IDLE_WITH_PENDING_REQUESTS.value
+# How much of an id, a name or a parameter a client sent a refusal quotes.
+_QUOTED = 100
+
+
+def quoted(value: str) -> str:
+    """What a client sent (an id, a name, a parameter), quoted as ``repr``
+    does, cut after 100 characters saying how many more there were: a
+    refusal names it, and never echoes a megabyte of it."""
+    if len(value) <= _QUOTED:
+        return repr(value)
+    return f"{value[:_QUOTED]!r}... ({len(value) - _QUOTED:,} more characters)"
 
 
 def refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:

@@ -53,7 +53,14 @@ from .._persistence import CheckpointConfig
 from .._viz import to_graph
 from .._workflow import Workflow
 from ._logs import RunLog
-from ._refusals import Problem, answered_already, failure_of, refusal, refuse_nothing_to_run
+from ._refusals import (
+    Problem,
+    answered_already,
+    failure_of,
+    quoted,
+    refusal,
+    refuse_nothing_to_run,
+)
 from ._schema import schema_of
 
 __all__ = [
@@ -181,13 +188,15 @@ class RunService:
         self, workflow: str | None, status: str | None, cursor: str | None, limit: int
     ) -> dict[str, Any]:
         if status is not None and status not in _STATUSES:
-            raise Problem(422, f"unknown status {status!r}; one of {sorted(_STATUSES)}")
+            raise Problem(422, f"unknown status {quoted(status)}; one of {sorted(_STATUSES)}")
         try:
             infos = await self.store.runs(
                 workflow=workflow, status=status, limit=limit + 1, before=cursor
             )
         except CheckpointNotFoundError:
-            raise Problem(422, f"unknown cursor {cursor!r}: pass the 'next' of a page") from None
+            raise Problem(
+                422, f"unknown cursor {quoted(str(cursor))}: pass the 'next' of a page"
+            ) from None
         more = len(infos) > limit
         infos = infos[:limit]
         # Runs of this server the store holds nothing of (an outage failed
@@ -261,7 +270,7 @@ class RunService:
         if info is None:
             if run_log is None or not (run_log.live or run_log.unstored):
                 self._forget_deleted(run_id)
-                raise Problem(404, f"no run {run_id!r} in the store")  # (or deleted since)
+                raise Problem(404, f"no run {quoted(run_id)} in the store")  # (or deleted since)
             summary = self._unstored_summary(run_log)
             return {  # started, its first checkpoint not written yet (or never)
                 **summary,
@@ -437,7 +446,7 @@ class RunService:
                     raise answered_already(run_id, request_id, f"at checkpoint {answered}")
                 raise Problem(
                     404,
-                    f"run {run_id} has no open request {request_id!r}; open: "
+                    f"run {run_id} has no open request {quoted(request_id)}; open: "
                     f"{sorted(open_now) or 'none'}",
                 )
             try:
@@ -469,7 +478,7 @@ class RunService:
         try:
             checkpoint = await self.store.load(checkpoint_id)
         except CheckpointNotFoundError:
-            raise Problem(404, f"no checkpoint {checkpoint_id!r} in the store") from None
+            raise Problem(404, f"no checkpoint {quoted(checkpoint_id)} in the store") from None
         if checkpoint.run_id != run_id:  # (it exists: the request is wrong, not the path)
             raise Problem(422, f"checkpoint {checkpoint_id!r} is not one of run {run_id}'s")
         if not fork:
@@ -500,11 +509,11 @@ class RunService:
             await asyncio.wait({run_log.task})
             return
         if await self.store.run_info(run_id) is None:
-            raise Problem(404, f"no run {run_id!r} in the store")
+            raise Problem(404, f"no run {quoted(run_id)} in the store")
         if not await self.store.request_cancel(run_id):
             info = await self.store.run_info(run_id)
             if info is None:
-                raise Problem(404, f"no run {run_id!r} in the store")  # (deleted meanwhile)
+                raise Problem(404, f"no run {quoted(run_id)} in the store")  # (deleted meanwhile)
             if info.status in RUNNING_STATUSES:
                 raise Problem(
                     409,
@@ -519,7 +528,7 @@ class RunService:
     async def _owner(self, run_id: str) -> tuple[Any, ServedWorkflow]:
         info = await self.store.run_info(run_id)
         if info is None:
-            raise Problem(404, f"no run {run_id!r} in the store")
+            raise Problem(404, f"no run {quoted(run_id)} in the store")
         served = self.workflows.get(info.workflow)
         if served is None:
             raise Problem(
@@ -532,7 +541,8 @@ class RunService:
     def _served(self, name: str) -> ServedWorkflow:
         served = self.workflows.get(name)
         if served is None:
-            raise Problem(404, f"no workflow {name!r} here (served: {sorted(self.workflows)})")
+            served_names = sorted(self.workflows)
+            raise Problem(404, f"no workflow {quoted(name)} here (served: {served_names})")
         return served
 
     @contextlib.asynccontextmanager
@@ -699,7 +709,7 @@ class RunService:
         info = await self.store.run_info(run_id)
         if info is None:
             self._forget_deleted(run_id)
-            raise Problem(404, f"no run {run_id!r} in the store")
+            raise Problem(404, f"no run {quoted(run_id)} in the store")
         return run_log.status if run_log is not None else info.status
 
     # -- stopping -----------------------------------------------------------------------
