@@ -392,3 +392,24 @@ def test_a_server_stopping_never_marks_interrupted_a_run_another_server_went_on_
             done = wait_for(on_b, run_id, "idle")
         assert (done["status"], done["error"], done["interrupted"]) == ("idle", None, False)
         assert done["outputs"] == ["left 3", "left 2", "left 1"]
+
+
+def test_a_run_started_on_one_server_is_found_at_once_by_another(serve, pg_dsn):
+    # (a load balancer may send a client's next call to another server: that
+    # one said "no run ... in the store" for 10-60 ms after the 201, until
+    # the run's first checkpoint was written in the background)
+    a = serve(flows.gate, store=sg.PostgresCheckpointStore(pg_dsn))
+    b = serve(flows.gate, store=sg.PostgresCheckpointStore(pg_dsn))
+    with a.client() as on_a, b.client() as on_b:
+        for n in range(10):
+            started = on_a.post("/api/workflows/gate/runs", json={"input": f"q{n}"})
+            assert started.status_code == 201, started.text
+            run_id = started.json()["run_id"]
+            seen = on_b.get(f"/api/runs/{run_id}")
+            assert seen.status_code == 200, seen.text
+            assert seen.json()["workflow"] == "gate"
+            first = seen.json()["checkpoints"][0]["checkpoint_id"]
+            forked = on_b.post(f"/api/runs/{run_id}/fork", json={"checkpoint_id": first})
+            assert forked.status_code == 201, forked.text
+            fork = on_a.get(f"/api/runs/{forked.json()['run_id']}")
+            assert fork.status_code == 200, fork.text

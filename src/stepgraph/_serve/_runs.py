@@ -424,7 +424,27 @@ class RunService:
         except CliError as exc:
             raise Problem(422, str(exc)) from None
         workflow = served.for_run()
-        return await self._go(workflow, lambda: workflow.stream(value, checkpoints=self.config))
+        run_id = await self._go(workflow, lambda: workflow.stream(value, checkpoints=self.config))
+        return await self._stored_soon(run_id)
+
+    async def _stored_soon(self, run_id: str) -> str:
+        """``run_id``, once the store holds the run just started here (its
+        first checkpoint is written in the background, some milliseconds
+        later): another server on the store -- where a load balancer may send
+        the client's next call -- finds it then. Not waited for if the run
+        ended meanwhile, the store fails, or after a second (a save waiting
+        for its database): the run goes on whatever the answer."""
+        deadline = time.monotonic() + 1.0
+        while (run_log := self.logs.get(run_id)) is not None and run_log.live:
+            try:
+                if await self.store.run_info(run_id) is not None:
+                    break
+            except StepgraphError:
+                break  # (the store is down: the run is shown from here)
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.005)
+        return run_id
 
     async def respond(self, run_id: str, answers: Mapping[str, Any]) -> str:
         if not answers:
@@ -468,7 +488,7 @@ class RunService:
 
     async def resume(self, run_id: str, checkpoint_id: str | None, *, fork: bool) -> str:
         if fork:  # (a new run: this one may go on meanwhile)
-            return await self._resume(run_id, checkpoint_id, fork=True)
+            return await self._stored_soon(await self._resume(run_id, checkpoint_id, fork=True))
         async with self._continuing(run_id):
             return await self._resume(run_id, checkpoint_id, fork=False)
 
