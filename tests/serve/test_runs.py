@@ -4,8 +4,10 @@ server asks and whatever changed the store (tests/serve/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -413,3 +415,38 @@ def test_a_run_started_on_one_server_is_found_at_once_by_another(serve, pg_dsn):
             assert forked.status_code == 201, forked.text
             fork = on_a.get(f"/api/runs/{forked.json()['run_id']}")
             assert fork.status_code == 200, fork.text
+
+
+class _SlowAnswers(sg.SqliteCheckpointStore):
+    """Records answers slowly, saying when it began (``recording``)."""
+
+    recording: threading.Event
+
+    async def save(self, *checkpoints: sg.Checkpoint) -> None:
+        if any(c.answered for c in checkpoints):
+            self.recording.set()
+            await asyncio.sleep(0.5)
+        await super().save(*checkpoints)
+
+
+def test_a_call_the_server_stops_under_is_refused_as_stopping_not_a_500(serve, tmp_path):
+    # (an answer sent as the server was told to stop got a bare "Internal
+    # Server Error", the server logging a CancelledError's traceback)
+    store = _SlowAnswers(tmp_path / "slow.sqlite")
+    store.recording = threading.Event()
+    server = serve(flows.gate, store=store)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+        waiting = wait_for(client, run_id, "idle_with_pending_requests")
+        body = {"responses": {waiting["pending_requests"][0]["request_id"]: True}}
+        with ThreadPoolExecutor(1) as other:
+            answer = other.submit(client.post, f"/api/runs/{run_id}/responses", json=body)
+            assert store.recording.wait(10)
+            server.call(server.service.close)
+            refused = answer.result(20)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"].startswith("the server is stopping")
+    again = serve(flows.gate, store=sg.SqliteCheckpointStore(tmp_path / "slow.sqlite"))
+    with again.client() as client:  # (asked again, once a server is back)
+        assert client.post(f"/api/runs/{run_id}/responses", json=body).status_code == 202
+        assert wait_for(client, run_id, "idle")["outputs"] == ["q: yes"]

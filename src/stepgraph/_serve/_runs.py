@@ -624,7 +624,18 @@ class RunService:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(started)
+        try:
+            return await asyncio.shield(started)
+        except asyncio.CancelledError:
+            if not started.cancelled():
+                raise  # (this call itself was cancelled)
+            # The server began stopping while the run was at its entry.
+            raise Problem(
+                503,
+                "the server is stopping: it stopped the run before it went on (answers it "
+                "brought may be recorded: look at the run); ask again, of another server "
+                "or of this one once it is back",
+            ) from None
 
     async def _drive(
         self,
