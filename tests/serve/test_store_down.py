@@ -121,3 +121,36 @@ def test_a_run_cancelled_while_its_save_waits_shows_why_it_failed(serve):
         assert ended["error"] and "checkpoint database" in ended["error"], ended
         [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
         assert (listed["status"], listed["error"]) == ("failed", ended["error"])
+
+
+class _GoesDownOnLease(sg.PostgresCheckpointStore):
+    """Its database goes down (``halt``) once a run was taken to go on."""
+
+    halt: Any = None
+
+    async def lease(self, run_id: str, holder: str) -> str | None:
+        busy = await super().lease(run_id, holder)
+        if self.halt is not None:
+            self.halt()
+        return busy
+
+
+def test_an_answer_the_database_failed_under_is_a_503_not_a_conflict(serve):
+    # (the answer's first save failed with the database gone: refused 409,
+    # as though the run had been answered or taken elsewhere)
+    with own_cluster() as cluster:
+        store = _GoesDownOnLease(cluster.create_database(), reconnect_timeout=0.5)
+        server = serve(flows.gate, store=store)
+        with server.client() as client:
+            run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+            waiting = wait_for(client, run_id, "idle_with_pending_requests")
+            body = {"responses": {waiting["pending_requests"][0]["request_id"]: True}}
+            store.halt = cluster.halt
+            refused = client.post(f"/api/runs/{run_id}/responses", json=body)
+            assert refused.status_code == 503, refused.text
+            assert "checkpoint database" in refused.json()["error"]
+            store.halt = None
+            cluster.resume()
+            # Asked again once the database is back: answered once.
+            assert client.post(f"/api/runs/{run_id}/responses", json=body).status_code == 202
+            assert wait_for(client, run_id, "idle")["outputs"] == ["q: yes"]

@@ -145,6 +145,11 @@ def _for_http(message: str) -> str:
 
 def refusal(exc: StepgraphError) -> Problem:
     message = str(exc)
+    cause = exc.__cause__
+    if type(exc) is CheckpointError and cause is not None and not isinstance(cause, StepgraphError):
+        # The store failed (its database down), not a refusal of the run: the
+        # client may try again, as for any call the store fails (503).
+        return Problem(503, message)
     if isinstance(exc, CheckpointEncodeError | ResponseValueError):
         # (an input or answer it cannot store; an answer's value: the request stays open)
         return Problem(422, message)
