@@ -12,6 +12,10 @@ server process ran (the most recent ``keep_runs`` of them, at most
 
 Validation is the CLI's (:mod:`stepgraph._cli._input`): an input or an
 answer the command line refuses, the server refuses the same way.
+
+(Past 800 lines: describing, starting, continuing and stopping runs all
+read and change the run logs and claims this one class keeps; the next
+growth should split it along those lines.)
 """
 
 from __future__ import annotations
