@@ -5,6 +5,7 @@ and flushes everything however the run ends (design §5)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,106 @@ async def test_a_run_cancelled_while_a_save_is_under_way_ends_cancelled_and_resu
         assert resumed.outputs == [5]
     finally:
         store.close()  # type: ignore[attr-defined]
+
+
+class SlowLast:
+    """A store whose write of a run's last checkpoint (idle) takes 0.2 s on
+    its thread, saying when it started."""
+
+    started: threading.Event
+
+    def _write(self, checkpoints: Any, *args: Any) -> None:
+        if any(cp.status == "idle" for cp in checkpoints):
+            self.started.set()
+            time.sleep(0.2)
+        super()._write(checkpoints, *args)  # type: ignore[misc]
+
+
+class SlowLastSqlite(SlowLast, sg.SqliteCheckpointStore):
+    pass
+
+
+class SlowLastPostgres(SlowLast, sg.PostgresCheckpointStore):
+    pass
+
+
+class Blocking(sg.Executor):
+    """Counts to 4, holding the loop 8 ms per superstep (past the batching
+    delay, with no turn for the writer: every second barrier writes the
+    queue itself — the last one among them)."""
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[int, int]) -> None:
+        time.sleep(0.008)  # noqa: ASYNC251  (holding the loop is the point)
+        if n < 4:
+            await ctx.send_message(n + 1)
+        else:
+            await ctx.yield_output(n)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_a_run_cancelled_while_its_last_checkpoint_is_saved_ends_as_it_says(
+    kind: str, durability: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The last checkpoint (idle) is stored whatever cancels the run
+    meanwhile, and then says how the run ended: it is not listed cancelled
+    (with ``async`` durability it was, when the barrier wrote it itself)."""
+    store: SlowLast
+    if kind == "sqlite":
+        store = SlowLastSqlite(tmp_path / "last.sqlite")
+    else:
+        store = SlowLastPostgres(request.getfixturevalue("pg_dsn"))
+    store.started = threading.Event()
+    try:
+        config = sg.CheckpointConfig(store, durability)  # type: ignore[arg-type]
+        workflow = (
+            sg.WorkflowBuilder(start=Blocking("b"), checkpoints=config).add_edge("b", "b").build()
+        )
+        task = asyncio.ensure_future(workflow.run(0))
+        while not store.started.is_set():
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [run] = await store.runs()  # type: ignore[attr-defined]
+        assert (run.status, run.error, run.superstep) == ("idle", None, 5), run
+        assert await store.lease_holder(run.run_id) is None  # type: ignore[attr-defined]
+    finally:
+        store.close()  # type: ignore[attr-defined]
+
+
+class WatchingLeases(sg.SqliteCheckpointStore):
+    """Notes who holds a run's lease when how it ended is recorded."""
+
+    held_when_recorded: list[str | None]
+
+    async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        self.held_when_recorded.append(await self.lease_holder(run_id))
+        await super().set_status(run_id, status, error)
+
+
+async def test_a_cancelled_run_holds_its_lease_until_its_end_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its queued checkpoints are written, its ``cancelled`` recorded, and
+    only then its lease given back: another process taking the run in
+    between would have had its own progress overwritten as cancelled (the
+    lease went back with the last write)."""
+    monkeypatch.setattr("stepgraph._recorder.ASYNC_BATCH_DELAY", 10.0)  # (all queued till then)
+    store = WatchingLeases(tmp_path / "leases.sqlite")
+    store.held_when_recorded = []
+    try:
+        workflow, _ = counting(store, "async", 1_000, pause=0.001)
+        task = asyncio.ensure_future(workflow.run(0))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [run] = await store.runs()
+        assert run.status == "cancelled" and run.superstep > 1
+        [holder] = store.held_when_recorded
+        assert holder is not None  # (this process: it was None)
+        assert await store.lease_holder(run.run_id) is None  # given back after
+    finally:
+        store.close()

@@ -162,7 +162,7 @@ class RunRecorder:
             self._stored.update(fresh)
         if self._async and not checkpoint.answered and self._error is None:
             if self._enqueue(checkpoint):  # (the common case, without a coroutine of its own)
-                await self._flush()
+                await self._flush_now(checkpoint)
             return
         await self._put(checkpoint)
 
@@ -228,7 +228,17 @@ class RunRecorder:
         if self._error is not None:
             self._raise_error()
         if self._enqueue(checkpoint):
+            await self._flush_now(checkpoint)
+
+    async def _flush_now(self, last: Checkpoint) -> None:
+        """Write the queue, ``last`` the newest in it: the run's last
+        checkpoint is written to its end whatever cancels the run meanwhile
+        (see ``_record``), as ``_put`` does with ``sync`` durability."""
+        if last.status in RUNNING_STATUSES:
             await self._flush()
+        else:
+            self._final_save = asyncio.ensure_future(self._flush())
+            await asyncio.shield(self._final_save)
 
     def _enqueue(self, checkpoint: Checkpoint) -> bool:
         """Queue for the batching writer; true when the queue is due now."""
@@ -357,12 +367,18 @@ class RunRecorder:
         ended after all when it was cancelled only once its last checkpoint
         was being stored (that checkpoint's status), else ``None``."""
         self._closing = True
-        if self._queue and self._leased and self._holder is not None:
-            last = self._queue[-1]  # gives the lease back with the last write
+        last = self._queue[-1] if self._queue else None
+        recorded = outcome in (RunStatus.FAILED, RunStatus.CANCELLED)
+        if last is not None and not recorded and self._leased and self._holder is not None:
+            # The lease goes back with the last write. (Not when how the run
+            # ended is recorded after it: the run is this process's until then.)
             last.holder, last.release, self.released = self._holder, True, True
         try:
             try:
-                await self._flush()
+                if last is not None:
+                    await self._flush_now(last)
+                else:
+                    await self._flush()
             except BaseException:
                 await self._record(RunStatus.FAILED, "writing checkpoints failed")
                 raise
