@@ -124,15 +124,16 @@ async def test_a_run_deleted_as_a_continuation_starts_stays_deleted(
         async with held(store, first.run_id, new_holder(deleting=True)):
             await workflow.run(checkpoint=latest, checkpoints=store)
     # Deleted between loading the checkpoint and taking the run: not revived.
-    real = store.lease
+    real, taking = store.lease, asyncio.Event()
 
     async def slow(run_id: str, holder: str) -> str | None:
+        taking.set()
         await asyncio.sleep(0.3)
         return await real(run_id, holder)
 
     store.lease = slow  # type: ignore[method-assign]
     going = asyncio.create_task(workflow.run(checkpoint=latest, checkpoints=store))
-    await asyncio.sleep(0.1)  # (loaded; taking the run)
+    await asyncio.wait_for(taking.wait(), 10)  # (loaded; taking the run)
     store.lease = real  # type: ignore[method-assign]
     assert await store.delete_run(first.run_id) == stored
     with pytest.raises(sg.CheckpointNotFoundError, match="was deleted"):
