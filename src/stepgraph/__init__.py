@@ -76,11 +76,11 @@ from ._inspect import StateSnapshot as StateSnapshot
 from ._persistence import CheckpointConfig as CheckpointConfig
 from ._ray import RayBackend as RayBackend
 from ._reducers import union as union
+from ._result import RunResult as RunResult
 from ._stream import RunStream as RunStream
 from ._subworkflow import SubworkflowRequest as SubworkflowRequest
 from ._subworkflow import SubworkflowResponse as SubworkflowResponse
 from ._subworkflow import WorkflowExecutor as WorkflowExecutor
-from ._workflow import RunResult as RunResult
 from ._workflow import Workflow as Workflow
 
 if _TYPE_CHECKING:  # at run time, imported when first used (they need pydantic)

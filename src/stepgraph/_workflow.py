@@ -1,65 +1,45 @@
-"""``Workflow``: a built graph that can be run, and its ``RunResult``.
+"""``Workflow``: a built graph that can be run — its description, its runs
+(``run``, ``stream``, and ``_drive`` for a sub-workflow's child runs), and
+its checkpoints' state (``get_state``, ``update_state``).
 
 A workflow holds no event-loop-bound object between runs, so the same
 instance runs under successive ``asyncio.run`` calls and under uvloop.
 
-Executors given to the builder as *instances* are shared by every run, so a
-workflow that has any (other than function executors) runs one run at a time
-(``WorkflowBusyError`` otherwise), and an instance serves one running workflow
-at a time — two handler calls of one executor can never overlap, even across
-workflows built from shared instances. Executors *registered as factories*
-belong to one run each: a workflow made only of those and of function
-executors runs any number of times at once.
+Where a run starts from is ``_prepare``'s; what it returns, ``_result``'s;
+and a workflow whose runs share executor instances runs one run at a time
+(its ``BusyGuard``, in ``_busy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import threading
-import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import (
-    Checkpoint,
-    CheckpointStore,
-    answered_twice,
-    going_on_from,
-    new_holder,
-)
+from ._busy import BusyGuard
+from ._checkpoint import CheckpointStore, new_holder
 from ._core import (
     Backend,
     Breakpoints,
     Event,
     LocalBackend,
-    MessageTypeError,
-    OutputEvent,
     PendingRequest,
     RunScope,
     RunState,
     RunStatus,
     RunUsage,
-    a_value_type,
-    in_schedule_order,
-    materialize,
     run_supersteps,
-    type_name,
 )
-from ._exceptions import (
-    CheckpointError,
-    ConvergenceError,
-    RequestError,
-    WorkflowBusyError,
-    WorkflowDefinitionError,
-)
+from ._exceptions import CheckpointError, ConvergenceError, WorkflowDefinitionError
 from ._inspect import StateSnapshot, get_state, update_state
 from ._otel import end_run, start_run
-from ._persistence import CheckpointConfig, RunCodec, apply_responses
+from ._persistence import CheckpointConfig, RunCodec
+from ._prepare import ExecutorRef, RunCall, not_gone_on, prepare
 from ._recorder import RunRecorder, take_run
+from ._result import RunResult, run_outputs
 from ._stream import RunStream
 from ._waiting import Suspended, WaitingRuns
 
@@ -67,52 +47,9 @@ if TYPE_CHECKING:
     from ._core import Graph, Reducers
     from ._executor import Executor
 
-__all__ = ["RunResult", "Workflow", "as_config", "known_ids"]
+__all__ = ["Workflow", "as_config", "known_ids"]
 
-# Workflows built on each shared executor instance (by id), so that a run
-# checks only the workflows it shares an instance with; and a counter that
-# tells each workflow when to look again. A thread lock, not an asyncio one:
-# it is never held across an await and binds to no loop.
-_USERS: dict[int, weakref.WeakSet[Workflow]] = {}
-_GENERATION = 0
-_IN_USE_LOCK = threading.Lock()
-
-ExecutorRef = Any  # an Executor or its id
 _NO_BREAKPOINTS = Breakpoints()
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunResult:
-    """What a finished run produced. ``outputs`` are in the run's
-    deterministic order — by superstep, then schedule (registration) order,
-    a map's items in item order — whichever handler finished first (their
-    ``output`` events came as they happened); ``events`` are all of its
-    events, in order; ``pending_requests`` are the requests still open (answer them with
-    ``run(responses=...)``); ``last_checkpoint`` is the id of the run's newest
-    checkpoint, if it was checkpointed; ``usage`` the tokens its model calls
-    used, by executor (all of the run's, also those before a resume)."""
-
-    run_id: str
-    status: RunStatus
-    outputs: list[Any] = field(default_factory=list)
-    pending_requests: list[PendingRequest] = field(default_factory=list)
-    last_checkpoint: str | None = None
-    usage: RunUsage = field(default_factory=RunUsage)
-    # What the run emitted: events, and handler-call records made events when
-    # ``events`` is first read. Not in the repr: a long run has many, and
-    # asyncio may repr the task's result (Python 3.11 does in asyncio.run).
-    log: list[Any] = field(default_factory=list, repr=False, compare=False)
-
-    @functools.cached_property
-    def events(self) -> list[Event]:
-        """Every event of the run, in the order they happened."""
-        return [materialize(item) for item in self.log]
-
-
-def _outputs(log: list[Any], positions: Mapping[str, int]) -> list[Any]:
-    """The run's own outputs among what it emitted, in schedule order."""
-    found = [e for e in log if type(e) is OutputEvent and not e.workflow_path]
-    return in_schedule_order(found, positions)
 
 
 def as_config(
@@ -154,22 +91,6 @@ def known_ids(
     return frozenset(ids)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Call:
-    """What one ``run()`` or ``stream()`` call asked for."""
-
-    input: Any
-    responses: Mapping[str, Any] | None
-    checkpoint: str | None
-    checkpoints: CheckpointStore | CheckpointConfig | None
-    backend: Backend | None
-    context: Any
-    max_supersteps: int | None
-    interrupt_before: Iterable[ExecutorRef] | None
-    interrupt_after: Iterable[ExecutorRef] | None
-    fork: bool = False
-
-
 @dataclass(slots=True)
 class _Outcome:
     run_id: str
@@ -208,7 +129,6 @@ class Workflow:
         self._factories = factories
         self._reducers = dict(reducers or {})
         self._breakpoints = breakpoints
-        self._running = 0
         self._waiting = WaitingRuns()  # runs kept for run(responses=...)
         # Shared instances that carry their own state: claimed per run.
         self._claimable = [
@@ -217,18 +137,7 @@ class Workflow:
         # Registered sub-workflows whose every call uses one executor instance
         # (what is said of it): this workflow's runs take turns too.
         self._shared_children = dict(shared_children or {})
-        self._rivals: list[tuple[weakref.ref[Workflow], Executor]] = []
-        self._seen_generation = -1
-        if self._claimable:
-            global _GENERATION
-            with _IN_USE_LOCK:
-                for executor in self._claimable:
-                    users = _USERS.get(id(executor))
-                    if users is None:
-                        users = _USERS[id(executor)] = weakref.WeakSet()
-                        weakref.finalize(executor, _USERS.pop, id(executor), None)
-                    users.add(self)
-                _GENERATION += 1
+        self._busy = BusyGuard(graph.name, self._claimable, self._shared_children)
 
     # -- description -------------------------------------------------------
 
@@ -354,7 +263,7 @@ class Workflow:
         errors for bad checkpoints, and ``WorkflowBusyError`` at once if this
         workflow shares executor instances and is already running.
         """
-        call = _Call(
+        call = RunCall(
             input=input, responses=responses, checkpoint=checkpoint, checkpoints=checkpoints,
             backend=backend, context=context, max_supersteps=max_supersteps,
             interrupt_before=interrupt_before, interrupt_after=interrupt_after, fork=fork,
@@ -363,12 +272,12 @@ class Workflow:
         try:
             outcome = await self._start(call, log.append, live=False)
         except ConvergenceError as error:
-            error.outputs = _outputs(log, self.positions)
+            error.outputs = run_outputs(log, self.positions)
             raise
         return RunResult(
             run_id=outcome.run_id,
             status=outcome.status,
-            outputs=_outputs(log, self.positions),
+            outputs=run_outputs(log, self.positions),
             pending_requests=outcome.pending,
             last_checkpoint=outcome.last_checkpoint,
             usage=outcome.usage,
@@ -396,22 +305,22 @@ class Workflow:
         run at once when the block exits; ``aclose()`` does the same, and so
         does dropping the stream (a ``break`` out of ``async for``) — then on
         the loop's next turn."""
-        call = _Call(
+        call = RunCall(
             input=input, responses=responses, checkpoint=checkpoint, checkpoints=checkpoints,
             backend=backend, context=context, max_supersteps=max_supersteps,
             interrupt_before=interrupt_before, interrupt_after=interrupt_after, fork=fork,
         )  # fmt: skip
         return RunStream(lambda emit: self._start(call, emit, live=True))
 
-    async def _start(self, call: _Call, emit: Callable[[Event], None], *, live: bool) -> _Outcome:
+    async def _start(self, call: RunCall, emit: Callable[[Event], None], *, live: bool) -> _Outcome:
         limit, breakpoints = self._limits(call)
-        self._acquire()
+        self._busy.acquire()
         try:
             return await self._run(call, emit, limit, breakpoints, live)
         finally:
-            self._release()
+            self._busy.release()
 
-    def _limits(self, call: _Call) -> tuple[int, Breakpoints]:
+    def _limits(self, call: RunCall) -> tuple[int, Breakpoints]:
         if call.backend is not None and not callable(getattr(call.backend, "run_superstep", None)):
             # (else: an AttributeError from deep in the scheduler, once the run has started)
             raise TypeError(
@@ -438,7 +347,7 @@ class Workflow:
 
     async def _run(
         self,
-        call: _Call,
+        call: RunCall,
         emit: Callable[[Event], None],
         limit: int,
         breakpoints: Breakpoints,
@@ -451,7 +360,7 @@ class Workflow:
                 "pauses goes on from its checkpoint, so pass checkpoints= (to the builder or "
                 "this call)"
             )
-        run_id, run, parent, stored_hashes, claimed = await self._prepare(call, config)
+        run_id, run, parent, stored_hashes, claimed = await prepare(self, call, config)
         succeeded = False
         holder = None
         try:
@@ -467,7 +376,7 @@ class Workflow:
                 if claimed is not None:
                     # Checked holding the run: another process may have
                     # continued it up to the moment this call took it.
-                    await _not_gone_on(config.store, claimed)
+                    await not_gone_on(config.store, claimed)
                 recorder = RunRecorder(
                     codec=self._codec,
                     config=config,
@@ -546,81 +455,6 @@ class Workflow:
 
         return save
 
-    async def _prepare(
-        self, call: _Call, config: CheckpointConfig | None
-    ) -> tuple[str, RunState, Checkpoint | None, dict[str, str] | None, Suspended | None]:
-        """The run to execute: (run id, state, checkpoint resumed from, its
-        state hashes, the suspended run it continues)."""
-        start = self.start
-        responses = call.responses
-        if call.input is not None and (call.checkpoint is not None or responses is not None):
-            raise RequestError(
-                "pass an input to start a new run, or checkpoint=/responses= to continue "
-                "one — not both"
-            )
-        if call.fork and call.checkpoint is None:
-            raise CheckpointError("fork=True starts a branch off a checkpoint: pass checkpoint=")
-        if call.checkpoint is not None:
-            if config is None:
-                raise CheckpointError(
-                    f"resuming from checkpoint {call.checkpoint!r} needs a store: pass checkpoints="
-                )
-            stored = await config.store.load(call.checkpoint)
-            going_on_from(config.store, stored)
-            self._codec.check(stored)
-            run = self._codec.restore(stored)
-            if responses is not None:
-                if not call.fork:
-                    await _not_answered(config.store, stored.run_id, responses)
-                apply_responses(run, responses, self._executors)
-                self._codec.storable(responses)  # (its type checked first: clearer)
-            # Continued from its checkpoint: the copy of the run kept in memory
-            # (waiting for the same answers) is superseded, not answerable
-            # twice. A fork is a new run: the original still waits.
-            if not call.fork:
-                self._waiting.drop(stored.run_id)
-            run_id = uuid.uuid4().hex if call.fork else stored.run_id
-            if call.fork:  # (what its executors restored was that run's)
-                run.forked_from = (stored.run_id, *run.forked_from)
-            return run_id, run, stored, self._codec.hashes(stored), None
-        if responses is not None:
-            suspended = self._waiting.claim(responses)
-            run = suspended.state.copy()  # (a failed run leaves the original's requests)
-            try:
-                if config is not None:  # another process may have answered through the store
-                    await _not_answered(config.store, suspended.run_id, responses)
-                parent = None
-                if suspended.last_checkpoint is not None and config is not None:
-                    parent = await config.store.load(suspended.last_checkpoint)
-                    # Another run (a fork, a resume, a new run) may have used the
-                    # shared executors since: they go on (and check the answers)
-                    # as this run left them.
-                    self._codec.restore_shared(parent)
-                elif suspended.shared:
-                    self._codec.restore_kept(suspended.shared)
-                apply_responses(run, responses, self._executors)
-                if config is not None:
-                    self._codec.storable(responses)
-            except BaseException:
-                self._waiting.put_back(suspended)  # nothing consumed
-                raise
-            hashes = self._codec.hashes(parent) if parent is not None else None
-            return suspended.run_id, run, parent, hashes, suspended
-        if call.input is None:
-            raise MessageTypeError(
-                f"workflow {self.name!r} needs an input message for its start executor "
-                f"{start.id!r}; None is never a message"
-            )
-        if not start.accepts(call.input):
-            raise MessageTypeError(
-                f"the start executor {start.id!r} of workflow {self.name!r} has no handler "
-                f"for the input, {a_value_type(call.input)} (it handles "
-                f"{', '.join(type_name(t) for t in start.input_types)})",
-                executor_id=start.id,
-            )
-        run = RunState(inboxes={start.id: [("", call.input)]})
-        return uuid.uuid4().hex, run, None, None, None
-
     async def _drive(
         self,
         run: RunState,
@@ -632,7 +466,7 @@ class Workflow:
         """Run ``run`` to idle without checkpoints: how a ``WorkflowExecutor``
         runs this workflow as a child (holding it busy meanwhile, if it
         shares executor instances)."""
-        self._acquire()
+        self._busy.acquire()
         try:
             scope = self._scope(run_id, emit, run, context, live)
             # (under the parent's handler span, when the parent is traced)
@@ -647,7 +481,7 @@ class Workflow:
             end_run(trace, run.superstep, status.value, None)
             return status
         finally:
-            self._release()
+            self._busy.release()
 
     def _scope(
         self,
@@ -725,76 +559,3 @@ class Workflow:
             messages=messages,
             drop_requests=drop_requests,
         )
-
-    def _acquire(self) -> None:
-        with _IN_USE_LOCK:
-            if self._running and self._shared_children:
-                eid, why = next(iter(self._shared_children.items()))
-                raise WorkflowBusyError(
-                    f"workflow {self.name!r} is already running, and every executor its "
-                    f"factory {eid!r} makes {why}, or register its executors as factories, "
-                    "to run it concurrently",
-                    executor_id=eid,
-                )
-            if not self._claimable:
-                self._running += 1
-                return
-            if self._running:
-                shared = ", ".join(repr(e.id) for e in self._claimable[:3])
-                raise WorkflowBusyError(
-                    f"workflow {self.name!r} is already running, and its executor instances "
-                    f"({shared}) are shared by its runs, so it runs one run at a time; register "
-                    "them as factories (builder.register(id, factory)) to run it concurrently"
-                )
-            for ref, executor in self._rivals_now():
-                rival = ref()
-                if rival is not None and rival._running:
-                    raise WorkflowBusyError(
-                        f"executor {executor.id!r} ({type(executor).__name__}) is in use by "
-                        f"running workflow {rival.name!r}; an executor instance serves one run "
-                        "at a time — build each concurrent workflow from its own instances",
-                        executor_id=executor.id,
-                    )
-            self._running += 1
-
-    def _rivals_now(self) -> list[tuple[weakref.ref[Workflow], Executor]]:
-        """The other workflows built on one of this one's shared instances
-        (computed again only when a workflow was built since; lock held)."""
-        if self._seen_generation != _GENERATION:
-            self._rivals = [
-                (weakref.ref(other), executor)
-                for executor in self._claimable
-                for other in _USERS.get(id(executor), ())
-                if other is not self
-            ]
-            self._seen_generation = _GENERATION
-        return self._rivals
-
-    def _release(self) -> None:
-        with _IN_USE_LOCK:
-            self._running -= 1
-
-
-async def _not_gone_on(store: CheckpointStore, suspended: Suspended) -> None:
-    """``RequestError`` if the run kept in memory went on elsewhere since
-    (another process continued it): this copy waits at an older checkpoint,
-    and answering it would silently branch off there."""
-    here = suspended.last_checkpoint
-    info = await store.run_info(suspended.run_id)
-    if here is None or info is None or info.last_checkpoint == here:
-        return
-    raise RequestError(
-        f"run {suspended.run_id!r} went on elsewhere since this workflow object kept it "
-        f"waiting at checkpoint {here}: its latest checkpoint is {info.last_checkpoint}; "
-        f"answer from there (run(responses=..., checkpoint={info.last_checkpoint!r})), or "
-        f"pass checkpoint={here!r} to go on from where this copy waits"
-    )
-
-
-async def _not_answered(store: CheckpointStore, run_id: str, responses: Mapping[str, Any]) -> None:
-    """``RequestError`` if the store recorded an answer to one of these."""
-    if not isinstance(responses, Mapping) or not responses:
-        return  # (refused with its reason by apply_responses)
-    answered = await store.answers(run_id, [r for r in responses if isinstance(r, str)])
-    for request_id, checkpoint_id in answered.items():
-        raise answered_twice(run_id, request_id, checkpoint_id)
