@@ -2,6 +2,9 @@
 
 - ``_backend``: ``RayBackend`` — one call per inbox per superstep; state
   back to the driver at each run's end;
+- ``_run_actors``: one run's actors, and the driver's copies of its
+  executors kept as the actors leave them;
+- ``_failures``: how what goes wrong on Ray becomes the run's failure;
 - ``_host``: the actor body, and its live event stream;
 - ``_pool``: warm actors kept between runs of a workflow;
 - ``_cluster``: importing Ray (loopback only) and probing an address.

@@ -50,11 +50,22 @@ from .._core import (
     WarningEvent,
 )
 from .._exceptions import WorkflowRunError
-from .._factories import make_executor
 from ._cluster import current_address, held_interrupts, probe, ray_module, same_address
-from ._failures import Closed, Unsendable, closed, fails, innermost, last_line, lost_spans
-from ._host import Begin, Host, Result, Shared, relinked
+from ._failures import (
+    Closed,
+    Unsendable,
+    closed,
+    died,
+    lost_spans,
+    not_started,
+    unloadable,
+    unportable,
+    unsendable,
+    unsent,
+)
+from ._host import Host, Result, Shared, relinked
 from ._pool import WarmPool
+from ._run_actors import RunActors, driver_copy, mirror, scope_of
 
 __all__ = ["RayBackend"]
 
@@ -64,39 +75,6 @@ _COLOCATED = "*"
 
 # A call that has not returned after this long streams its events live.
 LIVE_AFTER = 0.02
-
-
-class _RunActors:
-    """One run's actors (by group: an executor's id, or the colocated
-    group's), and what they were sent."""
-
-    __slots__ = (
-        "actors",
-        "busy",
-        "groups",
-        "pending",
-        "run_ref",
-        "scope",
-        "state_dirty",
-        "state_ref",
-        "state_version",
-        "stateful",
-        "where",
-    )
-
-    def __init__(self, run_ref: Any, scope: dict[str, Any]) -> None:
-        self.scope = scope  # the run's ids and names, sent once to each actor
-        self.actors: dict[str, Any] = {}  # group -> actor handle
-        self.groups: dict[str, list[Node]] = {}  # group -> its executors
-        self.where: dict[str, str] = {}  # group -> Ray node id
-        # Warm actors' ``begin`` arguments, sent with their first call.
-        self.pending: dict[str, Begin] = {}
-        self.busy: set[str] = set()  # groups with a call in flight
-        self.stateful: set[str] = set()  # executor ids with attributes to bring back
-        self.run_ref = run_ref  # (context, reducers) in the object store
-        self.state_ref: Any = None
-        self.state_version = 0
-        self.state_dirty = True
 
 
 class RayBackend:
@@ -151,7 +129,7 @@ class RayBackend:
         # said in a warning at the next superstep.
         self._attached = False
         self._unapplied: list[str] = []
-        self._runs: dict[RunScope, _RunActors] = {}  # the runs going on, by their scope
+        self._runs: dict[RunScope, RunActors] = {}  # the runs going on, by their scope
         self.last_run_nodes: dict[str, str] = {}  # executor id -> Ray node id, last run ended
         self.shared_last_superstep = 0  # messages put in the object store once, for several
         self.started_last_run = 0  # actors the last run started (the others were warm)
@@ -274,7 +252,7 @@ class RayBackend:
         chosen = self.placement.get(node.id) or node.placement or self.default
         return chosen.merged(self.default)
 
-    def _run_of(self, scope: RunScope) -> _RunActors:
+    def _run_of(self, scope: RunScope) -> RunActors:
         run = self._runs.get(scope)
         if run is None:
             try:
@@ -286,7 +264,7 @@ class RayBackend:
                     "backend the context must be serializable; pass what the actors need to "
                     "build their clients (a URL, a key), not the clients themselves"
                 ) from exc
-            run = self._runs[scope] = _RunActors(ref, _scope_of(scope))
+            run = self._runs[scope] = RunActors(ref, scope_of(scope))
             self.started_last_run = 0
         return run
 
@@ -301,7 +279,7 @@ class RayBackend:
             return [node]
         return [n for n in scope.nodes.values() if self._group(n) == _COLOCATED] or [node]
 
-    async def _actor(self, run: _RunActors, group: str, node: Node, work: Superstep) -> Any:
+    async def _actor(self, run: RunActors, group: str, node: Node, work: Superstep) -> Any:
         actor = run.actors.get(group)
         if actor is not None:
             return actor
@@ -331,39 +309,22 @@ class RayBackend:
         try:
             actor = self._actor_class.options(**options).remote(members)
         except Exception as exc:  # (an executor Ray cannot serialize: its attributes)
-            raise self._unportable(work, members, exc) from exc
+            raise unportable(work, members, exc, self._ray.exceptions.RayError) from exc
         run.actors[group] = actor  # (held before it answers: killed if the run ends)
         self.started_last_run += 1
         try:
             try:
                 begun = actor.begin.remote(instances, {}, run.scope)
             except Exception as exc:  # (a per-run instance Ray cannot serialize)
-                raise self._unportable(work, members, exc) from exc
+                raise unportable(work, members, exc, self._ray.exceptions.RayError) from exc
             where = await self._answer(begun)
         except Exception as exc:
             run.actors.pop(group, None)
             self._kill(actor)
             if isinstance(exc, ExecutorFailure):
                 raise
-            raise self._not_started(work, members, exc) from exc
+            raise not_started(work, members, exc) from exc
         return self._hold(run, group, members, actor, where)
-
-    def _unportable(self, work: Superstep, members: list[Node], exc: Exception) -> Exception:
-        """The failure of an executor that cannot go to its actor: Ray
-        cannot serialize it (a lock, a client among its attributes)."""
-        ray_error: type[Exception] = self._ray.exceptions.RayError
-        if isinstance(exc, ray_error):
-            return exc  # (not about the executor: as any failure to reach the actor)
-        named = ", ".join(n.id for n in members)
-        return fails(
-            work,
-            members[0],
-            f"executor {named!r} cannot be sent to a Ray actor ({innermost(exc)}): on the "
-            "Ray backend an executor's attributes travel between the driver and its actor "
-            "and must be serializable; keep clients and locks out of them (make them where "
-            "the handlers run: a module-level cache serves each actor process)",
-            exc,
-        )
 
     async def _answer(self, ref: Any) -> Any:
         """What a call to an actor returns (``close`` ends the wait)."""
@@ -373,20 +334,6 @@ class RayBackend:
             return await asyncio.wrap_future(future)
         finally:
             self._waiting.discard(future)
-
-    def _not_started(self, work: Superstep, members: list[Node], exc: Exception) -> Exception:
-        """The failure of an actor that did not start (its executors' module
-        is not importable on the workers, say), naming its executors."""
-        named = ", ".join(n.id for n in members)
-        if isinstance(exc, Closed):
-            return closed(work, members[0], named)
-        return fails(
-            work,
-            members[0],
-            f"the Ray actor of executor {named!r} did not start: {type(exc).__name__}: "
-            f"{last_line(exc)} (the workers must be able to import the executors' modules: "
-            'see docs/ray.md, "What workers need")',
-        )
 
     def _placeable(self, place: Placement, node: Node, work: Superstep) -> None:
         """Warn when no node of the cluster has the resources an actor asks
@@ -411,9 +358,7 @@ class RayBackend:
                 )
             )
 
-    def _hold(
-        self, run: _RunActors, group: str, members: list[Node], actor: Any, where: str
-    ) -> Any:
+    def _hold(self, run: RunActors, group: str, members: list[Node], actor: Any, where: str) -> Any:
         run.actors[group] = actor
         run.groups[group] = members
         run.where[group] = where
@@ -491,7 +436,7 @@ class RayBackend:
         return out
 
     async def _call(
-        self, run: _RunActors, work: Superstep, group: str, batches: list[tuple[Node, Inbox]]
+        self, run: RunActors, work: Superstep, group: str, batches: list[tuple[Node, Inbox]]
     ) -> dict[str, Outbox]:
         """One call to the group's actor for its inboxes of this superstep;
         the outboxes by executor id."""
@@ -518,38 +463,17 @@ class RayBackend:
                     raise closed(work, first, named) from None
                 if isinstance(exc, Unsendable):
                     run.busy.discard(group)
-                    what = f"its inbox of superstep {work.number}" + (
-                        " or its attributes" if begin is not None else ""
-                    )  # (a warm actor gets the driver's attributes with its first call)
-                    raise fails(
-                        work,
-                        first,
-                        f"executor {named!r}: {what} could not be sent to its Ray actor "
-                        f"({innermost(exc)}); on the Ray backend messages, answers, the "
-                        "run's input and executors' attributes must be serializable",
-                        exc.__cause__,
-                    ) from exc.__cause__
+                    raise unsendable(work, first, named, begin is not None, exc) from exc.__cause__
                 if isinstance(getattr(exc, "cause", None), ray.exceptions.RaySystemError):
                     # The actor could not load what was sent (a message's or a
                     # state value's type its worker cannot import).
                     run.busy.discard(group)
-                    what = "its inbox, the shared state, the run's context" + (
-                        ", its attributes" if begin is not None else ""
-                    )
-                    raise fails(
-                        work,
-                        first,
-                        f"executor {named!r}: what superstep {work.number} sent to its Ray "
-                        f"actor ({what}) could not be loaded there "
-                        f"({last_line(exc) or type(exc).__name__}): the workers must be able to "
-                        "import the types of the messages, state values and context too (see "
-                        'docs/ray.md, "What workers need")',
-                        exc,
-                    ) from exc
+                    raise unloadable(work, first, named, begin is not None, exc) from exc
                 if not isinstance(exc, ray.exceptions.RayActorError) and not (
                     begin is not None and "Failed to submit task to actor" in str(exc)
                 ):  # (a warm actor of a cluster that is gone fails to submit)
-                    raise self._unsent(run, work, group, first, named, exc) from exc
+                    run.busy.discard(group)
+                    raise unsent(work, first, named, exc) from exc
                 where = run.where.get(group, "unknown")
                 run.actors.pop(group, None)
                 run.busy.discard(group)
@@ -584,13 +508,7 @@ class RayBackend:
                     )
                     attempt += 1
                     continue  # the lost batch re-runs on a fresh actor
-                raise fails(
-                    work,
-                    first,
-                    f"the Ray actor of executor {named!r} on node {where} died during "
-                    f"superstep {work.number}: {type(exc).__name__}",
-                    exc,
-                ) from exc
+                raise died(work, first, named, where, exc) from exc
             run.busy.discard(group)
             run.stateful.update(stateful)
             if spans and work.scope.trace is not None:
@@ -617,31 +535,9 @@ class RayBackend:
                 raise raised[0] from raised[0].cause
             nodes = {node.id: node for node, _ in batches}
             for executor_id, snapshot in snapshots.items():
-                _mirror(work, nodes[executor_id], snapshot)
+                mirror(work, nodes[executor_id], snapshot)
             assert outboxes is not None
             return {executor_id: o for (executor_id, _), o in zip(sent, outboxes, strict=True)}
-
-    def _unsent(
-        self,
-        run: _RunActors,
-        work: Superstep,
-        group: str,
-        first: Node,
-        named: str,
-        exc: Exception,
-    ) -> ExecutorFailure:
-        """The failure of a call whose result could not come back from its
-        actor (a message or an exception Ray cannot serialize): the run fails
-        naming the executors, as when their handler raises."""
-        run.busy.discard(group)
-        return fails(
-            work,
-            first,
-            f"executor {named!r}: what its Ray actor did in superstep {work.number} could "
-            f"not be sent back ({type(exc).__name__}: {last_line(exc) or type(exc).__name__}); "
-            "on the Ray backend messages, outputs, events and exceptions must be serializable",
-            exc,
-        )
 
     async def _process(self, actor: Any, work: Superstep, batches: Any, *args: Any) -> Result:
         """One ``process`` call; its events as they happen once it has run
@@ -729,7 +625,7 @@ class RayBackend:
                     )
                 )
             for node in run.groups[group]:
-                target = _driver_copy(scope, node)
+                target = driver_copy(scope, node)
                 if target is not None and node.id in states:
                     target._set_user_state(states[node.id])
             self.pool.give(run.groups[group][0], actor, run.where[group])
@@ -749,48 +645,3 @@ async def _follow(actor: Any, call: int, emit: Any) -> None:
         events, running = await actor.follow.remote(call)
         for event in events:
             emit(event)
-
-
-def _driver_copy(scope: RunScope, node: Node) -> Any:
-    """The driver's object for ``node``'s executor in this run: the shared
-    instance, or the run's own (made now if the run has none yet)."""
-    if node.host is not None or node.make is None:
-        return node.host
-    instance = scope.instances.get(node.id)
-    if instance is None:
-        instance = scope.instances[node.id] = make_executor(node.make, node.id)
-    return instance
-
-
-def _mirror(work: Superstep, node: Node, snapshot: tuple[bool, Any]) -> None:
-    """Keep the driver's copy of an executor that takes snapshots as its
-    actor left it after each call, so the checkpoint at the barrier holds
-    what the actor holds (through ``restore()``)."""
-    ok, value = snapshot
-    if not ok:
-        work.scope.emit(
-            WarningEvent(
-                message=f"executor {node.id!r}: snapshot() raised in its Ray actor "
-                f"({type(value).__name__}: {value}); checkpoints keep its last snapshot",
-                executor_id=node.id,
-                superstep=work.number,
-            )
-        )
-        return
-    target = _driver_copy(work.scope, node)
-    if target is not None:
-        target.restore(value)
-
-
-def _scope_of(scope: RunScope) -> dict[str, Any]:
-    return {
-        "run_id": scope.run_id,
-        "workflow": scope.workflow_name,
-        "strict": scope.strict,
-        "executor_ids": scope.executor_ids,
-        "output_ids": scope.output_ids,
-        "senders": scope.senders,
-        "traced": scope.trace is not None,
-        "live": scope.live,  # (someone streams the run: transient events go out)
-        "forked_from": scope.forked_from,
-    }
