@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
+from tests import subflows
 from tests.test_ray_warm import backend, ray_cluster  # noqa: F401  (fixtures)
 
 
@@ -163,3 +164,34 @@ async def test_a_live_event_ray_cannot_send_fails_the_superstep_rather_than_vani
     assert caught.value.executor_id == "talker"
     assert "could not be sent back" in said and "cannot pickle '_thread.lock' object" in said
     assert "events" in said
+
+
+async def test_a_sub_workflow_sharing_an_instance_with_another_workflow_goes_to_its_actor(
+    backend: sg.RayBackend,  # noqa: F811
+) -> None:
+    """A child workflow built on an executor instance another workflow uses
+    too, once it has run, travels to its actor (it failed: 'cannot pickle
+    weakref.ReferenceType', what it knew of the other workflow); and the
+    copy it sent still keeps one run at a time on the instance here."""
+    shout = subflows.Shout("shout")
+    child = sg.WorkflowBuilder(start=shout, name="child").build()
+    other = sg.WorkflowBuilder(start=shout, name="other").build()
+    assert (await child.run("a")).outputs == ["A"]  # (now it knows of the other)
+    sub = sg.WorkflowExecutor(child, id="sub", forward_outputs=True)
+    parent = sg.WorkflowBuilder(start=sub, name="parent").build()
+    assert (await parent.run("b", backend=backend)).outputs == ["B"]
+    # The guard of the instance still holds here, on the originals.
+    gate = asyncio.Event()
+
+    @sg.executor(id="hold")
+    async def hold(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await gate.wait()
+        await ctx.send_message(text)
+
+    held = sg.WorkflowBuilder(start=hold, name="held").add_edge(hold, shout).build()
+    running = asyncio.ensure_future(held.run("c"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(sg.WorkflowBusyError, match="in use by running workflow 'held'"):
+        await other.run("d")
+    gate.set()
+    assert (await running).outputs == ["C"]

@@ -47,6 +47,10 @@ class BusyGuard:
         # (what is said of it): the workflow's runs take turns too.
         self._shared_children = shared_children
         self._running = 0
+        self._join()
+
+    def _join(self) -> None:
+        """Be found by the other workflows built on this one's shared instances."""
         self._rivals: list[tuple[weakref.ref[BusyGuard], Executor]] = []
         self._seen_generation = -1
         if self._claimable:
@@ -59,6 +63,18 @@ class BusyGuard:
                         weakref.finalize(executor, _USERS.pop, id(executor), None)
                     users.add(self)
                 _GENERATION += 1
+
+    def __getstate__(self) -> dict[str, object]:
+        # A copy (a workflow sent to a Ray actor inside a sub-workflow) runs
+        # none of this one's runs and finds its own rivals where it lands.
+        state = dict(vars(self))
+        del state["_rivals"], state["_seen_generation"]
+        state["_running"] = 0
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        vars(self).update(state)
+        self._join()
 
     def acquire(self) -> None:
         """Count a run in, or raise ``WorkflowBusyError`` saying why it must wait."""
