@@ -348,3 +348,33 @@ def test_max_idle_is_a_whole_number(cap: Any) -> None:
     with pytest.raises(ValueError, match="max_idle must be a whole number, 0 or more"):
         sg.RayBackend(max_idle=cap)
     assert sg.RayBackend(max_idle=10**12).max_idle == 10**12
+
+
+class Tally(sg.Executor):
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.n = 0
+
+    @sg.handler
+    async def on(self, _: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        self.n += 1
+        await ctx.yield_output(self.n)
+
+
+async def test_a_stream_left_at_its_output_hands_its_attributes_to_the_next_run(
+    backend: sg.RayBackend,
+) -> None:
+    """A stream left once it has its answer cancels the run as its actor
+    hands the executor's attributes back: the next run, started at once,
+    waits for them rather than starting from the driver's older copy (which
+    then overwrote the cancelled run's changes: 2 and 2, not 3 and 3)."""
+    tally = Tally("tally")
+    workflow = sg.WorkflowBuilder(start=tally).build()
+    assert (await workflow.run(0, backend=backend)).outputs == [1]
+    async with workflow.stream(0, backend=backend) as events:
+        async for event in events:
+            if event.kind == "output":
+                assert event.data == 2
+                break
+    assert (await workflow.run(0, backend=backend)).outputs == [3]
+    assert tally.n == 3

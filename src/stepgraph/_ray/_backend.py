@@ -141,6 +141,10 @@ class RayBackend:
         # Runs that were going on when ``close`` came: their next superstep
         # fails (it would start a cluster anew), until they end.
         self._closed_runs: set[RunScope] = set()
+        # Shared executors (by ``id(node)``) whose actor is handing their
+        # attributes back (``finish_run``): a run cancelled as it ends does
+        # not wait for that, so the next run does before it sends them.
+        self._handing_back: dict[int, asyncio.Task[Any]] = {}
         self.pool = WarmPool(self._kill, idle_ttl, max_idle)
         self.colocate = colocate
 
@@ -286,6 +290,9 @@ class RayBackend:
         self._connect()
         scope = work.scope
         members = self._members(group, node, scope)
+        handing = {t for n in members if (t := self._handing_back.get(id(n))) is not None}
+        if handing:  # (the last run's attributes, not the driver's older copy)
+            await asyncio.wait(handing)
         instances = {
             n.id: scope.instances[n.id]
             for n in members
@@ -599,6 +606,20 @@ class RayBackend:
                 asked[group] = actor
             else:  # nothing of their own to bring back (or taken warm, never called)
                 self.pool.give(run.groups[group][0], actor, run.where[group])
+        me = asyncio.current_task()
+        handing = [id(n) for g in asked for n in run.groups[g] if n.host is not None]
+        if me is not None:
+            self._handing_back.update(dict.fromkeys(handing, me))
+        try:
+            await self._hand_back(scope, run, asked)
+        finally:
+            for key in handing:
+                if self._handing_back.get(key) is me:
+                    del self._handing_back[key]
+
+    async def _hand_back(self, scope: RunScope, run: _RunActors, asked: dict[str, Any]) -> None:
+        """The executors' attributes from the ``asked`` actors into the
+        driver's copies; each actor then goes back to the pool."""
         exports = await asyncio.gather(
             *(_exported(actor) for actor in asked.values()), return_exceptions=True
         )
