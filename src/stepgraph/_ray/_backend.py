@@ -617,7 +617,7 @@ class RayBackend:
                 if self._handing_back.get(key) is me:
                     del self._handing_back[key]
 
-    async def _hand_back(self, scope: RunScope, run: _RunActors, asked: dict[str, Any]) -> None:
+    async def _hand_back(self, scope: RunScope, run: RunActors, asked: dict[str, Any]) -> None:
         """The executors' attributes from the ``asked`` actors into the
         driver's copies; each actor then goes back to the pool."""
         exports = await asyncio.gather(
