@@ -378,3 +378,35 @@ async def test_a_stream_left_at_its_output_hands_its_attributes_to_the_next_run(
                 break
     assert (await workflow.run(0, backend=backend)).outputs == [3]
     assert tally.n == 3
+
+
+class Asking(sg.Executor):
+    """Asks for a number, yields it doubled."""
+
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.request_info(text, int)
+
+    @sg.response_handler
+    async def got(self, text: str, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(2 * n)
+
+
+@pytest.mark.parametrize("on_ray", [False, True])
+async def test_a_stream_left_at_its_request_leaves_the_run_answerable(
+    backend: sg.RayBackend, on_ray: bool
+) -> None:
+    """A stream left at the ``request_info`` event cancels the run once it
+    has ended waiting: it is kept as it ended, and the answer that follows
+    (no store: in memory) goes on with it — on Ray it was lost ('unknown
+    request id'), the cancel landing while the actors handed back."""
+    workflow = sg.WorkflowBuilder(start=Asking("asking")).build()
+    runs_on = backend if on_ray else None
+    for _ in range(3):
+        async with workflow.stream("how many?", backend=runs_on) as events:
+            async for event in events:
+                if isinstance(event, sg.RequestInfoEvent):
+                    asked = event.request_id
+                    break
+        done = await workflow.run(responses={asked: 21}, backend=runs_on)
+        assert done.outputs == [42]

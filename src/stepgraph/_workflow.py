@@ -32,6 +32,7 @@ from ._core import (
     RunStatus,
     RunUsage,
     run_supersteps,
+    to_the_end,
 )
 from ._exceptions import CheckpointError, ConvergenceError, WorkflowDefinitionError
 from ._inspect import StateSnapshot, get_state, update_state
@@ -361,7 +362,7 @@ class Workflow:
                 "this call)"
             )
         run_id, run, parent, stored_hashes, claimed = await prepare(self, call, config)
-        succeeded = False
+        succeeded = cancelled_late = False
         holder = None
         try:
             recorder = None
@@ -404,10 +405,12 @@ class Workflow:
                 scope.progress = self._progress(recorder, run)
                 recorder.trace = trace
             runner = call.backend if call.backend is not None else LocalBackend()
+            ended = False
             try:
                 status = await run_supersteps(
                     self._graph, scope, runner, run, limit, recorder, breakpoints
                 )
+                ended = True
             except BaseException as error:
                 if isinstance(error, ConvergenceError):  # the run can go on from where it stopped
                     error.run_id = run_id
@@ -417,8 +420,16 @@ class Workflow:
                 raise
             finally:
                 finish = getattr(runner, "finish_run", None)  # distributed backends
-                if finish is not None:
+                if finish is not None and not ended:
                     await asyncio.shield(finish(scope))
+                elif finish is not None:
+                    try:
+                        await to_the_end(finish(scope))
+                    except asyncio.CancelledError:
+                        # The run had ended (idle, waiting for answers) when its
+                        # caller was cancelled (a stream left at its request):
+                        # it is kept as it ended, then the cancellation raised.
+                        cancelled_late = True
                 end_run(trace, run.superstep, status.value if trace is not None else None, None)
             succeeded = True
         finally:
@@ -440,6 +451,8 @@ class Workflow:
             shared = self.shared_snapshots if last is None else None
             kept = self._codec.keep_shared(shared, run_id, run) if shared else None
             self._waiting.keep(Suspended(run_id, run, last, kept, link), emit)
+        if cancelled_late:
+            raise asyncio.CancelledError
         usage = RunUsage(dict(run.usage))
         return _Outcome(run_id, status, list(run.requests.values()), last, usage)
 
