@@ -18,7 +18,7 @@ from stepgraph._checkpoint._leases import new_holder
 from stepgraph._checkpoint._model import answered_twice
 from stepgraph._serve import Problem
 from stepgraph._serve._refusals import refusal
-from stepgraph._serve._runs import INTERRUPTED
+from stepgraph._serve._shutdown import INTERRUPTED
 
 from . import flows
 from .conftest import sse

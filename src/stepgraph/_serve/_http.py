@@ -41,9 +41,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._cli._load import json_value
 from .._exceptions import CheckpointError, CheckpointIntegrityError
+from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
 from ._openapi import openapi
 from ._refusals import Problem, quoted
-from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, RunService
+from ._runs import RunService
 
 __all__ = ["Guard", "create_app"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from ._runs import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
+from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
 
 __all__ = ["openapi"]
 

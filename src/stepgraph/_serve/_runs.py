@@ -10,12 +10,12 @@ requests and answers; the events are kept in memory for the runs this
 server process ran (the most recent ``keep_runs`` of them, at most
 ``keep_bytes`` of events in all).
 
+It is what the HTTP layer talks to. Describing runs for the API is
+:class:`~._describe.RunDescriber`'s, which the service holds over the same
+logs; stopping every run when the server stops is :func:`~._shutdown.stop_runs`.
+
 Validation is the CLI's (:mod:`stepgraph._cli._input`): an input or an
 answer the command line refuses, the server refuses the same way.
-
-(Past 800 lines: describing, starting, continuing and stopping runs all
-read and change the run logs and claims this one class keeps; the next
-growth should split it along those lines.)
 """
 
 from __future__ import annotations
@@ -25,109 +25,36 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._checkpoint import (
-    RUNNING_STATUSES,
-    BaseStore,
-    CheckpointInfo,
-    CheckpointStore,
-    RunInfo,
-    new_holder,
-)
+from .._checkpoint import RUNNING_STATUSES, CheckpointStore, RunInfo
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
-from .._cli._render import jsonable
-from .._core import (
-    Event,
-    PendingRequest,
-    RequestInfoEvent,
-    RunStartedEvent,
-    RunStatus,
-    type_name,
-)
+from .._core import Event, RunStartedEvent
 from .._exceptions import (
     CheckpointNotFoundError,
     RequestError,
     StepgraphError,
 )
 from .._persistence import CheckpointConfig
-from .._viz import to_graph
 from .._workflow import Workflow
+from ._describe import CHECKPOINTS_SHOWN, RunDescriber
 from ._logs import RunLog
 from ._refusals import (
     Problem,
     answered_already,
-    failure_of,
     quoted,
     refusal,
     refuse_nothing_to_run,
 )
-from ._schema import schema_of
+from ._served import ServedWorkflow, unroutable
+from ._shutdown import stop_runs
 
-__all__ = [
-    "CHECKPOINTS_MAX",
-    "CHECKPOINTS_SHOWN",
-    "INTERRUPTED",
-    "RunService",
-    "ServedWorkflow",
-    "unroutable",
-]
+__all__ = ["RunService"]
 
 log = logging.getLogger("stepgraph.serve")
-
-# The error a run stopped by the server's shutdown is recorded with: such
-# runs are listed as interrupted, and resume with one call.
-INTERRUPTED = "interrupted: the server stopped while the run was going on"
-# How a run stopped by the server may stand in its store (``cancelled``: it
-# recorded that itself; going on: its process ended before recording it).
-_STOPPED = frozenset(
-    s.value
-    for s in (RunStatus.CANCELLED, RunStatus.IN_PROGRESS, RunStatus.IN_PROGRESS_PENDING_REQUESTS)
-)
-_STATUSES = frozenset(status.value for status in RunStatus)
-_ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
-# How many of a run's checkpoints its details hold (the newest) unless asked
-# for more, and the most that can be asked for.
-CHECKPOINTS_SHOWN = 100
-CHECKPOINTS_MAX = 10_000
-
-
-def unroutable(name: str) -> str | None:
-    """Why a workflow of this name could not be started through the API
-    (``POST /api/workflows/{name}/runs``), or ``None``: a name is one
-    segment of a URL path, which ``/`` would split and which clients
-    resolve away when it is ``.`` or ``..`` (even percent-encoded)."""
-    if name in ("", ".", ".."):
-        return f"a workflow named {name!r} cannot be named in a URL"
-    if "/" in name:
-        return f"workflow {name!r} holds '/', which would split its URL"
-    return None
-
-
-@dataclass(slots=True)
-class ServedWorkflow:
-    """A workflow named on the command line; ``factory`` (when the target
-    was a function) builds a fresh one for each run of a workflow whose
-    executor instances cannot serve two runs at once."""
-
-    workflow: Workflow
-    factory: Callable[[], Workflow] | None = None
-    description: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.workflow.name
-
-    def for_run(self) -> Workflow:
-        if self.workflow.concurrent or self.factory is None:
-            return self.workflow
-        fresh = self.factory()
-        if not isinstance(fresh, Workflow) or fresh.signature != self.workflow.signature:
-            raise Problem(500, f"the factory of workflow {self.name!r} built another workflow")
-        return fresh
 
 
 class RunService:
@@ -153,19 +80,6 @@ class RunService:
         self.store = store
         self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
         self.keep_runs, self.keep_bytes = keep_runs, keep_bytes
-        # What the store gave for a checkpoint: the outputs along its lineage
-        # (by checkpoint and the run's checkpoint count, which a prune or a
-        # delete changes: the lineage can then be shorter), and the requests
-        # open at it (a checkpoint's own record never changes).
-        self._outputs: OrderedDict[tuple[str, int, bool], list[Any]] = OrderedDict()
-        self._requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-        # A run's checkpoints as the store lists them, by its latest checkpoint
-        # and count (a new save or a prune changes one): a run polled while it
-        # waits is not listed again each time.
-        self._listed: OrderedDict[tuple[str, int, int], list[CheckpointInfo]] = OrderedDict()
-        # The outputs read last for each run going on here, by the checkpoint
-        # they lead up to: the next read starts there.
-        self._went_on: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
         # Runs a call to this server is continuing, until the continuation
         # went past its entry (then its live log says so): the requests it answers.
@@ -174,250 +88,22 @@ class RunService:
         self.streams_over = asyncio.Event()  # every event stream ends
         self._tasks: set[asyncio.Task[None]] = set()  # every run going on here
         self._closing: asyncio.Task[list[str]] | None = None
+        self._describer = RunDescriber(self.workflows, store, self.logs, self._claims)
 
-    # -- describing ------------------------------------------------------------
+    # -- describing (see RunDescriber) ----------------------------------------------
 
     def describe_workflows(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": served.name,
-                "description": served.description,
-                "input_schema": schema_of(served.workflow.start.input_types),
-                "graph": to_graph(served.workflow),
-            }
-            for served in self.workflows.values()
-        ]
+        return self._describer.describe_workflows()
 
     async def list_runs(
         self, workflow: str | None, status: str | None, cursor: str | None, limit: int
     ) -> dict[str, Any]:
-        if status is not None and status not in _STATUSES:
-            raise Problem(422, f"unknown status {quoted(status)}; one of {sorted(_STATUSES)}")
-        try:
-            infos = await self.store.runs(
-                workflow=workflow, status=status, limit=limit + 1, before=cursor
-            )
-        except CheckpointNotFoundError:
-            raise Problem(
-                422, f"unknown cursor {quoted(str(cursor))}: pass the 'next' of a page"
-            ) from None
-        more = len(infos) > limit
-        infos = infos[:limit]
-        # Runs of this server the store holds nothing of (an outage failed
-        # them before their first save): newest, so on the first page.
-        unstored = []
-        for run_log in reversed(self.logs.values()) if cursor is None else ():
-            if not run_log.unstored or run_log.live:
-                continue
-            if await self.store.run_info(run_log.run_id) is not None:
-                run_log.unstored = False  # (the store was down when it ended: it has some)
-            elif (workflow is None or run_log.workflow == workflow) and (
-                status is None or run_log.status == status
-            ):
-                unstored.append(self._unstored_summary(run_log))
-        return {
-            "runs": [*unstored, *(self._run_summary(info) for info in infos)],
-            "next": infos[-1].run_id if more else None,
-        }
-
-    def _unstored_summary(self, run_log: RunLog) -> dict[str, Any]:
-        return {
-            "run_id": run_log.run_id,
-            "workflow": run_log.workflow,
-            "status": run_log.status,
-            "error": run_log.error,
-            "started_at": run_log.base / 1e6,
-            "updated_at": run_log.ended_at,
-            "supersteps": 0,
-            "pending_requests": len(run_log.requests) if run_log.live else 0,
-            "checkpoints": 0,
-            "live": run_log.live,
-            "interrupted": False,
-        }
-
-    def _run_summary(self, info: Any) -> dict[str, Any]:
-        run_log = self.logs.get(info.run_id)
-        live = run_log is not None and run_log.live
-        status, error = info.status, info.error
-        pending = info.pending_requests
-        if run_log is not None and run_log.live:
-            status, error, pending = run_log.status, None, len(run_log.requests)
-        elif (
-            run_log is not None
-            and run_log.status in _ENDINGS
-            and run_log.ended_at is not None
-            and info.status.startswith(RunStatus.IN_PROGRESS.value)
-            and info.updated_at <= run_log.ended_at
-        ):  # it ended here and the store could not record how (nor has anyone since)
-            status, error = run_log.status, run_log.error
-        return {
-            "run_id": info.run_id,
-            "workflow": info.workflow,
-            "status": status,
-            "error": error,
-            "started_at": info.started_at,
-            "updated_at": info.updated_at,
-            "supersteps": info.superstep,
-            "pending_requests": pending,
-            "checkpoints": info.checkpoints,
-            "live": live,
-            "interrupted": not live and info.status == "cancelled" and info.error == INTERRUPTED,
-        }
+        return await self._describer.list_runs(workflow, status, cursor, limit)
 
     async def describe_run(
         self, run_id: str, checkpoints: int = CHECKPOINTS_SHOWN
     ) -> dict[str, Any]:
-        """The run's details, with its newest ``checkpoints`` checkpoints
-        (oldest first) and ``checkpoints_total``, how many it has."""
-        info = await self.store.run_info(run_id)
-        run_log = self.logs.get(run_id)
-        if info is None:
-            if run_log is None or not (run_log.live or run_log.unstored):
-                self._forget_deleted(run_id)
-                raise Problem(404, f"no run {quoted(run_id)} in the store")  # (or deleted since)
-            summary = self._unstored_summary(run_log)
-            return {  # started, its first checkpoint not written yet (or never)
-                **summary,
-                "failure": failure_of(summary["status"], summary["error"]),
-                "checkpoints": [],
-                "checkpoints_total": 0,
-                "outputs": jsonable(run_log.outputs),
-                "pending_requests": self._live_requests(run_log),
-            }
-        out = self._run_summary(info)
-        if not out["live"] and info.status in RUNNING_STATUSES and await self._stranded(run_id):
-            out["interrupted"] = True  # (its process ended without recording how: killed)
-        out["events_kept"] = run_log is not None
-        out["failure"] = failure_of(out["status"], out["error"])
-        # Taken with the status, before any await: the run may end meanwhile.
-        live_requests = self._live_requests(run_log) if out["live"] and run_log else []
-        # Only the newest are read (the response and its cost stay small
-        # however long the run), and read again only after a save or a prune.
-        key = (info.last_checkpoint, info.checkpoints, checkpoints)
-        newest = self._listed.get(key)
-        if newest is None:
-            if isinstance(self.store, BaseStore):
-                listed = await self.store.list(run_id, last=checkpoints)
-            else:  # (a store of the user's own may list only whole runs)
-                listed = (await self.store.list(run_id))[-checkpoints:]
-            newest = _remember(self._listed, key, listed, limit=8)
-        latest = next((cp for cp in reversed(newest) if cp.id == info.last_checkpoint), None)
-        out["checkpoints"] = [
-            {
-                "checkpoint_id": cp.id,
-                "superstep": cp.superstep,
-                "created_at": cp.created_at,
-                "status": cp.status,
-                "parent_id": cp.parent_id,
-            }
-            for cp in newest
-        ]
-        out["checkpoints_total"] = info.checkpoints
-        out["outputs"] = await self._outputs_now(
-            info, None if latest is None else latest.created_at, run_log
-        )
-        out["pending_requests"] = []
-        served = self.workflows.get(info.workflow)
-        if out["live"]:
-            out["pending_requests"] = live_requests
-        elif served is not None and info.pending_requests:
-            out["pending_requests"] = await self._requests_at(served, info.last_checkpoint)
-        return out
-
-    async def _stranded(self, run_id: str) -> bool:
-        """Whether a run the store lists as going on is held by no process
-        (its process was killed, or its machine went down): nothing goes on
-        with it and nothing would hear a cancel, but it resumes. Asked as the
-        store's ``request_cancel`` asks: who holds its lease (a store without
-        ``lease_holder``: by taking the lease and giving it back at once).
-        Never while a call of this server continues it."""
-        if run_id in self._claims:
-            return False
-        holder_of = getattr(self.store, "lease_holder", None)
-        if holder_of is not None:
-            # (read, not taken: a probe that took the lease for a moment
-            # refused a resume -- here or in another process -- that came
-            # then, "being continued elsewhere", and the page asks often)
-            return await holder_of(run_id) is None
-        probe = new_holder()
-        if await self.store.lease(run_id, probe) is not None:
-            return False  # (held: going on somewhere)
-        await self.store.release(run_id, probe)
-        return True
-
-    @staticmethod
-    def _live_requests(run_log: RunLog) -> list[dict[str, Any]]:
-        """The requests open in a run going on here, as its events announced
-        them: its status is the run's own, which the store (saving in the
-        background) may not have yet, so its requests are too."""
-        if not run_log.live:
-            return []
-        return [_request_json(request) for request in run_log.requests.values()]
-
-    async def _outputs_now(
-        self, info: RunInfo, latest_at: float | None, run_log: RunLog | None
-    ) -> list[Any]:
-        """The run's outputs along the branch of its latest checkpoint; for
-        a run going on here, with those it yielded since (not stored yet)."""
-        reader = getattr(self.store, "outputs", None)
-        if reader is None:  # (a store of the user's own: what this server saw)
-            return list(run_log.outputs) if run_log is not None else []
-        live = run_log is not None and run_log.live
-        going = live or info.status in RUNNING_STATUSES  # (here or in another process)
-        stored = await self._outputs_of(reader, info, info.last_checkpoint, going)
-        if run_log is None or not live:
-            return stored
-        if latest_at is not None and latest_at < run_log.since:
-            # Nothing of this continuation is stored yet (a replay's latest
-            # checkpoint is still the branch it left): it goes on from its origin.
-            before = run_log.origin
-            base = await self._outputs_of(reader, info, before, False) if before else []
-            return base + [data for _, data in run_log.fresh]
-        return stored + [
-            data for step, data in run_log.fresh if step is None or step > info.superstep
-        ]
-
-    async def _outputs_of(
-        self, reader: Callable[..., Awaitable[list[Any]]], info: RunInfo, at: str, going: bool
-    ) -> list[Any]:
-        """The outputs along the lineage of checkpoint ``at`` of the run, as
-        the store reads them; remembered while the run holds as many
-        checkpoints. For a run going on, only what it yielded since the last
-        look is read (our stores: ``after=``) — a long run's details cost
-        what its newest checkpoints hold, not all of them. (Outputs a prune
-        removed meanwhile show until the run ends.)"""
-        key = (at, info.checkpoints, going)
-        known = self._outputs.get(key)
-        if known is not None:
-            return known
-        before = self._went_on.get(info.run_id) if going else None
-        known = None
-        if before is not None and isinstance(self.store, BaseStore):
-            with contextlib.suppress(CheckpointNotFoundError):  # (not on the lineage)
-                known = before[1] + await self.store.outputs(at, after=before[0])
-        if known is None:
-            known = list(await reader(at))
-        if going:
-            _remember(self._went_on, info.run_id, (at, known), limit=64)
-        _remember(self._outputs, key, known)
-        return known
-
-    async def _requests_at(
-        self, served: ServedWorkflow, checkpoint_id: str
-    ) -> list[dict[str, Any]]:
-        known = self._requests.get(checkpoint_id)
-        if known is None:
-            checkpoint = await self.store.load(checkpoint_id)
-            requests = served.workflow.codec.requests_of(checkpoint)
-            known = _remember(self._requests, checkpoint_id, [_request_json(r) for r in requests])
-        return known
-
-    def _forget_deleted(self, run_id: str) -> None:
-        """Drop the events of a run that ended here and that the store no
-        longer holds (deleted since): it is not shown any more."""
-        run_log = self.logs.get(run_id)
-        if run_log is not None and not (run_log.live or run_log.unstored):
-            del self.logs[run_id]
+        return await self._describer.describe_run(run_id, checkpoints)
 
     # -- running ------------------------------------------------------------------
 
@@ -735,24 +421,22 @@ class RunService:
         return self.logs.get(run_id)
 
     async def stream_status(self, run_id: str) -> str:
-        """The status a stream of the run's events starts with; 404 for a
-        run that neither goes on here nor is in the store (deleted since,
-        say: its events are not played any more)."""
-        run_log = self.logs.get(run_id)
-        if run_log is not None and (run_log.live or run_log.unstored):
-            return run_log.status
-        info = await self.store.run_info(run_id)
-        if info is None:
-            self._forget_deleted(run_id)
-            raise Problem(404, f"no run {quoted(run_id)} in the store")
-        return run_log.status if run_log is not None else info.status
+        return await self._describer.stream_status(run_id)
 
     # -- stopping -----------------------------------------------------------------------
 
     def begin_close(self) -> None:
         """Start stopping (the server was told to stop): see ``close``."""
         if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(self._close())
+            self._closing = asyncio.get_running_loop().create_task(
+                stop_runs(
+                    self.store,
+                    self.logs,
+                    self._tasks,
+                    stopping=self.stopping,
+                    streams_over=self.streams_over,
+                )
+            )
 
     async def close(self) -> list[str]:
         """Refuse new runs, stop every run going on here at its last
@@ -762,44 +446,6 @@ class RunService:
         self.begin_close()
         assert self._closing is not None
         return await asyncio.shield(self._closing)
-
-    async def _close(self) -> list[str]:
-        self.stopping.set()
-        stop_waiting = getattr(self.store, "stop_waiting", None)
-        if stop_waiting is not None:  # (a save waiting for its database gives up now)
-            stop_waiting()
-        live = [entry for entry in self.logs.values() if entry.live]
-        tasks = list(self._tasks)  # (also those not past their entry: nothing to record)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        for entry in live:
-            try:
-                await self._record_interrupted(entry.run_id)
-            except StepgraphError as exc:
-                log.warning("could not record run %s as interrupted: %s", entry.run_id, exc)
-        self.streams_over.set()
-        for entry in self.logs.values():
-            entry.changed()
-        return [entry.run_id for entry in live]
-
-    async def _record_interrupted(self, run_id: str) -> None:
-        """Record a run stopped here as interrupted, holding its lease from
-        reading its status to writing it: a run another server (or process)
-        took meanwhile goes on there, and is not labelled here."""
-        holder = new_holder()
-        if await self.store.lease(run_id, holder) is not None:
-            return  # (going on elsewhere already)
-        try:
-            info = await self.store.run_info(run_id)
-            # A run whose last checkpoint was being saved when it was
-            # stopped ends as that checkpoint says (idle, waiting for
-            # answers, paused): not interrupted.
-            if info is not None and info.status in _STOPPED:
-                await self.store.set_status(run_id, "cancelled", INTERRUPTED)
-        finally:
-            await self.store.release(run_id, holder)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -811,22 +457,3 @@ class _Continuation:
     answering: frozenset[str]
     since: float
     renumber: bool = False
-
-
-def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 256) -> Any:
-    """``value``, kept in ``cache`` under ``key`` (the oldest go past ``limit``)."""
-    cache[key] = value
-    while len(cache) > limit:
-        cache.popitem(last=False)
-    return value
-
-
-def _request_json(request: PendingRequest | RequestInfoEvent) -> dict[str, Any]:
-    return {
-        "request_id": request.request_id,
-        "executor_id": request.executor_id,
-        "request": jsonable(request.request),
-        "request_type": type_name(type(request.request)),
-        "response_schema": schema_of([request.response_type]),
-        "response_type": type_name(request.response_type),
-    }

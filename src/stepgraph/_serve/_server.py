@@ -26,7 +26,8 @@ import uvicorn
 
 from .._checkpoint import CheckpointStore
 from ._http import create_app
-from ._runs import RunService, ServedWorkflow
+from ._runs import RunService
+from ._served import ServedWorkflow
 
 __all__ = ["bind", "console_address", "is_loopback", "serve"]
 

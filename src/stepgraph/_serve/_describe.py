@@ -1,0 +1,352 @@
+"""How the API describes the workflows a server runs and the runs in its
+store: :class:`RunDescriber`.
+
+A run's description is the store's record of it, corrected by what this
+server knows and the store may not yet: the status, outputs and open
+requests of a run going on here (its :class:`~._logs.RunLog`), how a run
+that ended here ended when the store could not record it, and whether a run
+the store lists as going on is held by no process (stranded: its process
+was killed). What the store gave is remembered while it cannot have
+changed, so a page that polls a run does not read it all again each time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from .._checkpoint import (
+    RUNNING_STATUSES,
+    BaseStore,
+    CheckpointInfo,
+    CheckpointStore,
+    RunInfo,
+    new_holder,
+)
+from .._cli._render import jsonable
+from .._core import PendingRequest, RequestInfoEvent, RunStatus, type_name
+from .._exceptions import CheckpointNotFoundError
+from .._viz import to_graph
+from ._logs import RunLog
+from ._refusals import Problem, failure_of, quoted
+from ._schema import schema_of
+from ._served import ServedWorkflow
+from ._shutdown import INTERRUPTED
+
+__all__ = ["CHECKPOINTS_MAX", "CHECKPOINTS_SHOWN", "RunDescriber"]
+
+_STATUSES = frozenset(status.value for status in RunStatus)
+_ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
+# How many of a run's checkpoints its details hold (the newest) unless asked
+# for more, and the most that can be asked for.
+CHECKPOINTS_SHOWN = 100
+CHECKPOINTS_MAX = 10_000
+
+
+class RunDescriber:
+    """The served ``workflows`` and the runs in ``store`` as the API shows
+    them, with what this server knows of them: ``logs``, the events of the
+    runs it ran (it drops those of a run deleted from the store since), and
+    ``claims``, the runs a call to it is continuing."""
+
+    def __init__(
+        self,
+        workflows: Mapping[str, ServedWorkflow],
+        store: CheckpointStore,
+        logs: OrderedDict[str, RunLog],
+        claims: Mapping[str, frozenset[str]],
+    ) -> None:
+        # (the service's own, shared: what it changes is seen here at once)
+        self.workflows = workflows
+        self.store = store
+        self.logs = logs
+        self._claims = claims
+        # What the store gave for a checkpoint: the outputs along its lineage
+        # (by checkpoint and the run's checkpoint count, which a prune or a
+        # delete changes: the lineage can then be shorter), and the requests
+        # open at it (a checkpoint's own record never changes).
+        self._outputs: OrderedDict[tuple[str, int, bool], list[Any]] = OrderedDict()
+        self._requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # A run's checkpoints as the store lists them, by its latest checkpoint
+        # and count (a new save or a prune changes one): a run polled while it
+        # waits is not listed again each time.
+        self._listed: OrderedDict[tuple[str, int, int], list[CheckpointInfo]] = OrderedDict()
+        # The outputs read last for each run going on here, by the checkpoint
+        # they lead up to: the next read starts there.
+        self._went_on: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
+
+    def describe_workflows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": served.name,
+                "description": served.description,
+                "input_schema": schema_of(served.workflow.start.input_types),
+                "graph": to_graph(served.workflow),
+            }
+            for served in self.workflows.values()
+        ]
+
+    async def list_runs(
+        self, workflow: str | None, status: str | None, cursor: str | None, limit: int
+    ) -> dict[str, Any]:
+        if status is not None and status not in _STATUSES:
+            raise Problem(422, f"unknown status {quoted(status)}; one of {sorted(_STATUSES)}")
+        try:
+            infos = await self.store.runs(
+                workflow=workflow, status=status, limit=limit + 1, before=cursor
+            )
+        except CheckpointNotFoundError:
+            raise Problem(
+                422, f"unknown cursor {quoted(str(cursor))}: pass the 'next' of a page"
+            ) from None
+        more = len(infos) > limit
+        infos = infos[:limit]
+        # Runs of this server the store holds nothing of (an outage failed
+        # them before their first save): newest, so on the first page.
+        unstored = []
+        for run_log in reversed(self.logs.values()) if cursor is None else ():
+            if not run_log.unstored or run_log.live:
+                continue
+            if await self.store.run_info(run_log.run_id) is not None:
+                run_log.unstored = False  # (the store was down when it ended: it has some)
+            elif (workflow is None or run_log.workflow == workflow) and (
+                status is None or run_log.status == status
+            ):
+                unstored.append(self._unstored_summary(run_log))
+        return {
+            "runs": [*unstored, *(self._run_summary(info) for info in infos)],
+            "next": infos[-1].run_id if more else None,
+        }
+
+    def _unstored_summary(self, run_log: RunLog) -> dict[str, Any]:
+        return {
+            "run_id": run_log.run_id,
+            "workflow": run_log.workflow,
+            "status": run_log.status,
+            "error": run_log.error,
+            "started_at": run_log.base / 1e6,
+            "updated_at": run_log.ended_at,
+            "supersteps": 0,
+            "pending_requests": len(run_log.requests) if run_log.live else 0,
+            "checkpoints": 0,
+            "live": run_log.live,
+            "interrupted": False,
+        }
+
+    def _run_summary(self, info: Any) -> dict[str, Any]:
+        run_log = self.logs.get(info.run_id)
+        live = run_log is not None and run_log.live
+        status, error = info.status, info.error
+        pending = info.pending_requests
+        if run_log is not None and run_log.live:
+            status, error, pending = run_log.status, None, len(run_log.requests)
+        elif (
+            run_log is not None
+            and run_log.status in _ENDINGS
+            and run_log.ended_at is not None
+            and info.status.startswith(RunStatus.IN_PROGRESS.value)
+            and info.updated_at <= run_log.ended_at
+        ):  # it ended here and the store could not record how (nor has anyone since)
+            status, error = run_log.status, run_log.error
+        return {
+            "run_id": info.run_id,
+            "workflow": info.workflow,
+            "status": status,
+            "error": error,
+            "started_at": info.started_at,
+            "updated_at": info.updated_at,
+            "supersteps": info.superstep,
+            "pending_requests": pending,
+            "checkpoints": info.checkpoints,
+            "live": live,
+            "interrupted": not live and info.status == "cancelled" and info.error == INTERRUPTED,
+        }
+
+    async def describe_run(
+        self, run_id: str, checkpoints: int = CHECKPOINTS_SHOWN
+    ) -> dict[str, Any]:
+        """The run's details, with its newest ``checkpoints`` checkpoints
+        (oldest first) and ``checkpoints_total``, how many it has."""
+        info = await self.store.run_info(run_id)
+        run_log = self.logs.get(run_id)
+        if info is None:
+            if run_log is None or not (run_log.live or run_log.unstored):
+                self._forget_deleted(run_id)
+                raise Problem(404, f"no run {quoted(run_id)} in the store")  # (or deleted since)
+            summary = self._unstored_summary(run_log)
+            return {  # started, its first checkpoint not written yet (or never)
+                **summary,
+                "failure": failure_of(summary["status"], summary["error"]),
+                "checkpoints": [],
+                "checkpoints_total": 0,
+                "outputs": jsonable(run_log.outputs),
+                "pending_requests": self._live_requests(run_log),
+            }
+        out = self._run_summary(info)
+        if not out["live"] and info.status in RUNNING_STATUSES and await self._stranded(run_id):
+            out["interrupted"] = True  # (its process ended without recording how: killed)
+        out["events_kept"] = run_log is not None
+        out["failure"] = failure_of(out["status"], out["error"])
+        # Taken with the status, before any await: the run may end meanwhile.
+        live_requests = self._live_requests(run_log) if out["live"] and run_log else []
+        # Only the newest are read (the response and its cost stay small
+        # however long the run), and read again only after a save or a prune.
+        key = (info.last_checkpoint, info.checkpoints, checkpoints)
+        newest = self._listed.get(key)
+        if newest is None:
+            if isinstance(self.store, BaseStore):
+                listed = await self.store.list(run_id, last=checkpoints)
+            else:  # (a store of the user's own may list only whole runs)
+                listed = (await self.store.list(run_id))[-checkpoints:]
+            newest = _remember(self._listed, key, listed, limit=8)
+        latest = next((cp for cp in reversed(newest) if cp.id == info.last_checkpoint), None)
+        out["checkpoints"] = [
+            {
+                "checkpoint_id": cp.id,
+                "superstep": cp.superstep,
+                "created_at": cp.created_at,
+                "status": cp.status,
+                "parent_id": cp.parent_id,
+            }
+            for cp in newest
+        ]
+        out["checkpoints_total"] = info.checkpoints
+        out["outputs"] = await self._outputs_now(
+            info, None if latest is None else latest.created_at, run_log
+        )
+        out["pending_requests"] = []
+        served = self.workflows.get(info.workflow)
+        if out["live"]:
+            out["pending_requests"] = live_requests
+        elif served is not None and info.pending_requests:
+            out["pending_requests"] = await self._requests_at(served, info.last_checkpoint)
+        return out
+
+    async def _stranded(self, run_id: str) -> bool:
+        """Whether a run the store lists as going on is held by no process
+        (its process was killed, or its machine went down): nothing goes on
+        with it and nothing would hear a cancel, but it resumes. Asked as the
+        store's ``request_cancel`` asks: who holds its lease (a store without
+        ``lease_holder``: by taking the lease and giving it back at once).
+        Never while a call of this server continues it."""
+        if run_id in self._claims:
+            return False
+        holder_of = getattr(self.store, "lease_holder", None)
+        if holder_of is not None:
+            # (read, not taken: a probe that took the lease for a moment
+            # refused a resume -- here or in another process -- that came
+            # then, "being continued elsewhere", and the page asks often)
+            return await holder_of(run_id) is None
+        probe = new_holder()
+        if await self.store.lease(run_id, probe) is not None:
+            return False  # (held: going on somewhere)
+        await self.store.release(run_id, probe)
+        return True
+
+    @staticmethod
+    def _live_requests(run_log: RunLog) -> list[dict[str, Any]]:
+        """The requests open in a run going on here, as its events announced
+        them: its status is the run's own, which the store (saving in the
+        background) may not have yet, so its requests are too."""
+        if not run_log.live:
+            return []
+        return [_request_json(request) for request in run_log.requests.values()]
+
+    async def _outputs_now(
+        self, info: RunInfo, latest_at: float | None, run_log: RunLog | None
+    ) -> list[Any]:
+        """The run's outputs along the branch of its latest checkpoint; for
+        a run going on here, with those it yielded since (not stored yet)."""
+        reader = getattr(self.store, "outputs", None)
+        if reader is None:  # (a store of the user's own: what this server saw)
+            return list(run_log.outputs) if run_log is not None else []
+        live = run_log is not None and run_log.live
+        going = live or info.status in RUNNING_STATUSES  # (here or in another process)
+        stored = await self._outputs_of(reader, info, info.last_checkpoint, going)
+        if run_log is None or not live:
+            return stored
+        if latest_at is not None and latest_at < run_log.since:
+            # Nothing of this continuation is stored yet (a replay's latest
+            # checkpoint is still the branch it left): it goes on from its origin.
+            before = run_log.origin
+            base = await self._outputs_of(reader, info, before, False) if before else []
+            return base + [data for _, data in run_log.fresh]
+        return stored + [
+            data for step, data in run_log.fresh if step is None or step > info.superstep
+        ]
+
+    async def _outputs_of(
+        self, reader: Callable[..., Awaitable[list[Any]]], info: RunInfo, at: str, going: bool
+    ) -> list[Any]:
+        """The outputs along the lineage of checkpoint ``at`` of the run, as
+        the store reads them; remembered while the run holds as many
+        checkpoints. For a run going on, only what it yielded since the last
+        look is read (our stores: ``after=``) — a long run's details cost
+        what its newest checkpoints hold, not all of them. (Outputs a prune
+        removed meanwhile show until the run ends.)"""
+        key = (at, info.checkpoints, going)
+        known = self._outputs.get(key)
+        if known is not None:
+            return known
+        before = self._went_on.get(info.run_id) if going else None
+        known = None
+        if before is not None and isinstance(self.store, BaseStore):
+            with contextlib.suppress(CheckpointNotFoundError):  # (not on the lineage)
+                known = before[1] + await self.store.outputs(at, after=before[0])
+        if known is None:
+            known = list(await reader(at))
+        if going:
+            _remember(self._went_on, info.run_id, (at, known), limit=64)
+        _remember(self._outputs, key, known)
+        return known
+
+    async def _requests_at(
+        self, served: ServedWorkflow, checkpoint_id: str
+    ) -> list[dict[str, Any]]:
+        known = self._requests.get(checkpoint_id)
+        if known is None:
+            checkpoint = await self.store.load(checkpoint_id)
+            requests = served.workflow.codec.requests_of(checkpoint)
+            known = _remember(self._requests, checkpoint_id, [_request_json(r) for r in requests])
+        return known
+
+    def _forget_deleted(self, run_id: str) -> None:
+        """Drop the events of a run that ended here and that the store no
+        longer holds (deleted since): it is not shown any more."""
+        run_log = self.logs.get(run_id)
+        if run_log is not None and not (run_log.live or run_log.unstored):
+            del self.logs[run_id]
+
+    async def stream_status(self, run_id: str) -> str:
+        """The status a stream of the run's events starts with; 404 for a
+        run that neither goes on here nor is in the store (deleted since,
+        say: its events are not played any more)."""
+        run_log = self.logs.get(run_id)
+        if run_log is not None and (run_log.live or run_log.unstored):
+            return run_log.status
+        info = await self.store.run_info(run_id)
+        if info is None:
+            self._forget_deleted(run_id)
+            raise Problem(404, f"no run {quoted(run_id)} in the store")
+        return run_log.status if run_log is not None else info.status
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 256) -> Any:
+    """``value``, kept in ``cache`` under ``key`` (the oldest go past ``limit``)."""
+    cache[key] = value
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
+
+def _request_json(request: PendingRequest | RequestInfoEvent) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "executor_id": request.executor_id,
+        "request": jsonable(request.request),
+        "request_type": type_name(type(request.request)),
+        "response_schema": schema_of([request.response_type]),
+        "response_type": type_name(request.response_type),
+    }
