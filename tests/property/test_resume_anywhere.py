@@ -279,6 +279,9 @@ def test_answering_in_any_order_and_place_delivers_everything_once(
     assert Counter(got) == Counter(expected)
 
 
+RUNNING = {sg.RunStatus.IN_PROGRESS.value, sg.RunStatus.IN_PROGRESS_PENDING_REQUESTS.value}
+
+
 async def cancel_and_go_on(
     spec: Spec, store: sg.CheckpointStore, durability: str, turns: int
 ) -> None:
@@ -301,6 +304,14 @@ async def cancel_and_go_on(
         event("cancelled while running")
         [cancelled] = started
         last = cancelled.last_checkpoint
+        # Listed as its last checkpoint says, or cancelled when that one is
+        # of a run going on; and no longer held.
+        stored = await store.load(last)
+        if cancelled.status == "cancelled":
+            assert stored.status in RUNNING, (stored.status, cancelled)
+        else:
+            assert cancelled.status == stored.status, (stored.status, cancelled)
+        assert await store.lease_holder(cancelled.run_id) is None
         done = list(await store.outputs(last))
         rest = await build(spec, store, durability).run(checkpoint=last, checkpoints=store)
         assert rest.status is sg.RunStatus.IDLE
