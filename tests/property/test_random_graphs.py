@@ -6,7 +6,8 @@ runs them with random scheduling jitter; a plain sequential interpreter
 written here from the design's rules computes what must happen. Per executor,
 deliveries, outputs and the shared state each call saw must match exactly (a
 map's workers run at once, so theirs as a multiset), the schedule of every
-superstep must match, and no executor may ever run two handler calls at once.
+superstep must match, the run's outputs must come in one order (superstep,
+schedule, item), and no executor may ever run two handler calls at once.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class Trace:
     deliveries: dict[int, list[Any]] = field(default_factory=dict)
     outputs: dict[int, list[Any]] = field(default_factory=dict)
     schedule: list[tuple[int, ...]] = field(default_factory=list)
+    # What the run yields, in order: RunResult.outputs.
+    yielded: list[tuple[int, int]] = field(default_factory=list)
 
 
 def reference(spec: Spec) -> Trace:
@@ -149,6 +152,7 @@ def reference(spec: Spec) -> Trace:
                     trace.outputs.setdefault(node, []).append(
                         (value_of(message), state.get("last"))
                     )
+                    trace.yielded.append((node, value_of(message)))  # (item order)
                     writes.append({"last": (node, value_of(message))})
                     batch.extend(behaviour(node, message))
                 outboxes.append((node, [batch]))
@@ -160,6 +164,7 @@ def reference(spec: Spec) -> Trace:
                 trace.deliveries.setdefault(node, []).append(message)
                 seen = own.get("last", state.get("last"))
                 trace.outputs.setdefault(node, []).append((value_of(message), seen))
+                trace.yielded.append((node, value_of(message)))
                 own["last"] = (node, value_of(message))
                 sent.extend(behaviour(node, message))
             outboxes.append((node, sent))
@@ -221,6 +226,7 @@ class Node(sg.Executor):
             seen = ctx.state.get("last")
             self.trace.outputs.setdefault(self.index, []).append((value_of(message), seen))
             ctx.state.set("last", (self.index, value_of(message)))
+            await ctx.yield_output((self.index, value_of(message)))
             for value in behaviour(self.index, message):
                 await ctx.send_message(value)
         finally:
@@ -275,6 +281,7 @@ def engine(spec: Spec) -> tuple[Trace, list[Node]]:
     wire(builder, spec, nodes.__getitem__, worker)
     workflow = builder.build()
     result = asyncio.run(workflow.run(spec.start_value))
+    trace.yielded = result.outputs
     trace.schedule = [
         tuple(int(e[1:]) for e in event.executors)
         for event in result.events
@@ -300,4 +307,7 @@ def test_engine_matches_reference(spec: Spec) -> None:
                     table[index] = sorted(table[index], key=repr)
     assert got.deliveries == expected.deliveries
     assert got.outputs == expected.outputs
+    # The run's outputs, maps' included, in one order whatever the jitter:
+    # by superstep, schedule, item.
+    assert got.yielded == expected.yielded
     assert not any(node.overlapped for node in nodes)
