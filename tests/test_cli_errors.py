@@ -620,3 +620,22 @@ def test_a_refused_run_leaves_no_new_store_behind(tmp_path: Path, wrong: tuple[s
     )
     one_line_error(done)
     assert not path.exists() and "creating checkpoint store" not in done.stderr
+
+
+def test_a_huge_id_is_quoted_cut_short(tmp_path: Path) -> None:
+    """An id of 3,000 characters (a paste gone wrong) is named by its first
+    100 and how many more there were, not echoed whole in the error line."""
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    assert (
+        cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", store).returncode == 0
+    )
+    huge = "x" * 3000
+    for command in (
+        ("runs", "cancel", huge),
+        ("checkpoints", "show", huge),
+        ("checkpoints", "list", "--run", huge),
+        ("checkpoints", "delete", huge),
+        ("run", "tests.test_pauses:pipeline", "--resume", huge),
+    ):
+        line = one_line_error(cli(*command, "--store", store), "x" * 100, "(2,900 more characters)")
+        assert len(line) < 400, (command, len(line))

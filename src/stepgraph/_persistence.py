@@ -49,6 +49,7 @@ from ._core import (
     Usage,
     a_type,
     jsonable,
+    quoted,
 )
 from ._exceptions import (
     CheckpointDecodeError,
@@ -176,7 +177,9 @@ def apply_responses(
             if request_id in run.answered:
                 raise RequestError(f"request {request_id!r} was already answered")
             open_ids = list(run.requests) or "none"
-            raise RequestError(f"unknown request id {request_id!r}; open requests: {open_ids}")
+            raise RequestError(
+                f"unknown request id {quoted(request_id)}; open requests: {open_ids}"
+            )
         if not TypeSpec(request.response_type).matches(value):
             raise ResponseValueError(
                 f"the response to request {request_id!r} (opened by "

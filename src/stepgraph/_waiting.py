@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._checkpoint import answered_twice
-from ._core import Event, PendingRequest, RunState, WarningEvent
+from ._core import Event, PendingRequest, RunState, WarningEvent, quoted
 from ._exceptions import RequestError
 
 __all__ = ["SUSPENDED_LIMIT", "Suspended", "WaitingRuns"]
@@ -128,10 +128,11 @@ class WaitingRuns:
             shown = ", ".join(open_ids[:10]) or "none"
             if len(open_ids) > 10:
                 shown += f", ... ({len(open_ids)} in all)"
+            unknown = quoted(next(iter(responses)))
             raise RequestError(
-                f"unknown request id {next(iter(responses))!r}: no run this workflow keeps in "
-                f"memory has it open (open: {shown}); to answer a stored run's requests pass "
-                "checkpoint= (and checkpoints=)"
+                f"unknown request id {unknown}: no run this workflow keeps in memory has it "
+                f"open (open: {shown}); to answer a stored run's requests pass checkpoint= "
+                "(and checkpoints=)"
             )
         if len(owners) > 1:
             shared = [r for r in responses if sum(r in s.state.requests for s in runs) > 1]

@@ -12,6 +12,7 @@ import builtins
 import time
 from collections.abc import Iterable, Mapping
 
+from .._core import quoted
 from .._exceptions import CheckpointIntegrityError, CheckpointNotFoundError
 from ._model import Checkpoint, Row, RunInfo, RunQuery, answered_twice, seal
 from ._store import RUNNING_STATUSES, BaseStore
@@ -153,7 +154,7 @@ class MemoryCheckpointStore(BaseStore):
 
     def _runs_newest_first(self, before: str | None) -> Iterable[tuple[str, _Run]]:
         if before is not None and before not in self._by_run:
-            raise CheckpointNotFoundError(f"no run {before!r} in this store (before=)")
+            raise CheckpointNotFoundError(f"no run {quoted(before)} in this store (before=)")
         found = before is None
         for run_id in reversed(self._by_run):
             if found:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+from .._core import quoted
 from .._exceptions import (
     CheckpointError,
     CheckpointIntegrityError,
@@ -579,7 +580,9 @@ class PostgresCheckpointStore(BaseStore):
                 "SELECT seq FROM stepgraph_runs WHERE run_id = %s", (query.before,), "listing runs"
             )
             if not found:
-                raise CheckpointNotFoundError(f"no run {query.before!r} in this store (before=)")
+                raise CheckpointNotFoundError(
+                    f"no run {quoted(query.before)} in this store (before=)"
+                )
             clauses.append("seq < %s")
             args.append(found[0][0])
         tail = ""

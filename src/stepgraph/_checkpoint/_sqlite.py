@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from .._core import quoted
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
 from ._leases import alive
 from ._model import Checkpoint, Row, RunInfo, RunQuery
@@ -407,7 +408,9 @@ class SqliteCheckpointStore(BaseStore):
             if before is not None:
                 found = db.execute("SELECT seq FROM runs WHERE run_id = ?", (before,)).fetchone()
                 if found is None:
-                    raise CheckpointNotFoundError(f"no run {before!r} in this store (before=)")
+                    raise CheckpointNotFoundError(
+                        f"no run {quoted(before)} in this store (before=)"
+                    )
                 clauses.append("seq < ?")
                 args.append(found[0])
             tail = "" if limit is None else f" LIMIT {int(limit)}"

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any, Self, TypeVar
 
+from .._core import quoted
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
@@ -268,7 +269,7 @@ class BaseStore:
     async def load(self, checkpoint_id: str) -> Checkpoint:
         row = await self._run(self._read, checkpoint_id)
         if row is None:
-            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in this store")
+            raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
         return await self._open(row)
 
     async def latest(self, run_id: str) -> Checkpoint | None:
@@ -305,7 +306,7 @@ class BaseStore:
         records only as far as that checkpoint."""
         row = await self._run(self._read, checkpoint_id)
         if row is None:
-            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in this store")
+            raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
         chain: builtins.list[Row] = []
         wanted: str | None = row.id  # the next checkpoint of the lineage, going back
         if after != row.id:
@@ -323,7 +324,7 @@ class BaseStore:
                         break
         if after is not None and wanted != after:
             raise CheckpointNotFoundError(
-                f"checkpoint {after!r} is not on the lineage of {checkpoint_id!r} in run "
+                f"checkpoint {after!r} is not on the lineage of {quoted(checkpoint_id)} in run "
                 f"{row.run_id!r}"
             )
         out: builtins.list[Any] = []
@@ -425,7 +426,7 @@ class BaseStore:
     async def delete(self, checkpoint_id: str) -> None:
         row = await self._run(self._read, checkpoint_id)
         if row is None:
-            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in this store")
+            raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
         holder = await self._hold_for_deleting(row.run_id)  # (as delete_run: not cut from under)
         try:
             await self._run(self._remove, [checkpoint_id])
@@ -446,7 +447,7 @@ class BaseStore:
         # run asked to cancel that ended otherwise).
         self._cancels.pop(run_id, None)
         if not removed:
-            raise CheckpointNotFoundError(f"no run {run_id!r} in this store")
+            raise CheckpointNotFoundError(f"no run {quoted(run_id)} in this store")
         return removed
 
     async def _hold_for_deleting(self, run_id: str) -> str:

@@ -26,7 +26,7 @@ from rich.text import Text
 from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteCheckpointStore
 from .._checkpoint._postgres import PostgresCheckpointStore
 from .._checkpoint._store import RUNNING_STATUSES
-from .._core import RunStatus
+from .._core import RunStatus, quoted
 from .._exceptions import CheckpointNotFoundError, CheckpointWarning, StepgraphError
 from ._load import (
     DEFAULT_STORE,
@@ -139,7 +139,7 @@ def checkpoints_list(
     if run_id is not None:
         infos, elsewhere = with_store(store, StoreMode.READ, lambda s: _listing(s, run_id))
         if not infos:
-            raise fail(f"no run {run_id!r} in {shown_store(store)}")
+            raise fail(f"no run {quoted(run_id)} in {shown_store(store)}")
         _show_checkpoints(infos, elsewhere)
         return
 
@@ -299,7 +299,7 @@ def checkpoints_prune(
 
     async def prune(s: CliStore) -> int:
         if run_id is not None and await s.run_info(run_id) is None:
-            raise CheckpointNotFoundError(f"no run {run_id!r} in this store")  # (as delete)
+            raise CheckpointNotFoundError(f"no run {quoted(run_id)} in this store")  # (as delete)
         return await s.prune(run_id, keep_last=keep_last)
 
     count = with_store(store, StoreMode.WRITE, prune)
@@ -382,7 +382,7 @@ def runs_cancel(
     asked, info = with_store(store, StoreMode.WRITE, cancel)
     if not asked:
         if info is None:
-            raise fail(f"no run {run_id!r} in {shown_store(store)}")
+            raise fail(f"no run {quoted(run_id)} in {shown_store(store)}")
         if info.status in RUNNING_STATUSES:
             raise fail(
                 f"run {run_id} is not running anywhere: it is listed as {info.status}, but no "

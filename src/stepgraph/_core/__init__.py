@@ -23,7 +23,7 @@ from ._backend import (
     run_inbox,
 )
 from ._context import Contract, Outbox, RunScope, WorkflowContext
-from ._display import jsonable
+from ._display import jsonable, quoted
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
     CallRecord,
@@ -160,6 +160,7 @@ __all__ = [
     "jsonable",
     "materialize",
     "may_overlap",
+    "quoted",
     "run_inbox",
     "run_supersteps",
     "spec_of",

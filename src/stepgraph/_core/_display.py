@@ -10,7 +10,7 @@ from typing import Any
 
 from ._typing import type_name
 
-__all__ = ["jsonable"]
+__all__ = ["jsonable", "quoted"]
 
 
 # How deep a rendering goes: below, a container is shown as one line saying
@@ -53,3 +53,15 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
         return repr(value)
     except Exception:
         return f"<a {type(value).__name__} that cannot be shown>"
+
+
+_QUOTED = 100
+
+
+def quoted(value: str) -> str:
+    """What a user gave (an id, a name, a parameter), quoted as ``repr``
+    does, cut after 100 characters saying how many more there were: an
+    error names it, and never echoes a megabyte of it."""
+    if len(value) <= _QUOTED:
+        return repr(value)
+    return f"{value[:_QUOTED]!r}... ({len(value) - _QUOTED:,} more characters)"

@@ -9,7 +9,7 @@ import ast
 import re
 from typing import Any
 
-from .._core import RunStatus
+from .._core import RunStatus, quoted
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
@@ -40,19 +40,9 @@ class Problem(Exception):
 
 
 _WAITING = RunStatus.IDLE_WITH_PENDING_REQUESTS.value
+
+
 # How much of an id, a name or a parameter a client sent a refusal quotes.
-_QUOTED = 100
-
-
-def quoted(value: str) -> str:
-    """What a client sent (an id, a name, a parameter), quoted as ``repr``
-    does, cut after 100 characters saying how many more there were: a
-    refusal names it, and never echoes a megabyte of it."""
-    if len(value) <= _QUOTED:
-        return repr(value)
-    return f"{value[:_QUOTED]!r}... ({len(value) - _QUOTED:,} more characters)"
-
-
 def refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:
     """A resume that would run nothing is refused: from an idle checkpoint
     (the run ended there), or from one waiting for answers (it would only
