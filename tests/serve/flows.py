@@ -289,3 +289,24 @@ async def tune(job: Tuning, ctx: sg.WorkflowContext[None, str]) -> None:
 def tuning() -> sg.Workflow:
     """Fields whose defaults come from default factories, and a model instance."""
     return sg.WorkflowBuilder(start=tune, name="tune").build()
+
+
+class Place(BaseModel):
+    city: str = "Lyon"
+
+
+class Trip(BaseModel):
+    source: Place
+    target: Place = Place(city="Oslo")
+    direct: bool = Field(default_factory=lambda: True)
+    return_too: bool | None = None
+
+
+@sg.executor(id="travel")
+async def travel(trip: Trip, ctx: sg.WorkflowContext[None, str]) -> None:
+    await ctx.yield_output(trip.model_dump_json())
+
+
+def travelling() -> sg.Workflow:
+    """Two fields of one model type; yes/no fields whose default is no yes or no."""
+    return sg.WorkflowBuilder(start=travel, name="trip").build()

@@ -1090,7 +1090,7 @@ def test_fields_defaulted_by_a_factory_are_left_to_it(serve, browser, tmp_path):
         console.open("#/workflows/tune")
         expect(page.get_by_label("Weights")).to_have_value("")
         expect(page.get_by_label("Tags")).to_have_value("")
-        # (settings, fallback, fixed: each labelled by its model's title, Settings)
+        # (settings, fallback, fixed: three groups, in that order)
         groups = page.locator("main form fieldset fieldset")
         toggles = groups.locator("legend input[type=checkbox]")
         expect(toggles).to_have_count(3)
@@ -1261,4 +1261,18 @@ def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(
         expect(newer).to_be_hidden()
     finally:
         flows.HOLD_AT = None
+        console.close()
+
+
+def test_fields_of_one_model_type_are_told_apart(serve, browser, tmp_path):
+    # (source and target were both labelled by their model's title, "Place":
+    # a field of a model type has no title of its own in the schema)
+    server = serve(flows.travelling)
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/workflows/trip")
+        legends = console.page.locator("main form fieldset fieldset legend")
+        expect(legends).to_have_text(["Source", re.compile(r"^\s*Target \(optional")])
+        expect(console.page.get_by_label("Return Too")).to_have_count(1)
+    finally:
         console.close()

@@ -38,6 +38,9 @@ function splitNullable(schema) {
   return { inner: schema, nullable: false };
 }
 
+/** A title made from a field's name, as pydantic makes one ("fall_back" → "Fall Back"). */
+const titleFromName = (name) => name.replace(/\p{L}+/gu, (w) => w[0].toUpperCase() + w.slice(1).toLowerCase()).replace(/_/g, " ").trim();
+
 function fieldFor(rawSchema, opts) {
   const { inner, nullable } = splitNullable(resolveRef(rawSchema, opts.defs));
   const schema = resolveRef(inner, opts.defs);
@@ -48,7 +51,12 @@ function fieldFor(rawSchema, opts) {
   // each run). Such a field starts empty and, left empty, is left out, so the
   // factory runs where the input is validated — never {} or [] in its stead.
   const unknownDefault = !opts.required && schema.default === undefined;
-  const o = { ...opts, label: schema.title || opts.label, nullable, optional: nullable || !opts.required, unknownDefault };
+  // A property is labelled by its own title, else its name: one of a model
+  // type has no title of its own in the schema, and its model's title
+  // labelled two such fields alike (source, target: "Place", "Place").
+  const ownTitle = rawSchema && typeof rawSchema.title === "string" ? rawSchema.title : null;
+  const label = opts.property ? ownTitle ?? titleFromName(opts.label) : schema.title || opts.label;
+  const o = { ...opts, label, nullable, optional: nullable || !opts.required, unknownDefault };
   if (Array.isArray(schema.enum) && schema.enum.length) return enumField(schema, o);
   if (schema.type === "string") return textField(schema, o);
   if (schema.type === "integer" || schema.type === "number") return numberField(schema, o);
@@ -179,7 +187,7 @@ function objectField(schema, o) {
   if (schema.description) fieldset.append(el("p", { class: "hint", text: schema.description }));
   const children = Object.entries(schema.properties).map(([name, sub]) => {
     const own = given && Object.prototype.hasOwnProperty.call(given, name) ? { ...sub, default: given[name] } : sub;
-    const field = fieldFor(own, { defs: o.defs, label: name, required: required.has(name) });
+    const field = fieldFor(own, { defs: o.defs, label: name, property: true, required: required.has(name) });
     fieldset.append(field.node);
     return [name, field];
   });
