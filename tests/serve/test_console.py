@@ -1276,3 +1276,38 @@ def test_fields_of_one_model_type_are_told_apart(serve, browser, tmp_path):
         expect(console.page.get_by_label("Return Too")).to_have_count(1)
     finally:
         console.close()
+
+
+def test_a_yes_no_field_whose_default_is_not_yes_or_no_is_left_to_it(serve, browser, tmp_path):
+    # (a yes/no whose default a factory makes, or whose default is None, was
+    # a checkbox that sent false in its stead)
+    server = serve(flows.travelling)
+    console = Console(browser, server.url + "/", tmp_path)
+    page = console.page
+    try:
+        console.open("#/workflows/trip")
+        direct = page.get_by_label(re.compile("^direct", re.I))
+        both_ways = page.get_by_label(re.compile("^return.too", re.I))
+        expect(direct).to_have_value("")
+        expect(both_ways).to_have_value("")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(
+            console,
+            ['{"source":{"city":"Lyon"},"target":{"city":"Oslo"},"direct":true,"return_too":null}'],
+        )
+
+        console.open("#/workflows/trip")  # (chosen, they are sent)
+        direct.select_option("no")
+        both_ways.select_option("yes")
+        console.find("start-submit").click()
+        run_id_of(console)
+        wait_for_outputs(
+            console,
+            [
+                '{"source":{"city":"Lyon"},"target":{"city":"Oslo"},'
+                '"direct":false,"return_too":true}'
+            ],
+        )
+    finally:
+        console.close()

@@ -71,7 +71,7 @@ function labelled(control, schema, o, typeName) {
   const hint = schema.description ? el("small", { class: "hint", id: `${control.id}-hint`, text: schema.description }) : null;
   const error = el("p", { class: "field-error", id: `${control.id}-err`, hidden: true });
   control.setAttribute("aria-describedby", [hint && hint.id, error.id].filter(Boolean).join(" "));
-  const suffix = `${typeName}${o.optional && typeName !== "yes/no" ? ", optional" : ""}`;
+  const suffix = `${typeName}${o.optional && control.type !== "checkbox" ? ", optional" : ""}`; // (a checkbox is always sent)
   const label = el("label", { for: control.id }, o.label, el("span", { class: "type-hint", text: ` (${suffix})` }));
   const isCheck = control.type === "checkbox";
   const wrap = el("div", { class: isCheck ? "field field-check" : "field" }, isCheck ? [control, label] : [label, control], hint, error);
@@ -146,6 +146,14 @@ function numberField(schema, o) {
 }
 
 function boolField(schema, o) {
+  if (o.optional && typeof schema.default !== "boolean") {
+    // Its default is no yes or no (null; or what a default_factory makes): a
+    // checkbox left alone sent "no" in its stead. A choice, left as it is.
+    const select = el("select");
+    select.append(new Option(o.unknownDefault ? "— its default —" : "— none —", ""), new Option("yes", "yes"), new Option("no", "no"));
+    const { wrap } = labelled(select, schema, o, "yes/no");
+    return { node: wrap, read: () => (select.value === "" ? blank(o) : select.value === "yes") };
+  }
   const input = el("input", { type: "checkbox", checked: schema.default === true });
   const { wrap } = labelled(input, schema, o, "yes/no");
   return { node: wrap, read: () => input.checked };
