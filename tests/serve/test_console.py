@@ -1314,3 +1314,20 @@ def test_a_yes_no_field_whose_default_is_not_yes_or_no_is_left_to_it(serve, brow
         )
     finally:
         console.close()
+
+
+def test_the_runs_list_says_how_often_it_refreshes(serve, browser, tmp_path):
+    # (it said "every 3 seconds" while no run it listed went on: it then
+    # looks every 30 s, so a run started elsewhere took up to 30 s to show)
+    server = serve(flows.gate)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+    console = Console(browser, server.url + "/", tmp_path)
+    try:
+        console.open("#/runs")
+        console.find("run-row", run_id=run_id).wait_for()
+        note = console.find("runs-refresh-note")
+        expect(note).to_contain_text("3 seconds while a run it lists goes on")
+        expect(note).to_contain_text("every 30 seconds otherwise")
+    finally:
+        console.close()

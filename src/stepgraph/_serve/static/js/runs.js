@@ -66,7 +66,8 @@ export function pageRuns(main, route, scope) {
   const more = button("Load more", { class: "secondary", hidden: true });
   main.append(pageHeading("Runs"),
     el("form", { class: "filters", "aria-label": "Filter runs", onsubmit: (e) => e.preventDefault() }, wfSelect.wrap, stSelect.wrap),
-    el("p", { class: "muted small", text: "This list refreshes every 3 seconds while the tab is visible." }),
+    el("p", { class: "muted small", "data-testid": "runs-refresh-note",
+      text: "While the tab is visible, this list refreshes every 3 seconds while a run it lists goes on, every 30 seconds otherwise." }),
     el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": "Runs table" }, table), empty, more);
 
   let runs = [];
