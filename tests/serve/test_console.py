@@ -829,6 +829,7 @@ def test_a_long_event_log_holds_a_window_of_rows_and_pages_back_to_its_first_eve
     try:
         with server.client() as client:
             body = {"input": {"steps": 700}}
+            flows.HOLD_AT = 40  # (held from its start: it cannot go past the hold)
             run_id = client.post("/api/workflows/long/runs", json=body).json()["run_id"]
             hold_at(40)  # (going on, its log thousands of events long)
             console.open(f"#/runs/{run_id}")
