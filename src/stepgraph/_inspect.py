@@ -140,7 +140,7 @@ async def update_state(
             run.inboxes[eid] = inbox
         else:
             run.inboxes.pop(eid, None)
-    withdrawn: set[str] = set()
+    changed: dict[str, Any] = {}  # the snapshots the drops changed
     for request_id in drop_requests:
         request = run.requests.pop(request_id, None)
         if request is None:
@@ -152,11 +152,10 @@ async def update_state(
         eid = request.executor_id
         if eid in snapshots:
             workflow.executors[eid]._withdraw(snapshots[eid], request_id)
-            withdrawn.add(eid)
+            changed[eid] = snapshots[eid]
     # Written as a continuation of the run: not while it goes on elsewhere.
     holder = await take_run(store, stored.run_id, stored)
     try:
-        changed = {eid: snapshots[eid] for eid in withdrawn}
         return await _fork(stored, run, written, store, codec, changed)
     finally:
         await to_the_end(store.release(stored.run_id, holder))

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import astuple, replace
 from typing import Any
 
@@ -133,7 +133,7 @@ class RunRecorder:
         # The store refused a save: another process took the run, or answered
         # first what this continuation answers.
         self._lost = False
-        # The save (sync durability) of a checkpoint that ends the run.
+        # The save of the checkpoint that ends the run (``_save_last``).
         self._final_save: asyncio.Future[None] | None = None
 
     async def barrier(self, run: RunState, written: set[str] | None) -> None:
@@ -221,24 +221,28 @@ class RunRecorder:
         if not self._async or checkpoint.answered:
             if checkpoint.status in RUNNING_STATUSES:
                 await self._save(checkpoint)
-            else:  # the run's last: a cancel now must not cut it off (see _record)
-                self._final_save = asyncio.ensure_future(self._save(checkpoint))
-                await asyncio.shield(self._final_save)
+            else:
+                await self._save_last(self._save(checkpoint))
             return
         if self._error is not None:
             self._raise_error()
         if self._enqueue(checkpoint):
             await self._flush_now(checkpoint)
 
-    async def _flush_now(self, last: Checkpoint) -> None:
-        """Write the queue, ``last`` the newest in it: the run's last
-        checkpoint is written to its end whatever cancels the run meanwhile
-        (see ``_record``), as ``_put`` does with ``sync`` durability."""
-        if last.status in RUNNING_STATUSES:
+    async def _flush_now(self, last: Checkpoint | None) -> None:
+        """Write the queue, ``last`` the newest in it (if any): holding the
+        run's last checkpoint, as ``_put`` does with ``sync`` durability."""
+        if last is None or last.status in RUNNING_STATUSES:
             await self._flush()
         else:
-            self._final_save = asyncio.ensure_future(self._flush())
-            await asyncio.shield(self._final_save)
+            await self._save_last(self._flush())
+
+    async def _save_last(self, saving: Coroutine[Any, Any, None]) -> None:
+        """Write the run's last checkpoint to its end, whatever cancels the
+        run meanwhile: once it is stored, it says how the run ended (see
+        ``_record``)."""
+        self._final_save = asyncio.ensure_future(saving)
+        await asyncio.shield(self._final_save)
 
     def _enqueue(self, checkpoint: Checkpoint) -> bool:
         """Queue for the batching writer; true when the queue is due now."""
@@ -375,10 +379,7 @@ class RunRecorder:
             last.holder, last.release, self.released = self._holder, True, True
         try:
             try:
-                if last is not None:
-                    await self._flush_now(last)
-                else:
-                    await self._flush()
+                await self._flush_now(last)
             except BaseException:
                 await self._record(RunStatus.FAILED, "writing checkpoints failed")
                 raise

@@ -26,11 +26,11 @@ from .._checkpoint import (
     new_holder,
 )
 from .._cli._render import jsonable
-from .._core import PendingRequest, RequestInfoEvent, RunStatus, type_name
+from .._core import PendingRequest, RequestInfoEvent, RunStatus, quoted, type_name
 from .._exceptions import CheckpointNotFoundError
 from .._viz import to_graph
 from ._logs import RunLog
-from ._refusals import Problem, failure_of, quoted
+from ._refusals import Problem, failure_of
 from ._schema import schema_of
 from ._served import ServedWorkflow
 from ._shutdown import INTERRUPTED

@@ -40,10 +40,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._cli._load import json_value
+from .._core import quoted
 from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
 from ._openapi import openapi
-from ._refusals import Problem, quoted
+from ._refusals import Problem
 from ._runs import RunService
 
 __all__ = ["Guard", "create_app"]

@@ -9,7 +9,7 @@ import ast
 import re
 from typing import Any
 
-from .._core import RunStatus, quoted
+from .._core import RunStatus
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
@@ -24,7 +24,6 @@ __all__ = [
     "Problem",
     "answered_already",
     "failure_of",
-    "quoted",
     "refusal",
     "refuse_nothing_to_run",
 ]

@@ -32,7 +32,7 @@ from typing import Any
 from .._checkpoint import RUNNING_STATUSES, CheckpointStore, RunInfo
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
-from .._core import Event, RunStartedEvent
+from .._core import Event, RunStartedEvent, quoted
 from .._exceptions import (
     CheckpointNotFoundError,
     RequestError,
@@ -45,7 +45,6 @@ from ._logs import RunLog
 from ._refusals import (
     Problem,
     answered_already,
-    quoted,
     refusal,
     refuse_nothing_to_run,
 )
