@@ -344,7 +344,7 @@ def run(
                 raise CliError(
                     "a run paused at a breakpoint goes on from its checkpoint: give a store"
                 )
-            _backend_address(backend)
+            address = _backend_address(backend)
             checkpoint = responses = None
             if not no_store:
                 mode = StoreMode.WRITE if continuing else StoreMode.CREATE
@@ -363,7 +363,7 @@ def run(
             session.break_before, session.break_after = break_before, break_after
             session.max_supersteps = max_supersteps
             session.fork = fork
-            session.backend = _backend(backend, connect_timeout)
+            session.backend = _backend(address, connect_timeout)
             stop_exporting = export_from_env() if otel else None
         except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
             if sqlite is not None:
@@ -414,8 +414,8 @@ def _backend_address(spec: str) -> str | None:
     return address
 
 
-def _backend(spec: str, connect_timeout: float) -> Any:
-    address = _backend_address(spec)
+def _backend(address: str | None, connect_timeout: float) -> Any:
+    """The backend at ``address`` (from ``_backend_address``), connected."""
     if address is None:
         return None
     from .._ray import RayBackend
