@@ -119,6 +119,11 @@ export function pageRun(main, { runId }, scope) {
    * banner away (an action's too, though the looks between went well). An
    * action's 500 (a failure of the server, not an outage) stays said.
    */
+  /** A cancel, resume or fork that failed: said, and a server away looked for again. */
+  function actionFailed(error) {
+    reportError(error);
+    cannotReach(error, { action: true });
+  }
   function cannotReach(error, { action = false } = {}) {
     const away = error.status === 0 || (action ? error.status === 503 : error.status >= 500);
     if (!scope.alive || !away) return;
@@ -303,8 +308,7 @@ export function pageRun(main, { runId }, scope) {
       announce("Cancellation requested.");
       refreshDetails();
     } catch (error) {
-      reportError(error);
-      cannotReach(error, { action: true });
+      actionFailed(error);
     }
   }
   async function resume(checkpointId) {
@@ -317,8 +321,7 @@ export function pageRun(main, { runId }, scope) {
       announce("The run is resuming.");
       afterAction();
     } catch (error) {
-      reportError(error);
-      cannotReach(error, { action: true });
+      actionFailed(error);
     }
   }
   async function fork(checkpointId) {
@@ -326,8 +329,7 @@ export function pageRun(main, { runId }, scope) {
       const result = await api("POST", `/api/runs/${enc(runId)}/fork`, { checkpoint_id: checkpointId });
       location.hash = `#/runs/${enc(result.run_id)}`;
     } catch (error) {
-      reportError(error);
-      cannotReach(error, { action: true });
+      actionFailed(error);
     }
   }
 
