@@ -46,7 +46,16 @@ from .._exceptions import (
 )
 from ._leases import holding
 from ._model import Checkpoint, Row, RunInfo, RunQuery
-from ._postgres_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, lock_run
+from ._postgres_delete import (
+    CHUNK,
+    MAX_PAUSE,
+    Plan,
+    drop_oldest,
+    drop_segments,
+    drop_unreferenced,
+    forget_run,
+    lock_run,
+)
 from ._postgres_layout import (
     SAVE_SEGMENT,
     clock_skew,
@@ -745,16 +754,8 @@ class PostgresCheckpointStore(BaseStore):
             return 0
         removed = 0
         while True:  # oldest segments first, a chunk per transaction, pausing between
-
-            def chunk(cur: Any) -> int:
-                cur.execute(
-                    "SELECT seq FROM stepgraph_segments WHERE run_id = %s ORDER BY seq LIMIT %s",
-                    (run_id, CHUNK),
-                )
-                return drop_segments(cur, [seq for (seq,) in cur.fetchall()])[0]
-
             started = time.perf_counter()
-            count = self._transaction(chunk, "deleting a run")
+            count = self._transaction(lambda cur: drop_oldest(cur, run_id), "deleting a run")
             removed += count
             if not count:
                 break
@@ -762,35 +763,15 @@ class PostgresCheckpointStore(BaseStore):
 
         def forget(cur: Any) -> list[str]:
             lock_run(cur, run_id)
-            cur.execute(
-                "DELETE FROM stepgraph_run_blobs WHERE run_id = %s RETURNING hash", (run_id,)
-            )
-            hashes = [h for (h,) in cur.fetchall()]
-            forget_run(cur, run_id)
-            return hashes
+            return forget_run(cur, run_id)
 
         self._drop_values(self._transaction(forget, "deleting a run"))
         return removed
 
     def _drop_values(self, hashes: list[str]) -> None:
-        """Delete the values among ``hashes`` that no run references. Each is
-        locked first (in hash order, as saves lock them), then the check runs
-        as a new statement: it sees every save that referenced it meanwhile."""
-        if not hashes:
-            return
-
-        def drop(cur: Any) -> None:
-            cur.execute(
-                "SELECT hash FROM stepgraph_blobs WHERE hash = ANY(%s) ORDER BY hash FOR UPDATE",
-                (sorted(hashes),),
-            )
-            cur.execute(
-                "DELETE FROM stepgraph_blobs b WHERE b.hash = ANY(%s) AND NOT EXISTS "
-                "(SELECT 1 FROM stepgraph_run_blobs r WHERE r.hash = b.hash)",
-                (sorted(hashes),),
-            )
-
-        self._transaction(drop, "deleting stored values")
+        """Delete the values among ``hashes`` no run references (``drop_unreferenced``)."""
+        if hashes:
+            self._transaction(lambda cur: drop_unreferenced(cur, hashes), "deleting stored values")
 
     def migrate(self) -> tuple[int, int]:
         """Bring tables written by an earlier stepgraph to this version's

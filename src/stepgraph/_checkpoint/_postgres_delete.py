@@ -14,7 +14,16 @@ from typing import Any
 
 from ._segments import DeletionPlan, Segment
 
-__all__ = ["CHUNK", "MAX_PAUSE", "Plan", "drop_segments", "forget_run", "lock_run"]
+__all__ = [
+    "CHUNK",
+    "MAX_PAUSE",
+    "Plan",
+    "drop_oldest",
+    "drop_segments",
+    "drop_unreferenced",
+    "forget_run",
+    "lock_run",
+]
 
 CHUNK = 200  # segments per transaction when deleting a whole run
 MAX_PAUSE = 0.05  # longest pause between the transactions of a long deletion
@@ -40,7 +49,36 @@ def drop_segments(cur: Any, seqs: list[int]) -> tuple[int, int]:
     return len(ids), size
 
 
-def forget_run(cur: Any, run_id: str) -> None:
+def drop_oldest(cur: Any, run_id: str) -> int:
+    """Delete the run's oldest ``CHUNK`` segments; the checkpoints they held."""
+    cur.execute(
+        "SELECT seq FROM stepgraph_segments WHERE run_id = %s ORDER BY seq LIMIT %s",
+        (run_id, CHUNK),
+    )
+    return drop_segments(cur, [seq for (seq,) in cur.fetchall()])[0]
+
+
+def drop_unreferenced(cur: Any, hashes: list[str]) -> None:
+    """Delete the values among ``hashes`` that no run references. Each is
+    locked first (in hash order, as saves lock them), then the check runs
+    as a new statement: it sees every save that referenced it meanwhile."""
+    cur.execute(
+        "SELECT hash FROM stepgraph_blobs WHERE hash = ANY(%s) ORDER BY hash FOR UPDATE",
+        (sorted(hashes),),
+    )
+    cur.execute(
+        "DELETE FROM stepgraph_blobs b WHERE b.hash = ANY(%s) AND NOT EXISTS "
+        "(SELECT 1 FROM stepgraph_run_blobs r WHERE r.hash = b.hash)",
+        (sorted(hashes),),
+    )
+
+
+def forget_run(cur: Any, run_id: str) -> list[str]:
+    """Delete the run's index row and records (it holds no segment now; the
+    transaction holds its row, ``lock_run``); the values it referenced (to
+    let go of, see ``drop_unreferenced``)."""
+    cur.execute("DELETE FROM stepgraph_run_blobs WHERE run_id = %s RETURNING hash", (run_id,))
+    hashes = [h for (h,) in cur.fetchall()]
     for table in (
         "stepgraph_requests",
         "stepgraph_cancels",
@@ -48,6 +86,7 @@ def forget_run(cur: Any, run_id: str) -> None:
         "stepgraph_runs",
     ):  # table names are constants: nothing from outside is formatted into SQL
         cur.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
+    return hashes
 
 
 class Plan(DeletionPlan):
@@ -106,12 +145,7 @@ class Plan(DeletionPlan):
         )
         latest = cur.fetchone()
         if latest is None:  # nothing left of the run
-            cur.execute(
-                "DELETE FROM stepgraph_run_blobs WHERE run_id = %s RETURNING hash", (run_id,)
-            )
-            hashes = [h for (h,) in cur.fetchall()]
-            forget_run(cur, run_id)
-            return hashes
+            return forget_run(cur, run_id)
         cur.execute("SELECT last_checkpoint FROM stepgraph_runs WHERE run_id = %s", (run_id,))
         current = cur.fetchone()
         if current is not None and current[0] in doomed:  # an earlier one is latest now

@@ -99,7 +99,6 @@ class Plan(DeletionPlan):
         ).fetchone()
         if latest is None:  # nothing left of the run
             release(db, run_id, None)
-            db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
             forget_run(db, run_id)
             return
         (current,) = db.execute(
