@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,13 @@ class Console:
     """A page of the console, failing the test on any script error."""
 
     def __init__(
-        self, browser: object, base: str, shots: Path, width: int = 1280, height: int = 800
+        self,
+        browser: object,
+        base: str,
+        shots: Path,
+        width: int = 1280,
+        height: int = 800,
+        refused: str | None = None,
     ):
         self.context = browser.new_context(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
         self.page = self.context.new_page()
@@ -66,6 +72,8 @@ class Console:
         )
         self.base = base
         self.shots = shots
+        self.refused = refused  # errors expected: calls the test has the server refuse
+        self.closed = False
 
     def open(self, route: str) -> None:
         self.page.goto(self.base + route)
@@ -83,14 +91,36 @@ class Console:
             Path(docs).mkdir(parents=True, exist_ok=True)
             shutil.copy(self.shots / f"{name}.png", Path(docs) / f"{name}.png")
 
-    def close(self, *, server_went_away: bool = False) -> None:
-        """Close, failing on any error the page logged — but, where the test
-        stopped the server, the calls it refused meanwhile (net::ERR_...)."""
+    def close(self) -> None:
+        """Close, failing on any error the page logged but those the test
+        expects (``refused``: calls a stopped server or a missing token
+        refused). Once: a test may close it before it stops its server."""
+        if self.closed:
+            return
+        self.closed = True
         self.context.close()
         errors = self.errors
-        if server_went_away:
-            errors = [e for e in errors if "net::ERR" not in e]
+        if self.refused is not None:
+            errors = [e for e in errors if self.refused not in e]
         assert errors == [], errors
+
+
+@pytest.fixture
+def open_console(browser: object, tmp_path: Path) -> Iterator[Callable[..., Console]]:
+    """Opens a console page on a server's address (in a viewport of a size,
+    expecting some errors); each is closed, and its errors checked, when the
+    test ends."""
+    opened: list[Console] = []
+
+    def open_page(
+        base: str, *, width: int = 1280, height: int = 800, refused: str | None = None
+    ) -> Console:
+        opened.append(Console(browser, base, tmp_path, width, height, refused))
+        return opened[-1]
+
+    yield open_page
+    for console in opened:
+        console.close()
 
 
 def expect(locator):  # type: ignore[no-untyped-def]
@@ -113,94 +143,85 @@ def run_id_of(console: Console) -> str:
     return console.page.url.rsplit("/", 1)[1]
 
 
-def test_start_watch_answer_and_finish_a_run_from_the_page(serve, browser, tmp_path):
+def test_start_watch_answer_and_finish_a_run_from_the_page(serve, open_console):
     flows.PACE = 0.4
     server = serve(flows.paced, flows.gate)
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open("#/workflows")
-        card = console.find("workflow-card", name="paced")
-        card.wait_for()
-        assert console.find("graph-node", id="merge").count() >= 1
-        console.shot("console-workflows")
-        form = card.locator('[data-testid="start-form"]')
-        form.locator("input, textarea").first.fill("cats <b>& ü")
-        form.locator('[data-testid="start-submit"]').click()
-        run_id = run_id_of(console)
+    console = open_console(server.url + "/")
+    console.open("#/workflows")
+    card = console.find("workflow-card", name="paced")
+    card.wait_for()
+    assert console.find("graph-node", id="merge").count() >= 1
+    console.shot("console-workflows")
+    form = card.locator('[data-testid="start-form"]')
+    form.locator("input, textarea").first.fill("cats <b>& ü")
+    form.locator('[data-testid="start-submit"]').click()
+    run_id = run_id_of(console)
 
-        # Live: the graph shows a check running, then done; the timeline fills.
-        console.find("graph-node", id="check_style", state="running").wait_for()
-        console.shot("console-run-live")
-        console.find("graph-node", id="merge", state="done").wait_for()
-        bars = console.find("timeline-bar")
-        assert bars.count() >= 4
-        executors = {bars.nth(i).get_attribute("data-executor") for i in range(bars.count())}
-        assert {"draft", "check_facts", "check_style", "merge"} <= executors
+    # Live: the graph shows a check running, then done; the timeline fills.
+    console.find("graph-node", id="check_style", state="running").wait_for()
+    console.shot("console-run-live")
+    console.find("graph-node", id="merge", state="done").wait_for()
+    bars = console.find("timeline-bar")
+    assert bars.count() >= 4
+    executors = {bars.nth(i).get_attribute("data-executor") for i in range(bars.count())}
+    assert {"draft", "check_facts", "check_style", "merge"} <= executors
 
-        # The approval as a form; answered; the output shows.
-        request = console.find("request-form")
-        request.wait_for()
-        assert "facts checked" in console.find("pending-requests").inner_text()
-        console.shot("console-run")
-        yes = request.locator("input[type=checkbox]")
-        if yes.count():
-            yes.first.check()
-            request.locator('[data-testid="request-submit"]').click()
-        else:
-            request.get_by_role("button", name=re.compile("yes", re.I)).click()
-        item = console.find("output-item")
-        item.wait_for()
-        assert "yes" in item.inner_text() and "cats <b>& ü" in item.inner_text()
-        status_of(console).to_contain_text("idle")
-        assert (
-            console.find("run-id").inner_text().strip().endswith(run_id[:8])
-            or run_id in console.page.content()
-        )
-        assert console.find("event-row", kind="output").count() == 1
-        console.shot("console-run-done")
+    # The approval as a form; answered; the output shows.
+    request = console.find("request-form")
+    request.wait_for()
+    assert "facts checked" in console.find("pending-requests").inner_text()
+    console.shot("console-run")
+    yes = request.locator("input[type=checkbox]")
+    if yes.count():
+        yes.first.check()
+        request.locator('[data-testid="request-submit"]').click()
+    else:
+        request.get_by_role("button", name=re.compile("yes", re.I)).click()
+    item = console.find("output-item")
+    item.wait_for()
+    assert "yes" in item.inner_text() and "cats <b>& ü" in item.inner_text()
+    status_of(console).to_contain_text("idle")
+    assert (
+        console.find("run-id").inner_text().strip().endswith(run_id[:8])
+        or run_id in console.page.content()
+    )
+    assert console.find("event-row", kind="output").count() == 1
+    console.shot("console-run-done")
 
-        # The runs list has it; on a phone the run page still reads.
-        console.open("#/runs")
-        console.find("run-row", run_id=run_id).wait_for()
-        console.shot("console-runs")
-    finally:
-        console.close()
-    phone = Console(browser, server.url + "/", tmp_path, 390, 844)
-    try:
-        phone.open(f"#/runs/{run_id}")
-        phone.find("output-item").wait_for()
-        width = phone.page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 400, f"the run page is {width}px wide on a 390px phone"
-        phone.shot("console-run-phone")
-    finally:
-        phone.close()
+    # The runs list has it; on a phone the run page still reads.
+    console.open("#/runs")
+    console.find("run-row", run_id=run_id).wait_for()
+    console.shot("console-runs")
+    phone = open_console(server.url + "/", width=390, height=844)
+    phone.open(f"#/runs/{run_id}")
+    phone.find("output-item").wait_for()
+    width = phone.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 400, f"the run page is {width}px wide on a 390px phone"
+    phone.shot("console-run-phone")
 
 
-def test_the_bundled_demo_from_the_page(serve, browser, tmp_path):
+def test_the_bundled_demo_from_the_page(serve, open_console):
     server = serve(demo.build)
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open("#/workflows/review-pipeline")
-        form = console.find("start-form").first
-        form.wait_for()
-        form.locator("input, textarea").first.fill("supersteps [and] <inboxes>")
-        form.locator('[data-testid="start-submit"]').click()
-        run_id_of(console)
-        request = console.find("request-form")
-        request.wait_for()
-        console.find("graph-node", id="editor", state="done").wait_for()
-        request.get_by_role("button", name=re.compile("^yes$", re.I)).click()
-        item = console.find("output-item")
-        item.wait_for()
-        assert item.inner_text().startswith("published: Supersteps [and] <inboxes>")
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open("#/workflows/review-pipeline")
+    form = console.find("start-form").first
+    form.wait_for()
+    form.locator("input, textarea").first.fill("supersteps [and] <inboxes>")
+    form.locator('[data-testid="start-submit"]').click()
+    run_id_of(console)
+    request = console.find("request-form")
+    request.wait_for()
+    console.find("graph-node", id="editor", state="done").wait_for()
+    request.get_by_role("button", name=re.compile("^yes$", re.I)).click()
+    item = console.find("output-item")
+    item.wait_for()
+    assert item.inner_text().startswith("published: Supersteps [and] <inboxes>")
 
 
-def test_a_tool_call_is_approved_from_the_page(serve, browser, tmp_path):
+def test_a_tool_call_is_approved_from_the_page(serve, open_console):
     model = agent_approval.default_model()
     server = serve(lambda: agent_approval.build(model=model))
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     try:
         console.open("#/workflows/research")
         form = console.find("start-form").first
@@ -219,52 +240,41 @@ def test_a_tool_call_is_approved_from_the_page(serve, browser, tmp_path):
         item.wait_for()
         assert "accept" in item.inner_text()
     finally:
-        console.close()
         server.call(model.aclose)
 
 
-def test_the_token_comes_from_the_address_and_leaves_it(serve, browser, tmp_path):
+def test_the_token_comes_from_the_address_and_leaves_it(serve, open_console):
     token = "a-token-for-the-browser-test"
     server = serve(flows.gate, token=token)
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open(f"#token={token}")
-        console.find("workflow-card", name="gate").wait_for()
-        assert token not in console.page.url
-        console.page.reload()  # (kept for the tab's session)
-        console.find("workflow-card", name="gate").wait_for()
-    finally:
-        console.close()
-    stranger = Console(browser, server.url + "/", tmp_path)
-    try:
-        stranger.open("#/workflows")
-        stranger.find("error-banner").wait_for()
-        assert "token" in stranger.find("error-banner").inner_text().lower()
-        assert stranger.find("workflow-card").count() == 0
-    finally:
-        stranger.errors = [e for e in stranger.errors if "401" not in e]  # (the refused calls)
-        stranger.close()
+    console = open_console(server.url + "/")
+    console.open(f"#token={token}")
+    console.find("workflow-card", name="gate").wait_for()
+    assert token not in console.page.url
+    console.page.reload()  # (kept for the tab's session)
+    console.find("workflow-card", name="gate").wait_for()
+    stranger = open_console(server.url + "/", refused="401")
+    stranger.open("#/workflows")
+    stranger.find("error-banner").wait_for()
+    assert "token" in stranger.find("error-banner").inner_text().lower()
+    assert stranger.find("workflow-card").count() == 0
 
 
-def test_fork_from_a_checkpoint_on_the_page(serve, browser, tmp_path):
+def test_fork_from_a_checkpoint_on_the_page(serve, open_console):
     server = serve(flows.gate)
     with server.client() as client:
         run_id = client.post("/api/workflows/gate/runs", json={"input": "fork me"}).json()["run_id"]
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        rows = console.find("checkpoint-row")
-        rows.first.wait_for()
-        assert rows.count() == 2
-        console.shot("console-checkpoints")
-        rows.last.locator('[data-testid="fork-button"]').click()
-        console.page.wait_for_url(re.compile(r"#/runs/(?!" + run_id + r")[0-9a-f]+$"))
-        console.find("request-form").wait_for()
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open(f"#/runs/{run_id}")
+    rows = console.find("checkpoint-row")
+    rows.first.wait_for()
+    assert rows.count() == 2
+    console.shot("console-checkpoints")
+    rows.last.locator('[data-testid="fork-button"]').click()
+    console.page.wait_for_url(re.compile(r"#/runs/(?!" + run_id + r")[0-9a-f]+$"))
+    console.find("request-form").wait_for()
 
 
-def test_a_run_going_on_in_another_server_is_cancelled_from_the_page(serve, browser, tmp_path):
+def test_a_run_going_on_in_another_server_is_cancelled_from_the_page(serve, tmp_path, open_console):
     import stepgraph as sg
 
     flows.STEP = 0.05
@@ -274,15 +284,12 @@ def test_a_run_going_on_in_another_server_is_cancelled_from_the_page(serve, brow
     with running.client() as client:
         going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
         run_id = going.json()["run_id"]
-    console = Console(browser, watching.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        button = console.find("cancel-button")
-        button.wait_for(state="visible")  # not live on this server, but going on
-        button.click()
-        expect(console.page.locator("main")).to_contain_text("cancelled")
-    finally:
-        console.close()
+    console = open_console(watching.url + "/")
+    console.open(f"#/runs/{run_id}")
+    button = console.find("cancel-button")
+    button.wait_for(state="visible")  # not live on this server, but going on
+    button.click()
+    expect(console.page.locator("main")).to_contain_text("cancelled")
     with running.client() as client:
         assert client.get(f"/api/runs/{run_id}").json()["status"] == "cancelled"
 
@@ -296,7 +303,7 @@ def stream_ended(console: Console) -> None:
     expect(console.page.locator("body")).to_have_attribute("data-streaming", "ended")
 
 
-def test_a_replay_from_the_page_shows_the_replayed_branchs_outputs(serve, browser, tmp_path):
+def test_a_replay_from_the_page_shows_the_replayed_branchs_outputs(serve, open_console):
     from .test_api import wait_for
 
     server = serve(flows.counting)
@@ -304,77 +311,71 @@ def test_a_replay_from_the_page_shows_the_replayed_branchs_outputs(serve, browse
         body = {"input": {"steps": 4}}
         run_id = client.post("/api/workflows/counting/runs", json=body).json()["run_id"]
         before = wait_for(client, run_id, "idle")
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        wait_for_outputs(console, before["outputs"])
-        console.page.get_by_role("button", name="Resume from here (superstep 1)").click()
-        with server.client() as client:
-            deadline = time.monotonic() + 20
-            while True:  # (the replay's three checkpoints stored, the run ended)
-                after = wait_for(client, run_id, "idle")
-                if len(after["checkpoints"]) == len(before["checkpoints"]) + 3:
-                    break
-                assert time.monotonic() < deadline, after
-                time.sleep(0.02)
-        assert after["outputs"] == ["left 4", "left 3", "left 2", "left 1"]
-        wait_for_outputs(console, after["outputs"])
-        console.page.reload()
-        stream_ended(console)
-        wait_for_outputs(console, after["outputs"])  # (the old branch's events are in the log)
-        assert console.find("event-row", kind="output").count() == 7
+    console = open_console(server.url + "/")
+    console.open(f"#/runs/{run_id}")
+    wait_for_outputs(console, before["outputs"])
+    console.page.get_by_role("button", name="Resume from here (superstep 1)").click()
+    with server.client() as client:
+        deadline = time.monotonic() + 20
+        while True:  # (the replay's three checkpoints stored, the run ended)
+            after = wait_for(client, run_id, "idle")
+            if len(after["checkpoints"]) == len(before["checkpoints"]) + 3:
+                break
+            assert time.monotonic() < deadline, after
+            time.sleep(0.02)
+    assert after["outputs"] == ["left 4", "left 3", "left 2", "left 1"]
+    wait_for_outputs(console, after["outputs"])
+    console.page.reload()
+    stream_ended(console)
+    wait_for_outputs(console, after["outputs"])  # (the old branch's events are in the log)
+    assert console.find("event-row", kind="output").count() == 7
 
-        # The event log's 16-digit ids: shortened, whole in the title, clear of the time.
-        row = console.find("event-row").first
-        event_id = row.get_attribute("data-id")
-        assert len(event_id) == 16
-        shown = row.locator(".ev-id")
-        assert shown.inner_text() == f"#…{event_id[-6:]}"
-        assert event_id in shown.get_attribute("title")
-        assert console.page.evaluate(
-            """() => [...document.querySelectorAll('[data-testid=event-row]')].every(row => {
-                const id = row.querySelector('.ev-id'), time = row.querySelector('.ev-time');
-                return id.getBoundingClientRect().right <= time.getBoundingClientRect().left
-                    && id.scrollWidth <= id.clientWidth && time.scrollWidth <= time.clientWidth;
-            })"""
-        )
-        # Nothing to resume from where the run went idle.
-        last = console.find("checkpoint-row").last
-        assert last.locator('[data-testid="resume-button"]').count() == 0
-        assert last.locator('[data-testid="fork-button"]').count() == 1
-    finally:
-        console.close()
+    # The event log's 16-digit ids: shortened, whole in the title, clear of the time.
+    row = console.find("event-row").first
+    event_id = row.get_attribute("data-id")
+    assert len(event_id) == 16
+    shown = row.locator(".ev-id")
+    assert shown.inner_text() == f"#…{event_id[-6:]}"
+    assert event_id in shown.get_attribute("title")
+    assert console.page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid=event-row]')].every(row => {
+            const id = row.querySelector('.ev-id'), time = row.querySelector('.ev-time');
+            return id.getBoundingClientRect().right <= time.getBoundingClientRect().left
+                && id.scrollWidth <= id.clientWidth && time.scrollWidth <= time.clientWidth;
+        })"""
+    )
+    # Nothing to resume from where the run went idle.
+    last = console.find("checkpoint-row").last
+    assert last.locator('[data-testid="resume-button"]').count() == 0
+    assert last.locator('[data-testid="fork-button"]').count() == 1
 
 
-def test_a_waiting_run_page_follows_answers_given_elsewhere(serve, browser, tmp_path):
+def test_a_waiting_run_page_follows_answers_given_elsewhere(serve, tmp_path, open_console):
     import stepgraph as sg
 
     path = tmp_path / "shared.sqlite"
     here = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
     other = serve(flows.gate, store=sg.SqliteCheckpointStore(path))  # another server, say
-    console = Console(browser, here.url + "/", tmp_path)
-    try:
-        for answering in (here, other):  # (curl on this server; another server)
-            with here.client() as client:
-                started = client.post("/api/workflows/gate/runs", json={"input": "go?"})
-                run_id = started.json()["run_id"]
-            console.open(f"#/runs/{run_id}")
-            console.find("request-form").wait_for()
-            stream_ended(console)
-            with answering.client() as client:
-                [request] = client.get(f"/api/runs/{run_id}").json()["pending_requests"]
-                body = {"responses": {request["request_id"]: True}}
-                assert client.post(f"/api/runs/{run_id}/responses", json=body).status_code == 202
-            # No reload: the form goes, the output comes, the status says idle.
-            console.find("request-form").wait_for(state="detached")
-            wait_for_outputs(console, ["go?: yes"])
-            status_of(console).to_have_text("idle")
-            assert console.page.locator(".tag-live").count() == 0
-    finally:
-        console.close()
+    console = open_console(here.url + "/")
+    for answering in (here, other):  # (curl on this server; another server)
+        with here.client() as client:
+            started = client.post("/api/workflows/gate/runs", json={"input": "go?"})
+            run_id = started.json()["run_id"]
+        console.open(f"#/runs/{run_id}")
+        console.find("request-form").wait_for()
+        stream_ended(console)
+        with answering.client() as client:
+            [request] = client.get(f"/api/runs/{run_id}").json()["pending_requests"]
+            body = {"responses": {request["request_id"]: True}}
+            assert client.post(f"/api/runs/{run_id}/responses", json=body).status_code == 202
+        # No reload: the form goes, the output comes, the status says idle.
+        console.find("request-form").wait_for(state="detached")
+        wait_for_outputs(console, ["go?: yes"])
+        status_of(console).to_have_text("idle")
+        assert console.page.locator(".tag-live").count() == 0
 
 
-def test_a_run_page_outlives_a_restart_of_its_server(serve, browser, tmp_path):
+def test_a_run_page_outlives_a_restart_of_its_server(serve, tmp_path, open_console):
     import stepgraph as sg
 
     flows.STEP = 0.05
@@ -383,33 +384,28 @@ def test_a_run_page_outlives_a_restart_of_its_server(serve, browser, tmp_path):
     with first.client() as client:
         going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 400}})
         run_id = going.json()["run_id"]
-    console = Console(browser, first.url + "/", tmp_path)
+    console = open_console(first.url + "/", refused="net::ERR")
     details = re.compile(rf"/api/runs/{run_id}$")
-    try:
-        console.open(f"#/runs/{run_id}")
-        console.page.locator(".tag-live").wait_for()
-        # The server goes away: the stream hears the run stop, but the
-        # details that would follow cannot be had (the server is down).
-        console.page.route(details, lambda route: route.abort())
-        first.stop()
-        status_of(console).to_have_text("cancelled")
-        assert console.page.locator(".tag-live").count() == 0  # (never "cancelled live")
-        console.find("error-banner").wait_for()
+    console.open(f"#/runs/{run_id}")
+    console.page.locator(".tag-live").wait_for()
+    # The server goes away: the stream hears the run stop, but the
+    # details that would follow cannot be had (the server is down).
+    console.page.route(details, lambda route: route.abort())
+    first.stop()
+    status_of(console).to_have_text("cancelled")
+    assert console.page.locator(".tag-live").count() == 0  # (never "cancelled live")
+    console.find("error-banner").wait_for()
 
-        serve(flows.slow, store=sg.SqliteCheckpointStore(path), port=first.port)
-        console.page.unroute(details)
-        # No reload: the page hears from the new server, and offers to resume.
-        console.page.get_by_role("button", name="Resume run").wait_for()
-        console.page.locator(".tag-interrupted").wait_for()
-        console.find("error-banner").wait_for(state="hidden")
-        assert console.page.locator(".tag-live").count() == 0
-    finally:
-        console.close(server_went_away=True)
+    serve(flows.slow, store=sg.SqliteCheckpointStore(path), port=first.port)
+    console.page.unroute(details)
+    # No reload: the page hears from the new server, and offers to resume.
+    console.page.get_by_role("button", name="Resume run").wait_for()
+    console.page.locator(".tag-interrupted").wait_for()
+    console.find("error-banner").wait_for(state="hidden")
+    assert console.page.locator(".tag-live").count() == 0
 
 
-def test_a_long_runs_page_shows_its_newest_checkpoints_and_the_rest_on_asking(
-    serve, browser, tmp_path
-):
+def test_a_long_runs_page_shows_its_newest_checkpoints_and_the_rest_on_asking(serve, open_console):
     server = serve(flows.long_counting)
     with server.client() as client:
         run_id = client.post("/api/workflows/long/runs", json={"input": {"steps": 130}}).json()[
@@ -422,22 +418,19 @@ def test_a_long_runs_page_shows_its_newest_checkpoints_and_the_rest_on_asking(
             time.sleep(0.01)
         total = run["checkpoints_total"]
     assert total > 100
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        expect(console.find("checkpoints-older")).to_contain_text(
-            f"{total - 100} older checkpoints not shown"
-        )
-        rows = console.find("checkpoint-row")
-        expect(rows).to_have_count(100)
-        expect(rows.last).to_have_attribute(
-            "data-checkpoint-id", run["checkpoints"][-1]["checkpoint_id"]
-        )
-        console.find("checkpoints-show-older").click()
-        expect(rows).to_have_count(total)
-        expect(console.find("checkpoints-older")).to_be_hidden()
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open(f"#/runs/{run_id}")
+    expect(console.find("checkpoints-older")).to_contain_text(
+        f"{total - 100} older checkpoints not shown"
+    )
+    rows = console.find("checkpoint-row")
+    expect(rows).to_have_count(100)
+    expect(rows.last).to_have_attribute(
+        "data-checkpoint-id", run["checkpoints"][-1]["checkpoint_id"]
+    )
+    console.find("checkpoints-show-older").click()
+    expect(rows).to_have_count(total)
+    expect(console.find("checkpoints-older")).to_be_hidden()
 
 
 # Watches a run page: when its graph is drawn, and when its event stream ends.
@@ -453,7 +446,7 @@ requestAnimationFrame(watch);
 """
 
 
-def test_a_long_runs_page_is_drawn_while_its_event_log_is_read_back(serve, browser, tmp_path):
+def test_a_long_runs_page_is_drawn_while_its_event_log_is_read_back(serve, open_console):
     # (a trial's page of a run of 100,000 supersteps sat at "Status: loading",
     # nothing drawn, for seconds: the stream's backlog held the page)
     server = serve(flows.long_counting)
@@ -466,30 +459,27 @@ def test_a_long_runs_page_is_drawn_while_its_event_log_is_read_back(serve, brows
                 break
             time.sleep(0.01)
     assert run["supersteps"] >= 4000
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.page.add_init_script(WATCH_THE_REPLAY)
-        console.open(f"#/runs/{run_id}")
-        expect(console.find("run-status")).to_have_text("idle")
-        expect(console.page.locator("body")).to_have_attribute(
-            "data-streaming", "ended", timeout=60_000
-        )
-        seen = console.page.evaluate("window.__seen")
-        # (drawn while the backlog is read, not after: it held the page before)
-        assert seen["graph"] is not None and seen["graph"] < seen["ended"], seen
-        expect(console.find("timeline-bar")).to_have_count(80)  # (the newest 80 supersteps)
-        # The table says the same (it listed the newest 2,000 calls, re-drawn
-        # at each frame of a live run while open).
-        console.page.get_by_text("Timeline as a table").click()
-        table_rows = console.page.locator(".tl-table tbody tr")
-        expect(table_rows).to_have_count(80)
-        expect(table_rows.last.locator("td").nth(1)).to_have_text(str(run["supersteps"]))
-        assert not console.errors
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.page.add_init_script(WATCH_THE_REPLAY)
+    console.open(f"#/runs/{run_id}")
+    expect(console.find("run-status")).to_have_text("idle")
+    expect(console.page.locator("body")).to_have_attribute(
+        "data-streaming", "ended", timeout=60_000
+    )
+    seen = console.page.evaluate("window.__seen")
+    # (drawn while the backlog is read, not after: it held the page before)
+    assert seen["graph"] is not None and seen["graph"] < seen["ended"], seen
+    expect(console.find("timeline-bar")).to_have_count(80)  # (the newest 80 supersteps)
+    # The table says the same (it listed the newest 2,000 calls, re-drawn
+    # at each frame of a live run while open).
+    console.page.get_by_text("Timeline as a table").click()
+    table_rows = console.page.locator(".tl-table tbody tr")
+    expect(table_rows).to_have_count(80)
+    expect(table_rows.last.locator("td").nth(1)).to_have_text(str(run["supersteps"]))
+    assert not console.errors
 
 
-def test_any_token_works_from_the_address_serve_prints(browser, tmp_path):
+def test_any_token_works_from_the_address_serve_prints(tmp_path, open_console):
     # (a token holding '%' or '&' was printed as it is: the console read
     # another token from the address, and was locked out)
     from .test_cli_serve import start, stop
@@ -500,19 +490,17 @@ def test_any_token_works_from_the_address_serve_prints(browser, tmp_path):
     )
     try:
         assert url.startswith("http://127.0.0.1:") and "#token=" in url, url
-        console = Console(browser, url, tmp_path)
-        try:
-            console.open("")
-            console.find("workflow-card", name="gate").wait_for()
-            assert "token" not in console.page.url
-        finally:
-            console.close()
+        console = open_console(url)
+        console.open("")
+        console.find("workflow-card", name="gate").wait_for()
+        assert "token" not in console.page.url
+        console.close()  # (before the server stops)
     finally:
         code, _, err = stop(process)
     assert code == 0, err
 
 
-def test_a_failed_runs_page_after_a_restart_shows_what_failed_where(serve, browser, tmp_path):
+def test_a_failed_runs_page_after_a_restart_shows_what_failed_where(serve, tmp_path, open_console):
     # (after a restart no events are kept: the page said 'boom' never ran,
     # "Supersteps: 0", beside an error naming 'boom' in superstep 1)
     import stepgraph as sg
@@ -530,27 +518,22 @@ def test_a_failed_runs_page_after_a_restart_shows_what_failed_where(serve, brows
         run = client.get(f"/api/runs/{run_id}").json()
     assert not run["events_kept"] and run["supersteps"] == 0
     assert run["failure"] == {"executor_id": "boom", "superstep": 1}
-    console = Console(browser, second.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        status_of(console).to_have_text("failed")
-        expect(console.find("graph-node", id="boom")).to_have_attribute("data-state", "failed")
-        bar = console.find("timeline").locator('[data-testid="timeline-bar"]')
-        expect(bar).to_have_count(1)
-        assert bar.get_attribute("data-executor") == "boom"
-        assert bar.get_attribute("data-superstep") == "1"
-        assert "failed" in (bar.get_attribute("aria-label") or "")
-        facts = console.page.locator(".facts").inner_text()
-        assert re.search(r"Supersteps\s+1\b", facts), facts
-        assert "what the store holds" in console.find("timeline").inner_text()
-        console.shot("failed-after-restart")
-    finally:
-        console.close()
+    console = open_console(second.url + "/")
+    console.open(f"#/runs/{run_id}")
+    status_of(console).to_have_text("failed")
+    expect(console.find("graph-node", id="boom")).to_have_attribute("data-state", "failed")
+    bar = console.find("timeline").locator('[data-testid="timeline-bar"]')
+    expect(bar).to_have_count(1)
+    assert bar.get_attribute("data-executor") == "boom"
+    assert bar.get_attribute("data-superstep") == "1"
+    assert "failed" in (bar.get_attribute("aria-label") or "")
+    facts = console.page.locator(".facts").inner_text()
+    assert re.search(r"Supersteps\s+1\b", facts), facts
+    assert "what the store holds" in console.find("timeline").inner_text()
+    console.shot("failed-after-restart")
 
 
-def test_a_finished_runs_page_shows_how_it_ended_while_its_past_events_replay(
-    serve, browser, tmp_path
-):
+def test_a_finished_runs_page_shows_how_it_ended_while_its_past_events_replay(serve, open_console):
     # (a 100,000-superstep run's page said "failed · streaming live", nodes
     # flickering, for 30 s while its event log replayed)
     import json
@@ -569,30 +552,29 @@ def test_a_finished_runs_page_shows_how_it_ended_while_its_past_events_replay(
     half = events[: len(events) // 2]
     assert any(e["kind"] == "status" and e["status"] == "in_progress" for e in half)
     text = "".join(f"id: {e['id']}\ndata: {json.dumps(e)}\n\n" for e in half)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     stream = re.compile(rf"/api/runs/{run_id}/events$")
-    try:
-        console.page.route(
-            stream,
-            lambda route: route.fulfill(status=200, content_type="text/event-stream", body=text),
-        )
-        console.open(f"#/runs/{run_id}")
-        body_of = console.page.locator("body")
-        expect(body_of).to_have_attribute("data-streaming", "history")
-        log = console.find("event-log")
-        expect(log).to_contain_text("superstep_started")
-        status_of(console).to_have_text("idle")  # (not the replayed "in_progress")
-        assert "streaming live" not in console.page.locator(".run-line").inner_text()
-        assert console.page.locator(".tag-live").count() == 0
-        console.page.unroute(stream)
-        expect(body_of).to_have_attribute("data-streaming", "ended")
-        status_of(console).to_have_text("idle")
-        expect(console.find("graph-node", id="count")).to_have_attribute("data-state", "done")
-    finally:
-        console.close()
+    console.page.route(
+        stream,
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=text),
+    )
+    console.open(f"#/runs/{run_id}")
+    body_of = console.page.locator("body")
+    expect(body_of).to_have_attribute("data-streaming", "history")
+    log = console.find("event-log")
+    expect(log).to_contain_text("superstep_started")
+    status_of(console).to_have_text("idle")  # (not the replayed "in_progress")
+    assert "streaming live" not in console.page.locator(".run-line").inner_text()
+    assert console.page.locator(".tag-live").count() == 0
+    console.page.unroute(stream)
+    expect(body_of).to_have_attribute("data-streaming", "ended")
+    status_of(console).to_have_text("idle")
+    expect(console.find("graph-node", id="count")).to_have_attribute("data-state", "done")
 
 
-def test_a_finished_runs_page_after_a_restart_does_not_claim_nothing_ran(serve, browser, tmp_path):
+def test_a_finished_runs_page_after_a_restart_does_not_claim_nothing_ran(
+    serve, tmp_path, open_console
+):
     # (after a restart an idle run's page said "No executor has run yet"
     # beside "Supersteps: 30001", every node drawn 'waiting')
     import stepgraph as sg
@@ -610,23 +592,20 @@ def test_a_finished_runs_page_after_a_restart_does_not_claim_nothing_ran(serve, 
     with second.client() as client:
         run = client.get(f"/api/runs/{run_id}").json()
     assert not run["events_kept"] and run["supersteps"] == 5
-    console = Console(browser, second.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        status_of(console).to_have_text("idle")
-        expect(console.page.locator("body")).to_have_attribute("data-streaming", "ended")
-        node = console.find("graph-node", id="count")
-        expect(node).to_have_attribute("data-state", "unknown")
-        assert "waiting" not in (node.get_attribute("aria-label") or "")
-        empty = console.find("timeline-empty")
-        expect(empty).to_contain_text("did not see the run's events")
-        assert "No executor has run yet" not in console.find("timeline").inner_text()
-        console.shot("idle-after-restart")
-    finally:
-        console.close()
+    console = open_console(second.url + "/")
+    console.open(f"#/runs/{run_id}")
+    status_of(console).to_have_text("idle")
+    expect(console.page.locator("body")).to_have_attribute("data-streaming", "ended")
+    node = console.find("graph-node", id="count")
+    expect(node).to_have_attribute("data-state", "unknown")
+    assert "waiting" not in (node.get_attribute("aria-label") or "")
+    empty = console.find("timeline-empty")
+    expect(empty).to_contain_text("did not see the run's events")
+    assert "No executor has run yet" not in console.find("timeline").inner_text()
+    console.shot("idle-after-restart")
 
 
-def test_a_long_executor_id_is_cut_clear_of_its_status_badge(serve, browser, tmp_path):
+def test_a_long_executor_id_is_cut_clear_of_its_status_badge(serve, open_console):
     # (a long id's "…" was drawn under the status badge, so it looked whole)
     from .test_api import wait_for
 
@@ -634,22 +613,19 @@ def test_a_long_executor_id_is_cut_clear_of_its_status_badge(serve, browser, tmp
     with server.client() as client:
         run_id = client.post("/api/workflows/wide/runs", json={"input": "x"}).json()["run_id"]
         wait_for(client, run_id, "idle")
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        node = console.find("graph-node", id="an_executor_with_a_WIDE_AND_LONG_IDENTIFIER")
-        expect(node).to_have_attribute("data-state", "done")
-        label = node.locator(".label")
-        assert (label.text_content() or "").endswith("…")
-        text_right = label.bounding_box()["x"] + label.bounding_box()["width"]
-        badge_left = node.locator(".badge circle").bounding_box()["x"]
-        assert text_right < badge_left, (text_right, badge_left)
-        console.shot("long-id")
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open(f"#/runs/{run_id}")
+    node = console.find("graph-node", id="an_executor_with_a_WIDE_AND_LONG_IDENTIFIER")
+    expect(node).to_have_attribute("data-state", "done")
+    label = node.locator(".label")
+    assert (label.text_content() or "").endswith("…")
+    text_right = label.bounding_box()["x"] + label.bounding_box()["width"]
+    badge_left = node.locator(".badge circle").bounding_box()["x"]
+    assert text_right < badge_left, (text_right, badge_left)
+    console.shot("long-id")
 
 
-def test_a_big_superstep_fits_its_column_in_the_event_log(serve, browser, tmp_path):
+def test_a_big_superstep_fits_its_column_in_the_event_log(serve, open_console):
     # (the superstep column, 2.5rem, held "s1000": "s100000" ran into the kind)
     import json
 
@@ -669,35 +645,32 @@ def test_a_big_superstep_fits_its_column_in_the_event_log(serve, browser, tmp_pa
     ]
     text = "".join(f"id: {e['id']}\ndata: {json.dumps(e)}\n\n" for e in events)
     text += f"event: end\ndata: {json.dumps({'status': 'idle'})}\n\n"
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.page.route(
-            re.compile(rf"/api/runs/{run_id}/events$"),
-            lambda route: route.fulfill(status=200, content_type="text/event-stream", body=text),
-        )
-        console.open(f"#/runs/{run_id}")
-        rows = console.find("event-row")
-        expect(rows).to_have_count(len(steps))
-        for i, step in enumerate(steps):
-            cell = rows.nth(i).locator(".ev-step")
-            assert cell.text_content() == f"s{step}"
-            # (all of it shown, and left of the kind column)
-            assert cell.evaluate("e => e.scrollWidth <= e.clientWidth"), step
-            kind = rows.nth(i).locator(".ev-kind").bounding_box()
-            box = cell.bounding_box()
-            assert box["x"] + box["width"] <= kind["x"], (step, box, kind)
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.page.route(
+        re.compile(rf"/api/runs/{run_id}/events$"),
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=text),
+    )
+    console.open(f"#/runs/{run_id}")
+    rows = console.find("event-row")
+    expect(rows).to_have_count(len(steps))
+    for i, step in enumerate(steps):
+        cell = rows.nth(i).locator(".ev-step")
+        assert cell.text_content() == f"s{step}"
+        # (all of it shown, and left of the kind column)
+        assert cell.evaluate("e => e.scrollWidth <= e.clientWidth"), step
+        kind = rows.nth(i).locator(".ev-kind").bounding_box()
+        box = cell.bounding_box()
+        assert box["x"] + box["width"] <= kind["x"], (step, box, kind)
 
 
-def test_resume_from_here_is_held_while_the_run_goes_on(serve, browser, tmp_path):
+def test_resume_from_here_is_held_while_the_run_goes_on(serve, open_console):
     # (the checkpoints offered "Resume from here" while the run ran: the
     # server refuses it then, 409)
     from .test_api import wait_for
     from .test_runs import hold_at
 
     server = serve(flows.counting)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     try:
         flows.HOLD_AT = 3
         with server.client() as client:
@@ -721,42 +694,38 @@ def test_resume_from_here_is_held_while_the_run_goes_on(serve, browser, tmp_path
             assert resumes.nth(i).get_attribute("title") is None
     finally:
         flows.HOLD_AT = None
-        console.close()
 
 
-def test_no_token_is_left_in_the_address_or_its_history(serve, browser, tmp_path):
+def test_no_token_is_left_in_the_address_or_its_history(serve, open_console):
     # (an address holding "token=" twice kept the second in the address bar
     # and the tab's history; a token amid other parameters joined its
     # neighbours: "?status=idle&token=T&workflow=gate" became
     # "?status=idleworkflow=gate")
     token = "a-token-for-the-browser-test"
     server = serve(flows.gate, token=token)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     cdp = console.context.new_cdp_session(console.page)
 
     def addresses() -> list[str]:
         return [entry["url"] for entry in cdp.send("Page.getNavigationHistory")["entries"]]
 
-    try:
-        console.open(f"#/runs?status=idle&token={token}&workflow=gate&token={token}")
-        console.find("runs-table").wait_for()
-        # (read in the page: Playwright's page.url can lag a replaceState)
-        assert console.page.evaluate("location.hash") == "#/runs?status=idle&workflow=gate"
-        assert not [url for url in addresses() if "token" in url], addresses()
-        assert console.page.evaluate("sessionStorage.getItem('stepgraph-token')") == token
-        # An address with the token opened in the tab already showing the console.
-        console.page.evaluate(f"location.hash = '#token={token}&token={token}'")
-        console.find("workflow-card", name="gate").wait_for()
-        assert console.page.evaluate("location.hash") == ""
-        assert not [url for url in addresses() if "token" in url], addresses()
-        console.page.reload()  # (the token is kept for the tab's session)
-        console.find("workflow-card", name="gate").wait_for()
-        assert console.page.evaluate("location.hash") == ""
-    finally:
-        console.close()
+    console.open(f"#/runs?status=idle&token={token}&workflow=gate&token={token}")
+    console.find("runs-table").wait_for()
+    # (read in the page: Playwright's page.url can lag a replaceState)
+    assert console.page.evaluate("location.hash") == "#/runs?status=idle&workflow=gate"
+    assert not [url for url in addresses() if "token" in url], addresses()
+    assert console.page.evaluate("sessionStorage.getItem('stepgraph-token')") == token
+    # An address with the token opened in the tab already showing the console.
+    console.page.evaluate(f"location.hash = '#token={token}&token={token}'")
+    console.find("workflow-card", name="gate").wait_for()
+    assert console.page.evaluate("location.hash") == ""
+    assert not [url for url in addresses() if "token" in url], addresses()
+    console.page.reload()  # (the token is kept for the tab's session)
+    console.find("workflow-card", name="gate").wait_for()
+    assert console.page.evaluate("location.hash") == ""
 
 
-def test_the_event_logs_executor_filter_stays_inside_its_card(serve, browser, tmp_path):
+def test_the_event_logs_executor_filter_stays_inside_its_card(serve, open_console):
     # (an option as long as a 156-character executor id made the filter
     # 1,188 px wide, past its card's right edge)
     from .test_api import wait_for
@@ -765,21 +734,20 @@ def test_the_event_logs_executor_filter_stays_inside_its_card(serve, browser, tm
     with server.client() as client:
         run_id = client.post("/api/workflows/very-wide/runs", json={"input": "x"}).json()
         wait_for(client, run_id["run_id"], "idle")
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id['run_id']}")
-        log = console.find("event-log")
-        log.wait_for()
-        select = console.page.get_by_label("Executor", exact=True)
-        expect(select.locator("option")).to_have_count(2)  # (all, and the one executor)
-        filters = console.page.locator(".filters").filter(has=select)
-        box, outer = select.bounding_box(), filters.bounding_box()
-        assert box["x"] + box["width"] <= outer["x"] + outer["width"] + 0.5, (box, outer)
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open(f"#/runs/{run_id['run_id']}")
+    log = console.find("event-log")
+    log.wait_for()
+    select = console.page.get_by_label("Executor", exact=True)
+    expect(select.locator("option")).to_have_count(2)  # (all, and the one executor)
+    filters = console.page.locator(".filters").filter(has=select)
+    box, outer = select.bounding_box(), filters.bounding_box()
+    assert box["x"] + box["width"] <= outer["x"] + outer["width"] + 0.5, (box, outer)
 
 
-def test_the_page_of_a_run_whose_process_was_killed_offers_to_resume_it(serve, browser, tmp_path):
+def test_the_page_of_a_run_whose_process_was_killed_offers_to_resume_it(
+    serve, tmp_path, open_console
+):
     import stepgraph as sg
 
     flows.STEP = 0.01
@@ -788,23 +756,20 @@ def test_the_page_of_a_run_whose_process_was_killed_offers_to_resume_it(serve, b
 
     run_id = killed_mid_run(path)
     server = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open(f"#/runs/{run_id}")
-        console.page.locator(".tag-interrupted").wait_for()
-        resume = console.page.get_by_role("button", name="Resume run")
-        resume.wait_for()
-        expect(console.find("cancel-button")).to_be_hidden()
-        expect(console.find("resume-button", action="resume").first).to_be_enabled()
-        resume.click()
-        status_of(console).to_have_text("idle", timeout=30_000)
-        expect(console.find("output-item")).to_have_text(["done "])
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open(f"#/runs/{run_id}")
+    console.page.locator(".tag-interrupted").wait_for()
+    resume = console.page.get_by_role("button", name="Resume run")
+    resume.wait_for()
+    expect(console.find("cancel-button")).to_be_hidden()
+    expect(console.find("resume-button", action="resume").first).to_be_enabled()
+    resume.click()
+    status_of(console).to_have_text("idle", timeout=30_000)
+    expect(console.find("output-item")).to_have_text(["done "])
 
 
 def test_a_long_event_log_holds_a_window_of_rows_and_pages_back_to_its_first_event(
-    serve, browser, tmp_path
+    serve, open_console
 ):
     # (the log laid out its newest 2,000 rows several times a second while
     # a run's tens of thousands of events were read back, which froze the
@@ -814,7 +779,7 @@ def test_a_long_event_log_holds_a_window_of_rows_and_pages_back_to_its_first_eve
     from .test_runs import hold_at
 
     server = serve(flows.long_counting)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     rows = console.find("event-row")
     older, newest = console.find("event-log-older"), console.find("event-log-newest")
 
@@ -868,17 +833,16 @@ def test_a_long_event_log_holds_a_window_of_rows_and_pages_back_to_its_first_eve
         expect(newest).to_be_hidden()
     finally:
         flows.HOLD_AT = None
-        console.close()
 
 
-def test_a_stopped_runs_page_follows_a_resume_given_elsewhere(serve, browser, tmp_path):
+def test_a_stopped_runs_page_follows_a_resume_given_elsewhere(serve, open_console):
     # (a cancelled run resumed from another tab, or after a restart, still
     # read "cancelled" with its Resume button in every other tab, for ever)
     from .test_api import wait_for
     from .test_runs import hold_at
 
     server = serve(flows.counting)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     try:
         with server.client() as client:
             flows.HOLD_AT = 3
@@ -900,10 +864,9 @@ def test_a_stopped_runs_page_follows_a_resume_given_elsewhere(serve, browser, tm
         expect(console.find("event-row", kind="output")).to_have_count(5)
     finally:
         flows.HOLD_AT = None
-        console.close()
 
 
-def test_the_runs_list_outlives_a_restart_of_its_server(serve, browser, tmp_path):
+def test_the_runs_list_outlives_a_restart_of_its_server(serve, tmp_path, open_console):
     # (after a restart the list went on saying the server could not be
     # reached, above a list that had refreshed, and asked again only 30 s on)
     import stepgraph as sg
@@ -912,27 +875,24 @@ def test_the_runs_list_outlives_a_restart_of_its_server(serve, browser, tmp_path
     first = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
     with first.client() as client:
         run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
-    console = Console(browser, first.url + "/", tmp_path)
-    try:
-        console.open("#/runs")
-        row = console.page.locator("tr", has_text=run_id)
-        expect(row).to_contain_text("idle_with_pending_requests")
-        first.stop()
-        console.page.get_by_label("Status").select_option("idle_with_pending_requests")
-        expect(console.find("error-banner")).to_contain_text("Cannot reach")
-        second = serve(flows.gate, store=sg.SqliteCheckpointStore(path), port=first.port)
-        with second.client() as client:
-            body = {"input": "and this?"}
-            other = client.post("/api/workflows/gate/runs", json=body).json()["run_id"]
-        # No reload: the list comes back, with the run started meanwhile.
-        expect(console.page.locator("tr", has_text=other)).to_be_visible()
-        expect(row).to_be_visible()
-        expect(console.find("error-banner")).to_be_hidden()
-    finally:
-        console.close(server_went_away=True)
+    console = open_console(first.url + "/", refused="net::ERR")
+    console.open("#/runs")
+    row = console.page.locator("tr", has_text=run_id)
+    expect(row).to_contain_text("idle_with_pending_requests")
+    first.stop()
+    console.page.get_by_label("Status").select_option("idle_with_pending_requests")
+    expect(console.find("error-banner")).to_contain_text("Cannot reach")
+    second = serve(flows.gate, store=sg.SqliteCheckpointStore(path), port=first.port)
+    with second.client() as client:
+        body = {"input": "and this?"}
+        other = client.post("/api/workflows/gate/runs", json=body).json()["run_id"]
+    # No reload: the list comes back, with the run started meanwhile.
+    expect(console.page.locator("tr", has_text=other)).to_be_visible()
+    expect(row).to_be_visible()
+    expect(console.find("error-banner")).to_be_hidden()
 
 
-def test_a_run_of_many_outputs_lists_its_newest_and_the_rest_on_asking(serve, browser, tmp_path):
+def test_a_run_of_many_outputs_lists_its_newest_and_the_rest_on_asking(serve, open_console):
     # (a run of 10,000 outputs laid out 10,000 items at once as its page
     # opened: the page stood still for half a second)
     from .test_api import wait_for
@@ -942,60 +902,54 @@ def test_a_run_of_many_outputs_lists_its_newest_and_the_rest_on_asking(serve, br
         body = {"input": {"steps": 450}}
         run_id = client.post("/api/workflows/long/runs", json=body).json()["run_id"]
         wait_for(client, run_id, "idle")
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     items, older = console.find("output-item"), console.find("outputs-older")
-    try:
-        console.open(f"#/runs/{run_id}")
-        expect(items).to_have_count(200)
-        expect(items.first).to_have_text("left 200")
-        expect(items.last).to_have_text("left 1")
-        expect(console.find("outputs")).to_have_attribute("start", "251")  # (numbered as the run's)
-        expect(older).to_have_text("Show 200 older outputs (250 not shown)")
-        older.click()
-        expect(items).to_have_count(400)
-        older.click()
-        expect(items).to_have_count(450)
-        expect(older).to_be_hidden()
-        texts = [f"left {n}" for n in range(450, 0, -1)]
-        expect(items).to_have_text(texts)
-    finally:
-        console.close()
+    console.open(f"#/runs/{run_id}")
+    expect(items).to_have_count(200)
+    expect(items.first).to_have_text("left 200")
+    expect(items.last).to_have_text("left 1")
+    expect(console.find("outputs")).to_have_attribute("start", "251")  # (numbered as the run's)
+    expect(older).to_have_text("Show 200 older outputs (250 not shown)")
+    older.click()
+    expect(items).to_have_count(400)
+    older.click()
+    expect(items).to_have_count(450)
+    expect(older).to_be_hidden()
+    texts = [f"left {n}" for n in range(450, 0, -1)]
+    expect(items).to_have_text(texts)
 
 
-def test_a_whole_number_past_2_to_the_53_is_sent_and_shown_exactly(serve, browser, tmp_path):
+def test_a_whole_number_past_2_to_the_53_is_sent_and_shown_exactly(serve, open_console):
     # (9007199254740993 typed in a form started a run with 9007199254740992,
     # and an output of 9007199254740993 was shown as 9007199254740992: a
     # page's numbers are doubles)
     server = serve(flows.adding, flows.tallying)
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open("#/workflows/adding")
-        steps = console.page.get_by_label("Steps")
-        steps.fill("1e21")  # (the page cannot tell which whole number that is)
-        console.find("start-submit").click()
-        expect(console.page.locator(".field-error").first).to_contain_text("with its digits")
-        steps.fill("9007199254740993")
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(console, ["9007199254740995"])
-        expect(console.find("event-row", kind="output")).to_contain_text("9007199254740995")
-        console.open("#/workflows/tally")
-        field = console.page.locator("main form textarea")
-        field.fill('{"a": 9007199254740993, "b": -12345678901234567890}')
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(console, ["a=9007199254740993 b=-12345678901234567890"])
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open("#/workflows/adding")
+    steps = console.page.get_by_label("Steps")
+    steps.fill("1e21")  # (the page cannot tell which whole number that is)
+    console.find("start-submit").click()
+    expect(console.page.locator(".field-error").first).to_contain_text("with its digits")
+    steps.fill("9007199254740993")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(console, ["9007199254740995"])
+    expect(console.find("event-row", kind="output")).to_contain_text("9007199254740995")
+    console.open("#/workflows/tally")
+    field = console.page.locator("main form textarea")
+    field.fill('{"a": 9007199254740993, "b": -12345678901234567890}')
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(console, ["a=9007199254740993 b=-12345678901234567890"])
 
 
-def test_a_json_fields_numbers_are_sent_as_written(serve, browser, tmp_path):
+def test_a_json_fields_numbers_are_sent_as_written(serve, open_console):
     # (1e400 typed in a JSON field, or in a tool call's edited arguments,
     # was sent as null — JSON.stringify's Infinity — and 1.0 as the whole
     # number 1: `stepgraph run --input` refuses the one and reads a float)
     model = agent_approval.default_model()
     server = serve(flows.echoing, lambda: agent_approval.build(model=model))
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     try:
         console.open("#/workflows/echo")
         field = console.page.locator("main form textarea")
@@ -1022,112 +976,98 @@ def test_a_json_fields_numbers_are_sent_as_written(serve, browser, tmp_path):
         expect(edit).to_have_attribute("aria-invalid", "true")
         expect(console.find("request-form")).to_have_count(1)  # (nothing was sent)
     finally:
-        console.close()
         server.call(model.aclose)
 
 
-def test_a_whole_number_past_2_to_the_53_as_a_default_fills_its_field(serve, browser, tmp_path):
+def test_a_whole_number_past_2_to_the_53_as_a_default_fills_its_field(serve, open_console):
     # (a form's number field of default 9007199254740993 was left empty,
     # where a smaller default is filled in)
     server = serve(flows.far_off)
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open("#/workflows/far")
-        expect(console.page.get_by_role("spinbutton", name="Start")).to_have_value(
-            "9007199254740993"
-        )
-        expect(console.page.get_by_role("spinbutton", name="Below")).to_have_value(
-            "-9007199254740995"
-        )
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(console, ["9007199254740993 -9007199254740995"])
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open("#/workflows/far")
+    expect(console.page.get_by_role("spinbutton", name="Start")).to_have_value("9007199254740993")
+    expect(console.page.get_by_role("spinbutton", name="Below")).to_have_value("-9007199254740995")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(console, ["9007199254740993 -9007199254740995"])
 
 
-def test_a_float_field_shows_and_sends_a_float(serve, browser, tmp_path):
+def test_a_float_field_shows_and_sends_a_float(serve, open_console):
     # (a float field of default 1000.0 showed 1000, and what was typed in it
     # went as a whole number: {"factor": 3} where `stepgraph run --input`
     # would be given 3.0)
     server = serve(flows.scaling)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     sent: list[str] = []
     console.page.on(
         "request",
         lambda request: sent.append(request.post_data or "") if request.method == "POST" else None,
     )
-    try:
-        console.open("#/workflows/scale")
-        factor = console.page.get_by_role("spinbutton", name="Factor")
-        expect(factor).to_have_value("1000.0")
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(console, ["1000.0"])
-        console.open("#/workflows/scale")
-        for typed, shown in (("3", "3.0"), ("-2.50", "-2.50"), ("1e21", "1e21")):
-            factor.fill(typed)
-            factor.blur()
-            expect(factor).to_have_value(shown)
-        factor.fill("3")
+    console.open("#/workflows/scale")
+    factor = console.page.get_by_role("spinbutton", name="Factor")
+    expect(factor).to_have_value("1000.0")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(console, ["1000.0"])
+    console.open("#/workflows/scale")
+    for typed, shown in (("3", "3.0"), ("-2.50", "-2.50"), ("1e21", "1e21")):
+        factor.fill(typed)
         factor.blur()
-        expect(factor).to_have_value("3.0")
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(console, ["3.0"])
-        assert sent == ['{"input":{"factor":1000.0}}', '{"input":{"factor":3.0}}']
-    finally:
-        console.close()
+        expect(factor).to_have_value(shown)
+    factor.fill("3")
+    factor.blur()
+    expect(factor).to_have_value("3.0")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(console, ["3.0"])
+    assert sent == ['{"input":{"factor":1000.0}}', '{"input":{"factor":3.0}}']
 
 
-def test_fields_defaulted_by_a_factory_are_left_to_it(serve, browser, tmp_path):
+def test_fields_defaulted_by_a_factory_are_left_to_it(serve, open_console):
     # (a dict or list field of a default_factory was filled {} or [], a model
     # one ticked with its class's defaults, and sent so: the factory's value
     # was lost; a model instance as a default showed its class's defaults)
     server = serve(flows.tuning)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     page = console.page
-    try:
-        console.open("#/workflows/tune")
-        expect(page.get_by_label("Weights")).to_have_value("")
-        expect(page.get_by_label("Tags")).to_have_value("")
-        # (settings, fallback, fixed: three groups, in that order)
-        groups = page.locator("main form fieldset fieldset")
-        toggles = groups.locator("legend input[type=checkbox]")
-        expect(toggles).to_have_count(3)
-        expect(toggles.nth(0)).not_to_be_checked()
-        expect(toggles.nth(1)).not_to_be_checked()
-        expect(toggles.nth(2)).to_be_checked()
-        expect(groups.nth(2).get_by_label("Retries")).to_have_value("7")
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(
-            console,
-            [
-                '{"weights":{"a":1},"tags":["x"],"settings":{"retries":5},'
-                '"fallback":{"retries":6},"fixed":{"retries":7}}'
-            ],
-        )
+    console.open("#/workflows/tune")
+    expect(page.get_by_label("Weights")).to_have_value("")
+    expect(page.get_by_label("Tags")).to_have_value("")
+    # (settings, fallback, fixed: three groups, in that order)
+    groups = page.locator("main form fieldset fieldset")
+    toggles = groups.locator("legend input[type=checkbox]")
+    expect(toggles).to_have_count(3)
+    expect(toggles.nth(0)).not_to_be_checked()
+    expect(toggles.nth(1)).not_to_be_checked()
+    expect(toggles.nth(2)).to_be_checked()
+    expect(groups.nth(2).get_by_label("Retries")).to_have_value("7")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(
+        console,
+        [
+            '{"weights":{"a":1},"tags":["x"],"settings":{"retries":5},'
+            '"fallback":{"retries":6},"fixed":{"retries":7}}'
+        ],
+    )
 
-        console.open("#/workflows/tune")  # (filled in, they are sent)
-        page.get_by_label("Tags").fill('["y"]')
-        toggles.nth(0).check()
-        expect(groups.nth(0).get_by_label("Retries")).to_have_value("1")
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(
-            console,
-            [
-                '{"weights":{"a":1},"tags":["y"],"settings":{"retries":1},'
-                '"fallback":{"retries":6},"fixed":{"retries":7}}'
-            ],
-        )
-    finally:
-        console.close()
+    console.open("#/workflows/tune")  # (filled in, they are sent)
+    page.get_by_label("Tags").fill('["y"]')
+    toggles.nth(0).check()
+    expect(groups.nth(0).get_by_label("Retries")).to_have_value("1")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(
+        console,
+        [
+            '{"weights":{"a":1},"tags":["y"],"settings":{"retries":1},'
+            '"fallback":{"retries":6},"fixed":{"retries":7}}'
+        ],
+    )
 
 
 def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
-    serve, browser, tmp_path
+    serve, tmp_path, open_console
 ):
     # ('Load more' clicked while the server was restarting left 'Cannot
     # reach the stepgraph server' above the list for good: only the list's
@@ -1139,27 +1079,24 @@ def test_a_failed_load_more_of_the_runs_list_is_cleared_once_the_server_answers(
     with first.client() as client:
         for n in range(51):
             client.post("/api/workflows/gate/runs", json={"input": f"run {n}?"})
-    console = Console(browser, first.url + "/", tmp_path)
+    console = open_console(first.url + "/", refused="net::ERR")
     more, banner = (
         console.page.get_by_role("button", name="Load more"),
         console.find("error-banner"),
     )
-    try:
-        console.open("#/runs")
-        expect(console.find("run-row")).to_have_count(50)
-        first.stop()
-        more.click()
-        expect(banner).to_contain_text("Cannot reach")
-        serve(flows.gate, store=sg.SqliteCheckpointStore(path), port=first.port)
-        expect(banner).to_be_hidden()  # (within 15 s: well before the list's quiet look)
-        more.click()
-        expect(console.find("run-row")).to_have_count(51)
-    finally:
-        console.close(server_went_away=True)
+    console.open("#/runs")
+    expect(console.find("run-row")).to_have_count(50)
+    first.stop()
+    more.click()
+    expect(banner).to_contain_text("Cannot reach")
+    serve(flows.gate, store=sg.SqliteCheckpointStore(path), port=first.port)
+    expect(banner).to_be_hidden()  # (within 15 s: well before the list's quiet look)
+    more.click()
+    expect(console.find("run-row")).to_have_count(51)
 
 
 def test_a_failed_actions_banner_goes_once_the_server_answers_again(
-    serve, browser, tmp_path, monkeypatch
+    serve, monkeypatch, open_console
 ):
     # (a Cancel that could not reach the server, back by the page's next
     # look, left 'Cannot reach the stepgraph server' above a live run for
@@ -1171,52 +1108,46 @@ def test_a_failed_actions_banner_goes_once_the_server_answers_again(
         going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 2000}})
         run_id = going.json()["run_id"]
         waiting = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/", refused="net::ERR")
     cancel, banner = re.compile(rf"/api/runs/{run_id}/cancel$"), console.find("error-banner")
-    try:
-        console.open(f"#/runs/{run_id}")
-        console.page.locator(".tag-live").wait_for()
-        console.page.route(cancel, lambda route: route.abort())  # (away for that call only)
-        console.find("cancel-button").click()
-        expect(banner).to_contain_text("Cannot reach")
-        console.page.unroute(cancel)
-        expect(banner).to_be_hidden()
-        status_of(console).to_have_text("in_progress")  # (nothing was cancelled)
-        # (a failure of the server, not an outage, stays said)
-        details = re.compile(rf"/api/runs/{run_id}$")
-        failed = '{"error": "the server failed on this request (see the server\'s log)"}'
-        console.page.route(cancel, lambda route: route.fulfill(status=500, body=failed))
-        console.find("cancel-button").click()
-        expect(banner).to_contain_text("the server failed on this request")
-        for _ in range(2):
-            with console.page.expect_response(details):
-                pass
-        expect(banner).to_contain_text("the server failed on this request")
-        console.page.unroute(cancel)
-        console.errors.remove(  # (the one this test made up)
-            "Failed to load resource: the server responded with a status of 500 "
-            "(Internal Server Error)"
-        )
-        console.find("cancel-button").click()
-        status_of(console).to_have_text("cancelled")
+    console.open(f"#/runs/{run_id}")
+    console.page.locator(".tag-live").wait_for()
+    console.page.route(cancel, lambda route: route.abort())  # (away for that call only)
+    console.find("cancel-button").click()
+    expect(banner).to_contain_text("Cannot reach")
+    console.page.unroute(cancel)
+    expect(banner).to_be_hidden()
+    status_of(console).to_have_text("in_progress")  # (nothing was cancelled)
+    # (a failure of the server, not an outage, stays said)
+    details = re.compile(rf"/api/runs/{run_id}$")
+    failed = '{"error": "the server failed on this request (see the server\'s log)"}'
+    console.page.route(cancel, lambda route: route.fulfill(status=500, body=failed))
+    console.find("cancel-button").click()
+    expect(banner).to_contain_text("the server failed on this request")
+    for _ in range(2):
+        with console.page.expect_response(details):
+            pass
+    expect(banner).to_contain_text("the server failed on this request")
+    console.page.unroute(cancel)
+    console.errors.remove(  # (the one this test made up)
+        "Failed to load resource: the server responded with a status of 500 (Internal Server Error)"
+    )
+    console.find("cancel-button").click()
+    status_of(console).to_have_text("cancelled")
 
-        answers = re.compile(rf"/api/runs/{waiting}/responses$")
-        console.open(f"#/runs/{waiting}")
-        yes = console.find("request-form").get_by_role("button", name=re.compile("^yes$", re.I))
-        console.page.route(answers, lambda route: route.abort())
-        yes.click()
-        expect(banner).to_contain_text("Cannot reach")
-        console.page.unroute(answers)
-        expect(banner).to_be_hidden()
-        yes.click()
-        console.find("output-item").wait_for()
-    finally:
-        console.close(server_went_away=True)
+    answers = re.compile(rf"/api/runs/{waiting}/responses$")
+    console.open(f"#/runs/{waiting}")
+    yes = console.find("request-form").get_by_role("button", name=re.compile("^yes$", re.I))
+    console.page.route(answers, lambda route: route.abort())
+    yes.click()
+    expect(banner).to_contain_text("Cannot reach")
+    console.page.unroute(answers)
+    expect(banner).to_be_hidden()
+    yes.click()
+    console.find("output-item").wait_for()
 
 
-def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(
-    serve, browser, tmp_path
-):
+def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(serve, open_console):
     # (a reader scrolled up in the log of a run going on had the rows read
     # cut from under them, the window moving on to the newest hundreds of
     # times a second)
@@ -1225,7 +1156,7 @@ def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(
     from .test_runs import hold_at
 
     server = serve(flows.long_counting)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     rows, log = console.find("event-row"), console.find("event-log")
     newer = console.find("event-log-newer")
 
@@ -1265,70 +1196,57 @@ def test_the_event_log_holds_still_while_read_scrolled_up_from_its_newest_rows(
         expect(newer).to_be_hidden()
     finally:
         flows.HOLD_AT = None
-        console.close()
 
 
-def test_fields_of_one_model_type_are_told_apart(serve, browser, tmp_path):
+def test_fields_of_one_model_type_are_told_apart(serve, open_console):
     # (source and target were both labelled by their model's title, "Place":
     # a field of a model type has no title of its own in the schema)
     server = serve(flows.travelling)
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open("#/workflows/trip")
-        legends = console.page.locator("main form fieldset fieldset legend")
-        expect(legends).to_have_text(["Source", re.compile(r"^\s*Target \(optional")])
-        expect(console.page.get_by_label("Return Too")).to_have_count(1)
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open("#/workflows/trip")
+    legends = console.page.locator("main form fieldset fieldset legend")
+    expect(legends).to_have_text(["Source", re.compile(r"^\s*Target \(optional")])
+    expect(console.page.get_by_label("Return Too")).to_have_count(1)
 
 
-def test_a_yes_no_field_whose_default_is_not_yes_or_no_is_left_to_it(serve, browser, tmp_path):
+def test_a_yes_no_field_whose_default_is_not_yes_or_no_is_left_to_it(serve, open_console):
     # (a yes/no whose default a factory makes, or whose default is None, was
     # a checkbox that sent false in its stead)
     server = serve(flows.travelling)
-    console = Console(browser, server.url + "/", tmp_path)
+    console = open_console(server.url + "/")
     page = console.page
-    try:
-        console.open("#/workflows/trip")
-        direct = page.get_by_label(re.compile("^direct", re.I))
-        both_ways = page.get_by_label(re.compile("^return.too", re.I))
-        expect(direct).to_have_value("")
-        expect(both_ways).to_have_value("")
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(
-            console,
-            ['{"source":{"city":"Lyon"},"target":{"city":"Oslo"},"direct":true,"return_too":null}'],
-        )
+    console.open("#/workflows/trip")
+    direct = page.get_by_label(re.compile("^direct", re.I))
+    both_ways = page.get_by_label(re.compile("^return.too", re.I))
+    expect(direct).to_have_value("")
+    expect(both_ways).to_have_value("")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(
+        console,
+        ['{"source":{"city":"Lyon"},"target":{"city":"Oslo"},"direct":true,"return_too":null}'],
+    )
 
-        console.open("#/workflows/trip")  # (chosen, they are sent)
-        direct.select_option("no")
-        both_ways.select_option("yes")
-        console.find("start-submit").click()
-        run_id_of(console)
-        wait_for_outputs(
-            console,
-            [
-                '{"source":{"city":"Lyon"},"target":{"city":"Oslo"},'
-                '"direct":false,"return_too":true}'
-            ],
-        )
-    finally:
-        console.close()
+    console.open("#/workflows/trip")  # (chosen, they are sent)
+    direct.select_option("no")
+    both_ways.select_option("yes")
+    console.find("start-submit").click()
+    run_id_of(console)
+    wait_for_outputs(
+        console,
+        ['{"source":{"city":"Lyon"},"target":{"city":"Oslo"},"direct":false,"return_too":true}'],
+    )
 
 
-def test_the_runs_list_says_how_often_it_refreshes(serve, browser, tmp_path):
+def test_the_runs_list_says_how_often_it_refreshes(serve, open_console):
     # (it said "every 3 seconds" while no run it listed went on: it then
     # looks every 30 s, so a run started elsewhere took up to 30 s to show)
     server = serve(flows.gate)
     with server.client() as client:
         run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
-    console = Console(browser, server.url + "/", tmp_path)
-    try:
-        console.open("#/runs")
-        console.find("run-row", run_id=run_id).wait_for()
-        note = console.find("runs-refresh-note")
-        expect(note).to_contain_text("3 seconds while a run it lists goes on")
-        expect(note).to_contain_text("every 30 seconds otherwise")
-    finally:
-        console.close()
+    console = open_console(server.url + "/")
+    console.open("#/runs")
+    console.find("run-row", run_id=run_id).wait_for()
+    note = console.find("runs-refresh-note")
+    expect(note).to_contain_text("3 seconds while a run it lists goes on")
+    expect(note).to_contain_text("every 30 seconds otherwise")
