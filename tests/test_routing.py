@@ -60,6 +60,34 @@ async def test_raising_condition_fails_the_run() -> None:
         await workflow.run([1])
 
 
+async def test_a_condition_or_case_that_returns_none_fails_the_run() -> None:
+    # (a forgotten return declined every message, and the run ended idle
+    # with nothing said)
+    def forgot(n: int) -> bool:
+        n > 0  # noqa: B015
+
+    async def forgot_too(n: int) -> bool | None:
+        return None
+
+    for condition in (forgot, forgot_too):
+        workflow = sg.WorkflowBuilder(start=src).add_edge(src, sink("t"), condition=condition)
+        with pytest.raises(
+            sg.RoutingError, match=r"condition of edge src -> t returned None for an int"
+        ):
+            await workflow.build().run([1])
+    switch = sg.WorkflowBuilder(start=src).add_switch(
+        src, [sg.Case(forgot, sink("a")), sg.Default(sink("b"))]
+    )
+    with pytest.raises(
+        sg.RoutingError, match=r"case predicate of switch .* returned None"
+    ) as raised:
+        await switch.build().run([1])
+    assert raised.value.executor_id == "src" and "is a return missing?" in str(raised.value)
+    # Other values keep their truth: an empty list declines, a full one routes.
+    truthy = sg.WorkflowBuilder(start=src).add_edge(src, sink("t"), condition=lambda n: [n] * n)
+    assert (await truthy.build().run([0, 2])).outputs == [("t", 2)]
+
+
 async def test_fan_in_waits_for_every_source_across_supersteps() -> None:
     @sg.executor(id="quick")
     async def quick(n: int) -> str:

@@ -49,8 +49,9 @@ async def _resolve(value: Any) -> Any:
 async def _predicate(
     predicate: Callable[[Any], Any], message: Any, group: EdgeGroup, what: str
 ) -> bool:
-    """Call a sync or async predicate; its exception fails the run as a
-    ``RoutingError`` naming ``what``."""
+    """Call a sync or async predicate; its exception, or ``None`` for an
+    answer (most likely a forgotten ``return``, which would drop every
+    message unseen), fails the run as a ``RoutingError`` naming ``what``."""
     try:
         result = predicate(message)
         if type(result) is not bool:
@@ -59,6 +60,12 @@ async def _predicate(
         raise RoutingError(
             f"{what} raised {type(exc).__name__}: {exc}", executor_id=group.sources[0]
         ) from exc
+    if result is None:
+        raise RoutingError(
+            f"{what} returned None for {a_value_type(message)}; it must return true or "
+            "false (is a return missing?)",
+            executor_id=group.sources[0],
+        )
     return bool(result)
 
 
