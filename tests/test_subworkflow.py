@@ -62,6 +62,48 @@ async def test_child_request_bubbles_to_the_caller() -> None:
     assert done.status is sg.RunStatus.IDLE
 
 
+class _Stalling(sg.Executor):
+    """Asks for its message; the first answer it gets stalls until cancelled."""
+
+    def __init__(self, stalled: asyncio.Event) -> None:
+        super().__init__("asker")
+        self.stalled = stalled
+        self.answers: list[int] = []
+
+    @sg.handler
+    async def ask(self, n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(Question(str(n)), int)
+
+    @sg.response_handler
+    async def answered(
+        self, question: Question, answer: int, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        self.answers.append(answer)
+        if len(self.answers) == 1:
+            self.stalled.set()
+            await asyncio.Event().wait()  # (until the call is cancelled)
+        await ctx.yield_output(f"{question.text}={answer}")
+
+
+async def test_an_answer_to_a_child_cancelled_midway_can_be_given_again_without_a_store() -> None:
+    stalled = asyncio.Event()
+    asker = _Stalling(stalled)
+    child = sg.WorkflowBuilder(start=asker, name="child").build()
+    sub = sg.WorkflowExecutor(child, id="sub", forward_outputs=True)
+    workflow = sg.WorkflowBuilder(start=sub, name="parent").build()
+    [request] = (await workflow.run(7)).pending_requests
+    answering = asyncio.ensure_future(workflow.run(responses={request.request_id: 1}))
+    await asyncio.wait_for(stalled.wait(), timeout=5)
+    answering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    # Not answered after all: the run waits for it as before, its child run too.
+    assert [r.request_id for r in workflow.pending_requests] == [request.request_id]
+    done = await workflow.run(responses={request.request_id: 2})
+    assert (done.status, done.outputs) == (sg.RunStatus.IDLE, ["7=2"])
+    assert asker.answers == [1, 2]
+
+
 async def test_parent_executor_can_intercept_child_requests() -> None:
     class Reviewer(sg.Executor):
         @sg.handler

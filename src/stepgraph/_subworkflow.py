@@ -277,12 +277,17 @@ class WorkflowExecutor(Executor):
                 executor_id=self.id,
             )
         run_id, child_request = route
-        run = self._runs[run_id]
+        # A copy, kept by ``_drive`` only once the child run went on: a call
+        # cancelled (or failed) meanwhile leaves it waiting as it was, the
+        # request still routed here, so the parent's run — kept waiting,
+        # without a checkpoint to restore this executor from — is answered
+        # again as it was the first time.
+        run = self._runs[run_id].copy()
         # Validates its type; raises before consuming. (What the child's
         # executor says of it was asked when the answer came: check_response.)
         apply_responses(run, {child_request: value})
-        del self._routes[request_id]
         await self._drive(run_id, run, ctx)
+        self._routes.pop(request_id, None)
 
     async def _drive(self, run_id: str, run: RunState, ctx: WorkflowContext[Any, Any]) -> None:
         outputs: list[OutputEvent] = []
@@ -302,8 +307,7 @@ class WorkflowExecutor(Executor):
         try:
             await self.workflow._drive(run, run_id, emit, ctx.context, ctx._scope.live)
         except WorkflowRunError as error:
-            self._runs.pop(run_id, None)
-            self._parents.pop(run_id, None)
+            # (a new child run was never kept; a resumed one waits as it was)
             raise _wrap(self.id, error, ctx.superstep) from error
         finally:
             for path, usage in run.usage.items():
