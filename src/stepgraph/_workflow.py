@@ -439,8 +439,15 @@ class Workflow:
             elif holder is not None and config is not None and parent is not None:
                 await asyncio.shield(config.store.release(run_id, holder))
             if claimed is not None:
+                recorded = recorder.answered_at if recorder is not None else None
                 if succeeded:
                     self._waiting.settled(claimed.run_id)  # (kept below if it waits again)
+                elif recorded is not None:
+                    # Failed or cancelled once the store recorded the answers:
+                    # the run went on from them (it resumes from its last
+                    # checkpoint), so the copy waiting for them is superseded.
+                    self._waiting.settled(claimed.run_id)
+                    self._waiting.answered(call.responses or {}, run_id, recorded)
                 else:
                     self._waiting.keep(claimed, emit)  # not answered after all: still answerable
         if call.responses is not None:

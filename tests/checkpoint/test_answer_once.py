@@ -74,6 +74,42 @@ async def test_an_answer_given_elsewhere_closes_the_copy_kept_in_memory(
         await here.run(responses={pending.request_id: False})
 
 
+class _SlowAnswer(sg.Executor):
+    """Asks; handles its answer slowly (long enough to be cancelled at)."""
+
+    @sg.handler
+    async def ask(self, n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(str(n), int)
+
+    @sg.response_handler
+    async def got(self, asked: str, answer: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await asyncio.sleep(0.3)
+        await ctx.yield_output(f"{asked}={answer}")
+
+
+async def test_an_answer_cancelled_once_recorded_is_not_listed_as_open_in_memory(
+    store: sg.CheckpointStore,
+) -> None:
+    # (the copy kept in memory still listed the request as open, though the
+    # store had recorded its answer and refused any other)
+    workflow = sg.WorkflowBuilder(start=_SlowAnswer("asker"), checkpoints=store).build()
+    first = await workflow.run(1)
+    [pending] = first.pending_requests
+    answering = asyncio.ensure_future(workflow.run(responses={pending.request_id: 2}))
+    while not await store.answers(first.run_id, [pending.request_id]):
+        await asyncio.sleep(0.005)
+    answering.cancel()  # while its answer is handled: recorded, not done
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    at = (await store.answers(first.run_id, [pending.request_id]))[pending.request_id]
+    assert workflow.pending_requests == []
+    with pytest.raises(sg.RequestError, match=f"already answered \\(at checkpoint {at}\\)"):
+        await workflow.run(responses={pending.request_id: 3})
+    # It goes on from the checkpoint that recorded the answer, as answered.
+    done = await workflow.run(checkpoint=(await store.latest(first.run_id)).id)  # type: ignore[union-attr]
+    assert done.outputs == ["1=2"]
+
+
 async def test_a_replay_without_answers_still_runs_from_any_checkpoint(
     store: sg.CheckpointStore,
 ) -> None:
