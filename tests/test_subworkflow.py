@@ -104,6 +104,48 @@ async def test_an_answer_to_a_child_cancelled_midway_can_be_given_again_without_
     assert asker.answers == [1, 2]
 
 
+class _CountingStaller(_Stalling):
+    """``_Stalling`` keeping a count of its answers in its snapshot."""
+
+    def __init__(self, stalled: asyncio.Event) -> None:
+        super().__init__(stalled)
+        self.count = 0
+
+    @sg.response_handler
+    async def answered(
+        self, question: Question, answer: int, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        self.count += 1
+        await super().answered(question, answer, ctx)
+
+    def snapshot(self) -> int:
+        return self.count
+
+    def restore(self, snapshot: int) -> None:
+        self.count = snapshot
+
+
+async def test_a_child_answer_cancelled_midway_leaves_the_childs_executors_as_they_were() -> None:
+    # (without a store, the child's executor kept what the cancelled answer
+    # had done: the answer given again counted twice — where a parent's own
+    # executor is given back its state)
+    stalled = asyncio.Event()
+    asker = _CountingStaller(stalled)
+    child = sg.WorkflowBuilder(start=asker, name="child").build()
+    sub = sg.WorkflowExecutor(child, id="sub", forward_outputs=True)
+    workflow = sg.WorkflowBuilder(start=sub, name="parent").build()
+    [request] = (await workflow.run(7)).pending_requests
+    answering = asyncio.ensure_future(workflow.run(responses={request.request_id: 1}))
+    await asyncio.wait_for(stalled.wait(), timeout=5)
+    assert asker.count == 1
+    answering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    assert asker.count == 0
+    done = await workflow.run(responses={request.request_id: 2})
+    assert (done.outputs, asker.count) == (["7=2"], 1)
+
+
 async def test_parent_executor_can_intercept_child_requests() -> None:
     class Reviewer(sg.Executor):
         @sg.handler

@@ -279,14 +279,23 @@ class WorkflowExecutor(Executor):
         run_id, child_request = route
         # A copy, kept by ``_drive`` only once the child run went on: a call
         # cancelled (or failed) meanwhile leaves it waiting as it was, the
-        # request still routed here, so the parent's run — kept waiting,
-        # without a checkpoint to restore this executor from — is answered
-        # again as it was the first time.
+        # request still routed here, and the child's shared executors as
+        # they were (as the parent's own are: see ``WaitingRuns``), so the
+        # parent's run — kept waiting, without a checkpoint to restore this
+        # executor from — is answered again as it was the first time.
         run = self._runs[run_id].copy()
         # Validates its type; raises before consuming. (What the child's
         # executor says of it was asked when the answer came: check_response.)
         apply_responses(run, {child_request: value})
-        await self._drive(run_id, run, ctx)
+        codec = self.workflow.codec
+        shared = self.workflow.shared_snapshots
+        before = codec.keep_shared(shared, run_id, run) if shared else None
+        try:
+            await self._drive(run_id, run, ctx)
+        except BaseException:
+            if before:
+                codec.restore_kept(before)
+            raise
         self._routes.pop(request_id, None)
 
     async def _drive(self, run_id: str, run: RunState, ctx: WorkflowContext[Any, Any]) -> None:
