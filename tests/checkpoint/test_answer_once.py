@@ -353,11 +353,23 @@ def first_run(stdout: str) -> str:
     return found.group(1)
 
 
-def test_an_answer_whose_continuation_stopped_points_at_going_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_answer_whose_continuation_stopped_points_at_going_on(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The answer was taken, then its continuation stopped (Ctrl-C, a kill):
-    answering again is refused, saying how to go on with the answer given."""
-    path = tmp_path / "stopped.sqlite"
-    spec = f"sqlite:{path}"
+    answering again is refused, saying how to go on with the answer given —
+    from that run's checkpoint, never ``--resume latest``, which takes the
+    newest run of the workflow (here another one, started since)."""
+    spec = f"sqlite:{tmp_path / 'stopped.sqlite'}"
+    if kind == "postgres":
+        spec = request.getfixturevalue("pg_dsn")
+
+    def open_store() -> sg.CheckpointStore:
+        if kind == "sqlite":
+            return sg.SqliteCheckpointStore(tmp_path / "stopped.sqlite")
+        return sg.PostgresCheckpointStore(spec)
+
     first = cli("run", "examples.approval:build", "--input", '{"who": "dana", "amount": 420}',
                 "--store", spec)  # fmt: skip
     [command] = [line.strip() for line in first.stdout.splitlines() if "--respond" in line]
@@ -365,18 +377,28 @@ def test_an_answer_whose_continuation_stopped_points_at_going_on(tmp_path: Path)
 
     assert cli(*shlex.split(command)[1:]).returncode == 0
     run_id = first_run(first.stdout)
-    with sg.SqliteCheckpointStore(path) as store:  # (as if stopped after taking the answer)
+    newer = cli("run", "examples.approval:build", "--input", '{"who": "eve", "amount": 990}',
+                "--store", spec)  # fmt: skip
+    assert newer.returncode == 2 and first_run(newer.stdout) != run_id
+    with open_store() as store:  # (as if stopped after taking the answer)
         asyncio.run(store.set_status(run_id, "cancelled", "stopped"))
+        info = asyncio.run(store.run_info(run_id))
+        assert info is not None
         # While a process holds the run, it is said to go on there.
         holder = new_holder()
         assert asyncio.run(store.lease(run_id, holder)) is None
         going = cli(*shlex.split(command)[1:])
         assert going.returncode == 1 and "the run is going on with that answer" in going.stderr
-        assert "--resume latest" not in going.stderr
+        assert "--resume" not in going.stderr.split("; to answer it again")[0]
         asyncio.run(store.release(run_id, holder))
     after = cli(*shlex.split(command)[1:])
     assert after.returncode == 1
-    assert "stopped since (cancelled): go on with it with --resume latest" in after.stderr
+    advice = f"stopped since (cancelled): go on with it with --resume {info.last_checkpoint};"
+    assert advice in after.stderr
+    # The advice, followed, goes on with this run (its answer was taken).
+    resumed = cli("run", "examples.approval:build", "--store", spec,
+                  "--resume", info.last_checkpoint)  # fmt: skip
+    assert first_run(resumed.stdout) == run_id, resumed.stdout + resumed.stderr
 
 
 # -- layouts ---------------------------------------------------------------------

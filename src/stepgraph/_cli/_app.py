@@ -213,7 +213,8 @@ def _continue_from(
 async def _since_answered(store: CliStore, run_id: str) -> str:
     """What became of the continuation that took an answer, when it did not
     end as a run ends (idle, waiting, paused): still going on, or stopped
-    (Ctrl-C, a kill) — then ``--resume latest`` goes on with the answer."""
+    (Ctrl-C, a kill) — then ``--resume`` its latest checkpoint goes on with the
+    answer (not ``--resume latest``: a newer run of the workflow would be taken)."""
     info = await store.run_info(run_id)
     if info is None or info.status not in (*RUNNING_STATUSES, *TERMINAL_STATUSES):
         return ""
@@ -224,7 +225,7 @@ async def _since_answered(store: CliStore, run_id: str) -> str:
     await store.release(run_id, probe)
     return (
         f"; the run took that answer and stopped since ({info.status}): go on with it with "
-        "--resume latest"
+        f"--resume {info.last_checkpoint}"
     )
 
 
