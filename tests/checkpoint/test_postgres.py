@@ -189,6 +189,31 @@ async def test_other_layouts_are_refused_and_left_untouched(pg_dsn: str) -> None
     assert tables(pg_dsn) == before
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        "stepgraph_meta (k int, v int)",  # no key and value columns
+        "stepgraph_meta (key int, value int)",  # no text to compare 'layout' with
+        "stepgraph_meta (key jsonb, value jsonb)",
+    ],
+)
+async def test_another_applications_meta_table_is_refused_as_such(pg_dsn: str, table: str) -> None:
+    """A ``stepgraph_meta`` of other columns or types is another
+    application's: refused as such, rather than with the SQL error that
+    reading it as ours raised, and left as it was."""
+    sql(pg_dsn, f"CREATE TABLE {table}")
+    row = ('"layout"', "4") if "jsonb" in table else (1, 4)
+    sql(pg_dsn, "INSERT INTO stepgraph_meta VALUES (%s, %s)", *row)
+    before = (tables(pg_dsn), sql(pg_dsn, "SELECT * FROM stepgraph_meta"))
+    for create in (True, False):
+        with PostgresCheckpointStore(pg_dsn, create=create) as store:
+            with pytest.raises(sg.CheckpointError, match="another application's database"):
+                await store.runs()
+            with pytest.raises(sg.CheckpointError, match="another application's database"):
+                store.migrate()
+    assert (tables(pg_dsn), sql(pg_dsn, "SELECT * FROM stepgraph_meta")) == before
+
+
 async def test_only_our_tables_are_created_and_errors_name_the_database(pg_dsn: str) -> None:
     sql(pg_dsn, "CREATE TABLE users (name text)")
     with PostgresCheckpointStore(pg_dsn) as store:

@@ -235,6 +235,15 @@ def _present(cur: Any) -> list[str]:
     return [name for (name,) in cur.fetchall()]
 
 
+def _meta_columns(cur: Any) -> set[str]:
+    """The columns of the ``stepgraph_meta`` the search path finds."""
+    cur.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('stepgraph_meta') "
+        "AND attnum > 0 AND NOT attisdropped"
+    )
+    return {name for (name,) in cur.fetchall()}
+
+
 def _layout(cur: Any, where: str) -> int | None:
     """The layout the database's tables have; ``None`` when it has none of
     them. Tables with our names but no layout row are refused."""
@@ -242,8 +251,9 @@ def _layout(cur: Any, where: str) -> int | None:
     if not present:
         return None
     found = None
-    if TABLES[0] in present:
-        cur.execute("SELECT value FROM stepgraph_meta WHERE key = 'layout'")
+    if TABLES[0] in present and _meta_columns(cur) >= {"key", "value"}:
+        # (as text: another application's stepgraph_meta may type them otherwise)
+        cur.execute("SELECT value::text FROM stepgraph_meta WHERE key::text = 'layout'")
         found = cur.fetchone()
     if found is None or not str(found[0]).isdigit():
         raise CheckpointError(
