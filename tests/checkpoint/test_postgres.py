@@ -559,6 +559,22 @@ def test_a_store_dropped_without_close_goes_quietly(pg_dsn: str) -> None:
     assert done.stderr == ""
 
 
+async def test_a_workflow_name_holding_nul_is_refused_by_name(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    """PostgreSQL's text cannot hold NUL, which the other stores keep in a
+    workflow's name: the run is refused naming the workflow, writing
+    nothing, rather than failing with the driver's error as a store gone
+    wrong (which the command line answered with "run it again once the
+    store works")."""
+    named = sg.WorkflowBuilder(start=count, checkpoints=store, name="nul\x00name")
+    with pytest.raises(sg.CheckpointEncodeError, match=r"workflow name 'nul\\x00name'"):
+        await named.add_edge(count, count).build().run(0)
+    assert await store.runs() == []
+    assert sql(pg_dsn, "SELECT count(*) FROM stepgraph_segments") == [(0,)]
+    assert (await counting(store).run(2)).outputs == [2, 3]  # the store works on
+
+
 async def test_a_workflow_resumes_in_a_new_process(
     store: PostgresCheckpointStore, pg_dsn: str
 ) -> None:

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from .._core import quoted
 from .._exceptions import (
+    CheckpointEncodeError,
     CheckpointError,
     CheckpointIntegrityError,
     CheckpointLeaseLostError,
@@ -321,6 +322,13 @@ class PostgresCheckpointStore(BaseStore):
         blob_bytes: list[int],
         blobs: Mapping[str, bytes],
     ) -> None:
+        for name in {cp.workflow for cp in checkpoints if "\x00" in cp.workflow}:
+            # (SQLite and memory stores keep it: refused here by name, rather
+            # than with the driver's error, which reads as a store gone wrong)
+            raise CheckpointEncodeError(
+                f"{self.where()}: the workflow name {name!r} holds a NUL character, which "
+                "PostgreSQL cannot store in text: rename the workflow (nothing was written)"
+            )
         segments = encode_segments(checkpoints, blob_bytes, self._secret)
         # The leases this save takes (a new run's first save) and gives back
         # (a run's last): per run, both in one save cancel out.
