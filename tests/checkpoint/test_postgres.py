@@ -550,6 +550,30 @@ print("done")
 """
 
 
+async def test_a_pool_it_cannot_use_is_refused_saying_why(pg_dsn: str) -> None:
+    """An ``AsyncConnectionPool`` (the docs say why not) failed the first
+    call with ``'coroutine' object has no attribute 'closed'`` and a
+    coroutine never awaited; a connection string given as the pool, with an
+    ``AttributeError``; a DSN beside a pool named one database in messages
+    while the store used the other's."""
+    import psycopg_pool
+
+    async_pool = psycopg_pool.AsyncConnectionPool(pg_dsn, open=False)
+    with pytest.raises(TypeError, match="not an AsyncConnectionPool: an async pool belongs"):
+        PostgresCheckpointStore(pool=async_pool)
+    with pytest.raises(TypeError, match="takes a psycopg_pool.ConnectionPool, got str"):
+        PostgresCheckpointStore(pool=pg_dsn)
+    pool = psycopg_pool.ConnectionPool(pg_dsn, min_size=1, max_size=1, open=False)
+    with pytest.raises(ValueError, match="a dsn or a pool, not both"):
+        PostgresCheckpointStore(pg_dsn, pool=pool)
+    pool.open()
+    try:
+        with PostgresCheckpointStore(pool=pool) as store:
+            assert await store.runs() == []
+    finally:
+        pool.close()
+
+
 def test_a_store_dropped_without_close_goes_quietly(pg_dsn: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", DROPPED, pg_dsn], capture_output=True, text=True, cwd=ROOT,

@@ -97,6 +97,30 @@ def _psycopg() -> tuple[Any, Any]:
     return psycopg, psycopg_pool
 
 
+def _check_pool(pool: Any, dsn: str | None, pg_pool: Any) -> None:
+    """Refuse a ``pool`` the store cannot use, saying why (it failed later
+    with an ``AttributeError``, an async pool's with a coroutine never
+    awaited), and a ``dsn`` beside it: the store connects with the pool's
+    connection string, so a second one would name another database in
+    messages, and redact another password."""
+    if isinstance(pool, pg_pool.AsyncConnectionPool):
+        raise TypeError(
+            "PostgresCheckpointStore(pool=...) takes a psycopg_pool.ConnectionPool, not an "
+            "AsyncConnectionPool: an async pool belongs to the event loop that opened it, and "
+            "the store works across event loops, on threads of its own"
+        )
+    if not isinstance(pool, pg_pool.ConnectionPool):
+        raise TypeError(
+            "PostgresCheckpointStore(pool=...) takes a psycopg_pool.ConnectionPool, got "
+            f"{type(pool).__name__} (a connection string goes in dsn)"
+        )
+    if dsn:
+        raise ValueError(
+            "PostgresCheckpointStore takes a dsn or a pool, not both: with a pool, the store "
+            "connects as the pool does (its conninfo)"
+        )
+
+
 class PostgresCheckpointStore(BaseStore):
     """Checkpoints in a PostgreSQL database::
 
@@ -107,8 +131,9 @@ class PostgresCheckpointStore(BaseStore):
     The tables are created on first use (see ``_postgres_layout``). With
     ``secret``, each checkpoint is signed (HMAC-SHA256) and unsigned or
     altered ones are refused with ``CheckpointIntegrityError``. ``pool``
-    passes a ``psycopg_pool.ConnectionPool`` of your own (then ``dsn`` may
-    be ``None``, and ``close`` leaves that pool open); otherwise the store
+    passes a ``psycopg_pool.ConnectionPool`` of your own instead of ``dsn``
+    (``close`` leaves that pool open; an ``AsyncConnectionPool`` is
+    refused); otherwise the store
     opens one of ``min_size``..``max_size`` connections on first use. The
     leases of all the runs it holds take one more connection. A
     save while the server takes no connections (a restart, a failover)
@@ -133,6 +158,8 @@ class PostgresCheckpointStore(BaseStore):
         self._pg, self._pg_pool = _psycopg()
         if pool is None and not dsn:
             raise ValueError("PostgresCheckpointStore needs a dsn or a pool")
+        if pool is not None:
+            _check_pool(pool, dsn, self._pg_pool)
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {min_size}, {max_size}")
         self.dsn: str = dsn if dsn else str(pool.conninfo)
