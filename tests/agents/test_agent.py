@@ -174,6 +174,36 @@ async def test_a_tool_that_must_not_fail_fails_the_run_naming_the_agent() -> Non
     assert str(raised.value).endswith("failed: RuntimeError: disk full")
 
 
+async def test_a_tool_that_must_not_fail_fails_the_run_beside_a_running_one() -> None:
+    # Two calls of one turn: the one that must not fail fails while the
+    # other still runs. The run fails naming the tool (it used to end
+    # cancelled on Python 3.11, whose TaskGroup left the handler's task
+    # marked as being cancelled), and the other call is cancelled.
+    stopped: list[str] = []
+
+    @sg.tool
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.append("slow")
+            raise
+        return "late"
+
+    @sg.tool(errors="raise")
+    async def strict() -> str:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("disk full")
+
+    model = ScriptedModel([ScriptedReply(tool_calls=[call("c1", "slow"), call("c2", "strict")])])
+    workflow = agent_flow(sg.Agent("saver", model=model, tools=[slow, strict]))
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await asyncio.wait_for(workflow.run("go"), 10)
+    assert "agent 'saver': tool 'strict' (call 'c2-" in str(raised.value)
+    assert str(raised.value).endswith("failed: RuntimeError: disk full")
+    assert stopped == ["slow"]
+
+
 # -- approval -------------------------------------------------------------------
 
 RAN: dict[str, int] = {}

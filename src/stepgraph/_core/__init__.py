@@ -60,7 +60,7 @@ from ._requests import PendingRequest, RequestId, Response, id_separators
 from ._routing import Inbox, Router
 from ._scheduler import BarrierHook, Breakpoints, RunState, run_supersteps
 from ._state import Reducers, StateView
-from ._tasks import to_the_end
+from ._tasks import run_all, to_the_end
 from ._trace import (
     RunTrace,
     SpanRecord,
@@ -161,6 +161,7 @@ __all__ = [
     "materialize",
     "may_overlap",
     "quoted",
+    "run_all",
     "run_inbox",
     "run_supersteps",
     "spec_of",

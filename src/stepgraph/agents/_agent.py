@@ -33,6 +33,7 @@ from .._core import (
     Usage,
     WorkflowContext,
     end_span,
+    run_all,
     type_name,
     within,
 )
@@ -558,9 +559,14 @@ class Agent(Executor):
         if len(ready) == 1:
             await run(ready[0])
             return
-        async with asyncio.TaskGroup() as group:
-            for pending in ready:
-                group.create_task(run(pending))
+        # Not asyncio.TaskGroup: on Python 3.11 a group whose task fails while
+        # the handler waits for it leaves the handler's task marked as being
+        # cancelled, so the run would end cancelled rather than failed; and
+        # its ExceptionGroup would hide which tool failed.
+        try:
+            await run_all([run(pending) for pending in ready])
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from failed.exceptions[0].__cause__
 
     def _finish(self, text: str) -> Any:
         """What to answer with (as ``_done`` keeps it), or ``_REPAIR`` when a
