@@ -303,6 +303,23 @@ async def test_400_is_not_retried_either(server: FakeOpenAIServer, make_model: M
     assert len(server.requests) == 1
 
 
+async def test_credentials_in_the_url_are_never_shown(server: FakeOpenAIServer) -> None:
+    # A proxy that takes its key in the URL: errors reach run events, spans
+    # and logs, so they name the endpoint without it.
+    server.add(FakeReply.error(400, "no such model"))
+    base_url = server.base_url.replace("http://", "http://alice:hunter2@")
+    async with OpenAIChatModel("m", base_url=base_url) as model:
+        with pytest.raises(ModelError) as caught:
+            await collect(model)
+        assert "hunter2" not in repr(model)
+    assert str(caught.value) == (
+        f"model 'm' at {server.base_url.replace('http://', 'http://***@')}: HTTP 400: no such model"
+    )
+    assert server.request_headers[0]["authorization"].startswith("Basic ")  # (it was used)
+    keyed = OpenAIChatModel("m", base_url="https://proxy.example/v1?api-key=hunter2&x")
+    assert repr(keyed) == "OpenAIChatModel('m', base_url='https://proxy.example/v1/?api-key=***&x')"
+
+
 async def test_unreachable_endpoint_names_the_url() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

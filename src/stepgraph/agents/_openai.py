@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+import urllib.parse
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class OpenAIChatModel:
         return self._base_url.rstrip("/")
 
     def __repr__(self) -> str:
-        return f"OpenAIChatModel({self._model!r}, base_url={self.base_url!r})"
+        return f"OpenAIChatModel({self._model!r}, base_url={_shown(self.base_url)!r})"
 
     async def aclose(self) -> None:
         """Close the HTTP client this model made for the running event loop
@@ -195,10 +196,10 @@ class OpenAIChatModel:
                 self._given_loop = weakref.ref(loop)
             elif self._given_loop() is not loop:  # (another loop, or one gone since)
                 raise ModelError(
-                    f"model {self._model!r} at {self.base_url}: the openai client passed to "
-                    "OpenAIChatModel was first used in another event loop, and an SDK client "
-                    "belongs to the loop that opened its connections; pass base_url/api_key "
-                    "instead (the model then makes a client per event loop)"
+                    f"model {self._model!r} at {_shown(self.base_url)}: the openai client "
+                    "passed to OpenAIChatModel was first used in another event loop, and an "
+                    "SDK client belongs to the loop that opened its connections; pass "
+                    "base_url/api_key instead (the model then makes a client per event loop)"
                 )
             return self._given
         held = self._clients.get(loop)
@@ -287,7 +288,7 @@ class OpenAIChatModel:
         yield finished
 
     def _error(self, failure: _Failure, attempts: int) -> ModelError:
-        message = f"model {self._model!r} at {self.base_url}: {failure.reason}"
+        message = f"model {self._model!r} at {_shown(self.base_url)}: {failure.reason}"
         if failure.retryable:
             message += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
         return ModelError(" ".join(message.split()), status=failure.status)
@@ -508,6 +509,25 @@ def _usage(usage: Any) -> Usage:
         cached_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
         reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
     )
+
+
+def _shown(url: str) -> str:
+    """``url`` as errors and ``repr`` show it: credentials in it — a user
+    and password (``https://user:key@proxy/v1``), a query's values
+    (``?api-key=...``) — read ``***``, since errors reach run events,
+    spans and logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(a URL that cannot be read)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}=***" if sep else name
+        for name, sep, _ in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _import_openai() -> ModuleType:
