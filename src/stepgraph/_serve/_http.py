@@ -43,6 +43,7 @@ from .._cli._load import json_value
 from .._core import quoted
 from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
+from ._logs import json_text
 from ._openapi import openapi
 from ._refusals import Problem
 from ._runs import RunService
@@ -83,8 +84,15 @@ _PAGE_HEADERS = {
 }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class JSONBody(JSONResponse):
+    """A JSON response that never fails to encode (see ``json_text``)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content, (",", ":")).encode("utf-8")
+
+
+def _error(status: int, message: str) -> JSONBody:
+    return JSONBody({"error": message}, status_code=status)
 
 
 class Guard:
@@ -216,14 +224,14 @@ def create_app(
         return guarded
 
     async def workflows(request: Request) -> Response:
-        return JSONResponse(service.describe_workflows())
+        return JSONBody(service.describe_workflows())
 
     async def start(request: Request) -> Response:
         body = await _body(request)
         if "input" not in body:
             raise Problem(422, 'no input: send {"input": ...}')
         run_id = await service.start(request.path_params["name"], body["input"])
-        return JSONResponse({"run_id": run_id}, status_code=201)
+        return JSONBody({"run_id": run_id}, status_code=201)
 
     async def runs(request: Request) -> Response:
         query = request.query_params
@@ -233,7 +241,7 @@ def create_app(
             raise Problem(422, f"limit must be an integer, got {quoted(given)}") from None
         if not 1 <= limit <= 500:
             raise Problem(422, f"limit must be from 1 to 500, got {limit}")
-        return JSONResponse(
+        return JSONBody(
             await service.list_runs(
                 query.get("workflow") or None,
                 query.get("status") or None,
@@ -252,7 +260,7 @@ def create_app(
             raise Problem(
                 422, f"checkpoints must be from 1 to {CHECKPOINTS_MAX}, got {checkpoints}"
             )
-        return JSONResponse(await service.describe_run(request.path_params["run_id"], checkpoints))
+        return JSONBody(await service.describe_run(request.path_params["run_id"], checkpoints))
 
     async def respond(request: Request) -> Response:
         body = await _body(request)
@@ -260,25 +268,25 @@ def create_app(
         if not isinstance(answers, dict):
             raise Problem(422, 'send {"responses": {request_id: value, ...}}')
         run_id = await service.respond(request.path_params["run_id"], answers)
-        return JSONResponse({"run_id": run_id}, status_code=202)
+        return JSONBody({"run_id": run_id}, status_code=202)
 
     async def cancel(request: Request) -> Response:
         await _body(request)  # (JSON, as every POST)
         run_id = request.path_params["run_id"]
         await service.cancel(run_id)
-        return JSONResponse({"run_id": run_id}, status_code=202)
+        return JSONBody({"run_id": run_id}, status_code=202)
 
     async def resume(request: Request) -> Response:
         body = await _body(request)
         checkpoint = _checkpoint_id(body, required=False)
         run_id = await service.resume(request.path_params["run_id"], checkpoint, fork=False)
-        return JSONResponse({"run_id": run_id}, status_code=202)
+        return JSONBody({"run_id": run_id}, status_code=202)
 
     async def fork(request: Request) -> Response:
         body = await _body(request)
         checkpoint = _checkpoint_id(body, required=True)
         run_id = await service.resume(request.path_params["run_id"], checkpoint, fork=True)
-        return JSONResponse({"run_id": run_id}, status_code=201)
+        return JSONBody({"run_id": run_id}, status_code=201)
 
     async def events(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -297,7 +305,7 @@ def create_app(
         )
 
     async def schema(request: Request) -> Response:
-        return JSONResponse(openapi())
+        return JSONBody(openapi())
 
     async def page(request: Request) -> Response:
         return Response(_asset("index.html"), media_type="text/html; charset=utf-8",

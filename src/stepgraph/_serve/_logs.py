@@ -13,7 +13,22 @@ from typing import Any
 from .._cli._render import event_record
 from .._core import Event, RequestInfoEvent, RunStatus
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "json_text"]
+
+
+def json_text(value: Any, separators: tuple[str, str] | None = None) -> str:
+    """``value`` as JSON that UTF-8 can carry: non-ASCII text as it is,
+    unless it holds a lone surrogate (a model or a handler may produce one;
+    UTF-8 has no form for it), which is then written as a ``\\udXXXX``
+    escape, as JSON allows and a browser reads, rather than break the
+    response or the event stream in which it is sent."""
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=separators)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value, allow_nan=False, separators=separators)
+    return text
 
 
 @dataclass(slots=True)
@@ -106,7 +121,7 @@ class RunLog:
             self.requests[event.request_id] = event
         elif event.kind == "failed" and not event.workflow_path:
             self.error = record["error"]  # (also when the run's own ending is cut off)
-        text = json.dumps(record, allow_nan=False, ensure_ascii=False)
+        text = json_text(record)
         self.records.append(text)
         self.size += len(text)
         self.changed()
