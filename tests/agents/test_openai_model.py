@@ -97,6 +97,35 @@ async def test_streams_text_deltas_then_one_reply(
     ]
 
 
+async def test_half_a_character_from_the_server_is_mended_or_replaced(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # JSON may escape a character outside the BMP as two surrogates: sent in
+    # one piece they are joined, alone one is replaced (UTF-8 cannot hold
+    # it, so neither could a checkpoint, an HTTP answer or a log).
+    server.add(FakeReply.text(["hi ", "\ud83d\ude00", " and \ud800", " x"]))
+    server.add(FakeReply.tool_calls([ToolCall("c\udc00", "look", '{"q": "\udfff"}')], pieces=1))
+    model = make_model()
+
+    events = await collect(model)
+    second = await collect(model)
+
+    assert [e.text for e in events if isinstance(e, TextDelta)] == [
+        "hi ",
+        "\U0001f600",
+        " and \ufffd",
+        " x",
+    ]
+    assert events[-1] == ModelReply(
+        ChatMessage.assistant("hi \U0001f600 and \ufffd x"), Usage(10, 5), "stop"
+    )
+    reply = second[-1]
+    assert isinstance(reply, ModelReply)
+    assert reply.message.tool_calls == (ToolCall("c\ufffd", "look", '{"q": "\ufffd"}'),)
+    pieces = [e.arguments for e in second if isinstance(e, ToolCallDelta)]
+    assert "".join(pieces) == '{"q": "\ufffd"}'
+
+
 async def test_request_carries_messages_tools_format_and_options(
     server: FakeOpenAIServer, make_model: MakeModel
 ) -> None:

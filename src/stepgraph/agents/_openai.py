@@ -414,6 +414,21 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
+def _text(text: str) -> str:
+    """A server's text as Unicode can store it: a surrogate pair that came
+    as two escapes (``\\ud83d\\ude00``) joined into its character, a
+    lone surrogate (half of one, which UTF-8 has no form for: a
+    checkpoint, an HTTP answer or a log could not hold the conversation)
+    replaced by U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 # -- request and reply -----------------------------------------------------------
 
 
@@ -463,7 +478,7 @@ class _Assembler:
                 self._refusal.append(refusal)
             if content:
                 self._text.append(content)
-                yield TextDelta(content)
+                yield TextDelta(_text(content))
             for piece in getattr(delta, "tool_calls", None) or ():
                 yield self._call_piece(piece)
             finish_reason = getattr(choice, "finish_reason", None)
@@ -479,7 +494,7 @@ class _Assembler:
         if name and name != call.name:  # (some servers split a name, some repeat it)
             call.name = (call.name or "") + name
         call.arguments.append(arguments)
-        return ToolCallDelta(piece.index, piece.id or None, name, arguments)
+        return ToolCallDelta(piece.index, piece.id or None, name and _text(name), _text(arguments))
 
     def finish(self) -> ModelReply | _Failure:
         """The reply, once the stream has ended; or why there is none."""
@@ -494,9 +509,10 @@ class _Assembler:
             call = self._calls[index]
             if not call.name:
                 return _Failure.malformed(f"tool call {index} has no name")
-            calls.append(ToolCall(call.id or f"call_{index}", call.name, "".join(call.arguments)))
-        message = ChatMessage.assistant("".join(self._text) or None, calls)
-        refusal = "".join(self._refusal) or None
+            call_id, arguments = call.id or f"call_{index}", "".join(call.arguments)
+            calls.append(ToolCall(_text(call_id), _text(call.name), _text(arguments)))
+        message = ChatMessage.assistant(_text("".join(self._text)) or None, calls)
+        refusal = _text("".join(self._refusal)) or None
         return ModelReply(message, self._usage, self._finish_reason, refusal)
 
 
