@@ -26,8 +26,12 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
         return f"<an int of about {int(value.bit_length() * 0.30103)} digits>"
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if type(value) is str:
+        return value if value.isascii() else _readable(value)
+    if value is None or isinstance(value, (bool, int, float)):
         return value
+    if isinstance(value, str):
+        return _readable(str.__str__(value))  # (its text: a str enum shows its value)
     if isinstance(value, enum.Enum):
         return jsonable(value.value, _depth)
     deeper = _depth + 1
@@ -39,7 +43,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [jsonable(v, deeper) for v in value]
     if isinstance(value, dict):
-        return {str(k): jsonable(v, deeper) for k, v in value.items()}
+        return {_readable(str(k)): jsonable(v, deeper) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name), deeper) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)
@@ -48,11 +52,25 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, type) or hasattr(value, "__origin__"):
         return type_name(value)
     if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
+        return _readable(f"{type(value).__name__}: {value}")
     try:
-        return repr(value)
+        return _readable(repr(value))
     except Exception:
         return f"<a {type(value).__name__} that cannot be shown>"
+
+
+def _readable(text: str) -> str:
+    """``text``, but a lone surrogate (half a character, as a file name read
+    with ``surrogateescape`` holds: UTF-8 has no form for it, so a stored
+    checkpoint, a JSON line or a terminal could not hold it) written as its
+    escape, ``\\udcff``, for people to see where it was."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 _QUOTED = 100
