@@ -440,6 +440,20 @@ def test_the_command_line_exports_over_otlp(tmp_path: Path) -> None:
     assert received.get("/v1/metrics"), "no metrics were exported"
 
 
+def test_otel_leaves_a_module_that_set_up_opentelemetry_itself_and_says_so() -> None:
+    # (OpenTelemetry only logged that it refused --otel's provider: nothing
+    # was exported over OTLP, unsaid)
+    done = subprocess.run(
+        [sys.executable, "-m", "stepgraph", "run", "tests.otel_own_provider:build", "--input",
+         '"x"', "--no-store", "--otel"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--otel left alone: the workflow's module set up OpenTelemetry" in done.stderr
+    assert "Overriding" not in done.stderr
+    assert "own spans: ['executor echo', 'run own', 'superstep 1']" in done.stdout
+
+
 async def test_map_workers_have_a_span_each(traces: Traces) -> None:
     @sg.executor(id="words")
     async def words(text: str, ctx: sg.WorkflowContext[str]) -> None:

@@ -42,6 +42,15 @@ def export_from_env() -> Callable[[], None]:
         )
     except ImportError as exc:
         raise ImportError(f"{HINT} ({exc})") from None
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # (OpenTelemetry keeps the first provider set and only logs a
+        # refusal of a second: --otel would export nothing, unsaid)
+        print(
+            "warning: --otel left alone: the workflow's module set up OpenTelemetry's tracer "
+            "provider itself, which receives the run's spans",
+            file=sys.stderr,
+        )
+        return lambda: None
     resource = Resource.create()  # (from OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "stepgraph"}))
