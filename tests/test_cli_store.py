@@ -162,6 +162,11 @@ def test_listing_is_paginated_newest_first(tmp_path: Path) -> None:
         assert more.group(1) == rows[-1] and len(rows) == 10
         before = ["--before", more.group(1)]
     assert seen == made[::-1]
+    # A page after a run the store does not have says which option named it
+    # (it said "(before=)", the Python argument).
+    nope = cli("checkpoints", "list", "--store", f"sqlite:{path}", "--before", "nope")
+    assert nope.returncode == 1
+    assert f"no run 'nope' in sqlite:{path} (--before)" in nope.stderr
 
 
 def test_failed_and_interrupted_runs_are_listed_as_such(tmp_path: Path) -> None:

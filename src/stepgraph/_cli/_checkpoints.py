@@ -144,6 +144,8 @@ def checkpoints_list(
         return
 
     async def page(s: CliStore) -> tuple[list[RunInfo], bool]:
+        if before is not None and await s.run_info(before) is None:
+            raise fail(f"no run {quoted(before)} in {shown_store(store)} (--before)")
         runs = await s.runs(
             workflow=workflow, status=status, limit=limit + 1, before=before
         )  # one more: is there a next page?
