@@ -214,6 +214,20 @@ async def test_another_applications_meta_table_is_refused_as_such(pg_dsn: str, t
     assert (tables(pg_dsn), sql(pg_dsn, "SELECT * FROM stepgraph_meta")) == before
 
 
+def test_a_database_on_the_default_host_is_named_as_libpq_finds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (no host named: libpq takes PGHOST, else its local socket; messages
+    # said "localhost")
+    monkeypatch.delenv("PGHOST", raising=False)
+    store = PostgresCheckpointStore("postgresql:///orders")
+    assert store.where() == "checkpoint database 'orders' on the local socket"
+    monkeypatch.setenv("PGHOST", "db.internal")
+    assert store.where() == "checkpoint database 'orders' on db.internal"
+    named = PostgresCheckpointStore("postgresql://db2:5433/orders")
+    assert named.where() == "checkpoint database 'orders' on db2:5433"
+
+
 async def test_only_our_tables_are_created_and_errors_name_the_database(pg_dsn: str) -> None:
     sql(pg_dsn, "CREATE TABLE users (name text)")
     with PostgresCheckpointStore(pg_dsn) as store:

@@ -29,6 +29,7 @@ imported when a store is created: ``pip install 'stepgraph[postgres]'``.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import time
@@ -205,7 +206,12 @@ class PostgresCheckpointStore(BaseStore):
             info = self._pg.conninfo.conninfo_to_dict(self.dsn)
         except self._pg.Error:
             return "checkpoint database (unparsable connection string)"
-        host = info.get("host") or info.get("hostaddr") or "localhost"
+        host = (
+            info.get("host")
+            or info.get("hostaddr")
+            or os.environ.get("PGHOST")
+            or "the local socket"  # (libpq's default where no host is named)
+        )
         port = f":{info['port']}" if info.get("port") else ""
         name = info.get("dbname") or info.get("user") or "(default)"
         return f"checkpoint database {name!r} on {host}{port}"
