@@ -409,6 +409,38 @@ async def test_a_run_kept_in_memory_continued_elsewhere_as_it_is_answered_is_ref
     assert await store.outputs(done.last_checkpoint or "") == ["a?: yes", "b?: no"]
 
 
+async def test_a_run_this_object_continues_from_its_checkpoint_meanwhile_is_not_kept_twice() -> (
+    None
+):
+    """An answer in memory and one through the checkpoint, to one run of
+    one workflow object at once (a server's two requests): the first to
+    take the run goes on; the copy the other claimed in memory is not put
+    back when it is refused, so nothing lists the answered request as open
+    and answering it again says it was answered."""
+    store = _ContinuedMeanwhile()
+    builder = sg.WorkflowBuilder(start=fan, checkpoints=store).register("approver", Approver)
+    workflow = builder.add_edge(fan, "approver").build()
+    first = await workflow.run(["a?"])
+    [pending] = first.pending_requests
+    through_checkpoint: list[sg.RunResult] = []
+
+    async def answer_from_the_checkpoint() -> None:
+        through_checkpoint.append(
+            await workflow.run(
+                checkpoint=first.last_checkpoint, responses={pending.request_id: True}
+            )
+        )
+
+    store.meanwhile = answer_from_the_checkpoint
+    with pytest.raises(sg.RequestError, match=f"run '{first.run_id}' went on elsewhere"):
+        await workflow.run(responses={pending.request_id: False})
+    [done] = through_checkpoint
+    assert done.outputs == ["a?: yes"] and done.status is sg.RunStatus.IDLE
+    assert workflow.pending_requests == []
+    with pytest.raises(sg.RequestError, match="already answered"):
+        await workflow.run(responses={pending.request_id: False})
+
+
 async def test_a_sub_workflow_request_is_announced_once_with_the_id_to_answer() -> None:
     from tests import subflows
 

@@ -45,6 +45,9 @@ class WaitingRuns:
         # Claimed runs a call is continuing now, with the ids it answers: an
         # answer for one of them meanwhile is refused, saying so.
         self._going: dict[str, tuple[Suspended, tuple[str, ...]]] = {}
+        # Claimed runs another call went on with from their checkpoint
+        # meanwhile: the claim's copy is not kept again if its call fails.
+        self._superseded: set[str] = set()
         # One workflow's runs may go on in several threads, each with its loop.
         self._lock = threading.Lock()
 
@@ -68,7 +71,8 @@ class WaitingRuns:
         go (and say so)."""
         with self._lock:
             self._runs.pop(suspended.run_id, None)
-            self._going.pop(suspended.run_id, None)
+            if not self._unclaim(suspended):
+                return
             self._runs[suspended.run_id] = suspended
             dropped = None
             if len(self._runs) > SUSPENDED_LIMIT:
@@ -79,19 +83,31 @@ class WaitingRuns:
     def put_back(self, suspended: Suspended) -> None:
         """A claimed run whose answers were refused: it waits as before."""
         with self._lock:
-            self._going.pop(suspended.run_id, None)
-            self._runs[suspended.run_id] = suspended
+            if self._unclaim(suspended):
+                self._runs[suspended.run_id] = suspended
+
+    def _unclaim(self, suspended: Suspended) -> bool:
+        """End the claim on a run given back; False if it was ``suspended``'s
+        claim and the run went on from its checkpoint meanwhile (lock held)."""
+        going = self._going.pop(suspended.run_id, None)
+        superseded = suspended.run_id in self._superseded
+        self._superseded.discard(suspended.run_id)
+        return not (superseded and going is not None and going[0] is suspended)
 
     def settled(self, run_id: str) -> None:
         """The call continuing a claimed run returned (the run waits again
         through ``keep``, if it does)."""
         with self._lock:
             self._going.pop(run_id, None)
+            self._superseded.discard(run_id)
 
     def drop(self, run_id: str) -> None:
-        """The run went on from a checkpoint: this copy is superseded."""
+        """The run went on from a checkpoint: this copy is superseded (and
+        so is the one a call has claimed, should that call give it back)."""
         with self._lock:
             self._runs.pop(run_id, None)
+            if run_id in self._going:
+                self._superseded.add(run_id)
 
     def answered(self, request_ids: Iterable[str], run_id: str, at: str | None) -> None:
         """These requests were answered in run ``run_id`` (recorded at
