@@ -5,6 +5,7 @@ for, what was answered already, and the oldest let go past a limit."""
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -78,7 +79,16 @@ class WaitingRuns:
             if len(self._runs) > SUSPENDED_LIMIT:
                 _, dropped = self._runs.popitem(last=False)
         if dropped is not None:
-            emit(_forgotten(dropped, SUSPENDED_LIMIT))
+            # The run that pushed it out is told that one was, not which: it
+            # may serve another user, and nothing of one run is another's to
+            # see. Which run, and where to answer it, goes to the process.
+            emit(
+                WarningEvent(
+                    message=f"this workflow object keeps at most {SUSPENDED_LIMIT} runs waiting "
+                    "for answers in memory, so the oldest of them no longer waits here"
+                )
+            )
+            warnings.warn(_forgotten(dropped, SUSPENDED_LIMIT), RuntimeWarning, stacklevel=2)
 
     def put_back(self, suspended: Suspended) -> None:
         """A claimed run whose answers were refused: it waits as before."""
@@ -186,9 +196,9 @@ def _refuse_going(request_id: str, going: Iterable[tuple[Suspended, tuple[str, .
         )
 
 
-def _forgotten(dropped: Suspended, limit: int) -> WarningEvent:
+def _forgotten(dropped: Suspended, limit: int) -> str:
     """Past ``limit`` runs waiting for answers, the oldest is no longer kept
-    in memory: say so."""
+    in memory: say which, and where its requests can still be answered."""
     ids = list(dropped.state.requests)
     if dropped.last_checkpoint is not None:
         still = (
@@ -197,7 +207,7 @@ def _forgotten(dropped: Suspended, limit: int) -> WarningEvent:
         )
     else:
         still = "they are lost: that run had no checkpoint store"
-    return WarningEvent(
-        message=f"run {dropped.run_id} still had open requests {ids}, but this workflow object "
+    return (
+        f"run {dropped.run_id} still had open requests {ids}, but this workflow object "
         f"keeps at most {limit} runs waiting for answers in memory, so {still}"
     )
