@@ -152,6 +152,8 @@ async def test_two_continuations_of_one_run_at_once_one_goes_on(
     assert len(done) == 1 and done[0].outputs == [1, 2, 3, 4]
     assert len(refused) == 1 and isinstance(refused[0], sg.CheckpointError)
     assert f"run {paused.run_id!r} is being continued elsewhere" in str(refused[0])
+    # (by a call of this process, said so: it named this process as another)
+    assert f"(another call in this process, {os.getpid()} on " in str(refused[0])
     # Once it stopped, the run is free again.
     again = await looping(store).run(checkpoint=paused.last_checkpoint, fork=True)
     assert again.outputs == [1, 2, 3, 4]

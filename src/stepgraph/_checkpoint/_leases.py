@@ -86,6 +86,9 @@ def _ended(pid: int) -> bool:
 
 
 def holding(holder: str) -> str:
-    """Who a holder is, for messages: ``process PID on HOST``."""
+    """Who a holder is, for messages: ``process PID on HOST``, or another
+    call of this process."""
+    if holder.startswith(_ME + ":"):
+        return f"another call in this process, {os.getpid()} on {_HOST}"
     host, pid, *_ = [*holder.split(":"), "", ""]
     return f"process {pid} on {host}" if pid else repr(holder)
