@@ -244,6 +244,12 @@ def test_map_definitions_are_checked() -> None:
         sg.WorkflowBuilder(start=emit).add_map(emit, Square("x"), id="m", to=collect)
     with pytest.raises(sg.WorkflowDefinitionError, match="max_concurrency must be a positive"):
         sg.WorkflowBuilder(start=emit).add_map(emit, Square, id="m", to=collect, max_concurrency=0)
+    # A map's list fanned in with other messages at its own to= (a relay does
+    # it; the error only said "duplicate edge m -> collect").
+    with pytest.raises(sg.WorkflowDefinitionError, match=r"map 'm' sends its list to 'collect'"):
+        sg.WorkflowBuilder(start=emit).add_map(emit, Square, id="m", to=collect).add_fan_in(
+            ["m", emit], collect
+        ).build()
 
 
 def test_a_map_is_drawn_as_one_node_marked_n() -> None:

@@ -343,7 +343,7 @@ class WorkflowBuilder:
             )
         check_tree(executors)
         edges = tuple(self._resolve(d, executors) for d in self._drafts)
-        _check_duplicate_edges(edges)
+        _check_duplicate_edges(edges, {e for e, x in executors.items() if type(x) is MapExecutor})
         for edge in edges:
             _check_types(edge, executors)
         _check_reachable(self._start, executors, edges)
@@ -527,7 +527,7 @@ def _checked_reducers(
     return checked
 
 
-def _check_duplicate_edges(edges: tuple[EdgeGroup, ...]) -> None:
+def _check_duplicate_edges(edges: tuple[EdgeGroup, ...], maps: set[str]) -> None:
     seen: dict[tuple[str, str], EdgeGroup] = {}
     for edge in edges:
         for bag, what in ((edge.sources, "source"), (edge.targets, "target")):
@@ -537,9 +537,16 @@ def _check_duplicate_edges(edges: tuple[EdgeGroup, ...]) -> None:
             for target in edge.targets:
                 earlier = seen.get((source, target))
                 if earlier is not None:
+                    hint = ""
+                    if source in maps:  # (its edge to ``to`` comes with add_map)
+                        hint = (
+                            f"; map {source!r} sends its list to {target!r} (its to=) already: "
+                            "to gather that list with other messages, send it to a relay "
+                            "executor (to=relay) and fan in from the relay"
+                        )
                     raise WorkflowDefinitionError(
                         f"duplicate edge {source} -> {target}: declared by {earlier.label()} "
-                        f"and by {edge.label()}"
+                        f"and by {edge.label()}{hint}"
                     )
                 seen[(source, target)] = edge
 
