@@ -168,6 +168,46 @@ async def test_request_without_a_response_handler_fails_naming_the_executor() ->
     assert "'asker'" in str(raised.value) and "none of its @response_handler" in str(raised.value)
 
 
+class NarrowAsker(sg.Executor):
+    """Asks for an int, and takes only a bool: a response type that overlaps
+    its handler's, so the request opens, and an int that is no bool fits none."""
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext) -> None:
+        await ctx.request_info(Ask("?"), int)
+
+    @sg.response_handler
+    async def answer(self, ask: Ask, value: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(f"{ask.question} {value}")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+async def test_an_answer_no_response_handler_takes_is_refused_and_consumes_nothing(
+    nested: bool, store: sg.CheckpointStore
+) -> None:
+    start: sg.Executor = NarrowAsker("asker")
+    if nested:
+        child = sg.WorkflowBuilder(start=start).build()
+        start = sg.WorkflowExecutor(child, id="sub")
+    workflow = sg.WorkflowBuilder(start=start, checkpoints=store).build()
+    result = await workflow.run(1)
+    [asked] = result.pending_requests
+    asker = "sub/asker" if nested else "asker"
+    with pytest.raises(
+        sg.ResponseValueError,
+        match=f"\\(opened by '{asker}'\\) is an int, which none of its @response_handler",
+    ):
+        await workflow.run(responses={asked.request_id: 5})
+    assert [p.request_id for p in workflow.pending_requests] == [asked.request_id]
+    with pytest.raises(sg.ResponseValueError, match="none of its @response_handler"):
+        await workflow.run(
+            responses={asked.request_id: 5}, checkpoint=result.last_checkpoint, checkpoints=store
+        )
+    done = await workflow.run(responses={asked.request_id: True})
+    assert done.status is sg.RunStatus.IDLE and not done.pending_requests
+    assert done.outputs == ([] if nested else ["? True"])  # (a child's go to the parent's edges)
+
+
 @pytest.mark.parametrize(
     ("response_type", "reason"),
     [(5, "5 is not a type"), ("bool", "unresolved forward reference 'bool'")],

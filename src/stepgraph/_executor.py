@@ -331,6 +331,13 @@ class Executor:
             for spec in self._response_specs
         )
 
+    def _takes_response(self, request: PendingRequest, response: Any) -> bool:
+        """Whether a response handler takes this answer to ``request`` (one
+        of this executor's): a request's response type need only overlap a
+        handler's (``int`` with ``bool``), so an answer of that type may
+        still fit none; it is refused before it is recorded."""
+        return self.response_handler_for(request.request, response) is not None
+
     def response_handler_for(self, request: Any, response: Any) -> ResponseSpec | None:
         """The most specific response handler for (request, response), or ``None``."""
         key = (type(request), type(response))

@@ -188,6 +188,14 @@ def apply_responses(
                 executor_id=request.executor_id,
             )
         executor = asker(run, request, executors) if executors is not None else None
+        if executor is not None and not executor._takes_response(request, value):
+            raise ResponseValueError(
+                f"the response to request {request_id!r} (opened by "
+                f"{asked_by(run, request, executors)!r}) is {a_type(type(value))}, which "
+                f"none of its @response_handler methods takes for "
+                f"{a_type(type(request.request))}",
+                executor_id=request.executor_id,
+            )
         if executor is not None:
             try:
                 executor.check_response(request, value)

@@ -259,6 +259,15 @@ class WorkflowExecutor(Executor):
             return self.id
         return f"{self.id}/{asked_by(*found, self.workflow.executors)}"
 
+    def _takes_response(self, request: PendingRequest, response: Any) -> bool:
+        """Whether the child's executor that asked has a handler for it."""
+        found = self._child_request(request)
+        if found is None:
+            return True  # (unknown here: the answer is refused when it arrives)
+        run, asked = found
+        executor = asker(run, asked, self.workflow.executors)
+        return executor is None or executor._takes_response(asked, response)
+
     def check_response(self, request: PendingRequest, response: Any) -> None:
         """What the child's executor that asked says of the answer."""
         found = self._child_request(request)
