@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import sqlite3
 import subprocess
 import time
@@ -230,6 +231,32 @@ def test_the_demo_removes_its_temporary_store(tmp_path: Path) -> None:
     assert "a temporary store, now removed" in done.stdout
     assert "--store" not in done.stdout.replace("--store sqlite:PATH", "")
     assert list(scratch.iterdir()) == []
+
+
+def test_the_demo_keeps_its_temporary_store_for_the_command_it_prints_when_its_output_closed(
+    tmp_path: Path,
+) -> None:
+    """Its output closed under it (its reader gone before the first line),
+    the demo names the command that lists the run: the store it names is
+    kept for it, and says so on standard error."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    process = subprocess.Popen(
+        [*COMMAND, "demo"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)},
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # (before the run prints anything)
+    with process.stderr:
+        errors = process.stderr.read()
+    assert process.wait(timeout=120) == 141, errors
+    [command] = re.findall(r"see (stepgraph checkpoints list .*)$", errors, re.M)
+    [kept] = scratch.iterdir()
+    assert f"checkpoints: kept in {kept} for the commands above" in errors
+    listed = cli(*shlex.split(command)[1:])
+    assert listed.returncode == 0, listed.stderr
+    assert "idle_with_pending_requests" in listed.stdout
 
 
 def ctrl_c(args: list[str], started: Path, times: int = 1) -> tuple[int, str, str]:

@@ -46,6 +46,7 @@ from ._serve import serve
 from ._session import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_OUTPUT_CLOSED,
     EXIT_PENDING,
     PASSWORD_NOTE,
     Session,
@@ -505,12 +506,15 @@ def demo(
         if code == EXIT_PENDING:
             code = _approve(session, spec, auto_approve)
     finally:
-        # A temporary store goes, unless the run was stopped: the commands
-        # printed to go on with it need it.
-        if scratch is not None and code != EXIT_INTERRUPTED:
+        # A temporary store goes, unless the run was stopped (a Ctrl-C, a
+        # SIGTERM, its output closed): the commands printed to go on with
+        # it, or to list it, need it.
+        stopped = code in (EXIT_INTERRUPTED, 128 + signal.SIGTERM, EXIT_OUTPUT_CLOSED)
+        if scratch is not None and not stopped:
             shutil.rmtree(scratch, ignore_errors=True)
-    if scratch is not None and code == EXIT_INTERRUPTED:
-        say(out, f"checkpoints: kept in {scratch} for the commands above (remove it when done)")
+    if scratch is not None and stopped:
+        kept = f"checkpoints: kept in {scratch} for the commands above (remove it when done)"
+        say(err if code == EXIT_OUTPUT_CLOSED else out, kept)
     elif scratch is not None:
         say(out, "checkpoints: a temporary store, now removed (keep them with --store sqlite:PATH)")
     else:
