@@ -705,3 +705,18 @@ def test_help_reflows_to_the_terminal() -> None:
     deleting = cli("checkpoints", "delete", "--help", env={"COLUMNS": "200"})
     assert "The space is reused by later checkpoints; 'vacuum' shrinks" in deleting.stdout
     assert "``" not in deleting.stdout
+
+
+def test_the_checkpoints_group_names_each_of_its_commands() -> None:
+    """Its one-line help (in ``stepgraph --help`` and its own) lists what it
+    holds, as docs/cli.md does: ``migrate`` included."""
+    import typer.main
+
+    from stepgraph._cli._checkpoints import checkpoints_app
+
+    group = typer.main.get_command(checkpoints_app)
+    commands = list(group.commands)  # type: ignore[attr-defined]
+    assert "migrate" in commands
+    helped = cli("checkpoints", "--help", env={"COLUMNS": "200"})
+    summary = helped.stdout.split("Usage:")[1].split("╭")[0]
+    assert all(name in summary.lower() for name in commands), summary

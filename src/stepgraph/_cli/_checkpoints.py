@@ -1,4 +1,4 @@
-"""``stepgraph checkpoints``: list, show, delete, prune and vacuum a store.
+"""``stepgraph checkpoints``: list, show, delete, prune, vacuum and migrate a store.
 
 Reading commands open the store read-only and never create one. Listing
 reads the store's run index a page at a time, so it costs the same on a
@@ -48,7 +48,7 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 
 checkpoints_app = typer.Typer(
-    help="List, show, delete, prune and vacuum stored checkpoints.", no_args_is_help=True
+    help="List, show, delete, prune, vacuum and migrate stored checkpoints.", no_args_is_help=True
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
