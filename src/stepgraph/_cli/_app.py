@@ -479,7 +479,10 @@ def demo(
     topic: Annotated[str, typer.Argument(help="what the writer drafts")] = "stepgraph",
     store: Annotated[
         str | None,
-        typer.Option("--store", help="keep the checkpoints in sqlite:PATH (default: temporary)"),
+        typer.Option(
+            "--store",
+            help="keep the checkpoints in sqlite:PATH or postgresql://... (default: temporary)",
+        ),
     ] = None,
     auto_approve: Annotated[
         bool,
