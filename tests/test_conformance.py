@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import operator
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -24,6 +25,10 @@ import stepgraph as sg
 from tests import subflows
 
 ROOT = Path(__file__).resolve().parent.parent
+# What Ray workers import: the tests' modules, and stepgraph from where this
+# process took it — the sources under test, even where the environment has
+# another copy installed (Ray's ``env_vars`` replace the driver's PYTHONPATH).
+WORKER_PYTHONPATH = os.pathsep.join([str(ROOT), str(Path(sg.__file__).resolve().parents[1])])
 
 
 _RAY_BACKENDS: list[sg.RayBackend] = []
@@ -32,7 +37,7 @@ _RAY_BACKENDS: list[sg.RayBackend] = []
 @pytest.fixture(scope="module")
 def ray_backend() -> Iterator[sg.RayBackend]:
     backend = sg.RayBackend(
-        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": WORKER_PYTHONPATH}}}
     )
     _RAY_BACKENDS.append(backend)
     yield backend

@@ -26,6 +26,7 @@ from opentelemetry.util._once import Once
 
 import stepgraph as sg
 from tests import subflows
+from tests.test_conformance import WORKER_PYTHONPATH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -369,7 +370,7 @@ def test_untraced_runs_import_no_opentelemetry() -> None:
 
 async def test_handler_calls_in_ray_actors_join_the_drivers_trace(traces: Traces) -> None:
     with sg.RayBackend(
-        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": WORKER_PYTHONPATH}}}
     ) as backend:
         result = await fan().run(4, backend=backend)
     assert result.outputs == [48]
@@ -537,7 +538,7 @@ def test_a_silent_endpoint_costs_the_exit_three_seconds_in_all() -> None:
 @pytest.fixture(scope="module")
 def ray_backend() -> Iterator[sg.RayBackend]:
     with sg.RayBackend(
-        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+        init_options={"num_cpus": 2, "runtime_env": {"env_vars": {"PYTHONPATH": WORKER_PYTHONPATH}}}
     ) as backend:
         yield backend
 

@@ -23,6 +23,7 @@ import pytest
 
 import stepgraph as sg
 from tests import resumable
+from tests.test_conformance import WORKER_PYTHONPATH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,7 @@ def cluster() -> Iterator[Any]:
     ray.init(
         address=nodes.address,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        runtime_env={"env_vars": {"PYTHONPATH": WORKER_PYTHONPATH}},
     )
     yield nodes
     ray.shutdown()

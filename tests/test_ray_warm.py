@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import stepgraph as sg
-from tests.test_conformance import ROOT, alive_actors
+from tests.test_conformance import ROOT, WORKER_PYTHONPATH, alive_actors
 
 
 async def actors_alive(count: int) -> None:
@@ -38,7 +38,7 @@ def ray_cluster() -> Iterator[None]:
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        runtime_env={"env_vars": {"PYTHONPATH": WORKER_PYTHONPATH}},
     )
     yield
     ray.shutdown()
@@ -273,7 +273,7 @@ def test_warm_actors_of_a_cluster_that_is_gone_are_replaced() -> None:
     done = subprocess.run(
         [sys.executable, "-c", CLUSTER_GONE],
         capture_output=True, text=True, timeout=240, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "['b0'] []"
