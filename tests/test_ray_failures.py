@@ -235,6 +235,44 @@ async def test_a_chain_cut_short_on_its_way_back_says_so(
     assert all(not getattr(e, "__notes__", None) for e in chain[:-1])
 
 
+@sg.executor(id="slow_touchy")
+async def slow_touchy(what: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    await asyncio.sleep(0.1)  # (its call outlasts the 20 ms wait: its events are followed)
+    raise TwoArgs(1, 2)
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_an_exception_ray_cannot_rebuild_in_a_nested_sub_workflow_comes_back(
+    backend: sg.RayBackend,  # noqa: F811
+    slow: bool,
+) -> None:
+    """The child's ``executor_failed`` and ``failed`` events carry its
+    handler's exception: one Ray cannot rebuild arrived as "what its Ray
+    actor did could not be sent back" (and Ray logged its own traceback);
+    it comes back as a ``RemoteError`` in the chain and in the events, as
+    from a handler of the parent."""
+    leaf = slow_touchy if slow else Touchy()
+    inner = sg.WorkflowBuilder(start=leaf, name="inner").build()
+    mid = sg.WorkflowBuilder(
+        start=sg.WorkflowExecutor(inner, id="inner", forward_outputs=True), name="mid"
+    ).build()
+    sub = sg.WorkflowExecutor(mid, id="mid", forward_outputs=True)
+    flow = sg.WorkflowBuilder(start=sub, name="outer").build()
+    leaf_id = "slow_touchy" if slow else "touchy"
+    events, error = await events_and_error(flow, "odd exception", backend=backend)
+    assert isinstance(error, sg.SubworkflowError), error
+    assert error.path == ("mid", "inner", leaf_id) and "TwoArgs: 1-2" in str(error), error
+    innermost: BaseException = error
+    while innermost.__cause__ is not None:
+        innermost = innermost.__cause__
+    assert repr(innermost) == "RemoteError('TwoArgs: 1-2')"
+    assert "raise TwoArgs(1, 2)" in innermost.remote_traceback  # type: ignore[attr-defined]
+    [child_failed] = [e for e in events if e.kind == "executor_failed" and e.path.count("/") == 2]
+    assert child_failed.path == f"mid/inner/{leaf_id}"
+    assert repr(child_failed.exception) == "RemoteError('TwoArgs: 1-2')"
+    assert [e.kind for e in events][-2:] == ["failed", "status"]
+
+
 async def test_an_interrupt_in_a_handler_is_raised_as_locally(
     backend: sg.RayBackend,  # noqa: F811
 ) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import traceback
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from typing import Any
 
 from .._core import (
     Event,
+    ExecutorFailedEvent,
+    FailedEvent,
     Inbox,
     LocalBackend,
     Node,
@@ -77,6 +80,21 @@ def portable(exc: BaseException, depth: int = 0) -> BaseException:
             context_out = portable(context, depth + 1) if context is not None else None
         with contextlib.suppress(Exception):  # (one that takes no attributes goes without)
             setattr(out, _CHAIN, (cause_out, context_out, exc.__suppress_context__))
+    return out
+
+
+def portable_events(events: list[Event]) -> list[Event]:
+    """``events`` with the exceptions they carry made ``portable``: a
+    sub-workflow's ``executor_failed`` and ``failed`` events hold the child
+    handler's exception as it was raised, and one Ray cannot rebuild on the
+    driver would fail the whole call's result."""
+    if not any(isinstance(e, (ExecutorFailedEvent, FailedEvent)) for e in events):
+        return events
+    out: list[Event] = []
+    for event in events:
+        if isinstance(event, (ExecutorFailedEvent, FailedEvent)) and event.exception is not None:
+            event = dataclasses.replace(event, exception=portable(event.exception))
+        out.append(event)
     return out
 
 
@@ -246,6 +264,7 @@ class Host:
                 self.running = False
                 rest, self.taken = self.events[self.taken :], len(self.events)
                 self.changed.notify_all()
+        rest = portable_events(rest)
         snapshots: dict[str, tuple[bool, Any]] = {}
         for executor_id, _ in batches:
             executor = self._executor(executor_id)
@@ -326,7 +345,8 @@ class Host:
             if self.call != call:
                 return [], False  # (a later call: this one is long over)
             batch, self.taken = self.events[self.taken :], len(self.events)
-            return batch, self.running
+            running = self.running
+        return portable_events(batch), running
 
     def _executor(self, executor_id: str) -> Any:
         host = self.nodes[executor_id].host
