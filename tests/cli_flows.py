@@ -51,6 +51,13 @@ def failing() -> sg.Workflow:
     return sg.WorkflowBuilder(start=explode, name="failing").build()
 
 
+def failing_deep() -> sg.Workflow:
+    """``explode`` two sub-workflows down."""
+    inner = sg.WorkflowBuilder(start=explode, name="inner").build()
+    mid = sg.WorkflowBuilder(start=sg.WorkflowExecutor(inner, id="inner"), name="mid").build()
+    return sg.WorkflowBuilder(start=sg.WorkflowExecutor(mid, id="mid"), name="deep").build()
+
+
 @dataclass(frozen=True)
 class Confirm:
     question: str

@@ -23,6 +23,7 @@ import pytest
 import stepgraph as sg
 from stepgraph import demo
 from tests import cli_flows
+from tests.test_conformance import WORKER_PYTHONPATH
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = shutil.which("stepgraph")
@@ -38,7 +39,7 @@ def cli(
         text=True,
         timeout=120,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH, **(env or {})},
     )
 
 
@@ -130,6 +131,19 @@ def test_failure_exit_code_names_the_executor() -> None:
     first, *trace = done.stdout.splitlines()
     assert first == "failed: executor 'explode' failed in superstep 1: ValueError: cannot take 'x'"
     assert trace[-1] == "ValueError: cannot take 'x'"  # the end of the handler's traceback
+
+
+def test_a_failure_in_a_sub_workflow_shows_the_handlers_traceback() -> None:
+    """Not the engine's frames where the sub-workflow's error was raised."""
+    done = cli("run", "tests.cli_flows:failing_deep", "--input", '"x"', "--no-store")
+    assert done.returncode == 1
+    first, *trace = done.stdout.splitlines()
+    assert first == (
+        "failed: executor 'mid/inner/explode' failed in a sub-workflow: executor 'explode' "
+        "failed in superstep 1: ValueError: cannot take 'x' (executor 'mid', superstep 1)"
+    )
+    assert trace[-1] == "ValueError: cannot take 'x'" and "in explode" in trace[-3], trace
+    assert "_scheduler.py" not in done.stdout
 
 
 def test_pending_requests_then_respond_in_a_second_invocation(tmp_path: Path) -> None:
@@ -300,7 +314,7 @@ def cli_process(
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH},
     )
 
 
@@ -404,7 +418,7 @@ def test_a_command_whose_output_is_closed_ends_as_sigpipe_would(
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH},
             timeout=120,
         )
     finally:
@@ -559,7 +573,7 @@ def run_in_pty(argv: list[str], answer: bytes | None = None, columns: int = 80) 
 
     pid, fd = pty.fork()
     if pid == 0:  # child: become the CLI in the pseudo-terminal
-        os.environ["PYTHONPATH"] = str(ROOT)
+        os.environ["PYTHONPATH"] = WORKER_PYTHONPATH
         os.chdir(ROOT)
         os.execvp(COMMAND[0], [*COMMAND, *argv])
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))

@@ -38,6 +38,7 @@ from .._exceptions import (
     RequestError,
     ResponseValueError,
     StepgraphError,
+    SubworkflowError,
     WorkflowRunError,
 )
 from .._workflow import Workflow
@@ -359,6 +360,9 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
     cause = error.__cause__
     if cause is None or isinstance(error, CheckpointError):
         return  # (a store's failure: said above)
+    if isinstance(error, SubworkflowError):  # the child's error, down to its handler's
+        while isinstance(cause, WorkflowRunError) and cause.__cause__ is not None:
+            cause = cause.__cause__
     if isinstance(cause, WorkflowRunError) and str(cause) in text:
         return  # (the engine's own, a lost Ray actor say: the line above says it all)
     lines = traceback.format_exception(
