@@ -708,6 +708,13 @@ def test_sigterm_during_a_run_on_ray_stops_it_resumable(tmp_path: Path) -> None:
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "stopped. Resume with: stepgraph run tests.cli_flows:slow" in stderr
+    # The command printed goes on on Ray too (it named no backend: it ran locally).
+    [command] = [line for line in stderr.splitlines() if "Resume with: " in line]
+    words = shlex.split(command.split("Resume with: ")[1])
+    assert words[words.index("--backend") + 1] == "ray", words
+    resumed = cli(*words[1:], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [e["data"] for e in events_of(resumed.stdout) if e["kind"] == "output"] == [12]
 
 
 def test_help_reflows_to_the_terminal() -> None:

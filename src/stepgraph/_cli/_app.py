@@ -366,6 +366,10 @@ def run(
             session.max_supersteps = max_supersteps
             session.fork = fork
             session.backend = _backend(address, connect_timeout)
+            if address is not None:
+                session.backend_args = ("--backend", backend)
+                if connect_timeout != 10.0:
+                    session.backend_args += ("--connect-timeout", f"{connect_timeout:g}")
             stop_exporting = export_from_env() if otel else None
         except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
             if sqlite is not None:

@@ -114,6 +114,9 @@ class Session:
         self.run_id = ""
         self.status: RunStatus | None = None
         self.backend: Any = None
+        # How the run reached its backend (--backend, --connect-timeout), for
+        # the commands printed to go on with it: on the same cluster.
+        self.backend_args: tuple[str, ...] = ()
         # What to run: a new input, or a checkpoint to continue (with answers).
         self.value: Any = None
         self.checkpoint: str | None = None
@@ -143,7 +146,7 @@ class Session:
             shown = shown_store(self.store_spec)
             self.password_left_out |= shown != self.store_spec
             store = ("--store", shown)
-        return shlex.join(("stepgraph", "run", self.target, *store, *args))
+        return shlex.join(("stepgraph", "run", self.target, *store, *self.backend_args, *args))
 
 
 async def _stream(session: Session, store: CliStore | None) -> None:
