@@ -417,3 +417,72 @@ async def test_an_actor_no_node_can_host_is_said_to_wait(backend: sg.RayBackend)
     with pytest.raises(asyncio.CancelledError):
         await watching
     assert "executor 'gpu' asks for {'GPU': 1}" in said[0] and "no node" in said[0]
+
+
+def with_gpu_leaf(placement: sg.Placement | None = None, *, per_run: bool = False) -> sg.Workflow:
+    """``gpu`` (which asks for a GPU) two sub-workflows down."""
+
+    def outer() -> sg.WorkflowExecutor:
+        inner = sg.WorkflowBuilder(start=gpu, name="inner").build()
+        mid = sg.WorkflowBuilder(
+            start=sg.WorkflowExecutor(inner, id="inner", forward_outputs=True), name="mid"
+        ).build()
+        return sg.WorkflowExecutor(mid, id="mid", forward_outputs=True, placement=placement)
+
+    if per_run:
+        return sg.WorkflowBuilder(start="mid", name="outer").register("mid", outer).build()
+    return sg.WorkflowBuilder(start=outer(), name="outer").build()
+
+
+@pytest.mark.parametrize("per_run", [False, True])
+async def test_a_placement_inside_a_sub_workflow_is_said_to_go_unused(
+    backend: sg.RayBackend,  # noqa: F811
+    per_run: bool,
+) -> None:
+    """A sub-workflow runs whole in its ``WorkflowExecutor``'s actor: its
+    executors' placements are not used — said in a warning (each run), not
+    silently run without the GPU asked for."""
+    flow = with_gpu_leaf(per_run=per_run)
+    for _ in range(2):
+        result = await flow.run(1, backend=backend)
+        assert result.outputs == [1]
+        [said] = [e.message for e in result.events if e.kind == "warning"]  # type: ignore[attr-defined]
+        assert said == (
+            "executor 'mid' runs a sub-workflow, which runs whole in its Ray actor: the "
+            "placement of 'mid/inner/gpu' (num_gpus=1) is not used; give 'mid' the placement "
+            "its executors need (WorkflowExecutor(..., placement=...) or "
+            "RayBackend(placement=...))"
+        )
+    # Placed itself: where its children run was decided.
+    placed = with_gpu_leaf(sg.Placement(num_cpus=0), per_run=per_run)
+    result = await placed.run(1, backend=backend)
+    assert result.outputs == [1] and not [e for e in result.events if e.kind == "warning"]
+
+
+class MadeOnce(sg.Executor):
+    """A factory that makes one instance per process: here, the prototype
+    ``build()`` makes; its run's own instance only where it runs (as one
+    that needs the workers' GPU would)."""
+
+    made = 0
+
+    def __init__(self, id: str) -> None:
+        MadeOnce.made += 1
+        if MadeOnce.made > 1:
+            raise RuntimeError("no more instances in this process")
+        super().__init__(id)
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(n)
+
+
+async def test_a_factory_only_the_workers_can_call_runs_on_ray(
+    backend: sg.RayBackend,  # noqa: F811
+) -> None:
+    """Looking for placements inside a sub-workflow makes an instance of a
+    per-run executor on the driver: one the driver cannot make is none, and
+    the run goes on as before (its actor makes its own)."""
+    MadeOnce.made = 0
+    flow = sg.WorkflowBuilder(start="made").register("made", MadeOnce).build()
+    assert (await flow.run(1, backend=backend)).outputs == [1]

@@ -34,8 +34,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import itertools
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -50,6 +52,8 @@ from .._core import (
     WarningEvent,
 )
 from .._exceptions import WorkflowRunError
+from .._factories import make_executor
+from .._subworkflow import WorkflowExecutor
 from ._cluster import current_address, held_interrupts, probe, ray_module, same_address
 from ._failures import (
     Closed,
@@ -146,6 +150,10 @@ class RayBackend:
         # not wait for that, so the next run does before it sends them.
         self._handing_back: dict[int, asyncio.Task[Any]] = {}
         self.pool = WarmPool(self._kill, idle_ttl, max_idle)
+        # What the sub-workflow each node runs has placed (``_unplaced_children``).
+        self._placed_inside: weakref.WeakKeyDictionary[Node, list[str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.colocate = colocate
 
     # -- cluster -------------------------------------------------------------------
@@ -298,6 +306,7 @@ class RayBackend:
             for n in members
             if n.make is not None and n.id in scope.instances
         }
+        self._unplaced_children(members, work)
         warm = self.pool.take(members[0])
         if warm is not None:  # told of the run with its first call (no round trip)
             states = {n.id: n.host._user_state() for n in members if n.host is not None}
@@ -364,6 +373,33 @@ class RayBackend:
                     superstep=work.number,
                 )
             )
+
+    def _unplaced_children(self, members: list[Node], work: Superstep) -> None:
+        """Warn when a sub-workflow's executors ask for a placement of their
+        own: the child runs whole in its ``WorkflowExecutor``'s actor, so
+        theirs is never used — unless that executor is given one, a GPU
+        executor two levels down would run, silently, without a GPU."""
+        for node in members:
+            if node.placement is not None or node.id in self.placement:
+                continue  # (placed: where its children run was decided)
+            asked = self._placed_inside.get(node)
+            if asked is None:  # (once per node: a factory's instances are all alike)
+                try:
+                    made = node.host if node.make is None else make_executor(node.make, node.id)
+                except Exception:  # (said where the run makes its own instance, as before)
+                    made = None
+                asked = self._placed_inside[node] = _placed_inside(made, node.id)
+            if asked:
+                work.scope.emit(
+                    WarningEvent(
+                        message=f"executor {node.id!r} runs a sub-workflow, which runs whole in "
+                        f"its Ray actor: the placement of {', '.join(asked)} is not used; "
+                        f"give {node.id!r} the placement its executors need "
+                        "(WorkflowExecutor(..., placement=...) or RayBackend(placement=...))",
+                        executor_id=node.id,
+                        superstep=work.number,
+                    )
+                )
 
     def _hold(self, run: RunActors, group: str, members: list[Node], actor: Any, where: str) -> Any:
         run.actors[group] = actor
@@ -666,3 +702,22 @@ async def _follow(actor: Any, call: int, emit: Any) -> None:
         events, running = await actor.follow.remote(call)
         for event in events:
             emit(event)
+
+
+def _placed_inside(executor: Any, path: str) -> list[str]:
+    """The executors of a sub-workflow ``executor`` runs (at any depth)
+    that have a placement of their own, as ``'path' (what it asks)``."""
+    if not isinstance(executor, WorkflowExecutor):
+        return []
+    found: list[str] = []
+    for child_id, child in executor.workflow.executors.items():
+        where = f"{path}/{child_id}"
+        if child.placement is not None:
+            asks = ", ".join(
+                f"{field.name}={value!r}"
+                for field in dataclasses.fields(child.placement)
+                if (value := getattr(child.placement, field.name)) is not None
+            )
+            found.append(f"{where!r} ({asks})")
+        found += _placed_inside(child, where)
+    return found
