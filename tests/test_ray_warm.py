@@ -186,6 +186,66 @@ async def test_a_dead_warm_actor_is_replaced_with_a_warning(backend: sg.RayBacke
     assert backend.started_last_run == 1
 
 
+class Counting(sg.Executor):
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.calls = 0
+
+    @sg.handler
+    async def on(self, marker: str, ctx: sg.WorkflowContext[str]) -> None:
+        self.calls += 1
+        await ctx.send_message(marker)
+
+
+@sg.executor(id="waiter")
+async def waiter(marker: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+    for _ in range(3000):  # (until the test made the marker: at most 30 s)
+        if Path(marker).exists():
+            break
+        await asyncio.sleep(0.01)
+    await ctx.yield_output("done")
+
+
+async def test_an_actor_dead_before_it_hands_back_its_attributes_is_said_to(
+    backend: sg.RayBackend, tmp_path: Path
+) -> None:
+    """An actor that dies, idle, after its last call of a run: the run
+    needs it no more and ends as usual, but what its executor changed
+    during the run cannot come back — said in a warning, not silently."""
+    import ray
+
+    counting = Counting("counting")
+    workflow = sg.WorkflowBuilder(start=counting).add_edge(counting, waiter).build()
+    ready = tmp_path / "ready"
+    ready.touch()
+    await workflow.run(str(ready), backend=backend)  # (its actors warm)
+    assert counting.calls == 1
+    marker = tmp_path / "go"
+    events = []
+    async with workflow.stream(str(marker), backend=backend) as stream:
+        async for event in stream:
+            events.append(event)
+            if event.kind == "executor_invoked" and event.executor_id == "waiter":
+                [run] = backend._runs.values()
+                victim = run.actors["=counting"]
+                ray.kill(victim, no_restart=True)
+                for _ in range(50):  # (the kill lands asynchronously)
+                    try:
+                        await victim.export.remote()
+                    except ray.exceptions.RayActorError:
+                        break
+                    await asyncio.sleep(0.1)
+                marker.touch()
+    assert [e.data for e in events if e.kind == "output"] == ["done"]
+    [warning] = [e for e in events if e.kind == "warning"]
+    assert warning.executor_id == "counting"
+    assert "its attributes could not be brought back from its Ray actor" in warning.message
+    assert "what the run changed in them is lost" in warning.message
+    assert counting.calls == 1  # (its earlier value)
+    assert (await workflow.run(str(marker), backend=backend)).outputs == ["done"]
+    assert counting.calls == 2
+
+
 async def test_close_and_the_idle_timer_leave_no_actor(ray_cluster: None) -> None:
     backend = sg.RayBackend(idle_ttl=0.5)
     workflow = naps(0.0, 0.0, 0.0)

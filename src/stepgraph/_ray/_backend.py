@@ -50,6 +50,7 @@ from .._core import (
     RunScope,
     Superstep,
     WarningEvent,
+    error_line,
 )
 from .._exceptions import WorkflowRunError
 from .._factories import make_executor
@@ -670,6 +671,20 @@ class RayBackend:
                     states = exc
             if not isinstance(states, dict):
                 self._kill(actor)  # (it failed to answer: not kept)
+                # (it died after its last call of the run, while idle: the
+                # run did not need it again, but what it changed stays lost)
+                lost = error_line(states, 200).splitlines()[0]
+                for node in run.groups[group]:
+                    if node.id in run.stateful:
+                        scope.emit(
+                            WarningEvent(
+                                message=f"executor {node.id!r}: its attributes could not be "
+                                f"brought back from its Ray actor on node {run.where[group]} "
+                                f"at the end of the run ({lost}); what the run changed in "
+                                "them is lost: the driver's copy keeps its earlier value",
+                                executor_id=node.id,
+                            )
+                        )
                 continue
             for executor_id, why in stayed.items():
                 scope.emit(
