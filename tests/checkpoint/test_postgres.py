@@ -408,7 +408,12 @@ async def test_leases_are_taken_refused_and_given_back(
         # Another session: refused, naming the process (whose one session
         # holds all of its store's runs).
         assert await other.lease("r1", theirs) == this_process()
-        assert holding(this_process()) == f"process {os.getpid()} on {socket.gethostname()}"
+        assert holding(this_process()) == (
+            f"another call in this process, {os.getpid()} on {socket.gethostname()}"
+        )
+        assert holding(f"elsewhere:4242:{this_process().split(':')[2]}:runs") == (
+            "process 4242 on elsewhere"
+        )
         assert await store.lease("r1", theirs) == mine  # another call of this process
         await store.release("r1", theirs)  # not its holder: nothing happens
         assert await other.lease("r1", theirs) == this_process()

@@ -132,7 +132,7 @@ async def test_a_run_taken_elsewhere_meanwhile_stops_and_records_nothing(
         GATES[1].set()
         with pytest.raises(
             sg.CheckpointLeaseLostError,
-            match=rf"run '{run_id}' lost its lease .* and process {os.getpid()} on ",
+            match=rf"run '{run_id}' lost its lease .* and another call in this process, {os.getpid()} on ",
         ):
             await asyncio.wait_for(task, timeout=30)
         # Nothing written after, not even a "failed": the run is the other process's.

@@ -92,9 +92,13 @@ async def test_a_running_run_is_not_deleted_from_under_it(store: sg.CheckpointSt
     while len(await store.list()) < 2:  # the entry and the first barrier: the long step runs
         await asyncio.sleep(0.02)
     [run] = await store.runs()
-    with pytest.raises(sg.CheckpointError, match=r"is running \(process \d+ on .*nothing was"):
+    with pytest.raises(
+        sg.CheckpointError, match=r"is running \(another call in this process, \d+ on .*nothing was"
+    ):
         await store.delete_run(run.run_id)
-    with pytest.raises(sg.CheckpointError, match=r"is running \(process \d+ on .*nothing was"):
+    with pytest.raises(
+        sg.CheckpointError, match=r"is running \(another call in this process, \d+ on .*nothing was"
+    ):
         await store.delete(run.last_checkpoint)  # one checkpoint of it neither
     assert len(await store.list(run.run_id)) == 2  # untouched
     task.cancel()
@@ -120,7 +124,9 @@ async def test_a_run_deleted_as_a_continuation_starts_stays_deleted(
     first = await workflow.run(0, checkpoints=store)
     latest, stored = first.last_checkpoint, len(await store.list(first.run_id))
     # Deleting while a continuation is taking the run up: it is refused.
-    with pytest.raises(sg.CheckpointError, match=r"is being deleted \(process \d+"):
+    with pytest.raises(
+        sg.CheckpointError, match=r"is being deleted \(another call in this process, \d+"
+    ):
         async with held(store, first.run_id, new_holder(deleting=True)):
             await workflow.run(checkpoint=latest, checkpoints=store)
     # Deleted between loading the checkpoint and taking the run: not revived.

@@ -22,15 +22,14 @@ by every process that connects to it.
 The tables, the layout check and the save statement are in
 ``_postgres_layout``; deleting, in ``_postgres_delete``; leases, in
 ``_postgres_leases``; sessions the server ended while idle (a restart),
-in ``_postgres_sessions``. psycopg is
-imported when a store is created: ``pip install 'stepgraph[postgres]'``.
+in ``_postgres_sessions``; how it connects and names its database, in
+``_postgres_connect``. psycopg is imported when a store is created:
+``pip install 'stepgraph[postgres]'``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import threading
 import time
 import weakref
@@ -48,6 +47,7 @@ from .._exceptions import (
 )
 from ._leases import holding
 from ._model import Checkpoint, Row, RunInfo, RunQuery
+from ._postgres_connect import check_pool, database_named, own_conninfo, psycopg_modules, redacted
 from ._postgres_delete import (
     CHUNK,
     MAX_PAUSE,
@@ -69,7 +69,7 @@ from ._postgres_layout import (
     segment_write,
 )
 from ._postgres_leases import Leases, SavesUnderWay, held_by
-from ._postgres_sessions import ServerAway, live_connection, quiet_handled
+from ._postgres_sessions import ServerAway, live_connection
 from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
 from ._sqlite_layout import RUN_COLUMNS, info_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
@@ -80,46 +80,7 @@ __all__ = ["PostgresCheckpointStore"]
 T = TypeVar("T")
 
 _RETRIES = 3  # tries of a save that Postgres aborted to break a deadlock
-# Seconds a connection attempt may take when the DSN names no connect_timeout.
-CONNECT_TIMEOUT = 10
 _AWAY_PAUSE = 0.25  # between tries of a save while the server takes no connections
-
-
-def _psycopg() -> tuple[Any, Any]:
-    try:
-        import psycopg
-        import psycopg_pool
-    except ImportError as exc:
-        raise ImportError(
-            "PostgresCheckpointStore needs psycopg 3 and psycopg_pool: "
-            "pip install 'stepgraph[postgres]'"
-        ) from exc
-    quiet_handled()
-    return psycopg, psycopg_pool
-
-
-def _check_pool(pool: Any, dsn: str | None, pg_pool: Any) -> None:
-    """Refuse a ``pool`` the store cannot use, saying why (it failed later
-    with an ``AttributeError``, an async pool's with a coroutine never
-    awaited), and a ``dsn`` beside it: the store connects with the pool's
-    connection string, so a second one would name another database in
-    messages, and redact another password."""
-    if isinstance(pool, pg_pool.AsyncConnectionPool):
-        raise TypeError(
-            "PostgresCheckpointStore(pool=...) takes a psycopg_pool.ConnectionPool, not an "
-            "AsyncConnectionPool: an async pool belongs to the event loop that opened it, and "
-            "the store works across event loops, on threads of its own"
-        )
-    if not isinstance(pool, pg_pool.ConnectionPool):
-        raise TypeError(
-            "PostgresCheckpointStore(pool=...) takes a psycopg_pool.ConnectionPool, got "
-            f"{type(pool).__name__} (a connection string goes in dsn)"
-        )
-    if dsn:
-        raise ValueError(
-            "PostgresCheckpointStore takes a dsn or a pool, not both: with a pool, the store "
-            "connects as the pool does (its conninfo)"
-        )
 
 
 class PostgresCheckpointStore(BaseStore):
@@ -156,11 +117,11 @@ class PostgresCheckpointStore(BaseStore):
         create: bool = True,
     ) -> None:
         super().__init__(secret=secret)
-        self._pg, self._pg_pool = _psycopg()
+        self._pg, self._pg_pool = psycopg_modules()
         if pool is None and not dsn:
             raise ValueError("PostgresCheckpointStore needs a dsn or a pool")
         if pool is not None:
-            _check_pool(pool, dsn, self._pg_pool)
+            check_pool(pool, dsn, self._pg_pool)
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {min_size}, {max_size}")
         self.dsn: str = dsn if dsn else str(pool.conninfo)
@@ -202,19 +163,7 @@ class PostgresCheckpointStore(BaseStore):
 
     def where(self) -> str:
         """The database, for messages: host, port and name, never a password."""
-        try:
-            info = self._pg.conninfo.conninfo_to_dict(self.dsn)
-        except self._pg.Error:
-            return "checkpoint database (unparsable connection string)"
-        host = (
-            info.get("host")
-            or info.get("hostaddr")
-            or os.environ.get("PGHOST")
-            or "the local socket"  # (libpq's default where no host is named)
-        )
-        port = f":{info['port']}" if info.get("port") else ""
-        name = info.get("dbname") or info.get("user") or "(default)"
-        return f"checkpoint database {name!r} on {host}{port}"
+        return database_named(self._pg, self.dsn)
 
     def open(self) -> None:
         """Connect now and check (or create) the tables, so that a bad DSN or a
@@ -268,15 +217,7 @@ class PostgresCheckpointStore(BaseStore):
         return CheckpointError(f"{self.where()}: {doing} failed: {self._redacted(reason)}")
 
     def _redacted(self, text: str) -> str:
-        """``text`` without the password: libpq quotes a connection string it
-        cannot parse, or the part of it at fault (the password, maybe)."""
-        try:
-            password = self._pg.conninfo.conninfo_to_dict(self.dsn).get("password")
-        except self._pg.Error:
-            return re.sub(r'"[^"]*"', '"…"', text)
-        if password:
-            text = text.replace(str(password), "…")
-        return text
+        return redacted(self._pg, self.dsn, text)
 
     def _fetch(self, sql: str, args: Any, doing: str) -> list[tuple[Any, ...]]:
         if has_nul(args):
@@ -721,26 +662,7 @@ class PostgresCheckpointStore(BaseStore):
         return conn
 
     def _conninfo(self) -> str:
-        """The connection string of the store's own connections (its pool's,
-        its leases'): with a ``connect_timeout`` when it names none — a
-        server that accepts and never answers fails a call in that time
-        instead of hanging it (libpq would wait for ever)."""
-        pool = self._given_pool
-        extra: dict[str, Any] = {}
-        if pool is not None:
-            extra = {  # connection parameters only (not options such as autocommit)
-                k: v
-                for k, v in (pool.kwargs or {}).items()
-                if isinstance(v, str | int) and not isinstance(v, bool)
-            }
-        base = self.dsn if pool is None else pool.conninfo
-        try:
-            named = self._pg.conninfo.conninfo_to_dict(base)
-        except self._pg.Error:
-            return base  # (connecting says what is wrong with it)
-        if "connect_timeout" not in named and "connect_timeout" not in extra:
-            extra["connect_timeout"] = CONNECT_TIMEOUT
-        return str(self._pg.conninfo.make_conninfo(base, **extra)) if extra else base
+        return own_conninfo(self._pg, self.dsn, self._given_pool)
 
     # -- deleting --------------------------------------------------------------------
 
