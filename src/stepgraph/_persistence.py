@@ -223,7 +223,9 @@ def _decoding(label: str) -> Iterator[None]:
         yield
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        # (AttributeError: a field of another JSON type than written, e.g.
+        # a list where a mapping was stored)
         raise CheckpointDecodeError(f"{label} is malformed: {type(exc).__name__}: {exc}") from exc
 
 

@@ -1,0 +1,80 @@
+"""Stored rows written by someone with write access to the database (but
+not the secret): whatever their shape, reading them raises a checkpoint
+error naming the record, never a bare Python error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stepgraph as sg
+
+
+class Gate(sg.Executor):
+    @sg.handler
+    async def ask(self, text: str, ctx: sg.WorkflowContext[None, str]) -> None:
+        ctx.state.set("seen", text)
+        await ctx.request_info(text, bool)
+
+    @sg.response_handler
+    async def decided(self, text: str, yes: bool, ctx: sg.WorkflowContext[None, str]) -> None:
+        await ctx.yield_output(f"{text}: {yes}")
+
+
+def gate() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=Gate("gate"), name="gate").build()
+
+
+def stored_run(path: Path) -> str:
+    """A run waiting for an answer, stored in a new file; its last checkpoint's id."""
+
+    async def run() -> str:
+        with sg.SqliteCheckpointStore(path) as store:
+            result = await gate().run("hello", checkpoints=store)
+            info = await store.run_info(result.run_id)
+            assert info is not None
+            return info.last_checkpoint
+
+    return asyncio.run(run())
+
+
+def edit_entries(path: Path, change: Callable[[list[Any]], None]) -> None:
+    """Change every stored checkpoint entry of every segment (as raw JSON)."""
+    with sqlite3.connect(path) as db:
+        for seq, data in db.execute("SELECT seq, data FROM segments").fetchall():
+            doc = json.loads(data)
+            for entry in doc[4]:
+                change(entry)
+            db.execute(
+                "UPDATE segments SET data = ? WHERE seq = ?", (json.dumps(doc).encode(), seq)
+            )
+    db.close()
+
+
+def body_field(name: str, value: Any) -> Callable[[list[Any]], None]:
+    return lambda entry: entry[8].__setitem__(name, value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("state", []), ("state", "x"), ("snapshots", "x"), ("snapshots", [1])],
+)
+def test_a_body_field_of_the_wrong_shape_is_refused_on_resume(
+    tmp_path: Path, name: str, value: Any
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    checkpoint = stored_run(path)
+    edit_entries(path, body_field(name, value))
+
+    async def resume() -> None:
+        with sg.SqliteCheckpointStore(path) as store:
+            await gate().run(checkpoint=checkpoint, checkpoints=store)
+
+    with pytest.raises(sg.CheckpointDecodeError, match=f"checkpoint {checkpoint} is malformed"):
+        asyncio.run(resume())
