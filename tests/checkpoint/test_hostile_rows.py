@@ -78,3 +78,39 @@ def test_a_body_field_of_the_wrong_shape_is_refused_on_resume(
 
     with pytest.raises(sg.CheckpointDecodeError, match=f"checkpoint {checkpoint} is malformed"):
         asyncio.run(resume())
+
+
+@pytest.mark.parametrize("created", ["1" + "0" * 400, "1e400", "-1e400"])
+@pytest.mark.parametrize("secret", [None, b"s" * 16])
+def test_a_creation_time_no_float_holds_is_refused(
+    tmp_path: Path, created: str, secret: bytes | None
+) -> None:
+    path = tmp_path / "runs.sqlite"
+
+    async def make() -> tuple[str, str]:
+        with sg.SqliteCheckpointStore(path, secret=secret) as store:
+            result = await gate().run("hello", checkpoints=store)
+            info = await store.run_info(result.run_id)
+            assert info is not None
+            return result.run_id, info.last_checkpoint
+
+    run_id, checkpoint = asyncio.run(make())
+    with sqlite3.connect(path) as db:  # (written as JSON text: Python's json writes no 1e400)
+        for seq, data in db.execute("SELECT seq, data FROM segments").fetchall():
+            doc = json.loads(data)
+            for entry in doc[4]:
+                entry[3] = "@created@"
+            text = json.dumps(doc).replace('"@created@"', created)
+            db.execute("UPDATE segments SET data = ? WHERE seq = ?", (text.encode(), seq))
+    db.close()
+
+    async def read() -> None:
+        with sg.SqliteCheckpointStore(path, secret=secret) as store:
+            with pytest.warns(sg.CheckpointWarning, match="damaged"):
+                assert await store.list() == []
+            with pytest.raises(sg.CheckpointIntegrityError, match="created_at"):
+                await store.load(checkpoint)
+            with pytest.raises(sg.CheckpointIntegrityError, match="created_at"):
+                await store.latest(run_id)
+
+    asyncio.run(read())

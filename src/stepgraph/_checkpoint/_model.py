@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import hmac
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -335,6 +336,16 @@ def check_types(row: Row) -> None:
                 f"checkpoint {row.id!r}: stored field {name!r} has the wrong type "
                 f"({type(value).__name__})"
             )
+    # A time is a finite float: not an int too large for one, nor infinite
+    # (which a signature's header and the API's JSON could not even write).
+    if not (-_LATEST < row.created_at < _LATEST):
+        raise CheckpointIntegrityError(
+            f"checkpoint {row.id!r}: stored field 'created_at' is no time "
+            f"({'an int too large' if isinstance(row.created_at, int) else row.created_at})"
+        )
+
+
+_LATEST = sys.float_info.max
 
 
 @runtime_checkable
