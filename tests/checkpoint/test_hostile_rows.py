@@ -114,3 +114,17 @@ def test_a_creation_time_no_float_holds_is_refused(
                 await store.latest(run_id)
 
     asyncio.run(read())
+
+
+@pytest.mark.parametrize("outputs", [5, "text", {"a": 1}, None])
+def test_outputs_that_are_not_a_list_are_refused(tmp_path: Path, outputs: Any) -> None:
+    path = tmp_path / "runs.sqlite"
+    checkpoint = stored_run(path)
+    edit_entries(path, body_field("outputs", outputs))
+
+    async def read() -> None:
+        with sg.SqliteCheckpointStore(path) as store:
+            await store.outputs(checkpoint)
+
+    with pytest.raises(sg.CheckpointIntegrityError, match="its outputs are not a list"):
+        asyncio.run(read())

@@ -329,7 +329,12 @@ class BaseStore:
             )
         out: builtins.list[Any] = []
         for record in reversed(chain):
-            out.extend(verified_body(record, self._secret).get("outputs", ()))
+            found = verified_body(record, self._secret).get("outputs", [])
+            if type(found) is not list:
+                raise CheckpointIntegrityError(
+                    f"checkpoint {record.id!r}: its outputs are not a list ({type(found).__name__})"
+                )
+            out.extend(found)
         return out
 
     async def list(
