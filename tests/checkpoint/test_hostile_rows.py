@@ -128,3 +128,49 @@ def test_outputs_that_are_not_a_list_are_refused(tmp_path: Path, outputs: Any) -
 
     with pytest.raises(sg.CheckpointIntegrityError, match="its outputs are not a list"):
         asyncio.run(read())
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("status", b"idle"),
+        ("error", b"\xff\x00"),
+        ("superstep", "x"),
+        ("pending_requests", 1.5),
+        ("last_checkpoint", b"x"),
+        ("started_at", "yesterday"),
+        ("updated_at", float("inf")),
+        ("started_at", 10**30 * 10**300),
+        ("workflow", b"gate"),
+    ],
+)
+def test_a_run_record_of_the_wrong_types_is_refused_and_skipped_in_listings(
+    tmp_path: Path, column: str, value: Any
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    stored_run(path)
+    other = stored_run(path)  # (a second run, left intact)
+
+    async def ids() -> list[str]:
+        with sg.SqliteCheckpointStore(path) as store:
+            return [info.run_id for info in await store.runs()]
+
+    damaged, intact = asyncio.run(ids())
+    with sqlite3.connect(path) as db:
+        if isinstance(value, int) and value > 2**63:  # (beyond SQLite's int: stored as text)
+            value = str(value)
+        db.execute(f"UPDATE runs SET {column} = ? WHERE run_id = ?", (value, damaged))
+    db.close()
+
+    async def read() -> None:
+        with sg.SqliteCheckpointStore(path) as store:
+            with pytest.warns(sg.CheckpointWarning, match=f"damaged run record.*{damaged}"):
+                assert [info.run_id for info in await store.runs()] == [intact]
+            with pytest.raises(sg.CheckpointIntegrityError, match=f"run '{damaged}'.*{column}"):
+                await store.run_info(damaged)
+            assert (await store.run_info(intact)) is not None
+            assert await store.delete_run(damaged) >= 1  # (removed without reading it)
+            assert await store.run_info(damaged) is None
+
+    asyncio.run(read())
+    assert other

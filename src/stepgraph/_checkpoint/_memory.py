@@ -162,7 +162,7 @@ class MemoryCheckpointStore(BaseStore):
             elif run_id == before:
                 found = True
 
-    def _runs(self, query: RunQuery) -> builtins.list[RunInfo]:
+    def _runs(self, query: RunQuery) -> tuple[builtins.list[RunInfo], builtins.list[str]]:
         out: builtins.list[RunInfo] = []
         for run_id, run in self._runs_newest_first(query.before):
             info = run.info(run_id)
@@ -170,7 +170,7 @@ class MemoryCheckpointStore(BaseStore):
                 out.append(info)
                 if len(out) == query.limit:
                     break
-        return out
+        return out, []
 
     def _run_of_request(self, request_id: str) -> RunInfo | None:
         run_id = self._requests.get(request_id)

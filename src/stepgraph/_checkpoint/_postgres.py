@@ -71,7 +71,7 @@ from ._postgres_layout import (
 from ._postgres_leases import Leases, SavesUnderWay, held_by
 from ._postgres_sessions import ServerAway, live_connection
 from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
-from ._sqlite_layout import RUN_COLUMNS, info_of
+from ._sqlite_layout import RUN_COLUMNS, info_of, infos_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
 from ._worker import Worker
 
@@ -564,7 +564,7 @@ class PostgresCheckpointStore(BaseStore):
         sql, args = newest_first("stepgraph_segments", "%s", run_id, before, count)
         return page_of(self._fetch(sql, args, "listing checkpoints"), count)
 
-    def _runs(self, query: RunQuery) -> list[RunInfo]:
+    def _runs(self, query: RunQuery) -> tuple[list[RunInfo], list[str]]:
         clauses, args = equal_to(query.equalities(), "%s")
         if query.before is not None:
             found = self._fetch(
@@ -581,7 +581,7 @@ class PostgresCheckpointStore(BaseStore):
             tail = " LIMIT %s"
             args.append(query.limit)
         sql = f"SELECT {RUN_COLUMNS} FROM stepgraph_runs {where(clauses)} ORDER BY seq DESC{tail}"
-        return [info_of(row) for row in self._fetch(sql, args, "listing runs")]
+        return infos_of(self._fetch(sql, args, "listing runs"))
 
     def _run_of_request(self, request_id: str) -> RunInfo | None:
         found = self._fetch(

@@ -42,6 +42,7 @@ from ._sqlite_layout import (
     ensure_layout,
     exists,
     info_of,
+    infos_of,
     marks,
     migrate,
     record_answers,
@@ -400,11 +401,11 @@ class SqliteCheckpointStore(BaseStore):
         found = self._guard(lambda db: db.execute(sql, args).fetchall(), "listing checkpoints")
         return page_of(found, count)
 
-    def _runs(self, query: RunQuery) -> list[RunInfo]:
+    def _runs(self, query: RunQuery) -> tuple[list[RunInfo], list[str]]:
         clauses, args = equal_to(query.equalities(), "?")
         before, limit = query.before, query.limit
 
-        def select(db: sqlite3.Connection) -> list[RunInfo]:
+        def select(db: sqlite3.Connection) -> tuple[list[RunInfo], list[str]]:
             if before is not None:
                 found = db.execute("SELECT seq FROM runs WHERE run_id = ?", (before,)).fetchone()
                 if found is None:
@@ -415,7 +416,7 @@ class SqliteCheckpointStore(BaseStore):
                 args.append(found[0])
             tail = "" if limit is None else f" LIMIT {int(limit)}"
             sql = f"SELECT {RUN_COLUMNS} FROM runs {where(clauses)} ORDER BY seq DESC{tail}"
-            return [info_of(row) for row in db.execute(sql, args)]
+            return infos_of(db.execute(sql, args))
 
         return self._guard(select, "listing runs")
 

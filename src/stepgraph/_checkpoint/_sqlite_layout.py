@@ -22,7 +22,8 @@ refused as written by a newer stepgraph.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError
@@ -40,6 +41,7 @@ __all__ = [
     "ensure_layout",
     "exists",
     "info_of",
+    "infos_of",
     "marks",
     "migrate",
     "record_answers",
@@ -131,7 +133,38 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
+# The types of a run's index row (SQLite keeps any value in any column, and
+# PostgreSQL's double precision holds infinities): a row written otherwise
+# is refused, not handed on to fail later (a time no JSON can hold, an error
+# message that is bytes).
+_RUN_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("run_id", str),
+    ("workflow", str),
+    ("signature", str),
+    ("status", str),
+    ("superstep", int),
+    ("pending_requests", int),
+    ("last_checkpoint", str),
+    ("checkpoints", int),
+    ("size", int),
+    ("started_at", (float, int)),
+    ("updated_at", (float, int)),
+    ("error", (str, type(None))),
+)
+
+
 def info_of(row: tuple[Any, ...]) -> RunInfo:
+    """A run's index row as a ``RunInfo``; ``CheckpointIntegrityError``
+    naming the run and the field when a field has the wrong type."""
+    for (name, kind), value in zip(_RUN_FIELDS, row, strict=True):
+        wrong = not isinstance(value, kind) or isinstance(value, bool)
+        if not wrong and name.endswith("_at"):
+            wrong = not -sys.float_info.max <= value <= sys.float_info.max
+        if wrong:
+            raise CheckpointIntegrityError(
+                f"the stored record of run {row[0]!r} is damaged: its field {name!r} holds "
+                f"{'a ' + type(value).__name__ if not isinstance(value, float) else value}"
+            )
     (run_id, workflow, signature, status, superstep, pending, last, count, size, started,
      updated, error) = row  # fmt: skip
     return RunInfo(
@@ -148,6 +181,18 @@ def info_of(row: tuple[Any, ...]) -> RunInfo:
         updated_at=updated,
         error=error,
     )
+
+
+def infos_of(rows: Iterable[tuple[Any, ...]]) -> tuple[list[RunInfo], list[str]]:
+    """The runs of index rows, and a description of each damaged row skipped."""
+    infos: list[RunInfo] = []
+    damaged: list[str] = []
+    for row in rows:
+        try:
+            infos.append(info_of(row))
+        except CheckpointIntegrityError as exc:
+            damaged.append(str(exc))
+    return infos, damaged
 
 
 def chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:

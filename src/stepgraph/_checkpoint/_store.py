@@ -171,7 +171,9 @@ class BaseStore:
         left). A position is the store's own (a segment's sequence number)."""
         raise NotImplementedError
 
-    def _runs(self, query: RunQuery) -> builtins.list[RunInfo]:
+    def _runs(self, query: RunQuery) -> tuple[builtins.list[RunInfo], builtins.list[str]]:
+        """The runs ``query`` lists, and a description of each damaged
+        index record skipped."""
         raise NotImplementedError
 
     def _run_of_request(self, request_id: str) -> RunInfo | None:
@@ -382,7 +384,15 @@ class BaseStore:
         query = RunQuery(
             workflow=workflow, signature=signature, status=status, limit=limit, before=before
         )
-        return await self._run(self._runs, query)
+        infos, damaged = await self._run(self._runs, query)
+        if damaged:
+            warnings.warn(
+                CheckpointWarning(
+                    f"skipped {len(damaged)} damaged run record(s): {'; '.join(damaged)}"
+                ),
+                stacklevel=2,
+            )
+        return infos
 
     async def find_request(self, request_id: str) -> RunInfo | None:
         return await self._run(self._run_of_request, request_id)
@@ -435,7 +445,10 @@ class BaseStore:
         holder = await self._hold_for_deleting(row.run_id)  # (as delete_run: not cut from under)
         try:
             await self._run(self._remove, [checkpoint_id])
-            gone = await self._run(self._run_info, row.run_id) is None
+            try:
+                gone = await self._run(self._run_info, row.run_id) is None
+            except CheckpointIntegrityError:
+                gone = False  # (its index record is there, damaged)
         finally:
             await self.release(row.run_id, holder)
         if gone:  # (its last checkpoint: the run went, and so does its cancel, as in delete_run)
