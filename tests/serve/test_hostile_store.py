@@ -50,3 +50,40 @@ def test_a_time_no_json_holds_is_refused(serve: Callable[..., Served], value: An
             warnings.simplefilter("ignore")
             assert client.get(f"/api/runs/{run_id}").status_code == 409
             assert client.get("/api/runs").json()["runs"] == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "executor '\\x' failed in superstep 1: boom",
+        "executor '\\N' failed in superstep 1: boom",
+        "executor 'a' failed in superstep " + "9" * 5000 + ": boom",
+    ],
+)
+def test_a_stored_error_not_as_the_engine_writes_it_is_shown_as_it_is(
+    serve: Callable[..., Served], error: str
+) -> None:
+    served = serve()
+    with served.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "one"}).json()["run_id"]
+        with sqlite3.connect(served.store.path) as db:
+            db.execute(
+                "UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", (error, run_id)
+            )
+        db.close()
+        page = client.get(f"/api/runs/{run_id}")
+        assert page.status_code == 200, page.text
+        assert page.json()["error"] == error
+        assert page.json()["failure"] is None
+
+
+def test_a_second_answer_to_a_request_id_holding_a_backslash_is_refused_as_it_is() -> None:
+    from stepgraph import RequestError
+    from stepgraph._serve._refusals import refusal
+
+    message = (
+        "request '\\x' of run 'r' was already answered (at checkpoint c); to answer it again "
+        "from an earlier checkpoint, fork the run"
+    )
+    problem = refusal(RequestError(message))
+    assert (problem.status, problem.message) == (409, message)

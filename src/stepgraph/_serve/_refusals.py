@@ -85,8 +85,15 @@ def failure_of(status: str, error: str | None) -> dict[str, Any] | None:
     found = _FAILED_IN.match(error)
     if found is None:
         return None  # (failed otherwise: did not converge, a store's error...)
-    executor_id = ast.literal_eval(found.group(1))
-    return {"executor_id": executor_id, "superstep": int(found.group(2))}
+    try:
+        executor_id = ast.literal_eval(found.group(1))
+        superstep = int(found.group(2))
+    except (SyntaxError, ValueError):
+        # (not as the engine writes it: an escape Python does not read,
+        # "\x", or a superstep of thousands of digits -- a stored error
+        # someone else wrote; it is shown as it is, naming no executor)
+        return None
+    return {"executor_id": executor_id, "superstep": superstep}
 
 
 def _fork_hint(run_id: str, checkpoint_id: str | None = None) -> str:
@@ -120,7 +127,10 @@ _ENGINE_ELSEWHERE = re.compile(
 def _for_http(message: str) -> str:
     """An engine refusal reworded for an HTTP client (see above); others as they are."""
     if found := _ENGINE_ANSWERED.fullmatch(message):
-        request_id = ast.literal_eval(found["request"])
+        try:
+            request_id = ast.literal_eval(found["request"])
+        except (SyntaxError, ValueError):  # (a request id holding a backslash)
+            return message
         where = f"at checkpoint {found['checkpoint']}"
         return answered_already(found["run"], request_id, where).message
     if found := _ENGINE_ELSEWHERE.fullmatch(message):
