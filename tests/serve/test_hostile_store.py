@@ -87,3 +87,26 @@ def test_a_second_answer_to_a_request_id_holding_a_backslash_is_refused_as_it_is
     )
     problem = refusal(RequestError(message))
     assert (problem.status, problem.message) == (409, message)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("responses", '{"responses": {"\\ud800": true}}'),
+        ("resume", '{"checkpoint_id": "\\ud800"}'),
+        ("fork", '{"checkpoint_id": "a\\udfff"}'),
+    ],
+)
+def test_an_id_holding_a_lone_surrogate_is_refused_not_a_server_failure(
+    serve: Callable[..., Served], route: str, body: str
+) -> None:
+    served = serve()
+    with served.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "one"}).json()["run_id"]
+        answer = client.post(
+            f"/api/runs/{run_id}/{route}",
+            content=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 422, answer.text
+        assert "lone surrogate" in answer.json()["error"]

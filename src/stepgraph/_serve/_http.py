@@ -267,6 +267,8 @@ def create_app(
         answers = body.get("responses")
         if not isinstance(answers, dict):
             raise Problem(422, 'send {"responses": {request_id: value, ...}}')
+        for request_id in answers:
+            _storable_id(request_id, "a request id")
         run_id = await service.respond(request.path_params["run_id"], answers)
         return JSONBody({"run_id": run_id}, status_code=202)
 
@@ -355,6 +357,22 @@ def _checkpoint_id(body: dict[str, Any], *, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise Problem(422, 'send {"checkpoint_id": "<a checkpoint id of the run>"}')
+    return _storable_id(value, "checkpoint_id")
+
+
+def _storable_id(value: str, what: str) -> str:
+    """``value``, an id a body names, unless it holds a lone surrogate (JSON
+    can write one, "\\ud800"): no store holds such an id (UTF-8 cannot),
+    and the database driver would fail on it rather than find nothing."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Problem(
+                422,
+                f"{what} {json_text(value)} holds a lone surrogate "
+                f"({value[exc.start]!r} at index {exc.start}): no id in the store does",
+            ) from None
     return value
 
 
