@@ -639,3 +639,22 @@ def test_a_huge_id_is_quoted_cut_short(tmp_path: Path) -> None:
     ):
         line = one_line_error(cli(*command, "--store", store), "x" * 100, "(2,900 more characters)")
         assert len(line) < 400, (command, len(line))
+
+
+def test_an_argument_that_is_not_utf8_is_refused_saying_which(tmp_path: Path) -> None:
+    # (a byte that is not UTF-8 -- a file name's, say -- reached the store as
+    # a lone surrogate: "an unexpected failure ... please report it")
+    store = f"sqlite:{tmp_path / 's.sqlite'}"
+    assert cli("run", "examples.hello:build", "--input", '"x"', "--store", store).returncode == 0
+    for args in (
+        ["checkpoints", "show", "\udcff", "--store", store],
+        ["run", "stepgraph.demo:build", "--resume", "run\udce9", "--store", store],
+    ):
+        done = cli(*args)
+        assert done.returncode == 1, done.stderr
+        position = args.index(next(a for a in args if not a.isascii())) + 1
+        assert done.stderr.startswith(f"error: argument {position} (")
+        assert "holds a byte that is not UTF-8" in done.stderr and "unexpected" not in done.stderr
+    # (text that is UTF-8, non-ASCII too, goes on as before)
+    shown = cli("checkpoints", "show", "café", "--store", store)
+    assert "no checkpoint 'café'" in shown.stderr

@@ -8,6 +8,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .._core import quoted
+
 __all__ = ["main"]
 
 
@@ -39,11 +41,16 @@ def _main(argv: Sequence[str] | None) -> int:
         # ours and the one typer prints help with -- so `stepgraph checkpoints
         # list | head -1` "failed". A closed pipe is raised instead, and ends
         # in 141 below, as SIGPIPE ends other programs.
+        args = list(argv) if argv is not None else sys.argv[1:]
+        unreadable = _not_utf8(args)
+        if unreadable is not None:
+            print(f"error: {unreadable}", file=sys.stderr)
+            return 1
         plain = Console.on_broken_pipe
         Console.on_broken_pipe = _raise_broken_pipe  # type: ignore[method-assign,assignment]
         try:
             code = app(
-                args=list(argv) if argv is not None else None,
+                args=args,
                 prog_name="stepgraph",
                 standalone_mode=False,
             )
@@ -77,6 +84,23 @@ def _main(argv: Sequence[str] | None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     return code if isinstance(code, int) else 0
+
+
+def _not_utf8(args: Sequence[str]) -> str | None:
+    """What is wrong with the first argument holding bytes that are not
+    UTF-8 (Python keeps each as a lone surrogate, which no id, input, store
+    or path of stepgraph's can hold: it failed deep in a store), or None."""
+    for position, arg in enumerate(args, 1):
+        if arg.isascii():
+            continue
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (
+                f"argument {position} ({quoted(arg)}) holds a byte that is not UTF-8 (at "
+                f"character {exc.start}); stepgraph reads its arguments as UTF-8"
+            )
+    return None
 
 
 def _raise_broken_pipe(console: object) -> None:
