@@ -29,6 +29,7 @@ from .._core import (
     SuperstepStartedEvent,
     WarningEvent,
     jsonable,
+    readable,
 )
 
 __all__ = [
@@ -73,14 +74,7 @@ def printable(text: str) -> str:
     """``text`` with control characters (a handler's error message holding
     ``\x1b[31m``) and lone surrogates (which no terminal encoding can
     print) written as escapes."""
-    text = _CONTROL.sub(_escaped, text)  # (one pass; the same str when none)
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    return readable(_CONTROL.sub(_escaped, text))  # (one pass; the same str when none)
 
 
 class RunConsole(Console):

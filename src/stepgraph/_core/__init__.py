@@ -23,7 +23,7 @@ from ._backend import (
     run_inbox,
 )
 from ._context import Contract, Outbox, RunScope, WorkflowContext
-from ._display import jsonable, quoted
+from ._display import jsonable, quoted, readable
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
     CallRecord,
@@ -161,6 +161,7 @@ __all__ = [
     "materialize",
     "may_overlap",
     "quoted",
+    "readable",
     "run_all",
     "run_inbox",
     "run_supersteps",

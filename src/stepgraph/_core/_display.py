@@ -10,7 +10,7 @@ from typing import Any
 
 from ._typing import type_name
 
-__all__ = ["jsonable", "quoted"]
+__all__ = ["jsonable", "quoted", "readable"]
 
 
 # How deep a rendering goes: below, a container is shown as one line saying
@@ -27,11 +27,11 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
     if type(value) is str:
-        return value if value.isascii() else _readable(value)
+        return value if value.isascii() else readable(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
-        return _readable(str.__str__(value))  # (its text: a str enum shows its value)
+        return readable(str.__str__(value))  # (its text: a str enum shows its value)
     if isinstance(value, enum.Enum):
         return jsonable(value.value, _depth)
     deeper = _depth + 1
@@ -43,7 +43,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [jsonable(v, deeper) for v in value]
     if isinstance(value, dict):
-        return {_readable(str(k)): jsonable(v, deeper) for k, v in value.items()}
+        return {readable(str(k)): jsonable(v, deeper) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name), deeper) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)
@@ -52,14 +52,14 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, type) or hasattr(value, "__origin__"):
         return type_name(value)
     if isinstance(value, BaseException):
-        return _readable(f"{type(value).__name__}: {value}")
+        return readable(f"{type(value).__name__}: {value}")
     try:
-        return _readable(repr(value))
+        return readable(repr(value))
     except Exception:
         return f"<a {type(value).__name__} that cannot be shown>"
 
 
-def _readable(text: str) -> str:
+def readable(text: str) -> str:
     """``text``, but a lone surrogate (half a character, as a file name read
     with ``surrogateescape`` holds: UTF-8 has no form for it, so a stored
     checkpoint, a JSON line or a terminal could not hold it) written as its
