@@ -85,18 +85,24 @@ class _Stalling(sg.Executor):
         await ctx.yield_output(f"{question.text}={answer}")
 
 
-async def test_an_answer_to_a_child_cancelled_midway_can_be_given_again_without_a_store() -> None:
-    stalled = asyncio.Event()
-    asker = _Stalling(stalled)
+async def _answered_then_cancelled(asker: _Stalling) -> tuple[sg.Workflow, sg.PendingRequest]:
+    """A parent whose child's ``asker`` asks (no store), its answer 1 given
+    and cancelled while the child handles it."""
     child = sg.WorkflowBuilder(start=asker, name="child").build()
     sub = sg.WorkflowExecutor(child, id="sub", forward_outputs=True)
     workflow = sg.WorkflowBuilder(start=sub, name="parent").build()
     [request] = (await workflow.run(7)).pending_requests
     answering = asyncio.ensure_future(workflow.run(responses={request.request_id: 1}))
-    await asyncio.wait_for(stalled.wait(), timeout=5)
+    await asyncio.wait_for(asker.stalled.wait(), timeout=5)
     answering.cancel()
     with pytest.raises(asyncio.CancelledError):
         await answering
+    return workflow, request
+
+
+async def test_an_answer_to_a_child_cancelled_midway_can_be_given_again_without_a_store() -> None:
+    asker = _Stalling(asyncio.Event())
+    workflow, request = await _answered_then_cancelled(asker)
     # Not answered after all: the run waits for it as before, its child run too.
     assert [r.request_id for r in workflow.pending_requests] == [request.request_id]
     done = await workflow.run(responses={request.request_id: 2})
@@ -129,19 +135,9 @@ async def test_a_child_answer_cancelled_midway_leaves_the_childs_executors_as_th
     # (without a store, the child's executor kept what the cancelled answer
     # had done: the answer given again counted twice — where a parent's own
     # executor is given back its state)
-    stalled = asyncio.Event()
-    asker = _CountingStaller(stalled)
-    child = sg.WorkflowBuilder(start=asker, name="child").build()
-    sub = sg.WorkflowExecutor(child, id="sub", forward_outputs=True)
-    workflow = sg.WorkflowBuilder(start=sub, name="parent").build()
-    [request] = (await workflow.run(7)).pending_requests
-    answering = asyncio.ensure_future(workflow.run(responses={request.request_id: 1}))
-    await asyncio.wait_for(stalled.wait(), timeout=5)
-    assert asker.count == 1
-    answering.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await answering
-    assert asker.count == 0
+    asker = _CountingStaller(asyncio.Event())
+    workflow, request = await _answered_then_cancelled(asker)
+    assert asker.count == 0 and asker.answers == [1]  # (it had counted it, then was given back)
     done = await workflow.run(responses={request.request_id: 2})
     assert (done.outputs, asker.count) == (["7=2"], 1)
 
