@@ -617,3 +617,143 @@ async def test_two_child_runs_waiting_at_once_need_their_own_stateful_executors(
         responses={p.request_id: sg.ToolApproval.approve() for p in waiting.pending_requests}
     )
     assert done.status is sg.RunStatus.IDLE
+
+
+def _kept(sub: sg.WorkflowExecutor) -> int:
+    """How many waiting child runs ``sub`` keeps in memory."""
+    return len(sub.snapshot()["runs"])
+
+
+async def test_a_shared_sub_workflow_keeps_no_child_run_its_workflow_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A WorkflowExecutor serving every run of its parent kept each waiting
+    child run for ever — of parent runs let go past the limit, failed, or
+    ended — growing with every run of a long-lived workflow object. It keeps
+    those of the runs the workflow keeps waiting, which stay answerable."""
+    monkeypatch.setattr("stepgraph._waiting.SUSPENDED_LIMIT", 3)
+    sub = sg.WorkflowExecutor(subflows.asking_child(), id="sub")
+    flow = sg.WorkflowBuilder(start=sub, name="parent").add_edge(sub, subflows.collect).build()
+    results = [await flow.run(f"t{i}") for i in range(3)]
+    with pytest.warns(RuntimeWarning, match="keeps at most 3 runs waiting"):
+        for i in range(3, 10):
+            results.append(await flow.run(f"t{i}"))
+    assert _kept(sub) == 3
+    [first] = results[0].pending_requests
+    with pytest.raises(sg.RequestError, match="unknown request id"):
+        await flow.run(responses={first.request_id: True})
+    for i, result in enumerate(results[7:], start=7):
+        [asked] = result.pending_requests
+        done = await flow.run(responses={asked.request_id: True})
+        assert done.outputs == [f"t{i} accepted"]
+    assert _kept(sub) == 0
+
+    # A parent run that fails for good, or ends with its child run waiting
+    # on an intercepted request it never answers: nothing answers them.
+    @sg.executor(id="relay")
+    async def relay(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message(text)
+
+    @sg.executor(id="fail")
+    async def fail(text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        raise RuntimeError("boom")
+
+    @sg.executor(id="ignore")
+    async def ignore(asked: sg.SubworkflowRequest, ctx: sg.WorkflowContext[sg.Never]) -> None:
+        pass
+
+    failing = sg.WorkflowExecutor(subflows.asking_child(), id="sub")
+    builder = sg.WorkflowBuilder(start=relay, name="failing").add_edge(relay, failing)
+    builder.add_edge(failing, subflows.collect).add_edge(relay, fail)
+    broken = builder.build()
+    silent = sg.WorkflowExecutor(subflows.asking_child(), id="sub", intercept_requests=True)
+    ignoring = sg.WorkflowBuilder(start=silent, name="ignoring").add_edge(silent, ignore)
+    ignoring.add_edge(silent, subflows.collect)
+    ignored = ignoring.build()
+    for _ in range(5):
+        with pytest.raises(sg.WorkflowRunError, match="boom"):
+            await broken.run("x")
+        assert (await ignored.run("y")).status is sg.RunStatus.IDLE
+    assert (_kept(failing), _kept(silent)) == (0, 0)
+
+
+async def test_a_nested_shared_sub_workflow_keeps_no_child_run_its_workflow_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two levels down too: the child runs of child runs let go go with them
+    (and so do those a new child run that fails left waiting)."""
+    monkeypatch.setattr("stepgraph._waiting.SUSPENDED_LIMIT", 2)
+    flow = subflows.three_levels()
+    mid = flow.executors["mid"]
+    assert isinstance(mid, sg.WorkflowExecutor)
+    inner = mid.workflow.executors["inner"]
+    assert isinstance(inner, sg.WorkflowExecutor)
+    results = [await flow.run(f"t{i}") for i in range(2)]
+    with pytest.warns(RuntimeWarning, match="keeps at most 2 runs waiting"):
+        results += [await flow.run(f"t{i}") for i in range(2, 6)]
+    assert (_kept(mid), _kept(inner)) == (2, 2)
+    [asked] = results[-1].pending_requests
+    done = await flow.run(responses={asked.request_id: False})
+    assert done.outputs == ["t5 rejected"] and (_kept(mid), _kept(inner)) == (1, 1)
+
+    @sg.executor(id="fail")
+    async def fail(text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        raise RuntimeError("boom")
+
+    @sg.executor(id="relay")
+    async def relay(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message(text)
+
+    deep = sg.WorkflowExecutor(subflows.asking_child("inner"), id="inner", forward_outputs=True)
+    middle = sg.WorkflowBuilder(start=relay, name="mid").add_edge(relay, deep)
+    middle = middle.add_edge(relay, fail)
+    failing = sg.WorkflowExecutor(middle.build(), id="mid", forward_outputs=True)
+    broken = sg.WorkflowBuilder(start=failing, name="outer").build()
+
+    @sg.executor(id="ignore")
+    async def ignore(asked: sg.SubworkflowRequest, ctx: sg.WorkflowContext[sg.Never]) -> None:
+        pass
+
+    silent = sg.WorkflowExecutor(
+        subflows.asking_child("inner"), id="inner", intercept_requests=True
+    )
+    quiet = sg.WorkflowBuilder(start=silent, name="mid").add_edge(silent, ignore)
+    ending = sg.WorkflowExecutor(quiet.add_edge(silent, subflows.collect).build(), id="mid")
+    ended = sg.WorkflowBuilder(start=ending, name="outer").build()
+    for _ in range(3):
+        with pytest.raises(sg.SubworkflowError, match="boom"):
+            await broken.run("x")
+        assert (await ended.run("y")).status is sg.RunStatus.IDLE
+    assert (_kept(failing), _kept(deep), _kept(ending), _kept(silent)) == (0, 0, 0, 0)
+
+
+async def test_a_shared_sub_workflow_let_go_in_memory_goes_on_from_its_checkpoint(
+    store: sg.CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a store, a parent run let go past the limit keeps its waiting
+    child run in its checkpoint: answered from there — by this workflow
+    object or another — it goes on."""
+    monkeypatch.setattr("stepgraph._waiting.SUSPENDED_LIMIT", 2)
+
+    def build() -> tuple[sg.Workflow, sg.WorkflowExecutor]:
+        sub = sg.WorkflowExecutor(subflows.asking_child(), id="sub")
+        builder = sg.WorkflowBuilder(start=sub, name="parent", checkpoints=store)
+        return builder.add_edge(sub, subflows.collect).build(), sub
+
+    flow, sub = build()
+    results = [await flow.run(f"t{i}") for i in range(2)]
+    with pytest.warns(RuntimeWarning, match="keeps at most 2 runs waiting"):
+        results += [await flow.run(f"t{i}") for i in range(2, 8)]
+    assert _kept(sub) == 2
+    for i, runner in ((0, flow), (1, build()[0])):
+        [asked] = results[i].pending_requests
+        done = await runner.run(
+            checkpoint=results[i].last_checkpoint, responses={asked.request_id: True}
+        )
+        assert done.outputs == [f"t{i} accepted"]
+    # The runs it keeps waiting are answered in memory (from their checkpoints).
+    for i in (7, 6):
+        [asked] = results[i].pending_requests
+        done = await flow.run(responses={asked.request_id: False})
+        assert done.outputs == [f"t{i} rejected"]
+    assert _kept(sub) == 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar, overload
 
 from ._core import (
@@ -423,6 +423,12 @@ class Executor:
         it was forked from; ``None``: for any) — the whole :meth:`snapshot`,
         unless the executor keeps the state of several runs apart."""
         return self.snapshot()
+
+    def _forget_runs(self, run_ids: Collection[str]) -> None:
+        """The workflow no longer keeps runs ``run_ids`` in memory (each
+        ended, failed, or was let go past its limit): a shared instance
+        drops what it kept for them — a sub-workflow, their waiting child
+        runs. Most executors keep nothing per run."""
 
     def restore(self, snapshot: Any) -> None:
         """Override to take back what :meth:`snapshot` returned, when a run

@@ -12,13 +12,16 @@ requests surface to the parent as requests of the ``WorkflowExecutor`` with
 ids namespaced by its id (``"sub/3f…"``, ``"outer/inner/3f…"``), or — with
 ``intercept_requests=True`` — as :class:`SubworkflowRequest` messages for a
 parent executor to answer with a :class:`SubworkflowResponse`. Each answer
-resumes exactly the child run that asked.
+resumes exactly the child run that asked. A parent run's waiting child runs
+stay in memory as long as the parent's workflow object keeps that run
+waiting (``_forget_runs``), and in its checkpoints for good.
 """
 
 from __future__ import annotations
 
 import typing
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -324,9 +327,14 @@ class WorkflowExecutor(Executor):
         run.usage.clear()  # what this drive's model calls use, counted in the parent below
         try:
             await self.workflow._drive(run, run_id, emit, ctx.context, ctx._scope.live)
-        except WorkflowRunError as error:
-            # (a new child run was never kept; a resumed one waits as it was)
-            raise _wrap(self.id, error, ctx.superstep) from error
+        except BaseException as error:
+            # A new child run was never kept, nor is what it left waiting in
+            # its own sub-workflows; a resumed one waits as it was.
+            if run_id not in self._runs:
+                self.workflow._forget_runs((run_id,))
+            if isinstance(error, WorkflowRunError):
+                raise _wrap(self.id, error, ctx.superstep) from error
+            raise
         finally:
             for path, usage in run.usage.items():
                 ctx._add_usage(f"{self.id}/{path}", usage)
@@ -358,6 +366,23 @@ class WorkflowExecutor(Executor):
         else:
             self._runs.pop(run_id, None)
             self._parents.pop(run_id, None)
+            # (what it left waiting in its own sub-workflows: intercepted
+            # requests it never answered, which nothing can answer now)
+            self.workflow._forget_runs((run_id,))
+
+    def _forget_runs(self, run_ids: Collection[str]) -> None:
+        # The parent runs ``run_ids`` can no longer be answered in memory:
+        # their waiting child runs go (with a store, a parent run that goes
+        # on from its checkpoint gets its own back from it), and so do the
+        # child runs those left waiting further down.
+        gone = {rid for rid, parent in self._parents.items() if parent in run_ids}
+        if not gone:
+            return
+        for rid in gone:
+            self._runs.pop(rid, None)
+            del self._parents[rid]
+        self._routes = {ours: route for ours, route in self._routes.items() if route[0] not in gone}
+        self.workflow._forget_runs(gone)
 
     # -- checkpoints: suspended child runs nest in the parent's ------------------
 

@@ -49,6 +49,8 @@ class WaitingRuns:
         # Claimed runs another call went on with from their checkpoint
         # meanwhile: the claim's copy is not kept again if its call fails.
         self._superseded: set[str] = set()
+        # Runs let go past the limit since ``let_go`` was last asked.
+        self._dropped: list[str] = []
         # One workflow's runs may go on in several threads, each with its loop.
         self._lock = threading.Lock()
 
@@ -78,6 +80,7 @@ class WaitingRuns:
             dropped = None
             if len(self._runs) > SUSPENDED_LIMIT:
                 _, dropped = self._runs.popitem(last=False)
+                self._dropped.append(dropped.run_id)
         if dropped is not None:
             # The run that pushed it out is told that one was, not which: it
             # may serve another user, and nothing of one run is another's to
@@ -118,6 +121,16 @@ class WaitingRuns:
             self._runs.pop(run_id, None)
             if run_id in self._going:
                 self._superseded.add(run_id)
+
+    def let_go(self, run_id: str) -> list[str]:
+        """The runs no longer kept here since last asked: those let go past
+        the limit, and ``run_id`` (whose call ends) unless it waits — so
+        that what was kept for them elsewhere (a sub-workflow's waiting
+        child runs) goes too."""
+        with self._lock:
+            gone = [*self._dropped, run_id]
+            self._dropped = []
+            return [r for r in gone if r not in self._runs and r not in self._going]
 
     def answered(self, request_ids: Iterable[str], run_id: str, at: str | None) -> None:
         """These requests were answered in run ``run_id`` (recorded at

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._busy import BusyGuard
-from ._checkpoint import CheckpointStore, new_holder
+from ._checkpoint import Checkpoint, CheckpointStore, new_holder
 from ._core import (
     Backend,
     Breakpoints,
@@ -361,7 +361,27 @@ class Workflow:
                 "pauses goes on from its checkpoint, so pass checkpoints= (to the builder or "
                 "this call)"
             )
-        run_id, run, parent, stored_hashes, claimed = await prepare(self, call, config)
+        prepared = await prepare(self, call, config)
+        try:
+            return await self._execute(call, emit, limit, breakpoints, live, config, prepared)
+        finally:
+            # The runs this object no longer keeps waiting in memory (this
+            # one, unless it waits; any let go past the limit): what its
+            # shared executors keep for them goes too (a sub-workflow's
+            # waiting child runs, which nothing could answer any more).
+            self._forget_runs(self._waiting.let_go(prepared[0]))
+
+    async def _execute(
+        self,
+        call: RunCall,
+        emit: Callable[[Event], None],
+        limit: int,
+        breakpoints: Breakpoints,
+        live: bool,
+        config: CheckpointConfig | None,
+        prepared: tuple[str, RunState, Checkpoint | None, dict[str, str] | None, Suspended | None],
+    ) -> _Outcome:
+        run_id, run, parent, stored_hashes, claimed = prepared
         succeeded = cancelled_late = False
         holder = None
         try:
@@ -462,6 +482,13 @@ class Workflow:
             raise asyncio.CancelledError
         usage = RunUsage(dict(run.usage))
         return _Outcome(run_id, status, list(run.requests.values()), last, usage)
+
+    def _forget_runs(self, run_ids: Collection[str]) -> None:
+        """Runs ``run_ids`` are no longer kept in memory: the shared
+        executors drop what they kept for them (see ``Executor._forget_runs``)."""
+        if run_ids:
+            for executor in self._claimable:
+                executor._forget_runs(run_ids)
 
     def _progress(self, recorder: RunRecorder, run: RunState) -> Callable[[str], Awaitable[None]]:
         def save(executor_id: str) -> Awaitable[None]:
