@@ -35,6 +35,7 @@ from ._core import (
     to_the_end,
 )
 from ._exceptions import CheckpointError, ConvergenceError, WorkflowDefinitionError
+from ._executor import Executor
 from ._inspect import StateSnapshot, get_state, update_state
 from ._otel import end_run, start_run
 from ._persistence import CheckpointConfig, RunCodec
@@ -46,7 +47,6 @@ from ._waiting import Suspended, WaitingRuns
 
 if TYPE_CHECKING:
     from ._core import Graph, Reducers
-    from ._executor import Executor
 
 __all__ = ["Workflow", "as_config", "known_ids"]
 
@@ -139,6 +139,11 @@ class Workflow:
         # (what is said of it): this workflow's runs take turns too.
         self._shared_children = dict(shared_children or {})
         self._busy = BusyGuard(graph.name, self._claimable, self._shared_children)
+        # Those that keep something per run beyond it (a sub-workflow's
+        # waiting child runs): told when this object lets a run go.
+        self._keeping_runs = [
+            e for e in self._claimable if type(e)._forget_runs is not Executor._forget_runs
+        ]
 
     # -- description -------------------------------------------------------
 
@@ -487,7 +492,7 @@ class Workflow:
         """Runs ``run_ids`` are no longer kept in memory: the shared
         executors drop what they kept for them (see ``Executor._forget_runs``)."""
         if run_ids:
-            for executor in self._claimable:
+            for executor in self._keeping_runs:
                 executor._forget_runs(run_ids)
 
     def _progress(self, recorder: RunRecorder, run: RunState) -> Callable[[str], Awaitable[None]]:
