@@ -192,6 +192,7 @@ def test_start_watch_answer_and_finish_a_run_from_the_page(serve, open_console):
     console.open("#/runs")
     console.find("run-row", run_id=run_id).wait_for()
     console.shot("console-runs")
+    console.close()  # (done: its list would refresh on beside the phone's page)
     phone = open_console(server.url + "/", width=390, height=844)
     phone.open(f"#/runs/{run_id}")
     phone.find("output-item").wait_for()
