@@ -110,3 +110,12 @@ def test_an_id_holding_a_lone_surrogate_is_refused_not_a_server_failure(
         )
         assert answer.status_code == 422, answer.text
         assert "lone surrogate" in answer.json()["error"]
+        # (quoting at most 100 characters of it, as every refusal)
+        long = body.replace("\\u", "x" * 5000 + "\\u", 1)
+        answer = client.post(
+            f"/api/runs/{run_id}/{route}",
+            content=long.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 422, answer.text
+        assert "(4,9" in answer.json()["error"] and len(answer.json()["error"]) < 400

@@ -370,7 +370,7 @@ def _storable_id(value: str, what: str) -> str:
         except UnicodeEncodeError as exc:
             raise Problem(
                 422,
-                f"{what} {json_text(value)} holds a lone surrogate "
+                f"{what} {quoted(value)} holds a lone surrogate "
                 f"({value[exc.start]!r} at index {exc.start}): no id in the store does",
             ) from None
     return value
