@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .._core import RequestId
+from .._core import RequestId, lone_surrogate_at
 from .._exceptions import CheckpointDecodeError, CheckpointEncodeError
 
 __all__ = [
@@ -309,15 +309,14 @@ def _checked_int(value: int) -> int:
 
 
 def _checked_str(value: str) -> str:
-    if value.isascii():  # O(1) in CPython: a flag of the string
+    if value.isascii():  # O(1) in CPython: a flag of the string (every message's text)
         return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    at = lone_surrogate_at(value)
+    if at is not None:
         raise _Fail(
-            f"the string holds a lone surrogate ({value[exc.start]!r} at index {exc.start}), "
+            f"the string holds a lone surrogate ({value[at]!r} at index {at}), "
             "which UTF-8 cannot store"
-        ) from None
+        )
     return value
 
 

@@ -8,7 +8,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .._core import quoted
+from .._core import lone_surrogate_at, quoted
 
 __all__ = ["main"]
 
@@ -91,14 +91,11 @@ def _not_utf8(args: Sequence[str]) -> str | None:
     UTF-8 (Python keeps each as a lone surrogate, which no id, input, store
     or path of stepgraph's can hold: it failed deep in a store), or None."""
     for position, arg in enumerate(args, 1):
-        if arg.isascii():
-            continue
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError as exc:
+        at = lone_surrogate_at(arg)
+        if at is not None:
             return (
                 f"argument {position} ({quoted(arg)}) holds a byte that is not UTF-8 (at "
-                f"character {exc.start}); stepgraph reads its arguments as UTF-8"
+                f"character {at}); stepgraph reads its arguments as UTF-8"
             )
     return None
 

@@ -23,7 +23,7 @@ from ._backend import (
     run_inbox,
 )
 from ._context import Contract, Outbox, RunScope, WorkflowContext
-from ._display import jsonable, quoted, readable
+from ._display import jsonable, lone_surrogate_at, quoted, readable
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
     CallRecord,
@@ -158,6 +158,7 @@ __all__ = [
     "id_separators",
     "in_schedule_order",
     "jsonable",
+    "lone_surrogate_at",
     "materialize",
     "may_overlap",
     "quoted",

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._typing import type_name
 
-__all__ = ["jsonable", "quoted", "readable"]
+__all__ = ["jsonable", "lone_surrogate_at", "quoted", "readable"]
 
 
 # How deep a rendering goes: below, a container is shown as one line saying
@@ -64,13 +64,23 @@ def readable(text: str) -> str:
     with ``surrogateescape`` holds: UTF-8 has no form for it, so a stored
     checkpoint, a JSON line or a terminal could not hold it) written as its
     escape, ``\\udcff``, for people to see where it was."""
-    if text.isascii():
+    if lone_surrogate_at(text) is None:
         return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def lone_surrogate_at(text: str) -> int | None:
+    """Where ``text`` holds its first lone surrogate — half a character,
+    which UTF-8 has no form for (a file name read with ``surrogateescape``,
+    a JSON ``"\\ud800"``) — or ``None``: what a store, a JSON answer or a
+    terminal can hold. Cheap for ASCII text (a flag of the string)."""
+    if text.isascii():
+        return None
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 _QUOTED = 100

@@ -40,7 +40,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._cli._load import json_value
-from .._core import quoted
+from .._core import lone_surrogate_at, quoted
 from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
 from ._logs import json_text
@@ -364,15 +364,13 @@ def _storable_id(value: str, what: str) -> str:
     """``value``, an id a body names, unless it holds a lone surrogate (JSON
     can write one, "\\ud800"): no store holds such an id (UTF-8 cannot),
     and the database driver would fail on it rather than find nothing."""
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise Problem(
-                422,
-                f"{what} {quoted(value)} holds a lone surrogate "
-                f"({value[exc.start]!r} at index {exc.start}): no id in the store does",
-            ) from None
+    at = lone_surrogate_at(value)
+    if at is not None:
+        raise Problem(
+            422,
+            f"{what} {quoted(value)} holds a lone surrogate "
+            f"({value[at]!r} at index {at}): no id in the store does",
+        )
     return value
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._cli._render import event_record
-from .._core import Event, RequestInfoEvent, RunStatus
+from .._core import Event, RequestInfoEvent, RunStatus, lone_surrogate_at
 
 __all__ = ["RunLog", "json_text"]
 
@@ -23,11 +23,8 @@ def json_text(value: Any, separators: tuple[str, str] | None = None) -> str:
     escape, as JSON allows and a browser reads, rather than break the
     response or the event stream in which it is sent."""
     text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=separators)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = json.dumps(value, allow_nan=False, separators=separators)
+    if lone_surrogate_at(text) is not None:
+        text = json.dumps(value, allow_nan=False, separators=separators)
     return text
 
 

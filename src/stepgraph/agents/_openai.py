@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._core import lone_surrogate_at
 from .._exceptions import ModelError
 from ._types import (
     ChatMessage,
@@ -420,13 +421,9 @@ def _text(text: str) -> str:
     lone surrogate (half of one, which UTF-8 has no form for: a
     checkpoint, an HTTP answer or a log could not hold the conversation)
     replaced by U+FFFD."""
-    if text.isascii():
+    if lone_surrogate_at(text) is None:
         return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 # -- request and reply -----------------------------------------------------------
