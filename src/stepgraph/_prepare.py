@@ -21,9 +21,12 @@ from ._waiting import Suspended
 if TYPE_CHECKING:
     from ._workflow import Workflow
 
-__all__ = ["ExecutorRef", "RunCall", "not_answered", "not_gone_on", "prepare"]
+__all__ = ["ExecutorRef", "Prepared", "RunCall", "not_answered", "not_gone_on", "prepare"]
 
 ExecutorRef = Any  # an Executor or its id
+# The run to execute: (run id, state, checkpoint resumed from, its state
+# hashes, the suspended run it continues).
+Prepared = tuple[str, RunState, Checkpoint | None, dict[str, str] | None, Suspended | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,11 +45,8 @@ class RunCall:
     fork: bool = False
 
 
-async def prepare(
-    workflow: Workflow, call: RunCall, config: CheckpointConfig | None
-) -> tuple[str, RunState, Checkpoint | None, dict[str, str] | None, Suspended | None]:
-    """The run to execute: (run id, state, checkpoint resumed from, its
-    state hashes, the suspended run it continues)."""
+async def prepare(workflow: Workflow, call: RunCall, config: CheckpointConfig | None) -> Prepared:
+    """The run to execute (see ``Prepared``)."""
     start = workflow.start
     codec = workflow.codec
     responses = call.responses

@@ -262,24 +262,27 @@ class WorkflowExecutor(Executor):
             return self.id
         return f"{self.id}/{asked_by(*found, self.workflow.executors)}"
 
-    def _takes_response(self, request: PendingRequest, response: Any) -> bool:
-        """Whether the child's executor that asked has a handler for it."""
+    def _child_asker(self, request: PendingRequest) -> tuple[Executor, PendingRequest] | None:
+        """The child's executor that opened the request behind ``request``,
+        and that request; ``None`` when it is not open here (the answer is
+        refused when it arrives) or its asker is not known."""
         found = self._child_request(request)
         if found is None:
-            return True  # (unknown here: the answer is refused when it arrives)
+            return None
         run, asked = found
         executor = asker(run, asked, self.workflow.executors)
-        return executor is None or executor._takes_response(asked, response)
+        return None if executor is None else (executor, asked)
+
+    def _takes_response(self, request: PendingRequest, response: Any) -> bool:
+        """Whether the child's executor that asked has a handler for it."""
+        found = self._child_asker(request)
+        return found is None or found[0]._takes_response(found[1], response)
 
     def check_response(self, request: PendingRequest, response: Any) -> None:
         """What the child's executor that asked says of the answer."""
-        found = self._child_request(request)
-        if found is None:
-            return  # (unknown here: the answer is refused when it arrives)
-        run, asked = found
-        executor = asker(run, asked, self.workflow.executors)
-        if executor is not None:
-            executor.check_response(asked, response)
+        found = self._child_asker(request)
+        if found is not None:
+            found[0].check_response(found[1], response)
 
     async def _resume(self, request_id: str, value: Any, ctx: WorkflowContext[Any, Any]) -> None:
         route = self._routes.get(request_id)

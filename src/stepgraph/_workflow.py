@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._busy import BusyGuard
-from ._checkpoint import Checkpoint, CheckpointStore, new_holder
+from ._checkpoint import CheckpointStore, new_holder
 from ._core import (
     Backend,
     Breakpoints,
@@ -39,7 +39,7 @@ from ._executor import Executor
 from ._inspect import StateSnapshot, get_state, update_state
 from ._otel import end_run, start_run
 from ._persistence import CheckpointConfig, RunCodec
-from ._prepare import ExecutorRef, RunCall, not_gone_on, prepare
+from ._prepare import ExecutorRef, Prepared, RunCall, not_gone_on, prepare
 from ._recorder import RunRecorder, take_run
 from ._result import RunResult, run_outputs
 from ._stream import RunStream
@@ -384,7 +384,7 @@ class Workflow:
         breakpoints: Breakpoints,
         live: bool,
         config: CheckpointConfig | None,
-        prepared: tuple[str, RunState, Checkpoint | None, dict[str, str] | None, Suspended | None],
+        prepared: Prepared,
     ) -> _Outcome:
         run_id, run, parent, stored_hashes, claimed = prepared
         succeeded = cancelled_late = False
