@@ -8,7 +8,6 @@ import asyncio
 import inspect
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from ._session import (
     EXIT_INTERRUPTED,
     EXIT_OUTPUT_CLOSED,
     EXIT_PENDING,
+    EXIT_TERMINATED,
     PASSWORD_NOTE,
     Session,
     Terminated,
@@ -74,8 +74,12 @@ class _Commands(TyperGroup):
 
 def _exit_code(stop: KeyboardInterrupt) -> int:
     """130 for a Ctrl-C, 143 for a SIGTERM."""
-    return 128 + signal.SIGTERM if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
 
+
+# Seconds --connect-timeout gives a Ray cluster by default (printed commands
+# name it only when another was given).
+CONNECT_TIMEOUT = 10.0
 
 app = typer.Typer(
     name="stepgraph",
@@ -282,7 +286,7 @@ def run(
     ] = "local",
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", min=0.1, help="seconds to reach a Ray cluster")
-    ] = 10.0,
+    ] = CONNECT_TIMEOUT,
     break_before: Annotated[
         list[str] | None,
         typer.Option("--break-before", help="pause before delivering to this executor"),
@@ -368,7 +372,7 @@ def run(
             session.backend = _backend(address, connect_timeout)
             if address is not None:
                 session.backend_args = ("--backend", backend)
-                if connect_timeout != 10.0:
+                if connect_timeout != CONNECT_TIMEOUT:
                     session.backend_args += ("--connect-timeout", f"{connect_timeout:g}")
             stop_exporting = export_from_env() if otel else None
         except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
@@ -516,7 +520,7 @@ def demo(
         # A temporary store goes, unless the run was stopped (a Ctrl-C, a
         # SIGTERM, its output closed): the commands printed to go on with
         # it, or to list it, need it.
-        stopped = code in (EXIT_INTERRUPTED, 128 + signal.SIGTERM, EXIT_OUTPUT_CLOSED)
+        stopped = code in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_OUTPUT_CLOSED)
         if scratch is not None and not stopped:
             shutil.rmtree(scratch, ignore_errors=True)
     if scratch is not None and stopped:

@@ -53,6 +53,7 @@ __all__ = [
     "EXIT_OUTPUT_CLOSED",
     "EXIT_PAUSED",
     "EXIT_PENDING",
+    "EXIT_TERMINATED",
     "PASSWORD_NOTE",
     "Session",
     "Terminated",
@@ -64,6 +65,7 @@ __all__ = [
 
 EXIT_IDLE, EXIT_FAILED, EXIT_PENDING, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE  # 141, as a program SIGPIPE ends
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, a SIGTERM (stops as a Ctrl-C does)
 
 
 class Terminated(KeyboardInterrupt):
