@@ -126,6 +126,9 @@ def test_build_errors_name_the_culprit(make: Any, pattern: str) -> None:
         # back ("stored field 'workflow' has the wrong type"); a store URL raised
         # a TypeError.
         (lambda: B(name=5), "name must be a str, got 5"),
+        # (half a character: a run then failed at its first checkpoint with an
+        # encoding error that named no workflow)
+        (lambda: B(name="w\udcff"), r"name 'w\\udcff' holds half a character .*at index 1"),
         (lambda: B().add_chain("ints"), "add_chain needs at least two executors"),  # type: ignore[arg-type]
         (
             lambda: B(checkpoints="sqlite:runs.db"),

@@ -202,6 +202,10 @@ T = TypeVar("T")
         (lambda: Zoo(""), r"executor id must be a non-empty str, got '' \(Zoo\)"),
         (lambda: Zoo("team/a"), r"executor id 'team/a' \(Zoo\) holds '/', which joins"),
         (lambda: sg.executor(id="x/y")(_takes_int), r"executor id 'x/y' .*holds '/'"),
+        (
+            lambda: Zoo("z\udc80"),
+            r"executor id 'z\\udc80' \(Zoo\) holds half a character \(a lone surrogate, at index 1\)",
+        ),
         (lambda: Zoo("z", timeout=0), r"executor 'z': timeout must be a positive"),
         (lambda: Zoo("z", timeout="x"), r"executor 'z': timeout must be .*got 'x'"),
         (lambda: Zoo("z", timeout=True), r"executor 'z': timeout must be .*got True"),

@@ -49,6 +49,19 @@ async def test_unstorable_state_fails_the_run_naming_the_key(
     assert str(raised.value) == events[-2].error  # type: ignore[attr-defined]
 
 
+async def test_a_state_key_holding_half_a_character_is_named(store: sg.CheckpointStore) -> None:
+    @sg.executor(id="writer")
+    async def write(n: int, ctx: sg.WorkflowContext) -> None:
+        ctx.state.set("k\udcff", n)
+
+    workflow = sg.WorkflowBuilder(start=write, checkpoints=store).build()
+    with pytest.raises(
+        sg.CheckpointEncodeError,
+        match=r"^state key 'k\\udcff': the string holds a lone surrogate \('\\udcff' at index 1\)",
+    ):
+        await workflow.run(1)
+
+
 async def test_unstorable_input_names_the_inbox(store: sg.CheckpointStore) -> None:
     @sg.executor(id="start")
     async def start(text: str) -> None:

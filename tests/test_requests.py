@@ -578,6 +578,7 @@ class Asker(sg.Executor):
         ("a\x00b", "may not contain whitespace, '=' or control characters"),
         ("a\x1bb", "may not contain whitespace, '=' or control characters"),
         ("a\x85b", "may not contain whitespace, '=' or control characters"),
+        ("a\udc80", "holds half a character (a lone surrogate)"),  # (no checkpoint held it)
         (5, "is a int, not a str"),
         ("sub/x", "may not contain '/', which joins a sub-workflow's id"),  # (a collision)
     ],

@@ -27,7 +27,9 @@ from ._core import (
     MultiSelectEdge,
     Node,
     SwitchEdge,
+    lone_surrogate_at,
     may_overlap,
+    quoted,
     type_name,
 )
 from ._edges import Case, Default
@@ -140,6 +142,12 @@ class WorkflowBuilder:
             )
         if name is not None and not isinstance(name, str):
             raise WorkflowDefinitionError(f"name must be a str, got {name!r}")
+        half = None if name is None or name.isascii() else lone_surrogate_at(name)
+        if name is not None and half is not None:
+            raise WorkflowDefinitionError(
+                f"name {quoted(name)} holds half a character (a lone surrogate, at index "
+                f"{half}), which no store, event stream or log can carry; choose another name"
+            )
         self._name = name if name is not None else "workflow"
         self._max_supersteps = max_supersteps
         self._strict = strict

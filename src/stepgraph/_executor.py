@@ -25,7 +25,9 @@ from ._core import (
     RetryPolicy,
     WorkflowContext,
     a_value_type,
+    lone_surrogate_at,
     may_overlap,
+    quoted,
     type_name,
 )
 from ._exceptions import WorkflowDefinitionError
@@ -130,6 +132,12 @@ def check_id(id: object, what: str, where: str = "") -> None:
         raise WorkflowDefinitionError(
             f"{what} {id!r}{where} holds '/', which joins the ids of an event's path and of a "
             "sub-workflow's requests; choose an id without it"
+        )
+    half = None if id.isascii() else lone_surrogate_at(id)
+    if half is not None:
+        raise WorkflowDefinitionError(
+            f"{what} {quoted(id)}{where} holds half a character (a lone surrogate, at index "
+            f"{half}), which no checkpoint, event stream or log can carry; choose another id"
         )
 
 

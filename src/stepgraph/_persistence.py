@@ -400,6 +400,8 @@ class RunCodec:
         keys = run.state.keys() if written is None else written
         for key in keys:
             if key in run.state:
+                if not key.isascii():  # (half a character: refused by name, not by JSON)
+                    self._enc(key, f"state key {quoted(key)}")
                 h, data = self._blob(run.state[key], f"state[{key!r}]")
                 state_hashes[key] = h
                 blobs[h] = data

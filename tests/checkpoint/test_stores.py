@@ -156,9 +156,10 @@ async def held(store: sg.CheckpointStore, run_id: str, holder: str) -> AsyncIter
         await store.release(run_id, holder)
 
 
-async def test_lookups_by_ids_with_nul_find_nothing(store: sg.CheckpointStore) -> None:
+@pytest.mark.parametrize("odd", ["a\x00b", "a\udcffb"], ids=["nul", "lone-surrogate"])
+async def test_lookups_by_odd_ids_find_nothing(store: sg.CheckpointStore, odd: str) -> None:
+    # (NUL: PostgreSQL's text cannot hold it; half a character: UTF-8 cannot)
     await store.save(make("a"))
-    odd = "a\x00b"
     with pytest.raises(sg.CheckpointNotFoundError):
         await store.load(odd)
     assert await store.latest(odd) is None and await store.run_info(odd) is None
@@ -170,7 +171,25 @@ async def test_lookups_by_ids_with_nul_find_nothing(store: sg.CheckpointStore) -
     with pytest.raises(sg.CheckpointNotFoundError):
         await store.runs(before=odd)
     assert await store.prune(odd) == 0
+    with pytest.raises(sg.CheckpointNotFoundError):
+        await store.delete(odd)
+    with pytest.raises(sg.CheckpointNotFoundError):
+        await store.outputs(odd)
+    assert await store.lease_holder(odd) is None and await store.list(odd, last=3) == []
+    assert not await store.cancel_asked(odd, 0.0)
+    assert await store.runs(signature=odd) == [] and await store.runs(status=odd) == []
     assert [i.id for i in await store.list()] == ["a"]  # (nothing else touched)
+
+
+async def test_a_lease_or_status_for_a_run_id_holding_half_a_character_is_refused(
+    store: sg.CheckpointStore,
+) -> None:
+    with pytest.raises(ValueError, match=r"run id 'r\\udcff' holds half a character"):
+        await store.lease("r\udcff", "someone")
+    with pytest.raises(ValueError, match="holds half a character"):
+        await store.set_status("r\udcff", "failed", "boom")
+    await store.release("r\udcff", "someone")  # (never leased: nothing to give back)
+    assert await store.runs() == []
 
 
 async def test_ids_with_commas_are_refused(store: sg.CheckpointStore) -> None:

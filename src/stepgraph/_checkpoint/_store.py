@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any, Self, TypeVar
 
-from .._core import quoted
+from .._core import lone_surrogate_at, quoted
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
@@ -85,6 +85,25 @@ def _storable(text: str | None) -> str | None:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def _absent(*names: str | None) -> bool:
+    """Whether a name looked up holds half a character (a lone surrogate):
+    no store holds one (a save refuses it, and the SQL drivers cannot even
+    send it), so the lookup finds nothing, as it does in memory."""
+    return any(n and not n.isascii() and lone_surrogate_at(n) is not None for n in names)
+
+
+def _named(run_id: str) -> str:
+    """A run id a lease or a status is written for: half a character is
+    refused by name (every store's answer; the SQL drivers' is an encoding
+    error)."""
+    if _absent(run_id):
+        raise ValueError(
+            f"run id {quoted(run_id)} holds half a character (a lone surrogate), which no "
+            "store keeps: no run has that id"
+        )
+    return run_id
 
 
 def _secret(secret: str | bytes | None) -> bytes | None:
@@ -269,13 +288,13 @@ class BaseStore:
         self._write(checkpoints, blob_bytes, blobs)
 
     async def load(self, checkpoint_id: str) -> Checkpoint:
-        row = await self._run(self._read, checkpoint_id)
+        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
         if row is None:
             raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
         return await self._open(row)
 
     async def latest(self, run_id: str) -> Checkpoint | None:
-        row = await self._run(self._read_latest, run_id)
+        row = None if _absent(run_id) else await self._run(self._read_latest, run_id)
         return None if row is None else await self._open(row)
 
     async def _open(self, row: Row) -> Checkpoint:
@@ -306,7 +325,7 @@ class BaseStore:
         checkpoint, which must be on the lineage (else
         ``CheckpointNotFoundError``): the run is read back from its newest
         records only as far as that checkpoint."""
-        row = await self._run(self._read, checkpoint_id)
+        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
         if row is None:
             raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
         chain: builtins.list[Row] = []
@@ -347,16 +366,17 @@ class BaseStore:
         last: int | None = None,
     ) -> builtins.list[CheckpointInfo]:
         damaged: builtins.list[str] = []
+        rows: builtins.list[Row] = []
         if last is None:
-            rows, damaged = await self._run(self._rows, run_id, workflow)
+            if not _absent(run_id, workflow):
+                rows, damaged = await self._run(self._rows, run_id, workflow)
         else:
             if run_id is None or isinstance(last, bool) or last < 0:
                 raise ValueError(
                     f"last= lists a run's newest checkpoints: it needs run_id and a count "
                     f">= 0, got run_id={run_id!r}, last={last!r}"
                 )
-            rows = []
-            if last:
+            if last and not _absent(run_id, workflow):
                 async with aclosing(self._newest_first(run_id, damaged)) as pages:
                     async for page in pages:
                         rows[:0] = [r for r in page if workflow in (None, r.workflow)]
@@ -384,6 +404,10 @@ class BaseStore:
         query = RunQuery(
             workflow=workflow, signature=signature, status=status, limit=limit, before=before
         )
+        if _absent(before):
+            raise CheckpointNotFoundError(f"no run {quoted(before or '')} in this store (before=)")
+        if _absent(workflow, signature, status):
+            return []
         infos, damaged = await self._run(self._runs, query)
         if damaged:
             warnings.warn(
@@ -395,16 +419,16 @@ class BaseStore:
         return infos
 
     async def find_request(self, request_id: str) -> RunInfo | None:
-        return await self._run(self._run_of_request, request_id)
+        return None if _absent(request_id) else await self._run(self._run_of_request, request_id)
 
     async def run_info(self, run_id: str) -> RunInfo | None:
-        return await self._run(self._run_info, run_id)
+        return None if _absent(run_id) else await self._run(self._run_info, run_id)
 
     async def request_cancel(self, run_id: str) -> bool:
         # A run going on holds its lease: one nobody holds runs nowhere (its
         # process ended without recording how) and would never hear the
         # cancel. (Read, not taken: a resume that comes meanwhile goes on.)
-        if await self.lease_holder(run_id) is None:
+        if _absent(run_id) or await self.lease_holder(run_id) is None:
             return False
         return await self._run(self._request_cancel, run_id, time.time())
 
@@ -413,33 +437,37 @@ class BaseStore:
         return asked is not None and asked >= since
 
     async def cancel_asked(self, run_id: str, since: float) -> bool:
-        asked = await self._run(self._cancel_mark, run_id)
+        asked = None if _absent(run_id) else await self._run(self._cancel_mark, run_id)
         if asked is not None:
             self._cancels[run_id] = asked
         return asked is not None and asked >= since
 
     async def answers(self, run_id: str, request_ids: Iterable[str]) -> dict[str, str]:
-        return await self._run(self._answers, run_id, builtins.list(request_ids))
+        if _absent(run_id):
+            return {}
+        wanted = [r for r in request_ids if not _absent(r)]
+        return await self._run(self._answers, run_id, wanted) if wanted else {}
 
     async def lease(self, run_id: str, holder: str) -> str | None:
-        return await self._run(self._lease, run_id, holder)
+        return await self._run(self._lease, _named(run_id), holder)
 
     async def release(self, run_id: str, holder: str) -> None:
-        await self._run(self._release_lease, run_id, holder)
+        if not _absent(run_id):  # (never leased)
+            await self._run(self._release_lease, run_id, holder)
 
     async def lease_holder(self, run_id: str) -> str | None:
         """Who holds the run now (``None``: nobody, or a process that has
         ended) -- read, not taken: asking never stands in the way of a call
         that takes the run at that moment, as taking and giving back would."""
-        return await self._run(self._holder, run_id)
+        return None if _absent(run_id) else await self._run(self._holder, run_id)
 
     async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {sorted(TERMINAL_STATUSES)}, not {status!r}")
-        await self._run(self._set_status, run_id, status, _storable(error))
+        await self._run(self._set_status, _named(run_id), status, _storable(error))
 
     async def delete(self, checkpoint_id: str) -> None:
-        row = await self._run(self._read, checkpoint_id)
+        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
         if row is None:
             raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
         holder = await self._hold_for_deleting(row.run_id)  # (as delete_run: not cut from under)
@@ -455,6 +483,8 @@ class BaseStore:
             self._cancels.pop(row.run_id, None)
 
     async def delete_run(self, run_id: str) -> int:
+        if _absent(run_id):
+            raise CheckpointNotFoundError(f"no run {quoted(run_id)} in this store")
         holder = await self._hold_for_deleting(run_id)
         try:
             removed = await self._run(self._remove_run, run_id)
@@ -487,6 +517,8 @@ class BaseStore:
         removed = 0
         damaged: builtins.list[str] = []
         keep_last = min(keep_last, MOST)  # (no run holds more)
+        if _absent(run_id):
+            return 0
         # One run at a time: each removal is short, so writers never wait long.
         for run, ids in (await self._run(self._run_ids, run_id, keep_last)).items():
             doomed = ids[:-keep_last]

@@ -29,6 +29,7 @@ from .._exceptions import (
     RoutingError,
     WorkflowRunError,
 )
+from ._display import lone_surrogate_at
 from ._events import FRAMEWORK_EVENT_KINDS, Event, OutputEvent, WarningEvent
 from ._requests import PendingRequest, RequestId, id_separators
 from ._state import Fold, Reducers, StateView
@@ -421,6 +422,8 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             problem = "may not contain '/', which joins a sub-workflow's id to its requests' ids"
         elif id_separators(request_id):
             problem = "may not contain whitespace, '=' or control characters"
+        elif not request_id.isascii() and lone_surrogate_at(request_id) is not None:
+            problem = "holds half a character (a lone surrogate), which no store can keep"
         elif any(r.request_id == request_id for r in self._outbox.requests):
             problem = "was already opened by this executor in this superstep"
         if problem is not None:
