@@ -61,10 +61,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         store: sg.SqliteCheckpointStore | None = None,
         max_body: int = 1 << 20,
         port: int = 0,
+        **options: Any,
     ) -> Served:
         store = store or sg.SqliteCheckpointStore(tmp_path / "serve.sqlite")
         served = [ServedWorkflow(t(), t, t.__doc__ or "") for t in (targets or (flows.gate,))]
-        service = RunService(served, store)
+        service = RunService(served, store, **options)
 
         async def lifespan_close(app: Any) -> Any:
             yield
@@ -107,7 +108,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 def sse(client: httpx.Client, run_id: str, last: int | None = None) -> list[dict[str, Any]]:
     """Every event of the run's stream (read to its end), as parsed records;
-    the final ``end`` event as ``{"kind": "end", ...}``."""
+    a named event (the final ``end``, ``dropped``) as ``{"kind": name, ...}``,
+    with its SSE id, if it has one, as ``sse_id``."""
     import json
 
     headers = {"Last-Event-ID": str(last)} if last is not None else {}
@@ -119,8 +121,10 @@ def sse(client: httpx.Client, run_id: str, last: int | None = None) -> list[dict
             if line == "":
                 if data:
                     record = json.loads("\n".join(data))
-                    if name == "end":
-                        record["kind"] = "end"
+                    if name != "message":
+                        record["kind"] = name
+                        if ident is not None:
+                            record["sse_id"] = int(ident)
                     else:
                         assert record["id"] == int(ident)
                     out.append(record)

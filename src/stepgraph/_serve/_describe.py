@@ -181,6 +181,7 @@ class RunDescriber:
                 "failure": failure_of(summary["status"], summary["error"]),
                 "checkpoints": [],
                 "checkpoints_total": 0,
+                "events_dropped": run_log.dropped,
                 "outputs": jsonable(run_log.outputs),
                 "pending_requests": self._live_requests(run_log),
             }
@@ -188,6 +189,7 @@ class RunDescriber:
         if not out["live"] and info.status in RUNNING_STATUSES and await self._stranded(run_id):
             out["interrupted"] = True  # (its process ended without recording how: killed)
         out["events_kept"] = run_log is not None
+        out["events_dropped"] = run_log.dropped if run_log is not None else 0
         out["failure"] = failure_of(out["status"], out["error"])
         # Taken with the status, before any await: the run may end meanwhile.
         live_requests = self._live_requests(run_log) if out["live"] and run_log else []

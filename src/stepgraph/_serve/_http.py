@@ -18,7 +18,10 @@ middleware (:class:`Guard`) in front of everything:
 Run events stream as Server-Sent Events: ``id: n`` and ``data: {json}`` per
 event; a client that reconnects with ``Last-Event-ID: n`` gets the events
 after ``n``. When the run is not going on (any more) the stream sends
-``event: end`` with the run's status and closes.
+``event: end`` with the run's status and closes. A run's log keeps its
+newest events only (see :mod:`._logs`): a stream asking for events it
+dropped gets ``event: dropped`` first, saying how many and from which id
+the rest follow.
 """
 
 from __future__ import annotations
@@ -394,6 +397,15 @@ def _static_files() -> dict[str, str]:
     return found
 
 
+def _dropped(missed: int, after: int, resumes_at: int) -> str:
+    """What a stream says of the events after ``after`` that its run's log
+    dropped (it keeps a run's newest events only): how many, and the id the
+    events it goes on with begin at. Its own id is the one before that, so
+    a client that reconnects after it is not told again."""
+    said = {"dropped": missed, "after": after, "resumes_at": resumes_at}
+    return f"event: dropped\nid: {resumes_at - 1}\ndata: {json.dumps(said)}\n\n"
+
+
 async def _stream(
     service: RunService, run_id: str, after: int, status: str, request: Request
 ) -> AsyncIterator[str]:
@@ -403,8 +415,10 @@ async def _stream(
         run_log = service.log_of(run_id)
         if run_log is not None:
             new = run_log.after(seen)
+            missed = run_log.missed(seen)
             if new:  # all that is new in one write
-                yield "".join(f"id: {n}\ndata: {r}\n\n" for n, r in new)
+                said = _dropped(missed, seen, new[0][0]) if missed else ""
+                yield said + "".join(f"id: {n}\ndata: {r}\n\n" for n, r in new)
                 seen = new[-1][0]
             status = run_log.status
             if run_log.live and not service.streams_over.is_set():

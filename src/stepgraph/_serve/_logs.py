@@ -1,6 +1,12 @@
 """What a server keeps of a run's events: :class:`RunLog`, numbered JSON
 records a stream that reconnects with ``Last-Event-ID`` resumes from, and
-what the run yielded that its store may not hold yet."""
+what the run yielded that its store may not hold yet.
+
+A log keeps at most ``max_events`` records and ``max_bytes`` of them (the
+newest always): past that the oldest are dropped, however long the run goes
+on -- an agent streaming its deltas for hours, a loop that never ends. What
+was dropped is counted (``dropped``), and a stream that asks for events
+that are gone hears how many (:meth:`RunLog.missed`) before the rest."""
 
 from __future__ import annotations
 
@@ -13,7 +19,12 @@ from typing import Any
 from .._cli._render import event_record
 from .._core import Event, RequestInfoEvent, RunStatus, lone_surrogate_at
 
-__all__ = ["RunLog", "json_text"]
+__all__ = ["KEEP_RUN_BYTES", "KEEP_RUN_EVENTS", "RunLog", "json_text"]
+
+# What one run's log keeps at most, by default: its newest events, this many
+# and this many bytes of them (the oldest are dropped past either).
+KEEP_RUN_EVENTS = 100_000
+KEEP_RUN_BYTES = 16 << 20
 
 
 def json_text(value: Any, separators: tuple[str, str] | None = None) -> str:
@@ -36,7 +47,12 @@ class RunLog:
     again later — or a later server process — numbers above every id given
     before, and a client reconnecting with an older ``Last-Event-ID`` gets
     all of this log. A continuation here after another server went on with
-    the run jumps to the time it began (``renumber``), for the same reason."""
+    the run jumps to the time it began (``renumber``), for the same reason.
+
+    Records are indexed in the order they came, from 0, dropped ones too:
+    ``records[i]`` is the record of index ``i + _offset``, and those below
+    ``dropped`` are gone (an empty string holds their place until the list
+    is compacted: dropping costs no copy per event)."""
 
     run_id: str
     workflow: str
@@ -44,6 +60,10 @@ class RunLog:
     # Where the numbering jumped (see ``renumber``): (the id, the index of
     # its record) at each jump, in order; the records between go one apart.
     jumps: list[tuple[int, int]] = field(default_factory=list)
+    max_events: int = KEEP_RUN_EVENTS
+    max_bytes: int = KEEP_RUN_BYTES
+    dropped: int = 0  # how many of the oldest records were dropped (see above)
+    _offset: int = 0  # the index of ``records[0]``
     outputs: list[Any] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     status: str = RunStatus.IN_PROGRESS.value
@@ -76,19 +96,40 @@ class RunLog:
         return self.task is not None and not self.task.done()
 
     @property
+    def _count(self) -> int:
+        """How many records were added, dropped ones too."""
+        return self._offset + len(self.records)
+
+    @property
     def last_id(self) -> int:
         first, index = self.jumps[-1] if self.jumps else (self.base + 1, 0)
-        return first + len(self.records) - index - 1
+        return first + self._count - index - 1
+
+    def _stretches(self, event_id: int) -> list[tuple[int, int, int]]:
+        """For each stretch of ids one apart: (its first id, the index of
+        the first record after ``event_id`` in it, its end index)."""
+        stretches = [(self.base + 1, 0), *self.jumps]
+        out = []
+        for k, (first, index) in enumerate(stretches):
+            end = stretches[k + 1][1] if k + 1 < len(stretches) else self._count
+            out.append((first - index, index + min(max(event_id - first + 1, 0), end - index), end))
+        return out
 
     def after(self, event_id: int) -> list[tuple[int, str]]:
-        """The records after ``event_id``, with their ids."""
-        stretches = [(self.base + 1, 0), *self.jumps]
+        """The records kept after ``event_id``, with their ids."""
         out: list[tuple[int, str]] = []
-        for k, (first, index) in enumerate(stretches):
-            end = stretches[k + 1][1] if k + 1 < len(stretches) else len(self.records)
-            skip = min(max(event_id - first + 1, 0), end - index)
-            out += enumerate(self.records[index + skip : end], first + skip)
+        for id_of_0, start, end in self._stretches(event_id):
+            start = max(start, self.dropped)
+            out += enumerate(
+                self.records[start - self._offset : end - self._offset], id_of_0 + start
+            )
         return out
+
+    def missed(self, event_id: int) -> int:
+        """How many records after ``event_id`` were dropped."""
+        return sum(
+            max(min(end, self.dropped) - start, 0) for _, start, end in self._stretches(event_id)
+        )
 
     def renumber(self) -> None:
         """Number what comes next above every id any server may have given
@@ -99,9 +140,9 @@ class RunLog:
         now = time.time_ns() // 1000
         if now <= self.last_id + 1:
             return
-        if self.jumps and self.jumps[-1][1] == len(self.records):
+        if self.jumps and self.jumps[-1][1] == self._count:
             self.jumps.pop()  # (nothing numbered since the last jump)
-        self.jumps.append((now, len(self.records)))
+        self.jumps.append((now, self._count))
 
     def add(self, event: Event) -> None:
         record = event_record(event)
@@ -121,7 +162,22 @@ class RunLog:
         text = json_text(record)
         self.records.append(text)
         self.size += len(text)
+        self._drop_oldest()
         self.changed()
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest records past ``max_events`` or ``max_bytes``
+        (never the newest); compact the list once half of it holds places."""
+        while self._count - self.dropped > max(self.max_events, 1) or (
+            self.size > self.max_bytes and self._count - self.dropped > 1
+        ):
+            at = self.dropped - self._offset
+            self.size -= len(self.records[at])
+            self.records[at] = ""
+            self.dropped += 1
+        if (gone := self.dropped - self._offset) > len(self.records) // 2:
+            del self.records[:gone]
+            self._offset = self.dropped
 
     def changed(self) -> None:
         wake, self._wake = self._wake, asyncio.Event()

@@ -125,6 +125,15 @@ def openapi() -> dict[str, Any]:
                                 },
                             },
                         },
+                        "events_kept": {
+                            "type": "boolean",
+                            "description": "whether this server holds the run's event log",
+                        },
+                        "events_dropped": {
+                            "type": "integer",
+                            "description": "how many of the run's oldest events that log "
+                            "dropped (it keeps a run's newest events only)",
+                        },
                         "checkpoints_total": {
                             "type": "integer",
                             "description": "how many checkpoints the run has (more than "
@@ -245,7 +254,10 @@ def openapi() -> dict[str, Any]:
                 "get": {
                     "summary": "The run's events as Server-Sent Events (id: n, data: JSON with "
                     "kind); reconnect with Last-Event-ID to get the events after n; `event: "
-                    "end` when the run is not going on",
+                    "end` when the run is not going on. The server keeps a run's newest events "
+                    "only: a stream asking for dropped ones first gets `event: dropped` with "
+                    "{dropped, after, resumes_at} (how many after `after` are gone; the rest "
+                    "begin at `resumes_at`)",
                     "parameters": [
                         _RUN_ID,
                         {

@@ -8,7 +8,9 @@ exactly the events it missed, also after the run ended. Everything that
 lasts is in the checkpoint store the CLI uses: runs, their checkpoints,
 requests and answers; the events are kept in memory for the runs this
 server process ran (the most recent ``keep_runs`` of them, at most
-``keep_bytes`` of events in all).
+``keep_bytes`` of events in all), and of each run its newest events only:
+``keep_run_events`` of them, ``keep_run_bytes`` at most, also while it goes
+on (a stream asking for one dropped is told so: see :mod:`._logs`).
 
 It is what the HTTP layer talks to. Describing runs for the API is
 :class:`~._describe.RunDescriber`'s, which the service holds over the same
@@ -41,7 +43,7 @@ from .._exceptions import (
 from .._persistence import CheckpointConfig
 from .._workflow import Workflow
 from ._describe import CHECKPOINTS_SHOWN, RunDescriber
-from ._logs import RunLog
+from ._logs import KEEP_RUN_BYTES, KEEP_RUN_EVENTS, RunLog
 from ._refusals import (
     Problem,
     answered_already,
@@ -67,6 +69,8 @@ class RunService:
         durability: str = "async",
         keep_runs: int = 1000,
         keep_bytes: int = 256 << 20,
+        keep_run_events: int = KEEP_RUN_EVENTS,
+        keep_run_bytes: int = KEEP_RUN_BYTES,
     ) -> None:
         names = [w.name for w in workflows]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -79,6 +83,7 @@ class RunService:
         self.store = store
         self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
         self.keep_runs, self.keep_bytes = keep_runs, keep_bytes
+        self.keep_run_events, self.keep_run_bytes = keep_run_events, keep_run_bytes
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
         # Runs a call to this server is continuing, until the continuation
         # went past its entry (then its live log says so): the requests it answers.
@@ -391,7 +396,9 @@ class RunService:
     def _open_log(self, held: list[Event], workflow: str, continuation: _Continuation) -> RunLog:
         run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))
         known = self.logs.pop(run_id, None)
-        run_log = known or RunLog(run_id, workflow)
+        run_log = known or RunLog(
+            run_id, workflow, max_events=self.keep_run_events, max_bytes=self.keep_run_bytes
+        )
         if known is not None and continuation.renumber:
             run_log.renumber()
         self.logs[run_id] = run_log  # (moved to the end: the newest)

@@ -49,6 +49,7 @@ export function logPanel() {
   let following = true; // the window ends at the newest event and moves on with the run
   let drawnAt = -Infinity;
   let stick = true;
+  let dropped = 0; // events the server dropped before they reached this page
   list.addEventListener("scroll", () => {
     const was = stick;
     stick = nearBottom(list);
@@ -79,6 +80,7 @@ export function logPanel() {
     const parts = [];
     if (lo > 0 || hi < total) parts.push(`Showing events ${lo + 1}–${hi} of ${total}.`);
     if (kind.select.value === "agent_delta") parts.push("Agent text is shown in the Agent text panel, not here.");
+    if (dropped) parts.push(`${dropped.toLocaleString("en-US")} older events were dropped by the server, which keeps a run's newest events only.`);
     note.textContent = parts.join(" ");
     olderButton.hidden = lo === 0;
     olderButton.textContent = `Show ${Math.min(LOG_PAGE, lo)} older`;
@@ -135,6 +137,11 @@ export function logPanel() {
   return {
     node: el("div", {}, el("div", { class: "filters" }, kind.wrap, exec.wrap), note,
       el("div", { class: "log-pager" }, olderButton), list, el("div", { class: "log-pager" }, newerButton, newestButton)),
+    /** The server dropped `count` events this page had not had. */
+    dropped(count) {
+      dropped += count;
+      updateNote();
+    },
     noteKind(k) {
       if (kinds.has(k)) return;
       kinds.add(k);

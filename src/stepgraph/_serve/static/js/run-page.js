@@ -198,7 +198,7 @@ export function pageRun(main, { runId }, scope) {
     history = past;
     document.body.dataset.streaming = history ? "history" : "live";
     header.setStream("connecting");
-    stream = openRunStream(runId, { lastId: () => model.lastId, onEvent, onEnd, onState });
+    stream = openRunStream(runId, { lastId: () => model.lastId, onEvent, onDropped, onEnd, onState });
   }
   function onState(state) {
     header.setStream(history && state === "live" ? "history" : state);
@@ -224,6 +224,13 @@ export function pageRun(main, { runId }, scope) {
     clearTimeout(detailsTimer); // the refresh below replaces any pending one
     detailsTimer = 0;
     refreshDetails();
+  }
+  function onDropped(told) {
+    const count = Number(told.dropped);
+    const resumes = Number(told.resumes_at);
+    if (!Number.isInteger(count) || count <= 0 || !(resumes - 1 > model.lastId)) return; // (told before)
+    model.lastId = resumes - 1; // (a reconnect is not told again)
+    log.dropped(count);
   }
   function onEvent(ev, sseId) {
     const id = Number.isInteger(ev.id) ? ev.id : Number(sseId);

@@ -52,7 +52,8 @@ class SseParser {
 /**
  * Streams /api/runs/ID/events until the "end" event; reconnects after a drop
  * (1 s, then backing off to 10 s) with Last-Event-ID = lastId().
- * handlers: { lastId(), onEvent(json, sseId), onEnd(json), onState(text) }.
+ * handlers: { lastId(), onEvent(json, sseId), onDropped(json), onEnd(json), onState(text) }
+ * (onDropped: the server dropped events after lastId() — it keeps a run's newest only).
  */
 export function openRunStream(runId, handlers) {
   const controller = new AbortController();
@@ -87,6 +88,9 @@ export function openRunStream(runId, handlers) {
         if (message.type === "end") {
           ended = true;
           handlers.onEnd(parseJson(message.data) || {});
+        } else if (message.type === "dropped") {
+          const told = parseJson(message.data);
+          if (told && typeof told === "object") handlers.onDropped(told);
         } else if (message.type === "message") {
           const event = parseJson(message.data);
           if (event && typeof event === "object") {
