@@ -454,6 +454,13 @@ class Executor:
         raise ``RequestError`` when it cannot be withdrawn. An executor
         whose snapshot keeps no requests has nothing to do."""
 
+    def check_input(self, message: Any) -> None:
+        """Override to refuse a run's input before the run starts, when this
+        is its start executor — raise ``ValueError`` saying why; the caller
+        of ``run()`` (or the CLI, or the server: a 422) gets a
+        ``MessageTypeError`` naming the workflow and this executor, and no
+        run starts. Called with an input one of its handlers takes."""
+
     def check_response(self, request: PendingRequest, response: Any) -> None:
         """Override to refuse an answer to one of this executor's requests
         before it is recorded — raise ``ValueError`` saying why; the caller

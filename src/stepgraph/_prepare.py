@@ -114,6 +114,14 @@ async def prepare(workflow: Workflow, call: RunCall, config: CheckpointConfig | 
             f"{', '.join(type_name(t) for t in start.input_types)})",
             executor_id=start.id,
         )
+    try:
+        start.check_input(call.input)
+    except ValueError as exc:
+        raise MessageTypeError(
+            f"the input of workflow {workflow.name!r} is refused by its start executor "
+            f"{start.id!r}: {exc}",
+            executor_id=start.id,
+        ) from None
     run = RunState(inboxes={start.id: [("", call.input)]})
     return uuid.uuid4().hex, run, None, None, None
 

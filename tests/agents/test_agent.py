@@ -938,7 +938,8 @@ async def test_approval_rules_that_raise_and_cut_replies_are_named() -> None:
         "agent 'talker': the model stopped its reply early (finish_reason 'length'); "
         "the answer may be cut short"
     ]
-    with pytest.raises(sg.WorkflowRunError, match="got an empty list of messages"):
+    # (refused before the run starts: no run that only fails)
+    with pytest.raises(sg.MessageTypeError, match="'talker': an empty list of messages"):
         await agent_flow(sg.Agent("talker", model=ScriptedModel(["x"]))).run([])
     with pytest.raises(TypeError, match="takes the tool's arguments as a mapping"):
         sg.ToolApproval.edit([1])  # type: ignore[arg-type]

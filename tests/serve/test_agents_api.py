@@ -66,3 +66,18 @@ def check(server):
         assert "me@example.com" in agent_approval.SENT
         tool_events = [e for e in sse(client, run_id) if e["kind"] == "tool_call"]
         assert any(e.get("tool") == "send_email" for e in tool_events)
+
+
+def test_an_agent_run_with_no_messages_is_refused_up_front(serve):
+    model = agent_approval.default_model()
+    server = serve(lambda: agent_approval.build(model=model))
+    try:
+        with server.client() as client:
+            refused = client.post("/api/workflows/research/runs", json={"input": []})
+            assert refused.status_code == 422, refused.text
+            error = refused.json()["error"]
+            assert error.startswith("the input of workflow 'research'"), error
+            assert "start executor 'researcher'" in error and "empty list of messages" in error
+            assert client.get("/api/runs").json()["runs"] == []  # (no run started)
+    finally:
+        server.call(model.aclose)

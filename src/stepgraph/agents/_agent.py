@@ -215,6 +215,15 @@ class Agent(Executor):
 
     # -- inputs --------------------------------------------------------------
 
+    def check_input(self, message: Any) -> None:
+        """A run that would start with no message is refused before it
+        starts, rather than failing in its first superstep."""
+        messages = message.messages if isinstance(message, AgentResponse) else message
+        if isinstance(messages, list | tuple) and not messages:
+            raise ValueError(
+                "an empty list of messages; send at least one (a string is one user message)"
+            )
+
     @handler
     async def _on_text(self, text: str, ctx: WorkflowContext[Any, Any]) -> None:
         await self._call(text, ctx, lambda: self._take([ChatMessage.user(text)]))
