@@ -317,15 +317,30 @@ class WorkflowExecutor(Executor):
         outputs: list[OutputEvent] = []
         forward = ctx._emit
         prefix = (self.id,)
+        # Run as a map's worker, this child run is one of its items: each
+        # event names it beside our id in its path (its own ``item`` is that
+        # of the map inside the child that emitted it, if any).
+        mapped = (ctx._item,) if ctx._item is not None else None
 
         def emit(item: Any) -> None:
             event = materialize(item)  # it travels with its path: a real event
             if type(event) is RequestInfoEvent:
                 # Announced once, by the parent's barrier, with the id to answer.
                 return
-            if type(event) is OutputEvent and not event.workflow_path:
+            path = event.workflow_path
+            if type(event) is OutputEvent and not path:
                 outputs.append(event)
-            forward(replace(event, workflow_path=prefix + event.workflow_path))
+            items = event.workflow_items
+            if mapped is None and not items:
+                forward(replace(event, workflow_path=prefix + path))
+            else:
+                forward(
+                    replace(
+                        event,
+                        workflow_path=prefix + path,
+                        workflow_items=(mapped or (None,)) + (items or (None,) * len(path)),
+                    )
+                )
 
         run.usage.clear()  # what this drive's model calls use, counted in the parent below
         try:

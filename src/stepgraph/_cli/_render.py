@@ -110,8 +110,10 @@ def event_record(event: Event) -> dict[str, Any]:
     record: dict[str, Any] = {"kind": event.kind}
     for field in dataclasses.fields(event):
         value = getattr(event, field.name)
-        if field.name != "item" or value is not None:  # (only a map worker's events)
-            record[field.name] = jsonable(value)
+        # Only where set: a map worker's events, those of a sub-workflow run as a map's item.
+        if field.name in ("item", "workflow_items") and value in (None, ()):
+            continue
+        record[field.name] = jsonable(value)
     record["workflow_path"] = list(event.workflow_path)
     record["path"] = event.path
     return record

@@ -58,7 +58,14 @@ class Event:
     through, outermost first (``path`` joins them with the executor id).
     ``item`` is set on the events of a map's workers: the index of the item
     (the message, in the order the source sent them) whose worker emitted
-    it, so that interleaved items (agents streaming) can be told apart."""
+    it, so that interleaved items (agents streaming) can be told apart. It
+    belongs to ``executor_id``'s map; when a workflow executor of the path
+    ran as a map's worker, the index of its item is in ``workflow_items``,
+    beside it: empty when none of them did, else one per ``workflow_path``
+    element (``None`` for one that ran as no item). So an event of map
+    ``pages``'s item 1 in the sub-workflow of map ``docs``'s item 0 has
+    ``workflow_path=("docs",)``, ``workflow_items=(0,)``, ``item=1``, and
+    ``path`` reads ``"docs[0]/pages"``."""
 
     kind: ClassVar[str] = "event"
     # A transient event reaches stream() consumers as it happens and is kept
@@ -67,13 +74,21 @@ class Event:
     executor_id: str | None = None
     superstep: int | None = None
     workflow_path: tuple[str, ...] = ()
+    workflow_items: tuple[int | None, ...] = ()
     item: int | None = None
 
     @property
     def path(self) -> str:
-        """``"outer/inner/executor"`` for a sub-workflow's event."""
-        parts = (*self.workflow_path, self.executor_id) if self.executor_id else self.workflow_path
-        return "/".join(parts)
+        """``"outer/inner/executor"`` for a sub-workflow's event; a workflow
+        executor that ran as a map's item with its index: ``"docs[0]/pages"``."""
+        steps = self.workflow_path
+        if self.workflow_items:
+            items = self.workflow_items
+            steps = tuple(
+                step if k >= len(items) or items[k] is None else f"{step}[{items[k]}]"
+                for k, step in enumerate(steps)
+            )
+        return "/".join((*steps, self.executor_id) if self.executor_id else steps)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +213,7 @@ _new = object.__new__
 _set_executor = Event.__dict__["executor_id"].__set__
 _set_superstep = Event.__dict__["superstep"].__set__
 _set_path = Event.__dict__["workflow_path"].__set__
+_set_items = Event.__dict__["workflow_items"].__set__
 _set_item = Event.__dict__["item"].__set__
 _set_duration = ExecutorCompletedEvent.__dict__["duration"].__set__
 
@@ -212,6 +228,7 @@ def materialize(item: Event | CallRecord) -> Event:
     _set_executor(event, item[1])
     _set_superstep(event, item[2])
     _set_path(event, ())
+    _set_items(event, ())
     if len(item) > 3:
         if item[3] is not None:
             _set_duration(event, item[3])

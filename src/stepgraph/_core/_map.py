@@ -103,11 +103,16 @@ async def run_map(work: Superstep, node: Node, inbox: Inbox) -> Outbox:
 
 
 def _tagging(emit: Emit, index: int) -> Emit:
-    """``emit`` for one item's worker: its events carry the item's index."""
+    """``emit`` for one item's worker: its events carry the item's index.
+    Those of a sub-workflow (a ``WorkflowExecutor`` worker's child run) keep
+    the ``item`` of their own map: the worker put this one in their
+    ``workflow_items``, beside its id in their ``workflow_path``."""
 
     def tagged(event: Any) -> None:
         if type(event) is tuple:  # a call record stays one (built only if read)
             emit((*event[:3], event[3] if len(event) > 3 else None, index))
+        elif event.workflow_path:
+            emit(event)
         else:
             emit(replace(event, item=index))
 
