@@ -210,6 +210,83 @@ async def test_a_workers_events_name_its_item() -> None:
     assert all("item" not in event_record(e) for e in others)
 
 
+class Page(sg.Executor):
+    """An inner map's worker: its event says which outer and inner item it is."""
+
+    @sg.handler
+    async def on(self, pair: tuple[int, int], ctx: sg.WorkflowContext[int]) -> None:
+        await asyncio.sleep(0.001 * (2 - pair[1]))  # later items overtake earlier ones
+        await ctx.add_event(sg.UserEvent(kind="page", data=pair))
+        await ctx.send_message(pair[1])
+
+
+def pages() -> sg.Executor:
+    """An outer map's worker: a sub-workflow mapping over two items of its own."""
+
+    @sg.executor(id="split")
+    async def split(n: int, ctx: sg.WorkflowContext[tuple[int, int]]) -> None:
+        for j in range(2):
+            await ctx.send_message((n, j))
+
+    child = sg.WorkflowBuilder(start=split, name="doc").add_map(split, Page, id="pages", to=collect)
+    return sg.WorkflowExecutor(child.build(), id="docs")
+
+
+async def test_a_map_in_a_mapped_sub_workflow_names_both_items() -> None:
+    """A map whose worker is a sub-workflow with a map of its own: an inner
+    worker's event keeps its inner item as ``item`` and names the outer one
+    beside the workflow executor's id in its path (``workflow_items``); the
+    child's other events name the outer item alone."""
+    from stepgraph._cli._render import event_record
+
+    nested = sg.WorkflowBuilder(start=emit).add_map(emit, pages, id="docs", to=collect).build()
+    seen = [event async for event in nested.stream(3)]
+    assert seen[-1].kind == "status" and seen[-1].status is sg.RunStatus.IDLE
+    parts = [e for e in seen if e.kind == "page"]
+    assert sorted(e.data for e in parts) == [(n, j) for n in range(3) for j in range(2)]
+    for e in parts:
+        outer, inner = e.data
+        assert (e.workflow_path, e.workflow_items, e.item) == (("docs",), (outer,), inner)
+        assert e.path == f"docs[{outer}]/pages"
+        record = event_record(e)
+        assert (record["workflow_items"], record["item"]) == ([outer], inner)
+        assert record["path"] == f"docs[{outer}]/pages"
+    # The inner workers' calls: each (outer, inner) pair once, invoked and completed.
+    calls = [e for e in seen if e.executor_id == "pages" and e.kind.startswith("executor_")]
+    assert sorted((e.kind, e.workflow_items, e.item) for e in calls) == [
+        (kind, (n,), j) for kind in ("executor_completed", "executor_invoked")
+        for n in range(3) for j in range(2)
+    ]  # fmt: skip
+    # The child's other events (its run's, split's, collect's): the outer item alone.
+    others = [e for e in seen if e.workflow_path and e.executor_id != "pages"]
+    assert {e.path for e in others if e.executor_id} == {
+        f"docs[{n}]/{x}" for n in range(3) for x in ("split", "collect")
+    }
+    assert sorted({e.workflow_items for e in others}) == [(0,), (1,), (2,)]
+    assert all(e.item is None for e in others)
+    # The outer workers' own events: their item, no path.
+    own = [e for e in seen if e.executor_id == "docs" and not e.workflow_path]
+    assert sorted(e.item for e in own) == [0, 0, 1, 1, 2, 2]
+    assert all(e.workflow_items == () and e.path == "docs" for e in own)
+    assert all("workflow_items" not in event_record(e) for e in seen if not e.workflow_path)
+
+    # Through a sub-workflow that is no map's worker: None beside its id.
+    wrapper = sg.WorkflowExecutor(nested, id="wrap")
+    wrapped = sg.WorkflowBuilder(start=wrapper).add_edge(wrapper, collect).build()
+    result = await wrapped.run(3)
+    assert result.outputs == [[[0, 1], [0, 1], [0, 1]]]
+    parts = [e for e in result.events if e.kind == "page"]
+    assert len(parts) == 6
+    for e in parts:
+        outer, inner = e.data
+        assert (e.workflow_path, e.workflow_items) == (("wrap", "docs"), (None, outer))
+        assert e.item == inner
+        assert e.path == f"wrap/docs[{outer}]/pages"
+    direct = [e for e in result.events if e.workflow_path == ("wrap",)]  # (nested's own)
+    assert direct and all(e.workflow_items == () for e in direct)
+    assert sorted(e.item for e in direct if e.executor_id == "docs") == [0, 0, 1, 1, 2, 2]
+
+
 async def test_workers_may_not_ask_or_aim() -> None:
     class Asker(sg.Executor):
         @sg.handler
