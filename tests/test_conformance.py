@@ -568,3 +568,40 @@ async def test_an_agent_with_a_tool_an_approval_and_usage(backend: sg.Backend) -
     )
     assert done.outputs[0].text == "done"
     assert done.usage.by_executor == {"mailer": sg.Usage(18, 5)}
+
+
+class Half(sg.Executor):
+    @sg.handler
+    async def on(self, pair: tuple[int, int], ctx: sg.WorkflowContext[int]) -> None:
+        await ctx.add_event(sg.UserEvent(kind="half", data=pair))
+        await ctx.send_message(pair[1])
+
+
+@sg.executor(id="pair")
+async def pair(n: int, ctx: sg.WorkflowContext[tuple[int, int]]) -> None:
+    for j in range(2):
+        await ctx.send_message((n, j))
+
+
+@sg.executor(id="listed")
+async def listed(values: list[Any], ctx: sg.WorkflowContext[sg.Never, list[Any]]) -> None:
+    await ctx.yield_output(values)
+
+
+def halves() -> sg.Executor:
+    """A sub-workflow mapping over two items of its own."""
+    child = sg.WorkflowBuilder(start=pair, name="pair").add_map(pair, Half, id="h", to=listed)
+    return sg.WorkflowExecutor(child.build(), id="halves")
+
+
+async def test_a_map_in_a_mapped_sub_workflow_names_both_items(backend: sg.Backend) -> None:
+    workflow = (
+        sg.WorkflowBuilder(start=split).add_map(split, halves, id="halves", to=listed).build()
+    )
+    seen = [event async for event in workflow.stream([0, 1, 2], backend=backend)]
+    outputs = [e.data for e in seen if e.kind == "output" and not e.workflow_path]
+    assert outputs == [[[0, 1], [0, 1], [0, 1]]]
+    found = sorted(
+        (e.data, e.workflow_items, e.item, e.path) for e in seen if e.kind == "half"
+    )  # fmt: skip
+    assert found == [((n, j), (n,), j, f"halves[{n}]/h") for n in range(3) for j in range(2)]
