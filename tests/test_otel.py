@@ -480,6 +480,29 @@ async def test_map_workers_have_a_span_each(traces: Traces) -> None:
     assert sorted(s.attributes["stepgraph.map.item"] for s in spans["executor upper"]) == [0, 1, 2]
 
 
+async def test_a_map_in_a_mapped_sub_workflow_nests_its_items_spans(traces: Traces) -> None:
+    """An inner item's span sits (through the child's run and superstep
+    spans) under its outer item's: each names its own map's item."""
+    from tests.test_maps import collect, emit, pages
+
+    builder = sg.WorkflowBuilder(start=emit, name="nested")
+    await builder.add_map(emit, pages, id="docs", to=collect).build().run(3)
+    by_id = {s.context.span_id: s for s in traces.spans()}
+
+    def items_up(span: ReadableSpan | None) -> list[tuple[str, int]]:
+        found = []
+        while span is not None:
+            if "stepgraph.map.item" in (span.attributes or {}):
+                found.append((span.name, span.attributes["stepgraph.map.item"]))
+            span = by_id.get(span.parent.span_id) if span.parent is not None else None
+        return found
+
+    chains = sorted(items_up(s) for s in traces.by_name()["executor pages"])
+    assert chains == sorted(
+        [("executor pages", j), ("executor docs", n)] for n in range(3) for j in range(2)
+    )
+
+
 METRICS_ONLY = textwrap.dedent(
     """
     import asyncio
