@@ -2,7 +2,7 @@
 
 import { el } from "./dom.js";
 
-export const COMMON_FIELDS = new Set(["id", "kind", "time", "executor_id", "superstep", "path", "workflow_path"]);
+export const COMMON_FIELDS = new Set(["id", "kind", "time", "executor_id", "superstep", "path", "workflow_path", "workflow_items"]);
 export const enc = encodeURIComponent;
 
 export const isTopLevel = (ev) => !Array.isArray(ev.workflow_path) || ev.workflow_path.length === 0;
