@@ -115,6 +115,35 @@ def test_events_are_frozen() -> None:
         event.data = 2  # type: ignore[misc]
 
 
+def test_events_the_kernel_builds_field_by_field_equal_constructed_ones() -> None:
+    """Call records and the superstep events skip the dataclass __init__:
+    each field set (equality reads them all; a field left unset would raise),
+    the same event as constructed, and one that pickles (the Ray backend)."""
+    import pickle
+
+    from stepgraph._core._events import materialize, superstep_completed, superstep_started
+
+    built = [
+        superstep_started(3, ("a", "b")),
+        superstep_completed(3),
+        materialize((sg.ExecutorInvokedEvent, "a", 2)),
+        materialize((sg.ExecutorCompletedEvent, "a", 2, 0.5, 1)),
+    ]
+    assert built == [
+        sg.SuperstepStartedEvent(superstep=3, executors=("a", "b")),
+        sg.SuperstepCompletedEvent(superstep=3),
+        sg.ExecutorInvokedEvent(executor_id="a", superstep=2),
+        sg.ExecutorCompletedEvent(executor_id="a", superstep=2, duration=0.5, item=1),
+    ]
+    assert [pickle.loads(pickle.dumps(e)) for e in built] == built
+    assert [repr(e) for e in built[:2]] == [
+        "SuperstepStartedEvent(executor_id=None, superstep=3, workflow_path=(), "
+        "workflow_items=(), item=None, executors=('a', 'b'))",
+        "SuperstepCompletedEvent(executor_id=None, superstep=3, workflow_path=(), "
+        "workflow_items=(), item=None)",
+    ]
+
+
 async def test_run_result_repr_leaves_out_the_events() -> None:
     # asyncio (3.11) reprs the main task's result when asyncio.run finishes;
     # a long run's events must not make that cost grow with the run.

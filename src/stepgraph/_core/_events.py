@@ -31,6 +31,8 @@ __all__ = [
     "UserEvent",
     "WarningEvent",
     "in_schedule_order",
+    "superstep_completed",
+    "superstep_started",
 ]
 
 
@@ -236,6 +238,34 @@ def materialize(item: Event | CallRecord) -> Event:
     else:
         _set_item(event, None)
     return event  # type: ignore[no-any-return]
+
+
+# The scheduler's two events of every superstep, built the same way.
+_set_executors = SuperstepStartedEvent.__dict__["executors"].__set__
+
+
+def superstep_started(step: int, executors: tuple[str, ...]) -> SuperstepStartedEvent:
+    """``SuperstepStartedEvent(superstep=step, executors=executors)``."""
+    event: SuperstepStartedEvent = _new(SuperstepStartedEvent)
+    _set_run_level(event, step)
+    _set_executors(event, executors)
+    return event
+
+
+def superstep_completed(step: int) -> SuperstepCompletedEvent:
+    """``SuperstepCompletedEvent(superstep=step)``."""
+    event: SuperstepCompletedEvent = _new(SuperstepCompletedEvent)
+    _set_run_level(event, step)
+    return event
+
+
+def _set_run_level(event: Event, step: int) -> None:
+    # (every field of Event: a test compares these events with constructed ones)
+    _set_executor(event, None)
+    _set_superstep(event, step)
+    _set_path(event, ())
+    _set_items(event, ())
+    _set_item(event, None)
 
 
 FRAMEWORK_EVENT_KINDS: frozenset[str] = frozenset(

@@ -37,9 +37,9 @@ from ._events import (
     RunStartedEvent,
     RunStatus,
     StatusEvent,
-    SuperstepCompletedEvent,
-    SuperstepStartedEvent,
     WarningEvent,
+    superstep_completed,
+    superstep_started,
 )
 from ._graph import Graph
 from ._requests import PendingRequest
@@ -194,7 +194,7 @@ async def run_supersteps(
                 steps_this_call += 1
                 step = run.superstep + 1
                 order = sorted(run.inboxes, key=index.__getitem__)
-                emit(SuperstepStartedEvent(superstep=step, executors=tuple(order)))
+                emit(superstep_started(step, tuple(order)))
                 work = Superstep(
                     step, scope, [(nodes[i], run.inboxes[i]) for i in order], run.state
                 )
@@ -215,7 +215,7 @@ async def run_supersteps(
                     emit(StatusEvent(status=status))
                 if hook is not None:
                     await hook.barrier(run, written)
-                emit(SuperstepCompletedEvent(superstep=step))
+                emit(superstep_completed(step))
                 if hook is not None and run.inboxes and hook.cancel_requested():
                     cancelled = True  # asked from elsewhere: stop at this barrier
                     break
