@@ -5,6 +5,7 @@ the rest of the suite runs untraced)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -386,22 +387,58 @@ async def test_handler_calls_in_ray_actors_join_the_drivers_trace(traces: Traces
     assert step2.start_time <= spans["executor w0"][0].start_time
 
 
-def test_the_command_line_exports_over_otlp(tmp_path: Path) -> None:
-    """``stepgraph run --otel`` sends its spans to the OTLP/HTTP endpoint in
-    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a receiver in this test)."""
+class Received:
+    """What an OTLP/HTTP receiver on loopback was sent (see ``otlp_receiver``)."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, list[bytes]] = {}
+        self.endpoint = ""
+
+    def spans(self) -> list[Any]:
+        """The spans sent, decoded (protobuf ``Span``s)."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        found = []
+        for body in self.bodies.get("/v1/traces", []):
+            for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+                for scope in resource_spans.scope_spans:
+                    found.extend(scope.spans)
+        return found
+
+    def services(self) -> set[str]:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        return {
+            attribute.value.string_value
+            for body in self.bodies.get("/v1/traces", [])
+            for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
+            for attribute in resource_spans.resource.attributes
+            if attribute.key == "service.name"
+        }
+
+
+def attributes(span: Any) -> dict[str, Any]:
+    """A protobuf span's (or link's) attributes, as Python values."""
+    return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
+
+
+@contextlib.contextmanager
+def otlp_receiver() -> Iterator[Received]:
+    """A real OTLP/HTTP endpoint on loopback (``received.endpoint``), keeping
+    what it is sent."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    received: dict[str, list[bytes]] = {}
+    received = Received()
 
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.setdefault(self.path, []).append(body)
+            received.bodies.setdefault(self.path, []).append(body)
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.end_headers()
@@ -411,10 +448,21 @@ def test_the_command_line_exports_over_otlp(tmp_path: Path) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    received.endpoint = f"http://127.0.0.1:{server.server_port}"
     try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_command_line_exports_over_otlp(tmp_path: Path) -> None:
+    """``stepgraph run --otel`` sends its spans to the OTLP/HTTP endpoint in
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a receiver in this test)."""
+    with otlp_receiver() as received:
         env = {
             **os.environ,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": received.endpoint,
             "OTEL_SERVICE_NAME": "review-service",
         }
         done = subprocess.run(
@@ -422,23 +470,11 @@ def test_the_command_line_exports_over_otlp(tmp_path: Path) -> None:
              '"otel"', "--no-store", "--otel"],
             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
         )  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
     assert done.returncode == 2, done.stderr  # (the demo waits for its approval)
-    names = set()
-    services = set()
-    for body in received.get("/v1/traces", []):
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in request.resource_spans:
-            for attribute in resource_spans.resource.attributes:
-                if attribute.key == "service.name":
-                    services.add(attribute.value.string_value)
-            for scope in resource_spans.scope_spans:
-                names.update(span.name for span in scope.spans)
+    names = {span.name for span in received.spans()}
     assert {"run review-pipeline", "superstep 1", "executor writer", "executor editor"} <= names
-    assert services == {"review-service"}
-    assert received.get("/v1/metrics"), "no metrics were exported"
+    assert received.services() == {"review-service"}
+    assert received.bodies.get("/v1/metrics"), "no metrics were exported"
 
 
 def test_otel_leaves_a_module_that_set_up_opentelemetry_itself_and_says_so() -> None:

@@ -16,15 +16,18 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(*args: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """``stepgraph serve ARGS --port 0`` (with ``env`` added to the
+    environment) and the address it printed."""
+    # (the tests' own PYTHONPATH kept after the root: the stepgraph under test)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "stepgraph", "serve", *args, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
     )
     assert process.stdout is not None
     line = process.stdout.readline()
