@@ -25,8 +25,13 @@ HINT = (
 
 def export_from_env() -> Callable[[], None]:
     """Install the SDK's tracer and meter providers, exporting over OTLP;
-    the function that flushes and stops them. ``ImportError`` (with
-    :data:`HINT`) when the SDK or the exporter is missing."""
+    the function that flushes and stops them (called once, when the command
+    ends). ``ImportError`` (with :data:`HINT`) when the SDK or the exporter
+    is missing.
+
+    Traces that cannot be exported are said once, on standard error, in one
+    line: when the first export fails — a server runs for days, and should
+    not wait until it stops to say so — or when the last flush does."""
     try:
         from opentelemetry import metrics, trace
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -55,16 +60,23 @@ def export_from_env() -> Callable[[], None]:
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "stepgraph"}))
 
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
+    said = threading.Lock()  # (held once said: the exporter's thread and the flush may both fail)
+
+    def warn() -> None:
+        if said.acquire(blocking=False):
+            print(f"warning: traces could not be exported to {endpoint}", file=sys.stderr)
+
     # An endpoint that is down costs the exit a few seconds at most, and says
     # so in one line (the exporters' own retry chatter is kept quiet).
-    class Watched(SpanExporter):  # (remembers whether an export failed)
+    class Watched(SpanExporter):  # (says so when an export fails)
         def __init__(self) -> None:
             self.inner = OTLPSpanExporter(timeout=_TIMEOUT)
-            self.failed = False
 
         def export(self, spans: Any) -> SpanExportResult:
             result = self.inner.export(spans)
-            self.failed = self.failed or result is not SpanExportResult.SUCCESS
+            if result is not SpanExportResult.SUCCESS:
+                warn()
             return result
 
         def shutdown(self) -> None:
@@ -81,7 +93,6 @@ def export_from_env() -> Callable[[], None]:
     metrics.set_meter_provider(measuring)
     quiet = logging.getLogger("opentelemetry.exporter")
     quiet.setLevel(logging.CRITICAL)
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
 
     def stop() -> None:
         # Traces and metrics flushed side by side: a silent endpoint costs
@@ -96,7 +107,7 @@ def export_from_env() -> Callable[[], None]:
         sent = tracing.force_flush(int(_TIMEOUT * 1000))
         tracing.shutdown()
         metrics_done.join(max(0.0, deadline - time.monotonic()))
-        if not sent or exporter.failed:
-            print(f"warning: traces could not be exported to {endpoint}", file=sys.stderr)
+        if not sent:
+            warn()
 
     return stop
