@@ -316,6 +316,7 @@ def run(
     # while --backend ray starts or stops its cluster.
     with sigterm_stops():
         sqlite = None
+        stop_exporting = None
         try:
             workflow = load_workflow(target)
             if input is not None and input_file is not None:
@@ -351,6 +352,9 @@ def run(
                     "a run paused at a breakpoint goes on from its checkpoint: give a store"
                 )
             address = _backend_address(backend)
+            # (the workflow's module loaded, which may have set OpenTelemetry
+            # up itself; no store opened: a missing SDK leaves none behind)
+            stop_exporting = export_from_env() if otel else None
             checkpoint = responses = None
             if not no_store:
                 mode = StoreMode.WRITE if continuing else StoreMode.CREATE
@@ -374,10 +378,11 @@ def run(
                 session.backend_args = ("--backend", backend)
                 if connect_timeout != CONNECT_TIMEOUT:
                     session.backend_args += ("--connect-timeout", f"{connect_timeout:g}")
-            stop_exporting = export_from_env() if otel else None
         except (CliError, StepgraphError, ImportError, ConnectionError) as exc:
             if sqlite is not None:
                 sqlite.close()
+            if stop_exporting is not None:
+                stop_exporting()
             raise _fail(str(exc)) from None
         code: int | None = None
         try:
