@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -489,6 +490,191 @@ def test_otel_leaves_a_module_that_set_up_opentelemetry_itself_and_says_so() -> 
     assert "--otel left alone: the workflow's module set up OpenTelemetry" in done.stderr
     assert "Overriding" not in done.stderr
     assert "own spans: ['executor echo', 'run own', 'superstep 1']" in done.stdout
+
+
+# (nothing is exported before the server stops: what the tests receive is
+# what the flush at SIGTERM sent)
+HELD_BACK = {"OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_METRIC_EXPORT_INTERVAL": "600000"}
+
+
+def test_serve_exports_the_runs_it_starts_and_continues_and_flushes_at_sigterm(
+    tmp_path: Path,
+) -> None:
+    """``stepgraph serve --otel``: a run that completes, one whose request
+    is answered through the API (its continuation a run span of a new trace
+    linked to the run that asked), and one the SIGTERM stops — every span
+    reaches the receiver, sent when the server stops."""
+    from tests.serve.test_api import wait_for
+    from tests.serve.test_cli_serve import start, stop
+
+    with otlp_receiver() as received:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": received.endpoint,
+            "OTEL_SERVICE_NAME": "served",
+            **HELD_BACK,
+        }
+        store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+        process, url = start(
+            "tests.serve.flows:slow", "tests.serve.flows:gate", "--store", store, "--otel", env=env
+        )
+        try:
+            with httpx.Client(base_url=url, timeout=20) as client:
+                done = client.post("/api/workflows/slow/runs", json={"input": {"steps": 2}})
+                done_id = done.json()["run_id"]
+                assert wait_for(client, done_id, "idle")["outputs"] == ["done "]
+                asked = client.post("/api/workflows/gate/runs", json={"input": "publish"})
+                asked_id = asked.json()["run_id"]
+                waiting = wait_for(client, asked_id, "idle_with_pending_requests")
+                [request] = waiting["pending_requests"]
+                answer = {"responses": {request["request_id"]: True}}
+                answered = client.post(f"/api/runs/{asked_id}/responses", json=answer)
+                assert answered.status_code == 202, answered.text
+                assert wait_for(client, asked_id, "idle")["outputs"] == ["publish: yes"]
+                going = client.post("/api/workflows/slow/runs", json={"input": {"steps": 500}})
+                going_id = going.json()["run_id"]
+                assert received.spans() == []  # (held back until the server stops)
+            code, out, err = stop(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert code == 0, err
+    assert f"stopped 1 run(s) at their last checkpoint: {going_id}" in out
+    assert "Traceback" not in err and "warning" not in err, err
+    spans = received.spans()
+    runs: dict[str, list[Any]] = {}
+    for span in spans:
+        if span.name.startswith("run "):
+            runs.setdefault(attributes(span)["stepgraph.run.id"], []).append(span)
+    assert {run_id: [s.name for s in found] for run_id, found in runs.items()} == {
+        done_id: ["run slow"],
+        asked_id: ["run gate", "run gate"],
+        going_id: ["run slow"],
+    }
+    [completed] = runs[done_id]
+    assert attributes(completed)["stepgraph.outcome"] == "idle"
+    assert attributes(completed)["stepgraph.supersteps"] == 2
+    under = [s.name for s in spans if s.trace_id == completed.trace_id]
+    assert sorted(under) == ["executor step", "executor step", "run slow", "superstep 1",
+                             "superstep 2"]  # fmt: skip
+    first, then = sorted(runs[asked_id], key=lambda s: s.start_time_unix_nano)
+    assert attributes(first)["stepgraph.outcome"] == "idle_with_pending_requests"
+    assert attributes(then)["stepgraph.outcome"] == "idle"
+    assert then.trace_id != first.trace_id and not then.parent_span_id
+    [link] = then.links
+    assert (link.trace_id, link.span_id) == (first.trace_id, first.span_id)
+    assert attributes(link) == {"stepgraph.link": "continues"}
+    assert attributes(then)["stepgraph.resumed_from"]
+    assert "executor gate" in [s.name for s in spans if s.trace_id == then.trace_id]
+    [stopped] = runs[going_id]
+    assert attributes(stopped)["stepgraph.outcome"] == "cancelled"
+    assert received.services() == {"served"}
+    assert received.bodies.get("/v1/metrics"), "no metrics were exported"
+
+
+def test_serve_says_once_that_traces_cannot_be_exported_as_soon_as_they_cannot(
+    tmp_path: Path,
+) -> None:
+    """An endpoint that is down: one warning line, when the first export
+    fails (not only when the server stops), never a traceback; the runs go on."""
+    import select
+    import socket
+
+    from tests.serve.test_api import wait_for
+    from tests.serve.test_cli_serve import start, stop
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"  # (nothing listens there)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    process, url = start("tests.serve.flows:slow", "--store", store, "--otel", env=env)
+    try:
+        with httpx.Client(base_url=url, timeout=20) as client:
+            for _ in range(2):
+                run_id = client.post("/api/workflows/slow/runs", json={"input": {"steps": 1}})
+                wait_for(client, run_id.json()["run_id"], "idle")
+            assert process.stderr is not None
+            said = ""
+            while not said.startswith("warning"):  # (after "creating checkpoint store ...")
+                ready, _, _ = select.select([process.stderr], [], [], 20)
+                assert ready, "nothing said while the server runs"
+                said = process.stderr.readline()
+            assert said == f"warning: traces could not be exported to {endpoint}\n", said
+            run_id = client.post("/api/workflows/slow/runs", json={"input": {"steps": 1}})
+            wait_for(client, run_id.json()["run_id"], "idle")  # (the server goes on)
+        code, _, err = stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert code == 0, err
+    assert "warning" not in err and "Traceback" not in err, err  # (said once: above)
+
+
+def test_serve_leaves_a_module_that_set_up_opentelemetry_itself_and_says_so(
+    tmp_path: Path,
+) -> None:
+    from tests.serve.test_api import wait_for
+    from tests.serve.test_cli_serve import start, stop
+
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    process, url = start("tests.otel_own_provider:build", "--store", store, "--otel")
+    try:
+        with httpx.Client(base_url=url, timeout=20) as client:
+            for _ in range(2):
+                run_id = client.post("/api/workflows/own/runs", json={"input": "x"})
+                wait_for(client, run_id.json()["run_id"], "idle")
+        code, out, err = stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert code == 0, err
+    assert err.count("--otel left alone: the workflow's module set up OpenTelemetry") == 1, err
+    assert "Overriding" not in err
+    assert "own spans: ['executor echo', 'executor echo', 'run own', 'run own'," in out, out
+
+
+# ``stepgraph`` (the arguments after ``-c``) where OpenTelemetry's SDK and
+# exporters are not installed: only the API is.
+WITHOUT_SDK = textwrap.dedent(
+    """
+    import sys
+
+    class NotInstalled:
+        def find_spec(self, name, path=None, target=None):
+            if name.startswith(("opentelemetry.sdk", "opentelemetry.exporter")):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NotInstalled())
+    from stepgraph._cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_otel_without_the_sdk_says_what_to_install_in_one_line(
+    command: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    args = {
+        "run": ["run", "stepgraph.demo:build", "--input", '"x"', "--store", f"sqlite:{store}"],
+        "serve": ["serve", "stepgraph.demo:build", "--store", f"sqlite:{store}", "--port", "0"],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SDK, *args, "--otel"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: --otel needs the OpenTelemetry SDK and its OTLP exporter: pip install "
+        "'stepgraph[otel]' opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+    ), line
+    assert not store.exists()  # (refused before anything was made)
 
 
 async def test_map_workers_have_a_span_each(traces: Traces) -> None:

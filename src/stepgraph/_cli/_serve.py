@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from .._exceptions import StepgraphError
+from .._otel._setup import export_from_env
 from ._load import (
     DEFAULT_STORE,
     CliError,
@@ -46,6 +47,10 @@ def serve(
         str | None,
         typer.Option("--token", help="require this bearer token (made up when off loopback)"),
     ] = None,
+    otel: Annotated[
+        bool,
+        typer.Option("--otel", help="export runs' traces and metrics over OTLP (OTEL_* variables)"),
+    ] = False,
 ) -> None:
     """Serve the workflows over HTTP with a web console: start runs, watch
     them live, answer requests, cancel, resume and fork (same store as run)."""
@@ -55,6 +60,7 @@ def serve(
     except ImportError as exc:
         raise _fail(f"{_HINT} ({exc})") from None
     opened = None
+    stop_exporting = None
     try:
         if token is not None and len(token) < 16:
             raise CliError("--token must be at least 16 characters (or leave it out to get one)")
@@ -73,6 +79,10 @@ def serve(
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise CliError(f"two targets build workflows named {twice[0]!r}; serve one of them")
+        try:  # (once the targets are loaded: a module may have set OpenTelemetry up itself)
+            stop_exporting = export_from_env() if otel else None
+        except ImportError as exc:
+            raise CliError(str(exc)) from None
         try:  # (first: a port in use creates no store)
             listening = bind(host, port)
         except OSError as exc:
@@ -86,6 +96,8 @@ def serve(
     except (CliError, StepgraphError) as exc:
         if opened is not None:
             opened.close()
+        if stop_exporting is not None:
+            stop_exporting()
         raise _fail(str(exc)) from None
     try:
         serve_forever(
@@ -98,7 +110,12 @@ def serve(
             listening=listening,
         )
     finally:
-        opened.close()
+        try:
+            opened.close()
+        finally:
+            if stop_exporting is not None:
+                # (once the runs the server stopped have ended their spans: they go too)
+                stop_exporting()
 
 
 def _fail(message: str) -> typer.Exit:

@@ -3,8 +3,8 @@
 
 - ``_tracing``: a run's spans and metrics, on only when the application has
   configured OpenTelemetry;
-- ``_setup``: ``stepgraph run --otel`` — an SDK set up from the standard
-  ``OTEL_*`` environment variables.
+- ``_setup``: ``stepgraph run --otel`` and ``stepgraph serve --otel`` — an
+  SDK set up from the standard ``OTEL_*`` environment variables.
 """
 
 from ._tracing import OtelTrace, end_run, start_run

@@ -1,7 +1,8 @@
-"""``stepgraph run --otel``: an OpenTelemetry SDK exporting over OTLP/HTTP,
-set up from the standard environment variables (``OTEL_EXPORTER_OTLP_ENDPOINT``
-— default http://localhost:4318 —, ``OTEL_SERVICE_NAME``,
-``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_HEADERS``, ...)."""
+"""``stepgraph run --otel`` and ``stepgraph serve --otel``: an OpenTelemetry
+SDK exporting over OTLP/HTTP, set up from the standard environment variables
+(``OTEL_EXPORTER_OTLP_ENDPOINT`` — default http://localhost:4318 —,
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_EXPORTER_OTLP_HEADERS``, ...)."""
 
 from __future__ import annotations
 

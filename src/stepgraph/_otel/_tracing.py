@@ -5,8 +5,8 @@ A run is traced when the application has configured an OpenTelemetry SDK:
 provider records spans or a meter provider is set (metrics are recorded for
 every run, sampled or not). Otherwise nothing here is imported or called —
 an untraced run costs two dictionary lookups — and stepgraph never
-configures a provider itself (``stepgraph run --otel`` does, for the
-command line).
+configures a provider itself (``stepgraph run --otel`` and ``stepgraph
+serve --otel`` do, for the command line).
 
 Spans: ``run <workflow>`` → ``superstep <n>`` → ``executor <id>`` (one per
 handler call attempt) → the agent layer's ``chat <model>`` and
