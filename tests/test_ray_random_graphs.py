@@ -1,9 +1,10 @@
 """The Ray backend against the local one on random graphs (those of
 ``property/test_random_graphs``: chains, fan-outs, fan-ins, switches,
 conditional edges, maps, cycles; nodes with shared state and snapshots): the
-same outputs, and a run checkpointed on one backend goes on from any of its
-checkpoints on the other as it would have gone on where it started. Few
-examples: each Ray run costs actor calls, not microseconds."""
+same outputs and the same events in the same order per executor, and a run
+checkpointed on one backend goes on from any of its checkpoints on the other
+as it would have gone on where it started. Few examples: each Ray run costs
+actor calls, not microseconds."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stepgraph as sg
+from tests.property.test_event_loops import per_executor
 from tests.property.test_random_graphs import Spec, graphs, reference
 from tests.property.test_resume_anywhere import build
 from tests.test_ray_warm import ray_cluster  # noqa: F401  (the module's local cluster)
@@ -48,6 +50,8 @@ def test_ray_runs_and_resumes_random_graphs_as_the_local_backend(
         whole = await build(spec, store, "async").run(spec.start_value, backend=first)
         assert whole.status is local.status
         assert whole.outputs == local.outputs  # (in one order on either backend)
+        # The same events, in the same order per executor (and the run's own).
+        assert per_executor(whole.events) == per_executor(local.events)
         checkpoints = await store.list(whole.run_id)
         chosen = checkpoints[pick % len(checkpoints)]
         before = await store.outputs(chosen.id)
@@ -55,5 +59,11 @@ def test_ray_runs_and_resumes_random_graphs_as_the_local_backend(
             checkpoint=chosen.id, checkpoints=store, backend=then
         )
         assert before + rest.outputs == whole.outputs, chosen.superstep
+        # ... and going on from a checkpoint, whichever backend does (a fork
+        # on the first backend beside the rest on the other).
+        other = await build(spec, store, "sync").run(
+            checkpoint=chosen.id, checkpoints=store, fork=True, backend=first
+        )
+        assert per_executor(rest.events) == per_executor(other.events)
 
     asyncio.run(check())
