@@ -103,32 +103,63 @@ async def test_delete_counts_as_a_write_and_commits() -> None:
 
 
 async def test_failed_superstep_commits_no_writes() -> None:
-    committed: list[Any] = []
+    """A failed continuation commits nothing to the run it went on from: the
+    run waiting for an answer, answered again, goes on from the state it
+    waited with — neither the failed superstep's writes nor those of the
+    barrier before it — and the failed superstep's messages were never
+    delivered."""
+    delivered: list[Any] = []
+
+    class Asker(sg.Executor):
+        @sg.handler
+        async def on(self, n: int, ctx: sg.WorkflowContext[int]) -> None:
+            ctx.state.set("k", "asked")
+            await ctx.request_info("go on?", bool)
+
+        @sg.response_handler
+        async def answered(
+            self, question: str, yes: bool, ctx: sg.WorkflowContext[int, Any]
+        ) -> None:
+            await ctx.yield_output(ctx.state.get("k"))
+            ctx.state.set("k", "answered")  # (committed at the barrier before the failure)
+            await ctx.send_message(1)
 
     @sg.executor(id="ok")
     async def ok(n: int, ctx: sg.WorkflowContext[int]) -> None:
         ctx.state.set("k", "ok")
+        ctx.state.set("new", n)
         await ctx.send_message(n)
 
     @sg.executor(id="bad")
     async def bad(n: int, ctx: sg.WorkflowContext[int]) -> None:
         ctx.state.set("k", "bad")
-        raise RuntimeError("fail")
+        ctx.state.delete("k")
+        if n == 1 and not delivered:
+            raise RuntimeError("fail")
+        await ctx.send_message(n)
 
     @sg.executor(id="check")
     async def check(n: int, ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
-        committed.append(ctx.state.get("k"))
+        delivered.append((n, ctx.state.get("k"), ctx.state.get("new")))
 
+    asker = Asker("asker")
     workflow = (
-        sg.WorkflowBuilder(start=go)
-        .add_fan_out(go, [ok, bad])
+        sg.WorkflowBuilder(start=asker)
+        .add_fan_out(asker, [ok, bad])
         .add_edge(ok, check)
         .add_edge(bad, check)
         .build()
     )
-    with pytest.raises(sg.WorkflowRunError):
-        await workflow.run(1)
-    assert committed == []
+    first = await workflow.run(1)
+    [request] = first.pending_requests
+    with pytest.raises(sg.WorkflowRunError, match="'bad'"):
+        await workflow.run(responses={request.request_id: True})
+    assert delivered == []
+    delivered.append("the fault is gone")
+    done = await workflow.run(responses={request.request_id: True})
+    assert done.outputs == ["asked"]  # (the first try saw the same)
+    # ok's writes, then bad's delete (later in schedule order) of this try only.
+    assert delivered[1:] == [(1, None, 1), (1, None, 1)]
 
 
 async def test_values_are_not_aliased() -> None:
