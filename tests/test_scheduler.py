@@ -322,13 +322,35 @@ async def test_cancellation_leaves_no_task_and_allows_rerun() -> None:
 
 
 def test_reuse_across_event_loops() -> None:
-    counter = Recorder("counter")
-    workflow = sg.WorkflowBuilder(start=counter).build()
+    """Successive asyncio.run calls: a fan-out (several tasks per superstep),
+    a stream and checkpoints written beside the supersteps (``async``)
+    each time; executor attributes carry over. (The property test
+    ``property/test_event_loops.py`` does this on random graphs.)"""
+
+    @sg.executor(id="fan")
+    async def fan(n: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message(n)
+
+    counter, other = Recorder("counter"), Recorder("other")
+    store = sg.MemoryCheckpointStore()
+    workflow = (
+        sg.WorkflowBuilder(start=fan, checkpoints=sg.CheckpointConfig(store, "async"))
+        .add_fan_out(fan, [counter, other])
+        .build()
+    )
+
+    async def streamed(value: str) -> list[Any]:
+        async with workflow.stream(value) as events:
+            return [e.data async for e in events if isinstance(e, sg.OutputEvent)]
+
     first = asyncio.run(workflow.run("one"))
     second = asyncio.run(workflow.run("two"))
-    assert first.outputs == [("counter", "one")]
-    assert second.outputs == [("counter", "two")]
-    assert counter.seen == ["one", "two"]  # executor state persists across runs
+    third = asyncio.run(streamed("three"))
+    assert first.outputs == [("counter", "one"), ("other", "one")]
+    assert second.outputs == [("counter", "two"), ("other", "two")]
+    assert sorted(third) == [("counter", "three"), ("other", "three")]
+    assert counter.seen == ["one", "two", "three"]  # executor state persists across runs
+    assert len(asyncio.run(store.runs())) == 3
 
 
 def test_runs_under_uvloop() -> None:
