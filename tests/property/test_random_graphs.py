@@ -7,7 +7,9 @@ written here from the design's rules computes what must happen. Per executor,
 deliveries, outputs and the shared state each call saw must match exactly (a
 map's workers run at once, so theirs as a multiset), the schedule of every
 superstep must match, the run's outputs must come in one order (superstep,
-schedule, item), and no executor may ever run two handler calls at once.
+schedule, item), every message no edge delivers must be reported (a message
+a condition declined is not) as must every fan-in left waiting, and no
+executor may ever run two handler calls at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import stepgraph as sg
@@ -85,23 +87,23 @@ def graphs(draw: st.DrawFn) -> Spec:
     for node in range(1, size):
         parent = draw(st.integers(0, node - 1))
         kind = draw(st.sampled_from(["edge", "edge", "cond", "switch"]))
-        if kind == "switch":
+        if kind == "switch":  # with a Default, or without (what matches no case: reported)
             other = draw(st.integers(0, size - 1))
-            targets = (node, other) if other != node else (node,)
+            targets = (node, other) if other != node and draw(st.booleans()) else (node,)
             if not add(Group("switch", (parent,), targets)):
                 add(Group("edge", (parent,), (node,)))
         else:
             add(Group(kind, (parent,), (node,)))
     # Extra edges: cycles, fan-outs and fan-ins anywhere.
     for _ in range(draw(st.integers(0, 8))):
-        kind = draw(st.sampled_from(["edge", "cond", "fan_out", "fan_out", "fan_in", "fan_in"]))
+        kind = draw(st.sampled_from(["edge", "cond", "switch", "fan_out", "fan_in", "fan_in"]))
         a, b, c = (draw(st.integers(0, size - 1)) for _ in range(3))
         if kind == "fan_out" and b != c:
             add(Group(kind, (a,), (b, c)))
         elif kind == "fan_in" and a != b:
             add(Group(kind, (a, b), (c,)))
-        elif kind == "switch" and b != c:
-            add(Group(kind, (a,), (b, c)))
+        elif kind == "switch":
+            add(Group(kind, (a,), (b, c) if b != c else (b,)))
         elif kind in ("edge", "cond"):
             add(Group(kind, (a,), (b,)))
     maps = [
@@ -129,6 +131,9 @@ class Trace:
     schedule: list[tuple[int, ...]] = field(default_factory=list)
     # What the run yields, in order: RunResult.outputs.
     yielded: list[tuple[int, int]] = field(default_factory=list)
+    # Messages reported as not delivered: (the sender or the waiting fan-in's
+    # target, superstep), in order.
+    dropped: list[tuple[int, int]] = field(default_factory=list)
 
 
 def reference(spec: Spec) -> Trace:
@@ -173,8 +178,11 @@ def reference(spec: Spec) -> Trace:
         for own in writes:
             state.update(own)
         inboxes = {}
+        step = len(trace.schedule)
         for node, sent in outboxes:
             for message in sent:
+                # Reported unless routed somewhere, or only declined by a condition.
+                delivered = declined = unmatched = False
                 for index, group in enumerate(groups):
                     if node not in group.sources:
                         continue
@@ -185,13 +193,19 @@ def reference(spec: Spec) -> Trace:
                     elif group.kind == "switch":
                         # The first target is the case's; the second, if any, the Default.
                         chosen = group.targets[:1] if case(message) else group.targets[1:]
+                        unmatched |= not chosen
                     elif group.kind == "fan_in":
                         buffers.setdefault(index, {}).setdefault(node, []).append(message)
+                        delivered = True
                         continue
                     else:
+                        declined = True
                         continue
                     for target in chosen:
                         inboxes.setdefault(target, []).append(message)
+                        delivered = True
+                if not delivered and (unmatched or not declined):
+                    trace.dropped.append((node, step))
         # After every direct delivery: each fan-in whose sources have all sent
         # delivers everything they sent, in source order, in edge order.
         for index in sorted(buffers):
@@ -201,6 +215,9 @@ def reference(spec: Spec) -> Trace:
                 batch = [m for s in group.sources for m in buffer[s]]
                 del buffers[index]
                 inboxes.setdefault(group.targets[0], []).append(batch)
+    # Fan-ins still waiting when the run goes idle: reported, in edge order.
+    for index in sorted(buffers):
+        trace.dropped.append((groups[index].targets[0], len(trace.schedule)))
     return trace
 
 
@@ -282,6 +299,12 @@ def engine(spec: Spec) -> tuple[Trace, list[Node]]:
     workflow = builder.build()
     result = asyncio.run(workflow.run(spec.start_value))
     trace.yielded = result.outputs
+    trace.dropped = [
+        (int((event.executor_id or "?")[1:]), event.superstep or 0)
+        for event in result.events
+        if isinstance(event, sg.WarningEvent)
+        and ("was not delivered" in event.message or "went idle" in event.message)
+    ]
     trace.schedule = [
         tuple(int(e[1:]) for e in event.executors)
         for event in result.events
@@ -310,4 +333,8 @@ def test_engine_matches_reference(spec: Spec) -> None:
     # The run's outputs, maps' included, in one order whatever the jitter:
     # by superstep, schedule, item.
     assert got.yielded == expected.yielded
+    # Nothing dropped silently: a warning for each message no edge delivered
+    # (but not for those a condition declined), and for each waiting fan-in.
+    assert got.dropped == expected.dropped
+    event("messages reported" if expected.dropped else "nothing reported")
     assert not any(node.overlapped for node in nodes)
