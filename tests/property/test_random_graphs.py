@@ -134,6 +134,11 @@ class Trace:
     # Messages reported as not delivered: (the sender or the waiting fan-in's
     # target, superstep), in order.
     dropped: list[tuple[int, int]] = field(default_factory=list)
+    # After each barrier: the committed state, the next superstep's inboxes
+    # and what each fan-in holds (by its sources).
+    barriers: list[tuple[dict[str, Any], dict[int, list[Any]], list[dict[int, list[Any]]]]] = field(
+        default_factory=list
+    )
 
 
 def reference(spec: Spec) -> Trace:
@@ -215,6 +220,8 @@ def reference(spec: Spec) -> Trace:
                 batch = [m for s in group.sources for m in buffer[s]]
                 del buffers[index]
                 inboxes.setdefault(group.targets[0], []).append(batch)
+        held = [{s: list(m) for s, m in buffers[i].items()} for i in sorted(buffers)]
+        trace.barriers.append((dict(state), {n: list(m) for n, m in inboxes.items()}, held))
     # Fan-ins still waiting when the run goes idle: reported, in edge order.
     for index in sorted(buffers):
         trace.dropped.append((groups[index].targets[0], len(trace.schedule)))
