@@ -305,6 +305,7 @@ def engine(spec: Spec) -> tuple[Trace, list[Node]]:
     wire(builder, spec, nodes.__getitem__, worker)
     workflow = builder.build()
     result = asyncio.run(workflow.run(spec.start_value))
+    assert result.status is sg.RunStatus.IDLE
     trace.yielded = result.outputs
     trace.dropped = [
         (int((event.executor_id or "?")[1:]), event.superstep or 0)
