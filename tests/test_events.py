@@ -88,8 +88,11 @@ async def test_events_are_live_before_the_run_ends() -> None:
 
 
 async def test_leaving_the_stream_early_cancels_the_run() -> None:
+    calls: list[int] = []
+
     @sg.executor(id="count")
     async def count(n: int) -> int | None:
+        calls.append(n)
         await asyncio.sleep(0.001)
         return n + 1 if n < 30 else None
 
@@ -103,6 +106,7 @@ async def test_leaving_the_stream_early_cancels_the_run() -> None:
             break
     await stream.aclose()
     assert steps == 1
+    assert len(calls) <= 3  # cancelled, not run to its end (31 calls)
     assert asyncio.all_tasks() - before == set()
     result = await workflow.run(0)  # released: not busy
     assert result.status is sg.RunStatus.IDLE
@@ -153,8 +157,11 @@ async def test_run_result_repr_leaves_out_the_events() -> None:
 
 
 async def test_leaving_an_async_with_block_cancels_the_run_at_once() -> None:
+    calls: list[int] = []
+
     @sg.executor(id="count")
     async def count(n: int) -> int | None:
+        calls.append(n)
         await asyncio.sleep(0.001)
         return n + 1 if n < 30 else None
 
@@ -167,6 +174,7 @@ async def test_leaving_an_async_with_block_cancels_the_run_at_once() -> None:
                 seen += 1
                 if seen == 2:
                     break
+    assert len(calls) <= 4  # cancelled, not run to its end (31 calls)
     # Nothing left running, and the workflow is free for the next run.
     assert asyncio.all_tasks() - before == set()
     assert (await workflow.run(0)).status is sg.RunStatus.IDLE
