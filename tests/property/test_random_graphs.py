@@ -57,6 +57,8 @@ class Spec:
     start_value: int
     # Maps (source, target): map k is node size + k, with edges source -> it -> target.
     maps: list[tuple[int, int]] = field(default_factory=list)
+    # Map k's max_concurrency (None: unbounded).
+    bounds: list[int | None] = field(default_factory=list)
 
     def map_groups(self) -> list[Group]:
         groups = []
@@ -110,7 +112,8 @@ def graphs(draw: st.DrawFn) -> Spec:
         (draw(st.integers(0, size - 1)), draw(st.integers(0, size - 1)))
         for _ in range(draw(st.integers(0, 2)))
     ]
-    return Spec(size, groups, draw(st.integers(0, 2**32)), draw(st.integers(0, 5)), maps)
+    bounds = [draw(st.sampled_from([None, 1, 2, 3])) for _ in maps]
+    return Spec(size, groups, draw(st.integers(0, 2**32)), draw(st.integers(0, 5)), maps, bounds)
 
 
 def condition(value: Any) -> bool:
@@ -134,6 +137,9 @@ class Trace:
     # Messages reported as not delivered: (the sender or the waiting fan-in's
     # target, superstep), in order.
     dropped: list[tuple[int, int]] = field(default_factory=list)
+    # A map's workers running at once: now, and at most (by map).
+    running: dict[int, int] = field(default_factory=dict)
+    peak: dict[int, int] = field(default_factory=dict)
     # After each barrier: the committed state, the next superstep's inboxes
     # and what each fan-in holds (by its sources).
     barriers: list[tuple[dict[str, Any], dict[int, list[Any]], list[dict[int, list[Any]]]]] = field(
@@ -243,6 +249,9 @@ class Node(sg.Executor):
     async def _handle(self, message: Any, ctx: sg.WorkflowContext[int, Any]) -> None:
         self.active += 1
         self.overlapped |= self.active > 1
+        running = self.trace.running
+        running[self.index] = running.get(self.index, 0) + 1
+        self.trace.peak[self.index] = max(self.trace.peak.get(self.index, 0), running[self.index])
         try:
             self.trace.deliveries.setdefault(self.index, []).append(message)
             for _ in range(self.jitter.randrange(4)):
@@ -255,6 +264,7 @@ class Node(sg.Executor):
                 await ctx.send_message(value)
         finally:
             self.active -= 1
+            running[self.index] -= 1
 
     @sg.handler
     async def on_int(self, message: int, ctx: sg.WorkflowContext[int, Any]) -> None:
@@ -288,7 +298,10 @@ def wire(
             builder.add_switch(sources[0], cases)
     for k, (source, target) in enumerate(spec.maps):
         index = spec.size + k
-        builder.add_map(ref(source), worker(index), id=f"n{index}", to=ref(target))
+        bound = spec.bounds[k] if k < len(spec.bounds) else None
+        builder.add_map(
+            ref(source), worker(index), id=f"n{index}", to=ref(target), max_concurrency=bound
+        )
     return builder
 
 
@@ -346,3 +359,11 @@ def test_engine_matches_reference(spec: Spec) -> None:
     assert got.dropped == expected.dropped
     event("messages reported" if expected.dropped else "nothing reported")
     assert not any(node.overlapped for node in nodes)
+    # A map's workers run at once, never more than its max_concurrency.
+    for k, bound in enumerate(spec.bounds):
+        peak = got.peak.get(spec.size + k, 0)
+        assert bound is None or peak <= bound, (k, peak, bound)
+        if bound is None and peak > 1:
+            event("a map's workers ran at once")
+        elif bound is not None and peak == bound > 1:
+            event("a bounded map ran up to its bound")
