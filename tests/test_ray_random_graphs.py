@@ -3,7 +3,8 @@
 conditional edges, maps, cycles; nodes with shared state and snapshots): the
 same outputs and the same events in the same order per executor, and a run
 checkpointed on one backend goes on from any of its checkpoints on the other
-as it would have gone on where it started. Few examples: each Ray run costs
+as it would have gone on where it started; the executors' attributes carry
+over to the workflow's next run on Ray as they do locally. Few examples: each Ray run costs
 actor calls, not microseconds."""
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ def test_ray_runs_and_resumes_random_graphs_as_the_local_backend(
     reference(spec)  # (rejects graphs whose cycles run too long)
 
     async def check() -> None:
-        local = await build(spec, sg.MemoryCheckpointStore(), "sync").run(spec.start_value)
+        locally = build(spec, sg.MemoryCheckpointStore(), "sync")
+        local = await locally.run(spec.start_value)
         store = sg.MemoryCheckpointStore()
         first, then = (backend, None) if ray_first else (None, backend)
-        whole = await build(spec, store, "async").run(spec.start_value, backend=first)
+        workflow = build(spec, store, "async")
+        whole = await workflow.run(spec.start_value, backend=first)
         assert whole.status is local.status
         assert whole.outputs == local.outputs  # (in one order on either backend)
         # The same events, in the same order per executor (and the run's own).
@@ -68,5 +71,9 @@ def test_ray_runs_and_resumes_random_graphs_as_the_local_backend(
         # ... and going on from a checkpoint on the other backend, the events
         # of the supersteps after it.
         assert after(rest.events, chosen.superstep) == after(whole.events, chosen.superstep)
+        # The executors' attributes (their counts) carry over to the
+        # workflow's next run on either backend.
+        again = await workflow.run(spec.start_value, backend=first)
+        assert again.outputs == (await locally.run(spec.start_value)).outputs
 
     asyncio.run(check())
