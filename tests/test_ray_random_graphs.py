@@ -4,8 +4,8 @@ conditional edges, maps, cycles; nodes with shared state and snapshots): the
 same outputs and the same events in the same order per executor, and a run
 checkpointed on one backend goes on from any of its checkpoints on the other
 as it would have gone on where it started; the executors' attributes carry
-over to the workflow's next run on Ray as they do locally. Few examples: each Ray run costs
-actor calls, not microseconds."""
+over to the workflow's next run on Ray as they do locally. Few examples:
+each Ray run costs actor calls, not microseconds."""
 
 from __future__ import annotations
 
