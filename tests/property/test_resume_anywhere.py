@@ -289,7 +289,9 @@ async def cancel_and_go_on(
     last stored checkpoint: what it had stored and what the rest yields
     are what one uninterrupted run yields."""
     reference(spec)
-    whole = await build(spec, sg.MemoryCheckpointStore(), "sync").run(spec.start_value)
+    uncancelled = build(spec, sg.MemoryCheckpointStore(), "sync")
+    whole = await uncancelled.run(spec.start_value)
+    end = await uncancelled.get_state(whole.last_checkpoint or "")
     task = asyncio.ensure_future(build(spec, store, durability).run(spec.start_value))
     for _ in range(turns):  # (handlers give the loop a turn now and then)
         await asyncio.sleep(0)
@@ -313,9 +315,18 @@ async def cancel_and_go_on(
             assert cancelled.status == stored.status, (stored.status, cancelled)
         assert await store.lease_holder(cancelled.run_id) is None
         done = list(await store.outputs(last))
-        rest = await build(spec, store, durability).run(checkpoint=last, checkpoints=store)
+        going_on = build(spec, store, durability)
+        rest = await going_on.run(checkpoint=last, checkpoints=store)
         assert rest.status is sg.RunStatus.IDLE
         assert done + rest.outputs == whole.outputs
+        # ... and it ends where the uncancelled run ended: state, snapshots.
+        ended = await going_on.get_state(rest.last_checkpoint or "")
+        assert (ended.superstep, ended.state, ended.snapshots, ended.fan_in) == (
+            end.superstep,
+            end.state,
+            end.snapshots,
+            end.fan_in,
+        )
     else:
         event("ended before the cancel came")
         assert finished.outputs == whole.outputs
