@@ -780,6 +780,36 @@ def test_a_silent_endpoint_costs_the_exit_three_seconds_in_all() -> None:
     assert timings[1] - timings[0] < 5.0, timings  # (3 s, and the time to set the SDK up)
 
 
+def test_metrics_still_waiting_at_the_deadline_add_nothing_to_the_exit() -> None:
+    """The metrics' flush left waiting on a silent endpoint at the deadline
+    is not shut down again as the process exits (the SDK's own handler
+    then logged "shutdown can only be called once")."""
+    import socket
+
+    script = textwrap.dedent(
+        """
+        from opentelemetry import metrics
+        from stepgraph._otel._setup import export_from_env
+
+        stop = export_from_env()
+        metrics.get_meter("test").create_counter("things").add(1)
+        stop()
+        """
+    )
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(50)
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 @pytest.fixture(scope="module")
 def ray_backend() -> Iterator[sg.RayBackend]:
     with sg.RayBackend(

@@ -90,7 +90,11 @@ def export_from_env() -> Callable[[], None]:
     reader = PeriodicExportingMetricReader(
         OTLPMetricExporter(timeout=_TIMEOUT), export_timeout_millis=_TIMEOUT * 1000
     )
-    measuring = MeterProvider(resource=resource, metric_readers=[reader])
+    # stop() shuts it down, within the deadline; the SDK's own shutdown at
+    # exit would find a shutdown still waiting on a silent endpoint (its
+    # thread is left behind at the deadline) and log "shutdown can only be
+    # called once" as the command ends.
+    measuring = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
     metrics.set_meter_provider(measuring)
     quiet = logging.getLogger("opentelemetry.exporter")
     quiet.setLevel(logging.CRITICAL)
