@@ -287,6 +287,66 @@ async def test_a_map_in_a_mapped_sub_workflow_names_both_items() -> None:
     assert sorted(e.item for e in direct if e.executor_id == "docs") == [0, 0, 1, 1, 2, 2]
 
 
+class Fussy(sg.Executor):
+    """An inner map's worker that fails on outer item 2's inner item 1."""
+
+    @sg.handler
+    async def on(self, pair: tuple[int, int], ctx: sg.WorkflowContext[int]) -> None:
+        if pair == (2, 1):
+            raise ValueError("not this page")
+        await ctx.send_message(pair[1])
+
+
+def fussy_pages() -> sg.Executor:
+    @sg.executor(id="split")
+    async def split(n: int, ctx: sg.WorkflowContext[tuple[int, int]]) -> None:
+        for j in range(2):
+            await ctx.send_message((n, j))
+
+    child = sg.WorkflowBuilder(start=split, name="doc").add_map(
+        split, Fussy, id="pages", to=collect
+    )
+    return sg.WorkflowExecutor(child.build(), id="docs")
+
+
+async def test_a_failure_in_a_map_inside_a_mapped_sub_workflow_names_every_item() -> None:
+    """The run's error spells the outer items in its path, as the events'
+    paths do (it named the inner item only: 'docs/pages')."""
+    nested = sg.WorkflowBuilder(start=emit).add_map(emit, fussy_pages, id="docs", to=collect)
+    with pytest.raises(sg.SubworkflowError) as raised:
+        await nested.build().run(3)
+    error = raised.value
+    assert str(error).startswith("executor 'docs[2]/pages' failed in a sub-workflow: ")
+    assert "(item 1 of map 'pages': (2, 1))" in str(error)
+    assert (error.path, error.items) == (("docs", "pages"), (2, None))
+
+    # Through a sub-workflow that is no map's worker, in an outer map's item.
+    @sg.executor(id="three")
+    async def three(_: int, ctx: sg.WorkflowContext[int]) -> None:
+        for n in range(3):
+            await ctx.send_message(n)
+
+    def wrapped() -> sg.Executor:
+        inner = sg.WorkflowBuilder(start=three).add_map(three, fussy_pages, id="docs", to=collect)
+        wrap = sg.WorkflowExecutor(inner.build(), id="wrap")
+        return sg.WorkflowExecutor(sg.WorkflowBuilder(start=wrap).build(), id="lots")
+
+    outer = sg.WorkflowBuilder(start=emit).add_map(emit, wrapped, id="lots", to=collect).build()
+    seen: list[sg.Event] = []
+    with pytest.raises(sg.SubworkflowError) as raised:
+        async for event in outer.stream(1):
+            seen.append(event)
+    error = raised.value
+    assert str(error).startswith("executor 'lots[0]/wrap/docs[2]/pages' failed in a sub-workflow")
+    assert error.items == (0, None, 2, None)
+    [failed] = [e for e in seen if e.kind == "failed" and not e.workflow_path]
+    assert failed.error == str(error)
+    # Without any map on the way, the path is as it was.
+    plain = sg.WorkflowBuilder(start=sg.WorkflowExecutor(nested.build(), id="wrap")).build()
+    with pytest.raises(sg.SubworkflowError, match="^executor 'wrap/docs\\[2\\]/pages' "):
+        await plain.run(3)
+
+
 async def test_workers_may_not_ask_or_aim() -> None:
     class Asker(sg.Executor):
         @sg.handler

@@ -196,16 +196,32 @@ class ResponseValueError(RequestError):
 class SubworkflowError(WorkflowRunError):
     """A child workflow failed. ``path`` is the executor path from the
     ``WorkflowExecutor`` down to the failing executor; ``detail`` is the
-    innermost error's message."""
+    innermost error's message. ``items`` says which item of a map each
+    ``WorkflowExecutor`` of the path ran as, as an event's
+    ``workflow_items`` does: empty when none ran as one, else one per
+    ``path`` element (``None`` for one that ran as no item); the message
+    spells them as ``event.path`` does (``'docs[1]/pages'``)."""
 
-    def __init__(self, path: tuple[str, ...], detail: str, *, superstep: int | None) -> None:
+    def __init__(
+        self,
+        path: tuple[str, ...],
+        detail: str,
+        *,
+        superstep: int | None,
+        items: tuple[int | None, ...] = (),
+    ) -> None:
+        shown = "/".join(
+            step if k >= len(items) or items[k] is None else f"{step}[{items[k]}]"
+            for k, step in enumerate(path)
+        )
         super().__init__(
-            f"executor {'/'.join(path)!r} failed in a sub-workflow: {detail}",
+            f"executor {shown!r} failed in a sub-workflow: {detail}",
             executor_id=path[0],
             superstep=superstep,
         )
         self.path = path
         self.detail = detail
+        self.items = items
 
 
 class AgentError(StepgraphError):

@@ -351,7 +351,7 @@ class WorkflowExecutor(Executor):
             if run_id not in self._runs:
                 self.workflow._forget_runs((run_id,))
             if isinstance(error, WorkflowRunError):
-                raise _wrap(self.id, error, ctx.superstep) from error
+                raise _wrap(self.id, error, ctx.superstep, ctx._item) from error
             raise
         finally:
             for path, usage in run.usage.items():
@@ -468,7 +468,11 @@ def _child_outputs(child: Workflow) -> Any:
     return union_of([e.workflow_output_types for e in executors])
 
 
-def _wrap(executor_id: str, error: WorkflowRunError, superstep: int) -> SubworkflowError:
+def _wrap(
+    executor_id: str, error: WorkflowRunError, superstep: int, item: int | None
+) -> SubworkflowError:
+    """The child's failure as ours; ``item``: the map item this child run
+    was (its index is spelled in the path, as in our events' paths)."""
     nested = error.__cause__
     if (
         not isinstance(error, SubworkflowError)
@@ -477,11 +481,14 @@ def _wrap(executor_id: str, error: WorkflowRunError, superstep: int) -> Subworkf
     ):
         error = nested  # a grandchild failed: keep its full path
     if isinstance(error, SubworkflowError):
-        inner, detail = error.path, error.detail
+        inner, detail, inner_items = error.path, error.detail, error.items
     else:
         inner = (error.executor_id,) if error.executor_id else ()
-        detail = str(error)
-    return SubworkflowError((executor_id, *inner), detail, superstep=superstep)
+        detail, inner_items = str(error), ()
+    items: tuple[int | None, ...] = ()
+    if item is not None or inner_items:
+        items = (item, *(inner_items or (None,) * len(inner)))
+    return SubworkflowError((executor_id, *inner), detail, superstep=superstep, items=items)
 
 
 def check_tree(executors: dict[str, Executor]) -> None:

@@ -275,7 +275,9 @@ def failure_error(failure: ExecutorFailure) -> WorkflowRunError:
     cause = failure.cause
     if isinstance(cause, SubworkflowError) and cause.executor_id == failure.executor_id:
         # (so that ``except SubworkflowError`` sees a child's failure)
-        again = SubworkflowError(cause.path, cause.detail, superstep=failure.superstep)
+        again = SubworkflowError(
+            cause.path, cause.detail, superstep=failure.superstep, items=cause.items
+        )
         again.__cause__ = cause.__cause__
         return again
     if isinstance(cause, WorkflowRunError) and cause.executor_id == failure.executor_id:
