@@ -602,6 +602,37 @@ def test_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
     assert "output: 12" in text and "status: idle" in text
 
 
+def test_the_live_view_shows_a_map_running_until_its_last_item_ends() -> None:
+    """A map's items share its path and run at once: it shows as running,
+    with how many calls go on, until the last one ends (it showed done as
+    soon as the first ended); a run that ended shows nothing running (calls
+    cut short by a failing item end without an event)."""
+    import io
+
+    from rich.console import Console
+
+    from stepgraph._cli._render import LiveView
+
+    def shown(view: LiveView) -> list[str]:
+        console = Console(file=io.StringIO(), width=120, force_terminal=False)
+        console.print(view)
+        return [" ".join(line.split()) for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+
+    view = LiveView(Console(file=io.StringIO()), "maps")
+    path = {"executor_id": "pages", "superstep": 2, "workflow_path": ("docs",)}
+    for item in range(3):
+        view.handle(sg.ExecutorInvokedEvent(**path, workflow_items=(1,), item=item))
+    assert any(line.startswith("docs[1]/pages running (3) ") for line in shown(view))
+    view.handle(sg.ExecutorCompletedEvent(**path, workflow_items=(1,), item=2, duration=0.1))
+    lines = shown(view)
+    assert any(line.startswith("docs[1]/pages running (2) ") for line in lines)
+    assert not any(line.startswith("docs[1]/pages done") for line in lines)
+    view.handle(sg.ExecutorFailedEvent(**path, workflow_items=(1,), item=0, error="E: no"))
+    view.handle(sg.StatusEvent(status=sg.RunStatus.FAILED))
+    lines = shown(view)
+    assert "docs[1]/pages failed" in lines and not any("running" in line for line in lines)
+
+
 def test_demo_asks_on_a_terminal(tmp_path: Path) -> None:
     code, text = run_in_pty(["demo", "--store", f"sqlite:{tmp_path / 'd.sqlite'}"], answer=b"n\r")
     assert code == 0, text

@@ -136,7 +136,9 @@ class LiveView:
         self.title = title
         self.started = time.monotonic()
         self.superstep = 0
-        self.running: dict[str, float] = {}
+        # Calls going on, by path: since when, and how many (a map's items
+        # share their map's path and run at once: it runs until the last ends).
+        self.running: dict[str, tuple[float, int]] = {}
         self.finished: dict[str, float] = {}
         self.failed: set[str] = set()
         self.outputs: list[Any] = []
@@ -172,7 +174,8 @@ class LiveView:
         if isinstance(event, SuperstepStartedEvent) and not event.workflow_path:
             self.superstep = event.superstep or 0
         elif isinstance(event, ExecutorInvokedEvent):
-            self.running[path] = time.monotonic()
+            since, calls = self.running.get(path, (time.monotonic(), 0))
+            self.running[path] = (since, calls + 1)
         elif event.kind == "agent_delta":
             turn, attempt = getattr(event, "turn", 0), getattr(event, "attempt", 0)
             before = self.writing.get(path)
@@ -181,11 +184,11 @@ class LiveView:
                 text = (before[2] + text)[-_WRITING:]
             self.writing[path] = (turn, attempt, text)
         elif isinstance(event, ExecutorCompletedEvent):
-            self.running.pop(path, None)
+            self._ended(path)
             self.writing.pop(path, None)
             self.finished[path] = self.finished.get(path, 0.0) + event.duration
         elif isinstance(event, ExecutorFailedEvent):
-            self.running.pop(path, None)
+            self._ended(path)
             self.writing.pop(path, None)
             self.failed.add(path)
             self.failure = self.failure or event
@@ -198,6 +201,16 @@ class LiveView:
             self.requests.append(event)
         elif isinstance(event, StatusEvent) and not event.workflow_path:
             self.status = event.status.value
+            if not self.status.startswith("in_progress"):
+                # (calls cut short by a failing sibling, or a stop, end unsaid)
+                self.running.clear()
+
+    def _ended(self, path: str) -> None:
+        since, calls = self.running.get(path, (0.0, 1))
+        if calls > 1:
+            self.running[path] = (since, calls - 1)
+        else:
+            self.running.pop(path, None)
 
     def __rich__(self) -> Group:
         now = time.monotonic()
@@ -211,8 +224,9 @@ class LiveView:
         table.add_column("executor", overflow="fold")
         table.add_column("state")
         table.add_column("time", justify="right")
-        for path, since in self.running.items():
-            table.add_row(Text(printable(path)), Text("running", "yellow"), f"{now - since:.2f} s")
+        for path, (since, calls) in self.running.items():
+            state = "running" if calls == 1 else f"running ({calls:,})"
+            table.add_row(Text(printable(path)), Text(state, "yellow"), f"{now - since:.2f} s")
         for path in self.failed:
             table.add_row(Text(printable(path)), Text("failed", "red"), "")
         recent = list(self.finished.items())[-8:]
