@@ -384,3 +384,20 @@ async def ext_jobs(job: ExtJob, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
 
 
 ext = sg.WorkflowBuilder(start=ext_jobs, name="ext-jobs").build()
+
+
+class Picky(sg.Executor):
+    """Refuses an empty list up front; its check is broken for a list of one."""
+
+    @sg.handler
+    async def on(self, items: list[int], ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(sum(items))
+
+    def check_input(self, message: Any) -> None:
+        if not message:
+            raise ValueError("no items to add up")
+        if len(message) == 1:
+            message[5]  # (a fault of its own: IndexError)
+
+
+picky = sg.WorkflowBuilder(start=Picky("picky"), name="picky").build()

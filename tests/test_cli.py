@@ -125,6 +125,23 @@ def test_input_file_and_bad_input(tmp_path: Path) -> None:
     assert shape.returncode == 1 and "MODULE:ATTR" in shape.stderr
 
 
+def test_a_refused_input_and_a_failing_check_of_it_are_said_as_such() -> None:
+    refused = cli("run", "tests.cli_flows:picky", "--input", "[]", "--no-store")
+    assert refused.returncode == 1, refused
+    assert refused.stdout == (
+        "failed: the input of workflow 'picky' is refused by its start executor 'picky': "
+        "no items to add up\n"
+    )
+    broken = cli("run", "tests.cli_flows:picky", "--input", "[1]", "--no-store")
+    assert broken.returncode == 1, broken
+    said = broken.stdout + broken.stderr
+    assert "executor 'picky': its check_input() raised IndexError: list index out of range" in said
+    assert "unexpected failure" not in said and "please report" not in said
+    assert cli("run", "tests.cli_flows:picky", "--input", "[1, 2]", "--no-store").stdout.startswith(
+        "output: 3"
+    )
+
+
 def test_failure_exit_code_names_the_executor() -> None:
     done = cli("run", "tests.cli_flows:failing", "--input", '"x"', "--no-store")
     assert done.returncode == 1

@@ -529,3 +529,33 @@ async def test_a_partial_of_an_annotated_function_is_an_executor_named_after_it(
             return 2 * n
 
     assert sg.executor(Doubler()).id == "Doubler"
+
+
+class _Picky(sg.Executor):
+    @sg.handler
+    async def on(self, items: list[int], ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(sum(items))
+
+    def check_input(self, message: Any) -> None:
+        if not message:
+            raise ValueError("no items to add up")
+        if len(message) == 1:
+            raise LookupError("broken check")
+
+
+async def test_a_start_executor_refuses_an_input_before_the_run_or_fails_naming_its_check() -> None:
+    store = sg.MemoryCheckpointStore()
+    workflow = sg.WorkflowBuilder(start=_Picky("picky"), name="adder", checkpoints=store).build()
+    with pytest.raises(sg.MessageTypeError) as refused:
+        await workflow.run([])
+    assert str(refused.value) == (
+        "the input of workflow 'adder' is refused by its start executor 'picky': no items to add up"
+    )
+    with pytest.raises(sg.WorkflowRunError) as broken:
+        await workflow.run([1])
+    assert (
+        str(broken.value) == "executor 'picky': its check_input() raised LookupError: broken check"
+    )
+    assert isinstance(broken.value.__cause__, LookupError)
+    assert await store.runs() == []  # no run started either time
+    assert (await workflow.run([1, 2])).outputs == [3]

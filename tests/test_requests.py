@@ -208,6 +208,49 @@ async def test_an_answer_no_response_handler_takes_is_refused_and_consumes_nothi
     assert done.outputs == ([] if nested else ["? True"])  # (a child's go to the parent's edges)
 
 
+class CheckingAsker(sg.Executor):
+    """Refuses False; its check is broken for None (a fault of its own)."""
+
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(f"{n}?", bool | None)
+
+    @sg.response_handler
+    async def back(
+        self, ask: str, answer: bool | None, ctx: sg.WorkflowContext[sg.Never, str]
+    ) -> None:
+        await ctx.yield_output(f"{ask} {answer}")
+
+    def check_response(self, request: sg.PendingRequest, response: Any) -> None:
+        if response is False:
+            raise ValueError("only a yes is taken")
+        if response is None:
+            {}["missing"]  # (KeyError)
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "sub-workflow"])
+async def test_a_check_of_an_answer_refuses_it_or_fails_naming_its_executor(
+    nested: bool, store: sg.CheckpointStore
+) -> None:
+    start: sg.Executor = CheckingAsker("asker")
+    if nested:
+        start = sg.WorkflowExecutor(sg.WorkflowBuilder(start=start).build(), id="sub")
+    workflow = sg.WorkflowBuilder(start=start, checkpoints=store).build()
+    [asked] = (await workflow.run(1)).pending_requests
+    with pytest.raises(sg.ResponseValueError, match="is refused: only a yes is taken$"):
+        await workflow.run(responses={asked.request_id: False})
+    with pytest.raises(sg.WorkflowRunError) as broken:  # (not a bare KeyError)
+        await workflow.run(responses={asked.request_id: None})
+    owner = "sub" if nested else "asker"
+    assert (
+        str(broken.value) == f"executor {owner!r}: its check_response() raised KeyError: 'missing'"
+    )
+    assert broken.value.executor_id == owner and isinstance(broken.value.__cause__, KeyError)
+    assert [p.request_id for p in workflow.pending_requests] == [asked.request_id]
+    done = await workflow.run(responses={asked.request_id: True})
+    assert done.status is sg.RunStatus.IDLE and not done.pending_requests
+
+
 @pytest.mark.parametrize(
     ("response_type", "reason"),
     [(5, "5 is not a type"), ("bool", "unresolved forward reference 'bool'")],

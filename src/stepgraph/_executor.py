@@ -30,7 +30,7 @@ from ._core import (
     quoted,
     type_name,
 )
-from ._exceptions import WorkflowDefinitionError
+from ._exceptions import WorkflowDefinitionError, WorkflowRunError
 from ._handlers import (
     HandlerOptions,
     HandlerSpec,
@@ -518,6 +518,24 @@ class Executor:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r}>"
+
+
+def refusal(executor: Executor, hook: str, *args: Any) -> str | None:
+    """Ask ``executor``'s ``hook`` (``check_input``, ``check_response``)
+    about a value: why it refuses it (its ``ValueError``), or ``None``. Any
+    other exception is the hook's own fault, raised as ``WorkflowRunError``
+    naming the executor and the hook (the exception its cause), not as
+    though stepgraph had failed."""
+    try:
+        getattr(executor, hook)(*args)
+    except ValueError as exc:
+        return str(exc)
+    except Exception as exc:
+        raise WorkflowRunError(
+            f"executor {executor.id!r}: its {hook}() raised {type(exc).__name__}: {exc}",
+            executor_id=executor.id,
+        ) from exc
+    return None
 
 
 def _reject_duplicates(keys: list[tuple[Any, str]], owner: str) -> None:

@@ -59,7 +59,7 @@ from ._exceptions import (
     RequestError,
     ResponseValueError,
 )
-from ._executor import Executor
+from ._executor import Executor, refusal
 from ._factories import make_executor
 
 __all__ = [
@@ -196,15 +196,13 @@ def apply_responses(
                 f"{a_type(type(request.request))}",
                 executor_id=request.executor_id,
             )
-        if executor is not None:
-            try:
-                executor.check_response(request, value)
-            except ValueError as exc:
-                raise ResponseValueError(
-                    f"the response to request {request_id!r} (opened by "
-                    f"{asked_by(run, request, executors)!r}) is refused: {exc}",
-                    executor_id=request.executor_id,
-                ) from None
+        refused = None if executor is None else refusal(executor, "check_response", request, value)
+        if refused is not None:
+            raise ResponseValueError(
+                f"the response to request {request_id!r} (opened by "
+                f"{asked_by(run, request, executors)!r}) is refused: {refused}",
+                executor_id=request.executor_id,
+            )
     for request_id in [r for r in run.requests if r in responses]:
         request = run.requests.pop(request_id)
         run.answered.add(request_id)

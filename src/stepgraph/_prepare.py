@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, going_on_from
 from ._core import Backend, MessageTypeError, RunState, a_value_type, type_name
 from ._exceptions import CheckpointError, RequestError
+from ._executor import refusal
 from ._persistence import CheckpointConfig, apply_responses
 from ._waiting import Suspended
 
@@ -114,14 +115,13 @@ async def prepare(workflow: Workflow, call: RunCall, config: CheckpointConfig | 
             f"{', '.join(type_name(t) for t in start.input_types)})",
             executor_id=start.id,
         )
-    try:
-        start.check_input(call.input)
-    except ValueError as exc:
+    refused = refusal(start, "check_input", call.input)
+    if refused is not None:
         raise MessageTypeError(
             f"the input of workflow {workflow.name!r} is refused by its start executor "
-            f"{start.id!r}: {exc}",
+            f"{start.id!r}: {refused}",
             executor_id=start.id,
-        ) from None
+        )
     run = RunState(inboxes={start.id: [("", call.input)]})
     return uuid.uuid4().hex, run, None, None, None
 
