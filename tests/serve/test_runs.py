@@ -163,6 +163,27 @@ def test_the_events_of_a_run_deleted_elsewhere_are_gone_too(serve, tmp_path):
     assert run_id not in server.service.logs  # (forgotten here too)
 
 
+def test_the_stream_of_a_run_another_server_went_on_with_ends_with_its_status_now(serve):
+    # The server that ran the run to its question kept its event log, and its
+    # stream ended with the status that log last saw, "idle_with_pending_requests",
+    # though another server had answered and run it to its end.
+    a = serve(flows.gate)
+    b = serve(flows.gate)  # (the same store file)
+    with a.client() as on_a, b.client() as on_b:
+        run_id = on_a.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+        [request] = wait_for(on_a, run_id, "idle_with_pending_requests")["pending_requests"]
+        answer = {"responses": {request["request_id"]: True}}
+        assert on_b.post(f"/api/runs/{run_id}/responses", json=answer).status_code == 202
+        assert wait_for(on_b, run_id, "idle")["outputs"] == ["go?: yes"]
+        assert on_a.get(f"/api/runs/{run_id}").json()["status"] == "idle"
+        heard = sse(on_a, run_id)
+        assert heard[-2]["status"] == "idle_with_pending_requests"  # (where a left it)
+        assert heard[-1] == {"status": "idle", "kind": "end"}
+        # A run followed while it goes on here ends with how it ended here.
+        run_id = on_a.post("/api/workflows/gate/runs", json={"input": "again?"}).json()["run_id"]
+        assert sse(on_a, run_id)[-1] == {"status": "idle_with_pending_requests", "kind": "end"}
+
+
 def answer_twice_at_once(server: Any, run_id: str, answers: list[dict[str, Any]]) -> list[Any]:
     """Each answer sent to the server at the same moment (one event loop
     turn): what each call gave, a run id or the ``Problem``."""

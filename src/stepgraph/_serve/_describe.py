@@ -332,7 +332,7 @@ class RunDescriber:
         if info is None:
             self._forget_deleted(run_id)
             raise Problem(404, f"no run {quoted(run_id)} in the store")
-        return run_log.status if run_log is not None else info.status
+        return str(self._run_summary(info)["status"])
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 256) -> Any:

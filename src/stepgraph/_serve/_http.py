@@ -303,8 +303,10 @@ def create_app(
             shown = last if len(last) <= 40 else last[:37] + "..."
             raise Problem(422, f"Last-Event-ID must be an event id (a number), got {shown!r}")
         status = await service.stream_status(run_id)
+        run_log = service.log_of(run_id)
+        followed = run_log is not None and run_log.live
         return StreamingResponse(
-            _stream(service, run_id, int(last), status, request),
+            _stream(service, run_id, int(last), status, followed),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -407,9 +409,13 @@ def _dropped(missed: int, after: int, resumes_at: int) -> str:
 
 
 async def _stream(
-    service: RunService, run_id: str, after: int, status: str, request: Request
+    service: RunService, run_id: str, after: int, status: str, followed: bool
 ) -> AsyncIterator[str]:
-    """The run's events after ``after``, live until the run stops here."""
+    """The run's events after ``after``, live until the run stops here.
+    It ends with ``status`` — how the run stands, as its details say — or,
+    once the run was ``followed`` going on here, with how it ended here
+    (the log of a run this server ran earlier ends where the server left
+    it, which another process may have gone on from since)."""
     seen = after
     while True:
         run_log = service.log_of(run_id)
@@ -420,7 +426,9 @@ async def _stream(
                 said = _dropped(missed, seen, new[0][0]) if missed else ""
                 yield said + "".join(f"id: {n}\ndata: {r}\n\n" for n, r in new)
                 seen = new[-1][0]
-            status = run_log.status
+            followed = followed or run_log.live
+            if followed:
+                status = run_log.status
             if run_log.live and not service.streams_over.is_set():
                 try:
                     async with asyncio.timeout(KEEPALIVE):
