@@ -388,6 +388,32 @@ def test_runs_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
     one_line_error(cli("runs", "cancel", "nope", "--store", spec), "no run 'nope'")
 
 
+def test_going_on_with_a_run_held_elsewhere_is_refused_not_reported_failed(
+    tmp_path: Path,
+) -> None:
+    # (it printed "failed: run ... is being continued elsewhere ... (fork=True,
+    # stepgraph run --fork)": the run had not failed, and fork=True is Python's)
+    from tests.test_cli import COMMAND, ROOT
+    from tests.test_cli_errors import one_line_error
+
+    spec = f"sqlite:{tmp_path / 'held.sqlite'}"
+    process = subprocess.Popen(
+        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert process.stdout is not None
+    run_id = json.loads(process.stdout.readline())["run_id"]
+    try:
+        refused = cli("run", "tests.cli_flows:slow", "--store", spec, "--resume", "latest")
+        line = one_line_error(refused, f"run '{run_id}' is being continued elsewhere (process")
+        assert line.endswith("wait for it to stop, or fork it: add --fork (a new run)"), line
+        assert refused.stdout == "", refused.stdout
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+
+
 def test_a_store_must_be_given_as_sqlite_path(tmp_path: Path) -> None:
     bare = tmp_path / "bogus"
     for args in (

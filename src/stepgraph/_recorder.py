@@ -32,7 +32,18 @@ from ._exceptions import (
 from ._executor import Executor
 from ._persistence import CheckpointConfig, RunCodec, body_refs
 
-__all__ = ["ASYNC_BATCH_DELAY", "CANCEL_POLL", "RunRecorder", "new_checkpoint_id", "take_run"]
+__all__ = [
+    "ASYNC_BATCH_DELAY",
+    "CANCEL_POLL",
+    "FORK_HINT",
+    "RunRecorder",
+    "new_checkpoint_id",
+    "take_run",
+]
+
+# How a refusal to go on with a run held elsewhere ends; the CLI and the
+# server put it in their own terms.
+FORK_HINT = "fork it from a checkpoint (fork=True, stepgraph run --fork)"
 
 # With async durability, how long queued checkpoints may wait to share a
 # transaction (bounds what a crash can lose beyond the sync guarantee).
@@ -455,8 +466,7 @@ async def take_run(store: CheckpointStore, run_id: str, parent: Checkpoint) -> s
         if busy is not None:
             raise CheckpointError(
                 f"run {run_id!r} is being continued elsewhere ({holding(busy)}); a run "
-                "goes on in one place at a time — wait for it to stop, or fork it from a "
-                "checkpoint (fork=True, stepgraph run --fork)"
+                f"goes on in one place at a time — wait for it to stop, or {FORK_HINT}"
             )
         if await store.run_info(parent.run_id) is None:
             raise CheckpointNotFoundError(

@@ -41,6 +41,7 @@ from .._exceptions import (
     SubworkflowError,
     WorkflowRunError,
 )
+from .._recorder import FORK_HINT
 from .._workflow import Workflow
 from ._input import example_json
 from ._load import CliError, CliStore, StoreMode, open_store, shown_store
@@ -315,6 +316,12 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
             error, (CheckpointNotFoundError, CheckpointIntegrityError)
         ):  # (no run: --resume named nothing, or nothing that may be gone on from)
             say(err, ("error: ", "red"), str(error))
+            return EXIT_FAILED
+        if not session.run_id and type(error) is CheckpointError and error.__cause__ is None:
+            # Refused before it ran (held elsewhere, being deleted), not failed:
+            # a store's failure carries its cause.
+            text = str(error).replace(FORK_HINT, "fork it: add --fork (a new run)")
+            say(err, ("error: ", "red"), text)
             return EXIT_FAILED
         if not session.run_id and isinstance(error, RequestError):  # (refused before it ran)
             # (an answer's value refused: its request is still open)
