@@ -53,6 +53,24 @@ def gate() -> sg.Workflow:
     return sg.WorkflowBuilder(start=Gate("gate"), name="gate").build()
 
 
+class SlowGate(sg.Executor):
+    """As ``Gate``, taking a minute over the answer (to be killed meanwhile)."""
+
+    @sg.handler
+    async def ask(self, text: str, ctx: sg.WorkflowContext[None, str]) -> None:
+        await ctx.request_info(text, bool)
+
+    @sg.response_handler
+    async def decided(self, text: str, yes: bool, ctx: sg.WorkflowContext[None, str]) -> None:
+        await asyncio.sleep(60)
+        await ctx.yield_output(f"{text}: {'yes' if yes else 'no'}")
+
+
+def slow_gate() -> sg.Workflow:
+    """One question; a minute over its answer."""
+    return sg.WorkflowBuilder(start=SlowGate("gate"), name="slow_gate").build()
+
+
 @sg.executor(id="draft")
 async def draft(topic: str, ctx: sg.WorkflowContext[str]) -> None:
     await asyncio.sleep(PACE)

@@ -126,3 +126,39 @@ def test_asking_about_an_interrupted_run_never_stands_in_a_resumes_way(serve, tm
         assert resumed.returncode == 0, resumed.stderr
         assert "being continued elsewhere" not in resumed.stderr
         assert client.get(f"/api/runs/{run_id}").json()["status"] == "idle"
+
+
+def test_a_second_answer_to_a_run_killed_after_taking_the_first_says_to_resume_it(serve, tmp_path):
+    # (the CLI said so; the API said only "answered already ... fork it", of a
+    # run whose process had died with the answer: nothing went on with it)
+    path = tmp_path / "answered.sqlite"
+    server = serve(flows.slow_gate, store=sg.SqliteCheckpointStore(path))
+    with server.client() as client:
+        run_id = client.post("/api/workflows/slow_gate/runs", json={"input": "go?"}).json()[
+            "run_id"
+        ]
+        [request] = wait_for(client, run_id, "idle_with_pending_requests")["pending_requests"]
+        rid = request["request_id"]
+        command = [sys.executable, "-m", "stepgraph", "run", "tests.serve.flows:slow_gate",
+                   "--store", f"sqlite:{path}", "--respond", f"{rid}=true"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:  # killed once the answer is stored, its handler taking its minute
+            deadline = time.monotonic() + 60
+            while _runs(path)[0].checkpoints < 3:
+                assert time.monotonic() < deadline, "the answer was not taken"
+                time.sleep(0.05)
+        finally:
+            process.kill()
+            process.wait()
+        again = client.post(f"/api/runs/{run_id}/responses", json={"responses": {rid: False}})
+        assert again.status_code == 409, again.text
+        error = again.json()["error"]
+        assert error.startswith(f"request {rid!r} of run {run_id} was answered already (at "), error
+        assert (
+            "; the run took that answer and stopped since (in_progress): go on "
+            f"with it: POST /api/runs/{run_id}/resume with {{}}; to answer it anew"
+        ) in error, error
+        assert client.get(f"/api/runs/{run_id}").json()["interrupted"] is True

@@ -233,8 +233,10 @@ class RunDescriber:
         store's ``request_cancel`` asks: who holds its lease (a store without
         ``lease_holder``: by taking the lease and giving it back at once).
         Never while a call of this server continues it."""
-        if run_id in self._claims:
-            return False
+        return run_id not in self._claims and await self.unheld(run_id)
+
+    async def unheld(self, run_id: str) -> bool:
+        """Whether no process holds the run (see ``_stranded``)."""
         holder_of = getattr(self.store, "lease_holder", None)
         if holder_of is not None:
             # (read, not taken: a probe that took the lease for a moment

@@ -103,12 +103,13 @@ def _fork_hint(run_id: str, checkpoint_id: str | None = None) -> str:
     return f'fork it: POST /api/runs/{run_id}/fork with {{"checkpoint_id": {at}}}'
 
 
-def answered_already(run_id: str, request_id: str, where: str) -> Problem:
-    """The one wording of a second answer to a request, however it was found."""
+def answered_already(run_id: str, request_id: str, where: str, since: str = "") -> Problem:
+    """The one wording of a second answer to a request, however it was
+    found; ``since``, what became of the run that took it, when known."""
     return Problem(
         409,
-        f"request {request_id!r} of run {run_id} was answered already ({where}); to answer "
-        f"it anew from an earlier checkpoint, {_fork_hint(run_id)}",
+        f"request {request_id!r} of run {run_id} was answered already ({where}){since}; to "
+        f"answer it anew from an earlier checkpoint, {_fork_hint(run_id)}",
     )
 
 

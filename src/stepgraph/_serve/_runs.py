@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._checkpoint import RUNNING_STATUSES, CheckpointStore, RunInfo
+from .._checkpoint import RUNNING_STATUSES, TERMINAL_STATUSES, CheckpointStore, RunInfo
 from .._cli._input import coerce, coerce_input
 from .._cli._load import CliError
 from .._core import Event, RunStartedEvent, quoted
@@ -157,7 +157,8 @@ class RunService:
             if request is None:
                 answered = (await self.store.answers(run_id, [request_id])).get(request_id)
                 if answered is not None:
-                    raise answered_already(run_id, request_id, f"at checkpoint {answered}")
+                    since = await self._since_answered(info)
+                    raise answered_already(run_id, request_id, f"at checkpoint {answered}", since)
                 raise Problem(
                     404,
                     f"run {run_id} has no open request {quoted(request_id)}; open: "
@@ -277,6 +278,21 @@ class RunService:
             yield
         finally:
             del self._claims[run_id]
+
+    async def _since_answered(self, info: RunInfo) -> str:
+        """What became of the continuation that took an answer, when the run
+        did not end as a run ends (idle, waiting, paused): going on in
+        another process, or stopped since (its process killed, its server
+        stopped) -- then a resume goes on with the answer, which a second
+        answer never would (``stepgraph run --respond`` says the same)."""
+        if info.status not in (*RUNNING_STATUSES, *TERMINAL_STATUSES):
+            return ""
+        if not await self._describer.unheld(info.run_id):
+            return "; the run is going on with that answer elsewhere"
+        return (
+            f"; the run took that answer and stopped since ({info.status}): go on with it: "
+            f"POST /api/runs/{info.run_id}/resume with {{}}"
+        )
 
     async def _refuse_busy(self, run_id: str, answered_here: list[str]) -> None:
         if answered_here:
