@@ -184,6 +184,46 @@ def test_the_stream_of_a_run_another_server_went_on_with_ends_with_its_status_no
         assert sse(on_a, run_id)[-1] == {"status": "idle_with_pending_requests", "kind": "end"}
 
 
+class _Gate2(sg.Executor):
+    """``gate``'s next version: another executor, asking for a number."""
+
+    @sg.handler
+    async def ask(self, text: str, ctx: sg.WorkflowContext[None, str]) -> None:
+        await ctx.request_info(text, int)
+
+    @sg.response_handler
+    async def decided(self, text: str, n: int, ctx: sg.WorkflowContext[None, str]) -> None:
+        await ctx.yield_output(f"{text}: {n}")
+
+
+def _gate_v2() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=_Gate2("gate2"), name="gate").build()
+
+
+def test_a_run_of_another_graph_of_the_workflow_is_refused_naming_it_not_a_500(serve):
+    # Two servers on one store serving two versions of "gate" (a rolling
+    # upgrade): the run's page and an answer on the other were a 500 (the
+    # checkpoint's graph differs), where its resume and fork were a 409.
+    a = serve(flows.gate)
+    b = serve(_gate_v2)  # (the same store file)
+    with a.client() as on_a, b.client() as on_b:
+        run_id = on_a.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+        waiting = wait_for(on_a, run_id, "idle_with_pending_requests")
+        [request] = waiting["pending_requests"]
+        answer = {"responses": {request["request_id"]: True}}
+        first = {"checkpoint_id": waiting["checkpoints"][0]["checkpoint_id"]}
+        for refused in (
+            on_b.get(f"/api/runs/{run_id}"),
+            on_b.post(f"/api/runs/{run_id}/responses", json=answer),
+            on_b.post(f"/api/runs/{run_id}/fork", json=first),
+        ):
+            assert refused.status_code == 409, refused.text
+            assert "was written by workflow 'gate' with a different graph" in refused.text
+        assert on_b.get("/api/runs").json()["runs"][0]["run_id"] == run_id
+        assert on_a.post(f"/api/runs/{run_id}/responses", json=answer).status_code == 202
+        assert wait_for(on_a, run_id, "idle")["outputs"] == ["go?: yes"]
+
+
 def answer_twice_at_once(server: Any, run_id: str, answers: list[dict[str, Any]]) -> list[Any]:
     """Each answer sent to the server at the same moment (one event loop
     turn): what each call gave, a run id or the ``Problem``."""

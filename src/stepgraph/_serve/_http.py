@@ -44,7 +44,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._cli._load import json_value
 from .._core import lone_surrogate_at, quoted
-from .._exceptions import CheckpointError, CheckpointIntegrityError
+from .._exceptions import (
+    CheckpointDecodeError,
+    CheckpointError,
+    CheckpointIntegrityError,
+    CheckpointMismatchError,
+)
 from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
 from ._logs import json_text
 from ._openapi import openapi
@@ -209,10 +214,17 @@ def create_app(
             except ClientDisconnect:  # (gone before its whole body came: no one to answer)
                 log.debug("%s %s: the client went away mid-body", request.method, request.url.path)
                 return _error(400, "the client went away before sending the whole body")
-            except CheckpointIntegrityError as exc:
+            except (
+                CheckpointIntegrityError,
+                CheckpointMismatchError,
+                CheckpointDecodeError,
+            ) as exc:
                 # Stored data this server cannot verify: unsigned or signed
-                # with another secret (STEPGRAPH_SECRET), or damaged. The
-                # record is the problem, not the server: say which.
+                # with another secret (STEPGRAPH_SECRET), or damaged -- or
+                # cannot read: written by another graph of the workflow, or
+                # holding types it does not know (another server on the
+                # store serves another version of it). The record is the
+                # problem, not the server: say which.
                 log.warning("%s %s: %s", request.method, request.url.path, exc)
                 return _error(409, str(exc))
             except Exception as exc:
