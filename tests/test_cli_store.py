@@ -414,6 +414,26 @@ def test_going_on_with_a_run_held_elsewhere_is_refused_not_reported_failed(
         process.communicate(timeout=60)
 
 
+def test_resuming_a_checkpoint_of_another_graph_is_refused_not_reported_failed(
+    tmp_path: Path,
+) -> None:
+    # (it printed "failed: checkpoint ... was written by workflow ... with a
+    # different graph": no run had started, let alone failed)
+    from tests.test_cli import cli
+    from tests.test_cli_errors import one_line_error
+
+    spec = f"sqlite:{tmp_path / 'graphs.sqlite'}"
+    asked = cli("run", "tests.cli_flows:asking", "--input", '"x"', "--store", spec)
+    assert asked.returncode == 2, asked.stderr
+    rows = cli("checkpoints", "list", "--store", spec).stdout.splitlines()
+    run_id = rows[1].split("\t")[0]
+    last = cli("checkpoints", "list", "--run", run_id, "--store", spec).stdout.splitlines()[-1]
+    checkpoint = last.split("\t")[1]
+    refused = cli("run", "tests.cli_flows:slow", "--store", spec, "--resume", checkpoint)
+    one_line_error(refused, f"checkpoint {checkpoint} was written by workflow 'asking' with a")
+    assert refused.stdout == "", refused.stdout
+
+
 def test_a_store_must_be_given_as_sqlite_path(tmp_path: Path) -> None:
     bare = tmp_path / "bogus"
     for args in (

@@ -33,6 +33,7 @@ from .._core import (
 from .._exceptions import (
     CheckpointError,
     CheckpointIntegrityError,
+    CheckpointMismatchError,
     CheckpointNotFoundError,
     ConvergenceError,
     RequestError,
@@ -313,8 +314,8 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
         return 128 + session.stopped_by  # 130 (Ctrl-C), 143 (SIGTERM)
     except WorkflowRunError as error:
         if not session.run_id and isinstance(
-            error, (CheckpointNotFoundError, CheckpointIntegrityError)
-        ):  # (no run: --resume named nothing, or nothing that may be gone on from)
+            error, (CheckpointNotFoundError, CheckpointIntegrityError, CheckpointMismatchError)
+        ):  # (no run: --resume named nothing, or nothing this workflow may go on from)
             say(err, ("error: ", "red"), str(error))
             return EXIT_FAILED
         if not session.run_id and type(error) is CheckpointError and error.__cause__ is None:
