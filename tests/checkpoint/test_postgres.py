@@ -729,6 +729,34 @@ def test_the_command_line_on_postgres(pg_dsn: str) -> None:
     assert vacuum.returncode == 1 and "PostgreSQL vacuums its tables itself" in vacuum.stderr
 
 
+def test_the_commands_that_write_refuse_at_once_a_role_that_only_reads(pg_dsn: str) -> None:
+    # (a serve on a reading role started, and each run it was asked for then
+    # failed at its first save; a run said "failed: ... permission denied")
+    from tests.test_cli import cli
+    from tests.test_cli_errors import one_line_error
+
+    assert cli("run", "examples.hello:build", "--input", '"x"', "--store", pg_dsn).returncode == 0
+    role = f"reader_{os.getpid()}_{time.monotonic_ns()}"
+    database = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # (names made here, never user input)
+        conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    reader = pg_dsn.replace("user=stepgraph", f"user={role}")
+    listed = cli("checkpoints", "list", "--store", reader)
+    assert listed.returncode == 0 and "hello" in listed.stdout, listed.stderr
+    for args in (
+        ("run", "examples.hello:build", "--input", '"x"'),
+        ("serve", "examples.hello:build", "--port", "0"),
+        ("runs", "cancel", "nope"),
+        ("checkpoints", "prune", "--keep-last", "1"),
+    ):
+        one_line_error(
+            cli(*args, "--store", reader),
+            f"role '{role}' may not write its tables (no INSERT on stepgraph_segments",
+        )
+
+
 def test_the_command_line_never_prints_the_password(pg_dsn: str) -> None:
     import shlex
 

@@ -67,6 +67,7 @@ from ._postgres_layout import (
     migrate,
     record_answers,
     segment_write,
+    unwritable,
 )
 from ._postgres_leases import Leases, SavesUnderWay, held_by
 from ._postgres_sessions import ServerAway, live_connection
@@ -170,6 +171,20 @@ class PostgresCheckpointStore(BaseStore):
         database of another layout fails here; blocking."""
         with self._connection("opening it"):
             pass
+
+    def check_writable(self) -> None:
+        """Refuse, with a ``CheckpointError`` naming the database and the
+        role, a database whose tables the store's role may not write (one
+        that only reads: each run would fail at its first save); blocking.
+        The command line asks it for each command that writes."""
+        with self._connection("checking what its role may write") as conn:
+            role, missing = unwritable(conn)
+        if missing:
+            raise CheckpointError(
+                f"{self.where()}: role {role!r} may not write its tables (no "
+                f"{', '.join(missing)}): grant it INSERT, UPDATE and DELETE on the "
+                "stepgraph_* tables, or connect as another role"
+            )
 
     def _connections(self) -> Any:
         with self._lock:

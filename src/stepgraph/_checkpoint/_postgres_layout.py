@@ -42,6 +42,7 @@ __all__ = [
     "migrate",
     "record_answers",
     "segment_write",
+    "unwritable",
 ]
 
 LAYOUT = 4
@@ -225,6 +226,29 @@ def record_answers(cur: Any, answers: list[tuple[str, str, str]]) -> None:
         )
         before = cur.fetchone()
         raise answered_twice(run_id, request_id, before[0] if before else "(unknown)")
+
+
+# What every save writes: a role without these (one that only reads) cannot
+# run anything -- each run would fail at its first save.
+_SAVE_NEEDS = (
+    ("stepgraph_segments", "INSERT"),
+    ("stepgraph_checkpoint_ids", "INSERT"),
+    ("stepgraph_runs", "INSERT"),
+    ("stepgraph_runs", "UPDATE"),
+)
+UNWRITABLE = (
+    "SELECT current_user::text, array_agg(p || ' on ' || t) FILTER "
+    "(WHERE NOT has_table_privilege(to_regclass(t), p)) "
+    "FROM unnest(%s::text[], %s::text[]) AS needed(t, p)"
+)
+
+
+def unwritable(conn: Any) -> tuple[str, list[str]]:
+    """The session's role, and what a save needs that it may not do
+    (``"INSERT on stepgraph_runs"``; none: it may save)."""
+    tables, privileges = zip(*_SAVE_NEEDS, strict=True)
+    role, missing = conn.execute(UNWRITABLE, (list(tables), list(privileges))).fetchone()
+    return str(role), list(missing or ())
 
 
 def _present(cur: Any) -> list[str]:

@@ -307,6 +307,8 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
             raise CliError(_secret_problem(exc)) from None
         try:
             postgres.open()  # unreachable, another layout: say so now
+            if mode is not StoreMode.READ:
+                postgres.check_writable()  # (a reading role: not at the first save)
         except StepgraphError as exc:
             postgres.close()
             raise CliError(str(exc)) from None
