@@ -244,6 +244,35 @@ async def test_only_our_tables_are_created_and_errors_name_the_database(pg_dsn: 
         assert "hunter2" not in str(raised.value)
 
 
+def test_tables_that_cannot_be_created_are_refused_saying_why(pg_dsn: str) -> None:
+    # (the server's message came with its statement: "permission denied for
+    # schema public LINE 1: CREATE TABLE stepgraph_meta (key text PRIMARY KEY,
+    # value tex... ^" -- PostgreSQL 15 lets no other role create in public)
+    role = f"maker_{os.getpid()}_{time.monotonic_ns()}"
+    database = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+    sql(pg_dsn, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    sql(pg_dsn, f"CREATE ROLE {role} LOGIN")  # (names made here, never user input)
+    sql(pg_dsn, f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+    cases = {
+        pg_dsn.replace("user=stepgraph", f"user={role}"): (
+            "its role may not create stepgraph's tables (permission denied for schema public): "
+            "grant it CREATE on that schema"
+        ),
+        f"{pg_dsn}&options=-csearch_path%3Dnosuch": (
+            "has no schema to create stepgraph's tables in: the connection's search_path "
+            "names none that exists (nothing was created)"
+        ),
+    }
+    for dsn, expected in cases.items():
+        with (
+            PostgresCheckpointStore(dsn, max_size=1) as store,
+            pytest.raises(sg.CheckpointError) as raised,
+        ):
+            store.open()
+        assert expected in str(raised.value) and "LINE 1" not in str(raised.value), raised.value
+    assert tables(pg_dsn) == []
+
+
 async def test_a_store_that_must_exist_creates_nothing(pg_dsn: str) -> None:
     """``create=False`` (the command line's listing, showing, pruning and
     cancelling) refuses a database without our tables, leaving it as it

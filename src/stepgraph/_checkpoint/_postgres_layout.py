@@ -304,6 +304,29 @@ def _fast_compression(conn: Any, cur: Any) -> None:
         pass
 
 
+def _create_tables(cur: Any, where: str) -> None:
+    """The tables, in the schema the search path names first -- or a
+    ``CheckpointError`` saying why they cannot be (the server's own
+    message quotes the statement: "LINE 1: CREATE TABLE ...")."""
+    import psycopg  # (installed: ``cur`` is one of its cursors)
+
+    try:
+        for statement in _SCHEMA:
+            cur.execute(statement)
+    except psycopg.errors.InvalidSchemaName:
+        raise CheckpointError(
+            f"{where} has no schema to create stepgraph's tables in: the connection's "
+            "search_path names none that exists (nothing was created)"
+        ) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        reason = exc.diag.message_primary or "permission denied"
+        raise CheckpointError(
+            f"{where}: its role may not create stepgraph's tables ({reason}): grant it CREATE "
+            "on that schema, or let a role that may run stepgraph there once (it creates "
+            "them) and grant this one INSERT, UPDATE and DELETE on them (nothing was created)"
+        ) from None
+
+
 def ensure_layout(conn: Any, where: str, *, create: bool = True) -> None:
     """Create the tables in a database that has none of them (one
     transaction: processes starting at once create them once) — unless not
@@ -318,8 +341,7 @@ def ensure_layout(conn: Any, where: str, *, create: bool = True) -> None:
                 "was created)"
             )
         if layout is None:
-            for statement in _SCHEMA:
-                cur.execute(statement)
+            _create_tables(cur, where)
             _fast_compression(conn, cur)
             cur.execute(
                 "INSERT INTO stepgraph_meta (key, value) VALUES ('layout', %s)", (str(LAYOUT),)
