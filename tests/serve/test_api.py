@@ -701,6 +701,32 @@ def test_runs_a_signing_server_cannot_verify_are_a_409_naming_why(serve, tmp_pat
         wait_for(client, signed.json()["run_id"], "idle_with_pending_requests")
 
 
+def test_a_server_without_the_secret_says_it_must_be_started_with_it(serve, tmp_path):
+    # (an HTTP client was told "open the store with its secret (secret=, or
+    # STEPGRAPH_SECRET for the command line)": Python's and the CLI's terms, of
+    # something only the server's operator can do)
+    path = tmp_path / "signed.sqlite"
+    signing = sg.SqliteCheckpointStore(path, secret="0123456789abcdef-secret")
+    waiting = asyncio.run(flows.gate().run("x", checkpoints=signing))
+    signing.close()
+    server = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    with server.client() as client:
+        run_id = waiting.run_id
+        [rid] = [p.request_id for p in waiting.pending_requests]
+        assert client.get(f"/api/runs/{run_id}").status_code == 200  # (read, unverified)
+        for url, body in (
+            (f"/api/runs/{run_id}/responses", {"responses": {rid: True}}),
+            (f"/api/runs/{run_id}/fork", {"checkpoint_id": waiting.last_checkpoint}),
+        ):
+            refused = client.post(url, json=body)
+            assert refused.status_code == 409, (url, refused.text)
+            error = refused.json()["error"]
+            assert "is signed, but this store was opened without its secret" in error, error
+            assert error.endswith(
+                "this server must be started with the store's secret in STEPGRAPH_SECRET"
+            ), error
+
+
 class SlowLastSave(sg.SqliteCheckpointStore):
     """Saves a run's last checkpoint (idle) slowly, saying when it started."""
 

@@ -23,10 +23,17 @@ from ._model import (
 )
 from ._postgres import PostgresCheckpointStore
 from ._sqlite import SqliteCheckpointStore
-from ._store import RUNNING_STATUSES, TERMINAL_STATUSES, BaseStore, going_on_from
+from ._store import (
+    RUNNING_STATUSES,
+    SECRET_HINT,
+    TERMINAL_STATUSES,
+    BaseStore,
+    going_on_from,
+)
 
 __all__ = [
     "RUNNING_STATUSES",
+    "SECRET_HINT",
     "TERMINAL_STATUSES",
     "BaseStore",
     "Checkpoint",

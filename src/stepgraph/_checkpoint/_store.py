@@ -40,6 +40,7 @@ from ._model import (
 __all__ = [
     "BaseStore",
     "RUNNING_STATUSES",
+    "SECRET_HINT",
     "TERMINAL_STATUSES",
     "equal_to",
     "going_on_from",
@@ -115,6 +116,11 @@ def _secret(secret: str | bytes | None) -> bytes | None:
     return key
 
 
+# How a refusal to go on from a signed checkpoint without the secret ends;
+# the server puts it in its own terms.
+SECRET_HINT = "open the store with its secret (secret=, or STEPGRAPH_SECRET for the command line)"
+
+
 def going_on_from(store: Any, checkpoint: Checkpoint) -> None:
     """Refuse to write after a signed ``checkpoint`` through a ``store``
     opened without its secret: the unsigned checkpoints would cut the run
@@ -123,8 +129,7 @@ def going_on_from(store: Any, checkpoint: Checkpoint) -> None:
         raise CheckpointIntegrityError(
             f"checkpoint {checkpoint.id} is signed, but this store was opened without its "
             "secret: going on from it would add unsigned checkpoints, which the store's "
-            "signing users could not load; open the store with its secret (secret=, or "
-            "STEPGRAPH_SECRET for the command line)"
+            f"signing users could not load; {SECRET_HINT}"
         )
 
 

@@ -53,7 +53,7 @@ from .._exceptions import (
 from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
 from ._logs import json_text
 from ._openapi import openapi
-from ._refusals import Problem
+from ._refusals import Problem, refusal
 from ._runs import RunService
 
 __all__ = ["Guard", "create_app"]
@@ -226,7 +226,7 @@ def create_app(
                 # store serves another version of it). The record is the
                 # problem, not the server: say which.
                 log.warning("%s %s: %s", request.method, request.url.path, exc)
-                return _error(409, str(exc))
+                return _error(409, refusal(exc).message)
             except Exception as exc:
                 if type(exc) is CheckpointError:  # (not damaged data and the like: ours)
                     # The store failed (its database down, its disk full): the

@@ -9,6 +9,7 @@ import ast
 import re
 from typing import Any
 
+from .._checkpoint import SECRET_HINT
 from .._core import RunStatus
 from .._exceptions import (
     CheckpointEncodeError,
@@ -127,6 +128,10 @@ _ENGINE_ELSEWHERE = re.compile(
 
 def _for_http(message: str) -> str:
     """An engine refusal reworded for an HTTP client (see above); others as they are."""
+    if message.endswith(SECRET_HINT):  # (the client can do nothing about it: the server can)
+        return message[: -len(SECRET_HINT)] + (
+            "this server must be started with the store's secret in STEPGRAPH_SECRET"
+        )
     if found := _ENGINE_ANSWERED.fullmatch(message):
         try:
             request_id = ast.literal_eval(found["request"])
