@@ -94,6 +94,9 @@ def test_runs_an_outage_ended_show_how_they_ended(serve):
         cluster.resume()
         failed = wait_for(client, run_id, "failed")
         assert "checkpoint database" in failed["error"] and failed["checkpoints"]
+        # (the store still says in progress, held by no one: but no process was
+        # killed, and the run was shown failed and "interrupted" at once)
+        assert failed["interrupted"] is False
         [listed] = [r for r in client.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
         assert listed["status"] == "failed" and listed["error"] == failed["error"]
         # (cancelled, or failed if its first save gave up first: not lost either way)

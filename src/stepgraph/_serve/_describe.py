@@ -186,7 +186,9 @@ class RunDescriber:
                 "pending_requests": self._live_requests(run_log),
             }
         out = self._run_summary(info)
-        if not out["live"] and info.status in RUNNING_STATUSES and await self._stranded(run_id):
+        # (as shown: not a run that ended here, failed, though the store,
+        # down then, could not record it -- no process was killed)
+        if not out["live"] and out["status"] in RUNNING_STATUSES and await self._stranded(run_id):
             out["interrupted"] = True  # (its process ended without recording how: killed)
         out["events_kept"] = run_log is not None
         out["events_dropped"] = run_log.dropped if run_log is not None else 0
