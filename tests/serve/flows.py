@@ -328,3 +328,43 @@ async def travel(trip: Trip, ctx: sg.WorkflowContext[None, str]) -> None:
 def travelling() -> sg.Workflow:
     """Two fields of one model type; yes/no fields whose default is no yes or no."""
     return sg.WorkflowBuilder(start=travel, name="trip").build()
+
+
+@sg.executor(id="spread")
+async def spread(n: int, ctx: sg.WorkflowContext[int]) -> None:
+    for k in range(n):
+        await ctx.send_message(k)
+
+
+@sg.executor(id="split")
+async def split(doc: int, ctx: sg.WorkflowContext[tuple[int, int]]) -> None:
+    for page in range(2):
+        await ctx.send_message((doc, page))
+
+
+@sg.executor(id="page")
+async def fussy_page(pair: tuple[int, int], ctx: sg.WorkflowContext[int]) -> None:
+    if pair == (2, 1):
+        raise ValueError("not this page")
+    await ctx.send_message(pair[1])
+
+
+@sg.executor(id="gather")
+async def gather(values: list[Any], ctx: sg.WorkflowContext[sg.Never, list[Any]]) -> None:
+    await ctx.yield_output(values)
+
+
+def _doc() -> sg.Executor:
+    pages = sg.WorkflowBuilder(start=split, name="doc").add_map(
+        split, fussy_page, id="pages", to=gather
+    )
+    return sg.WorkflowExecutor(pages.build(), id="docs")
+
+
+def failing_inside() -> sg.Workflow:
+    """A map of sub-workflows whose item 2 fails in its own map ('docs[2]/pages')."""
+    return (
+        sg.WorkflowBuilder(start=spread, name="failing_inside")
+        .add_map(spread, _doc, id="docs", to=gather)
+        .build()
+    )

@@ -192,7 +192,7 @@ class RunDescriber:
             out["interrupted"] = True  # (its process ended without recording how: killed)
         out["events_kept"] = run_log is not None
         out["events_dropped"] = run_log.dropped if run_log is not None else 0
-        out["failure"] = failure_of(out["status"], out["error"])
+        out["failure"] = failure_of(out["status"], out["error"], info.superstep)
         # Taken with the status, before any await: the run may end meanwhile.
         live_requests = self._live_requests(run_log) if out["live"] and run_log else []
         # Only the newest are read (the response and its cost stay small

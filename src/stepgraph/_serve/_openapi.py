@@ -134,6 +134,17 @@ def openapi() -> dict[str, Any]:
                             "description": "how many of the run's oldest events that log "
                             "dropped (it keeps a run's newest events only)",
                         },
+                        "failure": {
+                            "type": ["object", "null"],
+                            "description": "for a run a handler's failure ended, which "
+                            "executor of its graph failed and in which superstep (read from "
+                            "its error; for a failure inside a sub-workflow, the node that "
+                            "ran it); else null",
+                            "properties": {
+                                "executor_id": {"type": "string"},
+                                "superstep": {"type": "integer"},
+                            },
+                        },
                         "checkpoints_total": {
                             "type": "integer",
                             "description": "how many checkpoints the run has (more than "

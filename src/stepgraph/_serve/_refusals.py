@@ -71,30 +71,45 @@ def refuse_nothing_to_run(checkpoint: Any, *, latest: bool) -> None:
 
 
 # How a run that a handler's failure ended says so (``WorkflowRunError``):
-# the executor's id as Python writes a string, then the superstep.
-_FAILED_IN = re.compile(
-    r"""executor ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") failed in superstep (\d+):"""
-)
+# the executor's id as Python writes a string, then the superstep; or, for
+# a failure inside a sub-workflow (``SubworkflowError``), the path down to
+# the executor that failed, its items spelled as an event's ``path`` does
+# (``'docs[2]/pages'``), and no superstep.
+_QUOTED = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+_FAILED_IN = re.compile(rf"executor {_QUOTED} failed in superstep (\d+):")
+_FAILED_BELOW = re.compile(rf"executor {_QUOTED} failed in a sub-workflow:")
+_ITEM = re.compile(r"\[\d+\]$")  # (a map's item, after the node's id)
 
 
-def failure_of(status: str, error: str | None) -> dict[str, Any] | None:
+def failure_of(
+    status: str, error: str | None, stored_superstep: int | None = None
+) -> dict[str, Any] | None:
     """Which executor's failure ended a failed run, and in which superstep,
     as its error says: the store keeps no more of a failure than that line,
-    and a page opened after a restart (no events kept) shows it from here."""
+    and a page opened after a restart (no events kept) shows it from here.
+    A failure inside a sub-workflow names the node of this graph that ran
+    it (the path's first element, without its item) and no superstep: it
+    is the one after ``stored_superstep``, the run's latest checkpoint's (a
+    failed superstep stores none; none known: no failure to mark)."""
     if status != RunStatus.FAILED.value or not error:
         return None
-    found = _FAILED_IN.match(error)
-    if found is None:
+    if (found := _FAILED_IN.match(error)) is not None:
+        quoted_id, superstep = found.group(1), found.group(2)
+    elif (found := _FAILED_BELOW.match(error)) is not None and stored_superstep is not None:
+        quoted_id, superstep = found.group(1), str(stored_superstep + 1)
+    else:
         return None  # (failed otherwise: did not converge, a store's error...)
     try:
-        executor_id = ast.literal_eval(found.group(1))
-        superstep = int(found.group(2))
+        executor_id = ast.literal_eval(quoted_id)
+        step = int(superstep)
     except (SyntaxError, ValueError):
         # (not as the engine writes it: an escape Python does not read,
         # "\x", or a superstep of thousands of digits -- a stored error
         # someone else wrote; it is shown as it is, naming no executor)
         return None
-    return {"executor_id": executor_id, "superstep": superstep}
+    if found.re is _FAILED_BELOW:
+        executor_id = _ITEM.sub("", executor_id.split("/", 1)[0])
+    return {"executor_id": executor_id, "superstep": step}
 
 
 def _fork_hint(run_id: str, checkpoint_id: str | None = None) -> str:
