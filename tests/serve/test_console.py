@@ -1251,3 +1251,30 @@ def test_the_runs_list_says_how_often_it_refreshes(serve, open_console):
     note = console.find("runs-refresh-note")
     expect(note).to_contain_text("3 seconds while a run it lists goes on")
     expect(note).to_contain_text("every 30 seconds otherwise")
+
+
+def test_the_timeline_gives_each_map_item_its_own_duration(serve, open_console):
+    # (a start was matched to a finish by path and superstep, first in first
+    # out: map items finish in any order, so an item that finished first was
+    # given the duration of the one that started first)
+    server = serve()
+    console = open_console(server.url + "/")
+    console.open("#/workflows")
+    console.find("workflow-card", name="gate").wait_for()
+    calls = console.page.evaluate(
+        """async () => {
+          const m = await import("/static/js/run-model.js");
+          const model = m.newRunModel();
+          const ev = (kind, item, time, extra = {}) => ({
+            kind, item, time, executor_id: "pages", path: "pages", superstep: 2, workflow_path: [], ...extra,
+          });
+          m.modelInvoked(model, ev("executor_invoked", 0, 10));
+          m.modelInvoked(model, ev("executor_invoked", 1, 10));
+          m.modelInvoked(model, ev("executor_invoked", 2, 10));
+          m.modelFinished(model, ev("executor_completed", 2, 10.05, { duration: 0.05 }), false);
+          m.modelFinished(model, ev("executor_failed", 0, 10.1, { duration: 0.1 }), true);
+          m.modelFinished(model, ev("executor_completed", 1, 10.3, { duration: 0.3 }), false);
+          return model.calls.map((c) => [c.item, Math.round((c.end - c.start) * 1000), c.failed]);
+        }"""
+    )
+    assert calls == [[0, 100, True], [1, 300, False], [2, 50, False]]

@@ -39,9 +39,12 @@ function indexCalls(m, calls) {
   Object.assign(m, { calls: [], byStep: new Map(), stepOrder: [] });
   for (const call of calls) addCall(m, call);
 }
-const callKey = (ev) => `${pathOf(ev)}\u0000${ev.superstep}`;
+/** A map's workers share a path and a superstep and finish in any order: their item tells them apart. */
+const itemOf = (ev) => (Number.isInteger(ev.item) ? ev.item : null);
+const callKey = (ev) => `${pathOf(ev)}\u0000${ev.superstep}\u0000${itemOf(ev) ?? ""}`;
+const newCall = (ev) => ({ path: pathOf(ev), executor: ev.executor_id, step: ev.superstep, item: itemOf(ev), start: ev.time, end: null, failed: false });
 export function modelInvoked(m, ev) {
-  const call = { path: pathOf(ev), executor: ev.executor_id, step: ev.superstep, start: ev.time, end: null, failed: false };
+  const call = newCall(ev);
   addCall(m, call);
   if (!m.open.has(callKey(ev))) m.open.set(callKey(ev), []);
   m.open.get(callKey(ev)).push(call);
@@ -55,7 +58,7 @@ export function modelFinished(m, ev, failed) {
   let call = queue && queue.shift();
   if (queue && !queue.length) m.open.delete(callKey(ev)); // (one key per call otherwise, for ever)
   if (!call) {
-    call = { path: pathOf(ev), executor: ev.executor_id, step: ev.superstep, start: ev.time, end: null, failed: false };
+    call = newCall(ev);
     addCall(m, call);
   }
   call.end = typeof ev.duration === "number" ? call.start + ev.duration : ev.time;

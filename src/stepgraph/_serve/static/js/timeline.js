@@ -33,10 +33,10 @@ export function timelinePanel(model) {
     const left = clamp((c.start - span.start) / total, 0, 1) * 100;
     const width = clamp(((end - c.start) / total) * 100, 0, 100 - left);
     const took = c.end == null ? "running" : c.stored ? "duration not known" : fmtMs(c.end - c.start);
-    const label = `${c.path}, superstep ${c.step}: ${took}${c.failed ? ", failed" : ""}`;
+    const label = `${c.path}${c.item == null ? "" : `, item ${c.item}`}, superstep ${c.step}: ${took}${c.failed ? ", failed" : ""}`;
     const node = el("div", {
       class: `tl-bar${c.failed ? " failed" : ""}${c.end == null ? " running" : ""}`, "data-testid": "timeline-bar",
-      "data-executor": c.executor, "data-superstep": c.step, role: "img", "aria-label": label, title: label,
+      "data-executor": c.executor, "data-superstep": c.step, "data-item": c.item, role: "img", "aria-label": label, title: label,
     }, c.failed ? el("span", { class: "tl-mark", "aria-hidden": "true", text: "!" }) : null);
     node.style.left = `${left}%`;
     node.style.width = `${width}%`;
