@@ -368,3 +368,30 @@ def failing_inside() -> sg.Workflow:
         .add_map(spread, _doc, id="docs", to=gather)
         .build()
     )
+
+
+# How large each of ``bulky``'s outputs is, and how long each superstep takes.
+BULK = 10_000
+BULK_STEP = 0.005
+
+
+@sg.executor(id="bulk")
+async def bulk(job: Count, ctx: sg.WorkflowContext[Count, str]) -> None:
+    global holding
+    while job.steps == HOLD_AT:
+        holding = job.steps
+        await asyncio.sleep(0.01)
+    holding = None
+    await asyncio.sleep(BULK_STEP)
+    await ctx.yield_output(f"{job.steps:06d}:" + "x" * BULK)
+    if job.steps > 1:
+        await ctx.send_message(Count(job.steps - 1))
+
+
+def bulky() -> sg.Workflow:
+    """Counts ``steps`` down, one output of ``BULK`` characters per superstep."""
+    return (
+        sg.WorkflowBuilder(start=bulk, name="bulky", max_supersteps=100_000)
+        .add_edge(bulk, bulk)
+        .build()
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .._checkpoint import (
@@ -35,7 +36,7 @@ from ._schema import schema_of
 from ._served import ServedWorkflow
 from ._shutdown import INTERRUPTED
 
-__all__ = ["CHECKPOINTS_MAX", "CHECKPOINTS_SHOWN", "RunDescriber"]
+__all__ = ["CHECKPOINTS_MAX", "CHECKPOINTS_SHOWN", "OUTPUTS_MAX", "OUTPUTS_SHOWN", "RunDescriber"]
 
 _STATUSES = frozenset(status.value for status in RunStatus)
 _ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
@@ -43,6 +44,31 @@ _ENDINGS = frozenset({RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 # for more, and the most that can be asked for.
 CHECKPOINTS_SHOWN = 100
 CHECKPOINTS_MAX = 10_000
+# How many of a run's outputs its details hold (the newest), and the most a
+# page of them (``outputs_page``) holds.
+OUTPUTS_SHOWN = 200
+OUTPUTS_MAX = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Outputs:
+    """Outputs as the details show them: how many there are, the newest
+    ``OUTPUTS_SHOWN`` of them, and how many of the oldest none holds any
+    more (a run shown from this server's memory only)."""
+
+    total: int
+    newest: list[Any]
+    dropped: int = 0
+
+    def then(self, more: list[Any]) -> _Outputs:
+        """These, then ``more``."""
+        return _Outputs(self.total + len(more), (self.newest + more)[-OUTPUTS_SHOWN:], self.dropped)
+
+    @staticmethod
+    def of(run_log: RunLog) -> _Outputs:
+        return _Outputs(
+            run_log.outputs_count, run_log.outputs[-OUTPUTS_SHOWN:], run_log.outputs_dropped
+        )
 
 
 class RunDescriber:
@@ -63,19 +89,21 @@ class RunDescriber:
         self.store = store
         self.logs = logs
         self._claims = claims
-        # What the store gave for a checkpoint: the outputs along its lineage
-        # (by checkpoint and the run's checkpoint count, which a prune or a
-        # delete changes: the lineage can then be shorter), and the requests
-        # open at it (a checkpoint's own record never changes).
-        self._outputs: OrderedDict[tuple[str, int, bool], list[Any]] = OrderedDict()
+        # What the store gave for a checkpoint: how many outputs its lineage
+        # holds and the newest of them (by checkpoint and the run's checkpoint
+        # count, which a prune or a delete changes: the lineage can then be
+        # shorter), and the requests open at it (a checkpoint's own record
+        # never changes). Never all the outputs: a run yielding large ones
+        # for hours would hold the server's memory.
+        self._outputs: OrderedDict[tuple[str, int, bool], _Outputs] = OrderedDict()
         self._requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         # A run's checkpoints as the store lists them, by its latest checkpoint
         # and count (a new save or a prune changes one): a run polled while it
         # waits is not listed again each time.
         self._listed: OrderedDict[tuple[str, int, int], list[CheckpointInfo]] = OrderedDict()
-        # The outputs read last for each run going on here, by the checkpoint
-        # they lead up to: the next read starts there.
-        self._went_on: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
+        # The outputs read last for each run going on, by the checkpoint they
+        # lead up to: the next read starts there.
+        self._went_on: OrderedDict[str, tuple[str, _Outputs]] = OrderedDict()
 
     def describe_workflows(self) -> list[dict[str, Any]]:
         return [
@@ -168,9 +196,13 @@ class RunDescriber:
         self, run_id: str, checkpoints: int = CHECKPOINTS_SHOWN
     ) -> dict[str, Any]:
         """The run's details, with its newest ``checkpoints`` checkpoints
-        (oldest first) and ``checkpoints_total``, how many it has."""
-        info = await self.store.run_info(run_id)
+        (oldest first) and ``checkpoints_total``, how many it has, and its
+        newest ``OUTPUTS_SHOWN`` outputs and ``outputs_total``."""
         run_log = self.logs.get(run_id)
+        # Taken before the store is asked: the log lets go of those the store
+        # holds, and it holds them by the time it answers (see _outputs_now).
+        fresh = run_log.fresh if run_log is not None else []
+        info = await self.store.run_info(run_id)
         if info is None:
             if run_log is None or not (run_log.live or run_log.unstored):
                 self._forget_deleted(run_id)
@@ -182,7 +214,7 @@ class RunDescriber:
                 "checkpoints": [],
                 "checkpoints_total": 0,
                 "events_dropped": run_log.dropped,
-                "outputs": jsonable(run_log.outputs),
+                **_outputs_json(_Outputs.of(run_log)),
                 "pending_requests": self._live_requests(run_log),
             }
         out = self._run_summary(info)
@@ -217,8 +249,12 @@ class RunDescriber:
             for cp in newest
         ]
         out["checkpoints_total"] = info.checkpoints
-        out["outputs"] = await self._outputs_now(
-            info, None if latest is None else latest.created_at, run_log
+        out.update(
+            _outputs_json(
+                await self._outputs_now(
+                    info, None if latest is None else latest.created_at, run_log, fresh
+                )
+            )
         )
         out["pending_requests"] = []
         served = self.workflows.get(info.workflow)
@@ -261,37 +297,58 @@ class RunDescriber:
         return [_request_json(request) for request in run_log.requests.values()]
 
     async def _outputs_now(
-        self, info: RunInfo, latest_at: float | None, run_log: RunLog | None
-    ) -> list[Any]:
+        self,
+        info: RunInfo,
+        latest_at: float | None,
+        run_log: RunLog | None,
+        fresh: list[tuple[int | None, Any]],
+    ) -> _Outputs:
         """The run's outputs along the branch of its latest checkpoint; for
-        a run going on here, with those it yielded since (not stored yet)."""
+        a run going on here, with those it yielded since (not stored yet:
+        ``fresh``, as its log held them before ``info`` was read)."""
         reader = getattr(self.store, "outputs", None)
         if reader is None:  # (a store of the user's own: what this server saw)
-            return list(run_log.outputs) if run_log is not None else []
+            return _Outputs.of(run_log) if run_log is not None else _Outputs(0, [])
         live = run_log is not None and run_log.live
         going = live or info.status in RUNNING_STATUSES  # (here or in another process)
-        stored = await self._outputs_of(reader, info, info.last_checkpoint, going)
         if run_log is None or not live:
-            return stored
+            return await self._outputs_of(reader, info, info.last_checkpoint, going)
+        at, yielded = self._along(info, latest_at, run_log, fresh)
+        stored = await self._outputs_of(reader, info, at, at == info.last_checkpoint)
+        return stored.then(yielded)
+
+    @staticmethod
+    def _along(
+        info: RunInfo,
+        latest_at: float | None,
+        run_log: RunLog,
+        fresh: list[tuple[int | None, Any]],
+    ) -> tuple[str | None, list[Any]]:
+        """A run going on here: the checkpoint whose lineage holds its
+        stored outputs (None: none), and those it yielded after it."""
         if latest_at is not None and latest_at < run_log.since:
             # Nothing of this continuation is stored yet (a replay's latest
             # checkpoint is still the branch it left): it goes on from its origin.
-            before = run_log.origin
-            base = await self._outputs_of(reader, info, before, False) if before else []
-            return base + [data for _, data in run_log.fresh]
-        return stored + [
-            data for step, data in run_log.fresh if step is None or step > info.superstep
+            return run_log.origin, [data for _, data in fresh]
+        return info.last_checkpoint, [
+            data for step, data in fresh if step is None or step > info.superstep
         ]
 
     async def _outputs_of(
-        self, reader: Callable[..., Awaitable[list[Any]]], info: RunInfo, at: str, going: bool
-    ) -> list[Any]:
-        """The outputs along the lineage of checkpoint ``at`` of the run, as
-        the store reads them; remembered while the run holds as many
-        checkpoints. For a run going on, only what it yielded since the last
-        look is read (our stores: ``after=``) — a long run's details cost
-        what its newest checkpoints hold, not all of them. (Outputs a prune
-        removed meanwhile show until the run ends.)"""
+        self,
+        reader: Callable[..., Awaitable[list[Any]]],
+        info: RunInfo,
+        at: str | None,
+        going: bool,
+    ) -> _Outputs:
+        """How many outputs the lineage of checkpoint ``at`` of the run holds
+        and the newest of them, as the store reads them; remembered while
+        the run holds as many checkpoints. For a run going on, only what it
+        yielded since the last look is read (our stores: ``after=``) — a
+        long run's details cost what its newest checkpoints hold, not all
+        of them. (Outputs a prune removed meanwhile show until the run ends.)"""
+        if at is None:
+            return _Outputs(0, [])
         key = (at, info.checkpoints, going)
         known = self._outputs.get(key)
         if known is not None:
@@ -300,13 +357,50 @@ class RunDescriber:
         known = None
         if before is not None and isinstance(self.store, BaseStore):
             with contextlib.suppress(CheckpointNotFoundError):  # (not on the lineage)
-                known = before[1] + await self.store.outputs(at, after=before[0])
+                known = before[1].then(await self.store.outputs(at, after=before[0]))
         if known is None:
-            known = list(await reader(at))
+            known = _Outputs(0, []).then(list(await reader(at)))
+        # (few: each holds up to OUTPUTS_SHOWN outputs, large ones maybe)
         if going:
-            _remember(self._went_on, info.run_id, (at, known), limit=64)
-        _remember(self._outputs, key, known)
+            _remember(self._went_on, info.run_id, (at, known), limit=16)
+        _remember(self._outputs, key, known, limit=16)
         return known
+
+    async def outputs_page(self, run_id: str, offset: int, limit: int) -> dict[str, Any]:
+        """The run's outputs from the ``offset``-th (from 0, oldest first),
+        ``limit`` of them, as its details count them (``outputs_total``).
+        Those none holds any more (``outputs_dropped``: a run shown from
+        this server's memory) are left out: the page's ``offset`` says
+        where it begins."""
+        run_log = self.logs.get(run_id)
+        fresh = run_log.fresh if run_log is not None else []  # (as describe_run)
+        info = await self.store.run_info(run_id)
+        reader = getattr(self.store, "outputs", None)
+        if info is None or reader is None:
+            if run_log is None or (info is None and not (run_log.live or run_log.unstored)):
+                if info is None:
+                    self._forget_deleted(run_id)
+                    raise Problem(404, f"no run {quoted(run_id)} in the store")
+                return _page([], 0, 0, offset, limit)
+            return _page(
+                run_log.outputs, run_log.outputs_dropped, run_log.outputs_count, offset, limit
+            )
+        at: str | None = info.last_checkpoint
+        yielded: list[Any] = []
+        if run_log is not None and run_log.live:
+            at, yielded = self._along(info, await self._latest_at(info), run_log, fresh)
+        # (all of them, read and let go: none is remembered, see ``_outputs``)
+        outputs = (list(await reader(at)) if at is not None else []) + yielded
+        return _page(outputs, 0, len(outputs), offset, limit)
+
+    async def _latest_at(self, info: RunInfo) -> float | None:
+        """When the run's latest checkpoint was made."""
+        if isinstance(self.store, BaseStore):
+            listed = await self.store.list(info.run_id, last=1)
+        else:  # (a store of the user's own may list only whole runs)
+            listed = await self.store.list(info.run_id)
+        latest = next((cp for cp in reversed(listed) if cp.id == info.last_checkpoint), None)
+        return None if latest is None else latest.created_at
 
     async def _requests_at(
         self, served: ServedWorkflow, checkpoint_id: str
@@ -345,6 +439,25 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 2
     while len(cache) > limit:
         cache.popitem(last=False)
     return value
+
+
+def _outputs_json(outputs: _Outputs) -> dict[str, Any]:
+    return {
+        "outputs": jsonable(outputs.newest),
+        "outputs_total": outputs.total,
+        "outputs_dropped": outputs.dropped,
+    }
+
+
+def _page(kept: list[Any], first: int, total: int, offset: int, limit: int) -> dict[str, Any]:
+    """A page of outputs ``first`` .. ``total`` - 1, which ``kept`` holds."""
+    start = min(max(offset, first), total)
+    return {
+        "outputs": jsonable(kept[start - first : start - first + limit]),
+        "offset": start,
+        "total": total,
+        "dropped": first,
+    }
 
 
 def _request_json(request: PendingRequest | RequestInfoEvent) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from .._exceptions import (
     CheckpointIntegrityError,
     CheckpointMismatchError,
 )
-from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
+from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, OUTPUTS_MAX, OUTPUTS_SHOWN
 from ._logs import json_text
 from ._openapi import openapi
 from ._refusals import Problem, refusal
@@ -277,6 +277,24 @@ def create_app(
             )
         return JSONBody(await service.describe_run(request.path_params["run_id"], checkpoints))
 
+    async def outputs(request: Request) -> Response:
+        numbers = []
+        for name, default, least, most in (
+            ("offset", 0, 0, None),
+            ("limit", OUTPUTS_SHOWN, 1, OUTPUTS_MAX),
+        ):
+            given = request.query_params.get(name, str(default))
+            try:
+                number = int(given)
+            except ValueError:
+                raise Problem(422, f"{name} must be an integer, got {quoted(given)}") from None
+            if number < least or (most is not None and number > most):
+                within = f"from {least} to {most}" if most is not None else f"at least {least}"
+                raise Problem(422, f"{name} must be {within}, got {number}")
+            numbers.append(number)
+        offset, limit = numbers
+        return JSONBody(await service.outputs_page(request.path_params["run_id"], offset, limit))
+
     async def respond(request: Request) -> Response:
         body = await _body(request)
         answers = body.get("responses")
@@ -347,6 +365,7 @@ def create_app(
         Route("/api/runs", api(runs)),
         Route("/api/runs/{run_id}", api(run)),
         Route("/api/runs/{run_id}/events", api(events)),
+        Route("/api/runs/{run_id}/outputs", api(outputs)),
         Route("/api/runs/{run_id}/responses", api(respond), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
         Route("/api/runs/{run_id}/resume", api(resume), methods=["POST"]),

@@ -6,25 +6,44 @@ A log keeps at most ``max_events`` records and ``max_bytes`` of them (the
 newest always): past that the oldest are dropped, however long the run goes
 on -- an agent streaming its deltas for hours, a loop that never ends. What
 was dropped is counted (``dropped``), and a stream that asks for events
-that are gone hears how many (:meth:`RunLog.missed`) before the rest."""
+that are gone hears how many (:meth:`RunLog.missed`) before the rest.
+
+Of what the run yielded it keeps the newest outputs, ``max_outputs`` and
+``max_output_bytes`` of them (always the newest), and every one the store
+may not hold yet (with ``async`` durability a checkpoint is written a few
+milliseconds after its superstep): those the store holds are read from it,
+so a run yielding large outputs for ever holds no more than that either.
+What it let go is counted (``outputs_count``, ``outputs_dropped``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._cli._render import event_record
 from .._core import Event, RequestInfoEvent, RunStatus, lone_surrogate_at
 
-__all__ = ["KEEP_RUN_BYTES", "KEEP_RUN_EVENTS", "RunLog", "json_text"]
+__all__ = [
+    "KEEP_RUN_BYTES",
+    "KEEP_RUN_EVENTS",
+    "KEEP_RUN_OUTPUTS",
+    "KEEP_RUN_OUTPUT_BYTES",
+    "RunLog",
+    "json_text",
+]
 
 # What one run's log keeps at most, by default: its newest events, this many
 # and this many bytes of them (the oldest are dropped past either).
 KEEP_RUN_EVENTS = 100_000
 KEEP_RUN_BYTES = 16 << 20
+# Of its outputs, at most (beyond those the store may not hold yet): the
+# newest, this many and this many bytes of them (as JSON).
+KEEP_RUN_OUTPUTS = 1000
+KEEP_RUN_OUTPUT_BYTES = 16 << 20
 
 
 def json_text(value: Any, separators: tuple[str, str] | None = None) -> str:
@@ -64,7 +83,15 @@ class RunLog:
     max_bytes: int = KEEP_RUN_BYTES
     dropped: int = 0  # how many of the oldest records were dropped (see above)
     _offset: int = 0  # the index of ``records[0]``
-    outputs: list[Any] = field(default_factory=list)
+    max_outputs: int = KEEP_RUN_OUTPUTS
+    max_output_bytes: int = KEEP_RUN_OUTPUT_BYTES
+    # The newest outputs (superstep, value, bytes as JSON), oldest first: see
+    # the module doc; the last ``pending`` of them were yielded by the
+    # continuation going on (or the last one) and may not be stored yet.
+    kept: deque[tuple[int | None, Any, int]] = field(default_factory=deque)
+    pending: int = 0
+    outputs_count: int = 0  # how many outputs this log was given, let go ones too
+    output_bytes: int = 0  # bytes of ``kept``
     task: asyncio.Task[None] | None = None
     status: str = RunStatus.IN_PROGRESS.value
     size: int = 0  # bytes of the records
@@ -76,14 +103,15 @@ class RunLog:
     unstored: bool = False
     base: int = field(default_factory=lambda: time.time_ns() // 1000)
     # The continuation going on here (or the last one): when it began, the
-    # checkpoint it went on from (None: a new run), the requests it answers,
-    # and the outputs it yielded with their supersteps — those of superstep
-    # k are stored with the checkpoint of superstep k, so the ones past the
-    # latest stored checkpoint are what the store does not hold yet.
+    # checkpoint it went on from (None: a new run), the run's latest
+    # checkpoint then (a replay's first checkpoints are not its latest), and
+    # the requests it answers. Its outputs of superstep k are stored with the
+    # checkpoint of superstep k, so the ones past the latest stored checkpoint
+    # are what the store does not hold yet (``fresh``).
     since: float = 0.0
     origin: str | None = None
+    latest_before: str | None = None
     answering: frozenset[str] = frozenset()
-    fresh: list[tuple[int | None, Any]] = field(default_factory=list)
     # The requests open in the continuation going on, by id: each one starts
     # by announcing those still open, and announces each new one at its
     # barrier — so while the run goes on here they agree with its status,
@@ -94,6 +122,65 @@ class RunLog:
     @property
     def live(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    @property
+    def held(self) -> int:
+        """Bytes this log holds: its records and its outputs (as JSON)."""
+        return self.size + self.output_bytes
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The outputs kept, oldest first (the newest ``outputs_count``)."""
+        return [value for _, value, _ in self.kept]
+
+    @property
+    def outputs_dropped(self) -> int:
+        """How many of the oldest outputs this log let go."""
+        return self.outputs_count - len(self.kept)
+
+    @property
+    def fresh(self) -> list[tuple[int | None, Any]]:
+        """The continuation's outputs the store may not hold yet, with their
+        supersteps (a copy: the log lets go of those it learns are stored)."""
+        at = len(self.kept) - self.pending
+        return [(step, value) for step, value, _ in list(self.kept)[at:]]
+
+    @property
+    def over(self) -> bool:
+        """Whether outputs the store may not hold yet keep it past its bound
+        (then asking the store what it holds lets some go: ``stored_through``)."""
+        return self.pending > 0 and (
+            len(self.kept) > self.max_outputs or self.output_bytes > self.max_output_bytes
+        )
+
+    def begin(self, origin: str | None, latest_before: str | None, since: float) -> None:
+        """A continuation begins: what earlier ones yielded is stored (or,
+        the store down then, never will be: only the newest are kept)."""
+        self.origin, self.latest_before, self.since = origin, latest_before, since
+        self.let_go()
+
+    def stored_through(self, superstep: int) -> None:
+        """The store holds the continuation's checkpoint of ``superstep``:
+        the outputs it yielded up to it are the store's to give."""
+        first = len(self.kept) - self.pending
+        for at in range(first, len(self.kept)):
+            step = self.kept[at][0]
+            if step is None or step > superstep:
+                break
+            self.pending -= 1
+        self._trim()
+
+    def let_go(self) -> None:
+        """Keep only the newest outputs: those the store may not hold are
+        not waited for any more (the continuation ended: it flushed them)."""
+        self.pending = 0
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self.kept) > max(self.pending, 1) and (
+            len(self.kept) > self.max_outputs or self.output_bytes > self.max_output_bytes
+        ):
+            self.output_bytes -= self.kept.popleft()[2]
 
     @property
     def _count(self) -> int:
@@ -148,10 +235,8 @@ class RunLog:
         record = event_record(event)
         record["id"] = self.last_id + 1
         record["time"] = time.time()
-        if event.kind == "output" and not event.workflow_path:
-            self.outputs.append(record["data"])
-            self.fresh.append((event.superstep, record["data"]))
-        elif event.kind == "status" and not event.workflow_path:
+        output = event.kind == "output" and not event.workflow_path
+        if event.kind == "status" and not event.workflow_path:
             self.status = record["status"]
         elif event.kind == "run_started" and not event.workflow_path:
             self.requests = {}
@@ -162,6 +247,12 @@ class RunLog:
         text = json_text(record)
         self.records.append(text)
         self.size += len(text)
+        if output:  # (its size as its record's: JSON, and no second encoding)
+            self.kept.append((event.superstep, record["data"], len(text)))
+            self.pending += 1
+            self.outputs_count += 1
+            self.output_bytes += len(text)
+            self._trim()
         self._drop_oldest()
         self.changed()
 

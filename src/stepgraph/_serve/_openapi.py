@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN
+from ._describe import CHECKPOINTS_MAX, CHECKPOINTS_SHOWN, OUTPUTS_MAX, OUTPUTS_SHOWN
 
 __all__ = ["openapi"]
 
@@ -109,7 +109,22 @@ def openapi() -> dict[str, Any]:
                 {
                     "type": "object",
                     "properties": {
-                        "outputs": {"type": "array"},
+                        "outputs": {
+                            "type": "array",
+                            "description": f"the run's newest outputs, oldest first: at most "
+                            f"{OUTPUTS_SHOWN} of them (the rest: GET /api/runs/{{run_id}}/outputs)",
+                        },
+                        "outputs_total": {
+                            "type": "integer",
+                            "description": "how many outputs the run has (more than `outputs` "
+                            "holds when older ones were left out)",
+                        },
+                        "outputs_dropped": {
+                            "type": "integer",
+                            "description": "how many of the oldest of them no one holds any "
+                            "more: a run this server shows from its memory (its store holds "
+                            "none of it, or cannot give outputs back) keeps its newest only",
+                        },
                         "checkpoints": {
                             "type": "array",
                             "description": "the run's newest checkpoints, oldest first: at "
@@ -255,6 +270,51 @@ def openapi() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(_ref("Run")),
+                        "401": _ERROR,
+                        "404": _ERROR,
+                        "422": _ERROR,
+                    },
+                }
+            },
+            "/api/runs/{run_id}/outputs": {
+                "get": {
+                    "summary": "A page of the run's outputs, oldest first, as its details "
+                    "count them (`outputs_total`): `limit` of them from the `offset`-th (from "
+                    "0); those no one holds any more (`dropped`, the oldest) are left out, and "
+                    "the page's `offset` says where it begins",
+                    "parameters": [
+                        _RUN_ID,
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "description": f"422 outside 1 to {OUTPUTS_MAX}",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": OUTPUTS_MAX,
+                                "default": OUTPUTS_SHOWN,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "outputs": {"type": "array"},
+                                    "offset": {"type": "integer"},
+                                    "total": {"type": "integer"},
+                                    "dropped": {"type": "integer"},
+                                },
+                            }
+                        ),
                         "401": _ERROR,
                         "404": _ERROR,
                         "422": _ERROR,

@@ -8,9 +8,11 @@ exactly the events it missed, also after the run ended. Everything that
 lasts is in the checkpoint store the CLI uses: runs, their checkpoints,
 requests and answers; the events are kept in memory for the runs this
 server process ran (the most recent ``keep_runs`` of them, at most
-``keep_bytes`` of events in all), and of each run its newest events only:
-``keep_run_events`` of them, ``keep_run_bytes`` at most, also while it goes
-on (a stream asking for one dropped is told so: see :mod:`._logs`).
+``keep_bytes`` of events and outputs in all), and of each run its newest
+events only: ``keep_run_events`` of them, ``keep_run_bytes`` at most, also
+while it goes on (a stream asking for one dropped is told so: see
+:mod:`._logs`) -- and its newest outputs, ``keep_run_outputs`` and
+``keep_run_output_bytes`` of them, with those the store does not hold yet.
 
 It is what the HTTP layer talks to. Describing runs for the API is
 :class:`~._describe.RunDescriber`'s, which the service holds over the same
@@ -43,7 +45,13 @@ from .._exceptions import (
 from .._persistence import CheckpointConfig
 from .._workflow import Workflow
 from ._describe import CHECKPOINTS_SHOWN, RunDescriber
-from ._logs import KEEP_RUN_BYTES, KEEP_RUN_EVENTS, RunLog
+from ._logs import (
+    KEEP_RUN_BYTES,
+    KEEP_RUN_EVENTS,
+    KEEP_RUN_OUTPUT_BYTES,
+    KEEP_RUN_OUTPUTS,
+    RunLog,
+)
 from ._refusals import (
     Problem,
     answered_already,
@@ -56,6 +64,10 @@ from ._shutdown import stop_runs
 __all__ = ["RunService"]
 
 log = logging.getLogger("stepgraph.serve")
+
+# How often, at most, a run whose outputs the store may not hold yet keep
+# its log past its bound asks the store which it holds (seconds).
+CHECK_STORED_EVERY = 0.05
 
 
 class RunService:
@@ -71,6 +83,8 @@ class RunService:
         keep_bytes: int = 256 << 20,
         keep_run_events: int = KEEP_RUN_EVENTS,
         keep_run_bytes: int = KEEP_RUN_BYTES,
+        keep_run_outputs: int = KEEP_RUN_OUTPUTS,
+        keep_run_output_bytes: int = KEEP_RUN_OUTPUT_BYTES,
     ) -> None:
         names = [w.name for w in workflows]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -84,6 +98,7 @@ class RunService:
         self.config = CheckpointConfig(store, durability)  # type: ignore[arg-type]
         self.keep_runs, self.keep_bytes = keep_runs, keep_bytes
         self.keep_run_events, self.keep_run_bytes = keep_run_events, keep_run_bytes
+        self.keep_run_outputs, self.keep_run_output_bytes = keep_run_outputs, keep_run_output_bytes
         self.logs: OrderedDict[str, RunLog] = OrderedDict()
         # Runs a call to this server is continuing, until the continuation
         # went past its entry (then its live log says so): the requests it answers.
@@ -108,6 +123,9 @@ class RunService:
         self, run_id: str, checkpoints: int = CHECKPOINTS_SHOWN
     ) -> dict[str, Any]:
         return await self._describer.describe_run(run_id, checkpoints)
+
+    async def outputs_page(self, run_id: str, offset: int, limit: int) -> dict[str, Any]:
+        return await self._describer.outputs_page(run_id, offset, limit)
 
     # -- running ------------------------------------------------------------------
 
@@ -177,6 +195,7 @@ class RunService:
                 responses=responses, checkpoint=checkpoint.id, checkpoints=self.config
             ),
             origin=checkpoint.id,
+            latest_before=info.last_checkpoint,
             answering=frozenset(responses),
             renumber=self._went_on_elsewhere(info),
         )
@@ -203,6 +222,7 @@ class RunService:
             workflow,
             lambda: workflow.stream(checkpoint=checkpoint_id, checkpoints=self.config, fork=fork),
             origin=None if fork else checkpoint_id,
+            latest_before=None if fork else info.last_checkpoint,
             renumber=not fork and self._went_on_elsewhere(info),
         )
 
@@ -312,22 +332,28 @@ class RunService:
         stream: Callable[[], Any],
         *,
         origin: str | None = None,
+        latest_before: str | None = None,
         answering: frozenset[str] = frozenset(),
         renumber: bool = False,
     ) -> str:
         """Start ``stream()`` as a task and return its run id once the run
         went past its entry (answers recorded, the run taken): a run that
         is refused there is the caller's error, and leaves no events.
-        ``origin``: the checkpoint it goes on from; ``answering``: the
-        requests it answers; ``renumber``: its events are numbered above
-        any another server gave (see ``RunLog.renumber``)."""
+        ``origin``: the checkpoint it goes on from; ``latest_before``: the
+        run's latest checkpoint then; ``answering``: the requests it answers;
+        ``renumber``: its events are numbered above any another server gave
+        (see ``RunLog.renumber``)."""
         if self.stopping.is_set():
             raise Problem(503, "the server is stopping")
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         # The run goes on if the client that asked for it goes away.
         # (its time: before any checkpoint of it is made)
         continuation = _Continuation(
-            origin=origin, answering=answering, since=time.time(), renumber=renumber
+            origin=origin,
+            latest_before=latest_before,
+            answering=answering,
+            since=time.time(),
+            renumber=renumber,
         )
         task = asyncio.get_running_loop().create_task(
             self._drive(workflow, stream, started, continuation)
@@ -356,6 +382,7 @@ class RunService:
     ) -> None:
         held: list[Event] = []  # the events before the run went past its entry
         run_log: RunLog | None = None
+        checked = 0.0  # when the store was last asked which outputs it holds
         events = stream()
         try:
             async with events:
@@ -369,6 +396,9 @@ class RunService:
                             started.set_result(run_log.run_id)
                         continue
                     run_log.add(event)
+                    if run_log.over and time.monotonic() >= checked + CHECK_STORED_EVERY:
+                        await self._let_stored_go(run_log)
+                        checked = time.monotonic()
             if run_log is None and held:  # nothing to run: went idle at once
                 run_log = self._open_log(held, workflow.name, continuation)
                 if not started.done():
@@ -400,8 +430,23 @@ class RunService:
                 started.set_exception(Problem(500, "the run ended before it started"))
             if run_log is not None:
                 run_log.ended_at = time.time()
+                run_log.let_go()  # (the run flushed its checkpoints as it ended)
                 run_log.changed()
                 self._forget_old()
+
+    async def _let_stored_go(self, run_log: RunLog) -> None:
+        """Let go of the outputs of the run going on that the store holds
+        now (its latest checkpoint is this continuation's): the details read
+        them from it. A store that cannot give outputs back keeps none."""
+        if getattr(self.store, "outputs", None) is None:
+            run_log.let_go()  # (the details show the newest, and how many there were)
+            return
+        try:
+            info = await self.store.run_info(run_log.run_id)
+        except StepgraphError:
+            return  # (the store is down: the run fails at its next save)
+        if info is not None and info.last_checkpoint != run_log.latest_before:
+            run_log.stored_through(info.superstep)
 
     async def _stored(self, run_id: str) -> bool:
         try:
@@ -413,14 +458,19 @@ class RunService:
         run_id = next(e.run_id for e in held if isinstance(e, RunStartedEvent))
         known = self.logs.pop(run_id, None)
         run_log = known or RunLog(
-            run_id, workflow, max_events=self.keep_run_events, max_bytes=self.keep_run_bytes
+            run_id,
+            workflow,
+            max_events=self.keep_run_events,
+            max_bytes=self.keep_run_bytes,
+            max_outputs=self.keep_run_outputs,
+            max_output_bytes=self.keep_run_output_bytes,
         )
         if known is not None and continuation.renumber:
             run_log.renumber()
         self.logs[run_id] = run_log  # (moved to the end: the newest)
         run_log.task = asyncio.current_task()
-        run_log.since, run_log.origin = continuation.since, continuation.origin
-        run_log.answering, run_log.fresh = continuation.answering, []
+        run_log.begin(continuation.origin, continuation.latest_before, continuation.since)
+        run_log.answering = continuation.answering
         for event in held:
             run_log.add(event)
         self._forget_old()
@@ -428,13 +478,13 @@ class RunService:
 
     def _forget_old(self) -> None:
         """Forget the events of the oldest runs that ended, beyond
-        ``keep_runs`` runs or ``keep_bytes`` of events in all."""
-        total = sum(entry.size for entry in self.logs.values())
+        ``keep_runs`` runs or ``keep_bytes`` of events and outputs in all."""
+        total = sum(entry.held for entry in self.logs.values())
         count = len(self.logs)
         for run_id in [r for r, entry in self.logs.items() if not entry.live]:
             if count <= self.keep_runs and total <= self.keep_bytes:
                 break
-            total -= self.logs.pop(run_id).size
+            total -= self.logs.pop(run_id).held
             count -= 1
 
     # -- events -----------------------------------------------------------------------
@@ -472,10 +522,11 @@ class RunService:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Continuation:
-    """A call that goes on with a run: from which checkpoint, answering
-    which requests, since when (see :class:`RunLog`)."""
+    """A call that goes on with a run: from which checkpoint, the run's
+    latest then, answering which requests, since when (see :class:`RunLog`)."""
 
     origin: str | None
+    latest_before: str | None
     answering: frozenset[str]
     since: float
     renumber: bool = False
