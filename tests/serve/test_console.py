@@ -911,6 +911,8 @@ def test_a_run_of_many_outputs_lists_its_newest_and_the_rest_on_asking(serve, op
     expect(items.last).to_have_text("left 1")
     expect(console.find("outputs")).to_have_attribute("start", "251")  # (numbered as the run's)
     expect(older).to_have_text("Show 200 older outputs (250 not shown)")
+    # (the details hold the newest 200: the page asks for older ones, and says how many)
+    expect(console.find("outputs-total")).to_contain_text("450 outputs in all")
     older.click()
     expect(items).to_have_count(400)
     older.click()

@@ -3,57 +3,81 @@
 import { button, el, nearBottom } from "./dom.js";
 import { COMMON_FIELDS, asText, clip, pathOf, toJson } from "./format.js";
 
-const OUTPUTS_WINDOW = 200; // how many of a run's newest outputs its page lists (more on asking)
+const OUTPUTS_PAGE = 200; // how many older outputs "Show older" asks the server for at a time
 
 /**
- * The run's outputs exactly as the server lists them (GET /api/runs/ID: along
- * the branch of its latest checkpoint, with what a run going on there yielded
+ * The run's outputs as the server lists them (GET /api/runs/ID: along the
+ * branch of its latest checkpoint, with what a run going on there yielded
  * since), so a replay shows its own branch's only; "output" events just ask
- * for the details again. Numbered: the newest OUTPUTS_WINDOW of them, older ones on asking.
+ * for the details again. Numbered: the newest the details hold, how many
+ * there are in all, and older ones a page at a time on asking (loadOlder(offset,
+ * limit): GET /api/runs/ID/outputs).
  */
-export function outputsPanel() {
+export function outputsPanel(loadOlder) {
   const list = el("ol", { class: "outputs", "data-testid": "outputs", "aria-live": "polite" });
   const empty = el("p", { class: "muted", text: "No outputs yet." });
+  const count = el("p", { class: "muted small", "data-testid": "outputs-total", hidden: true });
   const older = button("", { class: "secondary", "data-testid": "outputs-older", hidden: true, onclick: () => showOlder() });
   const item = (text) => el("li", { "data-testid": "output-item" }, el("pre", { text }));
-  let shown = []; // every output's text
-  let from = 0; // the list holds shown[from..]
-  let keep = OUTPUTS_WINDOW; // how many of the newest it holds
-  function place(texts, grown) {
-    const start = Math.max(0, texts.length - keep);
-    if (grown && start >= from && start <= shown.length) {
+  let shown = []; // the texts listed, the first being output number from + 1
+  let from = 0;
+  let fetched = { at: 0, texts: [] }; // older outputs asked for, from output number at + 1
+  let newest = { first: 0, texts: [], total: 0, dropped: 0 }; // as the latest details hold them
+  function place() {
+    const { first, texts, total, dropped } = newest;
+    if (fetched.texts.length && (fetched.at > first || fetched.at + fetched.texts.length < first)) fetched = { at: 0, texts: [] }; // (another branch)
+    const start = fetched.texts.length ? fetched.at : first;
+    const wanted = [...fetched.texts.slice(0, first - start), ...texts];
+    const cut = start - from;
+    const kept = shown.slice(Math.max(cut, 0));
+    if (cut >= 0 && cut <= shown.length && kept.every((text, i) => text === wanted[i]) && kept.length <= wanted.length) {
       // Only the new are added (and announced); the oldest shown go in one cut.
-      list.append(...texts.slice(Math.max(shown.length, start)).map(item));
-      if (start > from) {
+      if (cut > 0 && shown.length) {
         const range = document.createRange();
         range.setStartBefore(list.firstElementChild);
-        range.setEndAfter(list.children[start - from - 1]);
+        range.setEndAfter(list.children[Math.min(cut, shown.length) - 1]);
         range.deleteContents();
       }
-    } else list.replaceChildren(...texts.slice(start).map(item)); // another branch (a replay): shown anew
-    shown = texts;
+      list.append(...wanted.slice(kept.length).map(item));
+    } else list.replaceChildren(...wanted.map(item)); // another branch (a replay): shown anew
+    shown = wanted;
     from = start;
     list.start = from + 1;
-    empty.hidden = texts.length > 0;
-    older.hidden = from === 0;
-    older.textContent = `Show ${Math.min(OUTPUTS_WINDOW, from)} older outputs (${from} not shown)`;
+    empty.hidden = total > 0;
+    count.hidden = total <= shown.length && !dropped;
+    count.textContent = `${total} outputs in all; showing the newest ${shown.length}` +
+      (dropped ? ` (the oldest ${dropped} are not kept: this server shows the run from its memory)` : "") + ".";
+    const left = from - dropped;
+    older.hidden = left <= 0;
+    older.textContent = `Show ${Math.min(OUTPUTS_PAGE, left)} older outputs (${left} not shown)`;
   }
-  function showOlder() {
-    keep = shown.length - from + OUTPUTS_WINDOW;
-    const start = Math.max(0, shown.length - keep);
-    list.prepend(...shown.slice(start, from).map(item));
-    from = start;
-    list.start = from + 1;
-    older.hidden = from === 0;
-    older.textContent = `Show ${Math.min(OUTPUTS_WINDOW, from)} older outputs (${from} not shown)`;
+  async function showOlder() {
+    const end = from;
+    const offset = Math.max(newest.dropped, end - OUTPUTS_PAGE);
+    older.disabled = true;
+    try {
+      const page = await loadOlder(offset, end - offset);
+      if (!page || !Array.isArray(page.outputs) || from !== end) return; // (changed meanwhile)
+      const texts = page.outputs.map(asText);
+      if (page.offset + texts.length !== end) return;
+      fetched = { at: page.offset, texts: [...texts, ...(fetched.texts.length ? fetched.texts : shown.slice(0, newest.first - end))] };
+      const head = texts.map(item);
+      list.prepend(...head);
+      shown = [...texts, ...shown];
+      from = page.offset;
+      list.start = from + 1;
+      place();
+    } finally {
+      older.disabled = false;
+    }
   }
   return {
-    node: el("div", {}, empty, el("div", { class: "log-pager" }, older), list),
-    sync(values) {
+    node: el("div", {}, empty, count, el("div", { class: "log-pager" }, older), list),
+    sync(values, total, dropped) {
       const texts = values.map(asText);
-      const grown = shown.length <= texts.length && shown.every((text, i) => text === texts[i]);
-      if (grown && texts.length === shown.length) return;
-      place(texts, grown);
+      const all = Number.isInteger(total) && total >= texts.length ? total : texts.length;
+      newest = { first: all - texts.length, texts, total: all, dropped: Number.isInteger(dropped) ? dropped : 0 };
+      place();
     },
   };
 }

@@ -54,7 +54,7 @@ export function pageRun(main, { runId }, scope) {
 
   const header = runHeader(runId, { onCancel: cancel, onResume: () => resume(null), onGoing: (going) => checkpoints.setRunning(going) });
   const requests = requestsPanel(answer);
-  const outputs = outputsPanel();
+  const outputs = outputsPanel((offset, limit) => api("GET", `/api/runs/${enc(runId)}/outputs?offset=${offset}&limit=${limit}`).catch((error) => { reportError(error); return null; }));
   const agents = agentPanel();
   const timeline = timelinePanel(model);
   const log = logPanel();
@@ -159,7 +159,7 @@ export function pageRun(main, { runId }, scope) {
       timelineDirty = true;
       schedule();
     }
-    outputs.sync(Array.isArray(details.outputs) ? details.outputs : []);
+    outputs.sync(Array.isArray(details.outputs) ? details.outputs : [], details.outputs_total, details.outputs_dropped);
     requests.sync(Array.isArray(details.pending_requests) ? details.pending_requests : []);
     checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : [], details.checkpoints_total);
     if (!opened) {
