@@ -4,6 +4,7 @@ to the target, in the source's send order (design §1.15)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from typing import Any
 
@@ -220,7 +221,7 @@ class Page(sg.Executor):
         await ctx.send_message(pair[1])
 
 
-def pages() -> sg.Executor:
+def pages(own: str = "docs") -> sg.Executor:
     """An outer map's worker: a sub-workflow mapping over two items of its own."""
 
     @sg.executor(id="split")
@@ -229,7 +230,7 @@ def pages() -> sg.Executor:
             await ctx.send_message((n, j))
 
     child = sg.WorkflowBuilder(start=split, name="doc").add_map(split, Page, id="pages", to=collect)
-    return sg.WorkflowExecutor(child.build(), id="docs")
+    return sg.WorkflowExecutor(child.build(), id=own)
 
 
 async def test_a_map_in_a_mapped_sub_workflow_names_both_items() -> None:
@@ -297,7 +298,7 @@ class Fussy(sg.Executor):
         await ctx.send_message(pair[1])
 
 
-def fussy_pages() -> sg.Executor:
+def fussy_pages(own: str = "docs") -> sg.Executor:
     @sg.executor(id="split")
     async def split(n: int, ctx: sg.WorkflowContext[tuple[int, int]]) -> None:
         for j in range(2):
@@ -306,7 +307,7 @@ def fussy_pages() -> sg.Executor:
     child = sg.WorkflowBuilder(start=split, name="doc").add_map(
         split, Fussy, id="pages", to=collect
     )
-    return sg.WorkflowExecutor(child.build(), id="docs")
+    return sg.WorkflowExecutor(child.build(), id=own)
 
 
 async def test_a_failure_in_a_map_inside_a_mapped_sub_workflow_names_every_item() -> None:
@@ -345,6 +346,38 @@ async def test_a_failure_in_a_map_inside_a_mapped_sub_workflow_names_every_item(
     plain = sg.WorkflowBuilder(start=sg.WorkflowExecutor(nested.build(), id="wrap")).build()
     with pytest.raises(sg.SubworkflowError, match="^executor 'wrap/docs\\[2\\]/pages' "):
         await plain.run(3)
+
+
+async def test_a_mapped_sub_workflow_runs_under_the_map_s_id() -> None:
+    """A worker runs under its map's id, whatever id its factory gave it: a
+    ``WorkflowExecutor(child, id="other")`` as map ``docs``'s worker names
+    ``docs`` in its child run's paths and in its failure — the node the
+    parent has (they read 'other[0]/pages', and the failure was a plain
+    WorkflowRunError wrapping the child's SubworkflowError)."""
+    named = sg.WorkflowBuilder(start=emit).add_map(
+        emit, functools.partial(pages, "other"), id="docs", to=collect
+    )
+    result = await named.build().run(2)
+    assert result.outputs == [[[0, 1], [0, 1]]]
+    inner = [e for e in result.events if e.workflow_path]
+    assert inner and {(e.workflow_path, e.workflow_items) for e in inner} == {
+        (("docs",), (0,)),
+        (("docs",), (1,)),
+    }
+    assert sorted(e.path for e in inner if e.kind == "page") == [
+        "docs[0]/pages", "docs[0]/pages", "docs[1]/pages", "docs[1]/pages"
+    ]  # fmt: skip
+    failing = sg.WorkflowBuilder(start=emit).add_map(
+        emit, functools.partial(fussy_pages, "other"), id="docs", to=collect
+    )
+    seen: list[sg.Event] = []
+    with pytest.raises(sg.SubworkflowError) as raised:
+        async for event in failing.build().stream(3):
+            seen.append(event)
+    error = raised.value
+    assert str(error).startswith("executor 'docs[2]/pages' failed in a sub-workflow: ")
+    assert (error.executor_id, error.path, error.items) == ("docs", ("docs", "pages"), (2, None))
+    assert not any("other" in e.path for e in seen)
 
 
 async def test_workers_may_not_ask_or_aim() -> None:

@@ -228,12 +228,12 @@ class WorkflowExecutor(Executor):
             # other's). (Child runs restored from a checkpoint are not known
             # to be this run's: only those it started here are counted.)
             raise WorkflowRunError(
-                f"WorkflowExecutor {self.id!r}: a new child run would start while "
+                f"WorkflowExecutor {ctx.executor_id!r}: a new child run would start while "
                 f"{len(waiting)} of this run wait(s) for answers, and the child's executor "
                 f"{shared[0]!r} is one instance keeping state (snapshot()) for every child "
                 f"run; register it (builder.register({shared[0]!r}, factory)) so that each "
                 "child run has its own",
-                executor_id=self.id,
+                executor_id=ctx.executor_id,
                 superstep=ctx.superstep,
             )
         run_id = uuid.uuid4().hex
@@ -316,7 +316,11 @@ class WorkflowExecutor(Executor):
     async def _drive(self, run_id: str, run: RunState, ctx: WorkflowContext[Any, Any]) -> None:
         outputs: list[OutputEvent] = []
         forward = ctx._emit
-        prefix = (self.id,)
+        # The id this child run goes by: ours, or — run as a map's worker,
+        # whatever id its factory gave it — the map's, which its own events
+        # carry; so the map's id is the first step of every path below it.
+        own = ctx.executor_id
+        prefix = (own,)
         # Run as a map's worker, this child run is one of its items: each
         # event names it beside our id in its path (its own ``item`` is that
         # of the map inside the child that emitted it, if any).
@@ -351,11 +355,11 @@ class WorkflowExecutor(Executor):
             if run_id not in self._runs:
                 self.workflow._forget_runs((run_id,))
             if isinstance(error, WorkflowRunError):
-                raise _wrap(self.id, error, ctx.superstep, ctx._item) from error
+                raise _wrap(own, error, ctx.superstep, ctx._item) from error
             raise
         finally:
             for path, usage in run.usage.items():
-                ctx._add_usage(f"{self.id}/{path}", usage)
+                ctx._add_usage(f"{own}/{path}", usage)
         for value in in_schedule_order(outputs, self.workflow.positions):
             if self.forward_outputs:
                 ctx.yield_output(value)
@@ -365,7 +369,7 @@ class WorkflowExecutor(Executor):
         for child_id, request in run.requests.items():
             if child_id in routed:
                 continue
-            ours = f"{self.id}/{child_id}"
+            ours = f"{own}/{child_id}"
             self._routes[ours] = (run_id, child_id)
             if self.intercept_requests:
                 ctx.send_message(
@@ -373,7 +377,7 @@ class WorkflowExecutor(Executor):
                         request_id=ours,
                         request=request.request,
                         response_type=request.response_type,
-                        source=self.id,
+                        source=own,
                     )
                 )
             else:
