@@ -380,6 +380,31 @@ async def test_a_mapped_sub_workflow_runs_under_the_map_s_id() -> None:
     assert not any("other" in e.path for e in seen)
 
 
+async def test_a_mapped_agent_streams_under_the_map_s_id() -> None:
+    """An agent made as ``writer`` by map ``drafts``'s factory: what it
+    writes, and the tokens it uses, are the map's item's, as its calls are
+    (its deltas named 'writer', an executor the workflow does not have)."""
+    from stepgraph.testing import ScriptedModel
+
+    @sg.executor(id="topics")
+    async def topics(count: int, ctx: sg.WorkflowContext[str]) -> None:
+        for n in range(count):
+            await ctx.send_message(f"topic {n}")
+
+    def writer() -> sg.Executor:
+        return sg.Agent("writer", model=ScriptedModel(["a short draft"]))
+
+    workflow = (
+        sg.WorkflowBuilder(start=topics).add_map(topics, writer, id="drafts", to=collect).build()
+    )
+    seen = [event async for event in workflow.stream(2)]
+    deltas = [e for e in seen if e.kind == "agent_delta"]
+    assert deltas and {(e.executor_id, e.path) for e in deltas} == {("drafts", "drafts")}
+    assert sorted({e.item for e in deltas}) == [0, 1]
+    result = await workflow.run(2)
+    assert result.usage is not None and set(result.usage.by_executor) == {"drafts"}
+
+
 async def test_workers_may_not_ask_or_aim() -> None:
     class Asker(sg.Executor):
         @sg.handler

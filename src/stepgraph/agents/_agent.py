@@ -401,7 +401,7 @@ class Agent(Executor):
         span = ctx._operation(
             f"chat {model}",
             {"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
-             "gen_ai.agent.name": self.id, "stepgraph.agent.turn": self._turns},
+             "gen_ai.agent.name": ctx.executor_id, "stepgraph.agent.turn": self._turns},
         )  # fmt: skip
         try:
             reply = await self._stream_turn(messages, ctx)
@@ -425,12 +425,13 @@ class Agent(Executor):
         stream = self.model.stream(
             messages, tools=self._schemas, response_format=self._response_format
         )
-        turn, step = self._turns, ctx.superstep
+        # (ctx's id, not ours: a map's worker runs under the map's id)
+        turn, step, own = self._turns, ctx.superstep, ctx.executor_id
         try:
             async for item in stream:
                 if isinstance(item, TextDelta):
                     delta = AgentDelta(
-                        text=item.text, turn=turn, attempt=attempt, executor_id=self.id,
+                        text=item.text, turn=turn, attempt=attempt, executor_id=own,
                         superstep=step,
                     )  # fmt: skip
                     ctx.add_event(delta)  # (dropped at once when nobody streams)
@@ -535,7 +536,7 @@ class Agent(Executor):
                 span = ctx._operation(
                     f"execute_tool {tool.name}",
                     {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool.name,
-                     "gen_ai.tool.call.id": pending.call.id, "gen_ai.agent.name": self.id},
+                     "gen_ai.tool.call.id": pending.call.id, "gen_ai.agent.name": ctx.executor_id},
                 )  # fmt: skip
                 try:
                     arguments = tool.parse(json.dumps(pending.arguments))
