@@ -650,6 +650,67 @@ def test_the_live_view_shows_a_map_running_until_its_last_item_ends() -> None:
     assert "docs[1]/pages failed" in lines and not any("running" in line for line in lines)
 
 
+def test_the_live_view_times_a_map_by_its_wall_time() -> None:
+    """A finished map shows the time from its first item's start to its
+    last item's end (three items of 0.5 s at once showed 1.500 s, their
+    sum); an executor's calls one after another, in supersteps of their
+    own, add up; a map's items that completed count even when a sibling's
+    failure ended the run. The view's clock is a fake: no sleeps."""
+    import io
+
+    from rich.console import Console
+
+    from stepgraph._cli._render import LiveView
+
+    now = [100.0]
+
+    def shown(view: LiveView) -> list[str]:
+        console = Console(file=io.StringIO(), width=120, force_terminal=False)
+        console.print(view)
+        return [" ".join(line.split()) for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+
+    view = LiveView(Console(file=io.StringIO()), "maps", clock=lambda: now[0])
+    pages = {"executor_id": "pages", "superstep": 2, "workflow_path": ("docs",)}
+    for item in range(3):
+        view.handle(sg.ExecutorInvokedEvent(**pages, workflow_items=(0,), item=item))
+    now[0] = 100.5
+    for item, took in ((1, 0.499), (0, 0.5), (2, 0.497)):
+        view.handle(
+            sg.ExecutorCompletedEvent(**pages, workflow_items=(0,), item=item, duration=took)
+        )
+    assert "docs[0]/pages done 0.500 s" in shown(view)
+    # Items that overlap in part (max_concurrency=2: the third starts as the
+    # first ends): from the first's start to the last's end.
+    outer = {"executor_id": "docs", "superstep": 1}
+    view.handle(sg.ExecutorInvokedEvent(**outer, item=0))
+    view.handle(sg.ExecutorInvokedEvent(**outer, item=1))
+    now[0] = 101.0
+    view.handle(sg.ExecutorCompletedEvent(**outer, item=0, duration=0.5))
+    view.handle(sg.ExecutorInvokedEvent(**outer, item=2))
+    now[0] = 101.2
+    view.handle(sg.ExecutorCompletedEvent(**outer, item=1, duration=0.6))
+    assert any(line.startswith("docs running ") for line in shown(view))
+    now[0] = 101.7
+    view.handle(sg.ExecutorCompletedEvent(**outer, item=2, duration=0.7))
+    assert "docs done 1.200 s" in shown(view)
+    # One executor's calls in supersteps of their own add up.
+    for step, took in ((3, 0.25), (4, 0.125)):
+        view.handle(sg.ExecutorInvokedEvent(executor_id="tick", superstep=step))
+        now[0] += 1.0
+        view.handle(sg.ExecutorCompletedEvent(executor_id="tick", superstep=step, duration=took))
+    assert "tick done 0.375 s" in shown(view)
+    # A failing item ends the run: what its siblings completed still counts.
+    for item in range(3):
+        view.handle(sg.ExecutorInvokedEvent(executor_id="fold", superstep=5, item=item))
+    now[0] += 0.25
+    view.handle(sg.ExecutorCompletedEvent(executor_id="fold", superstep=5, item=0, duration=0.25))
+    view.handle(sg.ExecutorFailedEvent(executor_id="fold", superstep=5, item=1, error="E: no"))
+    view.handle(sg.StatusEvent(status=sg.RunStatus.FAILED))
+    lines = shown(view)
+    assert "fold failed" in lines and "fold done 0.250 s" in lines
+    assert not any("running" in line for line in lines)
+
+
 def test_demo_asks_on_a_terminal(tmp_path: Path) -> None:
     code, text = run_in_pty(["demo", "--store", f"sqlite:{tmp_path / 'd.sqlite'}"], answer=b"n\r")
     assert code == 0, text

@@ -11,6 +11,7 @@ import errno
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group
@@ -129,16 +130,26 @@ _WRITING = 400  # characters of an agent's text the live view keeps
 
 class LiveView:
     """Superstep counter, executors running (with elapsed time), outputs as
-    they arrive and warnings, redrawn in place on a terminal."""
+    they arrive and warnings, redrawn in place on a terminal. ``clock``
+    tells the time in seconds (``time.monotonic``)."""
 
-    def __init__(self, console: Console, title: str) -> None:
+    def __init__(
+        self, console: Console, title: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.console = console
         self.title = title
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.superstep = 0
         # Calls going on, by path: since when, and how many (a map's items
         # share their map's path and run at once: it runs until the last ends).
         self.running: dict[str, tuple[float, int]] = {}
+        # While a path's calls go on: when the earliest that completed began
+        # (its end less its duration) and when the latest ended. When none
+        # is left running, that stretch is added to the path's time in
+        # ``finished``: a map's items at once count once (its wall time), an
+        # executor's calls one after another add up.
+        self.stretch: dict[str, tuple[float, float]] = {}
         self.finished: dict[str, float] = {}
         self.failed: set[str] = set()
         self.outputs: list[Any] = []
@@ -174,7 +185,7 @@ class LiveView:
         if isinstance(event, SuperstepStartedEvent) and not event.workflow_path:
             self.superstep = event.superstep or 0
         elif isinstance(event, ExecutorInvokedEvent):
-            since, calls = self.running.get(path, (time.monotonic(), 0))
+            since, calls = self.running.get(path, (self.clock(), 0))
             self.running[path] = (since, calls + 1)
         elif event.kind == "agent_delta":
             turn, attempt = getattr(event, "turn", 0), getattr(event, "attempt", 0)
@@ -184,9 +195,11 @@ class LiveView:
                 text = (before[2] + text)[-_WRITING:]
             self.writing[path] = (turn, attempt, text)
         elif isinstance(event, ExecutorCompletedEvent):
+            now = self.clock()
+            began, ended = self.stretch.get(path, (now, now))
+            self.stretch[path] = (min(began, now - event.duration), max(ended, now))
             self._ended(path)
             self.writing.pop(path, None)
-            self.finished[path] = self.finished.get(path, 0.0) + event.duration
         elif isinstance(event, ExecutorFailedEvent):
             self._ended(path)
             self.writing.pop(path, None)
@@ -203,6 +216,8 @@ class LiveView:
             self.status = event.status.value
             if not self.status.startswith("in_progress"):
                 # (calls cut short by a failing sibling, or a stop, end unsaid)
+                for cut in list(self.running):
+                    self._done(cut)
                 self.running.clear()
 
     def _ended(self, path: str) -> None:
@@ -211,9 +226,16 @@ class LiveView:
             self.running[path] = (since, calls - 1)
         else:
             self.running.pop(path, None)
+            self._done(path)
+
+    def _done(self, path: str) -> None:
+        """None of ``path``'s calls runs now: what they took counts."""
+        stretch = self.stretch.pop(path, None)
+        if stretch is not None:
+            self.finished[path] = self.finished.get(path, 0.0) + stretch[1] - stretch[0]
 
     def __rich__(self) -> Group:
-        now = time.monotonic()
+        now = self.clock()
         head = Text.assemble(
             (printable(self.title), "bold"),
             f"  superstep {self.superstep}  ",
