@@ -380,6 +380,31 @@ async def test_a_mapped_sub_workflow_runs_under_the_map_s_id() -> None:
     assert not any("other" in e.path for e in seen)
 
 
+async def test_a_worker_that_cannot_take_its_item_is_named_as_the_map() -> None:
+    """A factory whose later workers handle other types than the first it
+    made (which build() checked): the item's failure names the map, not the
+    id the factory gave the worker ("executor 'sq' failed in superstep 2:
+    MessageTypeError: executor 'other' has no handler ...")."""
+
+    class Words(sg.Executor):
+        @sg.handler
+        async def on(self, text: str, ctx: sg.WorkflowContext[int]) -> None: ...
+
+    made: list[sg.Executor] = []
+
+    def fickle() -> sg.Executor:  # (build() makes two: its prototype, and one to compare)
+        made.append(Square("other") if len(made) < 2 else Words("other"))
+        return made[-1]
+
+    workflow = sg.WorkflowBuilder(start=emit).add_map(emit, fickle, id="sq", to=collect).build()
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await workflow.run(1)
+    assert str(raised.value) == (
+        "executor 'sq' has no handler for an int (it handles str) (item 0 of map 'sq': 0)"
+    )
+    assert raised.value.executor_id == "sq"
+
+
 async def test_a_mapped_agent_streams_under_the_map_s_id() -> None:
     """An agent made as ``writer`` by map ``drafts``'s factory: what it
     writes, and the tokens it uses, are the map's item's, as its calls are
@@ -403,6 +428,14 @@ async def test_a_mapped_agent_streams_under_the_map_s_id() -> None:
     assert sorted({e.item for e in deltas}) == [0, 1]
     result = await workflow.run(2)
     assert result.usage is not None and set(result.usage.by_executor) == {"drafts"}
+
+    # In a sub-workflow that a factory names "other": its tokens are the map's too.
+    def drafting() -> sg.Executor:
+        return sg.WorkflowExecutor(sg.WorkflowBuilder(start=writer()).build(), id="other")
+
+    nested = sg.WorkflowBuilder(start=topics).add_map(topics, drafting, id="drafts", to=collect)
+    result = await nested.build().run(2)
+    assert result.usage is not None and set(result.usage.by_executor) == {"drafts/writer"}
 
 
 async def test_workers_may_not_ask_or_aim() -> None:

@@ -477,10 +477,10 @@ class Executor:
         entry = self._dispatch.get(type(message))  # usually decided by the class alone
         spec = entry if type(entry) is HandlerSpec else self.handler_for(message)
         if spec is None:
-            raise MessageTypeError(
-                f"executor {self.id!r} has no handler for {a_value_type(message)} "
+            raise MessageTypeError(  # (ctx's id: a map's worker runs under the map's)
+                f"executor {ctx.executor_id!r} has no handler for {a_value_type(message)} "
                 f"(it handles {', '.join(type_name(t) for t in self.input_types)})",
-                executor_id=self.id,
+                executor_id=ctx.executor_id,
             )
         ctx._contract = spec.contract
         call = self._calls[spec]
