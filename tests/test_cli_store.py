@@ -362,20 +362,21 @@ def test_breakpoints_from_the_command_line(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
-def test_runs_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
-    import subprocess
-    import time
-
-    from tests.test_cli import COMMAND, ROOT
-
-    spec = f"sqlite:{tmp_path / 'cancel.sqlite'}"
+def slow_run_elsewhere(spec: str) -> tuple[subprocess.Popen[str], str]:
+    """``tests.cli_flows:slow`` going on in another process on store
+    ``spec`` (its events as JSON lines on its stdout): it, and its run id."""
     process = subprocess.Popen(
         [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert process.stdout is not None
-    run_id = json.loads(process.stdout.readline())["run_id"]
+    return process, json.loads(process.stdout.readline())["run_id"]
+
+
+def test_runs_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
+    spec = f"sqlite:{tmp_path / 'cancel.sqlite'}"
+    process, run_id = slow_run_elsewhere(spec)
     time.sleep(0.5)
     asked = cli("runs", "cancel", run_id, "--store", spec)
     assert asked.returncode == 0 and f"asked run {run_id} to stop" in asked.stdout
@@ -393,17 +394,8 @@ def test_going_on_with_a_run_held_elsewhere_is_refused_not_reported_failed(
 ) -> None:
     # (it printed "failed: run ... is being continued elsewhere ... (fork=True,
     # stepgraph run --fork)": the run had not failed, and fork=True is Python's)
-    from tests.test_cli import COMMAND, ROOT
-    from tests.test_cli_errors import one_line_error
-
     spec = f"sqlite:{tmp_path / 'held.sqlite'}"
-    process = subprocess.Popen(
-        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert process.stdout is not None
-    run_id = json.loads(process.stdout.readline())["run_id"]
+    process, run_id = slow_run_elsewhere(spec)
     try:
         refused = cli("run", "tests.cli_flows:slow", "--store", spec, "--resume", "latest")
         line = one_line_error(refused, f"run '{run_id}' is being continued elsewhere (process")
@@ -419,8 +411,6 @@ def test_resuming_a_checkpoint_of_another_graph_is_refused_not_reported_failed(
 ) -> None:
     # (it printed "failed: checkpoint ... was written by workflow ... with a
     # different graph": no run had started, let alone failed)
-    from tests.test_cli import cli
-    from tests.test_cli_errors import one_line_error
 
     spec = f"sqlite:{tmp_path / 'graphs.sqlite'}"
     asked = cli("run", "tests.cli_flows:asking", "--input", '"x"', "--store", spec)

@@ -505,7 +505,7 @@ def test_serve_exports_the_runs_it_starts_and_continues_and_flushes_at_sigterm(
     linked to the run that asked), and one the SIGTERM stops — every span
     reaches the receiver, sent when the server stops."""
     from tests.serve.test_api import wait_for
-    from tests.serve.test_cli_serve import start, stop
+    from tests.serve.test_cli_serve import served, stop
 
     with otlp_receiver() as received:
         env = {
@@ -514,10 +514,8 @@ def test_serve_exports_the_runs_it_starts_and_continues_and_flushes_at_sigterm(
             **HELD_BACK,
         }
         store = f"sqlite:{tmp_path / 'runs.sqlite'}"
-        process, url = start(
-            "tests.serve.flows:slow", "tests.serve.flows:gate", "--store", store, "--otel", env=env
-        )
-        try:
+        targets = ("tests.serve.flows:slow", "tests.serve.flows:gate")
+        with served(*targets, "--store", store, "--otel", env=env) as (process, url):
             with httpx.Client(base_url=url, timeout=20) as client:
                 done = client.post("/api/workflows/slow/runs", json={"input": {"steps": 2}})
                 done_id = done.json()["run_id"]
@@ -534,10 +532,6 @@ def test_serve_exports_the_runs_it_starts_and_continues_and_flushes_at_sigterm(
                 going_id = going.json()["run_id"]
                 assert received.spans() == []  # (held back until the server stops)
             code, out, err = stop(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
     assert code == 0, err
     assert f"stopped 1 run(s) at their last checkpoint: {going_id}" in out
     assert "Traceback" not in err and "warning" not in err, err
@@ -581,15 +575,14 @@ def test_serve_says_once_that_traces_cannot_be_exported_as_soon_as_they_cannot(
     import socket
 
     from tests.serve.test_api import wait_for
-    from tests.serve.test_cli_serve import start, stop
+    from tests.serve.test_cli_serve import served, stop
 
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"  # (nothing listens there)
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
     store = f"sqlite:{tmp_path / 'runs.sqlite'}"
-    process, url = start("tests.serve.flows:slow", "--store", store, "--otel", env=env)
-    try:
+    with served("tests.serve.flows:slow", "--store", store, "--otel", env=env) as (process, url):
         with httpx.Client(base_url=url, timeout=20) as client:
             for _ in range(2):
                 run_id = client.post("/api/workflows/slow/runs", json={"input": {"steps": 1}})
@@ -604,10 +597,6 @@ def test_serve_says_once_that_traces_cannot_be_exported_as_soon_as_they_cannot(
             run_id = client.post("/api/workflows/slow/runs", json={"input": {"steps": 1}})
             wait_for(client, run_id.json()["run_id"], "idle")  # (the server goes on)
         code, _, err = stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert code == 0, err
     assert "warning" not in err and "Traceback" not in err, err  # (said once: above)
 
@@ -616,20 +605,15 @@ def test_serve_leaves_a_module_that_set_up_opentelemetry_itself_and_says_so(
     tmp_path: Path,
 ) -> None:
     from tests.serve.test_api import wait_for
-    from tests.serve.test_cli_serve import start, stop
+    from tests.serve.test_cli_serve import served, stop
 
     store = f"sqlite:{tmp_path / 'runs.sqlite'}"
-    process, url = start("tests.otel_own_provider:build", "--store", store, "--otel")
-    try:
+    with served("tests.otel_own_provider:build", "--store", store, "--otel") as (process, url):
         with httpx.Client(base_url=url, timeout=20) as client:
             for _ in range(2):
                 run_id = client.post("/api/workflows/own/runs", json={"input": "x"})
                 wait_for(client, run_id.json()["run_id"], "idle")
         code, out, err = stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert code == 0, err
     assert err.count("--otel left alone: the workflow's module set up OpenTelemetry") == 1, err
     assert "Overriding" not in err

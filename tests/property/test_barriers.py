@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
@@ -23,6 +21,7 @@ from hypothesis import strategies as st
 
 import stepgraph as sg
 
+from .test_answers_and_forks import a_store
 from .test_random_graphs import Node, Spec, Trace, graphs, reference, wire
 
 
@@ -93,13 +92,5 @@ async def check(spec: Spec, store: sg.CheckpointStore) -> None:
 )
 @given(graphs(), st.sampled_from(["memory", "sqlite"]))
 def test_every_barrier_commits_and_stores_what_the_rules_say(spec: Spec, kind: str) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        store = (
-            sg.MemoryCheckpointStore()
-            if kind == "memory"
-            else sg.SqliteCheckpointStore(Path(folder) / "runs.sqlite")
-        )
-        try:
-            asyncio.run(check(spec, store))
-        finally:
-            store.close()
+    with a_store(kind) as store:
+        asyncio.run(check(spec, store))

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,6 +38,20 @@ def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Pop
     return process, found.group(1)
 
 
+@contextmanager
+def served(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``start`` for the block: a server the block did not stop is killed."""
+    process, url = start(*args, env=env)
+    try:
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def stop(process: subprocess.Popen[str], how: int = signal.SIGTERM) -> tuple[int, str, str]:
     process.send_signal(how)
     out, err = process.communicate(timeout=30)
@@ -44,23 +60,21 @@ def stop(process: subprocess.Popen[str], how: int = signal.SIGTERM) -> tuple[int
 
 def test_sigterm_stops_runs_at_a_checkpoint_and_a_restart_resumes_them(tmp_path):
     store = f"sqlite:{tmp_path / 'runs.sqlite'}"
-    process, url = start("tests.serve.flows:slow", "--store", store)
-    try:
-        with httpx.Client(base_url=url, timeout=20) as client:
-            body = {"input": {"steps": 60, "label": "z"}}
-            run_id = client.post("/api/workflows/slow/runs", json=body).json()["run_id"]
-            time.sleep(0.6)
-            # A browser following the run does not hold the server up, and
-            # hears that the run was stopped before its stream ends.
-            with client.stream("GET", f"/api/runs/{run_id}/events") as events:
-                lines = events.iter_lines()
-                next(lines)
-                process.send_signal(signal.SIGTERM)
-                heard = list(lines)
-            code, out, err = stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    with (
+        served("tests.serve.flows:slow", "--store", store) as (process, url),
+        httpx.Client(base_url=url, timeout=20) as client,
+    ):
+        body = {"input": {"steps": 60, "label": "z"}}
+        run_id = client.post("/api/workflows/slow/runs", json=body).json()["run_id"]
+        time.sleep(0.6)
+        # A browser following the run does not hold the server up, and
+        # hears that the run was stopped before its stream ends.
+        with client.stream("GET", f"/api/runs/{run_id}/events") as events:
+            lines = events.iter_lines()
+            next(lines)
+            process.send_signal(signal.SIGTERM)
+            heard = list(lines)
+        code, out, err = stop(process)
     assert code == 0, err
     assert f"stopped 1 run(s) at their last checkpoint: {run_id}" in out
     assert "Traceback" not in err
@@ -68,8 +82,7 @@ def test_sigterm_stops_runs_at_a_checkpoint_and_a_restart_resumes_them(tmp_path)
     assert data[-1] == '{"status": "cancelled"}' and heard[-3] == "event: end", heard[-6:]
     assert '"status": "cancelled"' in data[-2] and '"kind": "status"' in data[-2], data[-2]
 
-    process, url = start("tests.serve.flows:slow", "--store", store)
-    try:
+    with served("tests.serve.flows:slow", "--store", store) as (process, url):
         with httpx.Client(base_url=url, timeout=20) as client:
             [run] = client.get("/api/runs").json()["runs"]
             assert run["run_id"] == run_id and run["interrupted"] and run["status"] == "cancelled"
@@ -80,9 +93,6 @@ def test_sigterm_stops_runs_at_a_checkpoint_and_a_restart_resumes_them(tmp_path)
                 time.sleep(0.05)
             assert run["outputs"] == ["done z"]
         code, out, err = stop(process, signal.SIGINT)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert code == 0, err
     assert "stopped" not in out  # nothing was going on
 
