@@ -250,12 +250,7 @@ def create_app(
 
     async def runs(request: Request) -> Response:
         query = request.query_params
-        try:
-            limit = int(given := query.get("limit", "50"))
-        except ValueError:
-            raise Problem(422, f"limit must be an integer, got {quoted(given)}") from None
-        if not 1 <= limit <= 500:
-            raise Problem(422, f"limit must be from 1 to 500, got {limit}")
+        limit = _number(request, "limit", 50, 1, 500)
         return JSONBody(
             await service.list_runs(
                 query.get("workflow") or None,
@@ -266,33 +261,12 @@ def create_app(
         )
 
     async def run(request: Request) -> Response:
-        shown = request.query_params.get("checkpoints", str(CHECKPOINTS_SHOWN))
-        try:
-            checkpoints = int(shown)
-        except ValueError:
-            raise Problem(422, f"checkpoints must be an integer, got {quoted(shown)}") from None
-        if not 1 <= checkpoints <= CHECKPOINTS_MAX:
-            raise Problem(
-                422, f"checkpoints must be from 1 to {CHECKPOINTS_MAX}, got {checkpoints}"
-            )
+        checkpoints = _number(request, "checkpoints", CHECKPOINTS_SHOWN, 1, CHECKPOINTS_MAX)
         return JSONBody(await service.describe_run(request.path_params["run_id"], checkpoints))
 
     async def outputs(request: Request) -> Response:
-        numbers = []
-        for name, default, least, most in (
-            ("offset", 0, 0, None),
-            ("limit", OUTPUTS_SHOWN, 1, OUTPUTS_MAX),
-        ):
-            given = request.query_params.get(name, str(default))
-            try:
-                number = int(given)
-            except ValueError:
-                raise Problem(422, f"{name} must be an integer, got {quoted(given)}") from None
-            if number < least or (most is not None and number > most):
-                within = f"from {least} to {most}" if most is not None else f"at least {least}"
-                raise Problem(422, f"{name} must be {within}, got {number}")
-            numbers.append(number)
-        offset, limit = numbers
+        offset = _number(request, "offset", 0, 0)
+        limit = _number(request, "limit", OUTPUTS_SHOWN, 1, OUTPUTS_MAX)
         return JSONBody(await service.outputs_page(request.path_params["run_id"], offset, limit))
 
     async def respond(request: Request) -> Response:
@@ -428,6 +402,20 @@ def _static_files() -> dict[str, str]:
             elif (kind := _MEDIA_TYPES.get(entry.name[entry.name.rfind(".") :])) is not None:
                 found[prefix + entry.name] = kind
     return found
+
+
+def _number(request: Request, name: str, default: int, least: int, most: int | None = None) -> int:
+    """Query parameter ``name``, a whole number from ``least`` to ``most``
+    (``None``: no limit), ``default`` when not given; else a 422 naming it."""
+    given = request.query_params.get(name, str(default))
+    try:
+        number = int(given)
+    except ValueError:
+        raise Problem(422, f"{name} must be an integer, got {quoted(given)}") from None
+    if number < least or (most is not None and number > most):
+        within = f"from {least} to {most}" if most is not None else f"at least {least}"
+        raise Problem(422, f"{name} must be {within}, got {number}")
+    return number
 
 
 def _dropped(missed: int, after: int, resumes_at: int) -> str:
