@@ -193,6 +193,18 @@ class ResponseValueError(RequestError):
     Nothing was consumed: the request stays open for a better answer."""
 
 
+def with_items(steps: tuple[str, ...], items: tuple[int | None, ...]) -> tuple[str, ...]:
+    """The workflow executors of a path, each that ran as a map's item with
+    its index (``items``, one per step, or none: ``"docs"`` → ``"docs[0]"``):
+    how an event's ``path`` and a ``SubworkflowError`` spell them."""
+    if not items:
+        return steps
+    return tuple(
+        step if k >= len(items) or items[k] is None else f"{step}[{items[k]}]"
+        for k, step in enumerate(steps)
+    )
+
+
 class SubworkflowError(WorkflowRunError):
     """A child workflow failed. ``path`` is the executor path from the
     ``WorkflowExecutor`` down to the failing executor; ``detail`` is the
@@ -210,10 +222,7 @@ class SubworkflowError(WorkflowRunError):
         superstep: int | None,
         items: tuple[int | None, ...] = (),
     ) -> None:
-        shown = "/".join(
-            step if k >= len(items) or items[k] is None else f"{step}[{items[k]}]"
-            for k, step in enumerate(path)
-        )
+        shown = "/".join(with_items(path, items))
         super().__init__(
             f"executor {shown!r} failed in a sub-workflow: {detail}",
             executor_id=path[0],

@@ -324,7 +324,7 @@ class WorkflowExecutor(Executor):
         # Run as a map's worker, this child run is one of its items: each
         # event names it beside our id in its path (its own ``item`` is that
         # of the map inside the child that emitted it, if any).
-        mapped = (ctx._item,) if ctx._item is not None else None
+        our_item = ctx._item
 
         def emit(item: Any) -> None:
             event = materialize(item)  # it travels with its path: a real event
@@ -334,17 +334,11 @@ class WorkflowExecutor(Executor):
             path = event.workflow_path
             if type(event) is OutputEvent and not path:
                 outputs.append(event)
-            items = event.workflow_items
-            if mapped is None and not items:
-                forward(replace(event, workflow_path=prefix + path))
+            items = _items_below(our_item, event.workflow_items, len(path))
+            if items:
+                forward(replace(event, workflow_path=prefix + path, workflow_items=items))
             else:
-                forward(
-                    replace(
-                        event,
-                        workflow_path=prefix + path,
-                        workflow_items=(mapped or (None,)) + (items or (None,) * len(path)),
-                    )
-                )
+                forward(replace(event, workflow_path=prefix + path))
 
         run.usage.clear()  # what this drive's model calls use, counted in the parent below
         try:
@@ -489,10 +483,19 @@ def _wrap(
     else:
         inner = (error.executor_id,) if error.executor_id else ()
         detail, inner_items = str(error), ()
-    items: tuple[int | None, ...] = ()
-    if item is not None or inner_items:
-        items = (item, *(inner_items or (None,) * len(inner)))
+    items = _items_below(item, inner_items, len(inner))
     return SubworkflowError((executor_id, *inner), detail, superstep=superstep, items=items)
+
+
+def _items_below(
+    item: int | None, inner: tuple[int | None, ...], depth: int
+) -> tuple[int | None, ...]:
+    """The items of a path that goes through us (``item``: the map item we
+    ran as, if any) and then ``depth`` workflow executors whose items are
+    ``inner`` (empty: none ran as one): empty when none did."""
+    if item is None and not inner:
+        return ()
+    return (item, *(inner or (None,) * depth))
 
 
 def check_tree(executors: dict[str, Executor]) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .._exceptions import with_items
+
 __all__ = [
     "FRAMEWORK_EVENT_KINDS",
     "CallRecord",
@@ -83,13 +85,7 @@ class Event:
     def path(self) -> str:
         """``"outer/inner/executor"`` for a sub-workflow's event; a workflow
         executor that ran as a map's item with its index: ``"docs[0]/pages"``."""
-        steps = self.workflow_path
-        if self.workflow_items:
-            items = self.workflow_items
-            steps = tuple(
-                step if k >= len(items) or items[k] is None else f"{step}[{items[k]}]"
-                for k, step in enumerate(steps)
-            )
+        steps = with_items(self.workflow_path, self.workflow_items)
         return "/".join((*steps, self.executor_id) if self.executor_id else steps)
 
 
