@@ -27,14 +27,12 @@ from ._core import (
     MultiSelectEdge,
     Node,
     SwitchEdge,
-    lone_surrogate_at,
     may_overlap,
-    quoted,
     type_name,
 )
 from ._edges import Case, Default
 from ._exceptions import WorkflowDefinitionError
-from ._executor import Executor, check_id
+from ._executor import Executor, check_id, check_whole
 from ._factories import Factory, make_executor, per_run_invoke, registered
 from ._handlers import union_of
 from ._maps import MapExecutor, Worker, map_worker
@@ -142,12 +140,8 @@ class WorkflowBuilder:
             )
         if name is not None and not isinstance(name, str):
             raise WorkflowDefinitionError(f"name must be a str, got {name!r}")
-        half = None if name is None or name.isascii() else lone_surrogate_at(name)
-        if name is not None and half is not None:
-            raise WorkflowDefinitionError(
-                f"name {quoted(name)} holds half a character (a lone surrogate, at index "
-                f"{half}), which no store, event stream or log can carry; choose another name"
-            )
+        if name is not None:
+            check_whole(name, "name", other="name")
         self._name = name if name is not None else "workflow"
         self._max_supersteps = max_supersteps
         self._strict = strict

@@ -133,11 +133,18 @@ def check_id(id: object, what: str, where: str = "") -> None:
             f"{what} {id!r}{where} holds '/', which joins the ids of an event's path and of a "
             "sub-workflow's requests; choose an id without it"
         )
-    half = None if id.isascii() else lone_surrogate_at(id)
+    check_whole(id, what, where)
+
+
+def check_whole(text: str, what: str, where: str = "", other: str = "id") -> None:
+    """A name every checkpoint, event and log line carries (an id, a
+    workflow's name): one holding half a character (a lone surrogate, which
+    UTF-8 has no form for) is refused here, where it is given."""
+    half = lone_surrogate_at(text)
     if half is not None:
         raise WorkflowDefinitionError(
-            f"{what} {quoted(id)}{where} holds half a character (a lone surrogate, at index "
-            f"{half}), which no checkpoint, event stream or log can carry; choose another id"
+            f"{what} {quoted(text)}{where} holds half a character (a lone surrogate, at index "
+            f"{half}), which no checkpoint, event stream or log can carry; choose another {other}"
         )
 
 

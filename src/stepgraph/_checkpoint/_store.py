@@ -92,7 +92,7 @@ def _absent(*names: str | None) -> bool:
     """Whether a name looked up holds half a character (a lone surrogate):
     no store holds one (a save refuses it, and the SQL drivers cannot even
     send it), so the lookup finds nothing, as it does in memory."""
-    return any(n and not n.isascii() and lone_surrogate_at(n) is not None for n in names)
+    return any(n and lone_surrogate_at(n) is not None for n in names)
 
 
 def _named(run_id: str) -> str:

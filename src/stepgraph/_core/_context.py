@@ -422,7 +422,7 @@ class WorkflowContext(Generic[OutT, WorkflowOutT, ContextT]):
             problem = "may not contain '/', which joins a sub-workflow's id to its requests' ids"
         elif id_separators(request_id):
             problem = "may not contain whitespace, '=' or control characters"
-        elif not request_id.isascii() and lone_surrogate_at(request_id) is not None:
+        elif lone_surrogate_at(request_id) is not None:
             problem = "holds half a character (a lone surrogate), which no store can keep"
         elif any(r.request_id == request_id for r in self._outbox.requests):
             problem = "was already opened by this executor in this superstep"
