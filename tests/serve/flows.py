@@ -53,17 +53,13 @@ def gate() -> sg.Workflow:
     return sg.WorkflowBuilder(start=Gate("gate"), name="gate").build()
 
 
-class SlowGate(sg.Executor):
+class SlowGate(Gate):
     """As ``Gate``, taking a minute over the answer (to be killed meanwhile)."""
-
-    @sg.handler
-    async def ask(self, text: str, ctx: sg.WorkflowContext[None, str]) -> None:
-        await ctx.request_info(text, bool)
 
     @sg.response_handler
     async def decided(self, text: str, yes: bool, ctx: sg.WorkflowContext[None, str]) -> None:
         await asyncio.sleep(60)
-        await ctx.yield_output(f"{text}: {'yes' if yes else 'no'}")
+        await super().decided(text, yes, ctx)
 
 
 def slow_gate() -> sg.Workflow:
