@@ -462,6 +462,47 @@ async def test_workers_may_not_ask_or_aim() -> None:
         await aiming.run(1)
 
 
+class ChildAsker(sg.Executor):
+    @sg.handler
+    async def on(self, n: int, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.request_info(f"ok {n}?", bool)
+
+    @sg.response_handler
+    async def answered(self, q: str, ok: bool, ctx: sg.WorkflowContext[sg.Never, int]) -> None:
+        await ctx.yield_output(int(ok))
+
+
+def asking_sub(intercept: bool) -> sg.WorkflowExecutor:
+    child = sg.WorkflowBuilder(start=ChildAsker("asker"), name="child").build()
+    return sg.WorkflowExecutor(child, id="sub", intercept_requests=intercept)
+
+
+async def test_a_worker_that_would_intercept_its_childs_requests_is_refused() -> None:
+    # Its SubworkflowRequests went into the map's list, where nothing could
+    # answer them: the run ended with them as data and the child runs lost.
+    with pytest.raises(sg.WorkflowDefinitionError) as refused:
+        sg.WorkflowBuilder(start=emit).add_map(
+            emit, functools.partial(asking_sub, True), id="docs", to=collect
+        )
+    assert str(refused.value).startswith(
+        "add_map 'docs': its worker is a WorkflowExecutor with intercept_requests=True, "
+    )
+    assert "nothing can answer them" in str(refused.value)
+
+    # A factory that makes an intercepting one only after the build: the
+    # child's request is refused as any worker's, naming the map and item.
+    made = iter([False, False])
+    workflow = (
+        sg.WorkflowBuilder(start=emit)
+        .add_map(emit, lambda: asking_sub(next(made, True)), id="docs", to=collect)
+        .build()
+    )
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await asyncio.wait_for(workflow.run(1), 10)
+    assert str(raised.value).startswith("a worker of map 'docs' opened a request (str); ")
+    assert str(raised.value).endswith(" (item 0 of map 'docs': 0)")
+
+
 def test_map_definitions_are_checked() -> None:
     @sg.executor(id="texts")
     async def texts(values: list[str]) -> None: ...

@@ -37,7 +37,7 @@ from ._factories import Factory, make_executor, per_run_invoke, registered
 from ._handlers import union_of
 from ._maps import MapExecutor, Worker, map_worker
 from ._persistence import CheckpointConfig, RunCodec, graph_signature
-from ._subworkflow import check_tree
+from ._subworkflow import WorkflowExecutor, check_tree
 from ._workflow import Workflow, as_config, known_ids
 
 __all__ = ["WorkflowBuilder"]
@@ -275,6 +275,15 @@ class WorkflowBuilder:
         (in events, breakpoints and drawings)."""
         check_id(id, "add_map: id")
         make, prototype = map_worker(id, worker)
+        if isinstance(prototype, WorkflowExecutor) and prototype.intercept_requests:
+            raise WorkflowDefinitionError(
+                f"add_map {id!r}: its worker is a WorkflowExecutor with intercept_requests=True, "
+                "which sends its child's requests on as messages: in a map they would go into "
+                "the map's list, where nothing can answer them (a map's workers last one "
+                "message each, and may not open requests); build it without "
+                "intercept_requests, and ask before the map or after it, or answer inside "
+                "the child"
+            )
         # Two workers side by side: an executor instance in both (in a
         # sub-workflow they run, however deep) would serve two items at once.
         first, second = _instances(prototype, id), _instances(make(), id)

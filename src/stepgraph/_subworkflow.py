@@ -365,7 +365,7 @@ class WorkflowExecutor(Executor):
                 continue
             ours = f"{own}/{child_id}"
             self._routes[ours] = (run_id, child_id)
-            if self.intercept_requests:
+            if self.intercept_requests and ctx._item is None:
                 ctx.send_message(
                     SubworkflowRequest(
                         request_id=ours,
@@ -374,7 +374,7 @@ class WorkflowExecutor(Executor):
                         source=own,
                     )
                 )
-            else:
+            else:  # (a map's worker: refused there, as any worker's request is)
                 ctx._open_request(request.request, request.response_type, ours)
         if run.requests:
             self._runs[run_id] = run
