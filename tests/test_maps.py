@@ -438,6 +438,47 @@ async def test_a_mapped_agent_streams_under_the_map_s_id() -> None:
     assert result.usage is not None and set(result.usage.by_executor) == {"drafts/writer"}
 
 
+async def test_a_mapped_agent_s_errors_name_its_item() -> None:
+    """An agent made as ``writer`` by map ``drafts``'s factory names itself
+    in its own error as the failure's path spells the item (``drafts[1]``),
+    not as ``writer``, an executor the workflow does not have."""
+    from stepgraph.testing import ScriptedModel, ScriptedReply
+
+    @sg.executor(id="topics")
+    async def topics(count: int, ctx: sg.WorkflowContext[str]) -> None:
+        for n in range(count):
+            await ctx.send_message(f"topic {n}")
+
+    @sg.tool
+    def again() -> str:
+        return "more"
+
+    made: list[sg.Agent] = []
+
+    def writer() -> sg.Executor:  # (build() makes two; then item 0's, item 1's)
+        loops = len(made) == 3
+        replies = [ScriptedReply(tool_calls=[sg.ToolCall("c", "again", "{}")])] if loops else []
+        made.append(
+            sg.Agent(
+                "writer", model=ScriptedModel([*replies, "a draft"]), tools=[again], max_turns=1
+            )
+        )
+        return made[-1]
+
+    workflow = (
+        sg.WorkflowBuilder(start=topics)
+        .add_map(topics, writer, id="drafts", to=collect, max_concurrency=1)
+        .build()
+    )
+    with pytest.raises(sg.WorkflowRunError) as raised:
+        await workflow.run(2)
+    assert str(raised.value) == (
+        "executor 'drafts' failed in superstep 2: AgentError: agent 'drafts[1]' reached "
+        "max_turns=1 model calls for one input without a final answer "
+        "(item 1 of map 'drafts': 'topic 1')"
+    )
+
+
 async def test_workers_may_not_ask_or_aim() -> None:
     class Asker(sg.Executor):
         @sg.handler

@@ -173,6 +173,10 @@ class Agent(Executor):
                 "json_schema": {"name": name[:64], "schema": schema},
             }
         self._out: Any = output_type if output_type is not None else AgentResponse
+        # What its errors and warnings call it: its id, or — run as a map's
+        # worker, whatever id its factory gave it — its item of the map, as
+        # paths spell one (``drafts[0]``): see ``_call``.
+        self._who = id
         self._reset(None)
         super().__init__(id, timeout=timeout, placement=placement)
 
@@ -277,6 +281,8 @@ class Agent(Executor):
         answers again (the superstep's sends were lost with it) and the one
         under way goes on where its snapshot says: no model turn or tool call
         runs twice."""
+        if ctx._item is not None:
+            self._who = f"{ctx.executor_id}[{ctx._item}]"
         if ctx.run_id != self._run_id:
             if self._restored and self._run_id in ctx.forked_from:
                 # Restored in a fork from the run it branched off (or an
@@ -319,11 +325,11 @@ class Agent(Executor):
 
     def _take(self, messages: list[ChatMessage], carry_on: bool = False) -> None:
         if not messages:
-            raise AgentError(f"agent {self.id!r} got an empty list of messages")
+            raise AgentError(f"agent {self._who!r} got an empty list of messages")
         if self._turn_calls:
             waiting = [p.call.id for p in self._turn_calls if p.phase == _APPROVAL]
             raise AgentError(
-                f"agent {self.id!r} got a new input while its tool calls {waiting} wait for "
+                f"agent {self._who!r} got a new input while its tool calls {waiting} wait for "
                 "approval; answer them first"
             )
         if carry_on:  # another agent's conversation: it is this one now
@@ -339,7 +345,7 @@ class Agent(Executor):
         pending = next((p for p in self._turn_calls if p.call.id == request.call_id), None)
         if pending is None or pending.phase != _APPROVAL:
             raise AgentError(
-                f"agent {self.id!r} has no tool call {request.call_id!r} waiting for approval"
+                f"agent {self._who!r} has no tool call {request.call_id!r} waiting for approval"
             )
         if approval.decision == "reject":
             reason = approval.reason or "rejected by the reviewer"
@@ -380,7 +386,7 @@ class Agent(Executor):
             self._messages.append(reply.message)
             if reply.refusal is not None and self._adapter is not None:
                 raise AgentError(
-                    f"agent {self.id!r}: the model refused to answer with "
+                    f"agent {self._who!r}: the model refused to answer with "
                     f"{type_name(self.output_type)}: {_excerpt(reply.refusal)}"
                 )
             answer = self._finish(reply.message.content or "")
@@ -390,7 +396,7 @@ class Agent(Executor):
     async def _model_turn(self, ctx: WorkflowContext[Any, Any]) -> ModelReply:
         if self._turns >= self.max_turns:
             raise AgentError(
-                f"agent {self.id!r} reached max_turns={self.max_turns} model calls for one "
+                f"agent {self._who!r} reached max_turns={self.max_turns} model calls for one "
                 "input without a final answer"
             )
         self._turns += 1
@@ -438,7 +444,7 @@ class Agent(Executor):
                 elif isinstance(item, ModelRetrying):
                     attempt = item.attempt
                     ctx._warn(
-                        f"agent {self.id!r}: the model call failed ({item.reason}); "
+                        f"agent {self._who!r}: the model call failed ({item.reason}); "
                         f"attempt {attempt} in {item.delay:.2f} s"
                     )
                 elif isinstance(item, ModelReply):
@@ -448,13 +454,13 @@ class Agent(Executor):
             if close is not None:
                 await close()  # a cancelled turn closes the model's connection
         if not isinstance(reply, ModelReply):
-            raise ModelError(f"agent {self.id!r}: the model's stream ended without a reply")
+            raise ModelError(f"agent {self._who!r}: the model's stream ended without a reply")
         if reply.usage:
             ctx.add_usage(reply.usage)
             self._answer_usage = self._answer_usage + reply.usage
         if reply.finish_reason not in (None, "stop", "tool_calls"):
             ctx._warn(
-                f"agent {self.id!r}: the model stopped its reply early "
+                f"agent {self._who!r}: the model stopped its reply early "
                 f"(finish_reason {reply.finish_reason!r}); the answer may be cut short"
             )
         return reply
@@ -495,7 +501,7 @@ class Agent(Executor):
                 needed = tool.needs_approval(validated)
             except Exception as exc:
                 raise AgentError(
-                    f"agent {self.id!r}: the approval rule of tool {tool.name!r} raised "
+                    f"agent {self._who!r}: the approval rule of tool {tool.name!r} raised "
                     f"{type(exc).__name__}: {exc} (call {call.id!r})"
                 ) from exc
             if needed:
@@ -549,7 +555,7 @@ class Agent(Executor):
                     if tool.errors == "raise":
                         self._event(ctx, pending.call, "failed")
                         raise AgentError(
-                            f"agent {self.id!r}: tool {tool.name!r} (call {pending.call.id!r}) "
+                            f"agent {self._who!r}: tool {tool.name!r} (call {pending.call.id!r}) "
                             f"failed: {type(exc).__name__}: {exc}"
                         ) from exc
                     pending.result, status = tool_error_text(tool.name, exc), "failed"
@@ -589,7 +595,7 @@ class Agent(Executor):
             problems = _problems(exc)
             if self._repaired:
                 raise AgentError(
-                    f"agent {self.id!r}: the model's reply does not match "
+                    f"agent {self._who!r}: the model's reply does not match "
                     f"{type_name(self.output_type)} after a repair turn: {problems} "
                     f"(the reply: {_excerpt(text)})"
                 ) from None
