@@ -459,6 +459,69 @@ async def test_a_placement_inside_a_sub_workflow_is_said_to_go_unused(
     assert result.outputs == [1] and not [e for e in result.events if e.kind == "warning"]
 
 
+@sg.executor(id="numbers")
+async def numbers(count: int, ctx: sg.WorkflowContext[int]) -> None:
+    for n in range(count):
+        await ctx.send_message(n)
+
+
+@sg.executor(id="gathered")
+async def gathered(values: list[int], ctx: sg.WorkflowContext[sg.Never, list[int]]) -> None:
+    await ctx.yield_output(values)
+
+
+def gpu_sub(placement: sg.Placement | None = None) -> sg.WorkflowExecutor:
+    """A map's worker: a sub-workflow whose ``gpu`` asks for a GPU."""
+    return sg.WorkflowExecutor(
+        sg.WorkflowBuilder(start=gpu, name="leaf").build(), id="sub", placement=placement
+    )
+
+
+def mapped_gpu(placement: sg.Placement | None = None) -> sg.WorkflowBuilder:
+    return sg.WorkflowBuilder(start=numbers, name="pages").add_map(
+        numbers, lambda: gpu_sub(placement), id="pages", to=gathered
+    )
+
+
+@pytest.mark.parametrize("nested", [False, True])
+async def test_a_placement_inside_a_mapped_sub_workflow_is_said_to_go_unused(
+    backend: sg.RayBackend,  # noqa: F811
+    nested: bool,
+) -> None:
+    """A map's workers run in the map's actor, and a sub-workflow worker's
+    child with them: the child's placements are said to go unused as a
+    sub-workflow's are — the map run at the top, or inside a sub-workflow."""
+
+    def flow(placement: sg.Placement | None = None) -> sg.Workflow:
+        pages = mapped_gpu(placement).build()
+        if not nested:
+            return pages
+        mid = sg.WorkflowExecutor(pages, id="mid", forward_outputs=True)
+        return sg.WorkflowBuilder(start=mid, name="outer").build()
+
+    result = await flow().run(2, backend=backend)
+    assert result.outputs == [[0, 1]]
+    [said] = [e.message for e in result.events if e.kind == "warning"]  # type: ignore[attr-defined]
+    if nested:
+        assert said == (
+            "executor 'mid' runs a sub-workflow, which runs whole in its Ray actor: the "
+            "placement of 'mid/pages/gpu' (num_gpus=1) is not used; give 'mid' the placement "
+            "its executors need (WorkflowExecutor(..., placement=...) or "
+            "RayBackend(placement=...))"
+        )
+    else:
+        assert said == (
+            "map 'pages' runs a sub-workflow for each item, which runs whole in its Ray "
+            "actor: the placement of 'pages/gpu' (num_gpus=1) is not used; give 'pages' the "
+            "placement its executors need (WorkflowExecutor(..., placement=...) or "
+            "RayBackend(placement=...))"
+        )
+    # The worker placed itself (a map is placed as its worker is): no warning.
+    if not nested:
+        result = await flow(sg.Placement(num_cpus=0)).run(2, backend=backend)
+        assert result.outputs == [[0, 1]] and not [e for e in result.events if e.kind == "warning"]
+
+
 class MadeOnce(sg.Executor):
     """A factory that makes one instance per process: here, the prototype
     ``build()`` makes; its run's own instance only where it runs (as one

@@ -54,6 +54,7 @@ from .._core import (
 )
 from .._exceptions import WorkflowRunError
 from .._factories import make_executor
+from .._maps import MapExecutor
 from .._subworkflow import WorkflowExecutor
 from ._cluster import current_address, held_interrupts, probe, ray_module, same_address
 from ._failures import (
@@ -386,15 +387,25 @@ class RayBackend:
             asked = self._placed_inside.get(node)
             if asked is None:  # (once per node: a factory's instances are all alike)
                 try:
-                    made = node.host if node.make is None else make_executor(node.make, node.id)
+                    if node.map is not None:  # (an item's worker: made as the map makes one)
+                        made = getattr(node.map.make(), "__self__", None)
+                    elif node.make is not None:
+                        made = make_executor(node.make, node.id)
+                    else:
+                        made = node.host
                 except Exception:  # (said where the run makes its own instance, as before)
                     made = None
                 asked = self._placed_inside[node] = _placed_inside(made, node.id)
             if asked:
+                runs = (
+                    f"map {node.id!r} runs a sub-workflow for each item, which runs whole"
+                    if node.map is not None
+                    else f"executor {node.id!r} runs a sub-workflow, which runs whole"
+                )
                 work.scope.emit(
                     WarningEvent(
-                        message=f"executor {node.id!r} runs a sub-workflow, which runs whole in "
-                        f"its Ray actor: the placement of {', '.join(asked)} is not used; "
+                        message=f"{runs} in its Ray actor: the placement of "
+                        f"{', '.join(asked)} is not used; "
                         f"give {node.id!r} the placement its executors need "
                         "(WorkflowExecutor(..., placement=...) or RayBackend(placement=...))",
                         executor_id=node.id,
@@ -720,8 +731,11 @@ async def _follow(actor: Any, call: int, emit: Any) -> None:
 
 
 def _placed_inside(executor: Any, path: str) -> list[str]:
-    """The executors of a sub-workflow ``executor`` runs (at any depth)
+    """The executors of a sub-workflow ``executor`` runs (at any depth, and
+    through maps: a map's workers, which go by its id, run where it does)
     that have a placement of their own, as ``'path' (what it asks)``."""
+    if isinstance(executor, MapExecutor):
+        return _placed_inside(executor.worker, path)
     if not isinstance(executor, WorkflowExecutor):
         return []
     found: list[str] = []
