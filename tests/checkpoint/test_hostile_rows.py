@@ -117,14 +117,20 @@ def test_a_creation_time_no_float_holds_is_refused(
 
 
 @pytest.mark.parametrize("outputs", [5, "text", {"a": 1}, None])
-def test_outputs_that_are_not_a_list_are_refused(tmp_path: Path, outputs: Any) -> None:
+@pytest.mark.parametrize("slice_", [None, (0, 1), (-1, None)])
+def test_outputs_that_are_not_a_list_are_refused(
+    tmp_path: Path, outputs: Any, slice_: tuple[int, int | None] | None
+) -> None:
     path = tmp_path / "runs.sqlite"
     checkpoint = stored_run(path)
     edit_entries(path, body_field("outputs", outputs))
 
     async def read() -> None:
         with sg.SqliteCheckpointStore(path) as store:
-            await store.outputs(checkpoint)
+            if slice_ is None:
+                await store.outputs(checkpoint)
+            else:  # (counted, if not returned: refused all the same)
+                await store.outputs_slice(checkpoint, *slice_)
 
     with pytest.raises(sg.CheckpointIntegrityError, match="its outputs are not a list"):
         asyncio.run(read())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 import stepgraph as sg
+from stepgraph._checkpoint import _store
 
 
 @dataclass(frozen=True)
@@ -100,3 +101,64 @@ async def test_outputs_after_across_many_records(store: sg.CheckpointStore) -> N
     assert await outputs(result.last_checkpoint) == list(range(1, 151))
     assert await outputs(result.last_checkpoint, after=infos[3].id) == list(range(4, 151))
     assert await outputs(infos[100].id, after=infos[2].id) == list(range(3, 101))
+
+
+def _checkpoint(cid: str, parent: str | None, step: int, outputs: list[object]) -> sg.Checkpoint:
+    return sg.Checkpoint(
+        id=cid,
+        run_id="long",
+        workflow="w",
+        signature="s",
+        superstep=step,
+        parent_id=parent,
+        created_at=1000.0 + step,
+        status="in_progress",
+        body={"outputs": outputs},
+    )
+
+
+async def _branched_run(store: sg.CheckpointStore) -> tuple[str, str]:
+    """A run of 40 checkpoints yielding 0 to 3 outputs each, some saved
+    together (one record holding several), and a branch replayed from its
+    20th: the ends of both branches."""
+    saved: list[sg.Checkpoint] = []
+    parent: str | None = None
+    for step in range(40):
+        cid = f"c{step}"
+        saved.append(_checkpoint(cid, parent, step, [f"{step}.{k}" for k in range(step % 4)]))
+        parent = cid
+    for start in range(0, 40, 7):  # (in batches: several checkpoints a record)
+        await store.save(*saved[start : start + 7])
+    parent = "c19"
+    for step in range(20, 30):
+        cid = f"b{step}"
+        await store.save(_checkpoint(cid, parent, step, [f"b{step}.{k}" for k in range(3)]))
+        parent = cid
+    return "c39", parent
+
+
+@pytest.mark.parametrize("pages", ["grown", "small"])
+async def test_a_slice_of_the_outputs_is_the_slice_of_them_all(
+    store: sg.CheckpointStore, pages: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``outputs_slice`` counts the outputs ``outputs`` gives and returns
+    ``every[offset:][:limit]`` (a negative offset: from the newest), along
+    either branch, whether the lineage is read back in a few pages or in
+    pages of one record and the slice read again a checkpoint or two at a
+    time."""
+    if pages == "small":
+        monkeypatch.setattr(_store, "_PAGE_BYTES", 1)
+        monkeypatch.setattr(_store, "_READ_BACK", 2)
+    ends = await _branched_run(store)
+    for end in (*ends, "c19", "c0", "c1"):
+        every = await store.outputs(end)  # type: ignore[attr-defined]
+        n = len(every)
+        for offset in sorted({-n - 2, -n, 1 - n, -5, -1, 0, 1, 2, 3, 7, n // 2, n - 1, n, n + 2}):
+            for limit in (None, 0, 1, 2, 5, n + 1):
+                total, part = await store.outputs_slice(end, offset, limit)  # type: ignore[attr-defined]
+                assert (total, part) == (n, every[offset:][:limit]), (end, offset, limit)
+    assert (await store.outputs_slice(ends[1], -4))[1] == ["b28.2", "b29.0", "b29.1", "b29.2"]  # type: ignore[attr-defined]
+    with pytest.raises(sg.CheckpointNotFoundError, match="no checkpoint 'nope'"):
+        await store.outputs_slice("nope", 0, 1)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="limit >= 0"):
+        await store.outputs_slice(ends[0], 0, -1)  # type: ignore[attr-defined]

@@ -71,7 +71,14 @@ from ._postgres_layout import (
 )
 from ._postgres_leases import Leases, SavesUnderWay, held_by
 from ._postgres_sessions import ServerAway, live_connection
-from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
+from ._segments import (
+    Segment,
+    encode_segments,
+    newest_first,
+    page_of,
+    parse_segments,
+    picked,
+)
 from ._sqlite_layout import RUN_COLUMNS, info_of, infos_of
 from ._store import RUNNING_STATUSES, BaseStore, equal_to, where
 from ._worker import Worker
@@ -544,6 +551,16 @@ class PostgresCheckpointStore(BaseStore):
         if not found:
             return None
         return Segment(found[0][0], f"of checkpoint {checkpoint_id!r}").find(checkpoint_id)
+
+    def _read_many(self, ids: list[str]) -> dict[str, Row]:
+        ids = [cid for cid in ids if not has_nul([cid])]  # (no such checkpoint)
+        if not ids:
+            return {}
+        sql = (
+            "SELECT run_id, data FROM stepgraph_segments WHERE seq IN "
+            "(SELECT segment FROM stepgraph_checkpoint_ids WHERE id = ANY(%s))"
+        )
+        return picked(self._fetch(sql, (ids,), "reading checkpoints"), ids)
 
     def _read_latest(self, run_id: str) -> Row | None:
         found = self._fetch(

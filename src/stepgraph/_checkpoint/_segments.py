@@ -26,9 +26,11 @@ __all__ = [
     "Packed",
     "Segment",
     "encode_segments",
+    "holding",
     "newest_first",
     "page_of",
     "parse_segments",
+    "picked",
     "reencode",
 ]
 
@@ -133,6 +135,14 @@ class Segment:
                 return self.row(entry)
         raise CheckpointIntegrityError(f"checkpoint {checkpoint_id!r} is missing from its segment")
 
+    def pick(self, ids: set[str]) -> list[Row]:
+        """The rows of those of ``ids`` it holds (the others are not built)."""
+        return [
+            self.row(entry)
+            for entry in self.entries
+            if isinstance(entry, list) and entry and entry[0] in ids
+        ]
+
     def last(self) -> Row:
         return self.row(self.entries[-1])
 
@@ -214,6 +224,25 @@ def newest_first(
         args.append(before)
     args.append(count)
     return sql + f" ORDER BY seq DESC LIMIT {mark}", args
+
+
+def holding(table: str, ids_table: str, mark: str, ids: list[str]) -> str:
+    """The statement reading the segments that hold these checkpoints, each
+    once (``table`` and ``ids_table`` are the store's constants, ``mark``
+    its parameter mark, one per id)."""
+    marks = ",".join([mark] * len(ids))
+    return (
+        f"SELECT run_id, data FROM {table} WHERE seq IN "
+        f"(SELECT segment FROM {ids_table} WHERE id IN ({marks}))"
+    )
+
+
+def picked(found: Iterable[tuple[Any, ...]], ids: list[str]) -> dict[str, Row]:
+    """The rows of ``ids`` in the segments ``holding`` read, by id."""
+    wanted = set(ids)
+    return {
+        row.id: row for run, data in found for row in Segment(data, f"of run {run!r}").pick(wanted)
+    }
 
 
 def page_of(found: list[tuple[Any, ...]], count: int) -> tuple[list[Row], list[str], int | None]:

@@ -31,7 +31,15 @@ from .._core import quoted
 from .._exceptions import CheckpointError, CheckpointIntegrityError, CheckpointNotFoundError
 from ._leases import alive
 from ._model import Checkpoint, Row, RunInfo, RunQuery
-from ._segments import Segment, encode_segments, newest_first, page_of, parse_segments
+from ._segments import (
+    Segment,
+    encode_segments,
+    holding,
+    newest_first,
+    page_of,
+    parse_segments,
+    picked,
+)
 from ._sqlite_delete import CHUNK, MAX_PAUSE, Plan, drop_segments, forget_run, release
 from ._sqlite_layout import (
     INSERT_RUN,
@@ -362,6 +370,16 @@ class SqliteCheckpointStore(BaseStore):
         if found is None:
             return None
         return Segment(found[0], f"of checkpoint {checkpoint_id!r}").find(checkpoint_id)
+
+    def _read_many(self, ids: list[str]) -> dict[str, Row]:
+        def read(db: sqlite3.Connection) -> dict[str, Row]:
+            out: dict[str, Row] = {}
+            for part in chunks(ids):
+                sql = holding("segments", "checkpoint_ids", "?", part)
+                out.update(picked(db.execute(sql, part).fetchall(), part))
+            return out
+
+        return self._guard(read, "reading checkpoints")
 
     def _read_latest(self, run_id: str) -> Row | None:
         found = self._guard(

@@ -55,6 +55,12 @@ T = TypeVar("T")
 # checkpoints cost a record or two, however long the run.
 _FIRST_PAGE = 1
 _MAX_PAGE = 4096
+# Bytes of records a walk along a lineage that only counts what it passes
+# (``outputs_slice``) reads at a time: its pages grow only this far, so a run
+# of large outputs is never held at once. And how many checkpoints it then
+# reads back at a time for the outputs it returns.
+_PAGE_BYTES = 4 << 20
+_READ_BACK = 64
 
 # How a run may end after its latest checkpoint (``set_status``).
 TERMINAL_STATUSES = frozenset({"failed", "cancelled"})
@@ -176,6 +182,12 @@ class BaseStore:
     def _read_latest(self, run_id: str) -> Row | None:
         raise NotImplementedError
 
+    def _read_many(self, ids: builtins.list[str]) -> dict[str, Row]:
+        """The rows of these checkpoints (those the store holds), by id; a
+        store whose records hold several checkpoints reads each record once."""
+        found = {cid: self._read(cid) for cid in ids}
+        return {cid: row for cid, row in found.items() if row is not None}
+
     def _read_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         raise NotImplementedError
 
@@ -293,10 +305,7 @@ class BaseStore:
         self._write(checkpoints, blob_bytes, blobs)
 
     async def load(self, checkpoint_id: str) -> Checkpoint:
-        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
-        if row is None:
-            raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
-        return await self._open(row)
+        return await self._open(await self._row(checkpoint_id))
 
     async def latest(self, run_id: str) -> Checkpoint | None:
         row = None if _absent(run_id) else await self._run(self._read_latest, run_id)
@@ -307,20 +316,60 @@ class BaseStore:
         return open_row(row, self._secret, blobs)
 
     async def _newest_first(
-        self, run_id: str, damaged: builtins.list[str]
+        self, run_id: str, damaged: builtins.list[str], budget: int | None = None
     ) -> AsyncGenerator[builtins.list[Row], None]:
         """The run's rows in pages, the newest page first (each in save
-        order), the pages growing as reading goes on; a damaged record
-        skipped is described in ``damaged``."""
+        order), the pages growing as reading goes on (with a ``budget``,
+        only as far as about that many bytes of records a page); a damaged
+        record skipped is described in ``damaged``."""
         before: int | None = None
         count = _FIRST_PAGE
         while True:
             rows, skipped, before = await self._run(self._rows_page, run_id, before, count)
             damaged += skipped
+            grown = min(count * 4, _MAX_PAGE)
+            if budget is not None and rows:
+                read = sum(len(r.body) for r in rows)  # (what ``count`` records held)
+                grown = max(1, min(grown, count * budget // max(read, 1)))
             yield rows
             if before is None:
                 return
-            count = min(count * 4, _MAX_PAGE)
+            count = grown
+
+    async def _lineage(
+        self, row: Row, after: str | None, budget: int | None = None
+    ) -> AsyncGenerator[Row, None]:
+        """The lineage of ``row`` within its run, newest first (``row``
+        itself first), back to its first checkpoint or to ``after`` (not
+        included); ``budget``: as ``_newest_first``."""
+        wanted: str | None = row.id  # the next checkpoint of the lineage, going back
+        if after == row.id:
+            return
+        # A parent is saved before its children: one pass back through the
+        # run meets the lineage in order.
+        async with aclosing(self._newest_first(row.run_id, [], budget)) as pages:
+            async for page in pages:
+                for record in reversed(page):
+                    if record.id == wanted:
+                        yield record
+                        wanted = record.parent_id
+                        if wanted is None or wanted == after:
+                            return
+
+    async def _row(self, checkpoint_id: str) -> Row:
+        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
+        if row is None:
+            raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
+        return row
+
+    def _outputs_in(self, record: Row) -> builtins.list[Any]:
+        """The outputs one stored checkpoint holds (verified)."""
+        found = verified_body(record, self._secret).get("outputs", [])
+        if type(found) is not list:
+            raise CheckpointIntegrityError(
+                f"checkpoint {record.id!r}: its outputs are not a list ({type(found).__name__})"
+            )
+        return found
 
     async def outputs(self, checkpoint_id: str, *, after: str | None = None) -> builtins.list[Any]:
         """The outputs the run yielded up to ``checkpoint_id``, along its
@@ -329,25 +378,14 @@ class BaseStore:
         value is loaded. With ``after``, only those yielded after that
         checkpoint, which must be on the lineage (else
         ``CheckpointNotFoundError``): the run is read back from its newest
-        records only as far as that checkpoint."""
-        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
-        if row is None:
-            raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
+        records only as far as that checkpoint. (All of them at once: a
+        page of a long run's is ``outputs_slice``.)"""
+        row = await self._row(checkpoint_id)
         chain: builtins.list[Row] = []
-        wanted: str | None = row.id  # the next checkpoint of the lineage, going back
-        if after != row.id:
-            # A parent is saved before its children: one pass back through
-            # the run meets the lineage in order.
-            async with aclosing(self._newest_first(row.run_id, [])) as pages:
-                async for page in pages:
-                    for record in reversed(page):
-                        if record.id == wanted:
-                            chain.append(record)
-                            wanted = record.parent_id
-                            if wanted is None or wanted == after:
-                                break
-                    if wanted is None or wanted == after:
-                        break
+        async with aclosing(self._lineage(row, after)) as lineage:
+            async for record in lineage:
+                chain.append(record)
+        wanted = chain[-1].parent_id if chain else row.id
         if after is not None and wanted != after:
             raise CheckpointNotFoundError(
                 f"checkpoint {after!r} is not on the lineage of {quoted(checkpoint_id)} in run "
@@ -355,13 +393,65 @@ class BaseStore:
             )
         out: builtins.list[Any] = []
         for record in reversed(chain):
-            found = verified_body(record, self._secret).get("outputs", [])
-            if type(found) is not list:
-                raise CheckpointIntegrityError(
-                    f"checkpoint {record.id!r}: its outputs are not a list ({type(found).__name__})"
-                )
-            out.extend(found)
+            out.extend(self._outputs_in(record))
         return out
+
+    async def outputs_slice(
+        self, checkpoint_id: str, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, builtins.list[Any]]:
+        """How many outputs ``outputs(checkpoint_id)`` gives, and ``limit``
+        of them (``None``: all the rest) from the ``offset``-th, oldest first
+        from 0 — a negative ``offset`` counts from the newest (-200: the
+        newest 200): ``(len(every), every[offset:][:limit])``.
+
+        Only the outputs returned are kept: the lineage is read back in
+        pages of a few MiB, each checkpoint's outputs counted and let go;
+        with an ``offset`` from the oldest, the checkpoints holding the
+        slice are then read again by id. Counting still reads (and
+        verifies) every checkpoint of the lineage, one page at a time."""
+        if isinstance(offset, bool) or isinstance(limit, bool) or (limit is not None and limit < 0):
+            raise ValueError(
+                f"outputs_slice takes a whole-number offset and a limit >= 0 (or None), got "
+                f"offset={offset!r}, limit={limit!r}"
+            )
+        row = await self._row(checkpoint_id)
+        counts: builtins.list[tuple[str, int]] = []  # the lineage's, newest first
+        newest: builtins.list[builtins.list[Any]] = []  # (offset < 0) those it asks for
+        total = 0
+        async with aclosing(self._lineage(row, None, _PAGE_BYTES)) as lineage:
+            async for record in lineage:
+                found = self._outputs_in(record)
+                if total < -offset:
+                    newest.append(found)
+                total += len(found)
+                counts.append((record.id, len(found)))
+        start = min(offset if offset >= 0 else max(0, total + offset), total)
+        stop = total if limit is None else min(total, start + limit)
+        if start >= stop:
+            return total, []
+        if offset < 0:  # (read already: the newest checkpoints' outputs)
+            held = [output for found in reversed(newest) for output in found]
+            first = total - len(held)
+            return total, held[start - first : stop - first]
+        wanted: builtins.list[tuple[str, int, int]] = []  # id, and its outputs' slice
+        at = 0
+        for cid, n in reversed(counts):
+            if n and at + n > start and at < stop:
+                wanted.append((cid, max(0, start - at), min(n, stop - at)))
+            at += n
+        out: builtins.list[Any] = []
+        for part in range(0, len(wanted), _READ_BACK):
+            chunk = wanted[part : part + _READ_BACK]
+            rows = await self._run(self._read_many, [cid for cid, _, _ in chunk])
+            for cid, lo, hi in chunk:
+                stored = rows.get(cid)
+                if stored is None:
+                    raise CheckpointNotFoundError(
+                        f"checkpoint {cid!r} of run {row.run_id!r} was deleted while its "
+                        "outputs were read: ask again"
+                    )
+                out.extend(self._outputs_in(stored)[lo:hi])
+        return total, out
 
     async def list(
         self,
@@ -371,10 +461,11 @@ class BaseStore:
         last: int | None = None,
     ) -> builtins.list[CheckpointInfo]:
         damaged: builtins.list[str] = []
-        rows: builtins.list[Row] = []
+        infos: builtins.list[CheckpointInfo] = []
         if last is None:
             if not _absent(run_id, workflow):
                 rows, damaged = await self._run(self._rows, run_id, workflow)
+                infos = [r.info for r in rows]
         else:
             if run_id is None or isinstance(last, bool) or last < 0:
                 raise ValueError(
@@ -382,12 +473,15 @@ class BaseStore:
                     f">= 0, got run_id={run_id!r}, last={last!r}"
                 )
             if last and not _absent(run_id, workflow):
-                async with aclosing(self._newest_first(run_id, damaged)) as pages:
+                # (pages of a few MiB, their bodies let go at once: checkpoints
+                # holding large outputs are listed without holding them)
+                pages = self._newest_first(run_id, damaged, _PAGE_BYTES)
+                async with aclosing(pages):
                     async for page in pages:
-                        rows[:0] = [r for r in page if workflow in (None, r.workflow)]
-                        if len(rows) >= last:
+                        infos[:0] = [r.info for r in page if workflow in (None, r.workflow)]
+                        if len(infos) >= last:
                             break
-            rows = rows[max(0, len(rows) - last) :]
+            infos = infos[max(0, len(infos) - last) :]
         if damaged:
             warnings.warn(
                 CheckpointWarning(
@@ -395,7 +489,7 @@ class BaseStore:
                 ),
                 stacklevel=2,
             )
-        return [r.info for r in rows]
+        return infos
 
     async def runs(
         self,
@@ -472,9 +566,7 @@ class BaseStore:
         await self._run(self._set_status, _named(run_id), status, _storable(error))
 
     async def delete(self, checkpoint_id: str) -> None:
-        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
-        if row is None:
-            raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
+        row = await self._row(checkpoint_id)
         holder = await self._hold_for_deleting(row.run_id)  # (as delete_run: not cut from under)
         try:
             await self._run(self._remove, [checkpoint_id])
