@@ -4,12 +4,16 @@ every one a page at a time."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import stepgraph as sg
+from stepgraph._checkpoint import _store
 from stepgraph._core import OutputEvent
 from stepgraph._serve._logs import RunLog
 
@@ -146,3 +150,56 @@ def test_a_run_the_store_holds_none_of_counts_the_outputs_it_let_go(
         assert (run["outputs_total"], run["outputs_dropped"]) == (5, 3)
         page = client.get(f"/api/runs/{run_id}/outputs", params={"offset": 0}).json()
         assert page == {"outputs": ["left 2", "left 1"], "offset": 3, "total": 5, "dropped": 3}
+
+
+class _Counting(sg.SqliteCheckpointStore):
+    """A store that tells how much of a run its reads held at once (the
+    largest page of records, in body bytes) and which checkpoints it read
+    back for the outputs it returned."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.largest_page = 0
+        self.read_back: list[str] = []
+
+    def _rows_page(self, run_id: str, before: int | None, count: int) -> Any:
+        rows, damaged, after = super()._rows_page(run_id, before, count)
+        self.largest_page = max(self.largest_page, sum(len(r.body) for r in rows))
+        return rows, damaged, after
+
+    def _read_many(self, ids: list[str]) -> Any:
+        self.read_back += ids
+        return super()._read_many(ids)
+
+
+def test_a_page_of_a_long_run_in_the_store_reads_only_its_outputs(
+    serve: Callable[..., Served], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (the first look at a long run this server did not run -- after a
+    # restart, or run by another process -- read every output it yielded at
+    # once: 3,000 outputs of 100 KB took the server 500 MB higher)
+    monkeypatch.setattr(_store, "_PAGE_BYTES", 50_000)  # (five outputs' worth)
+    steps = 300
+    every = [f"{n:06d}:" + "x" * flows.BULK for n in range(steps, 0, -1)]
+    path = tmp_path / "long.sqlite"
+    with serve(flows.bulky, store=sg.SqliteCheckpointStore(path)).client() as client:
+        wait_for(client, _start_bulky(client, steps), "idle")
+    store = _Counting(path)
+    with serve(flows.bulky, store=store).client() as client:
+        [run] = client.get("/api/runs").json()["runs"]
+        details = client.get(f"/api/runs/{run['run_id']}").json()
+        assert details["outputs"] == every[-200:] and details["outputs_total"] == steps
+        # The newest came with the count, read back page by small page.
+        assert store.read_back == [] and store.largest_page <= 3 * 50_000
+        tracemalloc.start()
+        try:
+            page = client.get(
+                f"/api/runs/{run['run_id']}/outputs", params={"offset": 100, "limit": 5}
+            ).json()
+            held, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert page == {"outputs": every[100:105], "offset": 100, "total": steps, "dropped": 0}
+        # Counted a page of records at a time; then only the page's read again.
+        assert len(store.read_back) == 5 and store.largest_page <= 3 * 50_000
+        assert peak - held < len(every) * flows.BULK // 10, peak  # (all of them: 3 MB)

@@ -106,7 +106,14 @@ def test_a_run_going_on_is_read_back_only_as_far_as_the_last_look(serve, tmp_pat
         afters.append(after)
         return await whole(checkpoint_id, after=after)
 
+    counted = store.outputs_slice
+
+    async def outputs_slice(checkpoint_id: str, offset: int, limit: int | None) -> Any:
+        afters.append(None)  # (the whole lineage read back: its newest kept)
+        return await counted(checkpoint_id, offset, limit)
+
     store.outputs = outputs  # type: ignore[method-assign]
+    store.outputs_slice = outputs_slice  # type: ignore[method-assign]
     server = serve(flows.counting, store=store)
     with server.client() as client:
         flows.HOLD_AT = 10
@@ -127,8 +134,8 @@ def test_a_run_going_on_is_read_back_only_as_far_as_the_last_look(serve, tmp_pat
         flows.HOLD_AT = None
         done = wait_for(client, run_id, "idle")
         assert done["outputs"] == [f"left {n}" for n in range(12, 0, -1)]
-    # Read whole at the first look, then each look only since the last one;
-    # once the run ended, whole again (once).
+    # Read whole at the first look (counted, only the newest kept), then each
+    # look only since the last one; once the run ended, whole again (once).
     assert afters[0] is None and None not in afters[1:looked], afters
     assert afters[-1] is None and afters[looked:].count(None) == 1, afters
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,15 +306,15 @@ class RunDescriber:
         """The run's outputs along the branch of its latest checkpoint; for
         a run going on here, with those it yielded since (not stored yet:
         ``fresh``, as its log held them before ``info`` was read)."""
-        reader = getattr(self.store, "outputs", None)
-        if reader is None:  # (a store of the user's own: what this server saw)
+        if getattr(self.store, "outputs", None) is None:
+            # (a store of the user's own that gives no outputs: what this server saw)
             return _Outputs.of(run_log) if run_log is not None else _Outputs(0, [])
         live = run_log is not None and run_log.live
         going = live or info.status in RUNNING_STATUSES  # (here or in another process)
         if run_log is None or not live:
-            return await self._outputs_of(reader, info, info.last_checkpoint, going)
+            return await self._outputs_of(info, info.last_checkpoint, going)
         at, yielded = self._along(info, latest_at, run_log, fresh)
-        stored = await self._outputs_of(reader, info, at, at == info.last_checkpoint)
+        stored = await self._outputs_of(info, at, at == info.last_checkpoint)
         return stored.then(yielded)
 
     @staticmethod
@@ -334,13 +334,7 @@ class RunDescriber:
             data for step, data in fresh if step is None or step > info.superstep
         ]
 
-    async def _outputs_of(
-        self,
-        reader: Callable[..., Awaitable[list[Any]]],
-        info: RunInfo,
-        at: str | None,
-        going: bool,
-    ) -> _Outputs:
+    async def _outputs_of(self, info: RunInfo, at: str | None, going: bool) -> _Outputs:
         """How many outputs the lineage of checkpoint ``at`` of the run holds
         and the newest of them, as the store reads them; remembered while
         the run holds as many checkpoints. For a run going on, only what it
@@ -358,8 +352,8 @@ class RunDescriber:
         if before is not None and isinstance(self.store, BaseStore):
             with contextlib.suppress(CheckpointNotFoundError):  # (not on the lineage)
                 known = before[1].then(await self.store.outputs(at, after=before[0]))
-        if known is None:
-            known = _Outputs(0, []).then(list(await reader(at)))
+        if known is None:  # (its newest only: the store counts the rest, holding none)
+            known = _Outputs(*await self._stored(at, -OUTPUTS_SHOWN, None))
         # (few: each holds up to OUTPUTS_SHOWN outputs, large ones maybe)
         if going:
             _remember(self._went_on, info.run_id, (at, known), limit=16)
@@ -389,9 +383,24 @@ class RunDescriber:
         yielded: list[Any] = []
         if run_log is not None and run_log.live:
             at, yielded = self._along(info, await self._latest_at(info), run_log, fresh)
-        # (all of them, read and let go: none is remembered, see ``_outputs``)
-        outputs = (list(await reader(at)) if at is not None else []) + yielded
-        return _page(outputs, 0, len(outputs), offset, limit)
+        # (only the page is read, and let go: none is remembered, see ``_outputs``)
+        stored, outputs = await self._stored(at, offset, limit) if at is not None else (0, [])
+        total = stored + len(yielded)
+        start = min(offset, total)
+        since = max(0, start - stored)  # (the page's first not stored yet)
+        outputs += yielded[since : since + limit - len(outputs)]
+        return {"outputs": jsonable(outputs), "offset": start, "total": total, "dropped": 0}
+
+    async def _stored(self, at: str, offset: int, limit: int | None) -> tuple[int, list[Any]]:
+        """How many outputs the lineage of checkpoint ``at`` holds, and
+        ``limit`` of them from the ``offset``-th (negative: from the newest),
+        reading only those (our stores: ``outputs_slice``)."""
+        slicer = getattr(self.store, "outputs_slice", None)
+        if slicer is not None:
+            total, part = await slicer(at, offset, limit)
+            return int(total), list(part)
+        every = list(await self.store.outputs(at))  # type: ignore[attr-defined]
+        return len(every), every[offset:][:limit]  # (a store of the user's own: all, let go)
 
     async def _latest_at(self, info: RunInfo) -> float | None:
         """When the run's latest checkpoint was made."""
