@@ -210,6 +210,27 @@ async def test_parallel_tool_calls_are_reassembled_in_index_order(
     assert len(events) == 1 + len(deltas) + 1
 
 
+async def test_tool_calls_streamed_without_an_index_stay_apart(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # Gemini's OpenAI-compatible endpoint leaves the index out: each new id
+    # starts a call (they were read as one call, names and arguments joined).
+    calls = [
+        ToolCall("function-call-1", "weather", '{"city": "Paris"}'),
+        ToolCall("function-call-2", "weather", '{"city": "Rome"}'),
+        ToolCall("function-call-3", "now", "{}"),
+    ]
+    server.add(FakeReply.tool_calls(calls, pieces=2, indexed=False))
+
+    events = await collect(make_model())
+
+    reply = events[-1]
+    assert isinstance(reply, ModelReply)
+    assert reply.message.tool_calls == tuple(calls)
+    deltas = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [d.index for d in deltas] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
 # -- retries ---------------------------------------------------------------------
 
 

@@ -453,6 +453,7 @@ class _Assembler:
         self.received = False
         self._text: list[str] = []
         self._calls: dict[int, _PartialCall] = {}
+        self._last_call: int | None = None  # the index of the call a delta last added to
         self._finish_reason: str | None = None
         self._usage = Usage()
         self._refusal: list[str] = []
@@ -486,12 +487,24 @@ class _Assembler:
         function = piece.function
         name = getattr(function, "name", None) or None
         arguments = getattr(function, "arguments", None) or ""
-        call = self._calls.setdefault(piece.index, _PartialCall())
-        call.id = call.id or piece.id or None
+        piece_id = getattr(piece, "id", None) or None
+        index = getattr(piece, "index", None)
+        if not isinstance(index, int):
+            # Some servers (Gemini's OpenAI-compatible endpoint) send no
+            # index: a delta with an id of its own starts the next call,
+            # one without continues the call before it.
+            last = self._last_call
+            if last is None or (piece_id is not None and piece_id != self._calls[last].id):
+                index = max(self._calls, default=-1) + 1
+            else:
+                index = last
+        self._last_call = index
+        call = self._calls.setdefault(index, _PartialCall())
+        call.id = call.id or piece_id
         if name and name != call.name:  # (some servers split a name, some repeat it)
             call.name = (call.name or "") + name
         call.arguments.append(arguments)
-        return ToolCallDelta(piece.index, piece.id or None, name and _text(name), _text(arguments))
+        return ToolCallDelta(index, piece_id, name and _text(name), _text(arguments))
 
     def finish(self) -> ModelReply | _Failure:
         """The reply, once the stream has ended; or why there is none."""

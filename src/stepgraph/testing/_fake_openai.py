@@ -38,7 +38,9 @@ class FakeReply:
     - :meth:`refusal`: the model declining, streamed in the ``refusal``
       field as OpenAI sends it under structured output;
     - :meth:`tool_calls`: parallel tool calls whose arguments arrive in
-      pieces, the pieces of different calls interleaved;
+      pieces, the pieces of different calls interleaved (or, with
+      ``indexed=False``, one call after the other with no ``index`` in
+      their deltas, as Gemini's OpenAI-compatible endpoint streams them);
     - :meth:`error`: an HTTP error with an OpenAI-shaped JSON body;
     - :meth:`disconnect`: a few chunks of a text reply, then the
       connection is cut;
@@ -53,6 +55,7 @@ class FakeReply:
     chunks: tuple[str, ...] = ()
     calls: tuple[ToolCall, ...] = ()
     pieces: int = 3
+    indexed: bool = True
     usage: Usage = field(default_factory=lambda: Usage(10, 5))
     delay: float = 0.0
     status: int = 200
@@ -94,12 +97,15 @@ class FakeReply:
         *,
         text: str | Sequence[str] = (),
         pieces: int = 3,
+        indexed: bool = True,
         usage: Usage | None = None,
         delay: float = 0.0,
     ) -> FakeReply:
         """Parallel tool calls (after ``text``, if any): each call's
         arguments are cut into ``pieces`` chunks, and the chunks go out
-        round-robin over the calls, as servers stream parallel calls."""
+        round-robin over the calls, as servers stream parallel calls.
+        ``indexed=False`` leaves the ``index`` out of the deltas and sends
+        each call's chunks together, the first carrying its id."""
         if pieces < 1:
             raise ValueError("pieces must be at least 1")
         return cls(
@@ -107,6 +113,7 @@ class FakeReply:
             chunks=_chunks_of(text),
             calls=tuple(calls),
             pieces=pieces,
+            indexed=indexed,
             usage=usage or Usage(10, 5),
             delay=delay,
         )
@@ -513,10 +520,16 @@ def _events(reply: FakeReply, model: str, include_usage: bool) -> list[bytes]:
     out.extend(chunk({field: text}) for text in reply.chunks)
     if reply.kind == "malformed":
         out.append(b"data: " + reply.bad_line.encode() + b"\n\n")
-    for call_pieces in zip(
-        *(_call_deltas(i, c, reply.pieces) for i, c in enumerate(reply.calls)), strict=True
-    ):
-        out.extend(chunk({"tool_calls": [piece]}) for piece in call_pieces)
+    deltas = [_call_deltas(i, c, reply.pieces) for i, c in enumerate(reply.calls)]
+    if reply.indexed:
+        for call_pieces in zip(*deltas, strict=True):
+            out.extend(chunk({"tool_calls": [piece]}) for piece in call_pieces)
+    else:  # one call after the other, without an index
+        for pieces in deltas:
+            out.extend(
+                chunk({"tool_calls": [{k: v for k, v in piece.items() if k != "index"}]})
+                for piece in pieces
+            )
     out.append(chunk({}, "tool_calls" if reply.calls else "stop"))
     if include_usage:
         usage = {
