@@ -255,3 +255,26 @@ async def test_an_approval_cannot_be_dropped_from_a_checkpoint(tmp_path: Path) -
                     )
                 assert len(await store.list(first.run_id)) == stored  # nothing written
     store.close()
+
+
+@sg.tool(approval="always")
+def record(reading: dict[str, float]) -> str:
+    """Record a reading."""
+    return f"recorded {sorted(reading)}"
+
+
+async def test_an_approved_call_whose_arguments_hold_nan_is_not_said_to_be_edited() -> None:
+    """A NaN the model sent is not equal to itself: the approved call was
+    told to the model as one a reviewer had changed."""
+    script = [
+        FakeReply.tool_calls([sg.ToolCall("c1", "record", '{"reading": {"t": NaN}}')]),
+        FakeReply.text("Recorded."),
+    ]
+    with FakeOpenAIServer(script) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            workflow = sg.WorkflowBuilder(start=sg.Agent("a", model=model, tools=[record])).build()
+            first = await workflow.run("record it")
+            [request] = first.pending_requests
+            await workflow.run(responses={request.request_id: sg.ToolApproval.approve()})
+        tool_message = next(m for m in server.requests[1]["messages"] if m["role"] == "tool")
+    assert tool_message["content"] == "recorded ['t']"

@@ -561,7 +561,7 @@ class Agent(Executor):
                     pending.result, status = tool_error_text(tool.name, exc), "failed"
                 else:
                     pending.result, status = result, "finished"
-                if pending.arguments != _json_object(pending.call.arguments):
+                if _edited(pending):
                     # A reviewer's edit: the model learns what ran, or it
                     # would report the call it asked for as the one done.
                     edited = json.dumps(pending.arguments, ensure_ascii=False)
@@ -709,6 +709,15 @@ class Agent(Executor):
 def _json_object(text: str) -> dict[str, Any]:
     value = json.loads(text) if text.strip() else {}
     return value if isinstance(value, dict) else {}
+
+
+def _edited(pending: _PendingCall) -> bool:
+    """Whether a reviewer's edit changed the arguments the model asked for
+    (compared as JSON: a NaN the model sent is not equal to itself)."""
+    asked = _json_object(pending.call.arguments)
+    if pending.arguments == asked:
+        return False
+    return json.dumps(pending.arguments, sort_keys=True) != json.dumps(asked, sort_keys=True)
 
 
 def _cancelled() -> bool:
