@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import stepgraph as sg
 from stepgraph.testing import FakeOpenAIServer, FakeReply
@@ -104,3 +105,64 @@ async def test_an_agent_timeout_ends_a_stream_that_never_finishes() -> None:
                 raise AssertionError("the run did not time out")
             assert asyncio.get_running_loop().time() - started < 5
             assert await asyncio.to_thread(server.wait_for_disconnects, 1, 2.0)
+
+
+@sg.tool
+def listing(folder: str) -> str:
+    """The files in a folder, as a file system names them."""
+    return "notes.txt caf\udce9.txt"  # (a Latin-1 name read with surrogateescape)
+
+
+@sg.tool
+def opening(name: str) -> str:
+    """Open a file."""
+    raise FileNotFoundError(f"no file {name}\udce9")
+
+
+async def test_half_a_character_in_a_tool_result_or_failure_becomes_u_fffd(
+    tmp_path: Path,
+) -> None:
+    """A tool's text with a lone surrogate in it (a file name read with
+    surrogateescape) failed the run: with a store, the checkpoint could not
+    hold it; without, the SDK could not encode the request
+    (UnicodeEncodeError)."""
+    calls = [
+        sg.ToolCall("c1", "listing", '{"folder": "."}'),
+        sg.ToolCall("c2", "opening", '{"name": "x"}'),
+    ]
+    for store in (None, sg.SqliteCheckpointStore(str(tmp_path / "runs.sqlite"))):
+        script = [FakeReply.tool_calls(calls), FakeReply.text("Done.")]
+        with FakeOpenAIServer(script) as server:
+            async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+                agent = sg.Agent("files", model=model, tools=[listing, opening])
+                workflow = sg.WorkflowBuilder(start=agent, checkpoints=store).build()
+                result = await workflow.run("what is there?")
+            results = [m["content"] for m in server.requests[1]["messages"] if m["role"] == "tool"]
+        assert results == [
+            "notes.txt caf\ufffd.txt",
+            "tool 'opening' failed: FileNotFoundError: no file x\ufffd",
+        ]
+        assert result.outputs[0].text == "Done."
+
+
+async def test_half_a_character_in_what_the_agent_sends_becomes_u_fffd() -> None:
+    """A run without a store takes a text with a lone surrogate in it (no
+    checkpoint refuses it), and so does a reviewer's reason: the request
+    carries U+FFFD in its place rather than failing with the SDK's
+    UnicodeEncodeError."""
+    gated = sg.tool(approval="always", name="gated")(lambda: "ran")
+    script = [
+        FakeReply.tool_calls([sg.ToolCall("c1", "gated", "{}")]),
+        FakeReply.text("Understood."),
+    ]
+    with FakeOpenAIServer(script) as server:
+        async with sg.OpenAIChatModel("m", base_url=server.base_url, retry=FAST) as model:
+            workflow = sg.WorkflowBuilder(start=sg.Agent("a", model=model, tools=[gated])).build()
+            first = await workflow.run("caf\udce9?")
+            [request] = first.pending_requests
+            answer = sg.ToolApproval.reject("not \udce9 today")
+            done = await workflow.run(responses={request.request_id: answer})
+        sent = server.requests[1]["messages"]
+    assert sent[0]["content"] == "caf\ufffd?"
+    assert sent[2]["content"] == "the call was rejected and did not run: not \ufffd today"
+    assert done.outputs[0].text == "Understood."

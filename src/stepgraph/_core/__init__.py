@@ -23,7 +23,7 @@ from ._backend import (
     run_inbox,
 )
 from ._context import Contract, Outbox, RunScope, WorkflowContext
-from ._display import jsonable, lone_surrogate_at, quoted, readable
+from ._display import jsonable, lone_surrogate_at, mended, quoted, readable
 from ._events import (
     FRAMEWORK_EVENT_KINDS,
     CallRecord,
@@ -161,6 +161,7 @@ __all__ = [
     "lone_surrogate_at",
     "materialize",
     "may_overlap",
+    "mended",
     "quoted",
     "readable",
     "run_all",

@@ -83,6 +83,17 @@ def lone_surrogate_at(text: str) -> int | None:
     return None
 
 
+def mended(text: str) -> str:
+    """``text`` as Unicode can store it: a surrogate pair held as two
+    halves (``"\\ud83d\\ude00"`` from a JSON escape) joined into its
+    character, a lone surrogate (half a character, which UTF-8 has no form
+    for: a checkpoint, an HTTP request or a log could not hold the text)
+    replaced by U+FFFD. Cheap for ASCII text."""
+    if lone_surrogate_at(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 _QUOTED = 100
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .._core import lone_surrogate_at
+from .._core import mended
 from .._exceptions import ModelError
 from ._types import (
     ChatMessage,
@@ -415,27 +415,23 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def _text(text: str) -> str:
-    """A server's text as Unicode can store it: a surrogate pair that came
-    as two escapes (``\\ud83d\\ude00``) joined into its character, a
-    lone surrogate (half of one, which UTF-8 has no form for: a
-    checkpoint, an HTTP answer or a log could not hold the conversation)
-    replaced by U+FFFD."""
-    if lone_surrogate_at(text) is None:
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 # -- request and reply -----------------------------------------------------------
 
 
 def _message_param(message: ChatMessage) -> dict[str, Any]:
-    param: dict[str, Any] = {"role": message.role, "content": message.content}
+    """A message as the request carries it; half a character in its text
+    (a lone surrogate: UTF-8, and so the request's JSON, has no form for
+    it) as U+FFFD, as in what the server sends."""
+    content = message.content
+    param: dict[str, Any] = {"role": message.role, "content": content and mended(content)}
     if message.role == "tool":
         param["tool_call_id"] = message.tool_call_id
-        param["content"] = message.content or ""
+        param["content"] = param["content"] or ""
     elif message.tool_calls:
-        param["tool_calls"] = [call.to_chat() for call in message.tool_calls]
+        param["tool_calls"] = [
+            ToolCall(call.id, call.name, mended(call.arguments)).to_chat()
+            for call in message.tool_calls
+        ]
     return param
 
 
@@ -476,7 +472,7 @@ class _Assembler:
                 self._refusal.append(refusal)
             if content:
                 self._text.append(content)
-                yield TextDelta(_text(content))
+                yield TextDelta(mended(content))
             for piece in getattr(delta, "tool_calls", None) or ():
                 yield self._call_piece(piece)
             finish_reason = getattr(choice, "finish_reason", None)
@@ -504,7 +500,7 @@ class _Assembler:
         if name and name != call.name:  # (some servers split a name, some repeat it)
             call.name = (call.name or "") + name
         call.arguments.append(arguments)
-        return ToolCallDelta(index, piece_id, name and _text(name), _text(arguments))
+        return ToolCallDelta(index, piece_id, name and mended(name), mended(arguments))
 
     def finish(self) -> ModelReply | _Failure:
         """The reply, once the stream has ended; or why there is none."""
@@ -520,9 +516,9 @@ class _Assembler:
             if not call.name:
                 return _Failure.malformed(f"tool call {index} has no name")
             call_id, arguments = call.id or f"call_{index}", "".join(call.arguments)
-            calls.append(ToolCall(_text(call_id), _text(call.name), _text(arguments)))
-        message = ChatMessage.assistant(_text("".join(self._text)) or None, calls)
-        refusal = _text("".join(self._refusal)) or None
+            calls.append(ToolCall(mended(call_id), mended(call.name), mended(arguments)))
+        message = ChatMessage.assistant(mended("".join(self._text)) or None, calls)
+        refusal = mended("".join(self._refusal)) or None
         return ModelReply(message, self._usage, self._finish_reason, refusal)
 
 

@@ -37,6 +37,7 @@ import pydantic_core
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
+from .._core import mended
 from .._core._threads import sync_pool
 from .._core._typing import a_type
 from .._exceptions import ToolArgumentsError, WorkflowDefinitionError
@@ -170,8 +171,11 @@ class Tool:
 
     async def invoke(self, arguments: Mapping[str, Any]) -> str:
         """Call the function with validated arguments and return the text for
-        the model: a ``str`` as is, ``None`` as ``""``, anything else as JSON.
-        A sync function runs in a worker thread. Exceptions propagate."""
+        the model: a ``str`` as is, ``None`` as ``""``, anything else as JSON;
+        half a character in it (a lone surrogate, as a file name read with
+        ``surrogateescape`` holds) as U+FFFD, which a checkpoint and an HTTP
+        request can hold. A sync function runs in a worker thread.
+        Exceptions propagate."""
         if self._is_async:
             result = await self.fn(**arguments)
         else:
@@ -180,7 +184,7 @@ class Tool:
             result = await sync_pool.run(functools.partial(self.fn, **arguments))
             if inspect.isawaitable(result):  # a sync wrapper around a coroutine function
                 result = await result
-        return _as_text(result)
+        return mended(_as_text(result))
 
     def __repr__(self) -> str:
         return f"<Tool {self.name!r}>"
@@ -264,7 +268,7 @@ def tool_error_text(tool_name: str, exc: BaseException) -> str:
     'send_email' failed: ValueError: no such address``. Invalid arguments
     are reported with the :class:`ToolArgumentsError`'s own message."""
     try:
-        detail = " ".join(str(exc).split())
+        detail = mended(" ".join(str(exc).split()))
     except Exception:
         detail = "<unprintable>"
     if isinstance(exc, ToolArgumentsError):
