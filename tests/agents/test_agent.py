@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pydantic
 import pytest
@@ -665,6 +665,9 @@ class Note:
     text: str
 
 
+T = TypeVar("T")
+
+
 async def test_structured_output_is_validated_with_one_repair_turn() -> None:
     model = ScriptedModel(['{"verdict": "good"}', '{"verdict": "good", "score": 9}'])
     reviewer = sg.Agent("reviewer", model=model, output_type=Review)
@@ -683,6 +686,22 @@ async def test_structured_output_is_validated_with_one_repair_turn() -> None:
     notes = ScriptedModel(['{"text": "hi"}'])
     result = await agent_flow(sg.Agent("noter", model=notes, output_type=Note)).run("x")
     assert result.outputs == [Note("hi")]
+
+
+class Page(pydantic.BaseModel, Generic[T]):
+    items: list[T]
+
+
+async def test_a_generic_output_type_is_named_as_openai_takes_a_format_name() -> None:
+    """OpenAI refuses a response format whose name is not letters, digits,
+    '_' and '-' (HTTP 400): a generic model's name, 'Page[int]', was sent
+    as it is."""
+    model = ScriptedModel(['{"items": [1, 2]}'])
+    result = await agent_flow(sg.Agent("pager", model=model, output_type=Page[int])).run("x")
+    assert result.outputs == [Page[int](items=[1, 2])]
+    response_format = model.calls[0].response_format
+    assert response_format is not None
+    assert response_format["json_schema"]["name"] == "Page_int_"
 
 
 @pytest.mark.parametrize(

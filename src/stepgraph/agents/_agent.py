@@ -167,10 +167,12 @@ class Agent(Executor):
                     "which a model's structured output must be; use a pydantic model or a "
                     "dataclass (one with a single field, to return a single value)"
                 )
-            name = getattr(output_type, "__name__", "output")
+            # (OpenAI takes letters, digits, '_' and '-' for the name, at
+            # most 64: a generic model is named 'Page[int]')
+            name = _FORMAT_NAME.sub("_", getattr(output_type, "__name__", ""))[:64] or "output"
             self._response_format = {
                 "type": "json_schema",
-                "json_schema": {"name": name[:64], "schema": schema},
+                "json_schema": {"name": name, "schema": schema},
             }
         self._out: Any = output_type if output_type is not None else AgentResponse
         # What its errors and warnings call it: its id, or — run as a map's
@@ -753,6 +755,8 @@ _INPUT_HANDLERS: tuple[Callable[..., Any], ...] = (
 # (see ``Agent._pages_now``).
 _PAGE = 32
 _PAGE_TEXT = 16_384
+
+_FORMAT_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 _FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\s*\Z", re.DOTALL)
 
