@@ -231,6 +231,29 @@ async def test_tool_calls_streamed_without_an_index_stay_apart(
     assert [d.index for d in deltas] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
+async def test_tool_arguments_sent_as_a_json_object_are_read_as_its_text(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # llama.cpp's server has sent arguments as an object: the run failed
+    # with "AttributeError: 'dict' object has no attribute 'isascii'".
+    function = {"name": "weather", "arguments": {"city": "Zürich", "days": [1, 2]}}
+    server.add(
+        FakeReply.deltas(
+            [{"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": function}]}],
+            finish_reason="tool_calls",
+        )
+    )
+
+    events = await collect(make_model())
+
+    reply = events[-1]
+    assert isinstance(reply, ModelReply), events
+    assert reply.message.tool_calls == (
+        ToolCall("c1", "weather", '{"city": "Zürich", "days": [1, 2]}'),
+    )
+    assert reply.finish_reason == "tool_calls"
+
+
 # -- retries ---------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import math
 import os
 import random
@@ -483,6 +484,10 @@ class _Assembler:
         function = piece.function
         name = getattr(function, "name", None) or None
         arguments = getattr(function, "arguments", None) or ""
+        if not isinstance(arguments, str):
+            # (llama.cpp's server has sent them as a JSON object, not as
+            # its text: the object is what the model meant)
+            arguments = json.dumps(arguments, ensure_ascii=False)
         piece_id = getattr(piece, "id", None) or None
         index = getattr(piece, "index", None)
         if not isinstance(index, int):

@@ -27,7 +27,9 @@ from ..agents._types import ToolCall, Usage
 
 __all__ = ["FakeOpenAIServer", "FakeReply"]
 
-ReplyKind = Literal["text", "refusal", "whole", "tool_calls", "error", "disconnect", "malformed"]
+ReplyKind = Literal[
+    "text", "refusal", "whole", "tool_calls", "error", "disconnect", "malformed", "deltas"
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +48,9 @@ class FakeReply:
       connection is cut;
     - :meth:`malformed`: a stream with a ``data:`` line that is not JSON;
     - :meth:`whole`: a whole JSON completion even to a request that asks
-      to stream, as a server that ignores ``stream=true`` answers.
+      to stream, as a server that ignores ``stream=true`` answers;
+    - :meth:`deltas`: the chunks' ``delta`` objects as given, for the
+      quirks of a server the other constructors do not play.
 
     ``delay`` is slept before each chunk after the first (the first goes out
     with the headers)."""
@@ -65,6 +69,8 @@ class FakeReply:
     headers: Mapping[str, str] = field(default_factory=dict)
     cut_after: int = 0
     bad_line: str = ""
+    raw_deltas: tuple[Mapping[str, Any], ...] = ()
+    finish_reason: str = "stop"
 
     @classmethod
     def text(
@@ -155,6 +161,26 @@ class FakeReply:
         """A text reply of which only the first ``after`` chunks (the first
         being the role chunk) are sent before the connection is cut."""
         return cls(kind="disconnect", chunks=_chunks_of(text), cut_after=after)
+
+    @classmethod
+    def deltas(
+        cls,
+        deltas: Iterable[Mapping[str, Any]],
+        *,
+        finish_reason: str = "stop",
+        usage: Usage | None = None,
+    ) -> FakeReply:
+        """A stream of chunks whose ``choices[0].delta`` are ``deltas`` as
+        given (after the role chunk, before the one with
+        ``finish_reason``), e.g. ``{"tool_calls": [{"index": 0, "id": "c1",
+        "function": {"name": "f", "arguments": {"x": 1}}}]}``, arguments as
+        an object as a server might send them."""
+        return cls(
+            kind="deltas",
+            raw_deltas=tuple(deltas),
+            finish_reason=finish_reason,
+            usage=usage or Usage(10, 5),
+        )
 
     @classmethod
     def malformed(cls, line: str = "{not json", *, text: str | Sequence[str] = ()) -> FakeReply:
@@ -520,6 +546,7 @@ def _events(reply: FakeReply, model: str, include_usage: bool) -> list[bytes]:
     out.extend(chunk({field: text}) for text in reply.chunks)
     if reply.kind == "malformed":
         out.append(b"data: " + reply.bad_line.encode() + b"\n\n")
+    out.extend(chunk(dict(delta)) for delta in reply.raw_deltas)
     deltas = [_call_deltas(i, c, reply.pieces) for i, c in enumerate(reply.calls)]
     if reply.indexed:
         for call_pieces in zip(*deltas, strict=True):
@@ -530,7 +557,8 @@ def _events(reply: FakeReply, model: str, include_usage: bool) -> list[bytes]:
                 chunk({"tool_calls": [{k: v for k, v in piece.items() if k != "index"}]})
                 for piece in pieces
             )
-    out.append(chunk({}, "tool_calls" if reply.calls else "stop"))
+    finish = reply.finish_reason if reply.kind == "deltas" else None
+    out.append(chunk({}, finish or ("tool_calls" if reply.calls else "stop")))
     if include_usage:
         usage = {
             "id": "chatcmpl-fake",
