@@ -349,6 +349,22 @@ async def test_exhausted_retries_raise_model_error(
     assert len(server.requests) == 3
 
 
+async def test_a_429_for_a_spent_quota_fails_at_once(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    """OpenAI's 429 with code insufficient_quota does not pass with time:
+    it was retried until the attempts ran out, then said 'gave up'."""
+    message = "You exceeded your current quota, please check your plan and billing details."
+    server.add(
+        FakeReply.error(429, message, error_type="insufficient_quota", code="insufficient_quota")
+    )
+    server.add(FakeReply.text("never asked"))
+    with pytest.raises(ModelError) as failed:
+        await collect(make_model())
+    assert str(failed.value).endswith(f"HTTP 429: {message}")
+    assert len(server.requests) == 1 and failed.value.status == 429
+
+
 async def test_401_fails_at_once(server: FakeOpenAIServer, make_model: MakeModel) -> None:
     server.add(FakeReply.error(401, "Incorrect API key provided"), FakeReply.text("unused"))
     events: list[ModelEvent] = []

@@ -340,11 +340,14 @@ class _Failure:
         import openai
 
         if isinstance(exc, openai.APIStatusError):
+            # (a 429 for a spent quota, not a rate, stays so however long
+            # one waits: OpenAI says which with the code)
+            spent = getattr(exc, "code", None) == "insufficient_quota"
             return cls(
                 f"HTTP {exc.status_code}: {_server_message(exc)}",
                 exc,
                 status=exc.status_code,
-                retryable=exc.status_code in _RETRY_STATUSES,
+                retryable=exc.status_code in _RETRY_STATUSES and not spent,
                 retry_after=_retry_after(exc.response.headers),
             )
         if isinstance(exc, openai.APITimeoutError):
