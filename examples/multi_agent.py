@@ -1,8 +1,11 @@
 """A multi-agent pipeline driven by a deterministic fake model (runs offline).
 
 A writer drafts, three reviewers critique the draft in parallel, and an
-editor revises it with all reviews (a fan-in). Swap ``FakeModel`` for a real
-client to use an LLM; the workflow does not change.
+editor revises it with all reviews (a fan-in). The agents are plain executors
+around ``FakeModel.complete(role, prompt)``: give them a class of your own with
+that method, calling an LLM, and the workflow does not change. For agents that
+converse with a chat model, call tools and ask for approvals, see ``sg.Agent``
+(docs/agents.md, examples/agent_approval.py).
 
     python examples/multi_agent.py
 """
