@@ -1041,3 +1041,37 @@ def test_a_snapshot_written_before_pages_is_restored() -> None:
     [page] = snapshot["pages"]
     assert list(page.value) + snapshot["messages"] == messages
     assert "call_ids" not in snapshot and agent._call_ids == {"c-1"}
+
+
+async def test_the_same_message_object_twice_in_a_superstep_is_two_inputs() -> None:
+    """Two executors sending one interned text (or one sending an object
+    twice) in a superstep: the second was taken for a retry of the first,
+    and got its answer again without the model being asked."""
+
+    @sg.executor(id="start")
+    async def start(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message(text)
+
+    @sg.executor(id="left")
+    async def left(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message("next")
+
+    @sg.executor(id="right")
+    async def right(text: str, ctx: sg.WorkflowContext[str]) -> None:
+        await ctx.send_message("next")
+
+    model = ScriptedModel(["first answer", "second answer"])
+    agent = sg.Agent("a", model=model)
+    workflow = (
+        sg.WorkflowBuilder(start=start)
+        .add_fan_out(start, [left, right])
+        .add_edge(left, agent)
+        .add_edge(right, agent)
+        .build()
+    )
+    result = await workflow.run("go")
+    assert [o.text for o in result.outputs] == ["first answer", "second answer"]
+    assert [[m.content for m in c.messages] for c in model.calls] == [
+        ["next"],
+        ["next", "first answer", "next"],
+    ]

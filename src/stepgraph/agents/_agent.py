@@ -294,6 +294,16 @@ class Agent(Executor):
                 self._reset(ctx.run_id)  # a new run: a new conversation
         self._restored = False
         index = self._position(message, ctx.superstep)
+        await self._go_on(index, ctx, take)
+        # It ended: the same message object again (a text two executors
+        # send, a message sent twice) is the next call, not this one retried.
+        self._last = None
+
+    async def _go_on(
+        self, index: int, ctx: WorkflowContext[Any, Any], take: Callable[[], None]
+    ) -> None:
+        """The superstep's handler call ``index``: its answer sent again if
+        it had ended, else the conversation taken or gone on with."""
         if self._step == ctx.superstep and index < len(self._done):
             done = self._done[index]
             if done is None:  # it ended waiting for approvals: those asked now were lost
@@ -315,8 +325,8 @@ class Agent(Executor):
         await ctx.save_progress()
 
     def _position(self, message: Any, step: int) -> int:
-        """This call's place among the superstep's handler calls (a retried
-        call keeps its place)."""
+        """This call's place among the superstep's handler calls (a call
+        retried after it failed keeps its place)."""
         if self._last is not None and self._last[0] is message and self._seen_step == step:
             return self._last[1]
         if self._seen_step != step:
