@@ -7,6 +7,8 @@ import json
 import shlex
 from pathlib import Path
 
+import stepgraph as sg
+from stepgraph.testing import ScriptedCall, ScriptedModel, ScriptedReply
 from tests.test_cli import cli
 
 TARGET = "tests.agents.test_agent:mailer"
@@ -43,6 +45,44 @@ def test_approvals_answered_from_the_command_line_in_new_processes(tmp_path: Pat
     assert usage["by_executor"]["mailer"]["prompt_tokens"] == 20  # both model turns
     again = cli("run", TARGET, "--store", spec, "--respond", f'{t2}={{"decision": "approve"}}')
     assert again.returncode == 1 and "answered already" in again.stderr
+
+
+def _key_of(name: str) -> str:
+    return {"tea": "green"}[name]
+
+
+@sg.tool(errors="raise")
+def strict_lookup(name: str) -> str:
+    """Look a name up; a miss fails the run."""
+    return _key_of(name)
+
+
+def failing(store: sg.CheckpointStore | None = None) -> sg.Workflow:
+    """A run that fails on a tool, or on max_turns when asked for 'loop'."""
+
+    def reply(call: ScriptedCall) -> ScriptedReply:
+        name = "strict_lookup" if call.messages[0].content == "coffee" else "missing"
+        return ScriptedReply(tool_calls=[sg.ToolCall("c1", name, '{"name": "coffee"}')])
+
+    model = ScriptedModel([reply] * 3)
+    agent = sg.Agent("looker", model=model, tools=[strict_lookup], max_turns=2)
+    return sg.WorkflowBuilder(start=agent, checkpoints=store).build()
+
+
+def test_a_failed_agent_shows_where_its_tool_failed_not_the_agents_code() -> None:
+    """The traceback under 'failed:' was three frames of the agent's own
+    code (where it raised AgentError), never the tool's, which is where the
+    user has to look; an agent's error without a cause (max_turns) needs
+    none."""
+    tool = cli("run", f"{__name__}:failing", "--input", '"coffee"', "--no-store")
+    assert tool.returncode == 1, tool.stderr
+    out = tool.stdout
+    assert "failed: executor 'looker' failed in superstep 1: AgentError:" in out
+    assert "KeyError: 'coffee'" in out and "in _key_of" in out and "in strict_lookup" in out
+    assert "agents/_agent.py" not in out
+    turns = cli("run", f"{__name__}:failing", "--input", '"loop"', "--no-store")
+    assert turns.returncode == 1, turns.stderr
+    assert "reached max_turns=2" in turns.stdout and "Traceback" not in turns.stdout
 
 
 def test_the_live_view_shows_each_running_agents_latest_text() -> None:

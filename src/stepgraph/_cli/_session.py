@@ -31,11 +31,13 @@ from .._core import (
     type_name,
 )
 from .._exceptions import (
+    AgentError,
     CheckpointError,
     CheckpointIntegrityError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     ConvergenceError,
+    ModelError,
     RequestError,
     ResponseValueError,
     StepgraphError,
@@ -378,6 +380,13 @@ def _report_failure(console: Console, error: WorkflowRunError) -> None:
             cause = cause.__cause__
     if isinstance(cause, WorkflowRunError) and str(cause) in text:
         return  # (the engine's own, a lost Ray actor say: the line above says it all)
+    if isinstance(cause, AgentError | ModelError):
+        # An agent's own error says it all; where it came from is the
+        # agent's code. What it chains, if anything, is where to look: a
+        # tool's exception, an approval rule's (not the SDK's, for a model).
+        cause = cause.__cause__ if isinstance(cause, AgentError) else None
+        if cause is None:
+            return
     lines = traceback.format_exception(
         type(cause), cause, cause.__traceback__, limit=-3, chain=False
     )
