@@ -365,6 +365,19 @@ async def test_a_429_for_a_spent_quota_fails_at_once(
     assert len(server.requests) == 1 and failed.value.status == 429
 
 
+async def test_a_404_from_a_base_url_without_v1_says_so(server: FakeOpenAIServer) -> None:
+    """'HTTP 404: 404 page not found' was all Ollama's answer said when
+    base_url lacked its /v1."""
+    server.add(FakeReply.error(404, "404 page not found"), FakeReply.error(404, "no model"))
+    root = f"http://127.0.0.1:{server.port}"
+    for base_url, hinted in ((root, True), (f"{root}/v1", False)):
+        async with OpenAIChatModel("llama3", base_url=base_url, retry=FAST) as model:
+            with pytest.raises(ModelError) as failed:
+                await collect(model)
+        hint = "; base_url has no /v1, under which OpenAI-compatible servers answer"
+        assert str(failed.value).endswith(hint) is hinted, str(failed.value)
+
+
 async def test_401_fails_at_once(server: FakeOpenAIServer, make_model: MakeModel) -> None:
     server.add(FakeReply.error(401, "Incorrect API key provided"), FakeReply.text("unused"))
     events: list[ModelEvent] = []

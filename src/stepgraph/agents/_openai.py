@@ -293,6 +293,10 @@ class OpenAIChatModel:
         message = f"model {self._model!r} at {_shown(self.base_url)}: {failure.reason}"
         if failure.retryable:
             message += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
+        path = urllib.parse.urlsplit(self.base_url).path
+        if failure.status == 404 and "/v1" not in path and "/openai" not in path:
+            # (OpenAI, Ollama, vLLM, llama.cpp and LM Studio serve under /v1)
+            message += "; base_url has no /v1, under which OpenAI-compatible servers answer"
         return ModelError(" ".join(message.split()), status=failure.status)
 
 
