@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import stepgraph as sg
+from stepgraph._recorder import CANCELLED_ON_REQUEST
 from tests import cli_flows
 from tests.test_cli import COMMAND, ROOT, cli, interrupt_slow_run, run_in_pty
 from tests.test_cli_errors import one_line_error
+from tests.test_conformance import WORKER_PYTHONPATH
 
 
 def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
@@ -368,7 +370,7 @@ def slow_run_elsewhere(spec: str) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH},
     )  # fmt: skip
     assert process.stdout is not None
     return process, json.loads(process.stdout.readline())["run_id"]
@@ -386,6 +388,12 @@ def test_runs_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
     assert json.loads(rest.splitlines()[-1])["status"] == "cancelled"
     listed = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1]
     assert listed.split("\t")[2] == "cancelled"
+    # Why it stopped (its run's "error" was missing: nothing said it was asked to)
+    latest = stderr.split("--resume ")[1].split()[0]
+    shown = json.loads(cli("checkpoints", "show", latest, "--store", spec).stdout)
+    assert shown["run"] == {
+        "status": "cancelled", "last_checkpoint": latest, "error": CANCELLED_ON_REQUEST
+    }  # fmt: skip
     one_line_error(cli("runs", "cancel", "nope", "--store", spec), "no run 'nope'")
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import stepgraph as sg
 from stepgraph._checkpoint import MemoryCheckpointStore
-from stepgraph._recorder import ASYNC_BATCH_DELAY
+from stepgraph._recorder import ASYNC_BATCH_DELAY, CANCELLED_HERE
 
 
 class Recording(MemoryCheckpointStore):
@@ -218,7 +218,7 @@ async def test_the_store_records_how_a_run_ended(durability: str) -> None:
         "executor 'boom' failed in superstep 1: RuntimeError: boom 1",
     )
     assert converged.status == "failed" and "did not converge" in (converged.error or "")
-    assert (cancelled.status, cancelled.error) == ("cancelled", None)
+    assert (cancelled.status, cancelled.error) == ("cancelled", CANCELLED_HERE)
     resumed = await counting(store, durability, 1_000)[0].run(checkpoint=cancelled.last_checkpoint)
     assert resumed.outputs == [1_000]
     [again] = await store.runs(limit=1)

@@ -34,6 +34,8 @@ from ._persistence import CheckpointConfig, RunCodec, body_refs
 
 __all__ = [
     "ASYNC_BATCH_DELAY",
+    "CANCELLED_HERE",
+    "CANCELLED_ON_REQUEST",
     "CANCEL_POLL",
     "FORK_HINT",
     "RunRecorder",
@@ -44,6 +46,14 @@ __all__ = [
 # How a refusal to go on with a run held elsewhere ends; the CLI and the
 # server put it in their own terms.
 FORK_HINT = "fork it from a checkpoint (fork=True, stepgraph run --fork)"
+
+# Why a cancelled run stopped, as its run index records it (``RunInfo.error``):
+# asked from anywhere through the store, or stopped by the process running it.
+CANCELLED_ON_REQUEST = (
+    "cancelled on request: asked to stop through the store (stepgraph runs cancel, "
+    "a server's cancel, or request_cancel)"
+)
+CANCELLED_HERE = "cancelled by the process running it (Ctrl-C, SIGTERM, or its caller cancelled it)"
 
 # With async durability, how long queued checkpoints may wait to share a
 # transaction (bounds what a crash can lose beyond the sync guarantee).
@@ -394,7 +404,13 @@ class RunRecorder:
             except BaseException:
                 await self._record(RunStatus.FAILED, "writing checkpoints failed")
                 raise
-            return await self._record(outcome, None if error is None else str(error))
+            if error is not None:
+                reason: str | None = str(error)
+            elif outcome is RunStatus.CANCELLED:  # (asked from elsewhere, or stopped here)
+                reason = CANCELLED_ON_REQUEST if self.cancel_requested() else CANCELLED_HERE
+            else:
+                reason = None
+            return await self._record(outcome, reason)
         finally:
             await self.release()  # last: how the run ended is recorded first
 

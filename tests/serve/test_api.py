@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 import stepgraph as sg
+from stepgraph._recorder import CANCELLED_ON_REQUEST
 from stepgraph._serve import INTERRUPTED, RunService, ServedWorkflow
 
 from . import flows
@@ -321,6 +322,11 @@ def test_cancel_and_fork(serve):
         assert client.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
         run = wait_for(client, run_id, "cancelled")
         assert not run["interrupted"]
+        # (it said "error": null: nobody could tell why the run had stopped)
+        why = f"cancelled on request: POST /api/runs/{run_id}/cancel to the server running it"
+        assert run["error"] == why
+        [listed] = client.get("/api/runs", params={"workflow": "slow"}).json()["runs"]
+        assert listed["error"] == why
         again = client.post(f"/api/runs/{run_id}/cancel", json={})
         assert again.status_code == 409 and "not running" in again.json()["error"]
 
@@ -445,6 +451,20 @@ def test_the_events_of_old_runs_are_forgotten_past_the_limits(serve):
         server.service.keep_runs, server.service.keep_bytes = 100, 1
         client.post("/api/workflows/gate/runs", json={"input": "q3"})
         assert len(server.service.logs) == 1  # (only the newest: every other ended)
+
+
+def test_a_run_cancelled_through_another_server_says_it_was_asked_to(serve, tmp_path):
+    flows.STEP = 0.05
+    path = tmp_path / "shared.sqlite"
+    running = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
+    other = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
+    with running.client() as a, other.client() as b:
+        run_id = a.post("/api/workflows/slow/runs", json={"input": {"steps": 200}}).json()["run_id"]
+        time.sleep(0.3)
+        assert b.post(f"/api/runs/{run_id}/cancel", json={}).status_code == 202
+        run = wait_for(a, run_id, "cancelled")
+        assert (run["error"], run["interrupted"]) == (CANCELLED_ON_REQUEST, False)
+        assert wait_for(b, run_id, "cancelled")["error"] == CANCELLED_ON_REQUEST
 
 
 def test_a_cancel_reaches_the_stream_and_its_end(serve):

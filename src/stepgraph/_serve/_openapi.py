@@ -93,7 +93,13 @@ def openapi() -> dict[str, Any]:
                 "run_id": {"type": "string"},
                 "workflow": {"type": "string"},
                 "status": {"type": "string"},
-                "error": {"type": ["string", "null"]},
+                "error": {
+                    "type": ["string", "null"],
+                    "description": "why a failed run failed, or why a cancelled one stopped "
+                    "(who asked: 'cancelled on request: ...', the server stopping: "
+                    "'interrupted: ...', or its process: 'cancelled by the process running "
+                    "it ...'); else null",
+                },
                 "started_at": {"type": "number"},
                 "updated_at": {"type": "number"},
                 "supersteps": {"type": "integer"},

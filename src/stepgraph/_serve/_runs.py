@@ -59,7 +59,7 @@ from ._refusals import (
     refuse_nothing_to_run,
 )
 from ._served import ServedWorkflow, unroutable
-from ._shutdown import stop_runs
+from ._shutdown import cancelled_by_api, record_stopped, stop_runs
 
 __all__ = ["RunService"]
 
@@ -242,6 +242,9 @@ class RunService:
         if run_log is not None and run_log.task is not None and run_log.live:
             run_log.task.cancel()
             await asyncio.wait({run_log.task})
+            # (the run recorded only that its process stopped it: say who asked)
+            with contextlib.suppress(StepgraphError):  # (a store failing now: it stays said so)
+                await record_stopped(self.store, run_id, cancelled_by_api(run_id))
             return
         if await self.store.run_info(run_id) is None:
             raise Problem(404, f"no run {quoted(run_id)} in the store")

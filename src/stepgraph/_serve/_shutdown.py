@@ -17,13 +17,21 @@ from .._core import RunStatus
 from .._exceptions import StepgraphError
 from ._logs import RunLog
 
-__all__ = ["INTERRUPTED", "stop_runs"]
+__all__ = ["INTERRUPTED", "cancelled_by_api", "record_stopped", "stop_runs"]
 
 log = logging.getLogger("stepgraph.serve")
 
 # The error a run stopped by the server's shutdown is recorded with: such
 # runs are listed as interrupted, and resume with one call.
 INTERRUPTED = "interrupted: the server stopped while the run was going on"
+
+
+def cancelled_by_api(run_id: str) -> str:
+    """The error a run this server ran and cancelled through its API is
+    recorded with (the engine records only that its process stopped it)."""
+    return f"cancelled on request: POST /api/runs/{run_id}/cancel to the server running it"
+
+
 # How a run stopped by the server may stand in its store (``cancelled``: it
 # recorded that itself; going on: its process ended before recording it).
 _STOPPED = frozenset(
@@ -55,7 +63,7 @@ async def stop_runs(
         await asyncio.wait(going)
     for entry in live:
         try:
-            await _record_interrupted(store, entry.run_id)
+            await record_stopped(store, entry.run_id, INTERRUPTED)
         except StepgraphError as exc:
             log.warning("could not record run %s as interrupted: %s", entry.run_id, exc)
     streams_over.set()
@@ -64,8 +72,9 @@ async def stop_runs(
     return [entry.run_id for entry in live]
 
 
-async def _record_interrupted(store: CheckpointStore, run_id: str) -> None:
-    """Record a run stopped here as interrupted, holding its lease from
+async def record_stopped(store: CheckpointStore, run_id: str, reason: str) -> None:
+    """Record a run stopped here as cancelled for ``reason`` (interrupted by
+    the shutdown, or cancelled through the API), holding its lease from
     reading its status to writing it: a run another server (or process)
     took meanwhile goes on there, and is not labelled here."""
     holder = new_holder()
@@ -77,6 +86,6 @@ async def _record_interrupted(store: CheckpointStore, run_id: str) -> None:
         # stopped ends as that checkpoint says (idle, waiting for
         # answers, paused): not interrupted.
         if info is not None and info.status in _STOPPED:
-            await store.set_status(run_id, "cancelled", INTERRUPTED)
+            await store.set_status(run_id, "cancelled", reason)
     finally:
         await store.release(run_id, holder)

@@ -49,9 +49,10 @@ export function runHeader(runId, actions) {
       const words = { history: "reading its event log…", live: "streaming live", reconnecting: "reconnecting…", ended: "", stopped: "stream stopped", connecting: "connecting…" };
       stream.textContent = words[value] ? ` · ${words[value]}` : "";
     },
-    setError(message) {
+    /** Why the run failed, or why it was cancelled (who asked, or what stopped it). */
+    setError(message, cancelled = false) {
       error.hidden = !message;
-      error.textContent = message ? `Error: ${message}` : "";
+      error.textContent = message ? `${cancelled ? "Stopped" : "Error"}: ${message}` : "";
     },
     update(d) {
       Object.assign(state, { status: d.status, live: Boolean(d.live), interrupted: Boolean(d.interrupted) });
@@ -62,7 +63,7 @@ export function runHeader(runId, actions) {
         // (a failure's superstep counts, though no checkpoint of it was made)
         ...fact("Supersteps", String(Math.max(d.supersteps ?? 0, d.failure ? d.failure.superstep : 0))), ...fact("Pending requests", String((d.pending_requests || []).length)),
         ...fact("Checkpoints", String(d.checkpoints_total ?? (d.checkpoints || []).length)));
-      this.setError(d.error);
+      this.setError(d.error, d.status === "cancelled");
     },
   };
 }
