@@ -414,6 +414,30 @@ def test_going_on_with_a_run_held_elsewhere_is_refused_not_reported_failed(
         process.communicate(timeout=60)
 
 
+def test_deleting_a_run_going_on_elsewhere_advises_the_command_that_stops_it(
+    tmp_path: Path,
+) -> None:
+    # (it advised "stop it first (request_cancel, or stepgraph runs cancel)":
+    # request_cancel is Python's, and the command lacked its run and store)
+    spec = f"sqlite:{tmp_path / 'held.sqlite'}"
+    process, run_id = slow_run_elsewhere(spec)
+    try:
+        latest = cli("checkpoints", "list", "--run", run_id, "--store", spec).stdout
+        checkpoint = latest.splitlines()[-1].split("\t")[1]
+        advice = (
+            f"stop it first (stepgraph runs cancel {run_id} --store {spec}) or wait for it "
+            "to end; nothing was deleted"
+        )
+        for what in (("--run", run_id), (checkpoint,)):
+            refused = cli("checkpoints", "delete", *what, "--store", spec)
+            line = one_line_error(refused, f"run '{run_id}' is running (process ")
+            assert line.endswith(advice) and "request_cancel" not in line, line
+        assert cli("checkpoints", "show", checkpoint, "--store", spec).returncode == 0
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+
+
 def test_resuming_a_checkpoint_of_another_graph_is_refused_not_reported_failed(
     tmp_path: Path,
 ) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "BaseStore",
     "RUNNING_STATUSES",
     "SECRET_HINT",
+    "STOP_FIRST",
     "TERMINAL_STATUSES",
     "equal_to",
     "going_on_from",
@@ -121,6 +122,10 @@ def _secret(secret: str | bytes | None) -> bytes | None:
         raise ValueError("a checkpoint signing secret must be at least 16 bytes")
     return key
 
+
+# What a refusal to delete a run going on advises; the command line puts it
+# in its own terms.
+STOP_FIRST = "stop it first (request_cancel, or stepgraph runs cancel) or wait for it to end"
 
 # How a refusal to go on from a signed checkpoint without the secret ends;
 # the server puts it in its own terms.
@@ -602,9 +607,7 @@ class BaseStore:
         busy = await self.lease(run_id, holder)
         if busy is not None:
             raise CheckpointError(
-                f"run {run_id!r} is running ({holding(busy)}): stop it first "
-                "(request_cancel, or stepgraph runs cancel) or wait for it to end; "
-                "nothing was deleted"
+                f"run {run_id!r} is running ({holding(busy)}): {STOP_FIRST}; nothing was deleted"
             )
         return holder
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import time
 import warnings
 from collections.abc import Callable, Coroutine
@@ -25,9 +26,14 @@ from rich.text import Text
 
 from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteCheckpointStore
 from .._checkpoint._postgres import PostgresCheckpointStore
-from .._checkpoint._store import RUNNING_STATUSES
+from .._checkpoint._store import RUNNING_STATUSES, STOP_FIRST
 from .._core import RunStatus, quoted
-from .._exceptions import CheckpointNotFoundError, CheckpointWarning, StepgraphError
+from .._exceptions import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointWarning,
+    StepgraphError,
+)
 from ._load import (
     DEFAULT_STORE,
     CliError,
@@ -279,12 +285,32 @@ def checkpoints_delete(
         raise fail("say what to delete: a checkpoint id, or --run RUN for a whole run")
     if checkpoint is not None and run_id is not None:
         raise fail("give a checkpoint id or --run RUN, not both")
+
+    async def delete(s: CliStore) -> int:
+        try:
+            if run_id is not None:
+                return await s.delete_run(run_id)
+            assert checkpoint is not None
+            await s.delete(checkpoint)
+            return 1
+        except CheckpointError as exc:
+            if STOP_FIRST not in str(exc):
+                raise
+            # (the store's advice names the Python API too: the commands here)
+            run = run_id
+            if run is None:
+                with contextlib.suppress(StepgraphError):
+                    run = (await s.load(str(checkpoint))).run_id
+            cancel = shlex.join(
+                ("stepgraph", "runs", "cancel", run or "RUN", "--store", shown_store(store))
+            )
+            advice = f"stop it first ({cancel}) or wait for it to end"
+            raise CheckpointError(str(exc).replace(STOP_FIRST, advice)) from None
+
+    count = with_store(store, StoreMode.WRITE, delete)
     if run_id is not None:
-        count = with_store(store, StoreMode.WRITE, lambda s: s.delete_run(run_id))
         say(out, f"deleted run {run_id} ({count} checkpoints)")
     else:
-        assert checkpoint is not None
-        with_store(store, StoreMode.WRITE, lambda s: s.delete(checkpoint))
         say(out, f"deleted checkpoint {checkpoint}")
 
 
