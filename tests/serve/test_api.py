@@ -467,6 +467,33 @@ def test_a_run_cancelled_through_another_server_says_it_was_asked_to(serve, tmp_
         assert wait_for(b, run_id, "cancelled")["error"] == CANCELLED_ON_REQUEST
 
 
+def test_a_waiting_run_of_a_workflow_not_served_here_shows_its_stored_requests(serve, tmp_path):
+    # (it showed the run waiting for answers with "pending_requests": [])
+    path = tmp_path / "shared.sqlite"
+    serving = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    other = serve(flows.slow, store=sg.SqliteCheckpointStore(path))
+    with serving.client() as a, other.client() as b:
+        run_id = a.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+        there = wait_for(a, run_id, "idle_with_pending_requests")
+        [request] = there["pending_requests"]
+        assert there["served"] is True
+        here = b.get(f"/api/runs/{run_id}").json()
+        assert (here["status"], here["served"]) == ("idle_with_pending_requests", False)
+        assert here["pending_requests"] == [
+            {
+                "request_id": request["request_id"],
+                "executor_id": "gate",
+                "request": "q",
+                "request_type": None,
+                "response_schema": None,
+                "response_type": "builtins.bool",
+            }
+        ]
+        answer = {"responses": {request["request_id"]: True}}
+        refused = b.post(f"/api/runs/{run_id}/responses", json=answer)
+        assert refused.status_code == 409 and "does not serve" in refused.json()["error"]
+
+
 def test_a_cancel_reaches_the_stream_and_its_end(serve):
     flows.STEP = 0.05
     server = serve(flows.slow)

@@ -293,6 +293,39 @@ def test_a_run_going_on_in_another_server_is_cancelled_from_the_page(serve, tmp_
     expect(console.page.locator("main")).to_contain_text("cancelled")
     with running.client() as client:
         assert client.get(f"/api/runs/{run_id}").json()["status"] == "cancelled"
+    # Why it stopped (it said nothing: the run's error was null)
+    expect(console.page.locator(".run-error")).to_have_text(
+        re.compile(r"^Stopped: cancelled on request: asked to stop through the store ")
+    )
+    console.shot("run-cancelled-elsewhere")
+
+
+def test_a_waiting_run_of_a_workflow_not_served_here_shows_its_requests_unanswerable(
+    serve, tmp_path, open_console
+):
+    import stepgraph as sg
+
+    path = tmp_path / "shared.sqlite"
+    serving = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    other = serve(flows.slow, store=sg.SqliteCheckpointStore(path))  # another workflow
+    with serving.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/runs/{run_id}").json()["status"] != "idle_with_pending_requests":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    console = open_console(other.url + "/")
+    console.open(f"#/runs/{run_id}")
+    # (it said "No pending requests." of a run waiting for one)
+    card = console.find("request-form")
+    expect(card).to_contain_text('"go?"')
+    expect(card.get_by_test_id("not-served")).to_contain_text(
+        "This server does not serve the run's workflow, so it cannot answer this request "
+        "(it takes builtins.bool)"
+    )
+    assert card.get_by_test_id("request-submit").count() == 0
+    assert card.locator("button").count() == 0
+    console.shot("run-not-served-here")
 
 
 def wait_for_outputs(console: Console, expected: list[str]) -> None:

@@ -216,6 +216,7 @@ class RunDescriber:
                 "events_dropped": run_log.dropped,
                 **_outputs_json(_Outputs.of(run_log)),
                 "pending_requests": self._live_requests(run_log),
+                "served": True,  # (this server ran it)
             }
         out = self._run_summary(info)
         # (as shown: not a run that ended here, failed, though the store,
@@ -258,10 +259,15 @@ class RunDescriber:
         )
         out["pending_requests"] = []
         served = self.workflows.get(info.workflow)
+        # (a run another server or process started, of a workflow this one
+        # does not serve: shown, but answered, resumed or forked where it is)
+        out["served"] = served is not None
         if out["live"]:
             out["pending_requests"] = live_requests
         elif served is not None and info.pending_requests:
             out["pending_requests"] = await self._requests_at(served, info.last_checkpoint)
+        elif info.pending_requests:
+            out["pending_requests"] = await self._stored_requests_at(info.last_checkpoint)
         return out
 
     async def _stranded(self, run_id: str) -> bool:
@@ -421,6 +427,19 @@ class RunDescriber:
             known = _remember(self._requests, checkpoint_id, [_request_json(r) for r in requests])
         return known
 
+    async def _stored_requests_at(self, checkpoint_id: str) -> list[dict[str, Any]]:
+        """The requests open at the checkpoint as it stores them, for a
+        workflow this server does not serve (it has not the types to decode
+        them with): each request's value as the checkpoint's tagged JSON,
+        its types by their stored names, and no response schema."""
+        key = f"{checkpoint_id} as stored"  # (not the decoded ones of the same checkpoint)
+        known = self._requests.get(key)
+        if known is None:
+            body = (await self.store.load(checkpoint_id)).body
+            requests = [_stored_request_json(record) for record in body.get("requests", ())]
+            known = _remember(self._requests, key, requests)
+        return known
+
     def _forget_deleted(self, run_id: str) -> None:
         """Drop the events of a run that ended here and that the store no
         longer holds (deleted since): it is not shown any more."""
@@ -477,4 +496,18 @@ def _request_json(request: PendingRequest | RequestInfoEvent) -> dict[str, Any]:
         "request_type": type_name(type(request.request)),
         "response_schema": schema_of([request.response_type]),
         "response_type": type_name(request.response_type),
+    }
+
+
+def _stored_request_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An open request as a checkpoint stores it (see ``_stored_requests_at``)."""
+    value = record.get("request")
+    named = value.get("type") if isinstance(value, dict) else None  # (a dataclass's, say)
+    return {
+        "request_id": record.get("id"),
+        "executor_id": record.get("executor"),
+        "request": value,
+        "request_type": named if isinstance(named, str) else None,
+        "response_schema": None,
+        "response_type": record.get("response_type"),
     }

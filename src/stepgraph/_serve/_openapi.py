@@ -173,16 +173,28 @@ def openapi() -> dict[str, Any]:
                         },
                         "pending_requests": {
                             "type": "array",
+                            "description": "the requests the run waits for; for a run of a "
+                            "workflow this server does not serve (`served` false), as its "
+                            "checkpoint stores them: `request` as tagged JSON, the types by "
+                            "their stored names, `response_schema` null",
                             "items": {
                                 "type": "object",
                                 "properties": {
                                     "request_id": {"type": "string"},
                                     "executor_id": {"type": "string"},
                                     "request": {},
-                                    "request_type": {"type": "string"},
-                                    "response_schema": {"type": "object"},
+                                    "request_type": {"type": ["string", "null"]},
+                                    "response_type": {"type": "string"},
+                                    "response_schema": {"type": ["object", "null"]},
                                 },
                             },
+                        },
+                        "served": {
+                            "type": "boolean",
+                            "description": "whether this server serves the run's workflow; "
+                            "if not (another server or process started it on the same store), "
+                            "the run is shown but answered, resumed or forked where it is "
+                            "served",
                         },
                     },
                 },

@@ -61,7 +61,13 @@ function genericAnswer(req, submit) {
   return parts;
 }
 
-function requestCard(req, send) {
+/** A request of a workflow this server does not serve: shown as stored, not answered here. */
+function notAnswerableHere(req) {
+  return [el("pre", { class: "json", text: toJson(req.request) }),
+    el("p", { class: "muted", "data-testid": "not-served", text: `This server does not serve the run's workflow, so it cannot answer this request${req.response_type ? ` (it takes ${req.response_type})` : ""}: answer it where the workflow is served.` })];
+}
+
+function requestCard(req, send, answerable = true) {
   const headingId = nextId("req");
   const status = el("p", { class: "request-status", role: "status" });
   const card = el("article", { class: "card request", "data-testid": "request-form", "data-request-id": req.request_id, "aria-labelledby": headingId },
@@ -82,7 +88,7 @@ function requestCard(req, send) {
     }
   };
   const isApproval = req.request_type === "ToolApprovalRequest" && req.request && typeof req.request === "object";
-  card.append(...(isApproval ? toolApproval(req.request, submit) : genericAnswer(req, submit)), status);
+  card.append(...(!answerable ? notAnswerableHere(req) : isApproval ? toolApproval(req.request, submit) : genericAnswer(req, submit)), status);
   return card;
 }
 
@@ -93,7 +99,8 @@ export function requestsPanel(send) {
   const cards = new Map();
   return {
     node,
-    sync(pending) {
+    /** ``answerable``: false for a run of a workflow this server does not serve. */
+    sync(pending, answerable = true) {
       const ids = new Set(pending.map((r) => r.request_id));
       for (const [id, card] of cards) {
         if (!ids.has(id)) {
@@ -104,7 +111,7 @@ export function requestsPanel(send) {
       let added = 0;
       for (const req of pending) {
         if (cards.has(req.request_id)) continue;
-        const card = requestCard(req, send);
+        const card = requestCard(req, send, answerable);
         cards.set(req.request_id, card);
         node.append(card);
         added += 1;

@@ -53,6 +53,7 @@ export function runHeader(runId, actions) {
     setError(message, cancelled = false) {
       error.hidden = !message;
       error.textContent = message ? `${cancelled ? "Stopped" : "Error"}: ${message}` : "";
+      error.classList.toggle("stopped", Boolean(message) && cancelled);
     },
     update(d) {
       Object.assign(state, { status: d.status, live: Boolean(d.live), interrupted: Boolean(d.interrupted) });

@@ -160,7 +160,7 @@ export function pageRun(main, { runId }, scope) {
       schedule();
     }
     outputs.sync(Array.isArray(details.outputs) ? details.outputs : [], details.outputs_total, details.outputs_dropped);
-    requests.sync(Array.isArray(details.pending_requests) ? details.pending_requests : []);
+    requests.sync(Array.isArray(details.pending_requests) ? details.pending_requests : [], details.served !== false);
     checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : [], details.checkpoints_total);
     if (!opened) {
       opened = true;
