@@ -447,6 +447,53 @@ def test_ctrl_c_while_the_workflow_module_loads_stops_in_a_line() -> None:
     assert stderr.strip() == "stopped." and stdout == ""
 
 
+# Slows the import of stepgraph's kernel down (a sitecustomize, which Python
+# imports at startup): a Ctrl-C lands while the package loads.
+_SLOW_PACKAGE = """
+import sys, time
+
+class SlowKernel:
+    def find_spec(self, name, path=None, target=None):
+        if name == "stepgraph._core":
+            print("importing", file=sys.stderr, flush=True)
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, SlowKernel())
+"""
+
+
+def test_ctrl_c_while_the_package_loads_stops_in_a_line(tmp_path: Path) -> None:
+    """The console script as pip writes it for the entry point pyproject.toml
+    names: a Ctrl-C while it imports stepgraph printed a KeyboardInterrupt
+    traceback (and the process died of SIGINT)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tomllib
+
+    from tests.conftest import ROOT
+    from tests.test_conformance import WORKER_PYTHONPATH
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["stepgraph"].split(":")
+    (tmp_path / "sitecustomize.py").write_text(_SLOW_PACKAGE)
+    script = f"import sys\nfrom {module} import {function}\nsys.exit({function}())"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, "run", "examples.hello:build", "--input", '"x"',
+         "--no-store"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(tmp_path), WORKER_PYTHONPATH))},
+    )  # fmt: skip
+    assert child.stderr is not None
+    assert child.stderr.readline().strip() == "importing"
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert stderr.strip() == "stopped." and stdout == ""
+
+
 class _Tone(enum.Enum):
     LOW = "low"
 
