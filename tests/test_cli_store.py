@@ -420,10 +420,21 @@ def test_deleting_a_run_going_on_elsewhere_advises_the_command_that_stops_it(
     # (it advised "stop it first (request_cancel, or stepgraph runs cancel)":
     # request_cancel is Python's, and the command lacked its run and store)
     spec = f"sqlite:{tmp_path / 'held.sqlite'}"
-    process, run_id = slow_run_elsewhere(spec)
+    started = tmp_path / "started"
+    process = subprocess.Popen(  # (a run going on until it is killed)
+        [*COMMAND, "run", "tests.cli_flows:hogging", "--input", "120", "--store", spec],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH,
+                       "HOG_STARTED": str(started)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
-        latest = cli("checkpoints", "list", "--run", run_id, "--store", spec).stdout
-        checkpoint = latest.splitlines()[-1].split("\t")[1]
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.01)
+        run_id = cli("checkpoints", "list", "--store", spec).stdout.splitlines()[1].split("\t")[0]
+        listed = cli("checkpoints", "list", "--run", run_id, "--store", spec).stdout
+        checkpoint = listed.splitlines()[-1].split("\t")[1]
         advice = (
             f"stop it first (stepgraph runs cancel {run_id} --store {spec}) or wait for it "
             "to end; nothing was deleted"
@@ -434,8 +445,8 @@ def test_deleting_a_run_going_on_elsewhere_advises_the_command_that_stops_it(
             assert line.endswith(advice) and "request_cancel" not in line, line
         assert cli("checkpoints", "show", checkpoint, "--store", spec).returncode == 0
     finally:
-        process.terminate()
-        process.communicate(timeout=60)
+        process.kill()  # (its loop is held: a Ctrl-C would land only when it lets go)
+        process.wait()
 
 
 def test_resuming_a_checkpoint_of_another_graph_is_refused_not_reported_failed(
