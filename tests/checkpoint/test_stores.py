@@ -477,6 +477,66 @@ async def test_other_layouts_are_refused(tmp_path: Path) -> None:
         assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("layout", [4, 3])
+async def test_another_applications_file_of_our_layout_number_is_refused_as_such(
+    tmp_path: Path, layout: int
+) -> None:
+    """Another application's database whose PRAGMA user_version happens to
+    be a layout of ours (this one, or the one ``migrate`` steps up from) is
+    refused as such — not read as ours until a query met its tables ("no
+    such column: run_id"), a run's first save failed, and ``migrate`` said
+    there was nothing to do — and left as it was."""
+    path = tmp_path / "app.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (a INTEGER, b TEXT)")  # a name stepgraph uses too
+        db.execute(f"PRAGMA user_version = {layout}")
+    db.close()
+    before = path.read_bytes()
+    refusal = f"has layout {layout} .*no table segments.* another application's database"
+    for readonly in (False, True):
+        store = sg.SqliteCheckpointStore(path, readonly=readonly)
+        with pytest.raises(sg.CheckpointError, match=refusal):
+            await store.runs()
+        store.close()
+    store = sg.SqliteCheckpointStore(path)
+    with pytest.raises(sg.CheckpointError, match=refusal):
+        await store.save(make("a"))
+    with pytest.raises(sg.CheckpointError, match=refusal):
+        store.migrate()
+    store.close()
+    assert path.read_bytes() == before
+    # A stepgraph file of this layout with one of its tables changed by hand:
+    ours = tmp_path / "ours.sqlite"
+    with sg.SqliteCheckpointStore(ours) as store:
+        await store.save(make("a"))
+    with sqlite3.connect(ours) as db:
+        db.execute("DROP TABLE answers")
+        db.execute("CREATE TABLE answers (x TEXT)")
+    db.close()
+    store = sg.SqliteCheckpointStore(ours)
+    with pytest.raises(sg.CheckpointError, match="table answers has other columns"):
+        await store.load("a")
+    store.close()
+
+
+async def test_migrating_a_file_of_this_layout_only_reads_it(tmp_path: Path) -> None:
+    """``migrate`` on a file already of this layout says so without taking
+    the write lock: it answers while another process writes (and on a
+    read-only file), where it waited for the lock and then failed."""
+    path = tmp_path / "c.sqlite"
+    with sg.SqliteCheckpointStore(path) as store:
+        await store.save(make("a"))
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        store = sg.SqliteCheckpointStore(path, busy_timeout=0.1)
+        assert store.migrate() == (4, 4)
+        store.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 async def test_corrupt_value_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     store = sg.SqliteCheckpointStore(path)

@@ -21,6 +21,7 @@ refused as written by a newer stepgraph.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -251,7 +252,8 @@ def ensure_layout(
     conn: sqlite3.Connection, where: str, *, writable: bool, create: bool = True
 ) -> None:
     """Create the tables in a new (empty) file, unless not ``create``;
-    refuse a file of another layout."""
+    refuse a file of another layout, and one whose ``user_version`` names a
+    layout of ours without that layout's tables."""
     if writable and not create:
         _not_empty(conn, where)  # (before a write transaction, which would write a header)
     if writable:
@@ -271,21 +273,71 @@ def ensure_layout(
         raise
     if layout == 0 and tables == 0:
         raise CheckpointError(f"{where} is empty: no checkpoint has been stored in it yet")
+    if layout == LAYOUT or layout in _MIGRATIONS:
+        _refuse_foreign(conn, where, layout)
+        if layout != LAYOUT:
+            raise older(where, layout, LAYOUT)
+        return
     ours = (
-        layout != LAYOUT
-        and conn.execute(
+        conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
         ).fetchone()
         is not None
     )  # a stepgraph store of another layout
-    if ours and layout in _MIGRATIONS:
-        raise older(where, layout, LAYOUT)
     if ours and layout > LAYOUT:
         raise newer(where, layout, LAYOUT)
-    if layout != LAYOUT:
+    raise CheckpointError(
+        f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
+        "(is it another application's database?)"
+    )
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    """Each table of a database, with its columns' names."""
+    found: dict[str, set[str]] = {}
+    rows = conn.execute(
+        "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
+        "WHERE m.type = 'table'"
+    )
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    return {table: frozenset(columns) for table, columns in found.items()}
+
+
+@functools.cache
+def _tables_of(layout: int) -> dict[str, frozenset[str]]:
+    """The tables (and their columns) of a stepgraph file of ``layout``:
+    this one's, as ``_SCHEMA`` creates them; layout 3's, without what
+    layout 4 added."""
+    made = sqlite3.connect(":memory:")
+    added = sqlite3.connect(":memory:")
+    try:
+        made.executescript(_SCHEMA)
+        added.executescript(_LAYOUT_4)
+        tables, new = _columns(made), _columns(added)
+    finally:
+        made.close()
+        added.close()
+    return tables if layout == LAYOUT else {t: c for t, c in tables.items() if t not in new}
+
+
+def _refuse_foreign(conn: sqlite3.Connection, where: str, layout: int) -> None:
+    """Refuse a file whose ``user_version`` says ``layout`` (another
+    application may use the number too) but whose tables are not that
+    layout's: refused as such, not with the SQL error reading it as ours
+    would raise ("no such table: segments"), and left as it is."""
+    found = _columns(conn)
+    lacking = [
+        f"no table {table}" if table not in found else f"table {table} has other columns"
+        for table, columns in _tables_of(layout).items()
+        if found.get(table) != columns
+    ]
+    if lacking:
         raise CheckpointError(
-            f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
-            "(is it another application's database?)"
+            f"{where} has layout {layout} (its PRAGMA user_version) but not stepgraph's "
+            f"tables of that layout ({', '.join(lacking[:3])}"
+            f"{', ...' if len(lacking) > 3 else ''}): is it another application's database? "
+            "(nothing was changed)"
         )
 
 
@@ -325,12 +377,19 @@ def _not_empty(conn: sqlite3.Connection, where: str) -> None:
 
 def migrate(conn: sqlite3.Connection, where: str) -> tuple[int, int]:
     """Bring a file of an older layout up to date, in one transaction:
-    (layout before, layout after). A file of this layout is left as it is;
-    any other is refused unchanged."""
+    (layout before, layout after). A file of this layout is left as it is
+    (and only read: a read-only one has nothing to migrate either); any
+    other is refused unchanged."""
     _not_empty(conn, where)
+    (before,) = conn.execute("PRAGMA user_version").fetchone()
+    if before == LAYOUT:
+        _refuse_foreign(conn, where, before)
+        return before, before
     conn.execute("BEGIN IMMEDIATE")
     try:
-        (before,) = conn.execute("PRAGMA user_version").fetchone()
+        (before,) = conn.execute("PRAGMA user_version").fetchone()  # (as of the lock)
+        if before == LAYOUT or before in _MIGRATIONS:
+            _refuse_foreign(conn, where, before)
         layout = step_up(where, before, LAYOUT, _MIGRATIONS, conn)
         conn.execute(f"PRAGMA user_version = {int(layout)}")
         conn.execute("COMMIT")
