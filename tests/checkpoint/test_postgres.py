@@ -214,6 +214,37 @@ async def test_another_applications_meta_table_is_refused_as_such(pg_dsn: str, t
     assert (tables(pg_dsn), sql(pg_dsn, "SELECT * FROM stepgraph_meta")) == before
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "DROP TABLE stepgraph_answers",  # (tables dropped by hand)
+        "DROP TABLE stepgraph_runs; CREATE TABLE stepgraph_runs (id int, name text)",
+    ],
+)
+async def test_a_layout_record_without_that_layouts_tables_is_refused(
+    pg_dsn: str, change: str
+) -> None:
+    """Tables whose layout record says this layout but that are not this
+    layout's (a table missing, or another application's of the same name)
+    are refused, naming what differs — not accepted, with ``migrate``
+    saying there was nothing to do and a run failing at its first save
+    ("relation stepgraph_answers does not exist") as if it had checkpoints
+    to resume — and left as they are."""
+    with PostgresCheckpointStore(pg_dsn) as store:
+        await store.runs()  # (the tables, created)
+    sql(pg_dsn, change)
+    before = tables(pg_dsn)
+    what = "no table stepgraph_answers" if "answers" in change else "stepgraph_runs has other"
+    refusal = f"has stepgraph's layout record \\(layout 4\\) but not .*{what}"
+    for create in (True, False):
+        with PostgresCheckpointStore(pg_dsn, create=create) as store:
+            with pytest.raises(sg.CheckpointError, match=refusal):
+                await store.save(make("a"))
+            with pytest.raises(sg.CheckpointError, match=refusal):
+                store.migrate()
+    assert tables(pg_dsn) == before
+
+
 def test_a_database_on_the_default_host_is_named_as_libpq_finds_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -251,41 +251,74 @@ def unwritable(conn: Any) -> tuple[str, list[str]]:
     return str(role), list(missing or ())
 
 
-def _present(cur: Any) -> list[str]:
+def _columns_made(statement: str) -> tuple[str, frozenset[str]]:
+    """The table a ``CREATE TABLE`` statement of ``_SCHEMA`` makes, and its
+    columns: the first word of each item between its outer parentheses
+    (but a ``PRIMARY KEY (...)`` item's)."""
+    head, _, body = statement.partition("(")
+    items, depth, item = [], 0, ""
+    for char in body[: body.rindex(")")]:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            items.append(item)
+            item = ""
+        else:
+            item += char
+    items.append(item)
+    columns = {item.split()[0] for item in items if item.split()[0] != "PRIMARY"}
+    return head.split()[-1], frozenset(columns)
+
+
+# Each table's columns, as this layout creates them.
+_COLUMNS = dict(_columns_made(sql) for sql in _SCHEMA if sql.startswith("CREATE TABLE"))
+
+
+def _shape(cur: Any) -> dict[str, frozenset[str]]:
+    """The tables of ours the search path finds, in ``TABLES`` order, with
+    their columns' names."""
     cur.execute(
-        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL",
+        "SELECT t.name, a.attname FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, n) "
+        "LEFT JOIN pg_attribute AS a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 "
+        "AND NOT a.attisdropped WHERE to_regclass(t.name) IS NOT NULL ORDER BY t.n",
         (list(TABLES),),
     )
-    return [name for (name,) in cur.fetchall()]
-
-
-def _meta_columns(cur: Any) -> set[str]:
-    """The columns of the ``stepgraph_meta`` the search path finds."""
-    cur.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('stepgraph_meta') "
-        "AND attnum > 0 AND NOT attisdropped"
-    )
-    return {name for (name,) in cur.fetchall()}
+    found: dict[str, set[str]] = {}
+    for table, column in cur.fetchall():
+        found.setdefault(table, set()).update([column] if column is not None else [])
+    return {table: frozenset(columns) for table, columns in found.items()}
 
 
 def _layout(cur: Any, where: str) -> int | None:
     """The layout the database's tables have; ``None`` when it has none of
-    them. Tables with our names but no layout row are refused."""
-    present = _present(cur)
-    if not present:
+    them. Tables with our names but no layout row are refused, and so are
+    tables of this layout's record that are not this layout's."""
+    shape = _shape(cur)
+    if not shape:
         return None
     found = None
-    if TABLES[0] in present and _meta_columns(cur) >= {"key", "value"}:
+    if {"key", "value"} <= shape.get(TABLES[0], frozenset()):
         # (as text: another application's stepgraph_meta may type them otherwise)
         cur.execute("SELECT value::text FROM stepgraph_meta WHERE key::text = 'layout'")
         found = cur.fetchone()
     if found is None or not str(found[0]).isdigit():
         raise CheckpointError(
-            f"{where} has tables named like stepgraph's ({', '.join(present[:3])}) but no "
+            f"{where} has tables named like stepgraph's ({', '.join(list(shape)[:3])}) but no "
             "stepgraph layout record: is it another application's database? (nothing was "
             "changed)"
         )
-    return int(found[0])
+    layout = int(found[0])
+    lacking = [
+        f"no table {table}" if table not in shape else f"table {table} has other columns"
+        for table, columns in _COLUMNS.items()
+        if shape.get(table) != columns
+    ]
+    if layout == LAYOUT and lacking:
+        raise CheckpointError(
+            f"{where} has stepgraph's layout record (layout {layout}) but not that layout's "
+            f"tables ({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): were "
+            "they changed by hand, or are they another application's? (nothing was changed)"
+        )
+    return layout
 
 
 def _fast_compression(conn: Any, cur: Any) -> None:
