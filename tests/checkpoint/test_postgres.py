@@ -817,6 +817,30 @@ def test_the_commands_that_write_refuse_at_once_a_role_that_only_reads(pg_dsn: s
         )
 
 
+def test_a_role_that_may_not_read_the_tables_is_named_with_what_to_grant(pg_dsn: str) -> None:
+    # (every command said only "opening it failed: permission denied for
+    # table stepgraph_meta", naming neither the role nor what to grant it)
+    from tests.test_cli import cli
+    from tests.test_cli_errors import one_line_error
+
+    assert cli("run", "examples.hello:build", "--input", '"x"', "--store", pg_dsn).returncode == 0
+    role = f"stranger_{os.getpid()}_{time.monotonic_ns()}"
+    database = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # (names made here, never user input)
+        conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+    stranger = pg_dsn.replace("user=stepgraph", f"user={role}")
+    for args in (
+        ("checkpoints", "list"),
+        ("run", "examples.hello:build", "--input", '"x"'),
+    ):
+        one_line_error(
+            cli(*args, "--store", stranger),
+            f"role '{role}' may not read stepgraph's tables (permission denied for table "
+            "stepgraph_meta): grant it SELECT on the stepgraph_* tables",
+        )
+
+
 def test_the_command_line_never_prints_the_password(pg_dsn: str) -> None:
     import shlex
 

@@ -297,8 +297,18 @@ def _layout(cur: Any, where: str) -> int | None:
         return None
     found = None
     if {"key", "value"} <= shape.get(TABLES[0], frozenset()):
-        # (as text: another application's stepgraph_meta may type them otherwise)
-        cur.execute("SELECT value::text FROM stepgraph_meta WHERE key::text = 'layout'")
+        import psycopg  # (installed: ``cur`` is one of its cursors)
+
+        try:
+            # (as text: another application's stepgraph_meta may type them otherwise)
+            cur.execute("SELECT value::text FROM stepgraph_meta WHERE key::text = 'layout'")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise CheckpointError(
+                f"{where}: role {cur.connection.info.user!r} may not read stepgraph's tables "
+                f"({exc.diag.message_primary or 'permission denied'}): grant it SELECT on the "
+                "stepgraph_* tables (and INSERT, UPDATE and DELETE to run workflows), or "
+                "connect as another role"
+            ) from None
         found = cur.fetchone()
     if found is None or not str(found[0]).isdigit():
         raise CheckpointError(
