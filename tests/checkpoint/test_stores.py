@@ -473,6 +473,9 @@ async def test_other_layouts_are_refused(tmp_path: Path) -> None:
         store = sg.SqliteCheckpointStore(path)
         with pytest.raises(sg.CheckpointError, match=f"has layout {layout}, but this version"):
             await store.list()
+        # (migrate said "which this version of stepgraph cannot bring to layout 4")
+        with pytest.raises(sg.CheckpointError, match="another application's database"):
+            store.migrate()
         store.close()
         assert path.read_bytes() == before
 

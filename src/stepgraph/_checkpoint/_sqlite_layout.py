@@ -278,15 +278,20 @@ def ensure_layout(
         if layout != LAYOUT:
             raise older(where, layout, LAYOUT)
         return
-    ours = (
-        conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
-        ).fetchone()
-        is not None
-    )  # a stepgraph store of another layout
-    if ours and layout > LAYOUT:
+    if _ours(conn) and layout > LAYOUT:
         raise newer(where, layout, LAYOUT)
-    raise CheckpointError(
+    raise _not_a_store(where, layout)
+
+
+def _ours(conn: sqlite3.Connection) -> bool:
+    """Whether a file of a layout this version does not know is a stepgraph
+    store (of a newer version): it has a ``segments`` table."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
+    return conn.execute(query).fetchone() is not None
+
+
+def _not_a_store(where: str, layout: int) -> CheckpointError:
+    return CheckpointError(
         f"{where} has layout {layout}, but this version of stepgraph reads layout {LAYOUT} "
         "(is it another application's database?)"
     )
@@ -385,6 +390,8 @@ def migrate(conn: sqlite3.Connection, where: str) -> tuple[int, int]:
     if before == LAYOUT:
         _refuse_foreign(conn, where, before)
         return before, before
+    if before not in _MIGRATIONS and not _ours(conn):
+        raise _not_a_store(where, before)  # (not "cannot bring it to layout 4")
     conn.execute("BEGIN IMMEDIATE")
     try:
         (before,) = conn.execute("PRAGMA user_version").fetchone()  # (as of the lock)
