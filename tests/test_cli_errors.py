@@ -628,7 +628,10 @@ def test_an_answer_from_a_checkpoint_older_than_the_answer_needs_a_fork(tmp_path
     [older] = [row.split("\t")[1] for row in rows if "\tidle_with_pending_requests\t" in row]
     again = ("run", "examples.approval:build", "--store", store, "--resume", older,
              "--respond", f"{request_id}=false")  # fmt: skip
-    one_line_error(cli(*again), f"request '{request_id}' of run", "was already answered")
+    refused = one_line_error(cli(*again), f"request '{request_id}' of run", "was already answered")
+    # (the command line's way to answer again, not Python's: it said "fork the
+    # run: run(..., fork=True), or stepgraph run --fork")
+    assert refused.endswith("add --fork (a new run)") and "fork=True" not in refused, refused
     forked = cli(*again, "--fork")
     assert forked.returncode == 0 and "output: rejected 420.00 for dana" in forked.stdout
     assert run_id not in forked.stdout  # (a new run)

@@ -14,6 +14,7 @@ from ._codec import (
 from ._leases import deleting, holding, new_holder
 from ._memory import MemoryCheckpointStore
 from ._model import (
+    ANSWER_FORK_HINT,
     Checkpoint,
     CheckpointInfo,
     CheckpointStore,
@@ -32,6 +33,7 @@ from ._store import (
 )
 
 __all__ = [
+    "ANSWER_FORK_HINT",
     "RUNNING_STATUSES",
     "SECRET_HINT",
     "TERMINAL_STATUSES",

@@ -22,6 +22,7 @@ from .._exceptions import CheckpointEncodeError, CheckpointIntegrityError, Reque
 from ._codec import blob_hash, dumps_compact, loads
 
 __all__ = [
+    "ANSWER_FORK_HINT",
     "answered_twice",
     "Checkpoint",
     "CheckpointInfo",
@@ -210,12 +211,15 @@ def header(row: RowValues) -> bytes:
     return dumps_compact([FORMAT, *row[:_SIGNED_FIELDS]]) + b"\n"
 
 
+# How a Python caller answers again (the command line says it its own way).
+ANSWER_FORK_HINT = "fork the run: run(..., fork=True), or stepgraph run --fork"
+
+
 def answered_twice(run_id: str, request_id: str, checkpoint_id: str) -> RequestError:
     """The error a store raises for an answer it has recorded already."""
     return RequestError(
         f"request {request_id!r} of run {run_id!r} was already answered (at checkpoint "
-        f"{checkpoint_id}); to answer it again from an earlier checkpoint, fork the run: "
-        "run(..., fork=True), or stepgraph run --fork"
+        f"{checkpoint_id}); to answer it again from an earlier checkpoint, {ANSWER_FORK_HINT}"
     )
 
 

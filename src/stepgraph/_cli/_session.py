@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .._checkpoint import Checkpoint
+from .._checkpoint import ANSWER_FORK_HINT, Checkpoint
 from .._core import (
     Event,
     PendingRequest,
@@ -329,7 +329,8 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
         if not session.run_id and isinstance(error, RequestError):  # (refused before it ran)
             # (an answer's value refused: its request is still open)
             still = isinstance(error, ResponseValueError)
-            say(err, ("error: ", "red"), f"{error}{' (nothing was recorded: still open)' * still}")
+            text = str(error).replace(ANSWER_FORK_HINT, "add --fork (a new run)")
+            say(err, ("error: ", "red"), f"{text}{' (nothing was recorded: still open)' * still}")
             return EXIT_FAILED
         _report_failure(console, error)
         if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
