@@ -167,6 +167,24 @@ async def test_a_run_continued_elsewhere_meanwhile_stops(
         assert await after.lease(run_id, new_holder()) is None
 
 
+async def test_a_run_deleted_meanwhile_stops_saying_so(
+    store: PostgresCheckpointStore, pg_dsn: str
+) -> None:
+    # (the server that lost every write of the run in a crash looks the same;
+    # the refusal said "its newest stored checkpoint is None")
+    task, run_id = await waiting_run(store)
+    end_sessions(pg_dsn, leases_only=True)
+    with PostgresCheckpointStore(pg_dsn) as other:  # free: the lock went with the session
+        await other.delete_run(run_id)
+    GATES[1].set()
+    with pytest.raises(sg.CheckpointLeaseLostError) as lost:
+        await asyncio.wait_for(task, timeout=30)
+    assert "none of its checkpoints is stored any more (the newest this process wrote was " in (
+        str(lost.value)
+    ) and "None" not in str(lost.value), lost.value
+    assert await store.run_info(run_id) is None  # (nothing written after)
+
+
 async def test_a_lease_outlives_idle_session_timeout(
     store: PostgresCheckpointStore, pg_dsn: str
 ) -> None:

@@ -393,6 +393,13 @@ class PostgresCheckpointStore(BaseStore):
             self._leases.lose(run_id)  # (taken back only once checked: the next try checks)
             raise
         newest = found[0][0] if found else None
+        if newest is None:  # (it said "its newest stored checkpoint is None")
+            self._leases.forfeit(run_id)
+            raise CheckpointLeaseLostError(
+                f"{lost}, and none of its checkpoints is stored any more (the newest this "
+                f"process wrote was {parent}): it was deleted meanwhile, or the server lost "
+                "its writes in a crash; this process stops writing it"
+            )
         if newest != parent:
             self._leases.forfeit(run_id)
             raise CheckpointLeaseLostError(
