@@ -667,6 +667,20 @@ def test_a_store_this_process_cannot_write_is_refused_naming_file_or_folder(
     assert "hello\tidle" in capsys.readouterr().out
 
 
+def test_a_link_into_a_folder_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    # (it said the folder "is read-only here (a read-only file system, or
+    # another user's folder)": a folder that is not there is not read-only)
+    link = tmp_path / "runs.sqlite"
+    link.symlink_to(tmp_path / "gone" / "runs.sqlite")
+    run = cli("run", "examples.hello:build", "--input", '"a"', "--store", f"sqlite:{link}")
+    one_line_error(
+        run,
+        f"cannot create checkpoint store '{tmp_path / 'gone' / 'runs.sqlite'}': the folder "
+        f"'{tmp_path / 'gone'}' does not exist",
+    )
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_missing_default_store_says_it_is_looked_for_in_the_current_folder(
     tmp_path: Path,
 ) -> None:

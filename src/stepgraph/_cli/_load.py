@@ -364,6 +364,11 @@ def _check_writable(path: Path) -> None:
     folder = path.parent
     writable_folder = os.access(folder, os.W_OK)
     if not path.exists():
+        if not folder.is_dir():  # (a symbolic link into a folder that is not there)
+            raise CliError(
+                f"cannot create checkpoint store {str(path)!r}: the folder {str(folder)!r} "
+                "does not exist"
+            )
         if not writable_folder:
             raise CliError(
                 f"cannot create checkpoint store {str(path)!r}: the folder {str(folder)!r} is "
