@@ -572,7 +572,7 @@ def test_checkpoints_commands(tmp_path: Path) -> None:
     assert record["open_requests"][0]["executor"] == "gate"
     assert cli("checkpoints", "delete", ids[0], "--store", store).returncode == 0
     deleted = cli("checkpoints", "delete", "--run", run_id, "--store", store)
-    assert deleted.returncode == 0 and "(1 checkpoints)" in deleted.stdout
+    assert deleted.returncode == 0 and deleted.stdout.endswith("(1 checkpoint)\n"), deleted.stdout
     assert "no checkpoint" in cli("checkpoints", "show", ids[-1], "--store", store).stderr
     for gone in (("delete",), ("prune", "--keep-last", "1")):  # (a run it does not hold)
         again = cli("checkpoints", *gone, "--run", run_id, "--store", store)

@@ -309,7 +309,7 @@ def checkpoints_delete(
 
     count = with_store(store, StoreMode.WRITE, delete)
     if run_id is not None:
-        say(out, f"deleted run {run_id} ({count} checkpoints)")
+        say(out, f"deleted run {run_id} ({_checkpoints(count)})")
     else:
         say(out, f"deleted checkpoint {checkpoint}")
 
@@ -331,7 +331,11 @@ def checkpoints_prune(
         return await s.prune(run_id, keep_last=keep_last)
 
     count = with_store(store, StoreMode.WRITE, prune)
-    say(out, f"deleted {count} checkpoints")
+    say(out, f"deleted {_checkpoints(count)}")
+
+
+def _checkpoints(count: int) -> str:
+    return f"{count} checkpoint{'' if count == 1 else 's'}"
 
 
 @checkpoints_app.command("vacuum")
