@@ -667,6 +667,22 @@ def test_a_store_this_process_cannot_write_is_refused_naming_file_or_folder(
     assert "hello\tidle" in capsys.readouterr().out
 
 
+def test_an_answered_request_pruned_away_is_not_offered_a_fork(tmp_path: Path) -> None:
+    # (a second answer was told to add --fork, which then said "no checkpoint
+    # of run ... has ... open to fork from": prune had taken them all)
+    store = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    asked = cli("run", "tests.cli_flows:asking", "--input", '"x"', "--store", store)
+    [request_id] = re.findall(r"--respond '?(\w+)=", asked.stdout)
+    answer = ("run", "tests.cli_flows:asking", "--store", store, "--respond", f"{request_id}=true")
+    assert cli(*answer).returncode == 0
+    refused = one_line_error(cli(*answer), "was answered already")
+    assert "add --fork" in refused, refused  # (a checkpoint has it open: forking works)
+    assert cli("checkpoints", "prune", "--keep-last", "1", "--store", store).returncode == 0
+    refused = one_line_error(cli(*answer), "was answered already")
+    assert "no checkpoint of the run has it open any more (deleted or pruned" in refused, refused
+    assert "add --fork" not in refused, refused
+
+
 def test_a_link_into_a_folder_that_does_not_exist_says_so(tmp_path: Path) -> None:
     # (it said the folder "is read-only here (a read-only file system, or
     # another user's folder)": a folder that is not there is not read-only)

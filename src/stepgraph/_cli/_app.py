@@ -198,11 +198,16 @@ def _continue_from(
             run_id = asyncio.run(store.load(checkpoint)).run_id
             answered = asyncio.run(store.answers(run_id, [request_id])).get(request_id)
             if answered is not None:
+                again = (
+                    "to answer it again from an earlier checkpoint, add --fork"
+                    if _newest_open(workflow, store, run_id, [request_id]) is not None
+                    else "no checkpoint of the run has it open any more (deleted or pruned "
+                    "since): it cannot be answered again, not even with --fork"
+                )  # (which said "no checkpoint of run ... has ... open to fork from")
                 raise CliError(
                     f"request {request_id!r} of run {run_id} was answered already (at checkpoint "
-                    f"{answered}){asyncio.run(_since_answered(store, run_id))}; to answer it "
-                    "again from an earlier checkpoint, add --fork (a request of another run with "
-                    "this id: add --resume and that run's checkpoint)"
+                    f"{answered}){asyncio.run(_since_answered(store, run_id))}; {again} (a "
+                    "request of another run with this id: add --resume and that run's checkpoint)"
                 )
             raise CliError(
                 f"request {request_id!r} is not open at checkpoint {checkpoint} (it belongs to "
