@@ -234,7 +234,9 @@ async def test_a_layout_record_without_that_layouts_tables_is_refused(
         await store.runs()  # (the tables, created)
     sql(pg_dsn, change)
     before = tables(pg_dsn)
-    what = "no table stepgraph_answers" if "answers" in change else "stepgraph_runs has other"
+    what = (
+        "no table stepgraph_answers" if "answers" in change else "stepgraph_runs lacks its columns"
+    )
     refusal = f"has stepgraph's layout record \\(layout 4\\) but not .*{what}"
     for create in (True, False):
         with PostgresCheckpointStore(pg_dsn, create=create) as store:

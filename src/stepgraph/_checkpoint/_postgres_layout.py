@@ -318,9 +318,9 @@ def _layout(cur: Any, where: str) -> int | None:
         )
     layout = int(found[0])
     lacking = [
-        f"no table {table}" if table not in shape else f"table {table} has other columns"
+        f"no table {table}" if table not in shape else f"table {table} lacks its columns"
         for table, columns in _COLUMNS.items()
-        if shape.get(table) != columns
+        if not columns <= shape.get(table, frozenset())  # (columns added by hand are fine)
     ]
     if layout == LAYOUT and lacking:
         raise CheckpointError(

@@ -333,9 +333,9 @@ def _refuse_foreign(conn: sqlite3.Connection, where: str, layout: int) -> None:
     would raise ("no such table: segments"), and left as it is."""
     found = _columns(conn)
     lacking = [
-        f"no table {table}" if table not in found else f"table {table} has other columns"
+        f"no table {table}" if table not in found else f"table {table} lacks its columns"
         for table, columns in _tables_of(layout).items()
-        if found.get(table) != columns
+        if not columns <= found.get(table, frozenset())  # (columns added by hand are fine)
     ]
     if lacking:
         raise CheckpointError(
