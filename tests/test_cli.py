@@ -81,6 +81,20 @@ async def test_demo_workflow_is_importable_and_keeps_executor_state() -> None:
     assert isinstance(reviewer, demo.Reviewer) and reviewer.reviews == 2
 
 
+@pytest.mark.parametrize(
+    ("topic", "published"),
+    [(".", ". Runs in supersteps."), ("a. . b", "A. . B runs in supersteps."), ("", "Runs in")],
+)
+async def test_demo_publishes_a_topic_holding_empty_sentences(topic: str, published: str) -> None:
+    # A topic of "." or "a. . b" makes sentences with nothing in them: the
+    # editor capitalised each one's first character, and failed on those.
+    workflow = demo.build()
+    [pending] = (await workflow.run(topic)).pending_requests
+    done = await workflow.run(responses={pending.request_id: True})
+    assert done.status is sg.RunStatus.IDLE
+    assert done.outputs[0].startswith(f"published: {published}")
+
+
 def events_of(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines()]
 

@@ -69,7 +69,7 @@ class Reviewer(Executor):
 async def editor(reviews: list[Review], ctx: WorkflowContext[str]) -> None:
     text = reviews[0].draft.text
     sentences = [s.strip() for s in text.rstrip(".").split(". ")]
-    text = ". ".join(s[0].upper() + s[1:] for s in sentences) + "."
+    text = ". ".join(s[:1].upper() + s[1:] for s in sentences) + "."  # (a topic of "." or ". .")
     applied = sum(len(r.notes) for r in reviews)
     await ctx.send_message(f"{text} ({applied} review notes applied)")
 
