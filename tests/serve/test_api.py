@@ -122,6 +122,40 @@ def test_bad_requests_are_refused_naming_the_problem(serve):
         assert "Traceback" not in str([r.text for r, _, _ in cases])
 
 
+def test_a_body_field_a_call_does_not_take_is_refused_naming_it(serve):
+    # (a misspelt checkpoint_id resumed the run from its latest checkpoint,
+    # and a start's or an answer's extra field was dropped without a word)
+    server = serve(flows.gate, flows.slow)
+    with server.client() as client:
+        run_id = client.post("/api/workflows/gate/runs", json={"input": "q"}).json()["run_id"]
+        run = wait_for(client, run_id, "idle_with_pending_requests")
+        [request] = run["pending_requests"]
+        checkpoint = run["checkpoints"][0]["checkpoint_id"]
+        cases = [
+            ("/api/workflows/gate/runs", {"input": "q", "inputs": "r"}, "'inputs'", "'input'"),
+            (
+                f"/api/runs/{run_id}/responses",
+                {"responses": {request["request_id"]: True}, "fork": True},
+                "'fork'",
+                "'responses'",
+            ),
+            (f"/api/runs/{run_id}/resume", {"checkpoint": checkpoint}, "'checkpoint'", "_id'"),
+            (f"/api/runs/{run_id}/fork", {"checkpoint_id": checkpoint, "x": 1}, "'x'", "_id'"),
+            (f"/api/runs/{run_id}/cancel", {"now": True}, "'now'", "takes no field"),
+        ]
+        for path, body, field, takes in cases:
+            refused = client.post(path, json=body)
+            assert refused.status_code == 422, (path, refused.text)
+            error = refused.json()["error"]
+            assert f"unknown field {field}" in error and takes in error, error
+        # Nothing of that went through: the run still waits, and only its own runs are listed.
+        assert client.get(f"/api/runs/{run_id}").json()["status"] == "idle_with_pending_requests"
+        assert [r["run_id"] for r in client.get("/api/runs").json()["runs"]] == [run_id]
+        schema = client.get("/openapi.json").json()["paths"]["/api/runs/{run_id}/resume"]
+        body_schema = schema["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body_schema["additionalProperties"] is False
+
+
 def test_refusals_quote_at_most_100_characters_of_what_a_client_sent(serve):
     # (a 50,000-character id came back whole in each refusal's body)
     server = serve(flows.gate, flows.slow)

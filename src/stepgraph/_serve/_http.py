@@ -173,10 +173,12 @@ _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "true
                int: "a number", float: "a number", type(None): "null"}  # fmt: skip
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    """The request's JSON object. Every POST reads its body here, so every
-    POST must be JSON: a page of another origin cannot send that without a
-    preflight, which this server never grants."""
+async def _body(request: Request, *fields: str) -> dict[str, Any]:
+    """The request's JSON object, holding none but ``fields``. Every POST
+    reads its body here, so every POST must be JSON: a page of another
+    origin cannot send that without a preflight, which this server never
+    grants. A field the call does not take is refused, naming it: a
+    misspelt ``checkpoint_id`` would otherwise resume from the latest."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise Problem(415, "send the body as JSON (Content-Type: application/json)")
@@ -190,6 +192,11 @@ async def _body(request: Request) -> dict[str, Any]:
         raise Problem(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise Problem(422, f"the body must be a JSON object, not {_JSON_TYPES[type(body)]}")
+    unknown = next((key for key in body if key not in fields), None)
+    if unknown is not None:
+        takes = " and ".join(repr(field) for field in fields) if fields else "no field"
+        message = f"the body has an unknown field {quoted(unknown)}: this call takes {takes}"
+        raise Problem(422, message)
     return body
 
 
@@ -242,7 +249,7 @@ def create_app(
         return JSONBody(service.describe_workflows())
 
     async def start(request: Request) -> Response:
-        body = await _body(request)
+        body = await _body(request, "input")
         if "input" not in body:
             raise Problem(422, 'no input: send {"input": ...}')
         run_id = await service.start(request.path_params["name"], body["input"])
@@ -270,7 +277,7 @@ def create_app(
         return JSONBody(await service.outputs_page(request.path_params["run_id"], offset, limit))
 
     async def respond(request: Request) -> Response:
-        body = await _body(request)
+        body = await _body(request, "responses")
         answers = body.get("responses")
         if not isinstance(answers, dict):
             raise Problem(422, 'send {"responses": {request_id: value, ...}}')
@@ -286,13 +293,13 @@ def create_app(
         return JSONBody({"run_id": run_id}, status_code=202)
 
     async def resume(request: Request) -> Response:
-        body = await _body(request)
+        body = await _body(request, "checkpoint_id")
         checkpoint = _checkpoint_id(body, required=False)
         run_id = await service.resume(request.path_params["run_id"], checkpoint, fork=False)
         return JSONBody({"run_id": run_id}, status_code=202)
 
     async def fork(request: Request) -> Response:
-        body = await _body(request)
+        body = await _body(request, "checkpoint_id")
         checkpoint = _checkpoint_id(body, required=True)
         run_id = await service.resume(request.path_params["run_id"], checkpoint, fork=True)
         return JSONBody({"run_id": run_id}, status_code=201)

@@ -24,6 +24,8 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A POST's body: an object of these fields and no other (422 names one)."""
+    schema = {**schema, "additionalProperties": False}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
