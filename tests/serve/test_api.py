@@ -122,6 +122,31 @@ def test_bad_requests_are_refused_naming_the_problem(serve):
         assert "Traceback" not in str([r.text for r, _, _ in cases])
 
 
+def test_a_body_that_is_not_utf8_is_refused_saying_so(serve):
+    # (binary bytes were "not valid JSON: Expecting value", and a body in
+    # UTF-16 or UTF-32 with its byte-order mark, which json.loads reads from
+    # bytes, started a run)
+    server = serve(flows.gate)
+    json_type = {"Content-Type": "application/json"}
+    with server.client() as client:
+        for content, byte in [
+            (b"\xff\xfe\x00", 0),
+            ('{"input": "q"}'.encode("utf-16"), 0),
+            ('{"input": "q"}'.encode("utf-32"), 0),
+            (b'{"input": "caf\xe9"}', 14),
+        ]:
+            refused = client.post("/api/workflows/gate/runs", content=content, headers=json_type)
+            assert refused.status_code == 400, (content, refused.text)
+            assert refused.json()["error"] == (
+                f"the body is not UTF-8 text (byte {byte} cannot be read)"
+            ), content
+        assert client.get("/api/runs").json()["runs"] == []
+        # UTF-8 with a byte-order mark is UTF-8.
+        marked = '\ufeff{"input": "q"}'.encode()
+        started = client.post("/api/workflows/gate/runs", content=marked, headers=json_type)
+        assert started.status_code == 201, started.text
+
+
 def test_a_body_field_a_call_does_not_take_is_refused_naming_it(serve):
     # (a misspelt checkpoint_id resumed the run from its latest checkpoint,
     # and a start's or an answer's extra field was dropped without a word)

@@ -187,7 +187,12 @@ async def _body(request: Request, *fields: str) -> dict[str, Any]:
     except _TooLarge:
         raise Problem(413, "the body is too large") from None
     try:
-        body = json_value(raw or b"{}")
+        text = raw.decode("utf-8-sig") or "{}"  # (json.loads would guess UTF-16 or UTF-32)
+    except UnicodeDecodeError as exc:
+        message = f"the body is not UTF-8 text (byte {exc.start} cannot be read)"
+        raise Problem(400, message) from None
+    try:
+        body = json_value(text)
     except (ValueError, RecursionError) as exc:  # (bad JSON, NaN, 1e999, a 5,000-digit number)
         raise Problem(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
