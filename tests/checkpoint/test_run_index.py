@@ -83,6 +83,22 @@ async def test_a_run_ending_after_its_checkpoint_shows_how(store: sg.CheckpointS
         await store.set_status("r1", "idle")
 
 
+async def test_runs_take_a_run_status_and_refuse_a_status_runs_never_have(
+    store: sg.CheckpointStore,
+) -> None:
+    # (RunStatus.FAILED failed on a missing str method, and a misspelt
+    # status, "canceled" or "FAILED", listed no run at all)
+    await store.save(make("a"))
+    await store.save(make("x", run="r2"))
+    await store.set_status("r1", "failed", "boom")
+    assert [r.run_id for r in await store.runs(status=sg.RunStatus.FAILED)] == ["r1"]
+    assert [r.run_id for r in await store.runs(status=sg.RunStatus.IN_PROGRESS)] == ["r2"]
+    assert await store.runs(status=sg.RunStatus.CANCELLED) == []
+    for wrong in ("canceled", "FAILED", "done", ""):
+        with pytest.raises(ValueError, match=f"unknown status '{wrong}'; use a RunStatus or one"):
+            await store.runs(status=wrong)
+
+
 async def test_the_run_of_a_request_is_found(store: sg.CheckpointStore) -> None:
     opened = dataclasses.replace(make("a"), pending_requests=2, request_ids=("q1", "q2"))
     await store.save(opened, make("b", parent="a", step=1))  # b: both answered

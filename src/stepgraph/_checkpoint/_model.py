@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from .._core import RunStatus, quoted
 from .._exceptions import CheckpointEncodeError, CheckpointIntegrityError, RequestError
 from ._codec import blob_hash, dumps_compact, loads
 
@@ -132,6 +133,9 @@ class RunInfo:
 MOST = 2**63 - 1
 
 
+_STATUS_VALUES = tuple(status.value for status in RunStatus)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunQuery:
     """Which runs ``runs()`` lists: filters, a page size and where the page
@@ -144,6 +148,12 @@ class RunQuery:
     before: str | None = None
 
     def __post_init__(self) -> None:
+        if self.status is not None and self.status not in _STATUS_VALUES:
+            # (a misspelt status, "canceled" or "IDLE", listed no run at all)
+            raise ValueError(
+                f"unknown status {quoted(str(self.status))}; use a RunStatus or one of "
+                + ", ".join(_STATUS_VALUES)
+            )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         if self.limit is not None and self.limit > MOST:
@@ -386,7 +396,7 @@ class CheckpointStore(Protocol):
         *,
         workflow: str | None = None,
         signature: str | None = None,
-        status: str | None = None,
+        status: str | RunStatus | None = None,
         limit: int | None = None,
         before: str | None = None,
     ) -> builtins.list[RunInfo]:

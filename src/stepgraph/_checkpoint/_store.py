@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any, Self, TypeVar
 
-from .._core import lone_surrogate_at, quoted
+from .._core import RunStatus, lone_surrogate_at, quoted
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
@@ -501,16 +501,18 @@ class BaseStore:
         *,
         workflow: str | None = None,
         signature: str | None = None,
-        status: str | None = None,
+        status: str | RunStatus | None = None,
         limit: int | None = None,
         before: str | None = None,
     ) -> builtins.list[RunInfo]:
+        if isinstance(status, RunStatus):
+            status = status.value
         query = RunQuery(
             workflow=workflow, signature=signature, status=status, limit=limit, before=before
         )
         if _absent(before):
             raise CheckpointNotFoundError(f"no run {quoted(before or '')} in this store (before=)")
-        if _absent(workflow, signature, status):
+        if _absent(workflow, signature):
             return []
         infos, damaged = await self._run(self._runs, query)
         if damaged:
