@@ -257,6 +257,37 @@ def test_numbers_json_does_not_have_are_refused() -> None:
         )
 
 
+def test_a_string_for_a_number_json_does_not_have_is_refused_too() -> None:
+    # (the literal NaN was refused, but "nan", "-Infinity" or "1e999" in
+    # quotes became a float that is no number, which lax validation allows)
+    line = one_line_error(
+        cli(
+            "run",
+            "tests.cli_flows:measuring",
+            "--input",
+            '{"label": "w", "value": "nan"}',
+            "--no-store",
+        ),
+        "value must be a finite number",
+    )
+    assert '(got "nan")' in line
+    from stepgraph._cli._input import coerce
+    from stepgraph._cli._load import CliError
+
+    for annotation, value, field in [
+        (float, "1e999", "the value"),
+        (list[float], [1.5, " -Infinity"], "the value[1]"),
+        (dict[str, float | None], {"a": "inf"}, "a"),
+        (tuple[int, float], [1, "NaN"], "the value[1]"),
+    ]:
+        with pytest.raises(CliError, match="must be a finite number") as refused:
+            coerce(value, annotation, "the input")
+        assert f"{field} must be" in str(refused.value)
+    # A number in a string stays a number; a string that may be text stays text.
+    assert coerce({"a": "2.5"}, dict[str, float], "the input") == {"a": 2.5}
+    assert coerce("nan", float | str, "the input") == "nan"
+
+
 def test_a_bare_word_gets_a_hint_for_the_type_it_should_be(tmp_path: Path) -> None:
     line = one_line_error(
         cli("run", "tests.cli_flows:measuring", "--input", "heavy", "--no-store"),

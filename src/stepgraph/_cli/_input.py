@@ -16,6 +16,7 @@ import datetime
 import decimal
 import enum
 import json
+import math
 import pathlib
 import types
 import typing
@@ -104,8 +105,7 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
         )
     where = _loose(schema, value)
     if where is not None:
-        field, got = where
-        kind = "true or false" if type(got) is not bool else "a number"
+        field, got, kind = where
         raise CliError(f"{what}: {field} must be {kind} (got {_shown(got)})")
     return built
 
@@ -216,9 +216,11 @@ def _shown(value: Any) -> str:
 
 
 def _loose(schema: Any, value: Any, defs: Any = None, at: str = "the value") -> Any:
-    """Where lax validation took a bool for anything but a JSON boolean, or
-    a JSON boolean for a number: ``(field, value)``, or ``None``. Approvals
-    are bools at any depth, and ``"yes"`` or ``1`` must not decide one."""
+    """Where lax validation took a bool for anything but a JSON boolean, a
+    JSON boolean for a number, or a string for a number JSON has not (NaN,
+    Infinity, ``"1e999"``): ``(field, value, what it must be)``, or
+    ``None``. Approvals are bools at any depth, and ``"yes"`` or ``1`` must
+    not decide one; JSON's own ``NaN`` is refused, and so is ``"nan"``."""
     if not isinstance(schema, dict):
         return None
     defs = schema.get("$defs", defs) or {}
@@ -229,17 +231,19 @@ def _loose(schema: Any, value: Any, defs: Any = None, at: str = "the value") -> 
         return _loose(options[0], value, defs, at)
     kind = schema.get("type")
     if kind == "boolean" and type(value) is not bool:
-        return at, value
+        return at, value, "true or false"
     if kind in ("integer", "number") and type(value) is bool:
-        return at, value
+        return at, value, "a number"
+    if kind == "number" and isinstance(value, str) and not _finite(value):
+        return at, value, "a finite number"
     if kind == "object" and isinstance(value, dict):
-        for name, sub in schema.get("properties", {}).items():
-            if name in value:
-                found = _loose(
-                    sub, value[name], defs, name if at == "the value" else f"{at}.{name}"
-                )
-                if found is not None:
-                    return found
+        properties = schema.get("properties", {})
+        rest = schema.get("additionalProperties")  # (a dict's values)
+        for name, item in value.items():
+            sub = properties.get(name, rest)
+            found = _loose(sub, item, defs, name if at == "the value" else f"{at}.{name}")
+            if found is not None:
+                return found
     if kind == "array" and isinstance(value, list):
         fixed = schema.get("prefixItems")
         for index, item in enumerate(value):
@@ -248,6 +252,15 @@ def _loose(schema: Any, value: Any, defs: Any = None, at: str = "the value") -> 
             if found is not None:
                 return found
     return None
+
+
+def _finite(text: str) -> bool:
+    """Whether ``text``, read as a number, is not NaN nor infinite (text
+    that is no number at all: pydantic says so)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return True
 
 
 def coerce_input(workflow: Workflow, value: Any) -> Any:
