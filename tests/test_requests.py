@@ -135,6 +135,21 @@ async def test_invalid_responses_consume_nothing() -> None:
         await workflow.run(responses={})
 
 
+async def test_a_request_id_or_checkpoint_that_is_no_string_is_refused_naming_it() -> None:
+    # (an int request id failed with "object of type 'int' has no len()", an
+    # int checkpoint with "'int' object has no attribute 'isascii'")
+    store = sg.MemoryCheckpointStore()
+    workflow = build(store)
+    result = await workflow.run(["q1"])
+    with pytest.raises(sg.RequestError, match="request ids, which are strings.*: 1 is an int"):
+        await workflow.run(responses={1: True})  # type: ignore[dict-item]
+    with pytest.raises(sg.CheckpointError, match="a checkpoint id, a string: 7 is an int"):
+        await workflow.run(checkpoint=7)  # type: ignore[arg-type]
+    [asked] = workflow.pending_requests  # (nothing consumed)
+    done = await workflow.run(responses={asked.request_id: True}, checkpoint=result.last_checkpoint)
+    assert done.status is sg.RunStatus.IDLE
+
+
 async def test_answering_again_in_memory_names_the_checkpoint_of_the_answer(
     store: sg.CheckpointStore,
 ) -> None:

@@ -45,6 +45,23 @@ class RunCall:
     interrupt_after: Iterable[ExecutorRef] | None
     fork: bool = False
 
+    def __post_init__(self) -> None:
+        # (an int key failed deep inside with "object of type 'int' has no
+        # len()", and an int checkpoint with "'int' object has no attribute
+        # 'isascii'")
+        if isinstance(self.responses, Mapping):
+            for request_id in self.responses:
+                if not isinstance(request_id, str):
+                    raise RequestError(
+                        f"responses maps request ids, which are strings, to values: "
+                        f"{request_id!r} is {a_value_type(request_id)}"
+                    )
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            raise CheckpointError(
+                f"checkpoint= takes a checkpoint id, a string: {self.checkpoint!r} is "
+                f"{a_value_type(self.checkpoint)}"
+            )
+
 
 async def prepare(workflow: Workflow, call: RunCall, config: CheckpointConfig | None) -> Prepared:
     """The run to execute (see ``Prepared``)."""
