@@ -275,7 +275,7 @@ def test_a_string_for_a_number_json_does_not_have_is_refused_too() -> None:
     from stepgraph._cli._load import CliError
 
     for annotation, value, field in [
-        (float, "1e999", "the value"),
+        (float, "1e999", "the input"),
         (list[float], [1.5, " -Infinity"], "the value[1]"),
         (dict[str, float | None], {"a": "inf"}, "a"),
         (tuple[int, float], [1, "NaN"], "the value[1]"),

@@ -106,7 +106,8 @@ def coerce(value: Any, annotation: Any, what: str) -> Any:
     where = _loose(schema, value)
     if where is not None:
         field, got, kind = where
-        raise CliError(f"{what}: {field} must be {kind} (got {_shown(got)})")
+        named = what if field == "the value" else f"{what}: {field}"
+        raise CliError(f"{named} must be {kind} (got {_shown(got)})")
     return built
 
 
