@@ -83,14 +83,15 @@ async def test_a_run_ending_after_its_checkpoint_shows_how(store: sg.CheckpointS
         await store.set_status("r1", "idle")
 
 
-async def test_runs_take_a_run_status_and_refuse_a_status_runs_never_have(
+async def test_runs_and_set_status_take_a_run_status_and_runs_refuse_an_unknown_one(
     store: sg.CheckpointStore,
 ) -> None:
-    # (RunStatus.FAILED failed on a missing str method, and a misspelt
-    # status, "canceled" or "FAILED", listed no run at all)
+    # (RunStatus.FAILED failed on a missing str method — set_status said it
+    # was not one of ['cancelled', 'failed'] — and a misspelt status,
+    # "canceled" or "FAILED", listed no run at all)
     await store.save(make("a"))
     await store.save(make("x", run="r2"))
-    await store.set_status("r1", "failed", "boom")
+    await store.set_status("r1", sg.RunStatus.FAILED, "boom")
     assert [r.run_id for r in await store.runs(status=sg.RunStatus.FAILED)] == ["r1"]
     assert [r.run_id for r in await store.runs(status=sg.RunStatus.IN_PROGRESS)] == ["r2"]
     assert await store.runs(status=sg.RunStatus.CANCELLED) == []

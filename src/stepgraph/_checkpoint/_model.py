@@ -408,7 +408,9 @@ class CheckpointStore(Protocol):
         """One run's index entry, if the store holds the run."""
         ...
 
-    async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+    async def set_status(
+        self, run_id: str, status: str | RunStatus, error: str | None = None
+    ) -> None:
         """Record how a run ended after its latest checkpoint (failed,
         cancelled); a run the store does not hold is ignored."""
         ...

@@ -567,7 +567,11 @@ class BaseStore:
         that takes the run at that moment, as taking and giving back would."""
         return None if _absent(run_id) else await self._run(self._holder, run_id)
 
-    async def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+    async def set_status(
+        self, run_id: str, status: str | RunStatus, error: str | None = None
+    ) -> None:
+        if isinstance(status, RunStatus):  # (RunStatus.FAILED was "not one of ['failed', ...]")
+            status = status.value
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {sorted(TERMINAL_STATUSES)}, not {status!r}")
         await self._run(self._set_status, _named(run_id), status, _storable(error))
