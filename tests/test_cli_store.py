@@ -346,6 +346,11 @@ def test_breakpoints_from_the_command_line(tmp_path: Path) -> None:
     bounded = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--no-store",
                   "--max-supersteps", "2")  # fmt: skip
     assert bounded.returncode == 1 and "did not converge within max_supersteps=2" in bounded.stdout
+    # (without a store it said nothing of what to do)
+    assert bounded.stdout.splitlines()[-1] == (
+        "it has no checkpoint to go on from: run it again with a higher --max-supersteps, "
+        "or with a store to go on later"
+    )
     stored = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", spec,
                  "--max-supersteps", "2")  # fmt: skip
     assert stored.returncode == 1 and "go on with: stepgraph run" in stored.stdout

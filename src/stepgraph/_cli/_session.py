@@ -335,6 +335,12 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
         _report_failure(console, error)
         if isinstance(error, ConvergenceError) and error.last_checkpoint is not None:
             say(console, f"go on with: {session.command('--resume', error.last_checkpoint)}")
+        elif isinstance(error, ConvergenceError):  # (no store: nothing to go on from)
+            say(
+                console,
+                "it has no checkpoint to go on from: run it again with a higher "
+                "--max-supersteps, or with a store to go on later",
+            )
         elif type(error) is CheckpointError and session.run_id:  # the store failed, not the run
             _resume_later(session, console)
         return EXIT_FAILED
