@@ -245,8 +245,13 @@ def test_token_is_required_everywhere_in_the_api(serve):
         assert anonymous.post("/api/workflows/gate/runs", json={"input": "x"}).status_code == 401
         wrong = anonymous.get("/api/workflows", headers={"Authorization": f"Bearer {token}x"})
         assert wrong.status_code == 401
+        assert wrong.json()["error"] == "this token is not the server's"
         basic = anonymous.get("/api/workflows", headers={"Authorization": f"Basic {token}"})
         assert basic.status_code == 401
+        # (it said "this token is not the server's" of the right token sent as Basic)
+        assert basic.json()["error"] == (
+            "send the token as Authorization: Bearer <token>, not 'Basic'"
+        )
         assert anonymous.get("/").status_code == 200  # the page holds no data
         assert client.get("/api/workflows").status_code == 200
         run_id = client.post("/api/workflows/gate/runs", json={"input": "x"}).json()["run_id"]

@@ -136,12 +136,14 @@ class Guard:
             given = headers.get("authorization", b"")
             scheme, _, value = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-                response = _error(
-                    401,
-                    "this token is not the server's"
-                    if given
-                    else "a token is needed: send Authorization: Bearer <token>",
-                )
+                if not given:
+                    message = "a token is needed: send Authorization: Bearer <token>"
+                elif scheme.lower() != b"bearer":  # (Basic: not a wrong token, a wrong scheme)
+                    shown = quoted(scheme.decode("latin-1"))
+                    message = f"send the token as Authorization: Bearer <token>, not {shown}"
+                else:
+                    message = "this token is not the server's"
+                response = _error(401, message)
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response
         if scope["method"] in ("POST", "PUT", "PATCH"):
