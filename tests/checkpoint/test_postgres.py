@@ -277,17 +277,28 @@ async def test_only_our_tables_are_created_and_errors_name_the_database(pg_dsn: 
         assert "hunter2" not in str(raised.value)
 
 
+def _a_role(pg_dsn: str, prefix: str, *grants: str) -> tuple[str, str]:
+    """A new login role that may connect to the test database (and what
+    ``grants`` give it, ``{}`` standing for its name): its name, and the DSN
+    that logs in as it."""
+    role = f"{prefix}_{os.getpid()}_{time.monotonic_ns()}"
+    database = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # (names made here, never user input)
+        conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+        for grant in grants:
+            conn.execute(grant.format(role))
+    return role, pg_dsn.replace("user=stepgraph", f"user={role}")
+
+
 def test_tables_that_cannot_be_created_are_refused_saying_why(pg_dsn: str) -> None:
     # (the server's message came with its statement: "permission denied for
     # schema public LINE 1: CREATE TABLE stepgraph_meta (key text PRIMARY KEY,
     # value tex... ^" -- PostgreSQL 15 lets no other role create in public)
-    role = f"maker_{os.getpid()}_{time.monotonic_ns()}"
-    database = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
     sql(pg_dsn, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    sql(pg_dsn, f"CREATE ROLE {role} LOGIN")  # (names made here, never user input)
-    sql(pg_dsn, f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+    _, maker = _a_role(pg_dsn, "maker")
     cases = {
-        pg_dsn.replace("user=stepgraph", f"user={role}"): (
+        maker: (
             "its role may not create stepgraph's tables (permission denied for schema public): "
             "grant it CREATE on that schema"
         ),
@@ -798,13 +809,7 @@ def test_the_commands_that_write_refuse_at_once_a_role_that_only_reads(pg_dsn: s
     from tests.test_cli_errors import one_line_error
 
     assert cli("run", "examples.hello:build", "--input", '"x"', "--store", pg_dsn).returncode == 0
-    role = f"reader_{os.getpid()}_{time.monotonic_ns()}"
-    database = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")  # (names made here, never user input)
-        conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-    reader = pg_dsn.replace("user=stepgraph", f"user={role}")
+    role, reader = _a_role(pg_dsn, "reader", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}")
     listed = cli("checkpoints", "list", "--store", reader)
     assert listed.returncode == 0 and "hello" in listed.stdout, listed.stderr
     for args in (
@@ -826,12 +831,7 @@ def test_a_role_that_may_not_read_the_tables_is_named_with_what_to_grant(pg_dsn:
     from tests.test_cli_errors import one_line_error
 
     assert cli("run", "examples.hello:build", "--input", '"x"', "--store", pg_dsn).returncode == 0
-    role = f"stranger_{os.getpid()}_{time.monotonic_ns()}"
-    database = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")  # (names made here, never user input)
-        conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
-    stranger = pg_dsn.replace("user=stepgraph", f"user={role}")
+    role, stranger = _a_role(pg_dsn, "stranger")
     for args in (
         ("checkpoints", "list"),
         ("run", "examples.hello:build", "--input", '"x"'),
