@@ -10,6 +10,9 @@ import decimal
 import enum
 import json
 import re
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -456,11 +459,18 @@ def test_a_store_failing_after_the_run_still_ends_in_a_line(tmp_path: Path) -> N
     assert "once the store answers, see them with: stepgraph checkpoints list" in done.stdout
 
 
+def _interrupted_while_importing(child: subprocess.Popen[str]) -> None:
+    """Ctrl-C ``child`` once it says it is importing: it stops in a line."""
+    assert child.stderr is not None
+    assert child.stderr.readline().strip() == "importing"
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert stderr.strip() == "stopped." and stdout == ""
+
+
 def test_ctrl_c_while_the_workflow_module_loads_stops_in_a_line() -> None:
     import os
-    import signal
-    import subprocess
-    import sys
 
     from tests.conftest import ROOT
 
@@ -470,12 +480,7 @@ def test_ctrl_c_while_the_workflow_module_loads_stops_in_a_line() -> None:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
-    assert child.stderr is not None
-    assert child.stderr.readline().strip() == "importing"
-    child.send_signal(signal.SIGINT)
-    stdout, stderr = child.communicate(timeout=60)
-    assert child.returncode == 130, stderr
-    assert stderr.strip() == "stopped." and stdout == ""
+    _interrupted_while_importing(child)
 
 
 # Slows the import of stepgraph's kernel down (a sitecustomize, which Python
@@ -499,9 +504,6 @@ def test_ctrl_c_while_the_package_loads_stops_in_a_line(tmp_path: Path) -> None:
     names: a Ctrl-C while it imports stepgraph printed a KeyboardInterrupt
     traceback (and the process died of SIGINT)."""
     import os
-    import signal
-    import subprocess
-    import sys
     import tomllib
 
     from tests.conftest import ROOT
@@ -517,12 +519,7 @@ def test_ctrl_c_while_the_package_loads_stops_in_a_line(tmp_path: Path) -> None:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join((str(tmp_path), WORKER_PYTHONPATH))},
     )  # fmt: skip
-    assert child.stderr is not None
-    assert child.stderr.readline().strip() == "importing"
-    child.send_signal(signal.SIGINT)
-    stdout, stderr = child.communicate(timeout=60)
-    assert child.returncode == 130, stderr
-    assert stderr.strip() == "stopped." and stdout == ""
+    _interrupted_while_importing(child)
 
 
 class _Tone(enum.Enum):
