@@ -600,7 +600,7 @@ async def test_an_edited_call_runs_with_the_reviewers_arguments() -> None:
     assert RAN == {"lookup": 1, "send:carl@example.com": 1}
     text = done.outputs[0].text
     # The model is told the arguments the reviewer ran the call with.
-    edited = '{"to": "carl@example.com", "body": "tea"}'
+    edited = '{"to":"carl@example.com","body":"tea"}'
     assert f"t2=(a reviewer changed the arguments to {edited}) sent to carl@example.com" in text
     assert "t3=the call was rejected and did not run: not now" in text
 

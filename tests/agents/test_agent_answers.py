@@ -86,8 +86,8 @@ async def test_an_edit_given_as_python_values_is_checked_and_run_as_given(tmp_pa
         tool_message = next(m for m in server.requests[1]["messages"] if m["role"] == "tool")
     assert sent == [("bob", Address(city="Rome", zip=1), datetime.date(2030, 1, 2))]
     assert tool_message["content"] == (
-        '(a reviewer changed the arguments to {"to": "bob", "address": {"city": "Rome", '
-        '"zip": 1}, "on": "2030-01-02"}) sent to bob in Rome on 2030-01-02'
+        '(a reviewer changed the arguments to {"to":"bob","address":{"city":"Rome",'
+        '"zip":1},"on":"2030-01-02"}) sent to bob in Rome on 2030-01-02'
     )
     assert done.outputs[0].text == "Sent."
 

@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import enum
 import functools
+import json
 import threading
 import time
 from typing import Annotated, Any, Literal
@@ -601,6 +602,42 @@ async def test_unencodable_result_falls_back_to_str() -> None:
         return cycle
 
     assert await loop.invoke({}) == "[[...]]"
+
+
+@dataclasses.dataclass
+class Reading:
+    name: str
+    value: float
+
+
+async def test_a_result_is_strict_json_for_non_finite_floats_and_lone_surrogates() -> None:
+    """A result with NaN or an infinity reached the model as ``NaN``, which
+    is no JSON; one with half a character in a list or a key fell back to
+    Python's repr (``['caf\\udce9']``). Both are JSON now: non-finite floats
+    as pydantic's strings, the half character as U+FFFD."""
+    nan, inf = float("nan"), float("inf")
+    cases: list[tuple[Any, str]] = [
+        ({"a": nan, "b": inf, "c": -inf}, '{"a":"NaN","b":"Infinity","c":"-Infinity"}'),
+        ([1.5, nan], '[1.5,"NaN"]'),
+        (Reading("t", inf), '{"name":"t","value":"Infinity"}'),
+        (["caf\udce9.txt"], '["caf\ufffd.txt"]'),
+        ({"caf\udce9": [nan]}, '{"caf\ufffd":["NaN"]}'),
+        ((Reading("caf\udce9", -inf),), '[{"name":"caf\ufffd","value":"-Infinity"}]'),
+        (Address(street="caf\udce9", number=1), '{"street":"caf\ufffd","number":1}'),
+    ]
+    for value, text in cases:
+
+        @tool
+        def produce() -> Any:
+            return value  # noqa: B023 (called at once)
+
+        result = await produce.invoke({})
+        assert result == text
+        json.loads(result, parse_constant=_no_constant)  # strict JSON
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 async def test_a_result_with_no_text_of_its_own_is_refused() -> None:

@@ -49,7 +49,7 @@ from .._handlers import (
 )
 from ._approval import ToolApproval, ToolApprovalRequest
 from ._events import AgentDelta, ToolCallEvent, ToolCallStatus
-from ._tools import Tool, ToolArgumentsError, as_tools, tool_error_text
+from ._tools import Tool, ToolArgumentsError, as_tools, json_text, tool_error_text
 from ._types import (
     AgentResponse,
     ChatMessage,
@@ -576,7 +576,7 @@ class Agent(Executor):
                 if _edited(pending):
                     # A reviewer's edit: the model learns what ran, or it
                     # would report the call it asked for as the one done.
-                    edited = json.dumps(pending.arguments, ensure_ascii=False)
+                    edited = json_text(pending.arguments)
                     pending.result = (
                         f"(a reviewer changed the arguments to {edited}) {pending.result}"
                     )

@@ -23,6 +23,7 @@ a call costs one pydantic validation of the model's JSON text.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import inspect
 import json
@@ -42,7 +43,7 @@ from .._core._threads import sync_pool
 from .._core._typing import a_type
 from .._exceptions import ToolArgumentsError, WorkflowDefinitionError
 
-__all__ = ["Tool", "ToolArgumentsError", "as_tools", "tool", "tool_error_text"]
+__all__ = ["Tool", "ToolArgumentsError", "as_tools", "json_text", "tool", "tool_error_text"]
 
 _Approval: TypeAlias = Literal["never", "always"] | Callable[[dict[str, Any]], bool]
 _Errors: TypeAlias = Literal["report", "raise"]
@@ -171,8 +172,9 @@ class Tool:
 
     async def invoke(self, arguments: Mapping[str, Any]) -> str:
         """Call the function with validated arguments and return the text for
-        the model: a ``str`` as is, ``None`` as ``""``, anything else as JSON;
-        half a character in it (a lone surrogate, as a file name read with
+        the model: a ``str`` as is, ``None`` as ``""``, anything else as
+        strict JSON (:func:`json_text`: a NaN as ``"NaN"``); half a
+        character in it (a lone surrogate, as a file name read with
         ``surrogateescape`` holds) as U+FFFD, which a checkpoint and an HTTP
         request can hold. A sync function runs in a worker thread.
         Exceptions propagate."""
@@ -496,7 +498,7 @@ def _as_text(result: Any) -> str:
         return str(value)
 
     try:
-        text = pydantic_core.to_json(result, fallback=fallback).decode()
+        text = json_text(result, fallback)
     except (pydantic_core.PydanticSerializationError, ValueError, TypeError):
         text = str(result)  # JSON cannot express it (e.g. a cycle)
     if faceless:
@@ -506,6 +508,44 @@ def _as_text(result: Any) -> str:
             "lists, dicts, a dataclass or a pydantic model, or give the class a __str__"
         )
     return text
+
+
+def json_text(value: Any, fallback: Callable[[Any], Any] | None = None) -> str:
+    """``value`` as the JSON text a model reads (a tool's result, a
+    reviewer's edited arguments): strict JSON, so a non-finite float is the
+    string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (as pydantic writes
+    them in its ``"strings"`` mode), and half a character in a string or a
+    key (a lone surrogate, which UTF-8 has no form for) is U+FFFD. Raises
+    what pydantic raises for a value JSON cannot express (a cycle)."""
+    try:
+        return pydantic_core.to_json(value, fallback=fallback, inf_nan_mode="strings").decode()
+    except pydantic_core.PydanticSerializationError as exc:
+        if "surrogates not allowed" not in str(exc):
+            raise
+    # (rare: the strings mended first, in the containers pydantic walks)
+    mended_value = _mended_strings(value, 0)
+    return pydantic_core.to_json(mended_value, fallback=fallback, inf_nan_mode="strings").decode()
+
+
+def _mended_strings(value: Any, depth: int) -> Any:
+    """``value`` with every text in it (dict keys too) :func:`mended`;
+    containers become lists and dicts, models and dataclasses their fields.
+    Below 200 levels it is left as is (a cycle: JSON cannot express it)."""
+    if depth > 200:
+        return value
+    deeper = depth + 1
+    if isinstance(value, str):
+        return mended(str.__str__(value))
+    if isinstance(value, Mapping):
+        return {_mended_strings(k, deeper): _mended_strings(v, deeper) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_mended_strings(v, deeper) for v in value]
+    if isinstance(value, pydantic.BaseModel):
+        return _mended_strings(value.model_dump(mode="python"), deeper)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return {f.name: _mended_strings(getattr(value, f.name), deeper) for f in fields}
+    return value
 
 
 def _star(param: inspect.Parameter) -> str:
