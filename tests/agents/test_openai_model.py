@@ -326,6 +326,68 @@ async def test_stream_cut_mid_way_is_retried(
     assert len(server.requests) == 2
 
 
+async def test_an_overloaded_error_event_mid_stream_is_retried_like_a_cut_stream(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    """An error event after some chunks (the server overloaded) failed the
+    call at once, while a stream cut at the same point was retried."""
+    server.add(
+        FakeReply.stream_error("The server is overloaded", text="one "),
+        FakeReply.stream_error("Slow down", error_type="", code="rate_limit_exceeded", text=()),
+        FakeReply.text("one two"),
+    )
+
+    events = await collect(make_model(retry=ModelRetry(max_attempts=3, initial_delay=0.0)))
+
+    assert events[0] == TextDelta("one ")  # from the abandoned attempt
+    assert [(e.attempt, e.reason) for e in retrying(events)] == [
+        (2, "the server sent an error mid-stream (server_error): The server is overloaded"),
+        (3, "the server sent an error mid-stream (rate_limit_exceeded): Slow down"),
+    ]
+    assert events[-1] == ModelReply(ChatMessage.assistant("one two"), Usage(10, 5), "stop")
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("error_type", "code", "retried"),
+    [
+        ("server_error", None, True),
+        ("overloaded_error", None, True),
+        ("", 503, True),  # (an HTTP status in the code, as some servers send it)
+        ("", "502", True),
+        ("UNAVAILABLE", None, True),
+        ("invalid_request_error", "context_length_exceeded", False),
+        ("", 400, False),
+        ("insufficient_quota", "insufficient_quota", False),
+        ("", None, False),  # (it names nothing: not known to pass)
+    ],
+)
+async def test_an_error_event_mid_stream_is_retried_only_when_it_passes_with_time(
+    server: FakeOpenAIServer,
+    make_model: MakeModel,
+    error_type: str,
+    code: str | int | None,
+    retried: bool,
+) -> None:
+    server.add(FakeReply.stream_error("it failed", error_type=error_type, code=code))
+    server.add(FakeReply.text("fine"))
+    model = make_model("gpt-test", retry=ModelRetry(max_attempts=2, initial_delay=0.0))
+    if retried:
+        events = await collect(model)
+        assert events[-1] == ModelReply(ChatMessage.assistant("fine"), Usage(10, 5), "stop")
+        assert len(retrying(events)) == 1
+    else:
+        with pytest.raises(ModelError) as failed:
+            await collect(model)
+        named = ", ".join(dict.fromkeys(str(p) for p in (error_type, code) if p))
+        assert str(failed.value) == (
+            f"model 'gpt-test' at {server.base_url}: the server sent an error mid-stream"
+            f"{f' ({named})' if named else ''}: it failed"
+        )
+        assert isinstance(failed.value.__cause__, openai.APIError)
+        assert len(server.requests) == 1
+
+
 async def test_exhausted_retries_raise_model_error(
     server: FakeOpenAIServer, make_model: MakeModel
 ) -> None:

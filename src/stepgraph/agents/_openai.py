@@ -360,12 +360,78 @@ class _Failure:
             where = "the connection was lost mid-stream" if received else "cannot connect"
             cause = f" ({_reason(exc.__cause__)})" if exc.__cause__ is not None else ""
             return cls(where + cause, exc, retryable=True)
-        return cls(f"the server sent an error: {_server_message(exc)}", exc)
+        # An error event in the stream, after the server began to answer:
+        # retried when what it names passes with time (the server
+        # overloaded or failing, a rate limit), as the same error sent as
+        # an HTTP status is; not when it is the request's (or the
+        # account's) fault, nor when it names nothing.
+        body = getattr(exc, "body", None)
+        kind = _error_kind(body)
+        named = f" ({kind})" if kind else ""
+        return cls(
+            f"the server sent an error{' mid-stream' if received else ''}{named}: "
+            f"{_server_message(exc)}",
+            exc,
+            retryable=_transient(body),
+        )
 
     @classmethod
     def malformed(cls, reason: str, exc: Exception | None = None) -> _Failure:
         """The stream is not a chat completion: not worth retrying."""
         return cls(f"malformed stream: {reason}", exc)
+
+
+# What marks an error event's ``type``, ``code`` or ``status`` as passing
+# with time: OpenAI's ``server_error``, ``rate_limit_exceeded``; an
+# ``overloaded_error``; Google's ``UNAVAILABLE``, ``INTERNAL``,
+# ``RESOURCE_EXHAUSTED``; a timeout.
+_TRANSIENT_MARKS = (
+    "server_error",
+    "overloaded",
+    "rate_limit",
+    "timeout",
+    "timed_out",
+    "unavailable",
+    "internal",
+    "resource_exhausted",
+)
+
+
+def _error_fields(body: Any) -> list[Any]:
+    if not isinstance(body, Mapping):
+        return []
+    return [body.get(name) for name in ("type", "code", "status")]
+
+
+def _error_kind(body: Any) -> str:
+    """An error event's type and code, as its reason names them."""
+    seen: list[str] = []
+    for value in _error_fields(body):
+        text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+        if text and text not in seen:
+            seen.append(text)
+    return ", ".join(seen)[:100]
+
+
+def _transient(body: Any) -> bool:
+    """Whether an error event sent mid-stream names a failure that passes
+    with time: an HTTP status that is retried (some servers put one in
+    ``code``), or a type or code marked so (see ``_TRANSIENT_MARKS``) —
+    never a spent quota."""
+    words: list[str] = []
+    for value in _error_fields(body):
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 6:
+            value = int(value)
+        if isinstance(value, int):
+            return value in _RETRY_STATUSES
+        if isinstance(value, str):
+            words.append(value.lower())
+    text = " ".join(words)
+    if "insufficient_quota" in text:
+        return False
+    return any(mark in text for mark in _TRANSIENT_MARKS)
 
 
 def _content_type(sdk_stream: Any) -> str | None:

@@ -28,7 +28,15 @@ from ..agents._types import ToolCall, Usage
 __all__ = ["FakeOpenAIServer", "FakeReply"]
 
 ReplyKind = Literal[
-    "text", "refusal", "whole", "tool_calls", "error", "disconnect", "malformed", "deltas"
+    "text",
+    "refusal",
+    "whole",
+    "tool_calls",
+    "error",
+    "stream_error",
+    "disconnect",
+    "malformed",
+    "deltas",
 ]
 
 
@@ -44,6 +52,9 @@ class FakeReply:
       ``indexed=False``, one call after the other with no ``index`` in
       their deltas, as Gemini's OpenAI-compatible endpoint streams them);
     - :meth:`error`: an HTTP error with an OpenAI-shaped JSON body;
+    - :meth:`stream_error`: a few chunks of a text reply, then an error
+      event in the stream (``data: {"error": {...}}``), as a server that
+      fails after it began to answer (overloaded, say) sends it;
     - :meth:`disconnect`: a few chunks of a text reply, then the
       connection is cut;
     - :meth:`malformed`: a stream with a ``data:`` line that is not JSON;
@@ -66,6 +77,7 @@ class FakeReply:
     message: str = ""
     error_type: str = ""
     error_code: str | None = None
+    stream_code: str | int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     cut_after: int = 0
     bad_line: str = ""
@@ -152,6 +164,28 @@ class FakeReply:
             error_type=error_type or _ERROR_TYPES.get(status, "server_error"),
             error_code=code if code is not None else _ERROR_CODES.get(status),
             headers=headers,
+        )
+
+    @classmethod
+    def stream_error(
+        cls,
+        message: str = "The server is overloaded",
+        *,
+        error_type: str = "server_error",
+        code: str | int | None = None,
+        text: str | Sequence[str] = "this reply is cut short",
+    ) -> FakeReply:
+        """A streamed text reply (``text``'s chunks) that ends with an error
+        event, ``data: {"error": {"message", "type", "param", "code"}}``, in
+        place of its ``finish_reason``: the SDK raises an ``APIError``
+        mid-stream. ``code`` may be a number (as some servers send an HTTP
+        status there)."""
+        return cls(
+            kind="stream_error",
+            chunks=_chunks_of(text),
+            message=message,
+            error_type=error_type,
+            stream_code=code,
         )
 
     @classmethod
@@ -544,6 +578,15 @@ def _events(reply: FakeReply, model: str, include_usage: bool) -> list[bytes]:
     out = [chunk({"role": "assistant", "content": ""})]
     field = "refusal" if reply.kind == "refusal" else "content"
     out.extend(chunk({field: text}) for text in reply.chunks)
+    if reply.kind == "stream_error":
+        error: dict[str, Any] = {
+            "message": reply.message,
+            "type": reply.error_type,
+            "param": None,
+            "code": reply.stream_code,
+        }
+        out.append(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+        return out
     if reply.kind == "malformed":
         out.append(b"data: " + reply.bad_line.encode() + b"\n\n")
     out.extend(chunk(dict(delta)) for delta in reply.raw_deltas)
