@@ -166,3 +166,21 @@ async def test_half_a_character_in_what_the_agent_sends_becomes_u_fffd() -> None
     assert sent[0]["content"] == "caf\ufffd?"
     assert sent[2]["content"] == "the call was rejected and did not run: not \ufffd today"
     assert done.outputs[0].text == "Understood."
+
+
+async def test_an_empty_reply_is_the_answer_with_a_warning_naming_the_agent() -> None:
+    """A reply with no text and no tool calls (finish_reason stop) became
+    an answer of '' with nothing said; it still does, with a warning."""
+    with FakeOpenAIServer([FakeReply.text("")]) as server:
+        async with sg.OpenAIChatModel("gpt-fake", base_url=server.base_url, retry=FAST) as model:
+            agent = sg.Agent("quiet", model=model)
+            result = await sg.WorkflowBuilder(start=agent).build().run("say something")
+    assert [o.text for o in result.outputs] == [""]
+    warned = [e for e in result.events if isinstance(e, sg.WarningEvent)]
+    assert [(w.executor_id, w.message) for w in warned] == [
+        (
+            "quiet",
+            "agent 'quiet': the model's reply is empty (no text, no tool calls, finish_reason "
+            "'stop'); the answer is the empty text",
+        )
+    ]

@@ -401,6 +401,15 @@ class Agent(Executor):
                     f"agent {self._who!r}: the model refused to answer with "
                     f"{type_name(self.output_type)}: {_excerpt(reply.refusal)}"
                 )
+            # (with an output type it gets its repair turn; a reply cut
+            # short was warned about as such)
+            empty = not reply.message.content and reply.finish_reason in (None, "stop")
+            if empty and self._adapter is None:
+                said = "" if reply.finish_reason is None else ", finish_reason 'stop'"
+                ctx._warn(
+                    f"agent {self._who!r}: the model's reply is empty (no text, no tool "
+                    f"calls{said}); the answer is the empty text"
+                )
             answer = self._finish(reply.message.content or "")
             if answer is not _REPAIR:
                 return answer
