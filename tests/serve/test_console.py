@@ -1313,3 +1313,38 @@ def test_the_timeline_gives_each_map_item_its_own_duration(serve, open_console):
         }"""
     )
     assert calls == [[0, 100, True], [1, 300, False], [2, 50, False]]
+
+
+def test_a_maps_agents_each_get_their_own_text_and_tool_lines(serve, open_console):
+    # (a map's items share its path, their turns and their tool call ids,
+    # call_0-<run>: the agents panel ran every item's text into one turn and
+    # every item's call into one line, "requested → started → requested...")
+    server = serve()
+    console = open_console(server.url + "/")
+    console.open("#/workflows")
+    console.find("workflow-card", name="gate").wait_for()
+    panels = console.page.evaluate(
+        """async () => {
+          const m = await import("/static/js/outputs.js");
+          const panel = m.agentPanel();
+          const ev = (kind, item, extra) => ({
+            kind, item, executor_id: "drafts", path: "drafts", superstep: 2, workflow_path: [],
+            ...extra,
+          });
+          for (const item of [0, 1]) {
+            panel.delta(ev("agent_delta", item, { text: `draft ${item}`, turn: 1, attempt: 1 }));
+            for (const status of ["requested", "started", "finished"]) {
+              panel.tool(ev("tool_call", item, { call_id: "call_0-1c4d7511", tool: "search", status }));
+            }
+          }
+          return [...panel.node.querySelectorAll('[data-testid="agent-text"]')].map((a) => [
+            a.dataset.path,
+            [...a.querySelectorAll(".agent-turn")].map((t) => t.textContent),
+            [...a.querySelectorAll(".tool-line .tool-status")].map((t) => t.textContent),
+          ]);
+        }"""
+    )
+    assert panels == [
+        ["drafts[0]", ["draft 0"], ["requested → started → finished"]],
+        ["drafts[1]", ["draft 1"], ["requested → started → finished"]],
+    ]

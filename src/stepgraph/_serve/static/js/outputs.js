@@ -92,6 +92,11 @@ function toolLine(ev, history) {
   ];
 }
 
+/** Whose panel an agent's event goes to: its path, and a map worker's item (`drafts[1]`,
+ * as the agent's warnings name it): a map's items share the map's path, their turns and
+ * their tool call ids (`call_0-<run>`), so one panel for all would run them together. */
+const agentOf = (ev) => (pathOf(ev) || "agent") + (Number.isInteger(ev.item) ? `[${ev.item}]` : "");
+
 /** Streamed agent text per path: turns append, a higher attempt replaces; tool calls as lines. */
 export function agentPanel() {
   const node = el("div", { class: "agents" });
@@ -113,7 +118,7 @@ export function agentPanel() {
   return {
     node,
     delta(ev) {
-      const p = panelFor(pathOf(ev) || "agent");
+      const p = panelFor(agentOf(ev));
       const turn = `${ev.superstep}:${ev.turn ?? 1}`; // turns restart at 1 for each new input
       const attempt = ev.attempt ?? 1;
       let t = p.turns.get(turn);
@@ -133,7 +138,7 @@ export function agentPanel() {
       dirty.add(p);
     },
     tool(ev) {
-      const p = panelFor(pathOf(ev) || "agent");
+      const p = panelFor(agentOf(ev));
       const key = ev.call_id ?? `#${ev.id}`;
       let line = p.tools.get(key);
       if (!line) {
