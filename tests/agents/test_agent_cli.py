@@ -111,3 +111,12 @@ def test_the_live_view_shows_each_running_agents_latest_text() -> None:
     console.print(view)
     shown = console.file.getvalue()
     assert "writer: Twice" in shown and "Once" not in shown and "sub/b:" not in shown
+    # A map's agents write at once, their turns numbered alike: each its own
+    # line, under its item (their text ran together on one), until it ends.
+    for item, text in ((0, "first "), (1, "second "), (0, "draft"), (1, "draft")):
+        view.handle(sg.AgentDelta(text=text, turn=1, attempt=1, executor_id="drafts", item=item))
+    view.handle(sg.ExecutorCompletedEvent(executor_id="drafts", superstep=2, item=0))
+    console.file = io.StringIO()
+    console.print(view)
+    shown = console.file.getvalue()
+    assert "drafts[1]: second draft" in shown and "first" not in shown

@@ -128,6 +128,13 @@ def event_json(event: Event) -> str:
 _WRITING = 400  # characters of an agent's text the live view keeps
 
 
+def _writer(event: Event, path: str) -> str:
+    """Whose text an agent's event (at ``path``) is in the live view: its
+    path, with a map worker's item (``drafts[1]``), as the agent's warnings
+    name it."""
+    return path if event.item is None else f"{path}[{event.item}]"
+
+
 class LiveView:
     """Superstep counter, executors running (with elapsed time), outputs as
     they arrive and warnings, redrawn in place on a terminal. ``clock``
@@ -157,7 +164,9 @@ class LiveView:
         self.requests: list[RequestInfoEvent] = []
         self.status = "in_progress"
         self.failure: ExecutorFailedEvent | None = None
-        # What each running agent is writing (its latest attempt), by path.
+        # What each running agent is writing (its latest attempt), by path
+        # and, for a map's worker, item (``drafts[1]``: a map's agents write
+        # at once, their turns numbered alike).
         self.writing: dict[str, tuple[int, int, str]] = {}
         self.closing = False
         # On a terminal the view redraws in place; elsewhere (pipes, CI logs)
@@ -189,20 +198,21 @@ class LiveView:
             self.running[path] = (since, calls + 1)
         elif event.kind == "agent_delta":
             turn, attempt = getattr(event, "turn", 0), getattr(event, "attempt", 0)
-            before = self.writing.get(path)
+            writer = _writer(event, path)
+            before = self.writing.get(writer)
             text = getattr(event, "text", "")
             if before is not None and before[:2] == (turn, attempt):
                 text = (before[2] + text)[-_WRITING:]
-            self.writing[path] = (turn, attempt, text)
+            self.writing[writer] = (turn, attempt, text)
         elif isinstance(event, ExecutorCompletedEvent):
             now = self.clock()
             began, ended = self.stretch.get(path, (now, now))
             self.stretch[path] = (min(began, now - event.duration), max(ended, now))
             self._ended(path)
-            self.writing.pop(path, None)
+            self.writing.pop(_writer(event, path), None)
         elif isinstance(event, ExecutorFailedEvent):
             self._ended(path)
-            self.writing.pop(path, None)
+            self.writing.pop(_writer(event, path), None)
             self.failed.add(path)
             self.failure = self.failure or event
         elif isinstance(event, OutputEvent) and not event.workflow_path:
