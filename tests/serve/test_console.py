@@ -325,7 +325,45 @@ def test_a_waiting_run_of_a_workflow_not_served_here_shows_its_requests_unanswer
     )
     assert card.get_by_test_id("request-submit").count() == 0
     assert card.locator("button").count() == 0
+    # Nor resumed or forked from here: the server refuses both (409). (It
+    # offered "Fork from here" on each checkpoint.)
+    expect(console.find("checkpoint-row").first).to_be_visible()
+    expect(console.find("checkpoints-not-served")).to_have_text(
+        "This server does not serve the run's workflow, so it cannot resume or fork the run "
+        "from its checkpoints: do that where the workflow is served."
+    )
+    assert console.find("checkpoint-row").locator("button").count() == 0
     console.shot("run-not-served-here")
+
+
+def test_a_failed_run_of_a_workflow_not_served_here_offers_no_resume(serve, tmp_path, open_console):
+    import stepgraph as sg
+
+    path = tmp_path / "shared.sqlite"
+    serving = serve(flows.failing, store=sg.SqliteCheckpointStore(path))
+    other = serve(flows.slow, store=sg.SqliteCheckpointStore(path))  # another workflow
+    with serving.client() as client:
+        run_id = client.post("/api/workflows/failing/runs", json={"input": "x"}).json()["run_id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/runs/{run_id}").json()["status"] != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    with other.client() as client:  # (what the button would have asked for)
+        assert client.post(f"/api/runs/{run_id}/resume", json={}).status_code == 409
+    console = open_console(other.url + "/")
+    console.open(f"#/runs/{run_id}")
+    expect(console.find("run-status")).to_have_text("failed")
+    # (it offered "Resume run", which the server refuses)
+    expect(console.find("resume-not-served")).to_have_text(
+        "This server does not serve workflow 'failing', so it cannot resume this run: "
+        "resume it where the workflow is served."
+    )
+    expect(console.page.locator("header [data-testid=resume-button]")).to_be_hidden()
+    # Where it is served, the button is there.
+    here = open_console(serving.url + "/")
+    here.open(f"#/runs/{run_id}")
+    expect(here.page.locator("header [data-testid=resume-button]")).to_be_visible()
+    expect(here.find("resume-not-served")).to_be_hidden()
 
 
 def wait_for_outputs(console: Console, expected: list[str]) -> None:

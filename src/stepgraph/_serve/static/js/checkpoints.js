@@ -12,7 +12,13 @@ export function checkpointsPanel(actions) {
     el("caption", { class: "visually-hidden", text: "Checkpoints" }),
     el("thead", {}, el("tr", {}, ["Superstep", "Created", "Status", "Checkpoint", "Parent", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
     tbody);
+  const actionsHead = table.tHead.rows[0].cells[5];
   const empty = el("p", { class: "muted", text: "No checkpoints yet." });
+  // A run of a workflow this server does not serve is resumed and forked
+  // where it is served (the server refuses both, 409): no buttons, a note.
+  let served = true;
+  const notServed = el("p", { class: "muted", "data-testid": "checkpoints-not-served", hidden: true,
+    text: "This server does not serve the run's workflow, so it cannot resume or fork the run from its checkpoints: do that where the workflow is served." });
   const olderText = el("span", { "data-testid": "checkpoints-older-count" });
   const olderButton = el("button", { type: "button", class: "secondary", "data-testid": "checkpoints-show-older",
     onclick: () => actions.onShowOlder() });
@@ -42,7 +48,7 @@ export function checkpointsPanel(actions) {
     el("td", { "data-label": "Status", text: cp.status ?? "" }),
     el("td", { "data-label": "Checkpoint" }, el("code", { title: cp.checkpoint_id, text: clip(String(cp.checkpoint_id), 14) })),
     el("td", { "data-label": "Parent" }, cp.parent_id ? el("code", { title: cp.parent_id, text: clip(String(cp.parent_id), 14) }) : "—"),
-    el("td", { class: "row-actions wide" },
+    !served ? null : el("td", { class: "row-actions wide" },
       // (from an idle checkpoint, or one waiting for answers, nothing would run: the server refuses)
       NOTHING_TO_RESUME.has(cp.status) ? null
         : el("button", { type: "button", class: "secondary", "data-testid": "resume-button", "data-action": "resume",
@@ -51,7 +57,7 @@ export function checkpointsPanel(actions) {
       el("button", { type: "button", class: "secondary", "data-testid": "fork-button", "data-action": "fork", onclick: act(actions.onFork, cp) },
         "Fork from here", hiddenText(` (superstep ${cp.superstep})`))));
   return {
-    node: el("div", { "data-testid": "checkpoints" }, empty, older, el("div", { class: "table-scroll" }, table)),
+    node: el("div", { "data-testid": "checkpoints" }, empty, notServed, older, el("div", { class: "table-scroll" }, table)),
     /** The run goes on (or not any more): its resume buttons held (or given back). */
     setRunning(value) {
       if (value === running) return;
@@ -63,7 +69,11 @@ export function checkpointsPanel(actions) {
         if (focused && running) resume.closest("tr").querySelector('[data-action="fork"]').focus();
       }
     },
-    sync(list, total) {
+    /** ``answerable``: false for a run of a workflow this server does not serve. */
+    sync(list, total, answerable = true) {
+      served = answerable;
+      actionsHead.hidden = !served;
+      notServed.hidden = served || !list.length;
       // The details hold the newest checkpoints only (100 unless more were asked for).
       const hidden = Math.max(0, (Number.isFinite(total) ? total : list.length) - list.length);
       older.hidden = hidden === 0;
@@ -72,7 +82,7 @@ export function checkpointsPanel(actions) {
         olderButton.textContent = list.length + hidden <= CHECKPOINTS_MAX ? "Show all" : `Show the newest ${CHECKPOINTS_MAX}`;
         olderButton.hidden = list.length >= CHECKPOINTS_MAX;
       }
-      const next = list.map((cp) => `${cp.checkpoint_id}:${cp.status}`).join("|");
+      const next = `${served}|` + list.map((cp) => `${cp.checkpoint_id}:${cp.status}`).join("|");
       if (next === key) return;
       key = next;
       const active = document.activeElement;

@@ -10,16 +10,17 @@ export function runHeader(runId, actions) {
   const workflow = el("a", { href: "#/workflows", text: "…" });
   const facts = el("dl", { class: "facts" });
   const error = el("p", { class: "run-error", hidden: true });
+  const notServed = el("p", { class: "muted", "data-testid": "resume-not-served", hidden: true });
   const cancel = button("Cancel run", { class: "danger", "data-testid": "cancel-button", hidden: true, onclick: actions.onCancel });
   const resume = button("Resume run", { class: "primary", "data-testid": "resume-button", hidden: true, onclick: actions.onResume });
   const node = el("header", { class: "run-head" },
     el("p", { class: "crumbs" }, el("a", { href: "#/runs", text: "Runs" }), " / "),
     el("h1", { tabindex: -1 }, "Run ", el("code", { "data-testid": "run-id", text: runId })),
     el("p", { class: "run-line", "aria-live": "polite" }, "Status: ", status, tags, stream),
-    el("p", {}, "Workflow: ", workflow), facts, error, el("div", { class: "actions" }, cancel, resume));
+    el("p", {}, "Workflow: ", workflow), facts, error, notServed, el("div", { class: "actions" }, cancel, resume));
   const fact = (term, value) => [el("dt", { text: term }), el("dd", {}, value)];
   // What the status line and the buttons show, from the latest details and events.
-  const state = { status: "loading", live: false, interrupted: false };
+  const state = { status: "loading", live: false, interrupted: false, served: true, workflow: "" };
   function show() {
     setStatusBadge(status, state.status);
     document.title = `Run ${runId} (${state.status}) · stepgraph`;
@@ -32,7 +33,11 @@ export function runHeader(runId, actions) {
     tags.replaceChildren(...words.map((t) => el("span", { class: `tag tag-${t}`, text: t })));
     // Going on here, or in another process on the same store (the cancel then goes through the store).
     cancel.hidden = !going;
-    resume.hidden = state.live || !(state.interrupted || state.status === "cancelled" || state.status === "failed");
+    const resumable = !state.live && (state.interrupted || state.status === "cancelled" || state.status === "failed");
+    // (a run of a workflow this server does not serve: resumed where it is served, the server refuses it here)
+    resume.hidden = !resumable || !state.served;
+    notServed.hidden = !resumable || state.served;
+    notServed.textContent = `This server does not serve workflow '${state.workflow}', so it cannot resume this run: resume it where the workflow is served.`;
     if (actions.onGoing) actions.onGoing(going);
   }
   return {
@@ -56,7 +61,7 @@ export function runHeader(runId, actions) {
       error.classList.toggle("stopped", Boolean(message) && cancelled);
     },
     update(d) {
-      Object.assign(state, { status: d.status, live: Boolean(d.live), interrupted: Boolean(d.interrupted) });
+      Object.assign(state, { status: d.status, live: Boolean(d.live), interrupted: Boolean(d.interrupted), served: d.served !== false, workflow: String(d.workflow) });
       show();
       workflow.textContent = d.workflow;
       workflow.href = `#/workflows/${enc(d.workflow)}`;

@@ -161,7 +161,7 @@ export function pageRun(main, { runId }, scope) {
     }
     outputs.sync(Array.isArray(details.outputs) ? details.outputs : [], details.outputs_total, details.outputs_dropped);
     requests.sync(Array.isArray(details.pending_requests) ? details.pending_requests : [], details.served !== false);
-    checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : [], details.checkpoints_total);
+    checkpoints.sync(Array.isArray(details.checkpoints) ? details.checkpoints : [], details.checkpoints_total, details.served !== false);
     if (!opened) {
       opened = true;
       // The graph first (its workflows were asked for with the details),
