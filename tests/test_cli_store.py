@@ -90,6 +90,10 @@ def test_the_secret_of_a_signed_store_comes_from_stepgraph_secret(tmp_path: Path
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stderr
     refused = cli("run", "tests.cli_flows:asking", "--store", spec, "--respond", f"{answer}=true")
     one_line_error(refused, "is signed, but this store was opened without its secret")
+    # (in the command line's terms: it advised "secret=, or STEPGRAPH_SECRET
+    # for the command line")
+    assert refused.stderr.rstrip().endswith("; set STEPGRAPH_SECRET to the store's secret")
+    assert "secret=" not in refused.stderr
     assert cli("checkpoints", "list", "--store", spec).stdout == listed.stdout
     wrong = {"STEPGRAPH_SECRET": "another-secret-of-16"}
     shown = cli(

@@ -128,7 +128,7 @@ def _secret(secret: str | bytes | None) -> bytes | None:
 STOP_FIRST = "stop it first (request_cancel, or stepgraph runs cancel) or wait for it to end"
 
 # How a refusal to go on from a signed checkpoint without the secret ends;
-# the server puts it in its own terms.
+# the server and the command line put it in their own terms.
 SECRET_HINT = "open the store with its secret (secret=, or STEPGRAPH_SECRET for the command line)"
 
 

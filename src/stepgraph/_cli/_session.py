@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .._checkpoint import ANSWER_FORK_HINT, Checkpoint
+from .._checkpoint import ANSWER_FORK_HINT, SECRET_HINT, Checkpoint
 from .._core import (
     Event,
     PendingRequest,
@@ -318,7 +318,7 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
         if not session.run_id and isinstance(
             error, (CheckpointNotFoundError, CheckpointIntegrityError, CheckpointMismatchError)
         ):  # (no run: --resume named nothing, or nothing this workflow may go on from)
-            say(err, ("error: ", "red"), str(error))
+            say(err, ("error: ", "red"), _in_cli_terms(str(error)))
             return EXIT_FAILED
         if not session.run_id and type(error) is CheckpointError and error.__cause__ is None:
             # Refused before it ran (held elsewhere, being deleted), not failed:
@@ -374,8 +374,16 @@ def _resume_later(session: Session, console: Console, *, read: bool = True) -> N
     say(console, f"and go on from the newest with: {session.command('--resume', 'ID')}")
 
 
+# The store's advice names the Python API too (secret=): the command line's only.
+_CLI_SECRET_HINT = "set STEPGRAPH_SECRET to the store's secret"
+
+
+def _in_cli_terms(text: str) -> str:
+    return text.replace(SECRET_HINT, _CLI_SECRET_HINT)
+
+
 def _report_failure(console: Console, error: WorkflowRunError) -> None:
-    text = str(error)
+    text = _in_cli_terms(str(error))
     if error.executor_id and repr(error.executor_id) not in text:
         text += f" (executor {error.executor_id!r}, superstep {error.superstep})"
     say(console, ("failed: ", "red"), text)
