@@ -745,6 +745,23 @@ def test_a_named_pipe_or_a_device_as_store_is_refused_naming_it(tmp_path: Path) 
     )
 
 
+def test_a_file_the_system_makes_up_as_store_is_refused_naming_it() -> None:
+    # /proc/self/status reads "0 bytes" to SQLite, which took it for an
+    # empty database: "is empty: no checkpoint has been stored in it yet".
+    made_up = Path("/proc/self/status")
+    assert made_up.is_file() and made_up.stat().st_size == 0
+    for args in (
+        ("checkpoints", "list"),
+        ("checkpoints", "migrate"),
+        ("run", "examples.hello:build", "--input", '"x"'),
+    ):
+        one_line_error(
+            cli(*args, "--store", f"sqlite:{made_up}"),
+            "'/proc/self/status' is not a regular file (the system makes it up as it is read, "
+            "as in /proc or /sys: its size reads 0), not a checkpoint store file",
+        )
+
+
 def test_checkpoints_show_escapes_what_a_terminal_would_obey(tmp_path: Path) -> None:
     # The stored messages are printed as JSON: json.dumps escapes only the
     # characters below U+0020, so a right-to-left override (U+202E), a C1

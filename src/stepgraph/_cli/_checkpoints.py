@@ -41,9 +41,9 @@ from ._load import (
     StoreMode,
     is_postgres,
     missing_store,
+    not_a_store_file,
     open_store,
     shown_store,
-    special_kind,
     store_path,
 )
 from ._render import json_printable, printable, say
@@ -366,10 +366,8 @@ def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
             opened = PostgresCheckpointStore(store, create=False)
         else:
             path = store_path(store)
-            if path.is_dir():
-                raise fail(f"{str(path)!r} is a folder, not a checkpoint store file")
-            if path.exists() and not path.is_file():
-                raise fail(f"{str(path)!r} is {special_kind(path)}, not a checkpoint store file")
+            if (problem := not_a_store_file(path)) is not None:
+                raise fail(problem)
             if not path.is_file():
                 raise fail(missing_store(store, path))
             opened = SqliteCheckpointStore(path, create=False)

@@ -34,6 +34,7 @@ __all__ = [
     "load_target",
     "load_workflow",
     "missing_store",
+    "not_a_store_file",
     "special_kind",
     "open_store",
     "parse_json",
@@ -286,6 +287,34 @@ def missing_store(spec: str, path: Path) -> str:
     )
 
 
+def not_a_store_file(path: Path) -> str | None:
+    """Why an existing path cannot be a store file, if it cannot: a folder,
+    a pipe, a device... or a file the system makes up as it is read (in
+    /proc or /sys), whose size reads 0 -- SQLite would take it for an empty
+    database."""
+    if path.is_dir():
+        return f"{str(path)!r} is a folder, not a checkpoint store file"
+    if path.exists() and not path.is_file():  # (SQLite would wait on a pipe for ever)
+        return f"{str(path)!r} is {special_kind(path)}, not a checkpoint store file"
+    if path.is_file() and _made_up(path):
+        return (
+            f"{str(path)!r} is not a regular file (the system makes it up as it is read, "
+            "as in /proc or /sys: its size reads 0), not a checkpoint store file"
+        )
+    return None
+
+
+def _made_up(path: Path) -> bool:
+    """Whether a file whose size reads 0 gives bytes when read."""
+    try:
+        if path.stat().st_size:
+            return False
+        with path.open("rb") as file:
+            return bool(file.read(1))
+    except OSError:
+        return False  # (unreadable: SQLite says so)
+
+
 def special_kind(path: Path) -> str:
     """What a path that is neither a file nor a folder is."""
     if path.is_fifo():
@@ -314,10 +343,8 @@ def open_store(spec: str, mode: StoreMode) -> CliStore:
             raise CliError(str(exc)) from None
         return postgres
     path = store_path(spec)
-    if path.is_dir():
-        raise CliError(f"{str(path)!r} is a folder, not a checkpoint store file")
-    if path.exists() and not path.is_file():  # (SQLite would wait on a pipe for ever)
-        raise CliError(f"{str(path)!r} is {special_kind(path)}, not a checkpoint store file")
+    if (problem := not_a_store_file(path)) is not None:
+        raise CliError(problem)
     if mode is not StoreMode.CREATE and not path.exists():
         raise CliError(missing_store(spec, path))
     if mode is StoreMode.CREATE and not path.exists():
