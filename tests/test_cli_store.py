@@ -68,6 +68,11 @@ def test_only_a_run_creates_the_tables_in_an_empty_file(tmp_path: Path) -> None:
         ):
             one_line_error(cli(*args), "is empty: it holds no stepgraph checkpoint store")
         assert path.read_bytes() == before
+        # (it said "nothing was created", not that a run creates the tables)
+        one_line_error(
+            cli("checkpoints", "migrate", "--store", spec),
+            "nothing to migrate; the first run with this store creates its tables",
+        )
     made = cli("run", "examples.hello:build", "--input", '"x"', "--store", f"sqlite:{zero}")
     assert made.returncode == 0, made.stderr
     listed = cli("checkpoints", "list", "--store", f"sqlite:{zero}")

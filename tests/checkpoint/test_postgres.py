@@ -802,6 +802,21 @@ def test_the_command_line_on_postgres(pg_dsn: str) -> None:
     assert vacuum.returncode == 1 and "PostgreSQL vacuums its tables itself" in vacuum.stderr
 
 
+def test_migrating_an_empty_database_says_there_is_nothing_to_migrate(pg_dsn: str) -> None:
+    # (it said only "holds no stepgraph checkpoint tables")
+    from tests.test_cli import cli
+    from tests.test_cli_errors import one_line_error
+
+    one_line_error(
+        cli("checkpoints", "migrate", "--store", pg_dsn),
+        "holds no stepgraph checkpoint tables: nothing to migrate; the first run with this "
+        "store creates its tables (nothing was created)",
+    )
+    assert cli("run", "examples.hello:build", "--input", '"x"', "--store", pg_dsn).returncode == 0
+    migrated = cli("checkpoints", "migrate", "--store", pg_dsn)
+    assert migrated.returncode == 0 and "has layout 4 already" in migrated.stdout
+
+
 def test_the_commands_that_write_refuse_at_once_a_role_that_only_reads(pg_dsn: str) -> None:
     # (a serve on a reading role started, and each run it was asked for then
     # failed at its first save; a run said "failed: ... permission denied")

@@ -9,9 +9,14 @@ from typing import TypeVar
 
 from .._exceptions import CheckpointError
 
-__all__ = ["older", "newer", "step_up"]
+__all__ = ["NOTHING_TO_MIGRATE", "older", "newer", "step_up"]
 
 T = TypeVar("T")
+
+# What a migration of a store without any table says (nothing was changed).
+NOTHING_TO_MIGRATE = (
+    "nothing to migrate; the first run with this store creates its tables (nothing was created)"
+)
 
 
 def older(where: str, layout: int, current: int) -> CheckpointError:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._exceptions import CheckpointError
-from ._layouts import newer, older, step_up
+from ._layouts import NOTHING_TO_MIGRATE, newer, older, step_up
 from ._model import answered_twice
 from ._segments import Packed
 
@@ -409,7 +409,9 @@ def migrate(conn: Any, where: str) -> tuple[int, int]:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LAYOUT_LOCK,))
         before = _layout(cur, where)
         if before is None:
-            raise CheckpointError(f"{where} holds no stepgraph checkpoint tables")
+            raise CheckpointError(
+                f"{where} holds no stepgraph checkpoint tables: {NOTHING_TO_MIGRATE}"
+            )
         layout = step_up(where, before, LAYOUT, _MIGRATIONS, cur)
         if layout != before:
             cur.execute("UPDATE stepgraph_meta SET value = %s WHERE key = 'layout'", (str(layout),))

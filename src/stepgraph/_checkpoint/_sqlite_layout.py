@@ -29,7 +29,7 @@ from typing import Any
 
 from .._exceptions import CheckpointError, CheckpointIntegrityError
 from ._codec import loads
-from ._layouts import newer, older, step_up
+from ._layouts import NOTHING_TO_MIGRATE, newer, older, step_up
 from ._model import Checkpoint, RunInfo, answered_twice
 
 __all__ = [
@@ -371,12 +371,13 @@ def _to_4(conn: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _to_4}
 
 
-def _not_empty(conn: sqlite3.Connection, where: str) -> None:
+def _not_empty(conn: sqlite3.Connection, where: str, *, migrating: bool = False) -> None:
     """Refuse a file without any table (and say nothing was created in it)."""
     (layout,) = conn.execute("PRAGMA user_version").fetchone()
     if layout == 0 and not conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
         raise CheckpointError(
-            f"{where} is empty: it holds no stepgraph checkpoint store (nothing was created)"
+            f"{where} is empty: it holds no stepgraph checkpoint store"
+            + (f": {NOTHING_TO_MIGRATE}" if migrating else " (nothing was created)")
         )
 
 
@@ -385,7 +386,7 @@ def migrate(conn: sqlite3.Connection, where: str) -> tuple[int, int]:
     (layout before, layout after). A file of this layout is left as it is
     (and only read: a read-only one has nothing to migrate either); any
     other is refused unchanged."""
-    _not_empty(conn, where)
+    _not_empty(conn, where, migrating=True)
     (before,) = conn.execute("PRAGMA user_version").fetchone()
     if before == LAYOUT:
         _refuse_foreign(conn, where, before)
