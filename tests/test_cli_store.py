@@ -497,7 +497,13 @@ def test_a_store_must_be_given_as_sqlite_path(tmp_path: Path) -> None:
     for spec, said in (
         ("memory:", "unknown store 'memory:': give sqlite:PATH or postgresql://..."),
         ("postgres://h/db", "checkpoint database 'db' on h: opening it failed: failed to resolve"),
-        ("postgresql://u:pw@127.0.0.1:1/db", "on 127.0.0.1:1: opening it failed: connection"),
+        # (libpq's two lines read as two sentences: it said "Connection refused Is the
+        # server running")
+        (
+            "postgresql://u:pw@127.0.0.1:1/db",
+            "on 127.0.0.1:1: opening it failed: connection failed: connection to server at "
+            '"127.0.0.1", port 1 failed: Connection refused. Is the server running on that host',
+        ),
     ):
         for args in (
             ("run", "examples.hello:build", "--input", '"x"', "--store", spec),

@@ -802,6 +802,14 @@ def test_the_command_line_on_postgres(pg_dsn: str) -> None:
     assert vacuum.returncode == 1 and "PostgreSQL vacuums its tables itself" in vacuum.stderr
 
 
+def test_a_message_of_several_lines_is_told_in_one_its_sentences_kept() -> None:
+    from stepgraph._checkpoint._postgres_connect import one_line
+
+    refused = 'at "h", port 1 failed: Connection refused\n\tIs the server running?\n'
+    assert one_line(refused) == 'at "h", port 1 failed: Connection refused. Is the server running?'
+    assert one_line("a  b:\n  c\nd\n\ne.\nF") == "a b: c; d; e. F"
+
+
 def test_migrating_an_empty_database_says_there_is_nothing_to_migrate(pg_dsn: str) -> None:
     # (it said only "holds no stepgraph checkpoint tables")
     from tests.test_cli import cli

@@ -47,7 +47,14 @@ from .._exceptions import (
 )
 from ._leases import holding
 from ._model import Checkpoint, Row, RunInfo, RunQuery
-from ._postgres_connect import check_pool, database_named, own_conninfo, psycopg_modules, redacted
+from ._postgres_connect import (
+    check_pool,
+    database_named,
+    one_line,
+    own_conninfo,
+    psycopg_modules,
+    redacted,
+)
 from ._postgres_delete import (
     CHUNK,
     MAX_PAUSE,
@@ -235,7 +242,7 @@ class PostgresCheckpointStore(BaseStore):
         return self._pg.connect(self._conninfo(), autocommit=True)
 
     def _failure(self, exc: BaseException, doing: str) -> CheckpointError:
-        reason = " ".join(str(exc).split())  # (the server's messages span lines)
+        reason = one_line(str(exc))  # (libpq's and the server's messages span lines)
         return CheckpointError(f"{self.where()}: {doing} failed: {self._redacted(reason)}")
 
     def _redacted(self, text: str) -> str:

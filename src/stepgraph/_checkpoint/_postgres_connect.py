@@ -15,6 +15,7 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "check_pool",
     "database_named",
+    "one_line",
     "own_conninfo",
     "psycopg_modules",
     "redacted",
@@ -77,6 +78,22 @@ def database_named(pg: Any, dsn: str) -> str:
     port = f":{info['port']}" if info.get("port") else ""
     name = info.get("dbname") or info.get("user") or "(default)"
     return f"checkpoint database {name!r} on {host}{port}"
+
+
+def one_line(text: str) -> str:
+    """A message of several lines in one, each line's end kept as a
+    sentence's: libpq's "...failed: Connection refused" then "Is the server
+    running...?" read as one sentence once the newline was a space."""
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    joined = ""
+    for line in filter(None, lines):
+        if joined:
+            if joined[-1] in ".?!:;,":
+                joined += " "
+            else:
+                joined += ". " if line[0].isupper() else "; "
+        joined += line
+    return joined
 
 
 def redacted(pg: Any, dsn: str, text: str) -> str:
