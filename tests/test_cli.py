@@ -590,7 +590,8 @@ def test_checkpoints_commands(tmp_path: Path) -> None:
     assert "no checkpoint" in cli("checkpoints", "show", ids[-1], "--store", store).stderr
     for gone in (("delete",), ("prune", "--keep-last", "1")):  # (a run it does not hold)
         again = cli("checkpoints", *gone, "--run", run_id, "--store", store)
-        assert again.returncode == 1 and f"no run {run_id!r} in this store" in again.stderr
+        # (the store named as given, as "checkpoints list --run" does: it said "in this store")
+        assert again.returncode == 1 and f"no run {run_id!r} in {store}\n" in again.stderr
 
 
 def run_in_pty(argv: list[str], answer: bytes | None = None, columns: int = 80) -> tuple[int, str]:

@@ -386,7 +386,7 @@ def test_respond_finds_the_run_that_owns_the_request(tmp_path: Path) -> None:
     ]
     one_line_error(
         cli("run", "tests.cli_flows:asking", "--store", store, "--respond", "nope=true"),
-        "no request 'nope' in the store",
+        f"no request 'nope' in {store} (is --store right?)",
     )
 
     def respond(*answers: str) -> object:

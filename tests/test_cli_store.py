@@ -600,8 +600,22 @@ def test_store_specs_and_resuming_nothing_are_one_line_errors(tmp_path: Path) ->
     make_runs(path, 1)
     one_line_error(
         cli("run", "tests.cli_flows:asking", "--resume", "nosuch", "--store", f"sqlite:{path}"),
-        "no checkpoint 'nosuch' in this store",
+        f"no checkpoint 'nosuch' in sqlite:{path}",
     )
+    # Each "no run" (checkpoint, request) names the store as given: some said
+    # "in this store" or "the store", others named it.
+    spec = f"sqlite:{path}"
+    for args, said in (
+        (("checkpoints", "show", "nosuch"), f"no checkpoint 'nosuch' in {spec}"),
+        (("checkpoints", "delete", "--run", "nosuch"), f"no run 'nosuch' in {spec}"),
+        (("checkpoints", "list", "--run", "nosuch"), f"no run 'nosuch' in {spec}"),
+        (("runs", "cancel", "nosuch"), f"no run 'nosuch' in {spec}"),
+        (("run", "examples.hello:build", "--resume", "latest"),
+         f"no run of workflow 'hello' to resume in {spec}"),
+        (("run", "tests.cli_flows:asking", "--respond", "nosuch=true"),
+         f"no request 'nosuch' in {spec} (is --store right?)"),
+    ):  # fmt: skip
+        assert one_line_error(cli(*args, "--store", spec), said).endswith(said)
     one_line_error(cli("checkpoints", "list", "--store", ""), "--store is empty")
     # A quoted ~ (the shell left it) is the home folder.
     listed = cli("checkpoints", "list", "--store", "sqlite:~/s.sqlite", env={"HOME": str(tmp_path)})

@@ -32,6 +32,7 @@ from ._load import (
     CliError,
     CliStore,
     StoreMode,
+    in_named_store,
     is_postgres,
     load_workflow,
     open_store,
@@ -132,6 +133,7 @@ def _continue_from(
     resume: str | None,
     respond: list[str],
     fork: bool = False,
+    spec: str = DEFAULT_STORE,
 ) -> tuple[str, dict[str, Any] | None]:
     """The checkpoint to continue and the answers to deliver. ``--respond``
     alone continues the run that owns the requests, from its latest
@@ -151,7 +153,7 @@ def _continue_from(
             store.runs(workflow=workflow.name, signature=workflow.signature, limit=1)
         )
         if not runs:
-            raise CliError(f"the store holds no run of workflow {workflow.name!r} to resume")
+            raise CliError(f"no run of workflow {workflow.name!r} to resume in {shown_store(spec)}")
         checkpoint = runs[0].last_checkpoint
     elif resume is not None:
         checkpoint = resume
@@ -161,7 +163,7 @@ def _continue_from(
         }
         unknown = [request_id for request_id, run in owners.items() if run is None]
         if unknown:
-            raise CliError(f"no request {unknown[0]!r} in the store (is --store right?)")
+            raise CliError(f"no request {unknown[0]!r} in {shown_store(spec)} (is --store right?)")
         by_run = {run.run_id: run for run in owners.values() if run is not None}
         if len(by_run) > 1:
             raise CliError(
@@ -370,7 +372,7 @@ def run(
                     say(err, f"creating checkpoint store {path}", style="dim")
                 if continuing:
                     checkpoint, responses = _continue_from(
-                        workflow, sqlite, resume, respond or [], fork
+                        workflow, sqlite, resume, respond or [], fork, store
                     )
             session = Session(workflow, target, None if no_store else store)
             session.value, session.checkpoint, session.responses = value, checkpoint, responses
@@ -388,7 +390,7 @@ def run(
                 sqlite.close()
             if stop_exporting is not None:
                 stop_exporting()
-            raise _fail(str(exc)) from None
+            raise _fail(in_named_store(str(exc), store)) from None
         code: int | None = None
         try:
             code = execute(session, sqlite)

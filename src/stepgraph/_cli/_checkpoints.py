@@ -39,6 +39,7 @@ from ._load import (
     CliError,
     CliStore,
     StoreMode,
+    in_named_store,
     is_postgres,
     missing_store,
     not_a_store_file,
@@ -84,7 +85,7 @@ def with_store(spec: str, mode: StoreMode, use: Callable[[CliStore], Coroutine[A
         finally:
             store.close()
     except (CliError, StepgraphError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(in_named_store(str(exc), spec)) from None
     for warning in caught:
         say(err, ("warning: ", "yellow"), str(warning.message))
     return result
@@ -327,7 +328,7 @@ def checkpoints_prune(
 
     async def prune(s: CliStore) -> int:
         if run_id is not None and await s.run_info(run_id) is None:
-            raise CheckpointNotFoundError(f"no run {quoted(run_id)} in this store")  # (as delete)
+            raise CheckpointNotFoundError(f"no run {quoted(run_id)} in {shown_store(store)}")
         return await s.prune(run_id, keep_last=keep_last)
 
     count = with_store(store, StoreMode.WRITE, prune)

@@ -33,6 +33,7 @@ __all__ = [
     "is_postgres",
     "load_target",
     "load_workflow",
+    "in_named_store",
     "missing_store",
     "not_a_store_file",
     "special_kind",
@@ -232,6 +233,16 @@ def shown_store(spec: str) -> str:
             scheme = spec.partition("://")[0]  # (as typed: urlsplit lowers its case)
             spec = f"{scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
     return _PASSWORD_KEYWORD.sub("password=…", spec)
+
+
+def in_named_store(text: str, spec: str) -> str:
+    """A store's "no run ... in this store" (or checkpoint) naming the store
+    as given, without its password, as the command line's own messages do."""
+    return _IN_THIS_STORE.sub(lambda m: f" in {shown_store(spec)}{m[1] or ''}", text)
+
+
+# (the stores' wording: "no run 'x' in this store", "... in this store (before=)")
+_IN_THIS_STORE = re.compile(r" in this store( \(before=\))?$")
 
 
 def _secret_problem(error: Exception) -> str:

@@ -47,7 +47,7 @@ from .._exceptions import (
 from .._recorder import FORK_HINT
 from .._workflow import Workflow
 from ._input import example_json
-from ._load import CliError, CliStore, StoreMode, open_store, shown_store
+from ._load import CliError, CliStore, StoreMode, in_named_store, open_store, shown_store
 from ._render import LiveView, RunConsole, event_json, printable, say, shown
 
 __all__ = [
@@ -318,7 +318,10 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
         if not session.run_id and isinstance(
             error, (CheckpointNotFoundError, CheckpointIntegrityError, CheckpointMismatchError)
         ):  # (no run: --resume named nothing, or nothing this workflow may go on from)
-            say(err, ("error: ", "red"), _in_cli_terms(str(error)))
+            text = _in_cli_terms(str(error))
+            if session.store_spec is not None:
+                text = in_named_store(text, session.store_spec)
+            say(err, ("error: ", "red"), text)
             return EXIT_FAILED
         if not session.run_id and type(error) is CheckpointError and error.__cause__ is None:
             # Refused before it ran (held elsewhere, being deleted), not failed:
