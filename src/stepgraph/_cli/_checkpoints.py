@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._checkpoint import TERMINAL_STATUSES, CheckpointInfo, RunInfo, SqliteCheckpointStore
+from .._checkpoint._layouts import NOTHING_TO_MIGRATE
 from .._checkpoint._postgres import PostgresCheckpointStore
 from .._checkpoint._store import RUNNING_STATUSES, STOP_FIRST
 from .._core import RunStatus, quoted
@@ -377,7 +378,11 @@ def checkpoints_migrate(store: StoreOption = DEFAULT_STORE) -> None:
     try:
         before, after = opened.migrate()
     except StepgraphError as exc:
-        raise fail(str(exc)) from None
+        if NOTHING_TO_MIGRATE not in str(exc):
+            raise fail(str(exc)) from None
+        # (not a failure: a deployment migrating a new database goes on)
+        say(out, str(exc))
+        return
     finally:
         opened.close()
     if before == after:
