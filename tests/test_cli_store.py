@@ -382,9 +382,11 @@ def test_breakpoints_from_the_command_line(tmp_path: Path) -> None:
 
 def slow_run_elsewhere(spec: str) -> tuple[subprocess.Popen[str], str]:
     """``tests.cli_flows:slow`` going on in another process on store
-    ``spec`` (its events as JSON lines on its stdout): it, and its run id."""
+    ``spec`` (its events as JSON lines on its stdout): it, and its run id.
+    It ticks for a minute: ended by the test (cancelled or terminated), not
+    by itself before a command of the test reaches it on a loaded machine."""
     process = subprocess.Popen(
-        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "0", "--store", spec, "--json"],
+        [*COMMAND, "run", "tests.cli_flows:slow", "--input", "-400", "--store", spec, "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH},
     )  # fmt: skip
