@@ -1326,14 +1326,20 @@ def test_the_runs_list_says_how_often_it_refreshes(serve, open_console):
     expect(note).to_contain_text("every 30 seconds otherwise")
 
 
+def _loaded(serve, open_console):
+    """The console of a server of the test flows, loaded: for a test of its
+    modules' functions in the page."""
+    console = open_console(serve().url + "/")
+    console.open("#/workflows")
+    console.find("workflow-card", name="gate").wait_for()
+    return console
+
+
 def test_the_timeline_gives_each_map_item_its_own_duration(serve, open_console):
     # (a start was matched to a finish by path and superstep, first in first
     # out: map items finish in any order, so an item that finished first was
     # given the duration of the one that started first)
-    server = serve()
-    console = open_console(server.url + "/")
-    console.open("#/workflows")
-    console.find("workflow-card", name="gate").wait_for()
+    console = _loaded(serve, open_console)
     calls = console.page.evaluate(
         """async () => {
           const m = await import("/static/js/run-model.js");
@@ -1357,10 +1363,7 @@ def test_a_maps_agents_each_get_their_own_text_and_tool_lines(serve, open_consol
     # (a map's items share its path, their turns and their tool call ids,
     # call_0-<run>: the agents panel ran every item's text into one turn and
     # every item's call into one line, "requested → started → requested...")
-    server = serve()
-    console = open_console(server.url + "/")
-    console.open("#/workflows")
-    console.find("workflow-card", name="gate").wait_for()
+    console = _loaded(serve, open_console)
     panels = console.page.evaluate(
         """async () => {
           const m = await import("/static/js/outputs.js");
