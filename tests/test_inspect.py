@@ -270,3 +270,32 @@ async def test_dropping_one_of_a_child_runs_requests_keeps_it_waiting_for_the_ot
     # Every level forgot the dropped request: the child run ended with the answer.
     final = await build_parent().get_state(done.last_checkpoint or "")
     assert final.snapshots["sub"]["runs"] == {}
+
+
+async def test_get_and_update_state_refuse_arguments_of_the_wrong_type_naming_them() -> None:
+    # (get_state(123) failed with "'int' object has no attribute 'isascii'",
+    # state=[...] with "'list' object has no attribute 'items'", and
+    # drop_requests="abc" dropped request 'a')
+    store = sg.MemoryCheckpointStore()
+    workflow = build(store)
+    result = await workflow.run(Order("tea", 2))
+    cp = result.last_checkpoint
+    assert cp is not None
+    with pytest.raises(
+        sg.CheckpointError, match="checkpoint= takes a checkpoint id, a string: 123"
+    ):
+        await workflow.get_state(123)  # type: ignore[arg-type]
+    with pytest.raises(sg.CheckpointError, match="a checkpoint id, a string: 123 is an int"):
+        await workflow.update_state(123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="state= maps keys to values, not a list"):
+        await workflow.update_state(cp, state=[1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="messages= maps executor ids to lists of messages"):
+        await workflow.update_state(cp, messages=[Order("tea", 1)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="state= maps keys, which are strings.*: 1 is an int"):
+        await workflow.update_state(cp, state={1: "x"})  # type: ignore[dict-item]
+    for wrong in ("abc", 5):
+        with pytest.raises(TypeError, match="drop_requests= takes a list of request ids, not"):
+            await workflow.update_state(cp, drop_requests=wrong)  # type: ignore[arg-type]
+    with pytest.raises(sg.RequestError, match="drop_requests= lists request ids.*: 5 is an int"):
+        await workflow.update_state(cp, drop_requests=[5])  # type: ignore[list-item]
+    assert [c.id for c in await store.list(result.run_id)][-1] == cp  # (nothing written)

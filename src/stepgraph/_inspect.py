@@ -21,12 +21,14 @@ from ._core import (
     PendingRequest,
     Response,
     RunState,
+    a_string,
     a_type,
     a_value_type,
     to_the_end,
 )
-from ._exceptions import RequestError
+from ._exceptions import CheckpointError, RequestError
 from ._persistence import RunCodec, body_refs
+from ._prepare import CHECKPOINT_ID
 from ._recorder import new_checkpoint_id, take_run
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class StateSnapshot:
 async def get_state(
     workflow: Workflow, store: CheckpointStore, checkpoint_id: str
 ) -> StateSnapshot:
+    a_string(checkpoint_id, CHECKPOINT_ID, CheckpointError)
     stored = await store.load(checkpoint_id)
     run, snapshots = workflow.codec.decode(stored)
     edges = workflow.graph.edges
@@ -99,14 +102,30 @@ async def update_state(
     messages: Mapping[str, Iterable[Any]] | None,
     drop_requests: Iterable[str],
 ) -> str:
+    a_string(checkpoint_id, CHECKPOINT_ID, CheckpointError)
+    for name, edits in (("state", state), ("messages", messages)):
+        if edits is not None and not isinstance(edits, Mapping):
+            what = "keys to values" if name == "state" else "executor ids to lists of messages"
+            raise TypeError(
+                f"update_state: {name}= maps {what}, not {a_value_type(edits)}: pass a dict"
+            )
+    if isinstance(drop_requests, (str, bytes)) or not isinstance(drop_requests, Iterable):
+        raise TypeError(
+            f"update_state: drop_requests= takes a list of request ids, not "
+            f"{a_value_type(drop_requests)} (to drop one request, pass [request_id])"
+        )
+    drop_requests = list(drop_requests)
+    for request_id in drop_requests:
+        a_string(
+            request_id, "update_state: drop_requests= lists request ids, strings", RequestError
+        )
     stored = await store.load(checkpoint_id)
     going_on_from(store, stored)
     codec = workflow.codec
     run, snapshots = codec.decode(stored)
     written: set[str] = set()
     for key, value in (state or {}).items():
-        if not isinstance(key, str):
-            raise TypeError(f"state keys are str, not {key!r}")
+        a_string(key, "update_state: state= maps keys, which are strings, to values")
         run.state[key] = value
         written.add(key)
     nodes = workflow.graph.nodes

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, going_on_from
-from ._core import Backend, MessageTypeError, RunState, a_value_type, type_name
+from ._core import Backend, MessageTypeError, RunState, a_string, a_value_type, type_name
 from ._exceptions import CheckpointError, RequestError
 from ._executor import refusal
 from ._persistence import CheckpointConfig, apply_responses
@@ -28,6 +28,10 @@ ExecutorRef = Any  # an Executor or its id
 # The run to execute: (run id, state, checkpoint resumed from, its state
 # hashes, the suspended run it continues).
 Prepared = tuple[str, RunState, Checkpoint | None, dict[str, str] | None, Suspended | None]
+
+
+# What a checkpoint= given that is not a string is told (run, get_state, update_state).
+CHECKPOINT_ID = "checkpoint= takes a checkpoint id, a string"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,16 +55,13 @@ class RunCall:
         # 'isascii'")
         if isinstance(self.responses, Mapping):
             for request_id in self.responses:
-                if not isinstance(request_id, str):
-                    raise RequestError(
-                        f"responses maps request ids, which are strings, to values: "
-                        f"{request_id!r} is {a_value_type(request_id)}"
-                    )
-        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
-            raise CheckpointError(
-                f"checkpoint= takes a checkpoint id, a string: {self.checkpoint!r} is "
-                f"{a_value_type(self.checkpoint)}"
-            )
+                a_string(
+                    request_id,
+                    "responses maps request ids, which are strings, to values",
+                    RequestError,
+                )
+        if self.checkpoint is not None:
+            a_string(self.checkpoint, CHECKPOINT_ID, CheckpointError)
 
 
 async def prepare(workflow: Workflow, call: RunCall, config: CheckpointConfig | None) -> Prepared:

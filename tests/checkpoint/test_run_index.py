@@ -5,6 +5,7 @@ them."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,38 @@ async def test_runs_and_set_status_take_a_run_status_and_runs_refuse_an_unknown_
     for wrong in ("canceled", "FAILED", "done", ""):
         with pytest.raises(ValueError, match=f"unknown status '{wrong}'; use a RunStatus or one"):
             await store.runs(status=wrong)
+
+
+async def test_a_name_or_count_of_the_wrong_type_is_refused_naming_it(
+    store: sg.CheckpointStore,
+) -> None:
+    # (request_cancel(7) and every lookup by an int id failed with "'int'
+    # object has no attribute 'isascii'", limit="3" with "'<' not supported")
+    await store.save(make("a"))
+    calls: list[tuple[str, Any]] = [
+        ("request_cancel: run_id= takes a run id", lambda: store.request_cancel(7)),
+        ("load: checkpoint_id= takes a checkpoint id", lambda: store.load(7)),
+        ("latest: run_id=", lambda: store.latest(7)),
+        ("list: workflow= takes a workflow name", lambda: store.list(workflow=7)),
+        ("runs: before= takes a run id", lambda: store.runs(before=7)),
+        ("run_info: run_id=", lambda: store.run_info(7)),
+        ("find_request: request_id= takes a request id", lambda: store.find_request(7)),
+        ("delete: checkpoint_id=", lambda: store.delete(7)),
+        ("delete_run: run_id=", lambda: store.delete_run(7)),
+        ("prune: run_id=", lambda: store.prune(7)),
+        ("set_status: run_id=", lambda: store.set_status(7, "failed")),
+        ("answers: request_id=", lambda: store.answers("r1", [7])),
+    ]
+    for said, call in calls:
+        with pytest.raises(TypeError, match=f"^{said}.*, a string: 7 is an int$"):
+            await call()
+    with pytest.raises(ValueError, match="limit must be a whole number, at least 1, got '3'"):
+        await store.runs(limit="3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="keep_last >= 1.*got keep_last='1'"):
+        await store.prune(keep_last="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a count >= 0, got .*last='2'"):
+        await store.list("r1", last="2")  # type: ignore[arg-type]
+    assert [c.id for c in await store.list("r1")] == ["a"]  # (nothing was touched)
 
 
 async def test_the_run_of_a_request_is_found(store: sg.CheckpointStore) -> None:

@@ -154,8 +154,11 @@ class RunQuery:
                 f"unknown status {quoted(str(self.status))}; use a RunStatus or one of "
                 + ", ".join(_STATUS_VALUES)
             )
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be at least 1, got {self.limit}")
+        limit = self.limit
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
+            raise ValueError(f"limit must be a whole number, at least 1, got {limit!r:.200}")
         if self.limit is not None and self.limit > MOST:
             object.__setattr__(self, "limit", None)  # (more than any store holds: no limit)
 

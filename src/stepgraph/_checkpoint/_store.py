@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any, Self, TypeVar
 
-from .._core import RunStatus, lone_surrogate_at, quoted
+from .._core import RunStatus, a_string, a_value_type, lone_surrogate_at, quoted
 from .._exceptions import (
     CheckpointEncodeError,
     CheckpointError,
@@ -95,18 +95,38 @@ def _storable(text: str | None) -> str | None:
     return text
 
 
-def _absent(*names: str | None) -> bool:
+# What each name a store method looks up is (a string), for its refusal.
+_NAMES = {
+    "run_id": "a run id",
+    "checkpoint_id": "a checkpoint id",
+    "request_id": "a request id",
+    "workflow": "a workflow name",
+    "signature": "a graph signature",
+    "before": "a run id",
+    "after": "a checkpoint id",
+    "holder": "a holder's name",
+}
+
+
+def _absent(call: str, **names: str | None) -> bool:
     """Whether a name looked up holds half a character (a lone surrogate):
     no store holds one (a save refuses it, and the SQL drivers cannot even
-    send it), so the lookup finds nothing, as it does in memory."""
-    return any(n and lone_surrogate_at(n) is not None for n in names)
+    send it), so the lookup finds nothing, as it does in memory. A name that
+    is no string (``request_cancel(7)``) is refused naming it and ``call``
+    (it failed deep inside: "'int' object has no attribute 'isascii'")."""
+    absent = False
+    for name, value in names.items():
+        if value is not None:
+            a_string(value, f"{call}: {name}= takes {_NAMES[name]}, a string")
+            absent = absent or (value != "" and lone_surrogate_at(value) is not None)
+    return absent
 
 
-def _named(run_id: str) -> str:
+def _named(call: str, run_id: str) -> str:
     """A run id a lease or a status is written for: half a character is
     refused by name (every store's answer; the SQL drivers' is an encoding
     error)."""
-    if _absent(run_id):
+    if _absent(call, run_id=run_id):
         raise ValueError(
             f"run id {quoted(run_id)} holds half a character (a lone surrogate), which no "
             "store keeps: no run has that id"
@@ -310,10 +330,12 @@ class BaseStore:
         self._write(checkpoints, blob_bytes, blobs)
 
     async def load(self, checkpoint_id: str) -> Checkpoint:
-        return await self._open(await self._row(checkpoint_id))
+        return await self._open(await self._row(checkpoint_id, "load"))
 
     async def latest(self, run_id: str) -> Checkpoint | None:
-        row = None if _absent(run_id) else await self._run(self._read_latest, run_id)
+        row = (
+            None if _absent("latest", run_id=run_id) else await self._run(self._read_latest, run_id)
+        )
         return None if row is None else await self._open(row)
 
     async def _open(self, row: Row) -> Checkpoint:
@@ -361,8 +383,12 @@ class BaseStore:
                         if wanted is None or wanted == after:
                             return
 
-    async def _row(self, checkpoint_id: str) -> Row:
-        row = None if _absent(checkpoint_id) else await self._run(self._read, checkpoint_id)
+    async def _row(self, checkpoint_id: str, call: str) -> Row:
+        row = (
+            None
+            if _absent(call, checkpoint_id=checkpoint_id)
+            else await self._run(self._read, checkpoint_id)
+        )
         if row is None:
             raise CheckpointNotFoundError(f"no checkpoint {quoted(checkpoint_id)} in this store")
         return row
@@ -385,7 +411,8 @@ class BaseStore:
         ``CheckpointNotFoundError``): the run is read back from its newest
         records only as far as that checkpoint. (All of them at once: a
         page of a long run's is ``outputs_slice``.)"""
-        row = await self._row(checkpoint_id)
+        _absent("outputs", after=after)
+        row = await self._row(checkpoint_id, "outputs")
         chain: builtins.list[Row] = []
         async with aclosing(self._lineage(row, after)) as lineage:
             async for record in lineage:
@@ -419,7 +446,7 @@ class BaseStore:
                 f"outputs_slice takes a whole-number offset and a limit >= 0 (or None), got "
                 f"offset={offset!r}, limit={limit!r}"
             )
-        row = await self._row(checkpoint_id)
+        row = await self._row(checkpoint_id, "outputs_slice")
         counts: builtins.list[tuple[str, int]] = []  # the lineage's, newest first
         newest: builtins.list[builtins.list[Any]] = []  # (offset < 0) those it asks for
         total = 0
@@ -468,16 +495,17 @@ class BaseStore:
         damaged: builtins.list[str] = []
         infos: builtins.list[CheckpointInfo] = []
         if last is None:
-            if not _absent(run_id, workflow):
+            if not _absent("list", run_id=run_id, workflow=workflow):
                 rows, damaged = await self._run(self._rows, run_id, workflow)
                 infos = [r.info for r in rows]
         else:
-            if run_id is None or isinstance(last, bool) or last < 0:
+            _absent("list", run_id=run_id, workflow=workflow)
+            if run_id is None or not isinstance(last, int) or isinstance(last, bool) or last < 0:
                 raise ValueError(
                     f"last= lists a run's newest checkpoints: it needs run_id and a count "
                     f">= 0, got run_id={run_id!r}, last={last!r}"
                 )
-            if last and not _absent(run_id, workflow):
+            if last and not _absent("list", run_id=run_id, workflow=workflow):
                 # (pages of a few MiB, their bodies let go at once: checkpoints
                 # holding large outputs are listed without holding them)
                 pages = self._newest_first(run_id, damaged, _PAGE_BYTES)
@@ -510,9 +538,9 @@ class BaseStore:
         query = RunQuery(
             workflow=workflow, signature=signature, status=status, limit=limit, before=before
         )
-        if _absent(before):
+        if _absent("runs", before=before):
             raise CheckpointNotFoundError(f"no run {quoted(before or '')} in this store (before=)")
-        if _absent(workflow, signature):
+        if _absent("runs", workflow=workflow, signature=signature):
             return []
         infos, damaged = await self._run(self._runs, query)
         if damaged:
@@ -525,16 +553,22 @@ class BaseStore:
         return infos
 
     async def find_request(self, request_id: str) -> RunInfo | None:
-        return None if _absent(request_id) else await self._run(self._run_of_request, request_id)
+        return (
+            None
+            if _absent("find_request", request_id=request_id)
+            else await self._run(self._run_of_request, request_id)
+        )
 
     async def run_info(self, run_id: str) -> RunInfo | None:
-        return None if _absent(run_id) else await self._run(self._run_info, run_id)
+        return (
+            None if _absent("run_info", run_id=run_id) else await self._run(self._run_info, run_id)
+        )
 
     async def request_cancel(self, run_id: str) -> bool:
         # A run going on holds its lease: one nobody holds runs nowhere (its
         # process ended without recording how) and would never hear the
         # cancel. (Read, not taken: a resume that comes meanwhile goes on.)
-        if _absent(run_id) or await self.lease_holder(run_id) is None:
+        if _absent("request_cancel", run_id=run_id) or await self.lease_holder(run_id) is None:
             return False
         return await self._run(self._request_cancel, run_id, time.time())
 
@@ -543,29 +577,42 @@ class BaseStore:
         return asked is not None and asked >= since
 
     async def cancel_asked(self, run_id: str, since: float) -> bool:
-        asked = None if _absent(run_id) else await self._run(self._cancel_mark, run_id)
+        asked = (
+            None
+            if _absent("cancel_asked", run_id=run_id)
+            else await self._run(self._cancel_mark, run_id)
+        )
         if asked is not None:
             self._cancels[run_id] = asked
         return asked is not None and asked >= since
 
     async def answers(self, run_id: str, request_ids: Iterable[str]) -> dict[str, str]:
-        if _absent(run_id):
+        if isinstance(request_ids, (str, bytes)):
+            raise TypeError(
+                "answers: request_ids= takes a list of request ids, not "
+                f"{a_value_type(request_ids)}"
+            )
+        wanted = [r for r in request_ids if not _absent("answers", request_id=r)]
+        if _absent("answers", run_id=run_id):
             return {}
-        wanted = [r for r in request_ids if not _absent(r)]
         return await self._run(self._answers, run_id, wanted) if wanted else {}
 
     async def lease(self, run_id: str, holder: str) -> str | None:
-        return await self._run(self._lease, _named(run_id), holder)
+        return await self._run(self._lease, _named("lease", run_id), holder)
 
     async def release(self, run_id: str, holder: str) -> None:
-        if not _absent(run_id):  # (never leased)
+        if not _absent("release", run_id=run_id):  # (never leased)
             await self._run(self._release_lease, run_id, holder)
 
     async def lease_holder(self, run_id: str) -> str | None:
         """Who holds the run now (``None``: nobody, or a process that has
         ended) -- read, not taken: asking never stands in the way of a call
         that takes the run at that moment, as taking and giving back would."""
-        return None if _absent(run_id) else await self._run(self._holder, run_id)
+        return (
+            None
+            if _absent("lease_holder", run_id=run_id)
+            else await self._run(self._holder, run_id)
+        )
 
     async def set_status(
         self, run_id: str, status: str | RunStatus, error: str | None = None
@@ -574,10 +621,10 @@ class BaseStore:
             status = status.value
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {sorted(TERMINAL_STATUSES)}, not {status!r}")
-        await self._run(self._set_status, _named(run_id), status, _storable(error))
+        await self._run(self._set_status, _named("set_status", run_id), status, _storable(error))
 
     async def delete(self, checkpoint_id: str) -> None:
-        row = await self._row(checkpoint_id)
+        row = await self._row(checkpoint_id, "delete")
         holder = await self._hold_for_deleting(row.run_id)  # (as delete_run: not cut from under)
         try:
             await self._run(self._remove, [checkpoint_id])
@@ -591,7 +638,7 @@ class BaseStore:
             self._cancels.pop(row.run_id, None)
 
     async def delete_run(self, run_id: str) -> int:
-        if _absent(run_id):
+        if _absent("delete_run", run_id=run_id):
             raise CheckpointNotFoundError(f"no run {quoted(run_id)} in this store")
         holder = await self._hold_for_deleting(run_id)
         try:
@@ -618,12 +665,15 @@ class BaseStore:
         return holder
 
     async def prune(self, run_id: str | None = None, *, keep_last: int = 1) -> int:
-        if keep_last < 1:
-            raise ValueError("prune keeps at least one checkpoint per run (keep_last >= 1)")
+        if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
+            raise ValueError(
+                f"prune keeps at least one checkpoint per run (keep_last >= 1), got "
+                f"keep_last={keep_last!r:.200}"
+            )
         removed = 0
         damaged: builtins.list[str] = []
         keep_last = min(keep_last, MOST)  # (no run holds more)
-        if _absent(run_id):
+        if _absent("prune", run_id=run_id):
             return 0
         # One run at a time: each removal is short, so writers never wait long.
         for run, ids in (await self._run(self._run_ids, run_id, keep_last)).items():

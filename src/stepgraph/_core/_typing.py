@@ -80,6 +80,16 @@ def a_value_type(value: Any) -> str:
     return a_type(cls)
 
 
+def a_string(value: Any, what: str, error: type[Exception] = TypeError) -> str:
+    """``value``, which must be a string; else ``error`` saying ``what``
+    took one ("checkpoint= takes a checkpoint id, a string") and what it got
+    instead (an int id failed deep inside a store with "'int' object has no
+    attribute 'isascii'")."""
+    if isinstance(value, str):
+        return value
+    raise error(f"{what}: {value!r:.200} is {a_value_type(value)}")
+
+
 def _held(values: cabc.Iterable[Any]) -> str:
     names: dict[str, None] = {}
     for value in values:
