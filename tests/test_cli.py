@@ -474,6 +474,19 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     assert "runs nothing; a new run takes --input" in again.stderr
 
 
+def test_resuming_a_finished_run_says_only_how_it_stays(tmp_path: Path) -> None:
+    # (its --json said "in_progress" first, though it runs nothing)
+    store = f"sqlite:{tmp_path / 'done.sqlite'}"
+    done = cli("run", "examples.hello:build", "--input", '"x"', "--store", store, "--json")
+    assert done.returncode == 0, done.stderr
+    again = cli("run", "examples.hello:build", "--store", store, "--resume", "latest", "--json")
+    assert again.returncode == 0, again.stderr
+    events = events_of(again.stdout)
+    assert [e["kind"] for e in events] == ["run_started", "status"]
+    assert events[-1]["status"] == "idle"
+    assert "had finished (idle) at checkpoint" in again.stderr
+
+
 @pytest.mark.parametrize("ignoring_sigint", [False, True])
 def test_sigterm_stops_like_ctrl_c(tmp_path: Path, ignoring_sigint: bool) -> None:
     """What systemd, docker stop and kill send: the run stops at a

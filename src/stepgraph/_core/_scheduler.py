@@ -160,8 +160,14 @@ async def run_supersteps(
     emit = scope.emit
     emit(RunStartedEvent(run_id=scope.run_id, workflow=scope.workflow_name))
     resumed_at_breakpoint, run.paused = run.paused, False
+    if breakpoints.before and not resumed_at_breakpoint:
+        run.paused = not breakpoints.before.isdisjoint(run.inboxes)
     status = run.status(running=True)
-    emit(StatusEvent(status=status))
+    if run.inboxes and not run.paused:
+        # (a run with nothing to deliver — resumed where it had ended, or
+        # stopping at once before a breakpoint — runs no superstep: its one
+        # status is how it stays, not "in_progress" first)
+        emit(StatusEvent(status=status))
     for request in run.requests.values():  # still open from before: say what we wait for
         emit(_announcement(request, request.superstep))
     router = Router(graph, run.fan_in)
@@ -176,8 +182,6 @@ async def run_supersteps(
     cancelled = False
     try:
         try:
-            if breakpoints.before and not resumed_at_breakpoint:
-                run.paused = not breakpoints.before.isdisjoint(run.inboxes)
             if hook is not None:
                 await hook.barrier(run, None)
                 task = asyncio.current_task()
