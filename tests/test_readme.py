@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+import stepgraph as sg
+
 ROOT = Path(__file__).resolve().parent.parent
+SOURCE = Path(sg.__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -125,7 +128,8 @@ def test_docs_transcript_matches_what_the_command_prints(
         text=True,
         timeout=60,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # (the stepgraph under test, not whichever the interpreter installed)
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(SOURCE)])},
         stdin=subprocess.DEVNULL,
     )
     printed = run.stdout.splitlines()
