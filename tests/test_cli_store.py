@@ -522,6 +522,25 @@ def test_a_store_must_be_given_as_sqlite_path(tmp_path: Path) -> None:
     )
 
 
+def test_the_printed_command_after_a_breakpoint_keeps_the_breakpoints(tmp_path: Path) -> None:
+    # Stepping through a loop, as with a debugger's "continue": each go on
+    # stops before the executor again (the command dropped --break-before,
+    # and the next run went to the end).
+    spec = f"sqlite:{tmp_path / 'steps.sqlite'}"
+    step = cli("run", "tests.cli_flows:slow", "--input", "11", "--store", spec,
+               "--break-before", "tick", "--break-after", "tick")  # fmt: skip
+    seen = []
+    while step.returncode == 3:
+        [line] = [line for line in step.stdout.splitlines() if line.startswith("go on with:")]
+        command = shlex.split(line.removeprefix("go on with: "))
+        assert command[:3] == ["stepgraph", "run", "tests.cli_flows:slow"]
+        assert command[5:9] == ["--break-before", "tick", "--break-after", "tick"]
+        seen.append(re.findall(r"paused after superstep (\d+)", step.stdout))
+        step = cli(*command[1:])
+    assert step.returncode == 0 and "output: 12" in step.stdout, step.stderr
+    assert seen == [["0"], ["1"]]  # (tick(12) yields: the run ends)
+
+
 def test_runs_cancel_refuses_a_run_that_is_not_running(tmp_path: Path) -> None:
     spec = f"sqlite:{tmp_path / 'still.sqlite'}"
     paused = cli("run", "tests.test_pauses:pipeline", "--input", "1", "--store", spec,

@@ -152,7 +152,16 @@ class Session:
             shown = shown_store(self.store_spec)
             self.password_left_out |= shown != self.store_spec
             store = ("--store", shown)
-        return shlex.join(("stepgraph", "run", self.target, *store, *self.backend_args, *args))
+        # Its breakpoints too, as a debugger's "continue" keeps them: a run
+        # stepped through a loop stops at the next --break-before X, instead
+        # of running to its end.
+        breaks = [
+            *(a for eid in self.break_before or () for a in ("--break-before", eid)),
+            *(a for eid in self.break_after or () for a in ("--break-after", eid)),
+        ]
+        return shlex.join(
+            ("stepgraph", "run", self.target, *store, *self.backend_args, *breaks, *args)
+        )
 
 
 async def _stream(session: Session, store: CliStore | None) -> None:
