@@ -825,3 +825,19 @@ def test_checkpoints_show_escapes_what_a_terminal_would_obey(tmp_path: Path) -> 
     assert '"a\\u202eb\\u009b31mc\\u007f"' in shown.stdout
     record = json.loads(shown.stdout)  # (the same JSON)
     assert record["pending_messages"] == {"[red]boom": ["a\u202eb\x9b31mc\x7f"]}
+
+
+def test_half_a_character_in_the_input_is_refused_before_the_run(tmp_path: Path) -> None:
+    # (the run failed at its first barrier and was listed failed, nothing run)
+    path = tmp_path / "runs.sqlite"
+    spec = f"sqlite:{path}"
+    given = '{"k": ["x", "a\\udc80"]}'
+    one_line_error(
+        cli("run", "tests.cli_flows:echoing", "--input", given, "--store", spec),
+        "error: workflow 'echoing' checkpoints its runs, and its input cannot be stored: "
+        "the input['k'][1]: the string holds a lone surrogate ('\\udc80' at index 1)",
+        "nothing ran",
+    )
+    assert not path.exists()  # (refused before a store was made for it)
+    done = cli("run", "tests.cli_flows:echoing", "--input", given, "--no-store")
+    assert done.returncode == 0, done.stderr

@@ -62,17 +62,27 @@ async def test_a_state_key_holding_half_a_character_is_named(store: sg.Checkpoin
         await workflow.run(1)
 
 
-async def test_unstorable_input_names_the_inbox(store: sg.CheckpointStore) -> None:
-    @sg.executor(id="start")
-    async def start(text: str) -> None:
-        pass
+async def test_unstorable_input_is_refused_before_the_run_naming_where(
+    store: sg.CheckpointStore,
+) -> None:
+    # (half a character in the input failed the run at its first barrier:
+    # listed failed, having run nothing)
+    @sg.executor(id="echo")
+    async def echo(value: dict[str, list[str]], ctx: sg.WorkflowContext[sg.Never, Any]) -> None:
+        await ctx.yield_output(value)
 
-    workflow = sg.WorkflowBuilder(start=start, checkpoints=store).build()
+    def build(checkpoints: sg.CheckpointStore | None) -> sg.Workflow:
+        return sg.WorkflowBuilder(start=echo, name="echoing", checkpoints=checkpoints).build()
+
+    given = {"k": ["x", "a\udc80"]}
     with pytest.raises(
-        sg.CheckpointEncodeError,
-        match=r"^inbox of 'start'\[0\] \(the run input\): the string holds a lone surrogate",
+        sg.MessageTypeError,
+        match=r"^workflow 'echoing' checkpoints its runs, and its input cannot be stored: "
+        r"the input\['k'\]\[1\]: the string holds a lone surrogate \('\\udc80' at index 1\)",
     ):
-        await workflow.run("bad \udc80 text")
+        await build(store).run(given)
+    assert await store.runs() == []  # (no run was started)
+    assert (await build(None).run(given)).outputs == [given]  # (nothing to store: it runs)
 
 
 async def test_deep_nesting_error_keeps_the_path_short(store: sg.CheckpointStore) -> None:

@@ -549,6 +549,12 @@ class RunCodec:
         owner = executor.snapshot_run()
         return owner is None or owner == run_id or owner in forked_from
 
+    def storable_input(self, value: Any) -> None:
+        """``CheckpointEncodeError``, naming where, for a run's input that a
+        checkpoint could not hold (half a character, a type with no codec):
+        the run would fail at its first barrier, having run nothing."""
+        self._enc(value, "the input")
+
     def storable(self, responses: Mapping[str, Any]) -> None:
         """Refuse, before anything is consumed, an answer a checkpoint could
         not hold (the run would fail at its next save, its request lost)."""

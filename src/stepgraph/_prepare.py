@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import Checkpoint, CheckpointStore, answered_twice, going_on_from
 from ._core import Backend, MessageTypeError, RunState, a_string, a_value_type, type_name
-from ._exceptions import CheckpointError, RequestError
+from ._exceptions import CheckpointEncodeError, CheckpointError, RequestError
 from ._executor import refusal
 from ._persistence import CheckpointConfig, apply_responses
 from ._waiting import Suspended
@@ -22,7 +22,15 @@ from ._waiting import Suspended
 if TYPE_CHECKING:
     from ._workflow import Workflow
 
-__all__ = ["ExecutorRef", "Prepared", "RunCall", "not_answered", "not_gone_on", "prepare"]
+__all__ = [
+    "ExecutorRef",
+    "Prepared",
+    "RunCall",
+    "not_answered",
+    "not_gone_on",
+    "prepare",
+    "storable_input",
+]
 
 ExecutorRef = Any  # an Executor or its id
 # The run to execute: (run id, state, checkpoint resumed from, its state
@@ -140,8 +148,24 @@ async def prepare(workflow: Workflow, call: RunCall, config: CheckpointConfig | 
             f"{start.id!r}: {refused}",
             executor_id=start.id,
         )
+    if config is not None:
+        storable_input(workflow, call.input)
     run = RunState(inboxes={start.id: [("", call.input)]})
     return uuid.uuid4().hex, run, None, None, None
+
+
+def storable_input(workflow: Workflow, value: Any) -> None:
+    """``MessageTypeError``, naming where, for an input of a checkpointed run
+    that a checkpoint could not hold (half a character, a type with no
+    codec): the run failed at its first barrier, listed failed, nothing run."""
+    try:
+        workflow.codec.storable_input(value)
+    except CheckpointEncodeError as exc:
+        raise MessageTypeError(
+            f"workflow {workflow.name!r} checkpoints its runs, and its input cannot be "
+            f"stored: {exc}; nothing ran",
+            executor_id=workflow.start.id,
+        ) from None
 
 
 async def not_gone_on(store: CheckpointStore, suspended: Suspended) -> None:

@@ -23,6 +23,7 @@ from .._checkpoint import RUNNING_STATUSES, TERMINAL_STATUSES, holding, new_hold
 from .._core import PendingRequest, RunStatus
 from .._exceptions import CheckpointError, StepgraphError
 from .._otel._setup import export_from_env
+from .._prepare import storable_input
 from .._viz import to_dot, to_mermaid
 from .._workflow import Workflow
 from ._checkpoints import checkpoints_app, runs_app
@@ -358,6 +359,8 @@ def run(
                 raise CliError(
                     "a run paused at a breakpoint goes on from its checkpoint: give a store"
                 )
+            if value is not None and not no_store:
+                storable_input(workflow, value)  # (before a new store is made for it)
             address = _backend_address(backend)
             # (the workflow's module loaded, which may have set OpenTelemetry
             # up itself; no store opened: a missing SDK leaves none behind)
