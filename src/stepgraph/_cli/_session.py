@@ -37,7 +37,6 @@ from .._exceptions import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
     ConvergenceError,
-    MessageTypeError,
     ModelError,
     RequestError,
     ResponseValueError,
@@ -338,9 +337,6 @@ def _stream_and_sum_up(session: Session, store: CliStore | None) -> int:
             # a store's failure carries its cause.
             text = str(error).replace(FORK_HINT, "fork it: add --fork (a new run)")
             say(err, ("error: ", "red"), text)
-            return EXIT_FAILED
-        if not session.run_id and isinstance(error, MessageTypeError):  # (an input refused)
-            say(err, ("error: ", "red"), str(error))
             return EXIT_FAILED
         if not session.run_id and isinstance(error, RequestError):  # (refused before it ran)
             # (an answer's value refused: its request is still open)
