@@ -77,6 +77,22 @@ def asking() -> sg.Workflow:
     return sg.WorkflowBuilder(start=Gate("gate"), name="asking").build()
 
 
+class Relay(sg.Executor):
+    """Asks its input as it is (an empty string too)."""
+
+    @sg.handler
+    async def on(self, text: str, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.request_info(text, bool)
+
+    @sg.response_handler
+    async def answered(self, text: str, ok: bool, ctx: sg.WorkflowContext[sg.Never, str]) -> None:
+        await ctx.yield_output(text)
+
+
+def relaying() -> sg.Workflow:
+    return sg.WorkflowBuilder(start=Relay("relay"), name="relaying").build()
+
+
 def _is_small(n: int) -> bool:
     return n < 10
 

@@ -841,3 +841,20 @@ def test_half_a_character_in_the_input_is_refused_before_the_run(tmp_path: Path)
     assert not path.exists()  # (refused before a store was made for it)
     done = cli("run", "tests.cli_flows:echoing", "--input", given, "--no-store")
     assert done.returncode == 0, done.stderr
+
+
+def test_an_empty_request_or_output_is_shown_quoted(tmp_path: Path) -> None:
+    # (a request of "" read "str: " with nothing after it, an output "output: ")
+    spec = f"sqlite:{tmp_path / 'runs.sqlite'}"
+    asked = cli("run", "tests.cli_flows:relaying", "--input", '""', "--store", spec)
+    assert asked.returncode == 2, asked.stderr
+    lines = asked.stdout.splitlines()
+    assert "  str: ''" in lines, asked.stdout
+    answer = next(line for line in lines if "--respond" in line)
+    done = cli(*shlex.split(answer.strip())[1:])
+    assert done.returncode == 0, done.stderr
+    assert "output: ''" in done.stdout.splitlines()
+    spaced = cli("run", "tests.cli_flows:echoing", "--input", '" \\t"', "--no-store")
+    assert "output: ' \\t'" in spaced.stdout.splitlines(), spaced.stdout
+    plain = cli("run", "tests.cli_flows:echoing", "--input", '" a "', "--no-store")
+    assert "output:  a " in plain.stdout.splitlines()  # (text to see: as it is)

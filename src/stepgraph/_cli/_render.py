@@ -96,7 +96,11 @@ def say(console: Console, *parts: str | tuple[str, str], style: str | None = Non
 
 def shown(value: Any, limit: int | None = None) -> str:
     """``str(value)`` for a person to read, whatever the value (cut after
-    ``limit`` characters, saying how many more there are)."""
+    ``limit`` characters, saying how many more there are); a string with
+    nothing to see (empty, or only spaces) quoted, ``''``: a request or an
+    output showed as ``str:`` with nothing after it."""
+    if isinstance(value, str) and not value.strip():
+        return printable(repr(value))
     try:
         text = str(value)
     except Exception:  # a huge int, a broken __str__
