@@ -172,9 +172,12 @@ async def test_a_failed_write_fails_the_run_as_a_checkpoint_error(durability: st
 
 async def test_async_checkpoints_are_flushed_when_the_run_is_cancelled() -> None:
     store = Recording()
-    workflow, _ = counting(store, "async", 1_000, pause=0.002)
+    workflow, counter = counting(store, "async", 1_000, pause=0.002)
     task = asyncio.ensure_future(workflow.run(0))
-    await asyncio.sleep(0.05)
+    # (cancelled after some supersteps, not after some time: on a loaded
+    # machine 50 ms had run fewer than the six supersteps asked for below)
+    while len(counter.stored_at_call) < 10:
+        await asyncio.sleep(0.005)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
