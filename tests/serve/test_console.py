@@ -300,20 +300,31 @@ def test_a_run_going_on_in_another_server_is_cancelled_from_the_page(serve, tmp_
     console.shot("run-cancelled-elsewhere")
 
 
-def test_a_waiting_run_of_a_workflow_not_served_here_shows_its_requests_unanswerable(
-    serve, tmp_path, open_console
-):
+def _run_served_elsewhere(serve, tmp_path, flow, given, status):
+    """A run of ``flow`` (given ``given``) that a server of it took to
+    ``status``, and a second server on the same store that serves another
+    workflow: the two servers, and the run's id."""
     import stepgraph as sg
 
     path = tmp_path / "shared.sqlite"
-    serving = serve(flows.gate, store=sg.SqliteCheckpointStore(path))
+    serving = serve(flow, store=sg.SqliteCheckpointStore(path))
     other = serve(flows.slow, store=sg.SqliteCheckpointStore(path))  # another workflow
     with serving.client() as client:
-        run_id = client.post("/api/workflows/gate/runs", json={"input": "go?"}).json()["run_id"]
+        name = client.get("/api/workflows").json()[0]["name"]
+        run_id = client.post(f"/api/workflows/{name}/runs", json={"input": given}).json()["run_id"]
         deadline = time.monotonic() + 30
-        while client.get(f"/api/runs/{run_id}").json()["status"] != "idle_with_pending_requests":
+        while client.get(f"/api/runs/{run_id}").json()["status"] != status:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+    return serving, other, run_id
+
+
+def test_a_waiting_run_of_a_workflow_not_served_here_shows_its_requests_unanswerable(
+    serve, tmp_path, open_console
+):
+    _, other, run_id = _run_served_elsewhere(
+        serve, tmp_path, flows.gate, "go?", "idle_with_pending_requests"
+    )
     console = open_console(other.url + "/")
     console.open(f"#/runs/{run_id}")
     # (it said "No pending requests." of a run waiting for one)
@@ -337,17 +348,7 @@ def test_a_waiting_run_of_a_workflow_not_served_here_shows_its_requests_unanswer
 
 
 def test_a_failed_run_of_a_workflow_not_served_here_offers_no_resume(serve, tmp_path, open_console):
-    import stepgraph as sg
-
-    path = tmp_path / "shared.sqlite"
-    serving = serve(flows.failing, store=sg.SqliteCheckpointStore(path))
-    other = serve(flows.slow, store=sg.SqliteCheckpointStore(path))  # another workflow
-    with serving.client() as client:
-        run_id = client.post("/api/workflows/failing/runs", json={"input": "x"}).json()["run_id"]
-        deadline = time.monotonic() + 30
-        while client.get(f"/api/runs/{run_id}").json()["status"] != "failed":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    serving, other, run_id = _run_served_elsewhere(serve, tmp_path, flows.failing, "x", "failed")
     with other.client() as client:  # (what the button would have asked for)
         assert client.post(f"/api/runs/{run_id}/resume", json={}).status_code == 409
     console = open_console(other.url + "/")
